@@ -1,0 +1,383 @@
+"""Everything that can go wrong, as small named errors with structured fields.
+
+The CLI chooses an exit code from the class and formats the message; it never
+parses strings. Each error's ``str()`` is one line that says what is wrong and,
+where there is one, what to do next. The hierarchy lets a caller catch at the
+level it cares about: ``CatalogError`` (the files), ``PlanError`` (the request
+does not fit the graph and the ledger), ``ExecutionError`` (a migration failed
+while running) and ``DatabaseError`` (the database file itself).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+
+def _versions(versions: Iterable[str]) -> str:
+    return ", ".join(versions)
+
+
+class MigrationError(Exception):
+    """Base of every error this library raises on purpose."""
+
+
+# --------------------------------------------------------------------------
+# Catalog: problems found while loading migration files.
+# --------------------------------------------------------------------------
+
+
+class CatalogError(MigrationError):
+    """A problem with one migration file or with the catalog as a whole."""
+
+    def __init__(self, message: str, *, path: Path | None = None, versions: Sequence[str] = ()):
+        self.path = path
+        self.versions = tuple(versions)
+        super().__init__(message)
+
+
+class MalformedFileName(CatalogError, ValueError):
+    """A file starts with ``migration_`` but is not ``migration_<digits>[_<slug>].py``."""
+
+    def __init__(self, path: Path):
+        super().__init__(
+            f"{path.name}: migration files must be named migration_<digits>.py "
+            f"or migration_<digits>_<slug>.py; rename it",
+            path=path,
+        )
+
+
+class DuplicateVersion(CatalogError, ValueError):
+    """Two files carry numerically equal versions (``0027`` and ``27``)."""
+
+    def __init__(self, version: str, paths: Sequence[Path]):
+        self.paths = tuple(paths)
+        names = " and ".join(p.name for p in paths)
+        super().__init__(
+            f"version {version} is defined twice ({names}); renumber one of them",
+            path=paths[0],
+            versions=(version,),
+        )
+
+
+class UnreadableMigration(CatalogError):
+    """A migration file cannot be read or compiled (the line is given for syntax errors)."""
+
+    def __init__(self, path: Path, version: str, reason: str, line: int | None = None):
+        self.reason = reason
+        self.line = line
+        where = f"{path.name}, line {line}" if line else path.name
+        super().__init__(f"{where}: cannot load migration {version}: {reason}", path=path, versions=(version,))
+
+
+class MigrationImportError(CatalogError):
+    """Running a migration module's top level raised an exception."""
+
+    def __init__(self, path: Path, version: str, cause: BaseException):
+        self.cause = cause
+        super().__init__(
+            f"{path.name}: importing migration {version} raised {type(cause).__name__}: {cause}",
+            path=path,
+            versions=(version,),
+        )
+
+
+class MissingUpgrade(CatalogError):
+    """A migration module defines no callable ``upgrade(conn)``."""
+
+    def __init__(self, path: Path, version: str):
+        super().__init__(
+            f"{path.name}: migration {version} defines no upgrade(conn) function; add one",
+            path=path,
+            versions=(version,),
+        )
+
+
+class MalformedDependencies(CatalogError, ValueError):
+    """``depends_on`` or a docstring ``Dependencies:`` line cannot be read as versions."""
+
+    def __init__(self, path: Path, version: str, detail: str):
+        self.detail = detail
+        super().__init__(f"{path.name}: migration {version}: {detail}", path=path, versions=(version,))
+
+
+class ConflictingDependencies(CatalogError, ValueError):
+    """``depends_on`` and the docstring's ``Dependencies:`` section name different versions."""
+
+    def __init__(self, path: Path, version: str, declared: Sequence[str], documented: Sequence[str]):
+        self.declared = tuple(declared)
+        self.documented = tuple(documented)
+        super().__init__(
+            f"{path.name}: migration {version} has depends_on = ({_versions(declared) or 'none'}) "
+            f"but its docstring lists Dependencies: ({_versions(documented) or 'None'}); make them agree",
+            path=path,
+            versions=(version,),
+        )
+
+
+class UnknownDependency(CatalogError, LookupError):
+    """A migration depends on a version that no file in the catalog defines."""
+
+    def __init__(self, version: str, dependency: str, path: Path | None = None):
+        self.version = version
+        self.dependency = dependency
+        super().__init__(
+            f"{version} depends on {dependency}, which does not exist; "
+            f"add migration {dependency} or fix the dependency",
+            path=path,
+            versions=(version, dependency),
+        )
+
+
+class SelfDependency(CatalogError, ValueError):
+    """A migration lists itself among its dependencies."""
+
+    def __init__(self, version: str, path: Path | None = None):
+        super().__init__(
+            f"{version} depends on itself; remove {version} from its dependencies",
+            path=path,
+            versions=(version,),
+        )
+
+
+class DependencyCycle(CatalogError, ValueError):
+    """Dependencies form a loop, so no order can apply them; ``cycle`` is the path, first node repeated."""
+
+    def __init__(self, cycle: Sequence[str]):
+        self.cycle = tuple(cycle)
+        path = " → ".join(cycle)
+        super().__init__(f"dependency cycle {path}; remove one of these dependencies", versions=cycle[:-1])
+
+
+class CatalogInvalid(CatalogError):
+    """The catalog has one or more problems; ``problems`` lists every one of them."""
+
+    def __init__(self, directory: Path, problems: Sequence[CatalogError]):
+        self.directory = directory
+        self.problems = tuple(problems)
+        first = str(problems[0]) if problems else "unknown problem"
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        super().__init__(f"migration catalog {directory} is invalid: {first}{more}", path=directory)
+
+
+class CatalogNotFound(CatalogError, FileNotFoundError):
+    """The migrations directory does not exist or is not a directory."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        super().__init__(
+            f"migrations directory {directory} does not exist; pass --migrations-dir or set APM_MIGRATIONS_DIR",
+            path=directory,
+        )
+
+
+# --------------------------------------------------------------------------
+# Plans: the request does not fit the graph and the ledger.
+# --------------------------------------------------------------------------
+
+
+class PlanError(MigrationError):
+    """A plan cannot be made, or is refused, for the graph and ledger as they are."""
+
+
+class MigrationNotFound(PlanError, LookupError):
+    """A version named by the user is not in the catalog."""
+
+    def __init__(self, version: str):
+        self.version = version
+        super().__init__(f"migration {version} is not in the catalog; see `apm migrate --list` for versions")
+
+
+class NotApplied(PlanError, ValueError):
+    """A rollback names a migration that is not applied."""
+
+    def __init__(self, version: str):
+        self.version = version
+        super().__init__(f"migration {version} is not applied, so there is nothing to roll back")
+
+
+class AlreadyApplied(PlanError, ValueError):
+    """A mark or run names a migration that is already applied."""
+
+    def __init__(self, version: str):
+        self.version = version
+        super().__init__(f"migration {version} is already applied")
+
+
+class RollbackRefused(PlanError):
+    """Rolling back ``version`` would strand applied ``dependents``; ``cascade_order`` is what --cascade runs."""
+
+    def __init__(self, version: str, dependents: Sequence[str], cascade_order: Sequence[str]):
+        self.version = version
+        self.dependents = tuple(dependents)
+        self.cascade_order = tuple(cascade_order)
+        super().__init__(
+            f"cannot roll back {version}: applied migration(s) {_versions(dependents)} depend on it; "
+            f"nothing was changed. To roll back {' then '.join(cascade_order)}, run "
+            f"`apm migrate --rollback {version} --cascade`"
+        )
+
+
+class IrreversibleMigration(PlanError):
+    """A rollback plan contains migrations that define no ``downgrade``."""
+
+    def __init__(self, versions: Sequence[str]):
+        self.versions = tuple(versions)
+        super().__init__(
+            f"cannot roll back: migration(s) {_versions(versions)} define no downgrade(conn); "
+            f"nothing was changed. Restore from a backup instead, or add a downgrade"
+        )
+
+
+class UnknownAppliedMigration(PlanError, LookupError):
+    """The ledger records a version that has no file in the catalog, so it cannot be rolled back."""
+
+    def __init__(self, version: str):
+        self.version = version
+        super().__init__(
+            f"migration {version} is recorded as applied but has no file in the catalog, so it cannot be "
+            f"rolled back; restore its file from version control"
+        )
+
+
+class InconsistentHistory(PlanError):
+    """Applied migrations depend on migrations that are not applied; ``pairs`` is (applied, missing dependency)."""
+
+    def __init__(self, pairs: Sequence[tuple[str, str]]):
+        self.pairs = tuple(pairs)
+        applied, missing = self.pairs[0]
+        more = f" (and {len(self.pairs) - 1} more)" if len(self.pairs) > 1 else ""
+        super().__init__(
+            f"inconsistent history: {applied} is applied but its dependency {missing} is not{more}; "
+            f"nothing was changed. Either roll back {applied} (`apm migrate --rollback {applied} --cascade`), "
+            f"or, if {missing}'s changes are already in the schema, record it with "
+            f"`apm migrate --mark-applied {missing}`"
+        )
+
+
+# --------------------------------------------------------------------------
+# Execution: a migration failed while it ran; its transaction was rolled back.
+# --------------------------------------------------------------------------
+
+
+class ExecutionError(MigrationError):
+    """A step of a plan failed; that step's transaction was rolled back, earlier steps stay applied."""
+
+    def __init__(self, message: str, *, version: str, direction: str):
+        self.version = version
+        self.direction = direction
+        super().__init__(message)
+
+
+class MigrationFailed(ExecutionError):
+    """``upgrade`` or ``downgrade`` raised; ``cause`` is the original exception."""
+
+    def __init__(self, version: str, direction: str, cause: BaseException, rolled_back: bool = True):
+        self.cause = cause
+        state = "its changes were rolled back" if rolled_back else "the whole plan was rolled back"
+        super().__init__(
+            f"migration {version} failed during {direction}: {type(cause).__name__}: {cause}; {state}",
+            version=version,
+            direction=direction,
+        )
+
+
+class ValidationFailed(ExecutionError):
+    """``validate_pre`` or ``validate_post`` returned False."""
+
+    def __init__(self, version: str, direction: str, check: str):
+        self.check = check
+        super().__init__(
+            f"migration {version}: {check} returned False during {direction}; its changes were rolled back",
+            version=version,
+            direction=direction,
+        )
+
+
+class ForeignKeyViolation(ExecutionError):
+    """After a step, ``PRAGMA foreign_key_check`` found rows whose parent is missing."""
+
+    def __init__(self, version: str, direction: str, violations: Sequence[tuple[str, int | None, str, int]]):
+        # Each violation is (table, rowid, parent table, foreign key index), as SQLite reports it.
+        self.violations = tuple(violations)
+        table, rowid, parent, _ = self.violations[0]
+        more = f" (and {len(self.violations) - 1} more)" if len(self.violations) > 1 else ""
+        super().__init__(
+            f"migration {version} left a broken foreign key during {direction}: {table} row {rowid} "
+            f"references a missing row of {parent}{more}; its changes were rolled back",
+            version=version,
+            direction=direction,
+        )
+
+
+class TransactionTampered(ExecutionError):
+    """A migration tried to commit, roll back or begin a transaction itself."""
+
+    def __init__(self, version: str, direction: str, statement: str):
+        self.statement = statement
+        super().__init__(
+            f"migration {version} ran `{statement}` during {direction}; migrations must not manage "
+            f"transactions (the executor commits each one); remove it",
+            version=version,
+            direction=direction,
+        )
+
+
+# --------------------------------------------------------------------------
+# Database: the file itself cannot be used.
+# --------------------------------------------------------------------------
+
+
+class DatabaseError(MigrationError):
+    """The database file cannot be opened or written; nothing was changed."""
+
+    def __init__(self, message: str, *, path: Path):
+        self.path = path
+        super().__init__(message)
+
+
+class DatabaseNotFound(DatabaseError, FileNotFoundError):
+    """A command that only reads was pointed at a database that does not exist."""
+
+    def __init__(self, path: Path):
+        super().__init__(
+            f"database {path} does not exist; run `apm migrate` to create it, or pass --db", path=path
+        )
+
+
+class DatabaseDirectoryMissing(DatabaseError, FileNotFoundError):
+    """The folder that should hold the database does not exist."""
+
+    def __init__(self, path: Path):
+        super().__init__(
+            f"folder {path.parent} for database {path.name} does not exist; create it or pass another --db",
+            path=path,
+        )
+
+
+class NotADatabase(DatabaseError):
+    """The file exists but is not a SQLite database."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"{path} is not a SQLite database; check the --db path", path=path)
+
+
+class DatabaseReadOnly(DatabaseError, PermissionError):
+    """The database (or its folder) cannot be written."""
+
+    def __init__(self, path: Path):
+        super().__init__(
+            f"database {path} is read-only; make it writable (chmod u+w) or copy it elsewhere", path=path
+        )
+
+
+class DatabaseLocked(DatabaseError, TimeoutError):
+    """Another connection held the write lock longer than the busy timeout."""
+
+    def __init__(self, path: Path, timeout: float):
+        self.timeout = timeout
+        super().__init__(
+            f"database {path} stayed locked by another process for {timeout:g} s; nothing was changed. "
+            f"Wait for it to finish and retry, or raise --busy-timeout",
+            path=path,
+        )

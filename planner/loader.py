@@ -1,0 +1,248 @@
+"""Reading a migrations folder into a ``Catalog``.
+
+Loading never stops at the first problem: a developer fixing a broken catalog
+wants every problem in one run, each naming its file. ``scan_catalog`` returns
+what loaded and what did not; ``load_catalog`` is the strict form the planner
+uses, which raises ``CatalogInvalid`` carrying all of them.
+
+The file format is the seed framework's, so APM's existing files load as they
+are: ``migration_<digits>[_<slug>].py``, a docstring whose first line is
+``Migration NNNN: description``, ``upgrade(conn)`` and optionally
+``downgrade``, ``validate_pre`` and ``validate_post``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from planner.catalog import Catalog
+from planner.errors import (
+    CatalogError,
+    CatalogInvalid,
+    CatalogNotFound,
+    ConflictingDependencies,
+    DuplicateVersion,
+    MalformedDependencies,
+    MalformedFileName,
+    MigrationImportError,
+    MissingUpgrade,
+    UnreadableMigration,
+)
+from planner.migration import DECLARED, DOCUMENTED, IMPLIED, Migration
+
+FILE_PREFIX = "migration_"
+_FILE_NAME = re.compile(r"^migration_(?P<version>\d+)(?:_(?P<slug>[A-Za-z0-9_]+))?\.py$")
+_TITLE = re.compile(r"^\s*Migration\s+(?P<version>\d+)\s*:\s*(?P<description>.*?)\s*$")
+_DEPENDENCIES_HEADER = re.compile(r"^\s*Dependencies\s*:\s*$", re.IGNORECASE)
+_DEPENDENCY_ITEM = re.compile(r"^\s*[-*]\s*(?:Migration\s+)?(?P<version>\d+)\b", re.IGNORECASE)
+_NO_DEPENDENCY_ITEM = re.compile(r"^\s*[-*]\s*None\b", re.IGNORECASE)
+_LIST_ITEM = re.compile(r"^\s*[-*]\s+")
+
+
+@dataclass(frozen=True)
+class DocstringInfo:
+    """What a migration's docstring says about it."""
+
+    version: str | None
+    description: str
+    #: None when there is no ``Dependencies:`` section; () when it says ``- None``.
+    dependencies: tuple[str, ...] | None
+
+
+def version_from_file_name(path: Path) -> str | None:
+    """The version a file name carries, ``None`` for files that are not migrations.
+
+    A name that starts with ``migration_`` but does not fit the pattern raises:
+    silently skipping ``migration_27a.py`` is how a migration goes missing.
+    """
+    name = path.name
+    if not name.startswith(FILE_PREFIX) or not name.endswith(".py"):
+        return None
+    match = _FILE_NAME.match(name)
+    if match is None:
+        raise MalformedFileName(path)
+    return match.group("version")
+
+
+def parse_docstring(doc: str | None) -> DocstringInfo:
+    """Read the title line and the ``Dependencies:`` section of a migration docstring."""
+    lines = (doc or "").strip().splitlines()
+    version = None
+    description = ""
+    if lines:
+        title = _TITLE.match(lines[0])
+        if title:
+            version, description = title.group("version"), title.group("description")
+        else:
+            description = lines[0].strip()
+    return DocstringInfo(version, description, _documented_dependencies(lines))
+
+
+def _documented_dependencies(lines: list[str]) -> tuple[str, ...] | None:
+    for start, line in enumerate(lines):
+        if _DEPENDENCIES_HEADER.match(line):
+            break
+    else:
+        return None
+    versions: list[str] = []
+    for line in lines[start + 1 :]:
+        if not line.strip() or not _LIST_ITEM.match(line):
+            break
+        if _NO_DEPENDENCY_ITEM.match(line):
+            continue
+        item = _DEPENDENCY_ITEM.match(line)
+        if item is None:
+            raise ValueError(f"cannot read the Dependencies: line {line.strip()!r}; write '- Migration NNNN (why)'")
+        versions.append(item.group("version"))
+    return tuple(versions)
+
+
+def _declared_dependencies(module: object) -> tuple[str, ...] | None:
+    if not hasattr(module, "depends_on"):
+        return None
+    value = module.depends_on  # type: ignore[attr-defined]
+    if not isinstance(value, (tuple, list)):
+        raise ValueError(f"depends_on must be a tuple or list of version strings, not {type(value).__name__}")
+    versions = []
+    for item in value:
+        text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
+        if not isinstance(text, str) or not text.isdigit():
+            raise ValueError(f"depends_on entry {item!r} is not a version string such as '0020'")
+        versions.append(text)
+    return tuple(versions)
+
+
+def _optional_function(module: object, name: str):
+    value = getattr(module, name, None)
+    return value if callable(value) else None
+
+
+def load_migration(path: Path, version: str) -> Migration:
+    """Import one migration file and describe it; dependencies may still need the implied rule.
+
+    A migration with neither ``depends_on`` nor a ``Dependencies:`` section comes
+    back with ``dependency_source == IMPLIED`` and no dependencies: only the
+    whole catalog knows which version precedes it.
+    """
+    try:
+        source = path.read_bytes()
+    except OSError as exc:
+        raise UnreadableMigration(path, version, exc.strerror or str(exc)) from exc
+    checksum = hashlib.sha256(source).hexdigest()
+
+    spec = importlib.util.spec_from_file_location(f"apm_migration_{version}", path)
+    if spec is None or spec.loader is None:
+        raise UnreadableMigration(path, version, "not importable as Python")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise UnreadableMigration(path, version, f"syntax error: {exc.msg}", exc.lineno) from exc
+    except (Exception, SystemExit) as exc:  # a migration's top level may raise anything
+        raise MigrationImportError(path, version, exc) from exc
+
+    upgrade = _optional_function(module, "upgrade")
+    if upgrade is None:
+        raise MissingUpgrade(path, version)
+
+    try:
+        info = parse_docstring(module.__doc__)
+    except ValueError as exc:
+        raise MalformedDependencies(path, version, str(exc)) from exc
+    try:
+        declared = _declared_dependencies(module)
+    except ValueError as exc:
+        raise MalformedDependencies(path, version, str(exc)) from exc
+
+    documented = info.dependencies
+    if declared is not None and documented is not None:
+        if {int(v) for v in declared} != {int(v) for v in documented}:
+            raise ConflictingDependencies(path, version, declared, documented)
+    if declared is not None:
+        depends_on, source_rule = declared, DECLARED
+    elif documented is not None:
+        depends_on, source_rule = documented, DOCUMENTED
+    else:
+        depends_on, source_rule = (), IMPLIED
+
+    description = info.description or path.stem[len(FILE_PREFIX) + len(version) :].strip("_").replace("_", " ")
+    return Migration(
+        version=version,
+        description=description,
+        path=path,
+        checksum=checksum,
+        depends_on=depends_on,
+        dependency_source=source_rule,
+        doc=(module.__doc__ or "").strip(),
+        upgrade=upgrade,
+        downgrade=_optional_function(module, "downgrade"),
+        validate_pre=_optional_function(module, "validate_pre"),
+        validate_post=_optional_function(module, "validate_post"),
+        docstring_version=info.version,
+        documented_dependencies=documented,
+    )
+
+
+def migration_files(directory: Path) -> tuple[dict[str, Path], list[CatalogError]]:
+    """Map each version in a folder to its file, with the naming problems found on the way."""
+    problems: list[CatalogError] = []
+    by_number: dict[int, list[tuple[str, Path]]] = {}
+    for path in sorted(directory.iterdir()):
+        try:
+            version = version_from_file_name(path)
+        except MalformedFileName as exc:
+            problems.append(exc)
+            continue
+        if version is not None and path.is_file():
+            by_number.setdefault(int(version), []).append((version, path))
+    files: dict[str, Path] = {}
+    for number in sorted(by_number):
+        entries = by_number[number]
+        if len(entries) > 1:
+            problems.append(DuplicateVersion(entries[0][0], [p for _, p in entries]))
+            continue
+        version, path = entries[0]
+        files[version] = path
+    return files, problems
+
+
+def scan_catalog(directory: Path | str) -> tuple[list[Migration], list[CatalogError]]:
+    """Load every migration in a folder, collecting problems instead of raising them.
+
+    Returns the migrations that loaded (in numeric order, implied dependencies
+    filled in) and every file-level problem. Graph-level problems (unknown
+    dependencies, cycles) are found when the ``Catalog`` is built.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CatalogNotFound(directory)
+    files, problems = migration_files(directory)
+    loaded: list[Migration] = []
+    previous: str | None = None
+    for version, path in files.items():  # already in numeric order
+        try:
+            migration = load_migration(path, version)
+        except CatalogError as exc:
+            problems.append(exc)
+        else:
+            if migration.dependency_source == IMPLIED and previous is not None:
+                migration = replace(migration, depends_on=(previous,))
+            loaded.append(migration)
+        previous = version
+    return loaded, problems
+
+
+def load_catalog(directory: Path | str) -> Catalog:
+    """Load a folder strictly: a ``Catalog`` whose graph is a DAG, or ``CatalogInvalid`` with every problem."""
+    directory = Path(directory)
+    migrations, problems = scan_catalog(directory)
+    unloadable = {p.versions[0] for p in problems if p.versions}
+    catalog, graph_problems = Catalog.build(directory, migrations, unloadable=unloadable)
+    problems.extend(graph_problems)
+    if problems:
+        raise CatalogInvalid(directory, problems)
+    return catalog

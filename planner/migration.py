@@ -1,0 +1,73 @@
+"""One migration: what a file declares, once it has been loaded.
+
+A ``Migration`` is a plain value. It knows its version, its description, what it
+depends on (and why: declared, documented or implied by numbering), the sha256
+of its file for drift detection, and the functions the executor calls. It holds
+no connection and does no I/O, so plans can be computed and compared freely.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MigrationFunction = Callable[[sqlite3.Connection], None]
+ValidationFunction = Callable[[sqlite3.Connection], bool]
+
+#: Where a migration's dependencies came from, first rule that applies wins.
+DECLARED = "depends_on"  # a module-level depends_on
+DOCUMENTED = "docstring"  # the docstring's Dependencies: section
+IMPLIED = "implied"  # the previous version in numeric order (the old linear framework)
+
+
+@dataclass(frozen=True, eq=False)
+class Migration:
+    """A loaded migration file.
+
+    Equality is by version and checksum: two loads of the same unchanged file
+    are the same migration, which is what plan comparisons need.
+    """
+
+    version: str
+    description: str
+    path: Path
+    checksum: str
+    depends_on: tuple[str, ...]
+    dependency_source: str
+    doc: str
+    upgrade: MigrationFunction
+    downgrade: MigrationFunction | None = None
+    validate_pre: ValidationFunction | None = None
+    validate_post: ValidationFunction | None = None
+    #: The version the docstring's first line names, when it names one (lint compares it to the file name).
+    docstring_version: str | None = None
+    #: The versions the docstring's Dependencies: section lists, when it has one (lint compares them).
+    documented_dependencies: tuple[str, ...] | None = field(default=None)
+
+    @property
+    def number(self) -> int:
+        """The numeric value of the version: what ordering and duplicate checks use."""
+        return int(self.version)
+
+    @property
+    def reversible(self) -> bool:
+        """Whether a rollback can run this migration's ``downgrade``."""
+        return self.downgrade is not None
+
+    @property
+    def label(self) -> str:
+        """``0027 Add metadata``: how diagrams and tables name a migration."""
+        return f"{self.version} {self.description}".strip()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Migration):
+            return NotImplemented
+        return (self.version, self.checksum) == (other.version, other.checksum)
+
+    def __hash__(self) -> int:
+        return hash((self.version, self.checksum))
+
+    def __repr__(self) -> str:
+        return f"<Migration {self.version} {self.description!r}>"

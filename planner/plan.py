@@ -1,0 +1,134 @@
+"""Plans: which migrations to run, in which direction and order. Pure functions.
+
+A plan is computed from the catalog and the set of applied versions alone, so
+"what would run" can be shown, compared and tested without a database; the
+executor only runs what a plan says. Every refusal happens here, before
+anything runs: a rollback that would strand applied dependents, a rollback
+through a migration without ``downgrade``, an apply over an inconsistent history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from planner.catalog import Catalog
+from planner.errors import (
+    InconsistentHistory,
+    IrreversibleMigration,
+    MigrationNotFound,
+    NotApplied,
+    RollbackRefused,
+    UnknownAppliedMigration,
+)
+from planner.graph import version_key
+from planner.migration import Migration
+
+APPLY = "apply"
+ROLLBACK = "rollback"
+Direction = Literal["apply", "rollback"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """Run one migration in one direction."""
+
+    migration: Migration
+    direction: Direction
+
+    @property
+    def version(self) -> str:
+        return self.migration.version
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An ordered list of steps, all in the same direction, and what was asked for."""
+
+    direction: Direction
+    steps: tuple[Step, ...]
+    #: The version the user named (``--target`` or ``--rollback``), if any.
+    target: str | None = None
+    cascade: bool = False
+
+    @property
+    def versions(self) -> list[str]:
+        return [step.version for step in self.steps]
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self):
+        return iter(self.steps)
+
+    def __bool__(self) -> bool:
+        return bool(self.steps)
+
+
+def inconsistent_history(catalog: Catalog, applied: Iterable[str]) -> list[tuple[str, str]]:
+    """Pairs (applied migration, its dependency that is not applied), in version order.
+
+    Possible only after files were edited or the ledger was changed by hand;
+    applying anything on top of such a history would build on a schema that
+    is not what the graph says it is.
+    """
+    known, _ = catalog.split_applied(applied)
+    pairs = []
+    for version in sorted(known, key=version_key):
+        for dependency in catalog.graph.dependencies(version):
+            if dependency not in known:
+                pairs.append((version, dependency))
+    return pairs
+
+
+def unknown_applied(catalog: Catalog, applied: Iterable[str]) -> list[str]:
+    """Versions recorded as applied that have no file in the catalog; they stay applied."""
+    _, unknown = catalog.split_applied(applied)
+    return sorted(unknown, key=lambda v: (int(v) if v.isdigit() else -1, v))
+
+
+def apply_plan(catalog: Catalog, applied: Iterable[str], target: str | None = None) -> Plan:
+    """Every pending migration (or only what ``target`` needs, and ``target``) in dependency order.
+
+    Refuses with ``InconsistentHistory`` when an applied migration's dependency
+    is not applied, since no order of the pending ones can repair that.
+    """
+    known, _ = catalog.split_applied(applied)
+    problems = inconsistent_history(catalog, known)
+    if problems:
+        raise InconsistentHistory(problems)
+    if target is not None:
+        target = catalog.get(target).version
+        wanted = catalog.graph.ancestors(target) | {target}
+    else:
+        wanted = set(catalog.versions)
+    pending = wanted - known
+    order = catalog.graph.topological_order(pending)
+    return Plan(APPLY, tuple(Step(catalog[v], APPLY) for v in order), target=target)
+
+
+def rollback_plan(catalog: Catalog, applied: Iterable[str], version: str, cascade: bool = False) -> Plan:
+    """Roll back ``version``, and with ``cascade`` its applied dependents first.
+
+    Without ``cascade``, applied dependents make this a refusal that names
+    them and the order a cascade would take. Any migration in the plan
+    without ``downgrade`` refuses the whole plan: stopping halfway through a
+    cascade would leave the database between two consistent states.
+    """
+    known, unknown = catalog.split_applied(applied)
+    canonical = catalog.canonical(version)
+    if canonical is None:
+        if version in unknown or any(v.isdigit() and version.isdigit() and int(v) == int(version) for v in unknown):
+            raise UnknownAppliedMigration(version)
+        raise MigrationNotFound(version)
+    if canonical not in known:
+        raise NotApplied(canonical)
+    dependents = catalog.graph.descendants(canonical) & known
+    order = catalog.graph.reverse_topological_order(dependents | {canonical})
+    if dependents and not cascade:
+        raise RollbackRefused(canonical, sorted(dependents, key=version_key), order)
+    irreversible = [v for v in order if not catalog[v].reversible]
+    if irreversible:
+        raise IrreversibleMigration(sorted(irreversible, key=version_key))
+    return Plan(ROLLBACK, tuple(Step(catalog[v], ROLLBACK) for v in order), target=canonical, cascade=cascade)

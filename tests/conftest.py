@@ -1,0 +1,64 @@
+"""Shared fixtures: catalogs written as real files in a temporary folder."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+
+def write_migration(
+    directory: Path,
+    version: str,
+    description: str = "",
+    *,
+    depends_on: tuple[str, ...] | list[str] | None = None,
+    documented: tuple[str, ...] | None = None,
+    upgrade: str = "pass",
+    downgrade: str | None = "pass",
+    extra: str = "",
+    slug: str | None = None,
+) -> Path:
+    """Write ``migration_<version>[_<slug>].py`` and return its path.
+
+    ``upgrade`` and ``downgrade`` are function bodies (``conn`` is in scope);
+    ``downgrade=None`` leaves the function out. ``documented`` writes a
+    docstring ``Dependencies:`` section (``()`` writes ``- None``).
+    """
+    description = description or f"Migration number {version}"
+    doc = [f"Migration {version}: {description}", ""]
+    if documented is not None:
+        doc.append("Dependencies:")
+        doc.extend([f"- Migration {v} (prerequisite)" for v in documented] or ["- None"])
+        doc.append("")
+    parts = ['"""' + "\n".join(doc) + '"""', ""]
+    if depends_on is not None:
+        parts.append(f"depends_on = {tuple(depends_on)!r}")
+    parts.append(extra)
+    parts.append("def upgrade(conn):\n" + textwrap.indent(textwrap.dedent(upgrade).strip() or "pass", "    "))
+    if downgrade is not None:
+        parts.append("def downgrade(conn):\n" + textwrap.indent(textwrap.dedent(downgrade).strip() or "pass", "    "))
+    name = f"migration_{version}_{slug}.py" if slug else f"migration_{version}.py"
+    path = directory / name
+    path.write_text("\n".join(parts) + "\n")
+    return path
+
+
+@pytest.fixture
+def catalog_dir(tmp_path: Path) -> Path:
+    """An empty folder for migration files."""
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def seed_chain(catalog_dir: Path) -> Path:
+    """The seed's story as a small catalog: 0001 root, 0020 → 0027 → 0029, and 0030 on 0001 alone."""
+    write_migration(catalog_dir, "0001", "Initial schema", documented=())
+    write_migration(catalog_dir, "0020", "Fix agents.tier")
+    write_migration(catalog_dir, "0027", "Add metadata", depends_on=("0020",), documented=("0020",))
+    write_migration(catalog_dir, "0029", "Utility agents", depends_on=("0027",))
+    write_migration(catalog_dir, "0030", "Feature flags", depends_on=("0001",))
+    return catalog_dir
