@@ -381,3 +381,31 @@ class DatabaseLocked(DatabaseError, TimeoutError):
             f"Wait for it to finish and retry, or raise --busy-timeout",
             path=path,
         )
+
+
+# --------------------------------------------------------------------------
+# Rendering: drawing a diagram as an image needs Graphviz, an outside program.
+# --------------------------------------------------------------------------
+
+
+class RenderError(MigrationError):
+    """A diagram could not be turned into an image; the text formats still work."""
+
+
+class GraphvizMissing(RenderError, FileNotFoundError):
+    """Graphviz's ``dot`` executable is not on PATH, so svg and png cannot be made."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Graphviz's dot is not installed; install the Debian package graphviz (apt-get install graphviz)"
+        )
+
+
+class GraphvizFailed(RenderError, RuntimeError):
+    """``dot`` ran and exited non-zero; ``stderr`` is the first line of what it said."""
+
+    def __init__(self, returncode: int, stderr: str):
+        self.returncode = returncode
+        self.stderr = stderr
+        detail = f": {stderr}" if stderr else ""
+        super().__init__(f"Graphviz's dot failed with exit code {returncode}{detail}")
