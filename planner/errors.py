@@ -409,3 +409,71 @@ class GraphvizFailed(RenderError, RuntimeError):
         self.stderr = stderr
         detail = f": {stderr}" if stderr else ""
         super().__init__(f"Graphviz's dot failed with exit code {returncode}{detail}")
+
+
+# --------------------------------------------------------------------------
+# Authoring: helpers a migration author calls (table rebuilds, new files).
+# --------------------------------------------------------------------------
+
+
+class RebuildError(MigrationError):
+    """``rebuild_table`` or ``drop_columns`` did not change ``table``; it is exactly as before the call."""
+
+    def __init__(self, message: str, *, table: str):
+        self.table = table
+        super().__init__(message)
+
+
+class RebuildRefused(RebuildError, ValueError):
+    """A rebuild would lose or break something (``object_name`` says what), so nothing was changed."""
+
+    def __init__(self, table: str, object_name: str, reason: str, advice: str):
+        self.object_name = object_name
+        self.reason = reason
+        super().__init__(
+            f"cannot rebuild table {table}: {object_name} {reason}; nothing was changed. {advice}", table=table
+        )
+
+
+class RebuildFailed(RebuildError):
+    """SQLite rejected a step of a rebuild (often a row that breaks the new schema); it was undone."""
+
+    def __init__(self, table: str, step: str, cause: BaseException):
+        self.step = step
+        self.cause = cause
+        super().__init__(
+            f"rebuilding table {table} failed while {step}: {type(cause).__name__}: {cause}; the table is "
+            f"unchanged. Fix the new CREATE TABLE or the convert expressions, or the rows that break them",
+            table=table,
+        )
+
+
+class InvalidDescription(MigrationError, ValueError):
+    """A new migration's description cannot become a file name slug or a docstring title."""
+
+    def __init__(self, description: str, reason: str):
+        self.description = description
+        self.reason = reason
+        super().__init__(
+            f"cannot name a migration {description!r}: {reason}; describe it in words, "
+            f"e.g. 'Add feature_flags table'"
+        )
+
+
+class ConflictingDependencyOptions(MigrationError, ValueError):
+    """A new migration was asked to be a root and to depend on versions at the same time."""
+
+    def __init__(self, depends_on: Sequence[str]):
+        self.depends_on = tuple(depends_on)
+        super().__init__(
+            f"a root migration depends on nothing, but dependencies {_versions(depends_on)} were given; "
+            f"pass either --root or --depends-on"
+        )
+
+
+class MigrationFileExists(MigrationError, FileExistsError):
+    """The file a new migration would be written to is already there; it was left untouched."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        super().__init__(f"{path} already exists and was left untouched; move it away or pick another description")
