@@ -35,12 +35,15 @@ from planner.errors import (
 from planner.migration import DECLARED, DOCUMENTED, IMPLIED, Migration
 
 FILE_PREFIX = "migration_"
-_FILE_NAME = re.compile(r"^migration_(?P<version>\d+)(?:_(?P<slug>[A-Za-z0-9_]+))?\.py$")
-_TITLE = re.compile(r"^\s*Migration\s+(?P<version>\d+)\s*:\s*(?P<description>.*?)\s*$")
+# Versions are ASCII digits only: ``\d`` would also accept other scripts' digits,
+# which a ledger row or a ``depends_on`` entry could never spell the same way.
+_FILE_NAME = re.compile(r"^migration_(?P<version>[0-9]+)(?:_(?P<slug>[A-Za-z0-9_]+))?\.py$")
+_TITLE = re.compile(r"^\s*Migration\s+(?P<version>[0-9]+)\s*:\s*(?P<description>.*?)\s*$")
 _DEPENDENCIES_HEADER = re.compile(r"^\s*Dependencies\s*:\s*$", re.IGNORECASE)
-_DEPENDENCY_ITEM = re.compile(r"^\s*[-*]\s*(?:Migration\s+)?(?P<version>\d+)\b", re.IGNORECASE)
+_DEPENDENCY_ITEM = re.compile(r"^\s*[-*]\s*(?:Migration\s+)?(?P<version>[0-9]+)\b", re.IGNORECASE)
 _NO_DEPENDENCY_ITEM = re.compile(r"^\s*[-*]\s*None\b", re.IGNORECASE)
 _LIST_ITEM = re.compile(r"^\s*[-*]\s+")
+_VERSION = re.compile(r"[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -89,15 +92,24 @@ def _documented_dependencies(lines: list[str]) -> tuple[str, ...] | None:
     else:
         return None
     versions: list[str] = []
+    items = 0
     for line in lines[start + 1 :]:
-        if not line.strip() or not _LIST_ITEM.match(line):
+        if not line.strip():
+            if items:
+                break
+            continue  # blank lines between the header and its first item
+        if not _LIST_ITEM.match(line):
             break
+        items += 1
         if _NO_DEPENDENCY_ITEM.match(line):
             continue
         item = _DEPENDENCY_ITEM.match(line)
         if item is None:
             raise ValueError(f"cannot read the Dependencies: line {line.strip()!r}; write '- Migration NNNN (why)'")
         versions.append(item.group("version"))
+    if not items:
+        # Reading an empty section as "no dependencies" would silently make the migration a root.
+        raise ValueError("the Dependencies: section lists nothing; write '- None' for a migration that needs none")
     return tuple(versions)
 
 
@@ -110,7 +122,7 @@ def _declared_dependencies(module: object) -> tuple[str, ...] | None:
     versions = []
     for item in value:
         text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
-        if not isinstance(text, str) or not text.isdigit():
+        if not isinstance(text, str) or not _VERSION.fullmatch(text):
             raise ValueError(f"depends_on entry {item!r} is not a version string such as '0020'")
         versions.append(text)
     return tuple(versions)
@@ -221,17 +233,24 @@ def scan_catalog(directory: Path | str) -> tuple[list[Migration], list[CatalogEr
     if not directory.is_dir():
         raise CatalogNotFound(directory)
     files, problems = migration_files(directory)
+    # A duplicated version still precedes the next one: the migration after it
+    # must imply a dependency on it (reported once, as the duplicate), not
+    # silently on the version before.
+    duplicated = [p.versions[0] for p in problems if isinstance(p, DuplicateVersion)]
+    entries: list[tuple[str, Path | None]] = [*files.items(), *((v, None) for v in duplicated)]
+    entries.sort(key=lambda entry: int(entry[0]))
     loaded: list[Migration] = []
     previous: str | None = None
-    for version, path in files.items():  # already in numeric order
-        try:
-            migration = load_migration(path, version)
-        except CatalogError as exc:
-            problems.append(exc)
-        else:
-            if migration.dependency_source == IMPLIED and previous is not None:
-                migration = replace(migration, depends_on=(previous,))
-            loaded.append(migration)
+    for version, path in entries:
+        if path is not None:
+            try:
+                migration = load_migration(path, version)
+            except CatalogError as exc:
+                problems.append(exc)
+            else:
+                if migration.dependency_source == IMPLIED and previous is not None:
+                    migration = replace(migration, depends_on=(previous,))
+                loaded.append(migration)
         previous = version
     return loaded, problems
 
