@@ -1,0 +1,1 @@
+"""The ``apm`` command: a thin click layer over the ``planner`` library."""

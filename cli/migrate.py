@@ -1,0 +1,241 @@
+"""``apm migrate`` and its subcommands: parse, call the planner, format.
+
+The seed's commands keep their spelling (``apm migrate``, ``--list``,
+``--show-applied``, ``--rollback 0027``); what is new is that every action
+starts from a plan, so ``apm migrate plan`` shows exactly what the real
+command would run, and every refusal happens before anything is touched.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from cli.options import settings, shared_options
+from cli.output import echo, emit_json, migration_row, plan_json, table
+
+# --------------------------------------------------------------------------
+# Library calls, kept in one place so every command resolves things the same way.
+# --------------------------------------------------------------------------
+
+
+def load_catalog():
+    from planner.loader import load_catalog as load
+
+    return load(settings().catalog_dir)
+
+
+def ledger_entries() -> dict:
+    """What the ledger records, read without creating the database or its tables."""
+    from planner.ledger import read_ledger
+
+    return read_ledger(settings().db_path)
+
+
+def make_apply_plan(catalog, entries: dict, target: str | None):
+    from planner.plan import apply_plan
+
+    return apply_plan(catalog, entries, target=target)
+
+
+def make_rollback_plan(catalog, entries: dict, version: str, cascade: bool):
+    from planner.plan import rollback_plan
+
+    return rollback_plan(catalog, entries, version, cascade=cascade)
+
+
+def execute(plan, *, atomic: bool, as_json: bool, create: bool) -> list[dict]:
+    """Run a plan, drawing one line per step (or a progress bar on a terminal for long plans)."""
+    from planner.executor import Executor, StepFinished, StepSkipped
+
+    results: list[dict] = []
+    verb = "Applied" if plan.direction == "apply" else "Rolled back"
+    status = "applied" if plan.direction == "apply" else "rolled_back"
+    bar_wanted = not as_json and len(plan) > 10 and sys.stdout.isatty()
+
+    def record(event) -> None:
+        migration = event.step.migration
+        if isinstance(event, StepFinished):
+            results.append({"version": migration.version, "description": migration.description,
+                            "status": status, "duration_ms": round(event.duration_ms, 3)})
+            if not as_json and not bar_wanted:
+                echo(f"{verb} {migration.label} ({_ms(event.duration_ms)})")
+        elif isinstance(event, StepSkipped):
+            results.append({"version": migration.version, "description": migration.description,
+                            "status": "skipped", "reason": event.reason, "duration_ms": 0})
+            if not as_json and not bar_wanted:
+                echo(f"Skipped {migration.label}: {event.reason}", fg="yellow")
+
+    executor = Executor(settings().db_path, busy_timeout=settings().busy_timeout, create=create)
+    if bar_wanted:
+        with click.progressbar(length=len(plan), label=f"{verb.split()[0]}ing", color=None) as bar:
+            def tick(event) -> None:
+                record(event)
+                if isinstance(event, (StepFinished, StepSkipped)):
+                    bar.update(1)
+
+            executor.run(plan, on_event=tick, atomic=atomic)
+        done = sum(1 for r in results if r["status"] == status)
+        echo(f"{verb} {done} migration(s)")
+    else:
+        executor.run(plan, on_event=record, atomic=atomic)
+    return results
+
+
+def _ms(ms: float) -> str:
+    return f"{ms:.0f} ms" if ms >= 1 else f"{ms:.1f} ms"
+
+
+def take_backup() -> Path | None:
+    """The seed's "backup first" step, done for the user with SQLite's online backup API."""
+    from planner.database import backup
+
+    path = settings().db_path
+    return backup(path) if path.exists() else None
+
+
+# --------------------------------------------------------------------------
+# apm migrate
+# --------------------------------------------------------------------------
+
+_ACTIONS = ("list_pending", "show_applied", "rollback", "mark_applied", "mark_rolled_back")
+
+
+@click.group(invoke_without_command=True)
+@shared_options()
+@click.option("--list", "list_pending", is_flag=True, help="List pending migrations in the order they would run.")
+@click.option("--show-applied", is_flag=True, help="List applied migrations and whether their files changed.")
+@click.option("--rollback", metavar="VERSION", help="Roll back VERSION (refused if applied migrations need it).")
+@click.option("--cascade", is_flag=True, help="With --rollback: roll back the applied dependents first.")
+@click.option("--target", metavar="VERSION", help="Apply only VERSION and the migrations it needs.")
+@click.option("--atomic", is_flag=True, help="Run the whole plan as one transaction: all or nothing.")
+@click.option("--no-backup", is_flag=True, help="With --rollback: skip the backup taken before rolling back.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON (see docs/commands.md).")
+@click.pass_context
+def migrate(ctx: click.Context, list_pending: bool, show_applied: bool, rollback: str | None, cascade: bool,
+            target: str | None, atomic: bool, no_backup: bool, as_json: bool) -> None:
+    """Apply pending migrations in dependency order (or list, show, roll back).
+
+    \b
+    apm migrate                          apply everything pending
+    apm migrate --target 0027            apply 0027 and what it needs
+    apm migrate --list                   pending migrations, in run order
+    apm migrate --show-applied           applied migrations and file drift
+    apm migrate --rollback 0027          roll back 0027 (refused if needed)
+    apm migrate --rollback 0027 --cascade   roll back 0029, then 0027
+    """
+    chosen = [name for name in _ACTIONS if ctx.params.get(name)]
+    if ctx.invoked_subcommand is not None:
+        if chosen or target or cascade or atomic or no_backup or as_json:
+            raise click.UsageError(
+                f"options of `apm migrate` go after the subcommand: apm migrate {ctx.invoked_subcommand} ..."
+            )
+        return
+    if len(chosen) > 1:
+        flags = " and ".join("--" + name.replace("_", "-").replace("list-pending", "list") for name in chosen)
+        raise click.UsageError(f"{flags} cannot be used together; choose one")
+    if cascade and not rollback:
+        raise click.UsageError("--cascade only makes sense with --rollback VERSION")
+    if target and chosen:
+        raise click.UsageError("--target only applies to `apm migrate` and `apm migrate plan`")
+
+    if list_pending:
+        _list_pending(as_json)
+    elif show_applied:
+        _show_applied(as_json)
+    elif rollback:
+        _rollback(rollback, cascade=cascade, backup=not no_backup, atomic=atomic, as_json=as_json)
+    else:
+        _apply(target, atomic=atomic, as_json=as_json)
+
+
+def _apply(target: str | None, *, atomic: bool, as_json: bool) -> None:
+    catalog = load_catalog()
+    plan = make_apply_plan(catalog, ledger_entries(), target)
+    if not plan:
+        if as_json:
+            emit_json({**plan_json(plan), "results": []})
+        else:
+            echo("Nothing to apply")
+        return
+    results = execute(plan, atomic=atomic, as_json=as_json, create=True)
+    if as_json:
+        emit_json({**plan_json(plan), "results": results})
+
+
+def _rollback(version: str, *, cascade: bool, backup: bool, atomic: bool, as_json: bool) -> None:
+    catalog = load_catalog()
+    plan = make_rollback_plan(catalog, ledger_entries(), version, cascade)
+    backup_path = take_backup() if backup else None
+    if backup_path and not as_json:
+        echo(f"Backup written to {backup_path}")
+    results = execute(plan, atomic=atomic, as_json=as_json, create=False)
+    if as_json:
+        emit_json({**plan_json(plan), "backup": str(backup_path) if backup_path else None, "results": results})
+
+
+def _list_pending(as_json: bool) -> None:
+    catalog = load_catalog()
+    plan = make_apply_plan(catalog, ledger_entries(), None)
+    if as_json:
+        emit_json([{"version": s.version, "description": s.migration.description,
+                    "depends_on": list(s.migration.depends_on)} for s in plan.steps])
+    elif not plan:
+        echo("No pending migrations")
+    else:
+        echo(table([migration_row(s.migration) for s in plan.steps], ["version", "description", "depends on"]))
+
+
+def _show_applied(as_json: bool) -> None:
+    from planner.drift import file_states
+    from planner.loader import load_catalog as load
+
+    entries = ledger_entries()
+    catalog = load(settings().catalog_dir)
+    states = file_states(catalog, entries)
+    ordered = sorted(entries.values(), key=lambda e: (int(e.version) if e.version.isdigit() else -1, e.version))
+    if as_json:
+        emit_json([{"version": e.version, "description": e.description, "applied_at": e.applied_at,
+                    "checksum": e.checksum, "file": states[e.version]} for e in ordered])
+    elif not ordered:
+        echo("No applied migrations")
+    else:
+        rows = [[e.version, e.description or "", e.applied_at or "", states[e.version]] for e in ordered]
+        echo(table(rows, ["version", "description", "applied_at", "file"]))
+
+
+# --------------------------------------------------------------------------
+# apm migrate plan
+# --------------------------------------------------------------------------
+
+
+@migrate.command("plan")
+@shared_options()
+@click.option("--rollback", metavar="VERSION", help="Show the rollback order for VERSION instead.")
+@click.option("--cascade", is_flag=True, help="With --rollback: include the applied dependents.")
+@click.option("--target", metavar="VERSION", help="Plan only VERSION and the migrations it needs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (see docs/commands.md).")
+def plan_command(rollback: str | None, cascade: bool, target: str | None, as_json: bool) -> None:
+    """Show what `apm migrate` would run, changing nothing."""
+    if cascade and not rollback:
+        raise click.UsageError("--cascade only makes sense with --rollback VERSION")
+    if target and rollback:
+        raise click.UsageError("--target and --rollback cannot be used together; choose one")
+    catalog = load_catalog()
+    entries = ledger_entries()
+    if rollback:
+        plan = make_rollback_plan(catalog, entries, rollback, cascade)
+    else:
+        plan = make_apply_plan(catalog, entries, target)
+    if as_json:
+        emit_json(plan_json(plan))
+        return
+    if not plan:
+        echo("Nothing to apply")
+        return
+    title = "Rollback plan" if plan.direction == "rollback" else "Apply plan"
+    echo(f"{title}: {len(plan)} migration(s)")
+    rows = [[i, *migration_row(s.migration)] for i, s in enumerate(plan.steps, 1)]
+    echo(table(rows, ["#", "version", "description", "depends on"]))

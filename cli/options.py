@@ -1,0 +1,124 @@
+"""Options shared by several commands, and the exit codes.
+
+``--db`` and ``--migrations-dir`` work both before and after the subcommand
+(``apm --db X migrate`` and ``apm migrate --db X``): every command carries the
+same decorator, and each occurrence writes into one ``Settings`` object, so the
+one nearest the subcommand wins. Environment variables are read at the top
+level only, which makes an explicit option always beat the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+DEFAULT_DB = Path(".aipm/data/aipm.db")
+
+# Exit codes: documented in docs/commands.md; a test keeps the two in step.
+EXIT_OK = 0
+EXIT_INTERNAL = 1  # a bug: please report it with --debug output
+EXIT_USAGE = 2  # click's own code for a bad option or argument
+EXIT_CATALOG = 3  # the migration files do not load (CatalogError)
+EXIT_REFUSED = 4  # the plan was refused before anything ran (PlanError)
+EXIT_FAILED = 5  # a migration failed while running; its step was rolled back (ExecutionError)
+EXIT_DATABASE = 6  # the database cannot be opened, written or locked (DatabaseError)
+EXIT_UNCONFIRMED = 7  # a data-losing plan was not confirmed
+
+
+def shipped_catalog() -> Path:
+    """The folder of APM's own migrations, wherever the package was installed."""
+    import apm_migrations
+
+    return Path(next(iter(apm_migrations.__path__)))
+
+
+@dataclass
+class Settings:
+    """What the shared options resolved to, for the command that runs."""
+
+    db: Path | None = None
+    migrations_dir: Path | None = None
+    debug: bool = False
+    busy_timeout: float = 30.0
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def db_path(self) -> Path:
+        return self.db if self.db is not None else DEFAULT_DB
+
+    @property
+    def catalog_dir(self) -> Path:
+        return self.migrations_dir if self.migrations_dir is not None else shipped_catalog()
+
+
+def _store(name: str, convert=lambda v: v):
+    def callback(ctx: click.Context, param: click.Parameter, value):
+        if value is not None and value is not False:
+            settings = ctx.ensure_object(Settings)
+            setattr(settings, name, convert(value))
+        return value
+
+    return callback
+
+
+def shared_options(top_level: bool = False):
+    """The options every command accepts; ``top_level`` also reads APM_DB and APM_MIGRATIONS_DIR."""
+
+    def decorate(command):
+        options = [
+            click.option(
+                "--db",
+                type=click.Path(dir_okay=False, path_type=Path),
+                envvar="APM_DB" if top_level else None,
+                show_envvar=top_level,
+                expose_value=False,
+                is_eager=True,
+                callback=_store("db"),
+                help=f"SQLite database file [default: {DEFAULT_DB}; env APM_DB].",
+            ),
+            click.option(
+                "--migrations-dir",
+                type=click.Path(file_okay=False, path_type=Path),
+                envvar="APM_MIGRATIONS_DIR" if top_level else None,
+                show_envvar=top_level,
+                expose_value=False,
+                is_eager=True,
+                callback=_store("migrations_dir"),
+                help="Folder of migration_*.py files [default: APM's shipped catalog; env APM_MIGRATIONS_DIR].",
+            ),
+            click.option(
+                "--busy-timeout",
+                type=click.FloatRange(min=0),
+                expose_value=False,
+                is_eager=True,
+                callback=_store("busy_timeout"),
+                help="Seconds to wait for another process's lock on the database [default: 30].",
+            ),
+            click.option(
+                "--debug",
+                is_flag=True,
+                default=False,
+                expose_value=False,
+                is_eager=True,
+                callback=_store("debug"),
+                help="Show the full traceback of an error.",
+            ),
+        ]
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def settings() -> Settings:
+    """The resolved settings of the command being run."""
+    return click.get_current_context().ensure_object(Settings)
+
+
+def use_color() -> bool | None:
+    """Colour only on a terminal, never when NO_COLOR is set (https://no-color.org)."""
+    return False if os.environ.get("NO_COLOR") else None

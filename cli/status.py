@@ -1,0 +1,124 @@
+"""``apm status`` and ``apm agents``: the seed's verification commands, read-only.
+
+None of these ever creates the database: pointing them at a path that does
+not exist says so instead of leaving an empty file behind.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from cli.options import settings, shared_options
+from cli.output import echo, emit_json, table
+
+
+@click.command()
+@shared_options()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON (see docs/commands.md).")
+def status(as_json: bool) -> None:
+    """Schema version, applied and pending counts, and agent counts."""
+    from planner.agents import NoAgentsTable, read_agents
+    from planner.ledger import read_ledger
+    from planner.loader import load_catalog
+    from planner.plan import unknown_applied
+
+    path = settings().db_path
+    catalog = load_catalog(settings().catalog_dir)
+    entries = read_ledger(path)
+    known, _ = catalog.split_applied(entries)
+    missing = unknown_applied(catalog, entries)
+    numeric = [v for v in entries if v.isdigit()]
+    version = max(numeric, key=int) if numeric else None
+    agents = None
+    if path.exists():
+        try:
+            agents = read_agents(path)
+        except NoAgentsTable:
+            agents = None
+    report = {
+        "database": str(path),
+        "exists": path.exists(),
+        "schema_version": version,
+        "applied": len(entries),
+        "pending": len(catalog) - len(known),
+        "applied_without_file": missing,
+        "agents": None if agents is None else {
+            "total": len(agents),
+            "active": sum(1 for a in agents if a.is_active),
+            "by_tier": {str(t): sum(1 for a in agents if a.tier == t) for t in sorted({a.tier for a in agents},
+                                                                                    key=str)},
+        },
+    }
+    if as_json:
+        emit_json(report)
+        return
+    state = "" if path.exists() else " (does not exist yet; `apm migrate` creates it)"
+    echo(f"Database:        {path}{state}")
+    echo(f"Schema version:  {version or '-'}")
+    echo(f"Applied:         {len(entries)}")
+    echo(f"Pending:         {report['pending']}")
+    if missing:
+        echo(f"Applied without a file: {', '.join(missing)}", fg="yellow")
+    if agents is not None:
+        tiers = ", ".join(f"tier {t}: {n}" for t, n in report["agents"]["by_tier"].items())
+        echo(f"Agents:          {len(agents)} ({report['agents']['active']} active{'; ' + tiers if tiers else ''})")
+
+
+@click.group()
+@shared_options()
+def agents() -> None:
+    """Read the agents table (metadata included)."""
+
+
+@agents.command("list")
+@shared_options()
+@click.option("--json", "as_json", is_flag=True, help="Print the agents as JSON.")
+def agents_list(as_json: bool) -> None:
+    """Every agent: role, name, tier, active, metadata."""
+    from planner.agents import read_agents
+
+    rows = read_agents(settings().db_path)
+    if as_json:
+        emit_json([agent.columns | {"metadata": agent.metadata} for agent in rows])
+        return
+    if not rows:
+        echo("No agents")
+        return
+    echo(table(
+        [[a.role, a.display_name, a.tier if a.tier is not None else "-", "yes" if a.is_active else "no",
+          _short(json.dumps(a.metadata) if not isinstance(a.metadata, str) else a.metadata)] for a in rows],
+        ["role", "name", "tier", "active", "metadata"],
+    ))
+
+
+@agents.command("show")
+@shared_options()
+@click.argument("role")
+@click.option("--json", "as_json", is_flag=True, help="Print the agent as JSON.")
+def agents_show(role: str, as_json: bool) -> None:
+    """One agent, every column."""
+    from planner.agents import read_agents
+
+    found = read_agents(settings().db_path, role=role)
+    if not found:
+        from cli.main import CommandError
+        from cli.options import EXIT_REFUSED
+
+        raise CommandError(f"no agent with role {role!r}; see `apm agents list` for the roles", EXIT_REFUSED)
+    agent = found[0]
+    if as_json:
+        emit_json(agent.columns | {"metadata": agent.metadata})
+        return
+    for name, value in agent.columns.items():
+        if name == "metadata":
+            value = json.dumps(agent.metadata, indent=2, sort_keys=True) if not isinstance(
+                agent.metadata, str) else agent.metadata
+        echo(f"{name + ':':<14} {value if value is not None else '-'}")
+
+
+def _short(text: str | None, width: int = 60) -> str:
+    if text is None:
+        return "-"
+    return text if len(text) <= width else text[: width - 1] + "…"

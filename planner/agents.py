@@ -1,0 +1,89 @@
+"""Read-only views of APM's own tables, for the seed's verification commands.
+
+The seed checks a migration by running ``apm status`` and ``apm agents list``;
+these queries answer them without ever creating or changing the database.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from planner.errors import DatabaseError, DatabaseNotFound, NotADatabase
+
+
+@dataclass(frozen=True)
+class Agent:
+    """One row of ``agents``; ``metadata`` is decoded JSON, or the raw text if it is not JSON."""
+
+    id: int
+    role: str
+    display_name: str
+    tier: Any
+    is_active: bool
+    agent_type: str | None
+    description: str | None
+    metadata: Any
+    columns: dict[str, Any]
+
+
+class NoAgentsTable(DatabaseError, LookupError):
+    """The database has no agents table yet (migration 0001 is not applied)."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"database {path} has no agents table yet; run `apm migrate` first", path=path)
+
+
+def open_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that can neither create nor change the file."""
+    if not path.exists():
+        raise DatabaseNotFound(path)
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as error:
+        conn.close()
+        raise NotADatabase(path) from error
+    return conn
+
+
+def _decode(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def read_agents(path: Path, role: str | None = None) -> list[Agent]:
+    """Every agent (or the one with ``role``), ordered by id."""
+    conn = open_read_only(path)
+    try:
+        conn.row_factory = sqlite3.Row
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='agents'").fetchone() is None:
+            raise NoAgentsTable(path)
+        sql = "SELECT * FROM agents" + (" WHERE role = ?" if role else "") + " ORDER BY id"
+        rows = conn.execute(sql, (role,) if role else ()).fetchall()
+    finally:
+        conn.close()
+    agents = []
+    for row in rows:
+        columns = dict(row)
+        agents.append(
+            Agent(
+                id=columns["id"],
+                role=columns.get("role"),
+                display_name=columns.get("display_name"),
+                tier=columns.get("tier"),
+                is_active=bool(columns.get("is_active")),
+                agent_type=columns.get("agent_type"),
+                description=columns.get("description"),
+                metadata=_decode(columns.get("metadata")),
+                columns=columns,
+            )
+        )
+    return agents
