@@ -74,12 +74,7 @@ def inconsistent_history(catalog: Catalog, applied: Iterable[str]) -> list[tuple
     is not what the graph says it is.
     """
     known, _ = catalog.split_applied(applied)
-    pairs = []
-    for version in sorted(known, key=version_key):
-        for dependency in catalog.graph.dependencies(version):
-            if dependency not in known:
-                pairs.append((version, dependency))
-    return pairs
+    return catalog.graph.unmet_dependencies(known)
 
 
 def unknown_applied(catalog: Catalog, applied: Iterable[str]) -> list[str]:
@@ -95,16 +90,18 @@ def apply_plan(catalog: Catalog, applied: Iterable[str], target: str | None = No
     is not applied, since no order of the pending ones can repair that.
     """
     known, _ = catalog.split_applied(applied)
-    problems = inconsistent_history(catalog, known)
+    problems = catalog.graph.unmet_dependencies(known)
     if problems:
         raise InconsistentHistory(problems)
     if target is not None:
         target = catalog.get(target).version
-        wanted = catalog.graph.ancestors(target) | {target}
+        wanted = catalog.graph.ancestors(target)
+        wanted.add(target)
+        order = catalog.graph.topological_order(wanted - known)
+    elif known:
+        order = catalog.graph.topological_order(set(catalog.versions) - known)
     else:
-        wanted = set(catalog.versions)
-    pending = wanted - known
-    order = catalog.graph.topological_order(pending)
+        order = catalog.graph.topological_order()
     return Plan(APPLY, tuple(Step(catalog[v], APPLY) for v in order), target=target)
 
 
@@ -124,8 +121,8 @@ def rollback_plan(catalog: Catalog, applied: Iterable[str], version: str, cascad
         raise MigrationNotFound(version)
     if canonical not in known:
         raise NotApplied(canonical)
-    dependents = catalog.graph.descendants(canonical) & known
-    order = catalog.graph.reverse_topological_order(dependents | {canonical})
+    order = catalog.graph.rollback_order(canonical, known)
+    dependents = order[:-1]
     if dependents and not cascade:
         raise RollbackRefused(canonical, sorted(dependents, key=version_key), order)
     irreversible = [v for v in order if not catalog[v].reversible]
