@@ -240,6 +240,39 @@ class UnknownAppliedMigration(PlanError, LookupError):
         )
 
 
+class DependenciesNotApplied(PlanError):
+    """A single migration was asked to run before the migrations it depends on."""
+
+    def __init__(self, version: str, missing: Sequence[str]):
+        self.version = version
+        self.missing = tuple(missing)
+        super().__init__(
+            f"cannot apply {version}: its dependencies {_versions(missing)} are not applied; nothing was "
+            f"changed. Apply them first, or run `apm migrate --target {version}`"
+        )
+
+
+class LedgerChanged(PlanError):
+    """Another process changed the ledger after the plan was made, so a step no longer fits it.
+
+    ``conflicts`` are the dependencies that are no longer applied (apply) or the
+    dependents that are now applied (rollback).
+    """
+
+    def __init__(self, version: str, direction: str, conflicts: Sequence[str]):
+        self.version = version
+        self.direction = direction
+        self.conflicts = tuple(conflicts)
+        if direction == "rollback":
+            what = f"cannot roll back {version}: {_versions(conflicts)}, which depend(s) on it, is now applied"
+        else:
+            what = f"cannot apply {version}: its dependency {_versions(conflicts)} is no longer applied"
+        super().__init__(
+            f"{what} (another process changed the ledger after this plan was made); this step was not run "
+            f"and earlier steps stay as they are. Run the command again to plan from the current ledger"
+        )
+
+
 class InconsistentHistory(PlanError):
     """Applied migrations depend on migrations that are not applied; ``pairs`` is (applied, missing dependency)."""
 
@@ -313,11 +346,12 @@ class ForeignKeyViolation(ExecutionError):
 class TransactionTampered(ExecutionError):
     """A migration tried to commit, roll back or begin a transaction itself."""
 
-    def __init__(self, version: str, direction: str, statement: str):
+    def __init__(self, version: str, direction: str, statement: str, reason: str | None = None):
         self.statement = statement
+        self.reason = reason or "migrations must not manage transactions (the executor commits each one)"
         super().__init__(
-            f"migration {version} ran `{statement}` during {direction}; migrations must not manage "
-            f"transactions (the executor commits each one); remove it",
+            f"migration {version} ran `{statement}` during {direction}; {self.reason}; remove it. "
+            f"Its changes were rolled back",
             version=version,
             direction=direction,
         )
@@ -433,6 +467,20 @@ class RebuildRefused(RebuildError, ValueError):
         super().__init__(
             f"cannot rebuild table {table}: {object_name} {reason}; nothing was changed. {advice}", table=table
         )
+
+
+class TableNotFound(RebuildRefused, LookupError):
+    """The table to rebuild or read does not exist in the database."""
+
+    def __init__(self, table: str):
+        RebuildError.__init__(
+            self,
+            f"table {table} does not exist; nothing was changed. Check the name, and that the migrations "
+            f"that create it come first in depends_on",
+            table=table,
+        )
+        self.object_name = table
+        self.reason = "does not exist"
 
 
 class RebuildFailed(RebuildError):
