@@ -239,3 +239,14 @@ def plan_command(rollback: str | None, cascade: bool, target: str | None, as_jso
     echo(f"{title}: {len(plan)} migration(s)")
     rows = [[i, *migration_row(s.migration)] for i, s in enumerate(plan.steps, 1)]
     echo(table(rows, ["#", "version", "description", "depends on"]))
+
+
+def _register_subcommands() -> None:
+    from cli.authoring import new_command
+    from cli.diagrams import docs_command, graph_command
+
+    for command in (graph_command, docs_command, new_command):
+        migrate.add_command(command)
+
+
+_register_subcommands()

@@ -1,0 +1,75 @@
+"""``apm migrate graph`` and ``apm migrate docs``: the graph drawn for people.
+
+Both are generated from the catalog (and the ledger, when the database
+exists), so the seed's hand-drawn ``0020 → 0027 → 0029`` and its hand-kept
+catalog README cannot go stale: regenerate them instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from cli.options import settings, shared_options
+
+TEXT_FORMATS = ("mermaid", "dot", "text", "json")
+IMAGE_FORMATS = ("svg", "png")
+
+
+@click.command("graph")
+@shared_options()
+@click.option("--format", "fmt", type=click.Choice(TEXT_FORMATS + IMAGE_FORMATS), default="text",
+              show_default=True, help="Output format; svg and png need Graphviz's dot.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to FILE instead of standard output.")
+@click.option("--focus", metavar="VERSION", help="Only VERSION, what it needs and what needs it.")
+@click.option("--rollback", metavar="VERSION", help="Highlight what a cascade rollback of VERSION takes.")
+def graph_command(fmt: str, output: Path | None, focus: str | None, rollback: str | None) -> None:
+    """Draw the dependency graph (applied/pending styling when the database exists)."""
+    from planner import diagram
+    from planner.ledger import read_ledger
+    from planner.loader import load_catalog
+
+    catalog = load_catalog(settings().catalog_dir)
+    db = settings().db_path
+    applied = list(read_ledger(db)) if db.exists() else None
+    renderers = {"mermaid": diagram.to_mermaid, "dot": diagram.to_dot, "text": diagram.to_text,
+                 "json": diagram.to_json}
+    if fmt in IMAGE_FORMATS:
+        if output is None and sys.stdout.isatty():
+            raise click.UsageError(f"--format {fmt} writes binary data: pass -o FILE.{fmt}")
+        source = diagram.to_dot(catalog, applied, focus=focus, rollback=rollback)
+        data: bytes = diagram.render_image(source, fmt)
+    else:
+        text = renderers[fmt](catalog, applied, focus=focus, rollback=rollback)
+        data = (text if text.endswith("\n") else text + "\n").encode()
+    if output is None:
+        click.get_binary_stream("stdout").write(data)
+    else:
+        output.write_bytes(data)
+        click.echo(f"Wrote {output}")
+
+
+@click.command("docs")
+@shared_options()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the page [default: README.md in the migrations folder].")
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if the page on disk is out of date.")
+def docs_command(output: Path | None, check: bool) -> None:
+    """Write the catalog page: table, mermaid diagram and each migration's text."""
+    from planner.catalog_page import catalog_page
+    from planner.loader import load_catalog
+
+    catalog = load_catalog(settings().catalog_dir)
+    target = output or settings().catalog_dir / "README.md"
+    page = catalog_page(catalog)
+    if check:
+        current = target.read_text() if target.exists() else None
+        if current != page:
+            raise click.ClickException(f"{target} is out of date; run `apm migrate docs` to refresh it")
+        click.echo(f"{target} is up to date")
+        return
+    target.write_text(page)
+    click.echo(f"Wrote {target}")

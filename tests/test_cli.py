@@ -1,0 +1,248 @@
+"""The `apm` command through click's test runner: every option and every error path."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import apm
+from tests.conftest import write_migration
+
+
+def invoke(*args: str, env: dict | None = None):
+    return CliRunner().invoke(apm, list(args), env=env)
+
+
+def ok(*args: str, env: dict | None = None) -> str:
+    result = invoke(*args, env=env)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "app.db"
+
+
+@pytest.fixture
+def chain(catalog_dir: Path) -> Path:
+    """0001 → 0002 → 0003, and 0004 on 0001 alone; each creates a table named after it."""
+    for version, needs in (("0001", ()), ("0002", ("0001",)), ("0003", ("0002",)), ("0004", ("0001",))):
+        write_migration(catalog_dir, version, f"Create t{version}", depends_on=needs,
+                        upgrade=f"conn.execute('CREATE TABLE t{version} (id INTEGER)')",
+                        downgrade=f"conn.execute('DROP TABLE t{version}')")
+    return catalog_dir
+
+
+def tables(db: Path) -> set[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                if not n.startswith(("schema_migrations", "sqlite_"))}
+    finally:
+        conn.close()
+
+
+def test_version_and_help() -> None:
+    assert "apm, version" in ok("--version")
+    assert "migrate" in ok("--help")
+
+
+def test_help_does_not_import_networkx() -> None:
+    code = ("import sys; from cli.main import apm\n"
+            "try:\n    apm(['--help'], prog_name='apm')\nexcept SystemExit:\n    pass\n"
+            "assert 'networkx' not in sys.modules, 'networkx imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_db_option_before_and_after_subcommand(chain: Path, db: Path, tmp_path: Path) -> None:
+    ok("--db", str(db), "--migrations-dir", str(chain), "migrate", "--target", "0001")
+    assert tables(db) == {"t0001"}
+    other = tmp_path / "other.db"
+    ok("migrate", "--db", str(other), "--migrations-dir", str(chain), "--target", "0002")
+    assert tables(other) == {"t0001", "t0002"}
+    # The option nearest the subcommand wins over the top-level one.
+    ok("--db", str(db), "migrate", "plan", "--db", str(other), "--migrations-dir", str(chain))
+    assert "0003" in ok("--db", str(db), "migrate", "--migrations-dir", str(chain), "--list")
+
+
+def test_environment_variables(chain: Path, db: Path) -> None:
+    env = {"APM_DB": str(db), "APM_MIGRATIONS_DIR": str(chain)}
+    out = ok("migrate", env=env)
+    assert "Applied 0004" in out and tables(db) == {"t0001", "t0002", "t0003", "t0004"}
+
+
+def test_read_only_commands_never_create_the_database(chain: Path, db: Path) -> None:
+    for args in (["migrate", "--list"], ["migrate", "--show-applied"], ["migrate", "plan"], ["status"]):
+        ok("--db", str(db), "--migrations-dir", str(chain), *args)
+        assert not db.exists() and not db.parent.exists(), args
+
+
+def test_apply_creates_folders_and_reports_each_step(chain: Path, db: Path) -> None:
+    out = ok("--db", str(db), "--migrations-dir", str(chain), "migrate")
+    lines = [line for line in out.splitlines() if line.startswith("Applied")]
+    assert [line.split()[1] for line in lines] == ["0001", "0002", "0003", "0004"]
+    assert all(line.endswith("ms)") for line in lines)
+    assert ok("--db", str(db), "--migrations-dir", str(chain), "migrate").strip() == "Nothing to apply"
+
+
+def test_list_and_plan(chain: Path, db: Path) -> None:
+    base = ("--db", str(db), "--migrations-dir", str(chain))
+    ok(*base, "migrate", "--target", "0002")
+    listed = json.loads(ok(*base, "migrate", "--list", "--json"))
+    assert listed == [
+        {"version": "0003", "description": "Create t0003", "depends_on": ["0002"]},
+        {"version": "0004", "description": "Create t0004", "depends_on": ["0001"]},
+    ]
+    text = ok(*base, "migrate", "plan")
+    assert "Apply plan: 2 migration(s)" in text and text.index("0003") < text.index("0004")
+    rollback = json.loads(ok(*base, "migrate", "plan", "--rollback", "0001", "--cascade", "--json"))
+    assert [s["version"] for s in rollback["steps"]] == ["0002", "0001"]
+    assert rollback["direction"] == "rollback" and rollback["cascade"] is True
+    target = json.loads(ok(*base, "migrate", "plan", "--target", "0003", "--json"))
+    assert [s["version"] for s in target["steps"]] == ["0003"]
+
+
+def test_show_applied_reports_drift(chain: Path, db: Path) -> None:
+    base = ("--db", str(db), "--migrations-dir", str(chain))
+    ok(*base, "migrate")
+    (chain / "migration_0002.py").write_text((chain / "migration_0002.py").read_text() + "\n# edited\n")
+    (chain / "migration_0004.py").unlink()
+    shown = {row["version"]: row for row in json.loads(ok(*base, "migrate", "--show-applied", "--json"))}
+    assert shown["0001"]["file"] == "ok" and shown["0002"]["file"] == "changed"
+    assert shown["0004"]["file"] == "missing" and shown["0001"]["applied_at"]
+    assert "changed" in ok(*base, "migrate", "--show-applied")
+
+
+def test_refused_rollback_changes_nothing(chain: Path, db: Path) -> None:
+    base = ("--db", str(db), "--migrations-dir", str(chain))
+    ok(*base, "migrate")
+    before = db.read_bytes()
+    result = invoke(*base, "migrate", "--rollback", "0002")
+    assert result.exit_code == 4
+    assert "0003" in result.output and "apm migrate --rollback 0002 --cascade" in result.output
+    assert "Traceback" not in result.output and db.read_bytes() == before
+    plan = invoke(*base, "migrate", "plan", "--rollback", "0002")
+    assert plan.exit_code == 4 and "--cascade" in plan.output
+
+
+def test_rollback_json_and_backup(chain: Path, db: Path) -> None:
+    base = ("--db", str(db), "--migrations-dir", str(chain))
+    ok(*base, "migrate")
+    report = json.loads(ok(*base, "migrate", "--rollback", "0002", "--cascade", "--json"))
+    assert [r["version"] for r in report["results"]] == ["0003", "0002"]
+    assert all(r["status"] == "rolled_back" for r in report["results"])
+    assert report["backup"] and Path(report["backup"]).exists()
+    assert tables(db) == {"t0001", "t0004"}
+    assert tables(Path(report["backup"])) == {"t0001", "t0002", "t0003", "t0004"}
+
+
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["migrate", "--target", "0099"], 4, "0099 is not in the catalog"),
+        (["migrate", "--rollback", "0003"], 4, "not applied"),
+        (["migrate", "--list", "--show-applied"], 2, "cannot be used together"),
+        (["migrate", "--cascade"], 2, "--cascade only makes sense with --rollback"),
+        (["migrate", "plan", "--target", "0002", "--rollback", "0001"], 2, "choose one"),
+        (["migrate", "--list", "plan"], 2, "go after the subcommand"),
+    ],
+)
+def test_usage_and_refusals(chain: Path, db: Path, args: list[str], code: int, words: str) -> None:
+    result = invoke("--db", str(db), "--migrations-dir", str(chain), *args)
+    assert result.exit_code == code, result.output
+    assert words in result.output and "Traceback" not in result.output
+
+
+def test_bad_catalog_exit_3(catalog_dir: Path, db: Path) -> None:
+    write_migration(catalog_dir, "0001", depends_on=("0005",))
+    (catalog_dir / "migration_7a.py").write_text("")
+    result = invoke("--db", str(db), "--migrations-dir", str(catalog_dir), "migrate")
+    assert result.exit_code == 3
+    assert "0001 depends on 0005" in result.output and "1 more problem" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not db.exists()
+
+
+def test_missing_migrations_dir(tmp_path: Path, db: Path) -> None:
+    result = invoke("--db", str(db), "--migrations-dir", str(tmp_path / "nope"), "migrate", "--list")
+    assert result.exit_code == 3 and "does not exist" in result.output
+
+
+def test_failed_migration_exit_5_keeps_earlier_steps(catalog_dir: Path, db: Path) -> None:
+    write_migration(catalog_dir, "0001", upgrade="conn.execute('CREATE TABLE a (x)')")
+    write_migration(catalog_dir, "0002", upgrade="conn.execute('CREATE TABLE b (x)')\nconn.execute('INSERT INTO nope VALUES (1)')")
+    result = invoke("--db", str(db), "--migrations-dir", str(catalog_dir), "migrate")
+    assert result.exit_code == 5
+    assert "0002" in result.output and "no such table: nope" in result.output
+    assert "Applied 0001" in result.output and tables(db) == {"a"}
+
+
+def test_debug_shows_the_traceback(chain: Path, db: Path) -> None:
+    result = invoke("--db", str(db), "--migrations-dir", str(chain), "--debug", "migrate", "--target", "0099")
+    assert result.exit_code != 0 and result.exception is not None
+    assert type(result.exception).__name__ == "MigrationNotFound"
+
+
+def test_not_a_database_exit_6(chain: Path, tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.db"
+    bogus.write_bytes(b"this is not sqlite" * 100)
+    before = bogus.read_bytes()
+    for args in (["migrate"], ["migrate", "--list"], ["status"]):
+        result = invoke("--db", str(bogus), "--migrations-dir", str(chain), *args)
+        assert result.exit_code == 6, (args, result.output)
+        assert "not a SQLite database" in result.output
+    assert bogus.read_bytes() == before
+
+
+def test_status_and_agents_on_the_shipped_catalog(tmp_path: Path) -> None:
+    db = tmp_path / "aipm.db"
+    status = json.loads(ok("--db", str(db), "status", "--json"))
+    assert status["exists"] is False and status["pending"] == 5 and status["agents"] is None
+    ok("--db", str(db), "migrate")
+    status = json.loads(ok("--db", str(db), "status", "--json"))
+    assert status["schema_version"] == "0030" and status["applied"] == 5 and status["pending"] == 0
+    assert status["agents"] == {"total": 5, "active": 5, "by_tier": {"3": 5}}
+    text = ok("--db", str(db), "status")
+    assert "Schema version:  0030" in text and "Agents:          5" in text
+    listed = ok("--db", str(db), "agents", "list")
+    assert "context-assembler" in listed and "migration_0029" in listed
+    shown = json.loads(ok("agents", "--db", str(db), "show", "audit-logger", "--json"))
+    assert shown["metadata"]["source"] == "migration_0029" and shown["tier"] == 3
+    assert "metadata:" in ok("--db", str(db), "agents", "show", "audit-logger")
+    missing = invoke("--db", str(db), "agents", "show", "nobody")
+    assert missing.exit_code == 4 and "apm agents list" in missing.output
+
+
+def test_agents_without_table(tmp_path: Path) -> None:
+    db = tmp_path / "empty.db"
+    sqlite3.connect(db).close()
+    result = invoke("--db", str(db), "agents", "list")
+    assert result.exit_code == 6 and "run `apm migrate`" in result.output
+    missing = invoke("--db", str(tmp_path / "none.db"), "agents", "list")
+    assert missing.exit_code == 6 and "does not exist" in missing.output
+
+
+def test_installed_entry_point_runs(tmp_path: Path) -> None:
+    """The real console script, in an empty folder, on the embedded default."""
+    apm_bin = Path(sys.executable).parent / "apm"
+    if not apm_bin.exists():
+        pytest.skip("the apm console script is not installed in this environment (pip install -e .)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
+    run = lambda *a: subprocess.run([str(apm_bin), *a], cwd=tmp_path, capture_output=True, text=True, env=env)
+    plan = run("migrate", "plan")
+    assert plan.returncode == 0 and "0029" in plan.stdout and not (tmp_path / ".aipm").exists()
+    applied = run("migrate")
+    assert applied.returncode == 0 and (tmp_path / ".aipm" / "data" / "aipm.db").exists()
+    refused = run("migrate", "--rollback", "0027")
+    assert refused.returncode == 4 and refused.stderr.startswith("Error: cannot roll back 0027")
+    assert "Traceback" not in refused.stderr
+    cascade = run("migrate", "--rollback", "0027", "--cascade")
+    assert cascade.returncode == 0 and "Rolled back 0029" in cascade.stdout
