@@ -20,6 +20,11 @@ if TYPE_CHECKING:  # networkx is imported only by commands that plan
     from planner.graph import MigrationGraph
 
 
+def is_version(text: str) -> bool:
+    """Whether ``text`` spells a version: ASCII digits only (``str.isdigit`` also accepts ``"²"``, which ``int`` rejects)."""
+    return text.isascii() and text.isdigit()
+
+
 class Catalog:
     """The loaded migrations of one folder, in numeric order, and the DAG they form."""
 
@@ -83,7 +88,7 @@ class Catalog:
         """The catalog's spelling of ``version`` (``"27"`` → ``"0027"``), or ``None`` if it has none."""
         if version in self._migrations:
             return version
-        if not version.isdigit():
+        if not is_version(version):
             return None
         return self._by_number.get(int(version))
 

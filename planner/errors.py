@@ -205,16 +205,35 @@ class AlreadyApplied(PlanError, ValueError):
 
 
 class RollbackRefused(PlanError):
-    """Rolling back ``version`` would strand applied ``dependents``; ``cascade_order`` is what --cascade runs."""
+    """Rolling back ``version`` would strand applied ``dependents``; ``cascade_order`` is what --cascade runs.
 
-    def __init__(self, version: str, dependents: Sequence[str], cascade_order: Sequence[str]):
+    ``irreversible`` names migrations of that cascade without ``downgrade``:
+    when there are any, the message does not advise a cascade that would be refused too.
+    """
+
+    def __init__(
+        self,
+        version: str,
+        dependents: Sequence[str],
+        cascade_order: Sequence[str],
+        irreversible: Sequence[str] = (),
+    ):
         self.version = version
         self.dependents = tuple(dependents)
         self.cascade_order = tuple(cascade_order)
+        self.irreversible = tuple(irreversible)
+        if self.irreversible:
+            advice = (
+                f"A cascade cannot help: migration(s) {_versions(irreversible)} define no downgrade(conn). "
+                f"Restore from a backup instead, or add a downgrade"
+            )
+        else:
+            advice = (
+                f"To roll back {' then '.join(cascade_order)}, run `apm migrate --rollback {version} --cascade`"
+            )
         super().__init__(
             f"cannot roll back {version}: applied migration(s) {_versions(dependents)} depend on it; "
-            f"nothing was changed. To roll back {' then '.join(cascade_order)}, run "
-            f"`apm migrate --rollback {version} --cascade`"
+            f"nothing was changed. {advice}"
         )
 
 

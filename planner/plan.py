@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from planner.catalog import Catalog
+from planner.catalog import Catalog, is_version
 from planner.errors import (
     InconsistentHistory,
     IrreversibleMigration,
@@ -80,7 +80,7 @@ def inconsistent_history(catalog: Catalog, applied: Iterable[str]) -> list[tuple
 def unknown_applied(catalog: Catalog, applied: Iterable[str]) -> list[str]:
     """Versions recorded as applied that have no file in the catalog; they stay applied."""
     _, unknown = catalog.split_applied(applied)
-    return sorted(unknown, key=lambda v: (int(v) if v.isdigit() else -1, v))
+    return sorted(unknown, key=lambda v: (int(v) if is_version(v) else -1, v))
 
 
 def apply_plan(catalog: Catalog, applied: Iterable[str], target: str | None = None) -> Plan:
@@ -116,16 +116,21 @@ def rollback_plan(catalog: Catalog, applied: Iterable[str], version: str, cascad
     known, unknown = catalog.split_applied(applied)
     canonical = catalog.canonical(version)
     if canonical is None:
-        if version in unknown or any(v.isdigit() and version.isdigit() and int(v) == int(version) for v in unknown):
+        if version in unknown or (
+            is_version(version) and any(is_version(v) and int(v) == int(version) for v in unknown)
+        ):
             raise UnknownAppliedMigration(version)
         raise MigrationNotFound(version)
     if canonical not in known:
         raise NotApplied(canonical)
     order = catalog.graph.rollback_order(canonical, known)
     dependents = order[:-1]
-    if dependents and not cascade:
-        raise RollbackRefused(canonical, sorted(dependents, key=version_key), order)
     irreversible = [v for v in order if not catalog[v].reversible]
+    if dependents and not cascade:
+        # Name what would block the cascade too, so the advice is never a command that fails.
+        raise RollbackRefused(
+            canonical, sorted(dependents, key=version_key), order, sorted(irreversible, key=version_key)
+        )
     if irreversible:
         raise IrreversibleMigration(sorted(irreversible, key=version_key))
     return Plan(ROLLBACK, tuple(Step(catalog[v], ROLLBACK) for v in order), target=canonical, cascade=cascade)
