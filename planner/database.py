@@ -1,0 +1,236 @@
+"""Opening the database file, and copying it before risky work.
+
+Everything that can be wrong with the file itself is found here, before any
+migration runs, and reported as its own ``DatabaseError``: a missing file or
+folder, something that is not SQLite, a file we may not write, a lock held
+past the busy timeout. Each check happens before anything is written, and a
+file this module created for a connection that then failed is removed again,
+so a failed open changes nothing on disk.
+
+Connections are opened with ``isolation_level=None``: Python's sqlite3 then
+never begins or commits on its own, and the executor's ``BEGIN IMMEDIATE`` /
+``COMMIT`` are the only transaction boundaries.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sqlite3
+import stat
+from datetime import datetime
+from pathlib import Path
+
+from planner.errors import (
+    DatabaseDirectoryMissing,
+    DatabaseError,
+    DatabaseLocked,
+    DatabaseNotFound,
+    DatabaseReadOnly,
+    NotADatabase,
+)
+
+#: How long a writer waits for another one's lock before giving up, in seconds.
+DEFAULT_BUSY_TIMEOUT = 30.0
+
+# SQLite primary result codes (the low byte of an extended code).
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+_SQLITE_READONLY = 8
+_SQLITE_NOTADB = 26
+
+
+def connect(path: Path | str, *, create: bool = False, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> sqlite3.Connection:
+    """Open ``path`` for migrating, or raise the ``DatabaseError`` that says why it cannot be.
+
+    ``create`` allows a missing file (and missing parent folders) to be
+    created; without it a missing file is ``DatabaseNotFound``. The first read
+    (``PRAGMA schema_version``) happens here, so a file that is not SQLite or a
+    database locked past ``busy_timeout`` fails now rather than mid-plan.
+    """
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        if not create:
+            raise DatabaseDirectoryMissing(path)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseReadOnly(path) from exc
+    created = False
+    if not path.exists():
+        if not create:
+            raise DatabaseNotFound(path)
+        if not writable(folder):
+            raise DatabaseReadOnly(path)
+        # O_EXCL tells us whether *we* made the file, so only our own empty
+        # file is removed on failure, never one a concurrent process just made.
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            created = True
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise DatabaseReadOnly(path) from exc
+    if path.is_dir():
+        raise NotADatabase(path)
+    try:
+        if not (writable(path) and writable(folder)):
+            # The folder matters too: SQLite writes its journal next to the file.
+            raise DatabaseReadOnly(path)
+        conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None)
+        try:
+            conn.execute("PRAGMA schema_version").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+    except sqlite3.Error as exc:
+        _discard(path, created)
+        raise translate_error(exc, path, busy_timeout) or NotADatabase(path) from exc
+    except BaseException:
+        _discard(path, created)
+        raise
+    return conn
+
+
+def writable(path: Path) -> bool:
+    """Whether we may write ``path``.
+
+    ``os.access`` alone is not enough: root may write anything, yet a file
+    with no write bit at all was clearly meant to be left alone.
+    """
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return os.access(path, os.W_OK) and bool(mode & 0o222)
+
+
+def translate_error(exc: sqlite3.Error, path: Path, busy_timeout: float) -> DatabaseError | None:
+    """The ``DatabaseError`` an SQLite error about the file itself stands for, or ``None``.
+
+    Errors about a migration's own SQL (no such table, constraint failed)
+    return ``None``: those belong to the migration, not to the file.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    message = str(exc).lower()
+    if primary in (_SQLITE_BUSY, _SQLITE_LOCKED) or "database is locked" in message:
+        return DatabaseLocked(path, busy_timeout)
+    if primary == _SQLITE_NOTADB or "file is not a database" in message:
+        return NotADatabase(path)
+    if primary == _SQLITE_READONLY or "readonly database" in message:
+        return DatabaseReadOnly(path)
+    return None
+
+
+def _discard(path: Path, created: bool) -> None:
+    """Remove the empty file ``connect`` created, so a failed open leaves nothing behind."""
+    if not created:
+        return
+    try:
+        if path.stat().st_size == 0:
+            path.unlink()
+    except OSError:
+        pass
+
+
+# --------------------------------------------------------------------------
+# Backups: the seed's "cp aipm.db aipm.db.backup.$(date ...)", done safely.
+# --------------------------------------------------------------------------
+
+
+def backup(path: Path | str) -> Path:
+    """Copy the database to ``<db>.backup.<YYYYmmdd_HHMMSS>`` and return the copy's path.
+
+    SQLite's online backup API copies a consistent snapshot even while another
+    process writes, which ``cp`` does not. The copy gets the database's
+    permission bits, since it holds the same data. A name already taken gets a
+    ``-1``, ``-2``... suffix rather than being overwritten.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise DatabaseDirectoryMissing(path)
+    if not path.is_file():
+        raise DatabaseNotFound(path)
+    source = _open_read_only(path)
+    target = _reserve_backup_name(path)
+    try:
+        try:
+            destination = sqlite3.connect(str(target))
+            try:
+                source.backup(destination)
+            finally:
+                destination.close()
+        finally:
+            source.close()
+        os.chmod(target, stat.S_IMODE(path.stat().st_mode))
+    except sqlite3.Error as exc:
+        target.unlink(missing_ok=True)
+        raise translate_error(exc, path, DEFAULT_BUSY_TIMEOUT) or NotADatabase(path) from exc
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def list_backups(path: Path | str) -> list[Path]:
+    """Backups ``backup`` made of this database, oldest first."""
+    path = Path(path)
+    prefix = f"{path.name}.backup."
+    found = [
+        p
+        for p in path.parent.glob(glob.escape(prefix) + "*")
+        if p.is_file() and not p.name.endswith(("-journal", "-wal", "-shm"))
+    ]
+    return sorted(found, key=lambda p: _backup_sort_key(p.name[len(prefix) :]))
+
+
+def _backup_sort_key(stamp: str) -> tuple[str, int]:
+    base, _, suffix = stamp.partition("-")
+    return base, int(suffix) if suffix.isdigit() else 0
+
+
+def _reserve_backup_name(path: Path) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+    base = path.with_name(f"{path.name}.backup.{stamp}")
+    candidate, n = base, 0
+    while True:
+        try:
+            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = base.with_name(f"{base.name}-{n}")
+        except OSError as exc:
+            raise DatabaseReadOnly(path) from exc
+
+
+def _open_read_only(path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> sqlite3.Connection:
+    """A connection that can never create or change the file (URI ``mode=ro``)."""
+    uri = path.resolve().as_uri() + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
+        conn.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.Error as exc:
+        raise translate_error(exc, path, busy_timeout) or NotADatabase(path) from exc
+    return conn
+
+
+def open_read_only(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> sqlite3.Connection | None:
+    """Open an existing database for reading only; ``None`` when the file does not exist.
+
+    After a crash the file may have a hot journal that a read-only connection
+    cannot roll back; then one read-write open recovers it (which is exactly
+    what the next writer would do) and the read goes ahead.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return _open_read_only(path, busy_timeout)
+    except DatabaseReadOnly:
+        if not writable(path):
+            raise
+    connect(path, busy_timeout=busy_timeout).close()
+    return _open_read_only(path, busy_timeout)
