@@ -170,6 +170,8 @@ def build_diagram(
     ``UnknownAppliedMigration``) say when they cannot be used.
     """
     graph = catalog.graph
+    if applied is not None:
+        applied = tuple(applied)  # read twice below; a one-shot iterable must not run dry
     if focus is not None:
         focus = catalog.get(focus).version
         drawn = focus_set(catalog, focus)
