@@ -72,7 +72,7 @@ def connect(path: Path | str, *, create: bool = False, busy_timeout: float = DEF
             pass
         except OSError as exc:
             raise DatabaseReadOnly(path) from exc
-    if path.is_dir():
+    if path.is_dir() or not _has_sqlite_header(path):
         raise NotADatabase(path)
     try:
         if not (writable(path) and writable(folder)):
@@ -91,6 +91,24 @@ def connect(path: Path | str, *, create: bool = False, busy_timeout: float = DEF
         _discard(path, created)
         raise
     return conn
+
+
+_MAGIC = b"SQLite format 3\x00"
+
+
+def _has_sqlite_header(path: Path) -> bool:
+    """Whether the file is empty or starts like a SQLite database.
+
+    SQLite itself reads a file shorter than its header as an empty database
+    and would overwrite it on the first write, so a short non-SQLite file
+    must be caught here.
+    """
+    try:
+        with open(path, "rb") as file:
+            head = file.read(len(_MAGIC))
+    except OSError:
+        return True  # unreadable: let SQLite report what it finds
+    return head == b"" or head == _MAGIC
 
 
 def writable(path: Path) -> bool:
@@ -188,7 +206,7 @@ def list_backups(path: Path | str) -> list[Path]:
 
 def _backup_sort_key(stamp: str) -> tuple[str, int]:
     base, _, suffix = stamp.partition("-")
-    return base, int(suffix) if suffix.isdigit() else 0
+    return base, int(suffix) if suffix.isascii() and suffix.isdigit() else 0
 
 
 def _reserve_backup_name(path: Path) -> Path:
@@ -208,6 +226,8 @@ def _reserve_backup_name(path: Path) -> Path:
 
 def _open_read_only(path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> sqlite3.Connection:
     """A connection that can never create or change the file (URI ``mode=ro``)."""
+    if not _has_sqlite_header(path):
+        raise NotADatabase(path)
     uri = path.resolve().as_uri() + "?mode=ro"
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
+from planner.catalog import is_version
 from planner.connection import MigrationConnection
 from planner.database import DEFAULT_BUSY_TIMEOUT, connect, translate_error
 from planner.errors import (
@@ -122,7 +123,7 @@ class RunResult:
 
 def _key(version: str) -> int | str:
     """Ledger versions compare by number (``27`` is ``0027``), like the catalog's."""
-    return int(version) if version.isdigit() else version
+    return int(version) if is_version(version) else version
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from planner.catalog import is_version
 from planner.database import DEFAULT_BUSY_TIMEOUT, open_read_only
 
 if TYPE_CHECKING:
@@ -160,7 +161,7 @@ class Ledger:
     def record_unapplied(self, version: str) -> None:
         """Delete ``version``'s row, however the old framework spelled it (``27`` or ``0027``)."""
         cursor = self.conn.execute(f"DELETE FROM {TABLE} WHERE version = ?", (version,))
-        if cursor.rowcount == 0 and version.isdigit():
+        if cursor.rowcount == 0 and is_version(version):
             self.conn.execute(
                 f"DELETE FROM {TABLE} WHERE version NOT GLOB '*[^0-9]*' AND version != '' "
                 f"AND CAST(version AS INTEGER) = ?",
@@ -197,7 +198,7 @@ class Ledger:
 
 def _version_order(entry: LedgerEntry) -> tuple[int, int, str]:
     version = entry.version
-    return (0, int(version), version) if version.isdigit() else (1, 0, version)
+    return (0, int(version), version) if is_version(version) else (1, 0, version)
 
 
 def read_ledger(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> dict[str, LedgerEntry]:
