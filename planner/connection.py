@@ -81,7 +81,7 @@ def split_script(script: str) -> Iterable[str]:
         buffer += piece if i == last else piece + ";"
         if i == last or sqlite3.complete_statement(buffer):
             if _keywords(buffer, 1):
-                yield buffer.strip()
+                yield buffer[_SKIP.match(buffer).end() :].rstrip()
             buffer = ""
 
 
