@@ -386,3 +386,48 @@ def test_a_quoted_and_mixed_case_name_is_the_same_table(db):
         rebuild_table(db, "Agents", AGENTS_0020.replace("CREATE TABLE agents", 'CREATE TABLE "AGENTS"'),
                       convert={"tier": TIER})
     assert db.execute("SELECT count(*) FROM agents").fetchone() == (3,)
+
+
+# -- inside the real executor -------------------------------------------------------------------
+
+
+def test_a_migration_that_rebuilds_applies_and_rolls_back_through_the_executor(tmp_path):
+    from planner.executor import Executor
+    from planner.loader import load_catalog
+    from planner.plan import apply_plan, rollback_plan
+    from tests.conftest import write_migration
+
+    catalog_dir = tmp_path / "migrations"
+    catalog_dir.mkdir()
+    schema_0001 = AGENTS_0019 + ";" + (
+        "CREATE TABLE tasks (id INTEGER PRIMARY KEY, agent_id INTEGER NOT NULL REFERENCES agents(id));"
+        "CREATE INDEX idx_agents_role ON agents(role);"
+        "INSERT INTO agents (role, display_name, tier) VALUES ('coder', 'Coder', 'core'), ('critic', 'Critic', 'x');"
+        "INSERT INTO tasks (agent_id) VALUES (1), (2), (2);"
+    )
+    write_migration(catalog_dir, "0001", depends_on=(), upgrade=f"conn.executescript({schema_0001!r})",
+                    downgrade="conn.executescript('DROP TABLE tasks; DROP TABLE agents')")
+    back = "CASE tier WHEN 1 THEN 'core' WHEN 2 THEN 'specialist' ELSE 'utility' END"
+    write_migration(
+        catalog_dir, "0020", "Fix agents.tier", depends_on=("0001",),
+        extra="from planner.rebuild import rebuild_table\n",
+        upgrade=f"rebuild_table(conn, 'agents', {AGENTS_0020!r}, convert={{'tier': {TIER!r}}})",
+        downgrade=f"rebuild_table(conn, 'agents', {AGENTS_0019!r}, convert={{'tier': {back!r}}})",
+    )
+    catalog = load_catalog(catalog_dir)
+    database = tmp_path / "apm.db"
+    executor = Executor(database, create=True)
+
+    executor.run(apply_plan(catalog, ()))
+    with sqlite3.connect(database) as conn:
+        joined = conn.execute("SELECT a.tier FROM tasks JOIN agents AS a ON a.id = agent_id ORDER BY tasks.id")
+        assert joined.fetchall() == [(1,), (3,), (3,)]
+        assert "idx_agents_role" in objects(conn, "index")
+
+    executor.run(rollback_plan(catalog, executor.applied(), "0020"))
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("SELECT role, tier FROM agents ORDER BY id").fetchall() == [
+            ("coder", "core"), ("critic", "utility")
+        ]
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert "idx_agents_role" in objects(conn, "index")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_migration
+from tests.conftest import write_migration
 from planner.errors import (
     CatalogInvalid,
     CatalogNotFound,
