@@ -66,10 +66,10 @@ def docs_command(output: Path | None, check: bool) -> None:
     target = output or settings().catalog_dir / "README.md"
     page = catalog_page(catalog)
     if check:
-        current = target.read_text() if target.exists() else None
+        current = target.read_text(encoding="utf-8") if target.exists() else None
         if current != page:
             raise click.ClickException(f"{target} is out of date; run `apm migrate docs` to refresh it")
         click.echo(f"{target} is up to date")
         return
-    target.write_text(page)
+    target.write_text(page, encoding="utf-8")
     click.echo(f"Wrote {target}")

@@ -24,6 +24,7 @@ _EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (E.PlanError, options.EXIT_REFUSED),
     (E.ExecutionError, options.EXIT_FAILED),
     (E.DatabaseError, options.EXIT_DATABASE),
+    (E.RenderError, options.EXIT_TOOL),
 )
 
 

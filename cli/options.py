@@ -25,7 +25,8 @@ EXIT_CATALOG = 3  # the migration files do not load (CatalogError)
 EXIT_REFUSED = 4  # the plan was refused before anything ran (PlanError)
 EXIT_FAILED = 5  # a migration failed while running; its step was rolled back (ExecutionError)
 EXIT_DATABASE = 6  # the database cannot be opened, written or locked (DatabaseError)
-EXIT_UNCONFIRMED = 7  # a data-losing plan was not confirmed
+EXIT_UNCONFIRMED = 7  # a plan that would destroy data was not confirmed (see --yes)
+EXIT_TOOL = 8  # an outside tool the command needs (Graphviz's dot) is missing or failed
 
 
 def shipped_catalog() -> Path:
