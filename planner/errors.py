@@ -156,7 +156,11 @@ class CatalogInvalid(CatalogError):
         self.directory = directory
         self.problems = tuple(problems)
         first = str(problems[0]) if problems else "unknown problem"
-        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        more = (
+            f" (and {len(problems) - 1} more problem(s); `apm migrate check` lists them all)"
+            if len(problems) > 1
+            else ""
+        )
         super().__init__(f"migration catalog {directory} is invalid: {first}{more}", path=directory)
 
 
@@ -544,3 +548,42 @@ class MigrationFileExists(MigrationError, FileExistsError):
     def __init__(self, path: Path):
         self.path = path
         super().__init__(f"{path} already exists and was left untouched; move it away or pick another description")
+
+
+# --------------------------------------------------------------------------
+# Manual marks: recording a migration as applied or rolled back without running it.
+# --------------------------------------------------------------------------
+
+
+class MarkRefused(PlanError):
+    """A manual mark would leave the ledger inconsistent; ``blockers`` are the versions in the way."""
+
+    def __init__(self, message: str, *, version: str, blockers: Sequence[str]):
+        self.version = version
+        self.blockers = tuple(blockers)
+        super().__init__(message)
+
+
+class MarkAppliedRefused(MarkRefused):
+    """``--mark-applied V`` while some of V's dependencies are not applied; nothing was recorded."""
+
+    def __init__(self, version: str, missing: Sequence[str]):
+        super().__init__(
+            f"cannot mark {version} as applied: its dependencies {_versions(missing)} are not applied; "
+            f"nothing was recorded. Apply them first (`apm migrate --target {missing[0]}`), or mark them "
+            f"applied first if their changes are already in the schema",
+            version=version,
+            blockers=missing,
+        )
+
+
+class MarkRolledBackRefused(MarkRefused):
+    """``--mark-rolled-back V`` while applied migrations depend on V; nothing was recorded."""
+
+    def __init__(self, version: str, dependents: Sequence[str]):
+        super().__init__(
+            f"cannot mark {version} as rolled back: applied migration(s) {_versions(dependents)} depend on it; "
+            f"nothing was recorded. Mark or roll back {_versions(dependents)} first",
+            version=version,
+            blockers=dependents,
+        )
