@@ -1,9 +1,15 @@
-"""The dependency graph of a catalog: a networkx DAG over version strings.
+"""The dependency graph of a catalog: a DAG over version strings.
 
 An edge runs from a dependency to its dependent (0020 → 0027 means 0027
 depends on 0020), so "ancestors" are what a migration needs and "descendants"
 are what needs it. This module does no I/O and knows nothing of files or
-databases; the algorithms are networkx's, the meaning of their results is ours.
+databases.
+
+The graph is kept as plain adjacency dicts and its orders are computed here:
+every command plans, and on a 10,000-migration catalog merely building a
+networkx ``DiGraph`` costs more than the whole plan should. networkx is still
+what finds the cycles of a broken catalog, and ``nx_graph`` gives a networkx
+view to callers that want its algorithms.
 """
 
 from __future__ import annotations
@@ -25,19 +31,29 @@ def version_key(version: str) -> int:
 class MigrationGraph:
     """Which migration needs which, with the orders that follow from it.
 
-    The orders are computed here rather than with networkx's generic
-    ``lexicographical_topological_sort`` over subgraph views: plans are asked
-    for on every command, and a heap over plain adjacency keeps each one
-    linear in the part of the graph it touches.
+    Orders break ties by version number. When every dependency has a lower
+    number than its dependent (the usual catalog, and always true of implied
+    dependencies), number order is itself a dependency order, so the orders
+    are plain sorts; otherwise Kahn's algorithm with a heap gives the same
+    answer in general.
     """
 
-    def __init__(self, graph: nx.DiGraph, order: list[str] | None = None):
-        self._graph = graph
-        self._succ = graph.succ
-        self._pred = graph.pred
+    def __init__(self, dependencies: Mapping[str, Collection[str]]):
+        """``dependencies`` maps every version to the versions it needs, all of them versions of the graph."""
+        self._pred: dict[str, tuple[str, ...]] = {v: tuple(needs) for v, needs in dependencies.items()}
+        self._succ: dict[str, list[str]] = {v: [] for v in self._pred}
         # (number, spelling): a total order even if two spellings of one number slip in.
-        self._key = {v: (int(v), v) for v in graph}
-        self._order = order
+        self._key = {v: (int(v), v) for v in self._pred}
+        key = self._key
+        monotone = True
+        for version, needs in self._pred.items():
+            for dependency in needs:
+                self._succ[dependency].append(version)
+                if key[dependency] >= key[version]:
+                    monotone = False
+        self._monotone = monotone
+        self._order: list[str] | None = None
+        self._nx: nx.DiGraph | None = None
 
     @classmethod
     def build(cls, dependencies: Mapping[str, Iterable[str]]) -> tuple[MigrationGraph, list[CatalogError]]:
@@ -48,45 +64,52 @@ class MigrationGraph:
         back so that a caller collecting problems can carry on.
         """
         problems: list[CatalogError] = []
-        edges: list[tuple[str, str]] = []
+        cleaned: dict[str, tuple[str, ...]] = {}
         for version, needs in dependencies.items():
-            for dependency in needs:
-                if dependency == version:
-                    problems.append(SelfDependency(version))
-                else:
-                    edges.append((dependency, version))
-        graph = nx.DiGraph()
-        graph.add_nodes_from(dependencies)
-        graph.add_edges_from(edges)
-        built = cls(graph)
-        # The full order is needed by the first plan anyway; computing it here
-        # doubles as the cycle check, so strongly connected groups are only
-        # searched for when some migrations could not be ordered.
-        order = built._kahn(graph, forward=True)
-        if len(order) == len(graph):
-            built._order = order
-        else:
-            stuck = graph.subgraph(set(graph) - set(order))
-            groups = [c for c in nx.strongly_connected_components(stuck) if len(c) > 1]
-            groups.sort(key=lambda c: min(built._key[v] for v in c))
-            problems.extend(DependencyCycle(built._cycle_path(c)) for c in groups)
-        return built, problems
+            needs = tuple(dict.fromkeys(needs))
+            if version in needs:
+                problems.append(SelfDependency(version))
+                needs = tuple(d for d in needs if d != version)
+            cleaned[version] = needs
+        graph = cls(cleaned)
+        if not graph._monotone:
+            # Ordering everything doubles as the cycle check; strongly connected
+            # groups are searched for only among what could not be ordered.
+            order = graph._kahn(graph._pred, forward=True)
+            if len(order) == len(graph._pred):
+                graph._order = order
+            else:
+                ordered = set(order)
+                stuck = nx.DiGraph()
+                stuck.add_nodes_from(v for v in graph._pred if v not in ordered)
+                stuck.add_edges_from(
+                    (d, v) for v in stuck for d in graph._pred[v] if d not in ordered
+                )
+                groups = [c for c in nx.strongly_connected_components(stuck) if len(c) > 1]
+                groups.sort(key=lambda c: min(graph._key[v] for v in c))
+                problems.extend(DependencyCycle(graph._cycle_path(c)) for c in groups)
+        return graph, problems
 
     # -- what a migration needs, and what needs it ------------------------------
 
     def __contains__(self, version: object) -> bool:
-        return version in self._graph
+        return version in self._pred
 
     def __len__(self) -> int:
-        return self._graph.number_of_nodes()
+        return len(self._pred)
 
     @property
     def nx_graph(self) -> nx.DiGraph:
-        """The underlying networkx graph (read it; do not change it)."""
-        return self._graph
+        """The graph as a networkx ``DiGraph``, built on first use (read it; do not change it)."""
+        if self._nx is None:
+            graph = nx.DiGraph()
+            graph.add_nodes_from(self._pred)
+            graph.add_edges_from((d, v) for v, needs in self._pred.items() for d in needs)
+            self._nx = graph
+        return self._nx
 
     def _require(self, version: str) -> None:
-        if version not in self._graph:
+        if version not in self._pred:
             raise MigrationNotFound(version)
 
     def dependencies(self, version: str) -> list[str]:
@@ -113,30 +136,32 @@ class MigrationGraph:
     def _reach(version: str, adjacency: Mapping[str, Iterable[str]]) -> set[str]:
         seen: set[str] = set()
         stack = [version]
+        add, push, pop = seen.add, stack.append, stack.pop
         while stack:
-            for other in adjacency[stack.pop()]:
+            for other in adjacency[pop()]:
                 if other not in seen:
-                    seen.add(other)
-                    stack.append(other)
+                    add(other)
+                    push(other)
         seen.discard(version)  # only reachable through a cycle, which a valid catalog has not
         return seen
 
     def root_nodes(self) -> list[str]:
         """Migrations that depend on nothing."""
-        return sorted((v for v, d in self._graph.in_degree() if d == 0), key=self._key.__getitem__)
+        return sorted((v for v, needs in self._pred.items() if not needs), key=self._key.__getitem__)
 
     def leaf_nodes(self) -> list[str]:
         """Migrations nothing depends on yet: where a new migration should attach."""
-        return sorted((v for v, d in self._graph.out_degree() if d == 0), key=self._key.__getitem__)
+        return sorted((v for v, dependents in self._succ.items() if not dependents), key=self._key.__getitem__)
 
     def unmet_dependencies(self, applied: Collection[str]) -> list[tuple[str, str]]:
         """Pairs (applied version, a dependency of it that is not applied), in version order."""
         key = self._key
+        pred = self._pred
         pairs = [
             (version, dependency)
             for version in applied
-            if version in key
-            for dependency in self._pred[version]
+            if version in pred
+            for dependency in pred[version]
             if dependency not in applied
         ]
         pairs.sort(key=lambda pair: (key[pair[0]], key[pair[1]]))
@@ -156,43 +181,53 @@ class MigrationGraph:
         if versions is None:
             return list(self._full_order())
         nodes = self._members(versions)
-        if len(nodes) == len(self._graph):
+        if len(nodes) == len(self._pred):
             return list(self._full_order())
+        if self._monotone:
+            return sorted(nodes, key=self._key.__getitem__)
         return self._kahn(nodes, forward=True)
 
     def reverse_topological_order(self, versions: Collection[str]) -> list[str]:
         """The order to roll back ``versions``: dependents first, the highest version first among equals."""
-        return self._kahn(self._members(versions), forward=False)
+        nodes = self._members(versions)
+        if self._monotone:
+            return sorted(nodes, key=self._key.__getitem__, reverse=True)
+        return self._kahn(nodes, forward=False)
 
     def rollback_order(self, version: str, applied: Collection[str]) -> list[str]:
         """``version`` and its applied descendants, in the order to roll them back (``version`` last).
 
         Dependents come first, the highest version first among equals. The
         order follows dependencies through migrations that are not applied:
-        after a hand-edited ledger, ``0031`` (applied) may need ``0030`` (not
-        applied) which needs ``0029`` (applied), and ``0031`` must still be
-        rolled back before ``0029``.
+        after a hand-edited ledger, ``0003`` (applied) may need ``0005`` (not
+        applied) which needs ``0004`` (applied), and ``0003`` must still be
+        rolled back before ``0004``.
         """
         self._require(version)
         nodes = self._reach(version, self._succ)
-        nodes.add(version)
         keep = {v for v in nodes if v in applied}
         keep.add(version)
+        if self._monotone:
+            # Every descendant has a higher number, so descending number is dependents first.
+            return sorted(keep, key=self._key.__getitem__, reverse=True)
+        nodes.add(version)
         return self._kahn(nodes, forward=False, keep=keep)
 
     def _full_order(self) -> list[str]:
         if self._order is None:
-            order = self._kahn(self._graph, forward=True)
-            if len(order) != len(self._graph):
-                raise nx.NetworkXUnfeasible("the migration graph has a dependency cycle")
+            if self._monotone:
+                order = sorted(self._pred, key=self._key.__getitem__)
+            else:
+                order = self._kahn(self._pred, forward=True)
+                if len(order) != len(self._pred):
+                    raise nx.NetworkXUnfeasible("the migration graph has a dependency cycle")
             self._order = order
         return self._order
 
     def _members(self, versions: Collection[str]) -> set[str]:
         nodes = set(versions)
-        for version in nodes:
-            if version not in self._key:
-                raise MigrationNotFound(version)
+        if not nodes <= self._pred.keys():
+            raise MigrationNotFound(min(nodes - self._pred.keys()))
         return nodes
 
     def _kahn(
@@ -207,7 +242,7 @@ class MigrationGraph:
         before, after = (self._pred, self._succ) if forward else (self._succ, self._pred)
         key = self._key
         sign = 1 if forward else -1
-        whole = nodes is self._graph
+        whole = len(nodes) == len(self._pred)
         waiting: dict[str, int] = {}
         heap: list[tuple[int, str]] = []
         passing: list[str] = []
