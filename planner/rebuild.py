@@ -30,6 +30,7 @@ __all__ = ["drop_columns", "rebuild_table", "table_sql"]
 
 _SAVEPOINT = "apm_rebuild_table"
 _TABLE_CONSTRAINTS = {"constraint", "primary", "unique", "check", "foreign"}
+_COMMENT_AFTER_COMMA = re.compile(r"[ \t]*--[^\n]*\n")
 
 
 # -- reading SQL: just enough of a tokenizer to find names, parentheses and commas --------------
@@ -185,7 +186,11 @@ def _columns(conn: sqlite3.Connection, table: str) -> list[_Column]:
     rows = conn.execute(
         "SELECT name, type, \"notnull\", dflt_value, pk, hidden FROM pragma_table_xinfo(?) ORDER BY cid", (table,)
     )
-    return [_Column(name, type_, bool(nn), default, pk, hidden in (2, 3)) for name, type_, nn, default, pk, hidden in rows]
+    # hidden is 2 or 3 for generated columns, which cannot be inserted into.
+    return [
+        _Column(name, kind, bool(nn), default, pk, hidden in (2, 3))
+        for name, kind, nn, default, pk, hidden in rows
+    ]
 
 
 def _stored_name(conn: sqlite3.Connection, table: str) -> tuple[str, str]:
@@ -220,20 +225,19 @@ def _dependents(conn: sqlite3.Connection, table: str) -> list[_SchemaObject]:
         )
     ]
     gone = {table.lower()}
-    found: set[str] = set()
+    found: set[int] = set()  # positions in objects: a trigger and a view may share a name
     grew = True
     while grew:
         grew = False
-        for obj in objects:
-            if obj.name in found:
+        for i, obj in enumerate(objects):
+            if i in found:
                 continue
-            on_gone = obj.tbl_name.lower() in gone
-            if on_gone or (obj.type != "index" and gone & _names(obj.sql)):
-                found.add(obj.name)
+            if obj.tbl_name.lower() in gone or (obj.type != "index" and gone & _names(obj.sql)):
+                found.add(i)
                 grew = True
                 if obj.type == "view":
                     gone.add(obj.name.lower())
-    return [obj for obj in objects if obj.name in found]
+    return [obj for i, obj in enumerate(objects) if i in found]
 
 
 def _referencing_tables(conn: sqlite3.Connection, table: str) -> list[str]:
@@ -432,10 +436,17 @@ def drop_columns(conn: sqlite3.Connection, table: str, *columns: str) -> None:
     table, old_sql = _stored_name(conn, table)
     dropping = {c.lower(): c for c in columns}
     create = _parse_create_table(table, old_sql)
-    kept: list[str] = []
-    found: set[str] = set()
+    pieces: list[tuple[str, str]] = []  # (definition, the comment after its comma)
     for start, end in create.definitions():
         text = old_sql[start:end]
+        note = _COMMENT_AFTER_COMMA.match(text)
+        if note and pieces:  # `b TEXT, -- why b` describes b, not the next definition
+            pieces[-1] = (pieces[-1][0], note.group())
+            text = text[note.end() :]
+        pieces.append((text, ""))
+    kept: list[tuple[str, str]] = []
+    found: set[str] = set()
+    for text, note in pieces:
         tokens = _tokens(text)
         if not tokens:
             continue
@@ -450,16 +461,19 @@ def drop_columns(conn: sqlite3.Connection, table: str, *columns: str) -> None:
                 table, what, f"uses column {dropping[used[0]]}, which is being dropped",
                 "Write the new CREATE TABLE yourself and call rebuild_table",
             )
-        kept.append(text)
+        kept.append((text, note))
     for key, name in dropping.items():
         if key not in found:
-            raise RebuildRefused(table, f"column {name}", "does not exist", "Check the column names (table_sql shows them)")
-    if all(_is_table_constraint(_tokens(text)) for text in kept):
+            raise RebuildRefused(table, f"column {name}", "does not exist", "Check the names; table_sql shows them")
+    if all(_is_table_constraint(_tokens(text)) for text, _ in kept):
         raise RebuildRefused(table, "drop_columns", "would leave the table with no columns", "Drop the table instead")
     start, end = create.body_span
     body = old_sql[start:end]
     trailing = body[len(body.rstrip()):]
-    definitions = ",".join(kept).rstrip()
+    lead = pieces[0][0][: len(pieces[0][0]) - len(pieces[0][0].lstrip())]
+    kept[0] = (lead + kept[0][0].lstrip(), kept[0][1])  # where the old first definition started
+    last = len(kept) - 1
+    definitions = "".join(text + ("," if i < last else "") + note for i, (text, note) in enumerate(kept)).rstrip()
     if "--" in definitions[_tokens(definitions)[-1].end :] and "\n" not in trailing:
         trailing = "\n"  # the last kept line ends in a comment that would swallow the closing parenthesis
     new_sql = old_sql[:start] + definitions + trailing + old_sql[end:]

@@ -101,7 +101,7 @@ def schema(conn: sqlite3.Connection) -> list[tuple]:
 def snapshot(conn: sqlite3.Connection) -> tuple:
     """Everything a refused rebuild must leave alone: the schema, every row, the AUTOINCREMENT counters."""
     tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-    rows = {t: conn.execute(f'SELECT rowid, * FROM "{t}" ORDER BY rowid').fetchall() for t in tables}
+    rows = {t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
     return schema(conn), rows
 
 
@@ -234,7 +234,7 @@ def test_a_check_that_existing_rows_break_fails_and_changes_nothing(db):
 
 
 def test_a_new_column_takes_its_default_or_a_conversion(db):
-    wider = AGENTS_0019.replace("metadata TEXT DEFAULT '{}',", "metadata TEXT DEFAULT '{}', is_active INTEGER NOT NULL DEFAULT 1, slug TEXT NOT NULL,")
+    wider = AGENTS_0019.replace("tier TEXT,", "tier TEXT, is_active INTEGER NOT NULL DEFAULT 1, slug TEXT NOT NULL,")
     with in_migration(db):
         rebuild_table(db, "agents", wider, convert={"slug": "lower(display_name) || '-' || id"})
     assert db.execute("SELECT is_active, slug FROM agents ORDER BY id").fetchall() == [
@@ -250,6 +250,41 @@ def test_rowids_of_a_table_without_integer_primary_key_are_kept(db):
     with in_migration(db):
         drop_columns(db, "notes", "extra")
     assert db.execute("SELECT rowid, body FROM notes").fetchall() == [(2, "b"), (3, "c")]
+
+
+def test_drop_columns_keeps_each_comment_with_its_column(db):
+    db.executescript(
+        """CREATE TABLE flags (
+            id INTEGER PRIMARY KEY, -- the key, (with) a comma
+            name TEXT, -- what the flag is called
+            legacy TEXT -- set by 0012, unused
+        );
+        INSERT INTO flags (name, legacy) VALUES ('dark_mode', 'x');"""
+    )
+    with in_migration(db):
+        drop_columns(db, "flags", "legacy")
+    sql = table_sql(db, "flags")
+    assert "-- the key, (with) a comma" in sql and "-- what the flag is called" in sql
+    assert "unused" not in sql
+    assert db.execute("SELECT id, name FROM flags").fetchall() == [(1, "dark_mode")]
+    with in_migration(db):
+        drop_columns(db, "flags", "id")
+    assert "-- the key" not in table_sql(db, "flags") and "-- what the flag is called" in table_sql(db, "flags")
+
+
+def test_without_rowid_table_with_a_generated_column(db):
+    db.executescript(
+        """CREATE TABLE settings (
+            key TEXT PRIMARY KEY, value TEXT, old TEXT, label TEXT GENERATED ALWAYS AS (key || '=' || value)
+        ) WITHOUT ROWID;
+        INSERT INTO settings (key, value, old) VALUES ('theme', 'dark', 'x');"""
+    )
+    with in_migration(db):
+        drop_columns(db, "settings", "old")
+    assert db.execute("SELECT * FROM settings").fetchall() == [("theme", "dark", "theme=dark")]
+    assert "WITHOUT ROWID" in table_sql(db, "settings")
+    error = refused(db, drop_columns, "settings", "value")  # the generated column needs it
+    assert error.object_name == "column label"
 
 
 def test_triggers_on_other_tables_and_instead_of_triggers_are_recreated(db):

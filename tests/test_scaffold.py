@@ -58,7 +58,13 @@ def test_numbering_continues_after_a_gap(catalog_dir):
 
 @pytest.mark.parametrize(
     ("existing", "expected"),
-    [(["001"], "002"), (["1", "2"], "3"), (["0098", "0099"], "0100"), (["998", "999"], "1000"), (["7", "0010"], "0011")],
+    [
+        (["001"], "002"),
+        (["1", "2"], "3"),
+        (["0098", "0099"], "0100"),
+        (["998", "999"], "1000"),
+        (["7", "0010"], "0011"),
+    ],
 )
 def test_numbering_keeps_the_catalogs_width(catalog_dir, existing, expected):
     for version in existing:
