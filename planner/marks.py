@@ -1,0 +1,102 @@
+"""Manual marks: record a migration as applied, or as rolled back, without running it.
+
+The seed's troubleshooting answer to "migration already applied manually" was
+to INSERT a row into ``schema_migrations`` by hand. A mark does that through
+the executor instead, so the row carries the file's checksum, the action goes
+to the log, and the graph's rules still hold: a migration can be marked
+applied only once everything it depends on is applied, and marked rolled back
+only while nothing applied depends on it. Either refusal would otherwise
+create exactly the inconsistent history ``apply_plan`` refuses to build on.
+
+``check_mark_*`` are pure (catalog and ledger in, a refusal or the migration
+out), so the CLI can explain a refusal before touching the file; the
+executor repeats the ledger part inside its write lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from planner.catalog import Catalog, is_version
+from planner.database import DEFAULT_BUSY_TIMEOUT
+from planner.errors import (
+    AlreadyApplied,
+    MarkAppliedRefused,
+    MarkRolledBackRefused,
+    NotApplied,
+    UnknownAppliedMigration,
+)
+from planner.graph import version_key
+from planner.migration import Migration
+
+
+def check_mark_applied(catalog: Catalog, applied: Iterable[str], version: str) -> Migration:
+    """The migration ``--mark-applied version`` would record, or the reason it may not.
+
+    Raises ``MigrationNotFound`` (no such file), ``AlreadyApplied``, or
+    ``MarkAppliedRefused`` naming the dependencies that are not applied.
+    """
+    migration = catalog.get(version)
+    known, _ = catalog.split_applied(applied)
+    if migration.version in known:
+        raise AlreadyApplied(migration.version)
+    missing = [dependency for dependency in migration.depends_on if dependency not in known]
+    if missing:
+        raise MarkAppliedRefused(migration.version, sorted(missing, key=version_key))
+    return migration
+
+
+def check_mark_rolled_back(catalog: Catalog, applied: Iterable[str], version: str) -> Migration:
+    """The migration ``--mark-rolled-back version`` would remove from the ledger, or the reason it may not.
+
+    Raises ``MigrationNotFound``, ``UnknownAppliedMigration`` (recorded but
+    its file is gone, so there is no migration to mark), ``NotApplied``, or
+    ``MarkRolledBackRefused`` naming every applied migration that depends on
+    it, directly or through others.
+    """
+    known, unknown = catalog.split_applied(applied)
+    canonical = catalog.canonical(version)
+    if canonical is None:
+        if version in unknown or (is_version(version) and any(
+            is_version(v) and int(v) == int(version) for v in unknown
+        )):
+            raise UnknownAppliedMigration(version)
+        raise MigrationNotFound(version)
+    if canonical not in known:
+        raise NotApplied(canonical)
+    dependents = [v for v in catalog.graph.descendants(canonical) if v in known]
+    if dependents:
+        raise MarkRolledBackRefused(canonical, sorted(dependents, key=version_key))
+    return catalog.get(canonical)
+
+
+def mark_applied(
+    db_path: Path | str, catalog: Catalog, version: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+) -> Migration:
+    """Record ``version`` as applied without running it; returns the migration recorded.
+
+    The checks run against the ledger as read now, then again inside the
+    executor's write lock (``LedgerChanged`` if another process got there
+    between the two). The ledger row gets the file's checksum and the log an
+    ``mark-applied`` row.
+    """
+    from planner.executor import Executor
+    from planner.ledger import read_ledger
+
+    migration = check_mark_applied(catalog, read_ledger(db_path, busy_timeout), version)
+    Executor(db_path, busy_timeout=busy_timeout, catalog=catalog).mark_applied(migration)
+    return migration
+
+
+def mark_rolled_back(
+    db_path: Path | str, catalog: Catalog, version: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+) -> Migration:
+    """Remove ``version``'s ledger row without running its downgrade; returns the migration unmarked."""
+    from planner.executor import Executor
+    from planner.ledger import read_ledger
+
+    migration = check_mark_rolled_back(catalog, read_ledger(db_path, busy_timeout), version)
+    Executor(db_path, busy_timeout=busy_timeout, catalog=catalog).mark_rolled_back(migration)
+    return migration
+
