@@ -24,6 +24,7 @@ from planner.errors import (
     AlreadyApplied,
     MarkAppliedRefused,
     MarkRolledBackRefused,
+    MigrationNotFound,
     NotApplied,
     UnknownAppliedMigration,
 )
