@@ -1,0 +1,273 @@
+"""``apm migrate check``: everything wrong with a catalog (and, given a database, its history), at once.
+
+The loader already knows every way a file can fail to load; a lint's job is
+to report all of them in one run, plus what loads fine but will hurt later:
+a dependency that exists only because of file numbering, a migration that
+cannot be rolled back, a title that names another version. Given a database,
+it also compares the ledger with the files, because a CI job is where an
+edited applied migration should be caught, not the operator's terminal.
+
+Each ``Finding`` carries what it means and the line or command that fixes
+it. ``check_catalog`` never raises for a broken catalog (that is what it
+reports); only an unreadable database raises its ``DatabaseError``.
+
+Severities: ``error`` blocks (CI fails), ``warning`` is advice (fails only
+with ``--strict``), ``info`` is used by the doctor for facts worth showing
+(the backups on disk) and never by the lint.
+
+Why a docstring title naming another version is an *error*: the file name
+is what the loader, the ledger and every plan use, so a title such as
+``Migration 0026:`` in ``migration_0027.py`` is almost always a copied file
+whose docstring still describes its original, including the
+``Dependencies:`` section the loader trusts when there is no ``depends_on``,
+and the generated catalog page and diagrams publish that wrong title.
+Fixing it is one line; letting it merge is how the graph starts lying.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from planner.errors import (
+    CatalogError,
+    CatalogNotFound,
+    ConflictingDependencies,
+    DependencyCycle,
+    DuplicateVersion,
+    MalformedDependencies,
+    MalformedFileName,
+    MigrationImportError,
+    MissingUpgrade,
+    SelfDependency,
+    UnknownDependency,
+    UnreadableMigration,
+)
+from planner.migration import IMPLIED
+
+Severity = Literal["error", "warning", "info"]
+#: What a finding is about, which decides the CLI's exit code: the files, the ledger, or the database file.
+Scope = Literal["catalog", "history", "database"]
+
+ERROR: Severity = "error"
+WARNING: Severity = "warning"
+INFO: Severity = "info"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing ``check`` or ``doctor`` found: what it is, what it means, and how to fix it."""
+
+    severity: Severity
+    #: Short kebab-case name, stable across releases (scripts filter on it).
+    code: str
+    #: The migration concerned, when there is one.
+    version: str | None
+    message: str
+    #: The command or line that fixes it; ``None`` when there is nothing to do.
+    fix: str | None = None
+    scope: Scope = "catalog"
+    path: Path | None = None
+
+    def describe(self) -> str:
+        """``error  0029  unknown-dependency  <message>  fix: <fix>``: one line for a terminal or a log."""
+        line = f"{self.severity:<7}  {self.version or '-':<4}  {self.code}  {self.message}"
+        return f"{line}  fix: {self.fix}" if self.fix else line
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "severity": self.severity,
+            "code": self.code,
+            "version": self.version,
+            "message": self.message,
+            "fix": self.fix,
+            "scope": self.scope,
+            "path": str(self.path) if self.path else None,
+        }
+
+
+def errors(findings: list[Finding], scope: Scope | None = None) -> list[Finding]:
+    """The findings that are errors (of ``scope`` only, if given)."""
+    return [f for f in findings if f.severity == ERROR and (scope is None or f.scope == scope)]
+
+
+# --------------------------------------------------------------------------
+# The lint
+# --------------------------------------------------------------------------
+
+
+def check_catalog(directory: Path | str, db_path: Path | str | None = None) -> list[Finding]:
+    """Every finding for the catalog in ``directory`` and, when ``db_path`` is given, for its ledger.
+
+    Catalog findings come first, in version order; ledger findings follow.
+    Raises ``DatabaseNotFound`` (or another ``DatabaseError``) only when
+    ``db_path`` is given and cannot be read: a lint pointed at the wrong
+    file should say so rather than report a clean history.
+    """
+    from planner.catalog import Catalog
+    from planner.loader import migration_files, scan_catalog
+
+    directory = Path(directory)
+    try:
+        migrations, problems = scan_catalog(directory)
+    except CatalogNotFound as exc:
+        return [Finding(ERROR, "catalog-not-found", None, str(exc),
+                        f"mkdir -p {directory}  # or pass --migrations-dir", path=directory)]
+    unloadable = {p.versions[0] for p in problems if p.versions}
+    catalog, graph_problems = Catalog.build(directory, migrations, unloadable=unloadable)
+    files, _ = migration_files(directory)
+    next_version = _next_free_version(files)
+
+    findings = [_problem_finding(p, next_version) for p in [*problems, *graph_problems]]
+    for migration in catalog:
+        findings.extend(_migration_findings(migration))
+    findings.sort(key=_catalog_order)
+
+    if db_path is not None:
+        findings.extend(_history_findings(catalog, Path(db_path), files, unloadable))
+    return findings
+
+
+def _catalog_order(finding: Finding) -> tuple[int, int, str]:
+    version = finding.version
+    number = int(version) if version and version.isdigit() else -1
+    return (number, 0 if finding.severity == ERROR else 1, finding.code)
+
+
+def _next_free_version(files: dict[str, Path]) -> str:
+    if not files:
+        return "0001"
+    highest = max(files, key=int)
+    return str(int(highest) + 1).zfill(len(highest))
+
+
+def _depends_line(versions: tuple[str, ...] | list[str]) -> str:
+    return f"depends_on = {tuple(versions)!r}"
+
+
+def _problem_finding(problem: CatalogError, next_version: str) -> Finding:
+    """A loader or graph error as a finding, with the fix that error calls for."""
+    version = problem.versions[0] if problem.versions else None
+    path = problem.path
+    name = path.name if path else f"migration_{version}.py"
+    code, fix = "catalog-error", None
+    if isinstance(problem, MalformedFileName):
+        code, fix = "malformed-file-name", f"git mv {name} migration_<digits>_<slug>.py"
+    elif isinstance(problem, DuplicateVersion):
+        second = problem.paths[-1].name
+        code, fix = "duplicate-version", f"git mv {second} migration_{next_version}.py  # then fix its depends_on"
+    elif isinstance(problem, UnreadableMigration):
+        where = f" line {problem.line}" if problem.line else ""
+        code, fix = "unreadable-migration", f"fix {name}{where}: {problem.reason}"
+    elif isinstance(problem, MigrationImportError):
+        code, fix = "import-error", f"python {path}  # fix what its top level raises" if path else None
+    elif isinstance(problem, MissingUpgrade):
+        code, fix = "missing-upgrade", f"add to {name}: def upgrade(conn: sqlite3.Connection) -> None:"
+    elif isinstance(problem, ConflictingDependencies):
+        documented = tuple(problem.documented)
+        code = "docstring-dependencies"
+        fix = (f"in {name}, write {_depends_line(documented)} or make the docstring's Dependencies: list "
+               f"{', '.join(problem.declared) or '- None'}")
+    elif isinstance(problem, MalformedDependencies):
+        code = "malformed-dependencies"
+        fix = f"in {name}, write depends_on = (\"NNNN\",) and Dependencies: items as '- Migration NNNN (why)'"
+    elif isinstance(problem, UnknownDependency):
+        code = "unknown-dependency"
+        fix = f"remove {problem.dependency!r} from {problem.version}'s depends_on, or add migration_{problem.dependency}.py"
+        version = problem.version
+    elif isinstance(problem, SelfDependency):
+        code, fix = "self-dependency", f"remove {version!r} from {name}'s depends_on"
+    elif isinstance(problem, DependencyCycle):
+        code = "dependency-cycle"
+        fix = f"remove one dependency along {' → '.join(problem.cycle)}"
+    return Finding(ERROR, code, version, str(problem), fix, "catalog", path)
+
+
+def _migration_findings(migration) -> list[Finding]:
+    """Advice about a migration that loaded: implicit dependencies, no downgrade, a title naming another version."""
+    findings: list[Finding] = []
+    name = migration.path.name
+    if migration.dependency_source == IMPLIED:
+        if migration.depends_on:
+            meaning = (f"{migration.version} depends on {', '.join(migration.depends_on)} only because that "
+                       f"file comes before it; a migration numbered in between would silently change that")
+        else:
+            meaning = (f"{migration.version} is a root only because no file comes before it; "
+                       f"an older-numbered file added later would silently become its dependency")
+        findings.append(Finding(WARNING, "implied-dependency", migration.version, meaning,
+                                f"add to {name}: {_depends_line(migration.depends_on)}", "catalog", migration.path))
+    if not migration.reversible:
+        findings.append(Finding(
+            WARNING, "no-downgrade", migration.version,
+            f"{migration.version} defines no downgrade(conn), so it (and everything it depends on) can never "
+            f"be rolled back; only a backup can undo it",
+            f"add to {name}: def downgrade(conn: sqlite3.Connection) -> None:", "catalog", migration.path))
+    documented = migration.docstring_version
+    if documented is not None and int(documented) != int(migration.version):
+        findings.append(Finding(
+            ERROR, "docstring-version", migration.version,
+            f"{name}'s docstring says 'Migration {documented}' but the file is version {migration.version}; "
+            f"the file name is what counts, so the docstring probably describes another migration",
+            f"in {name}, make the first docstring line 'Migration {migration.version}: {migration.description}'",
+            "catalog", migration.path))
+    return findings
+
+
+def _history_findings(catalog, db_path: Path, files: dict[str, Path], unloadable: set[str]) -> list[Finding]:
+    """The ledger against the files: edited, missing, and applied-out-of-order migrations."""
+    from planner.errors import DatabaseNotFound
+    from planner.ledger import read_ledger
+
+    if not db_path.is_file():
+        raise DatabaseNotFound(db_path)
+    entries = read_ledger(db_path)
+    return history_findings(catalog, entries, files, unloadable)
+
+
+def history_findings(catalog, entries: dict, files: dict[str, Path], unloadable: set[str] = frozenset()) -> list[Finding]:
+    """Findings for a ledger (``read_ledger``'s mapping) against a catalog; shared with the doctor."""
+    from planner.drift import CHANGED, MISSING, file_states
+    from planner.plan import inconsistent_history
+
+    by_number = {int(v): p for v, p in files.items()}
+    unloadable_numbers = {int(v) for v in unloadable if v.isdigit()}
+    findings: list[Finding] = []
+    for version, state in file_states(catalog, entries).items():
+        number = int(version) if version.isdigit() else None
+        if state == CHANGED:
+            migration = catalog.get(version)
+            findings.append(Finding(
+                ERROR, "edited-after-apply", migration.version,
+                f"{migration.path.name} changed since {migration.version} was applied "
+                f"({entries[version].applied_at or 'unknown time'}): the database holds what the old text did, "
+                f"not what the file says now",
+                f"git log -p -- {migration.path}  # restore the applied text, and put the change in a new migration",
+                "history", migration.path))
+        elif state == MISSING:
+            if number is not None and number in unloadable_numbers:
+                # Its file is there but does not load: already reported as a catalog error; compare bytes.
+                path = by_number.get(number)
+                if path is not None and entries[version].checksum:
+                    if hashlib.sha256(path.read_bytes()).hexdigest() != entries[version].checksum:
+                        findings.append(Finding(
+                            ERROR, "edited-after-apply", version,
+                            f"{path.name} changed since {version} was applied (and no longer loads)",
+                            f"git log -p -- {path}", "history", path))
+                continue
+            findings.append(Finding(
+                ERROR, "missing-file", version,
+                f"{version} is recorded as applied but no migration_{version}.py is in {catalog.directory}: "
+                f"it can never be rolled back, and what it did is undocumented here",
+                f"git log --all -- '{catalog.directory}/migration_{version}*.py'  # restore the file from history",
+                "history", None))
+    for applied, missing in inconsistent_history(catalog, entries):
+        findings.append(Finding(
+            ERROR, "inconsistent-history", applied,
+            f"{applied} is applied but its dependency {missing} is not, so the schema is not what the graph "
+            f"says; `apm migrate` refuses to apply anything until this is resolved",
+            f"apm migrate --mark-applied {missing}  # if its changes are in the schema; otherwise "
+            f"apm migrate --rollback {applied} --cascade",
+            "history", None))
+    return findings
