@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import replace
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,8 +31,9 @@ class Catalog:
 
     def __init__(self, directory: Path, migrations: Iterable[Migration], graph: "MigrationGraph"):
         self.directory = directory
-        self._migrations = {m.version: m for m in sorted(migrations, key=lambda m: m.number)}
-        self._by_number = {m.number: m.version for m in self._migrations.values()}
+        numbered = sorted(((int(m.version), m) for m in migrations), key=lambda pair: pair[0])
+        self._migrations = {m.version: m for _, m in numbered}
+        self._by_number = {number: m.version for number, m in numbered}
         self.graph = graph
 
     @classmethod
@@ -46,29 +48,44 @@ class Catalog:
         from planner.graph import MigrationGraph
 
         migrations = list(migrations)
-        by_number = {m.number: m.version for m in migrations}
-        skip = {int(v) for v in unloadable}
+        numbers = {m.version: int(m.version) for m in migrations}
+        by_number = {number: version for version, number in numbers.items()}
+        # Usually every dependency is already spelled as its file is; only the
+        # migrations naming some other spelling (or nothing at all) need resolving.
+        named = set(chain.from_iterable(m.depends_on for m in migrations))
+        odd = named - numbers.keys()
         problems: list[CatalogError] = []
-        resolved: list[Migration] = []
-        for migration in migrations:
-            needs: list[str] = []
-            for dependency in migration.depends_on:
-                canonical = by_number.get(int(dependency))
-                if canonical is not None:
-                    if canonical not in needs:
-                        needs.append(canonical)
-                elif int(dependency) not in skip:
-                    problems.append(UnknownDependency(migration.version, dependency, migration.path))
-            needs_tuple = tuple(needs)
-            # replace() costs microseconds per migration; most already name canonical versions.
-            resolved.append(migration if needs_tuple == migration.depends_on else replace(migration, depends_on=needs_tuple))
-        graph, graph_problems = MigrationGraph.build({m.version: m.depends_on for m in resolved})
-        paths = {m.version: m.path for m in resolved}
-        for problem in graph_problems:
-            if problem.path is None and problem.versions:
-                problem.path = paths.get(problem.versions[0])
-        problems.extend(graph_problems)
-        return cls(directory, resolved, graph), problems
+        if odd:
+            skip = {int(v) for v in unloadable}
+            resolved: list[Migration] = []
+            for migration in migrations:
+                if odd.isdisjoint(migration.depends_on):
+                    resolved.append(migration)
+                    continue
+                needs: list[str] = []
+                for dependency in migration.depends_on:
+                    canonical = by_number.get(int(dependency))
+                    if canonical is not None:
+                        if canonical not in needs:
+                            needs.append(canonical)
+                    elif int(dependency) not in skip:
+                        problems.append(UnknownDependency(migration.version, dependency, migration.path))
+                resolved.append(replace(migration, depends_on=tuple(needs)))
+            migrations = resolved
+        graph, graph_problems = MigrationGraph.build({m.version: m.depends_on for m in migrations}, numbers)
+        if graph_problems:
+            paths = {m.version: m.path for m in migrations}
+            for problem in graph_problems:
+                if problem.path is None and problem.versions:
+                    problem.path = paths.get(problem.versions[0])
+            problems.extend(graph_problems)
+        catalog = cls.__new__(cls)
+        catalog.directory = directory
+        ordered = sorted(migrations, key=lambda m: numbers[m.version])
+        catalog._migrations = {m.version: m for m in ordered}
+        catalog._by_number = {numbers[m.version]: m.version for m in ordered}
+        catalog.graph = graph
+        return catalog, problems
 
     def __iter__(self) -> Iterator[Migration]:
         return iter(self._migrations.values())
@@ -94,6 +111,9 @@ class Catalog:
 
     def get(self, version: str) -> Migration:
         """The migration for ``version`` in any spelling; ``MigrationNotFound`` if there is none."""
+        migration = self._migrations.get(version)
+        if migration is not None:
+            return migration
         canonical = self.canonical(version)
         if canonical is None:
             raise MigrationNotFound(version)
@@ -101,11 +121,21 @@ class Catalog:
 
     __getitem__ = get
 
+    def in_order(self, versions: Iterable[str]) -> list[Migration]:
+        """The migrations of catalog versions, in the order given: how plans turn an order into steps.
+
+        Versions must be spelled as the catalog spells them (what the graph
+        returns); it is a plain lookup because plans call it for every step.
+        """
+        migrations = self._migrations
+        return [migrations[v] for v in versions]
+
     def split_applied(self, recorded: Iterable[str]) -> tuple[set[str], set[str]]:
         """Split versions recorded in a ledger into (known catalog versions, versions with no file)."""
-        known: set[str] = set()
+        recorded = set(recorded)
+        known = recorded & self._migrations.keys()
         unknown: set[str] = set()
-        for version in recorded:
+        for version in recorded - known:
             canonical = self.canonical(version)
             if canonical is None:
                 unknown.add(version)

@@ -38,25 +38,43 @@ class MigrationGraph:
     answer in general.
     """
 
-    def __init__(self, dependencies: Mapping[str, Collection[str]]):
-        """``dependencies`` maps every version to the versions it needs, all of them versions of the graph."""
-        self._pred: dict[str, tuple[str, ...]] = {v: tuple(needs) for v, needs in dependencies.items()}
-        self._succ: dict[str, list[str]] = {v: [] for v in self._pred}
-        # (number, spelling): a total order even if two spellings of one number slip in.
-        self._key = {v: (int(v), v) for v in self._pred}
-        key = self._key
+    def __init__(self, dependencies: Mapping[str, Collection[str]], numbers: Mapping[str, int] | None = None):
+        """``dependencies`` maps every version to the versions it needs, all of them versions of the graph.
+
+        ``numbers`` (each version's numeric value) saves parsing them again
+        when the caller already has them. A dependency named twice counts once;
+        use ``build`` to have self-dependencies reported rather than rejected.
+        """
+        self._pred: dict[str, tuple[str, ...]] = dict(dependencies)  # type: ignore[arg-type]
+        succ: dict[str, list[str]] = {v: [] for v in self._pred}
+        key = dict(numbers) if numbers is not None else {v: int(v) for v in self._pred}
+        self._key = key
         monotone = True
+        repeated: list[str] = []
+        # One pass over the edges: this constructor runs on every command, over every dependency.
         for version, needs in self._pred.items():
+            number = key[version]
             for dependency in needs:
-                self._succ[dependency].append(version)
-                if key[dependency] >= key[version]:
+                dependents = succ[dependency]
+                if dependents and dependents[-1] == version:
+                    repeated.append(version)  # named twice; versions are visited one at a time
+                    continue
+                dependents.append(version)
+                if key[dependency] >= number:
                     monotone = False
+        for version in repeated:
+            self._pred[version] = tuple(dict.fromkeys(self._pred[version]))
+        if any(v in needs for v, needs in self._pred.items() if not monotone):
+            raise ValueError("a migration depends on itself; build the graph with MigrationGraph.build")
+        self._succ = succ
         self._monotone = monotone
         self._order: list[str] | None = None
         self._nx: nx.DiGraph | None = None
 
     @classmethod
-    def build(cls, dependencies: Mapping[str, Iterable[str]]) -> tuple[MigrationGraph, list[CatalogError]]:
+    def build(
+        cls, dependencies: Mapping[str, Iterable[str]], numbers: Mapping[str, int] | None = None
+    ) -> tuple[MigrationGraph, list[CatalogError]]:
         """Build from ``{version: its dependencies}``; every dependency must already be a known version.
 
         Self-dependencies are reported and left out; cycles are reported with
@@ -66,12 +84,12 @@ class MigrationGraph:
         problems: list[CatalogError] = []
         cleaned: dict[str, tuple[str, ...]] = {}
         for version, needs in dependencies.items():
-            needs = tuple(dict.fromkeys(needs))
+            needs = needs if isinstance(needs, tuple) else tuple(needs)
             if version in needs:
                 problems.append(SelfDependency(version))
                 needs = tuple(d for d in needs if d != version)
             cleaned[version] = needs
-        graph = cls(cleaned)
+        graph = cls(cleaned, numbers)
         if not graph._monotone:
             # Ordering everything doubles as the cycle check; strongly connected
             # groups are searched for only among what could not be ordered.
@@ -251,7 +269,7 @@ class MigrationGraph:
             if count:
                 waiting[v] = count
             elif keep is None or v in keep:
-                heap.append((sign * key[v][0], v))
+                heap.append((sign * key[v], v))
             else:
                 passing.append(v)
         heapq.heapify(heap)
@@ -268,7 +286,7 @@ class MigrationGraph:
                     if not waiting[w]:
                         del waiting[w]
                         if keep is None or w in keep:
-                            heapq.heappush(heap, (sign * key[w][0], w))
+                            heapq.heappush(heap, (sign * key[w], w))
                         else:
                             passing.append(w)
         return order

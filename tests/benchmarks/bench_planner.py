@@ -1,0 +1,211 @@
+"""Benchmark of the planner core: graph building, planning and loading.
+
+Run from the repository root:
+
+    python tests/benchmarks/bench_planner.py            # full run (about a minute)
+    python tests/benchmarks/bench_planner.py --quick    # fewer repeats, no 100,000-node run
+
+It prints the median of several runs for each figure and, beside it, the
+ratio to a baseline measured in the same run on the same machine, so the
+figures mean something on any machine:
+
+- graph + plan over a generated 10,000-migration DAG (after loading; target
+  under 50 ms): ``Catalog.build`` and an apply plan from empty, an apply plan
+  to a target, and a cascade rollback of an early migration. Baseline: a bare
+  networkx ``DiGraph`` of the same edges and ``topological_sort``.
+- loading 1,000 migration files on a warm second run (bytecode cached;
+  target under 0.5 s). Baseline: importing the same files with a plain
+  ``importlib`` loop.
+- scaling of graph + plan over 100 to 100,000 nodes, with the exponent of a
+  log-log fit from 1,000 to 100,000 (1.0 is linear).
+
+This is a measurement, not a test: pytest does not collect this folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import networkx as nx  # noqa: E402
+
+from planner.catalog import Catalog  # noqa: E402
+from planner.loader import load_catalog  # noqa: E402
+from planner.migration import DECLARED, Migration  # noqa: E402
+from planner.plan import apply_plan, rollback_plan  # noqa: E402
+
+GRAPH_TARGET_S = 0.050
+LOAD_TARGET_S = 0.5
+
+
+def generate_dag(size: int, seed: int = 2025) -> dict[str, tuple[str, ...]]:
+    """Each migration depends on its predecessor and, with probability 0.3, on one random earlier one."""
+    rng = random.Random(seed)
+    versions = [f"{n:06d}" for n in range(1, size + 1)]
+    needs: dict[str, tuple[str, ...]] = {}
+    for i, version in enumerate(versions):
+        deps = [versions[i - 1]] if i else []
+        if i > 1 and rng.random() < 0.3:
+            extra = versions[rng.randrange(0, i - 1)]
+            deps.append(extra)
+        needs[version] = tuple(deps)
+    return needs
+
+
+def _noop(conn: object) -> None:
+    return None
+
+
+def migrations_of(needs: dict[str, tuple[str, ...]]) -> list[Migration]:
+    """What loading would hand to ``Catalog.build``: the migration values, without the files."""
+    return [
+        Migration(v, f"m{v}", Path(f"migration_{v}.py"), v, d, DECLARED, "", _noop, _noop) for v, d in needs.items()
+    ]
+
+
+def median_time(function: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def graph_and_plan(migrations: list[Migration]) -> tuple[int, int, int]:
+    """Build the catalog's graph, then the three plans the benchmark names."""
+    catalog, problems = Catalog.build(Path("."), migrations)
+    assert not problems
+    versions = catalog.versions
+    everything = apply_plan(catalog, [])
+    quarter = versions[: len(versions) // 4]
+    target = apply_plan(catalog, quarter, target=versions[len(versions) // 2])
+    cascade = rollback_plan(catalog, versions, versions[len(versions) // 100], cascade=True)
+    return len(everything), len(target), len(cascade)
+
+
+def networkx_baseline(needs: dict[str, tuple[str, ...]]) -> int:
+    graph = nx.DiGraph()
+    graph.add_nodes_from(needs)
+    graph.add_edges_from((d, v) for v, deps in needs.items() for d in deps)
+    return len(list(nx.topological_sort(graph)))
+
+
+def write_files(directory: Path, needs: dict[str, tuple[str, ...]]) -> None:
+    """Migration files as APM writes them: docstring, depends_on, upgrade and downgrade."""
+    for version, deps in needs.items():
+        (directory / f"migration_{version}.py").write_text(
+            f'"""\nMigration {version}: generated migration {version}\n\nAdds table t{version}.\n"""\n\n'
+            f"import sqlite3\n\ndepends_on = {deps!r}\n\n\n"
+            f"def upgrade(conn: sqlite3.Connection) -> None:\n"
+            f'    conn.execute("CREATE TABLE IF NOT EXISTS t{version} (id INTEGER PRIMARY KEY, name TEXT)")\n\n\n'
+            f"def downgrade(conn: sqlite3.Connection) -> None:\n"
+            f'    conn.execute("DROP TABLE IF EXISTS t{version}")\n'
+        )
+
+
+def importlib_baseline(directory: Path) -> int:
+    count = 0
+    for path in sorted(directory.glob("migration_*.py")):
+        spec = importlib.util.spec_from_file_location(f"bench_{path.stem}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        count += 1
+    return count
+
+
+def report(label: str, seconds: float, baseline: float, target: float | None = None) -> bool:
+    verdict = ""
+    met = True
+    if target is not None:
+        met = seconds < target
+        verdict = f"  target < {target * 1000:g} ms: {'met' if met else 'MISSED'}"
+    print(f"  {label:<44} {seconds * 1000:9.2f} ms   x{seconds / baseline:5.2f} baseline{verdict}")
+    return met
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and no 100,000-node run")
+    args = parser.parse_args()
+    repeats = 3 if args.quick else 7
+    all_met = True
+
+    print(f"Python {sys.version.split()[0]}, networkx {nx.__version__}; medians of {repeats} runs")
+
+    # -- graph + plan over 10,000 migrations -----------------------------------
+    needs = generate_dag(10_000)
+    migrations = migrations_of(needs)
+    edges = sum(len(d) for d in needs.values())
+    print(f"\nGraph and plans over 10,000 migrations ({edges} dependencies), after loading:")
+    base = median_time(lambda: networkx_baseline(needs), repeats)
+    print(f"  {'baseline: nx.DiGraph + topological_sort':<44} {base * 1000:9.2f} ms")
+    catalog, _ = Catalog.build(Path("."), migrations)
+    versions = catalog.versions
+    steps = [
+        ("Catalog.build (graph, cycle check, order)", lambda: Catalog.build(Path("."), migrations)),
+        ("apply plan from empty", lambda: apply_plan(catalog, [])),
+        (
+            "apply plan to a target (1/4 applied)",
+            lambda: apply_plan(catalog, versions[:2500], target=versions[5000]),
+        ),
+        ("cascade rollback of an early migration", lambda: rollback_plan(catalog, versions, versions[100], True)),
+    ]
+    for label, step in steps:
+        # Each plan on a fresh catalog would include the build; on the built one it shows the plan alone.
+        report(label, median_time(step, repeats), base)
+    total = median_time(lambda: graph_and_plan(migrations), repeats)
+    all_met &= report("total: build + the three plans", total, base, GRAPH_TARGET_S)
+
+    # -- loading 1,000 files ---------------------------------------------------------
+    print("\nLoading 1,000 migration files (warm: second and later runs, bytecode cached):")
+    with tempfile.TemporaryDirectory() as folder:
+        directory = Path(folder)
+        write_files(directory, generate_dag(1_000, seed=7))
+        cold_start = time.perf_counter()
+        load_catalog(directory)
+        cold = time.perf_counter() - cold_start
+        importlib_baseline(directory)  # warm its cache too (the same __pycache__ files)
+        base = median_time(lambda: importlib_baseline(directory), repeats)
+        print(f"  {'baseline: plain importlib loop':<44} {base * 1000:9.2f} ms")
+        print(f"  {'load_catalog, cold first run':<44} {cold * 1000:9.2f} ms")
+        warm = median_time(lambda: load_catalog(directory), repeats)
+        all_met &= report("load_catalog, warm", warm, base, LOAD_TARGET_S)
+
+    # -- scaling ---------------------------------------------------------------------
+    sizes = [100, 1_000, 10_000] + ([] if args.quick else [100_000])
+    print("\nScaling of build + plans (baseline: nx.DiGraph + topological_sort of the same size):")
+    measured: dict[int, float] = {}
+    for size in sizes:
+        needs = generate_dag(size)
+        migrations = migrations_of(needs)
+        runs = repeats if size < 100_000 else 3
+        base = median_time(lambda: networkx_baseline(needs), runs)
+        measured[size] = median_time(lambda: graph_and_plan(migrations), runs)
+        report(f"{size:>7,} migrations", measured[size], base)
+    fit = [s for s in measured if s >= 1_000]
+    if len(fit) >= 2:
+        xs = [math.log(s) for s in fit]
+        ys = [math.log(measured[s]) for s in fit]
+        mx, my = statistics.fmean(xs), statistics.fmean(ys)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+        print(f"  log-log exponent from {fit[0]:,} to {fit[-1]:,}: {slope:.2f} (1.0 is linear)")
+
+    print("\nAll targets met." if all_met else "\nSome target was MISSED.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
