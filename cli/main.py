@@ -19,12 +19,14 @@ from cli.options import Settings, shared_options
 from planner import __version__
 from planner import errors as E
 
-_EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+_EXIT_CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...] = (
     (E.CatalogError, options.EXIT_CATALOG),
     (E.PlanError, options.EXIT_REFUSED),
     (E.ExecutionError, options.EXIT_FAILED),
     (E.DatabaseError, options.EXIT_DATABASE),
     (E.RenderError, options.EXIT_TOOL),
+    # `apm migrate new` refusing to write a file is a refusal like any other.
+    ((E.InvalidDescription, E.ConflictingDependencyOptions, E.MigrationFileExists), options.EXIT_REFUSED),
 )
 
 
