@@ -42,30 +42,33 @@ class MigrationGraph:
         """``dependencies`` maps every version to the versions it needs, all of them versions of the graph.
 
         ``numbers`` (each version's numeric value) saves parsing them again
-        when the caller already has them. A dependency named twice counts once;
-        use ``build`` to have self-dependencies reported rather than rejected.
+        when the caller already has them. A dependency named twice counts
+        once; a self-dependency is left out (``build`` reports it).
         """
         self._pred: dict[str, tuple[str, ...]] = dict(dependencies)  # type: ignore[arg-type]
         succ: dict[str, list[str]] = {v: [] for v in self._pred}
         key = dict(numbers) if numbers is not None else {v: int(v) for v in self._pred}
         self._key = key
         monotone = True
-        repeated: list[str] = []
+        untidy: list[str] = []  # versions naming themselves or a dependency twice
+        self._self_dependent: list[str] = []
         # One pass over the edges: this constructor runs on every command, over every dependency.
         for version, needs in self._pred.items():
             number = key[version]
             for dependency in needs:
+                if dependency == version:
+                    self._self_dependent.append(version)
+                    untidy.append(version)
+                    continue
                 dependents = succ[dependency]
                 if dependents and dependents[-1] == version:
-                    repeated.append(version)  # named twice; versions are visited one at a time
+                    untidy.append(version)  # named twice; versions are visited one at a time
                     continue
                 dependents.append(version)
                 if key[dependency] >= number:
                     monotone = False
-        for version in repeated:
-            self._pred[version] = tuple(dict.fromkeys(self._pred[version]))
-        if any(v in needs for v, needs in self._pred.items() if not monotone):
-            raise ValueError("a migration depends on itself; build the graph with MigrationGraph.build")
+        for version in untidy:
+            self._pred[version] = tuple(d for d in dict.fromkeys(self._pred[version]) if d != version)
         self._succ = succ
         self._monotone = monotone
         self._order: list[str] | None = None
@@ -81,15 +84,8 @@ class MigrationGraph:
         their path, one per strongly connected group, and the graph still comes
         back so that a caller collecting problems can carry on.
         """
-        problems: list[CatalogError] = []
-        cleaned: dict[str, tuple[str, ...]] = {}
-        for version, needs in dependencies.items():
-            needs = needs if isinstance(needs, tuple) else tuple(needs)
-            if version in needs:
-                problems.append(SelfDependency(version))
-                needs = tuple(d for d in needs if d != version)
-            cleaned[version] = needs
-        graph = cls(cleaned, numbers)
+        graph = cls({v: needs if isinstance(needs, tuple) else tuple(needs) for v, needs in dependencies.items()}, numbers)
+        problems: list[CatalogError] = [SelfDependency(v) for v in dict.fromkeys(graph._self_dependent)]
         if not graph._monotone:
             # Ordering everything doubles as the cycle check; strongly connected
             # groups are searched for only among what could not be ordered.
@@ -152,14 +148,17 @@ class MigrationGraph:
 
     @staticmethod
     def _reach(version: str, adjacency: Mapping[str, Iterable[str]]) -> set[str]:
+        # Frontier by frontier, so that each migration's neighbours are merged by
+        # set operations rather than one Python step per dependency.
         seen: set[str] = set()
-        stack = [version]
-        add, push, pop = seen.add, stack.append, stack.pop
-        while stack:
-            for other in adjacency[pop()]:
-                if other not in seen:
-                    add(other)
-                    push(other)
+        frontier = {version}
+        while frontier:
+            reached: set[str] = set()
+            for node in frontier:
+                reached.update(adjacency[node])
+            reached -= seen
+            seen |= reached
+            frontier = reached
         seen.discard(version)  # only reachable through a cycle, which a valid catalog has not
         return seen
 
@@ -223,7 +222,7 @@ class MigrationGraph:
         """
         self._require(version)
         nodes = self._reach(version, self._succ)
-        keep = {v for v in nodes if v in applied}
+        keep = nodes.intersection(applied)
         keep.add(version)
         if self._monotone:
             # Every descendant has a higher number, so descending number is dependents first.
