@@ -238,7 +238,7 @@ class Executor:
             with foreign_keys_off(conn):
                 run.begin()
                 try:
-                    run.ledger.ensure_schema()
+                    run.ensure_ledger()
                     applied = run.applied_now()
                     if direction == APPLY and _key(migration.version) in applied:
                         raise AlreadyApplied(migration.version)
@@ -277,6 +277,10 @@ class _Run:
         self.total = len(plan.steps)
         self._applied: set[int | str] | None = None
         self._data_version: int | None = None
+        # Once a transaction that ensured the ledger schema has committed, the
+        # tables are durable and need not be looked up again in this run.
+        self._ledger_ready = False
+        self._ledger_checked = False
         # Dependents each plan step has among the plan's own migrations (for rollback checks).
         self._plan_dependents: dict[str, list[str]] = {}
         for step in plan.steps:
@@ -296,6 +300,13 @@ class _Run:
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._raise_translated(exc)
+        self._ledger_ready = self._ledger_checked
+
+    def ensure_ledger(self) -> None:
+        """Create or upgrade the ledger tables inside the open transaction, unless a commit already did."""
+        if not self._ledger_ready:
+            self.ledger.ensure_schema()
+            self._ledger_checked = True
 
     def _raise_translated(self, exc: sqlite3.Error) -> None:
         """A lock or permission problem at BEGIN/COMMIT is about the file, not the migration."""
@@ -307,6 +318,7 @@ class _Run:
     def rollback(self) -> None:
         """Roll back whatever is open; forget the cached ledger, which may have counted rolled-back rows."""
         self._applied = None
+        self._ledger_checked = self._ledger_ready
         if self.conn.in_transaction:
             try:
                 self.conn.execute("ROLLBACK")
@@ -407,7 +419,7 @@ class _Run:
         try:
             self.begin()
             try:
-                self.ledger.ensure_schema()
+                self.ensure_ledger()
                 self.ledger.log(
                     step.version, step.direction, FAILED, step.migration.checksum, execution_ms, str(error)
                 )
@@ -430,7 +442,7 @@ class _Run:
                 with foreign_keys_off(self.conn):
                     self.begin()
                     try:
-                        self.ledger.ensure_schema()
+                        self.ensure_ledger()
                         applied = self.applied_now()
                         skipped = self.skip_reason(step, applied)
                         if skipped is not None:
@@ -468,7 +480,7 @@ class _Run:
             try:
                 self.begin()
                 try:
-                    self.ledger.ensure_schema()
+                    self.ensure_ledger()
                     for index, step in enumerate(self.plan.steps, 1):
                         yield StepStarted(step, index, self.total)
                         started = time.perf_counter()
