@@ -1,0 +1,131 @@
+"""``apm migrate check`` and ``apm migrate doctor``: the lint for CI and the diagnosis for a database.
+
+Both print one line per finding (``error  0029  unknown-dependency  <what it
+means>  fix: <command>``), or ``--json``, and choose the exit status from the
+findings rather than from an exception, because finding problems is their
+job, not a failure: ``check`` exits 3 (EXIT_CATALOG) for catalog errors, else
+4 (EXIT_REFUSED) for errors in the database's history; ``doctor`` exits 6
+(EXIT_DATABASE) when anything is wrong with the database. The planner is
+imported inside the commands so ``apm --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli.options import DEFAULT_DB, EXIT_CATALOG, EXIT_DATABASE, EXIT_OK, EXIT_REFUSED, settings, shared_options
+from cli.output import echo, emit_json
+
+_COLOURS = {"error": "red", "warning": "yellow", "info": None}
+
+
+class _Failed(click.ClickException):
+    """A library error that stops the command, with the exit code of its family."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True)
+
+
+def _print_findings(findings: list) -> None:
+    for finding in findings:
+        echo(finding.describe(), fg=_COLOURS.get(finding.severity))
+
+
+def _summary(findings: list) -> str:
+    errors = sum(1 for f in findings if f.severity == "error")
+    warnings = sum(1 for f in findings if f.severity == "warning")
+    return f"{errors} error(s), {warnings} warning(s)"
+
+
+def check_exit_code(findings: list, strict: bool = False) -> int:
+    """3 when the catalog has errors, else 4 when the history has errors, else 0; ``strict`` counts warnings."""
+    failing = {"error", "warning"} if strict else {"error"}
+    scopes = {f.scope for f in findings if f.severity in failing}
+    if "catalog" in scopes:
+        return EXIT_CATALOG
+    if scopes:
+        return EXIT_REFUSED
+    return EXIT_OK
+
+
+@click.command("check")
+@shared_options()
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.option("--strict", is_flag=True, help="Fail on warnings too (implied dependencies, missing downgrades).")
+def check_command(as_json: bool, strict: bool) -> None:
+    """Lint the migrations: catalog errors, implied dependencies, missing downgrades, edited applied files.
+
+    The database's history is checked too when --db is given, or when the
+    default database exists. Exit status: 0 clean, 3 catalog errors, 4
+    history errors (with --strict, warnings count as errors).
+    """
+    from planner.errors import DatabaseError
+    from planner.lint import check_catalog
+
+    options = settings()
+    catalog_dir = options.catalog_dir
+    db_path: Path | None = options.db if options.db is not None else (DEFAULT_DB if DEFAULT_DB.is_file() else None)
+    try:
+        findings = check_catalog(catalog_dir, db_path)
+    except DatabaseError as exc:
+        raise _Failed(str(exc), EXIT_DATABASE) from exc
+    code = check_exit_code(findings, strict)
+    if as_json:
+        emit_json({
+            "catalog": str(catalog_dir),
+            "database": str(db_path) if db_path else None,
+            "strict": strict,
+            "exit_code": code,
+            "errors": sum(1 for f in findings if f.severity == "error"),
+            "warnings": sum(1 for f in findings if f.severity == "warning"),
+            "findings": [f.to_json() for f in findings],
+        })
+    else:
+        _print_findings(findings)
+        where = f"{catalog_dir}" + (f" and {db_path}" if db_path else "")
+        echo(f"{where}: {_summary(findings)}" if findings else f"{where}: no problems found",
+             fg="green" if code == EXIT_OK else None)
+    click.get_current_context().exit(code)
+
+
+@click.command("doctor")
+@shared_options()
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def doctor_command(as_json: bool) -> None:
+    """Diagnose the database: integrity, foreign keys, the ledger against the files, backups.
+
+    Read-only: the database is opened with mode=ro and never changed. Each
+    problem comes with the command that fixes it. Exit status 0 when healthy,
+    6 when something is wrong with the database.
+    """
+    from planner.doctor import diagnose
+    from planner.errors import DatabaseError
+
+    options = settings()
+    try:
+        findings = diagnose(options.db_path, options.catalog_dir, busy_timeout=options.busy_timeout)
+    except DatabaseError as exc:
+        raise _Failed(str(exc), EXIT_DATABASE) from exc
+    healthy = not any(f.severity == "error" for f in findings)
+    code = EXIT_OK if healthy else EXIT_DATABASE
+    if as_json:
+        emit_json({
+            "database": str(options.db_path),
+            "catalog": str(options.catalog_dir),
+            "healthy": healthy,
+            "exit_code": code,
+            "findings": [f.to_json() for f in findings],
+        })
+    else:
+        _print_findings(findings)
+        if healthy:
+            echo(f"{options.db_path}: healthy ({_summary(findings)})", fg="green")
+        else:
+            echo(f"{options.db_path}: {_summary(findings)}", fg="red")
+    click.get_current_context().exit(code)
