@@ -13,9 +13,14 @@ are: ``migration_<digits>[_<slug>].py``, a docstring whose first line is
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import marshal
+import os
 import re
+import sys
+import types
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -35,6 +40,8 @@ from planner.errors import (
 from planner.migration import DECLARED, DOCUMENTED, IMPLIED, Migration
 
 FILE_PREFIX = "migration_"
+# PEP 552 flags: hash-based (bit 0), and checked (bit 1) so importlib also verifies it if it reads it.
+_HASH_PYC_FLAGS = (0b11).to_bytes(4, "little")
 # Versions are ASCII digits only: ``\d`` would also accept other scripts' digits,
 # which a ledger row or a ``depends_on`` entry could never spell the same way.
 _FILE_NAME = re.compile(r"^migration_(?P<version>[0-9]+)(?:_(?P<slug>[A-Za-z0-9_]+))?\.py$")
@@ -128,6 +135,44 @@ def _declared_dependencies(module: object) -> tuple[str, ...] | None:
     return tuple(versions)
 
 
+def _compiled(path: Path, source: bytes) -> types.CodeType:
+    """The code of ``source``, from the bytecode cache when it holds exactly these bytes.
+
+    The checksum and the code come from one read of the file, so the code that
+    runs is the code whose checksum is recorded. The cache is a hash-based
+    ``.pyc`` (PEP 552) where importlib would write one: a timestamp-based cache
+    could serve stale code after an edit within the same second that kept
+    the size. ``sys.dont_write_bytecode`` is respected.
+    """
+    try:
+        cache: Path | None = Path(importlib.util.cache_from_source(str(path)))
+    except NotImplementedError:  # no cache tag on this Python
+        cache = None
+    key = importlib.util.source_hash(source)
+    if cache is not None:
+        try:
+            data = cache.read_bytes()
+        except OSError:
+            data = b""
+        if data[:4] == importlib.util.MAGIC_NUMBER and data[4:8] == _HASH_PYC_FLAGS and data[8:16] == key:
+            try:
+                return marshal.loads(data[16:])
+            except (EOFError, ValueError, TypeError):
+                pass  # a damaged cache is only a cache: compile again
+    code = compile(source, str(path), "exec", dont_inherit=True)
+    if cache is not None and not sys.dont_write_bytecode:
+        data = importlib.util.MAGIC_NUMBER + _HASH_PYC_FLAGS + key + marshal.dumps(code)
+        temporary = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        try:
+            cache.parent.mkdir(exist_ok=True)
+            temporary.write_bytes(data)
+            os.replace(temporary, cache)  # never a half-written cache for a concurrent reader
+        except OSError:
+            with contextlib.suppress(OSError):  # a read-only folder just means no cache
+                temporary.unlink(missing_ok=True)
+    return code
+
+
 def _optional_function(module: object, name: str):
     value = getattr(module, name, None)
     return value if callable(value) else None
@@ -146,14 +191,16 @@ def load_migration(path: Path, version: str) -> Migration:
         raise UnreadableMigration(path, version, exc.strerror or str(exc)) from exc
     checksum = hashlib.sha256(source).hexdigest()
 
-    spec = importlib.util.spec_from_file_location(f"apm_migration_{version}", path)
-    if spec is None or spec.loader is None:
-        raise UnreadableMigration(path, version, "not importable as Python")
-    module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)
+        code = _compiled(path, source)
     except SyntaxError as exc:
         raise UnreadableMigration(path, version, f"syntax error: {exc.msg}", exc.lineno) from exc
+    except ValueError as exc:  # null bytes, on Pythons that do not call that a SyntaxError
+        raise UnreadableMigration(path, version, str(exc)) from exc
+    module = types.ModuleType(f"apm_migration_{version}")
+    module.__file__ = str(path)
+    try:
+        exec(code, module.__dict__)
     except (Exception, SystemExit) as exc:  # a migration's top level may raise anything
         raise MigrationImportError(path, version, exc) from exc
 

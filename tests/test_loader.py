@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -473,3 +476,82 @@ def test_scan_catalog_returns_what_loaded_and_what_did_not(catalog_dir: Path) ->
     migrations, problems = scan_catalog(catalog_dir)
     assert [m.version for m in migrations] == ["0001"]
     assert [type(p) for p in problems] == [MigrationImportError]
+
+
+# -- bytecode cache ---------------------------------------------------------------
+
+
+@pytest.fixture
+def bytecode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Write bytecode caches in this test, whatever PYTHONDONTWRITEBYTECODE says."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+
+
+def cache_of(path: Path) -> Path:
+    return Path(importlib.util.cache_from_source(str(path)))
+
+
+def test_second_load_runs_the_cached_code(catalog_dir: Path, bytecode: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_migration(catalog_dir, "0001", upgrade="conn.append('v1')")
+    load_catalog(catalog_dir)
+    data = cache_of(path).read_bytes()
+    assert data[:4] == importlib.util.MAGIC_NUMBER and data[4:8] == (0b11).to_bytes(4, "little")
+
+    def no_compile(*args: object, **kwargs: object) -> None:
+        raise AssertionError("compiled again although the cache holds these bytes")
+
+    monkeypatch.setattr("builtins.compile", no_compile)
+    calls: list[str] = []
+    load_catalog(catalog_dir).get("0001").upgrade(calls)  # type: ignore[arg-type]
+    assert calls == ["v1"]
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_not_served_stale(catalog_dir: Path, bytecode: None) -> None:
+    path = write_migration(catalog_dir, "0001", upgrade="conn.append('v1')")
+    stat = path.stat()
+    load_catalog(catalog_dir)
+    path.write_text(path.read_text().replace("'v1'", "'v2'"))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same mtime
+    migration = load_catalog(catalog_dir).get("0001")
+    calls: list[str] = []
+    migration.upgrade(calls)  # type: ignore[arg-type]
+    assert calls == ["v2"]
+    assert migration.checksum == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_damaged_cache_is_compiled_again(catalog_dir: Path, bytecode: None) -> None:
+    path = write_migration(catalog_dir, "0001", upgrade="conn.append('v1')")
+    load_catalog(catalog_dir)
+    cache = cache_of(path)
+    cache.write_bytes(cache.read_bytes()[:20])
+    calls: list[str] = []
+    load_catalog(catalog_dir).get("0001").upgrade(calls)  # type: ignore[arg-type]
+    assert calls == ["v1"]
+
+
+def test_no_cache_is_written_when_python_is_told_not_to(
+    catalog_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    path = write_migration(catalog_dir, "0001")
+    load_catalog(catalog_dir)
+    assert not cache_of(path).exists()
+
+
+def test_a_read_only_folder_still_loads(catalog_dir: Path, bytecode: None) -> None:
+    write_migration(catalog_dir, "0001")
+    catalog_dir.chmod(0o555)
+    try:
+        assert load_catalog(catalog_dir).versions == ("0001",)
+    finally:
+        catalog_dir.chmod(0o755)
+
+
+def test_the_cache_is_the_one_importlib_accepts(catalog_dir: Path, bytecode: None) -> None:
+    path = write_migration(catalog_dir, "0001", extra="VALUE = 41 + 1\n")
+    load_catalog(catalog_dir)
+    spec = importlib.util.spec_from_file_location("check_cache", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.VALUE == 42
