@@ -71,21 +71,24 @@ def _restore_fix(db_path: Path, backups: list[Path]) -> str:
 def _integrity(conn: sqlite3.Connection, db_path: Path, backups: list[Path]) -> list[Finding]:
     """``PRAGMA integrity_check``: anything but a single ``ok`` means the file itself is damaged."""
     try:
-        rows = [row[0] for row in conn.execute(f"PRAGMA integrity_check({MAX_DETAILS + 1})").fetchall()]
+        rows = [
+            line.strip()
+            for row in conn.execute(f"PRAGMA integrity_check({MAX_DETAILS + 1})").fetchall()
+            for line in str(row[0]).splitlines()
+            if line.strip() and not line.startswith("*** in database")
+        ]
     except sqlite3.DatabaseError as exc:  # a damaged page can stop the check itself
         rows = [f"the check could not finish: {exc}"]
     if rows == ["ok"]:
         return []
-    findings = [
-        Finding(ERROR, "integrity", None,
-                f"PRAGMA integrity_check reports: {row}; the database file is damaged and queries may fail "
-                f"or return wrong rows", _restore_fix(db_path, backups), "database")
-        for row in rows[:MAX_DETAILS]
-    ]
-    if len(rows) > MAX_DETAILS:
-        findings.append(Finding(ERROR, "integrity", None, "integrity_check reports more problems than shown",
-                                f"sqlite3 {db_path} 'PRAGMA integrity_check'", "database"))
-    return findings
+    count = f"{MAX_DETAILS}+" if len(rows) > MAX_DETAILS else str(len(rows))
+    shown = "; ".join(rows[:3]) + ("; ..." if len(rows) > 3 else "")
+    # One finding, not one per damaged page: the fix is the same, and the full list is one command away.
+    return [Finding(
+        ERROR, "integrity", None,
+        f"PRAGMA integrity_check reports {count} problem(s) ({shown}): the database file is damaged, and "
+        f"queries may fail or return wrong rows; see all with sqlite3 {db_path} 'PRAGMA integrity_check'",
+        _restore_fix(db_path, backups), "database")]
 
 
 def _foreign_keys(conn: sqlite3.Connection) -> list[Finding]:

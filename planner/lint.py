@@ -144,7 +144,9 @@ def _next_free_version(files: dict[str, Path]) -> str:
 
 
 def _depends_line(versions: tuple[str, ...] | list[str]) -> str:
-    return f"depends_on = {tuple(versions)!r}"
+    """``depends_on = ("0019",)``, spelled as the shipped migrations spell it."""
+    items = ", ".join(f'"{v}"' for v in versions)
+    return f"depends_on = ({items},)" if len(versions) == 1 else f"depends_on = ({items})"
 
 
 def _problem_finding(problem: CatalogError, next_version: str) -> Finding:

@@ -91,6 +91,10 @@ FORMAT = 1
 ImpactKind = Literal["dropped-table", "dropped-column", "rows"]
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 @dataclass(frozen=True)
 class DataImpact:
     """What one step did to stored data: a dropped table or column and what it held, or a row count change."""
@@ -115,18 +119,18 @@ class DataImpact:
     def describe(self) -> str:
         """``drops column agents.metadata holding 37 non-default values``."""
         if self.kind == "dropped-table":
-            held = f"holding {self.count} row(s)" if self.count else "(it was empty)"
+            held = f"holding {_count(self.count, 'row')}" if self.count else "(it was empty)"
             return f"drops table {self.table} {held}"
         if self.kind == "dropped-column":
             name = f"{self.table}.{self.column}"
             if self.count:
                 also = f" ({self.non_null} non-null)" if self.non_null not in (None, self.count) else ""
-                return f"drops column {name} holding {self.count} non-default value(s){also}"
+                return f"drops column {name} holding {_count(self.count, 'non-default value')}{also}"
             return f"drops column {name} (it held only NULL or default values)"
         before, after = self.before or 0, self.after or 0
         if after < before:
-            return f"deletes {before - after} row(s) of {self.table} ({before} → {after})"
-        return f"inserts {after - before} row(s) into {self.table} ({before} → {after})"
+            return f"deletes {_count(before - after, 'row')} of {self.table} ({before} → {after})"
+        return f"inserts {_count(after - before, 'row')} into {self.table} ({before} → {after})"
 
     def to_json(self) -> dict[str, Any]:
         return {

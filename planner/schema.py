@@ -138,7 +138,8 @@ class SchemaChange:
             before, after = int(self.before or 0), int(self.after or 0)
             delta = after - before
             verb = "deletes" if delta < 0 else "inserts"
-            return f"{verb} {abs(delta)} row(s) of {self.name} ({before} → {after})"
+            rows = "1 row" if abs(delta) == 1 else f"{abs(delta)} rows"
+            return f"{verb} {rows} of {self.name} ({before} → {after})"
         what = f"{self.kind} {self.qualified_name}"
         if self.action == "added":
             detail = f" ({self.after})" if self.kind == "column" and self.after else ""
