@@ -1,0 +1,204 @@
+"""``apm migrate check``: each finding from a catalog (or database) made to have that fault."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli.options import EXIT_CATALOG, EXIT_DATABASE, EXIT_OK, EXIT_REFUSED
+from cli.safety import check_command
+from planner.errors import DatabaseNotFound
+from planner.executor import Executor
+from planner.lint import check_catalog
+from planner.loader import load_catalog
+from planner.plan import apply_plan
+from tests.conftest import write_migration
+
+SHIPPED = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def codes(findings) -> list[tuple[str, str, str | None]]:
+    return [(f.severity, f.code, f.version) for f in findings]
+
+
+def only(findings, code):
+    matching = [f for f in findings if f.code == code]
+    assert len(matching) == 1, codes(findings)
+    return matching[0]
+
+
+def test_the_shipped_catalog_is_clean():
+    assert check_catalog(SHIPPED) == []
+
+
+def test_a_clean_explicit_catalog_has_no_findings(seed_chain):
+    # seed_chain's 0020 has no declared dependencies: that is the one warning.
+    assert codes(check_catalog(seed_chain)) == [("warning", "implied-dependency", "0020")]
+
+
+def test_unknown_dependency_is_an_error_with_its_fix(catalog_dir):
+    write_migration(catalog_dir, "0001", depends_on=())
+    write_migration(catalog_dir, "0029", depends_on=("0028",))
+    finding = only(check_catalog(catalog_dir), "unknown-dependency")
+    assert (finding.severity, finding.version, finding.scope) == ("error", "0029", "catalog")
+    assert "0029 depends on 0028, which does not exist" in finding.message
+    assert finding.fix == "remove '0028' from 0029's depends_on, or add migration_0028.py"
+    assert finding.describe().startswith("error    0029  unknown-dependency  0029 depends on 0028")
+
+
+def test_docstring_dependencies_that_disagree_are_an_error(catalog_dir):
+    write_migration(catalog_dir, "0001", depends_on=())
+    write_migration(catalog_dir, "0020", depends_on=("0001",))
+    write_migration(catalog_dir, "0027", depends_on=("0020",), documented=("0001",))
+    finding = only(check_catalog(catalog_dir), "docstring-dependencies")
+    assert finding.severity == "error" and finding.version == "0027"
+    assert 'depends_on = ("0001",)' in finding.fix
+
+
+def test_implied_dependency_is_a_warning_with_the_line_to_add(catalog_dir):
+    write_migration(catalog_dir, "0001", depends_on=())
+    write_migration(catalog_dir, "0019", depends_on=("0001",))
+    write_migration(catalog_dir, "0020")  # neither depends_on nor a Dependencies: section
+    finding = only(check_catalog(catalog_dir), "implied-dependency")
+    assert (finding.severity, finding.version) == ("warning", "0020")
+    assert finding.fix == 'add to migration_0020.py: depends_on = ("0019",)'
+    assert "only because that file comes before it" in finding.message
+
+
+def test_an_implicit_root_is_told_to_say_so(catalog_dir):
+    write_migration(catalog_dir, "0001")
+    assert only(check_catalog(catalog_dir), "implied-dependency").fix == "add to migration_0001.py: depends_on = ()"
+
+
+def test_missing_downgrade_is_a_warning(catalog_dir):
+    write_migration(catalog_dir, "0001", depends_on=(), downgrade=None)
+    finding = only(check_catalog(catalog_dir), "no-downgrade")
+    assert finding.severity == "warning" and "def downgrade(conn" in finding.fix
+
+
+def test_docstring_version_differing_from_the_file_name_is_an_error(catalog_dir):
+    path = write_migration(catalog_dir, "0027", "Add metadata", depends_on=())
+    path.write_text(path.read_text().replace("Migration 0027:", "Migration 0026:"))
+    finding = only(check_catalog(catalog_dir), "docstring-version")
+    assert finding.severity == "error"
+    assert finding.fix == "in migration_0027.py, make the first docstring line 'Migration 0027: Add metadata'"
+
+
+def test_the_same_number_spelled_differently_is_not_a_docstring_mismatch(catalog_dir):
+    path = write_migration(catalog_dir, "0027", depends_on=())
+    path.write_text(path.read_text().replace("Migration 0027:", "Migration 27:"))
+    assert check_catalog(catalog_dir) == []
+
+
+def test_every_loader_problem_is_reported_at_once(catalog_dir):
+    write_migration(catalog_dir, "0001", depends_on=())
+    (catalog_dir / "migration_7a.py").write_text("def upgrade(conn): pass\n")
+    write_migration(catalog_dir, "0002", depends_on=("0001",))
+    write_migration(catalog_dir, "2", depends_on=("0001",), slug="again")
+    (catalog_dir / "migration_0003.py").write_text('"""Migration 0003: x"""\ndepends_on = ("0001",)\n')
+    (catalog_dir / "migration_0004.py").write_text("def upgrade(conn)\n")
+    write_migration(catalog_dir, "0005", depends_on=("0005",))
+    write_migration(catalog_dir, "0006", depends_on=("0007",))
+    write_migration(catalog_dir, "0007", depends_on=("0006",))
+    found = {f.code for f in check_catalog(catalog_dir)}
+    assert {"malformed-file-name", "duplicate-version", "missing-upgrade", "unreadable-migration",
+            "self-dependency", "dependency-cycle"} <= found
+    duplicate = next(f for f in check_catalog(catalog_dir) if f.code == "duplicate-version")
+    assert duplicate.fix.startswith("git mv migration_2_again.py migration_0008.py")
+
+
+def test_a_missing_folder_is_one_error(tmp_path):
+    assert codes(check_catalog(tmp_path / "nope")) == [("error", "catalog-not-found", None)]
+
+
+# --------------------------------------------------------------------------
+# With a database: the ledger against the files
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def applied_db(tmp_path, seed_chain) -> Path:
+    db = tmp_path / "app.db"
+    Executor(db, create=True).run(apply_plan(load_catalog(seed_chain), []))
+    return db
+
+
+def test_a_consistent_database_adds_nothing(applied_db, seed_chain):
+    assert codes(check_catalog(seed_chain, applied_db)) == codes(check_catalog(seed_chain))
+
+
+def test_an_applied_file_edited_since_is_an_error(applied_db, seed_chain):
+    path = seed_chain / "migration_0027.py"
+    path.write_text(path.read_text() + "\n# edited\n")
+    finding = only(check_catalog(seed_chain, applied_db), "edited-after-apply")
+    assert (finding.severity, finding.version, finding.scope) == ("error", "0027", "history")
+    assert "changed since 0027 was applied" in finding.message
+
+
+def test_an_applied_version_missing_from_the_catalog_is_an_error(applied_db, seed_chain):
+    (seed_chain / "migration_0030.py").unlink()
+    finding = only(check_catalog(seed_chain, applied_db), "missing-file")
+    assert finding.version == "0030" and finding.scope == "history"
+
+
+def test_an_inconsistent_history_is_an_error_with_both_fixes(applied_db, seed_chain):
+    conn = sqlite3.connect(applied_db)
+    conn.execute("DELETE FROM schema_migrations WHERE version = '0020'")
+    conn.commit()
+    conn.close()
+    finding = only(check_catalog(seed_chain, applied_db), "inconsistent-history")
+    assert finding.version == "0027"
+    assert "apm migrate --mark-applied 0020" in finding.fix
+    assert "apm migrate --rollback 0027 --cascade" in finding.fix
+
+
+def test_a_database_that_does_not_exist_raises(seed_chain, tmp_path):
+    with pytest.raises(DatabaseNotFound):
+        check_catalog(seed_chain, tmp_path / "missing.db")
+
+
+# --------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------
+
+
+def run_check(*args: str):
+    return CliRunner().invoke(check_command, list(args))
+
+
+def test_check_exit_codes(seed_chain, applied_db, catalog_dir, tmp_path):
+    clean = run_check("--migrations-dir", str(SHIPPED))
+    assert clean.exit_code == EXIT_OK, clean.output
+    assert "no problems found" in clean.output
+
+    warned = run_check("--migrations-dir", str(seed_chain))
+    assert warned.exit_code == EXIT_OK
+    assert "warning  0020  implied-dependency" in warned.output
+    assert run_check("--migrations-dir", str(seed_chain), "--strict").exit_code == EXIT_CATALOG
+
+    (seed_chain / "migration_0030.py").unlink()
+    history = run_check("--migrations-dir", str(seed_chain), "--db", str(applied_db))
+    assert history.exit_code == EXIT_REFUSED, history.output
+    assert "missing-file" in history.output
+
+    write_migration(seed_chain, "0031", depends_on=("0099",))
+    broken = run_check("--migrations-dir", str(seed_chain), "--db", str(applied_db))
+    assert broken.exit_code == EXIT_CATALOG  # catalog errors win: the history check rests on the files
+
+    missing = run_check("--migrations-dir", str(seed_chain), "--db", str(tmp_path / "nope.db"))
+    assert missing.exit_code == EXIT_DATABASE and "does not exist" in missing.output
+
+
+def test_check_json(seed_chain):
+    result = run_check("--migrations-dir", str(seed_chain), "--json")
+    data = json.loads(result.output)
+    assert data["exit_code"] == 0 and data["warnings"] == 1 and data["errors"] == 0
+    assert data["findings"][0] == {
+        "severity": "warning", "code": "implied-dependency", "version": "0020",
+        "message": data["findings"][0]["message"], "fix": 'add to migration_0020.py: depends_on = ("0001",)',
+        "scope": "catalog", "path": str(seed_chain / "migration_0020.py"),
+    }
