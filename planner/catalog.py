@@ -79,11 +79,13 @@ class Catalog:
                 if problem.path is None and problem.versions:
                     problem.path = paths.get(problem.versions[0])
             problems.extend(graph_problems)
+        # The constructor's work, without parsing every version again.
         catalog = cls.__new__(cls)
         catalog.directory = directory
-        ordered = sorted(migrations, key=lambda m: numbers[m.version])
-        catalog._migrations = {m.version: m for m in ordered}
-        catalog._by_number = {numbers[m.version]: m.version for m in ordered}
+        by_version = {m.version: m for m in migrations}
+        ordered = sorted(by_version, key=numbers.__getitem__)
+        catalog._migrations = {v: by_version[v] for v in ordered}
+        catalog._by_number = {numbers[v]: v for v in ordered}
         catalog.graph = graph
         return catalog, problems
 

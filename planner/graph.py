@@ -45,31 +45,31 @@ class MigrationGraph:
         when the caller already has them. A dependency named twice counts
         once; a self-dependency is left out (``build`` reports it).
         """
-        self._pred: dict[str, tuple[str, ...]] = dict(dependencies)  # type: ignore[arg-type]
-        succ: dict[str, list[str]] = {v: [] for v in self._pred}
-        key = dict(numbers) if numbers is not None else {v: int(v) for v in self._pred}
-        self._key = key
+        pred: dict[str, tuple[str, ...]] = dict(dependencies)  # type: ignore[arg-type]
+        key = numbers if numbers is not None else {v: int(v) for v in pred}
         monotone = True
         untidy: list[str] = []  # versions naming themselves or a dependency twice
         self._self_dependent: list[str] = []
-        # One pass over the edges: this constructor runs on every command, over every dependency.
-        for version, needs in self._pred.items():
+        # One pass over the edges, a comparison each: this runs on every command.
+        for version, needs in pred.items():
+            if type(needs) is not tuple:
+                needs = pred[version] = tuple(needs)
             number = key[version]
             for dependency in needs:
-                if dependency == version:
-                    self._self_dependent.append(version)
-                    untidy.append(version)
-                    continue
-                dependents = succ[dependency]
-                if dependents and dependents[-1] == version:
-                    untidy.append(version)  # named twice; versions are visited one at a time
-                    continue
-                dependents.append(version)
                 if key[dependency] >= number:
                     monotone = False
+                    if dependency == version:
+                        self._self_dependent.append(version)
+                        untidy.append(version)
+            if len(needs) > 1 and len(set(needs)) < len(needs):
+                untidy.append(version)
         for version in untidy:
-            self._pred[version] = tuple(d for d in dict.fromkeys(self._pred[version]) if d != version)
-        self._succ = succ
+            pred[version] = tuple(d for d in dict.fromkeys(pred[version]) if d != version)
+        self._pred = pred
+        self._key = key
+        # Dependents are built on first use: applying, and rolling back a
+        # catalog whose dependencies all point to lower versions, never need them.
+        self._dependents: dict[str, list[str]] | None = None
         self._monotone = monotone
         self._order: list[str] | None = None
         self._nx: nx.DiGraph | None = None
@@ -84,7 +84,7 @@ class MigrationGraph:
         their path, one per strongly connected group, and the graph still comes
         back so that a caller collecting problems can carry on.
         """
-        graph = cls({v: needs if isinstance(needs, tuple) else tuple(needs) for v, needs in dependencies.items()}, numbers)
+        graph = cls(dependencies, numbers)
         problems: list[CatalogError] = [SelfDependency(v) for v in dict.fromkeys(graph._self_dependent)]
         if not graph._monotone:
             # Ordering everything doubles as the cycle check; strongly connected
@@ -121,6 +121,17 @@ class MigrationGraph:
             graph.add_edges_from((d, v) for v, needs in self._pred.items() for d in needs)
             self._nx = graph
         return self._nx
+
+    @property
+    def _succ(self) -> dict[str, list[str]]:
+        """Each version's direct dependents, in the order the dependencies were given."""
+        if self._dependents is None:
+            succ: dict[str, list[str]] = {v: [] for v in self._pred}
+            for version, needs in self._pred.items():
+                for dependency in needs:
+                    succ[dependency].append(version)
+            self._dependents = succ
+        return self._dependents
 
     def _require(self, version: str) -> None:
         if version not in self._pred:
