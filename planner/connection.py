@@ -45,20 +45,25 @@ def _keywords(sql: str, count: int) -> list[str]:
     return words
 
 
+# Only these first keywords need a closer look; everything else is decided by one regex match.
+_FIRST = re.compile(r"(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?(?:\*/|\Z))*(BEGIN|COMMIT|END|ROLLBACK|PRAGMA)\b", re.S | re.I)
+
+
 def forbidden_reason(sql: str) -> str | None:
     """Why ``sql`` may not run inside the executor's transaction, or ``None`` when it may.
 
     ``ROLLBACK TO``, ``SAVEPOINT`` and ``RELEASE`` only move within the
     transaction and are allowed; reading ``PRAGMA foreign_keys`` is harmless.
+    An empty string means "forbidden, for the usual reason".
     """
-    words = _keywords(sql, 3)
-    if not words:
+    match = _FIRST.match(sql)
+    if match is None:
         return None
-    first = words[0]
+    first = match.group(1).upper()
     if first in ("BEGIN", "COMMIT", "END"):
         return ""
     if first == "ROLLBACK":
-        rest = words[1:]
+        rest = _keywords(sql, 3)[1:]
         if rest[:1] == ["TRANSACTION"]:
             rest = rest[1:]
         return None if rest[:1] == ["TO"] else ""

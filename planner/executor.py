@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Union
 
 from planner.catalog import is_version
 from planner.connection import MigrationConnection
-from planner.database import DEFAULT_BUSY_TIMEOUT, connect, translate_error
+from planner.database import DEFAULT_BUSY_TIMEOUT, connect, open_read_only, translate_error
 from planner.errors import (
     AlreadyApplied,
     DatabaseError,
@@ -126,14 +126,22 @@ def _key(version: str) -> int | str:
     return int(version) if is_version(version) else version
 
 
+def foreign_keys_enabled(conn: sqlite3.Connection) -> bool:
+    """Whether the connection enforces foreign keys right now."""
+    return bool(conn.execute("PRAGMA foreign_keys").fetchone()[0])
+
+
 @contextmanager
-def foreign_keys_off(conn: sqlite3.Connection) -> Iterator[None]:
+def foreign_keys_off(conn: sqlite3.Connection, previous: bool | None = None) -> Iterator[None]:
     """Turn enforcement off for the block, then restore what it was, even on failure.
 
     Must be entered outside any transaction: inside one, ``PRAGMA
-    foreign_keys`` is silently ignored.
+    foreign_keys`` is silently ignored. ``previous`` saves the lookup when the
+    caller already knows the setting (migrations cannot change it: the
+    connection proxy refuses the PRAGMA).
     """
-    previous = conn.execute("PRAGMA foreign_keys").fetchone()[0]
+    if previous is None:
+        previous = foreign_keys_enabled(conn)
     if previous:
         conn.execute("PRAGMA foreign_keys = OFF")
     try:
@@ -172,12 +180,12 @@ class Executor:
     # -- reading ---------------------------------------------------------------
 
     def applied(self) -> dict[str, LedgerEntry]:
-        """The ledger as it is now; ``{}`` for a database that does not exist yet but may be created."""
-        if not self.path.exists():
+        """The ledger as it is now, read without writing; ``{}`` for a database that may still be created."""
+        conn = open_read_only(self.path, self.busy_timeout)
+        if conn is None:
             if not self.create:
                 raise DatabaseNotFound(self.path) if self.path.parent.is_dir() else DatabaseDirectoryMissing(self.path)
             return {}
-        conn = self._connect()
         try:
             return Ledger(conn).applied_migrations()
         finally:
@@ -281,6 +289,7 @@ class _Run:
         # tables are durable and need not be looked up again in this run.
         self._ledger_ready = False
         self._ledger_checked = False
+        self.foreign_keys = foreign_keys_enabled(conn)
         # Dependents each plan step has among the plan's own migrations (for rollback checks).
         self._plan_dependents: dict[str, list[str]] = {}
         for step in plan.steps:
@@ -439,7 +448,7 @@ class _Run:
             started = time.perf_counter()
             skipped: str | None = None
             try:
-                with foreign_keys_off(self.conn):
+                with foreign_keys_off(self.conn, self.foreign_keys):
                     self.begin()
                     try:
                         self.ensure_ledger()
@@ -476,7 +485,7 @@ class _Run:
         """The whole plan in one transaction: all of it, or none of it."""
         index, step = 0, self.plan.steps[0]
         started = time.perf_counter()
-        with foreign_keys_off(self.conn):
+        with foreign_keys_off(self.conn, self.foreign_keys):
             try:
                 self.begin()
                 try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,11 +85,6 @@ class LogEntry:
     detail: str | None
 
 
-def now() -> str:
-    """UTC, in the format of SQLite's ``CURRENT_TIMESTAMP``, which the seed's rows use."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
 class Ledger:
     """The record of applied migrations in one database.
 
@@ -152,10 +146,14 @@ class Ledger:
         return [str(r[0]) for r in self._rows(f"SELECT version FROM {TABLE}")]
 
     def record_applied(self, migration: Migration, execution_ms: int | None) -> None:
-        """Add ``migration``'s row; the caller commits it with the schema change."""
+        """Add ``migration``'s row; the caller commits it with the schema change.
+
+        Times are SQLite's ``CURRENT_TIMESTAMP`` (UTC), the format the seed's rows already use.
+        """
         self.conn.execute(
-            f"INSERT INTO {TABLE} (version, description, applied_at, checksum, execution_ms) VALUES (?, ?, ?, ?, ?)",
-            (migration.version, migration.description, now(), migration.checksum, execution_ms),
+            f"INSERT INTO {TABLE} (version, description, applied_at, checksum, execution_ms) "
+            f"VALUES (?, ?, CURRENT_TIMESTAMP, ?, ?)",
+            (migration.version, migration.description, migration.checksum, execution_ms),
         )
 
     def record_unapplied(self, version: str) -> None:
@@ -180,8 +178,8 @@ class Ledger:
         """Append one row to the history; the caller commits it."""
         self.conn.execute(
             f"INSERT INTO {LOG_TABLE} (version, action, at, checksum, execution_ms, outcome, detail) "
-            f"VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (version, action, now(), checksum, execution_ms, outcome, detail),
+            f"VALUES (?, ?, CURRENT_TIMESTAMP, ?, ?, ?, ?)",
+            (version, action, checksum, execution_ms, outcome, detail),
         )
 
     def history(self, version: str | None = None) -> list[LogEntry]:
