@@ -197,12 +197,22 @@ def load_migration(path: Path, version: str) -> Migration:
         raise UnreadableMigration(path, version, f"syntax error: {exc.msg}", exc.lineno) from exc
     except ValueError as exc:  # null bytes, on Pythons that do not call that a SyntaxError
         raise UnreadableMigration(path, version, str(exc)) from exc
-    module = types.ModuleType(f"apm_migration_{version}")
+    name = f"apm_migration_{version}"
+    module = types.ModuleType(name)
     module.__file__ = str(path)
+    # Registered while its top level runs, because some code looks its module up
+    # there (a dataclass does); removed after, so loading a catalog leaves no trace.
+    previous = sys.modules.get(name)
+    sys.modules[name] = module
     try:
         exec(code, module.__dict__)
     except (Exception, SystemExit) as exc:  # a migration's top level may raise anything
         raise MigrationImportError(path, version, exc) from exc
+    finally:
+        if previous is None:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = previous
 
     upgrade = _optional_function(module, "upgrade")
     if upgrade is None:

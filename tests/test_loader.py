@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -365,6 +366,27 @@ def test_functions_are_the_module_functions(catalog_dir: Path) -> None:
     migration.upgrade(calls)  # type: ignore[arg-type]
     migration.downgrade(calls)  # type: ignore[misc, arg-type]
     assert calls == ["up", "down"] and migration.reversible
+
+
+def test_a_migration_may_define_a_dataclass(catalog_dir: Path) -> None:
+    # dataclasses look the defining module up in sys.modules while the class is made.
+    extra = (
+        "from __future__ import annotations\nimport dataclasses\nfrom typing import ClassVar\n\n"
+        "@dataclasses.dataclass\nclass Row:\n    name: str\n    kind: ClassVar[str] = 'x'\n"
+    )
+    write_migration(catalog_dir, "0001", extra=extra, upgrade="conn.append(Row('a'))")
+    rows: list = []
+    load_catalog(catalog_dir).get("0001").upgrade(rows)  # type: ignore[arg-type]
+    assert rows[0].name == "a"
+    assert "apm_migration_0001" not in sys.modules
+
+
+def test_loading_does_not_import_networkx() -> None:
+    # `apm --help` and the loader must stay cheap; only graph building pays for networkx.
+    code = "import sys, planner, planner.loader, planner.catalog; print('networkx' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.stdout.strip() == "False"
 
 
 def test_checksum_is_sha256_of_the_file_bytes(catalog_dir: Path) -> None:
