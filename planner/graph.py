@@ -285,8 +285,9 @@ class MigrationGraph:
         waiting: dict[str, int] = {}
         heap: list[tuple[int, str]] = []
         passing: list[str] = []
+        inside = nodes.__contains__
         for v in nodes:
-            count = len(before[v]) if whole else sum(1 for u in before[v] if u in nodes)
+            count = len(before[v]) if whole else sum(map(inside, before[v]))
             if count:
                 waiting[v] = count
             elif keep is None or v in keep:
