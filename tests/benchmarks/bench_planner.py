@@ -160,6 +160,9 @@ def main() -> int:
     print(f"Python {sys.version.split()[0]}, networkx {nx.__version__}; medians of {repeats} runs")
     if told_not_to:
         print("(PYTHONDONTWRITEBYTECODE is set; bytecode caching is switched back on for this run)")
+    # A machine yardstick, to compare absolute figures across machines.
+    yardstick = median_time(lambda: sum(range(1_000_000)), repeats)
+    print(f"Machine yardstick: sum(range(10**6)) takes {yardstick * 1000:.1f} ms here")
 
     # -- graph + plan over 10,000 migrations -----------------------------------
     needs = generate_dag(10_000)
