@@ -72,7 +72,11 @@ class Catalog:
                         problems.append(UnknownDependency(migration.version, dependency, migration.path))
                 resolved.append(replace(migration, depends_on=tuple(needs)))
             migrations = resolved
-        graph, graph_problems = MigrationGraph.build({m.version: m.depends_on for m in migrations}, numbers)
+        by_version = {m.version: m for m in migrations}
+        ordered = sorted(by_version, key=numbers.__getitem__)
+        graph, graph_problems = MigrationGraph.build(
+            {v: by_version[v].depends_on for v in ordered}, numbers, in_number_order=True
+        )
         if graph_problems:
             paths = {m.version: m.path for m in migrations}
             for problem in graph_problems:
@@ -82,8 +86,6 @@ class Catalog:
         # The constructor's work, without parsing every version again.
         catalog = cls.__new__(cls)
         catalog.directory = directory
-        by_version = {m.version: m for m in migrations}
-        ordered = sorted(by_version, key=numbers.__getitem__)
         catalog._migrations = {v: by_version[v] for v in ordered}
         catalog._by_number = {numbers[v]: v for v in ordered}
         catalog.graph = graph

@@ -76,15 +76,23 @@ class MigrationGraph:
 
     @classmethod
     def build(
-        cls, dependencies: Mapping[str, Iterable[str]], numbers: Mapping[str, int] | None = None
+        cls,
+        dependencies: Mapping[str, Iterable[str]],
+        numbers: Mapping[str, int] | None = None,
+        *,
+        in_number_order: bool = False,
     ) -> tuple[MigrationGraph, list[CatalogError]]:
         """Build from ``{version: its dependencies}``; every dependency must already be a known version.
 
         Self-dependencies are reported and left out; cycles are reported with
         their path, one per strongly connected group, and the graph still comes
         back so that a caller collecting problems can carry on.
+        ``in_number_order`` says the mapping lists versions by number (a
+        catalog has sorted them already), which spares sorting them again.
         """
         graph = cls(dependencies, numbers)
+        if graph._monotone and in_number_order:
+            graph._order = list(graph._pred)
         problems: list[CatalogError] = [SelfDependency(v) for v in dict.fromkeys(graph._self_dependent)]
         if not graph._monotone:
             # Ordering everything doubles as the cycle check; strongly connected
@@ -240,12 +248,15 @@ class MigrationGraph:
             reached = {version}
             touches, add = reached.isdisjoint, reached.add
             pred = self._pred
+            found: list[str] = []
             for other in order[order.index(version) + 1 :]:
                 if not touches(pred[other]):
                     add(other)
-            keep = reached.intersection(applied)
-            keep.add(version)
-            return sorted(keep, key=self._key.__getitem__, reverse=True)
+                    found.append(other)
+            # ``found`` is in number order already: reversed, it is dependents first.
+            keep = [other for other in reversed(found) if other in applied]
+            keep.append(version)
+            return keep
         nodes = self._reach(version, self._succ)
         keep = nodes.intersection(applied)
         keep.add(version)
