@@ -22,7 +22,11 @@ if TYPE_CHECKING:  # networkx is imported only by commands that plan
 
 
 def is_version(text: str) -> bool:
-    """Whether ``text`` spells a version: ASCII digits only (``str.isdigit`` also accepts ``"²"``, which ``int`` rejects)."""
+    """Whether ``text`` spells a version: ASCII digits only.
+
+    ``str.isdigit`` alone also accepts ``"²"``, which ``int`` rejects: a ledger
+    row like that must read as an unknown version, not crash the planner.
+    """
     return text.isascii() and text.isdigit()
 
 
