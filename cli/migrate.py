@@ -88,6 +88,64 @@ def _ms(ms: float) -> str:
     return f"{ms:.0f} ms" if ms >= 1 else f"{ms:.1f} ms"
 
 
+def rehearse_plan(catalog, plan):
+    from planner.rehearsal import rehearse as run_rehearsal
+
+    return run_rehearsal(settings().db_path, plan, catalog=catalog, busy_timeout=settings().busy_timeout)
+
+
+def dry_run_report(catalog, plan, as_json: bool) -> None:
+    """Rehearse on a copy and report; a step that fails fails the command as it would for real."""
+    rehearsal = rehearse_plan(catalog, plan)
+    if as_json:
+        emit_json(rehearsal.to_json())
+    else:
+        echo(f"Dry run: rehearsed {len(rehearsal.steps)} of {len(plan)} step(s) on a copy; "
+             f"{settings().db_path} was not touched")
+        for line in rehearsal.describe():
+            echo(f"  {line}")
+        if rehearsal.ok:
+            echo("This plan destroys data." if rehearsal.loses_data else "This plan loses no data.",
+                 fg="yellow" if rehearsal.loses_data else None)
+    if rehearsal.error is not None:
+        raise rehearsal.error
+
+
+def confirm_data_loss(catalog, plan, as_json: bool) -> None:
+    """Rehearse first; a plan that would destroy data needs a yes, from a person or from --yes.
+
+    A plan the rehearsal shows failing is not started at all: the real run
+    would stop at the same step after committing the ones before it.
+    """
+    from cli.main import CommandError
+    from cli.options import EXIT_UNCONFIRMED
+
+    rehearsal = rehearse_plan(catalog, plan)
+    if rehearsal.error is not None:
+        error = rehearsal.error
+        error.args = (f"{error} (found by rehearsing on a copy: nothing was run for real)",)
+        raise error
+    if not rehearsal.loses_data:
+        return
+    lines = [line for step in rehearsal.steps if step.loses_data for line in step.describe()]
+    if not stdin_is_terminal() or as_json:
+        raise CommandError(
+            f"this plan destroys data ({'; '.join(lines)}); nothing was changed. "
+            f"Re-run with --yes to proceed, or with --dry-run to see the whole rehearsal",
+            EXIT_UNCONFIRMED,
+        )
+    echo("This plan destroys data:", fg="yellow", err=True)
+    for line in lines:
+        echo(f"  {line}", err=True)
+    if not click.confirm("Proceed?", default=False, err=True):
+        raise CommandError("not confirmed; nothing was changed", EXIT_UNCONFIRMED)
+
+
+def stdin_is_terminal() -> bool:
+    """Whether a person can answer a question (tests replace this to play one)."""
+    return sys.stdin.isatty()
+
+
 def take_backup() -> Path | None:
     """The seed's "backup first" step, done for the user with SQLite's online backup API."""
     from planner.database import backup
@@ -112,10 +170,15 @@ _ACTIONS = ("list_pending", "show_applied", "rollback", "mark_applied", "mark_ro
 @click.option("--target", metavar="VERSION", help="Apply only VERSION and the migrations it needs.")
 @click.option("--atomic", is_flag=True, help="Run the whole plan as one transaction: all or nothing.")
 @click.option("--no-backup", is_flag=True, help="With --rollback: skip the backup taken before rolling back.")
+@click.option("--dry-run", is_flag=True, help="Rehearse the plan on a copy and report what it changes; touch nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Run a plan that destroys data without rehearsing it or asking.")
+@click.option("--mark-applied", metavar="VERSION", help="Record VERSION as applied without running it.")
+@click.option("--mark-rolled-back", metavar="VERSION", help="Remove VERSION from the ledger without running it.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON (see docs/commands.md).")
 @click.pass_context
 def migrate(ctx: click.Context, list_pending: bool, show_applied: bool, rollback: str | None, cascade: bool,
-            target: str | None, atomic: bool, no_backup: bool, as_json: bool) -> None:
+            target: str | None, atomic: bool, no_backup: bool, dry_run: bool, yes: bool, mark_applied: str | None,
+            mark_rolled_back: str | None, as_json: bool) -> None:
     """Apply pending migrations in dependency order (or list, show, roll back).
 
     \b
@@ -125,10 +188,15 @@ def migrate(ctx: click.Context, list_pending: bool, show_applied: bool, rollback
     apm migrate --show-applied           applied migrations and file drift
     apm migrate --rollback 0027          roll back 0027 (refused if needed)
     apm migrate --rollback 0027 --cascade   roll back 0029, then 0027
+    apm migrate --rollback 0027 --cascade --dry-run   what it would destroy
+
+    A real run is first rehearsed on a copy of the database; if it would
+    destroy data it shows what and asks (on a terminal) or refuses (elsewhere)
+    unless --yes is given.
     """
     chosen = [name for name in _ACTIONS if ctx.params.get(name)]
     if ctx.invoked_subcommand is not None:
-        if chosen or target or cascade or atomic or no_backup or as_json:
+        if chosen or target or cascade or atomic or no_backup or as_json or dry_run or yes:
             raise click.UsageError(
                 f"options of `apm migrate` go after the subcommand: apm migrate {ctx.invoked_subcommand} ..."
             )
@@ -140,18 +208,23 @@ def migrate(ctx: click.Context, list_pending: bool, show_applied: bool, rollback
         raise click.UsageError("--cascade only makes sense with --rollback VERSION")
     if target and chosen:
         raise click.UsageError("--target only applies to `apm migrate` and `apm migrate plan`")
+    if dry_run and chosen and not rollback:
+        raise click.UsageError("--dry-run rehearses an apply or a --rollback; it does not combine with other actions")
 
     if list_pending:
         _list_pending(as_json)
     elif show_applied:
         _show_applied(as_json)
+    elif mark_applied or mark_rolled_back:
+        _mark(mark_applied, mark_rolled_back, as_json)
     elif rollback:
-        _rollback(rollback, cascade=cascade, backup=not no_backup, atomic=atomic, as_json=as_json)
+        _rollback(rollback, cascade=cascade, backup=not no_backup, atomic=atomic, as_json=as_json,
+                  dry_run=dry_run, yes=yes)
     else:
-        _apply(target, atomic=atomic, as_json=as_json)
+        _apply(target, atomic=atomic, as_json=as_json, dry_run=dry_run, yes=yes)
 
 
-def _apply(target: str | None, *, atomic: bool, as_json: bool) -> None:
+def _apply(target: str | None, *, atomic: bool, as_json: bool, dry_run: bool, yes: bool) -> None:
     catalog = load_catalog()
     plan = make_apply_plan(catalog, ledger_entries(), target)
     if not plan:
@@ -160,20 +233,47 @@ def _apply(target: str | None, *, atomic: bool, as_json: bool) -> None:
         else:
             echo("Nothing to apply")
         return
+    if dry_run:
+        return dry_run_report(catalog, plan, as_json)
+    if not yes:
+        confirm_data_loss(catalog, plan, as_json)
     results = execute(plan, atomic=atomic, as_json=as_json, create=True)
     if as_json:
         emit_json({**plan_json(plan), "results": results})
 
 
-def _rollback(version: str, *, cascade: bool, backup: bool, atomic: bool, as_json: bool) -> None:
+def _rollback(version: str, *, cascade: bool, backup: bool, atomic: bool, as_json: bool, dry_run: bool,
+              yes: bool) -> None:
     catalog = load_catalog()
     plan = make_rollback_plan(catalog, ledger_entries(), version, cascade)
+    if dry_run:
+        return dry_run_report(catalog, plan, as_json)
+    if not yes:
+        confirm_data_loss(catalog, plan, as_json)
     backup_path = take_backup() if backup else None
     if backup_path and not as_json:
         echo(f"Backup written to {backup_path}")
     results = execute(plan, atomic=atomic, as_json=as_json, create=False)
     if as_json:
         emit_json({**plan_json(plan), "backup": str(backup_path) if backup_path else None, "results": results})
+
+
+def _mark(applied: str | None, rolled_back: str | None, as_json: bool) -> None:
+    """The seed's "add a record to schema_migrations by hand", with the dependency checks it lacked."""
+    from planner import marks
+
+    catalog = load_catalog()
+    db = settings().db_path
+    if applied:
+        migration = marks.mark_applied(db, catalog, applied, busy_timeout=settings().busy_timeout)
+        action, verb = "mark-applied", "Marked as applied"
+    else:
+        migration = marks.mark_rolled_back(db, catalog, rolled_back, busy_timeout=settings().busy_timeout)
+        action, verb = "mark-rolled-back", "Marked as rolled back"
+    if as_json:
+        emit_json({"action": action, "version": migration.version, "description": migration.description})
+    else:
+        echo(f"{verb}: {migration.label} (nothing was run)")
 
 
 def _list_pending(as_json: bool) -> None:
@@ -216,8 +316,9 @@ def _show_applied(as_json: bool) -> None:
 @click.option("--rollback", metavar="VERSION", help="Show the rollback order for VERSION instead.")
 @click.option("--cascade", is_flag=True, help="With --rollback: include the applied dependents.")
 @click.option("--target", metavar="VERSION", help="Plan only VERSION and the migrations it needs.")
+@click.option("--rehearse", is_flag=True, help="Also run the plan on a copy and report what it changes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (see docs/commands.md).")
-def plan_command(rollback: str | None, cascade: bool, target: str | None, as_json: bool) -> None:
+def plan_command(rollback: str | None, cascade: bool, target: str | None, rehearse: bool, as_json: bool) -> None:
     """Show what `apm migrate` would run, changing nothing."""
     if cascade and not rollback:
         raise click.UsageError("--cascade only makes sense with --rollback VERSION")
@@ -229,8 +330,11 @@ def plan_command(rollback: str | None, cascade: bool, target: str | None, as_jso
         plan = make_rollback_plan(catalog, entries, rollback, cascade)
     else:
         plan = make_apply_plan(catalog, entries, target)
-    if as_json:
+    if as_json and not rehearse:
         emit_json(plan_json(plan))
+        return
+    if as_json:
+        emit_json({**plan_json(plan), "rehearsal": rehearse_plan(catalog, plan).to_json()})
         return
     if not plan:
         echo("Nothing to apply")
@@ -239,13 +343,17 @@ def plan_command(rollback: str | None, cascade: bool, target: str | None, as_jso
     echo(f"{title}: {len(plan)} migration(s)")
     rows = [[i, *migration_row(s.migration)] for i, s in enumerate(plan.steps, 1)]
     echo(table(rows, ["#", "version", "description", "depends on"]))
+    if rehearse:
+        echo()
+        dry_run_report(catalog, plan, as_json=False)
 
 
 def _register_subcommands() -> None:
     from cli.authoring import new_command
     from cli.diagrams import docs_command, graph_command
+    from cli.safety import check_command, doctor_command
 
-    for command in (graph_command, docs_command, new_command):
+    for command in (graph_command, docs_command, new_command, check_command, doctor_command):
         migrate.add_command(command)
 
 

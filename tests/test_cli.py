@@ -180,9 +180,14 @@ def test_missing_migrations_dir(tmp_path: Path, db: Path) -> None:
 def test_failed_migration_exit_5_keeps_earlier_steps(catalog_dir: Path, db: Path) -> None:
     write_migration(catalog_dir, "0001", upgrade="conn.execute('CREATE TABLE a (x)')")
     write_migration(catalog_dir, "0002", upgrade="conn.execute('CREATE TABLE b (x)')\nconn.execute('INSERT INTO nope VALUES (1)')")
+    # The rehearsal finds the failure first: nothing runs for real, not even 0001.
     result = invoke("--db", str(db), "--migrations-dir", str(catalog_dir), "migrate")
     assert result.exit_code == 5
     assert "0002" in result.output and "no such table: nope" in result.output
+    assert "nothing was run for real" in result.output and not db.exists()
+    # Without the rehearsal (--yes), 0001 commits and 0002 rolls back alone.
+    result = invoke("--db", str(db), "--migrations-dir", str(catalog_dir), "migrate", "--yes")
+    assert result.exit_code == 5 and "no such table: nope" in result.output
     assert "Applied 0001" in result.output and tables(db) == {"a"}
 
 
@@ -245,5 +250,26 @@ def test_installed_entry_point_runs(tmp_path: Path) -> None:
     refused = run("migrate", "--rollback", "0027")
     assert refused.returncode == 4 and refused.stderr.startswith("Error: cannot roll back 0027")
     assert "Traceback" not in refused.stderr
-    cascade = run("migrate", "--rollback", "0027", "--cascade")
-    assert cascade.returncode == 0 and "Rolled back 0029" in cascade.stdout
+    # Without a terminal a data-destroying cascade is refused; on a real terminal (a pty) it asks.
+    refused = run("migrate", "--rollback", "0027", "--cascade")
+    assert refused.returncode == 7 and "--yes" in refused.stderr
+    answered = answer_on_a_terminal([str(apm_bin), "migrate", "--rollback", "0027", "--cascade"], "y\n",
+                                    cwd=tmp_path, env=env)
+    assert answered.returncode == 0, answered.stdout
+    assert "This plan destroys data" in answered.stdout and "Rolled back 0029" in answered.stdout
+
+
+def answer_on_a_terminal(argv: list[str], answer: str, **kwargs) -> subprocess.CompletedProcess:
+    """Run a command whose standard input is a real pseudo-terminal, typing ``answer`` into it."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        process = subprocess.Popen(argv, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, **kwargs)
+        os.close(slave)
+        os.write(master, answer.encode())
+        out, _ = process.communicate(timeout=60)
+    finally:
+        os.close(master)
+    return subprocess.CompletedProcess(argv, process.returncode, out, "")

@@ -88,7 +88,13 @@ def test_seed_story(tmp_path: Path) -> None:
     assert not list(db.parent.glob("aipm.db.backup.*"))
 
     db.chmod(0o640)
-    out = run(db, "migrate", "--rollback", "0027", "--cascade")
+    # The cascade destroys the utility agents and every agent's metadata: without a terminal it needs --yes.
+    result = CliRunner().invoke(apm, ["--db", str(db), "migrate", "--rollback", "0027", "--cascade"])
+    assert result.exit_code == 7, result.output
+    assert "0029 rollback: deletes 5 rows of agents" in result.output
+    assert "drops column agents.metadata holding 1 non-default value" in result.output
+    assert db.read_bytes() == before
+    out = run(db, "migrate", "--rollback", "0027", "--cascade", "--yes")
     assert out.index("Rolled back 0029") < out.index("Rolled back 0027")
     backups = list(db.parent.glob("aipm.db.backup.*"))
     assert len(backups) == 1 and str(backups[0]) in out
