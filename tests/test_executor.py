@@ -27,7 +27,6 @@ from planner.errors import (
 from planner.executor import (
     Executor,
     RunResult,
-    StepFailed,
     StepFinished,
     StepSkipped,
     StepStarted,
@@ -405,7 +404,6 @@ def test_atomic_mode_is_all_or_nothing(db, catalog_dir):
     write_migration(catalog_dir, "0001", **create("0001", "a"))
     write_migration(catalog_dir, "0002", **create("0002", "b"))
     write_migration(catalog_dir, "0003", upgrade='conn.execute("CREATE TABLE c (x)")\nraise RuntimeError("no")')
-    events: list = []
     with pytest.raises(MigrationFailed) as info:
         run_all(db, catalog_dir, atomic=True)
     assert info.value.version == "0003" and "the whole plan was rolled back" in str(info.value)
