@@ -5,16 +5,17 @@ depends on 0020), so "ancestors" are what a migration needs and "descendants"
 are what needs it. This module does no I/O and knows nothing of files or
 databases.
 
-The graph is kept as plain adjacency dicts and its orders are computed here:
-every command plans, and on a 10,000-migration catalog merely building a
-networkx ``DiGraph`` costs more than the whole plan should. networkx is still
-what finds the cycles of a broken catalog, and ``nx_graph`` gives a networkx
-view to callers that want its algorithms.
+Orders come from networkx (``lexicographical_topological_sort``, ties broken
+by version number), with one shortcut: when every dependency has a lower
+number than its dependent (the usual catalog, and always true of implied
+dependencies), number order *is* that order, so a sort replaces building a
+networkx ``DiGraph`` at all. On a 10,000-migration catalog building the
+``DiGraph`` alone costs more than the whole plan should (see
+docs/performance.md); the property tests check both paths against a model.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping
 
@@ -32,10 +33,9 @@ class MigrationGraph:
     """Which migration needs which, with the orders that follow from it.
 
     Orders break ties by version number. When every dependency has a lower
-    number than its dependent (the usual catalog, and always true of implied
-    dependencies), number order is itself a dependency order, so the orders
-    are plain sorts; otherwise Kahn's algorithm with a heap gives the same
-    answer in general.
+    number than its dependent, number order is itself a dependency order, so
+    the orders are plain sorts; otherwise networkx computes them on
+    ``nx_graph``.
     """
 
     def __init__(self, dependencies: Mapping[str, Collection[str]], numbers: Mapping[str, int] | None = None):
@@ -95,19 +95,11 @@ class MigrationGraph:
             graph._order = list(graph._pred)
         problems: list[CatalogError] = [SelfDependency(v) for v in dict.fromkeys(graph._self_dependent)]
         if not graph._monotone:
-            # Ordering everything doubles as the cycle check; strongly connected
-            # groups are searched for only among what could not be ordered.
-            order = graph._kahn(graph._pred, forward=True)
-            if len(order) == len(graph._pred):
-                graph._order = order
-            else:
-                ordered = set(order)
-                stuck = nx.DiGraph()
-                stuck.add_nodes_from(v for v in graph._pred if v not in ordered)
-                stuck.add_edges_from(
-                    (d, v) for v in stuck for d in graph._pred[v] if d not in ordered
-                )
-                groups = [c for c in nx.strongly_connected_components(stuck) if len(c) > 1]
+            # Ordering everything doubles as the cycle check.
+            try:
+                graph._order = graph._lexicographic(graph.nx_graph)
+            except nx.NetworkXUnfeasible:
+                groups = [c for c in nx.strongly_connected_components(graph.nx_graph) if len(c) > 1]
                 groups.sort(key=lambda c: min(graph._key[v] for v in c))
                 problems.extend(DependencyCycle(graph._cycle_path(c)) for c in groups)
         return graph, problems
@@ -221,14 +213,14 @@ class MigrationGraph:
             return list(self._full_order())
         if self._monotone:
             return sorted(nodes, key=self._key.__getitem__)
-        return self._kahn(nodes, forward=True)
+        return self._lexicographic(self.nx_graph.subgraph(nodes))
 
     def reverse_topological_order(self, versions: Collection[str]) -> list[str]:
         """The order to roll back ``versions``: dependents first, the highest version first among equals."""
         nodes = self._members(versions)
         if self._monotone:
             return sorted(nodes, key=self._key.__getitem__, reverse=True)
-        return self._kahn(nodes, forward=False)
+        return self._lexicographic(self.nx_graph.subgraph(nodes).reverse(copy=False), descending=True)
 
     def rollback_order(self, version: str, applied: Collection[str]) -> list[str]:
         """``version`` and its applied descendants, in the order to roll them back (``version`` last).
@@ -257,20 +249,21 @@ class MigrationGraph:
             keep = [other for other in reversed(found) if other in applied]
             keep.append(version)
             return keep
+        # Order the whole descendant set, applied or not, so that dependencies
+        # through unapplied migrations still constrain the order; then keep the applied.
         nodes = self._reach(version, self._succ)
         keep = nodes.intersection(applied)
         keep.add(version)
         nodes.add(version)
-        return self._kahn(nodes, forward=False, keep=keep)
+        order = self._lexicographic(self.nx_graph.subgraph(nodes).reverse(copy=False), descending=True)
+        return [v for v in order if v in keep]
 
     def _full_order(self) -> list[str]:
         if self._order is None:
             if self._monotone:
                 order = sorted(self._pred, key=self._key.__getitem__)
             else:
-                order = self._kahn(self._pred, forward=True)
-                if len(order) != len(self._pred):
-                    raise nx.NetworkXUnfeasible("the migration graph has a dependency cycle")
+                order = self._lexicographic(self.nx_graph)  # raises NetworkXUnfeasible on a cycle
             self._order = order
         return self._order
 
@@ -280,49 +273,11 @@ class MigrationGraph:
             raise MigrationNotFound(min(nodes - self._pred.keys()))
         return nodes
 
-    def _kahn(
-        self, nodes: Collection[str], *, forward: bool, keep: Collection[str] | None = None
-    ) -> list[str]:
-        """Kahn's algorithm over ``nodes`` with a heap: lowest version first, or highest when not ``forward``.
-
-        With ``keep``, other nodes are passed through as soon as they are free
-        and left out of the result, so they constrain the order without
-        appearing in it. Nodes on a cycle never become free and are left out.
-        """
-        before, after = (self._pred, self._succ) if forward else (self._succ, self._pred)
+    def _lexicographic(self, graph: nx.DiGraph, *, descending: bool = False) -> list[str]:
+        """networkx's topological order of ``graph``, the lowest (or highest) version first among equals."""
         key = self._key
-        sign = 1 if forward else -1
-        whole = len(nodes) == len(self._pred)
-        waiting: dict[str, int] = {}
-        heap: list[tuple[int, str]] = []
-        passing: list[str] = []
-        inside = nodes.__contains__
-        for v in nodes:
-            count = len(before[v]) if whole else sum(map(inside, before[v]))
-            if count:
-                waiting[v] = count
-            elif keep is None or v in keep:
-                heap.append((sign * key[v], v))
-            else:
-                passing.append(v)
-        heapq.heapify(heap)
-        order: list[str] = []
-        while heap or passing:
-            if passing:
-                v = passing.pop()
-            else:
-                v = heapq.heappop(heap)[1]
-                order.append(v)
-            for w in after[v]:
-                if w in waiting:
-                    waiting[w] -= 1
-                    if not waiting[w]:
-                        del waiting[w]
-                        if keep is None or w in keep:
-                            heapq.heappush(heap, (sign * key[w], w))
-                        else:
-                            passing.append(w)
-        return order
+        by = (lambda v: -key[v]) if descending else key.__getitem__
+        return list(nx.lexicographical_topological_sort(graph, key=by))
 
     def _cycle_path(self, group: Collection[str]) -> list[str]:
         """The shortest cycle through the group's lowest version, from it, first node repeated.
