@@ -46,7 +46,7 @@ def make_rollback_plan(catalog, entries: dict, version: str, cascade: bool):
     return rollback_plan(catalog, entries, version, cascade=cascade)
 
 
-def execute(plan, *, atomic: bool, as_json: bool, create: bool) -> list[dict]:
+def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool) -> list[dict]:
     """Run a plan, drawing one line per step (or a progress bar on a terminal for long plans)."""
     from planner.executor import Executor, StepFinished, StepSkipped
 
@@ -68,7 +68,7 @@ def execute(plan, *, atomic: bool, as_json: bool, create: bool) -> list[dict]:
             if not as_json and not bar_wanted:
                 echo(f"Skipped {migration.label}: {event.reason}", fg="yellow")
 
-    executor = Executor(settings().db_path, busy_timeout=settings().busy_timeout, create=create)
+    executor = Executor(settings().db_path, busy_timeout=settings().busy_timeout, create=create, catalog=catalog)
     if bar_wanted:
         with click.progressbar(length=len(plan), label=f"{verb.split()[0]}ing", color=None) as bar:
             def tick(event) -> None:
@@ -237,7 +237,7 @@ def _apply(target: str | None, *, atomic: bool, as_json: bool, dry_run: bool, ye
         return dry_run_report(catalog, plan, as_json)
     if not yes:
         confirm_data_loss(catalog, plan, as_json)
-    results = execute(plan, atomic=atomic, as_json=as_json, create=True)
+    results = execute(catalog, plan, atomic=atomic, as_json=as_json, create=True)
     if as_json:
         emit_json({**plan_json(plan), "results": results})
 
@@ -253,7 +253,7 @@ def _rollback(version: str, *, cascade: bool, backup: bool, atomic: bool, as_jso
     backup_path = take_backup() if backup else None
     if backup_path and not as_json:
         echo(f"Backup written to {backup_path}")
-    results = execute(plan, atomic=atomic, as_json=as_json, create=False)
+    results = execute(catalog, plan, atomic=atomic, as_json=as_json, create=False)
     if as_json:
         emit_json({**plan_json(plan), "backup": str(backup_path) if backup_path else None, "results": results})
 

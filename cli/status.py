@@ -19,7 +19,8 @@ from cli.output import echo, emit_json, table
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON (see docs/commands.md).")
 def status(as_json: bool) -> None:
     """Schema version, applied and pending counts, and agent counts."""
-    from planner.agents import NoAgentsTable, read_agents
+    from planner.agents import read_agents
+    from planner.errors import NoAgentsTable
     from planner.ledger import read_ledger
     from planner.loader import load_catalog
     from planner.plan import unknown_applied

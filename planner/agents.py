@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from planner.errors import DatabaseError, DatabaseNotFound, NotADatabase
+from planner.database import open_read_only
+from planner.errors import DatabaseNotFound, NoAgentsTable
 
 
 @dataclass(frozen=True)
@@ -30,26 +31,6 @@ class Agent:
     columns: dict[str, Any]
 
 
-class NoAgentsTable(DatabaseError, LookupError):
-    """The database has no agents table yet (migration 0001 is not applied)."""
-
-    def __init__(self, path: Path):
-        super().__init__(f"database {path} has no agents table yet; run `apm migrate` first", path=path)
-
-
-def open_read_only(path: Path) -> sqlite3.Connection:
-    """A connection that can neither create nor change the file."""
-    if not path.exists():
-        raise DatabaseNotFound(path)
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        conn.execute("PRAGMA schema_version").fetchone()
-    except sqlite3.DatabaseError as error:
-        conn.close()
-        raise NotADatabase(path) from error
-    return conn
-
-
 def _decode(text: Any) -> Any:
     if not isinstance(text, str):
         return text
@@ -62,6 +43,8 @@ def _decode(text: Any) -> Any:
 def read_agents(path: Path, role: str | None = None) -> list[Agent]:
     """Every agent (or the one with ``role``), ordered by id."""
     conn = open_read_only(path)
+    if conn is None:
+        raise DatabaseNotFound(path)
     try:
         conn.row_factory = sqlite3.Row
         if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='agents'").fetchone() is None:

@@ -171,7 +171,7 @@ def backup(path: Path | str) -> Path:
         raise DatabaseDirectoryMissing(path)
     if not path.is_file():
         raise DatabaseNotFound(path)
-    source = _open_read_only(path)
+    source = read_only_connection(path)
     target = _reserve_backup_name(path)
     try:
         try:
@@ -224,8 +224,12 @@ def _reserve_backup_name(path: Path) -> Path:
             raise DatabaseReadOnly(path) from exc
 
 
-def _open_read_only(path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> sqlite3.Connection:
-    """A connection that can never create or change the file (URI ``mode=ro``)."""
+def read_only_connection(path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> sqlite3.Connection:
+    """A connection that can never create or change the file (URI ``mode=ro``), not even to recover a journal.
+
+    ``doctor`` needs exactly this: it must report a crashed database as it is.
+    Everything else uses ``open_read_only``, which recovers first.
+    """
     if not _has_sqlite_header(path):
         raise NotADatabase(path)
     uri = path.resolve().as_uri() + "?mode=ro"
@@ -248,9 +252,9 @@ def open_read_only(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT)
     if not path.is_file():
         return None
     try:
-        return _open_read_only(path, busy_timeout)
+        return read_only_connection(path, busy_timeout)
     except DatabaseReadOnly:
         if not writable(path):
             raise
     connect(path, busy_timeout=busy_timeout).close()
-    return _open_read_only(path, busy_timeout)
+    return read_only_connection(path, busy_timeout)

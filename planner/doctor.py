@@ -19,8 +19,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from planner.database import DEFAULT_BUSY_TIMEOUT, list_backups, translate_error
-from planner.errors import CatalogError, DatabaseNotFound, NotADatabase
+from planner.database import DEFAULT_BUSY_TIMEOUT, list_backups, read_only_connection
+from planner.errors import CatalogError, DatabaseNotFound
 from planner.lint import ERROR, INFO, WARNING, Finding, history_findings
 from planner.schema import quote_identifier
 
@@ -39,7 +39,7 @@ def diagnose(db_path: Path | str, catalog_dir: Path | str, *, busy_timeout: floa
     if not db_path.is_file():
         raise DatabaseNotFound(db_path)
     backups = list_backups(db_path)
-    conn = _open(db_path, busy_timeout)
+    conn = read_only_connection(db_path, busy_timeout)
     try:
         findings = _integrity(conn, db_path, backups)
         damaged = any(f.code == "integrity" for f in findings)
@@ -50,16 +50,6 @@ def diagnose(db_path: Path | str, catalog_dir: Path | str, *, busy_timeout: floa
         conn.close()
     findings.extend(_backups(db_path, backups))
     return findings
-
-
-def _open(path: Path, busy_timeout: float) -> sqlite3.Connection:
-    uri = path.resolve().as_uri() + "?mode=ro"
-    try:
-        conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
-        conn.execute("PRAGMA schema_version").fetchone()
-    except sqlite3.Error as exc:
-        raise translate_error(exc, path, busy_timeout) or NotADatabase(path) from exc
-    return conn
 
 
 def _restore_fix(db_path: Path, backups: list[Path]) -> str:

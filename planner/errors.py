@@ -428,6 +428,13 @@ class DatabaseReadOnly(DatabaseError, PermissionError):
         )
 
 
+class NoAgentsTable(DatabaseError, LookupError):
+    """The database has no agents table yet (migration 0001 is not applied)."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"database {path} has no agents table yet; run `apm migrate` first", path=path)
+
+
 class DatabaseLocked(DatabaseError, TimeoutError):
     """Another connection held the write lock longer than the busy timeout."""
 
