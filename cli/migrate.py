@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from cli.options import settings, shared_options
+from cli.options import settings, shared_options, use_color
 from cli.output import echo, emit_json, migration_row, plan_json, table
 
 # --------------------------------------------------------------------------
@@ -70,7 +70,8 @@ def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool) -> list
 
     executor = Executor(settings().db_path, busy_timeout=settings().busy_timeout, create=create, catalog=catalog)
     if bar_wanted:
-        with click.progressbar(length=len(plan), label=f"{verb.split()[0]}ing", color=None) as bar:
+        label = "Applying" if plan.direction == "apply" else "Rolling back"
+        with click.progressbar(length=len(plan), label=label, color=use_color()) as bar:
             def tick(event) -> None:
                 record(event)
                 if isinstance(event, (StepFinished, StepSkipped)):

@@ -1,0 +1,66 @@
+"""What a person sees on a real terminal: the progress bar, colour, and NO_COLOR.
+
+These run the installed `apm` with its standard output on a pseudo-terminal,
+because click decides about bars and colour from the terminal itself.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_migration
+
+APM = Path(sys.executable).parent / "apm"
+pytestmark = pytest.mark.skipif(not APM.exists(), reason="the apm console script is not installed (pip install -e .)")
+
+
+def on_terminal(args: list[str], cwd: Path, **env: str) -> str:
+    """Run apm with stdin, stdout and stderr on one pty; return everything it wrote."""
+    master, slave = pty.openpty()
+    environ = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "APM_DB", "APM_MIGRATIONS_DIR")}
+    environ.update(env, TERM="xterm", COLUMNS="100")
+    process = subprocess.Popen([str(APM), *args], stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=environ)
+    os.close(slave)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([master], [], [], 30)
+        if not ready:
+            break
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the pty closes when the process ends
+            break
+        if not data:
+            break
+        chunks.append(data)
+    process.wait(timeout=30)
+    os.close(master)
+    return b"".join(chunks).decode(errors="replace")
+
+
+@pytest.fixture
+def long_catalog(catalog_dir: Path) -> Path:
+    for number in range(1, 16):
+        write_migration(catalog_dir, f"{number:04d}", upgrade=f"conn.execute('CREATE TABLE t{number} (x)')",
+                        downgrade=f"conn.execute('DROP TABLE t{number}')")
+    write_migration(catalog_dir, "0016", downgrade=None)  # a warning for `check`, drawn in colour
+    return catalog_dir
+
+
+def test_long_run_draws_a_progress_bar(long_catalog: Path, tmp_path: Path) -> None:
+    out = on_terminal(["--db", "app.db", "--migrations-dir", str(long_catalog), "migrate"], tmp_path)
+    assert "Applying" in out and "Applied 16 migration(s)" in out
+    assert "Applied 0001" not in out  # the bar replaces the per-migration lines
+
+
+def test_colour_on_a_terminal_and_never_with_no_color(long_catalog: Path, tmp_path: Path) -> None:
+    args = ["--migrations-dir", str(long_catalog), "migrate", "check"]
+    assert "\x1b[" in on_terminal(args, tmp_path)
+    assert "\x1b[" not in on_terminal(args, tmp_path, NO_COLOR="1")
