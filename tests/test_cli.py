@@ -273,3 +273,31 @@ def answer_on_a_terminal(argv: list[str], answer: str, **kwargs) -> subprocess.C
     finally:
         os.close(master)
     return subprocess.CompletedProcess(argv, process.returncode, out, "")
+
+
+def test_atomic_runs_the_whole_plan_or_nothing(catalog_dir: Path, db: Path) -> None:
+    write_migration(catalog_dir, "0001", upgrade="conn.execute('CREATE TABLE a (x)')")
+    write_migration(catalog_dir, "0002", upgrade="conn.execute('CREATE TABLE b (x)')\nconn.execute('INSERT INTO nope VALUES (1)')")
+    base = ("--db", str(db), "--migrations-dir", str(catalog_dir), "migrate")
+    result = invoke(*base, "--atomic", "--yes")
+    assert result.exit_code == 5 and "no such table: nope" in result.output
+    assert tables(db) == set()  # 0001 was rolled back with the rest
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone() == (0,)
+    conn.close()
+
+
+def test_busy_timeout_gives_up_with_a_clear_error(chain: Path, db: Path) -> None:
+    base = ("--db", str(db), "--migrations-dir", str(chain))
+    ok(*base, "migrate", "--target", "0001")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        before = tables(db)
+        result = invoke(*base, "--busy-timeout", "0.2", "migrate", "--yes")
+        assert result.exit_code == 6, result.output
+        assert "locked" in result.output and "--busy-timeout" in result.output
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert tables(db) == before
