@@ -1,0 +1,77 @@
+"""Commands import only what they need: the modules a command loads are behaviour worth keeping.
+
+Start-up is paid on every run of ``apm`` (docs/performance.md): networkx alone
+costs more than the rest of ``apm migrate --list``. Each check runs in a fresh
+interpreter, because this test process has long since imported everything.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def modules_after(args: list[str], cwd: Path) -> set[str]:
+    """Run ``apm *args`` in a fresh interpreter and return the names of the modules it imported."""
+    code = (
+        "import json, sys\n"
+        "from cli.main import apm\n"
+        "try:\n"
+        f"    apm({args!r}, prog_name='apm')\n"
+        "except SystemExit as exit:\n"
+        "    assert not exit.code, exit.code\n"
+        "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, env=None, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stderr.strip().splitlines()[-1]))
+
+
+def write_migration(folder: Path, version: str, depends_on: tuple[str, ...]) -> None:
+    (folder / f"migration_{version}.py").write_text(
+        f'"""Migration {version}: table {version}"""\n\n'
+        f"depends_on = {depends_on!r}\n\n"
+        f"def upgrade(conn):\n    conn.execute('CREATE TABLE t{version} (id INTEGER PRIMARY KEY)')\n"
+    )
+
+
+def test_list_on_a_monotone_catalog_does_not_import_networkx_or_tabulate(tmp_path: Path) -> None:
+    # The shipped catalog: every dependency names a lower version.
+    db = tmp_path / "aipm.db"
+    subprocess.run(
+        [sys.executable, "-c", "from cli.main import main; main()", "--db", str(db), "migrate", "--yes"],
+        cwd=ROOT, check=True, capture_output=True,
+    )
+    loaded = modules_after(["--db", str(db), "migrate", "--list"], tmp_path)
+    assert "planner.plan" in loaded  # it did plan
+    assert "networkx" not in loaded
+    assert "tabulate" not in loaded  # nothing pending: no table drawn
+
+
+def test_list_with_a_dependency_on_a_higher_version_still_orders_by_dependency(tmp_path: Path) -> None:
+    # 0002 needs 0003: number order is wrong, so networkx orders the plan.
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    write_migration(catalog, "0001", ())
+    write_migration(catalog, "0002", ("0003",))
+    write_migration(catalog, "0003", ("0001",))
+    code = (
+        "import sys\n"
+        "from cli.main import apm\n"
+        "try:\n"
+        f"    apm(['--db', {str(tmp_path / 'x.db')!r}, '--migrations-dir', {str(catalog)!r},"
+        " 'migrate', '--list', '--json'], prog_name='apm')\n"
+        "except SystemExit as exit:\n"
+        "    assert not exit.code, exit.code\n"
+        "print('networkx' in sys.modules, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert [row["version"] for row in json.loads(done.stdout)] == ["0001", "0003", "0002"]
+    assert done.stderr.strip().splitlines()[-1] == "True"
