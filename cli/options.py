@@ -65,6 +65,16 @@ def _store(name: str, convert=lambda v: v):
     return callback
 
 
+def _debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """--debug shows tracebacks and the library's log (which is silent otherwise)."""
+    if value:
+        import logging
+
+        ctx.ensure_object(Settings).debug = True
+        logging.basicConfig(level=logging.DEBUG, format="apm: %(name)s: %(message)s")
+    return value
+
+
 def shared_options(top_level: bool = False):
     """The options every command accepts; ``top_level`` also reads APM_DB and APM_MIGRATIONS_DIR."""
 
@@ -104,7 +114,7 @@ def shared_options(top_level: bool = False):
                 default=False,
                 expose_value=False,
                 is_eager=True,
-                callback=_store("debug"),
+                callback=_debug,
                 help="Show the full traceback of an error.",
             ),
         ]

@@ -72,8 +72,8 @@ def connect(path: Path | str, *, create: bool = False, busy_timeout: float = DEF
             pass
         except OSError as exc:
             raise DatabaseReadOnly(path) from exc
-    if path.is_dir() or not _has_sqlite_header(path):
-        raise NotADatabase(path)
+    if not path.is_file() or not _has_sqlite_header(path):
+        raise NotADatabase(path)  # a folder, a device such as /dev/null, or another kind of file
     try:
         if not (writable(path) and writable(folder)):
             # The folder matters too: SQLite writes its journal next to the file.

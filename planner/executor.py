@@ -60,6 +60,8 @@ if TYPE_CHECKING:
     from planner.catalog import Catalog
 
 log = logging.getLogger(__name__)
+# A library logs; whoever runs it decides where that goes (the CLI shows it with --debug).
+log.addHandler(logging.NullHandler())
 
 #: How many violations ``foreign_key_check`` reports at most; the first one is in the message.
 _MAX_VIOLATIONS = 100

@@ -301,3 +301,9 @@ def test_busy_timeout_gives_up_with_a_clear_error(chain: Path, db: Path) -> None
         holder.execute("ROLLBACK")
         holder.close()
     assert tables(db) == before
+
+
+def test_a_device_is_not_a_database_and_nothing_is_logged(chain: Path) -> None:
+    result = invoke("--db", "/dev/null", "--migrations-dir", str(chain), "migrate", "--yes")
+    assert result.exit_code == 6 and "/dev/null is not a SQLite database" in result.output
+    assert "Traceback" not in result.output
