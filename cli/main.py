@@ -9,7 +9,6 @@ they run.
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 
 import click
@@ -17,17 +16,31 @@ import click
 from cli import options
 from cli.options import Settings, shared_options
 from planner import __version__
-from planner import errors as E
 
-_EXIT_CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...] = (
-    (E.CatalogError, options.EXIT_CATALOG),
-    (E.PlanError, options.EXIT_REFUSED),
-    (E.ExecutionError, options.EXIT_FAILED),
-    (E.DatabaseError, options.EXIT_DATABASE),
-    (E.RenderError, options.EXIT_TOOL),
-    # `apm migrate new` refusing to write a file is a refusal like any other.
-    ((E.InvalidDescription, E.ConflictingDependencyOptions, E.MigrationFileExists), options.EXIT_REFUSED),
-)
+# sqlite3 and planner.errors are not imported here: `apm --help` needs neither,
+# and an error can only be a sqlite3 or planner error once a command imported them.
+
+
+def _exit_codes() -> tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...]:
+    """Each library error family and its exit code, most specific first."""
+    from planner import errors as E
+
+    return (
+        (E.CatalogError, options.EXIT_CATALOG),
+        (E.PlanError, options.EXIT_REFUSED),
+        (E.ExecutionError, options.EXIT_FAILED),
+        (E.DatabaseError, options.EXIT_DATABASE),
+        (E.RenderError, options.EXIT_TOOL),
+        # `apm migrate new` refusing to write a file is a refusal like any other.
+        ((E.InvalidDescription, E.ConflictingDependencyOptions, E.MigrationFileExists), options.EXIT_REFUSED),
+    )
+
+
+def _is_sqlite_error(error: BaseException) -> bool:
+    # A sqlite3.Error can exist only if something imported sqlite3; checking
+    # sys.modules keeps start-up from importing it just to compare against.
+    sqlite3 = sys.modules.get("sqlite3")
+    return sqlite3 is not None and isinstance(error, sqlite3.Error)
 
 
 class CommandError(click.ClickException):
@@ -42,10 +55,10 @@ class CommandError(click.ClickException):
 
 
 def exit_code_for(error: BaseException) -> int:
-    for kind, code in _EXIT_CODES:
+    for kind, code in _exit_codes():
         if isinstance(error, kind):
             return code
-    if isinstance(error, sqlite3.Error):
+    if _is_sqlite_error(error):
         return options.EXIT_DATABASE
     return options.EXIT_INTERNAL
 
@@ -58,17 +71,16 @@ class ApmGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.Abort, click.ClickException):
             raise
-        except E.MigrationError as error:
+        except Exception as error:
             if ctx.ensure_object(Settings).debug:
                 raise
-            raise CommandError(str(error), exit_code_for(error)) from error
-        except sqlite3.Error as error:
-            if ctx.ensure_object(Settings).debug:
-                raise
-            raise CommandError(f"SQLite error: {error}; run with --debug for details", options.EXIT_DATABASE)
-        except Exception as error:  # a bug: say so in one line, keep the traceback for --debug
-            if ctx.ensure_object(Settings).debug:
-                raise
+            from planner.errors import MigrationError
+
+            if isinstance(error, MigrationError):
+                raise CommandError(str(error), exit_code_for(error)) from error
+            if _is_sqlite_error(error):
+                raise CommandError(f"SQLite error: {error}; run with --debug for details", options.EXIT_DATABASE)
+            # A bug: say so in one line, keep the traceback for --debug.
             raise CommandError(
                 f"internal error {type(error).__name__}: {error}; run again with --debug and report it",
                 options.EXIT_INTERNAL,

@@ -10,7 +10,6 @@ level only, which makes an explicit option always beat the environment.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -36,15 +35,40 @@ def shipped_catalog() -> Path:
     return Path(next(iter(apm_migrations.__path__)))
 
 
-@dataclass
 class Settings:
-    """What the shared options resolved to, for the command that runs."""
+    """What the shared options resolved to, for the command that runs.
 
-    db: Path | None = None
-    migrations_dir: Path | None = None
-    debug: bool = False
-    busy_timeout: float = 30.0
-    extras: dict = field(default_factory=dict)
+    A plain class rather than a dataclass: every ``apm`` run creates one, and
+    importing ``dataclasses`` costs more start-up than the whole class.
+    """
+
+    def __init__(
+        self,
+        db: Path | None = None,
+        migrations_dir: Path | None = None,
+        debug: bool = False,
+        busy_timeout: float = 30.0,
+        extras: dict | None = None,
+    ):
+        self.db = db
+        self.migrations_dir = migrations_dir
+        self.debug = debug
+        self.busy_timeout = busy_timeout
+        self.extras = {} if extras is None else extras
+
+    def _fields(self) -> tuple:
+        return (self.db, self.migrations_dir, self.debug, self.busy_timeout, self.extras)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return (f"Settings(db={self.db!r}, migrations_dir={self.migrations_dir!r}, debug={self.debug!r}, "
+                f"busy_timeout={self.busy_timeout!r}, extras={self.extras!r})")
 
     @property
     def db_path(self) -> Path:

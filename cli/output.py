@@ -7,7 +7,6 @@ are documented in docs/commands.md).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -24,6 +23,8 @@ def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
 
 
 def emit_json(value: Any) -> None:
+    import json  # imported when used: most runs print no JSON, and start-up is paid on every run
+
     click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 

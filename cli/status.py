@@ -6,8 +6,6 @@ not exist says so instead of leaving an empty file behind.
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from cli.options import settings, shared_options
@@ -87,6 +85,8 @@ def agents_list(as_json: bool) -> None:
     if not rows:
         echo("No agents")
         return
+    import json  # here, not at the top: start-up is paid by every command
+
     echo(table(
         [[a.role, a.display_name, a.tier if a.tier is not None else "-", "yes" if a.is_active else "no",
           _short(json.dumps(a.metadata) if not isinstance(a.metadata, str) else a.metadata)] for a in rows],
@@ -112,6 +112,8 @@ def agents_show(role: str, as_json: bool) -> None:
     if as_json:
         emit_json(agent.columns | {"metadata": agent.metadata})
         return
+    import json
+
     for name, value in agent.columns.items():
         if name == "metadata":
             value = json.dumps(agent.metadata, indent=2, sort_keys=True) if not isinstance(

@@ -41,6 +41,14 @@ def write_migration(folder: Path, version: str, depends_on: tuple[str, ...]) -> 
     )
 
 
+def test_help_imports_neither_sqlite3_nor_the_planner(tmp_path: Path) -> None:
+    loaded = modules_after(["--help"], tmp_path)
+    assert "networkx" not in loaded
+    assert "sqlite3" not in loaded
+    assert "tabulate" not in loaded
+    assert "planner.loader" not in loaded
+
+
 def test_list_on_a_monotone_catalog_does_not_import_networkx_or_tabulate(tmp_path: Path) -> None:
     # The shipped catalog: every dependency names a lower version.
     db = tmp_path / "aipm.db"
@@ -75,3 +83,26 @@ def test_list_with_a_dependency_on_a_higher_version_still_orders_by_dependency(t
     assert done.returncode == 0, done.stderr
     assert [row["version"] for row in json.loads(done.stdout)] == ["0001", "0003", "0002"]
     assert done.stderr.strip().splitlines()[-1] == "True"
+
+
+def test_errors_still_map_to_their_exit_codes_without_eager_imports() -> None:
+    import sqlite3
+
+    from cli import options
+    from cli.main import exit_code_for
+    from planner.errors import MigrationNotFound
+
+    assert exit_code_for(sqlite3.OperationalError("database is locked")) == options.EXIT_DATABASE
+    assert exit_code_for(MigrationNotFound("0042")) == options.EXIT_REFUSED
+    assert exit_code_for(KeyError("bug")) == options.EXIT_INTERNAL
+
+
+def test_settings_defaults_equality_and_independent_extras() -> None:
+    from cli.options import DEFAULT_DB, Settings
+
+    first, second = Settings(), Settings()
+    assert first == second and first.db_path == DEFAULT_DB and first.busy_timeout == 30.0
+    first.extras["x"] = 1
+    assert second.extras == {} and first != second
+    assert Settings(db=Path("a.db")).db_path == Path("a.db")
+    assert "busy_timeout=30.0" in repr(second)
