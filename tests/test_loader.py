@@ -577,3 +577,26 @@ def test_the_cache_is_the_one_importlib_accepts(catalog_dir: Path, bytecode: Non
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.VALUE == 42
+
+
+def test_loading_leaves_the_garbage_collector_as_it_found_it(catalog_dir: Path) -> None:
+    # scan_catalog pauses the cyclic collector while it loads (docs/performance.md).
+    import gc
+
+    write_migration(catalog_dir, "0001")
+    assert gc.isenabled()
+    scan_catalog(catalog_dir)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        scan_catalog(catalog_dir)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_bytecode_cache_is_where_importlib_puts_it(catalog_dir: Path, bytecode: None) -> None:
+    paths = [write_migration(catalog_dir, "0001"), write_migration(catalog_dir, "0002", slug="second")]
+    load_catalog(catalog_dir)
+    for path in paths:
+        assert cache_of(path).is_file()
