@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from planner.errors import CatalogError, MigrationNotFound, UnknownDependency
+from planner.gcpause import without_collector
 from planner.migration import Migration
 
 if TYPE_CHECKING:  # networkx is imported only by commands that plan
@@ -41,6 +42,7 @@ class Catalog:
         self.graph = graph
 
     @classmethod
+    @without_collector
     def build(
         cls, directory: Path, migrations: Iterable[Migration], unloadable: Collection[str] = ()
     ) -> tuple[Catalog, list[CatalogError]]:

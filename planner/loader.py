@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import hashlib
 import importlib.util
 import marshal
@@ -39,6 +38,7 @@ from planner.errors import (
     MissingUpgrade,
     UnreadableMigration,
 )
+from planner.gcpause import collector_paused
 from planner.migration import DECLARED, DOCUMENTED, IMPLIED, Migration
 
 FILE_PREFIX = "migration_"
@@ -329,12 +329,8 @@ def scan_catalog(directory: Path | str) -> tuple[list[Migration], list[CatalogEr
     entries.sort(key=lambda entry: int(entry[0]))
     loaded: list[Migration] = []
     previous: str | None = None
-    # Every file adds a module's worth of objects that all stay alive, so the
-    # cyclic collector's passes find nothing to free while costing about a
-    # tenth of a 10,000-file load; it is paused (as it was found) meanwhile.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    # Every file adds objects that all stay alive: see planner.gcpause.
+    with collector_paused():
         for version, path in entries:
             if path is not None:
                 try:
@@ -346,9 +342,6 @@ def scan_catalog(directory: Path | str) -> tuple[list[Migration], list[CatalogEr
                         migration = replace(migration, depends_on=(previous,))
                     loaded.append(migration)
             previous = version
-    finally:
-        if collecting:
-            gc.enable()
     return loaded, problems
 
 

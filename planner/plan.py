@@ -22,6 +22,7 @@ from planner.errors import (
     RollbackRefused,
     UnknownAppliedMigration,
 )
+from planner.gcpause import without_collector
 from planner.graph import version_key
 from planner.migration import Migration
 
@@ -93,6 +94,7 @@ def unknown_applied(catalog: Catalog, applied: Iterable[str]) -> list[str]:
     return sorted(unknown, key=lambda v: (int(v) if is_version(v) else -1, v))
 
 
+@without_collector
 def apply_plan(catalog: Catalog, applied: Iterable[str], target: str | None = None) -> Plan:
     """Every pending migration (or only what ``target`` needs, and ``target``) in dependency order.
 
@@ -115,6 +117,7 @@ def apply_plan(catalog: Catalog, applied: Iterable[str], target: str | None = No
     return Plan(APPLY, _steps(catalog.in_order(order), APPLY), target=target)
 
 
+@without_collector
 def rollback_plan(catalog: Catalog, applied: Iterable[str], version: str, cascade: bool = False) -> Plan:
     """Roll back ``version``, and with ``cascade`` its applied dependents first.
 
