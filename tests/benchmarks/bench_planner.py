@@ -25,13 +25,21 @@ This is a measurement, not a test: pytest does not collect this folder.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import importlib.util
+import io
+import json
 import math
+import pstats
 import random
+import resource
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -159,6 +167,136 @@ def importlib_baseline(directory: Path) -> int:
     return count
 
 
+def remove_bytecode(directory: Path) -> None:
+    """Make the next load cold: no cached bytecode for any file of the folder."""
+    shutil.rmtree(directory / "__pycache__", ignore_errors=True)
+
+
+class LoadFigures(NamedTuple):
+    """Loading one generated folder: cold and warm, each beside a plain importlib loop."""
+
+    count: int
+    cold: Timing
+    cold_baseline: Timing
+    warm: Timing
+    warm_baseline: Timing
+    profile: str
+
+
+def measure_loading(count: int, repeats: int, cold_repeats: int = 3, profile_top: int = 0) -> LoadFigures:
+    """Load ``count`` generated files cold (no ``__pycache__``) and warm, alternating with the baseline.
+
+    Bytecode caching is switched on for the measurement (and restored after),
+    since PYTHONDONTWRITEBYTECODE would make every load cold. With
+    ``profile_top``, one more warm load runs under cProfile and the top entries
+    by own time come back as text.
+    """
+    told_not_to = sys.dont_write_bytecode
+    sys.dont_write_bytecode = False
+    try:
+        with tempfile.TemporaryDirectory(prefix="apm-bench-load-") as folder:
+            directory = Path(folder)
+            write_files(directory, generate_dag(count, seed=7))
+
+            def cold_ours() -> None:
+                remove_bytecode(directory)
+                start = time.perf_counter()
+                load_catalog(directory)
+                return time.perf_counter() - start
+
+            def cold_theirs() -> None:
+                remove_bytecode(directory)
+                start = time.perf_counter()
+                importlib_baseline(directory)
+                return time.perf_counter() - start
+
+            ours, theirs = [], []
+            for _ in range(cold_repeats):
+                theirs.append(cold_theirs())
+                ours.append(cold_ours())
+            cold = Timing(statistics.median(ours), min(ours))
+            cold_base = Timing(statistics.median(theirs), min(theirs))
+            # The last cold run was ours, so the cache holds the loader's hash-based
+            # .pyc files, which the importlib loop also reads (checking the hash).
+            warm, warm_base = compare(lambda: load_catalog(directory), lambda: importlib_baseline(directory), repeats)
+            text = ""
+            if profile_top:
+                profiler = cProfile.Profile()
+                profiler.enable()
+                load_catalog(directory)
+                profiler.disable()
+                out = io.StringIO()
+                pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(profile_top)
+                text = out.getvalue()
+    finally:
+        sys.dont_write_bytecode = told_not_to
+    return LoadFigures(count, cold, cold_base, warm, warm_base, text)
+
+
+def measure_planning(size: int, repeats: int, *, shuffled: bool = False) -> tuple[Timing, Timing]:
+    """Build + the three plans over a generated DAG of ``size``, and the networkx baseline of the same edges.
+
+    ``shuffled`` renumbers the versions at random, so dependencies also point
+    to higher versions and the graph orders with networkx instead of a sort.
+    """
+    needs = generate_dag(size)
+    if shuffled:
+        needs = shuffled_numbers(needs)
+    migrations = migrations_of(needs)
+    return compare(lambda: graph_and_plan(migrations), lambda: networkx_baseline(needs), repeats)
+
+
+def loglog_exponent(measured: dict[int, float]) -> float:
+    """Slope of a least-squares fit of log(time) against log(size): 1.0 is linear."""
+    xs = [math.log(s) for s in measured]
+    ys = [math.log(t) for t in measured.values()]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+def peak_memory(size: int) -> dict[str, float]:
+    """Peak memory of generating, building and planning ``size`` migrations, measured in a fresh process.
+
+    A fresh interpreter, so that what earlier scenarios allocated does not
+    count: ``ru_maxrss`` (the whole process, interpreter included) and the
+    tracemalloc peak of the work alone, beside the process's size before it.
+    """
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--peak-memory", str(size)],
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _high_water_mib() -> float:
+    """This process's peak resident memory so far, in MiB.
+
+    Linux's VmHWM belongs to the address space, so it starts afresh at exec;
+    ``ru_maxrss`` would still hold the parent's peak from before the exec.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _peak_memory_here(size: int) -> dict[str, float]:
+    before = _high_water_mib()
+    migrations = migrations_of(generate_dag(size))
+    graph_and_plan(migrations)
+    rss = _high_water_mib()
+    del migrations
+    # Then once more under tracemalloc (which has its own overhead) for the peak of the work alone.
+    tracemalloc.start()
+    graph_and_plan(migrations_of(generate_dag(size)))
+    _, traced = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {"size": size, "rss_before_mib": before, "peak_rss_mib": rss, "traced_peak_mib": traced / 2**20}
+
+
 def report(label: str, timing: Timing, baseline: Timing, target: float | None = None) -> bool:
     verdict = ""
     met = True
@@ -179,7 +317,11 @@ def show_baseline(label: str, timing: Timing) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and no 100,000-node run")
+    parser.add_argument("--peak-memory", type=int, metavar="N", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.peak_memory:
+        print(json.dumps(_peak_memory_here(args.peak_memory)))
+        return 0
     repeats = 3 if args.quick else 7
     all_met = True
 

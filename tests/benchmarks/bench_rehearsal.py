@@ -74,21 +74,15 @@ def median_ms(function: Callable[[], object], repeats: int, setup: Callable[[], 
     return statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--agents", type=int, default=100_000)
-    parser.add_argument("--quick", action="store_true", help="3 repeats instead of 5")
-    args = parser.parse_args()
-    repeats = 3 if args.quick else 5
-
+def measure(agents: int = 100_000, repeats: int = 5) -> dict:
+    """The figures of this benchmark, as a dict (milliseconds, medians of ``repeats``)."""
     catalog = load_catalog(ROOT / "migrations")
     with tempfile.TemporaryDirectory(prefix="apm-bench-rehearsal-") as folder:
         db = Path(folder) / "aipm.db"
-        build_database(db, catalog, args.agents)
+        build_database(db, catalog, agents)
         plan = rollback_plan(catalog, read_ledger(db), "0027", cascade=True)
         size_mib = db.stat().st_size / 2**20
         copy = Path(folder) / "copy.db"
-
         real = median_ms(lambda: Executor(copy, catalog=catalog).run(plan), repeats,
                          setup=lambda: shutil.copyfile(db, copy))
         # The same real rollback where the in-memory rehearsal runs (tmpfs, WAL), which isolates what
@@ -128,8 +122,23 @@ def main() -> None:
             storage = last[-1].storage
             lines = last[-1].describe()
 
+    return {"agents": agents, "repeats": repeats, "size_mib": size_mib, "plan": list(plan.versions),
+            "real": real, "real_ram": real_ram, "results": results, "overheads": overheads,
+            "copy_ms": copy_ms, "storage": storage, "lines": lines}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=100_000)
+    parser.add_argument("--quick", action="store_true", help="3 repeats instead of 5")
+    args = parser.parse_args()
+    repeats = 3 if args.quick else 5
+    figures = measure(args.agents, repeats)
+    real, real_ram, results, overheads = (figures[k] for k in ("real", "real_ram", "results", "overheads"))
+    size_mib, copy_ms, storage, lines = (figures[k] for k in ("size_mib", "copy_ms", "storage", "lines"))
+
     print(f"database: {args.agents:,} agents, {args.agents // 10:,} tasks, {size_mib:.1f} MiB; "
-          f"plan: rollback 0027 --cascade ({', '.join(plan.versions)}); median of {repeats}")
+          f"plan: rollback 0027 --cascade ({', '.join(figures['plan'])}); median of {repeats}")
     print(f"  real rollback on a file copy (Executor.run): {real:8.1f} ms   1.00x")
     if real_ram is not None:
         print(f"  real rollback on a tmpfs copy in WAL mode:   {real_ram:8.1f} ms   {real_ram / real:.2f}x")
