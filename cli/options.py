@@ -29,10 +29,10 @@ EXIT_TOOL = 8  # an outside tool the command needs (Graphviz's dot) is missing o
 
 
 def shipped_catalog() -> Path:
-    """The folder of APM's own migrations, wherever the package was installed."""
-    import apm_migrations
+    """The folder of APM's own migrations (the default for --migrations-dir)."""
+    from planner.catalog import shipped_catalog_dir
 
-    return Path(next(iter(apm_migrations.__path__)))
+    return shipped_catalog_dir()
 
 
 class Settings:

@@ -31,6 +31,18 @@ def is_version(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+def shipped_catalog_dir() -> Path:
+    """The folder of APM's own migrations, wherever they were installed (the package ``apm_migrations``).
+
+    The repository keeps them in ``migrations/``; the wheel installs that folder
+    under a name no other project will use. Migrations are loaded by path, so
+    only the folder is needed, never an import of its modules.
+    """
+    import apm_migrations
+
+    return Path(next(iter(apm_migrations.__path__)))
+
+
 class Catalog:
     """The loaded migrations of one folder, in numeric order, and the DAG they form."""
 

@@ -10,19 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from planner.catalog import Catalog
+from planner.catalog import Catalog, shipped_catalog_dir
 from planner.errors import DependenciesNotApplied
 from planner.executor import Executor
 from planner.loader import load_catalog
 from planner.migration import Migration
 from planner.plan import apply_plan, rollback_plan
-
-
-def shipped_catalog_dir() -> Path:
-    """The folder of APM's own migrations, installed as the package ``apm_migrations``."""
-    import apm_migrations
-
-    return Path(apm_migrations.__path__[0])
 
 
 class DatabaseService:
