@@ -46,7 +46,7 @@ def graph_command(fmt: str, output: Path | None, focus: str | None, rollback: st
         text = renderers[fmt](catalog, applied, focus=focus, rollback=rollback)
         data = (text if text.endswith("\n") else text + "\n").encode()
     if output is None:
-        click.get_binary_stream("stdout").write(data)
+        click.echo(data, nl=False)  # bytes go to the binary stream underneath
     else:
         output.write_bytes(data)
         click.echo(f"Wrote {output}")
