@@ -105,6 +105,7 @@ def kill_repeatedly(tmp_path: Path, catalog_dir: Path, kills: int, seed: int) ->
 
 
 def test_sigkill_during_migrations_leaves_ledger_and_schema_in_agreement(tmp_path, catalog_dir):
+    # kill_repeatedly asserts integrity_check and ledger/schema agreement after every kill.
     kill_repeatedly(tmp_path, catalog_dir, kills=10, seed=20251018)
 
 

@@ -349,7 +349,7 @@ def test_missing_upgrade(catalog_dir: Path) -> None:
 
 def test_upgrade_that_is_not_callable_is_missing(catalog_dir: Path) -> None:
     (catalog_dir / "migration_0001.py").write_text('"""Migration 0001: x"""\nupgrade = "SQL"\n')
-    only_problem(catalog_dir, MissingUpgrade)
+    assert only_problem(catalog_dir, MissingUpgrade).versions == ("0001",)
 
 
 def test_downgrade_is_optional(catalog_dir: Path) -> None:

@@ -142,11 +142,13 @@ def test_refuses_a_catalog_that_does_not_load(seed_chain):
 
 def test_refuses_a_catalog_with_an_unknown_dependency(seed_chain):
     write_migration(seed_chain, "0031", depends_on=("0028",))
-    refused(seed_chain, CatalogInvalid)
+    error = refused(seed_chain, CatalogInvalid)
+    assert "0031 depends on 0028, which does not exist" in str(error)
 
 
 def test_refuses_a_missing_folder(tmp_path):
-    refused(tmp_path / "nowhere", CatalogNotFound)
+    error = refused(tmp_path / "nowhere", CatalogNotFound)
+    assert "nowhere does not exist" in str(error)
 
 
 @pytest.mark.parametrize("description", ["!!!", "", "   ", "—"])
@@ -156,7 +158,8 @@ def test_refuses_a_description_without_a_slug(catalog_dir, description):
 
 
 def test_refuses_a_description_of_several_lines(catalog_dir):
-    refused(catalog_dir, InvalidDescription, "Add things\nand more")
+    error = refused(catalog_dir, InvalidDescription, "Add things\nand more")
+    assert "one line" in str(error)
 
 
 def test_refuses_an_unknown_dependency(seed_chain):
