@@ -423,6 +423,15 @@ class _Run:
             return exc
         return MigrationFailed(step.version, step.direction, exc, rolled_back=not atomic)
 
+    def failed(self, step: Step, index: int, exc: BaseException, started: float, *, atomic: bool) -> Iterator[Event]:
+        """Log the failure, report it as an event, then raise it (as ``MigrationFailed`` unless it is ours)."""
+        error = self.wrap(step, exc, atomic=atomic)
+        self.log_failure(step, error, round((time.perf_counter() - started) * 1000))
+        yield StepFailed(step, index, self.total, error)
+        if error is exc:
+            raise exc
+        raise error from exc
+
     def log_failure(self, step: Step, error: Exception, execution_ms: int | None) -> None:
         """Record the failure in its own small transaction; best effort, since the file may be the problem."""
         if isinstance(error, DatabaseError):
@@ -471,12 +480,7 @@ class _Run:
             except (GeneratorExit, KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as exc:
-                error = self.wrap(step, exc, atomic=False)
-                self.log_failure(step, error, round((time.perf_counter() - started) * 1000))
-                yield StepFailed(step, index, self.total, error)
-                if error is exc:
-                    raise
-                raise error from exc
+                yield from self.failed(step, index, exc, started, atomic=False)
             if skipped is not None:
                 yield StepSkipped(step, index, self.total, skipped)
             else:
@@ -515,9 +519,4 @@ class _Run:
             except (GeneratorExit, KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as exc:
-                error = self.wrap(step, exc, atomic=True)
-                self.log_failure(step, error, round((time.perf_counter() - started) * 1000))
-                yield StepFailed(step, index or 1, self.total, error)
-                if error is exc:
-                    raise
-                raise error from exc
+                yield from self.failed(step, index or 1, exc, started, atomic=True)
