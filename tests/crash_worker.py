@@ -38,6 +38,7 @@ def main(argv: list[str]) -> int:
         return 0
     if mode == "cycle":
         root = catalog.graph.root_nodes()[0]
+        print("ready", flush=True)  # the parent times its kill from here, not from process start
         while True:
             applied = executor.applied()
             plan = apply_plan(catalog, applied)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import select
 import signal
 import sqlite3
 import subprocess
@@ -91,12 +92,19 @@ def kill_repeatedly(tmp_path: Path, catalog_dir: Path, kills: int, seed: int) ->
         args = [sys.executable, str(WORKER), "cycle", str(db), str(catalog_dir)]
         if round_ % 3 == 2:
             args.append("--atomic")
-        worker = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.45, 1.4))  # the worker needs ~0.4 s to start
+        worker = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # Wait for the worker to be ready (start-up time varies with the machine's load), then kill
+        # it at a random moment of its work.
+        ready, _, _ = select.select([worker.stdout], [], [], 60)
+        if not ready or worker.stdout.readline() != b"ready\n":
+            worker.kill()
+            pytest.fail(f"worker did not start: {worker.stderr.read().decode()}")
+        time.sleep(rng.uniform(0.0, 1.0))
         if worker.poll() is not None:
             pytest.fail(f"worker exited by itself: {worker.stderr.read().decode()}")
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
+        worker.stdout.close()
         worker.stderr.close()
         if db.exists():
             seen_states.add(len(check_consistent(db)))
