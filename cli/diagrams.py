@@ -68,7 +68,11 @@ def docs_command(output: Path | None, check: bool) -> None:
     if check:
         current = target.read_text(encoding="utf-8") if target.exists() else None
         if current != page:
-            raise click.ClickException(f"{target} is out of date; run `apm migrate docs` to refresh it")
+            from cli.main import CommandError
+            from cli.options import EXIT_CATALOG
+
+            # A stale page is a catalog problem for CI to fail on, not a bug (exit 1 means a bug).
+            raise CommandError(f"{target} is out of date; run `apm migrate docs` to refresh it", EXIT_CATALOG)
         click.echo(f"{target} is up to date")
         return
     target.write_text(page, encoding="utf-8")

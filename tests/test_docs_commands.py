@@ -35,7 +35,7 @@ def test_docs_writes_and_checks(tmp_path: Path) -> None:
     folder = tmp_path / "catalog"
     shutil.copytree(shipped_catalog(), folder, ignore=shutil.ignore_patterns("README.md", "__pycache__"))
     stale = CliRunner().invoke(apm, ["--migrations-dir", str(folder), "migrate", "docs", "--check"])
-    assert stale.exit_code == 1 and "apm migrate docs" in stale.output
+    assert stale.exit_code == 3 and "apm migrate docs" in stale.output
     assert "Wrote" in ok("--migrations-dir", str(folder), "migrate", "docs")
     assert "0029 Utility agents" in (folder / "README.md").read_text(encoding="utf-8")
 
