@@ -42,33 +42,12 @@ class Settings:
     importing ``dataclasses`` costs more start-up than the whole class.
     """
 
-    def __init__(
-        self,
-        db: Path | None = None,
-        migrations_dir: Path | None = None,
-        debug: bool = False,
-        busy_timeout: float = 30.0,
-        extras: dict | None = None,
-    ):
+    def __init__(self, db: Path | None = None, migrations_dir: Path | None = None, debug: bool = False,
+                 busy_timeout: float = 30.0):
         self.db = db
         self.migrations_dir = migrations_dir
         self.debug = debug
         self.busy_timeout = busy_timeout
-        self.extras = {} if extras is None else extras
-
-    def _fields(self) -> tuple:
-        return (self.db, self.migrations_dir, self.debug, self.busy_timeout, self.extras)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._fields() == other._fields()  # type: ignore[attr-defined]
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
-
-    def __repr__(self) -> str:
-        return (f"Settings(db={self.db!r}, migrations_dir={self.migrations_dir!r}, debug={self.debug!r}, "
-                f"busy_timeout={self.busy_timeout!r}, extras={self.extras!r})")
 
     @property
     def db_path(self) -> Path:
