@@ -21,17 +21,6 @@ from cli.output import echo, emit_json
 _COLOURS = {"error": "red", "warning": "yellow", "info": None}
 
 
-class _Failed(click.ClickException):
-    """A library error that stops the command, with the exit code of its family."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-    def show(self, file=None) -> None:
-        click.echo(f"Error: {self.format_message()}", err=True)
-
-
 def _print_findings(findings: list) -> None:
     for finding in findings:
         echo(finding.describe(), fg=_COLOURS.get(finding.severity))
@@ -65,16 +54,12 @@ def check_command(as_json: bool, strict: bool) -> None:
     default database exists. Exit status: 0 clean, 3 catalog errors, 4
     history errors (with --strict, warnings count as errors).
     """
-    from planner.errors import DatabaseError
     from planner.lint import check_catalog
 
     options = settings()
     catalog_dir = options.catalog_dir
     db_path: Path | None = options.db if options.db is not None else (DEFAULT_DB if DEFAULT_DB.is_file() else None)
-    try:
-        findings = check_catalog(catalog_dir, db_path)
-    except DatabaseError as exc:
-        raise _Failed(str(exc), EXIT_DATABASE) from exc
+    findings = check_catalog(catalog_dir, db_path)  # a DatabaseError exits 6 through the root group
     code = check_exit_code(findings, strict)
     if as_json:
         emit_json({
@@ -105,13 +90,9 @@ def doctor_command(as_json: bool) -> None:
     6 when something is wrong with the database.
     """
     from planner.doctor import diagnose
-    from planner.errors import DatabaseError
 
     options = settings()
-    try:
-        findings = diagnose(options.db_path, options.catalog_dir, busy_timeout=options.busy_timeout)
-    except DatabaseError as exc:
-        raise _Failed(str(exc), EXIT_DATABASE) from exc
+    findings = diagnose(options.db_path, options.catalog_dir, busy_timeout=options.busy_timeout)
     healthy = not any(f.severity == "error" for f in findings)
     code = EXIT_OK if healthy else EXIT_DATABASE
     if as_json:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from cli.main import apm
 from cli.options import EXIT_DATABASE, EXIT_OK
-from cli.safety import doctor_command
 from planner.database import backup
 from planner.doctor import diagnose
 from planner.errors import DatabaseNotFound, NotADatabase
@@ -188,7 +188,7 @@ def test_there_must_be_a_database(tmp_path):
 
 
 def run_doctor(*args: str):
-    return CliRunner().invoke(doctor_command, [*args, "--migrations-dir", str(SHIPPED)])
+    return CliRunner().invoke(apm, ["migrate", "doctor", *args, "--migrations-dir", str(SHIPPED)])
 
 
 def test_doctor_exits_0_when_healthy_and_6_when_not(apm_db):

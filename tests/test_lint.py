@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from cli.main import apm
 from cli.options import EXIT_CATALOG, EXIT_DATABASE, EXIT_OK, EXIT_REFUSED
-from cli.safety import check_command
 from planner.errors import DatabaseNotFound
 from planner.executor import Executor
 from planner.lint import check_catalog
@@ -167,7 +167,7 @@ def test_a_database_that_does_not_exist_raises(seed_chain, tmp_path):
 
 
 def run_check(*args: str):
-    return CliRunner().invoke(check_command, list(args))
+    return CliRunner().invoke(apm, ["migrate", "check", *args])
 
 
 def test_check_exit_codes(seed_chain, applied_db, catalog_dir, tmp_path):
