@@ -83,7 +83,8 @@ def check_consistent(db: Path) -> set[str]:
     return applied
 
 
-def kill_repeatedly(tmp_path: Path, catalog_dir: Path, kills: int, seed: int) -> None:
+def kill_repeatedly(tmp_path: Path, catalog_dir: Path, kills: int, seed: int) -> set[int]:
+    """Kill a migrating worker ``kills`` times, checking the database after each; return the states seen."""
     slow_catalog(catalog_dir)
     db = tmp_path / "crash.db"
     rng = random.Random(seed)
@@ -108,16 +109,18 @@ def kill_repeatedly(tmp_path: Path, catalog_dir: Path, kills: int, seed: int) ->
         worker.stderr.close()
         if db.exists():
             seen_states.add(len(check_consistent(db)))
-    # The kills landed at different points of the cycle, not always the same one.
-    assert len(seen_states) >= min(3, kills // 3)
+    return seen_states
 
 
 def test_sigkill_during_migrations_leaves_ledger_and_schema_in_agreement(tmp_path, catalog_dir):
     # kill_repeatedly asserts integrity_check and ledger/schema agreement after every kill.
-    kill_repeatedly(tmp_path, catalog_dir, kills=10, seed=20251018)
+    states = kill_repeatedly(tmp_path, catalog_dir, kills=10, seed=20251018)
+    # The kills landed at different points of the cycle (numbers of applied migrations), not always the same one.
+    assert len(states) >= 3, states
 
 
 @pytest.mark.stress
 @pytest.mark.skipif(os.environ.get("APM_STRESS") != "1", reason="set APM_STRESS=1 for the long run")
 def test_sigkill_stress(tmp_path, catalog_dir):
-    kill_repeatedly(tmp_path, catalog_dir, kills=200, seed=int(time.time()))
+    states = kill_repeatedly(tmp_path, catalog_dir, kills=200, seed=int(time.time()))
+    assert len(states) >= 3, states
