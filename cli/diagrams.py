@@ -14,7 +14,7 @@ import click
 
 from cli.options import settings, shared_options
 
-TEXT_FORMATS = ("mermaid", "dot", "text", "json")
+TEXT_FORMATS = ("mermaid", "dot", "text", "json")  # planner.diagram.FORMATS; kept here so --help needs no import
 IMAGE_FORMATS = ("svg", "png")
 
 
@@ -35,15 +35,13 @@ def graph_command(fmt: str, output: Path | None, focus: str | None, rollback: st
     catalog = load_catalog(settings().catalog_dir)
     db = settings().db_path
     applied = list(read_ledger(db)) if db.exists() else None
-    renderers = {"mermaid": diagram.to_mermaid, "dot": diagram.to_dot, "text": diagram.to_text,
-                 "json": diagram.to_json}
     if fmt in IMAGE_FORMATS:
         if output is None and sys.stdout.isatty():
             raise click.UsageError(f"--format {fmt} writes binary data: pass -o FILE.{fmt}")
         source = diagram.to_dot(catalog, applied, focus=focus, rollback=rollback)
         data: bytes = diagram.render_image(source, fmt)
     else:
-        text = renderers[fmt](catalog, applied, focus=focus, rollback=rollback)
+        text = diagram.FORMATS[fmt](catalog, applied, focus=focus, rollback=rollback)
         data = (text if text.endswith("\n") else text + "\n").encode()
     if output is None:
         click.echo(data, nl=False)  # bytes go to the binary stream underneath

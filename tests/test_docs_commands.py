@@ -69,3 +69,10 @@ def test_graph_to_file_and_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(shutil, "which", lambda name: None)
     missing = CliRunner().invoke(apm, ["migrate", "graph", "--format", "svg", "-o", str(tmp_path / "g.svg")])
     assert missing.exit_code == 8 and "graphviz" in missing.output and "Traceback" not in missing.output
+
+
+def test_graph_offers_exactly_the_library_formats() -> None:
+    from cli.diagrams import TEXT_FORMATS
+    from planner.diagram import FORMATS
+
+    assert set(TEXT_FORMATS) == set(FORMATS)
