@@ -1,9 +1,9 @@
 """A catalog: the migrations of one folder, by version, with their dependency graph.
 
 Versions are strings as written in file names (``"0027"``) but compare by
-number, so a dependency written ``"27"`` or ``"0027"`` names the same file and
-a ledger row recorded as ``"27"`` still matches. ``canonical`` does that
-translation once, here, so nothing downstream has to.
+number (``planner.versions``), so a dependency written ``"27"`` or ``"0027"``
+names the same file and a ledger row recorded as ``"27"`` still matches.
+``canonical`` does that translation once, here, so nothing downstream has to.
 """
 
 from __future__ import annotations
@@ -17,18 +17,10 @@ from typing import TYPE_CHECKING
 from planner.errors import CatalogError, MigrationNotFound, UnknownDependency
 from planner.gcpause import without_collector
 from planner.migration import Migration
+from planner.versions import number
 
 if TYPE_CHECKING:  # networkx is imported only by commands that plan
     from planner.graph import MigrationGraph
-
-
-def is_version(text: str) -> bool:
-    """Whether ``text`` spells a version: ASCII digits only.
-
-    ``str.isdigit`` alone also accepts ``"²"``, which ``int`` rejects: a ledger
-    row like that must read as an unknown version, not crash the planner.
-    """
-    return text.isascii() and text.isdigit()
 
 
 def shipped_catalog_dir() -> Path:
@@ -46,12 +38,10 @@ def shipped_catalog_dir() -> Path:
 class Catalog:
     """The loaded migrations of one folder, in numeric order, and the DAG they form."""
 
-    def __init__(self, directory: Path, migrations: Iterable[Migration], graph: "MigrationGraph"):
-        self.directory = directory
-        numbered = sorted(((int(m.version), m) for m in migrations), key=lambda pair: pair[0])
-        self._migrations = {m.version: m for _, m in numbered}
-        self._by_number = {number: m.version for number, m in numbered}
-        self.graph = graph
+    directory: Path
+    graph: MigrationGraph
+    _migrations: dict[str, Migration]
+    _by_number: dict[int, str]
 
     @classmethod
     @without_collector
@@ -66,7 +56,7 @@ class Catalog:
         from planner.graph import MigrationGraph
 
         migrations = list(migrations)
-        numbers = {m.version: int(m.version) for m in migrations}
+        numbers = {m.version: m.number for m in migrations}
         by_number = {number: version for version, number in numbers.items()}
         # Usually every dependency is already spelled as its file is; only the
         # migrations naming some other spelling (or nothing at all) need resolving.
@@ -74,7 +64,7 @@ class Catalog:
         odd = named - numbers.keys()
         problems: list[CatalogError] = []
         if odd:
-            skip = {int(v) for v in unloadable}
+            skip = {number(v) for v in unloadable}
             resolved: list[Migration] = []
             for migration in migrations:
                 if odd.isdisjoint(migration.depends_on):
@@ -82,11 +72,11 @@ class Catalog:
                     continue
                 needs: list[str] = []
                 for dependency in migration.depends_on:
-                    canonical = by_number.get(int(dependency))
+                    canonical = by_number.get(number(dependency))
                     if canonical is not None:
                         if canonical not in needs:
                             needs.append(canonical)
-                    elif int(dependency) not in skip:
+                    elif number(dependency) not in skip:
                         problems.append(UnknownDependency(migration.version, dependency, migration.path))
                 resolved.append(replace(migration, depends_on=tuple(needs)))
             migrations = resolved
@@ -101,7 +91,7 @@ class Catalog:
                 if problem.path is None and problem.versions:
                     problem.path = paths.get(problem.versions[0])
             problems.extend(graph_problems)
-        # The constructor's work, without parsing every version again.
+        # Built here, once, from numbers already parsed: there is no other constructor.
         catalog = cls.__new__(cls)
         catalog.directory = directory
         catalog._migrations = {v: by_version[v] for v in ordered}
@@ -127,9 +117,8 @@ class Catalog:
         """The catalog's spelling of ``version`` (``"27"`` → ``"0027"``), or ``None`` if it has none."""
         if version in self._migrations:
             return version
-        if not is_version(version):
-            return None
-        return self._by_number.get(int(version))
+        value = number(version)
+        return None if value is None else self._by_number.get(value)
 
     def get(self, version: str) -> Migration:
         """The migration for ``version`` in any spelling; ``MigrationNotFound`` if there is none."""

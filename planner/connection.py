@@ -1,8 +1,10 @@
 """The connection handed to migrations: ``sqlite3.Connection``, minus the ways to break the transaction.
 
 The executor wraps each migration in one transaction, so a migration must not
-end it, start another, or switch foreign keys (a silent no-op inside a
-transaction). Python's ``executescript`` is the subtle case: it COMMITs any
+end it or start another. ``PRAGMA foreign_keys = OFF/ON`` (the seed's rebuild
+pattern) is passed over and reported to the executor, which logs it: inside a
+transaction SQLite ignores it, and the executor has already switched
+enforcement off and checks foreign keys before committing. Python's ``executescript`` is the subtle case: it COMMITs any
 open transaction before running, so here it runs the script one statement at
 a time instead. Statements that would manage the transaction raise
 ``TransactionTampered`` before they reach SQLite; ``commit()`` is a no-op
@@ -18,31 +20,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from planner.errors import TransactionTampered
+from planner.sql import SKIP, keywords, split_script
 
-# Leading whitespace and comments before a statement's first keyword.
-_SKIP = re.compile(r"(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?(?:\*/|\Z))*", re.S)
-_WORD = re.compile(r"[A-Za-z_]+")
 _PRAGMA_FOREIGN_KEYS = re.compile(
     r"""PRAGMA\s+(?:["`\[]?\w+["`\]]?\s*\.\s*)?["`\[]?foreign_keys["`\]]?\s*[=(]""", re.I
 )
-_FOREIGN_KEYS_REASON = (
-    "PRAGMA foreign_keys does nothing inside a transaction; the executor already turns enforcement off "
-    "before each migration and runs PRAGMA foreign_key_check before committing"
-)
-
-
-def _keywords(sql: str, count: int) -> list[str]:
-    """The first ``count`` words of a statement, upper-cased, skipping comments."""
-    words: list[str] = []
-    pos = 0
-    while len(words) < count:
-        pos = _SKIP.match(sql, pos).end()
-        match = _WORD.match(sql, pos)
-        if match is None:
-            break
-        words.append(match.group().upper())
-        pos = match.end()
-    return words
 
 
 # Only these first keywords need a closer look; everything else is decided by one regex match.
@@ -63,43 +45,35 @@ def forbidden_reason(sql: str) -> str | None:
     if first in ("BEGIN", "COMMIT", "END"):
         return ""
     if first == "ROLLBACK":
-        rest = _keywords(sql, 3)[1:]
+        rest = keywords(sql, 3)[1:]
         if rest[:1] == ["TRANSACTION"]:
             rest = rest[1:]
         return None if rest[:1] == ["TO"] else ""
-    if first == "PRAGMA" and _PRAGMA_FOREIGN_KEYS.match(sql, _SKIP.match(sql).end()):
-        return _FOREIGN_KEYS_REASON
     return None
 
 
-def split_script(script: str) -> Iterable[str]:
-    """The statements of a script, in order, each complete (triggers' ``BEGIN ... END`` included).
-
-    Pieces between semicolons are joined until ``sqlite3.complete_statement``
-    agrees the statement is whole, so a semicolon inside a string literal or
-    a trigger body does not split it.
-    """
-    pieces = script.split(";")
-    buffer = ""
-    last = len(pieces) - 1
-    for i, piece in enumerate(pieces):
-        buffer += piece if i == last else piece + ";"
-        if i == last or sqlite3.complete_statement(buffer):
-            if _keywords(buffer, 1):
-                yield buffer[_SKIP.match(buffer).end() :].rstrip()
-            buffer = ""
+def switches_foreign_keys(sql: str) -> bool:
+    """Whether ``sql`` sets ``PRAGMA foreign_keys`` (reading it is harmless and runs as usual)."""
+    match = _FIRST.match(sql)
+    return (
+        match is not None
+        and match.group(1).upper() == "PRAGMA"
+        and _PRAGMA_FOREIGN_KEYS.match(sql, SKIP.match(sql).end()) is not None
+    )
 
 
 class _Guard:
     """What the connection and its cursors share: which step is running, and the check itself."""
 
-    __slots__ = ("version", "direction", "tampered")
+    __slots__ = ("version", "direction", "tampered", "ignored")
 
     def __init__(self, version: str, direction: str):
         self.version = version
         self.direction = direction
         #: The first refusal, kept so a migration that swallows the exception still fails.
         self.tampered: TransactionTampered | None = None
+        #: Statements passed over on purpose (``PRAGMA foreign_keys = ...``), for the executor to log.
+        self.ignored: list[str] = []
 
     def refuse(self, statement: str, reason: str | None = None) -> None:
         error = TransactionTampered(self.version, self.direction, " ".join(statement.split())[:80], reason or None)
@@ -107,10 +81,18 @@ class _Guard:
             self.tampered = error
         raise error
 
-    def check(self, sql: str) -> None:
+    def check(self, sql: str) -> bool:
+        """Refuse ``sql`` if it would end the transaction; ``False`` when it is to be passed over."""
         reason = forbidden_reason(sql)
         if reason is not None:
             self.refuse(sql, reason)
+        if switches_foreign_keys(sql):
+            # The seed's own rebuild pattern wraps its work in OFF/ON. Inside a transaction SQLite
+            # ignores the PRAGMA anyway; the executor has switched enforcement off already and runs
+            # foreign_key_check before COMMIT, so the migration gets exactly what it asked for.
+            self.ignored.append(" ".join(sql.split()).rstrip(";")[:80])
+            return False
+        return True
 
 
 class MigrationCursor:
@@ -121,21 +103,21 @@ class MigrationCursor:
         object.__setattr__(self, "_guard", guard)
 
     def execute(self, sql: str, parameters: Any = ()) -> MigrationCursor:
-        self._guard.check(sql)
-        self._cursor.execute(sql, parameters)
+        if self._guard.check(sql):
+            self._cursor.execute(sql, parameters)
         return self
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> MigrationCursor:
-        self._guard.check(sql)
-        self._cursor.executemany(sql, seq_of_parameters)
+        if self._guard.check(sql):
+            self._cursor.executemany(sql, seq_of_parameters)
         return self
 
     def executescript(self, sql_script: str) -> MigrationCursor:
         statements = list(split_script(sql_script))
-        for statement in statements:  # refuse before anything runs
-            self._guard.check(statement)
-        for statement in statements:
-            self._cursor.execute(statement)
+        wanted = [self._guard.check(statement) for statement in statements]  # refuse before anything runs
+        for statement, run in zip(statements, wanted):
+            if run:
+                self._cursor.execute(statement)
         return self
 
     def __iter__(self) -> MigrationCursor:
@@ -158,10 +140,21 @@ class MigrationConnection:
         object.__setattr__(self, "_conn", conn)
         object.__setattr__(self, "_guard", _Guard(version, direction))
 
+    #: Why a ``PRAGMA foreign_keys = ...`` is passed over (the executor logs it with the statement).
+    IGNORED_REASON = (
+        "PRAGMA foreign_keys does nothing inside a transaction; the executor already switched enforcement "
+        "off before this migration and runs PRAGMA foreign_key_check before committing"
+    )
+
     @property
     def tampered(self) -> TransactionTampered | None:
         """The first refused statement, even if the migration caught the exception."""
         return self._guard.tampered
+
+    @property
+    def ignored(self) -> list[str]:
+        """``PRAGMA foreign_keys = ...`` statements the migration ran, passed over on purpose."""
+        return self._guard.ignored
 
     def cursor(self, *args: Any, **kwargs: Any) -> MigrationCursor:
         return MigrationCursor(self._conn.cursor(*args, **kwargs), self._guard)

@@ -32,15 +32,10 @@ from typing import Literal
 
 import networkx as nx
 
+from planner import versions
 from planner.catalog import Catalog
-from planner.errors import (
-    GraphvizFailed,
-    GraphvizMissing,
-    MigrationNotFound,
-    NotApplied,
-    UnknownAppliedMigration,
-)
-from planner.graph import version_key
+from planner.errors import GraphvizFailed, GraphvizMissing
+from planner.plan import rollback_scope
 
 APPLIED = "applied"
 PENDING = "pending"
@@ -102,13 +97,6 @@ class Diagram:
     focus: str | None = None
     rollback: str | None = None
 
-    def node(self, version: str) -> DiagramNode:
-        """The drawn node for ``version``; ``KeyError`` if it is not drawn."""
-        for node in self.nodes:
-            if node.version == version:
-                return node
-        raise KeyError(version)
-
     @property
     def versions(self) -> list[str]:
         """The drawn versions, in drawing order."""
@@ -130,28 +118,13 @@ def focus_set(catalog: Catalog, version: str) -> set[str]:
 
 
 def rollback_set(catalog: Catalog, applied: Collection[str] | None, version: str) -> set[str]:
-    """What a cascade rollback of ``version`` would take: it and its applied descendants.
+    """What a cascade rollback of ``version`` would take: ``plan.rollback_scope``, the planner's own rule.
 
-    Without a ledger (``applied is None``) every descendant counts, since any
-    of them may be applied somewhere. With one, the same refusals as
-    ``plan.rollback_plan`` apply (a version that is not applied, or whose file
-    is missing), so a diagram never promises a rollback the planner refuses to
-    plan. Irreversible migrations are still included: the picture should show
-    what stands in the way, not hide it.
+    So a diagram never promises a rollback the planner refuses to plan, and
+    refuses with the same error. Irreversible migrations are still included:
+    the picture should show what stands in the way, not hide it.
     """
-    canonical = catalog.canonical(version)
-    if applied is None:
-        if canonical is None:
-            raise MigrationNotFound(version)
-        return {canonical} | catalog.graph.descendants(canonical)
-    known, unknown = catalog.split_applied(applied)
-    if canonical is None:
-        if version in unknown:
-            raise UnknownAppliedMigration(version)
-        raise MigrationNotFound(version)
-    if canonical not in known:
-        raise NotApplied(canonical)
-    return {canonical} | (catalog.graph.descendants(canonical) & known)
+    return set(rollback_scope(catalog, applied, version).order)
 
 
 def build_diagram(
@@ -198,7 +171,7 @@ def build_diagram(
     ]
     # A missing file has no dependencies to focus on, so only the full picture shows it.
     if focus is None:
-        nodes += [DiagramNode(version, "", MISSING) for version in sorted(missing, key=_missing_key)]
+        nodes += [DiagramNode(version, "", MISSING) for version in versions.ordered(missing)]
     position = {version: i for i, version in enumerate(order)}
     edges = sorted(
         ((dependency, version) for version in order for dependency in graph.dependencies(version) if dependency in drawn),
@@ -206,11 +179,6 @@ def build_diagram(
     )
     needs = {version: tuple(graph.dependencies(version)) for version in order}
     return Diagram(tuple(nodes), tuple(edges), needs, applied is not None, focus, rollback)
-
-
-def _missing_key(version: str) -> tuple[int, str]:
-    # A ledger row may hold anything; numeric ones sort by number, the rest after them.
-    return (int(version), version) if version.isdigit() else (1 << 62, version)
 
 
 # -- mermaid ------------------------------------------------------------------------

@@ -22,6 +22,15 @@ class MigrationError(Exception):
     """Base of every error this library raises on purpose."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """The person running the command asked it to stop (Ctrl-C): not a failure of the migration that was running.
+
+    The ``apm`` command raises this from its SIGINT handler, so the executor
+    can tell a real Ctrl-C (roll the open step back and stop) from a
+    ``KeyboardInterrupt`` that a migration raised itself (a failed step).
+    """
+
+
 # --------------------------------------------------------------------------
 # Catalog: problems found while loading migration files.
 # --------------------------------------------------------------------------
@@ -184,6 +193,15 @@ class PlanError(MigrationError):
     """A plan cannot be made, or is refused, for the graph and ledger as they are."""
 
 
+class InvalidVersion(MigrationError, ValueError):
+    """Text given where a version is required is not one: empty, blank, or not digits (a usage error)."""
+
+    def __init__(self, text: str):
+        self.text = text
+        shown = "an empty version" if not text.strip() else f"{text!r} is not a version"
+        super().__init__(f"{shown}: a version is a number such as 0027")
+
+
 class MigrationNotFound(PlanError, LookupError):
     """A version named by the user is not in the catalog."""
 
@@ -331,8 +349,14 @@ class MigrationFailed(ExecutionError):
     def __init__(self, version: str, direction: str, cause: BaseException, rolled_back: bool = True):
         self.cause = cause
         state = "its changes were rolled back" if rolled_back else "the whole plan was rolled back"
+        if isinstance(cause, SystemExit):
+            what = f"called sys.exit({cause.code!r})"
+        elif str(cause):
+            what = f"{type(cause).__name__}: {cause}"
+        else:
+            what = f"raised {type(cause).__name__}"
         super().__init__(
-            f"migration {version} failed during {direction}: {type(cause).__name__}: {cause}; {state}",
+            f"migration {version} failed during {direction}: {what}; {state}",
             version=version,
             direction=direction,
         )
@@ -425,6 +449,19 @@ class DatabaseReadOnly(DatabaseError, PermissionError):
     def __init__(self, path: Path):
         super().__init__(
             f"database {path} is read-only; make it writable (chmod u+w) or copy it elsewhere", path=path
+        )
+
+
+class ForeignLedger(DatabaseError):
+    """``schema_migrations`` exists with a shape this project neither wrote nor inherited from APM's old framework."""
+
+    def __init__(self, path: Path, columns: Sequence[str], known: Sequence[str]):
+        self.columns = tuple(columns)
+        super().__init__(
+            f"{path} has a schema_migrations table made by another tool (columns: {', '.join(columns)}; "
+            f"apm knows {', '.join(known)}); nothing was changed. Point --db at APM's database, or move "
+            f"that table aside (ALTER TABLE schema_migrations RENAME TO ...) if you mean to switch tools",
+            path=path,
         )
 
 

@@ -9,11 +9,19 @@ failure rolls back that step alone; the database is exactly as it was before
 it, earlier steps stay applied. A SIGKILL at any moment leaves either the
 step's whole transaction or none of it, which SQLite's journal guarantees.
 
-Re-reading the ledger inside the lock is what makes concurrent runs safe:
-whoever gets the lock second finds the step done and skips it.
+One context manager, ``_Session.transaction``, owns that protocol (foreign
+keys, BEGIN, the ledger tables, COMMIT or ROLLBACK) for every kind of work:
+a step, a whole ``--atomic`` plan, a mark, the log row of a failure.
 
-Progress is reported as typed events, to a callback (``run``) or as an
-iterator (``events``); this module never prints.
+Re-reading the ledger inside the lock is what makes concurrent runs safe:
+whoever gets the lock second finds the step done and skips it, and
+``Executor.migrate`` plans again when another process changed the ledger
+under the plan (a rollback that ran first, say).
+
+Whatever a migration raises, ``SystemExit`` and ``KeyboardInterrupt``
+included, fails its step like any exception. Only ``Interrupted`` (what the
+command raises on Ctrl-C) stops the run as an interruption: the open step is
+rolled back and the exception goes on up.
 """
 
 from __future__ import annotations
@@ -23,38 +31,29 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
-from planner.catalog import is_version
 from planner.connection import MigrationConnection
 from planner.database import DEFAULT_BUSY_TIMEOUT, connect, open_read_only, translate_error
 from planner.errors import (
     AlreadyApplied,
+    DatabaseDirectoryMissing,
     DatabaseError,
     DatabaseNotFound,
-    DatabaseDirectoryMissing,
     ExecutionError,
     ForeignKeyViolation,
+    Interrupted,
     LedgerChanged,
     MigrationFailed,
     NotApplied,
     ValidationFailed,
 )
-from planner.ledger import (
-    APPLY,
-    FAILED,
-    MARK_APPLIED,
-    MARK_ROLLED_BACK,
-    OK,
-    ROLLBACK,
-    SKIPPED,
-    Ledger,
-    LedgerEntry,
-)
+from planner.events import Event, Replanned, RunResult, StepFailed, StepFinished, StepSkipped, StepStarted
+from planner.ledger import APPLY, FAILED, MARK_APPLIED, MARK_ROLLED_BACK, OK, ROLLBACK, SKIPPED, Ledger, LedgerEntry
 from planner.migration import Migration
-from planner.plan import Plan, Step
+from planner.plan import Plan, Step, step_conflicts
+from planner.versions import number
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
@@ -65,67 +64,11 @@ log.addHandler(logging.NullHandler())
 
 #: How many violations ``foreign_key_check`` reports at most; the first one is in the message.
 _MAX_VIOLATIONS = 100
+#: How many times ``migrate`` plans again before giving up on a ledger that keeps changing.
+_REPLANS = 10
 
-
-# --------------------------------------------------------------------------
-# Events
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StepStarted:
-    """Step ``index`` of ``total`` (1-based) is about to take the write lock."""
-
-    step: Step
-    index: int
-    total: int
-
-
-@dataclass(frozen=True)
-class StepFinished:
-    """The step ran and was committed (in atomic mode: ran; the commit comes at the end)."""
-
-    step: Step
-    index: int
-    total: int
-    duration_ms: float
-
-
-@dataclass(frozen=True)
-class StepSkipped:
-    """Inside the lock the step turned out to be done already (by another process)."""
-
-    step: Step
-    index: int
-    total: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class StepFailed:
-    """The step failed and was rolled back; ``error`` is what ``run`` raises next."""
-
-    step: Step
-    index: int
-    total: int
-    error: Exception
-
-
-Event = Union[StepStarted, StepFinished, StepSkipped, StepFailed]
-
-
-@dataclass
-class RunResult:
-    """What a run did: the steps committed and the steps found already done."""
-
-    plan: Plan
-    done: list[Step] = field(default_factory=list)
-    skipped: list[Step] = field(default_factory=list)
-
-
-def _key(version: str) -> int | str:
-    """Ledger versions compare by number (``27`` is ``0027``), like the catalog's."""
-    return int(version) if is_version(version) else version
+__all__ = ["Executor", "Event", "RunResult", "StepFailed", "StepFinished", "StepSkipped", "StepStarted",
+           "Replanned", "foreign_keys_enabled", "foreign_keys_off"]
 
 
 def foreign_keys_enabled(conn: sqlite3.Connection) -> bool:
@@ -140,7 +83,7 @@ def foreign_keys_off(conn: sqlite3.Connection, previous: bool | None = None) -> 
     Must be entered outside any transaction: inside one, ``PRAGMA
     foreign_keys`` is silently ignored. ``previous`` saves the lookup when the
     caller already knows the setting (migrations cannot change it: the
-    connection proxy refuses the PRAGMA).
+    connection proxy ignores the PRAGMA).
     """
     if previous is None:
         previous = foreign_keys_enabled(conn)
@@ -151,11 +94,6 @@ def foreign_keys_off(conn: sqlite3.Connection, previous: bool | None = None) -> 
     finally:
         if previous:
             conn.execute("PRAGMA foreign_keys = ON")
-
-
-# --------------------------------------------------------------------------
-# The executor
-# --------------------------------------------------------------------------
 
 
 class Executor:
@@ -179,8 +117,6 @@ class Executor:
         self.create = create
         self.catalog = catalog
 
-    # -- reading ---------------------------------------------------------------
-
     def applied(self) -> dict[str, LedgerEntry]:
         """The ledger as it is now, read without writing; ``{}`` for a database that may still be created."""
         conn = open_read_only(self.path, self.busy_timeout)
@@ -192,9 +128,6 @@ class Executor:
             return Ledger(conn).applied_migrations()
         finally:
             conn.close()
-
-    def _connect(self) -> sqlite3.Connection:
-        return connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
 
     # -- running ---------------------------------------------------------------
 
@@ -208,25 +141,56 @@ class Executor:
         """
         result = RunResult(plan)
         for event in self.events(plan, atomic=atomic):
-            if isinstance(event, StepFinished):
-                result.done.append(event.step)
-            elif isinstance(event, StepSkipped):
-                result.skipped.append(event.step)
+            _tally(result, event)
             if on_event is not None:
                 on_event(event)
         return result
+
+    def migrate(
+        self,
+        make_plan: Callable[[dict[str, LedgerEntry]], Plan],
+        on_event: Callable[[Event], None] | None = None,
+        *,
+        atomic: bool = False,
+        plan: Plan | None = None,
+    ) -> RunResult:
+        """Run what ``make_plan(ledger)`` asks for, planning again whenever another process changed the ledger.
+
+        A plan is made from the ledger as read before the lock; when a step
+        finds, inside the lock, that the ledger no longer fits it
+        (``LedgerChanged``), nothing of that step ran, so the rest is planned
+        again from the ledger as it is now and the run carries on. ``plan``
+        is the first plan, when the caller already made (and showed) it.
+        A refusal of the new plan (a rollback that now has applied
+        dependents, say) is raised as it is.
+        """
+        if plan is None:
+            plan = make_plan(self.applied())
+        result = RunResult(plan)
+        for attempt in range(_REPLANS + 1):
+            try:
+                for event in self.events(plan, atomic=atomic):
+                    _tally(result, event)
+                    if on_event is not None:
+                        on_event(event)
+                return result
+            except LedgerChanged as changed:
+                if attempt == _REPLANS:
+                    raise
+                plan = make_plan(self.applied())
+                result.replans += 1
+                if on_event is not None:
+                    on_event(Replanned(str(changed), plan))
+        return result  # pragma: no cover (the loop returns or raises)
 
     def events(self, plan: Plan, *, atomic: bool = False) -> Iterator[Event]:
         """Run ``plan`` lazily, yielding its events; the failure is raised after its ``StepFailed``."""
         if not plan.steps:
             return
-        conn = self._connect()
+        conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
         try:
-            run = _Run(self, conn, plan)
-            if atomic:
-                yield from run.atomic()
-            else:
-                yield from run.stepwise()
+            session = _Session(self, conn, plan, atomic=atomic)
+            yield from session.atomic() if atomic else session.stepwise()
         finally:
             conn.close()
 
@@ -234,44 +198,35 @@ class Executor:
 
     def mark_applied(self, migration: Migration) -> None:
         """Record ``migration`` as applied without running it (its changes are already in the schema)."""
-        self._mark(migration, MARK_APPLIED)
+        self._mark(Step(migration, APPLY), MARK_APPLIED)
 
     def mark_rolled_back(self, migration: Migration) -> None:
         """Remove ``migration``'s ledger row without running its downgrade."""
-        self._mark(migration, MARK_ROLLED_BACK)
+        self._mark(Step(migration, ROLLBACK), MARK_ROLLED_BACK)
 
-    def _mark(self, migration: Migration, action: str) -> None:
-        conn = self._connect()
+    def _mark(self, step: Step, action: str) -> None:
+        conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
         try:
-            run = _Run(self, conn, Plan(APPLY if action == MARK_APPLIED else ROLLBACK, ()))
-            direction = APPLY if action == MARK_APPLIED else ROLLBACK
-            with foreign_keys_off(conn):
-                run.begin()
-                try:
-                    run.ensure_ledger()
-                    applied = run.applied_now()
-                    if direction == APPLY and _key(migration.version) in applied:
-                        raise AlreadyApplied(migration.version)
-                    if direction == ROLLBACK and _key(migration.version) not in applied:
-                        raise NotApplied(migration.version)
-                    conflicts = run.conflicts(Step(migration, direction), applied)
-                    if conflicts:
-                        raise LedgerChanged(migration.version, direction, conflicts)
-                    if direction == APPLY:
-                        run.ledger.record_applied(migration, None)
-                    else:
-                        run.ledger.record_unapplied(migration.version)
-                    run.ledger.log(migration.version, action, OK, checksum=migration.checksum)
-                    run.commit()
-                except BaseException:
-                    run.rollback()
-                    raise
+            session = _Session(self, conn, Plan(step.direction, (step,)))
+            with session.transaction():
+                applied = session.applied_now()
+                if session.skip_reason(step, applied) is not None:
+                    raise AlreadyApplied(step.version) if step.direction == APPLY else NotApplied(step.version)
+                session.check(step, applied)
+                session.record(step, None, action)
         finally:
             conn.close()
 
 
-class _Run:
-    """One run of a plan over one connection: the per-step protocol, and the ledger cache.
+def _tally(result: RunResult, event: Event) -> None:
+    if isinstance(event, StepFinished):
+        result.done.append(event.step)
+    elif isinstance(event, StepSkipped):
+        result.skipped.append(event.step)
+
+
+class _Session:
+    """One run over one connection: the transaction protocol, the per-step work, and the ledger cache.
 
     Re-reading the whole ledger inside every step's lock would make a long
     plan quadratic. ``PRAGMA data_version`` changes exactly when another
@@ -279,54 +234,63 @@ class _Run:
     commits update it directly.
     """
 
-    def __init__(self, executor: Executor, conn: sqlite3.Connection, plan: Plan):
+    def __init__(self, executor: Executor, conn: sqlite3.Connection, plan: Plan, *, atomic: bool = False):
         self.executor = executor
+        self.atomic_run = atomic
         self.conn = conn
         self.plan = plan
         self.ledger = Ledger(conn)
         self.total = len(plan.steps)
-        self._applied: set[int | str] | None = None
+        self.foreign_keys = foreign_keys_enabled(conn)
+        self._applied: set[str] | None = None
         self._data_version: int | None = None
         # Once a transaction that ensured the ledger schema has committed, the
         # tables are durable and need not be looked up again in this run.
         self._ledger_ready = False
         self._ledger_checked = False
-        self.foreign_keys = foreign_keys_enabled(conn)
-        # Dependents each plan step has among the plan's own migrations (for rollback checks).
-        self._plan_dependents: dict[str, list[str]] = {}
-        for step in plan.steps:
-            for dependency in step.migration.depends_on:
-                self._plan_dependents.setdefault(dependency, []).append(step.version)
+        catalog = executor.catalog
+        self._canonical: dict[int, str] = {}
+        if catalog is None:
+            # Without a catalog, the plan's own migrations are all there is to match rows and dependents to.
+            self._canonical = {m.number: m.version for m in (s.migration for s in plan.steps)}
+            self._plan_dependents: dict[str, list[str]] = {}
+            for step in plan.steps:
+                for dependency in step.migration.depends_on:
+                    self._plan_dependents.setdefault(dependency, []).append(step.version)
 
-    # -- transactions ----------------------------------------------------------
+    # -- the one transaction path ---------------------------------------------
 
-    def begin(self) -> None:
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Foreign keys off, ``BEGIN IMMEDIATE``, the ledger tables ready; ``COMMIT``, or ``ROLLBACK`` on anything.
+
+        Every write this module makes goes through here, so BEGIN, COMMIT,
+        ROLLBACK and foreign-key enforcement are decided in one place.
+        """
+        with foreign_keys_off(self.conn, self.foreign_keys):
+            self._sql("BEGIN IMMEDIATE")
+            try:
+                if not self._ledger_ready:
+                    self.ledger.ensure_schema()
+                    self._ledger_checked = True
+                yield
+            except BaseException:
+                self._rollback()
+                raise
+            self._sql("COMMIT")
+            self._ledger_ready = self._ledger_checked
+
+    def _sql(self, statement: str) -> None:
+        """BEGIN or COMMIT; a lock or permission problem there is about the file, not the migration."""
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute(statement)
         except sqlite3.Error as exc:
-            self._raise_translated(exc)
+            error = translate_error(exc, self.executor.path, self.executor.busy_timeout)
+            if error is None:
+                raise
+            raise error from exc
 
-    def commit(self) -> None:
-        try:
-            self.conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._raise_translated(exc)
-        self._ledger_ready = self._ledger_checked
-
-    def ensure_ledger(self) -> None:
-        """Create or upgrade the ledger tables inside the open transaction, unless a commit already did."""
-        if not self._ledger_ready:
-            self.ledger.ensure_schema()
-            self._ledger_checked = True
-
-    def _raise_translated(self, exc: sqlite3.Error) -> None:
-        """A lock or permission problem at BEGIN/COMMIT is about the file, not the migration."""
-        error = translate_error(exc, self.executor.path, self.executor.busy_timeout)
-        if error is None:
-            raise exc
-        raise error from exc
-
-    def rollback(self) -> None:
+    def _rollback(self) -> None:
         """Roll back whatever is open; forget the cached ledger, which may have counted rolled-back rows."""
         self._applied = None
         self._ledger_checked = self._ledger_ready
@@ -339,42 +303,78 @@ class _Run:
 
     # -- the ledger, as seen inside the lock -----------------------------------
 
-    def applied_now(self) -> set[int | str]:
+    def applied_now(self) -> set[str]:
+        """Applied versions in the catalog's spelling (rows the catalog does not know keep theirs)."""
         data_version = self.conn.execute("PRAGMA data_version").fetchone()[0]
         if self._applied is None or data_version != self._data_version:
-            self._applied = {_key(v) for v in self.ledger.applied_versions()}
+            self._applied = {self._spelling(v) for v in self.ledger.applied_versions()}
             self._data_version = data_version
         return self._applied
 
-    def conflicts(self, step: Step, applied: set[int | str]) -> list[str]:
-        """Dependencies no longer applied (apply), or dependents now applied (rollback)."""
-        migration = step.migration
-        if step.direction == APPLY:
-            return [v for v in migration.depends_on if _key(v) not in applied]
-        dependents = set(self._plan_dependents.get(migration.version, ()))
+    def _spelling(self, recorded: str) -> str:
         catalog = self.executor.catalog
-        if catalog is not None and migration.version in catalog.graph:
-            dependents.update(catalog.graph.dependents(migration.version))
-        return sorted((v for v in dependents if _key(v) in applied), key=_key)
+        if catalog is not None:
+            return catalog.canonical(recorded) or recorded
+        value = number(recorded)
+        return recorded if value is None else self._canonical.get(value, recorded)
 
-    def skip_reason(self, step: Step, applied: set[int | str]) -> str | None:
-        is_applied = _key(step.version) in applied
+    def _dependents(self, version: str) -> list[str]:
+        catalog = self.executor.catalog
+        if catalog is None:
+            return self._plan_dependents.get(version, [])
+        return catalog.graph.dependents(version) if version in catalog.graph else []
+
+    def skip_reason(self, step: Step, applied: set[str]) -> str | None:
+        is_applied = step.version in applied
         if step.direction == APPLY and is_applied:
             return "already applied (by another process since the plan was made)"
         if step.direction == ROLLBACK and not is_applied:
             return "already rolled back (by another process since the plan was made)"
         return None
 
+    def check(self, step: Step, applied: set[str]) -> None:
+        """Refuse a step the ledger no longer allows (``plan.step_conflicts``: the planner's own rule)."""
+        conflicts = step_conflicts(step, applied, self._dependents)
+        if conflicts:
+            raise LedgerChanged(step.version, step.direction, conflicts)
+
+    def record(self, step: Step, execution_ms: int | None, action: str | None = None,
+               detail: str | None = None) -> None:
+        """The ledger row and the log row of a step, in the step's transaction."""
+        migration = step.migration
+        if step.direction == APPLY:
+            self.ledger.record_applied(migration, execution_ms)
+        else:
+            self.ledger.record_unapplied(migration.version)
+        self.ledger.log(migration.version, action or step.direction, OK, migration.checksum, execution_ms, detail)
+
     # -- one step's work, inside an open transaction ---------------------------
 
-    def perform(self, step: Step) -> int:
-        """Run the migration, check it, write the ledger; return its execution time in ms."""
-        migration = step.migration
+    def attempt(self, step: Step) -> str | None:
+        """Check the step against the ledger, then run it; the reason it was skipped, or ``None`` when it ran."""
+        applied = self.applied_now()
+        skipped = self.skip_reason(step, applied)
+        if skipped is not None:
+            self.ledger.log(step.version, step.direction, SKIPPED, step.migration.checksum, detail=skipped)
+            return skipped
+        self.check(step, applied)
         started = time.perf_counter()
+        ignored = self.perform(step)
+        detail = f"ignored: {'; '.join(ignored)} ({MigrationConnection.IGNORED_REASON})" if ignored else None
+        self.record(step, round((time.perf_counter() - started) * 1000), detail=detail)
+        return None
+
+    def perform(self, step: Step) -> list[str]:
+        """Run the migration's code and the checks after it; anything it raises fails the step.
+
+        Returns the statements the connection passed over (``PRAGMA
+        foreign_keys = ...``), which the step's log row records as a warning.
+        """
+        migration = step.migration
+        applying = step.direction == APPLY
         proxy = MigrationConnection(self.conn, migration.version, step.direction)
         saved = (self.conn.row_factory, self.conn.text_factory)
         try:
-            applying = step.direction == APPLY
             # validate_pre/post describe the upgraded schema, so they guard the apply direction only.
             if applying and migration.validate_pre is not None and not migration.validate_pre(proxy):
                 raise ValidationFailed(migration.version, step.direction, "validate_pre")
@@ -384,24 +384,25 @@ class _Run:
                     migration.version, step.direction, NotImplementedError("no downgrade(conn) function")
                 )
             function(proxy)
+            if proxy.tampered is None:
+                self._check_foreign_keys(step)
+                if applying and migration.validate_post is not None and not migration.validate_post(proxy):
+                    raise ValidationFailed(migration.version, step.direction, "validate_post")
             if proxy.tampered is not None:
                 raise proxy.tampered
-            self.check_foreign_keys(step)
-            if applying and migration.validate_post is not None and not migration.validate_post(proxy):
-                raise ValidationFailed(migration.version, step.direction, "validate_post")
-            if proxy.tampered is not None:
-                raise proxy.tampered
+        except (Interrupted, ExecutionError, DatabaseError):
+            raise
+        except BaseException as exc:
+            # sys.exit() or a KeyboardInterrupt raised by the migration's own code is its failure,
+            # not a reason to end the program with the transaction half done.
+            raise MigrationFailed(migration.version, step.direction, exc, rolled_back=not self.atomic_run) from exc
         finally:
             self.conn.row_factory, self.conn.text_factory = saved
-        execution_ms = round((time.perf_counter() - started) * 1000)
-        if applying:
-            self.ledger.record_applied(migration, execution_ms)
-        else:
-            self.ledger.record_unapplied(migration.version)
-        self.ledger.log(migration.version, step.direction, OK, migration.checksum, execution_ms)
-        return execution_ms
+        for ignored in proxy.ignored:
+            log.warning("migration %s: ignored %s (%s)", migration.version, ignored, proxy.IGNORED_REASON)
+        return proxy.ignored
 
-    def check_foreign_keys(self, step: Step) -> None:
+    def _check_foreign_keys(self, step: Step) -> None:
         cursor = self.conn.cursor()
         cursor.row_factory = None
         violations = cursor.execute("PRAGMA foreign_key_check").fetchmany(_MAX_VIOLATIONS)
@@ -411,42 +412,26 @@ class _Run:
     def after_commit(self, step: Step) -> None:
         if self._applied is not None:
             if step.direction == APPLY:
-                self._applied.add(_key(step.version))
+                self._applied.add(step.version)
             else:
-                self._applied.discard(_key(step.version))
+                self._applied.discard(step.version)
 
     # -- failures ---------------------------------------------------------------
 
-    def wrap(self, step: Step, exc: BaseException, *, atomic: bool) -> Exception:
-        """The error a failed step raises: ours as they are, anything else as ``MigrationFailed``."""
-        if isinstance(exc, (ExecutionError, DatabaseError, LedgerChanged)):
-            return exc
-        return MigrationFailed(step.version, step.direction, exc, rolled_back=not atomic)
-
-    def failed(self, step: Step, index: int, exc: BaseException, started: float, *, atomic: bool) -> Iterator[Event]:
-        """Log the failure, report it as an event, then raise it (as ``MigrationFailed`` unless it is ours)."""
-        error = self.wrap(step, exc, atomic=atomic)
-        self.log_failure(step, error, round((time.perf_counter() - started) * 1000))
+    def failed(self, step: Step, index: int, error: Exception, started: float) -> Iterator[Event]:
+        """Log the failure, report it as an event, then raise it."""
+        if not isinstance(error, (DatabaseError, LedgerChanged)):
+            self._log_failure(step, error, round((time.perf_counter() - started) * 1000))
         yield StepFailed(step, index, self.total, error)
-        if error is exc:
-            raise exc
-        raise error from exc
+        raise error
 
-    def log_failure(self, step: Step, error: Exception, execution_ms: int | None) -> None:
+    def _log_failure(self, step: Step, error: Exception, execution_ms: int | None) -> None:
         """Record the failure in its own small transaction; best effort, since the file may be the problem."""
-        if isinstance(error, DatabaseError):
-            return
         try:
-            self.begin()
-            try:
-                self.ensure_ledger()
+            with self.transaction():
                 self.ledger.log(
                     step.version, step.direction, FAILED, step.migration.checksum, execution_ms, str(error)
                 )
-                self.commit()
-            except BaseException:
-                self.rollback()
-                raise
         except Exception:
             log.warning("could not log the failure of migration %s", step.version, exc_info=True)
 
@@ -457,30 +442,12 @@ class _Run:
         for index, step in enumerate(self.plan.steps, 1):
             yield StepStarted(step, index, self.total)
             started = time.perf_counter()
-            skipped: str | None = None
             try:
-                with foreign_keys_off(self.conn, self.foreign_keys):
-                    self.begin()
-                    try:
-                        self.ensure_ledger()
-                        applied = self.applied_now()
-                        skipped = self.skip_reason(step, applied)
-                        if skipped is not None:
-                            self.ledger.log(step.version, step.direction, SKIPPED, step.migration.checksum,
-                                            detail=skipped)
-                        else:
-                            conflicts = self.conflicts(step, applied)
-                            if conflicts:
-                                raise LedgerChanged(step.version, step.direction, conflicts)
-                            self.perform(step)
-                        self.commit()
-                    except BaseException:
-                        self.rollback()
-                        raise
-            except (GeneratorExit, KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as exc:
-                yield from self.failed(step, index, exc, started, atomic=False)
+                with self.transaction():
+                    skipped = self.attempt(step)
+            except Exception as exc:
+                yield from self.failed(step, index, exc, started)
+                return  # pragma: no cover (failed raises)
             if skipped is not None:
                 yield StepSkipped(step, index, self.total, skipped)
             else:
@@ -489,34 +456,18 @@ class _Run:
 
     def atomic(self) -> Iterator[Event]:
         """The whole plan in one transaction: all of it, or none of it."""
-        index, step = 0, self.plan.steps[0]
+        index, step = 1, self.plan.steps[0]
         started = time.perf_counter()
-        with foreign_keys_off(self.conn, self.foreign_keys):
-            try:
-                self.begin()
-                try:
-                    self.ensure_ledger()
-                    for index, step in enumerate(self.plan.steps, 1):
-                        yield StepStarted(step, index, self.total)
-                        started = time.perf_counter()
-                        applied = self.applied_now()
-                        skipped = self.skip_reason(step, applied)
-                        if skipped is not None:
-                            self.ledger.log(step.version, step.direction, SKIPPED, step.migration.checksum,
-                                            detail=skipped)
-                            yield StepSkipped(step, index, self.total, skipped)
-                            continue
-                        conflicts = self.conflicts(step, applied)
-                        if conflicts:
-                            raise LedgerChanged(step.version, step.direction, conflicts)
-                        self.perform(step)
-                        self.after_commit(step)  # visible to later steps of this same transaction
-                        yield StepFinished(step, index, self.total, (time.perf_counter() - started) * 1000)
-                    self.commit()
-                except BaseException:
-                    self.rollback()
-                    raise
-            except (GeneratorExit, KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as exc:
-                yield from self.failed(step, index or 1, exc, started, atomic=True)
+        try:
+            with self.transaction():
+                for index, step in enumerate(self.plan.steps, 1):
+                    yield StepStarted(step, index, self.total)
+                    started = time.perf_counter()
+                    skipped = self.attempt(step)
+                    if skipped is not None:
+                        yield StepSkipped(step, index, self.total, skipped)
+                        continue
+                    self.after_commit(step)  # visible to later steps of this same transaction
+                    yield StepFinished(step, index, self.total, (time.perf_counter() - started) * 1000)
+        except Exception as exc:
+            yield from self.failed(step, index, exc, started)

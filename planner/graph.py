@@ -22,15 +22,11 @@ from collections import deque
 from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from planner.errors import CatalogError, DependencyCycle, MigrationNotFound, SelfDependency, UnknownDependency
+from planner import versions
+from planner.errors import CatalogError, DependencyCycle, MigrationNotFound, SelfDependency
 
 if TYPE_CHECKING:
     import networkx as nx
-
-
-def version_key(version: str) -> int:
-    """Versions order numerically: ``0100`` comes after ``0027`` whatever their width."""
-    return int(version)
 
 
 class MigrationGraph:
@@ -50,7 +46,7 @@ class MigrationGraph:
         once; a self-dependency is left out (``build`` reports it).
         """
         pred: dict[str, tuple[str, ...]] = dict(dependencies)  # type: ignore[arg-type]
-        key = numbers if numbers is not None else {v: int(v) for v in pred}
+        key = numbers if numbers is not None else {v: versions.number(v) for v in pred}
         monotone = True
         untidy: list[str] = []  # versions naming themselves or a dependency twice
         self._self_dependent: list[str] = []
@@ -310,15 +306,3 @@ class MigrationGraph:
                     parent[w] = v
                     queue.append(w)
         raise AssertionError(f"{start} is on no cycle")  # a strongly connected group always has one
-
-
-def unknown_dependencies(
-    dependencies: Mapping[str, Iterable[str]], known: Collection[str]
-) -> list[UnknownDependency]:
-    """Each dependency that names a version outside ``known``, as an error naming both versions."""
-    return [
-        UnknownDependency(version, dependency)
-        for version, needs in dependencies.items()
-        for dependency in needs
-        if dependency not in known
-    ]

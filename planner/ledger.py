@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from planner.catalog import is_version
+from planner import versions
 from planner.database import DEFAULT_BUSY_TIMEOUT, open_read_only
+from planner.errors import ForeignLedger
 
 if TYPE_CHECKING:
     from planner.migration import Migration
@@ -38,6 +39,12 @@ CREATE TABLE {TABLE} (
 )"""
 
 _ADDED_COLUMNS = (("checksum", "TEXT"), ("execution_ms", "INTEGER"))
+
+#: The seed's three columns: a table with these (and only what this project adds) is upgraded in place.
+SEED_COLUMNS = frozenset({"version", "description", "applied_at"})
+#: Every column a ledger this project can adopt may have. Anything else means another tool made the
+#: table, with its own idea of what a row means, and altering it would corrupt that tool's history.
+KNOWN_COLUMNS = SEED_COLUMNS | {name for name, _ in _ADDED_COLUMNS}
 
 _CREATE_LOG = f"""
 CREATE TABLE IF NOT EXISTS {LOG_TABLE} (
@@ -107,37 +114,50 @@ class Ledger:
         """Whether ``schema_migrations`` exists (a database never migrated has none)."""
         return bool(self._rows("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)))
 
+    def _columns(self) -> set[str]:
+        return {str(row[1]).lower() for row in self._rows(f"PRAGMA table_info({TABLE})")}
+
+    def _require_known_shape(self, columns: set[str]) -> None:
+        """Refuse a ``schema_migrations`` that another tool made, before anything reads or alters it."""
+        if columns and ("version" not in columns or not columns <= KNOWN_COLUMNS):
+            raise ForeignLedger(self._path(), sorted(columns), sorted(KNOWN_COLUMNS))
+
+    def _path(self) -> Path:
+        row = self._rows("PRAGMA database_list")[0]
+        return Path(row[2] or ":memory:")
+
     def ensure_schema(self) -> None:
         """Create the ledger tables, or bring a seed-era three-column table up to date in place.
 
         Only columns are added (``ALTER TABLE ADD COLUMN``), so every existing
-        row, and any tool that reads the seed's columns, keeps working.
+        row, and any tool that reads the seed's columns, keeps working. A
+        table of any other shape is refused (``ForeignLedger``) untouched.
         """
         columns, added, log = self._rows(_SCHEMA_STATE)[0]
         if columns and added == len(_ADDED_COLUMNS) and log:
+            self._require_known_shape(self._columns())
             return
         if not columns:
             self.conn.execute(_CREATE_TABLE)
         else:
-            present = {row[1] for row in self._rows(f"PRAGMA table_info({TABLE})")}
+            present = self._columns()
+            self._require_known_shape(present)
             for name, sql_type in _ADDED_COLUMNS:
                 if name not in present:
                     self.conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} {sql_type}")
         self.conn.execute(_CREATE_LOG)
-
-    def _columns(self) -> set[str]:
-        return {row[1] for row in self._rows(f"PRAGMA table_info({TABLE})")}
 
     def applied_migrations(self) -> dict[str, LedgerEntry]:
         """Applied migrations by version as recorded; ``{}`` when there is no ledger (nothing is created)."""
         columns = self._columns()
         if not columns:
             return {}
+        self._require_known_shape(columns)
         wanted = ["version", "description", "applied_at", "checksum", "execution_ms"]
         select = ", ".join(c if c in columns else "NULL" for c in wanted)
         rows = self._rows(f"SELECT {select} FROM {TABLE}")
         entries = [LedgerEntry(str(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
-        return {e.version: e for e in sorted(entries, key=_version_order)}
+        return {e.version: e for e in sorted(entries, key=lambda e: versions.sort_key(e.version))}
 
     def applied_versions(self) -> list[str]:
         """Just the recorded versions: the cheap read the executor repeats inside each step's lock."""
@@ -159,11 +179,13 @@ class Ledger:
     def record_unapplied(self, version: str) -> None:
         """Delete ``version``'s row, however the old framework spelled it (``27`` or ``0027``)."""
         cursor = self.conn.execute(f"DELETE FROM {TABLE} WHERE version = ?", (version,))
-        if cursor.rowcount == 0 and is_version(version):
+        value = versions.number(version)
+        if cursor.rowcount == 0 and value is not None:
+            # The same rule as planner.versions, in SQL: ASCII digits only, compared as numbers.
             self.conn.execute(
                 f"DELETE FROM {TABLE} WHERE version NOT GLOB '*[^0-9]*' AND version != '' "
                 f"AND CAST(version AS INTEGER) = ?",
-                (int(version),),
+                (value,),
             )
 
     def log(
@@ -192,11 +214,6 @@ class Ledger:
         else:
             rows = self._rows(sql + " WHERE version = ? ORDER BY id", (version,))
         return [LogEntry(*row) for row in rows]
-
-
-def _version_order(entry: LedgerEntry) -> tuple[int, int, str]:
-    version = entry.version
-    return (0, int(version), version) if is_version(version) else (1, 0, version)
 
 
 def read_ledger(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> dict[str, LedgerEntry]:

@@ -45,6 +45,7 @@ from planner.errors import (
     UnknownDependency,
     UnreadableMigration,
 )
+from planner import versions
 from planner.migration import IMPLIED
 
 Severity = Literal["error", "warning", "info"]
@@ -88,11 +89,6 @@ class Finding:
         }
 
 
-def errors(findings: list[Finding], scope: Scope | None = None) -> list[Finding]:
-    """The findings that are errors (of ``scope`` only, if given)."""
-    return [f for f in findings if f.severity == ERROR and (scope is None or f.scope == scope)]
-
-
 # --------------------------------------------------------------------------
 # The lint
 # --------------------------------------------------------------------------
@@ -102,9 +98,9 @@ def check_catalog(directory: Path | str, db_path: Path | str | None = None) -> l
     """Every finding for the catalog in ``directory`` and, when ``db_path`` is given, for its ledger.
 
     Catalog findings come first, in version order; ledger findings follow.
-    Raises ``DatabaseNotFound`` (or another ``DatabaseError``) only when
-    ``db_path`` is given and cannot be read: a lint pointed at the wrong
-    file should say so rather than report a clean history.
+    A ``db_path`` that does not exist is an empty history (a lint of a
+    project whose database is not made yet), said in an ``info`` finding;
+    one that exists but cannot be read raises its ``DatabaseError``.
     """
     from planner.catalog import Catalog
     from planner.loader import migration_files, scan_catalog
@@ -118,29 +114,47 @@ def check_catalog(directory: Path | str, db_path: Path | str | None = None) -> l
     unloadable = {p.versions[0] for p in problems if p.versions}
     catalog, graph_problems = Catalog.build(directory, migrations, unloadable=unloadable)
     files, _ = migration_files(directory)
-    next_version = _next_free_version(files)
+    entries = _ledger_or_empty(Path(db_path)) if db_path is not None else {}
+    renumbering = _renumbering(problems, [*files, *entries])
 
-    findings = [_problem_finding(p, next_version) for p in [*problems, *graph_problems]]
+    findings = [_problem_finding(p, renumbering) for p in [*problems, *graph_problems]]
     for migration in catalog:
         findings.extend(_migration_findings(migration))
     findings.sort(key=_catalog_order)
 
     if db_path is not None:
-        findings.extend(_history_findings(catalog, Path(db_path), files, unloadable))
+        if not Path(db_path).is_file():
+            findings.append(Finding(INFO, "no-database", None,
+                                    f"{db_path} does not exist yet: the catalog was checked against an empty history",
+                                    None, "history"))
+        else:
+            findings.extend(history_findings(catalog, entries, files, unloadable))
     return findings
 
 
+def _ledger_or_empty(db_path: Path) -> dict:
+    """What the ledger records; ``{}`` when the file does not exist (it raises only when it cannot be read)."""
+    from planner.ledger import read_ledger
+
+    return read_ledger(db_path) if db_path.is_file() else {}
+
+
 def _catalog_order(finding: Finding) -> tuple[int, int, str]:
-    version = finding.version
-    number = int(version) if version and version.isdigit() else -1
-    return (number, 0 if finding.severity == ERROR else 1, finding.code)
+    number = versions.number(finding.version) if finding.version else None
+    return (-1 if number is None else number, 0 if finding.severity == ERROR else 1, finding.code)
 
 
-def _next_free_version(files: dict[str, Path]) -> str:
-    if not files:
-        return "0001"
-    highest = max(files, key=int)
-    return str(int(highest) + 1).zfill(len(highest))
+def _renumbering(problems: list[CatalogError], taken: list[str]) -> dict[Path, str]:
+    """A distinct free version for every file that shares its version with an earlier one.
+
+    Free means above every version in use, in the files and in the ledger
+    (a deleted file's number is still recorded as applied), and distinct
+    across all the suggestions, so following them all never makes a new
+    duplicate. The first file of each pair (in name order, the one the old
+    framework ran) keeps its version.
+    """
+    extra = [path for p in problems if isinstance(p, DuplicateVersion) for path in p.paths[1:]]
+    return dict(zip(extra, versions.free_versions(taken, len(extra))))
 
 
 def _depends_line(versions: tuple[str, ...] | list[str]) -> str:
@@ -149,7 +163,7 @@ def _depends_line(versions: tuple[str, ...] | list[str]) -> str:
     return f"depends_on = ({items},)" if len(versions) == 1 else f"depends_on = ({items})"
 
 
-def _problem_finding(problem: CatalogError, next_version: str) -> Finding:
+def _problem_finding(problem: CatalogError, renumbering: dict[Path, str]) -> Finding:
     """A loader or graph error as a finding, with the fix that error calls for."""
     version = problem.versions[0] if problem.versions else None
     path = problem.path
@@ -158,8 +172,8 @@ def _problem_finding(problem: CatalogError, next_version: str) -> Finding:
     if isinstance(problem, MalformedFileName):
         code, fix = "malformed-file-name", f"git mv {name} migration_<digits>_<slug>.py"
     elif isinstance(problem, DuplicateVersion):
-        second = problem.paths[-1].name
-        code, fix = "duplicate-version", f"git mv {second} migration_{next_version}.py  # then fix its depends_on"
+        moves = "; ".join(f"git mv {p.name} {_renamed(p, renumbering[p])}" for p in problem.paths[1:])
+        code, fix = "duplicate-version", f"{moves}  # then fix their depends_on"
     elif isinstance(problem, UnreadableMigration):
         where = f" line {problem.line}" if problem.line else ""
         code, fix = "unreadable-migration", f"fix {name}{where}: {problem.reason}"
@@ -187,6 +201,14 @@ def _problem_finding(problem: CatalogError, next_version: str) -> Finding:
     return Finding(ERROR, code, version, str(problem), fix, "catalog", path)
 
 
+def _renamed(path: Path, version: str) -> str:
+    """``migration_0019_b.py`` renumbered to ``version``, keeping its slug and suffix."""
+    from planner.loader import version_from_file_name
+
+    old = version_from_file_name(path) or ""
+    return path.name.replace(f"migration_{old}", f"migration_{version}", 1)
+
+
 def _migration_findings(migration) -> list[Finding]:
     """Advice about a migration that loaded: implicit dependencies, no downgrade, a title naming another version."""
     findings: list[Finding] = []
@@ -207,7 +229,7 @@ def _migration_findings(migration) -> list[Finding]:
             f"be rolled back; only a backup can undo it",
             f"add to {name}: def downgrade(conn: sqlite3.Connection) -> None:", "catalog", migration.path))
     documented = migration.docstring_version
-    if documented is not None and int(documented) != int(migration.version):
+    if documented is not None and not versions.same(documented, migration.version):
         findings.append(Finding(
             ERROR, "docstring-version", migration.version,
             f"{name}'s docstring says 'Migration {documented}' but the file is version {migration.version}; "
@@ -217,27 +239,16 @@ def _migration_findings(migration) -> list[Finding]:
     return findings
 
 
-def _history_findings(catalog, db_path: Path, files: dict[str, Path], unloadable: set[str]) -> list[Finding]:
-    """The ledger against the files: edited, missing, and applied-out-of-order migrations."""
-    from planner.errors import DatabaseNotFound
-    from planner.ledger import read_ledger
-
-    if not db_path.is_file():
-        raise DatabaseNotFound(db_path)
-    entries = read_ledger(db_path)
-    return history_findings(catalog, entries, files, unloadable)
-
-
 def history_findings(catalog, entries: dict, files: dict[str, Path], unloadable: set[str] = frozenset()) -> list[Finding]:
     """Findings for a ledger (``read_ledger``'s mapping) against a catalog; shared with the doctor."""
     from planner.drift import CHANGED, MISSING, file_states
     from planner.plan import inconsistent_history
 
-    by_number = {int(v): p for v, p in files.items()}
-    unloadable_numbers = {int(v) for v in unloadable if v.isdigit()}
+    by_number = {versions.number(v): p for v, p in files.items()}
+    unloadable_numbers = {versions.number(v) for v in unloadable} - {None}
     findings: list[Finding] = []
     for version, state in file_states(catalog, entries).items():
-        number = int(version) if version.isdigit() else None
+        number = versions.number(version)
         if state == CHANGED:
             migration = catalog.get(version)
             findings.append(Finding(

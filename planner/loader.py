@@ -25,6 +25,7 @@ import types
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from planner import versions
 from planner.catalog import Catalog
 from planner.errors import (
     CatalogError,
@@ -52,7 +53,6 @@ _DEPENDENCIES_HEADER = re.compile(r"^\s*Dependencies\s*:\s*$", re.IGNORECASE)
 _DEPENDENCY_ITEM = re.compile(r"^\s*[-*]\s*(?:Migration\s+)?(?P<version>[0-9]+)\b", re.IGNORECASE)
 _NO_DEPENDENCY_ITEM = re.compile(r"^\s*[-*]\s*None\b", re.IGNORECASE)
 _LIST_ITEM = re.compile(r"^\s*[-*]\s+")
-_VERSION = re.compile(r"[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def _documented_dependencies(lines: list[str]) -> tuple[str, ...] | None:
             break
     else:
         return None
-    versions: list[str] = []
+    found: list[str] = []
     items = 0
     for line in lines[start + 1 :]:
         if not line.strip():
@@ -115,11 +115,11 @@ def _documented_dependencies(lines: list[str]) -> tuple[str, ...] | None:
         item = _DEPENDENCY_ITEM.match(line)
         if item is None:
             raise ValueError(f"cannot read the Dependencies: line {line.strip()!r}; write '- Migration NNNN (why)'")
-        versions.append(item.group("version"))
+        found.append(item.group("version"))
     if not items:
         # Reading an empty section as "no dependencies" would silently make the migration a root.
         raise ValueError("the Dependencies: section lists nothing; write '- None' for a migration that needs none")
-    return tuple(versions)
+    return tuple(found)
 
 
 def _declared_dependencies(module: object) -> tuple[str, ...] | None:
@@ -128,13 +128,13 @@ def _declared_dependencies(module: object) -> tuple[str, ...] | None:
     value = module.depends_on  # type: ignore[attr-defined]
     if not isinstance(value, (tuple, list)):
         raise ValueError(f"depends_on must be a tuple or list of version strings, not {type(value).__name__}")
-    versions = []
+    found = []
     for item in value:
         text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
-        if not isinstance(text, str) or not _VERSION.fullmatch(text):
+        if not versions.is_version(text):
             raise ValueError(f"depends_on entry {item!r} is not a version string such as '0020'")
-        versions.append(text)
-    return tuple(versions)
+        found.append(text)
+    return tuple(found)
 
 
 @functools.lru_cache(maxsize=32)
@@ -255,7 +255,7 @@ def load_migration(path: Path, version: str) -> Migration:
 
     documented = info.dependencies
     if declared is not None and documented is not None:
-        if {int(v) for v in declared} != {int(v) for v in documented}:
+        if {versions.number(v) for v in declared} != {versions.number(v) for v in documented}:
             raise ConflictingDependencies(path, version, declared, documented)
     if declared is not None:
         depends_on, source_rule = declared, DECLARED
@@ -298,7 +298,7 @@ def migration_files(directory: Path) -> tuple[dict[str, Path], list[CatalogError
             problems.append(exc)
             continue
         if version is not None and entry.is_file():
-            by_number.setdefault(int(version), []).append((version, path))
+            by_number.setdefault(versions.number(version), []).append((version, path))
     files: dict[str, Path] = {}
     for number in sorted(by_number):
         entries = by_number[number]
@@ -326,7 +326,7 @@ def scan_catalog(directory: Path | str) -> tuple[list[Migration], list[CatalogEr
     # silently on the version before.
     duplicated = [p.versions[0] for p in problems if isinstance(p, DuplicateVersion)]
     entries: list[tuple[str, Path | None]] = [*files.items(), *((v, None) for v in duplicated)]
-    entries.sort(key=lambda entry: int(entry[0]))
+    entries.sort(key=lambda entry: versions.sort_key(entry[0]))
     loaded: list[Migration] = []
     previous: str | None = None
     # Every file adds objects that all stay alive: see planner.gcpause.

@@ -18,18 +18,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from planner.catalog import Catalog, is_version
+from planner import versions
+from planner.catalog import Catalog
 from planner.database import DEFAULT_BUSY_TIMEOUT
-from planner.errors import (
-    AlreadyApplied,
-    MarkAppliedRefused,
-    MarkRolledBackRefused,
-    MigrationNotFound,
-    NotApplied,
-    UnknownAppliedMigration,
-)
-from planner.graph import version_key
+from planner.errors import AlreadyApplied, MarkAppliedRefused, MarkRolledBackRefused
 from planner.migration import Migration
+from planner.plan import rollback_scope
 
 
 def check_mark_applied(catalog: Catalog, applied: Iterable[str], version: str) -> Migration:
@@ -44,7 +38,7 @@ def check_mark_applied(catalog: Catalog, applied: Iterable[str], version: str) -
         raise AlreadyApplied(migration.version)
     missing = [dependency for dependency in migration.depends_on if dependency not in known]
     if missing:
-        raise MarkAppliedRefused(migration.version, sorted(missing, key=version_key))
+        raise MarkAppliedRefused(migration.version, versions.ordered(missing))
     return migration
 
 
@@ -56,20 +50,10 @@ def check_mark_rolled_back(catalog: Catalog, applied: Iterable[str], version: st
     ``MarkRolledBackRefused`` naming every applied migration that depends on
     it, directly or through others.
     """
-    known, unknown = catalog.split_applied(applied)
-    canonical = catalog.canonical(version)
-    if canonical is None:
-        if version in unknown or (is_version(version) and any(
-            is_version(v) and int(v) == int(version) for v in unknown
-        )):
-            raise UnknownAppliedMigration(version)
-        raise MigrationNotFound(version)
-    if canonical not in known:
-        raise NotApplied(canonical)
-    dependents = [v for v in catalog.graph.descendants(canonical) if v in known]
-    if dependents:
-        raise MarkRolledBackRefused(canonical, sorted(dependents, key=version_key))
-    return catalog.get(canonical)
+    scope = rollback_scope(catalog, applied, version)
+    if scope.dependents:
+        raise MarkRolledBackRefused(scope.version, versions.ordered(scope.dependents))
+    return catalog.get(scope.version)
 
 
 def mark_applied(

@@ -49,7 +49,7 @@ class Migration:
     @property
     def number(self) -> int:
         """The numeric value of the version: what ordering and duplicate checks use."""
-        return int(self.version)
+        return int(self.version)  # the loader admits only ASCII digits (planner.versions)
 
     @property
     def reversible(self) -> bool:

@@ -9,13 +9,15 @@ through a migration without ``downgrade``, an apply over an inconsistent history
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-from planner.catalog import Catalog, is_version
+from planner import versions
+from planner.catalog import Catalog
 from planner.errors import (
     InconsistentHistory,
+    InvalidVersion,
     IrreversibleMigration,
     MigrationNotFound,
     NotApplied,
@@ -23,7 +25,6 @@ from planner.errors import (
     UnknownAppliedMigration,
 )
 from planner.gcpause import without_collector
-from planner.graph import version_key
 from planner.migration import Migration
 
 APPLY = "apply"
@@ -91,7 +92,7 @@ def inconsistent_history(catalog: Catalog, applied: Iterable[str]) -> list[tuple
 def unknown_applied(catalog: Catalog, applied: Iterable[str]) -> list[str]:
     """Versions recorded as applied that have no file in the catalog; they stay applied."""
     _, unknown = catalog.split_applied(applied)
-    return sorted(unknown, key=lambda v: (int(v) if is_version(v) else -1, v))
+    return versions.ordered(unknown)
 
 
 @without_collector
@@ -117,6 +118,62 @@ def apply_plan(catalog: Catalog, applied: Iterable[str], target: str | None = No
     return Plan(APPLY, _steps(catalog.in_order(order), APPLY), target=target)
 
 
+@dataclass(frozen=True)
+class RollbackScope:
+    """What rolling back one migration takes: it, and every applied migration that depends on it.
+
+    ``order`` is the order to roll them back in: dependents first (the
+    highest version first among equals), the migration itself last.
+    """
+
+    version: str
+    order: tuple[str, ...]
+
+    @property
+    def dependents(self) -> tuple[str, ...]:
+        """The applied migrations that need ``version``, directly or through others, in rollback order."""
+        return self.order[:-1]
+
+
+def rollback_scope(catalog: Catalog, applied: Iterable[str] | None, version: str) -> RollbackScope:
+    """The one rule for what a rollback of ``version`` takes; the plan, the marks and the diagram all ask it.
+
+    ``applied`` is the ledger in any spelling, or ``None`` when there is no
+    database (then every descendant counts, since any may be applied
+    somewhere). Refuses with ``MigrationNotFound`` (no such version),
+    ``UnknownAppliedMigration`` (recorded as applied but its file is gone, in
+    any spelling) or ``NotApplied``.
+    """
+    if not isinstance(version, str) or not version.strip():
+        raise InvalidVersion(version if isinstance(version, str) else "")
+    if applied is None:
+        known, unknown = set(catalog.versions), set()
+    else:
+        known, unknown = catalog.split_applied(applied)
+    canonical = catalog.canonical(version)
+    if canonical is None:
+        if any(versions.same(version, recorded) for recorded in unknown):
+            raise UnknownAppliedMigration(version)
+        raise MigrationNotFound(version)
+    if canonical not in known:
+        raise NotApplied(canonical)
+    return RollbackScope(canonical, tuple(catalog.graph.rollback_order(canonical, known)))
+
+
+def step_conflicts(step: Step, applied: Collection[str], dependents: Callable[[str], Iterable[str]]) -> list[str]:
+    """Why ``step`` no longer fits the ledger ``applied`` (canonical spellings); ``[]`` when it still does.
+
+    An apply needs every dependency applied; a rollback needs every direct
+    dependent unapplied (a cascade has rolled them back in earlier steps).
+    The executor asks this inside each step's write lock, because another
+    process may have changed the ledger since the plan was made.
+    """
+    migration = step.migration
+    if step.direction == APPLY:
+        return [v for v in migration.depends_on if v not in applied]
+    return versions.ordered({v for v in dependents(migration.version) if v in applied})
+
+
 @without_collector
 def rollback_plan(catalog: Catalog, applied: Iterable[str], version: str, cascade: bool = False) -> Plan:
     """Roll back ``version``, and with ``cascade`` its applied dependents first.
@@ -126,25 +183,12 @@ def rollback_plan(catalog: Catalog, applied: Iterable[str], version: str, cascad
     without ``downgrade`` refuses the whole plan: stopping halfway through a
     cascade would leave the database between two consistent states.
     """
-    known, unknown = catalog.split_applied(applied)
-    canonical = catalog.canonical(version)
-    if canonical is None:
-        if version in unknown or (
-            is_version(version) and any(is_version(v) and int(v) == int(version) for v in unknown)
-        ):
-            raise UnknownAppliedMigration(version)
-        raise MigrationNotFound(version)
-    if canonical not in known:
-        raise NotApplied(canonical)
-    order = catalog.graph.rollback_order(canonical, known)
-    dependents = order[:-1]
-    migrations = catalog.in_order(order)
-    irreversible = [m.version for m in migrations if m.downgrade is None]
-    if dependents and not cascade:
+    scope = rollback_scope(catalog, applied, version)
+    migrations = catalog.in_order(scope.order)
+    irreversible = versions.ordered(m.version for m in migrations if m.downgrade is None)
+    if scope.dependents and not cascade:
         # Name what would block the cascade too, so the advice is never a command that fails.
-        raise RollbackRefused(
-            canonical, sorted(dependents, key=version_key), order, sorted(irreversible, key=version_key)
-        )
+        raise RollbackRefused(scope.version, versions.ordered(scope.dependents), list(scope.order), irreversible)
     if irreversible:
-        raise IrreversibleMigration(sorted(irreversible, key=version_key))
-    return Plan(ROLLBACK, _steps(migrations, ROLLBACK), target=canonical, cascade=cascade)
+        raise IrreversibleMigration(irreversible)
+    return Plan(ROLLBACK, _steps(migrations, ROLLBACK), target=scope.version, cascade=cascade)

@@ -25,63 +25,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from planner.errors import RebuildFailed, RebuildRefused, TableNotFound
+from planner.sql import Token, names, quote_identifier, table_xinfo
+from planner.sql import tokens as sql_tokens
 
 __all__ = ["drop_columns", "rebuild_table", "table_sql"]
 
 _SAVEPOINT = "apm_rebuild_table"
 _TABLE_CONSTRAINTS = {"constraint", "primary", "unique", "check", "foreign"}
 _COMMENT_AFTER_COMMA = re.compile(r"[ \t]*--[^\n]*\n")
-
-
-# -- reading SQL: just enough of a tokenizer to find names, parentheses and commas --------------
-
-_TOKEN = re.compile(
-    r"""
-      (?P<space>\s+|--[^\n]*|/\*.*?(?:\*/|\Z))
-    | (?P<string>[xX]?'(?:[^']|'')*')
-    | (?P<quoted>"(?:[^"]|"")*"|`(?:[^`]|``)*`|\[[^\]]*\])
-    | (?P<number>\.?\d[\w.]*)
-    | (?P<word>[^\W\d][\w$]*)
-    | (?P<punct>.)
-    """,
-    re.VERBOSE | re.DOTALL,
-)
-
-
-@dataclass(frozen=True)
-class _Token:
-    kind: str
-    text: str
-    start: int
-    end: int
-
-    @property
-    def name(self) -> str | None:
-        """The identifier or keyword this token spells, lower-cased as SQLite compares names."""
-        if self.kind == "word":
-            return self.text.lower()
-        if self.kind == "quoted":
-            close = {"[": "]"}.get(self.text[0], self.text[0])
-            return self.text[1:-1].replace(close * 2, close).lower()
-        return None
-
-
-def _tokens(sql: str) -> list[_Token]:
-    """The tokens of ``sql`` without whitespace and comments (a comma in a comment splits nothing)."""
-    return [
-        _Token(m.lastgroup or "punct", m.group(), m.start(), m.end())
-        for m in _TOKEN.finditer(sql)
-        if m.lastgroup != "space"
-    ]
-
-
-def _names(sql: str) -> set[str]:
-    """Every identifier ``sql`` mentions as a whole word, never inside a string literal."""
-    return {t.name for t in _tokens(sql) if t.name is not None}
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass(frozen=True)
@@ -96,13 +47,13 @@ class _CreateTable:
 
     def renamed(self, new_name: str) -> str:
         start, end = self.name_span
-        return self.sql[:start] + _quote(new_name) + self.sql[end:]
+        return self.sql[:start] + quote_identifier(new_name) + self.sql[end:]
 
     def definitions(self) -> list[tuple[int, int]]:
         """Spans of the top-level comma-separated column definitions and table constraints."""
         start, end = self.body_span
         spans, depth, part_start = [], 0, start
-        for token in _tokens(self.sql[:end]):
+        for token in sql_tokens(self.sql[:end]):
             if token.start < start or token.kind != "punct":
                 continue
             if token.text == "(":
@@ -118,7 +69,7 @@ class _CreateTable:
 
 def _parse_create_table(table: str, sql: str) -> _CreateTable:
     """Read the header of ``CREATE TABLE``; refuse anything that would not rebuild ``table`` itself."""
-    tokens = _tokens(sql)
+    tokens = sql_tokens(sql)
 
     def refuse(reason: str) -> RebuildRefused:
         return RebuildRefused(
@@ -183,9 +134,7 @@ class _SchemaObject:
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> list[_Column]:
-    rows = conn.execute(
-        "SELECT name, type, \"notnull\", dflt_value, pk, hidden FROM pragma_table_xinfo(?) ORDER BY cid", (table,)
-    )
+    rows = table_xinfo(conn, table)
     # hidden is 2 or 3 for generated columns, which cannot be inserted into.
     return [
         _Column(name, kind, bool(nn), default, pk, hidden in (2, 3))
@@ -232,7 +181,7 @@ def _dependents(conn: sqlite3.Connection, table: str) -> list[_SchemaObject]:
         for i, obj in enumerate(objects):
             if i in found:
                 continue
-            if obj.tbl_name.lower() in gone or (obj.type != "index" and gone & _names(obj.sql)):
+            if obj.tbl_name.lower() in gone or (obj.type != "index" and gone & names(obj.sql)):
                 found.add(i)
                 grew = True
                 if obj.type == "view":
@@ -300,7 +249,7 @@ def rebuild_table(
     """
     convert = {key.lower(): (key, expr) for key, expr in (convert or {}).items()}
     table, old_sql = _stored_name(conn, table)
-    if table.lower().startswith("sqlite_") or _tokens(old_sql)[1].name == "virtual":
+    if table.lower().startswith("sqlite_") or sql_tokens(old_sql)[1].name == "virtual":
         raise RebuildRefused(table, f"table {table}", "is an internal or virtual table", "Leave it to SQLite")
     old = _parse_create_table(table, old_sql)
     new = _parse_create_table(table, create_sql)
@@ -325,14 +274,14 @@ def rebuild_table(
 
         for obj in reversed(dependents):  # what only mentions the table survives DROP TABLE; clear it first
             if obj.tbl_name.lower() != table.lower():
-                _run(conn, table, f"dropping {obj.label}", f"DROP {obj.type.upper()} IF EXISTS {_quote(obj.name)}")
-        _run(conn, table, "dropping the old table", f"DROP TABLE {_quote(table)}")
-        _run(conn, table, "renaming the new table", f"ALTER TABLE {_quote(temporary)} RENAME TO {_quote(table)}")
+                _run(conn, table, f"dropping {obj.label}", f"DROP {obj.type.upper()} IF EXISTS {quote_identifier(obj.name)}")
+        _run(conn, table, "dropping the old table", f"DROP TABLE {quote_identifier(table)}")
+        _run(conn, table, "renaming the new table", f"ALTER TABLE {quote_identifier(temporary)} RENAME TO {quote_identifier(table)}")
         order = {"index": 0, "view": 1, "trigger": 2}  # INSTEAD OF triggers need their view
         for obj in sorted(dependents, key=lambda o: order[o.type]):
             _run(conn, table, f"recreating {obj.label}", obj.sql)
 
-        if sequence is not None and "autoincrement" in _names(create_sql):
+        if sequence is not None and "autoincrement" in names(create_sql):
             # The copy set the counter to the highest id still present; ids of deleted rows must stay used.
             step, counter = "keeping the AUTOINCREMENT counter", max(sequence, _sequence(conn, table) or 0)
             _run(conn, table, step, "DELETE FROM sqlite_sequence WHERE name = ?", (table,))
@@ -373,7 +322,7 @@ def _refuse_unsafe(
             )
     dropped = set(old_columns) - {c.name.lower() for c in new_columns}
     for obj in dependents:
-        used = sorted(dropped & _names(obj.sql))
+        used = sorted(dropped & names(obj.sql))
         if used:
             raise RebuildRefused(
                 table, obj.label, f"uses column {old_columns[used[0]].name}, which the new table drops",
@@ -398,10 +347,10 @@ def _copy_rows(
         if key in convert:
             sources.append(convert[key][1])
         elif key in old_columns:
-            sources.append(_quote(old_columns[key].name))
+            sources.append(quote_identifier(old_columns[key].name))
         else:
             continue  # a new column: its DEFAULT fills it
-        targets.append(_quote(column.name))
+        targets.append(quote_identifier(column.name))
     if not targets:
         raise RebuildRefused(
             table, "the new CREATE TABLE statement", "shares no column with the old table, so every row would be lost",
@@ -417,11 +366,11 @@ def _copy_rows(
         sources.insert(0, "rowid")
     _run(
         conn, table, "copying the rows",
-        f"INSERT INTO {_quote(temporary)} ({', '.join(targets)}) SELECT {', '.join(sources)} FROM {_quote(table)}",
+        f"INSERT INTO {quote_identifier(temporary)} ({', '.join(targets)}) SELECT {', '.join(sources)} FROM {quote_identifier(table)}",
     )
 
 
-def _is_table_constraint(tokens: list[_Token]) -> bool:
+def _is_table_constraint(tokens: list[Token]) -> bool:
     """Whether a definition is a table constraint rather than a column (a quoted "check" is a column)."""
     return tokens[0].kind == "word" and tokens[0].name in _TABLE_CONSTRAINTS
 
@@ -447,7 +396,7 @@ def drop_columns(conn: sqlite3.Connection, table: str, *columns: str) -> None:
     kept: list[tuple[str, str]] = []
     found: set[str] = set()
     for text, note in pieces:
-        tokens = _tokens(text)
+        tokens = sql_tokens(text)
         if not tokens:
             continue
         first, constraint = tokens[0].name, _is_table_constraint(tokens)
@@ -465,7 +414,7 @@ def drop_columns(conn: sqlite3.Connection, table: str, *columns: str) -> None:
     for key, name in dropping.items():
         if key not in found:
             raise RebuildRefused(table, f"column {name}", "does not exist", "Check the names; table_sql shows them")
-    if all(_is_table_constraint(_tokens(text)) for text, _ in kept):
+    if all(_is_table_constraint(sql_tokens(text)) for text, _ in kept):
         raise RebuildRefused(table, "drop_columns", "would leave the table with no columns", "Drop the table instead")
     start, end = create.body_span
     body = old_sql[start:end]
@@ -474,7 +423,7 @@ def drop_columns(conn: sqlite3.Connection, table: str, *columns: str) -> None:
     kept[0] = (lead + kept[0][0].lstrip(), kept[0][1])  # where the old first definition started
     last = len(kept) - 1
     definitions = "".join(text + ("," if i < last else "") + note for i, (text, note) in enumerate(kept)).rstrip()
-    if "--" in definitions[_tokens(definitions)[-1].end :] and "\n" not in trailing:
+    if "--" in definitions[sql_tokens(definitions)[-1].end :] and "\n" not in trailing:
         trailing = "\n"  # the last kept line ends in a comment that would swallow the closing parenthesis
     new_sql = old_sql[:start] + definitions + trailing + old_sql[end:]
     rebuild_table(conn, table, new_sql)

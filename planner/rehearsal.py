@@ -75,7 +75,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from planner.database import DEFAULT_BUSY_TIMEOUT, open_read_only
 from planner.errors import MigrationError
-from planner.schema import SchemaChange, SchemaSnapshot, diff, quote_identifier, snapshot
+from planner.schema import SchemaChange, SchemaSnapshot, diff, snapshot
+from planner.sql import quote_identifier
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog

@@ -11,13 +11,13 @@ it writes loads as it is: its ``depends_on`` and its docstring's
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date
 from pathlib import Path
 
+from planner import versions
 from planner.catalog import Catalog
 from planner.errors import ConflictingDependencyOptions, InvalidDescription, MigrationFileExists
-from planner.graph import version_key
 from planner.loader import FILE_PREFIX, load_catalog
 
 __all__ = ["create_migration", "migration_source", "next_version", "slugify"]
@@ -41,13 +41,15 @@ def slugify(description: str) -> str:
     return _NOT_SLUG.sub("_", description.lower()).strip("_")
 
 
-def next_version(catalog: Catalog) -> str:
-    """One above the highest version, as wide as the catalog writes its versions (``0001`` when empty)."""
-    versions = catalog.versions
-    if not versions:
-        return "1".zfill(DEFAULT_WIDTH)
-    width = max(len(v) for v in versions)
-    return str(max(int(v) for v in versions) + 1).zfill(width)
+def next_version(catalog: Catalog, recorded: Iterable[str] = ()) -> str:
+    """One above the highest version in the catalog *and* the ledger, as wide as the catalog writes them.
+
+    ``recorded`` is what a ledger holds: a deleted file's version is still
+    recorded as applied there, and a new file reusing that number would be
+    taken for applied and never run.
+    """
+    digits = versions.width(catalog.versions) if catalog.versions else DEFAULT_WIDTH
+    return versions.next_free([*catalog.versions, *recorded], digits)
 
 
 def _docstring_text(text: str) -> str:
@@ -99,6 +101,7 @@ def create_migration(
     root: bool = False,
     author: str | None = None,
     today: date | None = None,
+    recorded: Iterable[str] = (),
 ) -> Path:
     """Write the next migration file of the catalog in ``directory`` and return its path.
 
@@ -106,7 +109,8 @@ def create_migration(
     attaching a migration to a broken graph would hide the problem.
     ``depends_on`` overrides the default of the graph's leaves, and each
     version must exist (``MigrationNotFound``); ``root`` makes a migration
-    that depends on nothing. Never overwrites a file.
+    that depends on nothing. ``recorded`` (the ledger's versions) keeps the
+    new number above any version applied somewhere. Never overwrites a file.
     """
     description = description.strip()
     if "\n" in description or "\r" in description:
@@ -121,11 +125,11 @@ def create_migration(
     if root:
         needs: list[str] = []
     elif depends_on is not None:
-        needs = sorted({catalog.get(v).version for v in depends_on}, key=version_key)
+        needs = versions.ordered({catalog.get(v).version for v in depends_on})
     else:
         needs = catalog.graph.leaf_nodes()
 
-    version = next_version(catalog)
+    version = next_version(catalog, recorded)
     source = migration_source(
         version,
         description,

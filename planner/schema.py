@@ -19,16 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from planner.sql import quote_identifier, table_xinfo
+
 #: Tables the ledger owns: never part of a snapshot (their indexes and triggers neither).
 LEDGER_TABLES = ("schema_migrations", "schema_migrations_log")
 
 ObjectKind = Literal["table", "column", "index", "trigger", "view", "rows"]
 Action = Literal["added", "removed", "changed"]
-
-
-def quote_identifier(name: str) -> str:
-    """``name`` as an SQL identifier, whatever characters it holds."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _normalized(sql: str | None) -> str:
@@ -196,10 +193,8 @@ def snapshot(conn: sqlite3.Connection, *, count_rows: bool = True) -> SchemaSnap
         for kind, name, _table, sql in cursor.execute(_OBJECTS).fetchall():
             if kind == "table":
                 columns = tuple(
-                    Column(row[0], row[1] or "", bool(row[2]), row[3], int(row[4]), int(row[5]))
-                    for row in cursor.execute(
-                        'SELECT name, type, "notnull", dflt_value, pk, hidden FROM pragma_table_xinfo(?)', (name,)
-                    ).fetchall()
+                    Column(col, kind, bool(notnull), default, pk, hidden)
+                    for col, kind, notnull, default, pk, hidden in table_xinfo(conn, name)
                 )
                 rows = None
                 if count_rows:

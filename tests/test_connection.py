@@ -6,7 +6,8 @@ import sqlite3
 
 import pytest
 
-from planner.connection import MigrationConnection, forbidden_reason, split_script
+from planner.connection import MigrationConnection, forbidden_reason, switches_foreign_keys
+from planner.sql import split_script
 from planner.errors import TransactionTampered
 
 
@@ -37,14 +38,19 @@ def tables(raw: sqlite3.Connection) -> list[str]:
         "BEGIN",
         "BEGIN IMMEDIATE",
         "  -- a comment\n  /* another */ COMMIT;",
-        "PRAGMA foreign_keys = OFF",
-        "pragma foreign_keys=on",
-        "PRAGMA main.foreign_keys = 0",
-        "PRAGMA foreign_keys(1)",
     ],
 )
 def test_statements_that_manage_the_transaction_are_forbidden(sql):
     assert forbidden_reason(sql) is not None
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["PRAGMA foreign_keys = OFF", "pragma foreign_keys=on", "PRAGMA main.foreign_keys = 0", "PRAGMA foreign_keys(1)"],
+)
+def test_switching_foreign_keys_is_recognised(sql):
+    assert switches_foreign_keys(sql)
+    assert forbidden_reason(sql) is None
 
 
 @pytest.mark.parametrize(
@@ -122,12 +128,15 @@ def test_commit_is_a_no_op_and_rollback_is_refused(conn):
     assert conn.in_transaction
 
 
-def test_pragma_foreign_keys_is_refused_with_a_reason(conn):
+def test_switching_foreign_keys_is_passed_over_and_remembered(conn):
+    conn.execute("PRAGMA foreign_keys").fetchone()
     proxy = MigrationConnection(conn, "0027", "rollback")
-    with pytest.raises(TransactionTampered) as info:
-        proxy.execute("PRAGMA foreign_keys = OFF")
-    assert "does nothing inside a transaction" in str(info.value)
-    assert info.value.direction == "rollback"
+    proxy.execute("PRAGMA foreign_keys = OFF")
+    proxy.executescript("PRAGMA foreign_keys = ON; CREATE TABLE after_pragma (x);")
+    assert proxy.ignored == ["PRAGMA foreign_keys = OFF", "PRAGMA foreign_keys = ON"]
+    assert proxy.tampered is None
+    assert "after_pragma" in tables(conn)
+    assert conn.in_transaction
     assert proxy.execute("PRAGMA foreign_keys").fetchone() == (0,)  # reading is fine
 
 

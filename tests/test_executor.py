@@ -217,7 +217,7 @@ def test_a_migration_calling_commit_stays_atomic(db, catalog_dir):
 
 @pytest.mark.parametrize(
     "statement",
-    ['conn.execute("COMMIT")', 'conn.execute("BEGIN")', 'conn.execute("PRAGMA foreign_keys = OFF")',
+    ['conn.execute("COMMIT")', 'conn.execute("BEGIN")',
      'conn.executescript("CREATE TABLE x2 (a); END TRANSACTION;")', "conn.rollback()"],
 )
 def test_managing_the_transaction_is_refused(db, catalog_dir, statement):

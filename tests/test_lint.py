@@ -10,8 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import apm
-from cli.options import EXIT_CATALOG, EXIT_DATABASE, EXIT_OK, EXIT_REFUSED
-from planner.errors import DatabaseNotFound
+from cli.options import EXIT_CATALOG, EXIT_OK, EXIT_REFUSED
 from planner.executor import Executor
 from planner.lint import check_catalog
 from planner.loader import load_catalog
@@ -108,7 +107,7 @@ def test_every_loader_problem_is_reported_at_once(catalog_dir):
     assert {"malformed-file-name", "duplicate-version", "missing-upgrade", "unreadable-migration",
             "self-dependency", "dependency-cycle"} <= found
     duplicate = next(f for f in check_catalog(catalog_dir) if f.code == "duplicate-version")
-    assert duplicate.fix.startswith("git mv migration_2_again.py migration_0008.py")
+    assert duplicate.fix.startswith("git mv migration_2_again.py migration_0008_again.py")
 
 
 def test_a_missing_folder_is_one_error(tmp_path):
@@ -156,9 +155,10 @@ def test_an_inconsistent_history_is_an_error_with_both_fixes(applied_db, seed_ch
     assert "apm migrate --rollback 0027 --cascade" in finding.fix
 
 
-def test_a_database_that_does_not_exist_raises(seed_chain, tmp_path):
-    with pytest.raises(DatabaseNotFound):
-        check_catalog(seed_chain, tmp_path / "missing.db")
+def test_a_database_that_does_not_exist_is_an_empty_history(seed_chain, tmp_path):
+    findings = check_catalog(seed_chain, tmp_path / "missing.db")
+    assert [(f.severity, f.code) for f in findings if f.scope == "history"] == [("info", "no-database")]
+    assert not (tmp_path / "missing.db").exists()
 
 
 # --------------------------------------------------------------------------
@@ -189,8 +189,9 @@ def test_check_exit_codes(seed_chain, applied_db, catalog_dir, tmp_path):
     broken = run_check("--migrations-dir", str(seed_chain), "--db", str(applied_db))
     assert broken.exit_code == EXIT_CATALOG  # catalog errors win: the history check rests on the files
 
-    missing = run_check("--migrations-dir", str(seed_chain), "--db", str(tmp_path / "nope.db"))
-    assert missing.exit_code == EXIT_DATABASE and "does not exist" in missing.output
+    missing = run_check("--migrations-dir", str(SHIPPED), "--db", str(tmp_path / "nope.db"))
+    # A lint: a database not made yet is an empty history, not a failure (issue 12, defect 12).
+    assert missing.exit_code == 0 and "does not exist yet" in missing.output
 
 
 def test_check_json(seed_chain):

@@ -1,0 +1,131 @@
+"""Reading SQL text and SQLite's catalog: the small shared pieces, in one place.
+
+Several modules need to look inside SQL without a full parser: the
+connection proxy (the first keywords of a statement, the statements of a
+script), the table rebuild (identifiers, parentheses and commas of a
+``CREATE TABLE``), the schema snapshot and doctor (quoting names, reading
+``PRAGMA table_xinfo``). Each rule lives here once, so they cannot disagree
+about what a comment, a quoted name or a statement boundary is.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` as an SQL identifier, whatever characters it holds."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+# -- statements: first keywords, and splitting a script ------------------------------
+
+# Leading whitespace and comments before a statement's first keyword.
+SKIP = re.compile(r"(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?(?:\*/|\Z))*", re.S)
+_WORD = re.compile(r"[A-Za-z_]+")
+
+
+def keywords(sql: str, count: int) -> list[str]:
+    """The first ``count`` words of a statement, upper-cased, skipping comments."""
+    words: list[str] = []
+    pos = 0
+    while len(words) < count:
+        pos = SKIP.match(sql, pos).end()
+        match = _WORD.match(sql, pos)
+        if match is None:
+            break
+        words.append(match.group().upper())
+        pos = match.end()
+    return words
+
+
+def split_script(script: str) -> Iterable[str]:
+    """The statements of a script, in order, each complete (triggers' ``BEGIN ... END`` included).
+
+    Pieces between semicolons are joined until ``sqlite3.complete_statement``
+    agrees the statement is whole, so a semicolon inside a string literal or
+    a trigger body does not split it.
+    """
+    pieces = script.split(";")
+    buffer = ""
+    last = len(pieces) - 1
+    for i, piece in enumerate(pieces):
+        buffer += piece if i == last else piece + ";"
+        if i == last or sqlite3.complete_statement(buffer):
+            if keywords(buffer, 1):
+                yield buffer[SKIP.match(buffer).end() :].rstrip()
+            buffer = ""
+
+
+# -- tokens: just enough of a tokenizer to find names, parentheses and commas --------
+
+_TOKEN = re.compile(
+    r"""
+      (?P<space>\s+|--[^\n]*|/\*.*?(?:\*/|\Z))
+    | (?P<string>[xX]?'(?:[^']|'')*')
+    | (?P<quoted>"(?:[^"]|"")*"|`(?:[^`]|``)*`|\[[^\]]*\])
+    | (?P<number>\.?\d[\w.]*)
+    | (?P<word>[^\W\d][\w$]*)
+    | (?P<punct>.)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+
+@dataclass(frozen=True)
+class Token:
+    """One token of SQL text, with where it sits in that text."""
+
+    kind: str
+    text: str
+    start: int
+    end: int
+
+    @property
+    def name(self) -> str | None:
+        """The identifier or keyword this token spells, lower-cased as SQLite compares names."""
+        if self.kind == "word":
+            return self.text.lower()
+        if self.kind == "quoted":
+            close = {"[": "]"}.get(self.text[0], self.text[0])
+            return self.text[1:-1].replace(close * 2, close).lower()
+        return None
+
+
+def tokens(sql: str) -> list[Token]:
+    """The tokens of ``sql`` without whitespace and comments (a comma in a comment splits nothing)."""
+    return [
+        Token(m.lastgroup or "punct", m.group(), m.start(), m.end())
+        for m in _TOKEN.finditer(sql)
+        if m.lastgroup != "space"
+    ]
+
+
+def names(sql: str) -> set[str]:
+    """Every identifier ``sql`` mentions as a whole word, never inside a string literal."""
+    return {t.name for t in tokens(sql) if t.name is not None}
+
+
+# -- the catalog ------------------------------------------------------------------------
+
+XinfoRow = tuple[str, str, int, "str | None", int, int]
+
+
+def table_xinfo(conn: sqlite3.Connection, table: str) -> list[XinfoRow]:
+    """``(name, type, notnull, default, pk, hidden)`` of each column, in order, as plain tuples.
+
+    ``table_xinfo`` rather than ``table_info`` so generated columns are seen
+    (``hidden`` 2 or 3); read through a fresh cursor with no row factory,
+    since a migration may have set one on the shared connection.
+    """
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    return [
+        (row[0], row[1] or "", int(row[2]), row[3], int(row[4]), int(row[5]))
+        for row in cursor.execute(
+            'SELECT name, type, "notnull", dflt_value, pk, hidden FROM pragma_table_xinfo(?) ORDER BY cid', (table,)
+        ).fetchall()
+    ]
