@@ -18,6 +18,7 @@ import glob
 import os
 import sqlite3
 import stat
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def connect(path: Path | str, *, create: bool = False, busy_timeout: float = DEF
         if not create:
             raise DatabaseNotFound(path)
         if not writable(folder):
-            raise DatabaseReadOnly(path)
+            raise DatabaseReadOnly(path, folder=True)
         # O_EXCL tells us whether *we* made the file, so only our own empty
         # file is removed on failure, never one a concurrent process just made.
         try:
@@ -75,9 +76,11 @@ def connect(path: Path | str, *, create: bool = False, busy_timeout: float = DEF
     if not path.is_file() or not _has_sqlite_header(path):
         raise NotADatabase(path)  # a folder, a device such as /dev/null, or another kind of file
     try:
-        if not (writable(path) and writable(folder)):
-            # The folder matters too: SQLite writes its journal next to the file.
+        if not writable(path):
             raise DatabaseReadOnly(path)
+        if not writable(folder):
+            # The folder matters too: SQLite writes its journal next to the file.
+            raise DatabaseReadOnly(path, folder=True)
         conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None)
         try:
             conn.execute("PRAGMA schema_version").fetchone()
@@ -158,7 +161,49 @@ def _discard(path: Path, created: bool) -> None:
 # --------------------------------------------------------------------------
 
 
-def backup(path: Path | str) -> Path:
+class _PastDeadline(Exception):
+    """Raised from the backup API's progress callback to stop waiting for a lock."""
+
+
+def copy_database(
+    source: sqlite3.Connection, destination: sqlite3.Connection, *, path: Path, busy_timeout: float
+) -> None:
+    """Copy ``source`` into ``destination`` with SQLite's backup API, waiting at most ``busy_timeout`` for locks.
+
+    Python's ``Connection.backup`` retries a locked source forever (it sleeps
+    and steps again on SQLITE_BUSY), so ``--busy-timeout`` would mean
+    nothing; the progress callback, called after every step, enforces it.
+    """
+    deadline = time.monotonic() + busy_timeout
+
+    def progress(status: int, remaining: int, total: int) -> None:
+        if status in (_SQLITE_BUSY, _SQLITE_LOCKED) and time.monotonic() >= deadline:
+            raise _PastDeadline
+
+    try:
+        source.backup(destination, progress=progress)
+    except _PastDeadline:
+        raise DatabaseLocked(path, busy_timeout) from None
+
+
+def writable_now(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+    """Raise the ``DatabaseError`` that would stop a write to ``path`` now (read-only, locked), changing nothing.
+
+    Takes the write lock (``BEGIN IMMEDIATE``) and gives it straight back, so
+    a rollback can refuse before it writes a backup it would never need.
+    """
+    conn = connect(Path(path), busy_timeout=busy_timeout)
+    try:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise translate_error(exc, Path(path), busy_timeout) or NotADatabase(Path(path)) from exc
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+def backup(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Path:
     """Copy the database to ``<db>.backup.<YYYYmmdd_HHMMSS>`` and return the copy's path.
 
     SQLite's online backup API copies a consistent snapshot even while another
@@ -171,13 +216,13 @@ def backup(path: Path | str) -> Path:
         raise DatabaseDirectoryMissing(path)
     if not path.is_file():
         raise DatabaseNotFound(path)
-    source = read_only_connection(path)
+    source = read_only_connection(path, busy_timeout)
     target = _reserve_backup_name(path)
     try:
         try:
             destination = sqlite3.connect(str(target))
             try:
-                source.backup(destination)
+                copy_database(source, destination, path=path, busy_timeout=busy_timeout)
             finally:
                 destination.close()
         finally:
@@ -185,7 +230,7 @@ def backup(path: Path | str) -> Path:
         os.chmod(target, stat.S_IMODE(path.stat().st_mode))
     except sqlite3.Error as exc:
         target.unlink(missing_ok=True)
-        raise translate_error(exc, path, DEFAULT_BUSY_TIMEOUT) or NotADatabase(path) from exc
+        raise translate_error(exc, path, busy_timeout) or NotADatabase(path) from exc
     except BaseException:
         target.unlink(missing_ok=True)
         raise
@@ -250,6 +295,8 @@ def open_read_only(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT)
     """
     path = Path(path)
     if not path.is_file():
+        if path.exists():
+            raise NotADatabase(path)  # a folder or a device, never "no database yet"
         return None
     try:
         return read_only_connection(path, busy_timeout)

@@ -18,6 +18,14 @@ def _versions(versions: Iterable[str]) -> str:
     return ", ".join(versions)
 
 
+def _where(problem: CatalogError) -> str:
+    """``migration_0002.py: `` when the problem's file is known and its message does not already name it."""
+    path = problem.path
+    if path is None or path.name in str(problem):
+        return ""
+    return f"{path.name}: "
+
+
 class MigrationError(Exception):
     """Base of every error this library raises on purpose."""
 
@@ -164,13 +172,15 @@ class CatalogInvalid(CatalogError):
     def __init__(self, directory: Path, problems: Sequence[CatalogError]):
         self.directory = directory
         self.problems = tuple(problems)
-        first = str(problems[0]) if problems else "unknown problem"
-        more = (
-            f" (and {len(problems) - 1} more problem(s); `apm migrate check` lists them all)"
-            if len(problems) > 1
-            else ""
-        )
-        super().__init__(f"migration catalog {directory} is invalid: {first}{more}", path=directory)
+        if len(self.problems) <= 1:
+            first = str(problems[0]) if problems else "unknown problem"
+            message = f"migration catalog {directory} is invalid: {first}"
+        else:
+            # Every problem, one per line, so one run shows everything to fix (as `apm migrate check` does).
+            lines = "\n".join(f"  - {_where(p)}{p}" for p in self.problems)
+            message = (f"migration catalog {directory} has {len(self.problems)} problems; nothing was run. "
+                       f"Fix each of these (`apm migrate check` shows the fix for each):\n{lines}")
+        super().__init__(message, path=directory)
 
 
 class CatalogNotFound(CatalogError, FileNotFoundError):
@@ -437,19 +447,29 @@ class DatabaseDirectoryMissing(DatabaseError, FileNotFoundError):
 
 
 class NotADatabase(DatabaseError):
-    """The file exists but is not a SQLite database."""
+    """The path exists but is not a SQLite database (another kind of file, a folder, a device)."""
 
     def __init__(self, path: Path):
-        super().__init__(f"{path} is not a SQLite database; check the --db path", path=path)
+        if path.is_dir():
+            message = f"{path} is a folder, not a database file; pass the database file's path with --db"
+        else:
+            message = f"{path} is not a SQLite database; check the --db path"
+        super().__init__(message, path=path)
 
 
 class DatabaseReadOnly(DatabaseError, PermissionError):
-    """The database (or its folder) cannot be written."""
+    """The database, or the folder SQLite writes its journal in, cannot be written."""
 
-    def __init__(self, path: Path):
-        super().__init__(
-            f"database {path} is read-only; make it writable (chmod u+w) or copy it elsewhere", path=path
-        )
+    def __init__(self, path: Path, *, folder: bool = False):
+        self.folder = folder
+        if folder:
+            message = (f"folder {path.parent} is read-only, and SQLite must write its journal there next to "
+                       f"database {path.name}; make the folder writable (chmod u+w {path.parent}) or move the "
+                       f"database elsewhere; nothing was changed")
+        else:
+            message = (f"database {path} is read-only; make it writable (chmod u+w {path}) or copy it "
+                       f"elsewhere; nothing was changed")
+        super().__init__(message, path=path)
 
 
 class ForeignLedger(DatabaseError):

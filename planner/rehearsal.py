@@ -73,7 +73,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from planner.database import DEFAULT_BUSY_TIMEOUT, open_read_only
+from planner.database import DEFAULT_BUSY_TIMEOUT, copy_database, open_read_only
 from planner.errors import MigrationError
 from planner.schema import SchemaChange, SchemaSnapshot, diff, snapshot
 from planner.sql import quote_identifier
@@ -300,7 +300,7 @@ def rehearse(
         workdir = Path(tempfile.mkdtemp(prefix="apm-rehearsal-", dir=memory_dir))
         try:
             copy = workdir / "rehearsal.db"
-            _copy(source, copy)
+            _copy(source, copy, db_path, busy_timeout)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
@@ -329,12 +329,12 @@ def _memory_directory(size: int) -> str | None:
     return None
 
 
-def _copy(source: sqlite3.Connection | None, target: Path) -> None:
+def _copy(source: sqlite3.Connection | None, target: Path, db_path: Path, busy_timeout: float) -> None:
     """Copy with the backup API (a consistent snapshot even while others write), then switch to WAL."""
     destination = sqlite3.connect(str(target), isolation_level=None)
     try:
         if source is not None:
-            source.backup(destination)
+            copy_database(source, destination, path=db_path, busy_timeout=busy_timeout)
         # WAL lets a reader keep the state before a step while the executor commits the step.
         destination.execute("PRAGMA journal_mode = WAL").fetchone()
     finally:

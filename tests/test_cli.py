@@ -167,9 +167,12 @@ def test_bad_catalog_exit_3(catalog_dir: Path, db: Path) -> None:
     (catalog_dir / "migration_7a.py").write_text("")
     result = invoke("--db", str(db), "--migrations-dir", str(catalog_dir), "migrate")
     assert result.exit_code == 3
-    assert "migration_7a.py" in result.output and "1 more problem" in result.output
+    # Every problem, with its file and version, not the first one and a count (issue 12, defect 11).
+    assert "has 2 problems" in result.output
+    assert "  - migration_7a.py" in result.output
+    assert "  - migration_0001.py: 0001 depends on 0005" in result.output
     assert "apm migrate check" in result.output
-    assert len(result.output.strip().splitlines()) == 1 and not db.exists()
+    assert len(result.output.strip().splitlines()) == 3 and not db.exists()  # a summary, then one line each
 
 
 def test_missing_migrations_dir(tmp_path: Path, db: Path) -> None:
