@@ -66,7 +66,7 @@ def docs_command(output: Path | None, check: bool) -> None:
     if check:
         current = target.read_text(encoding="utf-8") if target.exists() else None
         if current != page:
-            from cli.main import CommandError
+            from cli.errors import CommandError
             from cli.options import EXIT_CATALOG
 
             # A stale page is a catalog problem for CI to fail on, not a bug (exit 1 means a bug).

@@ -1,90 +1,44 @@
-"""The ``apm`` entry point: the root group, and the one place errors become exit codes.
+"""The ``apm`` entry point: the root group, where whatever a command raises becomes a message and an exit code.
 
-Library errors carry their meaning in their class (``planner.errors``); here
-each family maps to one documented exit code and a one-line message on
-stderr. A traceback is shown only with ``--debug``. Only click is imported at
-start-up: ``apm --help`` must stay fast, so commands import the planner when
-they run.
+The mapping from error families to exit codes lives in ``cli.errors``; a
+traceback is shown only with ``--debug``, and never changes the exit code.
+Only click is imported at start-up: ``apm --help`` must stay fast, so
+commands import the planner when they run.
 """
 
 from __future__ import annotations
 
 import sys
+import traceback
 
 import click
 
-from cli import options
+from cli.errors import CommandError, as_command_error, catch_interrupts, interrupted_exit_code
 from cli.options import Settings, shared_options
 from planner import __version__
 
-# sqlite3 and planner.errors are not imported here: `apm --help` needs neither,
-# and an error can only be a sqlite3 or planner error once a command imported them.
-
-
-def _exit_codes() -> tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...]:
-    """Each library error family and its exit code, most specific first."""
-    from planner import errors as E
-
-    return (
-        (E.CatalogError, options.EXIT_CATALOG),
-        (E.PlanError, options.EXIT_REFUSED),
-        (E.ExecutionError, options.EXIT_FAILED),
-        (E.DatabaseError, options.EXIT_DATABASE),
-        (E.RenderError, options.EXIT_TOOL),
-        # `apm migrate new` refusing to write a file is a refusal like any other.
-        ((E.InvalidDescription, E.ConflictingDependencyOptions, E.MigrationFileExists), options.EXIT_REFUSED),
-    )
-
-
-def _is_sqlite_error(error: BaseException) -> bool:
-    # A sqlite3.Error can exist only if something imported sqlite3; checking
-    # sys.modules keeps start-up from importing it just to compare against.
-    sqlite3 = sys.modules.get("sqlite3")
-    return sqlite3 is not None and isinstance(error, sqlite3.Error)
-
-
-class CommandError(click.ClickException):
-    """A library error on its way to the terminal, with the exit code of its family."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-    def show(self, file=None) -> None:
-        click.echo(f"Error: {self.format_message()}", err=True)
-
-
-def exit_code_for(error: BaseException) -> int:
-    for kind, code in _exit_codes():
-        if isinstance(error, kind):
-            return code
-    if _is_sqlite_error(error):
-        return options.EXIT_DATABASE
-    return options.EXIT_INTERNAL
+__all__ = ["CommandError", "apm", "main"]
 
 
 class ApmGroup(click.Group):
-    """The root group: runs a command and translates what it raises."""
+    """The root group: runs a command and translates what it raises into a line and an exit code."""
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with catch_interrupts():
+                return super().invoke(ctx)
         except (click.exceptions.Exit, click.Abort, click.ClickException):
             raise
+        except KeyboardInterrupt as interrupt:
+            # Ctrl-C (or SIGTERM) outside a run: nothing was being written, so nothing changed.
+            if ctx.ensure_object(Settings).debug:
+                traceback.print_exc()
+            raise CommandError("interrupted; nothing was changed", interrupted_exit_code(interrupt)) from None
         except Exception as error:
             if ctx.ensure_object(Settings).debug:
-                raise
-            from planner.errors import MigrationError
-
-            if isinstance(error, MigrationError):
-                raise CommandError(str(error), exit_code_for(error)) from error
-            if _is_sqlite_error(error):
-                raise CommandError(f"SQLite error: {error}; run with --debug for details", options.EXIT_DATABASE)
-            # A bug: say so in one line, keep the traceback for --debug.
-            raise CommandError(
-                f"internal error {type(error).__name__}: {error}; run again with --debug and report it",
-                options.EXIT_INTERNAL,
-            ) from error
+                # --debug adds the traceback; the exit code stays the documented one.
+                traceback.print_exc()
+            raise as_command_error(error) from error
 
 
 @click.group(cls=ApmGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -26,6 +26,25 @@ EXIT_FAILED = 5  # a migration failed while running; its step was rolled back (E
 EXIT_DATABASE = 6  # the database cannot be opened, written or locked (DatabaseError)
 EXIT_UNCONFIRMED = 7  # a plan that would destroy data was not confirmed (see --yes)
 EXIT_TOOL = 8  # an outside tool the command needs (Graphviz's dot) is missing or failed
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); SIGTERM gives 143. The open step was rolled back
+
+
+class VersionType(click.ParamType):
+    """A version on the command line: digits, never empty (``--rollback ""`` must not become an apply)."""
+
+    name = "VERSION"
+
+    def convert(self, value, param, ctx):
+        from planner.errors import InvalidVersion
+        from planner.versions import parse
+
+        try:
+            return parse(value)
+        except InvalidVersion as exc:
+            self.fail(str(exc), param, ctx)
+
+
+VERSION = VersionType()
 
 
 def shipped_catalog() -> Path:
@@ -68,6 +87,17 @@ def _store(name: str, convert=lambda v: v):
     return callback
 
 
+def _store_path(name: str):
+    def callback(ctx: click.Context, param: click.Parameter, value):
+        if value is not None:
+            if not value.strip():
+                raise click.BadParameter("an empty path; pass the file or folder to use", ctx, param)
+            setattr(ctx.ensure_object(Settings), name, Path(value))
+        return value
+
+    return callback
+
+
 def _debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
     """--debug shows tracebacks and the library's log (which is silent otherwise)."""
     if value:
@@ -85,22 +115,25 @@ def shared_options(top_level: bool = False):
         options = [
             click.option(
                 "--db",
-                type=click.Path(dir_okay=False, path_type=Path),
+                # A folder or an unreadable path is the library's to report (a database problem, exit 6).
+                type=str,
+                metavar="PATH",
                 envvar="APM_DB" if top_level else None,
                 show_envvar=top_level,
                 expose_value=False,
                 is_eager=True,
-                callback=_store("db"),
+                callback=_store_path("db"),
                 help=f"SQLite database file [default: {DEFAULT_DB}; env APM_DB].",
             ),
             click.option(
                 "--migrations-dir",
-                type=click.Path(file_okay=False, path_type=Path),
+                type=str,
+                metavar="DIR",
                 envvar="APM_MIGRATIONS_DIR" if top_level else None,
                 show_envvar=top_level,
                 expose_value=False,
                 is_eager=True,
-                callback=_store("migrations_dir"),
+                callback=_store_path("migrations_dir"),
                 help="Folder of migration_*.py files [default: APM's shipped catalog; env APM_MIGRATIONS_DIR].",
             ),
             click.option(

@@ -36,6 +36,7 @@ def echo(message: str = "", *, fg: str | None = None, bold: bool = False, err: b
 
 
 def duration(ms: float) -> str:
+    """``14 ms``, or ``0.4 ms`` below a millisecond."""
     return f"{ms:.0f} ms" if ms >= 1 else f"{ms:.1f} ms"
 
 

@@ -104,7 +104,7 @@ def agents_show(role: str, as_json: bool) -> None:
 
     found = read_agents(settings().db_path, role=role)
     if not found:
-        from cli.main import CommandError
+        from cli.errors import CommandError
         from cli.options import EXIT_REFUSED
 
         raise CommandError(f"no agent with role {role!r}; see `apm agents list` for the roles", EXIT_REFUSED)

@@ -194,10 +194,10 @@ def test_failed_migration_exit_5_keeps_earlier_steps(catalog_dir: Path, db: Path
     assert "Applied 0001" in result.output and tables(db) == {"a"}
 
 
-def test_debug_shows_the_traceback(chain: Path, db: Path) -> None:
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(chain: Path, db: Path) -> None:
     result = invoke("--db", str(db), "--migrations-dir", str(chain), "--debug", "migrate", "--target", "0099")
-    assert result.exit_code != 0 and result.exception is not None
-    assert type(result.exception).__name__ == "MigrationNotFound"
+    assert result.exit_code == 4, result.output  # a refusal, as without --debug (issue 12, defect 4)
+    assert "Traceback" in result.output and "MigrationNotFound" in result.output
 
 
 def test_not_a_database_exit_6(chain: Path, tmp_path: Path) -> None:

@@ -89,7 +89,7 @@ def test_errors_still_map_to_their_exit_codes_without_eager_imports() -> None:
     import sqlite3
 
     from cli import options
-    from cli.main import exit_code_for
+    from cli.errors import exit_code_for
     from planner.errors import MigrationNotFound
 
     assert exit_code_for(sqlite3.OperationalError("database is locked")) == options.EXIT_DATABASE

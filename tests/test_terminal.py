@@ -21,11 +21,11 @@ APM = Path(sys.executable).parent / "apm"
 pytestmark = pytest.mark.skipif(not APM.exists(), reason="the apm console script is not installed (pip install -e .)")
 
 
-def on_terminal(args: list[str], cwd: Path, **env: str) -> str:
+def on_terminal(args: list[str], cwd: Path, columns: int = 100, **env: str) -> str:
     """Run apm with stdin, stdout and stderr on one pty; return everything it wrote."""
     master, slave = pty.openpty()
     environ = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "APM_DB", "APM_MIGRATIONS_DIR")}
-    environ.update(env, TERM="xterm", COLUMNS="100")
+    environ.update(env, TERM="xterm", COLUMNS=str(columns))
     process = subprocess.Popen([str(APM), *args], stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=environ)
     os.close(slave)
     chunks = []
@@ -54,10 +54,17 @@ def long_catalog(catalog_dir: Path) -> Path:
     return catalog_dir
 
 
-def test_long_run_draws_a_progress_bar(long_catalog: Path, tmp_path: Path) -> None:
-    out = on_terminal(["--db", "app.db", "--migrations-dir", str(long_catalog), "migrate"], tmp_path)
-    assert "Applying" in out and "Applied 16 migration(s)" in out
-    assert "Applied 0001" not in out  # the bar replaces the per-migration lines
+def test_long_run_draws_a_progress_bar_that_fits_and_ends_with_what_was_done(long_catalog: Path,
+                                                                             tmp_path: Path) -> None:
+    out = on_terminal(["--db", "app.db", "--migrations-dir", str(long_catalog), "migrate"], tmp_path, columns=50)
+    frames = [piece for line in out.split("\n") for piece in line.split("\r")]
+    # Every frame fits a 50-column terminal, so nothing wraps (issue 12, defect 17).
+    assert max(len(frame) for frame in frames) <= 50, max(frames, key=len)
+    assert any("Applying 0007" in frame for frame in frames)  # the bar names the migration it runs
+    finished = [frame for frame in frames if frame.startswith("Applied 00")]
+    assert [line.split()[1] for line in finished] == [f"{n:04d}" for n in range(1, 17)]
+    assert all(line.endswith(" ms)") for line in finished)  # each with its timing
+    assert "16 of 16 step(s) done" in out
 
 
 def test_colour_on_a_terminal_and_never_with_no_color(long_catalog: Path, tmp_path: Path) -> None:
