@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import click
 
-from cli.options import settings, shared_options
+from cli.options import VERSION, settings, shared_options
 
 
 @click.command("new")
 @shared_options()
 @click.argument("description")
-@click.option("--depends-on", "depends_on", multiple=True, metavar="VERSION",
+@click.option("--depends-on", "depends_on", multiple=True, type=VERSION,
               help="A dependency (repeatable) [default: every current leaf of the graph].")
 @click.option("--root", is_flag=True, help="Depend on nothing.")
 def new_command(description: str, depends_on: tuple[str, ...], root: bool) -> None:
     """Create migration_<next>_<slug>.py with DESCRIPTION, ready to fill in."""
+    from planner.ledger import read_ledger
     from planner.scaffold import create_migration
 
     if root and depends_on:
         raise click.UsageError("--root and --depends-on cannot be used together; choose one")
-    path = create_migration(settings().catalog_dir, description, depends_on=list(depends_on) or None, root=root)
+    if not description.strip():
+        raise click.BadParameter("an empty description; say what the migration does", param_hint="DESCRIPTION")
+    # Versions the ledger holds are taken even when their file is gone: a new file must never reuse one.
+    recorded = read_ledger(settings().db_path, settings().busy_timeout) if settings().db_path.is_file() else {}
+    path = create_migration(settings().catalog_dir, description, depends_on=list(depends_on) or None, root=root,
+                            recorded=recorded)
     click.echo(f"Created {path}")

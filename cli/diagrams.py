@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from cli.options import settings, shared_options
+from cli.options import VERSION, settings, shared_options
 
 TEXT_FORMATS = ("mermaid", "dot", "text", "json")  # planner.diagram.FORMATS; kept here so --help needs no import
 IMAGE_FORMATS = ("svg", "png")
@@ -24,8 +24,8 @@ IMAGE_FORMATS = ("svg", "png")
               show_default=True, help="Output format; svg and png need Graphviz's dot.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to FILE instead of standard output.")
-@click.option("--focus", metavar="VERSION", help="Only VERSION, what it needs and what needs it.")
-@click.option("--rollback", metavar="VERSION", help="Highlight what a cascade rollback of VERSION takes.")
+@click.option("--focus", type=VERSION, help="Only VERSION, what it needs and what needs it.")
+@click.option("--rollback", type=VERSION, help="Highlight what a cascade rollback of VERSION takes.")
 def graph_command(fmt: str, output: Path | None, focus: str | None, rollback: str | None) -> None:
     """Draw the dependency graph (applied/pending styling when the database exists)."""
     from planner import diagram
@@ -34,7 +34,7 @@ def graph_command(fmt: str, output: Path | None, focus: str | None, rollback: st
 
     catalog = load_catalog(settings().catalog_dir)
     db = settings().db_path
-    applied = list(read_ledger(db)) if db.exists() else None
+    applied = list(read_ledger(db, settings().busy_timeout)) if db.exists() else None
     if fmt in IMAGE_FORMATS:
         if output is None and sys.stdout.isatty():
             raise click.UsageError(f"--format {fmt} writes binary data: pass -o FILE.{fmt}")
@@ -54,7 +54,7 @@ def graph_command(fmt: str, output: Path | None, focus: str | None, rollback: st
 @shared_options()
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the page [default: README.md in the migrations folder].")
-@click.option("--check", is_flag=True, help="Write nothing; exit 1 if the page on disk is out of date.")
+@click.option("--check", is_flag=True, help="Write nothing; exit 3 if the page on disk is out of date.")
 def docs_command(output: Path | None, check: bool) -> None:
     """Write the catalog page: table, mermaid diagram and each migration's text."""
     from planner.catalog_page import catalog_page

@@ -29,6 +29,12 @@ class ApmGroup(click.Group):
                 return super().invoke(ctx)
         except (click.exceptions.Exit, click.Abort, click.ClickException):
             raise
+        except BrokenPipeError:
+            # The reader went away (`apm ... | head`): not an error worth a message. 141 is the shell's SIGPIPE code.
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(141)
         except KeyboardInterrupt as interrupt:
             # Ctrl-C (or SIGTERM) outside a run: nothing was being written, so nothing changed.
             if ctx.ensure_object(Settings).debug:

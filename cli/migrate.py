@@ -31,7 +31,7 @@ def ledger_entries() -> dict:
     """What the ledger records, read without creating the database or its tables."""
     from planner.ledger import read_ledger
 
-    return read_ledger(settings().db_path)
+    return read_ledger(settings().db_path, settings().busy_timeout)
 
 
 def make_apply_plan(catalog, entries: dict, target: str | None):
@@ -112,7 +112,7 @@ def _interrupted_summary(plan, atomic: bool) -> str:
     """What an interrupted run left, read back from the ledger (exact even if Ctrl-C came right after a COMMIT)."""
     from planner.ledger import read_ledger
 
-    recorded = read_ledger(settings().db_path)
+    recorded = read_ledger(settings().db_path, settings().busy_timeout)
     applying = plan.direction == "apply"
     done = [s.version for s in plan.steps if (s.version in recorded) == applying]
     verb = "applied" if applying else "rolled back"
@@ -273,7 +273,22 @@ def warn_about_edited_files(catalog, entries: dict) -> None:
 _ACTIONS = ("list_pending", "show_applied", "rollback", "mark_applied", "mark_rolled_back")
 
 
-@click.group(invoke_without_command=True)
+class MigrateGroup(click.Group):
+    """``apm migrate``: its actions are options, so a word that names one gets the option's spelling back."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name = args[0] if args else ""
+        if name and self.get_command(ctx, name) is None and not name.startswith("-"):
+            option = next((p for p in self.params if f"--{name.replace('_', '-')}" in getattr(p, "opts", ())), None)
+            if option is not None:
+                rest = " ".join(args[1:])
+                flag = f"--{name.replace('_', '-')}"
+                hint = f"apm migrate {flag}" + (f" {rest}" if rest else "")
+                raise click.UsageError(f"no such command {name!r}; {flag} is an option: `{hint}`", ctx)
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=MigrateGroup, invoke_without_command=True)
 @shared_options()
 @click.option("--list", "list_pending", is_flag=True, help="List pending migrations in the order they would run.")
 @click.option("--show-applied", is_flag=True, help="List applied migrations and whether their files changed.")

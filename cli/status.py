@@ -23,17 +23,21 @@ def status(as_json: bool) -> None:
     from planner.loader import load_catalog
     from planner.plan import unknown_applied
 
+    from cli.migrate import warn_about_edited_files
+    from planner.versions import number
+
     path = settings().db_path
     catalog = load_catalog(settings().catalog_dir)
-    entries = read_ledger(path)
+    entries = read_ledger(path, settings().busy_timeout)
+    warn_about_edited_files(catalog, entries)
     known, _ = catalog.split_applied(entries)
     missing = unknown_applied(catalog, entries)
-    numeric = [v for v in entries if v.isdigit()]
-    version = max(numeric, key=int) if numeric else None
+    numeric = [v for v in entries if number(v) is not None]
+    version = max(numeric, key=number) if numeric else None
     agents = None
     if path.exists():
         try:
-            agents = read_agents(path)
+            agents = read_agents(path, busy_timeout=settings().busy_timeout)
         except NoAgentsTable:
             agents = None
     report = {
@@ -78,7 +82,7 @@ def agents_list(as_json: bool) -> None:
     """Every agent: role, name, tier, active, metadata."""
     from planner.agents import read_agents
 
-    rows = read_agents(settings().db_path)
+    rows = read_agents(settings().db_path, busy_timeout=settings().busy_timeout)
     if as_json:
         emit_json([agent.columns | {"metadata": agent.metadata} for agent in rows])
         return
@@ -102,7 +106,7 @@ def agents_show(role: str, as_json: bool) -> None:
     """One agent, every column."""
     from planner.agents import read_agents
 
-    found = read_agents(settings().db_path, role=role)
+    found = read_agents(settings().db_path, role=role, busy_timeout=settings().busy_timeout)
     if not found:
         from cli.errors import CommandError
         from cli.options import EXIT_REFUSED

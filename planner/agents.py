@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from planner.database import open_read_only
+from planner.database import DEFAULT_BUSY_TIMEOUT, open_read_only
 from planner.errors import DatabaseNotFound, NoAgentsTable
 
 
@@ -40,9 +40,9 @@ def _decode(text: Any) -> Any:
         return text
 
 
-def read_agents(path: Path, role: str | None = None) -> list[Agent]:
+def read_agents(path: Path, role: str | None = None, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> list[Agent]:
     """Every agent (or the one with ``role``), ordered by id."""
-    conn = open_read_only(path)
+    conn = open_read_only(path, busy_timeout)
     if conn is None:
         raise DatabaseNotFound(path)
     try:

@@ -46,6 +46,7 @@ from planner.errors import (
     UnreadableMigration,
 )
 from planner import versions
+from planner.database import DEFAULT_BUSY_TIMEOUT
 from planner.migration import IMPLIED
 
 Severity = Literal["error", "warning", "info"]
@@ -94,7 +95,9 @@ class Finding:
 # --------------------------------------------------------------------------
 
 
-def check_catalog(directory: Path | str, db_path: Path | str | None = None) -> list[Finding]:
+def check_catalog(
+    directory: Path | str, db_path: Path | str | None = None, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+) -> list[Finding]:
     """Every finding for the catalog in ``directory`` and, when ``db_path`` is given, for its ledger.
 
     Catalog findings come first, in version order; ledger findings follow.
@@ -114,7 +117,7 @@ def check_catalog(directory: Path | str, db_path: Path | str | None = None) -> l
     unloadable = {p.versions[0] for p in problems if p.versions}
     catalog, graph_problems = Catalog.build(directory, migrations, unloadable=unloadable)
     files, _ = migration_files(directory)
-    entries = _ledger_or_empty(Path(db_path)) if db_path is not None else {}
+    entries = _ledger_or_empty(Path(db_path), busy_timeout) if db_path is not None else {}
     renumbering = _renumbering(problems, [*files, *entries])
 
     findings = [_problem_finding(p, renumbering) for p in [*problems, *graph_problems]]
@@ -132,11 +135,11 @@ def check_catalog(directory: Path | str, db_path: Path | str | None = None) -> l
     return findings
 
 
-def _ledger_or_empty(db_path: Path) -> dict:
+def _ledger_or_empty(db_path: Path, busy_timeout: float) -> dict:
     """What the ledger records; ``{}`` when the file does not exist (it raises only when it cannot be read)."""
     from planner.ledger import read_ledger
 
-    return read_ledger(db_path) if db_path.is_file() else {}
+    return read_ledger(db_path, busy_timeout) if db_path.is_file() else {}
 
 
 def _catalog_order(finding: Finding) -> tuple[int, int, str]:
@@ -268,6 +271,15 @@ def history_findings(catalog, entries: dict, files: dict[str, Path], unloadable:
                             ERROR, "edited-after-apply", version,
                             f"{path.name} changed since {version} was applied (and no longer loads)",
                             f"git log -p -- {path}", "history", path))
+                continue
+            if number is None:
+                findings.append(Finding(
+                    ERROR, "not-a-version", version,
+                    f"schema_migrations holds the row {version!r}, which is not a version (digits only), so no "
+                    f"migration file can match it: a hand edit or another tool wrote it, and apm treats it like "
+                    f"a migration whose file is missing",
+                    f"sqlite3 <db> \"SELECT * FROM schema_migrations WHERE version = '{version}'\"  # find out "
+                    f"what wrote it before deleting the row", "history", None))
                 continue
             findings.append(Finding(
                 ERROR, "missing-file", version,
