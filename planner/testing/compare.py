@@ -106,13 +106,14 @@ def _describe_constraint(table: str, constraint: Constraint) -> str:
     return f"{kind} {table}({', '.join(columns)})"
 
 
+_AROUND_PUNCTUATION = re.compile(r"\s*([(),])\s*")
 _QUOTED = re.compile(r'"((?:[^"]|"")*)"|`([^`]*)`|\[([^\]]*)\]')
 
 
 def _comparable_sql(sql: str) -> str:
     """Table SQL with whitespace, identifier quoting and case evened out."""
     unquoted = _QUOTED.sub(lambda m: next(g for g in m.groups() if g is not None), sql or "")
-    return " ".join(unquoted.lower().split())
+    return _AROUND_PUNCTUATION.sub(r"\1", " ".join(unquoted.lower().split()))
 
 
 def differences(before: SchemaState, after: SchemaState, direction: Direction) -> list[str]:
