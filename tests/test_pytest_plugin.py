@@ -453,7 +453,7 @@ def test_apm_migrator_moves_a_database_to_a_version_and_back(pytester: pytest.Py
             apm_migrator.migrate_to()
             apm_migrator.migrate_to("0003")
             assert apm_migrator.applied == {"0001", "0002", "0003", "0004"}
-            assert "products" in apm_migrator.schema().snapshot.tables
+            assert "products" in apm_migrator.schema().tables
         """
     )
 

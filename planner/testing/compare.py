@@ -19,10 +19,11 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Literal
 
-from planner.schema import SchemaChange, SchemaSnapshot, snapshot
+from planner.schema import LEDGER_TABLES, SchemaChange, SchemaSnapshot, snapshot
 
 #: One foreign key: (columns, referenced table, referenced columns, ON UPDATE, ON DELETE, MATCH).
 ForeignKey = tuple[tuple[str, ...], str, tuple[str | None, ...], str, str, str]
@@ -32,26 +33,54 @@ Constraint = tuple[str, tuple[str, ...]]
 Direction = Literal["rollback", "re-apply"]
 
 
+_KINDS = ("table", "index", "trigger", "view")
+_OBJECTS = """
+SELECT type, name, sql FROM sqlite_master
+WHERE type IN ('table', 'index', 'trigger', 'view') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
+  AND tbl_name NOT IN ({ledger})
+""".format(ledger=", ".join(f"'{t}'" for t in LEDGER_TABLES))
+
+
 @dataclass(frozen=True)
 class SchemaState:
-    """A schema as the stairway compares it: the snapshot, plus keys and constraints per table."""
+    """A schema as the stairway keeps it: each user object's SQL, as ``sqlite_master`` holds it.
+
+    The SQL is the whole definition (SQLite rewrites it on every ALTER), so
+    equal SQL means an equal schema, and reading it is one query however
+    many tables there are. Only when two states differ are the tables
+    concerned rebuilt in memory and compared through the pragmas
+    (``differences``): the stairway takes four states per migration, and
+    reading every table's pragmas each time made the walk quadratic.
+    """
+
+    #: (type, name) -> SQL, for every table, index, trigger and view but SQLite's and the ledger's.
+    objects: Mapping[tuple[str, str], str]
+
+    def names(self) -> list[str]:
+        """``table orders``, ``index orders_by_date``...: every user object, for "what is left" checks."""
+        order = {kind: n for n, kind in enumerate(_KINDS)}
+        return [f"{kind} {name}" for kind, name in sorted(self.objects, key=lambda k: (order[k[0]], k[1]))]
+
+
+def capture(conn: sqlite3.Connection) -> SchemaState:
+    """Read the schema of ``conn``: one query, whatever its size."""
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    return SchemaState({(kind, name): sql or "" for kind, name, sql in cursor.execute(_OBJECTS).fetchall()
+                        if not (kind == "index" and sql is None)})
+
+
+@dataclass(frozen=True)
+class _Details:
+    """Tables read through the pragmas: columns (via ``planner.schema``), foreign keys, constraints."""
 
     snapshot: SchemaSnapshot
     foreign_keys: Mapping[str, frozenset[ForeignKey]]
     constraints: Mapping[str, frozenset[Constraint]]
 
-    @property
-    def objects(self) -> list[str]:
-        """``table orders``, ``index orders_by_date``...: every user object, for "what is left" checks."""
-        found = [f"table {name}" for name in sorted(self.snapshot.tables)]
-        for kind, names in (("index", self.snapshot.indexes), ("trigger", self.snapshot.triggers),
-                            ("view", self.snapshot.views)):
-            found.extend(f"{kind} {name}" for name in sorted(names))
-        return found
 
-
-def capture(conn: sqlite3.Connection) -> SchemaState:
-    """Read the schema of ``conn`` (without counting rows), with its foreign keys and constraints."""
+def _details(conn: sqlite3.Connection) -> _Details:
+    """Read every table of ``conn`` (without counting rows), with its foreign keys and constraints."""
     shape = snapshot(conn, count_rows=False)
     foreign_keys: dict[str, frozenset[ForeignKey]] = {}
     constraints: dict[str, frozenset[Constraint]] = {}
@@ -75,7 +104,7 @@ def capture(conn: sqlite3.Connection) -> SchemaState:
                 )
                 found.add((origin, columns))
         constraints[table] = frozenset(found)
-    return SchemaState(shape, foreign_keys, constraints)
+    return _Details(shape, foreign_keys, constraints)
 
 
 def _foreign_key(rows: list[tuple]) -> ForeignKey:
@@ -125,12 +154,57 @@ def differences(before: SchemaState, after: SchemaState, direction: Direction) -
     ``direction="re-apply"`` compares the first apply with the re-apply:
     ``index orders_by_date is missing``, ``table audit is new``.
     """
+    if before.objects == after.objects:
+        return []
+    changed = {key for key in before.objects.keys() | after.objects.keys()
+               if before.objects.get(key) != after.objects.get(key)}
+    tables = sorted(name for kind, name in changed if kind == "table")
+    lines = _table_differences(
+        {t: before.objects[("table", t)] for t in tables if ("table", t) in before.objects},
+        {t: after.objects[("table", t)] for t in tables if ("table", t) in after.objects},
+        direction,
+    )
+    for kind in ("index", "trigger", "view"):
+        for name in sorted(name for k, name in changed if k == kind):
+            old, new = before.objects.get((kind, name)), after.objects.get((kind, name))
+            if old is None:
+                lines.append(_gained(f"{kind} {name}", direction))
+            elif new is None:
+                lines.append(_lost(f"{kind} {name}", direction))
+            elif _comparable_sql(old) != _comparable_sql(new):
+                # A renamed table's indexes and triggers are rewritten with quotes: not a change.
+                lines.append(f"changed {kind} {name}" if direction == "rollback" else f"{kind} {name} differs")
+    return lines
+
+
+def _materialize(tables: Mapping[str, str]) -> _Details:
+    """The given tables created in an empty in-memory database, read back through the pragmas.
+
+    A table's SQL is its whole definition, so this reads exactly what the
+    real database would report, without reading the real database again.
+    """
+    with closing(sqlite3.connect(":memory:")) as conn:
+        for sql in tables.values():
+            conn.execute(sql)
+        return _details(conn)
+
+
+def _table_differences(old: Mapping[str, str], new: Mapping[str, str], direction: Direction) -> list[str]:
     from planner.schema import diff
 
+    try:
+        before, after = _materialize(old), _materialize(new)
+    except sqlite3.Error:
+        # A virtual table whose module this SQLite lacks: fall back to comparing the SQL text.
+        lines = [_lost(f"table {t}", direction) for t in sorted(old.keys() - new.keys())]
+        lines += [_gained(f"table {t}", direction) for t in sorted(new.keys() - old.keys())]
+        lines += [f"changed table {t}" if direction == "rollback" else f"table {t} differs"
+                  for t in sorted(old.keys() & new.keys()) if _comparable_sql(old[t]) != _comparable_sql(new[t])]
+        return lines
     lines: list[str] = []
     explained: set[str] = set()  # tables whose difference is already named in detail
     for change in diff(before.snapshot, after.snapshot):
-        if change.kind == "rows":
+        if change.kind != "table" and change.kind != "column":
             continue
         if change.kind == "table" and change.action == "changed":
             continue  # decided below, once keys and constraints are compared
@@ -149,9 +223,7 @@ def differences(before: SchemaState, after: SchemaState, direction: Direction) -
         if found:
             explained.add(table)
         lines.extend(found)
-        if table not in explained and _comparable_sql(before.snapshot.tables[table].sql) != _comparable_sql(
-            after.snapshot.tables[table].sql
-        ):
+        if table not in explained and _comparable_sql(old[table]) != _comparable_sql(new[table]):
             lines.append(
                 f"changed table {table} (its SQL differs beyond columns and keys: CHECK or COLLATE clauses?)"
                 if direction == "rollback"
@@ -184,5 +256,5 @@ def _lost(what: str, direction: Direction) -> str:
 
 def user_objects(conn: sqlite3.Connection) -> list[str]:
     """Every table, index, trigger and view that is not SQLite's or the ledger's."""
-    return capture(conn).objects
+    return capture(conn).names()
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING
 
-from planner.testing.compare import SchemaState
+from contextlib import closing
+
 from planner.testing.databases import SQLiteDatabase
 from planner.testing.runner import MigrationRunner
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from planner.catalog import Catalog
+    from planner.schema import SchemaSnapshot
 
 
 class Migrator:
@@ -65,9 +67,13 @@ class Migrator:
         self._release()
         return self._runner.rollback(version, cascade=cascade).versions
 
-    def schema(self) -> SchemaState:
-        """The schema now: tables with their columns, indexes, triggers, views, foreign keys."""
-        return self._runner.state()
+    def schema(self) -> SchemaSnapshot:
+        """The schema now, as ``apm``'s rehearsal sees it: tables with columns and row counts, indexes, triggers, views."""
+        from planner.schema import snapshot
+
+        self._release()
+        with closing(self.database.connect()) as conn:
+            return snapshot(conn)
 
     def close(self) -> None:
         """Close the connection, if one was opened."""
