@@ -10,6 +10,11 @@ than the SQL text means a downgrade that rebuilds a table with the same
 definition written differently (SQLite quotes a renamed table's name) is not
 reported, while a lost constraint is.
 
+A state is only ``sqlite_master``'s SQL (``capture``, one query); the
+pragmas are read in ``differences``, on an in-memory copy of just the tables
+whose SQL differs. Equal SQL is an equal schema, so a correct stair never
+pays for the detailed comparison.
+
 Rows are not compared: seed data and data migrations legitimately change
 them, and a downgrade's job is to restore the schema.
 """
