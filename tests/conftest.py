@@ -62,3 +62,22 @@ def seed_chain(catalog_dir: Path) -> Path:
     write_migration(catalog_dir, "0029", "Utility agents", depends_on=("0027",))
     write_migration(catalog_dir, "0030", "Feature flags", depends_on=("0001",))
     return catalog_dir
+
+
+# -- seed data for the generated migration tests of APM's catalog (docs/testing.md) -------------------
+
+
+@pytest.hookimpl(optionalhook=True)  # the conftest still loads with -p no:apm
+def pytest_apm_seed(version: str, connection) -> None:
+    """Rows for the stairway: every later migration and rollback of the shipped catalog meets data."""
+    if version == "0001":
+        connection.execute("INSERT OR IGNORE INTO projects (id, name, path) VALUES (1, 'seeded', '/srv/seeded')")
+        connection.execute(
+            "INSERT OR IGNORE INTO agents (id, project_id, role, display_name, tier) VALUES (1, 1, 'developer', 'Developer', '3')"
+        )
+        connection.execute("INSERT OR IGNORE INTO agent_tools (agent_id, tool_name) VALUES (1, 'git')")
+        connection.execute(
+            "INSERT OR IGNORE INTO tasks (id, project_id, title, assigned_agent_id) VALUES (1, 1, 'Seeded task', 1)"
+        )
+    if version == "0030":
+        connection.execute("INSERT OR IGNORE INTO feature_flags (project_id, flag_name, enabled) VALUES (1, 'seeded', 1)")

@@ -1,0 +1,86 @@
+"""``Migrator``: a catalog on a test database, moved version by version from a hand-written test.
+
+django-test-migrations' ``migrator`` is the model: a test brings the database
+to the version before the one it tests, writes rows, migrates, and asserts on
+what the migration did to them. Everything goes through the planner's plans
+and executor, so a test sees exactly what ``apm migrate`` would do.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING
+
+from contextlib import closing
+
+from planner.testing.databases import SQLiteDatabase
+from planner.testing.runner import MigrationRunner
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from planner.catalog import Catalog
+    from planner.schema import SchemaSnapshot
+
+
+class Migrator:
+    """Move one test database through a catalog; read and write it through ``connection``."""
+
+    def __init__(self, catalog: Catalog, database: SQLiteDatabase):
+        self.catalog = catalog
+        self.database = database
+        self._runner = MigrationRunner(catalog, database)
+        self._connection: sqlite3.Connection | None = None
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self.database.path
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """A connection to the test database (autocommit, foreign keys on), opened on first use.
+
+        Before each migration the migrator commits whatever this connection
+        left open: the executor needs the write lock, and a test that wrote
+        rows means them to be there when the migration runs.
+        """
+        if self._connection is None:
+            self._connection = self.database.connect()
+        return self._connection
+
+    @property
+    def applied(self) -> frozenset[str]:
+        """The versions applied now, as the ledger records them."""
+        return self._runner.applied
+
+    def migrate_to(self, version: str | None = None) -> list[str]:
+        """Apply ``version`` and what it needs, and roll back its applied dependents; ``None`` applies all.
+
+        Returns the versions applied or rolled back, in the order they ran.
+        """
+        self._release()
+        return self._runner.migrate_to(version)
+
+    def rollback(self, version: str, cascade: bool = False) -> list[str]:
+        """Roll ``version`` back, as ``apm migrate --rollback`` would (refused without ``cascade`` if dependents are applied)."""
+        self._release()
+        return self._runner.rollback(version, cascade=cascade).versions
+
+    def schema(self) -> SchemaSnapshot:
+        """The schema now, as ``apm``'s rehearsal sees it: tables with columns and row counts, indexes, triggers, views."""
+        from planner.schema import snapshot
+
+        self._release()
+        with closing(self.database.connect()) as conn:
+            return snapshot(conn)
+
+    def close(self) -> None:
+        """Close the connection, if one was opened."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _release(self) -> None:
+        if self._connection is not None and self._connection.in_transaction:
+            self._connection.execute("COMMIT")
