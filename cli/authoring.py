@@ -13,11 +13,13 @@ from cli.options import settings, shared_options
 @click.option("--depends-on", "depends_on", multiple=True, metavar="VERSION",
               help="A dependency (repeatable) [default: every current leaf of the graph].")
 @click.option("--root", is_flag=True, help="Depend on nothing.")
-def new_command(description: str, depends_on: tuple[str, ...], root: bool) -> None:
-    """Create migration_<next>_<slug>.py with DESCRIPTION, ready to fill in."""
+@click.option("--sql", is_flag=True, help="Write a plain SQL migration (migration_<next>_<slug>.sql).")
+def new_command(description: str, depends_on: tuple[str, ...], root: bool, sql: bool) -> None:
+    """Create migration_<next>_<slug>.py (or .sql with --sql) with DESCRIPTION, ready to fill in."""
     from planner.scaffold import create_migration
 
     if root and depends_on:
         raise click.UsageError("--root and --depends-on cannot be used together; choose one")
-    path = create_migration(settings().catalog_dir, description, depends_on=list(depends_on) or None, root=root)
+    path = create_migration(settings().catalog_dir, description, depends_on=list(depends_on) or None, root=root,
+                             sql=sql)
     click.echo(f"Created {path}")
