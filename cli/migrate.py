@@ -149,10 +149,15 @@ def stdin_is_terminal() -> bool:
 
 def take_backup() -> Path | None:
     """The seed's "backup first" step, done for the user with SQLite's online backup API."""
-    from planner.database import backup
+    from planner.backups import backup, prune_backups
 
     path = settings().db_path
-    return backup(path) if path.exists() else None
+    if not path.exists():
+        return None
+    written = backup(path, busy_timeout=settings().busy_timeout)
+    if settings().keep_backups:  # --keep-backups N / APM_KEEP_BACKUPS / keep_backups in the config
+        prune_backups(path, settings().keep_backups)
+    return written
 
 
 # --------------------------------------------------------------------------

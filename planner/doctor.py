@@ -19,7 +19,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from planner.database import DEFAULT_BUSY_TIMEOUT, list_backups, read_only_connection
+from planner.backups import list_backups
+from planner.database import DEFAULT_BUSY_TIMEOUT, read_only_connection
 from planner.errors import CatalogError, DatabaseNotFound
 from planner.lint import ERROR, INFO, WARNING, Finding, history_findings
 from planner.schema import quote_identifier

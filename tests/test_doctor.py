@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from cli.main import apm
 from cli.options import EXIT_DATABASE, EXIT_OK
-from planner.database import backup
+from planner.backups import backup
 from planner.doctor import diagnose
 from planner.errors import DatabaseNotFound, NotADatabase
 from planner.executor import Executor
