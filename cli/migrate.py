@@ -361,6 +361,10 @@ def _register_subcommands() -> None:
 
     for command in (graph_command, docs_command, new_command, check_command, doctor_command):
         migrate.add_command(command)
+    from cli.backups import backups_command, restore_command
+
+    migrate.add_command(backups_command)
+    migrate.add_command(restore_command)
 
 
 _register_subcommands()

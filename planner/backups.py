@@ -335,6 +335,7 @@ def restore(database: Path | str, backup_path: Path | str, *,
     if backup_path.resolve() == database.resolve():
         raise UnusableBackup(backup_path, "it is the database itself", database=database)
     restored = check_backup(backup_path, database)
+    _remove_abandoned_partials(database)
     if not database.parent.is_dir():
         raise DatabaseDirectoryMissing(database)
     current: dict[str, LedgerEntry] = {}
@@ -346,6 +347,17 @@ def restore(database: Path | str, backup_path: Path | str, *,
         finally:
             conn.close()
         safety = backup(database, busy_timeout=busy_timeout)
+    try:
+        _copy_into(backup_path, database, busy_timeout)
+    except BaseException:
+        if safety is not None:  # the database is unchanged, so its fresh copy is only clutter
+            safety.unlink(missing_ok=True)
+        raise
+    return RestoreResult(database, backup_path, safety, ledger_difference(current, restored))
+
+
+def _copy_into(backup_path: Path, database: Path, busy_timeout: float) -> None:
+    """The backup API into the live file: one write transaction on the destination, journal and all."""
     source = read_only_connection(backup_path, busy_timeout)
     try:
         destination = connect(database, create=True, busy_timeout=busy_timeout)
@@ -363,4 +375,3 @@ def restore(database: Path | str, backup_path: Path | str, *,
             destination.close()
     finally:
         source.close()
-    return RestoreResult(database, backup_path, safety, ledger_difference(current, restored))
