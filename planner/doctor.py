@@ -55,7 +55,7 @@ def diagnose(db_path: Path | str, catalog_dir: Path | str, *, busy_timeout: floa
 
 def _restore_fix(db_path: Path, backups: list[Path]) -> str:
     if backups:
-        return f"cp {backups[-1]} {db_path}  # newest backup; keep the damaged file aside first"
+        return f"apm --db {db_path} migrate restore {backups[-1]}  # newest backup; the damaged file is kept as a backup"
     return f"sqlite3 {db_path} .recover | sqlite3 {db_path}.recovered  # no backup exists; salvage what is readable"
 
 
@@ -222,5 +222,5 @@ def _backups(db_path: Path, backups: list[Path]) -> list[Finding]:
         findings.append(Finding(
             INFO, "backup", None,
             f"backup {path.name}, {_age(now - stat.st_mtime)} old, {_size(stat.st_size)}",
-            f"cp {path} {db_path}", "database", path))
+            f"apm --db {db_path} migrate restore {path}", "database", path))
     return findings
