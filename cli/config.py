@@ -102,7 +102,10 @@ def find_config(start: Path | None = None) -> tuple[Path, dict[str, Any]] | None
 
 
 def _parse(path: Path, data: bytes | None = None) -> dict[str, Any]:
-    import tomllib  # only when a file exists: start-up stays cheap
+    try:  # only when a file exists: start-up stays cheap
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (a dependency there)
+        import tomli as tomllib
 
     try:
         if data is None:
