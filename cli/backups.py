@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timezone
 from pathlib import Path
 
 import click
@@ -20,6 +19,8 @@ def _size(size: float) -> str:
 
 
 def _utc(moment) -> str | None:
+    from datetime import timezone
+
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if moment else None
 
 

@@ -183,3 +183,13 @@ def test_installed_apm_applies_a_sql_migration(mixed: Path, tmp_path: Path) -> N
     done = run_apm("--db", str(db), "--migrations-dir", str(mixed), "migrate")
     assert done.returncode == 0, done.stderr
     assert "Applied 0002 Add index on tasks.status" in done.stdout and "idx_tasks_status" in schema(db)
+
+
+def test_check_gives_sql_fixes_for_sql_files(catalog_dir: Path) -> None:
+    from planner.lint import check_catalog
+
+    write_migration(catalog_dir, "0001", depends_on=())
+    (catalog_dir / "migration_0002.sql").write_text("-- upgrade\nCREATE TABLE two (id INTEGER);\n")
+    fixes = {f.code: f.fix for f in check_catalog(catalog_dir, None)}
+    assert fixes["implied-dependency"] == "add to migration_0002.sql: -- depends_on: 0001"
+    assert "`-- downgrade` section" in fixes["no-downgrade"]
