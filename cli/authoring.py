@@ -13,8 +13,9 @@ from cli.options import VERSION, settings, shared_options
 @click.option("--depends-on", "depends_on", multiple=True, type=VERSION,
               help="A dependency (repeatable) [default: every current leaf of the graph].")
 @click.option("--root", is_flag=True, help="Depend on nothing.")
-def new_command(description: str, depends_on: tuple[str, ...], root: bool) -> None:
-    """Create migration_<next>_<slug>.py with DESCRIPTION, ready to fill in."""
+@click.option("--sql", is_flag=True, help="Write a plain SQL migration (migration_<next>_<slug>.sql).")
+def new_command(description: str, depends_on: tuple[str, ...], root: bool, sql: bool) -> None:
+    """Create migration_<next>_<slug>.py (or .sql with --sql) with DESCRIPTION, ready to fill in."""
     from planner.ledger import read_ledger
     from planner.scaffold import create_migration
 
@@ -25,5 +26,5 @@ def new_command(description: str, depends_on: tuple[str, ...], root: bool) -> No
     # Versions the ledger holds are taken even when their file is gone: a new file must never reuse one.
     recorded = read_ledger(settings().db_path, settings().busy_timeout) if settings().db_path.is_file() else {}
     path = create_migration(settings().catalog_dir, description, depends_on=list(depends_on) or None, root=root,
-                            recorded=recorded)
+                            recorded=recorded, sql=sql)
     click.echo(f"Created {path}")

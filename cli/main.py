@@ -57,6 +57,11 @@ def apm(ctx: click.Context) -> None:
     Migrations are Python files that declare what they depend on; apm applies
     them in dependency order, one transaction each, and refuses a rollback that
     would strand applied dependents unless you ask for --cascade.
+
+    Each setting comes from, highest first: a command-line option, an APM_*
+    environment variable, the config file (apm.toml, or [tool.apm] in
+    pyproject.toml, in this folder or the nearest parent that has one), the
+    built-in default. `apm config` shows each setting and where it came from.
     """
     ctx.ensure_object(Settings)
 
@@ -68,6 +73,9 @@ def _register() -> None:
     apm.add_command(migrate)
     apm.add_command(status)
     apm.add_command(agents)
+    from cli.config import config_command
+
+    apm.add_command(config_command)
 
 
 _register()

@@ -244,15 +244,19 @@ def take_backup() -> Path | None:
 
     The database is checked for writing first (read-only file or folder, a
     lock held past --busy-timeout): a rollback that cannot run must not leave
-    a backup behind.
+    a backup behind. ``--keep-backups N`` prunes the oldest afterwards.
     """
-    from planner.database import backup, writable_now
+    from planner.backups import backup, prune_backups
+    from planner.database import writable_now
 
     path = settings().db_path
     if not path.exists():
         return None
     writable_now(path, settings().busy_timeout)
-    return backup(path, settings().busy_timeout)
+    written = backup(path, busy_timeout=settings().busy_timeout)
+    if settings().keep_backups:  # --keep-backups N / APM_KEEP_BACKUPS / keep_backups in the config
+        prune_backups(path, settings().keep_backups)
+    return written
 
 
 def warn_about_edited_files(catalog, entries: dict) -> None:
@@ -486,6 +490,10 @@ def _register_subcommands() -> None:
 
     for command in (graph_command, docs_command, new_command, check_command, doctor_command):
         migrate.add_command(command)
+    from cli.backups import backups_command, restore_command
+
+    migrate.add_command(backups_command)
+    migrate.add_command(restore_command)
 
 
 _register_subcommands()

@@ -5,6 +5,11 @@
 same decorator, and each occurrence writes into one ``Settings`` object, so the
 one nearest the subcommand wins. Environment variables are read at the top
 level only, which makes an explicit option always beat the environment.
+
+Below both comes the configuration file (``cli/config.py``), then the
+built-in default. ``Settings`` reads the file only when a command first asks
+for a setting that neither an option nor the environment gave, so
+``apm --help`` never looks for it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 import click
 
 DEFAULT_DB = Path(".aipm/data/aipm.db")
+DEFAULT_BUSY_TIMEOUT = 30.0  # planner.database's default too; not imported from there, to keep start-up light
 
 # Exit codes: documented in docs/commands.md; a test keeps the two in step.
 EXIT_OK = 0
@@ -62,19 +68,84 @@ class Settings:
     """
 
     def __init__(self, db: Path | None = None, migrations_dir: Path | None = None, debug: bool = False,
-                 busy_timeout: float = 30.0):
+                 busy_timeout: float | None = None, keep_backups: int | None = None):
+        # db, migrations_dir, busy_timeout, keep_backups: what an option or the environment gave, else None.
         self.db = db
         self.migrations_dir = migrations_dir
         self.debug = debug
-        self.busy_timeout = busy_timeout
+        self.busy_timeout_option = busy_timeout
+        self.keep_backups_option = keep_backups
+        #: setting name -> "option --db" or "env APM_DB", for the ones an option or the environment gave.
+        self.sources: dict[str, str] = {}
+        self._config = None
+
+    @property
+    def config(self):
+        """The configuration file's settings (``cli.config.Config``), read on first use."""
+        if self._config is None:
+            from cli.config import load_config
+
+            self._config = load_config()
+        return self._config
+
+    @property
+    def db_chosen(self) -> Path | None:
+        """The database an option, the environment or the config named; ``None`` means the default."""
+        return self.db if self.db is not None else self.config.get("db")
 
     @property
     def db_path(self) -> Path:
-        return self.db if self.db is not None else DEFAULT_DB
+        chosen = self.db_chosen
+        return chosen if chosen is not None else DEFAULT_DB
 
     @property
     def catalog_dir(self) -> Path:
-        return self.migrations_dir if self.migrations_dir is not None else shipped_catalog()
+        if self.migrations_dir is not None:
+            return self.migrations_dir
+        configured = self.config.get("migrations_dir")
+        return configured if configured is not None else shipped_catalog()
+
+    @property
+    def busy_timeout(self) -> float:
+        if self.busy_timeout_option is not None:
+            return self.busy_timeout_option
+        configured = self.config.get("busy_timeout")
+        return configured if configured is not None else DEFAULT_BUSY_TIMEOUT
+
+    @busy_timeout.setter
+    def busy_timeout(self, value: float) -> None:
+        self.busy_timeout_option = value
+
+    @property
+    def keep_backups(self) -> int | None:
+        """How many backups to keep after writing one; ``None`` keeps them all."""
+        if self.keep_backups_option is not None:
+            return self.keep_backups_option
+        return self.config.get("keep_backups")
+
+    @keep_backups.setter
+    def keep_backups(self, value: int) -> None:
+        self.keep_backups_option = value
+
+    def explain(self) -> list[tuple[str, object, str]]:
+        """(setting, value, where it came from) for each setting, as ``apm config`` shows them."""
+        config = self.config
+        given = {"db": self.db, "migrations_dir": self.migrations_dir, "busy_timeout": self.busy_timeout_option,
+                 "keep_backups": self.keep_backups_option}
+        defaults = {"db": (str(DEFAULT_DB), "default"),
+                    "migrations_dir": (str(shipped_catalog()), "default (APM's catalog)"),
+                    "busy_timeout": (DEFAULT_BUSY_TIMEOUT, "default"),
+                    "keep_backups": (None, "default (keep all)")}
+        rows = []
+        for name, value in given.items():
+            if value is not None:
+                rows.append((name, str(value) if isinstance(value, Path) else value, self.sources.get(name, "option")))
+            elif config.get(name) is not None:
+                shown = config.get(name)
+                rows.append((name, str(shown) if isinstance(shown, Path) else shown, f"config {config.path}"))
+            else:
+                rows.append((name, *defaults[name]))
+        return rows
 
 
 def _store(name: str, convert=lambda v: v):
@@ -82,20 +153,22 @@ def _store(name: str, convert=lambda v: v):
         if value is not None and value is not False:
             settings = ctx.ensure_object(Settings)
             setattr(settings, name, convert(value))
+            from_env = param.envvar and ctx.get_parameter_source(param.name).name == "ENVIRONMENT"
+            settings.sources[name] = f"env {param.envvar}" if from_env else f"option {param.opts[0]}"
         return value
 
     return callback
+
+
+def _path(value: str) -> Path:
+    """A path option's value; empty is refused rather than read as the current folder."""
+    if not value.strip():
+        raise click.BadParameter("an empty path; pass the file or folder to use")
+    return Path(value)
 
 
 def _store_path(name: str):
-    def callback(ctx: click.Context, param: click.Parameter, value):
-        if value is not None:
-            if not value.strip():
-                raise click.BadParameter("an empty path; pass the file or folder to use", ctx, param)
-            setattr(ctx.ensure_object(Settings), name, Path(value))
-        return value
-
-    return callback
+    return _store(name, _path)
 
 
 def _debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
@@ -109,7 +182,7 @@ def _debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
 
 
 def shared_options(top_level: bool = False):
-    """The options every command accepts; ``top_level`` also reads APM_DB and APM_MIGRATIONS_DIR."""
+    """The options every command accepts; ``top_level`` also reads the ``APM_*`` environment variables."""
 
     def decorate(command):
         options = [
@@ -134,15 +207,28 @@ def shared_options(top_level: bool = False):
                 expose_value=False,
                 is_eager=True,
                 callback=_store_path("migrations_dir"),
-                help="Folder of migration_*.py files [default: APM's shipped catalog; env APM_MIGRATIONS_DIR].",
+                help="Folder of migration_*.py and .sql files [default: APM's shipped catalog; env APM_MIGRATIONS_DIR].",
             ),
             click.option(
                 "--busy-timeout",
                 type=click.FloatRange(min=0),
                 expose_value=False,
                 is_eager=True,
+                envvar="APM_BUSY_TIMEOUT" if top_level else None,
+                show_envvar=top_level,
                 callback=_store("busy_timeout"),
-                help="Seconds to wait for another process's lock on the database [default: 30].",
+                help="Seconds to wait for another process's lock on the database [default: 30; env APM_BUSY_TIMEOUT].",
+            ),
+            click.option(
+                "--keep-backups",
+                type=click.IntRange(min=1),
+                metavar="N",
+                envvar="APM_KEEP_BACKUPS" if top_level else None,
+                show_envvar=top_level,
+                expose_value=False,
+                is_eager=True,
+                callback=_store("keep_backups"),
+                help="After writing a backup, delete all but the newest N [default: keep all; env APM_KEEP_BACKUPS].",
             ),
             click.option(
                 "--debug",

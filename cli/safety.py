@@ -58,8 +58,9 @@ def check_command(as_json: bool, strict: bool) -> None:
 
     options = settings()
     catalog_dir = options.catalog_dir
-    db_path: Path | None = options.db if options.db is not None else (DEFAULT_DB if DEFAULT_DB.is_file() else None)
-    findings = check_catalog(catalog_dir, db_path, busy_timeout=options.busy_timeout)  # a DatabaseError exits 6 through the root group
+    db_path: Path | None = options.db_chosen if options.db_chosen is not None else (DEFAULT_DB if DEFAULT_DB.is_file() else None)
+    # A DatabaseError exits 6 through the root group.
+    findings = check_catalog(catalog_dir, db_path, busy_timeout=options.busy_timeout)
     code = check_exit_code(findings, strict)
     if as_json:
         emit_json({

@@ -1,4 +1,4 @@
-"""Opening the database file, and copying it before risky work.
+"""Opening the database file (backups are in ``planner.backups``).
 
 Everything that can be wrong with the file itself is found here, before any
 migration runs, and reported as its own ``DatabaseError``: a missing file or
@@ -14,12 +14,9 @@ never begins or commits on its own, and the executor's ``BEGIN IMMEDIATE`` /
 
 from __future__ import annotations
 
-import glob
 import os
 import sqlite3
-import stat
 import time
-from datetime import datetime
 from pathlib import Path
 
 from planner.errors import (
@@ -157,7 +154,7 @@ def _discard(path: Path, created: bool) -> None:
 
 
 # --------------------------------------------------------------------------
-# Backups: the seed's "cp aipm.db aipm.db.backup.$(date ...)", done safely.
+# Copying and checking before risky work
 # --------------------------------------------------------------------------
 
 
@@ -201,72 +198,6 @@ def writable_now(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -
         conn.execute("ROLLBACK")
     finally:
         conn.close()
-
-
-def backup(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Path:
-    """Copy the database to ``<db>.backup.<YYYYmmdd_HHMMSS>`` and return the copy's path.
-
-    SQLite's online backup API copies a consistent snapshot even while another
-    process writes, which ``cp`` does not. The copy gets the database's
-    permission bits, since it holds the same data. A name already taken gets a
-    ``-1``, ``-2``... suffix rather than being overwritten.
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise DatabaseDirectoryMissing(path)
-    if not path.is_file():
-        raise DatabaseNotFound(path)
-    source = read_only_connection(path, busy_timeout)
-    target = _reserve_backup_name(path)
-    try:
-        try:
-            destination = sqlite3.connect(str(target))
-            try:
-                copy_database(source, destination, path=path, busy_timeout=busy_timeout)
-            finally:
-                destination.close()
-        finally:
-            source.close()
-        os.chmod(target, stat.S_IMODE(path.stat().st_mode))
-    except sqlite3.Error as exc:
-        target.unlink(missing_ok=True)
-        raise translate_error(exc, path, busy_timeout) or NotADatabase(path) from exc
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
-    return target
-
-
-def list_backups(path: Path | str) -> list[Path]:
-    """Backups ``backup`` made of this database, oldest first."""
-    path = Path(path)
-    prefix = f"{path.name}.backup."
-    found = [
-        p
-        for p in path.parent.glob(glob.escape(prefix) + "*")
-        if p.is_file() and not p.name.endswith(("-journal", "-wal", "-shm"))
-    ]
-    return sorted(found, key=lambda p: _backup_sort_key(p.name[len(prefix) :]))
-
-
-def _backup_sort_key(stamp: str) -> tuple[str, int]:
-    base, _, suffix = stamp.partition("-")
-    return base, int(suffix) if suffix.isascii() and suffix.isdigit() else 0
-
-
-def _reserve_backup_name(path: Path) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
-    base = path.with_name(f"{path.name}.backup.{stamp}")
-    candidate, n = base, 0
-    while True:
-        try:
-            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-            return candidate
-        except FileExistsError:
-            n += 1
-            candidate = base.with_name(f"{base.name}-{n}")
-        except OSError as exc:
-            raise DatabaseReadOnly(path) from exc
 
 
 def read_only_connection(path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> sqlite3.Connection:

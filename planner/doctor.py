@@ -19,7 +19,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from planner.database import DEFAULT_BUSY_TIMEOUT, list_backups, read_only_connection
+from planner.backups import list_backups
+from planner.database import DEFAULT_BUSY_TIMEOUT, read_only_connection
 from planner.errors import CatalogError, DatabaseNotFound
 from planner.lint import ERROR, INFO, WARNING, Finding, history_findings
 from planner.schema import quote_identifier
@@ -54,7 +55,7 @@ def diagnose(db_path: Path | str, catalog_dir: Path | str, *, busy_timeout: floa
 
 def _restore_fix(db_path: Path, backups: list[Path]) -> str:
     if backups:
-        return f"cp {backups[-1]} {db_path}  # newest backup; keep the damaged file aside first"
+        return f"apm --db {db_path} migrate restore {backups[-1]}  # newest backup; the damaged file is kept as a backup"
     return f"sqlite3 {db_path} .recover | sqlite3 {db_path}.recovered  # no backup exists; salvage what is readable"
 
 
@@ -221,5 +222,5 @@ def _backups(db_path: Path, backups: list[Path]) -> list[Finding]:
         findings.append(Finding(
             INFO, "backup", None,
             f"backup {path.name}, {_age(now - stat.st_mtime)} old, {_size(stat.st_size)}",
-            f"cp {path} {db_path}", "database", path))
+            f"apm --db {db_path} migrate restore {path}", "database", path))
     return findings

@@ -59,7 +59,7 @@ class MalformedFileName(CatalogError, ValueError):
     def __init__(self, path: Path):
         super().__init__(
             f"{path.name}: migration files must be named migration_<digits>.py "
-            f"or migration_<digits>_<slug>.py; rename it",
+            f"or migration_<digits>_<slug>.py (.sql for a plain SQL migration); rename it",
             path=path,
         )
 
@@ -192,6 +192,35 @@ class CatalogNotFound(CatalogError, FileNotFoundError):
             f"migrations directory {directory} does not exist; pass --migrations-dir or set APM_MIGRATIONS_DIR",
             path=directory,
         )
+
+
+class SqlMigrationError(CatalogError, ValueError):
+    """A ``migration_*.sql`` file does not follow the SQL migration format; ``line`` is where (1-based)."""
+
+    def __init__(self, path: Path, version: str, line: int, detail: str):
+        self.line = line
+        self.detail = detail
+        super().__init__(f"{path.name}, line {line}: {detail}", path=path, versions=(version,))
+
+
+class UnknownSqlDirective(SqlMigrationError):
+    """A header line reads like ``-- name: value`` but ``name`` is not a directive (a typo of ``depends_on``?)."""
+
+
+class DuplicateSqlSection(SqlMigrationError):
+    """``-- upgrade`` or ``-- downgrade`` (or ``-- depends_on:``) appears twice."""
+
+
+class MissingUpgradeSection(SqlMigrationError):
+    """No ``-- upgrade`` marker, SQL before it, or ``-- downgrade`` before it."""
+
+
+class EmptySqlSection(SqlMigrationError):
+    """A ``-- upgrade`` or ``-- downgrade`` section holds no SQL statement, only comments or blanks."""
+
+
+class MalformedSqlDependencies(SqlMigrationError):
+    """A ``-- depends_on:`` entry is not a version such as ``0030``."""
 
 
 # --------------------------------------------------------------------------
@@ -501,6 +530,30 @@ class DatabaseLocked(DatabaseError, TimeoutError):
             f"database {path} stayed locked by another process for {timeout:g} s; nothing was changed. "
             f"Wait for it to finish and retry, or raise --busy-timeout",
             path=path,
+        )
+
+
+class UnusableBackup(DatabaseError):
+    """A backup cannot be restored: it is not SQLite, fails ``PRAGMA integrity_check``, or cannot be read."""
+
+    def __init__(self, backup: Path, reason: str, *, database: Path):
+        self.backup = backup
+        self.reason = reason
+        super().__init__(
+            f"cannot restore {backup}: {reason}; nothing was changed. "
+            f"Choose another backup (`apm migrate backups` lists them)",
+            path=database,
+        )
+
+
+class NoBackups(DatabaseError, FileNotFoundError):
+    """A restore named no backup, and none of this database exists."""
+
+    def __init__(self, database: Path):
+        super().__init__(
+            f"no backup of {database} exists ({database.name}.backup.*); nothing was changed. "
+            f"Name a backup file: apm migrate restore FILE",
+            path=database,
         )
 
 

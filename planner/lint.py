@@ -42,6 +42,7 @@ from planner.errors import (
     MigrationImportError,
     MissingUpgrade,
     SelfDependency,
+    SqlMigrationError,
     UnknownDependency,
     UnreadableMigration,
 )
@@ -166,6 +167,13 @@ def _depends_line(versions: tuple[str, ...] | list[str]) -> str:
     return f"depends_on = ({items},)" if len(versions) == 1 else f"depends_on = ({items})"
 
 
+def _depends_fix(migration) -> str:
+    """The line that makes an implied dependency explicit, in the file's own language."""
+    if migration.path.suffix == ".sql":
+        return f"-- depends_on: {', '.join(migration.depends_on)}".rstrip()
+    return _depends_line(migration.depends_on)
+
+
 def _problem_finding(problem: CatalogError, renumbering: dict[Path, str]) -> Finding:
     """A loader or graph error as a finding, with the fix that error calls for."""
     version = problem.versions[0] if problem.versions else None
@@ -182,6 +190,8 @@ def _problem_finding(problem: CatalogError, renumbering: dict[Path, str]) -> Fin
         code, fix = "unreadable-migration", f"fix {name}{where}: {problem.reason}"
     elif isinstance(problem, MigrationImportError):
         code, fix = "import-error", f"python {path}  # fix what its top level raises" if path else None
+    elif isinstance(problem, SqlMigrationError):
+        code, fix = "sql-migration-format", f"edit {name} at line {problem.line} (see docs/migrations-guide.md, SQL migrations)"
     elif isinstance(problem, MissingUpgrade):
         code, fix = "missing-upgrade", f"add to {name}: def upgrade(conn: sqlite3.Connection) -> None:"
     elif isinstance(problem, ConflictingDependencies):
@@ -224,13 +234,15 @@ def _migration_findings(migration) -> list[Finding]:
             meaning = (f"{migration.version} is a root only because no file comes before it; "
                        f"an older-numbered file added later would silently become its dependency")
         findings.append(Finding(WARNING, "implied-dependency", migration.version, meaning,
-                                f"add to {name}: {_depends_line(migration.depends_on)}", "catalog", migration.path))
+                                f"add to {name}: {_depends_fix(migration)}", "catalog", migration.path))
     if not migration.reversible:
         findings.append(Finding(
             WARNING, "no-downgrade", migration.version,
             f"{migration.version} defines no downgrade(conn), so it (and everything it depends on) can never "
             f"be rolled back; only a backup can undo it",
-            f"add to {name}: def downgrade(conn: sqlite3.Connection) -> None:", "catalog", migration.path))
+            f"add to {name}: " + ("a `-- downgrade` section after the upgrade" if migration.path.suffix == ".sql"
+                                  else "def downgrade(conn: sqlite3.Connection) -> None:"),
+            "catalog", migration.path))
     documented = migration.docstring_version
     if documented is not None and not versions.same(documented, migration.version):
         findings.append(Finding(

@@ -47,7 +47,7 @@ FILE_PREFIX = "migration_"
 _HASH_PYC_FLAGS = (0b11).to_bytes(4, "little")
 # Versions are ASCII digits only: ``\d`` would also accept other scripts' digits,
 # which a ledger row or a ``depends_on`` entry could never spell the same way.
-_FILE_NAME = re.compile(r"^migration_(?P<version>[0-9]+)(?:_(?P<slug>[A-Za-z0-9_]+))?\.py$")
+_FILE_NAME = re.compile(r"^migration_(?P<version>[0-9]+)(?:_(?P<slug>[A-Za-z0-9_]+))?\.(?:py|sql)$")
 _TITLE = re.compile(r"^\s*Migration\s+(?P<version>[0-9]+)\s*:\s*(?P<description>.*?)\s*$")
 _DEPENDENCIES_HEADER = re.compile(r"^\s*Dependencies\s*:\s*$", re.IGNORECASE)
 _DEPENDENCY_ITEM = re.compile(r"^\s*[-*]\s*(?:Migration\s+)?(?P<version>[0-9]+)\b", re.IGNORECASE)
@@ -72,7 +72,7 @@ def version_from_file_name(path: Path) -> str | None:
     silently skipping ``migration_27a.py`` is how a migration goes missing.
     """
     name = path.name
-    if not name.startswith(FILE_PREFIX) or not name.endswith(".py"):
+    if not name.startswith(FILE_PREFIX) or not name.endswith((".py", ".sql")):
         return None
     match = _FILE_NAME.match(name)
     if match is None:
@@ -210,6 +210,10 @@ def load_migration(path: Path, version: str) -> Migration:
     back with ``dependency_source == IMPLIED`` and no dependencies: only the
     whole catalog knows which version precedes it.
     """
+    if path.suffix == ".sql":  # plain SQL: same Migration value, see planner.sql_migration
+        from planner.sql_migration import load_sql_migration
+
+        return load_sql_migration(path, version)
     try:
         with open(path, "rb") as file:  # open() directly: Path.read_bytes adds a few us per file
             source = file.read()

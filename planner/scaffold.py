@@ -102,6 +102,7 @@ def create_migration(
     author: str | None = None,
     today: date | None = None,
     recorded: Iterable[str] = (),
+    sql: bool = False,
 ) -> Path:
     """Write the next migration file of the catalog in ``directory`` and return its path.
 
@@ -110,7 +111,9 @@ def create_migration(
     ``depends_on`` overrides the default of the graph's leaves, and each
     version must exist (``MigrationNotFound``); ``root`` makes a migration
     that depends on nothing. ``recorded`` (the ledger's versions) keeps the
-    new number above any version applied somewhere. Never overwrites a file.
+    new number above any version applied somewhere. ``sql`` writes
+    ``migration_<version>_<slug>.sql`` (planner.sql_migration) instead,
+    numbered and wired the same way. Never overwrites a file.
     """
     description = description.strip()
     if "\n" in description or "\r" in description:
@@ -130,6 +133,11 @@ def create_migration(
         needs = catalog.graph.leaf_nodes()
 
     version = next_version(catalog, recorded)
+    if sql:
+        from planner.sql_migration import sql_migration_source
+
+        source = sql_migration_source(version, description, [(v, catalog.get(v).description) for v in needs])
+        return _write_new(Path(directory) / f"{FILE_PREFIX}{version}_{slug}.sql", source)
     source = migration_source(
         version,
         description,
@@ -137,7 +145,10 @@ def create_migration(
         author or "WI-XXX",
         today or date.today(),
     )
-    path = Path(directory) / f"{FILE_PREFIX}{version}_{slug}.py"
+    return _write_new(Path(directory) / f"{FILE_PREFIX}{version}_{slug}.py", source)
+
+
+def _write_new(path: Path, source: str) -> Path:
     try:
         with path.open("x", encoding="utf-8") as file:  # "x": another author's file is never overwritten
             file.write(source)

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from planner import database
-from planner.database import backup, connect, list_backups
+from planner import backups
+from planner.backups import backup, list_backups
+from planner.database import connect
 from planner.errors import (
     DatabaseDirectoryMissing,
     DatabaseLocked,
@@ -168,7 +170,7 @@ def test_backup_copies_the_data_with_the_same_permissions(tmp_path):
 
 
 def test_backup_names_get_a_suffix_and_list_in_order(tmp_path, monkeypatch):
-    monkeypatch.setattr(database, "datetime", FixedClock)
+    monkeypatch.setattr(backups, "datetime", FixedClock)
     path = make_db(tmp_path / "app.db")
     first, second, third = backup(path), backup(path), backup(path)
     assert first.name == "app.db.backup.20251018_093000"

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from cli.main import apm
 from cli.options import EXIT_DATABASE, EXIT_OK
-from planner.database import backup
+from planner.backups import backup
 from planner.doctor import diagnose
 from planner.errors import DatabaseNotFound, NotADatabase
 from planner.executor import Executor
@@ -68,7 +68,7 @@ def test_a_healthy_database_with_a_backup_has_only_the_backup_to_show(apm_db):
     finding = only(findings, "backup")
     assert finding.severity == "info"
     assert finding.message.startswith(f"backup {copy.name}, ") and " old, " in finding.message
-    assert finding.fix == f"cp {copy} {apm_db}"
+    assert finding.fix == f"apm --db {apm_db} migrate restore {copy}"
     assert codes(findings) == {"backup"}
 
 
@@ -114,7 +114,7 @@ def test_a_damaged_page_fails_the_integrity_check(tmp_path):
     finding = only(diagnose_untouched(db), "integrity")
     assert finding.severity == "error"
     assert "PRAGMA integrity_check reports" in finding.message and "damaged" in finding.message
-    assert finding.fix.startswith(f"cp {backup_path} {db}")
+    assert finding.fix.startswith(f"apm --db {db} migrate restore {backup_path}")
 
 
 def test_an_edited_applied_file_is_found(apm_db, tmp_path):

@@ -104,3 +104,10 @@ def test_settings_defaults() -> None:
     assert settings.db_path == DEFAULT_DB and settings.busy_timeout == 30.0 and settings.debug is False
     assert Settings(db=Path("a.db")).db_path == Path("a.db")
     assert Settings().catalog_dir == shipped_catalog()
+
+
+def test_help_never_reads_the_config_file(tmp_path: Path) -> None:
+    # Settings are resolved when a command asks for one; --help asks for none, even under a broken file.
+    (tmp_path / "apm.toml").write_text('busy_timeout = "abc"\n')
+    loaded = modules_after(["--help"], tmp_path)
+    assert "tomllib" not in loaded

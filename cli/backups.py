@@ -1,0 +1,123 @@
+"""``apm migrate backups`` and ``apm migrate restore``: the seed's manual restore as one command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli.options import settings, shared_options
+from cli.output import echo, emit_json, table
+
+
+def _size(size: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} bytes"  # pragma: no cover
+
+
+def _utc(moment) -> str | None:
+    from datetime import timezone
+
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if moment else None
+
+
+@click.command("backups")
+@shared_options()
+@click.option("--json", "as_json", is_flag=True, help="Print the backups as JSON (see docs/commands.md).")
+def backups_command(as_json: bool) -> None:
+    """List the backups of the database, newest first, with size and ledger head."""
+    from planner.backups import describe_backup, list_backups
+
+    db = settings().db_path
+    infos = [describe_backup(path, db) for path in reversed(list_backups(db))]
+    if as_json:
+        emit_json([{"name": i.path.name, "path": str(i.path), "taken": _utc(i.taken), "size_bytes": i.size,
+                    "head": i.head, "applied": None if i.applied is None else len(i.applied),
+                    "problem": i.problem} for i in infos])
+        return
+    if not infos:
+        echo(f"No backups of {db} ({db.name}.backup.*)")
+        return
+    rows = [[i.path.name, i.taken.strftime("%Y-%m-%d %H:%M:%S") if i.taken else "-", _size(i.size),
+             (i.head or "-") if i.problem is None else f"unreadable: {i.problem}",
+             "-" if i.applied is None else str(len(i.applied))] for i in infos]
+    echo(table(rows, ["backup", "taken", "size", "ledger head", "applied"]))
+
+
+@click.command("restore")
+@shared_options()
+@click.argument("backup", required=False)
+@click.option("--yes", "-y", is_flag=True, help="Restore without asking.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON (needs --yes).")
+def restore_command(backup: str | None, yes: bool, as_json: bool) -> None:
+    """Restore BACKUP (default: the newest backup of the database), keeping the current file as a backup first.
+
+    \b
+    apm migrate restore                  the newest <db>.backup.* file
+    apm migrate restore FILE             that file (any SQLite database)
+    apm migrate restore --yes            without asking (scripts)
+    """
+    from cli import migrate as migrate_cli
+    from cli.main import CommandError
+    from cli.options import EXIT_UNCONFIRMED
+    from planner.backups import (
+        backup_time,
+        check_backup,
+        ledger_difference,
+        newest_backup,
+        prune_backups,
+        restore,
+    )
+    from planner.ledger import read_ledger
+
+    if backup is not None and not backup.strip():
+        raise click.UsageError("BACKUP is empty; name a backup file, or leave it out to restore the newest "
+                               "backup of the database (`apm migrate backups` lists them)")
+    options = settings()
+    db = options.db_path
+    source = Path(backup) if backup is not None else newest_backup(db)
+    restored = check_backup(source, db)  # refuses a corrupt or non-SQLite file before anything is asked
+    current = read_ledger(db, options.busy_timeout) if db.exists() else {}
+    difference = ledger_difference(current, restored)
+    ours = source.parent.resolve() == db.parent.resolve() and backup_time(source, db) is not None
+
+    if not as_json:
+        heads = [v for v in restored if v.isdigit()]
+        head = max(heads, key=int) if heads else "none"
+        echo(f"Restoring {db} from {source} (ledger head {head}, {len(restored)} applied)")
+        if not ours:
+            echo(f"  note: {source.name} is not named as a backup of {db.name} ({db.name}.backup.*); "
+                 f"it is a SQLite database, so it can be restored")
+        if not db.exists():
+            echo(f"  {db} does not exist; it will be created from the backup")
+        for version in difference.unapplied:
+            entry = current[version]
+            echo(f"  un-applies {version} {entry.description or ''}".rstrip() + " (applied now, not in the backup)")
+        for version in difference.reapplied:
+            entry = restored[version]
+            echo(f"  brings back {version} {entry.description or ''}".rstrip() + " (in the backup, not applied now)")
+        if not difference:
+            echo("  the ledger is the same in both; table contents may still differ")
+    if not yes:
+        if as_json or not migrate_cli.stdin_is_terminal():
+            raise CommandError(f"restoring replaces the content of {db} with {source}; nothing was changed. "
+                               f"Re-run with --yes to restore", EXIT_UNCONFIRMED)
+        if not click.confirm("Restore?", default=False, err=True):
+            raise CommandError("not confirmed; nothing was changed", EXIT_UNCONFIRMED)
+
+    result = restore(db, source, busy_timeout=options.busy_timeout)
+    pruned = prune_backups(db, options.keep_backups) if options.keep_backups else []
+    if as_json:
+        emit_json({"database": str(db), "backup": str(source), "safety_backup":
+                   str(result.safety_backup) if result.safety_backup else None,
+                   "unapplied": list(result.difference.unapplied), "reapplied": list(result.difference.reapplied),
+                   "pruned": [str(p) for p in pruned]})
+        return
+    if result.safety_backup:
+        echo(f"Kept the database as it was in {result.safety_backup}")
+    echo(f"Restored {db} from {source}")
+    for path in pruned:
+        echo(f"Removed old backup {path} (--keep-backups {options.keep_backups})")

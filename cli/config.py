@@ -1,0 +1,198 @@
+"""The configuration file: ``apm.toml``, or ``[tool.apm]`` in ``pyproject.toml``, and ``apm config``.
+
+A project writes its database path and catalog once instead of passing
+``--db`` to every command. Precedence, highest first: a command-line option,
+an ``APM_*`` environment variable, the configuration file, the built-in
+default.
+
+Where it is found: the current folder, then each parent in turn. In each
+folder ``apm.toml`` wins over ``pyproject.toml``; a ``pyproject.toml``
+without a ``[tool.apm]`` table is not a configuration, and the search goes
+on upward (as Ruff does, rather than stopping at the first ``pyproject.toml``
+as Black does): a Python project's packaging file says nothing about apm, so
+it should not hide an ``apm.toml`` higher up. ``apm config`` shows which file
+was used and where every setting came from, so the search is never a mystery.
+
+Relative paths in the file resolve against the file's folder, so the same
+file works from any subfolder.
+
+Reading it costs two ``stat`` calls per folder, and ``tomllib`` is imported
+only when a file is found: ``apm --help`` reads nothing at all, because the
+settings are resolved only when a command asks for one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.options import shared_options
+
+CONFIG_FILE = "apm.toml"
+PYPROJECT = "pyproject.toml"
+
+#: Each key the file may set, and what its value must be (said in the error message).
+KEYS = {
+    "db": "a path to the SQLite database",
+    "migrations_dir": "a path to the folder of migration files",
+    "busy_timeout": "a number of seconds (0 or more)",
+    "keep_backups": "a whole number of backups to keep (1 or more)",
+}
+
+
+class ConfigError(click.ClickException):
+    """A configuration file that cannot be used: one line naming the file and the key, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True)
+
+
+class Config:
+    """The settings one configuration file gives, already checked and converted (paths made absolute)."""
+
+    def __init__(self, path: Path | None = None, values: dict[str, Any] | None = None):
+        self.path = path
+        self.values = values or {}
+
+    def get(self, key: str) -> Any:
+        return self.values.get(key)
+
+
+def _display(path: Path) -> str:
+    """The file as a person would name it: relative to the current folder when it is inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _has_apm_table(data: bytes) -> bool:
+    # Parsing every pyproject.toml on the way up costs a TOML parse; one without "apm" cannot have [tool.apm].
+    return b"apm" in data
+
+
+def find_config(start: Path | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """The nearest configuration file from ``start`` upward, with its raw table; ``None`` if there is none."""
+    folder = (start or Path.cwd()).resolve()
+    for candidate in (folder, *folder.parents):
+        own = candidate / CONFIG_FILE
+        if os.path.isfile(own):
+            return own, _parse(own)
+        project = candidate / PYPROJECT
+        if os.path.isfile(project):
+            try:
+                with open(project, "rb") as file:
+                    data = file.read()
+            except OSError:
+                continue  # an unreadable packaging file is not ours to complain about
+            if not _has_apm_table(data):
+                continue
+            table = _parse(project, data).get("tool", {})
+            if isinstance(table, dict) and "apm" in table:
+                if not isinstance(table["apm"], dict):
+                    raise ConfigError(f"{_display(project)}: tool.apm must be a table ([tool.apm]), "
+                                      f"not {_shown(table['apm'])}")
+                return project, table["apm"]
+    return None
+
+
+def _parse(path: Path, data: bytes | None = None) -> dict[str, Any]:
+    try:  # only when a file exists: start-up stays cheap
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (a dependency there)
+        import tomli as tomllib
+
+    try:
+        if data is None:
+            with open(path, "rb") as file:
+                data = file.read()
+        return tomllib.loads(data.decode("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{_display(path)}: cannot read it ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{_display(path)}: is not UTF-8 text; TOML files must be") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{_display(path)}: is not valid TOML: {exc}") from exc
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return str(value)
+
+
+def load_config(start: Path | None = None) -> Config:
+    """The checked configuration for commands run in ``start`` (the current folder by default)."""
+    found = find_config(start)
+    if found is None:
+        return Config()
+    path, table = found
+    where = _display(path) + (": [tool.apm]" if path.name == PYPROJECT else "")
+    unknown = sorted(set(table) - set(KEYS))
+    if unknown:
+        raise ConfigError(f'{where}: unknown key "{unknown[0]}"; the known keys are {", ".join(sorted(KEYS))}')
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        values[key] = _convert(where, path.parent, key, value)
+    return Config(path, values)
+
+
+def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
+    def bad() -> ConfigError:
+        return ConfigError(f"{where}: {key} must be {KEYS[key]}, got {_shown(value)}")
+
+    if key in ("db", "migrations_dir"):
+        if not isinstance(value, str) or not value.strip():
+            raise bad()
+        path = Path(os.path.expanduser(value))
+        return path if path.is_absolute() else folder / path
+    if key == "busy_timeout":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
+            raise bad()
+        return float(value)
+    if key == "keep_backups":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise bad()
+        return value
+    raise bad()  # pragma: no cover - KEYS and this function list the same keys
+
+
+# --------------------------------------------------------------------------
+# apm config
+# --------------------------------------------------------------------------
+
+
+@click.command("config")
+@shared_options()
+@click.option("--json", "as_json", is_flag=True, help="Print the settings as JSON (see docs/commands.md).")
+@click.pass_context
+def config_command(ctx: click.Context, as_json: bool) -> None:
+    """Show each setting, its value, and where it came from (option, environment, file, default)."""
+    from cli.options import settings
+
+    resolved = settings()
+    rows = resolved.explain()
+    if as_json:
+        from cli.output import emit_json
+
+        emit_json({"config_file": str(resolved.config.path) if resolved.config.path else None,
+                   "settings": {name: {"value": value, "source": source} for name, value, source in rows}})
+        return
+    from cli.output import echo, table
+
+    echo(table([[name, "-" if value is None else value, source] for name, value, source in rows],
+               ["setting", "value", "from"]))
+    path = resolved.config.path
+    echo(f"Config file: {path}" if path else "Config file: none (apm.toml, or [tool.apm] in pyproject.toml, "
+         "in this folder or a parent)")

@@ -1,0 +1,203 @@
+"""Plain SQL migrations: ``migration_<digits>[_<slug>].sql`` read into the same ``Migration`` value.
+
+People coming from Flyway or Django's ``RunSQL`` write schema changes as SQL,
+and a Python wrapper around one ``executescript`` call is noise. A SQL file
+carries the same facts as a Python one, in comments at its top::
+
+    -- Migration 0031: Add index on tasks.status
+    --
+    -- Why the index exists (free text, shown on the catalog page).
+    -- depends_on: 0030, 0027
+    -- upgrade
+    CREATE INDEX idx_tasks_status ON tasks(status);
+    -- downgrade
+    DROP INDEX idx_tasks_status;
+
+The rules, precisely:
+
+* The **header** is every line before the ``-- upgrade`` marker. Each is blank
+  or a ``--`` comment; SQL there is an error (it would belong to no section).
+* Its first comment line may be the title ``-- Migration NNNN: description``
+  (as the first docstring line of a Python file). Without one, the
+  description comes from the file name's slug.
+* A header line ``-- <lowercase_name>: value`` is a **directive**. The only
+  one is ``depends_on``: versions separated by commas or spaces; empty means
+  a root. Without it the migration depends on the previous version in number
+  order, as a Python file without ``depends_on`` does. Any other name is an
+  error, so ``-- depend_on: 0030`` cannot silently make a migration implied.
+* ``-- upgrade`` and ``-- downgrade`` (a line with only that word, any case)
+  start the two sections. ``upgrade`` is required and comes first;
+  ``downgrade`` is optional (without it the migration cannot be rolled back);
+  each must hold at least one statement and appear once.
+* The checksum is the sha256 of the file's bytes, as for Python files.
+
+Each section runs through ``conn.executescript`` on the connection the
+executor passes, which runs it statement by statement inside the step's
+transaction, so a SQL migration commits together with its ledger row exactly
+like a Python one, and the executor cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from pathlib import Path
+
+from planner.errors import (
+    DuplicateSqlSection,
+    EmptySqlSection,
+    MalformedSqlDependencies,
+    MissingUpgradeSection,
+    UnknownSqlDirective,
+    UnreadableMigration,
+)
+from planner.migration import DECLARED, IMPLIED, Migration
+
+SUFFIX = ".sql"
+#: The directives a header may carry; anything else shaped like one is a typo.
+DIRECTIVES = ("depends_on",)
+
+_TITLE = re.compile(r"^Migration\s+(?P<version>[0-9]+)\s*:\s*(?P<description>.*?)\s*$")
+_SECTION = re.compile(r"^--\s*(?P<name>upgrade|downgrade)\s*$", re.IGNORECASE)
+_DIRECTIVE = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_]*)\s*:(?P<value>.*)$")
+_VERSION = re.compile(r"[0-9]+")
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?(?:\*/|\Z)", re.S)
+
+
+def run_script(script: str, conn) -> None:
+    """A section's body: the executor's connection keeps it inside the step's transaction."""
+    conn.executescript(script)
+
+
+def _has_statement(sql: str) -> bool:
+    return bool(_COMMENTS.sub("", sql).strip(" \t\r\n;"))
+
+
+def load_sql_migration(path: Path, version: str) -> Migration:
+    """Read one SQL migration file, or raise the ``CatalogError`` naming its file and line."""
+    try:
+        with open(path, "rb") as file:
+            source = file.read()
+    except OSError as exc:
+        raise UnreadableMigration(path, version, exc.strerror or str(exc)) from exc
+    checksum = hashlib.sha256(source).hexdigest()
+    try:
+        text = source.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UnreadableMigration(path, version, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+
+    lines = text.splitlines()
+    doc: list[str] = []
+    title: re.Match[str] | None = None
+    depends_on: tuple[str, ...] | None = None
+    depends_line = 0
+    sections: dict[str, list[str]] = {}
+    starts: dict[str, int] = {}
+    current: str | None = None
+    for number, line in enumerate(lines, 1):
+        marker = _SECTION.match(line.strip())
+        if marker:
+            name = marker.group("name").lower()
+            if name in sections:
+                raise DuplicateSqlSection(path, version, number,
+                                          f"second `-- {name}` marker (the first is on line {starts[name]}); "
+                                          f"merge the two sections")
+            if name == "downgrade" and "upgrade" not in sections:
+                raise MissingUpgradeSection(path, version, number,
+                                            "`-- downgrade` comes before `-- upgrade`; put the upgrade section first")
+            sections[name], starts[name], current = [], number, name
+            continue
+        if current is not None:
+            sections[current].append(line)
+            continue
+        stripped = line.strip()
+        if not stripped:
+            doc.append("")
+            continue
+        if not stripped.startswith("--"):
+            raise MissingUpgradeSection(path, version, number,
+                                        "SQL before the `-- upgrade` marker; start the migration's SQL with a "
+                                        "line `-- upgrade`")
+        comment = stripped[2:].strip()
+        if title is None and not any(doc) and _TITLE.match(comment):
+            title = _TITLE.match(comment)
+            doc.append(comment)
+            continue
+        directive = _DIRECTIVE.match(comment)
+        # `Note: ...` is prose; `depends_on:` in any case is the directive; any other lowercase `name:` a typo.
+        if directive and (directive.group("name").lower() in DIRECTIVES or directive.group("name").islower()):
+            name = directive.group("name").lower()
+            if name not in DIRECTIVES:
+                raise UnknownSqlDirective(path, version, number,
+                                          f"unknown header directive `{name}:`; the header knows "
+                                          f"{', '.join(DIRECTIVES)} (write prose with a capital letter, "
+                                          f"or not as `word:`)")
+            if depends_on is not None:
+                raise DuplicateSqlSection(path, version, number,
+                                          f"second `-- depends_on:` (the first is on line {depends_line}); "
+                                          f"list every dependency on one line")
+            depends_on, depends_line = _dependencies(path, version, number, directive.group("value")), number
+        doc.append(comment)
+
+    if "upgrade" not in sections:
+        raise MissingUpgradeSection(path, version, max(len(lines), 1),
+                                    "no `-- upgrade` marker; put the migration's SQL after a line `-- upgrade`")
+    scripts: dict[str, str] = {}
+    for name, body in sections.items():
+        script = "\n".join(body).strip("\n")
+        if not _has_statement(script):
+            hint = "write the change" if name == "upgrade" else "write the undo, or delete the marker if it cannot be undone"
+            raise EmptySqlSection(path, version, starts[name], f"the `-- {name}` section holds no SQL; {hint}")
+        scripts[name] = script
+
+    description = title.group("description") if title else ""
+    description = description or path.stem[len("migration_") + len(version):].strip("_").replace("_", " ")
+    downgrade = scripts.get("downgrade")
+    return Migration(
+        version=version,
+        description=description,
+        path=path,
+        checksum=checksum,
+        depends_on=depends_on or (),
+        dependency_source=DECLARED if depends_on is not None else IMPLIED,
+        doc="\n".join(doc).strip("\n"),
+        upgrade=functools.partial(run_script, scripts["upgrade"]),
+        downgrade=functools.partial(run_script, downgrade) if downgrade is not None else None,
+        docstring_version=title.group("version") if title else None,
+        documented_dependencies=None,
+    )
+
+
+def _dependencies(path: Path, version: str, line: int, value: str) -> tuple[str, ...]:
+    versions = value.replace(",", " ").split()
+    for item in versions:
+        if not _VERSION.fullmatch(item):
+            raise MalformedSqlDependencies(path, version, line,
+                                           f"depends_on entry {item!r} is not a version such as 0030; "
+                                           f"write `-- depends_on: 0030, 0027` (empty for a root)")
+    return tuple(versions)
+
+
+def sql_migration_source(version: str, description: str, dependencies: list[tuple[str, str]]) -> str:
+    """The text of a new SQL migration: header, and two sections left for the author to fill.
+
+    The sections hold only comments, so the catalog refuses the file (an
+    ``EmptySqlSection`` naming its line) until someone writes the SQL: an
+    unfinished migration can never be applied by accident.
+    """
+    lines = [f"-- Migration {version}: {' '.join(description.split())}", "--",
+             "-- Explain what this migration changes and why (replace this line)."]
+    for dependency, about in dependencies:
+        lines.append(f"--   needs {dependency}" + (f" ({about})" if about else ""))
+    lines += [
+        f"-- depends_on: {', '.join(v for v, _ in dependencies)}".rstrip(),
+        "",
+        "-- upgrade",
+        "-- Write the forward change here, e.g. CREATE INDEX idx_tasks_status ON tasks(status);",
+        "",
+        "-- downgrade",
+        "-- Undo the upgrade here, e.g. DROP INDEX idx_tasks_status; delete this section if it cannot be undone.",
+        "",
+    ]
+    return "\n".join(lines)
