@@ -60,8 +60,8 @@ def restore_command(backup: str | None, yes: bool, as_json: bool) -> None:
     apm migrate restore FILE             that file (any SQLite database)
     apm migrate restore --yes            without asking (scripts)
     """
-    from cli import migrate as migrate_cli
-    from cli.main import CommandError
+    from cli import running
+    from cli.errors import CommandError
     from cli.options import EXIT_UNCONFIRMED
     from planner.backups import (
         backup_time,
@@ -102,7 +102,7 @@ def restore_command(backup: str | None, yes: bool, as_json: bool) -> None:
         if not difference:
             echo("  the ledger is the same in both; table contents may still differ")
     if not yes:
-        if as_json or not migrate_cli.stdin_is_terminal():
+        if as_json or not running.stdin_is_terminal():
             raise CommandError(f"restoring replaces the content of {db} with {source}; nothing was changed. "
                                f"Re-run with --yes to restore", EXIT_UNCONFIRMED)
         if not click.confirm("Restore?", default=False, err=True):

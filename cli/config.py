@@ -1,4 +1,4 @@
-"""The configuration file: ``apm.toml``, or ``[tool.apm]`` in ``pyproject.toml``, and ``apm config``.
+"""The configuration file: ``apm.toml``, or ``[tool.apm]`` in ``pyproject.toml`` (``apm config`` shows it).
 
 A project writes its database path and catalog once instead of passing
 ``--db`` to every command. Precedence, highest first: a command-line option,
@@ -28,8 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-
-from cli.options import shared_options
 
 CONFIG_FILE = "apm.toml"
 PYPROJECT = "pyproject.toml"
@@ -166,33 +164,3 @@ def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
             raise bad()
         return value
     raise bad()  # pragma: no cover - KEYS and this function list the same keys
-
-
-# --------------------------------------------------------------------------
-# apm config
-# --------------------------------------------------------------------------
-
-
-@click.command("config")
-@shared_options()
-@click.option("--json", "as_json", is_flag=True, help="Print the settings as JSON (see docs/commands.md).")
-@click.pass_context
-def config_command(ctx: click.Context, as_json: bool) -> None:
-    """Show each setting, its value, and where it came from (option, environment, file, default)."""
-    from cli.options import settings
-
-    resolved = settings()
-    rows = resolved.explain()
-    if as_json:
-        from cli.output import emit_json
-
-        emit_json({"config_file": str(resolved.config.path) if resolved.config.path else None,
-                   "settings": {name: {"value": value, "source": source} for name, value, source in rows}})
-        return
-    from cli.output import echo, table
-
-    echo(table([[name, "-" if value is None else value, source] for name, value, source in rows],
-               ["setting", "value", "from"]))
-    path = resolved.config.path
-    echo(f"Config file: {path}" if path else "Config file: none (apm.toml, or [tool.apm] in pyproject.toml, "
-         "in this folder or a parent)")

@@ -14,7 +14,7 @@ import click
 
 from cli.options import VERSION, settings, shared_options
 
-TEXT_FORMATS = ("mermaid", "dot", "text", "json")  # planner.diagram.FORMATS; kept here so --help needs no import
+TEXT_FORMATS = ("mermaid", "dot", "text", "json")  # planner.diagram_formats.FORMATS; kept here so --help needs no import
 IMAGE_FORMATS = ("svg", "png")
 
 
@@ -28,7 +28,7 @@ IMAGE_FORMATS = ("svg", "png")
 @click.option("--rollback", type=VERSION, help="Highlight what a cascade rollback of VERSION takes.")
 def graph_command(fmt: str, output: Path | None, focus: str | None, rollback: str | None) -> None:
     """Draw the dependency graph (applied/pending styling when the database exists)."""
-    from planner import diagram
+    from planner import diagram_formats as diagram
     from planner.ledger import read_ledger
     from planner.loader import load_catalog
 

@@ -67,15 +67,19 @@ def apm(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from cli.migrate import migrate
-    from cli.status import agents, status
+    """Every command, in one place: command modules never import this one, so the imports form no cycle."""
+    from cli.authoring import new_command
+    from cli.backups import backups_command, restore_command
+    from cli.diagrams import docs_command, graph_command
+    from cli.migrate import migrate, plan_command
+    from cli.safety import check_command, doctor_command
+    from cli.status import agents, config_command, status
 
-    apm.add_command(migrate)
-    apm.add_command(status)
-    apm.add_command(agents)
-    from cli.config import config_command
-
-    apm.add_command(config_command)
+    for command in (plan_command, graph_command, docs_command, new_command, check_command, doctor_command,
+                    backups_command, restore_command):
+        migrate.add_command(command)
+    for command in (migrate, status, agents, config_command):
+        apm.add_command(command)
 
 
 _register()

@@ -1,4 +1,4 @@
-"""``apm status`` and ``apm agents``: the seed's verification commands, read-only.
+"""``apm status``, ``apm agents`` and ``apm config``: read-only reports.
 
 None of these ever creates the database: pointing them at a path that does
 not exist says so instead of leaving an empty file behind.
@@ -23,7 +23,7 @@ def status(as_json: bool) -> None:
     from planner.loader import load_catalog
     from planner.plan import unknown_applied
 
-    from cli.migrate import warn_about_edited_files
+    from cli.running import warn_about_edited_files
     from planner.versions import number
 
     path = settings().db_path
@@ -129,3 +129,27 @@ def _short(text: str | None, width: int = 60) -> str:
     if text is None:
         return "-"
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# --------------------------------------------------------------------------
+# apm config
+# --------------------------------------------------------------------------
+
+
+@click.command("config")
+@shared_options()
+@click.option("--json", "as_json", is_flag=True, help="Print the settings as JSON (see docs/commands.md).")
+@click.pass_context
+def config_command(ctx: click.Context, as_json: bool) -> None:
+    """Show each setting, its value, and where it came from (option, environment, file, default)."""
+    resolved = settings()
+    rows = resolved.explain()
+    if as_json:
+        emit_json({"config_file": str(resolved.config.path) if resolved.config.path else None,
+                   "settings": {name: {"value": value, "source": source} for name, value, source in rows}})
+        return
+    echo(table([[name, "-" if value is None else value, source] for name, value, source in rows],
+               ["setting", "value", "from"]))
+    path = resolved.config.path
+    echo(f"Config file: {path}" if path else "Config file: none (apm.toml, or [tool.apm] in pyproject.toml, "
+         "in this folder or a parent)")

@@ -42,7 +42,6 @@ from planner.database import (
 from planner.errors import (
     DatabaseDirectoryMissing,
     DatabaseError,
-    DatabaseLocked,
     DatabaseNotFound,
     DatabaseReadOnly,
     NoBackups,

@@ -14,7 +14,7 @@ import re
 from tabulate import tabulate
 
 from planner.catalog import Catalog
-from planner.diagram import to_mermaid
+from planner.diagram_formats import to_mermaid
 from planner.migration import DECLARED, DOCUMENTED, IMPLIED, Migration
 
 #: The command that writes this page; the page names it so a reader knows how to refresh it.

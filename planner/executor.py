@@ -9,7 +9,7 @@ failure rolls back that step alone; the database is exactly as it was before
 it, earlier steps stay applied. A SIGKILL at any moment leaves either the
 step's whole transaction or none of it, which SQLite's journal guarantees.
 
-One context manager, ``_Session.transaction``, owns that protocol (foreign
+One context manager, ``Session.transaction`` (``planner.session``), owns that protocol (foreign
 keys, BEGIN, the ledger tables, COMMIT or ROLLBACK) for every kind of work:
 a step, a whole ``--atomic`` plan, a mark, the log row of a failure.
 
@@ -27,33 +27,17 @@ rolled back and the exception goes on up.
 from __future__ import annotations
 
 import logging
-import sqlite3
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from planner.connection import MigrationConnection
-from planner.database import DEFAULT_BUSY_TIMEOUT, connect, open_read_only, translate_error
-from planner.errors import (
-    AlreadyApplied,
-    DatabaseDirectoryMissing,
-    DatabaseError,
-    DatabaseNotFound,
-    ExecutionError,
-    ForeignKeyViolation,
-    Interrupted,
-    LedgerChanged,
-    MigrationFailed,
-    NotApplied,
-    ValidationFailed,
-)
+from planner.database import DEFAULT_BUSY_TIMEOUT, connect, open_read_only
+from planner.errors import AlreadyApplied, DatabaseDirectoryMissing, DatabaseNotFound, LedgerChanged, NotApplied
 from planner.events import Event, Replanned, RunResult, StepFailed, StepFinished, StepSkipped, StepStarted
-from planner.ledger import APPLY, FAILED, MARK_APPLIED, MARK_ROLLED_BACK, OK, ROLLBACK, SKIPPED, Ledger, LedgerEntry
+from planner.ledger import APPLY, MARK_APPLIED, MARK_ROLLED_BACK, ROLLBACK, Ledger, LedgerEntry
 from planner.migration import Migration
-from planner.plan import Plan, Step, step_conflicts
-from planner.versions import number
+from planner.plan import Plan, Step
+from planner.session import Session, foreign_keys_enabled, foreign_keys_off
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
@@ -62,38 +46,11 @@ log = logging.getLogger(__name__)
 # A library logs; whoever runs it decides where that goes (the CLI shows it with --debug).
 log.addHandler(logging.NullHandler())
 
-#: How many violations ``foreign_key_check`` reports at most; the first one is in the message.
-_MAX_VIOLATIONS = 100
 #: How many times ``migrate`` plans again before giving up on a ledger that keeps changing.
 _REPLANS = 10
 
 __all__ = ["Executor", "Event", "RunResult", "StepFailed", "StepFinished", "StepSkipped", "StepStarted",
            "Replanned", "foreign_keys_enabled", "foreign_keys_off"]
-
-
-def foreign_keys_enabled(conn: sqlite3.Connection) -> bool:
-    """Whether the connection enforces foreign keys right now."""
-    return bool(conn.execute("PRAGMA foreign_keys").fetchone()[0])
-
-
-@contextmanager
-def foreign_keys_off(conn: sqlite3.Connection, previous: bool | None = None) -> Iterator[None]:
-    """Turn enforcement off for the block, then restore what it was, even on failure.
-
-    Must be entered outside any transaction: inside one, ``PRAGMA
-    foreign_keys`` is silently ignored. ``previous`` saves the lookup when the
-    caller already knows the setting (migrations cannot change it: the
-    connection proxy ignores the PRAGMA).
-    """
-    if previous is None:
-        previous = foreign_keys_enabled(conn)
-    if previous:
-        conn.execute("PRAGMA foreign_keys = OFF")
-    try:
-        yield
-    finally:
-        if previous:
-            conn.execute("PRAGMA foreign_keys = ON")
 
 
 class Executor:
@@ -189,7 +146,8 @@ class Executor:
             return
         conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
         try:
-            session = _Session(self, conn, plan, atomic=atomic)
+            session = Session(conn, plan, path=self.path, busy_timeout=self.busy_timeout, catalog=self.catalog,
+                              atomic=atomic)
             yield from session.atomic() if atomic else session.stepwise()
         finally:
             conn.close()
@@ -207,7 +165,8 @@ class Executor:
     def _mark(self, step: Step, action: str) -> None:
         conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
         try:
-            session = _Session(self, conn, Plan(step.direction, (step,)))
+            session = Session(conn, Plan(step.direction, (step,)), path=self.path, busy_timeout=self.busy_timeout,
+                              catalog=self.catalog)
             with session.transaction():
                 applied = session.applied_now()
                 if session.skip_reason(step, applied) is not None:
@@ -223,251 +182,3 @@ def _tally(result: RunResult, event: Event) -> None:
         result.done.append(event.step)
     elif isinstance(event, StepSkipped):
         result.skipped.append(event.step)
-
-
-class _Session:
-    """One run over one connection: the transaction protocol, the per-step work, and the ledger cache.
-
-    Re-reading the whole ledger inside every step's lock would make a long
-    plan quadratic. ``PRAGMA data_version`` changes exactly when another
-    connection commits, so the applied set is re-read only then; our own
-    commits update it directly.
-    """
-
-    def __init__(self, executor: Executor, conn: sqlite3.Connection, plan: Plan, *, atomic: bool = False):
-        self.executor = executor
-        self.atomic_run = atomic
-        self.conn = conn
-        self.plan = plan
-        self.ledger = Ledger(conn)
-        self.total = len(plan.steps)
-        self.foreign_keys = foreign_keys_enabled(conn)
-        self._applied: set[str] | None = None
-        self._data_version: int | None = None
-        # Once a transaction that ensured the ledger schema has committed, the
-        # tables are durable and need not be looked up again in this run.
-        self._ledger_ready = False
-        self._ledger_checked = False
-        catalog = executor.catalog
-        self._canonical: dict[int, str] = {}
-        if catalog is None:
-            # Without a catalog, the plan's own migrations are all there is to match rows and dependents to.
-            self._canonical = {m.number: m.version for m in (s.migration for s in plan.steps)}
-            self._plan_dependents: dict[str, list[str]] = {}
-            for step in plan.steps:
-                for dependency in step.migration.depends_on:
-                    self._plan_dependents.setdefault(dependency, []).append(step.version)
-
-    # -- the one transaction path ---------------------------------------------
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Foreign keys off, ``BEGIN IMMEDIATE``, the ledger tables ready; ``COMMIT``, or ``ROLLBACK`` on anything.
-
-        Every write this module makes goes through here, so BEGIN, COMMIT,
-        ROLLBACK and foreign-key enforcement are decided in one place.
-        """
-        with foreign_keys_off(self.conn, self.foreign_keys):
-            self._sql("BEGIN IMMEDIATE")
-            try:
-                if not self._ledger_ready:
-                    self.ledger.ensure_schema()
-                    self._ledger_checked = True
-                yield
-            except BaseException:
-                self._rollback()
-                raise
-            self._sql("COMMIT")
-            self._ledger_ready = self._ledger_checked
-
-    def _sql(self, statement: str) -> None:
-        """BEGIN or COMMIT; a lock or permission problem there is about the file, not the migration."""
-        try:
-            self.conn.execute(statement)
-        except sqlite3.Error as exc:
-            error = translate_error(exc, self.executor.path, self.executor.busy_timeout)
-            if error is None:
-                raise
-            raise error from exc
-
-    def _rollback(self) -> None:
-        """Roll back whatever is open; forget the cached ledger, which may have counted rolled-back rows."""
-        self._applied = None
-        self._ledger_checked = self._ledger_ready
-        if self.conn.in_transaction:
-            try:
-                self.conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                # SQLite may already have rolled back (e.g. after SQLITE_FULL); nothing is left open.
-                log.debug("ROLLBACK failed", exc_info=True)
-
-    # -- the ledger, as seen inside the lock -----------------------------------
-
-    def applied_now(self) -> set[str]:
-        """Applied versions in the catalog's spelling (rows the catalog does not know keep theirs)."""
-        data_version = self.conn.execute("PRAGMA data_version").fetchone()[0]
-        if self._applied is None or data_version != self._data_version:
-            self._applied = {self._spelling(v) for v in self.ledger.applied_versions()}
-            self._data_version = data_version
-        return self._applied
-
-    def _spelling(self, recorded: str) -> str:
-        catalog = self.executor.catalog
-        if catalog is not None:
-            return catalog.canonical(recorded) or recorded
-        value = number(recorded)
-        return recorded if value is None else self._canonical.get(value, recorded)
-
-    def _dependents(self, version: str) -> list[str]:
-        catalog = self.executor.catalog
-        if catalog is None:
-            return self._plan_dependents.get(version, [])
-        return catalog.graph.dependents(version) if version in catalog.graph else []
-
-    def skip_reason(self, step: Step, applied: set[str]) -> str | None:
-        is_applied = step.version in applied
-        if step.direction == APPLY and is_applied:
-            return "already applied (by another process since the plan was made)"
-        if step.direction == ROLLBACK and not is_applied:
-            return "already rolled back (by another process since the plan was made)"
-        return None
-
-    def check(self, step: Step, applied: set[str]) -> None:
-        """Refuse a step the ledger no longer allows (``plan.step_conflicts``: the planner's own rule)."""
-        conflicts = step_conflicts(step, applied, self._dependents)
-        if conflicts:
-            raise LedgerChanged(step.version, step.direction, conflicts)
-
-    def record(self, step: Step, execution_ms: int | None, action: str | None = None,
-               detail: str | None = None) -> None:
-        """The ledger row and the log row of a step, in the step's transaction."""
-        migration = step.migration
-        if step.direction == APPLY:
-            self.ledger.record_applied(migration, execution_ms)
-        else:
-            self.ledger.record_unapplied(migration.version)
-        self.ledger.log(migration.version, action or step.direction, OK, migration.checksum, execution_ms, detail)
-
-    # -- one step's work, inside an open transaction ---------------------------
-
-    def attempt(self, step: Step) -> str | None:
-        """Check the step against the ledger, then run it; the reason it was skipped, or ``None`` when it ran."""
-        applied = self.applied_now()
-        skipped = self.skip_reason(step, applied)
-        if skipped is not None:
-            self.ledger.log(step.version, step.direction, SKIPPED, step.migration.checksum, detail=skipped)
-            return skipped
-        self.check(step, applied)
-        started = time.perf_counter()
-        ignored = self.perform(step)
-        detail = f"ignored: {'; '.join(ignored)} ({MigrationConnection.IGNORED_REASON})" if ignored else None
-        self.record(step, round((time.perf_counter() - started) * 1000), detail=detail)
-        return None
-
-    def perform(self, step: Step) -> list[str]:
-        """Run the migration's code and the checks after it; anything it raises fails the step.
-
-        Returns the statements the connection passed over (``PRAGMA
-        foreign_keys = ...``), which the step's log row records as a warning.
-        """
-        migration = step.migration
-        applying = step.direction == APPLY
-        proxy = MigrationConnection(self.conn, migration.version, step.direction)
-        saved = (self.conn.row_factory, self.conn.text_factory)
-        try:
-            # validate_pre/post describe the upgraded schema, so they guard the apply direction only.
-            if applying and migration.validate_pre is not None and not migration.validate_pre(proxy):
-                raise ValidationFailed(migration.version, step.direction, "validate_pre")
-            function = migration.upgrade if applying else migration.downgrade
-            if function is None:
-                raise MigrationFailed(
-                    migration.version, step.direction, NotImplementedError("no downgrade(conn) function")
-                )
-            function(proxy)
-            if proxy.tampered is None:
-                self._check_foreign_keys(step)
-                if applying and migration.validate_post is not None and not migration.validate_post(proxy):
-                    raise ValidationFailed(migration.version, step.direction, "validate_post")
-            if proxy.tampered is not None:
-                raise proxy.tampered
-        except (Interrupted, ExecutionError, DatabaseError):
-            raise
-        except BaseException as exc:
-            # sys.exit() or a KeyboardInterrupt raised by the migration's own code is its failure,
-            # not a reason to end the program with the transaction half done.
-            raise MigrationFailed(migration.version, step.direction, exc, rolled_back=not self.atomic_run) from exc
-        finally:
-            self.conn.row_factory, self.conn.text_factory = saved
-        for ignored in proxy.ignored:
-            log.warning("migration %s: ignored %s (%s)", migration.version, ignored, proxy.IGNORED_REASON)
-        return proxy.ignored
-
-    def _check_foreign_keys(self, step: Step) -> None:
-        cursor = self.conn.cursor()
-        cursor.row_factory = None
-        violations = cursor.execute("PRAGMA foreign_key_check").fetchmany(_MAX_VIOLATIONS)
-        if violations:
-            raise ForeignKeyViolation(step.version, step.direction, [tuple(v) for v in violations])
-
-    def after_commit(self, step: Step) -> None:
-        if self._applied is not None:
-            if step.direction == APPLY:
-                self._applied.add(step.version)
-            else:
-                self._applied.discard(step.version)
-
-    # -- failures ---------------------------------------------------------------
-
-    def failed(self, step: Step, index: int, error: Exception, started: float) -> Iterator[Event]:
-        """Log the failure, report it as an event, then raise it."""
-        if not isinstance(error, (DatabaseError, LedgerChanged)):
-            self._log_failure(step, error, round((time.perf_counter() - started) * 1000))
-        yield StepFailed(step, index, self.total, error)
-        raise error
-
-    def _log_failure(self, step: Step, error: Exception, execution_ms: int | None) -> None:
-        """Record the failure in its own small transaction; best effort, since the file may be the problem."""
-        try:
-            with self.transaction():
-                self.ledger.log(
-                    step.version, step.direction, FAILED, step.migration.checksum, execution_ms, str(error)
-                )
-        except Exception:
-            log.warning("could not log the failure of migration %s", step.version, exc_info=True)
-
-    # -- the two ways to run ----------------------------------------------------
-
-    def stepwise(self) -> Iterator[Event]:
-        """One transaction per step: a failure undoes that step only."""
-        for index, step in enumerate(self.plan.steps, 1):
-            yield StepStarted(step, index, self.total)
-            started = time.perf_counter()
-            try:
-                with self.transaction():
-                    skipped = self.attempt(step)
-            except Exception as exc:
-                yield from self.failed(step, index, exc, started)
-                return  # pragma: no cover (failed raises)
-            if skipped is not None:
-                yield StepSkipped(step, index, self.total, skipped)
-            else:
-                self.after_commit(step)
-                yield StepFinished(step, index, self.total, (time.perf_counter() - started) * 1000)
-
-    def atomic(self) -> Iterator[Event]:
-        """The whole plan in one transaction: all of it, or none of it."""
-        index, step = 1, self.plan.steps[0]
-        started = time.perf_counter()
-        try:
-            with self.transaction():
-                for index, step in enumerate(self.plan.steps, 1):
-                    yield StepStarted(step, index, self.total)
-                    started = time.perf_counter()
-                    skipped = self.attempt(step)
-                    if skipped is not None:
-                        yield StepSkipped(step, index, self.total, skipped)
-                        continue
-                    self.after_commit(step)  # visible to later steps of this same transaction
-                    yield StepFinished(step, index, self.total, (time.perf_counter() - started) * 1000)
-        except Exception as exc:
-            yield from self.failed(step, index, exc, started)

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from planner.catalog import Catalog
     from planner.testing.databases import SQLiteDatabase
     from planner.testing.migrator import Migrator
-    from planner.testing.runner import Stairway
+    from planner.testing.stairway import Stairway
 
 
 @dataclass
@@ -250,7 +250,7 @@ def _seed(config: pytest.Config):
 
 def _stairway(config: pytest.Config) -> Stairway:
     """The run's one stairway walker, shared by every ``stairway[V]`` item (see ``Stairway``)."""
-    from planner.testing.runner import Stairway
+    from planner.testing.stairway import Stairway
 
     settings = config.stash[_SETTINGS]
     if settings.stairway is None:

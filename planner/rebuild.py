@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from planner.errors import RebuildFailed, RebuildRefused, TableNotFound
-from planner.sql import Token, names, quote_identifier, table_xinfo
+from planner.sql import CreateTable, Token, names, parse_create_table, quote_identifier, table_xinfo
 from planner.sql import tokens as sql_tokens
 
 __all__ = ["drop_columns", "rebuild_table", "table_sql"]
@@ -35,75 +35,21 @@ _TABLE_CONSTRAINTS = {"constraint", "primary", "unique", "check", "foreign"}
 _COMMENT_AFTER_COMMA = re.compile(r"[ \t]*--[^\n]*\n")
 
 
-@dataclass(frozen=True)
-class _CreateTable:
-    """Where the parts of a ``CREATE TABLE name (body) tail`` statement are, as offsets into its text."""
-
-    sql: str
-    name: str
-    name_span: tuple[int, int]
-    body_span: tuple[int, int]
-    tail: set[str]
-
-    def renamed(self, new_name: str) -> str:
-        start, end = self.name_span
-        return self.sql[:start] + quote_identifier(new_name) + self.sql[end:]
-
-    def definitions(self) -> list[tuple[int, int]]:
-        """Spans of the top-level comma-separated column definitions and table constraints."""
-        start, end = self.body_span
-        spans, depth, part_start = [], 0, start
-        for token in sql_tokens(self.sql[:end]):
-            if token.start < start or token.kind != "punct":
-                continue
-            if token.text == "(":
-                depth += 1
-            elif token.text == ")":
-                depth -= 1
-            elif token.text == "," and depth == 0:
-                spans.append((part_start, token.start))
-                part_start = token.end
-        spans.append((part_start, end))
-        return spans
-
-
-def _parse_create_table(table: str, sql: str) -> _CreateTable:
+def _parse_create_table(table: str, sql: str) -> CreateTable:
     """Read the header of ``CREATE TABLE``; refuse anything that would not rebuild ``table`` itself."""
-    tokens = sql_tokens(sql)
-
     def refuse(reason: str) -> RebuildRefused:
         return RebuildRefused(
             table, "the new CREATE TABLE statement", reason,
             f"Pass the full statement the table should end with: CREATE TABLE {table} (...)",
         )
 
-    words = [t.name for t in tokens[:6]]
-    if words[:2] != ["create", "table"]:
-        raise refuse("does not start with CREATE TABLE")
-    i = 2
-    if words[2:5] == ["if", "not", "exists"]:
-        i = 5
-    if len(tokens) < i + 2 or tokens[i].name is None:
-        raise refuse("names no table")
-    name_token, i = tokens[i], i + 1
-    name_start = name_token.start
-    if tokens[i].text == "." and len(tokens) > i + 1:
-        if name_token.name != "main":
-            raise refuse(f"creates its table in schema {name_token.name}, not main")
-        name_token, i = tokens[i + 1], i + 2
-    if name_token.name != table.lower():
-        raise refuse(f"creates table {name_token.name}, not {table}")
-    if i >= len(tokens) or tokens[i].text != "(":
-        raise refuse("has no column list in parentheses (CREATE TABLE ... AS SELECT cannot be rebuilt)")
-    depth = 0
-    for close in tokens[i:]:
-        depth += {"(": 1, ")": -1}.get(close.text, 0) if close.kind == "punct" else 0
-        if depth == 0:
-            break
-    else:
-        raise refuse("has unbalanced parentheses")
-    tail = {t.name for t in tokens if t.start >= close.end and t.name}
-    return _CreateTable(sql, name_token.name, (name_start, name_token.end), (tokens[i].end, close.start), tail)
+    try:
+        parsed = parse_create_table(sql)
+    except ValueError as exc:
+        raise refuse(str(exc)) from None
+    if parsed.name != table.lower():
+        raise refuse(f"creates table {parsed.name}, not {table}")
+    return parsed
 
 
 # -- reading the schema ---------------------------------------------------------------------------

@@ -129,3 +129,73 @@ def table_xinfo(conn: sqlite3.Connection, table: str) -> list[XinfoRow]:
             'SELECT name, type, "notnull", dflt_value, pk, hidden FROM pragma_table_xinfo(?) ORDER BY cid', (table,)
         ).fetchall()
     ]
+
+
+# -- CREATE TABLE: where its name, columns and tail are ----------------------------------
+
+
+@dataclass(frozen=True)
+class CreateTable:
+    """Where the parts of a ``CREATE TABLE name (body) tail`` statement are, as offsets into its text."""
+
+    sql: str
+    name: str
+    name_span: tuple[int, int]
+    body_span: tuple[int, int]
+    tail: set[str]
+
+    def renamed(self, new_name: str) -> str:
+        start, end = self.name_span
+        return self.sql[:start] + quote_identifier(new_name) + self.sql[end:]
+
+    def definitions(self) -> list[tuple[int, int]]:
+        """Spans of the top-level comma-separated column definitions and table constraints."""
+        start, end = self.body_span
+        spans, depth, part_start = [], 0, start
+        for token in tokens(self.sql[:end]):
+            if token.start < start or token.kind != "punct":
+                continue
+            if token.text == "(":
+                depth += 1
+            elif token.text == ")":
+                depth -= 1
+            elif token.text == "," and depth == 0:
+                spans.append((part_start, token.start))
+                part_start = token.end
+        spans.append((part_start, end))
+        return spans
+
+
+def parse_create_table(sql: str) -> CreateTable:
+    """Where the name, column list and tail of a ``CREATE TABLE`` are; ``ValueError`` saying why it is not one.
+
+    Only tables of the main schema with a column list are read: a ``CREATE
+    TABLE ... AS SELECT`` has nothing to rebuild from.
+    """
+    found = tokens(sql)
+    refuse = ValueError
+    words = [t.name for t in found[:6]]
+    if words[:2] != ["create", "table"]:
+        raise refuse("does not start with CREATE TABLE")
+    i = 2
+    if words[2:5] == ["if", "not", "exists"]:
+        i = 5
+    if len(found) < i + 2 or found[i].name is None:
+        raise refuse("names no table")
+    name_token, i = found[i], i + 1
+    name_start = name_token.start
+    if found[i].text == "." and len(found) > i + 1:
+        if name_token.name != "main":
+            raise refuse(f"creates its table in schema {name_token.name}, not main")
+        name_token, i = found[i + 1], i + 2
+    if i >= len(found) or found[i].text != "(":
+        raise refuse("has no column list in parentheses (CREATE TABLE ... AS SELECT cannot be rebuilt)")
+    depth = 0
+    for close in found[i:]:
+        depth += {"(": 1, ")": -1}.get(close.text, 0) if close.kind == "punct" else 0
+        if depth == 0:
+            break
+    else:
+        raise refuse("has unbalanced parentheses")
+    tail = {t.name for t in found if t.start >= close.end and t.name}
+    return CreateTable(sql, name_token.name, (name_start, name_token.end), (found[i].end, close.start), tail)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cli import migrate as migrate_cli
+from cli import running as running_cli
 from cli.main import apm
 from planner import backups
 from planner.backups import (
@@ -217,7 +217,7 @@ def test_restore_command_asks_refuses_and_restores(apm_db: Path, monkeypatch) ->
     refused = invoke(apm_db, "restore")  # no terminal, no --yes
     assert refused.exit_code == 7 and "nothing was changed. Re-run with --yes" in refused.output
     assert "brings back 0027 Add metadata" in refused.output
-    monkeypatch.setattr(migrate_cli, "stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(running_cli, "stdin_is_terminal", lambda: True)
     declined = invoke(apm_db, "restore", input="n\n")
     assert declined.exit_code == 7 and apm_db.read_bytes() == before
     assert list_backups(apm_db) == [taken]

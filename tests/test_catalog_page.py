@@ -10,7 +10,7 @@ import pytest
 
 from conftest import write_migration
 from planner.catalog_page import REGENERATE_COMMAND, catalog_page
-from planner.diagram import to_mermaid
+from planner.diagram_formats import to_mermaid
 from planner.loader import load_catalog
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import cli.migrate
+import cli.running
 from cli.main import apm
 
 
@@ -54,7 +54,7 @@ def test_confirmation_rules(applied_db: Path, monkeypatch: pytest.MonkeyPatch) -
     assert invoke(applied_db, *args, "--json").exit_code == 7
     assert applied_db.read_bytes() == before
     # A terminal that answers no: exit 7, nothing changed.
-    monkeypatch.setattr(cli.migrate, "stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(cli.running, "stdin_is_terminal", lambda: True)
     declined = invoke(applied_db, *args, input="n\n")
     assert declined.exit_code == 7 and "This plan destroys data" in declined.output
     assert applied_db.read_bytes() == before

@@ -12,18 +12,10 @@ import networkx as nx
 import pytest
 
 from conftest import write_migration
-from planner import diagram
+from planner import diagram_formats
 from planner.catalog import Catalog
-from planner.diagram import (
-    FORMATS,
-    build_diagram,
-    render_image,
-    rollback_set,
-    to_dot,
-    to_json,
-    to_mermaid,
-    to_text,
-)
+from planner.diagram import build_diagram, rollback_set
+from planner.diagram_formats import FORMATS, render_image, to_dot, to_json, to_mermaid, to_text
 from planner.errors import (
     GraphvizFailed,
     GraphvizMissing,
@@ -205,9 +197,9 @@ def test_mermaid_classes_by_state(branching: Catalog, ledger: set[str]) -> None:
 def test_dot_fills_by_state(branching: Catalog, ledger: set[str]) -> None:
     nodes = dot_nodes(to_dot(branching, ledger))
     fills = {version: re.search(r'fillcolor="([^"]+)"', attrs).group(1) for version, attrs in nodes.items()}
-    assert {fills[v] for v in APPLIED} == {diagram._FILL["applied"]}
-    assert {fills[v] for v in PENDING} == {diagram._FILL["pending"]}
-    assert fills["0099"] == diagram._FILL["missing"]
+    assert {fills[v] for v in APPLIED} == {diagram_formats._FILL["applied"]}
+    assert {fills[v] for v in PENDING} == {diagram_formats._FILL["pending"]}
+    assert fills["0099"] == diagram_formats._FILL["missing"]
     assert "(file missing)" in nodes["0099"] and "dashed" in nodes["0099"]
     assert len({fills["0001"], fills["0005"], fills["0099"]}) == 3
 
@@ -293,7 +285,7 @@ def test_rollback_is_highlighted_over_state_in_every_format(branching: Catalog, 
     dot = to_dot(branching, ledger, rollback="0003")
     nodes = dot_nodes(dot)
     assert {v for v, attrs in nodes.items() if "penwidth" in attrs} == taken
-    assert all(diagram._FILL["applied"] in nodes[v] for v in taken)
+    assert all(diagram_formats._FILL["applied"] in nodes[v] for v in taken)
     assert "cascade rollback of 0003" in dot
 
     lines = to_text(branching, ledger, rollback="3").splitlines()

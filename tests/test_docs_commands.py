@@ -73,6 +73,6 @@ def test_graph_to_file_and_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_graph_offers_exactly_the_library_formats() -> None:
     from cli.diagrams import TEXT_FORMATS
-    from planner.diagram import FORMATS
+    from planner.diagram_formats import FORMATS
 
     assert set(TEXT_FORMATS) == set(FORMATS)

@@ -414,8 +414,8 @@ def test_14_an_edited_applied_file_is_warned_about(chain, db):
         result = apm(*base(db, chain), *args)
         assert result.returncode == 0, result.stderr
         warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
-        assert warnings == [f"Warning: migration_0002.py changed since 0002 was applied; the database holds what "
-                            f"the old text did (see `apm migrate check`)"]
+        assert warnings == ["Warning: migration_0002.py changed since 0002 was applied; the database holds what "
+                            "the old text did (see `apm migrate check`)"]
     assert apm(*base(db, chain), "migrate", "check", "--strict").returncode != 0
 
 
