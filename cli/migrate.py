@@ -13,14 +13,14 @@ import click
 from cli.options import VERSION, settings, shared_options
 from cli.output import echo, emit_json, migration_row, plan_json, table
 from cli.running import (
-    confirm_data_loss,
     dry_run_report,
     execute,
     ledger_entries,
     load_catalog,
     make_apply_plan,
     make_rollback_plan,
-    rehearse_plan,
+    preview_plan,
+    run_previewed,
     take_backup,
     warn_about_edited_files,
 )
@@ -54,17 +54,21 @@ class MigrateGroup(click.Group):
 @click.option("--rollback", type=VERSION, help="Roll back VERSION (refused if applied migrations need it).")
 @click.option("--cascade", is_flag=True, help="With --rollback: roll back the applied dependents first.")
 @click.option("--target", type=VERSION, help="Apply only VERSION and the migrations it needs.")
-@click.option("--atomic", is_flag=True, help="Run the whole plan as one transaction: all or nothing.")
+@click.option("--atomic", is_flag=True, help="All or nothing (every previewed run is; with --no-preview, one transaction).")
 @click.option("--no-backup", is_flag=True, help="With --rollback: skip the backup taken before rolling back.")
-@click.option("--dry-run", is_flag=True, help="Rehearse the plan on a copy and report what it changes; touch nothing.")
-@click.option("--yes", "-y", is_flag=True, help="Run a plan that destroys data without rehearsing it or asking.")
+@click.option("--dry-run", is_flag=True,
+              help="Run the plan in a transaction, report what it changes and destroys, roll back (exit 7 on loss).")
+@click.option("--sql", is_flag=True, help="With --dry-run or a run: also show the SQL each step ran.")
+@click.option("--yes", "-y", is_flag=True, help="Confirm a plan that destroys data (what it destroys is printed).")
+@click.option("--no-preview", is_flag=True,
+              help="Skip the preview: commit step by step, without checking for data loss (reviewed plans only).")
 @click.option("--mark-applied", type=VERSION, help="Record VERSION as applied without running it.")
 @click.option("--mark-rolled-back", type=VERSION, help="Remove VERSION from the ledger without running it.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON (see docs/commands.md).")
 @click.pass_context
 def migrate(ctx: click.Context, list_pending: bool, show_applied: bool, rollback: str | None, cascade: bool,
-            target: str | None, atomic: bool, no_backup: bool, dry_run: bool, yes: bool, mark_applied: str | None,
-            mark_rolled_back: str | None, as_json: bool) -> None:
+            target: str | None, atomic: bool, no_backup: bool, dry_run: bool, sql: bool, yes: bool,
+            no_preview: bool, mark_applied: str | None, mark_rolled_back: str | None, as_json: bool) -> None:
     """Apply pending migrations in dependency order (or list, show, roll back).
 
     \b
@@ -76,13 +80,15 @@ def migrate(ctx: click.Context, list_pending: bool, show_applied: bool, rollback
     apm migrate --rollback 0027 --cascade   roll back 0029, then 0027
     apm migrate --rollback 0027 --cascade --dry-run   what it would destroy
 
-    A real run is first rehearsed on a copy of the database; if it would
-    destroy data it shows what and asks (on a terminal) or refuses (elsewhere)
-    unless --yes is given.
+    A run is previewed as it runs: the whole plan runs in one transaction,
+    watched for what it drops, deletes or overwrites, and is committed only
+    if it destroys nothing, or if --yes (or a person, on a terminal) confirms
+    what it destroys. Otherwise nothing is committed (exit 7).
     """
     chosen = [name for name in _ACTIONS if ctx.params.get(name) not in (None, False)]
     if ctx.invoked_subcommand is not None:
-        if chosen or target is not None or cascade or atomic or no_backup or as_json or dry_run or yes:
+        if (chosen or target is not None or cascade or atomic or no_backup or as_json or dry_run or yes or sql
+                or no_preview):
             raise click.UsageError(
                 f"options of `apm migrate` go after the subcommand: apm migrate {ctx.invoked_subcommand} ..."
             )
@@ -95,7 +101,11 @@ def migrate(ctx: click.Context, list_pending: bool, show_applied: bool, rollback
     if target is not None and chosen:
         raise click.UsageError("--target only applies to `apm migrate` and `apm migrate plan`")
     if dry_run and chosen and rollback is None:
-        raise click.UsageError("--dry-run rehearses an apply or a --rollback; it does not combine with other actions")
+        raise click.UsageError("--dry-run previews an apply or a --rollback; it does not combine with other actions")
+    if (sql or no_preview) and chosen and rollback is None:
+        raise click.UsageError("--sql and --no-preview apply to a run (an apply or a --rollback)")
+    if no_preview and (dry_run or sql):
+        raise click.UsageError("--no-preview runs without watching; it cannot combine with --dry-run or --sql")
 
     if list_pending:
         _list_pending(as_json)
@@ -105,47 +115,55 @@ def migrate(ctx: click.Context, list_pending: bool, show_applied: bool, rollback
         _mark(mark_applied, mark_rolled_back, as_json)
     elif rollback is not None:
         _rollback(rollback, cascade=cascade, backup=not no_backup, atomic=atomic, as_json=as_json,
-                  dry_run=dry_run, yes=yes)
+                  dry_run=dry_run, yes=yes, no_preview=no_preview, sql=sql)
     else:
-        _apply(target, atomic=atomic, as_json=as_json, dry_run=dry_run, yes=yes)
+        _apply(target, atomic=atomic, as_json=as_json, dry_run=dry_run, yes=yes, no_preview=no_preview, sql=sql)
 
 
-def _apply(target: str | None, *, atomic: bool, as_json: bool, dry_run: bool, yes: bool) -> None:
+def _apply(target: str | None, *, atomic: bool, as_json: bool, dry_run: bool, yes: bool, no_preview: bool,
+           sql: bool) -> None:
     catalog = load_catalog()
     entries = ledger_entries()
     warn_about_edited_files(catalog, entries)
     plan = make_apply_plan(catalog, entries, target)
+    replan = lambda ledger: make_apply_plan(catalog, ledger, target)  # noqa: E731 (planned inside the lock)
     if dry_run:
-        return dry_run_report(catalog, plan, as_json)  # an empty plan too: the documented shape, no steps
+        dry_run_report(catalog, plan, as_json, sql=sql, make_plan=replan)  # an empty plan too: the same shape
+        return
     if not plan:
         if as_json:
             emit_json({**plan_json(plan), "results": []})
         else:
             echo("Nothing to apply")
         return
-    if not yes:
-        confirm_data_loss(catalog, plan, as_json)
-    results = execute(catalog, plan, atomic=atomic, as_json=as_json, create=True,
-                      make_plan=lambda ledger: make_apply_plan(catalog, ledger, target))
+    if no_preview:
+        results = execute(catalog, plan, atomic=atomic, as_json=as_json, create=True, make_plan=replan)
+        outcome = {"results": results}
+    else:
+        outcome = run_previewed(catalog, plan, make_plan=replan, as_json=as_json, yes=yes, sql=sql)
+        outcome.pop("backup")
     if as_json:
-        emit_json({**plan_json(plan), "results": results})
+        emit_json({**plan_json(plan), **outcome})
 
 
 def _rollback(version: str, *, cascade: bool, backup: bool, atomic: bool, as_json: bool, dry_run: bool,
-              yes: bool) -> None:
+              yes: bool, no_preview: bool, sql: bool) -> None:
     catalog = load_catalog()
     plan = make_rollback_plan(catalog, ledger_entries(), version, cascade)
+    replan = lambda ledger: make_rollback_plan(catalog, ledger, version, cascade)  # noqa: E731
     if dry_run:
-        return dry_run_report(catalog, plan, as_json)
-    if not yes:
-        confirm_data_loss(catalog, plan, as_json)
-    backup_path = take_backup() if backup else None
-    if backup_path and not as_json:
-        echo(f"Backup written to {backup_path}")
-    results = execute(catalog, plan, atomic=atomic, as_json=as_json, create=False,
-                      make_plan=lambda ledger: make_rollback_plan(catalog, ledger, version, cascade))
+        dry_run_report(catalog, plan, as_json, sql=sql, make_plan=replan)
+        return
+    if no_preview:
+        backup_path = take_backup() if backup else None
+        if backup_path and not as_json:
+            echo(f"Backup written to {backup_path}")
+        results = execute(catalog, plan, atomic=atomic, as_json=as_json, create=False, make_plan=replan)
+        outcome = {"results": results, "backup": str(backup_path) if backup_path else None}
+    else:
+        outcome = run_previewed(catalog, plan, make_plan=replan, as_json=as_json, yes=yes, sql=sql, backup=backup)
     if as_json:
-        emit_json({**plan_json(plan), "backup": str(backup_path) if backup_path else None, "results": results})
+        emit_json({**plan_json(plan), **outcome})
 
 
 def _mark(applied: str | None, rolled_back: str | None, as_json: bool) -> None:
@@ -206,9 +224,12 @@ def _show_applied(as_json: bool) -> None:
 @click.option("--rollback", type=VERSION, help="Show the rollback order for VERSION instead.")
 @click.option("--cascade", is_flag=True, help="With --rollback: include the applied dependents.")
 @click.option("--target", type=VERSION, help="Plan only VERSION and the migrations it needs.")
-@click.option("--rehearse", is_flag=True, help="Also run the plan on a copy and report what it changes.")
+@click.option("--rehearse", "--preview", "rehearse", is_flag=True,
+              help="Also run the plan in a transaction and report what it changes and destroys, then roll back.")
+@click.option("--sql", is_flag=True, help="Also show the SQL each step runs (implies --preview).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (see docs/commands.md).")
-def plan_command(rollback: str | None, cascade: bool, target: str | None, rehearse: bool, as_json: bool) -> None:
+def plan_command(rollback: str | None, cascade: bool, target: str | None, rehearse: bool, sql: bool,
+                 as_json: bool) -> None:
     """Show what `apm migrate` would run, changing nothing."""
     if cascade and rollback is None:
         raise click.UsageError("--cascade only makes sense with --rollback VERSION")
@@ -220,11 +241,13 @@ def plan_command(rollback: str | None, cascade: bool, target: str | None, rehear
         plan = make_rollback_plan(catalog, entries, rollback, cascade)
     else:
         plan = make_apply_plan(catalog, entries, target)
+    rehearse = rehearse or sql
     if as_json and not rehearse:
         emit_json(plan_json(plan))
         return
     if as_json:
-        emit_json({**plan_json(plan), "rehearsal": rehearse_plan(catalog, plan).to_json()})
+        preview = preview_plan(catalog, plan, sql=sql) if plan else None
+        emit_json({**plan_json(plan), "preview": preview.to_json() if preview else None})
         return
     if not plan:
         echo("Nothing to apply")
@@ -235,4 +258,4 @@ def plan_command(rollback: str | None, cascade: bool, target: str | None, rehear
     echo(table(rows, ["#", "version", "description", "depends on"]))
     if rehearse:
         echo()
-        dry_run_report(catalog, plan, as_json=False)
+        dry_run_report(catalog, plan, as_json=False, sql=sql, exit_on_loss=False)

@@ -135,11 +135,12 @@ class Progress:
     run ends with the list of what was done and how long each step took.
     """
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, keep_lines: bool = True):
         import shutil
 
         self.total = total
         self.count = 0
+        self.keep_lines = keep_lines
         self.lines: list[str] = []
         self.width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
         self.current = ""
@@ -153,7 +154,8 @@ class Progress:
 
     def done(self, line: str) -> None:
         self.count += 1
-        self.lines.append(line)
+        if self.keep_lines:
+            self.lines.append(line)
         self._draw()
 
     def _draw(self) -> None:
@@ -168,56 +170,150 @@ class Progress:
 
     def close(self) -> None:
         click.echo("\r" + " " * self.width + "\r", nl=False)
+        if not self.keep_lines:
+            return
         for line in self.lines:
             echo(line, fg="yellow" if line.startswith("Skipped") else None)
         applied = sum(1 for line in self.lines if not line.startswith("Skipped"))
         echo(f"{applied} of {self.total} step(s) done")
 
 
-def rehearse_plan(catalog, plan):
-    from planner.rehearsal import rehearse as run_rehearsal
+def preview_plan(catalog, plan, *, make_plan=None, accept=None, sql: bool = False, on_event=None):
+    """The plan run for real in one transaction, watched (``Executor.preview``); committed only if ``accept``."""
+    from planner.executor import Executor
 
-    return run_rehearsal(settings().db_path, plan, catalog=catalog, busy_timeout=settings().busy_timeout)
+    executor = Executor(settings().db_path, busy_timeout=settings().busy_timeout, create=plan.direction == "apply",
+                        catalog=catalog)
+    return executor.preview(plan, make_plan=make_plan, accept=accept, on_event=on_event, capture_sql=sql)
 
 
-def dry_run_report(catalog, plan, as_json: bool) -> None:
-    """Rehearse on a copy and report; a step that fails fails the command as it would for real."""
-    rehearsal = rehearse_plan(catalog, plan)
+def report_preview(preview, plan, *, as_json: bool, sql: bool, title: str = "Dry run") -> None:
+    """What a preview saw, step by step (and the SQL each step ran, with ``sql``)."""
     if as_json:
-        emit_json(rehearsal.to_json())
-    else:
-        echo(f"Dry run: rehearsed {len(rehearsal.steps)} of {len(plan)} step(s) on a copy; "
-             f"{settings().db_path} was not touched")
-        for line in rehearsal.describe():
-            echo(f"  {line}")
-        if rehearsal.ok:
-            echo("This plan destroys data." if rehearsal.loses_data else "This plan loses no data.",
-                 fg="yellow" if rehearsal.loses_data else None)
-    if rehearsal.error is not None:
-        raise rehearsal.error
+        emit_json(preview.to_json())
+        return
+    state = "committed" if preview.committed else f"rolled back; {settings().db_path} is unchanged"
+    echo(f"{title}: ran {len(preview.steps)} of {len(preview.plan)} step(s) in one transaction, then {state}")
+    for step in preview.steps:
+        for line in step.describe():
+            echo(f"  {line}", fg="yellow" if step.loses_data and line in step.loss_lines() else None)
+        if sql and step.sql:
+            echo(f"  -- {step.version} {step.direction}: the SQL it ran")
+            for statement in step.sql:
+                echo("    " + " ".join(statement.split()) + ";")
+    if preview.not_run:
+        echo(f"  not run (the plan stops at the failure): {', '.join(preview.not_run)}")
+    if preview.ok:
+        echo("This plan destroys data." if preview.loses_data else "This plan loses no data.",
+             fg="yellow" if preview.loses_data else None)
 
 
-def confirm_data_loss(catalog, plan, as_json: bool) -> None:
-    """Rehearse first; a plan that would destroy data needs a yes, from a person or from --yes.
-
-    A plan the rehearsal shows failing is not started at all: the real run
-    would stop at the same step after committing the ones before it.
-    """
-    rehearsal = rehearse_plan(catalog, plan)
-    if rehearsal.error is not None:
+def dry_run_report(catalog, plan, as_json: bool, *, sql: bool = False, make_plan=None, exit_on_loss: bool = True):
+    """Preview and roll back: exit 7 when the plan would destroy data, 5 (or the error's code) when a step fails."""
+    preview = preview_plan(catalog, plan, make_plan=make_plan, sql=sql, on_event=_preview_progress(plan, as_json))
+    report_preview(preview, plan, as_json=as_json, sql=sql)
+    if preview.error is not None:
         from cli.errors import exit_code_for
 
-        raise CommandError(f"{rehearsal.error} (found by rehearsing on a copy: nothing was run for real)",
-                           exit_code_for(rehearsal.error)) from rehearsal.error
-    if not rehearsal.loses_data:
-        return
-    lines = [line for step in rehearsal.steps if step.loses_data for line in step.describe()]
-    if not stdin_is_terminal() or as_json:
-        raise CommandError(
-            f"this plan destroys data ({'; '.join(lines)}); nothing was changed. "
-            f"Re-run with --yes to proceed, or with --dry-run to see the whole rehearsal",
-            EXIT_UNCONFIRMED,
-        )
+        raise CommandError(f"{preview.error} (found by the preview: nothing was committed)",
+                           exit_code_for(preview.error)) from preview.error
+    if preview.loses_data and exit_on_loss:
+        click.get_current_context().exit(EXIT_UNCONFIRMED)
+    return preview
+
+
+def _preview_progress(plan, as_json: bool):
+    """A progress bar while a preview runs on a terminal, so a long plan never sits silent; a note if re-planned."""
+    from planner.events import Replanned, StepFinished, StepSkipped, StepStarted
+
+    progress = Progress(len(plan), keep_lines=False) if not as_json and sys.stdout.isatty() else None
+
+    def on_event(event) -> None:
+        if isinstance(event, Replanned):
+            echo(f"The ledger changed meanwhile (another process); planned again inside the lock: "
+                 f"{len(event.plan)} step(s)", fg="yellow", err=True)
+            return
+        if progress is None:
+            return
+        if isinstance(event, StepStarted):
+            progress.total = max(progress.total, event.total)
+            progress.show(event.step)
+        elif isinstance(event, (StepFinished, StepSkipped)):
+            progress.done("")
+            if event.index == event.total:
+                progress.close()
+
+    return on_event
+
+
+def run_previewed(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql: bool = False,
+                  backup: bool = False) -> dict:
+    """A real run: the preview commits what loses no data (each migration runs once), and asks about the rest.
+
+    Data loss is committed only when confirmed: by ``--yes`` (printed, then
+    committed in the same run), or by a person on a terminal (the preview is
+    rolled back, the loss shown and confirmed, then the plan runs again and
+    commits only if it destroys exactly what was confirmed). Without either,
+    nothing is committed (exit 7). A failing step commits nothing (exit 5).
+    """
+    from cli.errors import exit_code_for
+    from planner.errors import Interrupted
+
+    backup_path = take_backup() if backup else None
+    confirmed: list[str] | None = None
+    try:
+        while True:
+            def accept(preview, confirmed=confirmed) -> bool:
+                if confirmed is not None:
+                    return preview.loss_lines() == confirmed
+                return yes or not preview.loses_data
+
+            preview = preview_plan(catalog, plan, make_plan=make_plan, accept=accept, sql=sql,
+                                   on_event=_preview_progress(plan, as_json))
+            if preview.error is not None:
+                raise CommandError(f"{preview.error} (nothing was committed)", exit_code_for(preview.error))
+            if preview.committed:
+                break
+            lines = preview.loss_lines()
+            if confirmed is not None:
+                raise CommandError(f"the database changed while you decided: the plan now destroys "
+                                   f"{'; '.join(lines)}; nothing was changed. Run the command again",
+                                   EXIT_UNCONFIRMED)
+            if as_json or not stdin_is_terminal():
+                raise CommandError(f"this plan destroys data ({'; '.join(lines)}); nothing was changed. "
+                                   f"Re-run with --yes to proceed, or with --dry-run to see the whole preview",
+                                   EXIT_UNCONFIRMED)
+            _ask(lines)
+            confirmed = lines
+    except (CommandError, Interrupted):
+        if backup_path is not None:
+            backup_path.unlink(missing_ok=True)  # nothing changed: a backup of it is only clutter
+        raise
+    if backup_path is not None:
+        _prune_backups()
+    if preview.loses_data and not as_json:
+        echo("This run destroyed data, as confirmed:", fg="yellow", err=True)
+        for line in preview.loss_lines():
+            echo(f"  {line}", err=True)
+    results = []
+    for step in preview.steps:
+        status = "skipped" if step.skipped else "applied" if step.direction == "apply" else "rolled_back"
+        results.append({"version": step.version, "description": step.description, "status": status,
+                        "duration_ms": round(step.duration_ms, 3), **({"reason": step.skipped} if step.skipped
+                                                                       else {})})
+        if not as_json:
+            if step.skipped:
+                echo(f"Skipped {step.version} {step.description}: {step.skipped}", fg="yellow")
+            else:
+                echo(f"{_verb(step.direction)} {step.version} {step.description} ({duration(step.duration_ms)})")
+    if backup_path is not None and not as_json:
+        echo(f"Backup written to {backup_path}")
+    return {"results": results, "preview": preview.to_json(),
+            "backup": str(backup_path) if backup_path is not None else None}
+
+
+def _ask(lines: list[str]) -> None:
+    """Show what the plan destroys and ask; anything but yes refuses (exit 7), Ctrl-C exits 130."""
     echo("This plan destroys data:", fg="yellow", err=True)
     for line in lines:
         echo(f"  {line}", err=True)
@@ -243,19 +339,25 @@ def take_backup() -> Path | None:
 
     The database is checked for writing first (read-only file or folder, a
     lock held past --busy-timeout): a rollback that cannot run must not leave
-    a backup behind. ``--keep-backups N`` prunes the oldest afterwards.
+    a backup behind. Old backups are pruned (``--keep-backups N``) only once
+    the run has committed.
     """
-    from planner.backups import backup, prune_backups
+    from planner.backups import backup
     from planner.database import writable_now
 
     path = settings().db_path
     if not path.exists():
         return None
     writable_now(path, settings().busy_timeout)
-    written = backup(path, busy_timeout=settings().busy_timeout)
-    if settings().keep_backups:  # --keep-backups N / APM_KEEP_BACKUPS / keep_backups in the config
-        prune_backups(path, settings().keep_backups)
-    return written
+    return backup(path, busy_timeout=settings().busy_timeout)
+
+
+def _prune_backups() -> None:
+    """After a run that committed: --keep-backups N / APM_KEEP_BACKUPS / keep_backups in the config."""
+    from planner.backups import prune_backups
+
+    if settings().keep_backups:
+        prune_backups(settings().db_path, settings().keep_backups)
 
 
 def warn_about_edited_files(catalog, entries: dict) -> None:

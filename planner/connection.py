@@ -65,11 +65,13 @@ def switches_foreign_keys(sql: str) -> bool:
 class _Guard:
     """What the connection and its cursors share: which step is running, and the check itself."""
 
-    __slots__ = ("version", "direction", "tampered", "ignored")
+    __slots__ = ("version", "direction", "tampered", "ignored", "observer")
 
-    def __init__(self, version: str, direction: str):
+    def __init__(self, version: str, direction: str, observer: Any = None):
         self.version = version
         self.direction = direction
+        #: A preview's ``planner.observe.StepObserver``, told about each statement before and after it runs.
+        self.observer = observer
         #: The first refusal, kept so a migration that swallows the exception still fails.
         self.tampered: TransactionTampered | None = None
         #: Statements passed over on purpose (``PRAGMA foreign_keys = ...``), for the executor to log.
@@ -104,20 +106,38 @@ class MigrationCursor:
 
     def execute(self, sql: str, parameters: Any = ()) -> MigrationCursor:
         if self._guard.check(sql):
-            self._cursor.execute(sql, parameters)
+            observer = self._guard.observer
+            if observer is None:
+                self._cursor.execute(sql, parameters)
+            else:
+                seen = observer.before(sql, parameters)
+                self._cursor.execute(sql, parameters)
+                observer.after(seen, self._cursor.rowcount)
         return self
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> MigrationCursor:
         if self._guard.check(sql):
-            self._cursor.executemany(sql, seq_of_parameters)
+            observer = self._guard.observer
+            if observer is None:
+                self._cursor.executemany(sql, seq_of_parameters)
+            else:
+                rows = list(seq_of_parameters)
+                seen = observer.before(sql, rows[0]) if rows else []
+                self._cursor.executemany(sql, rows)
+                observer.after(seen, self._cursor.rowcount)
         return self
 
     def executescript(self, sql_script: str) -> MigrationCursor:
         statements = list(split_script(sql_script))
         wanted = [self._guard.check(statement) for statement in statements]  # refuse before anything runs
+        observer = self._guard.observer
         for statement, run in zip(statements, wanted):
-            if run:
+            if run and observer is None:
                 self._cursor.execute(statement)
+            elif run:
+                seen = observer.before(statement)
+                self._cursor.execute(statement)
+                observer.after(seen, self._cursor.rowcount)
         return self
 
     def __iter__(self) -> MigrationCursor:
@@ -136,9 +156,9 @@ class MigrationCursor:
 class MigrationConnection:
     """A proxy over the executor's ``sqlite3.Connection`` that cannot end its transaction."""
 
-    def __init__(self, conn: sqlite3.Connection, version: str = "?", direction: str = "apply"):
+    def __init__(self, conn: sqlite3.Connection, version: str = "?", direction: str = "apply", observer: Any = None):
         object.__setattr__(self, "_conn", conn)
-        object.__setattr__(self, "_guard", _Guard(version, direction))
+        object.__setattr__(self, "_guard", _Guard(version, direction, observer))
 
     #: Why a ``PRAGMA foreign_keys = ...`` is passed over (the executor logs it with the statement).
     IGNORED_REASON = (
@@ -167,6 +187,11 @@ class MigrationConnection:
 
     def executescript(self, sql_script: str) -> MigrationCursor:
         return self.cursor().executescript(sql_script)
+
+    def observe_rebuild(self, table: str, carried: dict[str, str], dropped: list[str]) -> None:
+        """``rebuild_table`` says what it carries over, so a preview reports renames and drops, not a lost table."""
+        if self._guard.observer is not None:
+            self._guard.observer.note_rebuild(table, carried, dropped)
 
     def commit(self) -> None:
         """Do nothing: the executor commits once the step has passed every check."""

@@ -27,16 +27,25 @@ rolled back and the exception goes on up.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from planner.database import DEFAULT_BUSY_TIMEOUT, connect, open_read_only
-from planner.errors import AlreadyApplied, DatabaseDirectoryMissing, DatabaseNotFound, LedgerChanged, NotApplied
+from planner.errors import (
+    AlreadyApplied,
+    DatabaseDirectoryMissing,
+    DatabaseError,
+    DatabaseNotFound,
+    LedgerChanged,
+    NotApplied,
+)
 from planner.events import Event, Replanned, RunResult, StepFailed, StepFinished, StepSkipped, StepStarted
 from planner.ledger import APPLY, MARK_APPLIED, MARK_ROLLED_BACK, ROLLBACK, Ledger, LedgerEntry
 from planner.migration import Migration
 from planner.plan import Plan, Step
+from planner.preview import Preview, PreviewStep
 from planner.session import Session, foreign_keys_enabled, foreign_keys_off
 
 if TYPE_CHECKING:
@@ -152,6 +161,87 @@ class Executor:
         finally:
             conn.close()
 
+    # -- the preview: the plan run for real in one transaction, watched, then committed or not --
+
+    def preview(
+        self,
+        plan: Plan,
+        *,
+        make_plan: Callable[[dict[str, LedgerEntry]], Plan] | None = None,
+        accept: Callable[[Preview], bool] | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        capture_sql: bool = False,
+    ) -> Preview:
+        """Run the plan inside one transaction on the real file, watching what each statement destroys.
+
+        The whole plan is one transaction (foreign keys off, ``BEGIN
+        IMMEDIATE``): nothing is visible to anyone else, and a SIGKILL at any
+        moment leaves the database as it was. ``make_plan(ledger)`` plans
+        again inside the write lock, from the ledger as it is now, so a
+        concurrent runner can never make the plan stale. At the end the
+        transaction is committed only if ``accept(preview)`` says so; with
+        ``accept=None`` (a dry run) it is always rolled back. A failing step
+        rolls everything back and is the preview's ``error``: nothing is
+        raised for it (``Interrupted`` and problems with the file itself are).
+        Each migration's code therefore runs once per preview.
+        """
+        from planner.observe import StepObserver
+
+        started = time.perf_counter()
+        result = Preview(plan)
+        existed, folder_existed = self.path.exists(), self.path.parent.exists()
+        conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
+        try:
+            session = Session(conn, plan, path=self.path, busy_timeout=self.busy_timeout, catalog=self.catalog,
+                              atomic=True)
+            observer = StepObserver(conn, capture_sql=capture_sql)
+            failed: tuple[Step, PreviewStep, float] | None = None
+            try:
+                with session.transaction():
+                    if make_plan is not None:
+                        result.plan = make_plan(session.ledger.applied_migrations())
+                        session.use(result.plan)
+                        if [(s.version, s.direction) for s in result.plan] != [(s.version, s.direction) for s in plan]:
+                            _emit(on_event, Replanned("the ledger changed since the plan was shown", result.plan))
+                    for index, step in enumerate(result.plan.steps, 1):
+                        _emit(on_event, StepStarted(step, index, session.total))
+                        record = PreviewStep(step.version, step.direction, step.migration.description)
+                        result.steps.append(record)
+                        step_started = time.perf_counter()
+                        observer.start_step()
+                        try:
+                            record.skipped = session.attempt(step, observer)
+                        except Exception as exc:
+                            observer.stop()
+                            record.error = exc
+                            record.duration_ms = (time.perf_counter() - step_started) * 1000
+                            failed = (step, record, step_started)
+                            _emit(on_event, StepFailed(step, index, session.total, exc))
+                            raise _Discard from exc
+                        record.changes, record.impact, record.sql = observer.end_step()
+                        record.duration_ms = (time.perf_counter() - step_started) * 1000
+                        if record.skipped is not None:
+                            _emit(on_event, StepSkipped(step, index, session.total, record.skipped))
+                        else:
+                            session.after_commit(step)  # visible to later steps of this transaction
+                            _emit(on_event, StepFinished(step, index, session.total, record.duration_ms))
+                    result.duration_ms = (time.perf_counter() - started) * 1000
+                    if accept is None or not accept(result):
+                        raise _Discard
+                result.committed = True
+            except _Discard:
+                pass
+            # A failure is logged in a database that was there before; a new one is not made just for that.
+            if failed is not None and existed and not isinstance(failed[1].error, DatabaseError):
+                step, record, step_started = failed
+                session.log_failure(step, record.error, round((time.perf_counter() - step_started) * 1000))
+        finally:
+            conn.close()
+            if not existed and not result.committed:
+                _remove_if_empty(self.path, None if folder_existed else self.path.parent)
+        result.duration_ms = (time.perf_counter() - started) * 1000
+        return result
+
     # -- marks -----------------------------------------------------------------
 
     def mark_applied(self, migration: Migration) -> None:
@@ -175,6 +265,26 @@ class Executor:
                 session.record(step, None, action)
         finally:
             conn.close()
+
+
+class _Discard(Exception):
+    """Leave the preview's transaction by rolling it back: a dry run, a failed step, or loss not accepted."""
+
+
+def _remove_if_empty(path: Path, folder: Path | None) -> None:
+    """A run that committed nothing leaves no new file behind (nor the folder it made for it)."""
+    try:
+        if path.stat().st_size == 0:
+            path.unlink()
+        if folder is not None:
+            folder.rmdir()  # only if empty
+    except OSError:
+        pass
+
+
+def _emit(on_event: Callable[[Event], None] | None, event: Event) -> None:
+    if on_event is not None:
+        on_event(event)
 
 
 def _tally(result: RunResult, event: Event) -> None:

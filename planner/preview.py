@@ -1,38 +1,48 @@
-"""What a preview of a plan reports: per step, the schema changes and the data they destroy.
+"""What a preview of a plan reports: per step, the schema changes, the data they destroy, and the SQL they ran.
 
-JSON shape (``Rehearsal.to_json()``, version 1)::
+A preview is the plan run for real inside one transaction on the real file
+(``Executor.preview``), watched statement by statement
+(``planner.observe``), then committed or rolled back. These values are what
+it saw; ``describe`` words them for a person, ``to_json`` for a script.
+
+What counts as losing data: a dropped table that held rows, a dropped column
+that held non-default values, deleted rows, and non-NULL values an
+``UPDATE`` overwrote. Renames (of tables and columns, including a rebuild
+whose ``convert`` carries a column over) and inserts are changes, not loss.
+
+JSON shape (``Preview.to_json()``, format 2)::
 
     {
-      "format": 1,
+      "format": 2,
       "direction": "apply" | "rollback",
       "target": "0027" | null,          # what was asked for
       "cascade": bool,
-      "storage": "memory" | "file" | null,   # null for an empty plan (nothing was copied)
-      "database_bytes": int,            # size of the database rehearsed
-      "duration_ms": float,             # the whole rehearsal, copy included
+      "committed": bool,                # false for a dry run, a failure, or loss not confirmed
+      "duration_ms": float,             # the whole preview
       "ok": bool,                       # no step failed
-      "loses_data": bool,               # some step drops or deletes data
+      "loses_data": bool,               # some step drops, deletes or overwrites data
       "steps": [{
           "version": "0027", "description": "Add metadata", "direction": "rollback",
           "status": "ok" | "failed" | "skipped",
-          "duration_ms": float,          # the migration itself, on the copy
+          "duration_ms": float,
           "loses_data": bool,
           "changes": [{"kind": "table" | "column" | "index" | "trigger" | "view" | "rows",
-                       "action": "added" | "removed" | "changed",
+                       "action": "added" | "removed" | "changed" | "renamed" | "rebuilt",
                        "name": str, "table": str | null,
                        "before": str | int | null, "after": str | int | null, "text": str}],
-          "impact": [{"kind": "dropped-table" | "dropped-column" | "rows",
+          "impact": [{"kind": "dropped-table" | "dropped-column" | "deleted-rows" | "overwritten-values",
                       "table": str, "column": str | null,
-                      "count": int,          # rows held / non-default values held / |row delta|
+                      "count": int,          # rows held / non-default values held / rows deleted / values overwritten
                       "non_null": int | null,   # dropped-column: values that were not NULL
-                      "before": int | null, "after": int | null,   # rows: the row counts
+                      "before": int | null, "after": int | null,   # row counts, where known
                       "loses_data": bool, "text": str}],
+          "sql": [str],                  # the statements the step ran, parameters filled in (with --sql)
           "lines": [str],                # describe() of this step
           "error": null | {"type": "MigrationFailed", "message": str},
           "skipped": null | str
       }],
       "not_run": ["0020"],              # plan steps after a failure, never reached
-      "lines": [str]                    # Rehearsal.describe()
+      "lines": [str]                    # Preview.describe()
     }
 """
 
@@ -46,12 +56,9 @@ from planner.schema import SchemaChange
 if TYPE_CHECKING:
     from planner.plan import Plan
 
-ImpactKind = Literal["dropped-table", "dropped-column", "rows"]
+FORMAT = 2
 
-
-FORMAT = 1
-
-ImpactKind = Literal["dropped-table", "dropped-column", "rows"]
+ImpactKind = Literal["dropped-table", "dropped-column", "deleted-rows", "overwritten-values"]
 
 
 def _count(n: int, noun: str) -> str:
@@ -60,12 +67,12 @@ def _count(n: int, noun: str) -> str:
 
 @dataclass(frozen=True)
 class DataImpact:
-    """What one step did to stored data: a dropped table or column and what it held, or a row count change."""
+    """Data one step destroyed: a dropped table or column and what it held, deleted rows, overwritten values."""
 
     kind: ImpactKind
     table: str
     column: str | None = None
-    #: dropped-table: its rows; dropped-column: its non-NULL, non-default values; rows: the size of the change.
+    #: dropped-table: rows held; dropped-column: non-default values; deleted-rows / overwritten-values: how many.
     count: int = 0
     #: dropped-column only: how many of its values were not NULL (default values included).
     non_null: int | None = None
@@ -74,9 +81,6 @@ class DataImpact:
 
     @property
     def loses_data(self) -> bool:
-        """Rows or non-default values that the step destroyed."""
-        if self.kind == "rows":
-            return (self.after or 0) < (self.before or 0)
         return self.count > 0
 
     def describe(self) -> str:
@@ -90,10 +94,10 @@ class DataImpact:
                 also = f" ({self.non_null} non-null)" if self.non_null not in (None, self.count) else ""
                 return f"drops column {name} holding {_count(self.count, 'non-default value')}{also}"
             return f"drops column {name} (it held only NULL or default values)"
-        before, after = self.before or 0, self.after or 0
-        if after < before:
-            return f"deletes {_count(before - after, 'row')} of {self.table} ({before} → {after})"
-        return f"inserts {_count(after - before, 'row')} into {self.table} ({before} → {after})"
+        if self.kind == "overwritten-values":
+            return f"overwrites {_count(self.count, 'value')} of {self.table}.{self.column}"
+        counts = f" ({self.before} → {self.after})" if self.before is not None and self.after is not None else ""
+        return f"deletes {_count(self.count, 'row')} of {self.table}{counts}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -110,17 +114,19 @@ class DataImpact:
 
 
 @dataclass
-class RehearsalStep:
-    """One migration as rehearsed: its schema changes and data impact, or the error it failed with."""
+class PreviewStep:
+    """One migration as the preview ran it: its changes and impact, or the error it failed with."""
 
     version: str
     direction: str
     description: str = ""
     changes: list[SchemaChange] = field(default_factory=list)
     impact: list[DataImpact] = field(default_factory=list)
-    #: The exception the real run would raise at this step (``MigrationFailed``, ``ForeignKeyViolation``...).
+    #: The statements the step ran (filled only when SQL was asked for).
+    sql: list[str] = field(default_factory=list)
+    #: The exception the step failed with (``MigrationFailed``, ``ForeignKeyViolation``...).
     error: Exception | None = None
-    #: Why the executor skipped the step (only if the copy's ledger already had it done).
+    #: Why the step was skipped (the ledger, read inside the lock, had it done already).
     skipped: str | None = None
     duration_ms: float = 0.0
 
@@ -133,26 +139,27 @@ class RehearsalStep:
         return any(i.loses_data for i in self.impact)
 
     def describe(self) -> list[str]:
-        """One line per change, each removal told by what it held: ``0027 rollback: drops column ...``."""
+        """One line per change, removals told by what they held: ``0027 rollback: drops column ...``."""
         prefix = f"{self.version} {self.direction}"
         if self.error is not None:
             return [f"{prefix}: fails: {self.error}"]
         if self.skipped:
             return [f"{prefix}: skipped: {self.skipped}"]
-        told = {(i.kind, i.table, i.column) for i in self.impact}
-        lines: list[str] = []
-        for impact in self.impact:
-            lines.append(f"{prefix}: {impact.describe()}")
+        told = {(i.table, i.column) for i in self.impact if i.kind in ("dropped-column",)}
+        told |= {(i.table, None) for i in self.impact if i.kind == "dropped-table"}
+        lines = [f"{prefix}: {impact.describe()}" for impact in self.impact]
         for change in self.changes:
-            if change.kind == "rows" and ("rows", change.name, None) in told:
+            if change.action == "removed" and (change.table, change.name) in told:
                 continue
-            if change.kind == "table" and change.action == "removed" and ("dropped-table", change.name, None) in told:
-                continue
-            if (change.kind == "column" and change.action == "removed"
-                    and ("dropped-column", change.table, change.name) in told):
+            if change.kind == "table" and change.action == "removed" and (change.name, None) in told:
                 continue
             lines.append(f"{prefix}: {change.describe()}")
-        return lines or [f"{prefix}: no schema or row count change"]
+        return lines or [f"{prefix}: no schema or data change"]
+
+    def loss_lines(self) -> list[str]:
+        """Only what the step destroys: the lines a confirmation shows and compares."""
+        prefix = f"{self.version} {self.direction}"
+        return [f"{prefix}: {impact.describe()}" for impact in self.impact if impact.loses_data]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -164,6 +171,7 @@ class RehearsalStep:
             "loses_data": self.loses_data,
             "changes": [c.to_json() for c in self.changes],
             "impact": [i.to_json() for i in self.impact],
+            "sql": list(self.sql),
             "lines": self.describe(),
             "error": None if self.error is None else {"type": type(self.error).__name__, "message": str(self.error)},
             "skipped": self.skipped,
@@ -171,19 +179,18 @@ class RehearsalStep:
 
 
 @dataclass
-class Rehearsal:
-    """The result of running a plan on a copy: each step rehearsed, up to and including a failure."""
+class Preview:
+    """A plan as it ran inside one transaction, step by step, up to and including a failure."""
 
     plan: Plan
-    steps: list[RehearsalStep] = field(default_factory=list)
-    #: "memory" (a RAM-backed copy), "file" (a temporary file), ``None`` when there was nothing to run.
-    storage: str | None = None
-    database_bytes: int = 0
+    steps: list[PreviewStep] = field(default_factory=list)
+    #: Whether the transaction was committed (a real run whose loss, if any, was accepted).
+    committed: bool = False
     duration_ms: float = 0.0
 
     @property
     def error(self) -> Exception | None:
-        """The error the real run would stop with, ``None`` when every step passed."""
+        """The error the run stopped with; ``None`` when every step passed."""
         return next((s.error for s in self.steps if s.error is not None), None)
 
     @property
@@ -192,7 +199,6 @@ class Rehearsal:
 
     @property
     def loses_data(self) -> bool:
-        """Whether any step drops a table or column that held rows or non-default values, or deletes rows."""
         return any(step.loses_data for step in self.steps)
 
     @property
@@ -200,10 +206,13 @@ class Rehearsal:
         """Versions of the plan never reached because an earlier step failed."""
         return [step.version for step in self.plan.steps[len(self.steps):]]
 
+    def loss_lines(self) -> list[str]:
+        return [line for step in self.steps for line in step.loss_lines()]
+
     def describe(self) -> list[str]:
         lines = [line for step in self.steps for line in step.describe()]
         if self.not_run:
-            lines.append(f"not rehearsed (the plan stops at the failure): {', '.join(self.not_run)}")
+            lines.append(f"not run (the plan stops at the failure): {', '.join(self.not_run)}")
         return lines
 
     def to_json(self) -> dict[str, Any]:
@@ -213,8 +222,7 @@ class Rehearsal:
             "direction": self.plan.direction,
             "target": self.plan.target,
             "cascade": self.plan.cascade,
-            "storage": self.storage,
-            "database_bytes": self.database_bytes,
+            "committed": self.committed,
             "duration_ms": round(self.duration_ms, 3),
             "ok": self.ok,
             "loses_data": self.loses_data,
@@ -222,5 +230,3 @@ class Rehearsal:
             "not_run": self.not_run,
             "lines": self.describe(),
         }
-
-

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from planner.effects import carried_columns
 from planner.errors import RebuildFailed, RebuildRefused, TableNotFound
 from planner.sql import CreateTable, Token, names, parse_create_table, quote_identifier, table_xinfo
 from planner.sql import tokens as sql_tokens
@@ -216,6 +217,10 @@ def rebuild_table(
         _run(conn, table, "creating the new table", new.renamed(temporary))
         new_columns = _columns(conn, temporary)
         _refuse_unsafe(table, new_columns, old_columns, convert, dependents)
+        observe = getattr(conn, "observe_rebuild", None)
+        if observe is not None:  # a preview is watching: say which columns carry over, and as what
+            observe(table, *carried_columns([c.name for c in new_columns], [c.name for c in old_columns.values()],
+                                            {key: expr for key, (_, expr) in convert.items()}))
         _copy_rows(conn, table, temporary, "without" in old.tail | new.tail, new_columns, old_columns, convert)
 
         for obj in reversed(dependents):  # what only mentions the table survives DROP TABLE; clear it first

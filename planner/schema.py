@@ -25,7 +25,7 @@ from planner.sql import quote_identifier, table_xinfo
 LEDGER_TABLES = ("schema_migrations", "schema_migrations_log")
 
 ObjectKind = Literal["table", "column", "index", "trigger", "view", "rows"]
-Action = Literal["added", "removed", "changed"]
+Action = Literal["added", "removed", "changed", "renamed", "rebuilt"]
 
 
 def _normalized(sql: str | None) -> str:
@@ -131,6 +131,15 @@ class SchemaChange:
 
     def describe(self) -> str:
         """One line in the rehearsal's words: ``drops column agents.metadata (TEXT DEFAULT '{}')``."""
+        if self.kind == "rows" and self.action == "added":
+            rows = "1 row" if self.after == 1 else f"{self.after} rows"
+            return f"inserts {rows} into {self.name}"
+        if self.action == "renamed":
+            if self.kind == "column":
+                return f"renames column {self.table}.{self.before} to {self.after}"
+            return f"renames {self.kind} {self.before} to {self.after}"
+        if self.action == "rebuilt":
+            return f"rebuilds table {self.name} (copies its rows into the new shape)"
         if self.kind == "rows":
             before, after = int(self.before or 0), int(self.after or 0)
             delta = after - before

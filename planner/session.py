@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from planner.catalog import Catalog
+    from planner.observe import StepObserver
 
 log = logging.getLogger("planner.executor")
 
@@ -171,6 +172,11 @@ class Session:
             return self._plan_dependents.get(version, [])
         return catalog.graph.dependents(version) if version in catalog.graph else []
 
+    def use(self, plan: Plan) -> None:
+        """Run ``plan`` instead: one planned inside the lock, from the ledger as it is now."""
+        self.plan = plan
+        self.total = len(plan.steps)
+
     def skip_reason(self, step: Step, applied: set[str]) -> str | None:
         is_applied = step.version in applied
         if step.direction == APPLY and is_applied:
@@ -197,8 +203,11 @@ class Session:
 
     # -- one step's work, inside an open transaction ---------------------------
 
-    def attempt(self, step: Step) -> str | None:
-        """Check the step against the ledger, then run it; the reason it was skipped, or ``None`` when it ran."""
+    def attempt(self, step: Step, observer: StepObserver | None = None) -> str | None:
+        """Check the step against the ledger, then run it; the reason it was skipped, or ``None`` when it ran.
+
+        ``observer`` (a preview's) is told about each statement the migration runs.
+        """
         applied = self.applied_now()
         skipped = self.skip_reason(step, applied)
         if skipped is not None:
@@ -206,12 +215,12 @@ class Session:
             return skipped
         self.check(step, applied)
         started = time.perf_counter()
-        ignored = self.perform(step)
+        ignored = self.perform(step, observer)
         detail = f"ignored: {'; '.join(ignored)} ({MigrationConnection.IGNORED_REASON})" if ignored else None
         self.record(step, round((time.perf_counter() - started) * 1000), detail=detail)
         return None
 
-    def perform(self, step: Step) -> list[str]:
+    def perform(self, step: Step, observer: StepObserver | None = None) -> list[str]:
         """Run the migration's code and the checks after it; anything it raises fails the step.
 
         Returns the statements the connection passed over (``PRAGMA
@@ -219,8 +228,10 @@ class Session:
         """
         migration = step.migration
         applying = step.direction == APPLY
-        proxy = MigrationConnection(self.conn, migration.version, step.direction)
+        proxy = MigrationConnection(self.conn, migration.version, step.direction, observer)
         saved = (self.conn.row_factory, self.conn.text_factory)
+        if observer is not None:
+            observer.running(True)
         try:
             # validate_pre/post describe the upgraded schema, so they guard the apply direction only.
             if applying and migration.validate_pre is not None and not migration.validate_pre(proxy):
@@ -245,6 +256,8 @@ class Session:
             raise MigrationFailed(migration.version, step.direction, exc, rolled_back=not self.atomic_run) from exc
         finally:
             self.conn.row_factory, self.conn.text_factory = saved
+            if observer is not None:
+                observer.running(False)
         for ignored in proxy.ignored:
             log.warning("migration %s: ignored %s (%s)", migration.version, ignored, proxy.IGNORED_REASON)
         return proxy.ignored
@@ -268,11 +281,11 @@ class Session:
     def failed(self, step: Step, index: int, error: Exception, started: float) -> Iterator[Event]:
         """Log the failure, report it as an event, then raise it."""
         if not isinstance(error, (DatabaseError, LedgerChanged)):
-            self._log_failure(step, error, round((time.perf_counter() - started) * 1000))
+            self.log_failure(step, error, round((time.perf_counter() - started) * 1000))
         yield StepFailed(step, index, self.total, error)
         raise error
 
-    def _log_failure(self, step: Step, error: Exception, execution_ms: int | None) -> None:
+    def log_failure(self, step: Step, error: Exception, execution_ms: int | None) -> None:
         """Record the failure in its own small transaction; best effort, since the file may be the problem."""
         try:
             with self.transaction():

@@ -183,13 +183,14 @@ def test_missing_migrations_dir(tmp_path: Path, db: Path) -> None:
 def test_failed_migration_exit_5_keeps_earlier_steps(catalog_dir: Path, db: Path) -> None:
     write_migration(catalog_dir, "0001", upgrade="conn.execute('CREATE TABLE a (x)')")
     write_migration(catalog_dir, "0002", upgrade="conn.execute('CREATE TABLE b (x)')\nconn.execute('INSERT INTO nope VALUES (1)')")
-    # The rehearsal finds the failure first: nothing runs for real, not even 0001.
-    result = invoke("--db", str(db), "--migrations-dir", str(catalog_dir), "migrate")
-    assert result.exit_code == 5
-    assert "0002" in result.output and "no such table: nope" in result.output
-    assert "nothing was run for real" in result.output and not db.exists()
-    # Without the rehearsal (--yes), 0001 commits and 0002 rolls back alone.
-    result = invoke("--db", str(db), "--migrations-dir", str(catalog_dir), "migrate", "--yes")
+    # The plan runs in one transaction: the failure rolls back everything, 0001 included, even with --yes.
+    for extra in ([], ["--yes"]):
+        result = invoke("--db", str(db), "--migrations-dir", str(catalog_dir), "migrate", *extra)
+        assert result.exit_code == 5
+        assert "0002" in result.output and "no such table: nope" in result.output
+        assert "nothing was committed" in result.output and not db.exists()
+    # Without the preview, 0001 commits and 0002 rolls back alone.
+    result = invoke("--db", str(db), "--migrations-dir", str(catalog_dir), "migrate", "--no-preview")
     assert result.exit_code == 5 and "no such table: nope" in result.output
     assert "Applied 0001" in result.output and tables(db) == {"a"}
 
@@ -282,7 +283,10 @@ def test_atomic_runs_the_whole_plan_or_nothing(catalog_dir: Path, db: Path) -> N
     write_migration(catalog_dir, "0001", upgrade="conn.execute('CREATE TABLE a (x)')")
     write_migration(catalog_dir, "0002", upgrade="conn.execute('CREATE TABLE b (x)')\nconn.execute('INSERT INTO nope VALUES (1)')")
     base = ("--db", str(db), "--migrations-dir", str(catalog_dir), "migrate")
-    result = invoke(*base, "--atomic", "--yes")
+    result = invoke(*base, "--atomic")
+    assert result.exit_code == 5 and "no such table: nope" in result.output
+    assert not db.exists()  # nothing committed, and no new file left behind
+    result = invoke(*base, "--atomic", "--no-preview")
     assert result.exit_code == 5 and "no such table: nope" in result.output
     assert tables(db) == set()  # 0001 was rolled back with the rest
     conn = sqlite3.connect(db)

@@ -108,23 +108,24 @@ def test_1_an_empty_path_is_a_usage_error(chain, tmp_path):
     ("raise SystemExit('bye')", "called sys.exit('bye')"),
     ("raise GeneratorExit", "raised GeneratorExit"),
 ])
-@pytest.mark.parametrize("yes", [False, True])
+@pytest.mark.parametrize("yes", [False, True], ids=["previewed", "no-preview"])
 def test_2_a_migration_that_exits_fails_its_step(catalog_dir, db, body, shown, yes):
     write_migration(catalog_dir, "0001", depends_on=(), **creates("one"))
     write_migration(catalog_dir, "0002", depends_on=("0001",),
                     upgrade=f"conn.execute('CREATE TABLE two (x)')\n{body}")
-    result = apm(*base(db, catalog_dir), "migrate", *(["--yes"] if yes else []))
+    result = apm(*base(db, catalog_dir), "migrate", *(["--no-preview"] if yes else []))
     assert result.returncode == 5, result.stdout + result.stderr
     assert "migration 0002 failed during apply" in result.stderr and shown in result.stderr
     assert "two" not in tables(db)
-    # The default rehearses first and runs nothing; --yes commits the steps before the failure.
+    # The default runs the plan in one transaction and commits nothing; --no-preview keeps the steps before.
     assert ledger(db) == (["0001"] if yes else [])
 
 
 # 3 ------------------------------------------------------------------------------------------
 
 
-def test_3_ctrl_c_during_a_run_rolls_the_step_back_and_exits_130(catalog_dir, db, tmp_path):
+@pytest.mark.parametrize("mode", [[], ["--no-preview"]], ids=["previewed", "no-preview"])
+def test_3_ctrl_c_during_a_run_rolls_the_step_back_and_exits_130(catalog_dir, db, tmp_path, mode):
     running = tmp_path / "running"
     write_migration(catalog_dir, "0001", depends_on=(), **creates("one"))
     write_migration(
@@ -134,7 +135,7 @@ def test_3_ctrl_c_during_a_run_rolls_the_step_back_and_exits_130(catalog_dir, db
     )
     write_migration(catalog_dir, "0003", depends_on=("0002",), **creates("three"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
-    process = subprocess.Popen([str(APM), *base(db, catalog_dir), "migrate", "--yes"], stdout=subprocess.PIPE,
+    process = subprocess.Popen([str(APM), *base(db, catalog_dir), "migrate", *mode], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 60
     while not running.exists() and time.monotonic() < deadline:
@@ -143,9 +144,14 @@ def test_3_ctrl_c_during_a_run_rolls_the_step_back_and_exits_130(catalog_dir, db
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, out + err
-    assert "interrupted: applied 1 of 3 step(s) (0001)" in err
-    assert "the database is consistent" in err and "Traceback" not in err and "Aborted" not in err
-    assert ledger(db) == ["0001"] and "two" not in tables(db)
+    assert "Traceback" not in err and "Aborted" not in err
+    if mode:  # step by step: what committed stays, and the message says exactly what that is
+        assert "interrupted: applied 1 of 3 step(s) (0001)" in err and "the database is consistent" in err
+        assert ledger(db) == ["0001"]
+    else:  # one transaction: nothing was committed
+        assert "interrupted; nothing was changed" in err
+        assert ledger(db) == []
+    assert "two" not in tables(db)
     assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
@@ -422,29 +428,51 @@ def test_14_an_edited_applied_file_is_warned_about(chain, db):
 # 15 -----------------------------------------------------------------------------------------
 
 
-def test_15_a_run_that_finds_the_ledger_changed_plans_again(catalog_dir, db, tmp_path):
-    """Another process rolls 0002 back after this run planned: the run re-applies 0002 and carries on."""
-    trigger = tmp_path / "roll-back-once"
-    write_migration(catalog_dir, "0001", depends_on=(), **creates("one"))
-    write_migration(catalog_dir, "0002", depends_on=("0001",), **creates("two"))
-    write_migration(catalog_dir, "0003", depends_on=("0002",), **creates("three"))
-    # 0004's upgrade first runs in the rehearsal, on a copy, after the plan was made: that is when the
-    # other process rolls 0002 back in the real database.
-    write_migration(catalog_dir, "0004", depends_on=("0001",), downgrade="pass", upgrade=f"""
-        import pathlib, subprocess
-        trigger = pathlib.Path({str(trigger)!r})
-        if trigger.exists():
-            trigger.unlink()
-            subprocess.run([{str(APM)!r}, "--db", {str(db)!r}, "--migrations-dir", {str(catalog_dir)!r},
-                            "migrate", "--rollback", "0002", "--yes", "--no-backup"], check=True)
-    """)
-    apm(*base(db, catalog_dir), "migrate", "--target", "0002")
-    trigger.write_text("x")
-    result = apm(*base(db, catalog_dir), "migrate")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert not trigger.exists()
-    assert "planned again" in result.stderr
-    assert ledger(db) == ["0001", "0002", "0003", "0004"]
+OTHER_ROLLBACK = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")           # another runner rolls 0002 back, holding the write lock
+conn.execute("DROP TABLE two")
+conn.execute("DELETE FROM schema_migrations WHERE version = '0002'")
+print("holding", flush=True)
+sys.stdin.readline()                      # ...until the test says the other apm is waiting for the lock
+conn.execute("COMMIT")
+"""
+
+
+def test_15_a_run_plans_inside_the_lock_when_another_process_changed_the_ledger(chain, db):
+    """apm plans 0003 from a ledger that still has 0002; by the time it has the lock, 0002 was rolled back."""
+    apm(*base(db, chain), "migrate", "--target", "0002")
+    other = subprocess.Popen([sys.executable, "-c", OTHER_ROLLBACK, str(db)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    assert other.stdout.readline().strip() == "holding"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
+    run = subprocess.Popen([str(APM), *base(db, chain), "migrate"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(3)  # apm starts, plans from the old ledger, and waits for the lock
+    other.stdin.write("go\n")
+    other.stdin.flush()
+    other.wait(timeout=30)
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 0, out + err
+    assert "planned again" in err
+    assert ledger(db) == ["0001", "0002", "0003"] and {"two", "three"} <= tables(db)
+
+
+def test_15_without_the_preview_a_stale_plan_is_planned_again(chain, db):
+    from planner.executor import Executor
+    from planner.loader import load_catalog
+    from planner.plan import apply_plan, rollback_plan
+
+    catalog = load_catalog(chain)
+    Executor(db, create=True, catalog=catalog).run(apply_plan(catalog, [], target="0002"))
+    stale = apply_plan(catalog, ledger(db))
+    Executor(db, catalog=catalog).run(rollback_plan(catalog, ledger(db), "0002"))
+    seen = []
+    result = Executor(db, catalog=catalog).migrate(lambda entries: apply_plan(catalog, entries), seen.append,
+                                                   plan=stale)
+    assert result.replans == 1 and [s.version for s in result.done] == ["0002", "0003"]
+    assert ledger(db) == ["0001", "0002", "0003"]
 
 
 # 16 -----------------------------------------------------------------------------------------
@@ -457,7 +485,7 @@ def test_16_dry_run_json_with_nothing_to_do_has_the_rehearsal_shape(chain, db):
     result = apm(*base(db, chain), "migrate", "--dry-run", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["steps"] == [] and report["format"] == 1 and report["ok"] is True
+    assert report["steps"] == [] and report["format"] == 2 and report["ok"] is True
 
 
 # 18 -----------------------------------------------------------------------------------------

@@ -84,7 +84,8 @@ def test_a_failing_statement_rolls_back_the_whole_sql_step(catalog_dir: Path, tm
         "CREATE TABLE kept_only_if_committed (id INTEGER);\nINSERT INTO nowhere VALUES (1);\n"
     )
     db = tmp_path / "app.db"
-    result = run("--db", str(db), "--migrations-dir", str(catalog_dir), "migrate", "--yes")
+    # Step by step (--no-preview), so the ledger is made while the failing step is rolled back alone.
+    result = run("--db", str(db), "--migrations-dir", str(catalog_dir), "migrate", "--no-preview")
     assert result.exit_code == 5 and "no such table: nowhere" in result.output
     assert "kept_only_if_committed" not in schema(db)
     conn = sqlite3.connect(db)

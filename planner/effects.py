@@ -1,0 +1,131 @@
+"""What one step did, as a preview's observer saw it, and the same netted into what a person would say.
+
+``StepObserver`` (``planner.observe``) fills a ``StepEffects`` statement by
+statement; ``resolve`` nets it at the end of the step: a table dropped and
+put back under its name is a rebuild (with its lost columns and rows named),
+an index a rebuild recreated is not news, a renamed column is a rename.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from planner.preview import DataImpact
+from planner.schema import SchemaChange
+from planner.sql import names
+
+
+@dataclass
+class TableState:
+    """What a table held just before it was dropped: rows, columns, and each column's values."""
+
+    rows: int
+    columns: list[str]
+    #: column -> (non-NULL values that differ from the column's default, non-NULL values)
+    values: dict[str, tuple[int, int]]
+
+
+@dataclass
+class StepEffects:
+    """What one step did, as the observer saw it; ``resolve`` turns it into changes and impact."""
+
+    created: dict[str, str] = field(default_factory=dict)  # name -> kind (table, index, trigger, view)
+    owners: dict[str, str] = field(default_factory=dict)  # index or trigger -> its table
+    dropped: dict[str, str] = field(default_factory=dict)  # name -> kind, for objects that existed before
+    dropped_tables: dict[str, TableState] = field(default_factory=dict)
+    renamed_tables: dict[str, str] = field(default_factory=dict)  # new name -> old name
+    added_columns: list[tuple[str, str]] = field(default_factory=list)
+    renamed_columns: list[tuple[str, str, str]] = field(default_factory=list)  # table, old, new
+    dropped_columns: list[tuple[str, str, tuple[int, int]]] = field(default_factory=list)
+    rebuilds: dict[str, tuple[dict[str, str], list[str]]] = field(default_factory=dict)
+    deleted: dict[str, int] = field(default_factory=dict)
+    inserted: dict[str, int] = field(default_factory=dict)
+    rows_before: dict[str, int] = field(default_factory=dict)
+    statements: list[str] = field(default_factory=list)
+
+
+def carried_columns(new: list[str], old: list[str], convert: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Which old columns a rebuild carries over (old name -> new name), and which it drops.
+
+    A column copied by name, or read by a ``convert`` expression (keyed by
+    the new column, lower-cased), carries over under that new column's
+    name: ``convert={"c": "b"}`` is a rename of b to c, not a loss.
+    """
+    new_names = {name.lower(): name for name in new}
+    old_names = {name.lower(): name for name in old}
+    carried = {name: new_names[key] for key, name in old_names.items() if key in new_names and key not in convert}
+    for key, expression in convert.items():
+        for used in sorted(names(expression) & old_names.keys()):
+            carried.setdefault(old_names[used], new_names.get(key, key))
+    return carried, [name for name in old if name not in carried]
+
+
+def resolve(
+    effects: StepEffects,
+    counts: dict[tuple[str, str], int],
+    columns_of: Callable[[str], list[str] | None],
+    row_count: Callable[[str], int],
+) -> tuple[list[SchemaChange], list[DataImpact]]:
+    """Net a step's effects into schema changes and data impact, as a person would describe them."""
+    changes: list[SchemaChange] = []
+    impact: list[DataImpact] = []
+    rebuilt: set[str] = set()
+    for table, state in effects.dropped_tables.items():
+        now = columns_of(table)
+        if now is None:  # gone for good
+            impact.append(DataImpact("dropped-table", table, count=max(state.rows, 0),
+                                     before=state.rows, after=None))
+            changes.append(SchemaChange("table", "removed", table))
+            continue
+        rebuilt.add(table)
+        if table in effects.rebuilds:
+            continue  # rebuild_table said what it carries and drops
+        kept = {c.lower() for c in now}
+        for column in state.columns:
+            if column.lower() not in kept:
+                effects.dropped_columns.append((table, column, state.values.get(column, (0, 0))))
+        after = row_count(table)
+        if after < state.rows:
+            impact.append(DataImpact("deleted-rows", table, count=state.rows - after, before=state.rows, after=after))
+    for table in sorted(rebuilt):
+        changes.append(SchemaChange("table", "rebuilt", table, table=table))
+    for table, (carried, _) in sorted(effects.rebuilds.items()):
+        for old, new in sorted(carried.items()):
+            if old.lower() != new.lower():
+                changes.append(SchemaChange("column", "renamed", new, table=table, before=old, after=new))
+    for new, old in sorted(effects.renamed_tables.items()):
+        if old in effects.created or new in rebuilt or old == new:
+            continue
+        if old in effects.dropped_tables:
+            continue
+        changes.append(SchemaChange("table", "renamed", new, before=old, after=new))
+    for name, kind in sorted(effects.created.items()):
+        if name in rebuilt or effects.owners.get(name) in rebuilt:
+            continue  # a rebuilt table, and the indexes and triggers it got back
+        changes.append(SchemaChange(kind, "added", name))
+    for name, kind in sorted(effects.dropped.items()):
+        if kind == "table" or name in effects.created:
+            continue
+        changes.append(SchemaChange(kind, "removed", name))
+    for table, column in effects.added_columns:
+        changes.append(SchemaChange("column", "added", column, table=table))
+    for table, old, new in effects.renamed_columns:
+        changes.append(SchemaChange("column", "renamed", new, table=table, before=old, after=new))
+    for table, column, (non_default, non_null) in effects.dropped_columns:
+        changes.append(SchemaChange("column", "removed", column, table=table))
+        impact.append(DataImpact("dropped-column", table, column, count=non_default, non_null=non_null))
+    for (table, column), n in sorted(counts.items()):
+        if column:
+            impact.append(DataImpact("overwritten-values", table, column, count=n))
+        else:
+            effects.deleted[table] = effects.deleted.get(table, 0) + n
+    for table, n in sorted(effects.deleted.items()):
+        if columns_of(table) is None:
+            continue
+        before = effects.rows_before.get(table)
+        impact.append(DataImpact("deleted-rows", table, count=n, before=before,
+                                 after=None if before is None else row_count(table)))
+    for table, n in sorted(effects.inserted.items()):
+        changes.append(SchemaChange("rows", "added", table, table=table, after=n))
+    return changes, impact
