@@ -1,0 +1,265 @@
+"""What the preview costs, measured on the installed ``apm`` as whole processes, against baselines in the same run.
+
+Run from the repository root:
+
+    python tests/benchmarks/bench_preview.py            # full sizes (a 2,000,000-row database: a few minutes)
+    python tests/benchmarks/bench_preview.py --quick    # 200,000 rows, fewer repeats
+
+(a) Default ``apm migrate`` of 1,000 and 5,000 trivial migrations to a fresh
+    file, against a raw sqlite3 loop in its own process doing the same work:
+    one transaction per migration holding its DDL and its ledger row.
+    Target: at most 1.3x, for both sizes (linear).
+(b) A one-step plan adding a small table to a database with a 2,000,000-row
+    table (about 400 MB): default ``apm migrate`` against ``apm migrate
+    --no-preview``. Target: at most 1.3x, and no temporary file over 1 MB
+    (the folder, /tmp and /dev/shm are watched while it runs).
+(c) The shipped catalog's cascade rollback of 0027 on a database with 100,000
+    agents: the preview alone (``--dry-run``) against the rollback itself
+    without a preview (``--yes --no-preview``), both ``--no-backup``.
+    Target: at most 1.2x.
+
+Every run starts from a fresh copy of the database (copying is not timed).
+Medians of several runs; this is a measurement, not a test (exit 0 always).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+APM = str(Path(sys.executable).parent / "apm")
+
+RAW_LOOP = r'''
+import sqlite3, sys
+db, count = sys.argv[1], int(sys.argv[2])
+conn = sqlite3.connect(db, isolation_level=None)
+conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, description TEXT, "
+             "applied_at TIMESTAMP, checksum TEXT, execution_ms INTEGER)")
+for n in range(1, count + 1):
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(f"CREATE TABLE t{n} (id INTEGER PRIMARY KEY, v TEXT)")
+    conn.execute("INSERT INTO schema_migrations VALUES (?, ?, CURRENT_TIMESTAMP, NULL, NULL)", (f"{n:04d}", f"table {n}"))
+    conn.execute("COMMIT")
+conn.close()
+'''
+
+
+def trivial_catalog(directory: Path, count: int) -> None:
+    directory.mkdir()
+    for n in range(1, count + 1):
+        (directory / f"migration_{n:04d}.py").write_text(
+            f'"""Migration {n:04d}: table {n}"""\n\n'
+            f"def upgrade(conn):\n    conn.execute('CREATE TABLE t{n} (id INTEGER PRIMARY KEY, v TEXT)')\n"
+            f"\ndef downgrade(conn):\n    conn.execute('DROP TABLE t{n}')\n"
+        )
+
+
+def run(argv: list[str], cwd: Path | None = None) -> float:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
+    started = time.perf_counter()
+    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
+    return elapsed
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def alternate(repeats: int, subject, baseline) -> tuple[float, float]:
+    """Median seconds of subject and baseline, run alternately so load drifts hit both alike."""
+    s, b = [], []
+    for _ in range(repeats):
+        b.append(baseline())
+        s.append(subject())
+    return median(s), median(b)
+
+
+# -- (a) many trivial migrations ---------------------------------------------------------------
+
+
+def trivial(count: int, repeats: int) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory(prefix="apm-bench-preview-") as folder:
+        work = Path(folder)
+        catalog = work / "catalog"
+        trivial_catalog(catalog, count)
+        # Compile the catalog once, as a warm machine would have it.
+        run([APM, "--db", str(work / "warm.db"), "--migrations-dir", str(catalog), "migrate", "plan"])
+        counter = iter(range(10_000))
+
+        def apm_default() -> float:
+            db = work / f"a{next(counter)}.db"
+            return run([APM, "--db", str(db), "--migrations-dir", str(catalog), "migrate"])
+
+        def raw() -> float:
+            db = work / f"r{next(counter)}.db"
+            return run([sys.executable, "-c", RAW_LOOP, str(db), str(count)])
+
+        return alternate(repeats, apm_default, raw)
+
+
+# -- (b) a small change to a big database --------------------------------------------------------
+
+
+class TempWatch:
+    """Polls the database's folder, /tmp and /dev/shm for files that appear while a command runs."""
+
+    def __init__(self, folders: list[Path], ignore: set[Path]):
+        self.folders = [f for f in folders if f.is_dir()]
+        self.ignore = ignore
+        self.largest: tuple[int, str] = (0, "")
+        self._stop = threading.Event()
+
+    def __enter__(self) -> TempWatch:
+        self._before = {p for f in self.folders for p in self._walk(f)}
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @staticmethod
+    def _walk(folder: Path):
+        for root, _, files in os.walk(folder):
+            for name in files:
+                yield Path(root) / name
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            for folder in self.folders:
+                for path in self._walk(folder):
+                    if path in self._before or path in self.ignore:
+                        continue
+                    try:
+                        size = path.stat().st_size
+                    except OSError:
+                        continue
+                    if size > self.largest[0]:
+                        self.largest = (size, str(path))
+            time.sleep(0.005)
+
+
+def big_database(path: Path, rows: int) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, payload TEXT, at TEXT)")
+    conn.execute("CREATE INDEX events_kind ON events (kind)")
+    batch = 100_000
+    payload = "x" * 150
+    for start in range(0, rows, batch):
+        conn.executemany(
+            "INSERT INTO events (kind, payload, at) VALUES (?, ?, '2026-12-01 00:00:00')",
+            ((f"kind-{i % 50}", payload) for i in range(start, min(rows, start + batch))),
+        )
+    conn.commit()
+    conn.close()
+
+
+def small_change(rows: int, repeats: int) -> tuple[float, float, tuple[int, str], int]:
+    with tempfile.TemporaryDirectory(prefix="apm-bench-preview-", dir=str(ROOT.parent)) as folder:
+        work = Path(folder)
+        catalog = work / "catalog"
+        catalog.mkdir()
+        (catalog / "migration_0001.py").write_text(
+            '"""Migration 0001: Events (made before apm)"""\n\ndef upgrade(conn):\n'
+            "    conn.execute('CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, "
+            "payload TEXT, at TEXT)')\n"
+        )
+        (catalog / "migration_0002.py").write_text(
+            '"""Migration 0002: Add a small table"""\n\ndepends_on = ("0001",)\n\ndef upgrade(conn):\n'
+            "    conn.execute('CREATE TABLE labels (id INTEGER PRIMARY KEY, name TEXT NOT NULL)')\n"
+            "    conn.execute(\"INSERT INTO labels (name) VALUES ('a'), ('b')\")\n"
+        )
+        original = work / "original.db"
+        big_database(original, rows)
+        run([APM, "--db", str(original), "--migrations-dir", str(catalog), "migrate", "--mark-applied", "0001"])
+        size = original.stat().st_size
+        db = work / "big.db"
+        watch_result: list[tuple[int, str]] = []
+
+        def once(extra: list[str]) -> float:
+            shutil.copyfile(original, db)
+            with TempWatch([work, Path(tempfile.gettempdir()), Path("/dev/shm")], {original, db}) as watch:
+                elapsed = run([APM, "--db", str(db), "--migrations-dir", str(catalog), "migrate", *extra])
+            watch_result.append(watch.largest)
+            return elapsed
+
+        default, no_preview = alternate(repeats, lambda: once([]), lambda: once(["--no-preview"]))
+        largest = max(watch_result[1::2])  # the default runs' temporary files
+        return default, no_preview, largest, size
+
+
+# -- (c) the shipped cascade rollback on 100,000 agents ---------------------------------------
+
+
+def shipped_cascade(agents: int, repeats: int) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory(prefix="apm-bench-preview-") as folder:
+        work = Path(folder)
+        original = work / "original.db"
+        run([APM, "--db", str(original), "migrate"])
+        conn = sqlite3.connect(original)
+        conn.execute("INSERT INTO projects (name) VALUES ('bench')")
+        conn.executemany(
+            "INSERT INTO agents (project_id, role, display_name, metadata) VALUES (?, ?, ?, ?)",
+            ((1, f"role-{i}", f"Agent {i}", '{"rules": ["r"]}' if i % 3 else "{}") for i in range(agents)),
+        )
+        conn.commit()
+        conn.close()
+        db = work / "aipm.db"
+        common = ["--db", str(db), "migrate", "--rollback", "0027", "--cascade", "--no-backup"]
+
+        def dry_run() -> float:
+            shutil.copyfile(original, db)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
+            started = time.perf_counter()
+            done = subprocess.run([APM, *common, "--dry-run"], env=env, capture_output=True, text=True)
+            elapsed = time.perf_counter() - started
+            if done.returncode != 7:  # 7: the plan destroys data, as it should here
+                raise SystemExit(f"dry run failed ({done.returncode}): {done.stderr}")
+            return elapsed
+
+        def rollback() -> float:
+            shutil.copyfile(original, db)
+            return run([APM, *common, "--yes", "--no-preview"])
+
+        return alternate(repeats, dry_run, rollback)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="200,000 rows, fewer repeats")
+    args = parser.parse_args(argv)
+    repeats = 3 if args.quick else 5
+    rows = 200_000 if args.quick else 2_000_000
+    print("What the preview costs (the installed apm, whole processes; medians)")
+    for count in (1000, 5000):
+        subject, baseline = trivial(count, repeats if count == 1000 else max(3, repeats - 2))
+        print(f"(a) {count:>5} trivial migrations: apm migrate {subject:7.2f} s   raw loop {baseline:7.2f} s   "
+              f"x{subject / baseline:.2f}   target <= 1.3")
+    default, no_preview, largest, size = small_change(rows, repeats)
+    print(f"(b) add a table to a {rows:,}-row database ({size / 2**20:.0f} MiB): default {default:6.2f} s   "
+          f"--no-preview {no_preview:6.2f} s   x{default / no_preview:.2f}   target <= 1.3")
+    print(f"    largest temporary file seen during the default runs: {largest[0] / 1024:.0f} KiB "
+          f"{largest[1] or '(none)'}   target < 1024 KiB")
+    preview, real = shipped_cascade(100_000, repeats)
+    print(f"(c) cascade rollback of 0027, 100,000 agents: preview (--dry-run) {preview:6.2f} s   "
+          f"rollback itself {real:6.2f} s   x{preview / real:.2f}   target <= 1.2")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
