@@ -116,8 +116,8 @@ def _interrupted_summary(plan, atomic: bool) -> str:
 
     recorded = read_ledger(settings().db_path, settings().busy_timeout)
     applying = plan.direction == "apply"
-    done = [s.version for s in plan.steps if (s.version in recorded) == applying]
-    verb = "applied" if applying else "rolled back"
+    done = [s.version for s in plan.steps if (s.version in recorded) == (s.direction == "apply")]
+    verb = "applied" if applying else "rolled back" if plan.direction == "rollback" else "done"
     if atomic:
         state = "the whole plan was rolled back (--atomic)" if not done else f"{verb}: {', '.join(done)}"
     else:
@@ -125,6 +125,8 @@ def _interrupted_summary(plan, atomic: bool) -> str:
                  + "; the step that was running was rolled back")
     again = "apm migrate" if applying else f"apm migrate --rollback {plan.target}" + (" --cascade" if plan.cascade
                                                                                         else "")
+    if plan.direction == "mixed":  # a plan to a state (--to)
+        again = f"apm migrate --to {plan.target}"
     return f"interrupted: {state}; the database is consistent. Run `{again}` to finish"
 
 

@@ -36,7 +36,7 @@ from planner.errors import AlreadyApplied, DatabaseDirectoryMissing, DatabaseNot
 from planner.events import Event, Replanned, RunResult, StepFailed, StepFinished, StepSkipped, StepStarted
 from planner.ledger import APPLY, MARK_APPLIED, MARK_ROLLED_BACK, ROLLBACK, Ledger, LedgerEntry
 from planner.migration import Migration
-from planner.plan import Plan, Step
+from planner.plan import Plan, Step, refuse_non_transactional
 from planner.session import Session, foreign_keys_enabled, foreign_keys_off
 
 if TYPE_CHECKING:
@@ -144,6 +144,8 @@ class Executor:
         """Run ``plan`` lazily, yielding its events; the failure is raised after its ``StepFailed``."""
         if not plan.steps:
             return
+        if atomic:
+            refuse_non_transactional(plan)
         conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
         try:
             session = Session(conn, plan, path=self.path, busy_timeout=self.busy_timeout, catalog=self.catalog,
@@ -161,6 +163,29 @@ class Executor:
     def mark_rolled_back(self, migration: Migration) -> None:
         """Remove ``migration``'s ledger row without running its downgrade."""
         self._mark(Step(migration, ROLLBACK), MARK_ROLLED_BACK)
+
+    def mark_many(self, migrations: list[Migration], action: str) -> None:
+        """Record ``migrations`` (in dependency order) as applied, without running them, in ONE transaction.
+
+        A baseline: all of them or none. Each is checked inside the write lock
+        as a mark is (not applied yet, its dependencies applied or earlier in
+        the list); ``AlreadyApplied`` if another process recorded one meanwhile.
+        """
+        steps = [Step(m, APPLY) for m in migrations]
+        conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
+        try:
+            session = Session(conn, Plan(APPLY, tuple(steps)), path=self.path, busy_timeout=self.busy_timeout,
+                              catalog=self.catalog)
+            with session.transaction():
+                applied = set(session.applied_now())
+                for step in steps:
+                    if session.skip_reason(step, applied) is not None:
+                        raise AlreadyApplied(step.version)
+                    session.check(step, applied)
+                    session.record(step, None, action)
+                    applied.add(step.version)
+        finally:
+            conn.close()
 
     def _mark(self, step: Step, action: str) -> None:
         conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)

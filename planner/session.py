@@ -263,6 +263,41 @@ class Session:
             else:
                 self._applied.discard(step.version)
 
+    # -- a step that cannot run inside a transaction (transactional = False) ---
+
+    def attempt_outside_transaction(self, step: Step) -> str | None:
+        """Run a ``transactional = False`` step on its own; the reason it was skipped, or ``None`` when it ran.
+
+        SQLite refuses ``VACUUM`` inside a transaction, so the step cannot
+        commit with its ledger row. Three phases instead: check the ledger and
+        log a ``started`` row (committed, so a kill mid-way leaves a trace that
+        ``apm migrate doctor`` reports); run the migration in autocommit, foreign
+        keys off and checked after as for any step; then record it in a
+        transaction of its own, right after it succeeds.
+        """
+        from planner.errors import NonTransactionalFailed
+        from planner.nontransactional import STARTED
+
+        with self.transaction():
+            applied = self.applied_now()
+            skipped = self.skip_reason(step, applied)
+            if skipped is not None:
+                self.ledger.log(step.version, step.direction, SKIPPED, step.migration.checksum, detail=skipped)
+                return skipped
+            self.check(step, applied)
+            self.ledger.log(step.version, step.direction, STARTED, step.migration.checksum,
+                            detail="transactional = False: runs outside a transaction")
+        started = time.perf_counter()
+        try:
+            with foreign_keys_off(self.conn, self.foreign_keys):
+                ignored = self.perform(step)
+        except (MigrationFailed, ValidationFailed, ForeignKeyViolation) as exc:
+            raise NonTransactionalFailed(step.version, step.direction, getattr(exc, "cause", exc)) from exc
+        detail = f"ignored: {'; '.join(ignored)} ({MigrationConnection.IGNORED_REASON})" if ignored else None
+        with self.transaction():
+            self.record(step, round((time.perf_counter() - started) * 1000), detail=detail)
+        return None
+
     # -- failures ---------------------------------------------------------------
 
     def failed(self, step: Step, index: int, error: Exception, started: float) -> Iterator[Event]:
@@ -290,8 +325,11 @@ class Session:
             yield StepStarted(step, index, self.total)
             started = time.perf_counter()
             try:
-                with self.transaction():
-                    skipped = self.attempt(step)
+                if step.migration.transactional:
+                    with self.transaction():
+                        skipped = self.attempt(step)
+                else:
+                    skipped = self.attempt_outside_transaction(step)
             except Exception as exc:
                 yield from self.failed(step, index, exc, started)
                 return  # pragma: no cover (failed raises)
