@@ -762,3 +762,35 @@ class NonTransactionalFailed(ExecutionError):
             version=version,
             direction=direction,
         )
+
+
+class SquashConflict(CatalogError, ValueError):
+    """A version is replaced by two squashes, or a squash replaces itself."""
+
+    def __init__(self, squash: str, version: str, path: Path | None = None):
+        super().__init__(
+            f"migration {squash} replaces {version}, which is itself a squash or already replaced by another "
+            f"squash; each migration can be replaced once",
+            path=path, versions=(squash,),
+        )
+
+
+class PartiallyAppliedSquash(PlanError):
+    """Some, but not all, of the migrations a squash replaces are applied: neither the squash nor the chain fits."""
+
+    def __init__(self, squash: str, applied: Sequence[str], missing: Sequence[str]):
+        self.squash, self.applied, self.missing = squash, tuple(applied), tuple(missing)
+        super().__init__(
+            f"migration {squash} replaces {_versions([*applied, *missing])}, but only {_versions(applied)} "
+            f"of them are applied here; nothing was changed. Finish the chain first: move {squash}'s file "
+            f"out of the folder, run `apm migrate --target {missing[-1]}`, and put it back ({squash} then "
+            f"counts as applied); or roll back {_versions(applied)} with the same file moved out"
+        )
+
+
+class SquashRefused(PlanError):
+    """``apm migrate squash FROM TO`` cannot write a squash for that range; nothing was written."""
+
+    def __init__(self, message: str, *, versions: Sequence[str] = ()):
+        self.versions = tuple(versions)
+        super().__init__(message)

@@ -22,6 +22,7 @@ from planner.errors import (
     MigrationNotFound,
     NonTransactionalInAtomic,
     NotApplied,
+    PartiallyAppliedSquash,
     RollbackRefused,
     UnknownAppliedMigration,
 )
@@ -111,7 +112,7 @@ def apply_plan(catalog: Catalog, applied: Iterable[str], target: str | None = No
     Refuses with ``InconsistentHistory`` when an applied migration's dependency
     is not applied, since no order of the pending ones can repair that.
     """
-    known, _ = catalog.split_applied(applied)
+    known, _ = catalog.split_applied(_refuse_partial_squash(catalog, applied))
     problems = catalog.graph.unmet_dependencies(known)
     if problems:
         raise InconsistentHistory(problems)
@@ -195,7 +196,7 @@ def rollback_plan(catalog: Catalog, applied: Iterable[str], version: str, cascad
     without ``downgrade`` refuses the whole plan: stopping halfway through a
     cascade would leave the database between two consistent states.
     """
-    scope = rollback_scope(catalog, applied, version)
+    scope = rollback_scope(catalog, _refuse_partial_squash(catalog, applied), version)
     migrations = catalog.in_order(scope.order)
     irreversible = versions.ordered(m.version for m in migrations if m.downgrade is None)
     if scope.dependents and not cascade:
@@ -223,7 +224,7 @@ def to_plan(catalog: Catalog, applied: Iterable[str], target: str) -> Plan:
     cannot be reached from a history the graph does not describe), and with
     ``IrreversibleMigration`` naming every rollback without ``downgrade``.
     """
-    known, _ = catalog.split_applied(applied)
+    known, _ = catalog.split_applied(_refuse_partial_squash(catalog, applied))
     problems = catalog.graph.unmet_dependencies(known)
     if problems:
         raise InconsistentHistory(problems)
@@ -248,3 +249,19 @@ def refuse_non_transactional(plan: Plan) -> None:
     outside = [step.version for step in plan.steps if not step.migration.transactional]
     if outside:
         raise NonTransactionalInAtomic(outside)
+
+
+def _refuse_partial_squash(catalog: Catalog, applied: Iterable[str]) -> Iterable[str]:
+    """``applied``, unless some but not all of a squash's replaced migrations are in it (``PartiallyAppliedSquash``).
+
+    Such a database has neither the squash's schema nor the chain's: applying
+    the squash would create what the chain already made, and applying the
+    rest of the chain is impossible while the squash stands in the graph.
+    """
+    if not catalog.has_squashes:
+        return applied
+    applied = list(applied)
+    for squash, (rows, missing) in sorted(catalog.squash_states(applied).items()):
+        if missing:
+            raise PartiallyAppliedSquash(squash, versions.ordered(rows), missing)
+    return applied

@@ -155,6 +155,8 @@ class Session:
         data_version = self.conn.execute("PRAGMA data_version").fetchone()[0]
         if self._applied is None or data_version != self._data_version:
             self._applied = {self._spelling(v) for v in self.ledger.applied_versions()}
+            if self.catalog is not None and self.catalog.has_squashes:  # replaced rows stand for their squash
+                self._applied = set.union(*self.catalog.split_applied(self._applied))
             self._data_version = data_version
         return self._applied
 
@@ -193,6 +195,8 @@ class Session:
             self.ledger.record_applied(migration, execution_ms)
         else:
             self.ledger.record_unapplied(migration.version)
+            for replaced in migration.replaces:  # a squash applied as its chain: those rows are its row
+                self.ledger.record_unapplied(replaced)
         self.ledger.log(migration.version, action or step.direction, OK, migration.checksum, execution_ms, detail)
 
     # -- one step's work, inside an open transaction ---------------------------
