@@ -73,10 +73,11 @@ def _register() -> None:
     from cli.diagrams import docs_command, graph_command
     from cli.migrate import migrate, plan_command
     from cli.safety import check_command, doctor_command
+    from cli.squashing import squash_command
     from cli.status import agents, config_command, status
 
     for command in (plan_command, graph_command, docs_command, new_command, check_command, doctor_command,
-                    backups_command, restore_command):
+                    backups_command, restore_command, squash_command):
         migrate.add_command(command)
     for command in (migrate, status, agents, config_command):
         apm.add_command(command)

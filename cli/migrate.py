@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import click
 
-from cli.options import VERSION, settings, shared_options
+from cli.moving import move_to, plan_table, plan_title, record_baseline
+from cli.options import STATE, VERSION, settings, shared_options
 from cli.output import echo, emit_json, migration_row, plan_json, table
 from cli.running import (
     dry_run_report,
@@ -29,7 +30,7 @@ from cli.running import (
 # apm migrate
 # --------------------------------------------------------------------------
 
-_ACTIONS = ("list_pending", "show_applied", "rollback", "mark_applied", "mark_rolled_back")
+_ACTIONS = ("list_pending", "show_applied", "rollback", "mark_applied", "mark_rolled_back", "to", "baseline")
 
 
 class MigrateGroup(click.Group):
@@ -54,8 +55,13 @@ class MigrateGroup(click.Group):
 @click.option("--rollback", type=VERSION, help="Roll back VERSION (refused if applied migrations need it).")
 @click.option("--cascade", is_flag=True, help="With --rollback: roll back the applied dependents first.")
 @click.option("--target", type=VERSION, help="Apply only VERSION and the migrations it needs.")
+@click.option("--to", "to", type=STATE,
+              help="Bring VERSION's line to exactly VERSION: roll back what depends on it, apply what it needs "
+                   "(`base`: roll back everything).")
+@click.option("--baseline", type=VERSION,
+              help="Record VERSION and its ancestors as applied without running them (an existing schema).")
 @click.option("--atomic", is_flag=True, help="All or nothing (every previewed run is; with --no-preview, one transaction).")
-@click.option("--no-backup", is_flag=True, help="With --rollback: skip the backup taken before rolling back.")
+@click.option("--no-backup", is_flag=True, help="With --rollback or --to: skip the backup taken before rolling back.")
 @click.option("--dry-run", is_flag=True,
               help="Run the plan in a transaction, report what it changes and destroys, roll back (exit 7 on loss).")
 @click.option("--sql", is_flag=True, help="With --dry-run or a run: also show the SQL each step ran.")
@@ -67,8 +73,9 @@ class MigrateGroup(click.Group):
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON (see docs/commands.md).")
 @click.pass_context
 def migrate(ctx: click.Context, list_pending: bool, show_applied: bool, rollback: str | None, cascade: bool,
-            target: str | None, atomic: bool, no_backup: bool, dry_run: bool, sql: bool, yes: bool,
-            no_preview: bool, mark_applied: str | None, mark_rolled_back: str | None, as_json: bool) -> None:
+            target: str | None, to: str | None, baseline: str | None, atomic: bool, no_backup: bool, dry_run: bool,
+            sql: bool, yes: bool, no_preview: bool, mark_applied: str | None, mark_rolled_back: str | None,
+            as_json: bool) -> None:
     """Apply pending migrations in dependency order (or list, show, roll back).
 
     \b
@@ -79,6 +86,8 @@ def migrate(ctx: click.Context, list_pending: bool, show_applied: bool, rollback
     apm migrate --rollback 0027          roll back 0027 (refused if needed)
     apm migrate --rollback 0027 --cascade   roll back 0029, then 0027
     apm migrate --rollback 0027 --cascade --dry-run   what it would destroy
+    apm migrate --to 0027                0027's line at exactly 0027, both ways
+    apm migrate --baseline 0027          adopt a schema made elsewhere
 
     A run is previewed as it runs: the whole plan runs in one transaction,
     watched for what it drops, deletes or overwrites, and is committed only
@@ -100,10 +109,10 @@ def migrate(ctx: click.Context, list_pending: bool, show_applied: bool, rollback
         raise click.UsageError("--cascade only makes sense with --rollback VERSION")
     if target is not None and chosen:
         raise click.UsageError("--target only applies to `apm migrate` and `apm migrate plan`")
-    if dry_run and chosen and rollback is None:
+    if dry_run and chosen and rollback is None and to is None:
         raise click.UsageError("--dry-run previews an apply or a --rollback; it does not combine with other actions")
-    if (sql or no_preview) and chosen and rollback is None:
-        raise click.UsageError("--sql and --no-preview apply to a run (an apply or a --rollback)")
+    if (sql or no_preview) and chosen and rollback is None and to is None:
+        raise click.UsageError("--sql and --no-preview apply to a run (an apply, a --rollback or a --to)")
     if no_preview and (dry_run or sql):
         raise click.UsageError("--no-preview runs without watching; it cannot combine with --dry-run or --sql")
 
@@ -113,11 +122,22 @@ def migrate(ctx: click.Context, list_pending: bool, show_applied: bool, rollback
         _show_applied(as_json)
     elif mark_applied is not None or mark_rolled_back is not None:
         _mark(mark_applied, mark_rolled_back, as_json)
+    elif to is not None:
+        move_to(to, backup=not no_backup, atomic=atomic, as_json=as_json, dry_run=dry_run, yes=yes,
+                no_preview=no_preview, sql=sql)
+    elif baseline is not None:
+        record_baseline(baseline, as_json)
     elif rollback is not None:
         _rollback(rollback, cascade=cascade, backup=not no_backup, atomic=atomic, as_json=as_json,
                   dry_run=dry_run, yes=yes, no_preview=no_preview, sql=sql)
     else:
         _apply(target, atomic=atomic, as_json=as_json, dry_run=dry_run, yes=yes, no_preview=no_preview, sql=sql)
+
+
+def refuse_non_transactional(plan) -> None:
+    from planner.plan import refuse_non_transactional as refuse
+
+    refuse(plan)
 
 
 def _apply(target: str | None, *, atomic: bool, as_json: bool, dry_run: bool, yes: bool, no_preview: bool,
@@ -127,6 +147,8 @@ def _apply(target: str | None, *, atomic: bool, as_json: bool, dry_run: bool, ye
     warn_about_edited_files(catalog, entries)
     plan = make_apply_plan(catalog, entries, target)
     replan = lambda ledger: make_apply_plan(catalog, ledger, target)  # noqa: E731 (planned inside the lock)
+    if atomic:
+        refuse_non_transactional(plan)
     if dry_run:
         dry_run_report(catalog, plan, as_json, sql=sql, make_plan=replan)  # an empty plan too: the same shape
         return
@@ -151,6 +173,8 @@ def _rollback(version: str, *, cascade: bool, backup: bool, atomic: bool, as_jso
     catalog = load_catalog()
     plan = make_rollback_plan(catalog, ledger_entries(), version, cascade)
     replan = lambda ledger: make_rollback_plan(catalog, ledger, version, cascade)  # noqa: E731
+    if atomic:
+        refuse_non_transactional(plan)
     if dry_run:
         dry_run_report(catalog, plan, as_json, sql=sql, make_plan=replan)
         return
@@ -224,20 +248,25 @@ def _show_applied(as_json: bool) -> None:
 @click.option("--rollback", type=VERSION, help="Show the rollback order for VERSION instead.")
 @click.option("--cascade", is_flag=True, help="With --rollback: include the applied dependents.")
 @click.option("--target", type=VERSION, help="Plan only VERSION and the migrations it needs.")
+@click.option("--to", "to", type=STATE, help="Show the plan to VERSION's state (rollbacks, then applies); `base` too.")
 @click.option("--rehearse", "--preview", "rehearse", is_flag=True,
               help="Also run the plan in a transaction and report what it changes and destroys, then roll back.")
 @click.option("--sql", is_flag=True, help="Also show the SQL each step runs (implies --preview).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (see docs/commands.md).")
-def plan_command(rollback: str | None, cascade: bool, target: str | None, rehearse: bool, sql: bool,
+def plan_command(rollback: str | None, cascade: bool, target: str | None, to: str | None, rehearse: bool, sql: bool,
                  as_json: bool) -> None:
     """Show what `apm migrate` would run, changing nothing."""
     if cascade and rollback is None:
         raise click.UsageError("--cascade only makes sense with --rollback VERSION")
-    if target is not None and rollback is not None:
-        raise click.UsageError("--target and --rollback cannot be used together; choose one")
+    if sum(v is not None for v in (target, rollback, to)) > 1:
+        raise click.UsageError("--target, --rollback and --to cannot be used together; choose one")
     catalog = load_catalog()
     entries = ledger_entries()
-    if rollback is not None:
+    if to is not None:
+        from cli.moving import make_to_plan
+
+        plan = make_to_plan(catalog, entries, to)
+    elif rollback is not None:
         plan = make_rollback_plan(catalog, entries, rollback, cascade)
     else:
         plan = make_apply_plan(catalog, entries, target)
@@ -250,12 +279,10 @@ def plan_command(rollback: str | None, cascade: bool, target: str | None, rehear
         emit_json({**plan_json(plan), "preview": preview.to_json() if preview else None})
         return
     if not plan:
-        echo("Nothing to apply")
+        echo(f"Nothing to do: already at {to}" if to is not None else "Nothing to apply")
         return
-    title = "Rollback plan" if plan.direction == "rollback" else "Apply plan"
-    echo(f"{title}: {len(plan)} migration(s)")
-    rows = [[i, *migration_row(s.migration)] for i, s in enumerate(plan.steps, 1)]
-    echo(table(rows, ["#", "version", "description", "depends on"]))
+    echo(plan_title(plan))
+    echo(plan_table(plan))
     if rehearse:
         echo()
         dry_run_report(catalog, plan, as_json=False, sql=sql, exit_on_loss=False)

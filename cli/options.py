@@ -53,6 +53,20 @@ class VersionType(click.ParamType):
 VERSION = VersionType()
 
 
+class StateType(VersionType):
+    """Where ``--to`` goes: a version, or ``base`` (before the first migration). Empty is a usage error."""
+
+    name = "VERSION|base"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.strip().lower() == "base":
+            return "base"
+        return super().convert(value, param, ctx)
+
+
+STATE = StateType()
+
+
 def shipped_catalog() -> Path:
     """The folder of APM's own migrations (the default for --migrations-dir)."""
     from planner.catalog import shipped_catalog_dir

@@ -116,8 +116,8 @@ def _interrupted_summary(plan, atomic: bool) -> str:
 
     recorded = read_ledger(settings().db_path, settings().busy_timeout)
     applying = plan.direction == "apply"
-    done = [s.version for s in plan.steps if (s.version in recorded) == applying]
-    verb = "applied" if applying else "rolled back"
+    done = [s.version for s in plan.steps if (s.version in recorded) == (s.direction == "apply")]
+    verb = "applied" if applying else "rolled back" if plan.direction == "rollback" else "done"
     if atomic:
         state = "the whole plan was rolled back (--atomic)" if not done else f"{verb}: {', '.join(done)}"
     else:
@@ -125,6 +125,8 @@ def _interrupted_summary(plan, atomic: bool) -> str:
                  + "; the step that was running was rolled back")
     again = "apm migrate" if applying else f"apm migrate --rollback {plan.target}" + (" --cascade" if plan.cascade
                                                                                         else "")
+    if plan.direction == "mixed":  # a plan to a state (--to)
+        again = f"apm migrate --to {plan.target}"
     return f"interrupted: {state}; the database is consistent. Run `{again}` to finish"
 
 
@@ -259,6 +261,17 @@ def run_previewed(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql: bo
     from cli.errors import exit_code_for
     from planner.errors import Interrupted
 
+    outside = [step.version for step in plan.steps if not step.migration.transactional]
+    if outside:
+        # One transaction cannot hold them: the plan runs step by step, without the preview, and says so.
+        echo(f"Note: {', '.join(outside)} declare(s) transactional = False, so this plan runs step by step "
+             f"without the preview (see `apm migrate --dry-run` for the rest)", fg="yellow", err=True)
+        backup_path = take_backup() if backup else None
+        if backup_path is not None and not as_json:
+            echo(f"Backup written to {backup_path}")
+        results = execute(catalog, plan, atomic=False, as_json=as_json, create=plan.direction != "rollback",
+                          make_plan=make_plan)
+        return {"results": results, "backup": str(backup_path) if backup_path is not None else None}
     backup_path = take_backup() if backup else None
     confirmed: list[str] | None = None
     try:

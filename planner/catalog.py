@@ -40,6 +40,9 @@ class Catalog:
 
     directory: Path
     graph: MigrationGraph
+    #: Migrations a squash replaces, by version: loaded, but outside the graph while their squash is there.
+    replaced: dict[str, Migration] = {}  # noqa: RUF012 (read only; build() sets the instance's own)
+    _squash_of: dict[int | None, str] = {}  # noqa: RUF012
     _migrations: dict[str, Migration]
     _by_number: dict[int, str]
 
@@ -56,13 +59,14 @@ class Catalog:
         from planner.graph import MigrationGraph
 
         migrations = list(migrations)
+        migrations, squash_of, replaced, squash_problems = _apply_squashes(migrations)
         numbers = {m.version: m.number for m in migrations}
         by_number = {number: version for version, number in numbers.items()}
         # Usually every dependency is already spelled as its file is; only the
         # migrations naming some other spelling (or nothing at all) need resolving.
         named = set(chain.from_iterable(m.depends_on for m in migrations))
         odd = named - numbers.keys()
-        problems: list[CatalogError] = []
+        problems: list[CatalogError] = list(squash_problems)
         if odd:
             skip = {number(v) for v in unloadable}
             resolved: list[Migration] = []
@@ -97,6 +101,8 @@ class Catalog:
         catalog._migrations = {v: by_version[v] for v in ordered}
         catalog._by_number = {numbers[v]: v for v in ordered}
         catalog.graph = graph
+        catalog.replaced = replaced
+        catalog._squash_of = {number(v): s for v, s in squash_of.items()}
         return catalog, problems
 
     def __iter__(self) -> Iterator[Migration]:
@@ -152,6 +158,72 @@ class Catalog:
                 unknown.add(version)
             else:
                 known.add(canonical)
+        if self._squash_of and unknown:
+            # Rows of replaced migrations stand for their squash: applied once all of them are.
+            for squash, (applied, missing) in self.squash_states(unknown).items():
+                unknown.difference_update(applied)
+                if not missing:
+                    known.add(squash)
         return known, unknown
 
+    @property
+    def has_squashes(self) -> bool:
+        """Whether some migration ``replaces`` others (only then do ledgers need translating)."""
+        return bool(self._squash_of)
 
+    def squash_of(self, version: str) -> str | None:
+        """The squash that replaces ``version`` (any spelling), or ``None``."""
+        return self._squash_of.get(number(version)) if self._squash_of else None
+
+    def squash_states(self, recorded: Iterable[str]) -> dict[str, tuple[list[str], list[str]]]:
+        """For each squash some of whose replaced migrations are in ``recorded``: (those rows, the replaced
+        versions missing from it). A squash with rows missing is partially applied, which plans refuse."""
+        found: dict[str, list[str]] = {}
+        for version in recorded:
+            squash = self.squash_of(version)
+            if squash is not None:
+                found.setdefault(squash, []).append(version)
+        states = {}
+        for squash, rows in found.items():
+            have = {number(v) for v in rows}
+            missing = [v for v in self._migrations[squash].replaces if number(v) not in have]
+            states[squash] = (rows, missing)
+        return states
+
+
+
+
+def _apply_squashes(
+    migrations: list[Migration],
+) -> tuple[list[Migration], dict[str, str], dict[str, Migration], list[CatalogError]]:
+    """Take the migrations a squash ``replaces`` out of the graph and point their dependents at the squash.
+
+    Django's rule: the replaced files may stay (until every database has
+    moved past them), but the graph holds the squash alone, so a fresh
+    database applies it instead of the chain. Returns (the migrations of the
+    graph, replaced version → squash, the replaced migrations, problems).
+    """
+    squashes = [m for m in migrations if m.replaces]
+    if not squashes:
+        return migrations, {}, {}, []
+    from planner.errors import SquashConflict
+
+    problems: list[CatalogError] = []
+    by_number = {m.number: m.version for m in migrations}
+    squash_of: dict[str, str] = {}
+    for squash in squashes:
+        for version in squash.replaces:
+            canonical = by_number.get(number(version), version)
+            if canonical in squash_of or canonical == squash.version:
+                problems.append(SquashConflict(squash.version, canonical, squash.path))
+                continue
+            squash_of[canonical] = squash.version
+    kept: list[Migration] = []
+    replaced: dict[str, Migration] = {}
+    for migration in migrations:
+        if migration.version in squash_of:
+            replaced[migration.version] = migration
+            continue
+        needs = tuple(dict.fromkeys(squash_of.get(by_number.get(number(d), d), d) for d in migration.depends_on))
+        kept.append(migration if needs == migration.depends_on else replace(migration, depends_on=needs))
+    return kept, squash_of, replaced, problems

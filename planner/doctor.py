@@ -23,6 +23,7 @@ from planner.backups import list_backups
 from planner.database import DEFAULT_BUSY_TIMEOUT, read_only_connection
 from planner.errors import CatalogError, DatabaseNotFound
 from planner.lint import ERROR, INFO, WARNING, Finding, history_findings
+from planner.nontransactional import interrupted_findings
 from planner.schema import quote_identifier
 
 #: At most this many rows of integrity_check and foreign_key_check become findings; a summary says the rest.
@@ -47,6 +48,7 @@ def diagnose(db_path: Path | str, catalog_dir: Path | str, *, busy_timeout: floa
         if not damaged:
             findings.extend(_foreign_keys(conn))
         findings.extend(_ledger(conn, db_path, Path(catalog_dir)))
+        findings.extend(interrupted_findings(conn))  # a transactional = False step cut short (issue 14)
     finally:
         conn.close()
     findings.extend(_backups(db_path, backups))

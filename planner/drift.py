@@ -18,6 +18,7 @@ OK = "ok"
 CHANGED = "changed"
 MISSING = "missing"
 UNKNOWN = "unknown"
+REPLACED = "replaced"
 
 
 class _Recorded(Protocol):
@@ -25,12 +26,14 @@ class _Recorded(Protocol):
 
 
 def file_states(catalog: Catalog, recorded: Mapping[str, _Recorded]) -> dict[str, str]:
-    """For each recorded version: ok, changed, missing (no file) or unknown (no checksum recorded)."""
+    """For each recorded version: ok, changed, missing (no file), unknown (no checksum recorded) or replaced
+    (a squash ``replaces`` it)."""
     states: dict[str, str] = {}
     for version, entry in recorded.items():
         canonical = catalog.canonical(version)
         if canonical is None:
-            states[version] = MISSING
+            # A row of a migration that a squash replaces is the squash's, whether its file is still there or not.
+            states[version] = REPLACED if catalog.squash_of(version) is not None else MISSING
         elif not entry.checksum:
             states[version] = UNKNOWN
         elif entry.checksum == catalog.get(canonical).checksum:

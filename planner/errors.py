@@ -704,3 +704,93 @@ class MarkRolledBackRefused(MarkRefused):
             version=version,
             blockers=dependents,
         )
+
+
+# --------------------------------------------------------------------------
+# Issue 14: baselines, non-transactional migrations, squashes.
+# --------------------------------------------------------------------------
+
+
+class BaselineRefused(PlanError):
+    """``--baseline V`` on a ledger that already records V or one of its ancestors; nothing was recorded."""
+
+    def __init__(self, version: str, recorded: Sequence[str]):
+        self.version = version
+        self.recorded = tuple(recorded)
+        super().__init__(
+            f"cannot baseline at {version}: the ledger already records {_versions(recorded)}; nothing was "
+            f"recorded. A baseline is for a database apm has not migrated yet; here use `apm migrate "
+            f"--mark-applied V` for what is missing (see `apm migrate --show-applied`)"
+        )
+
+
+class NonTransactionalInAtomic(PlanError):
+    """``--atomic`` with a plan holding ``transactional = False`` migrations, which cannot run inside its transaction."""
+
+    def __init__(self, versions: Sequence[str]):
+        self.versions = tuple(versions)
+        super().__init__(
+            f"cannot run this plan with --atomic: migration(s) {_versions(versions)} declare "
+            f"transactional = False and must run outside any transaction; nothing was changed. "
+            f"Run without --atomic (each step then commits on its own)"
+        )
+
+
+class MalformedSqlDirective(SqlMigrationError):
+    """A SQL header directive whose value cannot be read (``-- transactional: maybe``)."""
+
+
+class InvalidTransactional(CatalogError, ValueError):
+    """A Python migration's ``transactional`` is not ``True`` or ``False``."""
+
+    def __init__(self, path: Path, version: str, value: object):
+        super().__init__(
+            f"{path.name}: migration {version}: transactional must be True or False, not {value!r}",
+            path=path, versions=(version,),
+        )
+
+
+class NonTransactionalFailed(ExecutionError):
+    """A ``transactional = False`` migration failed; it ran in autocommit, so nothing rolled its statements back."""
+
+    def __init__(self, version: str, direction: str, cause: BaseException):
+        self.cause = cause
+        super().__init__(
+            f"migration {version} (transactional = False) failed during {direction}: {cause}; it ran outside a "
+            f"transaction, so statements before the failure may have taken effect, and it is not recorded. "
+            f"See `apm migrate doctor` for what to check",
+            version=version,
+            direction=direction,
+        )
+
+
+class SquashConflict(CatalogError, ValueError):
+    """A version is replaced by two squashes, or a squash replaces itself."""
+
+    def __init__(self, squash: str, version: str, path: Path | None = None):
+        super().__init__(
+            f"migration {squash} replaces {version}, which is itself a squash or already replaced by another "
+            f"squash; each migration can be replaced once",
+            path=path, versions=(squash,),
+        )
+
+
+class PartiallyAppliedSquash(PlanError):
+    """Some, but not all, of the migrations a squash replaces are applied: neither the squash nor the chain fits."""
+
+    def __init__(self, squash: str, applied: Sequence[str], missing: Sequence[str]):
+        self.squash, self.applied, self.missing = squash, tuple(applied), tuple(missing)
+        super().__init__(
+            f"migration {squash} replaces {_versions([*applied, *missing])}, but only {_versions(applied)} "
+            f"of them are applied here; nothing was changed. Finish the chain first: move {squash}'s file "
+            f"out of the folder, run `apm migrate --target {missing[-1]}`, and put it back ({squash} then "
+            f"counts as applied); or roll back {_versions(applied)} with the same file moved out"
+        )
+
+
+class SquashRefused(PlanError):
+    """``apm migrate squash FROM TO`` cannot write a squash for that range; nothing was written."""
+
+    def __init__(self, message: str, *, versions: Sequence[str] = ()):
+        self.versions = tuple(versions)
+        super().__init__(message)

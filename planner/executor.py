@@ -44,7 +44,7 @@ from planner.errors import (
 from planner.events import Event, Replanned, RunResult, StepFailed, StepFinished, StepSkipped, StepStarted
 from planner.ledger import APPLY, MARK_APPLIED, MARK_ROLLED_BACK, ROLLBACK, Ledger, LedgerEntry
 from planner.migration import Migration
-from planner.plan import Plan, Step
+from planner.plan import Plan, Step, refuse_non_transactional
 from planner.preview import Preview, PreviewStep
 from planner.session import Session, foreign_keys_enabled, foreign_keys_off
 
@@ -153,6 +153,8 @@ class Executor:
         """Run ``plan`` lazily, yielding its events; the failure is raised after its ``StepFailed``."""
         if not plan.steps:
             return
+        if atomic:
+            refuse_non_transactional(plan)
         conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
         try:
             session = Session(conn, plan, path=self.path, busy_timeout=self.busy_timeout, catalog=self.catalog,
@@ -208,6 +210,11 @@ class Executor:
                         record = PreviewStep(step.version, step.direction, step.migration.description)
                         result.steps.append(record)
                         step_started = time.perf_counter()
+                        if not step.migration.transactional:
+                            # It cannot run inside this transaction: shown, never run, and the plan never committed.
+                            record.skipped = NOT_PREVIEWED
+                            _emit(on_event, StepSkipped(step, index, session.total, record.skipped))
+                            continue
                         observer.start_step()
                         try:
                             record.skipped = session.attempt(step, observer)
@@ -226,7 +233,7 @@ class Executor:
                             session.after_commit(step)  # visible to later steps of this transaction
                             _emit(on_event, StepFinished(step, index, session.total, record.duration_ms))
                     result.duration_ms = (time.perf_counter() - started) * 1000
-                    if accept is None or not accept(result):
+                    if accept is None or any(s.skipped == NOT_PREVIEWED for s in result.steps) or not accept(result):
                         raise _Discard
                 result.committed = True
             except _Discard:
@@ -252,6 +259,29 @@ class Executor:
         """Remove ``migration``'s ledger row without running its downgrade."""
         self._mark(Step(migration, ROLLBACK), MARK_ROLLED_BACK)
 
+    def mark_many(self, migrations: list[Migration], action: str) -> None:
+        """Record ``migrations`` (in dependency order) as applied, without running them, in ONE transaction.
+
+        A baseline: all of them or none. Each is checked inside the write lock
+        as a mark is (not applied yet, its dependencies applied or earlier in
+        the list); ``AlreadyApplied`` if another process recorded one meanwhile.
+        """
+        steps = [Step(m, APPLY) for m in migrations]
+        conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
+        try:
+            session = Session(conn, Plan(APPLY, tuple(steps)), path=self.path, busy_timeout=self.busy_timeout,
+                              catalog=self.catalog)
+            with session.transaction():
+                applied = set(session.applied_now())
+                for step in steps:
+                    if session.skip_reason(step, applied) is not None:
+                        raise AlreadyApplied(step.version)
+                    session.check(step, applied)
+                    session.record(step, None, action)
+                    applied.add(step.version)
+        finally:
+            conn.close()
+
     def _mark(self, step: Step, action: str) -> None:
         conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
         try:
@@ -265,6 +295,10 @@ class Executor:
                 session.record(step, None, action)
         finally:
             conn.close()
+
+
+#: Why a ``transactional = False`` step is left out of a preview (which is one transaction).
+NOT_PREVIEWED = "not previewed: it runs outside any transaction (transactional = False)"
 
 
 class _Discard(Exception):

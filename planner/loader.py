@@ -33,6 +33,7 @@ from planner.errors import (
     CatalogNotFound,
     ConflictingDependencies,
     DuplicateVersion,
+    InvalidTransactional,
     MalformedDependencies,
     MalformedFileName,
     MigrationImportError,
@@ -123,16 +124,21 @@ def _documented_dependencies(lines: list[str]) -> tuple[str, ...] | None:
 
 
 def _declared_dependencies(module: object) -> tuple[str, ...] | None:
-    if not hasattr(module, "depends_on"):
+    return _declared_versions(module, "depends_on")
+
+
+def _declared_versions(module: object, name: str) -> tuple[str, ...] | None:
+    """A module-level tuple of versions (``depends_on``, ``replaces``), ``None`` when the module has none."""
+    if not hasattr(module, name):
         return None
-    value = module.depends_on  # type: ignore[attr-defined]
+    value = getattr(module, name)
     if not isinstance(value, (tuple, list)):
-        raise ValueError(f"depends_on must be a tuple or list of version strings, not {type(value).__name__}")
+        raise ValueError(f"{name} must be a tuple or list of version strings, not {type(value).__name__}")
     found = []
     for item in value:
         text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
         if not versions.is_version(text):
-            raise ValueError(f"depends_on entry {item!r} is not a version string such as '0020'")
+            raise ValueError(f"{name} entry {item!r} is not a version string such as '0020'")
         found.append(text)
     return tuple(found)
 
@@ -269,6 +275,13 @@ def load_migration(path: Path, version: str) -> Migration:
         depends_on, source_rule = (), IMPLIED
 
     description = info.description or path.stem[len(FILE_PREFIX) + len(version) :].strip("_").replace("_", " ")
+    transactional = getattr(module, "transactional", True)
+    if not isinstance(transactional, bool):
+        raise InvalidTransactional(path, version, transactional)
+    try:
+        replaces = _declared_versions(module, "replaces") or ()
+    except ValueError as exc:
+        raise MalformedDependencies(path, version, str(exc)) from exc
     return Migration(
         version=version,
         description=description,
@@ -283,6 +296,8 @@ def load_migration(path: Path, version: str) -> Migration:
         validate_post=_optional_function(module, "validate_post"),
         docstring_version=info.version,
         documented_dependencies=documented,
+        transactional=transactional,
+        replaces=replaces,
     )
 
 

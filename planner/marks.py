@@ -21,7 +21,7 @@ from pathlib import Path
 from planner import versions
 from planner.catalog import Catalog
 from planner.database import DEFAULT_BUSY_TIMEOUT
-from planner.errors import AlreadyApplied, MarkAppliedRefused, MarkRolledBackRefused
+from planner.errors import AlreadyApplied, BaselineRefused, MarkAppliedRefused, MarkRolledBackRefused
 from planner.migration import Migration
 from planner.plan import rollback_scope
 
@@ -85,3 +85,42 @@ def mark_rolled_back(
     Executor(db_path, busy_timeout=busy_timeout, catalog=catalog).mark_rolled_back(migration)
     return migration
 
+
+
+#: The log action of a baseline's rows (beside ``mark-applied`` and ``mark-rolled-back``).
+BASELINE = "baseline"
+
+
+def check_baseline(catalog: Catalog, applied: Iterable[str], version: str) -> list[Migration]:
+    """What ``--baseline version`` would record: ``version`` and all its ancestors, in dependency order.
+
+    A baseline adopts a database whose schema was made elsewhere (by hand, by
+    another tool), so the ledger must hold none of them: ``BaselineRefused``
+    names those it does. Recording over a partial ledger would hide which
+    of its rows were earned by running a migration.
+    """
+    migration = catalog.get(version)
+    wanted = catalog.graph.ancestors(migration.version) | {migration.version}
+    known, _ = catalog.split_applied(applied)
+    recorded = wanted & known
+    if recorded:
+        raise BaselineRefused(migration.version, versions.ordered(recorded))
+    return catalog.in_order(catalog.graph.topological_order(wanted))
+
+
+def baseline(
+    db_path: Path | str, catalog: Catalog, version: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+) -> list[Migration]:
+    """Record ``version`` and its ancestors as applied without running them, in one transaction; returns them.
+
+    Flyway's ``baseline``, Django's ``--fake-initial``, Alembic's ``stamp``:
+    the database must exist (its schema is what is being adopted). Every row
+    gets its file's checksum and a ``baseline`` log row; a concurrent change
+    to the ledger between the check and the lock is caught inside the lock.
+    """
+    from planner.executor import Executor
+    from planner.ledger import read_ledger
+
+    migrations = check_baseline(catalog, read_ledger(db_path, busy_timeout), version)
+    Executor(db_path, busy_timeout=busy_timeout, catalog=catalog).mark_many(migrations, BASELINE)
+    return migrations

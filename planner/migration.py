@@ -45,6 +45,11 @@ class Migration:
     docstring_version: str | None = None
     #: The versions the docstring's Dependencies: section lists, when it has one (lint compares them).
     documented_dependencies: tuple[str, ...] | None = field(default=None)
+    #: ``False`` for statements SQLite refuses inside a transaction (``VACUUM``): the step runs on its own,
+    #: in autocommit, and its ledger row is written right after it succeeds.
+    transactional: bool = True
+    #: The versions a squashed migration stands for (``replaces``); ``()`` for an ordinary migration.
+    replaces: tuple[str, ...] = ()
 
     @property
     def number(self) -> int:

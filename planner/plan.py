@@ -20,7 +20,9 @@ from planner.errors import (
     InvalidVersion,
     IrreversibleMigration,
     MigrationNotFound,
+    NonTransactionalInAtomic,
     NotApplied,
+    PartiallyAppliedSquash,
     RollbackRefused,
     UnknownAppliedMigration,
 )
@@ -29,6 +31,10 @@ from planner.migration import Migration
 
 APPLY = "apply"
 ROLLBACK = "rollback"
+#: A plan to a state (``--to``): rollbacks, then applies; each step says its own direction.
+MIXED = "mixed"
+#: ``--to base``: the state before the first migration.
+BASE = "base"
 Direction = Literal["apply", "rollback"]
 
 
@@ -50,11 +56,15 @@ class Step(NamedTuple):
 
 @dataclass(frozen=True)
 class Plan:
-    """An ordered list of steps, all in the same direction, and what was asked for."""
+    """An ordered list of steps and what was asked for.
 
-    direction: Direction
+    ``direction`` is the steps' common direction, or ``"mixed"`` for a plan
+    to a state (``to_plan``), whose steps each carry their own.
+    """
+
+    direction: Direction | Literal["mixed"]
     steps: tuple[Step, ...]
-    #: The version the user named (``--target`` or ``--rollback``), if any.
+    #: The version the user named (``--target``, ``--rollback`` or ``--to``, where it may be ``"base"``), if any.
     target: str | None = None
     cascade: bool = False
 
@@ -102,7 +112,7 @@ def apply_plan(catalog: Catalog, applied: Iterable[str], target: str | None = No
     Refuses with ``InconsistentHistory`` when an applied migration's dependency
     is not applied, since no order of the pending ones can repair that.
     """
-    known, _ = catalog.split_applied(applied)
+    known, _ = catalog.split_applied(_refuse_partial_squash(catalog, applied))
     problems = catalog.graph.unmet_dependencies(known)
     if problems:
         raise InconsistentHistory(problems)
@@ -135,14 +145,17 @@ class RollbackScope:
         return self.order[:-1]
 
 
-def rollback_scope(catalog: Catalog, applied: Iterable[str] | None, version: str) -> RollbackScope:
-    """The one rule for what a rollback of ``version`` takes; the plan, the marks and the diagram all ask it.
+def rollback_scope(
+    catalog: Catalog, applied: Iterable[str] | None, version: str, *, require_applied: bool = True
+) -> RollbackScope:
+    """The one rule for what a rollback of ``version`` takes; the plan, the marks, the diagram and ``--to`` ask it.
 
     ``applied`` is the ledger in any spelling, or ``None`` when there is no
     database (then every descendant counts, since any may be applied
     somewhere). Refuses with ``MigrationNotFound`` (no such version),
     ``UnknownAppliedMigration`` (recorded as applied but its file is gone, in
-    any spelling) or ``NotApplied``.
+    any spelling) or ``NotApplied``; ``require_applied=False`` (``--to``, which
+    keeps ``version`` and takes only its dependents) drops the last refusal.
     """
     if not isinstance(version, str) or not version.strip():
         raise InvalidVersion(version if isinstance(version, str) else "")
@@ -155,7 +168,7 @@ def rollback_scope(catalog: Catalog, applied: Iterable[str] | None, version: str
         if any(versions.same(version, recorded) for recorded in unknown):
             raise UnknownAppliedMigration(version)
         raise MigrationNotFound(version)
-    if canonical not in known:
+    if require_applied and canonical not in known:
         raise NotApplied(canonical)
     return RollbackScope(canonical, tuple(catalog.graph.rollback_order(canonical, known)))
 
@@ -183,7 +196,7 @@ def rollback_plan(catalog: Catalog, applied: Iterable[str], version: str, cascad
     without ``downgrade`` refuses the whole plan: stopping halfway through a
     cascade would leave the database between two consistent states.
     """
-    scope = rollback_scope(catalog, applied, version)
+    scope = rollback_scope(catalog, _refuse_partial_squash(catalog, applied), version)
     migrations = catalog.in_order(scope.order)
     irreversible = versions.ordered(m.version for m in migrations if m.downgrade is None)
     if scope.dependents and not cascade:
@@ -192,3 +205,63 @@ def rollback_plan(catalog: Catalog, applied: Iterable[str], version: str, cascad
     if irreversible:
         raise IrreversibleMigration(irreversible)
     return Plan(ROLLBACK, _steps(migrations, ROLLBACK), target=scope.version, cascade=cascade)
+
+
+@without_collector
+def to_plan(catalog: Catalog, applied: Iterable[str], target: str) -> Plan:
+    """Bring ``target``'s line of the graph to exactly ``target``: one plan, rollbacks first, then applies.
+
+    The rollbacks are the applied migrations that depend on ``target``, in
+    the order ``rollback_scope`` gives a cascade (the same rule as
+    ``--rollback --cascade``); the applies are ``target``'s pending ancestors
+    and ``target``, as ``apply_plan(target=...)`` orders them. No rollback
+    can un-apply an ancestor of ``target`` (the graph is acyclic), so the
+    apply half is computed on the ledger as it is. Migrations neither before
+    nor after ``target`` are left alone. ``target == "base"`` rolls back every
+    applied migration in the catalog (rows without a file stay, as always).
+
+    Refuses with ``InconsistentHistory`` as ``apply_plan`` does (a state
+    cannot be reached from a history the graph does not describe), and with
+    ``IrreversibleMigration`` naming every rollback without ``downgrade``.
+    """
+    known, _ = catalog.split_applied(_refuse_partial_squash(catalog, applied))
+    problems = catalog.graph.unmet_dependencies(known)
+    if problems:
+        raise InconsistentHistory(problems)
+    if target.strip().lower() == BASE:
+        target, back, forward = BASE, catalog.graph.reverse_topological_order(known), ()
+    else:
+        scope = rollback_scope(catalog, known, target, require_applied=False)
+        target, back = scope.version, list(scope.dependents)
+        forward = apply_plan(catalog, known, target=target).steps
+    rollbacks = catalog.in_order(back)
+    irreversible = versions.ordered(m.version for m in rollbacks if m.downgrade is None)
+    if irreversible:
+        raise IrreversibleMigration(irreversible)
+    return Plan(MIXED, _steps(rollbacks, ROLLBACK) + tuple(forward), target=target, cascade=bool(rollbacks))
+
+
+def refuse_non_transactional(plan: Plan) -> None:
+    """An ``--atomic`` run holds one transaction for the whole plan; a ``transactional = False`` step cannot join it.
+
+    Raises ``NonTransactionalInAtomic`` naming those steps, before anything runs.
+    """
+    outside = [step.version for step in plan.steps if not step.migration.transactional]
+    if outside:
+        raise NonTransactionalInAtomic(outside)
+
+
+def _refuse_partial_squash(catalog: Catalog, applied: Iterable[str]) -> Iterable[str]:
+    """``applied``, unless some but not all of a squash's replaced migrations are in it (``PartiallyAppliedSquash``).
+
+    Such a database has neither the squash's schema nor the chain's: applying
+    the squash would create what the chain already made, and applying the
+    rest of the chain is impossible while the squash stands in the graph.
+    """
+    if not catalog.has_squashes:
+        return applied
+    applied = list(applied)
+    for squash, (rows, missing) in sorted(catalog.squash_states(applied).items()):
+        if missing:
+            raise PartiallyAppliedSquash(squash, versions.ordered(rows), missing)
+    return applied

@@ -156,6 +156,8 @@ class Session:
         data_version = self.conn.execute("PRAGMA data_version").fetchone()[0]
         if self._applied is None or data_version != self._data_version:
             self._applied = {self._spelling(v) for v in self.ledger.applied_versions()}
+            if self.catalog is not None and self.catalog.has_squashes:  # replaced rows stand for their squash
+                self._applied = set.union(*self.catalog.split_applied(self._applied))
             self._data_version = data_version
         return self._applied
 
@@ -199,6 +201,8 @@ class Session:
             self.ledger.record_applied(migration, execution_ms)
         else:
             self.ledger.record_unapplied(migration.version)
+            for replaced in migration.replaces:  # a squash applied as its chain: those rows are its row
+                self.ledger.record_unapplied(replaced)
         self.ledger.log(migration.version, action or step.direction, OK, migration.checksum, execution_ms, detail)
 
     # -- one step's work, inside an open transaction ---------------------------
@@ -276,6 +280,41 @@ class Session:
             else:
                 self._applied.discard(step.version)
 
+    # -- a step that cannot run inside a transaction (transactional = False) ---
+
+    def attempt_outside_transaction(self, step: Step) -> str | None:
+        """Run a ``transactional = False`` step on its own; the reason it was skipped, or ``None`` when it ran.
+
+        SQLite refuses ``VACUUM`` inside a transaction, so the step cannot
+        commit with its ledger row. Three phases instead: check the ledger and
+        log a ``started`` row (committed, so a kill mid-way leaves a trace that
+        ``apm migrate doctor`` reports); run the migration in autocommit, foreign
+        keys off and checked after as for any step; then record it in a
+        transaction of its own, right after it succeeds.
+        """
+        from planner.errors import NonTransactionalFailed
+        from planner.nontransactional import STARTED
+
+        with self.transaction():
+            applied = self.applied_now()
+            skipped = self.skip_reason(step, applied)
+            if skipped is not None:
+                self.ledger.log(step.version, step.direction, SKIPPED, step.migration.checksum, detail=skipped)
+                return skipped
+            self.check(step, applied)
+            self.ledger.log(step.version, step.direction, STARTED, step.migration.checksum,
+                            detail="transactional = False: runs outside a transaction")
+        started = time.perf_counter()
+        try:
+            with foreign_keys_off(self.conn, self.foreign_keys):
+                ignored = self.perform(step)
+        except (MigrationFailed, ValidationFailed, ForeignKeyViolation) as exc:
+            raise NonTransactionalFailed(step.version, step.direction, getattr(exc, "cause", exc)) from exc
+        detail = f"ignored: {'; '.join(ignored)} ({MigrationConnection.IGNORED_REASON})" if ignored else None
+        with self.transaction():
+            self.record(step, round((time.perf_counter() - started) * 1000), detail=detail)
+        return None
+
     # -- failures ---------------------------------------------------------------
 
     def failed(self, step: Step, index: int, error: Exception, started: float) -> Iterator[Event]:
@@ -303,8 +342,11 @@ class Session:
             yield StepStarted(step, index, self.total)
             started = time.perf_counter()
             try:
-                with self.transaction():
-                    skipped = self.attempt(step)
+                if step.migration.transactional:
+                    with self.transaction():
+                        skipped = self.attempt(step)
+                else:
+                    skipped = self.attempt_outside_transaction(step)
             except Exception as exc:
                 yield from self.failed(step, index, exc, started)
                 return  # pragma: no cover (failed raises)

@@ -20,8 +20,10 @@ The rules, precisely:
 * Its first comment line may be the title ``-- Migration NNNN: description``
   (as the first docstring line of a Python file). Without one, the
   description comes from the file name's slug.
-* A header line ``-- <lowercase_name>: value`` is a **directive**. The only
-  one is ``depends_on``: versions separated by commas or spaces; empty means
+* A header line ``-- <lowercase_name>: value`` is a **directive**. There are
+  two. ``transactional: false`` (or ``true``, the default) runs the
+  migration outside a transaction, for statements SQLite refuses inside one
+  (``VACUUM``). ``depends_on``: versions separated by commas or spaces; empty means
   a root. Without it the migration depends on the previous version in number
   order, as a Python file without ``depends_on`` does. Any other name is an
   error, so ``-- depend_on: 0030`` cannot silently make a migration implied.
@@ -48,6 +50,7 @@ from planner.errors import (
     DuplicateSqlSection,
     EmptySqlSection,
     MalformedSqlDependencies,
+    MalformedSqlDirective,
     MissingUpgradeSection,
     UnknownSqlDirective,
     UnreadableMigration,
@@ -56,7 +59,7 @@ from planner.migration import DECLARED, IMPLIED, Migration
 
 SUFFIX = ".sql"
 #: The directives a header may carry; anything else shaped like one is a typo.
-DIRECTIVES = ("depends_on",)
+DIRECTIVES = ("depends_on", "transactional")
 
 _TITLE = re.compile(r"^Migration\s+(?P<version>[0-9]+)\s*:\s*(?P<description>.*?)\s*$")
 _SECTION = re.compile(r"^--\s*(?P<name>upgrade|downgrade)\s*$", re.IGNORECASE)
@@ -92,6 +95,7 @@ def load_sql_migration(path: Path, version: str) -> Migration:
     title: re.Match[str] | None = None
     depends_on: tuple[str, ...] | None = None
     depends_line = 0
+    transactional = True
     sections: dict[str, list[str]] = {}
     starts: dict[str, int] = {}
     current: str | None = None
@@ -128,6 +132,10 @@ def load_sql_migration(path: Path, version: str) -> Migration:
         # `Note: ...` is prose; `depends_on:` in any case is the directive; any other lowercase `name:` a typo.
         if directive and (directive.group("name").lower() in DIRECTIVES or directive.group("name").islower()):
             name = directive.group("name").lower()
+            if name == "transactional":
+                transactional = _boolean(path, version, number, directive.group("value"))
+                doc.append(comment)
+                continue
             if name not in DIRECTIVES:
                 raise UnknownSqlDirective(path, version, number,
                                           f"unknown header directive `{name}:`; the header knows "
@@ -166,7 +174,17 @@ def load_sql_migration(path: Path, version: str) -> Migration:
         downgrade=functools.partial(run_script, downgrade) if downgrade is not None else None,
         docstring_version=title.group("version") if title else None,
         documented_dependencies=None,
+        transactional=transactional,
     )
+
+
+def _boolean(path: Path, version: str, line: int, value: str) -> bool:
+    """``-- transactional: false`` (or ``true``); anything else is refused rather than guessed."""
+    word = value.strip().lower()
+    if word not in ("true", "false"):
+        raise MalformedSqlDirective(path, version, line,
+                                    f"transactional must be true or false, not {value.strip()!r}")
+    return word == "true"
 
 
 def _dependencies(path: Path, version: str, line: int, value: str) -> tuple[str, ...]:

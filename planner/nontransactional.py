@@ -1,0 +1,58 @@
+"""Migrations that run outside a transaction (``transactional = False``), and how to find one that was cut short.
+
+SQLite refuses ``VACUUM`` (and ignores some PRAGMAs) inside a transaction, so
+such a migration cannot commit together with its ledger row: the session
+logs a ``started`` row first, runs the migration in autocommit, then records
+it. A ``started`` row with no later ``ok`` row for the same version (an apply,
+a rollback or a mark) means the run stopped in between (a crash, a kill, a failure halfway): some of
+its statements may have taken effect while the ledger says nothing happened.
+``interrupted_findings`` is the doctor's check for exactly that.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING
+
+#: The log outcome written before a non-transactional step runs (beside ``ok``, ``failed``, ``skipped``).
+STARTED = "started"
+
+if TYPE_CHECKING:
+    from planner.lint import Finding
+
+
+def interrupted_findings(conn: sqlite3.Connection) -> list[Finding]:
+    """One error per non-transactional step whose ``started`` row has no later ``ok`` row, with what to check.
+
+    Any later ``ok`` row for the version settles it (a re-run, or a mark
+    once someone checked the schema); a later ``started`` row is judged on its own.
+    """
+    from planner.ledger import LOG_TABLE
+    from planner.lint import ERROR, Finding
+
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (LOG_TABLE,)).fetchone():
+        return []
+    rows = conn.execute(
+        f"SELECT s.version, s.action, s.at, "
+        f"       (SELECT detail FROM {LOG_TABLE} f WHERE f.version = s.version AND f.action = s.action "
+        f"          AND f.id > s.id AND f.outcome = 'failed' ORDER BY f.id LIMIT 1) "
+        f"FROM {LOG_TABLE} s WHERE s.outcome = ? AND NOT EXISTS ("
+        f"  SELECT 1 FROM {LOG_TABLE} o WHERE o.version = s.version "
+        f"    AND o.id > s.id AND o.outcome IN ('ok', ?)) ORDER BY s.id",
+        (STARTED, STARTED),
+    ).fetchall()
+    findings = []
+    for version, action, at, failure in rows:
+        how = f"failed ({failure})" if failure else "was interrupted (no outcome was ever logged)"
+        undo = "upgrade" if action == "apply" else "downgrade"
+        done = "--mark-applied" if action == "apply" else "--mark-rolled-back"
+        again = "apm migrate" if action == "apply" else f"apm migrate --rollback {version}"
+        findings.append(Finding(
+            ERROR, "interrupted-non-transactional", version,
+            f"migration {version} runs outside a transaction (transactional = False); its {action} started at "
+            f"{at} and {how}, so the ledger does not record it although some of its statements may have "
+            f"taken effect. Check the schema against its {undo}(): if every statement took effect, record it; "
+            f"if none did, run it again; if some did, undo those by hand first",
+            f"apm migrate {done} {version}  # only once the schema shows its whole {undo}; otherwise run "
+            f"`{again}` again after undoing the partial change", "history"))
+    return findings

@@ -1,0 +1,118 @@
+"""Issue 14, point 5: migrations that run outside a transaction (``transactional = False``), through the installed ``apm``.
+
+``VACUUM`` is the test case because SQLite refuses it inside a transaction:
+the same migration without the flag fails, which is what the flag is for.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_migration
+from tests.test_hardening import APM, apm, base, ledger
+
+pytestmark = pytest.mark.skipif(not APM.exists(), reason="the apm console script is not installed (pip install -e .)")
+
+ROOT = dict(upgrade="conn.execute('CREATE TABLE a (id INTEGER PRIMARY KEY)')", downgrade="conn.execute('DROP TABLE a')")
+
+
+def log_rows(db: Path) -> list[tuple]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT version, action, outcome FROM schema_migrations_log ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "app.db"
+
+
+def test_vacuum_needs_the_flag_and_applies_with_it(catalog_dir: Path, db: Path):
+    write_migration(catalog_dir, "0001", depends_on=(), **ROOT)
+    write_migration(catalog_dir, "0002", "Compact", depends_on=("0001",), upgrade="conn.execute('VACUUM')")
+    without = apm("migrate", *base(db, catalog_dir))
+    assert without.returncode == 5 and "VACUUM" in without.stderr  # SQLite: cannot VACUUM from within a transaction
+    assert ledger(db) == []  # found by the rehearsal on a copy: nothing ran for real
+    write_migration(catalog_dir, "0002", "Compact", depends_on=("0001",), upgrade="conn.execute('VACUUM')",
+                    extra="transactional = False\n")
+    (catalog_dir / "migration_0003_again.sql").write_text(
+        "-- Migration 0003: Compact again\n-- transactional: false\n-- depends_on: 0002\n"
+        "-- upgrade\nVACUUM;\n-- downgrade\nSELECT 1;\n")
+    plan = json.loads(apm("migrate", "plan", "--json", *base(db, catalog_dir)).stdout)
+    assert [(s["version"], s["transactional"]) for s in plan["steps"]] == [("0001", True), ("0002", False),
+                                                                              ("0003", False)]
+    table = apm("migrate", "plan", *base(db, catalog_dir)).stdout
+    assert "transaction" in table.splitlines()[1] and table.count("no: runs alone") == 2
+    applied = apm("migrate", *base(db, catalog_dir))
+    assert applied.returncode == 0, applied.stderr
+    assert ledger(db) == ["0001", "0002", "0003"]
+    assert log_rows(db)[-4:] == [("0002", "apply", "started"), ("0002", "apply", "ok"),
+                                 ("0003", "apply", "started"), ("0003", "apply", "ok")]
+    back = apm("migrate", "--rollback", "0002", "--cascade", "--yes", *base(db, catalog_dir))
+    assert back.returncode == 0, back.stderr
+    assert ledger(db) == ["0001"]
+
+
+def test_atomic_refuses_a_non_transactional_step_before_anything_runs(catalog_dir: Path, db: Path):
+    write_migration(catalog_dir, "0001", depends_on=(), **ROOT)
+    write_migration(catalog_dir, "0002", depends_on=("0001",), upgrade="conn.execute('VACUUM')",
+                    extra="transactional = False\n")
+    refused = apm("migrate", "--atomic", *base(db, catalog_dir))
+    assert refused.returncode == 4 and "0002" in refused.stderr and "--atomic" in refused.stderr
+    assert ledger(db) == []
+
+
+def test_a_bad_flag_is_a_catalog_error(catalog_dir: Path, db: Path):
+    write_migration(catalog_dir, "0001", depends_on=(), **ROOT, extra="transactional = 'no'\n")
+    (catalog_dir / "migration_0002.sql").write_text("-- transactional: maybe\n-- upgrade\nVACUUM;\n")
+    result = apm("migrate", "plan", *base(db, catalog_dir))
+    assert result.returncode == 3
+    assert "transactional must be True or False" in result.stderr
+    assert "transactional must be true or false, not 'maybe'" in result.stderr
+
+
+def test_doctor_explains_a_non_transactional_step_that_was_killed_or_failed(catalog_dir: Path, db: Path,
+                                                                            tmp_path: Path):
+    marker = tmp_path / "vacuumed"
+    write_migration(catalog_dir, "0001", depends_on=(), **ROOT)
+    write_migration(catalog_dir, "0002", "Compact", depends_on=("0001",), extra="transactional = False\n",
+                    upgrade=f"conn.execute('VACUUM')\nimport pathlib, time\npathlib.Path({str(marker)!r}).touch()\n"
+                            f"time.sleep(60)")
+    write_migration(catalog_dir, "0003", "Half done", depends_on=("0001",), extra="transactional = False\n",
+                    upgrade="conn.execute('CREATE TABLE half (id INTEGER)')\nraise RuntimeError('second statement')")
+    assert apm("migrate", "--target", "0001", *base(db, catalog_dir)).returncode == 0
+    # --yes: no rehearsal on a copy first, so the kill lands in the real run.
+    process = subprocess.Popen([str(APM), "migrate", "--target", "0002", "--yes", *base(db, catalog_dir)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(600):  # wait (up to a minute) for the migration to reach its sleep
+        if marker.exists() or process.poll() is not None:
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert marker.exists()
+    assert ledger(db) == ["0001"]  # VACUUM ran, the row was never written
+    failed = apm("migrate", "--target", "0003", "--yes", *base(db, catalog_dir))  # --yes: no rehearsal first
+    assert failed.returncode == 5 and "may have taken effect" in failed.stderr
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'half'").fetchone()  # autocommit: it stayed
+    conn.close()
+    doctor = apm("migrate", "doctor", "--json", *base(db, catalog_dir))
+    assert doctor.returncode == 6
+    findings = [f for f in json.loads(doctor.stdout)["findings"] if f["code"] == "interrupted-non-transactional"]
+    assert [f["version"] for f in findings] == ["0002", "0003"]
+    assert "was interrupted" in findings[0]["message"] and "second statement" in findings[1]["message"]
+    assert findings[0]["fix"].startswith("apm migrate --mark-applied 0002")
+    # Once it is recorded, the finding goes.
+    assert apm("migrate", "--mark-applied", "0002", *base(db, catalog_dir)).returncode == 0
+    later = json.loads(apm("migrate", "doctor", "--json", *base(db, catalog_dir)).stdout)["findings"]
+    assert [f["version"] for f in later if f["code"] == "interrupted-non-transactional"] == ["0003"]
