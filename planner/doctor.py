@@ -16,6 +16,7 @@ that changed the file (not even by recovering a hot journal, which
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,10 +49,37 @@ def diagnose(db_path: Path | str, catalog_dir: Path | str, *, busy_timeout: floa
         if not damaged:
             findings.extend(_foreign_keys(conn))
         findings.extend(_ledger(conn, db_path, Path(catalog_dir)))
-        findings.extend(interrupted_findings(conn))  # a transactional = False step cut short (issue 14)
+        findings.extend(interrupted_findings(conn))  # a transactional = False step cut short
     finally:
         conn.close()
     findings.extend(_backups(db_path, backups))
+    findings.extend(_leftover_copies())
+    return findings
+
+
+#: Where versions before the preview copied a database to rehearse on it, and could leave the copy behind.
+REHEARSAL_FOLDERS = (Path("/dev/shm"), Path(tempfile.gettempdir()))
+
+
+def _leftover_copies() -> list[Finding]:
+    """Copies older versions of apm left when killed mid-rehearsal: RAM or disk that is never given back.
+
+    Reported, not removed: another user's process could own one, and deleting
+    files in a shared folder is the operator's call.
+    """
+    findings = []
+    for folder in dict.fromkeys(REHEARSAL_FOLDERS):
+        try:
+            leftovers = sorted(p for p in folder.glob("apm-rehearsal-*") if p.is_dir())
+        except OSError:
+            continue
+        for path in leftovers:
+            size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            findings.append(Finding(
+                WARNING, "leftover-rehearsal-copy", None,
+                f"{path} ({_size(size)}) is a copy of a database that an older apm left when it was stopped "
+                f"mid-rehearsal; this version never copies, so nothing uses it",
+                f"rm -rf {path}", "database"))
     return findings
 
 
