@@ -308,6 +308,8 @@ def run_previewed(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql: bo
         echo("This run destroyed data, as confirmed:", fg="yellow", err=True)
         for line in preview.loss_lines():
             echo(f"  {line}", err=True)
+    if backup_path is not None and not as_json:
+        echo(f"Backup written to {backup_path}")
     results = []
     for step in preview.steps:
         status = "skipped" if step.skipped else "applied" if step.direction == "apply" else "rolled_back"
@@ -319,8 +321,6 @@ def run_previewed(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql: bo
                 echo(f"Skipped {step.version} {step.description}: {step.skipped}", fg="yellow")
             else:
                 echo(f"{_verb(step.direction)} {step.version} {step.description} ({duration(step.duration_ms)})")
-    if backup_path is not None and not as_json:
-        echo(f"Backup written to {backup_path}")
     return {"results": results, "preview": preview.to_json(),
             "backup": str(backup_path) if backup_path is not None else None}
 

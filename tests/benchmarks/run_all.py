@@ -11,7 +11,7 @@ warm load), planning over generated DAGs of 100 to 100,000 migrations (with
 the log-log exponent and the peak memory of 100,000), the networkx path
 (dependencies pointing to higher versions), applying 1,000 trivial
 migrations, a 1,000,000-row table rebuild, a cascade rollback of a
-1,000-migration chain, and what a rehearsal adds on 100,000 agents.
+1,000-migration chain, and what the preview costs (bench_preview.py).
 
 Each figure is a median of several runs; ratios are to a baseline measured in
 the same run on the same machine, which is what makes them comparable across
@@ -20,7 +20,7 @@ measurement, not a test: pytest does not collect this folder, and nothing
 here fails on time (the exit status is 0 whatever the figures).
 
 The individual scripts (bench_startup.py, bench_planner.py,
-bench_executor.py, bench_rehearsal.py) still run alone, with more detail.
+bench_executor.py, bench_preview.py, bench_plugin.py) still run alone, with more detail.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE))
 
 import bench_executor  # noqa: E402
 import bench_planner  # noqa: E402
-import bench_rehearsal  # noqa: E402
+import bench_preview  # noqa: E402
 import bench_startup  # noqa: E402
 
 
@@ -158,18 +158,20 @@ def executing(runs: int, rows: int) -> None:
                 "<= 1.3x", ours / base <= 1.3))
 
 
-def rehearsal(agents: int, repeats: int) -> None:
-    heading(f"Rehearsal: rollback 0027 --cascade of the shipped catalog on {agents:,} agents; "
-            f"baseline: the real rollback on a file copy; medians of {repeats}")
-    f = bench_rehearsal.measure(agents, repeats)
-    real = f["real"]
-    for label, total in f["results"].items():
-        add(Row("rehearsal", f"dry run, copy in {label} (adds {total - real:+.0f} ms)", f"{total:.1f} ms",
-                f"{real:.1f} ms", total / real))
-    if f["real_ram"] is not None:
-        add(Row("rehearsal", "real rollback on a tmpfs copy (WAL)", f"{f['real_ram']:.1f} ms", f"{real:.1f} ms",
-                f["real_ram"] / real))
-    add(Row("rehearsal", "backup-API copy alone (file -> :memory:)", f"{f['copy_ms']:.1f} ms"))
+def preview(repeats: int, rows: int) -> None:
+    heading(f"The preview (the installed apm, whole processes); medians of {repeats}")
+    for count in (1_000, 5_000):
+        ours, base = bench_preview.trivial(count, repeats if count == 1_000 else max(3, repeats - 2))
+        add(Row("preview", f"apm migrate, {count:,} trivial migrations", f"{ours:.2f} s", f"{base:.2f} s raw loop",
+                ours / base, "<= 1.3x", ours / base <= 1.3))
+    default, no_preview, largest, size = bench_preview.small_change(rows, repeats)
+    add(Row("preview", f"add a table, {rows:,} rows ({size / 2**20:.0f} MiB)", f"{default:.2f} s",
+            f"{no_preview:.2f} s --no-preview", default / no_preview, "<= 1.3x", default / no_preview <= 1.3))
+    add(Row("preview", "largest temporary file during those runs", f"{largest[0] / 1024:.0f} KiB", "", None,
+            "< 1024 KiB", largest[0] < 1024 * 1024))
+    ours, base = bench_preview.shipped_cascade(100_000, repeats)
+    add(Row("preview", "--dry-run of 0027 --cascade, 100,000 agents", f"{ours:.2f} s",
+            f"{base:.2f} s the rollback", ours / base, "<= 1.2x", ours / base <= 1.2))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     planning([100, 1_000, 10_000, 100_000], repeats=3 if quick else 7, with_memory=True)
     networkx_path([1_000, 10_000], repeats=3 if quick else 5)
     executing(runs=3 if quick else 5, rows=100_000 if quick else 1_000_000)
-    rehearsal(agents=100_000, repeats=3 if quick else 5)
+    preview(repeats=3 if quick else 5, rows=200_000 if quick else 2_000_000)
 
     print("\nSummary of targets:")
     for row in ROWS:
