@@ -45,6 +45,14 @@ def write_migration(
     return path
 
 
+@pytest.fixture(autouse=True)
+def _no_machine_leftovers(monkeypatch, tmp_path: Path) -> None:
+    """doctor looks for copies old versions left in /dev/shm and /tmp; tests must not depend on this machine's."""
+    from planner import doctor
+
+    monkeypatch.setattr(doctor, "REHEARSAL_FOLDERS", (tmp_path / "no-leftovers-here",))
+
+
 @pytest.fixture
 def catalog_dir(tmp_path: Path) -> Path:
     """An empty folder for migration files."""
