@@ -212,16 +212,22 @@ class Session:
 
         ``observer`` (a preview's) is told about each statement the migration runs.
         """
+        skipped = self.admit(step)
+        if skipped is not None:
+            return skipped
+        started = time.perf_counter()
+        ignored = self.perform(step, observer)
+        self.record(step, round((time.perf_counter() - started) * 1000), detail=_ignored_detail(ignored))
+        return None
+
+    def admit(self, step: Step) -> str | None:
+        """Inside the lock: the reason to skip ``step`` (logged), or ``None``; ``LedgerChanged`` if it no longer fits."""
         applied = self.applied_now()
         skipped = self.skip_reason(step, applied)
         if skipped is not None:
             self.ledger.log(step.version, step.direction, SKIPPED, step.migration.checksum, detail=skipped)
             return skipped
         self.check(step, applied)
-        started = time.perf_counter()
-        ignored = self.perform(step, observer)
-        detail = f"ignored: {'; '.join(ignored)} ({MigrationConnection.IGNORED_REASON})" if ignored else None
-        self.record(step, round((time.perf_counter() - started) * 1000), detail=detail)
         return None
 
     def perform(self, step: Step, observer: StepObserver | None = None) -> list[str]:
@@ -296,12 +302,9 @@ class Session:
         from planner.nontransactional import STARTED
 
         with self.transaction():
-            applied = self.applied_now()
-            skipped = self.skip_reason(step, applied)
+            skipped = self.admit(step)
             if skipped is not None:
-                self.ledger.log(step.version, step.direction, SKIPPED, step.migration.checksum, detail=skipped)
                 return skipped
-            self.check(step, applied)
             self.ledger.log(step.version, step.direction, STARTED, step.migration.checksum,
                             detail="transactional = False: runs outside a transaction")
         started = time.perf_counter()
@@ -310,9 +313,8 @@ class Session:
                 ignored = self.perform(step)
         except (MigrationFailed, ValidationFailed, ForeignKeyViolation) as exc:
             raise NonTransactionalFailed(step.version, step.direction, getattr(exc, "cause", exc)) from exc
-        detail = f"ignored: {'; '.join(ignored)} ({MigrationConnection.IGNORED_REASON})" if ignored else None
         with self.transaction():
-            self.record(step, round((time.perf_counter() - started) * 1000), detail=detail)
+            self.record(step, round((time.perf_counter() - started) * 1000), detail=_ignored_detail(ignored))
         return None
 
     # -- failures ---------------------------------------------------------------
@@ -373,3 +375,8 @@ class Session:
                     yield StepFinished(step, index, self.total, (time.perf_counter() - started) * 1000)
         except Exception as exc:
             yield from self.failed(step, index, exc, started)
+
+
+def _ignored_detail(ignored: list[str]) -> str | None:
+    """The log row's note about ``PRAGMA foreign_keys = ...`` statements the connection passed over."""
+    return f"ignored: {'; '.join(ignored)} ({MigrationConnection.IGNORED_REASON})" if ignored else None
