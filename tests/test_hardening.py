@@ -75,6 +75,38 @@ def base(db: Path, catalog: Path) -> list[str]:
     return ["--db", str(db), "--migrations-dir", str(catalog)]
 
 
+# The structure: one version type, one rollback rule ------------------------------------------
+
+
+def test_rows_that_are_not_versions_break_no_command(chain, db):
+    apm(*base(db, chain), "migrate")
+    conn = sqlite3.connect(db)
+    conn.executemany("INSERT INTO schema_migrations (version) VALUES (?)", [("²",), ("abc",), ("31",)])
+    conn.commit()
+    conn.close()
+    for args, code in ((["status"], 0), (["migrate", "--show-applied"], 0), (["migrate", "check"], 4),
+                       (["migrate", "doctor"], 6), (["migrate", "graph"], 0), (["migrate", "plan"], 0)):
+        result = apm(*base(db, chain), *args)
+        assert result.returncode == code, (args, result.stdout, result.stderr)
+        assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    shown = apm(*base(db, chain), "migrate", "--show-applied").stdout
+    assert "abc" in shown and "²" in shown and "missing" in shown
+    assert "not-a-version" in apm(*base(db, chain), "migrate", "check").stdout
+
+
+def test_the_rollback_rule_is_the_same_for_the_plan_and_the_diagram(chain, db):
+    apm(*base(db, chain), "migrate")
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO schema_migrations (version) VALUES ('31')")  # a file deleted since, spelled short
+    conn.commit()
+    conn.close()
+    run = apm(*base(db, chain), "migrate", "--rollback", "0031")
+    drawn = apm(*base(db, chain), "migrate", "graph", "--rollback", "0031")
+    assert run.returncode == drawn.returncode == 4
+    assert run.stderr.splitlines()[-1] == drawn.stderr.splitlines()[-1]
+    assert "recorded as applied but has no file" in run.stderr
+
+
 # 1 ------------------------------------------------------------------------------------------
 
 
