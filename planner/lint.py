@@ -190,6 +190,8 @@ def _problem_finding(problem: CatalogError, renumbering: dict[Path, str]) -> Fin
         code, fix = "unreadable-migration", f"fix {name}{where}: {problem.reason}"
     elif isinstance(problem, MigrationImportError):
         code, fix = "import-error", f"python {path}  # fix what its top level raises" if path else None
+        if problem.module:
+            fix = f"run apm in the virtualenv where {problem.module.split('.')[0]} is installed, or install it there"
     elif isinstance(problem, SqlMigrationError):
         code, fix = "sql-migration-format", f"edit {name} at line {problem.line} (see docs/migrations-guide.md, SQL migrations)"
     elif isinstance(problem, MissingUpgrade):

@@ -31,6 +31,7 @@ from planner.errors import (
 )
 from planner.events import Event, StepFailed, StepFinished, StepSkipped, StepStarted
 from planner.ledger import APPLY, FAILED, OK, ROLLBACK, SKIPPED, Ledger
+from planner.output_capture import StepOutput
 from planner.plan import Plan, Step, step_conflicts
 from planner.versions import number
 
@@ -88,6 +89,7 @@ class Session:
         self.conn = conn
         self.plan = plan
         self.ledger = Ledger(conn)
+        self.output = StepOutput()  # apm-adopt: what migrations print, for the step's event
         self.total = len(plan.steps)
         self.foreign_keys = foreign_keys_enabled(conn)
         self._applied: set[str] | None = None
@@ -189,6 +191,7 @@ class Session:
                detail: str | None = None) -> None:
         """The ledger row and the log row of a step, in the step's transaction."""
         migration = step.migration
+        detail = self.ledger.take_migration_writes(detail)  # apm-adopt: what the migration wrote to the ledger
         if step.direction == APPLY:
             self.ledger.record_applied(migration, execution_ms)
         else:
@@ -206,7 +209,8 @@ class Session:
             return skipped
         self.check(step, applied)
         started = time.perf_counter()
-        ignored = self.perform(step)
+        with self.output.capture():  # apm-adopt: a migration's print() never reaches stdout
+            ignored = self.perform(step)
         detail = f"ignored: {'; '.join(ignored)} ({MigrationConnection.IGNORED_REASON})" if ignored else None
         self.record(step, round((time.perf_counter() - started) * 1000), detail=detail)
         return None
@@ -230,7 +234,9 @@ class Session:
                 raise MigrationFailed(
                     migration.version, step.direction, NotImplementedError("no downgrade(conn) function")
                 )
+            self.ledger.watch()  # apm-adopt: the migration may write schema_migrations itself ...
             function(proxy)
+            self.ledger.reconcile(migration.version)  # apm-adopt: ... so put the executor's rows back
             if proxy.tampered is None:
                 self._check_foreign_keys(step)
                 if applying and migration.validate_post is not None and not migration.validate_post(proxy):
@@ -269,7 +275,7 @@ class Session:
         """Log the failure, report it as an event, then raise it."""
         if not isinstance(error, (DatabaseError, LedgerChanged)):
             self._log_failure(step, error, round((time.perf_counter() - started) * 1000))
-        yield StepFailed(step, index, self.total, error)
+        yield StepFailed(step, index, self.total, error, self.output.take())
         raise error
 
     def _log_failure(self, step: Step, error: Exception, execution_ms: int | None) -> None:
@@ -299,7 +305,7 @@ class Session:
                 yield StepSkipped(step, index, self.total, skipped)
             else:
                 self.after_commit(step)
-                yield StepFinished(step, index, self.total, (time.perf_counter() - started) * 1000)
+                yield StepFinished(step, index, self.total, (time.perf_counter() - started) * 1000, self.output.take())
 
     def atomic(self) -> Iterator[Event]:
         """The whole plan in one transaction: all of it, or none of it."""
@@ -315,6 +321,6 @@ class Session:
                         yield StepSkipped(step, index, self.total, skipped)
                         continue
                     self.after_commit(step)  # visible to later steps of this same transaction
-                    yield StepFinished(step, index, self.total, (time.perf_counter() - started) * 1000)
+                    yield StepFinished(step, index, self.total, (time.perf_counter() - started) * 1000, self.output.take())
         except Exception as exc:
             yield from self.failed(step, index, exc, started)
