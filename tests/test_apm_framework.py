@@ -70,6 +70,7 @@ def test_a_later_framework_database_is_adopted_as_it_is(project, tmp_path):
     status = json.loads(run(project, db, "status", "--json").stdout)
     assert (status["applied"], status["pending"], status["applied_without_file"]) == (3, 2, [])
     assert status["schema_version"] == "0020"
+    assert status["notes"] == ["0018_consolidated", "0019_expand_context_types"] and status["rolled_back"] == ["0021"]
 
     shown = json.loads(run(project, db, "migrate", "--show-applied", "--json").stdout)
     assert [(r["version"], r["file"]) for r in shown] == [
