@@ -190,7 +190,8 @@ def _show_applied(as_json: bool) -> None:
     ordered = list(entries.values())  # read_ledger orders them: versions by number, other rows after
     if as_json:
         emit_json([{"version": e.version, "description": e.description, "applied_at": e.applied_at,
-                    "checksum": e.checksum, "file": states[e.version]} for e in ordered] + [note_json(n) for n in notes])
+                    "checksum": e.checksum, "file": states[e.version]} for e in ordered]
+                  + [note_json(n) for n in notes])
     elif not ordered and not notes:
         echo("No applied migrations")
     else:

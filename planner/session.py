@@ -321,6 +321,7 @@ class Session:
                         yield StepSkipped(step, index, self.total, skipped)
                         continue
                     self.after_commit(step)  # visible to later steps of this same transaction
-                    yield StepFinished(step, index, self.total, (time.perf_counter() - started) * 1000, self.output.take())
+                    yield StepFinished(step, index, self.total, (time.perf_counter() - started) * 1000,
+                                       self.output.take())
         except Exception as exc:
             yield from self.failed(step, index, exc, started)
