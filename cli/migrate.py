@@ -12,7 +12,7 @@ import click
 
 from cli.moving import move_to, plan_table, plan_title, record_baseline
 from cli.options import STATE, VERSION, settings, shared_options
-from cli.output import echo, emit_json, migration_row, plan_json, table
+from cli.output import echo, emit_json, migration_row, note_json, note_row, plan_json, table
 from cli.running import (
     dry_run_report,
     execute,
@@ -222,19 +222,23 @@ def _list_pending(as_json: bool) -> None:
 
 def _show_applied(as_json: bool) -> None:
     from planner.drift import file_states
+    from planner.ledger import read_notes
     from planner.loader import load_catalog as load
 
     entries = ledger_entries()
+    notes = read_notes(settings().db_path, settings().busy_timeout)  # apm-adopt: rows that are no applied migration
     catalog = load(settings().catalog_dir)
     states = file_states(catalog, entries)
     ordered = list(entries.values())  # read_ledger orders them: versions by number, other rows after
     if as_json:
         emit_json([{"version": e.version, "description": e.description, "applied_at": e.applied_at,
-                    "checksum": e.checksum, "file": states[e.version]} for e in ordered])
-    elif not ordered:
+                    "checksum": e.checksum, "file": states[e.version]} for e in ordered]
+                  + [note_json(n) for n in notes])
+    elif not ordered and not notes:
         echo("No applied migrations")
     else:
         rows = [[e.version, e.description or "", e.applied_at or "", states[e.version]] for e in ordered]
+        rows += [note_row(n) for n in notes]
         echo(table(rows, ["version", "description", "applied_at", "file"]))
 
 

@@ -66,3 +66,30 @@ def plan_json(plan) -> dict[str, Any]:
         "cascade": plan.cascade,
         "steps": [step_json(step) for step in plan.steps],
     }
+
+
+def printed_lines(output: str) -> list[str]:
+    """What a migration printed, indented under its step's line (``│ ``), blank lines dropped.
+
+    The text was captured so it never reaches stdout on its own (``--json``
+    stays one document); a person sees it right after the step it belongs to.
+    """
+    return [f"    │ {line}" for line in output.splitlines() if line.strip()]
+
+
+def note_row(note) -> list[str]:
+    """A ledger row that is no applied migration (``planner.ledger.LedgerNote``), as ``--show-applied`` lists it.
+
+    The ``file`` column says what it is instead of a file state: ``note`` (of
+    version ``0018``, for ``0018_consolidated``) or ``rolled back`` (by APM's
+    framework, at ``rollback_at``: pending again).
+    """
+    if note.kind == "note":
+        return [note.version, note.description or "", note.applied_at or "", f"note of {note.base}"]
+    return [note.version, note.description or "", note.applied_at or "", f"rolled back {note.rollback_at}"]
+
+
+def note_json(note) -> dict[str, Any]:
+    return {"version": note.version, "description": note.description, "applied_at": note.applied_at,
+            "checksum": None, "file": note.kind, "note_of": note.base, "applied_by": note.applied_by,
+            "rollback_at": note.rollback_at, "rollback_reason": note.rollback_reason}

@@ -16,7 +16,7 @@ import click
 
 from cli.errors import CommandError
 from cli.options import EXIT_UNCONFIRMED, settings
-from cli.output import duration, echo, emit_json
+from cli.output import duration, echo, emit_json, printed_lines
 
 # --------------------------------------------------------------------------
 # Library calls, kept in one place so every command resolves things the same way.
@@ -57,7 +57,7 @@ def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_pl
     are applied, read back from the ledger so it is exact.
     """
     from planner.errors import Interrupted
-    from planner.events import Replanned, StepFinished, StepSkipped, StepStarted
+    from planner.events import Replanned, StepFailed, StepFinished, StepSkipped, StepStarted
     from planner.executor import Executor
 
     results: list[dict] = []
@@ -80,13 +80,17 @@ def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_pl
         if isinstance(event, StepFinished):
             results.append({"version": migration.version, "description": migration.description,
                             "status": "applied" if event.step.direction == "apply" else "rolled_back",
-                            "duration_ms": round(event.duration_ms, 3)})
-            line = f"{_verb(event.step.direction)} {migration.label} ({duration(event.duration_ms)})"
+                            "duration_ms": round(event.duration_ms, 3), "output": event.output})
+            line = "\n".join([f"{_verb(event.step.direction)} {migration.label} ({duration(event.duration_ms)})",
+                              *printed_lines(event.output)])  # apm-adopt: what the migration printed
         elif isinstance(event, StepSkipped):
             results.append({"version": migration.version, "description": migration.description,
                             "status": "skipped", "reason": event.reason, "duration_ms": 0})
             line = f"Skipped {migration.label}: {event.reason}"
         else:
+            if isinstance(event, StepFailed) and event.output:  # apm-adopt: its output helps explain the failure
+                echo("\n".join([f"{migration.label} printed, before it failed:", *printed_lines(event.output)]),
+                     err=True)
             return
         if progress is not None:
             progress.done(line)
@@ -284,6 +288,10 @@ def run_previewed(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql: bo
             preview = preview_plan(catalog, plan, make_plan=make_plan, accept=accept, sql=sql,
                                    on_event=_preview_progress(plan, as_json))
             if preview.error is not None:
+                failed = preview.steps[-1]
+                if failed.output:  # what it printed helps explain the failure (stderr: --json stays clean)
+                    echo("\n".join([f"{failed.version} {failed.description} printed, before it failed:",
+                                    *printed_lines(failed.output)]), err=True)
                 raise CommandError(f"{preview.error} (nothing was committed)", exit_code_for(preview.error))
             if preview.committed:
                 break
@@ -314,13 +322,14 @@ def run_previewed(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql: bo
     for step in preview.steps:
         status = "skipped" if step.skipped else "applied" if step.direction == "apply" else "rolled_back"
         results.append({"version": step.version, "description": step.description, "status": status,
-                        "duration_ms": round(step.duration_ms, 3), **({"reason": step.skipped} if step.skipped
-                                                                       else {})})
+                        "duration_ms": round(step.duration_ms, 3),
+                        **({"reason": step.skipped} if step.skipped else {"output": step.output})})
         if not as_json:
             if step.skipped:
                 echo(f"Skipped {step.version} {step.description}: {step.skipped}", fg="yellow")
             else:
-                echo(f"{_verb(step.direction)} {step.version} {step.description} ({duration(step.duration_ms)})")
+                echo("\n".join([f"{_verb(step.direction)} {step.version} {step.description} "
+                                f"({duration(step.duration_ms)})", *printed_lines(step.output)]))
     return {"results": results, "preview": preview.to_json(),
             "backup": str(backup_path) if backup_path is not None else None}
 

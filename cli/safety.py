@@ -47,18 +47,26 @@ def check_exit_code(findings: list, strict: bool = False) -> int:
 @shared_options()
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @click.option("--strict", is_flag=True, help="Fail on warnings too (implied dependencies, missing downgrades).")
-def check_command(as_json: bool, strict: bool) -> None:
+@click.option("--fix", is_flag=True, help="Renumber files that share a version, after showing the changes.")
+@click.option("--yes", "-y", is_flag=True, help="With --fix: make the changes without asking (needed in scripts).")
+def check_command(as_json: bool, strict: bool, fix: bool, yes: bool) -> None:
     """Lint the migrations: catalog errors, implied dependencies, missing downgrades, edited applied files.
 
     The database's history is checked too when --db is given, or when the
     default database exists. Exit status: 0 clean, 3 catalog errors, 4
-    history errors (with --strict, warnings count as errors).
+    history errors (with --strict, warnings count as errors). With --fix,
+    files sharing a version are renumbered first (shown, then asked; --yes
+    in scripts), and the check runs on the result.
     """
     from planner.lint import check_catalog
 
     options = settings()
     catalog_dir = options.catalog_dir
     db_path: Path | None = options.db_chosen if options.db_chosen is not None else (DEFAULT_DB if DEFAULT_DB.is_file() else None)
+    if yes and not fix:
+        raise click.UsageError("--yes only makes sense with --fix")
+    if fix:
+        _fix_shared_versions(catalog_dir, db_path, yes)
     # A DatabaseError exits 6 through the root group.
     findings = check_catalog(catalog_dir, db_path, busy_timeout=options.busy_timeout)
     code = check_exit_code(findings, strict)
@@ -111,3 +119,39 @@ def doctor_command(as_json: bool) -> None:
         else:
             echo(f"{options.db_path}: {_summary(findings)}", fg="red")
     click.get_current_context().exit(code)
+
+
+def _fix_shared_versions(catalog_dir: Path, db_path: Path | None, yes: bool) -> None:
+    """Show the renumbering ``check`` suggests for shared versions, ask (or need --yes), then make it.
+
+    The changes go to stderr, so ``--json`` still prints one document.
+    """
+    from cli.errors import CommandError
+    from cli.options import EXIT_UNCONFIRMED
+    from cli.running import stdin_is_terminal
+    from planner.ledger import read_ledger
+    from planner.loader import migration_files
+    from planner.renumber import apply_renumbering, plan_renumbering
+
+    if not catalog_dir.is_dir():
+        return  # the check reports the missing folder
+    files, problems = migration_files(catalog_dir)
+    taken = [*files, *(v for p in problems for v in p.versions)]
+    if db_path is not None and db_path.is_file():
+        taken += list(read_ledger(db_path, settings().busy_timeout))
+    changes = plan_renumbering(problems, taken)
+    if not changes:
+        echo("Nothing to fix: no two files share a version", err=True)
+        return
+    echo("Files sharing a version will be renumbered (they never ran under APM's old loader; once renumbered "
+         "they are pending and `apm migrate` WILL run them):", fg="yellow", err=True)
+    for change in changes:
+        echo(f"  {change.describe()}", err=True)
+    if not yes:
+        if not stdin_is_terminal():
+            raise CommandError("check --fix changes files: re-run with --yes to make these changes; nothing was "
+                               "changed", EXIT_UNCONFIRMED)
+        if not click.confirm("Make these changes?", default=False, err=True):
+            raise CommandError("not confirmed; nothing was changed", EXIT_UNCONFIRMED)
+    apply_renumbering(changes)
+    echo(f"Renumbered {len(changes)} file(s)", err=True)

@@ -19,7 +19,7 @@ def status(as_json: bool) -> None:
     """Schema version, applied and pending counts, and agent counts."""
     from planner.agents import read_agents
     from planner.errors import NoAgentsTable
-    from planner.ledger import read_ledger
+    from planner.ledger import read_ledger, read_notes
     from planner.loader import load_catalog
     from planner.plan import unknown_applied
 
@@ -29,6 +29,7 @@ def status(as_json: bool) -> None:
     path = settings().db_path
     catalog = load_catalog(settings().catalog_dir)
     entries = read_ledger(path, settings().busy_timeout)
+    notes = read_notes(path, settings().busy_timeout)
     warn_about_edited_files(catalog, entries)
     known, _ = catalog.split_applied(entries)
     missing = unknown_applied(catalog, entries)
@@ -47,6 +48,8 @@ def status(as_json: bool) -> None:
         "applied": len(entries),
         "pending": len(catalog) - len(known),
         "applied_without_file": missing,
+        "notes": [n.version for n in notes if n.kind == "note"],
+        "rolled_back": [n.version for n in notes if n.kind == "rolled-back"],
         "agents": None if agents is None else {
             "total": len(agents),
             "active": sum(1 for a in agents if a.is_active),
@@ -64,6 +67,10 @@ def status(as_json: bool) -> None:
     echo(f"Pending:         {report['pending']}")
     if missing:
         echo(f"Applied without a file: {', '.join(missing)}", fg="yellow")
+    if report["notes"]:
+        echo(f"Ledger notes:    {', '.join(report['notes'])} (rows migrations wrote; not applied migrations)")
+    if report["rolled_back"]:
+        echo(f"Rolled back:     {', '.join(report['rolled_back'])} (by APM's framework; pending again)")
     if agents is not None:
         tiers = ", ".join(f"tier {t}: {n}" for t, n in report["agents"]["by_tier"].items())
         echo(f"Agents:          {len(agents)} ({report['agents']['active']} active{'; ' + tiers if tiers else ''})")

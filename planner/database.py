@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 import time
 from pathlib import Path
 
@@ -236,3 +238,33 @@ def open_read_only(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT)
             raise
     connect(path, busy_timeout=busy_timeout).close()
     return read_only_connection(path, busy_timeout)
+
+
+# --------------------------------------------------------------------------
+# Foreign key enforcement, around a transaction
+# --------------------------------------------------------------------------
+
+
+def foreign_keys_enabled(conn: sqlite3.Connection) -> bool:
+    """Whether the connection enforces foreign keys right now."""
+    return bool(conn.execute("PRAGMA foreign_keys").fetchone()[0])
+
+
+@contextmanager
+def foreign_keys_off(conn: sqlite3.Connection, previous: bool | None = None) -> Iterator[None]:
+    """Turn enforcement off for the block, then restore what it was, even on failure.
+
+    Must be entered outside any transaction: inside one, ``PRAGMA
+    foreign_keys`` is silently ignored. ``previous`` saves the lookup when the
+    caller already knows the setting (migrations cannot change it: the
+    connection proxy ignores the PRAGMA).
+    """
+    if previous is None:
+        previous = foreign_keys_enabled(conn)
+    if previous:
+        conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        yield
+    finally:
+        if previous:
+            conn.execute("PRAGMA foreign_keys = ON")

@@ -23,7 +23,7 @@ from pathlib import Path
 from planner.backups import list_backups
 from planner.database import DEFAULT_BUSY_TIMEOUT, read_only_connection
 from planner.errors import CatalogError, DatabaseNotFound
-from planner.lint import ERROR, INFO, WARNING, Finding, history_findings
+from planner.lint import ERROR, INFO, WARNING, Finding, history_findings, note_findings
 from planner.nontransactional import interrupted_findings
 from planner.schema import quote_identifier
 
@@ -204,6 +204,7 @@ def _ledger(conn: sqlite3.Connection, db_path: Path, catalog_dir: Path) -> list[
     if catalog is None:
         return findings
     findings.extend(history_findings(catalog, entries, files, unloadable))
+    findings.extend(note_findings(catalog, Ledger(conn).notes()))
     return findings
 
 

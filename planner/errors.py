@@ -92,11 +92,15 @@ class MigrationImportError(CatalogError):
 
     def __init__(self, path: Path, version: str, cause: BaseException):
         self.cause = cause
-        super().__init__(
-            f"{path.name}: importing migration {version} raised {type(cause).__name__}: {cause}",
-            path=path,
-            versions=(version,),
-        )
+        #: The module that could not be imported, when that is what failed (``myapp.enums``).
+        self.module = getattr(cause, "name", None) if isinstance(cause, ImportError) else None
+        message = f"{path.name}: importing migration {version} raised {type(cause).__name__}: {cause}"
+        if self.module:
+            # APM's migrations import the application itself: the usual cause is apm running elsewhere.
+            message = (f"{path.name}: migration {version} imports {self.module}, which cannot be imported "
+                       f"({type(cause).__name__}: {cause}); run apm where the application is installed "
+                       f"(the same virtualenv), or install it there (pip install -e <application>)")
+        super().__init__(message, path=path, versions=(version,))
 
 
 class MissingUpgrade(CatalogError):

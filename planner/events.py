@@ -31,6 +31,8 @@ class StepFinished:
     index: int
     total: int
     duration_ms: float
+    #: What the migration printed (``print()``), captured so it never reaches stdout (planner.output_capture).
+    output: str = ""
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class StepFailed:
     index: int
     total: int
     error: Exception
+    #: What the migration printed before it failed.
+    output: str = ""
 
 
 @dataclass(frozen=True)

@@ -220,18 +220,20 @@ class Executor:
                             record.skipped = session.attempt(step, observer)
                         except Exception as exc:
                             observer.stop()
+                            record.output = session.output.take()
                             record.error = exc
                             record.duration_ms = (time.perf_counter() - step_started) * 1000
                             failed = (step, record, step_started)
-                            _emit(on_event, StepFailed(step, index, session.total, exc))
+                            _emit(on_event, StepFailed(step, index, session.total, exc, record.output))
                             raise _Discard from exc
                         record.changes, record.impact, record.sql = observer.end_step()
+                        record.output = session.output.take()
                         record.duration_ms = (time.perf_counter() - step_started) * 1000
                         if record.skipped is not None:
                             _emit(on_event, StepSkipped(step, index, session.total, record.skipped))
                         else:
                             session.after_commit(step)  # visible to later steps of this transaction
-                            _emit(on_event, StepFinished(step, index, session.total, record.duration_ms))
+                            _emit(on_event, StepFinished(step, index, session.total, record.duration_ms, record.output))
                     result.duration_ms = (time.perf_counter() - started) * 1000
                     if accept is None or any(s.skipped == NOT_PREVIEWED for s in result.steps) or not accept(result):
                         raise _Discard

@@ -6,6 +6,14 @@ schema_migrations`` still answers "which schema is this". ``checksum`` and
 ``execution_ms`` are added, nullable, so rows the old framework wrote stay
 valid. ``schema_migrations_log`` is append-only: rolling back deletes a row
 from ``schema_migrations``, and the log is where its history survives.
+
+APM's later framework (docs/coming-from-apm.md) wrote a seven-column table
+(``id``, ``rollback_at``, ``rollback_reason``, ``applied_by`` besides the
+seed's): it is adopted in place like the seed's, a row with ``rollback_at``
+set means "not applied", and suffixed rows its migrations wrote themselves
+(``0018_consolidated``) are notes, never versions. A fresh ledger is created
+in that same shape (plus ours), because APM's migrations ``INSERT`` into it
+with ``applied_by``.
 """
 
 from __future__ import annotations
@@ -29,14 +37,22 @@ LOG_TABLE = "schema_migrations_log"
 APPLY, ROLLBACK, MARK_APPLIED, MARK_ROLLED_BACK = "apply", "rollback", "mark-applied", "mark-rolled-back"
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 
+# APM's later framework's seven columns, then ours: its migrations write rows with applied_by.
 _CREATE_TABLE = f"""
 CREATE TABLE {TABLE} (
-    version TEXT PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    version TEXT NOT NULL UNIQUE,
     description TEXT,
-    applied_at TIMESTAMP,
+    applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    rollback_at TIMESTAMP DEFAULT NULL,
+    rollback_reason TEXT DEFAULT NULL,
+    applied_by TEXT DEFAULT NULL,
     checksum TEXT,
     execution_ms INTEGER
 )"""
+
+#: What ``applied_by`` says on the rows this project writes (when the table has the column).
+APPLIED_BY = "apm-migrate"
 
 _ADDED_COLUMNS = (("checksum", "TEXT"), ("execution_ms", "INTEGER"))
 
@@ -44,7 +60,8 @@ _ADDED_COLUMNS = (("checksum", "TEXT"), ("execution_ms", "INTEGER"))
 SEED_COLUMNS = frozenset({"version", "description", "applied_at"})
 #: Every column a ledger this project can adopt may have. Anything else means another tool made the
 #: table, with its own idea of what a row means, and altering it would corrupt that tool's history.
-KNOWN_COLUMNS = SEED_COLUMNS | {name for name, _ in _ADDED_COLUMNS}
+KNOWN_COLUMNS = SEED_COLUMNS | {name for name, _ in _ADDED_COLUMNS} | {"id", "rollback_at", "rollback_reason",
+                                                                         "applied_by"}
 
 _CREATE_LOG = f"""
 CREATE TABLE IF NOT EXISTS {LOG_TABLE} (
@@ -79,6 +96,25 @@ class LedgerEntry:
 
 
 @dataclass(frozen=True)
+class LedgerNote:
+    """A row of ``schema_migrations`` that is not an applied migration, kept and shown, never counted.
+
+    ``kind`` is ``note`` for a row a migration wrote itself (``0018_consolidated``,
+    ``base`` being ``0018``) and ``rolled-back`` for a version APM's framework
+    rolled back (``rollback_at`` set): that migration is pending again.
+    """
+
+    version: str
+    kind: str
+    base: str | None
+    description: str | None
+    applied_at: str | None
+    applied_by: str | None = None
+    rollback_at: str | None = None
+    rollback_reason: str | None = None
+
+
+@dataclass(frozen=True)
 class LogEntry:
     """One row of ``schema_migrations_log``: something done to a migration, and how it went."""
 
@@ -103,6 +139,9 @@ class Ledger:
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
+        #: What the last migration wrote to ``schema_migrations`` itself (see ``reconcile``).
+        self.migration_writes: str | None = None
+        self._inserted_by_migration: set[str] = set()
 
     def _rows(self, sql: str, parameters: tuple = ()) -> list[tuple]:
         # A migration may have set row_factory on the shared connection; the ledger reads plain tuples.
@@ -155,29 +194,102 @@ class Ledger:
         self._require_known_shape(columns)
         wanted = ["version", "description", "applied_at", "checksum", "execution_ms"]
         select = ", ".join(c if c in columns else "NULL" for c in wanted)
-        rows = self._rows(f"SELECT {select} FROM {TABLE}")
-        entries = [LedgerEntry(str(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+        rows = self._rows(f"SELECT {select} FROM {TABLE}{_applied_only(columns)}")
+        entries = [LedgerEntry(str(r[0]), r[1], r[2], r[3], r[4]) for r in rows if not _is_note(r[0])]
         return {e.version: e for e in sorted(entries, key=lambda e: versions.sort_key(e.version))}
 
     def applied_versions(self) -> list[str]:
-        """Just the recorded versions: the cheap read the executor repeats inside each step's lock."""
-        if not self.exists():
+        """Just the applied versions: the cheap read the executor repeats inside each step's lock.
+
+        Rows rolled back by APM's framework (``rollback_at`` set) and notes
+        (``0018_consolidated``) are not applied migrations and are left out.
+        """
+        columns = self._columns()
+        if not columns:
             return []
-        return [str(r[0]) for r in self._rows(f"SELECT version FROM {TABLE}")]
+        rows = self._rows(f"SELECT version FROM {TABLE}{_applied_only(columns)}")
+        return [str(r[0]) for r in rows if not _is_note(r[0])]
+
+    def notes(self) -> list[LedgerNote]:
+        """The rows that are not applied migrations (notes, rolled-back rows), in version order."""
+        columns = self._columns()
+        if not columns:
+            return []
+        self._require_known_shape(columns)
+        wanted = ["version", "description", "applied_at", "applied_by", "rollback_at", "rollback_reason"]
+        select = ", ".join(c if c in columns else "NULL" for c in wanted)
+        found = []
+        for version, description, applied_at, applied_by, rollback_at, reason in self._rows(
+                f"SELECT {select} FROM {TABLE}"):
+            version = str(version)
+            base = versions.base_version(version)
+            if base is None and rollback_at is None:
+                continue  # an applied version, or junk (which lint reports as not-a-version)
+            kind = "note" if base is not None else "rolled-back"
+            found.append(LedgerNote(version, kind, base, description, applied_at, applied_by, rollback_at, reason))
+        return sorted(found, key=lambda n: (versions.sort_key(n.base or n.version), n.version))
+
+    # -- protecting the executor's rows from migrations that write the ledger ----
+
+    def watch(self) -> None:
+        """Start noting every change made to ``schema_migrations`` (``planner.ledger_watch``)."""
+        from planner.ledger_watch import watch
+
+        watch(self.conn, TABLE)
+
+    def reconcile(self, version: str) -> str | None:
+        """Undo what the migration just run did to the executor's rows; what it wrote is returned as a note."""
+        from planner.ledger_watch import reconcile
+
+        self.migration_writes, self._inserted_by_migration = reconcile(self.conn, TABLE, version)
+        return self.migration_writes
+
+    def take_migration_writes(self, detail: str | None) -> str | None:
+        """``detail`` with the last ``reconcile``'s note appended, for the step's log row (then forgotten)."""
+        writes, self.migration_writes = self.migration_writes, None
+        return "; ".join(part for part in (detail, writes) if part) or None
 
     def record_applied(self, migration: Migration, execution_ms: int | None) -> None:
         """Add ``migration``'s row; the caller commits it with the schema change.
 
         Times are SQLite's ``CURRENT_TIMESTAMP`` (UTC), the format the seed's rows already use.
+        A row already there for the version becomes this row when APM's
+        framework rolled it back (kept, with ``rollback_at`` set) or the
+        migration just inserted it itself; any other existing row is an
+        ``IntegrityError``, as recording an applied migration twice is a bug.
         """
+        columns = self._columns()
+        later = "rollback_at" in columns
+        own = migration.version in self._inserted_by_migration
+        values = [migration.description, migration.checksum, execution_ms]
+        sets = "description = ?, applied_at = CURRENT_TIMESTAMP, checksum = ?, execution_ms = ?"
+        if later:
+            sets += ", rollback_at = NULL, rollback_reason = NULL"
+        if "applied_by" in columns:
+            sets += ", applied_by = ?"
+            values.append(APPLIED_BY)
+        if later or own:
+            which = "" if own else " AND rollback_at IS NOT NULL"
+            cursor = self.conn.execute(f"UPDATE {TABLE} SET {sets} WHERE version = ?{which}",
+                                       (*values, migration.version))
+            if cursor.rowcount:
+                return
+        names = ["version", "description", "checksum", "execution_ms"] + (["applied_by"] if "applied_by" in columns
+                                                                          else [])
         self.conn.execute(
-            f"INSERT INTO {TABLE} (version, description, applied_at, checksum, execution_ms) "
-            f"VALUES (?, ?, CURRENT_TIMESTAMP, ?, ?)",
-            (migration.version, migration.description, migration.checksum, execution_ms),
+            f"INSERT INTO {TABLE} ({', '.join(names)}, applied_at) "
+            f"VALUES ({', '.join('?' * len(names))}, CURRENT_TIMESTAMP)",
+            (migration.version, *values),
         )
 
     def record_unapplied(self, version: str) -> None:
-        """Delete ``version``'s row, however the old framework spelled it (``27`` or ``0027``)."""
+        """Delete ``version``'s row, however the old framework spelled it (``27`` or ``0027``).
+
+        A rollback by this project deletes, in every ledger shape (APM's
+        framework set ``rollback_at`` instead): a row always means applied,
+        for ``SELECT MAX(version)`` and for readers that filter on
+        ``rollback_at IS NULL`` alike, and the log keeps the history.
+        """
         cursor = self.conn.execute(f"DELETE FROM {TABLE} WHERE version = ?", (version,))
         value = versions.number(version)
         if cursor.rowcount == 0 and value is not None:
@@ -214,6 +326,26 @@ class Ledger:
         else:
             rows = self._rows(sql + " WHERE version = ? ORDER BY id", (version,))
         return [LogEntry(*row) for row in rows]
+
+
+def _applied_only(columns: set[str]) -> str:
+    """The WHERE clause that leaves out rows APM's framework rolled back (kept, with ``rollback_at`` set)."""
+    return " WHERE rollback_at IS NULL" if "rollback_at" in columns else ""
+
+
+def _is_note(version: object) -> bool:
+    return versions.base_version(str(version)) is not None
+
+
+def read_notes(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> list[LedgerNote]:
+    """``path``'s ledger rows that are not applied migrations, read without creating anything."""
+    conn = open_read_only(path, busy_timeout)
+    if conn is None:
+        return []
+    try:
+        return Ledger(conn).notes()
+    finally:
+        conn.close()
 
 
 def read_ledger(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> dict[str, LedgerEntry]:

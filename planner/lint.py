@@ -132,7 +132,34 @@ def check_catalog(
                                     f"{db_path} does not exist yet: the catalog was checked against an empty history",
                                     None, "history"))
         else:
+            from planner.ledger import read_notes
+
             findings.extend(history_findings(catalog, entries, files, unloadable))
+            findings.extend(note_findings(catalog, read_notes(Path(db_path), busy_timeout)))
+    return findings
+
+
+def note_findings(catalog, notes: list) -> list[Finding]:
+    """``info`` for each ledger row that is no applied migration (``planner.ledger.LedgerNote``): never blocks.
+
+    APM's migrations write rows of their own (``0018_consolidated``) and its
+    framework kept rolled-back rows (``rollback_at`` set). Neither is an
+    applied migration nor a missing file; each is shown so nobody wonders.
+    """
+    findings = []
+    for note in notes:
+        known = catalog.canonical(note.base or note.version) is not None
+        if note.kind == "note":
+            where = "" if known else f" (no migration_{note.base} file is in the catalog)"
+            message = (f"schema_migrations holds {note.version!r}, a row migration {note.base} wrote itself"
+                       f"{where}: kept as a note; it is not a migration and changes no plan")
+        else:
+            reason = f" ({note.rollback_reason})" if note.rollback_reason else ""
+            pending = "so `apm migrate` applies it again" if known else "and no file of it is in the catalog"
+            message = (f"{note.version} was rolled back by APM's framework at {note.rollback_at}{reason}; its row "
+                       f"is kept but it is not applied, {pending}")
+        findings.append(Finding(INFO, "ledger-note" if note.kind == "note" else "rolled-back-row",
+                                note.base or note.version, message, None, "history"))
     return findings
 
 
@@ -148,8 +175,8 @@ def _catalog_order(finding: Finding) -> tuple[int, int, str]:
     return (-1 if number is None else number, 0 if finding.severity == ERROR else 1, finding.code)
 
 
-def _renumbering(problems: list[CatalogError], taken: list[str]) -> dict[Path, str]:
-    """A distinct free version for every file that shares its version with an earlier one.
+def _renumbering(problems: list[CatalogError], taken: list[str]) -> dict[Path, Any]:
+    """A distinct free version for every file that shares its version with an earlier one (``planner.renumber``).
 
     Free means above every version in use, in the files and in the ledger
     (a deleted file's number is still recorded as applied), and distinct
@@ -157,8 +184,9 @@ def _renumbering(problems: list[CatalogError], taken: list[str]) -> dict[Path, s
     duplicate. The first file of each pair (in name order, the one the old
     framework ran) keeps its version.
     """
-    extra = [path for p in problems if isinstance(p, DuplicateVersion) for path in p.paths[1:]]
-    return dict(zip(extra, versions.free_versions(taken, len(extra))))
+    from planner.renumber import plan_renumbering
+
+    return {change.path: change for change in plan_renumbering(problems, taken)}
 
 
 def _depends_line(versions: tuple[str, ...] | list[str]) -> str:
@@ -183,13 +211,23 @@ def _problem_finding(problem: CatalogError, renumbering: dict[Path, str]) -> Fin
     if isinstance(problem, MalformedFileName):
         code, fix = "malformed-file-name", f"git mv {name} migration_<digits>_<slug>.py"
     elif isinstance(problem, DuplicateVersion):
-        moves = "; ".join(f"git mv {p.name} {_renamed(p, renumbering[p])}" for p in problem.paths[1:])
-        code, fix = "duplicate-version", f"{moves}  # then fix their depends_on"
+        changes = [renumbering[p] for p in problem.paths[1:]]
+        moves = "; ".join(f"git mv {c.path.name} {c.target.name}"
+                          + (f"; add to {c.target.name}: {c.depends_line}" if c.depends_line else "")
+                          for c in changes)
+        code, fix = "duplicate-version", f"{moves}  # or: apm migrate check --fix"
+        never = ", ".join(c.path.name for c in changes)
+        return Finding(ERROR, code, version,
+                       f"{problem}. APM's old loader ran only {problem.paths[0].name}: {never} never ran, and once "
+                       f"renumbered it is pending and WILL run on every database; read it first (or delete it)",
+                       fix, "catalog", path)
     elif isinstance(problem, UnreadableMigration):
         where = f" line {problem.line}" if problem.line else ""
         code, fix = "unreadable-migration", f"fix {name}{where}: {problem.reason}"
     elif isinstance(problem, MigrationImportError):
         code, fix = "import-error", f"python {path}  # fix what its top level raises" if path else None
+        if problem.module:
+            fix = f"run apm in the virtualenv where {problem.module.split('.')[0]} is installed, or install it there"
     elif isinstance(problem, SqlMigrationError):
         code, fix = "sql-migration-format", f"edit {name} at line {problem.line} (see docs/migrations-guide.md, SQL migrations)"
     elif isinstance(problem, MissingUpgrade):
@@ -212,14 +250,6 @@ def _problem_finding(problem: CatalogError, renumbering: dict[Path, str]) -> Fin
         code = "dependency-cycle"
         fix = f"remove one dependency along {' → '.join(problem.cycle)}"
     return Finding(ERROR, code, version, str(problem), fix, "catalog", path)
-
-
-def _renamed(path: Path, version: str) -> str:
-    """``migration_0019_b.py`` renumbered to ``version``, keeping its slug and suffix."""
-    from planner.loader import version_from_file_name
-
-    old = version_from_file_name(path) or ""
-    return path.name.replace(f"migration_{old}", f"migration_{version}", 1)
 
 
 def _migration_findings(migration) -> list[Finding]:

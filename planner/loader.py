@@ -42,6 +42,7 @@ from planner.errors import (
 )
 from planner.gcpause import collector_paused
 from planner.migration import DECLARED, DOCUMENTED, IMPLIED, Migration
+from planner.output_capture import quietly
 
 FILE_PREFIX = "migration_"
 # PEP 552 flags: hash-based (bit 0), and checked (bit 1) so importlib also verifies it if it reads it.
@@ -209,6 +210,27 @@ def _optional_function(module: object, name: str):
     return value if callable(value) else None
 
 
+@functools.lru_cache(maxsize=32)
+def application_importable(folder: Path) -> None:
+    """Make the application around a catalog importable, as it was when the old framework ran inside it.
+
+    APM's migrations import the application (``from agentpm.core... import
+    enums``) at module level. Installed in the environment ``apm`` runs in,
+    it imports as it is. From a source tree, the folder above the outermost
+    package holding the catalog (each folder up with an ``__init__.py``) is
+    the one its imports are relative to; a catalog folder that is no package
+    stands for its parent folder. That folder is appended to ``sys.path``
+    (after everything installed, so an installed application wins).
+    """
+    root = folder.resolve()
+    while (root / "__init__.py").is_file() and root.parent != root:
+        root = root.parent
+    if root == folder.resolve():
+        root = root.parent
+    if str(root) not in sys.path:
+        sys.path.append(str(root))
+
+
 def load_migration(path: Path, version: str) -> Migration:
     """Import one migration file and describe it; dependencies may still need the implied rule.
 
@@ -240,8 +262,10 @@ def load_migration(path: Path, version: str) -> Migration:
     # there (a dataclass does); removed after, so loading a catalog leaves no trace.
     previous = sys.modules.get(name)
     sys.modules[name] = module
+    application_importable(path.parent)
     try:
-        exec(code, module.__dict__)
+        with quietly():  # a top-level print() must not reach stdout (--json): see planner.output_capture
+            exec(code, module.__dict__)
     except (Exception, SystemExit) as exc:  # a migration's top level may raise anything
         raise MigrationImportError(path, version, exc) from exc
     finally:

@@ -253,11 +253,19 @@ class StepObserver:
         self._add_counter(table, "", f"AFTER DELETE ON main.{quote_identifier(table)}")
 
     def _count_overwrites(self, table: str, column: str | None) -> None:
+        """Count the values an UPDATE really replaces: not NULL, not the column's default, and changed.
+
+        A default is no data anyone entered (the same rule as a dropped
+        column's "non-default values"), so filling in a column that held
+        only its default is not reported as loss.
+        """
         if column is None:
             return
         quoted = quote_identifier(column)
+        default = next((d for name, _, _, d, _, _ in table_xinfo(self.conn, table) if name == column), None)
+        held = f" AND OLD.{quoted} IS NOT ({default})" if default is not None else ""
         self._add_counter(table, column, f"AFTER UPDATE OF {quoted} ON main.{quote_identifier(table)} "
-                                         f"WHEN OLD.{quoted} IS NOT NULL AND OLD.{quoted} IS NOT NEW.{quoted}")
+                                         f"WHEN OLD.{quoted} IS NOT NULL AND OLD.{quoted} IS NOT NEW.{quoted}{held}")
 
     def _add_counter(self, table: str, column: str, when: str) -> None:
         if (table, column) in self._counted:

@@ -37,6 +37,7 @@ JSON shape (``Preview.to_json()``, format 2)::
                       "before": int | null, "after": int | null,   # row counts, where known
                       "loses_data": bool, "text": str}],
           "sql": [str],                  # the statements the step ran, parameters filled in (with --sql)
+          "output": str,                 # what the migration printed ("" for nothing)
           "lines": [str],                # describe() of this step
           "error": null | {"type": "MigrationFailed", "message": str},
           "skipped": null | str
@@ -129,6 +130,8 @@ class PreviewStep:
     #: Why the step was skipped (the ledger, read inside the lock, had it done already).
     skipped: str | None = None
     duration_ms: float = 0.0
+    #: What the migration's code printed (captured: it never reaches stdout).
+    output: str = ""
 
     @property
     def status(self) -> str:
@@ -172,6 +175,7 @@ class PreviewStep:
             "changes": [c.to_json() for c in self.changes],
             "impact": [i.to_json() for i in self.impact],
             "sql": list(self.sql),
+            "output": self.output,
             "lines": self.describe(),
             "error": None if self.error is None else {"type": type(self.error).__name__, "message": str(self.error)},
             "skipped": self.skipped,

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from planner.connection import MigrationConnection
-from planner.database import translate_error
+from planner.database import foreign_keys_enabled, foreign_keys_off, translate_error
 from planner.errors import (
     DatabaseError,
     ExecutionError,
@@ -31,6 +31,7 @@ from planner.errors import (
 )
 from planner.events import Event, StepFailed, StepFinished, StepSkipped, StepStarted
 from planner.ledger import APPLY, FAILED, OK, ROLLBACK, SKIPPED, Ledger
+from planner.output_capture import StepOutput
 from planner.plan import Plan, Step, step_conflicts
 from planner.versions import number
 
@@ -44,31 +45,6 @@ log = logging.getLogger("planner.executor")
 
 #: How many violations ``foreign_key_check`` reports at most; the first one is in the message.
 _MAX_VIOLATIONS = 100
-
-
-def foreign_keys_enabled(conn: sqlite3.Connection) -> bool:
-    """Whether the connection enforces foreign keys right now."""
-    return bool(conn.execute("PRAGMA foreign_keys").fetchone()[0])
-
-
-@contextmanager
-def foreign_keys_off(conn: sqlite3.Connection, previous: bool | None = None) -> Iterator[None]:
-    """Turn enforcement off for the block, then restore what it was, even on failure.
-
-    Must be entered outside any transaction: inside one, ``PRAGMA
-    foreign_keys`` is silently ignored. ``previous`` saves the lookup when the
-    caller already knows the setting (migrations cannot change it: the
-    connection proxy ignores the PRAGMA).
-    """
-    if previous is None:
-        previous = foreign_keys_enabled(conn)
-    if previous:
-        conn.execute("PRAGMA foreign_keys = OFF")
-    try:
-        yield
-    finally:
-        if previous:
-            conn.execute("PRAGMA foreign_keys = ON")
 
 
 class Session:
@@ -89,6 +65,7 @@ class Session:
         self.conn = conn
         self.plan = plan
         self.ledger = Ledger(conn)
+        self.output = StepOutput()  # apm-adopt: what migrations print, for the step's event
         self.total = len(plan.steps)
         self.foreign_keys = foreign_keys_enabled(conn)
         self._applied: set[str] | None = None
@@ -197,6 +174,7 @@ class Session:
                detail: str | None = None) -> None:
         """The ledger row and the log row of a step, in the step's transaction."""
         migration = step.migration
+        detail = self.ledger.take_migration_writes(detail)  # apm-adopt: what the migration wrote to the ledger
         if step.direction == APPLY:
             self.ledger.record_applied(migration, execution_ms)
         else:
@@ -216,7 +194,8 @@ class Session:
         if skipped is not None:
             return skipped
         started = time.perf_counter()
-        ignored = self.perform(step, observer)
+        with self.output.capture():  # a migration's print() never reaches stdout; the step's event carries it
+            ignored = self.perform(step, observer)
         self.record(step, round((time.perf_counter() - started) * 1000), detail=_ignored_detail(ignored))
         return None
 
@@ -251,7 +230,11 @@ class Session:
                 raise MigrationFailed(
                     migration.version, step.direction, NotImplementedError("no downgrade(conn) function")
                 )
+            with _untraced(observer):  # the executor's own bookkeeping is not the step's SQL
+                self.ledger.watch()  # the migration may write schema_migrations itself ...
             function(proxy)
+            with _untraced(observer):
+                self.ledger.reconcile(migration.version)  # ... so put the executor's rows back
             if proxy.tampered is None:
                 self._check_foreign_keys(step)
                 if applying and migration.validate_post is not None and not migration.validate_post(proxy):
@@ -309,7 +292,7 @@ class Session:
                             detail="transactional = False: runs outside a transaction")
         started = time.perf_counter()
         try:
-            with foreign_keys_off(self.conn, self.foreign_keys):
+            with foreign_keys_off(self.conn, self.foreign_keys), self.output.capture():
                 ignored = self.perform(step)
         except (MigrationFailed, ValidationFailed, ForeignKeyViolation) as exc:
             raise NonTransactionalFailed(step.version, step.direction, getattr(exc, "cause", exc)) from exc
@@ -323,7 +306,7 @@ class Session:
         """Log the failure, report it as an event, then raise it."""
         if not isinstance(error, (DatabaseError, LedgerChanged)):
             self.log_failure(step, error, round((time.perf_counter() - started) * 1000))
-        yield StepFailed(step, index, self.total, error)
+        yield StepFailed(step, index, self.total, error, self.output.take())
         raise error
 
     def log_failure(self, step: Step, error: Exception, execution_ms: int | None) -> None:
@@ -356,7 +339,7 @@ class Session:
                 yield StepSkipped(step, index, self.total, skipped)
             else:
                 self.after_commit(step)
-                yield StepFinished(step, index, self.total, (time.perf_counter() - started) * 1000)
+                yield StepFinished(step, index, self.total, (time.perf_counter() - started) * 1000, self.output.take())
 
     def atomic(self) -> Iterator[Event]:
         """The whole plan in one transaction: all of it, or none of it."""
@@ -372,7 +355,8 @@ class Session:
                         yield StepSkipped(step, index, self.total, skipped)
                         continue
                     self.after_commit(step)  # visible to later steps of this same transaction
-                    yield StepFinished(step, index, self.total, (time.perf_counter() - started) * 1000)
+                    yield StepFinished(step, index, self.total, (time.perf_counter() - started) * 1000,
+                                       self.output.take())
         except Exception as exc:
             yield from self.failed(step, index, exc, started)
 
@@ -380,3 +364,16 @@ class Session:
 def _ignored_detail(ignored: list[str]) -> str | None:
     """The log row's note about ``PRAGMA foreign_keys = ...`` statements the connection passed over."""
     return f"ignored: {'; '.join(ignored)} ({MigrationConnection.IGNORED_REASON})" if ignored else None
+
+
+@contextmanager
+def _untraced(observer: StepObserver | None) -> Iterator[None]:
+    """Statements the executor runs between the migration's own: a preview's ``--sql`` leaves them out."""
+    if observer is None:
+        yield
+        return
+    observer.running(False)
+    try:
+        yield
+    finally:
+        observer.running(True)

@@ -16,9 +16,13 @@ Such text is never an error to read: ``number`` answers ``None`` for it and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from planner.errors import InvalidVersion
+
+# Digits, ``_``, a slug: the rows APM's later migrations write next to their own (``0018_consolidated``).
+_SUFFIXED = re.compile(r"([0-9]+)_[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def number(text: object) -> int | None:
@@ -36,6 +40,21 @@ def number(text: object) -> int | None:
 def is_version(text: object) -> bool:
     """Whether ``text`` spells a version (ASCII digits only)."""
     return isinstance(text, str) and text.isascii() and text.isdigit()
+
+
+def base_version(text: object) -> str | None:
+    """The version a suffixed ledger row belongs to (``"0018"`` for ``"0018_consolidated"``), else ``None``.
+
+    APM's later migrations write rows of their own next to the framework's
+    plain ``0018``: such a row is a note attached to that version, never a
+    version itself (``number`` is ``None`` for it), so it can neither count as
+    applied nor be reported as a migration whose file is missing. A plain
+    version, and text that is neither (``"abc"``), answer ``None``.
+    """
+    if not isinstance(text, str) or not text.isascii():
+        return None
+    match = _SUFFIXED.fullmatch(text)
+    return match.group(1) if match else None
 
 
 def parse(text: str) -> str:

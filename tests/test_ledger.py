@@ -33,7 +33,9 @@ def test_ensure_schema_creates_both_tables_and_is_idempotent(conn):
     ledger.ensure_schema()
     ledger.ensure_schema()
     assert ledger.exists()
-    assert columns(conn, "schema_migrations") == ["version", "description", "applied_at", "checksum", "execution_ms"]
+    # APM's later framework's seven columns (its migrations insert with applied_by), then ours.
+    assert columns(conn, "schema_migrations") == ["id", "version", "description", "applied_at", "rollback_at",
+                                                  "rollback_reason", "applied_by", "checksum", "execution_ms"]
     assert columns(conn, "schema_migrations_log") == [
         "id", "version", "action", "at", "checksum", "execution_ms", "outcome", "detail"
     ]
