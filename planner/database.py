@@ -83,6 +83,9 @@ def connect(path: Path | str, *, create: bool = False, busy_timeout: float = DEF
         conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None)
         try:
             conn.execute("PRAGMA schema_version").fetchone()
+            # The executor's TEMP tables and triggers (the ledger watch, a preview's counters) live in RAM:
+            # faster, and no temporary file on disk, not even an unlinked one.
+            conn.execute("PRAGMA temp_store = MEMORY")
         except BaseException:
             conn.close()
             raise
