@@ -37,7 +37,6 @@ from planner.preview import Preview, PreviewStep
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
-    from planner.engines.postgresql import PostgresEngine
     from planner.migration import Migration
 
 NOT_PREVIEWED = "not previewed: it runs outside any transaction (transactional = False)"
@@ -219,7 +218,8 @@ def _same(a: Plan, b: Plan) -> bool:
 class PgRunner:
     """``PlanRunner`` for PostgreSQL (see ``planner.engines.base``)."""
 
-    def __init__(self, engine: PostgresEngine, catalog: Catalog | None = None):
+    def __init__(self, engine: Any, catalog: Catalog | None = None):
+        """``engine``: a ``planner.engines.postgresql.PostgresEngine`` (its ``locked()`` and ``ledger_schema``)."""
         self.engine = engine
         self.catalog = catalog
 

@@ -69,9 +69,9 @@ class PostgresEngine(Engine):
     @contextmanager
     def session(self) -> Iterator[Any]:
         """A connection for the block; server errors outside migrations become ``ServerError`` (exit 6)."""
+        conn = self.connect()  # first: without the driver, DriverMissing says which extra to install
         import psycopg
 
-        conn = self.connect()
         try:
             yield conn
         except psycopg.Error as exc:
@@ -82,9 +82,9 @@ class PostgresEngine(Engine):
     @contextmanager
     def locked(self) -> Iterator[Any]:
         """A connection holding the ledger's advisory lock; the server releases it when the connection ends."""
-        import psycopg
-
         with self.session() as conn:
+            import psycopg
+
             key = lock_key(self.ledger_schema)
             if self.busy_timeout <= 0:
                 if not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
