@@ -60,10 +60,24 @@ class PgLedger:
         )
 
     def applied_migrations(self) -> dict[str, LedgerEntry]:
-        """Applied migrations by version, ordered as ``planner.ledger`` orders them; ``{}`` without a ledger."""
-        if not self.exists():
-            return {}
-        rows = self._rows(f"SELECT version, description, {_TIME}, checksum, execution_ms FROM {self.table}")
+        """Applied migrations by version, ordered as ``planner.ledger`` orders them; ``{}`` without a ledger.
+
+        One round trip: the table is read directly and a missing one is the
+        "never migrated" answer (outside a transaction only, where a failed
+        statement aborts nothing; inside one, it is looked up first).
+        """
+        import psycopg
+
+        select = f"SELECT version, description, {_TIME}, checksum, execution_ms FROM {self.table}"
+        if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            if not self.exists():
+                return {}
+            rows = self._rows(select)
+        else:
+            try:
+                rows = self._rows(select)
+            except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+                return {}
         entries = [LedgerEntry(str(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
         return {e.version: e for e in sorted(entries, key=lambda e: versions.sort_key(e.version))}
 
@@ -71,6 +85,17 @@ class PgLedger:
         if not self.exists():
             return []
         return [str(r[0]) for r in self._rows(f"SELECT version FROM {self.table}")]
+
+    def record_applied_and_log(self, migration: Migration, execution_ms: int | None, action: str) -> None:
+        """The ledger row and its log row in one statement: one round trip per step instead of two."""
+        self.conn.execute(
+            f"WITH ledger AS (INSERT INTO {self.table} (version, description, applied_at, checksum, execution_ms) "
+            f"VALUES (%s, %s, {_NOW}, %s, %s)) "
+            f"INSERT INTO {self.log_table} (version, action, at, checksum, execution_ms, outcome, detail) "
+            f"VALUES (%s, %s, {_NOW}, %s, %s, 'ok', NULL)",
+            (migration.version, migration.description, migration.checksum, execution_ms,
+             migration.version, action, migration.checksum, execution_ms),
+        )
 
     def record_applied(self, migration: Migration, execution_ms: int | None) -> None:
         self.conn.execute(

@@ -124,8 +124,9 @@ class PgSession:
     def record(self, step: Step, execution_ms: int | None, action: str | None = None) -> None:
         migration = step.migration
         if step.direction == APPLY:
-            self.ledger.record_applied(migration, execution_ms)
+            self.ledger.record_applied_and_log(migration, execution_ms, action or step.direction)
             self.applied.add(step.version)
+            return
         else:
             self.ledger.record_unapplied(migration.version)
             for replaced in migration.replaces:
