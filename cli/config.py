@@ -34,10 +34,12 @@ PYPROJECT = "pyproject.toml"
 
 #: Each key the file may set, and what its value must be (said in the error message).
 KEYS = {
-    "db": "a path to the SQLite database",
+    "db": "a path to the SQLite database, or a PostgreSQL URL",
     "migrations_dir": "a path to the folder of migration files",
     "busy_timeout": "a number of seconds (0 or more)",
     "keep_backups": "a whole number of backups to keep (1 or more)",
+    "ledger_schema": "the PostgreSQL schema for the ledger tables",
+    "backup_dir": "a path to the folder for PostgreSQL backups",
 }
 
 
@@ -150,9 +152,18 @@ def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
     def bad() -> ConfigError:
         return ConfigError(f"{where}: {key} must be {KEYS[key]}, got {_shown(value)}")
 
-    if key in ("db", "migrations_dir"):
+    if key == "ledger_schema":
         if not isinstance(value, str) or not value.strip():
             raise bad()
+        return value.strip()
+    if key in ("db", "migrations_dir", "backup_dir"):
+        if not isinstance(value, str) or not value.strip():
+            raise bad()
+        if key == "db":
+            from planner.engines.urls import is_postgres
+
+            if is_postgres(value):
+                return value.strip()  # a connection string, not a path relative to the file
         path = Path(os.path.expanduser(value))
         return path if path.is_absolute() else folder / path
     if key == "busy_timeout":

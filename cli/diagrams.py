@@ -33,8 +33,11 @@ def graph_command(fmt: str, output: Path | None, focus: str | None, rollback: st
     from planner.loader import load_catalog
 
     catalog = load_catalog(settings().catalog_dir)
-    db = settings().db_path
-    applied = list(read_ledger(db, settings().busy_timeout)) if db.exists() else None
+    if settings().db_url is not None:  # PostgreSQL: the engine reads the ledger (the database must exist)
+        applied = list(settings().engine.applied())
+    else:
+        db = settings().db_path
+        applied = list(read_ledger(db, settings().busy_timeout)) if db.exists() else None
     if fmt in IMAGE_FORMATS:
         if output is None and sys.stdout.isatty():
             raise click.UsageError(f"--format {fmt} writes binary data: pass -o FILE.{fmt}")

@@ -226,7 +226,8 @@ def _show_applied(as_json: bool) -> None:
     from planner.loader import load_catalog as load
 
     entries = ledger_entries()
-    notes = read_notes(settings().db_path, settings().busy_timeout)  # apm-adopt: rows that are no applied migration
+    # Rows that are no applied migration (APM's framework's notes): a SQLite ledger's affair.
+    notes = read_notes(settings().db_path, settings().busy_timeout) if settings().db_url is None else []
     catalog = load(settings().catalog_dir)
     states = file_states(catalog, entries)
     ordered = list(entries.values())  # read_ledger orders them: versions by number, other rows after

@@ -81,7 +81,7 @@ class Settings:
     importing ``dataclasses`` costs more start-up than the whole class.
     """
 
-    def __init__(self, db: Path | None = None, migrations_dir: Path | None = None, debug: bool = False,
+    def __init__(self, db: Path | str | None = None, migrations_dir: Path | None = None, debug: bool = False,
                  busy_timeout: float | None = None, keep_backups: int | None = None):
         # db, migrations_dir, busy_timeout, keep_backups: what an option or the environment gave, else None.
         self.db = db
@@ -92,6 +92,10 @@ class Settings:
         #: setting name -> "option --db" or "env APM_DB", for the ones an option or the environment gave.
         self.sources: dict[str, str] = {}
         self._config = None
+        #: PostgreSQL only: --ledger-schema and --backup-dir, when an option or the environment gave them.
+        self.ledger_schema_option: str | None = None
+        self.backup_dir_option: Path | None = None
+        self._engine = None
 
     @property
     def config(self):
@@ -109,8 +113,44 @@ class Settings:
 
     @property
     def db_path(self) -> Path:
+        """The SQLite file; a command that has no PostgreSQL path yet refuses a URL here (exit 2)."""
         chosen = self.db_chosen
+        if isinstance(chosen, str):
+            raise NotOnPostgres()
         return chosen if chosen is not None else DEFAULT_DB
+
+    # -- the engine (planner.engines): SQLite for a path, PostgreSQL for a URL ---------------
+
+    @property
+    def db_url(self) -> str | None:
+        """The PostgreSQL connection string ``--db`` / ``APM_DB`` / the config gave; ``None`` for SQLite."""
+        chosen = self.db_chosen
+        return chosen if isinstance(chosen, str) else None
+
+    @property
+    def ledger_schema(self) -> str:
+        if self.ledger_schema_option is not None:
+            return self.ledger_schema_option
+        return self.config.get("ledger_schema") or "public"
+
+    @property
+    def backup_dir(self) -> Path | None:
+        return self.backup_dir_option if self.backup_dir_option is not None else self.config.get("backup_dir")
+
+    @property
+    def engine(self):
+        """The database as an ``planner.engines.Engine`` (made once per command)."""
+        if self._engine is None:
+            from planner.engines import engine_for
+
+            self._engine = engine_for(self.db_url or self.db_path, busy_timeout=self.busy_timeout,
+                                      ledger_schema=self.ledger_schema, backup_dir=self.backup_dir)
+        return self._engine
+
+    @property
+    def db_display(self) -> str:
+        """How messages name the database (a URL with its password masked)."""
+        return self.engine.display if self.db_url is not None else str(self.db_path)
 
     @property
     def catalog_dir(self) -> Path:
@@ -151,6 +191,13 @@ class Settings:
                     "busy_timeout": (DEFAULT_BUSY_TIMEOUT, "default"),
                     "keep_backups": (None, "default (keep all)")}
         rows = []
+        if isinstance(given["db"], str) or isinstance(config.get("db"), str):  # never show a password
+            from planner.engines.urls import redact
+
+            given["db"] = redact(given["db"]) if isinstance(given["db"], str) else given["db"]
+            if given["db"] is None:
+                given["db"] = redact(config.get("db"))
+                self.sources.setdefault("db", f"config {config.path}")
         for name, value in given.items():
             if value is not None:
                 rows.append((name, str(value) if isinstance(value, Path) else value, self.sources.get(name, "option")))
@@ -185,6 +232,34 @@ def _store_path(name: str):
     return _store(name, _path)
 
 
+def _db(value: str) -> Path | str:
+    """``--db``: a PostgreSQL connection string stays a string (a Path would fold its ``//``), else a path."""
+    from planner.engines.urls import is_postgres
+
+    return value.strip() if is_postgres(value) else _path(value)
+
+
+def _schema(value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter("an empty schema name")
+    return value.strip()
+
+
+class NotOnPostgres(click.ClickException):
+    """A command that works on SQLite files only (so far) was given a PostgreSQL URL: one line, exit 2."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self) -> None:
+        command = click.get_current_context(silent=True)
+        name = command.command_path if command is not None else "this command"
+        super().__init__(f"`{name}` is not supported on PostgreSQL yet; nothing was changed "
+                         f"(see docs/postgresql.md for the commands that are)")
+
+    def show(self, file=None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True)
+
+
 def _debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
     """--debug shows tracebacks and the library's log (which is silent otherwise)."""
     if value:
@@ -209,8 +284,9 @@ def shared_options(top_level: bool = False):
                 show_envvar=top_level,
                 expose_value=False,
                 is_eager=True,
-                callback=_store_path("db"),
-                help=f"SQLite database file [default: {DEFAULT_DB}; env APM_DB].",
+                callback=_store("db", _db),
+                help=f"SQLite database file, or a PostgreSQL URL (postgresql://user@host:port/dbname) "
+                     f"[default: {DEFAULT_DB}; env APM_DB].",
             ),
             click.option(
                 "--migrations-dir",
@@ -243,6 +319,29 @@ def shared_options(top_level: bool = False):
                 is_eager=True,
                 callback=_store("keep_backups"),
                 help="After writing a backup, delete all but the newest N [default: keep all; env APM_KEEP_BACKUPS].",
+            ),
+            click.option(
+                "--ledger-schema",
+                type=str,
+                metavar="SCHEMA",
+                envvar="APM_LEDGER_SCHEMA" if top_level else None,
+                show_envvar=top_level,
+                expose_value=False,
+                is_eager=True,
+                callback=_store("ledger_schema_option", _schema),
+                help="PostgreSQL: the schema holding the ledger tables [default: public; env APM_LEDGER_SCHEMA].",
+            ),
+            click.option(
+                "--backup-dir",
+                type=str,
+                metavar="DIR",
+                envvar="APM_BACKUP_DIR" if top_level else None,
+                show_envvar=top_level,
+                expose_value=False,
+                is_eager=True,
+                callback=_store("backup_dir_option", _path),
+                help="PostgreSQL: the folder for pg_dump backups taken before a rollback [default: .; "
+                     "env APM_BACKUP_DIR].",
             ),
             click.option(
                 "--debug",

@@ -30,10 +30,8 @@ def load_catalog():
 
 
 def ledger_entries() -> dict:
-    """What the ledger records, read without creating the database or its tables."""
-    from planner.ledger import read_ledger
-
-    return read_ledger(settings().db_path, settings().busy_timeout)
+    """What the ledger records, read without creating the database or its tables (either engine)."""
+    return settings().engine.applied()
 
 
 def make_apply_plan(catalog, entries: dict, target: str | None):
@@ -58,11 +56,10 @@ def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_pl
     """
     from planner.errors import Interrupted
     from planner.events import Replanned, StepFailed, StepFinished, StepSkipped, StepStarted
-    from planner.executor import Executor
 
     results: list[dict] = []
     bar_wanted = not as_json and len(plan) > 10 and sys.stdout.isatty()
-    executor = Executor(settings().db_path, busy_timeout=settings().busy_timeout, create=create, catalog=catalog)
+    executor = settings().engine.runner(catalog=catalog, create=create)  # planner.executor.Executor on SQLite
     progress = Progress(len(plan)) if bar_wanted else None
 
     def record(event) -> None:
@@ -82,13 +79,13 @@ def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_pl
                             "status": "applied" if event.step.direction == "apply" else "rolled_back",
                             "duration_ms": round(event.duration_ms, 3), "output": event.output})
             line = "\n".join([f"{_verb(event.step.direction)} {migration.label} ({duration(event.duration_ms)})",
-                              *printed_lines(event.output)])  # apm-adopt: what the migration printed
+                              *printed_lines(event.output)])  # what the migration printed
         elif isinstance(event, StepSkipped):
             results.append({"version": migration.version, "description": migration.description,
                             "status": "skipped", "reason": event.reason, "duration_ms": 0})
             line = f"Skipped {migration.label}: {event.reason}"
         else:
-            if isinstance(event, StepFailed) and event.output:  # apm-adopt: its output helps explain the failure
+            if isinstance(event, StepFailed) and event.output:  # its output helps explain the failure
                 echo("\n".join([f"{migration.label} printed, before it failed:", *printed_lines(event.output)]),
                      err=True)
             return
@@ -116,9 +113,7 @@ def _verb(direction: str) -> str:
 
 def _interrupted_summary(plan, atomic: bool) -> str:
     """What an interrupted run left, read back from the ledger (exact even if Ctrl-C came right after a COMMIT)."""
-    from planner.ledger import read_ledger
-
-    recorded = read_ledger(settings().db_path, settings().busy_timeout)
+    recorded = ledger_entries()
     applying = plan.direction == "apply"
     done = [s.version for s in plan.steps if (s.version in recorded) == (s.direction == "apply")]
     verb = "applied" if applying else "rolled back" if plan.direction == "rollback" else "done"
@@ -186,10 +181,7 @@ class Progress:
 
 def preview_plan(catalog, plan, *, make_plan=None, accept=None, sql: bool = False, on_event=None):
     """The plan run for real in one transaction, watched (``Executor.preview``); committed only if ``accept``."""
-    from planner.executor import Executor
-
-    executor = Executor(settings().db_path, busy_timeout=settings().busy_timeout, create=plan.direction == "apply",
-                        catalog=catalog)
+    executor = settings().engine.runner(catalog=catalog, create=plan.direction == "apply")
     return executor.preview(plan, make_plan=make_plan, accept=accept, on_event=on_event, capture_sql=sql)
 
 
@@ -198,7 +190,7 @@ def report_preview(preview, plan, *, as_json: bool, sql: bool, title: str = "Dry
     if as_json:
         emit_json(preview.to_json())
         return
-    state = "committed" if preview.committed else f"rolled back; {settings().db_path} is unchanged"
+    state = "committed" if preview.committed else f"rolled back; {settings().db_display} is unchanged"
     echo(f"{title}: ran {len(preview.steps)} of {len(preview.plan)} step(s) in one transaction, then {state}")
     for step in preview.steps:
         for line in step.describe():
@@ -364,6 +356,8 @@ def take_backup() -> Path | None:
     a backup behind. Old backups are pruned (``--keep-backups N``) only once
     the run has committed.
     """
+    if settings().db_url is not None:  # PostgreSQL: pg_dump into --backup-dir (planner.engines.pg_backup)
+        return settings().engine.backup(settings().backup_dir)
     from planner.backups import backup
     from planner.database import writable_now
 
@@ -378,7 +372,7 @@ def _prune_backups() -> None:
     """After a run that committed: --keep-backups N / APM_KEEP_BACKUPS / keep_backups in the config."""
     from planner.backups import prune_backups
 
-    if settings().keep_backups:
+    if settings().keep_backups and settings().db_url is None:  # pruning pg_dump files: not yet
         prune_backups(settings().db_path, settings().keep_backups)
 
 

@@ -62,6 +62,10 @@ def check_command(as_json: bool, strict: bool, fix: bool, yes: bool) -> None:
 
     options = settings()
     catalog_dir = options.catalog_dir
+    if options.db_url is not None:  # PostgreSQL: check's database half is not there yet
+        from cli.options import NotOnPostgres
+
+        raise NotOnPostgres()
     db_path: Path | None = options.db_chosen if options.db_chosen is not None else (DEFAULT_DB if DEFAULT_DB.is_file() else None)
     if yes and not fix:
         raise click.UsageError("--yes only makes sense with --fix")

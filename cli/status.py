@@ -26,6 +26,9 @@ def status(as_json: bool) -> None:
     from cli.running import warn_about_edited_files
     from planner.versions import number
 
+    if settings().db_url is not None:
+        _status_postgres(as_json)
+        return
     path = settings().db_path
     catalog = load_catalog(settings().catalog_dir)
     entries = read_ledger(path, settings().busy_timeout)
@@ -74,6 +77,35 @@ def status(as_json: bool) -> None:
     if agents is not None:
         tiers = ", ".join(f"tier {t}: {n}" for t, n in report["agents"]["by_tier"].items())
         echo(f"Agents:          {len(agents)} ({report['agents']['active']} active{'; ' + tiers if tiers else ''})")
+
+
+def _status_postgres(as_json: bool) -> None:
+    """``apm status`` on PostgreSQL: the same ledger figures (APM's agents table is a SQLite matter)."""
+    from planner.loader import load_catalog
+    from planner.plan import unknown_applied
+    from planner.versions import number
+
+    from cli.running import warn_about_edited_files
+
+    engine = settings().engine
+    catalog = load_catalog(settings().catalog_dir)
+    entries = engine.applied()
+    warn_about_edited_files(catalog, entries)
+    known, _ = catalog.split_applied(entries)
+    missing = unknown_applied(catalog, entries)
+    numeric = [v for v in entries if number(v) is not None]
+    version = max(numeric, key=number) if numeric else None
+    report = {"database": engine.display, "exists": True, "schema_version": version, "applied": len(entries),
+              "pending": len(catalog) - len(known), "applied_without_file": missing, "agents": None}
+    if as_json:
+        emit_json(report)
+        return
+    echo(f"Database:        {engine.display}")
+    echo(f"Schema version:  {version or '-'}")
+    echo(f"Applied:         {len(entries)}")
+    echo(f"Pending:         {report['pending']}")
+    if missing:
+        echo(f"Applied without a file: {', '.join(missing)}", fg="yellow")
 
 
 @click.group()

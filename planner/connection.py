@@ -188,6 +188,24 @@ class MigrationConnection:
     def executescript(self, sql_script: str) -> MigrationCursor:
         return self.cursor().executescript(sql_script)
 
+    # -- engine-neutral helpers: the same names on PostgreSQL (planner.engines.pg_connection) --
+
+    #: Which engine runs the migration, so one catalog can branch where the SQL differs.
+    engine = "sqlite"
+
+    def fetchone(self, sql: str, parameters: Any = ()) -> Any:
+        """One row of a query (``None`` when there is none)."""
+        return self.execute(sql, parameters).fetchone()
+
+    def fetchall(self, sql: str, parameters: Any = ()) -> list[Any]:
+        """Every row of a query."""
+        return self.execute(sql, parameters).fetchall()
+
+    def fetchval(self, sql: str, parameters: Any = ()) -> Any:
+        """The first column of the first row (``None`` when there is no row)."""
+        row = self.fetchone(sql, parameters)
+        return None if row is None else row[0]
+
     def observe_rebuild(self, table: str, carried: dict[str, str], dropped: list[str]) -> None:
         """``rebuild_table`` says what it carries over, so a preview reports renames and drops, not a lost table."""
         if self._guard.observer is not None:

@@ -65,7 +65,7 @@ class Session:
         self.conn = conn
         self.plan = plan
         self.ledger = Ledger(conn)
-        self.output = StepOutput()  # apm-adopt: what migrations print, for the step's event
+        self.output = StepOutput()  # what migrations print, for the step's event
         self.total = len(plan.steps)
         self.foreign_keys = foreign_keys_enabled(conn)
         self._applied: set[str] | None = None
@@ -174,7 +174,7 @@ class Session:
                detail: str | None = None) -> None:
         """The ledger row and the log row of a step, in the step's transaction."""
         migration = step.migration
-        detail = self.ledger.take_migration_writes(detail)  # apm-adopt: what the migration wrote to the ledger
+        detail = self.ledger.take_migration_writes(detail)  # what the migration wrote to the ledger
         if step.direction == APPLY:
             self.ledger.record_applied(migration, execution_ms)
         else:

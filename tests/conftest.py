@@ -103,3 +103,34 @@ def pytest_apm_seed(version: str, connection) -> None:
         )
     if version == "0030":
         connection.execute("INSERT OR IGNORE INTO feature_flags (project_id, flag_name, enabled) VALUES (1, 'seeded', 1)")
+
+
+# -- PostgreSQL: one throwaway server per test session, a fresh database per test (tests/pg_server.py) ----
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """The session's PostgreSQL server; skips with the install hint when the binaries or psycopg are missing."""
+    from tests.pg_server import INSTALL_HINT, PgServer, find_bin_dir
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip(INSTALL_HINT)
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg is not installed: pip install -e '.[postgres]'")
+    server = PgServer(bin_dir)
+    try:
+        server.start()
+    except Exception as exc:  # a broken installation skips, with what went wrong
+        server.stop()
+        pytest.skip(f"could not start a PostgreSQL server: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """A fresh, empty database on the session's server."""
+    return pg_server.create_database()

@@ -1,0 +1,79 @@
+"""The engine boundary: what the planner needs from a database, and nothing more.
+
+The catalog, the graph and plans never touch a database. Everything that
+does (connecting, locking, the ledger, one transaction per step, the
+preview, backups) sits behind ``Engine``, one class per engine in this
+folder: ``sqlite`` adapts the original modules (``planner.executor``,
+``planner.session``, ``planner.ledger``), ``postgresql`` is psycopg 3.
+Adding an engine means adding one module here and one line in
+``planner.engines.engine_for``.
+
+An engine hands out a ``PlanRunner`` for the running itself; SQLite's is
+``planner.executor.Executor`` unchanged, so the two engines are two
+implementations of one protocol, not a wrapper around a wrapper.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from planner.catalog import Catalog
+    from planner.events import Event, RunResult
+    from planner.ledger import LedgerEntry
+    from planner.migration import Migration
+    from planner.plan import Plan
+    from planner.preview import Preview
+
+MakePlan = Callable[[dict[str, "LedgerEntry"]], "Plan"]
+
+
+class PlanRunner(Protocol):
+    """Runs plans against one database: ``planner.executor.Executor``'s public face."""
+
+    def applied(self) -> dict[str, LedgerEntry]:
+        """The ledger as it is now, read without creating anything."""
+
+    def migrate(self, make_plan: MakePlan, on_event: Callable[[Event], None] | None = None, *,
+                atomic: bool = False, plan: Plan | None = None) -> RunResult:
+        """One transaction per step (or one for all, ``atomic``), each with its ledger row; plans inside the lock."""
+
+    def preview(self, plan: Plan, *, make_plan: MakePlan | None = None,
+                accept: Callable[[Preview], bool] | None = None,
+                on_event: Callable[[Event], None] | None = None, capture_sql: bool = False) -> Preview:
+        """The whole plan in one transaction, watched; committed only if ``accept`` says so."""
+
+    def mark_applied(self, migration: Migration) -> None: ...
+
+    def mark_rolled_back(self, migration: Migration) -> None: ...
+
+
+class Engine(ABC):
+    """One database, reached through one engine."""
+
+    #: ``"sqlite"`` or ``"postgresql"``: what ``conn.engine`` tells a migration.
+    name: str
+
+    @property
+    @abstractmethod
+    def display(self) -> str:
+        """How messages name the database: a path, or a URL with its password masked."""
+
+    @abstractmethod
+    def exists(self) -> bool:
+        """Whether the database is there (a SQLite file may still be created; a server database must exist)."""
+
+    @abstractmethod
+    def applied(self) -> dict[str, LedgerEntry]:
+        """What the ledger records, read without creating the database or its tables."""
+
+    @abstractmethod
+    def runner(self, *, catalog: Catalog | None = None, create: bool = False) -> PlanRunner:
+        """What runs plans here (``create``: a SQLite file may be made by an apply)."""
+
+    @abstractmethod
+    def backup(self, folder: Path | None = None) -> Path | None:
+        """A copy taken before a rollback; ``None`` when there is nothing to copy yet."""

@@ -1,0 +1,68 @@
+"""What can go wrong with a database engine itself: the driver, the server, the backup tool.
+
+These subclass ``planner.errors.DatabaseError`` (exit 6), so the command's
+error table needs no new row. They live beside the engines rather than in
+``planner/errors.py`` because only the engine layer raises them. Every
+message shows the connection string through ``redact``: never a password.
+"""
+
+from __future__ import annotations
+
+from planner.errors import DatabaseError
+
+
+class DriverMissing(DatabaseError):
+    """A PostgreSQL URL was given, but psycopg (the ``postgres`` extra) is not installed."""
+
+    def __init__(self, shown: str):
+        super().__init__(
+            f"{shown} is a PostgreSQL database, and the PostgreSQL driver is not installed: "
+            f"pip install 'apm-migrate[postgres]'",
+            path=shown,  # type: ignore[arg-type]  (a connection string, redacted, not a file)
+        )
+
+
+class DatabaseUnreachable(DatabaseError):
+    """The server refused the connection or could not be reached; nothing was changed."""
+
+    def __init__(self, shown: str, reason: str):
+        self.reason = reason
+        super().__init__(f"cannot connect to {shown}: {reason}; nothing was changed", path=shown)  # type: ignore[arg-type]
+
+
+class LockTimeout(DatabaseError, TimeoutError):
+    """Another runner held the migration lock for longer than the timeout; nothing was changed."""
+
+    def __init__(self, shown: str, timeout: float):
+        self.timeout = timeout
+        super().__init__(
+            f"another apm process has held the migration lock on {shown} for more than {timeout:g}s; nothing was "
+            f"changed. Wait for it to finish, or raise --busy-timeout", path=shown,  # type: ignore[arg-type]
+        )
+
+
+class ServerError(DatabaseError):
+    """The server failed a statement of the ledger or the lock (not a migration's); nothing was changed."""
+
+    def __init__(self, shown: str, reason: str):
+        self.reason = reason
+        super().__init__(f"PostgreSQL error on {shown}: {reason}", path=shown)  # type: ignore[arg-type]
+
+
+class BackupToolMissing(DatabaseError, FileNotFoundError):
+    """``pg_dump`` is not installed, so the backup a rollback takes first cannot be written."""
+
+    def __init__(self, shown: str):
+        super().__init__(
+            f"cannot back up {shown} before rolling back: pg_dump is not installed (apt-get install "
+            f"postgresql-client); nothing was changed. Install it, or pass --no-backup", path=shown,  # type: ignore[arg-type]
+        )
+
+
+class BackupFailed(DatabaseError):
+    """``pg_dump`` ran and failed; the rollback did not run."""
+
+    def __init__(self, shown: str, reason: str):
+        self.reason = reason
+        super().__init__(f"pg_dump could not back up {shown}: {reason}; nothing was changed. "
+                         f"Fix it, or pass --no-backup", path=shown)  # type: ignore[arg-type]

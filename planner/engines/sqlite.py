@@ -1,0 +1,57 @@
+"""SQLite behind the engine boundary: the original modules, unchanged, seen through ``Engine``.
+
+``planner.executor.Executor`` already is a ``PlanRunner``; the ledger is
+read with ``planner.ledger.read_ledger`` and backups use SQLite's online
+backup API (``planner.backups``). Nothing here adds behaviour: it names what
+the SQLite modules already do, so the CLI can ask an engine instead of a path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from planner.database import DEFAULT_BUSY_TIMEOUT
+from planner.engines.base import Engine
+
+if TYPE_CHECKING:
+    from planner.catalog import Catalog
+    from planner.executor import Executor
+    from planner.ledger import LedgerEntry
+
+
+class SQLiteEngine(Engine):
+    """A SQLite file."""
+
+    name = "sqlite"
+
+    def __init__(self, path: Path | str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT):
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+
+    @property
+    def display(self) -> str:
+        return str(self.path)
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def applied(self) -> dict[str, LedgerEntry]:
+        from planner.ledger import read_ledger
+
+        return read_ledger(self.path, self.busy_timeout)
+
+    def runner(self, *, catalog: Catalog | None = None, create: bool = False) -> Executor:
+        from planner.executor import Executor
+
+        return Executor(self.path, busy_timeout=self.busy_timeout, create=create, catalog=catalog)
+
+    def backup(self, folder: Path | None = None) -> Path | None:
+        """SQLite's backups sit beside the file (``planner.backups``); ``folder`` is not used."""
+        from planner.backups import backup
+        from planner.database import writable_now
+
+        if not self.path.exists():
+            return None
+        writable_now(self.path, self.busy_timeout)
+        return backup(self.path, busy_timeout=self.busy_timeout)

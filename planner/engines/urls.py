@@ -1,0 +1,53 @@
+"""Telling a PostgreSQL connection string from a SQLite path, and hiding its password.
+
+``--db`` takes either. A URL (``postgresql://`` or ``postgres://``) or
+libpq's keyword form (``host=/run/postgresql dbname=apm``) means
+PostgreSQL; anything else is a file path. A connection string may carry a
+password, and every message, log line and backup file name that shows one
+goes through ``redact`` first.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, unquote, urlsplit
+
+_SCHEMES = ("postgresql://", "postgres://")
+# libpq's "key=value key=value" form: starts with a known keyword followed by '='.
+_KEYWORD_FORM = re.compile(r"^\s*(host|hostaddr|dbname|user|port|service|password|sslmode)\s*=", re.I)
+
+_URL_PASSWORD = re.compile(r"(://[^/@:?#]*):[^@/?#]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.I)
+_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
+
+MASK = "***"
+
+
+def is_postgres(db: str) -> bool:
+    """Whether ``db`` names a PostgreSQL database rather than a SQLite file."""
+    text = str(db)
+    return text.lower().startswith(_SCHEMES) or _KEYWORD_FORM.match(text) is not None
+
+
+def redact(db: str) -> str:
+    """``db`` with any password replaced by ``***`` (URL user info, ``?password=``, ``password=``)."""
+    text = str(db)
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{MASK}@", text)
+    text = _QUERY_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
+    if not text.lower().startswith(_SCHEMES):
+        text = _KEYWORD_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
+    return text
+
+
+def database_name(db: str) -> str:
+    """The database a connection string names (for backup file names); ``postgres`` when it names none."""
+    text = str(db)
+    if text.lower().startswith(_SCHEMES):
+        parts = urlsplit(text)
+        name = unquote(parts.path.lstrip("/")) or parse_qs(parts.query).get("dbname", [""])[0]
+        return name or unquote(parts.username or "") or "postgres"
+    match = re.search(r"\bdbname\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", text)
+    if match:
+        return match.group(1).strip("'")
+    match = re.search(r"\buser\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", text)
+    return match.group(1).strip("'") if match else "postgres"

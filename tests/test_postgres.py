@@ -1,0 +1,209 @@
+"""PostgreSQL on a real server (tests/pg_server.py): the same commands and guarantees as on SQLite.
+
+Every test runs the installed ``apm`` in a subprocess against a fresh
+database of the session's throwaway server, and checks the outcome by
+reading the database itself with psycopg.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_apm, write_migration
+
+pytestmark = pytest.mark.postgres
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "postgres"
+
+
+def apm(url: str, *args: str, catalog: Path = EXAMPLE, env: dict | None = None):
+    return run_apm(*args, "--db", url, "--migrations-dir", str(catalog), env=env)
+
+
+def query(url: str, sql: str, params=None) -> list[tuple]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def applied(url: str, schema: str = "public") -> list[str]:
+    return [r[0] for r in query(url, f"SELECT version FROM {schema}.schema_migrations ORDER BY version")]
+
+
+def test_redact_masks_every_password_form():
+    from planner.engines import is_postgres, redact
+
+    assert redact("postgresql://me:s3cret@db:5432/app") == "postgresql://me:***@db:5432/app"
+    assert redact("postgres://me@db/app?password=s3cret&sslmode=require") == \
+        "postgres://me@db/app?password=***&sslmode=require"
+    assert redact("host=/run/pg dbname=app password='a b'") == "host=/run/pg dbname=app password=***"
+    assert is_postgres("host=/run/pg dbname=app") and not is_postgres(".aipm/data/aipm.db")
+
+
+def test_a_url_without_the_driver_is_one_line_naming_the_extra(monkeypatch):
+    from planner.engines import engine_for
+    from planner.engines.errors import DriverMissing
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(DriverMissing, match=r"pip install 'apm-migrate\[postgres\]'") as error:
+        engine_for("postgresql://me:s3cret@db/app").applied()
+    assert "s3cret" not in str(error.value)
+
+
+def test_apply_show_applied_status_rollback_cascade_with_backup(pg_url, tmp_path):
+    result = apm(pg_url, "migrate", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert applied(pg_url) == ["0001", "0002", "0003", "0004", "0005", "0006"]
+    assert query(pg_url, "SELECT count(*) FROM pg_indexes WHERE indexname = 'tasks_by_title'") == [(1,)]
+    shown = json.loads(apm(pg_url, "migrate", "--show-applied", "--json").stdout)
+    assert [(e["version"], e["file"]) for e in shown][:2] == [("0001", "ok"), ("0002", "ok")]
+    status = json.loads(apm(pg_url, "status", "--json").stdout)
+    assert (status["schema_version"], status["applied"], status["pending"]) == ("0006", 6, 0)
+
+    refused = apm(pg_url, "migrate", "--rollback", "0003")
+    assert refused.returncode == 4 and "0004" in refused.stderr
+    backups = tmp_path / "dumps"
+    done = apm(pg_url, "migrate", "--rollback", "0003", "--cascade", "--yes", "--backup-dir", str(backups))
+    assert done.returncode == 0, done.stderr
+    assert applied(pg_url) == ["0001", "0002", "0005", "0006"]
+    columns = {r[0] for r in query(pg_url, "SELECT column_name FROM information_schema.columns "
+                                           "WHERE table_schema = 'app' AND table_name = 'tasks'")}
+    assert "priority" not in columns and "legacy_code" in columns  # the ledger equals the schema
+    dumps = list(backups.glob("*.dump"))
+    assert len(dumps) == 1 and dumps[0].name.startswith(pg_url.split("?")[0].rsplit("/", 1)[-1] + ".")
+    again = apm(pg_url, "migrate", "--target", "0003")
+    assert again.returncode == 0 and applied(pg_url) == ["0001", "0002", "0003", "0005", "0006"]
+
+
+def test_a_failing_migration_mid_plan_rolls_back_its_step_and_stops(pg_url, catalog_dir):
+    write_migration(catalog_dir, "0001", "One", upgrade="conn.execute('CREATE TABLE one (id INT)')")
+    write_migration(catalog_dir, "0002", "Two", depends_on=("0001",),
+                    upgrade="conn.execute('CREATE TABLE two (id INT)')\nconn.execute('SELECT * FROM missing')")
+    write_migration(catalog_dir, "0003", "Three", depends_on=("0002",),
+                    upgrade="conn.execute('CREATE TABLE three (id INT)')")
+    previewed = apm(pg_url, "migrate", catalog=catalog_dir)
+    assert previewed.returncode == 5 and "0002" in previewed.stderr
+    assert applied(pg_url) == [] or not query(pg_url, "SELECT to_regclass('one')")[0][0]
+    stepwise = apm(pg_url, "migrate", "--no-preview", catalog=catalog_dir)
+    assert stepwise.returncode == 5, stepwise.stderr
+    assert applied(pg_url) == ["0001"]
+    tables = {r[0] for r in query(pg_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert {"one"} <= tables and not {"two", "three"} & tables
+    log = query(pg_url, "SELECT version, outcome FROM schema_migrations_log WHERE outcome = 'failed'")
+    assert ("0002", "failed") in log
+
+
+def test_migrations_cannot_end_the_transaction(pg_url, catalog_dir):
+    write_migration(catalog_dir, "0001", "Sneaky", upgrade="conn.execute('CREATE TABLE a (id INT)')\n"
+                                                           "conn.execute('COMMIT')")
+    result = apm(pg_url, "migrate", "--no-preview", catalog=catalog_dir)
+    assert result.returncode == 5 and "COMMIT" in result.stderr
+    assert not query(pg_url, "SELECT to_regclass('a')")[0][0]
+
+
+def test_the_preview_reports_the_same_kinds_of_loss(pg_url, catalog_dir):
+    write_migration(catalog_dir, "0001", "Data", upgrade="""
+        conn.executescript("CREATE TABLE t (id INT PRIMARY KEY, note TEXT, flag INT DEFAULT 0);"
+                           "CREATE TABLE gone (id INT); INSERT INTO gone VALUES (1), (2);")
+        conn.executemany("INSERT INTO t VALUES (?, ?, ?)", [(1, 'a', 0), (2, None, 1), (3, 'c', 1), (4, 'd', 0)])
+    """)
+    write_migration(catalog_dir, "0002", "Destroy", depends_on=("0001",), upgrade="""
+        conn.execute("UPDATE t SET note = 'x' WHERE id <= ?", (2,))
+        conn.execute("DELETE FROM t WHERE id = 4")
+        conn.execute("ALTER TABLE t DROP COLUMN flag")
+        conn.execute("DROP TABLE gone")
+    """)
+    assert apm(pg_url, "migrate", "--target", "0001", catalog=catalog_dir).returncode == 0
+    dry = apm(pg_url, "migrate", "--dry-run", "--json", "--sql", catalog=catalog_dir)
+    assert dry.returncode == 7, dry.stderr
+    report = json.loads(dry.stdout)
+    impact = {(i["kind"], i["table"], i["column"]): i["count"] for i in report["steps"][0]["impact"]}
+    assert impact == {("overwritten-values", "t", "note"): 1, ("deleted-rows", "t", None): 1,
+                      ("dropped-column", "t", "flag"): 2, ("dropped-table", "gone", None): 2}
+    assert report["committed"] is False and applied(pg_url) == ["0001"]
+    assert any("DROP TABLE gone" in s for s in report["steps"][0]["sql"])
+    unconfirmed = apm(pg_url, "migrate", catalog=catalog_dir)
+    assert unconfirmed.returncode == 7 and applied(pg_url) == ["0001"]
+
+
+def test_eight_concurrent_runners_apply_each_migration_once(pg_url, catalog_dir):
+    for n in range(1, 21):
+        write_migration(catalog_dir, f"{n:04d}", depends_on=(f"{n - 1:04d}",) if n > 1 else (),
+                        upgrade=f"conn.execute('CREATE TABLE t{n} (id INT)')")
+    apm_bin = Path(sys.executable).parent / "apm"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
+    runners = [subprocess.Popen([str(apm_bin), "migrate", "--db", pg_url, "--migrations-dir", str(catalog_dir)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+               for _ in range(8)]
+    outcomes = [(r.wait(120), r.stderr.read()) for r in runners]
+    assert all(code == 0 for code, _ in outcomes), outcomes
+    assert applied(pg_url) == [f"{n:04d}" for n in range(1, 21)]
+    counts = query(pg_url, "SELECT version, count(*) FROM schema_migrations_log WHERE action = 'apply' "
+                           "AND outcome = 'ok' GROUP BY version")
+    assert all(count == 1 for _, count in counts) and len(counts) == 20
+
+
+def test_sigkill_at_any_moment_leaves_the_ledger_equal_to_the_schema(pg_url, catalog_dir):
+    kills = 40 if os.environ.get("APM_STRESS") else 4
+    for n in range(1, 31):
+        write_migration(catalog_dir, f"{n:04d}", depends_on=(f"{n - 1:04d}",) if n > 1 else (),
+                        upgrade=f"conn.execute('CREATE TABLE t{n} (id INT)')\nconn.execute('SELECT pg_sleep(0.01)')")
+    apm_bin = Path(sys.executable).parent / "apm"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
+    for attempt in range(kills):
+        runner = subprocess.Popen([str(apm_bin), "migrate", "--no-preview", "--db", pg_url, "--migrations-dir",
+                                   str(catalog_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        time.sleep(0.3 + 0.05 * (attempt % 5))
+        runner.send_signal(signal.SIGKILL)
+        runner.wait()
+        recorded = set(applied(pg_url)) if query(pg_url, "SELECT to_regclass('schema_migrations')")[0][0] else set()
+        tables = {r[0] for r in query(pg_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                                              "AND tablename LIKE 't%%'")}
+        assert {f"t{int(v)}" for v in recorded} == tables
+    finish = apm(pg_url, "migrate", "--no-preview", catalog=catalog_dir)
+    assert finish.returncode == 0, finish.stderr
+    assert len(applied(pg_url)) == 30
+
+
+def test_the_same_catalog_gives_the_same_plan_json_as_sqlite(pg_url, seed_chain, tmp_path):
+    sqlite_db = str(tmp_path / "same.db")
+    for db in (pg_url, sqlite_db):
+        assert apm(db, "migrate", "--target", "0027", catalog=seed_chain).returncode == 0
+    for args in (["plan", "--json"], ["plan", "--rollback", "0020", "--cascade", "--json"],
+                 ["plan", "--to", "0020", "--json"]):
+        on_pg = apm(pg_url, "migrate", *args, catalog=seed_chain)
+        on_sqlite = apm(sqlite_db, "migrate", *args, catalog=seed_chain)
+        assert on_pg.returncode == on_sqlite.returncode == 0, on_pg.stderr
+        assert json.loads(on_pg.stdout) == json.loads(on_sqlite.stdout)
+
+
+def test_ledger_schema_option_and_unsupported_commands(pg_url, seed_chain):
+    done = apm(pg_url, "migrate", "--ledger-schema", "ops", catalog=seed_chain)
+    assert done.returncode == 0, done.stderr
+    assert applied(pg_url, "ops") == ["0001", "0020", "0027", "0029", "0030"]
+    assert not query(pg_url, "SELECT to_regclass('public.schema_migrations')")[0][0]
+    url = pg_url.replace("apm@", "apm:s3cret@")
+    for args in (["migrate", "doctor"], ["migrate", "check"], ["migrate", "--mark-applied", "0001"]):
+        refused = apm(url, *args, catalog=seed_chain)
+        assert refused.returncode == 2 and "not supported on PostgreSQL yet" in refused.stderr
+        assert "Traceback" not in refused.stderr and "s3cret" not in refused.stderr + refused.stdout
+
+
+def test_a_rollback_without_pg_dump_is_refused_with_the_package(pg_url, seed_chain):
+    assert apm(pg_url, "migrate", catalog=seed_chain).returncode == 0
+    no_tools = {"PATH": str(Path(sys.executable).parent)}
+    refused = apm(pg_url, "migrate", "--rollback", "0030", "--yes", catalog=seed_chain, env=no_tools)
+    assert refused.returncode == 6 and "postgresql-client" in refused.stderr and "--no-backup" in refused.stderr
+    assert "0030" in applied(pg_url)
+    allowed = apm(pg_url, "migrate", "--rollback", "0030", "--no-backup", catalog=seed_chain, env=no_tools)
+    assert allowed.returncode == 0 and "0030" not in applied(pg_url)
