@@ -36,7 +36,7 @@ PYPROJECT = "pyproject.toml"
 KEYS = {
     "db": "a path to the SQLite database, or a PostgreSQL URL",
     "migrations_dir": "a path to the folder of migration files",
-    "busy_timeout": "a number of seconds (0 or more)",
+    "busy_timeout": "a number of seconds from 0 to 86400 (a day)",
     "keep_backups": "a whole number of backups to keep (1 or more)",
     "ledger_schema": "the PostgreSQL schema for the ledger tables",
     "backup_dir": "a path to the folder for PostgreSQL backups",
@@ -167,8 +167,8 @@ def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
         path = Path(os.path.expanduser(value))
         return path if path.is_absolute() else folder / path
     if key == "busy_timeout":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
-            raise bad()
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 86400:
+            raise bad()  # NaN and infinity fail the range too: SQLite's timeout is a C int of milliseconds
         return float(value)
     if key == "keep_backups":
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

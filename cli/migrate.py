@@ -21,6 +21,7 @@ from cli.running import (
     make_apply_plan,
     make_rollback_plan,
     preview_plan,
+    require_database,
     run_previewed,
     take_backup,
     warn_about_edited_files,
@@ -171,6 +172,7 @@ def _apply(target: str | None, *, atomic: bool, as_json: bool, dry_run: bool, ye
 def _rollback(version: str, *, cascade: bool, backup: bool, atomic: bool, as_json: bool, dry_run: bool,
               yes: bool, no_preview: bool, sql: bool) -> None:
     catalog = load_catalog()
+    require_database()  # a rollback on a database that is not there is a database problem (6), not "not applied"
     plan = make_rollback_plan(catalog, ledger_entries(), version, cascade)
     replan = lambda ledger: make_rollback_plan(catalog, ledger, version, cascade)  # noqa: E731
     if atomic:
@@ -196,6 +198,8 @@ def _mark(applied: str | None, rolled_back: str | None, as_json: bool) -> None:
 
     catalog = load_catalog()
     db = settings().db_path
+    if rolled_back is not None:
+        require_database()
     if applied is not None:
         migration = marks.mark_applied(db, catalog, applied, busy_timeout=settings().busy_timeout)
         action, verb = "mark-applied", "Marked as applied"

@@ -301,13 +301,14 @@ def shared_options(top_level: bool = False):
             ),
             click.option(
                 "--busy-timeout",
-                type=click.FloatRange(min=0),
+                # At most a day: SQLite takes milliseconds as a C int, and a larger wait would silently be none.
+                type=click.FloatRange(min=0, max=86400),
                 expose_value=False,
                 is_eager=True,
                 envvar="APM_BUSY_TIMEOUT" if top_level else None,
                 show_envvar=top_level,
                 callback=_store("busy_timeout"),
-                help="Seconds to wait for another process's lock on the database [default: 30; env APM_BUSY_TIMEOUT].",
+                help="Seconds (0 to 86400) to wait for another process's lock [default: 30; env APM_BUSY_TIMEOUT].",
             ),
             click.option(
                 "--keep-backups",

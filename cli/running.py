@@ -17,6 +17,7 @@ import click
 from cli.errors import CommandError
 from cli.options import EXIT_UNCONFIRMED, settings
 from cli.output import duration, echo, emit_json, printed_lines
+from cli.progress import Progress
 
 # --------------------------------------------------------------------------
 # Library calls, kept in one place so every command resolves things the same way.
@@ -58,9 +59,10 @@ def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_pl
     from planner.events import Replanned, StepFailed, StepFinished, StepSkipped, StepStarted
 
     results: list[dict] = []
+    held: list[tuple[str, bool]] = []  # --atomic: nothing is applied until the one COMMIT, so lines wait for it
     bar_wanted = not as_json and len(plan) > 10 and sys.stdout.isatty()
     executor = settings().engine.runner(catalog=catalog, create=create)  # planner.executor.Executor on SQLite
-    progress = Progress(len(plan)) if bar_wanted else None
+    progress = Progress(len(plan), keep_lines=not atomic) if bar_wanted else None
 
     def record(event) -> None:
         if isinstance(event, Replanned):
@@ -89,9 +91,11 @@ def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_pl
                 echo("\n".join([f"{migration.label} printed, before it failed:", *printed_lines(event.output)]),
                      err=True)
             return
+        if atomic:
+            held.append((line, isinstance(event, StepSkipped)))
         if progress is not None:
             progress.done(line)
-        elif not as_json:
+        elif not atomic and not as_json:
             echo(line, fg="yellow" if isinstance(event, StepSkipped) else None)
 
     try:
@@ -104,6 +108,8 @@ def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_pl
         raise CommandError(_interrupted_summary(plan, atomic), interrupted_exit_code(interrupt)) from None
     if progress is not None:
         progress.close()
+    for line, skipped in held if not as_json else ():
+        echo(line, fg="yellow" if skipped else None)
     return results
 
 
@@ -129,59 +135,11 @@ def _interrupted_summary(plan, atomic: bool) -> str:
     return f"interrupted: {state}; the database is consistent. Run `{again}` to finish"
 
 
-class Progress:
-    """A progress bar that fits the terminal, names the migration running, and keeps the finished lines.
-
-    The lines (``Applied 0001 ... (3 ms)``) are printed after the bar, so a
-    run ends with the list of what was done and how long each step took.
-    """
-
-    def __init__(self, total: int, keep_lines: bool = True):
-        import shutil
-
-        self.total = total
-        self.count = 0
-        self.keep_lines = keep_lines
-        self.lines: list[str] = []
-        self.width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
-        self.current = ""
-
-    def grow(self, steps: int) -> None:
-        self.total = self.count + steps
-
-    def show(self, step) -> None:
-        self.current = f"{'Applying' if step.direction == 'apply' else 'Rolling back'} {step.migration.label}"
-        self._draw()
-
-    def done(self, line: str) -> None:
-        self.count += 1
-        if self.keep_lines:
-            self.lines.append(line)
-        self._draw()
-
-    def _draw(self) -> None:
-        counter = f" {self.count}/{self.total} "
-        bar_width = max(10, min(30, self.width // 3))
-        filled = int(bar_width * self.count / self.total) if self.total else bar_width
-        bar = "[" + "#" * filled + "-" * (bar_width - filled) + "]"
-        room = self.width - len(bar) - len(counter)
-        label = self.current if len(self.current) <= room else self.current[: max(0, room - 1)] + "…"
-        text = f"{bar}{counter}{label}"[: self.width]
-        click.echo("\r" + text.ljust(self.width), nl=False)
-
-    def close(self) -> None:
-        click.echo("\r" + " " * self.width + "\r", nl=False)
-        if not self.keep_lines:
-            return
-        for line in self.lines:
-            echo(line, fg="yellow" if line.startswith("Skipped") else None)
-        applied = sum(1 for line in self.lines if not line.startswith("Skipped"))
-        echo(f"{applied} of {self.total} step(s) done")
-
-
 def preview_plan(catalog, plan, *, make_plan=None, accept=None, sql: bool = False, on_event=None):
     """The plan run for real in one transaction, watched (``Executor.preview``); committed only if ``accept``."""
-    executor = settings().engine.runner(catalog=catalog, create=plan.direction == "apply")
+    # A plan that only applies may create the database (a --to that only goes forward too).
+    creates = all(step.direction == "apply" for step in plan.steps)
+    executor = settings().engine.runner(catalog=catalog, create=creates)
     return executor.preview(plan, make_plan=make_plan, accept=accept, on_event=on_event, capture_sql=sql)
 
 
@@ -191,17 +149,22 @@ def report_preview(preview, plan, *, as_json: bool, sql: bool, title: str = "Dry
         emit_json(preview.to_json())
         return
     state = "committed" if preview.committed else f"rolled back; {settings().db_display} is unchanged"
-    echo(f"{title}: ran {len(preview.steps)} of {len(preview.plan)} step(s) in one transaction, then {state}")
+    ran = len(preview.steps) - len(preview.unchecked)
+    echo(f"{title}: ran {ran} of {len(preview.plan)} step(s) in one transaction, then {state}")
     for step in preview.steps:
         for line in step.describe():
             echo(f"  {line}", fg="yellow" if step.loses_data and line in step.loss_lines() else None)
         if sql and step.sql:
             echo(f"  -- {step.version} {step.direction}: the SQL it ran")
             for statement in step.sql:
-                echo("    " + " ".join(statement.split()) + ";")
+                echo("    " + " ".join(statement.split()).rstrip(";") + ";")
     if preview.not_run:
         echo(f"  not run (the plan stops at the failure): {', '.join(preview.not_run)}")
-    if preview.ok:
+    if preview.ok and preview.unchecked:
+        echo(f"This plan may destroy data: {', '.join(preview.unchecked)} cannot run inside the preview's "
+             f"transaction (transactional = False), so what it does was not checked."
+             + (" It also destroys data." if preview.loses_data else ""), fg="yellow")
+    elif preview.ok:
         echo("This plan destroys data." if preview.loses_data else "This plan loses no data.",
              fg="yellow" if preview.loses_data else None)
 
@@ -215,8 +178,8 @@ def dry_run_report(catalog, plan, as_json: bool, *, sql: bool = False, make_plan
 
         raise CommandError(f"{preview.error} (found by the preview: nothing was committed)",
                            exit_code_for(preview.error)) from preview.error
-    if preview.loses_data and exit_on_loss:
-        click.get_current_context().exit(EXIT_UNCONFIRMED)
+    if (preview.loses_data or preview.unchecked) and exit_on_loss:
+        click.get_current_context().exit(EXIT_UNCONFIRMED)  # a step nobody could check is not a safe plan
     return preview
 
 
@@ -260,8 +223,15 @@ def run_previewed(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql: bo
     outside = [step.version for step in plan.steps if not step.migration.transactional]
     if outside:
         # One transaction cannot hold them: the plan runs step by step, without the preview, and says so.
-        echo(f"Note: {', '.join(outside)} declare(s) transactional = False, so this plan runs step by step "
-             f"without the preview (see `apm migrate --dry-run` for the rest)", fg="yellow", err=True)
+        why = (f"{', '.join(outside)} declare(s) transactional = False, so this plan runs step by step without "
+               f"the preview, and what {'they do' if len(outside) > 1 else 'it does'} cannot be checked for data loss")
+        if not yes:
+            if as_json or not stdin_is_terminal():
+                raise CommandError(f"{why}; nothing was changed. Review it (`apm migrate --dry-run --sql` shows the "
+                                   f"rest), then re-run with --yes", EXIT_UNCONFIRMED)
+            _ask([why])
+        else:
+            echo(f"Note: {why}", fg="yellow", err=True)
         backup_path = take_backup() if backup else None
         if backup_path is not None and not as_json:
             echo(f"Backup written to {backup_path}")
@@ -304,7 +274,7 @@ def run_previewed(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql: bo
         raise
     if backup_path is not None:
         _prune_backups()
-    if preview.loses_data and not as_json:
+    if preview.loses_data:  # on stderr, so --json stays one document on stdout
         echo("This run destroyed data, as confirmed:", fg="yellow", err=True)
         for line in preview.loss_lines():
             echo(f"  {line}", err=True)
@@ -346,6 +316,15 @@ def _ask(lines: list[str]) -> None:
 def stdin_is_terminal() -> bool:
     """Whether a person can answer a question (tests replace this to play one)."""
     return sys.stdin.isatty()
+
+
+def require_database() -> None:
+    """Refuse, as a database problem (exit 6), a command that needs an existing database and has none."""
+    if settings().db_url is None and not settings().engine.exists():
+        from planner.errors import DatabaseDirectoryMissing, DatabaseNotFound
+
+        path = settings().db_path
+        raise DatabaseNotFound(path) if path.parent.is_dir() else DatabaseDirectoryMissing(path)
 
 
 def take_backup() -> Path | None:

@@ -82,7 +82,7 @@ def connect(path: Path | str, *, create: bool = False, busy_timeout: float = DEF
             raise DatabaseReadOnly(path, folder=True)
         conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None)
         try:
-            conn.execute("PRAGMA schema_version").fetchone()
+            wait_for(conn, "PRAGMA schema_version", path, busy_timeout)
             # The executor's TEMP tables and triggers (the ledger watch, a preview's counters) live in RAM:
             # faster, and no temporary file on disk, not even an unlinked one.
             conn.execute("PRAGMA temp_store = MEMORY")
@@ -197,7 +197,7 @@ def writable_now(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -
     conn = connect(Path(path), busy_timeout=busy_timeout)
     try:
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            wait_for(conn, "BEGIN IMMEDIATE", Path(path), busy_timeout)
         except sqlite3.Error as exc:
             raise translate_error(exc, Path(path), busy_timeout) or NotADatabase(Path(path)) from exc
         conn.execute("ROLLBACK")
@@ -216,10 +216,39 @@ def read_only_connection(path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT)
     uri = path.resolve().as_uri() + "?mode=ro"
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
-        conn.execute("PRAGMA schema_version").fetchone()
+        wait_for(conn, "PRAGMA schema_version", path, busy_timeout)
     except sqlite3.Error as exc:
         raise translate_error(exc, path, busy_timeout) or NotADatabase(path) from exc
     return conn
+
+
+#: How long SQLite's own busy handler waits at a time; between slices Python runs, so Ctrl-C is heard.
+_SLICE_MS = 100
+
+
+def wait_for(conn: sqlite3.Connection, statement: str, path: Path, busy_timeout: float) -> None:
+    """Run ``statement`` (a first read, ``BEGIN IMMEDIATE``), waiting for another process's lock in slices.
+
+    SQLite waits for a lock inside C, where Python's signal handlers cannot
+    run: a Ctrl-C would only be heard once the other process let go, up to
+    ``busy_timeout`` later. Waiting in 100 ms slices keeps the same total wait
+    and lets the interrupt through at once. The connection's own timeout is
+    put back afterwards for the statements that follow.
+    """
+    deadline = time.monotonic() + busy_timeout
+    conn.execute(f"PRAGMA busy_timeout = {_SLICE_MS}")
+    try:
+        while True:
+            try:
+                conn.execute(statement).fetchall()
+                return
+            except sqlite3.OperationalError as exc:
+                if not isinstance(translate_error(exc, path, busy_timeout), DatabaseLocked):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
 
 
 def open_read_only(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> sqlite3.Connection | None:

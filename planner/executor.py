@@ -45,7 +45,7 @@ from planner.events import Event, Replanned, RunResult, StepFailed, StepFinished
 from planner.ledger import APPLY, MARK_APPLIED, MARK_ROLLED_BACK, ROLLBACK, Ledger, LedgerEntry
 from planner.migration import Migration
 from planner.plan import Plan, Step, refuse_non_transactional
-from planner.preview import Preview, PreviewStep
+from planner.preview import NOT_PREVIEWED, Preview, PreviewStep
 from planner.session import Session, foreign_keys_enabled, foreign_keys_off
 
 if TYPE_CHECKING:
@@ -297,10 +297,6 @@ class Executor:
                 session.record(step, None, action)
         finally:
             conn.close()
-
-
-#: Why a ``transactional = False`` step is left out of a preview (which is one transaction).
-NOT_PREVIEWED = "not previewed: it runs outside any transaction (transactional = False)"
 
 
 class _Discard(Exception):

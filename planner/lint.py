@@ -329,6 +329,16 @@ def history_findings(catalog, entries: dict, files: dict[str, Path], unloadable:
                 f"it can never be rolled back, and what it did is undocumented here",
                 f"git log --all -- '{catalog.directory}/migration_{version}*.py'  # restore the file from history",
                 "history", None))
+    if getattr(catalog, "has_squashes", False):
+        for squash, (rows, missing) in sorted(catalog.squash_states(list(entries)).items()):
+            if missing:
+                from planner.errors import PartiallyAppliedSquash
+
+                problem = PartiallyAppliedSquash(squash, versions.ordered(rows), missing)
+                findings.append(Finding(
+                    ERROR, "partially-applied-squash", squash, str(problem),
+                    f"apm migrate --target {missing[-1]}  # with {squash}'s file moved out of the folder, then "
+                    f"put it back", "history", None))
     for applied, missing in inconsistent_history(catalog, entries):
         findings.append(Finding(
             ERROR, "inconsistent-history", applied,

@@ -131,19 +131,36 @@ class StepObserver:
             self.conn.execute("EXPLAIN " + sql, parameters).fetchall()
         except sqlite3.Error:
             self._tracing = tracing
-            return []  # the statement itself will fail, with SQLite's own message, when it runs
+            return [[], {}]  # the statement itself will fail, with SQLite's own message, when it runs
         finally:
             self.conn.set_authorizer(None)
         events = list(self._events)
         self._measure(sql, events)
+        # An INSERT that may replace (REPLACE, OR REPLACE) or update (ON CONFLICT) rows: its rowcount is not
+        # rows added, so the table is counted before and after (REPLACE deletes without firing a trigger).
+        counted: dict[str, int] = {}
+        if _may_replace(sql):
+            for action, table, _, database, source in events:
+                if (action == sqlite3.SQLITE_INSERT and source is None and _ours(table, database)
+                        and table not in self.effects.created):
+                    counted[table] = self._row_count(table)
         self._tracing = tracing
-        return events
+        return [events, counted]
 
-    def after(self, events: list[tuple], rowcount: int) -> None:
+    def after(self, seen: list, rowcount: int) -> None:
         """Count what the statement did to its own target (``rowcount`` is for the top-level statement only)."""
+        events, counted = seen
         effects = self.effects
+        for table, before in counted.items():
+            added = self._row_count(table) - before
+            replaced = rowcount - added if rowcount > added else 0
+            if replaced and not _upsert_only(events, table):
+                effects.rows_before.setdefault(table, before)
+                effects.deleted[table] = effects.deleted.get(table, 0) + replaced
+            if added > 0:
+                effects.inserted[table] = effects.inserted.get(table, 0) + added
         for action, table, _, database, source in events:
-            if source is not None or not _ours(table, database):
+            if source is not None or not _ours(table, database) or table in counted:
                 continue
             if action == sqlite3.SQLITE_DELETE and table not in effects.dropped_tables and rowcount > 0:
                 effects.deleted[table] = effects.deleted.get(table, 0) + rowcount
@@ -300,6 +317,19 @@ _DROPS = {
     sqlite3.SQLITE_DROP_TRIGGER: "trigger",
     sqlite3.SQLITE_DROP_VIEW: "view",
 }
+
+
+def _may_replace(sql: str) -> bool:
+    """Whether an INSERT can take the place of rows already there: REPLACE, OR REPLACE, or an upsert."""
+    first = keywords(sql, 3)
+    if first[:1] == ["REPLACE"] or first[:3] == ["INSERT", "OR", "REPLACE"]:
+        return True
+    return first[:1] == ["INSERT"] and "conflict" in {t.name for t in tokens(sql)}
+
+
+def _upsert_only(events: list, table: str) -> bool:
+    """An ``ON CONFLICT ... DO UPDATE`` updates the rows it does not add: its UPDATE counters already tell."""
+    return any(action == sqlite3.SQLITE_UPDATE and name == table for action, name, *_ in events)
 
 
 def _reads_only(statement: str) -> bool:

@@ -218,17 +218,21 @@ def to_plan(catalog: Catalog, applied: Iterable[str], target: str) -> Plan:
     can un-apply an ancestor of ``target`` (the graph is acyclic), so the
     apply half is computed on the ledger as it is. Migrations neither before
     nor after ``target`` are left alone. ``target == "base"`` rolls back every
-    applied migration in the catalog (rows without a file stay, as always).
+    applied migration, and so is refused (``UnknownAppliedMigration``) while
+    the ledger records one whose file is gone: it could never be rolled back,
+    and "base" would be a lie.
 
     Refuses with ``InconsistentHistory`` as ``apply_plan`` does (a state
     cannot be reached from a history the graph does not describe), and with
     ``IrreversibleMigration`` naming every rollback without ``downgrade``.
     """
-    known, _ = catalog.split_applied(_refuse_partial_squash(catalog, applied))
+    known, unknown = catalog.split_applied(_refuse_partial_squash(catalog, applied))
     problems = catalog.graph.unmet_dependencies(known)
     if problems:
         raise InconsistentHistory(problems)
     if target.strip().lower() == BASE:
+        if unknown:
+            raise UnknownAppliedMigration(versions.ordered(unknown)[0])
         target, back, forward = BASE, catalog.graph.reverse_topological_order(known), ()
     else:
         scope = rollback_scope(catalog, known, target, require_applied=False)

@@ -21,6 +21,7 @@ JSON shape (``Preview.to_json()``, format 2)::
       "duration_ms": float,             # the whole preview
       "ok": bool,                       # no step failed
       "loses_data": bool,               # some step drops, deletes or overwrites data
+      "unchecked": ["0004"],            # steps that cannot run in the preview (transactional = False)
       "steps": [{
           "version": "0027", "description": "Add metadata", "direction": "rollback",
           "status": "ok" | "failed" | "skipped",
@@ -58,6 +59,9 @@ if TYPE_CHECKING:
     from planner.plan import Plan
 
 FORMAT = 2
+
+#: Why a ``transactional = False`` step is left out of a preview (which is one transaction).
+NOT_PREVIEWED = "not previewed: it runs outside any transaction (transactional = False)"
 
 ImpactKind = Literal["dropped-table", "dropped-column", "deleted-rows", "overwritten-values"]
 
@@ -206,6 +210,11 @@ class Preview:
         return any(step.loses_data for step in self.steps)
 
     @property
+    def unchecked(self) -> list[str]:
+        """Versions the preview could not run (``transactional = False``): what they destroy is unknown."""
+        return [step.version for step in self.steps if step.skipped == NOT_PREVIEWED]
+
+    @property
     def not_run(self) -> list[str]:
         """Versions of the plan never reached because an earlier step failed."""
         return [step.version for step in self.plan.steps[len(self.steps):]]
@@ -230,6 +239,7 @@ class Preview:
             "duration_ms": round(self.duration_ms, 3),
             "ok": self.ok,
             "loses_data": self.loses_data,
+            "unchecked": self.unchecked,
             "steps": [step.to_json() for step in self.steps],
             "not_run": self.not_run,
             "lines": self.describe(),

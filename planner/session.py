@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from planner.connection import MigrationConnection
-from planner.database import foreign_keys_enabled, foreign_keys_off, translate_error
+from planner.database import foreign_keys_enabled, foreign_keys_off, translate_error, wait_for
 from planner.errors import (
     DatabaseError,
     ExecutionError,
@@ -93,7 +93,7 @@ class Session:
         ROLLBACK and foreign-key enforcement are decided in one place.
         """
         with foreign_keys_off(self.conn, self.foreign_keys):
-            self._sql("BEGIN IMMEDIATE")
+            self._begin()
             try:
                 if not self._ledger_ready:
                     self.ledger.ensure_schema()
@@ -104,6 +104,16 @@ class Session:
                 raise
             self._sql("COMMIT")
             self._ledger_ready = self._ledger_checked
+
+    def _begin(self) -> None:
+        """``BEGIN IMMEDIATE``, waiting for another writer in slices so that Ctrl-C is heard (``wait_for``)."""
+        try:
+            wait_for(self.conn, "BEGIN IMMEDIATE", self.path, self.busy_timeout)
+        except sqlite3.Error as exc:
+            error = translate_error(exc, self.path, self.busy_timeout)
+            if error is None:
+                raise
+            raise error from exc
 
     def _sql(self, statement: str) -> None:
         """BEGIN or COMMIT; a lock or permission problem there is about the file, not the migration."""

@@ -149,7 +149,7 @@ def test_rollback_json_and_backup(chain: Path, db: Path) -> None:
     "args, code, words",
     [
         (["migrate", "--target", "0099"], 4, "0099 is not in the catalog"),
-        (["migrate", "--rollback", "0003"], 4, "not applied"),
+        (["migrate", "--rollback", "0003"], 6, "does not exist"),  # no database at all: a database problem
         (["migrate", "--list", "--show-applied"], 2, "cannot be used together"),
         (["migrate", "--cascade"], 2, "--cascade only makes sense with --rollback"),
         (["migrate", "plan", "--target", "0002", "--rollback", "0001"], 2, "choose one"),

@@ -78,8 +78,8 @@ def test_apm_toml_wins_and_a_pyproject_without_tool_apm_is_passed_over(project: 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('busy_timeout = "abc"\n', 'Error: apm.toml: busy_timeout must be a number of seconds (0 or more), got "abc"'),
-        ("busy_timeout = -1\n", "Error: apm.toml: busy_timeout must be a number of seconds (0 or more), got -1"),
+        ('busy_timeout = "abc"\n', 'Error: apm.toml: busy_timeout must be a number of seconds from 0 to 86400 (a day), got "abc"'),
+        ("busy_timeout = -1\n", "Error: apm.toml: busy_timeout must be a number of seconds from 0 to 86400 (a day), got -1"),
         ("keep_backups = 0\n", "Error: apm.toml: keep_backups must be a whole number of backups to keep "
                                "(1 or more), got 0"),
         ('db = ""\n', 'Error: apm.toml: db must be a path to the SQLite database, or a PostgreSQL URL, got ""'),
@@ -99,7 +99,7 @@ def test_pyproject_errors_name_the_table_and_help_never_reads_the_file(project: 
     (project / "pyproject.toml").write_text('[tool.apm]\nbusy_timeout = "soon"\n')
     done = run_apm("migrate", "--list", cwd=project)
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr == ('Error: pyproject.toml: [tool.apm]: busy_timeout must be a number of seconds (0 or more), '
+    assert done.stderr == ('Error: pyproject.toml: [tool.apm]: busy_timeout must be a number of seconds from 0 to 86400 (a day), '
                            'got "soon"\n')
     assert run_apm("--help", cwd=project).returncode == 0
     assert "apm config" in run_apm("--help", cwd=project).stdout

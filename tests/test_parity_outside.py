@@ -52,7 +52,11 @@ def test_vacuum_needs_the_flag_and_applies_with_it(catalog_dir: Path, db: Path):
                                                                               ("0003", False)]
     table = apm("migrate", "plan", *base(db, catalog_dir)).stdout
     assert "transaction" in table.splitlines()[1] and table.count("no: runs alone") == 2
-    applied = apm("migrate", *base(db, catalog_dir))
+    # What a step outside any transaction does cannot be previewed: a script must say yes to it.
+    unconfirmed = apm("migrate", *base(db, catalog_dir))
+    assert unconfirmed.returncode == 7 and "cannot be checked for data loss" in unconfirmed.stderr
+    assert ledger(db) == []
+    applied = apm("migrate", "--yes", *base(db, catalog_dir))
     assert applied.returncode == 0, applied.stderr
     assert ledger(db) == ["0001", "0002", "0003"]
     assert log_rows(db)[-4:] == [("0002", "apply", "started"), ("0002", "apply", "ok"),

@@ -327,7 +327,7 @@ def test_json_has_the_documented_shape(apm_db, shipped):
     result = preview(apm_db, rollback_plan(shipped, read_ledger(apm_db), "0027", cascade=True), shipped)
     data = json.loads(json.dumps(result.to_json()))
     assert set(data) == {"format", "direction", "target", "cascade", "committed", "duration_ms", "ok",
-                         "loses_data", "steps", "not_run", "lines"}
+                         "loses_data", "unchecked", "steps", "not_run", "lines"}
     assert (data["format"], data["direction"], data["target"], data["cascade"]) == (2, "rollback", "0027", True)
     first = data["steps"][0]
     assert set(first) == {"version", "description", "direction", "status", "duration_ms", "loses_data",
@@ -338,3 +338,30 @@ def test_json_has_the_documented_shape(apm_db, shipped):
                       "text": "drops column agents.metadata holding 37 non-default values (100 non-null)"}
     change = next(c for c in data["steps"][1]["changes"] if c["kind"] == "column")
     assert set(change) == {"kind", "action", "name", "table", "before", "after", "text"}
+
+
+def test_replace_that_deletes_rows_is_loss(people):
+    catalog_dir, db = people
+    write_migration(catalog_dir, "0002", "Unique", depends_on=("0001",),
+                    upgrade='conn.execute("CREATE UNIQUE INDEX t_z ON t (z)")')
+    catalog = load_catalog(catalog_dir)
+    Executor(db, create=True, catalog=catalog).run(apply_plan(catalog, []))
+    write_migration(catalog_dir, "0003", "Replace", depends_on=("0002",), upgrade="""
+        conn.execute("INSERT OR REPLACE INTO t (id, z) VALUES (1, 'a2')")
+        conn.execute("REPLACE INTO t (z) VALUES ('b')")
+    """)
+    catalog = load_catalog(catalog_dir)
+    result = preview(db, apply_plan(catalog, read_ledger(db)), catalog)
+    assert result.loses_data
+    assert "0003 apply: deletes 2 rows of t (3 → 3)" in result.describe()
+
+
+def test_an_upsert_overwrites_and_inserts_only_what_it_adds(people):
+    catalog_dir, db = people
+    write_migration(catalog_dir, "0002", "Upsert", depends_on=("0001",), upgrade="""
+        conn.execute("INSERT INTO t (id, z) VALUES (1, 'new'), (9, 'nine') ON CONFLICT (id) DO UPDATE SET z = excluded.z")
+    """)
+    catalog = load_catalog(catalog_dir)
+    Executor(db, create=True, catalog=catalog).run(apply_plan(catalog, [], target="0001"))
+    result = preview(db, apply_plan(catalog, read_ledger(db)), catalog)
+    assert result.describe() == ["0002 apply: overwrites 1 value of t.z", "0002 apply: inserts 1 row into t"]
