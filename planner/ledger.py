@@ -268,19 +268,24 @@ class Ledger:
         if "applied_by" in columns:
             sets += ", applied_by = ?"
             values.append(APPLIED_BY)
-        if later or own:
+        names = ["version", "description", "checksum", "execution_ms"] + (["applied_by"] if "applied_by" in columns
+                                                                          else [])
+        try:
+            # The usual case first: one INSERT. A row already there (rolled back by APM's framework, or
+            # inserted by the migration itself) makes it fail alone, without ending the transaction.
+            self.conn.execute(
+                f"INSERT INTO {TABLE} ({', '.join(names)}, applied_at) "
+                f"VALUES ({', '.join('?' * len(names))}, CURRENT_TIMESTAMP)",
+                (migration.version, *values),
+            )
+        except sqlite3.IntegrityError:
+            if not (later or own):
+                raise
             which = "" if own else " AND rollback_at IS NOT NULL"
             cursor = self.conn.execute(f"UPDATE {TABLE} SET {sets} WHERE version = ?{which}",
                                        (*values, migration.version))
-            if cursor.rowcount:
-                return
-        names = ["version", "description", "checksum", "execution_ms"] + (["applied_by"] if "applied_by" in columns
-                                                                          else [])
-        self.conn.execute(
-            f"INSERT INTO {TABLE} ({', '.join(names)}, applied_at) "
-            f"VALUES ({', '.join('?' * len(names))}, CURRENT_TIMESTAMP)",
-            (migration.version, *values),
-        )
+            if not cursor.rowcount:
+                raise
 
     def record_unapplied(self, version: str) -> None:
         """Delete ``version``'s row, however the old framework spelled it (``27`` or ``0027``).
