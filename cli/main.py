@@ -54,9 +54,10 @@ class ApmGroup(click.Group):
 def apm(ctx: click.Context) -> None:
     """APM's dependency-aware SQLite migration tool.
 
-    Migrations are Python files that declare what they depend on; apm applies
-    them in dependency order, one transaction each, and refuses a rollback that
-    would strand applied dependents unless you ask for --cascade.
+    Migrations are Python or SQL files that declare what they depend on; apm
+    applies them in dependency order, previewed as they run (nothing that
+    destroys data is committed unless you confirm it), and refuses a rollback
+    that would strand applied dependents unless you ask for --cascade.
 
     Each setting comes from, highest first: a command-line option, an APM_*
     environment variable, the config file (apm.toml, or [tool.apm] in
