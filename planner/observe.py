@@ -35,7 +35,7 @@ from planner.effects import StepEffects, TableState, resolve
 from planner.ledger import LOG_TABLE, TABLE
 from planner.preview import DataImpact
 from planner.schema import SchemaChange
-from planner.sql import keywords, quote_identifier, table_xinfo, tokens
+from planner.sql import keywords, name_after, quote_identifier, renamed_column, table_xinfo, tokens
 
 _IGNORED = {TABLE.lower(), LOG_TABLE.lower()}
 _COUNTS = "apm_preview_counts"  # a TEMP table: per-connection, gone when the connection closes
@@ -171,6 +171,12 @@ class StepObserver:
         effects = self.effects
         dropping = {a1 for action, a1, _, db, _ in events if action == sqlite3.SQLITE_DROP_TABLE and _ours(a1, db)}
         for action, arg1, arg2, database, source in events:
+            if action in _GROWS and _ours(arg1, database):
+                effects.grown.add(arg1)
+            elif action in _SHRINKS and _ours(arg1, database):
+                effects.shrunk.add(arg1)
+            elif action == sqlite3.SQLITE_ALTER_TABLE and _ours(arg2, arg1):
+                effects.shrunk.add(arg2)
             if action == sqlite3.SQLITE_DROP_TABLE and _ours(arg1, database):
                 self._dropping_table(arg1)
             elif action == sqlite3.SQLITE_ALTER_TABLE and _ours(arg2, arg1):
@@ -218,18 +224,40 @@ class StepObserver:
         if "rename" in words:
             after = words[words.index("rename") + 1 :]
             if after[:1] == ["to"] and len(after) > 1:
-                new = _name_after(sql, "to")
+                new = name_after(sql, "to")
                 effects.renamed_tables[new] = effects.renamed_tables.pop(table, table)
                 if table in effects.created:
                     effects.created[new] = effects.created.pop(table)
             else:
-                old, new = _rename_column_names(sql)
+                old, new = renamed_column(sql)
                 if old and new:
                     effects.renamed_columns.append((table, old, new))
         elif "add" in words:
-            column = _name_after(sql, "column") or _name_after(sql, "add")
+            column = name_after(sql, "column") or name_after(sql, "add")
             if column:
                 effects.added_columns.append((table, column))
+
+    def foreign_key_tables(self) -> list[str]:
+        """The tables whose foreign keys this step can have broken, so far: what it touched, and the children of
+        what it deleted from, updated, dropped or altered.
+
+        ``PRAGMA foreign_key_check`` over the whole database reads every child
+        table after every step; checking only these keeps the work
+        proportional to what the step touched. Adding rows to a parent
+        cannot orphan a child, so only shrinking tables bring their children in.
+        """
+        effects = self.effects
+        scope = effects.grown | effects.shrunk
+        if effects.shrunk:
+            marks = ", ".join("?" * len(effects.shrunk))
+            scope |= {row[0] for row in self.conn.execute(
+                "SELECT DISTINCT m.name FROM sqlite_master AS m, pragma_foreign_key_list(m.name) AS f "
+                f"WHERE m.type = 'table' AND f.\"table\" COLLATE NOCASE IN ({marks})", sorted(effects.shrunk))}
+        if not scope:
+            return []
+        marks = ", ".join("?" * len(scope))
+        return sorted(row[0] for row in self.conn.execute(
+            f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ({marks})", sorted(scope)))
 
     # -- measuring -----------------------------------------------------------------------------
 
@@ -305,6 +333,9 @@ class StepObserver:
         return {(table, column): n for table, column, n in rows}
 
 
+_GROWS = (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_CREATE_TABLE)
+_SHRINKS = (sqlite3.SQLITE_DELETE, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DROP_TABLE)
+
 _CREATES = {
     sqlite3.SQLITE_CREATE_TABLE: "table",
     sqlite3.SQLITE_CREATE_INDEX: "index",
@@ -338,36 +369,3 @@ def _reads_only(statement: str) -> bool:
     if first == ["SELECT"] or first == ["EXPLAIN"] or first == ["VALUES"]:
         return True
     return first == ["PRAGMA"] and "=" not in statement
-
-
-def _name_after(sql: str, keyword: str) -> str | None:
-    """The identifier right after ``keyword`` (its last occurrence) in ``sql``, unquoted."""
-    found = tokens(sql)
-    for i in range(len(found) - 2, -1, -1):
-        if found[i].name == keyword and found[i].kind == "word":
-            following = found[i + 1]
-            if following.kind == "word" and following.name == "column" and i + 2 < len(found):
-                following = found[i + 2]
-            return _unquoted(following)
-    return None
-
-
-def _rename_column_names(sql: str) -> tuple[str | None, str | None]:
-    """``(old, new)`` of ``ALTER TABLE t RENAME [COLUMN] old TO new``."""
-    found = [t for t in tokens(sql)]
-    names = [t.name for t in found]
-    if "rename" not in names:
-        return None, None
-    i = names.index("rename") + 1
-    if i < len(found) and found[i].kind == "word" and found[i].name == "column":
-        i += 1
-    if i + 2 < len(found) and found[i + 1].name == "to":
-        return _unquoted(found[i]), _unquoted(found[i + 2])
-    return None, None
-
-
-def _unquoted(token) -> str:
-    if token.kind == "quoted":
-        close = {"[": "]"}.get(token.text[0], token.text[0])
-        return token.text[1:-1].replace(close * 2, close)
-    return token.text

@@ -33,6 +33,7 @@ from planner.events import Event, StepFailed, StepFinished, StepSkipped, StepSta
 from planner.ledger import APPLY, FAILED, OK, ROLLBACK, SKIPPED, Ledger
 from planner.output_capture import StepOutput
 from planner.plan import Plan, Step, step_conflicts
+from planner.sql import quote_identifier
 from planner.versions import number
 
 if TYPE_CHECKING:
@@ -246,7 +247,7 @@ class Session:
             with _untraced(observer):
                 self.ledger.reconcile(migration.version)  # ... so put the executor's rows back
             if proxy.tampered is None:
-                self._check_foreign_keys(step)
+                self._check_foreign_keys(step, observer)
                 if applying and migration.validate_post is not None and not migration.validate_post(proxy):
                     raise ValidationFailed(migration.version, step.direction, "validate_post")
             if proxy.tampered is not None:
@@ -265,10 +266,19 @@ class Session:
             log.warning("migration %s: ignored %s (%s)", migration.version, ignored, proxy.IGNORED_REASON)
         return proxy.ignored
 
-    def _check_foreign_keys(self, step: Step) -> None:
+    def _check_foreign_keys(self, step: Step, observer: StepObserver | None = None) -> None:
+        """``PRAGMA foreign_key_check``: of the whole database, or, in a preview, of what the step touched."""
         cursor = self.conn.cursor()
         cursor.row_factory = None
-        violations = cursor.execute("PRAGMA foreign_key_check").fetchmany(_MAX_VIOLATIONS)
+        if observer is None:
+            violations = cursor.execute("PRAGMA foreign_key_check").fetchmany(_MAX_VIOLATIONS)
+        else:
+            violations = []
+            for table in observer.foreign_key_tables():
+                violations += cursor.execute(f"PRAGMA foreign_key_check({quote_identifier(table)})").fetchmany(
+                    _MAX_VIOLATIONS - len(violations))
+                if len(violations) >= _MAX_VIOLATIONS:
+                    break
         if violations:
             raise ForeignKeyViolation(step.version, step.direction, [tuple(v) for v in violations])
 

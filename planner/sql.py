@@ -199,3 +199,39 @@ def parse_create_table(sql: str) -> CreateTable:
         raise refuse("has unbalanced parentheses")
     tail = {t.name for t in found if t.start >= close.end and t.name}
     return CreateTable(sql, name_token.name, (name_start, name_token.end), (found[i].end, close.start), tail)
+
+
+# -- names in ALTER TABLE --------------------------------------------------------------------
+
+
+def name_after(sql: str, keyword: str) -> str | None:
+    """The identifier right after ``keyword`` (its last occurrence) in ``sql``, unquoted."""
+    found = tokens(sql)
+    for i in range(len(found) - 2, -1, -1):
+        if found[i].name == keyword and found[i].kind == "word":
+            following = found[i + 1]
+            if following.kind == "word" and following.name == "column" and i + 2 < len(found):
+                following = found[i + 2]
+            return unquoted(following)
+    return None
+
+
+def renamed_column(sql: str) -> tuple[str | None, str | None]:
+    """``(old, new)`` of ``ALTER TABLE t RENAME [COLUMN] old TO new``."""
+    found = tokens(sql)
+    names = [t.name for t in found]
+    if "rename" not in names:
+        return None, None
+    i = names.index("rename") + 1
+    if i < len(found) and found[i].kind == "word" and found[i].name == "column":
+        i += 1
+    if i + 2 < len(found) and found[i + 1].name == "to":
+        return unquoted(found[i]), unquoted(found[i + 2])
+    return None, None
+
+
+def unquoted(token) -> str:
+    if token.kind == "quoted":
+        close = {"[": "]"}.get(token.text[0], token.text[0])
+        return token.text[1:-1].replace(close * 2, close)
+    return token.text

@@ -365,3 +365,25 @@ def test_an_upsert_overwrites_and_inserts_only_what_it_adds(people):
     Executor(db, create=True, catalog=catalog).run(apply_plan(catalog, [], target="0001"))
     result = preview(db, apply_plan(catalog, read_ledger(db)), catalog)
     assert result.describe() == ["0002 apply: overwrites 1 value of t.z", "0002 apply: inserts 1 row into t"]
+
+
+@pytest.mark.parametrize("upgrade", [
+    "conn.execute('UPDATE parents SET id = 2')",                      # a parent's key changes under its child
+    "conn.execute('INSERT INTO children VALUES (11, 99)')",           # a child points at nothing
+    "conn.execute('DROP TABLE parents')",                             # the parent goes
+])
+def test_the_scoped_foreign_key_check_still_catches_every_breakage(tmp_path, catalog_dir, upgrade):
+    write_migration(catalog_dir, "0001", "Parents", depends_on=(), upgrade="""
+        conn.execute('CREATE TABLE parents (id INTEGER PRIMARY KEY)')
+        conn.execute('CREATE TABLE children (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parents(id))')
+        conn.execute('CREATE TABLE bystander (id INTEGER PRIMARY KEY)')
+        conn.execute('INSERT INTO parents VALUES (1)')
+        conn.execute('INSERT INTO children VALUES (10, 1)')
+    """)
+    write_migration(catalog_dir, "0002", "Break", depends_on=("0001",), upgrade=upgrade)
+    catalog = load_catalog(catalog_dir)
+    db = tmp_path / "fk.db"
+    Executor(db, create=True).run(apply_plan(catalog, [], target="0001"))
+    result = preview(db, apply_plan(catalog, read_ledger(db)), catalog, accept=lambda p: True)
+    assert isinstance(result.error, ForeignKeyViolation), result.describe()
+    assert not result.committed
