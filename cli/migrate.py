@@ -197,6 +197,12 @@ def _mark(applied: str | None, rolled_back: str | None, as_json: bool) -> None:
     from planner import marks
 
     catalog = load_catalog()
+    if settings().db_url is not None:  # PostgreSQL: the same checks, the write under the advisory lock
+        migration = marks.mark_with(settings().engine, catalog, applied or rolled_back, applied=applied is not None)
+        action, verb = ("mark-applied", "Marked as applied") if applied else ("mark-rolled-back",
+                                                                               "Marked as rolled back")
+        _marked(migration, action, verb, as_json)
+        return
     db = settings().db_path
     if rolled_back is not None:
         require_database()
@@ -206,6 +212,10 @@ def _mark(applied: str | None, rolled_back: str | None, as_json: bool) -> None:
     else:
         migration = marks.mark_rolled_back(db, catalog, rolled_back, busy_timeout=settings().busy_timeout)
         action, verb = "mark-rolled-back", "Marked as rolled back"
+    _marked(migration, action, verb, as_json)
+
+
+def _marked(migration, action: str, verb: str, as_json: bool) -> None:
     if as_json:
         emit_json({"action": action, "version": migration.version, "description": migration.description})
     else:

@@ -40,6 +40,12 @@ def applied(url: str, schema: str = "public") -> list[str]:
     return [r[0] for r in query(url, f"SELECT version FROM {schema}.schema_migrations ORDER BY version")]
 
 
+def missing_database(url: str) -> str:
+    """The URL of a database that does not exist on the same server."""
+    name = url.split("@/", 1)[1].split("?", 1)[0]
+    return url.replace(f"@/{name}?", "@/no_such_db?")
+
+
 def test_redact_masks_every_password_form():
     from planner.engines import is_postgres, redact
 
@@ -193,7 +199,7 @@ def test_ledger_schema_option_and_unsupported_commands(pg_url, seed_chain):
     assert applied(pg_url, "ops") == ["0001", "0020", "0027", "0029", "0030"]
     assert not query(pg_url, "SELECT to_regclass('public.schema_migrations')")[0][0]
     url = pg_url.replace("apm@", "apm:s3cret@")
-    for args in (["migrate", "doctor"], ["migrate", "check"], ["migrate", "--mark-applied", "0001"]):
+    for args in (["migrate", "doctor"], ["migrate", "check"], ["migrate", "backups"]):
         refused = apm(url, *args, catalog=seed_chain)
         assert refused.returncode == 2 and "not supported on PostgreSQL yet" in refused.stderr
         assert "Traceback" not in refused.stderr and "s3cret" not in refused.stderr + refused.stdout
@@ -207,3 +213,46 @@ def test_a_rollback_without_pg_dump_is_refused_with_the_package(pg_url, seed_cha
     assert "0030" in applied(pg_url)
     allowed = apm(pg_url, "migrate", "--rollback", "0030", "--no-backup", catalog=seed_chain, env=no_tools)
     assert allowed.returncode == 0 and "0030" not in applied(pg_url)
+
+
+def test_marks_refuse_as_on_sqlite_and_write_under_the_lock_with_a_log_row(pg_url, seed_chain):
+    url = pg_url.replace("apm@", "apm:s3cret@")
+    missing_dependency = apm(url, "migrate", "--mark-applied", "0027", catalog=seed_chain)
+    assert missing_dependency.returncode == 4 and "0020" in missing_dependency.stderr
+    assert "s3cret" not in missing_dependency.stderr
+    not_applied = apm(pg_url, "migrate", "--mark-rolled-back", "0020", catalog=seed_chain)
+    assert not_applied.returncode == 4 and "0020" in not_applied.stderr
+    for version in ("0001", "0020", "0027"):
+        marked = apm(pg_url, "migrate", "--mark-applied", version, "--json", catalog=seed_chain)
+        assert marked.returncode == 0, marked.stderr
+        assert json.loads(marked.stdout) == {"action": "mark-applied", "version": version,
+                                             "description": json.loads(marked.stdout)["description"]}
+    assert applied(pg_url) == ["0001", "0020", "0027"]
+    again = apm(pg_url, "migrate", "--mark-applied", "0020", catalog=seed_chain)
+    assert again.returncode == 4 and "already applied" in again.stderr
+    needed = apm(pg_url, "migrate", "--mark-rolled-back", "0020", catalog=seed_chain)
+    assert needed.returncode == 4 and "0027" in needed.stderr and applied(pg_url) == ["0001", "0020", "0027"]
+    unmarked = apm(pg_url, "migrate", "--mark-rolled-back", "0027", catalog=seed_chain)
+    assert unmarked.returncode == 0 and "Marked as rolled back: 0027" in unmarked.stdout
+    assert applied(pg_url) == ["0001", "0020"]
+    log = query(pg_url, "SELECT version, action, outcome FROM schema_migrations_log ORDER BY id")
+    assert log == [("0001", "mark-applied", "ok"), ("0020", "mark-applied", "ok"), ("0027", "mark-applied", "ok"),
+                   ("0027", "mark-rolled-back", "ok")]
+    checksum = query(pg_url, "SELECT checksum FROM schema_migrations WHERE version = '0020'")[0][0]
+    assert checksum and len(checksum) == 64
+
+
+def test_baseline_records_the_ancestors_in_one_transaction_or_refuses(pg_url, seed_chain):
+    done = apm(pg_url, "migrate", "--baseline", "0029", "--json", catalog=seed_chain)
+    assert done.returncode == 0, done.stderr
+    assert [r["version"] for r in json.loads(done.stdout)["recorded"]] == ["0001", "0020", "0027", "0029"]
+    assert applied(pg_url) == ["0001", "0020", "0027", "0029"]
+    actions = query(pg_url, "SELECT DISTINCT action FROM schema_migrations_log")
+    assert actions == [("baseline",)]
+    overlapping = apm(pg_url, "migrate", "--baseline", "0030", catalog=seed_chain)
+    assert overlapping.returncode == 4 and "0001" in overlapping.stderr
+    assert "0030" not in applied(pg_url) and len(query(pg_url, "SELECT * FROM schema_migrations_log")) == 4
+    other = missing_database(pg_url).replace("apm@", "apm:s3cret@")
+    unreachable = apm(other, "migrate", "--baseline", "0001", catalog=seed_chain)
+    assert unreachable.returncode == 6 and "s3cret" not in unreachable.stderr
+    assert len(unreachable.stderr.strip().splitlines()) == 1
