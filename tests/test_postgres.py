@@ -36,6 +36,13 @@ def query(url: str, sql: str, params=None) -> list[tuple]:
         return conn.execute(sql, params).fetchall()
 
 
+def run_sql(url: str, sql: str, params=None) -> None:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        conn.execute(sql, params)
+
+
 def applied(url: str, schema: str = "public") -> list[str]:
     return [r[0] for r in query(url, f"SELECT version FROM {schema}.schema_migrations ORDER BY version")]
 
@@ -199,7 +206,7 @@ def test_ledger_schema_option_and_unsupported_commands(pg_url, seed_chain):
     assert applied(pg_url, "ops") == ["0001", "0020", "0027", "0029", "0030"]
     assert not query(pg_url, "SELECT to_regclass('public.schema_migrations')")[0][0]
     url = pg_url.replace("apm@", "apm:s3cret@")
-    for args in (["migrate", "doctor"], ["migrate", "check"], ["migrate", "backups"]):
+    for args in (["migrate", "doctor"], ["migrate", "check", "--fix"], ["migrate", "backups"]):
         refused = apm(url, *args, catalog=seed_chain)
         assert refused.returncode == 2 and "not supported on PostgreSQL yet" in refused.stderr
         assert "Traceback" not in refused.stderr and "s3cret" not in refused.stderr + refused.stdout
@@ -256,3 +263,28 @@ def test_baseline_records_the_ancestors_in_one_transaction_or_refuses(pg_url, se
     unreachable = apm(other, "migrate", "--baseline", "0001", catalog=seed_chain)
     assert unreachable.returncode == 6 and "s3cret" not in unreachable.stderr
     assert len(unreachable.stderr.strip().splitlines()) == 1
+
+
+def test_check_reads_the_postgres_ledger_and_a_missing_database_is_an_empty_history(pg_url, seed_chain):
+    clean = apm(pg_url, "migrate", "check", "--json", catalog=seed_chain)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    report = json.loads(clean.stdout)
+    assert [f for f in report["findings"] if f["scope"] == "history"] == [] and report["database"] == pg_url
+    assert apm(pg_url, "migrate", catalog=seed_chain).returncode == 0
+    edited = seed_chain / "migration_0027.py"
+    edited.write_text(edited.read_text() + "\n# edited after it was applied\n")
+    run_sql(pg_url, "INSERT INTO schema_migrations (version, description) VALUES ('0040', 'gone')")
+    url = pg_url.replace("apm@", "apm:s3cret@")
+    found = apm(url, "migrate", "check", "--json", catalog=seed_chain)
+    assert found.returncode == 4, found.stderr
+    report = json.loads(found.stdout)
+    assert {(f["code"], f["version"]) for f in report["findings"] if f["scope"] == "history"} == {
+        ("edited-after-apply", "0027"), ("missing-file", "0040")}
+    assert "s3cret" not in found.stdout and "***" in report["database"]
+    missing = apm(missing_database(url), "migrate", "check", catalog=seed_chain)
+    assert missing.returncode == 0, missing.stderr
+    assert "does not exist yet" in missing.stdout and "s3cret" not in missing.stdout + missing.stderr
+    nowhere = url.split("?")[0] + "?host=/nonexistent/socket"
+    unreachable = apm(nowhere, "migrate", "check", catalog=seed_chain)
+    assert unreachable.returncode == 6 and len(unreachable.stderr.strip().splitlines()) == 1
+    assert "s3cret" not in unreachable.stderr and "Traceback" not in unreachable.stderr
