@@ -108,15 +108,21 @@ def doctor_command(as_json: bool) -> None:
     problem comes with the command that fixes it. Exit status 0 when healthy,
     6 when something is wrong with the database.
     """
-    from planner.doctor import diagnose
-
     options = settings()
-    findings = diagnose(options.db_path, options.catalog_dir, busy_timeout=options.busy_timeout)
+    if options.db_url is not None:  # PostgreSQL: the server's ledger, log and the pg_dump folder
+        from planner.engines.pg_doctor import diagnose_postgres
+
+        findings = diagnose_postgres(options.engine, options.catalog_dir, options.backup_dir)
+    else:
+        from planner.doctor import diagnose
+
+        findings = diagnose(options.db_path, options.catalog_dir, busy_timeout=options.busy_timeout)
+    shown = options.db_display
     healthy = not any(f.severity == "error" for f in findings)
     code = EXIT_OK if healthy else EXIT_DATABASE
     if as_json:
         emit_json({
-            "database": str(options.db_path),
+            "database": shown,
             "catalog": str(options.catalog_dir),
             "healthy": healthy,
             "exit_code": code,
@@ -125,9 +131,9 @@ def doctor_command(as_json: bool) -> None:
     else:
         _print_findings(findings)
         if healthy:
-            echo(f"{options.db_path}: healthy ({_summary(findings)})", fg="green")
+            echo(f"{shown}: healthy ({_summary(findings)})", fg="green")
         else:
-            echo(f"{options.db_path}: {_summary(findings)}", fg="red")
+            echo(f"{shown}: {_summary(findings)}", fg="red")
     click.get_current_context().exit(code)
 
 

@@ -206,7 +206,7 @@ def test_ledger_schema_option_and_unsupported_commands(pg_url, seed_chain):
     assert applied(pg_url, "ops") == ["0001", "0020", "0027", "0029", "0030"]
     assert not query(pg_url, "SELECT to_regclass('public.schema_migrations')")[0][0]
     url = pg_url.replace("apm@", "apm:s3cret@")
-    for args in (["migrate", "doctor"], ["migrate", "check", "--fix"], ["migrate", "backups"]):
+    for args in (["migrate", "restore"], ["migrate", "check", "--fix"], ["migrate", "backups"]):
         refused = apm(url, *args, catalog=seed_chain)
         assert refused.returncode == 2 and "not supported on PostgreSQL yet" in refused.stderr
         assert "Traceback" not in refused.stderr and "s3cret" not in refused.stderr + refused.stdout
@@ -288,3 +288,44 @@ def test_check_reads_the_postgres_ledger_and_a_missing_database_is_an_empty_hist
     unreachable = apm(nowhere, "migrate", "check", catalog=seed_chain)
     assert unreachable.returncode == 6 and len(unreachable.stderr.strip().splitlines()) == 1
     assert "s3cret" not in unreachable.stderr and "Traceback" not in unreachable.stderr
+
+
+def doctor(url: str, *args: str, catalog: Path) -> tuple[int, dict]:
+    result = apm(url, "migrate", "doctor", "--json", *args, catalog=catalog)
+    assert result.stderr == "" and "Traceback" not in result.stdout, result.stderr
+    report = json.loads(result.stdout)
+    assert report["exit_code"] == result.returncode
+    return result.returncode, {(f["code"], f["version"]): f for f in report["findings"]}
+
+
+def test_doctor_diagnoses_the_ledger_the_log_and_the_dumps_without_writing(pg_url, seed_chain, tmp_path):
+    run_sql(pg_url, "CREATE TABLE existing (id INT)")
+    code, found = doctor(pg_url, catalog=seed_chain)
+    assert code == 0 and set(found) == {("no-ledger", None), ("foreign-keys", None)}
+    assert not query(pg_url, "SELECT to_regclass('schema_migrations')")[0][0]  # read-only: nothing made
+    assert apm(pg_url, "migrate", catalog=seed_chain).returncode == 0
+    dumps = tmp_path / "dumps"
+    code, found = doctor(pg_url, "--backup-dir", str(dumps), catalog=seed_chain)
+    assert code == 0 and set(found) == {("foreign-keys", None), ("no-backups", None)}
+    assert "enforced by the server" in found[("foreign-keys", None)]["message"]
+    assert apm(pg_url, "migrate", "--rollback", "0030", "--yes", "--backup-dir", str(dumps),
+               catalog=seed_chain).returncode == 0
+    code, found = doctor(pg_url, "--backup-dir", str(dumps), catalog=seed_chain)
+    assert code == 0 and found[("backup", None)]["fix"].startswith("pg_restore --clean --if-exists")
+
+    run_sql(pg_url, "INSERT INTO schema_migrations (version, description) VALUES ('0040', 'gone')")
+    run_sql(pg_url, "INSERT INTO schema_migrations_log (version, action, at, outcome) "
+                    "VALUES ('0030', 'apply', now(), 'started')")
+    url = pg_url.replace("apm@", "apm:s3cret@")
+    result = apm(url, "migrate", "doctor", catalog=seed_chain)
+    assert result.returncode == 6 and "s3cret" not in result.stdout + result.stderr
+    assert "missing-file" in result.stdout and "interrupted-non-transactional" in result.stdout
+    assert result.stdout.strip().splitlines()[-1].endswith("2 error(s), 0 warning(s)")
+
+    run_sql(pg_url, "CREATE SCHEMA odd; CREATE TABLE odd.schema_migrations (version TEXT)")
+    code, found = doctor(pg_url, "--ledger-schema", "odd", catalog=seed_chain)
+    assert code == 6 and "checksum" in found[("ledger-shape", None)]["message"]
+    assert ("missing-log", None) in found
+    unreachable = apm(missing_database(url), "migrate", "doctor", catalog=seed_chain)
+    assert unreachable.returncode == 6 and len(unreachable.stderr.strip().splitlines()) == 1
+    assert "s3cret" not in unreachable.stderr and "does not exist" in unreachable.stderr
