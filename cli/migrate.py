@@ -21,6 +21,7 @@ from cli.running import (
     make_apply_plan,
     make_rollback_plan,
     preview_plan,
+    prune_backups_after_commit,
     require_database,
     run_previewed,
     take_backup,
@@ -185,6 +186,8 @@ def _rollback(version: str, *, cascade: bool, backup: bool, atomic: bool, as_jso
         if backup_path and not as_json:
             echo(f"Backup written to {backup_path}")
         results = execute(catalog, plan, atomic=atomic, as_json=as_json, create=False, make_plan=replan)
+        if backup_path:
+            prune_backups_after_commit()
         outcome = {"results": results, "backup": str(backup_path) if backup_path else None}
     else:
         outcome = run_previewed(catalog, plan, make_plan=replan, as_json=as_json, yes=yes, sql=sql, backup=backup)

@@ -329,3 +329,26 @@ def test_doctor_diagnoses_the_ledger_the_log_and_the_dumps_without_writing(pg_ur
     unreachable = apm(missing_database(url), "migrate", "doctor", catalog=seed_chain)
     assert unreachable.returncode == 6 and len(unreachable.stderr.strip().splitlines()) == 1
     assert "s3cret" not in unreachable.stderr and "does not exist" in unreachable.stderr
+
+
+def test_keep_backups_prunes_this_databases_dumps_after_a_committed_rollback(pg_url, seed_chain, tmp_path):
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    name = pg_url.split("@/", 1)[1].split("?", 1)[0]
+    oldest = dumps / f"{name}.20200101_000000.dump"
+    others = [dumps / "otherdb.20200101_000000.dump", dumps / f"{name}.notes.txt"]
+    for path in (oldest, *others):
+        path.write_text("not a dump")
+    assert apm(pg_url, "migrate", catalog=seed_chain).returncode == 0
+    written = []
+    for extra in (["--yes"], ["--no-preview"], ["--yes"]):
+        done = apm(pg_url, "migrate", "--rollback", "0030", *extra, "--keep-backups", "2", "--backup-dir",
+                   str(dumps), "--json", catalog=seed_chain)
+        assert done.returncode == 0, done.stderr
+        written.append(Path(json.loads(done.stdout)["backup"]))
+        assert apm(pg_url, "migrate", catalog=seed_chain).returncode == 0
+    kept = sorted(p.name for p in dumps.glob(f"{name}.*.dump"))
+    assert kept == sorted(p.name for p in written[1:]) and not oldest.exists()
+    assert all(path.exists() for path in others)
+    unpruned = apm(pg_url, "migrate", "--rollback", "0030", "--yes", "--backup-dir", str(dumps), catalog=seed_chain)
+    assert unpruned.returncode == 0 and len(list(dumps.glob(f"{name}.*.dump"))) == 3  # no --keep-backups
