@@ -38,7 +38,7 @@ def dump(url: str, folder: Path) -> Path:
     if tool is None:
         raise BackupToolMissing(redact(url))
     folder.mkdir(parents=True, exist_ok=True)
-    safe = _stem(url)
+    safe = dump_stem(url)
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
     path = folder / f"{safe}.{stamp}.dump"
     counter = 1
@@ -60,13 +60,14 @@ def dump(url: str, folder: Path) -> Path:
     return path
 
 
-def _stem(url: str) -> str:
+def dump_stem(url: str) -> str:
+    """The start of this database's dump file names: its name, with anything unsafe in a file name as ``_``."""
     return re.sub(r"[^\w.-]", "_", database_name(url)) or "postgres"
 
 
 def list_dumps(url: str, folder: Path) -> list[Path]:
     """This database's ``<dbname>.<YYYYmmdd_HHMMSS>[_N].dump`` files in ``folder``, oldest first (by name)."""
-    pattern = re.compile(rf"^{re.escape(_stem(url))}\.(\d{{8}}_\d{{6}})(?:_(\d+))?\.dump$")
+    pattern = re.compile(rf"^{re.escape(dump_stem(url))}\.(\d{{8}}_\d{{6}})(?:_(\d+))?\.dump$")
     found = []
     for path in folder.glob("*.dump") if folder.is_dir() else ():
         match = pattern.match(path.name)

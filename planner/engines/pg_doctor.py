@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from planner.engines.pg_backup import list_dumps
+from planner.engines.pg_backup import dump_stem, list_dumps
 from planner.engines.pg_ledger import PgLedger, quote
 from planner.errors import CatalogError
 from planner.ledger import LOG_TABLE, TABLE
@@ -117,7 +117,8 @@ def _backups(engine: Any, folder: Path) -> list[Finding]:
         return [Finding(
             WARNING, "no-backups", None,
             f"no pg_dump backup of this database is in {folder}: a bad rollback could not be undone",
-            f"pg_dump --format=custom --file {folder}/<dbname>.$(date +%Y%m%d_%H%M%S).dump '{engine.display}'",
+            f"pg_dump --format=custom --file {folder}/{dump_stem(engine.url)}.$(date +%Y%m%d_%H%M%S).dump "
+            f"'{engine.display}'",
             "database")]
     newest = dumps[-1]
     stat = newest.stat()
