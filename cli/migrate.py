@@ -21,6 +21,7 @@ from cli.running import (
     make_apply_plan,
     make_rollback_plan,
     preview_plan,
+    prune_backups_after_commit,
     require_database,
     run_previewed,
     take_backup,
@@ -185,6 +186,8 @@ def _rollback(version: str, *, cascade: bool, backup: bool, atomic: bool, as_jso
         if backup_path and not as_json:
             echo(f"Backup written to {backup_path}")
         results = execute(catalog, plan, atomic=atomic, as_json=as_json, create=False, make_plan=replan)
+        if backup_path:
+            prune_backups_after_commit()
         outcome = {"results": results, "backup": str(backup_path) if backup_path else None}
     else:
         outcome = run_previewed(catalog, plan, make_plan=replan, as_json=as_json, yes=yes, sql=sql, backup=backup)
@@ -197,6 +200,12 @@ def _mark(applied: str | None, rolled_back: str | None, as_json: bool) -> None:
     from planner import marks
 
     catalog = load_catalog()
+    if settings().db_url is not None:  # PostgreSQL: the same checks, the write under the advisory lock
+        migration = marks.mark_with(settings().engine, catalog, applied or rolled_back, applied=applied is not None)
+        action, verb = ("mark-applied", "Marked as applied") if applied else ("mark-rolled-back",
+                                                                               "Marked as rolled back")
+        _marked(migration, action, verb, as_json)
+        return
     db = settings().db_path
     if rolled_back is not None:
         require_database()
@@ -206,6 +215,10 @@ def _mark(applied: str | None, rolled_back: str | None, as_json: bool) -> None:
     else:
         migration = marks.mark_rolled_back(db, catalog, rolled_back, busy_timeout=settings().busy_timeout)
         action, verb = "mark-rolled-back", "Marked as rolled back"
+    _marked(migration, action, verb, as_json)
+
+
+def _marked(migration, action: str, verb: str, as_json: bool) -> None:
     if as_json:
         emit_json({"action": action, "version": migration.version, "description": migration.description})
     else:

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from cli.options import settings
 from cli.output import echo, emit_json, migration_row, plan_json, table
-from cli.running import dry_run_report, execute, ledger_entries, load_catalog, run_previewed, take_backup
+from cli.running import (
+    dry_run_report,
+    execute,
+    ledger_entries,
+    load_catalog,
+    prune_backups_after_commit,
+    run_previewed,
+    take_backup,
+)
 
 
 def make_to_plan(catalog, entries: dict, target: str):
@@ -45,6 +53,8 @@ def move_to(target: str, *, backup: bool, atomic: bool, as_json: bool, dry_run: 
         if backup_path and not as_json:
             echo(f"Backup written to {backup_path}")
         results = execute(catalog, plan, atomic=atomic, as_json=as_json, create=True, make_plan=replan)
+        if backup_path:
+            prune_backups_after_commit()
         outcome = {"results": results, "backup": str(backup_path) if backup_path else None}
     else:
         outcome = run_previewed(catalog, plan, make_plan=replan, as_json=as_json, yes=yes, sql=sql,
@@ -58,7 +68,10 @@ def record_baseline(version: str, as_json: bool) -> None:
     from planner import marks
 
     catalog = load_catalog()
-    recorded = marks.baseline(settings().db_path, catalog, version, busy_timeout=settings().busy_timeout)
+    if settings().db_url is not None:  # PostgreSQL: one transaction under the advisory lock
+        recorded = marks.baseline_with(settings().engine, catalog, version)
+    else:
+        recorded = marks.baseline(settings().db_path, catalog, version, busy_timeout=settings().busy_timeout)
     if as_json:
         emit_json({"action": "baseline", "version": recorded[-1].version,
                    "recorded": [{"version": m.version, "description": m.description} for m in recorded]})

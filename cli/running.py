@@ -237,6 +237,8 @@ def run_previewed(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql: bo
             echo(f"Backup written to {backup_path}")
         results = execute(catalog, plan, atomic=False, as_json=as_json, create=plan.direction != "rollback",
                           make_plan=make_plan)
+        if backup_path is not None:
+            prune_backups_after_commit()
         return {"results": results, "backup": str(backup_path) if backup_path is not None else None}
     backup_path = take_backup() if backup else None
     confirmed: list[str] | None = None
@@ -273,7 +275,7 @@ def run_previewed(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql: bo
             backup_path.unlink(missing_ok=True)  # nothing changed: a backup of it is only clutter
         raise
     if backup_path is not None:
-        _prune_backups()
+        prune_backups_after_commit()
     if preview.loses_data:  # on stderr, so --json stays one document on stdout
         echo("This run destroyed data, as confirmed:", fg="yellow", err=True)
         for line in preview.loss_lines():
@@ -347,12 +349,23 @@ def take_backup() -> Path | None:
     return backup(path, busy_timeout=settings().busy_timeout)
 
 
-def _prune_backups() -> None:
-    """After a run that committed: --keep-backups N / APM_KEEP_BACKUPS / keep_backups in the config."""
+def prune_backups_after_commit() -> None:
+    """After a run that committed: --keep-backups N / APM_KEEP_BACKUPS / keep_backups in the config.
+
+    SQLite: ``<db>.backup.*`` beside the file. PostgreSQL: this database's
+    ``<dbname>.*.dump`` files in the backup folder (no other file there).
+    """
+    options = settings()
+    if not options.keep_backups:
+        return
+    if options.db_url is not None:
+        from planner.engines.pg_backup import prune_dumps
+
+        prune_dumps(options.db_url, options.backup_dir or Path("."), options.keep_backups)
+        return
     from planner.backups import prune_backups
 
-    if settings().keep_backups and settings().db_url is None:  # pruning pg_dump files: not yet
-        prune_backups(settings().db_path, settings().keep_backups)
+    prune_backups(options.db_path, options.keep_backups)
 
 
 def warn_about_edited_files(catalog, entries: dict) -> None:

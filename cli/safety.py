@@ -62,22 +62,28 @@ def check_command(as_json: bool, strict: bool, fix: bool, yes: bool) -> None:
 
     options = settings()
     catalog_dir = options.catalog_dir
-    if options.db_url is not None:  # PostgreSQL: check's database half is not there yet
-        from cli.options import NotOnPostgres
+    engine = options.engine if options.db_url is not None else None  # PostgreSQL: the ledger on the server
+    if engine is not None:
+        db_path = None
+        if fix:  # renumbering reads the taken versions from a SQLite ledger
+            from cli.options import NotOnPostgres
 
-        raise NotOnPostgres()
-    db_path: Path | None = options.db_chosen if options.db_chosen is not None else (DEFAULT_DB if DEFAULT_DB.is_file() else None)
+            raise NotOnPostgres()
+    else:
+        db_path = options.db_chosen if options.db_chosen is not None else (
+            DEFAULT_DB if DEFAULT_DB.is_file() else None)
     if yes and not fix:
         raise click.UsageError("--yes only makes sense with --fix")
     if fix:
         _fix_shared_versions(catalog_dir, db_path, yes)
-    # A DatabaseError exits 6 through the root group.
-    findings = check_catalog(catalog_dir, db_path, busy_timeout=options.busy_timeout)
+    # A DatabaseError exits 6 through the root group (an unreachable server too; a missing database is empty).
+    findings = check_catalog(catalog_dir, db_path, busy_timeout=options.busy_timeout, engine=engine)
+    shown = engine.display if engine is not None else str(db_path) if db_path else None
     code = check_exit_code(findings, strict)
     if as_json:
         emit_json({
             "catalog": str(catalog_dir),
-            "database": str(db_path) if db_path else None,
+            "database": shown,
             "strict": strict,
             "exit_code": code,
             "errors": sum(1 for f in findings if f.severity == "error"),
@@ -86,7 +92,7 @@ def check_command(as_json: bool, strict: bool, fix: bool, yes: bool) -> None:
         })
     else:
         _print_findings(findings)
-        where = f"{catalog_dir}" + (f" and {db_path}" if db_path else "")
+        where = f"{catalog_dir}" + (f" and {shown}" if shown else "")
         echo(f"{where}: {_summary(findings)}" if findings else f"{where}: no problems found",
              fg="green" if code == EXIT_OK else None)
     click.get_current_context().exit(code)
@@ -102,15 +108,21 @@ def doctor_command(as_json: bool) -> None:
     problem comes with the command that fixes it. Exit status 0 when healthy,
     6 when something is wrong with the database.
     """
-    from planner.doctor import diagnose
-
     options = settings()
-    findings = diagnose(options.db_path, options.catalog_dir, busy_timeout=options.busy_timeout)
+    if options.db_url is not None:  # PostgreSQL: the server's ledger, log and the pg_dump folder
+        from planner.engines.pg_doctor import diagnose_postgres
+
+        findings = diagnose_postgres(options.engine, options.catalog_dir, options.backup_dir)
+    else:
+        from planner.doctor import diagnose
+
+        findings = diagnose(options.db_path, options.catalog_dir, busy_timeout=options.busy_timeout)
+    shown = options.db_display
     healthy = not any(f.severity == "error" for f in findings)
     code = EXIT_OK if healthy else EXIT_DATABASE
     if as_json:
         emit_json({
-            "database": str(options.db_path),
+            "database": shown,
             "catalog": str(options.catalog_dir),
             "healthy": healthy,
             "exit_code": code,
@@ -119,9 +131,9 @@ def doctor_command(as_json: bool) -> None:
     else:
         _print_findings(findings)
         if healthy:
-            echo(f"{options.db_path}: healthy ({_summary(findings)})", fg="green")
+            echo(f"{shown}: healthy ({_summary(findings)})", fg="green")
         else:
-            echo(f"{options.db_path}: {_summary(findings)}", fg="red")
+            echo(f"{shown}: {_summary(findings)}", fg="red")
     click.get_current_context().exit(code)
 
 

@@ -97,7 +97,8 @@ class Finding:
 
 
 def check_catalog(
-    directory: Path | str, db_path: Path | str | None = None, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+    directory: Path | str, db_path: Path | str | None = None, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+    engine=None,
 ) -> list[Finding]:
     """Every finding for the catalog in ``directory`` and, when ``db_path`` is given, for its ledger.
 
@@ -105,6 +106,9 @@ def check_catalog(
     A ``db_path`` that does not exist is an empty history (a lint of a
     project whose database is not made yet), said in an ``info`` finding;
     one that exists but cannot be read raises its ``DatabaseError``.
+    ``engine`` (a ``planner.engines`` PostgreSQL engine) replaces ``db_path``:
+    its ledger is read with ``engine.applied()``, and a database the server
+    does not have is the same empty history.
     """
     from planner.catalog import Catalog
     from planner.loader import migration_files, scan_catalog
@@ -118,7 +122,18 @@ def check_catalog(
     unloadable = {p.versions[0] for p in problems if p.versions}
     catalog, graph_problems = Catalog.build(directory, migrations, unloadable=unloadable)
     files, _ = migration_files(directory)
-    entries = _ledger_or_empty(Path(db_path), busy_timeout) if db_path is not None else {}
+    missing = None  # how a database that is not there yet is named in the info finding
+    if engine is not None:
+        from planner.engines.errors import DatabaseMissing
+
+        try:
+            entries = engine.applied()
+        except DatabaseMissing:
+            entries, missing = {}, engine.display
+    else:
+        entries = _ledger_or_empty(Path(db_path), busy_timeout) if db_path is not None else {}
+        if db_path is not None and not Path(db_path).is_file():
+            missing = str(db_path)
     renumbering = _renumbering(problems, [*files, *entries])
 
     findings = [_problem_finding(p, renumbering) for p in [*problems, *graph_problems]]
@@ -126,16 +141,17 @@ def check_catalog(
         findings.extend(_migration_findings(migration))
     findings.sort(key=_catalog_order)
 
-    if db_path is not None:
-        if not Path(db_path).is_file():
-            findings.append(Finding(INFO, "no-database", None,
-                                    f"{db_path} does not exist yet: the catalog was checked against an empty history",
-                                    None, "history"))
-        else:
-            from planner.ledger import read_notes
+    if missing is not None:
+        findings.append(Finding(INFO, "no-database", None,
+                                f"{missing} does not exist yet: the catalog was checked against an empty history",
+                                None, "history"))
+    elif engine is not None:
+        findings.extend(history_findings(catalog, entries, files, unloadable))  # no APM notes on PostgreSQL
+    elif db_path is not None:
+        from planner.ledger import read_notes
 
-            findings.extend(history_findings(catalog, entries, files, unloadable))
-            findings.extend(note_findings(catalog, read_notes(Path(db_path), busy_timeout)))
+        findings.extend(history_findings(catalog, entries, files, unloadable))
+        findings.extend(note_findings(catalog, read_notes(Path(db_path), busy_timeout)))
     return findings
 
 

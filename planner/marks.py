@@ -124,3 +124,23 @@ def baseline(
     migrations = check_baseline(catalog, read_ledger(db_path, busy_timeout), version)
     Executor(db_path, busy_timeout=busy_timeout, catalog=catalog).mark_many(migrations, BASELINE)
     return migrations
+
+
+# -- the same three through an engine (``planner.engines``): PostgreSQL's ledger lives on the server ------------
+
+
+def mark_with(engine, catalog: Catalog, version: str, *, applied: bool) -> Migration:
+    """``mark_applied`` (``applied``) or ``mark_rolled_back`` on any engine: the same refusals, checked against
+    ``engine.applied()`` and again inside the runner's lock (PostgreSQL's advisory lock), and the same log row."""
+    check = check_mark_applied if applied else check_mark_rolled_back
+    migration = check(catalog, engine.applied(), version)
+    runner = engine.runner(catalog=catalog, create=applied)
+    (runner.mark_applied if applied else runner.mark_rolled_back)(migration)
+    return migration
+
+
+def baseline_with(engine, catalog: Catalog, version: str) -> list[Migration]:
+    """``baseline`` on any engine: ``version`` and its ancestors recorded in one transaction, or none."""
+    migrations = check_baseline(catalog, engine.applied(), version)
+    engine.runner(catalog=catalog, create=False).mark_many(migrations, BASELINE)
+    return migrations

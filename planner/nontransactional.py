@@ -21,6 +21,21 @@ if TYPE_CHECKING:
     from planner.lint import Finding
 
 
+def interrupted_query(log_table: str, placeholder: str = "?") -> str:
+    """The log rows of steps that started outside a transaction and never finished (both engines' SQL).
+
+    Parameters: ``STARTED`` twice; ``placeholder`` is ``?`` (sqlite3) or ``%s`` (psycopg).
+    """
+    return (
+        f"SELECT s.version, s.action, s.at, "
+        f"       (SELECT detail FROM {log_table} f WHERE f.version = s.version AND f.action = s.action "
+        f"          AND f.id > s.id AND f.outcome = 'failed' ORDER BY f.id LIMIT 1) "
+        f"FROM {log_table} s WHERE s.outcome = {placeholder} AND NOT EXISTS ("
+        f"  SELECT 1 FROM {log_table} o WHERE o.version = s.version "
+        f"    AND o.id > s.id AND o.outcome IN ('ok', {placeholder})) ORDER BY s.id"
+    )
+
+
 def interrupted_findings(conn: sqlite3.Connection) -> list[Finding]:
     """One error per non-transactional step whose ``started`` row has no later ``ok`` row, with what to check.
 
@@ -28,19 +43,16 @@ def interrupted_findings(conn: sqlite3.Connection) -> list[Finding]:
     once someone checked the schema); a later ``started`` row is judged on its own.
     """
     from planner.ledger import LOG_TABLE
-    from planner.lint import ERROR, Finding
 
     if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (LOG_TABLE,)).fetchone():
         return []
-    rows = conn.execute(
-        f"SELECT s.version, s.action, s.at, "
-        f"       (SELECT detail FROM {LOG_TABLE} f WHERE f.version = s.version AND f.action = s.action "
-        f"          AND f.id > s.id AND f.outcome = 'failed' ORDER BY f.id LIMIT 1) "
-        f"FROM {LOG_TABLE} s WHERE s.outcome = ? AND NOT EXISTS ("
-        f"  SELECT 1 FROM {LOG_TABLE} o WHERE o.version = s.version "
-        f"    AND o.id > s.id AND o.outcome IN ('ok', ?)) ORDER BY s.id",
-        (STARTED, STARTED),
-    ).fetchall()
+    return findings_for(conn.execute(interrupted_query(LOG_TABLE), (STARTED, STARTED)).fetchall())
+
+
+def findings_for(rows: list) -> list[Finding]:
+    """The doctor's finding for each ``(version, action, at, failure detail)`` row of ``interrupted_query``."""
+    from planner.lint import ERROR, Finding
+
     findings = []
     for version, action, at, failure in rows:
         how = f"failed ({failure})" if failure else "was interrupted (no outcome was ever logged)"

@@ -36,8 +36,21 @@ def query(url: str, sql: str, params=None) -> list[tuple]:
         return conn.execute(sql, params).fetchall()
 
 
+def run_sql(url: str, sql: str, params=None) -> None:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        conn.execute(sql, params)
+
+
 def applied(url: str, schema: str = "public") -> list[str]:
     return [r[0] for r in query(url, f"SELECT version FROM {schema}.schema_migrations ORDER BY version")]
+
+
+def missing_database(url: str) -> str:
+    """The URL of a database that does not exist on the same server."""
+    name = url.split("@/", 1)[1].split("?", 1)[0]
+    return url.replace(f"@/{name}?", "@/no_such_db?")
 
 
 def test_redact_masks_every_password_form():
@@ -193,7 +206,7 @@ def test_ledger_schema_option_and_unsupported_commands(pg_url, seed_chain):
     assert applied(pg_url, "ops") == ["0001", "0020", "0027", "0029", "0030"]
     assert not query(pg_url, "SELECT to_regclass('public.schema_migrations')")[0][0]
     url = pg_url.replace("apm@", "apm:s3cret@")
-    for args in (["migrate", "doctor"], ["migrate", "check"], ["migrate", "--mark-applied", "0001"]):
+    for args in (["migrate", "restore"], ["migrate", "check", "--fix"], ["migrate", "backups"]):
         refused = apm(url, *args, catalog=seed_chain)
         assert refused.returncode == 2 and "not supported on PostgreSQL yet" in refused.stderr
         assert "Traceback" not in refused.stderr and "s3cret" not in refused.stderr + refused.stdout
@@ -207,3 +220,135 @@ def test_a_rollback_without_pg_dump_is_refused_with_the_package(pg_url, seed_cha
     assert "0030" in applied(pg_url)
     allowed = apm(pg_url, "migrate", "--rollback", "0030", "--no-backup", catalog=seed_chain, env=no_tools)
     assert allowed.returncode == 0 and "0030" not in applied(pg_url)
+
+
+def test_marks_refuse_as_on_sqlite_and_write_under_the_lock_with_a_log_row(pg_url, seed_chain):
+    url = pg_url.replace("apm@", "apm:s3cret@")
+    missing_dependency = apm(url, "migrate", "--mark-applied", "0027", catalog=seed_chain)
+    assert missing_dependency.returncode == 4 and "0020" in missing_dependency.stderr
+    assert "s3cret" not in missing_dependency.stderr
+    not_applied = apm(pg_url, "migrate", "--mark-rolled-back", "0020", catalog=seed_chain)
+    assert not_applied.returncode == 4 and "0020" in not_applied.stderr
+    for version in ("0001", "0020", "0027"):
+        marked = apm(pg_url, "migrate", "--mark-applied", version, "--json", catalog=seed_chain)
+        assert marked.returncode == 0, marked.stderr
+        assert json.loads(marked.stdout) == {"action": "mark-applied", "version": version,
+                                             "description": json.loads(marked.stdout)["description"]}
+    assert applied(pg_url) == ["0001", "0020", "0027"]
+    again = apm(pg_url, "migrate", "--mark-applied", "0020", catalog=seed_chain)
+    assert again.returncode == 4 and "already applied" in again.stderr
+    needed = apm(pg_url, "migrate", "--mark-rolled-back", "0020", catalog=seed_chain)
+    assert needed.returncode == 4 and "0027" in needed.stderr and applied(pg_url) == ["0001", "0020", "0027"]
+    unmarked = apm(pg_url, "migrate", "--mark-rolled-back", "0027", catalog=seed_chain)
+    assert unmarked.returncode == 0 and "Marked as rolled back: 0027" in unmarked.stdout
+    assert applied(pg_url) == ["0001", "0020"]
+    log = query(pg_url, "SELECT version, action, outcome FROM schema_migrations_log ORDER BY id")
+    assert log == [("0001", "mark-applied", "ok"), ("0020", "mark-applied", "ok"), ("0027", "mark-applied", "ok"),
+                   ("0027", "mark-rolled-back", "ok")]
+    checksum = query(pg_url, "SELECT checksum FROM schema_migrations WHERE version = '0020'")[0][0]
+    assert checksum and len(checksum) == 64
+
+
+def test_baseline_records_the_ancestors_in_one_transaction_or_refuses(pg_url, seed_chain):
+    done = apm(pg_url, "migrate", "--baseline", "0029", "--json", catalog=seed_chain)
+    assert done.returncode == 0, done.stderr
+    assert [r["version"] for r in json.loads(done.stdout)["recorded"]] == ["0001", "0020", "0027", "0029"]
+    assert applied(pg_url) == ["0001", "0020", "0027", "0029"]
+    actions = query(pg_url, "SELECT DISTINCT action FROM schema_migrations_log")
+    assert actions == [("baseline",)]
+    overlapping = apm(pg_url, "migrate", "--baseline", "0030", catalog=seed_chain)
+    assert overlapping.returncode == 4 and "0001" in overlapping.stderr
+    assert "0030" not in applied(pg_url) and len(query(pg_url, "SELECT * FROM schema_migrations_log")) == 4
+    other = missing_database(pg_url).replace("apm@", "apm:s3cret@")
+    unreachable = apm(other, "migrate", "--baseline", "0001", catalog=seed_chain)
+    assert unreachable.returncode == 6 and "s3cret" not in unreachable.stderr
+    assert len(unreachable.stderr.strip().splitlines()) == 1
+
+
+def test_check_reads_the_postgres_ledger_and_a_missing_database_is_an_empty_history(pg_url, seed_chain):
+    clean = apm(pg_url, "migrate", "check", "--json", catalog=seed_chain)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    report = json.loads(clean.stdout)
+    assert [f for f in report["findings"] if f["scope"] == "history"] == [] and report["database"] == pg_url
+    assert apm(pg_url, "migrate", catalog=seed_chain).returncode == 0
+    edited = seed_chain / "migration_0027.py"
+    edited.write_text(edited.read_text() + "\n# edited after it was applied\n")
+    run_sql(pg_url, "INSERT INTO schema_migrations (version, description) VALUES ('0040', 'gone')")
+    url = pg_url.replace("apm@", "apm:s3cret@")
+    found = apm(url, "migrate", "check", "--json", catalog=seed_chain)
+    assert found.returncode == 4, found.stderr
+    report = json.loads(found.stdout)
+    assert {(f["code"], f["version"]) for f in report["findings"] if f["scope"] == "history"} == {
+        ("edited-after-apply", "0027"), ("missing-file", "0040")}
+    assert "s3cret" not in found.stdout and "***" in report["database"]
+    missing = apm(missing_database(url), "migrate", "check", catalog=seed_chain)
+    assert missing.returncode == 0, missing.stderr
+    assert "does not exist yet" in missing.stdout and "s3cret" not in missing.stdout + missing.stderr
+    nowhere = url.split("?")[0] + "?host=/nonexistent/socket"
+    unreachable = apm(nowhere, "migrate", "check", catalog=seed_chain)
+    assert unreachable.returncode == 6 and len(unreachable.stderr.strip().splitlines()) == 1
+    assert "s3cret" not in unreachable.stderr and "Traceback" not in unreachable.stderr
+
+
+def doctor(url: str, *args: str, catalog: Path) -> tuple[int, dict]:
+    result = apm(url, "migrate", "doctor", "--json", *args, catalog=catalog)
+    assert result.stderr == "" and "Traceback" not in result.stdout, result.stderr
+    report = json.loads(result.stdout)
+    assert report["exit_code"] == result.returncode
+    return result.returncode, {(f["code"], f["version"]): f for f in report["findings"]}
+
+
+def test_doctor_diagnoses_the_ledger_the_log_and_the_dumps_without_writing(pg_url, seed_chain, tmp_path):
+    run_sql(pg_url, "CREATE TABLE existing (id INT)")
+    code, found = doctor(pg_url, catalog=seed_chain)
+    assert code == 0 and set(found) == {("no-ledger", None), ("foreign-keys", None)}
+    assert not query(pg_url, "SELECT to_regclass('schema_migrations')")[0][0]  # read-only: nothing made
+    assert apm(pg_url, "migrate", catalog=seed_chain).returncode == 0
+    dumps = tmp_path / "dumps"
+    code, found = doctor(pg_url, "--backup-dir", str(dumps), catalog=seed_chain)
+    assert code == 0 and set(found) == {("foreign-keys", None), ("no-backups", None)}
+    assert "enforced by the server" in found[("foreign-keys", None)]["message"]
+    assert apm(pg_url, "migrate", "--rollback", "0030", "--yes", "--backup-dir", str(dumps),
+               catalog=seed_chain).returncode == 0
+    code, found = doctor(pg_url, "--backup-dir", str(dumps), catalog=seed_chain)
+    assert code == 0 and found[("backup", None)]["fix"].startswith("pg_restore --clean --if-exists")
+
+    run_sql(pg_url, "INSERT INTO schema_migrations (version, description) VALUES ('0040', 'gone')")
+    run_sql(pg_url, "INSERT INTO schema_migrations_log (version, action, at, outcome) "
+                    "VALUES ('0030', 'apply', now(), 'started')")
+    url = pg_url.replace("apm@", "apm:s3cret@")
+    result = apm(url, "migrate", "doctor", catalog=seed_chain)
+    assert result.returncode == 6 and "s3cret" not in result.stdout + result.stderr
+    assert "missing-file" in result.stdout and "interrupted-non-transactional" in result.stdout
+    assert result.stdout.strip().splitlines()[-1].endswith("2 error(s), 0 warning(s)")
+
+    run_sql(pg_url, "CREATE SCHEMA odd; CREATE TABLE odd.schema_migrations (version TEXT)")
+    code, found = doctor(pg_url, "--ledger-schema", "odd", catalog=seed_chain)
+    assert code == 6 and "checksum" in found[("ledger-shape", None)]["message"]
+    assert ("missing-log", None) in found
+    unreachable = apm(missing_database(url), "migrate", "doctor", catalog=seed_chain)
+    assert unreachable.returncode == 6 and len(unreachable.stderr.strip().splitlines()) == 1
+    assert "s3cret" not in unreachable.stderr and "does not exist" in unreachable.stderr
+
+
+def test_keep_backups_prunes_this_databases_dumps_after_a_committed_rollback(pg_url, seed_chain, tmp_path):
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    name = pg_url.split("@/", 1)[1].split("?", 1)[0]
+    oldest = dumps / f"{name}.20200101_000000.dump"
+    others = [dumps / "otherdb.20200101_000000.dump", dumps / f"{name}.notes.txt"]
+    for path in (oldest, *others):
+        path.write_text("not a dump")
+    assert apm(pg_url, "migrate", catalog=seed_chain).returncode == 0
+    written = []
+    for extra in (["--yes"], ["--no-preview"], ["--yes"]):
+        done = apm(pg_url, "migrate", "--rollback", "0030", *extra, "--keep-backups", "2", "--backup-dir",
+                   str(dumps), "--json", catalog=seed_chain)
+        assert done.returncode == 0, done.stderr
+        written.append(Path(json.loads(done.stdout)["backup"]))
+        assert apm(pg_url, "migrate", catalog=seed_chain).returncode == 0
+    kept = sorted(p.name for p in dumps.glob(f"{name}.*.dump"))
+    assert kept == sorted(p.name for p in written[1:]) and not oldest.exists()
+    assert all(path.exists() for path in others)
+    unpruned = apm(pg_url, "migrate", "--rollback", "0030", "--yes", "--backup-dir", str(dumps), catalog=seed_chain)
+    assert unpruned.returncode == 0 and len(list(dumps.glob(f"{name}.*.dump"))) == 3  # no --keep-backups

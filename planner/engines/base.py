@@ -50,6 +50,9 @@ class PlanRunner(Protocol):
 
     def mark_rolled_back(self, migration: Migration) -> None: ...
 
+    def mark_many(self, migrations: list[Migration], action: str) -> None:
+        """Record ``migrations`` (dependency order) as applied without running them, in one transaction."""
+
 
 class Engine(ABC):
     """One database, reached through one engine."""

@@ -30,6 +30,10 @@ class DatabaseUnreachable(DatabaseError):
         super().__init__(f"cannot connect to {shown}: {reason}; nothing was changed", path=shown)  # type: ignore[arg-type]
 
 
+class DatabaseMissing(DatabaseUnreachable):
+    """The server answered, but the database the URL names does not exist on it (``CREATE DATABASE`` first)."""
+
+
 class LockTimeout(DatabaseError, TimeoutError):
     """Another runner held the migration lock for longer than the timeout; nothing was changed."""
 

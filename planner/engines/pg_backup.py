@@ -38,7 +38,7 @@ def dump(url: str, folder: Path) -> Path:
     if tool is None:
         raise BackupToolMissing(redact(url))
     folder.mkdir(parents=True, exist_ok=True)
-    safe = re.sub(r"[^\w.-]", "_", database_name(url)) or "postgres"
+    safe = dump_stem(url)
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
     path = folder / f"{safe}.{stamp}.dump"
     counter = 1
@@ -58,3 +58,30 @@ def dump(url: str, folder: Path) -> Path:
         raise BackupFailed(redact(url), redact(lines[-1] if lines else f"exit status {result.returncode}"))
     partial.replace(path)
     return path
+
+
+def dump_stem(url: str) -> str:
+    """The start of this database's dump file names: its name, with anything unsafe in a file name as ``_``."""
+    return re.sub(r"[^\w.-]", "_", database_name(url)) or "postgres"
+
+
+def list_dumps(url: str, folder: Path) -> list[Path]:
+    """This database's ``<dbname>.<YYYYmmdd_HHMMSS>[_N].dump`` files in ``folder``, oldest first (by name)."""
+    pattern = re.compile(rf"^{re.escape(dump_stem(url))}\.(\d{{8}}_\d{{6}})(?:_(\d+))?\.dump$")
+    found = []
+    for path in folder.glob("*.dump") if folder.is_dir() else ():
+        match = pattern.match(path.name)
+        if match and path.is_file():
+            found.append(((match.group(1), int(match.group(2) or 1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def prune_dumps(url: str, folder: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` dumps of this database in ``folder``; what was deleted, oldest first."""
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, not {keep}")
+    dumps = list_dumps(url, folder)
+    doomed = dumps[: max(0, len(dumps) - keep)]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return doomed

@@ -318,6 +318,20 @@ class PgRunner:
     def mark_rolled_back(self, migration: Migration) -> None:
         self._mark(Step(migration, ROLLBACK), MARK_ROLLED_BACK)
 
+    def mark_many(self, migrations: list[Migration], action: str) -> None:
+        """A baseline: every one recorded in ONE transaction under the lock, or none (``AlreadyApplied``)."""
+        steps = tuple(Step(m, APPLY) for m in migrations)
+        with self.engine.locked() as conn:
+            session = PgSession(conn, PgLedger(conn, self.engine.ledger_schema), self.catalog, Plan(APPLY, steps))
+            with session.transaction():
+                for step in steps:
+                    if step.version in session.applied:
+                        raise AlreadyApplied(step.version)
+                    conflicts = step_conflicts(step, session.applied, session._dependents)
+                    if conflicts:
+                        raise LedgerChanged(step.version, step.direction, conflicts)
+                    session.record(step, None, action)
+
     def _mark(self, step: Step, action: str) -> None:
         with self.engine.locked() as conn:
             session = PgSession(conn, PgLedger(conn, self.engine.ledger_schema), self.catalog,

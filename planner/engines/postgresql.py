@@ -11,13 +11,14 @@ the database through ``redact``: a password never reaches the terminal.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from planner.engines.base import Engine
-from planner.engines.errors import DatabaseUnreachable, DriverMissing, LockTimeout, ServerError
+from planner.engines.errors import DatabaseMissing, DatabaseUnreachable, DriverMissing, LockTimeout, ServerError
 from planner.engines.pg_ledger import PgLedger
 from planner.engines.urls import redact
 
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from planner.catalog import Catalog
     from planner.engines.pg_runner import PgRunner
     from planner.ledger import LedgerEntry
+
+
+_MISSING = re.compile(r'database ".*" does not exist')
 
 
 def lock_key(schema: str) -> int:
@@ -64,7 +68,10 @@ class PostgresEngine(Engine):
         try:
             return psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.busy_timeout) or 10))
         except psycopg.Error as exc:
-            raise DatabaseUnreachable(self.display, _reason(exc)) from None
+            reason = _reason(exc)
+            if _MISSING.search(reason):  # libpq gives no SQLSTATE for it: the server's words are all there is
+                raise DatabaseMissing(self.display, reason) from None
+            raise DatabaseUnreachable(self.display, reason) from None
 
     @contextmanager
     def session(self) -> Iterator[Any]:
