@@ -16,7 +16,6 @@ from cli.options import VERSION, settings, shared_options
 @click.option("--sql", is_flag=True, help="Write a plain SQL migration (migration_<next>_<slug>.sql).")
 def new_command(description: str, depends_on: tuple[str, ...], root: bool, sql: bool) -> None:
     """Create migration_<next>_<slug>.py (or .sql with --sql) with DESCRIPTION, ready to fill in."""
-    from planner.ledger import read_ledger
     from planner.scaffold import create_migration
 
     if root and depends_on:
@@ -24,7 +23,8 @@ def new_command(description: str, depends_on: tuple[str, ...], root: bool, sql: 
     if not description.strip():
         raise click.BadParameter("an empty description; say what the migration does", param_hint="DESCRIPTION")
     # Versions the ledger holds are taken even when their file is gone: a new file must never reuse one.
-    recorded = read_ledger(settings().db_path, settings().busy_timeout) if settings().db_path.is_file() else {}
+    engine = settings().engine  # a SQLite file or a PostgreSQL database alike
+    recorded = engine.applied() if engine.exists() else {}
     path = create_migration(settings().catalog_dir, description, depends_on=list(depends_on) or None, root=root,
                             recorded=recorded, sql=sql)
     click.echo(f"Created {path}")

@@ -352,3 +352,13 @@ def test_keep_backups_prunes_this_databases_dumps_after_a_committed_rollback(pg_
     assert all(path.exists() for path in others)
     unpruned = apm(pg_url, "migrate", "--rollback", "0030", "--yes", "--backup-dir", str(dumps), catalog=seed_chain)
     assert unpruned.returncode == 0 and len(list(dumps.glob(f"{name}.*.dump"))) == 3  # no --keep-backups
+
+
+def test_new_never_reuses_a_version_the_postgres_ledger_holds(pg_url, seed_chain):
+    done = apm(pg_url, "migrate", catalog=seed_chain)
+    assert done.returncode == 0, done.stderr
+    (seed_chain / "migration_0030.py").unlink()  # applied, then its file deleted
+    created = apm(pg_url, "migrate", "new", "Add widgets", catalog=seed_chain)
+    assert created.returncode == 0, created.stderr
+    assert (seed_chain / "migration_0031_add_widgets.py").exists()
+    assert not list(seed_chain.glob("migration_0030*"))
