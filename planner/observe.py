@@ -123,7 +123,14 @@ class StepObserver:
     # -- before and after each statement ------------------------------------------------------
 
     def before(self, sql: str, parameters: Any = ()) -> list[tuple]:
-        """Measure what ``sql`` is about to destroy; returns what ``after`` needs."""
+        """Measure what ``sql`` is about to destroy; returns what ``after`` needs.
+
+        A PRAGMA is not prepared twice: some take effect while they are
+        compiled, so even ``EXPLAIN`` of one would run it, and none of them
+        deletes or overwrites user data.
+        """
+        if keywords(sql, 1) == ["PRAGMA"]:
+            return [[], {}]
         tracing, self._tracing = self._tracing, False
         self._events.clear()
         self.conn.set_authorizer(self._authorize)
