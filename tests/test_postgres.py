@@ -362,3 +362,20 @@ def test_new_never_reuses_a_version_the_postgres_ledger_holds(pg_url, seed_chain
     assert created.returncode == 0, created.stderr
     assert (seed_chain / "migration_0031_add_widgets.py").exists()
     assert not list(seed_chain.glob("migration_0030*"))
+
+
+@pytest.mark.parametrize("mode", [[], ["--no-preview"]], ids=["previewed", "no-preview"])
+def test_a_deferred_foreign_key_still_fails_the_step_that_broke_it(pg_url, catalog_dir, mode):
+    write_migration(catalog_dir, "0001", depends_on=(), upgrade="""
+        conn.execute("CREATE TABLE parents (id INT PRIMARY KEY)")
+        conn.execute("CREATE TABLE children (id INT PRIMARY KEY, parent_id INT REFERENCES parents (id) "
+                     "DEFERRABLE INITIALLY DEFERRED)")
+    """, downgrade='conn.execute("DROP TABLE children"); conn.execute("DROP TABLE parents")')
+    write_migration(catalog_dir, "0002", depends_on=("0001",),
+                    upgrade='conn.execute("INSERT INTO children VALUES (1, 99)")')
+    first = apm(pg_url, "migrate", "--target", "0001", *mode, catalog=catalog_dir)
+    assert first.returncode == 0, first.stderr
+    broken = apm(pg_url, "migrate", *mode, catalog=catalog_dir)
+    assert broken.returncode == 5, broken.stdout + broken.stderr
+    assert "0002" in broken.stderr
+    assert applied(pg_url) == ["0001"]

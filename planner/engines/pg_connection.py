@@ -53,10 +53,14 @@ class PgMigrationConnection:
         self._observer = observer
         self.tampered: TransactionTampered | None = None
         self.ignored: list[str] = []
+        #: Whether the migration may have made a constraint deferrable (or went around the proxy to do so):
+        #: then the runner checks deferred constraints before the step records itself.
+        self.may_defer = False
 
     @property
     def raw(self) -> Any:
         """The psycopg connection itself, for what the proxy does not offer (``COPY``, say)."""
+        self.may_defer = True  # what runs through it is not seen
         return self._conn
 
     def _check(self, sql: str) -> None:
@@ -72,6 +76,8 @@ class PgMigrationConnection:
     def execute(self, sql: str, parameters: Any = None) -> Any:
         """Run one statement; the returned cursor has ``fetchone``, ``fetchall``, ``rowcount``."""
         self._check(sql)
+        if "deferr" in sql.lower():
+            self.may_defer = True
         query = translate_placeholders(sql, parameters) if parameters is not None else sql
         cursor = self._conn.cursor()
         observer = self._observer

@@ -53,7 +53,16 @@ class PgSession:
         self.conn, self.ledger, self.catalog = conn, ledger, catalog
         self.plan = plan
         self._ready = False
+        self._deferrable: bool | None = None
         self.applied = self._read_applied()
+
+    def _has_deferrable(self) -> bool:
+        """Whether any constraint of the database is DEFERRABLE, asked once per run (migrations that make one
+        say so through their connection, ``may_defer``)."""
+        if self._deferrable is None:
+            self._deferrable = bool(self.conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE condeferrable)").fetchone()[0])
+        return self._deferrable
 
     def _read_applied(self) -> set[str]:
         recorded = self.ledger.applied_versions()
@@ -111,7 +120,11 @@ class PgSession:
             function(proxy)
             if proxy.tampered is None:
                 # Deferred foreign keys are checked now, so a violation is this migration's failure, not COMMIT's.
-                self.conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
+                # Only a database that has deferrable constraints (or may have just got one) needs the round trip.
+                if proxy.may_defer:
+                    self._deferrable = True
+                if self._has_deferrable():
+                    self.conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
                 if applying and migration.validate_post is not None and not migration.validate_post(proxy):
                     raise ValidationFailed(migration.version, step.direction, "validate_post")
             if proxy.tampered is not None:
