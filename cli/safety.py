@@ -65,17 +65,13 @@ def check_command(as_json: bool, strict: bool, fix: bool, yes: bool) -> None:
     engine = options.engine if options.db_url is not None else None  # PostgreSQL: the ledger on the server
     if engine is not None:
         db_path = None
-        if fix:  # renumbering reads the taken versions from a SQLite ledger
-            from cli.options import NotOnPostgres
-
-            raise NotOnPostgres()
     else:
         db_path = options.db_chosen if options.db_chosen is not None else (
             DEFAULT_DB if DEFAULT_DB.is_file() else None)
     if yes and not fix:
         raise click.UsageError("--yes only makes sense with --fix")
     if fix:
-        _fix_shared_versions(catalog_dir, db_path, yes)
+        _fix_shared_versions(catalog_dir, db_path, yes, engine)
     # A DatabaseError exits 6 through the root group (an unreachable server too; a missing database is empty).
     findings = check_catalog(catalog_dir, db_path, busy_timeout=options.busy_timeout, engine=engine)
     shown = engine.display if engine is not None else str(db_path) if db_path else None
@@ -137,7 +133,7 @@ def doctor_command(as_json: bool) -> None:
     click.get_current_context().exit(code)
 
 
-def _fix_shared_versions(catalog_dir: Path, db_path: Path | None, yes: bool) -> None:
+def _fix_shared_versions(catalog_dir: Path, db_path: Path | None, yes: bool, engine=None) -> None:
     """Show the renumbering ``check`` suggests for shared versions, ask (or need --yes), then make it.
 
     The changes go to stderr, so ``--json`` still prints one document.
@@ -153,7 +149,9 @@ def _fix_shared_versions(catalog_dir: Path, db_path: Path | None, yes: bool) -> 
         return  # the check reports the missing folder
     files, problems = migration_files(catalog_dir)
     taken = [*files, *(v for p in problems for v in p.versions)]
-    if db_path is not None and db_path.is_file():
+    if engine is not None:  # PostgreSQL: the versions its ledger holds are taken too
+        taken += list(engine.applied()) if engine.exists() else []
+    elif db_path is not None and db_path.is_file():
         taken += list(read_ledger(db_path, settings().busy_timeout))
     changes = plan_renumbering(problems, taken)
     if not changes:

@@ -206,7 +206,7 @@ def test_ledger_schema_option_and_unsupported_commands(pg_url, seed_chain):
     assert applied(pg_url, "ops") == ["0001", "0020", "0027", "0029", "0030"]
     assert not query(pg_url, "SELECT to_regclass('public.schema_migrations')")[0][0]
     url = pg_url.replace("apm@", "apm:s3cret@")
-    for args in (["migrate", "restore"], ["migrate", "check", "--fix"], ["migrate", "backups"]):
+    for args in (["migrate", "restore"], ["migrate", "backups"]):
         refused = apm(url, *args, catalog=seed_chain)
         assert refused.returncode == 2 and "not supported on PostgreSQL yet" in refused.stderr
         assert "Traceback" not in refused.stderr and "s3cret" not in refused.stderr + refused.stdout
@@ -379,3 +379,13 @@ def test_a_deferred_foreign_key_still_fails_the_step_that_broke_it(pg_url, catal
     assert broken.returncode == 5, broken.stdout + broken.stderr
     assert "0002" in broken.stderr
     assert applied(pg_url) == ["0001"]
+
+
+def test_check_fix_renumbers_above_the_postgres_ledger(pg_url, seed_chain):
+    done = apm(pg_url, "migrate", catalog=seed_chain)
+    assert done.returncode == 0, done.stderr
+    (seed_chain / "migration_0030.py").unlink()  # applied, then its file deleted: 0030 stays taken
+    write_migration(seed_chain, "0029", "Second 0029", depends_on=("0027",), slug="b")
+    fixed = apm(pg_url, "migrate", "check", "--fix", "--yes", catalog=seed_chain)
+    assert "migration_0029_b.py" in fixed.stderr, fixed.stderr
+    assert (seed_chain / "migration_0031_b.py").exists() and not (seed_chain / "migration_0029_b.py").exists()
