@@ -21,10 +21,9 @@ from cli.running import (
     make_apply_plan,
     make_rollback_plan,
     preview_plan,
-    prune_backups_after_commit,
     require_database,
     run_previewed,
-    take_backup,
+    run_step_by_step,
     warn_about_edited_files,
 )
 
@@ -182,13 +181,8 @@ def _rollback(version: str, *, cascade: bool, backup: bool, atomic: bool, as_jso
         dry_run_report(catalog, plan, as_json, sql=sql, make_plan=replan)
         return
     if no_preview:
-        backup_path = take_backup() if backup else None
-        if backup_path and not as_json:
-            echo(f"Backup written to {backup_path}")
-        results = execute(catalog, plan, atomic=atomic, as_json=as_json, create=False, make_plan=replan)
-        if backup_path:
-            prune_backups_after_commit()
-        outcome = {"results": results, "backup": str(backup_path) if backup_path else None}
+        outcome = run_step_by_step(catalog, plan, make_plan=replan, atomic=atomic, as_json=as_json, backup=backup,
+                                   create=False)
     else:
         outcome = run_previewed(catalog, plan, make_plan=replan, as_json=as_json, yes=yes, sql=sql, backup=backup)
     if as_json:

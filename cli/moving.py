@@ -11,15 +11,7 @@ from __future__ import annotations
 
 from cli.options import settings
 from cli.output import echo, emit_json, migration_row, plan_json, table
-from cli.running import (
-    dry_run_report,
-    execute,
-    ledger_entries,
-    load_catalog,
-    prune_backups_after_commit,
-    run_previewed,
-    take_backup,
-)
+from cli.running import dry_run_report, ledger_entries, load_catalog, run_previewed, run_step_by_step
 
 
 def make_to_plan(catalog, entries: dict, target: str):
@@ -49,13 +41,8 @@ def move_to(target: str, *, backup: bool, atomic: bool, as_json: bool, dry_run: 
         return
     rolls_back = any(step.direction == "rollback" for step in plan.steps)
     if no_preview:
-        backup_path = take_backup() if backup and rolls_back else None
-        if backup_path and not as_json:
-            echo(f"Backup written to {backup_path}")
-        results = execute(catalog, plan, atomic=atomic, as_json=as_json, create=True, make_plan=replan)
-        if backup_path:
-            prune_backups_after_commit()
-        outcome = {"results": results, "backup": str(backup_path) if backup_path else None}
+        outcome = run_step_by_step(catalog, plan, make_plan=replan, atomic=atomic, as_json=as_json,
+                                   backup=backup and rolls_back, create=True)
     else:
         outcome = run_previewed(catalog, plan, make_plan=replan, as_json=as_json, yes=yes, sql=sql,
                                 backup=backup and rolls_back)

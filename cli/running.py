@@ -232,14 +232,8 @@ def run_previewed(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql: bo
             _ask([why])
         else:
             echo(f"Note: {why}", fg="yellow", err=True)
-        backup_path = take_backup() if backup else None
-        if backup_path is not None and not as_json:
-            echo(f"Backup written to {backup_path}")
-        results = execute(catalog, plan, atomic=False, as_json=as_json, create=plan.direction != "rollback",
-                          make_plan=make_plan)
-        if backup_path is not None:
-            prune_backups_after_commit()
-        return {"results": results, "backup": str(backup_path) if backup_path is not None else None}
+        return run_step_by_step(catalog, plan, make_plan=make_plan, atomic=False, as_json=as_json, backup=backup,
+                                create=plan.direction != "rollback")
     backup_path = take_backup() if backup else None
     confirmed: list[str] | None = None
     try:
@@ -327,6 +321,22 @@ def require_database() -> None:
 
         path = settings().db_path
         raise DatabaseNotFound(path) if path.parent.is_dir() else DatabaseDirectoryMissing(path)
+
+
+def run_step_by_step(catalog, plan, *, make_plan, atomic: bool, as_json: bool, backup: bool,
+                     create: bool) -> dict:
+    """A run without the preview (``--no-preview``, or a plan with steps outside any transaction).
+
+    The backup first (when asked), each step committed in turn (or all at
+    once with ``atomic``), and old backups pruned once the run committed.
+    """
+    backup_path = take_backup() if backup else None
+    if backup_path is not None and not as_json:
+        echo(f"Backup written to {backup_path}")
+    results = execute(catalog, plan, atomic=atomic, as_json=as_json, create=create, make_plan=make_plan)
+    if backup_path is not None:
+        prune_backups_after_commit()
+    return {"results": results, "backup": str(backup_path) if backup_path is not None else None}
 
 
 def take_backup() -> Path | None:
