@@ -3,14 +3,17 @@
 The catalog, the graph and plans never touch a database. Everything that
 does (connecting, locking, the ledger, one transaction per step, the
 preview, backups) sits behind ``Engine``, one class per engine in this
-folder: ``sqlite`` adapts the original modules (``planner.executor``,
-``planner.session``, ``planner.ledger``), ``postgresql`` is psycopg 3.
-Adding an engine means adding one module here and one line in
-``planner.engines.engine_for``.
+folder: ``sqlite`` (with ``planner.executor`` running plans) and
+``postgresql`` (psycopg 3, with ``pg_runner``).
 
-An engine hands out a ``PlanRunner`` for the running itself; SQLite's is
-``planner.executor.Executor`` unchanged, so the two engines are two
-implementations of one protocol, not a wrapper around a wrapper.
+A step, and the loops over steps (step by step, atomic, the preview, the
+marks), are written once, in ``planner.session.Session``; an engine's
+session (``sqlite_session``, ``pg_session``) supplies only its
+transaction, its applied-set cache, the connection a migration receives,
+the checks after it and how rows are written. A runner (``PlanRunner``)
+opens the connection or takes the lock and hands the session the plan.
+Adding an engine means an engine, a session and a ledger class here, and one
+line in ``planner.engines.engine_for``; nothing above this folder changes.
 """
 
 from __future__ import annotations

@@ -86,15 +86,16 @@ class PgLedger:
             return []
         return [str(r[0]) for r in self._rows(f"SELECT version FROM {self.table}")]
 
-    def record_applied_and_log(self, migration: Migration, execution_ms: int | None, action: str) -> None:
+    def record_applied_and_log(self, migration: Migration, execution_ms: int | None, action: str,
+                               detail: str | None = None) -> None:
         """The ledger row and its log row in one statement: one round trip per step instead of two."""
         self.conn.execute(
             f"WITH ledger AS (INSERT INTO {self.table} (version, description, applied_at, checksum, execution_ms) "
             f"VALUES (%s, %s, {_NOW}, %s, %s)) "
             f"INSERT INTO {self.log_table} (version, action, at, checksum, execution_ms, outcome, detail) "
-            f"VALUES (%s, %s, {_NOW}, %s, %s, 'ok', NULL)",
+            f"VALUES (%s, %s, {_NOW}, %s, %s, 'ok', %s)",
             (migration.version, migration.description, migration.checksum, execution_ms,
-             migration.version, action, migration.checksum, execution_ms),
+             migration.version, action, migration.checksum, execution_ms, detail),
         )
 
     def record_applied(self, migration: Migration, execution_ms: int | None) -> None:
