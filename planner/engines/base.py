@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from planner.catalog import Catalog
     from planner.events import Event, RunResult
-    from planner.ledger import LedgerEntry
+    from planner.ledger import LedgerEntry, LedgerNote
+    from planner.findings import Finding
     from planner.migration import Migration
     from planner.plan import Plan
     from planner.preview import Preview
@@ -72,6 +73,9 @@ class Engine(ABC):
     def exists(self) -> bool:
         """Whether the database is there (a SQLite file may still be created; a server database must exist)."""
 
+    def require(self) -> None:
+        """Raise the engine's own ``DatabaseError`` when the database is not there, for commands that need one."""
+
     @abstractmethod
     def applied(self) -> dict[str, LedgerEntry]:
         """What the ledger records, read without creating the database or its tables."""
@@ -79,6 +83,18 @@ class Engine(ABC):
     @abstractmethod
     def runner(self, *, catalog: Catalog | None = None, create: bool = False) -> PlanRunner:
         """What runs plans here (``create``: a SQLite file may be made by an apply)."""
+
+    @abstractmethod
+    def applied_if_exists(self) -> dict[str, LedgerEntry] | None:
+        """The ledger, or ``None`` when the database is not there yet (a lint then checks an empty history)."""
+
+    def notes(self) -> list[LedgerNote]:
+        """Ledger rows that are no applied migration (APM's framework wrote some into SQLite ledgers)."""
+        return []
+
+    @abstractmethod
+    def diagnose(self, catalog_dir: Path) -> list[Finding]:
+        """``apm migrate doctor``: everything wrong with the database and its ledger, found without writing."""
 
     @abstractmethod
     def backup(self, folder: Path | None = None) -> Path | None:

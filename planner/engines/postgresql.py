@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from planner.catalog import Catalog
     from planner.engines.pg_runner import PgRunner
     from planner.ledger import LedgerEntry
+    from planner.findings import Finding
 
 
 _MISSING = re.compile(r'database ".*" does not exist')
@@ -119,6 +120,9 @@ class PostgresEngine(Engine):
         except DatabaseUnreachable:
             return False
 
+    def require(self) -> None:
+        """Nothing to ask first: connecting says ``DatabaseMissing`` for a database the server does not have."""
+
     def applied(self) -> dict[str, LedgerEntry]:
         """The ledger, read without creating its schema or tables."""
         with self.session() as conn:
@@ -133,6 +137,18 @@ class PostgresEngine(Engine):
         from planner.engines.pg_runner import PgRunner
 
         return PgRunner(self, catalog)
+
+    def applied_if_exists(self) -> dict[str, LedgerEntry] | None:
+        """``None`` for a database the server does not have; an unreachable server is still an error."""
+        try:
+            return self.applied()
+        except DatabaseMissing:
+            return None
+
+    def diagnose(self, catalog_dir: Path) -> list[Finding]:
+        from planner.engines.pg_doctor import diagnose_postgres
+
+        return diagnose_postgres(self, catalog_dir, self.backup_dir)
 
     def backup(self, folder: Path | None = None) -> Path | None:
         from planner.engines.pg_backup import dump

@@ -17,7 +17,8 @@ from planner.engines.base import Engine
 if TYPE_CHECKING:
     from planner.catalog import Catalog
     from planner.executor import Executor
-    from planner.ledger import LedgerEntry
+    from planner.ledger import LedgerEntry, LedgerNote
+    from planner.findings import Finding
 
 
 class SQLiteEngine(Engine):
@@ -36,6 +37,12 @@ class SQLiteEngine(Engine):
     def exists(self) -> bool:
         return self.path.exists()
 
+    def require(self) -> None:
+        from planner.errors import DatabaseDirectoryMissing, DatabaseNotFound
+
+        if not self.path.exists():
+            raise DatabaseNotFound(self.path) if self.path.parent.is_dir() else DatabaseDirectoryMissing(self.path)
+
     def applied(self) -> dict[str, LedgerEntry]:
         from planner.ledger import read_ledger
 
@@ -45,6 +52,19 @@ class SQLiteEngine(Engine):
         from planner.executor import Executor
 
         return Executor(self.path, busy_timeout=self.busy_timeout, create=create, catalog=catalog)
+
+    def applied_if_exists(self) -> dict[str, LedgerEntry] | None:
+        return self.applied() if self.path.is_file() else None
+
+    def notes(self) -> list[LedgerNote]:
+        from planner.ledger import read_notes
+
+        return read_notes(self.path, self.busy_timeout)
+
+    def diagnose(self, catalog_dir: Path) -> list[Finding]:
+        from planner.doctor import diagnose
+
+        return diagnose(self.path, catalog_dir, busy_timeout=self.busy_timeout)
 
     def backup(self, folder: Path | None = None) -> Path | None:
         """SQLite's backups sit beside the file (``planner.backups``); ``folder`` is not used."""
