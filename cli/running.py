@@ -355,14 +355,7 @@ def prune_backups_after_commit() -> None:
     options = settings()
     if not options.keep_backups:
         return
-    if options.db_url is not None:
-        from planner.engines.pg_backup import prune_dumps
-
-        prune_dumps(options.db_url, options.backup_dir or Path("."), options.keep_backups)
-        return
-    from planner.backups import prune_backups
-
-    prune_backups(options.db_path, options.keep_backups)
+    options.engine.prune_backups(options.keep_backups, options.backup_dir)
 
 
 def warn_about_edited_files(catalog, entries: dict) -> None:

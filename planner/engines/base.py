@@ -97,5 +97,9 @@ class Engine(ABC):
         """``apm migrate doctor``: everything wrong with the database and its ledger, found without writing."""
 
     @abstractmethod
+    def prune_backups(self, keep: int, folder: Path | None = None) -> list[Path]:
+        """Delete all but the newest ``keep`` backups of this database (after a run committed); what was deleted."""
+
+    @abstractmethod
     def backup(self, folder: Path | None = None) -> Path | None:
         """A copy taken before a rollback; ``None`` when there is nothing to copy yet."""

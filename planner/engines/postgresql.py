@@ -150,6 +150,12 @@ class PostgresEngine(Engine):
 
         return diagnose_postgres(self, catalog_dir, self.backup_dir)
 
+    def prune_backups(self, keep: int, folder: Path | None = None) -> list[Path]:
+        """This database's dumps in the folder, all but the newest ``keep`` (no other file there is touched)."""
+        from planner.engines.pg_backup import prune_dumps
+
+        return prune_dumps(self.url, folder if folder is not None else self.backup_dir or Path("."), keep)
+
     def backup(self, folder: Path | None = None) -> Path | None:
         from planner.engines.pg_backup import dump
 

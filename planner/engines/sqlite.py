@@ -66,6 +66,11 @@ class SQLiteEngine(Engine):
 
         return diagnose(self.path, catalog_dir, busy_timeout=self.busy_timeout)
 
+    def prune_backups(self, keep: int, folder: Path | None = None) -> list[Path]:
+        from planner.backups import prune_backups
+
+        return prune_backups(self.path, keep)
+
     def backup(self, folder: Path | None = None) -> Path | None:
         """SQLite's backups sit beside the file (``planner.backups``); ``folder`` is not used."""
         from planner.backups import backup
