@@ -389,3 +389,22 @@ def test_check_fix_renumbers_above_the_postgres_ledger(pg_url, seed_chain):
     fixed = apm(pg_url, "migrate", "check", "--fix", "--yes", catalog=seed_chain)
     assert "migration_0029_b.py" in fixed.stderr, fixed.stderr
     assert (seed_chain / "migration_0031_b.py").exists() and not (seed_chain / "migration_0029_b.py").exists()
+
+
+def test_what_a_migration_prints_is_captured_on_postgres_as_on_sqlite(pg_url, tmp_path):
+    """One step protocol (planner.session) for both engines: print() never reaches stdout, so --json stays one
+    document, and a failing step shows what its migration printed on stderr."""
+    import json
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    write_migration(folder, "0001", upgrade="print('made t1')\nconn.execute('CREATE TABLE t1 (id INT)')")
+    write_migration(folder, "0002", depends_on=("0001",), upgrade="print('\\U0001f680 starting')\nraise RuntimeError('boom')")
+    result = apm(pg_url, "migrate", "--json", "--yes", "--target", "0001", catalog=folder)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)  # one document: the print is a field of it, not a line before it
+    assert [r["output"] for r in report["results"]] == ["made t1\n"]
+    result = apm(pg_url, "migrate", "--json", "--yes", catalog=folder)
+    assert result.returncode == 5 and result.stdout == ""
+    assert "printed, before it failed:\n    │ 🚀 starting" in result.stderr
+    assert applied(pg_url) == ["0001"]
