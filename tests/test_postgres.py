@@ -301,12 +301,12 @@ def doctor(url: str, *args: str, catalog: Path) -> tuple[int, dict]:
 def test_doctor_diagnoses_the_ledger_the_log_and_the_dumps_without_writing(pg_url, seed_chain, tmp_path):
     run_sql(pg_url, "CREATE TABLE existing (id INT)")
     code, found = doctor(pg_url, catalog=seed_chain)
-    assert code == 0 and set(found) == {("no-ledger", None), ("foreign-keys", None)}
+    assert code == 0 and set(found) == {("no-ledger", None), ("foreign-keys", None), ("engine-guarantees", None)}
     assert not query(pg_url, "SELECT to_regclass('schema_migrations')")[0][0]  # read-only: nothing made
     assert apm(pg_url, "migrate", catalog=seed_chain).returncode == 0
     dumps = tmp_path / "dumps"
     code, found = doctor(pg_url, "--backup-dir", str(dumps), catalog=seed_chain)
-    assert code == 0 and set(found) == {("foreign-keys", None), ("no-backups", None)}
+    assert code == 0 and set(found) == {("foreign-keys", None), ("no-backups", None), ("engine-guarantees", None)}
     assert "enforced by the server" in found[("foreign-keys", None)]["message"]
     assert apm(pg_url, "migrate", "--rollback", "0030", "--yes", "--backup-dir", str(dumps),
                catalog=seed_chain).returncode == 0
@@ -408,3 +408,21 @@ def test_what_a_migration_prints_is_captured_on_postgres_as_on_sqlite(pg_url, tm
     assert result.returncode == 5 and result.stdout == ""
     assert "printed, before it failed:\n    │ 🚀 starting" in result.stderr
     assert applied(pg_url) == ["0001"]
+
+
+def test_doctor_probes_the_lock_and_transactional_ddl_the_guarantees_rest_on(pg_url, seed_chain):
+    """An engine whose advisory lock is a no-op is reported, not assumed away.
+
+    Simulated on the real server: a ``pg_try_advisory_lock`` that always says
+    yes, found first because the URL puts its schema before ``pg_catalog``.
+    """
+    code, found = doctor(pg_url, catalog=seed_chain)
+    assert code == 0 and "ROLLBACK" in found[("engine-guarantees", None)]["message"]
+    run_sql(pg_url, "CREATE SCHEMA fake; CREATE FUNCTION fake.pg_try_advisory_lock(bigint) RETURNS boolean "
+                    "LANGUAGE sql AS 'SELECT true'")
+    shadowed = pg_url + "&options=-csearch_path%3Dfake,pg_catalog,public"
+    code, found = doctor(shadowed, catalog=seed_chain)
+    assert code == 6 and ("engine-guarantees", None) not in found
+    assert "could apply one migration twice" in found[("advisory-lock-not-exclusive", None)]["message"]
+    assert not query(pg_url, "SELECT relname FROM pg_class WHERE relname LIKE 'apm_probe%%'")  # nothing left
+    assert not query(pg_url, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory'")
