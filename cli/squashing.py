@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.options import VERSION, shared_options
+from cli.options import VERSION, settings, shared_options
 from cli.output import echo, emit_json
 
 
@@ -23,12 +23,19 @@ def squash_command(first: str, last: str, schema_only: bool, as_json: bool) -> N
 
     The range runs on a scratch database; the new file creates what it built.
     The replaced files may stay: a database that applied them all counts the
-    squash as applied, a fresh one applies the squash alone.
+    squash as applied, a fresh one applies the squash alone. A range the
+    database (--db, SQLite or PostgreSQL) applied only in part is refused.
     """
     from cli.running import load_catalog
+    from planner.engines.errors import DatabaseMissing
     from planner.squash import squash, write_squash
 
-    built = squash(load_catalog(), first, last, schema_only=schema_only)
+    engine = settings().engine
+    try:
+        applied = engine.applied()  # a missing SQLite file reads as {}; so does a server without that database
+    except DatabaseMissing:
+        applied = {}
+    built = squash(load_catalog(), first, last, schema_only=schema_only, applied=applied)
     path = write_squash(built)
     if as_json:
         emit_json({"version": built.version, "path": str(path), "replaces": list(built.replaces),
@@ -45,3 +52,6 @@ def squash_command(first: str, last: str, schema_only: bool, as_json: bool) -> N
     echo(f"  creates:    {', '.join(f'{n} {kind}(s)' for kind, n in kinds.items()) or 'nothing'}")
     if built.data_migrations:
         echo(f"  data changes of {', '.join(built.data_migrations)} are not kept (--schema-only)", fg="yellow")
+    if engine.name != "sqlite":
+        echo(f"  note: the range ran on a scratch SQLite database; check the file's SQL runs on {engine.name} "
+             f"(apm migrate --dry-run on a fresh database)", fg="yellow")

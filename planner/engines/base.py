@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from planner.agents import Agent
+    from planner.backups import BackupInfo, RestoreResult
     from planner.catalog import Catalog
     from planner.events import Event, RunResult
     from planner.ledger import LedgerEntry, LedgerNote
@@ -103,3 +105,55 @@ class Engine(ABC):
     @abstractmethod
     def backup(self, folder: Path | None = None) -> Path | None:
         """A copy taken before a rollback; ``None`` when there is nothing to copy yet."""
+
+    # -- backups, restore and APM's agents table (``apm migrate backups|restore``, ``apm agents``) -----
+
+    @property
+    @abstractmethod
+    def backup_names(self) -> str:
+        """Which files are this database's backups, for messages: ``aipm.db.backup.*`` or ``app.*.dump in DIR``."""
+
+    @abstractmethod
+    def backup_files(self) -> list[Path]:
+        """This database's backups, oldest first; half-written ones (and those of other databases) never."""
+
+    @abstractmethod
+    def describe_backup(self, backup: Path) -> BackupInfo:
+        """Size, time and ledger of one backup, cheaply (no integrity check); an unreadable one says why."""
+
+    @abstractmethod
+    def check_backup(self, backup: Path) -> dict[str, LedgerEntry]:
+        """The ledger ``backup`` would restore; ``UnusableBackup`` (nothing changed) if it cannot be restored."""
+
+    @abstractmethod
+    def restore(self, backup: Path) -> RestoreResult:
+        """Replace the database's content with ``backup``'s, all or nothing, keeping a safety backup first."""
+
+    @abstractmethod
+    def prune_backups(self, keep: int) -> list[Path]:
+        """Delete all but the newest ``keep`` backups of this database; what was deleted, oldest first."""
+
+    @abstractmethod
+    def agents(self, role: str | None = None) -> list[Agent]:
+        """APM's ``agents`` rows (or the one with ``role``), by id; ``NoAgentsTable`` when there is none."""
+
+    def left_in_place(self, backup: Path) -> list[str]:
+        """What a restore of ``backup`` keeps that the backup does not hold (nothing, where a restore replaces all)."""
+        return []
+
+    def backups(self) -> list[BackupInfo]:
+        """Every backup of this database, newest first, described."""
+        return [self.describe_backup(path) for path in reversed(self.backup_files())]
+
+    def newest_backup(self) -> Path:
+        """The backup a restore uses when none is named; ``NoBackups`` when there is none."""
+        from planner.errors import NoBackups
+
+        found = self.backup_files()
+        if not found:
+            raise NoBackups(self.display, self.backup_names)  # type: ignore[arg-type]
+        return found[-1]
+
+    def is_own_backup(self, backup: Path) -> bool:
+        """Whether ``backup`` is one of this database's backups (by name and folder), not just any file."""
+        return backup.resolve() in {path.resolve() for path in self.backup_files()}

@@ -23,6 +23,8 @@ from planner.engines.pg_ledger import PgLedger
 from planner.engines.urls import redact
 
 if TYPE_CHECKING:
+    from planner.agents import Agent
+    from planner.backups import BackupInfo, RestoreResult
     from planner.catalog import Catalog
     from planner.engines.pg_runner import PgRunner
     from planner.ledger import LedgerEntry
@@ -160,3 +162,61 @@ class PostgresEngine(Engine):
         from planner.engines.pg_backup import dump
 
         return dump(self.url, folder if folder is not None else self.backup_dir or Path("."))
+
+    # -- backups (pg_dump files in the backup folder), restore, and APM's agents table --------------------
+
+    @property
+    def backup_folder(self) -> Path:
+        return self.backup_dir if self.backup_dir is not None else Path(".")
+
+    @property
+    def backup_names(self) -> str:
+        from planner.engines.pg_backup import dump_stem
+
+        return f"{dump_stem(self.url)}.*.dump in {self.backup_folder}"
+
+    def backup_files(self) -> list[Path]:
+        """This database's dumps; partial ones a killed ``apm`` left behind are removed first."""
+        from planner.engines.pg_backup import list_dumps, remove_abandoned_dumps
+
+        remove_abandoned_dumps(self.url, self.backup_folder)
+        return list_dumps(self.url, self.backup_folder)
+
+    def describe_backup(self, backup: Path) -> BackupInfo:
+        from planner.engines.pg_restore import describe_dump
+
+        return describe_dump(self, backup)
+
+    def check_backup(self, backup: Path) -> dict[str, LedgerEntry]:
+        from planner.engines.pg_restore import read_dump_ledger
+
+        return read_dump_ledger(backup, self.ledger_schema, self.display)
+
+    def restore(self, backup: Path) -> RestoreResult:
+        from planner.engines.pg_restore import restore_dump
+
+        return restore_dump(self, backup, self.backup_folder)
+
+    def left_in_place(self, backup: Path) -> list[str]:
+        from planner.engines.pg_restore import objects_left_in_place
+
+        return objects_left_in_place(self, backup)
+
+    def prune_backups(self, keep: int) -> list[Path]:
+        from planner.engines.pg_backup import prune_dumps
+
+        return prune_dumps(self.url, self.backup_folder, keep)
+
+    def agents(self, role: str | None = None) -> list[Agent]:
+        """APM's ``agents`` table as the connection's ``search_path`` finds it."""
+        from planner.agents import agents_from_rows
+        from planner.errors import NoAgentsTable
+
+        with self.session() as conn:
+            if conn.execute("SELECT to_regclass('agents')").fetchone()[0] is None:
+                raise NoAgentsTable(self.display)  # type: ignore[arg-type]
+            cursor = conn.execute("SELECT * FROM agents" + (" WHERE role = %s" if role else "") + " ORDER BY id",
+                                  (role,) if role else None)
+            names = [column.name for column in cursor.description]
+            rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return agents_from_rows(rows)

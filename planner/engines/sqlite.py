@@ -15,6 +15,8 @@ from planner.database import DEFAULT_BUSY_TIMEOUT
 from planner.engines.base import Engine
 
 if TYPE_CHECKING:
+    from planner.agents import Agent
+    from planner.backups import BackupInfo, RestoreResult
     from planner.catalog import Catalog
     from planner.executor import Executor
     from planner.ledger import LedgerEntry, LedgerNote
@@ -80,3 +82,39 @@ class SQLiteEngine(Engine):
             return None
         writable_now(self.path, self.busy_timeout)
         return backup(self.path, busy_timeout=self.busy_timeout)
+
+    # -- backups, restore and APM's agents table: planner.backups and planner.agents, as they are --------
+
+    @property
+    def backup_names(self) -> str:
+        return f"{self.path.name}.backup.*"
+
+    def backup_files(self) -> list[Path]:
+        from planner.backups import list_backups
+
+        return list_backups(self.path)
+
+    def describe_backup(self, backup: Path) -> BackupInfo:
+        from planner.backups import describe_backup
+
+        return describe_backup(backup, self.path)
+
+    def check_backup(self, backup: Path) -> dict[str, LedgerEntry]:
+        from planner.backups import check_backup
+
+        return check_backup(backup, self.path)
+
+    def restore(self, backup: Path) -> RestoreResult:
+        from planner.backups import restore
+
+        return restore(self.path, backup, busy_timeout=self.busy_timeout)
+
+    def prune_backups(self, keep: int) -> list[Path]:
+        from planner.backups import prune_backups
+
+        return prune_backups(self.path, keep)
+
+    def agents(self, role: str | None = None) -> list[Agent]:
+        from planner.agents import read_agents
+
+        return read_agents(self.path, role, busy_timeout=self.busy_timeout)
