@@ -40,6 +40,8 @@ from planner.ledger import TABLE, LedgerEntry
 #: ``engine`` below is a ``planner.engines.postgresql.PostgresEngine`` (its ``url``, ``display``,
 #: ``ledger_schema``, ``session()`` and ``locked()``); not imported, since that module imports this one.
 
+#: How every custom-format archive begins (pg_backup_archiver.c).
+_MAGIC = b"PGDMP"
 _COPY = re.compile(r"^COPY (?P<table>\S+) \((?P<columns>[^)]*)\) FROM stdin;$")
 _ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 _ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)")
@@ -67,13 +69,14 @@ def read_dump_ledger(backup: Path, schema: str, shown: str) -> dict[str, LedgerE
     """The ``schema_migrations`` rows a dump holds (``{}`` when it has no ledger); ``UnusableBackup`` if unreadable."""
     if not backup.is_file():
         raise UnusableBackup(backup, "no such file", database=shown)  # type: ignore[arg-type]
+    with backup.open("rb") as file:
+        if file.read(len(_MAGIC)) != _MAGIC:
+            raise UnusableBackup(backup, "it is not a pg_dump custom-format archive (pg_dump --format=custom)",
+                                 database=shown)  # type: ignore[arg-type]
     result = subprocess.run([tool("pg_restore", shown), "--data-only", f"--schema={schema}", f"--table={TABLE}",
                              "--file=-", str(backup)], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        reason = _first_error(result.stderr, result.returncode)
-        if "valid archive" in reason or "not a valid" in reason:
-            reason = f"it is not a pg_dump custom-format archive ({reason})"
-        raise UnusableBackup(backup, reason, database=shown)  # type: ignore[arg-type]
+    if result.returncode != 0:  # a damaged or truncated archive, or one newer than this pg_restore
+        raise UnusableBackup(backup, _first_error(result.stderr, result.returncode), database=shown)  # type: ignore[arg-type]
     return parse_ledger_copy(result.stdout)
 
 
