@@ -108,7 +108,7 @@ def _describe_restore(engine, source: Path, current: dict, restored: dict, kept:
     head = max(heads, key=int) if heads else "none"
     echo(f"Restoring {engine.display} from {source} (ledger head {head}, {len(restored)} applied)")
     if not engine.is_own_backup(source):
-        echo(f"  note: {source.name} is not named as a backup of the database ({engine.backup_names}); "
+        echo(f"  note: {source.name} is not named as a backup of {engine.short_name} ({engine.backup_names}); "
              f"it passed the backup check, so it can be restored")
     if not engine.exists():
         echo(f"  {engine.display} does not exist; it will be created from the backup")

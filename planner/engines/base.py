@@ -110,6 +110,11 @@ class Engine(ABC):
 
     @property
     @abstractmethod
+    def short_name(self) -> str:
+        """The database's own name, which its backups' names begin with: the file's name, or the dbname."""
+
+    @property
+    @abstractmethod
     def backup_names(self) -> str:
         """Which files are this database's backups, for messages: ``aipm.db.backup.*`` or ``app.*.dump in DIR``."""
 

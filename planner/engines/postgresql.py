@@ -170,6 +170,12 @@ class PostgresEngine(Engine):
         return self.backup_dir if self.backup_dir is not None else Path(".")
 
     @property
+    def short_name(self) -> str:
+        from planner.engines.urls import database_name
+
+        return database_name(self.url)
+
+    @property
     def backup_names(self) -> str:
         from planner.engines.pg_backup import dump_stem
 

@@ -86,6 +86,10 @@ class SQLiteEngine(Engine):
     # -- backups, restore and APM's agents table: planner.backups and planner.agents, as they are --------
 
     @property
+    def short_name(self) -> str:
+        return self.path.name
+
+    @property
     def backup_names(self) -> str:
         return f"{self.path.name}.backup.*"
 
