@@ -26,8 +26,11 @@ def squash_command(first: str, last: str, schema_only: bool, as_json: bool) -> N
     squash as applied, a fresh one applies the squash alone. A range the
     database (--db, SQLite or PostgreSQL) applied only in part is refused.
     """
+    from cli.errors import CommandError
+    from cli.options import EXIT_FAILED
     from cli.running import load_catalog
     from planner.engines.errors import DatabaseMissing
+    from planner.errors import ExecutionError
     from planner.squash import squash, write_squash
 
     engine = settings().engine
@@ -35,7 +38,11 @@ def squash_command(first: str, last: str, schema_only: bool, as_json: bool) -> N
         applied = engine.applied()  # a missing SQLite file reads as {}; so does a server without that database
     except DatabaseMissing:
         applied = {}
-    built = squash(load_catalog(), first, last, schema_only=schema_only, applied=applied)
+    try:
+        built = squash(load_catalog(), first, last, schema_only=schema_only, applied=applied)
+    except ExecutionError as exc:  # the scratch database is SQLite whichever engine --db names
+        raise CommandError(f"{exc} (on the scratch SQLite database squash builds the range in: its migrations, "
+                           f"and those they need, must run on SQLite); nothing was written", EXIT_FAILED) from exc
     path = write_squash(built)
     if as_json:
         emit_json({"version": built.version, "path": str(path), "replaces": list(built.replaces),
