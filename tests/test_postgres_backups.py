@@ -227,3 +227,33 @@ def test_agents_are_read_from_the_server(pg_url, catalog_dir):
     assert unknown.returncode == 4 and "nobody" in unknown.stderr
     status = json.loads(apm(url, "status", "--json", catalog=catalog_dir).stdout)
     assert status["agents"] == {"total": 2, "active": 1, "by_tier": {"2": 1, "3": 1}}
+
+
+def test_squash_of_a_catalog_that_only_runs_on_postgres_says_the_scratch_is_sqlite(pg_url, tmp_path):
+    import shutil
+
+    catalog = tmp_path / "catalog"
+    shutil.copytree(EXAMPLE, catalog, ignore=shutil.ignore_patterns("__pycache__"))
+    before = sorted(p.name for p in catalog.iterdir())
+    refused = apm(pg_url, "migrate", "squash", "0002", "0003", catalog=catalog)
+    assert refused.returncode == 5 and "scratch SQLite database" in refused.stderr
+    assert "nothing was written" in refused.stderr and "Traceback" not in refused.stderr
+    shutil.rmtree(catalog / "__pycache__", ignore_errors=True)
+    assert sorted(p.name for p in catalog.iterdir()) == before
+
+
+def test_a_dumps_ledger_is_parsed_from_copy_text_format():
+    from planner.engines.pg_restore import parse_ledger_copy
+
+    script = ("SET statement_timeout = 0;\n"
+              "COPY public.schema_migrations (version, description, applied_at, checksum, execution_ms) FROM stdin;\n"
+              "0027\tAdd\\tmetadata \\\\ \\x41\\101\t2026-12-01 07:02:01.123456\tabc\t12\n"
+              "0001\t\\N\t\\N\t\\N\t\\N\n"
+              "\\.\n"
+              "COPY public.other (version) FROM stdin;\n9999\n\\.\n")
+    ledger = parse_ledger_copy(script)
+    assert list(ledger) == ["0001", "0027"]
+    assert ledger["0027"].description == "Add\tmetadata \\ AA" and ledger["0027"].applied_at == "2026-12-01 07:02:01"
+    assert (ledger["0027"].checksum, ledger["0027"].execution_ms) == ("abc", 12)
+    assert ledger["0001"].description is None and ledger["0001"].applied_at is None
+    assert parse_ledger_copy("-- a dump without a ledger\n") == {}
