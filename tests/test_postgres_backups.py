@@ -154,38 +154,84 @@ def test_restore_without_pg_restore_names_the_package(dumped):
     assert "postgresql-client" in refused.stderr and applied(url) == ["0001", "0002", "0005", "0006"]
 
 
-def test_a_dump_killed_half_way_leaves_no_file(pg_url, catalog_dir, tmp_path):
+def big_catalog(catalog_dir: Path) -> Path:
+    """0001 fills a table (a dump and a restore take a moment), 0002 adds a small one."""
     write_migration(catalog_dir, "0001", "Big", upgrade="conn.execute('CREATE TABLE big (id INT, pad TEXT)')\n"
-                    "conn.execute(\"INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 400000) g\")",
+                    "conn.execute(\"INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 300000) g\")",
                     downgrade="conn.execute('DROP TABLE big')")
-    assert apm(pg_url, "migrate", catalog=catalog_dir).returncode == 0
-    folder = tmp_path / "dumps"
-    folder.mkdir()
+    write_migration(catalog_dir, "0002", "Small", depends_on=("0001",),
+                    upgrade="conn.execute('CREATE TABLE small (id INT)')", downgrade="conn.execute('DROP TABLE small')")
+    return catalog_dir
+
+
+def start_apm(url: str, catalog: Path, folder: Path, *args: str) -> subprocess.Popen:
     apm_bin = Path(sys.executable).parent / "apm"
-    child = subprocess.Popen([str(apm_bin), "migrate", "--rollback", "0001", "--yes", "--db", pg_url,
-                              "--migrations-dir", str(catalog_dir), "--backup-dir", str(folder)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen([str(apm_bin), *args, "--yes", "--db", url, "--migrations-dir", str(catalog),
+                             "--backup-dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def kill_when(child: subprocess.Popen, ready) -> None:
+    """SIGKILL ``child`` (apm alone, not its group) once ``ready()``; then wait until its whole group is gone."""
     try:
-        while not list(folder.iterdir()) and child.poll() is None:
+        while not ready() and child.poll() is None:
             time.sleep(0.001)
-        assert child.poll() is None, "apm finished before the dump could be caught"
-        (partial,) = folder.iterdir()
-        assert ".partial." in partial.name
+        assert child.poll() is None, "apm finished before it could be caught"
         child.send_signal(signal.SIGKILL)
         child.wait()
     finally:
         if child.poll() is None:
             child.kill()
-    while True:  # pg_dump outlives the killed apm (a real kill would too): wait for it to end
+    while True:  # pg_dump / pg_restore may outlive apm for a moment: wait for the group to end
         try:
             os.killpg(child.pid, 0)
         except ProcessLookupError:
-            break
+            return
         time.sleep(0.05)
+
+
+def runs(child: subprocess.Popen, tool: str) -> bool:
+    """Whether ``child`` has a child process running ``tool`` (Linux /proc)."""
+    for task in Path(f"/proc/{child.pid}/task").glob("*"):
+        for pid in (task / "children").read_text().split() if (task / "children").exists() else ():
+            try:
+                if tool in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                    return True
+            except OSError:
+                pass
+    return False
+
+
+def test_a_dump_killed_half_way_leaves_no_file(pg_url, catalog_dir, tmp_path):
+    big_catalog(catalog_dir)
+    assert apm(pg_url, "migrate", "--target", "0001", catalog=catalog_dir).returncode == 0
+    folder = tmp_path / "dumps"
+    folder.mkdir()
+    child = start_apm(pg_url, catalog_dir, folder, "migrate", "--rollback", "0001")
+    kill_when(child, lambda: any(".partial." in p.name for p in folder.iterdir()))
     assert applied(pg_url) == ["0001"]  # the rollback never ran
     listed = apm(pg_url, "migrate", "backups", "--json", "--backup-dir", str(folder), catalog=catalog_dir)
     assert listed.returncode == 0 and json.loads(listed.stdout) == []
     assert list(folder.iterdir()) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds pg_restore through Linux's /proc")
+def test_a_restore_killed_half_way_is_all_or_nothing_and_frees_the_lock(pg_url, catalog_dir, tmp_path):
+    big_catalog(catalog_dir)
+    folder = tmp_path / "dumps"
+    assert apm(pg_url, "migrate", catalog=catalog_dir).returncode == 0
+    rolled = apm(pg_url, "migrate", "--rollback", "0002", "--yes", "--backup-dir", str(folder), catalog=catalog_dir)
+    assert rolled.returncode == 0 and applied(pg_url) == ["0001"]
+    child = start_apm(pg_url, catalog_dir, folder, "migrate", "restore")
+    kill_when(child, lambda: runs(child, "pg_restore"))
+    state = (applied(pg_url), query(pg_url, "SELECT to_regclass('small') IS NOT NULL")[0][0])
+    assert state in ((["0001"], False), (["0001", "0002"], True))  # as it was, or wholly restored
+    assert query(pg_url, "SELECT count(*) FROM big") == [(300000,)]
+    # The lock died with apm's connection: the next restore runs at once (busy timeout 0: no waiting).
+    again = apm(pg_url, "migrate", "restore", "--yes", "--busy-timeout", "0", "--backup-dir", str(folder),
+                catalog=catalog_dir)
+    assert again.returncode == 0, again.stderr
+    assert not [p for p in folder.iterdir() if ".partial." in p.name]
 
 
 def test_squash_reads_the_servers_ledger(pg_url, catalog_dir):

@@ -7,8 +7,10 @@ one, reaches ``pg_dump`` through ``PGPASSWORD`` rather than its command line
 (which other users can read in ``ps``). ``pg_dump`` writes into
 ``<name>.partial.<pid>`` (never listed) and the finished file is renamed;
 a dump killed half-way leaves that partial behind until the next dump,
-restore or listing removes it (``planner.partials``). Restoring is
-``planner.engines.pg_restore``.
+restore or listing removes it (``planner.partials``). On Linux the client
+tools die with ``apm`` (``run_client``), so a killed ``apm`` leaves no
+``pg_dump`` writing on, nor a ``pg_restore`` committing after the lock is
+gone. Restoring is ``planner.engines.pg_restore``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -45,6 +50,31 @@ def client_environment(url: str) -> tuple[str, dict[str, str]]:
     return conninfo, env
 
 
+def run_client(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``pg_dump`` or ``pg_restore``, which gets SIGTERM if ``apm`` dies first (Linux), SIGKILL included."""
+    return subprocess.run(argv, capture_output=True, text=True, env=env, check=False,
+                          preexec_fn=_dies_with(os.getpid()))
+
+
+def _dies_with(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking the kernel for SIGTERM when ``parent`` ends (``PR_SET_PDEATHSIG``); Linux only."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+    except (OSError, AttributeError):
+        return None
+
+    def arm() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # apm died before the request was made
+            os._exit(1)
+
+    return arm
+
+
 def dump(url: str, folder: Path, *, advice: str = "Fix it, or pass --no-backup") -> Path:
     """``pg_dump -Fc`` of the database into ``folder``; the path written.
 
@@ -65,8 +95,7 @@ def dump(url: str, folder: Path, *, advice: str = "Fix it, or pass --no-backup")
         path = folder / f"{safe}.{stamp}_{counter}.dump"
     partial = partial_path(path)
     conninfo, env = client_environment(url)
-    result = subprocess.run([tool, "--format=custom", "--file", str(partial), "--dbname", conninfo],
-                            capture_output=True, text=True, env=env, check=False)
+    result = run_client([tool, "--format=custom", "--file", str(partial), "--dbname", conninfo], env)
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
         lines = (result.stderr or "").strip().splitlines()

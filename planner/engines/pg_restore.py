@@ -31,7 +31,7 @@ from typing import Any
 from planner import versions
 from planner.backups import BackupInfo, RestoreResult, ledger_difference
 from planner.engines.errors import BackupToolMissing, RestoreFailed
-from planner.engines.pg_backup import client_environment, dump, dump_time
+from planner.engines.pg_backup import client_environment, dump, dump_time, run_client
 from planner.engines.pg_ledger import PgLedger
 from planner.engines.urls import redact
 from planner.errors import UnusableBackup
@@ -153,9 +153,8 @@ def restore_dump(engine: Any, backup: Path, folder: Path) -> RestoreResult:
         current = PgLedger(conn, engine.ledger_schema).applied_migrations()
         safety = dump(engine.url, folder, advice="Fix it, then restore again")
         try:
-            result = subprocess.run([restorer, "--clean", "--if-exists", "--single-transaction", "--exit-on-error",
-                                     "--no-owner", "--dbname", conninfo, str(backup)],
-                                    capture_output=True, text=True, env=env, check=False)
+            result = run_client([restorer, "--clean", "--if-exists", "--single-transaction", "--exit-on-error",
+                                 "--no-owner", "--dbname", conninfo, str(backup)], env)
         except BaseException:  # interrupted: the killed pg_restore's transaction rolled back
             safety.unlink(missing_ok=True)
             raise
