@@ -61,7 +61,6 @@ def restore_command(backup: str | None, yes: bool, as_json: bool) -> None:
     from cli import running
     from cli.errors import CommandError
     from cli.options import EXIT_UNCONFIRMED
-    from planner.backups import ledger_difference
 
     if backup is not None and not backup.strip():
         raise click.UsageError("BACKUP is empty; name a backup file, or leave it out to restore the newest "
@@ -72,7 +71,6 @@ def restore_command(backup: str | None, yes: bool, as_json: bool) -> None:
     source = Path(backup) if backup is not None else engine.newest_backup()
     restored = engine.check_backup(source)  # refuses an unusable file before anything is asked
     current = engine.applied()  # a missing SQLite file reads as {}; a missing server database is refused
-    difference = ledger_difference(current, restored)
     kept = engine.left_in_place(source)
 
     if not as_json:
