@@ -29,15 +29,11 @@ def squash_command(first: str, last: str, schema_only: bool, as_json: bool) -> N
     from cli.errors import CommandError
     from cli.options import EXIT_FAILED
     from cli.running import load_catalog
-    from planner.engines.errors import DatabaseMissing
     from planner.errors import ExecutionError
     from planner.squash import squash, write_squash
 
     engine = settings().engine
-    try:
-        applied = engine.applied()  # a missing SQLite file reads as {}; so does a server without that database
-    except DatabaseMissing:
-        applied = {}
+    applied = engine.applied_if_exists() or {}  # a database not there yet has applied nothing
     try:
         built = squash(load_catalog(), first, last, schema_only=schema_only, applied=applied)
     except ExecutionError as exc:  # the scratch database is SQLite whichever engine --db names

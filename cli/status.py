@@ -17,42 +17,38 @@ from cli.output import echo, emit_json, table
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON (see docs/commands.md).")
 def status(as_json: bool) -> None:
     """Schema version, applied and pending counts, and agent counts."""
-    from planner.ledger import read_ledger, read_notes
     from planner.loader import load_catalog
     from planner.plan import unknown_applied
 
     from cli.running import warn_about_edited_files
     from planner.versions import number
 
-    if settings().db_url is not None:
-        _status_postgres(as_json)
-        return
-    path = settings().db_path
+    engine = settings().engine
     catalog = load_catalog(settings().catalog_dir)
-    entries = read_ledger(path, settings().busy_timeout)
-    notes = read_notes(path, settings().busy_timeout)
+    entries = engine.applied()  # a missing SQLite file reads as {}; a missing server database is refused
+    notes = engine.notes()
+    exists = engine.exists()
     warn_about_edited_files(catalog, entries)
     known, _ = catalog.split_applied(entries)
     missing = unknown_applied(catalog, entries)
     numeric = [v for v in entries if number(v) is not None]
     version = max(numeric, key=number) if numeric else None
-    agents = _agents_or_none() if path.exists() else None
     report = {
-        "database": str(path),
-        "exists": path.exists(),
+        "database": engine.display,
+        "exists": exists,
         "schema_version": version,
         "applied": len(entries),
         "pending": len(catalog) - len(known),
         "applied_without_file": missing,
         "notes": [n.version for n in notes if n.kind == "note"],
         "rolled_back": [n.version for n in notes if n.kind == "rolled-back"],
-        "agents": _agent_counts(agents),
+        "agents": _agent_counts(_agents_or_none() if exists else None),
     }
     if as_json:
         emit_json(report)
         return
-    state = "" if path.exists() else " (does not exist yet; `apm migrate` creates it)"
-    echo(f"Database:        {path}{state}")
+    state = "" if exists else " (does not exist yet; `apm migrate` creates it)"
+    echo(f"Database:        {engine.display}{state}")
     echo(f"Schema version:  {version or '-'}")
     echo(f"Applied:         {len(entries)}")
     echo(f"Pending:         {report['pending']}")
@@ -87,37 +83,6 @@ def _echo_agents(counts: dict | None) -> None:
     if counts is not None:
         tiers = ", ".join(f"tier {t}: {n}" for t, n in counts["by_tier"].items())
         echo(f"Agents:          {counts['total']} ({counts['active']} active{'; ' + tiers if tiers else ''})")
-
-
-def _status_postgres(as_json: bool) -> None:
-    """``apm status`` on PostgreSQL: the same ledger figures, and APM's agents when the database has them."""
-    from planner.loader import load_catalog
-    from planner.plan import unknown_applied
-    from planner.versions import number
-
-    from cli.running import warn_about_edited_files
-
-    engine = settings().engine
-    catalog = load_catalog(settings().catalog_dir)
-    entries = engine.applied()
-    warn_about_edited_files(catalog, entries)
-    known, _ = catalog.split_applied(entries)
-    missing = unknown_applied(catalog, entries)
-    numeric = [v for v in entries if number(v) is not None]
-    version = max(numeric, key=number) if numeric else None
-    report = {"database": engine.display, "exists": True, "schema_version": version, "applied": len(entries),
-              "pending": len(catalog) - len(known), "applied_without_file": missing,
-              "agents": _agent_counts(_agents_or_none())}
-    if as_json:
-        emit_json(report)
-        return
-    echo(f"Database:        {engine.display}")
-    echo(f"Schema version:  {version or '-'}")
-    echo(f"Applied:         {len(entries)}")
-    echo(f"Pending:         {report['pending']}")
-    if missing:
-        echo(f"Applied without a file: {', '.join(missing)}", fg="yellow")
-    _echo_agents(report["agents"])
 
 
 @click.group()

@@ -135,10 +135,6 @@ class Engine(ABC):
         """Replace the database's content with ``backup``'s, all or nothing, keeping a safety backup first."""
 
     @abstractmethod
-    def prune_backups(self, keep: int) -> list[Path]:
-        """Delete all but the newest ``keep`` backups of this database; what was deleted, oldest first."""
-
-    @abstractmethod
     def agents(self, role: str | None = None) -> list[Agent]:
         """APM's ``agents`` rows (or the one with ``role``), by id; ``NoAgentsTable`` when there is none."""
 

@@ -208,11 +208,6 @@ class PostgresEngine(Engine):
 
         return objects_left_in_place(self, backup)
 
-    def prune_backups(self, keep: int) -> list[Path]:
-        from planner.engines.pg_backup import prune_dumps
-
-        return prune_dumps(self.url, self.backup_folder, keep)
-
     def agents(self, role: str | None = None) -> list[Agent]:
         """APM's ``agents`` table as the connection's ``search_path`` finds it."""
         from planner.agents import agents_from_rows

@@ -113,11 +113,6 @@ class SQLiteEngine(Engine):
 
         return restore(self.path, backup, busy_timeout=self.busy_timeout)
 
-    def prune_backups(self, keep: int) -> list[Path]:
-        from planner.backups import prune_backups
-
-        return prune_backups(self.path, keep)
-
     def agents(self, role: str | None = None) -> list[Agent]:
         from planner.agents import read_agents
 
