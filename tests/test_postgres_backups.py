@@ -123,7 +123,7 @@ def test_restore_refuses_a_file_that_is_not_a_dump_and_changes_nothing(dumped, t
 def test_restore_waits_for_the_advisory_lock_and_gives_up_with_nothing_changed(dumped):
     import psycopg
 
-    from planner.engines.postgresql import lock_key
+    from planner.engines.pg_ledger import lock_key
 
     url, folder, _ = dumped
     before = sorted(p.name for p in folder.iterdir())

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.engines.pg_backup import dump_stem, list_dumps
-from planner.engines.pg_ledger import PgLedger, quote
+from planner.engines.pg_ledger import PgLedger, lock_key, quote
 from planner.errors import CatalogError
 from planner.ledger import LOG_TABLE, TABLE
 from planner.lint import ERROR, INFO, WARNING, Finding, history_findings
@@ -71,8 +71,6 @@ def probe_guarantees(engine: Any) -> list[Finding]:
     leave nothing behind; the lock key is apm's own, never the ledger's.
     """
     import psycopg
-
-    from planner.engines.postgresql import lock_key
 
     findings: list[Finding] = []
     key = lock_key(f"probe:{engine.ledger_schema}")

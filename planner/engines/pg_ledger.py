@@ -11,6 +11,7 @@ planner and the JSON see no difference between engines.
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any
 
 from planner import versions
@@ -25,6 +26,12 @@ _NOW = "(now() AT TIME ZONE 'UTC')"
 
 def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def lock_key(schema: str) -> int:
+    """A stable signed 64-bit advisory-lock key for one ledger (``apm-migrate:<schema>``)."""
+    digest = hashlib.sha256(f"apm-migrate:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 class PgLedger:

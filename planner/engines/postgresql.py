@@ -10,7 +10,6 @@ the database through ``redact``: a password never reaches the terminal.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from planner.engines.base import Engine
 from planner.engines.errors import DatabaseMissing, DatabaseUnreachable, DriverMissing, LockTimeout, ServerError
-from planner.engines.pg_ledger import PgLedger
+from planner.engines.pg_ledger import PgLedger, lock_key
 from planner.engines.urls import redact
 
 if TYPE_CHECKING:
@@ -32,12 +31,6 @@ if TYPE_CHECKING:
 
 
 _MISSING = re.compile(r'database ".*" does not exist')
-
-
-def lock_key(schema: str) -> int:
-    """A stable signed 64-bit advisory-lock key for one ledger (``apm-migrate:<schema>``)."""
-    digest = hashlib.sha256(f"apm-migrate:{schema}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def _reason(exc: BaseException) -> str:
