@@ -63,7 +63,7 @@ class PostgresEngine(Engine):
     def connect(self) -> Any:
         """An autocommit psycopg connection; a missing driver or an unreachable server is one clear error."""
         try:
-            # Importing the driver makes some 15,000 objects, all kept: the cyclic collector's passes during the
+            # Importing the driver makes some 23,000 objects, all kept: the cyclic collector's passes during the
             # import (over them, and over a catalog already loaded) find nothing to free (docs/performance.md).
             with collector_paused():
                 import psycopg
