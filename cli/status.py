@@ -25,9 +25,11 @@ def status(as_json: bool) -> None:
 
     engine = settings().engine
     catalog = load_catalog(settings().catalog_dir)
-    entries = engine.applied()  # a missing SQLite file reads as {}; a missing server database is refused
-    notes = engine.notes()
-    exists = engine.exists()
+    with engine.reading():  # one server connection for the ledger, the notes and the agents
+        entries = engine.applied()  # a missing SQLite file reads as {}; a missing server database is refused
+        notes = engine.notes()
+        exists = engine.exists()
+        agents = _agents_or_none() if exists else None
     warn_about_edited_files(catalog, entries)
     known, _ = catalog.split_applied(entries)
     missing = unknown_applied(catalog, entries)
@@ -42,7 +44,7 @@ def status(as_json: bool) -> None:
         "applied_without_file": missing,
         "notes": [n.version for n in notes if n.kind == "note"],
         "rolled_back": [n.version for n in notes if n.kind == "rolled-back"],
-        "agents": _agent_counts(_agents_or_none() if exists else None),
+        "agents": _agent_counts(agents),
     }
     if as_json:
         emit_json(report)

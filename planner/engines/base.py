@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -74,6 +75,10 @@ class Engine(ABC):
     @abstractmethod
     def exists(self) -> bool:
         """Whether the database is there (a SQLite file may still be created; a server database must exist)."""
+
+    def reading(self) -> AbstractContextManager[None]:
+        """Let the reads of one command share what they can (one server connection); nothing for a file."""
+        return nullcontext()
 
     def require(self) -> None:
         """Raise the engine's own ``DatabaseError`` when the database is not there, for commands that need one."""

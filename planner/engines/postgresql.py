@@ -51,6 +51,7 @@ class PostgresEngine(Engine):
         self.busy_timeout = busy_timeout
         self.ledger_schema = ledger_schema
         self.backup_dir = backup_dir
+        self._reader: Any = None  # the connection ``reading()`` shares, while it lasts
 
     @property
     def display(self) -> str:
@@ -74,9 +75,14 @@ class PostgresEngine(Engine):
             raise DatabaseUnreachable(self.display, reason) from None
 
     @contextmanager
-    def session(self) -> Iterator[Any]:
-        """A connection for the block; server errors outside migrations become ``ServerError`` (exit 6)."""
-        conn = self.connect()  # first: without the driver, DriverMissing says which extra to install
+    def session(self, *, shared: bool = True) -> Iterator[Any]:
+        """A connection for the block; server errors outside migrations become ``ServerError`` (exit 6).
+
+        Inside ``reading()`` the reads of one command share its connection
+        (``shared``); a run's lock, and the doctor's probes, always get their own.
+        """
+        reader = self._reader if shared else None
+        conn = reader if reader is not None else self.connect()  # without the driver: DriverMissing, the extra
         import psycopg
 
         try:
@@ -84,12 +90,23 @@ class PostgresEngine(Engine):
         except psycopg.Error as exc:
             raise ServerError(self.display, _reason(exc)) from None
         finally:
-            conn.close()
+            if conn is not reader:
+                conn.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """One connection for every read of the block: each connection costs the server a new backend."""
+        with self.session(shared=False) as conn:
+            self._reader = conn
+            try:
+                yield
+            finally:
+                self._reader = None
 
     @contextmanager
     def locked(self) -> Iterator[Any]:
         """A connection holding the ledger's advisory lock; the server releases it when the connection ends."""
-        with self.session() as conn:
+        with self.session(shared=False) as conn:
             import psycopg
 
             key = lock_key(self.ledger_schema)
@@ -113,6 +130,8 @@ class PostgresEngine(Engine):
                         pass  # closing the connection releases it anyway
 
     def exists(self) -> bool:
+        if self._reader is not None:
+            return True
         try:
             with self.session():
                 return True
@@ -210,11 +229,14 @@ class PostgresEngine(Engine):
         from planner.agents import agents_from_rows
         from planner.errors import NoAgentsTable
 
+        import psycopg
+
         with self.session() as conn:
-            if conn.execute("SELECT to_regclass('agents')").fetchone()[0] is None:
-                raise NoAgentsTable(self.display)  # type: ignore[arg-type]
-            cursor = conn.execute("SELECT * FROM agents" + (" WHERE role = %s" if role else "") + " ORDER BY id",
-                                  (role,) if role else None)
+            try:  # autocommit: a failed statement aborts no transaction, so ask directly
+                cursor = conn.execute("SELECT * FROM agents" + (" WHERE role = %s" if role else "") + " ORDER BY id",
+                                      (role,) if role else None)
+            except psycopg.errors.UndefinedTable:
+                raise NoAgentsTable(self.display) from None  # type: ignore[arg-type]
             names = [column.name for column in cursor.description]
             rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
         return agents_from_rows(rows)
