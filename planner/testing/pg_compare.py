@@ -63,7 +63,8 @@ WITH rel AS (
     WHERE {_USER.format(ns='n')} AND {_not_extension('pg_class', 'c.oid')}
       AND NOT (n.nspname = %(ledger_schema)s AND c.relname IN (%(ledger)s, %(log)s))
 )
-SELECT 'schema', '', n.nspname, '' FROM pg_namespace n
+-- text, not name: the first branch types every column, and name would cut a definition at 63 bytes
+SELECT 'schema'::text, ''::text, n.nspname::text, ''::text FROM pg_namespace n
  WHERE {_USER.format(ns='n')} AND n.nspname <> 'public' AND {_not_extension('pg_namespace', 'n.oid')}
 UNION ALL
 SELECT 'extension', '', x.extname, x.extversion FROM pg_extension x
