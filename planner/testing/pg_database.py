@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -198,6 +198,7 @@ class PostgresDatabase:
         #: The database's connection string (it may hold a password: show it through ``str()``).
         self.url = server.url_for(self.name)
         self._baseline: frozenset[str] = frozenset()
+        self._reader: Any = None
 
     def engine(self) -> Engine:
         from planner.engines import engine_for
@@ -209,13 +210,32 @@ class PostgresDatabase:
 
         return psycopg.connect(self.url, autocommit=True, connect_timeout=self.server.connect_timeout)
 
+    def _reading(self) -> Any:
+        """One autocommit connection for schema reads and seeds, kept between them.
+
+        The stairway reads the schema three or four times per migration, and
+        a new server session each time cost as much as the query. Idle in
+        autocommit it holds no lock, so migrations (``CREATE INDEX
+        CONCURRENTLY`` too) never wait for it.
+        """
+        if self._reader is None or self._reader.closed or self._reader.broken:
+            self._reader = self._open()
+        return self._reader
+
     def reset(self) -> None:
         """A new, empty database of this name; what a fresh one already holds (plpgsql) is never a leftover."""
+        self._close_reader()
         self.server.recreate(self.name)
         self._baseline = frozenset(self.capture().names())
 
     def drop(self) -> None:
+        self._close_reader()
         self.server.drop(self.name)
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def connect(self) -> PgTestConnection:
         return PgTestConnection(self._open(), "test", "test")
@@ -223,14 +243,13 @@ class PostgresDatabase:
     @contextmanager
     def seeding(self, version: str) -> Iterator[PgMigrationConnection]:
         """One transaction, and the migration connection over it: ``?`` parameters, ``engine``, no COMMIT."""
-        with closing(self._open()) as conn, conn.transaction():
-            yield PgMigrationConnection(conn, version, "seeding")
+        with self._reading().transaction():
+            yield PgMigrationConnection(self._reading(), version, "seeding")
 
     def capture(self) -> PgSchemaState:
         from planner.testing.pg_compare import capture_pg
 
-        with closing(self._open()) as conn:
-            return capture_pg(conn, LEDGER_SCHEMA)
+        return capture_pg(self._reading(), LEDGER_SCHEMA)
 
     def leftovers(self) -> list[str]:
         return [name for name in self.capture().names() if name not in self._baseline]
