@@ -185,6 +185,7 @@ class SQLiteDatabase:
 
     @contextmanager
     def seeding(self, version: str) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN`` ... ``COMMIT`` around a seed, so its rows land together or (it raised) not at all."""
         with closing(self.connect()) as conn:
             conn.execute("BEGIN")
             try:
