@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from cli.options import settings, shared_options
-from cli.output import echo, emit_json, table
+from cli.output import confirm, echo, emit_json, table
 
 
 def _size(size: float) -> str:
@@ -79,7 +79,7 @@ def restore_command(backup: str | None, yes: bool, as_json: bool) -> None:
         if as_json or not running.stdin_is_terminal():
             raise CommandError(f"restoring replaces the content of {db} with {source}; nothing was changed. "
                                f"Re-run with --yes to restore", EXIT_UNCONFIRMED)
-        if not click.confirm("Restore?", default=False, err=True):
+        if not confirm("Restore?"):
             raise CommandError("not confirmed; nothing was changed", EXIT_UNCONFIRMED)
 
     result = engine.restore(source)

@@ -93,3 +93,36 @@ def note_json(note) -> dict[str, Any]:
     return {"version": note.version, "description": note.description, "applied_at": note.applied_at,
             "checksum": None, "file": note.kind, "note_of": note.base, "applied_by": note.applied_by,
             "rollback_at": note.rollback_at, "rollback_reason": note.rollback_reason}
+
+
+def confirm(question: str) -> bool:
+    """Ask a yes/no question on stderr; no answer, or the end of input, is a no.
+
+    Not ``click.confirm``: it reads with ``input()``, and a Ctrl-C that
+    arrives between the prompt being written and the read starting is only
+    noticed once a line is typed, so the command hangs (seen under load).
+    Waiting for the answer in 100 ms slices lets Python run the signal
+    handler (``cli.errors.catch_interrupts``) within a slice, as the lock
+    waits do.
+    """
+    import select
+    import sys
+
+    while True:
+        click.echo(f"{question} [y/N]: ", nl=False, err=True)
+        try:
+            descriptor = sys.stdin.fileno()
+        except (AttributeError, OSError, ValueError):  # not a real file (a test's input): read directly
+            descriptor = None
+        while descriptor is not None and not select.select([descriptor], [], [], 0.1)[0]:
+            pass
+        line = sys.stdin.readline()
+        if not line:
+            click.echo("", err=True)
+            return False
+        answer = line.strip().lower()
+        if answer in ("y", "yes"):
+            return True
+        if answer in ("", "n", "no"):
+            return False
+        click.echo("Error: invalid input", err=True)

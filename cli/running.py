@@ -16,7 +16,7 @@ import click
 
 from cli.errors import CommandError
 from cli.options import EXIT_UNCONFIRMED, settings
-from cli.output import duration, echo, emit_json, printed_lines
+from cli.output import confirm, duration, echo, emit_json, printed_lines
 from cli.progress import Progress
 
 # --------------------------------------------------------------------------
@@ -297,14 +297,7 @@ def _ask(lines: list[str]) -> None:
     echo("This plan destroys data:", fg="yellow", err=True)
     for line in lines:
         echo(f"  {line}", err=True)
-    try:
-        answer = click.confirm("Proceed?", default=False, err=True)
-    except click.Abort as abort:
-        from planner.errors import Interrupted
-
-        if isinstance(abort.__context__, Interrupted):
-            raise abort.__context__ from None  # Ctrl-C at the prompt: exit 130 like anywhere else
-        answer = False  # end of input: no answer is not a yes
+    answer = confirm("Proceed?")  # Ctrl-C: Interrupted, exit 130
     if not answer:
         raise CommandError("not confirmed; nothing was changed", EXIT_UNCONFIRMED)
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import click
 
 from cli.options import DEFAULT_DB, EXIT_CATALOG, EXIT_DATABASE, EXIT_OK, EXIT_REFUSED, settings, shared_options
-from cli.output import echo, emit_json
+from cli.output import confirm, echo, emit_json
 
 if TYPE_CHECKING:
     from planner.engines.base import Engine
@@ -155,7 +155,7 @@ def _fix_shared_versions(catalog_dir: Path, yes: bool, engine: Engine | None) ->
         if not stdin_is_terminal():
             raise CommandError("check --fix changes files: re-run with --yes to make these changes; nothing was "
                                "changed", EXIT_UNCONFIRMED)
-        if not click.confirm("Make these changes?", default=False, err=True):
+        if not confirm("Make these changes?"):
             raise CommandError("not confirmed; nothing was changed", EXIT_UNCONFIRMED)
     apply_renumbering(changes)
     echo(f"Renumbered {len(changes)} file(s)", err=True)
