@@ -81,11 +81,13 @@ class PgMigrationConnection:
         query = translate_placeholders(sql, parameters) if parameters is not None else sql
         cursor = self._conn.cursor()
         observer = self._observer
-        if observer is not None:
-            observer.before(sql, query, parameters)
-        cursor.execute(query, parameters if parameters is not None else None)
-        if observer is not None:
-            observer.after(sql, query, parameters, cursor.rowcount)
+        if observer is None:
+            cursor.execute(query, parameters)
+            return cursor
+        # The observer runs the statement: one that may drop what it does not name runs watched, in a savepoint.
+        observer.before(sql, query, parameters)
+        observer.execute(cursor, query, parameters)
+        observer.after(sql, query, parameters, cursor.rowcount)
         return cursor
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> Any:
@@ -97,7 +99,7 @@ class PgMigrationConnection:
             # Each row is one statement as far as the preview is concerned (a DELETE per row counts each).
             for row in rows:
                 self._observer.before(sql, query, row)
-                cursor.execute(query, row)
+                self._observer.execute(cursor, query, row)
                 self._observer.after(sql, query, row, cursor.rowcount)
             return cursor
         cursor.executemany(query, rows)
