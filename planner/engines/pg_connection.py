@@ -61,6 +61,8 @@ class PgMigrationConnection:
     def raw(self) -> Any:
         """The psycopg connection itself, for what the proxy does not offer (``COPY``, say)."""
         self.may_defer = True  # what runs through it is not seen
+        if self._observer is not None:
+            self._observer.unwatched()  # only the server's counters and catalog will tell what it did
         return self._conn
 
     def _check(self, sql: str) -> None:

@@ -20,7 +20,9 @@ PostgreSQL four readings together cover what a step can destroy:
    (``pg_drop_guard``). Each table is named with its rows, each column
    with its non-default values.
 3. **The server's row counters** for the transaction
-   (``pg_stat_xact_user_tables``), read at the start and end of each step:
+   (``pg_stat_xact_user_tables``), read before the step's first statement
+   that may touch rows (not before ``CREATE TABLE``, ``CREATE INDEX``,
+   ``COMMENT``...: a step of only those reads none) and at its end:
    deletes and updates no statement of 1 accounts for (``ON DELETE
    CASCADE``, triggers, functions, ``DO``, rules, ``MERGE``, writable
    ``WITH``, ``ON CONFLICT DO UPDATE``, ``conn.raw``) are reported per
@@ -58,7 +60,14 @@ from planner.engines.pg_measure import (
 )
 from planner.engines.pg_row_tally import RowTally
 from planner.engines.pg_snapshot import Counters, Snapshot, qualified, read_counters, schema_changes, shown, take
-from planner.engines.pg_sql import Statement, called_names, classify, first_keywords, may_drop_unnamed
+from planner.engines.pg_sql import (
+    Statement,
+    called_names,
+    classify,
+    first_keywords,
+    leaves_rows_alone,
+    may_drop_unnamed,
+)
 from planner.preview import DataImpact
 from planner.schema import SchemaChange
 
@@ -82,6 +91,8 @@ class PgObserver:
         self._inserted: dict[str, int] = {}
         self._sql: list[str] = []
         self._start: Snapshot | None = None
+        #: The row counters as the step's first statement that may touch rows found them (None: none yet).
+        self._counted_from: Counters | None = None
         self._last: Snapshot | None = None
         self._tally = RowTally()
         self._accounted = Accounted()
@@ -92,9 +103,19 @@ class PgObserver:
 
     def start_step(self) -> None:
         self._impact, self._inserted, self._sql, self._pending = [], {}, [], None
-        self._tally, self._accounted = RowTally(), Accounted()
-        self._start = self._last if self._last is not None else take(self.conn)
+        self._tally, self._accounted, self._counted_from = RowTally(), Accounted(), None
+        self._start = self._last if self._last is not None else take(self.conn, counters=False)
         self.running = True
+
+    def unwatched(self) -> None:
+        """The migration reached past the proxy (``conn.raw``): what it runs there is seen by the counters only."""
+        if self.running:
+            self._count_from_here()
+
+    def _count_from_here(self) -> None:
+        if self._counted_from is None:
+            with self.conn.cursor() as cursor:
+                self._counted_from = read_counters(cursor)
 
     def stop(self) -> None:
         self.running = False
@@ -109,6 +130,8 @@ class PgObserver:
             self._sql.append(sql if parameters is None else f"{sql}  -- parameters: {parameters!r}")
         statement = self._statement = classify(query)
         self._pending = None
+        if not leaves_rows_alone(query):
+            self._count_from_here()
         if statement.kind == "drop-table":
             for table in statement.tables:
                 found = table_rows(self.conn, table)
@@ -215,12 +238,14 @@ class PgObserver:
 
     def end_step(self) -> tuple[list[SchemaChange], list[DataImpact], list[str]]:
         self.running = False
-        start = self._start if self._start is not None else take(self.conn)
-        end = self._last = take(self.conn)
+        start = self._start if self._start is not None else take(self.conn, counters=False)
+        end = self._last = take(self.conn, counters=self._counted_from is not None)
         changes = schema_changes(start, end)
         for table, count in self._inserted.items():
             changes.append(SchemaChange("rows", "added", table, after=count))
-        impact = self._impact + self._tally.unexplained(self.conn, start.counters, end.counters)
+        impact = list(self._impact)
+        if self._counted_from is not None:
+            impact += self._tally.unexplained(self.conn, self._counted_from, end.counters)
         return changes, impact + self._uncounted(start, end), self._sql
 
     def _uncounted(self, start: Snapshot, end: Snapshot) -> list[DataImpact]:

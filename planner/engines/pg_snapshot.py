@@ -91,14 +91,15 @@ def _counters(rows: list[tuple]) -> Counters:
     return counters
 
 
-def take(conn: Any) -> Snapshot:
-    """Both readings in one round trip."""
+def take(conn: Any, *, counters: bool = True) -> Snapshot:
+    """Both readings in one round trip (the catalog alone without ``counters``: they cost a scan of every
+    table's statistics, and a step that leaves rows alone needs none)."""
     objects: dict[str, str] = {}
     columns: dict[tuple[str, str], str] = {}
     tables: dict[int, str] = {}
     table_columns: set[tuple[int, str]] = set()
     with conn.cursor() as cursor:
-        cursor.execute(_CATALOG + ";" + _COUNTERS)
+        cursor.execute(_CATALOG + (";" + _COUNTERS if counters else ""))
         for oid, schema, name, kind, column, type_ in cursor.fetchall():
             table = shown(schema, name)
             objects[table] = _KINDS[kind]
@@ -108,9 +109,8 @@ def take(conn: Any) -> Snapshot:
                 columns[(table, column)] = type_
                 if kind in ("r", "p"):
                     table_columns.add((oid, column))
-        cursor.nextset()
-        counters = _counters(cursor.fetchall())
-    return Snapshot(objects, columns, tables, table_columns, counters)
+        read = _counters(cursor.fetchall()) if counters and cursor.nextset() else Counters()
+    return Snapshot(objects, columns, tables, table_columns, read)
 
 
 def schema_changes(old: Snapshot, new: Snapshot) -> list[SchemaChange]:

@@ -267,6 +267,29 @@ def may_drop_unnamed(sql: str) -> bool:
     return words[0] == "ALTER" and "CASCADE" in words
 
 
+#: What ``CREATE`` may make without running a query over rows (``CREATE TABLE ... AS`` and materialized views do).
+_CREATES_QUIETLY = {"TABLE", "VIEW", "SEQUENCE", "TYPE", "SCHEMA", "FUNCTION", "PROCEDURE", "TRIGGER", "DOMAIN",
+                    "INDEX", "UNIQUE", "TEMP", "TEMPORARY", "UNLOGGED", "OR", "REPLACE", "RECURSIVE", "CONSTRAINT"}
+_QUIET = {"COMMENT", "GRANT", "REVOKE", "SET", "RESET", "SHOW", "ANALYZE", "SAVEPOINT", "RELEASE"}
+
+
+def leaves_rows_alone(sql: str) -> bool:
+    """Whether the statement cannot delete or update a row, even through a trigger or a function.
+
+    ``CREATE TABLE t (...)``, ``CREATE INDEX``, ``CREATE FUNCTION``,
+    ``COMMENT``, ``GRANT``... A step made only of these needs no reading of
+    the row counters, which costs a scan of every table's statistics.
+    """
+    words = [t.upper for t in tokens(sql) if t.kind == "word"]
+    if not words:
+        return True
+    if words[0] in _QUIET:
+        return True
+    if words[0] != "CREATE" or "AS" in words and "TABLE" in words[1:4] or "MATERIALIZED" in words[1:4]:
+        return False
+    return all(word in _CREATES_QUIETLY for word in words[1:2])
+
+
 def called_names(sql: str) -> set[str]:
     """Names a data statement calls as functions (``SELECT f(1)``, ``INSERT ... VALUES (s.g())``), lower-cased.
 
