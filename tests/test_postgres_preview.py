@@ -160,11 +160,13 @@ def test_a_plan_that_only_creates_and_inserts_is_not_flagged(pg_url, catalog_dir
     run_sql(pg_url, "CREATE TABLE a (id INT); CREATE FUNCTION one() RETURNS INT LANGUAGE sql AS 'SELECT 1'")
     migration(catalog_dir, "CREATE TABLE t (id SERIAL PRIMARY KEY, v INT)", "INSERT INTO t (v) VALUES (1), (2)",
               "INSERT INTO a SELECT one()", "CREATE INDEX t_v ON t (v)",
+              "ALTER TABLE a RENAME COLUMN id TO ident", "ALTER TABLE a RENAME TO a2",
               "DO $$ BEGIN INSERT INTO t (v) VALUES (3); END $$")
     code, report = dry_run(pg_url, catalog_dir)
     assert code == 0 and not report["loses_data"] and report["unchecked"] == []
     changes = {(c["kind"], c["action"], c["name"]) for c in report["steps"][0]["changes"]}
     assert impact(report) == {} and {("table", "added", "t"), ("index", "added", "t_v")} <= changes
+    assert ("table", "removed", "a") in changes and ("table", "added", "a2") in changes  # renamed: no loss
     assert apm(pg_url, "migrate", catalog=catalog_dir).returncode == 0
     assert query(pg_url, "SELECT count(*) FROM t") == [(3,)] and applied(pg_url) == ["0001"]
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from planner.engines.pg_measure import dropped_column, table_rows
 from planner.engines.pg_row_tally import RowTally
-from planner.engines.pg_snapshot import read_counters, take
+from planner.engines.pg_snapshot import read_counters, take, vanished_columns
 from planner.preview import DataImpact
 
 SAVEPOINT = "apm_preview_watch"
@@ -52,8 +52,7 @@ def run_watched(conn: Any, cursor: Any, query: str, parameters: Any, accounted: 
     cursor.execute(query, parameters)
     after = take(conn)
     tables = {oid: name for oid, name in before.tables.items() if oid not in after.tables and oid not in accounted.tables}
-    columns = {key for key in before.table_columns - after.table_columns
-               if key[0] in after.tables and key not in accounted.columns}
+    columns = {key for key in vanished_columns(before, after) if key not in accounted.columns}
     if not tables and not columns:
         conn.execute(f"RELEASE SAVEPOINT {SAVEPOINT}")
         return []

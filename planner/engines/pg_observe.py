@@ -59,7 +59,16 @@ from planner.engines.pg_measure import (
     table_rows,
 )
 from planner.engines.pg_row_tally import RowTally
-from planner.engines.pg_snapshot import Counters, Snapshot, qualified, read_counters, schema_changes, shown, take
+from planner.engines.pg_snapshot import (
+    Counters,
+    Snapshot,
+    qualified,
+    read_counters,
+    schema_changes,
+    shown,
+    take,
+    vanished_columns,
+)
 from planner.engines.pg_sql import (
     Statement,
     called_names,
@@ -252,7 +261,7 @@ class PgObserver:
         """Tables and columns that vanished during the step with nothing counting what they held."""
         impact = [DataImpact("dropped-table", name, counted=False) for oid, name in sorted(start.tables.items())
                   if oid not in end.tables and oid not in self._accounted.tables]
-        for oid, column in sorted(start.table_columns - end.table_columns):
-            if oid in end.tables and (oid, column) not in self._accounted.columns:
+        for oid, column in vanished_columns(start, end):
+            if (oid, column) not in self._accounted.columns:
                 impact.append(DataImpact("dropped-column", end.tables[oid], column, counted=False))
         return impact
