@@ -187,3 +187,18 @@ def test_a_statement_run_twice_in_the_preview_commits_once(pg_url, catalog_dir):
     assert query(pg_url, "SELECT id, what FROM events ORDER BY id") == [(5, "before"), (7, "inside"), (8, "after")]
     assert query(pg_url, "SELECT count(*) FROM ran") == [(1,)] and applied(pg_url) == ["0001"]
     assert query(pg_url, "SELECT to_regnamespace('s')") == [(None,)]
+
+
+def test_an_upsert_reports_the_rows_it_updates(pg_url, catalog_dir):
+    run_sql(pg_url, "CREATE TABLE t (id INT PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+    migration(catalog_dir, "INSERT INTO t VALUES (1, 'x'), (2, 'y'), (9, 'z') ON CONFLICT (id) DO UPDATE SET v = excluded.v")
+    code, report = dry_run(pg_url, catalog_dir)
+    assert code == 7 and impact(report) == {("overwritten-values", "t", None): 2}
+
+
+def test_a_failing_watched_statement_fails_the_step_as_before(pg_url, catalog_dir):
+    migration(catalog_dir, "CREATE TABLE kept (id INT)", "DROP SCHEMA missing CASCADE")
+    code, report = dry_run(pg_url, catalog_dir)
+    assert code == 5 and report["steps"][0]["status"] == "failed"
+    assert 'schema "missing" does not exist' in report["steps"][0]["error"]["message"]
+    assert query(pg_url, "SELECT to_regclass('kept')") == [(None,)]

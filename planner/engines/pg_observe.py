@@ -228,11 +228,14 @@ class PgObserver:
             counts = [f"count(*) FILTER (WHERE {quote(c)} IS NOT NULL AND {quote(c)} IS DISTINCT FROM ({e}))"
                       for c, e in statement.assignments]
         where = f" WHERE {statement.where}" if statement.where else ""
-        oid = fetch(self.conn, "SELECT %s::regclass::oid", (table,))
-        row = fetch(self.conn, f"SELECT {', '.join(counts)} FROM {table}{alias}{source}{where}", parameters)
-        if oid is None or row is None or (statement.source and row[0] != 0):
+        # The table's oid rides along as a literal: the parameters are the statement's own.
+        oid = "'" + table.replace("'", "''") + "'::regclass::oid"
+        if parameters is not None:
+            oid = oid.replace("%", "%%")
+        row = fetch(self.conn, f"SELECT {oid}, {', '.join(counts)} FROM {table}{alias}{source}{where}", parameters)
+        if row is None or (statement.source and row[1] != 0):
             return None
-        return oid[0], tuple(row[1:] if statement.source else row)
+        return row[0], tuple(row[2:] if statement.source else row[1:])
 
     def _watch(self, query: str) -> bool:
         """Whether the statement may drop what it does not name (``DROP ... CASCADE``, ``DO``, a user function)."""
