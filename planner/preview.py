@@ -87,8 +87,8 @@ class DataImpact:
     non_null: int | None = None
     before: int | None = None
     after: int | None = None
-    #: False when the table or column went without the preview being able to count what it held (PostgreSQL:
-    #: dropped by a statement it could not watch, such as one inside a trigger): loss until a person says not.
+    #: False when the preview could not count what went (PostgreSQL: a table or column dropped, or a table
+    #: truncated, by a statement it could not watch, such as one inside a trigger): loss until a person says not.
     counted: bool = True
 
     @property
@@ -97,6 +97,9 @@ class DataImpact:
 
     def describe(self) -> str:
         """``drops column agents.metadata holding 37 non-default values``."""
+        if not self.counted and self.kind == "deleted-rows":
+            return (f"may delete rows of {self.table} (not counted: emptied or rewritten where the preview could "
+                    f"not watch, as by a TRUNCATE inside a function)")
         if not self.counted:
             what = f"column {self.table}.{self.column}" if self.kind == "dropped-column" else f"table {self.table}"
             return f"drops {what} (not counted: dropped where the preview could not watch)"

@@ -202,3 +202,14 @@ def test_a_failing_watched_statement_fails_the_step_as_before(pg_url, catalog_di
     assert code == 5 and report["steps"][0]["status"] == "failed"
     assert 'schema "missing" does not exist' in report["steps"][0]["error"]["message"]
     assert query(pg_url, "SELECT to_regclass('kept')") == [(None,)]
+
+
+def test_a_truncate_inside_a_do_block_makes_the_step_unchecked_and_a_rewrite_does_not(pg_url, catalog_dir):
+    run_sql(pg_url, "CREATE TABLE t (id INT); INSERT INTO t VALUES (1), (2); CREATE TABLE r (id INT);"
+                    "INSERT INTO r VALUES (1)")
+    migration(catalog_dir, "ALTER TABLE r ADD COLUMN at TIMESTAMP DEFAULT clock_timestamp()",
+              "DO $$ BEGIN TRUNCATE t; END $$")
+    code, report = dry_run(pg_url, catalog_dir)
+    assert code == 7 and report["unchecked"] == ["0001"]
+    [line] = report["steps"][0]["impact"]
+    assert (line["kind"], line["table"], line["counted"]) == ("deleted-rows", "t", False)

@@ -34,10 +34,12 @@ SAVEPOINT = "apm_preview_watch"
 
 @dataclass
 class Accounted:
-    """Tables (oids) and columns (table oid, name) whose loss the step's impact already holds."""
+    """Tables (oids) and columns (table oid, name) whose loss the step's impact already holds, and tables a
+    statement the observer read may give a new storage file (``TRUNCATE``, counted; ``ALTER TABLE``, rows kept)."""
 
     tables: set[int] = field(default_factory=set)
     columns: set[tuple[int, str]] = field(default_factory=set)
+    rewritten: set[int] = field(default_factory=set)
 
 
 def _for_counting(name: str) -> str:

@@ -32,8 +32,8 @@ SELECT r.oid::bigint, n.nspname, k.relname FROM refs r JOIN pg_class k ON k.oid 
 JOIN pg_namespace n ON n.oid = k.relnamespace WHERE r.oid <> ALL(%s::regclass[]::oid[])
 """
 _USER_FUNCTION = """
-SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.proname = ANY(%s))
+SELECT DISTINCT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.proname = ANY(%s)
 """
 _ANCESTORS = """
 WITH RECURSIVE up(child, parent) AS (SELECT o, o FROM unnest(%s::oid[]) AS o
@@ -57,6 +57,12 @@ def table_rows(conn: Any, table: str, *, only: bool = False) -> tuple[int, list[
     name = qualified(table)
     row = fetch(conn, f"SELECT count(*), ({_FAMILY}) FROM {'ONLY ' if only else ''}{name}", (name,))
     return None if row is None else (row[0], list(row[1] or []))
+
+
+def family(conn: Any, table: str) -> list[int]:
+    """Oids of ``table`` and of every table inheriting from it (none if there is no such table)."""
+    row = fetch(conn, _FAMILY, (qualified(table),))
+    return [] if row is None else list(row[0] or [])
 
 
 def dropped_column(conn: Any, table: str, column: str) -> tuple[DataImpact, list[int]] | None:
@@ -86,13 +92,13 @@ def referencing_tables(conn: Any, tables: tuple[str, ...]) -> list[tuple[int, st
     return fetch(conn, _REFERENCING, (names, names), rows=True) or []
 
 
-def calls_user_function(conn: Any, names: set[str]) -> bool:
-    """Whether any of ``names`` is a function or procedure of a user schema (so it may run any statement).
+def user_functions(conn: Any, names: set[str]) -> set[str]:
+    """Which of ``names`` are functions or procedures of a user schema (so they may run any statement).
 
-    Unknown (the query failed) counts as yes: the statement is then watched, which only costs time.
+    Unknown (the query failed) counts as all of them: the statement is then watched, which only costs time.
     """
-    row = fetch(conn, _USER_FUNCTION, (sorted(names),))
-    return True if row is None else bool(row[0])
+    rows = fetch(conn, _USER_FUNCTION, (sorted(names),), rows=True)
+    return set(names) if rows is None else {row[0] for row in rows}
 
 
 def ancestors(conn: Any, oids: list[int]) -> dict[int, list[int]]:

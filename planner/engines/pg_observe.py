@@ -52,11 +52,12 @@ from typing import Any
 from planner.engines.pg_drop_guard import Accounted, run_watched
 from planner.engines.pg_ledger import quote
 from planner.engines.pg_measure import (
-    calls_user_function,
     dropped_column,
+    family,
     fetch,
     referencing_tables,
     table_rows,
+    user_functions,
 )
 from planner.engines.pg_row_tally import RowTally
 from planner.engines.pg_snapshot import (
@@ -64,6 +65,7 @@ from planner.engines.pg_snapshot import (
     Snapshot,
     qualified,
     read_counters,
+    rewritten_tables,
     schema_changes,
     shown,
     take,
@@ -76,6 +78,7 @@ from planner.engines.pg_sql import (
     first_keywords,
     leaves_rows_alone,
     may_drop_unnamed,
+    rewritten_table,
 )
 from planner.preview import DataImpact
 from planner.schema import SchemaChange
@@ -108,7 +111,8 @@ class PgObserver:
         self._statement = Statement("other")
         self._pending: Any = None
         self._truncating: Counters | None = None
-        self._calls: dict[str, bool] = {}
+        #: Names called like functions: whether each is a function of a user schema (asked once, until DDL).
+        self._functions: dict[str, bool] = {}
 
     def start_step(self) -> None:
         self._impact, self._inserted, self._sql, self._pending = [], {}, [], None
@@ -120,6 +124,7 @@ class PgObserver:
         """The migration reached past the proxy (``conn.raw``): what it runs there is seen by the counters only."""
         if self.running:
             self._count_from_here()
+            self._functions.clear()
 
     def _count_from_here(self) -> None:
         if self._counted_from is None:
@@ -138,7 +143,7 @@ class PgObserver:
         if self.capture_sql:
             self._sql.append(sql if parameters is None else f"{sql}  -- parameters: {parameters!r}")
         statement = self._statement = classify(query)
-        self._pending = None
+        self._pending, self._truncating = None, None
         if not leaves_rows_alone(query):
             self._count_from_here()
         if statement.kind == "drop-table":
@@ -160,6 +165,8 @@ class PgObserver:
             self._pending = fetch(self.conn, f"SELECT count(*), %s::regclass::oid FROM {name}", (name,))
         elif statement.kind == "update":
             self._pending = self._count_update(statement, parameters)
+        if (rewritten := rewritten_table(query)) is not None:
+            self._accounted.rewritten.update(family(self.conn, rewritten))  # an ALTER TABLE rewrite keeps the rows
 
     def execute(self, cursor: Any, query: str, parameters: Any) -> None:
         """Run the statement; one that may drop what it does not name runs watched (``pg_drop_guard``)."""
@@ -192,7 +199,7 @@ class PgObserver:
             self._inserted[table] = self._inserted.get(table, 0) + rowcount
         words = first_keywords(query, 1)
         if words and words[0] not in _DATA:
-            self._calls.clear()  # it may have created, replaced or dropped a function
+            self._functions.clear()  # it may have created, replaced or dropped a function
 
     def _truncate(self, statement: Statement) -> None:
         """Rows each truncated table holds (its inheriting tables' included; for ``CASCADE``, the referencing
@@ -200,9 +207,11 @@ class PgObserver:
         for table in statement.tables:
             found = table_rows(self.conn, table)
             if found is not None:
+                self._accounted.rewritten.update(found[1])
                 self._impact.append(DataImpact("deleted-rows", table, count=found[0], before=found[0], after=0))
         if statement.cascade:
-            for _oid, schema, name in referencing_tables(self.conn, statement.tables):
+            for oid, schema, name in referencing_tables(self.conn, statement.tables):
+                self._accounted.rewritten.add(oid)
                 found = table_rows(self.conn, f"{schema}.{name}", only=True)
                 if found is not None and found[0]:
                     self._impact.append(DataImpact("deleted-rows", shown(schema, name), count=found[0],
@@ -241,10 +250,12 @@ class PgObserver:
         """Whether the statement may drop what it does not name (``DROP ... CASCADE``, ``DO``, a user function)."""
         if may_drop_unnamed(query):
             return True
-        if query not in self._calls:
-            names = called_names(query)
-            self._calls[query] = bool(names) and calls_user_function(self.conn, names)
-        return self._calls[query]
+        names = called_names(query)
+        unknown = {name for name in names if name not in self._functions}
+        if unknown:
+            found = user_functions(self.conn, unknown)
+            self._functions.update((name, name in found) for name in unknown)
+        return any(self._functions[name] for name in names)
 
     # -- per step ----------------------------------------------------------------------
 
@@ -261,10 +272,14 @@ class PgObserver:
         return changes, impact + self._uncounted(start, end), self._sql
 
     def _uncounted(self, start: Snapshot, end: Snapshot) -> list[DataImpact]:
-        """Tables and columns that vanished during the step with nothing counting what they held."""
+        """Tables and columns that vanished during the step, and tables emptied or rewritten, with nothing
+        counting what they held."""
         impact = [DataImpact("dropped-table", name, counted=False) for oid, name in sorted(start.tables.items())
                   if oid not in end.tables and oid not in self._accounted.tables]
         for oid, column in vanished_columns(start, end):
             if (oid, column) not in self._accounted.columns:
                 impact.append(DataImpact("dropped-column", end.tables[oid], column, counted=False))
+        # A new storage file no statement read explains: a TRUNCATE where the preview could not watch.
+        impact += [DataImpact("deleted-rows", end.tables[oid], counted=False) for oid in rewritten_tables(start, end)
+                   if oid not in self._accounted.rewritten]
         return impact

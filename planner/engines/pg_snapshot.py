@@ -31,7 +31,7 @@ def _literal(text: str) -> str:
 _USER_RELATIONS = (f"n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
                    f"AND n.nspname NOT LIKE 'pg_temp%' AND c.relname NOT IN ({_literal(TABLE)}, {_literal(LOG_TABLE)})")
 _CATALOG = f"""
-SELECT c.oid::bigint, n.nspname, c.relname, c.relkind, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod)
+SELECT c.oid::bigint, c.relfilenode::bigint, n.nspname, c.relname, c.relkind, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v')
 WHERE c.relkind IN ('r', 'p', 'v', 'i') AND {_USER_RELATIONS}
@@ -78,6 +78,9 @@ class Snapshot:
     #: their columns: (table oid, attnum) -> column name; an attnum outlives a rename and is never reused.
     table_columns: dict[tuple[int, int], str]
     counters: Counters
+    #: tables' storage files (``relfilenode``): a new one means the table was emptied or rewritten (``TRUNCATE``,
+    #: and ``ALTER TABLE``, ``CLUSTER`` rewrites that keep the rows).
+    filenodes: dict[int, int] = field(default_factory=dict)
 
 
 def read_counters(cursor: Any) -> Counters:
@@ -102,25 +105,32 @@ def take(conn: Any, *, counters: bool = True) -> Snapshot:
     columns: dict[tuple[str, str], str] = {}
     tables: dict[int, str] = {}
     table_columns: dict[tuple[int, int], str] = {}
+    filenodes: dict[int, int] = {}
     with conn.cursor() as cursor:
         cursor.execute(_CATALOG + (";" + _COUNTERS if counters else ""))
-        for oid, schema, name, kind, attnum, column, type_ in cursor.fetchall():
+        for oid, filenode, schema, name, kind, attnum, column, type_ in cursor.fetchall():
             table = shown(schema, name)
             objects[table] = _KINDS[kind]
             if kind in ("r", "p"):
                 tables[oid] = table
+                filenodes[oid] = filenode
             if column is not None:
                 columns[(table, column)] = type_
                 if kind in ("r", "p"):
                     table_columns[(oid, attnum)] = column
         read = _counters(cursor.fetchall()) if counters and cursor.nextset() else Counters()
-    return Snapshot(objects, columns, tables, table_columns, read)
+    return Snapshot(objects, columns, tables, table_columns, read, filenodes)
 
 
 def vanished_columns(old: Snapshot, new: Snapshot) -> list[tuple[int, str]]:
     """(table oid, name as it was) of each column of ``old`` gone from a table that is still in ``new``."""
     return sorted((key[0], name) for key, name in old.table_columns.items()
                   if key not in new.table_columns and key[0] in new.tables)
+
+
+def rewritten_tables(old: Snapshot, new: Snapshot) -> list[int]:
+    """Tables of ``old`` still in ``new`` with a new storage file: truncated, or rewritten."""
+    return sorted(oid for oid, node in old.filenodes.items() if new.filenodes.get(oid, node) != node)
 
 
 def schema_changes(old: Snapshot, new: Snapshot) -> list[SchemaChange]:

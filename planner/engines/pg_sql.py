@@ -290,6 +290,17 @@ def leaves_rows_alone(sql: str) -> bool:
     return all(word in _CREATES_QUIETLY for word in words[1:2])
 
 
+def rewritten_table(sql: str) -> str | None:
+    """The table an ``ALTER TABLE`` or ``CLUSTER`` names: it may rewrite it (a new storage file) keeping its rows."""
+    parts = tokens(sql)
+    head = [t.upper for t in parts[:2]]
+    if head == ["ALTER", "TABLE"]:
+        return _qualified(parts, _skip(parts, 2, "IF", "EXISTS", "ONLY"))[0]
+    if head[:1] == ["CLUSTER"]:
+        return _qualified(parts, _skip(parts, 1, "VERBOSE"))[0]
+    return None
+
+
 def called_names(sql: str) -> set[str]:
     """Names a data statement calls as functions (``SELECT f(1)``, ``INSERT ... VALUES (s.g())``), lower-cased.
 
