@@ -53,7 +53,8 @@ def run_watched(conn: Any, cursor: Any, query: str, parameters: Any, accounted: 
     conn.execute(f"SAVEPOINT {SAVEPOINT}")
     cursor.execute(query, parameters)
     after = take(conn)
-    tables = {oid: name for oid, name in before.tables.items() if oid not in after.tables and oid not in accounted.tables}
+    tables = {oid: name for oid, name in before.tables.items()
+              if oid not in after.tables and oid not in accounted.tables}
     columns = {key for key in vanished_columns(before, after) if key not in accounted.columns}
     if not tables and not columns:
         conn.execute(f"RELEASE SAVEPOINT {SAVEPOINT}")

@@ -32,17 +32,23 @@ PostgreSQL four readings together cover what a step can destroy:
    each step, by name for the schema changes, by oid as a net: a table or
    column that vanished and none of the above counted (dropped by a
    trigger, inside a function called where 2 does not look, through
-   ``conn.raw``) is reported as dropped and *not counted*, which makes the
-   step unchecked (``--dry-run`` exits 7; a run asks).
+   ``conn.raw``), and a table with a new storage file (``relfilenode``)
+   that no ``TRUNCATE``, ``ALTER TABLE`` or ``CLUSTER`` the observer read
+   explains (a ``TRUNCATE`` inside a ``DO`` block or a function), is
+   reported *not counted*, which makes the step unchecked (``--dry-run``
+   exits 7; a run asks).
 
 The observer's own queries run inside savepoints, so one that fails never
 aborts the migration's transaction; what it could not count is left to 3
-or 4. Not measured: values an opaque update changed (only its rows);
-rows deleted by unseen code from a table that is then dropped in the same
-step (the drop counts what remains); work a function does outside the
-database; and 2 runs a statement twice, so sequences it advances move
-twice (nothing else outside the database is repeated, the Python
-migration never).
+or 4. Not measured: which values an opaque update changed (only how many
+rows it wrote); rows unseen code deletes from a table the same step then
+drops (the drop counts what remains); a ``TRUNCATE`` inside a function of
+a table created earlier in the same preview (PostgreSQL empties it in
+place: no new storage file; its rows were the plan's own); work a
+migration rolls back to its own savepoint stays in the counters (counted as
+done); work a function does outside the database. 2 runs a statement
+twice, so sequences it advances move twice; the Python migration never
+runs twice.
 """
 
 from __future__ import annotations

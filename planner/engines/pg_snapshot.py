@@ -1,4 +1,4 @@
-"""A PostgreSQL preview's view of the database at one moment: its tables and columns, and the transaction's row counters.
+"""A PostgreSQL preview's reading of the database: its tables and columns, and the transaction's row counters.
 
 Two things are read in one round trip. The catalog (``pg_class``,
 ``pg_attribute``) of the user schemas: by name, to tell the schema changes
@@ -31,7 +31,8 @@ def _literal(text: str) -> str:
 _USER_RELATIONS = (f"n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
                    f"AND n.nspname NOT LIKE 'pg_temp%' AND c.relname NOT IN ({_literal(TABLE)}, {_literal(LOG_TABLE)})")
 _CATALOG = f"""
-SELECT c.oid::bigint, c.relfilenode::bigint, n.nspname, c.relname, c.relkind, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod)
+SELECT c.oid::bigint, c.relfilenode::bigint, n.nspname, c.relname, c.relkind, a.attnum, a.attname,
+       format_type(a.atttypid, a.atttypmod)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v')
 WHERE c.relkind IN ('r', 'p', 'v', 'i') AND {_USER_RELATIONS}
