@@ -32,10 +32,10 @@ def dry_run(url: str, catalog_dir: Path) -> tuple[int, dict]:
     return result.returncode, json.loads(result.stdout)
 
 
-def preview_of(url: str, catalog_dir: Path, setup: str, *statements: str) -> tuple[int, dict]:
-    """The dry run of one migration running ``statements`` on a database prepared by ``setup``."""
+def preview_of(url: str, catalog_dir: Path, setup: str, *statements: str, python: str = "") -> tuple[int, dict]:
+    """The dry run of one migration running ``statements`` (then ``python``) on a database prepared by ``setup``."""
     run_sql(url, setup)
-    migration(catalog_dir, *statements)
+    migration(catalog_dir, *statements, python=python)
     return dry_run(url, catalog_dir)
 
 
@@ -120,6 +120,9 @@ def test_a_table_dropped_where_the_preview_cannot_watch_makes_the_step_unchecked
     [line] = report["steps"][0]["impact"]
     assert (line["kind"], line["table"], line["counted"], line["loses_data"]) == \
         ("dropped-table", "hidden", False, True)
+    told = apm(pg_url, "migrate", "--dry-run", catalog=catalog_dir)
+    assert told.returncode == 7 and "0001 drops what the preview could not count" in told.stdout
+    assert "ran 1 of 1 step(s)" in told.stdout
     refused = apm(pg_url, "migrate", catalog=catalog_dir)  # not a terminal: nobody confirmed it
     assert refused.returncode == 7 and query(pg_url, "SELECT to_regclass('hidden')::text") == [("hidden",)]
 
@@ -218,6 +221,5 @@ EXACT = {
 @pytest.mark.parametrize("case", EXACT, ids=list(EXACT))
 def test_the_preview_counts_exactly(pg_url, catalog_dir, case):
     setup, statement, expected = EXACT[case]
-    run_sql(pg_url, setup,
-                              statement)
+    code, report = preview_of(pg_url, catalog_dir, setup, statement)
     assert code == 7 and report["unchecked"] == [] and impact(report) == expected
