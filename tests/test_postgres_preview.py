@@ -211,6 +211,17 @@ EXACT = {
         "CREATE TABLE m2 PARTITION OF m FOR VALUES FROM (10) TO (20); INSERT INTO m SELECT generate_series(0, 19)",
         "DELETE FROM m WHERE id % 2 = 0",
         {("deleted-rows", "m", None): 10}),
+    "function-dropping-a-table-counts-its-rows": (
+        "CREATE TABLE old (id INT); INSERT INTO old VALUES (1), (2), (3); CREATE FUNCTION wipe() RETURNS INT "
+        "LANGUAGE plpgsql AS $$ BEGIN DROP TABLE old; RETURN 1; END $$",
+        "SELECT wipe()",
+        {("dropped-table", "old", None): 3}),
+    "procedure-dropping-a-column-by-dynamic-sql-counts-its-values": (
+        "CREATE TABLE t (id INT, note TEXT); INSERT INTO t VALUES (1, 'a'), (2, NULL), (3, 'c');"
+        "CREATE PROCEDURE slim(col TEXT) LANGUAGE plpgsql AS $$ BEGIN EXECUTE format('ALTER TABLE t DROP %I', col); "
+        "END $$",
+        "CALL slim('note')",
+        {("dropped-column", "t", "note"): 2}),
     "upsert-counts-rows-it-updates": (
         "CREATE TABLE t (id INT PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')",
         "INSERT INTO t VALUES (1, 'x'), (2, 'y'), (9, 'z') ON CONFLICT (id) DO UPDATE SET v = excluded.v",

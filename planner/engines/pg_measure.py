@@ -31,9 +31,15 @@ WITH RECURSIVE refs(oid) AS (SELECT unnest(%s::regclass[])::oid
 SELECT r.oid::bigint, n.nspname, k.relname FROM refs r JOIN pg_class k ON k.oid = r.oid
 JOIN pg_namespace n ON n.oid = k.relnamespace WHERE r.oid <> ALL(%s::regclass[]::oid[])
 """
-_USER_FUNCTION = """
-SELECT DISTINCT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.proname = ANY(%s)
+# Which names are functions of a user schema, and whether any such function could drop something: a body
+# mentioning DROP, ALTER or EXECUTE (dynamic SQL), or a language whose body cannot be read (C, plpython...).
+_USER_FUNCTION = r"""
+SELECT array(SELECT DISTINCT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.proname = ANY(%s)),
+       EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+               JOIN pg_language l ON l.oid = p.prolang
+               WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+                 AND (l.lanname NOT IN ('sql', 'plpgsql') OR p.prosrc ~* '\m(drop|alter|execute)\M'))
 """
 _ANCESTORS = """
 WITH RECURSIVE up(child, parent) AS (SELECT o, o FROM unnest(%s::oid[]) AS o
@@ -92,13 +98,15 @@ def referencing_tables(conn: Any, tables: tuple[str, ...]) -> list[tuple[int, st
     return fetch(conn, _REFERENCING, (names, names), rows=True) or []
 
 
-def user_functions(conn: Any, names: set[str]) -> set[str]:
-    """Which of ``names`` are functions or procedures of a user schema (so they may run any statement).
+def user_functions(conn: Any, names: set[str]) -> tuple[set[str], bool]:
+    """Which of ``names`` are functions or procedures of a user schema, and whether any function of a user
+    schema could drop a table or column (if none could, calling them needs no watching).
 
-    Unknown (the query failed) counts as all of them: the statement is then watched, which only costs time.
+    Unknown (the query failed) counts as all of them, able to drop: the statement is then watched, which only
+    costs time.
     """
-    rows = fetch(conn, _USER_FUNCTION, (sorted(names),), rows=True)
-    return set(names) if rows is None else {row[0] for row in rows}
+    row = fetch(conn, _USER_FUNCTION, (sorted(names),))
+    return (set(names), True) if row is None else (set(row[0]), bool(row[1]))
 
 
 def ancestors(conn: Any, oids: list[int]) -> dict[int, list[int]]:

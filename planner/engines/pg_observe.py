@@ -119,6 +119,8 @@ class PgObserver:
         self._truncating: Counters | None = None
         #: Names called like functions: whether each is a function of a user schema (asked once, until DDL).
         self._functions: dict[str, bool] = {}
+        #: Whether any function of a user schema could drop something (its body says DROP, ALTER, EXECUTE).
+        self._functions_may_drop = True
 
     def start_step(self) -> None:
         self._impact, self._inserted, self._sql, self._pending = [], {}, [], None
@@ -259,9 +261,9 @@ class PgObserver:
         names = called_names(query)
         unknown = {name for name in names if name not in self._functions}
         if unknown:
-            found = user_functions(self.conn, unknown)
+            found, self._functions_may_drop = user_functions(self.conn, unknown)
             self._functions.update((name, name in found) for name in unknown)
-        return any(self._functions[name] for name in names)
+        return self._functions_may_drop and any(self._functions[name] for name in names)
 
     # -- per step ----------------------------------------------------------------------
 
