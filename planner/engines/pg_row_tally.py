@@ -52,13 +52,13 @@ class RowTally:
         """What the step's counters show beyond what its statements explained, as impact lines."""
         names = {**start.names, **end.names}
         impact: list[DataImpact] = []
-        for counts, explained, offset, kind in (
-                (lambda c: c.deleted, self.deleted, self._offset_deleted, "deleted-rows"),
-                (lambda c: c.updated, self.updated, self._offset_updated, "overwritten-values")):
-            excess = {}
-            for oid in set(end.names) | set(explained) | set(offset):
-                delta = counts(end).get(oid, 0) - counts(start).get(oid, 0) + offset.get(oid, 0)
-                excess[oid] = delta - explained.get(oid, 0)
+        for kind, first, last, explained, offset in (
+                ("deleted-rows", start.deleted, end.deleted, self.deleted, self._offset_deleted),
+                ("overwritten-values", start.updated, end.updated, self.updated, self._offset_updated)):
+            # Only tables whose counter moved, or that a statement or a correction names: the rest are even.
+            moved = {oid for oid, n in last.items() if first.get(oid, 0) != n}
+            excess = {oid: last.get(oid, 0) - first.get(oid, 0) + offset.get(oid, 0) - explained.get(oid, 0)
+                      for oid in moved | set(explained) | set(offset)}
             _pool_partitions(conn, excess)
             for oid, count in sorted(excess.items(), key=lambda item: names.get(item[0], "")):
                 if count > 0 and oid in names:

@@ -11,8 +11,9 @@ catalog runs on both engines) and finding the table and columns of a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 _TOKEN = re.compile(
     r"""
@@ -52,9 +53,16 @@ class Token:
         return self.text.upper() if self.kind == "word" else ""
 
 
-def tokens(sql: str, *, keep_space: bool = False) -> list[Token]:
-    return [Token(m.lastgroup if m.lastgroup not in ("tag", "pyname") else "punct", m.group(), m.start(), m.end())
-            for m in _TOKEN.finditer(sql) if keep_space or m.lastgroup != "space"]
+def tokens(sql: str, *, keep_space: bool = False) -> tuple[Token, ...]:
+    """The tokens of ``sql``; remembered for recent texts, since the preview reads each statement several times
+    (and a data migration runs the same one for every row)."""
+    return _tokens(sql, keep_space)
+
+
+@lru_cache(maxsize=256)
+def _tokens(sql: str, keep_space: bool) -> tuple[Token, ...]:
+    return tuple(Token(m.lastgroup if m.lastgroup not in ("tag", "pyname") else "punct", m.group(), m.start(), m.end())
+                 for m in _TOKEN.finditer(sql) if keep_space or m.lastgroup != "space")
 
 
 def split_script(script: str) -> Iterator[str]:
@@ -108,7 +116,7 @@ def translate_placeholders(sql: str, parameters: object) -> str:
 # -- what the preview needs to know about a statement ----------------------------------
 
 
-def _qualified(parts: list[Token], i: int) -> tuple[str | None, int]:
+def _qualified(parts: Sequence[Token], i: int) -> tuple[str | None, int]:
     """A possibly schema-qualified name starting at ``parts[i]``: (``schema.table`` or ``table``, next index)."""
     if i >= len(parts) or parts[i].name is None:
         return None, i
@@ -120,13 +128,13 @@ def _qualified(parts: list[Token], i: int) -> tuple[str | None, int]:
     return name, i
 
 
-def _skip(parts: list[Token], i: int, *words: str) -> int:
+def _skip(parts: Sequence[Token], i: int, *words: str) -> int:
     while i < len(parts) and parts[i].upper in words:
         i += 1
     return i
 
 
-def top_level_split(parts: list[Token], separator: str = ",") -> list[list[Token]]:
+def top_level_split(parts: Sequence[Token], separator: str = ",") -> list[list[Token]]:
     """``parts`` split at ``separator`` outside parentheses."""
     groups: list[list[Token]] = [[]]
     depth = 0
@@ -196,7 +204,7 @@ def classify(sql: str) -> Statement:
     return Statement("other")
 
 
-def _update(sql: str, parts: list[Token]) -> Statement:
+def _update(sql: str, parts: Sequence[Token]) -> Statement:
     """``UPDATE t [AS a] SET c = e, ... [FROM s] [WHERE w] [RETURNING r]``; a row assignment is ``delete-like``."""
     table, i = _qualified(parts, _skip(parts, 1, "ONLY"))
     if table is None:
