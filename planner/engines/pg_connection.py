@@ -12,6 +12,12 @@ TRANSACTION``, ``COMMIT``, ``END``, ``ABORT``, ``ROLLBACK`` (but not
 ``ROLLBACK TO``) and ``PREPARE TRANSACTION`` raise ``TransactionTampered``
 before they reach the server, and the refusal sticks even if the migration
 swallows it. ``commit()`` is a no-op for seed-era habits.
+
+During a preview each statement goes through the observer
+(``pg_observe``): ``before`` counts what it will destroy, ``execute`` runs
+it (inside a savepoint when it may drop what it does not name), ``after``
+reads its ``rowcount``. ``raw`` tells the observer that what follows is
+unseen, so the server's row counters are read from there on.
 """
 
 from __future__ import annotations
