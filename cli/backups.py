@@ -29,17 +29,15 @@ def _utc(moment) -> str | None:
 @click.option("--json", "as_json", is_flag=True, help="Print the backups as JSON (see docs/commands.md).")
 def backups_command(as_json: bool) -> None:
     """List the backups of the database, newest first, with size and ledger head."""
-    from planner.backups import describe_backup, list_backups
-
-    db = settings().db_path
-    infos = [describe_backup(path, db) for path in reversed(list_backups(db))]
+    engine = settings().engine
+    infos = engine.backups()
     if as_json:
         emit_json([{"name": i.path.name, "path": str(i.path), "taken": _utc(i.taken), "size_bytes": i.size,
                     "head": i.head, "applied": None if i.applied is None else len(i.applied),
                     "problem": i.problem} for i in infos])
         return
     if not infos:
-        echo(f"No backups of {db} ({db.name}.backup.*)")
+        echo(f"No backups of {engine.display} ({engine.backup_names})")
         return
     rows = [[i.path.name, i.taken.strftime("%Y-%m-%d %H:%M:%S") if i.taken else "-", _size(i.size),
              (i.head or "-") if i.problem is None else f"unreadable: {i.problem}",
@@ -53,54 +51,30 @@ def backups_command(as_json: bool) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Restore without asking.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON (needs --yes).")
 def restore_command(backup: str | None, yes: bool, as_json: bool) -> None:
-    """Restore BACKUP (default: the newest backup of the database), keeping the current file as a backup first.
+    """Restore BACKUP (default: the newest backup of the database), keeping the current content as a backup first.
 
     \b
-    apm migrate restore                  the newest <db>.backup.* file
-    apm migrate restore FILE             that file (any SQLite database)
+    apm migrate restore                  the newest backup (SQLite: <db>.backup.*; PostgreSQL: <dbname>.*.dump)
+    apm migrate restore FILE             that file (any SQLite database; any pg_dump custom archive)
     apm migrate restore --yes            without asking (scripts)
     """
     from cli import running
     from cli.errors import CommandError
     from cli.options import EXIT_UNCONFIRMED
-    from planner.backups import (
-        backup_time,
-        check_backup,
-        ledger_difference,
-        newest_backup,
-        prune_backups,
-        restore,
-    )
-    from planner.ledger import read_ledger
 
     if backup is not None and not backup.strip():
         raise click.UsageError("BACKUP is empty; name a backup file, or leave it out to restore the newest "
                                "backup of the database (`apm migrate backups` lists them)")
     options = settings()
-    db = options.db_path
-    source = Path(backup) if backup is not None else newest_backup(db)
-    restored = check_backup(source, db)  # refuses a corrupt or non-SQLite file before anything is asked
-    current = read_ledger(db, options.busy_timeout) if db.exists() else {}
-    difference = ledger_difference(current, restored)
-    ours = source.parent.resolve() == db.parent.resolve() and backup_time(source, db) is not None
+    engine = options.engine
+    db = engine.display
+    source = Path(backup) if backup is not None else engine.newest_backup()
+    restored = engine.check_backup(source)  # refuses an unusable file before anything is asked
+    current = engine.applied()  # a missing SQLite file reads as {}; a missing server database is refused
+    kept = engine.left_in_place(source)
 
     if not as_json:
-        heads = [v for v in restored if v.isdigit()]
-        head = max(heads, key=int) if heads else "none"
-        echo(f"Restoring {db} from {source} (ledger head {head}, {len(restored)} applied)")
-        if not ours:
-            echo(f"  note: {source.name} is not named as a backup of {db.name} ({db.name}.backup.*); "
-                 f"it is a SQLite database, so it can be restored")
-        if not db.exists():
-            echo(f"  {db} does not exist; it will be created from the backup")
-        for version in difference.unapplied:
-            entry = current[version]
-            echo(f"  un-applies {version} {entry.description or ''}".rstrip() + " (applied now, not in the backup)")
-        for version in difference.reapplied:
-            entry = restored[version]
-            echo(f"  brings back {version} {entry.description or ''}".rstrip() + " (in the backup, not applied now)")
-        if not difference:
-            echo("  the ledger is the same in both; table contents may still differ")
+        _describe_restore(engine, source, current, restored, kept)
     if not yes:
         if as_json or not running.stdin_is_terminal():
             raise CommandError(f"restoring replaces the content of {db} with {source}; nothing was changed. "
@@ -108,16 +82,42 @@ def restore_command(backup: str | None, yes: bool, as_json: bool) -> None:
         if not click.confirm("Restore?", default=False, err=True):
             raise CommandError("not confirmed; nothing was changed", EXIT_UNCONFIRMED)
 
-    result = restore(db, source, busy_timeout=options.busy_timeout)
-    pruned = prune_backups(db, options.keep_backups) if options.keep_backups else []
+    result = engine.restore(source)
+    pruned = engine.prune_backups(options.keep_backups, options.backup_dir) if options.keep_backups else []
     if as_json:
-        emit_json({"database": str(db), "backup": str(source), "safety_backup":
+        emit_json({"database": str(result.database), "backup": str(source), "safety_backup":
                    str(result.safety_backup) if result.safety_backup else None,
                    "unapplied": list(result.difference.unapplied), "reapplied": list(result.difference.reapplied),
-                   "pruned": [str(p) for p in pruned]})
+                   "left_in_place": kept, "pruned": [str(p) for p in pruned]})
         return
     if result.safety_backup:
         echo(f"Kept the database as it was in {result.safety_backup}")
     echo(f"Restored {db} from {source}")
     for path in pruned:
         echo(f"Removed old backup {path} (--keep-backups {options.keep_backups})")
+
+
+def _describe_restore(engine, source: Path, current: dict, restored: dict, kept: list[str]) -> None:
+    """What the restore brings back and takes away, in ledger terms, before asking."""
+    from planner.backups import ledger_difference
+
+    difference = ledger_difference(current, restored)
+    heads = [v for v in restored if v.isdigit()]
+    head = max(heads, key=int) if heads else "none"
+    echo(f"Restoring {engine.display} from {source} (ledger head {head}, {len(restored)} applied)")
+    if not engine.is_own_backup(source):
+        echo(f"  note: {source.name} is not named as a backup of {engine.short_name} ({engine.backup_names}); "
+             f"it passed the backup check, so it can be restored")
+    if not engine.exists():
+        echo(f"  {engine.display} does not exist; it will be created from the backup")
+    for version in difference.unapplied:
+        entry = current[version]
+        echo(f"  un-applies {version} {entry.description or ''}".rstrip() + " (applied now, not in the backup)")
+    for version in difference.reapplied:
+        entry = restored[version]
+        echo(f"  brings back {version} {entry.description or ''}".rstrip() + " (in the backup, not applied now)")
+    if not difference:
+        echo("  the ledger is the same in both; table contents may still differ")
+    if kept:
+        echo(f"  keeps {', '.join(kept)} (not in the backup, so the restore leaves them in place; drop them "
+             f"yourself if they belong to the un-applied migrations)", fg="yellow")

@@ -29,15 +29,11 @@ IMAGE_FORMATS = ("svg", "png")
 def graph_command(fmt: str, output: Path | None, focus: str | None, rollback: str | None) -> None:
     """Draw the dependency graph (applied/pending styling when the database exists)."""
     from planner import diagram_formats as diagram
-    from planner.ledger import read_ledger
     from planner.loader import load_catalog
 
     catalog = load_catalog(settings().catalog_dir)
-    if settings().db_url is not None:  # PostgreSQL: the engine reads the ledger (the database must exist)
-        applied = list(settings().engine.applied())
-    else:
-        db = settings().db_path
-        applied = list(read_ledger(db, settings().busy_timeout)) if db.exists() else None
+    recorded = settings().engine.applied_if_exists()  # no database yet: no applied/pending styling
+    applied = list(recorded) if recorded is not None else None
     if fmt in IMAGE_FORMATS:
         if output is None and sys.stdout.isatty():
             raise click.UsageError(f"--format {fmt} writes binary data: pass -o FILE.{fmt}")

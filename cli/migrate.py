@@ -194,21 +194,10 @@ def _mark(applied: str | None, rolled_back: str | None, as_json: bool) -> None:
     from planner import marks
 
     catalog = load_catalog()
-    if settings().db_url is not None:  # PostgreSQL: the same checks, the write under the advisory lock
-        migration = marks.mark_with(settings().engine, catalog, applied or rolled_back, applied=applied is not None)
-        action, verb = ("mark-applied", "Marked as applied") if applied else ("mark-rolled-back",
-                                                                               "Marked as rolled back")
-        _marked(migration, action, verb, as_json)
-        return
-    db = settings().db_path
     if rolled_back is not None:
         require_database()
-    if applied is not None:
-        migration = marks.mark_applied(db, catalog, applied, busy_timeout=settings().busy_timeout)
-        action, verb = "mark-applied", "Marked as applied"
-    else:
-        migration = marks.mark_rolled_back(db, catalog, rolled_back, busy_timeout=settings().busy_timeout)
-        action, verb = "mark-rolled-back", "Marked as rolled back"
+    migration = marks.mark(settings().engine, catalog, applied or rolled_back, applied=applied is not None)
+    action, verb = ("mark-applied", "Marked as applied") if applied else ("mark-rolled-back", "Marked as rolled back")
     _marked(migration, action, verb, as_json)
 
 
@@ -233,12 +222,10 @@ def _list_pending(as_json: bool) -> None:
 
 def _show_applied(as_json: bool) -> None:
     from planner.drift import file_states
-    from planner.ledger import read_notes
     from planner.loader import load_catalog as load
 
     entries = ledger_entries()
-    # Rows that are no applied migration (APM's framework's notes): a SQLite ledger's affair.
-    notes = read_notes(settings().db_path, settings().busy_timeout) if settings().db_url is None else []
+    notes = settings().engine.notes()  # rows that are no applied migration (APM's framework's notes)
     catalog = load(settings().catalog_dir)
     states = file_states(catalog, entries)
     ordered = list(entries.values())  # read_ledger orders them: versions by number, other rows after

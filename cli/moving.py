@@ -55,10 +55,7 @@ def record_baseline(version: str, as_json: bool) -> None:
     from planner import marks
 
     catalog = load_catalog()
-    if settings().db_url is not None:  # PostgreSQL: one transaction under the advisory lock
-        recorded = marks.baseline_with(settings().engine, catalog, version)
-    else:
-        recorded = marks.baseline(settings().db_path, catalog, version, busy_timeout=settings().busy_timeout)
+    recorded = marks.baseline(settings().engine, catalog, version)  # one transaction, under the runner's lock
     if as_json:
         emit_json({"action": "baseline", "version": recorded[-1].version,
                    "recorded": [{"version": m.version, "description": m.description} for m in recorded]})

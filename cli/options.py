@@ -113,10 +113,10 @@ class Settings:
 
     @property
     def db_path(self) -> Path:
-        """The SQLite file; a command that has no PostgreSQL path yet refuses a URL here (exit 2)."""
+        """The SQLite file, for the SQLite side of a command; every command reaches PostgreSQL through ``engine``."""
         chosen = self.db_chosen
-        if isinstance(chosen, str):
-            raise NotOnPostgres()
+        if isinstance(chosen, str):  # a command asked for a file where it should ask the engine: a bug, exit 1
+            raise TypeError("a SQLite path was asked of a PostgreSQL connection string; use settings().engine")
         return chosen if chosen is not None else DEFAULT_DB
 
     # -- the engine (planner.engines): SQLite for a path, PostgreSQL for a URL ---------------
@@ -243,21 +243,6 @@ def _schema(value: str) -> str:
     if not value.strip():
         raise click.BadParameter("an empty schema name")
     return value.strip()
-
-
-class NotOnPostgres(click.ClickException):
-    """A command that works on SQLite files only (so far) was given a PostgreSQL URL: one line, exit 2."""
-
-    exit_code = EXIT_USAGE
-
-    def __init__(self) -> None:
-        command = click.get_current_context(silent=True)
-        name = command.command_path if command is not None else "this command"
-        super().__init__(f"`{name}` is not supported on PostgreSQL yet; nothing was changed "
-                         f"(see docs/postgresql.md for the commands that are)")
-
-    def show(self, file=None) -> None:
-        click.echo(f"Error: {self.format_message()}", err=True)
 
 
 def _debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:

@@ -321,11 +321,7 @@ def stdin_is_terminal() -> bool:
 
 def require_database() -> None:
     """Refuse, as a database problem (exit 6), a command that needs an existing database and has none."""
-    if settings().db_url is None and not settings().engine.exists():
-        from planner.errors import DatabaseDirectoryMissing, DatabaseNotFound
-
-        path = settings().db_path
-        raise DatabaseNotFound(path) if path.parent.is_dir() else DatabaseDirectoryMissing(path)
+    settings().engine.require()
 
 
 def run_step_by_step(catalog, plan, *, make_plan, atomic: bool, as_json: bool, backup: bool,
@@ -345,23 +341,14 @@ def run_step_by_step(catalog, plan, *, make_plan, atomic: bool, as_json: bool, b
 
 
 def take_backup() -> Path | None:
-    """The seed's "backup first" step, done for the user with SQLite's online backup API.
+    """The seed's "backup first" step, done for the user: SQLite's online backup API, or ``pg_dump``.
 
-    The database is checked for writing first (read-only file or folder, a
+    A SQLite file is checked for writing first (read-only file or folder, a
     lock held past --busy-timeout): a rollback that cannot run must not leave
     a backup behind. Old backups are pruned (``--keep-backups N``) only once
     the run has committed.
     """
-    if settings().db_url is not None:  # PostgreSQL: pg_dump into --backup-dir (planner.engines.pg_backup)
-        return settings().engine.backup(settings().backup_dir)
-    from planner.backups import backup
-    from planner.database import writable_now
-
-    path = settings().db_path
-    if not path.exists():
-        return None
-    writable_now(path, settings().busy_timeout)
-    return backup(path, busy_timeout=settings().busy_timeout)
+    return settings().engine.backup(settings().backup_dir)
 
 
 def prune_backups_after_commit() -> None:
@@ -373,14 +360,7 @@ def prune_backups_after_commit() -> None:
     options = settings()
     if not options.keep_backups:
         return
-    if options.db_url is not None:
-        from planner.engines.pg_backup import prune_dumps
-
-        prune_dumps(options.db_url, options.backup_dir or Path("."), options.keep_backups)
-        return
-    from planner.backups import prune_backups
-
-    prune_backups(options.db_path, options.keep_backups)
+    options.engine.prune_backups(options.keep_backups, options.backup_dir)
 
 
 def warn_about_edited_files(catalog, entries: dict) -> None:

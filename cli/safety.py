@@ -12,11 +12,15 @@ imported inside the commands so ``apm --help`` stays fast.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from cli.options import DEFAULT_DB, EXIT_CATALOG, EXIT_DATABASE, EXIT_OK, EXIT_REFUSED, settings, shared_options
 from cli.output import echo, emit_json
+
+if TYPE_CHECKING:
+    from planner.engines.base import Engine
 
 _COLOURS = {"error": "red", "warning": "yellow", "info": None}
 
@@ -62,19 +66,15 @@ def check_command(as_json: bool, strict: bool, fix: bool, yes: bool) -> None:
 
     options = settings()
     catalog_dir = options.catalog_dir
-    engine = options.engine if options.db_url is not None else None  # PostgreSQL: the ledger on the server
-    if engine is not None:
-        db_path = None
-    else:
-        db_path = options.db_chosen if options.db_chosen is not None else (
-            DEFAULT_DB if DEFAULT_DB.is_file() else None)
+    # The history is checked in the database named, or in the default one when it is there.
+    engine = options.engine if options.db_chosen is not None or DEFAULT_DB.is_file() else None
     if yes and not fix:
         raise click.UsageError("--yes only makes sense with --fix")
     if fix:
-        _fix_shared_versions(catalog_dir, db_path, yes, engine)
+        _fix_shared_versions(catalog_dir, yes, engine)
     # A DatabaseError exits 6 through the root group (an unreachable server too; a missing database is empty).
-    findings = check_catalog(catalog_dir, db_path, busy_timeout=options.busy_timeout, engine=engine)
-    shown = engine.display if engine is not None else str(db_path) if db_path else None
+    findings = check_catalog(catalog_dir, engine)
+    shown = engine.display if engine is not None else None
     code = check_exit_code(findings, strict)
     if as_json:
         emit_json({
@@ -105,14 +105,7 @@ def doctor_command(as_json: bool) -> None:
     6 when something is wrong with the database.
     """
     options = settings()
-    if options.db_url is not None:  # PostgreSQL: the server's ledger, log and the pg_dump folder
-        from planner.engines.pg_doctor import diagnose_postgres
-
-        findings = diagnose_postgres(options.engine, options.catalog_dir, options.backup_dir)
-    else:
-        from planner.doctor import diagnose
-
-        findings = diagnose(options.db_path, options.catalog_dir, busy_timeout=options.busy_timeout)
+    findings = options.engine.diagnose(options.catalog_dir)
     shown = options.db_display
     healthy = not any(f.severity == "error" for f in findings)
     code = EXIT_OK if healthy else EXIT_DATABASE
@@ -133,7 +126,7 @@ def doctor_command(as_json: bool) -> None:
     click.get_current_context().exit(code)
 
 
-def _fix_shared_versions(catalog_dir: Path, db_path: Path | None, yes: bool, engine=None) -> None:
+def _fix_shared_versions(catalog_dir: Path, yes: bool, engine: Engine | None) -> None:
     """Show the renumbering ``check`` suggests for shared versions, ask (or need --yes), then make it.
 
     The changes go to stderr, so ``--json`` still prints one document.
@@ -141,7 +134,6 @@ def _fix_shared_versions(catalog_dir: Path, db_path: Path | None, yes: bool, eng
     from cli.errors import CommandError
     from cli.options import EXIT_UNCONFIRMED
     from cli.running import stdin_is_terminal
-    from planner.ledger import read_ledger
     from planner.loader import migration_files
     from planner.renumber import apply_renumbering, plan_renumbering
 
@@ -149,10 +141,8 @@ def _fix_shared_versions(catalog_dir: Path, db_path: Path | None, yes: bool, eng
         return  # the check reports the missing folder
     files, problems = migration_files(catalog_dir)
     taken = [*files, *(v for p in problems for v in p.versions)]
-    if engine is not None:  # PostgreSQL: the versions its ledger holds are taken too
-        taken += list(engine.applied()) if engine.exists() else []
-    elif db_path is not None and db_path.is_file():
-        taken += list(read_ledger(db_path, settings().busy_timeout))
+    if engine is not None:  # the versions its ledger holds are taken too
+        taken += list(engine.applied_if_exists() or ())
     changes = plan_renumbering(problems, taken)
     if not changes:
         echo("Nothing to fix: no two files share a version", err=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.options import VERSION, shared_options
+from cli.options import VERSION, settings, shared_options
 from cli.output import echo, emit_json
 
 
@@ -23,12 +23,22 @@ def squash_command(first: str, last: str, schema_only: bool, as_json: bool) -> N
 
     The range runs on a scratch database; the new file creates what it built.
     The replaced files may stay: a database that applied them all counts the
-    squash as applied, a fresh one applies the squash alone.
+    squash as applied, a fresh one applies the squash alone. A range the
+    database (--db, SQLite or PostgreSQL) applied only in part is refused.
     """
+    from cli.errors import CommandError
+    from cli.options import EXIT_FAILED
     from cli.running import load_catalog
+    from planner.errors import ExecutionError
     from planner.squash import squash, write_squash
 
-    built = squash(load_catalog(), first, last, schema_only=schema_only)
+    engine = settings().engine
+    applied = engine.applied_if_exists() or {}  # a database not there yet has applied nothing
+    try:
+        built = squash(load_catalog(), first, last, schema_only=schema_only, applied=applied)
+    except ExecutionError as exc:  # the scratch database is SQLite whichever engine --db names
+        raise CommandError(f"{exc} (on the scratch SQLite database squash builds the range in: its migrations, "
+                           f"and those they need, must run on SQLite); nothing was written", EXIT_FAILED) from exc
     path = write_squash(built)
     if as_json:
         emit_json({"version": built.version, "path": str(path), "replaces": list(built.replaces),
@@ -45,3 +55,6 @@ def squash_command(first: str, last: str, schema_only: bool, as_json: bool) -> N
     echo(f"  creates:    {', '.join(f'{n} {kind}(s)' for kind, n in kinds.items()) or 'nothing'}")
     if built.data_migrations:
         echo(f"  data changes of {', '.join(built.data_migrations)} are not kept (--schema-only)", fg="yellow")
+    if engine.name != "sqlite":
+        echo(f"  note: the range ran on a scratch SQLite database; check the file's SQL runs on {engine.name} "
+             f"(apm migrate --dry-run on a fresh database)", fg="yellow")

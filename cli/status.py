@@ -17,54 +17,40 @@ from cli.output import echo, emit_json, table
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON (see docs/commands.md).")
 def status(as_json: bool) -> None:
     """Schema version, applied and pending counts, and agent counts."""
-    from planner.agents import read_agents
-    from planner.errors import NoAgentsTable
-    from planner.ledger import read_ledger, read_notes
     from planner.loader import load_catalog
     from planner.plan import unknown_applied
 
     from cli.running import warn_about_edited_files
     from planner.versions import number
 
-    if settings().db_url is not None:
-        _status_postgres(as_json)
-        return
-    path = settings().db_path
+    engine = settings().engine
     catalog = load_catalog(settings().catalog_dir)
-    entries = read_ledger(path, settings().busy_timeout)
-    notes = read_notes(path, settings().busy_timeout)
+    with engine.reading():  # one server connection for the ledger, the notes and the agents
+        entries = engine.applied()  # a missing SQLite file reads as {}; a missing server database is refused
+        notes = engine.notes()
+        exists = engine.exists()
+        agents = _agents_or_none() if exists else None
     warn_about_edited_files(catalog, entries)
     known, _ = catalog.split_applied(entries)
     missing = unknown_applied(catalog, entries)
     numeric = [v for v in entries if number(v) is not None]
     version = max(numeric, key=number) if numeric else None
-    agents = None
-    if path.exists():
-        try:
-            agents = read_agents(path, busy_timeout=settings().busy_timeout)
-        except NoAgentsTable:
-            agents = None
     report = {
-        "database": str(path),
-        "exists": path.exists(),
+        "database": engine.display,
+        "exists": exists,
         "schema_version": version,
         "applied": len(entries),
         "pending": len(catalog) - len(known),
         "applied_without_file": missing,
         "notes": [n.version for n in notes if n.kind == "note"],
         "rolled_back": [n.version for n in notes if n.kind == "rolled-back"],
-        "agents": None if agents is None else {
-            "total": len(agents),
-            "active": sum(1 for a in agents if a.is_active),
-            "by_tier": {str(t): sum(1 for a in agents if a.tier == t) for t in sorted({a.tier for a in agents},
-                                                                                    key=str)},
-        },
+        "agents": _agent_counts(agents),
     }
     if as_json:
         emit_json(report)
         return
-    state = "" if path.exists() else " (does not exist yet; `apm migrate` creates it)"
-    echo(f"Database:        {path}{state}")
+    state = "" if exists else " (does not exist yet; `apm migrate` creates it)"
+    echo(f"Database:        {engine.display}{state}")
     echo(f"Schema version:  {version or '-'}")
     echo(f"Applied:         {len(entries)}")
     echo(f"Pending:         {report['pending']}")
@@ -74,38 +60,31 @@ def status(as_json: bool) -> None:
         echo(f"Ledger notes:    {', '.join(report['notes'])} (rows migrations wrote; not applied migrations)")
     if report["rolled_back"]:
         echo(f"Rolled back:     {', '.join(report['rolled_back'])} (by APM's framework; pending again)")
-    if agents is not None:
-        tiers = ", ".join(f"tier {t}: {n}" for t, n in report["agents"]["by_tier"].items())
-        echo(f"Agents:          {len(agents)} ({report['agents']['active']} active{'; ' + tiers if tiers else ''})")
+    _echo_agents(report["agents"])
 
 
-def _status_postgres(as_json: bool) -> None:
-    """``apm status`` on PostgreSQL: the same ledger figures (APM's agents table is a SQLite matter)."""
-    from planner.loader import load_catalog
-    from planner.plan import unknown_applied
-    from planner.versions import number
+def _agents_or_none() -> list | None:
+    """APM's agents, or ``None`` when the database has no agents table (not APM's, or not migrated yet)."""
+    from planner.errors import NoAgentsTable
 
-    from cli.running import warn_about_edited_files
+    try:
+        return settings().engine.agents()
+    except NoAgentsTable:
+        return None
 
-    engine = settings().engine
-    catalog = load_catalog(settings().catalog_dir)
-    entries = engine.applied()
-    warn_about_edited_files(catalog, entries)
-    known, _ = catalog.split_applied(entries)
-    missing = unknown_applied(catalog, entries)
-    numeric = [v for v in entries if number(v) is not None]
-    version = max(numeric, key=number) if numeric else None
-    report = {"database": engine.display, "exists": True, "schema_version": version, "applied": len(entries),
-              "pending": len(catalog) - len(known), "applied_without_file": missing, "agents": None}
-    if as_json:
-        emit_json(report)
-        return
-    echo(f"Database:        {engine.display}")
-    echo(f"Schema version:  {version or '-'}")
-    echo(f"Applied:         {len(entries)}")
-    echo(f"Pending:         {report['pending']}")
-    if missing:
-        echo(f"Applied without a file: {', '.join(missing)}", fg="yellow")
+
+def _agent_counts(agents: list | None) -> dict | None:
+    if agents is None:
+        return None
+    return {"total": len(agents), "active": sum(1 for a in agents if a.is_active),
+            "by_tier": {str(t): sum(1 for a in agents if a.tier == t) for t in sorted({a.tier for a in agents},
+                                                                                    key=str)}}
+
+
+def _echo_agents(counts: dict | None) -> None:
+    if counts is not None:
+        tiers = ", ".join(f"tier {t}: {n}" for t, n in counts["by_tier"].items())
+        echo(f"Agents:          {counts['total']} ({counts['active']} active{'; ' + tiers if tiers else ''})")
 
 
 @click.group()
@@ -119,9 +98,7 @@ def agents() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the agents as JSON.")
 def agents_list(as_json: bool) -> None:
     """Every agent: role, name, tier, active, metadata."""
-    from planner.agents import read_agents
-
-    rows = read_agents(settings().db_path, busy_timeout=settings().busy_timeout)
+    rows = settings().engine.agents()
     if as_json:
         emit_json([agent.columns | {"metadata": agent.metadata} for agent in rows])
         return
@@ -143,9 +120,7 @@ def agents_list(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the agent as JSON.")
 def agents_show(role: str, as_json: bool) -> None:
     """One agent, every column."""
-    from planner.agents import read_agents
-
-    found = read_agents(settings().db_path, role=role, busy_timeout=settings().busy_timeout)
+    found = settings().engine.agents(role)
     if not found:
         from cli.errors import CommandError
         from cli.options import EXIT_REFUSED

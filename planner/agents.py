@@ -2,12 +2,15 @@
 
 The seed checks a migration by running ``apm status`` and ``apm agents list``;
 these queries answer them without ever creating or changing the database.
+On PostgreSQL the engine reads the rows (``PostgresEngine.agents``) and
+``agents_from_rows`` makes the same ``Agent`` of them.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,20 +56,22 @@ def read_agents(path: Path, role: str | None = None, *, busy_timeout: float = DE
         rows = conn.execute(sql, (role,) if role else ()).fetchall()
     finally:
         conn.close()
-    agents = []
-    for row in rows:
-        columns = dict(row)
-        agents.append(
-            Agent(
-                id=columns["id"],
-                role=columns.get("role"),
-                display_name=columns.get("display_name"),
-                tier=columns.get("tier"),
-                is_active=bool(columns.get("is_active")),
-                agent_type=columns.get("agent_type"),
-                description=columns.get("description"),
-                metadata=_decode(columns.get("metadata")),
-                columns=columns,
-            )
+    return agents_from_rows(dict(row) for row in rows)
+
+
+def agents_from_rows(rows: Iterable[dict[str, Any]]) -> list[Agent]:
+    """``Agent``s from rows as column -> value, whichever engine read them (PostgreSQL's too)."""
+    return [
+        Agent(
+            id=columns["id"],
+            role=columns.get("role"),
+            display_name=columns.get("display_name"),
+            tier=columns.get("tier"),
+            is_active=bool(columns.get("is_active")),
+            agent_type=columns.get("agent_type"),
+            description=columns.get("description"),
+            metadata=_decode(columns.get("metadata")),
+            columns=columns,
         )
-    return agents
+        for columns in rows
+    ]

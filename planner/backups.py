@@ -22,7 +22,6 @@ the same folder. Pruning deletes only files of that form, oldest first.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import sqlite3
@@ -49,6 +48,7 @@ from planner.errors import (
     UnusableBackup,
 )
 from planner.ledger import Ledger, LedgerEntry
+from planner.partials import partial_path, remove_abandoned
 
 __all__ = [
     "BackupInfo", "LedgerDifference", "RestoreResult", "backup", "backup_time", "describe_backup",
@@ -79,7 +79,7 @@ def backup(path: Path | str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> P
         raise DatabaseNotFound(path)
     _remove_abandoned_partials(path)
     source = read_only_connection(path, busy_timeout)
-    partial = path.with_name(f"{path.name}{_PARTIAL}{os.getpid()}")
+    partial = partial_path(path, _PARTIAL)
     try:
         try:
             destination = sqlite3.connect(str(partial), isolation_level=None)
@@ -126,21 +126,7 @@ def _publish(partial: Path, path: Path) -> Path:
 
 def _remove_abandoned_partials(path: Path) -> None:
     """Delete partial copies whose writer no longer runs (it was killed mid-backup)."""
-    for partial in path.parent.glob(glob.escape(f"{path.name}{_PARTIAL}") + "*"):
-        pid = partial.name.rsplit(".", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
-            with contextlib.suppress(OSError):
-                partial.unlink()
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # it exists, even if it is not ours to signal
-    return True
+    remove_abandoned(path.parent, f"{path.name}{_PARTIAL}", _PARTIAL)
 
 
 def list_backups(path: Path | str) -> list[Path]:
@@ -303,7 +289,8 @@ def ledger_difference(current: dict[str, LedgerEntry], restored: dict[str, Ledge
 class RestoreResult:
     """What ``restore`` did."""
 
-    database: Path
+    #: The file, or (PostgreSQL) the connection string with its password masked.
+    database: Path | str
     backup: Path
     #: The copy of the database as it was just before the restore; ``None`` when there was no database.
     safety_backup: Path | None

@@ -553,9 +553,9 @@ class UnusableBackup(DatabaseError):
 class NoBackups(DatabaseError, FileNotFoundError):
     """A restore named no backup, and none of this database exists."""
 
-    def __init__(self, database: Path):
+    def __init__(self, database: Path, names: str | None = None):
         super().__init__(
-            f"no backup of {database} exists ({database.name}.backup.*); nothing was changed. "
+            f"no backup of {database} exists ({names or f'{database.name}.backup.*'}); nothing was changed. "
             f"Name a backup file: apm migrate restore FILE",
             path=database,
         )

@@ -81,3 +81,10 @@ class RunResult:
     skipped: list[Step] = field(default_factory=list)
     #: How many times the run planned again because another process changed the ledger.
     replans: int = 0
+
+    def count(self, event: Event) -> None:
+        """Note a step's outcome as its event goes by."""
+        if isinstance(event, StepFinished):
+            self.done.append(event.step)
+        elif isinstance(event, StepSkipped):
+            self.skipped.append(event.step)

@@ -9,9 +9,11 @@ failure rolls back that step alone; the database is exactly as it was before
 it, earlier steps stay applied. A SIGKILL at any moment leaves either the
 step's whole transaction or none of it, which SQLite's journal guarantees.
 
-One context manager, ``Session.transaction`` (``planner.session``), owns that protocol (foreign
-keys, BEGIN, the ledger tables, COMMIT or ROLLBACK) for every kind of work:
-a step, a whole ``--atomic`` plan, a mark, the log row of a failure.
+The step itself and the loops over steps are engine-free
+(``planner.session``); ``planner.engines.sqlite_session`` supplies SQLite's
+part of them. ``SQLiteSession.transaction`` owns the protocol (foreign keys,
+BEGIN, the ledger tables, COMMIT or ROLLBACK) for every kind of work: a
+step, a whole ``--atomic`` plan, a preview, a mark, the log row of a failure.
 
 Re-reading the ledger inside the lock is what makes concurrent runs safe:
 whoever gets the lock second finds the step done and skips it, and
@@ -32,21 +34,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from planner.database import DEFAULT_BUSY_TIMEOUT, connect, open_read_only
-from planner.errors import (
-    AlreadyApplied,
-    DatabaseDirectoryMissing,
-    DatabaseError,
-    DatabaseNotFound,
-    LedgerChanged,
-    NotApplied,
-)
+from planner.database import DEFAULT_BUSY_TIMEOUT, connect, foreign_keys_enabled, foreign_keys_off, open_read_only
+from planner.engines.sqlite_session import SQLiteSession
+from planner.errors import DatabaseDirectoryMissing, DatabaseNotFound, LedgerChanged
 from planner.events import Event, Replanned, RunResult, StepFailed, StepFinished, StepSkipped, StepStarted
 from planner.ledger import APPLY, MARK_APPLIED, MARK_ROLLED_BACK, ROLLBACK, Ledger, LedgerEntry
 from planner.migration import Migration
 from planner.plan import Plan, Step, refuse_non_transactional
-from planner.preview import NOT_PREVIEWED, Preview, PreviewStep
-from planner.session import Session, foreign_keys_enabled, foreign_keys_off
+from planner.preview import Preview
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
@@ -107,7 +102,7 @@ class Executor:
         """
         result = RunResult(plan)
         for event in self.events(plan, atomic=atomic):
-            _tally(result, event)
+            result.count(event)
             if on_event is not None:
                 on_event(event)
         return result
@@ -136,7 +131,7 @@ class Executor:
         for attempt in range(_REPLANS + 1):
             try:
                 for event in self.events(plan, atomic=atomic):
-                    _tally(result, event)
+                    result.count(event)
                     if on_event is not None:
                         on_event(event)
                 return result
@@ -157,8 +152,7 @@ class Executor:
             refuse_non_transactional(plan)
         conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
         try:
-            session = Session(conn, plan, path=self.path, busy_timeout=self.busy_timeout, catalog=self.catalog,
-                              atomic=atomic)
+            session = self._session(conn, plan, atomic=atomic)
             yield from session.atomic() if atomic else session.stepwise()
         finally:
             conn.close()
@@ -178,14 +172,11 @@ class Executor:
 
         The whole plan is one transaction (foreign keys off, ``BEGIN
         IMMEDIATE``): nothing is visible to anyone else, and a SIGKILL at any
-        moment leaves the database as it was. ``make_plan(ledger)`` plans
-        again inside the write lock, from the ledger as it is now, so a
-        concurrent runner can never make the plan stale. At the end the
-        transaction is committed only if ``accept(preview)`` says so; with
-        ``accept=None`` (a dry run) it is always rolled back. A failing step
-        rolls everything back and is the preview's ``error``: nothing is
-        raised for it (``Interrupted`` and problems with the file itself are).
-        Each migration's code therefore runs once per preview.
+        moment leaves the database as it was. ``Session.preview`` plans again
+        inside the write lock and commits only if ``accept(preview)`` says so
+        (never for ``accept=None``, a dry run). A failing step is the
+        preview's ``error``, logged only in a database that was there before:
+        a new file is not made just for that, and is removed again.
         """
         from planner.observe import StepObserver
 
@@ -194,56 +185,9 @@ class Executor:
         existed, folder_existed = self.path.exists(), self.path.parent.exists()
         conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
         try:
-            session = Session(conn, plan, path=self.path, busy_timeout=self.busy_timeout, catalog=self.catalog,
-                              atomic=True)
-            observer = StepObserver(conn, capture_sql=capture_sql)
-            failed: tuple[Step, PreviewStep, float] | None = None
-            try:
-                with session.transaction():
-                    if make_plan is not None:
-                        result.plan = make_plan(session.ledger.applied_migrations())
-                        session.use(result.plan)
-                        if [(s.version, s.direction) for s in result.plan] != [(s.version, s.direction) for s in plan]:
-                            _emit(on_event, Replanned("the ledger changed since the plan was shown", result.plan))
-                    for index, step in enumerate(result.plan.steps, 1):
-                        _emit(on_event, StepStarted(step, index, session.total))
-                        record = PreviewStep(step.version, step.direction, step.migration.description)
-                        result.steps.append(record)
-                        step_started = time.perf_counter()
-                        if not step.migration.transactional:
-                            # It cannot run inside this transaction: shown, never run, and the plan never committed.
-                            record.skipped = NOT_PREVIEWED
-                            _emit(on_event, StepSkipped(step, index, session.total, record.skipped))
-                            continue
-                        observer.start_step()
-                        try:
-                            record.skipped = session.attempt(step, observer)
-                        except Exception as exc:
-                            observer.stop()
-                            record.output = session.output.take()
-                            record.error = exc
-                            record.duration_ms = (time.perf_counter() - step_started) * 1000
-                            failed = (step, record, step_started)
-                            _emit(on_event, StepFailed(step, index, session.total, exc, record.output))
-                            raise _Discard from exc
-                        record.changes, record.impact, record.sql = observer.end_step()
-                        record.output = session.output.take()
-                        record.duration_ms = (time.perf_counter() - step_started) * 1000
-                        if record.skipped is not None:
-                            _emit(on_event, StepSkipped(step, index, session.total, record.skipped))
-                        else:
-                            session.after_commit(step)  # visible to later steps of this transaction
-                            _emit(on_event, StepFinished(step, index, session.total, record.duration_ms, record.output))
-                    result.duration_ms = (time.perf_counter() - started) * 1000
-                    if accept is None or any(s.skipped == NOT_PREVIEWED for s in result.steps) or not accept(result):
-                        raise _Discard
-                result.committed = True
-            except _Discard:
-                pass
-            # A failure is logged in a database that was there before; a new one is not made just for that.
-            if failed is not None and existed and not isinstance(failed[1].error, DatabaseError):
-                step, record, step_started = failed
-                session.log_failure(step, record.error, round((time.perf_counter() - step_started) * 1000))
+            session = self._session(conn, plan, atomic=True)
+            session.preview(result, StepObserver(conn, capture_sql=capture_sql), make_plan=make_plan,
+                            accept=accept, on_event=on_event, log_failures=existed)
         finally:
             conn.close()
             if not existed and not result.committed:
@@ -255,11 +199,13 @@ class Executor:
 
     def mark_applied(self, migration: Migration) -> None:
         """Record ``migration`` as applied without running it (its changes are already in the schema)."""
-        self._mark(Step(migration, APPLY), MARK_APPLIED)
+        step = Step(migration, APPLY)
+        self._marks(lambda session: session.mark(step, MARK_APPLIED), Plan(APPLY, (step,)))
 
     def mark_rolled_back(self, migration: Migration) -> None:
         """Remove ``migration``'s ledger row without running its downgrade."""
-        self._mark(Step(migration, ROLLBACK), MARK_ROLLED_BACK)
+        step = Step(migration, ROLLBACK)
+        self._marks(lambda session: session.mark(step, MARK_ROLLED_BACK), Plan(ROLLBACK, (step,)))
 
     def mark_many(self, migrations: list[Migration], action: str) -> None:
         """Record ``migrations`` (in dependency order) as applied, without running them, in ONE transaction.
@@ -269,38 +215,18 @@ class Executor:
         the list); ``AlreadyApplied`` if another process recorded one meanwhile.
         """
         steps = [Step(m, APPLY) for m in migrations]
+        self._marks(lambda session: session.mark_many(steps, action), Plan(APPLY, tuple(steps)))
+
+    def _marks(self, work: Callable[[SQLiteSession], None], plan: Plan) -> None:
         conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
         try:
-            session = Session(conn, Plan(APPLY, tuple(steps)), path=self.path, busy_timeout=self.busy_timeout,
-                              catalog=self.catalog)
-            with session.transaction():
-                applied = set(session.applied_now())
-                for step in steps:
-                    if session.skip_reason(step, applied) is not None:
-                        raise AlreadyApplied(step.version)
-                    session.check(step, applied)
-                    session.record(step, None, action)
-                    applied.add(step.version)
+            work(self._session(conn, plan))
         finally:
             conn.close()
 
-    def _mark(self, step: Step, action: str) -> None:
-        conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
-        try:
-            session = Session(conn, Plan(step.direction, (step,)), path=self.path, busy_timeout=self.busy_timeout,
-                              catalog=self.catalog)
-            with session.transaction():
-                applied = session.applied_now()
-                if session.skip_reason(step, applied) is not None:
-                    raise AlreadyApplied(step.version) if step.direction == APPLY else NotApplied(step.version)
-                session.check(step, applied)
-                session.record(step, None, action)
-        finally:
-            conn.close()
-
-
-class _Discard(Exception):
-    """Leave the preview's transaction by rolling it back: a dry run, a failed step, or loss not accepted."""
+    def _session(self, conn, plan: Plan, *, atomic: bool = False) -> SQLiteSession:
+        return SQLiteSession(conn, plan, path=self.path, busy_timeout=self.busy_timeout, catalog=self.catalog,
+                             atomic=atomic)
 
 
 def _remove_if_empty(path: Path, folder: Path | None) -> None:
@@ -312,15 +238,3 @@ def _remove_if_empty(path: Path, folder: Path | None) -> None:
             folder.rmdir()  # only if empty
     except OSError:
         pass
-
-
-def _emit(on_event: Callable[[Event], None] | None, event: Event) -> None:
-    if on_event is not None:
-        on_event(event)
-
-
-def _tally(result: RunResult, event: Event) -> None:
-    if isinstance(event, StepFinished):
-        result.done.append(event.step)
-    elif isinstance(event, StepSkipped):
-        result.skipped.append(event.step)

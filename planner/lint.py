@@ -11,9 +11,7 @@ Each ``Finding`` carries what it means and the line or command that fixes
 it. ``check_catalog`` never raises for a broken catalog (that is what it
 reports); only an unreadable database raises its ``DatabaseError``.
 
-Severities: ``error`` blocks (CI fails), ``warning`` is advice (fails only
-with ``--strict``), ``info`` is used by the doctor for facts worth showing
-(the backups on disk) and never by the lint.
+Severities and scopes are in ``planner.findings``.
 
 Why a docstring title naming another version is an *error*: the file name
 is what the loader, the ledger and every plan use, so a title such as
@@ -27,9 +25,8 @@ Fixing it is one line; letting it merge is how the graph starts lying.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from planner.errors import (
     CatalogError,
@@ -47,48 +44,12 @@ from planner.errors import (
     UnreadableMigration,
 )
 from planner import versions
-from planner.database import DEFAULT_BUSY_TIMEOUT
 from planner.migration import IMPLIED
 
-Severity = Literal["error", "warning", "info"]
-#: What a finding is about, which decides the CLI's exit code: the files, the ledger, or the database file.
-Scope = Literal["catalog", "history", "database"]
+from planner.findings import ERROR, INFO, WARNING, Finding
 
-ERROR: Severity = "error"
-WARNING: Severity = "warning"
-INFO: Severity = "info"
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One thing ``check`` or ``doctor`` found: what it is, what it means, and how to fix it."""
-
-    severity: Severity
-    #: Short kebab-case name, stable across releases (scripts filter on it).
-    code: str
-    #: The migration concerned, when there is one.
-    version: str | None
-    message: str
-    #: The command or line that fixes it; ``None`` when there is nothing to do.
-    fix: str | None = None
-    scope: Scope = "catalog"
-    path: Path | None = None
-
-    def describe(self) -> str:
-        """``error  0029  unknown-dependency  <message>  fix: <fix>``: one line for a terminal or a log."""
-        line = f"{self.severity:<7}  {self.version or '-':<4}  {self.code}  {self.message}"
-        return f"{line}  fix: {self.fix}" if self.fix else line
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "severity": self.severity,
-            "code": self.code,
-            "version": self.version,
-            "message": self.message,
-            "fix": self.fix,
-            "scope": self.scope,
-            "path": str(self.path) if self.path else None,
-        }
+if TYPE_CHECKING:
+    from planner.engines.base import Engine
 
 
 # --------------------------------------------------------------------------
@@ -96,19 +57,14 @@ class Finding:
 # --------------------------------------------------------------------------
 
 
-def check_catalog(
-    directory: Path | str, db_path: Path | str | None = None, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
-    engine=None,
-) -> list[Finding]:
-    """Every finding for the catalog in ``directory`` and, when ``db_path`` is given, for its ledger.
+def check_catalog(directory: Path | str, engine: Engine | None = None) -> list[Finding]:
+    """Every finding for the catalog in ``directory`` and, given a database's ``engine``, for its ledger.
 
-    Catalog findings come first, in version order; ledger findings follow.
-    A ``db_path`` that does not exist is an empty history (a lint of a
-    project whose database is not made yet), said in an ``info`` finding;
-    one that exists but cannot be read raises its ``DatabaseError``.
-    ``engine`` (a ``planner.engines`` PostgreSQL engine) replaces ``db_path``:
-    its ledger is read with ``engine.applied()``, and a database the server
-    does not have is the same empty history.
+    Catalog
+    findings come first, in version order; ledger findings follow. A
+    database that is not there yet (a file not made, a database the server
+    does not have) is an empty history, said in an ``info`` finding; one that
+    is there but cannot be read raises its ``DatabaseError``.
     """
     from planner.catalog import Catalog
     from planner.loader import migration_files, scan_catalog
@@ -122,18 +78,8 @@ def check_catalog(
     unloadable = {p.versions[0] for p in problems if p.versions}
     catalog, graph_problems = Catalog.build(directory, migrations, unloadable=unloadable)
     files, _ = migration_files(directory)
-    missing = None  # how a database that is not there yet is named in the info finding
-    if engine is not None:
-        from planner.engines.errors import DatabaseMissing
-
-        try:
-            entries = engine.applied()
-        except DatabaseMissing:
-            entries, missing = {}, engine.display
-    else:
-        entries = _ledger_or_empty(Path(db_path), busy_timeout) if db_path is not None else {}
-        if db_path is not None and not Path(db_path).is_file():
-            missing = str(db_path)
+    recorded = engine.applied_if_exists() if engine is not None else None
+    entries = recorded or {}
     renumbering = _renumbering(problems, [*files, *entries])
 
     findings = [_problem_finding(p, renumbering) for p in [*problems, *graph_problems]]
@@ -141,17 +87,13 @@ def check_catalog(
         findings.extend(_migration_findings(migration))
     findings.sort(key=_catalog_order)
 
-    if missing is not None:
+    if engine is not None and recorded is None:
         findings.append(Finding(INFO, "no-database", None,
-                                f"{missing} does not exist yet: the catalog was checked against an empty history",
-                                None, "history"))
+                                f"{engine.display} does not exist yet: the catalog was checked against an empty "
+                                f"history", None, "history"))
     elif engine is not None:
-        findings.extend(history_findings(catalog, entries, files, unloadable))  # no APM notes on PostgreSQL
-    elif db_path is not None:
-        from planner.ledger import read_notes
-
         findings.extend(history_findings(catalog, entries, files, unloadable))
-        findings.extend(note_findings(catalog, read_notes(Path(db_path), busy_timeout)))
+        findings.extend(note_findings(catalog, engine.notes()))
     return findings
 
 
@@ -177,13 +119,6 @@ def note_findings(catalog, notes: list) -> list[Finding]:
         findings.append(Finding(INFO, "ledger-note" if note.kind == "note" else "rolled-back-row",
                                 note.base or note.version, message, None, "history"))
     return findings
-
-
-def _ledger_or_empty(db_path: Path, busy_timeout: float) -> dict:
-    """What the ledger records; ``{}`` when the file does not exist (it raises only when it cannot be read)."""
-    from planner.ledger import read_ledger
-
-    return read_ledger(db_path, busy_timeout) if db_path.is_file() else {}
 
 
 def _catalog_order(finding: Finding) -> tuple[int, int, str]:

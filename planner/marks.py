@@ -16,14 +16,16 @@ executor repeats the ledger part inside its write lock.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from planner import versions
 from planner.catalog import Catalog
-from planner.database import DEFAULT_BUSY_TIMEOUT
 from planner.errors import AlreadyApplied, BaselineRefused, MarkAppliedRefused, MarkRolledBackRefused
 from planner.migration import Migration
 from planner.plan import rollback_scope
+
+if TYPE_CHECKING:
+    from planner.engines.base import Engine
 
 
 def check_mark_applied(catalog: Catalog, applied: Iterable[str], version: str) -> Migration:
@@ -56,35 +58,19 @@ def check_mark_rolled_back(catalog: Catalog, applied: Iterable[str], version: st
     return catalog.get(scope.version)
 
 
-def mark_applied(
-    db_path: Path | str, catalog: Catalog, version: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT
-) -> Migration:
-    """Record ``version`` as applied without running it; returns the migration recorded.
+def mark(engine: Engine, catalog: Catalog, version: str, *, applied: bool) -> Migration:
+    """Record ``version`` as applied (``applied``) or rolled back without running it; returns the migration.
 
     The checks run against the ledger as read now, then again inside the
-    executor's write lock (``LedgerChanged`` if another process got there
-    between the two). The ledger row gets the file's checksum and the log an
-    ``mark-applied`` row.
+    runner's lock (``LedgerChanged`` if another process got there between
+    the two). An applied row gets the file's checksum, and the log a
+    ``mark-applied`` or ``mark-rolled-back`` row. The database must exist.
     """
-    from planner.executor import Executor
-    from planner.ledger import read_ledger
-
-    migration = check_mark_applied(catalog, read_ledger(db_path, busy_timeout), version)
-    Executor(db_path, busy_timeout=busy_timeout, catalog=catalog).mark_applied(migration)
+    check = check_mark_applied if applied else check_mark_rolled_back
+    migration = check(catalog, engine.applied(), version)
+    runner = engine.runner(catalog=catalog, create=False)
+    (runner.mark_applied if applied else runner.mark_rolled_back)(migration)
     return migration
-
-
-def mark_rolled_back(
-    db_path: Path | str, catalog: Catalog, version: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT
-) -> Migration:
-    """Remove ``version``'s ledger row without running its downgrade; returns the migration unmarked."""
-    from planner.executor import Executor
-    from planner.ledger import read_ledger
-
-    migration = check_mark_rolled_back(catalog, read_ledger(db_path, busy_timeout), version)
-    Executor(db_path, busy_timeout=busy_timeout, catalog=catalog).mark_rolled_back(migration)
-    return migration
-
 
 
 #: The log action of a baseline's rows (beside ``mark-applied`` and ``mark-rolled-back``).
@@ -108,9 +94,7 @@ def check_baseline(catalog: Catalog, applied: Iterable[str], version: str) -> li
     return catalog.in_order(catalog.graph.topological_order(wanted))
 
 
-def baseline(
-    db_path: Path | str, catalog: Catalog, version: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT
-) -> list[Migration]:
+def baseline(engine: Engine, catalog: Catalog, version: str) -> list[Migration]:
     """Record ``version`` and its ancestors as applied without running them, in one transaction; returns them.
 
     Flyway's ``baseline``, Django's ``--fake-initial``, Alembic's ``stamp``:
@@ -118,29 +102,6 @@ def baseline(
     gets its file's checksum and a ``baseline`` log row; a concurrent change
     to the ledger between the check and the lock is caught inside the lock.
     """
-    from planner.executor import Executor
-    from planner.ledger import read_ledger
-
-    migrations = check_baseline(catalog, read_ledger(db_path, busy_timeout), version)
-    Executor(db_path, busy_timeout=busy_timeout, catalog=catalog).mark_many(migrations, BASELINE)
-    return migrations
-
-
-# -- the same three through an engine (``planner.engines``): PostgreSQL's ledger lives on the server ------------
-
-
-def mark_with(engine, catalog: Catalog, version: str, *, applied: bool) -> Migration:
-    """``mark_applied`` (``applied``) or ``mark_rolled_back`` on any engine: the same refusals, checked against
-    ``engine.applied()`` and again inside the runner's lock (PostgreSQL's advisory lock), and the same log row."""
-    check = check_mark_applied if applied else check_mark_rolled_back
-    migration = check(catalog, engine.applied(), version)
-    runner = engine.runner(catalog=catalog, create=applied)
-    (runner.mark_applied if applied else runner.mark_rolled_back)(migration)
-    return migration
-
-
-def baseline_with(engine, catalog: Catalog, version: str) -> list[Migration]:
-    """``baseline`` on any engine: ``version`` and its ancestors recorded in one transaction, or none."""
     migrations = check_baseline(catalog, engine.applied(), version)
     engine.runner(catalog=catalog, create=False).mark_many(migrations, BASELINE)
     return migrations

@@ -13,6 +13,10 @@ failure, for a migration without ``downgrade``), and ``downgrade-all``. The
 checks live in ``planner.testing.runner``; this module only turns them into
 items, outcomes and messages.
 
+``--apm-db`` says where the tests' databases go: SQLite files (the default),
+or a PostgreSQL server on which each test gets a database of its own,
+dropped when the test is over (``planner.testing.provider``).
+
 The items are added in ``pytest_collection_modifyitems`` (first, so ``-k``,
 ``-m`` and ``--lf`` see them) through ``Session.genitems``, so they are
 counted and reported like collected ones, and appear under
@@ -22,9 +26,8 @@ catalog is a folder of migrations, not of tests, and it may live anywhere.
 
 from __future__ import annotations
 
-import itertools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +37,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from planner.catalog import Catalog
-    from planner.testing.databases import SQLiteDatabase
+    from planner.testing.databases import TestDatabase
     from planner.testing.migrator import Migrator
+    from planner.testing.provider import DatabaseProvider
     from planner.testing.stairway import Stairway
 
 
@@ -44,16 +48,19 @@ class ApmSettings:
     """The plugin's configuration for one pytest run, once switched on."""
 
     directory: Path
-    db_template: str | None
     #: Where the catalog was named: the command line or the configuration file (for messages).
     source: str
     stairway: Stairway | None = None
     catalog: Catalog | None = None
-    _base: Path | None = None
-    _names: dict[str, itertools.count] = field(default_factory=dict)
 
 
 _SETTINGS = pytest.StashKey[ApmSettings]()
+#: ``--apm-db`` / ``apm_db`` as given (``None``: files under pytest's temporary folder).
+_TEMPLATE = pytest.StashKey["str | None"]()
+_PROVIDER = pytest.StashKey["DatabaseProvider"]()
+_BASE = pytest.StashKey[Path]()
+#: The items of the stairway walk: one database carries the walk from one to the next.
+_STAIRS = ("stairway", "no-downgrade")
 
 
 # --------------------------------------------------------------------------
@@ -76,10 +83,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--apm-db", metavar="TEMPLATE", dest="apm_db", default=None,
         help="where the migration tests' databases go: a SQLite path template containing {name}, "
-             "e.g. /tmp/apm/{name}.db (default: a fresh file per test under pytest's temporary folder)",
+             "e.g. /tmp/apm/{name}.db, or a PostgreSQL URL, e.g. postgresql://me@localhost/app, on which "
+             "each test creates (and drops) the database app_<test> (default: a fresh SQLite file per test "
+             "under pytest's temporary folder)",
     )
     parser.addini("apm_migrations", "the catalog folder whose migrations pytest should test (like --apm-migrations)")
-    parser.addini("apm_db", "a SQLite path template containing {name} for the migration tests (like --apm-db)")
+    parser.addini("apm_db", "a SQLite path template containing {name}, or a PostgreSQL URL, for the migration "
+                            "tests' databases (like --apm-db)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -90,23 +100,47 @@ def pytest_configure(config: pytest.Config) -> None:
         base = config.inipath.parent if config.inipath else config.rootpath
     template = config.getoption("apm_db") or config.getini("apm_db") or None
     if template:
-        from planner.testing.databases import DatabaseTemplateError, check_template
+        from planner.testing.databases import DatabaseTemplateError, check_template, require_driver
 
         try:
-            check_template(template)
+            require_driver(check_template(template))
         except DatabaseTemplateError as exc:
             raise pytest.UsageError(str(exc)) from exc
+    config.stash[_TEMPLATE] = template
     if not directory:
         return
-    config.stash[_SETTINGS] = ApmSettings((base / os.path.expanduser(directory)).resolve(), template, source)
+    config.stash[_SETTINGS] = ApmSettings((base / os.path.expanduser(directory)).resolve(), source)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
     settings = config.stash.get(_SETTINGS, None)
     if settings is None:
         return None
-    where = settings.db_template or "a fresh SQLite file per test under pytest's temporary folder"
+    where = _provider(config).describe()
     return f"apm: testing the migrations of {settings.directory} (from {settings.source}); databases: {where}"
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """After the walk's last stair, its database is handed back (dropped, on PostgreSQL)."""
+    if not isinstance(item, ApmItem) or item.check not in _STAIRS:
+        return
+    if isinstance(nextitem, ApmItem) and nextitem.check in _STAIRS:
+        return
+    stairway = item.settings.stairway
+    if stairway is not None:
+        stairway.close()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    provider = session.config.stash.get(_PROVIDER, None)
+    if provider is not None:
+        provider.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    provider = config.stash.get(_PROVIDER, None)
+    for problem in provider.problems if provider is not None else ():
+        terminalreporter.write_line(f"apm: {problem}")
 
 
 # --------------------------------------------------------------------------
@@ -179,6 +213,8 @@ class ApmItem(pytest.Item):
             check_upgrade,
         )
 
+        from planner.testing.databases import DatabaseUnavailable
+
         settings = self.settings
         if self.check == "catalog":
             for warning in check_catalog(settings.directory):
@@ -186,20 +222,26 @@ class ApmItem(pytest.Item):
             return
         catalog = settings.catalog
         assert catalog is not None
+        database = None
+        unavailable: DatabaseUnavailable | None = None
         try:
-            if self.check == "upgrade":
-                check_upgrade(MigrationRunner(catalog, _database(self.config, "upgrade"), _seed(self.config)))
-            elif self.check == "downgrade-all":
-                check_downgrade_all(
-                    MigrationRunner(catalog, _database(self.config, "downgrade-all"), _seed(self.config))
-                )
-            else:
+            if self.check in _STAIRS:
                 assert self.version is not None
                 _stairway(self.config).climb(self.version)
+            else:
+                database = _provider(self.config).new(self.check)
+                check = check_upgrade if self.check == "upgrade" else check_downgrade_all
+                check(MigrationRunner(catalog, database, _seed(self.config)))
         except StairBlocked as blocked:
             pytest.skip(str(blocked))
         except NoDowngrade as expected:
             pytest.xfail(str(expected))
+        except DatabaseUnavailable as error:
+            unavailable = error  # said outside the handler, so no chained traceback comes with it
+        finally:
+            _provider(self.config).release(database)
+        if unavailable is not None:
+            _unavailable(unavailable)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         from planner.testing.runner import MigrationTestFailure
@@ -212,31 +254,33 @@ class ApmItem(pytest.Item):
         return self.path, None, f"apm {self.name}"
 
 
+def _unavailable(error: Exception) -> None:
+    """The server cannot give databases: the first test fails saying why, every later one skips."""
+    if getattr(error, "repeated", False):
+        pytest.skip(f"apm: {error}")
+    pytest.fail(f"apm: {error}", pytrace=False)
+
+
 def _base_folder(config: pytest.Config) -> Path:
-    settings = config.stash[_SETTINGS]
-    if settings._base is None:
+    if _BASE not in config.stash:
         # pytest's own temporary folder (basetemp, kept for the last runs) when the tmpdir plugin is loaded.
         factory = getattr(config, "_tmp_path_factory", None)
         if factory is not None:
-            settings._base = factory.mktemp("apm", numbered=True)
+            config.stash[_BASE] = factory.mktemp("apm", numbered=True)
         else:
             import tempfile
 
-            settings._base = Path(tempfile.mkdtemp(prefix="apm-"))
-    return settings._base
+            config.stash[_BASE] = Path(tempfile.mkdtemp(prefix="apm-"))
+    return config.stash[_BASE]
 
 
-def _database(config: pytest.Config, name: str) -> SQLiteDatabase:
-    """A database for the test ``name``, never one an earlier test of this run used."""
-    from planner.testing.databases import SQLiteDatabase, safe_name
+def _provider(config: pytest.Config) -> DatabaseProvider:
+    """The run's databases (``planner.testing.provider``), made on first use from ``--apm-db``."""
+    if _PROVIDER not in config.stash:
+        from planner.testing.provider import DatabaseProvider
 
-    settings = config.stash[_SETTINGS]
-    counter = settings._names.setdefault(name, itertools.count(1))
-    number = next(counter)
-    unique = name if number == 1 else f"{name}-{number}"
-    if settings.db_template:
-        return SQLiteDatabase.from_template(settings.db_template, unique)
-    return SQLiteDatabase(_base_folder(config) / f"{safe_name(unique)}.db")
+        config.stash[_PROVIDER] = DatabaseProvider(config.stash.get(_TEMPLATE, None), lambda: _base_folder(config))
+    return config.stash[_PROVIDER]
 
 
 def _seed(config: pytest.Config):
@@ -255,7 +299,9 @@ def _stairway(config: pytest.Config) -> Stairway:
     settings = config.stash[_SETTINGS]
     if settings.stairway is None:
         assert settings.catalog is not None
-        settings.stairway = Stairway(settings.catalog, lambda: _database(config, "stairway"), _seed(config))
+        provider = _provider(config)
+        settings.stairway = Stairway(settings.catalog, lambda: provider.new("stairway"), _seed(config),
+                                     release=provider.release)
     return settings.stairway
 
 
@@ -287,16 +333,28 @@ def apm_catalog(apm_migrations_dir: Path) -> Catalog:
 
 @pytest.fixture
 def apm_migrator(apm_catalog: Catalog, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Migrator]:
-    """A fresh database for this test and a ``Migrator`` to move it: ``migrate_to``, ``rollback``, ``connection``."""
-    from planner.testing.databases import SQLiteDatabase
+    """A fresh database for this test and a ``Migrator`` to move it: ``migrate_to``, ``rollback``, ``connection``.
+
+    With ``--apm-db`` the database is made as the generated tests' are (a
+    PostgreSQL URL: a database of its own, dropped after the test).
+    """
+    from planner.testing.databases import DatabaseUnavailable, SQLiteDatabase
     from planner.testing.migrator import Migrator
 
-    settings = request.config.stash.get(_SETTINGS, None)
-    if settings is not None and settings.db_template:
-        database = SQLiteDatabase.from_template(settings.db_template, request.node.name)
-    else:
-        database = SQLiteDatabase(tmp_path / "apm.db")
-    database.reset()
+    provider = _provider(request.config)
+    database: TestDatabase = (provider.new(request.node.name) if provider.template is not None
+                              else SQLiteDatabase(tmp_path / "apm.db"))
+    unavailable: DatabaseUnavailable | None = None
+    try:
+        database.reset()
+    except DatabaseUnavailable as error:
+        unavailable = error
+    if unavailable is not None:
+        provider.release(database)
+        _unavailable(unavailable)
     migrator = Migrator(apm_catalog, database)
-    yield migrator
-    migrator.close()
+    try:
+        yield migrator
+    finally:
+        migrator.close()
+        provider.release(database)

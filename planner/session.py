@@ -1,166 +1,141 @@
-"""One run over one connection: the transaction every write goes through, and what one step does inside it.
+"""One run over one connection, for any engine: what a step is, and the loops that run steps.
 
-``Session.transaction`` owns the protocol (foreign keys off, ``BEGIN
-IMMEDIATE``, the ledger tables ready; ``COMMIT``, or ``ROLLBACK`` on any
-exception) for every kind of work: a step, a whole ``--atomic`` plan, a
-mark, the log row of a failure. ``attempt`` is one step inside it: re-read
-the ledger, skip what another process already did, refuse what the ledger
-no longer allows, run the migration, check foreign keys, record.
-``Executor`` (``planner.executor``) opens the connection and drives a session.
+A step is the same on every engine. Inside a transaction: re-read the
+ledger (``admit``: skip what another process already did, refuse what the
+ledger no longer allows, by ``plan.step_conflicts``), run the migration's
+code and the checks after it (``perform``), write its ledger and log rows
+(``record``); all of it commits together or not at all. Around steps, four
+ways to run: ``stepwise`` (one transaction per step), ``atomic`` (one for
+the plan), ``preview`` (the plan in one watched transaction, committed only
+if accepted) and the marks (the ledger row without the migration).
+
+What differs between engines is small, and is all an engine supplies: how
+a transaction begins and ends (``transaction``), how the applied set is
+kept fresh (``applied_now``), the connection a migration receives and what
+is checked after it (``connection_for``, ``verify``), and how the rows are
+written (``record``). ``planner.engines.sqlite_session`` and
+``planner.engines.pg_session`` are the two; nothing here names an engine.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any
 
-from planner.connection import MigrationConnection
-from planner.database import foreign_keys_enabled, foreign_keys_off, translate_error, wait_for
 from planner.errors import (
+    AlreadyApplied,
     DatabaseError,
     ExecutionError,
     ForeignKeyViolation,
     Interrupted,
     LedgerChanged,
     MigrationFailed,
+    NotApplied,
     ValidationFailed,
 )
-from planner.events import Event, StepFailed, StepFinished, StepSkipped, StepStarted
-from planner.ledger import APPLY, FAILED, OK, ROLLBACK, SKIPPED, Ledger
+from planner.events import Event, Replanned, StepFailed, StepFinished, StepSkipped, StepStarted
+from planner.ledger import APPLY, FAILED, ROLLBACK, SKIPPED, LedgerEntry
 from planner.output_capture import StepOutput
 from planner.plan import Plan, Step, step_conflicts
-from planner.sql import quote_identifier
+from planner.preview import NOT_PREVIEWED, Preview, PreviewStep
 from planner.versions import number
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from planner.catalog import Catalog
-    from planner.observe import StepObserver
 
 log = logging.getLogger("planner.executor")
 
-#: How many violations ``foreign_key_check`` reports at most; the first one is in the message.
-_MAX_VIOLATIONS = 100
+MakePlan = Callable[[dict[str, LedgerEntry]], Plan]
 
 
-class Session:
-    """One run over one connection: the transaction protocol, the per-step work, and the ledger cache.
+class _Discard(Exception):
+    """Leave the preview's transaction by rolling it back: a dry run, a failed step, or loss not accepted."""
 
-    Re-reading the whole ledger inside every step's lock would make a long
-    plan quadratic. ``PRAGMA data_version`` changes exactly when another
-    connection commits, so the applied set is re-read only then; our own
-    commits update it directly.
+
+class Session(ABC):
+    """One run over one connection: the step protocol, with the few engine-specific parts left to subclasses.
+
+    ``ledger`` is the engine's (``applied_migrations``, ``applied_versions``,
+    ``log``); ``catalog``, when given, lets a rollback step's in-lock check see
+    applied dependents outside the plan. A subclass's ``transaction`` forgets
+    the cached applied set (``_applied = None``) when it rolls back.
     """
 
-    def __init__(self, conn: sqlite3.Connection, plan: Plan, *, path: Path, busy_timeout: float,
-                 catalog: Catalog | None = None, atomic: bool = False):
-        self.path = path
-        self.busy_timeout = busy_timeout
+    def __init__(self, conn: Any, ledger: Any, plan: Plan, *, catalog: Catalog | None = None,
+                 atomic: bool = False):
+        self.conn = conn
+        self.ledger = ledger
         self.catalog = catalog
         self.atomic_run = atomic
-        self.conn = conn
-        self.plan = plan
-        self.ledger = Ledger(conn)
         self.output = StepOutput()  # what migrations print, for the step's event
-        self.total = len(plan.steps)
-        self.foreign_keys = foreign_keys_enabled(conn)
         self._applied: set[str] | None = None
-        self._data_version: int | None = None
-        # Once a transaction that ensured the ledger schema has committed, the
-        # tables are durable and need not be looked up again in this run.
-        self._ledger_ready = False
-        self._ledger_checked = False
+        self.use(plan)
         self._canonical: dict[int, str] = {}
+        self._plan_dependents: dict[str, list[str]] = {}
         if catalog is None:
             # Without a catalog, the plan's own migrations are all there is to match rows and dependents to.
-            self._canonical = {m.number: m.version for m in (s.migration for s in plan.steps)}
-            self._plan_dependents: dict[str, list[str]] = {}
+            self._canonical = {s.migration.number: s.version for s in plan.steps}
             for step in plan.steps:
                 for dependency in step.migration.depends_on:
                     self._plan_dependents.setdefault(dependency, []).append(step.version)
 
-    # -- the one transaction path ---------------------------------------------
+    # -- what an engine supplies -------------------------------------------------
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Foreign keys off, ``BEGIN IMMEDIATE``, the ledger tables ready; ``COMMIT``, or ``ROLLBACK`` on anything.
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """BEGIN, the ledger tables ready; COMMIT, or ROLLBACK on any exception (and forget ``_applied``)."""
 
-        Every write this module makes goes through here, so BEGIN, COMMIT,
-        ROLLBACK and foreign-key enforcement are decided in one place.
-        """
-        with foreign_keys_off(self.conn, self.foreign_keys):
-            self._begin()
-            try:
-                if not self._ledger_ready:
-                    self.ledger.ensure_schema()
-                    self._ledger_checked = True
-                yield
-            except BaseException:
-                self._rollback()
-                raise
-            self._sql("COMMIT")
-            self._ledger_ready = self._ledger_checked
-
-    def _begin(self) -> None:
-        """``BEGIN IMMEDIATE``, waiting for another writer in slices so that Ctrl-C is heard (``wait_for``)."""
-        try:
-            wait_for(self.conn, "BEGIN IMMEDIATE", self.path, self.busy_timeout)
-        except sqlite3.Error as exc:
-            error = translate_error(exc, self.path, self.busy_timeout)
-            if error is None:
-                raise
-            raise error from exc
-
-    def _sql(self, statement: str) -> None:
-        """BEGIN or COMMIT; a lock or permission problem there is about the file, not the migration."""
-        try:
-            self.conn.execute(statement)
-        except sqlite3.Error as exc:
-            error = translate_error(exc, self.path, self.busy_timeout)
-            if error is None:
-                raise
-            raise error from exc
-
-    def _rollback(self) -> None:
-        """Roll back whatever is open; forget the cached ledger, which may have counted rolled-back rows."""
-        self._applied = None
-        self._ledger_checked = self._ledger_ready
-        if self.conn.in_transaction:
-            try:
-                self.conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                # SQLite may already have rolled back (e.g. after SQLITE_FULL); nothing is left open.
-                log.debug("ROLLBACK failed", exc_info=True)
-
-    # -- the ledger, as seen inside the lock -----------------------------------
-
+    @abstractmethod
     def applied_now(self) -> set[str]:
-        """Applied versions in the catalog's spelling (rows the catalog does not know keep theirs)."""
-        data_version = self.conn.execute("PRAGMA data_version").fetchone()[0]
-        if self._applied is None or data_version != self._data_version:
-            self._applied = {self._spelling(v) for v in self.ledger.applied_versions()}
-            if self.catalog is not None and self.catalog.has_squashes:  # replaced rows stand for their squash
-                self._applied = set.union(*self.catalog.split_applied(self._applied))
-            self._data_version = data_version
-        return self._applied
+        """Applied versions as the ledger says inside the lock (``read_applied``), cached as the engine allows."""
+
+    @abstractmethod
+    def connection_for(self, step: Step, observer: Any = None) -> Any:
+        """The connection the migration receives: it cannot end the transaction, and tells ``observer``."""
+
+    @abstractmethod
+    def verify(self, step: Step, proxy: Any, observer: Any = None) -> None:
+        """The engine's checks after the migration's code, such as foreign keys; raise to fail the step."""
+
+    @abstractmethod
+    def record(self, step: Step, execution_ms: int | None, action: str | None = None,
+               detail: str | None = None) -> None:
+        """The ledger row and the log row of a step, in the step's transaction."""
+
+    def call(self, step: Step, function: Callable[[Any], object], proxy: Any, observer: Any = None) -> None:
+        function(proxy)  # an engine may watch the ledger around it
+
+    def detail(self, step: Step, proxy: Any) -> str | None:
+        """A note for the step's log row about what the connection passed over; ``None`` for nothing."""
+        return None
+
+    def outside_transaction(self) -> AbstractContextManager[None]:
+        """What a ``transactional = False`` step runs inside, since it has no transaction of ours."""
+        return nullcontext()
+
+    # -- the ledger, as seen inside the lock ---------------------------------------
+
+    def read_applied(self) -> set[str]:
+        """The ledger's applied versions in the catalog's spelling; a squash's replaced rows stand for it."""
+        applied = {self._spelling(v) for v in self.ledger.applied_versions()}
+        if self.catalog is not None and self.catalog.has_squashes:
+            applied = set.union(*self.catalog.split_applied(applied))
+        return applied
 
     def _spelling(self, recorded: str) -> str:
-        catalog = self.catalog
-        if catalog is not None:
-            return catalog.canonical(recorded) or recorded
+        if self.catalog is not None:
+            return self.catalog.canonical(recorded) or recorded
         value = number(recorded)
         return recorded if value is None else self._canonical.get(value, recorded)
 
     def _dependents(self, version: str) -> list[str]:
-        catalog = self.catalog
-        if catalog is None:
+        if self.catalog is None:
             return self._plan_dependents.get(version, [])
-        return catalog.graph.dependents(version) if version in catalog.graph else []
+        return self.catalog.graph.dependents(version) if version in self.catalog.graph else []
 
     def use(self, plan: Plan) -> None:
         """Run ``plan`` instead: one planned inside the lock, from the ledger as it is now."""
@@ -168,6 +143,7 @@ class Session:
         self.total = len(plan.steps)
 
     def skip_reason(self, step: Step, applied: set[str]) -> str | None:
+        """Why ``step`` is already done (by another process since the plan was made), or ``None``."""
         is_applied = step.version in applied
         if step.direction == APPLY and is_applied:
             return "already applied (by another process since the plan was made)"
@@ -175,40 +151,11 @@ class Session:
             return "already rolled back (by another process since the plan was made)"
         return None
 
-    def check(self, step: Step, applied: set[str]) -> None:
+    def refuse_conflicts(self, step: Step, applied: set[str]) -> None:
         """Refuse a step the ledger no longer allows (``plan.step_conflicts``: the planner's own rule)."""
         conflicts = step_conflicts(step, applied, self._dependents)
         if conflicts:
             raise LedgerChanged(step.version, step.direction, conflicts)
-
-    def record(self, step: Step, execution_ms: int | None, action: str | None = None,
-               detail: str | None = None) -> None:
-        """The ledger row and the log row of a step, in the step's transaction."""
-        migration = step.migration
-        detail = self.ledger.take_migration_writes(detail)  # what the migration wrote to the ledger
-        if step.direction == APPLY:
-            self.ledger.record_applied(migration, execution_ms)
-        else:
-            self.ledger.record_unapplied(migration.version)
-            for replaced in migration.replaces:  # a squash applied as its chain: those rows are its row
-                self.ledger.record_unapplied(replaced)
-        self.ledger.log(migration.version, action or step.direction, OK, migration.checksum, execution_ms, detail)
-
-    # -- one step's work, inside an open transaction ---------------------------
-
-    def attempt(self, step: Step, observer: StepObserver | None = None) -> str | None:
-        """Check the step against the ledger, then run it; the reason it was skipped, or ``None`` when it ran.
-
-        ``observer`` (a preview's) is told about each statement the migration runs.
-        """
-        skipped = self.admit(step)
-        if skipped is not None:
-            return skipped
-        started = time.perf_counter()
-        with self.output.capture():  # a migration's print() never reaches stdout; the step's event carries it
-            ignored = self.perform(step, observer)
-        self.record(step, round((time.perf_counter() - started) * 1000), detail=_ignored_detail(ignored))
-        return None
 
     def admit(self, step: Step) -> str | None:
         """Inside the lock: the reason to skip ``step`` (logged), or ``None``; ``LedgerChanged`` if it no longer fits."""
@@ -217,37 +164,41 @@ class Session:
         if skipped is not None:
             self.ledger.log(step.version, step.direction, SKIPPED, step.migration.checksum, detail=skipped)
             return skipped
-        self.check(step, applied)
+        self.refuse_conflicts(step, applied)
         return None
 
-    def perform(self, step: Step, observer: StepObserver | None = None) -> list[str]:
+    def after_commit(self, step: Step) -> None:
+        """Our own change to the ledger, known without reading it again."""
+        if self._applied is not None:
+            if step.direction == APPLY:
+                self._applied.add(step.version)
+            else:
+                self._applied.discard(step.version)
+
+    # -- one step's work, inside an open transaction -------------------------------
+
+    def perform(self, step: Step, observer: Any = None) -> str | None:
         """Run the migration's code and the checks after it; anything it raises fails the step.
 
-        Returns the statements the connection passed over (``PRAGMA
-        foreign_keys = ...``), which the step's log row records as a warning.
+        Returns the log row's note (``detail``). ``sys.exit()`` or a
+        ``KeyboardInterrupt`` raised by the migration's own code is its
+        failure, not a reason to end the program with the transaction half
+        done; only ``Interrupted`` (the user's Ctrl-C) goes on up as it is.
         """
         migration = step.migration
         applying = step.direction == APPLY
-        proxy = MigrationConnection(self.conn, migration.version, step.direction, observer)
-        saved = (self.conn.row_factory, self.conn.text_factory)
-        if observer is not None:
-            observer.running(True)
+        proxy = self.connection_for(step, observer)
         try:
             # validate_pre/post describe the upgraded schema, so they guard the apply direction only.
             if applying and migration.validate_pre is not None and not migration.validate_pre(proxy):
                 raise ValidationFailed(migration.version, step.direction, "validate_pre")
             function = migration.upgrade if applying else migration.downgrade
             if function is None:
-                raise MigrationFailed(
-                    migration.version, step.direction, NotImplementedError("no downgrade(conn) function")
-                )
-            with _untraced(observer):  # the executor's own bookkeeping is not the step's SQL
-                self.ledger.watch()  # the migration may write schema_migrations itself ...
-            function(proxy)
-            with _untraced(observer):
-                self.ledger.reconcile(migration.version)  # ... so put the executor's rows back
+                raise MigrationFailed(migration.version, step.direction,
+                                      NotImplementedError("no downgrade(conn) function"))
+            self.call(step, function, proxy, observer)
             if proxy.tampered is None:
-                self._check_foreign_keys(step, observer)
+                self.verify(step, proxy, observer)
                 if applying and migration.validate_post is not None and not migration.validate_post(proxy):
                     raise ValidationFailed(migration.version, step.direction, "validate_post")
             if proxy.tampered is not None:
@@ -255,51 +206,28 @@ class Session:
         except (Interrupted, ExecutionError, DatabaseError):
             raise
         except BaseException as exc:
-            # sys.exit() or a KeyboardInterrupt raised by the migration's own code is its failure,
-            # not a reason to end the program with the transaction half done.
             raise MigrationFailed(migration.version, step.direction, exc, rolled_back=not self.atomic_run) from exc
-        finally:
-            self.conn.row_factory, self.conn.text_factory = saved
-            if observer is not None:
-                observer.running(False)
-        for ignored in proxy.ignored:
-            log.warning("migration %s: ignored %s (%s)", migration.version, ignored, proxy.IGNORED_REASON)
-        return proxy.ignored
+        return self.detail(step, proxy)
 
-    def _check_foreign_keys(self, step: Step, observer: StepObserver | None = None) -> None:
-        """``PRAGMA foreign_key_check``: of the whole database, or, in a preview, of what the step touched."""
-        cursor = self.conn.cursor()
-        cursor.row_factory = None
-        if observer is None:
-            violations = cursor.execute("PRAGMA foreign_key_check").fetchmany(_MAX_VIOLATIONS)
-        else:
-            violations = []
-            for table in observer.foreign_key_tables():
-                violations += cursor.execute(f"PRAGMA foreign_key_check({quote_identifier(table)})").fetchmany(
-                    _MAX_VIOLATIONS - len(violations))
-                if len(violations) >= _MAX_VIOLATIONS:
-                    break
-        if violations:
-            raise ForeignKeyViolation(step.version, step.direction, [tuple(v) for v in violations])
-
-    def after_commit(self, step: Step) -> None:
-        if self._applied is not None:
-            if step.direction == APPLY:
-                self._applied.add(step.version)
-            else:
-                self._applied.discard(step.version)
-
-    # -- a step that cannot run inside a transaction (transactional = False) ---
+    def attempt(self, step: Step, observer: Any = None) -> str | None:
+        """Check the step against the ledger, then run it; the reason it was skipped, or ``None`` when it ran."""
+        skipped = self.admit(step)
+        if skipped is not None:
+            return skipped
+        started = time.perf_counter()
+        with self.output.capture():  # a migration's print() never reaches stdout; the step's event carries it
+            detail = self.perform(step, observer)
+        self.record(step, round((time.perf_counter() - started) * 1000), detail=detail)
+        return None
 
     def attempt_outside_transaction(self, step: Step) -> str | None:
         """Run a ``transactional = False`` step on its own; the reason it was skipped, or ``None`` when it ran.
 
-        SQLite refuses ``VACUUM`` inside a transaction, so the step cannot
-        commit with its ledger row. Three phases instead: check the ledger and
-        log a ``started`` row (committed, so a kill mid-way leaves a trace that
-        ``apm migrate doctor`` reports); run the migration in autocommit, foreign
-        keys off and checked after as for any step; then record it in a
-        transaction of its own, right after it succeeds.
+        ``VACUUM`` and ``CREATE INDEX CONCURRENTLY`` refuse to run inside a
+        transaction, so the step cannot commit with its ledger row. Three
+        phases instead: check the ledger and log a ``started`` row
+        (committed, so a kill mid-way leaves a trace ``doctor`` reports); run
+        the migration in autocommit; record it in a transaction of its own.
         """
         from planner.errors import NonTransactionalFailed
         from planner.nontransactional import STARTED
@@ -312,34 +240,31 @@ class Session:
                             detail="transactional = False: runs outside a transaction")
         started = time.perf_counter()
         try:
-            with foreign_keys_off(self.conn, self.foreign_keys), self.output.capture():
-                ignored = self.perform(step)
+            with self.outside_transaction(), self.output.capture():
+                detail = self.perform(step)
         except (MigrationFailed, ValidationFailed, ForeignKeyViolation) as exc:
             raise NonTransactionalFailed(step.version, step.direction, getattr(exc, "cause", exc)) from exc
         with self.transaction():
-            self.record(step, round((time.perf_counter() - started) * 1000), detail=_ignored_detail(ignored))
+            self.record(step, round((time.perf_counter() - started) * 1000), detail=detail)
         return None
 
-    # -- failures ---------------------------------------------------------------
-
-    def failed(self, step: Step, index: int, error: Exception, started: float) -> Iterator[Event]:
-        """Log the failure, report it as an event, then raise it."""
-        if not isinstance(error, (DatabaseError, LedgerChanged)):
-            self.log_failure(step, error, round((time.perf_counter() - started) * 1000))
-        yield StepFailed(step, index, self.total, error, self.output.take())
-        raise error
-
     def log_failure(self, step: Step, error: Exception, execution_ms: int | None) -> None:
-        """Record the failure in its own small transaction; best effort, since the file may be the problem."""
+        """Record the failure in its own small transaction; best effort, since the database may be the problem."""
         try:
             with self.transaction():
-                self.ledger.log(
-                    step.version, step.direction, FAILED, step.migration.checksum, execution_ms, str(error)
-                )
+                self.ledger.log(step.version, step.direction, FAILED, step.migration.checksum, execution_ms,
+                                str(error))
         except Exception:
             log.warning("could not log the failure of migration %s", step.version, exc_info=True)
 
-    # -- the two ways to run ----------------------------------------------------
+    def _failed(self, step: Step, index: int, error: Exception, started: float) -> Iterator[Event]:
+        """Log the failure, report it as an event, then raise it."""
+        if not isinstance(error, (DatabaseError, LedgerChanged)):
+            self.log_failure(step, error, _ms_since(started))
+        yield StepFailed(step, index, self.total, error, self.output.take())
+        raise error
+
+    # -- the ways to run -------------------------------------------------------------
 
     def stepwise(self) -> Iterator[Event]:
         """One transaction per step: a failure undoes that step only."""
@@ -353,8 +278,7 @@ class Session:
                 else:
                     skipped = self.attempt_outside_transaction(step)
             except Exception as exc:
-                yield from self.failed(step, index, exc, started)
-                return  # pragma: no cover (failed raises)
+                yield from self._failed(step, index, exc, started)  # raises
             if skipped is not None:
                 yield StepSkipped(step, index, self.total, skipped)
             else:
@@ -363,6 +287,8 @@ class Session:
 
     def atomic(self) -> Iterator[Event]:
         """The whole plan in one transaction: all of it, or none of it."""
+        if not self.plan.steps:
+            return
         index, step = 1, self.plan.steps[0]
         started = time.perf_counter()
         try:
@@ -378,22 +304,96 @@ class Session:
                     yield StepFinished(step, index, self.total, (time.perf_counter() - started) * 1000,
                                        self.output.take())
         except Exception as exc:
-            yield from self.failed(step, index, exc, started)
+            yield from self._failed(step, index, exc, started)
+
+    def preview(self, result: Preview, observer: Any, *, make_plan: MakePlan | None = None,
+                accept: Callable[[Preview], bool] | None = None, on_event: Callable[[Event], None] | None = None,
+                log_failures: bool = True) -> None:
+        """The whole plan in one transaction, each step watched by ``observer``; committed only if accepted.
+
+        ``make_plan(ledger)`` plans again inside the lock, from the ledger as
+        it is now, so a concurrent runner can never make the plan stale. With
+        ``accept=None`` (a dry run) the transaction is always rolled back, as
+        it is when a step cannot run inside it (``transactional = False``). A
+        failing step rolls everything back and becomes ``result``'s error;
+        only ``Interrupted`` and problems with the database itself are raised.
+        Each migration's code therefore runs once per preview.
+        """
+        started = time.perf_counter()
+        failed: tuple[Step, PreviewStep, float] | None = None
+        try:
+            with self.transaction():
+                if make_plan is not None:
+                    planned = make_plan(self.ledger.applied_migrations())
+                    if [(s.version, s.direction) for s in planned] != [(s.version, s.direction) for s in result.plan]:
+                        _emit(on_event, Replanned("the ledger changed since the plan was shown", planned))
+                    result.plan = planned
+                    self.use(planned)
+                for index, step in enumerate(self.plan.steps, 1):
+                    _emit(on_event, StepStarted(step, index, self.total))
+                    record = PreviewStep(step.version, step.direction, step.migration.description)
+                    result.steps.append(record)
+                    step_started = time.perf_counter()
+                    if not step.migration.transactional:  # shown, never run, and the plan never committed
+                        record.skipped = NOT_PREVIEWED
+                        _emit(on_event, StepSkipped(step, index, self.total, record.skipped))
+                        continue
+                    observer.start_step()
+                    try:
+                        record.skipped = self.attempt(step, observer)
+                    except Exception as exc:
+                        observer.stop()
+                        record.output = self.output.take()
+                        record.error = exc
+                        record.duration_ms = (time.perf_counter() - step_started) * 1000
+                        failed = (step, record, step_started)
+                        _emit(on_event, StepFailed(step, index, self.total, exc, record.output))
+                        raise _Discard from exc
+                    record.changes, record.impact, record.sql = observer.end_step()
+                    record.output = self.output.take()
+                    record.duration_ms = (time.perf_counter() - step_started) * 1000
+                    if record.skipped is not None:
+                        _emit(on_event, StepSkipped(step, index, self.total, record.skipped))
+                    else:
+                        self.after_commit(step)  # visible to later steps of this transaction
+                        _emit(on_event, StepFinished(step, index, self.total, record.duration_ms, record.output))
+                result.duration_ms = (time.perf_counter() - started) * 1000
+                if accept is None or any(s.skipped == NOT_PREVIEWED for s in result.steps) or not accept(result):
+                    raise _Discard
+            result.committed = True
+        except _Discard:
+            pass
+        if failed is not None and log_failures and not isinstance(failed[1].error, DatabaseError):
+            step, record, step_started = failed
+            self.log_failure(step, record.error, _ms_since(step_started))
+
+    # -- marks: the ledger row without running the migration -------------------------
+
+    def mark(self, step: Step, action: str) -> None:
+        """Record one step as done without running it, checked inside the lock as a run would be."""
+        with self.transaction():
+            applied = self.applied_now()
+            if self.skip_reason(step, applied) is not None:
+                raise AlreadyApplied(step.version) if step.direction == APPLY else NotApplied(step.version)
+            self.refuse_conflicts(step, applied)
+            self.record(step, None, action)
+
+    def mark_many(self, steps: list[Step], action: str) -> None:
+        """A baseline: every step recorded as applied in ONE transaction, or none (``AlreadyApplied``)."""
+        with self.transaction():
+            applied = set(self.applied_now())
+            for step in steps:
+                if self.skip_reason(step, applied) is not None:
+                    raise AlreadyApplied(step.version)
+                self.refuse_conflicts(step, applied)
+                self.record(step, None, action)
+                applied.add(step.version)
 
 
-def _ignored_detail(ignored: list[str]) -> str | None:
-    """The log row's note about ``PRAGMA foreign_keys = ...`` statements the connection passed over."""
-    return f"ignored: {'; '.join(ignored)} ({MigrationConnection.IGNORED_REASON})" if ignored else None
+def _ms_since(started: float) -> int:
+    return round((time.perf_counter() - started) * 1000)
 
 
-@contextmanager
-def _untraced(observer: StepObserver | None) -> Iterator[None]:
-    """Statements the executor runs between the migration's own: a preview's ``--sql`` leaves them out."""
-    if observer is None:
-        yield
-        return
-    observer.running(False)
-    try:
-        yield
-    finally:
-        observer.running(True)
+def _emit(on_event: Callable[[Event], None] | None, event: Event) -> None:
+    if on_event is not None:
+        on_event(event)

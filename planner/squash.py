@@ -16,7 +16,14 @@ the squash as applied.
 A squash keeps the schema only, so a range whose migrations change rows is
 refused, naming them, unless ``schema_only`` says their data is not needed.
 A range that alters or drops something made outside it is refused too: a
-``CREATE`` cannot say "add a column to a table made earlier".
+``CREATE`` cannot say "add a column to a table made earlier". So is a range
+the database (``applied``: its ledger, read by the engine, SQLite or
+PostgreSQL) has applied only in part: the squash would be partly applied
+there, which every plan refuses (``PartiallyAppliedSquash``), so the
+database could not migrate until the file was deleted again.
+
+The scratch database is SQLite whichever engine the catalog targets: the
+file holds the ``CREATE`` statements as the range ran them on SQLite.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import hashlib
 import sqlite3
 import tempfile
 from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 
 from planner import versions
@@ -75,9 +83,14 @@ def squash_range(catalog: Catalog, first: str, last: str) -> list[Migration]:
     return migrations
 
 
-def squash(catalog: Catalog, first: str, last: str, *, schema_only: bool = False) -> Squash:
-    """Build (without writing) the squash of ``first``..``last``; see the module docstring for the rules."""
+def squash(catalog: Catalog, first: str, last: str, *, schema_only: bool = False,
+           applied: Iterable[str] = ()) -> Squash:
+    """Build (without writing) the squash of ``first``..``last``; see the module docstring for the rules.
+
+    ``applied``: the versions the database's ledger records, to refuse a range it applied only in part.
+    """
     replaced = squash_range(catalog, first, last)
+    refuse_partly_applied(replaced, applied)
     members = {m.version for m in replaced}
     outside = {d for m in replaced for d in m.depends_on if d not in members}
     needed = set().union(*(catalog.graph.ancestors(v) | {v} for v in outside)) if outside else set()
@@ -110,6 +123,19 @@ def squash(catalog: Catalog, first: str, last: str, *, schema_only: bool = False
     source = _source(version, span, replaced, depends_on, created, catalog, data)
     return Squash(version, path, source, tuple(m.version for m in replaced), depends_on,
                   tuple(key for key, _ in created), tuple(data))
+
+
+def refuse_partly_applied(replaced: list[Migration], applied: Iterable[str]) -> None:
+    """``SquashRefused`` when the ledger holds some of the range but not all (any spelling of a version counts)."""
+    recorded = {versions.number(v) for v in applied if versions.is_version(v)}
+    done = [m.version for m in replaced if m.number in recorded]
+    if done and len(done) < len(replaced):
+        missing = [m.version for m in replaced if m.number not in recorded]
+        span = f"{replaced[0].version}..{replaced[-1].version}"
+        raise SquashRefused(f"cannot squash {span}: the database has applied {', '.join(done)} but not "
+                            f"{', '.join(missing)}, and a partly applied squash cannot be migrated; apply the "
+                            f"rest (apm migrate --target {replaced[-1].version}) or roll them back first; "
+                            f"nothing was written", versions=missing)
 
 
 def write_squash(squash_: Squash) -> Path:

@@ -195,9 +195,11 @@ def test_sigkill_during_a_restore_leaves_the_old_or_the_restored_database(tmp_pa
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         (marker,) = conn.execute("SELECT marker FROM state").fetchone()
         assert conn.execute("SELECT COUNT(*) FROM filler").fetchone() == (1500,)
-        # A kill between SQLite creating its journal and writing its header leaves an empty, cold journal:
-        # SQLite's own file, which the next write transaction removes.
-        conn.execute("UPDATE state SET marker = marker")
+        # A kill before SQLite synced its journal's header leaves a cold journal (zero magic): SQLite's own
+        # file, which the next transaction that really writes a page removes. (``SET marker = marker`` writes
+        # nothing, so it would not: measured, the journal stayed.)
+        conn.execute("INSERT INTO state VALUES ('probe')")
+        conn.execute("DELETE FROM state WHERE marker = 'probe'")
         conn.commit()
         conn.close()
         assert marker in ("old", "new")

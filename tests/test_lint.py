@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from cli.main import apm
 from cli.options import EXIT_CATALOG, EXIT_OK, EXIT_REFUSED
 from planner.executor import Executor
+from planner.engines import engine_for
 from planner.lint import check_catalog
 from planner.loader import load_catalog
 from planner.plan import apply_plan
@@ -127,20 +128,20 @@ def applied_db(tmp_path, seed_chain) -> Path:
 
 
 def test_a_consistent_database_adds_nothing(applied_db, seed_chain):
-    assert codes(check_catalog(seed_chain, applied_db)) == codes(check_catalog(seed_chain))
+    assert codes(check_catalog(seed_chain, engine_for(applied_db))) == codes(check_catalog(seed_chain))
 
 
 def test_an_applied_file_edited_since_is_an_error(applied_db, seed_chain):
     path = seed_chain / "migration_0027.py"
     path.write_text(path.read_text() + "\n# edited\n")
-    finding = only(check_catalog(seed_chain, applied_db), "edited-after-apply")
+    finding = only(check_catalog(seed_chain, engine_for(applied_db)), "edited-after-apply")
     assert (finding.severity, finding.version, finding.scope) == ("error", "0027", "history")
     assert "changed since 0027 was applied" in finding.message
 
 
 def test_an_applied_version_missing_from_the_catalog_is_an_error(applied_db, seed_chain):
     (seed_chain / "migration_0030.py").unlink()
-    finding = only(check_catalog(seed_chain, applied_db), "missing-file")
+    finding = only(check_catalog(seed_chain, engine_for(applied_db)), "missing-file")
     assert finding.version == "0030" and finding.scope == "history"
 
 
@@ -149,14 +150,14 @@ def test_an_inconsistent_history_is_an_error_with_both_fixes(applied_db, seed_ch
     conn.execute("DELETE FROM schema_migrations WHERE version = '0020'")
     conn.commit()
     conn.close()
-    finding = only(check_catalog(seed_chain, applied_db), "inconsistent-history")
+    finding = only(check_catalog(seed_chain, engine_for(applied_db)), "inconsistent-history")
     assert finding.version == "0027"
     assert "apm migrate --mark-applied 0020" in finding.fix
     assert "apm migrate --rollback 0027 --cascade" in finding.fix
 
 
 def test_a_database_that_does_not_exist_is_an_empty_history(seed_chain, tmp_path):
-    findings = check_catalog(seed_chain, tmp_path / "missing.db")
+    findings = check_catalog(seed_chain, engine_for(tmp_path / "missing.db"))
     assert [(f.severity, f.code) for f in findings if f.scope == "history"] == [("info", "no-database")]
     assert not (tmp_path / "missing.db").exists()
 

@@ -20,7 +20,16 @@ from planner.errors import (
 from planner.executor import Executor
 from planner.ledger import Ledger, read_ledger
 from planner.loader import load_catalog
-from planner.marks import check_mark_applied, check_mark_rolled_back, mark_applied, mark_rolled_back
+from planner.engines import engine_for
+from planner.marks import check_mark_applied, check_mark_rolled_back, mark
+
+
+def mark_applied(db, catalog, version):
+    return mark(engine_for(db), catalog, version, applied=True)
+
+
+def mark_rolled_back(db, catalog, version):
+    return mark(engine_for(db), catalog, version, applied=False)
 from planner.plan import apply_plan
 
 

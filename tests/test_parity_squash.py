@@ -99,6 +99,16 @@ def test_fresh_full_and_partial_databases(shop: Path, tmp_path: Path):
     assert {name for _, name, _ in schema(chain)} == {"projects", "tags"}
 
 
+def test_squash_refuses_a_range_the_database_applied_in_part(shop: Path, tmp_path: Path):
+    partial = tmp_path / "partial.db"
+    assert apm("migrate", "--target", "0002", *base(partial, shop)).returncode == 0
+    refused = apm("migrate", "squash", "0002", "0006", *base(partial, shop))
+    assert refused.returncode == 4 and "applied 0002 but not 0004, 0006" in refused.stderr
+    assert not list(shop.glob("migration_0008*")) and ledger(partial) == ["0001", "0002"]
+    missing = apm("migrate", "squash", "0002", "0006", "--json", *base(tmp_path / "none.db", shop))
+    assert missing.returncode == 0 and not (tmp_path / "none.db").exists()
+
+
 def test_squash_refuses_data_migrations_and_bad_ranges(shop: Path, tmp_path: Path):
     db = tmp_path / "unused.db"
     data = apm("migrate", "squash", "0003", "0005", *base(db, shop))

@@ -200,16 +200,28 @@ def test_the_same_catalog_gives_the_same_plan_json_as_sqlite(pg_url, seed_chain,
         assert json.loads(on_pg.stdout) == json.loads(on_sqlite.stdout)
 
 
-def test_ledger_schema_option_and_unsupported_commands(pg_url, seed_chain):
+def test_ledger_schema_option_and_every_command_on_postgres(pg_url, seed_chain, tmp_path):
     done = apm(pg_url, "migrate", "--ledger-schema", "ops", catalog=seed_chain)
     assert done.returncode == 0, done.stderr
     assert applied(pg_url, "ops") == ["0001", "0020", "0027", "0029", "0030"]
     assert not query(pg_url, "SELECT to_regclass('public.schema_migrations')")[0][0]
     url = pg_url.replace("apm@", "apm:s3cret@")
-    for args in (["migrate", "restore"], ["migrate", "backups"]):
-        refused = apm(url, *args, catalog=seed_chain)
-        assert refused.returncode == 2 and "not supported on PostgreSQL yet" in refused.stderr
-        assert "Traceback" not in refused.stderr and "s3cret" not in refused.stderr + refused.stdout
+    folder = ["--ledger-schema", "ops", "--backup-dir", str(tmp_path / "dumps")]
+    rolled = apm(url, "migrate", "--rollback", "0030", "--yes", *folder, catalog=seed_chain)
+    assert rolled.returncode == 0, rolled.stderr
+    # The commands that once refused a URL (exit 2, "not supported on PostgreSQL yet") now run there.
+    listed = apm(url, "migrate", "backups", "--json", *folder, catalog=seed_chain)
+    assert listed.returncode == 0 and [(b["head"], b["applied"]) for b in json.loads(listed.stdout)] == [("0030", 5)]
+    restored = apm(url, "migrate", "restore", "--yes", *folder, catalog=seed_chain)
+    assert restored.returncode == 0, restored.stderr
+    assert applied(pg_url, "ops") == ["0001", "0020", "0027", "0029", "0030"]
+    squashed = apm(url, "migrate", "squash", "0020", "0029", "--json", "--ledger-schema", "ops", catalog=seed_chain)
+    assert squashed.returncode == 0 and json.loads(squashed.stdout)["replaces"] == ["0020", "0027", "0029"]
+    agents = apm(url, "agents", "list", catalog=seed_chain)
+    assert agents.returncode == 6 and "no agents table" in agents.stderr
+    for result in (rolled, listed, restored, squashed, agents):
+        assert "not supported" not in result.stderr and "Traceback" not in result.stderr
+        assert "s3cret" not in result.stderr + result.stdout
 
 
 def test_a_rollback_without_pg_dump_is_refused_with_the_package(pg_url, seed_chain):
@@ -301,12 +313,12 @@ def doctor(url: str, *args: str, catalog: Path) -> tuple[int, dict]:
 def test_doctor_diagnoses_the_ledger_the_log_and_the_dumps_without_writing(pg_url, seed_chain, tmp_path):
     run_sql(pg_url, "CREATE TABLE existing (id INT)")
     code, found = doctor(pg_url, catalog=seed_chain)
-    assert code == 0 and set(found) == {("no-ledger", None), ("foreign-keys", None)}
+    assert code == 0 and set(found) == {("no-ledger", None), ("foreign-keys", None), ("engine-guarantees", None)}
     assert not query(pg_url, "SELECT to_regclass('schema_migrations')")[0][0]  # read-only: nothing made
     assert apm(pg_url, "migrate", catalog=seed_chain).returncode == 0
     dumps = tmp_path / "dumps"
     code, found = doctor(pg_url, "--backup-dir", str(dumps), catalog=seed_chain)
-    assert code == 0 and set(found) == {("foreign-keys", None), ("no-backups", None)}
+    assert code == 0 and set(found) == {("foreign-keys", None), ("no-backups", None), ("engine-guarantees", None)}
     assert "enforced by the server" in found[("foreign-keys", None)]["message"]
     assert apm(pg_url, "migrate", "--rollback", "0030", "--yes", "--backup-dir", str(dumps),
                catalog=seed_chain).returncode == 0
@@ -389,3 +401,40 @@ def test_check_fix_renumbers_above_the_postgres_ledger(pg_url, seed_chain):
     fixed = apm(pg_url, "migrate", "check", "--fix", "--yes", catalog=seed_chain)
     assert "migration_0029_b.py" in fixed.stderr, fixed.stderr
     assert (seed_chain / "migration_0031_b.py").exists() and not (seed_chain / "migration_0029_b.py").exists()
+
+
+def test_what_a_migration_prints_is_captured_on_postgres_as_on_sqlite(pg_url, tmp_path):
+    """One step protocol (planner.session) for both engines: print() never reaches stdout, so --json stays one
+    document, and a failing step shows what its migration printed on stderr."""
+    import json
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    write_migration(folder, "0001", upgrade="print('made t1')\nconn.execute('CREATE TABLE t1 (id INT)')")
+    write_migration(folder, "0002", depends_on=("0001",), upgrade="print('\\U0001f680 starting')\nraise RuntimeError('boom')")
+    result = apm(pg_url, "migrate", "--json", "--yes", "--target", "0001", catalog=folder)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)  # one document: the print is a field of it, not a line before it
+    assert [r["output"] for r in report["results"]] == ["made t1\n"]
+    result = apm(pg_url, "migrate", "--json", "--yes", catalog=folder)
+    assert result.returncode == 5 and result.stdout == ""
+    assert "printed, before it failed:\n    │ 🚀 starting" in result.stderr
+    assert applied(pg_url) == ["0001"]
+
+
+def test_doctor_probes_the_lock_and_transactional_ddl_the_guarantees_rest_on(pg_url, seed_chain):
+    """An engine whose advisory lock is a no-op is reported, not assumed away.
+
+    Simulated on the real server: a ``pg_try_advisory_lock`` that always says
+    yes, found first because the URL puts its schema before ``pg_catalog``.
+    """
+    code, found = doctor(pg_url, catalog=seed_chain)
+    assert code == 0 and "ROLLBACK" in found[("engine-guarantees", None)]["message"]
+    run_sql(pg_url, "CREATE SCHEMA fake; CREATE FUNCTION fake.pg_try_advisory_lock(bigint) RETURNS boolean "
+                    "LANGUAGE sql AS 'SELECT true'")
+    shadowed = pg_url + "&options=-csearch_path%3Dfake,pg_catalog,public"
+    code, found = doctor(shadowed, catalog=seed_chain)
+    assert code == 6 and ("engine-guarantees", None) not in found
+    assert "could apply one migration twice" in found[("advisory-lock-not-exclusive", None)]["message"]
+    assert not query(pg_url, "SELECT relname FROM pg_class WHERE relname LIKE 'apm_probe%%'")  # nothing left
+    assert not query(pg_url, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory'")

@@ -408,13 +408,13 @@ def test_apm_db_template_names_one_file_per_test(pytester: pytest.Pytester) -> N
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("postgresql://localhost/apm", "PostgreSQL is not supported yet"),
-        ("postgres://u@h/db", "PostgreSQL is not supported yet"),
         ("mysql://localhost/apm", "mysql:// URLs are not supported"),
+        ("postgresql://u@h/{name}_{name}", "{name} may appear once, in the database name"),
+        ("postgresql://u@{name}/apm", "{name} may appear once, in the database name"),
         ("/tmp/apm/one.db", "the template must contain {name}"),
     ],
 )
-def test_apm_db_refuses_what_cannot_name_a_fresh_sqlite_file(pytester: pytest.Pytester, value: str,
+def test_apm_db_refuses_what_cannot_name_a_fresh_database_per_test(pytester: pytest.Pytester, value: str,
                                                              message: str) -> None:
     customers_and_orders(pytester.path / "migrations")
 

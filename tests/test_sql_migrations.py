@@ -191,6 +191,6 @@ def test_check_gives_sql_fixes_for_sql_files(catalog_dir: Path) -> None:
 
     write_migration(catalog_dir, "0001", depends_on=())
     (catalog_dir / "migration_0002.sql").write_text("-- upgrade\nCREATE TABLE two (id INTEGER);\n")
-    fixes = {f.code: f.fix for f in check_catalog(catalog_dir, None)}
+    fixes = {f.code: f.fix for f in check_catalog(catalog_dir)}
     assert fixes["implied-dependency"] == "add to migration_0002.sql: -- depends_on: 0001"
     assert "`-- downgrade` section" in fixes["no-downgrade"]

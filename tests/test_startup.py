@@ -111,3 +111,18 @@ def test_help_never_reads_the_config_file(tmp_path: Path) -> None:
     (tmp_path / "apm.toml").write_text('busy_timeout = "abc"\n')
     loaded = modules_after(["--help"], tmp_path)
     assert "tomllib" not in loaded
+
+
+def test_the_console_script_leaves_exit_time_collection_nothing_to_walk(tmp_path: Path) -> None:
+    # main() freezes what is alive as the command ends (docs/performance.md); atexit handlers still run after it.
+    code = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0, file=sys.stderr))\n"
+        "from cli.main import main\n"
+        "sys.argv = ['apm', '--help']\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "Usage: apm" in done.stdout
+    assert done.stderr.strip().splitlines()[-1] == "frozen True"

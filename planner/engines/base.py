@@ -3,27 +3,34 @@
 The catalog, the graph and plans never touch a database. Everything that
 does (connecting, locking, the ledger, one transaction per step, the
 preview, backups) sits behind ``Engine``, one class per engine in this
-folder: ``sqlite`` adapts the original modules (``planner.executor``,
-``planner.session``, ``planner.ledger``), ``postgresql`` is psycopg 3.
-Adding an engine means adding one module here and one line in
-``planner.engines.engine_for``.
+folder: ``sqlite`` (with ``planner.executor`` running plans) and
+``postgresql`` (psycopg 3, with ``pg_runner``).
 
-An engine hands out a ``PlanRunner`` for the running itself; SQLite's is
-``planner.executor.Executor`` unchanged, so the two engines are two
-implementations of one protocol, not a wrapper around a wrapper.
+A step, and the loops over steps (step by step, atomic, the preview, the
+marks), are written once, in ``planner.session.Session``; an engine's
+session (``sqlite_session``, ``pg_session``) supplies only its
+transaction, its applied-set cache, the connection a migration receives,
+the checks after it and how rows are written. A runner (``PlanRunner``)
+opens the connection or takes the lock and hands the session the plan.
+Adding an engine means an engine, a session and a ledger class here, and one
+line in ``planner.engines.engine_for``; nothing above this folder changes.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from planner.agents import Agent
+    from planner.backups import BackupInfo, RestoreResult
     from planner.catalog import Catalog
     from planner.events import Event, RunResult
-    from planner.ledger import LedgerEntry
+    from planner.ledger import LedgerEntry, LedgerNote
+    from planner.findings import Finding
     from planner.migration import Migration
     from planner.plan import Plan
     from planner.preview import Preview
@@ -69,6 +76,13 @@ class Engine(ABC):
     def exists(self) -> bool:
         """Whether the database is there (a SQLite file may still be created; a server database must exist)."""
 
+    def reading(self) -> AbstractContextManager[None]:
+        """Let the reads of one command share what they can (one server connection); nothing for a file."""
+        return nullcontext()
+
+    def require(self) -> None:
+        """Raise the engine's own ``DatabaseError`` when the database is not there, for commands that need one."""
+
     @abstractmethod
     def applied(self) -> dict[str, LedgerEntry]:
         """What the ledger records, read without creating the database or its tables."""
@@ -78,5 +92,74 @@ class Engine(ABC):
         """What runs plans here (``create``: a SQLite file may be made by an apply)."""
 
     @abstractmethod
+    def applied_if_exists(self) -> dict[str, LedgerEntry] | None:
+        """The ledger, or ``None`` when the database is not there yet (a lint then checks an empty history)."""
+
+    def notes(self) -> list[LedgerNote]:
+        """Ledger rows that are no applied migration (APM's framework wrote some into SQLite ledgers)."""
+        return []
+
+    @abstractmethod
+    def diagnose(self, catalog_dir: Path) -> list[Finding]:
+        """``apm migrate doctor``: everything wrong with the database and its ledger, found without writing."""
+
+    @abstractmethod
+    def prune_backups(self, keep: int, folder: Path | None = None) -> list[Path]:
+        """Delete all but the newest ``keep`` backups of this database (after a run committed); what was deleted."""
+
+    @abstractmethod
     def backup(self, folder: Path | None = None) -> Path | None:
         """A copy taken before a rollback; ``None`` when there is nothing to copy yet."""
+
+    # -- backups, restore and APM's agents table (``apm migrate backups|restore``, ``apm agents``) -----
+
+    @property
+    @abstractmethod
+    def short_name(self) -> str:
+        """The database's own name, which its backups' names begin with: the file's name, or the dbname."""
+
+    @property
+    @abstractmethod
+    def backup_names(self) -> str:
+        """Which files are this database's backups, for messages: ``aipm.db.backup.*`` or ``app.*.dump in DIR``."""
+
+    @abstractmethod
+    def backup_files(self) -> list[Path]:
+        """This database's backups, oldest first; half-written ones (and those of other databases) never."""
+
+    @abstractmethod
+    def describe_backup(self, backup: Path) -> BackupInfo:
+        """Size, time and ledger of one backup, cheaply (no integrity check); an unreadable one says why."""
+
+    @abstractmethod
+    def check_backup(self, backup: Path) -> dict[str, LedgerEntry]:
+        """The ledger ``backup`` would restore; ``UnusableBackup`` (nothing changed) if it cannot be restored."""
+
+    @abstractmethod
+    def restore(self, backup: Path) -> RestoreResult:
+        """Replace the database's content with ``backup``'s, all or nothing, keeping a safety backup first."""
+
+    @abstractmethod
+    def agents(self, role: str | None = None) -> list[Agent]:
+        """APM's ``agents`` rows (or the one with ``role``), by id; ``NoAgentsTable`` when there is none."""
+
+    def left_in_place(self, backup: Path) -> list[str]:
+        """What a restore of ``backup`` keeps that the backup does not hold (nothing, where a restore replaces all)."""
+        return []
+
+    def backups(self) -> list[BackupInfo]:
+        """Every backup of this database, newest first, described."""
+        return [self.describe_backup(path) for path in reversed(self.backup_files())]
+
+    def newest_backup(self) -> Path:
+        """The backup a restore uses when none is named; ``NoBackups`` when there is none."""
+        from planner.errors import NoBackups
+
+        found = self.backup_files()
+        if not found:
+            raise NoBackups(self.display, self.backup_names)  # type: ignore[arg-type]
+        return found[-1]
+
+    def is_own_backup(self, backup: Path) -> bool:
+        """Whether ``backup`` is one of this database's backups (by name and folder), not just any file."""
+        return backup.resolve() in {path.resolve() for path in self.backup_files()}

@@ -54,19 +54,30 @@ class ServerError(DatabaseError):
 
 
 class BackupToolMissing(DatabaseError, FileNotFoundError):
-    """``pg_dump`` is not installed, so the backup a rollback takes first cannot be written."""
+    """``pg_dump`` (or ``pg_restore``) is not installed, so the backup cannot be written (or restored)."""
 
-    def __init__(self, shown: str):
+    def __init__(self, shown: str, *, tool: str = "pg_dump", task: str = "back up {shown} before rolling back",
+                 advice: str = "Install it, or pass --no-backup"):
+        self.tool = tool
         super().__init__(
-            f"cannot back up {shown} before rolling back: pg_dump is not installed (apt-get install "
-            f"postgresql-client); nothing was changed. Install it, or pass --no-backup", path=shown,  # type: ignore[arg-type]
+            f"cannot {task.format(shown=shown)}: {tool} is not installed (apt-get install "
+            f"postgresql-client); nothing was changed. {advice}", path=shown,  # type: ignore[arg-type]
         )
 
 
 class BackupFailed(DatabaseError):
-    """``pg_dump`` ran and failed; the rollback did not run."""
+    """``pg_dump`` ran and failed; the command that wanted the backup (a rollback, a restore) did not run."""
 
-    def __init__(self, shown: str, reason: str):
+    def __init__(self, shown: str, reason: str, advice: str = "Fix it, or pass --no-backup"):
         self.reason = reason
-        super().__init__(f"pg_dump could not back up {shown}: {reason}; nothing was changed. "
-                         f"Fix it, or pass --no-backup", path=shown)  # type: ignore[arg-type]
+        super().__init__(f"pg_dump could not back up {shown}: {reason}; nothing was changed. {advice}",
+                         path=shown)  # type: ignore[arg-type]
+
+
+class RestoreFailed(DatabaseError):
+    """``pg_restore`` failed; its single transaction rolled back, so the database is as it was."""
+
+    def __init__(self, shown: str, backup: object, reason: str):
+        self.reason = reason
+        super().__init__(f"pg_restore could not restore {shown} from {backup}: {reason}; the restore ran in one "
+                         f"transaction, so nothing was changed", path=shown)  # type: ignore[arg-type]

@@ -4,8 +4,13 @@ The file is named after the database and the time
 (``<dbname>.<YYYYmmdd_HHMMSS>.dump``), never after the connection string,
 so no password can end up in a file name. The password, if the URL holds
 one, reaches ``pg_dump`` through ``PGPASSWORD`` rather than its command line
-(which other users can read in ``ps``). Restore with
-``pg_restore --clean --if-exists -d URL FILE``.
+(which other users can read in ``ps``). ``pg_dump`` writes into
+``<name>.partial.<pid>`` (never listed) and the finished file is renamed;
+a dump killed half-way leaves that partial behind until the next dump,
+restore or listing removes it (``planner.partials``). On Linux the client
+tools die with ``apm`` (``run_client``), so a killed ``apm`` leaves no
+``pg_dump`` writing on, nor a ``pg_restore`` committing after the lock is
+gone. Restoring is ``planner.engines.pg_restore``.
 """
 
 from __future__ import annotations
@@ -13,12 +18,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 from planner.engines.errors import BackupFailed, BackupToolMissing
 from planner.engines.urls import database_name, redact
+from planner.partials import partial_path, remove_abandoned
 
 
 def _without_password(url: str) -> tuple[str, str | None]:
@@ -32,12 +41,51 @@ def _without_password(url: str) -> tuple[str, str | None]:
     return make_conninfo(**params), password
 
 
-def dump(url: str, folder: Path) -> Path:
-    """``pg_dump -Fc`` of the database into ``folder``; the path written."""
+def client_environment(url: str) -> tuple[str, dict[str, str]]:
+    """The connection string for a client tool's command line (no password) and its environment (the password)."""
+    conninfo, password = _without_password(url)
+    env = dict(os.environ)
+    if password is not None:
+        env["PGPASSWORD"] = password
+    return conninfo, env
+
+
+def run_client(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``pg_dump`` or ``pg_restore``, which gets SIGTERM if ``apm`` dies first (Linux), SIGKILL included."""
+    return subprocess.run(argv, capture_output=True, text=True, env=env, check=False,
+                          preexec_fn=_dies_with(os.getpid()))
+
+
+def _dies_with(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking the kernel for SIGTERM when ``parent`` ends (``PR_SET_PDEATHSIG``); Linux only."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+    except (OSError, AttributeError):
+        return None
+
+    def arm() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # apm died before the request was made
+            os._exit(1)
+
+    return arm
+
+
+def dump(url: str, folder: Path, *, advice: str = "Fix it, or pass --no-backup") -> Path:
+    """``pg_dump -Fc`` of the database into ``folder``; the path written.
+
+    ``advice`` ends the message of a failure: what the command that wanted
+    the dump lets the user do about it.
+    """
     tool = shutil.which("pg_dump")
     if tool is None:
         raise BackupToolMissing(redact(url))
     folder.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_dumps(url, folder)
     safe = dump_stem(url)
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
     path = folder / f"{safe}.{stamp}.dump"
@@ -45,17 +93,13 @@ def dump(url: str, folder: Path) -> Path:
     while path.exists():
         counter += 1
         path = folder / f"{safe}.{stamp}_{counter}.dump"
-    partial = path.with_name(path.name + ".partial")
-    conninfo, password = _without_password(url)
-    env = dict(os.environ)
-    if password is not None:
-        env["PGPASSWORD"] = password
-    result = subprocess.run([tool, "--format=custom", "--file", str(partial), "--dbname", conninfo],
-                            capture_output=True, text=True, env=env, check=False)
+    partial = partial_path(path)
+    conninfo, env = client_environment(url)
+    result = run_client([tool, "--format=custom", "--file", str(partial), "--dbname", conninfo], env)
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
         lines = (result.stderr or "").strip().splitlines()
-        raise BackupFailed(redact(url), redact(lines[-1] if lines else f"exit status {result.returncode}"))
+        raise BackupFailed(redact(url), redact(lines[-1] if lines else f"exit status {result.returncode}"), advice)
     partial.replace(path)
     return path
 
@@ -65,9 +109,24 @@ def dump_stem(url: str) -> str:
     return re.sub(r"[^\w.-]", "_", database_name(url)) or "postgres"
 
 
+def remove_abandoned_dumps(url: str, folder: Path) -> list[Path]:
+    """Delete this database's partial dumps whose ``apm`` was killed mid-dump; what was deleted."""
+    return remove_abandoned(folder, f"{dump_stem(url)}.")
+
+
+def _dump_name(url: str) -> re.Pattern[str]:
+    return re.compile(rf"^{re.escape(dump_stem(url))}\.(\d{{8}}_\d{{6}})(?:_(\d+))?\.dump$")
+
+
+def dump_time(url: str, path: Path) -> datetime | None:
+    """When a dump of this database was taken, from its name (local time); ``None`` for another name."""
+    match = _dump_name(url).match(path.name)
+    return datetime.strptime(match.group(1), "%Y%m%d_%H%M%S") if match else None
+
+
 def list_dumps(url: str, folder: Path) -> list[Path]:
     """This database's ``<dbname>.<YYYYmmdd_HHMMSS>[_N].dump`` files in ``folder``, oldest first (by name)."""
-    pattern = re.compile(rf"^{re.escape(dump_stem(url))}\.(\d{{8}}_\d{{6}})(?:_(\d+))?\.dump$")
+    pattern = _dump_name(url)
     found = []
     for path in folder.glob("*.dump") if folder.is_dir() else ():
         match = pattern.match(path.name)

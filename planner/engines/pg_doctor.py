@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.engines.pg_backup import dump_stem, list_dumps
-from planner.engines.pg_ledger import PgLedger, quote
+from planner.engines.pg_ledger import PgLedger, lock_key, quote
 from planner.errors import CatalogError
 from planner.ledger import LOG_TABLE, TABLE
 from planner.lint import ERROR, INFO, WARNING, Finding, history_findings
@@ -48,9 +48,95 @@ def diagnose_postgres(engine: Any, catalog_dir: Path | str, backup_dir: Path | N
         "foreign keys are enforced by the server: PostgreSQL checks each reference when a row is written (a "
         "deferred one at the end of each step), so no committed row can break one; there is nothing to scan",
         None, "database"))
+    findings.extend(probe_guarantees(engine))
     if backup_dir is not None:
         findings.extend(_backups(engine, Path(backup_dir)))
     return findings
+
+
+class _Undo(Exception):
+    """Leave the probe's transaction by rolling it back."""
+
+
+def probe_guarantees(engine: Any) -> list[Finding]:
+    """Ask the server for the two behaviours every guarantee rests on, instead of assuming them.
+
+    Engines that speak PostgreSQL's protocol do not all keep its rules: an
+    advisory lock may be accepted and do nothing (then concurrent runners are
+    not serialized, and a migration can run twice), and DDL may survive a
+    ROLLBACK (then a failed step leaves a schema change without its ledger
+    row, and the preview changes what it only meant to watch). Two probes on
+    two fresh sessions: a second session must fail to take an advisory lock
+    the first holds, and a ``CREATE TABLE`` rolled back must be gone. Both
+    leave nothing behind; the lock key is apm's own, never the ledger's.
+    """
+    import psycopg
+
+    findings: list[Finding] = []
+    key = lock_key(f"probe:{engine.ledger_schema}")
+    with engine.session() as holder, engine.session() as other:
+        try:
+            holder.execute("SELECT pg_advisory_lock(%s)", (key,))
+            shared = other.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+            if shared:
+                other.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                findings.append(Finding(
+                    ERROR, "advisory-lock-not-exclusive", None,
+                    "a second session took an advisory lock another session held: this server does not "
+                    "serialize concurrent `apm migrate` runs, so two of them could apply one migration twice",
+                    "run one `apm migrate` at a time (a CI job with a concurrency limit of 1)", "database"))
+        except psycopg.Error as exc:
+            findings.append(Finding(
+                ERROR, "advisory-lock-missing", None,
+                f"the server refused advisory locks ({_first_line(exc)}): concurrent `apm migrate` runs "
+                f"cannot be serialized", "run one `apm migrate` at a time", "database"))
+        finally:
+            try:
+                holder.execute("SELECT pg_advisory_unlock_all()")
+            except psycopg.Error:
+                pass  # closing the session releases it anyway
+        findings.extend(_probe_transactional_ddl(other, engine.ledger_schema))
+    if not findings:
+        findings.append(Finding(
+            INFO, "engine-guarantees", None,
+            "probed: a second session could not take a held advisory lock, and a CREATE TABLE was undone by "
+            "ROLLBACK, so runners serialize and each step commits with its ledger row or not at all",
+            None, "database"))
+    return findings
+
+
+def _probe_transactional_ddl(conn: Any, schema: str) -> list[Finding]:
+    import os
+
+    import psycopg
+
+    table = f"{quote(schema)}.{quote(f'apm_probe_{os.getpid()}')}"
+    try:
+        with conn.transaction():
+            conn.execute(f"CREATE TABLE {table} (id INT)")
+            raise _Undo
+    except _Undo:
+        pass
+    except psycopg.Error as exc:
+        return [Finding(INFO, "ddl-not-probed", None,
+                        f"could not probe transactional DDL in schema {schema} ({_first_line(exc)})", None,
+                        "database")]
+    if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:
+        return []
+    conn.execute(f"DROP TABLE IF EXISTS {table}")
+    return [Finding(
+        ERROR, "ddl-not-transactional", None,
+        "a CREATE TABLE survived the ROLLBACK of its transaction: a failed step could leave its schema change "
+        "without its ledger row, and the preview would change what it only meant to watch",
+        "apm migrate --no-preview, one DDL statement per migration; compare the ledger with the schema after a "
+        "failure", "database")]
+
+
+def _first_line(exc: BaseException) -> str:
+    from planner.engines.urls import redact
+
+    lines = str(exc).strip().splitlines()
+    return redact(lines[0] if lines else type(exc).__name__)
 
 
 def _columns(conn: Any, schema: str) -> dict[str, set[str]]:

@@ -11,6 +11,7 @@ planner and the JSON see no difference between engines.
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any
 
 from planner import versions
@@ -25,6 +26,12 @@ _NOW = "(now() AT TIME ZONE 'UTC')"
 
 def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def lock_key(schema: str) -> int:
+    """A stable signed 64-bit advisory-lock key for one ledger (``apm-migrate:<schema>``)."""
+    digest = hashlib.sha256(f"apm-migrate:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 class PgLedger:
@@ -86,15 +93,16 @@ class PgLedger:
             return []
         return [str(r[0]) for r in self._rows(f"SELECT version FROM {self.table}")]
 
-    def record_applied_and_log(self, migration: Migration, execution_ms: int | None, action: str) -> None:
+    def record_applied_and_log(self, migration: Migration, execution_ms: int | None, action: str,
+                               detail: str | None = None) -> None:
         """The ledger row and its log row in one statement: one round trip per step instead of two."""
         self.conn.execute(
             f"WITH ledger AS (INSERT INTO {self.table} (version, description, applied_at, checksum, execution_ms) "
             f"VALUES (%s, %s, {_NOW}, %s, %s)) "
             f"INSERT INTO {self.log_table} (version, action, at, checksum, execution_ms, outcome, detail) "
-            f"VALUES (%s, %s, {_NOW}, %s, %s, 'ok', NULL)",
+            f"VALUES (%s, %s, {_NOW}, %s, %s, 'ok', %s)",
             (migration.version, migration.description, migration.checksum, execution_ms,
-             migration.version, action, migration.checksum, execution_ms),
+             migration.version, action, migration.checksum, execution_ms, detail),
         )
 
     def record_applied(self, migration: Migration, execution_ms: int | None) -> None:

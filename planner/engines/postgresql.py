@@ -10,7 +10,6 @@ the database through ``redact``: a password never reaches the terminal.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,22 +18,20 @@ from typing import TYPE_CHECKING, Any
 
 from planner.engines.base import Engine
 from planner.engines.errors import DatabaseMissing, DatabaseUnreachable, DriverMissing, LockTimeout, ServerError
-from planner.engines.pg_ledger import PgLedger
+from planner.engines.pg_ledger import PgLedger, lock_key
 from planner.engines.urls import redact
+from planner.gcpause import collector_paused
 
 if TYPE_CHECKING:
+    from planner.agents import Agent
+    from planner.backups import BackupInfo, RestoreResult
     from planner.catalog import Catalog
     from planner.engines.pg_runner import PgRunner
     from planner.ledger import LedgerEntry
+    from planner.findings import Finding
 
 
 _MISSING = re.compile(r'database ".*" does not exist')
-
-
-def lock_key(schema: str) -> int:
-    """A stable signed 64-bit advisory-lock key for one ledger (``apm-migrate:<schema>``)."""
-    digest = hashlib.sha256(f"apm-migrate:{schema}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def _reason(exc: BaseException) -> str:
@@ -54,6 +51,7 @@ class PostgresEngine(Engine):
         self.busy_timeout = busy_timeout
         self.ledger_schema = ledger_schema
         self.backup_dir = backup_dir
+        self._reader: Any = None  # the connection ``reading()`` shares, while it lasts
 
     @property
     def display(self) -> str:
@@ -62,7 +60,10 @@ class PostgresEngine(Engine):
     def connect(self) -> Any:
         """An autocommit psycopg connection; a missing driver or an unreachable server is one clear error."""
         try:
-            import psycopg
+            # Importing the driver makes some 23,000 objects, all kept: the cyclic collector's passes during the
+            # import (over them, and over a catalog already loaded) find nothing to free (docs/performance.md).
+            with collector_paused():
+                import psycopg
         except ImportError:
             raise DriverMissing(self.display) from None
         try:
@@ -74,9 +75,14 @@ class PostgresEngine(Engine):
             raise DatabaseUnreachable(self.display, reason) from None
 
     @contextmanager
-    def session(self) -> Iterator[Any]:
-        """A connection for the block; server errors outside migrations become ``ServerError`` (exit 6)."""
-        conn = self.connect()  # first: without the driver, DriverMissing says which extra to install
+    def session(self, *, shared: bool = True) -> Iterator[Any]:
+        """A connection for the block; server errors outside migrations become ``ServerError`` (exit 6).
+
+        Inside ``reading()`` the reads of one command share its connection
+        (``shared``); a run's lock, and the doctor's probes, always get their own.
+        """
+        reader = self._reader if shared else None
+        conn = reader if reader is not None else self.connect()  # without the driver: DriverMissing, the extra
         import psycopg
 
         try:
@@ -84,12 +90,23 @@ class PostgresEngine(Engine):
         except psycopg.Error as exc:
             raise ServerError(self.display, _reason(exc)) from None
         finally:
-            conn.close()
+            if conn is not reader:
+                conn.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """One connection for every read of the block: each connection costs the server a new backend."""
+        with self.session(shared=False) as conn:
+            self._reader = conn
+            try:
+                yield
+            finally:
+                self._reader = None
 
     @contextmanager
     def locked(self) -> Iterator[Any]:
         """A connection holding the ledger's advisory lock; the server releases it when the connection ends."""
-        with self.session() as conn:
+        with self.session(shared=False) as conn:
             import psycopg
 
             key = lock_key(self.ledger_schema)
@@ -113,11 +130,16 @@ class PostgresEngine(Engine):
                         pass  # closing the connection releases it anyway
 
     def exists(self) -> bool:
+        if self._reader is not None:
+            return True
         try:
             with self.session():
                 return True
         except DatabaseUnreachable:
             return False
+
+    def require(self) -> None:
+        """Nothing to ask first: connecting says ``DatabaseMissing`` for a database the server does not have."""
 
     def applied(self) -> dict[str, LedgerEntry]:
         """The ledger, read without creating its schema or tables."""
@@ -134,7 +156,87 @@ class PostgresEngine(Engine):
 
         return PgRunner(self, catalog)
 
+    def applied_if_exists(self) -> dict[str, LedgerEntry] | None:
+        """``None`` for a database the server does not have; an unreachable server is still an error."""
+        try:
+            return self.applied()
+        except DatabaseMissing:
+            return None
+
+    def diagnose(self, catalog_dir: Path) -> list[Finding]:
+        from planner.engines.pg_doctor import diagnose_postgres
+
+        return diagnose_postgres(self, catalog_dir, self.backup_dir)
+
+    def prune_backups(self, keep: int, folder: Path | None = None) -> list[Path]:
+        """This database's dumps in the folder, all but the newest ``keep`` (no other file there is touched)."""
+        from planner.engines.pg_backup import prune_dumps
+
+        return prune_dumps(self.url, folder if folder is not None else self.backup_dir or Path("."), keep)
+
     def backup(self, folder: Path | None = None) -> Path | None:
         from planner.engines.pg_backup import dump
 
         return dump(self.url, folder if folder is not None else self.backup_dir or Path("."))
+
+    # -- backups (pg_dump files in the backup folder), restore, and APM's agents table --------------------
+
+    @property
+    def backup_folder(self) -> Path:
+        return self.backup_dir if self.backup_dir is not None else Path(".")
+
+    @property
+    def short_name(self) -> str:
+        from planner.engines.urls import database_name
+
+        return database_name(self.url)
+
+    @property
+    def backup_names(self) -> str:
+        from planner.engines.pg_backup import dump_stem
+
+        return f"{dump_stem(self.url)}.*.dump in {self.backup_folder}"
+
+    def backup_files(self) -> list[Path]:
+        """This database's dumps; partial ones a killed ``apm`` left behind are removed first."""
+        from planner.engines.pg_backup import list_dumps, remove_abandoned_dumps
+
+        remove_abandoned_dumps(self.url, self.backup_folder)
+        return list_dumps(self.url, self.backup_folder)
+
+    def describe_backup(self, backup: Path) -> BackupInfo:
+        from planner.engines.pg_restore import describe_dump
+
+        return describe_dump(self, backup)
+
+    def check_backup(self, backup: Path) -> dict[str, LedgerEntry]:
+        from planner.engines.pg_restore import read_dump_ledger
+
+        return read_dump_ledger(backup, self.ledger_schema, self.display)
+
+    def restore(self, backup: Path) -> RestoreResult:
+        from planner.engines.pg_restore import restore_dump
+
+        return restore_dump(self, backup, self.backup_folder)
+
+    def left_in_place(self, backup: Path) -> list[str]:
+        from planner.engines.pg_restore import objects_left_in_place
+
+        return objects_left_in_place(self, backup)
+
+    def agents(self, role: str | None = None) -> list[Agent]:
+        """APM's ``agents`` table as the connection's ``search_path`` finds it."""
+        from planner.agents import agents_from_rows
+        from planner.errors import NoAgentsTable
+
+        import psycopg
+
+        with self.session() as conn:
+            try:  # autocommit: a failed statement aborts no transaction, so ask directly
+                cursor = conn.execute("SELECT * FROM agents" + (" WHERE role = %s" if role else "") + " ORDER BY id",
+                                      (role,) if role else None)
+            except psycopg.errors.UndefinedTable:
+                raise NoAgentsTable(self.display) from None  # type: ignore[arg-type]
+            names = [column.name for column in cursor.description]
+            rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return agents_from_rows(rows)

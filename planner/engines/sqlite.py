@@ -15,9 +15,12 @@ from planner.database import DEFAULT_BUSY_TIMEOUT
 from planner.engines.base import Engine
 
 if TYPE_CHECKING:
+    from planner.agents import Agent
+    from planner.backups import BackupInfo, RestoreResult
     from planner.catalog import Catalog
     from planner.executor import Executor
-    from planner.ledger import LedgerEntry
+    from planner.ledger import LedgerEntry, LedgerNote
+    from planner.findings import Finding
 
 
 class SQLiteEngine(Engine):
@@ -36,6 +39,12 @@ class SQLiteEngine(Engine):
     def exists(self) -> bool:
         return self.path.exists()
 
+    def require(self) -> None:
+        from planner.errors import DatabaseDirectoryMissing, DatabaseNotFound
+
+        if not self.path.exists():
+            raise DatabaseNotFound(self.path) if self.path.parent.is_dir() else DatabaseDirectoryMissing(self.path)
+
     def applied(self) -> dict[str, LedgerEntry]:
         from planner.ledger import read_ledger
 
@@ -46,6 +55,24 @@ class SQLiteEngine(Engine):
 
         return Executor(self.path, busy_timeout=self.busy_timeout, create=create, catalog=catalog)
 
+    def applied_if_exists(self) -> dict[str, LedgerEntry] | None:
+        return self.applied() if self.path.is_file() else None
+
+    def notes(self) -> list[LedgerNote]:
+        from planner.ledger import read_notes
+
+        return read_notes(self.path, self.busy_timeout)
+
+    def diagnose(self, catalog_dir: Path) -> list[Finding]:
+        from planner.doctor import diagnose
+
+        return diagnose(self.path, catalog_dir, busy_timeout=self.busy_timeout)
+
+    def prune_backups(self, keep: int, folder: Path | None = None) -> list[Path]:
+        from planner.backups import prune_backups
+
+        return prune_backups(self.path, keep)
+
     def backup(self, folder: Path | None = None) -> Path | None:
         """SQLite's backups sit beside the file (``planner.backups``); ``folder`` is not used."""
         from planner.backups import backup
@@ -55,3 +82,38 @@ class SQLiteEngine(Engine):
             return None
         writable_now(self.path, self.busy_timeout)
         return backup(self.path, busy_timeout=self.busy_timeout)
+
+    # -- backups, restore and APM's agents table: planner.backups and planner.agents, as they are --------
+
+    @property
+    def short_name(self) -> str:
+        return self.path.name
+
+    @property
+    def backup_names(self) -> str:
+        return f"{self.path.name}.backup.*"
+
+    def backup_files(self) -> list[Path]:
+        from planner.backups import list_backups
+
+        return list_backups(self.path)
+
+    def describe_backup(self, backup: Path) -> BackupInfo:
+        from planner.backups import describe_backup
+
+        return describe_backup(backup, self.path)
+
+    def check_backup(self, backup: Path) -> dict[str, LedgerEntry]:
+        from planner.backups import check_backup
+
+        return check_backup(backup, self.path)
+
+    def restore(self, backup: Path) -> RestoreResult:
+        from planner.backups import restore
+
+        return restore(self.path, backup, busy_timeout=self.busy_timeout)
+
+    def agents(self, role: str | None = None) -> list[Agent]:
+        from planner.agents import read_agents
+
+        return read_agents(self.path, role, busy_timeout=self.busy_timeout)

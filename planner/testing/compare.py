@@ -26,7 +26,7 @@ import sqlite3
 from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from planner.schema import LEDGER_TABLES, SchemaChange, SchemaSnapshot, snapshot
 
@@ -36,6 +36,21 @@ ForeignKey = tuple[tuple[str, ...], str, tuple[str | None, ...], str, str, str]
 Constraint = tuple[str, tuple[str, ...]]
 
 Direction = Literal["rollback", "re-apply"]
+
+
+class State(Protocol):
+    """A schema as the stairway keeps it, on any engine: compared with another, listed for leftovers.
+
+    ``SchemaState`` here (SQLite) and ``planner.testing.pg_compare.PgSchemaState``:
+    each engine reads its own catalog, and both speak the words below
+    (``left``, ``dropped``, ``changed``), so the stairway never asks which it has.
+    """
+
+    def differences(self, after: State, direction: Direction) -> list[str]:
+        """What ``after`` has that this state lacks, and the reverse, one line each."""
+
+    def names(self) -> list[str]:
+        """Every user object: ``table orders``, ``index orders_by_date``..."""
 
 
 _KINDS = ("table", "index", "trigger", "view")
@@ -65,6 +80,11 @@ class SchemaState:
         """``table orders``, ``index orders_by_date``...: every user object, for "what is left" checks."""
         order = {kind: n for n, kind in enumerate(_KINDS)}
         return [f"{kind} {name}" for kind, name in sorted(self.objects, key=lambda k: (order[k[0]], k[1]))]
+
+    def differences(self, after: State, direction: Direction) -> list[str]:
+        """``differences(self, after, direction)``: the stairway's engine-free entry point."""
+        assert isinstance(after, SchemaState)
+        return differences(self, after, direction)
 
 
 def capture(conn: sqlite3.Connection) -> SchemaState:
@@ -173,9 +193,9 @@ def differences(before: SchemaState, after: SchemaState, direction: Direction) -
         for name in sorted(name for k, name in changed if k == kind):
             old, new = before.objects.get((kind, name)), after.objects.get((kind, name))
             if old is None:
-                lines.append(_gained(f"{kind} {name}", direction))
+                lines.append(gained(f"{kind} {name}", direction))
             elif new is None:
-                lines.append(_lost(f"{kind} {name}", direction))
+                lines.append(lost(f"{kind} {name}", direction))
             elif _comparable_sql(old) != _comparable_sql(new):
                 # A renamed table's indexes and triggers are rewritten with quotes: not a change.
                 lines.append(f"changed {kind} {name}" if direction == "rollback" else f"{kind} {name} differs")
@@ -201,8 +221,8 @@ def _table_differences(old: Mapping[str, str], new: Mapping[str, str], direction
         before, after = _materialize(old), _materialize(new)
     except sqlite3.Error:
         # A virtual table whose module this SQLite lacks: fall back to comparing the SQL text.
-        lines = [_lost(f"table {t}", direction) for t in sorted(old.keys() - new.keys())]
-        lines += [_gained(f"table {t}", direction) for t in sorted(new.keys() - old.keys())]
+        lines = [lost(f"table {t}", direction) for t in sorted(old.keys() - new.keys())]
+        lines += [gained(f"table {t}", direction) for t in sorted(new.keys() - old.keys())]
         lines += [f"changed table {t}" if direction == "rollback" else f"table {t} differs"
                   for t in sorted(old.keys() & new.keys()) if _comparable_sql(old[t]) != _comparable_sql(new[t])]
         return lines
@@ -220,11 +240,11 @@ def _table_differences(old: Mapping[str, str], new: Mapping[str, str], direction
     for table in common:
         found: list[str] = []
         old_keys, new_keys = before.foreign_keys.get(table, frozenset()), after.foreign_keys.get(table, frozenset())
-        found += [_lost(describe_foreign_key(table, k), direction) for k in sorted(old_keys - new_keys, key=repr)]
-        found += [_gained(describe_foreign_key(table, k), direction) for k in sorted(new_keys - old_keys, key=repr)]
+        found += [lost(describe_foreign_key(table, k), direction) for k in sorted(old_keys - new_keys, key=repr)]
+        found += [gained(describe_foreign_key(table, k), direction) for k in sorted(new_keys - old_keys, key=repr)]
         old_rules, new_rules = before.constraints.get(table, frozenset()), after.constraints.get(table, frozenset())
-        found += [_lost(_describe_constraint(table, c), direction) for c in sorted(old_rules - new_rules)]
-        found += [_gained(_describe_constraint(table, c), direction) for c in sorted(new_rules - old_rules)]
+        found += [lost(_describe_constraint(table, c), direction) for c in sorted(old_rules - new_rules)]
+        found += [gained(_describe_constraint(table, c), direction) for c in sorted(new_rules - old_rules)]
         if found:
             explained.add(table)
         lines.extend(found)
@@ -240,21 +260,23 @@ def _table_differences(old: Mapping[str, str], new: Mapping[str, str], direction
 def _describe(change: SchemaChange, direction: Direction) -> str:
     what = f"{change.kind} {change.qualified_name}"
     if change.action == "added":
-        return _gained(what, direction)
+        return gained(what, direction)
     if change.action == "removed":
-        return _lost(what, direction)
+        return lost(what, direction)
     if change.kind == "column":
         return (f"changed column {change.qualified_name}: {change.before} → {change.after}" if direction == "rollback"
                 else f"column {change.qualified_name} is {change.after}, was {change.before}")
     return f"changed {what}" if direction == "rollback" else f"{what} differs"
 
 
-def _gained(what: str, direction: Direction) -> str:
+def gained(what: str, direction: Direction) -> str:
+    """How a difference the rollback (or re-apply) added is said: ``left X`` or ``X is new``."""
     # Present after the rollback but not before it: the downgrade forgot it.
     return f"left {what}" if direction == "rollback" else f"{what} is new"
 
 
-def _lost(what: str, direction: Direction) -> str:
+def lost(what: str, direction: Direction) -> str:
+    """How a difference the rollback (or re-apply) took is said: ``dropped X`` or ``X is missing``."""
     # Present before the apply but gone after the rollback: the downgrade took what it did not create.
     return f"dropped {what}" if direction == "rollback" else f"{what} is missing"
 

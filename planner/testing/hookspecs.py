@@ -5,13 +5,13 @@ Kept in its own module so that declaring it costs nothing but this file.
 
 from __future__ import annotations
 
-import sqlite3
+from typing import Any
 
 import pytest
 
 
 @pytest.hookspec
-def pytest_apm_seed(version: str, connection: sqlite3.Connection) -> None:
+def pytest_apm_seed(version: str, connection: Any) -> None:
     """Insert rows right after ``version`` was applied, so later migrations (and rollbacks) meet data.
 
     Called in the ``upgrade`` test and the stairway every time a version is
@@ -22,6 +22,12 @@ def pytest_apm_seed(version: str, connection: sqlite3.Connection) -> None:
     rollback) and rows in tables the rollback kept are still there the
     second time, so write ``INSERT OR IGNORE`` or check first. Insert rows
     only: a table created here is reported as something a rollback left.
+
+    On SQLite ``connection`` is a ``sqlite3`` connection; on PostgreSQL it is
+    the connection migrations receive (``execute`` with ``?`` or ``%s``
+    parameters, ``fetchval``...). Both say ``connection.engine``
+    (``"sqlite"`` or ``"postgresql"``), so one conftest can seed either;
+    ``INSERT ... ON CONFLICT DO NOTHING`` works on both.
 
     Declare it with ``@pytest.hookimpl(optionalhook=True)`` so the conftest
     still loads when the plugin is disabled (``-p no:apm``).

@@ -3,43 +3,45 @@
 django-test-migrations' ``migrator`` is the model: a test brings the database
 to the version before the one it tests, writes rows, migrates, and asserts on
 what the migration did to them. Everything goes through the planner's plans
-and executor, so a test sees exactly what ``apm migrate`` would do.
+and the database's engine, so a test sees exactly what ``apm migrate`` would
+do, on SQLite or PostgreSQL.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from contextlib import closing
-
-from planner.testing.databases import SQLiteDatabase
 from planner.testing.runner import MigrationRunner
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from planner.catalog import Catalog
-    from planner.schema import SchemaSnapshot
+    from planner.testing.databases import TestDatabase
 
 
 class Migrator:
     """Move one test database through a catalog; read and write it through ``connection``."""
 
-    def __init__(self, catalog: Catalog, database: SQLiteDatabase):
+    def __init__(self, catalog: Catalog, database: TestDatabase):
         self.catalog = catalog
         self.database = database
         self._runner = MigrationRunner(catalog, database)
-        self._connection: sqlite3.Connection | None = None
+        self._connection: Any = None
 
     @property
     def path(self) -> Path:
-        """The database file."""
-        return self.database.path
+        """The database file (SQLite; a ``PostgresDatabase`` has ``url`` and ``name`` instead)."""
+        return self.database.path  # type: ignore[attr-defined]
 
     @property
-    def connection(self) -> sqlite3.Connection:
+    def connection(self) -> Any:
         """A connection to the test database (autocommit, foreign keys on), opened on first use.
+
+        SQLite: a ``sqlite3`` connection. PostgreSQL: the connection migrations
+        receive (``execute`` with ``?`` or ``%s`` parameters, ``fetchall``,
+        ``fetchval``, ``raw`` for psycopg itself), in autocommit mode. Both
+        have ``engine`` (``"sqlite"`` or ``"postgresql"``).
 
         Before each migration the migrator commits whatever this connection
         left open: the executor needs the write lock, and a test that wrote
@@ -67,13 +69,11 @@ class Migrator:
         self._release()
         return self._runner.rollback(version, cascade=cascade).versions
 
-    def schema(self) -> SchemaSnapshot:
-        """The schema now, as ``apm``'s rehearsal sees it: tables with columns and row counts, indexes, triggers, views."""
-        from planner.schema import snapshot
-
+    def schema(self) -> Any:
+        """The schema now. SQLite: a ``planner.schema.SchemaSnapshot`` (tables with columns and row counts,
+        indexes, triggers, views); PostgreSQL: a ``planner.testing.pg_compare.PgSchemaState``."""
         self._release()
-        with closing(self.database.connect()) as conn:
-            return snapshot(conn)
+        return self.database.snapshot()
 
     def close(self) -> None:
         """Close the connection, if one was opened."""

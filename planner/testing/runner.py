@@ -9,21 +9,20 @@ The stairway, which climbs the graph one version at a time, is in
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterable
-from contextlib import closing
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from planner.testing.compare import SchemaState, capture, user_objects
-from planner.testing.databases import SQLiteDatabase
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
+    from planner.engines.base import Engine
     from planner.plan import Plan
+    from planner.testing.compare import State
+    from planner.testing.databases import TestDatabase
 
-#: Called after a version is applied, with a connection to write rows on (the seed hook).
-Seed = Callable[[str, sqlite3.Connection], None]
+#: Called after a version is applied, with a connection to write rows on (the seed hook): a ``sqlite3``
+#: connection on SQLite, the migration connection (``?`` parameters, ``engine``) on PostgreSQL.
+Seed = Callable[[str, Any], None]
 
 
 class MigrationTestFailure(AssertionError):
@@ -84,55 +83,58 @@ def explain(error: BaseException) -> str:
 
 
 class MigrationRunner:
-    """One catalog on one database, moved with the same plans and executor as ``apm migrate``.
+    """One catalog on one database, moved with the same plans and engine as ``apm migrate``.
 
-    ``seed`` runs after each version this runner applies, in its own
-    transaction, so tests can give later migrations rows to work on.
+    Plans run through ``database.engine().runner(...)``, the very object
+    ``apm migrate`` uses for that database (SQLite's executor, PostgreSQL's
+    ``PgRunner`` with its advisory lock), so a test proves what production
+    will do. ``seed`` runs after each version this runner applies, in its
+    own transaction, so tests can give later migrations rows to work on.
     """
 
-    def __init__(self, catalog: Catalog, database: SQLiteDatabase, seed: Seed | None = None):
+    def __init__(self, catalog: Catalog, database: TestDatabase, seed: Seed | None = None):
         self.catalog = catalog
         self.database = database
         self.seed = seed
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = self.database.engine()
+        return self._engine
 
     @property
     def applied(self) -> frozenset[str]:
         """The versions the ledger records as applied, spelled as the catalog spells them."""
-        from planner.ledger import read_ledger
-
-        known, unknown = self.catalog.split_applied(read_ledger(self.database.path))
+        known, unknown = self.catalog.split_applied(self.engine.applied())
         return frozenset(known | unknown)
 
     def run(self, plan: Plan) -> None:
-        """Run ``plan`` with the executor; with a seed, one step at a time, seeding after each applied one."""
-        from planner.executor import Executor
+        """Run ``plan`` through the engine; with a seed, one step at a time, seeding after each applied one."""
         from planner.plan import Plan
 
         if not plan:
             return
-        executor = Executor(self.database.path, create=True, catalog=self.catalog)
+        runner = self.engine.runner(catalog=self.catalog, create=True)
         if self.seed is None or plan.direction != "apply":
-            executor.run(plan)
+            runner.migrate(lambda _ledger: plan, plan=plan)
             return
         for step in plan.steps:
             # After the step's commit, before the next step: the seed sees exactly that version applied.
-            executor.run(Plan(plan.direction, (step,), target=plan.target))
+            one = Plan(plan.direction, (step,), target=plan.target)
+            runner.migrate(lambda _ledger, one=one: one, plan=one)
             self.run_seed(step.version)
 
     def run_seed(self, version: str) -> None:
         """Call the seed for ``version`` in one transaction; ``SeedFailed`` (rows rolled back) if it raises."""
         if self.seed is None:
             return
-        with closing(self.database.connect()) as conn:
-            conn.execute("BEGIN")
-            try:
+        try:
+            with self.database.seeding(version) as conn:
                 self.seed(version, conn)
-                if conn.in_transaction:
-                    conn.execute("COMMIT")
-            except Exception as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise SeedFailed(version, exc) from exc
+        except Exception as exc:
+            raise SeedFailed(version, exc) from exc
 
     def apply(self, target: str | None = None) -> Plan:
         """Apply everything pending (or what ``target`` needs, and ``target``); return the plan that ran."""
@@ -176,15 +178,13 @@ class MigrationRunner:
                 ran += self.rollback(dependent, cascade=True).versions
         return ran
 
-    def state(self) -> SchemaState:
+    def state(self) -> State:
         """The schema now, as the stairway compares it."""
-        with closing(self.database.connect()) as conn:
-            return capture(conn)
+        return self.database.capture()
 
     def objects(self) -> list[str]:
-        """Every user table, index, trigger and view now (the ledger's left out)."""
-        with closing(self.database.connect()) as conn:
-            return user_objects(conn)
+        """Every user object now that a fresh database did not have (the ledger's left out)."""
+        return self.database.leftovers()
 
 
 # --------------------------------------------------------------------------

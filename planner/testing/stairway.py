@@ -18,11 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from planner.testing.compare import SchemaState, differences
-from planner.testing.databases import SQLiteDatabase
 from planner.testing.runner import (
     MigrationRunner,
     MigrationTestFailure,
@@ -35,6 +32,8 @@ from planner.testing.runner import (
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
+    from planner.testing.compare import State
+    from planner.testing.databases import TestDatabase
 
 @dataclass
 class StairResult:
@@ -42,7 +41,8 @@ class StairResult:
 
     version: str
     reversible: bool
-    database: Path
+    #: The database the stair was climbed on (a ``SQLiteDatabase`` or ``PostgresDatabase``).
+    database: TestDatabase
     fresh_database: bool = False
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -66,16 +66,19 @@ class Stairway:
     ``StairBlocked``, naming it.
     """
 
-    def __init__(self, catalog: Catalog, new_database: Callable[[], SQLiteDatabase], seed: Seed | None = None):
+    def __init__(self, catalog: Catalog, new_database: Callable[[], TestDatabase], seed: Seed | None = None,
+                 release: Callable[[TestDatabase], None] | None = None):
+        """``release`` is handed each database the walk is done with (a PostgreSQL one is dropped there)."""
         self.catalog = catalog
         self.new_database = new_database
         self.seed = seed
+        self.release = release
         self.runner: MigrationRunner | None = None
         self.applied: set[str] = set()
         self.trusted = False
         #: Versions whose upgrade failed, with the reason: their descendants are blocked.
         self.failed_upgrades: dict[str, str] = {}
-        self._last_state: SchemaState | None = None
+        self._last_state: State | None = None
 
     @property
     def order(self) -> list[str]:
@@ -98,7 +101,7 @@ class Stairway:
         fresh = self._prepare(version, needs)
         runner = self.runner
         assert runner is not None
-        result = StairResult(version, migration.reversible, runner.database.path, fresh)
+        result = StairResult(version, migration.reversible, runner.database, fresh)
 
         # In an unbroken walk the previous stair ended on this very schema (seeds add rows only).
         before = self._last_state if not fresh and self._last_state is not None else runner.state()
@@ -125,7 +128,7 @@ class Stairway:
             raise MigrationTestFailure(version, [f"rollback failed: {explain(exc)}"]) from exc
         self.applied.discard(version)
         rolled_back = runner.state()
-        lines = [f"rollback {line}" for line in differences(before, rolled_back, "rollback")]
+        lines = [f"rollback {line}" for line in before.differences(rolled_back, "rollback")]
         if lines:
             self.trusted = False  # a schema no plan describes: the next stair starts afresh
 
@@ -140,7 +143,7 @@ class Stairway:
             raise MigrationTestFailure(version, [*lines, str(exc)]) from exc
         self.applied.add(version)
         again = runner.state()
-        changed = differences(after, again, "re-apply")
+        changed = after.differences(again, "re-apply")
         if changed:
             self.trusted = False
             lines.append("re-apply differs from the first apply: " + "; ".join(changed))
@@ -149,6 +152,15 @@ class Stairway:
         self._last_state = again
         result.seconds = time.perf_counter() - started
         return result
+
+    def close(self) -> None:
+        """Hand the walk's database to ``release``; the next stair starts a fresh one."""
+        if self.runner is not None and self.release is not None:
+            self.release(self.runner.database)
+        self.runner = None
+        self.applied = set()
+        self.trusted = False
+        self._last_state = None
 
     def _prepare(self, version: str, needs: set[str]) -> bool:
         """Make the database hold every ancestor of ``version`` and not ``version``; whether it is a fresh one."""
@@ -159,6 +171,7 @@ class Stairway:
         )
         if reusable:
             return False
+        self.close()
         database = self.new_database()
         database.reset()
         self.runner = MigrationRunner(self.catalog, database, self.seed)
