@@ -149,7 +149,7 @@ def report_preview(preview, plan, *, as_json: bool, sql: bool, title: str = "Dry
         emit_json(preview.to_json())
         return
     state = "committed" if preview.committed else f"rolled back; {settings().db_display} is unchanged"
-    ran = len(preview.steps) - len(preview.unchecked)
+    ran = len(preview.steps) - len(preview.not_previewed)
     echo(f"{title}: ran {ran} of {len(preview.plan)} step(s) in one transaction, then {state}")
     for step in preview.steps:
         for line in step.describe():
@@ -161,9 +161,14 @@ def report_preview(preview, plan, *, as_json: bool, sql: bool, title: str = "Dry
     if preview.not_run:
         echo(f"  not run (the plan stops at the failure): {', '.join(preview.not_run)}")
     if preview.ok and preview.unchecked:
-        echo(f"This plan may destroy data: {', '.join(preview.unchecked)} cannot run inside the preview's "
-             f"transaction (transactional = False), so what it does was not checked."
-             + (" It also destroys data." if preview.loses_data else ""), fg="yellow")
+        outside = preview.not_previewed
+        uncounted = [v for v in preview.unchecked if v not in outside]
+        why = [f"{', '.join(outside)} cannot run inside the preview's transaction (transactional = False), so "
+               f"what it does was not checked"] if outside else []
+        why += [f"{', '.join(uncounted)} drops what the preview could not count"] if uncounted else []
+        echo(f"This plan may destroy data: {'; '.join(why)}."
+             + (" It also destroys data." if any(i.count for s in preview.steps for i in s.impact) else ""),
+             fg="yellow")
     elif preview.ok:
         echo("This plan destroys data." if preview.loses_data else "This plan loses no data.",
              fg="yellow" if preview.loses_data else None)

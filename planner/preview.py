@@ -21,7 +21,8 @@ JSON shape (``Preview.to_json()``, format 2)::
       "duration_ms": float,             # the whole preview
       "ok": bool,                       # no step failed
       "loses_data": bool,               # some step drops, deletes or overwrites data
-      "unchecked": ["0004"],            # steps that cannot run in the preview (transactional = False)
+      "unchecked": ["0004"],            # steps not fully checked: not run in the preview (transactional =
+                                        # False), or dropping a table/column whose contents went uncounted
       "steps": [{
           "version": "0027", "description": "Add metadata", "direction": "rollback",
           "status": "ok" | "failed" | "skipped",
@@ -34,9 +35,12 @@ JSON shape (``Preview.to_json()``, format 2)::
           "impact": [{"kind": "dropped-table" | "dropped-column" | "deleted-rows" | "overwritten-values",
                       "table": str, "column": str | null,
                       "count": int,          # rows held / non-default values held / rows deleted / values overwritten
+                                             # (column null: rows updated, values not compared; PostgreSQL)
                       "non_null": int | null,   # dropped-column: values that were not NULL
                       "before": int | null, "after": int | null,   # row counts, where known
-                      "loses_data": bool, "text": str}],
+                      "loses_data": bool,
+                      "counted": bool,       # false: dropped where the preview could not count it (PostgreSQL)
+                      "text": str}],
           "sql": [str],                  # the statements the step ran, parameters filled in (with --sql)
           "output": str,                 # what the migration printed ("" for nothing)
           "lines": [str],                # describe() of this step
@@ -83,13 +87,22 @@ class DataImpact:
     non_null: int | None = None
     before: int | None = None
     after: int | None = None
+    #: False when the preview could not count what went (PostgreSQL: a table or column dropped, or a table
+    #: truncated, by a statement it could not watch, such as one inside a trigger): loss until a person says not.
+    counted: bool = True
 
     @property
     def loses_data(self) -> bool:
-        return self.count > 0
+        return self.count > 0 or not self.counted
 
     def describe(self) -> str:
         """``drops column agents.metadata holding 37 non-default values``."""
+        if not self.counted and self.kind == "deleted-rows":
+            return (f"may delete rows of {self.table} (not counted: emptied or rewritten where the preview could "
+                    f"not watch, as by a TRUNCATE inside a function)")
+        if not self.counted:
+            what = f"column {self.table}.{self.column}" if self.kind == "dropped-column" else f"table {self.table}"
+            return f"drops {what} (not counted: dropped where the preview could not watch)"
         if self.kind == "dropped-table":
             held = f"holding {_count(self.count, 'row')}" if self.count else "(it was empty)"
             return f"drops table {self.table} {held}"
@@ -99,6 +112,8 @@ class DataImpact:
                 also = f" ({self.non_null} non-null)" if self.non_null not in (None, self.count) else ""
                 return f"drops column {name} holding {_count(self.count, 'non-default value')}{also}"
             return f"drops column {name} (it held only NULL or default values)"
+        if self.kind == "overwritten-values" and self.column is None:
+            return f"updates {_count(self.count, 'row')} of {self.table} (values not compared)"
         if self.kind == "overwritten-values":
             return f"overwrites {_count(self.count, 'value')} of {self.table}.{self.column}"
         counts = f" ({self.before} → {self.after})" if self.before is not None and self.after is not None else ""
@@ -114,6 +129,7 @@ class DataImpact:
             "before": self.before,
             "after": self.after,
             "loses_data": self.loses_data,
+            "counted": self.counted,
             "text": self.describe(),
         }
 
@@ -144,6 +160,11 @@ class PreviewStep:
     @property
     def loses_data(self) -> bool:
         return any(i.loses_data for i in self.impact)
+
+    @property
+    def unchecked(self) -> bool:
+        """Whether the step could not be fully checked: not run in the preview, or some loss not counted."""
+        return self.skipped == NOT_PREVIEWED or any(not i.counted for i in self.impact)
 
     def describe(self) -> list[str]:
         """One line per change, removals told by what they held: ``0027 rollback: drops column ...``."""
@@ -211,7 +232,13 @@ class Preview:
 
     @property
     def unchecked(self) -> list[str]:
-        """Versions the preview could not run (``transactional = False``): what they destroy is unknown."""
+        """Versions whose loss is not fully known: not run in the preview (``transactional = False``), or a
+        table or column they drop went uncounted (PostgreSQL, ``DataImpact.counted``)."""
+        return [step.version for step in self.steps if step.unchecked]
+
+    @property
+    def not_previewed(self) -> list[str]:
+        """Versions the preview could not run (``transactional = False``)."""
         return [step.version for step in self.steps if step.skipped == NOT_PREVIEWED]
 
     @property

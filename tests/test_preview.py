@@ -334,7 +334,7 @@ def test_json_has_the_documented_shape(apm_db, shipped):
                           "changes", "impact", "sql", "output", "lines", "error", "skipped"}
     column = next(i for i in data["steps"][1]["impact"] if i["kind"] == "dropped-column")
     assert column == {"kind": "dropped-column", "table": "agents", "column": "metadata", "count": 37,
-                      "non_null": 100, "before": None, "after": None, "loses_data": True,
+                      "non_null": 100, "before": None, "after": None, "loses_data": True, "counted": True,
                       "text": "drops column agents.metadata holding 37 non-default values (100 non-null)"}
     change = next(c for c in data["steps"][1]["changes"] if c["kind"] == "column")
     assert set(change) == {"kind", "action", "name", "table", "before", "after", "text"}

@@ -12,6 +12,12 @@ TRANSACTION``, ``COMMIT``, ``END``, ``ABORT``, ``ROLLBACK`` (but not
 ``ROLLBACK TO``) and ``PREPARE TRANSACTION`` raise ``TransactionTampered``
 before they reach the server, and the refusal sticks even if the migration
 swallows it. ``commit()`` is a no-op for seed-era habits.
+
+During a preview each statement goes through the observer
+(``pg_observe``): ``before`` counts what it will destroy, ``execute`` runs
+it (inside a savepoint when it may drop what it does not name), ``after``
+reads its ``rowcount``. ``raw`` tells the observer that what follows is
+unseen, so the server's row counters are read from there on.
 """
 
 from __future__ import annotations
@@ -61,6 +67,8 @@ class PgMigrationConnection:
     def raw(self) -> Any:
         """The psycopg connection itself, for what the proxy does not offer (``COPY``, say)."""
         self.may_defer = True  # what runs through it is not seen
+        if self._observer is not None:
+            self._observer.unwatched()  # only the server's counters and catalog will tell what it did
         return self._conn
 
     def _check(self, sql: str) -> None:
@@ -81,11 +89,13 @@ class PgMigrationConnection:
         query = translate_placeholders(sql, parameters) if parameters is not None else sql
         cursor = self._conn.cursor()
         observer = self._observer
-        if observer is not None:
-            observer.before(sql, query, parameters)
-        cursor.execute(query, parameters if parameters is not None else None)
-        if observer is not None:
-            observer.after(sql, query, parameters, cursor.rowcount)
+        if observer is None:
+            cursor.execute(query, parameters)
+            return cursor
+        # The observer runs the statement: one that may drop what it does not name runs watched, in a savepoint.
+        observer.before(sql, query, parameters)
+        observer.execute(cursor, query, parameters)
+        observer.after(sql, query, parameters, cursor.rowcount)
         return cursor
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> Any:
@@ -97,7 +107,7 @@ class PgMigrationConnection:
             # Each row is one statement as far as the preview is concerned (a DELETE per row counts each).
             for row in rows:
                 self._observer.before(sql, query, row)
-                cursor.execute(query, row)
+                self._observer.execute(cursor, query, row)
                 self._observer.after(sql, query, row, cursor.rowcount)
             return cursor
         cursor.executemany(query, rows)

@@ -1,52 +1,105 @@
-"""Watching a PostgreSQL preview: what each statement destroys, measured just before it runs.
+"""Watching a PostgreSQL preview: what each step destroys, counted before it is gone.
 
 SQLite's preview asks SQLite's authorizer what a statement touches; on
-PostgreSQL the statement is read instead (``pg_sql.classify``) and the data
-it will destroy is counted with a query in the same transaction, right
-before it runs: rows of a table it drops or truncates, non-default values
-of a column it drops, non-NULL values an ``UPDATE`` will change (the same
-``SET`` expressions, evaluated by a ``SELECT``); ``DELETE`` counts are the
-statement's own ``rowcount``. Schema changes come from comparing the
-catalog (``pg_class``, ``pg_attribute``) before and after each step. The
-observer's own queries run inside a savepoint, so one that fails never
-aborts the migration's transaction.
+PostgreSQL four readings together cover what a step can destroy:
 
-Not measured: a ``DROP SCHEMA ... CASCADE`` or a ``DROP ... CASCADE`` that
-takes dependent objects with it, an ``UPDATE ... FROM`` beyond its row
-count, and statements run inside functions or ``DO`` blocks.
+1. **The statement's text** (``pg_sql.classify``), counted just before it
+   runs, in the same transaction: rows of a table it drops (with the
+   tables inheriting from it) or truncates (with, for ``TRUNCATE ...
+   CASCADE``, the tables whose foreign keys point at it), non-default
+   values of a column it drops, rows a ``DELETE`` removes (its
+   ``rowcount``), non-NULL values an ``UPDATE ... SET c = e`` changes (the
+   same expressions evaluated by a ``SELECT``; with ``FROM``, exact when
+   each row joins one source row, else left to 3).
+2. **Statements that may drop what they do not name** (``DROP ...
+   CASCADE``, ``DROP SCHEMA ... CASCADE``, ``DROP OWNED``, ``DROP
+   EXTENSION``, ``ALTER ... CASCADE``, ``DO``, ``CALL``, and any data
+   statement calling a function of a user schema) run inside a savepoint
+   between two catalog readings; what vanished unaccounted is counted after
+   rolling back to the savepoint, and the statement runs again
+   (``pg_drop_guard``). Each table is named with its rows, each column
+   with its non-default values.
+3. **The server's row counters** for the transaction
+   (``pg_stat_xact_user_tables``), read before the step's first statement
+   that may touch rows (not before ``CREATE TABLE``, ``CREATE INDEX``,
+   ``COMMENT``...: a step of only those reads none) and at its end:
+   deletes and updates no statement of 1 accounts for (``ON DELETE
+   CASCADE``, triggers, functions, ``DO``, rules, ``MERGE``, writable
+   ``WITH``, ``ON CONFLICT DO UPDATE``, ``conn.raw``) are reported per
+   table: deleted rows exactly, updated rows as ``updates N rows of T``
+   (values not compared, counted as loss) (``pg_row_tally``).
+4. **The catalog** (``pg_class``, ``pg_attribute``) at the start and end of
+   each step, by name for the schema changes, by oid as a net: a table or
+   column that vanished and none of the above counted (dropped by a
+   trigger, inside a function called where 2 does not look, through
+   ``conn.raw``), and a table with a new storage file (``relfilenode``)
+   that no ``TRUNCATE``, ``ALTER TABLE`` or ``CLUSTER`` the observer read
+   explains (a ``TRUNCATE`` inside a ``DO`` block or a function), is
+   reported *not counted*, which makes the step unchecked (``--dry-run``
+   exits 7; a run asks).
+
+The observer's own queries run inside savepoints, so one that fails never
+aborts the migration's transaction; what it could not count is left to 3
+or 4. Not measured: which values an opaque update changed (only how many
+rows it wrote); rows unseen code deletes from a table the same step then
+drops (the drop counts what remains); a ``TRUNCATE`` inside a function of
+a table created earlier in the same preview (PostgreSQL empties it in
+place: no new storage file; its rows were the plan's own); work a
+migration rolls back to its own savepoint stays in the counters (counted as
+done); work a function does outside the database. 2 runs a statement
+twice, so sequences it advances move twice; the Python migration never
+runs twice.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from planner.engines.pg_drop_guard import Accounted, run_watched
 from planner.engines.pg_ledger import quote
-from planner.engines.pg_sql import classify
-from planner.ledger import LOG_TABLE, TABLE
+from planner.engines.pg_measure import (
+    dropped_column,
+    family,
+    fetch,
+    referencing_tables,
+    table_rows,
+    user_functions,
+)
+from planner.engines.pg_row_tally import RowTally
+from planner.engines.pg_snapshot import (
+    Counters,
+    Snapshot,
+    qualified,
+    read_counters,
+    rewritten_tables,
+    schema_changes,
+    shown,
+    take,
+    vanished_columns,
+)
+from planner.engines.pg_sql import (
+    Statement,
+    called_names,
+    classify,
+    first_keywords,
+    leaves_rows_alone,
+    may_drop_unnamed,
+    rewritten_table,
+)
 from planner.preview import DataImpact
 from planner.schema import SchemaChange
 
-_SNAPSHOT = """
-SELECT n.nspname, c.relname, c.relkind, a.attname, format_type(a.atttypid, a.atttypmod)
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v')
-WHERE c.relkind IN ('r', 'p', 'v', 'i') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%' AND c.relname NOT IN (%s, %s)
-"""
-_KINDS = {"r": "table", "p": "table", "v": "view", "i": "index"}
-_VOLATILE = ("nextval", "now(", "random(", "clock_timestamp", "gen_random", "uuid")
-
-
-def qualified(name: str) -> str:
-    return ".".join(quote(part) for part in name.split("."))
-
-
-def shown(schema: str, name: str) -> str:
-    return name if schema == "public" else f"{schema}.{name}"
+#: First keywords of statements that cannot define a function: the "calls a user function" answers stay valid.
+_DATA = {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES", "MERGE", "TABLE", "SET", "SHOW"}
 
 
 class PgObserver:
-    """Told about each statement a migration runs during a preview; sums each step up."""
+    """Told about each statement a migration runs during a preview; sums each step up.
+
+    One observer watches one preview transaction: the catalog reading that
+    ends a step is the one the next step starts from (nothing runs between
+    them but the ledger, whose tables are never read).
+    """
 
     def __init__(self, conn: Any, capture_sql: bool = False):
         self.conn = conn
@@ -55,125 +108,186 @@ class PgObserver:
         self._impact: list[DataImpact] = []
         self._inserted: dict[str, int] = {}
         self._sql: list[str] = []
-        self._before: tuple[dict, dict] = ({}, {})
-        self._pending: int | None = None
-
-    def _query(self, sql: str, parameters: Any = None) -> tuple | None:
-        """One row of an observer query, inside a savepoint; ``None`` if it failed."""
-        try:
-            with self.conn.transaction(), self.conn.cursor() as cursor:
-                cursor.execute(sql, parameters)
-                return cursor.fetchone()
-        except Exception:  # the migration's own statement will meet the real problem, if any
-            return None
-
-    def _snapshot(self) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
-        objects: dict[str, str] = {}
-        columns: dict[tuple[str, str], str] = {}
-        with self.conn.cursor() as cursor:
-            cursor.execute(_SNAPSHOT, (TABLE, LOG_TABLE))
-            for schema, name, kind, column, type_ in cursor.fetchall():
-                objects[shown(schema, name)] = _KINDS[kind]
-                if column is not None:
-                    columns[(shown(schema, name), column)] = type_
-        return objects, columns
+        self._start: Snapshot | None = None
+        #: The row counters as the step's first statement that may touch rows found them (None: none yet).
+        self._counted_from: Counters | None = None
+        self._last: Snapshot | None = None
+        self._tally = RowTally()
+        self._accounted = Accounted()
+        self._statement = Statement("other")
+        self._pending: Any = None
+        self._truncating: Counters | None = None
+        #: Names called like functions: whether each is a function of a user schema (asked once, until DDL).
+        self._functions: dict[str, bool] = {}
+        #: Whether any function of a user schema could drop something (its body says DROP, ALTER, EXECUTE).
+        self._functions_may_drop = True
 
     def start_step(self) -> None:
         self._impact, self._inserted, self._sql, self._pending = [], {}, [], None
-        self._before = self._snapshot()
+        self._tally, self._accounted, self._counted_from = RowTally(), Accounted(), None
+        self._start = self._last if self._last is not None else take(self.conn, counters=False)
         self.running = True
+
+    def unwatched(self) -> None:
+        """The migration reached past the proxy (``conn.raw``): what it runs there is seen by the counters only."""
+        if self.running:
+            self._count_from_here()
+            self._functions.clear()
+
+    def _count_from_here(self) -> None:
+        if self._counted_from is None:
+            with self.conn.cursor() as cursor:
+                self._counted_from = read_counters(cursor)
 
     def stop(self) -> None:
         self.running = False
+        self._last = None
+
+    # -- per statement: before, execute, after --------------------------------------
 
     def before(self, sql: str, query: str, parameters: Any) -> None:
         if not self.running:
             return
         if self.capture_sql:
             self._sql.append(sql if parameters is None else f"{sql}  -- parameters: {parameters!r}")
-        statement = classify(query)
-        self._pending = None
+        statement = self._statement = classify(query)
+        self._pending, self._truncating = None, None
+        if not leaves_rows_alone(query):
+            self._count_from_here()
         if statement.kind == "drop-table":
             for table in statement.tables:
-                row = self._query(f"SELECT count(*) FROM {qualified(table)}")
-                if row is not None:
-                    self._impact.append(DataImpact("dropped-table", table, count=row[0], before=row[0]))
+                found = table_rows(self.conn, table)
+                if found is not None:
+                    self._accounted.tables.update(found[1])
+                    self._impact.append(DataImpact("dropped-table", table, count=found[0], before=found[0]))
         elif statement.kind == "truncate":
-            for table in statement.tables:
-                row = self._query(f"SELECT count(*) FROM {qualified(table)}")
-                if row is not None:
-                    self._impact.append(DataImpact("deleted-rows", table, count=row[0], before=row[0], after=0))
+            self._truncate(statement)
         elif statement.kind == "drop-columns":
             for column in statement.columns:
-                self._dropped_column(statement.tables[0], column)
-        elif statement.kind in ("delete", "delete-like"):
-            row = self._query(f"SELECT count(*) FROM {qualified(statement.tables[0])}")
-            self._pending = None if row is None else row[0]
+                found = dropped_column(self.conn, statement.tables[0], column)
+                if found is not None:
+                    self._accounted.columns.update((oid, column) for oid in found[1])
+                    self._impact.append(found[0])
+        elif statement.kind == "delete":
+            name = qualified(statement.tables[0])
+            self._pending = fetch(self.conn, f"SELECT count(*), %s::regclass::oid FROM {name}", (name,))
         elif statement.kind == "update":
-            self._update(statement, parameters)
+            self._pending = self._count_update(statement, parameters)
+        if (rewritten := rewritten_table(query)) is not None:
+            self._accounted.rewritten.update(family(self.conn, rewritten))  # an ALTER TABLE rewrite keeps the rows
 
-    def _dropped_column(self, table: str, column: str) -> None:
-        default = self._query(
-            "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a LEFT JOIN pg_attrdef d "
-            "ON d.adrelid = a.attrelid AND d.adnum = a.attnum WHERE a.attrelid = to_regclass(%s) AND a.attname = %s",
-            (qualified(table), column),
-        )
-        if default is None:
-            return  # no such column (DROP COLUMN IF EXISTS): nothing is lost
-        expression = default[0]
-        differs = ""
-        if expression and not any(word in expression.lower() for word in _VOLATILE):
-            differs = f" AND {quote(column)} IS DISTINCT FROM ({expression})"
-        row = self._query(f"SELECT count(*) FILTER (WHERE {quote(column)} IS NOT NULL{differs}), "
-                          f"count({quote(column)}) FROM {qualified(table)}")
-        if row is not None:
-            self._impact.append(DataImpact("dropped-column", table, column, count=row[0], non_null=row[1]))
-
-    def _update(self, statement: Any, parameters: Any) -> None:
-        """Count, per assigned column, the non-NULL values the ``SET`` expression will change."""
-        alias = f" AS {quote(statement.alias)}" if statement.alias else ""
-        counts = ", ".join(f"count(*) FILTER (WHERE {quote(c)} IS NOT NULL AND {quote(c)} IS DISTINCT FROM ({e}))"
-                           for c, e in statement.assignments)
-        where = f" WHERE {statement.where}" if statement.where else ""
-        row = self._query(f"SELECT {counts} FROM {qualified(statement.tables[0])}{alias}{where}", parameters)
-        if row is None:
-            return
-        for (column, _), count in zip(statement.assignments, row):
-            if count:
-                self._impact.append(DataImpact("overwritten-values", statement.tables[0], column, count=count))
+    def execute(self, cursor: Any, query: str, parameters: Any) -> None:
+        """Run the statement; one that may drop what it does not name runs watched (``pg_drop_guard``)."""
+        if self.running and self._watch(query):
+            self._impact += run_watched(self.conn, cursor, query, parameters, self._accounted, self._tally)
+        else:
+            cursor.execute(query, parameters)
 
     def after(self, sql: str, query: str, parameters: Any, rowcount: int) -> None:
         if not self.running:
             return
-        statement = classify(query)
-        if statement.kind in ("delete", "delete-like") and rowcount and rowcount > 0:
-            before = self._pending
-            if statement.kind == "delete":
-                self._impact.append(DataImpact("deleted-rows", statement.tables[0], count=rowcount, before=before,
-                                               after=None if before is None else before - rowcount))
-            else:
-                self._impact.append(DataImpact("overwritten-values", statement.tables[0], None, count=rowcount))
+        statement, pending = self._statement, self._pending
+        if statement.kind == "delete" and pending is not None and rowcount and rowcount > 0:
+            before, oid = pending
+            self._impact.append(DataImpact("deleted-rows", statement.tables[0], count=rowcount, before=before,
+                                           after=before - rowcount))
+            self._tally.explain(oid, deleted=rowcount)
+        elif statement.kind == "update" and pending is not None and rowcount and rowcount > 0:
+            oid, counts = pending
+            for (column, _), count in zip(statement.assignments, counts):
+                if count:
+                    self._impact.append(DataImpact("overwritten-values", statement.tables[0], column, count=count))
+            self._tally.explain(oid, updated=rowcount)
+        elif statement.kind == "truncate" and self._truncating is not None:
+            with self.conn.cursor() as cursor:
+                self._tally.correct(self._truncating, read_counters(cursor))  # TRUNCATE resets the counters
+            self._truncating = None
         elif statement.kind == "insert" and rowcount and rowcount > 0:
             table = statement.tables[0]
             self._inserted[table] = self._inserted.get(table, 0) + rowcount
+        words = first_keywords(query, 1)
+        if words and words[0] not in _DATA:
+            self._functions.clear()  # it may have created, replaced or dropped a function
+
+    def _truncate(self, statement: Statement) -> None:
+        """Rows each truncated table holds (its inheriting tables' included; for ``CASCADE``, the referencing
+        tables' too), and the counters just before, since ``TRUNCATE`` resets them."""
+        for table in statement.tables:
+            found = table_rows(self.conn, table)
+            if found is not None:
+                self._accounted.rewritten.update(found[1])
+                self._impact.append(DataImpact("deleted-rows", table, count=found[0], before=found[0], after=0))
+        if statement.cascade:
+            for oid, schema, name in referencing_tables(self.conn, statement.tables):
+                self._accounted.rewritten.add(oid)
+                found = table_rows(self.conn, f"{schema}.{name}", only=True)
+                if found is not None and found[0]:
+                    self._impact.append(DataImpact("deleted-rows", shown(schema, name), count=found[0],
+                                                   before=found[0], after=0))
+        with self.conn.cursor() as cursor:
+            self._truncating = read_counters(cursor)
+
+    def _count_update(self, statement: Statement, parameters: Any) -> tuple[int, tuple[int, ...]] | None:
+        """Per assigned column, the non-NULL values the ``SET`` expression will change, and the table's oid.
+
+        With ``FROM``, a row joining several source rows gets one of them, unspecified: the counts are then
+        not exact and ``None`` is returned, leaving the rows to the counters (``updates N rows``).
+        """
+        table = qualified(statement.tables[0])
+        alias = f" AS {quote(statement.alias)}" if statement.alias else ""
+        ref = quote(statement.alias or statement.tables[0].split(".")[-1])
+        source = f", {statement.source}" if statement.source else ""
+        if statement.source:
+            changed = [f"count(DISTINCT ({ref}.tableoid, {ref}.ctid)) FILTER (WHERE {ref}.{quote(c)} IS NOT NULL "
+                       f"AND {ref}.{quote(c)} IS DISTINCT FROM ({e}))" for c, e in statement.assignments]
+            counts = [f"count(*) - count(DISTINCT ({ref}.tableoid, {ref}.ctid))", *changed]
+        else:
+            counts = [f"count(*) FILTER (WHERE {quote(c)} IS NOT NULL AND {quote(c)} IS DISTINCT FROM ({e}))"
+                      for c, e in statement.assignments]
+        where = f" WHERE {statement.where}" if statement.where else ""
+        # The table's oid rides along as a literal: the parameters are the statement's own.
+        oid = "'" + table.replace("'", "''") + "'::regclass::oid"
+        if parameters is not None:
+            oid = oid.replace("%", "%%")
+        row = fetch(self.conn, f"SELECT {oid}, {', '.join(counts)} FROM {table}{alias}{source}{where}", parameters)
+        if row is None or (statement.source and row[1] != 0):
+            return None
+        return row[0], tuple(row[2:] if statement.source else row[1:])
+
+    def _watch(self, query: str) -> bool:
+        """Whether the statement may drop what it does not name (``DROP ... CASCADE``, ``DO``, a user function)."""
+        if may_drop_unnamed(query):
+            return True
+        names = called_names(query)
+        unknown = {name for name in names if name not in self._functions}
+        if unknown:
+            found, self._functions_may_drop = user_functions(self.conn, unknown)
+            self._functions.update((name, name in found) for name in unknown)
+        return self._functions_may_drop and any(self._functions[name] for name in names)
+
+    # -- per step ----------------------------------------------------------------------
 
     def end_step(self) -> tuple[list[SchemaChange], list[DataImpact], list[str]]:
         self.running = False
-        objects, columns = self._snapshot()
-        old_objects, old_columns = self._before
-        changes: list[SchemaChange] = []
-        for name, kind in sorted(objects.items()):
-            if name not in old_objects:
-                changes.append(SchemaChange(kind, "added", name))
-        for name, kind in sorted(old_objects.items()):
-            if name not in objects:
-                changes.append(SchemaChange(kind, "removed", name))
-        for (table, column), type_ in sorted(columns.items()):
-            if (table, column) not in old_columns and table in old_objects:
-                changes.append(SchemaChange("column", "added", column, table, after=type_))
-        for (table, column), type_ in sorted(old_columns.items()):
-            if (table, column) not in columns and table in objects:
-                changes.append(SchemaChange("column", "removed", column, table, before=type_))
+        start = self._start if self._start is not None else take(self.conn, counters=False)
+        end = self._last = take(self.conn, counters=self._counted_from is not None)
+        changes = schema_changes(start, end)
         for table, count in self._inserted.items():
             changes.append(SchemaChange("rows", "added", table, after=count))
-        return changes, self._impact, self._sql
+        impact = list(self._impact)
+        if self._counted_from is not None:
+            impact += self._tally.unexplained(self.conn, self._counted_from, end.counters)
+        return changes, impact + self._uncounted(start, end), self._sql
+
+    def _uncounted(self, start: Snapshot, end: Snapshot) -> list[DataImpact]:
+        """Tables and columns that vanished during the step, and tables emptied or rewritten, with nothing
+        counting what they held."""
+        impact = [DataImpact("dropped-table", name, counted=False) for oid, name in sorted(start.tables.items())
+                  if oid not in end.tables and oid not in self._accounted.tables]
+        for oid, column in vanished_columns(start, end):
+            if (oid, column) not in self._accounted.columns:
+                impact.append(DataImpact("dropped-column", end.tables[oid], column, counted=False))
+        # A new storage file no statement read explains: a TRUNCATE where the preview could not watch.
+        impact += [DataImpact("deleted-rows", end.tables[oid], counted=False) for oid in rewritten_tables(start, end)
+                   if oid not in self._accounted.rewritten]
+        return impact

@@ -11,8 +11,9 @@ catalog runs on both engines) and finding the table and columns of a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 _TOKEN = re.compile(
     r"""
@@ -52,9 +53,16 @@ class Token:
         return self.text.upper() if self.kind == "word" else ""
 
 
-def tokens(sql: str, *, keep_space: bool = False) -> list[Token]:
-    return [Token(m.lastgroup if m.lastgroup not in ("tag", "pyname") else "punct", m.group(), m.start(), m.end())
-            for m in _TOKEN.finditer(sql) if keep_space or m.lastgroup != "space"]
+def tokens(sql: str, *, keep_space: bool = False) -> tuple[Token, ...]:
+    """The tokens of ``sql``; remembered for recent texts, since the preview reads each statement several times
+    (and a data migration runs the same one for every row)."""
+    return _tokens(sql, keep_space)
+
+
+@lru_cache(maxsize=256)
+def _tokens(sql: str, keep_space: bool) -> tuple[Token, ...]:
+    return tuple(Token(m.lastgroup if m.lastgroup not in ("tag", "pyname") else "punct", m.group(), m.start(), m.end())
+                 for m in _TOKEN.finditer(sql) if keep_space or m.lastgroup != "space")
 
 
 def split_script(script: str) -> Iterator[str]:
@@ -108,7 +116,7 @@ def translate_placeholders(sql: str, parameters: object) -> str:
 # -- what the preview needs to know about a statement ----------------------------------
 
 
-def _qualified(parts: list[Token], i: int) -> tuple[str | None, int]:
+def _qualified(parts: Sequence[Token], i: int) -> tuple[str | None, int]:
     """A possibly schema-qualified name starting at ``parts[i]``: (``schema.table`` or ``table``, next index)."""
     if i >= len(parts) or parts[i].name is None:
         return None, i
@@ -120,13 +128,13 @@ def _qualified(parts: list[Token], i: int) -> tuple[str | None, int]:
     return name, i
 
 
-def _skip(parts: list[Token], i: int, *words: str) -> int:
+def _skip(parts: Sequence[Token], i: int, *words: str) -> int:
     while i < len(parts) and parts[i].upper in words:
         i += 1
     return i
 
 
-def top_level_split(parts: list[Token], separator: str = ",") -> list[list[Token]]:
+def top_level_split(parts: Sequence[Token], separator: str = ",") -> list[list[Token]]:
     """``parts`` split at ``separator`` outside parentheses."""
     groups: list[list[Token]] = [[]]
     depth = 0
@@ -149,10 +157,14 @@ class Statement:
     kind: str  # drop-table | drop-columns | truncate | delete | update | delete-like | insert | other
     tables: tuple[str, ...] = ()
     columns: tuple[str, ...] = ()
-    #: update: (column, expression text) per SET item; where: the WHERE text; alias: the table's alias.
+    #: update: (column, expression text) per SET item; where: the WHERE text; alias: the table's alias;
+    #: source: the text of ``UPDATE ... FROM source``.
     assignments: tuple[tuple[str, str], ...] = ()
     where: str | None = None
     alias: str | None = None
+    source: str | None = None
+    #: truncate: ``TRUNCATE ... CASCADE`` also empties the tables whose foreign keys point at these.
+    cascade: bool = False
 
 
 def classify(sql: str) -> Statement:
@@ -179,7 +191,8 @@ def classify(sql: str) -> Statement:
     if head[:1] == ["TRUNCATE"]:
         i = _skip(parts, 1, "TABLE", "ONLY")
         names = [_qualified(group, 0)[0] for group in top_level_split(parts[i:])]
-        return Statement("truncate", tuple(n for n in names if n))
+        cascade = any(t.upper == "CASCADE" for t in parts)
+        return Statement("truncate", tuple(n for n in names if n), cascade=cascade)
     if head[:2] == ["DELETE", "FROM"]:
         table, _ = _qualified(parts, _skip(parts, 2, "ONLY"))
         return Statement("delete", (table,) if table else ())
@@ -191,8 +204,8 @@ def classify(sql: str) -> Statement:
     return Statement("other")
 
 
-def _update(sql: str, parts: list[Token]) -> Statement:
-    """``UPDATE t [AS a] SET c = e, ... [WHERE w]``; a ``FROM``, ``RETURNING`` or row assignment is ``other``."""
+def _update(sql: str, parts: Sequence[Token]) -> Statement:
+    """``UPDATE t [AS a] SET c = e, ... [FROM s] [WHERE w] [RETURNING r]``; a row assignment is ``delete-like``."""
     table, i = _qualified(parts, _skip(parts, 1, "ONLY"))
     if table is None:
         return Statement("other")
@@ -204,20 +217,116 @@ def _update(sql: str, parts: list[Token]) -> Statement:
     if i >= len(parts) or parts[i].upper != "SET":
         return Statement("other")
     body = parts[i + 1:]
-    depth, where_at = 0, None
+    depth, at = 0, {}
     for k, token in enumerate(body):
         depth += token.text == "(" and token.kind == "punct"
         depth -= token.text == ")" and token.kind == "punct"
-        if depth == 0 and token.upper in ("FROM", "RETURNING"):
-            return Statement("delete-like", (table,))
-        if depth == 0 and token.upper == "WHERE":
-            where_at = k
-            break
-    items = body if where_at is None else body[:where_at]
+        if depth == 0 and token.upper in ("FROM", "WHERE", "RETURNING") and token.upper not in at:
+            at[token.upper] = k
+    if "WHERE" in at and at["WHERE"] + 1 < len(body) and body[at["WHERE"] + 1].upper == "CURRENT":
+        return Statement("delete-like", (table,))  # WHERE CURRENT OF a cursor
+    ends = sorted(at.values()) + [len(body)]
+
+    def clause(word: str) -> str | None:
+        if word not in at:
+            return None
+        start = at[word] + 1
+        end = min(e for e in ends if e > at[word])
+        return sql[body[start].start:body[end - 1].end] if end > start else None
+
+    items = body[:ends[0]]
     assignments = []
     for group in top_level_split(items):
         if len(group) < 3 or group[1].text != "=" or group[0].name is None:
             return Statement("delete-like", (table,))
         assignments.append((group[0].name, sql[group[2].start:group[-1].end]))
-    where = None if where_at is None else sql[body[where_at + 1].start:] if where_at + 1 < len(body) else None
-    return Statement("update", (table,), assignments=tuple(assignments), where=where, alias=alias)
+    return Statement("update", (table,), assignments=tuple(assignments), where=clause("WHERE"), alias=alias,
+                     source=clause("FROM"))
+
+
+# -- statements that may destroy what they do not name ---------------------------------
+
+#: Words that take a parenthesis without being a function call.
+_NOT_CALLS = {"IN", "EXISTS", "ANY", "ALL", "SOME", "VALUES", "AS", "ON", "OVER", "FILTER", "WITHIN", "CONFLICT",
+              "ROW", "ARRAY", "CAST", "AND", "OR", "NOT", "WHERE", "SELECT", "SET", "RETURNING", "WITH", "LATERAL",
+              "DISTINCT", "BY", "THEN", "ELSE", "WHEN", "CASE", "USING", "COALESCE", "NULLIF", "GREATEST", "LEAST",
+              "EXTRACT", "INTERVAL"}
+#: After these a name followed by a parenthesis is a table and its columns (``INSERT INTO t (a, b)``).
+_TABLE_BEFORE = {"INTO", "TABLE", "JOIN", "FROM", "UPDATE", "REFERENCES", "ONLY"}
+_RUNS_EXPRESSIONS = {"SELECT", "WITH", "INSERT", "UPDATE", "DELETE", "MERGE", "VALUES"}
+
+
+def may_drop_unnamed(sql: str) -> bool:
+    """Whether the statement may drop tables or columns it does not name.
+
+    ``DROP ... CASCADE`` and ``ALTER ... CASCADE`` take dependents with
+    them (the tables of a schema, columns of a dropped type, inheriting
+    tables); ``DROP OWNED`` and ``DROP EXTENSION`` drop what belongs to
+    them; ``DO`` and ``CALL`` run code whose statements the preview never
+    sees.
+    """
+    words = [t.upper for t in tokens(sql) if t.kind == "word"]
+    if not words:
+        return False
+    if words[0] in ("DO", "CALL"):
+        return True
+    if words[0] == "DROP":
+        return words[1:2] in (["OWNED"], ["EXTENSION"]) or "CASCADE" in words
+    return words[0] == "ALTER" and "CASCADE" in words
+
+
+#: What ``CREATE`` may make without running a query over rows (``CREATE TABLE ... AS`` and materialized views do).
+_CREATES_QUIETLY = {"TABLE", "VIEW", "SEQUENCE", "TYPE", "SCHEMA", "FUNCTION", "PROCEDURE", "TRIGGER", "DOMAIN",
+                    "INDEX", "UNIQUE", "TEMP", "TEMPORARY", "UNLOGGED", "OR", "REPLACE", "RECURSIVE", "CONSTRAINT"}
+_QUIET = {"COMMENT", "GRANT", "REVOKE", "SET", "RESET", "SHOW", "ANALYZE", "SAVEPOINT", "RELEASE"}
+
+
+def leaves_rows_alone(sql: str) -> bool:
+    """Whether the statement cannot delete or update a row, even through a trigger or a function.
+
+    ``CREATE TABLE t (...)``, ``CREATE INDEX``, ``CREATE FUNCTION``,
+    ``COMMENT``, ``GRANT``... A step made only of these needs no reading of
+    the row counters, which costs a scan of every table's statistics.
+    """
+    words = [t.upper for t in tokens(sql) if t.kind == "word"]
+    if not words:
+        return True
+    if words[0] in _QUIET:
+        return True
+    if words[0] != "CREATE" or "AS" in words and "TABLE" in words[1:4] or "MATERIALIZED" in words[1:4]:
+        return False
+    return all(word in _CREATES_QUIETLY for word in words[1:2])
+
+
+def rewritten_table(sql: str) -> str | None:
+    """The table an ``ALTER TABLE`` or ``CLUSTER`` names: it may rewrite it (a new storage file) keeping its rows."""
+    parts = tokens(sql)
+    head = [t.upper for t in parts[:2]]
+    if head == ["ALTER", "TABLE"]:
+        return _qualified(parts, _skip(parts, 2, "IF", "EXISTS", "ONLY"))[0]
+    if head[:1] == ["CLUSTER"]:
+        return _qualified(parts, _skip(parts, 1, "VERBOSE"))[0]
+    return None
+
+
+def called_names(sql: str) -> set[str]:
+    """Names a data statement calls as functions (``SELECT f(1)``, ``INSERT ... VALUES (s.g())``), lower-cased.
+
+    Only candidates: the observer asks the server which of them are
+    functions of a user schema (those may run any statement).
+    """
+    parts = tokens(sql)
+    if not parts or parts[0].upper not in _RUNS_EXPRESSIONS:
+        return set()
+    names = set()
+    for k in range(len(parts) - 1):
+        token, following = parts[k], parts[k + 1]
+        if following.text != "(" or following.kind != "punct" or token.name is None or token.upper in _NOT_CALLS:
+            continue
+        start = k
+        while start >= 2 and parts[start - 1].text == "." and parts[start - 2].name is not None:
+            start -= 2
+        if start > 0 and parts[start - 1].upper in _TABLE_BEFORE:
+            continue
+        names.add(token.name)
+    return names

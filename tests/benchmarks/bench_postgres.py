@@ -22,6 +22,10 @@
    command can be faster than that; the ratio floor/SQLite is the best 2b
    can reach. Beside it, ``import psycopg`` timed inside a fresh
    interpreter and connect + ``SELECT 1`` + close in this one.
+4. The default ``apm migrate`` path: the same 1,000 migrations previewed
+   (the whole plan in one watched transaction, then committed), one round
+   after each round of 1, against the unwatched engine run of 1
+   (``--no-preview``). Reported, no target: what the preview costs.
 
 Starts its own throwaway server (tests/pg_server.py). Run:
 ``python tests/benchmarks/bench_postgres.py [N]`` (N migrations, 1,000 by
@@ -192,10 +196,14 @@ def main(n: int = 1000) -> None:
                         conn.execute("INSERT INTO schema_migrations VALUES (%s, %s, now(), %s, %s)",
                                      (f"{i:04d}", f"Table {i}", "x" * 64, 1))
 
-        applies: dict[str, list[float]] = {"engine": [], "raw": []}
+        def apply_previewed(url: str) -> None:
+            preview = engine_for(url).runner(catalog=catalog).preview(apply_plan(catalog, {}), accept=lambda _p: True)
+            assert preview.committed and len(preview.steps) == n
+
+        applies: dict[str, list[float]] = {"engine": [], "raw": [], "previewed": []}
         urls = {}
         for _ in range(APPLY_ROUNDS):
-            for name, apply in (("engine", apply_engine), ("raw", apply_raw)):
+            for name, apply in (("engine", apply_engine), ("raw", apply_raw), ("previewed", apply_previewed)):
                 urls[name] = server.create_database()
                 started = time.perf_counter()
                 apply(urls[name])
@@ -237,6 +245,8 @@ def main(n: int = 1000) -> None:
     print(f"        PostgreSQL against the floor: {paired(pg, floor)}")
     print(f"        CPU, floor against SQLite: {paired(cpu['floor'], cpu[f'{FLOORED} | SQLite'])}")
     print(f"   in one interpreter: import psycopg {spread(imports)}; connect + SELECT 1 + close {spread(connects)}")
+    print(f"4. apply {n} previewed (the default apm migrate): {spread(applies['previewed'])}; against the "
+          f"unwatched engine run: {paired(applies['previewed'], applies['engine'])}")
 
 
 if __name__ == "__main__":
