@@ -122,7 +122,9 @@ def _parse(path: Path, data: bytes | None = None) -> dict[str, Any]:
 
 def _shown(value: Any) -> str:
     if isinstance(value, str):
-        return f'"{value}"'
+        from planner.engines.urls import redact
+
+        return f'"{redact(value)}"'
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
@@ -160,8 +162,12 @@ def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
         if not isinstance(value, str) or not value.strip():
             raise bad()
         if key == "db":
-            from planner.engines.urls import is_postgres
+            from planner.engines.urls import is_postgres, misspelled_url
 
+            start = misspelled_url(value)
+            if start is not None:  # shown by its scheme only: the rest may hold a password
+                raise ConfigError(f"{where}: db {start!r} starts like a URL but is not a PostgreSQL one: write "
+                                  f"postgresql://... or postgres://..., or a file path")
             if is_postgres(value):
                 return value.strip()  # a connection string, not a path relative to the file
         path = Path(os.path.expanduser(value))

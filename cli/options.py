@@ -236,7 +236,19 @@ def _db(value: str) -> Path | str:
     """``--db``: a PostgreSQL connection string stays a string (a Path would fold its ``//``), else a path."""
     from planner.engines.urls import is_postgres
 
+    refuse_misspelled_url(value)
     return value.strip() if is_postgres(value) else _path(value)
+
+
+def refuse_misspelled_url(value: str) -> None:
+    """A URL whose scheme is not PostgreSQL's is a typo to fix, not a file to create (exit 2)."""
+    from planner.engines.urls import misspelled_url
+
+    start = misspelled_url(value)
+    if start is not None:
+        raise click.BadParameter(
+            f"{start!r} starts like a URL but is not a PostgreSQL one: write postgresql://... or postgres://... "
+            f"(or host=... dbname=...), or give a file path; nothing was changed")
 
 
 def _schema(value: str) -> str:

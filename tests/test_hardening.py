@@ -556,3 +556,27 @@ def test_19_no_doc_speaks_of_issues_or_unfinished_work():
         text = path.read_text()
         for phrase in ("(issue ", "issue #", "once it is built", "is built (", "not built yet", "TODO"):
             assert phrase not in text, f"{path.name} says {phrase!r}"
+
+
+@pytest.mark.parametrize("given", ["option", "env", "config"])
+@pytest.mark.parametrize("url", ["postgresq://app:s3cret-pw@/appdb?host=/tmp/x", "postgresql//app:s3cret-pw@/appdb",
+                                 "mysql://app:s3cret-pw@localhost/appdb"])
+def test_a_misspelled_url_is_a_usage_error_never_a_sqlite_file(tmp_path, given, url):
+    """A typo in the scheme once made a SQLite file named after the URL, migrated it, and printed the password."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    write_migration(folder, "0001")
+    args = ["migrate", "--migrations-dir", str(folder)]
+    env = {}
+    if given == "option":
+        args += ["--db", url]
+    elif given == "env":
+        env["APM_DB"] = url
+    else:
+        (tmp_path / "apm.toml").write_text(f'db = "{url}"\n')
+    result = apm(*args, cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "not a PostgreSQL one" in result.stderr and "Traceback" not in result.stderr
+    assert "s3cret-pw" not in result.stdout + result.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".py") == (
+        ["apm.toml"] if given == "config" else [])

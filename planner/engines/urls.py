@@ -29,6 +29,28 @@ def is_postgres(db: str) -> bool:
     return text.lower().startswith(_SCHEMES) or _KEYWORD_FORM.match(text) is not None
 
 
+_SCHEME_LIKE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*):/")
+
+
+def misspelled_url(db: str) -> str | None:
+    """What ``db`` looks like when it looks like a URL but is not PostgreSQL's: a typo, never a file name.
+
+    ``postgresq://app:pw@/appdb`` must not become a SQLite file of that name
+    (migrated, backed up, its password in every path printed). ``None`` when
+    ``db`` is PostgreSQL's or plainly a path. Only the scheme is returned, so
+    a message quoting it shows no password.
+    """
+    text = str(db)
+    if is_postgres(text):
+        return None
+    match = _SCHEME_LIKE.match(text)
+    if match and not (len(match.group(1)) == 1 and text.lstrip()[1:3] in (":/", ":\\")):  # C:/ is a drive
+        return match.group(1) + ":"
+    if text.lstrip().lower().startswith("postgres"):
+        return text.lstrip()[:len("postgresql")].rstrip(":/") + "..."
+    return None
+
+
 def redact(db: str) -> str:
     """``db`` with any password replaced by ``***`` (URL user info, ``?password=``, ``password=``)."""
     text = str(db)
