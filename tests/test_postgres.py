@@ -438,3 +438,47 @@ def test_doctor_probes_the_lock_and_transactional_ddl_the_guarantees_rest_on(pg_
     assert "could apply one migration twice" in found[("advisory-lock-not-exclusive", None)]["message"]
     assert not query(pg_url, "SELECT relname FROM pg_class WHERE relname LIKE 'apm_probe%%'")  # nothing left
     assert not query(pg_url, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory'")
+
+
+def test_a_runner_waiting_for_the_lock_never_deadlocks_a_concurrent_index_build(pg_url, catalog_dir):
+    """CREATE INDEX CONCURRENTLY waits for every open transaction; a runner waiting *inside* pg_advisory_lock()
+    was one, while it waited for the builder's lock: the server killed one of them and left the index invalid.
+
+    Made deterministic: an open transaction of this test holds the build in its first phase until the second
+    runner is waiting for the lock; then it ends, and the build must finish.
+    """
+    import psycopg
+
+    write_migration(catalog_dir, "0001", upgrade="conn.execute('CREATE TABLE posts (id INT, title TEXT)')")
+    write_migration(catalog_dir, "0002", depends_on=("0001",), extra="transactional = False\n",
+                    upgrade="conn.execute('CREATE INDEX CONCURRENTLY IF NOT EXISTS posts_by_title ON posts (title)')")
+    assert apm(pg_url, "migrate", "--target", "0001", catalog=catalog_dir).returncode == 0
+    apm_bin = Path(sys.executable).parent / "apm"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
+    command = [str(apm_bin), "migrate", "--yes", "--db", pg_url, "--migrations-dir", str(catalog_dir)]
+    with psycopg.connect(pg_url) as holder:
+        holder.execute("INSERT INTO posts VALUES (1, 'a')")  # an open write: the build's first phase waits for it
+        builder = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        deadline = time.monotonic() + 30
+        while not query(pg_url, "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY%%' "
+                                "AND wait_event_type = 'Lock'") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        waiter = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        time.sleep(1.5)  # the waiter is polling for the lock by now
+        holder.rollback()
+        outcomes = [(p.wait(60), p.stderr.read()) for p in (builder, waiter)]
+    assert [code for code, _ in outcomes] == [0, 0], outcomes
+    assert not any("deadlock" in err for _, err in outcomes)
+    assert query(pg_url, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'posts_by_title'::regclass") == [(True,)]
+    assert applied(pg_url) == ["0001", "0002"]
+
+
+def test_doctor_reports_an_index_a_concurrent_build_left_invalid(pg_url, seed_chain):
+    import psycopg
+
+    run_sql(pg_url, "CREATE TABLE posts (id INT); INSERT INTO posts VALUES (1), (1)")
+    with psycopg.connect(pg_url, autocommit=True) as conn, pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute("CREATE UNIQUE INDEX CONCURRENTLY posts_id ON posts (id)")  # fails, leaves it invalid
+    code, found = doctor(pg_url, catalog=seed_chain)
+    assert code == 6 and "posts_id" in found[("invalid-index", None)]["message"]
+    assert "DROP INDEX CONCURRENTLY" in found[("invalid-index", None)]["fix"]

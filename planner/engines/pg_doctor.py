@@ -43,6 +43,7 @@ def diagnose_postgres(engine: Any, catalog_dir: Path | str, backup_dir: Path | N
             log = f"{quote(schema)}.{LOG_TABLE}"
             rows = conn.execute(interrupted_query(log, "%s"), (STARTED, STARTED)).fetchall()
             findings.extend(findings_for([(v, a, str(at)[:19], detail) for v, a, at, detail in rows]))
+        findings.extend(_invalid_indexes(conn))
     findings.append(Finding(
         INFO, "foreign-keys", None,
         "foreign keys are enforced by the server: PostgreSQL checks each reference when a row is written (a "
@@ -52,6 +53,22 @@ def diagnose_postgres(engine: Any, catalog_dir: Path | str, backup_dir: Path | N
     if backup_dir is not None:
         findings.extend(_backups(engine, Path(backup_dir)))
     return findings
+
+
+def _invalid_indexes(conn: Any) -> list[Finding]:
+    """Indexes a ``CREATE INDEX CONCURRENTLY`` left half-built: the server keeps them but never uses them.
+
+    ``IF NOT EXISTS`` then skips them, so a migration re-run "succeeds" without an index.
+    """
+    rows = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid ORDER BY 1, 2").fetchall()
+    return [Finding(
+        ERROR, "invalid-index", None,
+        f"index {schema}.{name} is invalid (a CREATE INDEX CONCURRENTLY that failed or was stopped): the server "
+        f"keeps it up to date but never uses it, and CREATE INDEX ... IF NOT EXISTS skips it",
+        f"psql -c 'DROP INDEX CONCURRENTLY {quote(schema)}.{quote(name)}', then run the migration that builds it "
+        f"again (apm migrate --mark-rolled-back V, then apm migrate)", "database") for schema, name in rows]
 
 
 class _Undo(Exception):

@@ -11,6 +11,7 @@ the database through ``redact``: a password never reaches the terminal.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -110,16 +111,15 @@ class PostgresEngine(Engine):
             import psycopg
 
             key = lock_key(self.ledger_schema)
-            if self.busy_timeout <= 0:
-                if not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
-                    raise LockTimeout(self.display, 0)
-            else:
-                conn.execute(f"SET lock_timeout = {int(self.busy_timeout * 1000)}")
-                try:
-                    conn.execute("SELECT pg_advisory_lock(%s)", (key,))
-                except psycopg.errors.LockNotAvailable:
-                    raise LockTimeout(self.display, self.busy_timeout) from None
-                conn.execute("SET lock_timeout = 0")  # migrations wait for locks as they would anywhere
+            # Polled, not waited for inside pg_advisory_lock(): a runner blocked in a statement has a
+            # transaction open, and another runner's CREATE INDEX CONCURRENTLY waits for every open
+            # transaction, so the two would deadlock (the server kills one; the index is left invalid).
+            # Between polls this runner holds nothing, and Ctrl-C is heard within a slice.
+            deadline = time.monotonic() + max(0.0, self.busy_timeout)
+            while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(self.display, self.busy_timeout)
+                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
             try:
                 yield conn
             finally:
