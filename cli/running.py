@@ -47,7 +47,8 @@ def make_rollback_plan(catalog, entries: dict, version: str, cascade: bool):
     return rollback_plan(catalog, entries, version, cascade=cascade)
 
 
-def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_plan=None) -> list[dict]:
+def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_plan=None,
+            before=None) -> list[dict]:
     """Run a plan, one line per step (or a progress bar on a terminal for long plans), then what was done.
 
     ``make_plan(ledger)`` plans the same request again when another process
@@ -99,7 +100,8 @@ def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_pl
             echo(line, fg="yellow" if isinstance(event, StepSkipped) else None)
 
     try:
-        executor.migrate(make_plan or (lambda _ledger: plan), on_event=record, atomic=atomic, plan=plan)
+        executor.migrate(make_plan or (lambda _ledger: plan), on_event=record, atomic=atomic, plan=plan,
+                         before=before)
     except Interrupted as interrupt:
         if progress is not None:
             progress.close()
@@ -135,12 +137,13 @@ def _interrupted_summary(plan, atomic: bool) -> str:
     return f"interrupted: {state}; the database is consistent. Run `{again}` to finish"
 
 
-def preview_plan(catalog, plan, *, make_plan=None, accept=None, sql: bool = False, on_event=None):
+def preview_plan(catalog, plan, *, make_plan=None, accept=None, sql: bool = False, on_event=None, before=None):
     """The plan run for real in one transaction, watched (``Executor.preview``); committed only if ``accept``."""
     # A plan that only applies may create the database (a --to that only goes forward too).
     creates = all(step.direction == "apply" for step in plan.steps)
     executor = settings().engine.runner(catalog=catalog, create=creates)
-    return executor.preview(plan, make_plan=make_plan, accept=accept, on_event=on_event, capture_sql=sql)
+    return executor.preview(plan, make_plan=make_plan, accept=accept, on_event=on_event, capture_sql=sql,
+                            before=before)
 
 
 def report_preview(preview, plan, *, as_json: bool, sql: bool, title: str = "Dry run") -> None:
@@ -239,7 +242,7 @@ def run_previewed(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql: bo
             echo(f"Note: {why}", fg="yellow", err=True)
         return run_step_by_step(catalog, plan, make_plan=make_plan, atomic=False, as_json=as_json, backup=backup,
                                 create=plan.direction != "rollback")
-    backup_path = take_backup() if backup else None
+    taken = _BackupOnce(backup)
     confirmed: list[str] | None = None
     try:
         while True:
@@ -249,7 +252,7 @@ def run_previewed(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql: bo
                 return yes or not preview.loses_data
 
             preview = preview_plan(catalog, plan, make_plan=make_plan, accept=accept, sql=sql,
-                                   on_event=_preview_progress(plan, as_json))
+                                   on_event=_preview_progress(plan, as_json), before=taken)
             if preview.error is not None:
                 failed = preview.steps[-1]
                 if failed.output:  # what it printed helps explain the failure (stderr: --json stays clean)
@@ -270,9 +273,10 @@ def run_previewed(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql: bo
             _ask(lines)
             confirmed = lines
     except (CommandError, Interrupted):
-        if backup_path is not None:
-            backup_path.unlink(missing_ok=True)  # nothing changed: a backup of it is only clutter
+        if taken.path is not None:
+            taken.path.unlink(missing_ok=True)  # nothing changed: a backup of it is only clutter
         raise
+    backup_path = taken.path
     if backup_path is not None:
         prune_backups_after_commit()
     if preview.loses_data:  # on stderr, so --json stays one document on stdout
@@ -324,13 +328,31 @@ def run_step_by_step(catalog, plan, *, make_plan, atomic: bool, as_json: bool, b
     The backup first (when asked), each step committed in turn (or all at
     once with ``atomic``), and old backups pruned once the run committed.
     """
-    backup_path = take_backup() if backup else None
-    if backup_path is not None and not as_json:
-        echo(f"Backup written to {backup_path}")
-    results = execute(catalog, plan, atomic=atomic, as_json=as_json, create=create, make_plan=make_plan)
+    taken = _BackupOnce(backup, announce=not as_json)
+    results = execute(catalog, plan, atomic=atomic, as_json=as_json, create=create, make_plan=make_plan,
+                      before=taken)
+    backup_path = taken.path
     if backup_path is not None:
         prune_backups_after_commit()
     return {"results": results, "backup": str(backup_path) if backup_path is not None else None}
+
+
+class _BackupOnce:
+    """The backup before a rollback, taken by the runner once it holds the lock (``before``), at most once.
+
+    Taken any earlier, another runner could commit between the copy and the
+    run, and "the newest backup" would not be the database this run changed.
+    """
+
+    def __init__(self, wanted: bool, *, announce: bool = False):
+        self.wanted, self.announce = wanted, announce
+        self.path: Path | None = None
+
+    def __call__(self) -> None:
+        if self.wanted and self.path is None:
+            self.path = take_backup()
+            if self.path is not None and self.announce:
+                echo(f"Backup written to {self.path}")
 
 
 def take_backup() -> Path | None:

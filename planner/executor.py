@@ -114,6 +114,7 @@ class Executor:
         *,
         atomic: bool = False,
         plan: Plan | None = None,
+        before: Callable[[], object] | None = None,
     ) -> RunResult:
         """Run what ``make_plan(ledger)`` asks for, planning again whenever another process changed the ledger.
 
@@ -125,6 +126,8 @@ class Executor:
         A refusal of the new plan (a rollback that now has applied
         dependents, say) is raised as it is.
         """
+        if before is not None:  # the backup before a rollback: a file's copy is taken before its write lock
+            before()
         if plan is None:
             plan = make_plan(self.applied())
         result = RunResult(plan)
@@ -167,6 +170,7 @@ class Executor:
         accept: Callable[[Preview], bool] | None = None,
         on_event: Callable[[Event], None] | None = None,
         capture_sql: bool = False,
+        before: Callable[[], object] | None = None,
     ) -> Preview:
         """Run the plan inside one transaction on the real file, watching what each statement destroys.
 
@@ -180,6 +184,8 @@ class Executor:
         """
         from planner.observe import StepObserver
 
+        if before is not None:  # see ``migrate``
+            before()
         started = time.perf_counter()
         result = Preview(plan)
         existed, folder_existed = self.path.exists(), self.path.parent.exists()

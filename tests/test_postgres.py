@@ -482,3 +482,28 @@ def test_doctor_reports_an_index_a_concurrent_build_left_invalid(pg_url, seed_ch
     code, found = doctor(pg_url, catalog=seed_chain)
     assert code == 6 and "posts_id" in found[("invalid-index", None)]["message"]
     assert "DROP INDEX CONCURRENTLY" in found[("invalid-index", None)]["fix"]
+
+
+def test_the_backup_before_a_rollback_is_taken_under_the_lock(pg_url, catalog_dir, tmp_path):
+    """A rollback that waited for another runner backs up the database it then changes, not the one before."""
+    write_migration(catalog_dir, "0001", upgrade="conn.execute('CREATE TABLE a (id INT)')",
+                    downgrade="conn.execute('DROP TABLE a')")
+    write_migration(catalog_dir, "0002", depends_on=(),
+                    upgrade="conn.execute('SELECT pg_sleep(2)')\nconn.execute('CREATE TABLE b (id INT)')")
+    assert apm(pg_url, "migrate", "--target", "0001", catalog=catalog_dir).returncode == 0
+    dumps = tmp_path / "dumps"
+    apm_bin = Path(sys.executable).parent / "apm"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
+    base = ["--db", pg_url, "--migrations-dir", str(catalog_dir)]
+    slow = subprocess.Popen([str(apm_bin), "migrate", "--yes", *base], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 30
+    while not query(pg_url, "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%%pg_sleep%%' "
+                            "AND pid <> pg_backend_pid()") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    rollback = apm(pg_url, "migrate", "--rollback", "0001", "--yes", "--backup-dir", str(dumps), catalog=catalog_dir)
+    assert slow.wait(60) == 0 and rollback.returncode == 0, rollback.stderr
+    listed = json.loads(apm(pg_url, "migrate", "backups", "--json", "--backup-dir", str(dumps),
+                            catalog=catalog_dir).stdout)
+    assert [entry["applied"] for entry in listed] == [2]  # 0001 and the 0002 committed while it waited
+    assert applied(pg_url) == ["0002"]

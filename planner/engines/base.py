@@ -45,12 +45,14 @@ class PlanRunner(Protocol):
         """The ledger as it is now, read without creating anything."""
 
     def migrate(self, make_plan: MakePlan, on_event: Callable[[Event], None] | None = None, *,
-                atomic: bool = False, plan: Plan | None = None) -> RunResult:
+                atomic: bool = False, plan: Plan | None = None,
+                before: Callable[[], object] | None = None) -> RunResult:
         """One transaction per step (or one for all, ``atomic``), each with its ledger row; plans inside the lock."""
 
     def preview(self, plan: Plan, *, make_plan: MakePlan | None = None,
                 accept: Callable[[Preview], bool] | None = None,
-                on_event: Callable[[Event], None] | None = None, capture_sql: bool = False) -> Preview:
+                on_event: Callable[[Event], None] | None = None, capture_sql: bool = False,
+                before: Callable[[], object] | None = None) -> Preview:
         """The whole plan in one transaction, watched; committed only if ``accept`` says so."""
 
     def mark_applied(self, migration: Migration) -> None: ...

@@ -75,15 +75,20 @@ def _dies_with(parent: int) -> Callable[[], None] | None:
     return arm
 
 
-def dump(url: str, folder: Path, *, advice: str = "Fix it, or pass --no-backup") -> Path:
+def dump(url: str, folder: Path, *, advice: str = "Fix it, or pass --no-backup",
+         lock_wait: float | None = None) -> Path:
     """``pg_dump -Fc`` of the database into ``folder``; the path written.
 
     ``advice`` ends the message of a failure: what the command that wanted
-    the dump lets the user do about it.
+    the dump lets the user do about it. ``lock_wait`` (``--busy-timeout``)
+    bounds how long pg_dump waits for a table another session has locked;
+    past it the dump fails, and so does the command, with nothing changed.
     """
     tool = shutil.which("pg_dump")
     if tool is None:
         raise BackupToolMissing(redact(url))
+    if folder.exists() and not folder.is_dir():
+        raise BackupFailed(redact(url), f"the backup folder {folder} is a file, not a folder", advice)
     folder.mkdir(parents=True, exist_ok=True)
     remove_abandoned_dumps(url, folder)
     safe = dump_stem(url)
@@ -95,7 +100,8 @@ def dump(url: str, folder: Path, *, advice: str = "Fix it, or pass --no-backup")
         path = folder / f"{safe}.{stamp}_{counter}.dump"
     partial = partial_path(path)
     conninfo, env = client_environment(url)
-    result = run_client([tool, "--format=custom", "--file", str(partial), "--dbname", conninfo], env)
+    waiting = [f"--lock-wait-timeout={max(1, int(lock_wait * 1000))}"] if lock_wait and lock_wait > 0 else []
+    result = run_client([tool, "--format=custom", *waiting, "--file", str(partial), "--dbname", conninfo], env)
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
         lines = (result.stderr or "").strip().splitlines()

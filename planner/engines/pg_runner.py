@@ -49,9 +49,15 @@ class PgRunner:
 
     def migrate(self, make_plan: Callable[[dict[str, LedgerEntry]], Plan],
                 on_event: Callable[[Event], None] | None = None, *, atomic: bool = False,
-                plan: Plan | None = None) -> RunResult:
-        """Lock, plan from the ledger as it is inside the lock, run; the first failure is raised."""
+                plan: Plan | None = None, before: Callable[[], object] | None = None) -> RunResult:
+        """Lock, plan from the ledger as it is inside the lock, run; the first failure is raised.
+
+        ``before()`` (the backup before a rollback) runs once the lock is held, so what it copies is the
+        database this run changes: no other runner can commit between the two.
+        """
         with self.engine.locked() as conn:
+            if before is not None:
+                before()
             ledger = PgLedger(conn, self.engine.ledger_schema)
             planned = make_plan(ledger.applied_migrations())
             if plan is not None and not _same(plan, planned):
@@ -69,13 +75,18 @@ class PgRunner:
 
     def preview(self, plan: Plan, *, make_plan: Callable[[dict[str, LedgerEntry]], Plan] | None = None,
                 accept: Callable[[Preview], bool] | None = None, on_event: Callable[[Event], None] | None = None,
-                capture_sql: bool = False) -> Preview:
-        """The whole plan in one transaction under the lock, watched; committed only if ``accept(preview)``."""
+                capture_sql: bool = False, before: Callable[[], object] | None = None) -> Preview:
+        """The whole plan in one transaction under the lock, watched; committed only if ``accept(preview)``.
+
+        ``before()`` runs once the lock is held, as in ``migrate``.
+        """
         from planner.engines.pg_observe import PgObserver
 
         started = time.perf_counter()
         result = Preview(plan)
         with self.engine.locked() as conn:
+            if before is not None:
+                before()
             session = PgSession(conn, PgLedger(conn, self.engine.ledger_schema), plan, catalog=self.catalog,
                                 atomic=True)
             session.preview(result, PgObserver(conn, capture_sql=capture_sql), make_plan=make_plan,

@@ -177,7 +177,8 @@ class PostgresEngine(Engine):
     def backup(self, folder: Path | None = None) -> Path | None:
         from planner.engines.pg_backup import dump
 
-        return dump(self.url, folder if folder is not None else self.backup_dir or Path("."))
+        return dump(self.url, folder if folder is not None else self.backup_dir or Path("."),
+                    lock_wait=self.busy_timeout)
 
     # -- backups (pg_dump files in the backup folder), restore, and APM's agents table --------------------
 
