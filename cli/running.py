@@ -64,6 +64,7 @@ def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_pl
     bar_wanted = not as_json and len(plan) > 10 and sys.stdout.isatty()
     executor = settings().engine.runner(catalog=catalog, create=create)  # planner.executor.Executor on SQLite
     progress = Progress(len(plan), keep_lines=not atomic) if bar_wanted else None
+    running: list = [None]  # the step under way, for the message when Ctrl-C stops it
 
     def record(event) -> None:
         if isinstance(event, Replanned):
@@ -73,6 +74,7 @@ def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_pl
                 progress.grow(len(event.plan))
             return
         migration = event.step.migration
+        running[0] = event.step if isinstance(event, StepStarted) else None
         if isinstance(event, StepStarted):
             if progress is not None:
                 progress.show(event.step)
@@ -107,7 +109,7 @@ def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_pl
             progress.close()
         from cli.errors import interrupted_exit_code
 
-        raise CommandError(_interrupted_summary(plan, atomic), interrupted_exit_code(interrupt)) from None
+        raise CommandError(_interrupted_summary(plan, atomic, running[0]), interrupted_exit_code(interrupt)) from None
     if progress is not None:
         progress.close()
     for line, skipped in held if not as_json else ():
@@ -119,8 +121,12 @@ def _verb(direction: str) -> str:
     return "Applied" if direction == "apply" else "Rolled back"
 
 
-def _interrupted_summary(plan, atomic: bool) -> str:
-    """What an interrupted run left, read back from the ledger (exact even if Ctrl-C came right after a COMMIT)."""
+def _interrupted_summary(plan, atomic: bool, running=None) -> str:
+    """What an interrupted run left, read back from the ledger (exact even if Ctrl-C came right after a COMMIT).
+
+    A ``transactional = False`` step has no transaction to roll back: what it did before the stop stays,
+    and the message says so instead of calling the database consistent.
+    """
     recorded = ledger_entries()
     applying = plan.direction == "apply"
     done = [s.version for s in plan.steps if (s.version in recorded) == (s.direction == "apply")]
@@ -134,6 +140,11 @@ def _interrupted_summary(plan, atomic: bool) -> str:
                                                                                         else "")
     if plan.direction == "mixed":  # a plan to a state (--to)
         again = f"apm migrate --to {plan.target}"
+    if running is not None and not running.migration.transactional and not atomic:
+        state = state.replace("; the step that was running was rolled back", "")
+        return (f"interrupted: {state}; {running.version} was running outside any transaction (transactional = "
+                f"False), so what it did before the stop stays: `apm migrate doctor` shows it and what to check, "
+                f"then run `{again}`")
     return f"interrupted: {state}; the database is consistent. Run `{again}` to finish"
 
 

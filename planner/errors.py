@@ -394,8 +394,9 @@ class MigrationFailed(ExecutionError):
         state = "its changes were rolled back" if rolled_back else "the whole plan was rolled back"
         if isinstance(cause, SystemExit):
             what = f"called sys.exit({cause.code!r})"
-        elif str(cause):
-            what = f"{type(cause).__name__}: {cause}"
+        elif str(cause).strip():
+            # The first line: a server's message goes on with LINE/DETAIL/HINT lines, and an error is one line.
+            what = f"{type(cause).__name__}: {str(cause).strip().splitlines()[0]}"
         else:
             what = f"raised {type(cause).__name__}"
         super().__init__(

@@ -580,3 +580,26 @@ def test_a_misspelled_url_is_a_usage_error_never_a_sqlite_file(tmp_path, given, 
     assert "s3cret-pw" not in result.stdout + result.stderr
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".py") == (
         ["apm.toml"] if given == "config" else [])
+
+
+def test_ctrl_c_during_a_step_outside_any_transaction_says_what_stays(catalog_dir, db, tmp_path):
+    """Such a step cannot be rolled back, so the message must not call the database consistent."""
+    running = tmp_path / "running"
+    write_migration(catalog_dir, "0001", depends_on=(), **creates("one"))
+    write_migration(catalog_dir, "0002", depends_on=("0001",), extra="transactional = False\n",
+                    upgrade=f"conn.execute('CREATE TABLE two (x)')\nimport pathlib, time\n"
+                            f"pathlib.Path({str(running)!r}).write_text('x')\ntime.sleep(60)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
+    process = subprocess.Popen([str(APM), *base(db, catalog_dir), "migrate", "--yes"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 60
+    while not running.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, out + err
+    assert "0002 was running outside any transaction" in err and "apm migrate doctor" in err
+    assert "the database is consistent" not in err and "rolled back" not in err
+    assert ledger(db) == ["0001"] and "two" in tables(db)  # what it did stays, as the message says
+    doctor = apm(*base(db, catalog_dir), "migrate", "doctor")
+    assert doctor.returncode == 6 and "interrupted-non-transactional" in doctor.stdout

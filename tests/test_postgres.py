@@ -507,3 +507,13 @@ def test_the_backup_before_a_rollback_is_taken_under_the_lock(pg_url, catalog_di
                             catalog=catalog_dir).stdout)
     assert [entry["applied"] for entry in listed] == [2]  # 0001 and the 0002 committed while it waited
     assert applied(pg_url) == ["0002"]
+
+
+def test_a_server_error_in_a_migration_is_one_line(pg_url, catalog_dir):
+    write_migration(catalog_dir, "0001", upgrade="conn.execute('INSERT INTO nowhere VALUES (1)')")
+    result = apm(pg_url, "migrate", catalog=catalog_dir)
+    assert result.returncode == 5
+    assert 'UndefinedTable: relation "nowhere" does not exist' in result.stderr
+    assert "LINE 1" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    detail = query(pg_url, "SELECT detail FROM schema_migrations_log WHERE outcome = 'failed'")
+    assert len(detail) == 1 and "\n" not in detail[0][0]
