@@ -185,11 +185,14 @@ class Settings:
         """(setting, value, where it came from) for each setting, as ``apm config`` shows them."""
         config = self.config
         given = {"db": self.db, "migrations_dir": self.migrations_dir, "busy_timeout": self.busy_timeout_option,
-                 "keep_backups": self.keep_backups_option}
+                 "keep_backups": self.keep_backups_option, "ledger_schema": self.ledger_schema_option,
+                 "backup_dir": self.backup_dir_option}
         defaults = {"db": (str(DEFAULT_DB), "default"),
                     "migrations_dir": (str(shipped_catalog()), "default (APM's catalog)"),
                     "busy_timeout": (DEFAULT_BUSY_TIMEOUT, "default"),
-                    "keep_backups": (None, "default (keep all)")}
+                    "keep_backups": (None, "default (keep all)"),
+                    "ledger_schema": ("public", "default (PostgreSQL only)"),
+                    "backup_dir": (None, "default (SQLite: beside the file; PostgreSQL: this folder)")}
         rows = []
         if isinstance(given["db"], str) or isinstance(config.get("db"), str):  # never show a password
             from planner.engines.urls import redact
@@ -200,7 +203,8 @@ class Settings:
                 self.sources.setdefault("db", f"config {config.path}")
         for name, value in given.items():
             if value is not None:
-                rows.append((name, str(value) if isinstance(value, Path) else value, self.sources.get(name, "option")))
+                source = self.sources.get(name) or self.sources.get(f"{name}_option", "option")
+                rows.append((name, str(value) if isinstance(value, Path) else value, source))
             elif config.get(name) is not None:
                 shown = config.get(name)
                 rows.append((name, str(shown) if isinstance(shown, Path) else shown, f"config {config.path}"))

@@ -113,3 +113,12 @@ def test_keep_backups_from_the_file_prunes_after_a_rollback(project: Path) -> No
         assert run("migrate", "--rollback", "0001", "--yes").exit_code == 0
         assert run("migrate").exit_code == 0
     assert len(list((project / "db").glob("app.db.backup.*"))) == 1
+
+
+def test_config_shows_the_postgresql_settings_too(project: Path) -> None:
+    (project / "apm.toml").write_text('backup_dir = "dumps"\nledger_schema = "ops"\n')
+    settings = shown()["settings"]
+    assert settings["backup_dir"] == {"value": str(project / "dumps"), "source": f"config {project / 'apm.toml'}"}
+    assert settings["ledger_schema"]["value"] == "ops"
+    assert shown("--ledger-schema", "app")["settings"]["ledger_schema"] == {"value": "app",
+                                                                          "source": "option --ledger-schema"}
