@@ -173,6 +173,24 @@ def test_a_changed_column_type_and_a_lost_foreign_key_are_named(pytester: pytest
     assert "0003 rollback dropped foreign key orders(customer_id) → customers(id) ON DELETE CASCADE" in lines
 
 
+def test_a_downgrade_that_puts_a_column_back_last_is_named_for_the_order(pytester: pytest.Pytester) -> None:
+    catalog = pytester.path / "migrations"
+    catalog.mkdir()
+    write_migration(catalog, "0001", "Users", depends_on=(),
+                    upgrade="conn.execute('CREATE TABLE users (id INTEGER PRIMARY KEY, legacy TEXT, name TEXT)')",
+                    downgrade="conn.execute('DROP TABLE users')")
+    write_migration(catalog, "0002", "Drop legacy", depends_on=("0001",),
+                    upgrade="conn.execute('ALTER TABLE users DROP COLUMN legacy')",
+                    downgrade="conn.execute('ALTER TABLE users ADD COLUMN legacy TEXT')")
+
+    reprec = pytester.inline_run("--apm-migrations", "migrations")
+
+    assert outcomes(reprec)["stairway[0002]"] == "failed"
+    text = report_of(reprec, "stairway[0002]").longreprtext
+    assert "changed the column order of table users (id, legacy, name -> id, name, legacy)" in text
+    assert "CHECK or COLLATE" not in text
+
+
 def test_an_upgrade_that_differs_the_second_time_is_named(pytester: pytest.Pytester) -> None:
     catalog = customers_and_orders(pytester.path / "migrations")
     # The upgrade names its index after how many indexes exist: the downgrade forgets one, so the re-apply

@@ -249,6 +249,13 @@ def _table_differences(old: Mapping[str, str], new: Mapping[str, str], direction
             explained.add(table)
         lines.extend(found)
         if table not in explained and _comparable_sql(old[table]) != _comparable_sql(new[table]):
+            was = [c.name for c in before.snapshot.tables[table].columns]
+            now = [c.name for c in after.snapshot.tables[table].columns]
+            if was != now and sorted(was) == sorted(now):
+                lines.append(f"changed the column order of table {table} ({', '.join(was)} -> {', '.join(now)}): "
+                             f"SQLite adds a column last, so a downgrade that re-adds a dropped one must rebuild "
+                             f"the table (planner.rebuild) to put it back in place")
+                continue
             lines.append(
                 f"changed table {table} (its SQL differs beyond columns and keys: CHECK or COLLATE clauses?)"
                 if direction == "rollback"
