@@ -395,8 +395,7 @@ class MigrationFailed(ExecutionError):
         if isinstance(cause, SystemExit):
             what = f"called sys.exit({cause.code!r})"
         elif str(cause).strip():
-            # The first line: a server's message goes on with LINE/DETAIL/HINT lines, and an error is one line.
-            what = f"{type(cause).__name__}: {str(cause).strip().splitlines()[0]}"
+            what = f"{type(cause).__name__}: {str(cause).strip().splitlines()[0]}"  # a server adds LINE/DETAIL/HINT
         else:
             what = f"raised {type(cause).__name__}"
         super().__init__(
@@ -712,7 +711,7 @@ class MarkRolledBackRefused(MarkRefused):
 
 
 # --------------------------------------------------------------------------
-# Issue 14: baselines, non-transactional migrations, squashes.
+# Baselines, non-transactional migrations, squashes.
 # --------------------------------------------------------------------------
 
 

@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from planner.database import DEFAULT_BUSY_TIMEOUT, connect, foreign_keys_enabled, foreign_keys_off, open_read_only
+from planner.engines.base import MarksThroughSessions
 from planner.engines.sqlite_session import SQLiteSession
 from planner.errors import DatabaseDirectoryMissing, DatabaseNotFound, LedgerChanged
 from planner.events import Event, Replanned, RunResult, StepFailed, StepFinished, StepSkipped, StepStarted
-from planner.ledger import APPLY, MARK_APPLIED, MARK_ROLLED_BACK, ROLLBACK, Ledger, LedgerEntry
-from planner.migration import Migration
-from planner.plan import Plan, Step, refuse_non_transactional
+from planner.ledger import Ledger, LedgerEntry
+from planner.plan import Plan, refuse_non_transactional
 from planner.preview import Preview
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ __all__ = ["Executor", "Event", "RunResult", "StepFailed", "StepFinished", "Step
            "Replanned", "foreign_keys_enabled", "foreign_keys_off"]
 
 
-class Executor:
+class Executor(MarksThroughSessions):
     """Runs plans against one database file.
 
     ``catalog``, when given, lets the in-lock check of a rollback step see
@@ -202,26 +202,6 @@ class Executor:
         return result
 
     # -- marks -----------------------------------------------------------------
-
-    def mark_applied(self, migration: Migration) -> None:
-        """Record ``migration`` as applied without running it (its changes are already in the schema)."""
-        step = Step(migration, APPLY)
-        self._marks(lambda session: session.mark(step, MARK_APPLIED), Plan(APPLY, (step,)))
-
-    def mark_rolled_back(self, migration: Migration) -> None:
-        """Remove ``migration``'s ledger row without running its downgrade."""
-        step = Step(migration, ROLLBACK)
-        self._marks(lambda session: session.mark(step, MARK_ROLLED_BACK), Plan(ROLLBACK, (step,)))
-
-    def mark_many(self, migrations: list[Migration], action: str) -> None:
-        """Record ``migrations`` (in dependency order) as applied, without running them, in ONE transaction.
-
-        A baseline: all of them or none. Each is checked inside the write lock
-        as a mark is (not applied yet, its dependencies applied or earlier in
-        the list); ``AlreadyApplied`` if another process recorded one meanwhile.
-        """
-        steps = [Step(m, APPLY) for m in migrations]
-        self._marks(lambda session: session.mark_many(steps, action), Plan(APPLY, tuple(steps)))
 
     def _marks(self, work: Callable[[SQLiteSession], None], plan: Plan) -> None:
         conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)

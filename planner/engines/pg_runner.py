@@ -17,23 +17,23 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from planner.engines.base import MarksThroughSessions
 from planner.engines.pg_ledger import PgLedger
 from planner.engines.pg_session import PgSession
 from planner.events import Event, Replanned, RunResult
-from planner.ledger import APPLY, MARK_APPLIED, MARK_ROLLED_BACK, ROLLBACK, LedgerEntry
-from planner.plan import Plan, Step, refuse_non_transactional
+from planner.ledger import LedgerEntry
+from planner.plan import Plan, refuse_non_transactional
 from planner.preview import Preview
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
-    from planner.migration import Migration
 
 
 def _same(a: Plan, b: Plan) -> bool:
     return [(s.version, s.direction) for s in a] == [(s.version, s.direction) for s in b]
 
 
-class PgRunner:
+class PgRunner(MarksThroughSessions):
     """``PlanRunner`` for PostgreSQL (see ``planner.engines.base``)."""
 
     def __init__(self, engine: Any, catalog: Catalog | None = None):
@@ -95,19 +95,6 @@ class PgRunner:
         return result
 
     # -- marks: the ledger row without running the migration ----------------------
-
-    def mark_applied(self, migration: Migration) -> None:
-        step = Step(migration, APPLY)
-        self._marks(lambda session: session.mark(step, MARK_APPLIED), Plan(APPLY, (step,)))
-
-    def mark_rolled_back(self, migration: Migration) -> None:
-        step = Step(migration, ROLLBACK)
-        self._marks(lambda session: session.mark(step, MARK_ROLLED_BACK), Plan(ROLLBACK, (step,)))
-
-    def mark_many(self, migrations: list[Migration], action: str) -> None:
-        """A baseline: every one recorded in ONE transaction under the lock, or none (``AlreadyApplied``)."""
-        steps = [Step(m, APPLY) for m in migrations]
-        self._marks(lambda session: session.mark_many(steps, action), Plan(APPLY, tuple(steps)))
 
     def _marks(self, work: Callable[[PgSession], None], plan: Plan) -> None:
         with self.engine.locked() as conn:
