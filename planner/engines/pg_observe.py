@@ -77,6 +77,7 @@ from planner.engines.pg_snapshot import (
     take,
     vanished_columns,
 )
+from planner.engines.pg_step_catalog import STEP_SAVEPOINT, Gates, read_step
 from planner.engines.pg_sql import (
     Statement,
     called_names,
@@ -101,8 +102,9 @@ class PgObserver:
     them but the ledger, whose tables are never read).
     """
 
-    def __init__(self, conn: Any, capture_sql: bool = False):
+    def __init__(self, conn: Any, log_table: str, capture_sql: bool = False):
         self.conn = conn
+        self.log_table = log_table  # whose newest row tells a step's transaction id (``pg_step_catalog``)
         self.capture_sql = capture_sql
         self.running = False
         self._impact: list[DataImpact] = []
@@ -112,6 +114,7 @@ class PgObserver:
         #: The row counters as the step's first statement that may touch rows found them (None: none yet).
         self._counted_from: Counters | None = None
         self._last: Snapshot | None = None
+        self._gates: Gates | None = None
         self._tally = RowTally()
         self._accounted = Accounted()
         self._statement = Statement("other")
@@ -126,6 +129,7 @@ class PgObserver:
         self._impact, self._inserted, self._sql, self._pending = [], {}, [], None
         self._tally, self._accounted, self._counted_from = RowTally(), Accounted(), None
         self._start = self._last if self._last is not None else take(self.conn, counters=False)
+        self.conn.execute(f"SAVEPOINT {STEP_SAVEPOINT}")  # the step's catalog rows carry its own id
         self.running = True
 
     def unwatched(self) -> None:
@@ -141,7 +145,7 @@ class PgObserver:
 
     def stop(self) -> None:
         self.running = False
-        self._last = None
+        self._last, self._gates = None, None
 
     # -- per statement: before, execute, after --------------------------------------
 
@@ -270,7 +274,11 @@ class PgObserver:
     def end_step(self) -> tuple[list[SchemaChange], list[DataImpact], list[str]]:
         self.running = False
         start = self._start if self._start is not None else take(self.conn, counters=False)
-        end = self._last = take(self.conn, counters=self._counted_from is not None)
+        end, self._gates, read = read_step(self.conn, start, self._gates, self.log_table,
+                                           counters=self._counted_from is not None)
+        self._last = end
+        if read is not None:  # only what the step wrote was read again: the rest is the same on both sides
+            start, end = start.only(read), end.only(read)
         changes = schema_changes(start, end)
         for table, count in self._inserted.items():
             changes.append(SchemaChange("rows", "added", table, after=count))

@@ -87,9 +87,9 @@ class PgRunner(MarksThroughSessions):
         with self.engine.locked() as conn:
             if before is not None:
                 before()
-            session = PgSession(conn, PgLedger(conn, self.engine.ledger_schema), plan, catalog=self.catalog,
-                                atomic=True)
-            session.preview(result, PgObserver(conn, capture_sql=capture_sql), make_plan=make_plan,
+            ledger = PgLedger(conn, self.engine.ledger_schema)
+            session = PgSession(conn, ledger, plan, catalog=self.catalog, atomic=True)
+            session.preview(result, PgObserver(conn, ledger.log_table, capture_sql=capture_sql), make_plan=make_plan,
                             accept=accept, on_event=on_event)
         result.duration_ms = (time.perf_counter() - started) * 1000
         return result

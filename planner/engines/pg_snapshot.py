@@ -17,6 +17,7 @@ The ledger's own tables are left out of both readings.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from planner.engines.pg_ledger import quote
@@ -30,16 +31,18 @@ def _literal(text: str) -> str:
 
 _USER_RELATIONS = (f"n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
                    f"AND n.nspname NOT LIKE 'pg_temp%' AND c.relname NOT IN ({_literal(TABLE)}, {_literal(LOG_TABLE)})")
-_CATALOG = f"""
+#: The catalog reading, for the relations that also pass ``{only}`` (``TRUE``: all of them).
+CATALOG_OF = f"""
 SELECT c.oid::bigint, c.relfilenode::bigint, n.nspname, c.relname, c.relkind, a.attnum, a.attname,
        format_type(a.atttypid, a.atttypmod)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v')
-WHERE c.relkind IN ('r', 'p', 'v', 'i') AND {_USER_RELATIONS}
+WHERE c.relkind IN ('r', 'p', 'v', 'i') AND {_USER_RELATIONS} AND {{only}}
 """
+_CATALOG = CATALOG_OF.format(only="TRUE")
 # Only tables with some deletes or updates (the rest would read as zero anyway); the two counters called
 # directly, since the pg_stat_xact_user_tables view computes eight per table and costs 2-3 times as much.
-_COUNTERS = f"""
+COUNTERS = f"""
 SELECT s.oid::bigint, n.nspname, s.relname, s.deleted, s.updated FROM (
   SELECT c.oid, c.relname, c.relnamespace, pg_stat_get_xact_tuples_deleted(c.oid) AS deleted,
          pg_stat_get_xact_tuples_updated(c.oid) AS updated
@@ -69,28 +72,77 @@ class Counters:
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    """The user schemas' tables, views, indexes and columns, by name and by oid, with the row counters."""
+class Relation:
+    """One table, partitioned table, view or index of a user schema, as the catalog describes it."""
 
-    objects: dict[str, str]
-    columns: dict[tuple[str, str], str]
-    #: tables (ordinary and partitioned): oid -> shown name.
-    tables: dict[int, str]
-    #: their columns: (table oid, attnum) -> column name; an attnum outlives a rename and is never reused.
-    table_columns: dict[tuple[int, int], str]
-    counters: Counters
-    #: tables' storage files (``relfilenode``): a new one means the table was emptied or rewritten (``TRUNCATE``,
+    name: str  # as shown (``shown``)
+    kind: str  # table, view or index
+    #: the storage file (``relfilenode``): a new one means the table was emptied or rewritten (``TRUNCATE``,
     #: and ``ALTER TABLE``, ``CLUSTER`` rewrites that keep the rows).
-    filenodes: dict[int, int] = field(default_factory=dict)
+    filenode: int
+    #: attnum -> (column name, type); an attnum outlives a rename and is never reused. Empty for an index.
+    columns: dict[int, tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The user schemas' tables, views, indexes and columns, by oid, with the row counters.
+
+    The views by name (``objects``, ``columns``) and by oid (``tables``,
+    ``table_columns``, ``filenodes``) are derived on first use, so a
+    snapshot restricted to a step's few relations (``only``) costs only
+    those.
+    """
+
+    relations: dict[int, Relation]
+    counters: Counters = field(default_factory=Counters)
+
+    @cached_property
+    def objects(self) -> dict[str, str]:
+        return {relation.name: relation.kind for relation in self.relations.values()}
+
+    @cached_property
+    def columns(self) -> dict[tuple[str, str], str]:
+        return {(relation.name, column): type_ for relation in self.relations.values()
+                for column, type_ in relation.columns.values()}
+
+    @cached_property
+    def tables(self) -> dict[int, str]:
+        """Tables (ordinary and partitioned): oid -> shown name."""
+        return {oid: relation.name for oid, relation in self.relations.items() if relation.kind == "table"}
+
+    @cached_property
+    def table_columns(self) -> dict[tuple[int, int], str]:
+        """The tables' columns: (table oid, attnum) -> column name."""
+        return {(oid, attnum): column[0] for oid, relation in self.relations.items() if relation.kind == "table"
+                for attnum, column in relation.columns.items()}
+
+    @cached_property
+    def filenodes(self) -> dict[int, int]:
+        return {oid: relation.filenode for oid, relation in self.relations.items() if relation.kind == "table"}
+
+    def only(self, oids: set[int]) -> Snapshot:
+        """The part of this snapshot about ``oids`` (those it knows)."""
+        return Snapshot({oid: self.relations[oid] for oid in oids if oid in self.relations}, self.counters)
+
+    def changed(self, read: dict[int, Relation], oids: set[int], counters: Counters) -> Snapshot:
+        """This snapshot with ``oids`` read again: each as in ``read``, or gone if ``read`` lacks it."""
+        relations = dict(self.relations)
+        for oid in oids:
+            if oid in read:
+                relations[oid] = read[oid]
+            else:
+                relations.pop(oid, None)
+        return Snapshot(relations, counters)
 
 
 def read_counters(cursor: Any) -> Counters:
     """The transaction's counters alone (cheap: only tables with deletes or updates are rows)."""
-    cursor.execute(_COUNTERS)
-    return _counters(cursor.fetchall())
+    cursor.execute(COUNTERS)
+    return counters_of(cursor.fetchall())
 
 
-def _counters(rows: list[tuple]) -> Counters:
+def counters_of(rows: list[tuple]) -> Counters:
     counters = Counters()
     for oid, schema, name, deleted, updated in rows:
         counters.names[oid] = shown(schema, name)
@@ -102,25 +154,23 @@ def _counters(rows: list[tuple]) -> Counters:
 def take(conn: Any, *, counters: bool = True) -> Snapshot:
     """Both readings in one round trip (the catalog alone without ``counters``: they cost a scan of every
     table's statistics, and a step that leaves rows alone needs none)."""
-    objects: dict[str, str] = {}
-    columns: dict[tuple[str, str], str] = {}
-    tables: dict[int, str] = {}
-    table_columns: dict[tuple[int, int], str] = {}
-    filenodes: dict[int, int] = {}
     with conn.cursor() as cursor:
-        cursor.execute(_CATALOG + (";" + _COUNTERS if counters else ""))
-        for oid, filenode, schema, name, kind, attnum, column, type_ in cursor.fetchall():
-            table = shown(schema, name)
-            objects[table] = _KINDS[kind]
-            if kind in ("r", "p"):
-                tables[oid] = table
-                filenodes[oid] = filenode
-            if column is not None:
-                columns[(table, column)] = type_
-                if kind in ("r", "p"):
-                    table_columns[(oid, attnum)] = column
-        read = _counters(cursor.fetchall()) if counters and cursor.nextset() else Counters()
-    return Snapshot(objects, columns, tables, table_columns, read, filenodes)
+        cursor.execute(_CATALOG + (";" + COUNTERS if counters else ""))
+        relations = relations_of(cursor.fetchall())
+        read = counters_of(cursor.fetchall()) if counters and cursor.nextset() else Counters()
+    return Snapshot(relations, read)
+
+
+def relations_of(rows: list[tuple]) -> dict[int, Relation]:
+    """The relations in rows of ``_CATALOG``'s shape (one per column, or one for a relation without any)."""
+    relations: dict[int, Relation] = {}
+    for oid, filenode, schema, name, kind, attnum, column, type_ in rows:
+        relation = relations.get(oid)
+        if relation is None:
+            relation = relations[oid] = Relation(shown(schema, name), _KINDS[kind], filenode, {})
+        if column is not None:
+            relation.columns[attnum] = (column, type_)
+    return relations
 
 
 def vanished_columns(old: Snapshot, new: Snapshot) -> list[tuple[int, str]]:

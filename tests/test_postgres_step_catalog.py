@@ -1,0 +1,120 @@
+"""A preview step reads only the relations it wrote (planner/engines/pg_step_catalog.py), and sees what a whole reading sees.
+
+The same plan is previewed on two databases prepared alike: once as
+``apm`` runs it, once with every step's catalog read whole (the reading
+that came before, which the other preview tests pin down figure by
+figure). Every step's schema changes and data impact must be equal, and
+the cheap steps must really have taken the step-only reading.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from planner.engines import engine_for
+from planner.engines import pg_observe, pg_step_catalog
+from planner.loader import load_catalog
+from planner.plan import apply_plan
+from tests.conftest import write_migration
+from tests.test_postgres import run_sql
+
+pytestmark = pytest.mark.postgres
+
+SETUP = ("CREATE TABLE kept (id INT PRIMARY KEY, note TEXT, size INT, label VARCHAR(10));"
+         "INSERT INTO kept SELECT g, 'n' || g, g, 'l' FROM generate_series(1, 6) g;"
+         "CREATE TABLE doomed (id INT); INSERT INTO doomed SELECT generate_series(1, 4);"
+         "CREATE TABLE emptied (id INT); INSERT INTO emptied SELECT generate_series(1, 3);"
+         "CREATE TABLE wide (id INT, gone TEXT, hidden TEXT); INSERT INTO wide VALUES (1, 'a', 'b'), (2, NULL, 'c');"
+         "CREATE SCHEMA old_name; CREATE TABLE old_name.inside (id INT);"
+         "CREATE TABLE moving (id INT)")
+
+#: (what the step does, its upgrade body); each step runs after the first, so it is read step-only if it can be.
+STEPS = [
+    ("warm up", "conn.execute('CREATE TABLE first (id INT)')"),
+    ("a table with a key, an index and a foreign key",
+     "conn.execute('CREATE TABLE made (id INT PRIMARY KEY, k INT REFERENCES kept, t TEXT)')\n"
+     "conn.execute('CREATE INDEX made_t ON made (t)')"),
+    ("a column added", "conn.execute('ALTER TABLE kept ADD COLUMN extra INT DEFAULT 0')"),
+    ("a column renamed", "conn.execute('ALTER TABLE kept RENAME COLUMN note TO remark')"),
+    ("a type widened in place", "conn.execute('ALTER TABLE kept ALTER COLUMN label TYPE VARCHAR(20)')"),
+    ("a column dropped by name", "conn.execute('ALTER TABLE wide DROP COLUMN gone')"),
+    ("a column dropped unseen", "conn.raw.execute('ALTER TABLE wide DROP COLUMN hidden')"),
+    ("a table renamed", "conn.execute('ALTER TABLE first RENAME TO second')"),
+    ("a view, then replaced with a column more",
+     "conn.execute('CREATE VIEW v AS SELECT id FROM kept')\n"
+     "conn.execute('CREATE OR REPLACE VIEW v AS SELECT id, size FROM kept')"),
+    ("a truncate the preview cannot read", "conn.execute('DO $$ BEGIN TRUNCATE emptied; END $$')"),
+    ("rows deleted and updated", "conn.execute('DELETE FROM kept WHERE id = 6')\n"
+                                 "conn.execute('UPDATE kept SET size = 0 WHERE id <= 2')"),
+    ("rows inserted", "conn.execute('INSERT INTO second VALUES (1), (2)')"),
+    ("an index renamed", "conn.execute('ALTER INDEX made_t RENAME TO made_t2')"),
+    ("a table moved to a new schema", "conn.execute('CREATE SCHEMA elsewhere')\n"
+                                      "conn.execute('ALTER TABLE moving SET SCHEMA elsewhere')"),
+    ("a table made in a savepoint of the migration's own",
+     "conn.execute('SAVEPOINT mine')\nconn.execute('CREATE TABLE nested (id INT)')\n"
+     "conn.execute('RELEASE SAVEPOINT mine')"),
+    ("a table made and undone by the migration",
+     "conn.execute('SAVEPOINT mine')\nconn.execute('CREATE TABLE undone (id INT)')\n"
+     "conn.execute('ROLLBACK TO SAVEPOINT mine')"),
+    ("a table made and dropped in one step", "conn.execute('CREATE TABLE brief (id INT)')\n"
+                                             "conn.execute('DROP TABLE brief')"),
+    ("a type rewritten", "conn.execute('ALTER TABLE wide ALTER COLUMN id TYPE BIGINT')"),
+    ("a table dropped", "conn.execute('DROP TABLE doomed')"),
+    ("a schema renamed", "conn.execute('ALTER SCHEMA old_name RENAME TO new_name')"),
+    ("after the whole readings, a table again", "conn.execute('CREATE TABLE last (id INT)')"),
+]
+#: Steps that must have been read step-only (the rest may read the whole catalog: a drop, a rewrite, a schema).
+STEP_ONLY = {"a table with a key, an index and a foreign key", "a column added", "a column renamed",
+             "a type widened in place", "a column dropped by name", "a column dropped unseen", "a table renamed",
+             "a view, then replaced with a column more", "a truncate the preview cannot read",
+             "rows deleted and updated", "rows inserted", "an index renamed", "a table moved to a new schema",
+             "a table made in a savepoint of the migration's own", "a table made and undone by the migration",
+             "after the whole readings, a table again"}
+
+
+def _catalog(folder: Path):
+    for number, (description, body) in enumerate(STEPS, 1):
+        write_migration(folder, f"{number:04d}", description.capitalize(),
+                        depends_on=(f"{number - 1:04d}",) if number > 1 else (), upgrade=body)
+    return load_catalog(folder)
+
+
+def _preview(url: str, catalog, monkeypatch, *, whole: bool) -> tuple[list, list[bool]]:
+    """Each step's (changes, impact), and whether each step was read step-only."""
+    run_sql(url, SETUP)
+    step_only: list[bool] = []
+    real = pg_step_catalog.read_step
+
+    def reading(conn, last, gates, log_table, counters):
+        snapshot, now, read = real(conn, last, None if whole else gates, log_table, counters)
+        step_only.append(read is not None)
+        return snapshot, now, read
+
+    monkeypatch.setattr(pg_observe, "read_step", reading)
+    preview = engine_for(url).runner(catalog=catalog).preview(apply_plan(catalog, {}))
+    assert preview.error is None and not preview.committed
+    return [(step.changes, step.impact) for step in preview.steps], step_only
+
+
+def test_a_step_read_alone_sees_what_a_whole_reading_sees(pg_server, tmp_path, monkeypatch):
+    catalog = _catalog(tmp_path)
+    whole, _ = _preview(pg_server.create_database(), catalog, monkeypatch, whole=True)
+    alone, step_only = _preview(pg_server.create_database(), catalog, monkeypatch, whole=False)
+    for (description, _), expected, got in zip(STEPS, whole, alone):
+        assert got == expected, description
+    assert {description for (description, _), cheap in zip(STEPS, step_only) if cheap} >= STEP_ONLY
+    # The readings saw what happened, not nothing: a few figures of the whole reading itself.
+    seen = {description: (changes, impact) for (description, _), (changes, impact) in zip(STEPS, whole)}
+    assert any(c.kind == "column" and c.action == "added" and c.name == "extra" for c in seen["a column added"][0])
+    assert any(c.kind == "column" and c.name == "remark" for c in seen["a column renamed"][0])
+    assert [(i.kind, i.table, i.column, i.counted) for i in seen["a column dropped unseen"][1]] == [
+        ("dropped-column", "wide", "hidden", False)]
+    assert [(i.kind, i.table, i.counted) for i in seen["a truncate the preview cannot read"][1]] == [
+        ("deleted-rows", "emptied", False)]
+    assert any(c.kind == "table" and c.action == "added" and c.name == "nested"
+               for c in seen["a table made in a savepoint of the migration's own"][0])
+    assert seen["a table made and undone by the migration"][0] == []
+    assert any(c.kind == "table" and c.action == "removed" and c.name == "old_name.inside"
+               for c in seen["a schema renamed"][0])
