@@ -28,6 +28,8 @@ SETUP = ("CREATE TABLE kept (id INT PRIMARY KEY, note TEXT, size INT, label VARC
          "CREATE TABLE emptied (id INT); INSERT INTO emptied SELECT generate_series(1, 3);"
          "CREATE TABLE wide (id INT, gone TEXT, hidden TEXT); INSERT INTO wide VALUES (1, 'a', 'b'), (2, NULL, 'c');"
          "CREATE SCHEMA old_name; CREATE TABLE old_name.inside (id INT);"
+         "CREATE SCHEMA dropped; CREATE TABLE dropped.a (id INT); INSERT INTO dropped.a VALUES (1), (2);"
+         "CREATE VIEW shown AS SELECT id FROM doomed;"
          "CREATE TABLE moving (id INT)")
 
 #: (what the step does, its upgrade body); each step runs after the first, so it is read step-only if it can be.
@@ -61,16 +63,22 @@ STEPS = [
     ("a table made and dropped in one step", "conn.execute('CREATE TABLE brief (id INT)')\n"
                                              "conn.execute('DROP TABLE brief')"),
     ("a type rewritten", "conn.execute('ALTER TABLE wide ALTER COLUMN id TYPE BIGINT')"),
+    ("a view dropped", "conn.execute('DROP VIEW shown')"),
     ("a table dropped", "conn.execute('DROP TABLE doomed')"),
+    ("an index dropped", "conn.execute('DROP INDEX made_t2')"),
+    ("a schema dropped with its table", "conn.execute('DROP SCHEMA dropped CASCADE')"),
+    ("a table dropped unseen", "conn.raw.execute('DROP TABLE second')"),
     ("a schema renamed", "conn.execute('ALTER SCHEMA old_name RENAME TO new_name')"),
     ("after the whole readings, a table again", "conn.execute('CREATE TABLE last (id INT)')"),
 ]
-#: Steps that must have been read step-only (the rest may read the whole catalog: a drop, a rewrite, a schema).
+#: Steps that must have been read step-only (all but a schema renamed, which renames relations without their rows).
 STEP_ONLY = {"a table with a key, an index and a foreign key", "a column added", "a column renamed",
              "a type widened in place", "a column dropped by name", "a column dropped unseen", "a table renamed",
              "a view, then replaced with a column more", "a truncate the preview cannot read",
              "rows deleted and updated", "rows inserted", "an index renamed", "a table moved to a new schema",
              "a table made in a savepoint of the migration's own", "a table made and undone by the migration",
+             "a table made and dropped in one step", "a type rewritten", "a view dropped", "a table dropped",
+             "an index dropped", "a schema dropped with its table", "a table dropped unseen",
              "after the whole readings, a table again"}
 
 
@@ -118,3 +126,8 @@ def test_a_step_read_alone_sees_what_a_whole_reading_sees(pg_server, tmp_path, m
     assert seen["a table made and undone by the migration"][0] == []
     assert any(c.kind == "table" and c.action == "removed" and c.name == "old_name.inside"
                for c in seen["a schema renamed"][0])
+    assert [(i.kind, i.table, i.count) for i in seen["a schema dropped with its table"][1]] == [
+        ("dropped-table", "dropped.a", 2)]
+    assert [(i.kind, i.table, i.counted) for i in seen["a table dropped unseen"][1]] == [
+        ("dropped-table", "second", False)]
+    assert [name for (name, _), cheap in zip(STEPS, step_only) if not cheap] == ["warm up", "a schema renamed"]

@@ -77,7 +77,7 @@ from planner.engines.pg_snapshot import (
     take,
     vanished_columns,
 )
-from planner.engines.pg_step_catalog import STEP_SAVEPOINT, Gates, read_step
+from planner.engines.pg_step_catalog import Gates, begin_step, read_step
 from planner.engines.pg_sql import (
     Statement,
     called_names,
@@ -115,6 +115,7 @@ class PgObserver:
         self._counted_from: Counters | None = None
         self._last: Snapshot | None = None
         self._gates: Gates | None = None
+        self._stepping = False  # a step's savepoint is open (``pg_step_catalog``)
         self._tally = RowTally()
         self._accounted = Accounted()
         self._statement = Statement("other")
@@ -129,7 +130,8 @@ class PgObserver:
         self._impact, self._inserted, self._sql, self._pending = [], {}, [], None
         self._tally, self._accounted, self._counted_from = RowTally(), Accounted(), None
         self._start = self._last if self._last is not None else take(self.conn, counters=False)
-        self.conn.execute(f"SAVEPOINT {STEP_SAVEPOINT}")  # the step's catalog rows carry its own id
+        begin_step(self.conn, self._stepping)  # the step's catalog rows carry its own transaction id
+        self._stepping = True
         self.running = True
 
     def unwatched(self) -> None:
@@ -145,7 +147,7 @@ class PgObserver:
 
     def stop(self) -> None:
         self.running = False
-        self._last, self._gates = None, None
+        self._last, self._gates, self._stepping = None, None, False
 
     # -- per statement: before, execute, after --------------------------------------
 

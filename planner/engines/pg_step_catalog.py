@@ -12,17 +12,19 @@ Now a step reads only the relations it created or changed:
   savepoint, tells the id. Rows of earlier steps carry older ids.
 - The relations whose ``pg_class`` row has such an id (new, renamed,
   altered, truncated, with a new index or column: each of these writes
-  the relation's own row), and, when ``pg_attribute`` had updates or
-  deletes (a column dropped, renamed or retyped in place), those with
-  such a column, are read again. Ids are compared with ``age()``, which
+  the relation's own row), and, when ``pg_attribute`` had updates (a
+  column dropped, renamed or retyped in place), those with such a column,
+  are read again. Ids are compared with ``age()``, which
   counts from the transaction's own id and so survives wraparound.
 - A deleted row leaves nothing to find. When the transaction's counters
   say ``pg_class`` lost rows (a relation dropped, or a table rewritten
-  through a transient copy) or ``pg_namespace`` had updates or deletes (a
-  schema renamed or dropped renames or drops its relations without
-  touching their rows), the catalog is read whole, as before. Counters
-  only grow within a transaction, work undone by a savepoint included, so
-  an undone change costs a whole reading, never a missed one.
+  through a transient copy), the reading lists every relation's oid, and
+  those the catalog held before the step that are not listed are gone.
+  (``pg_attribute`` loses rows only with their relation.) When
+  ``pg_namespace`` had updates (a schema renamed renames its relations
+  without touching their rows), the catalog is read whole, as before.
+  Counters only grow within a transaction, work undone by a savepoint
+  included, so an undone change costs a lookup, never a missed change.
 
 What another session commits meanwhile is read only where it lands in
 these rows; the preview runs under the advisory lock, so no other runner
@@ -34,17 +36,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from planner.engines.pg_snapshot import (
-    CATALOG_OF,
-    Counters,
-    Snapshot,
-    read_counters,
-    relations_of,
-    take,
-)
+from planner.engines.pg_snapshot import CATALOG_OF, Counters, Snapshot, read_counters, relations_of, take
 
 STEP_SAVEPOINT = "apm_preview_step"
-_WRITTEN = CATALOG_OF.format(only="c.oid = ANY(%s::oid[])").replace("%'", "%%'")
 
 _CLASS, _ATTRIBUTE, _NAMESPACE = ("'pg_catalog.pg_class'::regclass", "'pg_catalog.pg_attribute'::regclass",
                                   "'pg_catalog.pg_namespace'::regclass")
@@ -59,55 +53,60 @@ class Gates:
     """The transaction's counters of the catalog tables, as far as a step-only reading needs them."""
 
     class_writes: int  # inserts and updates: relations created or changed
-    class_deletes: int  # relations dropped: invisible to a step-only reading
-    attribute_changes: int  # updates and deletes: columns dropped, renamed or retyped in place
-    namespace_changes: int  # updates and deletes: schemas renamed or dropped, invisible too
+    class_deletes: int  # relations dropped: invisible to a step-only reading, looked up by oid
+    attribute_updates: int  # columns dropped, renamed or retyped in place
+    namespace_updates: int  # schemas renamed: their relations' names change, their rows do not
 
 
+_UNKNOWN = Gates(-1, -1, -1, -1)
 _GATES = ", ".join((_counted("inserted updated", _CLASS), _counted("deleted", _CLASS),
-                    _counted("updated deleted", _ATTRIBUTE), _counted("updated deleted", _NAMESPACE)))
-
-
-def _changed(log_table: str, gates: Gates | None) -> str:
-    """The step's id, the gates, and the oids of the relations the step wrote (see the module's docstring).
-
-    A catalog table whose counters did not move since the last step is
-    not scanned: each gate is a subquery, which PostgreSQL evaluates once.
-    """
-    def moved(what: str, table: str, since: int | None) -> str:
-        return "TRUE" if since is None else f"(SELECT {_counted(what, table)} > {since})"
-
-    classes = moved("inserted updated", _CLASS, None if gates is None else gates.class_writes)
-    columns = moved("updated deleted", _ATTRIBUTE, None if gates is None else gates.attribute_changes)
-    return f"""
-WITH step AS (SELECT xmin AS x FROM {log_table} ORDER BY id DESC LIMIT 1)
-SELECT (SELECT x::text FROM step), {_GATES},
-       ARRAY(SELECT c.oid::bigint FROM pg_class c WHERE {classes} AND age(c.xmin) <= (SELECT age(x) FROM step)
-             UNION SELECT a.attrelid::bigint FROM pg_attribute a
-                   WHERE {columns} AND age(a.xmin) <= (SELECT age(x) FROM step))
+                    _counted("updated", _ATTRIBUTE), _counted("updated", _NAMESPACE)))
+# One statement, the same text every step, so the server plans it once (psycopg prepares it): the step's
+# id (its log row's), the gates, the oids of the relations the step wrote, the oids of all relations if
+# some were dropped (else NULL), and the written ones in the user schemas as ``take`` reads them, one row
+# per column (and one row of NULLs when there are none). A gate (%s: the counter as the last step left
+# it) keeps a catalog table whose counters did not move from being scanned; each is a subquery, which
+# PostgreSQL evaluates once.
+_STEP = f"""
+WITH step AS (SELECT xmin AS x FROM {{log}} ORDER BY id DESC LIMIT 1),
+written AS (SELECT ARRAY(
+    SELECT c.oid FROM pg_class c
+    WHERE (SELECT {_counted("inserted updated", _CLASS)} > %s) AND age(c.xmin) <= (SELECT age(x) FROM step)
+    UNION SELECT a.attrelid FROM pg_attribute a
+    WHERE (SELECT {_counted("updated", _ATTRIBUTE)} > %s) AND age(a.xmin) <= (SELECT age(x) FROM step)
+) AS oids)
+SELECT (SELECT x::text FROM step), {_GATES}, (SELECT oids::bigint[] FROM written),
+       CASE WHEN {_counted("deleted", _CLASS)} > %s THEN ARRAY(SELECT oid::bigint FROM pg_class) END, r.*
+FROM (SELECT 1) one LEFT JOIN ({CATALOG_OF.format(only="c.oid = ANY((SELECT oids FROM written)::oid[])")
+                                .replace("%", "%%")}) r ON TRUE
 """
+
+
+def begin_step(conn: Any, after_another: bool) -> None:
+    """The step's savepoint (``after_another``: the last step's released first, in the same round trip)."""
+    conn.execute(f"RELEASE SAVEPOINT {STEP_SAVEPOINT}; " * after_another + f"SAVEPOINT {STEP_SAVEPOINT}")
 
 
 def read_step(conn: Any, last: Snapshot, gates: Gates | None, log_table: str,
               counters: bool) -> tuple[Snapshot, Gates, set[int] | None]:
-    """End the step's savepoint; the catalog now, the gates, and the oids read again (``None``: all of them).
+    """The catalog now, the gates, and the oids read again (``None``: all of them).
 
-    ``last`` is the catalog as the step found it; ``counters`` reads the
-    row counters too, as ``take`` does.
+    ``last`` is the catalog as the step found it, ``gates`` the counters
+    as the last reading left them (``None``: unknown, so the catalog is
+    read whole); ``counters`` reads the row counters too, as ``take`` does.
     """
+    since = gates or _UNKNOWN
     with conn.cursor() as cursor:
-        cursor.execute(f"RELEASE SAVEPOINT {STEP_SAVEPOINT};" + _changed(log_table, gates))
-        cursor.nextset()
-        step, *counted, oids = cursor.fetchone()
+        cursor.execute(_STEP.format(log=log_table), (since.class_writes, since.attribute_updates,
+                                                      since.class_deletes))
+        rows = cursor.fetchall()
+        step, *counted, oids, present = rows[0][:7]
         now = Gates(*counted)
-        if (step is None or gates is None or now.class_deletes > gates.class_deletes
-                or now.namespace_changes > gates.namespace_changes):
+        if step is None or gates is None or now.namespace_updates > gates.namespace_updates:
             return take(conn, counters=counters), now, None
-        written = set(oids)
-        read, found = {}, Counters()
-        if written:  # the same text every step: prepared by the server once
-            cursor.execute(_WRITTEN, (sorted(written),))
-            read = relations_of(cursor.fetchall())
-        if counters:
-            found = read_counters(cursor)
-    return last.changed(read, written, found), now, written
+        read = relations_of([row[7:] for row in rows if row[7] is not None])
+        changed = set(oids)
+        if present is not None:  # relations were dropped: those no longer listed
+            changed.update(last.relations.keys() - set(present))
+        found = read_counters(cursor) if counters else Counters()
+    return last.changed(read, changed, found), now, changed

@@ -25,7 +25,11 @@
 4. The default ``apm migrate`` path: the same 1,000 migrations previewed
    (the whole plan in one watched transaction, then committed), one round
    after each round of 1, against the unwatched engine run of 1
-   (``--no-preview``). Reported, no target: what the preview costs.
+   (``--no-preview``) and against the raw loop.
+5. The apply target as users run it: the installed ``apm migrate`` as a
+   whole process on a fresh database, on its default path (previewed) and
+   with ``--no-preview``, against the raw loop of 1 run as a process of
+   its own (a Python interpreter that imports psycopg), interleaved.
 
 Starts its own throwaway server (tests/pg_server.py). Run:
 ``python tests/benchmarks/bench_postgres.py [N]`` (N migrations, 1,000 by
@@ -54,6 +58,17 @@ APPLY_ROUNDS = 3
 COMMANDS = {"apm migrate plan": ["migrate", "plan"], "apm migrate --show-applied": ["migrate", "--show-applied"],
             "apm status": ["status"]}
 FLOORED = "apm migrate plan"
+# The raw loop of 1 as a process of its own: argv: URL, N.
+RAW_LOOP = ("import sys, psycopg\n"
+            "url, n = sys.argv[1], int(sys.argv[2])\n"
+            "with psycopg.connect(url, autocommit=True) as conn:\n"
+            "    conn.execute('CREATE TABLE schema_migrations (version TEXT PRIMARY KEY, description TEXT, '\n"
+            "                 'applied_at TIMESTAMP, checksum TEXT, execution_ms INTEGER)')\n"
+            "    for i in range(1, n + 1):\n"
+            "        with conn.transaction():\n"
+            "            conn.execute(f'CREATE TABLE t{i} (id INT)')\n"
+            "            conn.execute('INSERT INTO schema_migrations VALUES (%s, %s, now(), %s, %s)',\n"
+            "                         (f'{i:04d}', f'Table {i}', 'x' * 64, 1))\n")
 IMPORT_PSYCOPG = "import time; t = time.perf_counter(); import psycopg; print(time.perf_counter() - t)"
 # The floor of ``apm migrate plan`` on PostgreSQL: the SQLite command's own process, plus what no psycopg
 # command avoids (importing the driver, forking one backend, one round trip). argv: URL, then apm's arguments.
@@ -147,6 +162,24 @@ def whole_processes(url: str, sqlite_db: Path, folder: Path, cwd: Path,
     return interleaved(functions, rounds), cpu
 
 
+def whole_applies(server: PgServer, folder: Path, cwd: Path, n: int, rounds: int) -> dict[str, list[float]]:
+    """Wall seconds of ``apm migrate`` (default, and ``--no-preview``) and of the raw loop as processes,
+    each on a fresh database made outside the timing, in turn."""
+    apm = apm_script()
+    commands = {"apm migrate": ["migrate"], "apm migrate --no-preview": ["migrate", "--no-preview"]}
+    times: dict[str, list[float]] = {name: [] for name in [*commands, "raw loop"]}
+    for _ in range(rounds):
+        for name in times:
+            url = server.create_database()
+            argv = ([sys.executable, "-c", RAW_LOOP, url, str(n)] if name == "raw loop" else
+                    [apm, "--db", url, "--migrations-dir", str(folder), *commands[name]])
+            run = process(argv, cwd)
+            started = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - started)
+    return times
+
+
 def import_times(cwd: Path, rounds: int) -> list[float]:
     """``import psycopg`` alone, timed inside a fresh interpreter (start-up and exit left out)."""
     return [float(subprocess.run([sys.executable, "-c", IMPORT_PSYCOPG], cwd=cwd, capture_output=True, text=True,
@@ -221,6 +254,9 @@ def main(n: int = 1000) -> None:
         # 2b. the same, and two other readers of the ledger, as whole processes; and the floor (3).
         processes, cpu = whole_processes(url, sqlite_db, folder, work, ROUNDS)
 
+        # 5. the apply target as whole processes.
+        applies_whole = whole_applies(server, folder, work, n, APPLY_ROUNDS)
+
         # 3. what the floor is made of: importing the driver, and one connection.
         imports = import_times(work, ROUNDS)
         connects = connect_times(url, ROUNDS * 3)
@@ -246,7 +282,13 @@ def main(n: int = 1000) -> None:
     print(f"        CPU, floor against SQLite: {paired(cpu['floor'], cpu[f'{FLOORED} | SQLite'])}")
     print(f"   in one interpreter: import psycopg {spread(imports)}; connect + SELECT 1 + close {spread(connects)}")
     print(f"4. apply {n} previewed (the default apm migrate): {spread(applies['previewed'])}; against the "
-          f"unwatched engine run: {paired(applies['previewed'], applies['engine'])}")
+          f"unwatched engine run: {paired(applies['previewed'], applies['engine'])}; against the raw loop: "
+          f"{paired(applies['previewed'], applies['raw'])} (target <= 1.3)")
+    print(f"5. apply {n} to a fresh database, whole processes, {APPLY_ROUNDS} interleaved rounds (target <= 1.3):")
+    raw = applies_whole["raw loop"]
+    print(f"    raw loop (python -c, psycopg): {spread(raw)}")
+    for name in ("apm migrate", "apm migrate --no-preview"):
+        print(f"    {name}: {spread(applies_whole[name])}; against the raw loop: {paired(applies_whole[name], raw)}")
 
 
 if __name__ == "__main__":
