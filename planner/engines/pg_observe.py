@@ -36,7 +36,9 @@ PostgreSQL four readings together cover what a step can destroy:
    that no ``TRUNCATE``, ``ALTER TABLE`` or ``CLUSTER`` the observer read
    explains (a ``TRUNCATE`` inside a ``DO`` block or a function), is
    reported *not counted*, which makes the step unchecked (``--dry-run``
-   exits 7; a run asks).
+   exits 7; a run asks). Read whole before the first step; after each
+   step, only the relations the step wrote (``pg_step_catalog``: each step
+   runs in a savepoint of its own for that).
 
 The observer's own queries run inside savepoints, so one that fails never
 aborts the migration's transaction; what it could not count is left to 3
@@ -99,7 +101,7 @@ class PgObserver:
 
     One observer watches one preview transaction: the catalog reading that
     ends a step is the one the next step starts from (nothing runs between
-    them but the ledger, whose tables are never read).
+    them), and each step runs in a savepoint the next one releases.
     """
 
     def __init__(self, conn: Any, log_table: str, capture_sql: bool = False):

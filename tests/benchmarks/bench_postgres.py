@@ -128,7 +128,8 @@ def process(argv: list[str], cwd: Path, cpu: list[float] | None = None):
     ``cpu`` collects the process's user + system CPU seconds, which other work on the machine disturbs
     less than the wall clock (but which leaves out the server's share).
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
+    # Nor PYTHONDONTWRITEBYTECODE: a user's machine caches the catalog's bytecode, as apm does by default.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_") and k != "PYTHONDONTWRITEBYTECODE"}
 
     def run() -> None:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
