@@ -99,7 +99,7 @@ def restore_command(backup: str | None, yes: bool, as_json: bool) -> None:
 
 def _describe_restore(engine, source: Path, current: dict, restored: dict, kept: list[str]) -> None:
     """What the restore brings back and takes away, in ledger terms, before asking."""
-    from planner.backups import ledger_difference
+    from planner.engines.sqlite_backup import ledger_difference
 
     difference = ledger_difference(current, restored)
     heads = [v for v in restored if v.isdigit()]

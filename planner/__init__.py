@@ -28,7 +28,7 @@ _EXPORTS = {
     "rollback_plan": "planner.plan",
     "inconsistent_history": "planner.plan",
     "unknown_applied": "planner.plan",
-    "Executor": "planner.executor",
+    "Executor": "planner.engines.sqlite_runner",
     "Ledger": "planner.ledger",
     "MigrationManager": "planner.compat",
     "DatabaseService": "planner.compat",

@@ -47,7 +47,7 @@ from planner.versions import number
 if TYPE_CHECKING:
     from planner.catalog import Catalog
 
-log = logging.getLogger("planner.executor")
+log = logging.getLogger("planner.session")
 
 MakePlan = Callable[[dict[str, LedgerEntry]], Plan]
 

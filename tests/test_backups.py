@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from cli import running as running_cli
 from cli.main import apm
-from planner import backups
-from planner.backups import (
+from planner.engines import sqlite_backup as backups
+from planner.engines.sqlite_backup import (
     backup,
     check_backup,
     ledger_difference,
@@ -26,7 +26,7 @@ from planner.backups import (
     restore,
 )
 from planner.errors import DatabaseLocked, NoBackups, UnusableBackup
-from planner.executor import Executor
+from planner.engines.sqlite_runner import Executor
 from planner.ledger import LedgerEntry, read_ledger
 from planner.loader import load_catalog
 from planner.plan import apply_plan, rollback_plan
@@ -159,7 +159,7 @@ def test_a_locked_database_is_left_alone_after_the_busy_timeout(apm_db: Path) ->
 
 RESTORE_WORKER = """
 import sys
-from planner.backups import restore
+from planner.engines.sqlite_backup import restore
 print("ready", flush=True)
 restore(sys.argv[1], sys.argv[2])
 print("done", flush=True)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from planner import database
-from planner import backups
-from planner.backups import backup, list_backups
-from planner.database import connect
+from planner.engines import sqlite_database as database
+from planner.engines import sqlite_backup as backups
+from planner.engines.sqlite_backup import backup, list_backups
+from planner.engines.sqlite_database import connect
 from planner.errors import (
     DatabaseDirectoryMissing,
     DatabaseLocked,

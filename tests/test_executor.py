@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_migration
-from planner import executor as executor_module
+from planner.engines import sqlite_runner as executor_module
 from planner.errors import (
     AlreadyApplied,
     DatabaseDirectoryMissing,
@@ -24,7 +24,7 @@ from planner.errors import (
     TransactionTampered,
     ValidationFailed,
 )
-from planner.executor import (
+from planner.engines.sqlite_runner import (
     Executor,
     RunResult,
     StepFinished,

@@ -17,7 +17,7 @@ from planner.errors import (
     PlanError,
     UnknownAppliedMigration,
 )
-from planner.executor import Executor
+from planner.engines.sqlite_runner import Executor
 from planner.ledger import Ledger, read_ledger
 from planner.loader import load_catalog
 from planner.engines import engine_for

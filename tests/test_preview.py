@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from planner.errors import ForeignKeyViolation, MigrationFailed, ValidationFailed
-from planner.executor import Executor
+from planner.engines.sqlite_runner import Executor
 from planner.ledger import read_ledger
 from planner.loader import load_catalog
 from planner.plan import apply_plan, rollback_plan

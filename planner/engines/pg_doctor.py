@@ -1,4 +1,4 @@
-"""``apm migrate doctor`` on PostgreSQL: the same questions as ``planner.doctor``, asked of a server.
+"""``apm migrate doctor`` on PostgreSQL: the same questions as ``planner.engines.sqlite_doctor``, asked of a server.
 
 What SQLite's doctor reads from the file, this reads from the server, in a
 read-only session (``default_transaction_read_only``): the ledger tables in
@@ -200,7 +200,7 @@ def _shape(conn: Any, schema: str, columns: dict[str, set[str]]) -> list[Finding
 
 def _history(conn: Any, schema: str, catalog_dir: Path) -> list[Finding]:
     """The ledger's rows against the catalog, as far as the catalog loads."""
-    from planner.doctor import _tolerant_catalog
+    from planner.engines.sqlite_doctor import _tolerant_catalog
 
     entries = PgLedger(conn, schema).applied_migrations()
     try:
@@ -213,7 +213,7 @@ def _history(conn: Any, schema: str, catalog_dir: Path) -> list[Finding]:
 
 def _backups(engine: Any, folder: Path) -> list[Finding]:
     """The newest ``pg_dump`` file of this database in the backup folder, or a warning that there is none."""
-    from planner.doctor import _age, _size
+    from planner.engines.sqlite_doctor import _age, _size
 
     dumps = list_dumps(engine.url, folder)
     if not dumps:

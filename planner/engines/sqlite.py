@@ -1,8 +1,8 @@
 """SQLite behind the engine boundary: the original modules, unchanged, seen through ``Engine``.
 
-``planner.executor.Executor`` already is a ``PlanRunner``; the ledger is
+``planner.engines.sqlite_runner.Executor`` already is a ``PlanRunner``; the ledger is
 read with ``planner.ledger.read_ledger`` and backups use SQLite's online
-backup API (``planner.backups``). Nothing here adds behaviour: it names what
+backup API (``planner.engines.sqlite_backup``). Nothing here adds behaviour: it names what
 the SQLite modules already do, so the CLI can ask an engine instead of a path.
 """
 
@@ -11,14 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from planner.database import DEFAULT_BUSY_TIMEOUT
+from planner.engines.sqlite_database import DEFAULT_BUSY_TIMEOUT
 from planner.engines.base import Engine
 
 if TYPE_CHECKING:
     from planner.agents import Agent
-    from planner.backups import BackupInfo, RestoreResult
+    from planner.engines.sqlite_backup import BackupInfo, RestoreResult
     from planner.catalog import Catalog
-    from planner.executor import Executor
+    from planner.engines.sqlite_runner import Executor
     from planner.ledger import LedgerEntry, LedgerNote
     from planner.findings import Finding
 
@@ -51,7 +51,7 @@ class SQLiteEngine(Engine):
         return read_ledger(self.path, self.busy_timeout)
 
     def runner(self, *, catalog: Catalog | None = None, create: bool = False) -> Executor:
-        from planner.executor import Executor
+        from planner.engines.sqlite_runner import Executor
 
         return Executor(self.path, busy_timeout=self.busy_timeout, create=create, catalog=catalog)
 
@@ -64,26 +64,26 @@ class SQLiteEngine(Engine):
         return read_notes(self.path, self.busy_timeout)
 
     def diagnose(self, catalog_dir: Path) -> list[Finding]:
-        from planner.doctor import diagnose
+        from planner.engines.sqlite_doctor import diagnose
 
         return diagnose(self.path, catalog_dir, busy_timeout=self.busy_timeout)
 
     def prune_backups(self, keep: int, folder: Path | None = None) -> list[Path]:
-        from planner.backups import prune_backups
+        from planner.engines.sqlite_backup import prune_backups
 
         return prune_backups(self.path, keep)
 
     def backup(self, folder: Path | None = None) -> Path | None:
-        """SQLite's backups sit beside the file (``planner.backups``); ``folder`` is not used."""
-        from planner.backups import backup
-        from planner.database import writable_now
+        """SQLite's backups sit beside the file (``planner.engines.sqlite_backup``); ``folder`` is not used."""
+        from planner.engines.sqlite_backup import backup
+        from planner.engines.sqlite_database import writable_now
 
         if not self.path.exists():
             return None
         writable_now(self.path, self.busy_timeout)
         return backup(self.path, busy_timeout=self.busy_timeout)
 
-    # -- backups, restore and APM's agents table: planner.backups and planner.agents, as they are --------
+    # -- backups, restore and APM's agents table: planner.engines.sqlite_backup and planner.agents, as they are --------
 
     @property
     def short_name(self) -> str:
@@ -94,22 +94,22 @@ class SQLiteEngine(Engine):
         return f"{self.path.name}.backup.*"
 
     def backup_files(self) -> list[Path]:
-        from planner.backups import list_backups
+        from planner.engines.sqlite_backup import list_backups
 
         return list_backups(self.path)
 
     def describe_backup(self, backup: Path) -> BackupInfo:
-        from planner.backups import describe_backup
+        from planner.engines.sqlite_backup import describe_backup
 
         return describe_backup(backup, self.path)
 
     def check_backup(self, backup: Path) -> dict[str, LedgerEntry]:
-        from planner.backups import check_backup
+        from planner.engines.sqlite_backup import check_backup
 
         return check_backup(backup, self.path)
 
     def restore(self, backup: Path) -> RestoreResult:
-        from planner.backups import restore
+        from planner.engines.sqlite_backup import restore
 
         return restore(self.path, backup, busy_timeout=self.busy_timeout)
 

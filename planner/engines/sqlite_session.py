@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
-from planner.connection import MigrationConnection
-from planner.database import foreign_keys_enabled, foreign_keys_off, translate_error, wait_for
+from planner.engines.sqlite_connection import MigrationConnection
+from planner.engines.sqlite_database import foreign_keys_enabled, foreign_keys_off, translate_error, wait_for
 from planner.errors import ForeignKeyViolation
 from planner.ledger import APPLY, OK, Ledger
 from planner.plan import Plan, Step
@@ -30,9 +30,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from planner.catalog import Catalog
-    from planner.observe import StepObserver
+    from planner.engines.sqlite_observe import StepObserver
 
-log = logging.getLogger("planner.executor")
+log = logging.getLogger(__name__)
 
 #: How many violations ``foreign_key_check`` reports at most; the first one is in the message.
 _MAX_VIOLATIONS = 100

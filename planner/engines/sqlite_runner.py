@@ -34,7 +34,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from planner.database import DEFAULT_BUSY_TIMEOUT, connect, foreign_keys_enabled, foreign_keys_off, open_read_only
+from planner.engines.sqlite_database import (
+    DEFAULT_BUSY_TIMEOUT,
+    connect,
+    foreign_keys_enabled,
+    foreign_keys_off,
+    open_read_only,
+)
 from planner.engines.base import MarksThroughSessions
 from planner.engines.sqlite_session import SQLiteSession
 from planner.errors import DatabaseDirectoryMissing, DatabaseNotFound, LedgerChanged
@@ -182,7 +188,7 @@ class Executor(MarksThroughSessions):
         preview's ``error``, logged only in a database that was there before:
         a new file is not made just for that, and is removed again.
         """
-        from planner.observe import StepObserver
+        from planner.engines.sqlite_observe import StepObserver
 
         if before is not None:  # see ``migrate``
             before()

@@ -70,7 +70,7 @@ class _Guard:
     def __init__(self, version: str, direction: str, observer: Any = None):
         self.version = version
         self.direction = direction
-        #: A preview's ``planner.observe.StepObserver``, told about each statement before and after it runs.
+        #: A preview's ``sqlite_observe.StepObserver``, told about each statement before and after it runs.
         self.observer = observer
         #: The first refusal, kept so a migration that swallows the exception still fails.
         self.tampered: TransactionTampered | None = None

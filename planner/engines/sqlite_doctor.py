@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from planner.backups import list_backups
-from planner.database import DEFAULT_BUSY_TIMEOUT, read_only_connection
+from planner.engines.sqlite_backup import list_backups
+from planner.engines.sqlite_database import DEFAULT_BUSY_TIMEOUT, read_only_connection
 from planner.errors import CatalogError, DatabaseNotFound
 from planner.lint import ERROR, INFO, WARNING, Finding, history_findings, note_findings
 from planner.nontransactional import interrupted_findings

@@ -31,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 
 from planner import versions
-from planner.database import (
+from planner.engines.sqlite_database import (
     DEFAULT_BUSY_TIMEOUT,
     connect,
     copy_database,
