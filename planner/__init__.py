@@ -29,7 +29,7 @@ _EXPORTS = {
     "inconsistent_history": "planner.plan",
     "unknown_applied": "planner.plan",
     "Executor": "planner.engines.sqlite_runner",
-    "Ledger": "planner.ledger",
+    "Ledger": "planner.engines.sqlite_ledger",
     "MigrationManager": "planner.compat",
     "DatabaseService": "planner.compat",
     "rebuild_table": "planner.rebuild",

@@ -27,7 +27,8 @@ from planner.engines.sqlite_backup import (
 )
 from planner.errors import DatabaseLocked, NoBackups, UnusableBackup
 from planner.engines.sqlite_runner import Executor
-from planner.ledger import LedgerEntry, read_ledger
+from planner.engines.sqlite_ledger import read_ledger
+from planner.ledger import LedgerEntry
 from planner.loader import load_catalog
 from planner.plan import apply_plan, rollback_plan
 from tests.conftest import run_apm

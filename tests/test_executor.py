@@ -32,7 +32,7 @@ from planner.engines.sqlite_runner import (
     StepStarted,
     foreign_keys_off,
 )
-from planner.ledger import Ledger, read_ledger
+from planner.engines.sqlite_ledger import Ledger, read_ledger
 from planner.loader import load_catalog
 from planner.plan import apply_plan, rollback_plan
 

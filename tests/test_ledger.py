@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from planner.errors import NotADatabase
-from planner.ledger import Ledger, LedgerEntry, LogEntry, read_ledger
+from planner.engines.sqlite_ledger import Ledger, read_ledger
+from planner.ledger import LedgerEntry, LogEntry
 
 
 def migration(version: str, description: str = "", checksum: str = "abc"):

@@ -1,7 +1,7 @@
 """SQLite behind the engine boundary: the original modules, unchanged, seen through ``Engine``.
 
 ``planner.engines.sqlite_runner.Executor`` already is a ``PlanRunner``; the ledger is
-read with ``planner.ledger.read_ledger`` and backups use SQLite's online
+read with ``planner.engines.sqlite_ledger.read_ledger`` and backups use SQLite's online
 backup API (``planner.engines.sqlite_backup``). Nothing here adds behaviour: it names what
 the SQLite modules already do, so the CLI can ask an engine instead of a path.
 """
@@ -46,7 +46,7 @@ class SQLiteEngine(Engine):
             raise DatabaseNotFound(self.path) if self.path.parent.is_dir() else DatabaseDirectoryMissing(self.path)
 
     def applied(self) -> dict[str, LedgerEntry]:
-        from planner.ledger import read_ledger
+        from planner.engines.sqlite_ledger import read_ledger
 
         return read_ledger(self.path, self.busy_timeout)
 
@@ -59,7 +59,7 @@ class SQLiteEngine(Engine):
         return self.applied() if self.path.is_file() else None
 
     def notes(self) -> list[LedgerNote]:
-        from planner.ledger import read_notes
+        from planner.engines.sqlite_ledger import read_notes
 
         return read_notes(self.path, self.busy_timeout)
 

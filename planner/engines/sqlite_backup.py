@@ -47,7 +47,8 @@ from planner.errors import (
     NotADatabase,
     UnusableBackup,
 )
-from planner.ledger import Ledger, LedgerEntry
+from planner.engines.sqlite_ledger import Ledger
+from planner.ledger import LedgerEntry
 from planner.partials import partial_path, remove_abandoned
 
 __all__ = [

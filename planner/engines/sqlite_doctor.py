@@ -154,7 +154,8 @@ def _foreign_keys(conn: sqlite3.Connection) -> list[Finding]:
 
 def _ledger(conn: sqlite3.Connection, db_path: Path, catalog_dir: Path) -> list[Finding]:
     """The ledger's own shape, then its rows against the catalog."""
-    from planner.ledger import LOG_TABLE, TABLE, Ledger
+    from planner.engines.sqlite_ledger import Ledger
+    from planner.ledger import LOG_TABLE, TABLE
 
     def columns(table: str) -> set[str]:
         return {row[1] for row in conn.execute(f"PRAGMA table_info({quote_identifier(table)})").fetchall()}

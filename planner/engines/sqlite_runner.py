@@ -45,7 +45,8 @@ from planner.engines.base import MarksThroughSessions
 from planner.engines.sqlite_session import SQLiteSession
 from planner.errors import DatabaseDirectoryMissing, DatabaseNotFound, LedgerChanged
 from planner.events import Event, Replanned, RunResult, StepFailed, StepFinished, StepSkipped, StepStarted
-from planner.ledger import Ledger, LedgerEntry
+from planner.engines.sqlite_ledger import Ledger
+from planner.ledger import LedgerEntry
 from planner.plan import Plan, refuse_non_transactional
 from planner.preview import Preview
 

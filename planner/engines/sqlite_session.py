@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from planner.engines.sqlite_connection import MigrationConnection
 from planner.engines.sqlite_database import foreign_keys_enabled, foreign_keys_off, translate_error, wait_for
 from planner.errors import ForeignKeyViolation
-from planner.ledger import APPLY, OK, Ledger
+from planner.engines.sqlite_ledger import Ledger
+from planner.ledger import APPLY, OK
 from planner.plan import Plan, Step
 from planner.session import Session
 from planner.sql import quote_identifier
