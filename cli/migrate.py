@@ -13,6 +13,7 @@ import click
 from cli.moving import move_to, plan_table, plan_title, record_baseline
 from cli.options import STATE, VERSION, settings, shared_options
 from cli.output import echo, emit_json, migration_row, note_json, note_row, plan_json, table
+from cli.previewed import run_previewed
 from cli.running import (
     dry_run_report,
     execute,
@@ -22,7 +23,6 @@ from cli.running import (
     make_rollback_plan,
     preview_plan,
     require_database,
-    run_previewed,
     run_step_by_step,
     warn_about_edited_files,
 )

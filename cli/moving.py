@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from cli.options import settings
 from cli.output import echo, emit_json, migration_row, plan_json, table
-from cli.running import dry_run_report, ledger_entries, load_catalog, run_previewed, run_step_by_step
+from cli.previewed import run_previewed
+from cli.running import dry_run_report, ledger_entries, load_catalog, run_step_by_step
 
 
 def make_to_plan(catalog, entries: dict, target: str):

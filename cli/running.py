@@ -16,7 +16,7 @@ import click
 
 from cli.errors import CommandError
 from cli.options import EXIT_UNCONFIRMED, settings
-from cli.output import confirm, duration, echo, emit_json, printed_lines
+from cli.output import duration, echo, emit_json, printed_lines
 from cli.progress import Progress
 
 # --------------------------------------------------------------------------
@@ -83,7 +83,7 @@ def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_pl
             results.append({"version": migration.version, "description": migration.description,
                             "status": "applied" if event.step.direction == "apply" else "rolled_back",
                             "duration_ms": round(event.duration_ms, 3), "output": event.output})
-            line = "\n".join([f"{_verb(event.step.direction)} {migration.label} ({duration(event.duration_ms)})",
+            line = "\n".join([f"{verb(event.step.direction)} {migration.label} ({duration(event.duration_ms)})",
                               *printed_lines(event.output)])  # what the migration printed
         elif isinstance(event, StepSkipped):
             results.append({"version": migration.version, "description": migration.description,
@@ -117,7 +117,7 @@ def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_pl
     return results
 
 
-def _verb(direction: str) -> str:
+def verb(direction: str) -> str:
     return "Applied" if direction == "apply" else "Rolled back"
 
 
@@ -190,7 +190,7 @@ def report_preview(preview, plan, *, as_json: bool, sql: bool, title: str = "Dry
 
 def dry_run_report(catalog, plan, as_json: bool, *, sql: bool = False, make_plan=None, exit_on_loss: bool = True):
     """Preview and roll back: exit 7 when the plan would destroy data, 5 (or the error's code) when a step fails."""
-    preview = preview_plan(catalog, plan, make_plan=make_plan, sql=sql, on_event=_preview_progress(plan, as_json))
+    preview = preview_plan(catalog, plan, make_plan=make_plan, sql=sql, on_event=preview_progress(plan, as_json))
     report_preview(preview, plan, as_json=as_json, sql=sql)
     if preview.error is not None:
         from cli.errors import exit_code_for
@@ -202,7 +202,7 @@ def dry_run_report(catalog, plan, as_json: bool, *, sql: bool = False, make_plan
     return preview
 
 
-def _preview_progress(plan, as_json: bool):
+def preview_progress(plan, as_json: bool):
     """A progress bar while a preview runs on a terminal, so a long plan never sits silent; a note if re-planned."""
     from planner.events import Replanned, StepFinished, StepSkipped, StepStarted
 
@@ -226,102 +226,6 @@ def _preview_progress(plan, as_json: bool):
     return on_event
 
 
-def run_previewed(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql: bool = False,
-                  backup: bool = False) -> dict:
-    """A real run: the preview commits what loses no data (each migration runs once), and asks about the rest.
-
-    Data loss is committed only when confirmed: by ``--yes`` (printed, then
-    committed in the same run), or by a person on a terminal (the preview is
-    rolled back, the loss shown and confirmed, then the plan runs again and
-    commits only if it destroys exactly what was confirmed). Without either,
-    nothing is committed (exit 7). A failing step commits nothing (exit 5).
-    """
-    from cli.errors import exit_code_for
-    from planner.errors import Interrupted
-
-    outside = [step.version for step in plan.steps if not step.migration.transactional]
-    if outside:
-        # One transaction cannot hold them: the plan runs step by step, without the preview, and says so.
-        why = (f"{', '.join(outside)} declare(s) transactional = False, so this plan runs step by step without "
-               f"the preview, and what {'they do' if len(outside) > 1 else 'it does'} cannot be checked for data loss")
-        if not yes:
-            if as_json or not stdin_is_terminal():
-                raise CommandError(f"{why}; nothing was changed. Review it (`apm migrate --dry-run --sql` shows the "
-                                   f"rest), then re-run with --yes", EXIT_UNCONFIRMED)
-            _ask([why])
-        else:
-            echo(f"Note: {why}", fg="yellow", err=True)
-        return run_step_by_step(catalog, plan, make_plan=make_plan, atomic=False, as_json=as_json, backup=backup,
-                                create=plan.direction != "rollback")
-    taken = _BackupOnce(backup)
-    confirmed: list[str] | None = None
-    try:
-        while True:
-            def accept(preview, confirmed=confirmed) -> bool:
-                if confirmed is not None:
-                    return preview.loss_lines() == confirmed
-                return yes or not preview.loses_data
-
-            preview = preview_plan(catalog, plan, make_plan=make_plan, accept=accept, sql=sql,
-                                   on_event=_preview_progress(plan, as_json), before=taken)
-            if preview.error is not None:
-                failed = preview.steps[-1]
-                if failed.output:  # what it printed helps explain the failure (stderr: --json stays clean)
-                    echo("\n".join([f"{failed.version} {failed.description} printed, before it failed:",
-                                    *printed_lines(failed.output)]), err=True)
-                raise CommandError(f"{preview.error} (nothing was committed)", exit_code_for(preview.error))
-            if preview.committed:
-                break
-            lines = preview.loss_lines()
-            if confirmed is not None:
-                raise CommandError(f"the database changed while you decided: the plan now destroys "
-                                   f"{'; '.join(lines)}; nothing was changed. Run the command again",
-                                   EXIT_UNCONFIRMED)
-            if as_json or not stdin_is_terminal():
-                raise CommandError(f"this plan destroys data ({'; '.join(lines)}); nothing was changed. "
-                                   f"Re-run with --yes to proceed, or with --dry-run to see the whole preview",
-                                   EXIT_UNCONFIRMED)
-            _ask(lines)
-            confirmed = lines
-    except (CommandError, Interrupted):
-        if taken.path is not None:
-            taken.path.unlink(missing_ok=True)  # nothing changed: a backup of it is only clutter
-        raise
-    backup_path = taken.path
-    if backup_path is not None:
-        prune_backups_after_commit()
-    if preview.loses_data:  # on stderr, so --json stays one document on stdout
-        echo("This run destroyed data, as confirmed:", fg="yellow", err=True)
-        for line in preview.loss_lines():
-            echo(f"  {line}", err=True)
-    if backup_path is not None and not as_json:
-        echo(f"Backup written to {backup_path}")
-    results = []
-    for step in preview.steps:
-        status = "skipped" if step.skipped else "applied" if step.direction == "apply" else "rolled_back"
-        results.append({"version": step.version, "description": step.description, "status": status,
-                        "duration_ms": round(step.duration_ms, 3),
-                        **({"reason": step.skipped} if step.skipped else {"output": step.output})})
-        if not as_json:
-            if step.skipped:
-                echo(f"Skipped {step.version} {step.description}: {step.skipped}", fg="yellow")
-            else:
-                echo("\n".join([f"{_verb(step.direction)} {step.version} {step.description} "
-                                f"({duration(step.duration_ms)})", *printed_lines(step.output)]))
-    return {"results": results, "preview": preview.to_json(),
-            "backup": str(backup_path) if backup_path is not None else None}
-
-
-def _ask(lines: list[str]) -> None:
-    """Show what the plan destroys and ask; anything but yes refuses (exit 7), Ctrl-C exits 130."""
-    echo("This plan destroys data:", fg="yellow", err=True)
-    for line in lines:
-        echo(f"  {line}", err=True)
-    answer = confirm("Proceed?")  # Ctrl-C: Interrupted, exit 130
-    if not answer:
-        raise CommandError("not confirmed; nothing was changed", EXIT_UNCONFIRMED)
-
-
 def stdin_is_terminal() -> bool:
     """Whether a person can answer a question (tests replace this to play one)."""
     return sys.stdin.isatty()
@@ -339,7 +243,7 @@ def run_step_by_step(catalog, plan, *, make_plan, atomic: bool, as_json: bool, b
     The backup first (when asked), each step committed in turn (or all at
     once with ``atomic``), and old backups pruned once the run committed.
     """
-    taken = _BackupOnce(backup, announce=not as_json)
+    taken = BackupOnce(backup, announce=not as_json)
     results = execute(catalog, plan, atomic=atomic, as_json=as_json, create=create, make_plan=make_plan,
                       before=taken)
     backup_path = taken.path
@@ -348,7 +252,7 @@ def run_step_by_step(catalog, plan, *, make_plan, atomic: bool, as_json: bool, b
     return {"results": results, "backup": str(backup_path) if backup_path is not None else None}
 
 
-class _BackupOnce:
+class BackupOnce:
     """The backup before a rollback, taken by the runner once it holds the lock (``before``), at most once.
 
     Taken any earlier, another runner could commit between the copy and the

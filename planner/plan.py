@@ -10,7 +10,7 @@ through a migration without ``downgrade``, an apply over an inconsistent history
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, NamedTuple
 
 from planner import versions
@@ -243,6 +243,24 @@ def to_plan(catalog: Catalog, applied: Iterable[str], target: str) -> Plan:
     if irreversible:
         raise IrreversibleMigration(irreversible)
     return Plan(MIXED, _steps(rollbacks, ROLLBACK) + tuple(forward), target=target, cascade=bool(rollbacks))
+
+
+def segments(plan: Plan) -> list[Plan]:
+    """``plan`` cut where a step runs outside any transaction: each run of transactional steps, and each
+    ``transactional = False`` step alone, in order.
+
+    One transaction cannot hold a ``VACUUM`` or a ``CREATE INDEX
+    CONCURRENTLY``, but the steps around it can each be held by one: a real
+    run previews and commits every run of transactional steps as a plan of
+    its own, so what they destroy is still shown and confirmed.
+    """
+    parts: list[list[Step]] = []
+    for step in plan.steps:
+        if step.migration.transactional and parts and parts[-1][-1].migration.transactional:
+            parts[-1].append(step)
+        else:
+            parts.append([step])
+    return [replace(plan, steps=tuple(part)) for part in parts]
 
 
 def refuse_non_transactional(plan: Plan) -> None:

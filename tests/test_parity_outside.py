@@ -120,3 +120,57 @@ def test_doctor_explains_a_non_transactional_step_that_was_killed_or_failed(cata
     assert apm("migrate", "--mark-applied", "0002", *base(db, catalog_dir)).returncode == 0
     later = json.loads(apm("migrate", "doctor", "--json", *base(db, catalog_dir)).stdout)["findings"]
     assert [f["version"] for f in later if f["code"] == "interrupted-non-transactional"] == ["0003"]
+
+
+# A plan in parts: the steps around a transactional = False one are previewed and confirmed as usual ------
+
+
+def _parts_catalog(catalog_dir: Path, third: str = "conn.execute('DROP TABLE a')") -> None:
+    write_migration(catalog_dir, "0001", "Rows", depends_on=(),
+                    upgrade="conn.execute('CREATE TABLE a (id INTEGER PRIMARY KEY)')\n"
+                            "conn.execute('INSERT INTO a VALUES (1), (2), (3)')")
+    write_migration(catalog_dir, "0002", "Compact", depends_on=("0001",), upgrade="conn.execute('VACUUM')",
+                    extra="transactional = False\n")
+    write_migration(catalog_dir, "0003", "Drop", depends_on=("0002",), upgrade=third)
+
+
+def test_a_plan_in_parts_shows_what_its_previewed_parts_destroy(catalog_dir: Path, db: Path):
+    _parts_catalog(catalog_dir)
+    refused = apm("migrate", *base(db, catalog_dir))
+    assert refused.returncode == 7 and "0002 declare(s) transactional = False" in refused.stderr
+    assert ledger(db) == []
+    done = apm("migrate", "--yes", "--json", *base(db, catalog_dir))
+    assert done.returncode == 0, done.stderr
+    assert ledger(db) == ["0001", "0002", "0003"]
+    assert "This run destroyed data, as confirmed:" in done.stderr
+    assert "0003 apply: drops table a holding 3 rows" in done.stderr
+    report = json.loads(done.stdout)
+    assert [r["version"] for r in report["results"]] == ["0001", "0002", "0003"]
+    # One preview per part that could be previewed: 0001, then 0003 (0002 ran alone, unchecked).
+    assert [[s["version"] for s in p["steps"]] for p in report["previews"]] == [["0001"], ["0003"]]
+    assert report["previews"][1]["loses_data"] is True and report["previews"][0]["loses_data"] is False
+
+
+def test_a_later_part_not_confirmed_or_failing_is_rolled_back_and_named(catalog_dir: Path, db: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    from click.testing import CliRunner
+
+    import cli.running
+    from cli.main import apm as apm_command
+
+    _parts_catalog(catalog_dir)
+    monkeypatch.setattr(cli.running, "stdin_is_terminal", lambda: True)
+    # A person: yes to the step outside any transaction, no to what the last part destroys.
+    declined = CliRunner().invoke(apm_command, [*base(db, catalog_dir), "migrate"], input="y\nn\n")
+    assert declined.exit_code == 7, declined.output
+    assert "not confirmed; applied before it: 0001, 0002; nothing else was changed" in declined.output
+    assert ledger(db) == ["0001", "0002"]
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM a").fetchone() == (3,)
+    # A failing part: exit 5, rolled back, the committed parts named.
+    _parts_catalog(catalog_dir, third="conn.execute('DROP TABLE a')\nraise RuntimeError('boom')")
+    db.unlink()
+    failed = apm("migrate", "--yes", *base(db, catalog_dir))
+    assert failed.returncode == 5
+    assert "boom" in failed.stderr and "applied before it: 0001, 0002; this part was rolled back" in failed.stderr
+    assert ledger(db) == ["0001", "0002"]
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM a").fetchone() == (3,)

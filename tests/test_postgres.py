@@ -517,3 +517,23 @@ def test_a_server_error_in_a_migration_is_one_line(pg_url, catalog_dir):
     assert "LINE 1" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     detail = query(pg_url, "SELECT detail FROM schema_migrations_log WHERE outcome = 'failed'")
     assert len(detail) == 1 and "\n" not in detail[0][0]
+
+
+def test_a_plan_with_create_index_concurrently_previews_the_parts_around_it(pg_url, catalog_dir):
+    """The steps around a ``transactional = False`` one run in previewed parts: their loss is shown and confirmed."""
+    write_migration(catalog_dir, "0001", "Posts", depends_on=(),
+                    upgrade="conn.execute('CREATE TABLE posts (id INT, title TEXT, body TEXT)')\n"
+                            "conn.execute(\"INSERT INTO posts SELECT g, 't' || g, 'b' FROM generate_series(1, 4) g\")")
+    write_migration(catalog_dir, "0002", "Index", depends_on=("0001",), extra="transactional = False\n",
+                    upgrade="conn.execute('CREATE INDEX CONCURRENTLY posts_by_title ON posts (title)')")
+    write_migration(catalog_dir, "0003", "Drop the body", depends_on=("0002",),
+                    upgrade="conn.execute('ALTER TABLE posts DROP COLUMN body')")
+    refused = apm(pg_url, "migrate", catalog=catalog_dir)
+    assert refused.returncode == 7 and query(pg_url, "SELECT to_regclass('posts')") == [(None,)]
+    done = apm(pg_url, "migrate", "--yes", "--json", catalog=catalog_dir)
+    assert done.returncode == 0, done.stderr
+    assert applied(pg_url) == ["0001", "0002", "0003"]
+    assert "0003 apply: drops column posts.body holding 4 non-default values" in done.stderr
+    report = json.loads(done.stdout)
+    assert [[s["version"] for s in p["steps"]] for p in report["previews"]] == [["0001"], ["0003"]]
+    assert query(pg_url, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'posts_by_title'::regclass") == [(True,)]
