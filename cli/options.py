@@ -141,10 +141,12 @@ class Settings:
     def engine(self):
         """The database as an ``planner.engines.Engine`` (made once per command)."""
         if self._engine is None:
+            from planner import waiting
             from planner.engines import engine_for
 
             self._engine = engine_for(self.db_url or self.db_path, busy_timeout=self.busy_timeout,
                                       ledger_schema=self.ledger_schema, backup_dir=self.backup_dir)
+            waiting.listen(_tell_waiting)
         return self._engine
 
     @property
@@ -211,6 +213,12 @@ class Settings:
             else:
                 rows.append((name, *defaults[name]))
         return rows
+
+
+def _tell_waiting(database: str, limit: float) -> None:
+    """A wait for another process's lock, said once it lasts (``planner.waiting``), on stderr."""
+    click.echo(f"Waiting for {database}: another process holds its lock (up to {limit:g} s; --busy-timeout)",
+               err=True)
 
 
 def _store(name: str, convert=lambda v: v):

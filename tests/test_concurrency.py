@@ -76,3 +76,25 @@ def test_four_processes_apply_each_migration_exactly_once(tmp_path, catalog_dir,
     assert conn.execute("SELECT COUNT(*) FROM schema_migrations_log WHERE outcome = 'failed'").fetchone() == (0,)
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     conn.close()
+
+
+def test_a_runner_waiting_for_the_lock_says_so_once(catalog_dir: Path, tmp_path: Path):
+    """A wait for another writer would look like a hang: past a second, apm says what it waits for."""
+    apm = Path(sys.executable).with_name("apm")
+    db = tmp_path / "app.db"
+    write_migration(catalog_dir, "0001", upgrade="conn.execute('CREATE TABLE a (id INT)')")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer, holding the lock
+    runner = subprocess.Popen([str(apm), "--db", str(db), "--migrations-dir", str(catalog_dir),
+                               "--busy-timeout", "20", "migrate"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    holder.execute("ROLLBACK")
+    holder.close()
+    out, err = runner.communicate(timeout=60)
+    assert runner.returncode == 0, err
+    assert f"Waiting for {db}: another process holds its lock (up to 20 s; --busy-timeout)" in err
+    assert err.count("Waiting for") == 1 and "Applied 0001" in out
+    quick = subprocess.run([str(apm), "--db", str(db), "--migrations-dir", str(catalog_dir), "migrate"],
+                           capture_output=True, text=True, timeout=60)
+    assert quick.returncode == 0 and "Waiting" not in quick.stderr  # no wait, no line

@@ -537,3 +537,21 @@ def test_a_plan_with_create_index_concurrently_previews_the_parts_around_it(pg_u
     report = json.loads(done.stdout)
     assert [[s["version"] for s in p["steps"]] for p in report["previews"]] == [["0001"], ["0003"]]
     assert query(pg_url, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'posts_by_title'::regclass") == [(True,)]
+
+
+def test_a_runner_waiting_for_the_advisory_lock_says_so_once(pg_url, catalog_dir):
+    import psycopg
+
+    from planner.engines.pg_ledger import lock_key
+
+    write_migration(catalog_dir, "0001", upgrade="conn.execute('CREATE TABLE a (id INT)')")
+    with psycopg.connect(pg_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (lock_key("public"),))  # another runner
+        runner = subprocess.Popen([str(Path(sys.executable).with_name("apm")), "--db", pg_url, "--migrations-dir",
+                                   str(catalog_dir), "--busy-timeout", "20", "migrate"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+    out, err = runner.communicate(timeout=60)  # the holder's connection closed: the server released the lock
+    assert runner.returncode == 0, err
+    assert err.count("Waiting for") == 1 and "another process holds its lock (up to 20 s; --busy-timeout)" in err
+    assert applied(pg_url) == ["0001"]

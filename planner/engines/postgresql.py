@@ -110,15 +110,19 @@ class PostgresEngine(Engine):
         with self.session(shared=False) as conn:
             import psycopg
 
+            from planner.waiting import Wait
+
             key = lock_key(self.ledger_schema)
             # Polled, not waited for inside pg_advisory_lock(): a runner blocked in a statement has a
             # transaction open, and another runner's CREATE INDEX CONCURRENTLY waits for every open
             # transaction, so the two would deadlock (the server kills one; the index is left invalid).
             # Between polls this runner holds nothing, and Ctrl-C is heard within a slice.
             deadline = time.monotonic() + max(0.0, self.busy_timeout)
+            wait = Wait(self.display, self.busy_timeout)
             while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
                 if time.monotonic() >= deadline:
                     raise LockTimeout(self.display, self.busy_timeout)
+                wait.tick()  # a long wait is told about (planner.waiting)
                 time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
             try:
                 yield conn

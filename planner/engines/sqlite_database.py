@@ -235,7 +235,10 @@ def wait_for(conn: sqlite3.Connection, statement: str, path: Path, busy_timeout:
     and lets the interrupt through at once. The connection's own timeout is
     put back afterwards for the statements that follow.
     """
+    from planner.waiting import Wait
+
     deadline = time.monotonic() + busy_timeout
+    wait = Wait(str(path), busy_timeout)
     conn.execute(f"PRAGMA busy_timeout = {_SLICE_MS}")
     try:
         while True:
@@ -247,6 +250,7 @@ def wait_for(conn: sqlite3.Connection, statement: str, path: Path, busy_timeout:
                     raise
                 if time.monotonic() >= deadline:
                     raise
+                wait.tick()  # a long wait is told about (planner.waiting)
     finally:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
 
