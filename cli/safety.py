@@ -11,6 +11,8 @@ imported inside the commands so ``apm --help`` stays fast.
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +25,36 @@ if TYPE_CHECKING:
     from planner.engines.base import Engine
 
 _COLOURS = {"error": "red", "warning": "yellow", "info": None}
+
+
+_APM = re.compile(r"\bapm (?=migrate\b|status\b|agents\b)")
+
+
+def for_this_database(findings: list) -> list:
+    """The findings, their ``apm`` commands naming the database and catalog this command was given by option.
+
+    A database or folder from the environment or the config file is found
+    again by a pasted command; one from an option is not, and ``apm migrate``
+    alone would act on the default database. A URL's password is left out:
+    libpq then finds it in ``PGPASSWORD`` or ``~/.pgpass``, not on the screen.
+    """
+    from dataclasses import replace
+
+    from planner.engines.urls import without_password
+
+    options = settings()
+    chosen = []
+    if options.sources.get("db", "").startswith("option"):
+        db = without_password(options.db_url) if options.db_url else str(options.db_path)
+        chosen.append(f"--db {shlex.quote(db)}")
+    if options.sources.get("migrations_dir", "").startswith("option"):
+        chosen.append(f"--migrations-dir {shlex.quote(str(options.catalog_dir))}")
+    if options.sources.get("ledger_schema_option", "").startswith("option"):
+        chosen.append(f"--ledger-schema {shlex.quote(options.ledger_schema)}")
+    if not chosen:
+        return findings
+    prefix = f"apm {' '.join(chosen)} "
+    return [replace(f, fix=_APM.sub(prefix, f.fix)) if f.fix else f for f in findings]
 
 
 def _print_findings(findings: list) -> None:
@@ -73,7 +105,7 @@ def check_command(as_json: bool, strict: bool, fix: bool, yes: bool) -> None:
     if fix:
         _fix_shared_versions(catalog_dir, yes, engine)
     # A DatabaseError exits 6 through the root group (an unreachable server too; a missing database is empty).
-    findings = check_catalog(catalog_dir, engine)
+    findings = for_this_database(check_catalog(catalog_dir, engine))
     shown = engine.display if engine is not None else None
     code = check_exit_code(findings, strict)
     if as_json:
@@ -105,7 +137,7 @@ def doctor_command(as_json: bool) -> None:
     6 when something is wrong with the database.
     """
     options = settings()
-    findings = options.engine.diagnose(options.catalog_dir)
+    findings = for_this_database(options.engine.diagnose(options.catalog_dir))
     shown = options.db_display
     healthy = not any(f.severity == "error" for f in findings)
     code = EXIT_OK if healthy else EXIT_DATABASE

@@ -208,3 +208,21 @@ def test_doctor_json_and_a_missing_database(apm_db, tmp_path):
     assert [f["code"] for f in data["findings"]] == ["no-backups"]
     missing = run_doctor("--db", str(tmp_path / "none.db"))
     assert missing.exit_code == EXIT_DATABASE and "does not exist" in missing.output
+
+
+def test_fix_commands_name_the_database_given_by_option_so_a_pasted_one_acts_on_it(apm_db, tmp_path, monkeypatch):
+    execute(apm_db, "DROP TABLE schema_migrations_log")
+    given = run_doctor("--db", str(apm_db))  # and --migrations-dir
+    assert f"fix: apm --db {apm_db} --migrations-dir {SHIPPED} migrate  # recreates it" in given.output
+    found = json.loads(CliRunner().invoke(apm, ["--db", str(apm_db), "migrate", "doctor", "--json"]).output)
+    assert [f["fix"] for f in found["findings"] if f["code"] == "missing-log"] == [
+        f"apm --db {apm_db} migrate  # recreates it the next time it runs a migration or a mark"]
+    # From the environment, the pasted command finds the same database by itself: nothing is added.
+    monkeypatch.setenv("APM_DB", str(apm_db))
+    environment = CliRunner().invoke(apm, ["migrate", "doctor", "--migrations-dir", str(SHIPPED)])
+    assert f"fix: apm --migrations-dir {SHIPPED} migrate  # recreates it" in environment.output
+    # A path that needs quoting is quoted.
+    spaced = tmp_path / "my project" / "aipm.db"
+    spaced.parent.mkdir()
+    spaced.write_bytes(apm_db.read_bytes())
+    assert f"fix: apm --db '{spaced}' --migrations-dir" in run_doctor("--db", str(spaced)).output

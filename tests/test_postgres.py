@@ -63,6 +63,17 @@ def test_redact_masks_every_password_form():
     assert is_postgres("host=/run/pg dbname=app") and not is_postgres(".aipm/data/aipm.db")
 
 
+def test_without_password_leaves_every_password_form_out():
+    from planner.engines.urls import without_password
+
+    assert without_password("postgresql://me:s3cret@db:5432/app") == "postgresql://me@db:5432/app"
+    assert without_password("postgresql://:s3cret@db/app") == "postgresql://db/app"
+    assert without_password("postgres://me@db/app?password=s3cret&sslmode=require") == \
+        "postgres://me@db/app?sslmode=require"
+    assert without_password("host=/run/pg password='a b' dbname=app") == "host=/run/pg dbname=app"
+    assert without_password("postgresql://me@db/app") == "postgresql://me@db/app"
+
+
 def test_a_url_without_the_driver_is_one_line_naming_the_extra(monkeypatch):
     from planner.engines import engine_for
     from planner.engines.errors import DriverMissing
@@ -555,3 +566,15 @@ def test_a_runner_waiting_for_the_advisory_lock_says_so_once(pg_url, catalog_dir
     assert runner.returncode == 0, err
     assert err.count("Waiting for") == 1 and "another process holds its lock (up to 20 s; --busy-timeout)" in err
     assert applied(pg_url) == ["0001"]
+
+
+def test_doctor_fix_commands_name_the_server_without_its_password(pg_url, catalog_dir):
+    import shlex
+
+    write_migration(catalog_dir, "0001", upgrade="conn.execute('CREATE TABLE a (id INT)')")
+    secret = pg_url.replace("postgresql://apm@", "postgresql://apm:s3cret@")  # trust auth: accepted, unused
+    assert apm(secret, "migrate", catalog=catalog_dir).returncode == 0
+    run_sql(pg_url, "DROP TABLE schema_migrations_log")
+    doctor = apm(secret, "migrate", "doctor", catalog=catalog_dir)
+    assert "s3cret" not in doctor.stdout + doctor.stderr
+    assert f"fix: apm --db {shlex.quote(pg_url)} --migrations-dir {catalog_dir} migrate  # recreates it" in doctor.stdout

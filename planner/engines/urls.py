@@ -10,7 +10,7 @@ goes through ``redact`` first.
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 _SCHEMES = ("postgresql://", "postgres://")
 # libpq's "key=value key=value" form: starts with a known keyword followed by '='.
@@ -59,6 +59,20 @@ def redact(db: str) -> str:
     if not text.lower().startswith(_SCHEMES):
         text = _KEYWORD_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
     return text
+
+
+def without_password(db: str) -> str:
+    """``db`` with any password left out: for a command a person may paste, where libpq then finds the
+    password where it always looks (``PGPASSWORD``, ``~/.pgpass``) instead of the screen or a log."""
+    text = str(db)
+    if text.lower().startswith(_SCHEMES):
+        parts = urlsplit(text)
+        user, at, host = parts.netloc.rpartition("@")
+        name = user.split(":", 1)[0]
+        netloc = (f"{name}@{host}" if name else host) if at else parts.netloc
+        query = "&".join(p for p in parts.query.split("&") if p and not p.lower().startswith("password="))
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    return " ".join(_KEYWORD_PASSWORD.sub("", text).split())
 
 
 def database_name(db: str) -> str:
