@@ -26,6 +26,7 @@ SETUP = ("CREATE TABLE kept (id INT PRIMARY KEY, note TEXT, size INT, label VARC
          "INSERT INTO kept SELECT g, 'n' || g, g, 'l' FROM generate_series(1, 6) g;"
          "CREATE TABLE doomed (id INT); INSERT INTO doomed SELECT generate_series(1, 4);"
          "CREATE TABLE emptied (id INT); INSERT INTO emptied SELECT generate_series(1, 3);"
+         "CREATE TABLE emptied_too (id INT); INSERT INTO emptied_too SELECT generate_series(1, 2);"
          "CREATE TABLE wide (id INT, gone TEXT, hidden TEXT); INSERT INTO wide VALUES (1, 'a', 'b'), (2, NULL, 'c');"
          "CREATE SCHEMA old_name; CREATE TABLE old_name.inside (id INT);"
          "CREATE SCHEMA dropped; CREATE TABLE dropped.a (id INT); INSERT INTO dropped.a VALUES (1), (2);"
@@ -48,6 +49,8 @@ STEPS = [
      "conn.execute('CREATE VIEW v AS SELECT id FROM kept')\n"
      "conn.execute('CREATE OR REPLACE VIEW v AS SELECT id, size FROM kept')"),
     ("a truncate the preview cannot read", "conn.execute('DO $$ BEGIN TRUNCATE emptied; END $$')"),
+    ("a truncate, then a savepoint left open (the log row lands inside it)",
+     "conn.execute('DO $$ BEGIN TRUNCATE emptied_too; END $$')\nconn.execute('SAVEPOINT left_open')"),
     ("rows deleted and updated", "conn.execute('DELETE FROM kept WHERE id = 6')\n"
                                  "conn.execute('UPDATE kept SET size = 0 WHERE id <= 2')"),
     ("rows inserted", "conn.execute('INSERT INTO second VALUES (1), (2)')"),
@@ -75,6 +78,7 @@ STEPS = [
 STEP_ONLY = {"a table with a key, an index and a foreign key", "a column added", "a column renamed",
              "a type widened in place", "a column dropped by name", "a column dropped unseen", "a table renamed",
              "a view, then replaced with a column more", "a truncate the preview cannot read",
+             "a truncate, then a savepoint left open (the log row lands inside it)",
              "rows deleted and updated", "rows inserted", "an index renamed", "a table moved to a new schema",
              "a table made in a savepoint of the migration's own", "a table made and undone by the migration",
              "a table made and dropped in one step", "a type rewritten", "a view dropped", "a table dropped",
@@ -121,6 +125,9 @@ def test_a_step_read_alone_sees_what_a_whole_reading_sees(pg_server, tmp_path, m
         ("dropped-column", "wide", "hidden", False)]
     assert [(i.kind, i.table, i.counted) for i in seen["a truncate the preview cannot read"][1]] == [
         ("deleted-rows", "emptied", False)]
+    assert [(i.kind, i.table, i.counted) for i in
+            seen["a truncate, then a savepoint left open (the log row lands inside it)"][1]] == [
+        ("deleted-rows", "emptied_too", False)]
     assert any(c.kind == "table" and c.action == "added" and c.name == "nested"
                for c in seen["a table made in a savepoint of the migration's own"][0])
     assert seen["a table made and undone by the migration"][0] == []

@@ -6,16 +6,19 @@ their time reading, and parsing, a catalog that grew by one table a step.
 Now a step reads only the relations it created or changed:
 
 - Each step runs in a savepoint of its own (``STEP_SAVEPOINT``), so every
-  catalog row it inserts or updates carries that subtransaction's id, or a
-  newer one (a savepoint inside the step; PostgreSQL gives a parent its id
-  before its children). The step's log row, written in the same
-  savepoint, tells the id. Rows of earlier steps carry older ids.
-- The relations whose ``pg_class`` row has such an id (new, renamed,
+  catalog row it inserts or updates carries a transaction id assigned
+  during the step: newer than any assigned before it, in particular than
+  the id of the log row the step before wrote last. Each reading notes
+  that id (the newest log row's) for the next one. (Not the step's own log
+  row's: a migration that leaves a savepoint of its own open has its log
+  row written inside it, with an id newer than its earlier writes.)
+- The relations whose ``pg_class`` row has a newer id (new, renamed,
   altered, truncated, with a new index or column: each of these writes
   the relation's own row), and, when ``pg_attribute`` had updates (a
   column dropped, renamed or retyped in place), those with such a column,
-  are read again. Ids are compared with ``age()``, which
-  counts from the transaction's own id and so survives wraparound.
+  are read again. Ids are compared with ``age()``, which counts from the
+  transaction's own id and so survives wraparound. Rows a savepoint of
+  the step before wrote may be read again: they read as unchanged.
 - A deleted row leaves nothing to find. When the transaction's counters
   say ``pg_class`` lost rows (a relation dropped, or a table rewritten
   through a transient copy), the reading lists every relation's oid, and
@@ -52,31 +55,35 @@ def _counted(what: str, table: str) -> str:
 class Gates:
     """The transaction's counters of the catalog tables, as far as a step-only reading needs them."""
 
+    #: The id of the newest log row at the reading: what is newer was written after it.
+    step: str | None
     class_writes: int  # inserts and updates: relations created or changed
     class_deletes: int  # relations dropped: invisible to a step-only reading, looked up by oid
     attribute_updates: int  # columns dropped, renamed or retyped in place
     namespace_updates: int  # schemas renamed: their relations' names change, their rows do not
 
 
-_UNKNOWN = Gates(-1, -1, -1, -1)
+_UNKNOWN = Gates(None, -1, -1, -1, -1)
 _GATES = ", ".join((_counted("inserted updated", _CLASS), _counted("deleted", _CLASS),
                     _counted("updated", _ATTRIBUTE), _counted("updated", _NAMESPACE)))
-# One statement, the same text every step, so the server plans it once (psycopg prepares it): the step's
-# id (its log row's), the gates, the oids of the relations the step wrote, the oids of all relations if
-# some were dropped (else NULL), and the written ones in the user schemas as ``take`` reads them, one row
-# per column (and one row of NULLs when there are none). A gate (%s: the counter as the last step left
-# it) keeps a catalog table whose counters did not move from being scanned; each is a subquery, which
-# PostgreSQL evaluates once.
+# One statement, the same text every step, so the server plans it once (psycopg prepares it): the newest
+# log row's id, the gates, the oids of the relations written since the last reading's log row (%(step)s),
+# the oids of all relations if some were dropped (else NULL), and the written ones in the user schemas as
+# ``take`` reads them, one row per column (and one row of NULLs when there are none). A gate (the counter
+# as the last reading left it) keeps a catalog table whose counters did not move from being scanned;
+# each is a subquery, which PostgreSQL evaluates once.
 _STEP = f"""
-WITH step AS (SELECT xmin AS x FROM {{log}} ORDER BY id DESC LIMIT 1),
-written AS (SELECT ARRAY(
+WITH written AS (SELECT ARRAY(
     SELECT c.oid FROM pg_class c
-    WHERE (SELECT {_counted("inserted updated", _CLASS)} > %s) AND age(c.xmin) <= (SELECT age(x) FROM step)
+    WHERE (SELECT {_counted("inserted updated", _CLASS)} > %(class_writes)s)
+      AND age(c.xmin) < (SELECT age(%(step)s::xid))
     UNION SELECT a.attrelid FROM pg_attribute a
-    WHERE (SELECT {_counted("updated", _ATTRIBUTE)} > %s) AND age(a.xmin) <= (SELECT age(x) FROM step)
+    WHERE (SELECT {_counted("updated", _ATTRIBUTE)} > %(attribute_updates)s)
+      AND age(a.xmin) < (SELECT age(%(step)s::xid))
 ) AS oids)
-SELECT (SELECT x::text FROM step), {_GATES}, (SELECT oids::bigint[] FROM written),
-       CASE WHEN {_counted("deleted", _CLASS)} > %s THEN ARRAY(SELECT oid::bigint FROM pg_class) END, r.*
+SELECT (SELECT xmin::text FROM {{log}} ORDER BY id DESC LIMIT 1), {_GATES}, (SELECT oids::bigint[] FROM written),
+       CASE WHEN {_counted("deleted", _CLASS)} > %(class_deletes)s THEN ARRAY(SELECT oid::bigint FROM pg_class) END,
+       r.*
 FROM (SELECT 1) one LEFT JOIN ({CATALOG_OF.format(only="c.oid = ANY((SELECT oids FROM written)::oid[])")
                                 .replace("%", "%%")}) r ON TRUE
 """
@@ -97,12 +104,14 @@ def read_step(conn: Any, last: Snapshot, gates: Gates | None, log_table: str,
     """
     since = gates or _UNKNOWN
     with conn.cursor() as cursor:
-        cursor.execute(_STEP.format(log=log_table), (since.class_writes, since.attribute_updates,
-                                                      since.class_deletes))
+        cursor.execute(_STEP.format(log=log_table), {"step": since.step, "class_writes": since.class_writes,
+                                                      "attribute_updates": since.attribute_updates,
+                                                      "class_deletes": since.class_deletes})
         rows = cursor.fetchall()
-        step, *counted, oids, present = rows[0][:7]
-        now = Gates(*counted)
-        if step is None or gates is None or now.namespace_updates > gates.namespace_updates:
+        now = Gates(*rows[0][:5])
+        oids, present = rows[0][5:7]
+        if (gates is None or gates.step is None or now.step is None
+                or now.namespace_updates > gates.namespace_updates):
             return take(conn, counters=counters), now, None
         read = relations_of([row[7:] for row in rows if row[7] is not None])
         changed = set(oids)
