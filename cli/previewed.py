@@ -138,9 +138,9 @@ def run_in_parts(catalog, plan, *, as_json: bool, yes: bool, sql: bool, backup: 
     from planner.plan import segments
 
     outside = [step.version for step in plan.steps if not step.migration.transactional]
-    why = (f"{', '.join(outside)} declare(s) transactional = False, so {'they run' if len(outside) > 1 else 'it runs'}"
-           f" outside any transaction, where what {'they do' if len(outside) > 1 else 'it does'} cannot be checked "
-           f"for data loss (the steps around {'them' if len(outside) > 1 else 'it'} are previewed as usual)")
+    they, run, do, them = ("they", "run", "they do", "them") if len(outside) > 1 else ("it", "runs", "it does", "it")
+    why = (f"{', '.join(outside)} declare(s) transactional = False, so {they} {run} outside any transaction, "
+           f"where what {do} cannot be checked for data loss (the steps around {them} are previewed as usual)")
     if not yes:
         if as_json or not running.stdin_is_terminal():
             raise CommandError(f"{why}; nothing was changed. Review it (`apm migrate --dry-run --sql` shows the "
@@ -159,8 +159,13 @@ def run_in_parts(catalog, plan, *, as_json: bool, yes: bool, sql: bool, backup: 
 
     for part in segments(plan):
         if not part.steps[0].migration.transactional:
-            results += running.execute(catalog, part, atomic=False, as_json=as_json, create=part.direction == "apply",
-                                       before=taken)
+            try:
+                results += running.execute(catalog, part, atomic=False, as_json=as_json,
+                                           create=part.direction == "apply", before=taken)
+            except Exception:
+                if done():  # the error names this step; what the parts before it committed stays
+                    echo(f"The parts before it were committed ({done()})", fg="yellow", err=True)
+                raise
             continue
         try:
             preview = confirmed_preview(catalog, part, make_plan=None, as_json=as_json, yes=yes, sql=sql,

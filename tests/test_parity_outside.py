@@ -115,7 +115,8 @@ def test_doctor_explains_a_non_transactional_step_that_was_killed_or_failed(cata
     findings = [f for f in json.loads(doctor.stdout)["findings"] if f["code"] == "interrupted-non-transactional"]
     assert [f["version"] for f in findings] == ["0002", "0003"]
     assert "was interrupted" in findings[0]["message"] and "second statement" in findings[1]["message"]
-    assert findings[0]["fix"].startswith("apm migrate --mark-applied 0002")
+    # The fix names the database and catalog given here, so pasting it acts on them.
+    assert findings[0]["fix"].startswith(f"apm --db {db} --migrations-dir {catalog_dir} migrate --mark-applied 0002")
     # Once it is recorded, the finding goes.
     assert apm("migrate", "--mark-applied", "0002", *base(db, catalog_dir)).returncode == 0
     later = json.loads(apm("migrate", "doctor", "--json", *base(db, catalog_dir)).stdout)["findings"]
