@@ -74,7 +74,9 @@ def confirmed_preview(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql
             if failed.output:  # what it printed helps explain the failure (stderr: --json stays clean)
                 echo("\n".join([f"{failed.version} {failed.description} printed, before it failed:",
                                 *printed_lines(failed.output)]), err=True)
-            raise CommandError(f"{preview.error} ({unchanged})", exit_code_for(preview.error))
+            what = getattr(preview.error, "failure", None) if done else None  # not "the whole plan": this part
+            raise CommandError(f"{what}; this part was rolled back ({done})" if what else
+                               f"{preview.error} ({unchanged})", exit_code_for(preview.error))
         if preview.committed:
             return preview
         lines = preview.loss_lines()
@@ -113,9 +115,9 @@ def committed(preview, as_json: bool, backup: Path | None = None) -> list[dict]:
     return results
 
 
-def _ask(lines: list[str], unchanged: str = "nothing was changed") -> None:
+def _ask(lines: list[str], unchanged: str = "nothing was changed", heading: str = "This plan destroys data:") -> None:
     """Show what the plan destroys and ask; anything but yes refuses (exit 7), Ctrl-C exits 130."""
-    echo("This plan destroys data:", fg="yellow", err=True)
+    echo(heading, fg="yellow", err=True)
     for line in lines:
         echo(f"  {line}", err=True)
     answer = confirm("Proceed?")  # Ctrl-C: Interrupted, exit 130
@@ -145,7 +147,7 @@ def run_in_parts(catalog, plan, *, as_json: bool, yes: bool, sql: bool, backup: 
         if as_json or not running.stdin_is_terminal():
             raise CommandError(f"{why}; nothing was changed. Review it (`apm migrate --dry-run --sql` shows the "
                                f"rest), then re-run with --yes", EXIT_UNCONFIRMED)
-        _ask([why])
+        _ask([why], heading="This plan may destroy data where it cannot be checked:")
     else:
         echo(f"Note: {why}", fg="yellow", err=True)
     taken = running.BackupOnce(backup, announce=not as_json)

@@ -192,8 +192,9 @@ class CatalogNotFound(CatalogError, FileNotFoundError):
 
     def __init__(self, directory: Path):
         self.directory = directory
+        state = "is a file, not a directory" if directory.is_file() else "does not exist"
         super().__init__(
-            f"migrations directory {directory} does not exist; pass --migrations-dir or set APM_MIGRATIONS_DIR",
+            f"migrations directory {directory} {state}; pass --migrations-dir or set APM_MIGRATIONS_DIR",
             path=directory,
         )
 
@@ -398,11 +399,9 @@ class MigrationFailed(ExecutionError):
             what = f"{type(cause).__name__}: {str(cause).strip().splitlines()[0]}"  # a server adds LINE/DETAIL/HINT
         else:
             what = f"raised {type(cause).__name__}"
-        super().__init__(
-            f"migration {version} failed during {direction}: {what}; {state}",
-            version=version,
-            direction=direction,
-        )
+        #: What failed, without what was rolled back (a caller running the plan in parts says that itself).
+        self.failure = f"migration {version} failed during {direction}: {what}"
+        super().__init__(f"{self.failure}; {state}", version=version, direction=direction)
 
 
 class ValidationFailed(ExecutionError):
@@ -533,6 +532,19 @@ class DatabaseLocked(DatabaseError, TimeoutError):
         super().__init__(
             f"database {path} stayed locked by another process for {timeout:g} s; nothing was changed. "
             f"Wait for it to finish and retry, or raise --busy-timeout",
+            path=path,
+        )
+
+
+class StepUnderWay(DatabaseError, TimeoutError):
+    """Another process kept running a ``transactional = False`` step longer than the busy timeout."""
+
+    def __init__(self, path: Path, version: str, holder: str, timeout: float):
+        self.version, self.holder, self.timeout = version, holder, timeout
+        super().__init__(
+            f"migration {version} runs outside a transaction in another process ({holder}), still after "
+            f"{timeout:g} s; nothing of it was run here. Wait for that process to finish and retry, or raise "
+            f"--busy-timeout; if it is gone, `apm migrate doctor` says what to check",
             path=path,
         )
 

@@ -8,6 +8,7 @@ caller match on the class and read the fields it needs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -88,3 +89,9 @@ class RunResult:
             self.done.append(event.step)
         elif isinstance(event, StepSkipped):
             self.skipped.append(event.step)
+
+
+def emit(on_event: Callable[[Event], None] | None, event: Event) -> None:
+    """Tell ``on_event`` about ``event``, when anyone listens."""
+    if on_event is not None:
+        on_event(event)

@@ -15,17 +15,19 @@ executor repeats the ledger part inside its write lock.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from planner import versions
 from planner.catalog import Catalog
-from planner.errors import AlreadyApplied, BaselineRefused, MarkAppliedRefused, MarkRolledBackRefused
+from planner.errors import AlreadyApplied, BaselineRefused, MarkAppliedRefused, MarkRolledBackRefused, NotApplied
 from planner.migration import Migration
-from planner.plan import rollback_scope
+from planner.plan import Plan, rollback_scope
 
 if TYPE_CHECKING:
     from planner.engines.base import Engine
+    from planner.plan import Step
+    from planner.session import Session
 
 
 def check_mark_applied(catalog: Catalog, applied: Iterable[str], version: str) -> Migration:
@@ -105,3 +107,67 @@ def baseline(engine: Engine, catalog: Catalog, version: str) -> list[Migration]:
     migrations = check_baseline(catalog, engine.applied(), version)
     engine.runner(catalog=catalog, create=False).mark_many(migrations, BASELINE)
     return migrations
+
+
+def record_mark(session: Session, step: Step, action: str) -> None:
+    """Record one step as done without running it, checked inside the session's lock as a run would be."""
+    from planner.ledger import APPLY
+
+    with session.transaction():
+        applied = session.applied_now()
+        if session.skip_reason(step, applied) is not None:
+            raise AlreadyApplied(step.version) if step.direction == APPLY else NotApplied(step.version)
+        session.refuse_conflicts(step, applied)
+        session.record(step, None, action)
+
+
+def record_marks(session: Session, steps: list[Step], action: str) -> None:
+    """A baseline: every step recorded as applied in ONE transaction, or none (``AlreadyApplied``)."""
+    with session.transaction():
+        applied = set(session.applied_now())
+        for step in steps:
+            if session.skip_reason(step, applied) is not None:
+                raise AlreadyApplied(step.version)
+            session.refuse_conflicts(step, applied)
+            session.record(step, None, action)
+            applied.add(step.version)
+
+
+class MarksThroughSessions:
+    """The marks of a runner, written once: each opens the engine's session (``_marks``) and lets it record.
+
+    A runner supplies ``_marks(work, plan)``: open a connection (and take the lock), make a session for
+    ``plan`` and call ``work`` with it. The checks and the rows are ``planner.marks.record_mark``'s.
+    """
+
+    def _marks(self, work: Callable[[Any], None], plan: Plan) -> None:
+        raise NotImplementedError
+
+    def mark_applied(self, migration: Migration) -> None:
+        """Record ``migration`` as applied without running it (its changes are already in the schema)."""
+        from planner.ledger import APPLY, MARK_APPLIED
+        from planner.plan import Plan, Step
+
+        step = Step(migration, APPLY)
+        self._marks(lambda session: record_mark(session, step, MARK_APPLIED), Plan(APPLY, (step,)))
+
+    def mark_rolled_back(self, migration: Migration) -> None:
+        """Remove ``migration``'s ledger row without running its downgrade."""
+        from planner.ledger import MARK_ROLLED_BACK, ROLLBACK
+        from planner.plan import Plan, Step
+
+        step = Step(migration, ROLLBACK)
+        self._marks(lambda session: record_mark(session, step, MARK_ROLLED_BACK), Plan(ROLLBACK, (step,)))
+
+    def mark_many(self, migrations: list[Migration], action: str) -> None:
+        """Record ``migrations`` (in dependency order) as applied, without running them, in ONE transaction.
+
+        A baseline: all of them or none. Each is checked inside the lock as a
+        mark is (not applied yet, its dependencies applied or earlier in the
+        list); ``AlreadyApplied`` if another process recorded one meanwhile.
+        """
+        from planner.ledger import APPLY
+        from planner.plan import Plan, Step
+
+        steps = [Step(m, APPLY) for m in migrations]
+        self._marks(lambda session: record_marks(session, steps, action), Plan(APPLY, tuple(steps)))

@@ -16,6 +16,40 @@ from typing import TYPE_CHECKING
 
 #: The log outcome written before a non-transactional step runs (beside ``ok``, ``failed``, ``skipped``).
 STARTED = "started"
+_RUNS_OUTSIDE = "transactional = False: runs outside a transaction"
+
+
+def started_detail() -> str:
+    """The ``started`` row's note: what it means, and which process runs the step (``holder`` reads it back)."""
+    import os
+    import socket
+
+    return f"{_RUNS_OUTSIDE} (pid {os.getpid()} on {socket.gethostname()})"
+
+
+def holder(entries: list) -> str | None:
+    """The process still running this version's step outside a transaction, as ``pid N on host``; ``None`` if none.
+
+    ``entries`` is the version's log, oldest first. Its newest row is a
+    ``started`` one while the step runs; a process of this machine that is
+    gone (killed, crashed) holds nothing, and its row is the trace ``doctor``
+    reports. A process of another machine cannot be asked: it is taken as
+    running.
+    """
+    import re
+    import socket
+
+    from planner.partials import running
+
+    if not entries or entries[-1].outcome != STARTED:
+        return None
+    found = re.search(r"\(pid (\d+) on (.+)\)$", entries[-1].detail or "")
+    if found is None:
+        return None  # written before runners said who they were: judged by doctor, not waited for
+    pid, host = int(found.group(1)), found.group(2)
+    if host == socket.gethostname() and not running(pid):
+        return None
+    return f"pid {pid} on {host}"
 
 if TYPE_CHECKING:
     from planner.lint import Finding

@@ -60,12 +60,38 @@ from typing import TYPE_CHECKING, Any, Literal
 from planner.schema import SchemaChange
 
 if TYPE_CHECKING:
-    from planner.plan import Plan
+    from collections.abc import Callable, Iterable
+
+    from planner.plan import Plan, Step
 
 FORMAT = 2
 
 #: Why a ``transactional = False`` step is left out of a preview (which is one transaction).
 NOT_PREVIEWED = "not previewed: it runs outside any transaction (transactional = False)"
+
+
+def left_out(step: Step, outside: set[str], needs: Callable[[Step], Iterable[str]]) -> str | None:
+    """Why ``step`` is left out of a preview, given the versions ``outside`` it already left out; ``None``: run it.
+
+    A ``transactional = False`` step cannot run inside the preview's
+    transaction, and neither can what needs it done first (``needs``: what
+    an apply depends on, what a rollback's dependents are): without it,
+    the ledger would refuse them and the schema would not be theirs. A real
+    run previews them after it, part by part. ``outside`` grows as steps
+    are left out.
+    """
+    missing = sorted(set(needs(step)) & outside)
+    if step.migration.transactional and not missing:
+        return None
+    outside.add(step.version)
+    if not step.migration.transactional:
+        return NOT_PREVIEWED
+    return f"not previewed: it needs {', '.join(missing)} first, which runs outside any transaction"
+
+
+def is_left_out(skipped: str | None) -> bool:
+    """Whether a step's ``skipped`` reason is one of ``left_out``'s."""
+    return skipped is not None and skipped.startswith("not previewed:")
 
 ImpactKind = Literal["dropped-table", "dropped-column", "deleted-rows", "overwritten-values"]
 
@@ -164,7 +190,7 @@ class PreviewStep:
     @property
     def unchecked(self) -> bool:
         """Whether the step could not be fully checked: not run in the preview, or some loss not counted."""
-        return self.skipped == NOT_PREVIEWED or any(not i.counted for i in self.impact)
+        return is_left_out(self.skipped) or any(not i.counted for i in self.impact)
 
     def describe(self) -> list[str]:
         """One line per change, removals told by what they held: ``0027 rollback: drops column ...``."""
@@ -238,8 +264,8 @@ class Preview:
 
     @property
     def not_previewed(self) -> list[str]:
-        """Versions the preview could not run (``transactional = False``)."""
-        return [step.version for step in self.steps if step.skipped == NOT_PREVIEWED]
+        """Versions the preview could not run (``transactional = False``, and what needs them first)."""
+        return [step.version for step in self.steps if is_left_out(step.skipped)]
 
     @property
     def not_run(self) -> list[str]:

@@ -4,16 +4,17 @@ A step is the same on every engine. Inside a transaction: re-read the
 ledger (``admit``: skip what another process already did, refuse what the
 ledger no longer allows, by ``plan.step_conflicts``), run the migration's
 code and the checks after it (``perform``), write its ledger and log rows
-(``record``); all of it commits together or not at all. Around steps, four
+(``record``); all of it commits together or not at all. Around steps, three
 ways to run: ``stepwise`` (one transaction per step), ``atomic`` (one for
 the plan), ``preview`` (the plan in one watched transaction, committed only
-if accepted) and the marks (the ledger row without the migration).
+if accepted).
 
 What differs between engines is small, and is all an engine supplies: how
 a transaction begins and ends (``transaction``), how the applied set is
 kept fresh (``applied_now``), the connection a migration receives and what
 is checked after it (``connection_for``, ``verify``), and how the rows are
-written (``record``). ``planner.engines.sqlite_session`` and
+written (``record``). ``planner.marks`` records a step without running it
+through the same parts. ``planner.engines.sqlite_session`` and
 ``planner.engines.pg_session`` are the two; nothing here names an engine.
 """
 
@@ -27,21 +28,19 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from planner.errors import (
-    AlreadyApplied,
     DatabaseError,
     ExecutionError,
     ForeignKeyViolation,
     Interrupted,
     LedgerChanged,
     MigrationFailed,
-    NotApplied,
     ValidationFailed,
 )
-from planner.events import Event, Replanned, StepFailed, StepFinished, StepSkipped, StepStarted
+from planner.events import Event, Replanned, StepFailed, StepFinished, StepSkipped, StepStarted, emit
 from planner.ledger import APPLY, FAILED, ROLLBACK, SKIPPED, LedgerEntry
 from planner.output_capture import StepOutput
 from planner.plan import Plan, Step, step_conflicts
-from planner.preview import NOT_PREVIEWED, Preview, PreviewStep
+from planner.preview import Preview, PreviewStep, is_left_out, left_out
 from planner.versions import number
 
 if TYPE_CHECKING:
@@ -137,6 +136,10 @@ class Session(ABC):
             return self._plan_dependents.get(version, [])
         return self.catalog.graph.dependents(version) if version in self.catalog.graph else []
 
+    def _needs(self, step: Step) -> list[str]:
+        """What must be done before ``step``: an apply's dependencies, a rollback's dependents."""
+        return list(step.migration.depends_on) if step.direction == APPLY else self._dependents(step.version)
+
     def use(self, plan: Plan) -> None:
         """Run ``plan`` instead: one planned inside the lock, from the ledger as it is now."""
         self.plan = plan
@@ -230,14 +233,10 @@ class Session(ABC):
         the migration in autocommit; record it in a transaction of its own.
         """
         from planner.errors import NonTransactionalFailed
-        from planner.nontransactional import STARTED
 
-        with self.transaction():
-            skipped = self.admit(step)
-            if skipped is not None:
-                return skipped
-            self.ledger.log(step.version, step.direction, STARTED, step.migration.checksum,
-                            detail="transactional = False: runs outside a transaction")
+        skipped = self.admit_alone(step)
+        if skipped is not None:
+            return skipped
         started = time.perf_counter()
         try:
             with self.outside_transaction(), self.output.capture():
@@ -247,6 +246,21 @@ class Session(ABC):
         with self.transaction():
             self.record(step, round((time.perf_counter() - started) * 1000), detail=detail)
         return None
+
+    def admit_alone(self, step: Step) -> str | None:
+        """Admit a ``transactional = False`` step and log its ``started`` row, committed; the reason to skip it.
+
+        Enough where the engine's lock spans the whole run (PostgreSQL's
+        advisory lock): no other runner can be inside the step meanwhile.
+        """
+        from planner.nontransactional import STARTED, started_detail
+
+        with self.transaction():
+            skipped = self.admit(step)
+            if skipped is None:
+                self.ledger.log(step.version, step.direction, STARTED, step.migration.checksum,
+                                detail=started_detail())
+        return skipped
 
     def log_failure(self, step: Step, error: Exception, execution_ms: int | None) -> None:
         """Record the failure in its own small transaction; best effort, since the database may be the problem."""
@@ -326,17 +340,18 @@ class Session(ABC):
                 if make_plan is not None:
                     planned = make_plan(self.ledger.applied_migrations())
                     if [(s.version, s.direction) for s in planned] != [(s.version, s.direction) for s in result.plan]:
-                        _emit(on_event, Replanned("the ledger changed since the plan was shown", planned))
+                        emit(on_event, Replanned("the ledger changed since the plan was shown", planned))
                     result.plan = planned
                     self.use(planned)
+                outside: set[str] = set()  # left out (``left_out``), with what needs them first
                 for index, step in enumerate(self.plan.steps, 1):
-                    _emit(on_event, StepStarted(step, index, self.total))
+                    emit(on_event, StepStarted(step, index, self.total))
                     record = PreviewStep(step.version, step.direction, step.migration.description)
                     result.steps.append(record)
                     step_started = time.perf_counter()
-                    if not step.migration.transactional:  # shown, never run, and the plan never committed
-                        record.skipped = NOT_PREVIEWED
-                        _emit(on_event, StepSkipped(step, index, self.total, record.skipped))
+                    record.skipped = left_out(step, outside, self._needs)  # shown, never run, never committed
+                    if record.skipped is not None:
+                        emit(on_event, StepSkipped(step, index, self.total, record.skipped))
                         continue
                     observer.start_step()
                     try:
@@ -347,18 +362,18 @@ class Session(ABC):
                         record.error = exc
                         record.duration_ms = (time.perf_counter() - step_started) * 1000
                         failed = (step, record, step_started)
-                        _emit(on_event, StepFailed(step, index, self.total, exc, record.output))
+                        emit(on_event, StepFailed(step, index, self.total, exc, record.output))
                         raise _Discard from exc
                     record.changes, record.impact, record.sql = observer.end_step()
                     record.output = self.output.take()
                     record.duration_ms = (time.perf_counter() - step_started) * 1000
                     if record.skipped is not None:
-                        _emit(on_event, StepSkipped(step, index, self.total, record.skipped))
+                        emit(on_event, StepSkipped(step, index, self.total, record.skipped))
                     else:
                         self.after_commit(step)  # visible to later steps of this transaction
-                        _emit(on_event, StepFinished(step, index, self.total, record.duration_ms, record.output))
+                        emit(on_event, StepFinished(step, index, self.total, record.duration_ms, record.output))
                 result.duration_ms = (time.perf_counter() - started) * 1000
-                if accept is None or any(s.skipped == NOT_PREVIEWED for s in result.steps) or not accept(result):
+                if accept is None or any(is_left_out(s.skipped) for s in result.steps) or not accept(result):
                     raise _Discard
             result.committed = True
         except _Discard:
@@ -367,33 +382,7 @@ class Session(ABC):
             step, record, step_started = failed
             self.log_failure(step, record.error, _ms_since(step_started))
 
-    # -- marks: the ledger row without running the migration -------------------------
-
-    def mark(self, step: Step, action: str) -> None:
-        """Record one step as done without running it, checked inside the lock as a run would be."""
-        with self.transaction():
-            applied = self.applied_now()
-            if self.skip_reason(step, applied) is not None:
-                raise AlreadyApplied(step.version) if step.direction == APPLY else NotApplied(step.version)
-            self.refuse_conflicts(step, applied)
-            self.record(step, None, action)
-
-    def mark_many(self, steps: list[Step], action: str) -> None:
-        """A baseline: every step recorded as applied in ONE transaction, or none (``AlreadyApplied``)."""
-        with self.transaction():
-            applied = set(self.applied_now())
-            for step in steps:
-                if self.skip_reason(step, applied) is not None:
-                    raise AlreadyApplied(step.version)
-                self.refuse_conflicts(step, applied)
-                self.record(step, None, action)
-                applied.add(step.version)
-
 
 def _ms_since(started: float) -> int:
     return round((time.perf_counter() - started) * 1000)
 
-
-def _emit(on_event: Callable[[Event], None] | None, event: Event) -> None:
-    if on_event is not None:
-        on_event(event)

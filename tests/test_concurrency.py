@@ -98,3 +98,27 @@ def test_a_runner_waiting_for_the_lock_says_so_once(catalog_dir: Path, tmp_path:
     quick = subprocess.run([str(apm), "--db", str(db), "--migrations-dir", str(catalog_dir), "migrate"],
                            capture_output=True, text=True, timeout=60)
     assert quick.returncode == 0 and "Waiting" not in quick.stderr  # no wait, no line
+
+
+def test_a_step_outside_any_transaction_runs_once_when_two_runners_reach_it(catalog_dir: Path, tmp_path: Path):
+    """SQLite's lock lasts one transaction; a step outside any runs between two. A second runner must wait for it,
+    not run it again at the same time (its ``started`` row names the process running it)."""
+    apm = Path(sys.executable).with_name("apm")
+    db, runs, started = tmp_path / "app.db", tmp_path / "runs.txt", tmp_path / "started"
+    write_migration(catalog_dir, "0001", upgrade="conn.execute('CREATE TABLE a (id INT)')")
+    write_migration(catalog_dir, "0002", "Compact", depends_on=("0001",),
+                    extra="transactional = False\nimport os, pathlib, time\n",
+                    upgrade=f"pathlib.Path({str(runs)!r}).open('a').write(f'{{os.getpid()}}\\n')\n"
+                            f"pathlib.Path({str(started)!r}).touch()\ntime.sleep(3)\nconn.execute('VACUUM')")
+    command = [str(apm), "--db", str(db), "--migrations-dir", str(catalog_dir), "migrate", "--yes"]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(300):
+        if started.exists() or first.poll() is not None:
+            break
+        time.sleep(0.05)
+    second = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    assert second.returncode == 0, second.stderr
+    assert len(runs.read_text().splitlines()) == 1  # the migration's code ran once
+    assert "Waiting for" in second.stderr and "Skipped 0002" in second.stdout

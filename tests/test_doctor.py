@@ -216,7 +216,8 @@ def test_fix_commands_name_the_database_given_by_option_so_a_pasted_one_acts_on_
     assert f"fix: apm --db {apm_db} --migrations-dir {SHIPPED} migrate  # recreates it" in given.output
     found = json.loads(CliRunner().invoke(apm, ["--db", str(apm_db), "migrate", "doctor", "--json"]).output)
     assert [f["fix"] for f in found["findings"] if f["code"] == "missing-log"] == [
-        f"apm --db {apm_db} migrate  # recreates it the next time it runs a migration or a mark"]
+        f"apm --db {apm_db} migrate  # recreates it when it next applies, rolls back or marks a migration; "
+        f"with nothing to do, it waits"]
     # From the environment, the pasted command finds the same database by itself: nothing is added.
     monkeypatch.setenv("APM_DB", str(apm_db))
     environment = CliRunner().invoke(apm, ["migrate", "doctor", "--migrations-dir", str(SHIPPED)])

@@ -22,6 +22,7 @@ from planner.ledger import APPLY, FAILED, OK, ROLLBACK, SKIPPED
 from planner.migration import Migration
 from planner.plan import Plan, Step
 from planner.preview import Preview
+from planner.marks import record_mark, record_marks
 from planner.session import Session
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -220,7 +221,7 @@ def test_the_preview_runs_the_plan_once_and_commits_only_if_accepted(store, acce
 
 def test_marks_refuse_as_on_any_engine(store):
     plan = chain()
-    MemorySession(store, plan).mark_many(list(plan.steps), "baseline")
+    record_marks(MemorySession(store, plan), list(plan.steps), "baseline")
     assert store["db"]["ledger"] == ["0001", "0002"] and store["db"]["tables"] == {}  # nothing was run
     with pytest.raises(AlreadyApplied):
-        MemorySession(store, plan).mark(plan.steps[0], "mark-applied")
+        record_mark(MemorySession(store, plan), plan.steps[0], "mark-applied")

@@ -560,7 +560,8 @@ def test_19_no_doc_speaks_of_issues_or_unfinished_work():
 
 @pytest.mark.parametrize("given", ["option", "env", "config"])
 @pytest.mark.parametrize("url", ["postgresq://app:s3cret-pw@/appdb?host=/tmp/x", "postgresql//app:s3cret-pw@/appdb",
-                                 "mysql://app:s3cret-pw@localhost/appdb"])
+                                 "mysql://app:s3cret-pw@localhost/appdb",
+                                 "Postgresql://app:s3cret-pw@/appdb"])  # libpq knows the scheme in lower case only
 def test_a_misspelled_url_is_a_usage_error_never_a_sqlite_file(tmp_path, given, url):
     """A typo in the scheme once made a SQLite file named after the URL, migrated it, and printed the password."""
     folder = tmp_path / "m"

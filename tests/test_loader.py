@@ -120,7 +120,11 @@ def test_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(CatalogNotFound) as info:
         load_catalog(tmp_path / "nowhere")
     assert str(tmp_path / "nowhere") in str(info.value)
-    assert "--migrations-dir" in str(info.value)
+    assert "--migrations-dir" in str(info.value) and "does not exist" in str(info.value)
+    a_file = tmp_path / "migration_0001.py"
+    a_file.write_text("")
+    with pytest.raises(CatalogNotFound, match="is a file, not a directory"):
+        load_catalog(a_file)
 
 
 # -- docstrings ------------------------------------------------------------------

@@ -164,6 +164,7 @@ def test_a_later_part_not_confirmed_or_failing_is_rolled_back_and_named(catalog_
     # A person: yes to the step outside any transaction, no to what the last part destroys.
     declined = CliRunner().invoke(apm_command, [*base(db, catalog_dir), "migrate"], input="y\nn\n")
     assert declined.exit_code == 7, declined.output
+    assert "This plan may destroy data where it cannot be checked:" in declined.output  # 0002: unchecked
     assert "not confirmed; applied before it: 0001, 0002; nothing else was changed" in declined.output
     assert ledger(db) == ["0001", "0002"]
     assert sqlite3.connect(db).execute("SELECT count(*) FROM a").fetchone() == (3,)
@@ -172,6 +173,25 @@ def test_a_later_part_not_confirmed_or_failing_is_rolled_back_and_named(catalog_
     db.unlink()
     failed = apm("migrate", "--yes", *base(db, catalog_dir))
     assert failed.returncode == 5
-    assert "boom" in failed.stderr and "applied before it: 0001, 0002; this part was rolled back" in failed.stderr
+    assert ("migration 0003 failed during apply: RuntimeError: boom; this part was rolled back (applied before it: "
+            "0001, 0002)") in failed.stderr and "whole plan" not in failed.stderr
     assert ledger(db) == ["0001", "0002"]
     assert sqlite3.connect(db).execute("SELECT count(*) FROM a").fetchone() == (3,)
+
+
+def test_a_dry_run_leaves_out_what_needs_a_step_outside_any_transaction_first(catalog_dir: Path, db: Path):
+    _parts_catalog(catalog_dir)  # 0003 depends on 0002, which runs outside any transaction
+    dry = apm("migrate", "--dry-run", "--json", *base(db, catalog_dir))
+    assert dry.returncode == 7, dry.stderr
+    steps = {s["version"]: s for s in json.loads(dry.stdout)["steps"]}
+    assert steps["0001"]["skipped"] is None and steps["0001"]["error"] is None
+    assert steps["0002"]["skipped"].startswith("not previewed: it runs outside any transaction")
+    assert steps["0003"]["skipped"] == "not previewed: it needs 0002 first, which runs outside any transaction"
+    assert "another process" not in dry.stdout + dry.stderr and ledger(db) == []
+    text = apm("migrate", "--dry-run", *base(db, catalog_dir))
+    assert text.returncode == 7 and "0002, 0003 could not run inside the preview's transaction" in text.stdout
+    assert apm("migrate", "--yes", *base(db, catalog_dir)).returncode == 0
+    back = apm("migrate", "--rollback", "0001", "--cascade", "--dry-run", "--json", *base(db, catalog_dir))
+    assert back.returncode == 7, back.stderr
+    assert [(s["version"], (s["skipped"] or "")[:15]) for s in json.loads(back.stdout)["steps"]] == [
+        ("0003", ""), ("0002", "not previewed: "), ("0001", "not previewed: ")]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -330,11 +331,14 @@ def test_doctor_diagnoses_the_ledger_the_log_and_the_dumps_without_writing(pg_ur
     dumps = tmp_path / "dumps"
     code, found = doctor(pg_url, "--backup-dir", str(dumps), catalog=seed_chain)
     assert code == 0 and set(found) == {("foreign-keys", None), ("no-backups", None), ("engine-guarantees", None)}
+    assert found[("no-backups", None)]["fix"].startswith(f"pg_dump --format=custom --file {dumps}/")
     assert "enforced by the server" in found[("foreign-keys", None)]["message"]
     assert apm(pg_url, "migrate", "--rollback", "0030", "--yes", "--backup-dir", str(dumps),
                catalog=seed_chain).returncode == 0
     code, found = doctor(pg_url, "--backup-dir", str(dumps), catalog=seed_chain)
-    assert code == 0 and found[("backup", None)]["fix"].startswith("pg_restore --clean --if-exists")
+    # apm's restore (one transaction, under the lock, after a safety dump), on the database given here.
+    assert code == 0 and found[("backup", None)]["fix"].startswith(
+        f"apm --db {shlex.quote(pg_url)} --migrations-dir {seed_chain} migrate restore {dumps}/")
 
     run_sql(pg_url, "INSERT INTO schema_migrations (version, description) VALUES ('0040', 'gone')")
     run_sql(pg_url, "INSERT INTO schema_migrations_log (version, action, at, outcome) "

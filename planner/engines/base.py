@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from planner.agents import Agent
@@ -61,46 +61,6 @@ class PlanRunner(Protocol):
 
     def mark_many(self, migrations: list[Migration], action: str) -> None:
         """Record ``migrations`` (dependency order) as applied without running them, in one transaction."""
-
-
-class MarksThroughSessions:
-    """The marks of a runner, written once: each opens the engine's session (``_marks``) and lets it record.
-
-    A runner supplies ``_marks(work, plan)``: open a connection (and take the lock), make a session for
-    ``plan`` and call ``work`` with it. The checks and the rows are ``planner.session.Session.mark``'s.
-    """
-
-    def _marks(self, work: Callable[[Any], None], plan: Plan) -> None:
-        raise NotImplementedError
-
-    def mark_applied(self, migration: Migration) -> None:
-        """Record ``migration`` as applied without running it (its changes are already in the schema)."""
-        from planner.ledger import APPLY, MARK_APPLIED
-        from planner.plan import Plan, Step
-
-        step = Step(migration, APPLY)
-        self._marks(lambda session: session.mark(step, MARK_APPLIED), Plan(APPLY, (step,)))
-
-    def mark_rolled_back(self, migration: Migration) -> None:
-        """Remove ``migration``'s ledger row without running its downgrade."""
-        from planner.ledger import MARK_ROLLED_BACK, ROLLBACK
-        from planner.plan import Plan, Step
-
-        step = Step(migration, ROLLBACK)
-        self._marks(lambda session: session.mark(step, MARK_ROLLED_BACK), Plan(ROLLBACK, (step,)))
-
-    def mark_many(self, migrations: list[Migration], action: str) -> None:
-        """Record ``migrations`` (in dependency order) as applied, without running them, in ONE transaction.
-
-        A baseline: all of them or none. Each is checked inside the lock as a
-        mark is (not applied yet, its dependencies applied or earlier in the
-        list); ``AlreadyApplied`` if another process recorded one meanwhile.
-        """
-        from planner.ledger import APPLY
-        from planner.plan import Plan, Step
-
-        steps = [Step(m, APPLY) for m in migrations]
-        self._marks(lambda session: session.mark_many(steps, action), Plan(APPLY, tuple(steps)))
 
 
 class Engine(ABC):

@@ -194,7 +194,8 @@ def _shape(conn: Any, schema: str, columns: dict[str, set[str]]) -> list[Finding
         findings.append(Finding(
             WARNING, "missing-log", None,
             f"{schema}.{LOG_TABLE} is missing, so the history of applies, rollbacks and marks is not kept",
-            "apm migrate  # recreates it the next time it runs a migration or a mark", "history"))
+            "apm migrate  # recreates it when it next applies, rolls back or marks a migration; "
+            "with nothing to do, it waits", "history"))
     return findings
 
 
@@ -213,7 +214,10 @@ def _history(conn: Any, schema: str, catalog_dir: Path) -> list[Finding]:
 
 def _backups(engine: Any, folder: Path) -> list[Finding]:
     """The newest ``pg_dump`` file of this database in the backup folder, or a warning that there is none."""
+    import shlex
+
     from planner.engines.sqlite_doctor import _age, _size
+    from planner.engines.urls import without_password
 
     dumps = list_dumps(engine.url, folder)
     if not dumps:
@@ -221,7 +225,7 @@ def _backups(engine: Any, folder: Path) -> list[Finding]:
             WARNING, "no-backups", None,
             f"no pg_dump backup of this database is in {folder}: a bad rollback could not be undone",
             f"pg_dump --format=custom --file {folder}/{dump_stem(engine.url)}.$(date +%Y%m%d_%H%M%S).dump "
-            f"'{engine.display}'",
+            f"{shlex.quote(without_password(engine.url))}  # the password from PGPASSWORD or ~/.pgpass",
             "database")]
     newest = dumps[-1]
     stat = newest.stat()
@@ -229,4 +233,5 @@ def _backups(engine: Any, folder: Path) -> list[Finding]:
         INFO, "backup", None,
         f"newest backup {newest.name}, {_age(time.time() - stat.st_mtime)} old, {_size(stat.st_size)} "
         f"({len(dumps)} in {folder})",
-        f"pg_restore --clean --if-exists -d '{engine.display}' {newest}", "database", newest)]
+        f"apm migrate restore {shlex.quote(str(newest))}  # one transaction under the lock, after a safety dump",
+        "database", newest)]

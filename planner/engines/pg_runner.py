@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from planner.engines.base import MarksThroughSessions
+from planner.marks import MarksThroughSessions
 from planner.engines.pg_ledger import PgLedger
 from planner.engines.pg_session import PgSession
-from planner.events import Event, Replanned, RunResult
+from planner.events import Event, Replanned, RunResult, emit
 from planner.ledger import LedgerEntry
 from planner.plan import Plan, refuse_non_transactional
 from planner.preview import Preview
@@ -61,7 +61,7 @@ class PgRunner(MarksThroughSessions):
             ledger = PgLedger(conn, self.engine.ledger_schema)
             planned = make_plan(ledger.applied_migrations())
             if plan is not None and not _same(plan, planned):
-                _emit(on_event, Replanned("the ledger changed since the plan was shown", planned))
+                emit(on_event, Replanned("the ledger changed since the plan was shown", planned))
             result = RunResult(planned)
             if not planned.steps:
                 return result
@@ -70,7 +70,7 @@ class PgRunner(MarksThroughSessions):
             session = PgSession(conn, ledger, planned, catalog=self.catalog, atomic=atomic)
             for event in session.atomic() if atomic else session.stepwise():
                 result.count(event)
-                _emit(on_event, event)
+                emit(on_event, event)
             return result
 
     def preview(self, plan: Plan, *, make_plan: Callable[[dict[str, LedgerEntry]], Plan] | None = None,
@@ -100,7 +100,3 @@ class PgRunner(MarksThroughSessions):
         with self.engine.locked() as conn:
             work(PgSession(conn, PgLedger(conn, self.engine.ledger_schema), plan, catalog=self.catalog))
 
-
-def _emit(on_event: Callable[[Event], None] | None, event: Event) -> None:
-    if on_event is not None:
-        on_event(event)

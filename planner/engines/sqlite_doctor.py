@@ -190,7 +190,8 @@ def _ledger(conn: sqlite3.Connection, db_path: Path, catalog_dir: Path) -> list[
         findings.append(Finding(
             WARNING, "missing-log", None,
             f"{LOG_TABLE} is missing, so the history of applies, rollbacks and marks is not kept",
-            "apm migrate  # recreates it the next time it runs a migration or a mark", "history"))
+            "apm migrate  # recreates it when it next applies, rolls back or marks a migration; "
+            "with nothing to do, it waits", "history"))
 
     try:
         entries = Ledger(conn).applied_migrations()

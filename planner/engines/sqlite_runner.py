@@ -41,7 +41,7 @@ from planner.engines.sqlite_database import (
     foreign_keys_off,
     open_read_only,
 )
-from planner.engines.base import MarksThroughSessions
+from planner.marks import MarksThroughSessions
 from planner.engines.sqlite_session import SQLiteSession
 from planner.errors import DatabaseDirectoryMissing, DatabaseNotFound, LedgerChanged
 from planner.events import Event, Replanned, RunResult, StepFailed, StepFinished, StepSkipped, StepStarted

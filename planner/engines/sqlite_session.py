@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,37 @@ class SQLiteSession(Session):
         # tables are durable and need not be looked up again in this run.
         self._ledger_ready = False
         self._ledger_checked = False
+
+    def admit_alone(self, step: Step) -> str | None:
+        """As ``Session.admit_alone``, but first wait for another runner that has this step under way.
+
+        SQLite's write lock lasts one transaction, and a step outside any
+        transaction runs between two: without this, a second runner would
+        find it unrecorded and run it again, at the same time. The step's
+        ``started`` row names its process; while that process runs, this
+        one waits (in slices, told about after a second), then finds the
+        step recorded and skips it.
+        """
+        from planner.errors import StepUnderWay
+        from planner.nontransactional import STARTED, holder, started_detail
+        from planner.waiting import Wait
+
+        deadline = time.monotonic() + self.busy_timeout
+        wait = Wait(str(self.path), self.busy_timeout)
+        while True:
+            with self.transaction():
+                skipped = self.admit(step)
+                if skipped is not None:
+                    return skipped
+                running = holder(self.ledger.history(step.version))
+                if running is None:
+                    self.ledger.log(step.version, step.direction, STARTED, step.migration.checksum,
+                                    detail=started_detail())
+                    return None
+            if time.monotonic() >= deadline:
+                raise StepUnderWay(self.path, step.version, running, self.busy_timeout)
+            wait.tick()
+            time.sleep(0.1)
 
     # -- the one transaction path ---------------------------------------------
 

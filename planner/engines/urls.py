@@ -24,9 +24,13 @@ MASK = "***"
 
 
 def is_postgres(db: str) -> bool:
-    """Whether ``db`` names a PostgreSQL database rather than a SQLite file."""
+    """Whether ``db`` names a PostgreSQL database rather than a SQLite file.
+
+    The scheme is matched as libpq matches it, in lower case: ``Postgresql://``
+    is no URL to libpq, so it is reported as a misspelled one (``misspelled_url``).
+    """
     text = str(db)
-    return text.lower().startswith(_SCHEMES) or _KEYWORD_FORM.match(text) is not None
+    return text.startswith(_SCHEMES) or _KEYWORD_FORM.match(text) is not None
 
 
 _SCHEME_LIKE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*):/")
