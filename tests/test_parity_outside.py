@@ -195,3 +195,31 @@ def test_a_dry_run_leaves_out_what_needs_a_step_outside_any_transaction_first(ca
     assert back.returncode == 7, back.stderr
     assert [(s["version"], (s["skipped"] or "")[:15]) for s in json.loads(back.stdout)["steps"]] == [
         ("0003", ""), ("0002", "not previewed: "), ("0001", "not previewed: ")]
+
+
+def test_a_step_another_live_process_runs_is_waited_for_then_refused_and_a_dead_ones_is_not(catalog_dir: Path,
+                                                                                           db: Path):
+    import os
+    import socket
+
+    _parts_catalog(catalog_dir)
+    assert apm("migrate", "--target", "0001", *base(db, catalog_dir)).returncode == 0
+
+    def started_by(pid: int) -> None:
+        conn = sqlite3.connect(db)
+        conn.execute("INSERT INTO schema_migrations_log (version, action, at, outcome, detail) VALUES ('0002', "
+                     "'apply', CURRENT_TIMESTAMP, 'started', ?)",
+                     (f"transactional = False: runs outside a transaction (pid {pid} on {socket.gethostname()})",))
+        conn.commit()
+        conn.close()
+
+    started_by(os.getpid())  # this test's process: alive, as a runner still inside the step would be
+    held = apm("--busy-timeout", "1", "migrate", "--yes", *base(db, catalog_dir))
+    assert held.returncode == 6, held.stderr
+    assert f"migration 0002 runs outside a transaction in another process (pid {os.getpid()} on" in held.stderr
+    assert ledger(db) == ["0001"]
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    started_by(ended.pid)  # a runner killed inside the step: its process is gone, it holds nothing
+    assert apm("migrate", "--yes", *base(db, catalog_dir)).returncode == 0
+    assert ledger(db) == ["0001", "0002", "0003"]
