@@ -284,8 +284,10 @@ class PgObserver:
         if read is not None:  # only what the step wrote was read again: the rest is the same on both sides
             start, end = start.only(read), end.only(read)
         changes = schema_changes(start, end)
-        for table, count in self._inserted.items():
-            changes.append(SchemaChange("rows", "added", table, after=count))
+        created = {c.name for c in changes if c.kind == "table" and c.action == "added"}
+        for table, count in self._inserted.items():  # rows of a table the step created are part of creating it
+            if table.removeprefix("public.") not in created:
+                changes.append(SchemaChange("rows", "added", table, after=count))
         impact = list(self._impact)
         if self._counted_from is not None:
             impact += self._tally.unexplained(self.conn, self._counted_from, end.counters)

@@ -31,13 +31,16 @@ def _literal(text: str) -> str:
 
 _USER_RELATIONS = (f"n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
                    f"AND n.nspname NOT LIKE 'pg_temp%' AND c.relname NOT IN ({_literal(TABLE)}, {_literal(LOG_TABLE)})")
-#: The catalog reading, for the relations that also pass ``{only}`` (``TRUE``: all of them).
+#: The catalog reading, for the relations that also pass ``{only}`` (``TRUE``: all of them). An index that
+#: backs a key, a unique or an exclusion constraint is the constraint's, not one the migration created: left
+#: out, as SQLite's automatic indexes are, so both engines report the same schema changes.
 CATALOG_OF = f"""
 SELECT c.oid::bigint, c.relfilenode::bigint, n.nspname, c.relname, c.relkind, a.attnum, a.attname,
        format_type(a.atttypid, a.atttypmod)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v')
 WHERE c.relkind IN ('r', 'p', 'v', 'i') AND {_USER_RELATIONS} AND {{only}}
+  AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = c.oid AND k.contype IN ('p', 'u', 'x'))
 """
 _CATALOG = CATALOG_OF.format(only="TRUE")
 # Only tables with some deletes or updates (the rest would read as zero anyway); the two counters called
@@ -193,10 +196,10 @@ def schema_changes(old: Snapshot, new: Snapshot) -> list[SchemaChange]:
     for name, kind in sorted(old.objects.items()):
         if name not in new.objects:
             changes.append(SchemaChange(kind, "removed", name))
-    for (table, column), type_ in sorted(new.columns.items()):
+    for table, column in sorted(new.columns):
         if (table, column) not in old.columns and table in old.objects:
-            changes.append(SchemaChange("column", "added", column, table, after=type_))
-    for (table, column), type_ in sorted(old.columns.items()):
+            changes.append(SchemaChange("column", "added", column, table))  # as SQLite's preview says it
+    for table, column in sorted(old.columns):
         if (table, column) not in new.columns and table in new.objects:
-            changes.append(SchemaChange("column", "removed", column, table, before=type_))
+            changes.append(SchemaChange("column", "removed", column, table))
     return changes
