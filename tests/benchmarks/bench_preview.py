@@ -143,8 +143,9 @@ class TempWatch:
         while not self._stop.is_set():
             for folder in self.folders:
                 for path in self._walk(folder):
-                    if path in self._before or path in self.ignore or "pytest-of-" in str(path):
-                        continue  # other programs' files (a test run sharing the machine) are not ours
+                    if path in self._before or path in self.ignore or "pytest-of-" in str(path) \
+                            or "/apm-pg-" in str(path):
+                        continue  # other programs' files (a test run, a throwaway PostgreSQL server) are not ours
                     try:
                         size = path.stat().st_size
                     except OSError:
