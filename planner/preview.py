@@ -126,6 +126,8 @@ class DataImpact:
         if not self.counted and self.kind == "deleted-rows":
             return (f"may delete rows of {self.table} (not counted: emptied or rewritten where the preview could "
                     f"not watch, as by a TRUNCATE inside a function)")
+        if not self.counted and self.kind == "overwritten-values":
+            return f"may change values of {self.table}.{self.column} (not counted: they could not be compared)"
         if not self.counted:
             what = f"column {self.table}.{self.column}" if self.kind == "dropped-column" else f"table {self.table}"
             return f"drops {what} (not counted: dropped where the preview could not watch)"

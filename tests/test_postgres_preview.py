@@ -10,6 +10,7 @@ once.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -254,3 +255,27 @@ def test_the_same_catalog_previews_with_the_same_lines_on_both_engines(pg_url, c
         lines[engine] = json.loads(result.stdout)["lines"]
     assert lines["postgresql"] == lines["sqlite"]
     assert "0001 apply: adds index users_note" in lines["sqlite"] and "0002 apply: adds column users.age" in lines["sqlite"]
+
+
+def test_values_an_alter_column_type_changes_are_counted(pg_url, catalog_dir):
+    """A cast that loses something (19.99 as integer, a USING that cuts text) overwrites values; a widening does not."""
+    code, report = preview_of(pg_url, catalog_dir,
+                              "CREATE TABLE prices (amount NUMERIC(6, 2), label TEXT, wide INT, packed INT);"
+                              "INSERT INTO prices VALUES (19.99, 'hello', 1, 1), (20.00, 'wo', 2, 2), "
+                              "(NULL, NULL, NULL, NULL)",
+                              "ALTER TABLE prices ALTER COLUMN amount TYPE integer",
+                              "ALTER TABLE prices ALTER label SET DATA TYPE varchar(2) USING left(label, 2), "
+                              "ALTER COLUMN wide TYPE bigint",
+                              "ALTER TABLE prices ALTER COLUMN packed TYPE int[] USING ARRAY[packed]")
+    assert code == 7, report
+    assert impact(report) == {("overwritten-values", "prices", "amount"): 1,
+                              ("overwritten-values", "prices", "label"): 1,
+                              ("overwritten-values", "prices", "packed"): 0}  # int[] cannot be cast back:
+    assert [i["counted"] for step in report["steps"] for i in step["impact"] if i["column"] == "packed"] == [False]
+    assert "0001 apply: overwrites 1 value of prices.amount" in report["lines"]
+    assert "0001 apply: changes column prices.amount: numeric(6,2) → integer" in report["lines"]
+    assert "0001 apply: may change values of prices.packed (not counted: they could not be compared)" in \
+        report["lines"]
+    assert report["unchecked"] == ["0001"]
+    assert query(pg_url, "SELECT amount FROM prices ORDER BY amount") == [(Decimal("19.99"), ), (Decimal("20.00"), ),
+                                                                          (None, )]

@@ -92,6 +92,25 @@ def dropped_column(conn: Any, table: str, column: str) -> tuple[DataImpact, list
     return DataImpact("dropped-column", table, column, count=row[0], non_null=row[1]), list(row[2] or [])
 
 
+def retyped_values(conn: Any, table: str, column: str, type_: str, using: str | None) -> DataImpact | None:
+    """Non-NULL values of ``column`` that ``ALTER COLUMN ... TYPE`` changes: those that do not come back the
+    same when the new value is cast back to the old type (``19.99`` as ``integer`` is ``20``; a ``USING
+    left(c, 2)`` keeps two characters). Widening a type changes none. A value that cannot be cast back is
+    not counted, and makes the step unchecked. ``None`` when nothing changes, or there is no such column."""
+    name = qualified(table)
+    found = fetch(conn, "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                        "WHERE a.attrelid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped",
+                  (name, column))
+    if found is None:
+        return None  # no such column: the migration's own statement will say so
+    new = f"({using})::{type_}" if using else f"{quote(column)}::{type_}"
+    row = fetch(conn, f"SELECT count(*) FILTER (WHERE {quote(column)} IS NOT NULL "
+                      f"AND ({new})::{found[0]} IS DISTINCT FROM {quote(column)}) FROM {name}")
+    if row is None:
+        return DataImpact("overwritten-values", table, column, counted=False)
+    return DataImpact("overwritten-values", table, column, count=row[0]) if row[0] else None
+
+
 def referencing_tables(conn: Any, tables: tuple[str, ...]) -> list[tuple[int, str, str]]:
     """(oid, schema, name) of the tables ``TRUNCATE ... CASCADE`` on ``tables`` also empties."""
     names = [qualified(t) for t in tables]

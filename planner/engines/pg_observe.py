@@ -10,7 +10,9 @@ PostgreSQL four readings together cover what a step can destroy:
    values of a column it drops, rows a ``DELETE`` removes (its
    ``rowcount``), non-NULL values an ``UPDATE ... SET c = e`` changes (the
    same expressions evaluated by a ``SELECT``; with ``FROM``, exact when
-   each row joins one source row, else left to 3).
+   each row joins one source row, else left to 3), non-NULL values an
+   ``ALTER COLUMN ... TYPE`` changes (cast back and compared,
+   ``pg_measure.retyped_values``).
 2. **Statements that may drop what they do not name** (``DROP ...
    CASCADE``, ``DROP SCHEMA ... CASCADE``, ``DROP OWNED``, ``DROP
    EXTENSION``, ``ALTER ... CASCADE``, ``DO``, ``CALL``, and any data
@@ -64,6 +66,7 @@ from planner.engines.pg_measure import (
     family,
     fetch,
     referencing_tables,
+    retyped_values,
     table_rows,
     user_functions,
 )
@@ -181,6 +184,9 @@ class PgObserver:
             self._pending = fetch(self.conn, f"SELECT count(*), %s::regclass::oid FROM {name}", (name,))
         elif statement.kind == "update":
             self._pending = self._count_update(statement, parameters)
+        for column, type_, using in statement.retyped:  # values an ALTER COLUMN ... TYPE changes
+            if (changed := retyped_values(self.conn, statement.tables[0], column, type_, using)) is not None:
+                self._impact.append(changed)
         if (rewritten := rewritten_table(query)) is not None:
             self._accounted.rewritten.update(family(self.conn, rewritten))  # an ALTER TABLE rewrite keeps the rows
 

@@ -202,4 +202,7 @@ def schema_changes(old: Snapshot, new: Snapshot) -> list[SchemaChange]:
     for table, column in sorted(old.columns):
         if (table, column) not in new.columns and table in new.objects:
             changes.append(SchemaChange("column", "removed", column, table))
+    for key in sorted(old.columns.keys() & new.columns.keys()):
+        if old.columns[key] != new.columns[key]:  # ALTER COLUMN ... TYPE: SQLite has no such change in place
+            changes.append(SchemaChange("column", "changed", key[1], key[0], old.columns[key], new.columns[key]))
     return changes

@@ -165,6 +165,8 @@ class Statement:
     source: str | None = None
     #: truncate: ``TRUNCATE ... CASCADE`` also empties the tables whose foreign keys point at these.
     cascade: bool = False
+    #: ``ALTER TABLE``: (column, new type, ``USING`` expression or None) per ``ALTER COLUMN ... TYPE``.
+    retyped: tuple[tuple[str, str, str | None], ...] = ()
 
 
 def classify(sql: str) -> Statement:
@@ -178,15 +180,16 @@ def classify(sql: str) -> Statement:
     if head[:2] == ["ALTER", "TABLE"]:
         i = _skip(parts, 2, "IF", "EXISTS", "ONLY")
         table, i = _qualified(parts, i)
-        columns = []
+        columns, retyped = [], []
         for group in top_level_split(parts[i:]):
-            j = 0
-            if j < len(group) and group[j].upper == "DROP":
-                j = _skip(group, j + 1, "COLUMN", "IF", "EXISTS")
+            if group and group[0].upper == "DROP":
+                j = _skip(group, 1, "COLUMN", "IF", "EXISTS")
                 if j < len(group) and group[j].upper not in ("CONSTRAINT",) and group[j].name:
                     columns.append(group[j].name)
-        if table and columns:
-            return Statement("drop-columns", (table,), tuple(columns))
+            elif group and group[0].upper == "ALTER" and (found := _retype(sql, group)) is not None:
+                retyped.append(found)
+        if table and (columns or retyped):
+            return Statement("drop-columns" if columns else "retype", (table,), tuple(columns), retyped=tuple(retyped))
         return Statement("other")
     if head[:1] == ["TRUNCATE"]:
         i = _skip(parts, 1, "TABLE", "ONLY")
@@ -202,6 +205,22 @@ def classify(sql: str) -> Statement:
     if head[:1] == ["UPDATE"]:
         return _update(sql, parts)
     return Statement("other")
+
+
+def _retype(sql: str, group: Sequence[Token]) -> tuple[str, str, str | None] | None:
+    """``ALTER [COLUMN] c [SET DATA] TYPE t [USING e]``: (c, t, e or None); ``None`` for any other ``ALTER``."""
+    j = _skip(group, 1, "COLUMN")
+    if j >= len(group) or group[j].upper == "CONSTRAINT" or group[j].name is None:
+        return None
+    k = _skip(group, j + 1, "SET", "DATA")
+    if k + 1 >= len(group) or group[k].upper != "TYPE":
+        return None
+    using = next((n for n in range(k + 1, len(group)) if group[n].upper == "USING"), None)
+    last = (using if using is not None else len(group)) - 1
+    if last <= k:
+        return None
+    expression = sql[group[using + 1].start:group[-1].end] if using is not None and using + 1 < len(group) else None
+    return group[j].name, sql[group[k + 1].start:group[last].end], expression
 
 
 def _update(sql: str, parts: Sequence[Token]) -> Statement:
