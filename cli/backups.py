@@ -100,7 +100,11 @@ def restore_command(backup: str | None, yes: bool, as_json: bool) -> None:
 def _describe_restore(engine, source: Path, current: dict, restored: dict, kept: list[str]) -> None:
     """What the restore brings back and takes away, in ledger terms, before asking."""
     from planner.engines.sqlite_backup import ledger_difference
+    from planner.ledger import TABLE
 
+    ledger_kept = any(name.split(".")[-1] == TABLE for name in kept)
+    if ledger_kept:
+        restored = current  # the backup has no ledger table: the restore leaves the database's as it is
     difference = ledger_difference(current, restored)
     heads = [v for v in restored if v.isdigit()]
     head = max(heads, key=int) if heads else "none"
@@ -116,7 +120,9 @@ def _describe_restore(engine, source: Path, current: dict, restored: dict, kept:
     for version in difference.reapplied:
         entry = restored[version]
         echo(f"  brings back {version} {entry.description or ''}".rstrip() + " (in the backup, not applied now)")
-    if not difference:
+    if ledger_kept:
+        echo("  the ledger stays as it is (the backup has no ledger table); table contents may still differ")
+    elif not difference:
         echo("  the ledger is the same in both; table contents may still differ")
     if kept:
         echo(f"  keeps {', '.join(kept)} (not in the backup, so the restore leaves them in place; drop them "

@@ -303,3 +303,34 @@ def test_a_dumps_ledger_is_parsed_from_copy_text_format():
     assert (ledger["0027"].checksum, ledger["0027"].execution_ms) == ("abc", 12)
     assert ledger["0001"].description is None and ledger["0001"].applied_at is None
     assert parse_ledger_copy("-- a dump without a ledger\n") == {}
+
+
+def test_a_ledger_schema_named_with_a_space_is_read_from_dumps(pg_url, tmp_path):
+    """pg_restore quotes such a name (COPY "my sch".schema_migrations) and lists it unquoted (--list)."""
+    folder = tmp_path / "dumps"
+    assert apm(pg_url, "migrate", "--yes", "--ledger-schema", "my sch").returncode == 0
+    done = apm(pg_url, "migrate", "--rollback", "0006", "--yes", "--ledger-schema", "my sch", "--backup-dir",
+               str(folder))
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(apm(pg_url, "migrate", "backups", "--json", "--ledger-schema", "my sch", "--backup-dir",
+                          str(folder)).stdout)
+    assert [(r["head"], r["applied"]) for r in rows] == [("0006", 6)]
+    preview = apm(pg_url, "migrate", "restore", "--ledger-schema", "my sch", "--backup-dir", str(folder))
+    assert preview.returncode == 7
+    assert "brings back 0006" in preview.stdout and "keeps" not in preview.stdout and "un-applies" not in preview.stdout
+
+
+def test_restoring_a_dump_without_a_ledger_leaves_the_ledger_as_it_is(pg_server, pg_url, tmp_path):
+    from planner.engines.pg_backup import dump
+
+    assert apm(pg_url, "migrate", "--yes").returncode == 0
+    other = pg_server.create_database()
+    run_sql(other, "CREATE SCHEMA misc; CREATE TABLE misc.notes (id INT); INSERT INTO misc.notes VALUES (1)")
+    plain = dump(other, tmp_path, advice="")  # a dump of a database apm never ran on: no ledger in it
+    before = applied(pg_url)
+    preview = apm(pg_url, "migrate", "restore", str(plain))
+    assert preview.returncode == 7 and "un-applies" not in preview.stdout
+    assert "the ledger stays as it is (the backup has no ledger table)" in preview.stdout
+    done = apm(pg_url, "migrate", "restore", str(plain), "--yes", "--json", "--backup-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["unapplied"] == [] and applied(pg_url) == before

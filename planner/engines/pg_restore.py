@@ -42,11 +42,12 @@ from planner.ledger import TABLE, LedgerEntry
 
 #: How every custom-format archive begins (pg_backup_archiver.c).
 _MAGIC = b"PGDMP"
-_COPY = re.compile(r"^COPY (?P<table>\S+) \((?P<columns>[^)]*)\) FROM stdin;$")
+_COPY = re.compile(r"^COPY (?P<table>.+) \((?P<columns>[^)]*)\) FROM stdin;$")  # a quoted name may hold spaces
 _ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 _ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)")
-#: What ``pg_restore --list`` calls a table: ``<id>; <oid> <oid> TABLE <schema> <name> <owner>``.
-_TOC_TABLE = re.compile(r"^\d+; \d+ \d+ TABLE (?P<schema>\S+) (?P<name>\S+) ")
+#: What ``pg_restore --list`` calls a table: ``<id>; <tableoid> <oid> TABLE <schema> <name> <owner>``, names
+#: unquoted (so a name may hold spaces: lines are matched against the names the database has, not split).
+_TOC_TABLE = re.compile(r"^\d+; \d+ \d+ (?P<rest>TABLE .*)$")
 
 
 def tool(name: str, shown: str) -> str:
@@ -134,12 +135,12 @@ def objects_left_in_place(engine: Any, backup: Path) -> list[str]:
     if listing.returncode != 0:
         raise UnusableBackup(backup, _first_error(listing.stderr, listing.returncode),
                              database=engine.display)  # type: ignore[arg-type]
-    archived = {(m.group("schema"), m.group("name")) for m in map(_TOC_TABLE.match, listing.stdout.splitlines())
-                if m}
+    archived = [m.group("rest") + " " for m in map(_TOC_TABLE.match, listing.stdout.splitlines()) if m]
     with engine.session() as conn:
         rows = conn.execute("SELECT schemaname, tablename FROM pg_tables WHERE schemaname NOT IN "
                             "('pg_catalog', 'information_schema') ORDER BY 1, 2").fetchall()
-    return [f"{schema}.{name}" for schema, name in rows if (schema, name) not in archived]
+    return [f"{schema}.{name}" for schema, name in rows
+            if not any(line.startswith(f"TABLE {schema} {name} ") for line in archived)]
 
 
 def restore_dump(engine: Any, backup: Path, folder: Path) -> RestoreResult:
@@ -148,6 +149,7 @@ def restore_dump(engine: Any, backup: Path, folder: Path) -> RestoreResult:
     restorer = tool("pg_restore", shown)
     tool("pg_dump", shown)  # the safety dump needs it: refuse before taking the lock
     restored = read_dump_ledger(backup, engine.ledger_schema, shown)
+    kept = objects_left_in_place(engine, backup)
     conninfo, env = client_environment(engine.url)
     with engine.locked() as conn:
         current = PgLedger(conn, engine.ledger_schema).applied_migrations()
@@ -161,4 +163,6 @@ def restore_dump(engine: Any, backup: Path, folder: Path) -> RestoreResult:
         if result.returncode != 0:
             safety.unlink(missing_ok=True)  # the database is unchanged, so its fresh copy is only clutter
             raise RestoreFailed(shown, backup, _first_error(result.stderr, result.returncode))
+    if f"{engine.ledger_schema}.{TABLE}" in kept:
+        restored = current  # the dump has no ledger table: --clean leaves the database's in place
     return RestoreResult(shown, backup, safety, ledger_difference(current, restored))  # type: ignore[arg-type]
