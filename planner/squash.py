@@ -68,6 +68,10 @@ def squash_range(catalog: Catalog, first: str, last: str) -> list[Migration]:
     and when the range holds a squash already (squashing one would need its
     replaced files gone first).
     """
+    for version in (first, last):
+        if (squash := catalog.squash_of(version)) is not None:  # loaded, but outside the graph
+            raise SquashRefused(f"cannot squash from or to {version}: squash {squash} replaces it; name {squash} "
+                                f"instead, after deleting the files it replaces; nothing was written")
     start, end = catalog.get(first).version, catalog.get(last).version
     graph = catalog.graph
     if start != end and start not in graph.ancestors(end):

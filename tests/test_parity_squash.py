@@ -71,6 +71,9 @@ def test_squash_replaces_the_range_the_graph_gives(shop: Path, tmp_path: Path):
     # Dependents of the replaced migrations depend on the squash; the replaced leave the graph.
     assert catalog.get("0005").depends_on == ("0008",) and catalog.get("0007").depends_on == ("0008",)
     assert "0002" not in catalog.graph
+    # Squashing again from a replaced migration names the squash that replaces it, not "not in the catalog".
+    again = apm("migrate", "squash", "0002", "0007", *base(tmp_path / "unused.db", shop))
+    assert again.returncode == 4 and "squash 0008 replaces it" in again.stderr, again.stderr
 
 
 def test_fresh_full_and_partial_databases(shop: Path, tmp_path: Path):
