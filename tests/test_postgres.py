@@ -157,6 +157,7 @@ def test_the_preview_reports_the_same_kinds_of_loss(pg_url, catalog_dir):
                       ("dropped-column", "t", "flag"): 2, ("dropped-table", "gone", None): 2}
     assert report["committed"] is False and applied(pg_url) == ["0001"]
     assert any("DROP TABLE gone" in s for s in report["steps"][0]["sql"])
+    assert "UPDATE t SET note = 'x' WHERE id <= 2" in report["steps"][0]["sql"]  # parameters filled in, runnable
     unconfirmed = apm(pg_url, "migrate", catalog=catalog_dir)
     assert unconfirmed.returncode == 7 and applied(pg_url) == ["0001"]
 

@@ -160,7 +160,7 @@ class PgObserver:
         if not self.running:
             return
         if self.capture_sql:
-            self._sql.append(sql if parameters is None else f"{sql}  -- parameters: {parameters!r}")
+            self._sql.append(sql if parameters is None else self._filled_in(sql, query, parameters))
         statement = self._statement = classify(query)
         self._pending, self._truncating = None, None
         if not leaves_rows_alone(query):
@@ -189,6 +189,16 @@ class PgObserver:
                 self._impact.append(changed)
         if (rewritten := rewritten_table(query)) is not None:
             self._accounted.rewritten.update(family(self.conn, rewritten))  # an ALTER TABLE rewrite keeps the rows
+
+    def _filled_in(self, sql: str, query: str, parameters: Any) -> str:
+        """The statement with its parameters as SQL literals, as the server's client-side binding writes them
+        (``--sql`` shows what ran, runnable); the parameters beside it if they cannot be written so."""
+        import psycopg
+
+        try:
+            return psycopg.ClientCursor(self.conn).mogrify(query, parameters)
+        except Exception:  # a type psycopg cannot quote: show the values as they came
+            return f"{sql}  -- parameters: {parameters!r}"
 
     def execute(self, cursor: Any, query: str, parameters: Any) -> None:
         """Run the statement; one that may drop what it does not name runs watched (``pg_drop_guard``)."""
