@@ -291,7 +291,8 @@ def prune_backups_after_commit() -> None:
     options = settings()
     if not options.keep_backups:
         return
-    options.engine.prune_backups(options.keep_backups, options.backup_dir)
+    for path in options.engine.prune_backups(options.keep_backups, options.backup_dir):
+        echo(f"Removed old backup {path} (--keep-backups {options.keep_backups})", err=True)  # as restore says it
 
 
 def warn_about_edited_files(catalog, entries: dict) -> None:

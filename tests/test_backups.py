@@ -264,6 +264,7 @@ def test_keep_backups_prunes_after_a_rollback_and_rejects_zero(apm_db: Path, mon
     assert result.exit_code == 0, result.output
     kept = list_backups(apm_db)
     assert len(kept) == 2 and kept[0] == old[-1] and not old[0].exists()
+    assert f"Removed old backup {old[0]} (--keep-backups 2)" in result.output  # said, as restore says it
     for bad in ("0", "-1"):
         assert invoke(apm_db, "--keep-backups", bad, "backups").exit_code == 2
     env = CliRunner().invoke(apm, ["--db", str(apm_db), "migrate", "backups"], env={"APM_KEEP_BACKUPS": "0"})
