@@ -46,7 +46,7 @@ from planner.versions import number
 if TYPE_CHECKING:
     from planner.catalog import Catalog
 
-log = logging.getLogger("planner.session")
+log = logging.getLogger(__name__)
 
 MakePlan = Callable[[dict[str, LedgerEntry]], Plan]
 
