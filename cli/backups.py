@@ -72,9 +72,13 @@ def restore_command(backup: str | None, yes: bool, as_json: bool) -> None:
     restored = engine.check_backup(source)  # refuses an unusable file before anything is asked
     current = engine.applied()  # a missing SQLite file reads as {}; a missing server database is refused
     kept = engine.left_in_place(source)
+    others = engine.other_ledgers(source)
 
     if not as_json:
         _describe_restore(engine, source, current, restored, kept)
+        for schema in others:
+            echo(f"  also puts back the ledger in schema {schema} (and that project's tables) as the backup has "
+                 f"it; its runners are not locked out, so restore when none of them runs", fg="yellow")
     if not yes:
         if as_json or not running.stdin_is_terminal():
             raise CommandError(f"restoring replaces the content of {db} with {source}; nothing was changed. "
@@ -88,7 +92,7 @@ def restore_command(backup: str | None, yes: bool, as_json: bool) -> None:
         emit_json({"database": str(result.database), "backup": str(source), "safety_backup":
                    str(result.safety_backup) if result.safety_backup else None,
                    "unapplied": list(result.difference.unapplied), "reapplied": list(result.difference.reapplied),
-                   "left_in_place": kept, "pruned": [str(p) for p in pruned]})
+                   "left_in_place": kept, "other_ledgers": others, "pruned": [str(p) for p in pruned]})
         return
     if result.safety_backup:
         echo(f"Kept the database as it was in {result.safety_backup}")

@@ -334,3 +334,16 @@ def test_restoring_a_dump_without_a_ledger_leaves_the_ledger_as_it_is(pg_server,
     done = apm(pg_url, "migrate", "restore", str(plain), "--yes", "--json", "--backup-dir", str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["unapplied"] == [] and applied(pg_url) == before
+
+
+def test_a_restore_names_the_other_ledgers_it_puts_back(dumped, catalog_dir):
+    """A dump is of the whole database: another project's ledger (another --ledger-schema) comes back too."""
+    url, folder, dump = dumped
+    write_migration(catalog_dir, "0001", "Billing", upgrade="conn.execute('CREATE TABLE billing_items (id INT)')")
+    assert apm(url, "migrate", "--ledger-schema", "billing", catalog=catalog_dir).returncode == 0
+    preview = apm(url, "migrate", "restore", str(dump), "--backup-dir", str(folder))
+    assert preview.returncode == 7
+    assert "also puts back the ledger in schema billing" in preview.stdout
+    report = json.loads(apm(url, "migrate", "restore", str(dump), "--yes", "--json", "--backup-dir",
+                            str(folder)).stdout)
+    assert report["other_ledgers"] == ["billing"]

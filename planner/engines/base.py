@@ -149,6 +149,11 @@ class Engine(ABC):
         """What a restore of ``backup`` keeps that the backup does not hold (nothing, where a restore replaces all)."""
         return []
 
+    def other_ledgers(self, backup: Path) -> list[str]:
+        """Ledger schemas besides this one that a restore of ``backup`` also puts back (none, where a database
+        holds one ledger)."""
+        return []
+
     def backups(self) -> list[BackupInfo]:
         """Every backup of this database, newest first, described."""
         return [self.describe_backup(path) for path in reversed(self.backup_files())]

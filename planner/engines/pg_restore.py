@@ -47,7 +47,7 @@ _ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 _ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)")
 #: What ``pg_restore --list`` calls a table: ``<id>; <tableoid> <oid> TABLE <schema> <name> <owner>``, names
 #: unquoted (so a name may hold spaces: lines are matched against the names the database has, not split).
-_TOC_TABLE = re.compile(r"^\d+; \d+ \d+ (?P<rest>TABLE .*)$")
+_TOC_TABLE = re.compile(r"^\d+; \d+ \d+ (?P<rest>TABLE (?!DATA ).*)$")  # not its TABLE DATA entry
 
 
 def tool(name: str, shown: str) -> str:
@@ -128,14 +128,31 @@ def describe_dump(engine: Any, backup: Path) -> BackupInfo:
         return BackupInfo(backup, size, taken, None, exc.reason)
 
 
-def objects_left_in_place(engine: Any, backup: Path) -> list[str]:
-    """Tables the database has and the dump does not: ``--clean`` leaves them, so the restore keeps them."""
+def _archived_tables(engine: Any, backup: Path) -> list[str]:
+    """The dump's tables as ``TABLE <schema> <name> <owner> `` lines of its table of contents."""
     listing = subprocess.run([tool("pg_restore", engine.display), "--list", str(backup)], capture_output=True,
                              text=True, check=False)
     if listing.returncode != 0:
         raise UnusableBackup(backup, _first_error(listing.stderr, listing.returncode),
                              database=engine.display)  # type: ignore[arg-type]
-    archived = [m.group("rest") + " " for m in map(_TOC_TABLE.match, listing.stdout.splitlines()) if m]
+    return [m.group("rest") + " " for m in map(_TOC_TABLE.match, listing.stdout.splitlines()) if m]
+
+
+def ledgers_besides(engine: Any, backup: Path) -> list[str]:
+    """Schemas other than the engine's holding a ledger, in the dump or the database: a restore puts the
+    whole database back, those ledgers too, while only the engine's ledger is locked and compared."""
+    marker = f" {TABLE} "
+    schemas = {line[len("TABLE "):line.index(marker)] for line in _archived_tables(engine, backup) if marker in line}
+    with engine.session() as conn:
+        schemas.update(name for (name,) in conn.execute(
+            "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relname = %s AND c.relkind IN ('r', 'p')", (TABLE,)).fetchall())
+    return sorted(schemas - {engine.ledger_schema})
+
+
+def objects_left_in_place(engine: Any, backup: Path) -> list[str]:
+    """Tables the database has and the dump does not: ``--clean`` leaves them, so the restore keeps them."""
+    archived = _archived_tables(engine, backup)
     with engine.session() as conn:
         rows = conn.execute("SELECT schemaname, tablename FROM pg_tables WHERE schemaname NOT IN "
                             "('pg_catalog', 'information_schema') ORDER BY 1, 2").fetchall()

@@ -229,6 +229,11 @@ class PostgresEngine(Engine):
 
         return objects_left_in_place(self, backup)
 
+    def other_ledgers(self, backup: Path) -> list[str]:
+        from planner.engines.pg_restore import ledgers_besides
+
+        return ledgers_besides(self, backup)
+
     def agents(self, role: str | None = None) -> list[Agent]:
         """APM's ``agents`` table as the connection's ``search_path`` finds it."""
         from planner.agents import agents_from_rows
