@@ -52,7 +52,7 @@ class ApmGroup(click.Group):
 @click.version_option(__version__, "--version", prog_name="apm")
 @click.pass_context
 def apm(ctx: click.Context) -> None:
-    """APM's dependency-aware SQLite migration tool.
+    """APM's dependency-aware migration tool for SQLite and PostgreSQL.
 
     Migrations are Python or SQL files that declare what they depend on; apm
     applies them in dependency order, previewed as they run (nothing that

@@ -1,9 +1,10 @@
-"""A graph-based, dependency-aware migration planner for SQLite.
+"""A graph-based, dependency-aware migration planner for SQLite and PostgreSQL.
 
 The modules read like the architecture: ``loader`` reads a folder into a
 ``catalog``; ``graph`` holds the dependency DAG; ``plan`` decides what runs;
-``executor`` runs a plan through a ``connection`` that keeps the transaction;
-``ledger`` records what is applied; ``errors`` names what goes wrong.
+``session`` runs a plan through an engine (``engines/``: SQLite and PostgreSQL)
+whose connection keeps the transaction; ``ledger`` records what is applied;
+``errors`` names what goes wrong.
 
 Names are exported lazily so that ``import planner`` stays cheap: commands
 that never plan (``apm --help``) must not pay for importing networkx.
