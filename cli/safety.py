@@ -161,7 +161,9 @@ def doctor_command(as_json: bool) -> None:
 def _fix_shared_versions(catalog_dir: Path, yes: bool, engine: Engine | None) -> None:
     """Show the renumbering ``check`` suggests for shared versions, ask (or need --yes), then make it.
 
-    The changes go to stderr, so ``--json`` still prints one document.
+    The file whose checksum the database's ledger holds keeps its version;
+    when the ledger cannot tell, nothing is renamed (exit 4). The changes go
+    to stderr, so ``--json`` still prints one document.
     """
     from cli.errors import CommandError
     from cli.options import EXIT_UNCONFIRMED
@@ -173,15 +175,22 @@ def _fix_shared_versions(catalog_dir: Path, yes: bool, engine: Engine | None) ->
         return  # the check reports the missing folder
     files, problems = migration_files(catalog_dir)
     taken = [*files, *(v for p in problems for v in p.versions)]
-    if engine is not None:  # the versions its ledger holds are taken too
-        taken += list(engine.applied_if_exists() or ())
-    changes = plan_renumbering(problems, taken)
-    if not changes:
+    ledger = engine.applied_if_exists() if engine is not None else None
+    taken += list(ledger or ())  # the versions its ledger holds are taken too
+    plan = plan_renumbering(problems, taken, ledger, engine.display if engine is not None else None)
+    if plan.undecided:
+        reasons = "; ".join(f"version {u.version}: {u.reason}" for u in plan.undecided)
+        raise CommandError(f"check --fix cannot choose which file keeps a shared version: {reasons}. Nothing was "
+                           f"changed: rename the file(s) that did not run yourself (`apm migrate check` shows the "
+                           f"free versions)", EXIT_REFUSED)
+    if not plan.changes:
         echo("Nothing to fix: no two files share a version", err=True)
         return
-    echo("Files sharing a version will be renumbered (they never ran under APM's old loader; once renumbered "
-         "they are pending and `apm migrate` WILL run them):", fg="yellow", err=True)
-    for change in changes:
+    echo("Files sharing a version will be renumbered; once renumbered they are pending and `apm migrate` WILL run "
+         "them:", fg="yellow", err=True)
+    for version, reason in plan.reasons.items():
+        echo(f"  {version}: {reason}", err=True)
+    for change in plan.changes:
         echo(f"  {change.describe()}", err=True)
     if not yes:
         if not stdin_is_terminal():
@@ -189,5 +198,5 @@ def _fix_shared_versions(catalog_dir: Path, yes: bool, engine: Engine | None) ->
                                "changed", EXIT_UNCONFIRMED)
         if not confirm("Make these changes?"):
             raise CommandError("not confirmed; nothing was changed", EXIT_UNCONFIRMED)
-    apply_renumbering(changes)
-    echo(f"Renumbered {len(changes)} file(s)", err=True)
+    apply_renumbering(plan.changes)
+    echo(f"Renumbered {len(plan.changes)} file(s)", err=True)
