@@ -99,7 +99,8 @@ def check_command(as_json: bool, strict: bool, fix: bool, yes: bool) -> None:
     options = settings()
     catalog_dir = options.catalog_dir
     # The history is checked in the database named, or in the default one when it is there.
-    engine = options.engine if options.db_chosen is not None or DEFAULT_DB.is_file() else None
+    # A default path that is there but no file is refused by the engine (exit 6), as a named one is.
+    engine = options.engine if options.db_chosen is not None or DEFAULT_DB.exists() else None
     if yes and not fix:
         raise click.UsageError("--yes only makes sense with --fix")
     if fix:

@@ -438,6 +438,23 @@ def test_check_fix_keeps_the_version_the_postgres_ledger_applied(pg_url, tmp_pat
     assert query(pg_url, "SELECT to_regclass('coupons') IS NOT NULL") == [(True,)]
 
 
+def test_plan_exit_code_on_postgres_writes_nothing(pg_url, seed_chain):
+    """Issue 22, point 13: 9 when there is something to do, 0 when not; no ledger is created or changed."""
+    assert apm(pg_url, "migrate", "plan", "--exit-code", catalog=seed_chain).returncode == 9
+    assert query(pg_url, "SELECT to_regclass('public.schema_migrations')") == [(None,)]  # not even created
+    assert apm(pg_url, "migrate", "--target", "0027", catalog=seed_chain).returncode == 0
+    rows = query(pg_url, "SELECT * FROM schema_migrations ORDER BY version")
+    log = query(pg_url, "SELECT count(*) FROM schema_migrations_log")
+    for args, code in (((), 9), (("--target", "0027"), 0), (("--rollback", "0027"), 9), (("--to", "0027"), 0),
+                       (("--to", "base"), 9), (("--json",), 9)):
+        result = apm(pg_url, "migrate", "plan", "--exit-code", *args, catalog=seed_chain)
+        assert result.returncode == code, (args, result.stdout, result.stderr)
+    assert query(pg_url, "SELECT * FROM schema_migrations ORDER BY version") == rows
+    assert query(pg_url, "SELECT count(*) FROM schema_migrations_log") == log
+    assert apm(pg_url, "migrate", catalog=seed_chain).returncode == 0
+    assert apm(pg_url, "migrate", "plan", "--exit-code", catalog=seed_chain).returncode == 0
+
+
 def test_what_a_migration_prints_is_captured_on_postgres_as_on_sqlite(pg_url, tmp_path):
     """One step protocol (planner.session) for both engines: print() never reaches stdout, so --json stays one
     document, and a failing step shows what its migration printed on stderr."""
