@@ -25,6 +25,7 @@ from cli.running import (
     require_database,
     run_step_by_step,
     warn_about_edited_files,
+    warn_about_missing_files,
 )
 
 # --------------------------------------------------------------------------
@@ -146,6 +147,7 @@ def _apply(target: str | None, *, atomic: bool, as_json: bool, dry_run: bool, ye
     catalog = load_catalog()
     entries = ledger_entries()
     warn_about_edited_files(catalog, entries)
+    warn_about_missing_files(catalog, entries)
     plan = make_apply_plan(catalog, entries, target)
     replan = lambda ledger: make_apply_plan(catalog, ledger, target)  # noqa: E731 (planned inside the lock)
     if atomic:

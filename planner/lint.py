@@ -249,6 +249,11 @@ def _migration_findings(migration) -> list[Finding]:
     return findings
 
 
+def missing_file_name(version: str) -> str:
+    """How a deleted migration's file is named: the ledger records its version, never its name or extension."""
+    return f"migration_{version} file (.py or .sql)"
+
+
 def history_findings(catalog, entries: dict, files: dict[str, Path], unloadable: set[str] = frozenset()) -> list[Finding]:
     """Findings for a ledger (``read_ledger``'s mapping) against a catalog; shared with the doctor."""
     from planner.drift import CHANGED, MISSING, file_states
@@ -288,11 +293,15 @@ def history_findings(catalog, entries: dict, files: dict[str, Path], unloadable:
                     f"sqlite3 <db> \"SELECT * FROM schema_migrations WHERE version = '{version}'\"  # find out "
                     f"what wrote it before deleting the row", "history", None))
                 continue
+            described = entries[version].description
+            kept = (f"the ledger keeps its description, {described!r}, not its file name" if described
+                    else "the ledger keeps no file name")
             findings.append(Finding(
                 ERROR, "missing-file", version,
-                f"{version} is recorded as applied but no migration_{version}.py is in {catalog.directory}: "
-                f"it can never be rolled back, and what it did is undocumented here",
-                f"git log --all -- '{catalog.directory}/migration_{version}*.py'  # restore the file from history",
+                f"{version} is recorded as applied but no {missing_file_name(version)} is in {catalog.directory} "
+                f"({kept}): it can never be rolled back, and what it did is undocumented here",
+                f"git log --all -- '{catalog.directory}/migration_{version}.*' "
+                f"'{catalog.directory}/migration_{version}_*'  # restore the file from history",
                 "history", None))
     if getattr(catalog, "has_squashes", False):
         for squash, (rows, missing) in sorted(catalog.squash_states(list(entries)).items()):
