@@ -278,7 +278,7 @@ def test_status_and_agents_on_the_shipped_catalog(tmp_path: Path) -> None:
     assert status["schema_version"] == "0030" and status["applied"] == 5 and status["pending"] == 0
     assert status["agents"] == {"total": 5, "active": 5, "by_tier": {"3": 5}}
     text = ok("--db", str(db), "status")
-    assert "Schema version:  0030" in text and "Agents:          5" in text
+    assert "Heads:           0029, 0030" in text and "Agents:          5" in text
     listed = ok("--db", str(db), "agents", "list")
     assert "context-assembler" in listed and "migration_0029" in listed
     shown = json.loads(ok("agents", "--db", str(db), "show", "audit-logger", "--json"))
@@ -286,6 +286,32 @@ def test_status_and_agents_on_the_shipped_catalog(tmp_path: Path) -> None:
     assert "metadata:" in ok("--db", str(db), "agents", "show", "audit-logger")
     missing = invoke("--db", str(db), "agents", "show", "nobody")
     assert missing.exit_code == 4 and "apm agents list" in missing.output
+
+
+def test_status_shows_the_heads_and_counts_not_the_highest_applied_version(tmp_path: Path) -> None:
+    """Issue 22, point 19: one applied of many showed "Schema version: 0014"; the heads and counts say the state."""
+    from tests.conftest import run_apm
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    write_migration(folder, "0001", documented=())
+    for version in ("0002", "0003", "0004"):
+        write_migration(folder, version, depends_on=("0001",))
+    write_migration(folder, "0014", depends_on=("0001",))
+    write_migration(folder, "0015", depends_on=("0014",))
+    db = tmp_path / "app.db"
+    base = ("--db", str(db), "--migrations-dir", str(folder))
+    assert run_apm(*base, "migrate", "--target", "0014").returncode == 0
+    text = run_apm(*base, "status").stdout
+    assert "Schema version" not in text
+    assert "Applied:         2 of 6\nPending:         4\nHeads:           0014\n" in text
+    assert json.loads(run_apm(*base, "status", "--json").stdout)["heads"] == ["0014"]
+    assert run_apm(*base, "migrate", "--target", "0003").returncode == 0
+    assert "Heads:           0003, 0014" in run_apm(*base, "status").stdout  # one head per line of the graph
+    for gone in ("0014", "0015"):  # an applied row with no file is no head, and is counted apart
+        (folder / f"migration_{gone}.py").unlink()
+    text = run_apm(*base, "status").stdout
+    assert "Applied:         2 of 4 (and 1 with no file)" in text and "Heads:           0003\n" in text
 
 
 def test_agents_without_table(tmp_path: Path) -> None:
