@@ -57,6 +57,18 @@ def for_this_database(findings: list) -> list:
     return [replace(f, fix=_APM.sub(prefix, f.fix)) if f.fix else f for f in findings]
 
 
+def _name_the_config(findings: list, options) -> list:
+    """A missing catalog folder that the config file named says so, as an error about it would (``cli.config``)."""
+    from dataclasses import replace
+
+    from cli.config import from_config
+
+    note = from_config(options, "migrations_dir") if any(f.code == "catalog-not-found" for f in findings) else None
+    if not note:
+        return findings
+    return [replace(f, message=f.message + note) if f.code == "catalog-not-found" else f for f in findings]
+
+
 def _print_findings(findings: list) -> None:
     for finding in findings:
         echo(finding.describe(), fg=_COLOURS.get(finding.severity))
@@ -107,6 +119,7 @@ def check_command(as_json: bool, strict: bool, fix: bool, yes: bool) -> None:
         _fix_shared_versions(catalog_dir, yes, engine)
     # A DatabaseError exits 6 through the root group (an unreachable server too; a missing database is empty).
     findings = for_this_database(check_catalog(catalog_dir, engine))
+    findings = _name_the_config(findings, options)
     shown = engine.display if engine is not None else None
     code = check_exit_code(findings, strict)
     if as_json:
