@@ -55,9 +55,13 @@ class ConfigError(click.ClickException):
 class Config:
     """The settings one configuration file gives, already checked and converted (paths made absolute)."""
 
-    def __init__(self, path: Path | None = None, values: dict[str, Any] | None = None):
+    def __init__(self, path: Path | None = None, values: dict[str, Any] | None = None,
+                 raw: dict[str, Any] | None = None, where: str | None = None):
         self.path = path
         self.values = values or {}
+        #: The values as the file spells them, and how messages name the file (``pyproject.toml: [tool.apm]``).
+        self.raw = raw or {}
+        self.where = where
 
     def get(self, key: str) -> Any:
         return self.values.get(key)
@@ -147,7 +151,7 @@ def load_config(start: Path | None = None) -> Config:
     values: dict[str, Any] = {}
     for key, value in table.items():
         values[key] = _convert(where, path.parent, key, value)
-    return Config(path, values)
+    return Config(path, values, dict(table), where)
 
 
 def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
@@ -181,3 +185,40 @@ def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
             raise bad()
         return value
     raise bad()  # pragma: no cover - KEYS and this function list the same keys
+
+
+def config_origin(error: BaseException, settings: Any) -> str | None:
+    """`` (migrations_dir = "nope" in apm.toml: ...)`` when ``error`` is about a setting the config file gave.
+
+    An error names the path it could not use, but a person looks for that
+    path where they typed it: if it came from the file, the message must
+    say which file and which key, or they search the command line in vain.
+    Only errors about the value itself count (not there, not a folder, not
+    a database, cannot connect), and only when no option or variable
+    overrode the file's value.
+    """
+    from planner import errors as E
+    from planner.engines import errors as engine_errors
+
+    config = settings.config
+    key = None
+    if isinstance(error, E.CatalogNotFound):
+        key = "migrations_dir"
+    elif isinstance(error, (E.DatabaseNotFound, E.DatabaseDirectoryMissing, E.NotADatabase, E.DatabaseReadOnly,
+                            engine_errors.DatabaseUnreachable, engine_errors.DriverMissing)):
+        key = "db"
+    elif (isinstance(error, (engine_errors.BackupFailed, engine_errors.RestoreFailed))
+          and config.get("backup_dir") is not None and str(config.get("backup_dir")) in str(error)):
+        key = "backup_dir"
+    return from_config(settings, key) if key is not None else None
+
+
+def from_config(settings: Any, key: str) -> str | None:
+    """`` (db = "x" is set in apm.toml; ...)`` when setting ``key`` came from the config file, else ``None``."""
+    config = settings.config
+    given = {"db": settings.db, "migrations_dir": settings.migrations_dir,
+             "backup_dir": settings.backup_dir_option, "ledger_schema": settings.ledger_schema_option}
+    if config.path is None or key not in config.raw or given.get(key) is not None:
+        return None
+    option = "--" + key.replace("_", "-")
+    return f" ({key} = {_shown(config.raw[key])} is set in {config.where}; fix it there, or override it with {option})"

@@ -44,7 +44,21 @@ class ApmGroup(click.Group):
             if ctx.ensure_object(Settings).debug:
                 # --debug adds the traceback; the exit code stays the documented one.
                 traceback.print_exc()
-            raise as_command_error(error) from error
+            failure = as_command_error(error)
+            failure.message += _config_origin(error, ctx.ensure_object(Settings))
+            raise failure from error
+
+
+def _config_origin(error: Exception, settings: Settings) -> str:
+    """Where the setting an error is about came from, when that is the config file (``cli.config``)."""
+    if settings._config is None:
+        return ""  # the file was never read, so no setting came from it
+    from cli.config import config_origin
+
+    try:
+        return config_origin(error, settings) or ""
+    except Exception:  # never let the explanation hide the error itself
+        return ""
 
 
 @click.group(cls=ApmGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -25,6 +25,7 @@ from cli.running import (
     require_database,
     run_step_by_step,
     warn_about_edited_files,
+    warn_about_missing_files,
 )
 
 # --------------------------------------------------------------------------
@@ -146,6 +147,7 @@ def _apply(target: str | None, *, atomic: bool, as_json: bool, dry_run: bool, ye
     catalog = load_catalog()
     entries = ledger_entries()
     warn_about_edited_files(catalog, entries)
+    warn_about_missing_files(catalog, entries)
     plan = make_apply_plan(catalog, entries, target)
     replan = lambda ledger: make_apply_plan(catalog, ledger, target)  # noqa: E731 (planned inside the lock)
     if atomic:
@@ -256,9 +258,25 @@ def _show_applied(as_json: bool) -> None:
               help="Also run the plan in a transaction and report what it changes and destroys, then roll back.")
 @click.option("--sql", is_flag=True, help="Also show the SQL each step runs (implies --preview).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (see docs/commands.md).")
+@click.option("--exit-code", "exit_code", is_flag=True,
+              help="Exit 9 when the plan has steps (something to do), 0 when it has none.")
 def plan_command(rollback: str | None, cascade: bool, target: str | None, to: str | None, rehearse: bool, sql: bool,
-                 as_json: bool) -> None:
-    """Show what `apm migrate` would run, changing nothing."""
+                 as_json: bool, exit_code: bool) -> None:
+    """Show what `apm migrate` would run, changing nothing.
+
+    With --exit-code, the exit status says whether there is anything to do
+    (9, whatever the plan's direction) or not (0), for scripts and CI.
+    """
+    plan = _show_plan(rollback, cascade, target, to, rehearse, sql, as_json)
+    if exit_code and plan:
+        from cli.options import EXIT_PENDING
+
+        click.get_current_context().exit(EXIT_PENDING)
+
+
+def _show_plan(rollback: str | None, cascade: bool, target: str | None, to: str | None, rehearse: bool, sql: bool,
+               as_json: bool):
+    """Print the plan the options ask for (and its rehearsal); the plan, so the caller can say if it has steps."""
     if cascade and rollback is None:
         raise click.UsageError("--cascade only makes sense with --rollback VERSION")
     if sum(v is not None for v in (target, rollback, to)) > 1:
@@ -276,16 +294,17 @@ def plan_command(rollback: str | None, cascade: bool, target: str | None, to: st
     rehearse = rehearse or sql
     if as_json and not rehearse:
         emit_json(plan_json(plan))
-        return
+        return plan
     if as_json:
         preview = preview_plan(catalog, plan, sql=sql) if plan else None
         emit_json({**plan_json(plan), "preview": preview.to_json() if preview else None})
-        return
+        return plan
     if not plan:
         echo(f"Nothing to do: already at {to}" if to is not None else "Nothing to apply")
-        return
+        return plan
     echo(plan_title(plan))
     echo(plan_table(plan))
     if rehearse:
         echo()
         dry_run_report(catalog, plan, as_json=False, sql=sql, exit_on_loss=False)
+    return plan

@@ -304,3 +304,21 @@ def warn_about_edited_files(catalog, entries: dict) -> None:
             migration = catalog.get(version)
             echo(f"Warning: {migration.path.name} changed since {migration.version} was applied; the database "
                  f"holds what the old text did (see `apm migrate check`)", fg="yellow", err=True)
+
+
+def warn_about_missing_files(catalog, entries: dict) -> None:
+    """One stderr line per applied version with no file in the catalog: it cannot be rolled back from here."""
+    from planner.lint import missing_file_name
+    from planner.plan import unknown_applied
+    from planner.versions import is_version
+
+    for version in unknown_applied(catalog, entries):
+        if catalog.squash_of(version) is not None:
+            continue  # a squash replaces it: its row is the squash's, not a missing file
+        if is_version(version):
+            echo(f"Warning: {version} is recorded as applied but no {missing_file_name(version)} is in "
+                 f"{catalog.directory}; it cannot be rolled back from this catalog (see `apm migrate check`)",
+                 fg="yellow", err=True)
+        else:
+            echo(f"Warning: schema_migrations holds {version!r}, which is not a version, so no file can match it "
+                 f"(see `apm migrate check`)", fg="yellow", err=True)

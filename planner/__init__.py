@@ -29,6 +29,7 @@ _EXPORTS = {
     "rollback_plan": "planner.plan",
     "inconsistent_history": "planner.plan",
     "unknown_applied": "planner.plan",
+    "applied_heads": "planner.plan",
     "Executor": "planner.engines.sqlite_runner",
     "Ledger": "planner.engines.sqlite_ledger",
     "MigrationManager": "planner.compat",

@@ -105,6 +105,23 @@ def unknown_applied(catalog: Catalog, applied: Iterable[str]) -> list[str]:
     return versions.ordered(unknown)
 
 
+def applied_heads(catalog: Catalog, applied: Iterable[str]) -> list[str]:
+    """The applied migrations that no applied migration depends on, directly or not: where each line stands.
+
+    One number cannot say which schema a database has once the graph
+    branches: the highest applied version says nothing of the lines below it
+    that are still pending. The heads do (``apm status``). Rows with no file
+    are not in the graph and are not heads (``unknown_applied`` lists them).
+    """
+    known, _ = catalog.split_applied(applied)
+    graph = catalog.graph
+    below_applied: set[str] = set()  # versions some applied migration depends on
+    for version in reversed(graph.topological_order()):
+        if any(d in known or d in below_applied for d in graph.dependents(version)):
+            below_applied.add(version)
+    return versions.ordered(v for v in known if v in graph and v not in below_applied)
+
+
 @without_collector
 def apply_plan(catalog: Catalog, applied: Iterable[str], target: str | None = None) -> Plan:
     """Every pending migration (or only what ``target`` needs, and ``target``) in dependency order.

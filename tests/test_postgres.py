@@ -419,6 +419,42 @@ def test_check_fix_renumbers_above_the_postgres_ledger(pg_url, seed_chain):
     assert (seed_chain / "migration_0031_b.py").exists() and not (seed_chain / "migration_0029_b.py").exists()
 
 
+def test_check_fix_keeps_the_version_the_postgres_ledger_applied(pg_url, tmp_path):
+    """Issue 22, point 3, on PostgreSQL: the file whose checksum the ledger holds keeps its version."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    write_migration(folder, "0001", "Products", documented=(), upgrade="conn.execute('CREATE TABLE products (id INT)')")
+    write_migration(folder, "0002", "Wishlist", depends_on=("0001",), slug="wishlist",
+                    upgrade="conn.execute('CREATE TABLE wishlist (id INT)')")
+    assert apm(pg_url, "migrate", catalog=folder).returncode == 0
+    write_migration(folder, "0002", "Coupons", depends_on=("0001",), slug="coupons",
+                    upgrade="conn.execute('CREATE TABLE coupons (id INT)')")
+    fixed = apm(pg_url, "migrate", "check", "--fix", "--yes", catalog=folder)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "holds the checksum of migration_0002_wishlist.py" in fixed.stderr
+    assert (folder / "migration_0002_wishlist.py").exists() and (folder / "migration_0003_coupons.py").exists()
+    assert apm(pg_url, "migrate", catalog=folder).returncode == 0
+    assert applied(pg_url) == ["0001", "0002", "0003"]
+    assert query(pg_url, "SELECT to_regclass('coupons') IS NOT NULL") == [(True,)]
+
+
+def test_plan_exit_code_on_postgres_writes_nothing(pg_url, seed_chain):
+    """Issue 22, point 13: 9 when there is something to do, 0 when not; no ledger is created or changed."""
+    assert apm(pg_url, "migrate", "plan", "--exit-code", catalog=seed_chain).returncode == 9
+    assert query(pg_url, "SELECT to_regclass('public.schema_migrations')") == [(None,)]  # not even created
+    assert apm(pg_url, "migrate", "--target", "0027", catalog=seed_chain).returncode == 0
+    rows = query(pg_url, "SELECT * FROM schema_migrations ORDER BY version")
+    log = query(pg_url, "SELECT count(*) FROM schema_migrations_log")
+    for args, code in (((), 9), (("--target", "0027"), 0), (("--rollback", "0027"), 9), (("--to", "0027"), 0),
+                       (("--to", "base"), 9), (("--json",), 9)):
+        result = apm(pg_url, "migrate", "plan", "--exit-code", *args, catalog=seed_chain)
+        assert result.returncode == code, (args, result.stdout, result.stderr)
+    assert query(pg_url, "SELECT * FROM schema_migrations ORDER BY version") == rows
+    assert query(pg_url, "SELECT count(*) FROM schema_migrations_log") == log
+    assert apm(pg_url, "migrate", catalog=seed_chain).returncode == 0
+    assert apm(pg_url, "migrate", "plan", "--exit-code", catalog=seed_chain).returncode == 0
+
+
 def test_what_a_migration_prints_is_captured_on_postgres_as_on_sqlite(pg_url, tmp_path):
     """One step protocol (planner.session) for both engines: print() never reaches stdout, so --json stays one
     document, and a failing step shows what its migration printed on stderr."""

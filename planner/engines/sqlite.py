@@ -29,8 +29,18 @@ class SQLiteEngine(Engine):
     name = "sqlite"
 
     def __init__(self, path: Path | str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT):
+        """Refuses a path that is there but is no file (a folder, a device): ``NotADatabase``, for every command.
+
+        Checked once here, because each command asks something else first
+        (does it exist? its ledger if it does? its backups?), and a folder
+        answered "does not exist" to some of them and "no backup" to others.
+        """
+        from planner.errors import NotADatabase
+
         self.path = Path(path)
         self.busy_timeout = busy_timeout
+        if self.path.exists() and not self.path.is_file():
+            raise NotADatabase(self.path)
 
     @property
     def display(self) -> str:

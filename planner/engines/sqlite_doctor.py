@@ -22,7 +22,7 @@ from pathlib import Path
 
 from planner.engines.sqlite_backup import list_backups
 from planner.engines.sqlite_database import DEFAULT_BUSY_TIMEOUT, read_only_connection
-from planner.errors import CatalogError, DatabaseNotFound
+from planner.errors import CatalogError, DatabaseNotFound, NotADatabase
 from planner.lint import ERROR, INFO, WARNING, Finding, history_findings, note_findings
 from planner.nontransactional import interrupted_findings
 from planner.schema import quote_identifier
@@ -39,6 +39,8 @@ def diagnose(db_path: Path | str, catalog_dir: Path | str, *, busy_timeout: floa
     changed, byte for byte.
     """
     db_path = Path(db_path)
+    if db_path.exists() and not db_path.is_file():
+        raise NotADatabase(db_path)  # a folder is no database, not a missing one
     if not db_path.is_file():
         raise DatabaseNotFound(db_path)
     backups = list_backups(db_path)
