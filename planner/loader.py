@@ -41,6 +41,7 @@ from planner.errors import (
     UnreadableMigration,
 )
 from planner.gcpause import collector_paused
+from planner.irreversible import declared_reason
 from planner.migration import DECLARED, DOCUMENTED, IMPLIED, Migration
 from planner.output_capture import quietly
 
@@ -306,6 +307,10 @@ def load_migration(path: Path, version: str) -> Migration:
         replaces = _declared_versions(module, "replaces") or ()
     except ValueError as exc:
         raise MalformedDependencies(path, version, str(exc)) from exc
+    downgrade = _optional_function(module, "downgrade")
+    # A downgrade that can only raise is read as "irreversible" (planner.irreversible): the plan refuses it up
+    # front, as it refuses a missing one, instead of a cascade failing on it after its dependents ran.
+    irreversible = declared_reason(source, path, downgrade, module.__dict__) if downgrade is not None else None
     return Migration(
         version=version,
         description=description,
@@ -315,13 +320,14 @@ def load_migration(path: Path, version: str) -> Migration:
         dependency_source=source_rule,
         doc=(module.__doc__ or "").strip(),
         upgrade=upgrade,
-        downgrade=_optional_function(module, "downgrade"),
+        downgrade=None if irreversible is not None else downgrade,
         validate_pre=_optional_function(module, "validate_pre"),
         validate_post=_optional_function(module, "validate_post"),
         docstring_version=info.version,
         documented_dependencies=documented,
         transactional=transactional,
         replaces=replaces,
+        irreversible_reason=irreversible,
     )
 
 
