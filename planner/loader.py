@@ -125,10 +125,6 @@ def _documented_dependencies(lines: list[str]) -> tuple[str, ...] | None:
     return tuple(found)
 
 
-def _declared_dependencies(module: object) -> tuple[str, ...] | None:
-    return _declared_versions(module, "depends_on")
-
-
 def _declared_versions(module: object, name: str) -> tuple[str, ...] | None:
     """A module-level tuple of versions (``depends_on``, ``replaces``), ``None`` when the module has none."""
     if not hasattr(module, name):
@@ -284,7 +280,7 @@ def load_migration(path: Path, version: str) -> Migration:
     except ValueError as exc:
         raise MalformedDependencies(path, version, str(exc)) from exc
     try:
-        declared = _declared_dependencies(module)
+        declared = _declared_versions(module, "depends_on")
     except ValueError as exc:
         raise MalformedDependencies(path, version, str(exc)) from exc
 
@@ -308,9 +304,7 @@ def load_migration(path: Path, version: str) -> Migration:
     except ValueError as exc:
         raise MalformedDependencies(path, version, str(exc)) from exc
     downgrade = _optional_function(module, "downgrade")
-    # A downgrade that can only raise is read as "irreversible" (planner.irreversible): the plan refuses it up
-    # front, as it refuses a missing one, instead of a cascade failing on it after its dependents ran.
-    irreversible = declared_reason(source, path, downgrade, module.__dict__) if downgrade is not None else None
+    irreversible = declared_reason(source, path, downgrade, module.__dict__)  # one that only raises: no downgrade
     return Migration(
         version=version,
         description=description,
