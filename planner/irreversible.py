@@ -32,9 +32,12 @@ line of their ``-- downgrade`` section: see ``planner.sql_migration``.
 from __future__ import annotations
 
 import ast
+import opcode
 from collections.abc import Callable
 from pathlib import Path
 
+#: The opcode of a ``raise`` statement (each code unit is two bytes: opcode, argument).
+_RAISE = opcode.opmap["RAISE_VARARGS"]
 #: The reason given when a SQL file's ``-- irreversible:`` line says nothing more.
 UNEXPLAINED = "declared irreversible"
 
@@ -50,8 +53,9 @@ def declared_reason(source: bytes, path: Path, downgrade: Callable | None, names
     code = getattr(downgrade, "__code__", None)
     if code is None or code.co_name != "downgrade" or getattr(downgrade, "__globals__", None) is not namespace:
         return None
-    # A substring search first: almost no file has a downgrade that only raises, and most have no raise at all.
-    if b"raise" not in source:
+    # The function's own bytecode first: parsing a file costs about a fifth of a millisecond, and a
+    # downgrade without a raise statement of its own (nearly all of them) cannot be one.
+    if _RAISE not in code.co_code[::2]:
         return None
     try:
         tree = ast.parse(source, str(path))
