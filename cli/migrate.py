@@ -215,11 +215,26 @@ def _list_pending(as_json: bool) -> None:
     plan = make_apply_plan(catalog, ledger_entries(), None)
     if as_json:
         emit_json([{"version": s.version, "description": s.migration.description,
-                    "depends_on": list(s.migration.depends_on)} for s in plan.steps])
+                    "depends_on": list(s.migration.depends_on), "reversible": s.migration.reversible,
+                    "irreversible": s.migration.irreversible_reason} for s in plan.steps])
     elif not plan:
         echo("No pending migrations")
     else:
-        echo(table([migration_row(s.migration) for s in plan.steps], ["version", "description", "depends on"]))
+        migrations = [s.migration for s in plan.steps]
+        # Whether a migration can be undone is worth knowing before it is applied; the column
+        # appears only when one cannot, and a declared reason is quoted below, too long for a cell.
+        blocked = any(not m.reversible for m in migrations)
+        rows = [migration_row(m) + ([_rollback_cell(m)] if blocked else []) for m in migrations]
+        echo(table(rows, ["version", "description", "depends on", *(["rollback"] if blocked else [])]))
+        for migration in migrations:
+            if migration.irreversible_reason is not None:
+                echo(f"{migration.version} {migration.rollback_refusal}")
+
+
+def _rollback_cell(migration) -> str:
+    if migration.reversible:
+        return ""
+    return "no: irreversible" if migration.irreversible_reason is not None else "no: no downgrade"
 
 
 def _show_applied(as_json: bool) -> None:

@@ -10,7 +10,7 @@ while running) and ``DatabaseError`` (the database file itself).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 
@@ -228,6 +228,10 @@ class MalformedSqlDependencies(SqlMigrationError):
     """A ``-- depends_on:`` entry is not a version such as ``0030``."""
 
 
+class IrreversibleWithDowngrade(SqlMigrationError):
+    """A SQL file says ``-- irreversible:`` and also holds a downgrade: which one is meant cannot be guessed."""
+
+
 # --------------------------------------------------------------------------
 # Plans: the request does not fit the graph and the ledger.
 # --------------------------------------------------------------------------
@@ -273,8 +277,10 @@ class AlreadyApplied(PlanError, ValueError):
 class RollbackRefused(PlanError):
     """Rolling back ``version`` would strand applied ``dependents``; ``cascade_order`` is what --cascade runs.
 
-    ``irreversible`` names migrations of that cascade without ``downgrade``:
-    when there are any, the message does not advise a cascade that would be refused too.
+    ``irreversible`` names migrations of that cascade without ``downgrade``
+    (``reasons`` holds, by version, what the file says for those that declare
+    themselves irreversible): when there are any, the message does not advise
+    a cascade that would be refused too.
     """
 
     def __init__(
@@ -283,15 +289,17 @@ class RollbackRefused(PlanError):
         dependents: Sequence[str],
         cascade_order: Sequence[str],
         irreversible: Sequence[str] = (),
+        reasons: Mapping[str, str] | None = None,
     ):
         self.version = version
         self.dependents = tuple(dependents)
         self.cascade_order = tuple(cascade_order)
         self.irreversible = tuple(irreversible)
+        self.reasons = {v: r for v, r in (reasons or {}).items() if v in self.irreversible}
         if self.irreversible:
             advice = (
-                f"A cascade cannot help: migration(s) {_versions(irreversible)} define no downgrade(conn). "
-                f"Restore from a backup instead, or add a downgrade"
+                f"A cascade cannot help: {_irreversibility(self.irreversible, self.reasons)}. "
+                f"{_irreversible_advice(self.irreversible, self.reasons)}"
             )
         else:
             advice = (
@@ -304,14 +312,33 @@ class RollbackRefused(PlanError):
 
 
 class IrreversibleMigration(PlanError):
-    """A rollback plan contains migrations that define no ``downgrade``."""
+    """A rollback plan contains migrations that define no ``downgrade``, or whose downgrade declares them
+    irreversible; ``reasons`` holds, by version, what those declarations say."""
 
-    def __init__(self, versions: Sequence[str]):
+    def __init__(self, versions: Sequence[str], reasons: Mapping[str, str] | None = None):
         self.versions = tuple(versions)
+        self.reasons = {v: r for v, r in (reasons or {}).items() if v in self.versions}
         super().__init__(
-            f"cannot roll back: migration(s) {_versions(versions)} define no downgrade(conn); "
-            f"nothing was changed. Restore from a backup instead, or add a downgrade"
+            f"cannot roll back: {_irreversibility(self.versions, self.reasons)}; "
+            f"nothing was changed. {_irreversible_advice(self.versions, self.reasons)}"
         )
+
+
+def _irreversibility(versions: Sequence[str], reasons: Mapping[str, str]) -> str:
+    """``migration(s) 0002 define no downgrade(conn); 0022 is irreversible ("why")``: each reason quoted."""
+    parts = []
+    missing = [v for v in versions if v not in reasons]
+    if missing:
+        parts.append(f"migration(s) {_versions(missing)} define no downgrade(conn)")
+    parts += [f'{v} is irreversible ("{reasons[v]}")' for v in versions if v in reasons]
+    return "; ".join(parts)
+
+
+def _irreversible_advice(versions: Sequence[str], reasons: Mapping[str, str]) -> str:
+    # A declared one was made irreversible on purpose: writing a downgrade is not the obvious fix there.
+    if all(v in reasons for v in versions):
+        return "Restore from a backup instead"
+    return "Restore from a backup instead, or add a downgrade"
 
 
 class UnknownAppliedMigration(PlanError, LookupError):

@@ -230,7 +230,14 @@ def _migration_findings(migration) -> list[Finding]:
                        f"an older-numbered file added later would silently become its dependency")
         findings.append(Finding(WARNING, "implied-dependency", migration.version, meaning,
                                 f"add to {name}: {_depends_fix(migration)}", "catalog", migration.path))
-    if not migration.reversible:
+    if migration.irreversible_reason is not None:
+        # Declared on purpose (a downgrade that only raises, `-- irreversible:`): a fact to show, not advice.
+        findings.append(Finding(
+            INFO, "irreversible", migration.version,
+            f"{migration.version} {migration.rollback_refusal}: a rollback through it (or a cascade past it) is "
+            f"refused before anything runs, and only a backup can undo it",
+            None, "catalog", migration.path))
+    elif not migration.reversible:
         findings.append(Finding(
             WARNING, "no-downgrade", migration.version,
             f"{migration.version} defines no downgrade(conn), so it (and everything it depends on) can never "

@@ -41,6 +41,7 @@ from planner.errors import (
     UnreadableMigration,
 )
 from planner.gcpause import collector_paused
+from planner.irreversible import declared_reason
 from planner.migration import DECLARED, DOCUMENTED, IMPLIED, Migration
 from planner.output_capture import quietly
 
@@ -122,10 +123,6 @@ def _documented_dependencies(lines: list[str]) -> tuple[str, ...] | None:
         # Reading an empty section as "no dependencies" would silently make the migration a root.
         raise ValueError("the Dependencies: section lists nothing; write '- None' for a migration that needs none")
     return tuple(found)
-
-
-def _declared_dependencies(module: object) -> tuple[str, ...] | None:
-    return _declared_versions(module, "depends_on")
 
 
 def _declared_versions(module: object, name: str) -> tuple[str, ...] | None:
@@ -283,7 +280,7 @@ def load_migration(path: Path, version: str) -> Migration:
     except ValueError as exc:
         raise MalformedDependencies(path, version, str(exc)) from exc
     try:
-        declared = _declared_dependencies(module)
+        declared = _declared_versions(module, "depends_on")
     except ValueError as exc:
         raise MalformedDependencies(path, version, str(exc)) from exc
 
@@ -306,6 +303,8 @@ def load_migration(path: Path, version: str) -> Migration:
         replaces = _declared_versions(module, "replaces") or ()
     except ValueError as exc:
         raise MalformedDependencies(path, version, str(exc)) from exc
+    downgrade = _optional_function(module, "downgrade")
+    irreversible = declared_reason(source, path, downgrade, module.__dict__)  # one that only raises: no downgrade
     return Migration(
         version=version,
         description=description,
@@ -315,13 +314,14 @@ def load_migration(path: Path, version: str) -> Migration:
         dependency_source=source_rule,
         doc=(module.__doc__ or "").strip(),
         upgrade=upgrade,
-        downgrade=_optional_function(module, "downgrade"),
+        downgrade=None if irreversible is not None else downgrade,
         validate_pre=_optional_function(module, "validate_pre"),
         validate_post=_optional_function(module, "validate_post"),
         docstring_version=info.version,
         documented_dependencies=documented,
         transactional=transactional,
         replaces=replaces,
+        irreversible_reason=irreversible,
     )
 
 

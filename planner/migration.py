@@ -50,6 +50,10 @@ class Migration:
     transactional: bool = True
     #: The versions a squashed migration stands for (``replaces``); ``()`` for an ordinary migration.
     replaces: tuple[str, ...] = ()
+    #: Why the file says it cannot be undone, when it says so (a ``downgrade`` that only raises, a SQL
+    #: file's ``-- irreversible:``); ``downgrade`` is then ``None``, as for a file without one
+    #: (``planner.irreversible``).
+    irreversible_reason: str | None = None
 
     @property
     def number(self) -> int:
@@ -60,6 +64,15 @@ class Migration:
     def reversible(self) -> bool:
         """Whether a rollback can run this migration's ``downgrade``."""
         return self.downgrade is not None
+
+    @property
+    def rollback_refusal(self) -> str | None:
+        """Why a rollback cannot run this migration, as a message continues after its version; ``None`` if it can."""
+        if self.downgrade is not None:
+            return None
+        if self.irreversible_reason is not None:
+            return f'is irreversible ("{self.irreversible_reason}")'
+        return "defines no downgrade(conn)"
 
     @property
     def label(self) -> str:

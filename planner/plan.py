@@ -218,9 +218,10 @@ def rollback_plan(catalog: Catalog, applied: Iterable[str], version: str, cascad
     irreversible = versions.ordered(m.version for m in migrations if m.downgrade is None)
     if scope.dependents and not cascade:
         # Name what would block the cascade too, so the advice is never a command that fails.
-        raise RollbackRefused(scope.version, versions.ordered(scope.dependents), list(scope.order), irreversible)
+        raise RollbackRefused(scope.version, versions.ordered(scope.dependents), list(scope.order), irreversible,
+                              _declared_reasons(migrations))
     if irreversible:
-        raise IrreversibleMigration(irreversible)
+        raise IrreversibleMigration(irreversible, _declared_reasons(migrations))
     return Plan(ROLLBACK, _steps(migrations, ROLLBACK), target=scope.version, cascade=cascade)
 
 
@@ -258,8 +259,13 @@ def to_plan(catalog: Catalog, applied: Iterable[str], target: str) -> Plan:
     rollbacks = catalog.in_order(back)
     irreversible = versions.ordered(m.version for m in rollbacks if m.downgrade is None)
     if irreversible:
-        raise IrreversibleMigration(irreversible)
+        raise IrreversibleMigration(irreversible, _declared_reasons(rollbacks))
     return Plan(MIXED, _steps(rollbacks, ROLLBACK) + tuple(forward), target=target, cascade=bool(rollbacks))
+
+
+def _declared_reasons(migrations: Iterable[Migration]) -> dict[str, str]:
+    """What each migration that declares itself irreversible says, so the refusal can quote it."""
+    return {m.version: m.irreversible_reason for m in migrations if m.irreversible_reason is not None}
 
 
 def segments(plan: Plan) -> list[Plan]:

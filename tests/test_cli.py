@@ -99,8 +99,10 @@ def test_list_and_plan(chain: Path, db: Path) -> None:
     ok(*base, "migrate", "--target", "0002")
     listed = json.loads(ok(*base, "migrate", "--list", "--json"))
     assert listed == [
-        {"version": "0003", "description": "Create t0003", "depends_on": ["0002"]},
-        {"version": "0004", "description": "Create t0004", "depends_on": ["0001"]},
+        {"version": "0003", "description": "Create t0003", "depends_on": ["0002"], "reversible": True,
+         "irreversible": None},
+        {"version": "0004", "description": "Create t0004", "depends_on": ["0001"], "reversible": True,
+         "irreversible": None},
     ]
     text = ok(*base, "migrate", "plan")
     assert "Apply plan: 2 migration(s)" in text and text.index("0003") < text.index("0004")

@@ -9,7 +9,7 @@ The stairway, which climbs the graph one version at a time, is in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,11 +53,19 @@ class StairBlocked(Exception):
 
 
 class NoDowngrade(Exception):
-    """The version (or a version a check needs to roll back) declares no ``downgrade``: expected, not a failure."""
+    """The version (or a version a check needs to roll back) declares no ``downgrade``, or declares itself
+    irreversible (a downgrade that only raises): expected, not a failure.
 
-    def __init__(self, versions: Iterable[str], what: str):
+    ``reasons`` holds, by version, what the declarations say; each is quoted in the message.
+    """
+
+    def __init__(self, versions: Iterable[str], what: str, reasons: Mapping[str, str] | None = None):
         self.versions = sorted(versions, key=int)
-        super().__init__(f"{', '.join(self.versions)} declare(s) no downgrade(conn): {what}")
+        self.reasons = {v: r for v, r in (reasons or {}).items() if v in self.versions}
+        missing = [v for v in self.versions if v not in self.reasons]
+        parts = [f"{', '.join(missing)} declare(s) no downgrade(conn)"] if missing else []
+        parts += [f'{v} is irreversible ("{self.reasons[v]}")' for v in self.versions if v in self.reasons]
+        super().__init__(f"{'; '.join(parts)}: {what}")
 
 
 class SeedFailed(Exception):
@@ -232,9 +240,10 @@ def check_downgrade_all(runner: MigrationRunner) -> list[str]:
     """
     from planner.errors import ExecutionError
 
-    irreversible = [m.version for m in runner.catalog if m.downgrade is None]
+    irreversible = [m for m in runner.catalog if m.downgrade is None]
     if irreversible:
-        raise NoDowngrade(irreversible, "a full rollback cannot pass them")
+        raise NoDowngrade([m.version for m in irreversible], "a full rollback cannot pass them",
+                          {m.version: m.irreversible_reason for m in irreversible if m.irreversible_reason})
     runner.database.reset()
     try:
         runner.apply()

@@ -119,7 +119,8 @@ class Stairway:
         after = runner.state()
 
         if not migration.reversible:
-            raise NoDowngrade([version], "the stairway applied it once and cannot roll it back")
+            reasons = {version: migration.irreversible_reason} if migration.irreversible_reason else None
+            raise NoDowngrade([version], "the stairway applied it once and cannot roll it back", reasons)
 
         try:
             runner.rollback(version)
