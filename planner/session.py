@@ -72,6 +72,11 @@ class Session(ABC):
         self.atomic_run = atomic
         self.output = StepOutput()  # what migrations print, for the step's event
         self._applied: set[str] | None = None
+        #: Who confirms a statement that destroys data in a ``transactional = False`` step (the command's
+        #: ``nontransactional.Confirmation``); ``None``: such steps run unchecked (``--no-preview``, the library).
+        self.confirmation: Any = None
+        #: What the migration's connection wraps instead of ``conn`` while such a step is checked or rehearsed.
+        self._wrapped: Any = None
         self.use(plan)
         self._canonical: dict[int, str] = {}
         self._plan_dependents: dict[str, list[str]] = {}
@@ -115,6 +120,20 @@ class Session(ABC):
     def outside_transaction(self) -> AbstractContextManager[None]:
         """What a ``transactional = False`` step runs inside, since it has no transaction of ours."""
         return nullcontext()
+
+    def checked_for(self, step: Step) -> Any:
+        """A ``nontransactional.StatementCheck`` for ``step`` (its ``connection`` is what the migration's proxy
+        wraps), using ``self.confirmation``; ``None`` where the engine cannot check statements."""
+        return None
+
+    def rehearsal_for(self, step: Step) -> Any:
+        """A ``nontransactional.Rehearsal`` of ``step`` inside a preview's transaction; ``None``: leave it out."""
+        return None
+
+    @property
+    def migration_conn(self) -> Any:
+        """The connection a migration's proxy wraps: the session's own, or the checked one of an outside step."""
+        return self.conn if self._wrapped is None else self._wrapped
 
     # -- the ledger, as seen inside the lock ---------------------------------------
 
@@ -238,11 +257,19 @@ class Session(ABC):
         if skipped is not None:
             return skipped
         started = time.perf_counter()
+        checked = self.checked_for(step) if self.confirmation is not None else None
+        self._wrapped = checked.connection if checked is not None else None
         try:
             with self.outside_transaction(), self.output.capture():
                 detail = self.perform(step)
+            if checked is not None and checked.stopped is not None:
+                raise checked.stopped  # the migration's code swallowed the refusal: it still stops the step
         except (MigrationFailed, ValidationFailed, ForeignKeyViolation) as exc:
+            if checked is not None and checked.stopped is not None:
+                raise checked.stopped from exc
             raise NonTransactionalFailed(step.version, step.direction, getattr(exc, "cause", exc)) from exc
+        finally:
+            self._wrapped = None
         with self.transaction():
             self.record(step, round((time.perf_counter() - started) * 1000), detail=detail)
         return None
@@ -349,13 +376,24 @@ class Session(ABC):
                     record = PreviewStep(step.version, step.direction, step.migration.description)
                     result.steps.append(record)
                     step_started = time.perf_counter()
-                    record.skipped = left_out(step, outside, self._needs)  # shown, never run, never committed
+                    rehearsal = None if step.migration.transactional else self.rehearsal_for(step)
+                    # shown, never run, never committed
+                    record.skipped = left_out(step, outside, self._needs, rehearsed=rehearsal is not None)
                     if record.skipped is not None:
                         emit(on_event, StepSkipped(step, index, self.total, record.skipped))
                         continue
                     observer.start_step()
                     try:
-                        record.skipped = self.attempt(step, observer)
+                        if rehearsal is not None:
+                            beyond = self._rehearse(step, observer, rehearsal, record)
+                            if beyond is not None:
+                                outside.add(step.version)
+                                record.skipped = f"{beyond}"
+                                record.duration_ms = (time.perf_counter() - step_started) * 1000
+                                emit(on_event, StepSkipped(step, index, self.total, record.skipped))
+                                continue
+                        else:
+                            record.skipped = self.attempt(step, observer)
                     except Exception as exc:
                         observer.stop()
                         record.output = self.output.take()
@@ -381,6 +419,35 @@ class Session(ABC):
         if failed is not None and log_failures and not isinstance(failed[1].error, DatabaseError):
             step, record, step_started = failed
             self.log_failure(step, record.error, _ms_since(step_started))
+
+
+    def _rehearse(self, step: Step, observer: Any, rehearsal: Any, record: PreviewStep) -> Exception | None:
+        """Run a ``transactional = False`` step inside the preview's transaction (``nontransactional.Rehearsal``).
+
+        Returns why the preview cannot go beyond it (``CannotRehearse``), its
+        work so far undone (a savepoint: the same SQL on both engines), or
+        ``None`` once it ran; a failure is raised as any step's.
+        """
+        self._wrapped = rehearsal.connection
+        self.conn.execute("SAVEPOINT apm_rehearsal")
+        try:
+            try:
+                skipped = self.attempt(step, observer)
+            except ExecutionError:
+                if rehearsal.beyond is None:
+                    raise
+            if rehearsal.beyond is not None:  # raised, or swallowed by the migration's code: the same
+                self.conn.execute("ROLLBACK TO SAVEPOINT apm_rehearsal")
+                self.conn.execute("RELEASE SAVEPOINT apm_rehearsal")
+                observer.stop()
+                record.output = self.output.take()
+                return rehearsal.beyond
+            self.conn.execute("RELEASE SAVEPOINT apm_rehearsal")
+            record.skipped = skipped
+            record.passed_over = list(rehearsal.passed_over)
+            return None
+        finally:
+            self._wrapped = None
 
 
 def _ms_since(started: float) -> int:
