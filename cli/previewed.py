@@ -6,7 +6,7 @@ it destroys nothing, or what it destroys was confirmed. A plan holding
 ``transactional = False`` steps cannot be one transaction: it runs in
 parts (``planner.plan.segments``), each run of transactional steps
 previewed and confirmed the same way, each step outside a transaction
-alone, checked statement by statement as it runs (``planner.nontransactional``):
+alone, checked statement by statement as it runs (``planner.outside``):
 it stops before a statement that destroys data until that is confirmed.
 """
 
@@ -133,7 +133,7 @@ def run_in_parts(catalog, plan, *, as_json: bool, yes: bool, sql: bool, backup: 
 
     The parts around such a step are previewed and confirmed like any plan.
     The step itself is checked statement by statement as it runs
-    (``planner.nontransactional``): what destroys nothing runs; it stops
+    (``planner.outside``): what destroys nothing runs; it stops
     before the first statement that destroys data, which runs only once
     confirmed (``--yes``, or a person on a terminal; otherwise exit 7). A
     part that fails, or whose loss is not confirmed, stops the run, and the
@@ -190,7 +190,7 @@ def run_in_parts(catalog, plan, *, as_json: bool, yes: bool, sql: bool, backup: 
 
 
 class OutsideAnswers:
-    """The command's ``nontransactional.Confirmation``: ``--yes`` accepts, a person on a terminal is asked.
+    """The command's ``outside.Confirmation``: ``--yes`` accepts, a person on a terminal is asked.
 
     Without either (a script, ``--json``), nothing that destroys data is
     confirmed: the step stops before that statement (exit 7). What was

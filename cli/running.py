@@ -57,7 +57,7 @@ def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_pl
     are applied, read back from the ledger so it is exact, counted over
     ``whole`` (the whole plan, when ``plan`` is one part of it).
     ``confirm_outside`` checks ``transactional = False`` steps statement by
-    statement (``planner.nontransactional``).
+    statement (``planner.outside``).
     """
     from planner.errors import Interrupted
     from planner.events import Replanned, StepFailed, StepFinished, StepSkipped, StepStarted

@@ -78,7 +78,7 @@ def left_out(step: Step, outside: set[str], needs: Callable[[Step], Iterable[str
 
     A ``transactional = False`` step cannot run inside the preview's
     transaction as it is; it is rehearsed there (``rehearsed``:
-    ``nontransactional.Rehearsal``), or left out when the engine cannot.
+    ``outside.Rehearsal``), or left out when the engine cannot.
     What needs a step left out done first (``needs``: what an apply depends
     on, what a rollback's dependents are) is left out too: without it, the
     ledger would refuse them and the schema would not be theirs. A real

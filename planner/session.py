@@ -39,6 +39,7 @@ from planner.errors import (
 from planner.events import Event, Replanned, StepFailed, StepFinished, StepSkipped, StepStarted, emit
 from planner.ledger import APPLY, FAILED, ROLLBACK, SKIPPED, LedgerEntry
 from planner.output_capture import StepOutput
+from planner.outside import OutsideSteps
 from planner.plan import Plan, Step, step_conflicts
 from planner.preview import Preview, PreviewStep, is_left_out, left_out
 from planner.versions import number
@@ -55,7 +56,7 @@ class _Discard(Exception):
     """Leave the preview's transaction by rolling it back: a dry run, a failed step, or loss not accepted."""
 
 
-class Session(ABC):
+class Session(OutsideSteps, ABC):
     """One run over one connection: the step protocol, with the few engine-specific parts left to subclasses.
 
     ``ledger`` is the engine's (``applied_migrations``, ``applied_versions``,
@@ -72,11 +73,6 @@ class Session(ABC):
         self.atomic_run = atomic
         self.output = StepOutput()  # what migrations print, for the step's event
         self._applied: set[str] | None = None
-        #: Who confirms a statement that destroys data in a ``transactional = False`` step (the command's
-        #: ``nontransactional.Confirmation``); ``None``: such steps run unchecked (``--no-preview``, the library).
-        self.confirmation: Any = None
-        #: What the migration's connection wraps instead of ``conn`` while such a step is checked or rehearsed.
-        self._wrapped: Any = None
         self.use(plan)
         self._canonical: dict[int, str] = {}
         self._plan_dependents: dict[str, list[str]] = {}
@@ -120,20 +116,6 @@ class Session(ABC):
     def outside_transaction(self) -> AbstractContextManager[None]:
         """What a ``transactional = False`` step runs inside, since it has no transaction of ours."""
         return nullcontext()
-
-    def checked_for(self, step: Step) -> Any:
-        """A ``nontransactional.StatementCheck`` for ``step`` (its ``connection`` is what the migration's proxy
-        wraps), using ``self.confirmation``; ``None`` where the engine cannot check statements."""
-        return None
-
-    def rehearsal_for(self, step: Step) -> Any:
-        """A ``nontransactional.Rehearsal`` of ``step`` inside a preview's transaction; ``None``: leave it out."""
-        return None
-
-    @property
-    def migration_conn(self) -> Any:
-        """The connection a migration's proxy wraps: the session's own, or the checked one of an outside step."""
-        return self.conn if self._wrapped is None else self._wrapped
 
     # -- the ledger, as seen inside the lock ---------------------------------------
 
@@ -257,19 +239,10 @@ class Session(ABC):
         if skipped is not None:
             return skipped
         started = time.perf_counter()
-        checked = self.checked_for(step) if self.confirmation is not None else None
-        self._wrapped = checked.connection if checked is not None else None
         try:
-            with self.outside_transaction(), self.output.capture():
-                detail = self.perform(step)
-            if checked is not None and checked.stopped is not None:
-                raise checked.stopped  # the migration's code swallowed the refusal: it still stops the step
+            detail = self.perform_outside(step)  # statement by statement, when checked (``planner.outside``)
         except (MigrationFailed, ValidationFailed, ForeignKeyViolation) as exc:
-            if checked is not None and checked.stopped is not None:
-                raise checked.stopped from exc
             raise NonTransactionalFailed(step.version, step.direction, getattr(exc, "cause", exc)) from exc
-        finally:
-            self._wrapped = None
         with self.transaction():
             self.record(step, round((time.perf_counter() - started) * 1000), detail=detail)
         return None
@@ -377,23 +350,18 @@ class Session(ABC):
                     result.steps.append(record)
                     step_started = time.perf_counter()
                     rehearsal = None if step.migration.transactional else self.rehearsal_for(step)
-                    # shown, never run, never committed
                     record.skipped = left_out(step, outside, self._needs, rehearsed=rehearsal is not None)
-                    if record.skipped is not None:
+                    if record.skipped is not None:  # shown, never run, never committed
                         emit(on_event, StepSkipped(step, index, self.total, record.skipped))
                         continue
                     observer.start_step()
                     try:
-                        if rehearsal is not None:
-                            beyond = self._rehearse(step, observer, rehearsal, record)
-                            if beyond is not None:
-                                outside.add(step.version)
-                                record.skipped = f"{beyond}"
-                                record.duration_ms = (time.perf_counter() - step_started) * 1000
-                                emit(on_event, StepSkipped(step, index, self.total, record.skipped))
-                                continue
-                        else:
+                        if rehearsal is None:
                             record.skipped = self.attempt(step, observer)
+                        elif self.rehearse(step, observer, rehearsal, record) is not None:  # cannot go beyond it
+                            outside.add(step.version)
+                            emit(on_event, StepSkipped(step, index, self.total, record.skipped))
+                            continue
                     except Exception as exc:
                         observer.stop()
                         record.output = self.output.take()
@@ -419,35 +387,6 @@ class Session(ABC):
         if failed is not None and log_failures and not isinstance(failed[1].error, DatabaseError):
             step, record, step_started = failed
             self.log_failure(step, record.error, _ms_since(step_started))
-
-
-    def _rehearse(self, step: Step, observer: Any, rehearsal: Any, record: PreviewStep) -> Exception | None:
-        """Run a ``transactional = False`` step inside the preview's transaction (``nontransactional.Rehearsal``).
-
-        Returns why the preview cannot go beyond it (``CannotRehearse``), its
-        work so far undone (a savepoint: the same SQL on both engines), or
-        ``None`` once it ran; a failure is raised as any step's.
-        """
-        self._wrapped = rehearsal.connection
-        self.conn.execute("SAVEPOINT apm_rehearsal")
-        try:
-            try:
-                skipped = self.attempt(step, observer)
-            except ExecutionError:
-                if rehearsal.beyond is None:
-                    raise
-            if rehearsal.beyond is not None:  # raised, or swallowed by the migration's code: the same
-                self.conn.execute("ROLLBACK TO SAVEPOINT apm_rehearsal")
-                self.conn.execute("RELEASE SAVEPOINT apm_rehearsal")
-                observer.stop()
-                record.output = self.output.take()
-                return rehearsal.beyond
-            self.conn.execute("RELEASE SAVEPOINT apm_rehearsal")
-            record.skipped = skipped
-            record.passed_over = list(rehearsal.passed_over)
-            return None
-        finally:
-            self._wrapped = None
 
 
 def _ms_since(started: float) -> int:

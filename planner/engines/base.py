@@ -49,7 +49,7 @@ class PlanRunner(Protocol):
                 before: Callable[[], object] | None = None, confirm_outside: Any = None) -> RunResult:
         """One transaction per step (or one for all, ``atomic``), each with its ledger row; plans inside the lock.
 
-        ``confirm_outside`` (a ``nontransactional.Confirmation``) checks ``transactional = False`` steps
+        ``confirm_outside`` (a ``outside.Confirmation``) checks ``transactional = False`` steps
         statement by statement; without it they run unchecked.
         """
 

@@ -1,4 +1,4 @@
-"""A ``transactional = False`` step on PostgreSQL, checked statement by statement (``planner.nontransactional``).
+"""A ``transactional = False`` step on PostgreSQL, checked statement by statement (``planner.outside``).
 
 The migration's proxy (``pg_connection.PgMigrationConnection``) is handed
 one of these in place of the psycopg connection, so every statement it
@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from planner.engines.pg_sql import tokens
-from planner.nontransactional import Rehearsal, StatementCheck, StatementRules
+from planner.outside import Rehearsal, StatementCheck, StatementRules
 
 _MAINTENANCE = {"VACUUM", "ANALYZE", "ANALYSE", "REINDEX", "CLUSTER", "CHECKPOINT"}
 

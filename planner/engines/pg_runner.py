@@ -27,7 +27,7 @@ from planner.preview import Preview
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
-    from planner.nontransactional import Confirmation
+    from planner.outside import Confirmation
 
 
 def _same(a: Plan, b: Plan) -> bool:

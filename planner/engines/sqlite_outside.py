@@ -1,4 +1,4 @@
-"""A ``transactional = False`` step on SQLite, checked statement by statement (``planner.nontransactional``).
+"""A ``transactional = False`` step on SQLite, checked statement by statement (``planner.outside``).
 
 The migration's connection proxy (``sqlite_connection.MigrationConnection``)
 is handed one of these in place of the real connection, so every statement
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from planner.nontransactional import Rehearsal, StatementCheck, StatementRules
+from planner.outside import Rehearsal, StatementCheck, StatementRules
 from planner.sql import keywords
 
 #: First keywords of statements that change no schema or data (a dry run passes over them where SQLite

@@ -52,7 +52,7 @@ from planner.preview import Preview
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
-    from planner.nontransactional import Confirmation
+    from planner.outside import Confirmation
 
 log = logging.getLogger(__name__)
 # A library logs; whoever runs it decides where that goes (the CLI shows it with --debug).
@@ -135,7 +135,7 @@ class Executor(MarksThroughSessions):
         A refusal of the new plan (a rollback that now has applied
         dependents, say) is raised as it is. ``confirm_outside``, when
         given, checks ``transactional = False`` steps statement by statement
-        (``planner.nontransactional``) and confirms what they destroy.
+        (``planner.outside``) and confirms what they destroy.
         """
         if before is not None:  # the backup before a rollback: a file's copy is taken before its write lock
             before()
