@@ -136,6 +136,7 @@ class Checked(StatementCheck):
         self.connection = _Connection(conn, _CheckedCursor, self)
 
     def statement(self, cursor: Any, query: Any, rows: list, *, many: bool, **kwargs: Any) -> None:
+        query = _text(query, self.conn)  # a composed query (psycopg.sql) is checked as the SQL it stands for
         text = query if isinstance(query, str) else str(query)
 
         def execute() -> None:
@@ -147,7 +148,7 @@ class Checked(StatementCheck):
         def watched() -> list[str]:
             from planner.engines.pg_observe import PgObserver
 
-            if not isinstance(query, str) or not rows:  # a composed query (psycopg.sql), or nothing to run
+            if not isinstance(query, str) or not rows:  # bytes, or nothing to run
                 execute()
                 return []
             observer = PgObserver(self.conn, self.log_table)
@@ -177,7 +178,14 @@ class _RehearsedCursor(_Cursor):
             with self._owner.conn.transaction():
                 execute()
 
-        self._owner.run(query if isinstance(query, str) else str(query), in_savepoint)
+        text = _text(query, self._owner.conn)
+        self._owner.run(text if isinstance(text, str) else str(text), in_savepoint)
+
+
+def _text(query: Any, conn: Any) -> Any:
+    """The SQL a ``psycopg.sql`` composition stands for; any other query as it is."""
+    as_string = getattr(query, "as_string", None)
+    return as_string(conn) if as_string is not None else query
 
 
 class Rehearsed(Rehearsal):
