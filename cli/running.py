@@ -181,9 +181,10 @@ def report_preview(preview, plan, *, as_json: bool, sql: bool, title: str = "Dry
     if preview.ok and preview.unchecked:
         outside = preview.not_previewed
         uncounted = [v for v in preview.unchecked if v not in outside]
-        why = [f"{', '.join(outside)} could not run inside the preview's transaction (transactional = False, or "
-               f"needing such a step first), so what {'they do' if len(outside) > 1 else 'it does'} was not checked; "
-               f"a real run previews the steps around a transactional = False one part by part"] if outside else []
+        why = [f"{', '.join(outside)} could not be previewed (a transactional = False step reaching a statement "
+               f"that runs only outside a transaction, or needing such a step first), so what "
+               f"{'they do' if len(outside) > 1 else 'it does'} was not checked; a real run checks such a step "
+               f"statement by statement"] if outside else []
         why += [f"{', '.join(uncounted)} drops what the preview could not count"] if uncounted else []
         echo(f"This plan may destroy data: {'; '.join(why)}."
              + (" It also destroys data." if any(i.count for s in preview.steps for i in s.impact) else ""),

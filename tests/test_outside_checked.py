@@ -223,6 +223,8 @@ def test_a_dry_run_cannot_go_beyond_a_statement_that_changes_schema_outside_any_
         "not previewed beyond `DROP INDEX CONCURRENTLY a_by_name`: it runs only outside a transaction and may "
         "change schema or data, which the preview's transaction could not undo")
     assert steps["0003"]["skipped"] == "not previewed: it needs 0002 first, which runs outside any transaction"
+    text = run_apm(*target, "migrate", "--dry-run")
+    assert text.returncode == 7 and "This plan may destroy data: 0002, 0003 could not be previewed" in text.stdout
     # The real run: both index statements destroy no data, so they run without a yes; 0003 is refused.
     run = run_apm(*target, "migrate")
     assert run.returncode == 7 and "0003 apply: drops table a holding 3 rows" in run.stderr, run.stderr
