@@ -96,7 +96,7 @@ def left_out(step: Step, outside: set[str], needs: Callable[[Step], Iterable[str
 
 def is_left_out(skipped: str | None) -> bool:
     """Whether a step's ``skipped`` reason is one of ``left_out``'s."""
-    return skipped is not None and skipped.startswith("not previewed:")
+    return skipped is not None and skipped.startswith(("not previewed:", "not previewed beyond "))
 
 ImpactKind = Literal["dropped-table", "dropped-column", "deleted-rows", "overwritten-values"]
 

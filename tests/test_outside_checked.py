@@ -222,6 +222,7 @@ def test_a_dry_run_cannot_go_beyond_a_statement_that_changes_schema_outside_any_
     assert steps["0002"]["skipped"] == (
         "not previewed beyond `DROP INDEX CONCURRENTLY a_by_name`: it runs only outside a transaction and may "
         "change schema or data, which the preview's transaction could not undo")
+    assert json.loads(dry.stdout)["unchecked"] == ["0002", "0003"]
     assert steps["0003"]["skipped"] == "not previewed: it needs 0002 first, which runs outside any transaction"
     text = run_apm(*target, "migrate", "--dry-run")
     assert text.returncode == 7 and "This plan may destroy data: 0002, 0003 could not be previewed" in text.stdout
