@@ -48,13 +48,16 @@ def make_rollback_plan(catalog, entries: dict, version: str, cascade: bool):
 
 
 def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_plan=None,
-            before=None) -> list[dict]:
+            before=None, confirm_outside=None, whole=None) -> list[dict]:
     """Run a plan, one line per step (or a progress bar on a terminal for long plans), then what was done.
 
     ``make_plan(ledger)`` plans the same request again when another process
     changes the ledger under this run (``Executor.migrate``). Ctrl-C stops
     the run: the open step is rolled back, and the message says which steps
-    are applied, read back from the ledger so it is exact.
+    are applied, read back from the ledger so it is exact, counted over
+    ``whole`` (the whole plan, when ``plan`` is one part of it).
+    ``confirm_outside`` checks ``transactional = False`` steps statement by
+    statement (``planner.outside``).
     """
     from planner.errors import Interrupted
     from planner.events import Replanned, StepFailed, StepFinished, StepSkipped, StepStarted
@@ -103,13 +106,14 @@ def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_pl
 
     try:
         executor.migrate(make_plan or (lambda _ledger: plan), on_event=record, atomic=atomic, plan=plan,
-                         before=before)
+                         before=before, confirm_outside=confirm_outside)
     except Interrupted as interrupt:
         if progress is not None:
             progress.close()
         from cli.errors import interrupted_exit_code
 
-        raise CommandError(_interrupted_summary(plan, atomic, running[0]), interrupted_exit_code(interrupt)) from None
+        raise CommandError(interrupted_summary(whole or plan, atomic, running[0]),
+                           interrupted_exit_code(interrupt)) from None
     if progress is not None:
         progress.close()
     for line, skipped in held if not as_json else ():
@@ -121,7 +125,7 @@ def verb(direction: str) -> str:
     return "Applied" if direction == "apply" else "Rolled back"
 
 
-def _interrupted_summary(plan, atomic: bool, running=None) -> str:
+def interrupted_summary(plan, atomic: bool = False, running=None) -> str:
     """What an interrupted run left, read back from the ledger (exact even if Ctrl-C came right after a COMMIT).
 
     A ``transactional = False`` step has no transaction to roll back: what it did before the stop stays,
@@ -177,9 +181,10 @@ def report_preview(preview, plan, *, as_json: bool, sql: bool, title: str = "Dry
     if preview.ok and preview.unchecked:
         outside = preview.not_previewed
         uncounted = [v for v in preview.unchecked if v not in outside]
-        why = [f"{', '.join(outside)} could not run inside the preview's transaction (transactional = False, or "
-               f"needing such a step first), so what {'they do' if len(outside) > 1 else 'it does'} was not checked; "
-               f"a real run previews the steps around a transactional = False one part by part"] if outside else []
+        why = [f"{', '.join(outside)} could not be previewed (a transactional = False step reaching a statement "
+               f"that runs only outside a transaction, or needing such a step first), so what "
+               f"{'they do' if len(outside) > 1 else 'it does'} was not checked; a real run checks such a step "
+               f"statement by statement"] if outside else []
         why += [f"{', '.join(uncounted)} drops what the preview could not count"] if uncounted else []
         echo(f"This plan may destroy data: {'; '.join(why)}."
              + (" It also destroys data." if any(i.count for s in preview.steps for i in s.impact) else ""),

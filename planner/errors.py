@@ -807,6 +807,28 @@ class NonTransactionalFailed(ExecutionError):
         )
 
 
+class OutsideStepStopped(ExecutionError):
+    """A ``transactional = False`` step stopped before a statement that destroys data, which was not confirmed.
+
+    Such a step runs statement by statement, each committed as it runs, so
+    what ran before the stop stays: ``ran`` lists those statements, and
+    ``lines`` what the refused one would destroy. The step is not recorded.
+    """
+
+    def __init__(self, version: str, direction: str, statement: str, lines: Sequence[str], ran: Sequence[str]):
+        self.statement, self.lines, self.ran = statement, tuple(lines), tuple(ran)
+        what = "; ".join(line.removeprefix(f"{version} {direction}: ") for line in lines)
+        done = (f"its {len(ran)} statement(s) before it ran and stay ({'; '.join(f'`{s}`' for s in ran)})"
+                if ran else "none of its statements ran")
+        super().__init__(
+            f"migration {version} (transactional = False) stopped before `{statement}` during {direction}: "
+            f"{what}, which was not confirmed. It runs outside a transaction: {done}, and it is not "
+            f"recorded ({'`apm migrate doctor` shows what to check' if ran else 'run it again once confirmed'})",
+            version=version,
+            direction=direction,
+        )
+
+
 class SquashConflict(CatalogError, ValueError):
     """A version is replaced by two squashes, or a squash replaces itself."""
 

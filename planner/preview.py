@@ -43,6 +43,8 @@ JSON shape (``Preview.to_json()``, format 2)::
                       "text": str}],
           "sql": [str],                  # the statements the step ran, parameters filled in (with --sql)
           "output": str,                 # what the migration printed ("" for nothing)
+          "passed_over": [str],          # transactional = False steps: statements not run (VACUUM: they run
+                                         # only outside a transaction and change no schema or data)
           "lines": [str],                # describe() of this step
           "error": null | {"type": "MigrationFailed", "message": str},
           "skipped": null | str
@@ -70,18 +72,21 @@ FORMAT = 2
 NOT_PREVIEWED = "not previewed: it runs outside any transaction (transactional = False)"
 
 
-def left_out(step: Step, outside: set[str], needs: Callable[[Step], Iterable[str]]) -> str | None:
+def left_out(step: Step, outside: set[str], needs: Callable[[Step], Iterable[str]], *,
+             rehearsed: bool = False) -> str | None:
     """Why ``step`` is left out of a preview, given the versions ``outside`` it already left out; ``None``: run it.
 
     A ``transactional = False`` step cannot run inside the preview's
-    transaction, and neither can what needs it done first (``needs``: what
-    an apply depends on, what a rollback's dependents are): without it,
-    the ledger would refuse them and the schema would not be theirs. A real
-    run previews them after it, part by part. ``outside`` grows as steps
-    are left out.
+    transaction as it is; it is rehearsed there (``rehearsed``:
+    ``outside.Rehearsal``), or left out when the engine cannot.
+    What needs a step left out done first (``needs``: what an apply depends
+    on, what a rollback's dependents are) is left out too: without it, the
+    ledger would refuse them and the schema would not be theirs. A real
+    run runs them after it, part by part. ``outside`` grows as steps are
+    left out (the session adds a step whose rehearsal stopped).
     """
     missing = sorted(set(needs(step)) & outside)
-    if step.migration.transactional and not missing:
+    if (step.migration.transactional or rehearsed) and not missing:
         return None
     outside.add(step.version)
     if not step.migration.transactional:
@@ -91,7 +96,7 @@ def left_out(step: Step, outside: set[str], needs: Callable[[Step], Iterable[str
 
 def is_left_out(skipped: str | None) -> bool:
     """Whether a step's ``skipped`` reason is one of ``left_out``'s."""
-    return skipped is not None and skipped.startswith("not previewed:")
+    return skipped is not None and skipped.startswith(("not previewed:", "not previewed beyond "))
 
 ImpactKind = Literal["dropped-table", "dropped-column", "deleted-rows", "overwritten-values"]
 
@@ -180,6 +185,9 @@ class PreviewStep:
     duration_ms: float = 0.0
     #: What the migration's code printed (captured: it never reaches stdout).
     output: str = ""
+    #: Statements of a ``transactional = False`` step the preview did not run: they run only outside a
+    #: transaction and change no schema or data (``VACUUM``).
+    passed_over: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -204,6 +212,8 @@ class PreviewStep:
         told = {(i.table, i.column) for i in self.impact if i.kind in ("dropped-column",)}
         told |= {(i.table, None) for i in self.impact if i.kind == "dropped-table"}
         lines = [f"{prefix}: {impact.describe()}" for impact in self.impact]
+        lines += [f"{prefix}: `{statement}` not run by the preview: it runs only outside a transaction and changes "
+                  f"no schema or data" for statement in self.passed_over]
         for change in self.changes:
             if change.action == "removed" and (change.table, change.name) in told:
                 continue
@@ -232,6 +242,7 @@ class PreviewStep:
             "lines": self.describe(),
             "error": None if self.error is None else {"type": type(self.error).__name__, "message": str(self.error)},
             "skipped": self.skipped,
+            "passed_over": list(self.passed_over),
         }
 
 

@@ -39,6 +39,7 @@ from planner.errors import (
 from planner.events import Event, Replanned, StepFailed, StepFinished, StepSkipped, StepStarted, emit
 from planner.ledger import APPLY, FAILED, ROLLBACK, SKIPPED, LedgerEntry
 from planner.output_capture import StepOutput
+from planner.outside import OutsideSteps
 from planner.plan import Plan, Step, step_conflicts
 from planner.preview import Preview, PreviewStep, is_left_out, left_out
 from planner.versions import number
@@ -55,7 +56,7 @@ class _Discard(Exception):
     """Leave the preview's transaction by rolling it back: a dry run, a failed step, or loss not accepted."""
 
 
-class Session(ABC):
+class Session(OutsideSteps, ABC):
     """One run over one connection: the step protocol, with the few engine-specific parts left to subclasses.
 
     ``ledger`` is the engine's (``applied_migrations``, ``applied_versions``,
@@ -239,8 +240,7 @@ class Session(ABC):
             return skipped
         started = time.perf_counter()
         try:
-            with self.outside_transaction(), self.output.capture():
-                detail = self.perform(step)
+            detail = self.perform_outside(step)  # statement by statement, when checked (``planner.outside``)
         except (MigrationFailed, ValidationFailed, ForeignKeyViolation) as exc:
             raise NonTransactionalFailed(step.version, step.direction, getattr(exc, "cause", exc)) from exc
         with self.transaction():
@@ -349,13 +349,19 @@ class Session(ABC):
                     record = PreviewStep(step.version, step.direction, step.migration.description)
                     result.steps.append(record)
                     step_started = time.perf_counter()
-                    record.skipped = left_out(step, outside, self._needs)  # shown, never run, never committed
-                    if record.skipped is not None:
+                    rehearsal = None if step.migration.transactional else self.rehearsal_for(step)
+                    record.skipped = left_out(step, outside, self._needs, rehearsed=rehearsal is not None)
+                    if record.skipped is not None:  # shown, never run, never committed
                         emit(on_event, StepSkipped(step, index, self.total, record.skipped))
                         continue
                     observer.start_step()
                     try:
-                        record.skipped = self.attempt(step, observer)
+                        if rehearsal is None:
+                            record.skipped = self.attempt(step, observer)
+                        elif self.rehearse(step, observer, rehearsal, record) is not None:  # cannot go beyond it
+                            outside.add(step.version)
+                            emit(on_event, StepSkipped(step, index, self.total, record.skipped))
+                            continue
                     except Exception as exc:
                         observer.stop()
                         record.output = self.output.take()

@@ -52,11 +52,8 @@ def test_vacuum_needs_the_flag_and_applies_with_it(catalog_dir: Path, db: Path):
                                                                               ("0003", False)]
     table = apm("migrate", "plan", *base(db, catalog_dir)).stdout
     assert "transaction" in table.splitlines()[1] and table.count("no: runs alone") == 2
-    # What a step outside any transaction does cannot be previewed: a script must say yes to it.
-    unconfirmed = apm("migrate", *base(db, catalog_dir))
-    assert unconfirmed.returncode == 7 and "cannot be checked for data loss" in unconfirmed.stderr
-    assert ledger(db) == []
-    applied = apm("migrate", "--yes", *base(db, catalog_dir))
+    # Each statement of such a step is checked as it runs: a VACUUM destroys nothing, so a script needs no --yes.
+    applied = apm("migrate", *base(db, catalog_dir))
     assert applied.returncode == 0, applied.stderr
     assert ledger(db) == ["0001", "0002", "0003"]
     assert log_rows(db)[-4:] == [("0002", "apply", "started"), ("0002", "apply", "ok"),
@@ -135,11 +132,14 @@ def _parts_catalog(catalog_dir: Path, third: str = "conn.execute('DROP TABLE a')
     write_migration(catalog_dir, "0003", "Drop", depends_on=("0002",), upgrade=third)
 
 
-def test_a_plan_in_parts_shows_what_its_previewed_parts_destroy(catalog_dir: Path, db: Path):
+def test_a_plan_in_parts_shows_what_its_previewed_parts_destroy(catalog_dir: Path, db: Path, tmp_path: Path):
     _parts_catalog(catalog_dir)
-    refused = apm("migrate", *base(db, catalog_dir))
-    assert refused.returncode == 7 and "0002 declare(s) transactional = False" in refused.stderr
-    assert ledger(db) == []
+    # Without --yes: the parts before the loss commit (0002's VACUUM destroys nothing), 0003's loss is refused.
+    other = tmp_path / "other.db"
+    refused = apm("migrate", *base(other, catalog_dir))
+    assert refused.returncode == 7 and "this plan destroys data (0003 apply: drops table a holding 3 rows); " \
+        "applied before it: 0001, 0002; nothing else was changed" in refused.stderr
+    assert ledger(other) == ["0001", "0002"]
     done = apm("migrate", "--yes", "--json", *base(db, catalog_dir))
     assert done.returncode == 0, done.stderr
     assert ledger(db) == ["0001", "0002", "0003"]
@@ -161,10 +161,10 @@ def test_a_later_part_not_confirmed_or_failing_is_rolled_back_and_named(catalog_
 
     _parts_catalog(catalog_dir)
     monkeypatch.setattr(cli.running, "stdin_is_terminal", lambda: True)
-    # A person: yes to the step outside any transaction, no to what the last part destroys.
-    declined = CliRunner().invoke(apm_command, [*base(db, catalog_dir), "migrate"], input="y\nn\n")
+    # A person: asked nothing about the VACUUM outside any transaction, no to what the last part destroys.
+    declined = CliRunner().invoke(apm_command, [*base(db, catalog_dir), "migrate"], input="n\n")
     assert declined.exit_code == 7, declined.output
-    assert "This plan may destroy data where it cannot be checked:" in declined.output  # 0002: unchecked
+    assert declined.output.count("Proceed?") == 1
     assert "not confirmed; applied before it: 0001, 0002; nothing else was changed" in declined.output
     assert ledger(db) == ["0001", "0002"]
     assert sqlite3.connect(db).execute("SELECT count(*) FROM a").fetchone() == (3,)
@@ -179,22 +179,21 @@ def test_a_later_part_not_confirmed_or_failing_is_rolled_back_and_named(catalog_
     assert sqlite3.connect(db).execute("SELECT count(*) FROM a").fetchone() == (3,)
 
 
-def test_a_dry_run_leaves_out_what_needs_a_step_outside_any_transaction_first(catalog_dir: Path, db: Path):
+def test_a_dry_run_rehearses_a_step_outside_any_transaction_and_goes_on(catalog_dir: Path, db: Path):
     _parts_catalog(catalog_dir)  # 0003 depends on 0002, which runs outside any transaction
     dry = apm("migrate", "--dry-run", "--json", *base(db, catalog_dir))
-    assert dry.returncode == 7, dry.stderr
+    assert dry.returncode == 7, dry.stderr  # 0003's loss: the preview went past the VACUUM
     steps = {s["version"]: s for s in json.loads(dry.stdout)["steps"]}
     assert steps["0001"]["skipped"] is None and steps["0001"]["error"] is None
-    assert steps["0002"]["skipped"].startswith("not previewed: it runs outside any transaction")
-    assert steps["0003"]["skipped"] == "not previewed: it needs 0002 first, which runs outside any transaction"
+    assert steps["0002"]["skipped"] is None and steps["0002"]["passed_over"] == ["VACUUM"]
+    assert steps["0003"]["skipped"] is None and steps["0003"]["loses_data"] is True
     assert "another process" not in dry.stdout + dry.stderr and ledger(db) == []
-    text = apm("migrate", "--dry-run", *base(db, catalog_dir))
-    assert text.returncode == 7 and "0002, 0003 could not run inside the preview's transaction" in text.stdout
     assert apm("migrate", "--yes", *base(db, catalog_dir)).returncode == 0
     back = apm("migrate", "--rollback", "0001", "--cascade", "--dry-run", "--json", *base(db, catalog_dir))
-    assert back.returncode == 7, back.stderr
-    assert [(s["version"], (s["skipped"] or "")[:15]) for s in json.loads(back.stdout)["steps"]] == [
-        ("0003", ""), ("0002", "not previewed: "), ("0001", "not previewed: ")]
+    assert back.returncode == 0, back.stderr  # every step rehearsed, 0002's too: nothing left unchecked
+    assert [(s["version"], s["skipped"]) for s in json.loads(back.stdout)["steps"]] == [
+        ("0003", None), ("0002", None), ("0001", None)]
+    assert ledger(db) == ["0001", "0002", "0003"]
 
 
 def test_a_step_another_live_process_runs_is_waited_for_then_refused_and_a_dead_ones_is_not(catalog_dir: Path,

@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from planner.agents import Agent
@@ -46,8 +46,12 @@ class PlanRunner(Protocol):
 
     def migrate(self, make_plan: MakePlan, on_event: Callable[[Event], None] | None = None, *,
                 atomic: bool = False, plan: Plan | None = None,
-                before: Callable[[], object] | None = None) -> RunResult:
-        """One transaction per step (or one for all, ``atomic``), each with its ledger row; plans inside the lock."""
+                before: Callable[[], object] | None = None, confirm_outside: Any = None) -> RunResult:
+        """One transaction per step (or one for all, ``atomic``), each with its ledger row; plans inside the lock.
+
+        ``confirm_outside`` (a ``outside.Confirmation``) checks ``transactional = False`` steps
+        statement by statement; without it they run unchecked.
+        """
 
     def preview(self, plan: Plan, *, make_plan: MakePlan | None = None,
                 accept: Callable[[Preview], bool] | None = None,

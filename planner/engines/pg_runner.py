@@ -27,6 +27,7 @@ from planner.preview import Preview
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
+    from planner.outside import Confirmation
 
 
 def _same(a: Plan, b: Plan) -> bool:
@@ -49,11 +50,13 @@ class PgRunner(MarksThroughSessions):
 
     def migrate(self, make_plan: Callable[[dict[str, LedgerEntry]], Plan],
                 on_event: Callable[[Event], None] | None = None, *, atomic: bool = False,
-                plan: Plan | None = None, before: Callable[[], object] | None = None) -> RunResult:
+                plan: Plan | None = None, before: Callable[[], object] | None = None,
+                confirm_outside: Confirmation | None = None) -> RunResult:
         """Lock, plan from the ledger as it is inside the lock, run; the first failure is raised.
 
         ``before()`` (the backup before a rollback) runs once the lock is held, so what it copies is the
-        database this run changes: no other runner can commit between the two.
+        database this run changes: no other runner can commit between the two. ``confirm_outside``: as
+        ``sqlite_runner.Executor.migrate``.
         """
         with self.engine.locked() as conn:
             if before is not None:
@@ -68,6 +71,7 @@ class PgRunner(MarksThroughSessions):
             if atomic:
                 refuse_non_transactional(planned)
             session = PgSession(conn, ledger, planned, catalog=self.catalog, atomic=atomic)
+            session.confirmation = confirm_outside
             for event in session.atomic() if atomic else session.stepwise():
                 result.count(event)
                 emit(on_event, event)

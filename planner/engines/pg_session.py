@@ -52,7 +52,17 @@ class PgSession(Session):
         return self._applied
 
     def connection_for(self, step: Step, observer: Any = None) -> PgMigrationConnection:
-        return PgMigrationConnection(self.conn, step.migration.version, step.direction, observer)
+        return PgMigrationConnection(self.migration_conn, step.migration.version, step.direction, observer)
+
+    def checked_for(self, step: Step) -> Any:
+        from planner.engines.pg_outside import Checked
+
+        return Checked(self.conn, self.ledger.log_table, step.version, step.direction, self.confirmation)
+
+    def rehearsal_for(self, step: Step) -> Any:
+        from planner.engines.pg_outside import Rehearsed
+
+        return Rehearsed(self.conn, step.version, step.direction)
 
     def verify(self, step: Step, proxy: PgMigrationConnection, observer: Any = None) -> None:
         """Deferred foreign keys checked now, so a violation is this migration's failure, not COMMIT's.

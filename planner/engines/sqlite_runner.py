@@ -52,6 +52,7 @@ from planner.preview import Preview
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
+    from planner.outside import Confirmation
 
 log = logging.getLogger(__name__)
 # A library logs; whoever runs it decides where that goes (the CLI shows it with --debug).
@@ -122,6 +123,7 @@ class Executor(MarksThroughSessions):
         atomic: bool = False,
         plan: Plan | None = None,
         before: Callable[[], object] | None = None,
+        confirm_outside: Confirmation | None = None,
     ) -> RunResult:
         """Run what ``make_plan(ledger)`` asks for, planning again whenever another process changed the ledger.
 
@@ -131,7 +133,9 @@ class Executor(MarksThroughSessions):
         again from the ledger as it is now and the run carries on. ``plan``
         is the first plan, when the caller already made (and showed) it.
         A refusal of the new plan (a rollback that now has applied
-        dependents, say) is raised as it is.
+        dependents, say) is raised as it is. ``confirm_outside``, when
+        given, checks ``transactional = False`` steps statement by statement
+        (``planner.outside``) and confirms what they destroy.
         """
         if before is not None:  # the backup before a rollback: a file's copy is taken before its write lock
             before()
@@ -140,7 +144,7 @@ class Executor(MarksThroughSessions):
         result = RunResult(plan)
         for attempt in range(_REPLANS + 1):
             try:
-                for event in self.events(plan, atomic=atomic):
+                for event in self.events(plan, atomic=atomic, confirm_outside=confirm_outside):
                     result.count(event)
                     if on_event is not None:
                         on_event(event)
@@ -154,7 +158,8 @@ class Executor(MarksThroughSessions):
                     on_event(Replanned(str(changed), plan))
         return result  # pragma: no cover (the loop returns or raises)
 
-    def events(self, plan: Plan, *, atomic: bool = False) -> Iterator[Event]:
+    def events(self, plan: Plan, *, atomic: bool = False,
+               confirm_outside: Confirmation | None = None) -> Iterator[Event]:
         """Run ``plan`` lazily, yielding its events; the failure is raised after its ``StepFailed``."""
         if not plan.steps:
             return
@@ -163,6 +168,7 @@ class Executor(MarksThroughSessions):
         conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
         try:
             session = self._session(conn, plan, atomic=atomic)
+            session.confirmation = confirm_outside
             yield from session.atomic() if atomic else session.stepwise()
         finally:
             conn.close()

@@ -147,7 +147,18 @@ class SQLiteSession(Session):
     # -- around the migration's code -------------------------------------------
 
     def connection_for(self, step: Step, observer: StepObserver | None = None) -> MigrationConnection:
-        return MigrationConnection(self.conn, step.migration.version, step.direction, observer)
+        return MigrationConnection(self.migration_conn, step.migration.version, step.direction, observer)
+
+    def checked_for(self, step: Step) -> Any:
+        from planner.engines.sqlite_outside import Checked
+
+        return Checked(self.conn, step.version, step.direction, self.confirmation,
+                       lambda: self._sql("BEGIN IMMEDIATE"))
+
+    def rehearsal_for(self, step: Step) -> Any:
+        from planner.engines.sqlite_outside import Rehearsed
+
+        return Rehearsed(self.conn, step.version, step.direction)
 
     def perform(self, step: Step, observer: StepObserver | None = None) -> str | None:
         """The step's work, with the connection's row and text factories as they were after it."""
