@@ -103,7 +103,7 @@ def restore_command(backup: str | None, yes: bool, as_json: bool) -> None:
 
 def _describe_restore(engine, source: Path, current: dict, restored: dict, kept: list[str]) -> None:
     """What the restore brings back and takes away, in ledger terms, before asking."""
-    from planner.engines.sqlite_backup import ledger_difference
+    from planner.backups import ledger_difference
     from planner.ledger import TABLE
 
     ledger_kept = any(name.split(".")[-1] == TABLE for name in kept)

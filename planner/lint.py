@@ -329,3 +329,15 @@ def history_findings(catalog, entries: dict, files: dict[str, Path], unloadable:
             f"apm migrate --rollback {applied} --cascade",
             "history", None))
     return findings
+
+
+def tolerant_catalog(directory: Path) -> tuple:
+    """The catalog as far as it loads: a doctor diagnoses a database even when some files are broken."""
+    from planner.catalog import Catalog
+    from planner.loader import migration_files, scan_catalog
+
+    migrations, problems = scan_catalog(directory)
+    unloadable = {p.versions[0] for p in problems if p.versions}
+    catalog, _ = Catalog.build(directory, migrations, unloadable=unloadable)
+    files, _ = migration_files(directory)
+    return catalog, files, unloadable

@@ -20,11 +20,11 @@ from planner.engines import sqlite_backup as backups
 from planner.engines.sqlite_backup import (
     backup,
     check_backup,
-    ledger_difference,
     list_backups,
     prune_backups,
     restore,
 )
+from planner.backups import ledger_difference
 from planner.errors import DatabaseLocked, NoBackups, UnusableBackup
 from planner.engines.sqlite_runner import Executor
 from planner.engines.sqlite_ledger import read_ledger

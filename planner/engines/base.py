@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from planner.agents import Agent
-    from planner.engines.sqlite_backup import BackupInfo, RestoreResult
+    from planner.backups import BackupInfo, RestoreResult
     from planner.catalog import Catalog
     from planner.events import Event, RunResult
     from planner.ledger import LedgerEntry, LedgerNote

@@ -22,7 +22,8 @@ from planner.engines.pg_backup import dump_stem, list_dumps
 from planner.engines.pg_ledger import PgLedger, lock_key, quote
 from planner.errors import CatalogError
 from planner.ledger import LOG_TABLE, TABLE
-from planner.lint import ERROR, INFO, WARNING, Finding, history_findings
+from planner.findings import age_text, size_text
+from planner.lint import ERROR, INFO, WARNING, Finding, history_findings, tolerant_catalog
 from planner.nontransactional import STARTED, findings_for, interrupted_query
 
 #: The columns apm reads and writes; more are allowed, fewer make the ledger unusable.
@@ -201,11 +202,9 @@ def _shape(conn: Any, schema: str, columns: dict[str, set[str]]) -> list[Finding
 
 def _history(conn: Any, schema: str, catalog_dir: Path) -> list[Finding]:
     """The ledger's rows against the catalog, as far as the catalog loads."""
-    from planner.engines.sqlite_doctor import _tolerant_catalog
-
     entries = PgLedger(conn, schema).applied_migrations()
     try:
-        catalog, files, unloadable = _tolerant_catalog(catalog_dir)
+        catalog, files, unloadable = tolerant_catalog(catalog_dir)
     except CatalogError as exc:
         return [Finding(ERROR, "catalog-invalid", None, str(exc),
                         "apm migrate check  # lists every problem of the catalog", "catalog")]
@@ -216,7 +215,6 @@ def _backups(engine: Any, folder: Path) -> list[Finding]:
     """The newest ``pg_dump`` file of this database in the backup folder, or a warning that there is none."""
     import shlex
 
-    from planner.engines.sqlite_doctor import _age, _size
     from planner.engines.urls import without_password
 
     dumps = list_dumps(engine.url, folder)
@@ -231,7 +229,7 @@ def _backups(engine: Any, folder: Path) -> list[Finding]:
     stat = newest.stat()
     return [Finding(
         INFO, "backup", None,
-        f"newest backup {newest.name}, {_age(time.time() - stat.st_mtime)} old, {_size(stat.st_size)} "
+        f"newest backup {newest.name}, {age_text(time.time() - stat.st_mtime)} old, {size_text(stat.st_size)} "
         f"({len(dumps)} in {folder})",
         f"apm migrate restore {shlex.quote(str(newest))}  # one transaction under the lock, after a safety dump",
         "database", newest)]

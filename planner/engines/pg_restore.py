@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from planner import versions
-from planner.engines.sqlite_backup import BackupInfo, RestoreResult, ledger_difference
+from planner.backups import BackupInfo, RestoreResult, ledger_difference
 from planner.engines.errors import BackupToolMissing, RestoreFailed
 from planner.engines.pg_backup import client_environment, dump, dump_time, run_client
 from planner.engines.pg_ledger import PgLedger

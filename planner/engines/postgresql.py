@@ -25,7 +25,7 @@ from planner.gcpause import collector_paused
 
 if TYPE_CHECKING:
     from planner.agents import Agent
-    from planner.engines.sqlite_backup import BackupInfo, RestoreResult
+    from planner.backups import BackupInfo, RestoreResult
     from planner.catalog import Catalog
     from planner.engines.pg_runner import PgRunner
     from planner.ledger import LedgerEntry

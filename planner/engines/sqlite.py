@@ -16,7 +16,7 @@ from planner.engines.base import Engine
 
 if TYPE_CHECKING:
     from planner.agents import Agent
-    from planner.engines.sqlite_backup import BackupInfo, RestoreResult
+    from planner.backups import BackupInfo, RestoreResult
     from planner.catalog import Catalog
     from planner.engines.sqlite_runner import Executor
     from planner.ledger import LedgerEntry, LedgerNote

@@ -26,11 +26,9 @@ import glob
 import os
 import sqlite3
 import stat
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from planner import versions
 from planner.engines.sqlite_database import (
     DEFAULT_BUSY_TIMEOUT,
     connect,
@@ -50,10 +48,10 @@ from planner.errors import (
 from planner.engines.sqlite_ledger import Ledger
 from planner.ledger import LedgerEntry
 from planner.partials import partial_path, remove_abandoned
+from planner.backups import BackupInfo, RestoreResult, ledger_difference
 
 __all__ = [
-    "BackupInfo", "LedgerDifference", "RestoreResult", "backup", "backup_time", "describe_backup",
-    "check_backup", "ledger_difference", "list_backups", "prune_backups", "restore",
+    "backup", "backup_time", "describe_backup", "check_backup", "list_backups", "prune_backups", "restore",
 ]
 
 _STAMP = "%Y%m%d_%H%M%S"
@@ -180,25 +178,6 @@ def prune_backups(path: Path | str, keep: int) -> list[Path]:
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class BackupInfo:
-    """What a backup holds, for listing it: its size, when, and its ledger's head."""
-
-    path: Path
-    size: int
-    taken: datetime | None
-    #: Applied versions in the backup's ledger, ``None`` when the file cannot be read as SQLite.
-    applied: dict[str, LedgerEntry] | None
-    #: Why the ledger could not be read, else ``None``.
-    problem: str | None = None
-
-    @property
-    def head(self) -> str | None:
-        """The highest applied version: the schema version the backup would restore."""
-        versions = [v for v in (self.applied or {}) if v.isdigit()]
-        return max(versions, key=int) if versions else None
-
-
 def describe_backup(backup_path: Path, database: Path) -> BackupInfo:
     """Size, time and ledger of a backup, without the (slow) integrity check."""
     size = backup_path.stat().st_size
@@ -255,47 +234,9 @@ def check_backup(backup_path: Path | str, database: Path | str) -> dict[str, Led
         conn.close()
 
 
-@dataclass(frozen=True)
-class LedgerDifference:
-    """What a restore does to the ledger; both lists in version order."""
-
-    #: Applied now, not in the backup: the restore un-applies them (their changes disappear).
-    unapplied: tuple[str, ...]
-    #: In the backup, not applied now: the restore brings them (back).
-    reapplied: tuple[str, ...]
-
-    def __bool__(self) -> bool:
-        return bool(self.unapplied or self.reapplied)
-
-
-def ledger_difference(current: dict[str, LedgerEntry], restored: dict[str, LedgerEntry]) -> LedgerDifference:
-    """Compare the ledger of the database now with the ledger it would have after the restore."""
-    # Versions compare as numbers: "27" in an old ledger is 0027; rows that are not versions, by text.
-    def numbered(entries: dict[str, LedgerEntry]) -> dict[object, str]:
-        return {versions.number(v) if versions.is_version(v) else v: v for v in entries}
-
-    now, then = numbered(current), numbered(restored)
-    return LedgerDifference(
-        tuple(versions.ordered(now[k] for k in now.keys() - then.keys())),
-        tuple(versions.ordered(then[k] for k in then.keys() - now.keys())),
-    )
-
-
 # --------------------------------------------------------------------------
 # Restoring
 # --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RestoreResult:
-    """What ``restore`` did."""
-
-    #: The file, or (PostgreSQL) the connection string with its password masked.
-    database: Path | str
-    backup: Path
-    #: The copy of the database as it was just before the restore; ``None`` when there was no database.
-    safety_backup: Path | None
-    difference: LedgerDifference
 
 
 def newest_backup(database: Path | str) -> Path:

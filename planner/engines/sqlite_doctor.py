@@ -23,7 +23,8 @@ from pathlib import Path
 from planner.engines.sqlite_backup import list_backups
 from planner.engines.sqlite_database import DEFAULT_BUSY_TIMEOUT, read_only_connection
 from planner.errors import CatalogError, DatabaseNotFound, NotADatabase
-from planner.lint import ERROR, INFO, WARNING, Finding, history_findings, note_findings
+from planner.findings import age_text, size_text
+from planner.lint import ERROR, INFO, WARNING, Finding, history_findings, note_findings, tolerant_catalog
 from planner.nontransactional import interrupted_findings
 from planner.schema import quote_identifier
 
@@ -79,7 +80,7 @@ def _leftover_copies() -> list[Finding]:
             size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
             findings.append(Finding(
                 WARNING, "leftover-rehearsal-copy", None,
-                f"{path} ({_size(size)}) is a copy of a database that an older apm left when it was stopped "
+                f"{path} ({size_text(size)}) is a copy of a database that an older apm left when it was stopped "
                 f"mid-rehearsal; this version never copies, so nothing uses it",
                 f"rm -rf {path}", "database"))
     return findings
@@ -201,7 +202,7 @@ def _ledger(conn: sqlite3.Connection, db_path: Path, catalog_dir: Path) -> list[
         return findings + [Finding(ERROR, "ledger-unreadable", None, f"{TABLE} cannot be read: {exc}",
                                    _restore_fix(db_path, list_backups(db_path)), "database")]
     try:
-        catalog, files, unloadable = _tolerant_catalog(catalog_dir)
+        catalog, files, unloadable = tolerant_catalog(catalog_dir)
     except CatalogError as exc:
         return findings + [Finding(ERROR, "catalog-invalid", None, str(exc),
                                    "apm migrate check  # lists every problem of the catalog", "catalog")]
@@ -210,36 +211,6 @@ def _ledger(conn: sqlite3.Connection, db_path: Path, catalog_dir: Path) -> list[
     findings.extend(history_findings(catalog, entries, files, unloadable))
     findings.extend(note_findings(catalog, Ledger(conn).notes()))
     return findings
-
-
-def _tolerant_catalog(directory: Path):
-    """The catalog as far as it loads: the doctor diagnoses a database even when some files are broken."""
-    from planner.catalog import Catalog
-    from planner.loader import migration_files, scan_catalog
-
-    migrations, problems = scan_catalog(directory)
-    unloadable = {p.versions[0] for p in problems if p.versions}
-    catalog, _ = Catalog.build(directory, migrations, unloadable=unloadable)
-    files, _ = migration_files(directory)
-    return catalog, files, unloadable
-
-
-def _age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.0f} h"
-    return f"{seconds / 86400:.0f} days"
-
-
-def _size(size: int) -> str:
-    for unit in ("bytes", "KiB", "MiB"):
-        if size < 1024 or unit == "MiB":
-            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size} bytes"
 
 
 def _backups(db_path: Path, backups: list[Path]) -> list[Finding]:
@@ -256,6 +227,6 @@ def _backups(db_path: Path, backups: list[Path]) -> list[Finding]:
         stat = path.stat()
         findings.append(Finding(
             INFO, "backup", None,
-            f"backup {path.name}, {_age(now - stat.st_mtime)} old, {_size(stat.st_size)}",
+            f"backup {path.name}, {age_text(now - stat.st_mtime)} old, {size_text(stat.st_size)}",
             f"apm --db {db_path} migrate restore {path}", "database", path))
     return findings
