@@ -40,6 +40,10 @@ class StepEffects:
     dropped_columns: list[tuple[str, str, tuple[int, int]]] = field(default_factory=list)
     rebuilds: dict[str, tuple[dict[str, str], list[str]]] = field(default_factory=dict)
     deleted: dict[str, int] = field(default_factory=dict)
+    #: Rows deleted from a table this plan created: its own, not loss.
+    deleted_own: dict[str, int] = field(default_factory=dict)
+    #: (table, old column, values) a ``rebuild_table`` conversion changed, of values from before the plan.
+    converted: list[tuple[str, str, int]] = field(default_factory=list)
     inserted: dict[str, int] = field(default_factory=dict)
     rows_before: dict[str, int] = field(default_factory=dict)
     statements: list[str] = field(default_factory=list)
@@ -67,7 +71,7 @@ def carried_columns(new: list[str], old: list[str], convert: dict[str, str]) -> 
 
 def resolve(
     effects: StepEffects,
-    counts: dict[tuple[str, str], int],
+    counts: dict[tuple[str, str, str], int],
     columns_of: Callable[[str], list[str] | None],
     row_count: Callable[[str], int],
 ) -> tuple[list[SchemaChange], list[DataImpact]]:
@@ -119,9 +123,13 @@ def resolve(
     for table, column, (non_default, non_null) in effects.dropped_columns:
         changes.append(SchemaChange("column", "removed", column, table=table))
         impact.append(DataImpact("dropped-column", table, column, count=non_default, non_null=non_null))
-    for (table, column), n in sorted(counts.items()):
-        if column:
+    for table, column, n in effects.converted:
+        impact.append(DataImpact("overwritten-values", table, column, count=n))
+    for (table, column, kind), n in sorted(counts.items()):
+        if kind == "overwritten":
             impact.append(DataImpact("overwritten-values", table, column, count=n))
+        elif kind == "set":
+            changes.append(SchemaChange("values", "changed", column, table=table, after=n))
         else:
             effects.deleted[table] = effects.deleted.get(table, 0) + n
     for table, n in sorted(effects.deleted.items()):
@@ -130,6 +138,9 @@ def resolve(
         before = effects.rows_before.get(table)
         impact.append(DataImpact("deleted-rows", table, count=n, before=before,
                                  after=None if before is None else row_count(table)))
+    for table, n in sorted(effects.deleted_own.items()):
+        if columns_of(table) is not None:
+            changes.append(SchemaChange("rows", "removed", table, table=table, before=n))
     for table, n in sorted(effects.inserted.items()):
         changes.append(SchemaChange("rows", "added", table, table=table, after=n))
     return changes, impact

@@ -217,11 +217,15 @@ def rebuild_table(
         _run(conn, table, "creating the new table", new.renamed(temporary))
         new_columns = _columns(conn, temporary)
         _refuse_unsafe(table, new_columns, old_columns, convert, dependents)
+        same_rowids = _copy_rows(conn, table, temporary, "without" in old.tail | new.tail, new_columns, old_columns,
+                                 convert)
         observe = getattr(conn, "observe_rebuild", None)
-        if observe is not None:  # a preview is watching: say which columns carry over, and as what
-            observe(table, *carried_columns([c.name for c in new_columns], [c.name for c in old_columns.values()],
-                                            {key: expr for key, (_, expr) in convert.items()}))
-        _copy_rows(conn, table, temporary, "without" in old.tail | new.tail, new_columns, old_columns, convert)
+        if observe is not None:  # say which columns carry over, and as what (a preview reports renames, not loss)
+            carried, dropped = carried_columns([c.name for c in new_columns], [c.name for c in old_columns.values()],
+                                               {key: expr for key, (_, expr) in convert.items()})
+            changed = (_converted_values(conn, table, temporary, carried, old_columns, convert, same_rowids)
+                       if getattr(conn, "watched", False) else {})
+            observe(table, carried, dropped, [c.name for c in new_columns], changed)
 
         for obj in reversed(dependents):  # what only mentions the table survives DROP TABLE; clear it first
             if obj.tbl_name.lower() != table.lower():
@@ -289,7 +293,8 @@ def _copy_rows(
     new_columns: list[_Column],
     old_columns: Mapping[str, _Column],
     convert: Mapping[str, tuple[str, str]],
-) -> None:
+) -> bool:
+    """Copy the rows into the new table; whether each kept its rowid (so old and new rows can be paired)."""
     targets, sources = [], []
     for column in new_columns:
         key = column.name.lower()
@@ -312,13 +317,56 @@ def _copy_rows(
         1 for c in new_columns if c.pk
     ) == 1
     shadowed = {"rowid", "oid", "_rowid_"} & (set(old_columns) | {c.name.lower() for c in new_columns})
+    same_rowids = False
     if not has_alias and not without_rowid and not shadowed:
         targets.insert(0, "rowid")
         sources.insert(0, "rowid")
+        same_rowids = True
+    elif has_alias:  # the alias column is the rowid: copied as it was, the rows keep their rowids
+        alias = next(c.name.lower() for c in new_columns if c.pk)
+        same_rowids = alias in old_columns and alias not in convert
     _run(
         conn, table, "copying the rows",
         f"INSERT INTO {quote_identifier(temporary)} ({', '.join(targets)}) SELECT {', '.join(sources)} FROM {quote_identifier(table)}",
     )
+    return same_rowids
+
+
+def _converted_values(
+    conn: sqlite3.Connection,
+    table: str,
+    temporary: str,
+    carried: Mapping[str, str],
+    old_columns: Mapping[str, _Column],
+    convert: Mapping[str, tuple[str, str]],
+    same_rowids: bool,
+) -> dict[str, int]:
+    """Per old column a ``convert`` rewrites, the values that existed and do not come back the same (clamping 9
+    to 5 changes one; ``CAST(price AS INTEGER)`` changes 19.99, not 20.0), as PostgreSQL's preview counts an
+    ``ALTER COLUMN ... TYPE ... USING``. A conversion that merges several old columns into one is not counted.
+
+    The new value is read from the new table where each row kept its rowid (so the new column's type applies,
+    as it does to what is stored), else the expression is compared on the old table.
+    """
+    pairs = []  # (old column, new column, expression)
+    for key, (name, expression) in convert.items():
+        sources = [old for old, new in carried.items() if new.lower() == key]
+        old = key if key in old_columns else (sources[0].lower() if len(sources) == 1 else None)
+        if old is not None and old in old_columns and old_columns[old].name in carried:
+            pairs.append((old_columns[old].name, name, expression))
+    if not pairs:
+        return {}
+    if same_rowids:
+        sums = [f"COALESCE(SUM(o.{quote_identifier(old)} IS NOT NULL AND o.{quote_identifier(old)} IS NOT "
+                f"n.{quote_identifier(new)}), 0)" for old, new, _ in pairs]
+        sql = (f"SELECT {', '.join(sums)} FROM {quote_identifier(table)} AS o "
+               f"JOIN {quote_identifier(temporary)} AS n ON n.rowid = o.rowid")
+    else:
+        sums = [f"COALESCE(SUM({quote_identifier(old)} IS NOT NULL AND {quote_identifier(old)} IS NOT ({expression})),"
+                f" 0)" for old, _, expression in pairs]
+        sql = f"SELECT {', '.join(sums)} FROM {quote_identifier(table)}"
+    row = conn.execute(sql).fetchone()
+    return {old: int(n) for (old, _, _), n in zip(pairs, row)}
 
 
 def _is_table_constraint(tokens: list[Token]) -> bool:

@@ -251,9 +251,10 @@ def test_the_same_catalog_previews_with_the_same_lines_on_both_engines(pg_url, c
     lines = {}
     for engine, db in (("sqlite", str(tmp_path / "same.db")), ("postgresql", pg_url)):
         result = apm(db, "migrate", "--dry-run", "--json", catalog=catalog_dir)
-        assert result.returncode == 7, result.stderr  # the DELETE loses a row on both
+        assert result.returncode == 0, result.stderr  # the DELETE takes a row the plan wrote: no loss, on both
         lines[engine] = json.loads(result.stdout)["lines"]
     assert lines["postgresql"] == lines["sqlite"]
+    assert "0002 apply: deletes 1 row of users (rows this plan wrote)" in lines["sqlite"]
     assert "0001 apply: adds index users_note" in lines["sqlite"] and "0002 apply: adds column users.age" in lines["sqlite"]
 
 
@@ -279,3 +280,75 @@ def test_values_an_alter_column_type_changes_are_counted(pg_url, catalog_dir):
     assert report["unchecked"] == ["0001"]
     assert query(pg_url, "SELECT amount FROM prices ORDER BY amount") == [(Decimal("19.99"), ), (Decimal("20.00"), ),
                                                                           (None, )]
+
+
+def both_engines(pg_url: str, catalog_dir: Path, tmp_path: Path, setup: str, *upgrades: str) -> dict[str, tuple]:
+    """``apm migrate --dry-run --json`` on a SQLite file and a PostgreSQL database both prepared by ``setup``
+    (committed before the plan: its data existed before it), the plan being ``upgrades`` as 0001, 0002...:
+    per engine, the exit code and the report's lines."""
+    import sqlite3
+
+    for n, body in enumerate(upgrades, 1):
+        write_migration(catalog_dir, f"{n:04d}", f"Step {n}", depends_on=(f"{n - 1:04d}",) if n > 1 else (),
+                        upgrade=body)
+    db = tmp_path / "same.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(setup)
+    conn.close()
+    if setup:
+        run_sql(pg_url, setup)
+    found = {}
+    for engine, target in (("sqlite", str(db)), ("postgresql", pg_url)):
+        result = apm(target, "migrate", "--dry-run", "--json", catalog=catalog_dir)
+        assert result.stdout, result.stderr
+        found[engine] = (result.returncode, json.loads(result.stdout)["lines"])
+    return found
+
+
+_STATUS = "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT DEFAULT 'new', b TEXT);" \
+          "INSERT INTO t (id) VALUES (1), (2); INSERT INTO t VALUES (3, 'old', 'kept'), (4, 'pending', NULL)"
+
+#: (setup, the plan's upgrades, exit code, lines): what both engines must say, word for word.
+SAME_LINES = {
+    # Issue 22 point 5: values equal to the column's default existed before the plan; changing them loses them.
+    "update-of-default-values-is-loss": (
+        _STATUS, ["conn.execute(\"UPDATE t SET a = 'pending' WHERE a = 'new'\")"], 7,
+        ["0001 apply: overwrites 2 values of t.a"]),
+    # NULLs are filled, not overwritten; a value set to itself is not changed.
+    "nulls-are-set-and-equal-values-unchanged": (
+        _STATUS, ["conn.execute(\"UPDATE t SET b = 'x' WHERE b IS NULL\")\n"
+                  "conn.execute(\"UPDATE t SET a = 'pending' WHERE id = 4\")"], 0,
+        ["0001 apply: sets 3 values of t.b (none held data from before this plan)"]),
+    # A column the plan added (its default filled it) and then backfilled: the plan's own values.
+    "backfill-of-a-column-the-plan-added-is-not-loss": (
+        _STATUS, ["conn.execute(\"ALTER TABLE t ADD COLUMN status TEXT DEFAULT 'new'\")",
+                  "conn.execute(\"UPDATE t SET status = 'done' WHERE id <= 2\")"], 0,
+        ["0001 apply: adds column t.status",
+         "0002 apply: sets 2 values of t.status (none held data from before this plan)"]),
+    # ... and rows of a table the plan created, updated and deleted in a later step.
+    "rows-of-a-table-the-plan-created": (
+        "", ["conn.execute(\"CREATE TABLE n (id INTEGER PRIMARY KEY, a TEXT DEFAULT 'new')\")\n"
+             "conn.execute('INSERT INTO n (id) VALUES (1), (2), (3)')",
+             "conn.execute(\"UPDATE n SET a = 'x' WHERE id = 1\")\nconn.execute('DELETE FROM n WHERE id > 1')"], 0,
+        ["0001 apply: adds table n",
+         "0002 apply: sets 1 value of n.a (none held data from before this plan)",
+         "0002 apply: deletes 2 rows of n (rows this plan wrote)"]),
+    # Deleting rows whose values are all defaults still deletes rows that existed.
+    "delete-of-default-valued-rows": (
+        _STATUS, ["conn.execute(\"DELETE FROM t WHERE a = 'new'\")"], 7,
+        ["0001 apply: deletes 2 rows of t (4 → 2)"]),
+    "update-from-of-default-values": (
+        _STATUS + "; CREATE TABLE src (id INTEGER, a TEXT); INSERT INTO src VALUES (1, 'x'), (3, 'y')",
+        ["conn.execute('UPDATE t SET a = src.a FROM src WHERE src.id = t.id')"], 7,
+        ["0001 apply: overwrites 2 values of t.a"]),
+}
+
+
+@pytest.mark.parametrize("case", SAME_LINES, ids=list(SAME_LINES))
+def test_both_engines_count_changed_values_alike(pg_url, catalog_dir, tmp_path, case):
+    """Every value that existed before the plan and is changed or removed counts, whatever it equals; NULLs and
+    what the plan wrote do not; and a step that changed values never reads as no change (issue 22, point 5)."""
+    setup, upgrades, code, lines = SAME_LINES[case]
+    found = both_engines(pg_url, catalog_dir, tmp_path, setup, *upgrades)
+    assert found["sqlite"] == (code, lines)
+    assert found["postgresql"] == (code, lines)

@@ -12,8 +12,15 @@ the statement touches:
 * a column about to be dropped (``ALTER TABLE ... DROP COLUMN``): its values;
 * rows about to be deleted: counted by the statement itself (``rowcount``),
   or, when a trigger does the deleting, by a TEMP trigger that counts them;
-* values about to be overwritten by ``UPDATE``: a TEMP trigger counts each
-  non-NULL value that changes, per table and column.
+* values about to be changed by ``UPDATE`` (an upsert's included): a TEMP
+  trigger counts each value that changes, per table and column: a value
+  that existed before the plan and was not NULL is overwritten (loss); a
+  NULL, or a value the plan wrote (a table it created, a column it added,
+  then backfilled), is only set.
+
+Which tables and columns the plan wrote is kept across its steps
+(``_fresh``): the same rule as PostgreSQL's preview, which tells them by
+the catalog's oids.
 
 Work is proportional to what a step touches, never to the size of the
 schema or of the database. At the end of the step the effects are netted:
@@ -67,6 +74,11 @@ class StepObserver:
         self._counted: set[tuple[str, str]] = set()
         self._tracing = False
         self._counts_ready = False
+        #: Tables (lower-cased) the plan created, or the columns it added to a table it did not create (a table
+        #: created by the plan maps to ``None``): what they hold, the plan wrote. Kept across steps.
+        self._fresh: dict[str, set[str] | None] = {}
+        #: A rebuild under way: its table's fresh columns once the new table is renamed into place.
+        self._rebuilding: dict[str, set[str] | None] = {}
 
     # -- the callbacks -----------------------------------------------------------------------
 
@@ -113,12 +125,29 @@ class StepObserver:
         self._counted.clear()
         return (*resolve(self.effects, counts, self._table_columns, self._row_count), self.effects.statements)
 
-    def note_rebuild(self, table: str, carried: dict[str, str], dropped: Sequence[str]) -> None:
-        """``rebuild_table`` is about to rebuild ``table``: ``carried`` maps old columns to their new names."""
+    def note_rebuild(self, table: str, carried: dict[str, str], dropped: Sequence[str],
+                     columns: Sequence[str] = (), changed: dict[str, int] | None = None) -> None:
+        """``rebuild_table`` is about to rebuild ``table``: ``carried`` maps old columns to their new names,
+        ``columns`` are the new table's, ``changed`` counts the values a conversion changed, per old column."""
         values = self._column_values(table, list(dropped)) if dropped else {}
         self.effects.rebuilds[table] = (dict(carried), list(dropped))
         for column in dropped:
             self.effects.dropped_columns.append((table, column, values.get(column, (0, 0))))
+        before = self._fresh.get(table.lower(), set())
+        if before is None:
+            self._rebuilding[table.lower()] = None
+        else:  # what the plan wrote stays the plan's; the new table's new columns are filled by their defaults
+            kept = {new.lower() for old, new in carried.items() if old.lower() in before}
+            self._rebuilding[table.lower()] = kept | ({c.lower() for c in columns}
+                                                      - {new.lower() for new in carried.values()})
+        for column, n in sorted((changed or {}).items()):
+            if n and not self.written_by_plan(table, column):
+                self.effects.converted.append((table, column, n))
+
+    def written_by_plan(self, table: str, column: str | None = None) -> bool:
+        """Whether ``table`` (or its ``column``) was created by this plan: what it holds is no earlier data."""
+        fresh = self._fresh.get(table.lower(), set())
+        return fresh is None or (column is not None and column.lower() in fresh)
 
     # -- before and after each statement ------------------------------------------------------
 
@@ -162,17 +191,28 @@ class StepObserver:
             added = self._row_count(table) - before
             replaced = rowcount - added if rowcount > added else 0
             if replaced and not _upsert_only(events, table):
-                effects.rows_before.setdefault(table, before)
-                effects.deleted[table] = effects.deleted.get(table, 0) + replaced
+                self._deleted(table, replaced, before)
             if added > 0:
                 effects.inserted[table] = effects.inserted.get(table, 0) + added
         for action, table, _, database, source in events:
             if source is not None or not _ours(table, database) or table in counted:
                 continue
-            if action == sqlite3.SQLITE_DELETE and table not in effects.dropped_tables and rowcount > 0:
-                effects.deleted[table] = effects.deleted.get(table, 0) + rowcount
+            # A table dropped and put back by hand is compared as a whole at the end; rebuild_table's is not.
+            if (action == sqlite3.SQLITE_DELETE and rowcount > 0
+                    and (table not in effects.dropped_tables or table in effects.rebuilds)):
+                self._deleted(table, rowcount)
             elif action == sqlite3.SQLITE_INSERT and table not in effects.created and rowcount > 0:
                 effects.inserted[table] = effects.inserted.get(table, 0) + rowcount
+
+    def _deleted(self, table: str, rows: int, before: int | None = None) -> None:
+        """Rows a statement deleted: lost, unless the plan wrote the table (then they were its own)."""
+        effects = self.effects
+        if self.written_by_plan(table):
+            effects.deleted_own[table] = effects.deleted_own.get(table, 0) + rows
+            return
+        if before is not None:
+            effects.rows_before.setdefault(table, before)
+        effects.deleted[table] = effects.deleted.get(table, 0) + rows
 
     def _measure(self, sql: str, events: list[tuple]) -> None:
         effects = self.effects
@@ -186,19 +226,22 @@ class StepObserver:
                 effects.shrunk.add(arg2)
             if action == sqlite3.SQLITE_DROP_TABLE and _ours(arg1, database):
                 self._dropping_table(arg1)
+                self._fresh.pop(arg1.lower(), None)
             elif action == sqlite3.SQLITE_ALTER_TABLE and _ours(arg2, arg1):
                 # For ALTER TABLE SQLite passes (database, table) and, for DROP COLUMN only, the column.
                 self._altering(arg2, database, sql, events)
             elif action == sqlite3.SQLITE_DELETE and _ours(arg1, database) and arg1 not in dropping:
-                if arg1 not in effects.rows_before and arg1 not in effects.created:
+                if arg1 not in effects.rows_before and not self.written_by_plan(arg1):
                     effects.rows_before[arg1] = self._row_count(arg1)
                 if source is not None:  # deleted by a trigger: rowcount does not see it
                     self._count_deletes(arg1)
-            elif action == sqlite3.SQLITE_UPDATE and _ours(arg1, database) and arg1 not in effects.created:
+            elif action == sqlite3.SQLITE_UPDATE and _ours(arg1, database):
                 self._count_overwrites(arg1, arg2)
             elif action in _CREATES and database == "main" and arg1 and not arg1.lower().startswith("sqlite_"):
                 if arg1.lower() not in _IGNORED and (arg2 or "").lower() not in _IGNORED:
                     effects.created[arg1] = _CREATES[action]
+                    if action == sqlite3.SQLITE_CREATE_TABLE:
+                        self._fresh[arg1.lower()] = None
                     if action in (sqlite3.SQLITE_CREATE_INDEX, sqlite3.SQLITE_CREATE_TRIGGER) and arg2:
                         effects.owners[arg1] = arg2
                     effects.dropped.pop(arg1, None)
@@ -226,6 +269,9 @@ class StepObserver:
         if dropped_column is not None:  # SQLite names the column only for DROP COLUMN
             values = self._column_values(table, [dropped_column]).get(dropped_column, (0, 0))
             effects.dropped_columns.append((table, dropped_column, values))
+            fresh = self._fresh.get(table.lower())
+            if fresh is not None:
+                fresh.discard(dropped_column.lower())
             return
         words = [t.name for t in tokens(sql) if t.name is not None]
         if "rename" in words:
@@ -235,14 +281,26 @@ class StepObserver:
                 effects.renamed_tables[new] = effects.renamed_tables.pop(table, table)
                 if table in effects.created:
                     effects.created[new] = effects.created.pop(table)
+                fresh = self._fresh.pop(table.lower(), set())
+                if new.lower() in self._rebuilding:  # rebuild_table puts its new table in place
+                    fresh = self._rebuilding.pop(new.lower())
+                if fresh != set():
+                    self._fresh[new.lower()] = fresh
             else:
                 old, new = renamed_column(sql)
                 if old and new:
                     effects.renamed_columns.append((table, old, new))
+                    fresh = self._fresh.get(table.lower())
+                    if fresh is not None and old.lower() in fresh:
+                        fresh.discard(old.lower())
+                        fresh.add(new.lower())
         elif "add" in words:
             column = name_after(sql, "column") or name_after(sql, "add")
             if column:
                 effects.added_columns.append((table, column))
+                fresh = self._fresh.setdefault(table.lower(), set())
+                if fresh is not None:
+                    fresh.add(column.lower())
 
     def foreign_key_tables(self) -> list[str]:
         """The tables whose foreign keys this step can have broken, so far: what it touched, and the children of
@@ -296,30 +354,31 @@ class StepObserver:
 
     def _counts_table(self) -> None:
         if not self._counts_ready:
-            self.conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_COUNTS} "
-                              "(tbl TEXT NOT NULL, col TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (tbl, col))")
+            self.conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_COUNTS} (tbl TEXT NOT NULL, col TEXT NOT NULL, "
+                              "kind TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (tbl, col, kind))")
             self.conn.execute(f"DELETE FROM temp.{_COUNTS}")
             self._counts_ready = True
 
     def _count_deletes(self, table: str) -> None:
-        self._add_counter(table, "", f"AFTER DELETE ON main.{quote_identifier(table)}")
+        self._add_counter(table, "", f"AFTER DELETE ON main.{quote_identifier(table)}", "'deleted'")
 
     def _count_overwrites(self, table: str, column: str | None) -> None:
-        """Count the values an UPDATE really replaces: not NULL, not the column's default, and changed.
+        """Count the values an UPDATE changes: ``overwritten`` if the value existed before the plan and was not
+        NULL (whatever it was: a default is a value like any other), ``set`` if it was NULL or the plan wrote it.
 
-        A default is no data anyone entered (the same rule as a dropped
-        column's "non-default values"), so filling in a column that held
-        only its default is not reported as loss.
+        A column the plan added (with its default) and then backfilled held
+        nothing anyone entered, so filling it in is not loss; that is told by
+        where the column came from, never by what its values look like.
         """
         if column is None:
             return
         quoted = quote_identifier(column)
-        default = next((d for name, _, _, d, _, _ in table_xinfo(self.conn, table) if name == column), None)
-        held = f" AND OLD.{quoted} IS NOT ({default})" if default is not None else ""
+        kind = "'set'" if self.written_by_plan(table, column) else \
+            f"CASE WHEN OLD.{quoted} IS NULL THEN 'set' ELSE 'overwritten' END"
         self._add_counter(table, column, f"AFTER UPDATE OF {quoted} ON main.{quote_identifier(table)} "
-                                         f"WHEN OLD.{quoted} IS NOT NULL AND OLD.{quoted} IS NOT NEW.{quoted}{held}")
+                                         f"WHEN OLD.{quoted} IS NOT NEW.{quoted}", kind)
 
-    def _add_counter(self, table: str, column: str, when: str) -> None:
+    def _add_counter(self, table: str, column: str, when: str, kind: str) -> None:
         if (table, column) in self._counted:
             return
         self._counts_table()
@@ -328,16 +387,16 @@ class StepObserver:
         self._triggers.append(name)
         self.conn.execute(
             f"CREATE TEMP TRIGGER {quote_identifier(name)} {when} BEGIN "
-            f"INSERT INTO {_COUNTS} VALUES ({_literal(table)}, {_literal(column)}, 1) "
-            f"ON CONFLICT (tbl, col) DO UPDATE SET n = n + 1; END"
+            f"INSERT INTO {_COUNTS} VALUES ({_literal(table)}, {_literal(column)}, {kind}, 1) "
+            f"ON CONFLICT (tbl, col, kind) DO UPDATE SET n = n + 1; END"
         )
 
-    def _read_counts(self) -> dict[tuple[str, str], int]:
+    def _read_counts(self) -> dict[tuple[str, str, str], int]:
         if not self._counts_ready:
             return {}
-        rows = self.conn.execute(f"SELECT tbl, col, n FROM temp.{_COUNTS}").fetchall()
+        rows = self.conn.execute(f"SELECT tbl, col, kind, n FROM temp.{_COUNTS}").fetchall()
         self.conn.execute(f"DELETE FROM temp.{_COUNTS}")
-        return {(table, column): n for table, column, n in rows}
+        return {(table, column, kind): n for table, column, kind, n in rows}
 
 
 _GROWS = (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_CREATE_TABLE)
