@@ -352,3 +352,20 @@ def test_both_engines_count_changed_values_alike(pg_url, catalog_dir, tmp_path, 
     found = both_engines(pg_url, catalog_dir, tmp_path, setup, *upgrades)
     assert found["sqlite"] == (code, lines)
     assert found["postgresql"] == (code, lines)
+
+
+def test_a_conversion_that_clamps_values_overwrites_them_on_both_engines(pg_url, catalog_dir, tmp_path):
+    """Issue 22 point 8: SQLite's rebuild_table(convert=...) and PostgreSQL's ALTER COLUMN ... TYPE ... USING
+    count the values they change in the same words."""
+    upgrade = ("if conn.engine == 'sqlite':\n"
+               "    from planner import rebuild_table\n"
+               "    rebuild_table(conn, 'reviews', 'CREATE TABLE reviews (id INTEGER PRIMARY KEY, rating INTEGER)',\n"
+               "                  convert={'rating': 'MIN(MAX(rating, 1), 5)'})\n"
+               "else:\n"
+               "    conn.execute('ALTER TABLE reviews ALTER COLUMN rating TYPE integer "
+               "USING LEAST(GREATEST(rating, 1), 5)')")
+    found = both_engines(pg_url, catalog_dir, tmp_path, "CREATE TABLE reviews (id INTEGER PRIMARY KEY, rating INTEGER);"
+                         "INSERT INTO reviews VALUES (1, 9), (2, -3), (3, 4), (4, NULL)", upgrade)
+    for engine in ("sqlite", "postgresql"):
+        code, lines = found[engine]
+        assert code == 7 and "0001 apply: overwrites 2 values of reviews.rating" in lines, (engine, lines)
