@@ -33,6 +33,9 @@ class StepEffects:
     created: dict[str, str] = field(default_factory=dict)  # name -> kind (table, index, trigger, view)
     owners: dict[str, str] = field(default_factory=dict)  # index or trigger -> its table
     dropped: dict[str, str] = field(default_factory=dict)  # name -> kind, for objects that existed before
+    #: index, trigger or view that existed before the step and was dropped -> its SQL then: created again under
+    #: the same name, it was recreated (a change only if its SQL differs), not added.
+    dropped_sql: dict[str, str | None] = field(default_factory=dict)
     dropped_tables: dict[str, TableState] = field(default_factory=dict)
     renamed_tables: dict[str, str] = field(default_factory=dict)  # new name -> old name
     added_columns: list[tuple[str, str]] = field(default_factory=list)
@@ -74,6 +77,7 @@ def resolve(
     counts: dict[tuple[str, str, str], int],
     columns_of: Callable[[str], list[str] | None],
     row_count: Callable[[str], int],
+    sql_of: Callable[[str], str | None] = lambda name: None,
 ) -> tuple[list[SchemaChange], list[DataImpact]]:
     """Net a step's effects into schema changes and data impact, as a person would describe them."""
     changes: list[SchemaChange] = []
@@ -111,6 +115,11 @@ def resolve(
     for name, kind in sorted(effects.created.items()):
         if name in rebuilt or effects.owners.get(name) in rebuilt:
             continue  # a rebuilt table, and the indexes and triggers it got back
+        if name in effects.dropped_sql:  # dropped and made again (a rebuild recreates the views over its table)
+            before, after = effects.dropped_sql[name], sql_of(name)
+            if " ".join((before or "").split()) != " ".join((after or "").split()):
+                changes.append(SchemaChange(kind, "changed", name, before=before, after=after))
+            continue
         changes.append(SchemaChange(kind, "added", name))
     for name, kind in sorted(effects.dropped.items()):
         if kind == "table" or name in effects.created:

@@ -341,6 +341,13 @@ SAME_LINES = {
         _STATUS + "; CREATE TABLE src (id INTEGER, a TEXT); INSERT INTO src VALUES (1, 'x'), (3, 'y')",
         ["conn.execute('UPDATE t SET a = src.a FROM src WHERE src.id = t.id')"], 7,
         ["0001 apply: overwrites 2 values of t.a"]),
+    # Issue 22 point 22: a view dropped and made again is not added: unchanged, it is not news; else it changed.
+    "a-view-made-again-is-not-added": (
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT); CREATE VIEW v AS SELECT id, a FROM t;"
+        "CREATE VIEW w AS SELECT id FROM t",
+        ["conn.execute('DROP VIEW v')\nconn.execute('CREATE VIEW v AS SELECT id, a FROM t')\n"
+         "conn.execute('DROP VIEW w')\nconn.execute('CREATE VIEW w AS SELECT id, a FROM t')"], 0,
+        ["0001 apply: changes view w (its SQL differs)"]),
 }
 
 

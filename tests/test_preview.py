@@ -390,6 +390,25 @@ def test_an_update_after_a_rebuild_in_the_same_step_is_counted(people):
     assert "0002 apply: sets 1 value of t.n (none held data from before this plan)" in lines
 
 
+def test_a_rebuild_recreates_the_views_over_its_table_without_adding_them(people):
+    """Issue 22 point 22: rebuild_table drops and recreates the views over its table: they were there before."""
+    catalog_dir, db = people
+    write_migration(catalog_dir, "0002", "Views", depends_on=("0001",), upgrade="""
+        conn.execute("CREATE VIEW named AS SELECT id, z FROM t")
+        conn.execute("CREATE TABLE log (id INTEGER)")
+        conn.execute("CREATE TRIGGER t_log AFTER INSERT ON log BEGIN DELETE FROM t WHERE id = NEW.id; END")
+    """)
+    catalog = load_catalog(catalog_dir)
+    Executor(db, create=True, catalog=catalog).run(apply_plan(catalog, []))
+    write_migration(catalog_dir, "0003", "Rebuild", depends_on=("0002",), extra="from planner import rebuild_table\n",
+                    upgrade="""
+        rebuild_table(conn, "t", "CREATE TABLE t (id INTEGER PRIMARY KEY, z TEXT NOT NULL, c TEXT, keep TEXT)")
+    """)
+    catalog = load_catalog(catalog_dir)
+    result = preview(db, apply_plan(catalog, read_ledger(db)), catalog)
+    assert result.describe() == ["0003 apply: rebuilds table t (copies its rows into the new shape)"]
+
+
 def test_a_rebuild_conversion_that_changes_values_overwrites_them(people):
     """Issue 22 point 8: a convert that clamps or cuts values changes them, as an ALTER COLUMN TYPE on
     PostgreSQL does; one that only renames or re-encodes identical values does not."""

@@ -123,7 +123,8 @@ class StepObserver:
             self.conn.execute(f"DROP TRIGGER IF EXISTS temp.{quote_identifier(name)}")
         self._triggers.clear()
         self._counted.clear()
-        return (*resolve(self.effects, counts, self._table_columns, self._row_count), self.effects.statements)
+        return (*resolve(self.effects, counts, self._table_columns, self._row_count, self._sql_of),
+                self.effects.statements)
 
     def note_rebuild(self, table: str, carried: dict[str, str], dropped: Sequence[str],
                      columns: Sequence[str] = (), changed: dict[str, int] | None = None) -> None:
@@ -248,6 +249,8 @@ class StepObserver:
             elif action in _DROPS and database == "main" and arg1 and not arg1.lower().startswith("sqlite_"):
                 if effects.created.pop(arg1, None) is None:
                     effects.dropped[arg1] = _DROPS[action]
+                    if action != sqlite3.SQLITE_DROP_TABLE:
+                        effects.dropped_sql[arg1] = self._sql_of(arg1)
 
     def _dropping_table(self, table: str) -> None:
         effects = self.effects
@@ -325,6 +328,10 @@ class StepObserver:
             f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ({marks})", sorted(scope)))
 
     # -- measuring -----------------------------------------------------------------------------
+
+    def _sql_of(self, name: str) -> str | None:
+        row = self.conn.execute("SELECT sql FROM main.sqlite_master WHERE name = ? COLLATE NOCASE", (name,)).fetchone()
+        return None if row is None else row[0]
 
     def _row_count(self, table: str) -> int:
         return self.conn.execute(f"SELECT COUNT(*) FROM main.{quote_identifier(table)}").fetchone()[0]
