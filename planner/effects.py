@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from planner.preview import DataImpact
 from planner.schema import SchemaChange
-from planner.sql import names
+from planner.sql import names, tokens
 
 
 @dataclass
@@ -24,6 +24,8 @@ class TableState:
     columns: list[str]
     #: column -> (non-NULL values that differ from the column's default, non-NULL values)
     values: dict[str, tuple[int, int]]
+    #: its ``CREATE TABLE``: a table put back in its place with other named constraints added or dropped them
+    sql: str | None = None
 
 
 @dataclass
@@ -42,6 +44,8 @@ class StepEffects:
     renamed_columns: list[tuple[str, str, str]] = field(default_factory=list)  # table, old, new
     dropped_columns: list[tuple[str, str, tuple[int, int]]] = field(default_factory=list)
     rebuilds: dict[str, tuple[dict[str, str], list[str]]] = field(default_factory=dict)
+    #: a table ``rebuild_table`` rebuilt -> its ``CREATE TABLE`` before
+    rebuilt_sql: dict[str, str | None] = field(default_factory=dict)
     deleted: dict[str, int] = field(default_factory=dict)
     #: Rows deleted from a table this plan created: its own, not loss.
     deleted_own: dict[str, int] = field(default_factory=dict)
@@ -70,6 +74,15 @@ def carried_columns(new: list[str], old: list[str], convert: dict[str, str]) -> 
         for used in sorted(names(expression) & old_names.keys()):
             carried.setdefault(old_names[used], new_names.get(key, key))
     return carried, [name for name in old if name not in carried]
+
+
+def named_constraints(sql: str | None) -> set[str]:
+    """The names a ``CREATE TABLE`` gives its constraints (``CONSTRAINT rating_range CHECK (...)``): a rebuild
+    that adds or drops one says so, in the words PostgreSQL's preview uses for ``ADD CONSTRAINT``. Unnamed
+    constraints have no name to tell them by; the rebuild line covers them."""
+    found = tokens(sql or "")
+    return {found[i + 1].text.strip('"`[]') for i, token in enumerate(found[:-1])
+            if token.kind == "word" and token.name == "constraint" and found[i + 1].name is not None}
 
 
 def resolve(
@@ -102,6 +115,10 @@ def resolve(
             impact.append(DataImpact("deleted-rows", table, count=state.rows - after, before=state.rows, after=after))
     for table in sorted(rebuilt):
         changes.append(SchemaChange("table", "rebuilt", table, table=table))
+        before = effects.rebuilt_sql.get(table) or effects.dropped_tables[table].sql
+        old, new = named_constraints(before), named_constraints(sql_of(table))
+        changes += [SchemaChange("constraint", "removed", name, table=table) for name in sorted(old - new)]
+        changes += [SchemaChange("constraint", "added", name, table=table) for name in sorted(new - old)]
     for table, (carried, _) in sorted(effects.rebuilds.items()):
         for old, new in sorted(carried.items()):
             if old.lower() != new.lower():

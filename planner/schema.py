@@ -126,8 +126,8 @@ class SchemaChange:
 
     @property
     def qualified_name(self) -> str:
-        """``agents.metadata`` for a column, the plain name otherwise."""
-        return f"{self.table}.{self.name}" if self.kind == "column" and self.table else self.name
+        """``agents.metadata`` for a column, ``reviews.rating_range`` for a constraint, the plain name otherwise."""
+        return f"{self.table}.{self.name}" if self.kind in ("column", "constraint") and self.table else self.name
 
     def describe(self) -> str:
         """One line in the rehearsal's words: ``drops column agents.metadata (TEXT DEFAULT '{}')``."""

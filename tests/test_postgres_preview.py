@@ -282,21 +282,24 @@ def test_values_an_alter_column_type_changes_are_counted(pg_url, catalog_dir):
                                                                           (None, )]
 
 
-def both_engines(pg_url: str, catalog_dir: Path, tmp_path: Path, setup: str, *upgrades: str) -> dict[str, tuple]:
+def both_engines(pg_url: str, catalog_dir: Path, tmp_path: Path, setup: str | tuple[str, str],
+                 *upgrades: str) -> dict[str, tuple]:
     """``apm migrate --dry-run --json`` on a SQLite file and a PostgreSQL database both prepared by ``setup``
-    (committed before the plan: its data existed before it), the plan being ``upgrades`` as 0001, 0002...:
-    per engine, the exit code and the report's lines."""
+    (committed before the plan: its data existed before it; a pair is SQLite's and PostgreSQL's), the plan
+    being ``upgrades`` as 0001, 0002...: per engine, the exit code and the report's lines."""
     import sqlite3
+
+    sqlite_setup, pg_setup = (setup, setup) if isinstance(setup, str) else setup
 
     for n, body in enumerate(upgrades, 1):
         write_migration(catalog_dir, f"{n:04d}", f"Step {n}", depends_on=(f"{n - 1:04d}",) if n > 1 else (),
                         upgrade=body)
     db = tmp_path / "same.db"
     with sqlite3.connect(db) as conn:
-        conn.executescript(setup)
+        conn.executescript(sqlite_setup)
     conn.close()
-    if setup:
-        run_sql(pg_url, setup)
+    if pg_setup:
+        run_sql(pg_url, pg_setup)
     found = {}
     for engine, target in (("sqlite", str(db)), ("postgresql", pg_url)):
         result = apm(target, "migrate", "--dry-run", "--json", catalog=catalog_dir)
@@ -376,3 +379,32 @@ def test_a_conversion_that_clamps_values_overwrites_them_on_both_engines(pg_url,
     for engine in ("sqlite", "postgresql"):
         code, lines = found[engine]
         assert code == 7 and "0001 apply: overwrites 2 values of reviews.rating" in lines, (engine, lines)
+
+
+_TRIGGERED = ("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT); CREATE TABLE log (id INTEGER);",
+              "CREATE FUNCTION t_log_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO log VALUES (NEW.id); "
+              "RETURN NEW; END $$;")
+_TRIGGER = {"sqlite": "CREATE TRIGGER t_log AFTER INSERT ON t BEGIN INSERT INTO log VALUES (NEW.id); END",
+            "postgresql": "CREATE TRIGGER t_log AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION t_log_row()"}
+
+
+def test_constraints_triggers_and_functions_are_schema_changes_on_both_engines(pg_url, catalog_dir, tmp_path):
+    """Issue 22 point 14: PostgreSQL's preview said "no schema or data change" for a step adding a CHECK, or
+    dropping a trigger and its function. Both engines name the trigger and the named constraint alike;
+    PostgreSQL adds the function, which SQLite does not have."""
+    setup = (_TRIGGERED[0] + _TRIGGER["sqlite"], _TRIGGERED[0] + _TRIGGERED[1] + _TRIGGER["postgresql"])
+    drop = ("conn.execute('DROP TRIGGER t_log' + (' ON t' if conn.engine == 'postgresql' else ''))\n"
+            "if conn.engine == 'postgresql':\n    conn.execute('DROP FUNCTION t_log_row()')")
+    check = ("if conn.engine == 'sqlite':\n"
+             "    from planner import rebuild_table\n"
+             "    rebuild_table(conn, 't', 'CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, "
+             "CONSTRAINT a_known CHECK (a IS NOT NULL))', convert={'a': \"COALESCE(a, '')\"})\n"
+             "else:\n"
+             "    conn.execute(\"UPDATE t SET a = '' WHERE a IS NULL\")\n"
+             "    conn.execute('ALTER TABLE t ADD CONSTRAINT a_known CHECK (a IS NOT NULL)')")
+    found = both_engines(pg_url, catalog_dir, tmp_path, setup, drop, check)
+    assert found["sqlite"] == (0, ["0001 apply: drops trigger t_log",
+                                   "0002 apply: rebuilds table t (copies its rows into the new shape)",
+                                   "0002 apply: adds constraint t.a_known"])
+    assert found["postgresql"] == (0, ["0001 apply: drops function t_log_row", "0001 apply: drops trigger t_log",
+                                       "0002 apply: adds constraint t.a_known"])

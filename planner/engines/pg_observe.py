@@ -85,6 +85,7 @@ from planner.engines.pg_snapshot import (
     take,
     vanished_columns,
 )
+from planner.engines.pg_objects import Objects, object_changes
 from planner.engines.pg_step_catalog import Gates, begin_step, read_step
 from planner.engines.pg_sql import (
     Statement,
@@ -124,6 +125,8 @@ class PgObserver:
         self._last: Snapshot | None = None
         #: The catalog as the plan found it: a table or column not in it holds only what the plan wrote.
         self._origin: Snapshot | None = None
+        #: Constraints, triggers and functions as the last step left them (``pg_objects``).
+        self._objects: Objects | None = None
         #: Per step: (table, column) -> values an UPDATE set that held no data from before the plan.
         self._set: dict[tuple[str, str], int] = {}
         self._deleted_own: dict[str, int] = {}
@@ -146,6 +149,8 @@ class PgObserver:
         self._start = self._last if self._last is not None else take(self.conn, counters=False)
         if self._origin is None:
             self._origin = self._start
+        if self._objects is None:
+            self._objects = Objects.read(self.conn)
         begin_step(self.conn, self._stepping)  # the step's catalog rows carry its own transaction id
         self._stepping = True
         self.running = True
@@ -163,7 +168,7 @@ class PgObserver:
 
     def stop(self) -> None:
         self.running = False
-        self._last, self._gates, self._stepping = None, None, False
+        self._last, self._gates, self._stepping, self._objects = None, None, False, None
 
     # -- per statement: before, execute, after --------------------------------------
 
@@ -290,27 +295,26 @@ class PgObserver:
         alias = f" AS {quote(statement.alias)}" if statement.alias else ""
         ref = quote(statement.alias or statement.tables[0].split(".")[-1])
         source = f", {statement.source}" if statement.source else ""
-        # The table's oid rides along as a literal: the parameters are the statement's own.
-        oid = "'" + table.replace("'", "''") + "'::regclass::oid"
-        if parameters is not None:
-            oid = oid.replace("%", "%%")
-        counts = []
-        for c, e in statement.assignments:
+        # The table's oid rides along as a literal: the parameters are the statement's own. Each SET expression
+        # is written once, in the statement's order (then FROM, then WHERE), so the parameters line up; compared
+        # with its column where it stands, so an untyped literal takes the column's type, as in the UPDATE.
+        escape = (lambda text: text.replace("%", "%%")) if parameters is not None else (lambda text: text)
+        oid = escape("'" + table.replace("'", "''") + "'::regclass::oid")
+        kinds, counts = [], []
+        for n, (c, e) in enumerate(statement.assignments):
             old = f"{ref}.{quote(c)}"
-            changed = f"{old} IS DISTINCT FROM ({e})"
-            column = ("'" + c.replace("'", "''") + "'").replace("%", "%%" if parameters is not None else "%")
-            attnum = f"(SELECT attnum FROM pg_attribute WHERE attrelid = {oid} AND attname = {column})"
-            if statement.source:
-                rows = f"count(DISTINCT ({ref}.tableoid, {ref}.ctid))"
-                counts += [f"{rows} FILTER (WHERE {old} IS NOT NULL AND {changed})",
-                           f"{rows} FILTER (WHERE {old} IS NULL AND {changed})", attnum]
-            else:
-                counts += [f"count(*) FILTER (WHERE {old} IS NOT NULL AND {changed})",
-                           f"count(*) FILTER (WHERE {old} IS NULL AND {changed})", attnum]
+            kinds.append(f"CASE WHEN {old} IS NOT DISTINCT FROM ({e}) THEN 0 WHEN {old} IS NULL THEN 1 ELSE 2 END "
+                         f"AS k{n}")
+            rows = "count(DISTINCT (t_, c_))" if statement.source else "count(*)"
+            name = escape("'" + c.replace("'", "''") + "'")
+            attnum = f"(SELECT attnum FROM pg_attribute WHERE attrelid = {oid} AND attname = {name})"
+            counts += [f"{rows} FILTER (WHERE k{n} = 2)", f"{rows} FILTER (WHERE k{n} = 1)", attnum]
         if statement.source:
-            counts.insert(0, f"count(*) - count(DISTINCT ({ref}.tableoid, {ref}.ctid))")
+            counts.insert(0, "count(*) - count(DISTINCT (t_, c_))")
         where = f" WHERE {statement.where}" if statement.where else ""
-        row = fetch(self.conn, f"SELECT {oid}, {', '.join(counts)} FROM {table}{alias}{source}{where}", parameters)
+        inner = (f"SELECT {ref}.tableoid AS t_, {ref}.ctid AS c_, {', '.join(kinds)} "
+                 f"FROM {table}{alias}{source}{where}")
+        row = fetch(self.conn, f"SELECT {oid}, {', '.join(counts)} FROM ({inner}) AS changed", parameters)
         if row is None or (statement.source and row[1] != 0):
             return None
         values = row[2:] if statement.source else row[1:]
@@ -332,13 +336,24 @@ class PgObserver:
     def end_step(self) -> tuple[list[SchemaChange], list[DataImpact], list[str]]:
         self.running = False
         start = self._start if self._start is not None else take(self.conn, counters=False)
-        end, self._gates, read = read_step(self.conn, start, self._gates, self.log_table,
-                                           counters=self._counted_from is not None)
+        end, self._gates, read, objects = read_step(self.conn, start, self._gates, self.log_table,
+                                                    counters=self._counted_from is not None)
         self._last = end
         if read is not None:  # only what the step wrote was read again: the rest is the same on both sides
             start, end = start.only(read), end.only(read)
         changes = schema_changes(start, end)
         created = {c.name for c in changes if c.kind == "table" and c.action == "added"}
+        dropped = {c.name for c in changes if c.kind == "table" and c.action == "removed"}
+        known = self._objects if self._objects is not None else Objects()
+        if objects is None:  # read whole: compare everything
+            fresh = Objects.read(self.conn)
+            added = {oid: e for oid, e in fresh.known.items() if known.known.get(oid) != e}
+            removed = {oid: e for oid, e in known.known.items() if fresh.known.get(oid) != e}
+            self._objects = fresh
+        else:
+            added, removed = known.update(*objects)
+            self._objects = known
+        changes += object_changes(added, removed, created, dropped)
         for (table, column), count in sorted(self._set.items()):
             changes.append(SchemaChange("values", "changed", column, table=table, after=count))
         for table, count in sorted(self._deleted_own.items()):

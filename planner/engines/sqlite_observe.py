@@ -132,6 +132,7 @@ class StepObserver:
         ``columns`` are the new table's, ``changed`` counts the values a conversion changed, per old column."""
         values = self._column_values(table, list(dropped)) if dropped else {}
         self.effects.rebuilds[table] = (dict(carried), list(dropped))
+        self.effects.rebuilt_sql[table] = self._sql_of(table)
         for column in dropped:
             self.effects.dropped_columns.append((table, column, values.get(column, (0, 0))))
         before = self._fresh.get(table.lower(), set())
@@ -265,7 +266,7 @@ class StepObserver:
         columns = [name for name, *_ in table_xinfo(self.conn, table)]
         values = self._column_values(table, columns)
         rows = self._row_count(table)
-        effects.dropped_tables[original] = TableState(rows, columns, values)
+        effects.dropped_tables[original] = TableState(rows, columns, values, self._sql_of(table))
 
     def _altering(self, table: str, dropped_column: str | None, sql: str, events: list[tuple]) -> None:
         effects = self.effects
