@@ -390,6 +390,15 @@ def test_an_update_after_a_rebuild_in_the_same_step_is_counted(people):
     assert "0002 apply: sets 1 value of t.n (none held data from before this plan)" in lines
 
 
+def test_create_if_not_exists_of_a_table_there_already_adds_nothing_and_its_values_still_count(people):
+    """The authorizer reports CREATE TABLE IF NOT EXISTS even when the table is there: it is not the plan's."""
+    result = _run_second(*people, """
+        conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY)")
+        conn.execute("UPDATE t SET keep = 'x' WHERE id = 1")
+    """)
+    assert result.describe() == ["0002 apply: overwrites 1 value of t.keep"]
+
+
 def test_a_rebuild_recreates_the_views_over_its_table_without_adding_them(people):
     """Issue 22 point 22: rebuild_table drops and recreates the views over its table: they were there before."""
     catalog_dir, db = people

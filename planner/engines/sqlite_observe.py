@@ -240,7 +240,9 @@ class StepObserver:
             elif action == sqlite3.SQLITE_UPDATE and _ours(arg1, database):
                 self._count_overwrites(arg1, arg2)
             elif action in _CREATES and database == "main" and arg1 and not arg1.lower().startswith("sqlite_"):
-                if arg1.lower() not in _IGNORED and (arg2 or "").lower() not in _IGNORED:
+                # ``CREATE ... IF NOT EXISTS`` of what is there already is authorized too, and does nothing.
+                if (arg1.lower() not in _IGNORED and (arg2 or "").lower() not in _IGNORED
+                        and not self._exists(arg1)):
                     effects.created[arg1] = _CREATES[action]
                     if action == sqlite3.SQLITE_CREATE_TABLE:
                         self._fresh[arg1.lower()] = None
@@ -329,6 +331,10 @@ class StepObserver:
             f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ({marks})", sorted(scope)))
 
     # -- measuring -----------------------------------------------------------------------------
+
+    def _exists(self, name: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM main.sqlite_master WHERE name = ? COLLATE NOCASE",
+                                 (name,)).fetchone() is not None
 
     def _sql_of(self, name: str) -> str | None:
         row = self.conn.execute("SELECT sql FROM main.sqlite_master WHERE name = ? COLLATE NOCASE", (name,)).fetchone()
