@@ -278,10 +278,10 @@ class PgObserver:
 
     def _written_by_plan(self, oid: int, attnum: int | None = None) -> bool:
         """Whether the table ``oid`` (or its column ``attnum``) is not in the catalog as the plan found it."""
-        origin = self._origin
-        if origin is None or oid not in origin.tables:
+        relation = None if self._origin is None else self._origin.relations.get(oid)  # a table, or a view
+        if relation is None:
             return True
-        return attnum is not None and (oid, attnum) not in origin.table_columns
+        return attnum is not None and attnum not in relation.columns
 
     def _count_update(self, statement: Statement,
                       parameters: Any) -> tuple[int, tuple[tuple[int, int, int | None], ...]] | None:
@@ -312,8 +312,8 @@ class PgObserver:
         if statement.source:
             counts.insert(0, "count(*) - count(DISTINCT (t_, c_))")
         where = f" WHERE {statement.where}" if statement.where else ""
-        inner = (f"SELECT {ref}.tableoid AS t_, {ref}.ctid AS c_, {', '.join(kinds)} "
-                 f"FROM {table}{alias}{source}{where}")
+        rows_of = f"{ref}.tableoid AS t_, {ref}.ctid AS c_, " if statement.source else ""  # (a view has no ctid)
+        inner = f"SELECT {rows_of}{', '.join(kinds)} FROM {table}{alias}{source}{where}"
         row = fetch(self.conn, f"SELECT {oid}, {', '.join(counts)} FROM ({inner}) AS changed", parameters)
         if row is None or (statement.source and row[1] != 0):
             return None
