@@ -8,7 +8,7 @@ an index a rebuild recreated is not news, a renamed column is a rename.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from planner.preview import DataImpact
@@ -58,6 +58,67 @@ class StepEffects:
     grown: set[str] = field(default_factory=set)
     #: ... and tables rows left, changed, or were dropped or altered (their children's keys need checking too).
     shrunk: set[str] = field(default_factory=set)
+
+
+class PlanWrites:
+    """The tables a plan created and the columns it added to tables it did not, across its steps: what they
+    hold, the plan wrote, so changing or deleting it later in the plan loses nothing that existed before.
+
+    Told by where a table or column came from, never by what its values look like (a default is a value
+    like any other once it is there). Names are compared lower-cased, as SQLite compares them.
+    """
+
+    def __init__(self) -> None:
+        #: table -> ``None`` (the plan created it) or the columns the plan added to it
+        self._fresh: dict[str, set[str] | None] = {}
+        #: a table ``rebuild_table`` is rebuilding -> its fresh columns once the new table is in place
+        self._rebuilding: dict[str, set[str] | None] = {}
+
+    def written(self, table: str, column: str | None = None) -> bool:
+        """Whether the plan created ``table`` (or added its ``column``)."""
+        fresh = self._fresh.get(table.lower(), set())
+        return fresh is None or (column is not None and column.lower() in fresh)
+
+    def created(self, table: str) -> None:
+        self._fresh[table.lower()] = None
+
+    def dropped(self, table: str) -> None:
+        self._fresh.pop(table.lower(), None)
+
+    def renamed(self, old: str, new: str) -> None:
+        """``ALTER TABLE old RENAME TO new``; a rebuild's new table taking ``new``'s place included."""
+        fresh = self._fresh.pop(old.lower(), set())
+        if new.lower() in self._rebuilding:
+            fresh = self._rebuilding.pop(new.lower())
+        if fresh != set():
+            self._fresh[new.lower()] = fresh
+
+    def column_added(self, table: str, column: str) -> None:
+        fresh = self._fresh.setdefault(table.lower(), set())
+        if fresh is not None:
+            fresh.add(column.lower())
+
+    def column_renamed(self, table: str, old: str, new: str) -> None:
+        fresh = self._fresh.get(table.lower())
+        if fresh is not None and old.lower() in fresh:
+            fresh.discard(old.lower())
+            fresh.add(new.lower())
+
+    def column_dropped(self, table: str, column: str) -> None:
+        fresh = self._fresh.get(table.lower())
+        if fresh is not None:
+            fresh.discard(column.lower())
+
+    def rebuilding(self, table: str, carried: dict[str, str], columns: Sequence[str]) -> None:
+        """``rebuild_table`` is rebuilding ``table``: what the plan wrote stays the plan's; the new table's new
+        columns are filled by their defaults."""
+        before = self._fresh.get(table.lower(), set())
+        if before is None:
+            self._rebuilding[table.lower()] = None
+            return
+        kept = {new.lower() for old, new in carried.items() if old.lower() in before}
+        self._rebuilding[table.lower()] = kept | ({c.lower() for c in columns}
+                                                  - {new.lower() for new in carried.values()})
 
 
 def carried_columns(new: list[str], old: list[str], convert: dict[str, str]) -> tuple[dict[str, str], list[str]]:

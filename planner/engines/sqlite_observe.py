@@ -19,7 +19,7 @@ the statement touches:
   then backfilled), is only set.
 
 Which tables and columns the plan wrote is kept across its steps
-(``_fresh``): the same rule as PostgreSQL's preview, which tells them by
+(``effects.PlanWrites``): the same rule as PostgreSQL's preview, which tells them by
 the catalog's oids.
 
 Work is proportional to what a step touches, never to the size of the
@@ -38,18 +38,14 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from planner.effects import StepEffects, TableState, resolve
+from planner.effects import PlanWrites, StepEffects, TableState, resolve
+from planner.engines.sqlite_counters import ValueCounters
 from planner.ledger import LOG_TABLE, TABLE
 from planner.preview import DataImpact
 from planner.schema import SchemaChange
 from planner.sql import keywords, name_after, quote_identifier, renamed_column, table_xinfo, tokens
 
 _IGNORED = {TABLE.lower(), LOG_TABLE.lower()}
-_COUNTS = "apm_preview_counts"  # a TEMP table: per-connection, gone when the connection closes
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _ours(table: str | None, database: str | None) -> bool:
@@ -70,15 +66,9 @@ class StepObserver:
         self.capture_sql = capture_sql
         self.effects = StepEffects()
         self._events: list[tuple[int, str | None, str | None, str | None, str | None]] = []
-        self._triggers: list[str] = []
-        self._counted: set[tuple[str, str]] = set()
+        self.counters = ValueCounters(conn)
         self._tracing = False
-        self._counts_ready = False
-        #: Tables (lower-cased) the plan created, or the columns it added to a table it did not create (a table
-        #: created by the plan maps to ``None``): what they hold, the plan wrote. Kept across steps.
-        self._fresh: dict[str, set[str] | None] = {}
-        #: A rebuild under way: its table's fresh columns once the new table is renamed into place.
-        self._rebuilding: dict[str, set[str] | None] = {}
+        self.plan_writes = PlanWrites()  # kept across steps
 
     # -- the callbacks -----------------------------------------------------------------------
 
@@ -107,9 +97,7 @@ class StepObserver:
     def stop(self) -> None:
         """The step failed: stop tracing (the rollback removes the counters with everything else)."""
         self._tracing = False
-        self._triggers.clear()
-        self._counted.clear()
-        self._counts_ready = False
+        self.counters.forget()
         if self.capture_sql:
             self.conn.set_trace_callback(None)
 
@@ -118,11 +106,7 @@ class StepObserver:
         self._tracing = False
         if self.capture_sql:
             self.conn.set_trace_callback(None)
-        counts = self._read_counts()
-        for name in self._triggers:
-            self.conn.execute(f"DROP TRIGGER IF EXISTS temp.{quote_identifier(name)}")
-        self._triggers.clear()
-        self._counted.clear()
+        counts = self.counters.take()
         return (*resolve(self.effects, counts, self._table_columns, self._row_count, self._sql_of),
                 self.effects.statements)
 
@@ -135,21 +119,10 @@ class StepObserver:
         self.effects.rebuilt_sql[table] = self._sql_of(table)
         for column in dropped:
             self.effects.dropped_columns.append((table, column, values.get(column, (0, 0))))
-        before = self._fresh.get(table.lower(), set())
-        if before is None:
-            self._rebuilding[table.lower()] = None
-        else:  # what the plan wrote stays the plan's; the new table's new columns are filled by their defaults
-            kept = {new.lower() for old, new in carried.items() if old.lower() in before}
-            self._rebuilding[table.lower()] = kept | ({c.lower() for c in columns}
-                                                      - {new.lower() for new in carried.values()})
+        self.plan_writes.rebuilding(table, carried, columns)
         for column, n in sorted((changed or {}).items()):
-            if n and not self.written_by_plan(table, column):
+            if n and not self.plan_writes.written(table, column):
                 self.effects.converted.append((table, column, n))
-
-    def written_by_plan(self, table: str, column: str | None = None) -> bool:
-        """Whether ``table`` (or its ``column``) was created by this plan: what it holds is no earlier data."""
-        fresh = self._fresh.get(table.lower(), set())
-        return fresh is None or (column is not None and column.lower() in fresh)
 
     # -- before and after each statement ------------------------------------------------------
 
@@ -209,7 +182,7 @@ class StepObserver:
     def _deleted(self, table: str, rows: int, before: int | None = None) -> None:
         """Rows a statement deleted: lost, unless the plan wrote the table (then they were its own)."""
         effects = self.effects
-        if self.written_by_plan(table):
+        if self.plan_writes.written(table):
             effects.deleted_own[table] = effects.deleted_own.get(table, 0) + rows
             return
         if before is not None:
@@ -228,24 +201,25 @@ class StepObserver:
                 effects.shrunk.add(arg2)
             if action == sqlite3.SQLITE_DROP_TABLE and _ours(arg1, database):
                 self._dropping_table(arg1)
-                self._fresh.pop(arg1.lower(), None)
+                self.plan_writes.dropped(arg1)
             elif action == sqlite3.SQLITE_ALTER_TABLE and _ours(arg2, arg1):
                 # For ALTER TABLE SQLite passes (database, table) and, for DROP COLUMN only, the column.
                 self._altering(arg2, database, sql, events)
             elif action == sqlite3.SQLITE_DELETE and _ours(arg1, database) and arg1 not in dropping:
-                if arg1 not in effects.rows_before and not self.written_by_plan(arg1):
+                if arg1 not in effects.rows_before and not self.plan_writes.written(arg1):
                     effects.rows_before[arg1] = self._row_count(arg1)
                 if source is not None:  # deleted by a trigger: rowcount does not see it
-                    self._count_deletes(arg1)
+                    self.counters.deletes(arg1)
             elif action == sqlite3.SQLITE_UPDATE and _ours(arg1, database):
-                self._count_overwrites(arg1, arg2)
+                if arg2 is not None:
+                    self.counters.updates(arg1, arg2, self.plan_writes.written(arg1, arg2))
             elif action in _CREATES and database == "main" and arg1 and not arg1.lower().startswith("sqlite_"):
                 # ``CREATE ... IF NOT EXISTS`` of what is there already is authorized too, and does nothing.
                 if (arg1.lower() not in _IGNORED and (arg2 or "").lower() not in _IGNORED
                         and not self._exists(arg1)):
                     effects.created[arg1] = _CREATES[action]
                     if action == sqlite3.SQLITE_CREATE_TABLE:
-                        self._fresh[arg1.lower()] = None
+                        self.plan_writes.created(arg1)
                     if action in (sqlite3.SQLITE_CREATE_INDEX, sqlite3.SQLITE_CREATE_TRIGGER) and arg2:
                         effects.owners[arg1] = arg2
                     effects.dropped.pop(arg1, None)
@@ -275,9 +249,7 @@ class StepObserver:
         if dropped_column is not None:  # SQLite names the column only for DROP COLUMN
             values = self._column_values(table, [dropped_column]).get(dropped_column, (0, 0))
             effects.dropped_columns.append((table, dropped_column, values))
-            fresh = self._fresh.get(table.lower())
-            if fresh is not None:
-                fresh.discard(dropped_column.lower())
+            self.plan_writes.column_dropped(table, dropped_column)
             return
         words = [t.name for t in tokens(sql) if t.name is not None]
         if "rename" in words:
@@ -287,26 +259,17 @@ class StepObserver:
                 effects.renamed_tables[new] = effects.renamed_tables.pop(table, table)
                 if table in effects.created:
                     effects.created[new] = effects.created.pop(table)
-                fresh = self._fresh.pop(table.lower(), set())
-                if new.lower() in self._rebuilding:  # rebuild_table puts its new table in place
-                    fresh = self._rebuilding.pop(new.lower())
-                if fresh != set():
-                    self._fresh[new.lower()] = fresh
+                self.plan_writes.renamed(table, new)
             else:
                 old, new = renamed_column(sql)
                 if old and new:
                     effects.renamed_columns.append((table, old, new))
-                    fresh = self._fresh.get(table.lower())
-                    if fresh is not None and old.lower() in fresh:
-                        fresh.discard(old.lower())
-                        fresh.add(new.lower())
+                    self.plan_writes.column_renamed(table, old, new)
         elif "add" in words:
             column = name_after(sql, "column") or name_after(sql, "add")
             if column:
                 effects.added_columns.append((table, column))
-                fresh = self._fresh.setdefault(table.lower(), set())
-                if fresh is not None:
-                    fresh.add(column.lower())
+                self.plan_writes.column_added(table, column)
 
     def foreign_key_tables(self) -> list[str]:
         """The tables whose foreign keys this step can have broken, so far: what it touched, and the children of
@@ -365,52 +328,6 @@ class StepObserver:
             parts = [f"COUNT({quote_identifier(c)}), COUNT({quote_identifier(c)})" for c in columns]
             row = self.conn.execute(f"SELECT {', '.join(parts)} FROM main.{quote_identifier(table)}").fetchone()
         return {column: (int(row[2 * i]), int(row[2 * i + 1])) for i, column in enumerate(columns)}
-
-    def _counts_table(self) -> None:
-        if not self._counts_ready:
-            self.conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_COUNTS} (tbl TEXT NOT NULL, col TEXT NOT NULL, "
-                              "kind TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (tbl, col, kind))")
-            self.conn.execute(f"DELETE FROM temp.{_COUNTS}")
-            self._counts_ready = True
-
-    def _count_deletes(self, table: str) -> None:
-        self._add_counter(table, "", f"AFTER DELETE ON main.{quote_identifier(table)}", "'deleted'")
-
-    def _count_overwrites(self, table: str, column: str | None) -> None:
-        """Count the values an UPDATE changes: ``overwritten`` if the value existed before the plan and was not
-        NULL (whatever it was: a default is a value like any other), ``set`` if it was NULL or the plan wrote it.
-
-        A column the plan added (with its default) and then backfilled held
-        nothing anyone entered, so filling it in is not loss; that is told by
-        where the column came from, never by what its values look like.
-        """
-        if column is None:
-            return
-        quoted = quote_identifier(column)
-        kind = "'set'" if self.written_by_plan(table, column) else \
-            f"CASE WHEN OLD.{quoted} IS NULL THEN 'set' ELSE 'overwritten' END"
-        self._add_counter(table, column, f"AFTER UPDATE OF {quoted} ON main.{quote_identifier(table)} "
-                                         f"WHEN OLD.{quoted} IS NOT NEW.{quoted}", kind)
-
-    def _add_counter(self, table: str, column: str, when: str, kind: str) -> None:
-        if (table, column) in self._counted:
-            return
-        self._counts_table()
-        self._counted.add((table, column))
-        name = f"apm_preview_{len(self._triggers)}"
-        self._triggers.append(name)
-        self.conn.execute(
-            f"CREATE TEMP TRIGGER {quote_identifier(name)} {when} BEGIN "
-            f"INSERT INTO {_COUNTS} VALUES ({_literal(table)}, {_literal(column)}, {kind}, 1) "
-            f"ON CONFLICT (tbl, col, kind) DO UPDATE SET n = n + 1; END"
-        )
-
-    def _read_counts(self) -> dict[tuple[str, str, str], int]:
-        if not self._counts_ready:
-            return {}
-        rows = self.conn.execute(f"SELECT tbl, col, kind, n FROM temp.{_COUNTS}").fetchall()
-        self.conn.execute(f"DELETE FROM temp.{_COUNTS}")
-        return {(table, column, kind): n for table, column, kind, n in rows}
 
 
 _GROWS = (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_CREATE_TABLE)
