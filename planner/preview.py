@@ -6,9 +6,12 @@ A preview is the plan run for real inside one transaction on the real file
 it saw; ``describe`` words them for a person, ``to_json`` for a script.
 
 What counts as losing data: a dropped table that held rows, a dropped column
-that held non-default values, deleted rows, and non-NULL values an
-``UPDATE`` overwrote. Renames (of tables and columns, including a rebuild
-whose ``convert`` carries a column over) and inserts are changes, not loss.
+that held non-default values, deleted rows, and values that existed before
+the plan, were not NULL, and an ``UPDATE`` (or a rebuild's ``convert``)
+changed, whatever they equal. Renames (of tables and columns, including a
+rebuild whose ``convert`` carries a column over), inserts, NULLs filled in
+and values the plan itself wrote (a table it created, a column it added) are
+changes, not loss: ``values`` and ``rows`` (removed) changes.
 
 JSON shape (``Preview.to_json()``, format 2)::
 
@@ -28,7 +31,8 @@ JSON shape (``Preview.to_json()``, format 2)::
           "status": "ok" | "failed" | "skipped",
           "duration_ms": float,
           "loses_data": bool,
-          "changes": [{"kind": "table" | "column" | "index" | "trigger" | "view" | "rows",
+          "changes": [{"kind": "table" | "column" | "index" | "trigger" | "view" | "constraint"
+                               | "function" (PostgreSQL) | "rows" | "values",
                        "action": "added" | "removed" | "changed" | "renamed" | "rebuilt",
                        "name": str, "table": str | null,
                        "before": str | int | null, "after": str | int | null, "text": str}],

@@ -8,9 +8,12 @@ PostgreSQL four readings together cover what a step can destroy:
    tables inheriting from it) or truncates (with, for ``TRUNCATE ...
    CASCADE``, the tables whose foreign keys point at it), non-default
    values of a column it drops, rows a ``DELETE`` removes (its
-   ``rowcount``), non-NULL values an ``UPDATE ... SET c = e`` changes (the
-   same expressions evaluated by a ``SELECT``; with ``FROM``, exact when
-   each row joins one source row, else left to 3), non-NULL values an
+   ``rowcount``), values an ``UPDATE ... SET c = e`` changes (the same
+   expressions evaluated by a ``SELECT``; with ``FROM``, exact when each
+   row joins one source row, else left to 3): a non-NULL value that
+   existed before the plan is overwritten, a NULL or a value the plan
+   wrote (a table it created, a column it added: told by oid and attnum
+   against the catalog as the plan found it) is only set; non-NULL values an
    ``ALTER COLUMN ... TYPE`` changes (cast back and compared,
    ``pg_measure.retyped_values``).
 2. **Statements that may drop what they do not name** (``DROP ...
@@ -82,6 +85,7 @@ from planner.engines.pg_snapshot import (
     take,
     vanished_columns,
 )
+from planner.engines.pg_objects import Objects, object_changes
 from planner.engines.pg_step_catalog import Gates, begin_step, read_step
 from planner.engines.pg_sql import (
     Statement,
@@ -119,6 +123,13 @@ class PgObserver:
         #: The row counters as the step's first statement that may touch rows found them (None: none yet).
         self._counted_from: Counters | None = None
         self._last: Snapshot | None = None
+        #: The catalog as the plan found it: a table or column not in it holds only what the plan wrote.
+        self._origin: Snapshot | None = None
+        #: Constraints, triggers and functions as the last step left them (``pg_objects``).
+        self._objects: Objects | None = None
+        #: Per step: (table, column) -> values an UPDATE set that held no data from before the plan.
+        self._set: dict[tuple[str, str], int] = {}
+        self._deleted_own: dict[str, int] = {}
         self._gates: Gates | None = None
         self._stepping = False  # a step's savepoint is open (``pg_step_catalog``)
         self._tally = RowTally()
@@ -134,7 +145,12 @@ class PgObserver:
     def start_step(self) -> None:
         self._impact, self._inserted, self._sql, self._pending = [], {}, [], None
         self._tally, self._accounted, self._counted_from = RowTally(), Accounted(), None
+        self._set, self._deleted_own = {}, {}
         self._start = self._last if self._last is not None else take(self.conn, counters=False)
+        if self._origin is None:
+            self._origin = self._start
+        if self._objects is None:
+            self._objects = Objects.read(self.conn)
         begin_step(self.conn, self._stepping)  # the step's catalog rows carry its own transaction id
         self._stepping = True
         self.running = True
@@ -152,7 +168,7 @@ class PgObserver:
 
     def stop(self) -> None:
         self.running = False
-        self._last, self._gates, self._stepping = None, None, False
+        self._last, self._gates, self._stepping, self._objects = None, None, False, None
 
     # -- per statement: before, execute, after --------------------------------------
 
@@ -213,14 +229,23 @@ class PgObserver:
         statement, pending = self._statement, self._pending
         if statement.kind == "delete" and pending is not None and rowcount and rowcount > 0:
             before, oid = pending
-            self._impact.append(DataImpact("deleted-rows", statement.tables[0], count=rowcount, before=before,
-                                           after=before - rowcount))
+            table = statement.tables[0]
+            if self._written_by_plan(oid):
+                self._deleted_own[table] = self._deleted_own.get(table, 0) + rowcount
+            else:
+                self._impact.append(DataImpact("deleted-rows", table, count=rowcount, before=before,
+                                               after=before - rowcount))
             self._tally.explain(oid, deleted=rowcount)
         elif statement.kind == "update" and pending is not None and rowcount and rowcount > 0:
             oid, counts = pending
-            for (column, _), count in zip(statement.assignments, counts):
-                if count:
-                    self._impact.append(DataImpact("overwritten-values", statement.tables[0], column, count=count))
+            table = statement.tables[0]
+            for (column, _), (overwritten, set_, attnum) in zip(statement.assignments, counts):
+                if self._written_by_plan(oid, attnum):
+                    overwritten, set_ = 0, overwritten + set_
+                if overwritten:
+                    self._impact.append(DataImpact("overwritten-values", table, column, count=overwritten))
+                if set_:
+                    self._set[(table, column)] = self._set.get((table, column), 0) + set_
             self._tally.explain(oid, updated=rowcount)
         elif statement.kind == "truncate" and self._truncating is not None:
             with self.conn.cursor() as cursor:
@@ -251,8 +276,17 @@ class PgObserver:
         with self.conn.cursor() as cursor:
             self._truncating = read_counters(cursor)
 
-    def _count_update(self, statement: Statement, parameters: Any) -> tuple[int, tuple[int, ...]] | None:
-        """Per assigned column, the non-NULL values the ``SET`` expression will change, and the table's oid.
+    def _written_by_plan(self, oid: int, attnum: int | None = None) -> bool:
+        """Whether the table ``oid`` (or its column ``attnum``) is not in the catalog as the plan found it."""
+        relation = None if self._origin is None else self._origin.relations.get(oid)  # a table, or a view
+        if relation is None:
+            return True
+        return attnum is not None and attnum not in relation.columns
+
+    def _count_update(self, statement: Statement,
+                      parameters: Any) -> tuple[int, tuple[tuple[int, int, int | None], ...]] | None:
+        """Per assigned column, the values the ``SET`` expression will change (non-NULL ones, NULL ones) and the
+        column's attnum, and the table's oid.
 
         With ``FROM``, a row joining several source rows gets one of them, unspecified: the counts are then
         not exact and ``None`` is returned, leaving the rows to the counters (``updates N rows``).
@@ -261,22 +295,30 @@ class PgObserver:
         alias = f" AS {quote(statement.alias)}" if statement.alias else ""
         ref = quote(statement.alias or statement.tables[0].split(".")[-1])
         source = f", {statement.source}" if statement.source else ""
+        # The table's oid rides along as a literal: the parameters are the statement's own. Each SET expression
+        # is written once, in the statement's order (then FROM, then WHERE), so the parameters line up; compared
+        # with its column where it stands, so an untyped literal takes the column's type, as in the UPDATE.
+        escape = (lambda text: text.replace("%", "%%")) if parameters is not None else (lambda text: text)
+        oid = escape("'" + table.replace("'", "''") + "'::regclass::oid")
+        kinds, counts = [], []
+        for n, (c, e) in enumerate(statement.assignments):
+            old = f"{ref}.{quote(c)}"
+            kinds.append(f"CASE WHEN {old} IS NOT DISTINCT FROM ({e}) THEN 0 WHEN {old} IS NULL THEN 1 ELSE 2 END "
+                         f"AS k{n}")
+            rows = "count(DISTINCT (t_, c_))" if statement.source else "count(*)"
+            name = escape("'" + c.replace("'", "''") + "'")
+            attnum = f"(SELECT attnum FROM pg_attribute WHERE attrelid = {oid} AND attname = {name})"
+            counts += [f"{rows} FILTER (WHERE k{n} = 2)", f"{rows} FILTER (WHERE k{n} = 1)", attnum]
         if statement.source:
-            changed = [f"count(DISTINCT ({ref}.tableoid, {ref}.ctid)) FILTER (WHERE {ref}.{quote(c)} IS NOT NULL "
-                       f"AND {ref}.{quote(c)} IS DISTINCT FROM ({e}))" for c, e in statement.assignments]
-            counts = [f"count(*) - count(DISTINCT ({ref}.tableoid, {ref}.ctid))", *changed]
-        else:
-            counts = [f"count(*) FILTER (WHERE {quote(c)} IS NOT NULL AND {quote(c)} IS DISTINCT FROM ({e}))"
-                      for c, e in statement.assignments]
+            counts.insert(0, "count(*) - count(DISTINCT (t_, c_))")
         where = f" WHERE {statement.where}" if statement.where else ""
-        # The table's oid rides along as a literal: the parameters are the statement's own.
-        oid = "'" + table.replace("'", "''") + "'::regclass::oid"
-        if parameters is not None:
-            oid = oid.replace("%", "%%")
-        row = fetch(self.conn, f"SELECT {oid}, {', '.join(counts)} FROM {table}{alias}{source}{where}", parameters)
+        rows_of = f"{ref}.tableoid AS t_, {ref}.ctid AS c_, " if statement.source else ""  # (a view has no ctid)
+        inner = f"SELECT {rows_of}{', '.join(kinds)} FROM {table}{alias}{source}{where}"
+        row = fetch(self.conn, f"SELECT {oid}, {', '.join(counts)} FROM ({inner}) AS changed", parameters)
         if row is None or (statement.source and row[1] != 0):
             return None
-        return row[0], tuple(row[2:] if statement.source else row[1:])
+        values = row[2:] if statement.source else row[1:]
+        return row[0], tuple(tuple(values[i:i + 3]) for i in range(0, len(values), 3))
 
     def _watch(self, query: str) -> bool:
         """Whether the statement may drop what it does not name (``DROP ... CASCADE``, ``DO``, a user function)."""
@@ -294,13 +336,28 @@ class PgObserver:
     def end_step(self) -> tuple[list[SchemaChange], list[DataImpact], list[str]]:
         self.running = False
         start = self._start if self._start is not None else take(self.conn, counters=False)
-        end, self._gates, read = read_step(self.conn, start, self._gates, self.log_table,
-                                           counters=self._counted_from is not None)
+        end, self._gates, read, objects = read_step(self.conn, start, self._gates, self.log_table,
+                                                    counters=self._counted_from is not None)
         self._last = end
         if read is not None:  # only what the step wrote was read again: the rest is the same on both sides
             start, end = start.only(read), end.only(read)
         changes = schema_changes(start, end)
         created = {c.name for c in changes if c.kind == "table" and c.action == "added"}
+        dropped = {c.name for c in changes if c.kind == "table" and c.action == "removed"}
+        known = self._objects if self._objects is not None else Objects()
+        if objects is None:  # read whole: compare everything
+            fresh = Objects.read(self.conn)
+            added = {oid: e for oid, e in fresh.known.items() if known.known.get(oid) != e}
+            removed = {oid: e for oid, e in known.known.items() if fresh.known.get(oid) != e}
+            self._objects = fresh
+        else:
+            added, removed = known.update(*objects)
+            self._objects = known
+        changes += object_changes(added, removed, created, dropped)
+        for (table, column), count in sorted(self._set.items()):
+            changes.append(SchemaChange("values", "changed", column, table=table, after=count))
+        for table, count in sorted(self._deleted_own.items()):
+            changes.append(SchemaChange("rows", "removed", table, table=table, before=count))
         for table, count in self._inserted.items():  # rows of a table the step created are part of creating it
             if table.removeprefix("public.") not in created:
                 changes.append(SchemaChange("rows", "added", table, after=count))

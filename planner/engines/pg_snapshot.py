@@ -36,7 +36,7 @@ _USER_RELATIONS = (f"n.nspname NOT IN ('pg_catalog', 'information_schema') AND n
 #: out, as SQLite's automatic indexes are, so both engines report the same schema changes.
 CATALOG_OF = f"""
 SELECT c.oid::bigint, c.relfilenode::bigint, n.nspname, c.relname, c.relkind, a.attnum, a.attname,
-       format_type(a.atttypid, a.atttypmod)
+       format_type(a.atttypid, a.atttypmod), CASE WHEN c.relkind = 'v' AND a.attnum = 1 THEN pg_get_viewdef(c.oid) END
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v')
 WHERE c.relkind IN ('r', 'p', 'v', 'i') AND {_USER_RELATIONS} AND {{only}}
@@ -85,6 +85,8 @@ class Relation:
     filenode: int
     #: attnum -> (column name, type); an attnum outlives a rename and is never reused. Empty for an index.
     columns: dict[int, tuple[str, str]]
+    #: A view's query as the server prints it (``pg_get_viewdef``): a view recreated with another is changed.
+    definition: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,11 @@ class Snapshot:
     @cached_property
     def objects(self) -> dict[str, str]:
         return {relation.name: relation.kind for relation in self.relations.values()}
+
+    @cached_property
+    def definitions(self) -> dict[str, str | None]:
+        """Views by name: their query."""
+        return {relation.name: relation.definition for relation in self.relations.values() if relation.kind == "view"}
 
     @cached_property
     def columns(self) -> dict[tuple[str, str], str]:
@@ -167,10 +174,13 @@ def take(conn: Any, *, counters: bool = True) -> Snapshot:
 def relations_of(rows: list[tuple]) -> dict[int, Relation]:
     """The relations in rows of ``_CATALOG``'s shape (one per column, or one for a relation without any)."""
     relations: dict[int, Relation] = {}
-    for oid, filenode, schema, name, kind, attnum, column, type_ in rows:
+    for oid, filenode, schema, name, kind, attnum, column, type_, definition in rows:
         relation = relations.get(oid)
         if relation is None:
-            relation = relations[oid] = Relation(shown(schema, name), _KINDS[kind], filenode, {})
+            relation = relations[oid] = Relation(shown(schema, name), _KINDS[kind], filenode, {}, definition)
+        elif definition is not None:
+            relations[oid] = relation = Relation(relation.name, relation.kind, relation.filenode, relation.columns,
+                                                 definition)
         if column is not None:
             relation.columns[attnum] = (column, type_)
     return relations
@@ -196,11 +206,16 @@ def schema_changes(old: Snapshot, new: Snapshot) -> list[SchemaChange]:
     for name, kind in sorted(old.objects.items()):
         if name not in new.objects:
             changes.append(SchemaChange(kind, "removed", name))
+    for name in sorted(old.definitions.keys() & new.definitions.keys()):  # a view made again, with another query
+        if old.definitions[name] != new.definitions[name]:
+            changes.append(SchemaChange("view", "changed", name, before=old.definitions[name],
+                                        after=new.definitions[name]))
+    # A view's columns follow its query: a view is changed as a whole (as SQLite's preview says it).
     for table, column in sorted(new.columns):
-        if (table, column) not in old.columns and table in old.objects:
+        if (table, column) not in old.columns and old.objects.get(table) == "table" == new.objects[table]:
             changes.append(SchemaChange("column", "added", column, table))  # as SQLite's preview says it
     for table, column in sorted(old.columns):
-        if (table, column) not in new.columns and table in new.objects:
+        if (table, column) not in new.columns and new.objects.get(table) == "table" == old.objects[table]:
             changes.append(SchemaChange("column", "removed", column, table))
     for key in sorted(old.columns.keys() & new.columns.keys()):
         if old.columns[key] != new.columns[key]:  # ALTER COLUMN ... TYPE: SQLite has no such change in place

@@ -39,6 +39,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from planner.engines.pg_objects import GATES as OBJECT_GATES
+from planner.engines.pg_objects import STEP_COLUMNS as OBJECT_COLUMNS
 from planner.engines.pg_snapshot import CATALOG_OF, Counters, Snapshot, read_counters, relations_of, take
 
 STEP_SAVEPOINT = "apm_preview_step"
@@ -61,11 +63,17 @@ class Gates:
     class_deletes: int  # relations dropped: invisible to a step-only reading, looked up by oid
     attribute_updates: int  # columns dropped, renamed or retyped in place
     namespace_updates: int  # schemas renamed: their relations' names change, their rows do not
+    #: constraints, triggers and functions (``pg_objects``): each catalog's inserts and updates, all deletes
+    trigger_writes: int = -1
+    constraint_writes: int = -1
+    function_writes: int = -1
+    object_deletes: int = -1
 
 
 _UNKNOWN = Gates(None, -1, -1, -1, -1)
 _GATES = ", ".join((_counted("inserted updated", _CLASS), _counted("deleted", _CLASS),
-                    _counted("updated", _ATTRIBUTE), _counted("updated", _NAMESPACE)))
+                    _counted("updated", _ATTRIBUTE), _counted("updated", _NAMESPACE), OBJECT_GATES))
+_WIDTH = 9  # the gates' columns, the step's id first
 # One statement, the same text every step, so the server plans it once (psycopg prepares it): the newest
 # log row's id, the gates, the oids of the relations written since the last reading's log row (%(step)s),
 # the oids of all relations if some were dropped (else NULL), and the written ones in the user schemas as
@@ -83,6 +91,7 @@ WITH written AS (SELECT ARRAY(
 ) AS oids)
 SELECT (SELECT xmin::text FROM {{log}} ORDER BY id DESC LIMIT 1), {_GATES}, (SELECT oids::bigint[] FROM written),
        CASE WHEN {_counted("deleted", _CLASS)} > %(class_deletes)s THEN ARRAY(SELECT oid::bigint FROM pg_class) END,
+       {OBJECT_COLUMNS},
        r.*
 FROM (SELECT 1) one LEFT JOIN ({CATALOG_OF.format(only="c.oid = ANY((SELECT oids FROM written)::oid[])")
                                 .replace("%", "%%")}) r ON TRUE
@@ -95,8 +104,10 @@ def begin_step(conn: Any, after_another: bool) -> None:
 
 
 def read_step(conn: Any, last: Snapshot, gates: Gates | None, log_table: str,
-              counters: bool) -> tuple[Snapshot, Gates, set[int] | None]:
-    """The catalog now, the gates, and the oids read again (``None``: all of them).
+              counters: bool) -> tuple[Snapshot, Gates, set[int] | None, tuple[list | None, list[int] | None] | None]:
+    """The catalog now, the gates, the oids read again (``None``: all of them), and the constraints, triggers
+    and functions written since the last reading with the oids of all that remain if some went (``pg_objects``;
+    ``None``: read them whole).
 
     ``last`` is the catalog as the step found it, ``gates`` the counters
     as the last reading left them (``None``: unknown, so the catalog is
@@ -106,16 +117,21 @@ def read_step(conn: Any, last: Snapshot, gates: Gates | None, log_table: str,
     with conn.cursor() as cursor:
         cursor.execute(_STEP.format(log=log_table), {"step": since.step, "class_writes": since.class_writes,
                                                       "attribute_updates": since.attribute_updates,
-                                                      "class_deletes": since.class_deletes})
+                                                      "class_deletes": since.class_deletes,
+                                                      "trigger_writes": since.trigger_writes,
+                                                      "constraint_writes": since.constraint_writes,
+                                                      "function_writes": since.function_writes,
+                                                      "object_deletes": since.object_deletes})
         rows = cursor.fetchall()
-        now = Gates(*rows[0][:5])
-        oids, present = rows[0][5:7]
+        now = Gates(*rows[0][:_WIDTH])
+        oids, present, written, remaining = rows[0][_WIDTH:_WIDTH + 4]
         if (gates is None or gates.step is None or now.step is None
                 or now.namespace_updates > gates.namespace_updates):
-            return take(conn, counters=counters), now, None
-        read = relations_of([row[7:] for row in rows if row[7] is not None])
+            return take(conn, counters=counters), now, None, None
+        start = _WIDTH + 4
+        read = relations_of([row[start:] for row in rows if row[start] is not None])
         changed = set(oids)
         if present is not None:  # relations were dropped: those no longer listed
             changed.update(last.relations.keys() - set(present))
         found = read_counters(cursor) if counters else Counters()
-    return last.changed(read, changed, found), now, changed
+    return last.changed(read, changed, found), now, changed, (written, remaining)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from planner.errors import TransactionTampered
@@ -206,10 +206,17 @@ class MigrationConnection:
         row = self.fetchone(sql, parameters)
         return None if row is None else row[0]
 
-    def observe_rebuild(self, table: str, carried: dict[str, str], dropped: list[str]) -> None:
-        """``rebuild_table`` says what it carries over, so a preview reports renames and drops, not a lost table."""
+    def observe_rebuild(self, table: str, carried: dict[str, str], dropped: list[str],
+                        columns: Sequence[str] = (), changed: dict[str, int] | None = None) -> None:
+        """``rebuild_table`` says what it carries over (and what its conversions changed), so a preview reports
+        renames, drops and overwritten values, not a lost table."""
         if self._guard.observer is not None:
-            self._guard.observer.note_rebuild(table, carried, dropped)
+            self._guard.observer.note_rebuild(table, carried, dropped, columns, changed)
+
+    @property
+    def watched(self) -> bool:
+        """Whether a preview is watching: ``rebuild_table`` then counts what its conversions change."""
+        return self._guard.observer is not None
 
     def commit(self) -> None:
         """Do nothing: the executor commits once the step has passed every check."""

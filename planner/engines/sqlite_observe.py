@@ -12,8 +12,15 @@ the statement touches:
 * a column about to be dropped (``ALTER TABLE ... DROP COLUMN``): its values;
 * rows about to be deleted: counted by the statement itself (``rowcount``),
   or, when a trigger does the deleting, by a TEMP trigger that counts them;
-* values about to be overwritten by ``UPDATE``: a TEMP trigger counts each
-  non-NULL value that changes, per table and column.
+* values about to be changed by ``UPDATE`` (an upsert's included): a TEMP
+  trigger counts each value that changes, per table and column: a value
+  that existed before the plan and was not NULL is overwritten (loss); a
+  NULL, or a value the plan wrote (a table it created, a column it added,
+  then backfilled), is only set.
+
+Which tables and columns the plan wrote is kept across its steps
+(``effects.PlanWrites``): the same rule as PostgreSQL's preview, which tells them by
+the catalog's oids.
 
 Work is proportional to what a step touches, never to the size of the
 schema or of the database. At the end of the step the effects are netted:
@@ -31,18 +38,14 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from planner.effects import StepEffects, TableState, resolve
+from planner.effects import PlanWrites, StepEffects, TableState, resolve
+from planner.engines.sqlite_counters import ValueCounters
 from planner.ledger import LOG_TABLE, TABLE
 from planner.preview import DataImpact
 from planner.schema import SchemaChange
 from planner.sql import keywords, name_after, quote_identifier, renamed_column, table_xinfo, tokens
 
 _IGNORED = {TABLE.lower(), LOG_TABLE.lower()}
-_COUNTS = "apm_preview_counts"  # a TEMP table: per-connection, gone when the connection closes
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _ours(table: str | None, database: str | None) -> bool:
@@ -63,10 +66,9 @@ class StepObserver:
         self.capture_sql = capture_sql
         self.effects = StepEffects()
         self._events: list[tuple[int, str | None, str | None, str | None, str | None]] = []
-        self._triggers: list[str] = []
-        self._counted: set[tuple[str, str]] = set()
+        self.counters = ValueCounters(conn)
         self._tracing = False
-        self._counts_ready = False
+        self.plan_writes = PlanWrites()  # kept across steps
 
     # -- the callbacks -----------------------------------------------------------------------
 
@@ -95,9 +97,7 @@ class StepObserver:
     def stop(self) -> None:
         """The step failed: stop tracing (the rollback removes the counters with everything else)."""
         self._tracing = False
-        self._triggers.clear()
-        self._counted.clear()
-        self._counts_ready = False
+        self.counters.forget()
         if self.capture_sql:
             self.conn.set_trace_callback(None)
 
@@ -106,19 +106,23 @@ class StepObserver:
         self._tracing = False
         if self.capture_sql:
             self.conn.set_trace_callback(None)
-        counts = self._read_counts()
-        for name in self._triggers:
-            self.conn.execute(f"DROP TRIGGER IF EXISTS temp.{quote_identifier(name)}")
-        self._triggers.clear()
-        self._counted.clear()
-        return (*resolve(self.effects, counts, self._table_columns, self._row_count), self.effects.statements)
+        counts = self.counters.take()
+        return (*resolve(self.effects, counts, self._table_columns, self._row_count, self._sql_of),
+                self.effects.statements)
 
-    def note_rebuild(self, table: str, carried: dict[str, str], dropped: Sequence[str]) -> None:
-        """``rebuild_table`` is about to rebuild ``table``: ``carried`` maps old columns to their new names."""
+    def note_rebuild(self, table: str, carried: dict[str, str], dropped: Sequence[str],
+                     columns: Sequence[str] = (), changed: dict[str, int] | None = None) -> None:
+        """``rebuild_table`` is about to rebuild ``table``: ``carried`` maps old columns to their new names,
+        ``columns`` are the new table's, ``changed`` counts the values a conversion changed, per old column."""
         values = self._column_values(table, list(dropped)) if dropped else {}
         self.effects.rebuilds[table] = (dict(carried), list(dropped))
+        self.effects.rebuilt_sql[table] = self._sql_of(table)
         for column in dropped:
             self.effects.dropped_columns.append((table, column, values.get(column, (0, 0))))
+        self.plan_writes.rebuilding(table, carried, columns)
+        for column, n in sorted((changed or {}).items()):
+            if n and not self.plan_writes.written(table, column):
+                self.effects.converted.append((table, column, n))
 
     # -- before and after each statement ------------------------------------------------------
 
@@ -162,17 +166,28 @@ class StepObserver:
             added = self._row_count(table) - before
             replaced = rowcount - added if rowcount > added else 0
             if replaced and not _upsert_only(events, table):
-                effects.rows_before.setdefault(table, before)
-                effects.deleted[table] = effects.deleted.get(table, 0) + replaced
+                self._deleted(table, replaced, before)
             if added > 0:
                 effects.inserted[table] = effects.inserted.get(table, 0) + added
         for action, table, _, database, source in events:
             if source is not None or not _ours(table, database) or table in counted:
                 continue
-            if action == sqlite3.SQLITE_DELETE and table not in effects.dropped_tables and rowcount > 0:
-                effects.deleted[table] = effects.deleted.get(table, 0) + rowcount
+            # A table dropped and put back by hand is compared as a whole at the end; rebuild_table's is not.
+            if (action == sqlite3.SQLITE_DELETE and rowcount > 0
+                    and (table not in effects.dropped_tables or table in effects.rebuilds)):
+                self._deleted(table, rowcount)
             elif action == sqlite3.SQLITE_INSERT and table not in effects.created and rowcount > 0:
                 effects.inserted[table] = effects.inserted.get(table, 0) + rowcount
+
+    def _deleted(self, table: str, rows: int, before: int | None = None) -> None:
+        """Rows a statement deleted: lost, unless the plan wrote the table (then they were its own)."""
+        effects = self.effects
+        if self.plan_writes.written(table):
+            effects.deleted_own[table] = effects.deleted_own.get(table, 0) + rows
+            return
+        if before is not None:
+            effects.rows_before.setdefault(table, before)
+        effects.deleted[table] = effects.deleted.get(table, 0) + rows
 
     def _measure(self, sql: str, events: list[tuple]) -> None:
         effects = self.effects
@@ -186,25 +201,33 @@ class StepObserver:
                 effects.shrunk.add(arg2)
             if action == sqlite3.SQLITE_DROP_TABLE and _ours(arg1, database):
                 self._dropping_table(arg1)
+                self.plan_writes.dropped(arg1)
             elif action == sqlite3.SQLITE_ALTER_TABLE and _ours(arg2, arg1):
                 # For ALTER TABLE SQLite passes (database, table) and, for DROP COLUMN only, the column.
                 self._altering(arg2, database, sql, events)
             elif action == sqlite3.SQLITE_DELETE and _ours(arg1, database) and arg1 not in dropping:
-                if arg1 not in effects.rows_before and arg1 not in effects.created:
+                if arg1 not in effects.rows_before and not self.plan_writes.written(arg1):
                     effects.rows_before[arg1] = self._row_count(arg1)
                 if source is not None:  # deleted by a trigger: rowcount does not see it
-                    self._count_deletes(arg1)
-            elif action == sqlite3.SQLITE_UPDATE and _ours(arg1, database) and arg1 not in effects.created:
-                self._count_overwrites(arg1, arg2)
+                    self.counters.deletes(arg1)
+            elif action == sqlite3.SQLITE_UPDATE and _ours(arg1, database):
+                if arg2 is not None:
+                    self.counters.updates(arg1, arg2, self.plan_writes.written(arg1, arg2))
             elif action in _CREATES and database == "main" and arg1 and not arg1.lower().startswith("sqlite_"):
-                if arg1.lower() not in _IGNORED and (arg2 or "").lower() not in _IGNORED:
+                # ``CREATE ... IF NOT EXISTS`` of what is there already is authorized too, and does nothing.
+                if (arg1.lower() not in _IGNORED and (arg2 or "").lower() not in _IGNORED
+                        and not self._exists(arg1)):
                     effects.created[arg1] = _CREATES[action]
+                    if action == sqlite3.SQLITE_CREATE_TABLE:
+                        self.plan_writes.created(arg1)
                     if action in (sqlite3.SQLITE_CREATE_INDEX, sqlite3.SQLITE_CREATE_TRIGGER) and arg2:
                         effects.owners[arg1] = arg2
                     effects.dropped.pop(arg1, None)
             elif action in _DROPS and database == "main" and arg1 and not arg1.lower().startswith("sqlite_"):
                 if effects.created.pop(arg1, None) is None:
                     effects.dropped[arg1] = _DROPS[action]
+                    if action != sqlite3.SQLITE_DROP_TABLE:
+                        effects.dropped_sql[arg1] = self._sql_of(arg1)
 
     def _dropping_table(self, table: str) -> None:
         effects = self.effects
@@ -219,13 +242,14 @@ class StepObserver:
         columns = [name for name, *_ in table_xinfo(self.conn, table)]
         values = self._column_values(table, columns)
         rows = self._row_count(table)
-        effects.dropped_tables[original] = TableState(rows, columns, values)
+        effects.dropped_tables[original] = TableState(rows, columns, values, self._sql_of(table))
 
     def _altering(self, table: str, dropped_column: str | None, sql: str, events: list[tuple]) -> None:
         effects = self.effects
         if dropped_column is not None:  # SQLite names the column only for DROP COLUMN
             values = self._column_values(table, [dropped_column]).get(dropped_column, (0, 0))
             effects.dropped_columns.append((table, dropped_column, values))
+            self.plan_writes.column_dropped(table, dropped_column)
             return
         words = [t.name for t in tokens(sql) if t.name is not None]
         if "rename" in words:
@@ -235,14 +259,17 @@ class StepObserver:
                 effects.renamed_tables[new] = effects.renamed_tables.pop(table, table)
                 if table in effects.created:
                     effects.created[new] = effects.created.pop(table)
+                self.plan_writes.renamed(table, new)
             else:
                 old, new = renamed_column(sql)
                 if old and new:
                     effects.renamed_columns.append((table, old, new))
+                    self.plan_writes.column_renamed(table, old, new)
         elif "add" in words:
             column = name_after(sql, "column") or name_after(sql, "add")
             if column:
                 effects.added_columns.append((table, column))
+                self.plan_writes.column_added(table, column)
 
     def foreign_key_tables(self) -> list[str]:
         """The tables whose foreign keys this step can have broken, so far: what it touched, and the children of
@@ -267,6 +294,14 @@ class StepObserver:
             f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ({marks})", sorted(scope)))
 
     # -- measuring -----------------------------------------------------------------------------
+
+    def _exists(self, name: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM main.sqlite_master WHERE name = ? COLLATE NOCASE",
+                                 (name,)).fetchone() is not None
+
+    def _sql_of(self, name: str) -> str | None:
+        row = self.conn.execute("SELECT sql FROM main.sqlite_master WHERE name = ? COLLATE NOCASE", (name,)).fetchone()
+        return None if row is None else row[0]
 
     def _row_count(self, table: str) -> int:
         return self.conn.execute(f"SELECT COUNT(*) FROM main.{quote_identifier(table)}").fetchone()[0]
@@ -293,51 +328,6 @@ class StepObserver:
             parts = [f"COUNT({quote_identifier(c)}), COUNT({quote_identifier(c)})" for c in columns]
             row = self.conn.execute(f"SELECT {', '.join(parts)} FROM main.{quote_identifier(table)}").fetchone()
         return {column: (int(row[2 * i]), int(row[2 * i + 1])) for i, column in enumerate(columns)}
-
-    def _counts_table(self) -> None:
-        if not self._counts_ready:
-            self.conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_COUNTS} "
-                              "(tbl TEXT NOT NULL, col TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (tbl, col))")
-            self.conn.execute(f"DELETE FROM temp.{_COUNTS}")
-            self._counts_ready = True
-
-    def _count_deletes(self, table: str) -> None:
-        self._add_counter(table, "", f"AFTER DELETE ON main.{quote_identifier(table)}")
-
-    def _count_overwrites(self, table: str, column: str | None) -> None:
-        """Count the values an UPDATE really replaces: not NULL, not the column's default, and changed.
-
-        A default is no data anyone entered (the same rule as a dropped
-        column's "non-default values"), so filling in a column that held
-        only its default is not reported as loss.
-        """
-        if column is None:
-            return
-        quoted = quote_identifier(column)
-        default = next((d for name, _, _, d, _, _ in table_xinfo(self.conn, table) if name == column), None)
-        held = f" AND OLD.{quoted} IS NOT ({default})" if default is not None else ""
-        self._add_counter(table, column, f"AFTER UPDATE OF {quoted} ON main.{quote_identifier(table)} "
-                                         f"WHEN OLD.{quoted} IS NOT NULL AND OLD.{quoted} IS NOT NEW.{quoted}{held}")
-
-    def _add_counter(self, table: str, column: str, when: str) -> None:
-        if (table, column) in self._counted:
-            return
-        self._counts_table()
-        self._counted.add((table, column))
-        name = f"apm_preview_{len(self._triggers)}"
-        self._triggers.append(name)
-        self.conn.execute(
-            f"CREATE TEMP TRIGGER {quote_identifier(name)} {when} BEGIN "
-            f"INSERT INTO {_COUNTS} VALUES ({_literal(table)}, {_literal(column)}, 1) "
-            f"ON CONFLICT (tbl, col) DO UPDATE SET n = n + 1; END"
-        )
-
-    def _read_counts(self) -> dict[tuple[str, str], int]:
-        if not self._counts_ready:
-            return {}
-        rows = self.conn.execute(f"SELECT tbl, col, n FROM temp.{_COUNTS}").fetchall()
-        self.conn.execute(f"DELETE FROM temp.{_COUNTS}")
-        return {(table, column): n for table, column, n in rows}
 
 
 _GROWS = (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_CREATE_TABLE)

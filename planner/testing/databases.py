@@ -83,6 +83,9 @@ class TestDatabase(Protocol):
     def snapshot(self) -> Any:
         """The schema in the engine's richest form, for hand-written assertions (``Migrator.schema``)."""
 
+    def broken(self) -> dict[str, str]:
+        """Each view and trigger that no longer compiles (``view v``), with the reason: none, on a sound schema."""
+
 
 def safe_name(text: str) -> str:
     """``stairway[0027]`` → ``stairway-0027``: a test id usable in a file name."""
@@ -208,6 +211,12 @@ class SQLiteDatabase:
 
         with closing(self.connect()) as conn:
             return user_objects(conn)
+
+    def broken(self) -> dict[str, str]:
+        from planner.testing.compare import broken_objects
+
+        with closing(self.connect()) as conn:
+            return broken_objects(conn)
 
     def snapshot(self) -> Any:
         """``planner.schema.SchemaSnapshot``: tables with columns and row counts, indexes, triggers, views."""

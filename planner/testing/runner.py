@@ -218,18 +218,45 @@ def check_upgrade(runner: MigrationRunner) -> list[str]:
     """From an empty database, every migration applies in plan order and the ledger then lists them all."""
     from planner.errors import ExecutionError
 
+    from planner.plan import Plan, apply_plan
+
     runner.database.reset()
+    plan = apply_plan(runner.catalog, runner.applied)
     try:
-        plan = runner.apply()
+        runner.run(plan)
     except ExecutionError as exc:
         version = getattr(exc, "version", None)
+        # It may have tripped over a view or trigger an earlier migration broke (SQLite compiles them all for an
+        # ALTER TABLE): that one is to blame.
+        earlier = [step.version for step in plan.steps].index(version) if version in plan.versions else 0
+        if earlier:
+            _blame_broken(runner, Plan(plan.direction, plan.steps[:earlier], target=plan.target))
         raise MigrationTestFailure(version, [f"upgrade from an empty database failed: {explain(exc)}"]) from exc
     except SeedFailed as exc:
         raise MigrationTestFailure(exc.version, [str(exc)]) from exc
     missing = set(runner.catalog.versions) - runner.applied
     if missing:
         raise MigrationTestFailure(None, [f"upgrade left {', '.join(sorted(missing, key=int))} unapplied"])
+    if runner.database.broken():
+        _blame_broken(runner, plan)
     return plan.versions
+
+
+def _blame_broken(runner: MigrationRunner, plan: Plan) -> None:
+    """Some view or trigger no longer compiles after the whole upgrade: apply it again one step at a time to
+    fail the migration that broke it, not whichever later one happens to trip over it."""
+    from planner.plan import Plan
+
+    runner.database.reset()
+    before = runner.database.broken()
+    for step in plan.steps:
+        runner.run(Plan(plan.direction, (step,), target=plan.target))
+        after = runner.database.broken()
+        newly = [f"upgrade leaves {what} broken: it no longer compiles ({reason})"
+                 for what, reason in sorted(after.items()) if what not in before]
+        if newly:
+            raise MigrationTestFailure(step.version, newly)
+        before = after
 
 
 def check_downgrade_all(runner: MigrationRunner) -> list[str]:
