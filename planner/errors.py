@@ -507,12 +507,15 @@ class DatabaseReadOnly(DatabaseError, PermissionError):
 class ForeignLedger(DatabaseError):
     """``schema_migrations`` exists with a shape this project neither wrote nor inherited from APM's old framework."""
 
-    def __init__(self, path: Path, columns: Sequence[str], known: Sequence[str]):
+    def __init__(self, path: Path | str, columns: Sequence[str], known: Sequence[str], reason: str | None = None,
+                 table: str = "schema_migrations"):
         self.columns = tuple(columns)
+        self.reason = reason
+        why = f"; {reason}" if reason else f"; apm knows {', '.join(known)}"
         super().__init__(
-            f"{path} has a schema_migrations table made by another tool (columns: {', '.join(columns)}; "
-            f"apm knows {', '.join(known)}); nothing was changed. Point --db at APM's database, or move "
-            f"that table aside (ALTER TABLE schema_migrations RENAME TO ...) if you mean to switch tools",
+            f"{path} has a {table} table made by another tool (columns: {', '.join(columns)}{why}); nothing was "
+            f"changed. Point --db at APM's database, or move that table aside (ALTER TABLE {table} RENAME TO "
+            f"...) if you mean to switch tools",
             path=path,
         )
 
