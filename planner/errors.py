@@ -325,6 +325,31 @@ class UnknownAppliedMigration(PlanError, LookupError):
         )
 
 
+class MissingFileInScope(PlanError, LookupError):
+    """A rollback could take an applied migration whose file is gone: its dependents are unknown.
+
+    The ledger does not record dependencies, so a migration without its file
+    may depend on what the rollback removes (a trigger writing to a table the
+    rollback drops). It is refused before anything runs, whatever the cascade.
+    """
+
+    def __init__(self, target: str, missing: Sequence[str], directory: Path, *, to: bool = False):
+        self.target = target
+        self.missing = tuple(missing)
+        self.directory = directory
+        files = ", ".join(f"migration_{v}_*" for v in missing)
+        them, verb = ("it", "depends") if len(missing) == 1 else ("they", "depend")
+        super().__init__(
+            f"cannot {'move to ' + target + ' (--to)' if to else 'roll back ' + target}: {_versions(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} recorded as applied, not before "
+            f"{'what that rolls back' if to else 'it'}, but {'its file is' if len(missing) == 1 else 'their files are'} missing from "
+            f"{directory} ({files}), so apm cannot tell whether {them} {verb} on what this rollback removes; "
+            f"nothing was changed. Restore the file from version control (git log --diff-filter=D -- {directory}), "
+            f"or, if its changes are already undone by hand, "
+            + " and ".join(f"`apm migrate --mark-rolled-back {v}`" for v in missing)
+        )
+
+
 class DependenciesNotApplied(PlanError):
     """A single migration was asked to run before the migrations it depends on."""
 
