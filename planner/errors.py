@@ -220,10 +220,6 @@ class MissingUpgradeSection(SqlMigrationError):
     """No ``-- upgrade`` marker, SQL before it, or ``-- downgrade`` before it."""
 
 
-class EmptySqlSection(SqlMigrationError):
-    """A ``-- upgrade`` or ``-- downgrade`` section holds no SQL statement, only comments or blanks."""
-
-
 class MalformedSqlDependencies(SqlMigrationError):
     """A ``-- depends_on:`` entry is not a version such as ``0030``."""
 
@@ -322,6 +318,21 @@ class UnknownAppliedMigration(PlanError, LookupError):
         super().__init__(
             f"migration {version} is recorded as applied but has no file in the catalog, so it cannot be "
             f"rolled back; restore its file from version control"
+        )
+
+
+class EmptyUpgrade(PlanError):
+    """A plan would apply a migration whose upgrade does nothing (an unfilled ``apm migrate new`` scaffold)."""
+
+    def __init__(self, paths: Sequence[Path]):
+        self.paths = tuple(paths)
+        names = ", ".join(str(p) for p in paths)
+        one = len(paths) == 1
+        super().__init__(
+            f"{names} {'has an upgrade that does' if one else 'have upgrades that do'} nothing yet (an unfilled "
+            f"scaffold?), so applying {'it' if one else 'them'} would record a change that never happened; nothing "
+            f"was changed. Write the change in {'the file' if one else 'each file'}, or delete "
+            f"{'it' if one else 'them'} if {'it is' if one else 'they are'} not needed"
         )
 
 

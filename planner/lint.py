@@ -216,7 +216,16 @@ def _migration_findings(migration) -> list[Finding]:
                        f"an older-numbered file added later would silently become its dependency")
         findings.append(Finding(WARNING, "implied-dependency", migration.version, meaning,
                                 f"add to {name}: {_depends_fix(migration)}", "catalog", migration.path))
-    if not migration.reversible:
+    for part in migration.unwritten:
+        findings.append(Finding(
+            ERROR, f"empty-{part}", migration.version,
+            f"{name}: its {part} does nothing yet (an unfilled scaffold?)"
+            + ("; apm migrate refuses to apply it until it does" if part == "upgrade" else
+               "; a rollback would refuse it as having no downgrade"),
+            f"write the {part} in {name}" + (", or delete the file" if part == "upgrade" else
+                                              ", or delete its `-- downgrade` marker if it cannot be undone"),
+            "catalog", migration.path))
+    if not migration.reversible and "downgrade" not in migration.unwritten:
         findings.append(Finding(
             WARNING, "no-downgrade", migration.version,
             f"{migration.version} defines no downgrade(conn), so it (and everything it depends on) can never "

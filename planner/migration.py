@@ -50,6 +50,10 @@ class Migration:
     transactional: bool = True
     #: The versions a squashed migration stands for (``replaces``); ``()`` for an ordinary migration.
     replaces: tuple[str, ...] = ()
+    #: The parts whose body does nothing yet (``"upgrade"``, and a SQL file's ``"downgrade"``): an
+    #: unfilled scaffold. It loads, so every command that reads still works; ``check`` flags it and a run
+    #: refuses to apply it (``planner.plan.refuse_empty_upgrades``).
+    unwritten: tuple[str, ...] = ()
 
     @property
     def number(self) -> int:

@@ -16,6 +16,7 @@ from typing import Literal, NamedTuple
 from planner import versions
 from planner.catalog import Catalog
 from planner.errors import (
+    EmptyUpgrade,
     InconsistentHistory,
     InvalidVersion,
     IrreversibleMigration,
@@ -307,6 +308,20 @@ def segments(plan: Plan) -> list[Plan]:
         else:
             parts.append([step])
     return [replace(plan, steps=tuple(part)) for part in parts]
+
+
+def refuse_empty_upgrades(plan: Plan) -> None:
+    """Refuse (``EmptyUpgrade``, naming every file) a plan that applies a migration whose upgrade does nothing.
+
+    Its ledger row would say a change was made that never was, and the
+    author meant to write one (an unfilled scaffold). A migration's file can
+    be written half-way through a session, so the session asks this of every
+    plan it runs, before anything runs; reading commands never do.
+    """
+    empty = [step.migration.path for step in plan.steps
+             if step.direction == APPLY and "upgrade" in step.migration.unwritten]
+    if empty:
+        raise EmptyUpgrade(empty)
 
 
 def refuse_non_transactional(plan: Plan) -> None:

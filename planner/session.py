@@ -39,7 +39,7 @@ from planner.errors import (
 from planner.events import Event, Replanned, StepFailed, StepFinished, StepSkipped, StepStarted, emit
 from planner.ledger import APPLY, FAILED, ROLLBACK, SKIPPED, LedgerEntry
 from planner.output_capture import StepOutput
-from planner.plan import Plan, Step, step_conflicts
+from planner.plan import Plan, Step, refuse_empty_upgrades, step_conflicts
 from planner.preview import Preview, PreviewStep, is_left_out, left_out
 from planner.versions import number
 
@@ -142,6 +142,7 @@ class Session(ABC):
 
     def use(self, plan: Plan) -> None:
         """Run ``plan`` instead: one planned inside the lock, from the ledger as it is now."""
+        refuse_empty_upgrades(plan)
         self.plan = plan
         self.total = len(plan.steps)
 
@@ -282,6 +283,7 @@ class Session(ABC):
 
     def stepwise(self) -> Iterator[Event]:
         """One transaction per step: a failure undoes that step only."""
+        refuse_empty_upgrades(self.plan)
         for index, step in enumerate(self.plan.steps, 1):
             yield StepStarted(step, index, self.total)
             started = time.perf_counter()
@@ -301,6 +303,7 @@ class Session(ABC):
 
     def atomic(self) -> Iterator[Event]:
         """The whole plan in one transaction: all of it, or none of it."""
+        refuse_empty_upgrades(self.plan)
         if not self.plan.steps:
             return
         index, step = 1, self.plan.steps[0]
@@ -333,6 +336,7 @@ class Session(ABC):
         only ``Interrupted`` and problems with the database itself are raised.
         Each migration's code therefore runs once per preview.
         """
+        refuse_empty_upgrades(self.plan)
         started = time.perf_counter()
         failed: tuple[Step, PreviewStep, float] | None = None
         try:

@@ -48,7 +48,6 @@ from pathlib import Path
 
 from planner.errors import (
     DuplicateSqlSection,
-    EmptySqlSection,
     MalformedSqlDependencies,
     MalformedSqlDirective,
     MissingUpgradeSection,
@@ -152,11 +151,14 @@ def load_sql_migration(path: Path, version: str) -> Migration:
         raise MissingUpgradeSection(path, version, max(len(lines), 1),
                                     "no `-- upgrade` marker; put the migration's SQL after a line `-- upgrade`")
     scripts: dict[str, str] = {}
+    unwritten: list[str] = []
     for name, body in sections.items():
         script = "\n".join(body).strip("\n")
         if not _has_statement(script):
-            hint = "write the change" if name == "upgrade" else "write the undo, or delete the marker if it cannot be undone"
-            raise EmptySqlSection(path, version, starts[name], f"the `-- {name}` section holds no SQL; {hint}")
+            # Loaded all the same (an unfilled `apm migrate new --sql`): reading commands keep working, `check`
+            # flags it, a run refuses to apply it (and an empty downgrade is no downgrade: never a silent undo).
+            unwritten.append(name)
+            continue
         scripts[name] = script
 
     description = title.group("description") if title else ""
@@ -170,11 +172,12 @@ def load_sql_migration(path: Path, version: str) -> Migration:
         depends_on=depends_on or (),
         dependency_source=DECLARED if depends_on is not None else IMPLIED,
         doc="\n".join(doc).strip("\n"),
-        upgrade=functools.partial(run_script, scripts["upgrade"]),
+        upgrade=functools.partial(run_script, scripts.get("upgrade", "")),
         downgrade=functools.partial(run_script, downgrade) if downgrade is not None else None,
         docstring_version=title.group("version") if title else None,
         documented_dependencies=None,
         transactional=transactional,
+        unwritten=tuple(unwritten),
     )
 
 
@@ -200,9 +203,10 @@ def _dependencies(path: Path, version: str, line: int, value: str) -> tuple[str,
 def sql_migration_source(version: str, description: str, dependencies: list[tuple[str, str]]) -> str:
     """The text of a new SQL migration: header, and two sections left for the author to fill.
 
-    The sections hold only comments, so the catalog refuses the file (an
-    ``EmptySqlSection`` naming its line) until someone writes the SQL: an
-    unfinished migration can never be applied by accident.
+    The sections hold only comments, so a run refuses to apply the file
+    (``EmptyUpgrade``) and ``check`` flags it until someone writes the SQL:
+    an unfinished migration can never be applied by accident, while every
+    command that only reads still works.
     """
     lines = [f"-- Migration {version}: {' '.join(description.split())}", "--",
              "-- Explain what this migration changes and why (replace this line)."]
