@@ -22,7 +22,6 @@ import os
 import re
 import sys
 import types
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from planner.errors import (
     UnreadableMigration,
 )
 from planner.gcpause import collector_paused
-from planner.migration import DECLARED, DOCUMENTED, IMPLIED, Migration
+from planner.migration import DECLARED, DOCUMENTED, IMPLIED, Migration, does_nothing
 from planner.output_capture import quietly
 
 FILE_PREFIX = "migration_"
@@ -325,21 +324,6 @@ def load_migration(path: Path, version: str) -> Migration:
         replaces=replaces,
         unwritten=("upgrade",) if does_nothing(upgrade) else (),
     )
-
-
-def _nothing(conn: object) -> None:
-    pass
-
-
-def does_nothing(function: Callable[..., object]) -> bool:
-    """Whether ``function``'s body is empty: ``pass``, ``...``, a docstring, comments (an unfilled scaffold).
-
-    Read from its bytecode, which is as short as an empty function's and names
-    nothing, on every Python version; no source is parsed, so loading 100,000
-    migrations pays nothing for it.
-    """
-    code = getattr(function, "__code__", None)
-    return code is not None and not code.co_names and len(code.co_code) <= len(_nothing.__code__.co_code)
 
 
 def migration_files(directory: Path) -> tuple[dict[str, Path], list[CatalogError]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.loader import does_nothing
+from planner.migration import does_nothing
 from tests.conftest import run_apm, write_migration
 
 
