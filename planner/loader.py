@@ -320,8 +320,7 @@ def load_migration(path: Path, version: str) -> Migration:
         validate_post=_optional_function(module, "validate_post"),
         docstring_version=info.version,
         documented_dependencies=documented,
-        transactional=transactional,
-        replaces=replaces,
+        transactional=transactional, replaces=replaces,
         unwritten=("upgrade",) if does_nothing(upgrade) else (),
     )
 
