@@ -139,6 +139,8 @@ def run_in_parts(catalog, plan, *, as_json: bool, yes: bool, sql: bool, backup: 
     from planner.errors import Interrupted
     from planner.plan import segments
 
+    # Each part commits on its own: a damaged file must be found before the first, not at the fifth.
+    running.settings().engine.check_integrity()
     outside = [step.version for step in plan.steps if not step.migration.transactional]
     they, run, do, them = ("they", "run", "they do", "them") if len(outside) > 1 else ("it", "runs", "it does", "it")
     why = (f"{', '.join(outside)} declare(s) transactional = False, so {they} {run} outside any transaction, "

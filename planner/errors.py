@@ -525,6 +525,20 @@ class NotADatabase(DatabaseError):
         super().__init__(message, path=path)
 
 
+class DatabaseDamaged(DatabaseError):
+    """The file itself is corrupt (SQLite's "database disk image is malformed"): stop, keep what is committed."""
+
+    def __init__(self, path: Path, detail: str, *, checked_first: bool = False):
+        self.detail = detail
+        state = ("found before anything ran; nothing was changed" if checked_first else
+                 "the transaction that met it was rolled back and nothing after it ran")
+        super().__init__(
+            f"database {path} is damaged ({detail}); {state}. Restore it from a backup with `apm migrate restore` "
+            f"(`apm migrate backups` lists them), or see `apm migrate doctor`",
+            path=path,
+        )
+
+
 class DatabaseReadOnly(DatabaseError, PermissionError):
     """The database, or the folder SQLite writes its journal in, cannot be written."""
 

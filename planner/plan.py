@@ -324,6 +324,17 @@ def refuse_empty_upgrades(plan: Plan) -> None:
         raise EmptyUpgrade(empty)
 
 
+def commits_in_parts(plan: Plan) -> bool:
+    """Whether running ``plan`` step by step leaves earlier steps committed when a later one stops.
+
+    True for more than one step, or any step outside a transaction. Such a
+    run checks the database's integrity first: a corrupt page met half-way
+    would otherwise leave half a plan committed on top of it.
+    """
+    steps = plan.steps
+    return len(steps) > 1 or any(not step.migration.transactional for step in steps)
+
+
 def refuse_non_transactional(plan: Plan) -> None:
     """An ``--atomic`` run holds one transaction for the whole plan; a ``transactional = False`` step cannot join it.
 

@@ -210,6 +210,9 @@ class Session(ABC):
         except (Interrupted, ExecutionError, DatabaseError):
             raise
         except BaseException as exc:
+            broken = self.damaged(exc)
+            if broken is not None:  # the file, not the migration: exit 6, and no failure row written into it
+                raise broken from exc
             raise MigrationFailed(migration.version, step.direction, exc, rolled_back=not self.atomic_run) from exc
         return self.detail(step, proxy)
 
@@ -263,17 +266,26 @@ class Session(ABC):
                                 detail=started_detail())
         return skipped
 
+    def damaged(self, error: BaseException) -> DatabaseError | None:
+        """The engine's "the database file is damaged" error behind ``error``, or ``None`` (SQLite overrides)."""
+        return None
+
     def log_failure(self, step: Step, error: Exception, execution_ms: int | None) -> None:
         """Record the failure in its own small transaction; best effort, since the database may be the problem."""
         try:
             with self.transaction():
                 self.ledger.log(step.version, step.direction, FAILED, step.migration.checksum, execution_ms,
                                 str(error))
-        except Exception:
-            log.warning("could not log the failure of migration %s", step.version, exc_info=True)
+        except Exception as exc:  # a line, not a traceback: the failure itself is what the command reports
+            log.warning("could not log the failure of migration %s: %s", step.version, exc)
+            log.debug("while logging the failure of migration %s", step.version, exc_info=True)
 
     def _failed(self, step: Step, index: int, error: Exception, started: float) -> Iterator[Event]:
         """Log the failure, report it as an event, then raise it."""
+        broken = self.damaged(error) if not isinstance(error, DatabaseError) else None
+        if broken is not None:
+            broken.__cause__ = error
+            error = broken
         if not isinstance(error, (DatabaseError, LedgerChanged)):
             self.log_failure(step, error, _ms_since(started))
         yield StepFailed(step, index, self.total, error, self.output.take())

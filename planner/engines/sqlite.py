@@ -69,6 +69,16 @@ class SQLiteEngine(Engine):
 
         return diagnose(self.path, catalog_dir, busy_timeout=self.busy_timeout)
 
+    def check_integrity(self) -> None:
+        from planner.engines.sqlite_database import check_integrity, open_read_only
+
+        conn = open_read_only(self.path, self.busy_timeout)
+        if conn is not None:  # nothing there yet: nothing to be damaged
+            try:
+                check_integrity(conn, self.path)
+            finally:
+                conn.close()
+
     def prune_backups(self, keep: int, folder: Path | None = None, spare: Iterable[Path] = ()) -> list[Path]:
         from planner.engines.sqlite_backup import prune_backups
 
