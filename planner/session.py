@@ -141,7 +141,7 @@ class Session(ABC):
         return list(step.migration.depends_on) if step.direction == APPLY else self._dependents(step.version)
 
     def use(self, plan: Plan) -> None:
-        """Run ``plan`` instead: one planned inside the lock, from the ledger as it is now."""
+        """Run ``plan`` (at the start, or one planned inside the lock); never one applying an unfilled migration."""
         refuse_empty_upgrades(plan)
         self.plan = plan
         self.total = len(plan.steps)
@@ -295,7 +295,6 @@ class Session(ABC):
 
     def stepwise(self) -> Iterator[Event]:
         """One transaction per step: a failure undoes that step only."""
-        refuse_empty_upgrades(self.plan)
         for index, step in enumerate(self.plan.steps, 1):
             yield StepStarted(step, index, self.total)
             started = time.perf_counter()
@@ -315,7 +314,6 @@ class Session(ABC):
 
     def atomic(self) -> Iterator[Event]:
         """The whole plan in one transaction: all of it, or none of it."""
-        refuse_empty_upgrades(self.plan)
         if not self.plan.steps:
             return
         index, step = 1, self.plan.steps[0]
@@ -348,7 +346,6 @@ class Session(ABC):
         only ``Interrupted`` and problems with the database itself are raised.
         Each migration's code therefore runs once per preview.
         """
-        refuse_empty_upgrades(self.plan)
         started = time.perf_counter()
         failed: tuple[Step, PreviewStep, float] | None = None
         try:
