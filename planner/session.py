@@ -283,9 +283,8 @@ class Session(ABC):
     def _failed(self, step: Step, index: int, error: Exception, started: float) -> Iterator[Event]:
         """Log the failure, report it as an event, then raise it."""
         broken = self.damaged(error) if not isinstance(error, DatabaseError) else None
-        if broken is not None:
-            broken.__cause__ = error
-            error = broken
+        if broken is not None:  # never a failure row written into a damaged file
+            broken.__cause__, error = error, broken
         if not isinstance(error, (DatabaseError, LedgerChanged)):
             self.log_failure(step, error, _ms_since(started))
         yield StepFailed(step, index, self.total, error, self.output.take())

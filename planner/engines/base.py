@@ -105,13 +105,13 @@ class Engine(ABC):
     def diagnose(self, catalog_dir: Path) -> list[Finding]:
         """``apm migrate doctor``: everything wrong with the database and its ledger, found without writing."""
 
-    @abstractmethod
     def check_integrity(self) -> None:
         """Raise ``DatabaseDamaged`` when the database's own storage is damaged; before a plan that commits in parts.
 
         A no-op where the server keeps its pages (PostgreSQL); SQLite runs ``PRAGMA quick_check``.
         """
 
+    @abstractmethod
     def prune_backups(self, keep: int, folder: Path | None = None, spare: Iterable[Path] = ()) -> list[Path]:
         """Delete all but the newest ``keep`` backups of this database (after a run committed); what was deleted.
 
