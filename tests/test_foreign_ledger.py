@@ -185,11 +185,10 @@ def test_postgres_refuses_another_tools_ledger_and_leaves_the_catalog_as_it_was(
         run_sql(pg_url, f"INSERT INTO public.schema_migrations VALUES {row}")
     before = pg_catalog_state(pg_url)
     secret = pg_url.replace("apm@", "apm:s3cret@")
-    commands = WRITERS + READERS if shape == "rails" else (WRITERS[0], WRITERS[1], WRITERS[4], WRITERS[6],
-                                                           READERS[0])
+    commands = WRITERS + READERS if shape == "rails" else (WRITERS[0], WRITERS[4], READERS[0])
     for args in commands:
         result = run_apm("--db", secret, "--migrations-dir", str(seed_chain), "--backup-dir", str(tmp_path), *args)
         assert_refused(result, args, doctor_ok=args[-1] == "doctor")
         assert "s3cret" not in result.stdout + result.stderr
-        assert pg_catalog_state(pg_url) == before, (args, "the database changed")
+    assert pg_catalog_state(pg_url) == before, "the database changed"  # every table and column, every row
     assert list(tmp_path.glob("*.dump")) == []  # refused before a backup was even taken
