@@ -136,6 +136,12 @@ def migrate(ctx: click.Context, list_pending: bool, show_applied: bool, rollback
         _apply(target, atomic=atomic, as_json=as_json, dry_run=dry_run, yes=yes, no_preview=no_preview, sql=sql)
 
 
+def refuse_empty_upgrades(plan) -> None:
+    from planner.plan import refuse_empty_upgrades as refuse
+
+    refuse(plan)
+
+
 def refuse_non_transactional(plan) -> None:
     from planner.plan import refuse_non_transactional as refuse
 
@@ -150,6 +156,7 @@ def _apply(target: str | None, *, atomic: bool, as_json: bool, dry_run: bool, ye
     warn_about_missing_files(catalog, entries)
     plan = make_apply_plan(catalog, entries, target)
     replan = lambda ledger: make_apply_plan(catalog, ledger, target)  # noqa: E731 (planned inside the lock)
+    refuse_empty_upgrades(plan)  # before the database is opened: refused means nothing created either
     if atomic:
         refuse_non_transactional(plan)
     if dry_run:
@@ -306,6 +313,7 @@ def _show_plan(rollback: str | None, cascade: bool, target: str | None, to: str 
         plan = make_rollback_plan(catalog, entries, rollback, cascade)
     else:
         plan = make_apply_plan(catalog, entries, target)
+    refuse_empty_upgrades(plan)  # what `apm migrate` would answer
     rehearse = rehearse or sql
     if as_json and not rehearse:
         emit_json(plan_json(plan))

@@ -142,6 +142,8 @@ def run_in_parts(catalog, plan, *, as_json: bool, yes: bool, sql: bool, backup: 
     from planner.errors import Interrupted, OutsideStepStopped
     from planner.plan import segments
 
+    # Each part commits on its own: a damaged file must be found before the first, not at the fifth.
+    running.settings().engine.check_integrity()
     taken = running.BackupOnce(backup, announce=not as_json)
     results: list[dict] = []
     previews: list[dict] = []

@@ -116,6 +116,9 @@ def check_command(as_json: bool, strict: bool, fix: bool, yes: bool) -> None:
     if yes and not fix:
         raise click.UsageError("--yes only makes sense with --fix")
     if fix:
+        from cli.writable import catalog_to_write
+
+        catalog_dir = catalog_to_write("apm migrate check --fix")
         _fix_shared_versions(catalog_dir, yes, engine)
     # A DatabaseError exits 6 through the root group (an unreachable server too; a missing database is empty).
     findings = for_this_database(check_catalog(catalog_dir, engine))

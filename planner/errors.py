@@ -220,10 +220,6 @@ class MissingUpgradeSection(SqlMigrationError):
     """No ``-- upgrade`` marker, SQL before it, or ``-- downgrade`` before it."""
 
 
-class EmptySqlSection(SqlMigrationError):
-    """A ``-- upgrade`` or ``-- downgrade`` section holds no SQL statement, only comments or blanks."""
-
-
 class MalformedSqlDependencies(SqlMigrationError):
     """A ``-- depends_on:`` entry is not a version such as ``0030``."""
 
@@ -349,6 +345,46 @@ class UnknownAppliedMigration(PlanError, LookupError):
         super().__init__(
             f"migration {version} is recorded as applied but has no file in the catalog, so it cannot be "
             f"rolled back; restore its file from version control"
+        )
+
+
+class EmptyUpgrade(PlanError):
+    """A plan would apply a migration whose upgrade does nothing (an unfilled ``apm migrate new`` scaffold)."""
+
+    def __init__(self, paths: Sequence[Path]):
+        self.paths = tuple(paths)
+        names = ", ".join(str(p) for p in paths)
+        one = len(paths) == 1
+        super().__init__(
+            f"{names} {'has an upgrade that does' if one else 'have upgrades that do'} nothing yet (an unfilled "
+            f"scaffold?), so applying {'it' if one else 'them'} would record a change that never happened; nothing "
+            f"was changed. Write the change in {'the file' if one else 'each file'}, or delete "
+            f"{'it' if one else 'them'} if {'it is' if one else 'they are'} not needed"
+        )
+
+
+class MissingFileInScope(PlanError, LookupError):
+    """A rollback could take an applied migration whose file is gone: its dependents are unknown.
+
+    The ledger does not record dependencies, so a migration without its file
+    may depend on what the rollback removes (a trigger writing to a table the
+    rollback drops). It is refused before anything runs, whatever the cascade.
+    """
+
+    def __init__(self, target: str, missing: Sequence[str], directory: Path, *, to: bool = False):
+        self.target = target
+        self.missing = tuple(missing)
+        self.directory = directory
+        files = ", ".join(f"migration_{v}_*" for v in missing)
+        them, verb = ("it", "depends") if len(missing) == 1 else ("they", "depend")
+        super().__init__(
+            f"cannot {'move to ' + target + ' (--to)' if to else 'roll back ' + target}: {_versions(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} recorded as applied, not before "
+            f"{'what that rolls back' if to else 'it'}, but {'its file is' if len(missing) == 1 else 'their files are'} missing from "
+            f"{directory} ({files}), so apm cannot tell whether {them} {verb} on what this rollback removes; "
+            f"nothing was changed. Restore the file from version control (git log --diff-filter=D -- {directory}), "
+            f"or, if its changes are already undone by hand, "
+            + " and ".join(f"`apm migrate --mark-rolled-back {v}`" for v in missing)
         )
 
 
@@ -516,6 +552,20 @@ class NotADatabase(DatabaseError):
         super().__init__(message, path=path)
 
 
+class DatabaseDamaged(DatabaseError):
+    """The file itself is corrupt (SQLite's "database disk image is malformed"): stop, keep what is committed."""
+
+    def __init__(self, path: Path, detail: str, *, checked_first: bool = False):
+        self.detail = detail
+        state = ("found before anything ran; nothing was changed" if checked_first else
+                 "the transaction that met it was rolled back and nothing after it ran")
+        super().__init__(
+            f"database {path} is damaged ({detail}); {state}. Restore it from a backup with `apm migrate restore` "
+            f"(`apm migrate backups` lists them), or see `apm migrate doctor`",
+            path=path,
+        )
+
+
 class DatabaseReadOnly(DatabaseError, PermissionError):
     """The database, or the folder SQLite writes its journal in, cannot be written."""
 
@@ -534,12 +584,15 @@ class DatabaseReadOnly(DatabaseError, PermissionError):
 class ForeignLedger(DatabaseError):
     """``schema_migrations`` exists with a shape this project neither wrote nor inherited from APM's old framework."""
 
-    def __init__(self, path: Path, columns: Sequence[str], known: Sequence[str]):
+    def __init__(self, path: Path | str, columns: Sequence[str], known: Sequence[str], reason: str | None = None,
+                 table: str = "schema_migrations"):
         self.columns = tuple(columns)
+        self.reason = reason
+        why = f"; {reason}" if reason else f"; apm knows {', '.join(known)}"
         super().__init__(
-            f"{path} has a schema_migrations table made by another tool (columns: {', '.join(columns)}; "
-            f"apm knows {', '.join(known)}); nothing was changed. Point --db at APM's database, or move "
-            f"that table aside (ALTER TABLE schema_migrations RENAME TO ...) if you mean to switch tools",
+            f"{path} has a {table} table made by another tool (columns: {', '.join(columns)}{why}); nothing was "
+            f"changed. Point --db at APM's database, or move that table aside (ALTER TABLE {table} RENAME TO "
+            f"...) if you mean to switch tools",
             path=path,
         )
 

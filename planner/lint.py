@@ -230,6 +230,15 @@ def _migration_findings(migration) -> list[Finding]:
                        f"an older-numbered file added later would silently become its dependency")
         findings.append(Finding(WARNING, "implied-dependency", migration.version, meaning,
                                 f"add to {name}: {_depends_fix(migration)}", "catalog", migration.path))
+    for part in migration.unwritten:
+        findings.append(Finding(
+            ERROR, f"empty-{part}", migration.version,
+            f"{name}: its {part} does nothing yet (an unfilled scaffold?)"
+            + ("; apm migrate refuses to apply it until it does" if part == "upgrade" else
+               "; a rollback would refuse it as having no downgrade"),
+            f"write the {part} in {name}" + (", or delete the file" if part == "upgrade" else
+                                              ", or, if it cannot be undone, replace it with one line `-- irreversible: why`"),
+            "catalog", migration.path))
     if migration.irreversible_reason is not None:
         # Declared on purpose (a downgrade that only raises, `-- irreversible:`): a fact to show, not advice.
         findings.append(Finding(
@@ -237,7 +246,7 @@ def _migration_findings(migration) -> list[Finding]:
             f"{migration.version} {migration.rollback_refusal}: a rollback through it (or a cascade past it) is "
             f"refused before anything runs, and only a backup can undo it",
             None, "catalog", migration.path))
-    elif not migration.reversible:
+    elif not migration.reversible and "downgrade" not in migration.unwritten:
         findings.append(Finding(
             WARNING, "no-downgrade", migration.version,
             f"{migration.version} defines no downgrade(conn), so it (and everything it depends on) can never "

@@ -42,7 +42,7 @@ from planner.errors import (
 )
 from planner.gcpause import collector_paused
 from planner.irreversible import declared_reason
-from planner.migration import DECLARED, DOCUMENTED, IMPLIED, Migration
+from planner.migration import DECLARED, DOCUMENTED, IMPLIED, Migration, does_nothing
 from planner.output_capture import quietly
 
 FILE_PREFIX = "migration_"
@@ -322,6 +322,7 @@ def load_migration(path: Path, version: str) -> Migration:
         transactional=transactional,
         replaces=replaces,
         irreversible_reason=irreversible,
+        unwritten=("upgrade",) if does_nothing(upgrade) else (),
     )
 
 

@@ -40,7 +40,7 @@ from planner.events import Event, Replanned, StepFailed, StepFinished, StepSkipp
 from planner.ledger import APPLY, FAILED, ROLLBACK, SKIPPED, LedgerEntry
 from planner.output_capture import StepOutput
 from planner.outside import OutsideSteps
-from planner.plan import Plan, Step, step_conflicts
+from planner.plan import Plan, Step, refuse_empty_upgrades, step_conflicts
 from planner.preview import Preview, PreviewStep, is_left_out, left_out
 from planner.versions import number
 
@@ -142,7 +142,8 @@ class Session(OutsideSteps, ABC):
         return list(step.migration.depends_on) if step.direction == APPLY else self._dependents(step.version)
 
     def use(self, plan: Plan) -> None:
-        """Run ``plan`` instead: one planned inside the lock, from the ledger as it is now."""
+        """Run ``plan`` (at the start, or one planned inside the lock); never one applying an unfilled migration."""
+        refuse_empty_upgrades(plan)
         self.plan = plan
         self.total = len(plan.steps)
 
@@ -210,6 +211,9 @@ class Session(OutsideSteps, ABC):
         except (Interrupted, ExecutionError, DatabaseError):
             raise
         except BaseException as exc:
+            broken = self.damaged(exc)
+            if broken is not None:  # the file, not the migration: exit 6, and no failure row written into it
+                raise broken from exc
             raise MigrationFailed(migration.version, step.direction, exc, rolled_back=not self.atomic_run) from exc
         return self.detail(step, proxy)
 
@@ -262,17 +266,25 @@ class Session(OutsideSteps, ABC):
                                 detail=started_detail())
         return skipped
 
+    def damaged(self, error: BaseException) -> DatabaseError | None:
+        """The engine's "the database file is damaged" error behind ``error``, or ``None`` (SQLite overrides)."""
+        return None
+
     def log_failure(self, step: Step, error: Exception, execution_ms: int | None) -> None:
         """Record the failure in its own small transaction; best effort, since the database may be the problem."""
         try:
             with self.transaction():
                 self.ledger.log(step.version, step.direction, FAILED, step.migration.checksum, execution_ms,
                                 str(error))
-        except Exception:
-            log.warning("could not log the failure of migration %s", step.version, exc_info=True)
+        except Exception as exc:  # a line, not a traceback: the failure itself is what the command reports
+            log.warning("could not log the failure of migration %s: %s", step.version, exc)
+            log.debug("while logging the failure of migration %s", step.version, exc_info=True)
 
     def _failed(self, step: Step, index: int, error: Exception, started: float) -> Iterator[Event]:
         """Log the failure, report it as an event, then raise it."""
+        broken = self.damaged(error) if not isinstance(error, DatabaseError) else None
+        if broken is not None:  # never a failure row written into a damaged file
+            broken.__cause__, error = error, broken
         if not isinstance(error, (DatabaseError, LedgerChanged)):
             self.log_failure(step, error, _ms_since(started))
         yield StepFailed(step, index, self.total, error, self.output.take())

@@ -54,7 +54,6 @@ from pathlib import Path
 
 from planner.errors import (
     DuplicateSqlSection,
-    EmptySqlSection,
     IrreversibleWithDowngrade,
     MalformedSqlDependencies,
     MalformedSqlDirective,
@@ -171,6 +170,7 @@ def load_sql_migration(path: Path, version: str) -> Migration:
         raise MissingUpgradeSection(path, version, max(len(lines), 1),
                                     "no `-- upgrade` marker; put the migration's SQL after a line `-- upgrade`")
     scripts: dict[str, str] = {}
+    unwritten: list[str] = []
     for name, body in sections.items():
         script = "\n".join(body).strip("\n")
         marker = _irreversible_marker(body, starts[name]) if name == "downgrade" else None
@@ -184,9 +184,10 @@ def load_sql_migration(path: Path, version: str) -> Migration:
             irreversible, irreversible_line = marker[1], marker[0]
             continue  # the section only says there is no way back: the migration has no downgrade
         if not _has_statement(script):
-            hint = ("write the change" if name == "upgrade" else
-                    "write the undo, or, if it cannot be undone, replace it with a line `-- irreversible: why`")
-            raise EmptySqlSection(path, version, starts[name], f"the `-- {name}` section holds no SQL; {hint}")
+            # Loaded all the same (an unfilled `apm migrate new --sql`): reading commands keep working, `check`
+            # flags it, a run refuses to apply it (and an empty downgrade is no downgrade: never a silent undo).
+            unwritten.append(name)
+            continue
         if name == "downgrade" and irreversible is not None:
             raise IrreversibleWithDowngrade(path, version, starts[name],
                                             f"line {irreversible_line} says `-- irreversible:` but the file "
@@ -204,12 +205,13 @@ def load_sql_migration(path: Path, version: str) -> Migration:
         depends_on=depends_on or (),
         dependency_source=DECLARED if depends_on is not None else IMPLIED,
         doc="\n".join(doc).strip("\n"),
-        upgrade=functools.partial(run_script, scripts["upgrade"]),
+        upgrade=functools.partial(run_script, scripts.get("upgrade", "")),
         downgrade=functools.partial(run_script, downgrade) if downgrade is not None else None,
         docstring_version=title.group("version") if title else None,
         documented_dependencies=None,
         transactional=transactional,
         irreversible_reason=irreversible,
+        unwritten=tuple(unwritten),
     )
 
 
@@ -244,9 +246,10 @@ def _dependencies(path: Path, version: str, line: int, value: str) -> tuple[str,
 def sql_migration_source(version: str, description: str, dependencies: list[tuple[str, str]]) -> str:
     """The text of a new SQL migration: header, and two sections left for the author to fill.
 
-    The sections hold only comments, so the catalog refuses the file (an
-    ``EmptySqlSection`` naming its line) until someone writes the SQL: an
-    unfinished migration can never be applied by accident.
+    The sections hold only comments, so a run refuses to apply the file
+    (``EmptyUpgrade``) and ``check`` flags it until someone writes the SQL:
+    an unfinished migration can never be applied by accident, while every
+    command that only reads still works.
     """
     lines = [f"-- Migration {version}: {' '.join(description.split())}", "--",
              "-- Explain what this migration changes and why (replace this line)."]

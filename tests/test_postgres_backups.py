@@ -347,3 +347,14 @@ def test_a_restore_names_the_other_ledgers_it_puts_back(dumped, catalog_dir):
     report = json.loads(apm(url, "migrate", "restore", str(dump), "--yes", "--json", "--backup-dir",
                             str(folder)).stdout)
     assert report["other_ledgers"] == ["billing"]
+
+
+def test_restore_with_keep_backups_never_deletes_the_dump_it_restored_from(dumped):
+    """Issue 22 point 20 on PostgreSQL: the dump restored from survives `--keep-backups 1`."""
+    url, folder, dump = dumped
+    done = apm(url, "migrate", "restore", "--yes", "--json", "--keep-backups", "1", "--backup-dir", str(folder))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["backup"] == str(dump) and str(dump) not in result["pruned"] and dump.exists()
+    assert Path(result["safety_backup"]).exists()
+    assert applied(url) == ["0001", "0002", "0003", "0004", "0005", "0006"]

@@ -326,7 +326,7 @@ def test_a_failing_upgrade_fails_its_stair_and_skips_its_descendants_naming_it(p
     catalog = customers_and_orders(pytester.path / "migrations")
     write_migration(catalog, "0003", "Broken", depends_on=("0001",),
                     upgrade="conn.execute('ALTER TABLE nowhere ADD COLUMN x TEXT')", downgrade="pass")
-    write_migration(catalog, "0004", "After broken", depends_on=("0003",), upgrade="pass", downgrade="pass")
+    write_migration(catalog, "0004", "After broken", depends_on=("0003",), upgrade="del conn  # changes nothing on purpose", downgrade="pass")
 
     reprec = pytester.inline_run("--apm-migrations", "migrations")
 

@@ -19,7 +19,7 @@ line in ``planner.engines.engine_for``; nothing above this folder changes.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -109,9 +109,18 @@ class Engine(ABC):
     def diagnose(self, catalog_dir: Path) -> list[Finding]:
         """``apm migrate doctor``: everything wrong with the database and its ledger, found without writing."""
 
+    def check_integrity(self) -> None:
+        """Raise ``DatabaseDamaged`` when the database's own storage is damaged; before a plan that commits in parts.
+
+        A no-op where the server keeps its pages (PostgreSQL); SQLite runs ``PRAGMA quick_check``.
+        """
+
     @abstractmethod
-    def prune_backups(self, keep: int, folder: Path | None = None) -> list[Path]:
-        """Delete all but the newest ``keep`` backups of this database (after a run committed); what was deleted."""
+    def prune_backups(self, keep: int, folder: Path | None = None, spare: Iterable[Path] = ()) -> list[Path]:
+        """Delete all but the newest ``keep`` backups of this database (after a run committed); what was deleted.
+
+        ``spare`` is never deleted: a restore spares the backup it restored from.
+        """
 
     @abstractmethod
     def backup(self, folder: Path | None = None) -> Path | None:

@@ -21,7 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -141,12 +141,16 @@ def list_dumps(url: str, folder: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
-def prune_dumps(url: str, folder: Path, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` dumps of this database in ``folder``; what was deleted, oldest first."""
+def prune_dumps(url: str, folder: Path, keep: int, spare: Iterable[Path] = ()) -> list[Path]:
+    """Delete all but the newest ``keep`` dumps of this database in ``folder``; what was deleted, oldest first.
+
+    ``spare`` is never deleted (a restore spares the dump it restored from).
+    """
     if keep < 1:
         raise ValueError(f"keep must be at least 1, not {keep}")
     dumps = list_dumps(url, folder)
-    doomed = dumps[: max(0, len(dumps) - keep)]
+    spared = {Path(p).resolve() for p in spare}
+    doomed = [p for p in dumps[: max(0, len(dumps) - keep)] if p.resolve() not in spared]
     for path in doomed:
         path.unlink(missing_ok=True)
     return doomed

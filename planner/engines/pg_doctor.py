@@ -202,7 +202,13 @@ def _shape(conn: Any, schema: str, columns: dict[str, set[str]]) -> list[Finding
 
 def _history(conn: Any, schema: str, catalog_dir: Path) -> list[Finding]:
     """The ledger's rows against the catalog, as far as the catalog loads."""
-    entries = PgLedger(conn, schema).applied_migrations()
+    from planner.errors import ForeignLedger
+
+    try:
+        entries = PgLedger(conn, schema).applied_migrations()
+    except ForeignLedger as exc:  # every column apm needs is there, and more that another tool needs
+        return [Finding(ERROR, "ledger-shape", None, str(exc),
+                        f"psql -c '\\d {schema}.{TABLE}'  # or choose another --ledger-schema", "history")]
     try:
         catalog, files, unloadable = tolerant_catalog(catalog_dir)
     except CatalogError as exc:

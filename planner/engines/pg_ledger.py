@@ -15,11 +15,28 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from planner import versions
-from planner.ledger import LOG_TABLE, TABLE, LedgerEntry, LogEntry
+from planner.errors import ForeignLedger
+from planner.ledger import (
+    KNOWN_COLUMNS,
+    LOG_TABLE,
+    OWN_COLUMNS,
+    TABLE,
+    LedgerColumn,
+    LedgerEntry,
+    LogEntry,
+    describe_columns,
+    unknown_shape,
+)
 
 if TYPE_CHECKING:
     from planner.migration import Migration
 
+#: PostgreSQL's names for the types that keep ``'0001'`` as it is written (``format_type``'s spelling).
+_TEXT_TYPES = ("text", "character varying", "character", "name")
+#: The ledger's columns as ``[name, type, not null, fills itself]`` rows, in one JSON value; ``%s`` is the table.
+_SHAPE = ("SELECT json_agg(json_build_array(a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, "
+          "a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '') ORDER BY a.attnum) FROM pg_attribute a "
+          "WHERE a.attrelid = to_regclass({table}) AND a.attnum > 0 AND NOT a.attisdropped")
 _TIME = "to_char(applied_at, 'YYYY-MM-DD HH24:MI:SS')"
 _NOW = "(now() AT TIME ZONE 'UTC')"
 
@@ -42,6 +59,31 @@ class PgLedger:
         self.schema = schema
         self.table = f"{quote(schema)}.{TABLE}"
         self.log_table = f"{quote(schema)}.{LOG_TABLE}"
+        self._shape_known = False
+
+    def require_known_shape(self) -> None:
+        """Refuse (``ForeignLedger``) a ``schema_migrations`` another tool made, before anything reads or writes it.
+
+        PostgreSQL's ledger was always this project's five columns (it never
+        adopted an older framework's table in place), so those five are
+        required; any other column must be one a known ledger has and must
+        fill itself. Read once per ledger object: one round trip per command.
+        """
+        if not self._shape_known:
+            self._check_shape(self._rows(_SHAPE.format(table="%s"), (self.table,))[0][0])
+
+    def _check_shape(self, shape: list | None) -> None:
+        """``shape`` (``_SHAPE``'s JSON; ``None`` when there is no table) is a known ledger, or ``ForeignLedger``."""
+        if shape:
+            columns = [LedgerColumn(str(name).lower(), str(shown), bool(not_null), bool(fills))
+                       for name, shown, not_null, fills in shape]
+            version_type = next((c.type for c in columns if c.name == "version"), "")
+            reason = unknown_shape(columns, required=OWN_COLUMNS, written=OWN_COLUMNS,
+                                   text_version=version_type.startswith(_TEXT_TYPES))
+            if reason is not None:
+                raise ForeignLedger(f"database {self.conn.info.dbname}", [describe_columns([c]) for c in columns],
+                                    sorted(KNOWN_COLUMNS), reason, table=f"{self.schema}.{TABLE}")
+        self._shape_known = True
 
     def _rows(self, sql: str, parameters: tuple = ()) -> list[tuple]:
         with self.conn.cursor() as cursor:
@@ -53,6 +95,7 @@ class PgLedger:
 
     def ensure_schema(self) -> None:
         """Create the schema and both tables if missing (in the caller's transaction)."""
+        self.require_known_shape()
         if self.exists() and self._rows("SELECT to_regclass(%s) IS NOT NULL", (self.log_table,))[0][0]:
             return
         self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}")
@@ -69,7 +112,8 @@ class PgLedger:
     def applied_migrations(self) -> dict[str, LedgerEntry]:
         """Applied migrations by version, ordered as ``planner.ledger`` orders them; ``{}`` without a ledger.
 
-        One round trip: the table is read directly and a missing one is the
+        One round trip: the table is read directly, its shape riding along
+        (``ForeignLedger`` for another tool's table), and a missing one is the
         "never migrated" answer (outside a transaction only, where a failed
         statement aborts nothing; inside one, it is looked up first).
         """
@@ -79,18 +123,29 @@ class PgLedger:
         if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             if not self.exists():
                 return {}
+            self.require_known_shape()
             rows = self._rows(select)
         else:
+            # The shape rides along (one row even for an empty table): a read-only command stays one statement.
+            literal = "'" + self.table.replace("'", "''") + "'"
+            shaped = (f"SELECT version, description, {_TIME}, checksum, execution_ms, shape "
+                      f"FROM ({_SHAPE.format(table=literal)}) AS known(shape) LEFT JOIN {self.table} ON true")
             try:
-                rows = self._rows(select)
+                rows = self._rows(shaped)
             except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
                 return {}
+            except psycopg.errors.UndefinedColumn:
+                self.require_known_shape()  # raises ForeignLedger: a column every ledger of ours has is missing
+                raise
+            self._check_shape(rows[0][5])
+            rows = [row[:5] for row in rows if row[0] is not None]
         entries = [LedgerEntry(str(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
         return {e.version: e for e in sorted(entries, key=lambda e: versions.sort_key(e.version))}
 
     def applied_versions(self) -> list[str]:
         if not self.exists():
             return []
+        self.require_known_shape()
         return [str(r[0]) for r in self._rows(f"SELECT version FROM {self.table}")]
 
     def record_applied_and_log(self, migration: Migration, execution_ms: int | None, action: str,

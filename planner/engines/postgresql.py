@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -172,11 +172,11 @@ class PostgresEngine(Engine):
 
         return diagnose_postgres(self, catalog_dir, self.backup_dir)
 
-    def prune_backups(self, keep: int, folder: Path | None = None) -> list[Path]:
+    def prune_backups(self, keep: int, folder: Path | None = None, spare: Iterable[Path] = ()) -> list[Path]:
         """This database's dumps in the folder, all but the newest ``keep`` (no other file there is touched)."""
         from planner.engines.pg_backup import prune_dumps
 
-        return prune_dumps(self.url, folder if folder is not None else self.backup_dir or Path("."), keep)
+        return prune_dumps(self.url, folder if folder is not None else self.backup_dir or Path("."), keep, spare)
 
     def backup(self, folder: Path | None = None) -> Path | None:
         from planner.engines.pg_backup import dump

@@ -8,6 +8,7 @@ the SQLite modules already do, so the CLI can ask an engine instead of a path.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -78,10 +79,20 @@ class SQLiteEngine(Engine):
 
         return diagnose(self.path, catalog_dir, busy_timeout=self.busy_timeout)
 
-    def prune_backups(self, keep: int, folder: Path | None = None) -> list[Path]:
+    def check_integrity(self) -> None:
+        from planner.engines.sqlite_database import check_integrity, open_read_only
+
+        conn = open_read_only(self.path, self.busy_timeout)
+        if conn is not None:  # nothing there yet: nothing to be damaged
+            try:
+                check_integrity(conn, self.path)
+            finally:
+                conn.close()
+
+    def prune_backups(self, keep: int, folder: Path | None = None, spare: Iterable[Path] = ()) -> list[Path]:
         from planner.engines.sqlite_backup import prune_backups
 
-        return prune_backups(self.path, keep)
+        return prune_backups(self.path, keep, spare)
 
     def backup(self, folder: Path | None = None) -> Path | None:
         """SQLite's backups sit beside the file (``planner.engines.sqlite_backup``); ``folder`` is not used."""

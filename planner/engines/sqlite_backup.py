@@ -27,6 +27,7 @@ import os
 import sqlite3
 import stat
 from datetime import datetime
+from collections.abc import Iterable
 from pathlib import Path
 
 from planner.engines.sqlite_database import (
@@ -157,20 +158,28 @@ def backup_time(backup_path: Path, database: Path) -> datetime | None:
         return None
 
 
-def prune_backups(path: Path | str, keep: int) -> list[Path]:
+def prune_backups(path: Path | str, keep: int, spare: Iterable[Path] = ()) -> list[Path]:
     """Delete all but the newest ``keep`` backups of this database; return what was deleted, oldest first.
 
     Only files named as this database's backups are candidates, so nothing
     else in the folder (another database's backups, the database itself) is
-    ever touched.
+    ever touched. ``spare`` is never deleted, whatever its age: a restore
+    spares the backup it restored from, which is the state the user chose
+    to go back to and may still need.
     """
     if keep < 1:
         raise ValueError(f"keep must be at least 1, not {keep}")
     backups = list_backups(path)
-    doomed = backups[: max(0, len(backups) - keep)]
+    doomed = _without(backups[: max(0, len(backups) - keep)], spare)
     for old in doomed:
         old.unlink(missing_ok=True)
     return doomed
+
+
+def _without(paths: list[Path], spare: Iterable[Path]) -> list[Path]:
+    """``paths`` less any that is the same file as one in ``spare`` (however either is spelled)."""
+    spared = {Path(p).resolve() for p in spare}
+    return [p for p in paths if p.resolve() not in spared]
 
 
 # --------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from planner.errors import (
+    DatabaseDamaged,
     DatabaseDirectoryMissing,
     DatabaseError,
     DatabaseLocked,
@@ -37,6 +38,7 @@ DEFAULT_BUSY_TIMEOUT = 30.0
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
 _SQLITE_READONLY = 8
+_SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 
 
@@ -144,7 +146,47 @@ def translate_error(exc: sqlite3.Error, path: Path, busy_timeout: float) -> Data
         return NotADatabase(path)
     if primary == _SQLITE_READONLY or "readonly database" in message:
         return DatabaseReadOnly(path)
+    if primary == _SQLITE_CORRUPT or (primary is None and "database disk image is malformed" in message):
+        return DatabaseDamaged(path, f"SQLite: {exc}")
     return None
+
+
+def damaged(exc: BaseException, path: Path) -> DatabaseDamaged | None:
+    """The ``DatabaseDamaged`` behind ``exc`` (a migration's failure wraps SQLite's own), or ``None``.
+
+    A corrupt page is met by whichever statement reads it: the migration's,
+    the ledger's, the COMMIT. Whichever it was, the run must stop as a
+    database problem (exit 6, not "the migration failed") and must not try
+    to write a failure row into the damaged file.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DatabaseDamaged):
+            return exc
+        if isinstance(exc, sqlite3.DatabaseError):
+            error = translate_error(exc, path, DEFAULT_BUSY_TIMEOUT)
+            if isinstance(error, DatabaseDamaged):
+                return error
+        exc = getattr(exc, "cause", None) or exc.__cause__
+    return None
+
+
+def check_integrity(conn: sqlite3.Connection, path: Path) -> None:
+    """``PRAGMA quick_check`` before a plan whose parts commit separately; ``DatabaseDamaged`` if it fails.
+
+    quick_check reads every page (it skips only index-against-table
+    comparisons), so it costs about as much as reading the file once: paid
+    only where a half-applied plan could be committed on top of corruption,
+    never on the default path, where the plan is one transaction that a
+    corrupt page rolls back whole.
+    """
+    try:
+        rows = [" ".join(str(row[0]).split()) for row in conn.execute("PRAGMA quick_check(3)").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        rows = [str(exc)]
+    if rows != ["ok"]:
+        raise DatabaseDamaged(path, "PRAGMA quick_check: " + "; ".join(rows), checked_first=True)
 
 
 def _discard(path: Path, created: bool) -> None:

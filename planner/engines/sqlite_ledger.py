@@ -18,7 +18,16 @@ from typing import TYPE_CHECKING
 from planner import versions
 from planner.engines.sqlite_database import DEFAULT_BUSY_TIMEOUT, open_read_only
 from planner.errors import ForeignLedger
-from planner.ledger import LOG_TABLE, TABLE, LedgerEntry, LedgerNote, LogEntry
+from planner.ledger import (
+    LOG_TABLE,
+    TABLE,
+    LedgerColumn,
+    LedgerEntry,
+    LedgerNote,
+    LogEntry,
+    describe_columns,
+    unknown_shape,
+)
 
 if TYPE_CHECKING:
     from planner.migration import Migration
@@ -48,6 +57,8 @@ SEED_COLUMNS = frozenset({"version", "description", "applied_at"})
 #: table, with its own idea of what a row means, and altering it would corrupt that tool's history.
 KNOWN_COLUMNS = SEED_COLUMNS | {name for name, _ in _ADDED_COLUMNS} | {"id", "rollback_at", "rollback_reason",
                                                                          "applied_by"}
+#: What ``record_applied`` writes (``applied_by`` when the table has it); SQLite fills ``id`` itself.
+_WRITTEN = SEED_COLUMNS | {name for name, _ in _ADDED_COLUMNS} | {"applied_by"}
 
 _CREATE_LOG = f"""
 CREATE TABLE IF NOT EXISTS {LOG_TABLE} (
@@ -98,10 +109,22 @@ class Ledger:
     def _columns(self) -> set[str]:
         return {str(row[1]).lower() for row in self._rows(f"PRAGMA table_info({TABLE})")}
 
-    def _require_known_shape(self, columns: set[str]) -> None:
-        """Refuse a ``schema_migrations`` that another tool made, before anything reads or alters it."""
-        if columns and ("version" not in columns or not columns <= KNOWN_COLUMNS):
-            raise ForeignLedger(self._path(), sorted(columns), sorted(KNOWN_COLUMNS))
+    def _require_known_shape(self, columns: set[str] | None = None) -> None:
+        """Refuse a ``schema_migrations`` that another tool made, before anything reads or alters it.
+
+        ``columns`` (the names) lets a caller that has read them skip the
+        catalog read when a name alone already tells (Rails' lone ``version``
+        does not: its shape is read in full, one more PRAGMA).
+        """
+        if columns is not None and not columns:
+            return
+        shape = [_column(row) for row in self._rows(f"PRAGMA table_info({TABLE})")]
+        if not shape:
+            return
+        reason = unknown_shape(shape, required=sorted(SEED_COLUMNS), written=_WRITTEN,
+                               text_version=_keeps_text(next((c.type for c in shape if c.name == "version"), "")))
+        if reason is not None:
+            raise ForeignLedger(self._path(), [describe_columns([c]) for c in shape], sorted(KNOWN_COLUMNS), reason)
 
     def _path(self) -> Path:
         row = self._rows("PRAGMA database_list")[0]
@@ -116,7 +139,7 @@ class Ledger:
         """
         columns, added, log = self._rows(_SCHEMA_STATE)[0]
         if columns and added == len(_ADDED_COLUMNS) and log:
-            self._require_known_shape(self._columns())
+            self._require_known_shape()
             return
         if not columns:
             self.conn.execute(_CREATE_TABLE)
@@ -149,6 +172,8 @@ class Ledger:
         columns = self._columns()
         if not columns:
             return []
+        if not columns <= _WRITTEN | {"id", "rollback_at", "rollback_reason"} or not SEED_COLUMNS <= columns:
+            self._require_known_shape(columns)  # the names alone say it is foreign: never count its rows
         rows = self._rows(f"SELECT version FROM {TABLE}{_applied_only(columns)}")
         return [str(r[0]) for r in rows if not _is_note(r[0])]
 
@@ -273,6 +298,22 @@ class Ledger:
         else:
             rows = self._rows(sql + " WHERE version = ? ORDER BY id", (version,))
         return [LogEntry(*row) for row in rows]
+
+
+def _column(row: tuple) -> LedgerColumn:
+    """A ``PRAGMA table_info`` row as a ``LedgerColumn``; an ``INTEGER PRIMARY KEY`` is the rowid, filled by SQLite."""
+    _, name, declared, not_null, default, pk = row
+    declared = str(declared or "").lower()
+    rowid = bool(pk) and declared == "integer"
+    return LedgerColumn(str(name).lower(), declared, bool(not_null), default is not None or rowid)
+
+
+def _keeps_text(declared: str) -> bool:
+    """Whether a column of this declared type stores ``'0001'`` as given (TEXT or BLOB affinity, SQLite's rules)."""
+    declared = declared.lower()
+    if "int" in declared:
+        return False
+    return any(word in declared for word in ("char", "clob", "text")) or declared == "" or "blob" in declared
 
 
 def _applied_only(columns: set[str]) -> str:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from planner.engines.sqlite_database import (
     DEFAULT_BUSY_TIMEOUT,
+    check_integrity,
     connect,
     foreign_keys_enabled,
     foreign_keys_off,
@@ -47,7 +48,7 @@ from planner.errors import DatabaseDirectoryMissing, DatabaseNotFound, LedgerCha
 from planner.events import Event, Replanned, RunResult, StepFailed, StepFinished, StepSkipped, StepStarted
 from planner.engines.sqlite_ledger import Ledger
 from planner.ledger import LedgerEntry
-from planner.plan import Plan, refuse_non_transactional
+from planner.plan import Plan, commits_in_parts, refuse_non_transactional
 from planner.preview import Preview
 
 if TYPE_CHECKING:
@@ -165,8 +166,12 @@ class Executor(MarksThroughSessions):
             return
         if atomic:
             refuse_non_transactional(plan)
+        existed = self.path.exists()
         conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
         try:
+            if existed and not atomic and commits_in_parts(plan):
+                # Step by step, each commit stays: corruption met at step 9 would leave 8 committed on top of it.
+                check_integrity(conn, self.path)
             session = self._session(conn, plan, atomic=atomic)
             session.confirmation = confirm_outside
             yield from session.atomic() if atomic else session.stepwise()

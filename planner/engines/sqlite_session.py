@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from planner.engines.sqlite_connection import MigrationConnection
 from planner.engines.sqlite_database import foreign_keys_enabled, foreign_keys_off, translate_error, wait_for
-from planner.errors import ForeignKeyViolation
+from planner.errors import DatabaseError, ForeignKeyViolation
 from planner.engines.sqlite_ledger import Ledger
 from planner.ledger import APPLY, OK
 from planner.plan import Plan, Step
@@ -104,8 +104,11 @@ class SQLiteSession(Session):
                     self.ledger.ensure_schema()
                     self._ledger_checked = True
                 yield
-            except BaseException:
+            except BaseException as exc:
                 self._rollback()
+                broken = self.damaged(exc)
+                if broken is not None and broken is not exc:
+                    raise broken from exc
                 raise
             self._sql("COMMIT")
             self._ledger_ready = self._ledger_checked
@@ -136,6 +139,11 @@ class SQLiteSession(Session):
             except sqlite3.Error:
                 # SQLite may already have rolled back (e.g. after SQLITE_FULL); nothing is left open.
                 log.debug("ROLLBACK failed", exc_info=True)
+
+    def damaged(self, error: BaseException) -> DatabaseError | None:
+        from planner.engines.sqlite_database import damaged
+
+        return damaged(error, self.path)
 
     def applied_now(self) -> set[str]:
         data_version = self.conn.execute("PRAGMA data_version").fetchone()[0]
