@@ -148,6 +148,9 @@ class Settings:
             self._engine = engine_for(self.db_url or self.db_path, busy_timeout=self.busy_timeout,
                                       ledger_schema=self.ledger_schema, backup_dir=self.backup_dir)
             waiting.listen(_tell_waiting)
+            from cli.locking import configure
+
+            configure(self, self._engine)  # PostgreSQL: lock_timeout, statement_timeout, retries
         return self._engine
 
     @property

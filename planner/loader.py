@@ -302,6 +302,10 @@ def load_migration(path: Path, version: str) -> Migration:
     transactional = getattr(module, "transactional", True)
     if not isinstance(transactional, bool):
         raise InvalidTransactional(path, version, transactional)
+    from planner.locks import checked_declarations
+
+    lock_timeout, allow = checked_declarations(path, version, getattr(module, "lock_timeout", None),
+                                               getattr(module, "allow", ()))
     try:
         replaces = _declared_versions(module, "replaces") or ()
     except ValueError as exc:
@@ -322,6 +326,8 @@ def load_migration(path: Path, version: str) -> Migration:
         documented_dependencies=documented,
         transactional=transactional,
         replaces=replaces,
+        lock_timeout=lock_timeout,
+        allow=allow,
     )
 
 

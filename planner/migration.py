@@ -50,6 +50,11 @@ class Migration:
     transactional: bool = True
     #: The versions a squashed migration stands for (``replaces``); ``()`` for an ordinary migration.
     replaces: tuple[str, ...] = ()
+    #: Seconds this migration's step may wait for a lock (``lock_timeout = "5s"`` in the file; 0: no limit);
+    #: ``None``: the run's (``planner.locks``).
+    lock_timeout: float | None = None
+    #: The lock findings this migration accepts (``allow = ["index-not-concurrent"]``; ``planner.locks``).
+    allow: tuple[str, ...] = ()
 
     @property
     def number(self) -> int:

@@ -21,9 +21,10 @@ The rules, precisely:
   (as the first docstring line of a Python file). Without one, the
   description comes from the file name's slug.
 * A header line ``-- <lowercase_name>: value`` is a **directive**. There are
-  two. ``transactional: false`` (or ``true``, the default) runs the
+  four. ``transactional: false`` (or ``true``, the default) runs the
   migration outside a transaction, for statements SQLite refuses inside one
-  (``VACUUM``). ``depends_on``: versions separated by commas or spaces; empty means
+  (``VACUUM``). ``lock_timeout: 5s`` and ``allow: table-rewrite, ...`` are
+  the Python file's ``lock_timeout`` and ``allow`` (``planner.locks``). ``depends_on``: versions separated by commas or spaces; empty means
   a root. Without it the migration depends on the previous version in number
   order, as a Python file without ``depends_on`` does. Any other name is an
   error, so ``-- depend_on: 0030`` cannot silently make a migration implied.
@@ -59,7 +60,7 @@ from planner.migration import DECLARED, IMPLIED, Migration
 
 SUFFIX = ".sql"
 #: The directives a header may carry; anything else shaped like one is a typo.
-DIRECTIVES = ("depends_on", "transactional")
+DIRECTIVES = ("depends_on", "transactional", "lock_timeout", "allow")
 
 _TITLE = re.compile(r"^Migration\s+(?P<version>[0-9]+)\s*:\s*(?P<description>.*?)\s*$")
 _SECTION = re.compile(r"^--\s*(?P<name>upgrade|downgrade)\s*$", re.IGNORECASE)
@@ -96,6 +97,7 @@ def load_sql_migration(path: Path, version: str) -> Migration:
     depends_on: tuple[str, ...] | None = None
     depends_line = 0
     transactional = True
+    locks: dict[str, object] = {}  # lock_timeout, allow (planner.locks)
     sections: dict[str, list[str]] = {}
     starts: dict[str, int] = {}
     current: str | None = None
@@ -136,6 +138,11 @@ def load_sql_migration(path: Path, version: str) -> Migration:
                 transactional = _boolean(path, version, number, directive.group("value"))
                 doc.append(comment)
                 continue
+            if name in ("lock_timeout", "allow"):
+                value = directive.group("value").strip()
+                locks[name] = value if name == "lock_timeout" else [c for c in re.split(r"[,\s]+", value) if c]
+                doc.append(comment)
+                continue
             if name not in DIRECTIVES:
                 raise UnknownSqlDirective(path, version, number,
                                           f"unknown header directive `{name}:`; the header knows "
@@ -162,6 +169,9 @@ def load_sql_migration(path: Path, version: str) -> Migration:
     description = title.group("description") if title else ""
     description = description or path.stem[len("migration_") + len(version):].strip("_").replace("_", " ")
     downgrade = scripts.get("downgrade")
+    from planner.locks import checked_declarations
+
+    lock_timeout, allow = checked_declarations(path, version, locks.get("lock_timeout"), locks.get("allow", ()))
     return Migration(
         version=version,
         description=description,
@@ -175,6 +185,8 @@ def load_sql_migration(path: Path, version: str) -> Migration:
         docstring_version=title.group("version") if title else None,
         documented_dependencies=None,
         transactional=transactional,
+        lock_timeout=lock_timeout,
+        allow=allow,
     )
 
 
