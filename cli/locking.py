@@ -104,6 +104,16 @@ def lock_settings(settings: Settings):
                         retries=pick("lock_retries", DEFAULT_LOCK_RETRIES))
 
 
+def lock_policy(settings: Settings):
+    """Which lock findings stop a run: the config file's levels and threshold, and the run's ``--allow``."""
+    from planner.locks import DEFAULT_GATE, DEFAULT_LARGE_TABLE_ROWS, LockPolicy
+
+    config = settings.config
+    return LockPolicy(gate=config.get("lock_gate") or DEFAULT_GATE, levels=config.get("lock_levels") or {},
+                      large_table_rows=config.get("large_table_rows") or DEFAULT_LARGE_TABLE_ROWS,
+                      allowed=tuple(getattr(settings, "allow_option", None) or ()))
+
+
 def configure(settings: Settings, engine) -> None:
     """Give a PostgreSQL engine the run's lock settings, and tell each retry on stderr."""
     if getattr(engine, "name", None) != "postgresql":
@@ -112,6 +122,7 @@ def configure(settings: Settings, engine) -> None:
     from planner.locks import shown_duration
 
     engine.lock_settings = chosen = lock_settings(settings)
+    engine.lock_policy = lock_policy(settings)
     limit = shown_duration(chosen.lock_timeout)
 
     def tell(version: str, attempt: int, attempts: int, pause: float, blocker) -> None:

@@ -164,3 +164,144 @@ def declarations(lock_timeout: object, allow: object) -> tuple[float | None, tup
         raise InvalidLockDeclaration(f"allow names {unknown[0]!r}, which is no finding code; the codes are "
                                      f"{', '.join(CODES)}")
     return seconds, codes
+
+
+#: Lock modes from weakest to strongest (PostgreSQL's table-level modes, as ``pg_locks.mode`` spells them).
+MODES = ("AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock", "ShareLock",
+         "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
+#: From this mode up a lock blocks ordinary writes (ShareLock) or reads too (AccessExclusiveLock).
+BLOCKING = MODES.index("ShareLock")
+
+LEVELS = ("info", "warning", "error")
+DEFAULT_GATE = "error"
+#: Rows from which an ACCESS EXCLUSIVE lock held across other statements is a finding (config ``large_table_rows``).
+DEFAULT_LARGE_TABLE_ROWS = 10_000
+
+#: The safe pattern for each finding (docs/locks.md says more).
+ADVICE: dict[str, str] = {
+    "index-not-concurrent": "build it with CREATE INDEX CONCURRENTLY in a migration of its own with "
+                            "transactional = False (it blocks no writes)",
+    "set-not-null-scan": "add CHECK (col IS NOT NULL) NOT VALID, VALIDATE CONSTRAINT it in a later migration "
+                         "(no write lock), then SET NOT NULL uses it and scans nothing",
+    "constraint-not-valid-missing": "add it with NOT VALID (new rows are checked at once), then VALIDATE "
+                                    "CONSTRAINT in a later migration: it scans under SHARE UPDATE EXCLUSIVE, "
+                                    "which blocks neither reads nor writes",
+    "table-rewrite": "add a new column and backfill it in batches, or use a type change that needs no rewrite "
+                     "(varchar(n) to a longer n or to text); a volatile default: add the column without it, then "
+                     "set the default and backfill",
+    "access-exclusive-held": "keep the statement that takes ACCESS EXCLUSIVE alone in its migration, and run "
+                             "backfills in their own steps (with --no-preview each step commits on its own)",
+    "no-lock-timeout": "set a lock timeout (--lock-timeout, lock_timeout in the config or the migration), so the "
+                       "step gives up instead of queueing every reader behind it",
+}
+
+
+def mode_rank(mode: str) -> int:
+    return MODES.index(mode) if mode in MODES else -1
+
+
+def short_mode(mode: str) -> str:
+    """``AccessExclusiveLock`` → ``ACCESS EXCLUSIVE``, as the documentation names the modes."""
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", mode.removesuffix("Lock")).upper()
+
+
+@dataclass(frozen=True)
+class LockTaken:
+    """A lock a step took on a relation that existed before the plan, with the relation's size."""
+
+    relation: str
+    mode: str
+    rows: int | None = None  # the planner's estimate (reltuples); None when the table was never analysed
+    bytes: int | None = None
+
+    def to_json(self) -> dict:
+        return {"relation": self.relation, "mode": short_mode(self.mode), "rows": self.rows, "bytes": self.bytes}
+
+
+@dataclass
+class LockFinding:
+    """One thing a step does that can hold a live database up, with the safe way to do it."""
+
+    code: str
+    level: str
+    relation: str
+    text: str
+    #: Who accepted it: ``"migration"`` (its ``allow``), ``"option"`` (``--allow``), or ``None``.
+    accepted: str | None = None
+
+    @property
+    def advice(self) -> str:
+        return ADVICE[self.code]
+
+    def describe(self) -> str:
+        accepted = f" (accepted by the {self.accepted})" if self.accepted else ""
+        return f"{self.level}: {self.code}: {self.text}{accepted}; safer: {self.advice}"
+
+    def to_json(self) -> dict:
+        return {"code": self.code, "level": self.level, "relation": self.relation, "advice": self.advice,
+                "text": self.text, "accepted": self.accepted}
+
+
+@dataclass
+class StepLocks:
+    """What one step's locks cost: the locks it took, what it rewrote, its findings (``PreviewStep.locks``)."""
+
+    locks: list[LockTaken]
+    rewrites: list[str]
+    findings: list[LockFinding]
+    #: SQLite: tables the step rebuilt, with their rows; how long the plan held the write lock.
+    rebuilt: list[dict] | None = None
+
+    def to_json(self) -> dict:
+        return {"locks": [lock.to_json() for lock in self.locks], "rewrites": list(self.rewrites),
+                "findings": [finding.to_json() for finding in self.findings]}
+
+    def lines(self, prefix: str) -> list[str]:
+        return [f"{prefix}: lock {finding.describe()}" for finding in self.findings]
+
+
+class LockPolicy:
+    """Which findings stop a run: levels per code (config ``lock_levels``), the gate, accepted codes.
+
+    By default an index built without ``CONCURRENTLY`` on a table holding
+    rows, a rewrite, and a validating scan of a table holding rows are
+    ``error``, the level that gates ``--dry-run``, ``check`` and scripts;
+    the same on an empty table, ACCESS EXCLUSIVE held across statements and
+    no lock timeout are ``warning``.
+    """
+
+    def __init__(self, gate: str = DEFAULT_GATE, levels: dict[str, str] | None = None,
+                 large_table_rows: int = DEFAULT_LARGE_TABLE_ROWS, allowed: tuple[str, ...] = ()):
+        self.gate, self.levels = gate, dict(levels or {})
+        self.large_table_rows, self.allowed = large_table_rows, tuple(allowed)
+
+    def level(self, code: str, holds_rows: bool = True) -> str:
+        if code in self.levels:
+            return self.levels[code]
+        if code in ("access-exclusive-held", "no-lock-timeout"):
+            return "warning"
+        if code == "table-rewrite":
+            return "error"
+        return "error" if holds_rows else "warning"
+
+    def gates(self, finding: LockFinding) -> bool:
+        return finding.accepted is None and LEVELS.index(finding.level) >= LEVELS.index(self.gate)
+
+    def accept(self, findings: list[LockFinding], allow: tuple[str, ...]) -> None:
+        """Mark the findings a migration's ``allow`` or the run's ``--allow`` accepts."""
+        for finding in findings:
+            if finding.code in allow:
+                finding.accepted = "migration"
+            elif finding.code in self.allowed:
+                finding.accepted = "option"
+
+
+def gating(policy: LockPolicy, steps: list) -> list[tuple[str, LockFinding]]:
+    """(version, finding) for each finding of a preview's steps that stops the run under ``policy``."""
+    found = []
+    for step in steps:
+        report = getattr(step, "locks", None)
+        for finding in report.findings if report is not None else ():
+            if policy.gates(finding):
+                found.append((step.version, finding))
+    return found

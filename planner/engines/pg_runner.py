@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from planner.engines.pg_lock_timeout import LockGuard, is_lock_timeout
+from planner.engines.pg_locks import attach, lock_watch
 from planner.locks import LockSettings
 from planner.marks import MarksThroughSessions
 from planner.engines.pg_ledger import PgLedger
@@ -30,6 +31,18 @@ from planner.preview import Preview
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
+
+
+def _judged(accept: Callable[[Preview], bool] | None, watch: Any, engine: Any) -> Callable[[Preview], bool] | None:
+    """``accept``, asked once the lock findings are on the preview's steps (the policy reads them)."""
+    if accept is None:
+        return None
+
+    def judged(preview: Preview) -> bool:
+        attach(preview, watch)
+        return accept(preview)
+
+    return judged
 
 
 def _same(a: Plan, b: Plan) -> bool:
@@ -107,8 +120,11 @@ class PgRunner(MarksThroughSessions):
                 # A lock timeout rolled the whole transaction back: the whole preview is tried again.
                 result = Preview(plan)
                 session = PgSession(conn, ledger, plan, catalog=self.catalog, atomic=True, locks=guard)
-                session.preview(result, PgObserver(conn, ledger.log_table, capture_sql=capture_sql),
-                                make_plan=make_plan, accept=accept, on_event=on_event)
+                watch = lock_watch(PgObserver(conn, ledger.log_table, capture_sql=capture_sql), conn,
+                                   self.engine, guard.settings)
+                session.preview(result, watch, make_plan=make_plan, accept=_judged(accept, watch, self.engine),
+                                on_event=on_event)
+                attach(result, watch)  # a failed or dry-run preview reports them too
                 return result
 
             result = guard.retrying(once, failure=lambda r: r.error)

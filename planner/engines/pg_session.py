@@ -60,6 +60,8 @@ class PgSession(Session):
     def call(self, step: Step, function: Any, proxy: Any, observer: Any = None) -> None:
         """The migration's code, under its own ``lock_timeout`` when it declares one."""
         declared = step.migration.lock_timeout
+        if observer is not None and hasattr(observer, "declare"):
+            observer.declare(declared)  # the lock measurements judge "no lock timeout" by the step's own
         if declared is None or self.locks is None:
             function(proxy)
         else:
