@@ -33,6 +33,7 @@ EXIT_DATABASE = 6  # the database cannot be opened, written or locked (DatabaseE
 EXIT_UNCONFIRMED = 7  # a plan that would destroy data was not confirmed (see --yes)
 EXIT_TOOL = 8  # an outside tool the command needs (Graphviz's dot) is missing or failed
 EXIT_PENDING = 9  # `apm migrate plan --exit-code`: there is something to do (nothing was written)
+EXIT_LOCK_RISK = 12  # lock findings at or above the gating level, not accepted (docs/locks.md)
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); SIGTERM gives 143. The open step was rolled back
 
 

@@ -104,3 +104,77 @@ def test_the_rewrite_is_measured_from_the_file_node_not_the_text(pg_url, catalog
     status, report, _ = dry_run(pg_url, catalog_dir)
     assert report["steps"][0]["rewrites"] == [] and codes(report, "0001") == []
     assert report["steps"][1]["rewrites"][:1] == ["t"] and codes(report, "0002") == ["table-rewrite"]
+
+
+# -- the policy: what gates --dry-run and scripts, and how findings are accepted ---------------------
+
+
+def indexed(url: str, catalog_dir: Path, allow: str = "") -> None:
+    run_sql(url, TABLES)
+    migration(catalog_dir, "0001", "CREATE INDEX t_c ON t (c)")
+    if allow:
+        path = catalog_dir / "migration_0001.py"
+        path.write_text(path.read_text() + f"\nallow = [{allow!r}]\n")
+
+
+def test_dry_run_exits_12_on_a_gating_finding_and_the_gate_comes_from_the_config(pg_url, catalog_dir, tmp_path):
+    indexed(pg_url, catalog_dir)
+    status, report, _ = dry_run(pg_url, catalog_dir)
+    assert status == 12 and report["steps"][0]["findings"][0]["level"] == "error"
+    # A warning does not gate by default; lock_gate = "warning" makes it.
+    run_sql(pg_url, "DROP TABLE t; CREATE TABLE t (id INT, c TEXT); INSERT INTO t VALUES (1, 'x'); ANALYZE t")
+    (catalog_dir / "migration_0001.py").unlink()
+    migration(catalog_dir, "0001", "ALTER TABLE t ADD COLUMN d INT", "UPDATE t SET d = 1")
+    (tmp_path / "apm.toml").write_text('large_table_rows = 1\n')
+    status, report, _ = dry_run(pg_url, catalog_dir, cwd=tmp_path)
+    assert status == 0 and codes(report, "0001") == ["access-exclusive-held"]
+    (tmp_path / "apm.toml").write_text('large_table_rows = 1\nlock_gate = "warning"\n')
+    assert dry_run(pg_url, catalog_dir, cwd=tmp_path)[0] == 12
+    (tmp_path / "apm.toml").write_text('large_table_rows = 1\nlock_levels = { access-exclusive-held = "error" }\n')
+    assert dry_run(pg_url, catalog_dir, cwd=tmp_path)[0] == 12
+
+
+def test_a_script_is_refused_and_yes_does_not_accept_a_lock_finding(pg_url, catalog_dir):
+    indexed(pg_url, catalog_dir)
+    for options in ((), ("--yes",), ("--json",)):
+        result = apm(pg_url, "migrate", *options, catalog=catalog_dir)
+        assert result.returncode == 12, result.stderr
+        assert "index-not-concurrent on t (error)" in result.stderr and "--allow CODE" in result.stderr
+    assert query(pg_url, "SELECT to_regclass('t_c')") == [(None,)]
+
+
+def test_accepted_per_run_with_allow(pg_url, catalog_dir):
+    indexed(pg_url, catalog_dir)
+    status, report, _ = dry_run(pg_url, catalog_dir, "--allow", "index-not-concurrent")
+    assert status == 0 and report["steps"][0]["findings"][0]["accepted"] == "option"
+    result = apm(pg_url, "migrate", "--allow", "index-not-concurrent", "--json", catalog=catalog_dir)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["preview"]["steps"][0]["findings"][0]["code"] == "index-not-concurrent"
+    assert query(pg_url, "SELECT to_regclass('t_c')::text") == [("t_c",)]
+    bad = apm(pg_url, "migrate", "--allow", "index-not-concurent", catalog=catalog_dir)
+    assert bad.returncode == 2 and "is no finding code" in bad.stderr
+
+
+def test_accepted_per_migration_with_allow_in_the_file(pg_url, catalog_dir):
+    indexed(pg_url, catalog_dir, allow="index-not-concurrent")
+    status, report, _ = dry_run(pg_url, catalog_dir)
+    assert status == 0 and report["steps"][0]["findings"][0]["accepted"] == "migration"
+    assert apm(pg_url, "migrate", catalog=catalog_dir).returncode == 0
+    assert query(pg_url, "SELECT to_regclass('t_c')::text") == [("t_c",)]
+
+
+def test_on_a_terminal_the_findings_are_shown_and_asked(pg_url, catalog_dir, monkeypatch):
+    from click.testing import CliRunner
+
+    import cli.running
+    from cli.main import apm as apm_command
+
+    indexed(pg_url, catalog_dir)
+    monkeypatch.setattr(cli.running, "stdin_is_terminal", lambda: True)
+    args = ["--db", pg_url, "--migrations-dir", str(catalog_dir), "migrate"]
+    declined = CliRunner().invoke(apm_command, args, input="n\n")
+    assert declined.exit_code == 12 and "can hold a live database up" in declined.output
+    assert query(pg_url, "SELECT to_regclass('t_c')") == [(None,)]
+    accepted = CliRunner().invoke(apm_command, args, input="y\n")
+    assert accepted.exit_code == 0, accepted.output
+    assert query(pg_url, "SELECT to_regclass('t_c')::text") == [("t_c",)]
