@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import click
 
-from cli.options import Settings
+from cli.options import ENGINE_HOOKS, Settings
 
 
 class DurationType(click.ParamType):
@@ -145,3 +145,6 @@ def gating_findings(preview) -> list[str]:
 def lock_refusal(lines: list[str], unchanged: str) -> str:
     return (f"lock findings stop this plan ({'; '.join(lines)}); {unchanged}. Accept them with allow = [\"code\"] "
             f"in the migration or --allow CODE (--yes does not), or change the migration (docs/locks.md)")
+
+
+ENGINE_HOOKS.append(configure)

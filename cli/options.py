@@ -37,6 +37,10 @@ EXIT_LOCK_RISK = 12  # lock findings at or above the gating level, not accepted 
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); SIGTERM gives 143. The open step was rolled back
 
 
+#: Called with (settings, engine) once a command's engine is made; modules that set it up register here.
+ENGINE_HOOKS: list = []
+
+
 class VersionType(click.ParamType):
     """A version on the command line: digits, never empty (``--rollback ""`` must not become an apply)."""
 
@@ -149,9 +153,8 @@ class Settings:
             self._engine = engine_for(self.db_url or self.db_path, busy_timeout=self.busy_timeout,
                                       ledger_schema=self.ledger_schema, backup_dir=self.backup_dir)
             waiting.listen(_tell_waiting)
-            from cli.locking import configure
-
-            configure(self, self._engine)  # PostgreSQL: lock_timeout, statement_timeout, retries
+            for hook in ENGINE_HOOKS:  # cli.locking: PostgreSQL's lock_timeout, statement_timeout, retries
+                hook(self, self._engine)
         return self._engine
 
     @property

@@ -5,10 +5,9 @@ wants every problem in one run, each naming its file. ``scan_catalog`` returns
 what loaded and what did not; ``load_catalog`` is the strict form the planner
 uses, which raises ``CatalogInvalid`` carrying all of them.
 
-The file format is the seed framework's, so APM's existing files load as they
-are: ``migration_<digits>[_<slug>].py``, a docstring whose first line is
-``Migration NNNN: description``, ``upgrade(conn)`` and optionally
-``downgrade``, ``validate_pre`` and ``validate_post``.
+The file format is the seed framework's, so APM's files load as they are:
+``migration_<digits>[_<slug>].py``, a docstring whose first line is ``Migration
+NNNN: description``, ``upgrade(conn)``, optionally ``downgrade``, ``validate_pre``, ``validate_post``.
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ from planner.errors import (
     UnreadableMigration,
 )
 from planner.gcpause import collector_paused
-from planner.migration import DECLARED, DOCUMENTED, IMPLIED, Migration
+from planner.migration import DECLARED, DOCUMENTED, IMPLIED, Migration, module_locks
 from planner.output_capture import quietly
 
 FILE_PREFIX = "migration_"
@@ -302,10 +301,6 @@ def load_migration(path: Path, version: str) -> Migration:
     transactional = getattr(module, "transactional", True)
     if not isinstance(transactional, bool):
         raise InvalidTransactional(path, version, transactional)
-    from planner.locks import checked_declarations
-
-    lock_timeout, allow = checked_declarations(path, version, getattr(module, "lock_timeout", None),
-                                               getattr(module, "allow", ()))
     try:
         replaces = _declared_versions(module, "replaces") or ()
     except ValueError as exc:
@@ -326,8 +321,7 @@ def load_migration(path: Path, version: str) -> Migration:
         documented_dependencies=documented,
         transactional=transactional,
         replaces=replaces,
-        lock_timeout=lock_timeout,
-        allow=allow,
+        **module_locks(path, version, module),  # lock_timeout, allow (planner.locks)
     )
 
 

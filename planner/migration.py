@@ -81,3 +81,12 @@ class Migration:
 
     def __repr__(self) -> str:
         return f"<Migration {self.version} {self.description!r}>"
+
+
+def module_locks(path: Path, version: str, module: object) -> dict[str, object]:
+    """A Python migration's ``lock_timeout`` and ``allow``, checked (``planner.locks``), as ``Migration`` fields."""
+    from planner.locks import checked_declarations
+
+    lock_timeout, allow = checked_declarations(path, version, getattr(module, "lock_timeout", None),
+                                               getattr(module, "allow", ()))
+    return {"lock_timeout": lock_timeout, "allow": allow}

@@ -178,3 +178,16 @@ def test_on_a_terminal_the_findings_are_shown_and_asked(pg_url, catalog_dir, mon
     accepted = CliRunner().invoke(apm_command, args, input="y\n")
     assert accepted.exit_code == 0, accepted.output
     assert query(pg_url, "SELECT to_regclass('t_c')::text") == [("t_c",)]
+
+
+def test_a_sql_migration_declares_allow_and_lock_timeout_in_its_header(pg_url, catalog_dir):
+    run_sql(pg_url, TABLES)
+    (catalog_dir / "migration_0001_index.sql").write_text(
+        "-- Migration 0001: Index t.c\n-- allow: index-not-concurrent\n-- lock_timeout: 300ms\n"
+        "-- upgrade\nCREATE INDEX t_c ON t (c);\n")
+    status, report, _ = dry_run(pg_url, catalog_dir)
+    assert status == 0 and report["steps"][0]["findings"][0]["accepted"] == "migration"
+    (catalog_dir / "migration_0001_index.sql").write_text(
+        "-- Migration 0001: Index t.c\n-- allow: index-not-concurent\n-- upgrade\nCREATE INDEX t_c ON t (c);\n")
+    result = apm(pg_url, "migrate", "--dry-run", catalog=catalog_dir)
+    assert result.returncode == 3 and "'index-not-concurent', which is no finding code" in result.stderr
