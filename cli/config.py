@@ -40,6 +40,12 @@ KEYS = {
     "keep_backups": "a whole number of backups to keep (1 or more)",
     "ledger_schema": "the PostgreSQL schema for the ledger tables",
     "backup_dir": "a path to the folder for PostgreSQL backups",
+    "lock_timeout": 'a duration such as "300ms" or "5s" ("off": no limit)',
+    "statement_timeout": 'a duration such as "30s" or "10min" ("off": no limit)',
+    "lock_retries": "a whole number of retries from 0 to 100",
+    "lock_gate": 'the lowest level of lock finding that stops a run: "info", "warning" or "error"',
+    "lock_levels": 'a table of finding codes and levels, e.g. { table-rewrite = "warning" }',
+    "large_table_rows": "a whole number of rows (1 or more) from which a table is large",
 }
 
 
@@ -182,6 +188,33 @@ def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
         return float(value)
     if key == "keep_backups":
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise bad()
+        return value
+    if key in ("lock_timeout", "statement_timeout"):
+        from planner.locks import parse_duration
+
+        try:
+            return parse_duration(value)
+        except ValueError:
+            raise bad() from None
+    if key == "lock_gate":
+        from planner.locks import LEVELS
+
+        if value not in LEVELS:
+            raise bad()
+        return value
+    if key == "lock_levels":
+        from planner.locks import CODES, LEVELS
+
+        if not isinstance(value, dict) or any(c not in CODES or v not in LEVELS for c, v in value.items()):
+            raise bad()
+        return dict(value)
+    if key == "large_table_rows":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise bad()
+        return value
+    if key == "lock_retries":
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
             raise bad()
         return value
     raise bad()  # pragma: no cover - KEYS and this function list the same keys

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import click
 
+from cli.locking import lock_options
 from cli.moving import move_to, plan_table, plan_title, record_baseline
 from cli.options import STATE, VERSION, settings, shared_options
 from cli.output import echo, emit_json, migration_row, note_json, note_row, plan_json, table
@@ -73,6 +74,7 @@ class MigrateGroup(click.Group):
 @click.option("--mark-applied", type=VERSION, help="Record VERSION as applied without running it.")
 @click.option("--mark-rolled-back", type=VERSION, help="Remove VERSION from the ledger without running it.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON (see docs/commands.md).")
+@lock_options()
 @click.pass_context
 def migrate(ctx: click.Context, list_pending: bool, show_applied: bool, rollback: str | None, cascade: bool,
             target: str | None, to: str | None, baseline: str | None, atomic: bool, no_backup: bool, dry_run: bool,

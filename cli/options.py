@@ -33,7 +33,12 @@ EXIT_DATABASE = 6  # the database cannot be opened, written or locked (DatabaseE
 EXIT_UNCONFIRMED = 7  # a plan that would destroy data was not confirmed (see --yes)
 EXIT_TOOL = 8  # an outside tool the command needs (Graphviz's dot) is missing or failed
 EXIT_PENDING = 9  # `apm migrate plan --exit-code`: there is something to do (nothing was written)
+EXIT_LOCK_RISK = 12  # lock findings at or above the gating level, not accepted (docs/locks.md)
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); SIGTERM gives 143. The open step was rolled back
+
+
+#: Called with (settings, engine) once a command's engine is made; modules that set it up register here.
+ENGINE_HOOKS: list = []
 
 
 class VersionType(click.ParamType):
@@ -148,6 +153,8 @@ class Settings:
             self._engine = engine_for(self.db_url or self.db_path, busy_timeout=self.busy_timeout,
                                       ledger_schema=self.ledger_schema, backup_dir=self.backup_dir)
             waiting.listen(_tell_waiting)
+            for hook in ENGINE_HOOKS:  # cli.locking: PostgreSQL's lock_timeout, statement_timeout, retries
+                hook(self, self._engine)
         return self._engine
 
     @property

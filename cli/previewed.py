@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cli import running
 from cli.errors import CommandError
-from cli.options import EXIT_UNCONFIRMED
+from cli.options import EXIT_LOCK_RISK, EXIT_UNCONFIRMED
 from cli.output import confirm, duration, echo, printed_lines
 
 
@@ -60,10 +60,15 @@ def confirmed_preview(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql
     """
     from cli.errors import exit_code_for
 
+    from cli.locking import gating_findings, lock_refusal
+
     confirmed: list[str] | None = None
+    locks_confirmed: list[str] = []  # lock findings a person accepted on the terminal (--yes never does)
     unchanged = f"{done}; this part was rolled back" if done else "nothing was committed"
     while True:
-        def accept(preview, confirmed=confirmed) -> bool:
+        def accept(preview, confirmed=confirmed, locks_confirmed=locks_confirmed) -> bool:
+            if gating_findings(preview) != locks_confirmed:
+                return False
             if confirmed is not None:
                 return preview.loss_lines() == confirmed
             return yes or not preview.loses_data
@@ -82,6 +87,17 @@ def confirmed_preview(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql
             return preview
         lines = preview.loss_lines()
         unchanged = f"{done}; nothing else was changed" if done else "nothing was changed"
+        risky = gating_findings(preview)
+        if risky != locks_confirmed:
+            if locks_confirmed:
+                raise CommandError(f"the database changed while you decided: the plan's lock findings are now "
+                                   f"{'; '.join(risky)}; {unchanged}. Run the command again", EXIT_LOCK_RISK)
+            if as_json or not running.stdin_is_terminal():
+                raise CommandError(lock_refusal(risky, unchanged), EXIT_LOCK_RISK)
+            _ask([line for step in preview.steps for line in step.describe() if ": lock " in line], unchanged,
+                 heading="This plan takes locks that can hold a live database up:", code=EXIT_LOCK_RISK)
+            locks_confirmed[:] = risky
+            continue  # run again; data loss, if any, is asked about next
         if confirmed is not None:
             raise CommandError(f"the database changed while you decided: the plan now destroys "
                                f"{'; '.join(lines)}; {unchanged}. Run the command again", EXIT_UNCONFIRMED)
@@ -116,14 +132,15 @@ def committed(preview, as_json: bool, backup: Path | None = None) -> list[dict]:
     return results
 
 
-def _ask(lines: list[str], unchanged: str = "nothing was changed", heading: str = "This plan destroys data:") -> None:
+def _ask(lines: list[str], unchanged: str = "nothing was changed", heading: str = "This plan destroys data:",
+         code: int = EXIT_UNCONFIRMED) -> None:
     """Show what the plan destroys and ask; anything but yes refuses (exit 7), Ctrl-C exits 130."""
     echo(heading, fg="yellow", err=True)
     for line in lines:
         echo(f"  {line}", err=True)
     answer = confirm("Proceed?")  # Ctrl-C: Interrupted, exit 130
     if not answer:
-        raise CommandError(f"not confirmed; {unchanged}", EXIT_UNCONFIRMED)
+        raise CommandError(f"not confirmed; {unchanged}", code)
 
 
 

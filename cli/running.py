@@ -205,6 +205,12 @@ def dry_run_report(catalog, plan, as_json: bool, *, sql: bool = False, make_plan
                            exit_code_for(preview.error)) from preview.error
     if (preview.loses_data or preview.unchecked) and exit_on_loss:
         click.get_current_context().exit(EXIT_UNCONFIRMED)  # a step nobody could check is not a safe plan
+    from cli.locking import gating_findings
+
+    if gating_findings(preview) and exit_on_loss:
+        from cli.options import EXIT_LOCK_RISK
+
+        click.get_current_context().exit(EXIT_LOCK_RISK)  # a CI gate: lock findings not accepted
     return preview
 
 

@@ -5,10 +5,9 @@ wants every problem in one run, each naming its file. ``scan_catalog`` returns
 what loaded and what did not; ``load_catalog`` is the strict form the planner
 uses, which raises ``CatalogInvalid`` carrying all of them.
 
-The file format is the seed framework's, so APM's existing files load as they
-are: ``migration_<digits>[_<slug>].py``, a docstring whose first line is
-``Migration NNNN: description``, ``upgrade(conn)`` and optionally
-``downgrade``, ``validate_pre`` and ``validate_post``.
+The file format is the seed framework's, so APM's files load as they are:
+``migration_<digits>[_<slug>].py``, a docstring whose first line is ``Migration
+NNNN: description``, ``upgrade(conn)``, optionally ``downgrade``, ``validate_pre``, ``validate_post``.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ from planner.errors import (
 )
 from planner.gcpause import collector_paused
 from planner.irreversible import declared_reason
-from planner.migration import DECLARED, DOCUMENTED, IMPLIED, Migration, does_nothing
+from planner.migration import DECLARED, DOCUMENTED, IMPLIED, Migration, does_nothing, module_locks
 from planner.output_capture import quietly
 
 FILE_PREFIX = "migration_"
@@ -323,6 +322,7 @@ def load_migration(path: Path, version: str) -> Migration:
         replaces=replaces,
         irreversible_reason=irreversible,
         unwritten=("upgrade",) if does_nothing(upgrade) else (),
+        **module_locks(path, version, module),  # lock_timeout, allow (planner.locks)
     )
 
 

@@ -58,6 +58,11 @@ class Migration:
     #: unfilled scaffold. It loads, so every command that reads still works; ``check`` flags it and a run
     #: refuses to apply it (``planner.plan.refuse_empty_upgrades``).
     unwritten: tuple[str, ...] = ()
+    #: Seconds this migration's step may wait for a lock (``lock_timeout = "5s"`` in the file; 0: no limit);
+    #: ``None``: the run's (``planner.locks``).
+    lock_timeout: float | None = None
+    #: The lock findings this migration accepts (``allow = ["index-not-concurrent"]``; ``planner.locks``).
+    allow: tuple[str, ...] = ()
 
     @property
     def number(self) -> int:
@@ -108,3 +113,12 @@ def does_nothing(function: Callable[..., object]) -> bool:
     """
     code = getattr(function, "__code__", None)
     return code is not None and not code.co_names and len(code.co_code) <= len(_nothing.__code__.co_code)
+
+
+def module_locks(path: Path, version: str, module: object) -> dict[str, object]:
+    """A Python migration's ``lock_timeout`` and ``allow``, checked (``planner.locks``), as ``Migration`` fields."""
+    from planner.locks import checked_declarations
+
+    lock_timeout, allow = checked_declarations(path, version, getattr(module, "lock_timeout", None),
+                                               getattr(module, "allow", ()))
+    return {"lock_timeout": lock_timeout, "allow": allow}

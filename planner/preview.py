@@ -51,7 +51,13 @@ JSON shape (``Preview.to_json()``, format 2)::
                                          # only outside a transaction and change no schema or data)
           "lines": [str],                # describe() of this step
           "error": null | {"type": "MigrationFailed", "message": str},
-          "skipped": null | str
+          "skipped": null | str,
+          "locks": [{"relation": str, "mode": "ACCESS EXCLUSIVE" | "SHARE" | ..., "rows": int | null,
+                     "bytes": int | null}],   # PostgreSQL: locks on relations older than the plan
+          "rewrites": [str],             # relations given a new file (rewritten); SQLite: tables rebuilt
+          "findings": [{"code": str, "level": "info" | "warning" | "error", "relation": str,
+                        "advice": str, "text": str, "accepted": null | "migration" | "option"}]
+                                         # planner.locks, docs/locks.md
       }],
       "not_run": ["0020"],              # plan steps after a failure, never reached
       "lines": [str]                    # Preview.describe()
@@ -192,6 +198,8 @@ class PreviewStep:
     #: Statements of a ``transactional = False`` step the preview did not run: they run only outside a
     #: transaction and change no schema or data (``VACUUM``).
     passed_over: list[str] = field(default_factory=list)
+    #: What its locks cost a live database (``planner.locks.StepLocks``); ``None``: not measured.
+    locks: Any = None
 
     @property
     def status(self) -> str:
@@ -224,7 +232,8 @@ class PreviewStep:
             if change.kind == "table" and change.action == "removed" and (change.name, None) in told:
                 continue
             lines.append(f"{prefix}: {change.describe()}")
-        return lines or [f"{prefix}: no schema or data change"]
+        lines = lines or [f"{prefix}: no schema or data change"]
+        return lines + (self.locks.lines(prefix) if self.locks is not None else [])
 
     def loss_lines(self) -> list[str]:
         """Only what the step destroys: the lines a confirmation shows and compares."""
@@ -247,6 +256,7 @@ class PreviewStep:
             "error": None if self.error is None else {"type": type(self.error).__name__, "message": str(self.error)},
             "skipped": self.skipped,
             "passed_over": list(self.passed_over),
+            **(self.locks.to_json() if self.locks is not None else {"locks": [], "rewrites": [], "findings": []}),
         }
 
 

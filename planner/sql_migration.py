@@ -21,14 +21,15 @@ The rules, precisely:
   (as the first docstring line of a Python file). Without one, the
   description comes from the file name's slug.
 * A header line ``-- <lowercase_name>: value`` is a **directive**. There are
-  three. ``irreversible: why`` says the migration cannot be undone, and why:
+  five. ``irreversible: why`` says the migration cannot be undone, and why:
   it has no downgrade, and a rollback through it is refused quoting ``why``
   (as a Python downgrade that only raises; see ``planner.irreversible``).
   The same line may instead be the only content of the ``-- downgrade``
   section; with SQL in that section it is an error either way, since which
   one is meant cannot be guessed. ``transactional: false`` (or ``true``, the default) runs the
   migration outside a transaction, for statements SQLite refuses inside one
-  (``VACUUM``). ``depends_on``: versions separated by commas or spaces; empty means
+  (``VACUUM``). ``lock_timeout: 5s`` and ``allow: table-rewrite, ...`` are
+  the Python file's ``lock_timeout`` and ``allow`` (``planner.locks``). ``depends_on``: versions separated by commas or spaces; empty means
   a root. Without it the migration depends on the previous version in number
   order, as a Python file without ``depends_on`` does. Any other name is an
   error, so ``-- depend_on: 0030`` cannot silently make a migration implied.
@@ -66,7 +67,7 @@ from planner.migration import DECLARED, IMPLIED, Migration
 
 SUFFIX = ".sql"
 #: The directives a header may carry; anything else shaped like one is a typo.
-DIRECTIVES = ("depends_on", "transactional", "irreversible")
+DIRECTIVES = ("depends_on", "transactional", "irreversible", "lock_timeout", "allow")
 
 _TITLE = re.compile(r"^Migration\s+(?P<version>[0-9]+)\s*:\s*(?P<description>.*?)\s*$")
 _SECTION = re.compile(r"^--\s*(?P<name>upgrade|downgrade)\s*$", re.IGNORECASE)
@@ -106,6 +107,7 @@ def load_sql_migration(path: Path, version: str) -> Migration:
     transactional = True
     irreversible: str | None = None
     irreversible_line = 0
+    locks: dict[str, object] = {}  # lock_timeout, allow (planner.locks)
     sections: dict[str, list[str]] = {}
     starts: dict[str, int] = {}
     current: str | None = None
@@ -152,6 +154,9 @@ def load_sql_migration(path: Path, version: str) -> Migration:
                                               f"second `-- irreversible:` (the first is on line "
                                               f"{irreversible_line}); give one reason")
                 irreversible, irreversible_line = fold(directive.group("value")) or UNEXPLAINED, number
+            if name in ("lock_timeout", "allow"):
+                value = directive.group("value").strip()
+                locks[name] = value if name == "lock_timeout" else [c for c in re.split(r"[,\s]+", value) if c]
                 doc.append(comment)
                 continue
             if name not in DIRECTIVES:
@@ -197,6 +202,9 @@ def load_sql_migration(path: Path, version: str) -> Migration:
     description = title.group("description") if title else ""
     description = description or path.stem[len("migration_") + len(version):].strip("_").replace("_", " ")
     downgrade = scripts.get("downgrade")
+    from planner.locks import checked_declarations
+
+    lock_timeout, allow = checked_declarations(path, version, locks.get("lock_timeout"), locks.get("allow", ()))
     return Migration(
         version=version,
         description=description,
@@ -212,6 +220,8 @@ def load_sql_migration(path: Path, version: str) -> Migration:
         transactional=transactional,
         irreversible_reason=irreversible,
         unwritten=tuple(unwritten),
+        lock_timeout=lock_timeout,
+        allow=allow,
     )
 
 

@@ -331,7 +331,8 @@ def test_json_has_the_documented_shape(apm_db, shipped):
     assert (data["format"], data["direction"], data["target"], data["cascade"]) == (2, "rollback", "0027", True)
     first = data["steps"][0]
     assert set(first) == {"version", "description", "direction", "status", "duration_ms", "loses_data",
-                          "changes", "impact", "sql", "output", "lines", "error", "skipped", "passed_over"}
+                          "changes", "impact", "sql", "output", "lines", "error", "skipped", "locks", "rewrites",
+                          "findings", "passed_over"}
     column = next(i for i in data["steps"][1]["impact"] if i["kind"] == "dropped-column")
     assert column == {"kind": "dropped-column", "table": "agents", "column": "metadata", "count": 37,
                       "non_null": 100, "before": None, "after": None, "loses_data": True, "counted": True,

@@ -14,9 +14,13 @@ in autocommit between a ``started`` log row and their ledger row, as on SQLite.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from planner.engines.pg_lock_timeout import LockGuard, is_lock_timeout
+from planner.engines.pg_locks import attach, lock_watch
+from planner.locks import LockSettings
 from planner.marks import MarksThroughSessions
 from planner.engines.pg_ledger import PgLedger
 from planner.engines.pg_session import PgSession
@@ -28,6 +32,18 @@ from planner.preview import Preview
 if TYPE_CHECKING:
     from planner.catalog import Catalog
     from planner.outside import Confirmation
+
+
+def _judged(accept: Callable[[Preview], bool] | None, watch: Any, engine: Any) -> Callable[[Preview], bool] | None:
+    """``accept``, asked once the lock findings are on the preview's steps (the policy reads them)."""
+    if accept is None:
+        return None
+
+    def judged(preview: Preview) -> bool:
+        attach(preview, watch)
+        return accept(preview)
+
+    return judged
 
 
 def _same(a: Plan, b: Plan) -> bool:
@@ -58,24 +74,36 @@ class PgRunner(MarksThroughSessions):
         database this run changes: no other runner can commit between the two. ``confirm_outside``: as
         ``sqlite_runner.Executor.migrate``.
         """
-        with self.engine.locked() as conn:
+        from planner.engines.pg_lock_timeout import step_version
+        from planner.errors import NonTransactionalFailed
+
+        with self.engine.locked() as conn, self._guard(conn) as guard:
             if before is not None:
                 before()
             ledger = PgLedger(conn, self.engine.ledger_schema)
-            planned = make_plan(ledger.applied_migrations())
-            if plan is not None and not _same(plan, planned):
-                emit(on_event, Replanned("the ledger changed since the plan was shown", planned))
-            result = RunResult(planned)
-            if not planned.steps:
+            results: list[RunResult] = []
+
+            def once(attempt: int) -> RunResult:
+                # A retry after a lock timeout plans again: what committed before it is not run twice.
+                planned = make_plan(ledger.applied_migrations())
+                if attempt == 1 and plan is not None and not _same(plan, planned):
+                    emit(on_event, Replanned("the ledger changed since the plan was shown", planned))
+                if not results:
+                    results.append(RunResult(planned))
+                result = results[0]
+                if not planned.steps:
+                    return result
+                if atomic:
+                    refuse_non_transactional(planned)
+                session = PgSession(conn, ledger, planned, catalog=self.catalog, atomic=atomic, locks=guard)
+                session.confirmation = confirm_outside
+                for event in session.atomic() if atomic else session.stepwise():
+                    result.count(event)
+                    emit(on_event, event)
                 return result
-            if atomic:
-                refuse_non_transactional(planned)
-            session = PgSession(conn, ledger, planned, catalog=self.catalog, atomic=atomic)
-            session.confirmation = confirm_outside
-            for event in session.atomic() if atomic else session.stepwise():
-                result.count(event)
-                emit(on_event, event)
-            return result
+
+            return guard.retrying(once, version_of=step_version,
+                                  retryable=lambda e: not isinstance(e, NonTransactionalFailed))
 
     def preview(self, plan: Plan, *, make_plan: Callable[[dict[str, LedgerEntry]], Plan] | None = None,
                 accept: Callable[[Preview], bool] | None = None, on_event: Callable[[Event], None] | None = None,
@@ -87,16 +115,38 @@ class PgRunner(MarksThroughSessions):
         from planner.engines.pg_observe import PgObserver
 
         started = time.perf_counter()
-        result = Preview(plan)
-        with self.engine.locked() as conn:
+        with self.engine.locked() as conn, self._guard(conn) as guard:
             if before is not None:
                 before()
             ledger = PgLedger(conn, self.engine.ledger_schema)
-            session = PgSession(conn, ledger, plan, catalog=self.catalog, atomic=True)
-            session.preview(result, PgObserver(conn, ledger.log_table, capture_sql=capture_sql), make_plan=make_plan,
-                            accept=accept, on_event=on_event)
+
+            def once(attempt: int) -> Preview:
+                # A lock timeout rolled the whole transaction back: the whole preview is tried again.
+                result = Preview(plan)
+                session = PgSession(conn, ledger, plan, catalog=self.catalog, atomic=True, locks=guard)
+                watch = lock_watch(PgObserver(conn, ledger.log_table, capture_sql=capture_sql), conn,
+                                   self.engine, guard.settings)
+                session.preview(result, watch, make_plan=make_plan, accept=_judged(accept, watch, self.engine),
+                                on_event=on_event)
+                attach(result, watch)  # a failed or dry-run preview reports them too
+                return result
+
+            result = guard.retrying(once, failure=lambda r: r.error)
+            if is_lock_timeout(result.error):
+                failed = result.steps[-1]
+                failed.error = guard.final_error(failed.version)
         result.duration_ms = (time.perf_counter() - started) * 1000
         return result
+
+    @contextmanager
+    def _guard(self, conn: Any) -> Iterator[LockGuard]:
+        """The run's lock timeouts on ``conn`` (``planner.engines.pg_lock_timeout``), for the block."""
+        settings = getattr(self.engine, "lock_settings", None) or LockSettings()
+        guard = LockGuard(conn, settings, self.engine.connect, shown=self.engine.display)
+        try:
+            yield guard
+        finally:
+            guard.close()
 
     # -- marks: the ledger row without running the migration ----------------------
 

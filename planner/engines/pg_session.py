@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from planner.engines.pg_connection import PgMigrationConnection
+from planner.engines.pg_lock_timeout import apply_declared
 from planner.ledger import APPLY, OK
 from planner.plan import Plan, Step
 from planner.session import Session
@@ -22,14 +23,16 @@ from planner.session import Session
 if TYPE_CHECKING:
     from planner.catalog import Catalog
     from planner.engines.pg_ledger import PgLedger
+    from planner.engines.pg_lock_timeout import LockGuard
 
 
 class PgSession(Session):
     """One locked connection to a PostgreSQL database."""
 
     def __init__(self, conn: Any, ledger: PgLedger, plan: Plan, *, catalog: Catalog | None = None,
-                 atomic: bool = False):
+                 atomic: bool = False, locks: LockGuard | None = None):
         super().__init__(conn, ledger, plan, catalog=catalog, atomic=atomic)
+        self.locks = locks  # the run's lock timeouts (``pg_lock_timeout``); ``None`` for marks
         self._ready = False
         self._deferrable: bool | None = None
 
@@ -63,6 +66,22 @@ class PgSession(Session):
         from planner.engines.pg_outside import Rehearsed
 
         return Rehearsed(self.conn, step.version, step.direction)
+
+    def call(self, step: Step, function: Any, proxy: Any, observer: Any = None) -> None:
+        """The migration's code, under its own ``lock_timeout`` when it declares one."""
+        declared = step.migration.lock_timeout
+        if observer is not None and hasattr(observer, "declare"):
+            observer.declare(declared)  # the lock measurements judge "no lock timeout" by the step's own
+        if declared is None or self.locks is None:
+            function(proxy)
+        else:
+            apply_declared(self.conn, declared, self.locks.settings, lambda: function(proxy))
+
+    def log_failure(self, step: Step, error: Exception, execution_ms: int | None) -> None:
+        """A lock timeout's row says which attempt it was and which session held the lock."""
+        if self.locks is not None:
+            error = self.locks.explain(step.version, error)  # type: ignore[assignment]
+        super().log_failure(step, error, execution_ms)
 
     def verify(self, step: Step, proxy: PgMigrationConnection, observer: Any = None) -> None:
         """Deferred foreign keys checked now, so a violation is this migration's failure, not COMMIT's.
