@@ -254,10 +254,13 @@ def run_step_by_step(catalog, plan, *, make_plan, atomic: bool, as_json: bool, b
 
 
 class BackupOnce:
-    """The backup before a rollback, taken by the runner once it holds the lock (``before``), at most once.
+    """The backup before a rollback, taken by the runner (``before``) at most once, on both engines.
 
-    Taken any earlier, another runner could commit between the copy and the
-    run, and "the newest backup" would not be the database this run changed.
+    The runner takes it inside its lock, once the plan was made again there
+    from the ledger (``Session.take_backup``), before anything is written: the
+    copy is exactly the database the rollback starts from. Taken any earlier,
+    another process could commit between the copy and the run, and "the
+    newest backup" would not be the database this run changed.
     """
 
     def __init__(self, wanted: bool, *, announce: bool = False):

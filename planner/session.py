@@ -65,8 +65,9 @@ class Session(ABC):
     """
 
     def __init__(self, conn: Any, ledger: Any, plan: Plan, *, catalog: Catalog | None = None,
-                 atomic: bool = False):
+                 atomic: bool = False, before: Callable[[], object] | None = None):
         self.conn = conn
+        self._before = before
         self.ledger = ledger
         self.catalog = catalog
         self.atomic_run = atomic
@@ -170,6 +171,19 @@ class Session(ABC):
         self.refuse_conflicts(step, applied)
         return None
 
+    def take_backup(self) -> None:
+        """The backup before a rollback (``before``), at most once: inside the lock, once the plan fits the ledger.
+
+        Called when the ledger read inside the lock has admitted the first
+        step that will run (or, in a preview, once the plan was made again
+        from it), before anything of the plan is written: the copy holds
+        exactly the state this run starts from. Any earlier, another process
+        could commit between the copy and the lock.
+        """
+        before, self._before = self._before, None
+        if before is not None:
+            before()
+
     def after_commit(self, step: Step) -> None:
         """Our own change to the ledger, known without reading it again."""
         if self._applied is not None:
@@ -217,6 +231,8 @@ class Session(ABC):
         skipped = self.admit(step)
         if skipped is not None:
             return skipped
+        if self._before is not None:
+            self.take_backup()
         started = time.perf_counter()
         with self.output.capture():  # a migration's print() never reaches stdout; the step's event carries it
             detail = self.perform(step, observer)
@@ -258,6 +274,7 @@ class Session(ABC):
         with self.transaction():
             skipped = self.admit(step)
             if skipped is None:
+                self.take_backup()
                 self.ledger.log(step.version, step.direction, STARTED, step.migration.checksum,
                                 detail=started_detail())
         return skipped
@@ -343,6 +360,8 @@ class Session(ABC):
                         emit(on_event, Replanned("the ledger changed since the plan was shown", planned))
                     result.plan = planned
                     self.use(planned)
+                if self.plan.steps:
+                    self.take_backup()
                 outside: set[str] = set()  # left out (``left_out``), with what needs them first
                 for index, step in enumerate(self.plan.steps, 1):
                     emit(on_event, StepStarted(step, index, self.total))

@@ -52,22 +52,23 @@ class PgRunner(MarksThroughSessions):
                 plan: Plan | None = None, before: Callable[[], object] | None = None) -> RunResult:
         """Lock, plan from the ledger as it is inside the lock, run; the first failure is raised.
 
-        ``before()`` (the backup before a rollback) runs once the lock is held, so what it copies is the
-        database this run changes: no other runner can commit between the two.
+        ``before()`` (the backup before a rollback) is taken inside the lock, in the first step's
+        transaction once the ledger admitted it (``Session.take_backup``), as on SQLite: what it copies
+        is exactly the database this run changes. A plan made again differently from the one shown
+        counts as a re-plan (``RunResult.replans``).
         """
         with self.engine.locked() as conn:
-            if before is not None:
-                before()
             ledger = PgLedger(conn, self.engine.ledger_schema)
             planned = make_plan(ledger.applied_migrations())
-            if plan is not None and not _same(plan, planned):
-                emit(on_event, Replanned("the ledger changed since the plan was shown", planned))
             result = RunResult(planned)
+            if plan is not None and not _same(plan, planned):
+                result.replans += 1
+                emit(on_event, Replanned("the ledger changed since the plan was shown", planned))
             if not planned.steps:
                 return result
             if atomic:
                 refuse_non_transactional(planned)
-            session = PgSession(conn, ledger, planned, catalog=self.catalog, atomic=atomic)
+            session = PgSession(conn, ledger, planned, catalog=self.catalog, atomic=atomic, before=before)
             for event in session.atomic() if atomic else session.stepwise():
                 result.count(event)
                 emit(on_event, event)
@@ -78,17 +79,15 @@ class PgRunner(MarksThroughSessions):
                 capture_sql: bool = False, before: Callable[[], object] | None = None) -> Preview:
         """The whole plan in one transaction under the lock, watched; committed only if ``accept(preview)``.
 
-        ``before()`` runs once the lock is held, as in ``migrate``.
+        ``before()`` runs inside the lock once the plan was made again there, as in ``migrate``.
         """
         from planner.engines.pg_observe import PgObserver
 
         started = time.perf_counter()
         result = Preview(plan)
         with self.engine.locked() as conn:
-            if before is not None:
-                before()
             ledger = PgLedger(conn, self.engine.ledger_schema)
-            session = PgSession(conn, ledger, plan, catalog=self.catalog, atomic=True)
+            session = PgSession(conn, ledger, plan, catalog=self.catalog, atomic=True, before=before)
             session.preview(result, PgObserver(conn, ledger.log_table, capture_sql=capture_sql), make_plan=make_plan,
                             accept=accept, on_event=on_event)
         result.duration_ms = (time.perf_counter() - started) * 1000

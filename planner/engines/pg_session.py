@@ -10,7 +10,7 @@ applied set read once stays true until our own commits change it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +28,8 @@ class PgSession(Session):
     """One locked connection to a PostgreSQL database."""
 
     def __init__(self, conn: Any, ledger: PgLedger, plan: Plan, *, catalog: Catalog | None = None,
-                 atomic: bool = False):
-        super().__init__(conn, ledger, plan, catalog=catalog, atomic=atomic)
+                 atomic: bool = False, before: Callable[[], object] | None = None):
+        super().__init__(conn, ledger, plan, catalog=catalog, atomic=atomic, before=before)
         self._ready = False
         self._deferrable: bool | None = None
 

@@ -131,16 +131,17 @@ class Executor(MarksThroughSessions):
         again from the ledger as it is now and the run carries on. ``plan``
         is the first plan, when the caller already made (and showed) it.
         A refusal of the new plan (a rollback that now has applied
-        dependents, say) is raised as it is.
+        dependents, say) is raised as it is. ``before()`` (the backup before
+        a rollback) is taken inside the write lock of the first step that
+        runs, once the ledger read there admitted it (``Session.take_backup``):
+        the copy is exactly the database the rollback starts from.
         """
-        if before is not None:  # the backup before a rollback: a file's copy is taken before its write lock
-            before()
         if plan is None:
             plan = make_plan(self.applied())
         result = RunResult(plan)
         for attempt in range(_REPLANS + 1):
             try:
-                for event in self.events(plan, atomic=atomic):
+                for event in self.events(plan, atomic=atomic, before=before):
                     result.count(event)
                     if on_event is not None:
                         on_event(event)
@@ -154,7 +155,8 @@ class Executor(MarksThroughSessions):
                     on_event(Replanned(str(changed), plan))
         return result  # pragma: no cover (the loop returns or raises)
 
-    def events(self, plan: Plan, *, atomic: bool = False) -> Iterator[Event]:
+    def events(self, plan: Plan, *, atomic: bool = False,
+               before: Callable[[], object] | None = None) -> Iterator[Event]:
         """Run ``plan`` lazily, yielding its events; the failure is raised after its ``StepFailed``."""
         if not plan.steps:
             return
@@ -162,7 +164,7 @@ class Executor(MarksThroughSessions):
             refuse_non_transactional(plan)
         conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
         try:
-            session = self._session(conn, plan, atomic=atomic)
+            session = self._session(conn, plan, atomic=atomic, before=before)
             yield from session.atomic() if atomic else session.stepwise()
         finally:
             conn.close()
@@ -188,17 +190,16 @@ class Executor(MarksThroughSessions):
         (never for ``accept=None``, a dry run). A failing step is the
         preview's ``error``, logged only in a database that was there before:
         a new file is not made just for that, and is removed again.
+        ``before()`` runs inside the lock once the plan was made again there.
         """
         from planner.engines.sqlite_observe import StepObserver
 
-        if before is not None:  # see ``migrate``
-            before()
         started = time.perf_counter()
         result = Preview(plan)
         existed, folder_existed = self.path.exists(), self.path.parent.exists()
         conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
         try:
-            session = self._session(conn, plan, atomic=True)
+            session = self._session(conn, plan, atomic=True, before=before)
             session.preview(result, StepObserver(conn, capture_sql=capture_sql), make_plan=make_plan,
                             accept=accept, on_event=on_event, log_failures=existed)
         finally:
@@ -217,9 +218,10 @@ class Executor(MarksThroughSessions):
         finally:
             conn.close()
 
-    def _session(self, conn, plan: Plan, *, atomic: bool = False) -> SQLiteSession:
+    def _session(self, conn, plan: Plan, *, atomic: bool = False,
+                 before: Callable[[], object] | None = None) -> SQLiteSession:
         return SQLiteSession(conn, plan, path=self.path, busy_timeout=self.busy_timeout, catalog=self.catalog,
-                             atomic=atomic)
+                             atomic=atomic, before=before)
 
 
 def _remove_if_empty(path: Path, folder: Path | None) -> None:
