@@ -108,6 +108,11 @@ def _has_sqlite_header(path: Path) -> bool:
     and would overwrite it on the first write, so a short non-SQLite file
     must be caught here.
     """
+    if WRITE_LOCKS_HELD and lock_key(path) in WRITE_LOCKS_HELD:
+        # This process has the file open with its write lock held. POSIX locks belong to the process, and
+        # closing any descriptor of the file drops them all: reading the header here would hand the lock
+        # to another writer in the middle of our transaction. The file is a database: we are writing it.
+        return True
     try:
         with open(path, "rb") as file:
             head = file.read(len(_MAGIC))
