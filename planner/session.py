@@ -66,8 +66,7 @@ class Session(ABC):
 
     def __init__(self, conn: Any, ledger: Any, plan: Plan, *, catalog: Catalog | None = None,
                  atomic: bool = False, before: Callable[[], object] | None = None):
-        self.conn = conn
-        self._before = before
+        self.conn, self._before = conn, before
         self.ledger = ledger
         self.catalog = catalog
         self.atomic_run = atomic
@@ -172,14 +171,9 @@ class Session(ABC):
         return None
 
     def take_backup(self) -> None:
-        """The backup before a rollback (``before``), at most once: inside the lock, once the plan fits the ledger.
-
-        Called when the ledger read inside the lock has admitted the first
-        step that will run (or, in a preview, once the plan was made again
-        from it), before anything of the plan is written: the copy holds
-        exactly the state this run starts from. Any earlier, another process
-        could commit between the copy and the lock.
-        """
+        """The backup before a rollback (``before``), once: inside the lock, when the ledger read there admitted
+        the first step to run (a preview: once the plan was made again), before anything is written. The copy
+        is exactly the state the run starts from; any earlier, another process could commit in between."""
         before, self._before = self._before, None
         if before is not None:
             before()
@@ -231,8 +225,7 @@ class Session(ABC):
         skipped = self.admit(step)
         if skipped is not None:
             return skipped
-        if self._before is not None:
-            self.take_backup()
+        self.take_backup()
         started = time.perf_counter()
         with self.output.capture():  # a migration's print() never reaches stdout; the step's event carries it
             detail = self.perform(step, observer)
@@ -360,7 +353,7 @@ class Session(ABC):
                         emit(on_event, Replanned("the ledger changed since the plan was shown", planned))
                     result.plan = planned
                     self.use(planned)
-                if self.plan.steps:
+                if self.plan.steps:  # after planning again: nothing left to run, nothing to copy
                     self.take_backup()
                 outside: set[str] = set()  # left out (``left_out``), with what needs them first
                 for index, step in enumerate(self.plan.steps, 1):

@@ -95,7 +95,6 @@ def refusal(sql: str, *, several: bool = True) -> tuple[str, str] | None:
 
 
 def forbidden(sql: str) -> bool:
-    """Whether ``sql`` would end, begin or prepare the runner's transaction, or leave one of its savepoints."""
     return refusal(sql) is not None
 
 
@@ -224,15 +223,10 @@ class PgMigrationCursor:
 class _GuardedCopy:
     """psycopg's ``Copy``, whose ``cursor`` and ``connection`` are the guarded ones."""
 
-    __slots__ = ("_copy", "cursor")
+    __slots__ = ("_copy", "cursor", "connection")
 
     def __init__(self, copy: Any, cursor: PgMigrationCursor):
-        self._copy = copy
-        self.cursor = cursor
-
-    @property
-    def connection(self) -> Any:
-        return self.cursor.connection
+        self._copy, self.cursor, self.connection = copy, cursor, cursor.connection
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._copy)
@@ -296,8 +290,7 @@ class _GuardedInfo:
     __slots__ = ("_info", "_guard")
 
     def __init__(self, info: Any, guard: Guard):
-        self._info = info
-        self._guard = guard
+        self._info, self._guard = info, guard
 
     def __getattr__(self, name: str) -> Any:
         if name in REFUSED_ATTRIBUTES:
@@ -329,9 +322,7 @@ class PgMigrationConnection:
         """The first refusal, even if the migration caught the exception."""
         return self._guard.tampered
 
-    @property
-    def ignored(self) -> list[str]:
-        return self._guard.ignored
+    ignored = property(lambda self: self._guard.ignored)
 
     @property
     def raw(self) -> PgDriverConnection:
