@@ -273,6 +273,12 @@ class BackupOnce:
             if self.path is not None and self.announce:
                 echo(f"Backup written to {self.path}")
 
+    def discard(self) -> None:
+        """Forget (and delete) a copy whose run was rolled back: the next run takes its own."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.path = None
+
 
 def take_backup() -> Path | None:
     """The seed's "backup first" step, done for the user: SQLite's online backup API, or ``pg_dump``.

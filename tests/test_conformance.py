@@ -79,10 +79,10 @@ class Handle:
 
         return PgMigrationConnection(conn, "0002")
 
-    def engine(self):
+    def engine(self, backup_dir: Path | None = None):
         from planner.engines import engine_for
 
-        return engine_for(self.db)
+        return engine_for(self.db, backup_dir=backup_dir)
 
 
 ENGINES = ("sqlite", "postgresql")
@@ -451,3 +451,41 @@ def test_sqlite_backup_holds_the_state_the_rollback_starts_from_despite_a_compet
     copied = sqlite3.connect(backups[0]).execute("SELECT count(*) FROM notes").fetchone()[0]
     assert copied == seen
     assert sqlite3.connect(db).execute("SELECT count(*) FROM notes").fetchone()[0] == 2
+
+
+def test_a_confirmed_rollback_backs_up_the_state_it_commits_from(engine: Handle, catalog_dir: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch):
+    """A person confirms a loss on a terminal: the preview is rolled back, the question asked, the plan run again.
+    Another process commits while the person decides; the backup is the run that commits, taken inside its lock."""
+    import cli.previewed
+    import cli.running
+
+    write_migration(catalog_dir, "0001", "Notes", upgrade='conn.execute("CREATE TABLE notes (id INTEGER)")')
+    write_migration(catalog_dir, "0002", "Two", depends_on=("0001",),
+                    upgrade='conn.execute("CREATE TABLE two (id INTEGER)")\nconn.execute("INSERT INTO two VALUES (1)")',
+                    downgrade='conn.execute("DROP TABLE two")')
+    write_migration(catalog_dir, "0003", "Three", depends_on=("0001",),
+                    upgrade='conn.execute("CREATE TABLE three (id INTEGER)")')
+    assert apm(engine, catalog_dir, "migrate", "--target", "0002")[0] == 0
+    asked = cli.previewed._ask
+
+    def person_deciding(*args, **kwargs):
+        asked(*args, **kwargs)
+        other = run_apm("migrate", "--target", "0003", "--db", engine.db, "--migrations-dir", str(catalog_dir))
+        assert other.returncode == 0, other.stderr
+
+    monkeypatch.setattr(cli.previewed, "_ask", person_deciding)
+    monkeypatch.setattr(cli.running, "stdin_is_terminal", lambda: True)
+    from click.testing import CliRunner
+
+    from cli.main import apm as command
+
+    backups = tmp_path / "backups"
+    result = CliRunner().invoke(command, ["migrate", "--rollback", "0002", "--db", engine.db, "--migrations-dir",
+                                          str(catalog_dir), "--backup-dir", str(backups)], input="y\n")
+    assert result.exit_code == 0, result.output
+    assert engine.ledger() == ["0001", "0003"]
+    handle = engine.engine(backups)
+    copies = handle.backup_files()
+    assert len(copies) == 1  # the rolled-back preview's copy is not left behind
+    assert sorted(handle.check_backup(copies[0])) == ["0001", "0002", "0003"]
