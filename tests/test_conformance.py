@@ -262,6 +262,9 @@ def test_what_migrations_legitimately_use_keeps_working(applied_0001: Handle, ca
         else:
             with conn.raw.cursor() as raw, raw.copy("COPY escaped FROM STDIN") as copy:
                 copy.write_row((6,))
+            from psycopg.rows import dict_row
+            conn.raw.row_factory = dict_row  # psycopg's own rows, for this migration's raw cursors only
+            assert conn.raw.execute("SELECT 1 AS one").fetchone() == {"one": 1}
     """
     engine = applied_0001
     exit_code, output = apm(engine, _catalog(catalog_dir, body), "migrate", *PATHS[path])

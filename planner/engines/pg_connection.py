@@ -1,24 +1,19 @@
 """The connection PostgreSQL migrations receive: the SQLite proxy's methods, over psycopg 3.
 
-A migration written for SQLite calls ``conn.execute(sql, params)``,
-``executemany``, ``executescript`` and reads rows from the returned cursor
-(``fetchone``, ``fetchall``, iteration); all of these work here, and
-``conn.engine`` (``"postgresql"``) lets one catalog branch where the SQL
-differs. Parameters may use SQLite's styles (``?``, ``:name``) or psycopg's
-(``%s``, ``%(name)s``); the first two are translated (``pg_sql``).
+A migration written for SQLite (``execute``, ``executemany``,
+``executescript``, rows from the returned cursor) runs here unchanged;
+``conn.engine`` lets one catalog branch where the SQL differs. SQLite's
+placeholders (``?``, ``:name``) are translated to psycopg's (``pg_sql``).
 
-As on SQLite, the runner owns the transaction, by the rules of
-``planner.transaction_guard``, and every path out of it is routed through
-them: the connection's and every cursor's ``execute``, ``executemany``,
-``copy`` and ``stream`` (with no parameters psycopg sends a text as it is,
-so every statement of ``"...; COMMIT"`` is read, nested comments included),
-a cursor's ``connection`` (this proxy, never psycopg's), ``rollback()``,
-``close()``, ``transaction()``, ``autocommit`` and ``isolation_level``,
-``pgconn``, pipeline mode and two-phase commit. ``conn.raw``, for what the
-proxy does not offer (``COPY``, say), is psycopg's connection behind the
-same guard. A procedure or ``DO`` block that commits is stopped by the server
-itself (the runner's transaction is a transaction block) and reported the
-same way. ``commit()`` is a no-op for seed-era habits.
+The runner owns the transaction, by ``planner.transaction_guard``'s rules,
+and every path goes through them: ``execute``, ``executemany``, ``copy``
+and ``stream`` of the connection and of every cursor (without parameters
+psycopg sends a text as it is, so each statement of ``"...; COMMIT"`` is
+read, nested comments included); a cursor's ``connection`` (the proxy);
+``conn.raw`` (psycopg's connection, for ``COPY`` say, behind the same
+guard); the refused methods and settings. A procedure or ``DO`` block that
+commits is stopped by the server (the step is a transaction block) and
+reported the same way. ``commit()`` is a no-op for seed-era habits.
 
 During a preview each statement goes through the observer
 (``pg_observe``): ``before`` counts what it will destroy, ``execute`` runs
@@ -26,7 +21,6 @@ it (inside a savepoint when it may drop what it does not name), ``after``
 reads its ``rowcount``. ``raw`` tells the observer that what follows is
 unseen, so the server's row counters are read from there on.
 """
-
 from __future__ import annotations
 
 import re
@@ -114,11 +108,8 @@ def _server_refused(guard: Guard, sql: Any, exc: BaseException) -> None:
 
 
 class PgMigrationCursor:
-    """A psycopg cursor whose statements are checked, and whose ``connection`` is the guarded one.
-
-    ``watched``: statements go through the preview's observer, as the
-    connection's own ``execute`` does (a cursor of ``conn.raw`` runs unwatched).
-    """
+    """A psycopg cursor whose statements are checked and whose ``connection`` is the guarded one; ``watched``:
+    its statements go through the preview's observer, as ``conn.execute``'s do (``conn.raw``'s cursors: not)."""
 
     __slots__ = ("_cursor", "_guard", "_owner", "_watched")
 
@@ -238,18 +229,19 @@ class _GuardedCopy:
 
 
 class PgDriverConnection:
-    """``conn.raw``: psycopg's connection for what the proxy does not offer, minus the ways out of the transaction.
-
-    Everything else is psycopg's own (``cursor()``, ``execute``, ``copy``
-    through a cursor, ``adapters``...); statements run unwatched by the
-    preview, whose row counters see them.
-    """
+    """``conn.raw``: psycopg's connection minus the ways out of the transaction; the rest is psycopg's own.
+    Its statements run unwatched by the preview, whose row counters see them."""
 
     def __init__(self, conn: Any, guard: Guard):
         object.__setattr__(self, "_conn", conn)
         object.__setattr__(self, "_guard", guard)
+        # ``row_factory`` set here shapes this object's cursors only: on psycopg's connection it would change
+        # the rows the runner itself reads (its ledger, its checks) for the rest of the run.
+        object.__setattr__(self, "row_factory", conn.row_factory)
 
     def cursor(self, *args: Any, **kwargs: Any) -> PgMigrationCursor:
+        if not args and "row_factory" not in kwargs:
+            kwargs["row_factory"] = self.row_factory
         return PgMigrationCursor(self._conn.cursor(*args, **kwargs), self._guard, self, watched=False)
 
     def execute(self, query: Any, params: Any = None, **options: Any) -> PgMigrationCursor:
@@ -281,7 +273,10 @@ class PgDriverConnection:
     def __setattr__(self, name: str, value: Any) -> None:
         if name in REFUSED_SETTINGS:
             self._guard.refuse_setting("conn.raw", name, value)
-        setattr(self._conn, name, value)
+        if name == "row_factory":
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._conn, name, value)
 
 
 class _GuardedInfo:
@@ -316,6 +311,7 @@ class PgMigrationConnection:
         #: Whether the migration may have made a constraint deferrable (or went around the proxy to do so):
         #: then the runner checks deferred constraints before the step records itself.
         object.__setattr__(self, "may_defer", False)
+        object.__setattr__(self, "_raw", None)
 
     @property
     def tampered(self) -> TransactionTampered | None:
@@ -330,7 +326,9 @@ class PgMigrationConnection:
         self.may_defer = True  # what runs through it is not seen
         if self._guard.observer is not None:
             self._guard.observer.unwatched()  # only the server's counters and catalog will tell what it did
-        return PgDriverConnection(self._conn, self._guard)
+        if self._raw is None:
+            self._raw = PgDriverConnection(self._conn, self._guard)
+        return self._raw
 
     def cursor(self, *args: Any, **kwargs: Any) -> PgMigrationCursor:
         return PgMigrationCursor(self._conn.cursor(*args, **kwargs), self._guard, self)
