@@ -68,6 +68,9 @@ def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_pl
 
     def record(event) -> None:
         if isinstance(event, Replanned):
+            if atomic:  # the attempt's one transaction was rolled back: what it reported never happened
+                held.clear()
+                results.clear()
             echo(f"The ledger changed meanwhile (another process); planned again: "
                  f"{len(event.plan)} step(s) left", fg="yellow", err=True)
             if progress is not None:

@@ -492,3 +492,71 @@ def test_a_confirmed_rollback_backs_up_the_state_it_commits_from(engine: Handle,
     copies = handle.backup_files()
     assert len(copies) == 1  # the rolled-back preview's copy is not left behind
     assert sorted(handle.check_backup(copies[0])) == ["0001", "0002", "0003"]
+
+
+class _Backup:
+    """What the command passes as ``before`` (``cli.running.BackupOnce``): one copy, dropped if its run is undone."""
+
+    def __init__(self, engine, folder: Path):
+        self.engine, self.folder, self.path = engine, folder, None
+
+    def __call__(self) -> None:
+        if self.path is None:
+            self.path = self.engine.backup(self.folder)
+
+    def discard(self) -> None:
+        self.path.unlink()
+        self.path = None
+
+
+def test_sqlite_an_atomic_run_planned_again_backs_up_the_attempt_that_commits(catalog_dir: Path, tmp_path: Path):
+    """``--atomic`` on SQLite: the first attempt took the copy, then met a changed ledger and was rolled back whole;
+    another process commits before the next attempt locks. The copy kept is the one the committing attempt took."""
+    from planner.engines import engine_for
+    from planner.loader import load_catalog
+    from planner.plan import rollback_plan
+
+    _chain(catalog_dir)
+    write_migration(catalog_dir, "0004", "Four", depends_on=("0002",),
+                    upgrade='conn.execute("CREATE TABLE four (id INTEGER)")', downgrade='conn.execute("DROP TABLE four")')
+    catalog = load_catalog(catalog_dir)
+    db = tmp_path / "app.db"
+    handle = Handle("sqlite", str(db))
+    assert apm(handle, catalog_dir, "migrate", "--target", "0003")[0] == 0
+    engine = engine_for(str(db))
+    shown = rollback_plan(catalog, engine.applied(), "0002", cascade=True)  # 0003, then 0002
+    assert run_apm("migrate", "--target", "0004", "--db", str(db), "--migrations-dir", str(catalog_dir)).returncode == 0
+
+    def replan(ledger):  # called between the attempts, when another process writes
+        with sqlite3.connect(db) as other:
+            other.execute("INSERT INTO notes VALUES (7)")
+        return rollback_plan(catalog, ledger, "0002", cascade=True)
+
+    backup = _Backup(engine, tmp_path)
+    result = engine.runner(catalog=catalog).migrate(replan, plan=shown, atomic=True, before=backup)
+    assert result.replans == 1 and [s.version for s in result.done] == ["0004", "0003", "0002"]
+    assert list(tmp_path.glob("app.db.backup.*")) == [backup.path]
+    assert sqlite3.connect(backup.path).execute("SELECT id FROM notes").fetchall() == [(7,)]
+
+
+def test_an_atomic_run_planned_again_reports_only_what_it_committed(engine: Handle, catalog_dir: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch):
+    """``--atomic --no-preview``: the plan shown predates another process's 0004; inside the lock the run finds
+    out, plans again, and says (and returns as JSON) what it did once, not the attempt it rolled back."""
+    import json
+
+    import cli.migrate
+
+    _chain(catalog_dir)
+    write_migration(catalog_dir, "0004", "Four", depends_on=("0002",),
+                    upgrade='conn.execute("CREATE TABLE four (id INTEGER)")', downgrade='conn.execute("DROP TABLE four")')
+    assert apm(engine, catalog_dir, "migrate", "--target", "0003")[0] == 0
+    stale = engine.engine().applied()  # what the command read before another process applied 0004
+    assert run_apm("migrate", "--target", "0004", "--db", engine.db, "--migrations-dir", str(catalog_dir)).returncode == 0
+    monkeypatch.setattr(cli.migrate, "ledger_entries", lambda: stale)
+    code, output = apm(engine, catalog_dir, "migrate", "--rollback", "0002", "--cascade", "--atomic", "--no-preview",
+                       "--no-backup", "--json")
+    assert code == 0, output
+    document = json.loads(output[output.index("{"):])
+    assert [r["version"] for r in document["results"]] == ["0004", "0003", "0002"]
+    assert engine.ledger() == ["0001"]

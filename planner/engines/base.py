@@ -50,7 +50,8 @@ class PlanRunner(Protocol):
         """One transaction per step (or one for all, ``atomic``), each with its ledger row; plans inside the lock.
 
         ``before()`` (the backup before a rollback) runs inside the lock, once the ledger read there admitted
-        the first step that runs: the copy is exactly the state the run starts from. ``RunResult.replans``
+        the first step that runs: the copy is exactly the state the run starts from (a ``before`` with a
+        ``discard()`` is told when the transaction it ran in is rolled back to be tried again). ``RunResult.replans``
         counts each time the run planned again because the ledger had changed.
         """
 

@@ -140,6 +140,7 @@ class Executor(MarksThroughSessions):
             plan = make_plan(self.applied())
         result = RunResult(plan)
         for attempt in range(_REPLANS + 1):
+            counted = len(result.done), len(result.skipped)
             try:
                 for event in self.events(plan, atomic=atomic, before=before):
                     result.count(event)
@@ -149,6 +150,11 @@ class Executor(MarksThroughSessions):
             except LedgerChanged as changed:
                 if attempt == _REPLANS:
                     raise
+                if atomic:  # the attempt's one transaction was rolled back: nothing it reported stays done
+                    del result.done[counted[0]:], result.skipped[counted[1]:]
+                    if hasattr(before, "discard"):
+                        # Its copy too: another process may commit before the next attempt locks; that one copies.
+                        before.discard()
                 plan = make_plan(self.applied())
                 result.replans += 1
                 if on_event is not None:
