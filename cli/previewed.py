@@ -65,6 +65,7 @@ def confirmed_preview(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql
     confirmed: list[str] | None = None
     locks_confirmed: list[str] = []  # lock findings a person accepted on the terminal (--yes never does)
     unchanged = f"{done}; this part was rolled back" if done else "nothing was committed"
+    taken_before = getattr(before, "path", None)  # an earlier part's backup stays the run's
     while True:
         def accept(preview, confirmed=confirmed, locks_confirmed=locks_confirmed) -> bool:
             if gating_findings(preview) != locks_confirmed:
@@ -105,6 +106,10 @@ def confirmed_preview(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql
             raise CommandError(f"this plan destroys data ({'; '.join(lines)}); {unchanged}. "
                                f"Re-run with --yes to proceed, or with --dry-run to see the whole preview",
                                EXIT_UNCONFIRMED)
+        if taken_before is None and getattr(before, "path", None) is not None:
+            # This preview was rolled back; the run that commits takes its own copy inside its own lock, since
+            # another process may commit while the person decides.
+            before.discard()
         _ask(lines, unchanged)
         confirmed = lines
 

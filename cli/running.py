@@ -71,6 +71,9 @@ def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_pl
 
     def record(event) -> None:
         if isinstance(event, Replanned):
+            if atomic:  # the attempt's one transaction was rolled back: what it reported never happened
+                held.clear()
+                results.clear()
             echo(f"The ledger changed meanwhile (another process); planned again: "
                  f"{len(event.plan)} step(s) left", fg="yellow", err=True)
             if progress is not None:
@@ -265,10 +268,13 @@ def run_step_by_step(catalog, plan, *, make_plan, atomic: bool, as_json: bool, b
 
 
 class BackupOnce:
-    """The backup before a rollback, taken by the runner once it holds the lock (``before``), at most once.
+    """The backup before a rollback, taken by the runner (``before``) at most once, on both engines.
 
-    Taken any earlier, another runner could commit between the copy and the
-    run, and "the newest backup" would not be the database this run changed.
+    The runner takes it inside its lock, once the plan was made again there
+    from the ledger (``Session.take_backup``), before anything is written: the
+    copy is exactly the database the rollback starts from. Taken any earlier,
+    another process could commit between the copy and the run, and "the
+    newest backup" would not be the database this run changed.
     """
 
     def __init__(self, wanted: bool, *, announce: bool = False):
@@ -280,6 +286,12 @@ class BackupOnce:
             self.path = take_backup()
             if self.path is not None and self.announce:
                 echo(f"Backup written to {self.path}")
+
+    def discard(self) -> None:
+        """Forget (and delete) a copy whose run was rolled back: the next run takes its own."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.path = None
 
 
 def take_backup() -> Path | None:

@@ -66,8 +66,8 @@ class Session(OutsideSteps, ABC):
     """
 
     def __init__(self, conn: Any, ledger: Any, plan: Plan, *, catalog: Catalog | None = None,
-                 atomic: bool = False):
-        self.conn = conn
+                 atomic: bool = False, before: Callable[[], object] | None = None):
+        self.conn, self._before = conn, before
         self.ledger = ledger
         self.catalog = catalog
         self.atomic_run = atomic
@@ -172,6 +172,14 @@ class Session(OutsideSteps, ABC):
         self.refuse_conflicts(step, applied)
         return None
 
+    def take_backup(self) -> None:
+        """The backup before a rollback (``before``), once: inside the lock, when the ledger read there admitted
+        the first step to run (a preview: once the plan was made again), before anything is written. The copy
+        is exactly the state the run starts from; any earlier, another process could commit in between."""
+        before, self._before = self._before, None
+        if before is not None:
+            before()
+
     def after_commit(self, step: Step) -> None:
         """Our own change to the ledger, known without reading it again."""
         if self._applied is not None:
@@ -222,6 +230,7 @@ class Session(OutsideSteps, ABC):
         skipped = self.admit(step)
         if skipped is not None:
             return skipped
+        self.take_backup()
         started = time.perf_counter()
         with self.output.capture():  # a migration's print() never reaches stdout; the step's event carries it
             detail = self.perform(step, observer)
@@ -262,6 +271,7 @@ class Session(OutsideSteps, ABC):
         with self.transaction():
             skipped = self.admit(step)
             if skipped is None:
+                self.take_backup()
                 self.ledger.log(step.version, step.direction, STARTED, step.migration.checksum,
                                 detail=started_detail())
         return skipped
@@ -355,6 +365,8 @@ class Session(OutsideSteps, ABC):
                         emit(on_event, Replanned("the ledger changed since the plan was shown", planned))
                     result.plan = planned
                     self.use(planned)
+                if self.plan.steps:  # after planning again: nothing left to run, nothing to copy
+                    self.take_backup()
                 outside: set[str] = set()  # left out (``left_out``), with what needs them first
                 for index, step in enumerate(self.plan.steps, 1):
                     emit(on_event, StepStarted(step, index, self.total))

@@ -49,15 +49,22 @@ class PlanRunner(Protocol):
                 before: Callable[[], object] | None = None, confirm_outside: Any = None) -> RunResult:
         """One transaction per step (or one for all, ``atomic``), each with its ledger row; plans inside the lock.
 
-        ``confirm_outside`` (a ``outside.Confirmation``) checks ``transactional = False`` steps
-        statement by statement; without it they run unchecked.
+        ``before()`` (the backup before a rollback) runs inside the lock, once the ledger read there admitted
+        the first step that runs: the copy is exactly the state the run starts from (a ``before`` with a
+        ``discard()`` is told when the transaction it ran in is rolled back to be tried again). ``RunResult.replans``
+        counts each time the run planned again because the ledger had changed. ``confirm_outside`` (a
+        ``outside.Confirmation``) checks ``transactional = False`` steps statement by statement; without it they
+        run unchecked.
         """
 
     def preview(self, plan: Plan, *, make_plan: MakePlan | None = None,
                 accept: Callable[[Preview], bool] | None = None,
                 on_event: Callable[[Event], None] | None = None, capture_sql: bool = False,
                 before: Callable[[], object] | None = None) -> Preview:
-        """The whole plan in one transaction, watched; committed only if ``accept`` says so."""
+        """The whole plan in one transaction, watched; committed only if ``accept`` says so.
+
+        ``before()`` runs inside the lock, once the plan was made again there from the ledger.
+        """
 
     def mark_applied(self, migration: Migration) -> None: ...
 

@@ -70,32 +70,33 @@ class PgRunner(MarksThroughSessions):
                 confirm_outside: Confirmation | None = None) -> RunResult:
         """Lock, plan from the ledger as it is inside the lock, run; the first failure is raised.
 
-        ``before()`` (the backup before a rollback) runs once the lock is held, so what it copies is the
-        database this run changes: no other runner can commit between the two. ``confirm_outside``: as
-        ``sqlite_runner.Executor.migrate``.
+        ``before()`` (the backup before a rollback) is taken inside the lock, in the first step's
+        transaction once the ledger admitted it (``Session.take_backup``), as on SQLite: what it copies
+        is exactly the database this run changes. A plan made again differently from the one shown
+        counts as a re-plan (``RunResult.replans``). ``confirm_outside``: as ``sqlite_runner.Executor.migrate``.
         """
         from planner.engines.pg_lock_timeout import step_version
         from planner.errors import NonTransactionalFailed
 
         with self.engine.locked() as conn, self._guard(conn) as guard:
-            if before is not None:
-                before()
             ledger = PgLedger(conn, self.engine.ledger_schema)
             results: list[RunResult] = []
 
             def once(attempt: int) -> RunResult:
                 # A retry after a lock timeout plans again: what committed before it is not run twice.
                 planned = make_plan(ledger.applied_migrations())
-                if attempt == 1 and plan is not None and not _same(plan, planned):
-                    emit(on_event, Replanned("the ledger changed since the plan was shown", planned))
                 if not results:
                     results.append(RunResult(planned))
                 result = results[0]
+                if attempt == 1 and plan is not None and not _same(plan, planned):
+                    result.replans += 1
+                    emit(on_event, Replanned("the ledger changed since the plan was shown", planned))
                 if not planned.steps:
                     return result
                 if atomic:
                     refuse_non_transactional(planned)
-                session = PgSession(conn, ledger, planned, catalog=self.catalog, atomic=atomic, locks=guard)
+                session = PgSession(conn, ledger, planned, catalog=self.catalog, atomic=atomic, locks=guard,
+                                    before=before)
                 session.confirmation = confirm_outside
                 for event in session.atomic() if atomic else session.stepwise():
                     result.count(event)
@@ -110,20 +111,19 @@ class PgRunner(MarksThroughSessions):
                 capture_sql: bool = False, before: Callable[[], object] | None = None) -> Preview:
         """The whole plan in one transaction under the lock, watched; committed only if ``accept(preview)``.
 
-        ``before()`` runs once the lock is held, as in ``migrate``.
+        ``before()`` runs inside the lock once the plan was made again there, as in ``migrate``.
         """
         from planner.engines.pg_observe import PgObserver
 
         started = time.perf_counter()
         with self.engine.locked() as conn, self._guard(conn) as guard:
-            if before is not None:
-                before()
             ledger = PgLedger(conn, self.engine.ledger_schema)
 
             def once(attempt: int) -> Preview:
                 # A lock timeout rolled the whole transaction back: the whole preview is tried again.
                 result = Preview(plan)
-                session = PgSession(conn, ledger, plan, catalog=self.catalog, atomic=True, locks=guard)
+                session = PgSession(conn, ledger, plan, catalog=self.catalog, atomic=True, locks=guard,
+                                    before=before)
                 watch = lock_watch(PgObserver(conn, ledger.log_table, capture_sql=capture_sql), conn,
                                    self.engine, guard.settings)
                 session.preview(result, watch, make_plan=make_plan, accept=_judged(accept, watch, self.engine),

@@ -10,7 +10,7 @@ applied set read once stays true until our own commits change it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +30,9 @@ class PgSession(Session):
     """One locked connection to a PostgreSQL database."""
 
     def __init__(self, conn: Any, ledger: PgLedger, plan: Plan, *, catalog: Catalog | None = None,
-                 atomic: bool = False, locks: LockGuard | None = None):
-        super().__init__(conn, ledger, plan, catalog=catalog, atomic=atomic)
+                 atomic: bool = False, before: Callable[[], object] | None = None,
+                 locks: LockGuard | None = None):
+        super().__init__(conn, ledger, plan, catalog=catalog, atomic=atomic, before=before)
         self.locks = locks  # the run's lock timeouts (``pg_lock_timeout``); ``None`` for marks
         self._ready = False
         self._deferrable: bool | None = None

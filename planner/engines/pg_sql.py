@@ -61,8 +61,46 @@ def tokens(sql: str, *, keep_space: bool = False) -> tuple[Token, ...]:
 
 @lru_cache(maxsize=256)
 def _tokens(sql: str, keep_space: bool) -> tuple[Token, ...]:
+    if "/*" in sql:
+        return tuple(_tokens_nesting(sql, keep_space))
     return tuple(Token(m.lastgroup if m.lastgroup not in ("tag", "pyname") else "punct", m.group(), m.start(), m.end())
                  for m in _TOKEN.finditer(sql) if keep_space or m.lastgroup != "space")
+
+
+def _tokens_nesting(sql: str, keep_space: bool) -> Iterator[Token]:
+    """The tokens of a text holding block comments, which PostgreSQL nests (``/* a /* b */ c */`` is one comment).
+
+    Read as SQLite reads them, the first ``*/`` would end the comment and its
+    rest would look like SQL: ``/* /* */ x */ COMMIT`` must be seen as COMMIT.
+    """
+    pos, length = 0, len(sql)
+    while pos < length:
+        if sql.startswith("/*", pos):
+            end = _comment_end(sql, pos)
+            if keep_space:
+                yield Token("space", sql[pos:end], pos, end)
+            pos = end
+            continue
+        m = _TOKEN.match(sql, pos)
+        kind = m.lastgroup if m.lastgroup not in ("tag", "pyname") else "punct"
+        if keep_space or kind != "space":
+            yield Token(kind, m.group(), m.start(), m.end())
+        pos = m.end()
+
+
+def _comment_end(sql: str, start: int) -> int:
+    """Where the (possibly nested) block comment opening at ``start`` ends; the text's end if it never does."""
+    depth, pos = 0, start
+    while True:
+        opening, closing = sql.find("/*", pos), sql.find("*/", pos)
+        if closing < 0:
+            return len(sql)
+        if 0 <= opening < closing:
+            depth, pos = depth + 1, opening + 2
+            continue
+        depth, pos = depth - 1, closing + 2
+        if depth == 0:
+            return pos
 
 
 def split_script(script: str) -> Iterator[str]:

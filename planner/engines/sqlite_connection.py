@@ -1,13 +1,24 @@
-"""The connection handed to migrations: ``sqlite3.Connection``, minus the ways to break the transaction.
+"""The connection handed to migrations: ``sqlite3.Connection``, minus every way out of the transaction.
 
 The executor wraps each migration in one transaction, so a migration must not
-end it or start another. ``PRAGMA foreign_keys = OFF/ON`` (the seed's rebuild
-pattern) is passed over and reported to the executor, which logs it: inside a
-transaction SQLite ignores it, and the executor has already switched
-enforcement off and checks foreign keys before committing. Python's ``executescript`` is the subtle case: it COMMITs any
-open transaction before running, so here it runs the script one statement at
-a time instead. Statements that would manage the transaction raise
-``TransactionTampered`` before they reach SQLite; ``commit()`` is a no-op
+end it or start another; the rules are ``planner.transaction_guard``'s, the
+same on every engine, and this module routes each path through them:
+``execute``, ``executemany`` and ``executescript`` on the connection and on
+every cursor it hands out (a cursor's ``connection`` is this proxy, never
+the ``sqlite3.Connection``), ``rollback()``, ``close()``, ``with conn:``
+(which commits on a real connection), setting ``autocommit`` (Python 3.12+)
+or ``isolation_level``, ``interrupt()`` (an interrupted write rolls the
+whole transaction back, and what follows would commit statement by
+statement), and replacing the authorizer, trace or progress callback the
+preview watches through. A statement is refused before it reaches SQLite;
+one arriving after the transaction ended anyway is refused too.
+
+``PRAGMA foreign_keys = OFF/ON`` (the seed's rebuild pattern) is passed
+over and reported to the executor, which logs it: inside a transaction
+SQLite ignores it, and the executor has already switched enforcement off
+and checks foreign keys before committing. Python's ``executescript`` is
+the subtle case: it COMMITs any open transaction before running, so here it
+runs the script one statement at a time instead. ``commit()`` is a no-op
 because seed-era migrations call it out of habit, and the executor commits
 anyway. Everything else passes straight through to the real connection.
 """
@@ -21,35 +32,44 @@ from typing import Any
 
 from planner.errors import TransactionTampered
 from planner.sql import SKIP, keywords, split_script
+from planner.transaction_guard import (
+    REFUSED_ATTRIBUTES,
+    REFUSED_METHODS,
+    REFUSED_SETTINGS,
+    Guard,
+    control_reason,
+)
 
 _PRAGMA_FOREIGN_KEYS = re.compile(
     r"""PRAGMA\s+(?:["`\[]?\w+["`\]]?\s*\.\s*)?["`\[]?foreign_keys["`\]]?\s*[=(]""", re.I
 )
 
+#: SQLite's runner opens no savepoint around a migration: every savepoint a migration names is its own.
+RUNNER_SAVEPOINTS: frozenset[str] = frozenset()
 
 # Only these first keywords need a closer look; everything else is decided by one regex match.
-_FIRST = re.compile(r"(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?(?:\*/|\Z))*(BEGIN|COMMIT|END|ROLLBACK|PRAGMA)\b", re.S | re.I)
+_FIRST = re.compile(
+    r"(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?(?:\*/|\Z))*(BEGIN|COMMIT|END|ROLLBACK|RELEASE|SAVEPOINT|PRAGMA)\b",
+    re.S | re.I,
+)
+
+
+def _reserved(name: str) -> bool:
+    return name.lower() in RUNNER_SAVEPOINTS
 
 
 def forbidden_reason(sql: str) -> str | None:
     """Why ``sql`` may not run inside the executor's transaction, or ``None`` when it may.
 
-    ``ROLLBACK TO``, ``SAVEPOINT`` and ``RELEASE`` only move within the
-    transaction and are allowed; reading ``PRAGMA foreign_keys`` is harmless.
-    An empty string means "forbidden, for the usual reason".
+    ``ROLLBACK TO``, ``SAVEPOINT`` and ``RELEASE`` of the migration's own
+    savepoints only move within the transaction and are allowed; reading
+    ``PRAGMA foreign_keys`` is harmless. An empty string means "forbidden,
+    for the usual reason".
     """
     match = _FIRST.match(sql)
-    if match is None:
+    if match is None or match.group(1).upper() == "PRAGMA":
         return None
-    first = match.group(1).upper()
-    if first in ("BEGIN", "COMMIT", "END"):
-        return ""
-    if first == "ROLLBACK":
-        rest = keywords(sql, 3)[1:]
-        if rest[:1] == ["TRANSACTION"]:
-            rest = rest[1:]
-        return None if rest[:1] == ["TO"] else ""
-    return None
+    return control_reason(keywords(sql, 5), _reserved)
 
 
 def switches_foreign_keys(sql: str) -> bool:
@@ -62,50 +82,42 @@ def switches_foreign_keys(sql: str) -> bool:
     )
 
 
-class _Guard:
-    """What the connection and its cursors share: which step is running, and the check itself."""
-
-    __slots__ = ("version", "direction", "tampered", "ignored", "observer")
-
-    def __init__(self, version: str, direction: str, observer: Any = None):
-        self.version = version
-        self.direction = direction
-        #: A preview's ``sqlite_observe.StepObserver``, told about each statement before and after it runs.
-        self.observer = observer
-        #: The first refusal, kept so a migration that swallows the exception still fails.
-        self.tampered: TransactionTampered | None = None
-        #: Statements passed over on purpose (``PRAGMA foreign_keys = ...``), for the executor to log.
-        self.ignored: list[str] = []
-
-    def refuse(self, statement: str, reason: str | None = None) -> None:
-        error = TransactionTampered(self.version, self.direction, " ".join(statement.split())[:80], reason or None)
-        if self.tampered is None:
-            self.tampered = error
-        raise error
-
-    def check(self, sql: str) -> bool:
-        """Refuse ``sql`` if it would end the transaction; ``False`` when it is to be passed over."""
+def _check(guard: Guard, raw: sqlite3.Connection, sql: str) -> bool:
+    """Refuse ``sql`` if it would end the transaction; ``False`` when it is to be passed over."""
+    if not isinstance(sql, str):
+        return True  # sqlite3 itself rejects it
+    if _FIRST.match(sql) is not None:
         reason = forbidden_reason(sql)
-        if reason is not None:
-            self.refuse(sql, reason)
+        if reason is not None and guard.guarded:
+            guard.refuse(sql, reason)
         if switches_foreign_keys(sql):
             # The seed's own rebuild pattern wraps its work in OFF/ON. Inside a transaction SQLite
             # ignores the PRAGMA anyway; the executor has switched enforcement off already and runs
             # foreign_key_check before COMMIT, so the migration gets exactly what it asked for.
-            self.ignored.append(" ".join(sql.split()).rstrip(";")[:80])
+            guard.ignored.append(" ".join(sql.split()).rstrip(";")[:80])
             return False
-        return True
+    if guard.within and not raw.in_transaction:
+        guard.transaction_ended(sql)
+    return True
 
 
 class MigrationCursor:
     """A cursor whose ``execute``/``executemany``/``executescript`` keep the transaction."""
 
-    def __init__(self, cursor: sqlite3.Cursor, guard: _Guard):
+    __slots__ = ("_cursor", "_guard", "_raw")
+
+    def __init__(self, cursor: sqlite3.Cursor, guard: Guard, raw: sqlite3.Connection):
         object.__setattr__(self, "_cursor", cursor)
         object.__setattr__(self, "_guard", guard)
+        object.__setattr__(self, "_raw", raw)
+
+    @property
+    def connection(self) -> Any:
+        """The connection the migration received, never the ``sqlite3.Connection`` under it."""
+        return self._guard.connection
 
     def execute(self, sql: str, parameters: Any = ()) -> MigrationCursor:
-        if self._guard.check(sql):
+        if _check(self._guard, self._raw, sql):
             observer = self._guard.observer
             if observer is None:
                 self._cursor.execute(sql, parameters)
@@ -116,7 +128,7 @@ class MigrationCursor:
         return self
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> MigrationCursor:
-        if self._guard.check(sql):
+        if _check(self._guard, self._raw, sql):
             observer = self._guard.observer
             if observer is None:
                 self._cursor.executemany(sql, seq_of_parameters)
@@ -129,8 +141,9 @@ class MigrationCursor:
 
     def executescript(self, sql_script: str) -> MigrationCursor:
         statements = list(split_script(sql_script))
-        wanted = [self._guard.check(statement) for statement in statements]  # refuse before anything runs
-        observer = self._guard.observer
+        guard, raw = self._guard, self._raw
+        wanted = [_check(guard, raw, statement) for statement in statements]  # refuse before anything runs
+        observer = guard.observer
         for statement, run in zip(statements, wanted):
             if run and observer is None:
                 self._cursor.execute(statement)
@@ -147,6 +160,8 @@ class MigrationCursor:
         return next(self._cursor)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # nothing private of the driver's: it may lead to the raw connection
+            raise AttributeError(name)
         return getattr(self._cursor, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -157,8 +172,12 @@ class MigrationConnection:
     """A proxy over the executor's ``sqlite3.Connection`` that cannot end its transaction."""
 
     def __init__(self, conn: sqlite3.Connection, version: str = "?", direction: str = "apply", observer: Any = None):
+        guard = Guard(version, direction, observer)
+        guard.connection = self
+        # Created inside the executor's transaction (a ``transactional = False`` step is not): it must stay open.
+        guard.within = conn.in_transaction
         object.__setattr__(self, "_conn", conn)
-        object.__setattr__(self, "_guard", _Guard(version, direction, observer))
+        object.__setattr__(self, "_guard", guard)
 
     #: Why a ``PRAGMA foreign_keys = ...`` is passed over (the executor logs it with the statement).
     IGNORED_REASON = (
@@ -177,10 +196,10 @@ class MigrationConnection:
         return self._guard.ignored
 
     def cursor(self, *args: Any, **kwargs: Any) -> MigrationCursor:
-        return MigrationCursor(self._conn.cursor(*args, **kwargs), self._guard)
+        return MigrationCursor(self._conn.cursor(*args, **kwargs), self._guard, self._conn)
 
     def execute(self, sql: str, parameters: Any = ()) -> MigrationCursor:
-        return self.cursor().execute(sql, parameters)
+        return MigrationCursor(self._conn.cursor(), self._guard, self._conn).execute(sql, parameters)
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> MigrationCursor:
         return self.cursor().executemany(sql, seq_of_parameters)
@@ -218,14 +237,16 @@ class MigrationConnection:
         """Whether a preview is watching: ``rebuild_table`` then counts what its conversions change."""
         return self._guard.observer is not None
 
+    # -- the routes out of the transaction (planner.transaction_guard) ------------------
+
     def commit(self) -> None:
         """Do nothing: the executor commits once the step has passed every check."""
 
     def rollback(self) -> None:
-        self._guard.refuse("conn.rollback()", "raise an exception instead and the executor rolls the step back")
+        self._guard.refuse("conn.rollback()", REFUSED_METHODS["rollback"])
 
     def close(self) -> None:
-        self._guard.refuse("conn.close()", "the executor owns the connection")
+        self._guard.refuse("conn.close()", REFUSED_METHODS["close"])
 
     def __enter__(self) -> MigrationConnection:
         # ``with conn:`` would commit on exit on a real connection; here it is a plain block.
@@ -235,10 +256,18 @@ class MigrationConnection:
         return None
 
     def __getattr__(self, name: str) -> Any:
+        # Only names not defined here reach this, so the refusals cost ``execute`` nothing.
+        if name in REFUSED_METHODS:
+            return self._guard.refuse_method("conn", name)
+        if name in REFUSED_ATTRIBUTES:
+            self._guard.refuse_attribute("conn", name)
+        if name.startswith("_"):
+            raise AttributeError(name)
         return getattr(self._conn, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "isolation_level":
-            # Setting it on a real connection commits, or makes Python begin transactions itself.
-            self._guard.refuse(f"conn.isolation_level = {value!r}")
+        if name in REFUSED_SETTINGS:
+            # ``isolation_level`` commits on a real connection, or makes Python begin transactions itself;
+            # ``autocommit = True`` (Python 3.12+) commits at once.
+            self._guard.refuse_setting("conn", name, value)
         setattr(self._conn, name, value)

@@ -110,6 +110,11 @@ def _has_sqlite_header(path: Path) -> bool:
     and would overwrite it on the first write, so a short non-SQLite file
     must be caught here.
     """
+    if WRITE_LOCKS_HELD and lock_key(path) in WRITE_LOCKS_HELD:
+        # This process has the file open with its write lock held. POSIX locks belong to the process, and
+        # closing any descriptor of the file drops them all: reading the header here would hand the lock
+        # to another writer in the middle of our transaction. The file is a database: we are writing it.
+        return True
     try:
         with open(path, "rb") as file:
             head = file.read(len(_MAGIC))
@@ -230,12 +235,26 @@ def copy_database(
         raise DatabaseLocked(path, busy_timeout) from None
 
 
+#: Files whose write lock this process holds now (a run's open ``BEGIN IMMEDIATE``, by ``lock_key``): the
+#: backup before a rollback is taken inside that lock, and must not wait for it.
+WRITE_LOCKS_HELD: set[str] = set()
+
+
+def lock_key(path: Path | str) -> str:
+    """One name per file, however it was spelled (relative, through a symlink)."""
+    return os.path.realpath(path)
+
+
 def writable_now(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
     """Raise the ``DatabaseError`` that would stop a write to ``path`` now (read-only, locked), changing nothing.
 
     Takes the write lock (``BEGIN IMMEDIATE``) and gives it straight back, so
-    a rollback can refuse before it writes a backup it would never need.
+    a rollback can refuse before it writes a backup it would never need. When
+    this process holds that lock already (the backup is taken inside it),
+    the file is writable and there is nothing to wait for.
     """
+    if WRITE_LOCKS_HELD and lock_key(path) in WRITE_LOCKS_HELD:
+        return
     conn = connect(Path(path), busy_timeout=busy_timeout)
     try:
         try:

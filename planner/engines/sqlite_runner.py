@@ -134,18 +134,20 @@ class Executor(MarksThroughSessions):
         again from the ledger as it is now and the run carries on. ``plan``
         is the first plan, when the caller already made (and showed) it.
         A refusal of the new plan (a rollback that now has applied
-        dependents, say) is raised as it is. ``confirm_outside``, when
-        given, checks ``transactional = False`` steps statement by statement
+        dependents, say) is raised as it is. ``before()`` (the backup before
+        a rollback) is taken inside the write lock of the first step that
+        runs, once the ledger read there admitted it (``Session.take_backup``):
+        the copy is exactly the database the rollback starts from.
+        ``confirm_outside``, when given, checks ``transactional = False`` steps statement by statement
         (``planner.outside``) and confirms what they destroy.
         """
-        if before is not None:  # the backup before a rollback: a file's copy is taken before its write lock
-            before()
         if plan is None:
             plan = make_plan(self.applied())
         result = RunResult(plan)
         for attempt in range(_REPLANS + 1):
+            counted = len(result.done), len(result.skipped)
             try:
-                for event in self.events(plan, atomic=atomic, confirm_outside=confirm_outside):
+                for event in self.events(plan, atomic=atomic, before=before, confirm_outside=confirm_outside):
                     result.count(event)
                     if on_event is not None:
                         on_event(event)
@@ -153,6 +155,11 @@ class Executor(MarksThroughSessions):
             except LedgerChanged as changed:
                 if attempt == _REPLANS:
                     raise
+                if atomic:  # the attempt's one transaction was rolled back: nothing it reported stays done
+                    del result.done[counted[0]:], result.skipped[counted[1]:]
+                    if hasattr(before, "discard"):
+                        # Its copy too: another process may commit before the next attempt locks; that one copies.
+                        before.discard()
                 plan = make_plan(self.applied())
                 result.replans += 1
                 if on_event is not None:
@@ -160,6 +167,7 @@ class Executor(MarksThroughSessions):
         return result  # pragma: no cover (the loop returns or raises)
 
     def events(self, plan: Plan, *, atomic: bool = False,
+               before: Callable[[], object] | None = None,
                confirm_outside: Confirmation | None = None) -> Iterator[Event]:
         """Run ``plan`` lazily, yielding its events; the failure is raised after its ``StepFailed``."""
         if not plan.steps:
@@ -172,7 +180,7 @@ class Executor(MarksThroughSessions):
             if existed and not atomic and commits_in_parts(plan):
                 # Step by step, each commit stays: corruption met at step 9 would leave 8 committed on top of it.
                 check_integrity(conn, self.path)
-            session = self._session(conn, plan, atomic=atomic)
+            session = self._session(conn, plan, atomic=atomic, before=before)
             session.confirmation = confirm_outside
             yield from session.atomic() if atomic else session.stepwise()
         finally:
@@ -199,17 +207,16 @@ class Executor(MarksThroughSessions):
         (never for ``accept=None``, a dry run). A failing step is the
         preview's ``error``, logged only in a database that was there before:
         a new file is not made just for that, and is removed again.
+        ``before()`` runs inside the lock once the plan was made again there.
         """
         from planner.engines.sqlite_observe import StepObserver
 
-        if before is not None:  # see ``migrate``
-            before()
         started = time.perf_counter()
         result = Preview(plan)
         existed, folder_existed = self.path.exists(), self.path.parent.exists()
         conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
         try:
-            session = self._session(conn, plan, atomic=True)
+            session = self._session(conn, plan, atomic=True, before=before)
             session.preview(result, StepObserver(conn, capture_sql=capture_sql), make_plan=make_plan,
                             accept=accept, on_event=on_event, log_failures=existed)
         finally:
@@ -228,9 +235,10 @@ class Executor(MarksThroughSessions):
         finally:
             conn.close()
 
-    def _session(self, conn, plan: Plan, *, atomic: bool = False) -> SQLiteSession:
+    def _session(self, conn, plan: Plan, *, atomic: bool = False,
+                 before: Callable[[], object] | None = None) -> SQLiteSession:
         return SQLiteSession(conn, plan, path=self.path, busy_timeout=self.busy_timeout, catalog=self.catalog,
-                             atomic=atomic)
+                             atomic=atomic, before=before)
 
 
 def _remove_if_empty(path: Path, folder: Path | None) -> None:

@@ -20,7 +20,14 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from planner.engines.sqlite_connection import MigrationConnection
-from planner.engines.sqlite_database import foreign_keys_enabled, foreign_keys_off, translate_error, wait_for
+from planner.engines.sqlite_database import (
+    WRITE_LOCKS_HELD,
+    foreign_keys_enabled,
+    foreign_keys_off,
+    lock_key,
+    translate_error,
+    wait_for,
+)
 from planner.errors import DatabaseError, ForeignKeyViolation
 from planner.engines.sqlite_ledger import Ledger
 from planner.ledger import APPLY, OK
@@ -50,9 +57,10 @@ class SQLiteSession(Session):
     """
 
     def __init__(self, conn: sqlite3.Connection, plan: Plan, *, path: Path, busy_timeout: float,
-                 catalog: Catalog | None = None, atomic: bool = False):
-        super().__init__(conn, Ledger(conn), plan, catalog=catalog, atomic=atomic)
+                 catalog: Catalog | None = None, atomic: bool = False, before: Callable[[], object] | None = None):
+        super().__init__(conn, Ledger(conn), plan, catalog=catalog, atomic=atomic, before=before)
         self.path = path
+        self._lock_key = lock_key(path)
         self.busy_timeout = busy_timeout
         self.foreign_keys = foreign_keys_enabled(conn)
         self._data_version: int | None = None
@@ -84,6 +92,7 @@ class SQLiteSession(Session):
                     return skipped
                 running = holder(self.ledger.history(step.version))
                 if running is None:
+                    self.take_backup()
                     self.ledger.log(step.version, step.direction, STARTED, step.migration.checksum,
                                     detail=started_detail())
                     return None
@@ -99,18 +108,22 @@ class SQLiteSession(Session):
         """Foreign keys off, ``BEGIN IMMEDIATE``, the ledger tables ready; ``COMMIT``, or ``ROLLBACK`` on anything."""
         with foreign_keys_off(self.conn, self.foreign_keys):
             self._sql("BEGIN IMMEDIATE")
+            WRITE_LOCKS_HELD.add(self._lock_key)  # a backup taken now must not wait for our own lock
             try:
-                if not self._ledger_ready:
-                    self.ledger.ensure_schema()
-                    self._ledger_checked = True
-                yield
-            except BaseException as exc:
-                self._rollback()
-                broken = self.damaged(exc)
-                if broken is not None and broken is not exc:
-                    raise broken from exc
-                raise
-            self._sql("COMMIT")
+                try:
+                    if not self._ledger_ready:
+                        self.ledger.ensure_schema()
+                        self._ledger_checked = True
+                    yield
+                except BaseException as exc:
+                    self._rollback()
+                    broken = self.damaged(exc)
+                    if broken is not None and broken is not exc:
+                        raise broken from exc
+                    raise
+                self._sql("COMMIT")
+            finally:
+                WRITE_LOCKS_HELD.discard(self._lock_key)
             self._ledger_ready = self._ledger_checked
 
     def _sql(self, statement: str) -> None:
