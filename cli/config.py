@@ -40,6 +40,7 @@ KEYS = {
     "keep_backups": "a whole number of backups to keep (1 or more)",
     "ledger_schema": "the PostgreSQL schema for the ledger tables",
     "backup_dir": "a path to the folder for PostgreSQL backups",
+    "fleet": "a list of glob patterns or URLs naming the databases of `apm fleet` (a non-empty list of strings)",
 }
 
 
@@ -150,6 +151,16 @@ def load_config(start: Path | None = None) -> Config:
     return Config(path, values)
 
 
+def _fleet_pattern(folder: Path, pattern: str) -> str:
+    """A ``fleet`` pattern made absolute against the file's folder (a URL stays as it is)."""
+    from planner.engines.urls import is_postgres
+
+    if is_postgres(pattern):
+        return pattern
+    expanded = os.path.expanduser(pattern)
+    return expanded if os.path.isabs(expanded) else str(folder / expanded)
+
+
 def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
     def bad() -> ConfigError:
         return ConfigError(f"{where}: {key} must be {KEYS[key]}, got {_shown(value)}")
@@ -172,6 +183,10 @@ def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
                 return value.strip()  # a connection string, not a path relative to the file
         path = Path(os.path.expanduser(value))
         return path if path.is_absolute() else folder / path
+    if key == "fleet":
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+            raise bad()
+        return [_fleet_pattern(folder, pattern.strip()) for pattern in value]
     if key == "busy_timeout":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 86400:
             raise bad()  # NaN and infinity fail the range too: SQLite's timeout is a C int of milliseconds

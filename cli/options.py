@@ -32,6 +32,8 @@ EXIT_FAILED = 5  # a migration failed while running; its step was rolled back (E
 EXIT_DATABASE = 6  # the database cannot be opened, written or locked (DatabaseError)
 EXIT_UNCONFIRMED = 7  # a plan that would destroy data was not confirmed (see --yes)
 EXIT_TOOL = 8  # an outside tool the command needs (Graphviz's dot) is missing or failed
+EXIT_DRIFT = 10  # `apm migrate drift` / `apm fleet status --drift`: the live schema differs from its migrations
+EXIT_ATTENTION = 11  # `apm fleet status|migrate`: at least one database needs attention or failed
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); SIGTERM gives 143. The open step was rolled back
 
 
