@@ -400,3 +400,71 @@ def test_ctrl_c_lets_the_running_database_finish_and_says_how_to_resume(tmp_path
     assert all(applied(p) in (["0001"], ["0001", "0002", "0003"]) for p in paths)
     records = [json.loads(line) for line in next(journal_dir.glob("run-*.jsonl")).read_text().splitlines()]
     assert sum(r["type"] == "member" and r["outcome"] == "applied" for r in records) == len(done)
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL: a fleet of databases, and a fleet of tenant schemas in one database
+# --------------------------------------------------------------------------
+
+
+def pg_tables(url: str, schema: str = "public") -> set[str]:
+    import psycopg
+
+    with psycopg.connect(url.split("#")[0], autocommit=True) as conn:
+        return {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                                           (schema,))}
+
+
+def test_a_fleet_of_three_postgresql_databases(pg_server, tmp_path: Path, catalog: Path) -> None:
+    from planner.engines import engine_for
+    from planner.plan import apply_plan
+
+    urls = [pg_server.create_database() for _ in range(3)]
+    loaded = load(catalog)
+    for url, target in zip(urls, ("0001", None, None)):
+        engine_for(url).runner(catalog=loaded).migrate(lambda ledger, t=target: apply_plan(loaded, ledger, target=t))
+    listing = tmp_path / "databases.txt"
+    listing.write_text("\n".join(urls) + "\n")
+    status = fleet(tmp_path, catalog, "status", "--list", str(listing), "--json")
+    assert status.returncode == 11, status.stderr
+    assert [r["state"] for r in json.loads(status.stdout)["databases"]] == ["behind", "up_to_date", "up_to_date"]
+    result = fleet(tmp_path, catalog, "migrate", "--list", str(listing), "--jobs", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [r["outcome"] for r in json.loads(result.stdout)["databases"]] == ["applied", "nothing to do",
+                                                                              "nothing to do"]
+    assert all({"projects", "tasks"} <= pg_tables(url) for url in urls)
+    import psycopg
+
+    with psycopg.connect(urls[2], autocommit=True) as conn:
+        conn.execute("ALTER TABLE projects ADD COLUMN archived_at text")
+    drift = fleet(tmp_path, catalog, "status", "--list", str(listing), "--drift", "--json")
+    assert drift.returncode == 10, drift.stderr
+    rows = json.loads(drift.stdout)["databases"]
+    assert [r["state"] for r in rows] == ["up_to_date", "up_to_date", "drifted"]
+    assert [d["detail"] for d in rows[2]["differences"]] == [
+        "column projects.archived_at is in the database, not in its migrations"]
+
+
+def test_a_fleet_of_tenant_schemas_in_one_database(pg_url: str, tmp_path: Path, catalog: Path) -> None:
+    listing = tmp_path / "tenants.txt"
+    listing.write_text(f"{pg_url}#tenant1\n{pg_url}#tenant2   # the second tenant\n")
+    result = fleet(tmp_path, catalog, "migrate", "--list", str(listing), "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)["databases"]
+    assert [r["outcome"] for r in rows] == ["applied", "applied"]
+    assert rows[0]["db"].endswith("#tenant1")
+    for schema in ("tenant1", "tenant2"):  # each tenant's tables and its own ledger in its own schema
+        assert pg_tables(pg_url, schema) == {"projects", "tasks", "schema_migrations", "schema_migrations_log"}
+    assert pg_tables(pg_url) == set()
+    status = fleet(tmp_path, catalog, "status", "--list", str(listing), "--drift", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert [r["state"] for r in json.loads(status.stdout)["databases"]] == ["up_to_date", "up_to_date"]
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DROP INDEX tenant2.projects_by_name")
+    status = fleet(tmp_path, catalog, "status", "--list", str(listing), "--drift", "--json")
+    rows = json.loads(status.stdout)["databases"]
+    assert [r["state"] for r in rows] == ["up_to_date", "drifted"]
+    assert [d["detail"] for d in rows[1]["differences"]] == [
+        "index tenant2.projects_by_name (0002) is missing from the database"]
