@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-from planner.schema_drift import CHANGED, EXTRA, MISSING, Difference, DriftUnchecked
+from planner.schema_difference import CHANGED, EXTRA, MISSING, Difference, DriftUnchecked
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog

@@ -29,47 +29,16 @@ from collections.abc import Iterable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from planner.errors import PlanError
+from planner.schema_difference import CHANGED, EXTRA, MISSING, Difference, DriftUnchecked
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
     from planner.fleet.members import Member
     from planner.fleet.status import MemberStatus
     from planner.testing.compare import SchemaState
-
-EXTRA, MISSING, CHANGED = "extra", "missing", "changed"
-
-
-@dataclass(frozen=True)
-class Difference:
-    """One way the live schema differs from its migrations.
-
-    ``object`` names it (``column projects.archived_at``), ``kind`` is
-    ``extra`` (in the database, not in its migrations), ``missing`` (the
-    other way) or ``changed``, and ``detail`` is the line a person reads.
-    """
-
-    object: str
-    kind: str
-    detail: str
-
-    @property
-    def line(self) -> str:
-        return self.detail
-
-    def to_json(self) -> dict[str, Any]:
-        return {"object": self.object, "kind": self.kind, "detail": self.detail}
-
-
-class DriftUnchecked(PlanError):
-    """The applied migrations cannot be replayed: some are not in the catalog, or one fails on empty tables."""
-
-    def __init__(self, database: str, reason: str):
-        self.database, self.reason = database, reason
-        super().__init__(f"drift of {database} cannot be checked: {reason}; nothing was changed")
-
 
 @dataclass(frozen=True)
 class Replay:

@@ -35,7 +35,7 @@ from planner.fleet.members import Member
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
-    from planner.schema_drift import Difference
+    from planner.schema_difference import Difference
 
 
 @dataclass
