@@ -26,7 +26,6 @@ from cli.fleet_options import (
     request_options,
     table,
 )
-from cli.fleet_run import rehearse as rehearse_plans
 
 
 @click.group("fleet")
@@ -143,6 +142,8 @@ def plan_command(ctx: click.Context, globs, lists, target, to, rollback, cascade
     catalog = load_fleet_catalog()
     request = make_request(target=target, to=to, rollback=rollback, cascade=cascade, dry_run=True, sql=sql)
     if rehearse or sql:
+        from cli.fleet_run import rehearse as rehearse_plans
+
         rehearse_plans(ctx, catalog, request, members, jobs=jobs_of(jobs), as_json=as_json)
         return
     from planner.errors import MigrationError, NotApplied

@@ -291,8 +291,8 @@ def retry_command(outcome, request) -> str:
     if options.migrations_dir is not None:
         parts += ["--migrations-dir", _quote(str(options.migrations_dir))]
     parts += ["migrate", "--db", _quote(without_password(candidate.real) if candidate.is_postgres else candidate.db)]
-    if candidate.schema:
-        parts += ["--ledger-schema", _quote(candidate.schema)]
+    if candidate.schema or (candidate.is_postgres and options.ledger_schema_option):
+        parts += ["--ledger-schema", _quote(candidate.schema or options.ledger_schema)]
     parts += [_quote(flag) for flag in request.flags()]
     if outcome.unconfirmed:
         parts.append("--yes")

@@ -402,6 +402,26 @@ def test_ctrl_c_lets_the_running_database_finish_and_says_how_to_resume(tmp_path
     assert sum(r["type"] == "member" and r["outcome"] == "applied" for r in records) == len(done)
 
 
+def test_apm_migrate_on_a_member_while_the_fleet_runs_applies_each_migration_once(tmp_path: Path,
+                                                                                     catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 4)
+    apm_bin = Path(sys.executable).parent / "apm"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
+    slow = {**env, "FLEET_TEST_SLEEP": "0.2"}
+    whole = subprocess.Popen([str(apm_bin), "--migrations-dir", str(catalog), "fleet", "migrate", "--glob",
+                              PATTERN, "--jobs", "2"], cwd=tmp_path, env=slow, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    alone = subprocess.run([str(apm_bin), "--migrations-dir", str(catalog), "migrate", "--db", str(paths[3])],
+                           env=slow, capture_output=True, text=True)
+    out, err = whole.communicate(timeout=120)
+    assert whole.returncode == 0 and alone.returncode == 0, out + err + alone.stderr
+    for path in paths:
+        with sqlite3.connect(path) as conn:
+            applies = conn.execute("SELECT version, COUNT(*) FROM schema_migrations_log WHERE action = 'apply' "
+                                   "AND outcome = 'ok' GROUP BY version").fetchall()
+        assert sorted(applies) == [("0001", 1), ("0002", 1), ("0003", 1)]
+
+
 # --------------------------------------------------------------------------
 # PostgreSQL: a fleet of databases, and a fleet of tenant schemas in one database
 # --------------------------------------------------------------------------

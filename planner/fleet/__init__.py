@@ -21,7 +21,24 @@ The library never prints: progress is reported through callbacks.
 
 from __future__ import annotations
 
-from planner.fleet.members import Member, discover
-from planner.fleet.status import FleetStatus, MemberStatus, fleet_status
+from typing import Any
 
-__all__ = ["Member", "discover", "FleetStatus", "MemberStatus", "fleet_status"]
+#: The public names, each imported from its module on first use: ``apm fleet status`` must not pay for the run.
+_NAMES = {
+    "Member": "planner.fleet.members", "discover": "planner.fleet.members",
+    "FleetStatus": "planner.fleet.status", "MemberStatus": "planner.fleet.status",
+    "fleet_status": "planner.fleet.status",
+    "FleetRun": "planner.fleet.run", "FleetResult": "planner.fleet.run", "Request": "planner.fleet.run",
+    "MemberOutcome": "planner.fleet.run", "run_member": "planner.fleet.run", "canaries": "planner.fleet.run",
+}
+
+__all__ = list(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    module = _NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'planner.fleet' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
