@@ -30,16 +30,11 @@ def drift_command(ctx: click.Context, as_json: bool) -> None:
     engine.require()  # no database: exit 6, nothing created
     catalog = load_catalog()
     applied = engine.applied()
-    if options.db_url is not None:
-        from planner.fleet.members import member
-        from planner.pg_drift import pg_differences
+    from planner.fleet.members import member
+    from planner.schema_drift import DriftChecker
 
-        differences = pg_differences(member(options.db_url), catalog, applied, busy_timeout=options.busy_timeout,
-                                     ledger_schema=options.ledger_schema)
-    else:
-        from planner.schema_drift import drift
-
-        differences = drift(catalog, options.db_path, applied, busy_timeout=options.busy_timeout)
+    checker = DriftChecker(catalog, busy_timeout=options.busy_timeout, ledger_schema=options.ledger_schema)
+    differences = checker.of(member(str(options.db_url or options.db_path)), applied)
     if as_json:
         emit_json({"differences": [d.to_json() for d in differences]})
     elif differences:

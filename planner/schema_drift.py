@@ -204,13 +204,17 @@ class DriftChecker:
         """``member``'s drift given its status (its applied set); ``None`` where it cannot be compared here."""
         if status.applied_versions is None:
             return None
+        return self.of(member, status.applied_versions)
+
+    def of(self, member: Member, applied: Iterable[str]) -> list[Difference]:
+        """``member``'s drift from the migrations ``applied`` (its ledger's set), on either engine."""
         if member.is_postgres:
             from planner.pg_drift import pg_differences
 
-            return pg_differences(member, self.catalog, status.applied_versions, busy_timeout=self.busy_timeout,
+            return pg_differences(member, self.catalog, applied, busy_timeout=self.busy_timeout,
                                   ledger_schema=self.ledger_schema)
         try:
-            expected = self.expected(status.applied_versions)
+            expected = self.expected(applied)
         except DriftUnchecked as unchecked:
             raise DriftUnchecked(member.display, unchecked.reason) from None
         return compare(expected, live_state(member.real, self.busy_timeout))
