@@ -327,6 +327,32 @@ def test_a_loss_needs_yes_in_a_script_and_is_backed_up(tmp_path: Path, catalog: 
     assert all(len(list(p.parent.glob("aipm.db.backup.*"))) == 1 for p in paths)
 
 
+def test_one_confirmation_covers_exactly_what_was_shown(tmp_path: Path, catalog: Path) -> None:
+    from planner.fleet.run import FleetRun, Request
+
+    paths = fleet_of(tmp_path, catalog, 3, target=None)
+    for path, rows in zip(paths, (2, 0, 1)):
+        with sqlite3.connect(path) as conn:
+            conn.executemany("INSERT INTO tasks (title) VALUES (?)", [("t",)] * rows)
+    shown: list = []
+
+    def confirm(outcomes) -> bool:
+        shown.extend((Path(o.member.real), o.loss) for o in outcomes)
+        with sqlite3.connect(paths[2]) as conn:  # the database changes while the person decides
+            conn.execute("INSERT INTO tasks (title) VALUES ('late')")
+        return True
+
+    run = FleetRun(load(catalog), Request(rollback="0003"), jobs=2, confirm=confirm)
+    result = run.run(discover(globs=[PATTERN], cwd=tmp_path))
+    assert shown == [(paths[0], ["0003 rollback: drops table tasks holding 2 rows"]),
+                     (paths[2], ["0003 rollback: drops table tasks holding 1 row"])]
+    outcomes = {Path(o.member.real): o for o in result.outcomes}
+    assert outcomes[paths[0]].outcome == "rolled back" and outcomes[paths[1]].outcome == "rolled back"
+    assert outcomes[paths[2]].outcome == "skipped"  # it now destroys 2 rows, not the 1 that was confirmed
+    assert "changed meanwhile" in outcomes[paths[2]].error
+    assert applied(paths[2]) == ["0001", "0002", "0003"]
+
+
 def test_dry_run_shows_each_loss_and_the_total_and_commits_nothing(tmp_path: Path, catalog: Path) -> None:
     paths = fleet_of(tmp_path, catalog, 2, target=None)
     for path in paths:
@@ -374,6 +400,28 @@ def test_sigkill_mid_run_then_resume_finishes_only_the_rest(tmp_path: Path, cata
     assert all(applied(p) == ["0001", "0002", "0003"] for p in paths)
     again = fleet(tmp_path, catalog, "migrate", "--resume", "--json")
     assert json.loads(again.stdout)["databases"] == []
+
+
+def test_resume_without_a_journal_is_a_usage_error(tmp_path: Path, catalog: Path) -> None:
+    result = fleet(tmp_path, catalog, "migrate", "--resume")
+    assert result.returncode == 2
+    assert "nothing to resume" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unreachable_server_is_a_row_and_its_password_is_never_shown(tmp_path: Path, catalog: Path) -> None:
+    migrate_to(project_db(tmp_path, "a"), catalog)
+    listing = tmp_path / "dbs.txt"
+    listing.write_text(f"projects/a/.aipm/data/aipm.db\npostgresql://app:s3cret@/nodb?host={tmp_path}/no-server\n")
+    for command in (("status", "--json"), ("migrate", "--json")):
+        result = fleet(tmp_path, catalog, *command, "--list", str(listing), "--busy-timeout", "1")
+        assert result.returncode == 11, result.stderr
+        rows = json.loads(result.stdout)["databases"]
+        assert rows[0]["error"] is None and rows[1]["error"]
+        assert rows[1]["db"] == f"postgresql://app:***@/nodb?host={tmp_path}/no-server"
+        assert rows[1].get("state", "unreachable") == "unreachable"
+        assert "s3cret" not in result.stdout + result.stderr
+    journal = next((tmp_path / ".apm-fleet").glob("run-*.jsonl"))
+    assert "s3cret" not in journal.read_text() and "s3cret" not in journal.name
 
 
 def test_ctrl_c_lets_the_running_database_finish_and_says_how_to_resume(tmp_path: Path, catalog: Path) -> None:

@@ -86,7 +86,9 @@ PATTERN = "projects/*/.aipm/data/aipm.db"
 
 def run(command: list[str], cwd: Path) -> tuple[float, int]:
     """Seconds and peak RSS (KiB) of one whole process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
+    # Bytecode is cached as an installed package has it: with PYTHONDONTWRITEBYTECODE set (as in some sandboxes)
+    # every run would compile every module it imports again, and start-up would be most of what is measured.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_") and k != "PYTHONDONTWRITEBYTECODE"}
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
@@ -122,6 +124,8 @@ def template_database(folder: Path) -> Path:
 
 
 def alternate(runs: int, first, second) -> tuple[list, list]:
+    """``runs`` timings of each, alternated, after one untimed warm-up of each (caches, bytecode)."""
+    first(), second()
     a, b = [], []
     for _ in range(runs):
         a.append(first())
@@ -168,7 +172,7 @@ def main() -> None:
         # (c) drift, against (a)
         drift = [str(APM), "fleet", "status", "--drift", "--glob", PATTERN]
         drifts, statuses = alternate(args.runs, lambda: run(drift, folder), lambda: run(status, folder))
-        line(f"(c) fleet status --drift vs fleet status", median(drifts), median(statuses), 2.0)
+        line("(c) fleet status --drift vs fleet status", median(drifts), median(statuses), 2.0)
 
         # (b) migrate --jobs 2, one small pending migration each
         catalog = folder / "catalog"
@@ -191,9 +195,9 @@ def main() -> None:
 
         if args.linear > 1:
             make_fleet(folder, template, args.dbs)
-            small = [run(status, folder) for _ in range(args.runs)]
+            small = [run(status, folder) for _ in range(args.runs + 1)][1:]
             make_fleet(folder, template, args.dbs * args.linear)
-            big = [run(status, folder) for _ in range(args.runs)]
+            big = [run(status, folder) for _ in range(args.runs + 1)][1:]
             ratio = median(big) / median(small)
             print(f"(a) linearity: {args.dbs * args.linear} databases {median(big) * 1000:.0f} ms, {args.dbs} "
                   f"{median(small) * 1000:.0f} ms: {ratio:.2f}x for {args.linear}x the databases (target <= "
