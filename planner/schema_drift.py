@@ -80,11 +80,25 @@ def replay(catalog: Catalog, applied: Iterable[str]) -> Replay:
     return Replay(state, origin)
 
 
-def live_state(path: Path | str, busy_timeout: float = 30.0) -> SchemaState:
-    """The live schema of a SQLite file, read through a read-only connection (nothing written)."""
+def live_state(path: Path | str, busy_timeout: float = 30.0, *, known_good: bool = False) -> SchemaState:
+    """The live schema of a SQLite file, read through a read-only connection (nothing written).
+
+    ``known_good``: the file was just read as a SQLite database (a fleet's
+    status did), so its header and first read need not be checked again:
+    one statement on a ``mode=ro`` connection instead of three.
+    """
     from planner.engines.sqlite_database import read_only_connection
     from planner.testing.compare import capture
 
+    if known_good:
+        from urllib.parse import quote
+
+        try:
+            with closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=busy_timeout,
+                                         isolation_level=None)) as quick:
+                return capture(quick)
+        except sqlite3.Error:
+            pass  # changed since: the careful open below says what is wrong
     conn = read_only_connection(Path(path), busy_timeout)
     try:
         return capture(conn)
@@ -204,9 +218,9 @@ class DriftChecker:
         """``member``'s drift given its status (its applied set); ``None`` where it cannot be compared here."""
         if status.applied_versions is None:
             return None
-        return self.of(member, status.applied_versions)
+        return self.of(member, status.applied_versions, known_good=True)
 
-    def of(self, member: Member, applied: Iterable[str]) -> list[Difference]:
+    def of(self, member: Member, applied: Iterable[str], *, known_good: bool = False) -> list[Difference]:
         """``member``'s drift from the migrations ``applied`` (its ledger's set), on either engine."""
         if member.is_postgres:
             from planner.pg_drift import pg_differences
@@ -217,7 +231,7 @@ class DriftChecker:
             expected = self.expected(applied)
         except DriftUnchecked as unchecked:
             raise DriftUnchecked(member.display, unchecked.reason) from None
-        return compare(expected, live_state(member.real, self.busy_timeout))
+        return compare(expected, live_state(member.real, self.busy_timeout, known_good=known_good))
 
 
 def drift(catalog: Catalog, path: Path | str, applied: Iterable[str], *, busy_timeout: float = 30.0) -> list[Difference]:
