@@ -173,7 +173,11 @@ def _resumed_members(past, globs, lists) -> list:
         wanted = {m["key"] for m in past.header.get("members", [])}
         candidates = [m for m in discover_members(globs, lists) if m.key in wanted]
     else:
-        candidates = [member(m["open"]) for m in past.header.get("members", [])]
+        from dataclasses import replace
+
+        recorded = past.header.get("members", [])  # a file keeps the spelling it was given
+        candidates = [replace(found, db=m["db"]) if not found.is_postgres else found
+                      for m in recorded for found in [member(m["open"])]]
     return [m for m in candidates if m.key not in done]
 
 
@@ -199,7 +203,9 @@ def _confirm_loss(outcomes) -> bool:
 class _stopping_on_interrupt:
     """Ctrl-C (or SIGTERM) during a fleet run: start no further database, let the running ones finish.
 
-    A second Ctrl-C interrupts as usual (the step running in this process is rolled back).
+    With ``--jobs 1`` a second Ctrl-C interrupts the database running in this process (its open
+    transaction is rolled back); with workers, the command keeps waiting: a worker ignores Ctrl-C and
+    finishing its database is what keeps that database's record.
     """
 
     def __init__(self, runner):
@@ -209,14 +215,21 @@ class _stopping_on_interrupt:
     def __enter__(self):
         import signal
 
+        alone = self.runner.jobs == 1
+
         def handler(signum, frame):
-            if self.runner.interrupted:
+            if self.runner.interrupted and alone:
                 from planner.errors import Interrupted
 
-                raise Interrupted(signum)
+                raise Interrupted(signum)  # the step running here is rolled back
+            if self.runner.interrupted:
+                click.echo("\nStill waiting for the running databases: each is one transaction in its own "
+                           "process, and finishing it is what keeps its record", err=True)
+                return
             self.runner.stop()
-            click.echo("\nStopping: no further database will be started; the running ones finish "
-                       "(Ctrl-C again to interrupt them)", err=True)
+            click.echo("\nStopping: no further database will be started; the running ones finish"
+                       + (" (Ctrl-C again to interrupt it: its open transaction is rolled back)" if alone else ""),
+                       err=True)
 
         try:
             for signum in (signal.SIGINT, signal.SIGTERM):

@@ -128,8 +128,9 @@ class FleetRun:
         self._stop = self._stop or why
 
     def run(self, members: Sequence[Member], *, canary: Sequence[Member] = ()) -> FleetResult:
-        first = [m for m in members if m in set(canary)]
-        phases = [("canary", first), ("rest", [m for m in members if m not in set(first)])] if first else \
+        chosen = set(canary)
+        first = [m for m in members if m in chosen]
+        phases = [("canary", first), ("rest", [m for m in members if m not in chosen])] if first else \
             [("all", list(members))]
         done: dict[Member, MemberOutcome] = {}
         for name, group in phases:
@@ -177,6 +178,7 @@ class FleetRun:
     def _parallel(self, name: str, members: list[Member], confirmed: dict) -> list[MemberOutcome]:
         import multiprocessing
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures.process import BrokenProcessPool
 
         member_run.worker_catalog = self.catalog  # inherited by the forked workers: the catalog is loaded once
         outcomes: list[MemberOutcome] = []
@@ -190,13 +192,20 @@ class FleetRun:
                     candidate = waiting.pop(0)
                     if self.on_event is not None:
                         self.on_event(MemberStarted(candidate, name))
-                    running[pool.submit(run_member, candidate, self.request, None,
-                                        confirmed.get(candidate))] = candidate
+                    try:
+                        future = pool.submit(run_member, candidate, self.request, None, confirmed.get(candidate))
+                    except BrokenProcessPool as broken:  # a worker was killed: start nothing more
+                        self._finished(name, MemberOutcome(candidate, NOT_STARTED, error=f"not started: the "
+                                                           f"worker processes ended ({one_line(broken)})"))
+                        self._stop = self._stop or "the worker processes ended"
+                        continue
+                    running[future] = candidate
                 if not running:
                     break
                 try:
                     finished, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
                 except KeyboardInterrupt:
+                    # The workers ignore Ctrl-C and finish their database; leaving now would lose their records.
                     self.stop()
                     continue
                 for future in finished:
