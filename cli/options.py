@@ -198,9 +198,9 @@ class Settings:
                     "ledger_schema": ("public", "default (PostgreSQL only)"),
                     "backup_dir": (None, "default (SQLite: beside the file; PostgreSQL: this folder)")}
         rows = []
-        if isinstance(given["db"], str) or isinstance(config.get("db"), str):  # never show a password
-            from planner.engines.urls import redact
+        from planner.engines.urls import redact
 
+        if isinstance(given["db"], str) or isinstance(config.get("db"), str):  # never show a password
             given["db"] = redact(given["db"]) if isinstance(given["db"], str) else given["db"]
             if given["db"] is None:
                 given["db"] = redact(config.get("db"))
@@ -214,6 +214,11 @@ class Settings:
                 rows.append((name, str(shown) if isinstance(shown, Path) else shown, f"config {config.path}"))
             else:
                 rows.append((name, *defaults[name]))
+        fleet = config.get("fleet")  # only the file sets it: `apm fleet` takes --glob/--list otherwise
+        if fleet:
+            rows.append(("fleet", ", ".join(redact(pattern) for pattern in fleet), f"config {config.path}"))
+        else:
+            rows.append(("fleet", None, "default (none: apm fleet needs --glob or --list)"))
         return rows
 
 

@@ -123,6 +123,8 @@ def test_the_config_file_names_the_fleet(tmp_path: Path, catalog: Path) -> None:
     result = run_apm("fleet", "status", "--json", cwd=tmp_path / "sub")  # patterns are relative to the file
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["summary"] == {"up_to_date": 1}
+    shown = json.loads(run_apm("config", "--json", cwd=tmp_path / "sub").stdout)["settings"]["fleet"]
+    assert shown == {"value": str(tmp_path / PATTERN), "source": f"config {tmp_path / 'apm.toml'}"}
 
 
 def test_urls_are_members_and_their_passwords_are_never_shown() -> None:
