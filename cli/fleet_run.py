@@ -257,7 +257,8 @@ def _line_per_database(event) -> None:
 def _describe_outcome(outcome, *, show_sql: bool, brief: bool = False) -> None:
     from cli.output import duration
 
-    steps = ", ".join(s["version"] for s in outcome.steps if s.get("status") != "skipped")
+    steps = ", ".join(("" if s.get("direction", "apply") == "apply" or outcome.outcome == "rolled back" else
+                       "roll back ") + s["version"] for s in outcome.steps if s.get("status") != "skipped")
     line = f"{outcome.member.display}: {outcome.outcome}" + (f" {steps}" if steps else "")
     if outcome.error:
         line += f": {outcome.error}"

@@ -171,6 +171,8 @@ def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: M
     if request.dry_run:
         preview = runner.preview(plan, make_plan=replan, accept=None, capture_sql=request.sql)
         _note_preview(outcome, preview)
+        outcome.steps = [{"version": s.version, "description": s.description, "direction": s.direction,
+                          "status": s.status, "duration_ms": round(s.duration_ms, 3)} for s in preview.steps]
         outcome.outcome = FAILED if preview.error is not None else REHEARSED
         if preview.error is not None:
             outcome.error = f"{one_line(preview.error)} (found by the preview: nothing was committed)"
