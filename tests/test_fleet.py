@@ -198,6 +198,14 @@ def test_status_tells_every_state_apart_and_writes_nothing(tmp_path: Path, catal
     assert document["summary"] == {"up_to_date": 2, "behind": 2, "ahead": 1, "failed": 1, "locked": 1,
                                    "not_a_database": 2, "foreign_ledger": 1}
     assert tree_digest(tmp_path / "projects") == before  # read-only: not even the ledger tables were created
+    result = fleet(tmp_path, catalog, "status", "--glob", PATTERN, "--json", "--busy-timeout", "0.3", "--drift")
+    assert result.returncode == 11  # drift and more: attention, not just drift
+    drifted = {Path(row["db"]).parts[1]: row for row in json.loads(result.stdout)["databases"]}
+    assert {name: row["state"] for name, row in drifted.items()} == {**states, "altered": "drifted"}
+    assert [d["detail"] for d in drifted["altered"]["differences"]] == [
+        "table projects: column archived_at is in the database, not in its migrations"]
+    assert drifted["current"]["differences"] == [] and "differences" not in drifted["locked"]
+    assert tree_digest(tmp_path / "projects") == before
 
 
 def test_status_table_and_summary_line(tmp_path: Path, catalog: Path) -> None:
