@@ -67,7 +67,7 @@ def request_options(command):
         click.option("--to", "to", type=STATE, help="Bring each database to VERSION's state (both ways; `base`)."),
         click.option("--rollback", type=VERSION, help="Roll back VERSION where it is applied."),
         click.option("--cascade", is_flag=True, help="With --rollback: roll back the applied dependents first."),
-        click.option("--sql", is_flag=True, help="Also show the SQL each step ran (rehearses the plan)."),
+        click.option("--sql", is_flag=True, help="Also show the SQL each step ran (`fleet plan`: rehearses the plan to see it)."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON document (see docs/commands.md)."),
     ]):
         command = option(command)

@@ -314,6 +314,13 @@ def retry_command(outcome, request) -> str:
 
 
 def _report(result, request, resume_hint: str) -> None:
+    for outcome in result.outcomes if request.sql else ():
+        if outcome.sql:
+            echo(f"{outcome.member.display}: the SQL it ran")
+            for step, statements in outcome.sql.items():
+                echo(f"  -- {step}")
+                for statement in statements:
+                    echo("    " + " ".join(statement.split()).rstrip(";") + ";")
     echo(_summary_line(result))
     if result.stopped and not result.interrupted:
         echo(f"Stopped: {result.stopped}", fg="yellow")
