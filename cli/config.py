@@ -46,6 +46,7 @@ KEYS = {
     "lock_gate": 'the lowest level of lock finding that stops a run: "info", "warning" or "error"',
     "lock_levels": 'a table of finding codes and levels, e.g. { table-rewrite = "warning" }',
     "large_table_rows": "a whole number of rows (1 or more) from which a table is large",
+    "fleet": "a list of glob patterns or URLs naming the databases of `apm fleet` (a non-empty list of strings)",
 }
 
 
@@ -160,6 +161,16 @@ def load_config(start: Path | None = None) -> Config:
     return Config(path, values, dict(table), where)
 
 
+def _fleet_pattern(folder: Path, pattern: str) -> str:
+    """A ``fleet`` pattern made absolute against the file's folder (a URL stays as it is)."""
+    from planner.engines.urls import is_postgres
+
+    if is_postgres(pattern):
+        return pattern
+    expanded = os.path.expanduser(pattern)
+    return expanded if os.path.isabs(expanded) else str(folder / expanded)
+
+
 def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
     def bad() -> ConfigError:
         return ConfigError(f"{where}: {key} must be {KEYS[key]}, got {_shown(value)}")
@@ -182,6 +193,10 @@ def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
                 return value.strip()  # a connection string, not a path relative to the file
         path = Path(os.path.expanduser(value))
         return path if path.is_absolute() else folder / path
+    if key == "fleet":
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+            raise bad()
+        return [_fleet_pattern(folder, pattern.strip()) for pattern in value]
     if key == "busy_timeout":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 86400:
             raise bad()  # NaN and infinity fail the range too: SQLite's timeout is a C int of milliseconds

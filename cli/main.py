@@ -86,15 +86,19 @@ def _register() -> None:
     from cli.authoring import new_command
     from cli.backups import backups_command, restore_command
     from cli.diagrams import docs_command, graph_command
+    from cli.drift import drift_command
+    from cli.fleet import fleet
+    from cli.fleet_run import migrate_command as fleet_migrate
     from cli.migrate import migrate, plan_command
     from cli.safety import check_command, doctor_command
     from cli.squashing import squash_command
     from cli.status import agents, config_command, status
 
     for command in (plan_command, graph_command, docs_command, new_command, check_command, doctor_command,
-                    backups_command, restore_command, squash_command):
+                    backups_command, restore_command, squash_command, drift_command):
         migrate.add_command(command)
-    for command in (migrate, status, agents, config_command):
+    fleet.add_command(fleet_migrate)
+    for command in (migrate, status, agents, config_command, fleet):
         apm.add_command(command)
 
 

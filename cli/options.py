@@ -33,6 +33,8 @@ EXIT_DATABASE = 6  # the database cannot be opened, written or locked (DatabaseE
 EXIT_UNCONFIRMED = 7  # a plan that would destroy data was not confirmed (see --yes)
 EXIT_TOOL = 8  # an outside tool the command needs (Graphviz's dot) is missing or failed
 EXIT_PENDING = 9  # `apm migrate plan --exit-code`: there is something to do (nothing was written)
+EXIT_DRIFT = 10  # `apm migrate drift` / `apm fleet status --drift`: the live schema differs from its migrations
+EXIT_ATTENTION = 11  # `apm fleet status|migrate`: at least one database needs attention or failed
 EXIT_LOCK_RISK = 12  # lock findings at or above the gating level, not accepted (docs/locks.md)
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); SIGTERM gives 143. The open step was rolled back
 
@@ -204,9 +206,9 @@ class Settings:
                     "ledger_schema": ("public", "default (PostgreSQL only)"),
                     "backup_dir": (None, "default (SQLite: beside the file; PostgreSQL: this folder)")}
         rows = []
-        if isinstance(given["db"], str) or isinstance(config.get("db"), str):  # never show a password
-            from planner.engines.urls import redact
+        from planner.engines.urls import redact
 
+        if isinstance(given["db"], str) or isinstance(config.get("db"), str):  # never show a password
             given["db"] = redact(given["db"]) if isinstance(given["db"], str) else given["db"]
             if given["db"] is None:
                 given["db"] = redact(config.get("db"))
@@ -220,6 +222,11 @@ class Settings:
                 rows.append((name, str(shown) if isinstance(shown, Path) else shown, f"config {config.path}"))
             else:
                 rows.append((name, *defaults[name]))
+        fleet = config.get("fleet")  # only the file sets it: `apm fleet` takes --glob/--list otherwise
+        if fleet:
+            rows.append(("fleet", ", ".join(redact(pattern) for pattern in fleet), f"config {config.path}"))
+        else:
+            rows.append(("fleet", None, "default (none: apm fleet needs --glob or --list)"))
         return rows
 
 

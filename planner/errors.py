@@ -912,3 +912,45 @@ class SquashRefused(PlanError):
     def __init__(self, message: str, *, versions: Sequence[str] = ()):
         self.versions = tuple(versions)
         super().__init__(message)
+
+
+# --------------------------------------------------------------------------
+# Fleets: many databases at once (planner.fleet).
+# --------------------------------------------------------------------------
+
+
+class FleetError(MigrationError, ValueError):
+    """A fleet cannot be formed as asked: the CLI treats it as a usage error (exit 2)."""
+
+
+class EmptyPattern(FleetError):
+    """A ``--glob`` pattern, a ``--list`` file or a config ``fleet`` pattern named no database at all."""
+
+    def __init__(self, source: str, pattern: str):
+        self.source, self.pattern = source, pattern
+        super().__init__(f"{source} {pattern!r} matches no database; check the pattern (quote it, so the shell "
+                         f"does not expand it) and the current folder; nothing was changed")
+
+
+class NoFleet(FleetError):
+    """No database was named: no ``--glob``, no ``--list``, and no ``fleet`` in the config file."""
+
+    def __init__(self) -> None:
+        super().__init__("no databases named: give --glob PATTERN or --list FILE, or set fleet = [...] in apm.toml")
+
+
+class NoJournal(FleetError):
+    """``--resume`` found no run to resume in the journal folder."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        super().__init__(f"nothing to resume: no fleet run journal (run-*.jsonl) in {folder}; run `apm fleet "
+                         f"migrate` first, or pass the folder it used with --journal-dir")
+
+
+class UnreadableJournal(FleetError):
+    """The journal ``--resume`` would continue is not one this project wrote."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path = path
+        super().__init__(f"cannot resume from {path}: {reason}; start a new run instead (without --resume)")

@@ -83,9 +83,9 @@ def test_apm_toml_wins_and_a_pyproject_without_tool_apm_is_passed_over(project: 
         ("keep_backups = 0\n", "Error: apm.toml: keep_backups must be a whole number of backups to keep "
                                "(1 or more), got 0"),
         ('db = ""\n', 'Error: apm.toml: db must be a path to the SQLite database, or a PostgreSQL URL, got ""'),
-        ('bd = "x.db"\n', 'Error: apm.toml: unknown key "bd"; the known keys are backup_dir, busy_timeout, db, keep_backups, '
-                          'large_table_rows, ledger_schema, lock_gate, lock_levels, lock_retries, lock_timeout, '
-                          'migrations_dir, statement_timeout'),
+        ('bd = "x.db"\n', 'Error: apm.toml: unknown key "bd"; the known keys are backup_dir, busy_timeout, db, fleet, '
+                          'keep_backups, large_table_rows, ledger_schema, lock_gate, lock_levels, lock_retries, '
+                          'lock_timeout, migrations_dir, statement_timeout'),
         ("db = \n", "Error: apm.toml: is not valid TOML: Invalid value (at line 1, column 6)"),
     ],
 )

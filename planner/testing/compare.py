@@ -288,6 +288,12 @@ def lost(what: str, direction: Direction) -> str:
     return f"dropped {what}" if direction == "rollback" else f"{what} is missing"
 
 
+# The pieces ``planner.schema_drift`` compares a live schema with, under public names: one model, two uses.
+materialize = _materialize
+describe_constraint = _describe_constraint
+comparable_sql = _comparable_sql
+
+
 def user_objects(conn: sqlite3.Connection) -> list[str]:
     """Every table, index, trigger and view that is not SQLite's or the ledger's."""
     return capture(conn).names()
