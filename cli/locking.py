@@ -118,7 +118,7 @@ def configure(settings: Settings, engine) -> None:
     """Give a PostgreSQL engine the run's lock settings, and tell each retry on stderr."""
     if getattr(engine, "name", None) != "postgresql":
         return
-    from planner.engines import pg_lock_timeout
+    from planner.engines.postgresql import lock_timeout as pg_lock_timeout
     from planner.locks import shown_duration
 
     engine.lock_settings = chosen = lock_settings(settings)

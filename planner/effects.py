@@ -1,6 +1,6 @@
 """What one step did, as a preview's observer saw it, and the same netted into what a person would say.
 
-``StepObserver`` (``planner.engines.sqlite_observe``) fills a ``StepEffects`` statement by
+``StepObserver`` (``planner.engines.sqlite.observe``) fills a ``StepEffects`` statement by
 statement; ``resolve`` nets it at the end of the step: a table dropped and
 put back under its name is a rebuild (with its lost columns and rows named),
 an index a rebuild recreated is not news, a renamed column is a rename.

@@ -9,7 +9,7 @@ from ``schema_migrations``, and the log is where its history survives.
 
 The names, the log's actions and outcomes, and the rows as the planner
 reads them are the same on every engine; each engine writes and reads its
-own tables (``planner.engines.sqlite_ledger``, ``planner.engines.pg_ledger``).
+own tables (``planner.engines.sqlite.ledger``, ``planner.engines.postgresql.ledger``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A preview is the plan run for real inside one transaction on the real file
 (``Executor.preview``), watched statement by statement
-(``planner.engines.sqlite_observe``), then committed or rolled back. These values are what
+(``planner.engines.sqlite.observe``), then committed or rolled back. These values are what
 it saw; ``describe`` words them for a person, ``to_json`` for a script.
 
 What counts as losing data: a dropped table that held rows, a dropped column

@@ -1,7 +1,7 @@
 """One difference between a live schema and what its migrations make, and why drift could not be checked.
 
 Shared by the SQLite comparison (``planner.schema_drift``) and PostgreSQL's
-(``planner.pg_drift``), so both say a difference the same way and a fleet's
+(``planner.engines.postgresql.drift``), so both say a difference the same way and a fleet's
 JSON has one shape.
 """
 

@@ -2,7 +2,7 @@
 
 The migrations the ledger records as applied are replayed, in plan order,
 into a scratch database (SQLite in memory), through the same session that
-runs them for real (``planner.engines.sqlite_session``, one transaction).
+runs them for real (``planner.engines.sqlite.session``, one transaction).
 The replay's schema and the live one are compared with the project's one
 schema model: ``planner.testing.compare`` reads each side's objects
 (``sqlite_master``) and, for tables whose SQL differs, their columns
@@ -51,7 +51,7 @@ class Replay:
 
 def replay(catalog: Catalog, applied: Iterable[str]) -> Replay:
     """Run the ``applied`` migrations, in plan order, on an empty in-memory database; its schema and origins."""
-    from planner.engines.sqlite_session import SQLiteSession
+    from planner.engines.sqlite.session import SQLiteSession
     from planner.events import StepFinished
     from planner.plan import APPLY, Plan, Step
     from planner.testing.compare import capture
@@ -87,7 +87,7 @@ def live_state(path: Path | str, busy_timeout: float = 30.0, *, known_good: bool
     status did), so its header and first read need not be checked again:
     one statement on a ``mode=ro`` connection instead of three.
     """
-    from planner.engines.sqlite_database import read_only_connection
+    from planner.engines.sqlite.database import read_only_connection
     from planner.testing.compare import capture
 
     if known_good:
@@ -223,7 +223,7 @@ class DriftChecker:
     def of(self, member: Member, applied: Iterable[str], *, known_good: bool = False) -> list[Difference]:
         """``member``'s drift from the migrations ``applied`` (its ledger's set), on either engine."""
         if member.is_postgres:
-            from planner.pg_drift import pg_differences
+            from planner.engines.postgresql.drift import pg_differences
 
             return pg_differences(member, self.catalog, applied, busy_timeout=self.busy_timeout,
                                   ledger_schema=self.ledger_schema)

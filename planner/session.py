@@ -14,8 +14,8 @@ a transaction begins and ends (``transaction``), how the applied set is
 kept fresh (``applied_now``), the connection a migration receives and what
 is checked after it (``connection_for``, ``verify``), and how the rows are
 written (``record``). ``planner.marks`` records a step without running it
-through the same parts. ``planner.engines.sqlite_session`` and
-``planner.engines.pg_session`` are the two; nothing here names an engine.
+through the same parts. ``planner.engines.sqlite.session`` and
+``planner.engines.postgresql.session`` are the two; nothing here names an engine.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def write_migration(
 @pytest.fixture(autouse=True)
 def _no_machine_leftovers(monkeypatch, tmp_path: Path) -> None:
     """doctor looks for copies old versions left in /dev/shm and /tmp; tests must not depend on this machine's."""
-    from planner.engines import sqlite_doctor as doctor
+    from planner.engines.sqlite import doctor as doctor
 
     monkeypatch.setattr(doctor, "REHEARSAL_FOLDERS", (tmp_path / "no-leftovers-here",))
 

@@ -19,8 +19,8 @@ import pytest
 
 from planner import versions
 from planner.errors import CatalogInvalid
-from planner.engines.sqlite_runner import Executor
-from planner.engines.sqlite_ledger import Ledger
+from planner.engines.sqlite.runner import Executor
+from planner.engines.sqlite.ledger import Ledger
 from planner.loader import load_catalog
 from planner.plan import apply_plan, rollback_plan
 from tests import apm_framework as old

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from cli import running as running_cli
 from cli.main import apm
-from planner.engines import sqlite_backup as backups
-from planner.engines.sqlite_backup import (
+from planner.engines.sqlite import backup as backups
+from planner.engines.sqlite.backup import (
     backup,
     check_backup,
     list_backups,
@@ -26,8 +26,8 @@ from planner.engines.sqlite_backup import (
 )
 from planner.backups import ledger_difference
 from planner.errors import DatabaseLocked, NoBackups, UnusableBackup
-from planner.engines.sqlite_runner import Executor
-from planner.engines.sqlite_ledger import read_ledger
+from planner.engines.sqlite.runner import Executor
+from planner.engines.sqlite.ledger import read_ledger
 from planner.ledger import LedgerEntry
 from planner.loader import load_catalog
 from planner.plan import apply_plan, rollback_plan
@@ -160,7 +160,7 @@ def test_a_locked_database_is_left_alone_after_the_busy_timeout(apm_db: Path) ->
 
 RESTORE_WORKER = """
 import sys
-from planner.engines.sqlite_backup import restore
+from planner.engines.sqlite.backup import restore
 print("ready", flush=True)
 restore(sys.argv[1], sys.argv[2])
 print("done", flush=True)

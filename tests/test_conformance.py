@@ -72,10 +72,10 @@ class Handle:
     def proxy(self, conn):
         """The connection a migration receives, over ``conn``."""
         if self.name == "sqlite":
-            from planner.engines.sqlite_connection import MigrationConnection
+            from planner.engines.sqlite.connection import MigrationConnection
 
             return MigrationConnection(conn, "0002")
-        from planner.engines.pg_connection import PgMigrationConnection
+        from planner.engines.postgresql.connection import PgMigrationConnection
 
         return PgMigrationConnection(conn, "0002")
 
@@ -296,10 +296,10 @@ ALLOWED_STATEMENTS = {
 
 def _refuses(engine_name: str, sql: str) -> bool:
     if engine_name == "sqlite":
-        from planner.engines.sqlite_connection import forbidden_reason
+        from planner.engines.sqlite.connection import forbidden_reason
 
         return forbidden_reason(sql) is not None
-    from planner.engines.pg_connection import forbidden
+    from planner.engines.postgresql.connection import forbidden
 
     return forbidden(sql)
 
@@ -320,8 +320,9 @@ def test_statements_that_stay_inside_it_are_allowed(engine_name: str, sql: str):
 
 
 def test_the_runner_savepoints_the_guard_protects_are_the_ones_it_opens():
-    from planner.engines import pg_drop_guard, pg_step_catalog
-    from planner.engines.pg_connection import RUNNER_SAVEPOINTS
+    from planner.engines.postgresql import drop_guard as pg_drop_guard
+    from planner.engines.postgresql import step_catalog as pg_step_catalog
+    from planner.engines.postgresql.connection import RUNNER_SAVEPOINTS
 
     assert RUNNER_SAVEPOINTS == {pg_step_catalog.STEP_SAVEPOINT, pg_drop_guard.SAVEPOINT}
 

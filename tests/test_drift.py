@@ -47,7 +47,7 @@ def db(tmp_path: Path, catalog: Path) -> Path:
 
 
 def lines(catalog: Path, path: Path) -> list[str]:
-    from planner.engines.sqlite_ledger import read_ledger
+    from planner.engines.sqlite.ledger import read_ledger
 
     return [d.line for d in drift(load(catalog), path, read_ledger(path))]
 

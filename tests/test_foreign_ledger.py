@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.engines.sqlite_runner import Executor
+from planner.engines.sqlite.runner import Executor
 from planner.loader import load_catalog
 from planner.plan import apply_plan
 from tests.conftest import run_apm

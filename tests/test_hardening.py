@@ -492,7 +492,7 @@ def test_15_a_run_plans_inside_the_lock_when_another_process_changed_the_ledger(
 
 
 def test_15_without_the_preview_a_stale_plan_is_planned_again(chain, db):
-    from planner.engines.sqlite_runner import Executor
+    from planner.engines.sqlite.runner import Executor
     from planner.loader import load_catalog
     from planner.plan import apply_plan, rollback_plan
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 # Loaded once here, so the inner pytest sessions (pytester restores sys.modules after each) do not import them again.
-import planner.engines.sqlite_runner  # noqa: F401
+import planner.engines.sqlite.runner  # noqa: F401
 import planner.graph  # noqa: F401
 import planner.lint  # noqa: F401
 from planner.errors import CatalogInvalid, IrreversibleWithDowngrade
@@ -387,7 +387,7 @@ def test_the_plugin_expects_the_stair_of_an_irreversible_migration_to_fail(pytes
 
 @pytest.mark.postgres
 def test_the_plugin_expects_the_same_on_postgres(pytester: pytest.Pytester, pg_url: str) -> None:
-    import planner.engines.pg_runner  # noqa: F401  (loaded once, outside the inner session)
+    import planner.engines.postgresql.runner  # noqa: F401  (loaded once, outside the inner session)
     import planner.testing.pg_compare  # noqa: F401
     import planner.testing.pg_database  # noqa: F401
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from cli.main import apm
 from cli.options import EXIT_CATALOG, EXIT_OK, EXIT_REFUSED
-from planner.engines.sqlite_runner import Executor
+from planner.engines.sqlite.runner import Executor
 from planner.engines import engine_for
 from planner.lint import check_catalog
 from planner.loader import load_catalog

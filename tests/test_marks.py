@@ -17,8 +17,8 @@ from planner.errors import (
     PlanError,
     UnknownAppliedMigration,
 )
-from planner.engines.sqlite_runner import Executor
-from planner.engines.sqlite_ledger import Ledger, read_ledger
+from planner.engines.sqlite.runner import Executor
+from planner.engines.sqlite.ledger import Ledger, read_ledger
 from planner.loader import load_catalog
 from planner.engines import engine_for
 from planner.marks import check_mark_applied, check_mark_rolled_back, mark

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planner.engines.sqlite_ledger import Ledger
+from planner.engines.sqlite.ledger import Ledger
 from planner.loader import load_catalog
 from planner.plan import to_plan
 from tests.conftest import write_migration

@@ -598,7 +598,7 @@ def test_a_plan_with_create_index_concurrently_previews_the_parts_around_it(pg_u
 def test_a_runner_waiting_for_the_advisory_lock_says_so_once(pg_url, catalog_dir):
     import psycopg
 
-    from planner.engines.pg_ledger import lock_key
+    from planner.engines.postgresql.ledger import lock_key
 
     write_migration(catalog_dir, "0001", upgrade="conn.execute('CREATE TABLE a (id INT)')")
     with psycopg.connect(pg_url, autocommit=True) as holder:

@@ -1,4 +1,4 @@
-"""A preview step reads only the relations it wrote (planner/engines/pg_step_catalog.py), and sees what a whole reading sees.
+"""A preview step reads only the relations it wrote (planner/engines/postgresql/step_catalog.py), and sees what a whole reading sees.
 
 The same plan is previewed on two databases prepared alike: once as
 ``apm`` runs it, once with every step's catalog read whole (the reading
@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from planner.engines import engine_for
-from planner.engines import pg_observe, pg_step_catalog
+from planner.engines.postgresql import observe as pg_observe
+from planner.engines.postgresql import step_catalog as pg_step_catalog
 from planner.loader import load_catalog
 from planner.plan import apply_plan
 from tests.conftest import write_migration

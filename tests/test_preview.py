@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from planner.errors import ForeignKeyViolation, MigrationFailed, ValidationFailed
-from planner.engines.sqlite_runner import Executor
-from planner.engines.sqlite_ledger import read_ledger
+from planner.engines.sqlite.runner import Executor
+from planner.engines.sqlite.ledger import read_ledger
 from planner.loader import load_catalog
 from planner.plan import apply_plan, rollback_plan
 from tests.conftest import write_migration

@@ -18,7 +18,7 @@ import pytest
 
 # Imported here so the inner sessions find them loaded: pytester restores sys.modules after each one, and
 # importing networkx and the planner again for every inner session would triple this file's run time.
-import planner.engines.sqlite_runner  # noqa: F401
+import planner.engines.sqlite.runner  # noqa: F401
 import planner.graph  # noqa: F401
 import planner.lint  # noqa: F401
 import planner.testing.migrator  # noqa: F401
@@ -539,7 +539,7 @@ def test_loading_the_plugin_imports_neither_networkx_nor_the_planner() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     loaded = set(json.loads(done.stdout))
     assert "planner.pytest_plugin" in loaded
-    assert not {"networkx", "sqlite3", "planner.loader", "planner.engines.sqlite_runner",
+    assert not {"networkx", "sqlite3", "planner.loader", "planner.engines.sqlite.runner",
                 "planner.testing.runner"} & loaded
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 # Loaded once here, so the inner sessions (pytester restores sys.modules after each) do not import them again.
-import planner.engines.pg_runner  # noqa: F401
+import planner.engines.postgresql.runner  # noqa: F401
 import planner.testing.migrator  # noqa: F401
 import planner.testing.pg_compare  # noqa: F401
 import planner.testing.pg_database  # noqa: F401

@@ -18,7 +18,7 @@ from planner.errors import (
     MigrationFileExists,
     MigrationNotFound,
 )
-from planner.engines.sqlite_runner import Executor
+from planner.engines.sqlite.runner import Executor
 from planner.loader import load_catalog
 from planner.plan import apply_plan, rollback_plan
 from planner.scaffold import DOWNGRADE_PLACEHOLDER, UPGRADE_PLACEHOLDER, create_migration, slugify

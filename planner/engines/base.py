@@ -3,7 +3,7 @@
 The catalog, the graph and plans never touch a database. Everything that
 does (connecting, locking, the ledger, one transaction per step, the
 preview, backups) sits behind ``Engine``, one class per engine in this
-folder: ``sqlite`` (with ``planner.engines.sqlite_runner`` running plans) and
+folder: ``sqlite`` (with ``planner.engines.sqlite.runner`` running plans) and
 ``postgresql`` (psycopg 3, with ``pg_runner``).
 
 A step, and the loops over steps (step by step, atomic, the preview, the
@@ -39,7 +39,7 @@ MakePlan = Callable[[dict[str, "LedgerEntry"]], "Plan"]
 
 
 class PlanRunner(Protocol):
-    """Runs plans against one database: ``planner.engines.sqlite_runner.Executor``'s public face."""
+    """Runs plans against one database: ``planner.engines.sqlite.runner.Executor``'s public face."""
 
     def applied(self) -> dict[str, LedgerEntry]:
         """The ledger as it is now, read without creating anything."""

@@ -82,7 +82,7 @@ def _read_sqlite(path: str, busy_timeout: float) -> Reading:
     """The ledger of one file through a ``mode=ro`` connection: nothing on disk can change, not even a journal."""
     from urllib.parse import quote
 
-    from planner.engines.sqlite_database import translate_error, wait_for
+    from planner.engines.sqlite.database import translate_error, wait_for
     from planner.errors import DatabaseError, DatabaseLocked
 
     try:
@@ -133,9 +133,9 @@ def _ledger_rows(conn: sqlite3.Connection, path: str) -> Reading | None:
 
     The cursor's description gives the columns: the shape check (another
     tool's table is refused) and the rows APM's framework rolled back or
-    wrote as notes are handled as ``planner.engines.sqlite_ledger`` handles them.
+    wrote as notes are handled as ``planner.engines.sqlite.ledger`` handles them.
     """
-    from planner.engines.sqlite_ledger import KNOWN_COLUMNS
+    from planner.engines.sqlite.ledger import KNOWN_COLUMNS
     from planner.errors import ForeignLedger
     from planner.versions import base_version
 

@@ -213,7 +213,7 @@ def _changed(key: Key, old: str, new: str, direction: Direction) -> str:
     return f"changed {what}: {old} → {new}" if direction == "rollback" else f"{what} is {new}, was {old}"
 
 
-# What ``planner.pg_drift`` compares a live schema with, under public names: one model, two uses.
+# What ``planner.engines.postgresql.drift`` compares a live schema with, under public names: one model, two uses.
 describe_key = _describe
 SHOWN_KINDS = _SHOWN
 PART_KINDS = _PARTS

@@ -207,7 +207,7 @@ class MigrationConnection:
     def executescript(self, sql_script: str) -> MigrationCursor:
         return self.cursor().executescript(sql_script)
 
-    # -- engine-neutral helpers: the same names on PostgreSQL (planner.engines.pg_connection) --
+    # -- engine-neutral helpers: the same names on PostgreSQL (planner.engines.postgresql.connection) --
 
     #: Which engine runs the migration, so one catalog can branch where the SQL differs.
     engine = "sqlite"

@@ -39,9 +39,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from planner.engines.pg_objects import GATES as OBJECT_GATES
-from planner.engines.pg_objects import STEP_COLUMNS as OBJECT_COLUMNS
-from planner.engines.pg_snapshot import CATALOG_OF, Counters, Snapshot, read_counters, relations_of, take
+from planner.engines.postgresql.objects import GATES as OBJECT_GATES
+from planner.engines.postgresql.objects import STEP_COLUMNS as OBJECT_COLUMNS
+from planner.engines.postgresql.snapshot import CATALOG_OF, Counters, Snapshot, read_counters, relations_of, take
 
 STEP_SAVEPOINT = "apm_preview_step"
 

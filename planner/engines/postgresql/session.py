@@ -14,16 +14,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from planner.engines.pg_connection import PgMigrationConnection
-from planner.engines.pg_lock_timeout import apply_declared
+from planner.engines.postgresql.connection import PgMigrationConnection
+from planner.engines.postgresql.lock_timeout import apply_declared
 from planner.ledger import APPLY, OK
 from planner.plan import Plan, Step
 from planner.session import Session
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
-    from planner.engines.pg_ledger import PgLedger
-    from planner.engines.pg_lock_timeout import LockGuard
+    from planner.engines.postgresql.ledger import PgLedger
+    from planner.engines.postgresql.lock_timeout import LockGuard
 
 
 class PgSession(Session):
@@ -59,12 +59,12 @@ class PgSession(Session):
         return PgMigrationConnection(self.migration_conn, step.migration.version, step.direction, observer)
 
     def checked_for(self, step: Step) -> Any:
-        from planner.engines.pg_outside import Checked
+        from planner.engines.postgresql.outside import Checked
 
         return Checked(self.conn, self.ledger.log_table, step.version, step.direction, self.confirmation)
 
     def rehearsal_for(self, step: Step) -> Any:
-        from planner.engines.pg_outside import Rehearsed
+        from planner.engines.postgresql.outside import Rehearsed
 
         return Rehearsed(self.conn, step.version, step.direction)
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from planner.engines.base import Engine
 from planner.engines.errors import DatabaseMissing, DatabaseUnreachable, DriverMissing, LockTimeout, ServerError
-from planner.engines.pg_ledger import PgLedger, lock_key
+from planner.engines.postgresql.ledger import PgLedger, lock_key
 from planner.engines.urls import redact
 from planner.gcpause import collector_paused
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from planner.agents import Agent
     from planner.backups import BackupInfo, RestoreResult
     from planner.catalog import Catalog
-    from planner.engines.pg_runner import PgRunner
+    from planner.engines.postgresql.runner import PgRunner
     from planner.ledger import LedgerEntry
     from planner.findings import Finding
 
@@ -156,7 +156,7 @@ class PostgresEngine(Engine):
 
     def runner(self, *, catalog: Catalog | None = None, create: bool = False) -> PgRunner:
         """``create`` means nothing here: the database must exist on the server (the ledger tables are made)."""
-        from planner.engines.pg_runner import PgRunner
+        from planner.engines.postgresql.runner import PgRunner
 
         return PgRunner(self, catalog)
 
@@ -168,18 +168,18 @@ class PostgresEngine(Engine):
             return None
 
     def diagnose(self, catalog_dir: Path) -> list[Finding]:
-        from planner.engines.pg_doctor import diagnose_postgres
+        from planner.engines.postgresql.doctor import diagnose_postgres
 
         return diagnose_postgres(self, catalog_dir, self.backup_dir)
 
     def prune_backups(self, keep: int, folder: Path | None = None, spare: Iterable[Path] = ()) -> list[Path]:
         """This database's dumps in the folder, all but the newest ``keep`` (no other file there is touched)."""
-        from planner.engines.pg_backup import prune_dumps
+        from planner.engines.postgresql.backup import prune_dumps
 
         return prune_dumps(self.url, folder if folder is not None else self.backup_dir or Path("."), keep, spare)
 
     def backup(self, folder: Path | None = None) -> Path | None:
-        from planner.engines.pg_backup import dump
+        from planner.engines.postgresql.backup import dump
 
         return dump(self.url, folder if folder is not None else self.backup_dir or Path("."),
                     lock_wait=self.busy_timeout)
@@ -198,39 +198,39 @@ class PostgresEngine(Engine):
 
     @property
     def backup_names(self) -> str:
-        from planner.engines.pg_backup import dump_stem
+        from planner.engines.postgresql.backup import dump_stem
 
         return f"{dump_stem(self.url)}.*.dump in {self.backup_folder}"
 
     def backup_files(self) -> list[Path]:
         """This database's dumps; partial ones a killed ``apm`` left behind are removed first."""
-        from planner.engines.pg_backup import list_dumps, remove_abandoned_dumps
+        from planner.engines.postgresql.backup import list_dumps, remove_abandoned_dumps
 
         remove_abandoned_dumps(self.url, self.backup_folder)
         return list_dumps(self.url, self.backup_folder)
 
     def describe_backup(self, backup: Path) -> BackupInfo:
-        from planner.engines.pg_restore import describe_dump
+        from planner.engines.postgresql.restore import describe_dump
 
         return describe_dump(self, backup)
 
     def check_backup(self, backup: Path) -> dict[str, LedgerEntry]:
-        from planner.engines.pg_restore import read_dump_ledger
+        from planner.engines.postgresql.restore import read_dump_ledger
 
         return read_dump_ledger(backup, self.ledger_schema, self.display)
 
     def restore(self, backup: Path) -> RestoreResult:
-        from planner.engines.pg_restore import restore_dump
+        from planner.engines.postgresql.restore import restore_dump
 
         return restore_dump(self, backup, self.backup_folder)
 
     def left_in_place(self, backup: Path) -> list[str]:
-        from planner.engines.pg_restore import objects_left_in_place
+        from planner.engines.postgresql.restore import objects_left_in_place
 
         return objects_left_in_place(self, backup)
 
     def other_ledgers(self, backup: Path) -> list[str]:
-        from planner.engines.pg_restore import ledgers_besides
+        from planner.engines.postgresql.restore import ledgers_besides
 
         return ledgers_besides(self, backup)
 

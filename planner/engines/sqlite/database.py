@@ -1,4 +1,4 @@
-"""Opening the database file (backups are in ``planner.engines.sqlite_backup``).
+"""Opening the database file (backups are in ``planner.engines.sqlite.backup``).
 
 Everything that can be wrong with the file itself is found here, before any
 migration runs, and reported as its own ``DatabaseError``: a missing file or

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from planner.engines.pg_snapshot import shown
+from planner.engines.postgresql.snapshot import shown
 from planner.ledger import LOG_TABLE, TABLE
 from planner.schema import SchemaChange
 

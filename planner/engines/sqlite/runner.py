@@ -10,7 +10,7 @@ it, earlier steps stay applied. A SIGKILL at any moment leaves either the
 step's whole transaction or none of it, which SQLite's journal guarantees.
 
 The step itself and the loops over steps are engine-free
-(``planner.session``); ``planner.engines.sqlite_session`` supplies SQLite's
+(``planner.session``); ``planner.engines.sqlite.session`` supplies SQLite's
 part of them. ``SQLiteSession.transaction`` owns the protocol (foreign keys,
 BEGIN, the ledger tables, COMMIT or ROLLBACK) for every kind of work: a
 step, a whole ``--atomic`` plan, a preview, a mark, the log row of a failure.
@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from planner.engines.sqlite_database import (
+from planner.engines.sqlite.database import (
     DEFAULT_BUSY_TIMEOUT,
     check_integrity,
     connect,
@@ -43,10 +43,10 @@ from planner.engines.sqlite_database import (
     open_read_only,
 )
 from planner.marks import MarksThroughSessions
-from planner.engines.sqlite_session import SQLiteSession
+from planner.engines.sqlite.session import SQLiteSession
 from planner.errors import DatabaseDirectoryMissing, DatabaseNotFound, LedgerChanged
 from planner.events import Event, Replanned, RunResult, StepFailed, StepFinished, StepSkipped, StepStarted
-from planner.engines.sqlite_ledger import Ledger
+from planner.engines.sqlite.ledger import Ledger
 from planner.ledger import LedgerEntry
 from planner.plan import Plan, commits_in_parts, refuse_non_transactional
 from planner.preview import Preview
@@ -209,7 +209,7 @@ class Executor(MarksThroughSessions):
         a new file is not made just for that, and is removed again.
         ``before()`` runs inside the lock once the plan was made again there.
         """
-        from planner.engines.sqlite_observe import StepObserver
+        from planner.engines.sqlite.observe import StepObserver
 
         started = time.perf_counter()
         result = Preview(plan)

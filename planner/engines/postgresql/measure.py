@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from planner.engines.pg_ledger import quote
-from planner.engines.pg_snapshot import qualified
+from planner.engines.postgresql.ledger import quote
+from planner.engines.postgresql.snapshot import qualified
 from planner.preview import DataImpact
 
 #: Defaults that give a new value on every row: a column holding them differs from its default everywhere.

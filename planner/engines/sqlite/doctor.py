@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from planner.engines.sqlite_backup import list_backups
-from planner.engines.sqlite_database import DEFAULT_BUSY_TIMEOUT, read_only_connection
+from planner.engines.sqlite.backup import list_backups
+from planner.engines.sqlite.database import DEFAULT_BUSY_TIMEOUT, read_only_connection
 from planner.errors import CatalogError, DatabaseNotFound, NotADatabase
 from planner.findings import age_text, size_text
 from planner.lint import ERROR, INFO, WARNING, Finding, history_findings, note_findings, tolerant_catalog
@@ -157,7 +157,7 @@ def _foreign_keys(conn: sqlite3.Connection) -> list[Finding]:
 
 def _ledger(conn: sqlite3.Connection, db_path: Path, catalog_dir: Path) -> list[Finding]:
     """The ledger's own shape, then its rows against the catalog."""
-    from planner.engines.sqlite_ledger import Ledger
+    from planner.engines.sqlite.ledger import Ledger
     from planner.ledger import LOG_TABLE, TABLE
 
     def columns(table: str) -> set[str]:

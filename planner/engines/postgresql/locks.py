@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from planner.engines.pg_sql import first_keywords, rewritten_table, tokens
+from planner.engines.postgresql.sql import first_keywords, rewritten_table, tokens
 from planner.locks import (
     BLOCKING,
     LockFinding,

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from planner.engines.pg_sql import split_script, tokens, translate_placeholders
+from planner.engines.postgresql.sql import split_script, tokens, translate_placeholders
 from planner.errors import TransactionTampered
 from planner.transaction_guard import (
     CONTROL_WORDS,

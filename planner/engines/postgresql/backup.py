@@ -10,7 +10,7 @@ a dump killed half-way leaves that partial behind until the next dump,
 restore or listing removes it (``planner.partials``). On Linux the client
 tools die with ``apm`` (``run_client``), so a killed ``apm`` leaves no
 ``pg_dump`` writing on, nor a ``pg_restore`` committing after the lock is
-gone. Restoring is ``planner.engines.pg_restore``.
+gone. Restoring is ``planner.engines.postgresql.restore``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """SQLite behind the engine boundary: the original modules, unchanged, seen through ``Engine``.
 
-``planner.engines.sqlite_runner.Executor`` already is a ``PlanRunner``; the ledger is
-read with ``planner.engines.sqlite_ledger.read_ledger`` and backups use SQLite's online
-backup API (``planner.engines.sqlite_backup``). Nothing here adds behaviour: it names what
+``planner.engines.sqlite.runner.Executor`` already is a ``PlanRunner``; the ledger is
+read with ``planner.engines.sqlite.ledger.read_ledger`` and backups use SQLite's online
+backup API (``planner.engines.sqlite.backup``). Nothing here adds behaviour: it names what
 the SQLite modules already do, so the CLI can ask an engine instead of a path.
 """
 
@@ -12,14 +12,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from planner.engines.sqlite_database import DEFAULT_BUSY_TIMEOUT
+from planner.engines.sqlite.database import DEFAULT_BUSY_TIMEOUT
 from planner.engines.base import Engine
 
 if TYPE_CHECKING:
     from planner.agents import Agent
     from planner.backups import BackupInfo, RestoreResult
     from planner.catalog import Catalog
-    from planner.engines.sqlite_runner import Executor
+    from planner.engines.sqlite.runner import Executor
     from planner.ledger import LedgerEntry, LedgerNote
     from planner.findings import Finding
 
@@ -57,12 +57,12 @@ class SQLiteEngine(Engine):
             raise DatabaseNotFound(self.path) if self.path.parent.is_dir() else DatabaseDirectoryMissing(self.path)
 
     def applied(self) -> dict[str, LedgerEntry]:
-        from planner.engines.sqlite_ledger import read_ledger
+        from planner.engines.sqlite.ledger import read_ledger
 
         return read_ledger(self.path, self.busy_timeout)
 
     def runner(self, *, catalog: Catalog | None = None, create: bool = False) -> Executor:
-        from planner.engines.sqlite_runner import Executor
+        from planner.engines.sqlite.runner import Executor
 
         return Executor(self.path, busy_timeout=self.busy_timeout, create=create, catalog=catalog)
 
@@ -70,17 +70,17 @@ class SQLiteEngine(Engine):
         return self.applied() if self.path.is_file() else None
 
     def notes(self) -> list[LedgerNote]:
-        from planner.engines.sqlite_ledger import read_notes
+        from planner.engines.sqlite.ledger import read_notes
 
         return read_notes(self.path, self.busy_timeout)
 
     def diagnose(self, catalog_dir: Path) -> list[Finding]:
-        from planner.engines.sqlite_doctor import diagnose
+        from planner.engines.sqlite.doctor import diagnose
 
         return diagnose(self.path, catalog_dir, busy_timeout=self.busy_timeout)
 
     def check_integrity(self) -> None:
-        from planner.engines.sqlite_database import check_integrity, open_read_only
+        from planner.engines.sqlite.database import check_integrity, open_read_only
 
         conn = open_read_only(self.path, self.busy_timeout)
         if conn is not None:  # nothing there yet: nothing to be damaged
@@ -90,21 +90,21 @@ class SQLiteEngine(Engine):
                 conn.close()
 
     def prune_backups(self, keep: int, folder: Path | None = None, spare: Iterable[Path] = ()) -> list[Path]:
-        from planner.engines.sqlite_backup import prune_backups
+        from planner.engines.sqlite.backup import prune_backups
 
         return prune_backups(self.path, keep, spare)
 
     def backup(self, folder: Path | None = None) -> Path | None:
-        """SQLite's backups sit beside the file (``planner.engines.sqlite_backup``); ``folder`` is not used."""
-        from planner.engines.sqlite_backup import backup
-        from planner.engines.sqlite_database import writable_now
+        """SQLite's backups sit beside the file (``planner.engines.sqlite.backup``); ``folder`` is not used."""
+        from planner.engines.sqlite.backup import backup
+        from planner.engines.sqlite.database import writable_now
 
         if not self.path.exists():
             return None
         writable_now(self.path, self.busy_timeout)
         return backup(self.path, busy_timeout=self.busy_timeout)
 
-    # -- backups, restore and APM's agents table: planner.engines.sqlite_backup and planner.agents, as they are --------
+    # -- backups, restore and APM's agents table: planner.engines.sqlite.backup and planner.agents, as they are --------
 
     @property
     def short_name(self) -> str:
@@ -115,22 +115,22 @@ class SQLiteEngine(Engine):
         return f"{self.path.name}.backup.*"
 
     def backup_files(self) -> list[Path]:
-        from planner.engines.sqlite_backup import list_backups
+        from planner.engines.sqlite.backup import list_backups
 
         return list_backups(self.path)
 
     def describe_backup(self, backup: Path) -> BackupInfo:
-        from planner.engines.sqlite_backup import describe_backup
+        from planner.engines.sqlite.backup import describe_backup
 
         return describe_backup(backup, self.path)
 
     def check_backup(self, backup: Path) -> dict[str, LedgerEntry]:
-        from planner.engines.sqlite_backup import check_backup
+        from planner.engines.sqlite.backup import check_backup
 
         return check_backup(backup, self.path)
 
     def restore(self, backup: Path) -> RestoreResult:
-        from planner.engines.sqlite_backup import restore
+        from planner.engines.sqlite.backup import restore
 
         return restore(self.path, backup, busy_timeout=self.busy_timeout)
 

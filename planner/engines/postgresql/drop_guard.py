@@ -24,9 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from planner.engines.pg_measure import dropped_column, table_rows
-from planner.engines.pg_row_tally import RowTally
-from planner.engines.pg_snapshot import read_counters, take, vanished_columns
+from planner.engines.postgresql.measure import dropped_column, table_rows
+from planner.engines.postgresql.row_tally import RowTally
+from planner.engines.postgresql.snapshot import read_counters, take, vanished_columns
 from planner.preview import DataImpact
 
 SAVEPOINT = "apm_preview_watch"

@@ -31,8 +31,8 @@ from typing import Any
 from planner import versions
 from planner.backups import BackupInfo, RestoreResult, ledger_difference
 from planner.engines.errors import BackupToolMissing, RestoreFailed
-from planner.engines.pg_backup import client_environment, dump, dump_time, run_client
-from planner.engines.pg_ledger import PgLedger
+from planner.engines.postgresql.backup import client_environment, dump, dump_time, run_client
+from planner.engines.postgresql.ledger import PgLedger
 from planner.engines.urls import redact
 from planner.errors import UnusableBackup
 from planner.ledger import TABLE, LedgerEntry

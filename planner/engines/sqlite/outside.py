@@ -124,7 +124,7 @@ class Checked(StatementCheck):
                 cursor.execute(sql, parameters)
 
         def watched() -> list[str]:
-            from planner.engines.sqlite_observe import StepObserver
+            from planner.engines.sqlite.observe import StepObserver
 
             if many and not parameters:
                 return []  # nothing runs

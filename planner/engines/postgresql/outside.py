@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from planner.engines.pg_sql import tokens
+from planner.engines.postgresql.sql import tokens
 from planner.outside import Rehearsal, StatementCheck, StatementRules
 
 _MAINTENANCE = {"VACUUM", "ANALYZE", "ANALYSE", "REINDEX", "CLUSTER", "CHECKPOINT"}
@@ -146,7 +146,7 @@ class Checked(StatementCheck):
                 cursor.execute(query, rows[0], **kwargs)
 
         def watched() -> list[str]:
-            from planner.engines.pg_observe import PgObserver
+            from planner.engines.postgresql.observe import PgObserver
 
             if not isinstance(query, str) or not rows:  # bytes, or nothing to run
                 execute()

@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from planner.engines.pg_lock_timeout import LockGuard, is_lock_timeout
-from planner.engines.pg_locks import attach, lock_watch
+from planner.engines.postgresql.lock_timeout import LockGuard, is_lock_timeout
+from planner.engines.postgresql.locks import attach, lock_watch
 from planner.locks import LockSettings
 from planner.marks import MarksThroughSessions
-from planner.engines.pg_ledger import PgLedger
-from planner.engines.pg_session import PgSession
+from planner.engines.postgresql.ledger import PgLedger
+from planner.engines.postgresql.session import PgSession
 from planner.events import Event, Replanned, RunResult, emit
 from planner.ledger import LedgerEntry
 from planner.plan import Plan, refuse_non_transactional
@@ -75,7 +75,7 @@ class PgRunner(MarksThroughSessions):
         is exactly the database this run changes. A plan made again differently from the one shown
         counts as a re-plan (``RunResult.replans``). ``confirm_outside``: as ``sqlite_runner.Executor.migrate``.
         """
-        from planner.engines.pg_lock_timeout import step_version
+        from planner.engines.postgresql.lock_timeout import step_version
         from planner.errors import NonTransactionalFailed
 
         with self.engine.locked() as conn, self._guard(conn) as guard:
@@ -113,7 +113,7 @@ class PgRunner(MarksThroughSessions):
 
         ``before()`` runs inside the lock once the plan was made again there, as in ``migrate``.
         """
-        from planner.engines.pg_observe import PgObserver
+        from planner.engines.postgresql.observe import PgObserver
 
         started = time.perf_counter()
         with self.engine.locked() as conn, self._guard(conn) as guard:
@@ -140,7 +140,7 @@ class PgRunner(MarksThroughSessions):
 
     @contextmanager
     def _guard(self, conn: Any) -> Iterator[LockGuard]:
-        """The run's lock timeouts on ``conn`` (``planner.engines.pg_lock_timeout``), for the block."""
+        """The run's lock timeouts on ``conn`` (``planner.engines.postgresql.lock_timeout``), for the block."""
         settings = getattr(self.engine, "lock_settings", None) or LockSettings()
         guard = LockGuard(conn, settings, self.engine.connect, shown=self.engine.display)
         try:

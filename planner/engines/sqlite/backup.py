@@ -30,7 +30,7 @@ from datetime import datetime
 from collections.abc import Iterable
 from pathlib import Path
 
-from planner.engines.sqlite_database import (
+from planner.engines.sqlite.database import (
     DEFAULT_BUSY_TIMEOUT,
     connect,
     copy_database,
@@ -46,7 +46,7 @@ from planner.errors import (
     NotADatabase,
     UnusableBackup,
 )
-from planner.engines.sqlite_ledger import Ledger
+from planner.engines.sqlite.ledger import Ledger
 from planner.ledger import LedgerEntry
 from planner.partials import partial_path, remove_abandoned
 from planner.backups import BackupInfo, RestoreResult, ledger_difference

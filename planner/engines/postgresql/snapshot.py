@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from planner.engines.pg_ledger import quote
+from planner.engines.postgresql.ledger import quote
 from planner.ledger import LOG_TABLE, TABLE
 from planner.schema import SchemaChange
 

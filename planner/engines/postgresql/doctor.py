@@ -1,4 +1,4 @@
-"""``apm migrate doctor`` on PostgreSQL: the same questions as ``planner.engines.sqlite_doctor``, asked of a server.
+"""``apm migrate doctor`` on PostgreSQL: the same questions as ``planner.engines.sqlite.doctor``, asked of a server.
 
 What SQLite's doctor reads from the file, this reads from the server, in a
 read-only session (``default_transaction_read_only``): the ledger tables in
@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from planner.engines.pg_backup import dump_stem, list_dumps
-from planner.engines.pg_ledger import PgLedger, lock_key, quote
+from planner.engines.postgresql.backup import dump_stem, list_dumps
+from planner.engines.postgresql.ledger import PgLedger, lock_key, quote
 from planner.errors import CatalogError
 from planner.ledger import LOG_TABLE, TABLE
 from planner.findings import age_text, size_text

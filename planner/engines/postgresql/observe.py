@@ -62,9 +62,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from planner.engines.pg_drop_guard import Accounted, run_watched
-from planner.engines.pg_ledger import quote
-from planner.engines.pg_measure import (
+from planner.engines.postgresql.drop_guard import Accounted, run_watched
+from planner.engines.postgresql.ledger import quote
+from planner.engines.postgresql.measure import (
     dropped_column,
     family,
     fetch,
@@ -73,8 +73,8 @@ from planner.engines.pg_measure import (
     table_rows,
     user_functions,
 )
-from planner.engines.pg_row_tally import RowTally
-from planner.engines.pg_snapshot import (
+from planner.engines.postgresql.row_tally import RowTally
+from planner.engines.postgresql.snapshot import (
     Counters,
     Snapshot,
     qualified,
@@ -85,9 +85,9 @@ from planner.engines.pg_snapshot import (
     take,
     vanished_columns,
 )
-from planner.engines.pg_objects import Objects, object_changes
-from planner.engines.pg_step_catalog import Gates, begin_step, read_step
-from planner.engines.pg_sql import (
+from planner.engines.postgresql.objects import Objects, object_changes
+from planner.engines.postgresql.step_catalog import Gates, begin_step, read_step
+from planner.engines.postgresql.sql import (
     Statement,
     called_names,
     classify,

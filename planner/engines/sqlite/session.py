@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
-from planner.engines.sqlite_connection import MigrationConnection
-from planner.engines.sqlite_database import (
+from planner.engines.sqlite.connection import MigrationConnection
+from planner.engines.sqlite.database import (
     WRITE_LOCKS_HELD,
     foreign_keys_enabled,
     foreign_keys_off,
@@ -29,7 +29,7 @@ from planner.engines.sqlite_database import (
     wait_for,
 )
 from planner.errors import DatabaseError, ForeignKeyViolation
-from planner.engines.sqlite_ledger import Ledger
+from planner.engines.sqlite.ledger import Ledger
 from planner.ledger import APPLY, OK
 from planner.plan import Plan, Step
 from planner.session import Session
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from planner.catalog import Catalog
-    from planner.engines.sqlite_observe import StepObserver
+    from planner.engines.sqlite.observe import StepObserver
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class SQLiteSession(Session):
                 log.debug("ROLLBACK failed", exc_info=True)
 
     def damaged(self, error: BaseException) -> DatabaseError | None:
-        from planner.engines.sqlite_database import damaged
+        from planner.engines.sqlite.database import damaged
 
         return damaged(error, self.path)
 
@@ -171,13 +171,13 @@ class SQLiteSession(Session):
         return MigrationConnection(self.migration_conn, step.migration.version, step.direction, observer)
 
     def checked_for(self, step: Step) -> Any:
-        from planner.engines.sqlite_outside import Checked
+        from planner.engines.sqlite.outside import Checked
 
         return Checked(self.conn, step.version, step.direction, self.confirmation,
                        lambda: self._sql("BEGIN IMMEDIATE"))
 
     def rehearsal_for(self, step: Step) -> Any:
-        from planner.engines.sqlite_outside import Rehearsed
+        from planner.engines.sqlite.outside import Rehearsed
 
         return Rehearsed(self.conn, step.version, step.direction)
 

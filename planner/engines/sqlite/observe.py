@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from planner.effects import PlanWrites, StepEffects, TableState, resolve
-from planner.engines.sqlite_counters import ValueCounters
+from planner.engines.sqlite.counters import ValueCounters
 from planner.ledger import LOG_TABLE, TABLE
 from planner.preview import DataImpact
 from planner.schema import SchemaChange

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from planner import versions
-from planner.engines.sqlite_database import DEFAULT_BUSY_TIMEOUT, open_read_only
+from planner.engines.sqlite.database import DEFAULT_BUSY_TIMEOUT, open_read_only
 from planner.errors import ForeignLedger
 from planner.ledger import (
     LOG_TABLE,
@@ -199,14 +199,14 @@ class Ledger:
     # -- protecting the executor's rows from migrations that write the ledger ----
 
     def watch(self) -> None:
-        """Start noting every change made to ``schema_migrations`` (``planner.engines.sqlite_ledger_watch``)."""
-        from planner.engines.sqlite_ledger_watch import watch
+        """Start noting every change made to ``schema_migrations`` (``planner.engines.sqlite.ledger_watch``)."""
+        from planner.engines.sqlite.ledger_watch import watch
 
         watch(self.conn, TABLE)
 
     def reconcile(self, version: str) -> str | None:
         """Undo what the migration just run did to the executor's rows; what it wrote is returned as a note."""
-        from planner.engines.sqlite_ledger_watch import reconcile
+        from planner.engines.sqlite.ledger_watch import reconcile
 
         self.migration_writes, self._inserted_by_migration = reconcile(self.conn, TABLE, version)
         return self.migration_writes

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from planner.engines.pg_measure import ancestors
-from planner.engines.pg_snapshot import Counters
+from planner.engines.postgresql.measure import ancestors
+from planner.engines.postgresql.snapshot import Counters
 from planner.preview import DataImpact
 
 
