@@ -163,9 +163,9 @@ def load_config(start: Path | None = None) -> Config:
 
 def _fleet_pattern(folder: Path, pattern: str) -> str:
     """A ``fleet`` pattern made absolute against the file's folder (a URL stays as it is)."""
-    from planner.engines.urls import is_postgres
+    from planner.engines import on_server
 
-    if is_postgres(pattern):
+    if on_server(pattern):
         return pattern
     expanded = os.path.expanduser(pattern)
     return expanded if os.path.isabs(expanded) else str(folder / expanded)
@@ -183,13 +183,14 @@ def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
         if not isinstance(value, str) or not value.strip():
             raise bad()
         if key == "db":
-            from planner.engines.urls import is_postgres, misspelled_url
+            from planner.engines.urls import misspelled_url
+            from planner.engines import on_server
 
             start = misspelled_url(value)
             if start is not None:  # shown by its scheme only: the rest may hold a password
                 raise ConfigError(f"{where}: db {start!r} starts like a URL but is not a PostgreSQL one: write "
                                   f"postgresql://... or postgres://..., or a file path")
-            if is_postgres(value):
+            if on_server(value):
                 return value.strip()  # a connection string, not a path relative to the file
         path = Path(os.path.expanduser(value))
         return path if path.is_absolute() else folder / path

@@ -161,7 +161,7 @@ def _journal_member(candidate) -> dict:
     from planner.engines.urls import without_password
 
     return {"db": candidate.display, "key": candidate.key,
-            "open": without_password(candidate.db) if candidate.is_postgres else candidate.real}
+            "open": without_password(candidate.db) if candidate.on_server else candidate.real}
 
 
 def _resumed_members(past, globs, lists) -> list:
@@ -176,7 +176,7 @@ def _resumed_members(past, globs, lists) -> list:
         from dataclasses import replace
 
         recorded = past.header.get("members", [])  # a file keeps the spelling it was given
-        candidates = [replace(found, db=m["db"]) if not found.is_postgres else found
+        candidates = [replace(found, db=m["db"]) if not found.on_server else found
                       for m in recorded for found in [member(m["open"])]]
     return [m for m in candidates if m.key not in done]
 
@@ -304,8 +304,8 @@ def retry_command(outcome, request) -> str:
     parts = ["apm"]
     if options.migrations_dir is not None:
         parts += ["--migrations-dir", _quote(str(options.migrations_dir))]
-    parts += ["migrate", "--db", _quote(without_password(candidate.real) if candidate.is_postgres else candidate.db)]
-    if candidate.schema or (candidate.is_postgres and options.ledger_schema_option):
+    parts += ["migrate", "--db", _quote(without_password(candidate.real) if candidate.on_server else candidate.db)]
+    if candidate.schema or (candidate.on_server and options.ledger_schema_option):
         parts += ["--ledger-schema", _quote(candidate.schema or options.ledger_schema)]
     parts += [_quote(flag) for flag in request.flags()]
     if outcome.unconfirmed:

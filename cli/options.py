@@ -261,10 +261,10 @@ def _store_path(name: str):
 
 def _db(value: str) -> Path | str:
     """``--db``: a PostgreSQL connection string stays a string (a Path would fold its ``//``), else a path."""
-    from planner.engines.urls import is_postgres
+    from planner.engines import on_server
 
     refuse_misspelled_url(value)
-    return value.strip() if is_postgres(value) else _path(value)
+    return value.strip() if on_server(value) else _path(value)
 
 
 def refuse_misspelled_url(value: str) -> None:

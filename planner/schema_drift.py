@@ -222,7 +222,7 @@ class DriftChecker:
 
     def of(self, member: Member, applied: Iterable[str], *, known_good: bool = False) -> list[Difference]:
         """``member``'s drift from the migrations ``applied`` (its ledger's set), on either engine."""
-        if member.is_postgres:
+        if member.on_server:
             from planner.engines.postgresql.drift import pg_differences
 
             return pg_differences(member, self.catalog, applied, busy_timeout=self.busy_timeout,

@@ -129,7 +129,7 @@ def test_the_config_file_names_the_fleet(tmp_path: Path, catalog: Path) -> None:
 
 def test_urls_are_members_and_their_passwords_are_never_shown() -> None:
     found = member("postgresql://app:s3cret@db.example/tenants#tenant7")
-    assert found.is_postgres and found.schema == "tenant7"
+    assert found.on_server and found.schema == "tenant7"
     assert "s3cret" not in found.display and "s3cret" not in found.key
     assert "search_path%3Dtenant7" in found.real
 

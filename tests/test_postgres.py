@@ -55,13 +55,13 @@ def missing_database(url: str) -> str:
 
 
 def test_redact_masks_every_password_form():
-    from planner.engines import is_postgres, redact
+    from planner.engines import on_server, redact
 
     assert redact("postgresql://me:s3cret@db:5432/app") == "postgresql://me:***@db:5432/app"
     assert redact("postgres://me@db/app?password=s3cret&sslmode=require") == \
         "postgres://me@db/app?password=***&sslmode=require"
     assert redact("host=/run/pg dbname=app password='a b'") == "host=/run/pg dbname=app password=***"
-    assert is_postgres("host=/run/pg dbname=app") and not is_postgres(".aipm/data/aipm.db")
+    assert on_server("host=/run/pg dbname=app") and not on_server(".aipm/data/aipm.db")
 
 
 def test_without_password_leaves_every_password_form_out():

@@ -63,7 +63,7 @@ def readings(members: Sequence[Member], busy_timeout: float, ledger_schema: str,
 
 def read_ledger(candidate: Member, busy_timeout: float, ledger_schema: str) -> Reading:
     """What ``candidate``'s ledger says; ``Unreadable`` with the state when it cannot be read."""
-    if candidate.is_postgres:
+    if candidate.on_server:
         return _read_postgres(candidate, busy_timeout, ledger_schema)
     return _read_sqlite(candidate.real, busy_timeout)
 

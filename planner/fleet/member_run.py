@@ -139,7 +139,7 @@ def run_member(member: Member, request: Request, catalog: Catalog | None = None,
     try:
         engine = member.engine(busy_timeout=request.busy_timeout, ledger_schema=request.ledger_schema,
                                backup_dir=Path(request.backup_dir) if request.backup_dir else None)
-        if not member.is_postgres and not engine.exists():
+        if not member.on_server and not engine.exists():
             outcome.error = f"{member.display} does not exist; `apm migrate --db {member.display}` creates it"
             return outcome
         try:

@@ -23,10 +23,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from planner.errors import EmptyPattern, NoFleet
 
 
-def _is_postgres(text: str) -> bool:
-    from planner.engines.urls import is_postgres
+def _on_server(text: str) -> bool:
+    from planner.engines import on_server
 
-    return is_postgres(text)
+    return on_server(text)
 
 
 @dataclass(frozen=True)
@@ -46,14 +46,14 @@ class Member:
     identity: object = None
 
     @property
-    def is_postgres(self) -> bool:
+    def on_server(self) -> bool:
         return self.schema is not None or self.real.startswith(("postgresql://", "postgres://")) or \
-            ("=" in self.real and _is_postgres(self.real))
+            ("=" in self.real and _on_server(self.real))
 
     @property
     def display(self) -> str:
         """The member as every output names it: the path as given, or the URL with its password masked."""
-        if not self.is_postgres:
+        if not self.on_server:
             return self.db
         from planner.engines.urls import redact
 
@@ -62,7 +62,7 @@ class Member:
     @property
     def key(self) -> str:
         """What identifies the member across runs (the journal): the real path, or the URL without password."""
-        if not self.is_postgres:
+        if not self.on_server:
             return self.real
         from planner.engines.urls import without_password
 
@@ -72,17 +72,17 @@ class Member:
         """The member as a ``planner.engines.Engine``: a tenant's schema is its ledger schema."""
         from planner.engines import engine_for
 
-        target = self.real if self.is_postgres else Path(self.real)
+        target = self.real if self.on_server else Path(self.real)
         return engine_for(target, busy_timeout=busy_timeout, ledger_schema=self.schema or ledger_schema,
                           backup_dir=backup_dir)
 
 
 def member(db: str, *, cwd: Path | None = None) -> Member:
     """One database as given: a URL (``#schema`` for a tenant schema) or a path relative to ``cwd``."""
-    from planner.engines.urls import is_postgres
+    from planner.engines import on_server
 
     text = db.strip()
-    if is_postgres(text):
+    if on_server(text):
         url, schema = split_schema(text)
         return Member(text, tenant_url(url, schema) if schema else url, schema)
     path = os.path.normpath(os.path.join(cwd or os.getcwd(), os.path.expanduser(text)))
@@ -156,9 +156,9 @@ def dedupe(members: Iterable[Member]) -> list[Member]:
 
 
 def _globbed(pattern: str, source: str, cwd: Path) -> list[Member]:
-    from planner.engines.urls import is_postgres
+    from planner.engines import on_server
 
-    if is_postgres(pattern):  # a URL in a config's fleet list is a member, not a pattern
+    if on_server(pattern):  # a URL in a config's fleet list is a member, not a pattern
         return [member(pattern, cwd=cwd)]
     expanded = os.path.expanduser(pattern)
     matches = sorted(globbing.glob(expanded, root_dir=cwd, recursive=True))

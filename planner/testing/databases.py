@@ -21,7 +21,9 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from planner.engines.urls import database_name, is_postgres, redact
+from planner.engines.urls import database_name, redact
+
+from planner.engines import on_server
 
 if TYPE_CHECKING:
     from planner.engines.base import Engine
@@ -100,7 +102,7 @@ def check_template(template: str) -> str:
     PostgreSQL URL names a server and the database to connect to first; the
     per-test databases are named after it, so ``{name}`` is optional there.
     """
-    if is_postgres(template):
+    if on_server(template):
         if NAME_FIELD in template and (template.count(NAME_FIELD) > 1 or NAME_FIELD not in database_name(template)):
             raise DatabaseTemplateError(
                 f"--apm-db {redact(template)}: {NAME_FIELD} may appear once, in the database name "
@@ -127,7 +129,7 @@ def check_template(template: str) -> str:
 
 def require_driver(template: str) -> None:
     """``DatabaseTemplateError`` naming the extra to install when a PostgreSQL URL is given without psycopg."""
-    if not is_postgres(template):
+    if not on_server(template):
         return
     try:
         import psycopg  # noqa: F401

@@ -250,3 +250,9 @@ class PostgresEngine(Engine):
             names = [column.name for column in cursor.description]
             rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
         return agents_from_rows(rows)
+
+
+def open_engine(db: str | Path, *, busy_timeout: float = 30.0, ledger_schema: str = "public",
+                backup_dir: Path | None = None) -> PostgresEngine:
+    """The registry's entry (``planner.engines.KINDS``)."""
+    return PostgresEngine(str(db), busy_timeout=busy_timeout, ledger_schema=ledger_schema, backup_dir=backup_dir)

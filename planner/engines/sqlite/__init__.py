@@ -138,3 +138,8 @@ class SQLiteEngine(Engine):
         from planner.agents import read_agents
 
         return read_agents(self.path, role, busy_timeout=self.busy_timeout)
+
+
+def open_engine(db: str | Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, **_server_options: object) -> SQLiteEngine:
+    """The registry's entry (``planner.engines.KINDS``): a file needs no ledger schema or backup folder."""
+    return SQLiteEngine(db, busy_timeout=busy_timeout)
