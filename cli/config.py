@@ -24,6 +24,7 @@ settings are resolved only when a command asks for one.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +114,10 @@ def find_config(start: Path | None = None) -> tuple[Path, dict[str, Any]] | None
 
 
 def _parse(path: Path, data: bytes | None = None) -> dict[str, Any]:
-    try:  # only when a file exists: start-up stays cheap
+    # Imported only when a file exists: start-up stays cheap. A version check, not try/except, so mypy follows it.
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (a dependency there)
+    else:  # Python 3.10: the same parser, from PyPI (a dependency there)
         import tomli as tomllib
 
     try:

@@ -24,8 +24,8 @@ class Agent:
     """One row of ``agents``; ``metadata`` is decoded JSON, or the raw text if it is not JSON."""
 
     id: int
-    role: str
-    display_name: str
+    role: str | None  # NOT NULL in the schema, but read with .get: None when a row lacks the column
+    display_name: str | None
     tier: Any
     is_active: bool
     agent_type: str | None

@@ -61,7 +61,7 @@ class Catalog:
         migrations = list(migrations)
         migrations, squash_of, replaced, squash_problems = _apply_squashes(migrations)
         numbers = {m.version: m.number for m in migrations}
-        by_number = {number: version for version, number in numbers.items()}
+        by_number: dict[int | None, str] = {number: version for version, number in numbers.items()}
         # Usually every dependency is already spelled as its file is; only the
         # migrations naming some other spelling (or nothing at all) need resolving.
         named = set(chain.from_iterable(m.depends_on for m in migrations))
@@ -209,7 +209,7 @@ def _apply_squashes(
     from planner.errors import SquashConflict
 
     problems: list[CatalogError] = []
-    by_number = {m.number: m.version for m in migrations}
+    by_number: dict[int | None, str] = {m.number: m.version for m in migrations}  # looked up with number(), maybe None
     squash_of: dict[str, str] = {}
     for squash in squashes:
         for version in squash.replaces:

@@ -517,7 +517,8 @@ class TransactionTampered(ExecutionError):
 class DatabaseError(MigrationError):
     """The database file cannot be opened or written; nothing was changed."""
 
-    def __init__(self, message: str, *, path: Path):
+    def __init__(self, message: str, *, path: Path | str | None):
+        # A file; on a server, the redacted URL; None when there is none to name.
         self.path = path
         super().__init__(message)
 

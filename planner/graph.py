@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from planner import versions
 from planner.errors import CatalogError, DependencyCycle, MigrationNotFound, SelfDependency
@@ -38,7 +38,7 @@ class MigrationGraph:
     ``nx_graph``.
     """
 
-    def __init__(self, dependencies: Mapping[str, Collection[str]], numbers: Mapping[str, int] | None = None):
+    def __init__(self, dependencies: Mapping[str, Iterable[str]], numbers: Mapping[str, int] | None = None):
         """``dependencies`` maps every version to the versions it needs, all of them versions of the graph.
 
         ``numbers`` (each version's numeric value) saves parsing them again
@@ -46,7 +46,8 @@ class MigrationGraph:
         once; a self-dependency is left out (``build`` reports it).
         """
         pred: dict[str, tuple[str, ...]] = dict(dependencies)  # type: ignore[arg-type]
-        key = numbers if numbers is not None else {v: versions.number(v) for v in pred}
+        # Every version of a graph spells a number (the caller's contract), so none of these is None.
+        key = numbers if numbers is not None else cast("dict[str, int]", {v: versions.number(v) for v in pred})
         monotone = True
         untidy: list[str] = []  # versions naming themselves or a dependency twice
         self._self_dependent: list[str] = []
@@ -256,11 +257,11 @@ class MigrationGraph:
         # Order the whole descendant set, applied or not, so that dependencies
         # through unapplied migrations still constrain the order; then keep the applied.
         nodes = self._reach(version, self._succ)
-        keep = nodes.intersection(applied)
-        keep.add(version)
+        kept = nodes.intersection(applied)
+        kept.add(version)
         nodes.add(version)
         order = self._lexicographic(self.nx_graph.subgraph(nodes).reverse(copy=False), descending=True)
-        return [v for v in order if v in keep]
+        return [v for v in order if v in kept]
 
     def _full_order(self) -> list[str]:
         if self._order is None:

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 TABLE = "schema_migrations"
 LOG_TABLE = "schema_migrations_log"
 
 #: Log actions and outcomes, as written in ``schema_migrations_log``.
-APPLY, ROLLBACK, MARK_APPLIED, MARK_ROLLED_BACK = "apply", "rollback", "mark-applied", "mark-rolled-back"
+# Final: APPLY and ROLLBACK double as a plan step's direction (planner.plan.Direction).
+APPLY: Final = "apply"
+ROLLBACK: Final = "rollback"
+MARK_APPLIED, MARK_ROLLED_BACK = "mark-applied", "mark-rolled-back"
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Literal, NamedTuple
+from typing import Final, Literal, NamedTuple
 
 from planner import versions
 from planner.catalog import Catalog
@@ -31,10 +31,10 @@ from planner.errors import (
 from planner.gcpause import without_collector
 from planner.migration import Migration
 
-APPLY = "apply"
-ROLLBACK = "rollback"
+APPLY: Final = "apply"
+ROLLBACK: Final = "rollback"
 #: A plan to a state (``--to``): rollbacks, then applies; each step says its own direction.
-MIXED = "mixed"
+MIXED: Final = "mixed"
 #: ``--to base``: the state before the first migration.
 BASE = "base"
 Direction = Literal["apply", "rollback"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from planner.sql import quote_identifier, table_xinfo
 
@@ -254,7 +254,7 @@ def diff(before: SchemaSnapshot, after: SchemaSnapshot) -> list[SchemaChange]:
         ("trigger", before.triggers, after.triggers),
         ("view", before.views, after.views),
     ):
-        changes.extend(_named_sql_changes(kind, old, new))
+        changes.extend(_named_sql_changes(cast(ObjectKind, kind), old, new))  # a literal of the tuple above
     for name in common:
         old_rows, new_rows = before.tables[name].rows, after.tables[name].rows
         if old_rows is not None and new_rows is not None and old_rows != new_rows:

@@ -178,15 +178,15 @@ def load_sql_migration(path: Path, version: str) -> Migration:
     unwritten: list[str] = []
     for name, body in sections.items():
         script = "\n".join(body).strip("\n")
-        marker = _irreversible_marker(body, starts[name]) if name == "downgrade" else None
-        if marker is not None and (irreversible is not None or _has_statement(script)):
+        declared = _irreversible_marker(body, starts[name]) if name == "downgrade" else None
+        if declared is not None and (irreversible is not None or _has_statement(script)):
             what = (f"line {irreversible_line} already says `-- irreversible:`" if irreversible is not None
                     else "the section also holds SQL")
-            raise IrreversibleWithDowngrade(path, version, marker[0],
+            raise IrreversibleWithDowngrade(path, version, declared[0],
                                             f"`-- irreversible:` in the `-- downgrade` section, but {what}; "
                                             f"keep either the downgrade's SQL or one `-- irreversible:` line")
-        if marker is not None:
-            irreversible, irreversible_line = marker[1], marker[0]
+        if declared is not None:
+            irreversible, irreversible_line = declared[1], declared[0]
             continue  # the section only says there is no way back: the migration has no downgrade
         if not _has_statement(script):
             # Loaded all the same (an unfilled `apm migrate new --sql`): reading commands keep working, `check`

@@ -18,7 +18,7 @@ class DriverMissing(DatabaseError):
         super().__init__(
             f"{shown} is a PostgreSQL database, and the PostgreSQL driver is not installed: "
             f"pip install 'apm-migrate[postgres]'",
-            path=shown,  # type: ignore[arg-type]  (a connection string, redacted, not a file)
+            path=shown,  # a connection string, redacted, not a file
         )
 
 

@@ -226,7 +226,7 @@ def _table_differences(old: Mapping[str, str], new: Mapping[str, str], direction
         lines += [f"changed table {t}" if direction == "rollback" else f"table {t} differs"
                   for t in sorted(old.keys() & new.keys()) if _comparable_sql(old[t]) != _comparable_sql(new[t])]
         return lines
-    lines: list[str] = []
+    lines = []
     explained: set[str] = set()  # tables whose difference is already named in detail
     for change in diff(before.snapshot, after.snapshot):
         if change.kind != "table" and change.kind != "column":

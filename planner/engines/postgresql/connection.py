@@ -300,6 +300,7 @@ class PgMigrationConnection:
 
     engine = "postgresql"
     IGNORED_REASON = "not applicable on PostgreSQL"
+    _raw: PgDriverConnection | None  # set in __init__ through object.__setattr__, which mypy does not follow
 
     def __init__(self, conn: Any, version: str = "?", direction: str = "apply", observer: Any = None):
         guard = Guard(version, direction, observer)

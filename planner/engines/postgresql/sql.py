@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 
 _TOKEN = re.compile(
     r"""
@@ -63,7 +64,9 @@ def tokens(sql: str, *, keep_space: bool = False) -> tuple[Token, ...]:
 def _tokens(sql: str, keep_space: bool) -> tuple[Token, ...]:
     if "/*" in sql:
         return tuple(_tokens_nesting(sql, keep_space))
-    return tuple(Token(m.lastgroup if m.lastgroup not in ("tag", "pyname") else "punct", m.group(), m.start(), m.end())
+    # Every alternative of _TOKEN is a named group, so a match always has a lastgroup.
+    return tuple(Token(cast(str, m.lastgroup) if m.lastgroup not in ("tag", "pyname") else "punct", m.group(),
+                       m.start(), m.end())
                  for m in _TOKEN.finditer(sql) if keep_space or m.lastgroup != "space")
 
 
@@ -82,7 +85,8 @@ def _tokens_nesting(sql: str, keep_space: bool) -> Iterator[Token]:
             pos = end
             continue
         m = _TOKEN.match(sql, pos)
-        kind = m.lastgroup if m.lastgroup not in ("tag", "pyname") else "punct"
+        assert m is not None  # (?P<punct>.) matches any character, so _TOKEN matches wherever pos < length
+        kind = cast(str, m.lastgroup) if m.lastgroup not in ("tag", "pyname") else "punct"
         if keep_space or kind != "space":
             yield Token(kind, m.group(), m.start(), m.end())
         pos = m.end()
@@ -118,7 +122,7 @@ def split_script(script: str) -> Iterator[str]:
 
 
 def first_keywords(sql: str, count: int) -> list[str]:
-    words = []
+    words: list[str] = []
     for token in tokens(sql):
         if token.kind != "word" or len(words) == count:
             break
@@ -218,12 +222,13 @@ def classify(sql: str) -> Statement:
     if head[:2] == ["ALTER", "TABLE"]:
         i = _skip(parts, 2, "IF", "EXISTS", "ONLY")
         table, i = _qualified(parts, i)
-        columns, retyped = [], []
+        columns: list[str] = []
+        retyped: list[tuple[str, str, str | None]] = []
         for group in top_level_split(parts[i:]):
             if group and group[0].upper == "DROP":
                 j = _skip(group, 1, "COLUMN", "IF", "EXISTS")
-                if j < len(group) and group[j].upper not in ("CONSTRAINT",) and group[j].name:
-                    columns.append(group[j].name)
+                if j < len(group) and group[j].upper not in ("CONSTRAINT",) and (name := group[j].name):
+                    columns.append(name)
             elif group and group[0].upper == "ALTER" and (found := _retype(sql, group)) is not None:
                 retyped.append(found)
         if table and (columns or retyped):
@@ -248,7 +253,7 @@ def classify(sql: str) -> Statement:
 def _retype(sql: str, group: Sequence[Token]) -> tuple[str, str, str | None] | None:
     """``ALTER [COLUMN] c [SET DATA] TYPE t [USING e]``: (c, t, e or None); ``None`` for any other ``ALTER``."""
     j = _skip(group, 1, "COLUMN")
-    if j >= len(group) or group[j].upper == "CONSTRAINT" or group[j].name is None:
+    if j >= len(group) or group[j].upper == "CONSTRAINT" or (column := group[j].name) is None:
         return None
     k = _skip(group, j + 1, "SET", "DATA")
     if k + 1 >= len(group) or group[k].upper != "TYPE":
@@ -258,7 +263,7 @@ def _retype(sql: str, group: Sequence[Token]) -> tuple[str, str, str | None] | N
     if last <= k:
         return None
     expression = sql[group[using + 1].start:group[-1].end] if using is not None and using + 1 < len(group) else None
-    return group[j].name, sql[group[k + 1].start:group[last].end], expression
+    return column, sql[group[k + 1].start:group[last].end], expression
 
 
 def _update(sql: str, parts: Sequence[Token]) -> Statement:

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from planner.errors import TransactionTampered
-from planner.sql import SKIP, keywords, split_script
+from planner.sql import keywords, skipped, split_script
 from planner.transaction_guard import (
     REFUSED_ATTRIBUTES,
     REFUSED_METHODS,
@@ -78,7 +78,7 @@ def switches_foreign_keys(sql: str) -> bool:
     return (
         match is not None
         and match.group(1).upper() == "PRAGMA"
-        and _PRAGMA_FOREIGN_KEYS.match(sql, SKIP.match(sql).end()) is not None
+        and _PRAGMA_FOREIGN_KEYS.match(sql, skipped(sql)) is not None
     )
 
 

@@ -156,7 +156,7 @@ def translate_error(exc: sqlite3.Error, path: Path, busy_timeout: float) -> Data
     return None
 
 
-def damaged(exc: BaseException, path: Path) -> DatabaseDamaged | None:
+def damaged(exc: BaseException | None, path: Path) -> DatabaseDamaged | None:
     """The ``DatabaseDamaged`` behind ``exc`` (a migration's failure wraps SQLite's own), or ``None``.
 
     A corrupt page is met by whichever statement reads it: the migration's,
