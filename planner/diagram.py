@@ -30,15 +30,15 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from planner import versions
 from planner.catalog import Catalog
 from planner.plan import rollback_scope
 
-APPLIED = "applied"
-PENDING = "pending"
-MISSING = "missing"
+APPLIED: Final = "applied"
+PENDING: Final = "pending"
+MISSING: Final = "missing"
 #: The mermaid class of a migration that cannot be rolled back (no downgrade, or one that only raises).
 IRREVERSIBLE = "irreversible"
 State = Literal["applied", "pending", "missing"]

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from planner.preview import DataImpact
-from planner.schema import SchemaChange
+from planner.schema import ObjectKind, SchemaChange
 from planner.sql import names, tokens
 
 
@@ -32,9 +32,9 @@ class TableState:
 class StepEffects:
     """What one step did, as the observer saw it; ``resolve`` turns it into changes and impact."""
 
-    created: dict[str, str] = field(default_factory=dict)  # name -> kind (table, index, trigger, view)
+    created: dict[str, ObjectKind] = field(default_factory=dict)  # name -> kind (table, index, trigger, view)
     owners: dict[str, str] = field(default_factory=dict)  # index or trigger -> its table
-    dropped: dict[str, str] = field(default_factory=dict)  # name -> kind, for objects that existed before
+    dropped: dict[str, ObjectKind] = field(default_factory=dict)  # name -> kind, for objects that existed before
     #: index, trigger or view that existed before the step and was dropped -> its SQL then: created again under
     #: the same name, it was recreated (a change only if its SQL differs), not added.
     dropped_sql: dict[str, str | None] = field(default_factory=dict)
@@ -177,9 +177,9 @@ def resolve(
     for table in sorted(rebuilt):
         changes.append(SchemaChange("table", "rebuilt", table, table=table))
         before = effects.rebuilt_sql.get(table) or effects.dropped_tables[table].sql
-        old, new = named_constraints(before), named_constraints(sql_of(table))
-        changes += [SchemaChange("constraint", "removed", name, table=table) for name in sorted(old - new)]
-        changes += [SchemaChange("constraint", "added", name, table=table) for name in sorted(new - old)]
+        old_names, new_names = named_constraints(before), named_constraints(sql_of(table))
+        changes += [SchemaChange("constraint", "removed", name, table=table) for name in sorted(old_names - new_names)]
+        changes += [SchemaChange("constraint", "added", name, table=table) for name in sorted(new_names - old_names)]
     for table, (carried, _) in sorted(effects.rebuilds.items()):
         for old, new in sorted(carried.items()):
             if old.lower() != new.lower():
@@ -194,9 +194,9 @@ def resolve(
         if name in rebuilt or effects.owners.get(name) in rebuilt:
             continue  # a rebuilt table, and the indexes and triggers it got back
         if name in effects.dropped_sql:  # dropped and made again (a rebuild recreates the views over its table)
-            before, after = effects.dropped_sql[name], sql_of(name)
-            if " ".join((before or "").split()) != " ".join((after or "").split()):
-                changes.append(SchemaChange(kind, "changed", name, before=before, after=after))
+            old_sql, new_sql = effects.dropped_sql[name], sql_of(name)
+            if " ".join((old_sql or "").split()) != " ".join((new_sql or "").split()):
+                changes.append(SchemaChange(kind, "changed", name, before=old_sql, after=new_sql))
             continue
         changes.append(SchemaChange(kind, "added", name))
     for name, kind in sorted(effects.dropped.items()):
@@ -212,19 +212,19 @@ def resolve(
         impact.append(DataImpact("dropped-column", table, column, count=non_default, non_null=non_null))
     for table, column, n in effects.converted:
         impact.append(DataImpact("overwritten-values", table, column, count=n))
-    for (table, column, kind), n in sorted(counts.items()):
-        if kind == "overwritten":
+    for (table, column, how), n in sorted(counts.items()):
+        if how == "overwritten":
             impact.append(DataImpact("overwritten-values", table, column, count=n))
-        elif kind == "set":
+        elif how == "set":
             changes.append(SchemaChange("values", "changed", column, table=table, after=n))
         else:
             effects.deleted[table] = effects.deleted.get(table, 0) + n
     for table, n in sorted(effects.deleted.items()):
         if columns_of(table) is None:
             continue
-        before = effects.rows_before.get(table)
-        impact.append(DataImpact("deleted-rows", table, count=n, before=before,
-                                 after=None if before is None else row_count(table)))
+        rows_before = effects.rows_before.get(table)
+        impact.append(DataImpact("deleted-rows", table, count=n, before=rows_before,
+                                 after=None if rows_before is None else row_count(table)))
     for table, n in sorted(effects.deleted_own.items()):
         if columns_of(table) is not None:
             changes.append(SchemaChange("rows", "removed", table, table=table, before=n))

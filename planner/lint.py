@@ -25,6 +25,7 @@ Fixing it is one line; letting it merge is how the graph starts lying.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -270,7 +271,7 @@ def missing_file_name(version: str) -> str:
     return f"migration_{version} file (.py or .sql)"
 
 
-def history_findings(catalog, entries: dict, files: dict[str, Path], unloadable: set[str] = frozenset()) -> list[Finding]:
+def history_findings(catalog, entries: dict, files: dict[str, Path], unloadable: AbstractSet[str] = frozenset()) -> list[Finding]:
     """Findings for a ledger (``read_ledger``'s mapping) against a catalog; shared with the doctor."""
     from planner.drift import CHANGED, MISSING, file_states
     from planner.plan import inconsistent_history

@@ -23,6 +23,7 @@ import sys
 import types
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import cast
 
 from planner import versions
 from planner.catalog import Catalog
@@ -342,14 +343,15 @@ def migration_files(directory: Path) -> tuple[dict[str, Path], list[CatalogError
             problems.append(exc)
             continue
         if version is not None and entry.is_file():
-            by_number.setdefault(versions.number(version), []).append((version, path))
+            # _FILE_NAME lets only digits through as the version, so number() is never None here.
+            by_number.setdefault(cast(int, versions.number(version)), []).append((version, path))
     files: dict[str, Path] = {}
     for number in sorted(by_number):
-        entries = by_number[number]
-        if len(entries) > 1:
-            problems.append(DuplicateVersion(entries[0][0], [p for _, p in entries]))
+        found = by_number[number]
+        if len(found) > 1:
+            problems.append(DuplicateVersion(found[0][0], [p for _, p in found]))
             continue
-        version, path = entries[0]
+        version, path = found[0]
         files[version] = path
     return files, problems
 

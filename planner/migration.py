@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 MigrationFunction = Callable[[sqlite3.Connection], None]
 ValidationFunction = Callable[[sqlite3.Connection], bool]
@@ -115,7 +116,14 @@ def does_nothing(function: Callable[..., object]) -> bool:
     return code is not None and not code.co_names and len(code.co_code) <= len(_nothing.__code__.co_code)
 
 
-def module_locks(path: Path, version: str, module: object) -> dict[str, object]:
+class LockFields(TypedDict):
+    """``module_locks``'s result, spread into ``Migration(...)``: the names and types of its two fields."""
+
+    lock_timeout: float | None
+    allow: tuple[str, ...]
+
+
+def module_locks(path: Path, version: str, module: object) -> LockFields:
     """A Python migration's ``lock_timeout`` and ``allow``, checked (``planner.locks``), as ``Migration`` fields."""
     from planner.locks import checked_declarations
 

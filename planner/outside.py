@@ -120,6 +120,9 @@ class StatementCheck:
     the migration even if its code swallowed it.
     """
 
+    #: What the migration's proxy wraps while the step runs; each engine's subclass sets it.
+    connection: Any
+
     def __init__(self, version: str, direction: str, rules: StatementRules, confirmation: Confirmation):
         self.version, self.direction = version, direction
         self.rules = rules
@@ -186,6 +189,9 @@ class Rehearsal:
     (``CannotRehearse``, sticky like a refusal): the preview cannot go
     beyond the step.
     """
+
+    #: What the migration's proxy wraps while the step is rehearsed; each engine's subclass sets it.
+    connection: Any
 
     def __init__(self, version: str, direction: str, rules: StatementRules):
         self.version, self.direction = version, direction

@@ -179,7 +179,7 @@ def rollback_scope(
     if not isinstance(version, str) or not version.strip():
         raise InvalidVersion(version if isinstance(version, str) else "")
     if applied is None:
-        known, unknown = set(catalog.versions), set()
+        known, unknown = set(catalog.versions), set[str]()
     else:
         known, unknown = catalog.split_applied(applied)
     canonical = catalog.canonical(version)
@@ -211,7 +211,7 @@ def refuse_missing_files_in_scope(catalog: Catalog, applied: Iterable[str], targ
         return
     when = _applied_times(catalog, applied)
     starts = [when.get(version) for version in scope]
-    earliest = None if None in starts else min(starts)
+    earliest = None if None in starts else min(s for s in starts if s is not None)
     blocking = [m for m in unknown if earliest is None or when.get(m) is None or not when[m] < earliest]
     if blocking:
         raise MissingFileInScope(target, versions.ordered(blocking), catalog.directory, to=to)
@@ -294,6 +294,7 @@ def to_plan(catalog: Catalog, applied: Iterable[str], target: str) -> Plan:
     problems = catalog.graph.unmet_dependencies(known)
     if problems:
         raise InconsistentHistory(problems)
+    forward: tuple[Step, ...]
     if target.strip().lower() == BASE:
         if unknown:
             raise UnknownAppliedMigration(versions.ordered(unknown)[0])

@@ -27,7 +27,7 @@ class DatabaseUnreachable(DatabaseError):
 
     def __init__(self, shown: str, reason: str):
         self.reason = reason
-        super().__init__(f"cannot connect to {shown}: {reason}; nothing was changed", path=shown)  # type: ignore[arg-type]
+        super().__init__(f"cannot connect to {shown}: {reason}; nothing was changed", path=shown)
 
 
 class DatabaseMissing(DatabaseUnreachable):
@@ -41,7 +41,7 @@ class LockTimeout(DatabaseError, TimeoutError):
         self.timeout = timeout
         super().__init__(
             f"another apm process has held the migration lock on {shown} for more than {timeout:g}s; nothing was "
-            f"changed. Wait for it to finish, or raise --busy-timeout", path=shown,  # type: ignore[arg-type]
+            f"changed. Wait for it to finish, or raise --busy-timeout", path=shown,
         )
 
 
@@ -50,7 +50,7 @@ class ServerError(DatabaseError):
 
     def __init__(self, shown: str, reason: str):
         self.reason = reason
-        super().__init__(f"PostgreSQL error on {shown}: {reason}", path=shown)  # type: ignore[arg-type]
+        super().__init__(f"PostgreSQL error on {shown}: {reason}", path=shown)
 
 
 class BackupToolMissing(DatabaseError, FileNotFoundError):
@@ -61,7 +61,7 @@ class BackupToolMissing(DatabaseError, FileNotFoundError):
         self.tool = tool
         super().__init__(
             f"cannot {task.format(shown=shown)}: {tool} is not installed (apt-get install "
-            f"postgresql-client); nothing was changed. {advice}", path=shown,  # type: ignore[arg-type]
+            f"postgresql-client); nothing was changed. {advice}", path=shown,
         )
 
 
@@ -71,7 +71,7 @@ class BackupFailed(DatabaseError):
     def __init__(self, shown: str, reason: str, advice: str = "Fix it, or pass --no-backup"):
         self.reason = reason
         super().__init__(f"pg_dump could not back up {shown}: {reason}; nothing was changed. {advice}",
-                         path=shown)  # type: ignore[arg-type]
+                         path=shown)
 
 
 class RestoreFailed(DatabaseError):
@@ -80,4 +80,4 @@ class RestoreFailed(DatabaseError):
     def __init__(self, shown: str, backup: object, reason: str):
         self.reason = reason
         super().__init__(f"pg_restore could not restore {shown} from {backup}: {reason}; the restore ran in one "
-                         f"transaction, so nothing was changed", path=shown)  # type: ignore[arg-type]
+                         f"transaction, so nothing was changed", path=shown)

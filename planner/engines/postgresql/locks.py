@@ -217,7 +217,8 @@ class LockWatch:
 
     def _scanned(self, step: StepLocks, words: list[str], statement: str,
                  tables: dict[int, tuple[str, float, int]]) -> None:
-        name, before = self._scan  # type: ignore[misc]
+        assert self._scan is not None and self._before is not None  # _read calls it only when both are set
+        name, before = self._scan
         oid, now = self.conn.execute(_SCANS_AFTER, (name, name)).fetchone()
         if now <= before or oid not in tables or oid not in self._before:
             return

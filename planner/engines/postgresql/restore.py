@@ -134,7 +134,7 @@ def _archived_tables(engine: Any, backup: Path) -> list[str]:
                              text=True, check=False)
     if listing.returncode != 0:
         raise UnusableBackup(backup, _first_error(listing.stderr, listing.returncode),
-                             database=engine.display)  # type: ignore[arg-type]
+                             database=engine.display)
     return [m.group("rest") + " " for m in map(_TOC_TABLE.match, listing.stdout.splitlines()) if m]
 
 
@@ -182,4 +182,4 @@ def restore_dump(engine: Any, backup: Path, folder: Path) -> RestoreResult:
             raise RestoreFailed(shown, backup, _first_error(result.stderr, result.returncode))
     if f"{engine.ledger_schema}.{TABLE}" in kept:
         restored = current  # the dump has no ledger table: --clean leaves the database's in place
-    return RestoreResult(shown, backup, safety, ledger_difference(current, restored))  # type: ignore[arg-type]
+    return RestoreResult(shown, backup, safety, ledger_difference(current, restored))
