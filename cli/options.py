@@ -115,8 +115,8 @@ class Settings:
         return self._config
 
     @property
-    def db_chosen(self) -> Path | None:
-        """The database an option, the environment or the config named; ``None`` means the default."""
+    def db_chosen(self) -> Path | str | None:
+        """The database an option, the environment or the config named (a file, or a URL); ``None``: the default."""
         return self.db if self.db is not None else self.config.get("db")
 
     @property
@@ -205,7 +205,7 @@ class Settings:
                     "keep_backups": (None, "default (keep all)"),
                     "ledger_schema": ("public", "default (PostgreSQL only)"),
                     "backup_dir": (None, "default (SQLite: beside the file; PostgreSQL: this folder)")}
-        rows = []
+        rows: list[tuple[str, object, str]] = []
         from planner.engines.urls import redact
 
         if isinstance(given["db"], str) or isinstance(config.get("db"), str):  # never show a password
@@ -241,7 +241,8 @@ def _store(name: str, convert=lambda v: v):
         if value is not None and value is not False:
             settings = ctx.ensure_object(Settings)
             setattr(settings, name, convert(value))
-            from_env = param.envvar and ctx.get_parameter_source(param.name).name == "ENVIRONMENT"
+            source = ctx.get_parameter_source(param.name) if param.name else None  # click sets it before callbacks
+            from_env = param.envvar and source is not None and source.name == "ENVIRONMENT"
             settings.sources[name] = f"env {param.envvar}" if from_env else f"option {param.opts[0]}"
         return value
 

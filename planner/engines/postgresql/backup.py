@@ -24,6 +24,7 @@ import sys
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 from planner.engines.errors import BackupFailed, BackupToolMissing
 from planner.engines.urls import database_name, redact
@@ -37,8 +38,8 @@ def _without_password(url: str) -> tuple[str, str | None]:
     except ImportError:  # pragma: no cover - the engine needs psycopg before it gets here
         return url, None
     params = conninfo_to_dict(url)
-    password = params.pop("password", None)
-    return make_conninfo(**params), password
+    password = cast("str | None", params.pop("password", None))  # parsed from a URL: text, never a number
+    return make_conninfo("", **params), password
 
 
 def client_environment(url: str) -> tuple[str, dict[str, str]]:

@@ -20,13 +20,14 @@ import os
 import re
 import secrets
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from planner.schema_difference import CHANGED, EXTRA, MISSING, Difference, DriftUnchecked
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
+    from planner.engines.postgresql import PostgresEngine
     from planner.fleet.members import Member
 
 #: One replay per (applied set, schema), kept for the command's life: a fleet costs one per distinct state.
@@ -69,8 +70,9 @@ def _replay(member: Member, catalog: Catalog, applied: frozenset[str], engine, l
         raise DriftUnchecked(member.display, f"no scratch database for the replay ({_first(error)}; the role "
                                              f"needs CREATEDB)") from None
     try:
-        scratch = engine_for(_with_database(member.real, name), busy_timeout=engine.busy_timeout,
-                             ledger_schema=ledger)
+        # A postgresql:// URL, so the registry's engine is PostgreSQL's (the Engine protocol has no session()).
+        scratch = cast("PostgresEngine", engine_for(_with_database(member.real, name), busy_timeout=engine.busy_timeout,
+                                                    ledger_schema=ledger))
         origin: dict = {}
         seen: dict = {}
 

@@ -191,10 +191,10 @@ class PgObserver:
             self._truncate(statement)
         elif statement.kind == "drop-columns":
             for column in statement.columns:
-                found = dropped_column(self.conn, statement.tables[0], column)
-                if found is not None:
-                    self._accounted.columns.update((oid, column) for oid in found[1])
-                    self._impact.append(found[0])
+                dropped = dropped_column(self.conn, statement.tables[0], column)
+                if dropped is not None:
+                    self._accounted.columns.update((oid, column) for oid in dropped[1])
+                    self._impact.append(dropped[0])
         elif statement.kind == "delete":
             name = qualified(statement.tables[0])
             self._pending = fetch(self.conn, f"SELECT count(*), %s::regclass::oid FROM {name}", (name,))

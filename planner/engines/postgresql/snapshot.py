@@ -22,7 +22,7 @@ from typing import Any
 
 from planner.engines.postgresql.ledger import quote
 from planner.ledger import LOG_TABLE, TABLE
-from planner.schema import SchemaChange
+from planner.schema import ObjectKind, SchemaChange
 
 
 def _literal(text: str) -> str:
@@ -52,7 +52,7 @@ SELECT s.oid::bigint, n.nspname, s.relname, s.deleted, s.updated FROM (
   FROM pg_class c WHERE c.relkind IN ('r', 'p')) s JOIN pg_namespace n ON n.oid = s.relnamespace
 WHERE (s.deleted > 0 OR s.updated > 0) AND {_USER_RELATIONS.replace("c.relname", "s.relname")}
 """
-_KINDS = {"r": "table", "p": "table", "v": "view", "i": "index"}
+_KINDS: dict[str, ObjectKind] = {"r": "table", "p": "table", "v": "view", "i": "index"}
 
 
 def qualified(name: str) -> str:
@@ -79,7 +79,7 @@ class Relation:
     """One table, partitioned table, view or index of a user schema, as the catalog describes it."""
 
     name: str  # as shown (``shown``)
-    kind: str  # table, view or index
+    kind: ObjectKind  # table, view or index
     #: the storage file (``relfilenode``): a new one means the table was emptied or rewritten (``TRUNCATE``,
     #: and ``ALTER TABLE``, ``CLUSTER`` rewrites that keep the rows).
     filenode: int
@@ -103,7 +103,7 @@ class Snapshot:
     counters: Counters = field(default_factory=Counters)
 
     @cached_property
-    def objects(self) -> dict[str, str]:
+    def objects(self) -> dict[str, ObjectKind]:
         return {relation.name: relation.kind for relation in self.relations.values()}
 
     @cached_property
