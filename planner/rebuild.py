@@ -195,7 +195,7 @@ def rebuild_table(
     what cannot be done safely, ``RebuildFailed`` if SQLite rejects a step;
     in both cases the database is as it was before the call.
     """
-    convert = {key.lower(): (key, expr) for key, expr in (convert or {}).items()}
+    converting = {key.lower(): (key, expr) for key, expr in (convert or {}).items()}
     table, old_sql = _stored_name(conn, table)
     if table.lower().startswith("sqlite_") or sql_tokens(old_sql)[1].name == "virtual":
         raise RebuildRefused(table, f"table {table}", "is an internal or virtual table", "Leave it to SQLite")
@@ -217,14 +217,14 @@ def rebuild_table(
         temporary = _temporary_name(conn, table)
         _run(conn, table, "creating the new table", new.renamed(temporary))
         new_columns = _columns(conn, temporary)
-        _refuse_unsafe(table, new_columns, old_columns, convert, dependents)
+        _refuse_unsafe(table, new_columns, old_columns, converting, dependents)
         same_rowids = _copy_rows(conn, table, temporary, "without" in old.tail | new.tail, new_columns, old_columns,
-                                 convert)
+                                 converting)
         observe = getattr(conn, "observe_rebuild", None)
         if observe is not None:  # say which columns carry over, and as what (a preview reports renames, not loss)
             carried, dropped = carried_columns([c.name for c in new_columns], [c.name for c in old_columns.values()],
-                                               {key: expr for key, (_, expr) in convert.items()})
-            changed = (converted_values(conn, table, temporary, carried, old_columns, convert, same_rowids)
+                                               {key: expr for key, (_, expr) in converting.items()})
+            changed = (converted_values(conn, table, temporary, carried, old_columns, converting, same_rowids)
                        if getattr(conn, "watched", False) else {})
             observe(table, carried, dropped, [c.name for c in new_columns], changed)
 
@@ -358,7 +358,7 @@ def drop_columns(conn: sqlite3.Connection, table: str, *columns: str) -> None:
         pieces.append((text, ""))
     kept: list[tuple[str, str]] = []
     found: set[str] = set()
-    for text, note in pieces:
+    for text, comment in pieces:
         tokens = sql_tokens(text)
         if not tokens:
             continue
@@ -366,14 +366,14 @@ def drop_columns(conn: sqlite3.Connection, table: str, *columns: str) -> None:
         if not constraint and first in dropping:
             found.add(first)
             continue
-        used = sorted({t.name for t in tokens[0 if constraint else 1 :]} & set(dropping))
+        used = sorted({t.name for t in tokens[0 if constraint else 1 :] if t.name is not None} & set(dropping))
         if used:
             what = f"table constraint {' '.join(text.split())!r}" if constraint else f"column {tokens[0].text}"
             raise RebuildRefused(
                 table, what, f"uses column {dropping[used[0]]}, which is being dropped",
                 "Write the new CREATE TABLE yourself and call rebuild_table",
             )
-        kept.append((text, note))
+        kept.append((text, comment))
     for key, name in dropping.items():
         if key not in found:
             raise RebuildRefused(table, f"column {name}", "does not exist", "Check the names; table_sql shows them")

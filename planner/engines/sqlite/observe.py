@@ -37,13 +37,13 @@ from __future__ import annotations
 import sqlite3
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 from planner.effects import PlanWrites, StepEffects, TableState, resolve
 from planner.engines.sqlite.counters import ValueCounters
 from planner.ledger import LOG_TABLE, TABLE
 from planner.preview import DataImpact
-from planner.schema import SchemaChange
+from planner.schema import ObjectKind, SchemaChange
 from planner.sql import keywords, name_after, quote_identifier, renamed_column, table_xinfo, tokens
 
 _IGNORED = {TABLE.lower(), LOG_TABLE.lower()}
@@ -52,7 +52,7 @@ _IGNORED = {TABLE.lower(), LOG_TABLE.lower()}
 _NO_AUTHORIZER = None if sys.version_info >= (3, 11) else (lambda *_: sqlite3.SQLITE_OK)
 
 
-def _ours(table: str | None, database: str | None) -> bool:
+def _ours(table: str | None, database: str | None) -> TypeGuard[str]:  # True says table is a name
     """Whether an authorizer event is about a user table of the main database (not the ledger, not SQLite's)."""
     return (
         table is not None
@@ -130,7 +130,7 @@ class StepObserver:
 
     # -- before and after each statement ------------------------------------------------------
 
-    def before(self, sql: str, parameters: Any = ()) -> list[tuple]:
+    def before(self, sql: str, parameters: Any = ()) -> list[Any]:
         """Measure what ``sql`` is about to destroy; returns what ``after`` needs.
 
         A PRAGMA is not prepared twice: some take effect while they are
@@ -259,11 +259,11 @@ class StepObserver:
         if "rename" in words:
             after = words[words.index("rename") + 1 :]
             if after[:1] == ["to"] and len(after) > 1:
-                new = name_after(sql, "to")
-                effects.renamed_tables[new] = effects.renamed_tables.pop(table, table)
+                new_name = cast(str, name_after(sql, "to"))  # the ALTER ran, so a name follows its RENAME TO
+                effects.renamed_tables[new_name] = effects.renamed_tables.pop(table, table)
                 if table in effects.created:
-                    effects.created[new] = effects.created.pop(table)
-                self.plan_writes.renamed(table, new)
+                    effects.created[new_name] = effects.created.pop(table)
+                self.plan_writes.renamed(table, new_name)
             else:
                 old, new = renamed_column(sql)
                 if old and new:
@@ -337,13 +337,13 @@ class StepObserver:
 _GROWS = (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_CREATE_TABLE)
 _SHRINKS = (sqlite3.SQLITE_DELETE, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DROP_TABLE)
 
-_CREATES = {
+_CREATES: dict[int, ObjectKind] = {
     sqlite3.SQLITE_CREATE_TABLE: "table",
     sqlite3.SQLITE_CREATE_INDEX: "index",
     sqlite3.SQLITE_CREATE_TRIGGER: "trigger",
     sqlite3.SQLITE_CREATE_VIEW: "view",
 }
-_DROPS = {
+_DROPS: dict[int, ObjectKind] = {
     sqlite3.SQLITE_DROP_TABLE: "table",
     sqlite3.SQLITE_DROP_INDEX: "index",
     sqlite3.SQLITE_DROP_TRIGGER: "trigger",
