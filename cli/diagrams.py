@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import cast
 
 import click
 
@@ -38,7 +39,7 @@ def graph_command(fmt: str, output: Path | None, focus: str | None, rollback: st
         if output is None and sys.stdout.isatty():
             raise click.UsageError(f"--format {fmt} writes binary data: pass -o FILE.{fmt}")
         source = diagram.to_dot(catalog, applied, focus=focus, rollback=rollback)
-        data: bytes = diagram.render_image(source, fmt)
+        data: bytes = diagram.render_image(source, cast(diagram.ImageFormat, fmt))  # one of IMAGE_FORMATS
     else:
         text = diagram.FORMATS[fmt](catalog, applied, focus=focus, rollback=rollback)
         data = (text if text.endswith("\n") else text + "\n").encode()

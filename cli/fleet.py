@@ -11,6 +11,7 @@ database's failure is a row in the report, never a reason to touch another.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -149,7 +150,7 @@ def plan_command(ctx: click.Context, globs, lists, target, to, rollback, cascade
     from planner.errors import MigrationError, NotApplied
     from planner.fleet.ledgers import Unreadable, read_ledger
 
-    rows = []
+    rows: list[tuple[Any, list[tuple[str, str, str]] | None, str | None]] = []  # (member, its steps, why not)
     for candidate in members:
         try:
             reading = read_ledger(candidate, request.busy_timeout, request.ledger_schema)
@@ -168,19 +169,19 @@ def plan_command(ctx: click.Context, globs, lists, target, to, rollback, cascade
                                   "error": error} for m, steps, error in rows]})
     else:
         groups: dict[tuple, list] = {}
-        for candidate, steps, error in rows:
-            if error is None:
-                groups.setdefault(tuple(steps), []).append(candidate)
-        for steps, group in groups.items():
-            what = ", ".join(f"{'apply' if d == 'apply' else 'roll back'} {v}" for v, d, _ in steps) or \
+        for candidate, found, problem in rows:
+            if problem is None and found is not None:  # a member planned without error has its steps
+                groups.setdefault(tuple(found), []).append(candidate)
+        for planned, group in groups.items():
+            what = ", ".join(f"{'apply' if d == 'apply' else 'roll back'} {v}" for v, d, _ in planned) or \
                 "nothing to do"
             echo(f"{len(group)} database(s): {what}")
             for candidate in group[:10]:
                 echo(f"  {candidate.display}")
             if len(group) > 10:
                 echo(f"  ... and {len(group) - 10} more")
-        for candidate, _steps, error in rows:
-            if error is not None:
-                echo(f"{candidate.display}: cannot be planned: {error}", fg="yellow")
+        for candidate, _steps, problem in rows:
+            if problem is not None:
+                echo(f"{candidate.display}: cannot be planned: {problem}", fg="yellow")
     if any(error is not None for _m, _s, error in rows):
         ctx.exit(EXIT_ATTENTION)

@@ -45,7 +45,8 @@ class ApmGroup(click.Group):
                 # --debug adds the traceback; the exit code stays the documented one.
                 traceback.print_exc()
             failure = as_command_error(error)
-            failure.message += _config_origin(error, ctx.ensure_object(Settings))
+            # click marks message Final, yet the error is ours to finish: the config origin belongs in it.
+            failure.message += _config_origin(error, ctx.ensure_object(Settings))  # type: ignore[misc]
             raise failure from error
 
 
@@ -120,4 +121,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()  # it exits itself (click's standalone mode); returning means success

@@ -8,6 +8,8 @@ command would run, and every refusal happens before anything is touched.
 
 from __future__ import annotations
 
+from typing import cast
+
 import click
 
 from cli.locking import lock_options
@@ -207,7 +209,8 @@ def _mark(applied: str | None, rolled_back: str | None, as_json: bool) -> None:
     catalog = load_catalog()
     if rolled_back is not None:
         require_database()
-    migration = marks.mark(settings().engine, catalog, applied or rolled_back, applied=applied is not None)
+    version = cast(str, applied or rolled_back)  # the command calls _mark only when one of them is given
+    migration = marks.mark(settings().engine, catalog, version, applied=applied is not None)
     action, verb = ("mark-applied", "Marked as applied") if applied else ("mark-rolled-back", "Marked as rolled back")
     _marked(migration, action, verb, as_json)
 

@@ -52,7 +52,7 @@ def squash_command(first: str, last: str, schema_only: bool, as_json: bool) -> N
     echo(f"Wrote {path}")
     echo(f"  replaces:   {', '.join(built.replaces)}")
     echo(f"  depends on: {', '.join(built.depends_on) or '-'}")
-    kinds = {}
+    kinds: dict[str, int] = {}
     for kind, _ in built.objects:
         kinds[kind] = kinds.get(kind, 0) + 1
     echo(f"  creates:    {', '.join(f'{n} {kind}(s)' for kind, n in kinds.items()) or 'nothing'}")

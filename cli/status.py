@@ -33,8 +33,8 @@ def status(as_json: bool) -> None:
     warn_about_edited_files(catalog, entries)
     known, _ = catalog.split_applied(entries)
     missing = unknown_applied(catalog, entries)
-    numeric = [v for v in entries if number(v) is not None]
-    version = max(numeric, key=number) if numeric else None
+    numeric = {v: n for v in entries if (n := number(v)) is not None}
+    version = max(numeric, key=numeric.__getitem__) if numeric else None
     report = {
         "database": engine.display,
         "exists": exists,

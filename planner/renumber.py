@@ -41,7 +41,8 @@ from planner.errors import DuplicateVersion
 
 
 class _Recorded(Protocol):
-    checksum: str | None
+    @property
+    def checksum(self) -> str | None: ...  # read-only, so a frozen LedgerEntry fits
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,11 @@ class MigrationRunner:
         for step in plan.steps:
             # After the step's commit, before the next step: the seed sees exactly that version applied.
             one = Plan(plan.direction, (step,), target=plan.target)
-            runner.migrate(lambda _ledger, one=one: one, plan=one)
+
+            def planned(_ledger: object, one: Plan = one) -> Plan:
+                return one
+
+            runner.migrate(planned, plan=one)
             self.run_seed(step.version)
 
     def run_seed(self, version: str) -> None:

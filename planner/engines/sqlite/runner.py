@@ -157,9 +157,10 @@ class Executor(MarksThroughSessions):
                     raise
                 if atomic:  # the attempt's one transaction was rolled back: nothing it reported stays done
                     del result.done[counted[0]:], result.skipped[counted[1]:]
-                    if hasattr(before, "discard"):
+                    discard = getattr(before, "discard", None)
+                    if discard is not None:
                         # Its copy too: another process may commit before the next attempt locks; that one copies.
-                        before.discard()
+                        discard()
                 plan = make_plan(self.applied())
                 result.replans += 1
                 if on_event is not None:
