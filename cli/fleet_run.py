@@ -208,7 +208,7 @@ class _stopping_on_interrupt:
     finishing its database is what keeps that database's record.
     """
 
-    def __init__(self, runner):
+    def __init__(self, runner) -> None:
         self.runner = runner
         self.previous: dict = {}
 
