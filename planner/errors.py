@@ -601,7 +601,7 @@ class ForeignLedger(DatabaseError):
 class NoAgentsTable(DatabaseError, LookupError):
     """The database has no agents table yet (migration 0001 is not applied)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path | str):  # a file, or a server's redacted URL
         super().__init__(f"database {path} has no agents table yet; run `apm migrate` first", path=path)
 
 
@@ -633,7 +633,7 @@ class StepUnderWay(DatabaseError, TimeoutError):
 class UnusableBackup(DatabaseError):
     """A backup cannot be restored: it is not SQLite, fails ``PRAGMA integrity_check``, or cannot be read."""
 
-    def __init__(self, backup: Path, reason: str, *, database: Path):
+    def __init__(self, backup: Path, reason: str, *, database: Path | str):  # a file, or a redacted URL
         self.backup = backup
         self.reason = reason
         super().__init__(

@@ -48,7 +48,7 @@ MAX_DURATION = 2147483.647
 DURATION_HELP = 'a duration such as "300ms", "5s", "2min" or "1h" ("0" or "off": no limit)'
 
 
-def parse_duration(text: str) -> float:
+def parse_duration(text: object) -> float:  # anything a migration file declares; only text passes
     """``"300ms"`` → 0.3 seconds; ``"0"``/``"off"`` → 0 (no limit). ``ValueError`` names what is accepted.
 
     A unit is required: PostgreSQL reads a bare ``5`` as milliseconds and a
@@ -150,7 +150,7 @@ def declarations(lock_timeout: object, allow: object) -> tuple[float | None, tup
     seconds = None
     if lock_timeout is not None:
         try:
-            seconds = parse_duration(lock_timeout)  # type: ignore[arg-type]
+            seconds = parse_duration(lock_timeout)
         except ValueError as exc:
             raise InvalidLockDeclaration(f"lock_timeout {exc}") from None
     if isinstance(allow, str):

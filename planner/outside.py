@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from planner.errors import ExecutionError
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from planner.plan import Step
     from planner.preview import PreviewStep
 
@@ -232,6 +234,13 @@ class OutsideSteps:
     confirmation: Confirmation | None = None
     #: What the migration's connection wraps instead of the session's own while a step is checked or rehearsed.
     _wrapped: Any = None
+    # What the session this is mixed into supplies (planner.session.Session), declared for the type checker.
+    conn: Any
+    output: Any
+    if TYPE_CHECKING:
+        def perform(self, step: Step, observer: Any = None) -> str | None: ...
+        def attempt(self, step: Step, observer: Any = None) -> str | None: ...
+        def outside_transaction(self) -> AbstractContextManager[None]: ...
 
     def checked_for(self, step: Step) -> StatementCheck | None:
         """The engine's ``StatementCheck`` of ``step`` (``None``: the engine cannot check statements)."""
@@ -244,7 +253,7 @@ class OutsideSteps:
     @property
     def migration_conn(self) -> Any:
         """The connection a migration's proxy wraps: the session's own, or an outside step's wrapper."""
-        return self.conn if self._wrapped is None else self._wrapped  # type: ignore[attr-defined]
+        return self.conn if self._wrapped is None else self._wrapped
 
     def perform_outside(self, step: Step) -> str | None:
         """Run a ``transactional = False`` step's code in autocommit, checked statement by statement if confirmed.
@@ -255,8 +264,8 @@ class OutsideSteps:
         checked = self.checked_for(step) if self.confirmation is not None else None
         self._wrapped = checked.connection if checked is not None else None
         try:
-            with self.outside_transaction(), self.output.capture():  # type: ignore[attr-defined]
-                detail = self.perform(step)  # type: ignore[attr-defined]
+            with self.outside_transaction(), self.output.capture():
+                detail = self.perform(step)
         except ExecutionError as exc:
             if checked is not None and checked.stopped is not None and checked.stopped is not exc:
                 raise checked.stopped from exc
@@ -274,13 +283,13 @@ class OutsideSteps:
         A savepoint undoes the partial work (the same SQL on both engines);
         a failure is raised as any step's.
         """
-        conn = self.conn  # type: ignore[attr-defined]
+        conn = self.conn
         self._wrapped = rehearsal.connection
         conn.execute("SAVEPOINT apm_rehearsal")
         started = time.perf_counter()
         try:
             try:
-                skipped = self.attempt(step, observer)  # type: ignore[attr-defined]
+                skipped = self.attempt(step, observer)
             except ExecutionError:
                 if rehearsal.beyond is None:
                     raise
@@ -288,7 +297,7 @@ class OutsideSteps:
                 conn.execute("ROLLBACK TO SAVEPOINT apm_rehearsal")
                 conn.execute("RELEASE SAVEPOINT apm_rehearsal")
                 observer.stop()
-                record.output = self.output.take()  # type: ignore[attr-defined]
+                record.output = self.output.take()
                 record.skipped = str(rehearsal.beyond)
                 record.duration_ms = (time.perf_counter() - started) * 1000
                 return rehearsal.beyond

@@ -246,7 +246,7 @@ class PostgresEngine(Engine):
                 cursor = conn.execute("SELECT * FROM agents" + (" WHERE role = %s" if role else "") + " ORDER BY id",
                                       (role,) if role else None)
             except psycopg.errors.UndefinedTable:
-                raise NoAgentsTable(self.display) from None  # type: ignore[arg-type]
+                raise NoAgentsTable(self.display) from None
             names = [column.name for column in cursor.description]
             rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
         return agents_from_rows(rows)

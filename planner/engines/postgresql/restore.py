@@ -69,15 +69,15 @@ def _first_error(stderr: str, returncode: int) -> str:
 def read_dump_ledger(backup: Path, schema: str, shown: str) -> dict[str, LedgerEntry]:
     """The ``schema_migrations`` rows a dump holds (``{}`` when it has no ledger); ``UnusableBackup`` if unreadable."""
     if not backup.is_file():
-        raise UnusableBackup(backup, "no such file", database=shown)  # type: ignore[arg-type]
+        raise UnusableBackup(backup, "no such file", database=shown)
     with backup.open("rb") as file:
         if file.read(len(_MAGIC)) != _MAGIC:
             raise UnusableBackup(backup, "it is not a pg_dump custom-format archive (pg_dump --format=custom)",
-                                 database=shown)  # type: ignore[arg-type]
+                                 database=shown)
     result = subprocess.run([tool("pg_restore", shown), "--data-only", f"--schema={schema}", f"--table={TABLE}",
                              "--file=-", str(backup)], capture_output=True, text=True, check=False)
     if result.returncode != 0:  # a damaged or truncated archive, or one newer than this pg_restore
-        raise UnusableBackup(backup, _first_error(result.stderr, result.returncode), database=shown)  # type: ignore[arg-type]
+        raise UnusableBackup(backup, _first_error(result.stderr, result.returncode), database=shown)
     return parse_ledger_copy(result.stdout)
 
 
