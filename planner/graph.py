@@ -45,7 +45,7 @@ class MigrationGraph:
         when the caller already has them. A dependency named twice counts
         once; a self-dependency is left out (``build`` reports it).
         """
-        pred: dict[str, tuple[str, ...]] = dict(dependencies)  # type: ignore[arg-type]
+        pred: dict[str, tuple[str, ...]] = dict(dependencies)  # type: ignore[arg-type]  # tuples after the loop
         # Every version of a graph spells a number (the caller's contract), so none of these is None.
         key = numbers if numbers is not None else cast("dict[str, int]", {v: versions.number(v) for v in pred})
         monotone = True

@@ -176,6 +176,7 @@ def _tables(made: dict[str, str], found: dict[str, str], origin: dict[tuple[str,
         by = _by(origin, "table", table)
         pairs = [(model.describe_foreign_key, expected.foreign_keys, actual.foreign_keys),
                  (model.describe_constraint, expected.constraints, actual.constraints)]
+        # Each describe takes the key type of its own pair; mypy sees the union of both (the ignores below).
         for describe, want, have in pairs:
             for key in sorted(want.get(table, frozenset()) - have.get(table, frozenset()), key=repr):
                 explained.add(table)

@@ -184,6 +184,7 @@ class Engine(ABC):
 
         found = self.backup_files()
         if not found:
+            # A server's display is a redacted URL: fine, as NoBackups reads database.name only without names.
             raise NoBackups(self.display, self.backup_names)  # type: ignore[arg-type]
         return found[-1]
 

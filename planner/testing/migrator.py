@@ -32,7 +32,7 @@ class Migrator:
     @property
     def path(self) -> Path:
         """The database file (SQLite; a ``PostgresDatabase`` has ``url`` and ``name`` instead)."""
-        return self.database.path  # type: ignore[attr-defined]
+        return self.database.path  # type: ignore[attr-defined]  # only SQLite's TestDatabase has one
 
     @property
     def connection(self) -> Any:

@@ -39,6 +39,7 @@ from planner.locks import LockSettings, server_value, shown_duration
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 
 #: SQLSTATE of ``lock_timeout`` (and of ``NOWAIT``): ``lock_not_available``.
 LOCK_NOT_AVAILABLE = "55P03"
@@ -220,7 +221,7 @@ class LockGuard:
             self.last_blockers = found
         return found or self.last_blockers
 
-    def explain(self, version: str | None, error: BaseException) -> BaseException:
+    def explain(self, version: str | None, error: E) -> E | StepLocked:
         """The run log's words for a failure: a lock timeout says which attempt and who held the lock."""
         if not is_lock_timeout(error):
             return error

@@ -22,7 +22,7 @@ from typing import Any
 
 from planner.engines.postgresql.snapshot import shown
 from planner.ledger import LOG_TABLE, TABLE
-from planner.schema import SchemaChange
+from planner.schema import ObjectKind, SchemaChange
 
 _TRIGGER, _CONSTRAINT, _PROC = ("'pg_catalog.pg_trigger'::regclass", "'pg_catalog.pg_constraint'::regclass",
                                 "'pg_catalog.pg_proc'::regclass")
@@ -118,17 +118,17 @@ def _entries(rows: list) -> list[tuple[int, tuple[str, str, str | None]]]:
 def object_changes(added: dict, removed: dict, tables_added: set[str], tables_removed: set[str]) -> list[SchemaChange]:
     """The lines for what a step added and removed, by name: a constraint of a table the step created or
     dropped is part of that table (SQLite's preview has no separate line for it either)."""
-    def names(entries: dict) -> set[tuple[str, str, str | None]]:
+    def names(entries: dict) -> set[tuple[ObjectKind, str, str | None]]:
         return set(entries.values())
 
     new, old = names(added), names(removed)
     changes = []
     for kind, name, table in sorted(old - new, key=_order):
         if not (kind == "constraint" and table in tables_removed):
-            changes.append(SchemaChange(kind, "removed", name, table))  # type: ignore[arg-type]
+            changes.append(SchemaChange(kind, "removed", name, table))
     for kind, name, table in sorted(new - old, key=_order):
         if not (kind == "constraint" and table in tables_added):
-            changes.append(SchemaChange(kind, "added", name, table))  # type: ignore[arg-type]
+            changes.append(SchemaChange(kind, "added", name, table))
     return changes
 
 

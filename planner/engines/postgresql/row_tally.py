@@ -18,11 +18,11 @@ overwritten.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from planner.engines.postgresql.measure import ancestors
 from planner.engines.postgresql.snapshot import Counters
-from planner.preview import DataImpact
+from planner.preview import DataImpact, ImpactKind
 
 
 class RowTally:
@@ -62,7 +62,7 @@ class RowTally:
             _pool_partitions(conn, excess)
             for oid, count in sorted(excess.items(), key=lambda item: names.get(item[0], "")):
                 if count > 0 and oid in names:
-                    impact.append(DataImpact(kind, names[oid], None, count=count))  # type: ignore[arg-type]
+                    impact.append(DataImpact(cast(ImpactKind, kind), names[oid], None, count=count))  # a kind above
         return impact
 
 

@@ -81,7 +81,7 @@ class PgSession(Session):
     def log_failure(self, step: Step, error: Exception, execution_ms: int | None) -> None:
         """A lock timeout's row says which attempt it was and which session held the lock."""
         if self.locks is not None:
-            error = self.locks.explain(step.version, error)  # type: ignore[assignment]
+            error = self.locks.explain(step.version, error)
         super().log_failure(step, error, execution_ms)
 
     def verify(self, step: Step, proxy: PgMigrationConnection, observer: Any = None) -> None:
