@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 
 DEFAULT_DB = Path(".aipm/data/aipm.db")
-DEFAULT_BUSY_TIMEOUT = 30.0  # sqlite_database's default too; not imported from there, to keep start-up light
+DEFAULT_BUSY_TIMEOUT = 30.0  # sqlite.database's default too; not imported from there, to keep start-up light
 
 # Exit codes: documented in docs/commands.md; a test keeps the two in step.
 EXIT_OK = 0

@@ -65,7 +65,7 @@ def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_pl
     results: list[dict] = []
     held: list[tuple[str, bool]] = []  # --atomic: nothing is applied until the one COMMIT, so lines wait for it
     bar_wanted = not as_json and len(plan) > 10 and sys.stdout.isatty()
-    executor = settings().engine.runner(catalog=catalog, create=create)  # sqlite_runner.Executor on SQLite
+    executor = settings().engine.runner(catalog=catalog, create=create)  # sqlite.runner.Executor on SQLite
     progress = Progress(len(plan), keep_lines=not atomic) if bar_wanted else None
     running: list = [None]  # the step under way, for the message when Ctrl-C stops it
 

@@ -606,15 +606,15 @@ class NoAgentsTable(DatabaseError, LookupError):
 
 
 class DatabaseLocked(DatabaseError, TimeoutError):
-    """Another connection held the write lock longer than the busy timeout."""
+    """Another process held the lock a run needs longer than the busy timeout, on any engine: SQLite's write
+    lock on the file, or the migration lock (an advisory lock) another apm holds on a server's ledger."""
 
-    def __init__(self, path: Path, timeout: float):
+    def __init__(self, path: Path | str, timeout: float, *, migration_lock: bool = False):
         self.timeout = timeout
-        super().__init__(
-            f"database {path} stayed locked by another process for {timeout:g} s; nothing was changed. "
-            f"Wait for it to finish and retry, or raise --busy-timeout",
-            path=path,
-        )
+        held = (f"another apm process has held the migration lock on {path} for more than {timeout:g}s"
+                if migration_lock else f"database {path} stayed locked by another process for {timeout:g} s")
+        super().__init__(f"{held}; nothing was changed. Wait for it to finish and retry, or raise --busy-timeout",
+                         path=path)
 
 
 class StepUnderWay(DatabaseError, TimeoutError):

@@ -16,8 +16,8 @@ migration that swallows the exception still fails its step.
 
 Each engine supplies only its facts: how to read a statement's first words
 (its own tokenizer) and which savepoint names its runner uses. The engine's
-connection module (``engines/sqlite_connection.py``,
-``engines/pg_connection.py``) routes every path a migration can take
+connection module (``engines/sqlite/connection.py``,
+``engines/postgresql/connection.py``) routes every path a migration can take
 through ``Guard``.
 """
 

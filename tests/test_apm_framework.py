@@ -25,7 +25,7 @@ from planner.loader import load_catalog
 from planner.plan import apply_plan, rollback_plan
 from tests import apm_framework as old
 from tests.conftest import write_migration
-from tests.test_hardening import apm
+from tests.test_command_edge_cases import apm
 
 FIXTURE = Path(__file__).parent / "fixtures" / "apm_later"
 SEVEN = ["id", "version", "description", "applied_at", "rollback_at", "rollback_reason", "applied_by"]

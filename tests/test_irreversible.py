@@ -1,4 +1,4 @@
-"""Issue 26: a downgrade that only raises is read as "irreversible" when the catalog loads, and refused up front.
+"""A downgrade that only raises is read as "irreversible" when the catalog loads, and refused up front.
 
 APM's own catalog says "this cannot be undone" with a downgrade whose whole
 body is ``raise NotImplementedError("...")``. Such a migration must be treated

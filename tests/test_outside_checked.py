@@ -1,4 +1,4 @@
-"""Issue 22, points 7 and 21: a step outside a transaction is checked statement by statement, on both engines.
+"""A step outside a transaction is checked statement by statement, on both engines.
 
 A ``transactional = False`` migration used to cost the whole plan its
 safety: a script needed ``--yes`` for a plain ``VACUUM`` (which then waived

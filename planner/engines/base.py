@@ -4,11 +4,11 @@ The catalog, the graph and plans never touch a database. Everything that
 does (connecting, locking, the ledger, one transaction per step, the
 preview, backups) sits behind ``Engine``, one class per engine in this
 folder: ``sqlite`` (with ``planner.engines.sqlite.runner`` running plans) and
-``postgresql`` (psycopg 3, with ``pg_runner``).
+``postgresql`` (psycopg 3, with ``postgresql.runner``).
 
 A step, and the loops over steps (step by step, atomic, the preview, the
 marks), are written once, in ``planner.session.Session``; an engine's
-session (``sqlite_session``, ``pg_session``) supplies only its
+session (``sqlite.session``, ``postgresql.session``) supplies only its
 transaction, its applied-set cache, the connection a migration receives,
 the checks after it and how rows are written. A runner (``PlanRunner``)
 opens the connection or takes the lock and hands the session the plan.

@@ -34,17 +34,6 @@ class DatabaseMissing(DatabaseUnreachable):
     """The server answered, but the database the URL names does not exist on it (``CREATE DATABASE`` first)."""
 
 
-class LockTimeout(DatabaseError, TimeoutError):
-    """Another runner held the migration lock for longer than the timeout; nothing was changed."""
-
-    def __init__(self, shown: str, timeout: float):
-        self.timeout = timeout
-        super().__init__(
-            f"another apm process has held the migration lock on {shown} for more than {timeout:g}s; nothing was "
-            f"changed. Wait for it to finish, or raise --busy-timeout", path=shown,
-        )
-
-
 class ServerError(DatabaseError):
     """The server failed a statement of the ledger or the lock (not a migration's); nothing was changed."""
 

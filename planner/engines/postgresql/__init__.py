@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from planner.engines.base import Engine
-from planner.engines.errors import DatabaseMissing, DatabaseUnreachable, DriverMissing, LockTimeout, ServerError
+from planner.engines.errors import DatabaseMissing, DatabaseUnreachable, DriverMissing, ServerError
+from planner.errors import DatabaseLocked
 from planner.engines.postgresql.ledger import PgLedger, lock_key
 from planner.engines.urls import redact
 from planner.gcpause import collector_paused
@@ -121,7 +122,7 @@ class PostgresEngine(Engine):
             wait = Wait(self.display, self.busy_timeout)
             while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
                 if time.monotonic() >= deadline:
-                    raise LockTimeout(self.display, self.busy_timeout)
+                    raise DatabaseLocked(self.display, self.busy_timeout, migration_lock=True)
                 wait.tick()  # a long wait is told about (planner.waiting)
                 time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
             try:

@@ -3,7 +3,7 @@
 A migration written for SQLite (``execute``, ``executemany``,
 ``executescript``, rows from the returned cursor) runs here unchanged;
 ``conn.engine`` lets one catalog branch where the SQL differs. SQLite's
-placeholders (``?``, ``:name``) are translated to psycopg's (``pg_sql``).
+placeholders (``?``, ``:name``) are translated to psycopg's (``postgresql.sql``).
 
 The runner owns the transaction, by ``planner.transaction_guard``'s rules,
 and every path goes through them: ``execute``, ``executemany``, ``copy``
@@ -16,7 +16,7 @@ commits is stopped by the server (the step is a transaction block) and
 reported the same way. ``commit()`` is a no-op for seed-era habits.
 
 During a preview each statement goes through the observer
-(``pg_observe``): ``before`` counts what it will destroy, ``execute`` runs
+(``postgresql.observe``): ``before`` counts what it will destroy, ``execute`` runs
 it (inside a savepoint when it may drop what it does not name), ``after``
 reads its ``rowcount``. ``raw`` tells the observer that what follows is
 unseen, so the server's row counters are read from there on.
@@ -40,7 +40,7 @@ from planner.transaction_guard import (
 )
 
 #: Savepoints PostgreSQL's runner opens around a migration's statements: the preview's step savepoint
-#: (``pg_step_catalog.STEP_SAVEPOINT``) and its watch savepoint (``pg_drop_guard.SAVEPOINT``). psycopg names
+#: (``postgresql.step_catalog.STEP_SAVEPOINT``) and its watch savepoint (``postgresql.drop_guard.SAVEPOINT``). psycopg names
 #: the savepoints of its ``transaction()`` blocks ``_pg3_<n>``; those are the runner's too.
 RUNNER_SAVEPOINTS = frozenset({"apm_preview_step", "apm_preview_watch"})
 

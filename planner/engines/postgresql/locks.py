@@ -2,7 +2,7 @@
 
 The preview runs each statement inside the real transaction, so the server
 can say what it did (``LockWatch`` wraps the preview's observer, which
-``pg_observe`` keeps to data loss):
+``postgresql.observe`` keeps to data loss):
 
 * **locks**: after each statement that may lock what it did not create,
   this backend's own granted relation locks (``pg_locks``, our pid),
@@ -84,7 +84,7 @@ def measured(query: str) -> bool:
 
 
 class LockWatch:
-    """The preview's observer (``pg_observe.PgObserver``) with the lock measurements beside it.
+    """The preview's observer (``postgresql.observe.PgObserver``) with the lock measurements beside it.
 
     Every call the connection and the session make goes to the observer
     first; this only adds its readings. ``steps`` holds one ``StepLocks``

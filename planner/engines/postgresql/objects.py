@@ -1,6 +1,6 @@
 """The constraints, triggers and functions of a PostgreSQL database, as a preview step found and left them.
 
-``pg_class`` holds tables, views and indexes (``pg_snapshot``); a ``CHECK``
+``pg_class`` holds tables, views and indexes (``postgresql.snapshot``); a ``CHECK``
 added to a table, a trigger or a function lives in ``pg_constraint``,
 ``pg_trigger`` and ``pg_proc``, where a dropped trigger may leave its table's
 ``pg_class`` row untouched. Without them a step that only adds a constraint,
@@ -8,7 +8,7 @@ or drops a trigger and its function, read as "no schema or data change",
 while SQLite's preview names the trigger.
 
 Read whole once, then per step only what the step wrote, the way
-``pg_step_catalog`` reads relations: the rows of a catalog whose insert and
+``postgresql.step_catalog`` reads relations: the rows of a catalog whose insert and
 update counters moved, newer than the last reading (``age(xmin)``), and, when
 a delete counter moved, the oids still there. The ledger's tables, the
 constraints behind a table's creation (its keys are the table's, as on
@@ -66,7 +66,7 @@ def _written(alias: str, catalog: str, gate: str) -> str:
             f"AND age({alias}.xmin) < (SELECT age(%(step)s::xid))")
 
 
-#: Two columns for ``pg_step_catalog``'s statement: the objects written since the last reading, as JSON
+#: Two columns for ``postgresql.step_catalog``'s statement: the objects written since the last reading, as JSON
 #: (NULL when there are none), and, if some were deleted, the oids of all that remain (else NULL).
 STEP_COLUMNS = f"""
 (SELECT json_agg(json_build_array(o.oid, o.kind, o.name, o.schema, o.tbl)) FROM ({OBJECTS_OF.format(

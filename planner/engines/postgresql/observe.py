@@ -3,7 +3,7 @@
 SQLite's preview asks SQLite's authorizer what a statement touches; on
 PostgreSQL four readings together cover what a step can destroy:
 
-1. **The statement's text** (``pg_sql.classify``), counted just before it
+1. **The statement's text** (``postgresql.sql.classify``), counted just before it
    runs, in the same transaction: rows of a table it drops (with the
    tables inheriting from it) or truncates (with, for ``TRUNCATE ...
    CASCADE``, the tables whose foreign keys point at it), non-default
@@ -15,14 +15,14 @@ PostgreSQL four readings together cover what a step can destroy:
    wrote (a table it created, a column it added: told by oid and attnum
    against the catalog as the plan found it) is only set; non-NULL values an
    ``ALTER COLUMN ... TYPE`` changes (cast back and compared,
-   ``pg_measure.retyped_values``).
+   ``postgresql.measure.retyped_values``).
 2. **Statements that may drop what they do not name** (``DROP ...
    CASCADE``, ``DROP SCHEMA ... CASCADE``, ``DROP OWNED``, ``DROP
    EXTENSION``, ``ALTER ... CASCADE``, ``DO``, ``CALL``, and any data
    statement calling a function of a user schema) run inside a savepoint
    between two catalog readings; what vanished unaccounted is counted after
    rolling back to the savepoint, and the statement runs again
-   (``pg_drop_guard``). Each table is named with its rows, each column
+   (``postgresql.drop_guard``). Each table is named with its rows, each column
    with its non-default values.
 3. **The server's row counters** for the transaction
    (``pg_stat_xact_user_tables``), read before the step's first statement
@@ -32,7 +32,7 @@ PostgreSQL four readings together cover what a step can destroy:
    CASCADE``, triggers, functions, ``DO``, rules, ``MERGE``, writable
    ``WITH``, ``ON CONFLICT DO UPDATE``, ``conn.raw``) are reported per
    table: deleted rows exactly, updated rows as ``updates N rows of T``
-   (values not compared, counted as loss) (``pg_row_tally``).
+   (values not compared, counted as loss) (``postgresql.row_tally``).
 4. **The catalog** (``pg_class``, ``pg_attribute``) at the start and end of
    each step, by name for the schema changes, by oid as a net: a table or
    column that vanished and none of the above counted (dropped by a
@@ -42,7 +42,7 @@ PostgreSQL four readings together cover what a step can destroy:
    explains (a ``TRUNCATE`` inside a ``DO`` block or a function), is
    reported *not counted*, which makes the step unchecked (``--dry-run``
    exits 7; a run asks). Read whole before the first step; after each
-   step, only the relations the step wrote (``pg_step_catalog``: each step
+   step, only the relations the step wrote (``postgresql.step_catalog``: each step
    runs in a savepoint of its own for that).
 
 The observer's own queries run inside savepoints, so one that fails never
@@ -113,7 +113,7 @@ class PgObserver:
 
     def __init__(self, conn: Any, log_table: str, capture_sql: bool = False):
         self.conn = conn
-        self.log_table = log_table  # whose newest row tells a step's transaction id (``pg_step_catalog``)
+        self.log_table = log_table  # whose newest row tells a step's transaction id (``postgresql.step_catalog``)
         self.capture_sql = capture_sql
         self.running = False
         self._impact: list[DataImpact] = []
@@ -125,13 +125,13 @@ class PgObserver:
         self._last: Snapshot | None = None
         #: The catalog as the plan found it: a table or column not in it holds only what the plan wrote.
         self._origin: Snapshot | None = None
-        #: Constraints, triggers and functions as the last step left them (``pg_objects``).
+        #: Constraints, triggers and functions as the last step left them (``postgresql.objects``).
         self._objects: Objects | None = None
         #: Per step: (table, column) -> values an UPDATE set that held no data from before the plan.
         self._set: dict[tuple[str, str], int] = {}
         self._deleted_own: dict[str, int] = {}
         self._gates: Gates | None = None
-        self._stepping = False  # a step's savepoint is open (``pg_step_catalog``)
+        self._stepping = False  # a step's savepoint is open (``postgresql.step_catalog``)
         self._tally = RowTally()
         self._accounted = Accounted()
         self._statement = Statement("other")
@@ -217,7 +217,7 @@ class PgObserver:
             return f"{sql}  -- parameters: {parameters!r}"
 
     def execute(self, cursor: Any, query: str, parameters: Any) -> None:
-        """Run the statement; one that may drop what it does not name runs watched (``pg_drop_guard``)."""
+        """Run the statement; one that may drop what it does not name runs watched (``postgresql.drop_guard``)."""
         if self.running and self._watch(query):
             self._impact += run_watched(self.conn, cursor, query, parameters, self._accounted, self._tally)
         else:

@@ -1,6 +1,6 @@
 """A ``transactional = False`` step on PostgreSQL, checked statement by statement (``planner.outside``).
 
-The migration's proxy (``pg_connection.PgMigrationConnection``) is handed
+The migration's proxy (``postgresql.connection.PgMigrationConnection``) is handed
 one of these in place of the psycopg connection, so every statement it
 sends, ``conn.raw.execute`` included, reaches the check here first.
 
@@ -16,7 +16,7 @@ then by running it where the server allows.
   no data (maintenance, and building or dropping an index, whose contents
   are derived) run as they are; any other is asked about as unchecked.
 * Every other statement runs in a transaction of its own, watched by the
-  preview's observer (``pg_observe.PgObserver``, the same four readings),
+  preview's observer (``postgresql.observe.PgObserver``, the same four readings),
   and commits only if it destroys nothing or the loss is confirmed; in
   autocommit it would have been its own transaction anyway. The catalog
   is read twice per statement for that: keep such migrations to the

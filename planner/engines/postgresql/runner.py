@@ -73,7 +73,7 @@ class PgRunner(MarksThroughSessions):
         ``before()`` (the backup before a rollback) is taken inside the lock, in the first step's
         transaction once the ledger admitted it (``Session.take_backup``), as on SQLite: what it copies
         is exactly the database this run changes. A plan made again differently from the one shown
-        counts as a re-plan (``RunResult.replans``). ``confirm_outside``: as ``sqlite_runner.Executor.migrate``.
+        counts as a re-plan (``RunResult.replans``). ``confirm_outside``: as ``sqlite.runner.Executor.migrate``.
         """
         from planner.engines.postgresql.lock_timeout import step_version
         from planner.errors import NonTransactionalFailed

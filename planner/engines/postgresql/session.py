@@ -33,7 +33,7 @@ class PgSession(Session):
                  atomic: bool = False, before: Callable[[], object] | None = None,
                  locks: LockGuard | None = None):
         super().__init__(conn, ledger, plan, catalog=catalog, atomic=atomic, before=before)
-        self.locks = locks  # the run's lock timeouts (``pg_lock_timeout``); ``None`` for marks
+        self.locks = locks  # the run's lock timeouts (``postgresql.lock_timeout``); ``None`` for marks
         self._ready = False
         self._deferrable: bool | None = None
 

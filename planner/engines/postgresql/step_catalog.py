@@ -63,7 +63,7 @@ class Gates:
     class_deletes: int  # relations dropped: invisible to a step-only reading, looked up by oid
     attribute_updates: int  # columns dropped, renamed or retyped in place
     namespace_updates: int  # schemas renamed: their relations' names change, their rows do not
-    #: constraints, triggers and functions (``pg_objects``): each catalog's inserts and updates, all deletes
+    #: constraints, triggers and functions (``postgresql.objects``): each catalog's inserts and updates, all deletes
     trigger_writes: int = -1
     constraint_writes: int = -1
     function_writes: int = -1
@@ -106,7 +106,7 @@ def begin_step(conn: Any, after_another: bool) -> None:
 def read_step(conn: Any, last: Snapshot, gates: Gates | None, log_table: str,
               counters: bool) -> tuple[Snapshot, Gates, set[int] | None, tuple[list | None, list[int] | None] | None]:
     """The catalog now, the gates, the oids read again (``None``: all of them), and the constraints, triggers
-    and functions written since the last reading with the oids of all that remain if some went (``pg_objects``;
+    and functions written since the last reading with the oids of all that remain if some went (``postgresql.objects``;
     ``None``: read them whole).
 
     ``last`` is the catalog as the step found it, ``gates`` the counters

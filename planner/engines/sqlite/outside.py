@@ -1,12 +1,12 @@
 """A ``transactional = False`` step on SQLite, checked statement by statement (``planner.outside``).
 
-The migration's connection proxy (``sqlite_connection.MigrationConnection``)
+The migration's connection proxy (``sqlite.connection.MigrationConnection``)
 is handed one of these in place of the real connection, so every statement
 it lets through, cursors and scripts included, reaches ``execute`` here.
 
 * A real run (``Checked``): a statement other than ``VACUUM`` runs inside a
   ``BEGIN IMMEDIATE`` of its own, watched by the preview's observer
-  (``sqlite_observe.StepObserver``: the authorizer on an ``EXPLAIN`` of it,
+  (``sqlite.observe.StepObserver``: the authorizer on an ``EXPLAIN`` of it,
   which works outside a transaction too, then the counts), and commits
   only if it destroys nothing or the loss is confirmed. Alone in
   autocommit it would have been its own transaction anyway, so the step

@@ -1,7 +1,6 @@
-"""Every defect a new user hit (issue 12), each through the installed ``apm`` where it is about the command.
+"""The installed ``apm`` at its edges: empty or misspelled arguments, interruptions, locks, odd databases.
 
-The tests are numbered as the issue numbers the defects, so a failure here
-names the promise it breaks. Each one failed before its fix.
+Each test names the promise it checks, through the command a user types.
 """
 
 from __future__ import annotations
@@ -115,7 +114,7 @@ def test_the_rollback_rule_is_the_same_for_the_plan_and_the_diagram(chain, db):
     ["migrate", "--mark-rolled-back", ""], ["migrate", "plan", "--rollback", ""], ["migrate", "--target", ""],
     ["migrate", "graph", "--focus", ""],
 ])
-def test_1_an_empty_version_is_a_usage_error_and_nothing_runs(chain, db, args):
+def test_an_empty_version_is_a_usage_error_and_nothing_runs(chain, db, args):
     apm(*base(db, chain), "migrate", "--target", "0001")
     before = ledger(db)
     result = apm(*base(db, chain), *args)
@@ -124,7 +123,7 @@ def test_1_an_empty_version_is_a_usage_error_and_nothing_runs(chain, db, args):
     assert ledger(db) == before == ["0001"]
 
 
-def test_1_an_empty_path_is_a_usage_error(chain, tmp_path):
+def test_an_empty_path_is_a_usage_error(chain, tmp_path):
     result = apm("--db", "", "--migrations-dir", str(chain), "migrate", cwd=tmp_path)
     assert result.returncode == 2 and "empty path" in result.stderr
     assert list(tmp_path.iterdir()) == [chain.parent / "migrations"] or not (tmp_path / ".aipm").exists()
@@ -141,7 +140,7 @@ def test_1_an_empty_path_is_a_usage_error(chain, tmp_path):
     ("raise GeneratorExit", "raised GeneratorExit"),
 ])
 @pytest.mark.parametrize("yes", [False, True], ids=["previewed", "no-preview"])
-def test_2_a_migration_that_exits_fails_its_step(catalog_dir, db, body, shown, yes):
+def test_a_migration_that_exits_fails_its_step(catalog_dir, db, body, shown, yes):
     write_migration(catalog_dir, "0001", depends_on=(), **creates("one"))
     write_migration(catalog_dir, "0002", depends_on=("0001",),
                     upgrade=f"conn.execute('CREATE TABLE two (x)')\n{body}")
@@ -157,7 +156,7 @@ def test_2_a_migration_that_exits_fails_its_step(catalog_dir, db, body, shown, y
 
 
 @pytest.mark.parametrize("mode", [[], ["--no-preview"]], ids=["previewed", "no-preview"])
-def test_3_ctrl_c_during_a_run_rolls_the_step_back_and_exits_130(catalog_dir, db, tmp_path, mode):
+def test_ctrl_c_during_a_run_rolls_the_step_back_and_exits_130(catalog_dir, db, tmp_path, mode):
     running = tmp_path / "running"
     write_migration(catalog_dir, "0001", depends_on=(), **creates("one"))
     write_migration(
@@ -187,7 +186,7 @@ def test_3_ctrl_c_during_a_run_rolls_the_step_back_and_exits_130(catalog_dir, db
     assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
-def test_3_ctrl_c_at_the_confirmation_prompt_changes_nothing(chain, db):
+def test_ctrl_c_at_the_confirmation_prompt_changes_nothing(chain, db):
     import pty
     import select
 
@@ -225,7 +224,7 @@ def test_3_ctrl_c_at_the_confirmation_prompt_changes_nothing(chain, db):
 # 4 ------------------------------------------------------------------------------------------
 
 
-def test_4_debug_adds_the_traceback_and_keeps_the_exit_code(chain, db, catalog_dir):
+def test_debug_adds_the_traceback_and_keeps_the_exit_code(chain, db, catalog_dir):
     apm(*base(db, chain), "migrate")
     refused = apm(*base(db, chain), "--debug", "migrate", "--rollback", "0001")
     assert refused.returncode == 4 and "Traceback" in refused.stderr and "RollbackRefused" in refused.stderr
@@ -237,7 +236,7 @@ def test_4_debug_adds_the_traceback_and_keeps_the_exit_code(chain, db, catalog_d
 # 5 ------------------------------------------------------------------------------------------
 
 
-def test_5_new_never_reuses_a_version_the_ledger_holds(chain, db):
+def test_new_never_reuses_a_version_the_ledger_holds(chain, db):
     apm(*base(db, chain), "migrate")
     (chain / "migration_0003.py").unlink()  # applied, then its file deleted
     result = apm(*base(db, chain), "migrate", "new", "Add widgets")
@@ -249,7 +248,7 @@ def test_5_new_never_reuses_a_version_the_ledger_holds(chain, db):
 # 6 ------------------------------------------------------------------------------------------
 
 
-def test_6_a_ledger_made_by_another_tool_is_refused_untouched(chain, db):
+def test_a_ledger_made_by_another_tool_is_refused_untouched(chain, db):
     conn = sqlite3.connect(db)
     conn.execute("CREATE TABLE schema_migrations (installed_rank INTEGER PRIMARY KEY, version TEXT, "
                  "script TEXT NOT NULL, success INTEGER)")
@@ -267,7 +266,7 @@ def test_6_a_ledger_made_by_another_tool_is_refused_untouched(chain, db):
     conn.close()
 
 
-def test_6_the_seed_ledger_is_still_upgraded_in_place(chain, db):
+def test_the_seed_ledger_is_still_upgraded_in_place(chain, db):
     conn = sqlite3.connect(db)
     conn.execute("CREATE TABLE schema_migrations (version TEXT PRIMARY KEY, description TEXT, applied_at TIMESTAMP)")
     conn.execute("CREATE TABLE one (id INTEGER PRIMARY KEY, v TEXT)")
@@ -282,7 +281,7 @@ def test_6_the_seed_ledger_is_still_upgraded_in_place(chain, db):
 # 7 ------------------------------------------------------------------------------------------
 
 
-def test_7_the_seed_rebuild_pattern_runs_with_a_warning_in_the_log(catalog_dir, db):
+def test_the_seed_rebuild_pattern_runs_with_a_warning_in_the_log(catalog_dir, db):
     write_migration(catalog_dir, "0001", depends_on=(), upgrade="""
         conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT)")
         conn.execute("CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent(id))")
@@ -333,7 +332,7 @@ def locked(chain, db):
 
 @pytest.mark.parametrize("args", [["migrate"], ["migrate", "--yes"], ["migrate", "--rollback", "0002", "--yes"],
                                   ["migrate", "--dry-run"]])
-def test_8_busy_timeout_is_honoured_on_every_path(chain, locked, args):
+def test_busy_timeout_is_honoured_on_every_path(chain, locked, args):
     started = time.monotonic()
     result = apm(*base(locked, chain), "--busy-timeout", "2", *args)
     elapsed = time.monotonic() - started
@@ -347,7 +346,7 @@ def test_8_busy_timeout_is_honoured_on_every_path(chain, locked, args):
 # 9 ------------------------------------------------------------------------------------------
 
 
-def test_9_a_rollback_that_cannot_write_leaves_no_backup(chain, db):
+def test_a_rollback_that_cannot_write_leaves_no_backup(chain, db):
     apm(*base(db, chain), "migrate")
     db.chmod(0o444)
     try:
@@ -362,7 +361,7 @@ def test_9_a_rollback_that_cannot_write_leaves_no_backup(chain, db):
 # 10 -----------------------------------------------------------------------------------------
 
 
-def test_10_a_folder_as_database_is_a_database_problem(chain, tmp_path):
+def test_a_folder_as_database_is_a_database_problem(chain, tmp_path):
     folder = tmp_path / "adir"
     folder.mkdir()
     for args in (["migrate"], ["status"], ["migrate", "plan"], ["migrate", "--show-applied"]):
@@ -371,7 +370,7 @@ def test_10_a_folder_as_database_is_a_database_problem(chain, tmp_path):
         assert "is a folder, not a database file" in result.stderr
 
 
-def test_10_read_only_advice_names_the_folder(chain, tmp_path):
+def test_read_only_advice_names_the_folder(chain, tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()
     db = folder / "app.db"
@@ -389,7 +388,7 @@ def test_10_read_only_advice_names_the_folder(chain, tmp_path):
 
 
 @pytest.mark.parametrize("command", [["migrate"], ["migrate", "plan"]])
-def test_11_a_catalog_error_lists_every_problem(catalog_dir, db, command):
+def test_a_catalog_error_lists_every_problem(catalog_dir, db, command):
     write_migration(catalog_dir, "0001", depends_on=("0005",))
     write_migration(catalog_dir, "0002", depends_on=("0007",))
     (catalog_dir / "migration_3x.py").write_text("")
@@ -404,7 +403,7 @@ def test_11_a_catalog_error_lists_every_problem(catalog_dir, db, command):
 # 12 -----------------------------------------------------------------------------------------
 
 
-def test_12_check_against_a_database_not_made_yet_is_a_lint(chain, db):
+def test_check_against_a_database_not_made_yet_is_a_lint(chain, db):
     result = apm(*base(db, chain), "migrate", "check")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "does not exist yet" in result.stdout and not db.exists()
@@ -413,7 +412,7 @@ def test_12_check_against_a_database_not_made_yet_is_a_lint(chain, db):
 # 13 -----------------------------------------------------------------------------------------
 
 
-def test_13_duplicate_versions_get_distinct_free_versions(catalog_dir, db):
+def test_duplicate_versions_get_distinct_free_versions(catalog_dir, db):
     write_migration(catalog_dir, "0001", depends_on=())
     write_migration(catalog_dir, "0002", depends_on=("0001",), slug="a")
     write_migration(catalog_dir, "0002", depends_on=("0001",), slug="b")
@@ -444,7 +443,7 @@ def test_13_duplicate_versions_get_distinct_free_versions(catalog_dir, db):
 # 14 -----------------------------------------------------------------------------------------
 
 
-def test_14_an_edited_applied_file_is_warned_about(chain, db):
+def test_an_edited_applied_file_is_warned_about(chain, db):
     apm(*base(db, chain), "migrate", "--target", "0002")
     path = chain / "migration_0002.py"
     path.write_text(path.read_text() + "\n# edited after it was applied\n")
@@ -472,7 +471,7 @@ conn.execute("COMMIT")
 """
 
 
-def test_15_a_run_plans_inside_the_lock_when_another_process_changed_the_ledger(chain, db):
+def test_a_run_plans_inside_the_lock_when_another_process_changed_the_ledger(chain, db):
     """apm plans 0003 from a ledger that still has 0002; by the time it has the lock, 0002 was rolled back."""
     apm(*base(db, chain), "migrate", "--target", "0002")
     other = subprocess.Popen([sys.executable, "-c", OTHER_ROLLBACK, str(db)], stdin=subprocess.PIPE,
@@ -491,7 +490,7 @@ def test_15_a_run_plans_inside_the_lock_when_another_process_changed_the_ledger(
     assert ledger(db) == ["0001", "0002", "0003"] and {"two", "three"} <= tables(db)
 
 
-def test_15_without_the_preview_a_stale_plan_is_planned_again(chain, db):
+def test_without_the_preview_a_stale_plan_is_planned_again(chain, db):
     from planner.engines.sqlite.runner import Executor
     from planner.loader import load_catalog
     from planner.plan import apply_plan, rollback_plan
@@ -510,7 +509,7 @@ def test_15_without_the_preview_a_stale_plan_is_planned_again(chain, db):
 # 16 -----------------------------------------------------------------------------------------
 
 
-def test_16_dry_run_json_with_nothing_to_do_has_the_rehearsal_shape(chain, db):
+def test_dry_run_json_with_nothing_to_do_has_the_rehearsal_shape(chain, db):
     import json
 
     apm(*base(db, chain), "migrate")
@@ -528,7 +527,7 @@ def test_16_dry_run_json_with_nothing_to_do_has_the_rehearsal_shape(chain, db):
     (["show-applied"], "`apm migrate --show-applied`"),
     (["list"], "`apm migrate --list`"),
 ])
-def test_18_an_option_typed_as_a_subcommand_gets_its_spelling(chain, db, args, hint):
+def test_an_option_typed_as_a_subcommand_gets_its_spelling(chain, db, args, hint):
     result = apm(*base(db, chain), "migrate", *args)
     assert result.returncode == 2
     assert hint in result.stderr
@@ -538,7 +537,7 @@ def test_18_an_option_typed_as_a_subcommand_gets_its_spelling(chain, db, args, h
 # 19 -----------------------------------------------------------------------------------------
 
 
-def test_19_the_readme_tour_shows_what_status_prints(tmp_path):
+def test_the_readme_tour_shows_what_status_prints(tmp_path):
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     block = readme.split("after that cascade rollback:", 1)[1].split("$ apm migrate\n", 1)[0]
     shown = [line for line in block.splitlines() if line and not line.startswith(("```", "$"))]
@@ -550,7 +549,7 @@ def test_19_the_readme_tour_shows_what_status_prints(tmp_path):
     assert apm("agents", "show", "audit-logger", cwd=tmp_path).returncode == 0
 
 
-def test_19_no_doc_speaks_of_issues_or_unfinished_work():
+def test_no_doc_speaks_of_issues_or_unfinished_work():
     root = Path(__file__).resolve().parent.parent
     for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
         text = path.read_text()

@@ -1,4 +1,4 @@
-"""Issue 14, points 1 and 2: ``--to V`` (any state, both directions) and ``--baseline V``, on a branched catalog.
+"""``--to V`` (any state, both directions) and ``--baseline V``, on a branched catalog.
 
 Every expected ``--to`` plan is computed here from the graph with networkx
 (ancestors, descendants, topological sorts), never from the planner, and
@@ -21,7 +21,7 @@ from planner.engines.sqlite.ledger import Ledger
 from planner.loader import load_catalog
 from planner.plan import to_plan
 from tests.conftest import write_migration
-from tests.test_hardening import APM, apm, base, ledger, tables
+from tests.test_command_edge_cases import APM, apm, base, ledger, tables
 
 pytestmark = pytest.mark.skipif(not APM.exists(), reason="the apm console script is not installed (pip install -e .)")
 

@@ -1,4 +1,4 @@
-"""Issue 14, point 5: migrations that run outside a transaction (``transactional = False``), through the installed ``apm``.
+"""Migrations that run outside a transaction (``transactional = False``), through the installed ``apm``.
 
 ``VACUUM`` is the test case because SQLite refuses it inside a transaction:
 the same migration without the flag fails, which is what the flag is for.
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_migration
-from tests.test_hardening import APM, apm, base, ledger
+from tests.test_command_edge_cases import APM, apm, base, ledger
 
 pytestmark = pytest.mark.skipif(not APM.exists(), reason="the apm console script is not installed (pip install -e .)")
 

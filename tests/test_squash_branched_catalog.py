@@ -1,4 +1,4 @@
-"""Issue 14, point 6: ``apm migrate squash FROM TO`` and the loader's ``replaces``, on a branched catalog.
+"""``apm migrate squash FROM TO`` and the loader's ``replaces``, on a branched catalog.
 
 0001 → 0002 → 0004 ← 0003 ← 0001 (two branches and a merge), 0004 → 0005 (rows), 0004 → 0006 → 0007.
 Squashing 0002..0006 replaces 0002, 0004, 0006 (0003 is not between them: it needs nothing from 0002).
@@ -16,7 +16,7 @@ import pytest
 
 from planner.loader import load_catalog
 from tests.conftest import write_migration
-from tests.test_hardening import APM, apm, base, ledger
+from tests.test_command_edge_cases import APM, apm, base, ledger
 
 pytestmark = pytest.mark.skipif(not APM.exists(), reason="the apm console script is not installed (pip install -e .)")
 
