@@ -21,6 +21,7 @@ from planner.fleet.ledgers import Reading, Unreadable, first_line, one_line, rea
 from planner.fleet.states import (  # noqa: F401 (callers name the states from here too)
     AHEAD,
     BEHIND,
+    DRIFT_UNCHECKED,
     DRIFTED,
     FAILED,
     FOREIGN_LEDGER,
@@ -162,6 +163,8 @@ def fleet_status(
                 status.differences = drift(candidate, status)
             except Exception as exc:  # one member's replay failing must not hide the others' states
                 status.error = status.error or f"drift not checked: {one_line(exc)}"
+                if status.state in (UP_TO_DATE, BEHIND):  # a schema nobody could compare must not look healthy
+                    status.state = DRIFT_UNCHECKED
             if status.differences and status.state in (UP_TO_DATE, BEHIND):
                 status.state = DRIFTED
         result.members.append(status)
