@@ -650,3 +650,46 @@ def test_postgresql_lock_findings_options_and_config_as_apm_migrate(pg_server, t
     assert "within the lock timeout (100ms) in 1 attempt" in rows[0]["error"]
     assert "in 2 attempts" in json.loads(from_option.stdout)["databases"][0]["error"]
     assert from_config.returncode == 11
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc to find the worker processes")
+def test_the_workers_exit_when_the_fleet_command_is_killed(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 6)
+    apm_bin = Path(sys.executable).parent / "apm"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
+    process = subprocess.Popen([str(apm_bin), "--migrations-dir", str(catalog), "fleet", "migrate", "--glob",
+                                PATTERN, "--jobs", "2"], cwd=tmp_path, env={**env, "FLEET_TEST_SLEEP": "1"},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    workers: set[int] = set()
+    while time.monotonic() < deadline and len(workers) < 2:
+        workers = _children(process.pid)
+        time.sleep(0.05)
+    assert len(workers) == 2
+    time.sleep(0.3)  # inside a migration's sleep
+    os.kill(process.pid, signal.SIGKILL)  # the fleet command alone: its workers are not told
+    process.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.05)
+    alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()
+             and "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]]
+    assert alive == []
+    for path in paths:  # every database consistent: its ledger says exactly what its schema holds
+        with sqlite3.connect(path) as conn:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert ("tasks" in tables) == ("0003" in applied(path))
+    time.sleep(1.5)  # a worker left running would go on to the next database
+    assert sum(applied(p) == ["0001", "0002", "0003"] for p in paths) <= 2

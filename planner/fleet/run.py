@@ -20,6 +20,7 @@ database through ``on_event``.
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -186,7 +187,7 @@ class FleetRun:
         running: dict = {}
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=min(self.jobs, len(members)), mp_context=context,
-                                 initializer=_worker_init) as pool:
+                                 initializer=_worker_init, initargs=(os.getpid(),)) as pool:
             while waiting or running:
                 while waiting and len(running) < self.jobs and self._stop is None:
                     candidate = waiting.pop(0)
@@ -220,9 +221,40 @@ class FleetRun:
         return outcomes
 
 
-def _worker_init() -> None:
-    """A worker ignores Ctrl-C: the fleet command decides, and lets the running databases finish."""
+def _worker_init(parent: int) -> None:
+    """A worker ignores Ctrl-C (the fleet command decides, and lets the running databases finish), and dies with
+    the fleet command: a worker outliving it would run databases no journal records.
+
+    On Linux the kernel sends SIGTERM when the parent dies (``PR_SET_PDEATHSIG``); a watchdog thread checking
+    the parent's pid covers other systems. SIGTERM's default action ends the worker at once: the database it
+    was running is rolled back by its engine (SQLite's journal, PostgreSQL's closed connection), as after a
+    SIGKILL of ``apm migrate``, and ``--resume`` plans it again from its own ledger.
+    """
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with(parent)
+
+
+def _die_with(parent: int) -> None:
+    import signal
+    import threading
+    import time
+
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the watchdog alone
+        pass
+    if os.getppid() != parent:  # the parent died before the line above: nobody would send the signal
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="apm-fleet-parent-watch", daemon=True).start()
