@@ -67,9 +67,11 @@ def rehearse(ctx, catalog, request, members, *, jobs: int, as_json: bool) -> Non
               help="Databases at a time [default: the number of cores].")
 @click.option("--canary", metavar="K|PATTERN",
               help="Run the first K databases (or those matching PATTERN) alone first; the rest only if all "
-                   "succeeded.")
+                   "succeeded (0: no canary).")
 @click.option("--continue-on-error", is_flag=True, help="Keep starting databases after one failed.")
-@click.option("--resume", is_flag=True, help="Run only what the last run (its journal) did not finish.")
+@click.option("--resume", is_flag=True,
+              help="Run only what the last run (its journal) did not finish, with that run's request and options "
+                   "(--yes may be added).")
 @click.option("--journal-dir", type=click.Path(file_okay=False), metavar="DIR",
               help="Folder of the run journals [default: .apm-fleet beside the config file, or here].")
 @lock_options()
@@ -98,13 +100,23 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
     catalog = load_fleet_catalog()
     past = None
     if resume:
-        if any(v is not None for v in (target, to, rollback)) or cascade or no_backup or dry_run:
-            raise click.UsageError("--resume repeats the request the journal recorded; give no --target, --to, "
-                                   "--rollback, --cascade, --no-backup or --dry-run with it")
+        given = [name for name, value in (("--target", target), ("--to", to), ("--rollback", rollback),
+                                          ("--cascade", cascade), ("--no-backup", no_backup), ("--dry-run", dry_run),
+                                          ("--sql", sql), ("--jobs", jobs), ("--canary", canary),
+                                          ("--continue-on-error", continue_on_error)) if value not in (None, False)]
+        given += [source.removeprefix("option ") for name, source in settings().sources.items()
+                  if source.startswith("option ") and name in _RECORDED]
+        if given:
+            raise click.UsageError(f"--resume repeats the request the journal recorded; give no {', '.join(given)} "
+                                   f"with it (only --yes may be added)")
         past = journals.read(journals.newest(folder))
         recorded = past.header.get("request", {})
         target, to, rollback = recorded.get("target"), recorded.get("to"), recorded.get("rollback")
         cascade, no_backup = bool(recorded.get("cascade")), not recorded.get("backup", True)
+        yes, sql = yes or bool(recorded.get("yes")), bool(recorded.get("sql"))
+        run = past.header.get("options", {})
+        jobs, canary, continue_on_error = run.get("jobs"), run.get("canary"), bool(run.get("continue_on_error"))
+        _restore_settings(recorded)
         members = _resumed_members(past, globs, lists)
     else:
         members = discover_members(globs, lists)
@@ -115,7 +127,7 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
         rehearse(ctx, catalog, request, members, jobs=jobs, as_json=as_json)
         return
     first = canaries(members, canary)
-    if canary and not first:
+    if canary and not first and not canary.isdigit():  # --canary 0: no canary phase
         raise click.UsageError(f"--canary {canary!r} names no database of the fleet")
     if past is not None:
         journal = journals.Journal(past.path)
@@ -123,6 +135,8 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
                        "members": len(members)})
     else:
         journal = journals.Journal.start(folder, {"request": request.to_json(), "catalog": str(catalog.directory),
+                                                  "options": {"jobs": jobs, "canary": canary,
+                                                              "continue_on_error": continue_on_error},
                                                   "members": [_journal_member(m) for m in members]})
     runner = FleetRun(catalog, request, jobs=jobs, continue_on_error=continue_on_error, journal=journal,
                       confirm=None if (yes or as_json or not _stdin_is_terminal()) else _confirm_loss)
@@ -160,6 +174,22 @@ def exit_code(result) -> int:
     if all(o.outcome == "refused" for o in trouble):
         return EXIT_LOCK_RISK
     return EXIT_ATTENTION
+
+
+#: The settings a journal records with the request: given again with --resume, they conflict with it.
+_RECORDED = ("busy_timeout", "lock_timeout", "statement_timeout", "lock_retries", "allow")
+
+
+def _restore_settings(recorded: dict) -> None:
+    """The journal's busy timeout and lock options, as if given again (``make_request`` reads the settings)."""
+    options = settings()
+    if recorded.get("busy_timeout") is not None:
+        options.busy_timeout = recorded["busy_timeout"]
+    for name in ("lock_timeout", "statement_timeout", "lock_retries"):
+        if recorded.get(name) is not None:
+            setattr(options, f"{name}_option", recorded[name])
+    if recorded.get("allow"):
+        options.allow_option = tuple(recorded["allow"])
 
 
 def _journal_folder() -> Path:

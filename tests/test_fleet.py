@@ -693,3 +693,40 @@ def test_the_workers_exit_when_the_fleet_command_is_killed(tmp_path: Path, catal
         assert ("tasks" in tables) == ("0003" in applied(path))
     time.sleep(1.5)  # a worker left running would go on to the next database
     assert sum(applied(p) == ["0001", "0002", "0003"] for p in paths) <= 2
+
+
+def test_resume_repeats_the_whole_request_and_may_add_yes(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 3, target=None)
+    for path in paths:
+        with sqlite3.connect(path) as conn:
+            conn.execute("INSERT INTO tasks (title) VALUES ('gone')")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sqlite3, time\n"
+        f"c = sqlite3.connect({str(paths[1])!r}, isolation_level=None)\n"
+        "c.execute('BEGIN EXCLUSIVE'); print('held', flush=True); time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        first = fleet(tmp_path, catalog, "--busy-timeout", "0.2", "migrate", "--glob", PATTERN, "--rollback", "0003",
+                      "--yes", "--jobs", "1", "--json")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [r["outcome"] for r in json.loads(first.stdout)["databases"]] == ["rolled back", "failed", "not started"]
+    header = json.loads(next((tmp_path / ".apm-fleet").glob("run-*.jsonl")).read_text().splitlines()[0])
+    assert header["request"]["yes"] is True and header["request"]["busy_timeout"] == 0.2
+    assert header["options"] == {"jobs": 1, "canary": None, "continue_on_error": False}
+    refused = fleet(tmp_path, catalog, "migrate", "--resume", "--jobs", "2")
+    assert refused.returncode == 2 and "give no --jobs with it (only --yes may be added)" in refused.stderr
+    resumed = fleet(tmp_path, catalog, "migrate", "--resume", "--json")  # the recorded --yes still holds
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert [r["outcome"] for r in json.loads(resumed.stdout)["databases"]] == ["rolled back", "rolled back"]
+    assert all(applied(p) == ["0001", "0002"] for p in paths)
+
+
+def test_canary_zero_is_no_canary_and_a_last_failure_stops_nothing(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 3)
+    break_unique_index(paths[2])
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--canary", "0", "--jobs", "1")
+    assert result.returncode == 11, result.stderr
+    assert [applied(p)[-1] for p in paths] == ["0003", "0003", "0001"]
+    assert "Stopped:" not in result.stdout and "not started" not in result.stdout

@@ -100,7 +100,7 @@ def canaries(members: Sequence[Member], canary: str | None) -> list[Member]:
     """The members ``--canary`` names: the first K for a number, else those whose path or URL match the pattern."""
     if not canary:
         return []
-    if canary.isdigit():
+    if canary.isdigit():  # 0: no canary
         return list(members[:int(canary)])
     return [m for m in members if fnmatch.fnmatch(m.display, canary) or fnmatch.fnmatch(m.real, canary)]
 
@@ -146,7 +146,9 @@ class FleetRun:
             if name == "canary" and not all(o.succeeded for o in outcomes) and self._stop is None:
                 self._stop = "a canary did not succeed, so no other database was started"
         result = [done.get(m) or MemberOutcome(m, NOT_STARTED, error=self._stop) for m in members]
-        return FleetResult(result, self._stop, self.interrupted)
+        # Why the run stopped early: only when it did (a failure of the last database stopped nothing).
+        stopped = self._stop if self.interrupted or any(o.outcome == NOT_STARTED for o in result) else None
+        return FleetResult(result, stopped, self.interrupted)
 
     def _phase(self, name: str, members: list[Member],
                confirmed: dict[Member, list[str]] | None = None) -> list[MemberOutcome]:
