@@ -730,3 +730,10 @@ def test_canary_zero_is_no_canary_and_a_last_failure_stops_nothing(tmp_path: Pat
     assert result.returncode == 11, result.stderr
     assert [applied(p)[-1] for p in paths] == ["0003", "0003", "0001"]
     assert "Stopped:" not in result.stdout and "not started" not in result.stdout
+
+
+def test_status_json_gives_null_counts_for_a_database_it_could_not_read(tmp_path: Path, catalog: Path) -> None:
+    fleet_of(tmp_path, catalog, 1)
+    project_db(tmp_path, "p01").write_text("not sqlite")
+    rows = json.loads(fleet(tmp_path, catalog, "status", "--glob", PATTERN, "--json").stdout)["databases"]
+    assert [(r["state"], r["applied"], r["pending"]) for r in rows] == [("behind", 1, 2), ("not_a_database", None, None)]

@@ -70,8 +70,9 @@ class MemberStatus:
         document: dict[str, Any] = {
             "db": self.member.display,
             "state": json_state(self.state),
-            "applied": self.applied,
-            "pending": self.pending,
+            # Unread (not a database, locked, unreachable...): unknown, not zero (docs' JSON convention).
+            "applied": self.applied if self.applied_versions is not None else None,
+            "pending": self.pending if self.applied_versions is not None else None,
             "head": list(self.heads),
             "last_applied_at": self.last_applied_at,
             "error": self.error,
