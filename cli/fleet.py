@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from cli.locking import lock_options
 from cli.options import EXIT_ATTENTION, EXIT_DRIFT, settings, shared_options
 from cli.output import echo, emit_json
 from cli.fleet_options import (
@@ -128,6 +129,7 @@ class _StatusProgress:
               help="Also run each plan in a transaction, report what it changes and destroys, roll back.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
               help="With --rehearse: databases at a time [default: the number of cores].")
+@lock_options(timeouts=False)
 @click.pass_context
 def plan_command(ctx: click.Context, globs, lists, target, to, rollback, cascade, sql, as_json, rehearse,
                  jobs) -> None:
@@ -136,7 +138,8 @@ def plan_command(ctx: click.Context, globs, lists, target, to, rollback, cascade
     Databases with the same plan are shown together. With --rehearse (or
     --sql) each plan runs in a transaction that is rolled back, and what it
     would destroy is shown per database and in total (exit 7 when any plan
-    destroys data). Exit 11 when a database cannot be planned.
+    destroys data), with the lock findings that would stop it (exit 12; --allow
+    CODE accepts them). Exit 11 when a database cannot be planned.
     """
     check_request(target, to, rollback, cascade)
     members = discover_members(globs, lists)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from cli.options import EXIT_ATTENTION, EXIT_UNCONFIRMED, settings, shared_options
+from cli.locking import lock_options
+from cli.options import EXIT_ATTENTION, EXIT_LOCK_RISK, EXIT_UNCONFIRMED, settings, shared_options
 from cli.output import echo, emit_json
 from cli.fleet_options import (
     check_request,
@@ -46,6 +47,8 @@ def rehearse(ctx, catalog, request, members, *, jobs: int, as_json: bool) -> Non
         ctx.exit(EXIT_ATTENTION)
     if any(o.loss for o in result.outcomes):
         ctx.exit(EXIT_UNCONFIRMED)
+    if any(o.lock_findings for o in result.outcomes):
+        ctx.exit(EXIT_LOCK_RISK)  # as `apm migrate --dry-run`: lock findings not accepted
 
 
 # --------------------------------------------------------------------------
@@ -64,11 +67,14 @@ def rehearse(ctx, catalog, request, members, *, jobs: int, as_json: bool) -> Non
               help="Databases at a time [default: the number of cores].")
 @click.option("--canary", metavar="K|PATTERN",
               help="Run the first K databases (or those matching PATTERN) alone first; the rest only if all "
-                   "succeeded.")
+                   "succeeded (0: no canary).")
 @click.option("--continue-on-error", is_flag=True, help="Keep starting databases after one failed.")
-@click.option("--resume", is_flag=True, help="Run only what the last run (its journal) did not finish.")
+@click.option("--resume", is_flag=True,
+              help="Run only what the last run (its journal) did not finish, with that run's request and options "
+                   "(--yes may be added).")
 @click.option("--journal-dir", type=click.Path(file_okay=False), metavar="DIR",
               help="Folder of the run journals [default: .apm-fleet beside the config file, or here].")
+@lock_options()
 @click.pass_context
 def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, cascade, sql, as_json, dry_run, yes,
                     no_backup, jobs, canary, continue_on_error, resume, journal_dir) -> None:
@@ -81,8 +87,10 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
     After a failure no further database starts (--continue-on-error). Each
     outcome is appended to a journal as it ends; --resume runs only what did
     not succeed. Ctrl-C starts no further database and lets the running
-    ones finish. Exit 0 when every database succeeded, 11 otherwise (7 when
-    the only reason is a loss not confirmed).
+    ones finish. Lock findings stop a database as they stop `apm migrate`
+    (--allow CODE accepts them; --yes does not). Exit 0 when every database
+    succeeded, 11 otherwise (7 when the only reason is a loss not confirmed,
+    12 when it is lock findings).
     """
     from planner.fleet import journal as journals
     from planner.fleet.run import FleetRun, canaries
@@ -92,13 +100,23 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
     catalog = load_fleet_catalog()
     past = None
     if resume:
-        if any(v is not None for v in (target, to, rollback)) or cascade or no_backup or dry_run:
-            raise click.UsageError("--resume repeats the request the journal recorded; give no --target, --to, "
-                                   "--rollback, --cascade, --no-backup or --dry-run with it")
+        given = [name for name, value in (("--target", target), ("--to", to), ("--rollback", rollback),
+                                          ("--cascade", cascade), ("--no-backup", no_backup), ("--dry-run", dry_run),
+                                          ("--sql", sql), ("--jobs", jobs), ("--canary", canary),
+                                          ("--continue-on-error", continue_on_error)) if value not in (None, False)]
+        given += [source.removeprefix("option ") for name, source in settings().sources.items()
+                  if source.startswith("option ") and name in _RECORDED]
+        if given:
+            raise click.UsageError(f"--resume repeats the request the journal recorded; give no {', '.join(given)} "
+                                   f"with it (only --yes may be added)")
         past = journals.read(journals.newest(folder))
         recorded = past.header.get("request", {})
         target, to, rollback = recorded.get("target"), recorded.get("to"), recorded.get("rollback")
         cascade, no_backup = bool(recorded.get("cascade")), not recorded.get("backup", True)
+        yes, sql = yes or bool(recorded.get("yes")), bool(recorded.get("sql"))
+        run = past.header.get("options", {})
+        jobs, canary, continue_on_error = run.get("jobs"), run.get("canary"), bool(run.get("continue_on_error"))
+        _restore_settings(recorded)
         members = _resumed_members(past, globs, lists)
     else:
         members = discover_members(globs, lists)
@@ -109,7 +127,7 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
         rehearse(ctx, catalog, request, members, jobs=jobs, as_json=as_json)
         return
     first = canaries(members, canary)
-    if canary and not first:
+    if canary and not first and not canary.isdigit():  # --canary 0: no canary phase
         raise click.UsageError(f"--canary {canary!r} names no database of the fleet")
     if past is not None:
         journal = journals.Journal(past.path)
@@ -117,6 +135,8 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
                        "members": len(members)})
     else:
         journal = journals.Journal.start(folder, {"request": request.to_json(), "catalog": str(catalog.directory),
+                                                  "options": {"jobs": jobs, "canary": canary,
+                                                              "continue_on_error": continue_on_error},
                                                   "members": [_journal_member(m) for m in members]})
     runner = FleetRun(catalog, request, jobs=jobs, continue_on_error=continue_on_error, journal=journal,
                       confirm=None if (yes or as_json or not _stdin_is_terminal()) else _confirm_loss)
@@ -140,13 +160,36 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
 
         raise CommandError(f"interrupted: no further database was started; the running ones finished and are "
                            f"recorded. Run `{resume_hint}` to finish", 130)
-    if result.failed or (result.unconfirmed and not all(o.unconfirmed for o in result.outcomes
-                                                          if not o.succeeded and o.outcome != "not started")):
-        ctx.exit(EXIT_ATTENTION)
-    if result.unconfirmed:
-        ctx.exit(EXIT_UNCONFIRMED)
-    if not result.ok:
-        ctx.exit(EXIT_ATTENTION)
+    ctx.exit(exit_code(result))
+
+
+def exit_code(result) -> int:
+    """0 when every database succeeded; 7 when every one that did not only lacks a confirmation, 12 when every
+    one was only stopped by lock findings; 11 otherwise (a failure, a database not started: commands.md)."""
+    trouble = [o for o in result.outcomes if not o.succeeded]
+    if not trouble:
+        return 0
+    if all(o.unconfirmed for o in trouble):
+        return EXIT_UNCONFIRMED
+    if all(o.outcome == "refused" for o in trouble):
+        return EXIT_LOCK_RISK
+    return EXIT_ATTENTION
+
+
+#: The settings a journal records with the request: given again with --resume, they conflict with it.
+_RECORDED = ("busy_timeout", "lock_timeout", "statement_timeout", "lock_retries", "allow")
+
+
+def _restore_settings(recorded: dict) -> None:
+    """The journal's busy timeout and lock options, as if given again (``make_request`` reads the settings)."""
+    options = settings()
+    if recorded.get("busy_timeout") is not None:
+        options.busy_timeout = recorded["busy_timeout"]
+    for name in ("lock_timeout", "statement_timeout", "lock_retries"):
+        if recorded.get(name) is not None:
+            setattr(options, f"{name}_option", recorded[name])
+    if recorded.get("allow"):
+        options.allow_option = tuple(recorded["allow"])
 
 
 def _journal_folder() -> Path:
@@ -264,11 +307,13 @@ def _describe_outcome(outcome, *, show_sql: bool, brief: bool = False) -> None:
         line += f": {outcome.error}"
     elif outcome.duration_ms and outcome.outcome != "nothing to do":
         line += f" ({duration(outcome.duration_ms)})"
-    echo(line, fg="yellow" if outcome.outcome in ("failed", "skipped") else None)
+    echo(line, fg="yellow" if outcome.outcome in ("failed", "skipped", "refused") else None)
     if brief:
         return
     for loss in outcome.loss:
         echo(f"  {loss}", fg="yellow")
+    for finding in outcome.lock_findings:
+        echo(f"  lock finding that stops this plan: {finding}", fg="yellow")
     if show_sql:
         for step, statements in outcome.sql.items():
             echo(f"  -- {step}: the SQL it ran")
@@ -321,14 +366,22 @@ def _report(result, request, resume_hint: str) -> None:
                 echo(f"  -- {step}")
                 for statement in statements:
                     echo("    " + " ".join(statement.split()).rstrip(";") + ";")
+    for outcome in result.outcomes:
+        if outcome.destroyed:  # as `apm migrate --yes` says it, on stderr (--json keeps it in "destroyed")
+            echo(f"{outcome.member.display}: this run destroyed data, as confirmed:", fg="yellow", err=True)
+            for line in outcome.destroyed:
+                echo(f"  {line}", err=True)
     echo(_summary_line(result))
     if result.stopped and not result.interrupted:
         echo(f"Stopped: {result.stopped}", fg="yellow")
-    trouble = [o for o in result.outcomes if o.outcome in ("failed", "skipped")]
+    trouble = [o for o in result.outcomes if o.outcome in ("failed", "skipped", "refused")]
     if trouble:
         echo()
         echo(table([[o.member.display, o.outcome, o.error or "", retry_command(o, request)] for o in trouble],
                    ["database", "outcome", "error", "retry alone with"]))
+    if any(o.lock_findings for o in trouble):
+        echo("Lock findings: accept them with allow = [\"code\"] in the migration or --allow CODE (--yes does not), "
+             "or change the migration (docs/locks.md)", fg="yellow")
     if any(o.outcome == "not started" for o in result.outcomes):
         echo(f"Not started: {sum(o.outcome == 'not started' for o in result.outcomes)} database(s); "
              f"`{resume_hint}` runs what did not succeed")

@@ -2,7 +2,8 @@
 
 The migrations the ledger records as applied are replayed, in plan order,
 into a scratch database (SQLite in memory), through the same session that
-runs them for real (``planner.engines.sqlite.session``, one transaction).
+runs them for real (``planner.engines.sqlite.session``, one transaction;
+step by step when a ``transactional = False`` step must run outside one).
 The replay's schema and the live one are compared with the project's one
 schema model: ``planner.testing.compare`` reads each side's objects
 (``sqlite_master``) and, for tables whose SQL differs, their columns
@@ -64,9 +65,12 @@ def replay(catalog: Catalog, applied: Iterable[str]) -> Replay:
     origin: dict[tuple[str, str], str] = {}
     with closing(sqlite3.connect(":memory:", isolation_level=None)) as conn:
         before = capture(conn).objects
-        session = SQLiteSession(conn, plan, path=Path(":memory:"), busy_timeout=0, catalog=catalog, atomic=True)
+        # A ``transactional = False`` step (VACUUM) cannot run inside the one transaction: then each step runs as
+        # the real run runs it, on its own, and that step outside any (harmless on a scratch database in memory).
+        whole = all(step.migration.transactional for step in plan.steps)
+        session = SQLiteSession(conn, plan, path=Path(":memory:"), busy_timeout=0, catalog=catalog, atomic=whole)
         try:
-            for event in session.atomic():
+            for event in session.atomic() if whole else session.stepwise():
                 if isinstance(event, StepFinished):
                     now = capture(conn).objects  # inside the transaction: what this step made or changed
                     origin.update({key: event.step.version for key, sql in now.items() if before.get(key) != sql})

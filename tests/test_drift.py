@@ -151,3 +151,27 @@ def test_fleet_status_drift_reports_and_exits_10(tmp_path: Path, catalog: Path) 
     text = run_apm("--migrations-dir", str(catalog), "fleet", "status", "--glob", PATTERN, "--drift", cwd=tmp_path)
     assert "projects/b/.aipm/data/aipm.db: table notes is in the database, not in its migrations" in text.stdout
     assert text.stdout.strip().splitlines()[-1] == "1 up to date, 1 drifted"
+
+
+def test_a_step_outside_a_transaction_replays_and_a_failed_replay_is_not_healthy(tmp_path: Path,
+                                                                                   catalog: Path) -> None:
+    write_migration(catalog, "0004", "Vacuum", depends_on=("0003",), extra="transactional = False\n",
+                    upgrade="conn.execute('VACUUM')")
+    clean, moved = project_db(tmp_path, "clean"), project_db(tmp_path, "moved")
+    migrate_to(clean, catalog)
+    assert lines(catalog, clean) == []  # the VACUUM replays outside the replay's transaction
+    single = run_apm("--migrations-dir", str(catalog), "migrate", "drift", "--db", str(clean), cwd=tmp_path)
+    assert single.returncode == 0, single.stderr
+    write_migration(catalog, "0005", "Needs a project", depends_on=("0004",), upgrade=(
+        "if conn.execute('SELECT count(*) FROM projects').fetchone()[0] == 0:\n"
+        "    raise RuntimeError('no project to move')"))
+    migrate_to(moved, catalog, target="0004")
+    by_hand(moved, "INSERT INTO projects (name) VALUES ('kept')")
+    migrate_to(moved, catalog)  # it ran here; on the replay's empty tables it fails
+    result = run_apm("--migrations-dir", str(catalog), "fleet", "status", "--glob", PATTERN, "--drift", "--json",
+                     cwd=tmp_path)
+    document = json.loads(result.stdout)
+    assert [row["state"] for row in document["databases"]] == ["behind", "drift_unchecked"]
+    assert "drift not checked" in document["databases"][1]["error"]
+    assert document["summary"] == {"behind": 1, "drift_unchecked": 1}
+    assert result.returncode == 11

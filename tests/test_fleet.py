@@ -547,3 +547,193 @@ def test_a_fleet_of_tenant_schemas_in_one_database(pg_url: str, tmp_path: Path, 
     assert [r["state"] for r in rows] == ["up_to_date", "drifted"]
     assert [d["detail"] for d in rows[1]["differences"]] == [
         "index tenant2.projects_by_name (0002) is missing from the database"]
+
+
+# --------------------------------------------------------------------------
+# Each database runs exactly as `apm migrate` runs it (tryout findings)
+# --------------------------------------------------------------------------
+
+
+def test_yes_prints_what_each_database_destroyed(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 2, target=None)
+    with sqlite3.connect(paths[1]) as conn:
+        conn.execute("INSERT INTO tasks (title) VALUES ('gone')")
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--rollback", "0003", "--yes", "--jobs", "1")
+    assert result.returncode == 0, result.stderr
+    assert f"{paths[1].relative_to(tmp_path)}: this run destroyed data, as confirmed:\n" \
+           f"  0003 rollback: drops table tasks holding 1 row" in result.stderr
+    assert result.stderr.count("destroyed data") == 1  # the other database lost nothing
+    as_json = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--json")  # applies 0003 again
+    assert [r.get("destroyed") for r in json.loads(as_json.stdout)["databases"]] == [None, None]
+
+
+def test_a_step_outside_a_transaction_is_checked_statement_by_statement(tmp_path: Path, catalog: Path) -> None:
+    write_migration(catalog, "0004", "Vacuum", depends_on=("0003",), extra="transactional = False\n",
+                    upgrade="conn.execute('VACUUM')")
+    paths = fleet_of(tmp_path, catalog, 2, target="0003")
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN)  # destroys nothing: no --yes needed
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert all(applied(p) == ["0001", "0002", "0003", "0004"] for p in paths)
+    write_migration(catalog, "0005", "Drop tasks outside", depends_on=("0004",), extra="transactional = False\n",
+                    upgrade="conn.execute('DROP TABLE tasks')")
+    with sqlite3.connect(paths[0]) as conn:
+        conn.execute("INSERT INTO tasks (title) VALUES ('keep me')")
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--jobs", "1")
+    assert result.returncode == 7, result.stdout + result.stderr
+    assert "stopped before `DROP TABLE tasks`" in result.stdout and "drops table tasks holding 1 row" in result.stdout
+    assert applied(paths[0])[-1] == "0004" and applied(paths[1])[-1] == "0005"  # the empty one lost nothing
+    assert "--yes" in result.stdout.split("retry alone with")[1]
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "this run destroyed data, as confirmed:\n  0005 apply: drops table tasks holding 1 row" in result.stderr
+    assert applied(paths[0])[-1] == "0005"
+
+
+def test_a_skipped_canary_is_attention_not_only_an_unconfirmed_loss(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 3, target=None)
+    with sqlite3.connect(paths[0]) as conn:
+        conn.execute("INSERT INTO tasks (title) VALUES ('keep me')")
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--rollback", "0003", "--canary", "1", "--json")
+    assert [r["outcome"] for r in json.loads(result.stdout)["databases"]] == ["skipped", "not started", "not started"]
+    assert result.returncode == 11, result.stderr
+    no_canary = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--rollback", "0003", "--json")
+    assert no_canary.returncode == 7  # every database ran; the only problem is the loss not confirmed
+
+
+@pytest.fixture
+def indexed_catalog(tmp_path: Path) -> Path:
+    """0001 tasks holding 30 rows; 0002 a plain CREATE INDEX on it (index-not-concurrent on PostgreSQL)."""
+    folder = tmp_path / "pg_migrations"
+    folder.mkdir()
+    write_migration(folder, "0001", "Tasks", upgrade="conn.execute('CREATE TABLE tasks (id integer PRIMARY KEY, "
+                    "title text)')\nconn.execute(\"INSERT INTO tasks SELECT g, 't' FROM generate_series(1, 30) g\")",
+                    downgrade="conn.execute('DROP TABLE tasks')")
+    write_migration(folder, "0002", "Index titles", depends_on=("0001",),
+                    upgrade="conn.execute('CREATE INDEX tasks_by_title ON tasks (title)')",
+                    downgrade="conn.execute('DROP INDEX tasks_by_title')")
+    return folder
+
+
+def test_postgresql_lock_findings_options_and_config_as_apm_migrate(pg_server, tmp_path: Path,
+                                                                      indexed_catalog: Path) -> None:
+    import psycopg
+
+    from planner.engines import engine_for
+    from planner.plan import apply_plan
+
+    urls = [pg_server.create_database() for _ in range(2)]
+    loaded = load(indexed_catalog)
+    for url in urls:
+        engine_for(url).runner(catalog=loaded).migrate(lambda ledger: apply_plan(loaded, ledger, target="0001"))
+    listing = tmp_path / "pg.txt"
+    listing.write_text("\n".join(urls) + "\n")
+    for rehearsal in (("migrate", "--dry-run"), ("plan", "--rehearse")):
+        result = fleet(tmp_path, indexed_catalog, *rehearsal, "--list", str(listing))
+        assert result.returncode == 12, result.stdout + result.stderr
+        assert result.stdout.count("index-not-concurrent on tasks (error)") == 2
+    result = fleet(tmp_path, indexed_catalog, "migrate", "--list", str(listing), "--json")
+    assert result.returncode == 12, result.stdout + result.stderr
+    rows = json.loads(result.stdout)["databases"]
+    assert [r["outcome"] for r in rows] == ["refused", "refused"]
+    assert rows[0]["lock_findings"] == ["0002: index-not-concurrent on tasks (error)"]
+    assert [json.loads(fleet(tmp_path, indexed_catalog, "status", "--list", str(listing), "--json").stdout)
+            ["databases"][i]["state"] for i in (0, 1)] == ["behind", "behind"]
+    (tmp_path / "apm.toml").write_text('lock_timeout = "100ms"\nlock_retries = 0\n')
+    with psycopg.connect(urls[0]) as holder:  # holds a lock the index must wait for
+        holder.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+        from_config = fleet(tmp_path, indexed_catalog, "migrate", "--list", str(listing), "--jobs", "1",
+                            "--allow", "index-not-concurrent", "--continue-on-error", "--json")
+        from_option = fleet(tmp_path, indexed_catalog, "migrate", "--list", str(listing), "--jobs", "1",
+                            "--allow", "index-not-concurrent", "--lock-retries", "1", "--json")
+    rows = json.loads(from_config.stdout)["databases"]
+    assert [r["outcome"] for r in rows] == ["failed", "applied"], from_config.stderr
+    assert "within the lock timeout (100ms) in 1 attempt" in rows[0]["error"]
+    assert "in 2 attempts" in json.loads(from_option.stdout)["databases"][0]["error"]
+    assert from_config.returncode == 11
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc to find the worker processes")
+def test_the_workers_exit_when_the_fleet_command_is_killed(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 6)
+    apm_bin = Path(sys.executable).parent / "apm"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
+    process = subprocess.Popen([str(apm_bin), "--migrations-dir", str(catalog), "fleet", "migrate", "--glob",
+                                PATTERN, "--jobs", "2"], cwd=tmp_path, env={**env, "FLEET_TEST_SLEEP": "1"},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    workers: set[int] = set()
+    while time.monotonic() < deadline and len(workers) < 2:
+        workers = _children(process.pid)
+        time.sleep(0.05)
+    assert len(workers) == 2
+    time.sleep(0.3)  # inside a migration's sleep
+    os.kill(process.pid, signal.SIGKILL)  # the fleet command alone: its workers are not told
+    process.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.05)
+    alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()
+             and "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]]
+    assert alive == []
+    for path in paths:  # every database consistent: its ledger says exactly what its schema holds
+        with sqlite3.connect(path) as conn:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert ("tasks" in tables) == ("0003" in applied(path))
+    time.sleep(1.5)  # a worker left running would go on to the next database
+    assert sum(applied(p) == ["0001", "0002", "0003"] for p in paths) <= 2
+
+
+def test_resume_repeats_the_whole_request_and_may_add_yes(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 3, target=None)
+    for path in paths:
+        with sqlite3.connect(path) as conn:
+            conn.execute("INSERT INTO tasks (title) VALUES ('gone')")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sqlite3, time\n"
+        f"c = sqlite3.connect({str(paths[1])!r}, isolation_level=None)\n"
+        "c.execute('BEGIN EXCLUSIVE'); print('held', flush=True); time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        first = fleet(tmp_path, catalog, "--busy-timeout", "0.2", "migrate", "--glob", PATTERN, "--rollback", "0003",
+                      "--yes", "--jobs", "1", "--json")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [r["outcome"] for r in json.loads(first.stdout)["databases"]] == ["rolled back", "failed", "not started"]
+    header = json.loads(next((tmp_path / ".apm-fleet").glob("run-*.jsonl")).read_text().splitlines()[0])
+    assert header["request"]["yes"] is True and header["request"]["busy_timeout"] == 0.2
+    assert header["options"] == {"jobs": 1, "canary": None, "continue_on_error": False}
+    refused = fleet(tmp_path, catalog, "migrate", "--resume", "--jobs", "2")
+    assert refused.returncode == 2 and "give no --jobs with it (only --yes may be added)" in refused.stderr
+    resumed = fleet(tmp_path, catalog, "migrate", "--resume", "--json")  # the recorded --yes still holds
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert [r["outcome"] for r in json.loads(resumed.stdout)["databases"]] == ["rolled back", "rolled back"]
+    assert all(applied(p) == ["0001", "0002"] for p in paths)
+
+
+def test_canary_zero_is_no_canary_and_a_last_failure_stops_nothing(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 3)
+    break_unique_index(paths[2])
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--canary", "0", "--jobs", "1")
+    assert result.returncode == 11, result.stderr
+    assert [applied(p)[-1] for p in paths] == ["0003", "0003", "0001"]
+    assert "Stopped:" not in result.stdout and "not started" not in result.stdout
+
+
+def test_status_json_gives_null_counts_for_a_database_it_could_not_read(tmp_path: Path, catalog: Path) -> None:
+    fleet_of(tmp_path, catalog, 1)
+    project_db(tmp_path, "p01").write_text("not sqlite")
+    rows = json.loads(fleet(tmp_path, catalog, "status", "--glob", PATTERN, "--json").stdout)["databases"]
+    assert [(r["state"], r["applied"], r["pending"]) for r in rows] == [("behind", 1, 2), ("not_a_database", None, None)]

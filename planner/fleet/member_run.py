@@ -20,6 +20,7 @@ from planner.fleet.members import Member
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
+    from planner.locks import LockPolicy, LockSettings
     from planner.plan import Plan
 
 APPLIED = "applied"
@@ -30,6 +31,8 @@ SKIPPED = "skipped"
 NOT_STARTED = "not started"
 #: ``--dry-run`` and ``apm fleet plan --rehearse``: the plan ran in a transaction that was rolled back.
 REHEARSED = "rehearsed"
+#: Lock findings at or above the gate, not accepted (``allow``, ``--allow``): nothing was committed.
+REFUSED = "refused"
 
 SUCCEEDED = frozenset({APPLIED, ROLLED_BACK, NOTHING_TO_DO})
 
@@ -50,6 +53,10 @@ class Request:
     ledger_schema: str = "public"
     backup_dir: str | None = None
     keep_backups: int | None = None
+    #: PostgreSQL: how long a step may wait for a lock, and the retries (``planner.locks.LockSettings``).
+    locks: LockSettings | None = None
+    #: Which lock findings stop a run (``planner.locks.LockPolicy``), as ``apm migrate`` decides it.
+    lock_policy: LockPolicy | None = None
 
     def plan(self, catalog: Catalog, entries: dict) -> Plan:
         """This database's plan, from its own ledger (raises the planner's refusals)."""
@@ -72,11 +79,20 @@ class Request:
             flags += ["--target", self.target]
         if not self.backup:
             flags.append("--no-backup")
+        for code in self.lock_policy.allowed if self.lock_policy else ():
+            flags += ["--allow", code]
         return flags
 
     def to_json(self) -> dict[str, Any]:
+        """The whole request, as the journal keeps it for ``--resume`` (nothing in it holds a password)."""
+        locks = self.locks
+        policy = self.lock_policy
         return {"target": self.target, "rollback": self.rollback, "cascade": self.cascade, "to": self.to,
-                "backup": self.backup}
+                "backup": self.backup, "yes": self.yes, "sql": self.sql, "busy_timeout": self.busy_timeout,
+                "lock_timeout": locks.lock_timeout if locks else None,
+                "statement_timeout": locks.statement_timeout if locks else None,
+                "lock_retries": locks.retries if locks else None,
+                "allow": list(policy.allowed) if policy else []}
 
 
 @dataclass
@@ -93,6 +109,10 @@ class MemberOutcome:
     lost: int = 0
     #: Whether the outcome is "not confirmed": the loss above needs --yes or a person's yes.
     unconfirmed: bool = False
+    #: What this run destroyed, as confirmed (``--yes`` or a person), committed.
+    destroyed: list[str] = field(default_factory=list)
+    #: The lock findings that stop (``refused``) or would stop (a rehearsal) this plan: ``0009: code on t (error)``.
+    lock_findings: list[str] = field(default_factory=list)
     backup: str | None = None
     duration_ms: float = 0.0
     #: The SQL each step ran (``sql``), version -> statements.
@@ -108,6 +128,10 @@ class MemberOutcome:
                                     "error": self.error, "duration_ms": round(self.duration_ms, 3)}
         if self.loss:
             document["loses"] = self.loss
+        if self.destroyed:
+            document["destroyed"] = self.destroyed
+        if self.lock_findings:
+            document["lock_findings"] = self.lock_findings
         if self.backup:
             document["backup"] = self.backup
         if self.sql:
@@ -139,6 +163,11 @@ def run_member(member: Member, request: Request, catalog: Catalog | None = None,
     try:
         engine = member.engine(busy_timeout=request.busy_timeout, ledger_schema=request.ledger_schema,
                                backup_dir=Path(request.backup_dir) if request.backup_dir else None)
+        if member.on_server:  # what `apm migrate` gives its engine (cli.locking.configure)
+            if request.locks is not None:
+                engine.lock_settings = request.locks
+            if request.lock_policy is not None:
+                engine.lock_policy = request.lock_policy
         if not member.on_server and not engine.exists():
             outcome.error = f"{member.display} does not exist; `apm migrate --db {member.display}` creates it"
             return outcome
@@ -162,8 +191,18 @@ def run_member(member: Member, request: Request, catalog: Catalog | None = None,
 
 def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: MemberOutcome,
               confirmed: list[str] | None) -> None:
-    """The plan through the preview, as ``apm migrate`` runs it: commit what loses nothing or was confirmed."""
+    """The plan as ``apm migrate`` runs it (``cli.previewed``): each transactional part previewed and committed
+    only if it destroys nothing or what it destroys was confirmed, and no lock finding stops it; each
+    ``transactional = False`` step checked statement by statement (``planner.outside``)."""
+    from planner.errors import OutsideStepStopped
+    from planner.locks import LockPolicy, gating
     from planner.plan import segments
+
+    policy = request.lock_policy or LockPolicy()
+
+    def findings(preview) -> list[str]:
+        return [f"{version}: {finding.code} on {finding.relation} ({finding.level})"
+                for version, finding in gating(policy, preview.steps)]
 
     replan = lambda ledger: request.plan(catalog, ledger)  # noqa: E731 (planned again inside the lock)
     creates = all(step.direction == "apply" for step in plan.steps)
@@ -171,54 +210,69 @@ def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: M
     if request.dry_run:
         preview = runner.preview(plan, make_plan=replan, accept=None, capture_sql=request.sql)
         _note_preview(outcome, preview)
+        outcome.lock_findings = findings(preview)
         outcome.steps = [{"version": s.version, "description": s.description, "direction": s.direction,
                           "status": s.status, "duration_ms": round(s.duration_ms, 3)} for s in preview.steps]
         outcome.outcome = FAILED if preview.error is not None else REHEARSED
         if preview.error is not None:
             outcome.error = f"{one_line(preview.error)} (found by the preview: nothing was committed)"
         return
-    outside = [step.version for step in plan.steps if not step.migration.transactional]
-    if outside and not request.yes:
-        outcome.outcome, outcome.unconfirmed = SKIPPED, True
-        outcome.error = (f"{', '.join(outside)} run(s) outside any transaction (transactional = False), where "
-                         f"loss cannot be checked; nothing was changed. Review it, then re-run with --yes")
-        return
+    outside = any(not step.migration.transactional for step in plan.steps)
     backup = _Backup(engine, request) if request.backup and any(s.direction == "rollback" for s in plan.steps) \
         else None
     parts = segments(plan) if outside else [plan]
     done: list[dict[str, Any]] = []
+
+    def before_it() -> str:
+        return f"committed before it: {', '.join(d['version'] for d in done)}"
+
     for part in parts:
         if not part.steps[0].migration.transactional:
-            try:  # outside any transaction: nothing can preview it, so --yes was required above
-                result = runner.migrate(lambda _ledger, part=part: part, plan=part, before=backup)
-            except Exception as error:
-                outcome.outcome, outcome.error = FAILED, one_line(error) + (
-                    f" (committed before it: {', '.join(d['version'] for d in done)})" if done else "")
+            answers = _OutsideAnswers(request.yes, confirmed)
+            try:  # checked statement by statement as it runs: what destroys nothing runs, the rest is confirmed
+                result = runner.migrate(lambda _ledger, part=part: part, plan=part, before=backup,
+                                        confirm_outside=answers)
+            except OutsideStepStopped as stopped:
+                outcome.outcome, outcome.unconfirmed = SKIPPED, True
+                outcome.loss = list(stopped.lines)
+                outcome.error = one_line(stopped) + (f" ({before_it()})" if done else "")
                 break
+            except Exception as error:
+                outcome.outcome, outcome.error = FAILED, one_line(error) + (f" ({before_it()})" if done else "")
+                break
+            finally:
+                outcome.destroyed += answers.destroyed
             done += [{"version": s.version, "description": s.migration.description,
                       "status": _status(s.direction), "duration_ms": None} for s in result.done]
             continue
 
         def accept(preview, confirmed=confirmed) -> bool:
-            if confirmed is not None:
-                return preview.loss_lines() == confirmed
+            if findings(preview):
+                return False  # lock findings are never confirmed by --yes (docs/locks.md)
+            if confirmed is not None:  # a part destroys part of what was shown, never more
+                return set(preview.loss_lines()) <= set(confirmed)
             return request.yes or not preview.loses_data
 
         preview = runner.preview(part, make_plan=replan if len(parts) == 1 else None, accept=accept,
                                  capture_sql=request.sql, before=backup)
         _note_preview(outcome, preview)
+        unchanged = f"this part was rolled back ({before_it()})" if done else "nothing was committed"
         if preview.error is not None:
             outcome.outcome = FAILED
-            outcome.error = one_line(getattr(preview.error, "failure", None) or preview.error) + (
-                "; nothing was committed" if not done else f"; this part was rolled back (committed before it: "
-                                                           f"{', '.join(d['version'] for d in done)})")
+            outcome.error = f"{one_line(getattr(preview.error, 'failure', None) or preview.error)}; {unchanged}"
             break
         if not preview.committed:
+            outcome.lock_findings = findings(preview)
+            if outcome.lock_findings:
+                outcome.outcome = REFUSED
+                outcome.error = f"lock findings stop this plan ({'; '.join(outcome.lock_findings)}); {unchanged}"
+                break
             outcome.outcome, outcome.unconfirmed = SKIPPED, True
             what = "the database changed meanwhile: it now destroys " if confirmed is not None else "destroys "
-            outcome.error = f"this plan {what}{'; '.join(preview.loss_lines())}; nothing was committed. " \
-                            f"Re-run with --yes to proceed"
+            outcome.error = f"this plan {what}{'; '.join(preview.loss_lines())}; {unchanged}"
             break
+        if preview.loses_data:
+            outcome.destroyed += preview.loss_lines()
         done += [{"version": s.version, "description": s.description,
                   "status": "skipped" if s.skipped else _status(s.direction),
                   "duration_ms": round(s.duration_ms, 3)} for s in preview.steps]
@@ -232,6 +286,28 @@ def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: M
                 engine.prune_backups(request.keep_backups, Path(request.backup_dir) if request.backup_dir else None)
         elif not done:
             backup.path.unlink(missing_ok=True)  # nothing changed: a backup of it is only clutter
+
+
+class _OutsideAnswers:
+    """``planner.outside.Confirmation`` for a fleet's database: ``--yes``, or what a person confirmed before.
+
+    A worker has no terminal: a statement destroying data that nothing
+    confirmed stops the step (``OutsideStepStopped``); the fleet shows its
+    loss, asks once, and runs the database again with those lines confirmed.
+    """
+
+    def __init__(self, yes: bool, confirmed: list[str] | None):
+        self.yes, self.confirmed = yes, set(confirmed or ())
+        self.destroyed: list[str] = []
+
+    def accept(self, loss) -> bool:
+        return self.yes or (bool(loss.lines) and set(loss.lines) <= self.confirmed)
+
+    def ask(self, loss) -> bool:
+        return self.accept(loss)
+
+    def committed(self, loss) -> None:
+        self.destroyed += loss.lines
 
 
 def _status(direction: str) -> str:

@@ -20,6 +20,7 @@ database through ``on_event``.
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -99,7 +100,7 @@ def canaries(members: Sequence[Member], canary: str | None) -> list[Member]:
     """The members ``--canary`` names: the first K for a number, else those whose path or URL match the pattern."""
     if not canary:
         return []
-    if canary.isdigit():
+    if canary.isdigit():  # 0: no canary
         return list(members[:int(canary)])
     return [m for m in members if fnmatch.fnmatch(m.display, canary) or fnmatch.fnmatch(m.real, canary)]
 
@@ -145,7 +146,9 @@ class FleetRun:
             if name == "canary" and not all(o.succeeded for o in outcomes) and self._stop is None:
                 self._stop = "a canary did not succeed, so no other database was started"
         result = [done.get(m) or MemberOutcome(m, NOT_STARTED, error=self._stop) for m in members]
-        return FleetResult(result, self._stop, self.interrupted)
+        # Why the run stopped early: only when it did (a failure of the last database stopped nothing).
+        stopped = self._stop if self.interrupted or any(o.outcome == NOT_STARTED for o in result) else None
+        return FleetResult(result, stopped, self.interrupted)
 
     def _phase(self, name: str, members: list[Member],
                confirmed: dict[Member, list[str]] | None = None) -> list[MemberOutcome]:
@@ -186,7 +189,7 @@ class FleetRun:
         running: dict = {}
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=min(self.jobs, len(members)), mp_context=context,
-                                 initializer=_worker_init) as pool:
+                                 initializer=_worker_init, initargs=(os.getpid(),)) as pool:
             while waiting or running:
                 while waiting and len(running) < self.jobs and self._stop is None:
                     candidate = waiting.pop(0)
@@ -220,9 +223,40 @@ class FleetRun:
         return outcomes
 
 
-def _worker_init() -> None:
-    """A worker ignores Ctrl-C: the fleet command decides, and lets the running databases finish."""
+def _worker_init(parent: int) -> None:
+    """A worker ignores Ctrl-C (the fleet command decides, and lets the running databases finish), and dies with
+    the fleet command: a worker outliving it would run databases no journal records.
+
+    On Linux the kernel sends SIGTERM when the parent dies (``PR_SET_PDEATHSIG``); a watchdog thread checking
+    the parent's pid covers other systems. SIGTERM's default action ends the worker at once: the database it
+    was running is rolled back by its engine (SQLite's journal, PostgreSQL's closed connection), as after a
+    SIGKILL of ``apm migrate``, and ``--resume`` plans it again from its own ledger.
+    """
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with(parent)
+
+
+def _die_with(parent: int) -> None:
+    import signal
+    import threading
+    import time
+
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the watchdog alone
+        pass
+    if os.getppid() != parent:  # the parent died before the line above: nobody would send the signal
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="apm-fleet-parent-watch", daemon=True).start()

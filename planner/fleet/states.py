@@ -11,9 +11,11 @@ LOCKED = "locked"
 NOT_A_DATABASE = "not a database"
 UNREACHABLE = "unreachable"
 FOREIGN_LEDGER = "foreign ledger"
+#: ``--drift``: the schema could not be compared (its migrations do not replay); never shown as healthy.
+DRIFT_UNCHECKED = "drift unchecked"
 
 #: Every state, in the order a summary names them.
-STATES = (UP_TO_DATE, BEHIND, AHEAD, DRIFTED, FAILED, LOCKED, NOT_A_DATABASE, UNREACHABLE, FOREIGN_LEDGER)
+STATES = (UP_TO_DATE, BEHIND, AHEAD, DRIFTED, DRIFT_UNCHECKED, FAILED, LOCKED, NOT_A_DATABASE, UNREACHABLE, FOREIGN_LEDGER)
 
 
 def json_state(state: str) -> str:

@@ -21,6 +21,7 @@ from planner.fleet.ledgers import Reading, Unreadable, first_line, one_line, rea
 from planner.fleet.states import (  # noqa: F401 (callers name the states from here too)
     AHEAD,
     BEHIND,
+    DRIFT_UNCHECKED,
     DRIFTED,
     FAILED,
     FOREIGN_LEDGER,
@@ -69,8 +70,9 @@ class MemberStatus:
         document: dict[str, Any] = {
             "db": self.member.display,
             "state": json_state(self.state),
-            "applied": self.applied,
-            "pending": self.pending,
+            # Unread (not a database, locked, unreachable...): unknown, not zero (docs' JSON convention).
+            "applied": self.applied if self.applied_versions is not None else None,
+            "pending": self.pending if self.applied_versions is not None else None,
             "head": list(self.heads),
             "last_applied_at": self.last_applied_at,
             "error": self.error,
@@ -162,6 +164,8 @@ def fleet_status(
                 status.differences = drift(candidate, status)
             except Exception as exc:  # one member's replay failing must not hide the others' states
                 status.error = status.error or f"drift not checked: {one_line(exc)}"
+                if status.state in (UP_TO_DATE, BEHIND):  # a schema nobody could compare must not look healthy
+                    status.state = DRIFT_UNCHECKED
             if status.differences and status.state in (UP_TO_DATE, BEHIND):
                 status.state = DRIFTED
         result.members.append(status)
