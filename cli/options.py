@@ -103,6 +103,12 @@ class Settings:
         #: PostgreSQL only: --ledger-schema and --backup-dir, when an option or the environment gave them.
         self.ledger_schema_option: str | None = None
         self.backup_dir_option: Path | None = None
+        #: The lock options of a run (``cli.locking``): --lock-timeout, --statement-timeout (seconds), --lock-retries,
+        #: --allow; ``None`` (or empty) when not given.
+        self.lock_timeout_option: float | None = None
+        self.statement_timeout_option: float | None = None
+        self.lock_retries_option: int | None = None
+        self.allow_option: tuple[str, ...] = ()
         self._engine = None
 
     @property
