@@ -98,7 +98,9 @@ def migrate(ctx: click.Context, list_pending: bool, show_applied: bool, rollback
     A run is previewed as it runs: the whole plan runs in one transaction,
     watched for what it drops, deletes or overwrites, and is committed only
     if it destroys nothing, or if --yes (or a person, on a terminal) confirms
-    what it destroys. Otherwise nothing is committed (exit 7).
+    what it destroys. Otherwise nothing is committed (exit 7), except in a
+    plan with transactional = False steps, which runs in parts: the parts
+    before the refused one stay committed, and the message names them.
     """
     chosen = [name for name in _ACTIONS if ctx.params.get(name) not in (None, False)]
     if ctx.invoked_subcommand is not None:

@@ -29,7 +29,8 @@ def run_previewed(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql: bo
     rolled back, the loss shown and confirmed, then the plan runs again and
     commits only if it destroys exactly what was confirmed). Without either,
     nothing is committed (exit 7). A failing step commits nothing (exit 5).
-    A plan with ``transactional = False`` steps runs in parts (``run_in_parts``).
+    A plan with ``transactional = False`` steps runs in parts (``run_in_parts``),
+    each committed on its own: a refusal keeps the parts before it, and says so.
     """
     from planner.errors import Interrupted
 
