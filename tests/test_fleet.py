@@ -521,7 +521,7 @@ def test_a_fleet_of_three_postgresql_databases(pg_server, tmp_path: Path, catalo
     rows = json.loads(drift.stdout)["databases"]
     assert [r["state"] for r in rows] == ["up_to_date", "up_to_date", "drifted"]
     assert [d["detail"] for d in rows[2]["differences"]] == [
-        "column projects.archived_at is in the database, not in its migrations"]
+        "table projects: column archived_at is in the database, not in its migrations"]
 
 
 def test_a_fleet_of_tenant_schemas_in_one_database(pg_url: str, tmp_path: Path, catalog: Path) -> None:
