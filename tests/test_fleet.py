@@ -208,6 +208,25 @@ def test_status_tells_every_state_apart_and_writes_nothing(tmp_path: Path, catal
     assert tree_digest(tmp_path / "projects") == before
 
 
+def test_rows_state_the_fact_without_one_database_advice(tmp_path: Path, catalog: Path) -> None:
+    """Tryout finding 13: a fleet names no database with --db, so its rows never advise passing one."""
+    fleet_of(tmp_path, catalog, 1)
+    project_db(tmp_path, "text").write_text("not a database, just notes\n")
+    (tmp_path / "projects" / "folder" / ".aipm" / "data" / "aipm.db").mkdir(parents=True)
+    with sqlite3.connect(project_db(tmp_path, "foreign")) as conn:
+        conn.execute("CREATE TABLE schema_migrations (id INTEGER, name TEXT, run_on TEXT)")
+    for command in (("migrate", "--continue-on-error"), ("plan",), ("status",)):
+        document = json.loads(fleet(tmp_path, catalog, *command, "--glob", PATTERN, "--json").stdout)
+        errors = {Path(row["db"]).parts[1]: row["error"] for row in document["databases"]}
+        assert "not a SQLite database" in errors["text"] and "a folder, not a" in errors["folder"], errors
+        assert "another tool" in errors["foreign"], errors
+        assert not [error for error in errors.values() if error and "--db" in error], (command, errors)
+        text = fleet(tmp_path, catalog, *command, "--glob", PATTERN)
+        assert "not a SQLite database" in text.stdout, text.stdout + text.stderr
+        # Only the retry commands name --db: each runs that one database alone with `apm migrate`.
+        assert "--db" not in text.stdout.replace(" migrate --db ", " migrate "), (command, text.stdout)
+
+
 def test_status_table_and_summary_line(tmp_path: Path, catalog: Path) -> None:
     for name in ("a", "b"):
         migrate_to(project_db(tmp_path, name), catalog)
