@@ -134,10 +134,12 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
         journal.write({"type": "resume", "at": journals._now(), "skipping": len(past.succeeded()),
                        "members": len(members)})
     else:
+        before = journals.runs(folder)
         journal = journals.Journal.start(folder, {"request": request.to_json(), "catalog": str(catalog.directory),
                                                   "options": {"jobs": jobs, "canary": canary,
                                                               "continue_on_error": continue_on_error},
                                                   "members": [_journal_member(m) for m in members]})
+        journals.prune(folder, spare=before[-1] if before else None)
     runner = FleetRun(catalog, request, jobs=jobs, continue_on_error=continue_on_error, journal=journal,
                       confirm=None if (yes or as_json or not _stdin_is_terminal()) else _confirm_loss)
     progress = _RunProgress(len(members)) if not as_json and sys.stderr.isatty() else None
@@ -149,12 +151,17 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
         if progress:
             progress.close()
         journal.close(interrupted=runner.interrupted)
+    # A new run in which every database had nothing to do leaves nothing to resume or to read: no journal.
+    kept = past is not None or runner.interrupted or not journals.idle([o.outcome for o in result.outcomes],
+                                                                       len(members))
+    if not kept:
+        journal.discard()
     resume_hint = "apm fleet migrate --resume" + (f" --journal-dir {_quote(str(folder))}" if journal_dir else "")
     if as_json:
-        emit_json({**result.to_json(), "journal": str(journal.path)})
+        emit_json({**result.to_json(), "journal": str(journal.path) if kept else None})
     else:
         _report(result, request, resume_hint)
-        echo(f"Journal: {journal.path}")
+        echo(f"Journal: {journal.path}" if kept else "Journal: none kept (every database had nothing to do)")
     if result.interrupted:
         from cli.errors import CommandError
 

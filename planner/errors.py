@@ -515,11 +515,18 @@ class TransactionTampered(ExecutionError):
 
 
 class DatabaseError(MigrationError):
-    """The database file cannot be opened or written; nothing was changed."""
+    """The database file cannot be opened or written; nothing was changed.
 
-    def __init__(self, message: str, *, path: Path | str | None):
+    ``fact`` is the message without advice that only a one-database command
+    can follow (``pass --db ...``): what a fleet's row shows, since a fleet
+    names its databases another way (``apm fleet``). It is the whole message
+    where the advice fits every command.
+    """
+
+    def __init__(self, message: str, *, path: Path | str | None, fact: str | None = None):
         # A file; on a server, the redacted URL; None when there is none to name.
         self.path = path
+        self.fact = fact or message
         super().__init__(message)
 
 
@@ -528,7 +535,8 @@ class DatabaseNotFound(DatabaseError, FileNotFoundError):
 
     def __init__(self, path: Path):
         super().__init__(
-            f"database {path} does not exist; run `apm migrate` to create it, or pass --db", path=path
+            f"database {path} does not exist; run `apm migrate` to create it, or pass --db", path=path,
+            fact=f"database {path} does not exist",
         )
 
 
@@ -538,7 +546,7 @@ class DatabaseDirectoryMissing(DatabaseError, FileNotFoundError):
     def __init__(self, path: Path):
         super().__init__(
             f"folder {path.parent} for database {path.name} does not exist; create it or pass another --db",
-            path=path,
+            path=path, fact=f"folder {path.parent} for database {path.name} does not exist",
         )
 
 
@@ -546,11 +554,9 @@ class NotADatabase(DatabaseError):
     """The path exists but is not a SQLite database (another kind of file, a folder, a device)."""
 
     def __init__(self, path: Path):
-        if path.is_dir():
-            message = f"{path} is a folder, not a database file; pass the database file's path with --db"
-        else:
-            message = f"{path} is not a SQLite database; check the --db path"
-        super().__init__(message, path=path)
+        fact = f"{path} is a folder, not a database file" if path.is_dir() else f"{path} is not a SQLite database"
+        advice = "pass the database file's path with --db" if path.is_dir() else "check the --db path"
+        super().__init__(f"{fact}; {advice}", path=path, fact=fact)
 
 
 class DatabaseDamaged(DatabaseError):
@@ -590,11 +596,13 @@ class ForeignLedger(DatabaseError):
         self.columns = tuple(columns)
         self.reason = reason
         why = f"; {reason}" if reason else f"; apm knows {', '.join(known)}"
+        fact = f"{path} has a {table} table made by another tool (columns: {', '.join(columns)}{why}); nothing " \
+               f"was changed"
         super().__init__(
-            f"{path} has a {table} table made by another tool (columns: {', '.join(columns)}{why}); nothing was "
-            f"changed. Point --db at APM's database, or move that table aside (ALTER TABLE {table} RENAME TO "
+            f"{fact}. Point --db at APM's database, or move that table aside (ALTER TABLE {table} RENAME TO "
             f"...) if you mean to switch tools",
-            path=path,
+            path=path, fact=f"{fact}. Move that table aside (ALTER TABLE {table} RENAME TO ...) if you mean to "
+                            f"switch tools",
         )
 
 

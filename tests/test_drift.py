@@ -175,3 +175,90 @@ def test_a_step_outside_a_transaction_replays_and_a_failed_replay_is_not_healthy
     assert "drift not checked" in document["databases"][1]["error"]
     assert document["summary"] == {"behind": 1, "drift_unchecked": 1}
     assert result.returncode == 11
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL: what a member's drift compares, and the same words on both engines
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def portable(tmp_path: Path) -> Path:
+    """SQL both engines run: projects, its unique index, tasks with a foreign key."""
+    folder = tmp_path / "portable"
+    folder.mkdir()
+    write_migration(folder, "0001", "Projects", upgrade="conn.execute(\"CREATE TABLE projects (id INTEGER PRIMARY "
+                    "KEY, name TEXT NOT NULL)\")", downgrade="conn.execute('DROP TABLE projects')")
+    write_migration(folder, "0002", "Unique names", depends_on=("0001",),
+                    upgrade="conn.execute('CREATE UNIQUE INDEX projects_by_name ON projects (name)')",
+                    downgrade="conn.execute('DROP INDEX projects_by_name')")
+    write_migration(folder, "0003", "Tasks", depends_on=("0001",), upgrade="conn.execute('CREATE TABLE tasks (id "
+                    "INTEGER PRIMARY KEY, project_id INTEGER REFERENCES projects (id), title TEXT)')",
+                    downgrade="conn.execute('DROP TABLE tasks')")
+    return folder
+
+
+def pg_migrate(url: str, folder: Path) -> None:
+    from planner.fleet.members import member
+    from planner.plan import apply_plan
+
+    catalog = load(folder)
+    member(url).engine(busy_timeout=30).runner(catalog=catalog, create=True).migrate(
+        lambda ledger: apply_plan(catalog, ledger))
+
+
+def pg_lines(url: str, folder: Path) -> list[str]:
+    from planner.fleet.members import member
+
+    found = member(url)
+    applied = found.engine(busy_timeout=30).applied()
+    return [d.line for d in DriftChecker(load(folder)).of(found, applied)]
+
+
+def pg_by_hand(url: str, *statements: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url.split("#")[0], autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def test_a_plain_postgresql_database_is_not_drifted_by_its_tenants_schemas(pg_url: str, tmp_path: Path,
+                                                                              portable: Path) -> None:
+    """Tryout finding 12: the tenants' schemas, tables and ledgers are not the plain database's migrations'."""
+    for where in (pg_url, f"{pg_url}#tenant_a", f"{pg_url}#tenant_b"):
+        pg_migrate(where, portable)
+    pg_by_hand(pg_url, "ALTER TABLE tenant_a.projects ADD COLUMN archived_at text",
+               "CREATE TABLE tenant_b.notes (id integer)")
+    assert pg_lines(pg_url, portable) == []
+    single = run_apm("--migrations-dir", str(portable), "migrate", "drift", "--db", pg_url, cwd=tmp_path)
+    assert single.returncode == 0, single.stdout + single.stderr
+    assert "the schema is what its 3 applied migration(s) make" in single.stdout
+    # Each tenant is compared on its own schema only, its own ledger left out too.
+    assert pg_lines(f"{pg_url}#tenant_a", portable) == [
+        "table tenant_a.projects: column archived_at is in the database, not in its migrations"]
+    assert pg_lines(f"{pg_url}#tenant_b", portable) == ["table tenant_b.notes is in the database, not in its "
+                                                        "migrations"]
+    # A ledger table in a schema no migration made is not the plain database's either; its own changes still are.
+    pg_by_hand(pg_url, "CREATE SCHEMA archive", "CREATE TABLE archive.schema_migrations (version text)",
+               "CREATE TABLE public.schema_migrations_log_copy (id integer)")
+    assert pg_lines(pg_url, portable) == ["table schema_migrations_log_copy is in the database, not in its "
+                                          "migrations"]
+
+
+def test_the_same_hand_change_reads_the_same_on_sqlite_and_postgresql(pg_url: str, tmp_path: Path,
+                                                                       portable: Path) -> None:
+    """Tryout finding 20: one wording for drift whatever the engine."""
+    path = project_db(tmp_path, "same")
+    migrate_to(path, portable)
+    pg_migrate(pg_url, portable)
+    change = ("ALTER TABLE projects ADD COLUMN archived_at TEXT", "ALTER TABLE tasks DROP COLUMN title",
+              "DROP INDEX projects_by_name", "CREATE TABLE notes (id INTEGER)")
+    by_hand(path, *change)
+    pg_by_hand(pg_url, *change)
+    expected = ["index projects_by_name (0002) is missing from the database",
+                "table notes is in the database, not in its migrations",
+                "table projects: column archived_at is in the database, not in its migrations",
+                "table tasks: column title (0003) is missing from the database"]
+    assert sorted(lines(portable, path)) == expected
+    assert sorted(pg_lines(pg_url, portable)) == expected

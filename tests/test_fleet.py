@@ -208,6 +208,25 @@ def test_status_tells_every_state_apart_and_writes_nothing(tmp_path: Path, catal
     assert tree_digest(tmp_path / "projects") == before
 
 
+def test_rows_state_the_fact_without_one_database_advice(tmp_path: Path, catalog: Path) -> None:
+    """Tryout finding 13: a fleet names no database with --db, so its rows never advise passing one."""
+    fleet_of(tmp_path, catalog, 1)
+    project_db(tmp_path, "text").write_text("not a database, just notes\n")
+    (tmp_path / "projects" / "folder" / ".aipm" / "data" / "aipm.db").mkdir(parents=True)
+    with sqlite3.connect(project_db(tmp_path, "foreign")) as conn:
+        conn.execute("CREATE TABLE schema_migrations (id INTEGER, name TEXT, run_on TEXT)")
+    for command in (("migrate", "--continue-on-error"), ("plan",), ("status",)):
+        document = json.loads(fleet(tmp_path, catalog, *command, "--glob", PATTERN, "--json").stdout)
+        errors = {Path(row["db"]).parts[1]: row["error"] for row in document["databases"]}
+        assert "not a SQLite database" in errors["text"] and "a folder, not a" in errors["folder"], errors
+        assert "another tool" in errors["foreign"], errors
+        assert not [error for error in errors.values() if error and "--db" in error], (command, errors)
+        text = fleet(tmp_path, catalog, *command, "--glob", PATTERN)
+        assert "not a SQLite database" in text.stdout, text.stdout + text.stderr
+        # Only the retry commands name --db: each runs that one database alone with `apm migrate`.
+        assert "--db" not in text.stdout.replace(" migrate --db ", " migrate "), (command, text.stdout)
+
+
 def test_status_table_and_summary_line(tmp_path: Path, catalog: Path) -> None:
     for name in ("a", "b"):
         migrate_to(project_db(tmp_path, name), catalog)
@@ -419,6 +438,48 @@ def test_resume_without_a_journal_is_a_usage_error(tmp_path: Path, catalog: Path
     assert "nothing to resume" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_run_with_nothing_to_do_keeps_no_journal(tmp_path: Path, catalog: Path) -> None:
+    """Tryout finding 16: journals are kept only where there is something to resume or to read."""
+    paths = fleet_of(tmp_path, catalog, 2)
+    journal_dir = tmp_path / ".apm-fleet"
+    first = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--json")
+    assert first.returncode == 0, first.stderr
+    kept = Path(json.loads(first.stdout)["journal"])
+    assert list(journal_dir.glob("run-*.jsonl")) == [kept]
+    idle = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--json")
+    assert idle.returncode == 0, idle.stderr
+    assert json.loads(idle.stdout)["journal"] is None
+    text = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN)
+    assert "Journal: none kept (every database had nothing to do)" in text.stdout, text.stdout + text.stderr
+    assert list(journal_dir.glob("run-*.jsonl")) == [kept]
+    # A run in which one database still had something to do (here: fails) is kept, with the others' records.
+    with sqlite3.connect(paths[0]) as conn:  # 0002 undone by hand, and duplicates that make it fail again
+        conn.execute("DROP INDEX projects_by_name")
+        conn.execute("DELETE FROM schema_migrations WHERE version = '0002'")
+    break_unique_index(paths[0])
+    failed = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--json")
+    assert failed.returncode == 11, failed.stderr
+    assert len(list(journal_dir.glob("run-*.jsonl"))) == 2
+    assert json.loads(failed.stdout)["journal"] is not None
+
+
+def test_journals_beyond_the_newest_ten_are_pruned_when_a_run_starts(tmp_path: Path, catalog: Path) -> None:
+    keep = 10  # docs/many-databases.md
+    fleet_of(tmp_path, catalog, 2)
+    journal_dir = tmp_path / ".apm-fleet"
+    journal_dir.mkdir()
+    old = [journal_dir / f"run-2020010{i // 10}T00000{i % 10}Z-1.jsonl" for i in range(keep + 2)]
+    for path in old:
+        path.write_text("{}\n")
+    (journal_dir / "notes.txt").write_text("not a journal: never touched\n")
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--json")
+    assert result.returncode == 0, result.stderr
+    new = Path(json.loads(result.stdout)["journal"])
+    # The new run and the nine newest before it; the newest before it (what --resume used) among them.
+    assert sorted(journal_dir.glob("run-*.jsonl")) == old[-(keep - 1):] + [new]
+    assert (journal_dir / "notes.txt").exists()
+
+
 def test_an_unreachable_server_is_a_row_and_its_password_is_never_shown(tmp_path: Path, catalog: Path) -> None:
     migrate_to(project_db(tmp_path, "a"), catalog)
     listing = tmp_path / "dbs.txt"
@@ -521,7 +582,7 @@ def test_a_fleet_of_three_postgresql_databases(pg_server, tmp_path: Path, catalo
     rows = json.loads(drift.stdout)["databases"]
     assert [r["state"] for r in rows] == ["up_to_date", "up_to_date", "drifted"]
     assert [d["detail"] for d in rows[2]["differences"]] == [
-        "column projects.archived_at is in the database, not in its migrations"]
+        "table projects: column archived_at is in the database, not in its migrations"]
 
 
 def test_a_fleet_of_tenant_schemas_in_one_database(pg_url: str, tmp_path: Path, catalog: Path) -> None:

@@ -7,7 +7,14 @@ about: a SIGKILL of the fleet command loses no finished database's record.
 A line cut short by a kill is ignored when the journal is read back.
 
 A ``--resume`` appends to the same file, so the file is the whole story of
-the run. No password is ever written: members are recorded without it, and a
+the run.
+
+Journals are kept only while they can matter: a new run's file is removed
+when it ends if every one of its databases had nothing to do (nothing to
+resume, nothing that happened), and when a run starts, the folder keeps its
+newest ``KEEP`` run files (the new one among them) and loses older ones. The
+file ``--resume`` would use is never pruned: it is the newest before the
+new one starts, so always among those kept. No password is ever written: members are recorded without it, and a
 resumed run finds it where libpq looks (``PGPASSWORD``, ``~/.pgpass``) or in
 the ``--glob``/``--list`` given again.
 """
@@ -27,6 +34,8 @@ FORMAT = 1
 FOLDER = ".apm-fleet"
 #: Outcomes after which a database needs nothing more from this run.
 SUCCEEDED = frozenset({"applied", "rolled back", "nothing to do"})
+#: How many run files a folder keeps when a new run starts, the new one included.
+KEEP = 10
 
 
 def _now() -> str:
@@ -63,6 +72,38 @@ class Journal:
             self.write({"type": "end", "at": _now(), **fields})
             self._file.close()
 
+    def discard(self) -> None:
+        """Close and remove the file: a run in which no database needed anything leaves no journal."""
+        if not self._file.closed:
+            self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+def runs(folder: Path) -> list[Path]:
+    """The folder's run files, oldest first (their names start with the UTC time they started)."""
+    return sorted(folder.glob("run-*.jsonl")) if folder.is_dir() else []
+
+
+def idle(outcomes: list[str], members: int) -> bool:
+    """Whether a run's journal records nothing worth keeping: every one of its ``members`` databases ended,
+    each with nothing to do."""
+    return len(outcomes) == members > 0 and all(outcome == "nothing to do" for outcome in outcomes)
+
+
+def prune(folder: Path, *, keep: int = KEEP, spare: Path | None = None) -> list[Path]:
+    """Remove all but the newest ``keep`` run files of ``folder``, never ``spare`` (the file a resume would
+    use); the files removed. A file that cannot be removed is left: pruning never stops a run."""
+    removed = []
+    for path in runs(folder)[:-keep] if keep > 0 else runs(folder):
+        if spare is not None and path == spare:
+            continue
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
+
 
 @dataclass
 class PastRun:
@@ -79,10 +120,10 @@ class PastRun:
 
 def newest(folder: Path) -> Path:
     """The most recent run file in ``folder``; ``NoJournal`` when there is none."""
-    runs = sorted(folder.glob("run-*.jsonl")) if folder.is_dir() else []
-    if not runs:
+    found = runs(folder)
+    if not found:
         raise NoJournal(folder)
-    return runs[-1]
+    return found[-1]
 
 
 def read(path: Path) -> PastRun:

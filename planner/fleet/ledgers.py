@@ -226,4 +226,5 @@ def one_line(error: BaseException) -> str:
     """An error's message on one line, any password masked."""
     from planner.engines.urls import redact
 
-    return redact(first_line(str(error)) or type(error).__name__)
+    # A database error's fact, not its advice for a one-database command (``--db``): a fleet names its own.
+    return redact(first_line(str(getattr(error, "fact", None) or error)) or type(error).__name__)

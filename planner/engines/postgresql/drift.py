@@ -7,7 +7,10 @@ template0``) and dropped afterwards, so nothing is created in the member's
 database. The role therefore needs ``CREATEDB``; without it, drift is not
 checked and the row says so. A tenant schema (``postgresql://.../db#tenant``)
 is replayed into the same schema name, and only that schema's objects of
-the live database are compared. The comparison is the migration tests' one
+the live database are compared; a plain database's are ``public``, the
+ledger's schema and the schemas its migrations create, never another
+tenant's, and a ledger table of any schema is never compared. Lines use
+``planner.schema_drift``'s words (``table tasks: column due ...``). The comparison is the migration tests' one
 model (``planner.testing.pg_compare``): tables, columns (type, default,
 nullability, collation, identity), constraints (primary, unique, foreign,
 check), indexes, views, triggers, sequences, types and routines. Grants,
@@ -43,13 +46,14 @@ def pg_differences(member: Member, catalog: Catalog, applied: Iterable[str], *, 
     ledger = member.schema or ledger_schema
     applied = frozenset(applied)
     with engine.session() as conn:
-        live = _only(capture_pg(conn, ledger).objects, member.schema)
+        live = capture_pg(conn, ledger).objects
     server = _server_key(member.real)
     key = (server, applied, member.schema)
     if key not in _replays:
         _replays[key] = _replay(member, catalog, applied, engine, ledger)
     expected, origin = _replays[key]
-    return _compare(expected, live, origin)
+    owned = _owned(expected, member.schema, ledger)
+    return _compare(expected, _only(live, owned, extensions=member.schema is None), origin)
 
 
 def _replay(member: Member, catalog: Catalog, applied: frozenset[str], engine, ledger: str):
@@ -90,20 +94,55 @@ def _replay(member: Member, catalog: Catalog, applied: frozenset[str], engine, l
             raise DriftUnchecked(member.display, f"replaying the applied migrations failed: {_first(error)}") \
                 from None
         with scratch.session() as conn:
-            expected = _only(capture_pg(conn, ledger).objects, member.schema)
+            made = capture_pg(conn, ledger).objects
+        # The scratch database holds only what the migrations made: the schemas in it are theirs.
+        expected = _only(made, _owned(made, member.schema, ledger), extensions=member.schema is None)
     finally:
         with engine.session() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return expected, origin
 
 
-def _only(objects: Mapping, schema: str | None) -> dict:
-    """A tenant's objects only (its schema, and what is named in it); everything for a whole database."""
-    if schema is None:
-        return dict(objects)
-    prefix = schema + "."
-    return {key: value for key, value in objects.items()
-            if (key[0] == "schema" and key[2] == schema) or key[1].startswith(prefix) or key[2].startswith(prefix)}
+def _owned(objects: Mapping, schema: str | None, ledger: str) -> set[str]:
+    """The schemas a member's migrations own: a tenant's own schema; for a plain database ``public`` (where
+    its unqualified names go), the ledger's schema and every schema its migrations create (``objects`` is the
+    replay's). Other schemas of the database, other tenants' above all, are not its migrations' to compare."""
+    if schema is not None:
+        return {schema}
+    return {"public", ledger} | {key[2] for key in objects if key[0] == "schema"}
+
+
+def _only(objects: Mapping, owned: set[str], *, extensions: bool) -> dict:
+    """The objects in the ``owned`` schemas, never a ledger table (``schema_migrations``, its log) of any
+    schema, nor its columns and constraints; extensions (database-wide) only for a plain database."""
+    from planner.ledger import LOG_TABLE, TABLE
+
+    schemas = {key[2] for key in objects if key[0] == "schema"}
+
+    def schema_of(qualified: str) -> str:
+        # Names outside ``public`` are shown qualified (``tenant_a.tasks``), ``public``'s are not.
+        head = qualified.split("(", 1)[0]
+        prefix = head.split(".", 1)[0] if "." in head else ""
+        return prefix if prefix in schemas else "public"
+
+    def ledger_table(qualified: str) -> bool:
+        return qualified.rsplit(".", 1)[-1] in (TABLE, LOG_TABLE)
+
+    kept: dict = {}
+    for key, value in objects.items():
+        kind, owner, name = key
+        if kind == "schema":
+            mine = name in owned
+        elif kind == "extension":
+            mine = extensions
+        elif kind == "table" or owner:
+            table = owner or name
+            mine = not ledger_table(table) and schema_of(table) in owned
+        else:
+            mine = schema_of(name) in owned
+        if mine:
+            kept[key] = value
+    return kept
 
 
 def _compare(expected: Mapping, live: Mapping, origin: Mapping) -> list[Difference]:
@@ -118,20 +157,23 @@ def _compare(expected: Mapping, live: Mapping, origin: Mapping) -> list[Differen
     whole = (tables_then ^ tables_now)
     out: list[Difference] = []
     for key in changed:
-        kind, owner, _name = key
+        kind, owner, name = key
         if kind in PART_KINDS and owner in whole:
             continue  # a table that appeared or vanished is one line, not one per column
         old, new = expected.get(key), live.get(key)
         what = describe_key(key, old if old is not None else new or "")
+        # SQLite's words (``planner.schema_drift``): a table's part is named after its table, so the same hand
+        # change reads the same on either engine.
+        line = f"table {owner}: {'column ' + name if kind == 'column' else what}" if kind in PART_KINDS else what
         by = f" ({origin[key]})" if key in origin else ""
         if old is None:
-            out.append(Difference(what, EXTRA, f"{what} is in the database, not in its migrations"))
+            out.append(Difference(what, EXTRA, f"{line} is in the database, not in its migrations"))
         elif new is None:
-            out.append(Difference(what, MISSING, f"{what}{by} is missing from the database"))
+            out.append(Difference(what, MISSING, f"{line}{by} is missing from the database"))
         elif kind in SHOWN_KINDS:
-            out.append(Difference(what, CHANGED, f"{what} is {new} in the database, {old} in its migrations{by}"))
+            out.append(Difference(what, CHANGED, f"{line} is {new} in the database, {old} in its migrations{by}"))
         else:
-            out.append(Difference(what, CHANGED, f"{what} differs from its migrations{by}"))
+            out.append(Difference(what, CHANGED, f"{line} differs from its migrations{by}"))
     return out
 
 
