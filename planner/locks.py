@@ -305,3 +305,21 @@ def gating(policy: LockPolicy, steps: list) -> list[tuple[str, LockFinding]]:
             if policy.gates(finding):
                 found.append((step.version, finding))
     return found
+
+
+def check_findings(steps: list) -> list:
+    """The lock findings of a preview's steps as ``apm migrate check`` lists them (``planner.findings.Finding``).
+
+    An accepted finding is an ``info``: a decision someone wrote down, shown
+    so a reviewer sees it, never a failure (as ``irreversible`` is).
+    """
+    from planner.findings import INFO, Finding
+
+    found = []
+    for step in steps:
+        report = getattr(step, "locks", None)
+        for finding in report.findings if report is not None else ():
+            accepted = f" ({finding.level}, accepted by the {finding.accepted})" if finding.accepted else ""
+            found.append(Finding(INFO if finding.accepted else finding.level, finding.code, step.version,  # type: ignore[arg-type]
+                                 f"{finding.text}{accepted}", f"safer: {finding.advice}", "locks"))
+    return found
