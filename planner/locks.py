@@ -249,12 +249,14 @@ class StepLocks:
     locks: list[LockTaken]
     rewrites: list[str]
     findings: list[LockFinding]
-    #: SQLite: tables the step rebuilt, with their rows; how long the plan held the write lock.
+    #: SQLite: the tables the step rebuilt (a new table, the rows copied, the old one dropped), each
+    #: ``{"table": ..., "rows": N}`` with the rows it held when rebuilt; their names are ``rewrites`` too.
     rebuilt: list[dict] | None = None
 
     def to_json(self) -> dict:
         return {"locks": [lock.to_json() for lock in self.locks], "rewrites": list(self.rewrites),
-                "findings": [finding.to_json() for finding in self.findings]}
+                "findings": [finding.to_json() for finding in self.findings],
+                "rebuilds": [dict(rebuild) for rebuild in self.rebuilt or ()]}
 
     def lines(self, prefix: str) -> list[str]:
         return [f"{prefix}: lock {finding.describe()}" for finding in self.findings]

@@ -200,7 +200,7 @@ class Executor(MarksThroughSessions):
         preview's ``error``, logged only in a database that was there before:
         a new file is not made just for that, and is removed again.
         """
-        from planner.engines.sqlite_observe import StepObserver
+        from planner.engines.sqlite_observe import StepObserver, attach_rebuilds
 
         if before is not None:  # see ``migrate``
             before()
@@ -210,8 +210,11 @@ class Executor(MarksThroughSessions):
         conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
         try:
             session = self._session(conn, plan, atomic=True)
-            session.preview(result, StepObserver(conn, capture_sql=capture_sql), make_plan=make_plan,
-                            accept=accept, on_event=on_event, log_failures=existed)
+            observer = StepObserver(conn, capture_sql=capture_sql)
+            session.preview(result, observer, make_plan=make_plan, accept=accept, on_event=on_event,
+                            log_failures=existed)
+            attach_rebuilds(result, observer)
+            result.write_lock_ms = session.write_lock_ms
         finally:
             conn.close()
             if not existed and not result.committed:

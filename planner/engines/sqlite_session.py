@@ -60,6 +60,8 @@ class SQLiteSession(Session):
         # tables are durable and need not be looked up again in this run.
         self._ledger_ready = False
         self._ledger_checked = False
+        #: How long the latest transaction held the write lock (``BEGIN IMMEDIATE`` to its end), in ms.
+        self.write_lock_ms: float | None = None
 
     def admit_alone(self, step: Step) -> str | None:
         """As ``Session.admit_alone``, but first wait for another runner that has this step under way.
@@ -99,18 +101,22 @@ class SQLiteSession(Session):
         """Foreign keys off, ``BEGIN IMMEDIATE``, the ledger tables ready; ``COMMIT``, or ``ROLLBACK`` on anything."""
         with foreign_keys_off(self.conn, self.foreign_keys):
             self._sql("BEGIN IMMEDIATE")
+            taken = time.perf_counter()
             try:
-                if not self._ledger_ready:
-                    self.ledger.ensure_schema()
-                    self._ledger_checked = True
-                yield
-            except BaseException as exc:
-                self._rollback()
-                broken = self.damaged(exc)
-                if broken is not None and broken is not exc:
-                    raise broken from exc
-                raise
-            self._sql("COMMIT")
+                try:
+                    if not self._ledger_ready:
+                        self.ledger.ensure_schema()
+                        self._ledger_checked = True
+                    yield
+                except BaseException as exc:
+                    self._rollback()
+                    broken = self.damaged(exc)
+                    if broken is not None and broken is not exc:
+                        raise broken from exc
+                    raise
+                self._sql("COMMIT")
+            finally:  # the write lock is released once COMMIT or ROLLBACK is done
+                self.write_lock_ms = (time.perf_counter() - taken) * 1000
             self._ledger_ready = self._ledger_checked
 
     def _sql(self, statement: str) -> None:
