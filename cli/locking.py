@@ -114,6 +114,41 @@ def lock_policy(settings: Settings):
                       allowed=tuple(getattr(settings, "allow_option", None) or ()))
 
 
+def explain_locks(settings: Settings) -> list[tuple[str, object, str]]:
+    """``apm config``'s rows for the lock keys: (key, value, where it came from), as ``Settings.explain``.
+
+    Durations are shown as the file spells them (``"2s"``, ``"off"``);
+    ``lock_levels`` as a table of code = level. PostgreSQL only: SQLite
+    waits ``busy_timeout`` for its write lock instead.
+    """
+    from planner.locks import (
+        DEFAULT_GATE,
+        DEFAULT_LARGE_TABLE_ROWS,
+        DEFAULT_LOCK_RETRIES,
+        DEFAULT_LOCK_TIMEOUT,
+        DEFAULT_STATEMENT_TIMEOUT,
+        shown_duration,
+    )
+
+    config = settings.config
+    defaults = {"lock_timeout": DEFAULT_LOCK_TIMEOUT, "statement_timeout": DEFAULT_STATEMENT_TIMEOUT,
+                "lock_retries": DEFAULT_LOCK_RETRIES, "lock_gate": DEFAULT_GATE, "lock_levels": {},
+                "large_table_rows": DEFAULT_LARGE_TABLE_ROWS}
+    rows = []
+    for key, default in defaults.items():
+        given = getattr(settings, f"{key}_option", None)
+        if given is not None:
+            value, source = given, settings.sources.get(key, "option")
+        elif config.get(key) is not None:
+            value, source = config.get(key), f"config {config.path}"
+        else:
+            value, source = default, "default (PostgreSQL only)"
+        if key in ("lock_timeout", "statement_timeout"):
+            value = shown_duration(value)
+        rows.append((key, dict(value) if key == "lock_levels" else value, source))
+    return rows
+
+
 def configure(settings: Settings, engine) -> None:
     """Give a PostgreSQL engine the run's lock settings, and tell each retry on stderr."""
     if getattr(engine, "name", None) != "postgresql":
