@@ -260,3 +260,23 @@ def test_check_says_when_the_pending_plan_fails_in_its_preview(pg_url, catalog_d
     result = check(pg_url, catalog_dir)
     assert result.returncode == 5 and "found by check's lock preview: nothing was committed" in result.stderr
     assert "Traceback" not in result.stderr and query(pg_url, "SELECT to_regclass('t_c')") == [(None,)]
+
+
+@pytest.mark.parametrize("statements", [
+    ("CREATE INDEX t_c ON t (c)", "UPDATE t SET c = c || 'grown'", "ALTER TABLE t ADD COLUMN d INT",
+     "UPDATE t SET d = 1"),
+    ("ALTER TABLE t ADD COLUMN d INT", "UPDATE t SET d = 1, c = c || 'grown'", "CREATE INDEX t_d ON t (d)"),
+], ids=["index-then-exclusive", "exclusive-then-index"])
+def test_a_steps_lock_and_its_findings_name_the_size_the_table_had_when_the_step_first_locked_it(
+        pg_url, catalog_dir, large, statements):
+    """The UPDATE between two locks doubles t: the entry and every finding still say the size it had first."""
+    run_sql(pg_url, TABLES + "; ANALYZE t")
+    first = query(pg_url, "SELECT pg_relation_size('t')")[0][0]
+    migration(catalog_dir, "0001", *statements)
+    status, report, _ = dry_run(pg_url, catalog_dir, cwd=large)
+    step = report["steps"][0]
+    assert [(lock["relation"], lock["mode"], lock["bytes"]) for lock in step["locks"]] == \
+        [("t", "ACCESS EXCLUSIVE", first)], step["locks"]
+    assert {f["code"] for f in step["findings"]} == {"index-not-concurrent", "access-exclusive-held"}
+    for finding in step["findings"]:
+        assert f"~200 rows, {first} bytes" in finding["text"], finding["text"]

@@ -104,6 +104,9 @@ class LockWatch:
         self._held: dict[int, tuple[StepLocks, str, LockTaken, list[str]]] = {}  # ACCESS EXCLUSIVE, and under it
         self._seen: set[tuple[int, str]] = set()  # (relation, mode) already taken in the transaction
         self._current: StepLocks | None = None
+        #: Per relation, its (rows estimate, bytes) when the current step first locked it: every lock and
+        #: finding of the step names that size, not one its own later statements grew (an UPDATE, an index).
+        self._sizes: dict[int, tuple[float, int]] = {}
         self._declared: float | None = None
         self._scan: tuple[str, int] | None = None
         self._raw = False
@@ -120,6 +123,7 @@ class LockWatch:
         if self._before is None and self._measuring:
             self._before = dict(self.conn.execute(_BEFORE).fetchall())
         self._current = StepLocks([], [], [])
+        self._sizes = {}
         self._raw = False
         self._index = 0
         self.steps.append(self._current)
@@ -177,6 +181,7 @@ class LockWatch:
         for oid, mode, node, tuples, size, schema, name, kind, parent in rows:
             if oid not in self._before or name in self.ledger_tables:
                 continue  # created by the plan (never a finding), or the ledger's own rows
+            tuples, size = self._sizes.setdefault(oid, (tuples, size))
             relation = _shown(schema, name)
             if node != self._before[oid] and words[:1] != ["TRUNCATE"]:
                 self._before[oid] = node  # one rewrite is told once
