@@ -280,3 +280,13 @@ def test_a_steps_lock_and_its_findings_name_the_size_the_table_had_when_the_step
     assert {f["code"] for f in step["findings"]} == {"index-not-concurrent", "access-exclusive-held"}
     for finding in step["findings"]:
         assert f"~200 rows, {first} bytes" in finding["text"], finding["text"]
+
+
+def test_dropping_a_table_with_a_foreign_key_shows_the_lock_on_the_table_it_referenced(pg_url, catalog_dir):
+    """A DROP TABLE is read after only when it can lock more than what it drops (docs/performance.md, Locks)."""
+    run_sql(pg_url, TABLES + "; CREATE TABLE c (p INT REFERENCES p (id)); CREATE TABLE lone (id INT)")
+    migration(catalog_dir, "0001", "DROP TABLE lone")
+    migration(catalog_dir, "0002", "DROP TABLE c", depends_on=("0001",))
+    status, report, _ = dry_run(pg_url, catalog_dir)
+    assert report["steps"][0]["locks"] == []  # what a DROP locks alone is gone with it
+    assert [(lock["relation"], lock["mode"]) for lock in report["steps"][1]["locks"]] == [("p", "ACCESS EXCLUSIVE")]

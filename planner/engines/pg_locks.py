@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from planner.engines.pg_sql import first_keywords, rewritten_table, tokens
+from planner.engines.pg_sql import classify, first_keywords, rewritten_table, tokens
 from planner.locks import (
     BLOCKING,
     LockFinding,
@@ -57,6 +57,12 @@ _LOCKS = ("SELECT l.relation, l.mode, c.relfilenode, c.reltuples::float8, pg_rel
 _SCANS = ("SELECT coalesce(sum(seq_scan + coalesce(idx_scan, 0)), 0) FROM pg_stat_xact_user_tables "
           "WHERE relid = to_regclass(%s)")
 _SCANS_AFTER = f"SELECT to_regclass(%s)::oid, ({_SCANS})"
+#: Whether the tables a ``DROP TABLE`` names exist and lock nothing beside themselves when dropped: no foreign
+#: key of theirs (dropping one takes ACCESS EXCLUSIVE on the table it references), no partition or inheritance.
+_DROPS_ALONE = ("WITH r AS (SELECT to_regclass(n)::oid AS oid FROM unnest(%s::text[]) AS n) "
+                "SELECT coalesce(bool_and(r.oid IS NOT NULL), false) "
+                "AND NOT EXISTS (SELECT 1 FROM pg_constraint c JOIN r ON c.conrelid = r.oid WHERE c.contype = 'f') "
+                "AND NOT EXISTS (SELECT 1 FROM pg_inherits i JOIN r ON r.oid IN (i.inhrelid, i.inhparent)) FROM r")
 
 #: First keywords of statements that take no lock worth reporting (ROW EXCLUSIVE at most) or lock nothing.
 _DATA = {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES", "MERGE", "TABLE", "SET", "SHOW", "COPY",
@@ -112,6 +118,7 @@ class LockWatch:
         self._raw = False
         self._index = 0
         self._measuring = MEASURING
+        self._alone = False  # the statement under way is a DROP TABLE that locks only what it drops
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -157,6 +164,7 @@ class LockWatch:
         for _, _, _, under in self._held.values():
             under.append(text)
         self._scan = None
+        self._alone = self._drops_alone(query)
         table = rewritten_table(query)
         if table is not None and _VALIDATES & {t.upper for t in tokens(query) if t.kind == "word"}:
             row = self.conn.execute(_SCANS, (table,)).fetchone()
@@ -166,11 +174,27 @@ class LockWatch:
         self.inner.execute(cursor, query, parameters)
 
     def after(self, sql: str, query: str, parameters: Any, rowcount: int) -> None:
-        if self._measuring and self.inner.running and self._current is not None and measured(query):
+        if (self._measuring and self.inner.running and self._current is not None and measured(query)
+                and not self._alone):
             self._read(" ".join(sql.split()), query)
         self.inner.after(sql, query, parameters, rowcount)
 
     # -- the readings ------------------------------------------------------------------------
+
+    def _drops_alone(self, query: str) -> bool:
+        """Whether ``query`` drops tables that lock nothing else: then no reading follows it.
+
+        A reading after it could not show the dropped tables (their catalog
+        rows are gone), and the scan of ``pg_locks`` grows with every lock the
+        transaction holds: read after each of a rollback's 500 drops, it made
+        the analysis cost a third of the run (docs/performance.md, Locks).
+        """
+        if first_keywords(query, 2) != ["DROP", "TABLE"] or any(t.upper == "CASCADE" for t in tokens(query)):
+            return False
+        names = classify(query).tables
+        if not names:
+            return False
+        return bool(self.conn.execute(_DROPS_ALONE, ([_quoted(name) for name in names],)).fetchone()[0])
 
     def _read(self, statement: str, query: str = "") -> None:
         step = self._current
