@@ -290,3 +290,12 @@ def test_dropping_a_table_with_a_foreign_key_shows_the_lock_on_the_table_it_refe
     status, report, _ = dry_run(pg_url, catalog_dir)
     assert report["steps"][0]["locks"] == []  # what a DROP locks alone is gone with it
     assert [(lock["relation"], lock["mode"]) for lock in report["steps"][1]["locks"]] == [("p", "ACCESS EXCLUSIVE")]
+
+    # A foreign key the plan adds before the drop counts too (what was known about the tables is read again).
+    run_sql(pg_url, "CREATE TABLE other (id INT)")
+    (catalog_dir / "migration_0002.py").unlink()
+    migration(catalog_dir, "0002", "ALTER TABLE other ADD CONSTRAINT o_p FOREIGN KEY (id) REFERENCES p (id) NOT VALID",
+              depends_on=("0001",))
+    migration(catalog_dir, "0003", "DROP TABLE other", depends_on=("0002",))
+    status, report, _ = dry_run(pg_url, catalog_dir)
+    assert [(lock["relation"], lock["mode"]) for lock in report["steps"][2]["locks"]] == [("p", "ACCESS EXCLUSIVE")]

@@ -31,6 +31,7 @@ locks, not its scans); how long the locks would be held on production data.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from planner.engines.pg_sql import classify, first_keywords, rewritten_table, tokens
@@ -57,12 +58,12 @@ _LOCKS = ("SELECT l.relation, l.mode, c.relfilenode, c.reltuples::float8, pg_rel
 _SCANS = ("SELECT coalesce(sum(seq_scan + coalesce(idx_scan, 0)), 0) FROM pg_stat_xact_user_tables "
           "WHERE relid = to_regclass(%s)")
 _SCANS_AFTER = f"SELECT to_regclass(%s)::oid, ({_SCANS})"
-#: Whether the tables a ``DROP TABLE`` names exist and lock nothing beside themselves when dropped: no foreign
-#: key of theirs (dropping one takes ACCESS EXCLUSIVE on the table it references), no partition or inheritance.
-_DROPS_ALONE = ("WITH r AS (SELECT to_regclass(n)::oid AS oid FROM unnest(%s::text[]) AS n) "
-                "SELECT coalesce(bool_and(r.oid IS NOT NULL), false) "
-                "AND NOT EXISTS (SELECT 1 FROM pg_constraint c JOIN r ON c.conrelid = r.oid WHERE c.contype = 'f') "
-                "AND NOT EXISTS (SELECT 1 FROM pg_inherits i JOIN r ON r.oid IN (i.inhrelid, i.inhparent)) FROM r")
+#: The names of the tables that lock more than themselves when dropped: those with a foreign key (dropping one
+#: takes ACCESS EXCLUSIVE on the table it references), a partition or an inheritance link. Read once for a
+#: run of drops, and again after any other statement that may have added one.
+_LINKED = ("SELECT DISTINCT c.relname FROM pg_class c WHERE c.oid IN (SELECT conrelid FROM pg_constraint "
+           "WHERE contype = 'f' UNION SELECT inhrelid FROM pg_inherits UNION SELECT inhparent FROM pg_inherits)")
+_PLAIN_NAME = re.compile(r"^[a-z_][a-z0-9_$]*(\.[a-z_][a-z0-9_$]*)?$")
 
 #: First keywords of statements that take no lock worth reporting (ROW EXCLUSIVE at most) or lock nothing.
 _DATA = {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES", "MERGE", "TABLE", "SET", "SHOW", "COPY",
@@ -119,6 +120,7 @@ class LockWatch:
         self._index = 0
         self._measuring = MEASURING
         self._alone = False  # the statement under way is a DROP TABLE that locks only what it drops
+        self._linked: set[str] | None = None  # _LINKED, while no statement since may have changed it
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -151,6 +153,7 @@ class LockWatch:
 
     def unwatched(self) -> None:
         self._raw = True
+        self._linked = None
         self.inner.unwatched()
 
     # -- the connection's calls, per statement -----------------------------------------
@@ -188,13 +191,19 @@ class LockWatch:
         rows are gone), and the scan of ``pg_locks`` grows with every lock the
         transaction holds: read after each of a rollback's 500 drops, it made
         the analysis cost a third of the run (docs/performance.md, Locks).
+        Which tables have a foreign key or an inheritance link is read once
+        (``_LINKED``), and again after any statement that may change it.
         """
         if first_keywords(query, 2) != ["DROP", "TABLE"] or any(t.upper == "CASCADE" for t in tokens(query)):
+            if measured(query):
+                self._linked = None  # it may add a foreign key or a partition
             return False
         names = classify(query).tables
-        if not names:
-            return False
-        return bool(self.conn.execute(_DROPS_ALONE, ([_quoted(name) for name in names],)).fetchone()[0])
+        if not names or not all(_PLAIN_NAME.match(name) for name in names):
+            return False  # a quoted or odd name: read after it rather than compare spellings
+        if self._linked is None:
+            self._linked = {row[0] for row in self.conn.execute(_LINKED).fetchall()}
+        return not any(name.rsplit(".", 1)[-1] in self._linked for name in names)
 
     def _read(self, statement: str, query: str = "") -> None:
         step = self._current
