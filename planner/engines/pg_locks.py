@@ -12,7 +12,10 @@ can say what it did (``LockWatch`` wraps the preview's observer, which
   (``CREATE TABLE`` without ``REFERENCES``, ``PARTITION OF``, ``INHERITS``
   or ``LIKE``; ``CREATE SEQUENCE``/``FUNCTION``/``VIEW``...) and a data
   statement (``INSERT``, ``UPDATE``...: ROW EXCLUSIVE, which blocks no
-  reader) are not read after, to keep the preview's cost down;
+  reader) are not read after, to keep the preview's cost down; nor is a
+  ``DROP TABLE`` of tables without foreign keys or inheritance links (what
+  it locks is gone with it, and the scan of ``pg_locks`` grows with every
+  lock the transaction holds);
 * **rewrites**: a relation of the plan's past whose file node changed
   (a type change, a volatile default, ``SET LOGGED``, ``CLUSTER``,
   ``VACUUM FULL``...; ``TRUNCATE`` is left to the data-loss report);
