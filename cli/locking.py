@@ -114,6 +114,41 @@ def lock_policy(settings: Settings):
                       allowed=tuple(getattr(settings, "allow_option", None) or ()))
 
 
+def explain_locks(settings: Settings) -> list[tuple[str, object, str]]:
+    """``apm config``'s rows for the lock keys: (key, value, where it came from), as ``Settings.explain``.
+
+    Durations are shown as the file spells them (``"2s"``, ``"off"``);
+    ``lock_levels`` as a table of code = level. PostgreSQL only: SQLite
+    waits ``busy_timeout`` for its write lock instead.
+    """
+    from planner.locks import (
+        DEFAULT_GATE,
+        DEFAULT_LARGE_TABLE_ROWS,
+        DEFAULT_LOCK_RETRIES,
+        DEFAULT_LOCK_TIMEOUT,
+        DEFAULT_STATEMENT_TIMEOUT,
+        shown_duration,
+    )
+
+    config = settings.config
+    defaults = {"lock_timeout": DEFAULT_LOCK_TIMEOUT, "statement_timeout": DEFAULT_STATEMENT_TIMEOUT,
+                "lock_retries": DEFAULT_LOCK_RETRIES, "lock_gate": DEFAULT_GATE, "lock_levels": {},
+                "large_table_rows": DEFAULT_LARGE_TABLE_ROWS}
+    rows = []
+    for key, default in defaults.items():
+        given = getattr(settings, f"{key}_option", None)
+        if given is not None:
+            value, source = given, settings.sources.get(key, "option")
+        elif config.get(key) is not None:
+            value, source = config.get(key), f"config {config.path}"
+        else:
+            value, source = default, "default (PostgreSQL only)"
+        if key in ("lock_timeout", "statement_timeout"):
+            value = shown_duration(value)
+        rows.append((key, dict(value) if key == "lock_levels" else value, source))
+    return rows
+
+
 def configure(settings: Settings, engine) -> None:
     """Give a PostgreSQL engine the run's lock settings, and tell each retry on stderr."""
     if getattr(engine, "name", None) != "postgresql":
@@ -145,6 +180,53 @@ def gating_findings(preview) -> list[str]:
 def lock_refusal(lines: list[str], unchanged: str) -> str:
     return (f"lock findings stop this plan ({'; '.join(lines)}); {unchanged}. Accept them with allow = [\"code\"] "
             f"in the migration or --allow CODE (--yes does not), or change the migration (docs/locks.md)")
+
+
+def check_locks(catalog_dir, engine, findings: list) -> tuple[list, bool, dict]:
+    """``apm migrate check`` on PostgreSQL: the pending plan previewed and rolled back, for its lock findings.
+
+    The findings are measured, not guessed, so the plan has to run: as
+    ``--dry-run`` runs it, in one transaction under the migration lock,
+    rolled back whatever it finds. Only when there is something to measure:
+    a PostgreSQL database that exists, a catalog and history without errors
+    (a plan that would be refused is not run), and pending migrations.
+    Returns the findings (``scope = "locks"``), whether one gates (exit 12),
+    and what was done, for the output (``previewed``, ``note``).
+    """
+    from cli.errors import CommandError, exit_code_for
+    from planner.errors import CatalogError, PlanError
+    from planner.loader import load_catalog
+    from planner.locks import check_findings, gating
+    from planner.plan import apply_plan, refuse_empty_upgrades
+
+    done: dict = {"previewed": [], "note": None}
+    if engine is None or getattr(engine, "name", None) != "postgresql":
+        return [], False, done
+    blocking = [f for f in findings if (f.severity == "error" and f.scope == "catalog") or f.code == "no-database"]
+    if blocking:
+        done["note"] = f"locks not previewed: {blocking[0].code} (only a plan that would run is previewed)"
+        return [], False, done
+    try:
+        catalog = load_catalog(catalog_dir)
+        plan = apply_plan(catalog, engine.applied())
+        refuse_empty_upgrades(plan)
+    except (CatalogError, PlanError) as exc:
+        done["note"] = f"locks not previewed: {exc}"
+        return [], False, done
+    if not plan:
+        done["note"] = "locks: nothing pending, nothing previewed"
+        return [], False, done
+    preview = engine.runner(catalog=catalog).preview(plan, make_plan=lambda ledger: apply_plan(catalog, ledger))
+    if preview.error is not None:
+        raise CommandError(f"{preview.error} (found by check's lock preview: nothing was committed)",
+                           exit_code_for(preview.error)) from preview.error
+    ran = [s.version for s in preview.steps if s.locks is not None]
+    done["previewed"] = ran
+    left = f"; not previewed (transactional = False): {', '.join(preview.not_previewed)}" \
+        if preview.not_previewed else ""
+    done["note"] = (f"locks: previewed {len(ran)} pending step(s) in one transaction, rolled back "
+                    f"({engine.display} is unchanged){left}")
+    return check_findings(preview.steps), bool(gating(engine.lock_policy, preview.steps)), done
 
 
 ENGINE_HOOKS.append(configure)

@@ -172,6 +172,11 @@ def report_preview(preview, plan, *, as_json: bool, sql: bool, title: str = "Dry
     state = "committed" if preview.committed else f"rolled back; {settings().db_display} is unchanged"
     ran = len(preview.steps) - len(preview.not_previewed)
     echo(f"{title}: ran {ran} of {len(preview.plan)} step(s) in one transaction, then {state}")
+    if preview.write_lock_ms is not None:  # SQLite: one write lock for the whole plan
+        rebuilt = ", ".join(f"{r['table']} ({r['rows']} rows)" for r in preview.rebuilds())
+        echo(f"  held the write lock {duration(preview.write_lock_ms)} (BEGIN IMMEDIATE to "
+             f"{'COMMIT' if preview.committed else 'ROLLBACK'}; other writers waited)"
+             + (f"; rebuilt {rebuilt}" if rebuilt else "; rebuilt no table"))
     for step in preview.steps:
         for line in step.describe():
             echo(f"  {line}", fg="yellow" if step.loses_data and line in step.loss_lines() else None)

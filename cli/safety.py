@@ -18,7 +18,17 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cli.options import DEFAULT_DB, EXIT_CATALOG, EXIT_DATABASE, EXIT_OK, EXIT_REFUSED, settings, shared_options
+from cli.locking import lock_options
+from cli.options import (
+    DEFAULT_DB,
+    EXIT_CATALOG,
+    EXIT_DATABASE,
+    EXIT_LOCK_RISK,
+    EXIT_OK,
+    EXIT_REFUSED,
+    settings,
+    shared_options,
+)
 from cli.output import confirm, echo, emit_json
 
 if TYPE_CHECKING:
@@ -80,15 +90,16 @@ def _summary(findings: list) -> str:
     return f"{errors} error(s), {warnings} warning(s)"
 
 
-def check_exit_code(findings: list, strict: bool = False) -> int:
-    """3 when the catalog has errors, else 4 when the history has errors, else 0; ``strict`` counts warnings."""
+def check_exit_code(findings: list, strict: bool = False, locks_gate: bool = False) -> int:
+    """3 when the catalog has errors, else 4 when the history has errors, else 12 when a lock finding gates
+    (``locks_gate``: the policy's ``lock_gate`` decides, not ``strict``), else 0; ``strict`` counts warnings."""
     failing = {"error", "warning"} if strict else {"error"}
-    scopes = {f.scope for f in findings if f.severity in failing}
+    scopes = {f.scope for f in findings if f.severity in failing and f.scope != "locks"}
     if "catalog" in scopes:
         return EXIT_CATALOG
     if scopes:
         return EXIT_REFUSED
-    return EXIT_OK
+    return EXIT_LOCK_RISK if locks_gate else EXIT_OK
 
 
 @click.command("check")
@@ -97,12 +108,15 @@ def check_exit_code(findings: list, strict: bool = False) -> int:
 @click.option("--strict", is_flag=True, help="Fail on warnings too (implied dependencies, missing downgrades).")
 @click.option("--fix", is_flag=True, help="Renumber files that share a version, after showing the changes.")
 @click.option("--yes", "-y", is_flag=True, help="With --fix: make the changes without asking (needed in scripts).")
+@lock_options()
 def check_command(as_json: bool, strict: bool, fix: bool, yes: bool) -> None:
     """Lint the migrations: catalog errors, implied dependencies, missing downgrades, edited applied files.
 
     The database's history is checked too when --db is given, or when the
-    default database exists. Exit status: 0 clean, 3 catalog errors, 4
-    history errors (with --strict, warnings count as errors). With --fix,
+    default database exists. On PostgreSQL, pending migrations are previewed
+    in one transaction that is rolled back, for their lock findings. Exit
+    status: 0 clean, 3 catalog errors, 4 history errors (with --strict,
+    warnings count as errors), 12 lock findings at or above lock_gate. With --fix,
     files sharing a version are renumbered first (shown, then asked; --yes
     in scripts), and the check runs on the result.
     """
@@ -123,8 +137,12 @@ def check_command(as_json: bool, strict: bool, fix: bool, yes: bool) -> None:
     # A DatabaseError exits 6 through the root group (an unreachable server too; a missing database is empty).
     findings = for_this_database(check_catalog(catalog_dir, engine))
     findings = _name_the_config(findings, options)
+    from cli.locking import check_locks
+
+    lock_findings, locks_gate, locks = check_locks(catalog_dir, engine, findings)
+    findings += lock_findings
     shown = engine.display if engine is not None else None
-    code = check_exit_code(findings, strict)
+    code = check_exit_code(findings, strict, locks_gate)
     if as_json:
         emit_json({
             "catalog": str(catalog_dir),
@@ -134,9 +152,12 @@ def check_command(as_json: bool, strict: bool, fix: bool, yes: bool) -> None:
             "errors": sum(1 for f in findings if f.severity == "error"),
             "warnings": sum(1 for f in findings if f.severity == "warning"),
             "findings": [f.to_json() for f in findings],
+            "locks": locks,
         })
     else:
         _print_findings(findings)
+        if locks["note"]:
+            echo(locks["note"])
         where = f"{catalog_dir}" + (f" and {shown}" if shown else "")
         echo(f"{where}: {_summary(findings)}" if findings else f"{where}: no problems found",
              fg="green" if code == EXIT_OK else None)

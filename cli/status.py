@@ -153,19 +153,28 @@ def _short(text: str | None, width: int = 60) -> str:
 # --------------------------------------------------------------------------
 
 
+def _cell(value: object) -> object:
+    """A setting as the table shows it: ``-`` for none, a table of codes as ``code = level, ...``."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key} = {level}" for key, level in value.items()) or "-"
+    return "-" if value is None else value
+
+
 @click.command("config")
 @shared_options()
 @click.option("--json", "as_json", is_flag=True, help="Print the settings as JSON (see docs/commands.md).")
 @click.pass_context
 def config_command(ctx: click.Context, as_json: bool) -> None:
     """Show each setting, its value, and where it came from (option, environment, file, default)."""
+    from cli.locking import explain_locks
+
     resolved = settings()
-    rows = resolved.explain()
+    rows = resolved.explain() + explain_locks(resolved)
     if as_json:
         emit_json({"config_file": str(resolved.config.path) if resolved.config.path else None,
                    "settings": {name: {"value": value, "source": source} for name, value, source in rows}})
         return
-    echo(table([[name, "-" if value is None else value, source] for name, value, source in rows],
+    echo(table([[name, _cell(value), source] for name, value, source in rows],
                ["setting", "value", "from"]))
     path = resolved.config.path
     echo(f"Config file: {path}" if path else "Config file: none (apm.toml, or [tool.apm] in pyproject.toml, "

@@ -46,6 +46,8 @@ class StepEffects:
     rebuilds: dict[str, tuple[dict[str, str], list[str]]] = field(default_factory=dict)
     #: a table ``rebuild_table`` rebuilt -> its ``CREATE TABLE`` before
     rebuilt_sql: dict[str, str | None] = field(default_factory=dict)
+    #: a table ``rebuild_table`` rebuilt -> the rows it held when the rebuild began (what it copied)
+    rebuilt_rows: dict[str, int] = field(default_factory=dict)
     deleted: dict[str, int] = field(default_factory=dict)
     #: Rows deleted from a table this plan created: its own, not loss.
     deleted_own: dict[str, int] = field(default_factory=dict)

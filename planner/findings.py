@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 Severity = Literal["error", "warning", "info"]
-#: What a finding is about, which decides the CLI's exit code: the files, the ledger, or the database file.
-Scope = Literal["catalog", "history", "database"]
+#: What a finding is about, which decides the CLI's exit code: the files, the ledger, the database file, or
+#: the locks the pending plan takes (``check`` on PostgreSQL, gated by ``lock_gate``: exit 12).
+Scope = Literal["catalog", "history", "database", "locks"]
 
 ERROR: Severity = "error"
 WARNING: Severity = "warning"

@@ -249,12 +249,14 @@ class StepLocks:
     locks: list[LockTaken]
     rewrites: list[str]
     findings: list[LockFinding]
-    #: SQLite: tables the step rebuilt, with their rows; how long the plan held the write lock.
+    #: SQLite: the tables the step rebuilt (a new table, the rows copied, the old one dropped), each
+    #: ``{"table": ..., "rows": N}`` with the rows it held when rebuilt; their names are ``rewrites`` too.
     rebuilt: list[dict] | None = None
 
     def to_json(self) -> dict:
         return {"locks": [lock.to_json() for lock in self.locks], "rewrites": list(self.rewrites),
-                "findings": [finding.to_json() for finding in self.findings]}
+                "findings": [finding.to_json() for finding in self.findings],
+                "rebuilds": [dict(rebuild) for rebuild in self.rebuilt or ()]}
 
     def lines(self, prefix: str) -> list[str]:
         return [f"{prefix}: lock {finding.describe()}" for finding in self.findings]
@@ -304,4 +306,22 @@ def gating(policy: LockPolicy, steps: list) -> list[tuple[str, LockFinding]]:
         for finding in report.findings if report is not None else ():
             if policy.gates(finding):
                 found.append((step.version, finding))
+    return found
+
+
+def check_findings(steps: list) -> list:
+    """The lock findings of a preview's steps as ``apm migrate check`` lists them (``planner.findings.Finding``).
+
+    An accepted finding is an ``info``: a decision someone wrote down, shown
+    so a reviewer sees it, never a failure (as ``irreversible`` is).
+    """
+    from planner.findings import INFO, Finding
+
+    found = []
+    for step in steps:
+        report = getattr(step, "locks", None)
+        for finding in report.findings if report is not None else ():
+            accepted = f" ({finding.level}, accepted by the {finding.accepted})" if finding.accepted else ""
+            found.append(Finding(INFO if finding.accepted else finding.level, finding.code, step.version,
+                                 f"{finding.text}{accepted}", f"safer: {finding.advice}", "locks"))
     return found

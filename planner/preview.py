@@ -55,11 +55,14 @@ JSON shape (``Preview.to_json()``, format 2)::
           "locks": [{"relation": str, "mode": "ACCESS EXCLUSIVE" | "SHARE" | ..., "rows": int | null,
                      "bytes": int | null}],   # PostgreSQL: locks on relations older than the plan
           "rewrites": [str],             # relations given a new file (rewritten); SQLite: tables rebuilt
+          "rebuilds": [{"table": str, "rows": int}],   # SQLite: tables rebuilt, with the rows they held then
           "findings": [{"code": str, "level": "info" | "warning" | "error", "relation": str,
                         "advice": str, "text": str, "accepted": null | "migration" | "option"}]
                                          # planner.locks, docs/locks.md
       }],
       "not_run": ["0020"],              # plan steps after a failure, never reached
+      "write_lock_ms": float | null,    # SQLite: how long the plan held the write lock (BEGIN IMMEDIATE to
+                                        # COMMIT or ROLLBACK); null on PostgreSQL (per-relation locks instead)
       "lines": [str]                    # Preview.describe()
     }
 """
@@ -256,7 +259,8 @@ class PreviewStep:
             "error": None if self.error is None else {"type": type(self.error).__name__, "message": str(self.error)},
             "skipped": self.skipped,
             "passed_over": list(self.passed_over),
-            **(self.locks.to_json() if self.locks is not None else {"locks": [], "rewrites": [], "findings": []}),
+            **(self.locks.to_json() if self.locks is not None
+               else {"locks": [], "rewrites": [], "findings": [], "rebuilds": []}),
         }
 
 
@@ -269,6 +273,8 @@ class Preview:
     #: Whether the transaction was committed (a real run whose loss, if any, was accepted).
     committed: bool = False
     duration_ms: float = 0.0
+    #: SQLite: milliseconds from ``BEGIN IMMEDIATE`` to ``COMMIT``/``ROLLBACK``: no other writer could write.
+    write_lock_ms: float | None = None
 
     @property
     def error(self) -> Exception | None:
@@ -302,6 +308,10 @@ class Preview:
     def loss_lines(self) -> list[str]:
         return [line for step in self.steps for line in step.loss_lines()]
 
+    def rebuilds(self) -> list[dict]:
+        """SQLite: every table the plan rebuilt, with its rows, in plan order (``StepLocks.rebuilt``)."""
+        return [rebuild for step in self.steps if step.locks is not None for rebuild in step.locks.rebuilt or ()]
+
     def describe(self) -> list[str]:
         lines = [line for step in self.steps for line in step.describe()]
         if self.not_run:
@@ -322,5 +332,6 @@ class Preview:
             "unchecked": self.unchecked,
             "steps": [step.to_json() for step in self.steps],
             "not_run": self.not_run,
+            "write_lock_ms": None if self.write_lock_ms is None else round(self.write_lock_ms, 3),
             "lines": self.describe(),
         }

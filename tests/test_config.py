@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,22 @@ def test_an_unusable_path_from_the_file_names_the_file_and_key(project: Path, fi
     (project / file).write_text(f'{table}migrations_dir = "nope"\n')
     overridden = run_apm("--migrations-dir", "elsewhere", "status", cwd=project)
     assert overridden.returncode == 3 and "is set in" not in overridden.stderr
+
+
+def test_config_lists_the_lock_keys_with_their_defaults_and_the_file_values(project: Path) -> None:
+    settings = shown()["settings"]
+    assert {key: settings[key]["value"] for key in ("lock_timeout", "statement_timeout", "lock_retries",
+                                                     "lock_gate", "lock_levels", "large_table_rows")} == {
+        "lock_timeout": "2s", "statement_timeout": "off", "lock_retries": 3, "lock_gate": "error",
+        "lock_levels": {}, "large_table_rows": 10000}
+    assert settings["lock_timeout"]["source"].startswith("default")
+    (project / "apm.toml").write_text('lock_timeout = "300ms"\nstatement_timeout = "2min"\nlock_retries = 0\n'
+                                      'lock_gate = "warning"\nlock_levels = { table-rewrite = "warning" }\n'
+                                      'large_table_rows = 500\n')
+    settings = shown()["settings"]
+    assert settings["lock_timeout"] == {"value": "300ms", "source": f"config {project / 'apm.toml'}"}
+    assert [settings[key]["value"] for key in ("statement_timeout", "lock_retries", "lock_gate", "lock_levels",
+                                               "large_table_rows")] == [
+        "120s", 0, "warning", {"table-rewrite": "warning"}, 500]
+    text = CliRunner().invoke(apm, ["config"]).output
+    assert re.search(r"^lock_levels +table-rewrite = warning +config ", text, re.M), text

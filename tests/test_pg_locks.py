@@ -191,3 +191,111 @@ def test_a_sql_migration_declares_allow_and_lock_timeout_in_its_header(pg_url, c
         "-- Migration 0001: Index t.c\n-- allow: index-not-concurent\n-- upgrade\nCREATE INDEX t_c ON t (c);\n")
     result = apm(pg_url, "migrate", "--dry-run", catalog=catalog_dir)
     assert result.returncode == 3 and "'index-not-concurent', which is no finding code" in result.stderr
+
+
+# -- apm migrate check --db URL: the pending plan previewed (rolled back) for its lock findings ---------
+
+
+def relations(url: str) -> list[tuple]:
+    """Every user relation with its file node, and t's rows: what a check must leave as it found it."""
+    return query(url, "SELECT c.relname, c.relfilenode, (SELECT count(*) FROM t) FROM pg_class c "
+                      "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname NOT IN "
+                      "('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1")
+
+
+def check(url: str, catalog_dir: Path, *options: str, cwd: Path | None = None):
+    return run_apm("migrate", "check", "--db", url, "--migrations-dir", str(catalog_dir), *options, cwd=cwd)
+
+
+def test_check_exits_12_on_a_pending_lock_finding_and_changes_nothing(pg_url, catalog_dir, tmp_path):
+    indexed(pg_url, catalog_dir)
+    before = relations(pg_url)
+    result = check(pg_url, catalog_dir)
+    assert result.returncode == 12, result.stdout + result.stderr
+    line = next(line for line in result.stdout.splitlines() if "index-not-concurrent" in line)
+    assert line.split()[:2] == ["error", "0001"] and "builds an index on t" in line and "CONCURRENTLY" in line
+    assert "previewed 1 pending step(s) in one transaction, rolled back" in result.stdout
+    report = json.loads(check(pg_url, catalog_dir, "--json").stdout)
+    assert report["exit_code"] == 12 and report["locks"]["previewed"] == ["0001"]
+    assert [(f["code"], f["scope"], f["severity"]) for f in report["findings"] if f["scope"] == "locks"] == \
+        [("index-not-concurrent", "locks", "error")]
+    # Accepted per run: shown as an info, not gating.
+    accepted = json.loads(check(pg_url, catalog_dir, "--json", "--allow", "index-not-concurrent").stdout)
+    assert accepted["exit_code"] == 0
+    assert [f["severity"] for f in accepted["findings"] if f["code"] == "index-not-concurrent"] == ["info"]
+    # The config's levels and gate are the same policy as --dry-run's: a warning does not gate by default.
+    (tmp_path / "apm.toml").write_text('lock_levels = { index-not-concurrent = "warning" }\n')
+    warned = json.loads(check(pg_url, catalog_dir, "--json", cwd=tmp_path).stdout)
+    assert warned["exit_code"] == 0
+    assert [f["severity"] for f in warned["findings"] if f["code"] == "index-not-concurrent"] == ["warning"]
+    (tmp_path / "apm.toml").write_text('lock_levels = { index-not-concurrent = "warning" }\nlock_gate = "warning"\n')
+    assert check(pg_url, catalog_dir, cwd=tmp_path).returncode == 12
+    assert relations(pg_url) == before  # three previews, all rolled back: no index, no ledger, same file nodes
+    assert query(pg_url, "SELECT to_regclass('schema_migrations'), to_regclass('t_c')") == [(None, None)]
+
+
+def test_check_passes_when_the_migration_allows_it_and_when_nothing_is_pending(pg_url, catalog_dir):
+    indexed(pg_url, catalog_dir, allow="index-not-concurrent")
+    result = check(pg_url, catalog_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = next(line for line in result.stdout.splitlines() if "index-not-concurrent" in line)
+    assert line.startswith("info") and "(error, accepted by the migration)" in line
+    assert query(pg_url, "SELECT to_regclass('t_c')") == [(None,)]
+    assert run_apm("migrate", "--db", pg_url, "--migrations-dir", str(catalog_dir)).returncode == 0
+    # Applied: nothing pending, nothing previewed.
+    done = check(pg_url, catalog_dir)
+    assert done.returncode == 0 and "nothing pending, nothing previewed" in done.stdout, done.stdout
+
+
+def test_check_does_not_preview_a_plan_that_would_be_refused(pg_url, catalog_dir):
+    indexed(pg_url, catalog_dir)
+    migration(catalog_dir, "0002", "SELECT 1", depends_on=("0009",))  # an unknown dependency: exit 3
+    result = check(pg_url, catalog_dir)
+    assert result.returncode == 3 and "locks not previewed: unknown-dependency" in result.stdout, result.stdout
+
+
+def test_check_says_when_the_pending_plan_fails_in_its_preview(pg_url, catalog_dir):
+    run_sql(pg_url, TABLES)
+    migration(catalog_dir, "0001", "CREATE INDEX t_c ON t (c)", "SELECT * FROM no_such_table")
+    result = check(pg_url, catalog_dir)
+    assert result.returncode == 5 and "found by check's lock preview: nothing was committed" in result.stderr
+    assert "Traceback" not in result.stderr and query(pg_url, "SELECT to_regclass('t_c')") == [(None,)]
+
+
+@pytest.mark.parametrize("statements", [
+    ("CREATE INDEX t_c ON t (c)", "UPDATE t SET c = c || 'grown'", "ALTER TABLE t ADD COLUMN d INT",
+     "UPDATE t SET d = 1"),
+    ("ALTER TABLE t ADD COLUMN d INT", "UPDATE t SET d = 1, c = c || 'grown'", "CREATE INDEX t_d ON t (d)"),
+], ids=["index-then-exclusive", "exclusive-then-index"])
+def test_a_steps_lock_and_its_findings_name_the_size_the_table_had_when_the_step_first_locked_it(
+        pg_url, catalog_dir, large, statements):
+    """The UPDATE between two locks doubles t: the entry and every finding still say the size it had first."""
+    run_sql(pg_url, TABLES + "; ANALYZE t")
+    first = query(pg_url, "SELECT pg_relation_size('t')")[0][0]
+    migration(catalog_dir, "0001", *statements)
+    status, report, _ = dry_run(pg_url, catalog_dir, cwd=large)
+    step = report["steps"][0]
+    assert [(lock["relation"], lock["mode"], lock["bytes"]) for lock in step["locks"]] == \
+        [("t", "ACCESS EXCLUSIVE", first)], step["locks"]
+    assert {f["code"] for f in step["findings"]} == {"index-not-concurrent", "access-exclusive-held"}
+    for finding in step["findings"]:
+        assert f"~200 rows, {first} bytes" in finding["text"], finding["text"]
+
+
+def test_dropping_a_table_with_a_foreign_key_shows_the_lock_on_the_table_it_referenced(pg_url, catalog_dir):
+    """A DROP TABLE is read after only when it can lock more than what it drops (docs/performance.md, Locks)."""
+    run_sql(pg_url, TABLES + "; CREATE TABLE c (p INT REFERENCES p (id)); CREATE TABLE lone (id INT)")
+    migration(catalog_dir, "0001", "DROP TABLE lone")
+    migration(catalog_dir, "0002", "DROP TABLE c", depends_on=("0001",))
+    status, report, _ = dry_run(pg_url, catalog_dir)
+    assert report["steps"][0]["locks"] == []  # what a DROP locks alone is gone with it
+    assert [(lock["relation"], lock["mode"]) for lock in report["steps"][1]["locks"]] == [("p", "ACCESS EXCLUSIVE")]
+
+    # A foreign key the plan adds before the drop counts too (what was known about the tables is read again).
+    run_sql(pg_url, "CREATE TABLE other (id INT)")
+    (catalog_dir / "migration_0002.py").unlink()
+    migration(catalog_dir, "0002", "ALTER TABLE other ADD CONSTRAINT o_p FOREIGN KEY (id) REFERENCES p (id) NOT VALID",
+              depends_on=("0001",))
+    migration(catalog_dir, "0003", "DROP TABLE other", depends_on=("0002",))
+    status, report, _ = dry_run(pg_url, catalog_dir)
+    assert [(lock["relation"], lock["mode"]) for lock in report["steps"][2]["locks"]] == [("p", "ACCESS EXCLUSIVE")]

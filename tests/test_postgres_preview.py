@@ -417,5 +417,7 @@ def test_constraints_triggers_and_functions_are_schema_changes_on_both_engines(p
     assert found["sqlite"] == (0, ["0001 apply: drops trigger t_log",
                                    "0002 apply: rebuilds table t (copies its rows into the new shape)",
                                    "0002 apply: adds constraint t.a_known"])
-    assert found["postgresql"] == (0, ["0001 apply: drops function t_log_row", "0001 apply: drops trigger t_log",
-                                       "0002 apply: adds constraint t.a_known"])
+    code, lines = found["postgresql"]  # its lock lines (the CHECK's validating scan) are test_pg_locks.py's
+    assert (code, [line for line in lines if ": lock " not in line]) == (
+        0, ["0001 apply: drops function t_log_row", "0001 apply: drops trigger t_log",
+            "0002 apply: adds constraint t.a_known"])

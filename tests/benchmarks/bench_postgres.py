@@ -31,9 +31,26 @@
    with ``--no-preview``, against the raw loop of 1 run as a process of
    its own (a Python interpreter that imports psycopg), interleaved.
 
+6. Locks (issue 25), whole processes, interleaved rounds, each on a fresh
+   database made outside the timing:
+   a. apply N trivial migrations (``CREATE TABLE``, each with a
+      ``DROP TABLE`` downgrade): ``apm migrate --yes`` (the default path,
+      lock analysis included), the same with the analysis switched off
+      (``pg_locks.MEASURING = False`` in a wrapper process, the default
+      path run through the same wrapper beside it so both pay the same
+      start-up), ``--no-preview``, and the raw psycopg loop (a process);
+   b. roll back N/2 of them (``apm migrate --to <N/2> --yes --no-backup``,
+      and ``--no-preview``) against a raw loop dropping each table and
+      deleting its ledger row, one transaction each;
+   c. the analysis's worst case: N migrations each altering one table that
+      existed before the plan (``ALTER TABLE base ADD COLUMN``, every
+      statement measured: a ``pg_locks`` reading after each), with and
+      without the analysis.
+
 Starts its own throwaway server (tests/pg_server.py). Run:
 ``python tests/benchmarks/bench_postgres.py [N]`` (N migrations, 1,000 by
-default). A measurement, not a test: it always exits 0.
+default), or ``python tests/benchmarks/bench_postgres.py [N] --locks`` for
+section 6 alone. A measurement, not a test: it always exits 0.
 """
 
 from __future__ import annotations
@@ -181,6 +198,114 @@ def whole_applies(server: PgServer, folder: Path, cwd: Path, n: int, rounds: int
     return times
 
 
+# apm run in a wrapper process that may switch the lock analysis off first. argv: "on"/"off", apm's arguments.
+WRAPPED = ("import sys\n"
+           "import planner.engines.postgresql.locks as pg_locks\n"
+           "pg_locks.MEASURING = sys.argv.pop(1) == 'on'\n"
+           "from cli.main import main\n"
+           "sys.argv[0] = 'apm'\n"
+           "sys.exit(main())\n")
+# The raw loop rolling back: argv: URL, first version to keep + 1, last version.
+RAW_ROLLBACK = ("import sys, psycopg\n"
+                "url, low, high = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])\n"
+                "with psycopg.connect(url, autocommit=True) as conn:\n"
+                "    for i in range(high, low - 1, -1):\n"
+                "        with conn.transaction():\n"
+                "            conn.execute(f'DROP TABLE t{i}')\n"
+                "            conn.execute('DELETE FROM schema_migrations WHERE version = %s', (f'{i:04d}',))\n")
+
+
+def lock_figures(server: PgServer, work: Path, n: int, rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Section 6: wall seconds per variant, for the apply, the rollback and the worst case (see the docstring)."""
+    from planner.engines import engine_for
+    from planner.loader import load_catalog
+    from planner.plan import apply_plan
+
+    apm = apm_script()
+    trivial, altering = work / "trivial", work / "altering"
+    trivial.mkdir()
+    altering.mkdir()
+    for i in range(1, n + 1):
+        after = (f"{i - 1:04d}",) if i > 1 else ()
+        write_migration(trivial, f"{i:04d}", f"Table {i}", depends_on=after,
+                        upgrade=f"conn.execute('CREATE TABLE t{i} (id INT)')",
+                        downgrade=f"conn.execute('DROP TABLE t{i}')")
+        write_migration(altering, f"{i:04d}", f"Column {i}", depends_on=after,
+                        upgrade=f"conn.execute('ALTER TABLE base ADD COLUMN c{i} INT')")
+    catalog = load_catalog(trivial)
+
+    def apm_run(folder: Path, *args: str):
+        return lambda url: [apm, "--db", url, "--migrations-dir", str(folder), *args]
+
+    def wrapped(switch: str, folder: Path, *args: str):
+        return lambda url: [sys.executable, "-c", WRAPPED, switch, "--db", url, "--migrations-dir", str(folder),
+                            *args]
+
+    def fresh() -> str:
+        return server.create_database()
+
+    def applied() -> str:
+        url = server.create_database()
+        engine_for(url).runner(catalog=catalog).migrate(lambda ledger: apply_plan(catalog, ledger))
+        return url
+
+    def with_base() -> str:
+        url = server.create_database()
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE base (id INT); INSERT INTO base SELECT generate_series(1, 100); ANALYZE base")
+        return url
+
+    keep = f"{n // 2:04d}"
+    sections = {
+        "apply": (fresh, {
+            "raw loop": lambda url: [sys.executable, "-c", RAW_LOOP, url, str(n)],
+            "apm migrate --yes": apm_run(trivial, "migrate", "--yes"),
+            "apm migrate --yes --no-preview": apm_run(trivial, "migrate", "--yes", "--no-preview"),
+            "wrapped, analysis on": wrapped("on", trivial, "migrate", "--yes"),
+            "wrapped, analysis off": wrapped("off", trivial, "migrate", "--yes"),
+        }),
+        "rollback": (applied, {
+            "raw loop": lambda url: [sys.executable, "-c", RAW_ROLLBACK, url, str(n // 2 + 1), str(n)],
+            "apm migrate --to --yes --no-backup": apm_run(trivial, "migrate", "--to", keep, "--yes", "--no-backup"),
+            "apm migrate --to --yes --no-backup --no-preview": apm_run(trivial, "migrate", "--to", keep, "--yes",
+                                                                        "--no-backup", "--no-preview"),
+            "wrapped, analysis on": wrapped("on", trivial, "migrate", "--to", keep, "--yes", "--no-backup"),
+            "wrapped, analysis off": wrapped("off", trivial, "migrate", "--to", keep, "--yes", "--no-backup"),
+        }),
+        "worst case": (with_base, {
+            "wrapped, analysis on": wrapped("on", altering, "migrate", "--yes"),
+            "wrapped, analysis off": wrapped("off", altering, "migrate", "--yes"),
+            "apm migrate --yes --no-preview": apm_run(altering, "migrate", "--yes", "--no-preview"),
+        }),
+    }
+    figures: dict[str, dict[str, list[float]]] = {}
+    for section, (prepare, commands) in sections.items():
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for _ in range(rounds):
+            for name, argv in commands.items():
+                run = process(argv(prepare()), work)
+                started = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - started)
+        figures[section] = times
+    return figures
+
+
+def print_lock_figures(figures: dict[str, dict[str, list[float]]], n: int, rounds: int) -> None:
+    what = {"apply": f"6a. apply {n} trivial migrations", "rollback": f"6b. roll back {n // 2} of {n}",
+            "worst case": f"6c. apply {n} migrations each altering a table older than the plan"}
+    for section, times in figures.items():
+        print(f"{what[section]}, whole processes, {rounds} interleaved rounds:")
+        baseline = times.get("raw loop")
+        for name, seconds in times.items():
+            against = f"; against the raw loop: {paired(seconds, baseline)}" if baseline and name != "raw loop" else ""
+            print(f"    {name}: {spread(seconds)}{against}")
+        on, off = times["wrapped, analysis on"], times["wrapped, analysis off"]
+        print(f"    lock analysis cost (on against off): {paired(on, off)} (target <= 1.10)")
+
+
 def import_times(cwd: Path, rounds: int) -> list[float]:
     """``import psycopg`` alone, timed inside a fresh interpreter (start-up and exit left out)."""
     return [float(subprocess.run([sys.executable, "-c", IMPORT_PSYCOPG], cwd=cwd, capture_output=True, text=True,
@@ -261,6 +386,9 @@ def main(n: int = 1000) -> None:
         # 3. what the floor is made of: importing the driver, and one connection.
         imports = import_times(work, ROUNDS)
         connects = connect_times(url, ROUNDS * 3)
+
+        # 6. locks: the analysis's cost, the default path's apply and rollback against raw loops.
+        locks = lock_figures(server, work, n, APPLY_ROUNDS)
     finally:
         server.stop()
 
@@ -290,7 +418,24 @@ def main(n: int = 1000) -> None:
     print(f"    raw loop (python -c, psycopg): {spread(raw)}")
     for name in ("apm migrate", "apm migrate --no-preview"):
         print(f"    {name}: {spread(applies_whole[name])}; against the raw loop: {paired(applies_whole[name], raw)}")
+    print_lock_figures(locks, n, APPLY_ROUNDS)
+
+
+def locks_only(n: int, rounds: int = APPLY_ROUNDS) -> None:
+    """Section 6 alone (``--locks``): what the lock analysis costs, and the default path against the raw loop."""
+    server = PgServer(find_bin_dir())
+    server.start()
+    try:
+        figures = lock_figures(server, Path(tempfile.mkdtemp(prefix="apm-bench-locks-")), n, rounds)
+    finally:
+        server.stop()
+    print_lock_figures(figures, n, rounds)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000)
+    arguments = [a for a in sys.argv[1:] if not a.startswith("--")]
+    count = int(arguments[0]) if arguments else 1000
+    if "--locks" in sys.argv:
+        locks_only(count, int(arguments[1]) if len(arguments) > 1 else APPLY_ROUNDS)
+    else:
+        main(count)

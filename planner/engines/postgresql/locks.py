@@ -12,7 +12,10 @@ can say what it did (``LockWatch`` wraps the preview's observer, which
   (``CREATE TABLE`` without ``REFERENCES``, ``PARTITION OF``, ``INHERITS``
   or ``LIKE``; ``CREATE SEQUENCE``/``FUNCTION``/``VIEW``...) and a data
   statement (``INSERT``, ``UPDATE``...: ROW EXCLUSIVE, which blocks no
-  reader) are not read after, to keep the preview's cost down;
+  reader) are not read after, to keep the preview's cost down; nor is a
+  ``DROP TABLE`` of tables without foreign keys or inheritance links (what
+  it locks is gone with it, and the scan of ``pg_locks`` grows with every
+  lock the transaction holds);
 * **rewrites**: a relation of the plan's past whose file node changed
   (a type change, a volatile default, ``SET LOGGED``, ``CLUSTER``,
   ``VACUUM FULL``...; ``TRUNCATE`` is left to the data-loss report);
@@ -31,9 +34,10 @@ locks, not its scans); how long the locks would be held on production data.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from planner.engines.postgresql.sql import first_keywords, rewritten_table, tokens
+from planner.engines.postgresql.sql import classify, first_keywords, rewritten_table, tokens
 from planner.locks import (
     BLOCKING,
     LockFinding,
@@ -57,6 +61,12 @@ _LOCKS = ("SELECT l.relation, l.mode, c.relfilenode, c.reltuples::float8, pg_rel
 _SCANS = ("SELECT coalesce(sum(seq_scan + coalesce(idx_scan, 0)), 0) FROM pg_stat_xact_user_tables "
           "WHERE relid = to_regclass(%s)")
 _SCANS_AFTER = f"SELECT to_regclass(%s)::oid, ({_SCANS})"
+#: The names of the tables that lock more than themselves when dropped: those with a foreign key (dropping one
+#: takes ACCESS EXCLUSIVE on the table it references), a partition or an inheritance link. Read once for a
+#: run of drops, and again after any other statement that may have added one.
+_LINKED = ("SELECT DISTINCT c.relname FROM pg_class c WHERE c.oid IN (SELECT conrelid FROM pg_constraint "
+           "WHERE contype = 'f' UNION SELECT inhrelid FROM pg_inherits UNION SELECT inhparent FROM pg_inherits)")
+_PLAIN_NAME = re.compile(r"^[a-z_][a-z0-9_$]*(\.[a-z_][a-z0-9_$]*)?$")
 
 #: First keywords of statements that take no lock worth reporting (ROW EXCLUSIVE at most) or lock nothing.
 _DATA = {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES", "MERGE", "TABLE", "SET", "SHOW", "COPY",
@@ -67,6 +77,11 @@ _CREATES_ONLY = {"TABLE", "SEQUENCE", "FUNCTION", "PROCEDURE", "TYPE", "SCHEMA",
 _REACHES = {"REFERENCES", "PARTITION", "INHERITS", "LIKE", "SELECT", "TRIGGER"}
 #: Words of an ``ALTER TABLE`` that may validate existing rows by scanning them.
 _VALIDATES = {"NOT", "CONSTRAINT", "CHECK", "FOREIGN", "REFERENCES", "PRIMARY", "UNIQUE"}
+
+
+#: The benchmark's switch (tests/benchmarks/bench_postgres.py, section 6): ``False`` keeps the watch in
+#: place but reads nothing, to measure what the analysis costs. Not a setting: no user turns it off.
+MEASURING = True
 
 
 def _shown(schema: str, name: str) -> str:
@@ -99,10 +114,16 @@ class LockWatch:
         self._held: dict[int, tuple[StepLocks, str, LockTaken, list[str]]] = {}  # ACCESS EXCLUSIVE, and under it
         self._seen: set[tuple[int, str]] = set()  # (relation, mode) already taken in the transaction
         self._current: StepLocks | None = None
+        #: Per relation, its (rows estimate, bytes) when the current step first locked it: every lock and
+        #: finding of the step names that size, not one its own later statements grew (an UPDATE, an index).
+        self._sizes: dict[int, tuple[float, int]] = {}
         self._declared: float | None = None
         self._scan: tuple[str, int] | None = None
         self._raw = False
         self._index = 0
+        self._measuring = MEASURING
+        self._alone = False  # the statement under way is a DROP TABLE that locks only what it drops
+        self._linked: set[str] | None = None  # _LINKED, while no statement since may have changed it
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -111,9 +132,10 @@ class LockWatch:
 
     def start_step(self) -> None:
         self.inner.start_step()
-        if self._before is None:
+        if self._before is None and self._measuring:
             self._before = dict(self.conn.execute(_BEFORE).fetchall())
         self._current = StepLocks([], [], [])
+        self._sizes = {}
         self._raw = False
         self._index = 0
         self.steps.append(self._current)
@@ -123,7 +145,7 @@ class LockWatch:
         self._declared = lock_timeout
 
     def end_step(self) -> Any:
-        if self._raw and self._current is not None:
+        if self._raw and self._current is not None and self._measuring:
             self._read("(statements run through conn.raw)")  # what ran unseen still holds its locks
         self._finish()
         return self.inner.end_step()
@@ -134,19 +156,21 @@ class LockWatch:
 
     def unwatched(self) -> None:
         self._raw = True
+        self._linked = None
         self.inner.unwatched()
 
     # -- the connection's calls, per statement -----------------------------------------
 
     def before(self, sql: str, query: str, parameters: Any) -> None:
         self.inner.before(sql, query, parameters)
-        if not self.inner.running or self._current is None:
+        if not self.inner.running or self._current is None or not self._measuring:
             return
         self._index += 1
         text = " ".join(sql.split())
         for _, _, _, under in self._held.values():
             under.append(text)
         self._scan = None
+        self._alone = self._drops_alone(query)
         table = rewritten_table(query)
         if table is not None and _VALIDATES & {t.upper for t in tokens(query) if t.kind == "word"}:
             row = self.conn.execute(_SCANS, (table,)).fetchone()
@@ -156,11 +180,33 @@ class LockWatch:
         self.inner.execute(cursor, query, parameters)
 
     def after(self, sql: str, query: str, parameters: Any, rowcount: int) -> None:
-        if self.inner.running and self._current is not None and measured(query):
+        if (self._measuring and self.inner.running and self._current is not None and measured(query)
+                and not self._alone):
             self._read(" ".join(sql.split()), query)
         self.inner.after(sql, query, parameters, rowcount)
 
     # -- the readings ------------------------------------------------------------------------
+
+    def _drops_alone(self, query: str) -> bool:
+        """Whether ``query`` drops tables that lock nothing else: then no reading follows it.
+
+        A reading after it could not show the dropped tables (their catalog
+        rows are gone), and the scan of ``pg_locks`` grows with every lock the
+        transaction holds: read after each of a rollback's 500 drops, it made
+        the analysis cost a third of the run (docs/performance.md, Locks).
+        Which tables have a foreign key or an inheritance link is read once
+        (``_LINKED``), and again after any statement that may change it.
+        """
+        if first_keywords(query, 2) != ["DROP", "TABLE"] or any(t.upper == "CASCADE" for t in tokens(query)):
+            if measured(query):
+                self._linked = None  # it may add a foreign key or a partition
+            return False
+        names = classify(query).tables
+        if not names or not all(_PLAIN_NAME.match(name) for name in names):
+            return False  # a quoted or odd name: read after it rather than compare spellings
+        if self._linked is None:
+            self._linked = {row[0] for row in self.conn.execute(_LINKED).fetchall()}
+        return not any(name.rsplit(".", 1)[-1] in self._linked for name in names)
 
     def _read(self, statement: str, query: str = "") -> None:
         step = self._current
@@ -171,6 +217,7 @@ class LockWatch:
         for oid, mode, node, tuples, size, schema, name, kind, parent in rows:
             if oid not in self._before or name in self.ledger_tables:
                 continue  # created by the plan (never a finding), or the ledger's own rows
+            tuples, size = self._sizes.setdefault(oid, (tuples, size))
             relation = _shown(schema, name)
             if node != self._before[oid] and words[:1] != ["TRUNCATE"]:
                 self._before[oid] = node  # one rewrite is told once

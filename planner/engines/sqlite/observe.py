@@ -42,6 +42,7 @@ from typing import Any, TypeGuard, cast
 from planner.effects import PlanWrites, StepEffects, TableState, resolve
 from planner.engines.sqlite.counters import ValueCounters
 from planner.ledger import LOG_TABLE, TABLE
+from planner.locks import StepLocks
 from planner.preview import DataImpact
 from planner.schema import ObjectKind, SchemaChange
 from planner.sql import keywords, name_after, quote_identifier, renamed_column, table_xinfo, tokens
@@ -73,6 +74,8 @@ class StepObserver:
         self.counters = ValueCounters(conn)
         self._tracing = False
         self.plan_writes = PlanWrites()  # kept across steps
+        #: One ``StepLocks`` per step watched, in order: the tables each rebuilt (``attach_rebuilds``).
+        self.reports: list[StepLocks] = []
 
     # -- the callbacks -----------------------------------------------------------------------
 
@@ -91,6 +94,7 @@ class StepObserver:
 
     def start_step(self) -> None:
         self.effects = StepEffects()
+        self.reports.append(StepLocks([], [], [], rebuilt=[]))
         if self.capture_sql:
             self.conn.set_trace_callback(self._trace)
 
@@ -111,8 +115,20 @@ class StepObserver:
         if self.capture_sql:
             self.conn.set_trace_callback(None)
         counts = self.counters.take()
-        return (*resolve(self.effects, counts, self._table_columns, self._row_count, self._sql_of),
-                self.effects.statements)
+        changes, impact = resolve(self.effects, counts, self._table_columns, self._row_count, self._sql_of)
+        report = self.reports[-1]
+        for change in changes:
+            if change.kind == "table" and change.action == "rebuilt":
+                report.rebuilt.append({"table": change.name, "rows": self._rows_rebuilt(change.name)})  # type: ignore[union-attr]
+                report.rewrites.append(change.name)
+        return changes, impact, self.effects.statements
+
+    def _rows_rebuilt(self, table: str) -> int:
+        """The rows ``table`` held when it was rebuilt: what the rebuild copied under the write lock."""
+        if table in self.effects.rebuilt_rows:
+            return self.effects.rebuilt_rows[table]
+        state = self.effects.dropped_tables.get(table)
+        return state.rows if state is not None and state.rows >= 0 else self._row_count(table)
 
     def note_rebuild(self, table: str, carried: dict[str, str], dropped: Sequence[str],
                      columns: Sequence[str] = (), changed: dict[str, int] | None = None) -> None:
@@ -120,6 +136,7 @@ class StepObserver:
         ``columns`` are the new table's, ``changed`` counts the values a conversion changed, per old column."""
         values = self._column_values(table, list(dropped)) if dropped else {}
         self.effects.rebuilds[table] = (dict(carried), list(dropped))
+        self.effects.rebuilt_rows[table] = self._row_count(table)
         self.effects.rebuilt_sql[table] = self._sql_of(table)
         for column in dropped:
             self.effects.dropped_columns.append((table, column, values.get(column, (0, 0))))
@@ -349,6 +366,20 @@ _DROPS: dict[int, ObjectKind] = {
     sqlite3.SQLITE_DROP_TRIGGER: "trigger",
     sqlite3.SQLITE_DROP_VIEW: "view",
 }
+
+
+def attach_rebuilds(preview: Any, observer: StepObserver) -> None:
+    """Each watched step's ``StepLocks`` (its rebuilds) on its ``PreviewStep``, as ``pg_locks.attach`` does.
+
+    The observer saw the steps the session started, in order: every step
+    but those left out of the preview (``transactional = False``, and what
+    needs them); a step that failed has an empty report.
+    """
+    from planner.preview import is_left_out
+
+    watched = [record for record in preview.steps if not is_left_out(record.skipped)]
+    for record, report in zip(watched, observer.reports):
+        record.locks = report
 
 
 def _may_replace(sql: str) -> bool:

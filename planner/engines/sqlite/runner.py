@@ -210,7 +210,7 @@ class Executor(MarksThroughSessions):
         a new file is not made just for that, and is removed again.
         ``before()`` runs inside the lock once the plan was made again there.
         """
-        from planner.engines.sqlite.observe import StepObserver
+        from planner.engines.sqlite.observe import StepObserver, attach_rebuilds
 
         started = time.perf_counter()
         result = Preview(plan)
@@ -218,8 +218,11 @@ class Executor(MarksThroughSessions):
         conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
         try:
             session = self._session(conn, plan, atomic=True, before=before)
-            session.preview(result, StepObserver(conn, capture_sql=capture_sql), make_plan=make_plan,
-                            accept=accept, on_event=on_event, log_failures=existed)
+            observer = StepObserver(conn, capture_sql=capture_sql)
+            session.preview(result, observer, make_plan=make_plan, accept=accept, on_event=on_event,
+                            log_failures=existed)
+            attach_rebuilds(result, observer)
+            result.write_lock_ms = session.write_lock_ms
         finally:
             conn.close()
             if not existed and not result.committed:

@@ -68,6 +68,8 @@ class SQLiteSession(Session):
         # tables are durable and need not be looked up again in this run.
         self._ledger_ready = False
         self._ledger_checked = False
+        #: How long the latest transaction held the write lock (``BEGIN IMMEDIATE`` to its end), in ms.
+        self.write_lock_ms: float | None = None
 
     def admit_alone(self, step: Step) -> str | None:
         """As ``Session.admit_alone``, but first wait for another runner that has this step under way.
@@ -109,6 +111,7 @@ class SQLiteSession(Session):
         with foreign_keys_off(self.conn, self.foreign_keys):
             self._sql("BEGIN IMMEDIATE")
             WRITE_LOCKS_HELD.add(self._lock_key)  # a backup taken now must not wait for our own lock
+            taken = time.perf_counter()
             try:
                 try:
                     if not self._ledger_ready:
@@ -122,7 +125,8 @@ class SQLiteSession(Session):
                         raise broken from exc
                     raise
                 self._sql("COMMIT")
-            finally:
+            finally:  # the write lock is released once COMMIT or ROLLBACK is done
+                self.write_lock_ms = (time.perf_counter() - taken) * 1000
                 WRITE_LOCKS_HELD.discard(self._lock_key)
             self._ledger_ready = self._ledger_checked
 
