@@ -151,7 +151,7 @@ def explain_locks(settings: Settings) -> list[tuple[str, object, str]]:
 
 def configure(settings: Settings, engine) -> None:
     """Give a PostgreSQL engine the run's lock settings, and tell each retry on stderr."""
-    if getattr(engine, "name", None) != "postgresql":
+    if not hasattr(engine, "lock_settings"):  # an engine without lock timeouts (SQLite waits by --busy-timeout)
         return
     from planner.engines.postgresql import lock_timeout as pg_lock_timeout
     from planner.locks import shown_duration

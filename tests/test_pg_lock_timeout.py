@@ -83,6 +83,8 @@ def test_the_run_gives_up_after_the_retries_naming_the_blocker_and_readers_never
     assert f"pid {pid} (application \"nightly-report\", transaction open" in error
     assert 'query "SELECT count(*) FROM t"' in error and "Traceback" not in result.stderr
     assert result.stderr.count("trying again in") == 2  # told before each retry
+    told = [line for line in result.stderr.splitlines() if "trying again in" in line]
+    assert all(line.startswith("0001: waited 300ms for a lock held by pid") for line in told), told  # not "?"
     # Without the timeout the reader would wait for the blocker (the whole test); it waited one timeout at most.
     assert len(waits) == 1 and waits[0] < 1.5, waits
     logged = failures(altering)

@@ -163,7 +163,7 @@ def run_member(member: Member, request: Request, catalog: Catalog | None = None,
     try:
         engine = member.engine(busy_timeout=request.busy_timeout, ledger_schema=request.ledger_schema,
                                backup_dir=Path(request.backup_dir) if request.backup_dir else None)
-        if member.on_server:  # what `apm migrate` gives its engine (cli.locking.configure)
+        if hasattr(engine, "lock_settings"):  # what `apm migrate` gives its engine (cli.locking.configure)
             if request.locks is not None:
                 engine.lock_settings = request.locks
             if request.lock_policy is not None:

@@ -25,6 +25,7 @@ from planner.engines.urls import redact
 from planner.gcpause import collector_paused
 
 if TYPE_CHECKING:
+    from planner.locks import LockPolicy, LockSettings
     from planner.agents import Agent
     from planner.backups import BackupInfo, RestoreResult
     from planner.catalog import Catalog
@@ -53,6 +54,10 @@ class PostgresEngine(Engine):
         self.busy_timeout = busy_timeout
         self.ledger_schema = ledger_schema
         self.backup_dir = backup_dir
+        #: The run's lock timeouts and which lock findings stop it (``planner.locks``); ``None``: the defaults.
+        #: An engine that has them takes them from the command (``cli.locking.configure``).
+        self.lock_settings: LockSettings | None = None
+        self.lock_policy: LockPolicy | None = None
         self._reader: Any = None  # the connection ``reading()`` shares, while it lasts
 
     @property

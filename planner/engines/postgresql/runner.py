@@ -119,9 +119,12 @@ class PgRunner(MarksThroughSessions):
         with self.engine.locked() as conn, self._guard(conn) as guard:
             ledger = PgLedger(conn, self.engine.ledger_schema)
 
+            tried: list[Preview] = []
+
             def once(attempt: int) -> Preview:
                 # A lock timeout rolled the whole transaction back: the whole preview is tried again.
                 result = Preview(plan)
+                tried.append(result)
                 session = PgSession(conn, ledger, plan, catalog=self.catalog, atomic=True, locks=guard,
                                     before=before)
                 watch = lock_watch(PgObserver(conn, ledger.log_table, capture_sql=capture_sql), conn,
@@ -131,7 +134,12 @@ class PgRunner(MarksThroughSessions):
                 attach(result, watch)  # a failed or dry-run preview reports them too
                 return result
 
-            result = guard.retrying(once, failure=lambda r: r.error)
+            def waiting_step(_error: BaseException) -> str | None:
+                # The preview carries its failure: the step that waited is the last one it reached.
+                steps = tried[-1].steps if tried else []
+                return steps[-1].version if steps else None
+
+            result = guard.retrying(once, failure=lambda r: r.error, version_of=waiting_step)
             if is_lock_timeout(result.error):
                 failed = result.steps[-1]
                 failed.error = guard.final_error(failed.version)
