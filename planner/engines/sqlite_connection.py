@@ -122,7 +122,7 @@ class MigrationCursor:
                 self._cursor.executemany(sql, seq_of_parameters)
             else:
                 rows = list(seq_of_parameters)
-                seen = observer.before(sql, rows[0]) if rows else [[], {}]
+                seen = observer.before(sql, rows[0]) if rows else ((), {}, ())
                 self._cursor.executemany(sql, rows)
                 observer.after(seen, self._cursor.rowcount)
         return self
