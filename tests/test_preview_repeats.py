@@ -1,0 +1,117 @@
+"""A SQLite preview watches a repeated statement once per step (issue 22 point 15): its counts must not change.
+
+``StepObserver.before`` prepares a data statement under the authorizer the
+first time its text is seen in a step and reuses what it learned for every
+repeat; a statement that changes the schema (a trigger made between two
+repeats changes what the same text does) forgets it. These tests pin the
+counts of repeated statements to what a statement-by-statement watch
+reports, and the scoped foreign-key check to every table that has one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from planner.engines.sqlite_ledger import read_ledger
+from planner.engines.sqlite_runner import Executor
+from planner.errors import ForeignKeyViolation
+from planner.loader import load_catalog
+from planner.plan import apply_plan
+from tests.conftest import write_migration
+
+PEOPLE = """
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, c TEXT, n INTEGER DEFAULT 0)")
+    conn.executemany("INSERT INTO t (id, c) VALUES (?, ?)", [(i, f"v{i}") for i in range(1, 6)])
+    conn.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, t_id INTEGER)")
+"""
+
+
+def _preview(catalog_dir: Path, db: Path, upgrade: str):
+    write_migration(catalog_dir, "0001", "People", depends_on=(), upgrade=PEOPLE)
+    write_migration(catalog_dir, "0002", "Change", depends_on=("0001",), upgrade=upgrade)
+    catalog = load_catalog(catalog_dir)
+    Executor(db, create=True, catalog=catalog).run(apply_plan(catalog, [], target="0001"))
+    return Executor(db, catalog=catalog).preview(apply_plan(catalog, read_ledger(db)))
+
+
+def test_each_repeat_of_a_statement_is_counted(tmp_path, catalog_dir):
+    result = _preview(catalog_dir, tmp_path / "p.db", """
+        for i in range(10, 15):
+            conn.execute("INSERT INTO log (t_id) VALUES (?)", (i,))
+        for i in (1, 2, 99):  # 99 matches nothing: rowcount 0
+            conn.execute("DELETE FROM t WHERE id = ?", (i,))
+        for i in (3, 4, 99):
+            conn.execute("UPDATE t SET c = ? WHERE id = ?", ("new", i))
+        cursor = conn.cursor()
+        for i in (5, 5):  # the second sets the value it already has: nothing overwritten
+            cursor.execute("UPDATE t SET c = ? WHERE id = ?", ("five", i))
+    """)
+    assert result.describe() == [
+        "0002 apply: overwrites 3 values of t.c",
+        "0002 apply: deletes 2 rows of t (5 → 3)",
+        "0002 apply: inserts 5 rows into log",
+    ]
+
+
+@pytest.mark.parametrize("trigger", ["TRIGGER", "TEMP TRIGGER"])
+def test_a_trigger_made_between_repeats_is_watched_from_then_on(tmp_path, catalog_dir, trigger):
+    """The same INSERT text deletes rows through a trigger once the trigger exists: those deletes are loss."""
+    result = _preview(catalog_dir, tmp_path / "p.db", f"""
+        insert = "INSERT INTO log (t_id) VALUES (?)"
+        conn.execute(insert, (1,))
+        conn.execute(insert, (2,))
+        conn.execute("CREATE {trigger} purge AFTER INSERT ON log BEGIN DELETE FROM t WHERE id = NEW.t_id; END")
+        conn.execute(insert, (3,))
+        conn.execute(insert, (4,))
+    """)
+    assert "0002 apply: deletes 2 rows of t (5 → 3)" in result.describe(), result.describe()
+    assert result.loses_data
+
+
+def test_a_table_made_again_between_repeats_counts_only_what_it_had(tmp_path, catalog_dir):
+    """The same DELETE text before and after its table is made again: only the first one deleted rows it had.
+
+    (What a statement-by-statement watch reports; a DELETE remembered across
+    the DROP and CREATE would count the second row too.)
+    """
+    result = _preview(catalog_dir, tmp_path / "p.db", """
+        delete = "DELETE FROM log WHERE id = ?"
+        conn.execute("INSERT INTO log (id, t_id) VALUES (1, 1), (2, 2)")
+        conn.execute(delete, (1,))
+        conn.execute("DROP TABLE log")
+        conn.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, t_id INTEGER)")
+        conn.execute("INSERT INTO log (id, t_id) VALUES (1, 1), (2, 2)")
+        conn.execute(delete, (2,))
+    """)
+    assert result.describe() == [
+        "0002 apply: deletes 1 row of log (2 → 1)",
+        "0002 apply: rebuilds table log (copies its rows into the new shape)",
+        "0002 apply: inserts 2 rows into log",
+    ]
+
+
+@pytest.mark.parametrize("declared", [
+    "parent_id INTEGER REFERENCES parents(id)",
+    "parent_id INTEGER, FOREIGN KEY (parent_id) references parents(id)",
+    'parent_id INTEGER, FOREIGN KEY (parent_id) "REFERENCES" parents(id)'.replace('"REFERENCES"', "References"),
+])
+@pytest.mark.parametrize("case_sensitive", [False, True])
+def test_the_scoped_foreign_key_check_finds_every_child(tmp_path, catalog_dir, declared, case_sensitive):
+    """The check looks only at tables whose SQL mentions REFERENCES, in any case, even with a case-sensitive LIKE."""
+    write_migration(catalog_dir, "0001", "Parents", depends_on=(), upgrade=f"""
+        conn.execute('CREATE TABLE parents (id INTEGER PRIMARY KEY)')
+        conn.execute('CREATE TABLE children (id INTEGER PRIMARY KEY, {declared})')
+        conn.execute('INSERT INTO parents VALUES (1)')
+        conn.execute('INSERT INTO children VALUES (10, 1)')
+    """)
+    pragma = "conn.execute('PRAGMA case_sensitive_like = ON')\n" if case_sensitive else ""
+    write_migration(catalog_dir, "0002", "Break", depends_on=("0001",),
+                    upgrade=pragma + "conn.execute('DELETE FROM parents')")
+    catalog = load_catalog(catalog_dir)
+    db = tmp_path / "fk.db"
+    Executor(db, create=True).run(apply_plan(catalog, [], target="0001"))
+    result = Executor(db, catalog=catalog).preview(apply_plan(catalog, read_ledger(db)), accept=lambda p: True)
+    assert isinstance(result.error, ForeignKeyViolation), result.describe()
+    assert not result.committed
