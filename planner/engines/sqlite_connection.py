@@ -62,10 +62,14 @@ def switches_foreign_keys(sql: str) -> bool:
     )
 
 
+#: How many allowed statement texts a step remembers (a loop formatting its values into the SQL makes new ones).
+_ALLOWED_KEPT = 1024
+
+
 class _Guard:
     """What the connection and its cursors share: which step is running, and the check itself."""
 
-    __slots__ = ("version", "direction", "tampered", "ignored", "observer")
+    __slots__ = ("version", "direction", "tampered", "ignored", "observer", "allowed")
 
     def __init__(self, version: str, direction: str, observer: Any = None):
         self.version = version
@@ -76,6 +80,8 @@ class _Guard:
         self.tampered: TransactionTampered | None = None
         #: Statements passed over on purpose (``PRAGMA foreign_keys = ...``), for the executor to log.
         self.ignored: list[str] = []
+        #: Statement texts already checked and allowed: a data migration repeating one statement is checked once.
+        self.allowed: set[str] = set()
 
     def refuse(self, statement: str, reason: str | None = None) -> None:
         error = TransactionTampered(self.version, self.direction, " ".join(statement.split())[:80], reason or None)
@@ -85,6 +91,8 @@ class _Guard:
 
     def check(self, sql: str) -> bool:
         """Refuse ``sql`` if it would end the transaction; ``False`` when it is to be passed over."""
+        if sql in self.allowed:
+            return True
         reason = forbidden_reason(sql)
         if reason is not None:
             self.refuse(sql, reason)
@@ -94,15 +102,21 @@ class _Guard:
             # foreign_key_check before COMMIT, so the migration gets exactly what it asked for.
             self.ignored.append(" ".join(sql.split()).rstrip(";")[:80])
             return False
+        if len(self.allowed) < _ALLOWED_KEPT:
+            self.allowed.add(sql)
         return True
 
 
 class MigrationCursor:
     """A cursor whose ``execute``/``executemany``/``executescript`` keep the transaction."""
 
+    __slots__ = ("_cursor", "_guard")
+
     def __init__(self, cursor: sqlite3.Cursor, guard: _Guard):
-        object.__setattr__(self, "_cursor", cursor)
-        object.__setattr__(self, "_guard", guard)
+        # The slots' own setters: ``__setattr__`` sends every other attribute to the real cursor, and
+        # ``object.__setattr__`` costs more than the statement in a data migration's loop.
+        _set_cursor(self, cursor)
+        _set_guard(self, guard)
 
     def execute(self, sql: str, parameters: Any = ()) -> MigrationCursor:
         if self._guard.check(sql):
@@ -153,6 +167,10 @@ class MigrationCursor:
         setattr(self._cursor, name, value)
 
 
+_set_cursor = MigrationCursor._cursor.__set__  # type: ignore[attr-defined]
+_set_guard = MigrationCursor._guard.__set__  # type: ignore[attr-defined]
+
+
 class MigrationConnection:
     """A proxy over the executor's ``sqlite3.Connection`` that cannot end its transaction."""
 
@@ -180,7 +198,7 @@ class MigrationConnection:
         return MigrationCursor(self._conn.cursor(*args, **kwargs), self._guard)
 
     def execute(self, sql: str, parameters: Any = ()) -> MigrationCursor:
-        return self.cursor().execute(sql, parameters)
+        return MigrationCursor(self._conn.cursor(), self._guard).execute(sql, parameters)
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> MigrationCursor:
         return self.cursor().executemany(sql, seq_of_parameters)
