@@ -136,7 +136,10 @@ class MigrationCursor:
                 self._cursor.executemany(sql, seq_of_parameters)
             else:
                 rows = list(seq_of_parameters)
-                seen = observer.before(sql, rows[0]) if rows else ((), {}, ())
+                if not rows:  # nothing runs: nothing to watch
+                    self._cursor.executemany(sql, rows)
+                    return self
+                seen = observer.before(sql, rows[0])
                 self._cursor.executemany(sql, rows)
                 observer.after(seen, self._cursor.rowcount)
         return self

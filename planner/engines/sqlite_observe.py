@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from planner.effects import StepEffects, TableState, resolve
+from planner.engines.sqlite_fk_map import ForeignKeyMap
 from planner.ledger import LOG_TABLE, TABLE
 from planner.preview import DataImpact
 from planner.schema import SchemaChange
@@ -69,6 +70,8 @@ class StepObserver:
         self._counts_ready = False
         #: What ``before`` learned per statement text, while nothing could have changed what the text means.
         self._known: dict[str, tuple] = {}
+        #: Who references whom, kept across steps (``foreign_key_tables``).
+        self._foreign_keys = ForeignKeyMap(conn)
 
     # -- the callbacks -----------------------------------------------------------------------
 
@@ -156,6 +159,7 @@ class StepObserver:
             return known
         if keywords(sql, 1) == ["PRAGMA"]:
             self._known.clear()
+            self._foreign_keys.forget()
             return _NOTHING
         tracing, self._tracing = self._tracing, False
         self._events.clear()
@@ -165,13 +169,22 @@ class StepObserver:
         except sqlite3.Error:
             self._tracing = tracing
             self._known.clear()
+            self._foreign_keys.forget()
             return _NOTHING  # the statement itself will fail, with SQLite's own message, when it runs
         finally:
             self.conn.set_authorizer(None)
         events = list(self._events)
-        repeatable = all(event[0] in _REPEATABLE for event in events)
+        schema = {action for action, *_ in events} - _REPEATABLE
+        writes_schema = any(action in _WRITES and (table or "").lower() in _SCHEMA_TABLES
+                            for action, table, *_ in events)
+        repeatable = not schema and not writes_schema
+        stamp = None
         if not repeatable:
             self._known.clear()
+            if schema and schema <= _KEEPS_FOREIGN_KEYS:  # its writes to sqlite_master are its own
+                stamp = self._foreign_keys.before_neutral()
+            else:
+                self._foreign_keys.forget()
         self._measure(sql, events)
         # An INSERT that may replace (REPLACE, OR REPLACE) or update (ON CONFLICT) rows: its rowcount is not
         # rows added, so the table is counted before and after (REPLACE deletes without firing a trigger).
@@ -182,7 +195,7 @@ class StepObserver:
                 if (action == sqlite3.SQLITE_INSERT and source is None and _ours(table, database)
                         and table not in self.effects.created):
                     counted[table] = self._row_count(table)
-        seen = (events, counted, self._targets(events, counted))
+        seen = (events, counted, self._targets(events, counted), stamp)
         if repeatable:
             self._known[sql] = seen
         self._tracing = tracing
@@ -208,7 +221,10 @@ class StepObserver:
 
     def after(self, seen: tuple, rowcount: int) -> None:
         """Count what the statement did to its own target (``rowcount`` is for the top-level statement only)."""
-        events, counted, targets = seen
+        events, counted, targets, stamp = seen
+        if stamp is not None:
+            self._foreign_keys.after_neutral(stamp, [table for action, table, _, database, _ in events
+                                                     if action == sqlite3.SQLITE_DROP_TABLE and database == "main"])
         effects = self.effects
         for table, before in counted.items():
             added = self._row_count(table) - before
@@ -301,28 +317,14 @@ class StepObserver:
         table after every step; checking only these keeps the work
         proportional to what the step touched. Adding rows to a parent
         cannot orphan a child, so only shrinking tables bring their children in.
-
-        Only tables whose SQL mentions ``REFERENCES`` are asked for their
-        foreign keys: every foreign key, column or table constraint, is
-        written with that word, and the text test is a fraction of the
-        pragma's cost (a rollback of 500 steps over 1,000 tables spent
-        more than half its time here without it). Should a migration have
-        made LIKE case-sensitive (``PRAGMA case_sensitive_like``), ``'A'
-        LIKE 'a'`` is false and every table is asked, as before.
+        Who references whom is read once and kept while the schema keeps it
+        (``sqlite_fk_map``): reading it after every step made a rollback of
+        500 steps over 1,000 tables spend most of its time here.
         """
         effects = self.effects
-        scope = effects.grown | effects.shrunk
-        if effects.shrunk:
-            marks = ", ".join("?" * len(effects.shrunk))
-            scope |= {row[0] for row in self.conn.execute(
-                "SELECT DISTINCT m.name FROM sqlite_master AS m, pragma_foreign_key_list(m.name) AS f "
-                "WHERE m.type = 'table' AND (m.sql LIKE '%references%' OR NOT 'A' LIKE 'a') "
-                f"AND f.\"table\" COLLATE NOCASE IN ({marks})", sorted(effects.shrunk))}
-        if not scope:
+        if not effects.grown and not effects.shrunk:
             return []
-        marks = ", ".join("?" * len(scope))
-        return sorted(row[0] for row in self.conn.execute(
-            f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ({marks})", sorted(scope)))
+        return self._foreign_keys.scope(effects.grown | effects.shrunk, effects.shrunk)
 
     # -- measuring -----------------------------------------------------------------------------
 
@@ -403,8 +405,15 @@ _GROWS = (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_CREATE_TABLE)
 #: thing each time it runs, so ``before`` prepares it under the watch once per step.
 _REPEATABLE = frozenset((sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE, sqlite3.SQLITE_READ,
                          sqlite3.SQLITE_SELECT, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE))
+#: Schema changes that leave every table's foreign keys as they were (a dropped table's go with it).
+_KEEPS_FOREIGN_KEYS = frozenset((sqlite3.SQLITE_DROP_TABLE, sqlite3.SQLITE_DROP_INDEX, sqlite3.SQLITE_DROP_VIEW,
+                                 sqlite3.SQLITE_DROP_TRIGGER, sqlite3.SQLITE_CREATE_INDEX, sqlite3.SQLITE_CREATE_VIEW,
+                                 sqlite3.SQLITE_CREATE_TRIGGER, sqlite3.SQLITE_REINDEX))  # CREATE INDEX reindexes
+_WRITES = (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE)
+#: A write to these without a schema statement is ``PRAGMA writable_schema`` at work: anything may change.
+_SCHEMA_TABLES = frozenset(("sqlite_master", "sqlite_schema", "sqlite_temp_master", "sqlite_temp_schema"))
 #: What ``before`` returns for a statement it does not watch.
-_NOTHING: tuple = ((), {}, ())
+_NOTHING: tuple = ((), {}, (), None)
 _SHRINKS = (sqlite3.SQLITE_DELETE, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DROP_TABLE)
 
 _CREATES = {

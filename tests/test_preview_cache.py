@@ -1,11 +1,14 @@
-"""A SQLite preview watches a repeated statement once per step (issue 22 point 15): its counts must not change.
+"""What a SQLite preview keeps instead of asking again (issue 22 point 15) must not change what it reports.
 
 ``StepObserver.before`` prepares a data statement under the authorizer the
 first time its text is seen in a step and reuses what it learned for every
 repeat; a statement that changes the schema (a trigger made between two
-repeats changes what the same text does) forgets it. These tests pin the
-counts of repeated statements to what a statement-by-statement watch
-reports, and the scoped foreign-key check to every table that has one.
+repeats changes what the same text does) forgets it. Who references whom
+is read once and kept across the steps (``sqlite_fk_map``) while the schema
+changes only in ways that keep it. These tests pin the counts of repeated
+statements to what a statement-by-statement watch reports (the figures were
+checked against the code before the caches), and the scoped foreign-key
+check to every table that has one.
 """
 
 from __future__ import annotations
@@ -114,4 +117,46 @@ def test_the_scoped_foreign_key_check_finds_every_child(tmp_path, catalog_dir, d
     Executor(db, create=True).run(apply_plan(catalog, [], target="0001"))
     result = Executor(db, catalog=catalog).preview(apply_plan(catalog, read_ledger(db)), accept=lambda p: True)
     assert isinstance(result.error, ForeignKeyViolation), result.describe()
+    assert not result.committed
+
+
+@pytest.mark.parametrize("makes_child", [
+    # a new child table, then an index dropped and made (schema changes that keep every foreign key)
+    """conn.execute("CREATE TABLE c (id INTEGER PRIMARY KEY, p_id INTEGER REFERENCES p(id))")
+       conn.execute("INSERT INTO c VALUES (1, 1)")""",
+    # an existing table becomes a child
+    """conn.execute("ALTER TABLE x ADD COLUMN p_id INTEGER REFERENCES p(id)")
+       conn.execute("UPDATE x SET p_id = 1")""",
+    # a table renamed onto the name a child points at
+    """conn.execute("CREATE TABLE c (id INTEGER PRIMARY KEY, p_id INTEGER REFERENCES p2(id))")
+    conn.execute("INSERT INTO c VALUES (1, 1)")
+       conn.execute("ALTER TABLE p RENAME TO p_old")
+       conn.execute("CREATE TABLE p2 (id INTEGER PRIMARY KEY)")
+       conn.execute("INSERT INTO p2 SELECT id FROM p_old")""",
+])
+def test_a_child_made_in_an_earlier_step_of_the_preview_is_checked(tmp_path, catalog_dir, makes_child):
+    """Who references whom is kept across a preview's steps: a step that changes it must not be missed later."""
+    write_migration(catalog_dir, "0001", "Parents", depends_on=(), upgrade="""
+        conn.execute("CREATE TABLE p (id INTEGER PRIMARY KEY)")
+        conn.execute("CREATE TABLE x (id INTEGER PRIMARY KEY)")
+        conn.execute("CREATE INDEX x_id ON x (id)")
+        conn.execute("INSERT INTO p VALUES (1)")
+        conn.execute("INSERT INTO x VALUES (1), (2)")
+    """)
+    # 0002 shrinks a table, so the preview reads who references whom before the child exists.
+    write_migration(catalog_dir, "0002", "Shrink", depends_on=("0001",), upgrade='conn.execute("DELETE FROM x WHERE id = 2")')
+    write_migration(catalog_dir, "0003", "Child", depends_on=("0002",),
+                    upgrade="\n".join(line.strip() for line in makes_child.splitlines()))
+    parent = "p2" if "p2" in makes_child else "p"
+    write_migration(catalog_dir, "0004", "Orphan", depends_on=("0003",), upgrade=f"""
+        conn.execute("DROP INDEX x_id")
+        conn.execute("CREATE INDEX x_id ON x (id)")
+        conn.execute("DELETE FROM {parent}")
+    """)
+    catalog = load_catalog(catalog_dir)
+    db = tmp_path / "fk.db"
+    Executor(db, create=True).run(apply_plan(catalog, [], target="0001"))
+    result = Executor(db, catalog=catalog).preview(apply_plan(catalog, read_ledger(db)), accept=lambda p: True)
+    assert isinstance(result.error, ForeignKeyViolation), result.describe()
+    assert result.error.version == "0004"
     assert not result.committed
