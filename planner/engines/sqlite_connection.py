@@ -126,7 +126,8 @@ class MigrationCursor:
             else:
                 seen = observer.before(sql, parameters)
                 self._cursor.execute(sql, parameters)
-                observer.after(seen, self._cursor.rowcount)
+                if seen is not None:
+                    observer.after(seen, self._cursor.rowcount)
         return self
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> MigrationCursor:
@@ -141,7 +142,8 @@ class MigrationCursor:
                     return self
                 seen = observer.before(sql, rows[0])
                 self._cursor.executemany(sql, rows)
-                observer.after(seen, self._cursor.rowcount)
+                if seen is not None:
+                    observer.after(seen, self._cursor.rowcount)
         return self
 
     def executescript(self, sql_script: str) -> MigrationCursor:
@@ -154,7 +156,8 @@ class MigrationCursor:
             elif run:
                 seen = observer.before(statement)
                 self._cursor.execute(statement)
-                observer.after(seen, self._cursor.rowcount)
+                if seen is not None:
+                    observer.after(seen, self._cursor.rowcount)
         return self
 
     def __iter__(self) -> MigrationCursor:

@@ -69,7 +69,7 @@ class StepObserver:
         self._tracing = False
         self._counts_ready = False
         #: What ``before`` learned per statement text, while nothing could have changed what the text means.
-        self._known: dict[str, tuple] = {}
+        self._known: dict[str, tuple | None] = {}
         #: Who references whom, kept across steps (``foreign_key_tables``).
         self._foreign_keys = ForeignKeyMap(conn)
 
@@ -135,8 +135,8 @@ class StepObserver:
 
     # -- before and after each statement ------------------------------------------------------
 
-    def before(self, sql: str, parameters: Any = ()) -> tuple:
-        """Measure what ``sql`` is about to destroy; returns what ``after`` needs.
+    def before(self, sql: str, parameters: Any = ()) -> tuple | None:
+        """Measure what ``sql`` is about to destroy; returns what ``after`` needs (``None``: nothing to do after).
 
         A PRAGMA is not prepared twice: some take effect while they are
         compiled, so even ``EXPLAIN`` of one would run it, and none of them
@@ -154,13 +154,13 @@ class StepObserver:
         that was learned, as do the executor's own statements
         (``running``) and the step's end.
         """
-        known = self._known.get(sql)
-        if known is not None and self.conn.in_transaction:
+        known = self._known.get(sql, _UNKNOWN)
+        if known is not _UNKNOWN and self.conn.in_transaction:
             return known
         if keywords(sql, 1) == ["PRAGMA"]:
             self._known.clear()
             self._foreign_keys.forget()
-            return _NOTHING
+            return None
         tracing, self._tracing = self._tracing, False
         self._events.clear()
         self.conn.set_authorizer(self._authorize)
@@ -170,7 +170,7 @@ class StepObserver:
             self._tracing = tracing
             self._known.clear()
             self._foreign_keys.forget()
-            return _NOTHING  # the statement itself will fail, with SQLite's own message, when it runs
+            return None  # the statement itself will fail, with SQLite's own message, when it runs
         finally:
             self.conn.set_authorizer(None)
         events = list(self._events)
@@ -195,7 +195,8 @@ class StepObserver:
                 if (action == sqlite3.SQLITE_INSERT and source is None and _ours(table, database)
                         and table not in self.effects.created):
                     counted[table] = self._row_count(table)
-        seen = (events, counted, self._targets(events, counted), stamp)
+        targets = self._targets(events, counted)
+        seen = (events, counted, targets, stamp) if counted or targets or stamp is not None else None
         if repeatable:
             self._known[sql] = seen
         self._tracing = tracing
@@ -409,11 +410,11 @@ _REPEATABLE = frozenset((sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.S
 _KEEPS_FOREIGN_KEYS = frozenset((sqlite3.SQLITE_DROP_TABLE, sqlite3.SQLITE_DROP_INDEX, sqlite3.SQLITE_DROP_VIEW,
                                  sqlite3.SQLITE_DROP_TRIGGER, sqlite3.SQLITE_CREATE_INDEX, sqlite3.SQLITE_CREATE_VIEW,
                                  sqlite3.SQLITE_CREATE_TRIGGER, sqlite3.SQLITE_REINDEX))  # CREATE INDEX reindexes
+#: ``before`` has not seen a statement's text in this step (``None`` is a statement with nothing to do after).
+_UNKNOWN = object()
 _WRITES = (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE)
 #: A write to these without a schema statement is ``PRAGMA writable_schema`` at work: anything may change.
 _SCHEMA_TABLES = frozenset(("sqlite_master", "sqlite_schema", "sqlite_temp_master", "sqlite_temp_schema"))
-#: What ``before`` returns for a statement it does not watch.
-_NOTHING: tuple = ((), {}, (), None)
 _SHRINKS = (sqlite3.SQLITE_DELETE, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DROP_TABLE)
 
 _CREATES = {
