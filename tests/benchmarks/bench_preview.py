@@ -4,6 +4,7 @@ Run from the repository root:
 
     python tests/benchmarks/bench_preview.py            # full sizes (a 2,000,000-row database: a few minutes)
     python tests/benchmarks/bench_preview.py --quick    # 200,000 rows, fewer repeats
+    python tests/benchmarks/bench_preview.py --issue-22 # only (d) and (e), medians of 7
 
 (a) Default ``apm migrate`` of 1,000 and 5,000 trivial migrations to a fresh
     file, against a raw sqlite3 loop in its own process doing the same work:

@@ -11,7 +11,10 @@ warm load), planning over generated DAGs of 100 to 100,000 migrations (with
 the log-log exponent and the peak memory of 100,000), the networkx path
 (dependencies pointing to higher versions), applying 1,000 trivial
 migrations, a 1,000,000-row table rebuild, a cascade rollback of a
-1,000-migration chain, and what the preview costs (bench_preview.py).
+1,000-migration chain, what the preview costs (bench_preview.py), and
+issue 22's two default-path scenarios: rolling back 500 of 1,000 migrations
+and a data migration of 50,000 single-row statements (``bench_preview.py
+--issue-22`` runs those alone).
 
 Each figure is a median of several runs; ratios are to a baseline measured in
 the same run on the same machine, which is what makes them comparable across
@@ -172,6 +175,23 @@ def preview(repeats: int, rows: int) -> None:
     ours, base = bench_preview.shipped_cascade(100_000, repeats)
     add(Row("preview", "--dry-run of 0027 --cascade, 100,000 agents", f"{ours:.2f} s",
             f"{base:.2f} s the rollback", ours / base, "<= 1.2x", ours / base <= 1.2))
+    issue_22(repeats + 2)
+
+
+def issue_22(repeats: int) -> None:
+    """Issue 22 point 15: a long cascade rollback and a data migration of single-row statements, default path."""
+    heading(f"Default (previewed) path, issue 22 point 15 (the installed apm, whole processes); medians of {repeats}")
+    default, no_preview, raw = bench_preview.rollback_half(1_000, repeats)
+    add(Row("rollback", "500 of 1,000, --cascade --yes, backup included", f"{default:.2f} s", f"{raw:.2f} s raw loop",
+            default / raw, "<= 1.3x", default / raw <= 1.3))
+    add(Row("rollback", "  the same with --no-preview", f"{no_preview:.2f} s", f"{raw:.2f} s raw loop",
+            no_preview / raw))
+    for kind in ("insert", "update"):
+        default, no_preview, plain = bench_preview.data_migration(kind, 50_000, repeats)
+        add(Row("data", f"50,000 single-row {kind.upper()}s vs --no-preview", f"{default:.2f} s",
+                f"{no_preview:.2f} s", default / no_preview, "<= 1.3x", default / no_preview <= 1.3))
+        add(Row("data", f"50,000 single-row {kind.upper()}s vs plain loop", f"{default:.2f} s",
+                f"{plain:.2f} s", default / plain, "<= 2x", default / plain <= 2))
 
 
 def main(argv: list[str] | None = None) -> int:
