@@ -89,9 +89,11 @@ class ForeignKeyMap:
         version = self._schema_version()
         return version if version == self._version else None
 
-    def after_neutral(self, stamp: int | None, dropped: Iterable[str]) -> None:
-        """That statement ran: the map, right before it, is right after it without the ``dropped`` tables."""
+    def after_neutral(self, stamp: int | None, events: Iterable[tuple]) -> None:
+        """That statement ran (``events``: its authorizer's): the map, right before it, is right after it
+        without the tables it dropped."""
         if stamp is None or stamp != self._version:
             return
-        self._tables.difference_update(dropped)
+        self._tables.difference_update(table for action, table, _, database, _ in events
+                                       if action == sqlite3.SQLITE_DROP_TABLE and database == "main")
         self._version = self._schema_version()

@@ -33,6 +33,7 @@ from typing import Any
 
 from planner.effects import StepEffects, TableState, resolve
 from planner.engines.sqlite_fk_map import ForeignKeyMap
+from planner.engines.sqlite_statement_memo import UNKNOWN, StatementMemo, rowcount_targets
 from planner.ledger import LOG_TABLE, TABLE
 from planner.preview import DataImpact
 from planner.schema import SchemaChange
@@ -68,10 +69,8 @@ class StepObserver:
         self._counted: set[tuple[str, str]] = set()
         self._tracing = False
         self._counts_ready = False
-        #: What ``before`` learned per statement text, while nothing could have changed what the text means.
-        self._known: dict[str, tuple | None] = {}
-        #: Who references whom, kept across steps (``foreign_key_tables``).
-        self._foreign_keys = ForeignKeyMap(conn)
+        self._foreign_keys = ForeignKeyMap(conn)  # who references whom, across steps
+        self._known = StatementMemo(conn, self._foreign_keys)  # what ``before`` learned per text, within a step
 
     # -- the callbacks -----------------------------------------------------------------------
 
@@ -90,23 +89,19 @@ class StepObserver:
 
     def start_step(self) -> None:
         self.effects = StepEffects()
-        self._known.clear()
+        self._known.forget()
         if self.capture_sql:
             self.conn.set_trace_callback(self._trace)
 
     def running(self, on: bool) -> None:
-        """The migration's own code is running (``on``) or not: only its statements are traced.
-
-        The executor's own statements in between (the ledger's watch) are
-        not seen by ``before``, so what it learned is forgotten here.
-        """
-        self._known.clear()
+        """The migration's own code is running (``on``) or not: only its statements are traced."""
+        self._known.forget()  # ``before`` does not see the executor's own statements in between
         self._tracing = on and self.capture_sql
 
     def stop(self) -> None:
         """The step failed: stop tracing (the rollback removes the counters with everything else)."""
         self._tracing = False
-        self._known.clear()
+        self._known.schema_may_change()  # the step is being rolled back
         self._triggers.clear()
         self._counted.clear()
         self._counts_ready = False
@@ -116,7 +111,7 @@ class StepObserver:
     def end_step(self) -> tuple[list[SchemaChange], list[DataImpact], list[str]]:
         """The step's net schema changes, its data impact, and the SQL it ran; the counters are removed."""
         self._tracing = False
-        self._known.clear()
+        self._known.forget()
         if self.capture_sql:
             self.conn.set_trace_callback(None)
         counts = self._read_counts()
@@ -140,26 +135,15 @@ class StepObserver:
 
         A PRAGMA is not prepared twice: some take effect while they are
         compiled, so even ``EXPLAIN`` of one would run it, and none of them
-        deletes or overwrites user data.
-
-        A statement that only reads, inserts, updates or deletes is prepared
-        under the watch once per step: what the authorizer says depends on
-        the text and the schema (triggers included), never on the
-        parameters, and measuring it again would add nothing, since its
-        tables are measured before the first time and its counters, once
-        made, count every later run. A data migration repeating one
-        ``INSERT`` or ``UPDATE`` 50,000 times pays for one ``EXPLAIN``,
-        not 50,000. Anything else, a statement that changes the schema,
-        sets a PRAGMA, moves a savepoint or cannot be prepared, forgets all
-        that was learned, as do the executor's own statements
-        (``running``) and the step's end.
+        deletes or overwrites user data. A statement that only reads and
+        writes rows is watched once per step, however often it runs
+        (``sqlite_statement_memo``).
         """
-        known = self._known.get(sql, _UNKNOWN)
-        if known is not _UNKNOWN and self.conn.in_transaction:
+        known = self._known.recall(sql)
+        if known is not UNKNOWN:
             return known
         if keywords(sql, 1) == ["PRAGMA"]:
-            self._known.clear()
-            self._foreign_keys.forget()
+            self._known.schema_may_change()
             return None
         tracing, self._tracing = self._tracing, False
         self._events.clear()
@@ -168,23 +152,12 @@ class StepObserver:
             self.conn.execute("EXPLAIN " + sql, parameters).fetchall()
         except sqlite3.Error:
             self._tracing = tracing
-            self._known.clear()
-            self._foreign_keys.forget()
+            self._known.schema_may_change()
             return None  # the statement itself will fail, with SQLite's own message, when it runs
         finally:
             self.conn.set_authorizer(None)
         events = list(self._events)
-        schema = {action for action, *_ in events} - _REPEATABLE
-        writes_schema = any(action in _WRITES and (table or "").lower() in _SCHEMA_TABLES
-                            for action, table, *_ in events)
-        repeatable = not schema and not writes_schema
-        stamp = None
-        if not repeatable:
-            self._known.clear()
-            if schema and schema <= _KEEPS_FOREIGN_KEYS:  # its writes to sqlite_master are its own
-                stamp = self._foreign_keys.before_neutral()
-            else:
-                self._foreign_keys.forget()
+        repeatable, stamp = self._known.learn(events)
         self._measure(sql, events)
         # An INSERT that may replace (REPLACE, OR REPLACE) or update (ON CONFLICT) rows: its rowcount is not
         # rows added, so the table is counted before and after (REPLACE deletes without firing a trigger).
@@ -195,37 +168,18 @@ class StepObserver:
                 if (action == sqlite3.SQLITE_INSERT and source is None and _ours(table, database)
                         and table not in self.effects.created):
                     counted[table] = self._row_count(table)
-        targets = self._targets(events, counted)
+        targets = rowcount_targets(events, counted, self.effects, _ours)
         seen = (events, counted, targets, stamp) if counted or targets or stamp is not None else None
         if repeatable:
-            self._known[sql] = seen
+            self._known.keep(sql, seen)
         self._tracing = tracing
         return seen
-
-    def _targets(self, events: list[tuple], counted: dict[str, int]) -> tuple[tuple[str, str], ...]:
-        """Which of ``effects``' tallies a statement's ``rowcount`` goes to, decided once per statement text.
-
-        Only the statement's own target counts (``source`` is None): what
-        its triggers do is counted by the counters. A table dropped or made
-        in this step is no data the database had.
-        """
-        effects = self.effects
-        targets = []
-        for action, table, _, database, source in events:
-            if source is not None or not _ours(table, database) or table in counted:
-                continue
-            if action == sqlite3.SQLITE_DELETE and table not in effects.dropped_tables:
-                targets.append(("deleted", table))
-            elif action == sqlite3.SQLITE_INSERT and table not in effects.created:
-                targets.append(("inserted", table))
-        return tuple(targets)
 
     def after(self, seen: tuple, rowcount: int) -> None:
         """Count what the statement did to its own target (``rowcount`` is for the top-level statement only)."""
         events, counted, targets, stamp = seen
         if stamp is not None:
-            self._foreign_keys.after_neutral(stamp, [table for action, table, _, database, _ in events
-                                                     if action == sqlite3.SQLITE_DROP_TABLE and database == "main"])
+            self._foreign_keys.after_neutral(stamp, events)
         effects = self.effects
         for table, before in counted.items():
             added = self._row_count(table) - before
@@ -317,10 +271,8 @@ class StepObserver:
         ``PRAGMA foreign_key_check`` over the whole database reads every child
         table after every step; checking only these keeps the work
         proportional to what the step touched. Adding rows to a parent
-        cannot orphan a child, so only shrinking tables bring their children in.
-        Who references whom is read once and kept while the schema keeps it
-        (``sqlite_fk_map``): reading it after every step made a rollback of
-        500 steps over 1,000 tables spend most of its time here.
+        cannot orphan a child, so only shrinking tables bring their children in
+        (who references whom: ``sqlite_fk_map``).
         """
         effects = self.effects
         if not effects.grown and not effects.shrunk:
@@ -402,19 +354,6 @@ class StepObserver:
 
 
 _GROWS = (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_CREATE_TABLE)
-#: The authorizer's actions of a statement that changes no schema: one made only of these means the same
-#: thing each time it runs, so ``before`` prepares it under the watch once per step.
-_REPEATABLE = frozenset((sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE, sqlite3.SQLITE_READ,
-                         sqlite3.SQLITE_SELECT, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE))
-#: Schema changes that leave every table's foreign keys as they were (a dropped table's go with it).
-_KEEPS_FOREIGN_KEYS = frozenset((sqlite3.SQLITE_DROP_TABLE, sqlite3.SQLITE_DROP_INDEX, sqlite3.SQLITE_DROP_VIEW,
-                                 sqlite3.SQLITE_DROP_TRIGGER, sqlite3.SQLITE_CREATE_INDEX, sqlite3.SQLITE_CREATE_VIEW,
-                                 sqlite3.SQLITE_CREATE_TRIGGER, sqlite3.SQLITE_REINDEX))  # CREATE INDEX reindexes
-#: ``before`` has not seen a statement's text in this step (``None`` is a statement with nothing to do after).
-_UNKNOWN = object()
-_WRITES = (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE)
-#: A write to these without a schema statement is ``PRAGMA writable_schema`` at work: anything may change.
-_SCHEMA_TABLES = frozenset(("sqlite_master", "sqlite_schema", "sqlite_temp_master", "sqlite_temp_schema"))
 _SHRINKS = (sqlite3.SQLITE_DELETE, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DROP_TABLE)
 
 _CREATES = {
