@@ -13,12 +13,14 @@ check to every table that has one.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from planner.engines.sqlite_ledger import read_ledger
 from planner.engines.sqlite_runner import Executor
+from planner.engines.sqlite_statement_memo import schema_effect
 from planner.errors import ForeignKeyViolation
 from planner.loader import load_catalog
 from planner.plan import apply_plan
@@ -160,3 +162,32 @@ def test_a_child_made_in_an_earlier_step_of_the_preview_is_checked(tmp_path, cat
     assert isinstance(result.error, ForeignKeyViolation), result.describe()
     assert result.error.version == "0004"
     assert not result.committed
+
+
+@pytest.mark.parametrize("statement, effect", [
+    ("INSERT INTO t (c) VALUES (?)", "rows only"),
+    ("UPDATE t SET c = ? WHERE id = 1", "rows only"),
+    ("DELETE FROM t WHERE c = ?", "rows only"),
+    ("SELECT * FROM t WHERE c = ?", "rows only"),
+    ("DROP TABLE other", "keeps foreign keys"),
+    ("CREATE INDEX t_c ON t (c)", "keeps foreign keys"),
+    ("CREATE VIEW v AS SELECT * FROM t", "keeps foreign keys"),
+    ("CREATE TRIGGER tr AFTER INSERT ON t BEGIN DELETE FROM other; END", "keeps foreign keys"),
+    ("CREATE TABLE c (p_id INTEGER REFERENCES t(id))", "any"),
+    ("ALTER TABLE other ADD COLUMN p_id INTEGER REFERENCES t(id)", "any"),
+    ("ALTER TABLE other RENAME TO other2", "any"),
+    ("CREATE TEMP TABLE t (id)", "any"),
+    ("SAVEPOINT s", "any"),
+    ("UPDATE sqlite_master SET sql = sql WHERE name = 't'", "any"),  # PRAGMA writable_schema at work
+])
+def test_what_a_statement_does_to_the_schema(statement, effect):
+    """The memo keeps only statements that change no schema; the FK map survives only changes that keep keys."""
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, c TEXT)")
+    conn.execute("CREATE TABLE other (id INTEGER PRIMARY KEY)")
+    conn.execute("PRAGMA writable_schema = ON")
+    events: list[tuple] = []
+    conn.set_authorizer(lambda *event: events.append(event) or sqlite3.SQLITE_OK)
+    conn.execute("EXPLAIN " + statement, ("x",) if "?" in statement else ()).fetchall()
+    conn.set_authorizer(None)
+    assert schema_effect(events) == effect
