@@ -4,7 +4,7 @@ Run from the repository root:
 
     python tests/benchmarks/bench_preview.py            # full sizes (a 2,000,000-row database: a few minutes)
     python tests/benchmarks/bench_preview.py --quick    # 200,000 rows, fewer repeats
-    python tests/benchmarks/bench_preview.py --issue-22 # only (d) and (e), medians of 7
+    python tests/benchmarks/bench_preview.py --long-runs # only (d) and (e), medians of 7
 
 (a) Default ``apm migrate`` of 1,000 and 5,000 trivial migrations to a fresh
     file, against a raw sqlite3 loop in its own process doing the same work:
@@ -22,13 +22,13 @@ Run from the repository root:
     --cascade --yes``, the backup included) on the default path, against a
     raw sqlite3 loop in its own process (one transaction per migration: the
     DROP and the ledger delete), and the same command with ``--no-preview``.
-    Target: the default path at most 1.3x the raw loop (issue 22 point 15).
+    Target: the default path at most 1.3x the raw loop.
 (e) A data migration running 50,000 single-row ``conn.execute(sql, params)``
     statements, ``INSERT`` and then ``UPDATE ... WHERE id = ?`` (which
     overwrites values, so ``--yes``): the default path against
     ``--no-preview`` and against the same loop in plain sqlite3, its own
     process, one transaction. Targets: at most 1.3x ``--no-preview`` and at
-    most 2x the plain loop, for both (issue 22 point 15).
+    most 2x the plain loop, for both.
 
 Every run starts from a fresh copy of the database (copying is not timed).
 Medians of several runs, the sides taking turns; this is a measurement, not a
@@ -413,10 +413,10 @@ def rounds(repeats: int, *sides) -> tuple[Timing, ...]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200,000 rows, fewer repeats")
-    parser.add_argument("--issue-22", action="store_true", help="only scenarios (d) and (e)")
+    parser.add_argument("--long-runs", action="store_true", help="only scenarios (d) and (e)")
     args = parser.parse_args(argv)
-    if args.issue_22:
-        issue_22(7 if not args.quick else 5)
+    if args.long_runs:
+        long_runs(7 if not args.quick else 5)
         return 0
     repeats = 3 if args.quick else 5
     rows = 200_000 if args.quick else 2_000_000
@@ -433,13 +433,13 @@ def main(argv: list[str] | None = None) -> int:
     preview, real = shipped_cascade(100_000, repeats)
     print(f"(c) cascade rollback of 0027, 100,000 agents: preview (--dry-run) {preview:6.2f} s   "
           f"rollback itself {real:6.2f} s   x{preview / real:.2f}   target <= 1.2")
-    issue_22(repeats + 2)
+    long_runs(repeats + 2)
     return 0
 
 
-def issue_22(repeats: int) -> None:
+def long_runs(repeats: int) -> None:
     """Scenarios (d) and (e), printed with their ratios."""
-    print(f"Issue 22 point 15, medians of {repeats}: wall clock, and in brackets CPU seconds of the process")
+    print(f"(d) and (e), medians of {repeats}: wall clock, and in brackets CPU seconds of the process")
 
     def both(t: Timing) -> str:
         return f"{t.wall:5.2f} s ({t.cpu:4.2f})"

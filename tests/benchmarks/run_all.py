@@ -12,9 +12,9 @@ the log-log exponent and the peak memory of 100,000), the networkx path
 (dependencies pointing to higher versions), applying 1,000 trivial
 migrations, a 1,000,000-row table rebuild, a cascade rollback of a
 1,000-migration chain, what the preview costs (bench_preview.py), and
-issue 22's two default-path scenarios: rolling back 500 of 1,000 migrations
+two long runs on the default path: rolling back 500 of 1,000 migrations
 and a data migration of 50,000 single-row statements (``bench_preview.py
---issue-22`` runs those alone).
+--long-runs`` runs those alone).
 
 Each figure is a median of several runs; ratios are to a baseline measured in
 the same run on the same machine, which is what makes them comparable across
@@ -175,12 +175,12 @@ def preview(repeats: int, rows: int) -> None:
     ours, base = bench_preview.shipped_cascade(100_000, repeats)
     add(Row("preview", "--dry-run of 0027 --cascade, 100,000 agents", f"{ours:.2f} s",
             f"{base:.2f} s the rollback", ours / base, "<= 1.2x", ours / base <= 1.2))
-    issue_22(repeats + 2)
+    long_runs(repeats + 2)
 
 
-def issue_22(repeats: int) -> None:
-    """Issue 22 point 15: a long cascade rollback and a data migration of single-row statements, default path."""
-    heading(f"Default (previewed) path, issue 22 point 15 (the installed apm, whole processes); medians of {repeats}")
+def long_runs(repeats: int) -> None:
+    """A long cascade rollback and a data migration of single-row statements, default path."""
+    heading(f"A long rollback and data migration, default path (installed apm, whole processes); medians of {repeats}")
     default, no_preview, raw = bench_preview.rollback_half(1_000, repeats)
     add(Row("rollback", "500 of 1,000, --cascade --yes, backup included", f"{default.wall:.2f} s",
             f"{raw.wall:.2f} s raw loop", default.wall / raw.wall, "<= 1.3x", default.wall / raw.wall <= 1.3))
