@@ -146,7 +146,8 @@ def test_a_child_made_in_an_earlier_step_of_the_preview_is_checked(tmp_path, cat
         conn.execute("INSERT INTO x VALUES (1), (2)")
     """)
     # 0002 shrinks a table, so the preview reads who references whom before the child exists.
-    write_migration(catalog_dir, "0002", "Shrink", depends_on=("0001",), upgrade='conn.execute("DELETE FROM x WHERE id = 2")')
+    write_migration(catalog_dir, "0002", "Shrink", depends_on=("0001",),
+                    upgrade='conn.execute("DELETE FROM x WHERE id = 2")')
     write_migration(catalog_dir, "0003", "Child", depends_on=("0002",),
                     upgrade="\n".join(line.strip() for line in makes_child.splitlines()))
     parent = "p2" if "p2" in makes_child else "p"
