@@ -87,7 +87,9 @@ def restore_command(backup: str | None, yes: bool, as_json: bool) -> None:
             raise CommandError("not confirmed; nothing was changed", EXIT_UNCONFIRMED)
 
     result = engine.restore(source)
-    pruned = engine.prune_backups(options.keep_backups, options.backup_dir) if options.keep_backups else []
+    # Never the backup just restored from: it is the state the user chose, and the safety backup is the other one.
+    pruned = (engine.prune_backups(options.keep_backups, options.backup_dir, spare=(source,))
+              if options.keep_backups else [])
     if as_json:
         emit_json({"database": str(result.database), "backup": str(source), "safety_backup":
                    str(result.safety_backup) if result.safety_backup else None,
@@ -103,7 +105,7 @@ def restore_command(backup: str | None, yes: bool, as_json: bool) -> None:
 
 def _describe_restore(engine, source: Path, current: dict, restored: dict, kept: list[str]) -> None:
     """What the restore brings back and takes away, in ledger terms, before asking."""
-    from planner.engines.sqlite_backup import ledger_difference
+    from planner.backups import ledger_difference
     from planner.ledger import TABLE
 
     ledger_kept = any(name.split(".")[-1] == TABLE for name in kept)

@@ -40,6 +40,13 @@ KEYS = {
     "keep_backups": "a whole number of backups to keep (1 or more)",
     "ledger_schema": "the PostgreSQL schema for the ledger tables",
     "backup_dir": "a path to the folder for PostgreSQL backups",
+    "lock_timeout": 'a duration such as "300ms" or "5s" ("off": no limit)',
+    "statement_timeout": 'a duration such as "30s" or "10min" ("off": no limit)',
+    "lock_retries": "a whole number of retries from 0 to 100",
+    "lock_gate": 'the lowest level of lock finding that stops a run: "info", "warning" or "error"',
+    "lock_levels": 'a table of finding codes and levels, e.g. { table-rewrite = "warning" }',
+    "large_table_rows": "a whole number of rows (1 or more) from which a table is large",
+    "fleet": "a list of glob patterns or URLs naming the databases of `apm fleet` (a non-empty list of strings)",
 }
 
 
@@ -55,9 +62,13 @@ class ConfigError(click.ClickException):
 class Config:
     """The settings one configuration file gives, already checked and converted (paths made absolute)."""
 
-    def __init__(self, path: Path | None = None, values: dict[str, Any] | None = None):
+    def __init__(self, path: Path | None = None, values: dict[str, Any] | None = None,
+                 raw: dict[str, Any] | None = None, where: str | None = None):
         self.path = path
         self.values = values or {}
+        #: The values as the file spells them, and how messages name the file (``pyproject.toml: [tool.apm]``).
+        self.raw = raw or {}
+        self.where = where
 
     def get(self, key: str) -> Any:
         return self.values.get(key)
@@ -147,7 +158,17 @@ def load_config(start: Path | None = None) -> Config:
     values: dict[str, Any] = {}
     for key, value in table.items():
         values[key] = _convert(where, path.parent, key, value)
-    return Config(path, values)
+    return Config(path, values, dict(table), where)
+
+
+def _fleet_pattern(folder: Path, pattern: str) -> str:
+    """A ``fleet`` pattern made absolute against the file's folder (a URL stays as it is)."""
+    from planner.engines import on_server
+
+    if on_server(pattern):
+        return pattern
+    expanded = os.path.expanduser(pattern)
+    return expanded if os.path.isabs(expanded) else str(folder / expanded)
 
 
 def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
@@ -162,16 +183,21 @@ def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
         if not isinstance(value, str) or not value.strip():
             raise bad()
         if key == "db":
-            from planner.engines.urls import is_postgres, misspelled_url
+            from planner.engines.urls import misspelled_url
+            from planner.engines import on_server
 
             start = misspelled_url(value)
             if start is not None:  # shown by its scheme only: the rest may hold a password
                 raise ConfigError(f"{where}: db {start!r} starts like a URL but is not a PostgreSQL one: write "
                                   f"postgresql://... or postgres://..., or a file path")
-            if is_postgres(value):
+            if on_server(value):
                 return value.strip()  # a connection string, not a path relative to the file
         path = Path(os.path.expanduser(value))
         return path if path.is_absolute() else folder / path
+    if key == "fleet":
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+            raise bad()
+        return [_fleet_pattern(folder, pattern.strip()) for pattern in value]
     if key == "busy_timeout":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 86400:
             raise bad()  # NaN and infinity fail the range too: SQLite's timeout is a C int of milliseconds
@@ -180,4 +206,68 @@ def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise bad()
         return value
+    if key in ("lock_timeout", "statement_timeout"):
+        from planner.locks import parse_duration
+
+        try:
+            return parse_duration(value)
+        except ValueError:
+            raise bad() from None
+    if key == "lock_gate":
+        from planner.locks import LEVELS
+
+        if value not in LEVELS:
+            raise bad()
+        return value
+    if key == "lock_levels":
+        from planner.locks import CODES, LEVELS
+
+        if not isinstance(value, dict) or any(c not in CODES or v not in LEVELS for c, v in value.items()):
+            raise bad()
+        return dict(value)
+    if key == "large_table_rows":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise bad()
+        return value
+    if key == "lock_retries":
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+            raise bad()
+        return value
     raise bad()  # pragma: no cover - KEYS and this function list the same keys
+
+
+def config_origin(error: BaseException, settings: Any) -> str | None:
+    """`` (migrations_dir = "nope" in apm.toml: ...)`` when ``error`` is about a setting the config file gave.
+
+    An error names the path it could not use, but a person looks for that
+    path where they typed it: if it came from the file, the message must
+    say which file and which key, or they search the command line in vain.
+    Only errors about the value itself count (not there, not a folder, not
+    a database, cannot connect), and only when no option or variable
+    overrode the file's value.
+    """
+    from planner import errors as E
+    from planner.engines import errors as engine_errors
+
+    config = settings.config
+    key = None
+    if isinstance(error, E.CatalogNotFound):
+        key = "migrations_dir"
+    elif isinstance(error, (E.DatabaseNotFound, E.DatabaseDirectoryMissing, E.NotADatabase, E.DatabaseReadOnly,
+                            engine_errors.DatabaseUnreachable, engine_errors.DriverMissing)):
+        key = "db"
+    elif (isinstance(error, (engine_errors.BackupFailed, engine_errors.RestoreFailed))
+          and config.get("backup_dir") is not None and str(config.get("backup_dir")) in str(error)):
+        key = "backup_dir"
+    return from_config(settings, key) if key is not None else None
+
+
+def from_config(settings: Any, key: str) -> str | None:
+    """`` (db = "x" is set in apm.toml; ...)`` when setting ``key`` came from the config file, else ``None``."""
+    config = settings.config
+    given = {"db": settings.db, "migrations_dir": settings.migrations_dir,
+             "backup_dir": settings.backup_dir_option, "ledger_schema": settings.ledger_schema_option}
+    if config.path is None or key not in config.raw or given.get(key) is not None:
+        return None
+    option = "--" + key.replace("_", "-")
+    return f" ({key} = {_shown(config.raw[key])} is set in {config.where}; fix it there, or override it with {option})"

@@ -59,8 +59,16 @@ def docs_command(output: Path | None, check: bool) -> None:
     from planner.catalog_page import catalog_page
     from planner.loader import load_catalog
 
+    from cli.writable import catalog_to_write, refuse_installed
+
+    if check:
+        target = output or settings().catalog_dir / "README.md"
+    elif output is not None:
+        refuse_installed(output, "apm migrate docs")
+        target = output
+    else:
+        target = catalog_to_write("apm migrate docs") / "README.md"
     catalog = load_catalog(settings().catalog_dir)
-    target = output or settings().catalog_dir / "README.md"
     page = catalog_page(catalog)
     if check:
         current = target.read_text(encoding="utf-8") if target.exists() else None
@@ -69,7 +77,11 @@ def docs_command(output: Path | None, check: bool) -> None:
             from cli.options import EXIT_CATALOG
 
             # A stale page is a catalog problem for CI to fail on, not a bug (exit 1 means a bug).
-            raise CommandError(f"{target} is out of date; run `apm migrate docs` to refresh it", EXIT_CATALOG)
+            import shlex
+
+            folder = shlex.quote(str(settings().catalog_dir))
+            raise CommandError(f"{target} is out of date; run `apm --migrations-dir {folder} migrate docs` to "
+                               f"refresh it", EXIT_CATALOG)
         click.echo(f"{target} is up to date")
         return
     target.write_text(page, encoding="utf-8")

@@ -36,8 +36,10 @@ def _exit_codes() -> tuple[tuple[type[BaseException] | tuple[type[BaseException]
 
     return (
         (E.InvalidVersion, options.EXIT_USAGE),
+        (E.FleetError, options.EXIT_USAGE),  # a fleet pattern naming nothing is a usage error, like a bad option
         (E.CatalogError, options.EXIT_CATALOG),
         (E.PlanError, options.EXIT_REFUSED),
+        (E.OutsideStepStopped, options.EXIT_UNCONFIRMED),  # a step outside a transaction: its loss unconfirmed
         (E.ExecutionError, options.EXIT_FAILED),
         (E.DatabaseError, options.EXIT_DATABASE),
         (E.RenderError, options.EXIT_TOOL),

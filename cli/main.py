@@ -44,7 +44,21 @@ class ApmGroup(click.Group):
             if ctx.ensure_object(Settings).debug:
                 # --debug adds the traceback; the exit code stays the documented one.
                 traceback.print_exc()
-            raise as_command_error(error) from error
+            failure = as_command_error(error)
+            failure.message += _config_origin(error, ctx.ensure_object(Settings))
+            raise failure from error
+
+
+def _config_origin(error: Exception, settings: Settings) -> str:
+    """Where the setting an error is about came from, when that is the config file (``cli.config``)."""
+    if settings._config is None:
+        return ""  # the file was never read, so no setting came from it
+    from cli.config import config_origin
+
+    try:
+        return config_origin(error, settings) or ""
+    except Exception:  # never let the explanation hide the error itself
+        return ""
 
 
 @click.group(cls=ApmGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -52,7 +66,7 @@ class ApmGroup(click.Group):
 @click.version_option(__version__, "--version", prog_name="apm")
 @click.pass_context
 def apm(ctx: click.Context) -> None:
-    """APM's dependency-aware SQLite migration tool.
+    """APM's dependency-aware migration tool for SQLite and PostgreSQL.
 
     Migrations are Python or SQL files that declare what they depend on; apm
     applies them in dependency order, previewed as they run (nothing that
@@ -72,15 +86,19 @@ def _register() -> None:
     from cli.authoring import new_command
     from cli.backups import backups_command, restore_command
     from cli.diagrams import docs_command, graph_command
+    from cli.drift import drift_command
+    from cli.fleet import fleet
+    from cli.fleet_run import migrate_command as fleet_migrate
     from cli.migrate import migrate, plan_command
     from cli.safety import check_command, doctor_command
     from cli.squashing import squash_command
     from cli.status import agents, config_command, status
 
     for command in (plan_command, graph_command, docs_command, new_command, check_command, doctor_command,
-                    backups_command, restore_command, squash_command):
+                    backups_command, restore_command, squash_command, drift_command):
         migrate.add_command(command)
-    for command in (migrate, status, agents, config_command):
+    fleet.add_command(fleet_migrate)
+    for command in (migrate, status, agents, config_command, fleet):
         apm.add_command(command)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import click
 
+from cli.locking import lock_options
 from cli.moving import move_to, plan_table, plan_title, record_baseline
 from cli.options import STATE, VERSION, settings, shared_options
 from cli.output import echo, emit_json, migration_row, note_json, note_row, plan_json, table
@@ -25,6 +26,7 @@ from cli.running import (
     require_database,
     run_step_by_step,
     warn_about_edited_files,
+    warn_about_missing_files,
 )
 
 # --------------------------------------------------------------------------
@@ -72,6 +74,7 @@ class MigrateGroup(click.Group):
 @click.option("--mark-applied", type=VERSION, help="Record VERSION as applied without running it.")
 @click.option("--mark-rolled-back", type=VERSION, help="Remove VERSION from the ledger without running it.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON (see docs/commands.md).")
+@lock_options()
 @click.pass_context
 def migrate(ctx: click.Context, list_pending: bool, show_applied: bool, rollback: str | None, cascade: bool,
             target: str | None, to: str | None, baseline: str | None, atomic: bool, no_backup: bool, dry_run: bool,
@@ -135,6 +138,12 @@ def migrate(ctx: click.Context, list_pending: bool, show_applied: bool, rollback
         _apply(target, atomic=atomic, as_json=as_json, dry_run=dry_run, yes=yes, no_preview=no_preview, sql=sql)
 
 
+def refuse_empty_upgrades(plan) -> None:
+    from planner.plan import refuse_empty_upgrades as refuse
+
+    refuse(plan)
+
+
 def refuse_non_transactional(plan) -> None:
     from planner.plan import refuse_non_transactional as refuse
 
@@ -146,8 +155,10 @@ def _apply(target: str | None, *, atomic: bool, as_json: bool, dry_run: bool, ye
     catalog = load_catalog()
     entries = ledger_entries()
     warn_about_edited_files(catalog, entries)
+    warn_about_missing_files(catalog, entries)
     plan = make_apply_plan(catalog, entries, target)
     replan = lambda ledger: make_apply_plan(catalog, ledger, target)  # noqa: E731 (planned inside the lock)
+    refuse_empty_upgrades(plan)  # before the database is opened: refused means nothing created either
     if atomic:
         refuse_non_transactional(plan)
     if dry_run:
@@ -213,11 +224,26 @@ def _list_pending(as_json: bool) -> None:
     plan = make_apply_plan(catalog, ledger_entries(), None)
     if as_json:
         emit_json([{"version": s.version, "description": s.migration.description,
-                    "depends_on": list(s.migration.depends_on)} for s in plan.steps])
+                    "depends_on": list(s.migration.depends_on), "reversible": s.migration.reversible,
+                    "irreversible": s.migration.irreversible_reason} for s in plan.steps])
     elif not plan:
         echo("No pending migrations")
     else:
-        echo(table([migration_row(s.migration) for s in plan.steps], ["version", "description", "depends on"]))
+        migrations = [s.migration for s in plan.steps]
+        # Whether a migration can be undone is worth knowing before it is applied; the column
+        # appears only when one cannot, and a declared reason is quoted below, too long for a cell.
+        blocked = any(not m.reversible for m in migrations)
+        rows = [migration_row(m) + ([_rollback_cell(m)] if blocked else []) for m in migrations]
+        echo(table(rows, ["version", "description", "depends on", *(["rollback"] if blocked else [])]))
+        for migration in migrations:
+            if migration.irreversible_reason is not None:
+                echo(f"{migration.version} {migration.rollback_refusal}")
+
+
+def _rollback_cell(migration) -> str:
+    if migration.reversible:
+        return ""
+    return "no: irreversible" if migration.irreversible_reason is not None else "no: no downgrade"
 
 
 def _show_applied(as_json: bool) -> None:
@@ -256,9 +282,25 @@ def _show_applied(as_json: bool) -> None:
               help="Also run the plan in a transaction and report what it changes and destroys, then roll back.")
 @click.option("--sql", is_flag=True, help="Also show the SQL each step runs (implies --preview).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (see docs/commands.md).")
+@click.option("--exit-code", "exit_code", is_flag=True,
+              help="Exit 9 when the plan has steps (something to do), 0 when it has none.")
 def plan_command(rollback: str | None, cascade: bool, target: str | None, to: str | None, rehearse: bool, sql: bool,
-                 as_json: bool) -> None:
-    """Show what `apm migrate` would run, changing nothing."""
+                 as_json: bool, exit_code: bool) -> None:
+    """Show what `apm migrate` would run, changing nothing.
+
+    With --exit-code, the exit status says whether there is anything to do
+    (9, whatever the plan's direction) or not (0), for scripts and CI.
+    """
+    plan = _show_plan(rollback, cascade, target, to, rehearse, sql, as_json)
+    if exit_code and plan:
+        from cli.options import EXIT_PENDING
+
+        click.get_current_context().exit(EXIT_PENDING)
+
+
+def _show_plan(rollback: str | None, cascade: bool, target: str | None, to: str | None, rehearse: bool, sql: bool,
+               as_json: bool):
+    """Print the plan the options ask for (and its rehearsal); the plan, so the caller can say if it has steps."""
     if cascade and rollback is None:
         raise click.UsageError("--cascade only makes sense with --rollback VERSION")
     if sum(v is not None for v in (target, rollback, to)) > 1:
@@ -273,19 +315,21 @@ def plan_command(rollback: str | None, cascade: bool, target: str | None, to: st
         plan = make_rollback_plan(catalog, entries, rollback, cascade)
     else:
         plan = make_apply_plan(catalog, entries, target)
+    refuse_empty_upgrades(plan)  # what `apm migrate` would answer
     rehearse = rehearse or sql
     if as_json and not rehearse:
         emit_json(plan_json(plan))
-        return
+        return plan
     if as_json:
         preview = preview_plan(catalog, plan, sql=sql) if plan else None
         emit_json({**plan_json(plan), "preview": preview.to_json() if preview else None})
-        return
+        return plan
     if not plan:
         echo(f"Nothing to do: already at {to}" if to is not None else "Nothing to apply")
-        return
+        return plan
     echo(plan_title(plan))
     echo(plan_table(plan))
     if rehearse:
         echo()
         dry_run_report(catalog, plan, as_json=False, sql=sql, exit_on_loss=False)
+    return plan

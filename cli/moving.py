@@ -27,6 +27,9 @@ def move_to(target: str, *, backup: bool, atomic: bool, as_json: bool, dry_run: 
     catalog = load_catalog()
     plan = make_to_plan(catalog, ledger_entries(), target)
     replan = lambda ledger: make_to_plan(catalog, ledger, target)  # noqa: E731 (planned inside the lock)
+    from planner.plan import refuse_empty_upgrades
+
+    refuse_empty_upgrades(plan)
     if atomic:
         from planner.plan import refuse_non_transactional
 

@@ -32,7 +32,15 @@ EXIT_FAILED = 5  # a migration failed while running; its step was rolled back (E
 EXIT_DATABASE = 6  # the database cannot be opened, written or locked (DatabaseError)
 EXIT_UNCONFIRMED = 7  # a plan that would destroy data was not confirmed (see --yes)
 EXIT_TOOL = 8  # an outside tool the command needs (Graphviz's dot) is missing or failed
+EXIT_PENDING = 9  # `apm migrate plan --exit-code`: there is something to do (nothing was written)
+EXIT_DRIFT = 10  # `apm migrate drift` / `apm fleet status --drift`: the live schema differs from its migrations
+EXIT_ATTENTION = 11  # `apm fleet status|migrate`: at least one database needs attention or failed
+EXIT_LOCK_RISK = 12  # lock findings at or above the gating level, not accepted (docs/locks.md)
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); SIGTERM gives 143. The open step was rolled back
+
+
+#: Called with (settings, engine) once a command's engine is made; modules that set it up register here.
+ENGINE_HOOKS: list = []
 
 
 class VersionType(click.ParamType):
@@ -147,6 +155,8 @@ class Settings:
             self._engine = engine_for(self.db_url or self.db_path, busy_timeout=self.busy_timeout,
                                       ledger_schema=self.ledger_schema, backup_dir=self.backup_dir)
             waiting.listen(_tell_waiting)
+            for hook in ENGINE_HOOKS:  # cli.locking: PostgreSQL's lock_timeout, statement_timeout, retries
+                hook(self, self._engine)
         return self._engine
 
     @property
@@ -196,9 +206,9 @@ class Settings:
                     "ledger_schema": ("public", "default (PostgreSQL only)"),
                     "backup_dir": (None, "default (SQLite: beside the file; PostgreSQL: this folder)")}
         rows = []
-        if isinstance(given["db"], str) or isinstance(config.get("db"), str):  # never show a password
-            from planner.engines.urls import redact
+        from planner.engines.urls import redact
 
+        if isinstance(given["db"], str) or isinstance(config.get("db"), str):  # never show a password
             given["db"] = redact(given["db"]) if isinstance(given["db"], str) else given["db"]
             if given["db"] is None:
                 given["db"] = redact(config.get("db"))
@@ -212,6 +222,11 @@ class Settings:
                 rows.append((name, str(shown) if isinstance(shown, Path) else shown, f"config {config.path}"))
             else:
                 rows.append((name, *defaults[name]))
+        fleet = config.get("fleet")  # only the file sets it: `apm fleet` takes --glob/--list otherwise
+        if fleet:
+            rows.append(("fleet", ", ".join(redact(pattern) for pattern in fleet), f"config {config.path}"))
+        else:
+            rows.append(("fleet", None, "default (none: apm fleet needs --glob or --list)"))
         return rows
 
 
@@ -246,10 +261,10 @@ def _store_path(name: str):
 
 def _db(value: str) -> Path | str:
     """``--db``: a PostgreSQL connection string stays a string (a Path would fold its ``//``), else a path."""
-    from planner.engines.urls import is_postgres
+    from planner.engines import on_server
 
     refuse_misspelled_url(value)
-    return value.strip() if is_postgres(value) else _path(value)
+    return value.strip() if on_server(value) else _path(value)
 
 
 def refuse_misspelled_url(value: str) -> None:

@@ -55,6 +55,7 @@ def step_json(step) -> dict[str, Any]:
         "direction": step.direction,
         "depends_on": list(migration.depends_on),
         "reversible": migration.reversible,
+        "irreversible": migration.irreversible_reason,
         "transactional": migration.transactional,
     }
 

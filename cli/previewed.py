@@ -6,7 +6,8 @@ it destroys nothing, or what it destroys was confirmed. A plan holding
 ``transactional = False`` steps cannot be one transaction: it runs in
 parts (``planner.plan.segments``), each run of transactional steps
 previewed and confirmed the same way, each step outside a transaction
-alone, confirmed as a whole up front since nothing can check it.
+alone, checked statement by statement as it runs (``planner.outside``):
+it stops before a statement that destroys data until that is confirmed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from cli import running
 from cli.errors import CommandError
-from cli.options import EXIT_UNCONFIRMED
+from cli.options import EXIT_LOCK_RISK, EXIT_UNCONFIRMED
 from cli.output import confirm, duration, echo, printed_lines
 
 
@@ -59,10 +60,16 @@ def confirmed_preview(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql
     """
     from cli.errors import exit_code_for
 
+    from cli.locking import gating_findings, lock_refusal
+
     confirmed: list[str] | None = None
+    locks_confirmed: list[str] = []  # lock findings a person accepted on the terminal (--yes never does)
     unchanged = f"{done}; this part was rolled back" if done else "nothing was committed"
+    taken_before = getattr(before, "path", None)  # an earlier part's backup stays the run's
     while True:
-        def accept(preview, confirmed=confirmed) -> bool:
+        def accept(preview, confirmed=confirmed, locks_confirmed=locks_confirmed) -> bool:
+            if gating_findings(preview) != locks_confirmed:
+                return False
             if confirmed is not None:
                 return preview.loss_lines() == confirmed
             return yes or not preview.loses_data
@@ -81,6 +88,17 @@ def confirmed_preview(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql
             return preview
         lines = preview.loss_lines()
         unchanged = f"{done}; nothing else was changed" if done else "nothing was changed"
+        risky = gating_findings(preview)
+        if risky != locks_confirmed:
+            if locks_confirmed:
+                raise CommandError(f"the database changed while you decided: the plan's lock findings are now "
+                                   f"{'; '.join(risky)}; {unchanged}. Run the command again", EXIT_LOCK_RISK)
+            if as_json or not running.stdin_is_terminal():
+                raise CommandError(lock_refusal(risky, unchanged), EXIT_LOCK_RISK)
+            _ask([line for step in preview.steps for line in step.describe() if ": lock " in line], unchanged,
+                 heading="This plan takes locks that can hold a live database up:", code=EXIT_LOCK_RISK)
+            locks_confirmed[:] = risky
+            continue  # run again; data loss, if any, is asked about next
         if confirmed is not None:
             raise CommandError(f"the database changed while you decided: the plan now destroys "
                                f"{'; '.join(lines)}; {unchanged}. Run the command again", EXIT_UNCONFIRMED)
@@ -88,6 +106,10 @@ def confirmed_preview(catalog, plan, *, make_plan, as_json: bool, yes: bool, sql
             raise CommandError(f"this plan destroys data ({'; '.join(lines)}); {unchanged}. "
                                f"Re-run with --yes to proceed, or with --dry-run to see the whole preview",
                                EXIT_UNCONFIRMED)
+        if taken_before is None and getattr(before, "path", None) is not None:
+            # This preview was rolled back; the run that commits takes its own copy inside its own lock, since
+            # another process may commit while the person decides.
+            before.discard()
         _ask(lines, unchanged)
         confirmed = lines
 
@@ -115,14 +137,15 @@ def committed(preview, as_json: bool, backup: Path | None = None) -> list[dict]:
     return results
 
 
-def _ask(lines: list[str], unchanged: str = "nothing was changed", heading: str = "This plan destroys data:") -> None:
+def _ask(lines: list[str], unchanged: str = "nothing was changed", heading: str = "This plan destroys data:",
+         code: int = EXIT_UNCONFIRMED) -> None:
     """Show what the plan destroys and ask; anything but yes refuses (exit 7), Ctrl-C exits 130."""
     echo(heading, fg="yellow", err=True)
     for line in lines:
         echo(f"  {line}", err=True)
     answer = confirm("Proceed?")  # Ctrl-C: Interrupted, exit 130
     if not answer:
-        raise CommandError(f"not confirmed; {unchanged}", EXIT_UNCONFIRMED)
+        raise CommandError(f"not confirmed; {unchanged}", code)
 
 
 
@@ -130,26 +153,19 @@ def _ask(lines: list[str], unchanged: str = "nothing was changed", heading: str 
 def run_in_parts(catalog, plan, *, as_json: bool, yes: bool, sql: bool, backup: bool) -> dict:
     """A plan with ``transactional = False`` steps: each run of the others previewed, each of those alone.
 
-    What a step outside any transaction does cannot be previewed, so the
-    plan needs ``--yes`` (or a person's yes) for those before anything
-    runs. The parts around them are previewed and confirmed like any plan;
-    a part that fails, or whose loss is not confirmed, is rolled back and
-    stops the run, and the message names what earlier parts committed.
+    The parts around such a step are previewed and confirmed like any plan.
+    The step itself is checked statement by statement as it runs
+    (``planner.outside``): what destroys nothing runs; it stops
+    before the first statement that destroys data, which runs only once
+    confirmed (``--yes``, or a person on a terminal; otherwise exit 7). A
+    part that fails, or whose loss is not confirmed, stops the run, and the
+    message names what earlier parts committed.
     """
-    from planner.errors import Interrupted
+    from planner.errors import Interrupted, OutsideStepStopped
     from planner.plan import segments
 
-    outside = [step.version for step in plan.steps if not step.migration.transactional]
-    they, run, do, them = ("they", "run", "they do", "them") if len(outside) > 1 else ("it", "runs", "it does", "it")
-    why = (f"{', '.join(outside)} declare(s) transactional = False, so {they} {run} outside any transaction, "
-           f"where what {do} cannot be checked for data loss (the steps around {them} are previewed as usual)")
-    if not yes:
-        if as_json or not running.stdin_is_terminal():
-            raise CommandError(f"{why}; nothing was changed. Review it (`apm migrate --dry-run --sql` shows the "
-                               f"rest), then re-run with --yes", EXIT_UNCONFIRMED)
-        _ask([why], heading="This plan may destroy data where it cannot be checked:")
-    else:
-        echo(f"Note: {why}", fg="yellow", err=True)
+    # Each part commits on its own: a damaged file must be found before the first, not at the fifth.
+    running.settings().engine.check_integrity()
     taken = running.BackupOnce(backup, announce=not as_json)
     results: list[dict] = []
     previews: list[dict] = []
@@ -161,13 +177,22 @@ def run_in_parts(catalog, plan, *, as_json: bool, yes: bool, sql: bool, backup: 
 
     for part in segments(plan):
         if not part.steps[0].migration.transactional:
+            answers = OutsideAnswers(yes=yes, as_json=as_json)
             try:
                 results += running.execute(catalog, part, atomic=False, as_json=as_json,
-                                           create=part.direction == "apply", before=taken)
+                                           create=part.direction == "apply", before=taken,
+                                           confirm_outside=answers, whole=plan)
+            except OutsideStepStopped as stopped:
+                again = ("Re-run with --yes to let it (its statements run again from the start), or run it on "
+                         "a terminal to be asked")
+                raise CommandError(f"{stopped}; {done() or f'no step before it was {verb} by this run'}. "
+                                   f"{again}", EXIT_UNCONFIRMED) from None
             except Exception:
                 if done():  # the error names this step; what the parts before it committed stays
                     echo(f"The parts before it were committed ({done()})", fg="yellow", err=True)
                 raise
+            finally:
+                answers.show()
             continue
         try:
             preview = confirmed_preview(catalog, part, make_plan=None, as_json=as_json, yes=yes, sql=sql,
@@ -177,8 +202,8 @@ def run_in_parts(catalog, plan, *, as_json: bool, yes: bool, sql: bool, backup: 
                 raise
             from cli.errors import interrupted_exit_code
 
-            raise CommandError(f"interrupted: {done()}; the part that was running was rolled back and the "
-                               f"database is consistent. Run the command again to finish",
+            raise CommandError(running.interrupted_summary(plan).replace("the step that was running",
+                                                                         "the part that was running"),
                                interrupted_exit_code(interrupt)) from None
         results += committed(preview, as_json)
         previews.append(preview.to_json())
@@ -186,3 +211,40 @@ def run_in_parts(catalog, plan, *, as_json: bool, yes: bool, sql: bool, backup: 
         running.prune_backups_after_commit()
     return {"results": results, "previews": previews,
             "backup": str(taken.path) if taken.path is not None else None}
+
+
+class OutsideAnswers:
+    """The command's ``outside.Confirmation``: ``--yes`` accepts, a person on a terminal is asked.
+
+    Without either (a script, ``--json``), nothing that destroys data is
+    confirmed: the step stops before that statement (exit 7). What was
+    confirmed and committed is shown once the step is over, on stderr.
+    """
+
+    def __init__(self, *, yes: bool, as_json: bool):
+        self.yes, self.as_json = yes, as_json
+        self.destroyed: list[str] = []
+
+    def accept(self, loss) -> bool:
+        return self.yes
+
+    def ask(self, loss) -> bool:
+        if self.yes:
+            return True
+        if self.as_json or not running.stdin_is_terminal():
+            return False
+        echo(f"{loss.version} runs outside a transaction (transactional = False); its next statement, "
+             f"`{loss.statement}`, destroys data:", fg="yellow", err=True)
+        for line in loss.lines:
+            echo(f"  {line}", err=True)
+        return bool(confirm("Proceed?"))  # Ctrl-C: Interrupted, exit 130
+
+    def committed(self, loss) -> None:
+        self.destroyed += loss.lines
+
+    def show(self) -> None:
+        if self.destroyed:  # on stderr, so --json stays one document on stdout
+            echo("This run destroyed data, as confirmed:", fg="yellow", err=True)
+            for line in self.destroyed:
+                echo(f"  {line}", err=True)
+            self.destroyed = []

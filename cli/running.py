@@ -48,13 +48,16 @@ def make_rollback_plan(catalog, entries: dict, version: str, cascade: bool):
 
 
 def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_plan=None,
-            before=None) -> list[dict]:
+            before=None, confirm_outside=None, whole=None) -> list[dict]:
     """Run a plan, one line per step (or a progress bar on a terminal for long plans), then what was done.
 
     ``make_plan(ledger)`` plans the same request again when another process
     changes the ledger under this run (``Executor.migrate``). Ctrl-C stops
     the run: the open step is rolled back, and the message says which steps
-    are applied, read back from the ledger so it is exact.
+    are applied, read back from the ledger so it is exact, counted over
+    ``whole`` (the whole plan, when ``plan`` is one part of it).
+    ``confirm_outside`` checks ``transactional = False`` steps statement by
+    statement (``planner.outside``).
     """
     from planner.errors import Interrupted
     from planner.events import Replanned, StepFailed, StepFinished, StepSkipped, StepStarted
@@ -68,6 +71,9 @@ def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_pl
 
     def record(event) -> None:
         if isinstance(event, Replanned):
+            if atomic:  # the attempt's one transaction was rolled back: what it reported never happened
+                held.clear()
+                results.clear()
             echo(f"The ledger changed meanwhile (another process); planned again: "
                  f"{len(event.plan)} step(s) left", fg="yellow", err=True)
             if progress is not None:
@@ -103,13 +109,14 @@ def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_pl
 
     try:
         executor.migrate(make_plan or (lambda _ledger: plan), on_event=record, atomic=atomic, plan=plan,
-                         before=before)
+                         before=before, confirm_outside=confirm_outside)
     except Interrupted as interrupt:
         if progress is not None:
             progress.close()
         from cli.errors import interrupted_exit_code
 
-        raise CommandError(_interrupted_summary(plan, atomic, running[0]), interrupted_exit_code(interrupt)) from None
+        raise CommandError(interrupted_summary(whole or plan, atomic, running[0]),
+                           interrupted_exit_code(interrupt)) from None
     if progress is not None:
         progress.close()
     for line, skipped in held if not as_json else ():
@@ -121,7 +128,7 @@ def verb(direction: str) -> str:
     return "Applied" if direction == "apply" else "Rolled back"
 
 
-def _interrupted_summary(plan, atomic: bool, running=None) -> str:
+def interrupted_summary(plan, atomic: bool = False, running=None) -> str:
     """What an interrupted run left, read back from the ledger (exact even if Ctrl-C came right after a COMMIT).
 
     A ``transactional = False`` step has no transaction to roll back: what it did before the stop stays,
@@ -177,9 +184,10 @@ def report_preview(preview, plan, *, as_json: bool, sql: bool, title: str = "Dry
     if preview.ok and preview.unchecked:
         outside = preview.not_previewed
         uncounted = [v for v in preview.unchecked if v not in outside]
-        why = [f"{', '.join(outside)} could not run inside the preview's transaction (transactional = False, or "
-               f"needing such a step first), so what {'they do' if len(outside) > 1 else 'it does'} was not checked; "
-               f"a real run previews the steps around a transactional = False one part by part"] if outside else []
+        why = [f"{', '.join(outside)} could not be previewed (a transactional = False step reaching a statement "
+               f"that runs only outside a transaction, or needing such a step first), so what "
+               f"{'they do' if len(outside) > 1 else 'it does'} was not checked; a real run checks such a step "
+               f"statement by statement"] if outside else []
         why += [f"{', '.join(uncounted)} drops what the preview could not count"] if uncounted else []
         echo(f"This plan may destroy data: {'; '.join(why)}."
              + (" It also destroys data." if any(i.count for s in preview.steps for i in s.impact) else ""),
@@ -200,6 +208,12 @@ def dry_run_report(catalog, plan, as_json: bool, *, sql: bool = False, make_plan
                            exit_code_for(preview.error)) from preview.error
     if (preview.loses_data or preview.unchecked) and exit_on_loss:
         click.get_current_context().exit(EXIT_UNCONFIRMED)  # a step nobody could check is not a safe plan
+    from cli.locking import gating_findings
+
+    if gating_findings(preview) and exit_on_loss:
+        from cli.options import EXIT_LOCK_RISK
+
+        click.get_current_context().exit(EXIT_LOCK_RISK)  # a CI gate: lock findings not accepted
     return preview
 
 
@@ -254,10 +268,13 @@ def run_step_by_step(catalog, plan, *, make_plan, atomic: bool, as_json: bool, b
 
 
 class BackupOnce:
-    """The backup before a rollback, taken by the runner once it holds the lock (``before``), at most once.
+    """The backup before a rollback, taken by the runner (``before``) at most once, on both engines.
 
-    Taken any earlier, another runner could commit between the copy and the
-    run, and "the newest backup" would not be the database this run changed.
+    The runner takes it inside its lock, once the plan was made again there
+    from the ledger (``Session.take_backup``), before anything is written: the
+    copy is exactly the database the rollback starts from. Taken any earlier,
+    another process could commit between the copy and the run, and "the
+    newest backup" would not be the database this run changed.
     """
 
     def __init__(self, wanted: bool, *, announce: bool = False):
@@ -269,6 +286,12 @@ class BackupOnce:
             self.path = take_backup()
             if self.path is not None and self.announce:
                 echo(f"Backup written to {self.path}")
+
+    def discard(self) -> None:
+        """Forget (and delete) a copy whose run was rolled back: the next run takes its own."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.path = None
 
 
 def take_backup() -> Path | None:
@@ -304,3 +327,21 @@ def warn_about_edited_files(catalog, entries: dict) -> None:
             migration = catalog.get(version)
             echo(f"Warning: {migration.path.name} changed since {migration.version} was applied; the database "
                  f"holds what the old text did (see `apm migrate check`)", fg="yellow", err=True)
+
+
+def warn_about_missing_files(catalog, entries: dict) -> None:
+    """One stderr line per applied version with no file in the catalog: it cannot be rolled back from here."""
+    from planner.lint import missing_file_name
+    from planner.plan import unknown_applied
+    from planner.versions import is_version
+
+    for version in unknown_applied(catalog, entries):
+        if catalog.squash_of(version) is not None:
+            continue  # a squash replaces it: its row is the squash's, not a missing file
+        if is_version(version):
+            echo(f"Warning: {version} is recorded as applied but no {missing_file_name(version)} is in "
+                 f"{catalog.directory}; it cannot be rolled back from this catalog (see `apm migrate check`)",
+                 fg="yellow", err=True)
+        else:
+            echo(f"Warning: schema_migrations holds {version!r}, which is not a version, so no file can match it "
+                 f"(see `apm migrate check`)", fg="yellow", err=True)

@@ -57,6 +57,18 @@ def for_this_database(findings: list) -> list:
     return [replace(f, fix=_APM.sub(prefix, f.fix)) if f.fix else f for f in findings]
 
 
+def _name_the_config(findings: list, options) -> list:
+    """A missing catalog folder that the config file named says so, as an error about it would (``cli.config``)."""
+    from dataclasses import replace
+
+    from cli.config import from_config
+
+    note = from_config(options, "migrations_dir") if any(f.code == "catalog-not-found" for f in findings) else None
+    if not note:
+        return findings
+    return [replace(f, message=f.message + note) if f.code == "catalog-not-found" else f for f in findings]
+
+
 def _print_findings(findings: list) -> None:
     for finding in findings:
         echo(finding.describe(), fg=_COLOURS.get(finding.severity))
@@ -99,13 +111,18 @@ def check_command(as_json: bool, strict: bool, fix: bool, yes: bool) -> None:
     options = settings()
     catalog_dir = options.catalog_dir
     # The history is checked in the database named, or in the default one when it is there.
-    engine = options.engine if options.db_chosen is not None or DEFAULT_DB.is_file() else None
+    # A default path that is there but no file is refused by the engine (exit 6), as a named one is.
+    engine = options.engine if options.db_chosen is not None or DEFAULT_DB.exists() else None
     if yes and not fix:
         raise click.UsageError("--yes only makes sense with --fix")
     if fix:
+        from cli.writable import catalog_to_write
+
+        catalog_dir = catalog_to_write("apm migrate check --fix")
         _fix_shared_versions(catalog_dir, yes, engine)
     # A DatabaseError exits 6 through the root group (an unreachable server too; a missing database is empty).
     findings = for_this_database(check_catalog(catalog_dir, engine))
+    findings = _name_the_config(findings, options)
     shown = engine.display if engine is not None else None
     code = check_exit_code(findings, strict)
     if as_json:
@@ -161,7 +178,9 @@ def doctor_command(as_json: bool) -> None:
 def _fix_shared_versions(catalog_dir: Path, yes: bool, engine: Engine | None) -> None:
     """Show the renumbering ``check`` suggests for shared versions, ask (or need --yes), then make it.
 
-    The changes go to stderr, so ``--json`` still prints one document.
+    The file whose checksum the database's ledger holds keeps its version;
+    when the ledger cannot tell, nothing is renamed (exit 4). The changes go
+    to stderr, so ``--json`` still prints one document.
     """
     from cli.errors import CommandError
     from cli.options import EXIT_UNCONFIRMED
@@ -173,15 +192,22 @@ def _fix_shared_versions(catalog_dir: Path, yes: bool, engine: Engine | None) ->
         return  # the check reports the missing folder
     files, problems = migration_files(catalog_dir)
     taken = [*files, *(v for p in problems for v in p.versions)]
-    if engine is not None:  # the versions its ledger holds are taken too
-        taken += list(engine.applied_if_exists() or ())
-    changes = plan_renumbering(problems, taken)
-    if not changes:
+    ledger = engine.applied_if_exists() if engine is not None else None
+    taken += list(ledger or ())  # the versions its ledger holds are taken too
+    plan = plan_renumbering(problems, taken, ledger, engine.display if engine is not None else None)
+    if plan.undecided:
+        reasons = "; ".join(f"version {u.version}: {u.reason}" for u in plan.undecided)
+        raise CommandError(f"check --fix cannot choose which file keeps a shared version: {reasons}. Nothing was "
+                           f"changed: rename the file(s) that did not run yourself (`apm migrate check` shows the "
+                           f"free versions)", EXIT_REFUSED)
+    if not plan.changes:
         echo("Nothing to fix: no two files share a version", err=True)
         return
-    echo("Files sharing a version will be renumbered (they never ran under APM's old loader; once renumbered "
-         "they are pending and `apm migrate` WILL run them):", fg="yellow", err=True)
-    for change in changes:
+    echo("Files sharing a version will be renumbered; once renumbered they are pending and `apm migrate` WILL run "
+         "them:", fg="yellow", err=True)
+    for version, reason in plan.reasons.items():
+        echo(f"  {version}: {reason}", err=True)
+    for change in plan.changes:
         echo(f"  {change.describe()}", err=True)
     if not yes:
         if not stdin_is_terminal():
@@ -189,5 +215,5 @@ def _fix_shared_versions(catalog_dir: Path, yes: bool, engine: Engine | None) ->
                                "changed", EXIT_UNCONFIRMED)
         if not confirm("Make these changes?"):
             raise CommandError("not confirmed; nothing was changed", EXIT_UNCONFIRMED)
-    apply_renumbering(changes)
-    echo(f"Renumbered {len(changes)} file(s)", err=True)
+    apply_renumbering(plan.changes)
+    echo(f"Renumbered {len(plan.changes)} file(s)", err=True)

@@ -32,6 +32,9 @@ def squash_command(first: str, last: str, schema_only: bool, as_json: bool) -> N
     from planner.errors import ExecutionError
     from planner.squash import squash, write_squash
 
+    from cli.writable import catalog_to_write
+
+    catalog_to_write("apm migrate squash")  # before the range is built: that takes a while, and writes nothing
     engine = settings().engine
     applied = engine.applied_if_exists() or {}  # a database not there yet has applied nothing
     try:

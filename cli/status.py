@@ -16,9 +16,9 @@ from cli.output import echo, emit_json, table
 @shared_options()
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON (see docs/commands.md).")
 def status(as_json: bool) -> None:
-    """Schema version, applied and pending counts, and agent counts."""
+    """The applied heads, applied and pending counts, and agent counts."""
     from planner.loader import load_catalog
-    from planner.plan import unknown_applied
+    from planner.plan import applied_heads, unknown_applied
 
     from cli.running import warn_about_edited_files
     from planner.versions import number
@@ -39,6 +39,7 @@ def status(as_json: bool) -> None:
         "database": engine.display,
         "exists": exists,
         "schema_version": version,
+        "heads": applied_heads(catalog, entries),
         "applied": len(entries),
         "pending": len(catalog) - len(known),
         "applied_without_file": missing,
@@ -51,9 +52,11 @@ def status(as_json: bool) -> None:
         return
     state = "" if exists else " (does not exist yet; `apm migrate` creates it)"
     echo(f"Database:        {engine.display}{state}")
-    echo(f"Schema version:  {version or '-'}")
-    echo(f"Applied:         {len(entries)}")
+    # Not the highest applied version: with the graph branching, that says nothing of the lines still pending.
+    without = f" (and {len(missing)} with no file)" if missing else ""
+    echo(f"Applied:         {len(known)} of {len(catalog)}{without}")
     echo(f"Pending:         {report['pending']}")
+    echo(f"Heads:           {', '.join(report['heads']) or '-'}")
     if missing:
         echo(f"Applied without a file: {', '.join(missing)}", fg="yellow")
     if report["notes"]:

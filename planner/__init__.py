@@ -1,9 +1,10 @@
-"""A graph-based, dependency-aware migration planner for SQLite.
+"""A graph-based, dependency-aware migration planner for SQLite and PostgreSQL.
 
 The modules read like the architecture: ``loader`` reads a folder into a
 ``catalog``; ``graph`` holds the dependency DAG; ``plan`` decides what runs;
-``executor`` runs a plan through a ``connection`` that keeps the transaction;
-``ledger`` records what is applied; ``errors`` names what goes wrong.
+``session`` runs a plan through an engine (``engines/``: SQLite and PostgreSQL)
+whose connection keeps the transaction; ``ledger`` records what is applied;
+``errors`` names what goes wrong.
 
 Names are exported lazily so that ``import planner`` stays cheap: commands
 that never plan (``apm --help``) must not pay for importing networkx.
@@ -28,8 +29,9 @@ _EXPORTS = {
     "rollback_plan": "planner.plan",
     "inconsistent_history": "planner.plan",
     "unknown_applied": "planner.plan",
-    "Executor": "planner.engines.sqlite_runner",
-    "Ledger": "planner.engines.sqlite_ledger",
+    "applied_heads": "planner.plan",
+    "Executor": "planner.engines.sqlite.runner",
+    "Ledger": "planner.engines.sqlite.ledger",
     "MigrationManager": "planner.compat",
     "DatabaseService": "planner.compat",
     "rebuild_table": "planner.rebuild",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from planner.engines.sqlite_database import DEFAULT_BUSY_TIMEOUT, open_read_only
+from planner.engines.sqlite.database import DEFAULT_BUSY_TIMEOUT, open_read_only
 from planner.errors import DatabaseNotFound, NoAgentsTable
 
 

@@ -93,7 +93,7 @@ def _section(catalog: Catalog, migration: Migration) -> list[str]:
         f"- File: [{migration.path.name}]({migration.path.name})",
         f"- Depends on: {_versions(needs)}{source}",
         f"- Dependents: {_versions(graph.dependents(migration.version))}",
-        f"- Can be rolled back: {'yes' if migration.reversible else 'no (it defines no downgrade)'}",
+        f"- Can be rolled back: {_rollback(migration)}",
         f"- Checksum (sha256): `{migration.checksum}`",
         "",
     ]
@@ -104,6 +104,14 @@ def _section(catalog: Catalog, migration: Migration) -> list[str]:
         fence = "`" * max(3, _longest_backtick_run(body) + 1)
         lines += [f"{fence}text", body, fence, ""]
     return lines
+
+
+def _rollback(migration: Migration) -> str:
+    if migration.reversible:
+        return "yes"
+    if migration.irreversible_reason is not None:
+        return f"no (it is irreversible: {migration.irreversible_reason})"
+    return "no (it defines no downgrade)"
 
 
 def _doc_body(migration: Migration) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from planner.catalog import Catalog, shipped_catalog_dir
 from planner.errors import DependenciesNotApplied
-from planner.engines.sqlite_runner import Executor
+from planner.engines.sqlite.runner import Executor
 from planner.loader import load_catalog
 from planner.migration import Migration
 from planner.plan import apply_plan, rollback_plan

@@ -19,7 +19,11 @@ All formats share one reading, so a picture, a terminal and a script agree:
   since without the file nobody knows what it depended on);
 * ``focus`` keeps a migration, its ancestors and its descendants;
 * ``rollback`` marks what a cascade rollback of a migration would take,
-  while every node keeps its state styling.
+  while every node keeps its state styling;
+* a migration that can never be rolled back is marked in every format, as
+  the planner refuses it: ``(irreversible)`` after the label when its file
+  declares so (a downgrade that only raises), ``(no downgrade)`` when it has
+  none.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from planner.plan import rollback_scope
 APPLIED = "applied"
 PENDING = "pending"
 MISSING = "missing"
+#: The mermaid class of a migration that cannot be rolled back (no downgrade, or one that only raises).
+IRREVERSIBLE = "irreversible"
 State = Literal["applied", "pending", "missing"]
 
 @dataclass(frozen=True)
@@ -46,13 +52,25 @@ class DiagramNode:
     #: ``None`` when there is no ledger to compare with.
     state: State | None
     in_rollback: bool = False
+    #: ``False`` for a migration without a usable ``downgrade`` (none, or one that only raises).
+    reversible: bool = True
+    #: What the file says when it declares itself irreversible (``Migration.irreversible_reason``).
+    irreversible_reason: str | None = None
 
     @property
     def label(self) -> str:
-        """``0027 Add metadata``, or ``0031 (file missing)`` when only the ledger knows the version."""
+        """``0027 Add metadata``, or ``0031 (file missing)`` when only the ledger knows the version;
+        ``(irreversible)`` or ``(no downgrade)`` follows a migration that cannot be rolled back."""
         if self.state == MISSING:
             return f"{self.version} (file missing)"
-        return f"{self.version} {self.description}".strip()
+        return f"{self.version} {self.description}{self.irreversibility}".strip()
+
+    @property
+    def irreversibility(self) -> str:
+        """The mark after the label of a migration that cannot be rolled back; ``""`` for one that can."""
+        if self.reversible or self.state == MISSING:
+            return ""
+        return " (irreversible)" if self.irreversible_reason is not None else " (no downgrade)"
 
 
 @dataclass(frozen=True)
@@ -143,7 +161,9 @@ def build_diagram(
 
     order = graph.topological_order(drawn)
     nodes = [
-        DiagramNode(version, catalog[version].description, state_of(version), version in taken) for version in order
+        DiagramNode(version, catalog[version].description, state_of(version), version in taken,
+                    catalog[version].reversible, catalog[version].irreversible_reason)
+        for version in order
     ]
     # A missing file has no dependencies to focus on, so only the full picture shows it.
     if focus is None:

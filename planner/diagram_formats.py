@@ -19,7 +19,7 @@ from typing import Literal
 import networkx as nx
 
 from planner.catalog import Catalog
-from planner.diagram import APPLIED, MISSING, PENDING, Diagram, DiagramNode, build_diagram
+from planner.diagram import APPLIED, IRREVERSIBLE, MISSING, PENDING, Diagram, DiagramNode, build_diagram
 from planner.errors import GraphvizFailed, GraphvizMissing
 
 #: One direction for every format, so the mermaid and Graphviz pictures look alike.
@@ -73,6 +73,9 @@ def render_mermaid(diagram: Diagram) -> str:
         for node in diagram.nodes:
             assert node.state is not None
             classes.setdefault(node.state, []).append(node.version)
+    irreversible = [node.version for node in diagram.nodes if node.irreversibility]
+    if irreversible:
+        classes[IRREVERSIBLE] = irreversible
     rolled_back = [node.version for node in diagram.nodes if node.in_rollback]
     if rolled_back:
         classes["rollback"] = rolled_back
@@ -80,12 +83,14 @@ def render_mermaid(diagram: Diagram) -> str:
         state: f"fill:{_FILL[state]},stroke:{_BORDER[state]},color:#000000" for state in (APPLIED, PENDING, MISSING)
     }
     styles[MISSING] += ",stroke-dasharray:5 3"
+    styles[IRREVERSIBLE] = "font-style:italic"  # text only, so the state's fill and the rollback's border still show
     styles["rollback"] = f"stroke:{_ROLLBACK_BORDER},stroke-width:3px"
     # The rollback class comes last so its border wins over the state's.
-    for name in (APPLIED, PENDING, MISSING, "rollback"):
+    names = (APPLIED, PENDING, MISSING, IRREVERSIBLE, "rollback")
+    for name in names:
         if name in classes:
             lines.append(f"    classDef {name} {styles[name]}")
-    for name in (APPLIED, PENDING, MISSING, "rollback"):
+    for name in names:
         if name in classes:
             lines.append(f"    class {','.join(_mermaid_id(v) for v in classes[name])} {name}")
     return "\n".join(lines) + "\n"
@@ -138,6 +143,8 @@ def render_dot(diagram: Diagram) -> str:
             attributes["color"] = _BORDER[node.state]
         if node.state == MISSING:
             attributes["style"] = "rounded,filled,dashed"
+        if node.irreversibility:
+            attributes["peripheries"] = "2"  # a double border: no way back through it
         if node.in_rollback:
             attributes["color"] = _ROLLBACK_BORDER
             attributes["penwidth"] = "3"
@@ -163,6 +170,8 @@ def _dot_legend(diagram: Diagram) -> str:
         parts.append("green: applied, white: pending")
         if any(node.state == MISSING for node in diagram.nodes):
             parts.append("amber dashed: recorded as applied, file missing")
+    if any(node.irreversibility for node in diagram.nodes):
+        parts.append("double border: cannot be rolled back")
     if diagram.rollback is not None:
         parts.append(f"red border: taken by a cascade rollback of {_dot_escape(diagram.rollback)}")
     # One entry per line, left-aligned (\l), so the legend never widens the picture.
@@ -172,10 +181,11 @@ def _dot_legend(diagram: Diagram) -> str:
 def _dot_label(node: DiagramNode) -> str:
     if node.state == MISSING:
         return _dot_escape(node.version) + "\\n(file missing)"
+    mark = [node.irreversibility.strip()] if node.irreversibility else []
     if not node.description:
-        return _dot_escape(node.version)
+        return "\\n".join([_dot_escape(node.version), *mark])
     wrapped = textwrap.wrap(node.description, _DOT_WRAP) or [node.description]
-    return "\\n".join([_dot_escape(node.version), *(_dot_escape(line) for line in wrapped)])
+    return "\\n".join([_dot_escape(node.version), *(_dot_escape(line) for line in wrapped), *mark])
 
 
 def _dot_escape(text: str) -> str:
@@ -332,6 +342,9 @@ def diagram_graph(diagram: Diagram) -> dict:
         }
         if node.state is not None:
             attributes["state"] = node.state
+        if node.state != MISSING:
+            attributes["reversible"] = node.reversible
+            attributes["irreversible"] = node.irreversible_reason
         graph.add_node(node.version, **attributes)
     graph.add_edges_from(diagram.edges)
     # networkx 3.4+ warns unless the edges key is named; "links" is the long-standing form.

@@ -10,7 +10,7 @@ while running) and ``DatabaseError`` (the database file itself).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 
@@ -220,12 +220,12 @@ class MissingUpgradeSection(SqlMigrationError):
     """No ``-- upgrade`` marker, SQL before it, or ``-- downgrade`` before it."""
 
 
-class EmptySqlSection(SqlMigrationError):
-    """A ``-- upgrade`` or ``-- downgrade`` section holds no SQL statement, only comments or blanks."""
-
-
 class MalformedSqlDependencies(SqlMigrationError):
     """A ``-- depends_on:`` entry is not a version such as ``0030``."""
+
+
+class IrreversibleWithDowngrade(SqlMigrationError):
+    """A SQL file says ``-- irreversible:`` and also holds a downgrade: which one is meant cannot be guessed."""
 
 
 # --------------------------------------------------------------------------
@@ -273,8 +273,10 @@ class AlreadyApplied(PlanError, ValueError):
 class RollbackRefused(PlanError):
     """Rolling back ``version`` would strand applied ``dependents``; ``cascade_order`` is what --cascade runs.
 
-    ``irreversible`` names migrations of that cascade without ``downgrade``:
-    when there are any, the message does not advise a cascade that would be refused too.
+    ``irreversible`` names migrations of that cascade without ``downgrade``
+    (``reasons`` holds, by version, what the file says for those that declare
+    themselves irreversible): when there are any, the message does not advise
+    a cascade that would be refused too.
     """
 
     def __init__(
@@ -283,15 +285,17 @@ class RollbackRefused(PlanError):
         dependents: Sequence[str],
         cascade_order: Sequence[str],
         irreversible: Sequence[str] = (),
+        reasons: Mapping[str, str] | None = None,
     ):
         self.version = version
         self.dependents = tuple(dependents)
         self.cascade_order = tuple(cascade_order)
         self.irreversible = tuple(irreversible)
+        self.reasons = {v: r for v, r in (reasons or {}).items() if v in self.irreversible}
         if self.irreversible:
             advice = (
-                f"A cascade cannot help: migration(s) {_versions(irreversible)} define no downgrade(conn). "
-                f"Restore from a backup instead, or add a downgrade"
+                f"A cascade cannot help: {_irreversibility(self.irreversible, self.reasons)}. "
+                f"{_irreversible_advice(self.irreversible, self.reasons)}"
             )
         else:
             advice = (
@@ -304,14 +308,33 @@ class RollbackRefused(PlanError):
 
 
 class IrreversibleMigration(PlanError):
-    """A rollback plan contains migrations that define no ``downgrade``."""
+    """A rollback plan contains migrations that define no ``downgrade``, or whose downgrade declares them
+    irreversible; ``reasons`` holds, by version, what those declarations say."""
 
-    def __init__(self, versions: Sequence[str]):
+    def __init__(self, versions: Sequence[str], reasons: Mapping[str, str] | None = None):
         self.versions = tuple(versions)
+        self.reasons = {v: r for v, r in (reasons or {}).items() if v in self.versions}
         super().__init__(
-            f"cannot roll back: migration(s) {_versions(versions)} define no downgrade(conn); "
-            f"nothing was changed. Restore from a backup instead, or add a downgrade"
+            f"cannot roll back: {_irreversibility(self.versions, self.reasons)}; "
+            f"nothing was changed. {_irreversible_advice(self.versions, self.reasons)}"
         )
+
+
+def _irreversibility(versions: Sequence[str], reasons: Mapping[str, str]) -> str:
+    """``migration(s) 0002 define no downgrade(conn); 0022 is irreversible ("why")``: each reason quoted."""
+    parts = []
+    missing = [v for v in versions if v not in reasons]
+    if missing:
+        parts.append(f"migration(s) {_versions(missing)} define no downgrade(conn)")
+    parts += [f'{v} is irreversible ("{reasons[v]}")' for v in versions if v in reasons]
+    return "; ".join(parts)
+
+
+def _irreversible_advice(versions: Sequence[str], reasons: Mapping[str, str]) -> str:
+    # A declared one was made irreversible on purpose: writing a downgrade is not the obvious fix there.
+    if all(v in reasons for v in versions):
+        return "Restore from a backup instead"
+    return "Restore from a backup instead, or add a downgrade"
 
 
 class UnknownAppliedMigration(PlanError, LookupError):
@@ -322,6 +345,46 @@ class UnknownAppliedMigration(PlanError, LookupError):
         super().__init__(
             f"migration {version} is recorded as applied but has no file in the catalog, so it cannot be "
             f"rolled back; restore its file from version control"
+        )
+
+
+class EmptyUpgrade(PlanError):
+    """A plan would apply a migration whose upgrade does nothing (an unfilled ``apm migrate new`` scaffold)."""
+
+    def __init__(self, paths: Sequence[Path]):
+        self.paths = tuple(paths)
+        names = ", ".join(str(p) for p in paths)
+        one = len(paths) == 1
+        super().__init__(
+            f"{names} {'has an upgrade that does' if one else 'have upgrades that do'} nothing yet (an unfilled "
+            f"scaffold?), so applying {'it' if one else 'them'} would record a change that never happened; nothing "
+            f"was changed. Write the change in {'the file' if one else 'each file'}, or delete "
+            f"{'it' if one else 'them'} if {'it is' if one else 'they are'} not needed"
+        )
+
+
+class MissingFileInScope(PlanError, LookupError):
+    """A rollback could take an applied migration whose file is gone: its dependents are unknown.
+
+    The ledger does not record dependencies, so a migration without its file
+    may depend on what the rollback removes (a trigger writing to a table the
+    rollback drops). It is refused before anything runs, whatever the cascade.
+    """
+
+    def __init__(self, target: str, missing: Sequence[str], directory: Path, *, to: bool = False):
+        self.target = target
+        self.missing = tuple(missing)
+        self.directory = directory
+        files = ", ".join(f"migration_{v}_*" for v in missing)
+        them, verb = ("it", "depends") if len(missing) == 1 else ("they", "depend")
+        super().__init__(
+            f"cannot {'move to ' + target + ' (--to)' if to else 'roll back ' + target}: {_versions(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} recorded as applied, not before "
+            f"{'what that rolls back' if to else 'it'}, but {'its file is' if len(missing) == 1 else 'their files are'} missing from "
+            f"{directory} ({files}), so apm cannot tell whether {them} {verb} on what this rollback removes; "
+            f"nothing was changed. Restore the file from version control (git log --diff-filter=D -- {directory}), "
+            f"or, if its changes are already undone by hand, "
+            + " and ".join(f"`apm migrate --mark-rolled-back {v}`" for v in missing)
         )
 
 
@@ -489,6 +552,20 @@ class NotADatabase(DatabaseError):
         super().__init__(message, path=path)
 
 
+class DatabaseDamaged(DatabaseError):
+    """The file itself is corrupt (SQLite's "database disk image is malformed"): stop, keep what is committed."""
+
+    def __init__(self, path: Path, detail: str, *, checked_first: bool = False):
+        self.detail = detail
+        state = ("found before anything ran; nothing was changed" if checked_first else
+                 "the transaction that met it was rolled back and nothing after it ran")
+        super().__init__(
+            f"database {path} is damaged ({detail}); {state}. Restore it from a backup with `apm migrate restore` "
+            f"(`apm migrate backups` lists them), or see `apm migrate doctor`",
+            path=path,
+        )
+
+
 class DatabaseReadOnly(DatabaseError, PermissionError):
     """The database, or the folder SQLite writes its journal in, cannot be written."""
 
@@ -507,12 +584,15 @@ class DatabaseReadOnly(DatabaseError, PermissionError):
 class ForeignLedger(DatabaseError):
     """``schema_migrations`` exists with a shape this project neither wrote nor inherited from APM's old framework."""
 
-    def __init__(self, path: Path, columns: Sequence[str], known: Sequence[str]):
+    def __init__(self, path: Path | str, columns: Sequence[str], known: Sequence[str], reason: str | None = None,
+                 table: str = "schema_migrations"):
         self.columns = tuple(columns)
+        self.reason = reason
+        why = f"; {reason}" if reason else f"; apm knows {', '.join(known)}"
         super().__init__(
-            f"{path} has a schema_migrations table made by another tool (columns: {', '.join(columns)}; "
-            f"apm knows {', '.join(known)}); nothing was changed. Point --db at APM's database, or move "
-            f"that table aside (ALTER TABLE schema_migrations RENAME TO ...) if you mean to switch tools",
+            f"{path} has a {table} table made by another tool (columns: {', '.join(columns)}{why}); nothing was "
+            f"changed. Point --db at APM's database, or move that table aside (ALTER TABLE {table} RENAME TO "
+            f"...) if you mean to switch tools",
             path=path,
         )
 
@@ -780,6 +860,28 @@ class NonTransactionalFailed(ExecutionError):
         )
 
 
+class OutsideStepStopped(ExecutionError):
+    """A ``transactional = False`` step stopped before a statement that destroys data, which was not confirmed.
+
+    Such a step runs statement by statement, each committed as it runs, so
+    what ran before the stop stays: ``ran`` lists those statements, and
+    ``lines`` what the refused one would destroy. The step is not recorded.
+    """
+
+    def __init__(self, version: str, direction: str, statement: str, lines: Sequence[str], ran: Sequence[str]):
+        self.statement, self.lines, self.ran = statement, tuple(lines), tuple(ran)
+        what = "; ".join(line.removeprefix(f"{version} {direction}: ") for line in lines)
+        done = (f"its {len(ran)} statement(s) before it ran and stay ({'; '.join(f'`{s}`' for s in ran)})"
+                if ran else "none of its statements ran")
+        super().__init__(
+            f"migration {version} (transactional = False) stopped before `{statement}` during {direction}: "
+            f"{what}, which was not confirmed. It runs outside a transaction: {done}, and it is not "
+            f"recorded ({'`apm migrate doctor` shows what to check' if ran else 'run it again once confirmed'})",
+            version=version,
+            direction=direction,
+        )
+
+
 class SquashConflict(CatalogError, ValueError):
     """A version is replaced by two squashes, or a squash replaces itself."""
 
@@ -810,3 +912,45 @@ class SquashRefused(PlanError):
     def __init__(self, message: str, *, versions: Sequence[str] = ()):
         self.versions = tuple(versions)
         super().__init__(message)
+
+
+# --------------------------------------------------------------------------
+# Fleets: many databases at once (planner.fleet).
+# --------------------------------------------------------------------------
+
+
+class FleetError(MigrationError, ValueError):
+    """A fleet cannot be formed as asked: the CLI treats it as a usage error (exit 2)."""
+
+
+class EmptyPattern(FleetError):
+    """A ``--glob`` pattern, a ``--list`` file or a config ``fleet`` pattern named no database at all."""
+
+    def __init__(self, source: str, pattern: str):
+        self.source, self.pattern = source, pattern
+        super().__init__(f"{source} {pattern!r} matches no database; check the pattern (quote it, so the shell "
+                         f"does not expand it) and the current folder; nothing was changed")
+
+
+class NoFleet(FleetError):
+    """No database was named: no ``--glob``, no ``--list``, and no ``fleet`` in the config file."""
+
+    def __init__(self) -> None:
+        super().__init__("no databases named: give --glob PATTERN or --list FILE, or set fleet = [...] in apm.toml")
+
+
+class NoJournal(FleetError):
+    """``--resume`` found no run to resume in the journal folder."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        super().__init__(f"nothing to resume: no fleet run journal (run-*.jsonl) in {folder}; run `apm fleet "
+                         f"migrate` first, or pass the folder it used with --journal-dir")
+
+
+class UnreadableJournal(FleetError):
+    """The journal ``--resume`` would continue is not one this project wrote."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path = path
+        super().__init__(f"cannot resume from {path}: {reason}; start a new run instead (without --resume)")

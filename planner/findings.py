@@ -51,3 +51,23 @@ class Finding:
             "scope": self.scope,
             "path": str(self.path) if self.path else None,
         }
+
+
+def age_text(seconds: float) -> str:
+    """An age as a finding says it: the unit a reader takes in at a glance."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
+def size_text(size: float) -> str:
+    """A size in bytes, KiB or MiB, as a finding says it."""
+    for unit in ("bytes", "KiB", "MiB"):
+        if size < 1024 or unit == "MiB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} bytes"

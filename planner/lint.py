@@ -80,7 +80,7 @@ def check_catalog(directory: Path | str, engine: Engine | None = None) -> list[F
     files, _ = migration_files(directory)
     recorded = engine.applied_if_exists() if engine is not None else None
     entries = recorded or {}
-    renumbering = _renumbering(problems, [*files, *entries])
+    renumbering = _renumbering(problems, [*files, *entries], recorded, engine.display if engine else None)
 
     findings = [_problem_finding(p, renumbering) for p in [*problems, *graph_problems]]
     for migration in catalog:
@@ -126,18 +126,19 @@ def _catalog_order(finding: Finding) -> tuple[int, int, str]:
     return (-1 if number is None else number, 0 if finding.severity == ERROR else 1, finding.code)
 
 
-def _renumbering(problems: list[CatalogError], taken: list[str]) -> dict[Path, Any]:
-    """A distinct free version for every file that shares its version with an earlier one (``planner.renumber``).
+def _renumbering(problems: list[CatalogError], taken: list[str], recorded: dict | None,
+                 database: str | None) -> Any:
+    """A distinct free version for every file of a shared version but the one that keeps it (``planner.renumber``).
 
     Free means above every version in use, in the files and in the ledger
     (a deleted file's number is still recorded as applied), and distinct
     across all the suggestions, so following them all never makes a new
-    duplicate. The first file of each pair (in name order, the one the old
-    framework ran) keeps its version.
+    duplicate. The file whose checksum the ledger holds for the version keeps
+    it; when the ledger cannot tell, the finding says why and suggests nothing.
     """
     from planner.renumber import plan_renumbering
 
-    return {change.path: change for change in plan_renumbering(problems, taken)}
+    return plan_renumbering(problems, taken, recorded, database)
 
 
 def _depends_line(versions: tuple[str, ...] | list[str]) -> str:
@@ -153,7 +154,7 @@ def _depends_fix(migration) -> str:
     return _depends_line(migration.depends_on)
 
 
-def _problem_finding(problem: CatalogError, renumbering: dict[Path, str]) -> Finding:
+def _problem_finding(problem: CatalogError, renumbering: Any) -> Finding:
     """A loader or graph error as a finding, with the fix that error calls for."""
     version = problem.versions[0] if problem.versions else None
     path = problem.path
@@ -162,16 +163,7 @@ def _problem_finding(problem: CatalogError, renumbering: dict[Path, str]) -> Fin
     if isinstance(problem, MalformedFileName):
         code, fix = "malformed-file-name", f"git mv {name} migration_<digits>_<slug>.py"
     elif isinstance(problem, DuplicateVersion):
-        changes = [renumbering[p] for p in problem.paths[1:]]
-        moves = "; ".join(f"git mv {c.path.name} {c.target.name}"
-                          + (f"; add to {c.target.name}: {c.depends_line}" if c.depends_line else "")
-                          for c in changes)
-        code, fix = "duplicate-version", f"{moves}  # or: apm migrate check --fix"
-        never = ", ".join(c.path.name for c in changes)
-        return Finding(ERROR, code, version,
-                       f"{problem}. APM's old loader ran only {problem.paths[0].name}: {never} never ran, and once "
-                       f"renumbered it is pending and WILL run on every database; read it first (or delete it)",
-                       fix, "catalog", path)
+        return _duplicate_finding(problem, renumbering)
     elif isinstance(problem, UnreadableMigration):
         where = f" line {problem.line}" if problem.line else ""
         code, fix = "unreadable-migration", f"fix {name}{where}: {problem.reason}"
@@ -203,6 +195,28 @@ def _problem_finding(problem: CatalogError, renumbering: dict[Path, str]) -> Fin
     return Finding(ERROR, code, version, str(problem), fix, "catalog", path)
 
 
+def _duplicate_finding(problem: DuplicateVersion, renumbering: Any) -> Finding:
+    """A shared version: which file keeps it and why (from the ledger), and the renames; or why none can be chosen."""
+    version = problem.versions[0]
+    undecided = next((u for u in renumbering.undecided if u.version == version), None)
+    if undecided is not None:
+        return Finding(ERROR, "duplicate-version", version,
+                       f"{problem}. {undecided.reason}: find out which one ran, then rename every other file to a "
+                       f"free version (apm migrate check --fix refuses until then)",
+                       f"sha256sum {' '.join(p.name for p in problem.paths)}  # and compare with "
+                       f"schema_migrations.checksum, or with the schema", "catalog", problem.path)
+    changes = [c for c in renumbering.changes if c.path in problem.paths]
+    moves = "; ".join(f"git mv {c.path.name} {c.target.name}"
+                      + (f"; add to {c.target.name}: {c.depends_line}" if c.depends_line else "")
+                      for c in changes)
+    moved = ", ".join(c.path.name for c in changes)
+    it, is_ = ("it", "is") if len(changes) == 1 else ("them", "are")
+    return Finding(ERROR, "duplicate-version", version,
+                   f"{problem}. {renumbering.reasons[version]}. Once renumbered, {moved} {is_} pending and WILL run "
+                   f"on every database; read {it} first (or delete {it})",
+                   f"{moves}  # or: apm migrate check --fix", "catalog", problem.path)
+
+
 def _migration_findings(migration) -> list[Finding]:
     """Advice about a migration that loaded: implicit dependencies, no downgrade, a title naming another version."""
     findings: list[Finding] = []
@@ -216,7 +230,23 @@ def _migration_findings(migration) -> list[Finding]:
                        f"an older-numbered file added later would silently become its dependency")
         findings.append(Finding(WARNING, "implied-dependency", migration.version, meaning,
                                 f"add to {name}: {_depends_fix(migration)}", "catalog", migration.path))
-    if not migration.reversible:
+    for part in migration.unwritten:
+        findings.append(Finding(
+            ERROR, f"empty-{part}", migration.version,
+            f"{name}: its {part} does nothing yet (an unfilled scaffold?)"
+            + ("; apm migrate refuses to apply it until it does" if part == "upgrade" else
+               "; a rollback would refuse it as having no downgrade"),
+            f"write the {part} in {name}" + (", or delete the file" if part == "upgrade" else
+                                              ", or, if it cannot be undone, replace it with one line `-- irreversible: why`"),
+            "catalog", migration.path))
+    if migration.irreversible_reason is not None:
+        # Declared on purpose (a downgrade that only raises, `-- irreversible:`): a fact to show, not advice.
+        findings.append(Finding(
+            INFO, "irreversible", migration.version,
+            f"{migration.version} {migration.rollback_refusal}: a rollback through it (or a cascade past it) is "
+            f"refused before anything runs, and only a backup can undo it",
+            None, "catalog", migration.path))
+    elif not migration.reversible and "downgrade" not in migration.unwritten:
         findings.append(Finding(
             WARNING, "no-downgrade", migration.version,
             f"{migration.version} defines no downgrade(conn), so it (and everything it depends on) can never "
@@ -233,6 +263,11 @@ def _migration_findings(migration) -> list[Finding]:
             f"in {name}, make the first docstring line 'Migration {migration.version}: {migration.description}'",
             "catalog", migration.path))
     return findings
+
+
+def missing_file_name(version: str) -> str:
+    """How a deleted migration's file is named: the ledger records its version, never its name or extension."""
+    return f"migration_{version} file (.py or .sql)"
 
 
 def history_findings(catalog, entries: dict, files: dict[str, Path], unloadable: set[str] = frozenset()) -> list[Finding]:
@@ -274,11 +309,15 @@ def history_findings(catalog, entries: dict, files: dict[str, Path], unloadable:
                     f"sqlite3 <db> \"SELECT * FROM schema_migrations WHERE version = '{version}'\"  # find out "
                     f"what wrote it before deleting the row", "history", None))
                 continue
+            described = entries[version].description
+            kept = (f"the ledger keeps its description, {described!r}, not its file name" if described
+                    else "the ledger keeps no file name")
             findings.append(Finding(
                 ERROR, "missing-file", version,
-                f"{version} is recorded as applied but no migration_{version}.py is in {catalog.directory}: "
-                f"it can never be rolled back, and what it did is undocumented here",
-                f"git log --all -- '{catalog.directory}/migration_{version}*.py'  # restore the file from history",
+                f"{version} is recorded as applied but no {missing_file_name(version)} is in {catalog.directory} "
+                f"({kept}): it can never be rolled back, and what it did is undocumented here",
+                f"git log --all -- '{catalog.directory}/migration_{version}.*' "
+                f"'{catalog.directory}/migration_{version}_*'  # restore the file from history",
                 "history", None))
     if getattr(catalog, "has_squashes", False):
         for squash, (rows, missing) in sorted(catalog.squash_states(list(entries)).items()):
@@ -299,3 +338,15 @@ def history_findings(catalog, entries: dict, files: dict[str, Path], unloadable:
             f"apm migrate --rollback {applied} --cascade",
             "history", None))
     return findings
+
+
+def tolerant_catalog(directory: Path) -> tuple:
+    """The catalog as far as it loads: a doctor diagnoses a database even when some files are broken."""
+    from planner.catalog import Catalog
+    from planner.loader import migration_files, scan_catalog
+
+    migrations, problems = scan_catalog(directory)
+    unloadable = {p.versions[0] for p in problems if p.versions}
+    catalog, _ = Catalog.build(directory, migrations, unloadable=unloadable)
+    files, _ = migration_files(directory)
+    return catalog, files, unloadable

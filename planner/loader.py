@@ -5,10 +5,9 @@ wants every problem in one run, each naming its file. ``scan_catalog`` returns
 what loaded and what did not; ``load_catalog`` is the strict form the planner
 uses, which raises ``CatalogInvalid`` carrying all of them.
 
-The file format is the seed framework's, so APM's existing files load as they
-are: ``migration_<digits>[_<slug>].py``, a docstring whose first line is
-``Migration NNNN: description``, ``upgrade(conn)`` and optionally
-``downgrade``, ``validate_pre`` and ``validate_post``.
+The file format is the seed framework's, so APM's files load as they are:
+``migration_<digits>[_<slug>].py``, a docstring whose first line is ``Migration
+NNNN: description``, ``upgrade(conn)``, optionally ``downgrade``, ``validate_pre``, ``validate_post``.
 """
 
 from __future__ import annotations
@@ -41,7 +40,8 @@ from planner.errors import (
     UnreadableMigration,
 )
 from planner.gcpause import collector_paused
-from planner.migration import DECLARED, DOCUMENTED, IMPLIED, Migration
+from planner.irreversible import declared_reason
+from planner.migration import DECLARED, DOCUMENTED, IMPLIED, Migration, does_nothing, module_locks
 from planner.output_capture import quietly
 
 FILE_PREFIX = "migration_"
@@ -122,10 +122,6 @@ def _documented_dependencies(lines: list[str]) -> tuple[str, ...] | None:
         # Reading an empty section as "no dependencies" would silently make the migration a root.
         raise ValueError("the Dependencies: section lists nothing; write '- None' for a migration that needs none")
     return tuple(found)
-
-
-def _declared_dependencies(module: object) -> tuple[str, ...] | None:
-    return _declared_versions(module, "depends_on")
 
 
 def _declared_versions(module: object, name: str) -> tuple[str, ...] | None:
@@ -283,7 +279,7 @@ def load_migration(path: Path, version: str) -> Migration:
     except ValueError as exc:
         raise MalformedDependencies(path, version, str(exc)) from exc
     try:
-        declared = _declared_dependencies(module)
+        declared = _declared_versions(module, "depends_on")
     except ValueError as exc:
         raise MalformedDependencies(path, version, str(exc)) from exc
 
@@ -306,6 +302,8 @@ def load_migration(path: Path, version: str) -> Migration:
         replaces = _declared_versions(module, "replaces") or ()
     except ValueError as exc:
         raise MalformedDependencies(path, version, str(exc)) from exc
+    downgrade = _optional_function(module, "downgrade")
+    irreversible = declared_reason(source, path, downgrade, module.__dict__)  # one that only raises: no downgrade
     return Migration(
         version=version,
         description=description,
@@ -315,13 +313,16 @@ def load_migration(path: Path, version: str) -> Migration:
         dependency_source=source_rule,
         doc=(module.__doc__ or "").strip(),
         upgrade=upgrade,
-        downgrade=_optional_function(module, "downgrade"),
+        downgrade=None if irreversible is not None else downgrade,
         validate_pre=_optional_function(module, "validate_pre"),
         validate_post=_optional_function(module, "validate_post"),
         docstring_version=info.version,
         documented_dependencies=documented,
         transactional=transactional,
         replaces=replaces,
+        irreversible_reason=irreversible,
+        unwritten=("upgrade",) if does_nothing(upgrade) else (),
+        **module_locks(path, version, module),  # lock_timeout, allow (planner.locks)
     )
 
 

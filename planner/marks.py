@@ -15,12 +15,19 @@ executor repeats the ledger part inside its write lock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from planner import versions
 from planner.catalog import Catalog
-from planner.errors import AlreadyApplied, BaselineRefused, MarkAppliedRefused, MarkRolledBackRefused, NotApplied
+from planner.errors import (
+    AlreadyApplied,
+    BaselineRefused,
+    MarkAppliedRefused,
+    MarkRolledBackRefused,
+    NotApplied,
+    UnknownAppliedMigration,
+)
 from planner.migration import Migration
 from planner.plan import Plan, rollback_scope
 
@@ -49,15 +56,34 @@ def check_mark_applied(catalog: Catalog, applied: Iterable[str], version: str) -
 def check_mark_rolled_back(catalog: Catalog, applied: Iterable[str], version: str) -> Migration:
     """The migration ``--mark-rolled-back version`` would remove from the ledger, or the reason it may not.
 
-    Raises ``MigrationNotFound``, ``UnknownAppliedMigration`` (recorded but
-    its file is gone, so there is no migration to mark), ``NotApplied``, or
-    ``MarkRolledBackRefused`` naming every applied migration that depends on
-    it, directly or through others.
+    Raises ``MigrationNotFound``, ``NotApplied``, or ``MarkRolledBackRefused``
+    naming every applied migration that depends on it, directly or through
+    others. A version recorded as applied whose file is gone may be marked:
+    it is the way out of the refusal of every rollback it could block
+    (``MissingFileInScope``) once its changes were undone by hand, and no
+    migration in the catalog can depend on it (the catalog would not load).
     """
-    scope = rollback_scope(catalog, applied, version)
+    applied = applied if isinstance(applied, Mapping) else list(applied)
+    try:
+        scope = rollback_scope(catalog, applied, version)
+    except UnknownAppliedMigration:
+        return _without_file(catalog, applied, version)
     if scope.dependents:
         raise MarkRolledBackRefused(scope.version, versions.ordered(scope.dependents))
     return catalog.get(scope.version)
+
+
+def _without_file(catalog: Catalog, applied: Iterable[str], version: str) -> Migration:
+    """A stand-in for a recorded migration whose file is gone: enough to remove its row and log the mark."""
+    recorded = next(v for v in applied if versions.same(v, version))
+    entry = applied[recorded] if isinstance(applied, Mapping) else None
+    description = getattr(entry, "description", None) or "(file missing)"
+
+    def _gone(conn: Any) -> None:  # never called: a mark runs nothing
+        raise RuntimeError(f"migration {recorded} has no file")
+
+    return Migration(recorded, description, catalog.directory / f"migration_{recorded}.py",
+                     getattr(entry, "checksum", None) or "", (), "ledger", "", _gone)
 
 
 def mark(engine: Engine, catalog: Catalog, version: str, *, applied: bool) -> Migration:

@@ -50,6 +50,19 @@ class Migration:
     transactional: bool = True
     #: The versions a squashed migration stands for (``replaces``); ``()`` for an ordinary migration.
     replaces: tuple[str, ...] = ()
+    #: Why the file says it cannot be undone, when it says so (a ``downgrade`` that only raises, a SQL
+    #: file's ``-- irreversible:``); ``downgrade`` is then ``None``, as for a file without one
+    #: (``planner.irreversible``).
+    irreversible_reason: str | None = None
+    #: The parts whose body does nothing yet (``"upgrade"``, and a SQL file's ``"downgrade"``): an
+    #: unfilled scaffold. It loads, so every command that reads still works; ``check`` flags it and a run
+    #: refuses to apply it (``planner.plan.refuse_empty_upgrades``).
+    unwritten: tuple[str, ...] = ()
+    #: Seconds this migration's step may wait for a lock (``lock_timeout = "5s"`` in the file; 0: no limit);
+    #: ``None``: the run's (``planner.locks``).
+    lock_timeout: float | None = None
+    #: The lock findings this migration accepts (``allow = ["index-not-concurrent"]``; ``planner.locks``).
+    allow: tuple[str, ...] = ()
 
     @property
     def number(self) -> int:
@@ -60,6 +73,15 @@ class Migration:
     def reversible(self) -> bool:
         """Whether a rollback can run this migration's ``downgrade``."""
         return self.downgrade is not None
+
+    @property
+    def rollback_refusal(self) -> str | None:
+        """Why a rollback cannot run this migration, as a message continues after its version; ``None`` if it can."""
+        if self.downgrade is not None:
+            return None
+        if self.irreversible_reason is not None:
+            return f'is irreversible ("{self.irreversible_reason}")'
+        return "defines no downgrade(conn)"
 
     @property
     def label(self) -> str:
@@ -76,3 +98,27 @@ class Migration:
 
     def __repr__(self) -> str:
         return f"<Migration {self.version} {self.description!r}>"
+
+
+def _nothing(conn: object) -> None:
+    pass
+
+
+def does_nothing(function: Callable[..., object]) -> bool:
+    """Whether ``function``'s body is empty: ``pass``, ``...``, a docstring, comments (an unfilled scaffold).
+
+    Read from its bytecode, which is as short as an empty function's and names
+    nothing, on every Python version; no source is parsed, so loading 100,000
+    migrations pays nothing for it.
+    """
+    code = getattr(function, "__code__", None)
+    return code is not None and not code.co_names and len(code.co_code) <= len(_nothing.__code__.co_code)
+
+
+def module_locks(path: Path, version: str, module: object) -> dict[str, object]:
+    """A Python migration's ``lock_timeout`` and ``allow``, checked (``planner.locks``), as ``Migration`` fields."""
+    from planner.locks import checked_declarations
+
+    lock_timeout, allow = checked_declarations(path, version, getattr(module, "lock_timeout", None),
+                                               getattr(module, "allow", ()))
+    return {"lock_timeout": lock_timeout, "allow": allow}

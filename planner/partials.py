@@ -5,7 +5,7 @@ only when complete, so a reader never sees half a backup. A writer killed
 with SIGKILL cannot clean up, though, so the private name carries its pid:
 the next writer, restore or listing removes every partial file whose
 process no longer runs, and never one that a live process is still writing.
-Both engines' backups (``planner.engines.sqlite_backup``, ``planner.engines.pg_backup``)
+Both engines' backups (``planner.engines.sqlite.backup``, ``planner.engines.postgresql.backup``)
 use this.
 """
 

@@ -9,17 +9,19 @@ through a migration without ``downgrade``, an apply over an inconsistent history
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal, NamedTuple
 
 from planner import versions
 from planner.catalog import Catalog
 from planner.errors import (
+    EmptyUpgrade,
     InconsistentHistory,
     InvalidVersion,
     IrreversibleMigration,
     MigrationNotFound,
+    MissingFileInScope,
     NonTransactionalInAtomic,
     NotApplied,
     PartiallyAppliedSquash,
@@ -105,6 +107,23 @@ def unknown_applied(catalog: Catalog, applied: Iterable[str]) -> list[str]:
     return versions.ordered(unknown)
 
 
+def applied_heads(catalog: Catalog, applied: Iterable[str]) -> list[str]:
+    """The applied migrations that no applied migration depends on, directly or not: where each line stands.
+
+    One number cannot say which schema a database has once the graph
+    branches: the highest applied version says nothing of the lines below it
+    that are still pending. The heads do (``apm status``). Rows with no file
+    are not in the graph and are not heads (``unknown_applied`` lists them).
+    """
+    known, _ = catalog.split_applied(applied)
+    graph = catalog.graph
+    below_applied: set[str] = set()  # versions some applied migration depends on
+    for version in reversed(graph.topological_order()):
+        if any(d in known or d in below_applied for d in graph.dependents(version)):
+            below_applied.add(version)
+    return versions.ordered(v for v in known if v in graph and v not in below_applied)
+
+
 @without_collector
 def apply_plan(catalog: Catalog, applied: Iterable[str], target: str | None = None) -> Plan:
     """Every pending migration (or only what ``target`` needs, and ``target``) in dependency order.
@@ -173,6 +192,47 @@ def rollback_scope(
     return RollbackScope(canonical, tuple(catalog.graph.rollback_order(canonical, known)))
 
 
+def refuse_missing_files_in_scope(catalog: Catalog, applied: Iterable[str], target: str,
+                                  scope: Collection[str], *, to: bool = False) -> None:
+    """Refuse (``MissingFileInScope``) a rollback of ``scope`` that an applied migration without its file may need.
+
+    The ledger keeps no dependencies, so a migration whose file is gone could
+    depend on anything applied before it. The one thing known is time: a
+    migration applied strictly before every version in ``scope`` cannot depend
+    on any of them (a dependency is always applied first). So only those are
+    let through; one applied later, at the same second, or at a time the
+    ledger does not hold (``applied`` given as bare versions, old rows
+    without ``applied_at``) refuses the whole rollback, before anything runs.
+    """
+    if not scope:
+        return
+    _, unknown = catalog.split_applied(applied)
+    if not unknown:
+        return
+    when = _applied_times(catalog, applied)
+    starts = [when.get(version) for version in scope]
+    earliest = None if None in starts else min(starts)
+    blocking = [m for m in unknown if earliest is None or when.get(m) is None or not when[m] < earliest]
+    if blocking:
+        raise MissingFileInScope(target, versions.ordered(blocking), catalog.directory, to=to)
+
+
+def _applied_times(catalog: Catalog, applied: Iterable[str]) -> dict[str, str]:
+    """When each applied migration was recorded, by canonical version, where the ledger says so to the second.
+
+    ``applied_at`` is ``YYYY-MM-DD HH:MM:SS`` on both engines (UTC), so such
+    strings order as times; anything shorter (a date alone) orders nothing.
+    """
+    if not isinstance(applied, Mapping):
+        return {}
+    times = {}
+    for recorded, entry in applied.items():
+        moment = getattr(entry, "applied_at", None)
+        if isinstance(moment, str) and len(moment) >= 19:
+            times[catalog.canonical(recorded) or recorded] = moment[:19]
+    return times
+
+
 def step_conflicts(step: Step, applied: Collection[str], dependents: Callable[[str], Iterable[str]]) -> list[str]:
     """Why ``step`` no longer fits the ledger ``applied`` (canonical spellings); ``[]`` when it still does.
 
@@ -196,14 +256,17 @@ def rollback_plan(catalog: Catalog, applied: Iterable[str], version: str, cascad
     without ``downgrade`` refuses the whole plan: stopping halfway through a
     cascade would leave the database between two consistent states.
     """
+    applied = applied if isinstance(applied, Mapping) else list(applied)  # read twice below
     scope = rollback_scope(catalog, _refuse_partial_squash(catalog, applied), version)
+    refuse_missing_files_in_scope(catalog, applied, scope.version, scope.order)
     migrations = catalog.in_order(scope.order)
     irreversible = versions.ordered(m.version for m in migrations if m.downgrade is None)
     if scope.dependents and not cascade:
         # Name what would block the cascade too, so the advice is never a command that fails.
-        raise RollbackRefused(scope.version, versions.ordered(scope.dependents), list(scope.order), irreversible)
+        raise RollbackRefused(scope.version, versions.ordered(scope.dependents), list(scope.order), irreversible,
+                              _declared_reasons(migrations))
     if irreversible:
-        raise IrreversibleMigration(irreversible)
+        raise IrreversibleMigration(irreversible, _declared_reasons(migrations))
     return Plan(ROLLBACK, _steps(migrations, ROLLBACK), target=scope.version, cascade=cascade)
 
 
@@ -226,6 +289,7 @@ def to_plan(catalog: Catalog, applied: Iterable[str], target: str) -> Plan:
     cannot be reached from a history the graph does not describe), and with
     ``IrreversibleMigration`` naming every rollback without ``downgrade``.
     """
+    applied = applied if isinstance(applied, Mapping) else list(applied)  # read twice below
     known, unknown = catalog.split_applied(_refuse_partial_squash(catalog, applied))
     problems = catalog.graph.unmet_dependencies(known)
     if problems:
@@ -237,12 +301,18 @@ def to_plan(catalog: Catalog, applied: Iterable[str], target: str) -> Plan:
     else:
         scope = rollback_scope(catalog, known, target, require_applied=False)
         target, back = scope.version, list(scope.dependents)
+        refuse_missing_files_in_scope(catalog, applied, target, back, to=True)
         forward = apply_plan(catalog, known, target=target).steps
     rollbacks = catalog.in_order(back)
     irreversible = versions.ordered(m.version for m in rollbacks if m.downgrade is None)
     if irreversible:
-        raise IrreversibleMigration(irreversible)
+        raise IrreversibleMigration(irreversible, _declared_reasons(rollbacks))
     return Plan(MIXED, _steps(rollbacks, ROLLBACK) + tuple(forward), target=target, cascade=bool(rollbacks))
+
+
+def _declared_reasons(migrations: Iterable[Migration]) -> dict[str, str]:
+    """What each migration that declares itself irreversible says, so the refusal can quote it."""
+    return {m.version: m.irreversible_reason for m in migrations if m.irreversible_reason is not None}
 
 
 def segments(plan: Plan) -> list[Plan]:
@@ -261,6 +331,31 @@ def segments(plan: Plan) -> list[Plan]:
         else:
             parts.append([step])
     return [replace(plan, steps=tuple(part)) for part in parts]
+
+
+def refuse_empty_upgrades(plan: Plan) -> None:
+    """Refuse (``EmptyUpgrade``, naming every file) a plan that applies a migration whose upgrade does nothing.
+
+    Its ledger row would say a change was made that never was, and the
+    author meant to write one (an unfilled scaffold). A migration's file can
+    be written half-way through a session, so the session asks this of every
+    plan it runs, before anything runs; reading commands never do.
+    """
+    empty = [step.migration.path for step in plan.steps
+             if step.direction == APPLY and "upgrade" in step.migration.unwritten]
+    if empty:
+        raise EmptyUpgrade(empty)
+
+
+def commits_in_parts(plan: Plan) -> bool:
+    """Whether running ``plan`` step by step leaves earlier steps committed when a later one stops.
+
+    True for more than one step, or any step outside a transaction. Such a
+    run checks the database's integrity first: a corrupt page met half-way
+    would otherwise leave half a plan committed on top of it.
+    """
+    steps = plan.steps
+    return len(steps) > 1 or any(not step.migration.transactional for step in steps)
 
 
 def refuse_non_transactional(plan: Plan) -> None:

@@ -2,13 +2,16 @@
 
 A preview is the plan run for real inside one transaction on the real file
 (``Executor.preview``), watched statement by statement
-(``planner.engines.sqlite_observe``), then committed or rolled back. These values are what
+(``planner.engines.sqlite.observe``), then committed or rolled back. These values are what
 it saw; ``describe`` words them for a person, ``to_json`` for a script.
 
 What counts as losing data: a dropped table that held rows, a dropped column
-that held non-default values, deleted rows, and non-NULL values an
-``UPDATE`` overwrote. Renames (of tables and columns, including a rebuild
-whose ``convert`` carries a column over) and inserts are changes, not loss.
+that held non-default values, deleted rows, and values that existed before
+the plan, were not NULL, and an ``UPDATE`` (or a rebuild's ``convert``)
+changed, whatever they equal. Renames (of tables and columns, including a
+rebuild whose ``convert`` carries a column over), inserts, NULLs filled in
+and values the plan itself wrote (a table it created, a column it added) are
+changes, not loss: ``values`` and ``rows`` (removed) changes.
 
 JSON shape (``Preview.to_json()``, format 2)::
 
@@ -28,7 +31,8 @@ JSON shape (``Preview.to_json()``, format 2)::
           "status": "ok" | "failed" | "skipped",
           "duration_ms": float,
           "loses_data": bool,
-          "changes": [{"kind": "table" | "column" | "index" | "trigger" | "view" | "rows",
+          "changes": [{"kind": "table" | "column" | "index" | "trigger" | "view" | "constraint"
+                               | "function" (PostgreSQL) | "rows" | "values",
                        "action": "added" | "removed" | "changed" | "renamed" | "rebuilt",
                        "name": str, "table": str | null,
                        "before": str | int | null, "after": str | int | null, "text": str}],
@@ -43,9 +47,17 @@ JSON shape (``Preview.to_json()``, format 2)::
                       "text": str}],
           "sql": [str],                  # the statements the step ran, parameters filled in (with --sql)
           "output": str,                 # what the migration printed ("" for nothing)
+          "passed_over": [str],          # transactional = False steps: statements not run (VACUUM: they run
+                                         # only outside a transaction and change no schema or data)
           "lines": [str],                # describe() of this step
           "error": null | {"type": "MigrationFailed", "message": str},
-          "skipped": null | str
+          "skipped": null | str,
+          "locks": [{"relation": str, "mode": "ACCESS EXCLUSIVE" | "SHARE" | ..., "rows": int | null,
+                     "bytes": int | null}],   # PostgreSQL: locks on relations older than the plan
+          "rewrites": [str],             # relations given a new file (rewritten); SQLite: tables rebuilt
+          "findings": [{"code": str, "level": "info" | "warning" | "error", "relation": str,
+                        "advice": str, "text": str, "accepted": null | "migration" | "option"}]
+                                         # planner.locks, docs/locks.md
       }],
       "not_run": ["0020"],              # plan steps after a failure, never reached
       "lines": [str]                    # Preview.describe()
@@ -70,18 +82,21 @@ FORMAT = 2
 NOT_PREVIEWED = "not previewed: it runs outside any transaction (transactional = False)"
 
 
-def left_out(step: Step, outside: set[str], needs: Callable[[Step], Iterable[str]]) -> str | None:
+def left_out(step: Step, outside: set[str], needs: Callable[[Step], Iterable[str]], *,
+             rehearsed: bool = False) -> str | None:
     """Why ``step`` is left out of a preview, given the versions ``outside`` it already left out; ``None``: run it.
 
     A ``transactional = False`` step cannot run inside the preview's
-    transaction, and neither can what needs it done first (``needs``: what
-    an apply depends on, what a rollback's dependents are): without it,
-    the ledger would refuse them and the schema would not be theirs. A real
-    run previews them after it, part by part. ``outside`` grows as steps
-    are left out.
+    transaction as it is; it is rehearsed there (``rehearsed``:
+    ``outside.Rehearsal``), or left out when the engine cannot.
+    What needs a step left out done first (``needs``: what an apply depends
+    on, what a rollback's dependents are) is left out too: without it, the
+    ledger would refuse them and the schema would not be theirs. A real
+    run runs them after it, part by part. ``outside`` grows as steps are
+    left out (the session adds a step whose rehearsal stopped).
     """
     missing = sorted(set(needs(step)) & outside)
-    if step.migration.transactional and not missing:
+    if (step.migration.transactional or rehearsed) and not missing:
         return None
     outside.add(step.version)
     if not step.migration.transactional:
@@ -91,7 +106,7 @@ def left_out(step: Step, outside: set[str], needs: Callable[[Step], Iterable[str
 
 def is_left_out(skipped: str | None) -> bool:
     """Whether a step's ``skipped`` reason is one of ``left_out``'s."""
-    return skipped is not None and skipped.startswith("not previewed:")
+    return skipped is not None and skipped.startswith(("not previewed:", "not previewed beyond "))
 
 ImpactKind = Literal["dropped-table", "dropped-column", "deleted-rows", "overwritten-values"]
 
@@ -180,6 +195,11 @@ class PreviewStep:
     duration_ms: float = 0.0
     #: What the migration's code printed (captured: it never reaches stdout).
     output: str = ""
+    #: Statements of a ``transactional = False`` step the preview did not run: they run only outside a
+    #: transaction and change no schema or data (``VACUUM``).
+    passed_over: list[str] = field(default_factory=list)
+    #: What its locks cost a live database (``planner.locks.StepLocks``); ``None``: not measured.
+    locks: Any = None
 
     @property
     def status(self) -> str:
@@ -204,13 +224,16 @@ class PreviewStep:
         told = {(i.table, i.column) for i in self.impact if i.kind in ("dropped-column",)}
         told |= {(i.table, None) for i in self.impact if i.kind == "dropped-table"}
         lines = [f"{prefix}: {impact.describe()}" for impact in self.impact]
+        lines += [f"{prefix}: `{statement}` not run by the preview: it runs only outside a transaction and changes "
+                  f"no schema or data" for statement in self.passed_over]
         for change in self.changes:
             if change.action == "removed" and (change.table, change.name) in told:
                 continue
             if change.kind == "table" and change.action == "removed" and (change.name, None) in told:
                 continue
             lines.append(f"{prefix}: {change.describe()}")
-        return lines or [f"{prefix}: no schema or data change"]
+        lines = lines or [f"{prefix}: no schema or data change"]
+        return lines + (self.locks.lines(prefix) if self.locks is not None else [])
 
     def loss_lines(self) -> list[str]:
         """Only what the step destroys: the lines a confirmation shows and compares."""
@@ -232,6 +255,8 @@ class PreviewStep:
             "lines": self.describe(),
             "error": None if self.error is None else {"type": type(self.error).__name__, "message": str(self.error)},
             "skipped": self.skipped,
+            "passed_over": list(self.passed_over),
+            **(self.locks.to_json() if self.locks is not None else {"locks": [], "rewrites": [], "findings": []}),
         }
 
 

@@ -9,7 +9,8 @@ fixtures, and imports nothing of the planner (no networkx, no sqlite3).
 Switched on, it adds one test item per check, ahead of the collected tests
 (see docs/testing.md): ``catalog``, ``upgrade``, ``stairway[V]`` for every
 version in the graph's topological order (``no-downgrade[V]``, an expected
-failure, for a migration without ``downgrade``), and ``downgrade-all``. The
+failure, for a migration without ``downgrade`` or declared irreversible, see
+``planner.irreversible``), and ``downgrade-all``. The
 checks live in ``planner.testing.runner``; this module only turns them into
 items, outcomes and messages.
 

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from planner.conversions import converted_values
 from planner.effects import carried_columns
 from planner.errors import RebuildFailed, RebuildRefused, TableNotFound
 from planner.sql import CreateTable, Token, names, parse_create_table, quote_identifier, table_xinfo
@@ -217,11 +218,15 @@ def rebuild_table(
         _run(conn, table, "creating the new table", new.renamed(temporary))
         new_columns = _columns(conn, temporary)
         _refuse_unsafe(table, new_columns, old_columns, convert, dependents)
+        same_rowids = _copy_rows(conn, table, temporary, "without" in old.tail | new.tail, new_columns, old_columns,
+                                 convert)
         observe = getattr(conn, "observe_rebuild", None)
-        if observe is not None:  # a preview is watching: say which columns carry over, and as what
-            observe(table, *carried_columns([c.name for c in new_columns], [c.name for c in old_columns.values()],
-                                            {key: expr for key, (_, expr) in convert.items()}))
-        _copy_rows(conn, table, temporary, "without" in old.tail | new.tail, new_columns, old_columns, convert)
+        if observe is not None:  # say which columns carry over, and as what (a preview reports renames, not loss)
+            carried, dropped = carried_columns([c.name for c in new_columns], [c.name for c in old_columns.values()],
+                                               {key: expr for key, (_, expr) in convert.items()})
+            changed = (converted_values(conn, table, temporary, carried, old_columns, convert, same_rowids)
+                       if getattr(conn, "watched", False) else {})
+            observe(table, carried, dropped, [c.name for c in new_columns], changed)
 
         for obj in reversed(dependents):  # what only mentions the table survives DROP TABLE; clear it first
             if obj.tbl_name.lower() != table.lower():
@@ -289,7 +294,8 @@ def _copy_rows(
     new_columns: list[_Column],
     old_columns: Mapping[str, _Column],
     convert: Mapping[str, tuple[str, str]],
-) -> None:
+) -> bool:
+    """Copy the rows into the new table; whether each kept its rowid (so old and new rows can be paired)."""
     targets, sources = [], []
     for column in new_columns:
         key = column.name.lower()
@@ -312,13 +318,19 @@ def _copy_rows(
         1 for c in new_columns if c.pk
     ) == 1
     shadowed = {"rowid", "oid", "_rowid_"} & (set(old_columns) | {c.name.lower() for c in new_columns})
+    same_rowids = False
     if not has_alias and not without_rowid and not shadowed:
         targets.insert(0, "rowid")
         sources.insert(0, "rowid")
+        same_rowids = True
+    elif has_alias:  # the alias column is the rowid: copied as it was, the rows keep their rowids
+        alias = next(c.name.lower() for c in new_columns if c.pk)
+        same_rowids = alias in old_columns and alias not in convert
     _run(
         conn, table, "copying the rows",
         f"INSERT INTO {quote_identifier(temporary)} ({', '.join(targets)}) SELECT {', '.join(sources)} FROM {quote_identifier(table)}",
     )
+    return same_rowids
 
 
 def _is_table_constraint(tokens: list[Token]) -> bool:

@@ -1,30 +1,47 @@
 """Renumbering files that share a version: what ``apm migrate check`` suggests, and ``check --fix`` does.
 
-APM's old loader keyed migrations by version, so of two files sharing one
-(``migration_0021_a.py``, ``migration_0021_b.py``) only the first in path
-order ever ran. The first keeps its version; every other gets a distinct
-free one (above every version in the files and the ledger, so no
+Of two files sharing a version (``migration_0002_wishlist.sql`` from one
+branch, ``migration_0002_coupons.sql`` from another), one may already be
+applied, and the ledger says which: its row for that version holds the
+sha256 of the file that ran. That file keeps the version; renumbering it
+would leave its partner counted as applied without ever having run, and the
+renamed file pending, to run a second time. Every other file gets a distinct
+free version (above every version in the files and the ledger, so no
 suggestion collides with another or with an applied row) and, unless it
-declares its own dependencies, ``depends_on = ("0021",)`` so it still comes
-right after its partner, where the old loader would have put it. A docstring
-title naming the old version is retitled, or ``check`` would then call it a
-copied file.
+declares its own dependencies, ``depends_on = ("0002",)`` so it comes right
+after the file that keeps the version. A docstring title naming the old
+version is retitled, or ``check`` would then call it a copied file.
 
-Those files never ran anywhere: once renumbered they are pending, and
-``apm migrate`` WILL run them. The finding says so; ``--fix`` shows every
-change before making it.
+When the ledger cannot tell (its row has no checksum, as rows another
+framework wrote; or no file, or more than one, has the recorded checksum),
+nothing is decided: the version is ``Undecided`` and ``--fix`` refuses,
+saying why. When the database has no row for the version, or there is no
+database to ask, none of the files was applied there: the first by name
+keeps the version, and the reason says so, since another database may have
+applied another of them.
+
+The renumbered files were never applied here: once renumbered they are
+pending, and ``apm migrate`` WILL run them. The finding says so; ``--fix``
+shows every change before making it.
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from planner import versions
 from planner.errors import DuplicateVersion
+
+
+class _Recorded(Protocol):
+    checksum: str | None
 
 
 @dataclass(frozen=True)
@@ -34,10 +51,12 @@ class Renumbering:
     path: Path
     old: str
     new: str
-    #: The file that keeps ``old``: the one the old loader ran.
-    first: Path
-    #: The line added to keep the old order; ``None`` when the file declares its own dependencies.
+    #: The file that keeps ``old``: the one the ledger says was applied, or the first by name when none was.
+    keeper: Path
+    #: The line added to keep the order; ``None`` when the file declares its own dependencies.
     depends_line: str | None
+    #: Why ``keeper`` keeps the version, as a sentence about the ledger.
+    why: str = ""
 
     @property
     def target(self) -> Path:
@@ -51,14 +70,94 @@ class Renumbering:
         return text + f"; retitle 'Migration {self.old}' -> 'Migration {self.new}' if its docstring says so"
 
 
-def plan_renumbering(problems: list, taken: list[str]) -> list[Renumbering]:
-    """The renumbering of every file (but the first) of each shared version; ``taken`` is every version in use."""
+@dataclass(frozen=True)
+class Undecided:
+    """A shared version whose applied file the ledger cannot name: no file of it may be renumbered."""
+
+    version: str
+    paths: tuple[Path, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class RenumberingPlan:
+    """Every renumbering of a catalog's shared versions, and the versions that cannot be decided."""
+
+    changes: list[Renumbering] = field(default_factory=list)
+    undecided: list[Undecided] = field(default_factory=list)
+    #: Shared version (as its problem names it) -> why its keeper keeps it.
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.changes or self.undecided)
+
+
+def plan_renumbering(problems: list, taken: list[str], ledger: Mapping[str, _Recorded] | None = None,
+                     database: str | None = None) -> RenumberingPlan:
+    """The renumbering of every file but the keeper of each shared version; ``taken`` is every version in use.
+
+    ``ledger`` is the database's applied rows (``None``: no database was
+    given, or it does not exist yet) and ``database`` how messages name it.
+    """
     shared = [p for p in problems if isinstance(p, DuplicateVersion)]
-    extra = [(p, path) for p in shared for path in p.paths[1:]]
+    decided: list[tuple[DuplicateVersion, Path, str]] = []
+    undecided: list[Undecided] = []
+    for problem in shared:
+        keeper, reason = _keeper(problem, ledger, database)
+        if keeper is None:
+            undecided.append(Undecided(problem.versions[0], problem.paths, reason))
+        else:
+            decided.append((problem, keeper, reason))
+    extra = [(problem, keeper, reason, path) for problem, keeper, reason in decided
+             for path in problem.paths if path != keeper]
     # The shared versions are in use too (the loader leaves them out of its files): never suggest one of them.
     free = versions.free_versions([*taken, *(_version_of(path) for p in shared for path in p.paths)], len(extra))
-    return [Renumbering(path, _version_of(path), new, problem.paths[0], _depends_line(path, problem.versions[0]))
-            for (problem, path), new in zip(extra, free)]
+    changes = [Renumbering(path, _version_of(path), new, keeper, _depends_line(path, _version_of(keeper)), reason)
+               for (problem, keeper, reason, path), new in zip(extra, free)]
+    return RenumberingPlan(changes, undecided, {problem.versions[0]: reason for problem, _, reason in decided})
+
+
+def _keeper(problem: DuplicateVersion, ledger: Mapping[str, _Recorded] | None,
+            database: str | None) -> tuple[Path | None, str]:
+    """The file of a shared version that keeps it, and why; ``None`` and the reason when the ledger cannot tell."""
+    first = problem.paths[0]
+    version = problem.versions[0]
+    names = " and ".join(p.name for p in problem.paths)
+    if ledger is None:
+        where = (f"{database} does not exist yet, so none of them was applied there" if database is not None
+                 else "no database was given to ask which of them was applied")
+        return first, (f"{where}, so {first.name} keeps {version} as the first by name; if a database applied "
+                       f"another of them, run `apm --db <it> migrate check --fix` instead")
+    database = database or "the database"
+    number = versions.number(version)
+    rows = [entry for recorded, entry in ledger.items() if versions.number(recorded) == number]
+    if not rows:
+        return first, (f"{database}'s ledger records no {version}, so none of them was applied there and "
+                       f"{first.name} keeps {version} as the first by name; if another database applied another "
+                       f"of them, run `apm --db <it> migrate check --fix` instead")
+    recorded = {entry.checksum for entry in rows if entry.checksum}
+    if not recorded:
+        return None, (f"{database}'s ledger records {version} as applied but without a checksum (another tool "
+                      f"or a mark wrote the row), so it cannot tell which of {names} ran")
+    matching = [path for path in problem.paths if _checksum(path) in recorded]
+    if len(matching) == 1:
+        others = " and ".join(p.name for p in problem.paths if p != matching[0])
+        return matching[0], (f"{database}'s ledger holds the checksum of {matching[0].name} for {version}, so it "
+                             f"keeps {version}; {others} never ran there")
+    if not matching:
+        return None, (f"{database}'s ledger records {version} with a checksum that none of {names} has (the file "
+                      f"that ran was edited since, or is not among them), so it cannot tell which ran")
+    return None, (f"{' and '.join(p.name for p in matching)} are byte for byte the file {database}'s ledger "
+                  f"records for {version}, so it cannot tell which ran; delete the copy")
+
+
+def _checksum(path: Path) -> str | None:
+    """The sha256 of a file's bytes, as the ledger records it (``None`` when it cannot be read)."""
+    try:
+        with open(path, "rb") as file:
+            return hashlib.sha256(file.read()).hexdigest()
+    except OSError:
+        return None
 
 
 def _version_of(path: Path) -> str:
@@ -96,7 +195,7 @@ def apply_renumbering(changes: list[Renumbering]) -> None:
 
 def _with_line(source: str, line: str, sql: bool) -> str:
     """``source`` with ``line`` after its docstring and leading imports (a SQL file: at the top)."""
-    comment = "  # keeps the order the old loader ran it in (apm migrate check --fix)"
+    comment = "  # runs right after the file that kept its version (apm migrate check --fix)"
     if sql:
         return f"{line}\n{source}"
     lines = source.splitlines(keepends=True)

@@ -24,7 +24,7 @@ from planner.sql import quote_identifier, table_xinfo
 #: Tables the ledger owns: never part of a snapshot (their indexes and triggers neither).
 LEDGER_TABLES = ("schema_migrations", "schema_migrations_log")
 
-ObjectKind = Literal["table", "column", "index", "trigger", "view", "rows"]
+ObjectKind = Literal["table", "column", "index", "trigger", "view", "constraint", "function", "rows", "values"]
 Action = Literal["added", "removed", "changed", "renamed", "rebuilt"]
 
 
@@ -126,14 +126,20 @@ class SchemaChange:
 
     @property
     def qualified_name(self) -> str:
-        """``agents.metadata`` for a column, the plain name otherwise."""
-        return f"{self.table}.{self.name}" if self.kind == "column" and self.table else self.name
+        """``agents.metadata`` for a column, ``reviews.rating_range`` for a constraint, the plain name otherwise."""
+        return f"{self.table}.{self.name}" if self.kind in ("column", "constraint") and self.table else self.name
 
     def describe(self) -> str:
         """One line in the rehearsal's words: ``drops column agents.metadata (TEXT DEFAULT '{}')``."""
         if self.kind == "rows" and self.action == "added":
             rows = "1 row" if self.after == 1 else f"{self.after} rows"
             return f"inserts {rows} into {self.name}"
+        if self.kind == "rows" and self.action == "removed":  # rows of a table the same plan created
+            rows = "1 row" if self.before == 1 else f"{self.before} rows"
+            return f"deletes {rows} of {self.name} (rows this plan wrote)"
+        if self.kind == "values":  # changed, but none held data from before the plan (NULL, or the plan's own)
+            values = "1 value" if self.after == 1 else f"{self.after} values"
+            return f"sets {values} of {self.table}.{self.name} (none held data from before this plan)"
         if self.action == "renamed":
             if self.kind == "column":
                 return f"renames column {self.table}.{self.before} to {self.after}"

@@ -14,8 +14,8 @@ a transaction begins and ends (``transaction``), how the applied set is
 kept fresh (``applied_now``), the connection a migration receives and what
 is checked after it (``connection_for``, ``verify``), and how the rows are
 written (``record``). ``planner.marks`` records a step without running it
-through the same parts. ``planner.engines.sqlite_session`` and
-``planner.engines.pg_session`` are the two; nothing here names an engine.
+through the same parts. ``planner.engines.sqlite.session`` and
+``planner.engines.postgresql.session`` are the two; nothing here names an engine.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ from planner.errors import (
 from planner.events import Event, Replanned, StepFailed, StepFinished, StepSkipped, StepStarted, emit
 from planner.ledger import APPLY, FAILED, ROLLBACK, SKIPPED, LedgerEntry
 from planner.output_capture import StepOutput
-from planner.plan import Plan, Step, step_conflicts
+from planner.outside import OutsideSteps
+from planner.plan import Plan, Step, refuse_empty_upgrades, step_conflicts
 from planner.preview import Preview, PreviewStep, is_left_out, left_out
 from planner.versions import number
 
@@ -55,7 +56,7 @@ class _Discard(Exception):
     """Leave the preview's transaction by rolling it back: a dry run, a failed step, or loss not accepted."""
 
 
-class Session(ABC):
+class Session(OutsideSteps, ABC):
     """One run over one connection: the step protocol, with the few engine-specific parts left to subclasses.
 
     ``ledger`` is the engine's (``applied_migrations``, ``applied_versions``,
@@ -65,8 +66,8 @@ class Session(ABC):
     """
 
     def __init__(self, conn: Any, ledger: Any, plan: Plan, *, catalog: Catalog | None = None,
-                 atomic: bool = False):
-        self.conn = conn
+                 atomic: bool = False, before: Callable[[], object] | None = None):
+        self.conn, self._before = conn, before
         self.ledger = ledger
         self.catalog = catalog
         self.atomic_run = atomic
@@ -141,7 +142,8 @@ class Session(ABC):
         return list(step.migration.depends_on) if step.direction == APPLY else self._dependents(step.version)
 
     def use(self, plan: Plan) -> None:
-        """Run ``plan`` instead: one planned inside the lock, from the ledger as it is now."""
+        """Run ``plan`` (at the start, or one planned inside the lock); never one applying an unfilled migration."""
+        refuse_empty_upgrades(plan)
         self.plan = plan
         self.total = len(plan.steps)
 
@@ -169,6 +171,14 @@ class Session(ABC):
             return skipped
         self.refuse_conflicts(step, applied)
         return None
+
+    def take_backup(self) -> None:
+        """The backup before a rollback (``before``), once: inside the lock, when the ledger read there admitted
+        the first step to run (a preview: once the plan was made again), before anything is written. The copy
+        is exactly the state the run starts from; any earlier, another process could commit in between."""
+        before, self._before = self._before, None
+        if before is not None:
+            before()
 
     def after_commit(self, step: Step) -> None:
         """Our own change to the ledger, known without reading it again."""
@@ -209,6 +219,9 @@ class Session(ABC):
         except (Interrupted, ExecutionError, DatabaseError):
             raise
         except BaseException as exc:
+            broken = self.damaged(exc)
+            if broken is not None:  # the file, not the migration: exit 6, and no failure row written into it
+                raise broken from exc
             raise MigrationFailed(migration.version, step.direction, exc, rolled_back=not self.atomic_run) from exc
         return self.detail(step, proxy)
 
@@ -217,6 +230,7 @@ class Session(ABC):
         skipped = self.admit(step)
         if skipped is not None:
             return skipped
+        self.take_backup()
         started = time.perf_counter()
         with self.output.capture():  # a migration's print() never reaches stdout; the step's event carries it
             detail = self.perform(step, observer)
@@ -239,8 +253,7 @@ class Session(ABC):
             return skipped
         started = time.perf_counter()
         try:
-            with self.outside_transaction(), self.output.capture():
-                detail = self.perform(step)
+            detail = self.perform_outside(step)  # statement by statement, when checked (``planner.outside``)
         except (MigrationFailed, ValidationFailed, ForeignKeyViolation) as exc:
             raise NonTransactionalFailed(step.version, step.direction, getattr(exc, "cause", exc)) from exc
         with self.transaction():
@@ -258,9 +271,14 @@ class Session(ABC):
         with self.transaction():
             skipped = self.admit(step)
             if skipped is None:
+                self.take_backup()
                 self.ledger.log(step.version, step.direction, STARTED, step.migration.checksum,
                                 detail=started_detail())
         return skipped
+
+    def damaged(self, error: BaseException) -> DatabaseError | None:
+        """The engine's "the database file is damaged" error behind ``error``, or ``None`` (SQLite overrides)."""
+        return None
 
     def log_failure(self, step: Step, error: Exception, execution_ms: int | None) -> None:
         """Record the failure in its own small transaction; best effort, since the database may be the problem."""
@@ -268,11 +286,15 @@ class Session(ABC):
             with self.transaction():
                 self.ledger.log(step.version, step.direction, FAILED, step.migration.checksum, execution_ms,
                                 str(error))
-        except Exception:
-            log.warning("could not log the failure of migration %s", step.version, exc_info=True)
+        except Exception as exc:  # a line, not a traceback: the failure itself is what the command reports
+            log.warning("could not log the failure of migration %s: %s", step.version, exc)
+            log.debug("while logging the failure of migration %s", step.version, exc_info=True)
 
     def _failed(self, step: Step, index: int, error: Exception, started: float) -> Iterator[Event]:
         """Log the failure, report it as an event, then raise it."""
+        broken = self.damaged(error) if not isinstance(error, DatabaseError) else None
+        if broken is not None:  # never a failure row written into a damaged file
+            broken.__cause__, error = error, broken
         if not isinstance(error, (DatabaseError, LedgerChanged)):
             self.log_failure(step, error, _ms_since(started))
         yield StepFailed(step, index, self.total, error, self.output.take())
@@ -343,19 +365,27 @@ class Session(ABC):
                         emit(on_event, Replanned("the ledger changed since the plan was shown", planned))
                     result.plan = planned
                     self.use(planned)
+                if self.plan.steps:  # after planning again: nothing left to run, nothing to copy
+                    self.take_backup()
                 outside: set[str] = set()  # left out (``left_out``), with what needs them first
                 for index, step in enumerate(self.plan.steps, 1):
                     emit(on_event, StepStarted(step, index, self.total))
                     record = PreviewStep(step.version, step.direction, step.migration.description)
                     result.steps.append(record)
                     step_started = time.perf_counter()
-                    record.skipped = left_out(step, outside, self._needs)  # shown, never run, never committed
-                    if record.skipped is not None:
+                    rehearsal = None if step.migration.transactional else self.rehearsal_for(step)
+                    record.skipped = left_out(step, outside, self._needs, rehearsed=rehearsal is not None)
+                    if record.skipped is not None:  # shown, never run, never committed
                         emit(on_event, StepSkipped(step, index, self.total, record.skipped))
                         continue
                     observer.start_step()
                     try:
-                        record.skipped = self.attempt(step, observer)
+                        if rehearsal is None:
+                            record.skipped = self.attempt(step, observer)
+                        elif self.rehearse(step, observer, rehearsal, record) is not None:  # cannot go beyond it
+                            outside.add(step.version)
+                            emit(on_event, StepSkipped(step, index, self.total, record.skipped))
+                            continue
                     except Exception as exc:
                         observer.stop()
                         record.output = self.output.take()

@@ -21,15 +21,22 @@ The rules, precisely:
   (as the first docstring line of a Python file). Without one, the
   description comes from the file name's slug.
 * A header line ``-- <lowercase_name>: value`` is a **directive**. There are
-  two. ``transactional: false`` (or ``true``, the default) runs the
+  five. ``irreversible: why`` says the migration cannot be undone, and why:
+  it has no downgrade, and a rollback through it is refused quoting ``why``
+  (as a Python downgrade that only raises; see ``planner.irreversible``).
+  The same line may instead be the only content of the ``-- downgrade``
+  section; with SQL in that section it is an error either way, since which
+  one is meant cannot be guessed. ``transactional: false`` (or ``true``, the default) runs the
   migration outside a transaction, for statements SQLite refuses inside one
-  (``VACUUM``). ``depends_on``: versions separated by commas or spaces; empty means
+  (``VACUUM``). ``lock_timeout: 5s`` and ``allow: table-rewrite, ...`` are
+  the Python file's ``lock_timeout`` and ``allow`` (``planner.locks``). ``depends_on``: versions separated by commas or spaces; empty means
   a root. Without it the migration depends on the previous version in number
   order, as a Python file without ``depends_on`` does. Any other name is an
   error, so ``-- depend_on: 0030`` cannot silently make a migration implied.
 * ``-- upgrade`` and ``-- downgrade`` (a line with only that word, any case)
   start the two sections. ``upgrade`` is required and comes first;
-  ``downgrade`` is optional (without it the migration cannot be rolled back);
+  ``downgrade`` is optional (without it the migration cannot be rolled back;
+  ``-- irreversible: why`` says so on purpose and gives the reason);
   each must hold at least one statement and appear once.
 * The checksum is the sha256 of the file's bytes, as for Python files.
 
@@ -48,24 +55,26 @@ from pathlib import Path
 
 from planner.errors import (
     DuplicateSqlSection,
-    EmptySqlSection,
+    IrreversibleWithDowngrade,
     MalformedSqlDependencies,
     MalformedSqlDirective,
     MissingUpgradeSection,
     UnknownSqlDirective,
     UnreadableMigration,
 )
+from planner.irreversible import UNEXPLAINED, fold
 from planner.migration import DECLARED, IMPLIED, Migration
 
 SUFFIX = ".sql"
 #: The directives a header may carry; anything else shaped like one is a typo.
-DIRECTIVES = ("depends_on", "transactional")
+DIRECTIVES = ("depends_on", "transactional", "irreversible", "lock_timeout", "allow")
 
 _TITLE = re.compile(r"^Migration\s+(?P<version>[0-9]+)\s*:\s*(?P<description>.*?)\s*$")
 _SECTION = re.compile(r"^--\s*(?P<name>upgrade|downgrade)\s*$", re.IGNORECASE)
 _DIRECTIVE = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_]*)\s*:(?P<value>.*)$")
 _VERSION = re.compile(r"[0-9]+")
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?(?:\*/|\Z)", re.S)
+_IRREVERSIBLE = re.compile(r"^--\s*irreversible\s*:(?P<reason>.*)$", re.IGNORECASE)
 
 
 def run_script(script: str, conn) -> None:
@@ -96,6 +105,9 @@ def load_sql_migration(path: Path, version: str) -> Migration:
     depends_on: tuple[str, ...] | None = None
     depends_line = 0
     transactional = True
+    irreversible: str | None = None
+    irreversible_line = 0
+    locks: dict[str, object] = {}  # lock_timeout, allow (planner.locks)
     sections: dict[str, list[str]] = {}
     starts: dict[str, int] = {}
     current: str | None = None
@@ -136,6 +148,17 @@ def load_sql_migration(path: Path, version: str) -> Migration:
                 transactional = _boolean(path, version, number, directive.group("value"))
                 doc.append(comment)
                 continue
+            if name == "irreversible":
+                if irreversible is not None:
+                    raise DuplicateSqlSection(path, version, number,
+                                              f"second `-- irreversible:` (the first is on line "
+                                              f"{irreversible_line}); give one reason")
+                irreversible, irreversible_line = fold(directive.group("value")) or UNEXPLAINED, number
+            if name in ("lock_timeout", "allow"):
+                value = directive.group("value").strip()
+                locks[name] = value if name == "lock_timeout" else [c for c in re.split(r"[,\s]+", value) if c]
+                doc.append(comment)
+                continue
             if name not in DIRECTIVES:
                 raise UnknownSqlDirective(path, version, number,
                                           f"unknown header directive `{name}:`; the header knows "
@@ -152,16 +175,36 @@ def load_sql_migration(path: Path, version: str) -> Migration:
         raise MissingUpgradeSection(path, version, max(len(lines), 1),
                                     "no `-- upgrade` marker; put the migration's SQL after a line `-- upgrade`")
     scripts: dict[str, str] = {}
+    unwritten: list[str] = []
     for name, body in sections.items():
         script = "\n".join(body).strip("\n")
+        marker = _irreversible_marker(body, starts[name]) if name == "downgrade" else None
+        if marker is not None and (irreversible is not None or _has_statement(script)):
+            what = (f"line {irreversible_line} already says `-- irreversible:`" if irreversible is not None
+                    else "the section also holds SQL")
+            raise IrreversibleWithDowngrade(path, version, marker[0],
+                                            f"`-- irreversible:` in the `-- downgrade` section, but {what}; "
+                                            f"keep either the downgrade's SQL or one `-- irreversible:` line")
+        if marker is not None:
+            irreversible, irreversible_line = marker[1], marker[0]
+            continue  # the section only says there is no way back: the migration has no downgrade
         if not _has_statement(script):
-            hint = "write the change" if name == "upgrade" else "write the undo, or delete the marker if it cannot be undone"
-            raise EmptySqlSection(path, version, starts[name], f"the `-- {name}` section holds no SQL; {hint}")
+            # Loaded all the same (an unfilled `apm migrate new --sql`): reading commands keep working, `check`
+            # flags it, a run refuses to apply it (and an empty downgrade is no downgrade: never a silent undo).
+            unwritten.append(name)
+            continue
+        if name == "downgrade" and irreversible is not None:
+            raise IrreversibleWithDowngrade(path, version, starts[name],
+                                            f"line {irreversible_line} says `-- irreversible:` but the file "
+                                            f"has a `-- downgrade` section; delete one of them")
         scripts[name] = script
 
     description = title.group("description") if title else ""
     description = description or path.stem[len("migration_") + len(version):].strip("_").replace("_", " ")
     downgrade = scripts.get("downgrade")
+    from planner.locks import checked_declarations
+
+    lock_timeout, allow = checked_declarations(path, version, locks.get("lock_timeout"), locks.get("allow", ()))
     return Migration(
         version=version,
         description=description,
@@ -170,12 +213,25 @@ def load_sql_migration(path: Path, version: str) -> Migration:
         depends_on=depends_on or (),
         dependency_source=DECLARED if depends_on is not None else IMPLIED,
         doc="\n".join(doc).strip("\n"),
-        upgrade=functools.partial(run_script, scripts["upgrade"]),
+        upgrade=functools.partial(run_script, scripts.get("upgrade", "")),
         downgrade=functools.partial(run_script, downgrade) if downgrade is not None else None,
         docstring_version=title.group("version") if title else None,
         documented_dependencies=None,
         transactional=transactional,
+        irreversible_reason=irreversible,
+        unwritten=tuple(unwritten),
+        lock_timeout=lock_timeout,
+        allow=allow,
     )
+
+
+def _irreversible_marker(body: list[str], start: int) -> tuple[int, str] | None:
+    """(line, reason) of a ``-- irreversible: why`` line in a section that starts on line ``start``."""
+    for offset, line in enumerate(body, 1):
+        found = _IRREVERSIBLE.match(line.strip())
+        if found:
+            return start + offset, fold(found.group("reason")) or UNEXPLAINED
+    return None
 
 
 def _boolean(path: Path, version: str, line: int, value: str) -> bool:
@@ -200,9 +256,10 @@ def _dependencies(path: Path, version: str, line: int, value: str) -> tuple[str,
 def sql_migration_source(version: str, description: str, dependencies: list[tuple[str, str]]) -> str:
     """The text of a new SQL migration: header, and two sections left for the author to fill.
 
-    The sections hold only comments, so the catalog refuses the file (an
-    ``EmptySqlSection`` naming its line) until someone writes the SQL: an
-    unfinished migration can never be applied by accident.
+    The sections hold only comments, so a run refuses to apply the file
+    (``EmptyUpgrade``) and ``check`` flags it until someone writes the SQL:
+    an unfinished migration can never be applied by accident, while every
+    command that only reads still works.
     """
     lines = [f"-- Migration {version}: {' '.join(description.split())}", "--",
              "-- Explain what this migration changes and why (replace this line)."]

@@ -156,7 +156,7 @@ def write_squash(squash_: Squash) -> Path:
 
 def _run(catalog: Catalog, db: Path, migrations: list[Migration]) -> None:
     """Apply ``migrations`` on the scratch database with the real executor (a failure is raised as it is)."""
-    from planner.engines.sqlite_runner import Executor
+    from planner.engines.sqlite.runner import Executor
     from planner.plan import APPLY, Plan, Step
 
     if migrations:

@@ -8,6 +8,11 @@ from pathlib import Path
 import pytest
 
 
+#: The body of a test migration whose content does not matter: a statement that changes nothing on purpose.
+#: An empty body (``pass``) is an unfilled scaffold, which a run refuses to apply (issue 22 point 10).
+NOTHING_TO_CHANGE = "del conn  # nothing to change: this migration is about the graph"
+
+
 def write_migration(
     directory: Path,
     version: str,
@@ -15,14 +20,15 @@ def write_migration(
     *,
     depends_on: tuple[str, ...] | list[str] | None = None,
     documented: tuple[str, ...] | None = None,
-    upgrade: str = "pass",
+    upgrade: str = NOTHING_TO_CHANGE,
     downgrade: str | None = "pass",
     extra: str = "",
     slug: str | None = None,
 ) -> Path:
     """Write ``migration_<version>[_<slug>].py`` and return its path.
 
-    ``upgrade`` and ``downgrade`` are function bodies (``conn`` is in scope);
+    ``upgrade`` and ``downgrade`` are function bodies (``conn`` is in scope; the default upgrade changes
+    nothing on purpose, ``NOTHING_TO_CHANGE``);
     ``downgrade=None`` leaves the function out. ``documented`` writes a
     docstring ``Dependencies:`` section (``()`` writes ``- None``).
     """
@@ -36,7 +42,7 @@ def write_migration(
     if depends_on is not None:
         parts.append(f"depends_on = {tuple(depends_on)!r}")
     parts.append(extra)
-    parts.append("def upgrade(conn):\n" + textwrap.indent(textwrap.dedent(upgrade).strip() or "pass", "    "))
+    parts.append("def upgrade(conn):\n" + textwrap.indent(textwrap.dedent(upgrade).strip() or NOTHING_TO_CHANGE, "    "))
     if downgrade is not None:
         parts.append("def downgrade(conn):\n" + textwrap.indent(textwrap.dedent(downgrade).strip() or "pass", "    "))
     name = f"migration_{version}_{slug}.py" if slug else f"migration_{version}.py"
@@ -48,7 +54,7 @@ def write_migration(
 @pytest.fixture(autouse=True)
 def _no_machine_leftovers(monkeypatch, tmp_path: Path) -> None:
     """doctor looks for copies old versions left in /dev/shm and /tmp; tests must not depend on this machine's."""
-    from planner.engines import sqlite_doctor as doctor
+    from planner.engines.sqlite import doctor as doctor
 
     monkeypatch.setattr(doctor, "REHEARSAL_FOLDERS", (tmp_path / "no-leftovers-here",))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner.engines.sqlite_runner import Executor  # noqa: E402
+from planner.engines.sqlite.runner import Executor  # noqa: E402
 from planner.loader import load_catalog  # noqa: E402
 from planner.plan import apply_plan, rollback_plan  # noqa: E402
 

@@ -19,13 +19,13 @@ import pytest
 
 from planner import versions
 from planner.errors import CatalogInvalid
-from planner.engines.sqlite_runner import Executor
-from planner.engines.sqlite_ledger import Ledger
+from planner.engines.sqlite.runner import Executor
+from planner.engines.sqlite.ledger import Ledger
 from planner.loader import load_catalog
 from planner.plan import apply_plan, rollback_plan
 from tests import apm_framework as old
 from tests.conftest import write_migration
-from tests.test_hardening import apm
+from tests.test_command_edge_cases import apm
 
 FIXTURE = Path(__file__).parent / "fixtures" / "apm_later"
 SEVEN = ["id", "version", "description", "applied_at", "rollback_at", "rollback_reason", "applied_by"]
@@ -208,7 +208,12 @@ def test_the_executors_rows_survive_a_migration_that_rewrites_the_ledger(tmp_pat
     assert by_version["0099"] == ("hijacked", "apm-migrate", 1)  # a row it made of ours (renamed) stays, as a new row
     assert versions.ordered(Ledger(sqlite3.connect(db)).applied_versions()) == ["0001", "0002", "0003", "0099"]
 
-    # A rollback of 0002 restores nothing it should not: the other rows stay.
+    # A rollback of 0003 restores nothing it should not: the other rows stay. 0099 has no file, so the
+    # rollback is refused unless the ledger shows it came first (issue 22 point 4): it was 0001's row.
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE schema_migrations SET applied_at = '2000-01-01 00:00:00' WHERE version = '0099'")
+    conn.commit()
+    conn.close()
     catalog = load_catalog(folder)
     applied = Ledger(sqlite3.connect(db)).applied_migrations()
     Executor(db, catalog=catalog).run(rollback_plan(catalog, applied, "0003"))

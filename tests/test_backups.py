@@ -16,18 +16,18 @@ from click.testing import CliRunner
 
 from cli import running as running_cli
 from cli.main import apm
-from planner.engines import sqlite_backup as backups
-from planner.engines.sqlite_backup import (
+from planner.engines.sqlite import backup as backups
+from planner.engines.sqlite.backup import (
     backup,
     check_backup,
-    ledger_difference,
     list_backups,
     prune_backups,
     restore,
 )
+from planner.backups import ledger_difference
 from planner.errors import DatabaseLocked, NoBackups, UnusableBackup
-from planner.engines.sqlite_runner import Executor
-from planner.engines.sqlite_ledger import read_ledger
+from planner.engines.sqlite.runner import Executor
+from planner.engines.sqlite.ledger import read_ledger
 from planner.ledger import LedgerEntry
 from planner.loader import load_catalog
 from planner.plan import apply_plan, rollback_plan
@@ -160,7 +160,7 @@ def test_a_locked_database_is_left_alone_after_the_busy_timeout(apm_db: Path) ->
 
 RESTORE_WORKER = """
 import sys
-from planner.engines.sqlite_backup import restore
+from planner.engines.sqlite.backup import restore
 print("ready", flush=True)
 restore(sys.argv[1], sys.argv[2])
 print("done", flush=True)
@@ -298,3 +298,23 @@ def test_installed_apm_restores_what_a_rollback_removed(tmp_path: Path) -> None:
     assert "brings back 0029 Utility agents" in done.stdout and set(read_ledger(db)) >= {"0027", "0029"}
     safety = Path(done.stdout.split("Kept the database as it was in ")[1].split()[0])
     assert set(check_backup(safety, db)) == {"0001", "0020", "0030"}
+
+
+def test_restore_with_keep_backups_never_deletes_the_backup_it_restored_from(apm_db: Path) -> None:
+    """Issue 22 point 20: `restore --keep-backups 1` pruned the backup it had just restored from."""
+    base = ["--db", str(apm_db), "--migrations-dir", str(SHIPPED)]
+    assert run_apm(*base, "migrate", "--rollback", "0030", "--yes").returncode == 0
+    (restored_from,) = list_backups(apm_db)
+    for newest in ([], [str(restored_from)]):  # the newest backup by default, and the same file named
+        done = run_apm(*base, "--keep-backups", "1", "migrate", "restore", *newest, "--yes", "--json")
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["backup"] == str(restored_from) and str(restored_from) not in report["pruned"]
+        assert restored_from.exists() and "0030" in read_ledger(apm_db)
+        assert Path(report["safety_backup"]).exists()  # the state just replaced is kept too
+        assert run_apm(*base, "migrate", "--rollback", "0030", "--yes").returncode == 0
+    # An older backup that was not restored from is still pruned as asked.
+    assert len(list_backups(apm_db)) > 1
+    done = run_apm(*base, "--keep-backups", "1", "migrate", "restore", str(restored_from), "--yes", "--json")
+    report = json.loads(done.stdout)
+    assert report["pruned"] and restored_from.exists() and not any(Path(p).exists() for p in report["pruned"])

@@ -99,8 +99,10 @@ def test_list_and_plan(chain: Path, db: Path) -> None:
     ok(*base, "migrate", "--target", "0002")
     listed = json.loads(ok(*base, "migrate", "--list", "--json"))
     assert listed == [
-        {"version": "0003", "description": "Create t0003", "depends_on": ["0002"]},
-        {"version": "0004", "description": "Create t0004", "depends_on": ["0001"]},
+        {"version": "0003", "description": "Create t0003", "depends_on": ["0002"], "reversible": True,
+         "irreversible": None},
+        {"version": "0004", "description": "Create t0004", "depends_on": ["0001"], "reversible": True,
+         "irreversible": None},
     ]
     text = ok(*base, "migrate", "plan")
     assert "Apply plan: 2 migration(s)" in text and text.index("0003") < text.index("0004")
@@ -109,6 +111,34 @@ def test_list_and_plan(chain: Path, db: Path) -> None:
     assert rollback["direction"] == "rollback" and rollback["cascade"] is True
     target = json.loads(ok(*base, "migrate", "plan", "--target", "0003", "--json"))
     assert [s["version"] for s in target["steps"]] == ["0003"]
+
+
+def test_plan_exit_code_says_whether_there_is_anything_to_do_and_writes_nothing(chain: Path, db: Path) -> None:
+    """Issue 22, point 13: 9 when the plan has steps (either direction), 0 when it has none; nothing written."""
+    from tests.conftest import run_apm
+
+    base = ("--db", str(db), "--migrations-dir", str(chain), "migrate", "plan", "--exit-code")
+    fresh = run_apm(*base)
+    assert fresh.returncode == 9, fresh.stderr
+    assert "Apply plan: 4 migration(s)" in fresh.stdout and not db.exists()  # shown as ever, nothing created
+    ok("--db", str(db), "--migrations-dir", str(chain), "migrate", "--target", "0003")
+    before = db.read_bytes()
+    cases = [((), 9), (("--target", "0003"), 0), (("--target", "0004"), 9), (("--rollback", "0003"), 9),
+             (("--rollback", "0001", "--cascade"), 9), (("--to", "0003"), 0), (("--to", "0002"), 9),
+             (("--to", "base"), 9), (("--json",), 9), (("--rehearse",), 9), (("--rollback", "0003", "--sql"), 9)]
+    for args, code in cases:
+        result = run_apm(*base, *args)
+        assert result.returncode == code, (args, result.stdout, result.stderr)
+    assert json.loads(run_apm(*base, "--json").stdout)["steps"][0]["version"] == "0004"
+    assert db.read_bytes() == before  # byte for byte: no ledger row, no table, nothing
+    assert sorted(p.name for p in db.parent.iterdir()) == ["app.db"]  # no journal, no backup
+    ok("--db", str(db), "--migrations-dir", str(chain), "migrate")
+    done = run_apm(*base)
+    assert done.returncode == 0 and "Nothing to apply" in done.stdout
+    assert run_apm(*base, "--rollback", "0004").returncode == 9  # a rollback is something to do
+    # A refused plan keeps its own exit code: it is neither "nothing" nor "something" to do.
+    assert run_apm(*base, "--rollback", "0001").returncode == 4
+    assert run_apm("--db", str(db), "--migrations-dir", str(chain), "migrate", "plan").returncode == 0
 
 
 def test_show_applied_reports_drift(chain: Path, db: Path) -> None:
@@ -212,6 +242,35 @@ def test_not_a_database_exit_6(chain: Path, tmp_path: Path) -> None:
     assert bogus.read_bytes() == before
 
 
+#: Every command that opens the database named by --db (``apm migrate docs`` and ``apm config`` never open it).
+DB_COMMANDS = [["status"], ["agents", "list"], ["migrate"], ["migrate", "plan"], ["migrate", "plan", "--exit-code"],
+               ["migrate", "--list"], ["migrate", "--show-applied"], ["migrate", "--rollback", "0002"],
+               ["migrate", "--to", "0001"], ["migrate", "--baseline", "0001"], ["migrate", "--mark-applied", "0001"],
+               ["migrate", "--mark-rolled-back", "0001"], ["migrate", "--dry-run"], ["migrate", "check"],
+               ["migrate", "check", "--fix", "--yes"], ["migrate", "doctor"], ["migrate", "restore", "--yes"],
+               ["migrate", "backups"], ["migrate", "graph"], ["migrate", "new", "more"],
+               ["migrate", "squash", "0001", "0002"]]
+
+
+def test_a_folder_as_database_is_one_error_and_exit_6_for_every_command(chain: Path, tmp_path: Path) -> None:
+    """Issue 22, point 18: doctor said the folder "does not exist", check exited 0; status said it is a folder."""
+    from tests.conftest import run_apm
+
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    files = sorted(p.name for p in chain.iterdir())
+    for args in DB_COMMANDS:
+        result = run_apm("--db", str(folder), "--migrations-dir", str(chain), *args)
+        assert result.returncode == 6, (args, result.stdout, result.stderr)
+        assert result.stderr == f"Error: {folder} is a folder, not a database file; pass the database file's path " \
+                                f"with --db\n", args
+    assert sorted(p.name for p in chain.iterdir()) == files and not any(folder.iterdir())  # nothing written
+    # The default database, when it is a folder, is refused by check too (it was skipped as "not there").
+    (tmp_path / ".aipm" / "data" / "aipm.db").mkdir(parents=True)
+    check = run_apm("--migrations-dir", str(chain), "migrate", "check", cwd=tmp_path)
+    assert check.returncode == 6 and "is a folder, not a database file" in check.stderr
+
+
 def test_status_and_agents_on_the_shipped_catalog(tmp_path: Path) -> None:
     db = tmp_path / "aipm.db"
     status = json.loads(ok("--db", str(db), "status", "--json"))
@@ -221,7 +280,7 @@ def test_status_and_agents_on_the_shipped_catalog(tmp_path: Path) -> None:
     assert status["schema_version"] == "0030" and status["applied"] == 5 and status["pending"] == 0
     assert status["agents"] == {"total": 5, "active": 5, "by_tier": {"3": 5}}
     text = ok("--db", str(db), "status")
-    assert "Schema version:  0030" in text and "Agents:          5" in text
+    assert "Heads:           0029, 0030" in text and "Agents:          5" in text
     listed = ok("--db", str(db), "agents", "list")
     assert "context-assembler" in listed and "migration_0029" in listed
     shown = json.loads(ok("agents", "--db", str(db), "show", "audit-logger", "--json"))
@@ -229,6 +288,32 @@ def test_status_and_agents_on_the_shipped_catalog(tmp_path: Path) -> None:
     assert "metadata:" in ok("--db", str(db), "agents", "show", "audit-logger")
     missing = invoke("--db", str(db), "agents", "show", "nobody")
     assert missing.exit_code == 4 and "apm agents list" in missing.output
+
+
+def test_status_shows_the_heads_and_counts_not_the_highest_applied_version(tmp_path: Path) -> None:
+    """Issue 22, point 19: one applied of many showed "Schema version: 0014"; the heads and counts say the state."""
+    from tests.conftest import run_apm
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    write_migration(folder, "0001", documented=())
+    for version in ("0002", "0003", "0004"):
+        write_migration(folder, version, depends_on=("0001",))
+    write_migration(folder, "0014", depends_on=("0001",))
+    write_migration(folder, "0015", depends_on=("0014",))
+    db = tmp_path / "app.db"
+    base = ("--db", str(db), "--migrations-dir", str(folder))
+    assert run_apm(*base, "migrate", "--target", "0014").returncode == 0
+    text = run_apm(*base, "status").stdout
+    assert "Schema version" not in text
+    assert "Applied:         2 of 6\nPending:         4\nHeads:           0014\n" in text
+    assert json.loads(run_apm(*base, "status", "--json").stdout)["heads"] == ["0014"]
+    assert run_apm(*base, "migrate", "--target", "0003").returncode == 0
+    assert "Heads:           0003, 0014" in run_apm(*base, "status").stdout  # one head per line of the graph
+    for gone in ("0014", "0015"):  # an applied row with no file is no head, and is counted apart
+        (folder / f"migration_{gone}.py").unlink()
+    text = run_apm(*base, "status").stdout
+    assert "Applied:         2 of 4 (and 1 with no file)" in text and "Heads:           0003\n" in text
 
 
 def test_agents_without_table(tmp_path: Path) -> None:

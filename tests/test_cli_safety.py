@@ -104,3 +104,144 @@ def test_check_and_doctor_are_commands(applied_db: Path) -> None:
     conn.close()
     sick = invoke(applied_db, "migrate", "doctor")
     assert sick.exit_code == 6 and "agent_tools" in sick.output
+
+
+# --------------------------------------------------------------------------
+# check --fix: the file the ledger applied keeps its version (issue 22, point 3)
+# --------------------------------------------------------------------------
+
+
+def _table_migration(folder: Path, version: str, table: str, suffix: str) -> Path:
+    """A migration creating ``table``, as a .sql or a .py file, depending on 0001."""
+    if suffix == ".sql":
+        path = folder / f"migration_{version}_{table}.sql"
+        path.write_text(f"-- depends_on: 0001\n-- upgrade\nCREATE TABLE {table} (id INTEGER PRIMARY KEY);\n"
+                        f"-- downgrade\nDROP TABLE {table};\n")
+        return path
+    from tests.conftest import write_migration
+
+    return write_migration(folder, version, f"Add {table}", depends_on=("0001",), slug=table,
+                           upgrade=f"conn.execute('CREATE TABLE {table} (id INTEGER PRIMARY KEY)')",
+                           downgrade=f"conn.execute('DROP TABLE {table}')")
+
+
+def _project(tmp_path: Path, suffix: str, applied: str = "0002") -> tuple[Path, Path]:
+    """0001 and ``migration_<applied>_wishlist`` applied; the folder and the database."""
+    from tests.conftest import write_migration
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    write_migration(folder, "0001", "Products", documented=(),
+                    upgrade="conn.execute('CREATE TABLE products (id INTEGER PRIMARY KEY)')",
+                    downgrade="conn.execute('DROP TABLE products')")
+    _table_migration(folder, applied, "wishlist", suffix)
+    db = tmp_path / "app.db"
+    done = _apm(db, folder, "migrate")
+    assert done.returncode == 0, done.stderr
+    return folder, db
+
+
+def _apm(db: Path | None, folder: Path, *args: str):
+    from tests.conftest import run_apm
+
+    return run_apm(*(["--db", str(db)] if db is not None else []), "--migrations-dir", str(folder), *args)
+
+
+def _tables(db: Path) -> set[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("suffix,applied,other", [
+    (".sql", "0002", "0002"),  # the reported case
+    (".py", "0002", "0002"),
+    (".py", "2", "0002"),  # one version spelled two ways: the ledger records "2"
+    (".sql", "0002", "2"),
+])
+def test_check_fix_keeps_the_version_of_the_file_the_ledger_applied(tmp_path, suffix, applied, other):
+    folder, db = _project(tmp_path, suffix, applied)
+    # A second branch adds a file on the same version; it sorts before the applied one.
+    _table_migration(folder, other, "coupons", suffix)
+    check = _apm(db, folder, "migrate", "check", "--json")
+    finding = next(f for f in json.loads(check.stdout)["findings"] if f["code"] == "duplicate-version")
+    assert f"holds the checksum of migration_{applied}_wishlist{suffix}" in finding["message"]
+    assert finding["fix"].startswith(f"git mv migration_{other}_coupons{suffix} migration_0003_coupons{suffix}")
+
+    fixed = _apm(db, folder, "migrate", "check", "--fix", "--yes")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "old loader" not in fixed.stderr + check.stdout  # this project's ledger, not another tool's history
+    assert (folder / f"migration_{applied}_wishlist{suffix}").exists()
+    assert (folder / f"migration_0003_coupons{suffix}").exists()
+    assert not (folder / f"migration_{other}_coupons{suffix}").exists()
+    migrated = _apm(db, folder, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert "Applied 0003" in migrated.stdout and "coupons" in _tables(db)  # it ran: nothing counted unrun
+
+
+def test_check_fix_with_three_files_on_one_version_keeps_the_applied_one(tmp_path):
+    folder, db = _project(tmp_path, ".py", "0002")
+    _table_migration(folder, "0002", "alpha", ".py")
+    _table_migration(folder, "0002", "zebra", ".sql")
+    fixed = _apm(db, folder, "migrate", "check", "--fix", "--yes")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    names = sorted(p.name for p in folder.glob("migration_*"))
+    assert names == ["migration_0001.py", "migration_0002_wishlist.py", "migration_0003_alpha.py",
+                     "migration_0004_zebra.sql"]
+    migrated = _apm(db, folder, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert {"alpha", "zebra", "wishlist"} <= _tables(db)
+
+
+def _forget_checksum(db: Path) -> None:
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE schema_migrations SET checksum = NULL WHERE version = '0002'")
+    conn.commit()
+    conn.close()
+
+
+def _edit(folder: Path) -> None:
+    path = folder / "migration_0002_wishlist.sql"
+    path.write_text(path.read_text() + "-- edited after it was applied\n")
+
+
+def _copy(folder: Path) -> None:
+    (folder / "migration_0002_acopy.sql").write_bytes((folder / "migration_0002_wishlist.sql").read_bytes())
+
+
+@pytest.mark.parametrize("damage,said", [
+    (lambda folder, db: _forget_checksum(db), "without a checksum"),
+    (lambda folder, db: _edit(folder), "a checksum that none of"),
+    (lambda folder, db: _copy(folder), "byte for byte"),
+], ids=["no-checksum", "none-match", "both-match"])
+def test_check_fix_refuses_when_the_ledger_cannot_tell_which_file_ran(tmp_path, damage, said):
+    folder, db = _project(tmp_path, ".sql")
+    _table_migration(folder, "0002", "coupons", ".sql")
+    damage(folder, db)
+    before = sorted(p.name for p in folder.iterdir())
+    refused = _apm(db, folder, "migrate", "check", "--fix", "--yes")
+    assert refused.returncode == 4, refused.stdout + refused.stderr
+    assert said in refused.stderr and "Nothing was changed" in refused.stderr
+    assert sorted(p.name for p in folder.iterdir()) == before
+    check = _apm(db, folder, "migrate", "check", "--json")
+    finding = next(f for f in json.loads(check.stdout)["findings"] if f["code"] == "duplicate-version")
+    assert said in finding["message"] and finding["fix"].startswith("sha256sum ")
+
+
+def test_check_fix_without_a_ledger_keeps_the_first_by_name_and_says_so(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for table in ("wishlist", "coupons"):
+        _table_migration(folder, "0002", table, ".sql")
+    (folder / "migration_0001.sql").write_text("-- upgrade\nCREATE TABLE products (id INTEGER);\n")
+    for db, said in ((None, "no database was given"), (tmp_path / "new.db", "new.db does not exist yet")):
+        check = _apm(db, folder, "migrate", "check", "--json")
+        finding = next(f for f in json.loads(check.stdout)["findings"] if f["code"] == "duplicate-version")
+        assert said in finding["message"] and "keeps 0002 as the first by name" in finding["message"]
+    fixed = _apm(tmp_path / "new.db", folder, "migrate", "check", "--fix", "--yes")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "first by name" in fixed.stderr and "old loader" not in fixed.stderr
+    assert (folder / "migration_0002_coupons.sql").exists() and (folder / "migration_0003_wishlist.sql").exists()
+    assert not (tmp_path / "new.db").exists()  # checking never creates the database

@@ -11,7 +11,7 @@ from conftest import write_migration
 from planner import DatabaseService, MigrationManager
 from planner.compat import shipped_catalog_dir
 from planner.errors import DependenciesNotApplied, RollbackRefused
-from planner.engines.sqlite_ledger import read_ledger
+from planner.engines.sqlite.ledger import read_ledger
 
 
 @pytest.fixture

@@ -83,8 +83,9 @@ def test_apm_toml_wins_and_a_pyproject_without_tool_apm_is_passed_over(project: 
         ("keep_backups = 0\n", "Error: apm.toml: keep_backups must be a whole number of backups to keep "
                                "(1 or more), got 0"),
         ('db = ""\n', 'Error: apm.toml: db must be a path to the SQLite database, or a PostgreSQL URL, got ""'),
-        ('bd = "x.db"\n', 'Error: apm.toml: unknown key "bd"; the known keys are backup_dir, busy_timeout, db, keep_backups, ledger_schema, '
-                          'migrations_dir'),
+        ('bd = "x.db"\n', 'Error: apm.toml: unknown key "bd"; the known keys are backup_dir, busy_timeout, db, fleet, '
+                          'keep_backups, large_table_rows, ledger_schema, lock_gate, lock_levels, lock_retries, '
+                          'lock_timeout, migrations_dir, statement_timeout'),
         ("db = \n", "Error: apm.toml: is not valid TOML: Invalid value (at line 1, column 6)"),
     ],
 )
@@ -122,3 +123,28 @@ def test_config_shows_the_postgresql_settings_too(project: Path) -> None:
     assert settings["ledger_schema"]["value"] == "ops"
     assert shown("--ledger-schema", "app")["settings"]["ledger_schema"] == {"value": "app",
                                                                           "source": "option --ledger-schema"}
+
+
+@pytest.mark.parametrize("file,table", [("apm.toml", ""), ("pyproject.toml", "[tool.apm]\n")])
+def test_an_unusable_path_from_the_file_names_the_file_and_key(project: Path, file: str, table: str) -> None:
+    """Issue 22, point 23: `migrations_dir = "nope"` said only "migrations directory .../nope does not exist"."""
+    where = "apm.toml" if file == "apm.toml" else "pyproject.toml: [tool.apm]"
+    (project / "adir").mkdir()
+    cases = [('migrations_dir = "nope"', ["status"], 3, f'migrations_dir = "nope" is set in {where}'),
+             ('migrations_dir = "nope"', ["migrate", "plan"], 3, f'migrations_dir = "nope" is set in {where}'),
+             ('migrations_dir = "nope"', ["migrate", "check"], 3, f'migrations_dir = "nope" is set in {where}'),
+             ('db = "adir"', ["status"], 6, f'db = "adir" is set in {where}'),
+             ('db = "adir"', ["migrate", "doctor"], 6, f'db = "adir" is set in {where}'),
+             ('db = "missing/app.db"', ["agents", "list"], 6, f'db = "missing/app.db" is set in {where}'),
+             ('db = "postgresql://me:s3cret@127.0.0.1:1/x"', ["status"], 6,
+              f'db = "postgresql://me:***@127.0.0.1:1/x" is set in {where}')]
+    for line, args, code, said in cases:
+        (project / file).write_text(f"{table}{line}\n")
+        result = run_apm(*args, cwd=project)
+        assert result.returncode == code, (line, args, result.stdout, result.stderr)
+        assert said in result.stdout + result.stderr, (line, args, result.stdout, result.stderr)
+        assert "s3cret" not in result.stdout + result.stderr
+    # An option that overrides the file is what the error is about: the file is not named then.
+    (project / file).write_text(f'{table}migrations_dir = "nope"\n')
+    overridden = run_apm("--migrations-dir", "elsewhere", "status", cwd=project)
+    assert overridden.returncode == 3 and "is set in" not in overridden.stderr

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from planner.engines.sqlite_connection import MigrationConnection, forbidden_reason, switches_foreign_keys
+from planner.engines.sqlite.connection import MigrationConnection, forbidden_reason, switches_foreign_keys
 from planner.sql import split_script
 from planner.errors import TransactionTampered
 

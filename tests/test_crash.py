@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_migration
-from planner.engines.sqlite_ledger import read_ledger
+from planner.engines.sqlite.ledger import read_ledger
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 ROWS = 20_000

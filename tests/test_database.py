@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from planner.engines import sqlite_database as database
-from planner.engines import sqlite_backup as backups
-from planner.engines.sqlite_backup import backup, list_backups
-from planner.engines.sqlite_database import connect
+from planner.engines.sqlite import database as database
+from planner.engines.sqlite import backup as backups
+from planner.engines.sqlite.backup import backup, list_backups
+from planner.engines.sqlite.database import connect
 from planner.errors import (
     DatabaseDirectoryMissing,
     DatabaseLocked,

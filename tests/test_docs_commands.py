@@ -26,7 +26,7 @@ def test_committed_catalog_page_is_fresh() -> None:
     page = shipped_catalog() / "README.md"
     expected = catalog_page(load_catalog(shipped_catalog()))
     assert page.exists() and page.read_text(encoding="utf-8") == expected, (
-        "migrations/README.md is out of date: run `apm migrate docs` and commit the result"
+        "migrations/README.md is out of date: run `apm --migrations-dir migrations migrate docs` and commit the result"
     )
     assert "is up to date" in ok("migrate", "docs", "--check")
 
@@ -35,7 +35,7 @@ def test_docs_writes_and_checks(tmp_path: Path) -> None:
     folder = tmp_path / "catalog"
     shutil.copytree(shipped_catalog(), folder, ignore=shutil.ignore_patterns("README.md", "__pycache__"))
     stale = CliRunner().invoke(apm, ["--migrations-dir", str(folder), "migrate", "docs", "--check"])
-    assert stale.exit_code == 3 and "apm migrate docs" in stale.output
+    assert stale.exit_code == 3 and f"apm --migrations-dir {folder} migrate docs" in stale.output
     assert "Wrote" in ok("--migrations-dir", str(folder), "migrate", "docs")
     assert "0029 Utility agents" in (folder / "README.md").read_text(encoding="utf-8")
 

@@ -14,10 +14,10 @@ from click.testing import CliRunner
 
 from cli.main import apm
 from cli.options import EXIT_DATABASE, EXIT_OK
-from planner.engines.sqlite_backup import backup
-from planner.engines.sqlite_doctor import diagnose
+from planner.engines.sqlite.backup import backup
+from planner.engines.sqlite.doctor import diagnose
 from planner.errors import DatabaseNotFound, NotADatabase
-from planner.engines.sqlite_runner import Executor
+from planner.engines.sqlite.runner import Executor
 from planner.loader import load_catalog
 from planner.plan import apply_plan
 

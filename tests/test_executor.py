@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_migration
-from planner.engines import sqlite_runner as executor_module
+from planner.engines.sqlite import runner as executor_module
 from planner.errors import (
     AlreadyApplied,
     DatabaseDirectoryMissing,
@@ -24,7 +24,7 @@ from planner.errors import (
     TransactionTampered,
     ValidationFailed,
 )
-from planner.engines.sqlite_runner import (
+from planner.engines.sqlite.runner import (
     Executor,
     RunResult,
     StepFinished,
@@ -32,7 +32,7 @@ from planner.engines.sqlite_runner import (
     StepStarted,
     foreign_keys_off,
 )
-from planner.engines.sqlite_ledger import Ledger, read_ledger
+from planner.engines.sqlite.ledger import Ledger, read_ledger
 from planner.loader import load_catalog
 from planner.plan import apply_plan, rollback_plan
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from planner.errors import NotADatabase
-from planner.engines.sqlite_ledger import Ledger, read_ledger
+from planner.engines.sqlite.ledger import Ledger, read_ledger
 from planner.ledger import LedgerEntry, LogEntry
 
 

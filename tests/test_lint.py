@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from cli.main import apm
 from cli.options import EXIT_CATALOG, EXIT_OK, EXIT_REFUSED
-from planner.engines.sqlite_runner import Executor
+from planner.engines.sqlite.runner import Executor
 from planner.engines import engine_for
 from planner.lint import check_catalog
 from planner.loader import load_catalog
@@ -143,6 +143,31 @@ def test_an_applied_version_missing_from_the_catalog_is_an_error(applied_db, see
     (seed_chain / "migration_0030.py").unlink()
     finding = only(check_catalog(seed_chain, engine_for(applied_db)), "missing-file")
     assert finding.version == "0030" and finding.scope == "history"
+
+
+def test_a_deleted_sql_file_is_named_as_the_ledger_knows_it_not_as_a_py_file(tmp_path):
+    """Issue 22, point 17: the ledger keeps the version (and description), never the file's name or extension."""
+    from tests.conftest import run_apm
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "migration_0001.sql").write_text("-- upgrade\nCREATE TABLE a (id INTEGER);\n")
+    (folder / "migration_0002_wishlist.sql").write_text(
+        "-- Migration 0002: Add wishlist\n-- depends_on: 0001\n-- upgrade\nCREATE TABLE w (id INTEGER);\n")
+    db = tmp_path / "app.db"
+    base = ("--db", str(db), "--migrations-dir", str(folder))
+    assert run_apm(*base, "migrate").returncode == 0
+    (folder / "migration_0002_wishlist.sql").unlink()
+    finding = only(check_catalog(folder, engine_for(db)), "missing-file")
+    assert "migration_0002.py" not in finding.message and "migration_0002 file (.py or .sql)" in finding.message
+    assert "'Add wishlist'" in finding.message  # what the ledger does know, to find the file by
+    assert f"'{folder}/migration_0002.*' '{folder}/migration_0002_*'" in finding.fix  # matches the .sql; not 00021
+    # `apm migrate` warns about a missing file as it does about an edited one, and still applies what is pending.
+    (folder / "migration_0003.sql").write_text("-- depends_on: 0001\n-- upgrade\nCREATE TABLE c (id INTEGER);\n")
+    run = run_apm(*base, "migrate")
+    assert run.returncode == 0, run.stderr
+    assert "Warning: 0002 is recorded as applied but no migration_0002 file (.py or .sql) is in" in run.stderr
+    assert "Applied 0003" in run.stdout
 
 
 def test_an_inconsistent_history_is_an_error_with_both_fixes(applied_db, seed_chain):

@@ -17,8 +17,8 @@ from planner.errors import (
     PlanError,
     UnknownAppliedMigration,
 )
-from planner.engines.sqlite_runner import Executor
-from planner.engines.sqlite_ledger import Ledger, read_ledger
+from planner.engines.sqlite.runner import Executor
+from planner.engines.sqlite.ledger import Ledger, read_ledger
 from planner.loader import load_catalog
 from planner.engines import engine_for
 from planner.marks import check_mark_applied, check_mark_rolled_back, mark
@@ -80,13 +80,17 @@ def test_dependents_that_are_not_applied_do_not_block(catalog):
     assert check_mark_rolled_back(catalog, ["0001", "0020"], "0020").version == "0020"
 
 
-def test_mark_rolled_back_refuses_what_is_not_applied_or_has_no_file(catalog):
+def test_mark_rolled_back_refuses_what_is_not_applied_or_unknown(catalog):
     with pytest.raises(NotApplied):
         check_mark_rolled_back(catalog, ["0001"], "0020")
-    with pytest.raises(UnknownAppliedMigration):
-        check_mark_rolled_back(catalog, ["0001", "0045"], "45")
     with pytest.raises(MigrationNotFound):
         check_mark_rolled_back(catalog, ["0001"], "0099")
+
+
+def test_a_recorded_migration_without_its_file_can_be_marked_rolled_back(catalog):
+    """Issue 22 point 4: the way out of a rollback refused because of a missing file (MissingFileInScope)."""
+    stand_in = check_mark_rolled_back(catalog, ["0001", "0045"], "45")
+    assert stand_in.version == "0045" and stand_in.downgrade is None and stand_in.depends_on == ()
 
 
 # --------------------------------------------------------------------------

@@ -265,8 +265,16 @@ def test_unknown_applied_version_matches_in_another_spelling(seed: Catalog) -> N
         rollback_plan(seed, ["0001", "0025"], "25")
 
 
-def test_unknown_applied_versions_do_not_block_rollbacks(seed: Catalog) -> None:
-    assert rollback_plan(seed, ["0001", "0099"], "0001").versions == ["0001"]
+def test_unknown_applied_versions_block_rollbacks_unless_applied_before(seed: Catalog) -> None:
+    """Issue 22 point 4: a version without a file may depend on what a rollback takes, unless it came first."""
+    from planner.errors import MissingFileInScope
+    from planner.ledger import LedgerEntry
+
+    with pytest.raises(MissingFileInScope):
+        rollback_plan(seed, ["0001", "0099"], "0001")  # bare versions: no time, so no proof
+    entries = {"0099": LedgerEntry("0099", None, "2025-01-01 09:00:00"),
+               "0001": LedgerEntry("0001", None, "2025-01-01 10:00:00")}
+    assert rollback_plan(seed, entries, "0001").versions == ["0001"]
 
 
 def test_strange_ledger_spellings_do_not_crash(seed: Catalog) -> None:

@@ -55,13 +55,13 @@ def missing_database(url: str) -> str:
 
 
 def test_redact_masks_every_password_form():
-    from planner.engines import is_postgres, redact
+    from planner.engines import on_server, redact
 
     assert redact("postgresql://me:s3cret@db:5432/app") == "postgresql://me:***@db:5432/app"
     assert redact("postgres://me@db/app?password=s3cret&sslmode=require") == \
         "postgres://me@db/app?password=***&sslmode=require"
     assert redact("host=/run/pg dbname=app password='a b'") == "host=/run/pg dbname=app password=***"
-    assert is_postgres("host=/run/pg dbname=app") and not is_postgres(".aipm/data/aipm.db")
+    assert on_server("host=/run/pg dbname=app") and not on_server(".aipm/data/aipm.db")
 
 
 def test_without_password_leaves_every_password_form_out():
@@ -419,6 +419,42 @@ def test_check_fix_renumbers_above_the_postgres_ledger(pg_url, seed_chain):
     assert (seed_chain / "migration_0031_b.py").exists() and not (seed_chain / "migration_0029_b.py").exists()
 
 
+def test_check_fix_keeps_the_version_the_postgres_ledger_applied(pg_url, tmp_path):
+    """Issue 22, point 3, on PostgreSQL: the file whose checksum the ledger holds keeps its version."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    write_migration(folder, "0001", "Products", documented=(), upgrade="conn.execute('CREATE TABLE products (id INT)')")
+    write_migration(folder, "0002", "Wishlist", depends_on=("0001",), slug="wishlist",
+                    upgrade="conn.execute('CREATE TABLE wishlist (id INT)')")
+    assert apm(pg_url, "migrate", catalog=folder).returncode == 0
+    write_migration(folder, "0002", "Coupons", depends_on=("0001",), slug="coupons",
+                    upgrade="conn.execute('CREATE TABLE coupons (id INT)')")
+    fixed = apm(pg_url, "migrate", "check", "--fix", "--yes", catalog=folder)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "holds the checksum of migration_0002_wishlist.py" in fixed.stderr
+    assert (folder / "migration_0002_wishlist.py").exists() and (folder / "migration_0003_coupons.py").exists()
+    assert apm(pg_url, "migrate", catalog=folder).returncode == 0
+    assert applied(pg_url) == ["0001", "0002", "0003"]
+    assert query(pg_url, "SELECT to_regclass('coupons') IS NOT NULL") == [(True,)]
+
+
+def test_plan_exit_code_on_postgres_writes_nothing(pg_url, seed_chain):
+    """Issue 22, point 13: 9 when there is something to do, 0 when not; no ledger is created or changed."""
+    assert apm(pg_url, "migrate", "plan", "--exit-code", catalog=seed_chain).returncode == 9
+    assert query(pg_url, "SELECT to_regclass('public.schema_migrations')") == [(None,)]  # not even created
+    assert apm(pg_url, "migrate", "--target", "0027", catalog=seed_chain).returncode == 0
+    rows = query(pg_url, "SELECT * FROM schema_migrations ORDER BY version")
+    log = query(pg_url, "SELECT count(*) FROM schema_migrations_log")
+    for args, code in (((), 9), (("--target", "0027"), 0), (("--rollback", "0027"), 9), (("--to", "0027"), 0),
+                       (("--to", "base"), 9), (("--json",), 9)):
+        result = apm(pg_url, "migrate", "plan", "--exit-code", *args, catalog=seed_chain)
+        assert result.returncode == code, (args, result.stdout, result.stderr)
+    assert query(pg_url, "SELECT * FROM schema_migrations ORDER BY version") == rows
+    assert query(pg_url, "SELECT count(*) FROM schema_migrations_log") == log
+    assert apm(pg_url, "migrate", catalog=seed_chain).returncode == 0
+    assert apm(pg_url, "migrate", "plan", "--exit-code", catalog=seed_chain).returncode == 0
+
+
 def test_what_a_migration_prints_is_captured_on_postgres_as_on_sqlite(pg_url, tmp_path):
     """One step protocol (planner.session) for both engines: print() never reaches stdout, so --json stays one
     document, and a failing step shows what its migration printed on stderr."""
@@ -544,8 +580,12 @@ def test_a_plan_with_create_index_concurrently_previews_the_parts_around_it(pg_u
                     upgrade="conn.execute('CREATE INDEX CONCURRENTLY posts_by_title ON posts (title)')")
     write_migration(catalog_dir, "0003", "Drop the body", depends_on=("0002",),
                     upgrade="conn.execute('ALTER TABLE posts DROP COLUMN body')")
-    refused = apm(pg_url, "migrate", catalog=catalog_dir)
-    assert refused.returncode == 7 and query(pg_url, "SELECT to_regclass('posts')") == [(None,)]
+    # A dry run passes over the index build (it runs only outside a transaction) and previews 0003 after it.
+    dry = apm(pg_url, "migrate", "--dry-run", "--json", catalog=catalog_dir)
+    assert dry.returncode == 7 and query(pg_url, "SELECT to_regclass('posts')") == [(None,)]
+    steps = json.loads(dry.stdout)["steps"]
+    assert steps[1]["passed_over"] == ["CREATE INDEX CONCURRENTLY posts_by_title ON posts (title)"]
+    assert [i["text"] for i in steps[2]["impact"]] == ["drops column posts.body holding 4 non-default values"]
     done = apm(pg_url, "migrate", "--yes", "--json", catalog=catalog_dir)
     assert done.returncode == 0, done.stderr
     assert applied(pg_url) == ["0001", "0002", "0003"]
@@ -558,7 +598,7 @@ def test_a_plan_with_create_index_concurrently_previews_the_parts_around_it(pg_u
 def test_a_runner_waiting_for_the_advisory_lock_says_so_once(pg_url, catalog_dir):
     import psycopg
 
-    from planner.engines.pg_ledger import lock_key
+    from planner.engines.postgresql.ledger import lock_key
 
     write_migration(catalog_dir, "0001", upgrade="conn.execute('CREATE TABLE a (id INT)')")
     with psycopg.connect(pg_url, autocommit=True) as holder:

@@ -123,7 +123,7 @@ def test_restore_refuses_a_file_that_is_not_a_dump_and_changes_nothing(dumped, t
 def test_restore_waits_for_the_advisory_lock_and_gives_up_with_nothing_changed(dumped):
     import psycopg
 
-    from planner.engines.pg_ledger import lock_key
+    from planner.engines.postgresql.ledger import lock_key
 
     url, folder, _ = dumped
     before = sorted(p.name for p in folder.iterdir())
@@ -289,7 +289,7 @@ def test_squash_of_a_catalog_that_only_runs_on_postgres_says_the_scratch_is_sqli
 
 
 def test_a_dumps_ledger_is_parsed_from_copy_text_format():
-    from planner.engines.pg_restore import parse_ledger_copy
+    from planner.engines.postgresql.restore import parse_ledger_copy
 
     script = ("SET statement_timeout = 0;\n"
               "COPY public.schema_migrations (version, description, applied_at, checksum, execution_ms) FROM stdin;\n"
@@ -321,7 +321,7 @@ def test_a_ledger_schema_named_with_a_space_is_read_from_dumps(pg_url, tmp_path)
 
 
 def test_restoring_a_dump_without_a_ledger_leaves_the_ledger_as_it_is(pg_server, pg_url, tmp_path):
-    from planner.engines.pg_backup import dump
+    from planner.engines.postgresql.backup import dump
 
     assert apm(pg_url, "migrate", "--yes").returncode == 0
     other = pg_server.create_database()
@@ -347,3 +347,14 @@ def test_a_restore_names_the_other_ledgers_it_puts_back(dumped, catalog_dir):
     report = json.loads(apm(url, "migrate", "restore", str(dump), "--yes", "--json", "--backup-dir",
                             str(folder)).stdout)
     assert report["other_ledgers"] == ["billing"]
+
+
+def test_restore_with_keep_backups_never_deletes_the_dump_it_restored_from(dumped):
+    """Issue 22 point 20 on PostgreSQL: the dump restored from survives `--keep-backups 1`."""
+    url, folder, dump = dumped
+    done = apm(url, "migrate", "restore", "--yes", "--json", "--keep-backups", "1", "--backup-dir", str(folder))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["backup"] == str(dump) and str(dump) not in result["pruned"] and dump.exists()
+    assert Path(result["safety_backup"]).exists()
+    assert applied(url) == ["0001", "0002", "0003", "0004", "0005", "0006"]

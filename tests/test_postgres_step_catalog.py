@@ -1,4 +1,4 @@
-"""A preview step reads only the relations it wrote (planner/engines/pg_step_catalog.py), and sees what a whole reading sees.
+"""A preview step reads only the relations it wrote (planner/engines/postgresql/step_catalog.py), and sees what a whole reading sees.
 
 The same plan is previewed on two databases prepared alike: once as
 ``apm`` runs it, once with every step's catalog read whole (the reading
@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from planner.engines import engine_for
-from planner.engines import pg_observe, pg_step_catalog
+from planner.engines.postgresql import observe as pg_observe
+from planner.engines.postgresql import step_catalog as pg_step_catalog
 from planner.loader import load_catalog
 from planner.plan import apply_plan
 from tests.conftest import write_migration
@@ -66,6 +67,14 @@ STEPS = [
     ("a table made and dropped in one step", "conn.execute('CREATE TABLE brief (id INT)')\n"
                                              "conn.execute('DROP TABLE brief')"),
     ("a type rewritten", "conn.execute('ALTER TABLE wide ALTER COLUMN id TYPE BIGINT')"),
+    ("a check constraint added", "conn.execute('ALTER TABLE kept ADD CONSTRAINT size_positive CHECK (size >= 0)')"),
+    ("a function and a trigger added",
+     "conn.execute(\"CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$\")\n"
+     "conn.execute('CREATE TRIGGER kept_stamp BEFORE UPDATE ON kept FOR EACH ROW EXECUTE FUNCTION stamp()')"),
+    ("a constraint renamed", "conn.execute('ALTER TABLE kept RENAME CONSTRAINT size_positive TO size_ok')"),
+    ("a trigger and its function dropped",
+     "conn.execute('DROP TRIGGER kept_stamp ON kept')\nconn.execute('DROP FUNCTION stamp()')"),
+    ("a constraint dropped", "conn.execute('ALTER TABLE kept DROP CONSTRAINT size_ok')"),
     ("a view dropped", "conn.execute('DROP VIEW shown')"),
     ("a table dropped", "conn.execute('DROP TABLE doomed')"),
     ("an index dropped", "conn.execute('DROP INDEX made_t2')"),
@@ -82,6 +91,8 @@ STEP_ONLY = {"a table with a key, an index and a foreign key", "a column added",
              "rows deleted and updated", "rows inserted", "an index renamed", "a table moved to a new schema",
              "a table made in a savepoint of the migration's own", "a table made and undone by the migration",
              "a table made and dropped in one step", "a type rewritten", "a view dropped", "a table dropped",
+             "a check constraint added", "a function and a trigger added", "a constraint renamed",
+             "a trigger and its function dropped", "a constraint dropped",
              "an index dropped", "a schema dropped with its table", "a table dropped unseen",
              "after the whole readings, a table again"}
 
@@ -100,9 +111,9 @@ def _preview(url: str, catalog, monkeypatch, *, whole: bool) -> tuple[list, list
     real = pg_step_catalog.read_step
 
     def reading(conn, last, gates, log_table, counters):
-        snapshot, now, read = real(conn, last, None if whole else gates, log_table, counters)
+        snapshot, now, read, objects = real(conn, last, None if whole else gates, log_table, counters)
         step_only.append(read is not None)
-        return snapshot, now, read
+        return snapshot, now, read, objects
 
     monkeypatch.setattr(pg_observe, "read_step", reading)
     preview = engine_for(url).runner(catalog=catalog).preview(apply_plan(catalog, {}))
@@ -121,6 +132,15 @@ def test_a_step_read_alone_sees_what_a_whole_reading_sees(pg_server, tmp_path, m
     seen = {description: (changes, impact) for (description, _), (changes, impact) in zip(STEPS, whole)}
     assert any(c.kind == "column" and c.action == "added" and c.name == "extra" for c in seen["a column added"][0])
     assert any(c.kind == "column" and c.name == "remark" for c in seen["a column renamed"][0])
+    # Issue 22 point 14: constraints, triggers and functions are schema changes too.
+    assert [c.describe() for c in seen["a check constraint added"][0]] == ["adds constraint kept.size_positive"]
+    assert [c.describe() for c in seen["a function and a trigger added"][0]] == ["adds function stamp",
+                                                                                 "adds trigger kept_stamp"]
+    assert [c.describe() for c in seen["a constraint renamed"][0]] == ["drops constraint kept.size_positive",
+                                                                       "adds constraint kept.size_ok"]
+    assert [c.describe() for c in seen["a trigger and its function dropped"][0]] == ["drops function stamp",
+                                                                                     "drops trigger kept_stamp"]
+    assert [c.describe() for c in seen["a constraint dropped"][0]] == ["drops constraint kept.size_ok"]
     assert [(i.kind, i.table, i.column, i.counted) for i in seen["a column dropped unseen"][1]] == [
         ("dropped-column", "wide", "hidden", False)]
     assert [(i.kind, i.table, i.counted) for i in seen["a truncate the preview cannot read"][1]] == [

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from planner.errors import ForeignKeyViolation, MigrationFailed, ValidationFailed
-from planner.engines.sqlite_runner import Executor
-from planner.engines.sqlite_ledger import read_ledger
+from planner.engines.sqlite.runner import Executor
+from planner.engines.sqlite.ledger import read_ledger
 from planner.loader import load_catalog
 from planner.plan import apply_plan, rollback_plan
 from tests.conftest import write_migration
@@ -331,7 +331,8 @@ def test_json_has_the_documented_shape(apm_db, shipped):
     assert (data["format"], data["direction"], data["target"], data["cascade"]) == (2, "rollback", "0027", True)
     first = data["steps"][0]
     assert set(first) == {"version", "description", "direction", "status", "duration_ms", "loses_data",
-                          "changes", "impact", "sql", "output", "lines", "error", "skipped"}
+                          "changes", "impact", "sql", "output", "lines", "error", "skipped", "locks", "rewrites",
+                          "findings", "passed_over"}
     column = next(i for i in data["steps"][1]["impact"] if i["kind"] == "dropped-column")
     assert column == {"kind": "dropped-column", "table": "agents", "column": "metadata", "count": 37,
                       "non_null": 100, "before": None, "after": None, "loses_data": True, "counted": True,
@@ -365,6 +366,85 @@ def test_an_upsert_overwrites_and_inserts_only_what_it_adds(people):
     Executor(db, create=True, catalog=catalog).run(apply_plan(catalog, [], target="0001"))
     result = preview(db, apply_plan(catalog, read_ledger(db)), catalog)
     assert result.describe() == ["0002 apply: overwrites 1 value of t.z", "0002 apply: inserts 1 row into t"]
+
+
+def test_an_upsert_of_default_values_overwrites_them(people):
+    """Issue 22 point 5: 'k' is keep's default, and the rows held it before the plan: replacing it is loss."""
+    result = _run_second(*people, """
+        conn.execute("INSERT INTO t (id, keep) VALUES (1, 'x'), (3, 'k') ON CONFLICT (id) DO UPDATE SET keep = excluded.keep")
+    """)
+    assert result.describe() == ["0002 apply: overwrites 1 value of t.keep"]
+    assert result.loses_data
+
+
+def test_an_update_after_a_rebuild_in_the_same_step_is_counted(people):
+    """The rebuilt table holds the rows it had: changing or deleting them afterwards in the same step is loss."""
+    result = _run_second(*people, extra="from planner import rebuild_table\n", upgrade="""
+        rebuild_table(conn, "t", "CREATE TABLE t (id INTEGER PRIMARY KEY, z TEXT, c TEXT, keep TEXT DEFAULT 'k', "
+                                 "n TEXT DEFAULT 'new')")
+        conn.execute("UPDATE t SET keep = 'gone', n = 'set' WHERE id = 1")
+        conn.execute("DELETE FROM t WHERE id = 2")
+    """)
+    lines = result.describe()
+    assert "0002 apply: overwrites 1 value of t.keep" in lines
+    assert "0002 apply: deletes 1 row of t (3 → 2)" in lines
+    assert "0002 apply: sets 1 value of t.n (none held data from before this plan)" in lines
+
+
+def test_create_if_not_exists_of_a_table_there_already_adds_nothing_and_its_values_still_count(people):
+    """The authorizer reports CREATE TABLE IF NOT EXISTS even when the table is there: it is not the plan's."""
+    result = _run_second(*people, """
+        conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY)")
+        conn.execute("UPDATE t SET keep = 'x' WHERE id = 1")
+    """)
+    assert result.describe() == ["0002 apply: overwrites 1 value of t.keep"]
+
+
+def test_a_rebuild_recreates_the_views_over_its_table_without_adding_them(people):
+    """Issue 22 point 22: rebuild_table drops and recreates the views over its table: they were there before."""
+    catalog_dir, db = people
+    write_migration(catalog_dir, "0002", "Views", depends_on=("0001",), upgrade="""
+        conn.execute("CREATE VIEW named AS SELECT id, z FROM t")
+        conn.execute("CREATE TABLE log (id INTEGER)")
+        conn.execute("CREATE TRIGGER t_log AFTER INSERT ON log BEGIN DELETE FROM t WHERE id = NEW.id; END")
+    """)
+    catalog = load_catalog(catalog_dir)
+    Executor(db, create=True, catalog=catalog).run(apply_plan(catalog, []))
+    write_migration(catalog_dir, "0003", "Rebuild", depends_on=("0002",), extra="from planner import rebuild_table\n",
+                    upgrade="""
+        rebuild_table(conn, "t", "CREATE TABLE t (id INTEGER PRIMARY KEY, z TEXT NOT NULL, c TEXT, keep TEXT)")
+    """)
+    catalog = load_catalog(catalog_dir)
+    result = preview(db, apply_plan(catalog, read_ledger(db)), catalog)
+    assert result.describe() == ["0003 apply: rebuilds table t (copies its rows into the new shape)"]
+
+
+def test_a_rebuild_conversion_that_changes_values_overwrites_them(people):
+    """Issue 22 point 8: a convert that clamps or cuts values changes them, as an ALTER COLUMN TYPE on
+    PostgreSQL does; one that only renames or re-encodes identical values does not."""
+    catalog_dir, db = people
+    write_migration(catalog_dir, "0002", "Reviews", depends_on=("0001",), upgrade="""
+        conn.execute("CREATE TABLE reviews (id INTEGER PRIMARY KEY, rating INTEGER, price REAL, label TEXT)")
+        conn.execute("INSERT INTO reviews VALUES (1, 9, 19.99, 'hello'), (2, -3, 20.0, 'wo'), (3, 4, NULL, NULL), "
+                     "(4, NULL, 3.0, 'ab')")
+    """)
+    catalog = load_catalog(catalog_dir)
+    Executor(db, create=True, catalog=catalog).run(apply_plan(catalog, []))
+    write_migration(catalog_dir, "0003", "Clamp", depends_on=("0002",), extra="from planner import rebuild_table\n",
+                    upgrade="""
+        rebuild_table(conn, "reviews", "CREATE TABLE reviews (id INTEGER PRIMARY KEY, "
+                      "rating INTEGER CHECK (rating BETWEEN 1 AND 5), price INTEGER, code TEXT)",
+                      convert={"rating": "MIN(MAX(rating, 1), 5)", "price": "CAST(price AS INTEGER)",
+                               "code": "substr(label, 1, 2)"})
+    """)
+    catalog = load_catalog(catalog_dir)
+    result = preview(db, apply_plan(catalog, read_ledger(db)), catalog)
+    lines = result.describe()
+    assert "0003 apply: overwrites 2 values of reviews.rating" in lines
+    assert "0003 apply: overwrites 1 value of reviews.price" in lines  # 19.99; 20.0 and 3.0 come back the same
+    assert "0003 apply: overwrites 1 value of reviews.label" in lines  # 'hello' became 'he'
+    assert "0003 apply: renames column reviews.label to code" in lines
+    assert result.loses_data and "This plan loses no data" not in lines
 
 
 @pytest.mark.parametrize("upgrade", [

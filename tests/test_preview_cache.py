@@ -4,7 +4,7 @@
 first time its text is seen in a step and reuses what it learned for every
 repeat; a statement that changes the schema (a trigger made between two
 repeats changes what the same text does) forgets it. Who references whom
-is read once and kept across the steps (``sqlite_fk_map``) while the schema
+is read once and kept across the steps (``engines.sqlite.fk_map``) while the schema
 changes only in ways that keep it. These tests pin the counts of repeated
 statements to what a statement-by-statement watch reports (the figures were
 checked against the code before the caches), and the scoped foreign-key
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from planner.engines.sqlite_ledger import read_ledger
-from planner.engines.sqlite_runner import Executor
-from planner.engines.sqlite_statement_memo import schema_effect
+from planner.engines.sqlite.ledger import read_ledger
+from planner.engines.sqlite.runner import Executor
+from planner.engines.sqlite.statement_memo import schema_effect
 from planner.errors import ForeignKeyViolation
 from planner.loader import load_catalog
 from planner.plan import apply_plan

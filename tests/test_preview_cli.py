@@ -135,7 +135,7 @@ def test_busy_database_fails_in_about_the_busy_timeout(side_effects, tmp_path):
 
 
 def test_doctor_reports_copies_older_versions_left_in_ram(tmp_path, monkeypatch):
-    from planner.engines import sqlite_doctor as doctor
+    from planner.engines.sqlite import doctor as doctor
 
     shm = tmp_path / "shm"
     (shm / "apm-rehearsal-abc123").mkdir(parents=True)

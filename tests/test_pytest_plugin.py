@@ -18,7 +18,7 @@ import pytest
 
 # Imported here so the inner sessions find them loaded: pytester restores sys.modules after each one, and
 # importing networkx and the planner again for every inner session would triple this file's run time.
-import planner.engines.sqlite_runner  # noqa: F401
+import planner.engines.sqlite.runner  # noqa: F401
 import planner.graph  # noqa: F401
 import planner.lint  # noqa: F401
 import planner.testing.migrator  # noqa: F401
@@ -326,7 +326,7 @@ def test_a_failing_upgrade_fails_its_stair_and_skips_its_descendants_naming_it(p
     catalog = customers_and_orders(pytester.path / "migrations")
     write_migration(catalog, "0003", "Broken", depends_on=("0001",),
                     upgrade="conn.execute('ALTER TABLE nowhere ADD COLUMN x TEXT')", downgrade="pass")
-    write_migration(catalog, "0004", "After broken", depends_on=("0003",), upgrade="pass", downgrade="pass")
+    write_migration(catalog, "0004", "After broken", depends_on=("0003",), upgrade="del conn  # changes nothing on purpose", downgrade="pass")
 
     reprec = pytester.inline_run("--apm-migrations", "migrations")
 
@@ -338,6 +338,40 @@ def test_a_failing_upgrade_fails_its_stair_and_skips_its_descendants_naming_it(p
     assert results["stairway[0004]"] == "skipped"
     assert "it depends on 0003, whose upgrade failed" in report_of(reprec, "stairway[0004]").longreprtext
     assert results["upgrade"] == "failed"
+
+
+def test_a_view_or_trigger_that_no_longer_compiles_fails_the_migration_that_broke_it(
+        pytester: pytest.Pytester) -> None:
+    """Issue 22 point 11: SQLite accepts a view over a missing table; it failed only later, when 0005's
+    ALTER TABLE made SQLite compile every view, so 0005 was blamed. Now 0003's and 0004's own stairs fail."""
+    catalog = customers_and_orders(pytester.path / "migrations")
+    write_migration(catalog, "0003", "Report view", depends_on=("0002",),
+                    upgrade="conn.execute('CREATE VIEW v_report AS SELECT id, total FROM reports')",
+                    downgrade="conn.execute('DROP VIEW v_report')")
+    write_migration(catalog, "0004", "Audit trigger", depends_on=("0002",),
+                    upgrade="conn.execute('CREATE TRIGGER orders_audit AFTER DELETE ON orders "
+                            "BEGIN INSERT INTO audit (id) VALUES (OLD.id); END')\n"
+                            "conn.execute('CREATE TRIGGER orders_fine AFTER DELETE ON orders "
+                            "BEGIN DELETE FROM customers WHERE 0; END')",
+                    downgrade="conn.execute('DROP TRIGGER orders_audit')\nconn.execute('DROP TRIGGER orders_fine')")
+    write_migration(catalog, "0005", "Rename", depends_on=("0002",),
+                    upgrade="conn.execute('ALTER TABLE customers RENAME COLUMN name TO full_name')",
+                    downgrade="conn.execute('ALTER TABLE customers RENAME COLUMN full_name TO name')")
+
+    reprec = pytester.inline_run("--apm-migrations", "migrations")
+
+    results = outcomes(reprec)
+    assert results["stairway[0003]"] == "failed"
+    assert "upgrade leaves view v_report broken: it no longer compiles (no such table: main.reports)" in report_of(
+        reprec, "stairway[0003]").longreprtext
+    assert results["stairway[0004]"] == "failed"
+    text = report_of(reprec, "stairway[0004]").longreprtext
+    assert "upgrade leaves trigger orders_audit broken: it no longer compiles (no such table: main.audit)" in text
+    assert "orders_fine" not in text
+    assert results["stairway[0005]"] == "passed"  # no longer blamed for tripping over 0003's view
+    assert results["upgrade"] == "failed"
+    assert "0003" in report_of(reprec, "upgrade").longreprtext
+    assert "v_report" in report_of(reprec, "upgrade").longreprtext
 
 
 def test_a_catalog_that_does_not_load_fails_the_catalog_item_only(pytester: pytest.Pytester) -> None:
@@ -505,7 +539,7 @@ def test_loading_the_plugin_imports_neither_networkx_nor_the_planner() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     loaded = set(json.loads(done.stdout))
     assert "planner.pytest_plugin" in loaded
-    assert not {"networkx", "sqlite3", "planner.loader", "planner.engines.sqlite_runner",
+    assert not {"networkx", "sqlite3", "planner.loader", "planner.engines.sqlite.runner",
                 "planner.testing.runner"} & loaded
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 # Loaded once here, so the inner sessions (pytester restores sys.modules after each) do not import them again.
-import planner.engines.pg_runner  # noqa: F401
+import planner.engines.postgresql.runner  # noqa: F401
 import planner.testing.migrator  # noqa: F401
 import planner.testing.pg_compare  # noqa: F401
 import planner.testing.pg_database  # noqa: F401
@@ -144,7 +144,7 @@ def test_a_database_left_by_a_killed_run_is_dropped_first_and_name_puts_the_test
 def test_seed_hooks_and_apm_migrator_work_on_postgres(pytester: pytest.Pytester, pg_url: str) -> None:
     catalog = customers_and_orders(pytester.path / "migrations")
     # A downgrade that only fails when the table has rows: the seed's rows are what find it.
-    write_migration(catalog, "0003", "Orders need a channel", depends_on=("0002",), upgrade="pass",
+    write_migration(catalog, "0003", "Orders need a channel", depends_on=("0002",), upgrade="del conn  # changes nothing on purpose",
                     downgrade="conn.execute('ALTER TABLE orders ADD COLUMN channel TEXT NOT NULL')")
     pytester.makeconftest(
         """

@@ -314,7 +314,7 @@ def test_a_view_that_only_mentions_the_name_in_a_string_is_left_alone(db):
 
 
 def test_works_through_the_executors_migration_connection(db):
-    connection = pytest.importorskip("planner.engines.sqlite_connection")
+    connection = pytest.importorskip("planner.engines.sqlite.connection")
     with in_migration(db):
         rebuild_table(connection.MigrationConnection(db, "0020"), "agents", AGENTS_0020, convert={"tier": TIER})
     assert db.execute("SELECT tier FROM agents ORDER BY id").fetchall() == [(1,), (2,), (3,)]
@@ -427,7 +427,7 @@ def test_a_quoted_and_mixed_case_name_is_the_same_table(db):
 
 
 def test_a_migration_that_rebuilds_applies_and_rolls_back_through_the_executor(tmp_path):
-    from planner.engines.sqlite_runner import Executor
+    from planner.engines.sqlite.runner import Executor
     from planner.loader import load_catalog
     from planner.plan import apply_plan, rollback_plan
     from tests.conftest import write_migration

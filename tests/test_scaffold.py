@@ -18,7 +18,7 @@ from planner.errors import (
     MigrationFileExists,
     MigrationNotFound,
 )
-from planner.engines.sqlite_runner import Executor
+from planner.engines.sqlite.runner import Executor
 from planner.loader import load_catalog
 from planner.plan import apply_plan, rollback_plan
 from planner.scaffold import DOWNGRADE_PLACEHOLDER, UPGRADE_PLACEHOLDER, create_migration, slugify
@@ -214,10 +214,16 @@ def test_created_file_applies_and_rolls_back_with_the_executor(seed_chain, tmp_p
         assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'feature_flags'").fetchone() is None
 
 
-def test_unfilled_file_already_applies_and_rolls_back(catalog_dir, tmp_path):
-    create_migration(catalog_dir, "Placeholder only")
+def test_an_unfilled_file_loads_but_the_executor_refuses_to_apply_it(catalog_dir, tmp_path):
+    """Issue 22 point 10: an unfilled scaffold applied as "no schema or data change"; now the library refuses it."""
+    from planner.errors import EmptyUpgrade
+
+    path = create_migration(catalog_dir, "Placeholder only")
     catalog = load_catalog(catalog_dir)
+    assert catalog.get("0001").unwritten == ("upgrade",)
     executor = Executor(tmp_path / "apm.db", create=True)
-    executor.run(apply_plan(catalog, ()))
-    executor.run(rollback_plan(catalog, executor.applied(), "0001"))
+    for run in (executor.run, lambda plan: executor.run(plan, atomic=True)):
+        with pytest.raises(EmptyUpgrade) as refused:
+            run(apply_plan(catalog, ()))
+        assert refused.value.paths == (path,)
     assert executor.applied() == {}

@@ -135,6 +135,12 @@ def test_0020_converts_text_tiers(tmp_path: Path, tier: str, expected: int | Non
     conn.execute("INSERT INTO agents (project_id, role, display_name, tier) VALUES (1, 'r', 'R', ?)", (tier,))
     conn.commit()
     conn.close()
-    run(db, "migrate", "--target", "0020")
+    if str(expected) != tier:  # 'core' becomes 1, 'junk' NULL: the conversion changes a value (issue 22 point 8)
+        out = run(db, "migrate", "--target", "0020", code=7)
+        assert "0020 apply: overwrites 1 value of agents.tier" in out
+        assert query(db, "SELECT tier FROM agents") == [(tier,)]  # nothing changed
+        run(db, "migrate", "--target", "0020", "--yes")
+    else:  # '1' is 1 stored as an INTEGER: no value changes
+        run(db, "migrate", "--target", "0020")
     assert query(db, "SELECT tier FROM agents") == [(expected,)]
     assert "metadata" not in [row[1] for row in query(db, "PRAGMA table_info(agents)")]

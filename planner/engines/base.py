@@ -3,7 +3,7 @@
 The catalog, the graph and plans never touch a database. Everything that
 does (connecting, locking, the ledger, one transaction per step, the
 preview, backups) sits behind ``Engine``, one class per engine in this
-folder: ``sqlite`` (with ``planner.engines.sqlite_runner`` running plans) and
+folder: ``sqlite`` (with ``planner.engines.sqlite.runner`` running plans) and
 ``postgresql`` (psycopg 3, with ``pg_runner``).
 
 A step, and the loops over steps (step by step, atomic, the preview, the
@@ -19,14 +19,14 @@ line in ``planner.engines.engine_for``; nothing above this folder changes.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from planner.agents import Agent
-    from planner.engines.sqlite_backup import BackupInfo, RestoreResult
+    from planner.backups import BackupInfo, RestoreResult
     from planner.catalog import Catalog
     from planner.events import Event, RunResult
     from planner.ledger import LedgerEntry, LedgerNote
@@ -39,21 +39,32 @@ MakePlan = Callable[[dict[str, "LedgerEntry"]], "Plan"]
 
 
 class PlanRunner(Protocol):
-    """Runs plans against one database: ``planner.engines.sqlite_runner.Executor``'s public face."""
+    """Runs plans against one database: ``planner.engines.sqlite.runner.Executor``'s public face."""
 
     def applied(self) -> dict[str, LedgerEntry]:
         """The ledger as it is now, read without creating anything."""
 
     def migrate(self, make_plan: MakePlan, on_event: Callable[[Event], None] | None = None, *,
                 atomic: bool = False, plan: Plan | None = None,
-                before: Callable[[], object] | None = None) -> RunResult:
-        """One transaction per step (or one for all, ``atomic``), each with its ledger row; plans inside the lock."""
+                before: Callable[[], object] | None = None, confirm_outside: Any = None) -> RunResult:
+        """One transaction per step (or one for all, ``atomic``), each with its ledger row; plans inside the lock.
+
+        ``before()`` (the backup before a rollback) runs inside the lock, once the ledger read there admitted
+        the first step that runs: the copy is exactly the state the run starts from (a ``before`` with a
+        ``discard()`` is told when the transaction it ran in is rolled back to be tried again). ``RunResult.replans``
+        counts each time the run planned again because the ledger had changed. ``confirm_outside`` (a
+        ``outside.Confirmation``) checks ``transactional = False`` steps statement by statement; without it they
+        run unchecked.
+        """
 
     def preview(self, plan: Plan, *, make_plan: MakePlan | None = None,
                 accept: Callable[[Preview], bool] | None = None,
                 on_event: Callable[[Event], None] | None = None, capture_sql: bool = False,
                 before: Callable[[], object] | None = None) -> Preview:
-        """The whole plan in one transaction, watched; committed only if ``accept`` says so."""
+        """The whole plan in one transaction, watched; committed only if ``accept`` says so.
+
+        ``before()`` runs inside the lock, once the plan was made again there from the ledger.
+        """
 
     def mark_applied(self, migration: Migration) -> None: ...
 
@@ -105,9 +116,18 @@ class Engine(ABC):
     def diagnose(self, catalog_dir: Path) -> list[Finding]:
         """``apm migrate doctor``: everything wrong with the database and its ledger, found without writing."""
 
+    def check_integrity(self) -> None:
+        """Raise ``DatabaseDamaged`` when the database's own storage is damaged; before a plan that commits in parts.
+
+        A no-op where the server keeps its pages (PostgreSQL); SQLite runs ``PRAGMA quick_check``.
+        """
+
     @abstractmethod
-    def prune_backups(self, keep: int, folder: Path | None = None) -> list[Path]:
-        """Delete all but the newest ``keep`` backups of this database (after a run committed); what was deleted."""
+    def prune_backups(self, keep: int, folder: Path | None = None, spare: Iterable[Path] = ()) -> list[Path]:
+        """Delete all but the newest ``keep`` backups of this database (after a run committed); what was deleted.
+
+        ``spare`` is never deleted: a restore spares the backup it restored from.
+        """
 
     @abstractmethod
     def backup(self, folder: Path | None = None) -> Path | None:

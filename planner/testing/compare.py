@@ -288,7 +288,71 @@ def lost(what: str, direction: Direction) -> str:
     return f"dropped {what}" if direction == "rollback" else f"{what} is missing"
 
 
+# The pieces ``planner.schema_drift`` compares a live schema with, under public names: one model, two uses.
+materialize = _materialize
+describe_constraint = _describe_constraint
+comparable_sql = _comparable_sql
+
+
 def user_objects(conn: sqlite3.Connection) -> list[str]:
     """Every table, index, trigger and view that is not SQLite's or the ledger's."""
     return capture(conn).names()
 
+
+
+def broken_objects(conn: sqlite3.Connection) -> dict[str, str]:
+    """Each view and trigger that no longer compiles, with SQLite's reason: ``{"view v": "no such table: x"}``.
+
+    SQLite accepts ``CREATE VIEW`` over a table that is not there, and a
+    ``DROP TABLE`` or a rebuild leaves the views and triggers that used it in
+    place; they fail only when something compiles them, which may be a later
+    migration's ``ALTER TABLE``. Preparing ``SELECT * FROM v LIMIT 0`` compiles
+    a view; ``EXPLAIN`` of a statement that fires a trigger (nothing runs)
+    compiles the trigger. When a statement fires several triggers and fails,
+    each is compiled alone, the others dropped inside a savepoint undone at once.
+    """
+    from planner.sql import quote_identifier, table_xinfo, tokens
+
+    found: dict[str, str] = {}
+    rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE type IN ('view', 'trigger') "
+                        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY type DESC, name").fetchall()
+    for kind, name, _, _ in rows:
+        if kind == "view":
+            try:
+                conn.execute(f"SELECT * FROM main.{quote_identifier(name)} LIMIT 0").fetchall()
+            except sqlite3.Error as exc:
+                found[f"view {name}"] = str(exc)
+    triggers = [(name, table, sql or "") for kind, name, table, sql in rows if kind == "trigger"]
+    for name, table, sql in triggers:
+        if f"view {table}" in found:
+            continue  # its view is broken already: that is the news
+        event = next((t.name for t in tokens(sql) if t.name in ("insert", "update", "delete")), None)
+        columns = [column for column, *_ in table_xinfo(conn, table)]
+        quoted = quote_identifier(table)
+        statement = {"insert": f"INSERT INTO main.{quoted} DEFAULT VALUES",
+                     "delete": f"DELETE FROM main.{quoted}",
+                     "update": f"UPDATE main.{quoted} SET " + ", ".join(
+                         f"{quote_identifier(c)} = {quote_identifier(c)}" for c in columns)}.get(event or "")
+        if statement is None or (event == "update" and not columns):
+            continue
+        siblings = [other for other, on, _ in triggers if on.lower() == table.lower() and other != name]
+        try:
+            conn.execute("EXPLAIN " + statement).fetchall()
+            continue
+        except sqlite3.Error as exc:
+            reason = str(exc)
+        if siblings:  # which of the table's triggers is it? compile this one alone
+            conn.execute("SAVEPOINT apm_compiles")
+            try:
+                for other in siblings:
+                    conn.execute(f"DROP TRIGGER main.{quote_identifier(other)}")
+                conn.execute("EXPLAIN " + statement).fetchall()
+                reason = ""
+            except sqlite3.Error as exc:
+                reason = str(exc)
+            finally:
+                conn.execute("ROLLBACK TO apm_compiles")
+                conn.execute("RELEASE apm_compiles")
+        if reason:
+            found[f"trigger {name}"] = reason
+    return found

@@ -21,7 +21,9 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from planner.engines.urls import database_name, is_postgres, redact
+from planner.engines.urls import database_name, redact
+
+from planner.engines import on_server
 
 if TYPE_CHECKING:
     from planner.engines.base import Engine
@@ -83,6 +85,9 @@ class TestDatabase(Protocol):
     def snapshot(self) -> Any:
         """The schema in the engine's richest form, for hand-written assertions (``Migrator.schema``)."""
 
+    def broken(self) -> dict[str, str]:
+        """Each view and trigger that no longer compiles (``view v``), with the reason: none, on a sound schema."""
+
 
 def safe_name(text: str) -> str:
     """``stairway[0027]`` → ``stairway-0027``: a test id usable in a file name."""
@@ -97,7 +102,7 @@ def check_template(template: str) -> str:
     PostgreSQL URL names a server and the database to connect to first; the
     per-test databases are named after it, so ``{name}`` is optional there.
     """
-    if is_postgres(template):
+    if on_server(template):
         if NAME_FIELD in template and (template.count(NAME_FIELD) > 1 or NAME_FIELD not in database_name(template)):
             raise DatabaseTemplateError(
                 f"--apm-db {redact(template)}: {NAME_FIELD} may appear once, in the database name "
@@ -124,7 +129,7 @@ def check_template(template: str) -> str:
 
 def require_driver(template: str) -> None:
     """``DatabaseTemplateError`` naming the extra to install when a PostgreSQL URL is given without psycopg."""
-    if not is_postgres(template):
+    if not on_server(template):
         return
     try:
         import psycopg  # noqa: F401
@@ -208,6 +213,12 @@ class SQLiteDatabase:
 
         with closing(self.connect()) as conn:
             return user_objects(conn)
+
+    def broken(self) -> dict[str, str]:
+        from planner.testing.compare import broken_objects
+
+        with closing(self.connect()) as conn:
+            return broken_objects(conn)
 
     def snapshot(self) -> Any:
         """``planner.schema.SchemaSnapshot``: tables with columns and row counts, indexes, triggers, views."""

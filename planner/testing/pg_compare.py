@@ -211,3 +211,9 @@ def _changed(key: Key, old: str, new: str, direction: Direction) -> str:
     if key[0] not in _SHOWN:
         return f"changed {what}" if direction == "rollback" else f"{what} differs"
     return f"changed {what}: {old} → {new}" if direction == "rollback" else f"{what} is {new}, was {old}"
+
+
+# What ``planner.engines.postgresql.drift`` compares a live schema with, under public names: one model, two uses.
+describe_key = _describe
+SHOWN_KINDS = _SHOWN
+PART_KINDS = _PARTS

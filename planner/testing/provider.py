@@ -19,7 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from planner.engines.urls import is_postgres, redact
+from planner.engines.urls import redact
+
+from planner.engines import on_server
 from planner.testing.databases import DatabaseUnavailable, SQLiteDatabase, TestDatabase, safe_name
 
 if TYPE_CHECKING:
@@ -40,7 +42,7 @@ class DatabaseProvider:
 
     @property
     def postgres(self) -> bool:
-        return self.template is not None and is_postgres(self.template)
+        return self.template is not None and on_server(self.template)
 
     def describe(self) -> str:
         """For the report header: where the databases go, with any password masked."""

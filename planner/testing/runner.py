@@ -9,7 +9,7 @@ The stairway, which climbs the graph one version at a time, is in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,11 +53,19 @@ class StairBlocked(Exception):
 
 
 class NoDowngrade(Exception):
-    """The version (or a version a check needs to roll back) declares no ``downgrade``: expected, not a failure."""
+    """The version (or a version a check needs to roll back) declares no ``downgrade``, or declares itself
+    irreversible (a downgrade that only raises): expected, not a failure.
 
-    def __init__(self, versions: Iterable[str], what: str):
+    ``reasons`` holds, by version, what the declarations say; each is quoted in the message.
+    """
+
+    def __init__(self, versions: Iterable[str], what: str, reasons: Mapping[str, str] | None = None):
         self.versions = sorted(versions, key=int)
-        super().__init__(f"{', '.join(self.versions)} declare(s) no downgrade(conn): {what}")
+        self.reasons = {v: r for v, r in (reasons or {}).items() if v in self.versions}
+        missing = [v for v in self.versions if v not in self.reasons]
+        parts = [f"{', '.join(missing)} declare(s) no downgrade(conn)"] if missing else []
+        parts += [f'{v} is irreversible ("{self.reasons[v]}")' for v in self.versions if v in self.reasons]
+        super().__init__(f"{'; '.join(parts)}: {what}")
 
 
 class SeedFailed(Exception):
@@ -210,18 +218,45 @@ def check_upgrade(runner: MigrationRunner) -> list[str]:
     """From an empty database, every migration applies in plan order and the ledger then lists them all."""
     from planner.errors import ExecutionError
 
+    from planner.plan import Plan, apply_plan
+
     runner.database.reset()
+    plan = apply_plan(runner.catalog, runner.applied)
     try:
-        plan = runner.apply()
+        runner.run(plan)
     except ExecutionError as exc:
         version = getattr(exc, "version", None)
+        # It may have tripped over a view or trigger an earlier migration broke (SQLite compiles them all for an
+        # ALTER TABLE): that one is to blame.
+        earlier = [step.version for step in plan.steps].index(version) if version in plan.versions else 0
+        if earlier:
+            _blame_broken(runner, Plan(plan.direction, plan.steps[:earlier], target=plan.target))
         raise MigrationTestFailure(version, [f"upgrade from an empty database failed: {explain(exc)}"]) from exc
     except SeedFailed as exc:
         raise MigrationTestFailure(exc.version, [str(exc)]) from exc
     missing = set(runner.catalog.versions) - runner.applied
     if missing:
         raise MigrationTestFailure(None, [f"upgrade left {', '.join(sorted(missing, key=int))} unapplied"])
+    if runner.database.broken():
+        _blame_broken(runner, plan)
     return plan.versions
+
+
+def _blame_broken(runner: MigrationRunner, plan: Plan) -> None:
+    """Some view or trigger no longer compiles after the whole upgrade: apply it again one step at a time to
+    fail the migration that broke it, not whichever later one happens to trip over it."""
+    from planner.plan import Plan
+
+    runner.database.reset()
+    before = runner.database.broken()
+    for step in plan.steps:
+        runner.run(Plan(plan.direction, (step,), target=plan.target))
+        after = runner.database.broken()
+        newly = [f"upgrade leaves {what} broken: it no longer compiles ({reason})"
+                 for what, reason in sorted(after.items()) if what not in before]
+        if newly:
+            raise MigrationTestFailure(step.version, newly)
+        before = after
 
 
 def check_downgrade_all(runner: MigrationRunner) -> list[str]:
@@ -232,9 +267,10 @@ def check_downgrade_all(runner: MigrationRunner) -> list[str]:
     """
     from planner.errors import ExecutionError
 
-    irreversible = [m.version for m in runner.catalog if m.downgrade is None]
+    irreversible = [m for m in runner.catalog if m.downgrade is None]
     if irreversible:
-        raise NoDowngrade(irreversible, "a full rollback cannot pass them")
+        raise NoDowngrade([m.version for m in irreversible], "a full rollback cannot pass them",
+                          {m.version: m.irreversible_reason for m in irreversible if m.irreversible_reason})
     runner.database.reset()
     try:
         runner.apply()

@@ -79,6 +79,8 @@ class Stairway:
         #: Versions whose upgrade failed, with the reason: their descendants are blocked.
         self.failed_upgrades: dict[str, str] = {}
         self._last_state: State | None = None
+        #: The views and triggers that did not compile where the last stair ended (``TestDatabase.broken``).
+        self._last_broken: dict[str, str] | None = None
 
     @property
     def order(self) -> list[str]:
@@ -105,7 +107,8 @@ class Stairway:
 
         # In an unbroken walk the previous stair ended on this very schema (seeds add rows only).
         before = self._last_state if not fresh and self._last_state is not None else runner.state()
-        self._last_state = None
+        broken_before = self._last_broken if not fresh and self._last_broken is not None else runner.database.broken()
+        self._last_state = self._last_broken = None
         try:
             runner.apply_versions([version])
         except ExecutionError as exc:
@@ -116,10 +119,18 @@ class Stairway:
             self.trusted = False
             raise MigrationTestFailure(version, [str(exc)]) from exc
         self.applied.add(version)
+        broken = runner.database.broken()
+        newly = _newly_broken(broken_before, broken, "upgrade")
+        if newly:
+            # V applied, and left a view or trigger that cannot run: V's stair fails, not the later ones it trips.
+            self.failed_upgrades[version] = f"{version} {newly[0]}"
+            self.trusted = False
+            raise MigrationTestFailure(version, newly)
         after = runner.state()
 
         if not migration.reversible:
-            raise NoDowngrade([version], "the stairway applied it once and cannot roll it back")
+            reasons = {version: migration.irreversible_reason} if migration.irreversible_reason else None
+            raise NoDowngrade([version], "the stairway applied it once and cannot roll it back", reasons)
 
         try:
             runner.rollback(version)
@@ -129,6 +140,7 @@ class Stairway:
         self.applied.discard(version)
         rolled_back = runner.state()
         lines = [f"rollback {line}" for line in before.differences(rolled_back, "rollback")]
+        lines += _newly_broken(broken_before, runner.database.broken(), "rollback")
         if lines:
             self.trusted = False  # a schema no plan describes: the next stair starts afresh
 
@@ -149,7 +161,7 @@ class Stairway:
             lines.append("re-apply differs from the first apply: " + "; ".join(changed))
         if lines:
             raise MigrationTestFailure(version, lines)
-        self._last_state = again
+        self._last_state, self._last_broken = again, broken
         result.seconds = time.perf_counter() - started
         return result
 
@@ -160,7 +172,7 @@ class Stairway:
         self.runner = None
         self.applied = set()
         self.trusted = False
-        self._last_state = None
+        self._last_state = self._last_broken = None
 
     def _prepare(self, version: str, needs: set[str]) -> bool:
         """Make the database hold every ancestor of ``version`` and not ``version``; whether it is a fresh one."""
@@ -192,3 +204,9 @@ class Stairway:
                 raise StairBlocked(version, {exc.version: str(exc)}) from exc
             self.applied = set(needs)
         return True
+
+
+def _newly_broken(before: dict[str, str], after: dict[str, str], move: str) -> list[str]:
+    """A line for each view or trigger that compiled before ``move`` and does not after it."""
+    return [f"{move} leaves {what} broken: it no longer compiles ({reason})"
+            for what, reason in sorted(after.items()) if what not in before]

@@ -31,9 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from planner.engines.sqlite_runner import Executor  # noqa: E402
+from planner.engines.sqlite.runner import Executor  # noqa: E402
 from planner.loader import load_catalog  # noqa: E402
-from planner.engines.sqlite_ledger import read_ledger  # noqa: E402
+from planner.engines.sqlite.ledger import read_ledger  # noqa: E402
 from planner.plan import apply_plan, rollback_plan  # noqa: E402
 
 LEDGER = """CREATE TABLE IF NOT EXISTS schema_migrations (

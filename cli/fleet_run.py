@@ -1,0 +1,363 @@
+"""``apm fleet migrate`` (and the rehearsals of ``apm fleet plan --rehearse``): run, report, resume.
+
+The work is ``planner.fleet.run.FleetRun``; this module decides what a
+person sees (progress, one question for every loss, the failures with the
+command that retries each alone) and turns Ctrl-C into "start nothing new".
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from cli.options import EXIT_ATTENTION, EXIT_UNCONFIRMED, settings, shared_options
+from cli.output import echo, emit_json
+from cli.fleet_options import (
+    check_request,
+    discover_members,
+    fleet_options,
+    jobs_of,
+    load_fleet_catalog,
+    make_request,
+    request_options,
+    table,
+)
+
+
+def rehearse(ctx, catalog, request, members, *, jobs: int, as_json: bool) -> None:
+    from planner.fleet.run import FleetRun
+
+    runner = FleetRun(catalog, request, jobs=jobs, continue_on_error=True)
+    progress = _RunProgress(len(members)) if not as_json and sys.stderr.isatty() else None
+    runner.on_event = progress.event if progress else None
+    result = runner.run(members)
+    if progress:
+        progress.close()
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        for outcome in result.outcomes:
+            _describe_outcome(outcome, show_sql=request.sql)
+        _loss_total(result.outcomes)
+        echo(_summary_line(result))
+    if result.failed:
+        ctx.exit(EXIT_ATTENTION)
+    if any(o.loss for o in result.outcomes):
+        ctx.exit(EXIT_UNCONFIRMED)
+
+
+# --------------------------------------------------------------------------
+# apm fleet migrate
+# --------------------------------------------------------------------------
+
+
+@click.command("migrate")
+@shared_options()
+@fleet_options
+@request_options
+@click.option("--dry-run", is_flag=True, help="Run each plan in a transaction, report, roll back (exit 7 on loss).")
+@click.option("--yes", "-y", is_flag=True, help="Confirm plans that destroy data (what they destroy is printed).")
+@click.option("--no-backup", is_flag=True, help="With --rollback or --to: skip each database's backup.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Databases at a time [default: the number of cores].")
+@click.option("--canary", metavar="K|PATTERN",
+              help="Run the first K databases (or those matching PATTERN) alone first; the rest only if all "
+                   "succeeded.")
+@click.option("--continue-on-error", is_flag=True, help="Keep starting databases after one failed.")
+@click.option("--resume", is_flag=True, help="Run only what the last run (its journal) did not finish.")
+@click.option("--journal-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Folder of the run journals [default: .apm-fleet beside the config file, or here].")
+@click.pass_context
+def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, cascade, sql, as_json, dry_run, yes,
+                    no_backup, jobs, canary, continue_on_error, resume, journal_dir) -> None:
+    """Apply (or roll back) on every database: N at a time, canaries first, journaled, resumable.
+
+    Each database runs as `apm migrate` runs it: its plan from its own
+    ledger, previewed in one transaction, committed only if it destroys no
+    data or what it destroys is confirmed (--yes, or one answer on a
+    terminal covering exactly what was shown), a backup before a rollback.
+    After a failure no further database starts (--continue-on-error). Each
+    outcome is appended to a journal as it ends; --resume runs only what did
+    not succeed. Ctrl-C starts no further database and lets the running
+    ones finish. Exit 0 when every database succeeded, 11 otherwise (7 when
+    the only reason is a loss not confirmed).
+    """
+    from planner.fleet import journal as journals
+    from planner.fleet.run import FleetRun, canaries
+
+    check_request(target, to, rollback, cascade)
+    folder = Path(journal_dir) if journal_dir else _journal_folder()
+    catalog = load_fleet_catalog()
+    past = None
+    if resume:
+        if any(v is not None for v in (target, to, rollback)) or cascade or no_backup or dry_run:
+            raise click.UsageError("--resume repeats the request the journal recorded; give no --target, --to, "
+                                   "--rollback, --cascade, --no-backup or --dry-run with it")
+        past = journals.read(journals.newest(folder))
+        recorded = past.header.get("request", {})
+        target, to, rollback = recorded.get("target"), recorded.get("to"), recorded.get("rollback")
+        cascade, no_backup = bool(recorded.get("cascade")), not recorded.get("backup", True)
+        members = _resumed_members(past, globs, lists)
+    else:
+        members = discover_members(globs, lists)
+    request = make_request(target=target, to=to, rollback=rollback, cascade=cascade, dry_run=dry_run, sql=sql,
+                           yes=yes, backup=not no_backup)
+    jobs = jobs_of(jobs)
+    if dry_run:
+        rehearse(ctx, catalog, request, members, jobs=jobs, as_json=as_json)
+        return
+    first = canaries(members, canary)
+    if canary and not first:
+        raise click.UsageError(f"--canary {canary!r} names no database of the fleet")
+    if past is not None:
+        journal = journals.Journal(past.path)
+        journal.write({"type": "resume", "at": journals._now(), "skipping": len(past.succeeded()),
+                       "members": len(members)})
+    else:
+        journal = journals.Journal.start(folder, {"request": request.to_json(), "catalog": str(catalog.directory),
+                                                  "members": [_journal_member(m) for m in members]})
+    runner = FleetRun(catalog, request, jobs=jobs, continue_on_error=continue_on_error, journal=journal,
+                      confirm=None if (yes or as_json or not _stdin_is_terminal()) else _confirm_loss)
+    progress = _RunProgress(len(members)) if not as_json and sys.stderr.isatty() else None
+    runner.on_event = progress.event if progress else (None if as_json else _line_per_database)
+    try:
+        with _stopping_on_interrupt(runner):
+            result = runner.run(members, canary=first)
+    finally:
+        if progress:
+            progress.close()
+        journal.close(interrupted=runner.interrupted)
+    resume_hint = "apm fleet migrate --resume" + (f" --journal-dir {_quote(str(folder))}" if journal_dir else "")
+    if as_json:
+        emit_json({**result.to_json(), "journal": str(journal.path)})
+    else:
+        _report(result, request, resume_hint)
+        echo(f"Journal: {journal.path}")
+    if result.interrupted:
+        from cli.errors import CommandError
+
+        raise CommandError(f"interrupted: no further database was started; the running ones finished and are "
+                           f"recorded. Run `{resume_hint}` to finish", 130)
+    if result.failed or (result.unconfirmed and not all(o.unconfirmed for o in result.outcomes
+                                                          if not o.succeeded and o.outcome != "not started")):
+        ctx.exit(EXIT_ATTENTION)
+    if result.unconfirmed:
+        ctx.exit(EXIT_UNCONFIRMED)
+    if not result.ok:
+        ctx.exit(EXIT_ATTENTION)
+
+
+def _journal_folder() -> Path:
+    from planner.fleet.journal import FOLDER
+
+    config = settings().config
+    return (config.path.parent if config.path is not None else Path.cwd()) / FOLDER
+
+
+def _journal_member(candidate) -> dict:
+    """A member as the journal keeps it: never a password."""
+    from planner.engines.urls import without_password
+
+    return {"db": candidate.display, "key": candidate.key,
+            "open": without_password(candidate.db) if candidate.on_server else candidate.real}
+
+
+def _resumed_members(past, globs, lists) -> list:
+    """The members of the journal's run that did not succeed; from --glob/--list when given (passwords)."""
+    from planner.fleet.members import member
+
+    done = past.succeeded()
+    if globs or lists or settings().config.get("fleet"):
+        wanted = {m["key"] for m in past.header.get("members", [])}
+        candidates = [m for m in discover_members(globs, lists) if m.key in wanted]
+    else:
+        from dataclasses import replace
+
+        recorded = past.header.get("members", [])  # a file keeps the spelling it was given
+        candidates = [replace(found, db=m["db"]) if not found.on_server else found
+                      for m in recorded for found in [member(m["open"])]]
+    return [m for m in candidates if m.key not in done]
+
+
+def _stdin_is_terminal() -> bool:
+    from cli.running import stdin_is_terminal
+
+    return stdin_is_terminal()
+
+
+def _confirm_loss(outcomes) -> bool:
+    """One question for every database whose plan destroys data: each one's loss, then the total."""
+    from cli.output import confirm
+
+    echo(f"These plans destroy data ({len(outcomes)} database(s)):", fg="yellow", err=True)
+    for outcome in outcomes:
+        echo(f"  {outcome.member.display}:", err=True)
+        for line in outcome.loss:
+            echo(f"    {line}", err=True)
+    echo(f"  in total: {sum(o.lost for o in outcomes)} row(s) or value(s) in {len(outcomes)} database(s)", err=True)
+    return confirm("Proceed on these databases?")
+
+
+class _stopping_on_interrupt:
+    """Ctrl-C (or SIGTERM) during a fleet run: start no further database, let the running ones finish.
+
+    With ``--jobs 1`` a second Ctrl-C interrupts the database running in this process (its open
+    transaction is rolled back); with workers, the command keeps waiting: a worker ignores Ctrl-C and
+    finishing its database is what keeps that database's record.
+    """
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.previous: dict = {}
+
+    def __enter__(self):
+        import signal
+
+        alone = self.runner.jobs == 1
+
+        def handler(signum, frame):
+            if self.runner.interrupted and alone:
+                from planner.errors import Interrupted
+
+                raise Interrupted(signum)  # the step running here is rolled back
+            if self.runner.interrupted:
+                click.echo("\nStill waiting for the running databases: each is one transaction in its own "
+                           "process, and finishing it is what keeps its record", err=True)
+                return
+            self.runner.stop()
+            click.echo("\nStopping: no further database will be started; the running ones finish"
+                       + (" (Ctrl-C again to interrupt it: its open transaction is rolled back)" if alone else ""),
+                       err=True)
+
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, handler)
+        except ValueError:  # not the main thread
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        return False
+
+
+def _line_per_database(event) -> None:
+    """Without a terminal: one line per database as it ends (a log reads well)."""
+    from planner.fleet.run import MemberFinished
+
+    if isinstance(event, MemberFinished):
+        _describe_outcome(event.outcome, show_sql=False, brief=True)
+
+
+def _describe_outcome(outcome, *, show_sql: bool, brief: bool = False) -> None:
+    from cli.output import duration
+
+    steps = ", ".join(("" if s.get("direction", "apply") == "apply" or outcome.outcome == "rolled back" else
+                       "roll back ") + s["version"] for s in outcome.steps if s.get("status") != "skipped")
+    line = f"{outcome.member.display}: {outcome.outcome}" + (f" {steps}" if steps else "")
+    if outcome.error:
+        line += f": {outcome.error}"
+    elif outcome.duration_ms and outcome.outcome != "nothing to do":
+        line += f" ({duration(outcome.duration_ms)})"
+    echo(line, fg="yellow" if outcome.outcome in ("failed", "skipped") else None)
+    if brief:
+        return
+    for loss in outcome.loss:
+        echo(f"  {loss}", fg="yellow")
+    if show_sql:
+        for step, statements in outcome.sql.items():
+            echo(f"  -- {step}: the SQL it ran")
+            for statement in statements:
+                echo("    " + " ".join(statement.split()).rstrip(";") + ";")
+
+
+def _loss_total(outcomes) -> None:
+    losing = [o for o in outcomes if o.loss]
+    if losing:
+        echo(f"In total: {len(losing)} database(s) would lose data ({sum(o.lost for o in losing)} row(s) or "
+             f"value(s)).", fg="yellow")
+    else:
+        echo("No plan loses data.")
+
+
+def _summary_line(result) -> str:
+    return ", ".join(f"{count} {outcome}" for outcome, count in result.summary().items()) or "no databases"
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def retry_command(outcome, request) -> str:
+    """The exact command that runs this one database alone, as `apm migrate` (no password in it)."""
+    from planner.engines.urls import without_password
+
+    candidate = outcome.member
+    options = settings()
+    parts = ["apm"]
+    if options.migrations_dir is not None:
+        parts += ["--migrations-dir", _quote(str(options.migrations_dir))]
+    parts += ["migrate", "--db", _quote(without_password(candidate.real) if candidate.on_server else candidate.db)]
+    if candidate.schema or (candidate.on_server and options.ledger_schema_option):
+        parts += ["--ledger-schema", _quote(candidate.schema or options.ledger_schema)]
+    parts += [_quote(flag) for flag in request.flags()]
+    if outcome.unconfirmed:
+        parts.append("--yes")
+    return " ".join(parts)
+
+
+def _report(result, request, resume_hint: str) -> None:
+    for outcome in result.outcomes if request.sql else ():
+        if outcome.sql:
+            echo(f"{outcome.member.display}: the SQL it ran")
+            for step, statements in outcome.sql.items():
+                echo(f"  -- {step}")
+                for statement in statements:
+                    echo("    " + " ".join(statement.split()).rstrip(";") + ";")
+    echo(_summary_line(result))
+    if result.stopped and not result.interrupted:
+        echo(f"Stopped: {result.stopped}", fg="yellow")
+    trouble = [o for o in result.outcomes if o.outcome in ("failed", "skipped")]
+    if trouble:
+        echo()
+        echo(table([[o.member.display, o.outcome, o.error or "", retry_command(o, request)] for o in trouble],
+                   ["database", "outcome", "error", "retry alone with"]))
+    if any(o.outcome == "not started" for o in result.outcomes):
+        echo(f"Not started: {sum(o.outcome == 'not started' for o in result.outcomes)} database(s); "
+             f"`{resume_hint}` runs what did not succeed")
+
+
+class _RunProgress:
+    """On a terminal: ``done 12, failed 1, running 2 of 50: a.db, b.db``, rewritten in place on stderr."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.failed = total, 0, 0
+        self.running: list[str] = []
+
+    def event(self, event) -> None:
+        from planner.fleet.run import MemberFinished, MemberStarted
+
+        if isinstance(event, MemberStarted):
+            self.running.append(event.member.display)
+        elif isinstance(event, MemberFinished):
+            name = event.outcome.member.display
+            if name in self.running:
+                self.running.remove(name)
+            self.done += 1
+            self.failed += event.outcome.outcome == "failed"
+            if event.outcome.outcome in ("failed", "skipped"):
+                click.echo("\r\033[K", nl=False, err=True)
+                echo(f"{name}: {event.outcome.outcome}: {event.outcome.error}", fg="yellow", err=True)
+        flight = ", ".join(self.running[:3]) + (" ..." if len(self.running) > 3 else "")
+        click.echo(f"\r\033[Kdone {self.done}, failed {self.failed}, running {len(self.running)} of {self.total}"
+                   + (f": {flight}" if flight else ""), nl=False, err=True)
+
+    def close(self) -> None:
+        click.echo("\r\033[K", nl=False, err=True)

@@ -1,0 +1,75 @@
+"""What a backup is, whatever the engine: what one holds, and what restoring it does to the ledger.
+
+Each engine writes and reads its own backups (a SQLite file copied with the
+online backup API, a PostgreSQL ``pg_dump``); the command lists and
+restores them through these values alone, so it never asks which kind it
+holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from planner import versions
+from planner.ledger import LedgerEntry
+
+__all__ = ["BackupInfo", "LedgerDifference", "RestoreResult", "ledger_difference"]
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    """What a backup holds, for listing it: its size, when, and its ledger's head."""
+
+    path: Path
+    size: int
+    taken: datetime | None
+    #: Applied versions in the backup's ledger, ``None`` when the file cannot be read as SQLite.
+    applied: dict[str, LedgerEntry] | None
+    #: Why the ledger could not be read, else ``None``.
+    problem: str | None = None
+
+    @property
+    def head(self) -> str | None:
+        """The highest applied version: the schema version the backup would restore."""
+        versions = [v for v in (self.applied or {}) if v.isdigit()]
+        return max(versions, key=int) if versions else None
+
+
+@dataclass(frozen=True)
+class LedgerDifference:
+    """What a restore does to the ledger; both lists in version order."""
+
+    #: Applied now, not in the backup: the restore un-applies them (their changes disappear).
+    unapplied: tuple[str, ...]
+    #: In the backup, not applied now: the restore brings them (back).
+    reapplied: tuple[str, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.unapplied or self.reapplied)
+
+
+def ledger_difference(current: dict[str, LedgerEntry], restored: dict[str, LedgerEntry]) -> LedgerDifference:
+    """Compare the ledger of the database now with the ledger it would have after the restore."""
+    # Versions compare as numbers: "27" in an old ledger is 0027; rows that are not versions, by text.
+    def numbered(entries: dict[str, LedgerEntry]) -> dict[object, str]:
+        return {versions.number(v) if versions.is_version(v) else v: v for v in entries}
+
+    now, then = numbered(current), numbered(restored)
+    return LedgerDifference(
+        tuple(versions.ordered(now[k] for k in now.keys() - then.keys())),
+        tuple(versions.ordered(then[k] for k in then.keys() - now.keys())),
+    )
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    """What ``restore`` did."""
+
+    #: The file, or (PostgreSQL) the connection string with its password masked.
+    database: Path | str
+    backup: Path
+    #: The copy of the database as it was just before the restore; ``None`` when there was no database.
+    safety_backup: Path | None
+    difference: LedgerDifference

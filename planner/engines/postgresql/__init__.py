@@ -1,0 +1,258 @@
+"""PostgreSQL behind the engine boundary, with psycopg 3 (the ``postgres`` extra).
+
+One connection per run, in autocommit mode so transactions are exactly the
+ones the runner opens (``conn.transaction()``: BEGIN ... COMMIT/ROLLBACK).
+``locked()`` holds a session-level advisory lock for the whole run; the
+key is derived from the ledger schema, so runners of one ledger wait for
+each other and runners of different ledgers do not. Every message names
+the database through ``redact``: a password never reaches the terminal.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from planner.engines.base import Engine
+from planner.engines.errors import DatabaseMissing, DatabaseUnreachable, DriverMissing, LockTimeout, ServerError
+from planner.engines.postgresql.ledger import PgLedger, lock_key
+from planner.engines.urls import redact
+from planner.gcpause import collector_paused
+
+if TYPE_CHECKING:
+    from planner.agents import Agent
+    from planner.backups import BackupInfo, RestoreResult
+    from planner.catalog import Catalog
+    from planner.engines.postgresql.runner import PgRunner
+    from planner.ledger import LedgerEntry
+    from planner.findings import Finding
+
+
+_MISSING = re.compile(r'database ".*" does not exist')
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of a server or libpq message, with any password masked."""
+    text = str(exc).strip().splitlines()
+    return redact(text[0] if text else type(exc).__name__)
+
+
+class PostgresEngine(Engine):
+    """A PostgreSQL database, named by a URL or a libpq connection string."""
+
+    name = "postgresql"
+
+    def __init__(self, url: str, *, busy_timeout: float = 30.0, ledger_schema: str = "public",
+                 backup_dir: Path | None = None):
+        self.url = url
+        self.busy_timeout = busy_timeout
+        self.ledger_schema = ledger_schema
+        self.backup_dir = backup_dir
+        self._reader: Any = None  # the connection ``reading()`` shares, while it lasts
+
+    @property
+    def display(self) -> str:
+        return redact(self.url)
+
+    def connect(self) -> Any:
+        """An autocommit psycopg connection; a missing driver or an unreachable server is one clear error."""
+        try:
+            # Importing the driver makes some 23,000 objects, all kept: the cyclic collector's passes during the
+            # import (over them, and over a catalog already loaded) find nothing to free (docs/performance.md).
+            with collector_paused():
+                import psycopg
+        except ImportError:
+            raise DriverMissing(self.display) from None
+        try:
+            return psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.busy_timeout) or 10))
+        except psycopg.Error as exc:
+            reason = _reason(exc)
+            if _MISSING.search(reason):  # libpq gives no SQLSTATE for it: the server's words are all there is
+                raise DatabaseMissing(self.display, reason) from None
+            raise DatabaseUnreachable(self.display, reason) from None
+
+    @contextmanager
+    def session(self, *, shared: bool = True) -> Iterator[Any]:
+        """A connection for the block; server errors outside migrations become ``ServerError`` (exit 6).
+
+        Inside ``reading()`` the reads of one command share its connection
+        (``shared``); a run's lock, and the doctor's probes, always get their own.
+        """
+        reader = self._reader if shared else None
+        conn = reader if reader is not None else self.connect()  # without the driver: DriverMissing, the extra
+        import psycopg
+
+        try:
+            yield conn
+        except psycopg.Error as exc:
+            raise ServerError(self.display, _reason(exc)) from None
+        finally:
+            if conn is not reader:
+                conn.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """One connection for every read of the block: each connection costs the server a new backend."""
+        with self.session(shared=False) as conn:
+            self._reader = conn
+            try:
+                yield
+            finally:
+                self._reader = None
+
+    @contextmanager
+    def locked(self) -> Iterator[Any]:
+        """A connection holding the ledger's advisory lock; the server releases it when the connection ends."""
+        with self.session(shared=False) as conn:
+            import psycopg
+
+            from planner.waiting import Wait
+
+            key = lock_key(self.ledger_schema)
+            # Polled, not waited for inside pg_advisory_lock(): a runner blocked in a statement has a
+            # transaction open, and another runner's CREATE INDEX CONCURRENTLY waits for every open
+            # transaction, so the two would deadlock (the server kills one; the index is left invalid).
+            # Between polls this runner holds nothing, and Ctrl-C is heard within a slice.
+            deadline = time.monotonic() + max(0.0, self.busy_timeout)
+            wait = Wait(self.display, self.busy_timeout)
+            while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(self.display, self.busy_timeout)
+                wait.tick()  # a long wait is told about (planner.waiting)
+                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+            try:
+                yield conn
+            finally:
+                if not conn.closed and not conn.broken:
+                    try:
+                        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                    except psycopg.Error:
+                        pass  # closing the connection releases it anyway
+
+    def exists(self) -> bool:
+        if self._reader is not None:
+            return True
+        try:
+            with self.session():
+                return True
+        except DatabaseUnreachable:
+            return False
+
+    def require(self) -> None:
+        """Nothing to ask first: connecting says ``DatabaseMissing`` for a database the server does not have."""
+
+    def applied(self) -> dict[str, LedgerEntry]:
+        """The ledger, read without creating its schema or tables."""
+        with self.session() as conn:
+            return PgLedger(conn, self.ledger_schema).applied_migrations()
+
+    def history(self, version: str | None = None) -> list:
+        with self.session() as conn:
+            return PgLedger(conn, self.ledger_schema).history(version)
+
+    def runner(self, *, catalog: Catalog | None = None, create: bool = False) -> PgRunner:
+        """``create`` means nothing here: the database must exist on the server (the ledger tables are made)."""
+        from planner.engines.postgresql.runner import PgRunner
+
+        return PgRunner(self, catalog)
+
+    def applied_if_exists(self) -> dict[str, LedgerEntry] | None:
+        """``None`` for a database the server does not have; an unreachable server is still an error."""
+        try:
+            return self.applied()
+        except DatabaseMissing:
+            return None
+
+    def diagnose(self, catalog_dir: Path) -> list[Finding]:
+        from planner.engines.postgresql.doctor import diagnose_postgres
+
+        return diagnose_postgres(self, catalog_dir, self.backup_dir)
+
+    def prune_backups(self, keep: int, folder: Path | None = None, spare: Iterable[Path] = ()) -> list[Path]:
+        """This database's dumps in the folder, all but the newest ``keep`` (no other file there is touched)."""
+        from planner.engines.postgresql.backup import prune_dumps
+
+        return prune_dumps(self.url, folder if folder is not None else self.backup_dir or Path("."), keep, spare)
+
+    def backup(self, folder: Path | None = None) -> Path | None:
+        from planner.engines.postgresql.backup import dump
+
+        return dump(self.url, folder if folder is not None else self.backup_dir or Path("."),
+                    lock_wait=self.busy_timeout)
+
+    # -- backups (pg_dump files in the backup folder), restore, and APM's agents table --------------------
+
+    @property
+    def backup_folder(self) -> Path:
+        return self.backup_dir if self.backup_dir is not None else Path(".")
+
+    @property
+    def short_name(self) -> str:
+        from planner.engines.urls import database_name
+
+        return database_name(self.url)
+
+    @property
+    def backup_names(self) -> str:
+        from planner.engines.postgresql.backup import dump_stem
+
+        return f"{dump_stem(self.url)}.*.dump in {self.backup_folder}"
+
+    def backup_files(self) -> list[Path]:
+        """This database's dumps; partial ones a killed ``apm`` left behind are removed first."""
+        from planner.engines.postgresql.backup import list_dumps, remove_abandoned_dumps
+
+        remove_abandoned_dumps(self.url, self.backup_folder)
+        return list_dumps(self.url, self.backup_folder)
+
+    def describe_backup(self, backup: Path) -> BackupInfo:
+        from planner.engines.postgresql.restore import describe_dump
+
+        return describe_dump(self, backup)
+
+    def check_backup(self, backup: Path) -> dict[str, LedgerEntry]:
+        from planner.engines.postgresql.restore import read_dump_ledger
+
+        return read_dump_ledger(backup, self.ledger_schema, self.display)
+
+    def restore(self, backup: Path) -> RestoreResult:
+        from planner.engines.postgresql.restore import restore_dump
+
+        return restore_dump(self, backup, self.backup_folder)
+
+    def left_in_place(self, backup: Path) -> list[str]:
+        from planner.engines.postgresql.restore import objects_left_in_place
+
+        return objects_left_in_place(self, backup)
+
+    def other_ledgers(self, backup: Path) -> list[str]:
+        from planner.engines.postgresql.restore import ledgers_besides
+
+        return ledgers_besides(self, backup)
+
+    def agents(self, role: str | None = None) -> list[Agent]:
+        """APM's ``agents`` table as the connection's ``search_path`` finds it."""
+        from planner.agents import agents_from_rows
+        from planner.errors import NoAgentsTable
+
+        import psycopg
+
+        with self.session() as conn:
+            try:  # autocommit: a failed statement aborts no transaction, so ask directly
+                cursor = conn.execute("SELECT * FROM agents" + (" WHERE role = %s" if role else "") + " ORDER BY id",
+                                      (role,) if role else None)
+            except psycopg.errors.UndefinedTable:
+                raise NoAgentsTable(self.display) from None  # type: ignore[arg-type]
+            names = [column.name for column in cursor.description]
+            rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return agents_from_rows(rows)
+
+
+def open_engine(db: str | Path, *, busy_timeout: float = 30.0, ledger_schema: str = "public",
+                backup_dir: Path | None = None) -> PostgresEngine:
+    """The registry's entry (``planner.engines.KINDS``)."""
+    return PostgresEngine(str(db), busy_timeout=busy_timeout, ledger_schema=ledger_schema, backup_dir=backup_dir)

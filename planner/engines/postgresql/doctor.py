@@ -1,0 +1,241 @@
+"""``apm migrate doctor`` on PostgreSQL: the same questions as ``planner.engines.sqlite.doctor``, asked of a server.
+
+What SQLite's doctor reads from the file, this reads from the server, in a
+read-only session (``default_transaction_read_only``): the ledger tables in
+the ledger schema and their columns, the ledger against the catalog
+(``planner.lint.history_findings``), interrupted ``transactional = False``
+steps (the log's ``started`` rows, ``planner.nontransactional``) and the
+newest ``pg_dump`` backup in the backup folder. There is no integrity or
+foreign-key scan to run: the server keeps its pages and enforces every
+foreign key itself, which one ``info`` finding says. An unreachable server
+or a missing database is raised (``DatabaseUnreachable``, exit 6), not a
+finding: there is nothing to diagnose. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from planner.engines.postgresql.backup import dump_stem, list_dumps
+from planner.engines.postgresql.ledger import PgLedger, lock_key, quote
+from planner.errors import CatalogError
+from planner.ledger import LOG_TABLE, TABLE
+from planner.findings import age_text, size_text
+from planner.lint import ERROR, INFO, WARNING, Finding, history_findings, tolerant_catalog
+from planner.nontransactional import STARTED, findings_for, interrupted_query
+
+#: The columns apm reads and writes; more are allowed, fewer make the ledger unusable.
+LEDGER_COLUMNS = {"version", "description", "applied_at", "checksum", "execution_ms"}
+LOG_COLUMNS = {"id", "version", "action", "at", "checksum", "execution_ms", "outcome", "detail"}
+
+
+def diagnose_postgres(engine: Any, catalog_dir: Path | str, backup_dir: Path | None = None) -> list[Finding]:
+    """Every finding about ``engine``'s database (a ``PostgresEngine``); it is not changed."""
+    schema = engine.ledger_schema
+    with engine.session() as conn:
+        conn.execute("SET default_transaction_read_only = on")  # a diagnosis never writes
+        columns = _columns(conn, schema)
+        findings = _shape(conn, schema, columns)
+        if LEDGER_COLUMNS <= columns.get(TABLE, set()):
+            findings.extend(_history(conn, schema, Path(catalog_dir)))
+        if LOG_COLUMNS <= columns.get(LOG_TABLE, set()):
+            log = f"{quote(schema)}.{LOG_TABLE}"
+            rows = conn.execute(interrupted_query(log, "%s"), (STARTED, STARTED)).fetchall()
+            findings.extend(findings_for([(v, a, str(at)[:19], detail) for v, a, at, detail in rows]))
+        findings.extend(_invalid_indexes(conn))
+    findings.append(Finding(
+        INFO, "foreign-keys", None,
+        "foreign keys are enforced by the server: PostgreSQL checks each reference when a row is written (a "
+        "deferred one at the end of each step), so no committed row can break one; there is nothing to scan",
+        None, "database"))
+    findings.extend(probe_guarantees(engine))
+    if backup_dir is not None:
+        findings.extend(_backups(engine, Path(backup_dir)))
+    return findings
+
+
+def _invalid_indexes(conn: Any) -> list[Finding]:
+    """Indexes a ``CREATE INDEX CONCURRENTLY`` left half-built: the server keeps them but never uses them.
+
+    ``IF NOT EXISTS`` then skips them, so a migration re-run "succeeds" without an index.
+    """
+    rows = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid ORDER BY 1, 2").fetchall()
+    return [Finding(
+        ERROR, "invalid-index", None,
+        f"index {schema}.{name} is invalid (a CREATE INDEX CONCURRENTLY that failed or was stopped): the server "
+        f"keeps it up to date but never uses it, and CREATE INDEX ... IF NOT EXISTS skips it",
+        f"psql -c 'DROP INDEX CONCURRENTLY {quote(schema)}.{quote(name)}', then run the migration that builds it "
+        f"again (apm migrate --mark-rolled-back V, then apm migrate)", "database") for schema, name in rows]
+
+
+class _Undo(Exception):
+    """Leave the probe's transaction by rolling it back."""
+
+
+def probe_guarantees(engine: Any) -> list[Finding]:
+    """Ask the server for the two behaviours every guarantee rests on, instead of assuming them.
+
+    Engines that speak PostgreSQL's protocol do not all keep its rules: an
+    advisory lock may be accepted and do nothing (then concurrent runners are
+    not serialized, and a migration can run twice), and DDL may survive a
+    ROLLBACK (then a failed step leaves a schema change without its ledger
+    row, and the preview changes what it only meant to watch). Two probes on
+    two fresh sessions: a second session must fail to take an advisory lock
+    the first holds, and a ``CREATE TABLE`` rolled back must be gone. Both
+    leave nothing behind; the lock key is apm's own, never the ledger's.
+    """
+    import psycopg
+
+    findings: list[Finding] = []
+    key = lock_key(f"probe:{engine.ledger_schema}")
+    with engine.session() as holder, engine.session() as other:
+        try:
+            holder.execute("SELECT pg_advisory_lock(%s)", (key,))
+            shared = other.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+            if shared:
+                other.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                findings.append(Finding(
+                    ERROR, "advisory-lock-not-exclusive", None,
+                    "a second session took an advisory lock another session held: this server does not "
+                    "serialize concurrent `apm migrate` runs, so two of them could apply one migration twice",
+                    "run one `apm migrate` at a time (a CI job with a concurrency limit of 1)", "database"))
+        except psycopg.Error as exc:
+            findings.append(Finding(
+                ERROR, "advisory-lock-missing", None,
+                f"the server refused advisory locks ({_first_line(exc)}): concurrent `apm migrate` runs "
+                f"cannot be serialized", "run one `apm migrate` at a time", "database"))
+        finally:
+            try:
+                holder.execute("SELECT pg_advisory_unlock_all()")
+            except psycopg.Error:
+                pass  # closing the session releases it anyway
+        findings.extend(_probe_transactional_ddl(other, engine.ledger_schema))
+    if not findings:
+        findings.append(Finding(
+            INFO, "engine-guarantees", None,
+            "probed: a second session could not take a held advisory lock, and a CREATE TABLE was undone by "
+            "ROLLBACK, so runners serialize and each step commits with its ledger row or not at all",
+            None, "database"))
+    return findings
+
+
+def _probe_transactional_ddl(conn: Any, schema: str) -> list[Finding]:
+    import os
+
+    import psycopg
+
+    table = f"{quote(schema)}.{quote(f'apm_probe_{os.getpid()}')}"
+    try:
+        with conn.transaction():
+            conn.execute(f"CREATE TABLE {table} (id INT)")
+            raise _Undo
+    except _Undo:
+        pass
+    except psycopg.Error as exc:
+        return [Finding(INFO, "ddl-not-probed", None,
+                        f"could not probe transactional DDL in schema {schema} ({_first_line(exc)})", None,
+                        "database")]
+    if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:
+        return []
+    conn.execute(f"DROP TABLE IF EXISTS {table}")
+    return [Finding(
+        ERROR, "ddl-not-transactional", None,
+        "a CREATE TABLE survived the ROLLBACK of its transaction: a failed step could leave its schema change "
+        "without its ledger row, and the preview would change what it only meant to watch",
+        "apm migrate --no-preview, one DDL statement per migration; compare the ledger with the schema after a "
+        "failure", "database")]
+
+
+def _first_line(exc: BaseException) -> str:
+    from planner.engines.urls import redact
+
+    lines = str(exc).strip().splitlines()
+    return redact(lines[0] if lines else type(exc).__name__)
+
+
+def _columns(conn: Any, schema: str) -> dict[str, set[str]]:
+    rows = conn.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s "
+        "AND table_name IN (%s, %s)", (schema, TABLE, LOG_TABLE)).fetchall()
+    columns: dict[str, set[str]] = {}
+    for table, column in rows:
+        columns.setdefault(table, set()).add(column)
+    return columns
+
+
+def _shape(conn: Any, schema: str, columns: dict[str, set[str]]) -> list[Finding]:
+    """The ledger tables: missing, or missing columns apm needs."""
+    ledger = f"{schema}.{TABLE}"
+    if TABLE not in columns:
+        tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname NOT IN "
+                              "('pg_catalog', 'information_schema')").fetchone()[0]
+        if not tables:
+            return []
+        return [Finding(
+            WARNING, "no-ledger", None,
+            f"the database has {tables} table(s) but no {ledger}: apm treats every migration as pending and would "
+            f"run 0001 onwards over the existing schema (or the ledger is in another schema: --ledger-schema)",
+            "apm migrate --baseline <V>  # V: the newest migration whose changes are already in the schema",
+            "history")]
+    findings = []
+    for table, wanted in ((TABLE, LEDGER_COLUMNS), (LOG_TABLE, LOG_COLUMNS)):
+        missing = wanted - columns.get(table, set())
+        if table in columns and missing:
+            findings.append(Finding(
+                ERROR, "ledger-shape", None,
+                f"{schema}.{table} lacks the column(s) {', '.join(sorted(missing))} that apm reads and writes: "
+                f"another tool made it, or it was altered by hand, and apm cannot use it as it is",
+                f"psql -c '\\d {schema}.{table}'  # compare with docs/postgresql.md; or choose another "
+                f"--ledger-schema", "history"))
+    if LOG_TABLE not in columns:
+        findings.append(Finding(
+            WARNING, "missing-log", None,
+            f"{schema}.{LOG_TABLE} is missing, so the history of applies, rollbacks and marks is not kept",
+            "apm migrate  # recreates it when it next applies, rolls back or marks a migration; "
+            "with nothing to do, it waits", "history"))
+    return findings
+
+
+def _history(conn: Any, schema: str, catalog_dir: Path) -> list[Finding]:
+    """The ledger's rows against the catalog, as far as the catalog loads."""
+    from planner.errors import ForeignLedger
+
+    try:
+        entries = PgLedger(conn, schema).applied_migrations()
+    except ForeignLedger as exc:  # every column apm needs is there, and more that another tool needs
+        return [Finding(ERROR, "ledger-shape", None, str(exc),
+                        f"psql -c '\\d {schema}.{TABLE}'  # or choose another --ledger-schema", "history")]
+    try:
+        catalog, files, unloadable = tolerant_catalog(catalog_dir)
+    except CatalogError as exc:
+        return [Finding(ERROR, "catalog-invalid", None, str(exc),
+                        "apm migrate check  # lists every problem of the catalog", "catalog")]
+    return history_findings(catalog, entries, files, unloadable) if catalog is not None else []
+
+
+def _backups(engine: Any, folder: Path) -> list[Finding]:
+    """The newest ``pg_dump`` file of this database in the backup folder, or a warning that there is none."""
+    import shlex
+
+    from planner.engines.urls import without_password
+
+    dumps = list_dumps(engine.url, folder)
+    if not dumps:
+        return [Finding(
+            WARNING, "no-backups", None,
+            f"no pg_dump backup of this database is in {folder}: a bad rollback could not be undone",
+            f"pg_dump --format=custom --file {folder}/{dump_stem(engine.url)}.$(date +%Y%m%d_%H%M%S).dump "
+            f"{shlex.quote(without_password(engine.url))}  # the password from PGPASSWORD or ~/.pgpass",
+            "database")]
+    newest = dumps[-1]
+    stat = newest.stat()
+    return [Finding(
+        INFO, "backup", None,
+        f"newest backup {newest.name}, {age_text(time.time() - stat.st_mtime)} old, {size_text(stat.st_size)} "
+        f"({len(dumps)} in {folder})",
+        f"apm migrate restore {shlex.quote(str(newest))}  # one transaction under the lock, after a safety dump",
+        "database", newest)]

@@ -1,0 +1,296 @@
+"""Measuring what a PostgreSQL preview's statements lock and rewrite, read from the server, not guessed.
+
+The preview runs each statement inside the real transaction, so the server
+can say what it did (``LockWatch`` wraps the preview's observer, which
+``pg_observe`` keeps to data loss):
+
+* **locks**: after each statement that may lock what it did not create,
+  this backend's own granted relation locks (``pg_locks``, our pid),
+  kept for relations that existed before the plan (read once at its
+  start: oid and file node), with their size (``reltuples``,
+  ``pg_relation_size``). A statement that can only lock what it creates
+  (``CREATE TABLE`` without ``REFERENCES``, ``PARTITION OF``, ``INHERITS``
+  or ``LIKE``; ``CREATE SEQUENCE``/``FUNCTION``/``VIEW``...) and a data
+  statement (``INSERT``, ``UPDATE``...: ROW EXCLUSIVE, which blocks no
+  reader) are not read after, to keep the preview's cost down;
+* **rewrites**: a relation of the plan's past whose file node changed
+  (a type change, a volatile default, ``SET LOGGED``, ``CLUSTER``,
+  ``VACUUM FULL``...; ``TRUNCATE`` is left to the data-loss report);
+* **validating scans**: an ``ALTER TABLE`` that adds a constraint or sets
+  ``NOT NULL`` is bracketed by the table's scan counters
+  (``pg_stat_xact_user_tables``): a scan under its lock is measured;
+* **held across**: once a statement holds ACCESS EXCLUSIVE on a table of
+  the plan's past, every later statement of the transaction runs under
+  it; a preview is one transaction, so later steps count too.
+
+Objects created earlier in the same plan have no entry in the first
+reading, so nothing about them is ever a finding. Not measured: what
+``conn.raw`` runs (one reading at the end of such a step catches its
+locks, not its scans); how long the locks would be held on production data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from planner.engines.postgresql.sql import first_keywords, rewritten_table, tokens
+from planner.locks import (
+    BLOCKING,
+    LockFinding,
+    LockPolicy,
+    LockSettings,
+    LockTaken,
+    StepLocks,
+    mode_rank,
+    short_mode,
+)
+
+_USER = ("n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%' "
+         "AND n.nspname NOT LIKE 'pg\\_temp%%'")
+_BEFORE = ("SELECT c.oid, c.relfilenode FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+           f"WHERE c.relkind IN ('r', 'p', 'm', 'i', 'I') AND {_USER}")
+_LOCKS = ("SELECT l.relation, l.mode, c.relfilenode, c.reltuples::float8, pg_relation_size(c.oid), n.nspname, "
+          "c.relname, c.relkind, coalesce(i.indrelid, 0) "
+          "FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace "
+          "LEFT JOIN pg_index i ON i.indexrelid = c.oid "
+          f"WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted AND {_USER}")
+_SCANS = ("SELECT coalesce(sum(seq_scan + coalesce(idx_scan, 0)), 0) FROM pg_stat_xact_user_tables "
+          "WHERE relid = to_regclass(%s)")
+_SCANS_AFTER = f"SELECT to_regclass(%s)::oid, ({_SCANS})"
+
+#: First keywords of statements that take no lock worth reporting (ROW EXCLUSIVE at most) or lock nothing.
+_DATA = {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES", "MERGE", "TABLE", "SET", "SHOW", "COPY",
+         "COMMENT", "GRANT", "REVOKE", "SAVEPOINT", "RELEASE", "NOTIFY", "LISTEN", "PREPARE", "EXECUTE"}
+#: ``CREATE <word>`` statements that can lock only what they create (unless one of ``_REACHES`` appears).
+_CREATES_ONLY = {"TABLE", "SEQUENCE", "FUNCTION", "PROCEDURE", "TYPE", "SCHEMA", "VIEW", "DOMAIN", "EXTENSION",
+                 "UNLOGGED", "TEMP", "TEMPORARY", "OR", "ROLE", "AGGREGATE", "COLLATION"}
+_REACHES = {"REFERENCES", "PARTITION", "INHERITS", "LIKE", "SELECT", "TRIGGER"}
+#: Words of an ``ALTER TABLE`` that may validate existing rows by scanning them.
+_VALIDATES = {"NOT", "CONSTRAINT", "CHECK", "FOREIGN", "REFERENCES", "PRIMARY", "UNIQUE"}
+
+
+def _shown(schema: str, name: str) -> str:
+    return name if schema == "public" else f"{schema}.{name}"
+
+
+def measured(query: str) -> bool:
+    """Whether a statement may lock a relation it did not create: then its locks are read after it."""
+    words = first_keywords(query, 3)
+    if not words or words[0] in _DATA:
+        return False
+    if words[0] == "CREATE" and len(words) > 1 and words[1] in _CREATES_ONLY:
+        return any(token.upper in _REACHES for token in tokens(query) if token.kind == "word")
+    return True
+
+
+class LockWatch:
+    """The preview's observer (``pg_observe.PgObserver``) with the lock measurements beside it.
+
+    Every call the connection and the session make goes to the observer
+    first; this only adds its readings. ``steps`` holds one ``StepLocks``
+    per step the observer watched, in order, for the runner to attach.
+    """
+
+    def __init__(self, inner: Any, conn: Any, policy: LockPolicy, settings: LockSettings, ledger_tables: set[str]):
+        self.inner, self.conn, self.policy, self.settings = inner, conn, policy, settings
+        self.ledger_tables = ledger_tables
+        self.steps: list[StepLocks] = []
+        self._before: dict[int, int] | None = None  # oid -> file node, as the plan found them
+        self._held: dict[int, tuple[StepLocks, str, LockTaken, list[str]]] = {}  # ACCESS EXCLUSIVE, and under it
+        self._seen: set[tuple[int, str]] = set()  # (relation, mode) already taken in the transaction
+        self._current: StepLocks | None = None
+        self._declared: float | None = None
+        self._scan: tuple[str, int] | None = None
+        self._raw = False
+        self._index = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    # -- the session's calls -----------------------------------------------------------
+
+    def start_step(self) -> None:
+        self.inner.start_step()
+        if self._before is None:
+            self._before = dict(self.conn.execute(_BEFORE).fetchall())
+        self._current = StepLocks([], [], [])
+        self._raw = False
+        self._index = 0
+        self.steps.append(self._current)
+
+    def declare(self, lock_timeout: float | None) -> None:
+        """The step's migration declares its own lock timeout (``None``: the run's)."""
+        self._declared = lock_timeout
+
+    def end_step(self) -> Any:
+        if self._raw and self._current is not None:
+            self._read("(statements run through conn.raw)")  # what ran unseen still holds its locks
+        self._finish()
+        return self.inner.end_step()
+
+    def stop(self) -> None:
+        self._finish()
+        self.inner.stop()
+
+    def unwatched(self) -> None:
+        self._raw = True
+        self.inner.unwatched()
+
+    # -- the connection's calls, per statement -----------------------------------------
+
+    def before(self, sql: str, query: str, parameters: Any) -> None:
+        self.inner.before(sql, query, parameters)
+        if not self.inner.running or self._current is None:
+            return
+        self._index += 1
+        text = " ".join(sql.split())
+        for _, _, _, under in self._held.values():
+            under.append(text)
+        self._scan = None
+        table = rewritten_table(query)
+        if table is not None and _VALIDATES & {t.upper for t in tokens(query) if t.kind == "word"}:
+            row = self.conn.execute(_SCANS, (table,)).fetchone()
+            self._scan = (table, row[0])
+
+    def execute(self, cursor: Any, query: str, parameters: Any) -> None:
+        self.inner.execute(cursor, query, parameters)
+
+    def after(self, sql: str, query: str, parameters: Any, rowcount: int) -> None:
+        if self.inner.running and self._current is not None and measured(query):
+            self._read(" ".join(sql.split()), query)
+        self.inner.after(sql, query, parameters, rowcount)
+
+    # -- the readings ------------------------------------------------------------------------
+
+    def _read(self, statement: str, query: str = "") -> None:
+        step = self._current
+        assert step is not None and self._before is not None
+        rows = self.conn.execute(_LOCKS).fetchall()
+        words = first_keywords(query, 3)
+        tables: dict[int, tuple[str, float, int]] = {}
+        for oid, mode, node, tuples, size, schema, name, kind, parent in rows:
+            if oid not in self._before or name in self.ledger_tables:
+                continue  # created by the plan (never a finding), or the ledger's own rows
+            relation = _shown(schema, name)
+            if node != self._before[oid] and words[:1] != ["TRUNCATE"]:
+                self._before[oid] = node  # one rewrite is told once
+                step.rewrites.append(relation)
+                if kind not in ("i", "I"):
+                    step.findings.append(LockFinding("table-rewrite", self.policy.level("table-rewrite"),
+                                                     relation, f"rewrites {relation} ({_size(tuples, size)}) "
+                                                     f"under ACCESS EXCLUSIVE: {_cut(statement)}"))
+            if kind in ("i", "I"):
+                continue  # an index's lock follows its table's
+            rank = mode_rank(mode)
+            tables[oid] = (relation, tuples, size)
+            if (oid, mode) in self._seen:
+                continue  # taken by an earlier statement of the transaction: it is that one's
+            self._seen.add((oid, mode))
+            taken = LockTaken(relation, mode, None if tuples < 0 else round(tuples), size)
+            known = next((lock for lock in step.locks if lock.relation == relation), None)
+            if known is None or mode_rank(known.mode) < rank:  # the step's strongest lock on each relation
+                if known is not None:
+                    step.locks.remove(known)
+                step.locks.append(taken)
+            self._judge(step, oid, taken, words, statement, tuples, size)
+        if self._scan is not None:
+            self._scanned(step, words, statement, tables)
+            self._scan = None
+
+    def _judge(self, step: StepLocks, oid: int, taken: LockTaken, words: list[str], statement: str,
+               tuples: float, size: int) -> None:
+        relation, rank = taken.relation, mode_rank(taken.mode)
+        if taken.mode == "ShareLock" and words[:1] == ["CREATE"] and "INDEX" in words[1:3]:
+            rows = self._holds_rows(relation, tuples, size)
+            step.findings.append(LockFinding(
+                "index-not-concurrent", self.policy.level("index-not-concurrent", rows), relation,
+                f"builds an index on {relation} ({_size(tuples, size)}) under SHARE, blocking its writes for the "
+                f"whole build: {_cut(statement)}"))
+        timeout = self._declared if self._declared is not None else self.settings.lock_timeout
+        if rank >= BLOCKING and timeout <= 0 and not any(f.code == "no-lock-timeout" for f in step.findings):
+            step.findings.append(LockFinding(
+                "no-lock-timeout", self.policy.level("no-lock-timeout"), relation,
+                f"takes {short_mode(taken.mode)} on {relation} with no lock timeout: behind a long transaction "
+                f"it would wait without limit, and every query on {relation} would wait behind it"))
+        if taken.mode == "AccessExclusiveLock":
+            self._held.setdefault(oid, (step, relation, taken, []))
+
+    def _scanned(self, step: StepLocks, words: list[str], statement: str,
+                 tables: dict[int, tuple[str, float, int]]) -> None:
+        name, before = self._scan  # type: ignore[misc]
+        oid, now = self.conn.execute(_SCANS_AFTER, (name, name)).fetchone()
+        if now <= before or oid not in tables or oid not in self._before:
+            return
+        relation, tuples, size = tables[oid]
+        if relation in step.rewrites:
+            return  # the rewrite is the finding: it read every row anyway
+        upper = statement.upper()
+        code = "set-not-null-scan" if "SET NOT NULL" in upper else "constraint-not-valid-missing"
+        if "VALIDATE CONSTRAINT" in upper:
+            return  # the safe pattern's second half: SHARE UPDATE EXCLUSIVE, no reader or writer waits
+        rows = self._holds_rows(relation, tuples, size)
+        what = "SET NOT NULL" if code == "set-not-null-scan" else "a new constraint"
+        step.findings.append(LockFinding(code, self.policy.level(code, rows), relation,
+                                         f"scans {relation} ({_size(tuples, size)}) to validate {what} under its "
+                                         f"lock: {_cut(statement)}"))
+
+    def _holds_rows(self, relation: str, tuples: float, size: int) -> bool:
+        if tuples > 0:
+            return True
+        if size == 0:
+            return False
+        return bool(self.conn.execute(f"SELECT EXISTS (SELECT 1 FROM {_quoted(relation)})").fetchone()[0])
+
+    def _finish(self) -> None:
+        """ACCESS EXCLUSIVE locks on large tables, held while later statements ran: a finding of the step
+        that took each, worded with what ran under it so far (refreshed at each step's end)."""
+        for oid, (step, relation, taken, under) in self._held.items():
+            rows = taken.rows
+            if not under or (rows if rows is not None else (taken.bytes or 0) // 100) < self.policy.large_table_rows:
+                continue
+            text = (f"holds ACCESS EXCLUSIVE on {relation} ({_size(rows if rows is not None else -1, taken.bytes or 0)}"
+                    f") while {len(under)} later statement(s) run, e.g. {_cut(under[0])}: nobody can read "
+                    f"{relation} until the plan commits")
+            existing = [f for f in step.findings if f.code == "access-exclusive-held" and f.relation == relation]
+            if existing:
+                existing[0].text = text
+            else:
+                step.findings.append(LockFinding("access-exclusive-held", self.policy.level("access-exclusive-held"),
+                                                 relation, text))
+
+
+def _quoted(relation: str) -> str:
+    return ".".join('"' + part.replace('"', '""') + '"' for part in relation.split("."))
+
+
+def _size(tuples: float, size: int) -> str:
+    rows = "rows unknown (never analysed)" if tuples < 0 else f"~{round(tuples)} rows"
+    return f"{rows}, {size} bytes"
+
+
+def _cut(statement: str) -> str:
+    return statement if len(statement) <= 80 else statement[:77] + "..."
+
+
+def lock_watch(observer: Any, conn: Any, engine: Any, settings: LockSettings) -> LockWatch:
+    """The preview's observer with the lock measurements beside it, under the engine's policy."""
+    from planner.ledger import LOG_TABLE, TABLE
+
+    policy = getattr(engine, "lock_policy", None) or LockPolicy()
+    return LockWatch(observer, conn, policy, settings, {TABLE, LOG_TABLE})
+
+
+def attach(preview: Any, watch: LockWatch) -> None:
+    """Each watched step's ``StepLocks`` on its ``PreviewStep``, its accepted findings marked.
+
+    The watch saw the steps the session started, in order: every step but
+    those left out of the preview (``transactional = False``, and what needs them).
+    """
+    from planner.preview import is_left_out
+
+    migrations = {step.version: step.migration for step in preview.plan.steps}
+    watched = [record for record in preview.steps if not is_left_out(record.skipped)]
+    for record, report in zip(watched, watch.steps):
+        record.locks = report
+        migration = migrations.get(record.version)
+        watch.policy.accept(report.findings, migration.allow if migration is not None else ())

@@ -1,0 +1,380 @@
+"""Watching a PostgreSQL preview: what each step destroys, counted before it is gone.
+
+SQLite's preview asks SQLite's authorizer what a statement touches; on
+PostgreSQL four readings together cover what a step can destroy:
+
+1. **The statement's text** (``pg_sql.classify``), counted just before it
+   runs, in the same transaction: rows of a table it drops (with the
+   tables inheriting from it) or truncates (with, for ``TRUNCATE ...
+   CASCADE``, the tables whose foreign keys point at it), non-default
+   values of a column it drops, rows a ``DELETE`` removes (its
+   ``rowcount``), values an ``UPDATE ... SET c = e`` changes (the same
+   expressions evaluated by a ``SELECT``; with ``FROM``, exact when each
+   row joins one source row, else left to 3): a non-NULL value that
+   existed before the plan is overwritten, a NULL or a value the plan
+   wrote (a table it created, a column it added: told by oid and attnum
+   against the catalog as the plan found it) is only set; non-NULL values an
+   ``ALTER COLUMN ... TYPE`` changes (cast back and compared,
+   ``pg_measure.retyped_values``).
+2. **Statements that may drop what they do not name** (``DROP ...
+   CASCADE``, ``DROP SCHEMA ... CASCADE``, ``DROP OWNED``, ``DROP
+   EXTENSION``, ``ALTER ... CASCADE``, ``DO``, ``CALL``, and any data
+   statement calling a function of a user schema) run inside a savepoint
+   between two catalog readings; what vanished unaccounted is counted after
+   rolling back to the savepoint, and the statement runs again
+   (``pg_drop_guard``). Each table is named with its rows, each column
+   with its non-default values.
+3. **The server's row counters** for the transaction
+   (``pg_stat_xact_user_tables``), read before the step's first statement
+   that may touch rows (not before ``CREATE TABLE``, ``CREATE INDEX``,
+   ``COMMENT``...: a step of only those reads none) and at its end:
+   deletes and updates no statement of 1 accounts for (``ON DELETE
+   CASCADE``, triggers, functions, ``DO``, rules, ``MERGE``, writable
+   ``WITH``, ``ON CONFLICT DO UPDATE``, ``conn.raw``) are reported per
+   table: deleted rows exactly, updated rows as ``updates N rows of T``
+   (values not compared, counted as loss) (``pg_row_tally``).
+4. **The catalog** (``pg_class``, ``pg_attribute``) at the start and end of
+   each step, by name for the schema changes, by oid as a net: a table or
+   column that vanished and none of the above counted (dropped by a
+   trigger, inside a function called where 2 does not look, through
+   ``conn.raw``), and a table with a new storage file (``relfilenode``)
+   that no ``TRUNCATE``, ``ALTER TABLE`` or ``CLUSTER`` the observer read
+   explains (a ``TRUNCATE`` inside a ``DO`` block or a function), is
+   reported *not counted*, which makes the step unchecked (``--dry-run``
+   exits 7; a run asks). Read whole before the first step; after each
+   step, only the relations the step wrote (``pg_step_catalog``: each step
+   runs in a savepoint of its own for that).
+
+The observer's own queries run inside savepoints, so one that fails never
+aborts the migration's transaction; what it could not count is left to 3
+or 4. Not measured: which values an opaque update changed (only how many
+rows it wrote); rows unseen code deletes from a table the same step then
+drops (the drop counts what remains); a ``TRUNCATE`` inside a function of
+a table created earlier in the same preview (PostgreSQL empties it in
+place: no new storage file; its rows were the plan's own); work a
+migration rolls back to its own savepoint stays in the counters (counted as
+done); work a function does outside the database. 2 runs a statement
+twice, so sequences it advances move twice; the Python migration never
+runs twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from planner.engines.postgresql.drop_guard import Accounted, run_watched
+from planner.engines.postgresql.ledger import quote
+from planner.engines.postgresql.measure import (
+    dropped_column,
+    family,
+    fetch,
+    referencing_tables,
+    retyped_values,
+    table_rows,
+    user_functions,
+)
+from planner.engines.postgresql.row_tally import RowTally
+from planner.engines.postgresql.snapshot import (
+    Counters,
+    Snapshot,
+    qualified,
+    read_counters,
+    rewritten_tables,
+    schema_changes,
+    shown,
+    take,
+    vanished_columns,
+)
+from planner.engines.postgresql.objects import Objects, object_changes
+from planner.engines.postgresql.step_catalog import Gates, begin_step, read_step
+from planner.engines.postgresql.sql import (
+    Statement,
+    called_names,
+    classify,
+    first_keywords,
+    leaves_rows_alone,
+    may_drop_unnamed,
+    rewritten_table,
+)
+from planner.preview import DataImpact
+from planner.schema import SchemaChange
+
+#: First keywords of statements that cannot define a function: the "calls a user function" answers stay valid.
+_DATA = {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES", "MERGE", "TABLE", "SET", "SHOW"}
+
+
+class PgObserver:
+    """Told about each statement a migration runs during a preview; sums each step up.
+
+    One observer watches one preview transaction: the catalog reading that
+    ends a step is the one the next step starts from (nothing runs between
+    them), and each step runs in a savepoint the next one releases.
+    """
+
+    def __init__(self, conn: Any, log_table: str, capture_sql: bool = False):
+        self.conn = conn
+        self.log_table = log_table  # whose newest row tells a step's transaction id (``pg_step_catalog``)
+        self.capture_sql = capture_sql
+        self.running = False
+        self._impact: list[DataImpact] = []
+        self._inserted: dict[str, int] = {}
+        self._sql: list[str] = []
+        self._start: Snapshot | None = None
+        #: The row counters as the step's first statement that may touch rows found them (None: none yet).
+        self._counted_from: Counters | None = None
+        self._last: Snapshot | None = None
+        #: The catalog as the plan found it: a table or column not in it holds only what the plan wrote.
+        self._origin: Snapshot | None = None
+        #: Constraints, triggers and functions as the last step left them (``pg_objects``).
+        self._objects: Objects | None = None
+        #: Per step: (table, column) -> values an UPDATE set that held no data from before the plan.
+        self._set: dict[tuple[str, str], int] = {}
+        self._deleted_own: dict[str, int] = {}
+        self._gates: Gates | None = None
+        self._stepping = False  # a step's savepoint is open (``pg_step_catalog``)
+        self._tally = RowTally()
+        self._accounted = Accounted()
+        self._statement = Statement("other")
+        self._pending: Any = None
+        self._truncating: Counters | None = None
+        #: Names called like functions: whether each is a function of a user schema (asked once, until DDL).
+        self._functions: dict[str, bool] = {}
+        #: Whether any function of a user schema could drop something (its body says DROP, ALTER, EXECUTE).
+        self._functions_may_drop = True
+
+    def start_step(self) -> None:
+        self._impact, self._inserted, self._sql, self._pending = [], {}, [], None
+        self._tally, self._accounted, self._counted_from = RowTally(), Accounted(), None
+        self._set, self._deleted_own = {}, {}
+        self._start = self._last if self._last is not None else take(self.conn, counters=False)
+        if self._origin is None:
+            self._origin = self._start
+        if self._objects is None:
+            self._objects = Objects.read(self.conn)
+        begin_step(self.conn, self._stepping)  # the step's catalog rows carry its own transaction id
+        self._stepping = True
+        self.running = True
+
+    def unwatched(self) -> None:
+        """The migration reached past the proxy (``conn.raw``): what it runs there is seen by the counters only."""
+        if self.running:
+            self._count_from_here()
+            self._functions.clear()
+
+    def _count_from_here(self) -> None:
+        if self._counted_from is None:
+            with self.conn.cursor() as cursor:
+                self._counted_from = read_counters(cursor)
+
+    def stop(self) -> None:
+        self.running = False
+        self._last, self._gates, self._stepping, self._objects = None, None, False, None
+
+    # -- per statement: before, execute, after --------------------------------------
+
+    def before(self, sql: str, query: str, parameters: Any) -> None:
+        if not self.running:
+            return
+        if self.capture_sql:
+            self._sql.append(sql if parameters is None else self._filled_in(sql, query, parameters))
+        statement = self._statement = classify(query)
+        self._pending, self._truncating = None, None
+        if not leaves_rows_alone(query):
+            self._count_from_here()
+        if statement.kind == "drop-table":
+            for table in statement.tables:
+                found = table_rows(self.conn, table)
+                if found is not None:
+                    self._accounted.tables.update(found[1])
+                    self._impact.append(DataImpact("dropped-table", table, count=found[0], before=found[0]))
+        elif statement.kind == "truncate":
+            self._truncate(statement)
+        elif statement.kind == "drop-columns":
+            for column in statement.columns:
+                found = dropped_column(self.conn, statement.tables[0], column)
+                if found is not None:
+                    self._accounted.columns.update((oid, column) for oid in found[1])
+                    self._impact.append(found[0])
+        elif statement.kind == "delete":
+            name = qualified(statement.tables[0])
+            self._pending = fetch(self.conn, f"SELECT count(*), %s::regclass::oid FROM {name}", (name,))
+        elif statement.kind == "update":
+            self._pending = self._count_update(statement, parameters)
+        for column, type_, using in statement.retyped:  # values an ALTER COLUMN ... TYPE changes
+            if (changed := retyped_values(self.conn, statement.tables[0], column, type_, using)) is not None:
+                self._impact.append(changed)
+        if (rewritten := rewritten_table(query)) is not None:
+            self._accounted.rewritten.update(family(self.conn, rewritten))  # an ALTER TABLE rewrite keeps the rows
+
+    def _filled_in(self, sql: str, query: str, parameters: Any) -> str:
+        """The statement with its parameters as SQL literals, as the server's client-side binding writes them
+        (``--sql`` shows what ran, runnable); the parameters beside it if they cannot be written so."""
+        import psycopg
+
+        try:
+            return psycopg.ClientCursor(self.conn).mogrify(query, parameters)
+        except Exception:  # a type psycopg cannot quote: show the values as they came
+            return f"{sql}  -- parameters: {parameters!r}"
+
+    def execute(self, cursor: Any, query: str, parameters: Any) -> None:
+        """Run the statement; one that may drop what it does not name runs watched (``pg_drop_guard``)."""
+        if self.running and self._watch(query):
+            self._impact += run_watched(self.conn, cursor, query, parameters, self._accounted, self._tally)
+        else:
+            cursor.execute(query, parameters)
+
+    def after(self, sql: str, query: str, parameters: Any, rowcount: int) -> None:
+        if not self.running:
+            return
+        statement, pending = self._statement, self._pending
+        if statement.kind == "delete" and pending is not None and rowcount and rowcount > 0:
+            before, oid = pending
+            table = statement.tables[0]
+            if self._written_by_plan(oid):
+                self._deleted_own[table] = self._deleted_own.get(table, 0) + rowcount
+            else:
+                self._impact.append(DataImpact("deleted-rows", table, count=rowcount, before=before,
+                                               after=before - rowcount))
+            self._tally.explain(oid, deleted=rowcount)
+        elif statement.kind == "update" and pending is not None and rowcount and rowcount > 0:
+            oid, counts = pending
+            table = statement.tables[0]
+            for (column, _), (overwritten, set_, attnum) in zip(statement.assignments, counts):
+                if self._written_by_plan(oid, attnum):
+                    overwritten, set_ = 0, overwritten + set_
+                if overwritten:
+                    self._impact.append(DataImpact("overwritten-values", table, column, count=overwritten))
+                if set_:
+                    self._set[(table, column)] = self._set.get((table, column), 0) + set_
+            self._tally.explain(oid, updated=rowcount)
+        elif statement.kind == "truncate" and self._truncating is not None:
+            with self.conn.cursor() as cursor:
+                self._tally.correct(self._truncating, read_counters(cursor))  # TRUNCATE resets the counters
+            self._truncating = None
+        elif statement.kind == "insert" and rowcount and rowcount > 0:
+            table = statement.tables[0]
+            self._inserted[table] = self._inserted.get(table, 0) + rowcount
+        words = first_keywords(query, 1)
+        if words and words[0] not in _DATA:
+            self._functions.clear()  # it may have created, replaced or dropped a function
+
+    def _truncate(self, statement: Statement) -> None:
+        """Rows each truncated table holds (its inheriting tables' included; for ``CASCADE``, the referencing
+        tables' too), and the counters just before, since ``TRUNCATE`` resets them."""
+        for table in statement.tables:
+            found = table_rows(self.conn, table)
+            if found is not None:
+                self._accounted.rewritten.update(found[1])
+                self._impact.append(DataImpact("deleted-rows", table, count=found[0], before=found[0], after=0))
+        if statement.cascade:
+            for oid, schema, name in referencing_tables(self.conn, statement.tables):
+                self._accounted.rewritten.add(oid)
+                found = table_rows(self.conn, f"{schema}.{name}", only=True)
+                if found is not None and found[0]:
+                    self._impact.append(DataImpact("deleted-rows", shown(schema, name), count=found[0],
+                                                   before=found[0], after=0))
+        with self.conn.cursor() as cursor:
+            self._truncating = read_counters(cursor)
+
+    def _written_by_plan(self, oid: int, attnum: int | None = None) -> bool:
+        """Whether the table ``oid`` (or its column ``attnum``) is not in the catalog as the plan found it."""
+        relation = None if self._origin is None else self._origin.relations.get(oid)  # a table, or a view
+        if relation is None:
+            return True
+        return attnum is not None and attnum not in relation.columns
+
+    def _count_update(self, statement: Statement,
+                      parameters: Any) -> tuple[int, tuple[tuple[int, int, int | None], ...]] | None:
+        """Per assigned column, the values the ``SET`` expression will change (non-NULL ones, NULL ones) and the
+        column's attnum, and the table's oid.
+
+        With ``FROM``, a row joining several source rows gets one of them, unspecified: the counts are then
+        not exact and ``None`` is returned, leaving the rows to the counters (``updates N rows``).
+        """
+        table = qualified(statement.tables[0])
+        alias = f" AS {quote(statement.alias)}" if statement.alias else ""
+        ref = quote(statement.alias or statement.tables[0].split(".")[-1])
+        source = f", {statement.source}" if statement.source else ""
+        # The table's oid rides along as a literal: the parameters are the statement's own. Each SET expression
+        # is written once, in the statement's order (then FROM, then WHERE), so the parameters line up; compared
+        # with its column where it stands, so an untyped literal takes the column's type, as in the UPDATE.
+        escape = (lambda text: text.replace("%", "%%")) if parameters is not None else (lambda text: text)
+        oid = escape("'" + table.replace("'", "''") + "'::regclass::oid")
+        kinds, counts = [], []
+        for n, (c, e) in enumerate(statement.assignments):
+            old = f"{ref}.{quote(c)}"
+            kinds.append(f"CASE WHEN {old} IS NOT DISTINCT FROM ({e}) THEN 0 WHEN {old} IS NULL THEN 1 ELSE 2 END "
+                         f"AS k{n}")
+            rows = "count(DISTINCT (t_, c_))" if statement.source else "count(*)"
+            name = escape("'" + c.replace("'", "''") + "'")
+            attnum = f"(SELECT attnum FROM pg_attribute WHERE attrelid = {oid} AND attname = {name})"
+            counts += [f"{rows} FILTER (WHERE k{n} = 2)", f"{rows} FILTER (WHERE k{n} = 1)", attnum]
+        if statement.source:
+            counts.insert(0, "count(*) - count(DISTINCT (t_, c_))")
+        where = f" WHERE {statement.where}" if statement.where else ""
+        rows_of = f"{ref}.tableoid AS t_, {ref}.ctid AS c_, " if statement.source else ""  # (a view has no ctid)
+        inner = f"SELECT {rows_of}{', '.join(kinds)} FROM {table}{alias}{source}{where}"
+        row = fetch(self.conn, f"SELECT {oid}, {', '.join(counts)} FROM ({inner}) AS changed", parameters)
+        if row is None or (statement.source and row[1] != 0):
+            return None
+        values = row[2:] if statement.source else row[1:]
+        return row[0], tuple(tuple(values[i:i + 3]) for i in range(0, len(values), 3))
+
+    def _watch(self, query: str) -> bool:
+        """Whether the statement may drop what it does not name (``DROP ... CASCADE``, ``DO``, a user function)."""
+        if may_drop_unnamed(query):
+            return True
+        names = called_names(query)
+        unknown = {name for name in names if name not in self._functions}
+        if unknown:
+            found, self._functions_may_drop = user_functions(self.conn, unknown)
+            self._functions.update((name, name in found) for name in unknown)
+        return self._functions_may_drop and any(self._functions[name] for name in names)
+
+    # -- per step ----------------------------------------------------------------------
+
+    def end_step(self) -> tuple[list[SchemaChange], list[DataImpact], list[str]]:
+        self.running = False
+        start = self._start if self._start is not None else take(self.conn, counters=False)
+        end, self._gates, read, objects = read_step(self.conn, start, self._gates, self.log_table,
+                                                    counters=self._counted_from is not None)
+        self._last = end
+        if read is not None:  # only what the step wrote was read again: the rest is the same on both sides
+            start, end = start.only(read), end.only(read)
+        changes = schema_changes(start, end)
+        created = {c.name for c in changes if c.kind == "table" and c.action == "added"}
+        dropped = {c.name for c in changes if c.kind == "table" and c.action == "removed"}
+        known = self._objects if self._objects is not None else Objects()
+        if objects is None:  # read whole: compare everything
+            fresh = Objects.read(self.conn)
+            added = {oid: e for oid, e in fresh.known.items() if known.known.get(oid) != e}
+            removed = {oid: e for oid, e in known.known.items() if fresh.known.get(oid) != e}
+            self._objects = fresh
+        else:
+            added, removed = known.update(*objects)
+            self._objects = known
+        changes += object_changes(added, removed, created, dropped)
+        for (table, column), count in sorted(self._set.items()):
+            changes.append(SchemaChange("values", "changed", column, table=table, after=count))
+        for table, count in sorted(self._deleted_own.items()):
+            changes.append(SchemaChange("rows", "removed", table, table=table, before=count))
+        for table, count in self._inserted.items():  # rows of a table the step created are part of creating it
+            if table.removeprefix("public.") not in created:
+                changes.append(SchemaChange("rows", "added", table, after=count))
+        impact = list(self._impact)
+        if self._counted_from is not None:
+            impact += self._tally.unexplained(self.conn, self._counted_from, end.counters)
+        return changes, impact + self._uncounted(start, end), self._sql
+
+    def _uncounted(self, start: Snapshot, end: Snapshot) -> list[DataImpact]:
+        """Tables and columns that vanished during the step, and tables emptied or rewritten, with nothing
+        counting what they held."""
+        impact = [DataImpact("dropped-table", name, counted=False) for oid, name in sorted(start.tables.items())
+                  if oid not in end.tables and oid not in self._accounted.tables]
+        for oid, column in vanished_columns(start, end):
+            if (oid, column) not in self._accounted.columns:
+                impact.append(DataImpact("dropped-column", end.tables[oid], column, counted=False))
+        # A new storage file no statement read explains: a TRUNCATE where the preview could not watch.
+        impact += [DataImpact("deleted-rows", end.tables[oid], counted=False) for oid in rewritten_tables(start, end)
+                   if oid not in self._accounted.rewritten]
+        return impact

@@ -1,0 +1,197 @@
+"""A ``transactional = False`` step on PostgreSQL, checked statement by statement (``planner.outside``).
+
+The migration's proxy (``pg_connection.PgMigrationConnection``) is handed
+one of these in place of the psycopg connection, so every statement it
+sends, ``conn.raw.execute`` included, reaches the check here first.
+
+How a statement is judged, decided here: by its kind before it is sent,
+then by running it where the server allows.
+
+* The statements PostgreSQL refuses inside a transaction block are known
+  by their first words (``VACUUM``, ``CREATE INDEX CONCURRENTLY``, ``DROP
+  INDEX CONCURRENTLY``, ``REINDEX ... CONCURRENTLY``, ``REINDEX
+  DATABASE``/``SYSTEM``, ``CREATE``/``DROP DATABASE``, ``CREATE``/``DROP
+  TABLESPACE``, ``ALTER SYSTEM``), or by the server's refusal
+  (``ActiveSqlTransaction``) for one the list misses. Those that destroy
+  no data (maintenance, and building or dropping an index, whose contents
+  are derived) run as they are; any other is asked about as unchecked.
+* Every other statement runs in a transaction of its own, watched by the
+  preview's observer (``pg_observe.PgObserver``, the same four readings),
+  and commits only if it destroys nothing or the loss is confirmed; in
+  autocommit it would have been its own transaction anyway. The catalog
+  is read twice per statement for that: keep such migrations to the
+  statements that need to run outside a transaction.
+
+A dry run rehearses the step inside the preview's transaction, each
+statement in a savepoint (in autocommit, a failed statement the migration
+catches would not abort the rest); the outside-only statements that change
+no schema or data (``VACUUM``, ``ANALYZE``, ``REINDEX``, ``CLUSTER``,
+``CREATE INDEX CONCURRENTLY``, whose index is not built by the dry run)
+are passed over and noted, any other stops the preview at that step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from planner.engines.postgresql.sql import tokens
+from planner.outside import Rehearsal, StatementCheck, StatementRules
+
+_MAINTENANCE = {"VACUUM", "ANALYZE", "ANALYSE", "REINDEX", "CLUSTER", "CHECKPOINT"}
+
+
+def _words(sql: str, count: int = 8) -> list[str]:
+    return [t.upper for t in tokens(sql) if t.kind == "word"][:count]
+
+
+class PgRules(StatementRules):
+    def outside_only(self, sql: str) -> bool:
+        words = _words(sql)
+        if not words:
+            return False
+        if words[0] == "VACUUM" or words[:2] in (["ALTER", "SYSTEM"], ["CREATE", "DATABASE"], ["DROP", "DATABASE"],
+                                                 ["CREATE", "TABLESPACE"], ["DROP", "TABLESPACE"]):
+            return True
+        if words[0] == "REINDEX":
+            return "CONCURRENTLY" in words or any(w in ("SYSTEM", "DATABASE") for w in words[1:3])
+        return self._index_concurrently(words)
+
+    @staticmethod
+    def _index_concurrently(words: list[str]) -> bool:
+        return ((words[:3] == ["CREATE", "INDEX", "CONCURRENTLY"] or words[:4] == ["CREATE", "UNIQUE", "INDEX",
+                                                                                  "CONCURRENTLY"])
+                or words[:3] == ["DROP", "INDEX", "CONCURRENTLY"])
+
+    def destroys_nothing(self, sql: str) -> bool:
+        words = _words(sql)
+        if not words:
+            return True
+        if words[0] in _MAINTENANCE:
+            return True
+        return self._index_concurrently(words)
+
+    def changes_nothing(self, sql: str) -> bool:
+        words = _words(sql)
+        return bool(words) and (words[0] in _MAINTENANCE or (self._index_concurrently(words) and words[0] == "CREATE"))
+
+    def refused_in_transaction(self, error: BaseException) -> bool:
+        import psycopg
+
+        return isinstance(error, psycopg.errors.ActiveSqlTransaction)
+
+
+RULES = PgRules()
+
+
+class _Connection:
+    """The psycopg connection, with ``cursor()`` and ``execute()`` going through ``cursor_class``."""
+
+    def __init__(self, conn: Any, cursor_class: type, owner: Any):
+        self._conn, self._cursor_class, self._owner = conn, cursor_class, owner
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        return self._cursor_class(self._conn.cursor(*args, **kwargs), self._owner)
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        return self.cursor().execute(query, params, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+class _Cursor:
+    def __init__(self, cursor: Any, owner: Any):
+        self._cursor, self._owner = cursor, owner
+
+    def __enter__(self) -> _Cursor:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._cursor.close()
+
+    def __iter__(self) -> Any:
+        return iter(self._cursor)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+class _CheckedCursor(_Cursor):
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> _CheckedCursor:
+        self._owner.statement(self._cursor, query, [params], many=False, **kwargs)
+        return self
+
+    def executemany(self, query: Any, params_seq: Iterable[Any], **kwargs: Any) -> _CheckedCursor:
+        self._owner.statement(self._cursor, query, list(params_seq), many=True, **kwargs)
+        return self
+
+
+class Checked(StatementCheck):
+    """A real run's check of one step; ``connection`` is what the migration's proxy wraps."""
+
+    def __init__(self, conn: Any, log_table: str, version: str, direction: str, confirmation: Any):
+        super().__init__(version, direction, RULES, confirmation)
+        self.conn, self.log_table = conn, log_table
+        self.connection = _Connection(conn, _CheckedCursor, self)
+
+    def statement(self, cursor: Any, query: Any, rows: list, *, many: bool, **kwargs: Any) -> None:
+        query = _text(query, self.conn)  # a composed query (psycopg.sql) is checked as the SQL it stands for
+        text = query if isinstance(query, str) else str(query)
+
+        def execute() -> None:
+            if many:
+                cursor.executemany(query, rows, **kwargs)
+            else:
+                cursor.execute(query, rows[0], **kwargs)
+
+        def watched() -> list[str]:
+            from planner.engines.postgresql.observe import PgObserver
+
+            if not isinstance(query, str) or not rows:  # bytes, or nothing to run
+                execute()
+                return []
+            observer = PgObserver(self.conn, self.log_table)
+            observer.start_step()
+            for row in rows:
+                observer.before(query, query, row)
+                observer.execute(cursor, query, row)
+                observer.after(query, query, row, cursor.rowcount)
+            _, impact, _ = observer.end_step()
+            return [f"{self.version} {self.direction}: {i.describe()}" for i in impact if i.loses_data]
+
+        self.run(text, execute, watched, self.conn.transaction)
+
+
+class _RehearsedCursor(_Cursor):
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> _RehearsedCursor:
+        self._run(query, lambda: self._cursor.execute(query, params, **kwargs))
+        return self
+
+    def executemany(self, query: Any, params_seq: Iterable[Any], **kwargs: Any) -> _RehearsedCursor:
+        rows = list(params_seq)
+        self._run(query, lambda: self._cursor.executemany(query, rows, **kwargs))
+        return self
+
+    def _run(self, query: Any, execute: Any) -> None:
+        def in_savepoint() -> None:
+            with self._owner.conn.transaction():
+                execute()
+
+        text = _text(query, self._owner.conn)
+        self._owner.run(text if isinstance(text, str) else str(text), in_savepoint)
+
+
+def _text(query: Any, conn: Any) -> Any:
+    """The SQL a ``psycopg.sql`` composition stands for; any other query as it is."""
+    as_string = getattr(query, "as_string", None)
+    return as_string(conn) if as_string is not None else query
+
+
+class Rehearsed(Rehearsal):
+    """A dry run's rehearsal of one step; ``connection`` is what the migration's proxy wraps."""
+
+    def __init__(self, conn: Any, version: str, direction: str):
+        super().__init__(version, direction, RULES)
+        self.conn = conn
+        self.connection = _Connection(conn, _RehearsedCursor, self)

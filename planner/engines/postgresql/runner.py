@@ -1,0 +1,156 @@
+"""Running plans on PostgreSQL: the advisory lock, one transaction per step, and the preview.
+
+A run takes a session-level advisory lock first and keeps it to the end,
+so concurrent runners serialize; the plan is made again inside it from
+the ledger as it is then (``make_plan``), so every migration is applied
+exactly once however many runners start together. The server releases the
+lock when the connection ends, a SIGKILL included. Each step is one
+transaction holding the migration and its ledger and log rows; PostgreSQL's
+DDL is transactional, so a failure or a kill leaves the ledger equal to the
+schema. ``transactional = False`` steps (``CREATE INDEX CONCURRENTLY``) run
+in autocommit between a ``started`` log row and their ledger row, as on SQLite.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from planner.engines.postgresql.lock_timeout import LockGuard, is_lock_timeout
+from planner.engines.postgresql.locks import attach, lock_watch
+from planner.locks import LockSettings
+from planner.marks import MarksThroughSessions
+from planner.engines.postgresql.ledger import PgLedger
+from planner.engines.postgresql.session import PgSession
+from planner.events import Event, Replanned, RunResult, emit
+from planner.ledger import LedgerEntry
+from planner.plan import Plan, refuse_non_transactional
+from planner.preview import Preview
+
+if TYPE_CHECKING:
+    from planner.catalog import Catalog
+    from planner.outside import Confirmation
+
+
+def _judged(accept: Callable[[Preview], bool] | None, watch: Any, engine: Any) -> Callable[[Preview], bool] | None:
+    """``accept``, asked once the lock findings are on the preview's steps (the policy reads them)."""
+    if accept is None:
+        return None
+
+    def judged(preview: Preview) -> bool:
+        attach(preview, watch)
+        return accept(preview)
+
+    return judged
+
+
+def _same(a: Plan, b: Plan) -> bool:
+    return [(s.version, s.direction) for s in a] == [(s.version, s.direction) for s in b]
+
+
+class PgRunner(MarksThroughSessions):
+    """``PlanRunner`` for PostgreSQL (see ``planner.engines.base``)."""
+
+    def __init__(self, engine: Any, catalog: Catalog | None = None):
+        """``engine``: a ``planner.engines.postgresql.PostgresEngine`` (its ``locked()`` and ``ledger_schema``)."""
+        self.engine = engine
+        self.catalog = catalog
+
+    def applied(self) -> dict[str, LedgerEntry]:
+        return self.engine.applied()
+
+    def run(self, plan: Plan, on_event: Callable[[Event], None] | None = None, *, atomic: bool = False) -> RunResult:
+        return self.migrate(lambda _ledger: plan, on_event, atomic=atomic, plan=plan)
+
+    def migrate(self, make_plan: Callable[[dict[str, LedgerEntry]], Plan],
+                on_event: Callable[[Event], None] | None = None, *, atomic: bool = False,
+                plan: Plan | None = None, before: Callable[[], object] | None = None,
+                confirm_outside: Confirmation | None = None) -> RunResult:
+        """Lock, plan from the ledger as it is inside the lock, run; the first failure is raised.
+
+        ``before()`` (the backup before a rollback) is taken inside the lock, in the first step's
+        transaction once the ledger admitted it (``Session.take_backup``), as on SQLite: what it copies
+        is exactly the database this run changes. A plan made again differently from the one shown
+        counts as a re-plan (``RunResult.replans``). ``confirm_outside``: as ``sqlite_runner.Executor.migrate``.
+        """
+        from planner.engines.postgresql.lock_timeout import step_version
+        from planner.errors import NonTransactionalFailed
+
+        with self.engine.locked() as conn, self._guard(conn) as guard:
+            ledger = PgLedger(conn, self.engine.ledger_schema)
+            results: list[RunResult] = []
+
+            def once(attempt: int) -> RunResult:
+                # A retry after a lock timeout plans again: what committed before it is not run twice.
+                planned = make_plan(ledger.applied_migrations())
+                if not results:
+                    results.append(RunResult(planned))
+                result = results[0]
+                if attempt == 1 and plan is not None and not _same(plan, planned):
+                    result.replans += 1
+                    emit(on_event, Replanned("the ledger changed since the plan was shown", planned))
+                if not planned.steps:
+                    return result
+                if atomic:
+                    refuse_non_transactional(planned)
+                session = PgSession(conn, ledger, planned, catalog=self.catalog, atomic=atomic, locks=guard,
+                                    before=before)
+                session.confirmation = confirm_outside
+                for event in session.atomic() if atomic else session.stepwise():
+                    result.count(event)
+                    emit(on_event, event)
+                return result
+
+            return guard.retrying(once, version_of=step_version,
+                                  retryable=lambda e: not isinstance(e, NonTransactionalFailed))
+
+    def preview(self, plan: Plan, *, make_plan: Callable[[dict[str, LedgerEntry]], Plan] | None = None,
+                accept: Callable[[Preview], bool] | None = None, on_event: Callable[[Event], None] | None = None,
+                capture_sql: bool = False, before: Callable[[], object] | None = None) -> Preview:
+        """The whole plan in one transaction under the lock, watched; committed only if ``accept(preview)``.
+
+        ``before()`` runs inside the lock once the plan was made again there, as in ``migrate``.
+        """
+        from planner.engines.postgresql.observe import PgObserver
+
+        started = time.perf_counter()
+        with self.engine.locked() as conn, self._guard(conn) as guard:
+            ledger = PgLedger(conn, self.engine.ledger_schema)
+
+            def once(attempt: int) -> Preview:
+                # A lock timeout rolled the whole transaction back: the whole preview is tried again.
+                result = Preview(plan)
+                session = PgSession(conn, ledger, plan, catalog=self.catalog, atomic=True, locks=guard,
+                                    before=before)
+                watch = lock_watch(PgObserver(conn, ledger.log_table, capture_sql=capture_sql), conn,
+                                   self.engine, guard.settings)
+                session.preview(result, watch, make_plan=make_plan, accept=_judged(accept, watch, self.engine),
+                                on_event=on_event)
+                attach(result, watch)  # a failed or dry-run preview reports them too
+                return result
+
+            result = guard.retrying(once, failure=lambda r: r.error)
+            if is_lock_timeout(result.error):
+                failed = result.steps[-1]
+                failed.error = guard.final_error(failed.version)
+        result.duration_ms = (time.perf_counter() - started) * 1000
+        return result
+
+    @contextmanager
+    def _guard(self, conn: Any) -> Iterator[LockGuard]:
+        """The run's lock timeouts on ``conn`` (``planner.engines.postgresql.lock_timeout``), for the block."""
+        settings = getattr(self.engine, "lock_settings", None) or LockSettings()
+        guard = LockGuard(conn, settings, self.engine.connect, shown=self.engine.display)
+        try:
+            yield guard
+        finally:
+            guard.close()
+
+    # -- marks: the ledger row without running the migration ----------------------
+
+    def _marks(self, work: Callable[[PgSession], None], plan: Plan) -> None:
+        with self.engine.locked() as conn:
+            work(PgSession(conn, PgLedger(conn, self.engine.ledger_schema), plan, catalog=self.catalog))
+

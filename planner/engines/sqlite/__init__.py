@@ -1,0 +1,145 @@
+"""SQLite behind the engine boundary: the original modules, unchanged, seen through ``Engine``.
+
+``planner.engines.sqlite.runner.Executor`` already is a ``PlanRunner``; the ledger is
+read with ``planner.engines.sqlite.ledger.read_ledger`` and backups use SQLite's online
+backup API (``planner.engines.sqlite.backup``). Nothing here adds behaviour: it names what
+the SQLite modules already do, so the CLI can ask an engine instead of a path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from planner.engines.sqlite.database import DEFAULT_BUSY_TIMEOUT
+from planner.engines.base import Engine
+
+if TYPE_CHECKING:
+    from planner.agents import Agent
+    from planner.backups import BackupInfo, RestoreResult
+    from planner.catalog import Catalog
+    from planner.engines.sqlite.runner import Executor
+    from planner.ledger import LedgerEntry, LedgerNote
+    from planner.findings import Finding
+
+
+class SQLiteEngine(Engine):
+    """A SQLite file."""
+
+    name = "sqlite"
+
+    def __init__(self, path: Path | str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT):
+        """Refuses a path that is there but is no file (a folder, a device): ``NotADatabase``, for every command.
+
+        Checked once here, because each command asks something else first
+        (does it exist? its ledger if it does? its backups?), and a folder
+        answered "does not exist" to some of them and "no backup" to others.
+        """
+        from planner.errors import NotADatabase
+
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        if self.path.exists() and not self.path.is_file():
+            raise NotADatabase(self.path)
+
+    @property
+    def display(self) -> str:
+        return str(self.path)
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def require(self) -> None:
+        from planner.errors import DatabaseDirectoryMissing, DatabaseNotFound
+
+        if not self.path.exists():
+            raise DatabaseNotFound(self.path) if self.path.parent.is_dir() else DatabaseDirectoryMissing(self.path)
+
+    def applied(self) -> dict[str, LedgerEntry]:
+        from planner.engines.sqlite.ledger import read_ledger
+
+        return read_ledger(self.path, self.busy_timeout)
+
+    def runner(self, *, catalog: Catalog | None = None, create: bool = False) -> Executor:
+        from planner.engines.sqlite.runner import Executor
+
+        return Executor(self.path, busy_timeout=self.busy_timeout, create=create, catalog=catalog)
+
+    def applied_if_exists(self) -> dict[str, LedgerEntry] | None:
+        return self.applied() if self.path.is_file() else None
+
+    def notes(self) -> list[LedgerNote]:
+        from planner.engines.sqlite.ledger import read_notes
+
+        return read_notes(self.path, self.busy_timeout)
+
+    def diagnose(self, catalog_dir: Path) -> list[Finding]:
+        from planner.engines.sqlite.doctor import diagnose
+
+        return diagnose(self.path, catalog_dir, busy_timeout=self.busy_timeout)
+
+    def check_integrity(self) -> None:
+        from planner.engines.sqlite.database import check_integrity, open_read_only
+
+        conn = open_read_only(self.path, self.busy_timeout)
+        if conn is not None:  # nothing there yet: nothing to be damaged
+            try:
+                check_integrity(conn, self.path)
+            finally:
+                conn.close()
+
+    def prune_backups(self, keep: int, folder: Path | None = None, spare: Iterable[Path] = ()) -> list[Path]:
+        from planner.engines.sqlite.backup import prune_backups
+
+        return prune_backups(self.path, keep, spare)
+
+    def backup(self, folder: Path | None = None) -> Path | None:
+        """SQLite's backups sit beside the file (``planner.engines.sqlite.backup``); ``folder`` is not used."""
+        from planner.engines.sqlite.backup import backup
+        from planner.engines.sqlite.database import writable_now
+
+        if not self.path.exists():
+            return None
+        writable_now(self.path, self.busy_timeout)
+        return backup(self.path, busy_timeout=self.busy_timeout)
+
+    # -- backups, restore and APM's agents table: planner.engines.sqlite.backup and planner.agents, as they are --------
+
+    @property
+    def short_name(self) -> str:
+        return self.path.name
+
+    @property
+    def backup_names(self) -> str:
+        return f"{self.path.name}.backup.*"
+
+    def backup_files(self) -> list[Path]:
+        from planner.engines.sqlite.backup import list_backups
+
+        return list_backups(self.path)
+
+    def describe_backup(self, backup: Path) -> BackupInfo:
+        from planner.engines.sqlite.backup import describe_backup
+
+        return describe_backup(backup, self.path)
+
+    def check_backup(self, backup: Path) -> dict[str, LedgerEntry]:
+        from planner.engines.sqlite.backup import check_backup
+
+        return check_backup(backup, self.path)
+
+    def restore(self, backup: Path) -> RestoreResult:
+        from planner.engines.sqlite.backup import restore
+
+        return restore(self.path, backup, busy_timeout=self.busy_timeout)
+
+    def agents(self, role: str | None = None) -> list[Agent]:
+        from planner.agents import read_agents
+
+        return read_agents(self.path, role, busy_timeout=self.busy_timeout)
+
+
+def open_engine(db: str | Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, **_server_options: object) -> SQLiteEngine:
+    """The registry's entry (``planner.engines.KINDS``): a file needs no ledger schema or backup folder."""
+    return SQLiteEngine(db, busy_timeout=busy_timeout)

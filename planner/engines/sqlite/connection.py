@@ -1,0 +1,314 @@
+"""The connection handed to migrations: ``sqlite3.Connection``, minus every way out of the transaction.
+
+The executor wraps each migration in one transaction, so a migration must not
+end it or start another; the rules are ``planner.transaction_guard``'s, the
+same on every engine, and this module routes each path through them:
+``execute``, ``executemany`` and ``executescript`` on the connection and on
+every cursor it hands out (a cursor's ``connection`` is this proxy, never
+the ``sqlite3.Connection``), ``rollback()``, ``close()``, ``with conn:``
+(which commits on a real connection), setting ``autocommit`` (Python 3.12+)
+or ``isolation_level``, ``interrupt()`` (an interrupted write rolls the
+whole transaction back, and what follows would commit statement by
+statement), and replacing the authorizer, trace or progress callback the
+preview watches through. A statement is refused before it reaches SQLite;
+one arriving after the transaction ended anyway is refused too.
+
+``PRAGMA foreign_keys = OFF/ON`` (the seed's rebuild pattern) is passed
+over and reported to the executor, which logs it: inside a transaction
+SQLite ignores it, and the executor has already switched enforcement off
+and checks foreign keys before committing. Python's ``executescript`` is
+the subtle case: it COMMITs any open transaction before running, so here it
+runs the script one statement at a time instead. ``commit()`` is a no-op
+because seed-era migrations call it out of habit, and the executor commits
+anyway. Everything else passes straight through to the real connection.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from planner.errors import TransactionTampered
+from planner.sql import SKIP, keywords, split_script
+from planner.transaction_guard import (
+    REFUSED_ATTRIBUTES,
+    REFUSED_METHODS,
+    REFUSED_SETTINGS,
+    Guard,
+    control_reason,
+)
+
+_PRAGMA_FOREIGN_KEYS = re.compile(
+    r"""PRAGMA\s+(?:["`\[]?\w+["`\]]?\s*\.\s*)?["`\[]?foreign_keys["`\]]?\s*[=(]""", re.I
+)
+
+#: SQLite's runner opens no savepoint around a migration: every savepoint a migration names is its own.
+RUNNER_SAVEPOINTS: frozenset[str] = frozenset()
+
+# Only these first keywords need a closer look; everything else is decided by one regex match.
+_FIRST = re.compile(
+    r"(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?(?:\*/|\Z))*(BEGIN|COMMIT|END|ROLLBACK|RELEASE|SAVEPOINT|PRAGMA)\b",
+    re.S | re.I,
+)
+
+
+def _reserved(name: str) -> bool:
+    return name.lower() in RUNNER_SAVEPOINTS
+
+
+def forbidden_reason(sql: str) -> str | None:
+    """Why ``sql`` may not run inside the executor's transaction, or ``None`` when it may.
+
+    ``ROLLBACK TO``, ``SAVEPOINT`` and ``RELEASE`` of the migration's own
+    savepoints only move within the transaction and are allowed; reading
+    ``PRAGMA foreign_keys`` is harmless. An empty string means "forbidden,
+    for the usual reason".
+    """
+    match = _FIRST.match(sql)
+    if match is None or match.group(1).upper() == "PRAGMA":
+        return None
+    return control_reason(keywords(sql, 5), _reserved)
+
+
+def switches_foreign_keys(sql: str) -> bool:
+    """Whether ``sql`` sets ``PRAGMA foreign_keys`` (reading it is harmless and runs as usual)."""
+    match = _FIRST.match(sql)
+    return (
+        match is not None
+        and match.group(1).upper() == "PRAGMA"
+        and _PRAGMA_FOREIGN_KEYS.match(sql, SKIP.match(sql).end()) is not None
+    )
+
+
+#: How many allowed statement texts a step remembers (a loop formatting its values into the SQL makes new ones).
+_ALLOWED_KEPT = 1024
+
+
+class _StepGuard(Guard):
+    """``transaction_guard.Guard`` plus the texts this step's checks have already allowed.
+
+    Only a text with no control word (no BEGIN, COMMIT, SAVEPOINT, PRAGMA ...)
+    is kept: its verdict depends on the text alone. What depends on the
+    moment (whether the runner's transaction is still open) is checked for
+    every statement, kept or not. One guard per migration connection, so per step.
+    """
+
+    __slots__ = ("allowed",)
+
+    def __init__(self, version: str, direction: str, observer: Any = None):
+        super().__init__(version, direction, observer)
+        #: Statement texts already checked and allowed: a data migration repeating one statement is checked once.
+        self.allowed: set[str] = set()
+
+
+def _check(guard: _StepGuard, raw: sqlite3.Connection, sql: str) -> bool:
+    """Refuse ``sql`` if it would end the transaction; ``False`` when it is to be passed over."""
+    if not isinstance(sql, str):
+        return True  # sqlite3 itself rejects it
+    if sql in guard.allowed:  # a data migration's loop: the text was checked once in this step
+        if guard.within and not raw.in_transaction:
+            guard.transaction_ended(sql)
+        return True
+    if _FIRST.match(sql) is not None:
+        reason = forbidden_reason(sql)
+        if reason is not None and guard.guarded:
+            guard.refuse(sql, reason)
+        if switches_foreign_keys(sql):
+            # The seed's own rebuild pattern wraps its work in OFF/ON. Inside a transaction SQLite
+            # ignores the PRAGMA anyway; the executor has switched enforcement off already and runs
+            # foreign_key_check before COMMIT, so the migration gets exactly what it asked for.
+            guard.ignored.append(" ".join(sql.split()).rstrip(";")[:80])
+            return False
+    elif len(guard.allowed) < _ALLOWED_KEPT:
+        guard.allowed.add(sql)
+    if guard.within and not raw.in_transaction:
+        guard.transaction_ended(sql)
+    return True
+
+
+class MigrationCursor:
+    """A cursor whose ``execute``/``executemany``/``executescript`` keep the transaction."""
+
+    __slots__ = ("_cursor", "_guard", "_raw")
+
+    def __init__(self, cursor: sqlite3.Cursor, guard: _StepGuard, raw: sqlite3.Connection):
+        # The slots' own setters: ``__setattr__`` sends every other attribute to the real cursor, and
+        # ``object.__setattr__`` costs more than the statement in a data migration's loop.
+        _set_cursor(self, cursor)
+        _set_guard(self, guard)
+        _set_raw(self, raw)
+
+    @property
+    def connection(self) -> Any:
+        """The connection the migration received, never the ``sqlite3.Connection`` under it."""
+        return self._guard.connection
+
+    def execute(self, sql: str, parameters: Any = ()) -> MigrationCursor:
+        guard = self._guard
+        if _check(guard, self._raw, sql):
+            observer = guard.observer
+            if observer is None:
+                self._cursor.execute(sql, parameters)
+            else:
+                seen = observer.before(sql, parameters)
+                self._cursor.execute(sql, parameters)
+                if seen is not None:
+                    observer.after(seen, self._cursor.rowcount)
+        return self
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> MigrationCursor:
+        if _check(self._guard, self._raw, sql):
+            observer = self._guard.observer
+            if observer is None:
+                self._cursor.executemany(sql, seq_of_parameters)
+            else:
+                rows = list(seq_of_parameters)
+                if not rows:  # nothing runs: nothing to watch
+                    self._cursor.executemany(sql, rows)
+                    return self
+                seen = observer.before(sql, rows[0])
+                self._cursor.executemany(sql, rows)
+                if seen is not None:
+                    observer.after(seen, self._cursor.rowcount)
+        return self
+
+    def executescript(self, sql_script: str) -> MigrationCursor:
+        statements = list(split_script(sql_script))
+        guard, raw = self._guard, self._raw
+        wanted = [_check(guard, raw, statement) for statement in statements]  # refuse before anything runs
+        observer = guard.observer
+        for statement, run in zip(statements, wanted):
+            if run and observer is None:
+                self._cursor.execute(statement)
+            elif run:
+                seen = observer.before(statement)
+                self._cursor.execute(statement)
+                if seen is not None:
+                    observer.after(seen, self._cursor.rowcount)
+        return self
+
+    def __iter__(self) -> MigrationCursor:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._cursor)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # nothing private of the driver's: it may lead to the raw connection
+            raise AttributeError(name)
+        return getattr(self._cursor, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._cursor, name, value)
+
+
+_set_cursor = MigrationCursor._cursor.__set__  # type: ignore[attr-defined]
+_set_guard = MigrationCursor._guard.__set__  # type: ignore[attr-defined]
+_set_raw = MigrationCursor._raw.__set__  # type: ignore[attr-defined]
+
+
+class MigrationConnection:
+    """A proxy over the executor's ``sqlite3.Connection`` that cannot end its transaction."""
+
+    def __init__(self, conn: sqlite3.Connection, version: str = "?", direction: str = "apply", observer: Any = None):
+        guard = _StepGuard(version, direction, observer)
+        guard.connection = self
+        # Created inside the executor's transaction (a ``transactional = False`` step is not): it must stay open.
+        guard.within = conn.in_transaction
+        object.__setattr__(self, "_conn", conn)
+        object.__setattr__(self, "_guard", guard)
+
+    #: Why a ``PRAGMA foreign_keys = ...`` is passed over (the executor logs it with the statement).
+    IGNORED_REASON = (
+        "PRAGMA foreign_keys does nothing inside a transaction; the executor already switched enforcement "
+        "off before this migration and runs PRAGMA foreign_key_check before committing"
+    )
+
+    @property
+    def tampered(self) -> TransactionTampered | None:
+        """The first refused statement, even if the migration caught the exception."""
+        return self._guard.tampered
+
+    @property
+    def ignored(self) -> list[str]:
+        """``PRAGMA foreign_keys = ...`` statements the migration ran, passed over on purpose."""
+        return self._guard.ignored
+
+    def cursor(self, *args: Any, **kwargs: Any) -> MigrationCursor:
+        return MigrationCursor(self._conn.cursor(*args, **kwargs), self._guard, self._conn)
+
+    def execute(self, sql: str, parameters: Any = ()) -> MigrationCursor:
+        return MigrationCursor(self._conn.cursor(), self._guard, self._conn).execute(sql, parameters)
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> MigrationCursor:
+        return self.cursor().executemany(sql, seq_of_parameters)
+
+    def executescript(self, sql_script: str) -> MigrationCursor:
+        return self.cursor().executescript(sql_script)
+
+    # -- engine-neutral helpers: the same names on PostgreSQL (planner.engines.postgresql.connection) --
+
+    #: Which engine runs the migration, so one catalog can branch where the SQL differs.
+    engine = "sqlite"
+
+    def fetchone(self, sql: str, parameters: Any = ()) -> Any:
+        """One row of a query (``None`` when there is none)."""
+        return self.execute(sql, parameters).fetchone()
+
+    def fetchall(self, sql: str, parameters: Any = ()) -> list[Any]:
+        """Every row of a query."""
+        return self.execute(sql, parameters).fetchall()
+
+    def fetchval(self, sql: str, parameters: Any = ()) -> Any:
+        """The first column of the first row (``None`` when there is no row)."""
+        row = self.fetchone(sql, parameters)
+        return None if row is None else row[0]
+
+    def observe_rebuild(self, table: str, carried: dict[str, str], dropped: list[str],
+                        columns: Sequence[str] = (), changed: dict[str, int] | None = None) -> None:
+        """``rebuild_table`` says what it carries over (and what its conversions changed), so a preview reports
+        renames, drops and overwritten values, not a lost table."""
+        if self._guard.observer is not None:
+            self._guard.observer.note_rebuild(table, carried, dropped, columns, changed)
+
+    @property
+    def watched(self) -> bool:
+        """Whether a preview is watching: ``rebuild_table`` then counts what its conversions change."""
+        return self._guard.observer is not None
+
+    # -- the routes out of the transaction (planner.transaction_guard) ------------------
+
+    def commit(self) -> None:
+        """Do nothing: the executor commits once the step has passed every check."""
+
+    def rollback(self) -> None:
+        self._guard.refuse("conn.rollback()", REFUSED_METHODS["rollback"])
+
+    def close(self) -> None:
+        self._guard.refuse("conn.close()", REFUSED_METHODS["close"])
+
+    def __enter__(self) -> MigrationConnection:
+        # ``with conn:`` would commit on exit on a real connection; here it is a plain block.
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        # Only names not defined here reach this, so the refusals cost ``execute`` nothing.
+        if name in REFUSED_METHODS:
+            return self._guard.refuse_method("conn", name)
+        if name in REFUSED_ATTRIBUTES:
+            self._guard.refuse_attribute("conn", name)
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._conn, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in REFUSED_SETTINGS:
+            # ``isolation_level`` commits on a real connection, or makes Python begin transactions itself;
+            # ``autocommit = True`` (Python 3.12+) commits at once.
+            self._guard.refuse_setting("conn", name, value)
+        setattr(self._conn, name, value)

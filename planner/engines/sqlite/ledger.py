@@ -1,0 +1,351 @@
+"""The ledger in a SQLite file: ``schema_migrations`` and ``schema_migrations_log`` (``planner.ledger``).
+
+APM's later framework (docs/coming-from-apm.md) wrote a seven-column table
+(``id``, ``rollback_at``, ``rollback_reason``, ``applied_by`` besides the
+seed's): it is adopted in place like the seed's, a row with ``rollback_at``
+set means "not applied", and suffixed rows its migrations wrote themselves
+(``0018_consolidated``) are notes, never versions. A fresh ledger is created
+in that same shape (plus ours), because APM's migrations ``INSERT`` into it
+with ``applied_by``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from planner import versions
+from planner.engines.sqlite.database import DEFAULT_BUSY_TIMEOUT, open_read_only
+from planner.errors import ForeignLedger
+from planner.ledger import (
+    LOG_TABLE,
+    TABLE,
+    LedgerColumn,
+    LedgerEntry,
+    LedgerNote,
+    LogEntry,
+    describe_columns,
+    unknown_shape,
+)
+
+if TYPE_CHECKING:
+    from planner.migration import Migration
+
+# APM's later framework's seven columns, then ours: its migrations write rows with applied_by.
+_CREATE_TABLE = f"""
+CREATE TABLE {TABLE} (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    version TEXT NOT NULL UNIQUE,
+    description TEXT,
+    applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    rollback_at TIMESTAMP DEFAULT NULL,
+    rollback_reason TEXT DEFAULT NULL,
+    applied_by TEXT DEFAULT NULL,
+    checksum TEXT,
+    execution_ms INTEGER
+)"""
+
+#: What ``applied_by`` says on the rows this project writes (when the table has the column).
+APPLIED_BY = "apm-migrate"
+
+_ADDED_COLUMNS = (("checksum", "TEXT"), ("execution_ms", "INTEGER"))
+
+#: The seed's three columns: a table with these (and only what this project adds) is upgraded in place.
+SEED_COLUMNS = frozenset({"version", "description", "applied_at"})
+#: Every column a ledger this project can adopt may have. Anything else means another tool made the
+#: table, with its own idea of what a row means, and altering it would corrupt that tool's history.
+KNOWN_COLUMNS = SEED_COLUMNS | {name for name, _ in _ADDED_COLUMNS} | {"id", "rollback_at", "rollback_reason",
+                                                                         "applied_by"}
+#: What ``record_applied`` writes (``applied_by`` when the table has it); SQLite fills ``id`` itself.
+_WRITTEN = SEED_COLUMNS | {name for name, _ in _ADDED_COLUMNS} | {"applied_by"}
+
+_CREATE_LOG = f"""
+CREATE TABLE IF NOT EXISTS {LOG_TABLE} (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    version TEXT NOT NULL,
+    action TEXT NOT NULL,      -- apply | rollback | mark-applied | mark-rolled-back
+    at TIMESTAMP NOT NULL,
+    checksum TEXT,
+    execution_ms INTEGER,
+    outcome TEXT NOT NULL,     -- ok | failed | skipped
+    detail TEXT
+)"""
+
+# One round trip answers "is the schema current?", which every step asks.
+_SCHEMA_STATE = f"""
+SELECT (SELECT COUNT(*) FROM pragma_table_info('{TABLE}')),
+       (SELECT COUNT(*) FROM pragma_table_info('{TABLE}') WHERE name IN ('checksum', 'execution_ms')),
+       (SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '{LOG_TABLE}')
+"""
+
+
+
+class Ledger:
+    """The record of applied migrations in one database.
+
+    Invariant: a row in ``schema_migrations`` means the migration is applied,
+    committed in the same transaction as its schema change. The ledger never
+    begins or commits; its writes belong to the caller's transaction, which is
+    what makes the invariant hold across crashes.
+    """
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        #: What the last migration wrote to ``schema_migrations`` itself (see ``reconcile``).
+        self.migration_writes: str | None = None
+        self._inserted_by_migration: set[str] = set()
+
+    def _rows(self, sql: str, parameters: tuple = ()) -> list[tuple]:
+        # A migration may have set row_factory on the shared connection; the ledger reads plain tuples.
+        cursor = self.conn.cursor()
+        cursor.row_factory = None
+        return cursor.execute(sql, parameters).fetchall()
+
+    def exists(self) -> bool:
+        """Whether ``schema_migrations`` exists (a database never migrated has none)."""
+        return bool(self._rows("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)))
+
+    def _columns(self) -> set[str]:
+        return {str(row[1]).lower() for row in self._rows(f"PRAGMA table_info({TABLE})")}
+
+    def _require_known_shape(self, columns: set[str] | None = None) -> None:
+        """Refuse a ``schema_migrations`` that another tool made, before anything reads or alters it.
+
+        ``columns`` (the names) lets a caller that has read them skip the
+        catalog read when a name alone already tells (Rails' lone ``version``
+        does not: its shape is read in full, one more PRAGMA).
+        """
+        if columns is not None and not columns:
+            return
+        shape = [_column(row) for row in self._rows(f"PRAGMA table_info({TABLE})")]
+        if not shape:
+            return
+        reason = unknown_shape(shape, required=sorted(SEED_COLUMNS), written=_WRITTEN,
+                               text_version=_keeps_text(next((c.type for c in shape if c.name == "version"), "")))
+        if reason is not None:
+            raise ForeignLedger(self._path(), [describe_columns([c]) for c in shape], sorted(KNOWN_COLUMNS), reason)
+
+    def _path(self) -> Path:
+        row = self._rows("PRAGMA database_list")[0]
+        return Path(row[2] or ":memory:")
+
+    def ensure_schema(self) -> None:
+        """Create the ledger tables, or bring a seed-era three-column table up to date in place.
+
+        Only columns are added (``ALTER TABLE ADD COLUMN``), so every existing
+        row, and any tool that reads the seed's columns, keeps working. A
+        table of any other shape is refused (``ForeignLedger``) untouched.
+        """
+        columns, added, log = self._rows(_SCHEMA_STATE)[0]
+        if columns and added == len(_ADDED_COLUMNS) and log:
+            self._require_known_shape()
+            return
+        if not columns:
+            self.conn.execute(_CREATE_TABLE)
+        else:
+            present = self._columns()
+            self._require_known_shape(present)
+            for name, sql_type in _ADDED_COLUMNS:
+                if name not in present:
+                    self.conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} {sql_type}")
+        self.conn.execute(_CREATE_LOG)
+
+    def applied_migrations(self) -> dict[str, LedgerEntry]:
+        """Applied migrations by version as recorded; ``{}`` when there is no ledger (nothing is created)."""
+        columns = self._columns()
+        if not columns:
+            return {}
+        self._require_known_shape(columns)
+        wanted = ["version", "description", "applied_at", "checksum", "execution_ms"]
+        select = ", ".join(c if c in columns else "NULL" for c in wanted)
+        rows = self._rows(f"SELECT {select} FROM {TABLE}{_applied_only(columns)}")
+        entries = [LedgerEntry(str(r[0]), r[1], r[2], r[3], r[4]) for r in rows if not _is_note(r[0])]
+        return {e.version: e for e in sorted(entries, key=lambda e: versions.sort_key(e.version))}
+
+    def applied_versions(self) -> list[str]:
+        """Just the applied versions: the cheap read the executor repeats inside each step's lock.
+
+        Rows rolled back by APM's framework (``rollback_at`` set) and notes
+        (``0018_consolidated``) are not applied migrations and are left out.
+        """
+        columns = self._columns()
+        if not columns:
+            return []
+        if not columns <= _WRITTEN | {"id", "rollback_at", "rollback_reason"} or not SEED_COLUMNS <= columns:
+            self._require_known_shape(columns)  # the names alone say it is foreign: never count its rows
+        rows = self._rows(f"SELECT version FROM {TABLE}{_applied_only(columns)}")
+        return [str(r[0]) for r in rows if not _is_note(r[0])]
+
+    def notes(self) -> list[LedgerNote]:
+        """The rows that are not applied migrations (notes, rolled-back rows), in version order."""
+        columns = self._columns()
+        if not columns:
+            return []
+        self._require_known_shape(columns)
+        wanted = ["version", "description", "applied_at", "applied_by", "rollback_at", "rollback_reason"]
+        select = ", ".join(c if c in columns else "NULL" for c in wanted)
+        found = []
+        for version, description, applied_at, applied_by, rollback_at, reason in self._rows(
+                f"SELECT {select} FROM {TABLE}"):
+            version = str(version)
+            base = versions.base_version(version)
+            if base is None and rollback_at is None:
+                continue  # an applied version, or junk (which lint reports as not-a-version)
+            kind = "note" if base is not None else "rolled-back"
+            found.append(LedgerNote(version, kind, base, description, applied_at, applied_by, rollback_at, reason))
+        return sorted(found, key=lambda n: (versions.sort_key(n.base or n.version), n.version))
+
+    # -- protecting the executor's rows from migrations that write the ledger ----
+
+    def watch(self) -> None:
+        """Start noting every change made to ``schema_migrations`` (``planner.engines.sqlite.ledger_watch``)."""
+        from planner.engines.sqlite.ledger_watch import watch
+
+        watch(self.conn, TABLE)
+
+    def reconcile(self, version: str) -> str | None:
+        """Undo what the migration just run did to the executor's rows; what it wrote is returned as a note."""
+        from planner.engines.sqlite.ledger_watch import reconcile
+
+        self.migration_writes, self._inserted_by_migration = reconcile(self.conn, TABLE, version)
+        return self.migration_writes
+
+    def take_migration_writes(self, detail: str | None) -> str | None:
+        """``detail`` with the last ``reconcile``'s note appended, for the step's log row (then forgotten)."""
+        writes, self.migration_writes = self.migration_writes, None
+        return "; ".join(part for part in (detail, writes) if part) or None
+
+    def record_applied(self, migration: Migration, execution_ms: int | None) -> None:
+        """Add ``migration``'s row; the caller commits it with the schema change.
+
+        Times are SQLite's ``CURRENT_TIMESTAMP`` (UTC), the format the seed's rows already use.
+        A row already there for the version becomes this row when APM's
+        framework rolled it back (kept, with ``rollback_at`` set) or the
+        migration just inserted it itself; any other existing row is an
+        ``IntegrityError``, as recording an applied migration twice is a bug.
+        """
+        columns = self._columns()
+        later = "rollback_at" in columns
+        own = migration.version in self._inserted_by_migration
+        values = [migration.description, migration.checksum, execution_ms]
+        sets = "description = ?, applied_at = CURRENT_TIMESTAMP, checksum = ?, execution_ms = ?"
+        if later:
+            sets += ", rollback_at = NULL, rollback_reason = NULL"
+        if "applied_by" in columns:
+            sets += ", applied_by = ?"
+            values.append(APPLIED_BY)
+        names = ["version", "description", "checksum", "execution_ms"] + (["applied_by"] if "applied_by" in columns
+                                                                          else [])
+        try:
+            # The usual case first: one INSERT. A row already there (rolled back by APM's framework, or
+            # inserted by the migration itself) makes it fail alone, without ending the transaction.
+            self.conn.execute(
+                f"INSERT INTO {TABLE} ({', '.join(names)}, applied_at) "
+                f"VALUES ({', '.join('?' * len(names))}, CURRENT_TIMESTAMP)",
+                (migration.version, *values),
+            )
+        except sqlite3.IntegrityError:
+            if not (later or own):
+                raise
+            which = "" if own else " AND rollback_at IS NOT NULL"
+            cursor = self.conn.execute(f"UPDATE {TABLE} SET {sets} WHERE version = ?{which}",
+                                       (*values, migration.version))
+            if not cursor.rowcount:
+                raise
+
+    def record_unapplied(self, version: str) -> None:
+        """Delete ``version``'s row, however the old framework spelled it (``27`` or ``0027``).
+
+        A rollback by this project deletes, in every ledger shape (APM's
+        framework set ``rollback_at`` instead): a row always means applied,
+        for ``SELECT MAX(version)`` and for readers that filter on
+        ``rollback_at IS NULL`` alike, and the log keeps the history.
+        """
+        cursor = self.conn.execute(f"DELETE FROM {TABLE} WHERE version = ?", (version,))
+        value = versions.number(version)
+        if cursor.rowcount == 0 and value is not None:
+            # The same rule as planner.versions, in SQL: ASCII digits only, compared as numbers.
+            self.conn.execute(
+                f"DELETE FROM {TABLE} WHERE version NOT GLOB '*[^0-9]*' AND version != '' "
+                f"AND CAST(version AS INTEGER) = ?",
+                (value,),
+            )
+
+    def log(
+        self,
+        version: str,
+        action: str,
+        outcome: str,
+        checksum: str | None = None,
+        execution_ms: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Append one row to the history; the caller commits it."""
+        self.conn.execute(
+            f"INSERT INTO {LOG_TABLE} (version, action, at, checksum, execution_ms, outcome, detail) "
+            f"VALUES (?, ?, CURRENT_TIMESTAMP, ?, ?, ?, ?)",
+            (version, action, checksum, execution_ms, outcome, detail),
+        )
+
+    def history(self, version: str | None = None) -> list[LogEntry]:
+        """Everything done so far (to ``version`` only, if given), oldest first."""
+        if not self._rows("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (LOG_TABLE,)):
+            return []
+        sql = f"SELECT id, version, action, at, checksum, execution_ms, outcome, detail FROM {LOG_TABLE}"
+        if version is None:
+            rows = self._rows(sql + " ORDER BY id")
+        else:
+            rows = self._rows(sql + " WHERE version = ? ORDER BY id", (version,))
+        return [LogEntry(*row) for row in rows]
+
+
+def _column(row: tuple) -> LedgerColumn:
+    """A ``PRAGMA table_info`` row as a ``LedgerColumn``; an ``INTEGER PRIMARY KEY`` is the rowid, filled by SQLite."""
+    _, name, declared, not_null, default, pk = row
+    declared = str(declared or "").lower()
+    rowid = bool(pk) and declared == "integer"
+    return LedgerColumn(str(name).lower(), declared, bool(not_null), default is not None or rowid)
+
+
+def _keeps_text(declared: str) -> bool:
+    """Whether a column of this declared type stores ``'0001'`` as given (TEXT or BLOB affinity, SQLite's rules)."""
+    declared = declared.lower()
+    if "int" in declared:
+        return False
+    return any(word in declared for word in ("char", "clob", "text")) or declared == "" or "blob" in declared
+
+
+def _applied_only(columns: set[str]) -> str:
+    """The WHERE clause that leaves out rows APM's framework rolled back (kept, with ``rollback_at`` set)."""
+    return " WHERE rollback_at IS NULL" if "rollback_at" in columns else ""
+
+
+def _is_note(version: object) -> bool:
+    return versions.base_version(str(version)) is not None
+
+
+def read_notes(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> list[LedgerNote]:
+    """``path``'s ledger rows that are not applied migrations, read without creating anything."""
+    conn = open_read_only(path, busy_timeout)
+    if conn is None:
+        return []
+    try:
+        return Ledger(conn).notes()
+    finally:
+        conn.close()
+
+
+def read_ledger(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> dict[str, LedgerEntry]:
+    """What ``path``'s ledger records, read without creating the file or any table.
+
+    A missing file or a database that was never migrated reads as ``{}``:
+    nothing is applied there yet.
+    """
+    conn = open_read_only(path, busy_timeout)
+    if conn is None:
+        return {}
+    try:
+        return Ledger(conn).applied_migrations()
+    finally:
+        conn.close()

@@ -1,0 +1,187 @@
+"""Which databases form a fleet: glob patterns, list files and the config's ``fleet`` patterns, deduplicated.
+
+A member is one database: a SQLite file, a PostgreSQL URL, or one tenant
+schema of a PostgreSQL database (``postgresql://host/db#tenant``: the part
+after ``#`` names the schema that holds both the tenant's tables and its
+ledger). The same file reached twice (a symlink, ``./a`` and ``a``) is one
+member: files are compared by their real path, and the first spelling met
+is the one shown.
+
+A pattern or a list that names nothing is an error naming it
+(``EmptyPattern``): a typo must not look like an empty, healthy fleet.
+"""
+
+from __future__ import annotations
+
+import glob as globbing
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from planner.errors import EmptyPattern, NoFleet
+
+
+def _on_server(text: str) -> bool:
+    from planner.engines import on_server
+
+    return on_server(text)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One database of a fleet.
+
+    ``db`` is how it was given (a path as the pattern or list spelled it, or a
+    URL) and is never shown for a URL: ``display`` is, without its password.
+    ``real`` is the file's real path (SQLite) or the connection string to use
+    (PostgreSQL, with the tenant's ``search_path`` when it names a schema).
+    """
+
+    db: str
+    real: str
+    schema: str | None = None
+    #: What makes two spellings one database: the file's (device, inode), or its real path when it is missing.
+    identity: object = None
+
+    @property
+    def on_server(self) -> bool:
+        return self.schema is not None or self.real.startswith(("postgresql://", "postgres://")) or \
+            ("=" in self.real and _on_server(self.real))
+
+    @property
+    def display(self) -> str:
+        """The member as every output names it: the path as given, or the URL with its password masked."""
+        if not self.on_server:
+            return self.db
+        from planner.engines.urls import redact
+
+        return redact(self.db)
+
+    @property
+    def key(self) -> str:
+        """What identifies the member across runs (the journal): the real path, or the URL without password."""
+        if not self.on_server:
+            return self.real
+        from planner.engines.urls import without_password
+
+        return without_password(self.db)
+
+    def engine(self, *, busy_timeout: float, ledger_schema: str = "public", backup_dir: Path | None = None):
+        """The member as a ``planner.engines.Engine``: a tenant's schema is its ledger schema."""
+        from planner.engines import engine_for
+
+        target = self.real if self.on_server else Path(self.real)
+        return engine_for(target, busy_timeout=busy_timeout, ledger_schema=self.schema or ledger_schema,
+                          backup_dir=backup_dir)
+
+
+def member(db: str, *, cwd: Path | None = None) -> Member:
+    """One database as given: a URL (``#schema`` for a tenant schema) or a path relative to ``cwd``."""
+    from planner.engines import on_server
+
+    text = db.strip()
+    if on_server(text):
+        url, schema = split_schema(text)
+        return Member(text, tenant_url(url, schema) if schema else url, schema)
+    path = os.path.normpath(os.path.join(cwd or os.getcwd(), os.path.expanduser(text)))
+    try:
+        # One stat instead of realpath's walk over every folder: a symlink and its target share an inode.
+        found = os.stat(path)
+        identity: object = (found.st_dev, found.st_ino)
+    except OSError:
+        identity = os.path.realpath(path)
+    return Member(text, path, identity=identity)
+
+
+def split_schema(url: str) -> tuple[str, str | None]:
+    """``postgresql://h/db#tenant1`` as ``(postgresql://h/db, "tenant1")``; no fragment, no schema."""
+    base, hash_, fragment = url.partition("#")
+    return (base, fragment.strip() or None) if hash_ else (url, None)
+
+
+def tenant_url(url: str, schema: str) -> str:
+    """``url`` connecting with ``search_path`` set to ``schema`` (libpq's ``options=-csearch_path=...``).
+
+    Migrations name their tables without a schema, so a tenant's tables land
+    in the tenant's schema only if the connection looks there first.
+    """
+    option = "options=" + quote(f"-csearch_path={schema}", safe="")
+    if url.lower().startswith(("postgresql://", "postgres://")):
+        parts = urlsplit(url)
+        query = "&".join(p for p in (parts.query, option) if p)
+        return urlunsplit(parts._replace(query=query))
+    return f"{url} options='-csearch_path={schema}'"
+
+
+def discover(
+    *,
+    globs: Sequence[str] = (),
+    lists: Sequence[Path | str] = (),
+    configured: Sequence[str] = (),
+    cwd: Path | None = None,
+) -> list[Member]:
+    """The fleet named by ``globs``, ``lists`` and (when neither is given) the config's ``configured`` patterns.
+
+    Globs are relative to ``cwd`` (``~`` expanded, ``**`` recursive). A list file holds one database a line (a path relative
+    to ``cwd``, or a URL); ``#`` starts a comment. Members keep the order
+    they were found in, sorted within each glob.
+    """
+    cwd = cwd or Path.cwd()
+    found: list[Member] = []
+    if globs or lists:
+        for pattern in globs:
+            found += _globbed(pattern, "--glob", cwd)
+        for listed in lists:
+            found += _listed(Path(listed), cwd)
+    elif configured:
+        for pattern in configured:
+            found += _globbed(pattern, "fleet pattern", cwd)
+    else:
+        raise NoFleet()
+    return dedupe(found)
+
+
+def dedupe(members: Iterable[Member]) -> list[Member]:
+    """``members`` without repeats of the same database (real path, or URL and schema), first spelling kept."""
+    seen: set[tuple[object, str | None]] = set()
+    unique = []
+    for candidate in members:
+        key = (candidate.identity if candidate.identity is not None else candidate.real, candidate.schema)
+        if key not in seen:
+            seen.add(key)
+            unique.append(candidate)
+    return unique
+
+
+def _globbed(pattern: str, source: str, cwd: Path) -> list[Member]:
+    from planner.engines import on_server
+
+    if on_server(pattern):  # a URL in a config's fleet list is a member, not a pattern
+        return [member(pattern, cwd=cwd)]
+    expanded = os.path.expanduser(pattern)
+    matches = sorted(globbing.glob(expanded, root_dir=cwd, recursive=True))
+    members = [member(path, cwd=cwd) for path in matches]
+    if not members:
+        raise EmptyPattern(source, pattern)
+    return members  # a folder the pattern matches is kept: its row says it is not a database
+
+
+def _listed(path: Path, cwd: Path) -> list[Member]:
+    target = path if path.is_absolute() else cwd / path
+    try:
+        text = target.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EmptyPattern("--list", f"{path} (cannot be read: {getattr(exc, 'strerror', None) or exc})") from exc
+    entries = []
+    for line in text.splitlines():
+        if line.lstrip().lower().startswith(("postgresql://", "postgres://")):
+            entry = line.split()[0]  # a URL's "#" names a tenant schema; a comment follows a space
+        else:
+            entry = line.split("#", 1)[0].strip()
+        if entry and not entry.startswith("#"):
+            entries.append(member(entry, cwd=cwd))
+    if not entries:
+        raise EmptyPattern("--list", str(path))
+    return entries

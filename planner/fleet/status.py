@@ -1,0 +1,204 @@
+"""The state of every database of a fleet, decided from its ledger alone: read-only, nothing written.
+
+Each member's ledger is read through a read-only connection (SQLite's
+``mode=ro`` URI: the file, its journal and its folder are left exactly as
+they were; not even the ledger tables are created). What the ledger says is
+then compared with the catalog, which is loaded once for the whole fleet;
+the comparisons are cached per distinct applied set, so a thousand
+databases in the same state cost one plan, not a thousand.
+
+A member that cannot be read gets its state and a one-line reason, and the
+fleet carries on: one database's problem never hides another's state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from planner.fleet.ledgers import Reading, Unreadable, first_line, one_line, read_ledger, readings
+from planner.fleet.states import (  # noqa: F401 (callers name the states from here too)
+    AHEAD,
+    BEHIND,
+    DRIFTED,
+    FAILED,
+    FOREIGN_LEDGER,
+    LOCKED,
+    NOT_A_DATABASE,
+    STATES,
+    UNREACHABLE,
+    UP_TO_DATE,
+    json_state,
+)
+from planner.fleet.members import Member
+
+if TYPE_CHECKING:
+    from planner.catalog import Catalog
+    from planner.schema_difference import Difference
+
+
+@dataclass
+class MemberStatus:
+    """One member's state, and what it was decided from."""
+
+    member: Member
+    state: str
+    applied: int = 0
+    pending: int = 0
+    heads: tuple[str, ...] = ()
+    last_applied_at: str | None = None
+    error: str | None = None
+    #: The versions the ledger records as applied (``None`` when it could not be read).
+    applied_versions: frozenset[str] | None = None
+    #: Applied versions the catalog has no file for (``ahead``).
+    unknown: tuple[str, ...] = ()
+    #: The schema's differences from its migrations, when drift was checked (``drifted``).
+    differences: list[Difference] | None = None
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.state != UP_TO_DATE
+
+    @property
+    def shown_state(self) -> str:
+        """``behind 3`` rather than ``behind``: what the table shows."""
+        return f"{BEHIND} {self.pending}" if self.state == BEHIND else self.state
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "db": self.member.display,
+            "state": json_state(self.state),
+            "applied": self.applied,
+            "pending": self.pending,
+            "head": list(self.heads),
+            "last_applied_at": self.last_applied_at,
+            "error": self.error,
+        }
+        if self.unknown:
+            document["unknown"] = list(self.unknown)
+        if self.differences is not None:
+            document["differences"] = [d.to_json() for d in self.differences]
+        return document
+
+
+@dataclass
+class FleetStatus:
+    """Every member's status, in fleet order."""
+
+    members: list[MemberStatus] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for status in self.members:
+            counts[status.state] = counts.get(status.state, 0) + 1
+        return {state: counts[state] for state in STATES if state in counts}
+
+    @property
+    def needs_attention(self) -> bool:
+        return any(status.needs_attention for status in self.members)
+
+    def summary_line(self) -> str:
+        """``38 up to date, 3 behind, 1 drifted``."""
+        return ", ".join(f"{count} {state}" for state, count in self.summary.items()) or "no databases"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"databases": [status.to_json() for status in self.members],
+                "summary": {json_state(state): count for state, count in self.summary.items()}}
+
+class Comparison:
+    """The catalog's view of applied sets, computed once per distinct set (a fleet has few)."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+        self._cache: dict[frozenset[str], tuple[int, tuple[str, ...], tuple[str, ...], str | None]] = {}
+
+    def of(self, applied: frozenset[str]) -> tuple[int, tuple[str, ...], tuple[str, ...], str | None]:
+        """(pending count, heads, unknown versions, refusal) for ``applied``."""
+        found = self._cache.get(applied)
+        if found is None:
+            found = self._cache[applied] = self._compare(applied)
+        return found
+
+    def _compare(self, applied: frozenset[str]) -> tuple[int, tuple[str, ...], tuple[str, ...], str | None]:
+        from planner import versions
+        from planner.errors import PlanError
+        from planner.plan import apply_plan
+
+        known, unknown = self.catalog.split_applied(applied)
+        graph = self.catalog.graph
+        heads = tuple(versions.ordered(v for v in known if v in graph
+                                       and not any(d in known for d in graph.dependents(v))))
+        try:
+            pending = len(apply_plan(self.catalog, applied))
+        except PlanError as refusal:
+            return 0, heads, tuple(versions.ordered(unknown)), str(refusal)
+        return pending, heads, tuple(versions.ordered(unknown)), None
+
+
+def fleet_status(
+    members: Sequence[Member],
+    catalog: Catalog,
+    *,
+    busy_timeout: float = 30.0,
+    ledger_schema: str = "public",
+    drift: Callable[[Member, MemberStatus], list[Difference] | None] | None = None,
+    on_member: Callable[[MemberStatus], None] | None = None,
+    jobs: int = 1,
+) -> FleetStatus:
+    """Each member's state from its ledger (and, with ``drift``, its schema against its migrations).
+
+    ``drift(member, status)`` returns the member's differences, or ``None``
+    when it was not compared; ``planner.schema_drift.DriftChecker`` is one.
+    """
+    comparison = Comparison(catalog)
+    result = FleetStatus()
+    for candidate, reading in readings(members, busy_timeout, ledger_schema, jobs):
+        status = member_status(candidate, comparison, busy_timeout=busy_timeout, ledger_schema=ledger_schema,
+                               reading=reading)
+        if drift is not None and status.state in (UP_TO_DATE, BEHIND, AHEAD, FAILED) and not status.unknown:
+            try:
+                status.differences = drift(candidate, status)
+            except Exception as exc:  # one member's replay failing must not hide the others' states
+                status.error = status.error or f"drift not checked: {one_line(exc)}"
+            if status.differences and status.state in (UP_TO_DATE, BEHIND):
+                status.state = DRIFTED
+        result.members.append(status)
+        if on_member is not None:
+            on_member(status)
+    return result
+
+def member_status(candidate: Member, comparison: Comparison, *, busy_timeout: float = 30.0,
+                  ledger_schema: str = "public", reading: Reading | Unreadable | None = None) -> MemberStatus:
+    """One member's state, from its ledger alone (``reading``, when it was already read)."""
+    try:
+        if reading is None:
+            reading = read_ledger(candidate, busy_timeout, ledger_schema)
+        if isinstance(reading, Unreadable):
+            raise reading
+    except Unreadable as unreadable:
+        shown = str(unreadable).replace(candidate.real, candidate.display)  # the path as given, not resolved
+        return MemberStatus(candidate, unreadable.state, error=shown)
+    applied = frozenset(reading.entries)
+    pending, heads, unknown, refusal = comparison.of(applied)
+    times = [str(at) for at in reading.entries.values() if at]
+    status = MemberStatus(candidate, UP_TO_DATE, applied=len(applied), pending=pending, heads=heads,
+                          last_applied_at=max(times) if times else None, applied_versions=applied,
+                          unknown=unknown)
+    if reading.last_log is not None and reading.last_log[0] == "failed":
+        outcome, version, detail = reading.last_log
+        status.state, status.error = FAILED, f"{version} failed: {first_line(detail) or 'no detail recorded'}"
+    elif refusal is not None:
+        status.state, status.error = FAILED, refusal
+    elif unknown:
+        status.state = AHEAD
+        status.error = f"applied but not in the catalog: {', '.join(unknown)}"
+    elif pending:
+        status.state = BEHIND
+    return status
+
+
+def count_states(statuses: Iterable[MemberStatus]) -> dict[str, int]:
+    """How many members are in each state (for a caller summarizing its own selection)."""
+    return FleetStatus(list(statuses)).summary

@@ -1,0 +1,294 @@
+"""A ``transactional = False`` step checked statement by statement, in a real run and in a dry run.
+
+Nothing can roll a step outside a transaction back, so nothing previews it
+as a whole (``planner.nontransactional`` keeps the trace of one that was cut
+short). Its statements can be checked one at a time, though:
+
+* **A real run** (``StatementCheck``): every statement the engine allows
+  inside a transaction runs in one of its own, watched by the preview's
+  observer, and commits only when it destroys nothing or the loss is
+  confirmed (``Confirmation``: the command's ``--yes``, or a person). Alone
+  in autocommit it would have been its own transaction anyway, so the step
+  means what it meant. The statements the engine refuses inside a
+  transaction (``VACUUM``, ``CREATE INDEX CONCURRENTLY``) are judged by their
+  kind (``StatementRules``): those that destroy nothing run, any other is
+  asked about as unchecked. The step stops before the first statement whose
+  loss is not confirmed (``OutsideStepStopped``, exit 7 in the command);
+  what ran before it stays, and the error says so.
+* **A dry run** (``Rehearsal``): the step runs inside the preview's
+  transaction like any other, watched as usual, except the statements the
+  engine refuses there: one that changes no schema or data is passed over
+  and noted, any other stops the rehearsal (``CannotRehearse``) and the
+  preview leaves out the step and what needs it.
+
+The engines supply the rules and the connection wrappers the migration's
+proxy is handed (``engines.sqlite_outside``, ``engines.pg_outside``); the
+session's part is ``OutsideSteps``, mixed into ``planner.session.Session``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from planner.errors import ExecutionError
+
+if TYPE_CHECKING:
+    from planner.plan import Step
+    from planner.preview import PreviewStep
+
+
+def one_line(sql: str) -> str:
+    """A statement as messages quote it: one line, at most 80 characters."""
+    return " ".join(sql.split()).rstrip(";")[:80]
+
+
+@dataclass(frozen=True)
+class StatementLoss:
+    """What one statement of a ``transactional = False`` step would destroy, found before it commits.
+
+    ``checked`` is False for a statement that can run only outside a
+    transaction and is not known to destroy nothing: what it does could not
+    be measured, so it is treated as loss until someone says otherwise.
+    """
+
+    version: str
+    direction: str
+    statement: str
+    lines: tuple[str, ...]
+    checked: bool = True
+
+
+class Confirmation(Protocol):
+    """Who says yes to a statement that destroys data in a step outside a transaction (the command supplies it)."""
+
+    def accept(self, loss: StatementLoss) -> bool:
+        """Asked with the statement's own transaction still open: True commits it at once (``--yes``)."""
+
+    def ask(self, loss: StatementLoss) -> bool:
+        """Asked once the statement was rolled back, holding no lock: True runs it again, False stops the step."""
+
+    def committed(self, loss: StatementLoss) -> None:
+        """The statement committed with this loss, as confirmed."""
+
+
+class _Undo(Exception):
+    """Leave a statement's transaction by rolling it back: its loss was not accepted."""
+
+
+class CannotRehearse(ExecutionError):
+    """A dry run met a statement that runs only outside a transaction and may change schema or data."""
+
+    def __init__(self, version: str, direction: str, statement: str):
+        self.statement = statement
+        super().__init__(f"not previewed beyond `{statement}`: it runs only outside a transaction and may change "
+                         f"schema or data, which the preview's transaction could not undo", version=version,
+                         direction=direction)
+
+
+class StatementRules:
+    """What an engine says about one statement of a step outside a transaction (by its kind, before it runs)."""
+
+    def outside_only(self, sql: str) -> bool:
+        """Whether the engine refuses ``sql`` inside a transaction (``VACUUM``), known before sending it."""
+        raise NotImplementedError
+
+    def destroys_nothing(self, sql: str) -> bool:
+        """For an outside-only statement: whether it cannot destroy data (``VACUUM``, ``CREATE INDEX CONCURRENTLY``)."""
+        raise NotImplementedError
+
+    def changes_nothing(self, sql: str) -> bool:
+        """For an outside-only statement: whether it changes no schema and no data either, so a dry run may pass
+        over it and go on."""
+        raise NotImplementedError
+
+    def refused_in_transaction(self, error: BaseException) -> bool:
+        """Whether ``error`` is the engine refusing a statement inside a transaction (one ``outside_only`` missed)."""
+        raise NotImplementedError
+
+
+class StatementCheck:
+    """One ``transactional = False`` step's statements, checked and run one by one (a real run).
+
+    The engine's connection wrapper calls ``run`` for every statement the
+    migration executes, with ``execute`` (the statement on the real
+    cursor), ``watched`` (that, inside an open transaction, watched: the
+    loss lines) and ``transaction`` (a context manager: one transaction of
+    the statement's own, rolled back on any exception). A refusal sticks:
+    every later statement raises it again, and the session raises it after
+    the migration even if its code swallowed it.
+    """
+
+    def __init__(self, version: str, direction: str, rules: StatementRules, confirmation: Confirmation):
+        self.version, self.direction = version, direction
+        self.rules = rules
+        self.confirmation = confirmation
+        #: The statements that ran (and, outside any transaction, stay), in order.
+        self.ran: list[str] = []
+        self.stopped: Exception | None = None
+
+    def run(self, sql: str, execute, watched, transaction) -> None:
+        if self.stopped is not None:
+            raise self.stopped
+        short = one_line(sql)
+        if self.rules.outside_only(sql):
+            self._alone(sql, short, execute)
+            return
+        confirmed: tuple[str, ...] | None = None
+        while True:
+            try:
+                with transaction():
+                    lines = tuple(watched())
+                    loss = StatementLoss(self.version, self.direction, short, lines)
+                    if lines and lines != confirmed and not self.confirmation.accept(loss):
+                        raise _Undo
+            except _Undo:
+                if not self.confirmation.ask(loss):
+                    self._stop(short, lines)
+                confirmed = lines
+                continue
+            except Exception as exc:
+                if not self.rules.refused_in_transaction(exc):
+                    raise
+                self._alone(sql, short, execute)  # rolled back; it must run alone
+                return
+            if lines:
+                self.confirmation.committed(loss)
+            self.ran.append(short)
+            return
+
+    def _alone(self, sql: str, short: str, execute) -> None:
+        """A statement the engine runs only outside a transaction: run if it destroys nothing, else asked about."""
+        if not self.rules.destroys_nothing(sql):
+            loss = StatementLoss(self.version, self.direction, short, (
+                f"{self.version} {self.direction}: runs `{short}`, which cannot run inside a transaction, so what it "
+                f"destroys cannot be checked",), checked=False)
+            if not (self.confirmation.accept(loss) or self.confirmation.ask(loss)):
+                self._stop(short, loss.lines)
+            self.confirmation.committed(loss)
+        execute()
+        self.ran.append(short)
+
+    def _stop(self, short: str, lines: tuple[str, ...]) -> None:
+        from planner.errors import OutsideStepStopped
+
+        self.stopped = OutsideStepStopped(self.version, self.direction, short, lines, list(self.ran))
+        raise self.stopped
+
+
+class Rehearsal:
+    """One ``transactional = False`` step rehearsed inside a dry run's transaction.
+
+    Statements run there like any step's, watched, except those the engine
+    runs only outside a transaction: one that changes no schema or data
+    (``VACUUM``) is passed over and noted, any other stops the rehearsal
+    (``CannotRehearse``, sticky like a refusal): the preview cannot go
+    beyond the step.
+    """
+
+    def __init__(self, version: str, direction: str, rules: StatementRules):
+        self.version, self.direction = version, direction
+        self.rules = rules
+        #: Statements not run by the dry run, since they change nothing it could show.
+        self.passed_over: list[str] = []
+        self.beyond: CannotRehearse | None = None
+
+    def run(self, sql: str, execute) -> bool:
+        """Run ``sql`` through ``execute`` (which raises what the engine raised); whether it ran."""
+        if self.beyond is not None:
+            raise self.beyond
+        if not self.rules.outside_only(sql):
+            try:
+                execute()
+                return True
+            except Exception as exc:
+                if not self.rules.refused_in_transaction(exc):
+                    raise
+        short = one_line(sql)
+        if self.rules.changes_nothing(sql):
+            self.passed_over.append(short)
+            return False
+        self.beyond = CannotRehearse(self.version, self.direction, short)
+        raise self.beyond
+
+
+class OutsideSteps:
+    """The session's part: the wrappers an engine supplies, and running or rehearsing a step through them.
+
+    Mixed into ``planner.session.Session``; ``confirmation`` is set by the
+    runner (``migrate(..., confirm_outside=...)``). Without it, a step
+    outside a transaction runs unchecked (``--no-preview``, the library's
+    default), as it always did.
+    """
+
+    #: Who confirms a statement that destroys data (the command's ``Confirmation``); ``None``: unchecked.
+    confirmation: Confirmation | None = None
+    #: What the migration's connection wraps instead of the session's own while a step is checked or rehearsed.
+    _wrapped: Any = None
+
+    def checked_for(self, step: Step) -> StatementCheck | None:
+        """The engine's ``StatementCheck`` of ``step`` (``None``: the engine cannot check statements)."""
+        return None
+
+    def rehearsal_for(self, step: Step) -> Rehearsal | None:
+        """The engine's ``Rehearsal`` of ``step`` in a preview (``None``: the preview leaves it out)."""
+        return None
+
+    @property
+    def migration_conn(self) -> Any:
+        """The connection a migration's proxy wraps: the session's own, or an outside step's wrapper."""
+        return self.conn if self._wrapped is None else self._wrapped  # type: ignore[attr-defined]
+
+    def perform_outside(self, step: Step) -> str | None:
+        """Run a ``transactional = False`` step's code in autocommit, checked statement by statement if confirmed.
+
+        A refusal (``OutsideStepStopped``) stands even when the migration's
+        code swallowed it or failed afterwards: the step stopped there.
+        """
+        checked = self.checked_for(step) if self.confirmation is not None else None
+        self._wrapped = checked.connection if checked is not None else None
+        try:
+            with self.outside_transaction(), self.output.capture():  # type: ignore[attr-defined]
+                detail = self.perform(step)  # type: ignore[attr-defined]
+        except ExecutionError as exc:
+            if checked is not None and checked.stopped is not None and checked.stopped is not exc:
+                raise checked.stopped from exc
+            raise
+        finally:
+            self._wrapped = None
+        if checked is not None and checked.stopped is not None:
+            raise checked.stopped
+        return detail
+
+    def rehearse(self, step: Step, observer: Any, rehearsal: Rehearsal, record: PreviewStep) -> Exception | None:
+        """Run ``step`` inside the preview's transaction through ``rehearsal``; why the preview cannot go beyond
+        it (then ``record.skipped`` says so, and its work so far is undone), or ``None`` once it ran.
+
+        A savepoint undoes the partial work (the same SQL on both engines);
+        a failure is raised as any step's.
+        """
+        conn = self.conn  # type: ignore[attr-defined]
+        self._wrapped = rehearsal.connection
+        conn.execute("SAVEPOINT apm_rehearsal")
+        started = time.perf_counter()
+        try:
+            try:
+                skipped = self.attempt(step, observer)  # type: ignore[attr-defined]
+            except ExecutionError:
+                if rehearsal.beyond is None:
+                    raise
+            if rehearsal.beyond is not None:  # raised, or swallowed by the migration's code: the same
+                conn.execute("ROLLBACK TO SAVEPOINT apm_rehearsal")
+                conn.execute("RELEASE SAVEPOINT apm_rehearsal")
+                observer.stop()
+                record.output = self.output.take()  # type: ignore[attr-defined]
+                record.skipped = str(rehearsal.beyond)
+                record.duration_ms = (time.perf_counter() - started) * 1000
+                return rehearsal.beyond
+            conn.execute("RELEASE SAVEPOINT apm_rehearsal")
+            record.skipped = skipped
+            record.passed_over = list(rehearsal.passed_over)
+            return None
+        finally:
+            self._wrapped = None

@@ -1,0 +1,209 @@
+"""`apm fleet` over many SQLite files, against plain Python loops measured in the same run.
+
+Run from the repository root:
+
+    python tests/benchmarks/bench_fleet.py                 # 1,000 databases, 5 runs each
+    python tests/benchmarks/bench_fleet.py --dbs 200 --runs 3   # quick
+    python tests/benchmarks/bench_fleet.py --linear 10     # also status over 10 x --dbs databases
+
+Every figure is a whole process (the installed ``apm``, as a user runs it, and
+``python`` for the baselines), alternated with its baseline, median of the runs:
+
+(a) ``apm fleet status`` over N databases in project folders
+    (``projects/pNNNN/.aipm/data/aipm.db``), each with APM's shipped catalog
+    applied and nothing pending, against a plain loop that opens each file
+    read-only and reads ``SELECT version FROM schema_migrations``.
+    Target: at most 1.5x; peak RSS at most 200 MB; with ``--linear K``, K x N
+    databases in at most 1.1 K times the time of N.
+(b) ``apm fleet migrate --jobs 2`` of the N databases, each with one small
+    pending migration, against a sequential raw sqlite3 loop that applies the
+    same SQL and its ledger row to each file in one transaction each.
+    Target: at most 1.3x. The files are copied afresh before each run (not timed).
+(c) ``apm fleet status --drift`` over the N databases against (a).
+    Target: at most 2x.
+
+A measurement, not a test: nothing here fails on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+APM = Path(sys.executable).parent / "apm"
+PENDING = '''"""Migration 0031: Bench notes
+
+Dependencies:
+- Migration 0030 (prerequisite)
+"""
+
+depends_on = ("0030",)
+
+SQL = "CREATE TABLE bench_notes (id INTEGER PRIMARY KEY, project_id INTEGER, note TEXT)"
+
+
+def upgrade(conn):
+    conn.execute(SQL)
+
+
+def downgrade(conn):
+    conn.execute("DROP TABLE bench_notes")
+'''
+
+STATUS_LOOP = """
+import glob, sqlite3, sys
+for path in sorted(glob.glob(sys.argv[1])):
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn.execute("SELECT version FROM schema_migrations").fetchall()
+    conn.close()
+"""
+
+MIGRATE_LOOP = """
+import glob, sqlite3, sys
+SQL = "CREATE TABLE bench_notes (id INTEGER PRIMARY KEY, project_id INTEGER, note TEXT)"
+for path in sorted(glob.glob(sys.argv[1])):
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(SQL)
+    conn.execute("INSERT INTO schema_migrations (version, description, applied_at, checksum, execution_ms) "
+                 "VALUES ('0031', 'Bench notes', CURRENT_TIMESTAMP, 'x', 0)")
+    conn.execute("COMMIT")
+    conn.close()
+"""
+
+PATTERN = "projects/*/.aipm/data/aipm.db"
+
+
+def run(command: list[str], cwd: Path) -> tuple[float, int]:
+    """Seconds and peak RSS (KiB) of one whole process."""
+    # Bytecode is cached as an installed package has it: with PYTHONDONTWRITEBYTECODE set (as in some sandboxes)
+    # every run would compile every module it imports again, and start-up would be most of what is measured.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_") and k != "PYTHONDONTWRITEBYTECODE"}
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 10, 11):
+        raise SystemExit(f"{' '.join(command)} exited {code}: {process.stderr.read().decode()[:500]}")
+    return elapsed, usage.ru_maxrss
+
+
+def make_fleet(folder: Path, template: Path, count: int) -> None:
+    if (folder / "projects").exists():
+        shutil.rmtree(folder / "projects")
+    for n in range(count):
+        target = folder / "projects" / f"p{n:05d}" / ".aipm" / "data" / "aipm.db"
+        target.parent.mkdir(parents=True)
+        shutil.copyfile(template, target)
+
+
+def template_database(folder: Path) -> Path:
+    """One database with APM's shipped catalog applied, made by the library."""
+    from planner.catalog import shipped_catalog_dir
+    from planner.engines import engine_for
+    from planner.loader import load_catalog
+    from planner.output_capture import quietly
+    from planner.plan import apply_plan
+
+    catalog = load_catalog(shipped_catalog_dir())
+    path = folder / "template.db"
+    with quietly():
+        engine_for(path).runner(catalog=catalog, create=True).migrate(lambda ledger: apply_plan(catalog, ledger))
+    return path
+
+
+def alternate(runs: int, first, second) -> tuple[list, list]:
+    """``runs`` timings of each, alternated, after one untimed warm-up of each (caches, bytecode)."""
+    first(), second()
+    a, b = [], []
+    for _ in range(runs):
+        a.append(first())
+        b.append(second())
+    return a, b
+
+
+def median(samples: list[tuple[float, int]]) -> float:
+    return statistics.median(s[0] for s in samples)
+
+
+def line(name: str, figure: float, baseline: float, target: float | None) -> None:
+    ratio = figure / baseline
+    verdict = "" if target is None else ("met" if ratio <= target else "MISSED")
+    shown = f" (target <= {target}x: {verdict})" if target is not None else ""
+    print(f"{name:58} {figure * 1000:8.0f} ms  baseline {baseline * 1000:8.0f} ms  ratio {ratio:5.2f}x{shown}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dbs", type=int, default=1000, help="databases in the fleet [1000]")
+    parser.add_argument("--runs", type=int, default=5, help="runs of each figure [5]")
+    parser.add_argument("--linear", type=int, default=0, metavar="K",
+                        help="also time status over K x --dbs databases (disk: about 60 KB each)")
+    args = parser.parse_args()
+    if not APM.exists():
+        raise SystemExit("the apm console script is not installed next to this Python (pip install -e .)")
+    with tempfile.TemporaryDirectory(prefix="apm-bench-fleet-") as scratch:
+        folder = Path(scratch)
+        template = template_database(folder)
+        make_fleet(folder, template, args.dbs)
+        print(f"{args.dbs} databases, {args.runs} runs each, {os.cpu_count()} cores, Python "
+              f"{sys.version.split()[0]}")
+
+        # (a) status
+        status = [str(APM), "fleet", "status", "--glob", PATTERN]
+        loop = [sys.executable, "-c", STATUS_LOOP, PATTERN]
+        ours, base = alternate(args.runs, lambda: run(status, folder), lambda: run(loop, folder))
+        status_time = median(ours)
+        line(f"(a) fleet status, {args.dbs} databases", status_time, median(base), 1.5)
+        print(f"    peak RSS: apm {max(s[1] for s in ours) / 1024:.0f} MiB, loop "
+              f"{max(s[1] for s in base) / 1024:.0f} MiB (target <= 200 MB)")
+
+        # (c) drift, against (a)
+        drift = [str(APM), "fleet", "status", "--drift", "--glob", PATTERN]
+        drifts, statuses = alternate(args.runs, lambda: run(drift, folder), lambda: run(status, folder))
+        line("(c) fleet status --drift vs fleet status", median(drifts), median(statuses), 2.0)
+
+        # (b) migrate --jobs 2, one small pending migration each
+        catalog = folder / "catalog"
+        from planner.catalog import shipped_catalog_dir
+
+        shutil.copytree(shipped_catalog_dir(), catalog, ignore=shutil.ignore_patterns("__pycache__", "README.md"))
+        (catalog / "migration_0031_bench_notes.py").write_text(PENDING)
+        fleet = [str(APM), "--migrations-dir", str(catalog), "fleet", "migrate", "--glob", PATTERN, "--jobs", "2",
+                 "--journal-dir", str(folder / "journals")]
+        raw = [sys.executable, "-c", MIGRATE_LOOP, PATTERN]
+
+        def fresh(command):
+            def timed():
+                make_fleet(folder, template, args.dbs)
+                return run(command, folder)
+            return timed
+
+        ours, base = alternate(args.runs, fresh(fleet), fresh(raw))
+        line(f"(b) fleet migrate --jobs 2, {args.dbs} databases, 1 pending", median(ours), median(base), 1.3)
+
+        if args.linear > 1:
+            make_fleet(folder, template, args.dbs)
+            small = [run(status, folder) for _ in range(args.runs + 1)][1:]
+            make_fleet(folder, template, args.dbs * args.linear)
+            big = [run(status, folder) for _ in range(args.runs + 1)][1:]
+            ratio = median(big) / median(small)
+            print(f"(a) linearity: {args.dbs * args.linear} databases {median(big) * 1000:.0f} ms, {args.dbs} "
+                  f"{median(small) * 1000:.0f} ms: {ratio:.2f}x for {args.linear}x the databases (target <= "
+                  f"{1.1 * args.linear:.1f}x: {'met' if ratio <= 1.1 * args.linear else 'MISSED'}); peak RSS "
+                  f"{max(s[1] for s in big) / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Drift: real SQLite files changed by hand, against their applied migrations replayed in memory."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from planner.fleet.members import discover
+from planner.fleet.status import fleet_status
+from planner.schema_drift import DriftChecker, drift
+from tests.conftest import run_apm, write_migration
+from tests.test_fleet import PATTERN, load, migrate_to, project_db, tree_digest
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Path:
+    """projects (a default), its unique index, tasks with a foreign key and a trigger, and a view."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    write_migration(folder, "0001", "Projects", upgrade="conn.execute(\"CREATE TABLE projects (id INTEGER PRIMARY "
+                    "KEY, name TEXT NOT NULL, status TEXT DEFAULT 'active')\")",
+                    downgrade="conn.execute('DROP TABLE projects')")
+    write_migration(folder, "0002", "Unique names", depends_on=("0001",),
+                    upgrade="conn.execute('CREATE UNIQUE INDEX projects_by_name ON projects (name)')",
+                    downgrade="conn.execute('DROP INDEX projects_by_name')")
+    write_migration(folder, "0003", "Tasks", depends_on=("0001",), upgrade="""
+        conn.execute('CREATE TABLE tasks (id INTEGER PRIMARY KEY, project_id INTEGER REFERENCES projects (id), '
+                     'title TEXT, touched TEXT)')
+        conn.execute("INSERT INTO tasks (title) SELECT name FROM projects")  # moves data: replays on empty tables
+        conn.execute('CREATE TRIGGER tasks_touch AFTER UPDATE ON tasks BEGIN '
+                     "UPDATE tasks SET touched = 'now' WHERE id = NEW.id; END")
+        conn.execute('CREATE VIEW open_tasks AS SELECT id, title FROM tasks')
+        """, downgrade="conn.execute('DROP VIEW open_tasks'); conn.execute('DROP TABLE tasks')")
+    return folder
+
+
+@pytest.fixture
+def db(tmp_path: Path, catalog: Path) -> Path:
+    path = project_db(tmp_path, "one")
+    migrate_to(path, catalog)
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO projects (name) VALUES ('kept')")
+    return path
+
+
+def lines(catalog: Path, path: Path) -> list[str]:
+    from planner.engines.sqlite.ledger import read_ledger
+
+    return [d.line for d in drift(load(catalog), path, read_ledger(path))]
+
+
+def by_hand(path: Path, *statements: str) -> None:
+    with sqlite3.connect(path) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def test_an_untouched_database_has_no_drift(catalog: Path, db: Path) -> None:
+    assert lines(catalog, db) == []
+
+
+def test_a_column_added_by_hand(catalog: Path, db: Path) -> None:
+    by_hand(db, "ALTER TABLE projects ADD COLUMN archived_at TEXT")
+    assert lines(catalog, db) == ["table projects: column archived_at is in the database, not in its migrations"]
+
+
+def test_an_index_dropped_by_hand(catalog: Path, db: Path) -> None:
+    by_hand(db, "DROP INDEX projects_by_name")
+    assert lines(catalog, db) == ["index projects_by_name (0002) is missing from the database"]
+
+
+def test_a_default_changed_by_hand(catalog: Path, db: Path) -> None:
+    by_hand(db, "PRAGMA foreign_keys = OFF",
+            "CREATE TABLE new_projects (id INTEGER PRIMARY KEY, name TEXT NOT NULL, status TEXT DEFAULT 'done')",
+            "INSERT INTO new_projects SELECT * FROM projects", "DROP TABLE projects",
+            "ALTER TABLE new_projects RENAME TO projects",
+            "CREATE UNIQUE INDEX projects_by_name ON projects (name)")
+    assert lines(catalog, db) == ["table projects: column status is TEXT DEFAULT 'done' in the database, "
+                                  "TEXT DEFAULT 'active' in its migrations (0001)"]
+
+
+def test_an_extra_table_and_a_removed_trigger(catalog: Path, db: Path) -> None:
+    by_hand(db, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)", "DROP TRIGGER tasks_touch")
+    assert lines(catalog, db) == ["table notes is in the database, not in its migrations",
+                                  "trigger tasks_touch (0003) is missing from the database"]
+
+
+def test_a_lost_foreign_key_and_a_changed_view(catalog: Path, db: Path) -> None:
+    by_hand(db, "PRAGMA foreign_keys = OFF", "DROP VIEW open_tasks",
+            "CREATE TABLE t2 (id INTEGER PRIMARY KEY, project_id INTEGER, title TEXT, touched TEXT)",
+            "DROP TABLE tasks", "ALTER TABLE t2 RENAME TO tasks",
+            "CREATE TRIGGER tasks_touch AFTER UPDATE ON tasks BEGIN "
+            "UPDATE tasks SET touched = 'now' WHERE id = NEW.id; END",
+            "CREATE VIEW open_tasks AS SELECT id FROM tasks")
+    found = lines(catalog, db)
+    assert found[0] == ("table tasks: foreign key tasks(project_id) → projects(id) (0003) is missing "
+                        "from the database")
+    assert found[1].startswith("view open_tasks differs from its migrations (0003): the database has CREATE VIEW")
+    assert len(found) == 2
+
+
+def test_pending_migrations_are_not_drift(tmp_path: Path, catalog: Path) -> None:
+    path = project_db(tmp_path, "behind")
+    migrate_to(path, catalog, target="0001")
+    assert lines(catalog, path) == []
+
+
+def test_apm_migrate_drift_exit_codes_json_and_nothing_written(tmp_path: Path, catalog: Path, db: Path) -> None:
+    clean = run_apm("--migrations-dir", str(catalog), "migrate", "drift", "--db", str(db))
+    assert clean.returncode == 0, clean.stderr
+    assert "the schema is what its 3 applied migration(s) make" in clean.stdout
+    by_hand(db, "ALTER TABLE projects ADD COLUMN archived_at TEXT")
+    before = tree_digest(tmp_path / "projects")
+    result = run_apm("--migrations-dir", str(catalog), "migrate", "drift", "--db", str(db), "--json")
+    assert result.returncode == 10, result.stderr
+    assert json.loads(result.stdout) == {"differences": [{
+        "object": "column projects.archived_at", "kind": "extra",
+        "detail": "table projects: column archived_at is in the database, not in its migrations"}]}
+    assert tree_digest(tmp_path / "projects") == before
+
+
+def test_a_fleet_costs_one_replay_per_distinct_state(tmp_path: Path, catalog: Path) -> None:
+    paths = [project_db(tmp_path, f"p{i}") for i in range(6)]
+    for path in paths[:4]:
+        migrate_to(path, catalog)
+    for path in paths[4:]:
+        migrate_to(path, catalog, target="0002")
+    by_hand(paths[1], "DROP INDEX projects_by_name")
+    checker = DriftChecker(load(catalog))
+    result = fleet_status(discover(globs=[PATTERN], cwd=tmp_path), load(catalog), drift=checker.differences)
+    assert [s.state for s in result.members] == ["up to date", "drifted", "up to date", "up to date", "behind",
+                                                 "behind"]
+    assert checker.replays == 2
+
+
+def test_fleet_status_drift_reports_and_exits_10(tmp_path: Path, catalog: Path) -> None:
+    for name in ("a", "b"):
+        migrate_to(project_db(tmp_path, name), catalog)
+    by_hand(project_db(tmp_path, "b"), "CREATE TABLE notes (id INTEGER)")
+    result = run_apm("--migrations-dir", str(catalog), "fleet", "status", "--glob", PATTERN, "--drift", "--json",
+                     cwd=tmp_path)
+    assert result.returncode == 10, result.stderr
+    document = json.loads(result.stdout)
+    assert [row["state"] for row in document["databases"]] == ["up_to_date", "drifted"]
+    assert document["databases"][1]["differences"] == [
+        {"object": "table notes", "kind": "extra", "detail": "table notes is in the database, not in its migrations"}]
+    assert document["summary"] == {"up_to_date": 1, "drifted": 1}
+    text = run_apm("--migrations-dir", str(catalog), "fleet", "status", "--glob", PATTERN, "--drift", cwd=tmp_path)
+    assert "projects/b/.aipm/data/aipm.db: table notes is in the database, not in its migrations" in text.stdout
+    assert text.stdout.strip().splitlines()[-1] == "1 up to date, 1 drifted"

@@ -1,0 +1,549 @@
+"""`apm fleet`: many real SQLite files in project folders, through the installed command and the library."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from planner.errors import EmptyPattern
+from planner.fleet.members import discover, member
+from tests.conftest import run_apm, write_migration
+
+PATTERN = "projects/*/.aipm/data/aipm.db"
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Path:
+    """0001 projects; 0002 a unique index on it; 0003 tasks (on 0001), each reversible; sleeps on request."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    nap = "import os, time; time.sleep(float(os.environ.get('FLEET_TEST_SLEEP', '0')))\n"
+    write_migration(folder, "0001", "Projects", upgrade=nap + "conn.execute(\"CREATE TABLE projects (id INTEGER "
+                    "PRIMARY KEY, name TEXT NOT NULL, status TEXT DEFAULT 'active')\")",
+                    downgrade="conn.execute('DROP TABLE projects')")
+    write_migration(folder, "0002", "Unique project names", depends_on=("0001",),
+                    upgrade=nap + "conn.execute('CREATE UNIQUE INDEX projects_by_name ON projects (name)')",
+                    downgrade="conn.execute('DROP INDEX projects_by_name')")
+    write_migration(folder, "0003", "Tasks", depends_on=("0001",),
+                    upgrade=nap + "conn.execute('CREATE TABLE tasks (id INTEGER PRIMARY KEY, project_id INTEGER "
+                    "REFERENCES projects (id), title TEXT)')",
+                    downgrade="conn.execute('DROP TABLE tasks')")
+    return folder
+
+
+def load(folder: Path):
+    from planner.loader import load_catalog
+
+    return load_catalog(folder)
+
+
+def migrate_to(path: Path, folder: Path, target: str | None = None) -> None:
+    """A database brought to ``target`` (everything when None) by the library, as a project would have it."""
+    from planner.engines import engine_for
+    from planner.plan import apply_plan
+
+    catalog = load(folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    engine_for(path).runner(catalog=catalog, create=True).migrate(lambda ledger: apply_plan(catalog, ledger,
+                                                                                              target=target))
+
+
+def project_db(root: Path, name: str) -> Path:
+    path = root / "projects" / name / ".aipm" / "data" / "aipm.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def applied(path: Path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        return sorted(r[0] for r in conn.execute("SELECT version FROM schema_migrations"))
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file under ``root`` and its content hash: nothing may appear, vanish or change."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
+
+
+def fleet(tmp_path: Path, catalog: Path, *args: str, env: dict | None = None):
+    return run_apm("--migrations-dir", str(catalog), "fleet", *args, cwd=tmp_path, env=env)
+
+
+# --------------------------------------------------------------------------
+# Members
+# --------------------------------------------------------------------------
+
+
+def test_the_same_file_reached_twice_is_one_member(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.db").write_bytes(b"")
+    os.symlink(tmp_path / "a" / "x.db", tmp_path / "link.db")
+    listing = tmp_path / "dbs.txt"
+    listing.write_text("# databases\n./a/x.db\na/x.db   # the same one again\nlink.db\n\nother.db\n")
+    members = discover(globs=["a/*.db"], lists=[listing], cwd=tmp_path)
+    assert [m.db for m in members] == ["a/x.db", "other.db"]  # the first spelling is kept
+
+
+def test_a_glob_expands_the_home_folder(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    project_db(tmp_path, "one").write_bytes(b"")
+    members = discover(globs=["~/projects/*/.aipm/data/aipm.db"], cwd=tmp_path / "projects")
+    assert [Path(m.real) for m in members] == [project_db(tmp_path, "one")]
+
+
+def test_patterns_and_lists_that_name_nothing_are_errors_naming_them(tmp_path: Path) -> None:
+    with pytest.raises(EmptyPattern, match="nowhere/\\*.db"):
+        discover(globs=["nowhere/*.db"], cwd=tmp_path)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing yet\n\n")
+    with pytest.raises(EmptyPattern, match="empty.txt"):
+        discover(lists=[empty], cwd=tmp_path)
+
+
+def test_a_glob_matching_nothing_is_a_usage_error(tmp_path: Path, catalog: Path) -> None:
+    result = fleet(tmp_path, catalog, "status", "--glob", "projects/*/nothing.db")
+    assert result.returncode == 2
+    assert "'projects/*/nothing.db' matches no database" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_config_file_names_the_fleet(tmp_path: Path, catalog: Path) -> None:
+    migrate_to(project_db(tmp_path, "one"), catalog)
+    (tmp_path / "apm.toml").write_text(f'migrations_dir = "{catalog}"\nfleet = ["{PATTERN}"]\n')
+    (tmp_path / "sub").mkdir()
+    result = run_apm("fleet", "status", "--json", cwd=tmp_path / "sub")  # patterns are relative to the file
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["summary"] == {"up_to_date": 1}
+    shown = json.loads(run_apm("config", "--json", cwd=tmp_path / "sub").stdout)["settings"]["fleet"]
+    assert shown == {"value": str(tmp_path / PATTERN), "source": f"config {tmp_path / 'apm.toml'}"}
+
+
+def test_urls_are_members_and_their_passwords_are_never_shown() -> None:
+    found = member("postgresql://app:s3cret@db.example/tenants#tenant7")
+    assert found.on_server and found.schema == "tenant7"
+    assert "s3cret" not in found.display and "s3cret" not in found.key
+    assert "search_path%3Dtenant7" in found.real
+
+
+# --------------------------------------------------------------------------
+# apm fleet status
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def mixed(tmp_path: Path, catalog: Path) -> dict[str, Path]:
+    """Project folders at every state status tells apart."""
+    dbs = {name: project_db(tmp_path, name) for name in
+           ("current", "behind", "fresh", "ahead", "failed", "altered", "locked", "text", "foreign")}
+    for name in ("current", "ahead", "altered", "locked"):
+        migrate_to(dbs[name], catalog)
+    migrate_to(dbs["behind"], catalog, target="0001")
+    dbs["fresh"].write_bytes(b"")
+    with sqlite3.connect(dbs["ahead"]) as conn:
+        conn.execute("INSERT INTO schema_migrations (version, description) VALUES ('0099', 'from a newer APM')")
+    migrate_to(dbs["failed"], catalog, target="0001")
+    with sqlite3.connect(dbs["failed"]) as conn:  # duplicate names: 0002's unique index fails here
+        conn.executemany("INSERT INTO projects (name) VALUES (?)", [("same",), ("same",)])
+    result = run_apm("--migrations-dir", str(catalog), "migrate", "--db", str(dbs["failed"]))
+    assert result.returncode == 5, result.stderr
+    with sqlite3.connect(dbs["altered"]) as conn:
+        conn.execute("ALTER TABLE projects ADD COLUMN archived_at TEXT")
+    dbs["text"].write_text("not a database, just notes\n")
+    with sqlite3.connect(dbs["foreign"]) as conn:
+        conn.execute("CREATE TABLE schema_migrations (id INTEGER, name TEXT, run_on TEXT)")
+    (tmp_path / "projects" / "folder" / ".aipm" / "data" / "aipm.db").mkdir(parents=True)
+    return dbs
+
+
+@pytest.fixture
+def held(mixed: dict[str, Path]):
+    """Another process holding ``locked``'s lock (even readers must wait)."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sqlite3, sys, time\n"
+        f"c = sqlite3.connect({str(mixed['locked'])!r}, isolation_level=None)\n"
+        "c.execute('BEGIN EXCLUSIVE'); print('held', flush=True); time.sleep(60)\n")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    yield holder
+    holder.kill()
+    holder.wait()
+
+
+def test_status_tells_every_state_apart_and_writes_nothing(tmp_path: Path, catalog: Path, mixed, held) -> None:
+    before = tree_digest(tmp_path / "projects")
+    result = fleet(tmp_path, catalog, "status", "--glob", PATTERN, "--json", "--busy-timeout", "0.3")
+    assert result.returncode == 11, result.stderr
+    document = json.loads(result.stdout)
+    rows = {Path(row["db"]).parts[1]: row for row in document["databases"]}
+    states = {name: row["state"] for name, row in rows.items()}
+    assert states == {"current": "up_to_date", "behind": "behind", "fresh": "behind", "ahead": "ahead",
+                      "failed": "failed", "altered": "up_to_date",  # drift is only looked for with --drift
+                      "locked": "locked", "text": "not_a_database", "foreign": "foreign_ledger",
+                      "folder": "not_a_database"}
+    assert rows["behind"]["applied"] == 1 and rows["behind"]["pending"] == 2
+    assert rows["fresh"]["applied"] == 0 and rows["fresh"]["pending"] == 3
+    assert rows["current"]["head"] == ["0002", "0003"] and rows["current"]["error"] is None
+    assert "0002 failed" in rows["failed"]["error"]
+    assert "0099" in rows["ahead"]["error"]
+    assert rows["locked"]["error"] and rows["text"]["error"]
+    assert document["summary"] == {"up_to_date": 2, "behind": 2, "ahead": 1, "failed": 1, "locked": 1,
+                                   "not_a_database": 2, "foreign_ledger": 1}
+    assert tree_digest(tmp_path / "projects") == before  # read-only: not even the ledger tables were created
+    result = fleet(tmp_path, catalog, "status", "--glob", PATTERN, "--json", "--busy-timeout", "0.3", "--drift")
+    assert result.returncode == 11  # drift and more: attention, not just drift
+    drifted = {Path(row["db"]).parts[1]: row for row in json.loads(result.stdout)["databases"]}
+    assert {name: row["state"] for name, row in drifted.items()} == {**states, "altered": "drifted"}
+    assert [d["detail"] for d in drifted["altered"]["differences"]] == [
+        "table projects: column archived_at is in the database, not in its migrations"]
+    assert drifted["current"]["differences"] == [] and "differences" not in drifted["locked"]
+    assert tree_digest(tmp_path / "projects") == before
+
+
+def test_status_table_and_summary_line(tmp_path: Path, catalog: Path) -> None:
+    for name in ("a", "b"):
+        migrate_to(project_db(tmp_path, name), catalog)
+    migrate_to(project_db(tmp_path, "c"), catalog, target="0001")
+    result = fleet(tmp_path, catalog, "status", "--glob", PATTERN)
+    assert result.returncode == 11
+    assert "behind 2" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "2 up to date, 1 behind"
+    migrate_to(project_db(tmp_path, "c"), catalog)
+    result = fleet(tmp_path, catalog, "status", "--glob", PATTERN)
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "3 up to date"
+
+
+def test_a_listed_file_that_is_missing_is_unreachable_and_nothing_is_created(tmp_path: Path, catalog) -> None:
+    listing = tmp_path / "dbs.txt"
+    listing.write_text("gone/aipm.db\n")
+    result = fleet(tmp_path, catalog, "status", "--list", str(listing), "--json")
+    assert result.returncode == 11
+    row = json.loads(result.stdout)["databases"][0]
+    assert (row["db"], row["state"]) == ("gone/aipm.db", "unreachable")
+    assert not (tmp_path / "gone").exists()
+
+
+# --------------------------------------------------------------------------
+# apm fleet plan / migrate
+# --------------------------------------------------------------------------
+
+
+def fleet_of(tmp_path: Path, catalog: Path, count: int, target: str = "0001") -> list[Path]:
+    paths = [project_db(tmp_path, f"p{i:02d}") for i in range(count)]
+    for path in paths:
+        migrate_to(path, catalog, target=target)
+    return paths
+
+
+def break_unique_index(path: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.executemany("INSERT INTO projects (name) VALUES (?)", [("twin",), ("twin",)])
+
+
+def test_plan_groups_databases_by_plan_and_writes_nothing(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 3)
+    migrate_to(paths[2], catalog)
+    before = tree_digest(tmp_path / "projects")
+    result = fleet(tmp_path, catalog, "plan", "--glob", PATTERN)
+    assert result.returncode == 0, result.stderr
+    assert "2 database(s): apply 0002, apply 0003" in result.stdout
+    assert "1 database(s): nothing to do" in result.stdout
+    assert tree_digest(tmp_path / "projects") == before
+
+
+def test_migrate_runs_every_database_and_journals_each(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 6)
+    migrate_to(paths[0], catalog)
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--jobs", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    outcomes = [row["outcome"] for row in document["databases"]]
+    assert outcomes == ["nothing to do"] + ["applied"] * 5
+    assert [s["version"] for s in document["databases"][1]["steps"]] == ["0002", "0003"]
+    assert all(applied(p) == ["0001", "0002", "0003"] for p in paths)
+    journal = Path(document["journal"])
+    assert journal.parent == tmp_path / ".apm-fleet"
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [r["type"] for r in records] == ["run"] + ["member"] * 6 + ["end"]
+
+
+def test_a_failure_stops_new_databases_unless_continue_on_error(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 5)
+    break_unique_index(paths[1])
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--jobs", "1")
+    assert result.returncode == 11
+    assert [applied(p) for p in paths] == [["0001", "0002", "0003"]] + [["0001"]] * 4
+    assert "p01/.aipm/data/aipm.db failed, so no further database was started" in result.stdout
+    assert "3 not started" in result.stdout
+    retry = next(line for line in result.stdout.splitlines() if "p01" in line and "apm " in line)
+    command = retry[retry.index("apm "):].split()
+    assert command[:2] == ["apm", "--migrations-dir"] and "migrate" in command and "--db" in command
+    alone = run_apm(*command[1:], cwd=tmp_path)  # the retry command runs that database alone
+    assert alone.returncode == 5 and "UNIQUE" in alone.stderr
+
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--jobs", "2", "--continue-on-error",
+                   "--json")
+    assert result.returncode == 11
+    rows = {Path(r["db"]).parts[1]: r for r in json.loads(result.stdout)["databases"]}
+    assert rows["p01"]["outcome"] == "failed" and "UNIQUE" in rows["p01"]["error"]
+    assert [rows[f"p0{i}"]["outcome"] for i in (0, 2, 3, 4)] == ["nothing to do", "applied", "applied", "applied"]
+    assert applied(paths[1]) == ["0001"] and all(applied(p) == ["0001", "0002", "0003"] for p in paths[2:])
+
+
+def test_a_failing_canary_starts_nothing_else(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 5)
+    break_unique_index(paths[0])
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--canary", "2", "--json",
+                   "--continue-on-error")
+    assert result.returncode == 11
+    rows = json.loads(result.stdout)["databases"]
+    assert [r["outcome"] for r in rows] == ["failed", "applied", "not started", "not started", "not started"]
+    assert "canary" in rows[2]["error"]
+    assert [applied(p) for p in paths[2:]] == [["0001"]] * 3
+
+
+def test_a_canary_pattern_runs_those_first(tmp_path: Path, catalog: Path) -> None:
+    fleet_of(tmp_path, catalog, 3)
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--canary", "*p02*", "--jobs", "1")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if ": applied" in line]
+    assert lines[0].startswith("projects/p02/")
+
+
+def test_a_loss_needs_yes_in_a_script_and_is_backed_up(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 3, target=None)
+    with sqlite3.connect(paths[0]) as conn:
+        conn.execute("INSERT INTO tasks (title) VALUES ('keep me')")
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--rollback", "0003")
+    assert result.returncode == 7, result.stdout + result.stderr
+    assert "drops table tasks holding 1 row" in result.stdout
+    assert applied(paths[0]) == ["0001", "0002", "0003"]
+    assert not list(paths[0].parent.glob("aipm.db.backup.*"))  # nothing changed: no backup left behind
+    assert all(applied(p) == ["0001", "0002"] for p in paths[1:])  # they lose nothing: committed at once
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--rollback", "0003", "--yes", "--json")
+    assert result.returncode == 0, result.stderr
+    outcomes = [r["outcome"] for r in json.loads(result.stdout)["databases"]]
+    assert outcomes == ["rolled back", "nothing to do", "nothing to do"]
+    assert all(applied(p) == ["0001", "0002"] for p in paths)
+    assert all(len(list(p.parent.glob("aipm.db.backup.*"))) == 1 for p in paths)
+
+
+def test_one_confirmation_covers_exactly_what_was_shown(tmp_path: Path, catalog: Path) -> None:
+    from planner.fleet.run import FleetRun, Request
+
+    paths = fleet_of(tmp_path, catalog, 3, target=None)
+    for path, rows in zip(paths, (2, 0, 1)):
+        with sqlite3.connect(path) as conn:
+            conn.executemany("INSERT INTO tasks (title) VALUES (?)", [("t",)] * rows)
+    shown: list = []
+
+    def confirm(outcomes) -> bool:
+        shown.extend((Path(o.member.real), o.loss) for o in outcomes)
+        with sqlite3.connect(paths[2]) as conn:  # the database changes while the person decides
+            conn.execute("INSERT INTO tasks (title) VALUES ('late')")
+        return True
+
+    run = FleetRun(load(catalog), Request(rollback="0003"), jobs=2, confirm=confirm)
+    result = run.run(discover(globs=[PATTERN], cwd=tmp_path))
+    assert shown == [(paths[0], ["0003 rollback: drops table tasks holding 2 rows"]),
+                     (paths[2], ["0003 rollback: drops table tasks holding 1 row"])]
+    outcomes = {Path(o.member.real): o for o in result.outcomes}
+    assert outcomes[paths[0]].outcome == "rolled back" and outcomes[paths[1]].outcome == "rolled back"
+    assert outcomes[paths[2]].outcome == "skipped"  # it now destroys 2 rows, not the 1 that was confirmed
+    assert "changed meanwhile" in outcomes[paths[2]].error
+    assert applied(paths[2]) == ["0001", "0002", "0003"]
+
+
+def test_dry_run_shows_each_loss_and_the_total_and_commits_nothing(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 2, target=None)
+    for path in paths:
+        with sqlite3.connect(path) as conn:
+            conn.execute("INSERT INTO tasks (title) VALUES ('a'), ('b')")
+    before = {p: applied(p) for p in paths}
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--rollback", "0003", "--dry-run")
+    assert result.returncode == 7
+    assert result.stdout.count("drops table tasks holding 2 rows") == 2
+    assert "In total: 2 database(s) would lose data (4 row(s) or value(s))" in result.stdout
+    assert {p: applied(p) for p in paths} == before
+
+
+def test_sigkill_mid_run_then_resume_finishes_only_the_rest(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 8)
+    apm_bin = Path(sys.executable).parent / "apm"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
+    process = subprocess.Popen([str(apm_bin), "--migrations-dir", str(catalog), "fleet", "migrate", "--glob",
+                                PATTERN, "--jobs", "2"], cwd=tmp_path, env={**env, "FLEET_TEST_SLEEP": "0.15"},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    journal_dir = tmp_path / ".apm-fleet"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        runs = list(journal_dir.glob("run-*.jsonl"))
+        if runs and runs[0].read_text().count('"type": "member"') >= 2:
+            break
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)  # the fleet command and its workers, at once
+    process.wait()
+    time.sleep(0.2)
+    journal = next(journal_dir.glob("run-*.jsonl"))
+    recorded = {json.loads(line)["key"] for line in journal.read_text().splitlines()
+                if line.strip().endswith("}") and '"type": "member"' in line}
+    assert 2 <= len(recorded) < len(paths)
+    for path in paths:  # every database consistent: its ledger says exactly what its schema holds
+        with sqlite3.connect(path) as conn:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert ("tasks" in tables) == ("0003" in applied(path))
+
+    result = fleet(tmp_path, catalog, "migrate", "--resume", "--json")
+    assert result.returncode == 0, result.stderr
+    resumed = json.loads(result.stdout)["databases"]
+    ran = {os.path.normpath(tmp_path / r["db"]) for r in resumed}
+    assert ran == {str(p) for p in paths} - recorded  # only the rest ran, named as the glob gave them
+    assert len(resumed) == len(paths) - len(recorded)
+    assert all(applied(p) == ["0001", "0002", "0003"] for p in paths)
+    again = fleet(tmp_path, catalog, "migrate", "--resume", "--json")
+    assert json.loads(again.stdout)["databases"] == []
+
+
+def test_resume_without_a_journal_is_a_usage_error(tmp_path: Path, catalog: Path) -> None:
+    result = fleet(tmp_path, catalog, "migrate", "--resume")
+    assert result.returncode == 2
+    assert "nothing to resume" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unreachable_server_is_a_row_and_its_password_is_never_shown(tmp_path: Path, catalog: Path) -> None:
+    migrate_to(project_db(tmp_path, "a"), catalog)
+    listing = tmp_path / "dbs.txt"
+    listing.write_text(f"projects/a/.aipm/data/aipm.db\npostgresql://app:s3cret@/nodb?host={tmp_path}/no-server\n")
+    for command in (("status", "--json"), ("migrate", "--json")):
+        result = fleet(tmp_path, catalog, *command, "--list", str(listing), "--busy-timeout", "1")
+        assert result.returncode == 11, result.stderr
+        rows = json.loads(result.stdout)["databases"]
+        assert rows[0]["error"] is None and rows[1]["error"]
+        assert rows[1]["db"] == f"postgresql://app:***@/nodb?host={tmp_path}/no-server"
+        assert rows[1].get("state", "unreachable") == "unreachable"
+        assert "s3cret" not in result.stdout + result.stderr
+    journal = next((tmp_path / ".apm-fleet").glob("run-*.jsonl"))
+    assert "s3cret" not in journal.read_text() and "s3cret" not in journal.name
+
+
+def test_ctrl_c_lets_the_running_database_finish_and_says_how_to_resume(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 6)
+    apm_bin = Path(sys.executable).parent / "apm"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
+    process = subprocess.Popen([str(apm_bin), "--migrations-dir", str(catalog), "fleet", "migrate", "--glob",
+                                PATTERN, "--jobs", "1"], cwd=tmp_path, env={**env, "FLEET_TEST_SLEEP": "0.3"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal_dir = tmp_path / ".apm-fleet"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        runs = list(journal_dir.glob("run-*.jsonl"))
+        if runs and runs[0].read_text().count('"type": "member"') >= 1:
+            break
+        time.sleep(0.02)
+    time.sleep(0.2)  # the second database is under way (each of its steps sleeps 0.3 s)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "apm fleet migrate --resume" in err
+    done = [p for p in paths if applied(p) == ["0001", "0002", "0003"]]
+    assert len(done) == 2, out + err  # the one running when Ctrl-C came finished, and none started after
+    assert all(applied(p) in (["0001"], ["0001", "0002", "0003"]) for p in paths)
+    records = [json.loads(line) for line in next(journal_dir.glob("run-*.jsonl")).read_text().splitlines()]
+    assert sum(r["type"] == "member" and r["outcome"] == "applied" for r in records) == len(done)
+
+
+def test_apm_migrate_on_a_member_while_the_fleet_runs_applies_each_migration_once(tmp_path: Path,
+                                                                                     catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 4)
+    apm_bin = Path(sys.executable).parent / "apm"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
+    slow = {**env, "FLEET_TEST_SLEEP": "0.2"}
+    whole = subprocess.Popen([str(apm_bin), "--migrations-dir", str(catalog), "fleet", "migrate", "--glob",
+                              PATTERN, "--jobs", "2"], cwd=tmp_path, env=slow, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    alone = subprocess.run([str(apm_bin), "--migrations-dir", str(catalog), "migrate", "--db", str(paths[3])],
+                           env=slow, capture_output=True, text=True)
+    out, err = whole.communicate(timeout=120)
+    assert whole.returncode == 0 and alone.returncode == 0, out + err + alone.stderr
+    for path in paths:
+        with sqlite3.connect(path) as conn:
+            applies = conn.execute("SELECT version, COUNT(*) FROM schema_migrations_log WHERE action = 'apply' "
+                                   "AND outcome = 'ok' GROUP BY version").fetchall()
+        assert sorted(applies) == [("0001", 1), ("0002", 1), ("0003", 1)]
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL: a fleet of databases, and a fleet of tenant schemas in one database
+# --------------------------------------------------------------------------
+
+
+def pg_tables(url: str, schema: str = "public") -> set[str]:
+    import psycopg
+
+    with psycopg.connect(url.split("#")[0], autocommit=True) as conn:
+        return {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                                           (schema,))}
+
+
+def test_a_fleet_of_three_postgresql_databases(pg_server, tmp_path: Path, catalog: Path) -> None:
+    from planner.engines import engine_for
+    from planner.plan import apply_plan
+
+    urls = [pg_server.create_database() for _ in range(3)]
+    loaded = load(catalog)
+    for url, target in zip(urls, ("0001", None, None)):
+        engine_for(url).runner(catalog=loaded).migrate(lambda ledger, t=target: apply_plan(loaded, ledger, target=t))
+    listing = tmp_path / "databases.txt"
+    listing.write_text("\n".join(urls) + "\n")
+    status = fleet(tmp_path, catalog, "status", "--list", str(listing), "--json")
+    assert status.returncode == 11, status.stderr
+    assert [r["state"] for r in json.loads(status.stdout)["databases"]] == ["behind", "up_to_date", "up_to_date"]
+    result = fleet(tmp_path, catalog, "migrate", "--list", str(listing), "--jobs", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [r["outcome"] for r in json.loads(result.stdout)["databases"]] == ["applied", "nothing to do",
+                                                                              "nothing to do"]
+    assert all({"projects", "tasks"} <= pg_tables(url) for url in urls)
+    import psycopg
+
+    with psycopg.connect(urls[2], autocommit=True) as conn:
+        conn.execute("ALTER TABLE projects ADD COLUMN archived_at text")
+    drift = fleet(tmp_path, catalog, "status", "--list", str(listing), "--drift", "--json")
+    assert drift.returncode == 10, drift.stderr
+    rows = json.loads(drift.stdout)["databases"]
+    assert [r["state"] for r in rows] == ["up_to_date", "up_to_date", "drifted"]
+    assert [d["detail"] for d in rows[2]["differences"]] == [
+        "column projects.archived_at is in the database, not in its migrations"]
+
+
+def test_a_fleet_of_tenant_schemas_in_one_database(pg_url: str, tmp_path: Path, catalog: Path) -> None:
+    listing = tmp_path / "tenants.txt"
+    listing.write_text(f"{pg_url}#tenant1\n{pg_url}#tenant2   # the second tenant\n")
+    result = fleet(tmp_path, catalog, "migrate", "--list", str(listing), "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)["databases"]
+    assert [r["outcome"] for r in rows] == ["applied", "applied"]
+    assert rows[0]["db"].endswith("#tenant1")
+    for schema in ("tenant1", "tenant2"):  # each tenant's tables and its own ledger in its own schema
+        assert pg_tables(pg_url, schema) == {"projects", "tasks", "schema_migrations", "schema_migrations_log"}
+    assert pg_tables(pg_url) == set()
+    status = fleet(tmp_path, catalog, "status", "--list", str(listing), "--drift", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert [r["state"] for r in json.loads(status.stdout)["databases"]] == ["up_to_date", "up_to_date"]
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DROP INDEX tenant2.projects_by_name")
+    status = fleet(tmp_path, catalog, "status", "--list", str(listing), "--drift", "--json")
+    rows = json.loads(status.stdout)["databases"]
+    assert [r["state"] for r in rows] == ["up_to_date", "drifted"]
+    assert [d["detail"] for d in rows[1]["differences"]] == [
+        "index tenant2.projects_by_name (0002) is missing from the database"]
