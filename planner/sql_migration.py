@@ -154,6 +154,8 @@ def load_sql_migration(path: Path, version: str) -> Migration:
                                               f"second `-- irreversible:` (the first is on line "
                                               f"{irreversible_line}); give one reason")
                 irreversible, irreversible_line = fold(directive.group("value")) or UNEXPLAINED, number
+                doc.append(comment)
+                continue
             if name in ("lock_timeout", "allow"):
                 value = directive.group("value").strip()
                 locks[name] = value if name == "lock_timeout" else [c for c in re.split(r"[,\s]+", value) if c]

@@ -410,6 +410,10 @@ def test_constraints_triggers_and_functions_are_schema_changes_on_both_engines(p
              "    conn.execute(\"UPDATE t SET a = '' WHERE a IS NULL\")\n"
              "    conn.execute('ALTER TABLE t ADD CONSTRAINT a_known CHECK (a IS NOT NULL)')")
     found = both_engines(pg_url, catalog_dir, tmp_path, setup, drop, check)
+    # PostgreSQL also measures the new CHECK's validating scan (docs/locks.md); that line is its own, not a change.
+    code, lines = found["postgresql"]
+    assert any("constraint-not-valid-missing" in line for line in lines)
+    found["postgresql"] = (code, [line for line in lines if ": lock " not in line])
     assert found["sqlite"] == (0, ["0001 apply: drops trigger t_log",
                                    "0002 apply: rebuilds table t (copies its rows into the new shape)",
                                    "0002 apply: adds constraint t.a_known"])

@@ -107,3 +107,17 @@ def test_only_the_engines_import_a_database_driver():
              and any(_in_package(target, driver) for target in _imports(path) for driver in ("sqlite3", "psycopg"))}
     assert users <= DRIVER_USERS_LEFT, f"new driver imports outside planner/engines/: {sorted(users - DRIVER_USERS_LEFT)}"
     assert not any(_in_package(name, "cli") for name in users)
+
+
+def test_every_package_of_the_source_is_in_the_wheel():
+    """An editable install finds every folder; a wheel holds only the listed packages (``apm fleet`` once
+    shipped without ``planner.fleet``). Every folder with an ``__init__.py`` must be listed in pyproject."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(init.parent.relative_to(ROOT).parts) for package in PACKAGES
+             for init in (ROOT / package).rglob("__init__.py")}
+    assert found - listed == set(), f"packages missing from pyproject.toml's [tool.setuptools] packages: {found - listed}"
