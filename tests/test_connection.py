@@ -194,3 +194,22 @@ def test_everything_else_passes_through(conn):
     proxy.execute("ROLLBACK TO sp")
     proxy.execute("RELEASE sp")
     assert proxy.execute("SELECT COUNT(*) FROM a").fetchone()[0] == 4
+
+
+def test_a_text_already_allowed_is_still_refused_once_the_transaction_ended(tmp_path):
+    """The step remembers texts it allowed (a data migration's loop is checked once), but whether the runner's
+    transaction is still open is asked for every statement: a repeat must not commit on its own."""
+    raw = sqlite3.connect(tmp_path / "repeat.db", isolation_level=None)
+    raw.execute("CREATE TABLE t (id INTEGER)")
+    raw.execute("BEGIN IMMEDIATE")
+    proxy = MigrationConnection(raw, "0001", "apply")
+    insert = "INSERT INTO t (id) VALUES (?)"
+    proxy.execute(insert, (1,))
+    proxy.execute(insert, (2,))
+    raw.execute("ROLLBACK")  # the transaction ends behind the proxy's back
+    with pytest.raises(TransactionTampered, match="had already ended"):
+        proxy.execute(insert, (3,))
+    with pytest.raises(TransactionTampered, match="had already ended"):
+        proxy.cursor().executemany(insert, [(4,)])
+    assert raw.execute("SELECT COUNT(*) FROM t").fetchone() == (0,)
+    raw.close()

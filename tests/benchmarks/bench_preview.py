@@ -4,6 +4,7 @@ Run from the repository root:
 
     python tests/benchmarks/bench_preview.py            # full sizes (a 2,000,000-row database: a few minutes)
     python tests/benchmarks/bench_preview.py --quick    # 200,000 rows, fewer repeats
+    python tests/benchmarks/bench_preview.py --long-runs # only (d) and (e), medians of 7
 
 (a) Default ``apm migrate`` of 1,000 and 5,000 trivial migrations to a fresh
     file, against a raw sqlite3 loop in its own process doing the same work:
@@ -17,15 +18,29 @@ Run from the repository root:
     agents: the preview alone (``--dry-run``) against the rollback itself
     without a preview (``--yes --no-preview``), both ``--no-backup``.
     Target: at most 1.2x.
+(d) Rolling back 500 of 1,000 trivial migrations (a chain; ``--rollback 0501
+    --cascade --yes``, the backup included) on the default path, against a
+    raw sqlite3 loop in its own process (one transaction per migration: the
+    DROP and the ledger delete), and the same command with ``--no-preview``.
+    Target: the default path at most 1.3x the raw loop.
+(e) A data migration running 50,000 single-row ``conn.execute(sql, params)``
+    statements, ``INSERT`` and then ``UPDATE ... WHERE id = ?`` (which
+    overwrites values, so ``--yes``): the default path against
+    ``--no-preview`` and against the same loop in plain sqlite3, its own
+    process, one transaction. Targets: at most 1.3x ``--no-preview`` and at
+    most 2x the plain loop, for both.
 
 Every run starts from a fresh copy of the database (copying is not timed).
-Medians of several runs; this is a measurement, not a test (exit 0 always).
+Medians of several runs, the sides taking turns; this is a measurement, not a
+test (exit 0 always). The catalogs' bytecode is written once before timing,
+as on a user's machine (this sandbox sets PYTHONDONTWRITEBYTECODE).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -35,6 +50,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -66,7 +82,7 @@ def trivial_catalog(directory: Path, count: int) -> None:
 
 
 def run(argv: list[str], cwd: Path | None = None) -> float:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_") and k != "PYTHONDONTWRITEBYTECODE"}
     started = time.perf_counter()
     done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
@@ -240,10 +256,168 @@ def shipped_cascade(agents: int, repeats: int) -> tuple[float, float]:
         return alternate(repeats, dry_run, rollback)
 
 
+# -- (d) rolling back half of a long chain -------------------------------------------------------
+
+RAW_ROLLBACK = r'''
+import sqlite3, sys
+db, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+conn = sqlite3.connect(db, isolation_level=None)
+for n in range(last, first - 1, -1):
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(f"DROP TABLE t{n}")
+    conn.execute("DELETE FROM schema_migrations WHERE version = ?", (f"{n:04d}",))
+    conn.execute("COMMIT")
+conn.close()
+'''
+
+
+def chain_catalog(directory: Path, count: int) -> None:
+    """Each migration makes a table, depends on the one before, and drops its table again."""
+    directory.mkdir()
+    for n in range(1, count + 1):
+        (directory / f"migration_{n:04d}.py").write_text(
+            f'"""Migration {n:04d}: table {n}"""\n\n'
+            + (f"depends_on = ('{n - 1:04d}',)\n\n" if n > 1 else "")
+            + f"def upgrade(conn):\n    conn.execute('CREATE TABLE t{n} (id INTEGER PRIMARY KEY, v TEXT)')\n\n"
+            f"def downgrade(conn):\n    conn.execute('DROP TABLE t{n}')\n"
+        )
+
+
+def rollback_half(count: int, repeats: int) -> tuple[Timing, Timing, Timing]:
+    """Medians: the default ``--rollback --cascade --yes`` (backup included), ``--no-preview``, the raw loop."""
+    first = count // 2 + 1
+    with tempfile.TemporaryDirectory(prefix="apm-bench-preview-") as folder:
+        work = Path(folder)
+        catalog = work / "chain"
+        chain_catalog(catalog, count)
+        original = work / "original.db"
+        run([APM, "--db", str(original), "--migrations-dir", str(catalog), "migrate"])
+        db = work / "chain.db"
+        command = [APM, "--db", str(db), "--migrations-dir", str(catalog), "migrate", "--rollback", f"{first:04d}",
+                   "--cascade", "--yes"]
+
+        def fresh() -> None:
+            for backup in work.glob("chain.db.backup.*"):
+                backup.unlink()
+            shutil.copyfile(original, db)
+
+        def default() -> float:
+            fresh()
+            return run(command)
+
+        def no_preview() -> float:
+            fresh()
+            return run([*command, "--no-preview"])
+
+        def raw() -> float:
+            fresh()
+            return run([sys.executable, "-c", RAW_ROLLBACK, str(db), str(first), str(count)])
+
+        return rounds(repeats, default, no_preview, raw)
+
+
+# -- (e) a data migration of many single-row statements ------------------------------------------
+
+DATA_SETUP = '''"""Migration 0001: items"""
+
+def upgrade(conn):
+    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER NOT NULL DEFAULT 0)")
+'''
+DATA_FILL = '''"""Migration 0002: fill items"""
+
+depends_on = ("0001",)
+
+def upgrade(conn):
+    conn.executemany("INSERT INTO items (id, name, qty) VALUES (?, ?, ?)",
+                     ((i, f"item {i}", i % 7) for i in range({rows})))
+'''
+#: The loop each data migration runs, the same text in the plain baseline.
+DATA_LOOPS = {
+    "insert": '''for i in range({rows}):
+        conn.execute("INSERT INTO items (id, name, qty) VALUES (?, ?, ?)", (i, f"item {{i}}", i % 7))''',
+    "update": '''for i in range({rows}):
+        conn.execute("UPDATE items SET qty = ? WHERE id = ?", (i % 11, i))''',
+}
+PLAIN_DATA = '''
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+if True:
+    {loop}
+conn.execute("COMMIT")
+conn.close()
+'''
+
+
+def data_migration(kind: str, rows: int, repeats: int) -> tuple[Timing, Timing, Timing]:
+    """Medians: default ``apm migrate --yes``, ``--no-preview``, the plain loop; ``kind`` is insert or update."""
+    loop = DATA_LOOPS[kind].format(rows=rows)
+    with tempfile.TemporaryDirectory(prefix="apm-bench-preview-") as folder:
+        work = Path(folder)
+        catalog = work / "catalog"
+        catalog.mkdir()
+        (catalog / "migration_0001.py").write_text(DATA_SETUP)
+        before = "0001"
+        if kind == "update":
+            (catalog / "migration_0002.py").write_text(DATA_FILL.replace("{rows}", str(rows)))
+            before = "0002"
+        (catalog / "migration_0003.py").write_text(
+            f'"""Migration 0003: {kind} {rows} rows one at a time"""\n\ndepends_on = ("{before}",)\n\n'
+            f"def upgrade(conn):\n    {loop}\n")
+        original = work / "original.db"
+        run([APM, "--db", str(original), "--migrations-dir", str(catalog), "migrate", "--target", before])
+        db = work / "data.db"
+
+        def default() -> float:
+            shutil.copyfile(original, db)
+            return run([APM, "--db", str(db), "--migrations-dir", str(catalog), "migrate", "--yes"])
+
+        def no_preview() -> float:
+            shutil.copyfile(original, db)
+            return run([APM, "--db", str(db), "--migrations-dir", str(catalog), "migrate", "--no-preview"])
+
+        def plain() -> float:
+            shutil.copyfile(original, db)
+            return run([sys.executable, "-c", PLAIN_DATA.format(loop=loop), str(db)])
+
+        return rounds(repeats, default, no_preview, plain)
+
+
+class Timing(NamedTuple):
+    """Median seconds of one side: wall clock, and CPU (user + system) of the process it ran."""
+
+    wall: float
+    cpu: float
+
+
+def rounds(repeats: int, *sides) -> tuple[Timing, ...]:
+    """Each side's medians, the sides taking turns within each round so load drifts hit all alike.
+
+    CPU time is the child processes' (``RUSAGE_CHILDREN``), so copying the
+    database beforehand in this process is not counted. On a machine shared
+    with other work the wall clock also measures waiting (for the CPU, and
+    for the disk: a loop that commits 500 times waits for 500 fsyncs), so
+    both are printed.
+    """
+    walls: list[list[float]] = [[] for _ in sides]
+    cpus: list[list[float]] = [[] for _ in sides]
+    for _ in range(repeats):
+        for wall, cpu, measure in zip(walls, cpus, sides):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            wall.append(measure())
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return tuple(Timing(median(w), median(c)) for w, c in zip(walls, cpus))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200,000 rows, fewer repeats")
+    parser.add_argument("--long-runs", action="store_true", help="only scenarios (d) and (e)")
     args = parser.parse_args(argv)
+    if args.long_runs:
+        long_runs(7 if not args.quick else 5)
+        return 0
     repeats = 3 if args.quick else 5
     rows = 200_000 if args.quick else 2_000_000
     print("What the preview costs (the installed apm, whole processes; medians)")
@@ -259,7 +433,31 @@ def main(argv: list[str] | None = None) -> int:
     preview, real = shipped_cascade(100_000, repeats)
     print(f"(c) cascade rollback of 0027, 100,000 agents: preview (--dry-run) {preview:6.2f} s   "
           f"rollback itself {real:6.2f} s   x{preview / real:.2f}   target <= 1.2")
+    long_runs(repeats + 2)
     return 0
+
+
+def long_runs(repeats: int) -> None:
+    """Scenarios (d) and (e), printed with their ratios."""
+    print(f"(d) and (e), medians of {repeats}: wall clock, and in brackets CPU seconds of the process")
+
+    def both(t: Timing) -> str:
+        return f"{t.wall:5.2f} s ({t.cpu:4.2f})"
+
+    def ratio(a: Timing, b: Timing) -> str:
+        return f"x{a.wall / b.wall:.2f} (CPU x{a.cpu / b.cpu:.2f})"
+
+    default, no_preview, raw = rollback_half(1000, repeats)
+    print(f"(d) roll back 500 of 1,000 (--cascade --yes, backup included): default {both(default)}   "
+          f"--no-preview {both(no_preview)}   raw loop {both(raw)}\n"
+          f"    default {ratio(default, raw)} of the raw loop (target <= 1.3); "
+          f"--no-preview {ratio(no_preview, raw)}")
+    for kind in ("insert", "update"):
+        default, no_preview, plain = data_migration(kind, 50_000, repeats)
+        print(f"(e) 50,000 single-row {kind.upper()}s: default {both(default)}   --no-preview {both(no_preview)}   "
+              f"plain loop {both(plain)}\n"
+              f"    default {ratio(default, no_preview)} of --no-preview (target <= 1.3), "
+              f"{ratio(default, plain)} of the plain loop (target <= 2)")
 
 
 if __name__ == "__main__":

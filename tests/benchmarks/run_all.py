@@ -11,7 +11,10 @@ warm load), planning over generated DAGs of 100 to 100,000 migrations (with
 the log-log exponent and the peak memory of 100,000), the networkx path
 (dependencies pointing to higher versions), applying 1,000 trivial
 migrations, a 1,000,000-row table rebuild, a cascade rollback of a
-1,000-migration chain, and what the preview costs (bench_preview.py).
+1,000-migration chain, what the preview costs (bench_preview.py), and
+two long runs on the default path: rolling back 500 of 1,000 migrations
+and a data migration of 50,000 single-row statements (``bench_preview.py
+--long-runs`` runs those alone).
 
 Each figure is a median of several runs; ratios are to a baseline measured in
 the same run on the same machine, which is what makes them comparable across
@@ -172,6 +175,27 @@ def preview(repeats: int, rows: int) -> None:
     ours, base = bench_preview.shipped_cascade(100_000, repeats)
     add(Row("preview", "--dry-run of 0027 --cascade, 100,000 agents", f"{ours:.2f} s",
             f"{base:.2f} s the rollback", ours / base, "<= 1.2x", ours / base <= 1.2))
+    long_runs(repeats + 2)
+
+
+def long_runs(repeats: int) -> None:
+    """A long cascade rollback and a data migration of single-row statements, default path."""
+    heading(f"A long rollback and data migration, default path (installed apm, whole processes); medians of {repeats}")
+    default, no_preview, raw = bench_preview.rollback_half(1_000, repeats)
+    add(Row("rollback", "500 of 1,000, --cascade --yes, backup included", f"{default.wall:.2f} s",
+            f"{raw.wall:.2f} s raw loop", default.wall / raw.wall, "<= 1.3x", default.wall / raw.wall <= 1.3))
+    add(Row("rollback", "  the same, CPU seconds", f"{default.cpu:.2f} s", f"{raw.cpu:.2f} s", default.cpu / raw.cpu))
+    add(Row("rollback", "  the same with --no-preview", f"{no_preview.wall:.2f} s", f"{raw.wall:.2f} s raw loop",
+            no_preview.wall / raw.wall))
+    for kind in ("insert", "update"):
+        default, no_preview, plain = bench_preview.data_migration(kind, 50_000, repeats)
+        add(Row("data", f"50,000 single-row {kind.upper()}s vs --no-preview", f"{default.wall:.2f} s",
+                f"{no_preview.wall:.2f} s", default.wall / no_preview.wall, "<= 1.3x",
+                default.wall / no_preview.wall <= 1.3))
+        add(Row("data", "  the same, CPU seconds", f"{default.cpu:.2f} s", f"{no_preview.cpu:.2f} s",
+                default.cpu / no_preview.cpu))
+        add(Row("data", f"50,000 single-row {kind.upper()}s vs plain loop", f"{default.wall:.2f} s",
+                f"{plain.wall:.2f} s", default.wall / plain.wall, "<= 2x", default.wall / plain.wall <= 2))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,10 +82,35 @@ def switches_foreign_keys(sql: str) -> bool:
     )
 
 
-def _check(guard: Guard, raw: sqlite3.Connection, sql: str) -> bool:
+#: How many allowed statement texts a step remembers (a loop formatting its values into the SQL makes new ones).
+_ALLOWED_KEPT = 1024
+
+
+class _StepGuard(Guard):
+    """``transaction_guard.Guard`` plus the texts this step's checks have already allowed.
+
+    Only a text with no control word (no BEGIN, COMMIT, SAVEPOINT, PRAGMA ...)
+    is kept: its verdict depends on the text alone. What depends on the
+    moment (whether the runner's transaction is still open) is checked for
+    every statement, kept or not. One guard per migration connection, so per step.
+    """
+
+    __slots__ = ("allowed",)
+
+    def __init__(self, version: str, direction: str, observer: Any = None):
+        super().__init__(version, direction, observer)
+        #: Statement texts already checked and allowed: a data migration repeating one statement is checked once.
+        self.allowed: set[str] = set()
+
+
+def _check(guard: _StepGuard, raw: sqlite3.Connection, sql: str) -> bool:
     """Refuse ``sql`` if it would end the transaction; ``False`` when it is to be passed over."""
     if not isinstance(sql, str):
         return True  # sqlite3 itself rejects it
+    if sql in guard.allowed:  # a data migration's loop: the text was checked once in this step
+        if guard.within and not raw.in_transaction:
+            guard.transaction_ended(sql)
+        return True
     if _FIRST.match(sql) is not None:
         reason = forbidden_reason(sql)
         if reason is not None and guard.guarded:
@@ -96,6 +121,8 @@ def _check(guard: Guard, raw: sqlite3.Connection, sql: str) -> bool:
             # foreign_key_check before COMMIT, so the migration gets exactly what it asked for.
             guard.ignored.append(" ".join(sql.split()).rstrip(";")[:80])
             return False
+    elif len(guard.allowed) < _ALLOWED_KEPT:
+        guard.allowed.add(sql)
     if guard.within and not raw.in_transaction:
         guard.transaction_ended(sql)
     return True
@@ -106,10 +133,12 @@ class MigrationCursor:
 
     __slots__ = ("_cursor", "_guard", "_raw")
 
-    def __init__(self, cursor: sqlite3.Cursor, guard: Guard, raw: sqlite3.Connection):
-        object.__setattr__(self, "_cursor", cursor)
-        object.__setattr__(self, "_guard", guard)
-        object.__setattr__(self, "_raw", raw)
+    def __init__(self, cursor: sqlite3.Cursor, guard: _StepGuard, raw: sqlite3.Connection):
+        # The slots' own setters: ``__setattr__`` sends every other attribute to the real cursor, and
+        # ``object.__setattr__`` costs more than the statement in a data migration's loop.
+        _set_cursor(self, cursor)
+        _set_guard(self, guard)
+        _set_raw(self, raw)
 
     @property
     def connection(self) -> Any:
@@ -117,14 +146,16 @@ class MigrationCursor:
         return self._guard.connection
 
     def execute(self, sql: str, parameters: Any = ()) -> MigrationCursor:
-        if _check(self._guard, self._raw, sql):
-            observer = self._guard.observer
+        guard = self._guard
+        if _check(guard, self._raw, sql):
+            observer = guard.observer
             if observer is None:
                 self._cursor.execute(sql, parameters)
             else:
                 seen = observer.before(sql, parameters)
                 self._cursor.execute(sql, parameters)
-                observer.after(seen, self._cursor.rowcount)
+                if seen is not None:
+                    observer.after(seen, self._cursor.rowcount)
         return self
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> MigrationCursor:
@@ -134,9 +165,13 @@ class MigrationCursor:
                 self._cursor.executemany(sql, seq_of_parameters)
             else:
                 rows = list(seq_of_parameters)
-                seen = observer.before(sql, rows[0]) if rows else [[], {}]
+                if not rows:  # nothing runs: nothing to watch
+                    self._cursor.executemany(sql, rows)
+                    return self
+                seen = observer.before(sql, rows[0])
                 self._cursor.executemany(sql, rows)
-                observer.after(seen, self._cursor.rowcount)
+                if seen is not None:
+                    observer.after(seen, self._cursor.rowcount)
         return self
 
     def executescript(self, sql_script: str) -> MigrationCursor:
@@ -150,7 +185,8 @@ class MigrationCursor:
             elif run:
                 seen = observer.before(statement)
                 self._cursor.execute(statement)
-                observer.after(seen, self._cursor.rowcount)
+                if seen is not None:
+                    observer.after(seen, self._cursor.rowcount)
         return self
 
     def __iter__(self) -> MigrationCursor:
@@ -168,11 +204,16 @@ class MigrationCursor:
         setattr(self._cursor, name, value)
 
 
+_set_cursor = MigrationCursor._cursor.__set__  # type: ignore[attr-defined]
+_set_guard = MigrationCursor._guard.__set__  # type: ignore[attr-defined]
+_set_raw = MigrationCursor._raw.__set__  # type: ignore[attr-defined]
+
+
 class MigrationConnection:
     """A proxy over the executor's ``sqlite3.Connection`` that cannot end its transaction."""
 
     def __init__(self, conn: sqlite3.Connection, version: str = "?", direction: str = "apply", observer: Any = None):
-        guard = Guard(version, direction, observer)
+        guard = _StepGuard(version, direction, observer)
         guard.connection = self
         # Created inside the executor's transaction (a ``transactional = False`` step is not): it must stay open.
         guard.within = conn.in_transaction

@@ -31,8 +31,10 @@ class ValueCounters:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
         self._triggers: list[str] = []
+        self._keys: list[tuple[str, str]] = []  # what each of ``_triggers`` counts
         self._counted: set[tuple[str, str]] = set()
         self._ready = False
+        self._serial = 0  # names are never reused within a connection: a rolled-back one may come back
 
     def deletes(self, table: str) -> None:
         """Count the rows deleted from ``table`` (by a trigger: ``rowcount`` does not see them)."""
@@ -55,14 +57,28 @@ class ValueCounters:
         for name in self._triggers:
             self.conn.execute(f"DROP TRIGGER IF EXISTS temp.{quote_identifier(name)}")
         self._triggers.clear()
+        self._keys.clear()
         self._counted.clear()
         return counts
 
     def forget(self) -> None:
         """The step failed: its rollback removed the counters with everything else."""
         self._triggers.clear()
+        self._keys.clear()
         self._counted.clear()
         self._ready = False
+
+    def rolled_back(self) -> None:
+        """The migration rolled back to one of its savepoints: what was made since (the TEMP table, triggers) is
+        gone with the rest, so it is made again when next needed; what was counted before it stays counted."""
+        if not self._triggers and not self._ready:
+            return
+        present = {name for (name,) in self.conn.execute("SELECT name FROM temp.sqlite_master")}
+        kept = [(name, key) for name, key in zip(self._triggers, self._keys) if name in present]
+        self._triggers = [name for name, _ in kept]
+        self._keys = [key for _, key in kept]
+        self._counted = set(self._keys)
+        self._ready = self._ready and _COUNTS in present
 
     def _add(self, table: str, column: str, when: str, kind: str) -> None:
         if (table, column) in self._counted:
@@ -73,8 +89,10 @@ class ValueCounters:
             self.conn.execute(f"DELETE FROM temp.{_COUNTS}")
             self._ready = True
         self._counted.add((table, column))
-        name = f"apm_preview_{len(self._triggers)}"
+        name = f"apm_preview_{self._serial}"
+        self._serial += 1
         self._triggers.append(name)
+        self._keys.append((table, column))
         self.conn.execute(
             f"CREATE TEMP TRIGGER {quote_identifier(name)} {when} BEGIN "
             f"INSERT INTO {_COUNTS} VALUES ({_literal(table)}, {_literal(column)}, {kind}, 1) "

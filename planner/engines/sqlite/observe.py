@@ -41,6 +41,8 @@ from typing import Any, TypeGuard, cast
 
 from planner.effects import PlanWrites, StepEffects, TableState, resolve
 from planner.engines.sqlite.counters import ValueCounters
+from planner.engines.sqlite.fk_map import ForeignKeyMap
+from planner.engines.sqlite.statement_memo import UNKNOWN, StatementMemo, rowcount_targets
 from planner.ledger import LOG_TABLE, TABLE
 from planner.locks import StepLocks
 from planner.preview import DataImpact
@@ -76,6 +78,8 @@ class StepObserver:
         self.plan_writes = PlanWrites()  # kept across steps
         #: One ``StepLocks`` per step watched, in order: the tables each rebuilt (``attach_rebuilds``).
         self.reports: list[StepLocks] = []
+        self._foreign_keys = ForeignKeyMap(conn)  # who references whom, across steps
+        self._known = StatementMemo(conn, self._foreign_keys)  # what ``before`` learned per text, within a step
 
     # -- the callbacks -----------------------------------------------------------------------
 
@@ -95,16 +99,19 @@ class StepObserver:
     def start_step(self) -> None:
         self.effects = StepEffects()
         self.reports.append(StepLocks([], [], [], rebuilt=[]))
+        self._known.forget()
         if self.capture_sql:
             self.conn.set_trace_callback(self._trace)
 
     def running(self, on: bool) -> None:
         """The migration's own code is running (``on``) or not: only its statements are traced."""
+        self._known.forget()  # ``before`` does not see the executor's own statements in between
         self._tracing = on and self.capture_sql
 
     def stop(self) -> None:
         """The step failed: stop tracing (the rollback removes the counters with everything else)."""
         self._tracing = False
+        self._known.schema_may_change()  # the step is being rolled back
         self.counters.forget()
         if self.capture_sql:
             self.conn.set_trace_callback(None)
@@ -112,6 +119,7 @@ class StepObserver:
     def end_step(self) -> tuple[list[SchemaChange], list[DataImpact], list[str]]:
         """The step's net schema changes, its data impact, and the SQL it ran; the counters are removed."""
         self._tracing = False
+        self._known.forget()
         if self.capture_sql:
             self.conn.set_trace_callback(None)
         counts = self.counters.take()
@@ -134,6 +142,7 @@ class StepObserver:
                      columns: Sequence[str] = (), changed: dict[str, int] | None = None) -> None:
         """``rebuild_table`` is about to rebuild ``table``: ``carried`` maps old columns to their new names,
         ``columns`` are the new table's, ``changed`` counts the values a conversion changed, per old column."""
+        self._known.forget()  # what a repeated statement's rowcount counts depends on the rebuilds
         values = self._column_values(table, list(dropped)) if dropped else {}
         self.effects.rebuilds[table] = (dict(carried), list(dropped))
         self.effects.rebuilt_rows[table] = self._row_count(table)
@@ -147,15 +156,21 @@ class StepObserver:
 
     # -- before and after each statement ------------------------------------------------------
 
-    def before(self, sql: str, parameters: Any = ()) -> list[Any]:
-        """Measure what ``sql`` is about to destroy; returns what ``after`` needs.
+    def before(self, sql: str, parameters: Any = ()) -> tuple | None:
+        """Measure what ``sql`` is about to destroy; returns what ``after`` needs (``None``: nothing to do after).
 
         A PRAGMA is not prepared twice: some take effect while they are
         compiled, so even ``EXPLAIN`` of one would run it, and none of them
-        deletes or overwrites user data.
+        deletes or overwrites user data. A statement that only reads and
+        writes rows is watched once per step, however often it runs
+        (``statement_memo``).
         """
+        known = self._known.recall(sql)
+        if known is not UNKNOWN:
+            return known
         if keywords(sql, 1) == ["PRAGMA"]:
-            return [[], {}]
+            self._known.schema_may_change()
+            return None
         tracing, self._tracing = self._tracing, False
         self._events.clear()
         self.conn.set_authorizer(self._authorize)
@@ -163,25 +178,38 @@ class StepObserver:
             self.conn.execute("EXPLAIN " + sql, parameters).fetchall()
         except sqlite3.Error:
             self._tracing = tracing
-            return [[], {}]  # the statement itself will fail, with SQLite's own message, when it runs
+            self._known.schema_may_change()
+            return None  # the statement itself will fail, with SQLite's own message, when it runs
         finally:
             self.conn.set_authorizer(_NO_AUTHORIZER)
         events = list(self._events)
+        repeatable, stamp = self._known.learn(events)
         self._measure(sql, events)
         # An INSERT that may replace (REPLACE, OR REPLACE) or update (ON CONFLICT) rows: its rowcount is not
         # rows added, so the table is counted before and after (REPLACE deletes without firing a trigger).
         counted: dict[str, int] = {}
         if _may_replace(sql):
+            repeatable = False  # counted afresh each time
             for action, table, _, database, source in events:
                 if (action == sqlite3.SQLITE_INSERT and source is None and _ours(table, database)
                         and table not in self.effects.created):
                     counted[table] = self._row_count(table)
+        targets = rowcount_targets(events, counted, self.effects, _ours)
+        rolls_back = _rolls_back(events)
+        seen = ((events, counted, targets, stamp, rolls_back)
+                if counted or targets or stamp is not None or rolls_back else None)
+        if repeatable:
+            self._known.keep(sql, seen)
         self._tracing = tracing
-        return [events, counted]
+        return seen
 
-    def after(self, seen: list, rowcount: int) -> None:
+    def after(self, seen: tuple, rowcount: int) -> None:
         """Count what the statement did to its own target (``rowcount`` is for the top-level statement only)."""
-        events, counted = seen
+        events, counted, targets, stamp, rolls_back = seen
+        if rolls_back:  # ROLLBACK TO: counters made since that savepoint are gone with the rest
+            self.counters.rolled_back()
+        if stamp is not None:
+            self._foreign_keys.after_neutral(stamp, events)
         effects = self.effects
         for table, before in counted.items():
             added = self._row_count(table) - before
@@ -190,15 +218,12 @@ class StepObserver:
                 self._deleted(table, replaced, before)
             if added > 0:
                 effects.inserted[table] = effects.inserted.get(table, 0) + added
-        for action, table, _, database, source in events:
-            if source is not None or not _ours(table, database) or table in counted:
-                continue
-            # A table dropped and put back by hand is compared as a whole at the end; rebuild_table's is not.
-            if (action == sqlite3.SQLITE_DELETE and rowcount > 0
-                    and (table not in effects.dropped_tables or table in effects.rebuilds)):
-                self._deleted(table, rowcount)
-            elif action == sqlite3.SQLITE_INSERT and table not in effects.created and rowcount > 0:
-                effects.inserted[table] = effects.inserted.get(table, 0) + rowcount
+        if rowcount > 0:
+            for tally, table in targets:
+                if tally == "deleted":
+                    self._deleted(table, rowcount)
+                else:
+                    effects.inserted[table] = effects.inserted.get(table, 0) + rowcount
 
     def _deleted(self, table: str, rows: int, before: int | None = None) -> None:
         """Rows a statement deleted: lost, unless the plan wrote the table (then they were its own)."""
@@ -299,20 +324,13 @@ class StepObserver:
         ``PRAGMA foreign_key_check`` over the whole database reads every child
         table after every step; checking only these keeps the work
         proportional to what the step touched. Adding rows to a parent
-        cannot orphan a child, so only shrinking tables bring their children in.
+        cannot orphan a child, so only shrinking tables bring their children in
+        (who references whom: ``fk_map``).
         """
         effects = self.effects
-        scope = effects.grown | effects.shrunk
-        if effects.shrunk:
-            marks = ", ".join("?" * len(effects.shrunk))
-            scope |= {row[0] for row in self.conn.execute(
-                "SELECT DISTINCT m.name FROM sqlite_master AS m, pragma_foreign_key_list(m.name) AS f "
-                f"WHERE m.type = 'table' AND f.\"table\" COLLATE NOCASE IN ({marks})", sorted(effects.shrunk))}
-        if not scope:
+        if not effects.grown and not effects.shrunk:
             return []
-        marks = ", ".join("?" * len(scope))
-        return sorted(row[0] for row in self.conn.execute(
-            f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ({marks})", sorted(scope)))
+        return self._foreign_keys.scope(effects.grown | effects.shrunk, effects.shrunk)
 
     # -- measuring -----------------------------------------------------------------------------
 
@@ -393,6 +411,12 @@ def _may_replace(sql: str) -> bool:
 def _upsert_only(events: list, table: str) -> bool:
     """An ``ON CONFLICT ... DO UPDATE`` updates the rows it does not add: its UPDATE counters already tell."""
     return any(action == sqlite3.SQLITE_UPDATE and name == table for action, name, *_ in events)
+
+
+def _rolls_back(events: list) -> bool:
+    """Whether a statement rolls back to a savepoint (undoing the TEMP counters made since, with the rest)."""
+    return any(action == sqlite3.SQLITE_SAVEPOINT and (operation or "").upper() == "ROLLBACK"
+               for action, operation, *_ in events)
 
 
 def _reads_only(statement: str) -> bool:

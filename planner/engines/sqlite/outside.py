@@ -132,7 +132,8 @@ class Checked(StatementCheck):
             observer.start_step()
             seen = observer.before(sql, parameters[0] if many else parameters)
             execute()
-            observer.after(seen, cursor.rowcount)
+            if seen is not None:  # None: nothing to count after it
+                observer.after(seen, cursor.rowcount)
             _, impact, _ = observer.end_step()
             return [f"{self.version} {self.direction}: {i.describe()}" for i in impact if i.loses_data]
 
