@@ -102,20 +102,22 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
     if resume:
         given = [name for name, value in (("--target", target), ("--to", to), ("--rollback", rollback),
                                           ("--cascade", cascade), ("--no-backup", no_backup), ("--dry-run", dry_run),
-                                          ("--sql", sql), ("--jobs", jobs), ("--canary", canary),
-                                          ("--continue-on-error", continue_on_error)) if value not in (None, False)]
+                                          ("--sql", sql), ("--jobs", jobs), ("--canary", canary))
+                 if value not in (None, False)]
         given += [source.removeprefix("option ") for name, source in settings().sources.items()
                   if source.startswith("option ") and name in _RECORDED]
         if given:
             raise click.UsageError(f"--resume repeats the request the journal recorded; give no {', '.join(given)} "
-                                   f"with it (only --yes may be added)")
+                                   f"with it (only --yes and --continue-on-error may be added)")
         past = journals.read(journals.newest(folder))
         recorded = past.header.get("request", {})
         target, to, rollback = recorded.get("target"), recorded.get("to"), recorded.get("rollback")
         cascade, no_backup = bool(recorded.get("cascade")), not recorded.get("backup", True)
         yes, sql = yes or bool(recorded.get("yes")), bool(recorded.get("sql"))
         run = past.header.get("options", {})
-        jobs, canary, continue_on_error = run.get("jobs"), run.get("canary"), bool(run.get("continue_on_error"))
+        # --continue-on-error may be added: without it, a database that fails every time would stop every resume.
+        jobs, canary = run.get("jobs"), run.get("canary")
+        continue_on_error = continue_on_error or bool(run.get("continue_on_error"))
         _restore_settings(recorded)
         members = _resumed_members(past, globs, lists)
     else:
@@ -126,6 +128,8 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
     if dry_run:
         rehearse(ctx, catalog, request, members, jobs=jobs, as_json=as_json)
         return
+    if canary is not None and not canary.strip():  # an empty value (a script's unset variable) is never "no canary"
+        raise click.UsageError("--canary is empty; give a number of databases (0: no canary) or a pattern")
     first = canaries(members, canary)
     if canary and not first and not canary.isdigit():  # --canary 0: no canary phase
         raise click.UsageError(f"--canary {canary!r} names no database of the fleet")

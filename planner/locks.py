@@ -323,5 +323,5 @@ def check_findings(steps: list) -> list:
         for finding in report.findings if report is not None else ():
             accepted = f" ({finding.level}, accepted by the {finding.accepted})" if finding.accepted else ""
             found.append(Finding(INFO if finding.accepted else finding.level, finding.code, step.version,
-                                 f"{finding.text}{accepted}", f"safer: {finding.advice}", "locks"))
+                                 f"{finding.text}{accepted}", finding.advice, "locks"))
     return found

@@ -777,7 +777,7 @@ def test_resume_repeats_the_whole_request_and_may_add_yes(tmp_path: Path, catalo
     assert header["request"]["yes"] is True and header["request"]["busy_timeout"] == 0.2
     assert header["options"] == {"jobs": 1, "canary": None, "continue_on_error": False}
     refused = fleet(tmp_path, catalog, "migrate", "--resume", "--jobs", "2")
-    assert refused.returncode == 2 and "give no --jobs with it (only --yes may be added)" in refused.stderr
+    assert refused.returncode == 2 and "give no --jobs with it (only --yes and --continue-on-error may be added)" in refused.stderr
     resumed = fleet(tmp_path, catalog, "migrate", "--resume", "--json")  # the recorded --yes still holds
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert [r["outcome"] for r in json.loads(resumed.stdout)["databases"]] == ["rolled back", "rolled back"]
@@ -798,3 +798,25 @@ def test_status_json_gives_null_counts_for_a_database_it_could_not_read(tmp_path
     project_db(tmp_path, "p01").write_text("not sqlite")
     rows = json.loads(fleet(tmp_path, catalog, "status", "--glob", PATTERN, "--json").stdout)["databases"]
     assert [(r["state"], r["applied"], r["pending"]) for r in rows] == [("behind", 1, 2), ("not_a_database", None, None)]
+
+
+def test_a_resume_may_add_continue_on_error_to_pass_a_database_that_always_fails(tmp_path: Path, catalog: Path) -> None:
+    """Without it every resume stops at the same broken database, and the ones after it are never started."""
+    paths = fleet_of(tmp_path, catalog, 3)
+    break_unique_index(paths[0])
+    first = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--jobs", "1")
+    assert first.returncode == 11 and "not started" in first.stdout, first.stdout
+    again = fleet(tmp_path, catalog, "migrate", "--resume", "--json")
+    assert [r["outcome"] for r in json.loads(again.stdout)["databases"]] == ["failed", "not started", "not started"]
+    passed = fleet(tmp_path, catalog, "migrate", "--resume", "--continue-on-error", "--json")
+    assert [r["outcome"] for r in json.loads(passed.stdout)["databases"]] == ["failed", "applied", "applied"]
+    assert [applied(p)[-1] for p in paths] == ["0001", "0003", "0003"]
+
+
+def test_an_empty_canary_is_a_usage_error_not_no_canary(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 2)
+    for empty in ("", "  "):
+        result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--canary", empty)
+        assert result.returncode == 2 and "--canary is empty" in result.stderr, result.stderr
+    assert all(applied(p) == ["0001"] for p in paths)  # nothing ran
+
