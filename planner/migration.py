@@ -125,8 +125,10 @@ class LockFields(TypedDict):
 
 def module_locks(path: Path, version: str, module: object) -> LockFields:
     """A Python migration's ``lock_timeout`` and ``allow``, checked (``planner.locks``), as ``Migration`` fields."""
-    from planner.locks import checked_declarations
+    declared_timeout, declared_allow = getattr(module, "lock_timeout", None), getattr(module, "allow", ())
+    if declared_timeout is None and declared_allow == ():
+        return {"lock_timeout": None, "allow": ()}  # most files declare neither: no need to load planner.locks
+    from planner.locks import checked_declarations  # start-up time: every command loads the catalog
 
-    lock_timeout, allow = checked_declarations(path, version, getattr(module, "lock_timeout", None),
-                                               getattr(module, "allow", ()))
+    lock_timeout, allow = checked_declarations(path, version, declared_timeout, declared_allow)
     return {"lock_timeout": lock_timeout, "allow": allow}

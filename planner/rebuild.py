@@ -24,8 +24,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from planner.conversions import converted_values
-from planner.effects import carried_columns
 from planner.errors import RebuildFailed, RebuildRefused, TableNotFound
 from planner.sql import CreateTable, Token, names, parse_create_table, quote_identifier, table_xinfo
 from planner.sql import tokens as sql_tokens
@@ -222,6 +220,10 @@ def rebuild_table(
                                  converting)
         observe = getattr(conn, "observe_rebuild", None)
         if observe is not None:  # say which columns carry over, and as what (a preview reports renames, not loss)
+            # Start-up time: a catalog whose migrations import rebuild_table must not load the preview's modules.
+            from planner.conversions import converted_values
+            from planner.effects import carried_columns
+
             carried, dropped = carried_columns([c.name for c in new_columns], [c.name for c in old_columns.values()],
                                                {key: expr for key, (_, expr) in converting.items()})
             changed = (converted_values(conn, table, temporary, carried, old_columns, converting, same_rowids)
