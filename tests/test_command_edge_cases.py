@@ -578,7 +578,7 @@ def test_a_misspelled_url_is_a_usage_error_never_a_sqlite_file(tmp_path, given, 
     assert result.returncode == 2, result.stdout + result.stderr
     assert "not a PostgreSQL one" in result.stderr and "Traceback" not in result.stderr
     assert "s3cret-pw" not in result.stdout + result.stderr
-    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".py") == (
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")) == (
         ["apm.toml"] if given == "config" else [])
 
 

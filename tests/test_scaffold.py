@@ -25,7 +25,9 @@ from planner.scaffold import DOWNGRADE_PLACEHOLDER, UPGRADE_PLACEHOLDER, create_
 
 
 def files(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir())
+    """The folder's files, without Python's own bytecode cache (written when a catalog is imported, unless
+    PYTHONDONTWRITEBYTECODE is set)."""
+    return sorted(p.name for p in directory.iterdir() if p.name != "__pycache__")
 
 
 def loaded(path: Path):
