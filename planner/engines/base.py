@@ -165,13 +165,18 @@ class Engine(ABC):
     def agents(self, role: str | None = None) -> list[Agent]:
         """APM's ``agents`` rows (or the one with ``role``), by id; ``NoAgentsTable`` when there is none."""
 
-    def left_in_place(self, backup: Path) -> list[str]:
+    def left_in_place(self, backup: Path, *, all_schemas: bool = False) -> list[str]:
         """What a restore of ``backup`` keeps that the backup does not hold (nothing, where a restore replaces all)."""
         return []
 
-    def other_ledgers(self, backup: Path) -> list[str]:
+    def other_ledgers(self, backup: Path, *, all_schemas: bool = False) -> list[str]:
         """Ledger schemas besides this one that a restore of ``backup`` also puts back (none, where a database
         holds one ledger)."""
+        return []
+
+    def ledgers_in_backup(self, backup: Path, *, all_schemas: bool = False) -> list[str]:
+        """Ledger schemas besides this one that ``backup`` itself holds and a restore would put back: a restore
+        that overwrites another project's or tenant's ledger must be asked for (``--all-schemas``)."""
         return []
 
     def backups(self) -> list[BackupInfo]:
