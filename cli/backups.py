@@ -76,9 +76,8 @@ def restore_command(backup: str | None, yes: bool, as_json: bool, all_schemas: b
     source = Path(backup) if backup is not None else engine.newest_backup()
     restored = engine.check_backup(source)  # refuses an unusable file before anything is asked
     current = engine.applied()  # a missing SQLite file reads as {}; a missing server database is refused
-    scope = {"all_schemas": True} if all_schemas else {}  # SQLite's engine has one ledger: no scope to pass
-    kept = engine.left_in_place(source, **scope)
-    others = engine.other_ledgers(source, **scope)
+    kept = engine.left_in_place(source, all_schemas=all_schemas)
+    others = engine.other_ledgers(source, all_schemas=all_schemas)
     overwritten = [] if all_schemas else engine.ledgers_in_backup(source)
 
     if not as_json:
@@ -98,7 +97,7 @@ def restore_command(backup: str | None, yes: bool, as_json: bool, all_schemas: b
         if not confirm("Restore the whole database, those ledgers too?" if overwritten else "Restore?"):
             raise CommandError("not confirmed; nothing was changed", EXIT_UNCONFIRMED)
 
-    result = engine.restore(source, **scope)
+    result = engine.restore(source, all_schemas=all_schemas)
     # Never the backup just restored from: it is the state the user chose, and the safety backup is the other one.
     pruned = (engine.prune_backups(options.keep_backups, options.backup_dir, spare=(source,))
               if options.keep_backups else [])

@@ -158,8 +158,11 @@ class Engine(ABC):
         """The ledger ``backup`` would restore; ``UnusableBackup`` (nothing changed) if it cannot be restored."""
 
     @abstractmethod
-    def restore(self, backup: Path) -> RestoreResult:
-        """Replace the database's content with ``backup``'s, all or nothing, keeping a safety backup first."""
+    def restore(self, backup: Path, *, all_schemas: bool = False) -> RestoreResult:
+        """Replace the database's content with ``backup``'s, all or nothing, keeping a safety backup first.
+
+        ``all_schemas`` (``--all-schemas``): everything the backup holds, where a restore could touch less
+        (a PostgreSQL tenant's restore replaces its schema alone); one file's restore is all of it anyway."""
 
     @abstractmethod
     def agents(self, role: str | None = None) -> list[Agent]:
