@@ -1,13 +1,17 @@
 """Backups of a PostgreSQL database before a rollback: ``pg_dump`` in its custom format.
 
-The file is named after the database and the time
-(``<dbname>.<YYYYmmdd_HHMMSS>.dump``), never after the connection string,
-so no password can end up in a file name. The password, if the URL holds
+The file is named after the database, the ledger's schema when it is not
+``public``, and the time (``<dbname>[.<schema>].<YYYYmmdd_HHMMSS>[_N].dump``),
+never after the connection string, so no password can end up in a file
+name, and each ledger (each tenant) of one database lists, prunes and
+restores its own dumps only. The password, if the URL holds
 one, reaches ``pg_dump`` through ``PGPASSWORD`` rather than its command line
 (which other users can read in ``ps``). ``pg_dump`` writes into
-``<name>.partial.<pid>`` (never listed) and the finished file is renamed;
-a dump killed half-way leaves that partial behind until the next dump,
-restore or listing removes it (``planner.partials``). On Linux the client
+``<name>.partial.<pid>`` (never listed), created with ``O_EXCL``, and the
+finished file is published by a hard link to the first free name, which
+never replaces another writer's dump; a dump killed half-way leaves that
+partial behind until the next dump, restore or listing of its ledger
+removes it, once its process is gone (``planner.partials``). On Linux the client
 tools die with ``apm`` (``run_client``), so a killed ``apm`` leaves no
 ``pg_dump`` writing on, nor a ``pg_restore`` committing after the lock is
 gone. Restoring is ``planner.engines.postgresql.restore``.
