@@ -95,9 +95,12 @@ def test_each_tenant_restores_its_own_schema_alone(pg_url, tmp_path, catalog, ro
     assert (tables(pg_url, "tenant_b"), applied(pg_url, "tenant_b")) == before_b  # tenant_b untouched
     assert query(pg_url, "SELECT id FROM tenant_b.notes") == [(7,)]
     # The safety dump of tenant_a is tenant_a's alone: restoring it takes tenant_a back to rolled back, no more.
+    tenant_a_dumps = sorted(folder.glob("*.tenant_a.*.dump"))
+    assert len(tenant_a_dumps) == 2  # the rollback's and the restore's safety dump
     restored_b = apm(catalog, tmp_path, "migrate", "restore", "--db", f"{pg_url}#tenant_b", "--yes", "--json",
-                     "--backup-dir", str(folder))
+                     "--backup-dir", str(folder), "--keep-backups", "1")
     assert restored_b.returncode == 0, restored_b.stdout + restored_b.stderr
+    assert sorted(folder.glob("*.tenant_a.*.dump")) == tenant_a_dumps  # tenant_b's pruning: its own dumps only
     assert applied(pg_url, "tenant_b") == ["0001", "0002", "0003"]
     assert query(pg_url, "SELECT id, name FROM tenant_b.projects") == [(2, "b")]
     assert applied(pg_url, "tenant_a") == ["0001", "0002", "0003"]  # tenant_b's restore left tenant_a alone
