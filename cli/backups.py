@@ -50,13 +50,18 @@ def backups_command(as_json: bool) -> None:
 @click.argument("backup", required=False)
 @click.option("--yes", "-y", is_flag=True, help="Restore without asking.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON (needs --yes).")
-def restore_command(backup: str | None, yes: bool, as_json: bool) -> None:
+@click.option("--all-schemas", is_flag=True,
+              help="PostgreSQL: restore everything the dump holds, other schemas' ledgers (other tenants, other "
+                   "projects) too; without it a tenant restores its own schema alone, and a script refuses a "
+                   "dump holding other ledgers (exit 7).")
+def restore_command(backup: str | None, yes: bool, as_json: bool, all_schemas: bool) -> None:
     """Restore BACKUP (default: the newest backup of the database), keeping the current content as a backup first.
 
     \b
     apm migrate restore                  the newest backup (SQLite: <db>.backup.*; PostgreSQL: <dbname>.*.dump)
     apm migrate restore FILE             that file (any SQLite database; any pg_dump custom archive)
     apm migrate restore --yes            without asking (scripts)
+    apm migrate restore --all-schemas    PostgreSQL: the whole dump, other ledgers' schemas too
     """
     from cli import running
     from cli.errors import CommandError
@@ -71,22 +76,28 @@ def restore_command(backup: str | None, yes: bool, as_json: bool) -> None:
     source = Path(backup) if backup is not None else engine.newest_backup()
     restored = engine.check_backup(source)  # refuses an unusable file before anything is asked
     current = engine.applied()  # a missing SQLite file reads as {}; a missing server database is refused
-    kept = engine.left_in_place(source)
-    others = engine.other_ledgers(source)
+    kept = engine.left_in_place(source, all_schemas=all_schemas)
+    others = engine.other_ledgers(source, all_schemas=all_schemas)
+    overwritten = [] if all_schemas else engine.ledgers_in_backup(source)
 
     if not as_json:
         _describe_restore(engine, source, current, restored, kept)
         for schema in others:
             echo(f"  also puts back the ledger in schema {schema} (and that project's tables) as the backup has "
                  f"it; its runners are not locked out, so restore when none of them runs", fg="yellow")
+    scripted = yes or as_json or not running.stdin_is_terminal()
+    if overwritten and scripted:
+        raise CommandError(f"{source.name} also holds the ledger in schema(s) {', '.join(overwritten)}, which "
+                           f"restoring it would put back too; nothing was changed. Re-run with --all-schemas to "
+                           f"restore the whole database", EXIT_UNCONFIRMED)
     if not yes:
-        if as_json or not running.stdin_is_terminal():
+        if scripted:
             raise CommandError(f"restoring replaces the content of {db} with {source}; nothing was changed. "
                                f"Re-run with --yes to restore", EXIT_UNCONFIRMED)
-        if not confirm("Restore?"):
+        if not confirm("Restore the whole database, those ledgers too?" if overwritten else "Restore?"):
             raise CommandError("not confirmed; nothing was changed", EXIT_UNCONFIRMED)
 
-    result = engine.restore(source)
+    result = engine.restore(source, all_schemas=all_schemas)
     # Never the backup just restored from: it is the state the user chose, and the safety backup is the other one.
     pruned = (engine.prune_backups(options.keep_backups, options.backup_dir, spare=(source,))
               if options.keep_backups else [])

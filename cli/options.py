@@ -139,10 +139,39 @@ class Settings:
     def db_url(self) -> str | None:
         """The PostgreSQL connection string ``--db`` / ``APM_DB`` / the config gave; ``None`` for SQLite."""
         chosen = self.db_chosen
-        return chosen if isinstance(chosen, str) else None
+        if not isinstance(chosen, str):
+            return None
+        schema = self.tenant_schema
+        if schema is None:
+            return chosen
+        from planner.fleet.members import split_schema, tenant_url
+
+        return tenant_url(split_schema(chosen)[0], schema)
+
+    @property
+    def tenant_schema(self) -> str | None:
+        """The schema of ``url#schema`` (a tenant, as ``apm fleet`` prints it): its search_path and ledger schema."""
+        chosen = self.db_chosen
+        if not isinstance(chosen, str) or "#" not in chosen:
+            return None
+        from planner.engines import on_server
+        from planner.fleet.members import split_schema
+
+        if not on_server(chosen):
+            return None
+        schema = split_schema(chosen)[1]
+        # A '#' in a keyword string's value (password=a#b host=...) is no tenant: a schema name has no '=' or space.
+        return schema if schema is not None and not any(c in schema for c in "= \t@/") else None
 
     @property
     def ledger_schema(self) -> str:
+        tenant = self.tenant_schema
+        if tenant is not None:
+            if self.ledger_schema_option is not None and self.ledger_schema_option != tenant:
+                raise click.UsageError(f"--db names tenant schema {tenant!r} (after '#') but --ledger-schema says "
+                                       f"{self.ledger_schema_option!r}; a tenant keeps its ledger in its own schema: "
+                                       f"drop --ledger-schema, or drop '#{tenant}' from --db")
+            return tenant
         if self.ledger_schema_option is not None:
             return self.ledger_schema_option
         return self.config.get("ledger_schema") or "public"

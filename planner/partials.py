@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -22,15 +23,20 @@ def partial_path(path: Path, marker: str = ".partial.") -> Path:
     return path.with_name(f"{path.name}{marker}{os.getpid()}")
 
 
-def remove_abandoned(folder: Path, prefix: str, marker: str = ".partial.") -> list[Path]:
-    """Delete the files ``<prefix>...<marker><pid>`` in ``folder`` whose process is gone; what was deleted."""
+def remove_abandoned(folder: Path, prefix: str, marker: str = ".partial.",
+                     owns: Callable[[str], bool] | None = None) -> list[Path]:
+    """Delete the files ``<prefix>...<marker><pid>`` in ``folder`` whose process is gone; what was deleted.
+
+    ``owns`` narrows the prefix: it is given the name before the marker and says whether the caller's
+    backups have it (one tenant's dumps share their database's prefix with the other tenants').
+    """
     removed: list[Path] = []
     if not folder.is_dir():
         return removed
     for partial in folder.glob(glob.escape(prefix) + "*"):
         head, found, pid = partial.name.rpartition(marker)
         if found and pid.isdigit() and len(head) + len(found) >= len(prefix) and int(pid) != os.getpid() \
-                and not running(int(pid)):
+                and not running(int(pid)) and (owns is None or owns(head)):
             with contextlib.suppress(OSError):
                 partial.unlink()
                 removed.append(partial)

@@ -158,20 +158,28 @@ class Engine(ABC):
         """The ledger ``backup`` would restore; ``UnusableBackup`` (nothing changed) if it cannot be restored."""
 
     @abstractmethod
-    def restore(self, backup: Path) -> RestoreResult:
-        """Replace the database's content with ``backup``'s, all or nothing, keeping a safety backup first."""
+    def restore(self, backup: Path, *, all_schemas: bool = False) -> RestoreResult:
+        """Replace the database's content with ``backup``'s, all or nothing, keeping a safety backup first.
+
+        ``all_schemas`` (``--all-schemas``): everything the backup holds, where a restore could touch less
+        (a PostgreSQL tenant's restore replaces its schema alone); one file's restore is all of it anyway."""
 
     @abstractmethod
     def agents(self, role: str | None = None) -> list[Agent]:
         """APM's ``agents`` rows (or the one with ``role``), by id; ``NoAgentsTable`` when there is none."""
 
-    def left_in_place(self, backup: Path) -> list[str]:
+    def left_in_place(self, backup: Path, *, all_schemas: bool = False) -> list[str]:
         """What a restore of ``backup`` keeps that the backup does not hold (nothing, where a restore replaces all)."""
         return []
 
-    def other_ledgers(self, backup: Path) -> list[str]:
+    def other_ledgers(self, backup: Path, *, all_schemas: bool = False) -> list[str]:
         """Ledger schemas besides this one that a restore of ``backup`` also puts back (none, where a database
         holds one ledger)."""
+        return []
+
+    def ledgers_in_backup(self, backup: Path, *, all_schemas: bool = False) -> list[str]:
+        """Ledger schemas besides this one that ``backup`` itself holds and a restore would put back: a restore
+        that overwrites another project's or tenant's ledger must be asked for (``--all-schemas``)."""
         return []
 
     def backups(self) -> list[BackupInfo]:

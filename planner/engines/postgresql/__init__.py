@@ -59,6 +59,24 @@ class PostgresEngine(Engine):
         self.lock_settings: LockSettings | None = None
         self.lock_policy: LockPolicy | None = None
         self._reader: Any = None  # the connection ``reading()`` shares, while it lasts
+        self._tenant: bool | None = None
+
+    @property
+    def tenant(self) -> bool:
+        """Whether the ledger's schema is a tenant's: not ``public``, and where the connection puts its tables
+        (first on its ``search_path``, as ``url#schema`` or ``options=-csearch_path=...`` sets it).
+
+        A tenant's backups hold its schema alone and its restore replaces that
+        schema alone: the other tenants of the database are not its to put back.
+        A ledger kept in its own schema beside tables in ``public`` is no tenant.
+        """
+        if self._tenant is None:
+            if self.ledger_schema == "public":
+                self._tenant = False
+            else:
+                with self.session() as conn:
+                    self._tenant = conn.execute("SELECT current_schema()").fetchone()[0] == self.ledger_schema
+        return self._tenant
 
     @property
     def display(self) -> str:
@@ -182,13 +200,14 @@ class PostgresEngine(Engine):
         """This database's dumps in the folder, all but the newest ``keep`` (no other file there is touched)."""
         from planner.engines.postgresql.backup import prune_dumps
 
-        return prune_dumps(self.url, folder if folder is not None else self.backup_dir or Path("."), keep, spare)
+        return prune_dumps(self.url, folder if folder is not None else self.backup_dir or Path("."), keep, spare,
+                           self.ledger_schema)
 
     def backup(self, folder: Path | None = None) -> Path | None:
         from planner.engines.postgresql.backup import dump
 
         return dump(self.url, folder if folder is not None else self.backup_dir or Path("."),
-                    lock_wait=self.busy_timeout)
+                    lock_wait=self.busy_timeout, schema=self.ledger_schema, only_schema=self.tenant)
 
     # -- backups (pg_dump files in the backup folder), restore, and APM's agents table --------------------
 
@@ -206,14 +225,14 @@ class PostgresEngine(Engine):
     def backup_names(self) -> str:
         from planner.engines.postgresql.backup import dump_stem
 
-        return f"{dump_stem(self.url)}.*.dump in {self.backup_folder}"
+        return f"{dump_stem(self.url, self.ledger_schema)}.*.dump in {self.backup_folder}"
 
     def backup_files(self) -> list[Path]:
         """This database's dumps; partial ones a killed ``apm`` left behind are removed first."""
         from planner.engines.postgresql.backup import list_dumps, remove_abandoned_dumps
 
-        remove_abandoned_dumps(self.url, self.backup_folder)
-        return list_dumps(self.url, self.backup_folder)
+        remove_abandoned_dumps(self.url, self.backup_folder, self.ledger_schema)
+        return list_dumps(self.url, self.backup_folder, self.ledger_schema)
 
     def describe_backup(self, backup: Path) -> BackupInfo:
         from planner.engines.postgresql.restore import describe_dump
@@ -225,20 +244,27 @@ class PostgresEngine(Engine):
 
         return read_dump_ledger(backup, self.ledger_schema, self.display)
 
-    def restore(self, backup: Path) -> RestoreResult:
+    def restore(self, backup: Path, *, all_schemas: bool = False) -> RestoreResult:
+        """A tenant's restore replaces its schema alone unless ``all_schemas`` (``--all-schemas``) asks for
+        everything the dump holds."""
         from planner.engines.postgresql.restore import restore_dump
 
-        return restore_dump(self, backup, self.backup_folder)
+        return restore_dump(self, backup, self.backup_folder, all_schemas=all_schemas)
 
-    def left_in_place(self, backup: Path) -> list[str]:
+    def left_in_place(self, backup: Path, *, all_schemas: bool = False) -> list[str]:
         from planner.engines.postgresql.restore import objects_left_in_place
 
-        return objects_left_in_place(self, backup)
+        return objects_left_in_place(self, backup, all_schemas=all_schemas)
 
-    def other_ledgers(self, backup: Path) -> list[str]:
+    def other_ledgers(self, backup: Path, *, all_schemas: bool = False) -> list[str]:
         from planner.engines.postgresql.restore import ledgers_besides
 
-        return ledgers_besides(self, backup)
+        return ledgers_besides(self, backup, all_schemas=all_schemas)
+
+    def ledgers_in_backup(self, backup: Path, *, all_schemas: bool = False) -> list[str]:
+        from planner.engines.postgresql.restore import ledgers_in_dump
+
+        return ledgers_in_dump(self, backup, all_schemas=all_schemas)
 
     def agents(self, role: str | None = None) -> list[Agent]:
         """APM's ``agents`` table as the connection's ``search_path`` finds it."""

@@ -223,12 +223,15 @@ def _backups(engine: Any, folder: Path) -> list[Finding]:
 
     from planner.engines.urls import without_password
 
-    dumps = list_dumps(engine.url, folder)
+    dumps = list_dumps(engine.url, folder, engine.ledger_schema)
     if not dumps:
+        # A tenant's own dumps hold its schema alone, as apm's would (planner.engines.postgresql.backup).
+        only = f" --schema={shlex.quote(engine.ledger_schema)}" if engine.tenant else ""
         return [Finding(
             WARNING, "no-backups", None,
             f"no pg_dump backup of this database is in {folder}: a bad rollback could not be undone",
-            f"pg_dump --format=custom --file {folder}/{dump_stem(engine.url)}.$(date +%Y%m%d_%H%M%S).dump "
+            f"pg_dump --format=custom{only} --file {folder}/{dump_stem(engine.url, engine.ledger_schema)}"
+            f".$(date +%Y%m%d_%H%M%S).dump "
             f"{shlex.quote(without_password(engine.url))}  # the password from PGPASSWORD or ~/.pgpass",
             "database")]
     newest = dumps[-1]

@@ -44,19 +44,22 @@ def pg_differences(member: Member, catalog: Catalog, applied: Iterable[str], *, 
 
     engine = member.engine(busy_timeout=busy_timeout, ledger_schema=ledger_schema)
     ledger = member.schema or ledger_schema
+    # A database reached with --ledger-schema and its search_path on that schema is a tenant too (as
+    # `url#schema` is): only its schema is its migrations' to compare, never the database's public schema.
+    schema = member.schema or (ledger if engine.tenant else None)
     applied = frozenset(applied)
     with engine.session() as conn:
         live = capture_pg(conn, ledger).objects
     server = _server_key(member.real)
-    key = (server, applied, member.schema)
+    key = (server, applied, schema)
     if key not in _replays:
-        _replays[key] = _replay(member, catalog, applied, engine, ledger)
+        _replays[key] = _replay(member, catalog, applied, engine, ledger, schema)
     expected, origin = _replays[key]
-    owned = _owned(expected, member.schema, ledger)
-    return _compare(expected, _only(live, owned, extensions=member.schema is None), origin)
+    owned = _owned(expected, schema, ledger)
+    return _compare(expected, _only(live, owned, extensions=schema is None), origin)
 
 
-def _replay(member: Member, catalog: Catalog, applied: frozenset[str], engine, ledger: str):
+def _replay(member: Member, catalog: Catalog, applied: frozenset[str], engine, ledger: str, schema: str | None):
     from planner.engines import engine_for
     from planner.events import StepFinished
     from planner.plan import APPLY, Plan, Step
@@ -96,7 +99,7 @@ def _replay(member: Member, catalog: Catalog, applied: frozenset[str], engine, l
         with scratch.session() as conn:
             made = capture_pg(conn, ledger).objects
         # The scratch database holds only what the migrations made: the schemas in it are theirs.
-        expected = _only(made, _owned(made, member.schema, ledger), extensions=member.schema is None)
+        expected = _only(made, _owned(made, schema, ledger), extensions=schema is None)
     finally:
         with engine.session() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -18,6 +18,13 @@ the database is as it was, and the safety dump is deleted again.
 ``--clean`` drops only what the archive holds: a table created after the
 dump was taken is left in place. ``objects_left_in_place`` names them so
 the command can say so before asking.
+
+**A tenant** (``engine.tenant``: its ledger schema is where its tables go)
+restores its own schema alone (``pg_restore --schema``), from its own
+schema-only dumps or from a whole-database dump, under its own lock, and
+its safety dump is of its schema: another tenant of the database is never
+put back by it. ``all_schemas`` (``--all-schemas``) restores everything
+the dump holds instead, for whoever asks for the whole database.
 """
 
 from __future__ import annotations
@@ -121,7 +128,7 @@ def _unescape(field: str) -> str | None:
 def describe_dump(engine: Any, backup: Path) -> BackupInfo:
     """Size, time (from the name) and ledger of one dump, for ``apm migrate backups``."""
     size = backup.stat().st_size
-    taken = dump_time(engine.url, backup)
+    taken = dump_time(engine.url, backup, engine.ledger_schema)
     try:
         return BackupInfo(backup, size, taken, read_dump_ledger(backup, engine.ledger_schema, engine.display))
     except UnusableBackup as exc:
@@ -138,11 +145,27 @@ def _archived_tables(engine: Any, backup: Path) -> list[str]:
     return [m.group("rest") + " " for m in map(_TOC_TABLE.match, listing.stdout.splitlines()) if m]
 
 
-def ledgers_besides(engine: Any, backup: Path) -> list[str]:
-    """Schemas other than the engine's holding a ledger, in the dump or the database: a restore puts the
-    whole database back, those ledgers too, while only the engine's ledger is locked and compared."""
+def _only_own_schema(engine: Any, all_schemas: bool) -> bool:
+    """Whether a restore touches the engine's schema alone: a tenant's, unless the whole dump is asked for."""
+    return not all_schemas and engine.tenant
+
+
+def ledgers_in_dump(engine: Any, backup: Path, *, all_schemas: bool = False) -> list[str]:
+    """Schemas other than the engine's whose ledger the dump holds and the restore would put back."""
+    if _only_own_schema(engine, all_schemas):
+        return []
     marker = f" {TABLE} "
     schemas = {line[len("TABLE "):line.index(marker)] for line in _archived_tables(engine, backup) if marker in line}
+    return sorted(schemas - {engine.ledger_schema})
+
+
+def ledgers_besides(engine: Any, backup: Path, *, all_schemas: bool = False) -> list[str]:
+    """Schemas other than the engine's holding a ledger, in the dump or the database: a restore puts the
+    whole database back, those ledgers too, while only the engine's ledger is locked and compared. None for
+    a tenant's restore, which replaces its own schema alone."""
+    if _only_own_schema(engine, all_schemas):
+        return []
+    schemas = set(ledgers_in_dump(engine, backup, all_schemas=all_schemas))
     with engine.session() as conn:
         schemas.update(name for (name,) in conn.execute(
             "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -150,30 +173,39 @@ def ledgers_besides(engine: Any, backup: Path) -> list[str]:
     return sorted(schemas - {engine.ledger_schema})
 
 
-def objects_left_in_place(engine: Any, backup: Path) -> list[str]:
-    """Tables the database has and the dump does not: ``--clean`` leaves them, so the restore keeps them."""
+def objects_left_in_place(engine: Any, backup: Path, *, all_schemas: bool = False) -> list[str]:
+    """Tables the database has and the dump does not: ``--clean`` leaves them, so the restore keeps them.
+    A tenant's restore touches its own schema alone, so only that schema's are named."""
     archived = _archived_tables(engine, backup)
     with engine.session() as conn:
         rows = conn.execute("SELECT schemaname, tablename FROM pg_tables WHERE schemaname NOT IN "
                             "('pg_catalog', 'information_schema') ORDER BY 1, 2").fetchall()
+    if _only_own_schema(engine, all_schemas):
+        rows = [row for row in rows if row[0] == engine.ledger_schema]
     return [f"{schema}.{name}" for schema, name in rows
             if not any(line.startswith(f"TABLE {schema} {name} ") for line in archived)]
 
 
-def restore_dump(engine: Any, backup: Path, folder: Path) -> RestoreResult:
-    """Replace the database's content with the dump's, under the advisory lock, after a safety dump into ``folder``."""
+def restore_dump(engine: Any, backup: Path, folder: Path, *, all_schemas: bool = False) -> RestoreResult:
+    """Replace the database's content with the dump's, under the advisory lock, after a safety dump into ``folder``.
+
+    A tenant's restore replaces its own schema alone, after a safety dump of that schema (``all_schemas``: all).
+    """
     shown = engine.display
     restorer = tool("pg_restore", shown)
     tool("pg_dump", shown)  # the safety dump needs it: refuse before taking the lock
     restored = read_dump_ledger(backup, engine.ledger_schema, shown)
-    kept = objects_left_in_place(engine, backup)
+    kept = objects_left_in_place(engine, backup, all_schemas=all_schemas)
+    own = _only_own_schema(engine, all_schemas)
+    only = [f"--schema={engine.ledger_schema}"] if own else []
     conninfo, env = client_environment(engine.url)
     with engine.locked() as conn:
         current = PgLedger(conn, engine.ledger_schema).applied_migrations()
-        safety = dump(engine.url, folder, advice="Fix it, then restore again")
+        safety = dump(engine.url, folder, advice="Fix it, then restore again", schema=engine.ledger_schema,
+                      only_schema=own)
         try:
             result = run_client([restorer, "--clean", "--if-exists", "--single-transaction", "--exit-on-error",
-                                 "--no-owner", "--dbname", conninfo, str(backup)], env)
+                                 "--no-owner", *only, "--dbname", conninfo, str(backup)], env)
         except BaseException:  # interrupted: the killed pg_restore's transaction rolled back
             safety.unlink(missing_ok=True)
             raise

@@ -129,7 +129,7 @@ class SQLiteEngine(Engine):
 
         return check_backup(backup, self.path)
 
-    def restore(self, backup: Path) -> RestoreResult:
+    def restore(self, backup: Path, *, all_schemas: bool = False) -> RestoreResult:
         from planner.engines.sqlite.backup import restore
 
         return restore(self.path, backup, busy_timeout=self.busy_timeout)
