@@ -29,6 +29,7 @@ def message(error: BaseException) -> str:
 def _table() -> dict[type, _Advise]:
     """Each library error class and the whole line this command shows for it."""
     from planner import errors as E
+    from planner.engines import errors as engine
 
     return {
         E.DatabaseLocked: lambda e: f"{e}. Wait for it to finish and retry, or raise --busy-timeout",
@@ -70,7 +71,18 @@ def _table() -> dict[type, _Advise]:
         E.NoJournal: lambda e: (f"{e}; run `apm fleet migrate` first, or pass the folder it used with "
                                 f"--journal-dir"),
         E.UnreadableJournal: lambda e: f"{e}; start a new run instead (without --resume)",
+        E.CatalogNotFound: lambda e: f"{e}; pass --migrations-dir or set APM_MIGRATIONS_DIR",
+        E.CatalogInvalid: _catalog_invalid,
+        engine.BackupToolMissing: lambda e: str(e) if e.advice else f"{e}. Install it, or pass --no-backup",
+        engine.BackupFailed: lambda e: str(e) if e.advice else f"{e}. Fix it, or pass --no-backup",
     }
+
+
+def _catalog_invalid(error: Any) -> str:
+    if len(error.problems) <= 1:
+        return str(error)
+    head, _, lines = str(error).partition(":\n")
+    return f"{head}. Fix each of these (`apm migrate check` shows the fix for each):\n{lines}"
 
 
 def _rollback_refused(error: Any) -> str:

@@ -182,8 +182,7 @@ class CatalogInvalid(CatalogError):
         else:
             # Every problem, one per line, so one run shows everything to fix (as `apm migrate check` does).
             lines = "\n".join(f"  - {_where(p)}{p}" for p in self.problems)
-            message = (f"migration catalog {directory} has {len(self.problems)} problems; nothing was run. "
-                       f"Fix each of these (`apm migrate check` shows the fix for each):\n{lines}")
+            message = f"migration catalog {directory} has {len(self.problems)} problems; nothing was run:\n{lines}"
         super().__init__(message, path=directory)
 
 
@@ -193,10 +192,7 @@ class CatalogNotFound(CatalogError, FileNotFoundError):
     def __init__(self, directory: Path):
         self.directory = directory
         state = "is a file, not a directory" if directory.is_file() else "does not exist"
-        super().__init__(
-            f"migrations directory {directory} {state}; pass --migrations-dir or set APM_MIGRATIONS_DIR",
-            path=directory,
-        )
+        super().__init__(f"migrations directory {directory} {state}", path=directory)
 
 
 class SqlMigrationError(CatalogError, ValueError):
