@@ -1,8 +1,10 @@
 """Everything that can go wrong, as small named errors with structured fields.
 
 The CLI chooses an exit code from the class and formats the message; it never
-parses strings. Each error's ``str()`` is one line that says what is wrong and,
-where there is one, what to do next. The hierarchy lets a caller catch at the
+parses strings. Each error's ``str()`` is one line that says what is wrong and
+what state the database is in. Advice that names the ``apm`` command or one of
+its options belongs to the command (``cli/advice.py``), built from the fields
+here: a program or a fleet using the library never ran ``apm migrate``. The hierarchy lets a caller catch at the
 level it cares about: ``CatalogError`` (the files), ``PlanError`` (the request
 does not fit the graph and the ledger), ``ExecutionError`` (a migration failed
 while running) and ``DatabaseError`` (the database file itself).
