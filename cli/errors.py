@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import click
 
-from cli import options
+from cli import advice, options
 
 
 class CommandError(click.ClickException):
@@ -72,7 +72,7 @@ def as_command_error(error: Exception) -> CommandError:
     if code != options.EXIT_INTERNAL:
         if is_sqlite_error(error):
             return CommandError(f"SQLite error: {error}; run with --debug for details", code)
-        return CommandError(str(error), code)
+        return CommandError(advice.message(error), code)
     return CommandError(
         f"internal error {type(error).__name__}: {error}; run again with --debug and report it", code
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import click
 
+from cli import advice
 from cli.options import ENGINE_HOOKS, Settings
 
 
@@ -211,7 +212,7 @@ def check_locks(catalog_dir, engine, findings: list) -> tuple[list, bool, dict]:
         plan = apply_plan(catalog, engine.applied())
         refuse_empty_upgrades(plan)
     except (CatalogError, PlanError) as exc:
-        done["note"] = f"locks not previewed: {exc}"
+        done["note"] = f"locks not previewed: {advice.message(exc)}"
         return [], False, done
     if not plan:
         done["note"] = "locks: nothing pending, nothing previewed"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cli import running
+from cli import advice, running
 from cli.errors import CommandError
 from cli.options import EXIT_LOCK_RISK, EXIT_UNCONFIRMED
 from cli.output import confirm, duration, echo, printed_lines
@@ -186,7 +186,7 @@ def run_in_parts(catalog, plan, *, as_json: bool, yes: bool, sql: bool, backup: 
             except OutsideStepStopped as stopped:
                 again = ("Re-run with --yes to let it (its statements run again from the start), or run it on "
                          "a terminal to be asked")
-                raise CommandError(f"{stopped}; {done() or f'no step before it was {verb} by this run'}. "
+                raise CommandError(f"{advice.message(stopped)}; {done() or f'no step before it was {verb} by this run'}. "
                                    f"{again}", EXIT_UNCONFIRMED) from None
             except Exception:
                 if done():  # the error names this step; what the parts before it committed stays

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from cli import advice
 from cli.options import VERSION, settings, shared_options
 from cli.output import echo, emit_json
 
@@ -40,7 +41,7 @@ def squash_command(first: str, last: str, schema_only: bool, as_json: bool) -> N
     try:
         built = squash(load_catalog(), first, last, schema_only=schema_only, applied=applied)
     except ExecutionError as exc:  # the scratch database is SQLite whichever engine --db names
-        raise CommandError(f"{exc} (on the scratch SQLite database squash builds the range in: its migrations, "
+        raise CommandError(f"{advice.message(exc)} (on the scratch SQLite database squash builds the range in: its migrations, "
                            f"and those they need, must run on SQLite); nothing was written", EXIT_FAILED) from exc
     path = write_squash(built)
     if as_json:

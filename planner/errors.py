@@ -1,8 +1,10 @@
 """Everything that can go wrong, as small named errors with structured fields.
 
 The CLI chooses an exit code from the class and formats the message; it never
-parses strings. Each error's ``str()`` is one line that says what is wrong and,
-where there is one, what to do next. The hierarchy lets a caller catch at the
+parses strings. Each error's ``str()`` is one line that says what is wrong and
+what state the database is in. Advice that names the ``apm`` command or one of
+its options belongs to the command (``cli/advice.py``), built from the fields
+here: a program or a fleet using the library never ran ``apm migrate``. The hierarchy lets a caller catch at the
 level it cares about: ``CatalogError`` (the files), ``PlanError`` (the request
 does not fit the graph and the ledger), ``ExecutionError`` (a migration failed
 while running) and ``DatabaseError`` (the database file itself).
@@ -182,8 +184,7 @@ class CatalogInvalid(CatalogError):
         else:
             # Every problem, one per line, so one run shows everything to fix (as `apm migrate check` does).
             lines = "\n".join(f"  - {_where(p)}{p}" for p in self.problems)
-            message = (f"migration catalog {directory} has {len(self.problems)} problems; nothing was run. "
-                       f"Fix each of these (`apm migrate check` shows the fix for each):\n{lines}")
+            message = f"migration catalog {directory} has {len(self.problems)} problems; nothing was run:\n{lines}"
         super().__init__(message, path=directory)
 
 
@@ -193,10 +194,7 @@ class CatalogNotFound(CatalogError, FileNotFoundError):
     def __init__(self, directory: Path):
         self.directory = directory
         state = "is a file, not a directory" if directory.is_file() else "does not exist"
-        super().__init__(
-            f"migrations directory {directory} {state}; pass --migrations-dir or set APM_MIGRATIONS_DIR",
-            path=directory,
-        )
+        super().__init__(f"migrations directory {directory} {state}", path=directory)
 
 
 class SqlMigrationError(CatalogError, ValueError):
@@ -251,7 +249,7 @@ class MigrationNotFound(PlanError, LookupError):
 
     def __init__(self, version: str):
         self.version = version
-        super().__init__(f"migration {version} is not in the catalog; see `apm migrate --list` for versions")
+        super().__init__(f"migration {version} is not in the catalog")
 
 
 class NotApplied(PlanError, ValueError):
@@ -292,18 +290,9 @@ class RollbackRefused(PlanError):
         self.cascade_order = tuple(cascade_order)
         self.irreversible = tuple(irreversible)
         self.reasons = {v: r for v, r in (reasons or {}).items() if v in self.irreversible}
-        if self.irreversible:
-            advice = (
-                f"A cascade cannot help: {_irreversibility(self.irreversible, self.reasons)}. "
-                f"{_irreversible_advice(self.irreversible, self.reasons)}"
-            )
-        else:
-            advice = (
-                f"To roll back {' then '.join(cascade_order)}, run `apm migrate --rollback {version} --cascade`"
-            )
         super().__init__(
             f"cannot roll back {version}: applied migration(s) {_versions(dependents)} depend on it; "
-            f"nothing was changed. {advice}"
+            f"nothing was changed"
         )
 
 
@@ -315,12 +304,12 @@ class IrreversibleMigration(PlanError):
         self.versions = tuple(versions)
         self.reasons = {v: r for v, r in (reasons or {}).items() if v in self.versions}
         super().__init__(
-            f"cannot roll back: {_irreversibility(self.versions, self.reasons)}; "
-            f"nothing was changed. {_irreversible_advice(self.versions, self.reasons)}"
+            f"cannot roll back: {irreversibility(self.versions, self.reasons)}; "
+            f"nothing was changed. {irreversible_advice(self.versions, self.reasons)}"
         )
 
 
-def _irreversibility(versions: Sequence[str], reasons: Mapping[str, str]) -> str:
+def irreversibility(versions: Sequence[str], reasons: Mapping[str, str]) -> str:
     """``migration(s) 0002 define no downgrade(conn); 0022 is irreversible ("why")``: each reason quoted."""
     parts = []
     missing = [v for v in versions if v not in reasons]
@@ -330,7 +319,7 @@ def _irreversibility(versions: Sequence[str], reasons: Mapping[str, str]) -> str
     return "; ".join(parts)
 
 
-def _irreversible_advice(versions: Sequence[str], reasons: Mapping[str, str]) -> str:
+def irreversible_advice(versions: Sequence[str], reasons: Mapping[str, str]) -> str:
     # A declared one was made irreversible on purpose: writing a downgrade is not the obvious fix there.
     if all(v in reasons for v in versions):
         return "Restore from a backup instead"
@@ -375,16 +364,15 @@ class MissingFileInScope(PlanError, LookupError):
         self.target = target
         self.missing = tuple(missing)
         self.directory = directory
+        self.to = to
         files = ", ".join(f"migration_{v}_*" for v in missing)
         them, verb = ("it", "depends") if len(missing) == 1 else ("they", "depend")
         super().__init__(
-            f"cannot {'move to ' + target + ' (--to)' if to else 'roll back ' + target}: {_versions(missing)} "
+            f"cannot {'move to ' + target if to else 'roll back ' + target}: {_versions(missing)} "
             f"{'is' if len(missing) == 1 else 'are'} recorded as applied, not before "
             f"{'what that rolls back' if to else 'it'}, but {'its file is' if len(missing) == 1 else 'their files are'} missing from "
             f"{directory} ({files}), so apm cannot tell whether {them} {verb} on what this rollback removes; "
-            f"nothing was changed. Restore the file from version control (git log --diff-filter=D -- {directory}), "
-            f"or, if its changes are already undone by hand, "
-            + " and ".join(f"`apm migrate --mark-rolled-back {v}`" for v in missing)
+            f"nothing was changed"
         )
 
 
@@ -396,7 +384,7 @@ class DependenciesNotApplied(PlanError):
         self.missing = tuple(missing)
         super().__init__(
             f"cannot apply {version}: its dependencies {_versions(missing)} are not applied; nothing was "
-            f"changed. Apply them first, or run `apm migrate --target {version}`"
+            f"changed"
         )
 
 
@@ -430,9 +418,7 @@ class InconsistentHistory(PlanError):
         more = f" (and {len(self.pairs) - 1} more)" if len(self.pairs) > 1 else ""
         super().__init__(
             f"inconsistent history: {applied} is applied but its dependency {missing} is not{more}; "
-            f"nothing was changed. Either roll back {applied} (`apm migrate --rollback {applied} --cascade`), "
-            f"or, if {missing}'s changes are already in the schema, record it with "
-            f"`apm migrate --mark-applied {missing}`"
+            f"nothing was changed"
         )
 
 
@@ -517,16 +503,14 @@ class TransactionTampered(ExecutionError):
 class DatabaseError(MigrationError):
     """The database file cannot be opened or written; nothing was changed.
 
-    ``fact`` is the message without advice that only a one-database command
-    can follow (``pass --db ...``): what a fleet's row shows, since a fleet
-    names its databases another way (``apm fleet``). It is the whole message
-    where the advice fits every command.
+    The message is the fact alone: what to do next depends on who asked (a
+    one-database command, a fleet, a program), so the command adds its own
+    advice (``cli.advice``).
     """
 
-    def __init__(self, message: str, *, path: Path | str | None, fact: str | None = None):
+    def __init__(self, message: str, *, path: Path | str | None):
         # A file; on a server, the redacted URL; None when there is none to name.
         self.path = path
-        self.fact = fact or message
         super().__init__(message)
 
 
@@ -534,29 +518,23 @@ class DatabaseNotFound(DatabaseError, FileNotFoundError):
     """A command that only reads was pointed at a database that does not exist."""
 
     def __init__(self, path: Path):
-        super().__init__(
-            f"database {path} does not exist; run `apm migrate` to create it, or pass --db", path=path,
-            fact=f"database {path} does not exist",
-        )
+        super().__init__(f"database {path} does not exist", path=path)
 
 
 class DatabaseDirectoryMissing(DatabaseError, FileNotFoundError):
     """The folder that should hold the database does not exist."""
 
     def __init__(self, path: Path):
-        super().__init__(
-            f"folder {path.parent} for database {path.name} does not exist; create it or pass another --db",
-            path=path, fact=f"folder {path.parent} for database {path.name} does not exist",
-        )
+        super().__init__(f"folder {path.parent} for database {path.name} does not exist", path=path)
 
 
 class NotADatabase(DatabaseError):
     """The path exists but is not a SQLite database (another kind of file, a folder, a device)."""
 
     def __init__(self, path: Path):
-        fact = f"{path} is a folder, not a database file" if path.is_dir() else f"{path} is not a SQLite database"
-        advice = "pass the database file's path with --db" if path.is_dir() else "check the --db path"
-        super().__init__(f"{fact}; {advice}", path=path, fact=fact)
+        self.folder = path.is_dir()
+        super().__init__(f"{path} is a folder, not a database file" if self.folder else
+                         f"{path} is not a SQLite database", path=path)
 
 
 class DatabaseDamaged(DatabaseError):
@@ -566,11 +544,7 @@ class DatabaseDamaged(DatabaseError):
         self.detail = detail
         state = ("found before anything ran; nothing was changed" if checked_first else
                  "the transaction that met it was rolled back and nothing after it ran")
-        super().__init__(
-            f"database {path} is damaged ({detail}); {state}. Restore it from a backup with `apm migrate restore` "
-            f"(`apm migrate backups` lists them), or see `apm migrate doctor`",
-            path=path,
-        )
+        super().__init__(f"database {path} is damaged ({detail}); {state}", path=path)
 
 
 class DatabaseReadOnly(DatabaseError, PermissionError):
@@ -595,22 +569,21 @@ class ForeignLedger(DatabaseError):
                  table: str = "schema_migrations"):
         self.columns = tuple(columns)
         self.reason = reason
+        self.table = table
         why = f"; {reason}" if reason else f"; apm knows {', '.join(known)}"
-        fact = f"{path} has a {table} table made by another tool (columns: {', '.join(columns)}{why}); nothing " \
-               f"was changed"
-        super().__init__(
-            f"{fact}. Point --db at APM's database, or move that table aside (ALTER TABLE {table} RENAME TO "
-            f"...) if you mean to switch tools",
-            path=path, fact=f"{fact}. Move that table aside (ALTER TABLE {table} RENAME TO ...) if you mean to "
-                            f"switch tools",
-        )
+        #: What is wrong and what was done, without the way out (which the message adds).
+        self.fact = f"{path} has a {table} table made by another tool (columns: {', '.join(columns)}{why}); " \
+                    f"nothing was changed"
+        # Moving the table aside is SQL, open to any caller; naming another database is the command's advice.
+        super().__init__(f"{self.fact}. Move that table aside (ALTER TABLE {table} RENAME TO ...) if you mean to "
+                         f"switch tools", path=path)
 
 
 class NoAgentsTable(DatabaseError, LookupError):
     """The database has no agents table yet (migration 0001 is not applied)."""
 
     def __init__(self, path: Path | str):  # a file, or a server's redacted URL
-        super().__init__(f"database {path} has no agents table yet; run `apm migrate` first", path=path)
+        super().__init__(f"database {path} has no agents table yet", path=path)
 
 
 class DatabaseLocked(DatabaseError, TimeoutError):
@@ -621,8 +594,7 @@ class DatabaseLocked(DatabaseError, TimeoutError):
         self.timeout = timeout
         held = (f"another apm process has held the migration lock on {path} for more than {timeout:g}s"
                 if migration_lock else f"database {path} stayed locked by another process for {timeout:g} s")
-        super().__init__(f"{held}; nothing was changed. Wait for it to finish and retry, or raise --busy-timeout",
-                         path=path)
+        super().__init__(f"{held}; nothing was changed", path=path)
 
 
 class StepUnderWay(DatabaseError, TimeoutError):
@@ -632,8 +604,7 @@ class StepUnderWay(DatabaseError, TimeoutError):
         self.version, self.holder, self.timeout = version, holder, timeout
         super().__init__(
             f"migration {version} runs outside a transaction in another process ({holder}), still after "
-            f"{timeout:g} s; nothing of it was run here. Wait for that process to finish and retry, or raise "
-            f"--busy-timeout; if it is gone, `apm migrate doctor` says what to check",
+            f"{timeout:g} s; nothing of it was run here",
             path=path,
         )
 
@@ -644,11 +615,7 @@ class UnusableBackup(DatabaseError):
     def __init__(self, backup: Path, reason: str, *, database: Path | str):  # a file, or a redacted URL
         self.backup = backup
         self.reason = reason
-        super().__init__(
-            f"cannot restore {backup}: {reason}; nothing was changed. "
-            f"Choose another backup (`apm migrate backups` lists them)",
-            path=database,
-        )
+        super().__init__(f"cannot restore {backup}: {reason}; nothing was changed", path=database)
 
 
 class NoBackups(DatabaseError, FileNotFoundError):
@@ -656,8 +623,7 @@ class NoBackups(DatabaseError, FileNotFoundError):
 
     def __init__(self, database: Path, names: str | None = None):
         super().__init__(
-            f"no backup of {database} exists ({names or f'{database.name}.backup.*'}); nothing was changed. "
-            f"Name a backup file: apm migrate restore FILE",
+            f"no backup of {database} exists ({names or f'{database.name}.backup.*'}); nothing was changed",
             path=database,
         )
 
@@ -759,8 +725,7 @@ class ConflictingDependencyOptions(MigrationError, ValueError):
     def __init__(self, depends_on: Sequence[str]):
         self.depends_on = tuple(depends_on)
         super().__init__(
-            f"a root migration depends on nothing, but dependencies {_versions(depends_on)} were given; "
-            f"pass either --root or --depends-on"
+            f"a root migration depends on nothing, but dependencies {_versions(depends_on)} were given"
         )
 
 
@@ -792,8 +757,7 @@ class MarkAppliedRefused(MarkRefused):
     def __init__(self, version: str, missing: Sequence[str]):
         super().__init__(
             f"cannot mark {version} as applied: its dependencies {_versions(missing)} are not applied; "
-            f"nothing was recorded. Apply them first (`apm migrate --target {missing[0]}`), or mark them "
-            f"applied first if their changes are already in the schema",
+            f"nothing was recorded",
             version=version,
             blockers=missing,
         )
@@ -824,8 +788,7 @@ class BaselineRefused(PlanError):
         self.recorded = tuple(recorded)
         super().__init__(
             f"cannot baseline at {version}: the ledger already records {_versions(recorded)}; nothing was "
-            f"recorded. A baseline is for a database apm has not migrated yet; here use `apm migrate "
-            f"--mark-applied V` for what is missing (see `apm migrate --show-applied`)"
+            f"recorded"
         )
 
 
@@ -835,9 +798,8 @@ class NonTransactionalInAtomic(PlanError):
     def __init__(self, versions: Sequence[str]):
         self.versions = tuple(versions)
         super().__init__(
-            f"cannot run this plan with --atomic: migration(s) {_versions(versions)} declare "
-            f"transactional = False and must run outside any transaction; nothing was changed. "
-            f"Run without --atomic (each step then commits on its own)"
+            f"cannot run this plan in one transaction: migration(s) {_versions(versions)} declare "
+            f"transactional = False and must run outside any transaction; nothing was changed"
         )
 
 
@@ -862,8 +824,7 @@ class NonTransactionalFailed(ExecutionError):
         self.cause = cause
         super().__init__(
             f"migration {version} (transactional = False) failed during {direction}: {cause}; it ran outside a "
-            f"transaction, so statements before the failure may have taken effect, and it is not recorded. "
-            f"See `apm migrate doctor` for what to check",
+            f"transaction, so statements before the failure may have taken effect, and it is not recorded",
             version=version,
             direction=direction,
         )
@@ -884,8 +845,7 @@ class OutsideStepStopped(ExecutionError):
                 if ran else "none of its statements ran")
         super().__init__(
             f"migration {version} (transactional = False) stopped before `{statement}` during {direction}: "
-            f"{what}, which was not confirmed. It runs outside a transaction: {done}, and it is not "
-            f"recorded ({'`apm migrate doctor` shows what to check' if ran else 'run it again once confirmed'})",
+            f"{what}, which was not confirmed. It runs outside a transaction: {done}, and it is not recorded",
             version=version,
             direction=direction,
         )
@@ -909,9 +869,7 @@ class PartiallyAppliedSquash(PlanError):
         self.squash, self.applied, self.missing = squash, tuple(applied), tuple(missing)
         super().__init__(
             f"migration {squash} replaces {_versions([*applied, *missing])}, but only {_versions(applied)} "
-            f"of them are applied here; nothing was changed. Finish the chain first: move {squash}'s file "
-            f"out of the folder, run `apm migrate --target {missing[-1]}`, and put it back ({squash} then "
-            f"counts as applied); or roll back {_versions(applied)} with the same file moved out"
+            f"of them are applied here; nothing was changed"
         )
 
 
@@ -945,7 +903,7 @@ class NoFleet(FleetError):
     """No database was named: no ``--glob``, no ``--list``, and no ``fleet`` in the config file."""
 
     def __init__(self) -> None:
-        super().__init__("no databases named: give --glob PATTERN or --list FILE, or set fleet = [...] in apm.toml")
+        super().__init__("no databases named")
 
 
 class NoJournal(FleetError):
@@ -953,8 +911,7 @@ class NoJournal(FleetError):
 
     def __init__(self, folder: Path):
         self.folder = folder
-        super().__init__(f"nothing to resume: no fleet run journal (run-*.jsonl) in {folder}; run `apm fleet "
-                         f"migrate` first, or pass the folder it used with --journal-dir")
+        super().__init__(f"nothing to resume: no fleet run journal (run-*.jsonl) in {folder}")
 
 
 class UnreadableJournal(FleetError):
@@ -962,4 +919,5 @@ class UnreadableJournal(FleetError):
 
     def __init__(self, path: Path, reason: str):
         self.path = path
-        super().__init__(f"cannot resume from {path}: {reason}; start a new run instead (without --resume)")
+        self.reason = reason
+        super().__init__(f"cannot resume from {path}: {reason}")

@@ -46,21 +46,25 @@ class BackupToolMissing(DatabaseError, FileNotFoundError):
     """``pg_dump`` (or ``pg_restore``) is not installed, so the backup cannot be written (or restored)."""
 
     def __init__(self, shown: str, *, tool: str = "pg_dump", task: str = "back up {shown} before rolling back",
-                 advice: str = "Install it, or pass --no-backup"):
+                 advice: str | None = None):
         self.tool = tool
+        #: What the caller that wanted the tool lets the user do; ``None`` leaves it to the command.
+        self.advice = advice
         super().__init__(
             f"cannot {task.format(shown=shown)}: {tool} is not installed (apt-get install "
-            f"postgresql-client); nothing was changed. {advice}", path=shown,
+            f"postgresql-client); nothing was changed" + (f". {advice}" if advice else ""), path=shown,
         )
 
 
 class BackupFailed(DatabaseError):
     """``pg_dump`` ran and failed; the command that wanted the backup (a rollback, a restore) did not run."""
 
-    def __init__(self, shown: str, reason: str, advice: str = "Fix it, or pass --no-backup"):
+    def __init__(self, shown: str, reason: str, advice: str | None = None):
         self.reason = reason
-        super().__init__(f"pg_dump could not back up {shown}: {reason}; nothing was changed. {advice}",
-                         path=shown)
+        #: What the caller that wanted the dump lets the user do; ``None`` leaves it to the command.
+        self.advice = advice
+        super().__init__(f"pg_dump could not back up {shown}: {reason}; nothing was changed"
+                         + (f". {advice}" if advice else ""), path=shown)
 
 
 class RestoreFailed(DatabaseError):

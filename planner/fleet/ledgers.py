@@ -226,5 +226,5 @@ def one_line(error: BaseException) -> str:
     """An error's message on one line, any password masked."""
     from planner.engines.urls import redact
 
-    # A database error's fact, not its advice for a one-database command (``--db``): a fleet names its own.
-    return redact(first_line(str(getattr(error, "fact", None) or error)) or type(error).__name__)
+    # An error's text is its fact: advice for a one-database command (``--db``) is the command's to add.
+    return redact(first_line(str(error)) or type(error).__name__)

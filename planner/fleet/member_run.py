@@ -338,7 +338,7 @@ def one_line(error: BaseException, *, unexpected: bool = False) -> str:
     """An error as one line, any password masked."""
     from planner.engines.urls import redact
 
-    # A database error's fact, not its advice for a one-database command (``--db``): a fleet names its own.
-    text = str(getattr(error, "fact", None) or error).strip().splitlines()
+    # An error's text is its fact: advice for a one-database command (``--db``) is the command's to add.
+    text = str(error).strip().splitlines()
     line = text[0] if text else type(error).__name__
     return redact(f"{type(error).__name__}: {line}" if unexpected else line)

@@ -80,12 +80,12 @@ def _dies_with(parent: int) -> Callable[[], None] | None:
     return arm
 
 
-def dump(url: str, folder: Path, *, advice: str = "Fix it, or pass --no-backup",
+def dump(url: str, folder: Path, *, advice: str | None = None,
          lock_wait: float | None = None, schema: str = "public", only_schema: bool = False) -> Path:
     """``pg_dump -Fc`` of the database into ``folder``; the path written.
 
-    ``advice`` ends the message of a failure: what the command that wanted
-    the dump lets the user do about it. ``lock_wait`` (``--busy-timeout``)
+    ``advice`` ends the message of a failure: what the caller that wanted
+    the dump lets the user do about it (``None``: the command adds its own). ``lock_wait`` (``--busy-timeout``)
     bounds how long pg_dump waits for a table another session has locked;
     past it the dump fails, and so does the command, with nothing changed.
     ``schema`` is the ledger's: the name says which ledger a dump backs up
