@@ -287,7 +287,8 @@ def _store(name: str, convert=lambda v: v):
 def _path(value: str) -> Path:
     """A path option's value; empty is refused rather than read as the current folder."""
     if not value.strip():
-        raise click.BadParameter("an empty path; pass the file or folder to use")
+        raise click.BadParameter("an empty path; give the path this option names "
+                                 "(a database file for --db, a folder for --migrations-dir)")
     return Path(value)
 
 
