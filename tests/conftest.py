@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
 import pytest
+
+# The installed `apm` runs in hundreds of subprocesses here: let them cache their bytecode, as a user's machine
+# does, even where the environment says not to (some sandboxes set PYTHONDONTWRITEBYTECODE, which makes every
+# start compile every module again: about 40 s of the suite). No test may depend on either setting.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 #: The body of a test migration whose content does not matter: a statement that changes nothing on purpose.
