@@ -24,7 +24,7 @@ through ``Guard``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from planner.errors import TransactionTampered
 
@@ -144,3 +144,43 @@ class Guard:
         """The runner's transaction is gone before ``statement`` (an earlier failure ended it): refuse to run on."""
         self.refuse(statement, "the runner's transaction had already ended (an earlier statement of this "
                                "migration ended it), so this statement would commit on its own")
+
+
+_Connection = TypeVar("_Connection", bound="GuardedRoutes")
+
+
+class GuardedRoutes:
+    """The Python routes out of the runner's transaction, closed the same way on every engine's connection.
+
+    The engine's migration connection inherits these and keeps only what
+    differs (how statements reach its driver). Its ``__getattr__`` asks
+    ``refused_route`` first, so a refused name never reaches the driver.
+    """
+
+    __slots__ = ()
+    _guard: Guard
+
+    def commit(self) -> None:
+        """A no-op: the runner commits the step, with its ledger row, once the step has passed every check."""
+
+    def rollback(self) -> None:
+        self._guard.refuse("conn.rollback()", REFUSED_METHODS["rollback"])
+
+    def close(self) -> None:
+        self._guard.refuse("conn.close()", REFUSED_METHODS["close"])
+
+    def __enter__(self: _Connection) -> _Connection:
+        # ``with conn:`` commits on exit on a driver's connection (and closes it on psycopg's); here a plain block.
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        return None
+
+    def refused_route(self, name: str) -> Callable[..., Any] | None:
+        """For ``__getattr__``: a refusing stand-in for a refused method; a refused attribute refuses at once;
+        ``None`` for any other name."""
+        if name in REFUSED_METHODS:
+            return self._guard.refuse_method("conn", name)
+        if name in REFUSED_ATTRIBUTES:
+            self._guard.refuse_attribute("conn", name)
+        return None

@@ -361,7 +361,7 @@ def test_check_list_graph_and_the_catalog_page_show_each_irreversible_migration(
 # -- the pytest plugin -------------------------------------------------------------------------------
 
 
-def plugin_outcomes_are_expected_failures_with_reasons(reprec: pytest.HookRecorder) -> None:
+def assert_plugin_outcomes_are_expected_failures_with_reasons(reprec: pytest.HookRecorder) -> None:
     results = outcomes(reprec)
     assert {k: v for k, v in results.items() if "[" in k} == {
         "stairway[0001]": "passed",
@@ -382,7 +382,7 @@ def plugin_outcomes_are_expected_failures_with_reasons(reprec: pytest.HookRecord
 
 def test_the_plugin_expects_the_stair_of_an_irreversible_migration_to_fail(pytester: pytest.Pytester) -> None:
     apm_style(pytester.path / "migrations")
-    plugin_outcomes_are_expected_failures_with_reasons(pytester.inline_run("--apm-migrations", "migrations"))
+    assert_plugin_outcomes_are_expected_failures_with_reasons(pytester.inline_run("--apm-migrations", "migrations"))
 
 
 @pytest.mark.postgres
@@ -392,5 +392,5 @@ def test_the_plugin_expects_the_same_on_postgres(pytester: pytest.Pytester, pg_u
     import planner.testing.pg_database  # noqa: F401
 
     apm_style(pytester.path / "migrations")
-    plugin_outcomes_are_expected_failures_with_reasons(
+    assert_plugin_outcomes_are_expected_failures_with_reasons(
         pytester.inline_run("--apm-migrations", "migrations", "--apm-db", pg_url))

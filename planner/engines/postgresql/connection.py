@@ -31,6 +31,7 @@ from typing import Any
 from planner.engines.postgresql.sql import split_script, tokens, translate_placeholders
 from planner.errors import TransactionTampered
 from planner.transaction_guard import (
+    GuardedRoutes,
     CONTROL_WORDS,
     REFUSED_ATTRIBUTES,
     REFUSED_METHODS,
@@ -295,7 +296,7 @@ class _GuardedInfo:
         return getattr(self._info, name)
 
 
-class PgMigrationConnection:
+class PgMigrationConnection(GuardedRoutes):
     """What ``upgrade(conn)`` and ``downgrade(conn)`` receive on PostgreSQL."""
 
     engine = "postgresql"
@@ -367,29 +368,12 @@ class PgMigrationConnection:
         row = self.fetchone(sql, parameters)
         return None if row is None else row[0]
 
-    # -- the routes out of the transaction (planner.transaction_guard) ------------------
-
-    def commit(self) -> None:
-        """A no-op: the runner commits the step with its ledger row."""
-
-    def rollback(self) -> None:
-        self._guard.refuse("conn.rollback()", REFUSED_METHODS["rollback"])
-
-    def close(self) -> None:
-        self._guard.refuse("conn.close()", REFUSED_METHODS["close"])
-
-    def __enter__(self) -> PgMigrationConnection:
-        # As on SQLite: a plain block (psycopg's own would commit and close the connection on exit).
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        return None
+    # -- the routes out of the transaction: planner.transaction_guard.GuardedRoutes, and these two ----
 
     def __getattr__(self, name: str) -> Any:
-        if name in REFUSED_METHODS:
-            return self._guard.refuse_method("conn", name)
-        if name in REFUSED_ATTRIBUTES:
-            self._guard.refuse_attribute("conn", name)
+        refused = self.refused_route(name)
+        if refused is not None:
+            return refused
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __setattr__(self, name: str, value: Any) -> None:

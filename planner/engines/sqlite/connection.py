@@ -33,8 +33,7 @@ from typing import Any
 from planner.errors import TransactionTampered
 from planner.sql import keywords, skipped, split_script
 from planner.transaction_guard import (
-    REFUSED_ATTRIBUTES,
-    REFUSED_METHODS,
+    GuardedRoutes,
     REFUSED_SETTINGS,
     Guard,
     control_reason,
@@ -209,8 +208,10 @@ _set_guard = MigrationCursor._guard.__set__  # type: ignore[attr-defined]
 _set_raw = MigrationCursor._raw.__set__  # type: ignore[attr-defined]
 
 
-class MigrationConnection:
+class MigrationConnection(GuardedRoutes):
     """A proxy over the executor's ``sqlite3.Connection`` that cannot end its transaction."""
+
+    _guard: _StepGuard
 
     def __init__(self, conn: sqlite3.Connection, version: str = "?", direction: str = "apply", observer: Any = None):
         guard = _StepGuard(version, direction, observer)
@@ -278,30 +279,13 @@ class MigrationConnection:
         """Whether a preview is watching: ``rebuild_table`` then counts what its conversions change."""
         return self._guard.observer is not None
 
-    # -- the routes out of the transaction (planner.transaction_guard) ------------------
-
-    def commit(self) -> None:
-        """Do nothing: the executor commits once the step has passed every check."""
-
-    def rollback(self) -> None:
-        self._guard.refuse("conn.rollback()", REFUSED_METHODS["rollback"])
-
-    def close(self) -> None:
-        self._guard.refuse("conn.close()", REFUSED_METHODS["close"])
-
-    def __enter__(self) -> MigrationConnection:
-        # ``with conn:`` would commit on exit on a real connection; here it is a plain block.
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        return None
+    # -- the routes out of the transaction: planner.transaction_guard.GuardedRoutes, and these two ----
 
     def __getattr__(self, name: str) -> Any:
         # Only names not defined here reach this, so the refusals cost ``execute`` nothing.
-        if name in REFUSED_METHODS:
-            return self._guard.refuse_method("conn", name)
-        if name in REFUSED_ATTRIBUTES:
-            self._guard.refuse_attribute("conn", name)
+        refused = self.refused_route(name)
+        if refused is not None:
+            return refused
         if name.startswith("_"):
             raise AttributeError(name)
         return getattr(self._conn, name)
