@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from cli.locking import lock_options
-from cli.options import EXIT_ATTENTION, EXIT_DRIFT, settings, shared_options
+from cli.options import EXIT_ATTENTION, EXIT_DRIFT, EXIT_REFUSED, settings, shared_options
 from cli.output import echo, emit_json
 from cli.fleet_options import (
     check_request,
@@ -139,7 +139,8 @@ def plan_command(ctx: click.Context, globs, lists, target, to, rollback, cascade
     --sql) each plan runs in a transaction that is rolled back, and what it
     would destroy is shown per database and in total (exit 7 when any plan
     destroys data), with the lock findings that would stop it (exit 12; --allow
-    CODE accepts them). Exit 11 when a database cannot be planned.
+    CODE accepts them). Exit 11 when a database cannot be planned, 4 when every
+    one that cannot is refused by the planner (as `apm migrate plan` is).
     """
     check_request(target, to, rollback, cascade)
     members = discover_members(globs, lists)
@@ -150,10 +151,11 @@ def plan_command(ctx: click.Context, globs, lists, target, to, rollback, cascade
 
         rehearse_plans(ctx, catalog, request, members, jobs=jobs_of(jobs), as_json=as_json)
         return
-    from planner.errors import MigrationError, NotApplied
+    from planner.errors import MigrationError, NotApplied, PlanError
     from planner.fleet.ledgers import Unreadable, read_ledger
 
     rows: list[tuple[Any, list[tuple[str, str, str]] | None, str | None]] = []  # (member, its steps, why not)
+    refused: set = set()  # the members whose plan the planner refuses (`apm migrate plan`: exit 4)
     for candidate in members:
         try:
             reading = read_ledger(candidate, request.busy_timeout, request.ledger_schema)
@@ -163,13 +165,15 @@ def plan_command(ctx: click.Context, globs, lists, target, to, rollback, cascade
         except NotApplied:
             rows.append((candidate, [], None))
         except (Unreadable, MigrationError) as error:
+            if isinstance(error, PlanError):
+                refused.add(candidate)
             from planner.fleet.run import one_line
 
             rows.append((candidate, None, one_line(error)))
     if as_json:
         emit_json({"databases": [{"db": m.display, "steps": [{"version": v, "direction": d, "description": t}
                                                               for v, d, t in steps] if steps is not None else None,
-                                  "error": error} for m, steps, error in rows]})
+                                  "error": error, "refused": m in refused} for m, steps, error in rows]})
     else:
         groups: dict[tuple, list] = {}
         for candidate, found, problem in rows:
@@ -185,6 +189,8 @@ def plan_command(ctx: click.Context, globs, lists, target, to, rollback, cascade
                 echo(f"  ... and {len(group) - 10} more")
         for candidate, _steps, problem in rows:
             if problem is not None:
-                echo(f"{candidate.display}: cannot be planned: {problem}", fg="yellow")
-    if any(error is not None for _m, _s, error in rows):
-        ctx.exit(EXIT_ATTENTION)
+                why = "refused" if candidate in refused else "cannot be planned"
+                echo(f"{candidate.display}: {why}: {problem}", fg="yellow")
+    problems = [m for m, _s, error in rows if error is not None]
+    if problems:
+        ctx.exit(EXIT_REFUSED if all(m in refused for m in problems) else EXIT_ATTENTION)

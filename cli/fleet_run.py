@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from cli.locking import lock_options
-from cli.options import EXIT_ATTENTION, EXIT_LOCK_RISK, EXIT_UNCONFIRMED, settings, shared_options
+from cli.options import EXIT_ATTENTION, EXIT_LOCK_RISK, EXIT_REFUSED, EXIT_UNCONFIRMED, settings, shared_options
 from cli.output import echo, emit_json
 from cli.fleet_options import (
     check_request,
@@ -43,8 +43,9 @@ def rehearse(ctx, catalog, request, members, *, jobs: int, as_json: bool) -> Non
             _describe_outcome(outcome, show_sql=request.sql)
         _loss_total(result.outcomes)
         echo(_summary_line(result))
-    if result.failed:
-        ctx.exit(EXIT_ATTENTION)
+    trouble = exit_code(result)
+    if trouble:  # a database that could not be rehearsed: why, before what the others would do
+        ctx.exit(trouble)
     if any(o.loss for o in result.outcomes):
         ctx.exit(EXIT_UNCONFIRMED)
     if any(o.lock_findings for o in result.outcomes):
@@ -88,9 +89,10 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
     outcome is appended to a journal as it ends; --resume runs only what did
     not succeed. Ctrl-C starts no further database and lets the running
     ones finish. Lock findings stop a database as they stop `apm migrate`
-    (--allow CODE accepts them; --yes does not). Exit 0 when every database
+    (--allow CODE accepts them; --yes does not); a plan `apm migrate` refuses
+    is `refused`, and stops no other database. Exit 0 when every database
     succeeded, 11 otherwise (7 when the only reason is a loss not confirmed,
-    12 when it is lock findings).
+    4 when it is the planner's refusal, 12 when it is lock findings).
     """
     from planner.fleet import journal as journals
     from planner.fleet.run import FleetRun, canaries
@@ -175,14 +177,18 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
 
 
 def exit_code(result) -> int:
-    """0 when every database succeeded; 7 when every one that did not only lacks a confirmation, 12 when every
-    one was only stopped by lock findings; 11 otherwise (a failure, a database not started: commands.md)."""
-    trouble = [o for o in result.outcomes if not o.succeeded]
+    """0 when every database succeeded (or was rehearsed); when every one that did not has the same one problem,
+    the code `apm migrate` gives it: 7 it only lacks a confirmation, 4 the planner refused it (a rollback
+    through a migration without a downgrade...), 12 lock findings stopped it; 11 otherwise (a failure, a
+    database not started, or different problems: commands.md)."""
+    trouble = [o for o in result.outcomes if not (o.succeeded or o.outcome == "rehearsed")]
     if not trouble:
         return 0
     if all(o.unconfirmed for o in trouble):
         return EXIT_UNCONFIRMED
-    if all(o.outcome == "refused" for o in trouble):
+    if all(o.plan_refused for o in trouble):
+        return EXIT_REFUSED
+    if all(o.outcome == "refused" and o.lock_findings for o in trouble):
         return EXIT_LOCK_RISK
     return EXIT_ATTENTION
 
@@ -402,7 +408,7 @@ class _RunProgress:
     """On a terminal: ``done 12, failed 1, running 2 of 50: a.db, b.db``, rewritten in place on stderr."""
 
     def __init__(self, total: int):
-        self.total, self.done, self.failed = total, 0, 0
+        self.total, self.done, self.failed, self.refused = total, 0, 0, 0
         self.running: list[str] = []
 
     def event(self, event) -> None:
@@ -416,11 +422,14 @@ class _RunProgress:
                 self.running.remove(name)
             self.done += 1
             self.failed += event.outcome.outcome == "failed"
-            if event.outcome.outcome in ("failed", "skipped"):
+            self.refused += event.outcome.outcome == "refused"
+            if event.outcome.outcome in ("failed", "skipped", "refused"):
                 click.echo("\r\033[K", nl=False, err=True)
                 echo(f"{name}: {event.outcome.outcome}: {event.outcome.error}", fg="yellow", err=True)
         flight = ", ".join(self.running[:3]) + (" ..." if len(self.running) > 3 else "")
-        click.echo(f"\r\033[Kdone {self.done}, failed {self.failed}, running {len(self.running)} of {self.total}"
+        refused = f", refused {self.refused}" if self.refused else ""
+        click.echo(f"\r\033[Kdone {self.done}, failed {self.failed}{refused}, running {len(self.running)} of "
+                   f"{self.total}"
                    + (f": {flight}" if flight else ""), nl=False, err=True)
 
     def close(self) -> None:

@@ -31,7 +31,10 @@ SKIPPED = "skipped"
 NOT_STARTED = "not started"
 #: ``--dry-run`` and ``apm fleet plan --rehearse``: the plan ran in a transaction that was rolled back.
 REHEARSED = "rehearsed"
-#: Lock findings at or above the gate, not accepted (``allow``, ``--allow``): nothing was committed.
+#: The request was refused, nothing run: by the planner (``PlanError``: a rollback through a migration without a
+#: downgrade, with applied dependents, an inconsistent history; ``apm migrate`` exits 4), or by lock findings at
+#: or above the gate that nothing accepted (``allow``, ``--allow``; exit 12). Not a failure: nothing ran and
+#: failed; yet not a success either, so ``--resume`` runs it again.
 REFUSED = "refused"
 
 SUCCEEDED = frozenset({APPLIED, ROLLED_BACK, NOTHING_TO_DO})
@@ -123,6 +126,11 @@ class MemberOutcome:
     def succeeded(self) -> bool:
         return self.outcome in SUCCEEDED
 
+    @property
+    def plan_refused(self) -> bool:
+        """Refused by the planner (``apm migrate``'s exit 4), as opposed to by lock findings (exit 12)."""
+        return self.outcome == REFUSED and not self.lock_findings
+
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {"db": self.member.display, "outcome": self.outcome, "steps": self.steps,
                                     "error": self.error, "duration_ms": round(self.duration_ms, 3)}
@@ -154,7 +162,7 @@ worker_catalog: Catalog | None = None
 def run_member(member: Member, request: Request, catalog: Catalog | None = None,
                confirmed: list[str] | None = None) -> MemberOutcome:
     """Run ``request`` on one database; never raises for a database's own problem (it is the outcome)."""
-    from planner.errors import MigrationError, NotApplied
+    from planner.errors import MigrationError, NotApplied, PlanError
 
     catalog = catalog if catalog is not None else worker_catalog
     assert catalog is not None
@@ -180,6 +188,8 @@ def run_member(member: Member, request: Request, catalog: Catalog | None = None,
             outcome.outcome = NOTHING_TO_DO
             return outcome
         _run_plan(engine, catalog, plan, request, outcome, confirmed)
+    except PlanError as error:  # refused before it ran, as `apm migrate` refuses it (exit 4): nothing changed
+        outcome.outcome, outcome.error = REFUSED, one_line(error)
     except MigrationError as error:
         outcome.outcome, outcome.error = FAILED, one_line(error)
     except Exception as error:  # a database's driver error must not end the fleet: it is this database's row
@@ -213,7 +223,7 @@ def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: M
         outcome.lock_findings = findings(preview)
         outcome.steps = [{"version": s.version, "description": s.description, "direction": s.direction,
                           "status": s.status, "duration_ms": round(s.duration_ms, 3)} for s in preview.steps]
-        outcome.outcome = FAILED if preview.error is not None else REHEARSED
+        outcome.outcome = _failed_or_refused(preview.error) if preview.error is not None else REHEARSED
         if preview.error is not None:
             outcome.error = f"{one_line(preview.error)} (found by the preview: nothing was committed)"
         return
@@ -238,7 +248,8 @@ def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: M
                 outcome.error = one_line(stopped) + (f" ({before_it()})" if done else "")
                 break
             except Exception as error:
-                outcome.outcome, outcome.error = FAILED, one_line(error) + (f" ({before_it()})" if done else "")
+                outcome.outcome = _failed_or_refused(error)
+                outcome.error = one_line(error) + (f" ({before_it()})" if done else "")
                 break
             finally:
                 outcome.destroyed += answers.destroyed
@@ -258,7 +269,7 @@ def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: M
         _note_preview(outcome, preview)
         unchanged = f"this part was rolled back ({before_it()})" if done else "nothing was committed"
         if preview.error is not None:
-            outcome.outcome = FAILED
+            outcome.outcome = _failed_or_refused(getattr(preview.error, 'failure', None) or preview.error)
             outcome.error = f"{one_line(getattr(preview.error, 'failure', None) or preview.error)}; {unchanged}"
             break
         if not preview.committed:
@@ -308,6 +319,14 @@ class _OutsideAnswers:
 
     def committed(self, loss) -> None:
         self.destroyed += loss.lines
+
+
+def _failed_or_refused(error: BaseException) -> str:
+    """``refused`` for the planner's refusal found inside the lock (the ledger changed meanwhile), as ``apm
+    migrate`` exits 4 for it; ``failed`` for anything else."""
+    from planner.errors import PlanError
+
+    return REFUSED if isinstance(error, PlanError) else FAILED
 
 
 def _status(direction: str) -> str:

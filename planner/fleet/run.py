@@ -12,7 +12,8 @@ With ``jobs=1`` everything runs in this process.
 
 Scheduling: canaries (if any) first, then the rest only if every canary
 succeeded; after a failure no further database is started unless
-``continue_on_error``; ``stop()`` (Ctrl-C) stops starting new ones while the
+``continue_on_error`` (a refusal, where nothing ran, stops nothing: each
+database's plan is its own); ``stop()`` (Ctrl-C) stops starting new ones while the
 running ones finish. The library never prints: the caller hears of each
 database through ``on_event``.
 """
@@ -31,6 +32,7 @@ from planner.fleet.member_run import (  # noqa: F401 (the outcomes and the reque
     FAILED,
     NOT_STARTED,
     NOTHING_TO_DO,
+    REFUSED,
     REHEARSED,
     ROLLED_BACK,
     SKIPPED,
@@ -75,6 +77,10 @@ class FleetResult:
     @property
     def failed(self) -> list[MemberOutcome]:
         return [o for o in self.outcomes if o.outcome == FAILED]
+
+    @property
+    def refused(self) -> list[MemberOutcome]:
+        return [o for o in self.outcomes if o.outcome == REFUSED]
 
     @property
     def unconfirmed(self) -> list[MemberOutcome]:

@@ -1,0 +1,110 @@
+"""`apm fleet`: refusals as their own outcome, and which spelling names a database given twice (issue 24).
+
+Real SQLite files in project folders, through the installed command; the
+catalog and helpers are those of tests/test_fleet.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tests.conftest import write_migration
+from tests.test_fleet import PATTERN, applied, catalog, fleet, fleet_of, migrate_to  # noqa: F401 (catalog: a fixture)
+
+# --------------------------------------------------------------------------
+# A refusal is `refused`, not `failed`
+# --------------------------------------------------------------------------
+
+
+def without_downgrade(folder: Path) -> Path:
+    """0004, on 0003, with no downgrade: a rollback of 0003 --cascade through it is refused (exit 4 alone)."""
+    return write_migration(folder, "0004", "Archive", depends_on=("0003",), downgrade=None,
+                           upgrade="conn.execute('CREATE TABLE archive (id INTEGER PRIMARY KEY)')")
+
+
+def test_a_plan_refusal_is_refused_with_its_reason_journaled_and_resumed(tmp_path: Path, catalog: Path) -> None:
+    migration = without_downgrade(catalog)
+    paths = fleet_of(tmp_path, catalog, 3, target=None)
+    paths[2].unlink()
+    migrate_to(paths[2], catalog, target="0003")  # p00, p01 hold 0004; p02 stops at 0003
+    request = ("migrate", "--glob", PATTERN, "--rollback", "0003", "--cascade", "--jobs", "1")
+
+    shown = fleet(tmp_path, catalog, *request)
+    # Every problem is the planner's refusal: `apm migrate`'s exit 4, and a refusal stops no other database.
+    assert shown.returncode == 4, shown.stdout + shown.stderr
+    assert "2 refused, 1 rolled back" in shown.stdout
+    rows = shown.stdout.split("retry alone with")[1].strip().splitlines()[1:3]
+    assert [row.split()[:2] for row in rows] == [[str(p.relative_to(tmp_path)), "refused"] for p in paths[:2]]
+    assert all("0004 define no downgrade(conn); nothing was changed" in row for row in rows)
+    assert rows[0].rstrip().endswith(f"migrate --db {paths[0].relative_to(tmp_path)} --rollback 0003 --cascade")
+    assert "Stopped:" not in shown.stdout and "failed" not in shown.stdout
+    assert [applied(p) for p in paths] == [["0001", "0002", "0003", "0004"]] * 2 + [["0001"]]
+
+    journal = next((tmp_path / ".apm-fleet").glob("run-*.jsonl"))
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [r["outcome"] for r in records if r["type"] == "member"] == ["refused", "refused", "rolled back"]
+
+    # The refusal lifted (the migration gets its downgrade): --resume runs the refused databases, only those.
+    migration.write_text(migration.read_text() + "\n\ndef downgrade(conn):\n    conn.execute('DROP TABLE archive')\n")
+    resumed = fleet(tmp_path, catalog, "migrate", "--resume", "--json")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    document = json.loads(resumed.stdout)
+    assert [(r["db"], r["outcome"]) for r in document["databases"]] == \
+        [(str(p.relative_to(tmp_path)), "rolled back") for p in paths[:2]]
+    assert [applied(p) for p in paths] == [["0001", "0002"]] * 2 + [["0001"]]
+
+
+def test_refused_in_json_and_exit_codes_beside_other_problems(tmp_path: Path, catalog: Path) -> None:
+    without_downgrade(catalog)
+    paths = fleet_of(tmp_path, catalog, 2, target=None)
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--rollback", "0003", "--cascade", "--json")
+    assert result.returncode == 4, result.stderr
+    document = json.loads(result.stdout)
+    assert document["summary"] == {"refused": 2}
+    assert all(r["outcome"] == "refused" and "define no downgrade" in r["error"] for r in document["databases"])
+
+    # A refusal beside a failure is not "only refusals": 11, each keeping its own outcome.
+    paths[1].write_text("not a database\n")
+    mixed = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--rollback", "0003", "--cascade", "--json",
+                  "--jobs", "1")
+    assert mixed.returncode == 11, mixed.stderr
+    assert [r["outcome"] for r in json.loads(mixed.stdout)["databases"]] == ["refused", "failed"]
+
+    # A refused canary is no success: nothing else starts.
+    canary = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--rollback", "0003", "--cascade", "--json",
+                   "--canary", "1")
+    assert canary.returncode == 11, canary.stderr
+    assert [r["outcome"] for r in json.loads(canary.stdout)["databases"]] == ["refused", "not started"]
+
+
+def test_plan_and_dry_run_say_refused_and_exit_4(tmp_path: Path, catalog: Path) -> None:
+    without_downgrade(catalog)
+    paths = fleet_of(tmp_path, catalog, 2, target=None)
+    plan = fleet(tmp_path, catalog, "plan", "--glob", PATTERN, "--rollback", "0003", "--cascade")
+    assert plan.returncode == 4, plan.stdout + plan.stderr
+    assert f"{paths[0].relative_to(tmp_path)}: refused: cannot roll back" in plan.stdout
+    as_json = json.loads(fleet(tmp_path, catalog, "plan", "--glob", PATTERN, "--rollback", "0003", "--cascade",
+                               "--json").stdout)
+    assert [r["refused"] for r in as_json["databases"]] == [True, True]
+    rehearsal = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--rollback", "0003", "--cascade",
+                      "--dry-run", "--json")
+    assert rehearsal.returncode == 4, rehearsal.stderr
+    assert [r["outcome"] for r in json.loads(rehearsal.stdout)["databases"]] == ["refused", "refused"]
+    assert all(applied(p)[-1] == "0004" for p in paths)
+
+
+def test_the_progress_line_counts_refused_databases(capsys) -> None:
+    from cli.fleet_run import _RunProgress
+    from planner.fleet.members import member
+    from planner.fleet.run import MemberFinished, MemberOutcome, MemberStarted
+
+    progress = _RunProgress(2)
+    one, two = member("a.db"), member("b.db")
+    progress.event(MemberStarted(one, "all"))
+    progress.event(MemberFinished(MemberOutcome(one, "refused", error="cannot roll back: ...")))
+    progress.event(MemberStarted(two, "all"))
+    shown = capsys.readouterr().err
+    assert "a.db: refused: cannot roll back: ..." in shown
+    assert "done 1, failed 0, refused 1, running 1 of 2: b.db" in shown
