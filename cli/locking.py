@@ -200,7 +200,7 @@ def check_locks(catalog_dir, engine, findings: list) -> tuple[list, bool, dict]:
     from planner.locks import check_findings, gating
     from planner.plan import apply_plan, refuse_empty_upgrades
 
-    done: dict = {"previewed": [], "note": None}
+    done: dict = {"previewed": [], "passed_over": [], "note": None}
     if engine is None or getattr(engine, "name", None) != "postgresql":
         return [], False, done
     blocking = [f for f in findings if (f.severity == "error" and f.scope == "catalog") or f.code == "no-database"]
@@ -221,11 +221,19 @@ def check_locks(catalog_dir, engine, findings: list) -> tuple[list, bool, dict]:
     if preview.error is not None:
         raise CommandError(f"{preview.error} (found by check's lock preview: nothing was committed)",
                            exit_code_for(preview.error)) from preview.error
-    ran = [s.version for s in preview.steps if s.locks is not None]
+    # A step whose statements the preview passed over (VACUUM: it runs only outside a transaction) was not
+    # measured there: counting it as previewed would claim a lock check that did not happen.
+    ran = [s.version for s in preview.steps if s.locks is not None and not s.passed_over]
+    passed = [f"{s.version} `{statement}`" for s in preview.steps if s.locks is not None
+              for statement in s.passed_over]
     done["previewed"] = ran
-    left = f"; not previewed (transactional = False): {', '.join(preview.not_previewed)}" \
+    done["passed_over"] = passed
+    left = f"; passed over (it runs only outside a transaction and changes no schema or data): " \
+        f"{', '.join(passed)}" if passed else ""
+    left += f"; not previewed (transactional = False): {', '.join(preview.not_previewed)}" \
         if preview.not_previewed else ""
-    done["note"] = (f"locks: previewed {len(ran)} pending step(s) in one transaction, rolled back "
+    of = f" of {len(preview.plan)}" if len(ran) < len(preview.plan) else ""
+    done["note"] = (f"locks: previewed {len(ran)}{of} pending step(s) in one transaction, rolled back "
                     f"({engine.display} is unchanged){left}")
     return check_findings(preview.steps), bool(gating(engine.lock_policy, preview.steps)), done
 

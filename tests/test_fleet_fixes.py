@@ -108,3 +108,32 @@ def test_the_progress_line_counts_refused_databases(capsys) -> None:
     shown = capsys.readouterr().err
     assert "a.db: refused: cannot roll back: ..." in shown
     assert "done 1, failed 0, refused 1, running 1 of 2: b.db" in shown
+
+
+# --------------------------------------------------------------------------
+# apm migrate check on PostgreSQL counts only the steps its lock preview ran
+# --------------------------------------------------------------------------
+
+
+def test_check_counts_only_what_its_lock_preview_ran_and_names_what_it_passed_over(pg_url: str,
+                                                                                   tmp_path: Path) -> None:
+    from tests.conftest import run_apm
+
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    write_migration(folder, "0001", "Projects", depends_on=(), downgrade="conn.execute('DROP TABLE projects')",
+                    upgrade="conn.execute('CREATE TABLE projects (id INTEGER PRIMARY KEY, name TEXT)')")
+    write_migration(folder, "0002", "Vacuum", depends_on=("0001",), extra="transactional = False\n",
+                    upgrade="conn.execute('VACUUM projects')")
+    write_migration(folder, "0003", "Tasks", depends_on=("0001",), downgrade="conn.execute('DROP TABLE tasks')",
+                    upgrade="conn.execute('CREATE TABLE tasks (id INTEGER PRIMARY KEY)')")
+    result = run_apm("migrate", "check", "--db", pg_url, "--migrations-dir", str(folder))
+    assert result.returncode == 0, result.stdout + result.stderr
+    note = next(line for line in result.stdout.splitlines() if line.startswith("locks:"))
+    assert note.startswith("locks: previewed 2 of 3 pending step(s) in one transaction, rolled back")
+    assert note.endswith("; passed over (it runs only outside a transaction and changes no schema or data): "
+                         "0002 `VACUUM projects`")
+    report = json.loads(run_apm("migrate", "check", "--db", pg_url, "--migrations-dir", str(folder),
+                                "--json").stdout)
+    assert report["locks"]["previewed"] == ["0001", "0003"]
+    assert report["locks"]["passed_over"] == ["0002 `VACUUM projects`"]
