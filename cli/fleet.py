@@ -19,6 +19,7 @@ from cli.locking import lock_options
 from cli.options import EXIT_ATTENTION, EXIT_DRIFT, EXIT_REFUSED, settings, shared_options
 from cli.output import echo, emit_json
 from cli.fleet_options import (
+    FleetGroup,
     check_request,
     discover_members,
     fleet_options,
@@ -30,7 +31,7 @@ from cli.fleet_options import (
 )
 
 
-@click.group("fleet")
+@click.group("fleet", cls=FleetGroup)
 @shared_options()
 def fleet() -> None:
     """Many databases at once: status, plan and staged, parallel, resumable runs.

@@ -26,7 +26,52 @@ def discover_members(globs: tuple[str, ...], lists: tuple[str, ...]):
     from planner.fleet.members import discover
 
     configured = settings().config.get("fleet") or () if not (globs or lists) else ()
-    return discover(globs=globs, lists=lists, configured=configured)
+    return discover(globs=globs, lists=lists, configured=configured, order=_given_order(globs, lists))
+
+
+#: Where ``FleetGroup`` leaves the ``--glob``/``--list`` values in the order they were given.
+_ORDER = "apm.fleet.sources"
+
+
+class FleetGroup(click.Group):
+    """``apm fleet``: remembers the order of ``--glob`` and ``--list`` on its command's line.
+
+    click hands each option its values apart, so ``--list a.txt --glob 'p/*'``
+    would reach the library as "globs, then lists"; the first spelling of a
+    database given twice (a symlink, ``./a`` and ``a``) is the one its row
+    shows, and that must be the first one the user gave.
+    """
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name, command, rest = super().resolve_command(ctx, args)
+        ctx.meta[_ORDER] = _scan_sources(rest)
+        return name, command, rest
+
+
+def _scan_sources(args: list[str]) -> list[tuple[str, str]]:
+    found = []
+    tokens = iter(args)
+    for token in tokens:
+        if token == "--":
+            break
+        for kind in ("glob", "list"):
+            if token == f"--{kind}":
+                value = next(tokens, None)
+                if value is not None:
+                    found.append((kind, value))
+            elif token.startswith(f"--{kind}="):
+                found.append((kind, token.split("=", 1)[1]))
+    return found
+
+
+def _given_order(globs: tuple[str, ...], lists: tuple[str, ...]) -> list[tuple[str, str]] | None:
+    """The command line's order of ``globs`` and ``lists``; ``None`` (globs first) when it cannot be told."""
+    context = click.get_current_context(silent=True)
+    order = context.meta.get(_ORDER) if context is not None else None
+    if order is None:
+        return None
+    wanted = sorted([("glob", g) for g in globs] + [("list", str(item)) for item in lists])
+    return order if sorted(order) == wanted else None  # a value the scan misread: the options decide
 
 
 def load_fleet_catalog():

@@ -137,3 +137,52 @@ def test_check_counts_only_what_its_lock_preview_ran_and_names_what_it_passed_ov
                                 "--json").stdout)
     assert report["locks"]["previewed"] == ["0001", "0003"]
     assert report["locks"]["passed_over"] == ["0002 `VACUUM projects`"]
+
+
+# --------------------------------------------------------------------------
+# A database given twice is named by the first spelling given
+# --------------------------------------------------------------------------
+
+
+def rows(result) -> list[tuple[str, str]]:
+    document = json.loads(result.stdout)
+    return [(r["db"], r.get("state") or r.get("outcome")) for r in document["databases"]]
+
+
+def test_a_database_given_twice_is_shown_as_first_given_on_the_command_line(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 2)
+    first = str(paths[0].relative_to(tmp_path))
+    os.symlink(paths[0], tmp_path / "link.db")
+    (tmp_path / "dbs.txt").write_text("link.db\n")
+    # A list given before a glob comes first, whatever kind of option it is: its spelling names the database.
+    listed_first = fleet(tmp_path, catalog, "status", "--list", "dbs.txt", "--glob", PATTERN, "--json")
+    assert rows(listed_first) == [("link.db", "behind"), (str(paths[1].relative_to(tmp_path)), "behind")]
+    globbed_first = fleet(tmp_path, catalog, "status", "--glob", PATTERN, "--list=dbs.txt", "--json")
+    assert rows(globbed_first)[0] == (first, "behind") and len(rows(globbed_first)) == 2
+    dotted = fleet(tmp_path, catalog, "status", "--glob", f"./{first}", "--glob", first, "--glob", "link.db", "--json")
+    assert rows(dotted) == [(f"./{first}", "behind")]
+    undotted = fleet(tmp_path, catalog, "status", "--glob", first, "--glob", f"./{first}", "--json")
+    assert rows(undotted) == [(first, "behind")]
+    # The same in a run, its journal and its retry line.
+    run = fleet(tmp_path, catalog, "migrate", "--list", "dbs.txt", "--glob", PATTERN, "--json")
+    assert rows(run) == [("link.db", "applied"), (str(paths[1].relative_to(tmp_path)), "applied")]
+
+
+def test_a_resume_finds_a_database_spelled_otherwise(tmp_path: Path, catalog: Path) -> None:
+    from tests.test_fleet import break_unique_index
+
+    paths = fleet_of(tmp_path, catalog, 2)
+    os.symlink(paths[0], tmp_path / "link.db")
+    break_unique_index(paths[0])
+    first = fleet(tmp_path, catalog, "migrate", "--glob", "link.db", "--glob", PATTERN, "--jobs", "1",
+                  "--continue-on-error", "--json")
+    assert rows(first) == [("link.db", "failed"), (str(paths[1].relative_to(tmp_path)), "applied")]
+    import sqlite3
+
+    with sqlite3.connect(paths[0]) as conn:
+        conn.execute("DELETE FROM projects WHERE name = 'twin' AND id > (SELECT min(id) FROM projects)")
+    # Given by the glob alone now: the journal's record of link.db is the same database's.
+    resumed = fleet(tmp_path, catalog, "migrate", "--resume", "--glob", PATTERN, "--json")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert rows(resumed) == [(str(paths[0].relative_to(tmp_path)), "applied")]
+    assert applied(paths[0]) == ["0001", "0002", "0003"]

@@ -61,9 +61,13 @@ class Member:
 
     @property
     def key(self) -> str:
-        """What identifies the member across runs (the journal): the real path, or the URL without password."""
+        """What identifies the member across runs (the journal): the real path, or the URL without password.
+
+        The path with its symlinks resolved: a resume that spells a database otherwise (``link.db`` for
+        ``p1/a.db``) must still find its record, or the database would be left out of the resume.
+        """
         if not self.on_server:
-            return self.real
+            return os.path.realpath(self.real)
         from planner.engines.urls import without_password
 
         return without_password(self.db)
@@ -121,20 +125,24 @@ def discover(
     lists: Sequence[Path | str] = (),
     configured: Sequence[str] = (),
     cwd: Path | None = None,
+    order: Sequence[tuple[str, str]] | None = None,
 ) -> list[Member]:
     """The fleet named by ``globs``, ``lists`` and (when neither is given) the config's ``configured`` patterns.
 
     Globs are relative to ``cwd`` (``~`` expanded, ``**`` recursive). A list file holds one database a line (a path relative
     to ``cwd``, or a URL); ``#`` starts a comment. Members keep the order
-    they were found in, sorted within each glob.
+    they were found in, sorted within each glob: the globs, then the lists,
+    unless ``order`` gives them as they were given (``("glob", pattern)``,
+    ``("list", file)``), a list before a glob included. Order decides which
+    spelling names a database given twice (the first), so it is the user's.
     """
     cwd = cwd or Path.cwd()
     found: list[Member] = []
     if globs or lists:
-        for pattern in globs:
-            found += _globbed(pattern, "--glob", cwd)
-        for listed in lists:
-            found += _listed(Path(listed), cwd)
+        sources = order if order is not None else \
+            [("glob", str(g)) for g in globs] + [("list", str(item)) for item in lists]
+        for kind, source in sources:
+            found += _globbed(source, "--glob", cwd) if kind == "glob" else _listed(Path(source), cwd)
     elif configured:
         for pattern in configured:
             found += _globbed(pattern, "fleet pattern", cwd)
