@@ -186,3 +186,21 @@ def test_a_resume_finds_a_database_spelled_otherwise(tmp_path: Path, catalog: Pa
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert rows(resumed) == [(str(paths[0].relative_to(tmp_path)), "applied")]
     assert applied(paths[0]) == ["0001", "0002", "0003"]
+
+
+# --------------------------------------------------------------------------
+# Tryout finding 15's neighbours: what could not be read is unknown, never 0 or empty
+# --------------------------------------------------------------------------
+
+
+def test_an_unread_ledger_has_no_counts_and_no_head_in_the_table_or_json(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 2)
+    paths[1].write_text("not sqlite")
+    (tmp_path / "fresh.db").write_bytes(b"")  # read, and empty: zero applied and no head are facts here
+    document = json.loads(fleet(tmp_path, catalog, "status", "--glob", PATTERN, "--glob", "fresh.db",
+                                "--json").stdout)
+    assert [(r["state"], r["applied"], r["head"]) for r in document["databases"]] == \
+        [("behind", 1, ["0001"]), ("not_a_database", None, None), ("behind", 0, [])]
+    table = fleet(tmp_path, catalog, "status", "--glob", PATTERN).stdout.splitlines()
+    unread = next(line for line in table if "not a database" in line).split("not a database")[1].split()
+    assert unread[:4] == ["-", "-", "-", "-"]  # applied, pending, head, last applied at

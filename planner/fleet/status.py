@@ -73,7 +73,7 @@ class MemberStatus:
             # Unread (not a database, locked, unreachable...): unknown, not zero (docs' JSON convention).
             "applied": self.applied if self.applied_versions is not None else None,
             "pending": self.pending if self.applied_versions is not None else None,
-            "head": list(self.heads),
+            "head": list(self.heads) if self.applied_versions is not None else None,
             "last_applied_at": self.last_applied_at,
             "error": self.error,
         }
