@@ -239,3 +239,53 @@ def test_architecture_lists_every_member_of_the_contract():
     absent = [f"{name}.{member}" for name, protocol in PROTOCOLS.items()
               for member in [name, *members(protocol)] if f"`{member}" not in section]
     assert not absent, f"docs/architecture.md's contract section does not list: {absent}"
+
+
+# -- APM's agents table, read through the contract's plain table read on both engines -------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "app.db")
+    pytest.importorskip("psycopg")
+    return request.getfixturevalue("pg_url")
+
+
+def _execute(db: str, *statements: str) -> None:
+    if db.startswith("postgresql"):
+        import psycopg
+
+        with psycopg.connect(db, autocommit=True) as conn:
+            for statement in statements:
+                conn.execute(statement)
+        return
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    with conn:
+        for statement in statements:
+            conn.execute(statement)
+    conn.close()
+
+
+def test_agents_are_read_through_the_engine_in_id_order_and_by_role(database):
+    from planner.agents import read_agents
+    from planner.engines import engine_for
+    from planner.errors import NoAgentsTable
+
+    engine = engine_for(database)
+    _execute(database, "CREATE TABLE other (id INTEGER)")
+    with pytest.raises(NoAgentsTable, match=re.escape(f"database {engine.display} has no agents table yet")):
+        read_agents(engine)
+    _execute(database, "CREATE TABLE agents (id INTEGER PRIMARY KEY, role TEXT NOT NULL, is_active INTEGER, "
+                       "metadata TEXT)",
+             "INSERT INTO agents VALUES (3, 'scribe', 1, '{\"k\": 1}')",
+             "INSERT INTO agents VALUES (1, 'manager', 0, 'not json')",
+             "INSERT INTO agents VALUES (2, 'scribe', 1, NULL)")
+    agents = read_agents(engine)
+    assert [(a.id, a.role, a.is_active, a.metadata) for a in agents] == [
+        (1, "manager", False, "not json"), (2, "scribe", True, None), (3, "scribe", True, {"k": 1})]
+    assert [a.id for a in read_agents(engine, "scribe")] == [2, 3]
+    assert read_agents(engine, "nobody") == []
+    assert engine.read_rows("missing") is None
