@@ -30,14 +30,14 @@ def _utc(moment) -> str | None:
 def backups_command(as_json: bool) -> None:
     """List the backups of the database, newest first, with size and ledger head."""
     engine = settings().engine
-    infos = engine.backups()
+    infos = engine.backups.described()
     if as_json:
         emit_json([{"name": i.path.name, "path": str(i.path), "taken": _utc(i.taken), "size_bytes": i.size,
                     "head": i.head, "applied": None if i.applied is None else len(i.applied),
                     "problem": i.problem} for i in infos])
         return
     if not infos:
-        echo(f"No backups of {engine.display} ({engine.backup_names})")
+        echo(f"No backups of {engine.display} ({engine.backups.names})")
         return
     rows = [[i.path.name, i.taken.strftime("%Y-%m-%d %H:%M:%S") if i.taken else "-", _size(i.size),
              (i.head or "-") if i.problem is None else f"unreadable: {i.problem}",
@@ -73,12 +73,12 @@ def restore_command(backup: str | None, yes: bool, as_json: bool, all_schemas: b
     options = settings()
     engine = options.engine
     db = engine.display
-    source = Path(backup) if backup is not None else engine.newest_backup()
-    restored = engine.check_backup(source)  # refuses an unusable file before anything is asked
+    source = Path(backup) if backup is not None else engine.backups.newest()
+    restored = engine.backups.check(source)  # refuses an unusable file before anything is asked
     current = engine.applied()  # a missing SQLite file reads as {}; a missing server database is refused
-    kept = engine.left_in_place(source, all_schemas=all_schemas)
-    others = engine.other_ledgers(source, all_schemas=all_schemas)
-    overwritten = [] if all_schemas else engine.ledgers_in_backup(source)
+    kept = engine.backups.left_in_place(source, all_schemas=all_schemas)
+    others = engine.backups.other_ledgers(source, all_schemas=all_schemas)
+    overwritten = [] if all_schemas else engine.backups.ledgers_in_backup(source)
 
     if not as_json:
         _describe_restore(engine, source, current, restored, kept)
@@ -97,9 +97,9 @@ def restore_command(backup: str | None, yes: bool, as_json: bool, all_schemas: b
         if not confirm("Restore the whole database, those ledgers too?" if overwritten else "Restore?"):
             raise CommandError("not confirmed; nothing was changed", EXIT_UNCONFIRMED)
 
-    result = engine.restore(source, all_schemas=all_schemas)
+    result = engine.backups.restore(source, all_schemas=all_schemas)
     # Never the backup just restored from: it is the state the user chose, and the safety backup is the other one.
-    pruned = (engine.prune_backups(options.keep_backups, options.backup_dir, spare=(source,))
+    pruned = (engine.backups.prune(options.keep_backups, options.backup_dir, spare=(source,))
               if options.keep_backups else [])
     if as_json:
         emit_json({"database": str(result.database), "backup": str(source), "safety_backup":
@@ -126,8 +126,8 @@ def _describe_restore(engine, source: Path, current: dict, restored: dict, kept:
     heads = [v for v in restored if v.isdigit()]
     head = max(heads, key=int) if heads else "none"
     echo(f"Restoring {engine.display} from {source} (ledger head {head}, {len(restored)} applied)")
-    if not engine.is_own_backup(source):
-        echo(f"  note: {source.name} is not named as a backup of {engine.short_name} ({engine.backup_names}); "
+    if not engine.backups.is_own(source):
+        echo(f"  note: {source.name} is not named as a backup of {engine.backups.short_name} ({engine.backups.names}); "
              f"it passed the backup check, so it can be restored")
     if not engine.exists():
         echo(f"  {engine.display} does not exist; it will be created from the backup")

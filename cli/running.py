@@ -307,7 +307,7 @@ def take_backup() -> Path | None:
     a backup behind. Old backups are pruned (``--keep-backups N``) only once
     the run has committed.
     """
-    return settings().engine.backup(settings().backup_dir)
+    return settings().engine.backups.take(settings().backup_dir)
 
 
 def prune_backups_after_commit() -> None:
@@ -319,7 +319,7 @@ def prune_backups_after_commit() -> None:
     options = settings()
     if not options.keep_backups:
         return
-    for path in options.engine.prune_backups(options.keep_backups, options.backup_dir):
+    for path in options.engine.backups.prune(options.keep_backups, options.backup_dir):
         echo(f"Removed old backup {path} (--keep-backups {options.keep_backups})", err=True)  # as restore says it
 
 

@@ -68,10 +68,11 @@ def status(as_json: bool) -> None:
 
 def _agents_or_none() -> list | None:
     """APM's agents, or ``None`` when the database has no agents table (not APM's, or not migrated yet)."""
+    from planner.agents import read_agents  # here, not at the top: start-up is paid by every command
     from planner.errors import NoAgentsTable
 
     try:
-        return settings().engine.agents()
+        return read_agents(settings().engine)
     except NoAgentsTable:
         return None
 
@@ -101,7 +102,9 @@ def agents() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the agents as JSON.")
 def agents_list(as_json: bool) -> None:
     """Every agent: role, name, tier, active, metadata."""
-    rows = settings().engine.agents()
+    from planner.agents import read_agents  # here, not at the top: start-up is paid by every command
+
+    rows = read_agents(settings().engine)
     if as_json:
         emit_json([agent.columns | {"metadata": agent.metadata} for agent in rows])
         return
@@ -123,7 +126,9 @@ def agents_list(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the agent as JSON.")
 def agents_show(role: str, as_json: bool) -> None:
     """One agent, every column."""
-    found = settings().engine.agents(role)
+    from planner.agents import read_agents  # here, not at the top: start-up is paid by every command
+
+    found = read_agents(settings().engine, role)
     if not found:
         from cli.errors import CommandError
         from cli.options import EXIT_REFUSED

@@ -1,22 +1,22 @@
 """Read-only views of APM's own tables, for the seed's verification commands.
 
 The seed checks a migration by running ``apm status`` and ``apm agents list``;
-these queries answer them without ever creating or changing the database.
-On PostgreSQL the engine reads the rows (``PostgresEngine.agents``) and
-``agents_from_rows`` makes the same ``Agent`` of them.
+these reads answer them without ever creating or changing the database. The
+``agents`` table is APM's, not the engine's: any engine reads its rows
+(``Engine.read_rows``) and ``agents_from_rows`` makes the same ``Agent`` of them.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from planner.engines.sqlite.database import DEFAULT_BUSY_TIMEOUT, open_read_only
-from planner.errors import DatabaseNotFound, NoAgentsTable
+from planner.errors import NoAgentsTable
+
+if TYPE_CHECKING:
+    from planner.engines.base import Engine
 
 
 @dataclass(frozen=True)
@@ -43,20 +43,18 @@ def _decode(text: Any) -> Any:
         return text
 
 
-def read_agents(path: Path, role: str | None = None, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> list[Agent]:
-    """Every agent (or the one with ``role``), ordered by id."""
-    conn = open_read_only(path, busy_timeout)
-    if conn is None:
-        raise DatabaseNotFound(path)
-    try:
-        conn.row_factory = sqlite3.Row
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='agents'").fetchone() is None:
-            raise NoAgentsTable(path)
-        sql = "SELECT * FROM agents" + (" WHERE role = ?" if role else "") + " ORDER BY id"
-        rows = conn.execute(sql, (role,) if role else ()).fetchall()
-    finally:
-        conn.close()
-    return agents_from_rows(dict(row) for row in rows)
+def read_agents(engine: Engine, role: str | None = None) -> list[Agent]:
+    """Every agent (or the one with ``role``), ordered by id; ``NoAgentsTable`` when the database has none."""
+    rows = engine.read_rows("agents")
+    if rows is None:
+        raise NoAgentsTable(engine.display)
+    # Filtered and ordered here rather than in SQL: the table is small, and the engines spell parameters apart.
+    wanted = [row for row in rows if row.get("role") == role] if role else rows
+    return agents_from_rows(sorted(wanted, key=lambda row: _id_order(row.get("id"))))
+
+
+def _id_order(value: object) -> tuple[bool, Any]:
+    return value is None, value
 
 
 def agents_from_rows(rows: Iterable[dict[str, Any]]) -> list[Agent]:

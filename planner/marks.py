@@ -16,7 +16,7 @@ executor repeats the ledger part inside its write lock.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from planner import versions
 from planner.catalog import Catalog
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from planner.engines.base import Engine
     from planner.plan import Step
     from planner.session import Session
+    from planner.transaction_guard import GuardedConnection
 
 
 def check_mark_applied(catalog: Catalog, applied: Iterable[str], version: str) -> Migration:
@@ -79,7 +80,7 @@ def _without_file(catalog: Catalog, applied: Iterable[str], version: str) -> Mig
     entry = applied[recorded] if isinstance(applied, Mapping) else None
     description = getattr(entry, "description", None) or "(file missing)"
 
-    def _gone(conn: Any) -> None:  # never called: a mark runs nothing
+    def _gone(conn: GuardedConnection) -> None:  # never called: a mark runs nothing
         raise RuntimeError(f"migration {recorded} has no file")
 
     return Migration(recorded, description, catalog.directory / f"migration_{recorded}.py",
@@ -166,7 +167,7 @@ class MarksThroughSessions:
     ``plan`` and call ``work`` with it. The checks and the rows are ``planner.marks.record_mark``'s.
     """
 
-    def _marks(self, work: Callable[[Any], None], plan: Plan) -> None:
+    def _marks(self, work: Callable[[Session], None], plan: Plan) -> None:
         raise NotImplementedError
 
     def mark_applied(self, migration: Migration) -> None:

@@ -8,14 +8,17 @@ no connection and does no I/O, so plans can be computed and compared freely.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
-MigrationFunction = Callable[[sqlite3.Connection], None]
-ValidationFunction = Callable[[sqlite3.Connection], bool]
+if TYPE_CHECKING:
+    from planner.transaction_guard import GuardedConnection
+
+#: What a migration's ``upgrade``/``downgrade`` and validators are called with: the engine's guarded connection.
+MigrationFunction = Callable[["GuardedConnection"], object]
+ValidationFunction = Callable[["GuardedConnection"], bool]
 
 #: Where a migration's dependencies came from, first rule that applies wins.
 DECLARED = "depends_on"  # a module-level depends_on

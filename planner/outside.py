@@ -22,8 +22,8 @@ short). Its statements can be checked one at a time, though:
   preview leaves out the step and what needs it.
 
 The engines supply the rules and the connection wrappers the migration's
-proxy is handed (``engines.sqlite_outside``, ``engines.pg_outside``); the
-session's part is ``OutsideSteps``, mixed into ``planner.session.Session``.
+proxy is handed (``engines.sqlite.outside``, ``engines.postgresql.outside``);
+the session's part (``perform_outside``, ``rehearse``) is in ``planner.session.Session``.
 """
 
 from __future__ import annotations
@@ -219,91 +219,3 @@ class Rehearsal:
             return False
         self.beyond = CannotRehearse(self.version, self.direction, short)
         raise self.beyond
-
-
-class OutsideSteps:
-    """The session's part: the wrappers an engine supplies, and running or rehearsing a step through them.
-
-    Mixed into ``planner.session.Session``; ``confirmation`` is set by the
-    runner (``migrate(..., confirm_outside=...)``). Without it, a step
-    outside a transaction runs unchecked (``--no-preview``, the library's
-    default), as it always did.
-    """
-
-    #: Who confirms a statement that destroys data (the command's ``Confirmation``); ``None``: unchecked.
-    confirmation: Confirmation | None = None
-    #: What the migration's connection wraps instead of the session's own while a step is checked or rehearsed.
-    _wrapped: Any = None
-    # What the session this is mixed into supplies (planner.session.Session), declared for the type checker.
-    conn: Any
-    output: Any
-    if TYPE_CHECKING:
-        def perform(self, step: Step, observer: Any = None) -> str | None: ...
-        def attempt(self, step: Step, observer: Any = None) -> str | None: ...
-        def outside_transaction(self) -> AbstractContextManager[None]: ...
-
-    def checked_for(self, step: Step) -> StatementCheck | None:
-        """The engine's ``StatementCheck`` of ``step`` (``None``: the engine cannot check statements)."""
-        return None
-
-    def rehearsal_for(self, step: Step) -> Rehearsal | None:
-        """The engine's ``Rehearsal`` of ``step`` in a preview (``None``: the preview leaves it out)."""
-        return None
-
-    @property
-    def migration_conn(self) -> Any:
-        """The connection a migration's proxy wraps: the session's own, or an outside step's wrapper."""
-        return self.conn if self._wrapped is None else self._wrapped
-
-    def perform_outside(self, step: Step) -> str | None:
-        """Run a ``transactional = False`` step's code in autocommit, checked statement by statement if confirmed.
-
-        A refusal (``OutsideStepStopped``) stands even when the migration's
-        code swallowed it or failed afterwards: the step stopped there.
-        """
-        checked = self.checked_for(step) if self.confirmation is not None else None
-        self._wrapped = checked.connection if checked is not None else None
-        try:
-            with self.outside_transaction(), self.output.capture():
-                detail = self.perform(step)
-        except ExecutionError as exc:
-            if checked is not None and checked.stopped is not None and checked.stopped is not exc:
-                raise checked.stopped from exc
-            raise
-        finally:
-            self._wrapped = None
-        if checked is not None and checked.stopped is not None:
-            raise checked.stopped
-        return detail
-
-    def rehearse(self, step: Step, observer: Any, rehearsal: Rehearsal, record: PreviewStep) -> Exception | None:
-        """Run ``step`` inside the preview's transaction through ``rehearsal``; why the preview cannot go beyond
-        it (then ``record.skipped`` says so, and its work so far is undone), or ``None`` once it ran.
-
-        A savepoint undoes the partial work (the same SQL on both engines);
-        a failure is raised as any step's.
-        """
-        conn = self.conn
-        self._wrapped = rehearsal.connection
-        conn.execute("SAVEPOINT apm_rehearsal")
-        started = time.perf_counter()
-        try:
-            try:
-                skipped = self.attempt(step, observer)
-            except ExecutionError:
-                if rehearsal.beyond is None:
-                    raise
-            if rehearsal.beyond is not None:  # raised, or swallowed by the migration's code: the same
-                conn.execute("ROLLBACK TO SAVEPOINT apm_rehearsal")
-                conn.execute("RELEASE SAVEPOINT apm_rehearsal")
-                observer.stop()
-                record.output = self.output.take()
-                record.skipped = str(rehearsal.beyond)
-                record.duration_ms = (time.perf_counter() - started) * 1000
-                return rehearsal.beyond
-            conn.execute("RELEASE SAVEPOINT apm_rehearsal")
-            record.skipped = skipped
-            record.passed_over = list(rehearsal.passed_over)
-            return None
-        finally:
-            self._wrapped = None

@@ -16,6 +16,11 @@ is checked after it (``connection_for``, ``verify``), and how the rows are
 written (``record``). ``planner.marks`` records a step without running it
 through the same parts. ``planner.engines.sqlite.session`` and
 ``planner.engines.postgresql.session`` are the two; nothing here names an engine.
+
+A session is typed against the engine contract (``planner.engines.base``):
+``Session[driver connection, observer, guarded connection]``, so each
+engine's session states, and mypy checks, which of its classes fill each
+part, and nothing here needs to know more of them than the contract says.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Generic, cast
 
 from planner.errors import (
     DatabaseError,
@@ -36,10 +41,11 @@ from planner.errors import (
     MigrationFailed,
     ValidationFailed,
 )
+from planner.engines.base import ConnectionT, DriverT, Ledger, ObserverT
 from planner.events import Event, Replanned, StepFailed, StepFinished, StepSkipped, StepStarted, emit
 from planner.ledger import APPLY, FAILED, ROLLBACK, SKIPPED, LedgerEntry
 from planner.output_capture import StepOutput
-from planner.outside import OutsideSteps
+from planner.outside import Confirmation, Rehearsal, StatementCheck
 from planner.plan import Plan, Step, refuse_empty_upgrades, step_conflicts
 from planner.preview import Preview, PreviewStep, is_left_out, left_out
 from planner.versions import number
@@ -56,19 +62,28 @@ class _Discard(Exception):
     """Leave the preview's transaction by rolling it back: a dry run, a failed step, or loss not accepted."""
 
 
-class Session(OutsideSteps, ABC):
+class Session(ABC, Generic[DriverT, ObserverT, ConnectionT]):
     """One run over one connection: the step protocol, with the few engine-specific parts left to subclasses.
 
-    ``ledger`` is the engine's (``applied_migrations``, ``applied_versions``,
-    ``log``); ``catalog``, when given, lets a rollback step's in-lock check see
+    ``conn`` is the engine's own connection, ``ledger`` its ledger on it;
+    ``catalog``, when given, lets a rollback step's in-lock check see
     applied dependents outside the plan. A subclass's ``transaction`` forgets
     the cached applied set (``_applied = None``) when it rolls back.
+    ``confirmation`` is set by the runner (``migrate(..., confirm_outside=...)``):
+    who confirms a statement that destroys data in a step outside a
+    transaction; without it such a step runs unchecked (``--no-preview``, the
+    library's default), as it always did (``planner.outside``).
     """
 
-    def __init__(self, conn: Any, ledger: Any, plan: Plan, *, catalog: Catalog | None = None,
+    #: Who confirms a statement that destroys data (the command's ``Confirmation``); ``None``: unchecked.
+    confirmation: Confirmation | None = None
+
+    def __init__(self, conn: DriverT, ledger: Ledger, plan: Plan, *, catalog: Catalog | None = None,
                  atomic: bool = False, before: Callable[[], object] | None = None):
         self.conn, self._before = conn, before
         self.ledger = ledger
+        #: What the migration's connection wraps instead of ``conn`` while a step is checked or rehearsed.
+        self._wrapped: DriverT | None = None
         self.catalog = catalog
         self.atomic_run = atomic
         self.output = StepOutput()  # what migrations print, for the step's event
@@ -94,11 +109,11 @@ class Session(OutsideSteps, ABC):
         """Applied versions as the ledger says inside the lock (``read_applied``), cached as the engine allows."""
 
     @abstractmethod
-    def connection_for(self, step: Step, observer: Any = None) -> Any:
+    def connection_for(self, step: Step, observer: ObserverT | None = None) -> ConnectionT:
         """The connection the migration receives: it cannot end the transaction, and tells ``observer``."""
 
     @abstractmethod
-    def verify(self, step: Step, proxy: Any, observer: Any = None) -> None:
+    def verify(self, step: Step, proxy: ConnectionT, observer: ObserverT | None = None) -> None:
         """The engine's checks after the migration's code, such as foreign keys; raise to fail the step."""
 
     @abstractmethod
@@ -106,16 +121,25 @@ class Session(OutsideSteps, ABC):
                detail: str | None = None) -> None:
         """The ledger row and the log row of a step, in the step's transaction."""
 
-    def call(self, step: Step, function: Callable[[Any], object], proxy: Any, observer: Any = None) -> None:
+    def call(self, step: Step, function: Callable[[ConnectionT], object], proxy: ConnectionT,
+             observer: ObserverT | None = None) -> None:
         function(proxy)  # an engine may watch the ledger around it
 
-    def detail(self, step: Step, proxy: Any) -> str | None:
+    def detail(self, step: Step, proxy: ConnectionT) -> str | None:
         """A note for the step's log row about what the connection passed over; ``None`` for nothing."""
         return None
 
     def outside_transaction(self) -> AbstractContextManager[None]:
         """What a ``transactional = False`` step runs inside, since it has no transaction of ours."""
         return nullcontext()
+
+    def checked_for(self, step: Step) -> StatementCheck | None:
+        """The engine's ``StatementCheck`` of ``step`` (``None``: the engine cannot check statements)."""
+        return None
+
+    def rehearsal_for(self, step: Step) -> Rehearsal | None:
+        """The engine's ``Rehearsal`` of ``step`` in a preview (``None``: the preview leaves it out)."""
+        return None
 
     # -- the ledger, as seen inside the lock ---------------------------------------
 
@@ -190,7 +214,7 @@ class Session(OutsideSteps, ABC):
 
     # -- one step's work, inside an open transaction -------------------------------
 
-    def perform(self, step: Step, observer: Any = None) -> str | None:
+    def perform(self, step: Step, observer: ObserverT | None = None) -> str | None:
         """Run the migration's code and the checks after it; anything it raises fails the step.
 
         Returns the log row's note (``detail``). ``sys.exit()`` or a
@@ -225,7 +249,7 @@ class Session(OutsideSteps, ABC):
             raise MigrationFailed(migration.version, step.direction, exc, rolled_back=not self.atomic_run) from exc
         return self.detail(step, proxy)
 
-    def attempt(self, step: Step, observer: Any = None) -> str | None:
+    def attempt(self, step: Step, observer: ObserverT | None = None) -> str | None:
         """Check the step against the ledger, then run it; the reason it was skipped, or ``None`` when it ran."""
         skipped = self.admit(step)
         if skipped is not None:
@@ -300,6 +324,67 @@ class Session(OutsideSteps, ABC):
         yield StepFailed(step, index, self.total, error, self.output.take())
         raise error
 
+    # -- steps outside a transaction (``planner.outside``) ----------------------------
+
+    @property
+    def migration_conn(self) -> DriverT:
+        """The connection a migration's proxy wraps: the session's own, or, while a step outside a transaction
+        is checked or rehearsed, the engine's wrapper, which stands in for the driver's connection."""
+        return self.conn if self._wrapped is None else self._wrapped
+
+    def perform_outside(self, step: Step) -> str | None:
+        """Run a ``transactional = False`` step's code in autocommit, checked statement by statement if confirmed.
+
+        A refusal (``OutsideStepStopped``) stands even when the migration's
+        code swallowed it or failed afterwards: the step stopped there.
+        """
+        checked = self.checked_for(step) if self.confirmation is not None else None
+        self._wrapped = checked.connection if checked is not None else None
+        try:
+            with self.outside_transaction(), self.output.capture():
+                detail = self.perform(step)
+        except ExecutionError as exc:
+            if checked is not None and checked.stopped is not None and checked.stopped is not exc:
+                raise checked.stopped from exc
+            raise
+        finally:
+            self._wrapped = None
+        if checked is not None and checked.stopped is not None:
+            raise checked.stopped
+        return detail
+
+    def rehearse(self, step: Step, observer: ObserverT, rehearsal: Rehearsal, record: PreviewStep) -> Exception | None:
+        """Run ``step`` inside the preview's transaction through ``rehearsal``; why the preview cannot go beyond
+        it (then ``record.skipped`` says so, and its work so far is undone), or ``None`` once it ran.
+
+        A savepoint undoes the partial work (the same SQL on both engines);
+        a failure is raised as any step's.
+        """
+        conn = self.conn
+        self._wrapped = rehearsal.connection
+        conn.execute("SAVEPOINT apm_rehearsal")
+        started = time.perf_counter()
+        try:
+            try:
+                skipped = self.attempt(step, observer)
+            except ExecutionError:
+                if rehearsal.beyond is None:
+                    raise
+            if rehearsal.beyond is not None:  # raised, or swallowed by the migration's code: the same
+                conn.execute("ROLLBACK TO SAVEPOINT apm_rehearsal")
+                conn.execute("RELEASE SAVEPOINT apm_rehearsal")
+                observer.stop()
+                record.output = self.output.take()
+                record.skipped = str(rehearsal.beyond)
+                record.duration_ms = (time.perf_counter() - started) * 1000
+                return rehearsal.beyond
+            conn.execute("RELEASE SAVEPOINT apm_rehearsal")
+            record.skipped = skipped
+            record.passed_over = list(rehearsal.passed_over)
+            return None
+        finally:
+            self._wrapped = None
+
     # -- the ways to run -------------------------------------------------------------
 
     def stepwise(self) -> Iterator[Event]:
@@ -342,7 +427,7 @@ class Session(OutsideSteps, ABC):
         except Exception as exc:
             yield from self._failed(step, index, exc, started)
 
-    def preview(self, result: Preview, observer: Any, *, make_plan: MakePlan | None = None,
+    def preview(self, result: Preview, observer: ObserverT, *, make_plan: MakePlan | None = None,
                 accept: Callable[[Preview], bool] | None = None, on_event: Callable[[Event], None] | None = None,
                 log_failures: bool = True) -> None:
         """The whole plan in one transaction, each step watched by ``observer``; committed only if accepted.

@@ -23,8 +23,8 @@ through ``Guard``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from planner.errors import TransactionTampered
 
@@ -184,3 +184,49 @@ class GuardedRoutes:
         if name in REFUSED_ATTRIBUTES:
             self._guard.refuse_attribute("conn", name)
         return None
+
+
+class GuardedConnection(Protocol):
+    """What ``upgrade(conn)``, ``downgrade(conn)`` and the validators receive, on every engine.
+
+    The driver's statements pass through; every route out of the runner's transaction (``COMMIT`` in SQL,
+    ``rollback()``, ``close()``, ``with conn:``, ``autocommit``, ``isolation_level``) is refused by one
+    guard (``planner.transaction_guard``), and the first refusal is kept even when the migration's code
+    swallows it. What the statements return is the driver's own (rows, a cursor), so it is not typed here.
+    """
+
+    #: ``"sqlite"`` or ``"postgresql"``: a catalog shared by both engines branches on it where SQL differs.
+    engine: str
+    #: Why a statement in ``ignored`` was passed over, for the step's log row.
+    IGNORED_REASON: str
+
+    @property
+    def tampered(self) -> TransactionTampered | None:
+        """The first refused route, even if the migration caught the exception: the step fails with it."""
+
+    @property
+    def ignored(self) -> list[str]:
+        """Statements passed over on purpose (SQLite's ``PRAGMA foreign_keys = ...``), for the log row."""
+
+    def execute(self, sql: str, parameters: Any = ...) -> Any: ...
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> Any: ...
+
+    def executescript(self, sql_script: str) -> Any: ...
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def fetchone(self, sql: str, parameters: Any = ...) -> Any: ...
+
+    def fetchall(self, sql: str, parameters: Any = ...) -> list[Any]: ...
+
+    def fetchval(self, sql: str, parameters: Any = ...) -> Any: ...
+
+    def commit(self) -> None:
+        """A no-op: the runner commits the step with its ledger row (seed-era migrations call it by habit)."""
+
+    def rollback(self) -> None:
+        """Refused: only the runner ends its transaction."""
+
+    def close(self) -> None:
+        """Refused: the runner's connection outlives the step."""

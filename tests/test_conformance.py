@@ -375,11 +375,11 @@ def test_a_run_plans_again_when_another_process_changed_the_ledger_and_counts_it
     backups: list[Path] = []
     result = handle.runner(catalog=catalog).migrate(
         lambda ledger: rollback_plan(catalog, ledger, "0002", cascade=True), plan=shown, atomic=atomic,
-        before=lambda: backups.append(handle.backup(tmp_path / "backups")))
+        before=lambda: backups.append(handle.backups.take(tmp_path / "backups")))
     assert result.replans == 1
     assert [s.version for s in result.done] == ["0003", "0002"]
     assert engine.ledger() == ["0001"]
-    assert len(backups) == 1 and sorted(handle.check_backup(backups[0])) == ["0001", "0002", "0003"]
+    assert len(backups) == 1 and sorted(handle.backups.check(backups[0])) == ["0001", "0002", "0003"]
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -400,7 +400,7 @@ def test_no_backup_when_the_plan_made_inside_the_lock_has_nothing_to_roll_back(e
     taken: list[Path] = []
     runner = handle.runner(catalog=catalog)
     replan = lambda ledger: to_plan(catalog, ledger, "0001")  # noqa: E731
-    backup = lambda: taken.append(handle.backup(tmp_path / "backups"))  # noqa: E731
+    backup = lambda: taken.append(handle.backups.take(tmp_path / "backups"))  # noqa: E731
     if path == "previewed":
         runner.preview(shown, make_plan=replan, accept=lambda preview: True, before=backup)
     else:
@@ -490,9 +490,9 @@ def test_a_confirmed_rollback_backs_up_the_state_it_commits_from(engine: Handle,
     assert result.exit_code == 0, result.output
     assert engine.ledger() == ["0001", "0003"]
     handle = engine.engine(backups)
-    copies = handle.backup_files()
+    copies = handle.backups.files()
     assert len(copies) == 1  # the rolled-back preview's copy is not left behind
-    assert sorted(handle.check_backup(copies[0])) == ["0001", "0002", "0003"]
+    assert sorted(handle.backups.check(copies[0])) == ["0001", "0002", "0003"]
 
 
 class _Backup:
@@ -503,7 +503,7 @@ class _Backup:
 
     def __call__(self) -> None:
         if self.path is None:
-            self.path = self.engine.backup(self.folder)
+            self.path = self.engine.backups.take(self.folder)
 
     def discard(self) -> None:
         self.path.unlink()

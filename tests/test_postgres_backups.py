@@ -1,7 +1,7 @@
 """PostgreSQL's backups, restore, squash and agents, through the installed ``apm`` against a real server.
 
 The commands SQLite had first, now on PostgreSQL through the engine
-(``Engine.backups``, ``restore``, ``agents``): listing this database's
+(``Engine.backups``, and ``Engine.read_rows`` for ``planner.agents``): listing this database's
 ``pg_dump`` files with their ledgers, restoring one under the advisory lock
 after a safety dump, a dump killed half-way leaving nothing behind, squash
 reading the server's ledger, and APM's agents table read from the server.

@@ -294,7 +294,7 @@ def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: M
         if outcome.outcome in SUCCEEDED:
             outcome.backup = str(backup.path)
             if request.keep_backups:
-                engine.prune_backups(request.keep_backups, Path(request.backup_dir) if request.backup_dir else None)
+                engine.backups.prune(request.keep_backups, Path(request.backup_dir) if request.backup_dir else None)
         elif not done:
             backup.path.unlink(missing_ok=True)  # nothing changed: a backup of it is only clutter
 
@@ -350,7 +350,7 @@ class _Backup:
     def __call__(self) -> None:
         if self.path is None:
             folder = Path(self.request.backup_dir) if self.request.backup_dir else None
-            self.path = self.engine.backup(folder)
+            self.path = self.engine.backups.take(folder)
 
 
 def one_line(error: BaseException, *, unexpected: bool = False) -> str:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from planner.engines.base import Engine
+from planner.engines.base import Backups, Engine
 from planner.engines.errors import DatabaseMissing, DatabaseUnreachable, DriverMissing, ServerError
 from planner.errors import DatabaseLocked
 from planner.engines.postgresql.ledger import PgLedger, lock_key
@@ -26,7 +26,6 @@ from planner.gcpause import collector_paused
 
 if TYPE_CHECKING:
     from planner.locks import LockPolicy, LockSettings
-    from planner.agents import Agent
     from planner.backups import BackupInfo, RestoreResult
     from planner.catalog import Catalog
     from planner.engines.postgresql.runner import PgRunner
@@ -60,6 +59,7 @@ class PostgresEngine(Engine):
         self.lock_policy: LockPolicy | None = None
         self._reader: Any = None  # the connection ``reading()`` shares, while it lasts
         self._tenant: bool | None = None
+        self._backups: PgBackups | None = None
 
     @property
     def tenant(self) -> bool:
@@ -196,24 +196,38 @@ class PostgresEngine(Engine):
 
         return diagnose_postgres(self, catalog_dir, self.backup_dir)
 
-    def prune_backups(self, keep: int, folder: Path | None = None, spare: Iterable[Path] = ()) -> list[Path]:
-        """This database's dumps in the folder, all but the newest ``keep`` (no other file there is touched)."""
-        from planner.engines.postgresql.backup import prune_dumps
+    @property
+    def backups(self) -> PgBackups:
+        if self._backups is None:
+            self._backups = PgBackups(self)
+        return self._backups
 
-        return prune_dumps(self.url, folder if folder is not None else self.backup_dir or Path("."), keep, spare,
-                           self.ledger_schema)
+    def read_rows(self, table: str) -> list[dict[str, object]] | None:
+        """The table as the connection's ``search_path`` finds it."""
+        import psycopg
 
-    def backup(self, folder: Path | None = None) -> Path | None:
-        from planner.engines.postgresql.backup import dump
+        from planner.engines.postgresql.ledger import quote
 
-        return dump(self.url, folder if folder is not None else self.backup_dir or Path("."),
-                    lock_wait=self.busy_timeout, schema=self.ledger_schema, only_schema=self.tenant)
+        with self.session() as conn:
+            try:  # autocommit: a failed statement aborts no transaction, so ask directly
+                cursor = conn.execute(f"SELECT * FROM {quote(table)}")
+            except psycopg.errors.UndefinedTable:
+                return None
+            names = [column.name for column in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
-    # -- backups (pg_dump files in the backup folder), restore, and APM's agents table --------------------
+
+class PgBackups(Backups):
+    """``pg_dump`` files in the backup folder (``postgresql.backup``), restored by ``pg_restore`` (``postgresql.restore``)."""
+
+    def __init__(self, engine: PostgresEngine):
+        self.engine = engine
+        self.url, self.schema = engine.url, engine.ledger_schema
+        self.display = engine.display
 
     @property
-    def backup_folder(self) -> Path:
-        return self.backup_dir if self.backup_dir is not None else Path(".")
+    def folder(self) -> Path:
+        return self.engine.backup_dir if self.engine.backup_dir is not None else Path(".")
 
     @property
     def short_name(self) -> str:
@@ -222,66 +236,61 @@ class PostgresEngine(Engine):
         return database_name(self.url)
 
     @property
-    def backup_names(self) -> str:
+    def names(self) -> str:
         from planner.engines.postgresql.backup import dump_stem
 
-        return f"{dump_stem(self.url, self.ledger_schema)}.*.dump in {self.backup_folder}"
+        return f"{dump_stem(self.url, self.schema)}.*.dump in {self.folder}"
 
-    def backup_files(self) -> list[Path]:
+    def take(self, folder: Path | None = None) -> Path | None:
+        from planner.engines.postgresql.backup import dump
+
+        return dump(self.url, folder if folder is not None else self.folder,
+                    lock_wait=self.engine.busy_timeout, schema=self.schema, only_schema=self.engine.tenant)
+
+    def prune(self, keep: int, folder: Path | None = None, spare: Iterable[Path] = ()) -> list[Path]:
+        """This database's dumps in the folder, all but the newest ``keep`` (no other file there is touched)."""
+        from planner.engines.postgresql.backup import prune_dumps
+
+        return prune_dumps(self.url, folder if folder is not None else self.folder, keep, spare, self.schema)
+
+    def files(self) -> list[Path]:
         """This database's dumps; partial ones a killed ``apm`` left behind are removed first."""
         from planner.engines.postgresql.backup import list_dumps, remove_abandoned_dumps
 
-        remove_abandoned_dumps(self.url, self.backup_folder, self.ledger_schema)
-        return list_dumps(self.url, self.backup_folder, self.ledger_schema)
+        remove_abandoned_dumps(self.url, self.folder, self.schema)
+        return list_dumps(self.url, self.folder, self.schema)
 
-    def describe_backup(self, backup: Path) -> BackupInfo:
+    def describe(self, backup: Path) -> BackupInfo:
         from planner.engines.postgresql.restore import describe_dump
 
-        return describe_dump(self, backup)
+        return describe_dump(self.engine, backup)
 
-    def check_backup(self, backup: Path) -> dict[str, LedgerEntry]:
+    def check(self, backup: Path) -> dict[str, LedgerEntry]:
         from planner.engines.postgresql.restore import read_dump_ledger
 
-        return read_dump_ledger(backup, self.ledger_schema, self.display)
+        return read_dump_ledger(backup, self.schema, self.display)
 
     def restore(self, backup: Path, *, all_schemas: bool = False) -> RestoreResult:
         """A tenant's restore replaces its schema alone unless ``all_schemas`` (``--all-schemas``) asks for
         everything the dump holds."""
         from planner.engines.postgresql.restore import restore_dump
 
-        return restore_dump(self, backup, self.backup_folder, all_schemas=all_schemas)
+        return restore_dump(self.engine, backup, self.folder, all_schemas=all_schemas)
 
     def left_in_place(self, backup: Path, *, all_schemas: bool = False) -> list[str]:
         from planner.engines.postgresql.restore import objects_left_in_place
 
-        return objects_left_in_place(self, backup, all_schemas=all_schemas)
+        return objects_left_in_place(self.engine, backup, all_schemas=all_schemas)
 
     def other_ledgers(self, backup: Path, *, all_schemas: bool = False) -> list[str]:
         from planner.engines.postgresql.restore import ledgers_besides
 
-        return ledgers_besides(self, backup, all_schemas=all_schemas)
+        return ledgers_besides(self.engine, backup, all_schemas=all_schemas)
 
     def ledgers_in_backup(self, backup: Path, *, all_schemas: bool = False) -> list[str]:
         from planner.engines.postgresql.restore import ledgers_in_dump
 
-        return ledgers_in_dump(self, backup, all_schemas=all_schemas)
-
-    def agents(self, role: str | None = None) -> list[Agent]:
-        """APM's ``agents`` table as the connection's ``search_path`` finds it."""
-        from planner.agents import agents_from_rows
-        from planner.errors import NoAgentsTable
-
-        import psycopg
-
-        with self.session() as conn:
-            try:  # autocommit: a failed statement aborts no transaction, so ask directly
-                cursor = conn.execute("SELECT * FROM agents" + (" WHERE role = %s" if role else "") + " ORDER BY id",
-                                      (role,) if role else None)
-            except psycopg.errors.UndefinedTable:
-                raise NoAgentsTable(self.display) from None
-            names = [column.name for column in cursor.description]
-            rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-        return agents_from_rows(rows)
+        return ledgers_in_dump(self.engine, backup, all_schemas=all_schemas)
 
 
 def open_engine(db: str | Path, *, busy_timeout: float = 30.0, ledger_schema: str = "public",

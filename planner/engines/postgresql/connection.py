@@ -320,7 +320,10 @@ class PgMigrationConnection(GuardedRoutes):
         """The first refusal, even if the migration caught the exception."""
         return self._guard.tampered
 
-    ignored = property(lambda self: self._guard.ignored)
+    @property
+    def ignored(self) -> list[str]:
+        """Nothing is passed over on PostgreSQL; the same name as SQLite's for the runner's log row."""
+        return self._guard.ignored
 
     @property
     def raw(self) -> PgDriverConnection:

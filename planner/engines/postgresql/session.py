@@ -21,15 +21,25 @@ from planner.plan import Plan, Step
 from planner.session import Session
 
 if TYPE_CHECKING:
+    from psycopg import Connection
+
     from planner.catalog import Catalog
+    from planner.engines.base import Observer
+    from planner.engines.postgresql.outside import Checked, Rehearsed
     from planner.engines.postgresql.ledger import PgLedger
     from planner.engines.postgresql.lock_timeout import LockGuard
 
 
-class PgSession(Session):
-    """One locked connection to a PostgreSQL database."""
+class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
+    """One locked connection to a PostgreSQL database.
 
-    def __init__(self, conn: Any, ledger: PgLedger, plan: Plan, *, catalog: Catalog | None = None,
+    The observer is the contract's: a preview's ``PgObserver``, or the lock
+    measurements wrapped around it (``postgresql.locks.LockWatch``).
+    """
+
+    ledger: PgLedger  # PostgreSQL's: it writes a step's ledger and log rows in one statement (``record``)
+
+    def __init__(self, conn: Connection[Any], ledger: PgLedger, plan: Plan, *, catalog: Catalog | None = None,
                  atomic: bool = False, before: Callable[[], object] | None = None,
                  locks: LockGuard | None = None):
         super().__init__(conn, ledger, plan, catalog=catalog, atomic=atomic, before=before)
@@ -55,20 +65,21 @@ class PgSession(Session):
             self._applied = self.read_applied()
         return self._applied
 
-    def connection_for(self, step: Step, observer: Any = None) -> PgMigrationConnection:
+    def connection_for(self, step: Step, observer: Observer | None = None) -> PgMigrationConnection:
         return PgMigrationConnection(self.migration_conn, step.migration.version, step.direction, observer)
 
-    def checked_for(self, step: Step) -> Any:
+    def checked_for(self, step: Step) -> Checked:
         from planner.engines.postgresql.outside import Checked
 
         return Checked(self.conn, self.ledger.log_table, step.version, step.direction, self.confirmation)
 
-    def rehearsal_for(self, step: Step) -> Any:
+    def rehearsal_for(self, step: Step) -> Rehearsed:
         from planner.engines.postgresql.outside import Rehearsed
 
         return Rehearsed(self.conn, step.version, step.direction)
 
-    def call(self, step: Step, function: Any, proxy: Any, observer: Any = None) -> None:
+    def call(self, step: Step, function: Callable[[PgMigrationConnection], object], proxy: PgMigrationConnection,
+             observer: Observer | None = None) -> None:
         """The migration's code, under its own ``lock_timeout`` when it declares one."""
         declared = step.migration.lock_timeout
         if observer is not None and hasattr(observer, "declare"):
@@ -84,15 +95,15 @@ class PgSession(Session):
             error = self.locks.explain(step.version, error)
         super().log_failure(step, error, execution_ms)
 
-    def verify(self, step: Step, proxy: PgMigrationConnection, observer: Any = None) -> None:
+    def verify(self, step: Step, proxy: PgMigrationConnection, observer: Observer | None = None) -> None:
         """Deferred foreign keys checked now, so a violation is this migration's failure, not COMMIT's.
 
         Only a database that has deferrable constraints (or may have just got
         one: the migration's SQL mentioned deferring) needs the round trip.
         """
         if self._deferrable is None:
-            self._deferrable = bool(self.conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE condeferrable)").fetchone()[0])
+            row = self.conn.execute("SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE condeferrable)").fetchone()
+            self._deferrable = bool(row and row[0])  # EXISTS always answers one row
         if self._deferrable or proxy.may_defer:
             self._deferrable = True
             self.conn.execute("SET CONSTRAINTS ALL IMMEDIATE")

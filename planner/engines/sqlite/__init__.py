@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from planner.engines.sqlite.database import DEFAULT_BUSY_TIMEOUT
-from planner.engines.base import Engine
+from planner.engines.base import Backups, Engine
 
 if TYPE_CHECKING:
-    from planner.agents import Agent
     from planner.backups import BackupInfo, RestoreResult
     from planner.catalog import Catalog
     from planner.engines.sqlite.runner import Executor
@@ -42,6 +41,7 @@ class SQLiteEngine(Engine):
         self.busy_timeout = busy_timeout
         if self.path.exists() and not self.path.is_file():
             raise NotADatabase(self.path)
+        self._backups: SQLiteBackups | None = None
 
     @property
     def display(self) -> str:
@@ -89,12 +89,48 @@ class SQLiteEngine(Engine):
             finally:
                 conn.close()
 
-    def prune_backups(self, keep: int, folder: Path | None = None, spare: Iterable[Path] = ()) -> list[Path]:
-        from planner.engines.sqlite.backup import prune_backups
+    @property
+    def backups(self) -> SQLiteBackups:
+        if self._backups is None:
+            self._backups = SQLiteBackups(self.path, self.busy_timeout)
+        return self._backups
 
-        return prune_backups(self.path, keep, spare)
+    def read_rows(self, table: str) -> list[dict[str, object]] | None:
+        """Read-only, so neither the file nor a journal is created; ``DatabaseNotFound`` when there is no file."""
+        import sqlite3
 
-    def backup(self, folder: Path | None = None) -> Path | None:
+        from planner.engines.sqlite.database import open_read_only
+        from planner.errors import DatabaseNotFound
+        from planner.sql import quote_identifier
+
+        conn = open_read_only(self.path, self.busy_timeout)
+        if conn is None:
+            raise DatabaseNotFound(self.path)
+        try:
+            conn.row_factory = sqlite3.Row
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is None:
+                return None
+            return [dict(row) for row in conn.execute(f"SELECT * FROM {quote_identifier(table)}").fetchall()]
+        finally:
+            conn.close()
+
+
+class SQLiteBackups(Backups):
+    """Copies beside the file, ``NAME.backup.STAMP``, made with SQLite's online backup (``sqlite.backup``)."""
+
+    def __init__(self, path: Path, busy_timeout: float):
+        self.path, self.busy_timeout = path, busy_timeout
+        self.display = str(path)
+
+    @property
+    def short_name(self) -> str:
+        return self.path.name
+
+    @property
+    def names(self) -> str:
+        return f"{self.path.name}.backup.*"
+
+    def take(self, folder: Path | None = None) -> Path | None:
         """SQLite's backups sit beside the file (``planner.engines.sqlite.backup``); ``folder`` is not used."""
         from planner.engines.sqlite.backup import backup
         from planner.engines.sqlite.database import writable_now
@@ -104,27 +140,22 @@ class SQLiteEngine(Engine):
         writable_now(self.path, self.busy_timeout)
         return backup(self.path, busy_timeout=self.busy_timeout)
 
-    # -- backups, restore and APM's agents table: planner.engines.sqlite.backup and planner.agents, as they are --------
+    def prune(self, keep: int, folder: Path | None = None, spare: Iterable[Path] = ()) -> list[Path]:
+        from planner.engines.sqlite.backup import prune_backups
 
-    @property
-    def short_name(self) -> str:
-        return self.path.name
+        return prune_backups(self.path, keep, spare)
 
-    @property
-    def backup_names(self) -> str:
-        return f"{self.path.name}.backup.*"
-
-    def backup_files(self) -> list[Path]:
+    def files(self) -> list[Path]:
         from planner.engines.sqlite.backup import list_backups
 
         return list_backups(self.path)
 
-    def describe_backup(self, backup: Path) -> BackupInfo:
+    def describe(self, backup: Path) -> BackupInfo:
         from planner.engines.sqlite.backup import describe_backup
 
         return describe_backup(backup, self.path)
 
-    def check_backup(self, backup: Path) -> dict[str, LedgerEntry]:
+    def check(self, backup: Path) -> dict[str, LedgerEntry]:
         from planner.engines.sqlite.backup import check_backup
 
         return check_backup(backup, self.path)
@@ -133,11 +164,6 @@ class SQLiteEngine(Engine):
         from planner.engines.sqlite.backup import restore
 
         return restore(self.path, backup, busy_timeout=self.busy_timeout)
-
-    def agents(self, role: str | None = None) -> list[Agent]:
-        from planner.agents import read_agents
-
-        return read_agents(self.path, role, busy_timeout=self.busy_timeout)
 
 
 def open_engine(db: str | Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, **_server_options: object) -> SQLiteEngine:

@@ -17,7 +17,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from planner.engines.sqlite.connection import MigrationConnection
 from planner.engines.sqlite.database import (
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from planner.catalog import Catalog
     from planner.engines.sqlite.observe import StepObserver
+    from planner.engines.sqlite.outside import Checked, Rehearsed
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 _MAX_VIOLATIONS = 100
 
 
-class SQLiteSession(Session):
+class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnection]):
     """One run over one SQLite connection.
 
     Re-reading the whole ledger inside every step's lock would make a long
@@ -55,6 +56,8 @@ class SQLiteSession(Session):
     connection commits, so the applied set is re-read only then; our own
     commits update it directly (``after_commit``).
     """
+
+    ledger: Ledger  # SQLite's: it also watches what a migration writes to it (``call``)
 
     def __init__(self, conn: sqlite3.Connection, plan: Plan, *, path: Path, busy_timeout: float,
                  catalog: Catalog | None = None, atomic: bool = False, before: Callable[[], object] | None = None):
@@ -174,13 +177,13 @@ class SQLiteSession(Session):
     def connection_for(self, step: Step, observer: StepObserver | None = None) -> MigrationConnection:
         return MigrationConnection(self.migration_conn, step.migration.version, step.direction, observer)
 
-    def checked_for(self, step: Step) -> Any:
+    def checked_for(self, step: Step) -> Checked:
         from planner.engines.sqlite.outside import Checked
 
         return Checked(self.conn, step.version, step.direction, self.confirmation,
                        lambda: self._sql("BEGIN IMMEDIATE"))
 
-    def rehearsal_for(self, step: Step) -> Any:
+    def rehearsal_for(self, step: Step) -> Rehearsed:
         from planner.engines.sqlite.outside import Rehearsed
 
         return Rehearsed(self.conn, step.version, step.direction)
@@ -197,7 +200,7 @@ class SQLiteSession(Session):
             if observer is not None:
                 observer.running(False)
 
-    def call(self, step: Step, function: Callable[[Any], object], proxy: MigrationConnection,
+    def call(self, step: Step, function: Callable[[MigrationConnection], object], proxy: MigrationConnection,
              observer: StepObserver | None = None) -> None:
         with _untraced(observer):  # the executor's own bookkeeping is not the step's SQL
             self.ledger.watch()  # the migration may write schema_migrations itself ...
