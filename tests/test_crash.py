@@ -124,3 +124,60 @@ def test_sigkill_during_migrations_leaves_ledger_and_schema_in_agreement(tmp_pat
 def test_sigkill_stress(tmp_path, catalog_dir):
     states = kill_repeatedly(tmp_path, catalog_dir, kills=200, seed=int(time.time()))
     assert len(states) >= 3, states
+
+
+_CREATE_AND_DIE = """
+import os, signal, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA cache_size = 1")  # spill pages into the new file before the commit
+conn.execute("BEGIN")
+conn.execute("CREATE TABLE filler (x)")
+conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) "
+             "INSERT INTO filler SELECT randomblob(200) FROM n")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _killed_while_created(db: Path) -> None:
+    """A database file killed during its very first transaction: SQLite has written pages, but not yet the
+    header of page 1, and its journal says the file was empty. Opening it rolls that back to an empty file."""
+    subprocess.run([sys.executable, "-c", _CREATE_AND_DIE, str(db)], check=False)
+    assert db.read_bytes()[:16] != b"SQLite format 3\x00" and db.stat().st_size > 4096
+    assert Path(f"{db}-journal").read_bytes()[:8] == bytes.fromhex("d9d505f920a163d7")
+
+
+@pytest.mark.parametrize("command", [("status", "--json"), ("migrate", "--dry-run"), ("migrate", "--list"),
+                                     ("migrate",), ("migrate", "doctor")])
+def test_a_database_killed_while_being_created_is_recovered_not_called_foreign(tmp_path, catalog_dir, command):
+    """A kill during the first migrate of a new database leaves a header-less file and a hot journal; the next
+    command must let SQLite roll the journal back (an empty database) instead of calling the file foreign."""
+    from conftest import run_apm
+
+    write_migration(catalog_dir, "0001", upgrade='conn.execute("CREATE TABLE a (x)")')
+    db = tmp_path / "app.db"
+    _killed_while_created(db)
+    result = run_apm("--db", str(db), "--migrations-dir", str(catalog_dir), *command)
+    assert "not a SQLite database" not in result.stderr and "read-only" not in result.stderr, result.stderr
+    if command[-1] == "doctor":  # a diagnosis changes nothing: it names the journal, and the file stays as it was
+        assert result.returncode != 0 and "hot-journal" in result.stdout, result.stdout + result.stderr
+        assert Path(f"{db}-journal").exists()
+        result = run_apm("--db", str(db), "--migrations-dir", str(catalog_dir), "status")
+    assert result.returncode in (0, 7), result.stderr
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    conn.close()
+
+
+def test_fleet_status_reads_a_database_killed_while_being_created_as_a_database(tmp_path, catalog_dir):
+    from conftest import run_apm
+
+    write_migration(catalog_dir, "0001", upgrade='conn.execute("CREATE TABLE a (x)")')
+    db = tmp_path / "p1" / "app.db"
+    db.parent.mkdir()
+    _killed_while_created(db)
+    result = run_apm("--migrations-dir", str(catalog_dir), "fleet", "status", "--glob", str(tmp_path / "*/app.db"),
+                     "--json")
+    import json
+
+    rows = json.loads(result.stdout)["databases"]
+    assert [row["state"] for row in rows] != ["not_a_database"], rows

@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
+from planner.engines.sqlite.database import looks_like_sqlite
 from planner.fleet.members import Member
 from planner.fleet.states import FOREIGN_LEDGER, LOCKED, NOT_A_DATABASE, UNREACHABLE
 
@@ -103,7 +104,7 @@ def _read_sqlite(path: str, busy_timeout: float) -> Reading:
                 wait_for(conn, "PRAGMA schema_version", Path(path), busy_timeout)  # the rest of the wait
                 reading = _ledger_rows(conn, path)
             if reading is None:  # no ledger: a fresh database, or not a database at all
-                if not _looks_like_sqlite(path):
+                if not looks_like_sqlite(path):
                     raise Unreadable(NOT_A_DATABASE, f"{path} is not a SQLite database")
                 return Reading({}, None)
             return reading
@@ -167,23 +168,13 @@ def _ledger_rows(conn: sqlite3.Connection, path: str) -> Reading | None:
     return Reading(entries, (str(last[0]), str(last[1]), last[2]) if last and last[0] is not None else None)
 
 
-def _looks_like_sqlite(path: str) -> bool:
-    """Whether the file is empty or starts with SQLite's header (SQLite reads a short text file as empty)."""
-    try:
-        with open(path, "rb") as file:
-            head = file.read(16)
-    except OSError:
-        return True
-    return head in (b"", b"SQLite format 3\x00")
-
-
 def _classify_open(path: str, exc: sqlite3.Error) -> Unreadable:
     if not os.path.exists(path):
         return Unreadable(UNREACHABLE, f"{path} does not exist")
     if os.path.isdir(path):
         return Unreadable(NOT_A_DATABASE, f"{path} is a folder, not a SQLite database")
     message = str(exc)
-    if "not a database" in message or not _looks_like_sqlite(path):
+    if "not a database" in message or not looks_like_sqlite(path):
         return Unreadable(NOT_A_DATABASE, f"{path} is not a SQLite database")
     if "locked" in message:
         return Unreadable(LOCKED, f"{path} is locked by another process")

@@ -115,12 +115,35 @@ def _has_sqlite_header(path: Path) -> bool:
         # closing any descriptor of the file drops them all: reading the header here would hand the lock
         # to another writer in the middle of our transaction. The file is a database: we are writing it.
         return True
+    return looks_like_sqlite(path)
+
+
+#: The first bytes of a rollback journal SQLite wrote (``-journal`` beside the database).
+_JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")
+
+
+def looks_like_sqlite(path: str | Path) -> bool:
+    """Whether the file is empty, starts like a SQLite database, or is one whose first transaction was cut short.
+
+    SQLite writes a new database's page 1 (the header) last, so a process killed during the first
+    transaction leaves pages without a header, beside a journal saying the file was empty. That file is
+    SQLite's: opening it rolls the journal back to an empty database. Only SQLite writes that journal magic.
+    """
     try:
         with open(path, "rb") as file:
             head = file.read(len(_MAGIC))
     except OSError:
         return True  # unreadable: let SQLite report what it finds
-    return head == b"" or head == _MAGIC
+    return head == b"" or head == _MAGIC or has_journal(path)
+
+
+def has_journal(path: str | Path) -> bool:
+    """Whether SQLite left a rollback journal beside ``path`` (a transaction cut short, if no process holds it)."""
+    try:
+        with open(f"{path}-journal", "rb") as journal:
+            return journal.read(len(_JOURNAL_MAGIC)) == _JOURNAL_MAGIC
+    except OSError:
+        return False
 
 
 def writable(path: Path) -> bool:

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from planner.engines.sqlite.backup import list_backups
-from planner.engines.sqlite.database import DEFAULT_BUSY_TIMEOUT, read_only_connection
-from planner.errors import CatalogError, DatabaseNotFound, NotADatabase
+from planner.engines.sqlite.database import DEFAULT_BUSY_TIMEOUT, has_journal, read_only_connection, writable
+from planner.errors import CatalogError, DatabaseNotFound, DatabaseReadOnly, NotADatabase
 from planner.findings import age_text, size_text
 from planner.lint import ERROR, INFO, WARNING, Finding, history_findings, note_findings, tolerant_catalog
 from planner.nontransactional import interrupted_findings
@@ -45,7 +45,13 @@ def diagnose(db_path: Path | str, catalog_dir: Path | str, *, busy_timeout: floa
     if not db_path.is_file():
         raise DatabaseNotFound(db_path)
     backups = list_backups(db_path)
-    conn = read_only_connection(db_path, busy_timeout)
+    try:
+        conn = read_only_connection(db_path, busy_timeout)
+    except DatabaseReadOnly:
+        if not writable(db_path) or not has_journal(db_path):
+            raise
+        # A hot journal: a read-only connection may not roll it back, and the diagnosis changes nothing.
+        return [_cut_short(db_path)] + _backups(db_path, backups) + _leftover_copies()
     try:
         findings = _integrity(conn, db_path, backups)
         damaged = any(f.code == "integrity" for f in findings)
@@ -84,6 +90,15 @@ def _leftover_copies() -> list[Finding]:
                 f"mid-rehearsal; this version never copies, so nothing uses it",
                 f"rm -rf {path}", "database"))
     return findings
+
+
+def _cut_short(db_path: Path) -> Finding:
+    return Finding(
+        ERROR, "hot-journal", None,
+        f"{db_path}-journal holds a transaction that was cut short (a process killed or a machine stopped "
+        f"mid-write); nothing else is read until it is rolled back, which the next command that opens the "
+        f"database does",
+        f"apm --db {db_path} status  # rolls the cut transaction back, then run doctor again", "database")
 
 
 def _restore_fix(db_path: Path, backups: list[Path]) -> str:
