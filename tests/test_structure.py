@@ -41,6 +41,13 @@ def import_graph() -> nx.DiGraph:
             for target in targets:
                 if target in known and target != name:
                     graph.add_edge(name, target)
+                    # Importing ``a.b.c`` runs ``a.b``'s ``__init__`` first (unless it is the importer's own
+                    # package, which is already running): a cycle through a package's ``__init__`` is a cycle.
+                    parts = target.split(".")
+                    for i in range(1, len(parts)):
+                        parent = ".".join(parts[:i])
+                        if parent in known and not (name == parent or name.startswith(parent + ".")):
+                            graph.add_edge(name, parent)
                     break
     return graph
 
