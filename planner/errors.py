@@ -874,10 +874,19 @@ class PartiallyAppliedSquash(PlanError):
 
 
 class SquashRefused(PlanError):
-    """``apm migrate squash FROM TO`` cannot write a squash for that range; nothing was written."""
+    """``apm migrate squash FROM TO`` cannot write a squash for that range; nothing was written.
 
-    def __init__(self, message: str, *, versions: Sequence[str] = ()):
+    ``kind`` names the refusals a caller can act on: ``"no-range"`` (the two
+    versions are not on one path of the graph), ``"data"`` (the range changes
+    rows: ``versions``), ``"partly-applied"`` (the database applied part of it;
+    ``target`` is the range's last version, which finishes it).
+    """
+
+    def __init__(self, message: str, *, versions: Sequence[str] = (), kind: str | None = None,
+                 target: str | None = None):
         self.versions = tuple(versions)
+        self.kind = kind
+        self.target = target
         super().__init__(message)
 
 
