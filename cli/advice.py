@@ -71,6 +71,7 @@ def _table() -> dict[type, _Advise]:
         StepLocked: lambda e: (f"{e}. Try again when that session is done (or end it), or raise --lock-timeout / "
                                f"--lock-retries" if e.final else str(e)),
         E.ConflictingDependencyOptions: lambda e: f"{e}; pass either --root or --depends-on",
+        E.EmptyPattern: _empty_pattern,
         E.NoFleet: lambda e: f"{e}: give --glob PATTERN or --list FILE, or set fleet = [...] in apm.toml",
         E.NoJournal: lambda e: (f"{e}; run `apm fleet migrate` first, or pass the folder it used with "
                                 f"--journal-dir"),
@@ -80,6 +81,12 @@ def _table() -> dict[type, _Advise]:
         engine.BackupToolMissing: lambda e: str(e) if e.advice else f"{e}. Install it, or pass --no-backup",
         engine.BackupFailed: lambda e: str(e) if e.advice else f"{e}. Fix it, or pass --no-backup",
     }
+
+
+def _empty_pattern(error: Any) -> str:
+    """The pattern named by the option that gave it (``--glob 'x' matches no database``)."""
+    option = {"glob pattern": "--glob", "list file": "--list"}.get(error.source)
+    return f"{option}{str(error).removeprefix(error.source)}" if option else str(error)
 
 
 def _catalog_invalid(error: Any) -> str:

@@ -363,10 +363,26 @@ def retry_command(outcome, request) -> str:
     parts += ["migrate", "--db", _quote(without_password(candidate.real) if candidate.on_server else candidate.db)]
     if candidate.schema or (candidate.on_server and options.ledger_schema_option):
         parts += ["--ledger-schema", _quote(candidate.schema or options.ledger_schema)]
-    parts += [_quote(flag) for flag in request.flags()]
+    parts += [_quote(flag) for flag in _flags(request)]
     if outcome.unconfirmed:
         parts.append("--yes")
     return " ".join(parts)
+
+
+def _flags(request) -> list[str]:
+    """The fleet's request as ``apm migrate`` options, for the command that retries one database alone."""
+    flags: list[str] = []
+    if request.to is not None:
+        flags += ["--to", request.to]
+    elif request.rollback is not None:
+        flags += ["--rollback", request.rollback] + (["--cascade"] if request.cascade else [])
+    elif request.target is not None:
+        flags += ["--target", request.target]
+    if not request.backup:
+        flags.append("--no-backup")
+    for code in request.lock_policy.allowed if request.lock_policy else ():
+        flags += ["--allow", code]
+    return flags
 
 
 def _report(result, request, resume_hint: str) -> None:

@@ -900,7 +900,10 @@ class FleetError(MigrationError, ValueError):
 
 
 class EmptyPattern(FleetError):
-    """A ``--glob`` pattern, a ``--list`` file or a config ``fleet`` pattern named no database at all."""
+    """A ``--glob`` pattern, a ``--list`` file or a config ``fleet`` pattern named no database at all.
+
+    ``source`` says which: ``"glob pattern"``, ``"list file"`` or ``"fleet pattern"``.
+    """
 
     def __init__(self, source: str, pattern: str):
         self.source, self.pattern = source, pattern

@@ -144,9 +144,7 @@ NAMES_A_COMMAND_ON_PURPOSE: dict[tuple[str, str], str] = {
 ADVICE_NOT_YET_MOVED: dict[tuple[str, str], str] = {
     ("planner/locks.py", "--no-preview"): "lock advice in the preview's lines (LockFinding.advice)",
     ("planner/locks.py", "--lock-timeout"): "lock advice in the preview's lines (LockFinding.advice)",
-    ("planner/fleet/member_run.py", "--"): "MemberRequest.flags(): the retry command, for cli/fleet_run.py",
     ("planner/fleet/member_run.py", "`apm migrate --db "): "a missing member's outcome: advice for cli/fleet_run.py",
-    ("planner/fleet/members.py", "--"): "EmptyPattern's source names the option (--glob, --list)",
     ("planner/fleet/run.py", "(--continue-on-error"): "the fleet's stop reason: advice for cli/fleet_run.py",
 }
 

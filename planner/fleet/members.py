@@ -132,7 +132,7 @@ def discover(
     found: list[Member] = []
     if globs or lists:
         for pattern in globs:
-            found += _globbed(pattern, "--glob", cwd)
+            found += _globbed(pattern, "glob pattern", cwd)
         for listed in lists:
             found += _listed(Path(listed), cwd)
     elif configured:
@@ -173,7 +173,7 @@ def _listed(path: Path, cwd: Path) -> list[Member]:
     try:
         text = target.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise EmptyPattern("--list", f"{path} (cannot be read: {getattr(exc, 'strerror', None) or exc})") from exc
+        raise EmptyPattern("list file", f"{path} (cannot be read: {getattr(exc, 'strerror', None) or exc})") from exc
     entries = []
     for line in text.splitlines():
         if line.lstrip().lower().startswith(("postgresql://", "postgres://")):
@@ -183,5 +183,5 @@ def _listed(path: Path, cwd: Path) -> list[Member]:
         if entry and not entry.startswith("#"):
             entries.append(member(entry, cwd=cwd))
     if not entries:
-        raise EmptyPattern("--list", str(path))
+        raise EmptyPattern("list file", str(path))
     return entries
