@@ -165,7 +165,7 @@ class StepLocked(DatabaseError):
         else:
             message = (f"lock timeout ({timeout}) on attempt {attempts} of {settings.attempts}: {who}; "
                        f"rolled back, trying again in {pause:.1f} s")
-        super().__init__(message, path=shown)  # a redacted URL, or nothing
+        super().__init__(message, database=shown)  # a redacted URL, or nothing
 
 
 def apply_settings(conn: Any, settings: LockSettings) -> None:
