@@ -400,7 +400,10 @@ def _report(result, request, resume_hint: str) -> None:
                 echo(f"  {line}", err=True)
     echo(_summary_line(result))
     if result.stopped and not result.interrupted:
-        echo(f"Stopped: {result.stopped}", fg="yellow")
+        from planner.fleet.run import STOPPED_BY_FAILURE
+
+        hint = " (--continue-on-error runs them all)" if result.stopped.endswith(STOPPED_BY_FAILURE) else ""
+        echo(f"Stopped: {result.stopped}{hint}", fg="yellow")
     trouble = [o for o in result.outcomes if o.outcome in ("failed", "skipped", "refused")]
     if trouble:
         echo()

@@ -144,8 +144,6 @@ NAMES_A_COMMAND_ON_PURPOSE: dict[tuple[str, str], str] = {
 ADVICE_NOT_YET_MOVED: dict[tuple[str, str], str] = {
     ("planner/locks.py", "--no-preview"): "lock advice in the preview's lines (LockFinding.advice)",
     ("planner/locks.py", "--lock-timeout"): "lock advice in the preview's lines (LockFinding.advice)",
-    ("planner/fleet/member_run.py", "`apm migrate --db "): "a missing member's outcome: advice for cli/fleet_run.py",
-    ("planner/fleet/run.py", "(--continue-on-error"): "the fleet's stop reason: advice for cli/fleet_run.py",
 }
 
 

@@ -154,7 +154,8 @@ def run_member(member: Member, request: Request, catalog: Catalog | None = None,
             if request.lock_policy is not None:
                 engine.lock_policy = request.lock_policy
         if not member.on_server and not engine.exists():
-            outcome.error = f"{member.display} does not exist; `apm migrate --db {member.display}` creates it"
+            # A fleet never creates a member; a run of it alone does (the command shows that run's line).
+            outcome.error = f"{member.display} does not exist; a run of it alone creates it"
             return outcome
         try:
             plan = request.plan(catalog, engine.applied())
