@@ -192,8 +192,7 @@ class Engine(ABC):
 
         found = self.backup_files()
         if not found:
-            # A server's display is a redacted URL: fine, as NoBackups reads database.name only without names.
-            raise NoBackups(self.display, self.backup_names)  # type: ignore[arg-type]
+            raise NoBackups(self.display, self.backup_names)
         return found[-1]
 
     def is_own_backup(self, backup: Path) -> bool:
