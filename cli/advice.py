@@ -30,6 +30,7 @@ def _table() -> dict[type, _Advise]:
     """Each library error class and the whole line this command shows for it."""
     from planner import errors as E
     from planner.engines import errors as engine
+    from planner.engines.postgresql.lock_timeout import StepLocked
 
     return {
         E.DatabaseLocked: lambda e: f"{e}. Wait for it to finish and retry, or raise --busy-timeout",
@@ -66,7 +67,11 @@ def _table() -> dict[type, _Advise]:
             f"{e}. Finish the chain first: move {e.squash}'s file out of the folder, run `apm migrate --target "
             f"{e.missing[-1]}`, and put it back ({e.squash} then counts as applied); or roll back "
             f"{', '.join(e.applied)} with the same file moved out"),
+        E.SquashRefused: _squash_refused,
+        StepLocked: lambda e: (f"{e}. Try again when that session is done (or end it), or raise --lock-timeout / "
+                               f"--lock-retries" if e.final else str(e)),
         E.ConflictingDependencyOptions: lambda e: f"{e}; pass either --root or --depends-on",
+        E.EmptyPattern: _empty_pattern,
         E.NoFleet: lambda e: f"{e}: give --glob PATTERN or --list FILE, or set fleet = [...] in apm.toml",
         E.NoJournal: lambda e: (f"{e}; run `apm fleet migrate` first, or pass the folder it used with "
                                 f"--journal-dir"),
@@ -78,11 +83,29 @@ def _table() -> dict[type, _Advise]:
     }
 
 
+def _empty_pattern(error: Any) -> str:
+    """The pattern named by the option that gave it (``--glob 'x' matches no database``)."""
+    option = {"glob pattern": "--glob", "list file": "--list"}.get(error.source)
+    return f"{option}{str(error).removeprefix(error.source)}" if option else str(error)
+
+
 def _catalog_invalid(error: Any) -> str:
     if len(error.problems) <= 1:
         return str(error)
     head, _, lines = str(error).partition(":\n")
     return f"{head}. Fix each of these (`apm migrate check` shows the fix for each):\n{lines}"
+
+
+def _squash_refused(error: Any) -> str:
+    if error.kind == "no-range":
+        return f"{error}. See `apm migrate graph`"
+    if error.kind == "data":
+        return f"{error}. Pass --schema-only if that data is not needed on a fresh database"
+    if error.kind == "partly-applied":
+        fact = str(error).removesuffix("; nothing was written")
+        return (f"{fact}; apply the rest (apm migrate --target {error.target}) or roll them back first; nothing was "
+                f"written")
+    return str(error)
 
 
 def _rollback_refused(error: Any) -> str:

@@ -369,10 +369,26 @@ def retry_command(outcome, request) -> str:
     parts += ["migrate", "--db", _quote(without_password(candidate.real) if candidate.on_server else candidate.db)]
     if candidate.schema or (candidate.on_server and options.ledger_schema_option):
         parts += ["--ledger-schema", _quote(candidate.schema or options.ledger_schema)]
-    parts += [_quote(flag) for flag in request.flags()]
+    parts += [_quote(flag) for flag in _flags(request)]
     if outcome.unconfirmed:
         parts.append("--yes")
     return " ".join(parts)
+
+
+def _flags(request) -> list[str]:
+    """The fleet's request as ``apm migrate`` options, for the command that retries one database alone."""
+    flags: list[str] = []
+    if request.to is not None:
+        flags += ["--to", request.to]
+    elif request.rollback is not None:
+        flags += ["--rollback", request.rollback] + (["--cascade"] if request.cascade else [])
+    elif request.target is not None:
+        flags += ["--target", request.target]
+    if not request.backup:
+        flags.append("--no-backup")
+    for code in request.lock_policy.allowed if request.lock_policy else ():
+        flags += ["--allow", code]
+    return flags
 
 
 def _report(result, request, resume_hint: str) -> None:
@@ -390,7 +406,10 @@ def _report(result, request, resume_hint: str) -> None:
                 echo(f"  {line}", err=True)
     echo(_summary_line(result))
     if result.stopped and not result.interrupted:
-        echo(f"Stopped: {result.stopped}", fg="yellow")
+        from planner.fleet.run import STOPPED_BY_FAILURE
+
+        hint = " (--continue-on-error runs them all)" if result.stopped.endswith(STOPPED_BY_FAILURE) else ""
+        echo(f"Stopped: {result.stopped}{hint}", fg="yellow")
     trouble = [o for o in result.outcomes if o.outcome in ("failed", "skipped", "refused")]
     if trouble:
         echo()

@@ -11,8 +11,8 @@ imported inside the commands so ``apm --help`` stays fast.
 
 from __future__ import annotations
 
-import re
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,23 +33,20 @@ from cli.output import confirm, echo, emit_json
 
 if TYPE_CHECKING:
     from planner.engines.base import Engine
+    from planner.findings import Remedy
 
 _COLOURS = {"error": "red", "warning": "yellow", "info": None}
 
 
-_APM = re.compile(r"\bapm (?=migrate\b|status\b|agents\b)")
-
-
-def for_this_database(findings: list) -> list:
-    """The findings, their ``apm`` commands naming the database and catalog this command was given by option.
+def remedy_renderer() -> Callable[[Remedy], str]:
+    """How this command spells a finding's remedy: each ``apm`` command naming the database and catalog it was
+    given by option.
 
     A database or folder from the environment or the config file is found
     again by a pasted command; one from an option is not, and ``apm migrate``
     alone would act on the default database. A URL's password is left out:
     libpq then finds it in ``PGPASSWORD`` or ``~/.pgpass``, not on the screen.
     """
-    from dataclasses import replace
-
     from planner.engines.urls import without_password
 
     options = settings()
@@ -61,10 +58,68 @@ def for_this_database(findings: list) -> list:
         chosen.append(f"--migrations-dir {shlex.quote(str(options.catalog_dir))}")
     if options.sources.get("ledger_schema_option", "").startswith("option"):
         chosen.append(f"--ledger-schema {shlex.quote(options.ledger_schema)}")
-    if not chosen:
-        return findings
-    prefix = f"apm {' '.join(chosen)} "
-    return [replace(f, fix=_APM.sub(prefix, f.fix)) if f.fix else f for f in findings]
+    migrate = " ".join(["apm", *chosen, "migrate"])
+    return lambda remedy: render_remedy(remedy, migrate)
+
+
+def render_remedy(remedy: Remedy, migrate: str = "apm migrate") -> str:
+    """The line a user pastes for ``remedy``; ``migrate`` is ``apm migrate`` with the options to repeat."""
+    args = remedy.arguments
+    if remedy.action == "line":
+        return args[0]
+    note = remedy.note
+    if remedy.action == "restore" and remedy.database is not None:
+        # The command must name the database to restore, however the user's was found.
+        line = f"apm --db {shlex.quote(remedy.database)} migrate restore {shlex.quote(args[0])}"
+    elif remedy.action == "one-run-at-a-time":
+        return f"run one `{migrate}` at a time" + (f" ({note})" if note else "")
+    elif remedy.action == "inspect-ledger":  # the other way out is an option of this command
+        note = f"{note}; or choose another --ledger-schema" if note else "or choose another --ledger-schema"
+        line = f"psql -c '\\d {args[0]}'"
+    else:
+        line = _REMEDIES[remedy.action](migrate, *args)
+    return f"{line}  # {note}" if note else line
+
+
+def _settle_outside_step(migrate: str, action: str, version: str) -> str:
+    done, undo = ("--mark-applied", "upgrade") if action == "apply" else ("--mark-rolled-back", "downgrade")
+    again = migrate if action == "apply" else f"{migrate} --rollback {version}"
+    return (f"{migrate} {done} {version}  # only once the schema shows its whole {undo}; otherwise run `{again}` "
+            f"again after undoing the partial change")
+
+
+def _pg_dump(migrate: str, schema: str, file: str, url: str) -> str:
+    only = f" --schema={shlex.quote(schema)}" if schema else ""  # a tenant's dump holds its schema alone
+    return f"pg_dump --format=custom{only} --file {file} {shlex.quote(url)}"
+
+
+#: Each action of ``planner.findings.Remedy`` (but ``line``) as this command's line, from ``apm migrate`` with
+#: the options to repeat and the remedy's arguments.
+_REMEDIES: dict[str, Callable[..., str]] = {
+    "migrate": lambda m: m,
+    "check": lambda m: f"{m} check",
+    "doctor": lambda m: f"{m} doctor",
+    "list": lambda m: f"{m} --list",
+    "restore": lambda m, file: f"{m} restore {shlex.quote(file)}",
+    "mark-applied": lambda m, version: f"{m} --mark-applied {version}",
+    "baseline": lambda m, version: f"{m} --baseline {version}",
+    "target": lambda m, version: f"{m} --target {version}",
+    "mark-applied-or-cascade": lambda m, missing, applied: (
+        f"{m} --mark-applied {missing}  # if its changes are in the schema; otherwise "
+        f"{m} --rollback {applied} --cascade"),
+    "settle-outside-step": _settle_outside_step,
+    "renumber": lambda m, moves: f"{moves}  # or: {m} check --fix",
+    "make-catalog": lambda m, folder: f"mkdir -p {folder}  # or pass --migrations-dir",
+    "restore-file": lambda m, folder, version: (
+        f"git log --all -- '{folder}/migration_{version}.*' '{folder}/migration_{version}_*'  # restore the file "
+        f"from history"),
+    "rebuild-invalid-index": lambda m, index: (
+        f"psql -c 'DROP INDEX CONCURRENTLY {index}', then run the migration that builds it again "
+        f"({m} --mark-rolled-back V, then {m})"),
+    "no-preview": lambda m: (f"{m} --no-preview, one DDL statement per migration; compare the ledger with the "
+                             f"schema after a failure"),
+    "pg-dump": _pg_dump,
+}
 
 
 def _name_the_config(findings: list, options) -> list:
@@ -79,9 +134,9 @@ def _name_the_config(findings: list, options) -> list:
     return [replace(f, message=f.message + note) if f.code == "catalog-not-found" else f for f in findings]
 
 
-def _print_findings(findings: list) -> None:
+def _print_findings(findings: list, render: Callable[[Remedy], str]) -> None:
     for finding in findings:
-        echo(finding.describe(), fg=_COLOURS.get(finding.severity))
+        echo(finding.describe(render), fg=_COLOURS.get(finding.severity))
 
 
 def _summary(findings: list) -> str:
@@ -135,7 +190,8 @@ def check_command(as_json: bool, strict: bool, fix: bool, yes: bool) -> None:
         catalog_dir = catalog_to_write("apm migrate check --fix")
         _fix_shared_versions(catalog_dir, yes, engine)
     # A DatabaseError exits 6 through the root group (an unreachable server too; a missing database is empty).
-    findings = for_this_database(check_catalog(catalog_dir, engine))
+    findings = check_catalog(catalog_dir, engine)
+    render = remedy_renderer()
     findings = _name_the_config(findings, options)
     from cli.locking import check_locks
 
@@ -151,11 +207,11 @@ def check_command(as_json: bool, strict: bool, fix: bool, yes: bool) -> None:
             "exit_code": code,
             "errors": sum(1 for f in findings if f.severity == "error"),
             "warnings": sum(1 for f in findings if f.severity == "warning"),
-            "findings": [f.to_json() for f in findings],
+            "findings": [f.to_json(render) for f in findings],
             "locks": locks,
         })
     else:
-        _print_findings(findings)
+        _print_findings(findings, render)
         if locks["note"]:
             echo(locks["note"])
         where = f"{catalog_dir}" + (f" and {shown}" if shown else "")
@@ -175,7 +231,8 @@ def doctor_command(as_json: bool) -> None:
     6 when something is wrong with the database.
     """
     options = settings()
-    findings = for_this_database(options.engine.diagnose(options.catalog_dir))
+    findings = options.engine.diagnose(options.catalog_dir)
+    render = remedy_renderer()
     shown = options.db_display
     healthy = not any(f.severity == "error" for f in findings)
     code = EXIT_OK if healthy else EXIT_DATABASE
@@ -185,10 +242,10 @@ def doctor_command(as_json: bool) -> None:
             "catalog": str(options.catalog_dir),
             "healthy": healthy,
             "exit_code": code,
-            "findings": [f.to_json() for f in findings],
+            "findings": [f.to_json(render) for f in findings],
         })
     else:
-        _print_findings(findings)
+        _print_findings(findings, render)
         if healthy:
             echo(f"{shown}: healthy ({_summary(findings)})", fg="green")
         else:

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from planner import versions
+from planner.engines.urls import DatabaseName
 from planner.ledger import LedgerEntry
 
 __all__ = ["BackupInfo", "LedgerDifference", "RestoreResult", "ledger_difference"]
@@ -67,8 +68,9 @@ def ledger_difference(current: dict[str, LedgerEntry], restored: dict[str, Ledge
 class RestoreResult:
     """What ``restore`` did."""
 
-    #: The file, or (PostgreSQL) the connection string with its password masked.
-    database: Path | str
+    #: The database as a person reads it (``planner.engines.urls.shown``): the file's path, or the connection
+    #: string with its password masked.
+    database: DatabaseName
     backup: Path
     #: The copy of the database as it was just before the restore; ``None`` when there was no database.
     safety_backup: Path | None

@@ -12,8 +12,11 @@ while running) and ``DatabaseError`` (the database file itself).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+
+from planner.engines.urls import DatabaseName, shown
 
 
 def _versions(versions: Iterable[str]) -> str:
@@ -505,126 +508,138 @@ class DatabaseError(MigrationError):
 
     The message is the fact alone: what to do next depends on who asked (a
     one-database command, a fleet, a program), so the command adds its own
-    advice (``cli.advice``).
+    advice (``cli.advice``). ``database`` names it as a person reads it
+    (``planner.engines.urls.shown``): a path, or a URL with its password
+    masked; ``None`` when there is none to name.
     """
 
-    def __init__(self, message: str, *, path: Path | str | None):
-        # A file; on a server, the redacted URL; None when there is none to name.
-        self.path = path
+    def __init__(self, message: str, *, database: Path | str | None):
+        self.database: DatabaseName | None = shown(database) if database is not None else None
         super().__init__(message)
 
 
 class DatabaseNotFound(DatabaseError, FileNotFoundError):
     """A command that only reads was pointed at a database that does not exist."""
 
-    def __init__(self, path: Path):
-        super().__init__(f"database {path} does not exist", path=path)
+    def __init__(self, database: Path | str):
+        name = shown(database)
+        super().__init__(f"database {name} does not exist", database=name)
 
 
 class DatabaseDirectoryMissing(DatabaseError, FileNotFoundError):
     """The folder that should hold the database does not exist."""
 
-    def __init__(self, path: Path):
-        super().__init__(f"folder {path.parent} for database {path.name} does not exist", path=path)
+    def __init__(self, database: Path | str):
+        name = shown(database)
+        super().__init__(f"folder {os.path.dirname(name) or '.'} for database {os.path.basename(name)} does not "
+                         f"exist", database=name)
 
 
 class NotADatabase(DatabaseError):
     """The path exists but is not a SQLite database (another kind of file, a folder, a device)."""
 
-    def __init__(self, path: Path):
-        self.folder = path.is_dir()
-        super().__init__(f"{path} is a folder, not a database file" if self.folder else
-                         f"{path} is not a SQLite database", path=path)
+    def __init__(self, database: Path | str):
+        self.folder = os.path.isdir(database)
+        name = shown(database)
+        super().__init__(f"{name} is a folder, not a database file" if self.folder else
+                         f"{name} is not a SQLite database", database=name)
 
 
 class DatabaseDamaged(DatabaseError):
     """The file itself is corrupt (SQLite's "database disk image is malformed"): stop, keep what is committed."""
 
-    def __init__(self, path: Path, detail: str, *, checked_first: bool = False):
+    def __init__(self, database: Path | str, detail: str, *, checked_first: bool = False):
         self.detail = detail
+        name = shown(database)
         state = ("found before anything ran; nothing was changed" if checked_first else
                  "the transaction that met it was rolled back and nothing after it ran")
-        super().__init__(f"database {path} is damaged ({detail}); {state}", path=path)
+        super().__init__(f"database {name} is damaged ({detail}); {state}", database=name)
 
 
 class DatabaseReadOnly(DatabaseError, PermissionError):
     """The database, or the folder SQLite writes its journal in, cannot be written."""
 
-    def __init__(self, path: Path, *, folder: bool = False):
+    def __init__(self, database: Path | str, *, folder: bool = False):
         self.folder = folder
+        name = shown(database)
         if folder:
-            message = (f"folder {path.parent} is read-only, and SQLite must write its journal there next to "
-                       f"database {path.name}; make the folder writable (chmod u+w {path.parent}) or move the "
-                       f"database elsewhere; nothing was changed")
+            parent = os.path.dirname(name) or "."
+            message = (f"folder {parent} is read-only, and SQLite must write its journal there next to "
+                       f"database {os.path.basename(name)}; make the folder writable (chmod u+w {parent}) or move "
+                       f"the database elsewhere; nothing was changed")
         else:
-            message = (f"database {path} is read-only; make it writable (chmod u+w {path}) or copy it "
+            message = (f"database {name} is read-only; make it writable (chmod u+w {name}) or copy it "
                        f"elsewhere; nothing was changed")
-        super().__init__(message, path=path)
+        super().__init__(message, database=name)
 
 
 class ForeignLedger(DatabaseError):
     """``schema_migrations`` exists with a shape this project neither wrote nor inherited from APM's old framework."""
 
-    def __init__(self, path: Path | str, columns: Sequence[str], known: Sequence[str], reason: str | None = None,
+    def __init__(self, database: Path | str, columns: Sequence[str], known: Sequence[str], reason: str | None = None,
                  table: str = "schema_migrations"):
         self.columns = tuple(columns)
         self.reason = reason
         self.table = table
+        name = shown(database)
         why = f"; {reason}" if reason else f"; apm knows {', '.join(known)}"
         #: What is wrong and what was done, without the way out (which the message adds).
-        self.fact = f"{path} has a {table} table made by another tool (columns: {', '.join(columns)}{why}); " \
+        self.fact = f"{name} has a {table} table made by another tool (columns: {', '.join(columns)}{why}); " \
                     f"nothing was changed"
         # Moving the table aside is SQL, open to any caller; naming another database is the command's advice.
         super().__init__(f"{self.fact}. Move that table aside (ALTER TABLE {table} RENAME TO ...) if you mean to "
-                         f"switch tools", path=path)
+                         f"switch tools", database=name)
 
 
 class NoAgentsTable(DatabaseError, LookupError):
     """The database has no agents table yet (migration 0001 is not applied)."""
 
-    def __init__(self, path: Path | str):  # a file, or a server's redacted URL
-        super().__init__(f"database {path} has no agents table yet", path=path)
+    def __init__(self, database: Path | str):
+        name = shown(database)
+        super().__init__(f"database {name} has no agents table yet", database=name)
 
 
 class DatabaseLocked(DatabaseError, TimeoutError):
     """Another process held the lock a run needs longer than the busy timeout, on any engine: SQLite's write
     lock on the file, or the migration lock (an advisory lock) another apm holds on a server's ledger."""
 
-    def __init__(self, path: Path | str, timeout: float, *, migration_lock: bool = False):
+    def __init__(self, database: Path | str, timeout: float, *, migration_lock: bool = False):
         self.timeout = timeout
-        held = (f"another apm process has held the migration lock on {path} for more than {timeout:g}s"
-                if migration_lock else f"database {path} stayed locked by another process for {timeout:g} s")
-        super().__init__(f"{held}; nothing was changed", path=path)
+        name = shown(database)
+        held = (f"another apm process has held the migration lock on {name} for more than {timeout:g}s"
+                if migration_lock else f"database {name} stayed locked by another process for {timeout:g} s")
+        super().__init__(f"{held}; nothing was changed", database=name)
 
 
 class StepUnderWay(DatabaseError, TimeoutError):
     """Another process kept running a ``transactional = False`` step longer than the busy timeout."""
 
-    def __init__(self, path: Path, version: str, holder: str, timeout: float):
+    def __init__(self, database: Path | str, version: str, holder: str, timeout: float):
         self.version, self.holder, self.timeout = version, holder, timeout
         super().__init__(
             f"migration {version} runs outside a transaction in another process ({holder}), still after "
             f"{timeout:g} s; nothing of it was run here",
-            path=path,
+            database=database,
         )
 
 
 class UnusableBackup(DatabaseError):
     """A backup cannot be restored: it is not SQLite, fails ``PRAGMA integrity_check``, or cannot be read."""
 
-    def __init__(self, backup: Path, reason: str, *, database: Path | str):  # a file, or a redacted URL
-        self.backup = backup
+    def __init__(self, backup: Path, reason: str, *, database: Path | str):
+        self.backup = backup  # a file: restoring reads it
         self.reason = reason
-        super().__init__(f"cannot restore {backup}: {reason}; nothing was changed", path=database)
+        super().__init__(f"cannot restore {backup}: {reason}; nothing was changed", database=database)
 
 
 class NoBackups(DatabaseError, FileNotFoundError):
     """A restore named no backup, and none of this database exists."""
 
-    def __init__(self, database: Path, names: str | None = None):
+    def __init__(self, database: Path | str, names: str | None = None):
+        name = shown(database)
         super().__init__(
-            f"no backup of {database} exists ({names or f'{database.name}.backup.*'}); nothing was changed",
-            path=database,
+            f"no backup of {name} exists ({names or f'{os.path.basename(name)}.backup.*'}); nothing was changed",
+            database=name,
         )
 
 
@@ -874,10 +889,19 @@ class PartiallyAppliedSquash(PlanError):
 
 
 class SquashRefused(PlanError):
-    """``apm migrate squash FROM TO`` cannot write a squash for that range; nothing was written."""
+    """``apm migrate squash FROM TO`` cannot write a squash for that range; nothing was written.
 
-    def __init__(self, message: str, *, versions: Sequence[str] = ()):
+    ``kind`` names the refusals a caller can act on: ``"no-range"`` (the two
+    versions are not on one path of the graph), ``"data"`` (the range changes
+    rows: ``versions``), ``"partly-applied"`` (the database applied part of it;
+    ``target`` is the range's last version, which finishes it).
+    """
+
+    def __init__(self, message: str, *, versions: Sequence[str] = (), kind: str | None = None,
+                 target: str | None = None):
         self.versions = tuple(versions)
+        self.kind = kind
+        self.target = target
         super().__init__(message)
 
 
@@ -891,7 +915,10 @@ class FleetError(MigrationError, ValueError):
 
 
 class EmptyPattern(FleetError):
-    """A ``--glob`` pattern, a ``--list`` file or a config ``fleet`` pattern named no database at all."""
+    """A ``--glob`` pattern, a ``--list`` file or a config ``fleet`` pattern named no database at all.
+
+    ``source`` says which: ``"glob pattern"``, ``"list file"`` or ``"fleet pattern"``.
+    """
 
     def __init__(self, source: str, pattern: str):
         self.source, self.pattern = source, pattern

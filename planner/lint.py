@@ -47,7 +47,7 @@ from planner.errors import (
 from planner import versions
 from planner.migration import IMPLIED
 
-from planner.findings import ERROR, INFO, WARNING, Finding
+from planner.findings import ERROR, INFO, WARNING, Finding, Remedy
 
 if TYPE_CHECKING:
     from planner.engines.base import Engine
@@ -75,7 +75,7 @@ def check_catalog(directory: Path | str, engine: Engine | None = None) -> list[F
         migrations, problems = scan_catalog(directory)
     except CatalogNotFound as exc:
         return [Finding(ERROR, "catalog-not-found", None, str(exc),
-                        f"mkdir -p {directory}  # or pass --migrations-dir", path=directory)]
+                        Remedy("make-catalog", (str(directory),)), path=directory)]
     unloadable = {p.versions[0] for p in problems if p.versions}
     catalog, graph_problems = Catalog.build(directory, migrations, unloadable=unloadable)
     files, _ = migration_files(directory)
@@ -114,7 +114,7 @@ def note_findings(catalog, notes: list) -> list[Finding]:
                        f"{where}: kept as a note; it is not a migration and changes no plan")
         else:
             reason = f" ({note.rollback_reason})" if note.rollback_reason else ""
-            pending = "so `apm migrate` applies it again" if known else "and no file of it is in the catalog"
+            pending = "so the next apm run applies it again" if known else "and no file of it is in the catalog"
             message = (f"{note.version} was rolled back by APM's framework at {note.rollback_at}{reason}; its row "
                        f"is kept but it is not applied, {pending}")
         findings.append(Finding(INFO, "ledger-note" if note.kind == "note" else "rolled-back-row",
@@ -193,7 +193,7 @@ def _problem_finding(problem: CatalogError, renumbering: Any) -> Finding:
     elif isinstance(problem, DependencyCycle):
         code = "dependency-cycle"
         fix = f"remove one dependency along {' → '.join(problem.cycle)}"
-    return Finding(ERROR, code, version, str(problem), fix, "catalog", path)
+    return Finding(ERROR, code, version, str(problem), Remedy.line(fix) if fix else None, "catalog", path)
 
 
 def _duplicate_finding(problem: DuplicateVersion, renumbering: Any) -> Finding:
@@ -203,9 +203,9 @@ def _duplicate_finding(problem: DuplicateVersion, renumbering: Any) -> Finding:
     if undecided is not None:
         return Finding(ERROR, "duplicate-version", version,
                        f"{problem}. {undecided.reason}: find out which one ran, then rename every other file to a "
-                       f"free version (apm migrate check --fix refuses until then)",
-                       f"sha256sum {' '.join(p.name for p in problem.paths)}  # and compare with "
-                       f"schema_migrations.checksum, or with the schema", "catalog", problem.path)
+                       f"free version (the automatic renumbering refuses until then)",
+                       Remedy.line(f"sha256sum {' '.join(p.name for p in problem.paths)}  # and compare with "
+                                   f"schema_migrations.checksum, or with the schema"), "catalog", problem.path)
     changes = [c for c in renumbering.changes if c.path in problem.paths]
     moves = "; ".join(f"git mv {c.path.name} {c.target.name}"
                       + (f"; add to {c.target.name}: {c.depends_line}" if c.depends_line else "")
@@ -215,7 +215,7 @@ def _duplicate_finding(problem: DuplicateVersion, renumbering: Any) -> Finding:
     return Finding(ERROR, "duplicate-version", version,
                    f"{problem}. {renumbering.reasons[version]}. Once renumbered, {moved} {is_} pending and WILL run "
                    f"on every database; read {it} first (or delete {it})",
-                   f"{moves}  # or: apm migrate check --fix", "catalog", problem.path)
+                   Remedy("renumber", (moves,)), "catalog", problem.path)
 
 
 def _migration_findings(migration) -> list[Finding]:
@@ -230,15 +230,16 @@ def _migration_findings(migration) -> list[Finding]:
             meaning = (f"{migration.version} is a root only because no file comes before it; "
                        f"an older-numbered file added later would silently become its dependency")
         findings.append(Finding(WARNING, "implied-dependency", migration.version, meaning,
-                                f"add to {name}: {_depends_fix(migration)}", "catalog", migration.path))
+                                Remedy.line(f"add to {name}: {_depends_fix(migration)}"), "catalog", migration.path))
     for part in migration.unwritten:
         findings.append(Finding(
             ERROR, f"empty-{part}", migration.version,
             f"{name}: its {part} does nothing yet (an unfilled scaffold?)"
-            + ("; apm migrate refuses to apply it until it does" if part == "upgrade" else
+            + ("; apm refuses to apply it until it does" if part == "upgrade" else
                "; a rollback would refuse it as having no downgrade"),
-            f"write the {part} in {name}" + (", or delete the file" if part == "upgrade" else
-                                              ", or, if it cannot be undone, replace it with one line `-- irreversible: why`"),
+            Remedy.line(f"write the {part} in {name}" + (
+                ", or delete the file" if part == "upgrade" else
+                ", or, if it cannot be undone, replace it with one line `-- irreversible: why`")),
             "catalog", migration.path))
     if migration.irreversible_reason is not None:
         # Declared on purpose (a downgrade that only raises, `-- irreversible:`): a fact to show, not advice.
@@ -252,8 +253,9 @@ def _migration_findings(migration) -> list[Finding]:
             WARNING, "no-downgrade", migration.version,
             f"{migration.version} defines no downgrade(conn), so it (and everything it depends on) can never "
             f"be rolled back; only a backup can undo it",
-            f"add to {name}: " + ("a `-- downgrade` section after the upgrade" if migration.path.suffix == ".sql"
-                                  else "def downgrade(conn: sqlite3.Connection) -> None:"),
+            Remedy.line(f"add to {name}: " + ("a `-- downgrade` section after the upgrade"
+                                              if migration.path.suffix == ".sql"
+                                              else "def downgrade(conn: sqlite3.Connection) -> None:")),
             "catalog", migration.path))
     documented = migration.docstring_version
     if documented is not None and not versions.same(documented, migration.version):
@@ -261,7 +263,8 @@ def _migration_findings(migration) -> list[Finding]:
             ERROR, "docstring-version", migration.version,
             f"{name}'s docstring says 'Migration {documented}' but the file is version {migration.version}; "
             f"the file name is what counts, so the docstring probably describes another migration",
-            f"in {name}, make the first docstring line 'Migration {migration.version}: {migration.description}'",
+            Remedy.line(f"in {name}, make the first docstring line 'Migration {migration.version}: "
+                        f"{migration.description}'"),
             "catalog", migration.path))
     return findings
 
@@ -288,7 +291,8 @@ def history_findings(catalog, entries: dict, files: dict[str, Path], unloadable:
                 f"{migration.path.name} changed since {migration.version} was applied "
                 f"({entries[version].applied_at or 'unknown time'}): the database holds what the old text did, "
                 f"not what the file says now",
-                f"git log -p -- {migration.path}  # restore the applied text, and put the change in a new migration",
+                Remedy.line(f"git log -p -- {migration.path}  # restore the applied text, and put the change in a "
+                            f"new migration"),
                 "history", migration.path))
         elif state == MISSING:
             if number is not None and number in unloadable_numbers:
@@ -299,7 +303,7 @@ def history_findings(catalog, entries: dict, files: dict[str, Path], unloadable:
                         findings.append(Finding(
                             ERROR, "edited-after-apply", version,
                             f"{path.name} changed since {version} was applied (and no longer loads)",
-                            f"git log -p -- {path}", "history", path))
+                            Remedy.line(f"git log -p -- {path}"), "history", path))
                 continue
             if number is None:
                 findings.append(Finding(
@@ -307,8 +311,8 @@ def history_findings(catalog, entries: dict, files: dict[str, Path], unloadable:
                     f"schema_migrations holds the row {version!r}, which is not a version (digits only), so no "
                     f"migration file can match it: a hand edit or another tool wrote it, and apm treats it like "
                     f"a migration whose file is missing",
-                    f"sqlite3 <db> \"SELECT * FROM schema_migrations WHERE version = '{version}'\"  # find out "
-                    f"what wrote it before deleting the row", "history", None))
+                    Remedy.line(f"sqlite3 <db> \"SELECT * FROM schema_migrations WHERE version = '{version}'\"  "
+                                f"# find out what wrote it before deleting the row"), "history", None))
                 continue
             described = entries[version].description
             kept = (f"the ledger keeps its description, {described!r}, not its file name" if described
@@ -317,8 +321,7 @@ def history_findings(catalog, entries: dict, files: dict[str, Path], unloadable:
                 ERROR, "missing-file", version,
                 f"{version} is recorded as applied but no {missing_file_name(version)} is in {catalog.directory} "
                 f"({kept}): it can never be rolled back, and what it did is undocumented here",
-                f"git log --all -- '{catalog.directory}/migration_{version}.*' "
-                f"'{catalog.directory}/migration_{version}_*'  # restore the file from history",
+                Remedy("restore-file", (str(catalog.directory), version)),
                 "history", None))
     if getattr(catalog, "has_squashes", False):
         for squash, (rows, missing) in sorted(catalog.squash_states(list(entries)).items()):
@@ -328,15 +331,14 @@ def history_findings(catalog, entries: dict, files: dict[str, Path], unloadable:
                 problem = PartiallyAppliedSquash(squash, versions.ordered(rows), missing)
                 findings.append(Finding(
                     ERROR, "partially-applied-squash", squash, str(problem),
-                    f"apm migrate --target {missing[-1]}  # with {squash}'s file moved out of the folder, then "
-                    f"put it back", "history", None))
+                    Remedy("target", (missing[-1],), f"with {squash}'s file moved out of the folder, then put it "
+                                                      f"back"), "history", None))
     for applied, missing in inconsistent_history(catalog, entries):
         findings.append(Finding(
             ERROR, "inconsistent-history", applied,
             f"{applied} is applied but its dependency {missing} is not, so the schema is not what the graph "
-            f"says; `apm migrate` refuses to apply anything until this is resolved",
-            f"apm migrate --mark-applied {missing}  # if its changes are in the schema; otherwise "
-            f"apm migrate --rollback {applied} --cascade",
+            f"says; apm refuses to apply anything until this is resolved",
+            Remedy("mark-applied-or-cascade", (missing, applied)),
             "history", None))
     return findings
 

@@ -315,7 +315,7 @@ def check_findings(steps: list) -> list:
     An accepted finding is an ``info``: a decision someone wrote down, shown
     so a reviewer sees it, never a failure (as ``irreversible`` is).
     """
-    from planner.findings import INFO, Finding
+    from planner.findings import INFO, Finding, Remedy
 
     found = []
     for step in steps:
@@ -323,5 +323,5 @@ def check_findings(steps: list) -> list:
         for finding in report.findings if report is not None else ():
             accepted = f" ({finding.level}, accepted by the {finding.accepted})" if finding.accepted else ""
             found.append(Finding(INFO if finding.accepted else finding.level, finding.code, step.version,
-                                 f"{finding.text}{accepted}", finding.advice, "locks"))
+                                 f"{finding.text}{accepted}", Remedy.line(finding.advice), "locks"))
     return found

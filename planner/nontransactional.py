@@ -85,20 +85,17 @@ def interrupted_findings(conn: sqlite3.Connection) -> list[Finding]:
 
 def findings_for(rows: list) -> list[Finding]:
     """The doctor's finding for each ``(version, action, at, failure detail)`` row of ``interrupted_query``."""
-    from planner.lint import ERROR, Finding
+    from planner.lint import ERROR, Finding, Remedy
 
     findings = []
     for version, action, at, failure in rows:
         how = f"failed ({failure})" if failure else "was interrupted (no outcome was ever logged)"
         undo = "upgrade" if action == "apply" else "downgrade"
-        done = "--mark-applied" if action == "apply" else "--mark-rolled-back"
-        again = "apm migrate" if action == "apply" else f"apm migrate --rollback {version}"
         findings.append(Finding(
             ERROR, "interrupted-non-transactional", version,
             f"migration {version} runs outside a transaction (transactional = False); its {action} started at "
             f"{at} and {how}, so the ledger does not record it although some of its statements may have "
             f"taken effect. Check the schema against its {undo}(): if every statement took effect, record it; "
             f"if none did, run it again; if some did, undo those by hand first",
-            f"apm migrate {done} {version}  # only once the schema shows its whole {undo}; otherwise run "
-            f"`{again}` again after undoing the partial change", "history"))
+            Remedy("settle-outside-step", (action, version)), "history"))
     return findings

@@ -128,14 +128,14 @@ def _keeper(problem: DuplicateVersion, ledger: Mapping[str, _Recorded] | None,
         where = (f"{database} does not exist yet, so none of them was applied there" if database is not None
                  else "no database was given to ask which of them was applied")
         return first, (f"{where}, so {first.name} keeps {version} as the first by name; if a database applied "
-                       f"another of them, run `apm --db <it> migrate check --fix` instead")
+                       f"another of them, renumber with that database named instead")
     database = database or "the database"
     number = versions.number(version)
     rows = [entry for recorded, entry in ledger.items() if versions.number(recorded) == number]
     if not rows:
         return first, (f"{database}'s ledger records no {version}, so none of them was applied there and "
                        f"{first.name} keeps {version} as the first by name; if another database applied another "
-                       f"of them, run `apm --db <it> migrate check --fix` instead")
+                       f"of them, renumber with that database named instead")
     recorded = {entry.checksum for entry in rows if entry.checksum}
     if not recorded:
         return None, (f"{database}'s ledger records {version} as applied but without a checksum (another tool "

@@ -76,7 +76,7 @@ def squash_range(catalog: Catalog, first: str, last: str) -> list[Migration]:
     graph = catalog.graph
     if start != end and start not in graph.ancestors(end):
         raise SquashRefused(f"cannot squash {start}..{end}: {end} does not depend on {start}, so there is no "
-                            f"range between them; nothing was written. See `apm migrate graph`")
+                            f"range between them; nothing was written", kind="no-range")
     members = (graph.descendants(start) | {start}) & (graph.ancestors(end) | {end})
     migrations = catalog.in_order(graph.topological_order(members))
     nested = [m.version for m in migrations if m.replaces]
@@ -112,8 +112,7 @@ def squash(catalog: Catalog, first: str, last: str, *, schema_only: bool = False
     span = f"{replaced[0].version}..{replaced[-1].version}"
     if data and not schema_only:
         raise SquashRefused(f"cannot squash {span}: {', '.join(data)} change(s) rows (a data migration), which a "
-                            f"squash of the schema would drop; nothing was written. Pass --schema-only if that "
-                            f"data is not needed on a fresh database", versions=data)
+                            f"squash of the schema would drop; nothing was written", versions=data, kind="data")
     altered = sorted(f"{kind} {name}" for (kind, name), sql in before.items() if after.get((kind, name)) != sql)
     if altered:
         raise SquashRefused(f"cannot squash {span}: it changes or drops {', '.join(altered)}, made outside the "
@@ -137,9 +136,8 @@ def refuse_partly_applied(replaced: list[Migration], applied: Iterable[str]) -> 
         missing = [m.version for m in replaced if m.number not in recorded]
         span = f"{replaced[0].version}..{replaced[-1].version}"
         raise SquashRefused(f"cannot squash {span}: the database has applied {', '.join(done)} but not "
-                            f"{', '.join(missing)}, and a partly applied squash cannot be migrated; apply the "
-                            f"rest (apm migrate --target {replaced[-1].version}) or roll them back first; "
-                            f"nothing was written", versions=missing)
+                            f"{', '.join(missing)}, and a partly applied squash cannot be migrated; nothing was "
+                            f"written", versions=missing, kind="partly-applied", target=replaced[-1].version)
 
 
 def write_squash(squash_: Squash) -> Path:

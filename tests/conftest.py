@@ -19,6 +19,13 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 NOTHING_TO_CHANGE = "del conn  # nothing to change: this migration is about the graph"
 
 
+def fix_of(finding) -> str:
+    """The fix line `apm migrate check` or `doctor` shows for ``finding`` when no option was given."""
+    from cli.safety import render_remedy
+
+    return render_remedy(finding.fix)
+
+
 def write_migration(
     directory: Path,
     version: str,

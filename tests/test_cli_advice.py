@@ -16,6 +16,8 @@ import pytest
 from cli.advice import message
 from planner import errors as E
 from planner.engines import errors as G
+from planner.engines.postgresql.lock_timeout import StepLocked
+from planner.locks import LockSettings
 
 d = Path("/tmp")
 f = Path("/tmp/nope.db")
@@ -81,8 +83,28 @@ CASES = [
      "migration 0003 (transactional = False) stopped before `DROP TABLE t` during upgrade: drops t, which was not confirmed. It runs outside a transaction: none of its statements ran, and it is not recorded (run it again once confirmed)"),
     (E.PartiallyAppliedSquash("0010", ["0001", "0002"], ["0003", "0004"]),
      "migration 0010 replaces 0001, 0002, 0003, 0004, but only 0001, 0002 of them are applied here; nothing was changed. Finish the chain first: move 0010's file out of the folder, run `apm migrate --target 0004`, and put it back (0010 then counts as applied); or roll back 0001, 0002 with the same file moved out"),
+    (E.SquashRefused("cannot squash 0001..0003: 0003 does not depend on 0001, so there is no range between them; "
+                     "nothing was written", kind="no-range"),
+     "cannot squash 0001..0003: 0003 does not depend on 0001, so there is no range between them; nothing was written. See `apm migrate graph`"),
+    (E.SquashRefused("cannot squash 0001..0003: 0002 change(s) rows (a data migration), which a squash of the schema "
+                     "would drop; nothing was written", versions=["0002"], kind="data"),
+     "cannot squash 0001..0003: 0002 change(s) rows (a data migration), which a squash of the schema would drop; nothing was written. Pass --schema-only if that data is not needed on a fresh database"),
+    (E.SquashRefused("cannot squash 0001..0003: the database has applied 0001 but not 0002, 0003, and a partly applied "
+                     "squash cannot be migrated; nothing was written", versions=["0002", "0003"],
+                     kind="partly-applied", target="0003"),
+     "cannot squash 0001..0003: the database has applied 0001 but not 0002, 0003, and a partly applied squash cannot be migrated; apply the rest (apm migrate --target 0003) or roll them back first; nothing was written"),
+    (StepLocked("0004", LockSettings(lock_timeout=0.3, retries=1), 2, []),
+     "migration 0004 could not get its lock within the lock timeout (300ms) in 2 attempts: held by a session the watch did not see (it may have ended); its step was rolled back, so nothing waits behind it. Try again when that session is done (or end it), or raise --lock-timeout / --lock-retries"),
+    (StepLocked("0004", LockSettings(lock_timeout=0.3, retries=1), 1, [], final=False, pause=0.5),
+     "lock timeout (300ms) on attempt 1 of 2: held by a session the watch did not see (it may have ended); rolled back, trying again in 0.5 s"),
     (E.ConflictingDependencyOptions(["0001"]),
      "a root migration depends on nothing, but dependencies 0001 were given; pass either --root or --depends-on"),
+    (E.EmptyPattern("glob pattern", "x/*.db"),
+     "--glob 'x/*.db' matches no database; check the pattern (quote it, so the shell does not expand it) and the current folder; nothing was changed"),
+    (E.EmptyPattern("list file", "dbs.txt"),
+     "--list 'dbs.txt' matches no database; check the pattern (quote it, so the shell does not expand it) and the current folder; nothing was changed"),
+    (E.EmptyPattern("fleet pattern", "x/*.db"),
+     "fleet pattern 'x/*.db' matches no database; check the pattern (quote it, so the shell does not expand it) and the current folder; nothing was changed"),
     (E.NoFleet(),
      "no databases named: give --glob PATTERN or --list FILE, or set fleet = [...] in apm.toml"),
     (E.NoJournal(d),

@@ -46,7 +46,7 @@ def test_connect_opens_an_existing_database_in_autocommit_mode(tmp_path):
 def test_missing_file_without_create_is_not_found_and_creates_nothing(tmp_path):
     with pytest.raises(DatabaseNotFound) as info:
         connect(tmp_path / "app.db")
-    assert info.value.path == tmp_path / "app.db"
+    assert info.value.database == str(tmp_path / "app.db")
     assert list(tmp_path.iterdir()) == []
 
 

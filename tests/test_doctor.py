@@ -20,6 +20,7 @@ from planner.errors import DatabaseNotFound, NotADatabase
 from planner.engines.sqlite.runner import Executor
 from planner.loader import load_catalog
 from planner.plan import apply_plan
+from tests.conftest import fix_of
 
 SHIPPED = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -68,13 +69,13 @@ def test_a_healthy_database_with_a_backup_has_only_the_backup_to_show(apm_db):
     finding = only(findings, "backup")
     assert finding.severity == "info"
     assert finding.message.startswith(f"backup {copy.name}, ") and " old, " in finding.message
-    assert finding.fix == f"apm --db {apm_db} migrate restore {copy}"
+    assert fix_of(finding) == f"apm --db {apm_db} migrate restore {copy}"
     assert codes(findings) == {"backup"}
 
 
 def test_no_backups_is_a_warning(apm_db):
     finding = only(diagnose_untouched(apm_db), "no-backups")
-    assert finding.severity == "warning" and ".backup" in finding.fix
+    assert finding.severity == "warning" and ".backup" in fix_of(finding)
 
 
 def test_backups_are_listed_newest_first_with_their_age(apm_db):
@@ -92,7 +93,7 @@ def test_a_broken_foreign_key_names_table_row_column_and_parent(apm_db):
     finding = only(diagnose_untouched(apm_db), "foreign-key")
     assert finding.severity == "error" and finding.scope == "database"
     assert finding.message.startswith("tasks row 1 has assigned_agent_id = 999, but agents(id) has no such row")
-    assert finding.fix == ('DELETE FROM "tasks" WHERE rowid = 1;  -- or: UPDATE "tasks" SET '
+    assert fix_of(finding) == ('DELETE FROM "tasks" WHERE rowid = 1;  -- or: UPDATE "tasks" SET '
                            '"assigned_agent_id" = NULL WHERE rowid = 1;')
 
 
@@ -114,7 +115,7 @@ def test_a_damaged_page_fails_the_integrity_check(tmp_path):
     finding = only(diagnose_untouched(db), "integrity")
     assert finding.severity == "error"
     assert "PRAGMA integrity_check reports" in finding.message and "damaged" in finding.message
-    assert finding.fix.startswith(f"apm --db {db} migrate restore {backup_path}")
+    assert fix_of(finding).startswith(f"apm --db {db} migrate restore {backup_path}")
 
 
 def test_an_edited_applied_file_is_found(apm_db, tmp_path):
@@ -134,14 +135,14 @@ def test_a_missing_file_is_found(apm_db, tmp_path):
         if source.name != "migration_0030.py":
             (catalog / source.name).write_text(source.read_text())
     finding = only(diagnose_untouched(apm_db, catalog), "missing-file")
-    assert finding.version == "0030" and "restore the file" in finding.fix
+    assert finding.version == "0030" and "restore the file" in fix_of(finding)
 
 
 def test_an_inconsistent_ledger_row_is_found(apm_db):
     execute(apm_db, "DELETE FROM schema_migrations WHERE version = '0027'")
     finding = only(diagnose_untouched(apm_db), "inconsistent-history")
     assert finding.version == "0029"
-    assert "apm migrate --mark-applied 0027" in finding.fix
+    assert "apm migrate --mark-applied 0027" in fix_of(finding)
 
 
 def test_a_legacy_three_column_ledger_is_found(tmp_path):
@@ -164,13 +165,13 @@ def test_tables_without_a_ledger_are_found(tmp_path):
     db = tmp_path / "unmanaged.db"
     execute(db, "CREATE TABLE projects (id INTEGER PRIMARY KEY)")
     finding = only(diagnose_untouched(db), "no-ledger")
-    assert "--mark-applied" in finding.fix
+    assert "--mark-applied" in fix_of(finding)
 
 
 def test_a_broken_catalog_is_one_finding(apm_db, tmp_path):
     catalog = tmp_path / "nope"
     finding = only(diagnose_untouched(apm_db, catalog), "catalog-invalid")
-    assert finding.fix.startswith("apm migrate check")
+    assert fix_of(finding).startswith("apm migrate check")
 
 
 def test_there_must_be_a_database(tmp_path):

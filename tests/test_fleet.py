@@ -302,6 +302,9 @@ def test_a_failure_stops_new_databases_unless_continue_on_error(tmp_path: Path, 
     assert result.returncode == 11
     assert [applied(p) for p in paths] == [["0001", "0002", "0003"]] + [["0001"]] * 4
     assert "p01/.aipm/data/aipm.db failed, so no further database was started" in result.stdout
+    # The command says how to go on anyway; the run's own reason (what a library caller reads) names no option.
+    assert "Stopped: projects/p01/.aipm/data/aipm.db failed, so no further database was started (--continue-on-error runs " \
+           "them all)" in result.stdout
     assert "3 not started" in result.stdout
     retry = next(line for line in result.stdout.splitlines() if "p01" in line and "apm " in line)
     command = retry[retry.index("apm "):].split()

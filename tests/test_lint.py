@@ -16,7 +16,7 @@ from planner.engines import engine_for
 from planner.lint import check_catalog
 from planner.loader import load_catalog
 from planner.plan import apply_plan
-from tests.conftest import write_migration
+from tests.conftest import fix_of, write_migration
 
 SHIPPED = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -46,7 +46,7 @@ def test_unknown_dependency_is_an_error_with_its_fix(catalog_dir):
     finding = only(check_catalog(catalog_dir), "unknown-dependency")
     assert (finding.severity, finding.version, finding.scope) == ("error", "0029", "catalog")
     assert "0029 depends on 0028, which does not exist" in finding.message
-    assert finding.fix == "remove '0028' from 0029's depends_on, or add migration_0028.py"
+    assert fix_of(finding) == "remove '0028' from 0029's depends_on, or add migration_0028.py"
     assert finding.describe().startswith("error    0029  unknown-dependency  0029 depends on 0028")
 
 
@@ -56,7 +56,7 @@ def test_docstring_dependencies_that_disagree_are_an_error(catalog_dir):
     write_migration(catalog_dir, "0027", depends_on=("0020",), documented=("0001",))
     finding = only(check_catalog(catalog_dir), "docstring-dependencies")
     assert finding.severity == "error" and finding.version == "0027"
-    assert 'depends_on = ("0001",)' in finding.fix
+    assert 'depends_on = ("0001",)' in fix_of(finding)
 
 
 def test_implied_dependency_is_a_warning_with_the_line_to_add(catalog_dir):
@@ -65,19 +65,19 @@ def test_implied_dependency_is_a_warning_with_the_line_to_add(catalog_dir):
     write_migration(catalog_dir, "0020")  # neither depends_on nor a Dependencies: section
     finding = only(check_catalog(catalog_dir), "implied-dependency")
     assert (finding.severity, finding.version) == ("warning", "0020")
-    assert finding.fix == 'add to migration_0020.py: depends_on = ("0019",)'
+    assert fix_of(finding) == 'add to migration_0020.py: depends_on = ("0019",)'
     assert "only because that file comes before it" in finding.message
 
 
 def test_an_implicit_root_is_told_to_say_so(catalog_dir):
     write_migration(catalog_dir, "0001")
-    assert only(check_catalog(catalog_dir), "implied-dependency").fix == "add to migration_0001.py: depends_on = ()"
+    assert fix_of(only(check_catalog(catalog_dir), "implied-dependency")) == "add to migration_0001.py: depends_on = ()"
 
 
 def test_missing_downgrade_is_a_warning(catalog_dir):
     write_migration(catalog_dir, "0001", depends_on=(), downgrade=None)
     finding = only(check_catalog(catalog_dir), "no-downgrade")
-    assert finding.severity == "warning" and "def downgrade(conn" in finding.fix
+    assert finding.severity == "warning" and "def downgrade(conn" in fix_of(finding)
 
 
 def test_docstring_version_differing_from_the_file_name_is_an_error(catalog_dir):
@@ -85,7 +85,7 @@ def test_docstring_version_differing_from_the_file_name_is_an_error(catalog_dir)
     path.write_text(path.read_text().replace("Migration 0027:", "Migration 0026:"))
     finding = only(check_catalog(catalog_dir), "docstring-version")
     assert finding.severity == "error"
-    assert finding.fix == "in migration_0027.py, make the first docstring line 'Migration 0027: Add metadata'"
+    assert fix_of(finding) == "in migration_0027.py, make the first docstring line 'Migration 0027: Add metadata'"
 
 
 def test_the_same_number_spelled_differently_is_not_a_docstring_mismatch(catalog_dir):
@@ -108,7 +108,7 @@ def test_every_loader_problem_is_reported_at_once(catalog_dir):
     assert {"malformed-file-name", "duplicate-version", "missing-upgrade", "unreadable-migration",
             "self-dependency", "dependency-cycle"} <= found
     duplicate = next(f for f in check_catalog(catalog_dir) if f.code == "duplicate-version")
-    assert duplicate.fix.startswith("git mv migration_2_again.py migration_0008_again.py")
+    assert fix_of(duplicate).startswith("git mv migration_2_again.py migration_0008_again.py")
 
 
 def test_a_missing_folder_is_one_error(tmp_path):
@@ -161,7 +161,7 @@ def test_a_deleted_sql_file_is_named_as_the_ledger_knows_it_not_as_a_py_file(tmp
     finding = only(check_catalog(folder, engine_for(db)), "missing-file")
     assert "migration_0002.py" not in finding.message and "migration_0002 file (.py or .sql)" in finding.message
     assert "'Add wishlist'" in finding.message  # what the ledger does know, to find the file by
-    assert f"'{folder}/migration_0002.*' '{folder}/migration_0002_*'" in finding.fix  # matches the .sql; not 00021
+    assert f"'{folder}/migration_0002.*' '{folder}/migration_0002_*'" in fix_of(finding)  # matches the .sql; not 00021
     # `apm migrate` warns about a missing file as it does about an edited one, and still applies what is pending.
     (folder / "migration_0003.sql").write_text("-- depends_on: 0001\n-- upgrade\nCREATE TABLE c (id INTEGER);\n")
     run = run_apm(*base, "migrate")
@@ -177,8 +177,8 @@ def test_an_inconsistent_history_is_an_error_with_both_fixes(applied_db, seed_ch
     conn.close()
     finding = only(check_catalog(seed_chain, engine_for(applied_db)), "inconsistent-history")
     assert finding.version == "0027"
-    assert "apm migrate --mark-applied 0020" in finding.fix
-    assert "apm migrate --rollback 0027 --cascade" in finding.fix
+    assert "apm migrate --mark-applied 0020" in fix_of(finding)
+    assert "apm migrate --rollback 0027 --cascade" in fix_of(finding)
 
 
 def test_a_database_that_does_not_exist_is_an_empty_history(seed_chain, tmp_path):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_migration
+from tests.conftest import fix_of, write_migration
 
 APM = Path(sys.executable).parent / "apm"
 pytestmark = pytest.mark.skipif(not APM.exists(), reason="the apm console script is not installed (pip install -e .)")
@@ -146,7 +146,7 @@ def test_doctor_reports_copies_older_versions_left_in_ram(tmp_path, monkeypatch)
     findings = doctor.diagnose(db, Path(__file__).resolve().parent.parent / "migrations")
     leftover = [f for f in findings if f.code == "leftover-rehearsal-copy"]
     assert len(leftover) == 1 and "apm-rehearsal-abc123" in leftover[0].message
-    assert leftover[0].fix.startswith("rm -rf ")
+    assert fix_of(leftover[0]).startswith("rm -rf ")
 
 
 # --------------------------------------------------------------------------

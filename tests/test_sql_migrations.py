@@ -13,7 +13,7 @@ from cli.main import apm
 from planner import errors as E
 from planner.catalog_page import catalog_page
 from planner.loader import load_catalog, scan_catalog
-from tests.conftest import run_apm, write_migration
+from tests.conftest import fix_of, run_apm, write_migration
 
 INDEX_SQL = """\
 -- Migration 0002: Add index on tasks.status
@@ -189,6 +189,6 @@ def test_check_gives_sql_fixes_for_sql_files(catalog_dir: Path) -> None:
 
     write_migration(catalog_dir, "0001", depends_on=())
     (catalog_dir / "migration_0002.sql").write_text("-- upgrade\nCREATE TABLE two (id INTEGER);\n")
-    fixes = {f.code: f.fix for f in check_catalog(catalog_dir)}
+    fixes = {f.code: fix_of(f) for f in check_catalog(catalog_dir)}
     assert fixes["implied-dependency"] == "add to migration_0002.sql: -- depends_on: 0001"
     assert "`-- downgrade` section" in fixes["no-downgrade"]

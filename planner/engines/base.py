@@ -214,8 +214,7 @@ class Backups(ABC):
 
         found = self.files()
         if not found:
-            # A server's display is a redacted URL: fine, as NoBackups reads database.name only without names.
-            raise NoBackups(self.display, self.names)  # type: ignore[arg-type]
+            raise NoBackups(self.display, self.names)
         return found[-1]
 
     def is_own(self, backup: Path) -> bool:

@@ -8,6 +8,7 @@ message shows the connection string through ``redact``: never a password.
 
 from __future__ import annotations
 
+from planner.engines.urls import shown as masked
 from planner.errors import DatabaseError
 
 
@@ -15,10 +16,11 @@ class DriverMissing(DatabaseError):
     """A PostgreSQL URL was given, but psycopg (the ``postgres`` extra) is not installed."""
 
     def __init__(self, shown: str):
+        shown = masked(shown)  # a caller's raw URL never reaches the message
         super().__init__(
             f"{shown} is a PostgreSQL database, and the PostgreSQL driver is not installed: "
             f"pip install 'apm-migrate[postgres]'",
-            path=shown,  # a connection string, redacted, not a file
+            database=shown,  # a connection string, redacted, not a file
         )
 
 
@@ -26,8 +28,9 @@ class DatabaseUnreachable(DatabaseError):
     """The server refused the connection or could not be reached; nothing was changed."""
 
     def __init__(self, shown: str, reason: str):
+        shown = masked(shown)  # a caller's raw URL never reaches the message
         self.reason = reason
-        super().__init__(f"cannot connect to {shown}: {reason}; nothing was changed", path=shown)
+        super().__init__(f"cannot connect to {shown}: {reason}; nothing was changed", database=shown)
 
 
 class DatabaseMissing(DatabaseUnreachable):
@@ -38,8 +41,9 @@ class ServerError(DatabaseError):
     """The server failed a statement of the ledger or the lock (not a migration's); nothing was changed."""
 
     def __init__(self, shown: str, reason: str):
+        shown = masked(shown)  # a caller's raw URL never reaches the message
         self.reason = reason
-        super().__init__(f"PostgreSQL error on {shown}: {reason}", path=shown)
+        super().__init__(f"PostgreSQL error on {shown}: {reason}", database=shown)
 
 
 class BackupToolMissing(DatabaseError, FileNotFoundError):
@@ -47,12 +51,13 @@ class BackupToolMissing(DatabaseError, FileNotFoundError):
 
     def __init__(self, shown: str, *, tool: str = "pg_dump", task: str = "back up {shown} before rolling back",
                  advice: str | None = None):
+        shown = masked(shown)  # a caller's raw URL never reaches the message
         self.tool = tool
         #: What the caller that wanted the tool lets the user do; ``None`` leaves it to the command.
         self.advice = advice
         super().__init__(
             f"cannot {task.format(shown=shown)}: {tool} is not installed (apt-get install "
-            f"postgresql-client); nothing was changed" + (f". {advice}" if advice else ""), path=shown,
+            f"postgresql-client); nothing was changed" + (f". {advice}" if advice else ""), database=shown,
         )
 
 
@@ -60,17 +65,19 @@ class BackupFailed(DatabaseError):
     """``pg_dump`` ran and failed; the command that wanted the backup (a rollback, a restore) did not run."""
 
     def __init__(self, shown: str, reason: str, advice: str | None = None):
+        shown = masked(shown)  # a caller's raw URL never reaches the message
         self.reason = reason
         #: What the caller that wanted the dump lets the user do; ``None`` leaves it to the command.
         self.advice = advice
         super().__init__(f"pg_dump could not back up {shown}: {reason}; nothing was changed"
-                         + (f". {advice}" if advice else ""), path=shown)
+                         + (f". {advice}" if advice else ""), database=shown)
 
 
 class RestoreFailed(DatabaseError):
     """``pg_restore`` failed; its single transaction rolled back, so the database is as it was."""
 
     def __init__(self, shown: str, backup: object, reason: str):
+        shown = masked(shown)  # a caller's raw URL never reaches the message
         self.reason = reason
         super().__init__(f"pg_restore could not restore {shown} from {backup}: {reason}; the restore ran in one "
-                         f"transaction, so nothing was changed", path=shown)
+                         f"transaction, so nothing was changed", database=shown)

@@ -22,6 +22,11 @@ _KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re
 
 MASK = "***"
 
+#: How the library names a database to a person: a file's path as given, or a connection string with its
+#: password masked (``shown``). Errors, findings, events and fleet rows hold this, never a ``Path`` or a raw URL,
+#: so no password can reach a message, a log or a file name through them.
+DatabaseName = str
+
 
 def is_postgres(db: str) -> bool:
     """Whether ``db`` names a PostgreSQL database rather than a SQLite file.
@@ -63,6 +68,15 @@ def redact(db: str) -> str:
     if not text.lower().startswith(_SCHEMES):
         text = _KEYWORD_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
     return text
+
+
+def shown(db: object) -> DatabaseName:
+    """``db`` (a path, a URL, libpq's keyword form) as a message names it: its password masked, if it has one.
+
+    Masking whatever looks like a password, not only a URL's, covers a misspelled scheme too
+    (``postgresq://app:pw@/db``), which is a path to ``is_postgres`` but still carries the password.
+    """
+    return redact(str(db))
 
 
 def without_password(db: str) -> str:

@@ -71,21 +71,6 @@ class Request:
             return rollback_plan(catalog, entries, self.rollback, cascade=self.cascade)
         return apply_plan(catalog, entries, target=self.target)
 
-    def flags(self) -> list[str]:
-        """The request as ``apm migrate`` options, for the command that retries one database alone."""
-        flags: list[str] = []
-        if self.to is not None:
-            flags += ["--to", self.to]
-        elif self.rollback is not None:
-            flags += ["--rollback", self.rollback] + (["--cascade"] if self.cascade else [])
-        elif self.target is not None:
-            flags += ["--target", self.target]
-        if not self.backup:
-            flags.append("--no-backup")
-        for code in self.lock_policy.allowed if self.lock_policy else ():
-            flags += ["--allow", code]
-        return flags
-
     def to_json(self) -> dict[str, Any]:
         """The whole request, as the journal keeps it for ``--resume`` (nothing in it holds a password)."""
         locks = self.locks
@@ -177,7 +162,8 @@ def run_member(member: Member, request: Request, catalog: Catalog | None = None,
             if request.lock_policy is not None:
                 engine.lock_policy = request.lock_policy
         if not member.on_server and not engine.exists():
-            outcome.error = f"{member.display} does not exist; `apm migrate --db {member.display}` creates it"
+            # A fleet never creates a member; a run of it alone does (the command shows that run's line).
+            outcome.error = f"{member.display} does not exist; a run of it alone creates it"
             return outcome
         try:
             plan = request.plan(catalog, engine.applied())

@@ -142,7 +142,7 @@ def discover(
         sources = order if order is not None else \
             [("glob", str(g)) for g in globs] + [("list", str(item)) for item in lists]
         for kind, source in sources:
-            found += _globbed(source, "--glob", cwd) if kind == "glob" else _listed(Path(source), cwd)
+            found += _globbed(source, "glob pattern", cwd) if kind == "glob" else _listed(Path(source), cwd)
     elif configured:
         for pattern in configured:
             found += _globbed(pattern, "fleet pattern", cwd)
@@ -181,7 +181,7 @@ def _listed(path: Path, cwd: Path) -> list[Member]:
     try:
         text = target.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise EmptyPattern("--list", f"{path} (cannot be read: {getattr(exc, 'strerror', None) or exc})") from exc
+        raise EmptyPattern("list file", f"{path} (cannot be read: {getattr(exc, 'strerror', None) or exc})") from exc
     entries = []
     for line in text.splitlines():
         if line.lstrip().lower().startswith(("postgresql://", "postgres://")):
@@ -191,5 +191,5 @@ def _listed(path: Path, cwd: Path) -> list[Member]:
         if entry and not entry.startswith("#"):
             entries.append(member(entry, cwd=cwd))
     if not entries:
-        raise EmptyPattern("--list", str(path))
+        raise EmptyPattern("list file", str(path))
     return entries

@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------
 
 
+#: Why a run stopped after a member failed (the command adds how to run them all anyway).
+STOPPED_BY_FAILURE = "failed, so no further database was started"
+
 @dataclass(frozen=True)
 class MemberStarted:
     member: Member
@@ -167,8 +170,7 @@ class FleetRun:
         if self.journal is not None:
             self.journal.record(outcome.to_record())
         if outcome.outcome == FAILED and not self.continue_on_error and self._stop is None:
-            self._stop = f"{outcome.member.display} failed, so no further database was started " \
-                         f"(--continue-on-error runs them all)"
+            self._stop = f"{outcome.member.display} {STOPPED_BY_FAILURE}"
         if self.on_event is not None:
             self.on_event(MemberFinished(outcome))
 

@@ -22,7 +22,7 @@ from planner.engines.postgresql.backup import dump_stem, list_dumps
 from planner.engines.postgresql.ledger import PgLedger, lock_key, quote
 from planner.errors import CatalogError
 from planner.ledger import LOG_TABLE, TABLE
-from planner.findings import age_text, size_text
+from planner.findings import Remedy, age_text, size_text
 from planner.lint import ERROR, INFO, WARNING, Finding, history_findings, tolerant_catalog
 from planner.nontransactional import STARTED, findings_for, interrupted_query
 
@@ -68,8 +68,7 @@ def _invalid_indexes(conn: Any) -> list[Finding]:
         ERROR, "invalid-index", None,
         f"index {schema}.{name} is invalid (a CREATE INDEX CONCURRENTLY that failed or was stopped): the server "
         f"keeps it up to date but never uses it, and CREATE INDEX ... IF NOT EXISTS skips it",
-        f"psql -c 'DROP INDEX CONCURRENTLY {quote(schema)}.{quote(name)}', then run the migration that builds it "
-        f"again (apm migrate --mark-rolled-back V, then apm migrate)", "database") for schema, name in rows]
+        Remedy("rebuild-invalid-index", (f"{quote(schema)}.{quote(name)}",)), "database") for schema, name in rows]
 
 
 class _Undo(Exception):
@@ -101,13 +100,13 @@ def probe_guarantees(engine: Any) -> list[Finding]:
                 findings.append(Finding(
                     ERROR, "advisory-lock-not-exclusive", None,
                     "a second session took an advisory lock another session held: this server does not "
-                    "serialize concurrent `apm migrate` runs, so two of them could apply one migration twice",
-                    "run one `apm migrate` at a time (a CI job with a concurrency limit of 1)", "database"))
+                    "serialize concurrent apm runs, so two of them could apply one migration twice",
+                    Remedy("one-run-at-a-time", note="a CI job with a concurrency limit of 1"), "database"))
         except psycopg.Error as exc:
             findings.append(Finding(
                 ERROR, "advisory-lock-missing", None,
-                f"the server refused advisory locks ({_first_line(exc)}): concurrent `apm migrate` runs "
-                f"cannot be serialized", "run one `apm migrate` at a time", "database"))
+                f"the server refused advisory locks ({_first_line(exc)}): concurrent apm runs "
+                f"cannot be serialized", Remedy("one-run-at-a-time"), "database"))
         finally:
             try:
                 holder.execute("SELECT pg_advisory_unlock_all()")
@@ -146,8 +145,7 @@ def _probe_transactional_ddl(conn: Any, schema: str) -> list[Finding]:
         ERROR, "ddl-not-transactional", None,
         "a CREATE TABLE survived the ROLLBACK of its transaction: a failed step could leave its schema change "
         "without its ledger row, and the preview would change what it only meant to watch",
-        "apm migrate --no-preview, one DDL statement per migration; compare the ledger with the schema after a "
-        "failure", "database")]
+        Remedy("no-preview"), "database")]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -178,8 +176,9 @@ def _shape(conn: Any, schema: str, columns: dict[str, set[str]]) -> list[Finding
         return [Finding(
             WARNING, "no-ledger", None,
             f"the database has {tables} table(s) but no {ledger}: apm treats every migration as pending and would "
-            f"run 0001 onwards over the existing schema (or the ledger is in another schema: --ledger-schema)",
-            "apm migrate --baseline <V>  # V: the newest migration whose changes are already in the schema",
+            f"run 0001 onwards over the existing schema (or the ledger is in another schema: the ledger_schema setting "
+            "names it)",
+            Remedy("baseline", ("<V>",), "V: the newest migration whose changes are already in the schema"),
             "history")]
     findings = []
     for table, wanted in ((TABLE, LEDGER_COLUMNS), (LOG_TABLE, LOG_COLUMNS)):
@@ -189,14 +188,13 @@ def _shape(conn: Any, schema: str, columns: dict[str, set[str]]) -> list[Finding
                 ERROR, "ledger-shape", None,
                 f"{schema}.{table} lacks the column(s) {', '.join(sorted(missing))} that apm reads and writes: "
                 f"another tool made it, or it was altered by hand, and apm cannot use it as it is",
-                f"psql -c '\\d {schema}.{table}'  # compare with docs/postgresql.md; or choose another "
-                f"--ledger-schema", "history"))
+                Remedy("inspect-ledger", (f"{schema}.{table}",), "compare with docs/postgresql.md"), "history"))
     if LOG_TABLE not in columns:
         findings.append(Finding(
             WARNING, "missing-log", None,
             f"{schema}.{LOG_TABLE} is missing, so the history of applies, rollbacks and marks is not kept",
-            "apm migrate  # recreates it when it next applies, rolls back or marks a migration; "
-            "with nothing to do, it waits", "history"))
+            Remedy("migrate", note="recreates it when it next applies, rolls back or marks a migration; "
+                                   "with nothing to do, it waits"), "history"))
     return findings
 
 
@@ -208,31 +206,29 @@ def _history(conn: Any, schema: str, catalog_dir: Path) -> list[Finding]:
         entries = PgLedger(conn, schema).applied_migrations()
     except ForeignLedger as exc:  # every column apm needs is there, and more that another tool needs
         return [Finding(ERROR, "ledger-shape", None, str(exc),
-                        f"psql -c '\\d {schema}.{TABLE}'  # or choose another --ledger-schema", "history")]
+                        Remedy("inspect-ledger", (f"{schema}.{TABLE}",)), "history")]
     try:
         catalog, files, unloadable = tolerant_catalog(catalog_dir)
     except CatalogError as exc:
         return [Finding(ERROR, "catalog-invalid", None, str(exc),
-                        "apm migrate check  # lists every problem of the catalog", "catalog")]
+                        Remedy("check", note="lists every problem of the catalog"), "catalog")]
     return history_findings(catalog, entries, files, unloadable) if catalog is not None else []
 
 
 def _backups(engine: Any, folder: Path) -> list[Finding]:
     """The newest ``pg_dump`` file of this database in the backup folder, or a warning that there is none."""
-    import shlex
-
     from planner.engines.urls import without_password
 
     dumps = list_dumps(engine.url, folder, engine.ledger_schema)
     if not dumps:
         # A tenant's own dumps hold its schema alone, as apm's would (planner.engines.postgresql.backup).
-        only = f" --schema={shlex.quote(engine.ledger_schema)}" if engine.tenant else ""
+        only = engine.ledger_schema if engine.tenant else ""
         return [Finding(
             WARNING, "no-backups", None,
             f"no pg_dump backup of this database is in {folder}: a bad rollback could not be undone",
-            f"pg_dump --format=custom{only} --file {folder}/{dump_stem(engine.url, engine.ledger_schema)}"
-            f".$(date +%Y%m%d_%H%M%S).dump "
-            f"{shlex.quote(without_password(engine.url))}  # the password from PGPASSWORD or ~/.pgpass",
+            Remedy("pg-dump", (only, f"{folder}/{dump_stem(engine.url, engine.ledger_schema)}"
+                                     f".$(date +%Y%m%d_%H%M%S).dump", without_password(engine.url)),
+                   "the password from PGPASSWORD or ~/.pgpass"),
             "database")]
     newest = dumps[-1]
     stat = newest.stat()
@@ -240,5 +236,5 @@ def _backups(engine: Any, folder: Path) -> list[Finding]:
         INFO, "backup", None,
         f"newest backup {newest.name}, {age_text(time.time() - stat.st_mtime)} old, {size_text(stat.st_size)} "
         f"({len(dumps)} in {folder})",
-        f"apm migrate restore {shlex.quote(str(newest))}  # one transaction under the lock, after a safety dump",
+        Remedy("restore", (str(newest),), "one transaction under the lock, after a safety dump"),
         "database", newest)]

@@ -153,6 +153,7 @@ class StepLocked(DatabaseError):
                  *, final: bool = True, pause: float = 0.0, shown: str | None = None):
         self.version, self.attempts, self.blockers = version, attempts, blockers
         self.lock_timeout = settings.lock_timeout
+        self.final = final
         who = ("held by " + "; ".join(b.describe() for b in blockers)) if blockers else \
             "held by a session the watch did not see (it may have ended)"
         what = f"migration {version}" if version else "the run"
@@ -160,12 +161,11 @@ class StepLocked(DatabaseError):
         if final:
             tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
             message = (f"{what} could not get its lock within the lock timeout ({timeout}) in {tries}: {who}; "
-                       f"its step was rolled back, so nothing waits behind it. Try again when that session is done "
-                       f"(or end it), or raise --lock-timeout / --lock-retries")
+                       f"its step was rolled back, so nothing waits behind it")
         else:
             message = (f"lock timeout ({timeout}) on attempt {attempts} of {settings.attempts}: {who}; "
                        f"rolled back, trying again in {pause:.1f} s")
-        super().__init__(message, path=shown)  # a redacted URL, or nothing
+        super().__init__(message, database=shown)  # a redacted URL, or nothing
 
 
 def apply_settings(conn: Any, settings: LockSettings) -> None:

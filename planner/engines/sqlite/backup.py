@@ -47,6 +47,7 @@ from planner.errors import (
     UnusableBackup,
 )
 from planner.engines.sqlite.ledger import Ledger
+from planner.engines.urls import shown
 from planner.ledger import LedgerEntry
 from planner.partials import partial_path, remove_abandoned
 from planner.backups import BackupInfo, RestoreResult, ledger_difference
@@ -289,7 +290,7 @@ def restore(database: Path | str, backup_path: Path | str, *,
         if safety is not None:  # the database is unchanged, so its fresh copy is only clutter
             safety.unlink(missing_ok=True)
         raise
-    return RestoreResult(database, backup_path, safety, ledger_difference(current, restored))
+    return RestoreResult(shown(database), backup_path, safety, ledger_difference(current, restored))
 
 
 def _copy_into(backup_path: Path, database: Path, busy_timeout: float) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from planner.engines.sqlite.backup import list_backups
 from planner.engines.sqlite.database import DEFAULT_BUSY_TIMEOUT, has_journal, read_only_connection, writable
 from planner.errors import CatalogError, DatabaseNotFound, DatabaseReadOnly, NotADatabase
-from planner.findings import age_text, size_text
+from planner.findings import Remedy, age_text, size_text
 from planner.lint import ERROR, INFO, WARNING, Finding, history_findings, note_findings, tolerant_catalog
 from planner.nontransactional import interrupted_findings
 from planner.schema import quote_identifier
@@ -88,7 +88,7 @@ def _leftover_copies() -> list[Finding]:
                 WARNING, "leftover-rehearsal-copy", None,
                 f"{path} ({size_text(size)}) is a copy of a database that an older apm left when it was stopped "
                 f"mid-rehearsal; this version never copies, so nothing uses it",
-                f"rm -rf {path}", "database"))
+                Remedy.line(f"rm -rf {path}"), "database"))
     return findings
 
 
@@ -98,13 +98,16 @@ def _cut_short(db_path: Path) -> Finding:
         f"{db_path}-journal holds a transaction that was cut short (a process killed or a machine stopped "
         f"mid-write); nothing else is read until it is rolled back, which the next command that opens the "
         f"database does",
-        f"apm --db {db_path} status  # rolls the cut transaction back, then run doctor again", "database")
+        Remedy("list", note="opening the database rolls the cut transaction back; then run doctor again"),
+        "database")
 
 
-def _restore_fix(db_path: Path, backups: list[Path]) -> str:
+def _restore_fix(db_path: Path, backups: list[Path]) -> Remedy:
     if backups:
-        return f"apm --db {db_path} migrate restore {backups[-1]}  # newest backup; the damaged file is kept as a backup"
-    return f"sqlite3 {db_path} .recover | sqlite3 {db_path}.recovered  # no backup exists; salvage what is readable"
+        return Remedy("restore", (str(backups[-1]),), "newest backup; the damaged file is kept as a backup",
+                      database=str(db_path))
+    return Remedy.line(f"sqlite3 {db_path} .recover | sqlite3 {db_path}.recovered  # no backup exists; salvage what "
+                       f"is readable")
 
 
 def _integrity(conn: sqlite3.Connection, db_path: Path, backups: list[Path]) -> list[Finding]:
@@ -136,7 +139,7 @@ def _foreign_keys(conn: sqlite3.Connection) -> list[Finding]:
         rows = conn.execute("PRAGMA foreign_key_check").fetchmany(MAX_DETAILS + 1)
     except sqlite3.DatabaseError as exc:
         return [Finding(ERROR, "foreign-key-check", None, f"PRAGMA foreign_key_check failed: {exc}",
-                        "apm migrate doctor  # after fixing the problems above", "database")]
+                        Remedy("doctor", note="after fixing the problems above"), "database")]
     findings: list[Finding] = []
     keys: dict[str, dict[int, list[tuple]]] = {}
     for table, rowid, parent, fk_id in rows[:MAX_DETAILS]:
@@ -163,10 +166,10 @@ def _foreign_keys(conn: sqlite3.Connection) -> list[Finding]:
             ERROR, "foreign-key", None,
             f"{table} row {rowid} has {column_text} = {value_text}, but {parent}({', '.join(targets)}) has no "
             f"such row: the reference is broken, and the next migration's foreign_key_check will fail on it",
-            fix, "database"))
+            Remedy.line(fix), "database"))
     if len(rows) > MAX_DETAILS:
         findings.append(Finding(ERROR, "foreign-key", None, "foreign_key_check reports more violations than shown",
-                                "sqlite3 <db> 'PRAGMA foreign_key_check'", "database"))
+                                Remedy.line("sqlite3 <db> 'PRAGMA foreign_key_check'"), "database"))
     return findings
 
 
@@ -194,7 +197,7 @@ def _ledger(conn: sqlite3.Connection, db_path: Path, catalog_dir: Path) -> list[
                 WARNING, "no-ledger", None,
                 f"the database has {user_tables} table(s) but no {TABLE}: apm treats every migration as pending "
                 f"and would run 0001 onwards over the existing schema",
-                "apm migrate --mark-applied <V>  # for each migration already in the schema, oldest first",
+                Remedy("mark-applied", ("<V>",), "for each migration already in the schema, oldest first"),
                 "history"))
         return findings
     if not {"checksum", "execution_ms"} <= ledger_columns:
@@ -202,14 +205,14 @@ def _ledger(conn: sqlite3.Connection, db_path: Path, catalog_dir: Path) -> list[
             WARNING, "legacy-ledger", None,
             f"{TABLE} is the old framework's table ({', '.join(sorted(ledger_columns))}) without checksum "
             f"columns: edits to applied migration files cannot be detected",
-            "apm migrate  # upgrades the ledger in place (ALTER TABLE ADD COLUMN) the next time it runs a "
-            "migration or a mark; no row is lost", "history"))
+            Remedy("migrate", note="upgrades the ledger in place (ALTER TABLE ADD COLUMN) the next time it runs a "
+                                   "migration or a mark; no row is lost"), "history"))
     elif not has_log:
         findings.append(Finding(
             WARNING, "missing-log", None,
             f"{LOG_TABLE} is missing, so the history of applies, rollbacks and marks is not kept",
-            "apm migrate  # recreates it when it next applies, rolls back or marks a migration; "
-            "with nothing to do, it waits", "history"))
+            Remedy("migrate", note="recreates it when it next applies, rolls back or marks a migration; "
+                                   "with nothing to do, it waits"), "history"))
 
     try:
         entries = Ledger(conn).applied_migrations()
@@ -220,7 +223,7 @@ def _ledger(conn: sqlite3.Connection, db_path: Path, catalog_dir: Path) -> list[
         catalog, files, unloadable = tolerant_catalog(catalog_dir)
     except CatalogError as exc:
         return findings + [Finding(ERROR, "catalog-invalid", None, str(exc),
-                                   "apm migrate check  # lists every problem of the catalog", "catalog")]
+                                   Remedy("check", note="lists every problem of the catalog"), "catalog")]
     if catalog is None:
         return findings
     findings.extend(history_findings(catalog, entries, files, unloadable))
@@ -235,7 +238,7 @@ def _backups(db_path: Path, backups: list[Path]) -> list[Finding]:
             WARNING, "no-backups", None,
             f"no backup of {db_path.name} is next to it ({db_path.name}.backup.*): a damaged file or a bad "
             f"rollback could not be undone",
-            f"sqlite3 {db_path} \".backup '{db_path}.backup.$(date +%Y%m%d_%H%M%S)'\"", "database")]
+            Remedy.line(f"sqlite3 {db_path} \".backup '{db_path}.backup.$(date +%Y%m%d_%H%M%S)'\""), "database")]
     now = time.time()
     findings = []
     for path in reversed(backups):  # newest first: the one to restore
@@ -243,5 +246,5 @@ def _backups(db_path: Path, backups: list[Path]) -> list[Finding]:
         findings.append(Finding(
             INFO, "backup", None,
             f"backup {path.name}, {age_text(now - stat.st_mtime)} old, {size_text(stat.st_size)}",
-            f"apm --db {db_path} migrate restore {path}", "database", path))
+            Remedy("restore", (str(path),), database=str(db_path)), "database", path))
     return findings
