@@ -135,7 +135,7 @@ def _parse(path: Path, data: bytes | None = None) -> dict[str, Any]:
 
 def _shown(value: Any) -> str:
     if isinstance(value, str):
-        from planner.engines.urls import redact
+        from planner.urls import redact
 
         return f'"{redact(value)}"'
     if isinstance(value, bool):
@@ -185,7 +185,7 @@ def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
         if not isinstance(value, str) or not value.strip():
             raise bad()
         if key == "db":
-            from planner.engines.urls import misspelled_url
+            from planner.urls import misspelled_url
             from planner.engines import on_server
 
             start = misspelled_url(value)

@@ -218,7 +218,7 @@ def _journal_folder() -> Path:
 
 def _journal_member(candidate) -> dict:
     """A member as the journal keeps it: never a password."""
-    from planner.engines.urls import without_password
+    from planner.urls import without_password
 
     return {"db": candidate.display, "key": candidate.key,
             "open": without_password(candidate.db) if candidate.on_server else candidate.real}
@@ -359,7 +359,7 @@ def _quote(text: str) -> str:
 
 def retry_command(outcome, request) -> str:
     """The exact command that runs this one database alone, as `apm migrate` (no password in it)."""
-    from planner.engines.urls import without_password
+    from planner.urls import without_password
 
     candidate = outcome.member
     options = settings()

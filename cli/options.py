@@ -241,7 +241,7 @@ class Settings:
                     "ledger_schema": ("public", "default (PostgreSQL only)"),
                     "backup_dir": (None, "default (SQLite: beside the file; PostgreSQL: this folder)")}
         rows: list[tuple[str, object, str]] = []
-        from planner.engines.urls import redact
+        from planner.urls import redact
 
         if isinstance(given["db"], str) or isinstance(config.get("db"), str):  # never show a password
             given["db"] = redact(given["db"]) if isinstance(given["db"], str) else given["db"]
@@ -306,7 +306,7 @@ def _db(value: str) -> Path | str:
 
 def refuse_misspelled_url(value: str) -> None:
     """A URL whose scheme is not PostgreSQL's is a typo to fix, not a file to create (exit 2)."""
-    from planner.engines.urls import misspelled_url
+    from planner.urls import misspelled_url
 
     start = misspelled_url(value)
     if start is not None:

@@ -47,7 +47,7 @@ def remedy_renderer() -> Callable[[Remedy], str]:
     alone would act on the default database. A URL's password is left out:
     libpq then finds it in ``PGPASSWORD`` or ``~/.pgpass``, not on the screen.
     """
-    from planner.engines.urls import without_password
+    from planner.urls import without_password
 
     options = settings()
     chosen = []

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from planner import versions
-from planner.engines.urls import DatabaseName
+from planner.urls import DatabaseName
 from planner.ledger import LedgerEntry
 
 __all__ = ["BackupInfo", "LedgerDifference", "RestoreResult", "ledger_difference"]
@@ -68,7 +68,7 @@ def ledger_difference(current: dict[str, LedgerEntry], restored: dict[str, Ledge
 class RestoreResult:
     """What ``restore`` did."""
 
-    #: The database as a person reads it (``planner.engines.urls.shown``): the file's path, or the connection
+    #: The database as a person reads it (``planner.urls.shown``): the file's path, or the connection
     #: string with its password masked.
     database: DatabaseName
     backup: Path

@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from planner.engines.urls import DatabaseName, shown
+from planner.urls import DatabaseName, shown
 
 
 def _versions(versions: Iterable[str]) -> str:
@@ -509,7 +509,7 @@ class DatabaseError(MigrationError):
     The message is the fact alone: what to do next depends on who asked (a
     one-database command, a fleet, a program), so the command adds its own
     advice (``cli.advice``). ``database`` names it as a person reads it
-    (``planner.engines.urls.shown``): a path, or a URL with its password
+    (``planner.urls.shown``): a path, or a URL with its password
     masked; ``None`` when there is none to name.
     """
 

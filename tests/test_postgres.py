@@ -65,7 +65,7 @@ def test_redact_masks_every_password_form():
 
 
 def test_without_password_leaves_every_password_form_out():
-    from planner.engines.urls import without_password
+    from planner.urls import without_password
 
     assert without_password("postgresql://me:s3cret@db:5432/app") == "postgresql://me@db:5432/app"
     assert without_password("postgresql://:s3cret@db/app") == "postgresql://db/app"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from planner.engines.base import Engine
-from planner.engines.urls import database_name, is_postgres, redact
+from planner.urls import database_name, is_postgres, redact
 
 __all__ = ["Engine", "EngineKind", "KINDS", "engine_for", "kind_of", "on_server", "redact", "database_name"]
 

@@ -8,7 +8,7 @@ message shows the connection string through ``redact``: never a password.
 
 from __future__ import annotations
 
-from planner.engines.urls import shown as masked
+from planner.urls import shown as masked
 from planner.errors import DatabaseError
 
 

@@ -215,7 +215,7 @@ def first_line(text: str | None) -> str:
 
 def one_line(error: BaseException) -> str:
     """An error's message on one line, any password masked."""
-    from planner.engines.urls import redact
+    from planner.urls import redact
 
     # An error's text is its fact: advice for a one-database command (``--db``) is the command's to add.
     return redact(first_line(str(error)) or type(error).__name__)

@@ -341,7 +341,7 @@ class _Backup:
 
 def one_line(error: BaseException, *, unexpected: bool = False) -> str:
     """An error as one line, any password masked."""
-    from planner.engines.urls import redact
+    from planner.urls import redact
 
     # An error's text is its fact: advice for a one-database command (``--db``) is the command's to add.
     text = str(error).strip().splitlines()

@@ -55,7 +55,7 @@ class Member:
         """The member as every output names it: the path as given, or the URL with its password masked."""
         if not self.on_server:
             return self.db
-        from planner.engines.urls import redact
+        from planner.urls import redact
 
         return redact(self.db)
 
@@ -68,7 +68,7 @@ class Member:
         """
         if not self.on_server:
             return os.path.realpath(self.real)
-        from planner.engines.urls import without_password
+        from planner.urls import without_password
 
         return without_password(self.db)
 

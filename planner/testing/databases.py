@@ -21,7 +21,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from planner.engines.urls import database_name, redact
+from planner.urls import database_name, redact
 
 from planner.engines import on_server
 

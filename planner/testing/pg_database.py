@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from planner.engines.postgresql.connection import PgMigrationConnection
-from planner.engines.urls import database_name, redact
+from planner.urls import database_name, redact
 from planner.testing.databases import NAME_FIELD, DatabaseUnavailable, check_template
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from planner.engines.urls import redact
+from planner.urls import redact
 
 from planner.engines import on_server
 from planner.testing.databases import DatabaseUnavailable, SQLiteDatabase, TestDatabase, safe_name

@@ -21,7 +21,7 @@ from planner.engines.base import Backups, Engine
 from planner.engines.errors import DatabaseMissing, DatabaseUnreachable, DriverMissing, ServerError
 from planner.errors import DatabaseLocked
 from planner.engines.postgresql.ledger import PgLedger, lock_key
-from planner.engines.urls import redact
+from planner.urls import redact
 from planner.gcpause import collector_paused
 
 if TYPE_CHECKING:
@@ -231,7 +231,7 @@ class PgBackups(Backups):
 
     @property
     def short_name(self) -> str:
-        from planner.engines.urls import database_name
+        from planner.urls import database_name
 
         return database_name(self.url)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import cast
 
 from planner.engines.errors import BackupFailed, BackupToolMissing
-from planner.engines.urls import database_name, redact
+from planner.urls import database_name, redact
 from planner.partials import partial_path, remove_abandoned
 
 

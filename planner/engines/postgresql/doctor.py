@@ -149,7 +149,7 @@ def _probe_transactional_ddl(conn: Any, schema: str) -> list[Finding]:
 
 
 def _first_line(exc: BaseException) -> str:
-    from planner.engines.urls import redact
+    from planner.urls import redact
 
     lines = str(exc).strip().splitlines()
     return redact(lines[0] if lines else type(exc).__name__)
@@ -217,7 +217,7 @@ def _history(conn: Any, schema: str, catalog_dir: Path) -> list[Finding]:
 
 def _backups(engine: Any, folder: Path) -> list[Finding]:
     """The newest ``pg_dump`` file of this database in the backup folder, or a warning that there is none."""
-    from planner.engines.urls import without_password
+    from planner.urls import without_password
 
     dumps = list_dumps(engine.url, folder, engine.ledger_schema)
     if not dumps:

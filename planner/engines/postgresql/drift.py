@@ -190,13 +190,13 @@ def _with_database(url: str, name: str) -> str:
 
 
 def _server_key(url: str) -> str:
-    from planner.engines.urls import without_password
+    from planner.urls import without_password
 
     return without_password(url).split("/")[2] if "://" in url else without_password(url)
 
 
 def _first(error: BaseException) -> str:
-    from planner.engines.urls import redact
+    from planner.urls import redact
 
     text = str(error).strip().splitlines()
     return redact(text[0] if text else type(error).__name__)

@@ -40,7 +40,7 @@ from planner.backups import BackupInfo, RestoreResult, ledger_difference
 from planner.engines.errors import BackupToolMissing, RestoreFailed
 from planner.engines.postgresql.backup import client_environment, dump, dump_time, run_client
 from planner.engines.postgresql.ledger import PgLedger
-from planner.engines.urls import redact
+from planner.urls import redact
 from planner.errors import UnusableBackup
 from planner.ledger import TABLE, LedgerEntry
 

@@ -47,7 +47,7 @@ from planner.errors import (
     UnusableBackup,
 )
 from planner.engines.sqlite.ledger import Ledger
-from planner.engines.urls import shown
+from planner.urls import shown
 from planner.ledger import LedgerEntry
 from planner.partials import partial_path, remove_abandoned
 from planner.backups import BackupInfo, RestoreResult, ledger_difference
