@@ -172,10 +172,9 @@ def configure(settings: Settings, engine) -> None:
 def gating_findings(preview) -> list[str]:
     """Lines for the lock findings of ``preview`` that stop the run (at or above the gate, not accepted)."""
     from cli.options import settings
-    from planner.locks import gating
+    from planner.request import gating_lines
 
-    return [f"{version}: {finding.code} on {finding.relation} ({finding.level})"
-            for version, finding in gating(lock_policy(settings()), preview.steps)]
+    return gating_lines(lock_policy(settings()), preview)
 
 
 def lock_refusal(lines: list[str], unchanged: str) -> str:
