@@ -117,6 +117,14 @@ class Session(OutsideSteps, ABC):
         """What a ``transactional = False`` step runs inside, since it has no transaction of ours."""
         return nullcontext()
 
+    def performing(self, observer: Any = None) -> AbstractContextManager[None]:
+        """What one step's work runs inside: an engine puts back what a migration may change on its connection."""
+        return nullcontext()
+
+    def explained(self, step: Step, error: Exception) -> Exception:
+        """The failure as the log row tells it; an engine may say more (PostgreSQL: the attempt, the lock holder)."""
+        return error
+
     # -- the ledger, as seen inside the lock ---------------------------------------
 
     def read_applied(self) -> set[str]:
@@ -191,6 +199,11 @@ class Session(OutsideSteps, ABC):
     # -- one step's work, inside an open transaction -------------------------------
 
     def perform(self, step: Step, observer: Any = None) -> str | None:
+        """One step's work, inside what the engine wraps around it (``performing``)."""
+        with self.performing(observer):
+            return self._perform(step, observer)
+
+    def _perform(self, step: Step, observer: Any = None) -> str | None:
         """Run the migration's code and the checks after it; anything it raises fails the step.
 
         Returns the log row's note (``detail``). ``sys.exit()`` or a
@@ -282,6 +295,7 @@ class Session(OutsideSteps, ABC):
 
     def log_failure(self, step: Step, error: Exception, execution_ms: int | None) -> None:
         """Record the failure in its own small transaction; best effort, since the database may be the problem."""
+        error = self.explained(step, error)
         try:
             with self.transaction():
                 self.ledger.log(step.version, step.direction, FAILED, step.migration.checksum, execution_ms,

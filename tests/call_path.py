@@ -82,7 +82,7 @@ def trace(*args: str, db: Path) -> CallPath:
 def report(title: str, found: CallPath) -> None:
     print(f"## {title} (exit {found.exit_code})")
     for module, count in sorted(found.entries.items(), key=lambda item: (-item[1], item[0])):
-        if module.startswith("cli/") or "session" in module or "runner" in module:
+        if module.startswith("cli/") or any(part in module for part in ("session", "runner", "request")):
             print(f"  {count:5d}  {module}")
     print(f"  climbs from planner/ into cli/: {sum(found.climbs.values())}")
     for where, count in sorted(found.climbs.items()):
