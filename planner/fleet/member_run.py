@@ -170,7 +170,8 @@ def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: M
         outcome.error = f"lock findings stop this plan ({'; '.join(outcome.lock_findings)}); {unchanged}"
     else:
         outcome.outcome, outcome.unconfirmed = SKIPPED, True
-        what = "the database changed meanwhile: it now destroys " if confirmed is not None else "destroys "
+        # Changed: what was confirmed for this part is not what it destroys now. A later part's loss is a new question.
+        what = "the database changed meanwhile: it now destroys " if result.status == requests.CHANGED else "destroys "
         outcome.error = f"this plan {what}{'; '.join(result.loss)}; {unchanged}"
 
 
