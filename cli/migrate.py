@@ -20,7 +20,6 @@ from cli.running import (
     dry_run_report,
     ledger_entries,
     load_catalog,
-    make_apply_plan,
     preview_plan,
     request_for,
     require_database,
@@ -155,8 +154,10 @@ def _marked(migration, action: str, verb: str, as_json: bool) -> None:
 
 
 def _list_pending(as_json: bool) -> None:
+    from planner.request import Request
+
     catalog = load_catalog()
-    plan = make_apply_plan(catalog, ledger_entries(), None)
+    plan = Request().plan(catalog, ledger_entries())  # what `apm migrate` would apply
     if as_json:
         emit_json([{"version": s.version, "description": s.migration.description,
                     "depends_on": list(s.migration.depends_on), "reversible": s.migration.reversible,
@@ -244,14 +245,15 @@ def _show_plan(rollback: str | None, cascade: bool, target: str | None, to: str 
     from planner.request import Request
 
     catalog = load_catalog()
-    plan = Request(target=target, rollback=rollback, cascade=cascade, to=to).plan(catalog, ledger_entries())
+    request = Request(target=target, rollback=rollback, cascade=cascade, to=to, sql=sql, dry_run=True)
+    plan = request.plan(catalog, ledger_entries())
     refuse_empty_upgrades(plan)  # what `apm migrate` would answer
     rehearse = rehearse or sql
     if as_json and not rehearse:
         emit_json(plan_json(plan))
         return plan
     if as_json:
-        preview = preview_plan(catalog, plan, sql=sql) if plan else None
+        preview = preview_plan(catalog, plan, request) if plan else None
         emit_json({**plan_json(plan), "preview": preview.to_json() if preview else None})
         return plan
     if not plan:
@@ -261,5 +263,5 @@ def _show_plan(rollback: str | None, cascade: bool, target: str | None, to: str 
     echo(plan_table(plan))
     if rehearse:
         echo()
-        dry_run_report(catalog, plan, as_json=False, sql=sql, exit_on_loss=False)
+        dry_run_report(catalog, plan, request, as_json=False, exit_on_loss=False)
     return plan

@@ -40,13 +40,6 @@ def ledger_entries() -> dict:
 
 
 
-def make_apply_plan(catalog, entries: dict, target: str | None):
-    from planner.plan import apply_plan
-
-    return apply_plan(catalog, entries, target=target)
-
-
-
 def require_database() -> None:
     """Refuse, as a database problem (exit 6), a command that needs an existing database and has none."""
     settings().engine.require()
@@ -87,7 +80,7 @@ def run_request(request, *, as_json: bool) -> None:
     if request.atomic:
         refuse_non_transactional(plan)
     if request.dry_run:
-        dry_run_report(catalog, plan, as_json, sql=request.sql, request=request)  # an empty plan too: the same shape
+        dry_run_report(catalog, plan, request, as_json)  # an empty plan too: the same shape
         return
     keeps_backup = request.rollback is not None or request.to is not None  # an apply takes none
     if not plan:
@@ -143,8 +136,7 @@ def run_plan(catalog, plan, request, *, as_json: bool):
         confirmed, locks_accepted = _answer(plan, outcome, as_json, confirmed, locks_accepted)
     if request.previewed and not outcome.in_parts:
         _tell_committed(outcome.steps, outcome.destroyed, watch)
-    elif watch.backup is not None:
-        watch.announce()
+    watch.announce()  # a run in parts that committed only skipped steps, say
     for path in outcome.pruned:
         echo(f"Removed old backup {path} (--keep-backups {request.keep_backups})", err=True)  # as restore says it
     return outcome
@@ -299,17 +291,10 @@ class _Watch:
                 self._stepwise(event)
 
     def _part(self, event) -> None:
+        """A part ended: a previewed one is told now; a step outside any transaction was told as it ran."""
         self.outside = False
-        if event.preview is not None:
-            self.parts_done = True
-            self.announce()
-            _tell_committed(event.steps, event.destroyed, self)
-            return
-        self.parts_done = self.parts_done or any(row.status != "skipped" for row in event.steps)
-        if event.destroyed:  # on stderr, so --json stays one document on stdout
-            echo("This run destroyed data, as confirmed:", fg="yellow", err=True)
-            for line in event.destroyed:
-                echo(f"  {line}", err=True)
+        self.parts_done = self.parts_done or event.preview is not None or any(r.status != "skipped" for r in event.steps)
+        _tell_committed(event.steps if event.preview is not None else [], event.destroyed, self)
 
     def _replanned(self, event) -> None:
         if self.previewed:
@@ -361,6 +346,7 @@ class _Watch:
         if self.progress is not None:
             self.progress.done(line)
         elif not self.atomic and not self.as_json:
+            self.announce()  # a backup, before the first line of what it is a copy from before
             echo(line, fg="yellow" if isinstance(event, StepSkipped) else None)
 
     def close(self, *, committed: bool) -> None:
@@ -377,21 +363,22 @@ class _Watch:
 # --------------------------------------------------------------------------
 
 
-def preview_plan(catalog, plan, *, sql: bool = False, request=None, as_json: bool = True):
-    """The plan run in one watched transaction and rolled back; planned again inside the lock for ``request``."""
-    from planner.request import Request, rehearse
+def preview_plan(catalog, plan, request, *, as_json: bool = True):
+    """The plan run in one watched transaction and rolled back, planned again inside the lock (``request``)."""
+    from planner import request as requests
 
-    watch = _Watch(plan, request or Request(), as_json, rehearsal=True)
-    preview = rehearse(settings().engine, catalog, request, plan, sql=sql, on_event=watch.event)
+    watch = _Watch(plan, request, as_json, rehearsal=True)
+    preview = requests.run(settings().engine, catalog, request, plan, on_event=watch.event).stopped
     watch.close(committed=False)
     return preview
 
 
-def dry_run_report(catalog, plan, as_json: bool, *, sql: bool = False, request=None, exit_on_loss: bool = True):
+def dry_run_report(catalog, plan, request, as_json: bool, *, exit_on_loss: bool = True):
     """Preview and roll back: exit 7 when the plan would destroy data, 5 (or the error's code) when a step fails."""
     import click
 
-    preview = preview_plan(catalog, plan, sql=sql, request=request, as_json=as_json)
+    sql = request.sql
+    preview = preview_plan(catalog, plan, request, as_json=as_json)
     report_preview(preview, plan, as_json=as_json, sql=sql)
     if preview.error is not None:
         from cli.errors import exit_code_for

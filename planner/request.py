@@ -1,22 +1,15 @@
 """One request run on one database, as a real ``apm migrate`` runs it: one call in, one result out.
 
-``apm migrate`` and every database of ``apm fleet migrate`` take this one
-path. A request (apply, ``--target``, ``--rollback``, ``--to``) is planned
-from the ledger, and again inside the lock; the plan runs in one watched
-transaction (the runner's ``preview``) that commits only if it destroys
-nothing, or what it destroys was confirmed, and no lock finding stops it. A
-plan holding ``transactional = False`` steps runs in parts
-(``planner.plan.segments``): each run of transactional steps previewed so,
-each outside step alone, checked statement by statement (``planner.outside``).
-The backup before a rollback is taken by the runner inside its lock, kept
-once something committed, deleted otherwise.
-
+``apm migrate`` and every database of ``apm fleet migrate`` take this path.
+The plan runs in one watched transaction (the runner's ``preview``, planned
+again inside the lock) that commits only if it destroys nothing, or no more
+than was confirmed, and no lock finding stops it; a plan holding
+``transactional = False`` steps runs in parts (``planner.plan.segments``),
+each such step alone, checked statement by statement (``planner.outside``).
 What needs a person's answer is not asked here: the run stops, rolls back,
-and its ``RunOutcome`` says what to confirm (``loss``, ``lock_findings``).
-The caller asks, then calls again with the answer (``confirmed``,
-``locks_accepted``, and ``after``: the outcome so far, for a plan in parts).
-The only question asked during a run is the one that cannot wait: a
-statement of a step outside any transaction (``ask_outside``).
+and its ``RunOutcome`` says what to confirm; the caller asks, then calls
+again with the answer. Only a statement of a step outside any transaction
+cannot wait (``ask_outside``).
 """
 
 from __future__ import annotations
@@ -154,8 +147,6 @@ class RunOutcome:
     in_parts: bool = False
     #: Whether the part that stopped is the first this call ran (an answer given for it no longer fits).
     first_part: bool = True
-    #: How many calls of ``run`` this outcome took (a person's answer is one more).
-    calls: int = 0
 
     @property
     def done(self) -> list[str]:
@@ -228,18 +219,6 @@ def gating_lines(policy: LockPolicy | None, preview: Preview) -> list[str]:
             for version, finding in gating(policy or LockPolicy(), preview.steps)]
 
 
-def rehearse(engine: Any, catalog: Catalog, request: Request | None, plan: Plan, *, sql: bool | None = None,
-             on_event: Callable[[Event], None] | None = None) -> Preview:
-    """The plan run in one watched transaction and rolled back (``--dry-run``, ``plan --rehearse``).
-
-    With a ``request``, the plan is made again inside the lock from the ledger as it is there.
-    """
-    runner = engine.runner(catalog=catalog, create=all(step.direction == "apply" for step in plan.steps))
-    replan = (lambda ledger: request.plan(catalog, ledger)) if request is not None else None
-    return runner.preview(plan, make_plan=replan, on_event=on_event,
-                          capture_sql=sql if sql is not None else bool(request and request.sql))
-
-
 def run(engine: Any, catalog: Catalog, request: Request, plan: Plan | None = None, *,
         confirmed: Sequence[str] | None = None, locks_accepted: Sequence[str] = (),
         on_event: Callable[[Event], None] | None = None,
@@ -253,67 +232,38 @@ def run(engine: Any, catalog: Catalog, request: Request, plan: Plan | None = Non
     a later part is judged afresh. A step's failure is the outcome's
     ``error``; only ``Interrupted`` (Ctrl-C) is raised.
     """
-    from planner.errors import OutsideStepStopped
     from planner.plan import segments
 
     plan = plan if plan is not None else request.plan(catalog, engine.applied())
     outcome = after if after is not None else RunOutcome(plan)
     outcome.status, outcome.stopped, outcome.error, outcome.loss, outcome.lock_findings = RUNNING, None, None, [], []
-    if request.dry_run:
-        outcome.stopped = rehearse(engine, catalog, request, plan, on_event=on_event)
-        outcome.previews = [outcome.stopped]
-        outcome.status = FAILED if outcome.stopped.error is not None else REHEARSED
-        outcome.error, outcome.loss = outcome.stopped.error, outcome.stopped.loss_lines()
-        outcome.lock_findings = gating_lines(request.lock_policy, outcome.stopped)
+    runner = engine.runner(catalog=catalog, create=all(step.direction == "apply" for step in plan.steps))
+    if request.dry_run:  # the plan in one watched transaction, rolled back (--dry-run, plan --rehearse)
+        outcome.stopped = preview = runner.preview(plan, make_plan=lambda ledger: request.plan(catalog, ledger),
+                                                   on_event=on_event, capture_sql=request.sql)
+        outcome.status, outcome.error = (FAILED if preview.error is not None else REHEARSED), preview.error
+        outcome.previews, outcome.loss = [preview], preview.loss_lines()
+        outcome.lock_findings = gating_lines(request.lock_policy, preview)
         return outcome
     folder = Path(request.backup_dir) if request.backup_dir else None
     wanted = request.backup and any(step.direction == "rollback" for step in plan.steps)
     backup = _Backup(engine, folder, outcome.backup, on_event) if wanted or outcome.backup is not None else None
-    runner = engine.runner(catalog=catalog, create=all(step.direction == "apply" for step in plan.steps))
-    replan = lambda ledger: request.plan(catalog, ledger)  # noqa: E731 (planned again inside the lock)
     outcome.in_parts = outcome.in_parts or (request.previewed and any(not s.migration.transactional for s in plan))
-    outcome.calls += 1
-    if outcome.in_parts and outcome.calls == 1:
+    if outcome.in_parts and after is None:
         engine.check_integrity()  # each part commits on its own: a damaged file is found before the first
     parts = segments(plan) if outcome.in_parts else [plan]
     try:
         for number, part in enumerate(parts):
-            answer, locks_answer = (confirmed, locks_accepted) if number == 0 else (None, ())
             outcome.first_part = number == 0
+            answer, locks_answer = (confirmed, locks_accepted) if number == 0 else (None, ())
             if not request.previewed or not part.steps[0].migration.transactional:
-                # --no-preview: the whole plan, planned again as it runs; a part: exactly that part
-                answers = _Outside(request.yes, answer, ask_outside, outcome.destroyed) if request.previewed else None
-                rows = _Rows(outcome.steps, on_event, atomic=request.atomic)
-                destroyed = len(outcome.destroyed)
-                try:
-                    runner.migrate(replan if not request.previewed else (lambda _ledger, part=part: part),
-                                   rows.event, atomic=request.atomic, plan=part, before=backup,
-                                   confirm_outside=answers)
-                except OutsideStepStopped as stopped:
-                    outcome.status, outcome.error, outcome.loss = UNCONFIRMED, stopped, list(stopped.lines)
-                except Interrupted:
-                    raise
-                except Exception as error:
-                    outcome.status, outcome.error = FAILED, error
-                if outcome.in_parts and on_event is not None:
-                    on_event(PartEnded(None, outcome.steps[rows.start:], outcome.destroyed[destroyed:]))
-                if outcome.status != RUNNING:
-                    break
-                continue
-            preview = _previewed(runner, request, part, replan if len(parts) == 1 else None, backup, on_event,
-                                 answer, locks_answer)
-            if not preview.committed:
-                outcome.stopped, outcome.error, outcome.loss = preview, preview.error, preview.loss_lines()
-                outcome.lock_findings = gating_lines(request.lock_policy, preview)
-                outcome.status = _why_not(outcome, answer is not None, locks_answer)
+                _alone(runner, catalog, request, part, outcome, backup, on_event, _Outside(
+                    request.yes, answer, ask_outside, outcome.destroyed) if request.previewed else None)
+            else:
+                replan = (lambda ledger: request.plan(catalog, ledger)) if len(parts) == 1 else None
+                _previewed(runner, request, part, outcome, replan, backup, on_event, answer, locks_answer)
+            if outcome.status != RUNNING:
                 break
-            outcome.previews.append(preview)
-            rows = [StepRow(s.version, s.description, s.direction, "skipped" if s.skipped else _status(s.direction),
-                            s.duration_ms, s.output or "", s.skipped) for s in preview.steps]
-            outcome.steps += rows
-            outcome.destroyed += preview.loss_lines() if preview.loses_data else []
-            if outcome.in_parts and on_event is not None:
-                on_event(PartEnded(preview, rows, preview.loss_lines() if preview.loses_data else []))
         else:
             outcome.status = COMMITTED
     finally:
@@ -321,9 +271,30 @@ def run(engine: Any, catalog: Catalog, request: Request, plan: Plan | None = Non
     return outcome
 
 
-def _previewed(runner: Any, request: Request, part: Plan, replan: Callable[[dict], Plan] | None, backup: Any,
-               on_event: Callable[[Event], None] | None, confirmed: Sequence[str] | None,
-               locks_accepted: Sequence[str]) -> Preview:
+def _alone(runner: Any, catalog: Catalog, request: Request, part: Plan, outcome: RunOutcome, backup: Any,
+           on_event: Callable[[Event], None] | None, answers: _Outside | None) -> None:
+    """A step outside any transaction (exactly that part), or ``--no-preview`` (planned again as it runs)."""
+    from planner.errors import OutsideStepStopped
+
+    rows, destroyed = _Rows(outcome.steps, on_event, atomic=request.atomic), len(outcome.destroyed)
+    replan = (lambda ledger: request.plan(catalog, ledger)) if not request.previewed else (lambda _ledger: part)
+    try:
+        runner.migrate(replan, rows.event, atomic=request.atomic, plan=part, before=backup, confirm_outside=answers)
+    except OutsideStepStopped as stopped:
+        outcome.status, outcome.error, outcome.loss = UNCONFIRMED, stopped, list(stopped.lines)
+    except Interrupted:
+        raise
+    except Exception as error:
+        outcome.status, outcome.error = FAILED, error
+        if request.atomic:  # its one transaction was rolled back: nothing it reported stays
+            del outcome.steps[rows.start:]
+    if outcome.in_parts and on_event is not None:
+        on_event(PartEnded(None, outcome.steps[rows.start:], outcome.destroyed[destroyed:]))
+
+
+def _previewed(runner: Any, request: Request, part: Plan, outcome: RunOutcome, replan: Callable[[dict], Plan] | None,
+               backup: Any, on_event: Callable[[Event], None] | None, confirmed: Sequence[str] | None,
+               locks_accepted: Sequence[str]) -> None:
     """One part in one watched transaction, committed only by the rules (no person is asked meanwhile)."""
 
     def accept(preview: Preview) -> bool:
@@ -333,8 +304,21 @@ def _previewed(runner: Any, request: Request, part: Plan, replan: Callable[[dict
             return set(preview.loss_lines()) <= set(confirmed)  # never more than was confirmed
         return request.yes or not preview.loses_data
 
-    return runner.preview(part, make_plan=replan, accept=accept, capture_sql=request.sql, before=backup,
-                          on_event=on_event)
+    preview = runner.preview(part, make_plan=replan, accept=accept, capture_sql=request.sql, before=backup,
+                             on_event=on_event)
+    if not preview.committed:
+        outcome.stopped, outcome.error, outcome.loss = preview, preview.error, preview.loss_lines()
+        outcome.lock_findings = gating_lines(request.lock_policy, preview)
+        outcome.status = _why_not(outcome, confirmed is not None, locks_accepted)
+        return
+    rows = [StepRow(s.version, s.description, s.direction, "skipped" if s.skipped else _status(s.direction),
+                    s.duration_ms, s.output or "", s.skipped) for s in preview.steps]
+    destroyed = preview.loss_lines() if preview.loses_data else []
+    outcome.previews.append(preview)
+    outcome.steps += rows
+    outcome.destroyed += destroyed
+    if outcome.in_parts and on_event is not None:
+        on_event(PartEnded(preview, rows, destroyed))
 
 
 def _why_not(outcome: RunOutcome, confirmed: bool, locks_accepted: Sequence[str]) -> str:
@@ -351,7 +335,7 @@ def _settle_backup(outcome: RunOutcome, backup: _Backup | None, engine: Any, req
     """A backup of a run that changed nothing is only clutter; one that committed prunes the old ones."""
     if backup is None or backup.path is None:
         return
-    if not outcome.steps and not outcome.committed:
+    if not outcome.steps and not outcome.committed and request.previewed:  # --no-preview told it as it was taken
         backup.discard()
         return
     outcome.backup = backup.path
