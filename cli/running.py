@@ -173,12 +173,12 @@ def _answer(plan, outcome, as_json: bool, confirmed, locks_accepted) -> tuple[li
     unchanged = f"{done}; nothing else was changed" if done else "nothing was changed"
     findings, lines = outcome.lock_findings, outcome.loss
     scripted = as_json or not stdin_is_terminal()
-    if outcome.status == requests.CHANGED and not set(findings) <= set(locks_accepted):
-        raise CommandError(f"the database changed while you decided: the plan's lock findings are now "
-                           f"{'; '.join(findings)}; {unchanged}. Run the command again", EXIT_LOCK_RISK)
-    if outcome.status == requests.CHANGED:
-        raise CommandError(f"the database changed while you decided: the plan now destroys "
-                           f"{'; '.join(lines)}; {unchanged}. Run the command again", EXIT_UNCONFIRMED)
+    if outcome.status == requests.CHANGED:  # what a person accepted is not what the plan does now
+        locks = not set(findings) <= set(locks_accepted)
+        now = f"the plan's lock findings are now {'; '.join(findings)}" if locks else \
+            f"the plan now destroys {'; '.join(lines)}"
+        raise CommandError(f"the database changed while you decided: {now}; {unchanged}. Run the command again",
+                           EXIT_LOCK_RISK if locks else EXIT_UNCONFIRMED)
     if outcome.status == requests.REFUSED:
         if scripted:
             raise CommandError(lock_refusal(findings, unchanged), EXIT_LOCK_RISK)
@@ -193,14 +193,18 @@ def _answer(plan, outcome, as_json: bool, confirmed, locks_accepted) -> tuple[li
     return list(lines), locks_accepted
 
 
-def _ask(lines: list[str], unchanged: str = "nothing was changed", heading: str = "This plan destroys data:",
-         code: int = EXIT_UNCONFIRMED) -> None:
-    """Show what the plan destroys and ask; anything but yes refuses (exit 7), Ctrl-C exits 130."""
+def _show(heading: str, lines) -> None:
+    """A heading and its lines on stderr, so --json stays one document on stdout."""
     echo(heading, fg="yellow", err=True)
     for line in lines:
         echo(f"  {line}", err=True)
-    answer = confirm("Proceed?")  # Ctrl-C: Interrupted, exit 130
-    if not answer:
+
+
+def _ask(lines: list[str], unchanged: str = "nothing was changed", heading: str = "This plan destroys data:",
+         code: int = EXIT_UNCONFIRMED) -> None:
+    """Show what the plan destroys and ask; anything but yes refuses (exit 7), Ctrl-C exits 130."""
+    _show(heading, lines)
+    if not confirm("Proceed?"):  # Ctrl-C: Interrupted, exit 130
         raise CommandError(f"not confirmed; {unchanged}", code)
 
 
@@ -208,10 +212,8 @@ def _ask_outside(loss, as_json: bool) -> bool:
     """A statement of a step outside any transaction destroys data: a person on a terminal is asked (not a script)."""
     if as_json or not stdin_is_terminal():
         return False
-    echo(f"{loss.version} runs outside a transaction (transactional = False); its next statement, "
-         f"`{loss.statement}`, destroys data:", fg="yellow", err=True)
-    for line in loss.lines:
-        echo(f"  {line}", err=True)
+    _show(f"{loss.version} runs outside a transaction (transactional = False); its next statement, "
+          f"`{loss.statement}`, destroys data:", loss.lines)
     return bool(confirm("Proceed?"))  # Ctrl-C: Interrupted, exit 130
 
 
@@ -230,10 +232,8 @@ def _interrupted(plan, request, watch: _Watch, interrupt: BaseException) -> Base
 
 def _tell_committed(rows, destroyed: list[str], watch: _Watch) -> None:
     """What a committed preview did: the loss it was allowed first (on stderr), the backup, then one line a step."""
-    if destroyed:  # on stderr, so --json stays one document on stdout
-        echo("This run destroyed data, as confirmed:", fg="yellow", err=True)
-        for line in destroyed:
-            echo(f"  {line}", err=True)
+    if destroyed:
+        _show("This run destroyed data, as confirmed:", destroyed)
     watch.announce()
     if watch.as_json:
         return

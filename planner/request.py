@@ -112,14 +112,14 @@ class StepRow:
     description: str
     direction: str
     status: str  # "applied", "rolled_back" or "skipped"
-    duration_ms: float | None
+    duration_ms: float
     output: str = ""
     reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        ms = round(self.duration_ms, 3) if self.duration_ms is not None else 0
         return {"version": self.version, "description": self.description, "status": self.status,
-                "duration_ms": ms, **({"reason": self.reason} if self.status == "skipped" else {"output": self.output})}
+                "duration_ms": round(self.duration_ms, 3),
+                **({"reason": self.reason} if self.status == "skipped" else {"output": self.output})}
 
 
 @dataclass

@@ -150,8 +150,7 @@ def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: M
             outcome.error = f"{one_line(preview.error)} (found by the preview: nothing was committed)"
         return
     outcome.steps = [{"version": row.version, "description": row.description, "status": row.status,
-                      "duration_ms": round(row.duration_ms, 3) if row.duration_ms is not None else None}
-                     for row in result.steps]
+                      "duration_ms": round(row.duration_ms, 3)} for row in result.steps]
     done = f"committed before it: {', '.join(row.version for row in result.steps)}" if result.steps else ""
     unchanged = f"this part was rolled back ({done})" if done else "nothing was committed"
     if result.committed:
