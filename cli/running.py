@@ -1,21 +1,17 @@
 """Running a plan from the command: parse into a request, one library call, one result told to a person.
 
-``apm migrate`` (an apply, ``--rollback``, ``--to``) takes one way:
-``migrate`` turns the options into a ``planner.request.Request`` and makes
-the plan (its refusals come first), ``run_plan`` hands it to the library
-(``planner.request.run``), which runs it (previewed, in parts, or step by
-step) and returns one ``RunOutcome``; this module tells it: lines or JSON,
-the advice for what stopped it, and the one question a person answers,
-after which the library is called again with the answer. ``apm fleet
-migrate`` runs each database through the same ``planner.request.run``.
-The library never prints; this module decides what a person sees and when
-to ask, so the prompt, the backup line, the progress bar and the Ctrl-C
-summary are the same for every command that changes a database.
+``apm migrate`` (an apply, ``--rollback``, ``--to``) takes one way: the
+options become a ``planner.request.Request`` (``request_for``), the plan is
+made and refused first (``run_request``), the library runs it and returns one
+``RunOutcome`` (``planner.request.run``; each fleet database takes the same
+call), and this module tells it: lines or JSON, the advice for what stopped
+it, or the question a person answers before the library is called again.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from cli.errors import CommandError
 from cli.options import EXIT_LOCK_RISK, EXIT_UNCONFIRMED, settings
@@ -91,7 +87,7 @@ def run_request(request, *, as_json: bool) -> None:
         return
     outcome = run_plan(catalog, plan, request, as_json=as_json)
     if as_json:
-        told = {"results": [row.to_json() for row in outcome.steps]}
+        told: dict[str, Any] = {"results": [row.to_json() for row in outcome.steps]}
         if request.previewed:
             told.update({"previews": [p.to_json() for p in outcome.previews]} if outcome.in_parts
                         else {"preview": outcome.previews[0].to_json()})
@@ -149,7 +145,7 @@ def _answer(plan, outcome, as_json: bool, confirmed, locks_accepted) -> tuple[li
     from cli.locking import lock_refusal
     from planner import request as requests
 
-    verb_done = "applied" if plan.direction == "apply" else "rolled back" if plan.direction == "rollback" else "done"
+    verb_done = _past(plan)
     done = f"{verb_done} before it: {', '.join(outcome.done)}" if outcome.in_parts and outcome.done else ""
     error = outcome.error
     if outcome.status == requests.FAILED and outcome.stopped is None:  # --no-preview, or a step outside any transaction
@@ -260,10 +256,10 @@ class _Watch:
         wanted = not self.previewed and len(plan) > 10 and self.tty
         self.progress = Progress(len(plan), keep_lines=not self.atomic) if wanted else None
         self.held: list[tuple[str, bool]] = []  # --atomic: nothing is applied until the one COMMIT
-        self.running = None  # the step under way, for the message when Ctrl-C stops it
+        self.running: Any = None  # the step under way (a planner.plan.Step), for the message when Ctrl-C stops it
         self.outside = False  # a step outside any transaction is under way (in a plan in parts)
         self.parts_done = False
-        self.backup = None  # written, not yet told (told once something committed)
+        self.backup: Any = None  # a Path written, not yet told (told once something committed)
 
     def announce(self) -> None:
         if self.backup is not None and not self.as_json:
@@ -387,15 +383,19 @@ def dry_run_report(catalog, plan, request, as_json: bool, *, exit_on_loss: bool 
                            exit_code_for(preview.error)) from preview.error
     if (preview.loses_data or preview.unchecked) and exit_on_loss:
         click.get_current_context().exit(EXIT_UNCONFIRMED)  # a step nobody could check is not a safe plan
-    from cli.locking import gating_findings
+    from planner.request import gating_lines
 
-    if gating_findings(preview) and exit_on_loss:
+    if exit_on_loss and gating_lines(request.lock_policy, preview):
         click.get_current_context().exit(EXIT_LOCK_RISK)  # a CI gate: lock findings not accepted
     return preview
 
 
 def verb(direction: str) -> str:
     return "Applied" if direction == "apply" else "Rolled back"
+
+
+def _past(plan) -> str:
+    return "applied" if plan.direction == "apply" else "rolled back" if plan.direction == "rollback" else "done"
 
 
 
@@ -408,7 +408,7 @@ def interrupted_summary(plan, atomic: bool = False, running=None) -> str:
     recorded = ledger_entries()
     applying = plan.direction == "apply"
     done = [s.version for s in plan.steps if (s.version in recorded) == (s.direction == "apply")]
-    verb = "applied" if applying else "rolled back" if plan.direction == "rollback" else "done"
+    verb = _past(plan)
     if atomic:
         state = "the whole plan was rolled back (--atomic)" if not done else f"{verb}: {', '.join(done)}"
     else:

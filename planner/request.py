@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 from planner.errors import Interrupted
 
@@ -174,6 +174,10 @@ class PartEnded:
     destroyed: list[str]  # what it destroyed, as confirmed, committed
 
 
+#: What ``run`` reports as it goes: the runner's step events, and its own.
+RunEvent = Union["Event", BackupTaken, PartEnded]
+
+
 class _Backup:
     """The backup before a rollback: taken by the runner (``before``) once it holds the lock, at most once."""
 
@@ -221,7 +225,7 @@ def gating_lines(policy: LockPolicy | None, preview: Preview) -> list[str]:
 
 def run(engine: Any, catalog: Catalog, request: Request, plan: Plan | None = None, *,
         confirmed: Sequence[str] | None = None, locks_accepted: Sequence[str] = (),
-        on_event: Callable[[Event], None] | None = None,
+        on_event: Callable[[RunEvent], None] | None = None,
         ask_outside: Callable[[StatementLoss], bool] | None = None, after: RunOutcome | None = None) -> RunOutcome:
     """Run ``request`` on ``engine``'s database; the whole story in one ``RunOutcome``.
 
@@ -272,7 +276,7 @@ def run(engine: Any, catalog: Catalog, request: Request, plan: Plan | None = Non
 
 
 def _alone(runner: Any, catalog: Catalog, request: Request, part: Plan, outcome: RunOutcome, backup: Any,
-           on_event: Callable[[Event], None] | None, answers: _Outside | None) -> None:
+           on_event: Callable[[RunEvent], None] | None, answers: _Outside | None) -> None:
     """A step outside any transaction (exactly that part), or ``--no-preview`` (planned again as it runs)."""
     from planner.errors import OutsideStepStopped
 
@@ -293,7 +297,7 @@ def _alone(runner: Any, catalog: Catalog, request: Request, part: Plan, outcome:
 
 
 def _previewed(runner: Any, request: Request, part: Plan, outcome: RunOutcome, replan: Callable[[dict], Plan] | None,
-               backup: Any, on_event: Callable[[Event], None] | None, confirmed: Sequence[str] | None,
+               backup: Any, on_event: Callable[[RunEvent], None] | None, confirmed: Sequence[str] | None,
                locks_accepted: Sequence[str]) -> None:
     """One part in one watched transaction, committed only by the rules (no person is asked meanwhile)."""
 
@@ -346,7 +350,7 @@ def _settle_backup(outcome: RunOutcome, backup: _Backup | None, engine: Any, req
 class _Rows:
     """The steps a run without a preview committed, from its events; ``--atomic``: kept only if the whole commits."""
 
-    def __init__(self, rows: list[StepRow], on_event: Callable[[Event], None] | None, *, atomic: bool):
+    def __init__(self, rows: list[StepRow], on_event: Callable[[RunEvent], None] | None, *, atomic: bool):
         self.rows, self.start, self.on_event, self.atomic = rows, len(rows), on_event, atomic
 
     def event(self, event: Event) -> None:
@@ -360,8 +364,8 @@ class _Rows:
                                      _status(step.direction), event.duration_ms, event.output))
         elif isinstance(event, StepSkipped):
             step = event.step
-            self.rows.append(StepRow(step.version, step.migration.description, step.direction, "skipped", 0,
-                                     reason=event.reason))
+            self.rows.append(StepRow(step.version, step.migration.description, step.direction, "skipped", 0, "",
+                                     event.reason))
         if self.on_event is not None:
             self.on_event(event)
 

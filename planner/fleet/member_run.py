@@ -137,12 +137,12 @@ def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: M
     from planner import request as requests
 
     result = requests.run(engine, catalog, request, plan, confirmed=confirmed)
-    for preview in [*result.previews, *([result.stopped] if result.stopped is not None else [])]:
+    for preview in [*result.previews, *([result.stopped] if result.stopped and not request.dry_run else [])]:
         _note_preview(outcome, preview)
     outcome.lock_findings = result.lock_findings
     outcome.destroyed = list(result.destroyed)
-    if result.status == requests.REHEARSED or request.dry_run:
-        preview = result.stopped
+    if request.dry_run:
+        preview = result.previews[0]
         outcome.steps = [{"version": s.version, "description": s.description, "direction": s.direction,
                           "status": s.status, "duration_ms": round(s.duration_ms, 3)} for s in preview.steps]
         outcome.outcome = FAILED if preview.error is not None else REHEARSED
@@ -153,6 +153,7 @@ def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: M
                       "duration_ms": round(row.duration_ms, 3)} for row in result.steps]
     done = f"committed before it: {', '.join(row.version for row in result.steps)}" if result.steps else ""
     unchanged = f"this part was rolled back ({done})" if done else "nothing was committed"
+    error = result.error or RuntimeError(result.status)  # set whenever a step failed or stopped
     if result.committed:
         outcome.outcome = ROLLED_BACK if plan.direction == "rollback" else APPLIED
         outcome.backup = str(result.backup) if result.backup is not None else None
@@ -160,10 +161,10 @@ def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: M
         outcome.outcome = SKIPPED if result.status == requests.UNCONFIRMED else FAILED
         outcome.unconfirmed = result.status == requests.UNCONFIRMED
         outcome.loss = list(result.loss) if outcome.unconfirmed else outcome.loss
-        outcome.error = one_line(result.error) + (f" ({done})" if done else "")
+        outcome.error = one_line(error) + (f" ({done})" if done else "")
     elif result.status == requests.FAILED:
         outcome.outcome = FAILED
-        outcome.error = f"{one_line(getattr(result.error, 'failure', None) or result.error)}; {unchanged}"
+        outcome.error = f"{one_line(getattr(error, 'failure', None) or error)}; {unchanged}"
     elif result.status == requests.REFUSED:
         outcome.outcome = REFUSED
         outcome.error = f"lock findings stop this plan ({'; '.join(outcome.lock_findings)}); {unchanged}"
