@@ -128,13 +128,8 @@ def check_request(target, to, rollback, cascade) -> None:
 
 def make_request(*, target=None, to=None, rollback=None, cascade=False, dry_run=False, sql=False, yes=False,
                  backup=True):
-    """The request every database runs, with the lock settings and policy `apm migrate` would use
-    (options, else the config file, else the defaults: ``cli.locking``)."""
-    from cli.locking import lock_policy, lock_settings
-    from planner.fleet.run import Request
+    """The request every database runs, as `apm migrate` makes its own (``cli.running.request_for``)."""
+    from cli.running import request_for
 
-    options = settings()
-    return Request(target=target, to=to, rollback=rollback, cascade=cascade, dry_run=dry_run, sql=sql, yes=yes,
-                   backup=backup, busy_timeout=options.busy_timeout, ledger_schema=options.ledger_schema,
-                   backup_dir=str(options.backup_dir) if options.backup_dir else None,
-                   keep_backups=options.keep_backups, locks=lock_settings(options), lock_policy=lock_policy(options))
+    return request_for(target=target, to=to, rollback=rollback, cascade=cascade, dry_run=dry_run, sql=sql, yes=yes,
+                       backup=backup)

@@ -169,15 +169,6 @@ def configure(settings: Settings, engine) -> None:
     pg_lock_timeout.listen(tell)
 
 
-def gating_findings(preview) -> list[str]:
-    """Lines for the lock findings of ``preview`` that stop the run (at or above the gate, not accepted)."""
-    from cli.options import settings
-    from planner.locks import gating
-
-    return [f"{version}: {finding.code} on {finding.relation} ({finding.level})"
-            for version, finding in gating(lock_policy(settings()), preview.steps)]
-
-
 def lock_refusal(lines: list[str], unchanged: str) -> str:
     return (f"lock findings stop this plan ({'; '.join(lines)}); {unchanged}. Accept them with allow = [\"code\"] "
             f"in the migration or --allow CODE (--yes does not), or change the migration (docs/locks.md)")

@@ -13,22 +13,17 @@ from typing import cast
 import click
 
 from cli.locking import lock_options
-from cli.moving import move_to, plan_table, plan_title, record_baseline
+from cli.moving import plan_table, plan_title, record_baseline
 from cli.options import STATE, VERSION, settings, shared_options
 from cli.output import echo, emit_json, migration_row, note_json, note_row, plan_json, table
-from cli.previewed import run_previewed
 from cli.running import (
     dry_run_report,
-    execute,
     ledger_entries,
     load_catalog,
-    make_apply_plan,
-    make_rollback_plan,
     preview_plan,
+    request_for,
     require_database,
-    run_step_by_step,
-    warn_about_edited_files,
-    warn_about_missing_files,
+    run_request,
 )
 
 # --------------------------------------------------------------------------
@@ -130,78 +125,12 @@ def migrate(ctx: click.Context, list_pending: bool, show_applied: bool, rollback
         _show_applied(as_json)
     elif mark_applied is not None or mark_rolled_back is not None:
         _mark(mark_applied, mark_rolled_back, as_json)
-    elif to is not None:
-        move_to(to, backup=not no_backup, atomic=atomic, as_json=as_json, dry_run=dry_run, yes=yes,
-                no_preview=no_preview, sql=sql)
     elif baseline is not None:
         record_baseline(baseline, as_json)
-    elif rollback is not None:
-        _rollback(rollback, cascade=cascade, backup=not no_backup, atomic=atomic, as_json=as_json,
-                  dry_run=dry_run, yes=yes, no_preview=no_preview, sql=sql)
-    else:
-        _apply(target, atomic=atomic, as_json=as_json, dry_run=dry_run, yes=yes, no_preview=no_preview, sql=sql)
-
-
-def refuse_empty_upgrades(plan) -> None:
-    from planner.plan import refuse_empty_upgrades as refuse
-
-    refuse(plan)
-
-
-def refuse_non_transactional(plan) -> None:
-    from planner.plan import refuse_non_transactional as refuse
-
-    refuse(plan)
-
-
-def _apply(target: str | None, *, atomic: bool, as_json: bool, dry_run: bool, yes: bool, no_preview: bool,
-           sql: bool) -> None:
-    catalog = load_catalog()
-    entries = ledger_entries()
-    warn_about_edited_files(catalog, entries)
-    warn_about_missing_files(catalog, entries)
-    plan = make_apply_plan(catalog, entries, target)
-    replan = lambda ledger: make_apply_plan(catalog, ledger, target)  # noqa: E731 (planned inside the lock)
-    refuse_empty_upgrades(plan)  # before the database is opened: refused means nothing created either
-    if atomic:
-        refuse_non_transactional(plan)
-    if dry_run:
-        dry_run_report(catalog, plan, as_json, sql=sql, make_plan=replan)  # an empty plan too: the same shape
-        return
-    if not plan:
-        if as_json:
-            emit_json({**plan_json(plan), "results": []})
-        else:
-            echo("Nothing to apply")
-        return
-    if no_preview:
-        results = execute(catalog, plan, atomic=atomic, as_json=as_json, create=True, make_plan=replan)
-        outcome = {"results": results}
-    else:
-        outcome = run_previewed(catalog, plan, make_plan=replan, as_json=as_json, yes=yes, sql=sql)
-        outcome.pop("backup")
-    if as_json:
-        emit_json({**plan_json(plan), **outcome})
-
-
-def _rollback(version: str, *, cascade: bool, backup: bool, atomic: bool, as_json: bool, dry_run: bool,
-              yes: bool, no_preview: bool, sql: bool) -> None:
-    catalog = load_catalog()
-    require_database()  # a rollback on a database that is not there is a database problem (6), not "not applied"
-    plan = make_rollback_plan(catalog, ledger_entries(), version, cascade)
-    replan = lambda ledger: make_rollback_plan(catalog, ledger, version, cascade)  # noqa: E731
-    if atomic:
-        refuse_non_transactional(plan)
-    if dry_run:
-        dry_run_report(catalog, plan, as_json, sql=sql, make_plan=replan)
-        return
-    if no_preview:
-        outcome = run_step_by_step(catalog, plan, make_plan=replan, atomic=atomic, as_json=as_json, backup=backup,
-                                   create=False)
-    else:
-        outcome = run_previewed(catalog, plan, make_plan=replan, as_json=as_json, yes=yes, sql=sql, backup=backup)
-    if as_json:
-        emit_json({**plan_json(plan), **outcome})
+    else:  # an apply, a --rollback or a --to: one request, one way through the library
+        run_request(request_for(target=target, to=to, rollback=rollback, cascade=cascade, dry_run=dry_run, sql=sql,
+                                yes=yes, backup=not no_backup, previewed=not no_preview, atomic=atomic),
+                    as_json=as_json)
 
 
 def _mark(applied: str | None, rolled_back: str | None, as_json: bool) -> None:
@@ -225,8 +154,10 @@ def _marked(migration, action: str, verb: str, as_json: bool) -> None:
 
 
 def _list_pending(as_json: bool) -> None:
+    from planner.request import Request
+
     catalog = load_catalog()
-    plan = make_apply_plan(catalog, ledger_entries(), None)
+    plan = Request().plan(catalog, ledger_entries())  # what `apm migrate` would apply
     if as_json:
         emit_json([{"version": s.version, "description": s.migration.description,
                     "depends_on": list(s.migration.depends_on), "reversible": s.migration.reversible,
@@ -310,23 +241,19 @@ def _show_plan(rollback: str | None, cascade: bool, target: str | None, to: str 
         raise click.UsageError("--cascade only makes sense with --rollback VERSION")
     if sum(v is not None for v in (target, rollback, to)) > 1:
         raise click.UsageError("--target, --rollback and --to cannot be used together; choose one")
-    catalog = load_catalog()
-    entries = ledger_entries()
-    if to is not None:
-        from cli.moving import make_to_plan
+    from planner.plan import refuse_empty_upgrades
+    from planner.request import Request
 
-        plan = make_to_plan(catalog, entries, to)
-    elif rollback is not None:
-        plan = make_rollback_plan(catalog, entries, rollback, cascade)
-    else:
-        plan = make_apply_plan(catalog, entries, target)
+    catalog = load_catalog()
+    request = Request(target=target, rollback=rollback, cascade=cascade, to=to, sql=sql, dry_run=True)
+    plan = request.plan(catalog, ledger_entries())
     refuse_empty_upgrades(plan)  # what `apm migrate` would answer
     rehearse = rehearse or sql
     if as_json and not rehearse:
         emit_json(plan_json(plan))
         return plan
     if as_json:
-        preview = preview_plan(catalog, plan, sql=sql) if plan else None
+        preview = preview_plan(catalog, plan, request) if plan else None
         emit_json({**plan_json(plan), "preview": preview.to_json() if preview else None})
         return plan
     if not plan:
@@ -336,5 +263,5 @@ def _show_plan(rollback: str | None, cascade: bool, target: str | None, to: str 
     echo(plan_table(plan))
     if rehearse:
         echo()
-        dry_run_report(catalog, plan, as_json=False, sql=sql, exit_on_loss=False)
+        dry_run_report(catalog, plan, request, as_json=False, exit_on_loss=False)
     return plan

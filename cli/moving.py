@@ -1,57 +1,18 @@
 """``apm migrate --to V`` and ``--baseline V``: moving a database to a state, and adopting one made elsewhere.
 
 ``--to`` is the one command that both applies and rolls back, so it takes
-every precaution either does: the same refusals (from ``planner.plan.to_plan``),
-the same rehearsal and confirmation as ``--rollback``, a backup whenever the
-plan rolls anything back, and the same runner. ``--baseline`` records without
-running (``planner.marks.baseline``). Both are thin: parse, call, format.
+every precaution either does: it is one more ``planner.request.Request``
+(``cli.running.run_request``), with the same refusals (from ``planner.plan.to_plan``),
+rehearsal and confirmation as ``--rollback``, and a backup whenever the plan
+rolls anything back. ``--baseline`` records without running
+(``planner.marks.baseline``). Both are thin: parse, call, format.
 """
 
 from __future__ import annotations
 
 from cli.options import settings
-from cli.output import echo, emit_json, migration_row, plan_json, table
-from cli.previewed import run_previewed
-from cli.running import dry_run_report, ledger_entries, load_catalog, run_step_by_step
-
-
-def make_to_plan(catalog, entries: dict, target: str):
-    from planner.plan import to_plan
-
-    return to_plan(catalog, entries, target)
-
-
-def move_to(target: str, *, backup: bool, atomic: bool, as_json: bool, dry_run: bool, yes: bool,
-            no_preview: bool = False, sql: bool = False) -> None:
-    """``apm migrate --to V``: the plan, then the rules of ``--rollback`` (preview, confirm, back up) and run."""
-    catalog = load_catalog()
-    plan = make_to_plan(catalog, ledger_entries(), target)
-    replan = lambda ledger: make_to_plan(catalog, ledger, target)  # noqa: E731 (planned inside the lock)
-    from planner.plan import refuse_empty_upgrades
-
-    refuse_empty_upgrades(plan)
-    if atomic:
-        from planner.plan import refuse_non_transactional
-
-        refuse_non_transactional(plan)
-    if dry_run:
-        dry_run_report(catalog, plan, as_json, sql=sql, make_plan=replan)
-        return
-    if not plan:
-        if as_json:
-            emit_json({**plan_json(plan), "backup": None, "results": []})
-        else:
-            echo(f"Nothing to do: already at {target}")
-        return
-    rolls_back = any(step.direction == "rollback" for step in plan.steps)
-    if no_preview:
-        outcome = run_step_by_step(catalog, plan, make_plan=replan, atomic=atomic, as_json=as_json,
-                                   backup=backup and rolls_back, create=True)
-    else:
-        outcome = run_previewed(catalog, plan, make_plan=replan, as_json=as_json, yes=yes, sql=sql,
-                                backup=backup and rolls_back)
-    if as_json:
-        emit_json({**plan_json(plan), **outcome})
+from cli.output import echo, emit_json, migration_row, table
+from cli.running import load_catalog
 
 
 def record_baseline(version: str, as_json: bool) -> None:

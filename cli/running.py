@@ -1,22 +1,21 @@
-"""Running a plan for a person: confirmation, backup, progress, and what an interruption left.
+"""Running a plan from the command: parse into a request, one library call, one result told to a person.
 
-``apm migrate`` (applies and rollbacks) and ``apm migrate restore`` share
-these steps: every command that changes a database goes through here, so
-the prompt, the backup rule, the progress bar and the Ctrl-C summary are
-the same everywhere. The planner does the work; this module only decides
-what a person sees and when to ask.
+``apm migrate`` (an apply, ``--rollback``, ``--to``) takes one way: the
+options become a ``planner.request.Request`` (``request_for``), the plan is
+made and refused first (``run_request``), the library runs it and returns one
+``RunOutcome`` (``planner.request.run``; each fleet database takes the same
+call), and this module tells it: lines or JSON, the advice for what stopped
+it, or the question a person answers before the library is called again.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-import click
+from typing import Any
 
 from cli.errors import CommandError
-from cli.options import EXIT_UNCONFIRMED, settings
-from cli.output import duration, echo, emit_json, printed_lines
+from cli.options import EXIT_LOCK_RISK, EXIT_UNCONFIRMED, settings
+from cli.output import confirm, duration, echo, emit_json, plan_json, printed_lines
 from cli.progress import Progress
 
 # --------------------------------------------------------------------------
@@ -30,102 +29,374 @@ def load_catalog():
     return load(settings().catalog_dir)
 
 
+
 def ledger_entries() -> dict:
     """What the ledger records, read without creating the database or its tables (either engine)."""
     return settings().engine.applied()
 
 
-def make_apply_plan(catalog, entries: dict, target: str | None):
-    from planner.plan import apply_plan
 
-    return apply_plan(catalog, entries, target=target)
-
-
-def make_rollback_plan(catalog, entries: dict, version: str, cascade: bool):
-    from planner.plan import rollback_plan
-
-    return rollback_plan(catalog, entries, version, cascade=cascade)
+def require_database() -> None:
+    """Refuse, as a database problem (exit 6), a command that needs an existing database and has none."""
+    settings().engine.require()
 
 
-def execute(catalog, plan, *, atomic: bool, as_json: bool, create: bool, make_plan=None,
-            before=None, confirm_outside=None, whole=None) -> list[dict]:
-    """Run a plan, one line per step (or a progress bar on a terminal for long plans), then what was done.
+# --------------------------------------------------------------------------
+# parse -> request -> library -> one result
+# --------------------------------------------------------------------------
 
-    ``make_plan(ledger)`` plans the same request again when another process
-    changes the ledger under this run (``Executor.migrate``). Ctrl-C stops
-    the run: the open step is rolled back, and the message says which steps
-    are applied, read back from the ledger so it is exact, counted over
-    ``whole`` (the whole plan, when ``plan`` is one part of it).
-    ``confirm_outside`` checks ``transactional = False`` steps statement by
-    statement (``planner.outside``).
+
+def request_for(*, target=None, to=None, rollback=None, cascade=False, dry_run=False, sql=False, yes=False,
+                backup=True, previewed=True, atomic=False):
+    """The ``Request`` of a run, with the lock settings and policy of this command (options, config, defaults)."""
+    from cli.locking import lock_policy, lock_settings
+    from planner.request import Request
+
+    options = settings()
+    return Request(target=target, to=to, rollback=rollback, cascade=cascade, dry_run=dry_run, sql=sql, yes=yes,
+                   backup=backup, busy_timeout=options.busy_timeout, ledger_schema=options.ledger_schema,
+                   backup_dir=str(options.backup_dir) if options.backup_dir else None,
+                   keep_backups=options.keep_backups, locks=lock_settings(options), lock_policy=lock_policy(options),
+                   previewed=previewed, atomic=atomic)
+
+
+def run_request(request, *, as_json: bool) -> None:
+    """``apm migrate``, ``--rollback V``, ``--to V``: the plan and its refusals first, then the run or the dry run."""
+    from planner.plan import refuse_empty_upgrades, refuse_non_transactional
+
+    catalog = load_catalog()
+    if request.rollback is not None:
+        require_database()  # a rollback on a database that is not there is a database problem (6), not "not applied"
+    entries = ledger_entries()
+    if request.rollback is None and request.to is None:
+        warn_about_edited_files(catalog, entries)
+        warn_about_missing_files(catalog, entries)
+    plan = request.plan(catalog, entries)
+    refuse_empty_upgrades(plan)  # before the database is opened: refused means nothing created either
+    if request.atomic:
+        refuse_non_transactional(plan)
+    if request.dry_run:
+        dry_run_report(catalog, plan, request, as_json)  # an empty plan too: the same shape
+        return
+    keeps_backup = request.rollback is not None or request.to is not None  # an apply takes none
+    if not plan:
+        if as_json:
+            emit_json({**plan_json(plan), **({"backup": None} if keeps_backup else {}), "results": []})
+        else:
+            echo(f"Nothing to do: already at {request.to}" if request.to is not None else "Nothing to apply")
+        return
+    outcome = run_plan(catalog, plan, request, as_json=as_json)
+    if as_json:
+        told: dict[str, Any] = {"results": [row.to_json() for row in outcome.steps]}
+        if request.previewed:
+            told.update({"previews": [p.to_json() for p in outcome.previews]} if outcome.in_parts
+                        else {"preview": outcome.previews[0].to_json()})
+        if keeps_backup:
+            told["backup"] = str(outcome.backup) if outcome.backup is not None else None
+        emit_json({**plan_json(plan), **told})
+
+
+def run_plan(catalog, plan, request, *, as_json: bool):
+    """Run ``plan`` (``planner.request.run``) until it commits, asking a person when the library stops for an answer.
+
+    Data loss is committed only when confirmed: by ``--yes`` (printed, then
+    committed in the same run), or by a person on a terminal (the run was
+    rolled back; the loss is shown and confirmed, then the library runs the
+    plan again and commits only what was confirmed). Without either, nothing
+    is committed (exit 7); lock findings stop it the same way (exit 12, and
+    ``--yes`` never accepts them). A failing step commits nothing (exit 5).
+    A plan with ``transactional = False`` steps runs in parts, each committed
+    on its own: a refusal keeps the parts before it, and says so.
     """
+    from planner import request as requests
     from planner.errors import Interrupted
-    from planner.events import Replanned, StepFailed, StepFinished, StepSkipped, StepStarted
 
-    results: list[dict] = []
-    held: list[tuple[str, bool]] = []  # --atomic: nothing is applied until the one COMMIT, so lines wait for it
-    bar_wanted = not as_json and len(plan) > 10 and sys.stdout.isatty()
-    executor = settings().engine.runner(catalog=catalog, create=create)  # sqlite.runner.Executor on SQLite
-    progress = Progress(len(plan), keep_lines=not atomic) if bar_wanted else None
-    running: list = [None]  # the step under way, for the message when Ctrl-C stops it
+    watch = _Watch(plan, request, as_json)
+    confirmed: list[str] | None = None
+    locks_accepted: list[str] = []  # lock findings a person accepted on the terminal (--yes never does)
+    outcome = None
+    while True:
+        try:
+            outcome = requests.run(settings().engine, catalog, request,
+                                   plan if outcome is None or not outcome.in_parts else None,
+                                   confirmed=confirmed, locks_accepted=locks_accepted, on_event=watch.event,
+                                   ask_outside=lambda loss: _ask_outside(loss, as_json), after=outcome)
+        except Interrupted as interrupt:
+            watch.close(committed=False)
+            raise _interrupted(plan, request, watch, interrupt) from None
+        watch.close(committed=outcome.committed)
+        if outcome.committed:
+            break
+        if not outcome.first_part:  # an earlier part committed: the answers were for it
+            confirmed, locks_accepted = None, []
+        confirmed, locks_accepted = _answer(plan, outcome, as_json, confirmed, locks_accepted)
+    if request.previewed and not outcome.in_parts:
+        _tell_committed(outcome.steps, outcome.destroyed, watch)
+    watch.announce()  # a run in parts that committed only skipped steps, say
+    for path in outcome.pruned:
+        echo(f"Removed old backup {path} (--keep-backups {request.keep_backups})", err=True)  # as restore says it
+    return outcome
 
-    def record(event) -> None:
-        if isinstance(event, Replanned):
-            if atomic:  # the attempt's one transaction was rolled back: what it reported never happened
-                held.clear()
-                results.clear()
-            echo(f"The ledger changed meanwhile (another process); planned again: "
-                 f"{len(event.plan)} step(s) left", fg="yellow", err=True)
-            if progress is not None:
-                progress.grow(len(event.plan))
+
+def _answer(plan, outcome, as_json: bool, confirmed, locks_accepted) -> tuple[list[str] | None, list[str]]:
+    """Why the run stopped, told as the command's error; or, on a terminal, a person's answer to run it again."""
+    from cli import advice
+    from cli.errors import exit_code_for
+    from cli.locking import lock_refusal
+    from planner import request as requests
+
+    verb_done = _past(plan)
+    done = f"{verb_done} before it: {', '.join(outcome.done)}" if outcome.in_parts and outcome.done else ""
+    error = outcome.error
+    if outcome.status == requests.FAILED and outcome.stopped is None:  # --no-preview, or a step outside any transaction
+        if done:  # the error names this step; what the parts before it committed stays
+            echo(f"The parts before it were committed ({done})", fg="yellow", err=True)
+        raise error
+    if outcome.status == requests.FAILED:
+        failed = outcome.stopped.steps[-1]
+        if failed.output:  # what it printed helps explain the failure (stderr: --json stays clean)
+            echo("\n".join([f"{failed.version} {failed.description} printed, before it failed:",
+                            *printed_lines(failed.output)]), err=True)
+        what = getattr(error, "failure", None) if done else None  # not "the whole plan": this part
+        unchanged = f"{done}; this part was rolled back" if done else "nothing was committed"
+        raise CommandError(f"{what}; this part was rolled back ({done})" if what else f"{error} ({unchanged})",
+                           exit_code_for(error))
+    if outcome.stopped is None:  # a step outside any transaction stopped before a statement nobody confirmed
+        again = ("Re-run with --yes to let it (its statements run again from the start), or run it on a terminal "
+                 "to be asked")
+        raise CommandError(f"{advice.message(error)}; {done or f'no step before it was {verb_done} by this run'}. "
+                           f"{again}", EXIT_UNCONFIRMED)
+    unchanged = f"{done}; nothing else was changed" if done else "nothing was changed"
+    findings, lines = outcome.lock_findings, outcome.loss
+    scripted = as_json or not stdin_is_terminal()
+    if outcome.status == requests.CHANGED:  # what a person accepted is not what the plan does now
+        locks = not set(findings) <= set(locks_accepted)
+        now = f"the plan's lock findings are now {'; '.join(findings)}" if locks else \
+            f"the plan now destroys {'; '.join(lines)}"
+        raise CommandError(f"the database changed while you decided: {now}; {unchanged}. Run the command again",
+                           EXIT_LOCK_RISK if locks else EXIT_UNCONFIRMED)
+    if outcome.status == requests.REFUSED:
+        if scripted:
+            raise CommandError(lock_refusal(findings, unchanged), EXIT_LOCK_RISK)
+        _ask([line for step in outcome.stopped.steps for line in step.describe() if ": lock " in line], unchanged,
+             heading="This plan takes locks that can hold a live database up:", code=EXIT_LOCK_RISK)
+        return confirmed, list(findings)  # run again; data loss, if any, is asked about next
+    if scripted:
+        raise CommandError(f"this plan destroys data ({'; '.join(lines)}); {unchanged}. "
+                           f"Re-run with --yes to proceed, or with --dry-run to see the whole preview",
+                           EXIT_UNCONFIRMED)
+    _ask(lines, unchanged)
+    return list(lines), locks_accepted
+
+
+def _show(heading: str, lines) -> None:
+    """A heading and its lines on stderr, so --json stays one document on stdout."""
+    echo(heading, fg="yellow", err=True)
+    for line in lines:
+        echo(f"  {line}", err=True)
+
+
+def _ask(lines: list[str], unchanged: str = "nothing was changed", heading: str = "This plan destroys data:",
+         code: int = EXIT_UNCONFIRMED) -> None:
+    """Show what the plan destroys and ask; anything but yes refuses (exit 7), Ctrl-C exits 130."""
+    _show(heading, lines)
+    if not confirm("Proceed?"):  # Ctrl-C: Interrupted, exit 130
+        raise CommandError(f"not confirmed; {unchanged}", code)
+
+
+def _ask_outside(loss, as_json: bool) -> bool:
+    """A statement of a step outside any transaction destroys data: a person on a terminal is asked (not a script)."""
+    if as_json or not stdin_is_terminal():
+        return False
+    _show(f"{loss.version} runs outside a transaction (transactional = False); its next statement, "
+          f"`{loss.statement}`, destroys data:", loss.lines)
+    return bool(confirm("Proceed?"))  # Ctrl-C: Interrupted, exit 130
+
+
+def _interrupted(plan, request, watch: _Watch, interrupt: BaseException) -> BaseException:
+    """Ctrl-C: the stop told from the ledger (``interrupted_summary``), or the interrupt itself (nothing committed)."""
+    from cli.errors import interrupted_exit_code
+
+    code = interrupted_exit_code(interrupt)
+    if not request.previewed or watch.outside:
+        return CommandError(interrupted_summary(plan, request.atomic and not watch.outside, watch.running), code)
+    if watch.parts_done:
+        return CommandError(interrupted_summary(plan).replace("the step that was running", "the part that was running"),
+                            code)
+    return interrupt
+
+
+def _tell_committed(rows, destroyed: list[str], watch: _Watch) -> None:
+    """What a committed preview did: the loss it was allowed first (on stderr), the backup, then one line a step."""
+    if destroyed:
+        _show("This run destroyed data, as confirmed:", destroyed)
+    watch.announce()
+    if watch.as_json:
+        return
+    for row in rows:
+        if row.status == "skipped":
+            echo(f"Skipped {row.version} {row.description}: {row.reason}", fg="yellow")
+        else:
+            echo("\n".join([f"{verb(row.direction)} {row.version} {row.description} ({duration(row.duration_ms)})",
+                            *printed_lines(row.output)]))
+
+
+class _Watch:
+    """The library's events as a person sees them: a progress bar on a terminal, a line a step, the backup line.
+
+    A previewed part reports nothing until it commits (a ``PartEnded``, or the
+    outcome); a step committed on its own (``--no-preview``, a step outside
+    any transaction) is told as it ends. ``--atomic`` holds its lines until
+    the one COMMIT. What is running is kept for the Ctrl-C summary.
+    """
+
+    def __init__(self, plan, request, as_json: bool, *, rehearsal: bool = False):
+        self.as_json, self.previewed, self.atomic, self.rehearsal = as_json, request.previewed, request.atomic, rehearsal
+        self.tty = not as_json and sys.stdout.isatty()
+        wanted = not self.previewed and len(plan) > 10 and self.tty
+        self.progress = Progress(len(plan), keep_lines=not self.atomic) if wanted else None
+        self.held: list[tuple[str, bool]] = []  # --atomic: nothing is applied until the one COMMIT
+        self.running: Any = None  # the step under way (a planner.plan.Step), for the message when Ctrl-C stops it
+        self.outside = False  # a step outside any transaction is under way (in a plan in parts)
+        self.parts_done = False
+        self.backup: Any = None  # a Path written, not yet told (told once something committed)
+
+    def announce(self) -> None:
+        if self.backup is not None and not self.as_json:
+            echo(f"Backup written to {self.backup}")
+        self.backup = None
+
+    def event(self, event) -> None:
+        from planner.events import Replanned, StepStarted
+        from planner.request import BackupTaken, PartEnded
+
+        if isinstance(event, BackupTaken):
+            self.backup = event.path
+            if not self.previewed:  # a step-by-step run keeps its copy, whatever happens next
+                self.announce()
+        elif isinstance(event, PartEnded):
+            self._part(event)
+        elif isinstance(event, Replanned):
+            self._replanned(event)
+        else:
+            self.running = event.step if isinstance(event, StepStarted) else None
+            if self.previewed and (self.rehearsal or event.step.migration.transactional):
+                self._previewed(event)
+            else:
+                self.outside = self.previewed
+                self._stepwise(event)
+
+    def _part(self, event) -> None:
+        """A part ended: a previewed one is told now; a step outside any transaction was told as it ran."""
+        self.outside = False
+        self.parts_done = self.parts_done or event.preview is not None or any(r.status != "skipped" for r in event.steps)
+        _tell_committed(event.steps if event.preview is not None else [], event.destroyed, self)
+
+    def _replanned(self, event) -> None:
+        if self.previewed:
+            echo(f"The ledger changed meanwhile (another process); planned again inside the lock: "
+                 f"{len(event.plan)} step(s)", fg="yellow", err=True)
             return
+        if self.atomic:  # the attempt's one transaction was rolled back: what it reported never happened
+            self.held.clear()
+        echo(f"The ledger changed meanwhile (another process); planned again: {len(event.plan)} step(s) left",
+             fg="yellow", err=True)
+        if self.progress is not None:
+            self.progress.grow(len(event.plan))
+
+    def _previewed(self, event) -> None:
+        """A bar while a preview runs on a terminal, so a long plan never sits silent."""
+        from planner.events import StepFinished, StepSkipped, StepStarted
+
+        if isinstance(event, StepStarted) and self.tty:
+            if self.progress is None:
+                self.progress = Progress(event.total, keep_lines=False)
+            self.progress.total = max(self.progress.total, event.total)
+            self.progress.show(event.step)
+        elif isinstance(event, (StepFinished, StepSkipped)) and self.progress is not None:
+            self.progress.done("")
+            if event.index == event.total:
+                self.progress.close()
+                self.progress = None
+
+    def _stepwise(self, event) -> None:
+        from planner.events import StepFailed, StepFinished, StepSkipped, StepStarted
+
         migration = event.step.migration
-        running[0] = event.step if isinstance(event, StepStarted) else None
         if isinstance(event, StepStarted):
-            if progress is not None:
-                progress.show(event.step)
+            if self.progress is not None:
+                self.progress.show(event.step)
             return
         if isinstance(event, StepFinished):
-            results.append({"version": migration.version, "description": migration.description,
-                            "status": "applied" if event.step.direction == "apply" else "rolled_back",
-                            "duration_ms": round(event.duration_ms, 3), "output": event.output})
             line = "\n".join([f"{verb(event.step.direction)} {migration.label} ({duration(event.duration_ms)})",
                               *printed_lines(event.output)])  # what the migration printed
         elif isinstance(event, StepSkipped):
-            results.append({"version": migration.version, "description": migration.description,
-                            "status": "skipped", "reason": event.reason, "duration_ms": 0})
             line = f"Skipped {migration.label}: {event.reason}"
         else:
             if isinstance(event, StepFailed) and event.output:  # its output helps explain the failure
                 echo("\n".join([f"{migration.label} printed, before it failed:", *printed_lines(event.output)]),
                      err=True)
             return
-        if atomic:
-            held.append((line, isinstance(event, StepSkipped)))
-        if progress is not None:
-            progress.done(line)
-        elif not atomic and not as_json:
+        if self.atomic:
+            self.held.append((line, isinstance(event, StepSkipped)))
+        if self.progress is not None:
+            self.progress.done(line)
+        elif not self.atomic and not self.as_json:
+            self.announce()  # a backup, before the first line of what it is a copy from before
             echo(line, fg="yellow" if isinstance(event, StepSkipped) else None)
 
-    try:
-        executor.migrate(make_plan or (lambda _ledger: plan), on_event=record, atomic=atomic, plan=plan,
-                         before=before, confirm_outside=confirm_outside)
-    except Interrupted as interrupt:
-        if progress is not None:
-            progress.close()
-        from cli.errors import interrupted_exit_code
+    def close(self, *, committed: bool) -> None:
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+        for line, skipped in self.held if committed and not self.as_json else ():
+            echo(line, fg="yellow" if skipped else None)
+        self.held = []
 
-        raise CommandError(interrupted_summary(whole or plan, atomic, running[0]),
-                           interrupted_exit_code(interrupt)) from None
-    if progress is not None:
-        progress.close()
-    for line, skipped in held if not as_json else ():
-        echo(line, fg="yellow" if skipped else None)
-    return results
+
+# --------------------------------------------------------------------------
+# The dry run (--dry-run, plan --rehearse)
+# --------------------------------------------------------------------------
+
+
+def preview_plan(catalog, plan, request, *, as_json: bool = True):
+    """The plan run in one watched transaction and rolled back, planned again inside the lock (``request``)."""
+    from planner import request as requests
+
+    watch = _Watch(plan, request, as_json, rehearsal=True)
+    preview = requests.run(settings().engine, catalog, request, plan, on_event=watch.event).stopped
+    watch.close(committed=False)
+    return preview
+
+
+def dry_run_report(catalog, plan, request, as_json: bool, *, exit_on_loss: bool = True):
+    """Preview and roll back: exit 7 when the plan would destroy data, 5 (or the error's code) when a step fails."""
+    import click
+
+    sql = request.sql
+    preview = preview_plan(catalog, plan, request, as_json=as_json)
+    report_preview(preview, plan, as_json=as_json, sql=sql)
+    if preview.error is not None:
+        from cli.errors import exit_code_for
+
+        raise CommandError(f"{preview.error} (found by the preview: nothing was committed)",
+                           exit_code_for(preview.error)) from preview.error
+    if (preview.loses_data or preview.unchecked) and exit_on_loss:
+        click.get_current_context().exit(EXIT_UNCONFIRMED)  # a step nobody could check is not a safe plan
+    from planner.request import gating_lines
+
+    if exit_on_loss and gating_lines(request.lock_policy, preview):
+        click.get_current_context().exit(EXIT_LOCK_RISK)  # a CI gate: lock findings not accepted
+    return preview
 
 
 def verb(direction: str) -> str:
     return "Applied" if direction == "apply" else "Rolled back"
+
+
+def _past(plan) -> str:
+    return "applied" if plan.direction == "apply" else "rolled back" if plan.direction == "rollback" else "done"
+
 
 
 def interrupted_summary(plan, atomic: bool = False, running=None) -> str:
@@ -137,7 +408,7 @@ def interrupted_summary(plan, atomic: bool = False, running=None) -> str:
     recorded = ledger_entries()
     applying = plan.direction == "apply"
     done = [s.version for s in plan.steps if (s.version in recorded) == (s.direction == "apply")]
-    verb = "applied" if applying else "rolled back" if plan.direction == "rollback" else "done"
+    verb = _past(plan)
     if atomic:
         state = "the whole plan was rolled back (--atomic)" if not done else f"{verb}: {', '.join(done)}"
     else:
@@ -154,14 +425,6 @@ def interrupted_summary(plan, atomic: bool = False, running=None) -> str:
                 f"then run `{again}`")
     return f"interrupted: {state}; the database is consistent. Run `{again}` to finish"
 
-
-def preview_plan(catalog, plan, *, make_plan=None, accept=None, sql: bool = False, on_event=None, before=None):
-    """The plan run for real in one transaction, watched (``Executor.preview``); committed only if ``accept``."""
-    # A plan that only applies may create the database (a --to that only goes forward too).
-    creates = all(step.direction == "apply" for step in plan.steps)
-    executor = settings().engine.runner(catalog=catalog, create=creates)
-    return executor.preview(plan, make_plan=make_plan, accept=accept, on_event=on_event, capture_sql=sql,
-                            before=before)
 
 
 def report_preview(preview, plan, *, as_json: bool, sql: bool, title: str = "Dry run") -> None:
@@ -202,125 +465,11 @@ def report_preview(preview, plan, *, as_json: bool, sql: bool, title: str = "Dry
              fg="yellow" if preview.loses_data else None)
 
 
-def dry_run_report(catalog, plan, as_json: bool, *, sql: bool = False, make_plan=None, exit_on_loss: bool = True):
-    """Preview and roll back: exit 7 when the plan would destroy data, 5 (or the error's code) when a step fails."""
-    preview = preview_plan(catalog, plan, make_plan=make_plan, sql=sql, on_event=preview_progress(plan, as_json))
-    report_preview(preview, plan, as_json=as_json, sql=sql)
-    if preview.error is not None:
-        from cli.errors import exit_code_for
-
-        raise CommandError(f"{preview.error} (found by the preview: nothing was committed)",
-                           exit_code_for(preview.error)) from preview.error
-    if (preview.loses_data or preview.unchecked) and exit_on_loss:
-        click.get_current_context().exit(EXIT_UNCONFIRMED)  # a step nobody could check is not a safe plan
-    from cli.locking import gating_findings
-
-    if gating_findings(preview) and exit_on_loss:
-        from cli.options import EXIT_LOCK_RISK
-
-        click.get_current_context().exit(EXIT_LOCK_RISK)  # a CI gate: lock findings not accepted
-    return preview
-
-
-def preview_progress(plan, as_json: bool):
-    """A progress bar while a preview runs on a terminal, so a long plan never sits silent; a note if re-planned."""
-    from planner.events import Replanned, StepFinished, StepSkipped, StepStarted
-
-    progress = Progress(len(plan), keep_lines=False) if not as_json and sys.stdout.isatty() else None
-
-    def on_event(event) -> None:
-        if isinstance(event, Replanned):
-            echo(f"The ledger changed meanwhile (another process); planned again inside the lock: "
-                 f"{len(event.plan)} step(s)", fg="yellow", err=True)
-            return
-        if progress is None:
-            return
-        if isinstance(event, StepStarted):
-            progress.total = max(progress.total, event.total)
-            progress.show(event.step)
-        elif isinstance(event, (StepFinished, StepSkipped)):
-            progress.done("")
-            if event.index == event.total:
-                progress.close()
-
-    return on_event
-
 
 def stdin_is_terminal() -> bool:
     """Whether a person can answer a question (tests replace this to play one)."""
     return sys.stdin.isatty()
 
-
-def require_database() -> None:
-    """Refuse, as a database problem (exit 6), a command that needs an existing database and has none."""
-    settings().engine.require()
-
-
-def run_step_by_step(catalog, plan, *, make_plan, atomic: bool, as_json: bool, backup: bool,
-                     create: bool) -> dict:
-    """A run without the preview (``--no-preview``, or a plan with steps outside any transaction).
-
-    The backup first (when asked), each step committed in turn (or all at
-    once with ``atomic``), and old backups pruned once the run committed.
-    """
-    taken = BackupOnce(backup, announce=not as_json)
-    results = execute(catalog, plan, atomic=atomic, as_json=as_json, create=create, make_plan=make_plan,
-                      before=taken)
-    backup_path = taken.path
-    if backup_path is not None:
-        prune_backups_after_commit()
-    return {"results": results, "backup": str(backup_path) if backup_path is not None else None}
-
-
-class BackupOnce:
-    """The backup before a rollback, taken by the runner (``before``) at most once, on both engines.
-
-    The runner takes it inside its lock, once the plan was made again there
-    from the ledger (``Session.take_backup``), before anything is written: the
-    copy is exactly the database the rollback starts from. Taken any earlier,
-    another process could commit between the copy and the run, and "the
-    newest backup" would not be the database this run changed.
-    """
-
-    def __init__(self, wanted: bool, *, announce: bool = False):
-        self.wanted, self.announce = wanted, announce
-        self.path: Path | None = None
-
-    def __call__(self) -> None:
-        if self.wanted and self.path is None:
-            self.path = take_backup()
-            if self.path is not None and self.announce:
-                echo(f"Backup written to {self.path}")
-
-    def discard(self) -> None:
-        """Forget (and delete) a copy whose run was rolled back: the next run takes its own."""
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
-            self.path = None
-
-
-def take_backup() -> Path | None:
-    """The seed's "backup first" step, done for the user: SQLite's online backup API, or ``pg_dump``.
-
-    A SQLite file is checked for writing first (read-only file or folder, a
-    lock held past --busy-timeout): a rollback that cannot run must not leave
-    a backup behind. Old backups are pruned (``--keep-backups N``) only once
-    the run has committed.
-    """
-    return settings().engine.backups.take(settings().backup_dir)
-
-
-def prune_backups_after_commit() -> None:
-    """After a run that committed: --keep-backups N / APM_KEEP_BACKUPS / keep_backups in the config.
-
-    SQLite: ``<db>.backup.*`` beside the file. PostgreSQL: this database's
-    ``<dbname>.*.dump`` files in the backup folder (no other file there).
-    """
-    options = settings()
-    if not options.keep_backups:
-        return
-    for path in options.engine.backups.prune(options.keep_backups, options.backup_dir):
-        echo(f"Removed old backup {path} (--keep-backups {options.keep_backups})", err=True)  # as restore says it
 
 
 def warn_about_edited_files(catalog, entries: dict) -> None:
@@ -332,6 +481,7 @@ def warn_about_edited_files(catalog, entries: dict) -> None:
             migration = catalog.get(version)
             echo(f"Warning: {migration.path.name} changed since {migration.version} was applied; the database "
                  f"holds what the old text did (see `apm migrate check`)", fg="yellow", err=True)
+
 
 
 def warn_about_missing_files(catalog, entries: dict) -> None:

@@ -141,6 +141,14 @@ class Session(ABC, Generic[DriverT, ObserverT, ConnectionT]):
         """The engine's ``Rehearsal`` of ``step`` in a preview (``None``: the preview leaves it out)."""
         return None
 
+    def performing(self, observer: ObserverT | None = None) -> AbstractContextManager[None]:
+        """What one step's work runs inside: an engine puts back what a migration may change on its connection."""
+        return nullcontext()
+
+    def explained(self, step: Step, error: Exception) -> Exception:
+        """The failure as the log row tells it; an engine may say more (PostgreSQL: the attempt, the lock holder)."""
+        return error
+
     # -- the ledger, as seen inside the lock ---------------------------------------
 
     def read_applied(self) -> set[str]:
@@ -215,6 +223,11 @@ class Session(ABC, Generic[DriverT, ObserverT, ConnectionT]):
     # -- one step's work, inside an open transaction -------------------------------
 
     def perform(self, step: Step, observer: ObserverT | None = None) -> str | None:
+        """One step's work, inside what the engine wraps around it (``performing``)."""
+        with self.performing(observer):
+            return self._perform(step, observer)
+
+    def _perform(self, step: Step, observer: ObserverT | None = None) -> str | None:
         """Run the migration's code and the checks after it; anything it raises fails the step.
 
         Returns the log row's note (``detail``). ``sys.exit()`` or a
@@ -306,6 +319,7 @@ class Session(ABC, Generic[DriverT, ObserverT, ConnectionT]):
 
     def log_failure(self, step: Step, error: Exception, execution_ms: int | None) -> None:
         """Record the failure in its own small transaction; best effort, since the database may be the problem."""
+        error = self.explained(step, error)
         try:
             with self.transaction():
                 self.ledger.log(step.version, step.direction, FAILED, step.migration.checksum, execution_ms,

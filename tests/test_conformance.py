@@ -461,7 +461,6 @@ def test_a_confirmed_rollback_backs_up_the_state_it_commits_from(engine: Handle,
                                                                  monkeypatch: pytest.MonkeyPatch):
     """A person confirms a loss on a terminal: the preview is rolled back, the question asked, the plan run again.
     Another process commits while the person decides; the backup is the run that commits, taken inside its lock."""
-    import cli.previewed
     import cli.running
 
     write_migration(catalog_dir, "0001", "Notes", upgrade='conn.execute("CREATE TABLE notes (id INTEGER)")')
@@ -471,14 +470,14 @@ def test_a_confirmed_rollback_backs_up_the_state_it_commits_from(engine: Handle,
     write_migration(catalog_dir, "0003", "Three", depends_on=("0001",),
                     upgrade='conn.execute("CREATE TABLE three (id INTEGER)")')
     assert apm(engine, catalog_dir, "migrate", "--target", "0002")[0] == 0
-    asked = cli.previewed._ask
+    asked = cli.running._ask
 
     def person_deciding(*args, **kwargs):
         asked(*args, **kwargs)
         other = run_apm("migrate", "--target", "0003", "--db", engine.db, "--migrations-dir", str(catalog_dir))
         assert other.returncode == 0, other.stderr
 
-    monkeypatch.setattr(cli.previewed, "_ask", person_deciding)
+    monkeypatch.setattr(cli.running, "_ask", person_deciding)
     monkeypatch.setattr(cli.running, "stdin_is_terminal", lambda: True)
     from click.testing import CliRunner
 
@@ -496,7 +495,7 @@ def test_a_confirmed_rollback_backs_up_the_state_it_commits_from(engine: Handle,
 
 
 class _Backup:
-    """What the command passes as ``before`` (``cli.running.BackupOnce``): one copy, dropped if its run is undone."""
+    """What a run passes as ``before`` (``planner.request``'s backup): one copy, dropped if its run is undone."""
 
     def __init__(self, engine, folder: Path):
         self.engine, self.folder, self.path = engine, folder, None

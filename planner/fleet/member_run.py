@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from planner.fleet.members import Member
+from planner.request import Request  # noqa: F401 (what to do to every database: named from here too)
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
-    from planner.locks import LockPolicy, LockSettings
     from planner.plan import Plan
 
 APPLIED = "applied"
@@ -38,49 +38,6 @@ REHEARSED = "rehearsed"
 REFUSED = "refused"
 
 SUCCEEDED = frozenset({APPLIED, ROLLED_BACK, NOTHING_TO_DO})
-
-
-@dataclass(frozen=True)
-class Request:
-    """What to do to every database: what ``apm migrate`` takes, minus the database."""
-
-    target: str | None = None
-    rollback: str | None = None
-    cascade: bool = False
-    to: str | None = None
-    dry_run: bool = False
-    sql: bool = False
-    yes: bool = False
-    backup: bool = True
-    busy_timeout: float = 30.0
-    ledger_schema: str = "public"
-    backup_dir: str | None = None
-    keep_backups: int | None = None
-    #: PostgreSQL: how long a step may wait for a lock, and the retries (``planner.locks.LockSettings``).
-    locks: LockSettings | None = None
-    #: Which lock findings stop a run (``planner.locks.LockPolicy``), as ``apm migrate`` decides it.
-    lock_policy: LockPolicy | None = None
-
-    def plan(self, catalog: Catalog, entries: dict) -> Plan:
-        """This database's plan, from its own ledger (raises the planner's refusals)."""
-        from planner.plan import apply_plan, rollback_plan, to_plan
-
-        if self.to is not None:
-            return to_plan(catalog, entries, self.to)
-        if self.rollback is not None:
-            return rollback_plan(catalog, entries, self.rollback, cascade=self.cascade)
-        return apply_plan(catalog, entries, target=self.target)
-
-    def to_json(self) -> dict[str, Any]:
-        """The whole request, as the journal keeps it for ``--resume`` (nothing in it holds a password)."""
-        locks = self.locks
-        policy = self.lock_policy
-        return {"target": self.target, "rollback": self.rollback, "cascade": self.cascade, "to": self.to,
-                "backup": self.backup, "yes": self.yes, "sql": self.sql, "busy_timeout": self.busy_timeout,
-                "lock_timeout": locks.lock_timeout if locks else None,
-                "statement_timeout": locks.statement_timeout if locks else None,
-                "lock_retries": locks.retries if locks else None,
-                "allow": list(policy.allowed) if policy else []}
 
 
 @dataclass
@@ -187,124 +144,46 @@ def run_member(member: Member, request: Request, catalog: Catalog | None = None,
 
 def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: MemberOutcome,
               confirmed: list[str] | None) -> None:
-    """The plan as ``apm migrate`` runs it (``cli.previewed``): each transactional part previewed and committed
-    only if it destroys nothing or what it destroys was confirmed, and no lock finding stops it; each
-    ``transactional = False`` step checked statement by statement (``planner.outside``)."""
-    from planner.errors import OutsideStepStopped
-    from planner.locks import LockPolicy, gating
-    from planner.plan import segments
+    """The plan as ``apm migrate`` runs it: ``planner.request.run``, its one result told as this database's outcome."""
+    from planner import request as requests
 
-    policy = request.lock_policy or LockPolicy()
-
-    def findings(preview) -> list[str]:
-        return [f"{version}: {finding.code} on {finding.relation} ({finding.level})"
-                for version, finding in gating(policy, preview.steps)]
-
-    replan = lambda ledger: request.plan(catalog, ledger)  # noqa: E731 (planned again inside the lock)
-    creates = all(step.direction == "apply" for step in plan.steps)
-    runner = engine.runner(catalog=catalog, create=creates)
-    if request.dry_run:
-        preview = runner.preview(plan, make_plan=replan, accept=None, capture_sql=request.sql)
+    result = requests.run(engine, catalog, request, plan, confirmed=confirmed)
+    for preview in [*result.previews, *([result.stopped] if result.stopped and not request.dry_run else [])]:
         _note_preview(outcome, preview)
-        outcome.lock_findings = findings(preview)
+    outcome.lock_findings = result.lock_findings
+    outcome.destroyed = list(result.destroyed)
+    if request.dry_run:
+        preview = result.previews[0]
         outcome.steps = [{"version": s.version, "description": s.description, "direction": s.direction,
                           "status": s.status, "duration_ms": round(s.duration_ms, 3)} for s in preview.steps]
         outcome.outcome = _failed_or_refused(preview.error) if preview.error is not None else REHEARSED
         if preview.error is not None:
             outcome.error = f"{one_line(preview.error)} (found by the preview: nothing was committed)"
         return
-    outside = any(not step.migration.transactional for step in plan.steps)
-    backup = _Backup(engine, request) if request.backup and any(s.direction == "rollback" for s in plan.steps) \
-        else None
-    parts = segments(plan) if outside else [plan]
-    done: list[dict[str, Any]] = []
-
-    def before_it() -> str:
-        return f"committed before it: {', '.join(d['version'] for d in done)}"
-
-    for part in parts:
-        if not part.steps[0].migration.transactional:
-            answers = _OutsideAnswers(request.yes, confirmed)
-            try:  # checked statement by statement as it runs: what destroys nothing runs, the rest is confirmed
-                result = runner.migrate(lambda _ledger, part=part: part, plan=part, before=backup,
-                                        confirm_outside=answers)
-            except OutsideStepStopped as stopped:
-                outcome.outcome, outcome.unconfirmed = SKIPPED, True
-                outcome.loss = list(stopped.lines)
-                outcome.error = one_line(stopped) + (f" ({before_it()})" if done else "")
-                break
-            except Exception as error:
-                outcome.outcome = _failed_or_refused(error)
-                outcome.error = one_line(error) + (f" ({before_it()})" if done else "")
-                break
-            finally:
-                outcome.destroyed += answers.destroyed
-            done += [{"version": s.version, "description": s.migration.description,
-                      "status": _status(s.direction), "duration_ms": None} for s in result.done]
-            continue
-
-        def accept(preview, confirmed=confirmed) -> bool:
-            if findings(preview):
-                return False  # lock findings are never confirmed by --yes (docs/locks.md)
-            if confirmed is not None:  # a part destroys part of what was shown, never more
-                return set(preview.loss_lines()) <= set(confirmed)
-            return request.yes or not preview.loses_data
-
-        preview = runner.preview(part, make_plan=replan if len(parts) == 1 else None, accept=accept,
-                                 capture_sql=request.sql, before=backup)
-        _note_preview(outcome, preview)
-        unchanged = f"this part was rolled back ({before_it()})" if done else "nothing was committed"
-        if preview.error is not None:
-            outcome.outcome = _failed_or_refused(getattr(preview.error, 'failure', None) or preview.error)
-            outcome.error = f"{one_line(getattr(preview.error, 'failure', None) or preview.error)}; {unchanged}"
-            break
-        if not preview.committed:
-            outcome.lock_findings = findings(preview)
-            if outcome.lock_findings:
-                outcome.outcome = REFUSED
-                outcome.error = f"lock findings stop this plan ({'; '.join(outcome.lock_findings)}); {unchanged}"
-                break
-            outcome.outcome, outcome.unconfirmed = SKIPPED, True
-            what = "the database changed meanwhile: it now destroys " if confirmed is not None else "destroys "
-            outcome.error = f"this plan {what}{'; '.join(preview.loss_lines())}; {unchanged}"
-            break
-        if preview.loses_data:
-            outcome.destroyed += preview.loss_lines()
-        done += [{"version": s.version, "description": s.description,
-                  "status": "skipped" if s.skipped else _status(s.direction),
-                  "duration_ms": round(s.duration_ms, 3)} for s in preview.steps]
-    else:
+    outcome.steps = [{"version": row.version, "description": row.description, "status": row.status,
+                      "duration_ms": round(row.duration_ms, 3)} for row in result.steps]
+    done = f"committed before it: {', '.join(row.version for row in result.steps)}" if result.steps else ""
+    unchanged = f"this part was rolled back ({done})" if done else "nothing was committed"
+    error = result.error or RuntimeError(result.status)  # set whenever a step failed or stopped
+    if result.committed:
         outcome.outcome = ROLLED_BACK if plan.direction == "rollback" else APPLIED
-    outcome.steps = done
-    if backup is not None and backup.path is not None:
-        if outcome.outcome in SUCCEEDED:
-            outcome.backup = str(backup.path)
-            if request.keep_backups:
-                engine.backups.prune(request.keep_backups, Path(request.backup_dir) if request.backup_dir else None)
-        elif not done:
-            backup.path.unlink(missing_ok=True)  # nothing changed: a backup of it is only clutter
-
-
-class _OutsideAnswers:
-    """``planner.outside.Confirmation`` for a fleet's database: ``--yes``, or what a person confirmed before.
-
-    A worker has no terminal: a statement destroying data that nothing
-    confirmed stops the step (``OutsideStepStopped``); the fleet shows its
-    loss, asks once, and runs the database again with those lines confirmed.
-    """
-
-    def __init__(self, yes: bool, confirmed: list[str] | None):
-        self.yes, self.confirmed = yes, set(confirmed or ())
-        self.destroyed: list[str] = []
-
-    def accept(self, loss) -> bool:
-        return self.yes or (bool(loss.lines) and set(loss.lines) <= self.confirmed)
-
-    def ask(self, loss) -> bool:
-        return self.accept(loss)
-
-    def committed(self, loss) -> None:
-        self.destroyed += loss.lines
+        outcome.backup = str(result.backup) if result.backup is not None else None
+    elif result.stopped is None:  # a step outside any transaction: stopped unconfirmed, or failed
+        outcome.outcome = SKIPPED if result.status == requests.UNCONFIRMED else _failed_or_refused(error)
+        outcome.unconfirmed = result.status == requests.UNCONFIRMED
+        outcome.loss = list(result.loss) if outcome.unconfirmed else outcome.loss
+        outcome.error = one_line(error) + (f" ({done})" if done else "")
+    elif result.status == requests.FAILED:
+        outcome.outcome = _failed_or_refused(getattr(error, 'failure', None) or error)
+        outcome.error = f"{one_line(getattr(error, 'failure', None) or error)}; {unchanged}"
+    elif result.status == requests.REFUSED:
+        outcome.outcome = REFUSED
+        outcome.error = f"lock findings stop this plan ({'; '.join(outcome.lock_findings)}); {unchanged}"
+    else:
+        outcome.outcome, outcome.unconfirmed = SKIPPED, True
+        # Changed: what was confirmed for this part is not what it destroys now. A later part's loss is a new question.
+        what = "the database changed meanwhile: it now destroys " if result.status == requests.CHANGED else "destroys "
+        outcome.error = f"this plan {what}{'; '.join(result.loss)}; {unchanged}"
 
 
 def _failed_or_refused(error: BaseException) -> str:
@@ -315,28 +194,11 @@ def _failed_or_refused(error: BaseException) -> str:
     return REFUSED if isinstance(error, PlanError) else FAILED
 
 
-def _status(direction: str) -> str:
-    return "applied" if direction == "apply" else "rolled_back"
-
-
 def _note_preview(outcome: MemberOutcome, preview) -> None:
     outcome.loss = preview.loss_lines()
     outcome.lost = sum(i.count for step in preview.steps for i in step.impact if i.loses_data)
     if preview.steps and any(step.sql for step in preview.steps):
         outcome.sql.update({f"{s.version} {s.direction}": list(s.sql) for s in preview.steps if s.sql})
-
-
-class _Backup:
-    """The backup before a rollback, taken by the runner once it holds the lock (as ``apm migrate`` does)."""
-
-    def __init__(self, engine, request: Request):
-        self.engine, self.request = engine, request
-        self.path: Path | None = None
-
-    def __call__(self) -> None:
-        if self.path is None:
-            folder = Path(self.request.backup_dir) if self.request.backup_dir else None
-            self.path = self.engine.backups.take(folder)
 
 
 def one_line(error: BaseException, *, unexpected: bool = False) -> str:

@@ -89,11 +89,9 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
         else:
             apply_declared(self.conn, declared, self.locks.settings, lambda: function(proxy))
 
-    def log_failure(self, step: Step, error: Exception, execution_ms: int | None) -> None:
+    def explained(self, step: Step, error: Exception) -> Exception:
         """A lock timeout's row says which attempt it was and which session held the lock."""
-        if self.locks is not None:
-            error = self.locks.explain(step.version, error)
-        super().log_failure(step, error, execution_ms)
+        return self.locks.explain(step.version, error) if self.locks is not None else error
 
     def verify(self, step: Step, proxy: PgMigrationConnection, observer: Observer | None = None) -> None:
         """Deferred foreign keys checked now, so a violation is this migration's failure, not COMMIT's.

@@ -188,13 +188,14 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
 
         return Rehearsed(self.conn, step.version, step.direction)
 
-    def perform(self, step: Step, observer: StepObserver | None = None) -> str | None:
+    @contextmanager
+    def performing(self, observer: StepObserver | None = None) -> Iterator[None]:
         """The step's work, with the connection's row and text factories as they were after it."""
         saved = (self.conn.row_factory, self.conn.text_factory)
         if observer is not None:
             observer.running(True)
         try:
-            return super().perform(step, observer)
+            yield
         finally:
             self.conn.row_factory, self.conn.text_factory = saved
             if observer is not None:
