@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Union
 from planner.errors import Interrupted
 
 if TYPE_CHECKING:
+    from planner.engines.base import Engine
     from planner.catalog import Catalog
     from planner.events import Event
     from planner.locks import LockPolicy, LockSettings
@@ -166,13 +167,13 @@ RunEvent = Union["Event", BackupTaken, PartEnded]
 class _Backup:
     """The backup before a rollback: taken by the runner (``before``) once it holds the lock, at most once."""
 
-    def __init__(self, engine: Any, folder: Path | None, path: Path | None = None,
+    def __init__(self, engine: "Engine", folder: Path | None, path: Path | None = None,
                  on_event: Callable[[Any], None] | None = None):
         self.engine, self.folder, self.path, self.on_event = engine, folder, path, on_event
 
     def __call__(self) -> None:
         if self.path is None:
-            self.path = self.engine.backup(self.folder)
+            self.path = self.engine.backups.take(self.folder)
             if self.path is not None and self.on_event is not None:
                 self.on_event(BackupTaken(self.path))
 
@@ -208,7 +209,7 @@ def gating_lines(policy: LockPolicy | None, preview: Preview) -> list[str]:
             for version, finding in gating(policy or LockPolicy(), preview.steps)]
 
 
-def run(engine: Any, catalog: Catalog, request: Request, plan: Plan | None = None, *,
+def run(engine: "Engine", catalog: Catalog, request: Request, plan: Plan | None = None, *,
         confirmed: Sequence[str] | None = None, locks_accepted: Sequence[str] = (),
         on_event: Callable[[RunEvent], None] | None = None,
         ask_outside: Callable[[StatementLoss], bool] | None = None, after: RunOutcome | None = None) -> RunOutcome:
@@ -319,7 +320,7 @@ def _why_not(outcome: RunOutcome, confirmed: bool, locks_accepted: Sequence[str]
     return CHANGED if confirmed else UNCONFIRMED
 
 
-def _settle_backup(outcome: RunOutcome, backup: _Backup | None, engine: Any, request: Request,
+def _settle_backup(outcome: RunOutcome, backup: _Backup | None, engine: "Engine", request: Request,
                    folder: Path | None) -> None:
     """A backup of a run that changed nothing is only clutter; one that committed prunes the old ones."""
     if backup is None or backup.path is None:
@@ -329,7 +330,7 @@ def _settle_backup(outcome: RunOutcome, backup: _Backup | None, engine: Any, req
         return
     outcome.backup = backup.path
     if outcome.committed and request.keep_backups and not outcome.pruned:
-        outcome.pruned = list(engine.prune_backups(request.keep_backups, folder))
+        outcome.pruned = list(engine.backups.prune(request.keep_backups, folder))
 
 
 class _Rows:
