@@ -96,7 +96,7 @@ def test_the_library_never_imports_the_command():
 #: databases of the pytest plugin); the list may only shrink.
 DRIVER_USERS_LEFT = {
     "planner.agents", "planner.conversions", "planner.fleet.ledgers", "planner.migration", "planner.nontransactional",
-    "planner.rebuild", "planner.schema", "planner.schema_drift", "planner.sql", "planner.squash",
+    "planner.rebuild", "planner.schema", "planner.schema_drift", "planner.squash",
     "planner.testing.compare", "planner.testing.databases", "planner.testing.pg_database",
 }
 
