@@ -1,19 +1,12 @@
-"""Reading SQL text without a parser: one tokenizer for every engine, its engine's rules in a ``Dialect``.
+"""Reading SQL text without a parser: one tokenizer for every engine, each engine's rules in its ``Dialect``.
 
 The guard (is this statement a ``COMMIT``?), ``executescript`` (where does
-each statement end?) and the previews (which table does it name?) all look
-inside SQL text. They must agree on what a comment, a string, a quoted name
-and a statement boundary is, or a ``COMMIT`` hidden behind a quote slips
-past one of them; so there is one reader, and what differs between engines
-(SQLite's ``[name]``, PostgreSQL's ``$$`` bodies and nested comments) is data
-in the engine's own ``Dialect`` (``planner.engines.sqlite.sql.SQLITE``,
-``planner.engines.postgresql.sql.POSTGRESQL``).
-
-Why not the engines' own parsers: ``sqlite3.complete_statement`` needs the
-script cut at every ``;`` and glued back (and the tokens are needed anyway);
-pglast costs 32 ms to import against 2 ms and refuses the ``?`` and
-``:name`` placeholders a catalog shared with SQLite uses
-(``docs/architecture.md``, "One SQL tokenizer").
+each statement end?) and the previews (which table does it name?) must agree
+on what a comment, a string, a quoted name and a statement boundary is, or a
+``COMMIT`` behind a quote slips past one of them. So there is one reader;
+what differs is data in each engine's ``Dialect`` (``engines.sqlite.sql.SQLITE``,
+``engines.postgresql.sql.POSTGRESQL``). Why not ``sqlite3.complete_statement``
+or pglast: docs/architecture.md, "One SQL tokenizer".
 """
 
 from __future__ import annotations
@@ -21,17 +14,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Callable
 
 
 def quote_identifier(name: str) -> str:
     """``name`` as an SQL identifier, whatever characters it holds (both engines read ``"..."`` alike)."""
     return '"' + name.replace('"', '""') + '"'
-
-
-#: Group names inside an alternative, never a token's kind.
-_INNER = ("tag", "pyname")
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,28 +45,59 @@ class Dialect:
     #: opening that body: SQLite's ``CREATE TRIGGER ... BEGIN ... END``, PostgreSQL's ``BEGIN ATOMIC ... END``.
     body_heads: re.Pattern[str] = re.compile(r"(?!)")
     body_opener: tuple[str, ...] = ("BEGIN",)
-    _pattern: re.Pattern[str] = field(init=False, repr=False)
     _cached: Callable[[str, bool], tuple[Token, ...]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        # Per dialect, so the cache is not keyed (and hashed) on the dialect: the previews read each statement
+        # several times, and a data migration runs the same one for every row.
+        object.__setattr__(self, "_cached", lru_cache(maxsize=256)(self._tokenize))
+
+    def _literals(self) -> list[str]:
+        """The alternatives both patterns share: whitespace and comments, then dollar quotes, strings, quoted names."""
         escaped = r"'(?:[^'\\]|''|\\.)*(?:'|\Z)"
         plain = escaped if not self.standard_conforming_strings else r"'(?:[^']|'')*(?:'|\Z)"
         strings = [f"[{self.escape_prefixes}]{escaped}"] if self.escape_prefixes else []
         strings.append(f"[{self.string_prefixes}]?{plain}" if self.string_prefixes else plain)
         quoted = [f"{re.escape(o)}(?:[^{re.escape(c)}]|{re.escape(c * 2)})*(?:{re.escape(c)}|\\Z)" if o == c
                   else f"{re.escape(o)}[^{re.escape(c)}]*(?:{re.escape(c)}|\\Z)" for o, c in self.quotes]
-        parts = [r"(?P<space>\s+|--[^\n]*|/\*.*?(?:\*/|\Z))"]
-        if self.dollar_quotes:
-            # A tagged quote ends at its own tag only: ``$fn$ ... $$ ... $fn$`` nests a quote inside a body.
-            parts.append(r"(?P<dollar>\$(?P<tag>[^\W\d]\w*)?\$.*?(?:(?(tag)\$(?P=tag)\$|\$\$)|\Z))")
-        parts += [f"(?P<string>{'|'.join(strings)})", f"(?P<quoted>{'|'.join(quoted)})"]
-        if self.placeholders:
-            parts += [r"(?P<cast>::)", r"(?P<named>:[^\W\d]\w*)", r"(?P<pyformat>%\((?P<pyname>\w+)\)s|%s|%%)"]
-        parts += [r"(?P<number>\.?\d[\w.]*)", r"(?P<word>[^\W\d][\w$]*)", r"(?P<punct>.)"]
-        object.__setattr__(self, "_pattern", re.compile("|".join(parts), re.DOTALL))
-        # Per dialect, so the cache is not keyed (and hashed) on the dialect: the previews read each statement
-        # several times, and a data migration runs the same one for every row.
-        object.__setattr__(self, "_cached", lru_cache(maxsize=256)(self._tokenize))
+        # A tagged quote ends at its own tag only: ``$fn$ ... $$ ... $fn$`` nests a quote inside a body.
+        dollar = [r"(?P<dollar>\$(?P<tag>[^\W\d]\w*)?\$.*?(?:(?(tag)\$(?P=tag)\$|\$\$)|\Z))"] if self.dollar_quotes else []
+        return [r"(?P<space>\s+|--[^\n]*|/\*.*?(?:\*/|\Z))", *dollar, f"(?P<string>{'|'.join(strings)})",
+                f"(?P<quoted>{'|'.join(quoted)})"]
+
+    @cached_property
+    def _pattern(self) -> re.Pattern[str]:
+        """Every token (compiled at first use, not at import: ``apm --help`` reads no SQL)."""
+        placeholders = [r"(?P<cast>::)", r"(?P<named>:[^\W\d]\w*)", r"(?P<pyformat>%\((?P<pyname>\w+)\)s|%s|%%)"]
+        parts = [*self._literals(), *(placeholders if self.placeholders else []),
+                 r"(?P<number>\.?\d[\w.]*)", r"(?P<word>[^\W\d][\w$]*)", r"(?P<punct>.)"]
+        return re.compile("|".join(parts), re.DOTALL)
+
+    @cached_property
+    def _skeleton(self) -> re.Pattern[str]:
+        """What splitting needs: literals, comments, parentheses and semicolons; the rest (words, numbers,
+        operators and the whitespace between them) is read a run at a time, 5x faster than token by token. A
+        word is read whole (``a$b$`` is a name, not a dollar quote), but not an escape string's prefix."""
+        word = f"(?![{self.escape_prefixes}]')[^\\W\\d][\\w$]*" if self.escape_prefixes else r"[^\W\d][\w$]*"
+        opening = re.escape("".join(o for o, _ in self.quotes) + "'$;()/-")
+        lone = [r"-(?!-)", r"/(?!\*)", r"\$(?!(?:[^\W\d]\w*)?\$)" if self.dollar_quotes else r"\$"]
+        run = f"(?P<run>(?:{word}|\\d[\\w.]*|[^\\w{opening}]|{'|'.join(lone)})+)"
+        return re.compile("|".join([*self._literals(), r"(?P<punct>[();])", run, r"(?P<other>.)"]), re.DOTALL)
+
+    def _matches(self, pattern: re.Pattern[str], sql: str, pos: int = 0) -> Iterator[tuple[str, int, int]]:
+        """``(kind, start, end)`` of each match of ``pattern`` from ``pos``: ``finditer``, except that a block
+        comment nests where the dialect says so (the regex would end ``/* a /* b */ c */`` at its first ``*/``,
+        and ``/* /* */ x */ COMMIT`` would hide nothing from the guard)."""
+        nesting = self.nested_comments and "/*" in sql
+        while pos < len(sql):
+            for m in pattern.finditer(sql, pos):
+                if nesting and m.lastgroup == "space" and sql.startswith("/*", m.start()):
+                    pos = _comment_end(sql, m.start())
+                    yield "space", m.start(), pos
+                    break
+                yield m.lastgroup or "other", m.start(), m.end()
+            else:
+                return
 
     # -- tokens ---------------------------------------------------------------------------
 
@@ -91,37 +111,23 @@ class Dialect:
 
     def scan(self, sql: str, pos: int = 0, *, keep_space: bool = False) -> Iterator[Token]:
         """The tokens of ``sql`` from ``pos``, one at a time: a caller wanting the first words reads no further."""
-        match, nesting = self._pattern.match, self.nested_comments and "/*" in sql
-        length = len(sql)
-        while pos < length:
-            if nesting and sql.startswith("/*", pos):
-                end = _comment_end(sql, pos)
-                if keep_space:
-                    yield Token("space", sql[pos:end], pos, end, self)
-                pos = end
-                continue
-            m = match(sql, pos)
-            assert m is not None  # (?P<punct>.) matches any character, so the pattern matches wherever pos < length
-            kind = m.lastgroup if m.lastgroup not in _INNER else "punct"
+        for kind, start, end in self._matches(self._pattern, sql, pos):
             if keep_space or kind != "space":
-                yield Token(kind or "punct", m.group(), pos, m.end(), self)
-            pos = m.end()
+                yield Token(kind if kind not in ("tag", "pyname") else "punct", sql[start:end], start, end, self)
 
     def skipped(self, sql: str, pos: int = 0) -> int:
         """Where the whitespace and comments from ``pos`` end."""
-        return next((t.start for t in self.scan(sql, pos)), len(sql))
+        return next((start for kind, start, _ in self._matches(self._skeleton, sql, pos) if kind != "space"), len(sql))
 
-    def keywords(self, sql: str, count: int) -> list[str]:
-        """The first ``count`` words of a statement, upper-cased, skipping comments; fewer if a non-word comes."""
+    def keywords(self, sql: str, count: int, pos: int = 0) -> list[str]:
+        """The first ``count`` words of a statement (from ``pos``), upper-cased, skipping comments; fewer if a
+        non-word comes."""
         words: list[str] = []
-        if count <= 0:
-            return words
-        for token in self.scan(sql):
-            if token.kind != "word":
+        for kind, start, end in self._matches(self._pattern, sql, pos):
+            if len(words) == count or kind not in ("word", "space"):
                 break
-            words.append(token.text.upper())
-            if len(words) == count:
-                break
+            if kind == "word":
+                words.append(sql[start:end].upper())
         return words
 
     # -- statements -----------------------------------------------------------------------
@@ -135,38 +141,57 @@ class Dialect:
         between two semicolons, as SQLite's ``sqlite3_complete`` reads it: a
         ``CASE ... END`` or a column named ``end`` inside does not end it.
         """
-        parts = self.tokens(script)
-        first, depth, body, run, ends = 0, 0, False, 0, False
-        opener = self.body_opener
-        for i, token in enumerate(parts):
-            if token.kind == "punct" and token.text in "();":
-                if token.text == "(":
-                    depth += 1
-                elif token.text == ")":
-                    depth -= 1
-                elif depth <= 0 and (not body or (run == 1 and ends)):
-                    if i > first:
-                        yield script[parts[first].start:parts[i - 1].end]
-                    first, depth, body, run = i + 1, 0, False, 0
+        pos, opener = 0, self.body_opener[0]
+        while pos < len(script):
+            start, depth, last = -1, 0, pos
+            for kind, at, end in self._matches(self._skeleton, script, pos):
+                if kind == "space":
                     continue
-                elif body and depth <= 0:
-                    run = 0
-                    continue
+                start = at if start < 0 else start
+                if kind == "punct" and script[at] == ";" and depth <= 0:
+                    # A body opens before its first ";": only a statement naming the opener so far may hold one.
+                    if opener in script[start:last].upper() and self._opens_body(script, start):
+                        break
+                    if last > start:
+                        yield script[start:last].rstrip()
+                    start, last = -1, end
+                elif kind == "punct":
+                    depth += {"(": 1, ")": -1}.get(script[at], 0)
+                    last = end
+                else:
+                    last = end
+            else:
+                if 0 <= start < last:
+                    yield script[start:last].rstrip()
+                return
+            last, pos = self._body_end(script, start)
+            yield script[start:last]
+
+    def _opens_body(self, script: str, start: int) -> bool:
+        return self.body_heads.match(" ".join(self.keywords(script, 6, start))) is not None
+
+    def _body_end(self, script: str, start: int) -> tuple[int, int]:
+        """Where a statement that may hold a body ends, and the next begins: read token by token."""
+        opener, matched = self.body_opener, 0
+        depth, body, run, ends, last = 0, False, 0, False, start
+        for token in self.scan(script, start):
+            if token.kind == "punct" and token.text == ";" and depth <= 0:
+                if not body or (run == 1 and ends):
+                    return last, token.end
+                run, last = 0, token.end
+                continue
+            depth += {"(": 1, ")": -1}.get(token.text, 0) if token.kind == "punct" else 0
+            last = token.end
             if body:
-                ends = token.upper == "END" if run == 0 else ends
-                run += 1
-            elif (depth == 0 and token.upper == opener[0]
-                  and [t.upper for t in parts[i:i + len(opener)]] == list(opener)
-                  and self.body_heads.match(" ".join(t.upper for t in parts[first:i][:6]))):
-                body, run = True, -len(opener) + 1  # the opener's other words are not the body's
-        if first < len(parts):
-            yield script[parts[first].start:parts[-1].end]
+                ends, run = (token.upper == "END" if run == 0 else ends), run + 1
+            elif depth == 0:
+                matched = matched + 1 if token.upper == opener[matched] else int(token.upper == opener[0])
+                body = matched == len(opener)
+        return last, len(script)
 
 
 def _comment_end(sql: str, start: int) -> int:
-    """Where the nested block comment opening at ``start`` ends (``/* a /* b */ c */`` is one comment in
-    PostgreSQL); the text's end if it never does. Read as SQLite reads it, ``/* /* */ x */ COMMIT`` would hide
-    nothing, and the guard would not see the COMMIT."""
+    """Where the nested block comment opening at ``start`` ends; the text's end if it never does."""
     depth, pos = 0, start
     while True:
         opening, closing = sql.find("/*", pos), sql.find("*/", pos)
@@ -200,11 +225,8 @@ class Token:
 
     @property
     def name(self) -> str | None:
-        """The identifier or keyword this token spells, as the engine compares names; ``None`` for others.
-
-        Unquoted names are lower-cased by both engines; a quoted one keeps
-        its case in PostgreSQL and not in SQLite.
-        """
+        """The identifier or keyword this token spells, as the engine compares names (a quoted one keeps its
+        case in PostgreSQL, not in SQLite); ``None`` for anything else."""
         if self.kind == "word":
             return self.text.lower()
         if self.kind == "quoted":
