@@ -152,7 +152,7 @@ def _complete_statement_split(script: str) -> list[str]:
     return found
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(st.sampled_from(_FRAGMENTS), max_size=12))
 def test_sqlite_statements_end_where_sqlite_says_they_are_complete(fragments: list[str]):
     script = " ".join(fragments)
