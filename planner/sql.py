@@ -76,7 +76,7 @@ class Dialect:
     @cached_property
     def _skeleton(self) -> re.Pattern[str]:
         """What splitting needs: literals, comments, parentheses and semicolons; the rest (words, numbers,
-        operators and the whitespace between them) is read a run at a time, 5x faster than token by token. A
+        operators and the whitespace between them) is read a run at a time, 4x faster than token by token. A
         word is read whole (``a$b$`` is a name, not a dollar quote), but not an escape string's prefix."""
         word = f"(?![{self.escape_prefixes}]')[^\\W\\d][\\w$]*" if self.escape_prefixes else r"[^\W\d][\w$]*"
         opening = re.escape("".join(o for o, _ in self.quotes) + "'$;()/-")
