@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from planner.preview import DataImpact
 from planner.schema import ObjectKind, SchemaChange
-from planner.sql import names, tokens
+from planner.engines.sqlite.sql import names, tokens
 
 
 @dataclass

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from planner.errors import RebuildFailed, RebuildRefused, TableNotFound
-from planner.sql import CreateTable, Token, names, parse_create_table, quote_identifier, table_xinfo
-from planner.sql import tokens as sql_tokens
+from planner.engines.sqlite.sql import CreateTable, names, parse_create_table, table_xinfo
+from planner.engines.sqlite.sql import tokens as sql_tokens
+from planner.sql import Token, quote_identifier
 
 __all__ = ["drop_columns", "rebuild_table", "table_sql"]
 
@@ -335,7 +336,7 @@ def _copy_rows(
     return same_rowids
 
 
-def _is_table_constraint(tokens: list[Token]) -> bool:
+def _is_table_constraint(tokens: Sequence[Token]) -> bool:
     """Whether a definition is a table constraint rather than a column (a quoted "check" is a column)."""
     return tokens[0].kind == "word" and tokens[0].name in _TABLE_CONSTRAINTS
 

@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-from planner.sql import quote_identifier, table_xinfo
+from planner.engines.sqlite.sql import table_xinfo
+from planner.sql import quote_identifier
 
 #: Tables the ledger owns: never part of a snapshot (their indexes and triggers neither).
 LEDGER_TABLES = ("schema_migrations", "schema_migrations_log")

@@ -311,7 +311,8 @@ def broken_objects(conn: sqlite3.Connection) -> dict[str, str]:
     compiles the trigger. When a statement fires several triggers and fails,
     each is compiled alone, the others dropped inside a savepoint undone at once.
     """
-    from planner.sql import quote_identifier, table_xinfo, tokens
+    from planner.engines.sqlite.sql import table_xinfo, tokens
+    from planner.sql import quote_identifier
 
     found: dict[str, str] = {}
     rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE type IN ('view', 'trigger') "

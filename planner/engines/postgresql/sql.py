@@ -1,133 +1,38 @@
-"""Reading PostgreSQL's SQL text: statements of a script, placeholders, and the parts the preview needs.
+"""PostgreSQL's reading of SQL text: its ``Dialect``, placeholders, and the parts the preview needs.
 
-SQLite's rules (``planner.sql``) do not fit: PostgreSQL has dollar-quoted
-bodies (``$$ ... $$``), ``::`` casts and ``E'...'`` strings, and psycopg's
-placeholders are ``%s`` / ``%(name)s``. One tokenizer serves splitting a
-script, translating SQLite's ``?`` and ``:name`` placeholders (so one
-catalog runs on both engines) and finding the table and columns of a
-``DROP``, ``ALTER``, ``DELETE`` or ``UPDATE`` for the preview.
+The tokenizer is the engine-free one (``planner.sql``); what is PostgreSQL's
+is here: dollar-quoted bodies (``$$ ... $$``), nested block comments,
+``E'...'`` strings (the only ones where backslash escapes, as
+``standard_conforming_strings`` has it since PostgreSQL 9.1), ``BEGIN ATOMIC
+... END`` function bodies, ``::`` casts and psycopg's ``%s`` / ``%(name)s``
+placeholders. On top of it: translating SQLite's ``?`` and ``:name``
+placeholders (so one catalog runs on both engines) and finding the table and
+columns of a ``DROP``, ``ALTER``, ``DELETE`` or ``UPDATE`` for the preview.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import cast
 
-_TOKEN = re.compile(
-    r"""
-      (?P<space>\s+|--[^\n]*|/\*.*?(?:\*/|\Z))
-    | (?P<dollar>\$(?P<tag>[A-Za-z_]\w*)?\$.*?(?:\$(?P=tag)?\$|\Z))
-    | (?P<string>[eEbBxXnN]?'(?:[^'\\]|''|\\.)*(?:'|\Z))
-    | (?P<quoted>"(?:[^"]|"")*(?:"|\Z))
-    | (?P<cast>::)
-    | (?P<named>:[A-Za-z_]\w*)
-    | (?P<pyformat>%\((?P<pyname>\w+)\)s|%s|%%)
-    | (?P<number>\d[\w.]*)
-    | (?P<word>[A-Za-z_][\w$]*)
-    | (?P<punct>.)
-    """,
-    re.VERBOSE | re.DOTALL,
+from planner.sql import Dialect, Token
+
+POSTGRESQL = Dialect(
+    "postgresql",
+    quotes=(('"', '"'),),
+    string_prefixes="bBxXnN",
+    escape_prefixes="eE",
+    dollar_quotes=True,
+    nested_comments=True,
+    placeholders=True,
+    body_heads=re.compile(r"CREATE (?:OR REPLACE )?(?:FUNCTION|PROCEDURE)\b"),
+    body_opener=("BEGIN", "ATOMIC"),
 )
 
-
-@dataclass(frozen=True)
-class Token:
-    kind: str
-    text: str
-    start: int
-    end: int
-
-    @property
-    def name(self) -> str | None:
-        """An identifier as PostgreSQL folds it: unquoted lower-cased, quoted as written."""
-        if self.kind == "word":
-            return self.text.lower()
-        if self.kind == "quoted":
-            return self.text[1:-1].replace('""', '"')
-        return None
-
-    @property
-    def upper(self) -> str:
-        return self.text.upper() if self.kind == "word" else ""
-
-
-def tokens(sql: str, *, keep_space: bool = False) -> tuple[Token, ...]:
-    """The tokens of ``sql``; remembered for recent texts, since the preview reads each statement several times
-    (and a data migration runs the same one for every row)."""
-    return _tokens(sql, keep_space)
-
-
-@lru_cache(maxsize=256)
-def _tokens(sql: str, keep_space: bool) -> tuple[Token, ...]:
-    if "/*" in sql:
-        return tuple(_tokens_nesting(sql, keep_space))
-    # Every alternative of _TOKEN is a named group, so a match always has a lastgroup.
-    return tuple(Token(cast(str, m.lastgroup) if m.lastgroup not in ("tag", "pyname") else "punct", m.group(),
-                       m.start(), m.end())
-                 for m in _TOKEN.finditer(sql) if keep_space or m.lastgroup != "space")
-
-
-def _tokens_nesting(sql: str, keep_space: bool) -> Iterator[Token]:
-    """The tokens of a text holding block comments, which PostgreSQL nests (``/* a /* b */ c */`` is one comment).
-
-    Read as SQLite reads them, the first ``*/`` would end the comment and its
-    rest would look like SQL: ``/* /* */ x */ COMMIT`` must be seen as COMMIT.
-    """
-    pos, length = 0, len(sql)
-    while pos < length:
-        if sql.startswith("/*", pos):
-            end = _comment_end(sql, pos)
-            if keep_space:
-                yield Token("space", sql[pos:end], pos, end)
-            pos = end
-            continue
-        m = _TOKEN.match(sql, pos)
-        assert m is not None  # (?P<punct>.) matches any character, so _TOKEN matches wherever pos < length
-        kind = cast(str, m.lastgroup) if m.lastgroup not in ("tag", "pyname") else "punct"
-        if keep_space or kind != "space":
-            yield Token(kind, m.group(), m.start(), m.end())
-        pos = m.end()
-
-
-def _comment_end(sql: str, start: int) -> int:
-    """Where the (possibly nested) block comment opening at ``start`` ends; the text's end if it never does."""
-    depth, pos = 0, start
-    while True:
-        opening, closing = sql.find("/*", pos), sql.find("*/", pos)
-        if closing < 0:
-            return len(sql)
-        if 0 <= opening < closing:
-            depth, pos = depth + 1, opening + 2
-            continue
-        depth, pos = depth - 1, closing + 2
-        if depth == 0:
-            return pos
-
-
-def split_script(script: str) -> Iterator[str]:
-    """The statements of a script, each without its ``;``; semicolons inside strings or ``$$`` bodies split nothing."""
-    start = 0
-    for token in tokens(script):
-        if token.kind == "punct" and token.text == ";":
-            statement = script[start:token.start].strip()
-            if tokens(statement):
-                yield statement
-            start = token.end
-    rest = script[start:].strip()
-    if tokens(rest):
-        yield rest
-
-
-def first_keywords(sql: str, count: int) -> list[str]:
-    words: list[str] = []
-    for token in tokens(sql):
-        if token.kind != "word" or len(words) == count:
-            break
-        words.append(token.upper)
-    return words
+tokens = POSTGRESQL.tokens
+split_script = POSTGRESQL.split_script
+first_keywords = POSTGRESQL.keywords
 
 
 def translate_placeholders(sql: str, parameters: object) -> str:

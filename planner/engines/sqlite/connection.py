@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from planner.errors import TransactionTampered
-from planner.sql import keywords, skipped, split_script
+from planner.engines.sqlite.sql import keywords, skipped, split_script
 from planner.transaction_guard import (
     GuardedRoutes,
     REFUSED_SETTINGS,

@@ -47,7 +47,8 @@ from planner.ledger import LOG_TABLE, TABLE
 from planner.locks import StepLocks
 from planner.preview import DataImpact
 from planner.schema import ObjectKind, SchemaChange
-from planner.sql import keywords, name_after, quote_identifier, renamed_column, table_xinfo, tokens
+from planner.engines.sqlite.sql import keywords, name_after, renamed_column, table_xinfo, tokens
+from planner.sql import quote_identifier
 
 _IGNORED = {TABLE.lower(), LOG_TABLE.lower()}
 # Python 3.11 took ``None`` to mean "no authorizer"; 3.10 calls it, and denies every statement after the first

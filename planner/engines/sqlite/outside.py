@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from planner.outside import Rehearsal, StatementCheck, StatementRules
-from planner.sql import keywords
+from planner.engines.sqlite.sql import keywords
 
 #: First keywords of statements that change no schema or data (a dry run passes over them where SQLite
 #: refuses them inside its transaction).
