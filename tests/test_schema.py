@@ -6,7 +6,13 @@ import sqlite3
 
 import pytest
 
-from planner.schema import SchemaChange, diff, quote_identifier, snapshot
+from planner.engines.sqlite.schema import read_schema
+from planner.schema import Schema, SchemaChange, diff
+from planner.sql import quote_identifier
+
+
+def snapshot(conn: sqlite3.Connection, *, count_rows: bool = True) -> Schema:
+    return read_schema(conn, count_rows=count_rows)
 
 
 @pytest.fixture
