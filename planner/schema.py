@@ -337,9 +337,10 @@ def diff(before: Schema, after: Schema) -> list[SchemaChange]:
         old, new = before.tables[name], after.tables[name]
         if old.shape() != new.shape():
             changes.extend(_table_changes(old, new, ordered))
-    for kind, old_named, new_named in (("index", before.indexes, after.indexes),
-                                       ("trigger", before.triggers, after.triggers),
-                                       ("view", before.views, after.views)):
+    named: tuple[tuple[ObjectKind, Mapping[str, str], Mapping[str, str]], ...] = (
+        ("index", before.indexes, after.indexes), ("trigger", before.triggers, after.triggers),
+        ("view", before.views, after.views))
+    for kind, old_named, new_named in named:
         changes.extend(_named_changes(kind, old_named, new_named))
     changes.extend(_other_changes(before.others, after.others))
     for name in common:
@@ -365,10 +366,11 @@ def _table_changes(old: Table, new: Table, ordered: bool) -> list[SchemaChange]:
             changes.append(
                 SchemaChange("column", "changed", column.name, old.name, column.definition(), other.definition())
             )
-    keys = [(k.describe(old.name), k) for k in old.foreign_keys ^ new.foreign_keys] + \
-           [(c.describe(old.name), c) for c in old.constraints ^ new.constraints]
-    for described, key in sorted(keys, key=lambda pair: (isinstance(pair[1], Constraint), repr(pair[1]))):
-        present = key in new.foreign_keys or key in new.constraints
+    keys: list[tuple[str, ForeignKey | Constraint]] = [(k.describe(old.name), k) for k in
+                                                       old.foreign_keys ^ new.foreign_keys]
+    keys += [(c.describe(old.name), c) for c in old.constraints ^ new.constraints]
+    for described, rule in sorted(keys, key=lambda pair: (isinstance(pair[1], Constraint), repr(pair[1]))):
+        present = rule in new.foreign_keys or rule in new.constraints
         changes.append(SchemaChange("key", "added" if present else "removed", described, old.name))
     if changes:
         return changes
