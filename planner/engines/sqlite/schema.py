@@ -46,6 +46,15 @@ _KEYS = (f"SELECT m.name, i.name, i.origin, c.name "
 _ORIGINS = {"u": "unique constraint", "pk": "primary key"}
 
 
+#: A table's details by (name, SQL): SQLite derives its columns and keys from its SQL alone, so a table read once
+#: is read for good. The stairway reads a schema four times a migration and a fleet's drift the same schema on
+#: every database; this keeps each read at one query for what did not change.
+_DETAILS: dict[tuple[str, str], Table] = {}
+_DETAILS_KEPT = 4096
+#: More unknown tables than this are read with one query per pragma for all tables, not three per table.
+_ONE_BY_ONE = 8
+
+
 def read_schema(conn: sqlite3.Connection, *, count_rows: bool = False) -> Schema:
     """The schema of ``conn`` (and, with ``count_rows``, each table's row count) in one consistent read.
 
@@ -59,12 +68,11 @@ def read_schema(conn: sqlite3.Connection, *, count_rows: bool = False) -> Schema
         cursor.execute("BEGIN")
     try:
         objects = cursor.execute(_OBJECTS).fetchall()
-        try:
-            columns, foreign_keys, keys = (cursor.execute(query).fetchall()
-                                           for query in (_COLUMNS, _FOREIGN_KEYS, _KEYS))
-        except sqlite3.Error:  # a virtual table whose module this SQLite lacks: read the tables one by one
-            columns, foreign_keys, keys = _one_by_one(cursor, [name for kind, name, _ in objects if kind == "table"])
-        tables = _tables(objects, columns, foreign_keys, keys)
+        listed = [(name, sql or "") for kind, name, sql in objects if kind == "table"]
+        unknown = [name for name, sql in listed if (name, sql) not in _DETAILS]
+        if unknown:
+            _learn(cursor, objects, unknown)
+        tables = {name: _DETAILS.get((name, sql)) or Table(name, sql, ()) for name, sql in listed}
         if count_rows:
             tables = {name: Table(t.name, t.sql, t.columns, _count(cursor, name), t.foreign_keys, t.constraints)
                       for name, t in tables.items()}
@@ -74,6 +82,25 @@ def read_schema(conn: sqlite3.Connection, *, count_rows: bool = False) -> Schema
     named = {kind: {name: sql or "" for k, name, sql in objects if k == kind and (sql or kind != "index")}
              for kind in ("index", "trigger", "view")}
     return Schema(tables, named["index"], named["trigger"], named["view"])
+
+
+def _learn(cursor: sqlite3.Cursor, objects: list[Any], unknown: list[str]) -> None:
+    """Read the pragmas of the ``unknown`` tables into ``_DETAILS``."""
+    rows: tuple[list[Any], list[Any], list[Any]] | None = None
+    if len(unknown) > _ONE_BY_ONE:
+        try:
+            rows = (cursor.execute(_COLUMNS).fetchall(), cursor.execute(_FOREIGN_KEYS).fetchall(),
+                    cursor.execute(_KEYS).fetchall())
+        except sqlite3.Error:  # a virtual table whose module this SQLite lacks: read the tables one by one
+            rows = None
+    if rows is None:
+        rows = _one_by_one(cursor, unknown)
+    if len(_DETAILS) > _DETAILS_KEPT:
+        _DETAILS.clear()
+    wanted = set(unknown)
+    for name, table in _tables(objects, *rows).items():
+        if name in wanted:
+            _DETAILS[(name, table.sql)] = table
 
 
 def _count(cursor: sqlite3.Cursor, table: str) -> int | None:
