@@ -223,10 +223,6 @@ class Schema:
         }
 
 
-#: The name the rehearsal and the migration tests knew before there was one model.
-SchemaSnapshot = Schema
-
-
 def _other_order(key: tuple[str, str]) -> tuple[int, str]:
     kind, name = key
     return (_OTHER_ORDER.index(kind) if kind in _OTHER_ORDER else len(_OTHER_ORDER)), name
@@ -320,9 +316,10 @@ def diff(before: Schema, after: Schema) -> list[SchemaChange]:
     the engine's other objects, row counts.
 
     A table present on both sides is compared column by column and key by
-    key; when none of those differ but its SQL does (SQLite: a CHECK or
-    COLLATE clause), or only its columns' order does, as one ``table
-    changed`` (``before``/``after``: the SQL, or the column names in order).
+    key; when none of those differ but its columns' order does, it is one
+    ``table reordered`` (``before``/``after``: the column names in order),
+    and when only its SQL does (SQLite: a CHECK or COLLATE clause), one
+    ``table changed``.
     A table that appeared or vanished is one change, not one per column.
     Row counts are compared for tables present and counted on both sides.
     """

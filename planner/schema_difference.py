@@ -16,8 +16,6 @@ from typing import Any
 from planner.errors import PlanError
 from planner.schema import Schema, diff, drift_line
 
-EXTRA, MISSING, CHANGED = "extra", "missing", "changed"
-
 
 @dataclass(frozen=True)
 class Difference:
