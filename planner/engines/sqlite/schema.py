@@ -58,30 +58,44 @@ _ONE_BY_ONE = 8
 def read_schema(conn: sqlite3.Connection, *, count_rows: bool = False) -> Schema:
     """The schema of ``conn`` (and, with ``count_rows``, each table's row count) in one consistent read.
 
-    When ``conn`` is not inside a transaction, the reads are wrapped in one,
-    so a writer on another connection cannot slip a change between them.
+    One query when every table's SQL was seen before and rows are not
+    counted (a fleet's drift reads a thousand such schemas). Otherwise, when
+    ``conn`` is not inside a transaction, the reads are wrapped in one, so a
+    writer on another connection cannot slip a change between them.
     """
     cursor = conn.cursor()
     cursor.row_factory = None  # a migration may have set row_factory on a shared connection
-    own_transaction = not conn.in_transaction
-    if own_transaction:
-        cursor.execute("BEGIN")
-    try:
-        objects = cursor.execute(_OBJECTS).fetchall()
-        listed = [(name, sql or "") for kind, name, sql in objects if kind == "table"]
-        unknown = [name for name, sql in listed if (name, sql) not in _DETAILS]
-        if unknown:
-            _learn(cursor, objects, unknown)
-        tables = {name: _DETAILS.get((name, sql)) or Table(name, sql, ()) for name, sql in listed}
-        if count_rows:
-            tables = {name: Table(t.name, t.sql, t.columns, _count(cursor, name), t.foreign_keys, t.constraints)
-                      for name, t in tables.items()}
-    finally:
-        if own_transaction and conn.in_transaction:
-            cursor.execute("COMMIT")
+    objects = cursor.execute(_OBJECTS).fetchall()
+    listed = [(name, sql or "") for kind, name, sql in objects if kind == "table"]
+    if count_rows or any(key not in _DETAILS for key in listed):
+        own_transaction = not conn.in_transaction
+        if own_transaction:
+            cursor.execute("BEGIN")
+        try:
+            if own_transaction:  # read again inside the transaction: what the pragmas will describe
+                objects = cursor.execute(_OBJECTS).fetchall()
+                listed = [(name, sql or "") for kind, name, sql in objects if kind == "table"]
+            if len(_DETAILS) > _DETAILS_KEPT:
+                _DETAILS.clear()  # before choosing what to read: every table then read again
+            unknown = [name for name, sql in listed if (name, sql) not in _DETAILS]
+            if unknown:
+                _learn(cursor, objects, unknown)
+            tables = _known(listed)
+            if count_rows:
+                tables = {name: Table(t.name, t.sql, t.columns, _count(cursor, name), t.foreign_keys,
+                                      t.constraints) for name, t in tables.items()}
+        finally:
+            if own_transaction and conn.in_transaction:
+                cursor.execute("COMMIT")
+    else:
+        tables = _known(listed)
     named = {kind: {name: sql or "" for k, name, sql in objects if k == kind and (sql or kind != "index")}
              for kind in ("index", "trigger", "view")}
     return Schema(tables, named["index"], named["trigger"], named["view"])
+
+
+def _known(listed: list[tuple[str, str]]) -> dict[str, Table]:
+    return {name: _DETAILS.get((name, sql)) or Table(name, sql, ()) for name, sql in listed}
 
 
 def _learn(cursor: sqlite3.Cursor, objects: list[Any], unknown: list[str]) -> None:
@@ -95,8 +109,6 @@ def _learn(cursor: sqlite3.Cursor, objects: list[Any], unknown: list[str]) -> No
             rows = None
     if rows is None:
         rows = _one_by_one(cursor, unknown)
-    if len(_DETAILS) > _DETAILS_KEPT:
-        _DETAILS.clear()
     wanted = set(unknown)
     for name, table in _tables(objects, *rows).items():
         if name in wanted:
