@@ -111,7 +111,7 @@ def _replay(member: Member, catalog: Catalog, applied: frozenset[str], engine, l
 
 def _owned(made: Schema, schema: str | None, ledger: str) -> set[str]:
     """The schemas a member's migrations own: a tenant's own schema; for a plain database ``public`` (where
-    its unqualified names go), the ledger's schema and every schema its migrations create (``objects`` is the
+    its unqualified names go), the ledger's schema and every schema its migrations create (``made`` is the
     replay's). Other schemas of the database, other tenants' above all, are not its migrations' to compare."""
     if schema is not None:
         return {schema}
