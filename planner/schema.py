@@ -1,52 +1,83 @@
-"""What a database's schema is, and what changed between two moments: pure data, no opinions.
+"""One schema model for every engine, and one difference function behind every line a person reads about it.
 
-A ``SchemaSnapshot`` records the user's objects only: tables (their columns
-as ``PRAGMA table_xinfo`` reports them, and how many rows each holds),
-indexes, triggers and views. SQLite's internals (``sqlite_%``) and the
-ledger's own tables are left out, because the rehearsal diffs snapshots taken
-around each migration and the ledger row every step writes is not a change
-the operator asked about.
+A ``Schema`` holds a database's user objects at one moment: tables (their
+columns in order, primary key, unique, foreign key and check constraints,
+and optionally how many rows each holds), indexes, triggers and views, plus
+``others``: what one engine has and the model does not describe further
+(PostgreSQL's schemas, extensions, types, sequences, routines, materialized
+views), by kind and name with their definition. Each engine reads its own
+catalog into it (``planner.engines.sqlite.schema``,
+``planner.engines.postgresql.schema``); everything above the engines (the
+migration tests' stairway, drift, squash, the rehearsal) compares Schemas and
+never asks which engine read them. The ledger's own tables are never part of
+a Schema: every step writes a ledger row, and that is not a change anyone asked about.
 
-``diff`` compares two snapshots and returns ``SchemaChange`` values that each
-describe themselves in one line, so the rehearsal, the CLI and the JSON output
-all say the same thing the same way.
+``diff`` is the one comparison. It returns ``SchemaChange`` values, each a
+fact (kind, action, name, table, before, after), and the three audiences say
+them in their own words from the same facts: ``SchemaChange.describe`` (the
+rehearsal: ``drops column agents.metadata (TEXT DEFAULT '{}')``),
+``stairway_line`` (``left index orders_by_date``, ``orders_2 is new``) and
+``drift_line`` (``table projects: column archived_at is in the database, not
+in its migrations``).
+
+What the engines leave different (documented, and nothing here asks which one it is):
+
+- SQLite keeps a table's whole definition as SQL (``Table.sql``), so two
+  tables with the same columns and keys whose SQL still differs (a CHECK or
+  COLLATE clause) are a ``table changed``; PostgreSQL reads CHECK
+  constraints as constraints and keeps no table SQL.
+- SQLite shows a column's primary key in its definition (``INTEGER PRIMARY
+  KEY``, ``pk``); PostgreSQL only as a ``primary key`` constraint.
+- PostgreSQL cannot put a column back where it was (only at the end), so
+  its Schemas say ``ordered_columns=False`` and column order is not compared.
+- A PostgreSQL trigger's name is unique per table only, so its key reads
+  ``touch on tasks``; names outside the ``public`` schema are qualified
+  (``tenant_a.tasks``).
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
-
-from planner.engines.sqlite.sql import table_xinfo
-from planner.sql import quote_identifier
+from typing import Any, Literal
 
 #: Tables the ledger owns: never part of a snapshot (their indexes and triggers neither).
 LEDGER_TABLES = ("schema_migrations", "schema_migrations_log")
 
-ObjectKind = Literal["table", "column", "index", "trigger", "view", "constraint", "function", "rows", "values"]
-Action = Literal["added", "removed", "changed", "renamed", "rebuilt"]
+ObjectKind = Literal["table", "column", "index", "trigger", "view", "constraint", "function", "rows", "values", "key",
+                     "other"]
+Action = Literal["added", "removed", "changed", "renamed", "rebuilt", "reordered"]
+Direction = Literal["rollback", "re-apply"]
+
+#: Kinds of ``Schema.others`` whose two definitions are short enough to show when they differ.
+_SHOWN_OTHERS = {"type", "sequence", "extension", "schema"}
+_OTHER_ORDER = ("schema", "extension", "type", "sequence", "materialized view", "function", "procedure", "aggregate")
+_AROUND_PUNCTUATION = re.compile(r"\s*([(),])\s*")
+_QUOTED = re.compile(r'"((?:[^"]|"")*)"|`([^`]*)`|\[([^\]]*)\]')
 
 
-def _normalized(sql: str | None) -> str:
-    # sqlite_master keeps SQL as written; a rebuild may change only whitespace.
-    return " ".join((sql or "").split())
+def comparable_sql(sql: str | None) -> str:
+    """SQL with whitespace, identifier quoting and case evened out: a renamed table's rewritten SQL is not a change."""
+    unquoted = _QUOTED.sub(lambda m: next(g for g in m.groups() if g is not None), sql or "")
+    return _AROUND_PUNCTUATION.sub(r"\1", " ".join(unquoted.lower().split()))
 
 
 @dataclass(frozen=True)
 class Column:
-    """One column, as ``PRAGMA table_xinfo`` describes it."""
+    """One column: type, nullability, default, place in the primary key, and what else the engine says of it."""
 
     name: str
     type: str
     notnull: bool
     #: The default as SQL text (``'{}'``, ``CURRENT_TIMESTAMP``), ``None`` when there is none.
     default: str | None
-    #: Position in the primary key (1-based), 0 when the column is not part of it.
+    #: Position in the primary key (1-based), 0 when the column is not part of it (always 0 on PostgreSQL).
     pk: int
-    #: 0 for ordinary columns, 2 or 3 for generated ones, 1 for virtual tables' hidden columns.
+    #: 0 for ordinary columns, 2 or 3 for generated ones, 1 for virtual tables' hidden columns (SQLite).
     hidden: int = 0
+    #: What the definition ends with beyond the above: PostgreSQL's ``GENERATED ... AS IDENTITY`` or ``... STORED``.
+    extra: str = ""
 
     def definition(self) -> str:
         """``TEXT NOT NULL DEFAULT '{}'``: how a change line shows a column."""
@@ -59,33 +90,117 @@ class Column:
             parts.append("PRIMARY KEY")
         if self.hidden in (2, 3):
             parts.append("GENERATED")
+        if self.extra:
+            parts.append(self.extra)
         return " ".join(parts)
 
 
 @dataclass(frozen=True)
-class Table:
-    """A table: its SQL, its columns in order, and its row count (``None`` when not counted)."""
+class ForeignKey:
+    """A foreign key: its columns, the table and columns it references, its actions."""
 
-    name: str
-    sql: str
-    columns: tuple[Column, ...]
-    rows: int | None
+    columns: tuple[str, ...]
+    target: str
+    #: ``None`` entries: the referenced table's primary key, not named (SQLite's ``REFERENCES t``).
+    target_columns: tuple[str | None, ...]
+    on_update: str = "NO ACTION"
+    on_delete: str = "NO ACTION"
+    match: str = "NONE"
 
-    def column(self, name: str) -> Column | None:
-        """The column called ``name`` (SQLite compares column names without case)."""
-        wanted = name.lower()
-        return next((c for c in self.columns if c.name.lower() == wanted), None)
+    def describe(self, table: str) -> str:
+        """``foreign key orders(customer_id) → customers(id) ON DELETE CASCADE``."""
+        referenced = ", ".join(c or "?" for c in self.target_columns) if any(self.target_columns) else "primary key"
+        actions = "".join(f" ON {what} {action}" for what, action in (("UPDATE", self.on_update),
+                                                                       ("DELETE", self.on_delete))
+                          if action and action != "NO ACTION")
+        return f"foreign key {table}({', '.join(self.columns)}) → {self.target}({referenced}){actions}"
 
 
 @dataclass(frozen=True)
-class SchemaSnapshot:
-    """The user-visible schema of one database at one moment."""
+class Constraint:
+    """A primary key, unique, check or exclusion constraint (by what it says, so an automatic name is no difference).
+
+    ``definition`` is the engine's text where the columns do not say it all
+    (PostgreSQL's ``CHECK (price > 0)``); empty otherwise.
+    """
+
+    kind: Literal["primary key", "unique constraint", "check constraint", "exclusion constraint",
+                  "constraint trigger"]
+    columns: tuple[str, ...] = ()
+    definition: str = ""
+
+    def describe(self, table: str) -> str:
+        """``primary key orders(id)``, ``check constraint on orders: CHECK (total >= 0)``."""
+        if self.kind in ("primary key", "unique constraint") and self.columns:
+            return f"{self.kind} {table}({', '.join(self.columns)})"
+        return f"{self.kind} on {table}: {self.definition}"
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table: its columns in order, its keys and constraints, and its row count (``None`` when not counted)."""
+
+    name: str
+    #: The whole definition as SQL where the engine keeps one (SQLite); ``""`` on PostgreSQL.
+    sql: str
+    columns: tuple[Column, ...]
+    rows: int | None = None
+    foreign_keys: frozenset[ForeignKey] = frozenset()
+    constraints: frozenset[Constraint] = frozenset()
+    #: What kind of table beyond an ordinary one (PostgreSQL: ``partitioned``, ``foreign``, ``unlogged``).
+    options: str = ""
+
+    def column(self, name: str) -> Column | None:
+        """The column called ``name`` (compared without case, as SQLite compares column names)."""
+        wanted = name.lower()
+        return next((c for c in self.columns if c.name.lower() == wanted), None)
+
+    def shape(self) -> Table:
+        """This table without its row count: what ``Schema.objects`` compares."""
+        return self if self.rows is None else Table(self.name, self.sql, self.columns, None, self.foreign_keys,
+                                                    self.constraints, self.options)
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The user-visible schema of one database at one moment, on any engine."""
 
     tables: Mapping[str, Table] = field(default_factory=dict)
-    #: name -> SQL, for indexes, triggers and views. Automatic indexes (no SQL) are not listed.
+    #: name -> definition (SQL), for indexes, triggers and views. Indexes backing a constraint are the constraint's.
     indexes: Mapping[str, str] = field(default_factory=dict)
     triggers: Mapping[str, str] = field(default_factory=dict)
     views: Mapping[str, str] = field(default_factory=dict)
+    #: (kind, name) -> definition: what one engine has beyond the above (PostgreSQL's types, sequences, routines...).
+    others: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    #: Whether a column's place is part of the schema (not on PostgreSQL, which can only add a column last).
+    ordered_columns: bool = True
+
+    def objects(self) -> dict[tuple[str, str], object]:
+        """(kind, name) -> its comparable definition, for every object: what drift tracks a migration's work by."""
+        found: dict[tuple[str, str], object] = {("table", n): t.shape() for n, t in self.tables.items()}
+        for kind, named in (("index", self.indexes), ("trigger", self.triggers), ("view", self.views)):
+            found.update({(kind, name): comparable_sql(sql) for name, sql in named.items()})
+        found.update(self.others)
+        return found
+
+    def names(self) -> list[str]:
+        """``table orders``, ``index orders_by_date``...: every user object, for "what is left" checks."""
+        named = [f"{kind} {name}" for kind, objects in (("table", self.tables), ("index", self.indexes),
+                                                       ("trigger", self.triggers), ("view", self.views))
+                 for name in sorted(objects)]
+        return named + [f"{kind} {name}" for kind, name in sorted(self.others, key=_other_order)]
+
+    def has(self, kind: str, name: str, table: str | None = None) -> bool:
+        """Whether the object exists: ``has("table", "tasks")``, ``has("column", "priority", "tasks")``."""
+        if kind == "column":
+            found = self.tables.get(table or "")
+            return found is not None and found.column(name) is not None
+        named = {"table": self.tables, "index": self.indexes, "trigger": self.triggers, "view": self.views}.get(kind)
+        return name in named if named is not None else (kind, name) in self.others
+
+    def differences(self, after: Schema, direction: Direction) -> list[str]:
+        """What ``after`` has that this schema lacks and the reverse, in the stairway's words (``stairway_line``)."""
+        return [stairway_line(change, direction) for change in diff(self, after) if change.kind != "rows"]
 
     def to_json(self) -> dict[str, Any]:
         """Plain data: tables with columns and rows, and name -> SQL for the rest."""
@@ -108,14 +223,20 @@ class SchemaSnapshot:
         }
 
 
+def _other_order(key: tuple[str, str]) -> tuple[int, str]:
+    kind, name = key
+    return (_OTHER_ORDER.index(kind) if kind in _OTHER_ORDER else len(_OTHER_ORDER)), name
+
+
 @dataclass(frozen=True)
 class SchemaChange:
     """One difference between two snapshots.
 
     ``name`` is the object's name (the column's for ``column``, the table's
-    for ``rows``); ``table`` is the table a column belongs to. ``before`` and
-    ``after`` are the definitions (SQL or column definition) or, for
-    ``rows``, the row counts; ``None`` on the side where the object is absent.
+    for ``rows``, the constraint's description for ``key``, ``"type mood"``
+    for ``other``); ``table`` is the table a column or key belongs to.
+    ``before`` and ``after`` are the definitions (SQL or column definition)
+    or, for ``rows``, the row counts; ``None`` on the side where the object is absent.
     """
 
     kind: ObjectKind
@@ -129,6 +250,13 @@ class SchemaChange:
     def qualified_name(self) -> str:
         """``agents.metadata`` for a column, ``reviews.rating_range`` for a constraint, the plain name otherwise."""
         return f"{self.table}.{self.name}" if self.kind in ("column", "constraint") and self.table else self.name
+
+    @property
+    def subject(self) -> str:
+        """``column agents.metadata``, ``foreign key agents(project_id) → projects(id)``, ``type mood``."""
+        if self.kind in ("key", "other"):
+            return self.name
+        return f"{self.kind} {self.qualified_name}"
 
     def describe(self) -> str:
         """One line in the rehearsal's words: ``drops column agents.metadata (TEXT DEFAULT '{}')``."""
@@ -147,13 +275,15 @@ class SchemaChange:
             return f"renames {self.kind} {self.before} to {self.after}"
         if self.action == "rebuilt":
             return f"rebuilds table {self.name} (copies its rows into the new shape)"
+        if self.action == "reordered":
+            return f"reorders the columns of table {self.name} ({self.before} → {self.after})"
         if self.kind == "rows":
             before, after = int(self.before or 0), int(self.after or 0)
             delta = after - before
             verb = "deletes" if delta < 0 else "inserts"
             rows = "1 row" if abs(delta) == 1 else f"{abs(delta)} rows"
             return f"{verb} {rows} of {self.name} ({before} → {after})"
-        what = f"{self.kind} {self.qualified_name}"
+        what = self.subject
         if self.action == "added":
             detail = f" ({self.after})" if self.kind == "column" and self.after else ""
             return f"adds {what}{detail}"
@@ -177,85 +307,41 @@ class SchemaChange:
 
 
 # --------------------------------------------------------------------------
-# Reading a snapshot
+# Comparing two schemas: the one difference function
 # --------------------------------------------------------------------------
 
-_OBJECTS = """
-SELECT type, name, tbl_name, sql FROM sqlite_master
-WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
-  AND tbl_name NOT IN ({ledger})
-ORDER BY type, name
-""".format(ledger=", ".join(f"'{t}'" for t in LEDGER_TABLES))
 
+def diff(before: Schema, after: Schema) -> list[SchemaChange]:
+    """Everything that differs, in a stable order: tables, their columns and keys, indexes, triggers, views,
+    the engine's other objects, row counts.
 
-def snapshot(conn: sqlite3.Connection, *, count_rows: bool = True) -> SchemaSnapshot:
-    """Read the schema (and each table's row count) in one consistent read.
-
-    When ``conn`` is not inside a transaction, the reads are wrapped in one,
-    so a writer on another connection cannot slip a change between the
-    schema and the counts. ``count_rows=False`` skips the ``COUNT(*)`` scans
-    for callers that only need the shape.
+    A table present on both sides is compared column by column and key by
+    key; when none of those differ but its columns' order does, it is one
+    ``table reordered`` (``before``/``after``: the column names in order),
+    and when only its SQL does (SQLite: a CHECK or COLLATE clause), one
+    ``table changed``.
+    A table that appeared or vanished is one change, not one per column.
+    Row counts are compared for tables present and counted on both sides.
     """
-    cursor = conn.cursor()
-    cursor.row_factory = None  # a migration may have set row_factory on a shared connection
-    own_transaction = not conn.in_transaction
-    if own_transaction:
-        cursor.execute("BEGIN")
-    try:
-        tables: dict[str, Table] = {}
-        indexes: dict[str, str] = {}
-        triggers: dict[str, str] = {}
-        views: dict[str, str] = {}
-        for kind, name, _table, sql in cursor.execute(_OBJECTS).fetchall():
-            if kind == "table":
-                columns = tuple(
-                    Column(col, kind, bool(notnull), default, pk, hidden)
-                    for col, kind, notnull, default, pk, hidden in table_xinfo(conn, name)
-                )
-                rows = None
-                if count_rows:
-                    rows = cursor.execute(f"SELECT COUNT(*) FROM {quote_identifier(name)}").fetchone()[0]
-                tables[name] = Table(name, sql or "", columns, rows)
-            elif kind == "index" and sql:
-                indexes[name] = sql
-            elif kind == "trigger":
-                triggers[name] = sql or ""
-            elif kind == "view":
-                views[name] = sql or ""
-    finally:
-        if own_transaction and conn.in_transaction:
-            cursor.execute("COMMIT")
-    return SchemaSnapshot(tables, indexes, triggers, views)
-
-
-# --------------------------------------------------------------------------
-# Comparing two snapshots
-# --------------------------------------------------------------------------
-
-
-def diff(before: SchemaSnapshot, after: SchemaSnapshot) -> list[SchemaChange]:
-    """Everything that differs, in a stable order: tables, columns, indexes, triggers, views, rows.
-
-    A table present on both sides whose columns differ is reported column by
-    column; when only its constraints changed (same columns, different SQL),
-    as one ``table changed``. Row counts are compared for tables present on
-    both sides and counted on both; a dropped table's rows are the
-    rehearsal's business, since only it can say what they held.
-    """
+    if before == after:
+        return []  # the common case (a fleet's drift, a correct stair), at the cost of one comparison
     changes: list[SchemaChange] = []
     for name in sorted(before.tables.keys() - after.tables.keys()):
         changes.append(SchemaChange("table", "removed", name, before=before.tables[name].sql))
     for name in sorted(after.tables.keys() - before.tables.keys()):
         changes.append(SchemaChange("table", "added", name, after=after.tables[name].sql))
     common = sorted(before.tables.keys() & after.tables.keys())
+    ordered = before.ordered_columns and after.ordered_columns
     for name in common:
-        changes.extend(_table_changes(before.tables[name], after.tables[name]))
-    for kind, old, new in (
-        ("index", before.indexes, after.indexes),
-        ("trigger", before.triggers, after.triggers),
-        ("view", before.views, after.views),
-    ):
-        changes.extend(_named_sql_changes(cast(ObjectKind, kind), old, new))  # a literal of the tuple above
+        old, new = before.tables[name], after.tables[name]
+        if old.shape() != new.shape():
+            changes.extend(_table_changes(old, new, ordered))
+    named: tuple[tuple[ObjectKind, Mapping[str, str], Mapping[str, str]], ...] = (
+        ("index", before.indexes, after.indexes), ("trigger", before.triggers, after.triggers),
+        ("view", before.views, after.views))
+    for kind, old_named, new_named in named:
+        changes.extend(_named_changes(kind, old_named, new_named))
+    changes.extend(_other_changes(before.others, after.others))
     for name in common:
         old_rows, new_rows = before.tables[name].rows, after.tables[name].rows
         if old_rows is not None and new_rows is not None and old_rows != new_rows:
@@ -263,7 +349,7 @@ def diff(before: SchemaSnapshot, after: SchemaSnapshot) -> list[SchemaChange]:
     return changes
 
 
-def _table_changes(old: Table, new: Table) -> list[SchemaChange]:
+def _table_changes(old: Table, new: Table, ordered: bool) -> list[SchemaChange]:
     changes: list[SchemaChange] = []
     old_columns = {c.name.lower(): c for c in old.columns}
     new_columns = {c.name.lower(): c for c in new.columns}
@@ -279,18 +365,113 @@ def _table_changes(old: Table, new: Table) -> list[SchemaChange]:
             changes.append(
                 SchemaChange("column", "changed", column.name, old.name, column.definition(), other.definition())
             )
-    if not changes and _normalized(old.sql) != _normalized(new.sql):
-        changes.append(SchemaChange("table", "changed", old.name, before=old.sql, after=new.sql))
-    return changes
+    keys: list[tuple[str, ForeignKey | Constraint]] = [(k.describe(old.name), k) for k in
+                                                       old.foreign_keys ^ new.foreign_keys]
+    keys += [(c.describe(old.name), c) for c in old.constraints ^ new.constraints]
+    for described, rule in sorted(keys, key=lambda pair: (isinstance(pair[1], Constraint), repr(pair[1]))):
+        present = rule in new.foreign_keys or rule in new.constraints
+        changes.append(SchemaChange("key", "added" if present else "removed", described, old.name))
+    if changes:
+        return changes
+    was, now = [c.name for c in old.columns], [c.name for c in new.columns]
+    if ordered and was != now:
+        return [SchemaChange("table", "reordered", old.name, before=", ".join(was), after=", ".join(now))]
+    if comparable_sql(old.sql) != comparable_sql(new.sql) or old.options != new.options:
+        return [SchemaChange("table", "changed", old.name, before=old.sql or old.options,
+                             after=new.sql or new.options)]
+    return []
 
 
-def _named_sql_changes(kind: ObjectKind, old: Mapping[str, str], new: Mapping[str, str]) -> list[SchemaChange]:
-    changes: list[SchemaChange] = []
+def _named_changes(kind: ObjectKind, old: Mapping[str, str], new: Mapping[str, str]) -> Iterator[SchemaChange]:
     for name in sorted(old.keys() - new.keys()):
-        changes.append(SchemaChange(kind, "removed", name, before=old[name]))
+        yield SchemaChange(kind, "removed", name, before=old[name])
     for name in sorted(new.keys() - old.keys()):
-        changes.append(SchemaChange(kind, "added", name, after=new[name]))
+        yield SchemaChange(kind, "added", name, after=new[name])
     for name in sorted(old.keys() & new.keys()):
-        if _normalized(old[name]) != _normalized(new[name]):
-            changes.append(SchemaChange(kind, "changed", name, before=old[name], after=new[name]))
+        if old[name] != new[name] and comparable_sql(old[name]) != comparable_sql(new[name]):  # a renamed table's
+            # indexes and triggers are rewritten with quotes: not a change
+            yield SchemaChange(kind, "changed", name, before=old[name], after=new[name])
+
+
+def _other_changes(old: Mapping[tuple[str, str], str], new: Mapping[tuple[str, str], str]) -> list[SchemaChange]:
+    changes = []
+    for key in sorted(old.keys() | new.keys(), key=_other_order):
+        before, after = old.get(key), new.get(key)
+        if before != after:
+            action: Action = "added" if before is None else "removed" if after is None else "changed"
+            changes.append(SchemaChange("other", action, f"{key[0]} {key[1]}", before=before, after=after))
     return changes
+
+
+# --------------------------------------------------------------------------
+# The same facts in the stairway's and drift's words
+# --------------------------------------------------------------------------
+
+
+def gained(what: str, direction: Direction) -> str:
+    """How a difference the rollback (or re-apply) added is said: ``left X`` or ``X is new``."""
+    # Present after the rollback but not before it: the downgrade forgot it.
+    return f"left {what}" if direction == "rollback" else f"{what} is new"
+
+
+def lost(what: str, direction: Direction) -> str:
+    """How a difference the rollback (or re-apply) took is said: ``dropped X`` or ``X is missing``."""
+    # Present before the apply but gone after the rollback: the downgrade took what it did not create.
+    return f"dropped {what}" if direction == "rollback" else f"{what} is missing"
+
+
+def stairway_line(change: SchemaChange, direction: Direction) -> str:
+    """One change in the migration tests' words: ``left index orders_by_date``, ``column x is TEXT, was INTEGER``."""
+    what = change.subject
+    if change.action == "added":
+        return gained(what, direction)
+    if change.action == "removed":
+        return lost(what, direction)
+    if change.kind == "column" or (change.kind == "other" and _other_key(change.name)[0] in _SHOWN_OTHERS):
+        return (f"changed {what}: {change.before} → {change.after}" if direction == "rollback"
+                else f"{what} is {change.after}, was {change.before}")
+    if change.action == "reordered":
+        return (f"changed the column order of table {change.name} ({change.before} -> {change.after}): SQLite "
+                f"adds a column last, so a downgrade that re-adds a dropped one must rebuild the table "
+                f"(planner.rebuild) to put it back in place")
+    if change.kind == "table":
+        return (f"changed table {change.name} (its SQL differs beyond columns and keys: CHECK or COLLATE clauses?)"
+                if direction == "rollback" else f"table {change.name} has different SQL (CHECK or COLLATE clauses?)")
+    return f"changed {what}" if direction == "rollback" else f"{what} differs"
+
+
+def drift_line(change: SchemaChange, origin: Mapping[tuple[str, str], str]) -> tuple[str, str, str]:
+    """One difference between what the migrations make (``before``) and the live schema (``after``).
+
+    Returns (object, kind, line): the object named (``column projects.archived_at``), ``extra``,
+    ``missing`` or ``changed``, and the line a person reads. ``origin`` maps (kind, name), as
+    ``Schema.objects`` keys them, to the migration that last made or changed the object; a
+    column's or a key's is its table's.
+    """
+    if change.kind in ("column", "key"):
+        key: tuple[str, str] = ("table", change.table or "")
+        obj = f"column {change.table}.{change.name}" if change.kind == "column" else f"table {change.table}"
+        line = f"table {change.table}: {'column ' + change.name if change.kind == 'column' else change.name}"
+    else:
+        key = _other_key(change.name) if change.kind == "other" else (change.kind, change.name)
+        obj = line = change.subject
+    by = f" ({origin[key]})" if key in origin else ""
+    if change.action == "added":
+        return obj, "extra", f"{line} is in the database, not in its migrations"
+    if change.action == "removed":
+        return obj, "missing", f"{line}{by} is missing from the database"
+    if change.kind == "column" or (change.kind == "other" and key[0] in _SHOWN_OTHERS):
+        return obj, "changed", f"{line} is {change.after} in the database, {change.before} in its migrations{by}"
+    if change.action == "reordered":
+        why = f"its columns are in another order ({change.after}; the migrations make {change.before})"
+    elif change.kind == "table":
+        why = "its SQL differs beyond columns and keys (CHECK or COLLATE clauses?)"
+    else:
+        why = f"the database has {' '.join(str(change.after).split())}"
+    return obj, "changed", f"{line} differs from its migrations{by}: {why}"
+
+
+def _other_key(name: str) -> tuple[str, str]:
+    """``materialized view app.totals`` -> (``materialized view``, ``app.totals``): ``Schema.others``' key."""
+    kind = next((k for k in _OTHER_ORDER if name.startswith(k + " ")), name.split(" ", 1)[0])
+    return kind, name[len(kind) + 1:]

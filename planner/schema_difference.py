@@ -1,18 +1,20 @@
-"""One difference between a live schema and what its migrations make, and why drift could not be checked.
+"""One difference between a live schema and what its migrations make, the comparison that finds them, and
+why drift could not be checked.
 
-Shared by the SQLite comparison (``planner.schema_drift``) and PostgreSQL's
-(``planner.engines.postgresql.drift``), so both say a difference the same way and a fleet's
-JSON has one shape.
+Shared by SQLite's drift (``planner.schema_drift``) and PostgreSQL's
+(``planner.engines.postgresql.drift``): both replay into a ``Replay`` and
+``compare`` it with the live ``Schema``, so both say a difference the same
+way and a fleet's JSON has one shape.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from planner.errors import PlanError
-
-EXTRA, MISSING, CHANGED = "extra", "missing", "changed"
+from planner.schema import Schema, diff, drift_line
 
 
 @dataclass(frozen=True)
@@ -42,3 +44,18 @@ class DriftUnchecked(PlanError):
     def __init__(self, database: str, reason: str):
         self.database, self.reason = database, reason
         super().__init__(f"drift of {database} cannot be checked: {reason}; nothing was changed")
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The schema the applied migrations make, and which migration last made or changed each object."""
+
+    state: Schema
+    #: (kind, name), as ``Schema.objects`` keys them -> the version that created or last changed it.
+    origin: Mapping[tuple[str, str], str]
+
+
+def compare(expected: Replay, live: Schema) -> list[Difference]:
+    """Every difference between what the migrations make (``expected``) and the live schema, on either engine."""
+    return [Difference(*drift_line(change, expected.origin)) for change in diff(expected.state, live)
+            if change.kind != "rows"]

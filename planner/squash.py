@@ -5,7 +5,8 @@
 ``first`` and is needed by ``last``: a convex piece of the graph, so nothing
 outside it sits between two of its members), runs them through the real
 ``Executor`` on a scratch database (after the migrations they need from
-outside the range), and reads back what they built from ``sqlite_master``.
+outside the range), and reads back what they built (``planner.schema``,
+read by the SQLite engine: each object's ``CREATE`` statement).
 The new file's ``upgrade`` is those ``CREATE`` statements, its ``downgrade``
 the ``DROP``s in reverse, its ``depends_on`` what the range needs from
 outside, and its ``replaces`` the range. The catalog does the rest
@@ -28,8 +29,6 @@ file holds the ``CREATE`` statements as the range ran them on SQLite.
 
 from __future__ import annotations
 
-import hashlib
-import sqlite3
 import tempfile
 from dataclasses import dataclass
 from collections.abc import Iterable
@@ -40,8 +39,6 @@ from planner.catalog import Catalog
 from planner.errors import SquashRefused
 from planner.migration import Migration
 
-#: Tables the squash never copies: the ledger's own, and SQLite's.
-_LEDGER_TABLES = ("schema_migrations", "schema_migrations_log")
 #: The order objects are created in; dropped in the reverse one.
 _KINDS = ("table", "index", "view", "trigger")
 
@@ -162,35 +159,19 @@ def _run(catalog: Catalog, db: Path, migrations: list[Migration]) -> None:
 
 
 def _schema(db: Path) -> dict[tuple[str, str], str]:
-    """Every user object's ``CREATE`` statement, by (type, name), in creation order."""
-    conn = sqlite3.connect(db)
-    try:
-        rows = conn.execute(
-            "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' "
-            "ESCAPE '\\' AND tbl_name NOT IN (?, ?) ORDER BY rowid", _LEDGER_TABLES).fetchall()
-    finally:
-        conn.close()
-    return {(kind, name): sql for kind, name, sql in rows if kind in _KINDS}
+    """Every user object's ``CREATE`` statement, by (type, name), in creation order within each kind."""
+    from planner.engines.sqlite import SQLiteEngine
+
+    found = SQLiteEngine(db).schema()
+    named = {"table": {n: t.sql for n, t in found.tables.items()}, "index": found.indexes, "view": found.views,
+             "trigger": found.triggers}
+    return {(kind, name): sql for kind in _KINDS for name, sql in named[kind].items() if sql}
 
 
 def _fingerprints(db: Path) -> dict[str, tuple[tuple[str, ...], int, str]]:
-    """Each user table's (columns, row count, hash of its rows): enough to see whether a migration changed rows."""
-    conn = sqlite3.connect(db)
-    try:
-        found = {}
-        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE "
-                                    "'sqlite\\_%' ESCAPE '\\' AND name NOT IN (?, ?)", _LEDGER_TABLES):
-            quoted = '"' + name.replace('"', '""') + '"'
-            cursor = conn.execute(f"SELECT * FROM {quoted}")
-            columns = tuple(d[0] for d in cursor.description)
-            digest, count = hashlib.sha256(), 0
-            for row in cursor:
-                digest.update(repr(row).encode())
-                count += 1
-            found[name] = (columns, count, digest.hexdigest())
-        return found
-    finally:
-        conn.close()
+    from planner.engines.sqlite.schema import table_fingerprints
+
+    return table_fingerprints(db)
 
 
 def _changed_rows(before: dict, after: dict) -> bool:

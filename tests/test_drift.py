@@ -262,3 +262,23 @@ def test_the_same_hand_change_reads_the_same_on_sqlite_and_postgresql(pg_url: st
                 "table tasks: column title (0003) is missing from the database"]
     assert sorted(lines(portable, path)) == expected
     assert sorted(pg_lines(pg_url, portable)) == expected
+
+
+def test_a_lost_key_and_a_changed_index_read_the_same_on_sqlite_and_postgresql(pg_url: str, tmp_path: Path,
+                                                                                portable: Path) -> None:
+    """One schema model, one wording: a foreign key dropped by hand and an index made again on other columns
+    are said in SQLite's words on PostgreSQL too (it said ``REFERENCES`` and ``is ... in the database``)."""
+    path = project_db(tmp_path, "keys")
+    migrate_to(path, portable)
+    pg_migrate(pg_url, portable)
+    by_hand(path, "CREATE TABLE t2 (id INTEGER PRIMARY KEY, project_id INTEGER, title TEXT)", "DROP TABLE tasks",
+            "ALTER TABLE t2 RENAME TO tasks", "DROP INDEX projects_by_name",
+            "CREATE UNIQUE INDEX projects_by_name ON projects (name, id)")
+    pg_by_hand(pg_url, "ALTER TABLE tasks DROP CONSTRAINT tasks_project_id_fkey", "DROP INDEX projects_by_name",
+               "CREATE UNIQUE INDEX projects_by_name ON projects (name, id)")
+    lost = "table tasks: foreign key tasks(project_id) → projects(id) (0003) is missing from the database"
+    changed = "index projects_by_name differs from its migrations (0002): the database has CREATE UNIQUE INDEX"
+    for found in (lines(portable, path), pg_lines(pg_url, portable)):
+        assert len(found) == 2, found
+        assert found[0] == lost
+        assert found[1].startswith(changed) and found[1].endswith("(name, id)"), found

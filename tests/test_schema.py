@@ -6,7 +6,13 @@ import sqlite3
 
 import pytest
 
-from planner.schema import SchemaChange, diff, quote_identifier, snapshot
+from planner.engines.sqlite.schema import read_schema
+from planner.schema import Schema, SchemaChange, diff
+from planner.sql import quote_identifier
+
+
+def snapshot(conn: sqlite3.Connection, *, count_rows: bool = True) -> Schema:
+    return read_schema(conn, count_rows=count_rows)
 
 
 @pytest.fixture
@@ -172,3 +178,17 @@ def test_odd_table_names_are_quoted():
     conn.execute(f"CREATE TABLE {quote_identifier(name)} (x)")
     conn.execute(f"INSERT INTO {quote_identifier(name)} VALUES (1)")
     assert snapshot(conn).tables[name].rows == 1
+
+
+def test_a_table_is_described_whether_or_not_its_sql_was_seen_before(conn, monkeypatch):
+    """The reader keeps each table's columns and keys by its SQL; a full store is emptied, never half-used."""
+    from planner.engines.sqlite import schema as reader
+
+    first = snapshot(conn, count_rows=False)
+    conn.execute("ALTER TABLE agents ADD COLUMN tier INTEGER")  # new SQL: read again, not taken from the store
+    assert [c.name for c in snapshot(conn).tables["agents"].columns][-1] == "tier"
+    monkeypatch.setattr(reader, "_DETAILS_KEPT", 0)
+    conn.execute("CREATE TABLE flags (id INTEGER PRIMARY KEY, project_id INTEGER REFERENCES projects (id))")
+    again = snapshot(conn, count_rows=False)
+    assert again.tables["projects"] == first.tables["projects"]
+    assert again.tables["projects"].constraints and again.tables["flags"].foreign_keys

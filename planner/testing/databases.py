@@ -27,7 +27,7 @@ from planner.engines import on_server
 
 if TYPE_CHECKING:
     from planner.engines.base import Engine
-    from planner.testing.compare import State
+    from planner.schema import Schema
 
 #: What ``{name}`` in a template is replaced by may hold only these characters.
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -76,14 +76,14 @@ class TestDatabase(Protocol):
     def seeding(self, version: str) -> Any:
         """A context manager: a connection inside one transaction, committed on exit, rolled back on error."""
 
-    def capture(self) -> State:
-        """The schema now, as the stairway compares it (``State.differences``)."""
+    def capture(self) -> Schema:
+        """The schema now, as the stairway compares it (``Schema.differences``), rows not counted."""
 
     def leftovers(self) -> list[str]:
         """Every user object a fresh database did not have (``table orders``...), the ledger left out."""
 
-    def snapshot(self) -> Any:
-        """The schema in the engine's richest form, for hand-written assertions (``Migrator.schema``)."""
+    def snapshot(self) -> Schema:
+        """The schema with what the engine can add (SQLite: row counts), for hand-written assertions (``Migrator.schema``)."""
 
     def broken(self) -> dict[str, str]:
         """Each view and trigger that no longer compiles (``view v``), with the reason: none, on a sound schema."""
@@ -202,30 +202,27 @@ class SQLiteDatabase:
             if conn.in_transaction:
                 conn.execute("COMMIT")
 
-    def capture(self) -> State:
-        from planner.testing.compare import capture
+    def capture(self) -> Schema:
+        from planner.engines.sqlite.schema import read_schema
 
         with closing(self.connect()) as conn:
-            return capture(conn)
+            return read_schema(conn)
 
     def leftovers(self) -> list[str]:
-        from planner.testing.compare import user_objects
-
-        with closing(self.connect()) as conn:
-            return user_objects(conn)
+        return self.capture().names()
 
     def broken(self) -> dict[str, str]:
-        from planner.testing.compare import broken_objects
+        from planner.engines.sqlite.schema import broken_objects
 
         with closing(self.connect()) as conn:
             return broken_objects(conn)
 
-    def snapshot(self) -> Any:
-        """``planner.schema.SchemaSnapshot``: tables with columns and row counts, indexes, triggers, views."""
-        from planner.schema import snapshot
+    def snapshot(self) -> Schema:
+        """``planner.schema.Schema``: tables with columns, keys and row counts, indexes, triggers, views."""
+        from planner.engines.sqlite.schema import read_schema
 
         with closing(self.connect()) as conn:
-            return snapshot(conn)
+            return read_schema(conn, count_rows=True)
 
     def __str__(self) -> str:
         return str(self.path)

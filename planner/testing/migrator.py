@@ -70,8 +70,8 @@ class Migrator:
         return self._runner.rollback(version, cascade=cascade).versions
 
     def schema(self) -> Any:
-        """The schema now. SQLite: a ``planner.schema.SchemaSnapshot`` (tables with columns and row counts,
-        indexes, triggers, views); PostgreSQL: a ``planner.testing.pg_compare.PgSchemaState``."""
+        """The schema now. A ``planner.schema.Schema`` on either engine (tables with columns, keys and,
+        on SQLite, row counts; indexes, triggers, views)."""
         self._release()
         return self.database.snapshot()
 

@@ -37,7 +37,7 @@ from planner.testing.databases import NAME_FIELD, DatabaseUnavailable, check_tem
 
 if TYPE_CHECKING:
     from planner.engines.base import Engine
-    from planner.testing.pg_compare import PgSchemaState
+    from planner.schema import Schema
 
 #: PostgreSQL truncates identifiers beyond this many bytes (NAMEDATALEN - 1).
 MAX_NAME_BYTES = 63
@@ -247,10 +247,10 @@ class PostgresDatabase:
         with self._reading().transaction():
             yield PgMigrationConnection(self._reading(), version, "seeding")
 
-    def capture(self) -> PgSchemaState:
-        from planner.testing.pg_compare import capture_pg
+    def capture(self) -> Schema:
+        from planner.engines.postgresql.schema import read_schema
 
-        return capture_pg(self._reading(), LEDGER_SCHEMA)
+        return read_schema(self._reading(), LEDGER_SCHEMA)
 
     def leftovers(self) -> list[str]:
         return [name for name in self.capture().names() if name not in self._baseline]
@@ -261,8 +261,8 @@ class PostgresDatabase:
         which no check short of running it can see."""
         return {}
 
-    def snapshot(self) -> PgSchemaState:
-        """``PgSchemaState``: ``has("column", "priority", "app.tasks")``, ``names()``, ``objects``."""
+    def snapshot(self) -> Schema:
+        """``planner.schema.Schema``: ``has("column", "priority", "app.tasks")``, ``names()``, ``tables``."""
         return self.capture()
 
     def __str__(self) -> str:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from planner.catalog import Catalog
     from planner.engines.base import Engine
     from planner.plan import Plan
-    from planner.testing.compare import State
+    from planner.schema import Schema as State
     from planner.testing.databases import TestDatabase
 
 #: Called after a version is applied, with a connection to write rows on (the seed hook): a ``sqlite3``

@@ -32,7 +32,7 @@ from planner.testing.runner import (
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
-    from planner.testing.compare import State
+    from planner.schema import Schema as State
     from planner.testing.databases import TestDatabase
 
 @dataclass

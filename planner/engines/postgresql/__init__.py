@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from planner.engines.postgresql.runner import PgRunner
     from planner.ledger import LedgerEntry
     from planner.findings import Finding
+    from planner.schema import Schema
 
 
 _MISSING = re.compile(r'database ".*" does not exist')
@@ -117,6 +118,13 @@ class PostgresEngine(Engine):
         finally:
             if conn is not reader:
                 conn.close()
+
+    def schema(self) -> Schema:
+        """The database's schema (``planner.engines.postgresql.schema``), the ledger's tables left out."""
+        from planner.engines.postgresql.schema import read_schema
+
+        with self.session() as conn:
+            return read_schema(conn, self.ledger_schema)
 
     @contextmanager
     def reading(self) -> Iterator[None]:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from planner.engines.sqlite.runner import Executor
     from planner.ledger import LedgerEntry, LedgerNote
     from planner.findings import Finding
+    from planner.schema import Schema
 
 
 class SQLiteEngine(Engine):
@@ -60,6 +61,15 @@ class SQLiteEngine(Engine):
         from planner.engines.sqlite.ledger import read_ledger
 
         return read_ledger(self.path, self.busy_timeout)
+
+    def schema(self, *, known_good: bool = False) -> Schema:
+        """The file's schema (``planner.engines.sqlite.schema``), read through a read-only connection.
+
+        ``known_good``: the caller just read the file as a database, so its header need not be checked again.
+        """
+        from planner.engines.sqlite.schema import file_schema
+
+        return file_schema(self.path, self.busy_timeout, known_good=known_good)
 
     def runner(self, *, catalog: Catalog | None = None, create: bool = False) -> Executor:
         from planner.engines.sqlite.runner import Executor

@@ -26,7 +26,7 @@ from planner.errors import CatalogError, DatabaseNotFound, DatabaseReadOnly, Not
 from planner.findings import Remedy, age_text, size_text
 from planner.lint import ERROR, INFO, WARNING, Finding, history_findings, note_findings, tolerant_catalog
 from planner.nontransactional import interrupted_findings
-from planner.schema import quote_identifier
+from planner.sql import quote_identifier
 
 #: At most this many rows of integrity_check and foreign_key_check become findings; a summary says the rest.
 MAX_DETAILS = 20

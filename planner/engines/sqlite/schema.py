@@ -1,0 +1,279 @@
+"""SQLite's schema read into ``planner.schema.Schema``: ``sqlite_master`` and the pragmas, in five queries.
+
+Each pragma is read as a table-valued function joined with ``sqlite_master``
+(``pragma_table_xinfo(m.name)``), so a schema of any size costs the same five
+statements: objects, columns, foreign keys, UNIQUE / PRIMARY KEY constraints
+(the automatic indexes behind them, which are the constraint's, not
+indexes of their own), and, when asked, row counts. The stairway reads a
+schema four times per migration, so this stays cheap. SQLite's internals
+(``sqlite_%``) and the ledger's tables are left out, with their indexes and
+triggers. CHECK constraints are not read apart: they are in the table's SQL,
+which the model compares too.
+
+``broken_objects`` is here as well: views and triggers that no longer
+compile, which only SQLite lets exist; and the two readings drift makes:
+``file_schema`` (a live file, read-only) and ``replayed_schema`` (what the
+applied migrations make, replayed in memory).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from planner.schema import LEDGER_TABLES, Column, Constraint, ForeignKey, Schema, Table
+from planner.engines.sqlite.sql import table_xinfo, tokens
+from planner.sql import quote_identifier
+
+if TYPE_CHECKING:
+    from planner.catalog import Catalog
+    from planner.plan import Plan
+
+_USER = ("{m}.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND {m}.tbl_name NOT IN ("
+         + ", ".join(f"'{t}'" for t in LEDGER_TABLES) + ")")
+_OBJECTS = f"SELECT type, name, sql FROM sqlite_master m WHERE {_USER.format(m='m')} ORDER BY rowid"
+_TABLES = f"sqlite_master m WHERE m.type = 'table' AND {_USER.format(m='m')}"
+_COLUMNS = (f'SELECT m.name, p.name, p.type, p."notnull", p.dflt_value, p.pk, p.hidden '
+            f"FROM {_TABLES.replace('WHERE', ', pragma_table_xinfo(m.name) p WHERE')} ORDER BY m.rowid, p.cid")
+_FOREIGN_KEYS = (f'SELECT m.name, f.id, f.seq, f."table", f."from", f."to", f.on_update, f.on_delete, f."match" '
+                 f"FROM {_TABLES.replace('WHERE', ', pragma_foreign_key_list(m.name) f WHERE')}")
+_KEYS = (f"SELECT m.name, i.name, i.origin, c.name "
+         f"FROM {_TABLES.replace('WHERE', ', pragma_index_list(m.name) i, pragma_index_info(i.name) c WHERE')} "
+         f"AND i.origin IN ('u', 'pk') ORDER BY m.name, i.name, c.seqno")
+_ORIGINS = {"u": "unique constraint", "pk": "primary key"}
+
+
+#: A table's details by (name, SQL): SQLite derives its columns and keys from its SQL alone, so a table read once
+#: is read for good. The stairway reads a schema four times a migration and a fleet's drift the same schema on
+#: every database; this keeps each read at one query for what did not change.
+_DETAILS: dict[tuple[str, str], Table] = {}
+_DETAILS_KEPT = 4096
+#: More unknown tables than this are read with one query per pragma for all tables, not three per table.
+_ONE_BY_ONE = 8
+
+
+def read_schema(conn: sqlite3.Connection, *, count_rows: bool = False) -> Schema:
+    """The schema of ``conn`` (and, with ``count_rows``, each table's row count) in one consistent read.
+
+    One query when every table's SQL was seen before and rows are not
+    counted (a fleet's drift reads a thousand such schemas). Otherwise, when
+    ``conn`` is not inside a transaction, the reads are wrapped in one, so a
+    writer on another connection cannot slip a change between them.
+    """
+    cursor = conn.cursor()
+    cursor.row_factory = None  # a migration may have set row_factory on a shared connection
+    objects = cursor.execute(_OBJECTS).fetchall()
+    listed = [(name, sql or "") for kind, name, sql in objects if kind == "table"]
+    if count_rows or any(key not in _DETAILS for key in listed):
+        own_transaction = not conn.in_transaction
+        if own_transaction:
+            cursor.execute("BEGIN")
+        try:
+            if own_transaction:  # read again inside the transaction: what the pragmas will describe
+                objects = cursor.execute(_OBJECTS).fetchall()
+                listed = [(name, sql or "") for kind, name, sql in objects if kind == "table"]
+            if len(_DETAILS) > _DETAILS_KEPT:
+                _DETAILS.clear()  # before choosing what to read: every table then read again
+            unknown = [name for name, sql in listed if (name, sql) not in _DETAILS]
+            if unknown:
+                _learn(cursor, objects, unknown)
+            tables = _known(listed)
+            if count_rows:
+                tables = {name: Table(t.name, t.sql, t.columns, _count(cursor, name), t.foreign_keys,
+                                      t.constraints) for name, t in tables.items()}
+        finally:
+            if own_transaction and conn.in_transaction:
+                cursor.execute("COMMIT")
+    else:
+        tables = _known(listed)
+    named = {kind: {name: sql or "" for k, name, sql in objects if k == kind and (sql or kind != "index")}
+             for kind in ("index", "trigger", "view")}
+    return Schema(tables, named["index"], named["trigger"], named["view"])
+
+
+def _known(listed: list[tuple[str, str]]) -> dict[str, Table]:
+    return {name: _DETAILS.get((name, sql)) or Table(name, sql, ()) for name, sql in listed}
+
+
+def _learn(cursor: sqlite3.Cursor, objects: list[Any], unknown: list[str]) -> None:
+    """Read the pragmas of the ``unknown`` tables into ``_DETAILS``."""
+    rows: tuple[list[Any], list[Any], list[Any]] | None = None
+    if len(unknown) > _ONE_BY_ONE:
+        try:
+            rows = (cursor.execute(_COLUMNS).fetchall(), cursor.execute(_FOREIGN_KEYS).fetchall(),
+                    cursor.execute(_KEYS).fetchall())
+        except sqlite3.Error:  # a virtual table whose module this SQLite lacks: read the tables one by one
+            rows = None
+    if rows is None:
+        rows = _one_by_one(cursor, unknown)
+    wanted = set(unknown)
+    for name, table in _tables(objects, *rows).items():
+        if name in wanted:
+            _DETAILS[(name, table.sql)] = table
+
+
+def _count(cursor: sqlite3.Cursor, table: str) -> int | None:
+    try:
+        return cursor.execute(f"SELECT COUNT(*) FROM {quote_identifier(table)}").fetchone()[0]
+    except sqlite3.Error:  # a virtual table whose module is missing cannot be counted
+        return None
+
+
+def _one_by_one(cursor: sqlite3.Cursor, tables: list[str]) -> tuple[list[Any], list[Any], list[Any]]:
+    columns: list[Any] = []
+    foreign_keys: list[Any] = []
+    keys: list[Any] = []
+    for table in tables:
+        for query, into in ((_COLUMNS, columns), (_FOREIGN_KEYS, foreign_keys), (_KEYS, keys)):
+            try:
+                into += cursor.execute(query.replace("m.type = 'table'", "m.type = 'table' AND m.name = ?"),
+                                       (table,)).fetchall()
+            except sqlite3.Error:
+                pass  # this table's module is missing: its SQL is all the model gets
+    return columns, foreign_keys, keys
+
+
+def _tables(objects: list[Any], columns: list[Any], foreign_keys: list[Any], keys: list[Any]) -> dict[str, Table]:
+    by_table: dict[str, list[Column]] = {}
+    for table, name, type_, notnull, default, pk, hidden in columns:
+        by_table.setdefault(table, []).append(Column(name, type_ or "", bool(notnull), default, int(pk), int(hidden)))
+    grouped: dict[tuple[str, int], list[Any]] = {}
+    for row in foreign_keys:
+        grouped.setdefault((row[0], row[1]), []).append(row)
+    fks: dict[str, set[ForeignKey]] = {}
+    for (table, _), rows in grouped.items():
+        rows.sort(key=lambda row: row[2])  # by seq: the key's column order
+        first = rows[0]
+        fks.setdefault(table, set()).add(ForeignKey(
+            tuple(str(row[4]).lower() for row in rows), str(first[3]).lower(),
+            tuple(None if row[5] is None else str(row[5]).lower() for row in rows), first[6], first[7], first[8]))
+    indexed: dict[tuple[str, str, str], list[str]] = {}
+    for table, index, origin, column in keys:
+        indexed.setdefault((table, index, origin), []).append(str(column).lower())
+    constraints: dict[str, set[Constraint]] = {}
+    for (table, _, origin), names in indexed.items():
+        constraints.setdefault(table, set()).add(Constraint(_ORIGINS[origin], tuple(names)))  # type: ignore[arg-type]
+    return {name: Table(name, sql or "", tuple(by_table.get(name, ())), None, frozenset(fks.get(name, ())),
+                        frozenset(constraints.get(name, ())))
+            for kind, name, sql in objects if kind == "table"}
+
+
+def broken_objects(conn: sqlite3.Connection) -> dict[str, str]:
+    """Each view and trigger that no longer compiles, with SQLite's reason: ``{"view v": "no such table: x"}``.
+
+    SQLite accepts ``CREATE VIEW`` over a table that is not there, and a
+    ``DROP TABLE`` or a rebuild leaves the views and triggers that used it in
+    place; they fail only when something compiles them, which may be a later
+    migration's ``ALTER TABLE``. Preparing ``SELECT * FROM v LIMIT 0`` compiles
+    a view; ``EXPLAIN`` of a statement that fires a trigger (nothing runs)
+    compiles the trigger. When a statement fires several triggers and fails,
+    each is compiled alone, the others dropped inside a savepoint undone at once.
+    """
+    found: dict[str, str] = {}
+    rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE type IN ('view', 'trigger') "
+                        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY type DESC, name").fetchall()
+    for kind, name, _, _ in rows:
+        if kind == "view":
+            try:
+                conn.execute(f"SELECT * FROM main.{quote_identifier(name)} LIMIT 0").fetchall()
+            except sqlite3.Error as exc:
+                found[f"view {name}"] = str(exc)
+    triggers = [(name, table, sql or "") for kind, name, table, sql in rows if kind == "trigger"]
+    for name, table, sql in triggers:
+        if f"view {table}" in found:
+            continue  # its view is broken already: that is the news
+        event = next((t.name for t in tokens(sql) if t.name in ("insert", "update", "delete")), None)
+        columns = [column for column, *_ in table_xinfo(conn, table)]
+        quoted = quote_identifier(table)
+        statement = {"insert": f"INSERT INTO main.{quoted} DEFAULT VALUES",
+                     "delete": f"DELETE FROM main.{quoted}",
+                     "update": f"UPDATE main.{quoted} SET " + ", ".join(
+                         f"{quote_identifier(c)} = {quote_identifier(c)}" for c in columns)}.get(event or "")
+        if statement is None or (event == "update" and not columns):
+            continue
+        siblings = [other for other, on, _ in triggers if on.lower() == table.lower() and other != name]
+        try:
+            conn.execute("EXPLAIN " + statement).fetchall()
+            continue
+        except sqlite3.Error as exc:
+            reason = str(exc)
+        if siblings:  # which of the table's triggers is it? compile this one alone
+            conn.execute("SAVEPOINT apm_compiles")
+            try:
+                for other in siblings:
+                    conn.execute(f"DROP TRIGGER main.{quote_identifier(other)}")
+                conn.execute("EXPLAIN " + statement).fetchall()
+                reason = ""
+            except sqlite3.Error as exc:
+                reason = str(exc)
+            finally:
+                conn.execute("ROLLBACK TO apm_compiles")
+                conn.execute("RELEASE apm_compiles")
+        if reason:
+            found[f"trigger {name}"] = reason
+    return found
+
+
+def replayed_schema(catalog: Catalog, plan: Plan) -> tuple[Schema, dict[tuple[str, str], str]]:
+    """The schema ``plan`` makes on an empty database in memory, and which step last made or changed each object.
+
+    The steps run through the session that runs them for real, in one
+    transaction; step by step when a ``transactional = False`` step (VACUUM)
+    cannot run inside one (harmless on a scratch database in memory). The
+    origins are keyed as ``Schema.objects`` keys them. Whatever a migration
+    raises propagates.
+    """
+    from planner.engines.sqlite.session import SQLiteSession
+    from planner.events import StepFinished
+
+    origin: dict[tuple[str, str], str] = {}
+    with closing(sqlite3.connect(":memory:", isolation_level=None)) as conn:
+        before = read_schema(conn).objects()
+        whole = all(step.migration.transactional for step in plan.steps)
+        session = SQLiteSession(conn, plan, path=Path(":memory:"), busy_timeout=0, catalog=catalog, atomic=whole)
+        for event in session.atomic() if whole else session.stepwise():
+            if isinstance(event, StepFinished):
+                now = read_schema(conn).objects()  # inside the transaction: what this step made or changed
+                origin.update({key: event.step.version for key, value in now.items() if before.get(key) != value})
+                before = now
+        return read_schema(conn), origin
+
+
+def file_schema(path: Path, busy_timeout: float, *, known_good: bool = False) -> Schema:
+    """The schema of a SQLite file, read through a read-only connection (nothing written).
+
+    ``known_good``: the file was just read as a SQLite database (a fleet's
+    status did), so its header and first read need not be checked again:
+    one open on a ``mode=ro`` connection instead of three statements.
+    """
+    from planner.engines.sqlite.database import read_only_connection
+
+    if known_good:
+        try:
+            with closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=busy_timeout,
+                                         isolation_level=None)) as quick:
+                return read_schema(quick)
+        except sqlite3.Error:
+            pass  # changed since: the careful open below says what is wrong
+    with closing(read_only_connection(path, busy_timeout)) as conn:
+        return read_schema(conn)
+
+
+def table_fingerprints(path: Path) -> dict[str, tuple[tuple[str, ...], int, str]]:
+    """Each user table's (columns, row count, hash of its rows): enough for squash to see whether a migration
+    changed rows (the schema alone cannot say)."""
+    with closing(sqlite3.connect(path)) as conn:
+        found = {}
+        for name in read_schema(conn).tables:
+            cursor = conn.execute(f"SELECT * FROM {quote_identifier(name)}")
+            columns = tuple(d[0] for d in cursor.description)
+            digest, count = hashlib.sha256(), 0
+            for row in cursor:
+                digest.update(repr(row).encode())
+                count += 1
+            found[name] = (columns, count, digest.hexdigest())
+        return found
