@@ -29,11 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from planner.errors import NoJournal, UnreadableJournal
+from planner.fleet.member_run import SUCCEEDED  # outcomes after which a database needs nothing more from this run
 
 FORMAT = 1
 FOLDER = ".apm-fleet"
-#: Outcomes after which a database needs nothing more from this run.
-SUCCEEDED = frozenset({"applied", "rolled back", "nothing to do"})
 #: How many run files a folder keeps when a new run starts, the new one included.
 KEEP = 10
 
