@@ -69,7 +69,7 @@ SUFFIX = ".sql"
 #: The directives a header may carry; anything else shaped like one is a typo.
 DIRECTIVES = ("depends_on", "transactional", "irreversible", "lock_timeout", "allow")
 
-_TITLE = re.compile(r"^Migration\s+(?P<version>[0-9]+)\s*:\s*(?P<description>.*?)\s*$")
+_SQL_TITLE = re.compile(r"^Migration\s+(?P<version>[0-9]+)\s*:\s*(?P<description>.*?)\s*$")
 _SECTION = re.compile(r"^--\s*(?P<name>upgrade|downgrade)\s*$", re.IGNORECASE)
 _DIRECTIVE = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_]*)\s*:(?P<value>.*)$")
 _VERSION = re.compile(r"[0-9]+")
@@ -136,8 +136,8 @@ def load_sql_migration(path: Path, version: str) -> Migration:
                                         "SQL before the `-- upgrade` marker; start the migration's SQL with a "
                                         "line `-- upgrade`")
         comment = stripped[2:].strip()
-        if title is None and not any(doc) and _TITLE.match(comment):
-            title = _TITLE.match(comment)
+        if title is None and not any(doc) and _SQL_TITLE.match(comment):
+            title = _SQL_TITLE.match(comment)
             doc.append(comment)
             continue
         directive = _DIRECTIVE.match(comment)
