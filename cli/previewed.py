@@ -162,7 +162,7 @@ def run_in_parts(catalog, plan, *, as_json: bool, yes: bool, sql: bool, backup: 
     part that fails, or whose loss is not confirmed, stops the run, and the
     message names what earlier parts committed.
     """
-    from planner.errors import Interrupted, OutsideStepStopped
+    from planner.errors import Interrupted, OutsideStepLocked, OutsideStepStopped
     from planner.plan import segments
 
     # Each part commits on its own: a damaged file must be found before the first, not at the fifth.
@@ -180,9 +180,17 @@ def run_in_parts(catalog, plan, *, as_json: bool, yes: bool, sql: bool, backup: 
         if not part.steps[0].migration.transactional:
             answers = OutsideAnswers(yes=yes, as_json=as_json)
             try:
-                results += running.execute(catalog, part, atomic=False, as_json=as_json,
-                                           create=part.direction == "apply", before=taken,
-                                           confirm_outside=answers, whole=plan)
+                rows = running.execute(catalog, part, atomic=False, as_json=as_json,
+                                       create=part.direction == "apply", before=taken,
+                                       confirm_outside=answers, whole=plan)
+                for row in rows:  # its lock findings, measured (or judged) statement by statement
+                    row["findings"] = answers.findings.get(row["version"], [])
+                results += rows
+            except OutsideStepLocked as stopped:
+                raise CommandError(f"{advice.message(stopped)}; {done() or f'no step before it was {verb} by this run'}"
+                                   f". Accept them with allow = [\"code\"] in the migration or --allow CODE (--yes "
+                                   f"does not), run it on a terminal to be asked, or change the migration "
+                                   f"(docs/locks.md)", EXIT_LOCK_RISK) from None
             except OutsideStepStopped as stopped:
                 again = ("Re-run with --yes to let it (its statements run again from the start), or run it on "
                          "a terminal to be asked")
@@ -225,6 +233,25 @@ class OutsideAnswers:
     def __init__(self, *, yes: bool, as_json: bool):
         self.yes, self.as_json = yes, as_json
         self.destroyed: list[str] = []
+        self.locked_lines: list[str] = []
+        #: Per version, the lock findings its statements ran with (``--json``: the step's ``findings``).
+        self.findings: dict[str, list[dict]] = {}
+
+    def ask_locks(self, locks) -> bool:
+        """Lock findings that gate: a person on a terminal may accept them; ``--yes`` never does."""
+        if self.as_json or not running.stdin_is_terminal():
+            return False
+        echo(f"{locks.version} runs outside a transaction (transactional = False); its next statement, "
+             f"`{locks.statement}`, takes locks that can hold a live database up:", fg="yellow", err=True)
+        for line in locks.lines:
+            echo(f"  {line}", err=True)
+        return bool(confirm("Proceed?"))  # Ctrl-C: Interrupted, exit 130
+
+    def locked(self, locks) -> None:
+        self.locked_lines += locks.lines
+        self.findings.setdefault(locks.version, []).extend(
+            {**finding.to_json(), "statement": locks.statement, "measured": locks.measured}
+            for finding in locks.findings)
 
     def accept(self, loss) -> bool:
         return self.yes
@@ -249,3 +276,8 @@ class OutsideAnswers:
             for line in self.destroyed:
                 echo(f"  {line}", err=True)
             self.destroyed = []
+        if self.locked_lines:
+            echo("Steps outside a transaction ran with these lock findings:", fg="yellow", err=True)
+            for line in self.locked_lines:
+                echo(f"  {line}", err=True)
+            self.locked_lines = []

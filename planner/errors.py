@@ -851,6 +851,29 @@ class OutsideStepStopped(ExecutionError):
         )
 
 
+class OutsideStepLocked(ExecutionError):
+    """A ``transactional = False`` step stopped before a statement whose lock findings stop the run, not accepted.
+
+    The statement was tried in a transaction of its own and rolled back (or,
+    when it runs only outside one, judged by its kind and not run); what ran
+    before it stays (``ran``). ``lines`` are the findings that stopped it.
+    """
+
+    def __init__(self, version: str, direction: str, statement: str, lines: Sequence[str], ran: Sequence[str],
+                 *, measured: bool = True):
+        self.statement, self.lines, self.ran, self.measured = statement, tuple(lines), tuple(ran), measured
+        what = "; ".join(line.removeprefix(f"{version} {direction}: lock ") for line in lines)
+        how = "tried in a transaction of its own and rolled back" if measured else "judged by its kind and not run"
+        done = (f"its {len(ran)} statement(s) before it ran and stay ({'; '.join(f'`{s}`' for s in ran)})"
+                if ran else "none of its statements ran")
+        super().__init__(
+            f"migration {version} (transactional = False) stopped before `{statement}` during {direction} ({how}): "
+            f"{what}, which was not accepted. It runs outside a transaction: {done}, and it is not recorded",
+            version=version,
+            direction=direction,
+        )
+
+
 class SquashConflict(CatalogError, ValueError):
     """A version is replaced by two squashes, or a squash replaces itself."""
 

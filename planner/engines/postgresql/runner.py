@@ -98,6 +98,7 @@ class PgRunner(MarksThroughSessions):
                 session = PgSession(conn, ledger, planned, catalog=self.catalog, atomic=atomic, locks=guard,
                                     before=before)
                 session.confirmation = confirm_outside
+                session.lock_policy = getattr(self.engine, "lock_policy", None)  # gates its checked statements
                 for event in session.atomic() if atomic else session.stepwise():
                     result.count(event)
                     emit(on_event, event)
