@@ -860,8 +860,9 @@ class OutsideStepLocked(ExecutionError):
     """
 
     def __init__(self, version: str, direction: str, statement: str, lines: Sequence[str], ran: Sequence[str],
-                 *, measured: bool = True):
+                 *, measured: bool = True, findings: Sequence[object] = ()):
         self.statement, self.lines, self.ran, self.measured = statement, tuple(lines), tuple(ran), measured
+        self.findings = tuple(findings)  # the planner.locks.LockFinding that stopped it
         what = "; ".join(line.removeprefix(f"{version} {direction}: lock ") for line in lines)
         how = "tried in a transaction of its own and rolled back" if measured else "judged by its kind and not run"
         done = (f"its {len(ran)} statement(s) before it ran and stay ({'; '.join(f'`{s}`' for s in ran)})"

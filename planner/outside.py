@@ -241,7 +241,8 @@ class StatementCheck:
             from planner.errors import OutsideStepLocked
 
             self.stopped = OutsideStepLocked(self.version, self.direction, locks.statement, gating.lines,
-                                             list(self.ran), measured=locks.measured)
+                                             list(self.ran), measured=locks.measured,
+                                             findings=gating.findings)
             raise self.stopped
 
     def _tell_locks(self, locks: StatementLocks) -> None:

@@ -193,3 +193,23 @@ def test_a_reindex_in_an_ordinary_migration_is_measured_by_the_preview(pg_url: s
     [step] = json.loads(dry.stdout)["steps"]
     assert [(f["code"], f["relation"]) for f in step["findings"]] == [("index-not-concurrent", "t")]
     assert "t_pkey" in step["rewrites"]
+
+
+def test_a_fleet_refuses_the_step_as_it_refuses_a_previewed_part(pg_url: str, catalog_dir: Path, tmp_path: Path):
+    run_sql(pg_url, TABLE)
+    outside(catalog_dir, "CREATE INDEX t_c ON t (c)")
+    listing = tmp_path / "fleet.txt"
+    listing.write_text(pg_url + "\n")
+
+    def fleet(*args: str):
+        return run_apm("--migrations-dir", str(catalog_dir), "fleet", "migrate", "--list", str(listing), "--json",
+                       *args, cwd=tmp_path)
+
+    refused = fleet("--yes")
+    assert refused.returncode == 12, refused.stdout + refused.stderr
+    [row] = json.loads(refused.stdout)["databases"]
+    assert row["outcome"] == "refused" and row["lock_findings"] == ["0001: index-not-concurrent on t (error)"]
+    assert indexes(pg_url) == {"t_pkey"} and ledger(pg_url) == []
+    applied = fleet("--allow", "index-not-concurrent")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert indexes(pg_url) == {"t_pkey", "t_c"} and ledger(pg_url) == ["0001"]

@@ -194,7 +194,7 @@ def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: M
     """The plan as ``apm migrate`` runs it (``cli.previewed``): each transactional part previewed and committed
     only if it destroys nothing or what it destroys was confirmed, and no lock finding stops it; each
     ``transactional = False`` step checked statement by statement (``planner.outside``)."""
-    from planner.errors import OutsideStepStopped
+    from planner.errors import OutsideStepLocked, OutsideStepStopped
     from planner.locks import LockPolicy, gating
     from planner.plan import segments
 
@@ -232,6 +232,12 @@ def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: M
             try:  # checked statement by statement as it runs: what destroys nothing runs, the rest is confirmed
                 result = runner.migrate(lambda _ledger, part=part: part, plan=part, before=backup,
                                         confirm_outside=answers)
+            except OutsideStepLocked as stopped:  # lock findings not accepted: refused, as a previewed part's
+                outcome.outcome = REFUSED
+                outcome.lock_findings = [f"{stopped.version}: {f.code} on {f.relation} ({f.level})"
+                                         for f in stopped.findings]
+                outcome.error = one_line(stopped) + (f" ({before_it()})" if done else "")
+                break
             except OutsideStepStopped as stopped:
                 outcome.outcome, outcome.unconfirmed = SKIPPED, True
                 outcome.loss = list(stopped.lines)
