@@ -14,6 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from planner.locks import LockFinding
 
 
 def _versions(versions: Iterable[str]) -> str:
@@ -860,7 +864,7 @@ class OutsideStepLocked(ExecutionError):
     """
 
     def __init__(self, version: str, direction: str, statement: str, lines: Sequence[str], ran: Sequence[str],
-                 *, measured: bool = True, findings: Sequence[object] = ()):
+                 *, measured: bool = True, findings: Sequence[LockFinding] = ()):
         self.statement, self.lines, self.ran, self.measured = statement, tuple(lines), tuple(ran), measured
         self.findings = tuple(findings)  # the planner.locks.LockFinding that stopped it
         what = "; ".join(line.removeprefix(f"{version} {direction}: lock ") for line in lines)
