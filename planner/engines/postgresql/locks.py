@@ -43,6 +43,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from planner.engines.postgresql.prepared import Statement
 from planner.engines.postgresql.sql import _qualified as qualified_name  # a possibly schema-qualified name
 from planner.engines.postgresql.sql import _skip as skip_words
 from planner.engines.postgresql.sql import classify, first_keywords, rewritten_table, tokens, top_level_split
@@ -66,6 +67,7 @@ _LOCKS = ("SELECT l.relation, l.mode, c.relfilenode, c.reltuples::float8, pg_rel
           "FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace "
           "LEFT JOIN pg_index i ON i.indexrelid = c.oid "
           f"WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted AND {_USER}")
+_LOCKS_PREPARED = Statement("lock_reading", _LOCKS)
 _SCANS = ("SELECT coalesce(sum(seq_scan + coalesce(idx_scan, 0)), 0) FROM pg_stat_xact_user_tables "
           "WHERE relid = to_regclass(%s)")
 _SCANS_AFTER = f"SELECT to_regclass(%s)::oid, ({_SCANS})"
@@ -336,7 +338,9 @@ class LockWatch:
     def _read(self, statement: str, query: str = "") -> None:
         step = self._current
         assert step is not None and self._before is not None
-        rows = self.conn.execute(_LOCKS).fetchall()
+        prepared = getattr(self.inner, "prepared", None)  # planned once per preview (``postgresql.prepared``)
+        rows = (prepared.execute(self.conn, _LOCKS_PREPARED) if prepared is not None
+                else self.conn.execute(_LOCKS)).fetchall()
         words = first_keywords(query, 3)
         tables: dict[int, tuple[str, float, int]] = {}
         for oid, mode, node, tuples, size, schema, name, kind, parent in rows:

@@ -86,6 +86,7 @@ from planner.engines.postgresql.snapshot import (
     vanished_columns,
 )
 from planner.engines.postgresql.objects import Objects, object_changes
+from planner.engines.postgresql.prepared import PreparedSet
 from planner.engines.postgresql.step_catalog import Gates, begin_step, read_step
 from planner.engines.postgresql.sql import (
     Statement,
@@ -111,8 +112,10 @@ class PgObserver:
     them), and each step runs in a savepoint the next one releases.
     """
 
-    def __init__(self, conn: Any, log_table: str, capture_sql: bool = False):
+    def __init__(self, conn: Any, log_table: str, capture_sql: bool = False, prepared: PreparedSet | None = None):
         self.conn = conn
+        #: The per-step readings prepared once for the preview (``postgresql.prepared``); ``None``: as psycopg does.
+        self.prepared = prepared
         self.log_table = log_table  # whose newest row tells a step's transaction id (``postgresql.step_catalog``)
         self.capture_sql = capture_sql
         self.running = False
@@ -160,6 +163,8 @@ class PgObserver:
         if self.running:
             self._count_from_here()
             self._functions.clear()
+            if self.prepared is not None:
+                self.prepared.forget()  # unseen code may deallocate what this preview prepared
 
     def _count_from_here(self) -> None:
         if self._counted_from is None:
@@ -177,6 +182,8 @@ class PgObserver:
             return
         if self.capture_sql:
             self._sql.append(sql if parameters is None else self._filled_in(sql, query, parameters))
+        if self.prepared is not None and first_keywords(query, 1) == ["DEALLOCATE"]:
+            self.prepared.forget()  # it may deallocate the readings prepared for this preview
         statement = self._statement = classify(query)
         self._pending, self._truncating = None, None
         if not leaves_rows_alone(query):
@@ -337,7 +344,7 @@ class PgObserver:
         self.running = False
         start = self._start if self._start is not None else take(self.conn, counters=False)
         end, self._gates, read, objects = read_step(self.conn, start, self._gates, self.log_table,
-                                                    counters=self._counted_from is not None)
+                                                    counters=self._counted_from is not None, prepared=self.prepared)
         self._last = end
         if read is not None:  # only what the step wrote was read again: the rest is the same on both sides
             start, end = start.only(read), end.only(read)

@@ -41,6 +41,7 @@ from typing import Any
 
 from planner.engines.postgresql.objects import GATES as OBJECT_GATES
 from planner.engines.postgresql.objects import STEP_COLUMNS as OBJECT_COLUMNS
+from planner.engines.postgresql.prepared import PreparedSet, Statement
 from planner.engines.postgresql.snapshot import CATALOG_OF, Counters, Snapshot, read_counters, relations_of, take
 
 STEP_SAVEPOINT = "apm_preview_step"
@@ -103,8 +104,22 @@ def begin_step(conn: Any, after_another: bool) -> None:
     conn.execute(f"RELEASE SAVEPOINT {STEP_SAVEPOINT}; " * after_another + f"SAVEPOINT {STEP_SAVEPOINT}")
 
 
-def read_step(conn: Any, last: Snapshot, gates: Gates | None, log_table: str,
-              counters: bool) -> tuple[Snapshot, Gates, set[int] | None, tuple[list | None, list[int] | None] | None]:
+_PARAMETER_TYPES = {"step": "text", "class_writes": "bigint", "attribute_updates": "bigint", "class_deletes": "bigint",
+                    "trigger_writes": "bigint", "constraint_writes": "bigint", "function_writes": "bigint",
+                    "object_deletes": "bigint"}
+_PREPARED: dict[str, Statement] = {}
+
+
+def _prepared_step(log_table: str) -> Statement:
+    """``_STEP`` for ``log_table``, as ``postgresql.prepared`` prepares it (one per ledger schema)."""
+    if log_table not in _PREPARED:
+        _PREPARED[log_table] = Statement("step_reading", _STEP.format(log=log_table), _PARAMETER_TYPES)
+    return _PREPARED[log_table]
+
+
+def read_step(conn: Any, last: Snapshot, gates: Gates | None, log_table: str, counters: bool,
+              prepared: PreparedSet | None = None,
+              ) -> tuple[Snapshot, Gates, set[int] | None, tuple[list | None, list[int] | None] | None]:
     """The catalog now, the gates, the oids read again (``None``: all of them), and the constraints, triggers
     and functions written since the last reading with the oids of all that remain if some went (``postgresql.objects``;
     ``None``: read them whole).
@@ -114,14 +129,15 @@ def read_step(conn: Any, last: Snapshot, gates: Gates | None, log_table: str,
     read whole); ``counters`` reads the row counters too, as ``take`` does.
     """
     since = gates or _UNKNOWN
-    with conn.cursor() as cursor:
-        cursor.execute(_STEP.format(log=log_table), {"step": since.step, "class_writes": since.class_writes,
-                                                      "attribute_updates": since.attribute_updates,
-                                                      "class_deletes": since.class_deletes,
-                                                      "trigger_writes": since.trigger_writes,
-                                                      "constraint_writes": since.constraint_writes,
-                                                      "function_writes": since.function_writes,
-                                                      "object_deletes": since.object_deletes})
+    parameters = {"step": since.step, "class_writes": since.class_writes,
+                  "attribute_updates": since.attribute_updates, "class_deletes": since.class_deletes,
+                  "trigger_writes": since.trigger_writes, "constraint_writes": since.constraint_writes,
+                  "function_writes": since.function_writes, "object_deletes": since.object_deletes}
+    # ``prepared`` (the runner's preview): planned once per preview, whatever the steps drop or alter.
+    with (prepared.execute(conn, _prepared_step(log_table), parameters) if prepared is not None
+          else conn.cursor()) as cursor:
+        if prepared is None:
+            cursor.execute(_STEP.format(log=log_table), parameters)
         rows = cursor.fetchall()
         now = Gates(*rows[0][:_WIDTH])
         oids, present, written, remaining = rows[0][_WIDTH:_WIDTH + 4]
