@@ -135,6 +135,7 @@ class PgObserver:
         self._deleted_own: dict[str, int] = {}
         self._gates: Gates | None = None
         self._stepping = False  # a step's savepoint is open (``postgresql.step_catalog``)
+        self._opened = False  # the next step's savepoint is open already (``read_step`` with ``prepared``)
         self._tally = RowTally()
         self._accounted = Accounted()
         self._statement = Statement("other")
@@ -154,8 +155,9 @@ class PgObserver:
             self._origin = self._start
         if self._objects is None:
             self._objects = Objects.read(self.conn)
-        begin_step(self.conn, self._stepping)  # the step's catalog rows carry its own transaction id
-        self._stepping = True
+        if not self._opened:  # a prepared reading opened it already, in its own round trip
+            begin_step(self.conn, self._stepping)  # the step's catalog rows carry its own transaction id
+        self._stepping, self._opened = True, False
         self.running = True
 
     def unwatched(self) -> None:
@@ -174,6 +176,7 @@ class PgObserver:
     def stop(self) -> None:
         self.running = False
         self._last, self._gates, self._stepping, self._objects = None, None, False, None
+        self._opened = False
 
     # -- per statement: before, execute, after --------------------------------------
 
@@ -345,6 +348,7 @@ class PgObserver:
         start = self._start if self._start is not None else take(self.conn, counters=False)
         end, self._gates, read, objects = read_step(self.conn, start, self._gates, self.log_table,
                                                     counters=self._counted_from is not None, prepared=self.prepared)
+        self._opened = self.prepared is not None
         self._last = end
         if read is not None:  # only what the step wrote was read again: the rest is the same on both sides
             start, end = start.only(read), end.only(read)

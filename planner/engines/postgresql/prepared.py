@@ -60,8 +60,13 @@ class PreparedSet:
         self._suffix = f"{os.getpid()}_{next(_PREVIEWS)}"
         self._names: dict[str, str] = {}
 
-    def execute(self, conn: Any, statement: Statement, parameters: dict[str, Any] | None = None) -> Any:
-        """A cursor holding ``statement``'s rows; prepared first when this preview has not yet."""
+    def execute(self, conn: Any, statement: Statement, parameters: dict[str, Any] | None = None,
+                then: str = "") -> Any:
+        """A cursor holding ``statement``'s rows; prepared first when this preview has not yet.
+
+        ``then``: statements without parameters sent behind it in the same round trip (one simple query), whose
+        results the cursor skips: the preview opens the next step's savepoint this way.
+        """
         import psycopg
 
         name = self._names.get(statement.name)
@@ -72,10 +77,10 @@ class PreparedSet:
             self._names[statement.name] = name
         # EXECUTE is a utility statement: its arguments cannot be bound parameters, so the client fills them in.
         cursor = psycopg.ClientCursor(conn)
-        if not statement.order:
-            return cursor.execute(f"EXECUTE {name}")
         values = [(parameters or {})[key] for key in statement.order]
-        return cursor.execute(f"EXECUTE {name}({', '.join(['%s'] * len(values))})", values)
+        arguments = f"({', '.join(['%s'] * len(values))})" if values else ""
+        after = f"; {then.replace('%', '%%')}" if then else ""
+        return cursor.execute(f"EXECUTE {name}{arguments}{after}", values or None)
 
     def forget(self) -> None:
         """The migration may have deallocated them (``DEALLOCATE``, ``conn.raw``): prepare again on next use,

@@ -100,7 +100,10 @@ FROM (SELECT 1) one LEFT JOIN ({CATALOG_OF.format(only="c.oid = ANY((SELECT oids
 
 
 def begin_step(conn: Any, after_another: bool) -> None:
-    """The step's savepoint (``after_another``: the last step's released first, in the same round trip)."""
+    """The step's savepoint (``after_another``: the last step's released first, in the same round trip).
+
+    A prepared reading (``read_step(..., prepared=...)``) already opened it, behind the last step's reading.
+    """
     conn.execute(f"RELEASE SAVEPOINT {STEP_SAVEPOINT}; " * after_another + f"SAVEPOINT {STEP_SAVEPOINT}")
 
 
@@ -134,11 +137,17 @@ def read_step(conn: Any, last: Snapshot, gates: Gates | None, log_table: str, co
                   "trigger_writes": since.trigger_writes, "constraint_writes": since.constraint_writes,
                   "function_writes": since.function_writes, "object_deletes": since.object_deletes}
     # ``prepared`` (the runner's preview): planned once per preview, whatever the steps drop or alter.
-    with (prepared.execute(conn, _prepared_step(log_table), parameters) if prepared is not None
-          else conn.cursor()) as cursor:
-        if prepared is None:
-            cursor.execute(_STEP.format(log=log_table), parameters)
+    if prepared is not None:
+        # The next step's savepoint goes in the same round trip: the reading only reads, so the step's savepoint
+        # can be released and the next one opened right behind it (the observer then does not open it again).
+        cursor = prepared.execute(conn, _prepared_step(log_table), parameters,
+                                  then=f"RELEASE SAVEPOINT {STEP_SAVEPOINT}; SAVEPOINT {STEP_SAVEPOINT}")
         rows = cursor.fetchall()
+    else:
+        cursor = conn.cursor()
+        cursor.execute(_STEP.format(log=log_table), parameters)
+        rows = cursor.fetchall()
+    with cursor:
         now = Gates(*rows[0][:_WIDTH])
         oids, present, written, remaining = rows[0][_WIDTH:_WIDTH + 4]
         if (gates is None or gates.step is None or now.step is None
