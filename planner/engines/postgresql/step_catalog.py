@@ -75,7 +75,7 @@ _UNKNOWN = Gates(None, -1, -1, -1, -1)
 _GATES = ", ".join((_counted("inserted updated", _CLASS), _counted("deleted", _CLASS),
                     _counted("updated", _ATTRIBUTE), _counted("updated", _NAMESPACE), OBJECT_GATES))
 _WIDTH = 9  # the gates' columns, the step's id first
-# One statement, the same text every step, so the server plans it once (psycopg prepares it): the newest
+# One statement, the same text every step, so the server plans it once (``postgresql.prepared``): the newest
 # log row's id, the gates, the oids of the relations written since the last reading's log row (%(step)s),
 # the oids of all relations if some were dropped (else NULL), and the written ones in the user schemas as
 # ``take`` reads them, one row per column (and one row of NULLs when there are none). A gate (the counter
