@@ -14,10 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from planner.locks import LockFinding
+from typing import Any
 
 
 def _versions(versions: Iterable[str]) -> str:
@@ -864,9 +861,9 @@ class OutsideStepLocked(ExecutionError):
     """
 
     def __init__(self, version: str, direction: str, statement: str, lines: Sequence[str], ran: Sequence[str],
-                 *, measured: bool = True, findings: Sequence[LockFinding] = ()):
+                 *, measured: bool = True, findings: Sequence[Any] = ()):
         self.statement, self.lines, self.ran, self.measured = statement, tuple(lines), tuple(ran), measured
-        self.findings = tuple(findings)  # the planner.locks.LockFinding that stopped it
+        self.findings = tuple(findings)  # the planner.locks.LockFinding that stopped it (not imported: a cycle)
         what = "; ".join(line.removeprefix(f"{version} {direction}: lock ") for line in lines)
         how = "tried in a transaction of its own and rolled back" if measured else "judged by its kind and not run"
         done = (f"its {len(ran)} statement(s) before it ran and stay ({'; '.join(f'`{s}`' for s in ran)})"
