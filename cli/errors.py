@@ -41,6 +41,7 @@ def _exit_codes() -> tuple[tuple[type[BaseException] | tuple[type[BaseException]
         (E.CatalogError, options.EXIT_CATALOG),
         (E.PlanError, options.EXIT_REFUSED),
         (E.OutsideStepStopped, options.EXIT_UNCONFIRMED),  # a step outside a transaction: its loss unconfirmed
+        (E.OutsideStepLocked, options.EXIT_LOCK_RISK),  # ... or its lock findings not accepted
         (E.ExecutionError, options.EXIT_FAILED),
         (E.DatabaseError, options.EXIT_DATABASE),
         (E.RenderError, options.EXIT_TOOL),

@@ -120,11 +120,15 @@ def run_plan(catalog, plan, request, *, as_json: bool):
             outcome = requests.run(settings().engine, catalog, request,
                                    plan if outcome is None or not outcome.in_parts else None,
                                    confirmed=confirmed, locks_accepted=locks_accepted, on_event=watch.event,
-                                   ask_outside=lambda loss: _ask_outside(loss, as_json), after=outcome)
+                                   ask_outside=lambda loss: _ask_outside(loss, as_json),
+                                   ask_outside_locks=lambda locks: _ask_outside_locks(locks, as_json), after=outcome)
         except Interrupted as interrupt:
             watch.close(committed=False)
             raise _interrupted(plan, request, watch, interrupt) from None
         watch.close(committed=outcome.committed)
+        if outcome.outside_locks:  # what steps outside a transaction ran with, accepted or below the gate
+            _show("Steps outside a transaction ran with these lock findings:", outcome.outside_locks)
+            outcome.outside_locks = []
         if outcome.committed:
             break
         if not outcome.first_part:  # an earlier part committed: the answers were for it
@@ -161,6 +165,11 @@ def _answer(plan, outcome, as_json: bool, confirmed, locks_accepted) -> tuple[li
         unchanged = f"{done}; this part was rolled back" if done else "nothing was committed"
         raise CommandError(f"{what}; this part was rolled back ({done})" if what else f"{error} ({unchanged})",
                            exit_code_for(error))
+    if outcome.stopped is None and outcome.status == requests.REFUSED:  # its statement's lock findings
+        raise CommandError(f"{advice.message(error)}; {done or f'no step before it was {verb_done} by this run'}. "
+                           f"Accept them with allow = [\"code\"] in the migration or --allow CODE (--yes does not), "
+                           f"run it on a terminal to be asked, or change the migration (docs/locks.md)",
+                           EXIT_LOCK_RISK)
     if outcome.stopped is None:  # a step outside any transaction stopped before a statement nobody confirmed
         again = ("Re-run with --yes to let it (its statements run again from the start), or run it on a terminal "
                  "to be asked")
@@ -210,6 +219,15 @@ def _ask_outside(loss, as_json: bool) -> bool:
         return False
     _show(f"{loss.version} runs outside a transaction (transactional = False); its next statement, "
           f"`{loss.statement}`, destroys data:", loss.lines)
+    return bool(confirm("Proceed?"))  # Ctrl-C: Interrupted, exit 130
+
+
+def _ask_outside_locks(locks, as_json: bool) -> bool:
+    """A statement of a step outside any transaction takes locks that gate: a person may accept them (not --yes)."""
+    if as_json or not stdin_is_terminal():
+        return False
+    _show(f"{locks.version} runs outside a transaction (transactional = False); its next statement, "
+          f"`{locks.statement}`, takes locks that can hold a live database up:", locks.lines)
     return bool(confirm("Proceed?"))  # Ctrl-C: Interrupted, exit 130
 
 

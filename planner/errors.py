@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from planner.urls import DatabaseName, shown
 
@@ -861,6 +862,30 @@ class OutsideStepStopped(ExecutionError):
         super().__init__(
             f"migration {version} (transactional = False) stopped before `{statement}` during {direction}: "
             f"{what}, which was not confirmed. It runs outside a transaction: {done}, and it is not recorded",
+            version=version,
+            direction=direction,
+        )
+
+
+class OutsideStepLocked(ExecutionError):
+    """A ``transactional = False`` step stopped before a statement whose lock findings stop the run, not accepted.
+
+    The statement was tried in a transaction of its own and rolled back (or,
+    when it runs only outside one, judged by its kind and not run); what ran
+    before it stays (``ran``). ``lines`` are the findings that stopped it.
+    """
+
+    def __init__(self, version: str, direction: str, statement: str, lines: Sequence[str], ran: Sequence[str],
+                 *, measured: bool = True, findings: Sequence[Any] = ()):
+        self.statement, self.lines, self.ran, self.measured = statement, tuple(lines), tuple(ran), measured
+        self.findings = tuple(findings)  # the planner.locks.LockFinding that stopped it (not imported: a cycle)
+        what = "; ".join(line.removeprefix(f"{version} {direction}: lock ") for line in lines)
+        how = "tried in a transaction of its own and rolled back" if measured else "judged by its kind and not run"
+        done = (f"its {len(ran)} statement(s) before it ran and stay ({'; '.join(f'`{s}`' for s in ran)})"
+                if ran else "none of its statements ran")
+        super().__init__(
+            f"migration {version} (transactional = False) stopped before `{statement}` during {direction} ({how}): "
+            f"{what}, which was not accepted. It runs outside a transaction: {done}, and it is not recorded",
             version=version,
             direction=direction,
         )

@@ -113,7 +113,8 @@ class LockSettings:
 
 #: Each finding's code, and what it means (docs/locks.md says why each matters and the safe pattern).
 CODES: dict[str, str] = {
-    "index-not-concurrent": "an index built without CONCURRENTLY on a table that existed before the plan",
+    "index-not-concurrent": "an index built (or rebuilt by REINDEX) without CONCURRENTLY on a table that existed "
+                            "before the plan",
     "set-not-null-scan": "SET NOT NULL on an existing table, scanning it under ACCESS EXCLUSIVE (no validated "
                          "CHECK (c IS NOT NULL) to prove it)",
     "constraint-not-valid-missing": "a foreign key or check added without NOT VALID, validated by scanning "
@@ -179,8 +180,8 @@ DEFAULT_LARGE_TABLE_ROWS = 10_000
 
 #: The safe pattern for each finding (docs/locks.md says more).
 ADVICE: dict[str, str] = {
-    "index-not-concurrent": "build it with CREATE INDEX CONCURRENTLY in a migration of its own with "
-                            "transactional = False (it blocks no writes)",
+    "index-not-concurrent": "build it with CREATE INDEX CONCURRENTLY (rebuild one with REINDEX ... CONCURRENTLY) "
+                            "in a migration of its own with transactional = False (it blocks no writes)",
     "set-not-null-scan": "add CHECK (col IS NOT NULL) NOT VALID, VALIDATE CONSTRAINT it in a later migration "
                          "(no write lock), then SET NOT NULL uses it and scans nothing",
     "constraint-not-valid-missing": "add it with NOT VALID (new rows are checked at once), then VALIDATE "

@@ -14,7 +14,13 @@ short). Its statements can be checked one at a time, though:
   kind (``StatementRules``): those that destroy nothing run, any other is
   asked about as unchecked. The step stops before the first statement whose
   loss is not confirmed (``OutsideStepStopped``, exit 7 in the command);
-  what ran before it stays, and the error says so.
+  what ran before it stays, and the error says so. Where the engine
+  measures locks (PostgreSQL), the same transaction measures each
+  statement's locks, and an outside-only statement is judged by its kind
+  (``VACUUM FULL``: a rewrite; ``CONCURRENTLY``: nothing); findings that
+  gate the run under the lock policy, and are not accepted (the migration's
+  ``allow``, the run's ``--allow``), roll the statement back and are asked
+  about, never confirmed by ``--yes`` (``OutsideStepLocked``, exit 12).
 * **A dry run** (``Rehearsal``): the step runs inside the preview's
   transaction like any other, watched as usual, except the statements the
   engine refuses there: one that changes no schema or data is passed over
@@ -73,6 +79,37 @@ class Confirmation(Protocol):
 
     def committed(self, loss: StatementLoss) -> None:
         """The statement committed with this loss, as confirmed."""
+
+    # Optional (called through getattr, so a confirmation without them refuses lock findings and shows none):
+    # ``ask_locks(locks: StatementLocks) -> bool``, asked once the statement was rolled back: True runs it again
+    # with those findings accepted (``--yes`` never does); ``locked(locks: StatementLocks) -> None``: the
+    # statement ran with these findings (accepted, below the gate, or confirmed), for the command to show.
+
+
+class _Locked(Exception):
+    """Leave a statement's transaction by rolling it back: its lock findings stop it until someone accepts them."""
+
+    def __init__(self, keys: tuple):
+        self.keys = keys
+
+
+@dataclass(frozen=True)
+class StatementLocks:
+    """The lock findings of one statement of a ``transactional = False`` step that stop it unless accepted.
+
+    ``measured`` is False for a statement that can run only outside a
+    transaction: its findings were judged by its kind, not read from the server.
+    """
+
+    version: str
+    direction: str
+    statement: str
+    findings: tuple[Any, ...]  # planner.locks.LockFinding
+    measured: bool = True
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        return tuple(f"{self.version} {self.direction}: lock {finding.describe()}" for finding in self.findings)
 
 
 class _Undo(Exception):
@@ -141,10 +178,15 @@ class StatementCheck:
             self._alone(sql, short, execute)
             return
         confirmed: tuple[str, ...] | None = None
+        locks_confirmed: tuple = ()
         while True:
             try:
                 with transaction():
                     lines = tuple(watched())
+                    found = tuple(self.measured_findings())
+                    keys = self._gating(found)
+                    if keys and keys != locks_confirmed:
+                        raise _Locked(keys)  # asked before any --yes: it never accepts a lock finding
                     loss = StatementLoss(self.version, self.direction, short, lines)
                     if lines and lines != confirmed and not self.confirmation.accept(loss):
                         raise _Undo
@@ -153,6 +195,10 @@ class StatementCheck:
                     self._stop(short, lines)
                 confirmed = lines
                 continue
+            except _Locked as locked:
+                self._ask_locks(StatementLocks(self.version, self.direction, short, found))
+                locks_confirmed = locked.keys
+                continue
             except Exception as exc:
                 if not self.rules.refused_in_transaction(exc):
                     raise
@@ -160,11 +206,58 @@ class StatementCheck:
                 return
             if lines:
                 self.confirmation.committed(loss)
+            self._tell_locks(StatementLocks(self.version, self.direction, short, found))
             self.ran.append(short)
             return
 
+    # -- lock findings (an engine that measures locks overrides the two readings and sets ``policy``) ----------
+
+    #: The run's ``planner.locks.LockPolicy``; ``None``: lock findings are neither read nor gated.
+    policy: Any = None
+    #: The codes the migration's ``allow`` accepts.
+    allow: tuple[str, ...] = ()
+
+    def measured_findings(self) -> list:
+        """The lock findings of the statement just run by ``watched`` (in its transaction, still open)."""
+        return []
+
+    def judged_findings(self, sql: str) -> list:
+        """The lock findings of an outside-only statement, judged by its kind before it runs."""
+        return []
+
+    def _gating(self, findings: tuple) -> tuple:
+        """What of ``findings`` stops the statement: those at or above the gate that nothing accepted."""
+        if self.policy is None or not findings:
+            return ()
+        self.policy.accept(list(findings), self.allow)
+        return tuple((f.code, f.relation, f.level) for f in findings if self.policy.gates(f))
+
+    def _ask_locks(self, locks: StatementLocks) -> None:
+        """Asked with the statement rolled back (or not yet run); a refusal stops the step."""
+        ask = getattr(self.confirmation, "ask_locks", None)
+        gating = StatementLocks(locks.version, locks.direction, locks.statement,
+                                tuple(f for f in locks.findings if self.policy.gates(f)), locks.measured)
+        if ask is None or not ask(gating):
+            from planner.errors import OutsideStepLocked
+
+            self.stopped = OutsideStepLocked(self.version, self.direction, locks.statement, gating.lines,
+                                             list(self.ran), measured=locks.measured,
+                                             findings=gating.findings)
+            raise self.stopped
+
+    def _tell_locks(self, locks: StatementLocks) -> None:
+        told = getattr(self.confirmation, "locked", None)
+        if locks.findings and told is not None:
+            told(locks)
+
     def _alone(self, sql: str, short: str, execute) -> None:
-        """A statement the engine runs only outside a transaction: run if it destroys nothing, else asked about."""
+        """A statement the engine runs only outside a transaction: run if it destroys nothing, else asked about.
+
+        Its lock findings, judged by its kind, are asked about first: nothing can measure it before it runs.
+        """
+        judged = StatementLocks(self.version, self.direction, short, tuple(self.judged_findings(sql)), False)
+        if self._gating(judged.findings):
+            self._ask_locks(judged)
         if not self.rules.destroys_nothing(sql):
             loss = StatementLoss(self.version, self.direction, short, (
                 f"{self.version} {self.direction}: runs `{short}`, which cannot run inside a transaction, so what it "
@@ -173,6 +266,7 @@ class StatementCheck:
                 self._stop(short, loss.lines)
             self.confirmation.committed(loss)
         execute()
+        self._tell_locks(judged)
         self.ran.append(short)
 
     def _stop(self, short: str, lines: tuple[str, ...]) -> None:
@@ -200,6 +294,8 @@ class Rehearsal:
         self.rules = rules
         #: Statements not run by the dry run, since they change nothing it could show.
         self.passed_over: list[str] = []
+        #: The preview's observer (set by ``Session.rehearse``): it judges the passed-over statements' locks.
+        self.observer: Any = None
         self.beyond: CannotRehearse | None = None
 
     def run(self, sql: str, execute) -> bool:
@@ -216,6 +312,9 @@ class Rehearsal:
         short = one_line(sql)
         if self.rules.changes_nothing(sql):
             self.passed_over.append(short)
+            judge = getattr(self.observer, "passed_over", None)
+            if judge is not None:  # its lock findings, judged by its kind (a VACUUM FULL rewrites its table)
+                judge(sql)
             return False
         self.beyond = CannotRehearse(self.version, self.direction, short)
         raise self.beyond

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from planner.catalog import Catalog
     from planner.events import Event
     from planner.locks import LockPolicy, LockSettings
-    from planner.outside import StatementLoss
+    from planner.outside import StatementLocks, StatementLoss
     from planner.plan import Plan
     from planner.preview import Preview
 
@@ -101,11 +101,14 @@ class StepRow:
     duration_ms: float
     output: str = ""
     reason: str | None = None
+    #: A step outside a transaction: the lock findings its statements ran with (measured, or judged by kind).
+    findings: list[dict[str, Any]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"version": self.version, "description": self.description, "status": self.status,
                 "duration_ms": round(self.duration_ms, 3),
-                **({"reason": self.reason} if self.status == "skipped" else {"output": self.output})}
+                **({"reason": self.reason} if self.status == "skipped" else {"output": self.output}),
+                **({"findings": self.findings} if self.findings is not None else {})}
 
 
 @dataclass
@@ -126,6 +129,8 @@ class RunOutcome:
     lock_findings: list[str] = field(default_factory=list)
     #: What this run destroyed, as confirmed (``--yes`` or a person), committed.
     destroyed: list[str] = field(default_factory=list)
+    #: The lock findings steps outside a transaction ran with (accepted, below the gate, or asked), as lines.
+    outside_locks: list[str] = field(default_factory=list)
     backup: Path | None = None
     #: Old backups removed once the run committed (``keep_backups``).
     pruned: list[Path] = field(default_factory=list)
@@ -185,11 +190,19 @@ class _Backup:
 
 
 class _Outside:
-    """``planner.outside.Confirmation`` of a run: ``--yes``, lines confirmed before, else ``ask`` (a person)."""
+    """``planner.outside.Confirmation`` of a run: ``--yes``, lines confirmed before, else ``ask`` (a person).
+
+    Lock findings of a statement outside a transaction are asked about as it runs (it cannot be rolled back
+    and asked about later): accepted lines of an earlier call, else ``ask_locks``; ``--yes`` never accepts them.
+    """
 
     def __init__(self, yes: bool, confirmed: Sequence[str] | None, ask: Callable[[StatementLoss], bool] | None,
-                 destroyed: list[str]):
-        self.yes, self.confirmed, self._ask, self.destroyed = yes, set(confirmed or ()), ask, destroyed
+                 outcome: RunOutcome, locks_accepted: Sequence[str] = (),
+                 ask_locks: Callable[[StatementLocks], bool] | None = None):
+        self.yes, self.confirmed, self._ask, self.outcome = yes, set(confirmed or ()), ask, outcome
+        self.locks_accepted, self._ask_locks = set(locks_accepted), ask_locks
+        #: Per version, the lock findings its statements ran with (a step's ``findings`` in ``--json``).
+        self.findings: dict[str, list[dict[str, Any]]] = {}
 
     def accept(self, loss: StatementLoss) -> bool:
         return self.yes or (bool(loss.lines) and set(loss.lines) <= self.confirmed)
@@ -198,7 +211,18 @@ class _Outside:
         return self.accept(loss) or (self._ask is not None and self._ask(loss))
 
     def committed(self, loss: StatementLoss) -> None:
-        self.destroyed += loss.lines
+        self.outcome.destroyed += loss.lines
+
+    def ask_locks(self, locks: StatementLocks) -> bool:
+        if locks.lines and set(locks.lines) <= self.locks_accepted:
+            return True
+        return self._ask_locks is not None and self._ask_locks(locks)
+
+    def locked(self, locks: StatementLocks) -> None:
+        self.outcome.outside_locks += locks.lines
+        self.findings.setdefault(locks.version, []).extend(
+            {**finding.to_json(), "statement": locks.statement, "measured": locks.measured}
+            for finding in locks.findings)
 
 
 def gating_lines(policy: LockPolicy | None, preview: Preview) -> list[str]:
@@ -212,15 +236,19 @@ def gating_lines(policy: LockPolicy | None, preview: Preview) -> list[str]:
 def run(engine: "Engine", catalog: Catalog, request: Request, plan: Plan | None = None, *,
         confirmed: Sequence[str] | None = None, locks_accepted: Sequence[str] = (),
         on_event: Callable[[RunEvent], None] | None = None,
-        ask_outside: Callable[[StatementLoss], bool] | None = None, after: RunOutcome | None = None) -> RunOutcome:
+        ask_outside: Callable[[StatementLoss], bool] | None = None,
+        ask_outside_locks: Callable[[StatementLocks], bool] | None = None,
+        after: RunOutcome | None = None) -> RunOutcome:
     """Run ``request`` on ``engine``'s database; the whole story in one ``RunOutcome``.
 
     ``plan`` is the plan already made (and shown); without it, it is made
     from the ledger. ``confirmed`` and ``locks_accepted`` answer the part
     that stopped the previous call (``after``): that part commits only if it
     destroys no more than was confirmed and meets no other lock finding;
-    a later part is judged afresh. A step's failure is the outcome's
-    ``error``; only ``Interrupted`` (Ctrl-C) is raised.
+    a later part is judged afresh. A step outside a transaction asks as it
+    runs: ``ask_outside`` about a statement's loss, ``ask_outside_locks``
+    about its lock findings. A step's failure is the outcome's ``error``;
+    only ``Interrupted`` (Ctrl-C) is raised.
     """
     from planner.plan import segments
 
@@ -248,7 +276,8 @@ def run(engine: "Engine", catalog: Catalog, request: Request, plan: Plan | None 
             answer, locks_answer = (confirmed, locks_accepted) if number == 0 else (None, ())
             if not request.previewed or not part.steps[0].migration.transactional:
                 _alone(runner, catalog, request, part, outcome, backup, on_event, _Outside(
-                    request.yes, answer, ask_outside, outcome.destroyed) if request.previewed else None)
+                    request.yes, answer, ask_outside, outcome, locks_answer, ask_outside_locks)
+                    if request.previewed else None)
             else:
                 replan = (lambda ledger: request.plan(catalog, ledger)) if len(parts) == 1 else None
                 _previewed(runner, request, part, outcome, replan, backup, on_event, answer, locks_answer)
@@ -264,12 +293,15 @@ def run(engine: "Engine", catalog: Catalog, request: Request, plan: Plan | None 
 def _alone(runner: Any, catalog: Catalog, request: Request, part: Plan, outcome: RunOutcome, backup: Any,
            on_event: Callable[[RunEvent], None] | None, answers: _Outside | None) -> None:
     """A step outside any transaction (exactly that part), or ``--no-preview`` (planned again as it runs)."""
-    from planner.errors import OutsideStepStopped
+    from planner.errors import OutsideStepLocked, OutsideStepStopped
 
     rows, destroyed = _Rows(outcome.steps, on_event, atomic=request.atomic), len(outcome.destroyed)
     replan = (lambda ledger: request.plan(catalog, ledger)) if not request.previewed else (lambda _ledger: part)
     try:
         runner.migrate(replan, rows.event, atomic=request.atomic, plan=part, before=backup, confirm_outside=answers)
+    except OutsideStepLocked as stopped:  # its lock findings not accepted: refused, as a previewed part's are
+        outcome.status, outcome.error = REFUSED, stopped
+        outcome.lock_findings = [f"{stopped.version}: {f.code} on {f.relation} ({f.level})" for f in stopped.findings]
     except OutsideStepStopped as stopped:
         outcome.status, outcome.error, outcome.loss = UNCONFIRMED, stopped, list(stopped.lines)
     except Interrupted:
@@ -278,6 +310,9 @@ def _alone(runner: Any, catalog: Catalog, request: Request, part: Plan, outcome:
         outcome.status, outcome.error = FAILED, error
         if request.atomic:  # its one transaction was rolled back: nothing it reported stays
             del outcome.steps[rows.start:]
+    if answers is not None:
+        for row in outcome.steps[rows.start:]:
+            row.findings = answers.findings.get(row.version, [])
     if outcome.in_parts and on_event is not None:
         on_event(PartEnded(None, outcome.steps[rows.start:], outcome.destroyed[destroyed:]))
 

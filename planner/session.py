@@ -376,6 +376,7 @@ class Session(ABC, Generic[DriverT, ObserverT, ConnectionT]):
         """
         conn = self.conn
         self._wrapped = rehearsal.connection
+        rehearsal.observer = observer
         conn.execute("SAVEPOINT apm_rehearsal")
         started = time.perf_counter()
         try:

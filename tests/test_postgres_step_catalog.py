@@ -110,8 +110,8 @@ def _preview(url: str, catalog, monkeypatch, *, whole: bool) -> tuple[list, list
     step_only: list[bool] = []
     real = pg_step_catalog.read_step
 
-    def reading(conn, last, gates, log_table, counters):
-        snapshot, now, read, objects = real(conn, last, None if whole else gates, log_table, counters)
+    def reading(conn, last, gates, log_table, counters, **options):
+        snapshot, now, read, objects = real(conn, last, None if whole else gates, log_table, counters, **options)
         step_only.append(read is not None)
         return snapshot, now, read, objects
 

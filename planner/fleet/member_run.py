@@ -168,8 +168,9 @@ def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: M
     if result.committed:
         outcome.outcome = ROLLED_BACK if plan.direction == "rollback" else APPLIED
         outcome.backup = str(result.backup) if result.backup is not None else None
-    elif result.stopped is None:  # a step outside any transaction: stopped unconfirmed, or failed
-        outcome.outcome = SKIPPED if result.status == requests.UNCONFIRMED else _failed_or_refused(error)
+    elif result.stopped is None:  # a step outside any transaction: stopped unconfirmed, refused (locks), or failed
+        outcome.outcome = SKIPPED if result.status == requests.UNCONFIRMED else \
+            REFUSED if result.status == requests.REFUSED else _failed_or_refused(error)
         outcome.unconfirmed = result.status == requests.UNCONFIRMED
         outcome.loss = list(result.loss) if outcome.unconfirmed else outcome.loss
         outcome.error = one_line(error) + (f" ({done})" if done else "")

@@ -26,6 +26,12 @@ can say what it did (``LockWatch`` wraps the preview's observer, which
   the plan's past, every later statement of the transaction runs under
   it; a preview is one transaction, so later steps count too.
 
+A statement that runs only outside a transaction (``VACUUM FULL``,
+``REINDEX SCHEMA``) cannot be measured: ``LockWatch.judged`` gives the
+findings its kind implies, for a ``transactional = False`` step run for
+real (each of its statements measured in a transaction of its own,
+``LockWatch.alone``) and for what a dry run passes over.
+
 Objects created earlier in the same plan have no entry in the first
 reading, so nothing about them is ever a finding. Not measured: what
 ``conn.raw`` runs (one reading at the end of such a step catches its
@@ -37,7 +43,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from planner.engines.postgresql.sql import classify, first_keywords, rewritten_table, tokens
+from planner.engines.postgresql.prepared import Statement
+from planner.engines.postgresql.sql import _qualified as qualified_name  # a possibly schema-qualified name
+from planner.engines.postgresql.sql import _skip as skip_words
+from planner.engines.postgresql.sql import classify, first_keywords, rewritten_table, tokens, top_level_split
 from planner.locks import (
     BLOCKING,
     LockFinding,
@@ -58,6 +67,7 @@ _LOCKS = ("SELECT l.relation, l.mode, c.relfilenode, c.reltuples::float8, pg_rel
           "FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace "
           "LEFT JOIN pg_index i ON i.indexrelid = c.oid "
           f"WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted AND {_USER}")
+_LOCKS_PREPARED = Statement("lock_reading", _LOCKS)
 _SCANS = ("SELECT coalesce(sum(seq_scan + coalesce(idx_scan, 0)), 0) FROM pg_stat_xact_user_tables "
           "WHERE relid = to_regclass(%s)")
 _SCANS_AFTER = f"SELECT to_regclass(%s)::oid, ({_SCANS})"
@@ -67,6 +77,60 @@ _SCANS_AFTER = f"SELECT to_regclass(%s)::oid, ({_SCANS})"
 _LINKED = ("SELECT DISTINCT c.relname FROM pg_class c WHERE c.oid IN (SELECT conrelid FROM pg_constraint "
            "WHERE contype = 'f' UNION SELECT inhrelid FROM pg_inherits UNION SELECT inhparent FROM pg_inherits)")
 _PLAIN_NAME = re.compile(r"^[a-z_][a-z0-9_$]*(\.[a-z_][a-z0-9_$]*)?$")
+
+#: The user tables a statement that names none may reach: (oid, schema, name, rows estimate, bytes).
+_TABLES = ("SELECT c.oid, n.nspname, c.relname, c.reltuples::float8, pg_relation_size(c.oid) FROM pg_class c "
+           f"JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm') AND {_USER}")
+_HAS_INDEX = "EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid)"
+_CLUSTERED = "EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisclustered)"
+_VACUUM_WORDS = {"FULL", "FREEZE", "VERBOSE", "ANALYZE", "ANALYSE"}
+
+
+def outside_target(sql: str) -> tuple[str, list[str], str, tuple] | None:
+    """What a statement that may run only outside a transaction would cost, by its kind: (finding code, the
+    tables it names, else the condition on ``pg_class c`` for those it reaches, its parameters); ``None``
+    for a statement that blocks nobody (``CONCURRENTLY``, plain ``VACUUM``, ``ANALYZE``) or reaches no user table.
+    """
+    parts = tokens(sql)
+    if not parts:
+        return None
+    head, i = parts[0].upper, 1
+    options: list[str] = []
+    if i < len(parts) and parts[i].text == "(":  # VACUUM (FULL, ANALYZE) t; REINDEX (VERBOSE) ...
+        close = next((j for j in range(i, len(parts)) if parts[j].text == ")"), len(parts))
+        for option in top_level_split(list(parts[i + 1:close])):
+            spelled = [t.text.upper() for t in option]
+            if spelled and (len(spelled) == 1 or spelled[1] in ("TRUE", "ON", "1", "YES")):
+                options.append(spelled[0])
+        i = close + 1
+    if head == "VACUUM":
+        while i < len(parts) and parts[i].upper in _VACUUM_WORDS:
+            options.append(parts[i].upper)
+            i += 1
+        return ("table-rewrite", _names(parts[i:]), "true", ()) if "FULL" in options else None
+    if head == "CLUSTER":
+        i = skip_words(parts, i, "VERBOSE")
+        return "table-rewrite", _names(parts[i:], until="USING"), _CLUSTERED, ()
+    if head == "REINDEX" and i < len(parts) and not any(t.upper == "CONCURRENTLY" for t in parts):
+        kind, i = parts[i].upper, i + 1
+        if kind == "SCHEMA" and i < len(parts) and parts[i].name is not None:
+            return "index-not-concurrent", [], f"{_HAS_INDEX} AND n.nspname = %s", (parts[i].name,)
+        if kind == "DATABASE":
+            return "index-not-concurrent", [], _HAS_INDEX, ()
+        if kind == "TABLE":
+            return "index-not-concurrent", _names(parts[i:]), _HAS_INDEX, ()
+    return None
+
+
+def _names(parts: Any, until: str = "") -> list[str]:
+    """The relation names of a comma-separated list (``t (a, b), s.u``), columns left out."""
+    names = []
+    for group in top_level_split(list(parts)):
+        name, _ = qualified_name(group, 0)
+        if name is not None and name.upper() != until:
+            names.append(name)
+    return names
+
 
 #: First keywords of statements that take no lock worth reporting (ROW EXCLUSIVE at most) or lock nothing.
 _DATA = {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES", "MERGE", "TABLE", "SET", "SHOW", "COPY",
@@ -154,6 +218,69 @@ class LockWatch:
         self._finish()
         self.inner.stop()
 
+    def alone(self, inner: Any) -> None:
+        """The next step is one statement in a transaction of its own (a ``transactional = False`` step, run for
+        real), watched by ``inner``: nothing an earlier statement locked is still held, or held across it.
+
+        What existed when the step began stays "before": what its earlier statements created is never a finding.
+        """
+        self.inner = inner
+        self._seen.clear()
+        self._held.clear()
+        self._linked = None
+
+    def passed_over(self, sql: str) -> None:
+        """A dry run passed over ``sql`` (it runs only outside a transaction): its judged findings are its step's."""
+        if self._current is not None and self._measuring:
+            self._current.findings.extend(self.judged(sql))
+
+    def judged(self, sql: str) -> list[LockFinding]:
+        """The findings of a statement that runs only outside a transaction, judged by its kind (it cannot be
+        measured: nothing could roll it back).
+
+        ``CONCURRENTLY`` is the safe form, plain ``VACUUM`` and ``ANALYZE`` take SHARE UPDATE EXCLUSIVE: no
+        finding. ``VACUUM FULL`` and ``CLUSTER`` rewrite each table they name (all of them, or every clustered
+        one, when they name none) under ACCESS EXCLUSIVE: ``table-rewrite``. ``REINDEX SCHEMA``/``DATABASE``
+        without ``CONCURRENTLY`` rebuild every index of their tables under SHARE: ``index-not-concurrent``.
+        Tables created since the step (or the plan) began are never findings, as in the measured case.
+        """
+        target = outside_target(sql)
+        if target is None:
+            return []
+        code, names, where, parameters = target
+        if self._before is None:
+            self._before = dict(self.conn.execute(_BEFORE).fetchall())
+        if names:
+            oids = [row[0] for name in names
+                    if (row := self.conn.execute("SELECT to_regclass(%s)::oid", (name,)).fetchone())[0] is not None]
+            rows = self.conn.execute(f"{_TABLES} AND c.oid = ANY(%s)", (oids,)).fetchall() if oids else []
+        else:
+            rows = self.conn.execute(f"{_TABLES} AND {where}", parameters).fetchall()
+        statement = " ".join(sql.split())
+        found: list[LockFinding] = []
+        for oid, schema, name, tuples, size in rows:
+            if oid not in self._before or name in self.ledger_tables:
+                continue
+            relation = _shown(schema, name)
+            if code == "table-rewrite":
+                text = (f"rewrites {relation} ({_size(tuples, size)}) under ACCESS EXCLUSIVE: {_cut(statement)} "
+                        f"(judged by its kind: it runs only outside a transaction, so it is not measured)")
+                found.append(LockFinding(code, self.policy.level(code), relation, text))
+            else:
+                text = (f"rebuilds indexes of {relation} ({_size(tuples, size)}) under SHARE, each index under "
+                        f"ACCESS EXCLUSIVE: {_cut(statement)} (judged by its kind: it runs only outside a "
+                        f"transaction, so it is not measured)")
+                found.append(LockFinding(code, self.policy.level(code, self._holds_rows(relation, tuples, size)),
+                                         relation, text))
+        timeout = self._declared if self._declared is not None else self.settings.lock_timeout
+        if found and timeout <= 0:
+            found.append(LockFinding(
+                "no-lock-timeout", self.policy.level("no-lock-timeout"), found[0].relation,
+                f"takes {'ACCESS EXCLUSIVE' if code == 'table-rewrite' else 'SHARE'} on {found[0].relation} with no "
+                f"lock timeout: behind a long transaction it would wait without limit, and every query on "
+                f"{found[0].relation} would wait behind it"))
+        return found
+
     def unwatched(self) -> None:
         self._raw = True
         self._linked = None
@@ -211,7 +338,9 @@ class LockWatch:
     def _read(self, statement: str, query: str = "") -> None:
         step = self._current
         assert step is not None and self._before is not None
-        rows = self.conn.execute(_LOCKS).fetchall()
+        prepared = getattr(self.inner, "prepared", None)  # planned once per preview (``postgresql.prepared``)
+        rows = (prepared.execute(self.conn, _LOCKS_PREPARED) if prepared is not None
+                else self.conn.execute(_LOCKS)).fetchall()
         words = first_keywords(query, 3)
         tables: dict[int, tuple[str, float, int]] = {}
         for oid, mode, node, tuples, size, schema, name, kind, parent in rows:
@@ -253,6 +382,12 @@ class LockWatch:
                 "index-not-concurrent", self.policy.level("index-not-concurrent", rows), relation,
                 f"builds an index on {relation} ({_size(tuples, size)}) under SHARE, blocking its writes for the "
                 f"whole build: {_cut(statement)}"))
+        elif taken.mode == "ShareLock" and words[:1] == ["REINDEX"]:
+            rows = self._holds_rows(relation, tuples, size)
+            step.findings.append(LockFinding(
+                "index-not-concurrent", self.policy.level("index-not-concurrent", rows), relation,
+                f"rebuilds indexes of {relation} ({_size(tuples, size)}) under SHARE, each index under ACCESS "
+                f"EXCLUSIVE: writes, and reads that use the index, wait for the whole build: {_cut(statement)}"))
         timeout = self._declared if self._declared is not None else self.settings.lock_timeout
         if rank >= BLOCKING and timeout <= 0 and not any(f.code == "no-lock-timeout" for f in step.findings):
             step.findings.append(LockFinding(

@@ -86,6 +86,7 @@ from planner.engines.postgresql.snapshot import (
     vanished_columns,
 )
 from planner.engines.postgresql.objects import Objects, object_changes
+from planner.engines.postgresql.prepared import PreparedSet
 from planner.engines.postgresql.step_catalog import Gates, begin_step, read_step
 from planner.engines.postgresql.sql import (
     Statement,
@@ -111,8 +112,10 @@ class PgObserver:
     them), and each step runs in a savepoint the next one releases.
     """
 
-    def __init__(self, conn: Any, log_table: str, capture_sql: bool = False):
+    def __init__(self, conn: Any, log_table: str, capture_sql: bool = False, prepared: PreparedSet | None = None):
         self.conn = conn
+        #: The per-step readings prepared once for the preview (``postgresql.prepared``); ``None``: as psycopg does.
+        self.prepared = prepared
         self.log_table = log_table  # whose newest row tells a step's transaction id (``postgresql.step_catalog``)
         self.capture_sql = capture_sql
         self.running = False
@@ -132,6 +135,7 @@ class PgObserver:
         self._deleted_own: dict[str, int] = {}
         self._gates: Gates | None = None
         self._stepping = False  # a step's savepoint is open (``postgresql.step_catalog``)
+        self._opened = False  # the next step's savepoint is open already (``read_step`` with ``prepared``)
         self._tally = RowTally()
         self._accounted = Accounted()
         self._statement = Statement("other")
@@ -151,8 +155,9 @@ class PgObserver:
             self._origin = self._start
         if self._objects is None:
             self._objects = Objects.read(self.conn)
-        begin_step(self.conn, self._stepping)  # the step's catalog rows carry its own transaction id
-        self._stepping = True
+        if not self._opened:  # a prepared reading opened it already, in its own round trip
+            begin_step(self.conn, self._stepping)  # the step's catalog rows carry its own transaction id
+        self._stepping, self._opened = True, False
         self.running = True
 
     def unwatched(self) -> None:
@@ -160,6 +165,8 @@ class PgObserver:
         if self.running:
             self._count_from_here()
             self._functions.clear()
+            if self.prepared is not None:
+                self.prepared.forget()  # unseen code may deallocate what this preview prepared
 
     def _count_from_here(self) -> None:
         if self._counted_from is None:
@@ -169,6 +176,7 @@ class PgObserver:
     def stop(self) -> None:
         self.running = False
         self._last, self._gates, self._stepping, self._objects = None, None, False, None
+        self._opened = False
 
     # -- per statement: before, execute, after --------------------------------------
 
@@ -177,6 +185,8 @@ class PgObserver:
             return
         if self.capture_sql:
             self._sql.append(sql if parameters is None else self._filled_in(sql, query, parameters))
+        if self.prepared is not None and first_keywords(query, 1) == ["DEALLOCATE"]:
+            self.prepared.forget()  # it may deallocate the readings prepared for this preview
         statement = self._statement = classify(query)
         self._pending, self._truncating = None, None
         if not leaves_rows_alone(query):
@@ -337,7 +347,8 @@ class PgObserver:
         self.running = False
         start = self._start if self._start is not None else take(self.conn, counters=False)
         end, self._gates, read, objects = read_step(self.conn, start, self._gates, self.log_table,
-                                                    counters=self._counted_from is not None)
+                                                    counters=self._counted_from is not None, prepared=self.prepared)
+        self._opened = self.prepared is not None
         self._last = end
         if read is not None:  # only what the step wrote was read again: the rest is the same on both sides
             start, end = start.only(read), end.only(read)

@@ -21,13 +21,22 @@ then by running it where the server allows.
   autocommit it would have been its own transaction anyway. The catalog
   is read twice per statement for that: keep such migrations to the
   statements that need to run outside a transaction.
+* Locks, in the same transaction: the preview's lock watch
+  (``postgresql.locks.LockWatch``, one per step) measures what each
+  statement locks, rewrites and scans; an outside-only statement is judged
+  by its kind (``LockWatch.judged``: ``VACUUM FULL`` rewrites, ``REINDEX
+  SCHEMA`` rebuilds indexes, ``CONCURRENTLY`` blocks nobody). Findings
+  that gate the run under the policy and are not accepted roll the
+  statement back (or keep it from running) until a person accepts them;
+  ``--yes`` never does (``planner.outside.StatementCheck``).
 
 A dry run rehearses the step inside the preview's transaction, each
 statement in a savepoint (in autocommit, a failed statement the migration
 catches would not abort the rest); the outside-only statements that change
 no schema or data (``VACUUM``, ``ANALYZE``, ``REINDEX``, ``CLUSTER``,
 ``CREATE INDEX CONCURRENTLY``, whose index is not built by the dry run)
-are passed over and noted, any other stops the preview at that step.
+are passed over and noted, their lock findings judged by kind; any other
+stops the preview at that step.
 """
 
 from __future__ import annotations
@@ -54,7 +63,9 @@ class PgRules(StatementRules):
                                                  ["CREATE", "TABLESPACE"], ["DROP", "TABLESPACE"]):
             return True
         if words[0] == "REINDEX":
-            return "CONCURRENTLY" in words or any(w in ("SYSTEM", "DATABASE") for w in words[1:3])
+            return "CONCURRENTLY" in words or any(w in ("SYSTEM", "DATABASE", "SCHEMA") for w in words[1:3])
+        if words[0] == "CLUSTER":  # CLUSTER with no table reclusters every clustered one, each in a transaction
+            return not any(t.name is not None and t.upper != "VERBOSE" for t in tokens(sql)[1:])
         return self._index_concurrently(words)
 
     @staticmethod
@@ -128,12 +139,37 @@ class _CheckedCursor(_Cursor):
 
 
 class Checked(StatementCheck):
-    """A real run's check of one step; ``connection`` is what the migration's proxy wraps."""
+    """A real run's check of one step; ``connection`` is what the migration's proxy wraps.
 
-    def __init__(self, conn: Any, log_table: str, version: str, direction: str, confirmation: Any):
+    With a ``policy`` (``planner.locks.LockPolicy``), each statement's locks
+    are measured in its own transaction by the preview's lock watch
+    (``postgresql.locks.LockWatch``, one for the step: what existed when the
+    step began is "before", so what its earlier statements created is never
+    a finding), and an outside-only statement is judged by its kind.
+    """
+
+    def __init__(self, conn: Any, log_table: str, version: str, direction: str, confirmation: Any, *,
+                 policy: Any = None, settings: Any = None, declared: float | None = None,
+                 allow: tuple[str, ...] = ()):
         super().__init__(version, direction, RULES, confirmation)
         self.conn, self.log_table = conn, log_table
         self.connection = _Connection(conn, _CheckedCursor, self)
+        self.policy, self.allow = policy, tuple(allow)
+        self._watch: Any = None
+        if policy is not None:
+            from planner.engines.postgresql.locks import LockWatch
+            from planner.ledger import LOG_TABLE, TABLE
+            from planner.locks import LockSettings
+
+            self._watch = LockWatch(None, conn, policy, settings or LockSettings(), {TABLE, LOG_TABLE})
+            self._watch.declare(declared)
+
+    def measured_findings(self) -> list:
+        report = self._watch.steps[-1] if self._watch is not None and self._watch.steps else None
+        return list(report.findings) if report is not None else []
+
+    def judged_findings(self, sql: str) -> list:
+        return self._watch.judged(sql) if self._watch is not None else []
 
     def statement(self, cursor: Any, query: Any, rows: list, *, many: bool, **kwargs: Any) -> None:
         query = _text(query, self.conn)  # a composed query (psycopg.sql) is checked as the SQL it stands for
@@ -149,9 +185,14 @@ class Checked(StatementCheck):
             from planner.engines.postgresql.observe import PgObserver
 
             if not isinstance(query, str) or not rows:  # bytes, or nothing to run
+                if self._watch is not None:
+                    self._watch.steps.clear()  # no findings of an earlier statement are this one's
                 execute()
                 return []
-            observer = PgObserver(self.conn, self.log_table)
+            observer: Any = PgObserver(self.conn, self.log_table)
+            if self._watch is not None:
+                self._watch.alone(observer)  # the same four readings, with the locks measured beside them
+                observer = self._watch
             observer.start_step()
             for row in rows:
                 observer.before(query, query, row)

@@ -46,6 +46,18 @@ def _judged(accept: Callable[[Preview], bool] | None, watch: Any, engine: Any) -
     return judged
 
 
+@contextmanager
+def _unprepared(conn: Any) -> Iterator[None]:
+    """psycopg prepares nothing on ``conn`` for the block: a preview's readings are prepared by name instead
+    (``postgresql.prepared`` says why), and psycopg, preparing nothing, never deallocates them."""
+    previous = conn.prepare_threshold
+    conn.prepare_threshold = None
+    try:
+        yield
+    finally:
+        conn.prepare_threshold = previous
+
+
 def _same(a: Plan, b: Plan) -> bool:
     return [(s.version, s.direction) for s in a] == [(s.version, s.direction) for s in b]
 
@@ -98,6 +110,7 @@ class PgRunner(MarksThroughSessions):
                 session = PgSession(conn, ledger, planned, catalog=self.catalog, atomic=atomic, locks=guard,
                                     before=before)
                 session.confirmation = confirm_outside
+                session.lock_policy = getattr(self.engine, "lock_policy", None)  # gates its checked statements
                 for event in session.atomic() if atomic else session.stepwise():
                     result.count(event)
                     emit(on_event, event)
@@ -114,9 +127,10 @@ class PgRunner(MarksThroughSessions):
         ``before()`` runs inside the lock once the plan was made again there, as in ``migrate``.
         """
         from planner.engines.postgresql.observe import PgObserver
+        from planner.engines.postgresql.prepared import PreparedSet
 
         started = time.perf_counter()
-        with self.engine.locked() as conn, self._guard(conn) as guard:
+        with self.engine.locked() as conn, self._guard(conn) as guard, _unprepared(conn):
             ledger = PgLedger(conn, self.engine.ledger_schema)
 
             tried: list[Preview] = []
@@ -127,8 +141,8 @@ class PgRunner(MarksThroughSessions):
                 tried.append(result)
                 session = PgSession(conn, ledger, plan, catalog=self.catalog, atomic=True, locks=guard,
                                     before=before)
-                watch = lock_watch(PgObserver(conn, ledger.log_table, capture_sql=capture_sql), conn,
-                                   self.engine, guard.settings)
+                observer = PgObserver(conn, ledger.log_table, capture_sql=capture_sql, prepared=PreparedSet())
+                watch = lock_watch(observer, conn, self.engine, guard.settings)
                 session.preview(result, watch, make_plan=make_plan, accept=_judged(accept, watch, self.engine),
                                 on_event=on_event)
                 attach(result, watch)  # a failed or dry-run preview reports them too

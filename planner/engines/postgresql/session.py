@@ -44,6 +44,8 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
                  locks: LockGuard | None = None):
         super().__init__(conn, ledger, plan, catalog=catalog, atomic=atomic, before=before)
         self.locks = locks  # the run's lock timeouts (``postgresql.lock_timeout``); ``None`` for marks
+        #: Which lock findings stop a checked ``transactional = False`` statement (``planner.locks.LockPolicy``).
+        self.lock_policy: Any = None
         self._ready = False
         self._deferrable: bool | None = None
 
@@ -71,7 +73,11 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
     def checked_for(self, step: Step) -> Checked:
         from planner.engines.postgresql.outside import Checked
 
-        return Checked(self.conn, self.ledger.log_table, step.version, step.direction, self.confirmation)
+        from planner.locks import LockPolicy
+
+        return Checked(self.conn, self.ledger.log_table, step.version, step.direction, self.confirmation,
+                       policy=self.lock_policy or LockPolicy(), settings=self.locks.settings if self.locks else None,
+                       declared=step.migration.lock_timeout, allow=step.migration.allow)
 
     def rehearsal_for(self, step: Step) -> Rehearsed:
         from planner.engines.postgresql.outside import Rehearsed

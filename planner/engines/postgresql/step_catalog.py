@@ -41,6 +41,7 @@ from typing import Any
 
 from planner.engines.postgresql.objects import GATES as OBJECT_GATES
 from planner.engines.postgresql.objects import STEP_COLUMNS as OBJECT_COLUMNS
+from planner.engines.postgresql.prepared import PreparedSet, Statement
 from planner.engines.postgresql.snapshot import CATALOG_OF, Counters, Snapshot, read_counters, relations_of, take
 
 STEP_SAVEPOINT = "apm_preview_step"
@@ -74,7 +75,7 @@ _UNKNOWN = Gates(None, -1, -1, -1, -1)
 _GATES = ", ".join((_counted("inserted updated", _CLASS), _counted("deleted", _CLASS),
                     _counted("updated", _ATTRIBUTE), _counted("updated", _NAMESPACE), OBJECT_GATES))
 _WIDTH = 9  # the gates' columns, the step's id first
-# One statement, the same text every step, so the server plans it once (psycopg prepares it): the newest
+# One statement, the same text every step, so the server plans it once (``postgresql.prepared``): the newest
 # log row's id, the gates, the oids of the relations written since the last reading's log row (%(step)s),
 # the oids of all relations if some were dropped (else NULL), and the written ones in the user schemas as
 # ``take`` reads them, one row per column (and one row of NULLs when there are none). A gate (the counter
@@ -99,12 +100,29 @@ FROM (SELECT 1) one LEFT JOIN ({CATALOG_OF.format(only="c.oid = ANY((SELECT oids
 
 
 def begin_step(conn: Any, after_another: bool) -> None:
-    """The step's savepoint (``after_another``: the last step's released first, in the same round trip)."""
+    """The step's savepoint (``after_another``: the last step's released first, in the same round trip).
+
+    A prepared reading (``read_step(..., prepared=...)``) already opened it, behind the last step's reading.
+    """
     conn.execute(f"RELEASE SAVEPOINT {STEP_SAVEPOINT}; " * after_another + f"SAVEPOINT {STEP_SAVEPOINT}")
 
 
-def read_step(conn: Any, last: Snapshot, gates: Gates | None, log_table: str,
-              counters: bool) -> tuple[Snapshot, Gates, set[int] | None, tuple[list | None, list[int] | None] | None]:
+_PARAMETER_TYPES = {"step": "text", "class_writes": "bigint", "attribute_updates": "bigint", "class_deletes": "bigint",
+                    "trigger_writes": "bigint", "constraint_writes": "bigint", "function_writes": "bigint",
+                    "object_deletes": "bigint"}
+_PREPARED: dict[str, Statement] = {}
+
+
+def _prepared_step(log_table: str) -> Statement:
+    """``_STEP`` for ``log_table``, as ``postgresql.prepared`` prepares it (one per ledger schema)."""
+    if log_table not in _PREPARED:
+        _PREPARED[log_table] = Statement("step_reading", _STEP.format(log=log_table), _PARAMETER_TYPES)
+    return _PREPARED[log_table]
+
+
+def read_step(conn: Any, last: Snapshot, gates: Gates | None, log_table: str, counters: bool,
+              prepared: PreparedSet | None = None,
+              ) -> tuple[Snapshot, Gates, set[int] | None, tuple[list | None, list[int] | None] | None]:
     """The catalog now, the gates, the oids read again (``None``: all of them), and the constraints, triggers
     and functions written since the last reading with the oids of all that remain if some went (``postgresql.objects``;
     ``None``: read them whole).
@@ -114,15 +132,22 @@ def read_step(conn: Any, last: Snapshot, gates: Gates | None, log_table: str,
     read whole); ``counters`` reads the row counters too, as ``take`` does.
     """
     since = gates or _UNKNOWN
-    with conn.cursor() as cursor:
-        cursor.execute(_STEP.format(log=log_table), {"step": since.step, "class_writes": since.class_writes,
-                                                      "attribute_updates": since.attribute_updates,
-                                                      "class_deletes": since.class_deletes,
-                                                      "trigger_writes": since.trigger_writes,
-                                                      "constraint_writes": since.constraint_writes,
-                                                      "function_writes": since.function_writes,
-                                                      "object_deletes": since.object_deletes})
+    parameters = {"step": since.step, "class_writes": since.class_writes,
+                  "attribute_updates": since.attribute_updates, "class_deletes": since.class_deletes,
+                  "trigger_writes": since.trigger_writes, "constraint_writes": since.constraint_writes,
+                  "function_writes": since.function_writes, "object_deletes": since.object_deletes}
+    # ``prepared`` (the runner's preview): planned once per preview, whatever the steps drop or alter.
+    if prepared is not None:
+        # The next step's savepoint goes in the same round trip: the reading only reads, so the step's savepoint
+        # can be released and the next one opened right behind it (the observer then does not open it again).
+        cursor = prepared.execute(conn, _prepared_step(log_table), parameters,
+                                  then=f"RELEASE SAVEPOINT {STEP_SAVEPOINT}; SAVEPOINT {STEP_SAVEPOINT}")
         rows = cursor.fetchall()
+    else:
+        cursor = conn.cursor()
+        cursor.execute(_STEP.format(log=log_table), parameters)
+        rows = cursor.fetchall()
+    with cursor:
         now = Gates(*rows[0][:_WIDTH])
         oids, present, written, remaining = rows[0][_WIDTH:_WIDTH + 4]
         if (gates is None or gates.step is None or now.step is None
