@@ -152,7 +152,11 @@ class MigrationCursor:
                 self._cursor.execute(sql, parameters)
             else:
                 seen = observer.before(sql, parameters)
-                self._cursor.execute(sql, parameters)
+                try:
+                    self._cursor.execute(sql, parameters)
+                except BaseException:
+                    observer.failed()  # the preview's counters undo what SQLite undid
+                    raise
                 if seen is not None:
                     observer.after(seen, self._cursor.rowcount)
         return self
@@ -168,7 +172,11 @@ class MigrationCursor:
                     self._cursor.executemany(sql, rows)
                     return self
                 seen = observer.before(sql, rows[0])
-                self._cursor.executemany(sql, rows)
+                try:
+                    self._cursor.executemany(sql, rows)
+                except BaseException:
+                    observer.failed(many=True)
+                    raise
                 if seen is not None:
                     observer.after(seen, self._cursor.rowcount)
         return self
@@ -183,7 +191,11 @@ class MigrationCursor:
                 self._cursor.execute(statement)
             elif run:
                 seen = observer.before(statement)
-                self._cursor.execute(statement)
+                try:
+                    self._cursor.execute(statement)
+                except BaseException:
+                    observer.failed()
+                    raise
                 if seen is not None:
                     observer.after(seen, self._cursor.rowcount)
         return self

@@ -165,6 +165,7 @@ class StepObserver:
         writes rows is watched once per step, however often it runs
         (``statement_memo``).
         """
+        self.counters.statement_starts()
         known = self._known.recall(sql)
         if known is not UNKNOWN:
             return known
@@ -195,9 +196,9 @@ class StepObserver:
                         and table not in self.effects.created):
                     counted[table] = self._row_count(table)
         targets = rowcount_targets(events, counted, self.effects, _ours)
-        rolls_back = _rolls_back(events)
-        seen = ((events, counted, targets, stamp, rolls_back)
-                if counted or targets or stamp is not None or rolls_back else None)
+        savepoints = _savepoints(events)
+        seen = ((events, counted, targets, stamp, savepoints)
+                if counted or targets or stamp is not None or savepoints else None)
         if repeatable:
             self._known.keep(sql, seen)
         self._tracing = tracing
@@ -205,9 +206,9 @@ class StepObserver:
 
     def after(self, seen: tuple, rowcount: int) -> None:
         """Count what the statement did to its own target (``rowcount`` is for the top-level statement only)."""
-        events, counted, targets, stamp, rolls_back = seen
-        if rolls_back:  # ROLLBACK TO: counters made since that savepoint are gone with the rest
-            self.counters.rolled_back()
+        events, counted, targets, stamp, savepoints = seen
+        for operation, name in savepoints:  # the counters follow what SQLite keeps and undoes
+            self.counters.savepoint(operation, name)
         if stamp is not None:
             self._foreign_keys.after_neutral(stamp, events)
         effects = self.effects
@@ -224,6 +225,11 @@ class StepObserver:
                     self._deleted(table, rowcount)
                 else:
                     effects.inserted[table] = effects.inserted.get(table, 0) + rowcount
+
+    def failed(self, many: bool = False) -> None:
+        """The statement ``before`` was last called for raised (``many``: an ``executemany``): the counters
+        undo what SQLite undid."""
+        self.counters.statement_failed(many)
 
     def _deleted(self, table: str, rows: int, before: int | None = None) -> None:
         """Rows a statement deleted: lost, unless the plan wrote the table (then they were its own)."""
@@ -413,10 +419,10 @@ def _upsert_only(events: list, table: str) -> bool:
     return any(action == sqlite3.SQLITE_UPDATE and name == table for action, name, *_ in events)
 
 
-def _rolls_back(events: list) -> bool:
-    """Whether a statement rolls back to a savepoint (undoing the TEMP counters made since, with the rest)."""
-    return any(action == sqlite3.SQLITE_SAVEPOINT and (operation or "").upper() == "ROLLBACK"
-               for action, operation, *_ in events)
+def _savepoints(events: list) -> tuple[tuple[str, str], ...]:
+    """What a statement does to savepoints, as (operation, name): ``BEGIN``, ``RELEASE`` or ``ROLLBACK``."""
+    return tuple((operation or "", name or "") for action, operation, name, *_ in events
+                 if action == sqlite3.SQLITE_SAVEPOINT)
 
 
 def _reads_only(statement: str) -> bool:
