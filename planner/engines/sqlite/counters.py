@@ -53,8 +53,9 @@ class ValueCounters:
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
-        #: The counts, two slots per counted (table, column); the SQL function adds to it in place.
-        self._tally: list[int] = []
+        #: The counts, two slots per counted (table, column); the SQL function adds to it in place. Changed
+        #: only in place (the function and the observer hold it): empty while the step counts nothing.
+        self.tally: list[int] = []
         self._slots: dict[tuple[str, str], int] = {}  # first slot of each key, for the step
         self._triggers: dict[tuple[str, str], str] = {}  # the live trigger of each key
         self._savepoints: list[tuple[str, list[int]]] = []  # (name, counts when it was made), innermost last
@@ -86,13 +87,13 @@ class ValueCounters:
 
     def statement_starts(self) -> None:
         """A statement of the migration is about to run: remember the counts, to undo them if it fails."""
-        self._mark = self._tally.copy() if self._tally else None
+        self._mark = self.tally.copy() if self.tally else None
 
     def statement_failed(self, many: bool) -> None:
         """The statement (``many``: the ``executemany``) raised: its counts go unless SQLite kept some of its
         changes (``FAIL``), or the ``executemany`` ran some statements before the failing one."""
         mark, self._mark = self._mark, None
-        if mark is None or many or self._tally == mark:
+        if mark is None or many or self.tally == mark:
             return
         # No statement ran since the failed one: changes() is still what SQLite set for it.
         if not self.conn.execute("SELECT changes()").fetchone()[0]:
@@ -104,7 +105,7 @@ class ValueCounters:
         name = name.lower()  # SQLite compares savepoint names without case
         operation = operation.upper()
         if operation == "BEGIN":
-            self._savepoints.append((name, self._tally.copy()))
+            self._savepoints.append((name, self.tally.copy()))
             return
         where = next((i for i in range(len(self._savepoints) - 1, -1, -1) if self._savepoints[i][0] == name), None)
         if operation == "RELEASE":
@@ -126,7 +127,7 @@ class ValueCounters:
     def take(self) -> dict[tuple[str, str, str], int]:
         """What the step's counters counted, per (table, column, kind); the counters are removed."""
         counts: dict[tuple[str, str, str], int] = {}
-        tally = self._tally
+        tally = self.tally
         for (table, column), slot in self._slots.items():
             kinds = _KINDS if column else ("deleted",)
             for offset, kind in enumerate(kinds):
@@ -139,7 +140,7 @@ class ValueCounters:
 
     def forget(self) -> None:
         """The step failed (its rollback removed the triggers with everything else), or its counts were taken."""
-        self._tally.clear()  # in place: the SQL function holds this list
+        self.tally.clear()  # in place: the SQL function holds this list
         self._slots.clear()
         self._triggers.clear()
         self._savepoints.clear()
@@ -150,13 +151,13 @@ class ValueCounters:
     def _slot(self, key: tuple[str, str]) -> int:
         slot = self._slots.get(key)
         if slot is None:
-            slot = self._slots[key] = len(self._tally)
-            self._tally.extend((0, 0))
+            slot = self._slots[key] = len(self.tally)
+            self.tally.extend((0, 0))
         return slot
 
     def _restore(self, counts: list[int]) -> None:
         """Put the counts back as they were (slots made since start again from zero)."""
-        self._tally[:] = counts + [0] * (len(self._tally) - len(counts))
+        self.tally[:] = counts + [0] * (len(self.tally) - len(counts))
 
     def _triggers_rolled_back(self) -> None:
         """Triggers made since the savepoint are gone with the rest: they are made again when next needed."""
@@ -166,7 +167,7 @@ class ValueCounters:
 
     def _create(self, key: tuple[str, str], when: str) -> None:
         if not self._registered:
-            tally = self._tally
+            tally = self.tally
 
             def count(slot: int) -> None:
                 tally[slot] += 1  # NULL: the WHEN is false, so the trigger's body never runs

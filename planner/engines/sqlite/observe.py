@@ -74,12 +74,14 @@ class StepObserver:
         self.effects = StepEffects()
         self._events: list[tuple[int, str | None, str | None, str | None, str | None]] = []
         self.counters = ValueCounters(conn)
+        self._tally = self.counters.tally  # the same list, changed in place: empty while nothing is counted
         self._tracing = False
         self.plan_writes = PlanWrites()  # kept across steps
         #: One ``StepLocks`` per step watched, in order: the tables each rebuilt (``attach_rebuilds``).
         self.reports: list[StepLocks] = []
         self._foreign_keys = ForeignKeyMap(conn)  # who references whom, across steps
         self._known = StatementMemo(conn, self._foreign_keys)  # what ``before`` learned per text, within a step
+        self._recalled = self._known.known  # the same dict: ``StatementMemo.recall`` without the call
 
     # -- the callbacks -----------------------------------------------------------------------
 
@@ -165,10 +167,13 @@ class StepObserver:
         writes rows is watched once per step, however often it runs
         (``statement_memo``).
         """
-        self.counters.statement_starts()
-        known = self._known.recall(sql)
-        if known is not UNKNOWN:
-            return known
+        # The path of a data migration's loop, every repeat: no call that can be spared (``recall`` inlined).
+        if self._tally:  # counting: what is counted must go back if the statement fails
+            self.counters.statement_starts()
+        if self.conn.in_transaction:
+            known = self._recalled.get(sql, UNKNOWN)
+            if known is not UNKNOWN:
+                return known
         if keywords(sql, 1) == ["PRAGMA"]:
             self._known.schema_may_change()
             return None
