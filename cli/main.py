@@ -9,7 +9,6 @@ commands import the planner when they run.
 from __future__ import annotations
 
 import sys
-import traceback
 
 import click
 
@@ -39,16 +38,22 @@ class ApmGroup(LazyGroup):
         except KeyboardInterrupt as interrupt:
             # Ctrl-C (or SIGTERM) outside a run: nothing was being written, so nothing changed.
             if ctx.ensure_object(Settings).debug:
-                traceback.print_exc()
+                _print_traceback()
             raise CommandError("interrupted; nothing was changed", interrupted_exit_code(interrupt)) from None
         except Exception as error:
             if ctx.ensure_object(Settings).debug:
                 # --debug adds the traceback; the exit code stays the documented one.
-                traceback.print_exc()
+                _print_traceback()
             failure = as_command_error(error)
             # click marks message Final, yet the error is ours to finish: the config origin belongs in it.
             failure.message += _config_origin(error, ctx.ensure_object(Settings))  # type: ignore[misc]
             raise failure from error
+
+
+def _print_traceback() -> None:
+    import traceback  # start-up time: traceback pulls in linecache and tokenize, wanted only with --debug
+
+    traceback.print_exc()
 
 
 def _config_origin(error: Exception, settings: Settings) -> str:
