@@ -195,14 +195,14 @@ def test_what_a_statement_does_to_the_schema(statement, effect):
 
 
 _SAVEPOINTS = {
-    # The counters' TEMP table and trigger are made inside the savepoint: the rollback removes both.
+    # The counter's trigger is made inside the savepoint: the rollback removes it (and, once, a TEMP table).
     "first counter": ("""
         conn.execute("SAVEPOINT s")
         conn.execute("UPDATE t SET n = 1 WHERE id = 1")
         conn.execute("ROLLBACK TO s")
         conn.execute("UPDATE t SET n = 2 WHERE id = 2")
     """, "0002 apply: overwrites 1 value of t.n"),
-    # The TEMP table is older than the savepoint, the trigger for t.n is not: without it the second UPDATE's
+    # The first counter is older than the savepoint, the trigger for t.n is not: without it the second UPDATE's
     # overwritten value went uncounted (a silent miss, not an error).
     "later counter": ("""
         conn.execute("UPDATE t SET c = 'x' WHERE id = 5")
