@@ -298,6 +298,13 @@ _UNDONE = {
         except sqlite3.IntegrityError:
             pass
     """, "0002 apply: overwrites 2 values of t.n"),
+    "the first counted statement aborted half way (caught)": (_STOP_AT_3.format(how="ABORT") + """
+        try:
+            conn.execute("UPDATE t SET c = 'z'")  # its counter is made just before it runs, then 1 and 2 are undone
+        except sqlite3.IntegrityError:
+            pass
+        conn.execute("UPDATE t SET c = 'y' WHERE id = 5")
+    """, "0002 apply: overwrites 1 value of t.c"),
     "OR FAIL keeps the rows changed before the failure": (_STOP_AT_3.format(how="FAIL") + """
         try:
             conn.execute("UPDATE OR FAIL t SET c = 'z'")  # ids 1 and 2 stay changed

@@ -151,6 +151,8 @@ class ValueCounters:
     def _slot(self, key: tuple[str, str]) -> int:
         slot = self._slots.get(key)
         if slot is None:
+            if self._mark is None and not self.tally:
+                self._mark = []  # the statement about to run is the first counted one: nothing counted before it
             slot = self._slots[key] = len(self.tally)
             self.tally.extend((0, 0))
         return slot
