@@ -9,18 +9,18 @@ commands import the planner when they run.
 from __future__ import annotations
 
 import sys
-import traceback
 
 import click
 
 from cli.errors import CommandError, as_command_error, catch_interrupts, interrupted_exit_code
+from cli.lazy import LazyGroup, imported
 from cli.options import Settings, shared_options
 from planner import __version__
 
 __all__ = ["CommandError", "apm", "main"]
 
 
-class ApmGroup(click.Group):
+class ApmGroup(LazyGroup):
     """The root group: runs a command and translates what it raises into a line and an exit code."""
 
     def invoke(self, ctx: click.Context):
@@ -38,16 +38,22 @@ class ApmGroup(click.Group):
         except KeyboardInterrupt as interrupt:
             # Ctrl-C (or SIGTERM) outside a run: nothing was being written, so nothing changed.
             if ctx.ensure_object(Settings).debug:
-                traceback.print_exc()
+                _print_traceback()
             raise CommandError("interrupted; nothing was changed", interrupted_exit_code(interrupt)) from None
         except Exception as error:
             if ctx.ensure_object(Settings).debug:
                 # --debug adds the traceback; the exit code stays the documented one.
-                traceback.print_exc()
+                _print_traceback()
             failure = as_command_error(error)
             # click marks message Final, yet the error is ours to finish: the config origin belongs in it.
             failure.message += _config_origin(error, ctx.ensure_object(Settings))  # type: ignore[misc]
             raise failure from error
+
+
+def _print_traceback() -> None:
+    import traceback  # start-up time: traceback pulls in linecache and tokenize, wanted only with --debug
+
+    traceback.print_exc()
 
 
 def _config_origin(error: Exception, settings: Settings) -> str:
@@ -82,25 +88,49 @@ def apm(ctx: click.Context) -> None:
     ctx.ensure_object(Settings)
 
 
+#: Each command by name: (its module, its name there). Imported when a command line names it (``cli.lazy``):
+#: ``apm migrate`` imports none of the others' modules (start-up time: each pulls in planner modules).
+_MIGRATE_COMMANDS = {
+    "plan": ("cli.migrate", "plan_command"),
+    "graph": ("cli.diagrams", "graph_command"),
+    "docs": ("cli.diagrams", "docs_command"),
+    "new": ("cli.authoring", "new_command"),
+    "check": ("cli.safety", "check_command"),
+    "doctor": ("cli.safety", "doctor_command"),
+    "backups": ("cli.backups", "backups_command"),
+    "restore": ("cli.backups", "restore_command"),
+    "squash": ("cli.squashing", "squash_command"),
+    "drift": ("cli.drift", "drift_command"),
+}
+_COMMANDS = {
+    "status": ("cli.status", "status"),
+    "agents": ("cli.status", "agents"),
+    "config": ("cli.status", "config_command"),
+}
+
+
+def _migrate() -> click.Command:
+    from cli.migrate import migrate
+
+    for name, (module, attribute) in _MIGRATE_COMMANDS.items():
+        migrate.add_lazy(name, imported(module, attribute))
+    return migrate
+
+
+def _fleet() -> click.Command:
+    from cli.fleet import fleet
+    from cli.fleet_run import migrate_command
+
+    fleet.add_command(migrate_command)
+    return fleet
+
+
 def _register() -> None:
     """Every command, in one place: command modules never import this one, so the imports form no cycle."""
-    from cli.authoring import new_command
-    from cli.backups import backups_command, restore_command
-    from cli.diagrams import docs_command, graph_command
-    from cli.drift import drift_command
-    from cli.fleet import fleet
-    from cli.fleet_run import migrate_command as fleet_migrate
-    from cli.migrate import migrate, plan_command
-    from cli.safety import check_command, doctor_command
-    from cli.squashing import squash_command
-    from cli.status import agents, config_command, status
-
-    for command in (plan_command, graph_command, docs_command, new_command, check_command, doctor_command,
-                    backups_command, restore_command, squash_command, drift_command):
-        migrate.add_command(command)
-    fleet.add_command(fleet_migrate)
-    for command in (migrate, status, agents, config_command, fleet):
-        apm.add_command(command)
+    apm.add_lazy("migrate", _migrate)
+    apm.add_lazy("fleet", _fleet)
+    for name, (module, attribute) in _COMMANDS.items():
+        apm.add_lazy(name, imported(module, attribute))
 
 
 _register()

@@ -12,6 +12,7 @@ from typing import cast
 
 import click
 
+from cli.lazy import LazyGroup
 from cli.locking import lock_options
 from cli.moving import plan_table, plan_title, record_baseline
 from cli.options import STATE, VERSION, settings, shared_options
@@ -33,7 +34,7 @@ from cli.running import (
 _ACTIONS = ("list_pending", "show_applied", "rollback", "mark_applied", "mark_rolled_back", "to", "baseline")
 
 
-class MigrateGroup(click.Group):
+class MigrateGroup(LazyGroup):
     """``apm migrate``: its actions are options, so a word that names one gets the option's spelling back."""
 
     def resolve_command(self, ctx: click.Context, args: list[str]):

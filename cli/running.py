@@ -504,7 +504,6 @@ def warn_about_edited_files(catalog, entries: dict) -> None:
 
 def warn_about_missing_files(catalog, entries: dict) -> None:
     """One stderr line per applied version with no file in the catalog: it cannot be rolled back from here."""
-    from planner.lint import missing_file_name
     from planner.plan import unknown_applied
     from planner.versions import is_version
 
@@ -512,6 +511,8 @@ def warn_about_missing_files(catalog, entries: dict) -> None:
         if catalog.squash_of(version) is not None:
             continue  # a squash replaces it: its row is the squash's, not a missing file
         if is_version(version):
+            from planner.lint import missing_file_name  # start-up time: lint and its findings, only for a warning
+
             echo(f"Warning: {version} is recorded as applied but no {missing_file_name(version)} is in "
                  f"{catalog.directory}; it cannot be rolled back from this catalog (see `apm migrate check`)",
                  fg="yellow", err=True)

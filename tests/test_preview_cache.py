@@ -195,14 +195,14 @@ def test_what_a_statement_does_to_the_schema(statement, effect):
 
 
 _SAVEPOINTS = {
-    # The counters' TEMP table and trigger are made inside the savepoint: the rollback removes both.
+    # The counter's trigger is made inside the savepoint: the rollback removes it (and, once, a TEMP table).
     "first counter": ("""
         conn.execute("SAVEPOINT s")
         conn.execute("UPDATE t SET n = 1 WHERE id = 1")
         conn.execute("ROLLBACK TO s")
         conn.execute("UPDATE t SET n = 2 WHERE id = 2")
     """, "0002 apply: overwrites 1 value of t.n"),
-    # The TEMP table is older than the savepoint, the trigger for t.n is not: without it the second UPDATE's
+    # The first counter is older than the savepoint, the trigger for t.n is not: without it the second UPDATE's
     # overwritten value went uncounted (a silent miss, not an error).
     "later counter": ("""
         conn.execute("UPDATE t SET c = 'x' WHERE id = 5")
@@ -250,3 +250,90 @@ def test_apm_migrate_runs_a_migration_that_rolls_back_to_a_savepoint(tmp_path, c
     assert done.returncode == 0, done.stderr
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT c, n FROM t WHERE id = 1").fetchone() == ("one", 0)
+
+
+# The counts live in Python (``engines.sqlite.counters``), which SQLite's undo does not reach: each case is one
+# SQLite undoes (or keeps) and the preview must report what is left, as the real run leaves it.
+_STOP_AT_3 = ('\n        conn.execute("CREATE TRIGGER stop BEFORE UPDATE ON t WHEN NEW.id = 3 '
+              'BEGIN SELECT RAISE({how}, \'no\'); END")')
+_UNDONE = {
+    "nested savepoints, the outer one rolled back to": ("""
+        conn.execute("SAVEPOINT a")
+        conn.execute("UPDATE t SET n = 1 WHERE id = 1")
+        conn.execute("SAVEPOINT b")
+        conn.execute("UPDATE t SET n = 2 WHERE id = 2")
+        conn.execute("RELEASE b")
+        conn.execute("ROLLBACK TO A")
+        conn.execute("UPDATE t SET n = 3 WHERE id = 3")
+        conn.execute("RELEASE a")
+    """, "0002 apply: overwrites 1 value of t.n"),
+    "the inner one rolled back to, twice": ("""
+        conn.execute("SAVEPOINT a")
+        conn.execute("UPDATE t SET n = 1 WHERE id = 1")
+        conn.execute("SAVEPOINT b")
+        conn.execute("UPDATE t SET n = 2 WHERE id = 2")
+        conn.execute("ROLLBACK TO b")
+        conn.execute("UPDATE t SET n = 3 WHERE id IN (3, 4)")
+        conn.execute("ROLLBACK TO b")
+        conn.execute("RELEASE a")
+    """, "0002 apply: overwrites 1 value of t.n"),
+    "released savepoints keep their counts": ("""
+        conn.execute("SAVEPOINT a")
+        conn.execute("UPDATE t SET n = 1 WHERE id = 1")
+        conn.execute("SAVEPOINT a")
+        conn.execute("UPDATE t SET n = 2 WHERE id = 2")
+        conn.execute("RELEASE a")
+        conn.execute("ROLLBACK TO a")
+        conn.execute("UPDATE t SET n = 3 WHERE id = 3")
+        conn.execute("RELEASE a")
+    """, "0002 apply: overwrites 1 value of t.n"),
+    "a statement aborted half way (caught)": (_STOP_AT_3.format(how="ABORT") + """
+        conn.execute("UPDATE t SET n = 7 WHERE id = 5")
+        try:
+            conn.execute("UPDATE t SET c = 'z'")  # ids 1 and 2 change, then 3 aborts: SQLite undoes both
+        except sqlite3.IntegrityError:
+            pass
+        try:
+            conn.executescript("UPDATE t SET n = 8 WHERE id = 4; UPDATE t SET n = 9")
+        except sqlite3.IntegrityError:
+            pass
+    """, "0002 apply: overwrites 2 values of t.n"),
+    "the first counted statement aborted half way (caught)": (_STOP_AT_3.format(how="ABORT") + """
+        try:
+            conn.execute("UPDATE t SET c = 'z'")  # its counter is made just before it runs, then 1 and 2 are undone
+        except sqlite3.IntegrityError:
+            pass
+        conn.execute("UPDATE t SET c = 'y' WHERE id = 5")
+    """, "0002 apply: overwrites 1 value of t.c"),
+    "OR FAIL keeps the rows changed before the failure": (_STOP_AT_3.format(how="FAIL") + """
+        try:
+            conn.execute("UPDATE OR FAIL t SET c = 'z'")  # ids 1 and 2 stay changed
+        except sqlite3.IntegrityError:
+            pass
+    """, "0002 apply: overwrites 2 values of t.c"),
+    "executemany failing on its third row (caught)": (_STOP_AT_3.format(how="ABORT") + """
+        try:
+            conn.executemany("UPDATE t SET c = ? WHERE id = ?", [("z", 1), ("z", 2), ("z", 3), ("z", 4)])
+        except sqlite3.IntegrityError:
+            pass
+    """, "0002 apply: overwrites 2 values of t.c"),
+    "rows a trigger deleted, then aborted": ("""
+        conn.execute("CREATE TRIGGER purge AFTER INSERT ON log BEGIN DELETE FROM t WHERE id = NEW.t_id; END")
+        conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON log WHEN NEW.t_id = 3 BEGIN SELECT RAISE(ABORT, 'no'); END")
+        conn.execute("INSERT INTO log (t_id) VALUES (1)")
+        try:
+            conn.execute("INSERT INTO log (t_id) SELECT id FROM t WHERE id IN (2, 3) ORDER BY id")
+        except sqlite3.IntegrityError:
+            pass
+    """, "0002 apply: deletes 1 row of t (5 → 4)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_UNDONE))
+def test_counts_follow_what_sqlite_undoes(tmp_path, catalog_dir, case):
+    """What a preview reports as overwritten or deleted is what the real run leaves changed: the counts follow
+    SQLite's undo (a failed statement, ``ROLLBACK TO``), and are checked against the database itself."""
+    upgrade, expected = _UNDONE[case]
+    db = tmp_path / "p.db"
+    result = _preview(catalog_dir, db, "\n        import sqlite3" + upgrade)
+    assert [line for line in result.describe() if "overwrites" in line or "deletes" in line] == [expected]

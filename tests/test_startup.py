@@ -126,3 +126,43 @@ def test_the_console_script_leaves_exit_time_collection_nothing_to_walk(tmp_path
     assert done.returncode == 0, done.stderr
     assert "Usage: apm" in done.stdout
     assert done.stderr.strip().splitlines()[-1] == "frozen True"
+
+
+def test_a_command_imports_no_other_commands_module(tmp_path: Path) -> None:
+    # Subcommands are registered by name and imported when named (cli.lazy): `apm migrate` paid for every
+    # command's module and the planner modules each pulls in (fleet, status, doctor, graph ...).
+    db = tmp_path / "aipm.db"
+    subprocess.run(
+        [sys.executable, "-c", "from cli.main import main; main()", "--db", str(db), "migrate", "--yes"],
+        cwd=ROOT, check=True, capture_output=True,
+    )
+    others = {"cli.fleet", "cli.fleet_run", "cli.status", "cli.safety", "cli.diagrams", "cli.backups",
+              "cli.authoring", "cli.squashing", "cli.drift"}
+    loaded = modules_after(["--db", str(db), "migrate", "--yes"], tmp_path)
+    assert "cli.migrate" in loaded
+    assert not others & loaded, sorted(others & loaded)
+    loaded = modules_after(["--db", str(db), "status"], tmp_path)
+    assert "cli.status" in loaded
+    assert not (others - {"cli.status"}) & loaded, sorted((others - {"cli.status"}) & loaded)
+
+
+def test_every_lazily_registered_command_is_found_under_its_own_name() -> None:
+    # A name registered in cli.main that differs from the command's own would run under one name and be
+    # documented under another; the whole tree must also be there for --help and the docs checks.
+    import click
+
+    from cli.main import apm
+
+    def walk(group: click.Group, path: str) -> list[str]:
+        found = []
+        for name, command in group.commands.items():
+            assert command.name == name, f"{path} {name} is registered, but the command is named {command.name}"
+            found.append(f"{path} {name}")
+            if isinstance(command, click.Group):
+                found.extend(walk(command, f"{path} {name}"))
+        return found
+
+    tree = walk(apm, "apm")
+    for expected in ("apm migrate", "apm migrate plan", "apm migrate doctor", "apm migrate drift", "apm fleet migrate",
+                     "apm fleet status", "apm status", "apm agents list", "apm config"):
+        assert expected in tree

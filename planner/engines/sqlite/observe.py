@@ -75,12 +75,14 @@ class StepObserver:
         self.effects = StepEffects()
         self._events: list[tuple[int, str | None, str | None, str | None, str | None]] = []
         self.counters = ValueCounters(conn)
+        self._tally = self.counters.tally  # the same list, changed in place: empty while nothing is counted
         self._tracing = False
         self.plan_writes = PlanWrites()  # kept across steps
         #: One ``StepLocks`` per step watched, in order: the tables each rebuilt (``attach_rebuilds``).
         self.reports: list[StepLocks] = []
         self._foreign_keys = ForeignKeyMap(conn)  # who references whom, across steps
         self._known = StatementMemo(conn, self._foreign_keys)  # what ``before`` learned per text, within a step
+        self._recalled = self._known.known  # the same dict: ``StatementMemo.recall`` without the call
 
     # -- the callbacks -----------------------------------------------------------------------
 
@@ -166,9 +168,13 @@ class StepObserver:
         writes rows is watched once per step, however often it runs
         (``statement_memo``).
         """
-        known = self._known.recall(sql)
-        if known is not UNKNOWN:
-            return known
+        # The path of a data migration's loop, every repeat: no call that can be spared (``recall`` inlined).
+        if self._tally:  # counting: what is counted must go back if the statement fails
+            self.counters.statement_starts()
+        if self.conn.in_transaction:
+            known = self._recalled.get(sql, UNKNOWN)
+            if known is not UNKNOWN:
+                return known
         if keywords(sql, 1) == ["PRAGMA"]:
             self._known.schema_may_change()
             return None
@@ -196,9 +202,9 @@ class StepObserver:
                         and table not in self.effects.created):
                     counted[table] = self._row_count(table)
         targets = rowcount_targets(events, counted, self.effects, _ours)
-        rolls_back = _rolls_back(events)
-        seen = ((events, counted, targets, stamp, rolls_back)
-                if counted or targets or stamp is not None or rolls_back else None)
+        savepoints = _savepoints(events)
+        seen = ((events, counted, targets, stamp, savepoints)
+                if counted or targets or stamp is not None or savepoints else None)
         if repeatable:
             self._known.keep(sql, seen)
         self._tracing = tracing
@@ -206,9 +212,9 @@ class StepObserver:
 
     def after(self, seen: tuple, rowcount: int) -> None:
         """Count what the statement did to its own target (``rowcount`` is for the top-level statement only)."""
-        events, counted, targets, stamp, rolls_back = seen
-        if rolls_back:  # ROLLBACK TO: counters made since that savepoint are gone with the rest
-            self.counters.rolled_back()
+        events, counted, targets, stamp, savepoints = seen
+        for operation, name in savepoints:  # the counters follow what SQLite keeps and undoes
+            self.counters.savepoint(operation, name)
         if stamp is not None:
             self._foreign_keys.after_neutral(stamp, events)
         effects = self.effects
@@ -225,6 +231,11 @@ class StepObserver:
                     self._deleted(table, rowcount)
                 else:
                     effects.inserted[table] = effects.inserted.get(table, 0) + rowcount
+
+    def failed(self, many: bool = False) -> None:
+        """The statement ``before`` was last called for raised (``many``: an ``executemany``): the counters
+        undo what SQLite undid."""
+        self.counters.statement_failed(many)
 
     def _deleted(self, table: str, rows: int, before: int | None = None) -> None:
         """Rows a statement deleted: lost, unless the plan wrote the table (then they were its own)."""
@@ -414,10 +425,10 @@ def _upsert_only(events: list, table: str) -> bool:
     return any(action == sqlite3.SQLITE_UPDATE and name == table for action, name, *_ in events)
 
 
-def _rolls_back(events: list) -> bool:
-    """Whether a statement rolls back to a savepoint (undoing the TEMP counters made since, with the rest)."""
-    return any(action == sqlite3.SQLITE_SAVEPOINT and (operation or "").upper() == "ROLLBACK"
-               for action, operation, *_ in events)
+def _savepoints(events: list) -> tuple[tuple[str, str], ...]:
+    """What a statement does to savepoints, as (operation, name): ``BEGIN``, ``RELEASE`` or ``ROLLBACK``."""
+    return tuple((operation or "", name or "") for action, operation, name, *_ in events
+                 if action == sqlite3.SQLITE_SAVEPOINT)
 
 
 def _reads_only(statement: str) -> bool:

@@ -89,21 +89,23 @@ class StatementMemo:
     def __init__(self, conn: sqlite3.Connection, foreign_keys: ForeignKeyMap):
         self.conn = conn
         self.foreign_keys = foreign_keys
-        self._known: dict[str, tuple | None] = {}
+        #: Per text, what ``before`` returned; cleared in place, never replaced (the observer holds it, to look
+        #: up each repeat without a call).
+        self.known: dict[str, tuple | None] = {}
 
     def recall(self, sql: str) -> Any:
         """What ``before`` returned for ``sql`` earlier in this step, or ``UNKNOWN``."""
-        return self._known.get(sql, UNKNOWN) if self.conn.in_transaction else UNKNOWN
+        return self.known.get(sql, UNKNOWN) if self.conn.in_transaction else UNKNOWN
 
     def keep(self, sql: str, seen: tuple | None) -> None:
-        self._known[sql] = seen
+        self.known[sql] = seen
 
     def forget(self) -> None:
-        self._known.clear()
+        self.known.clear()
 
     def schema_may_change(self) -> None:
         """A statement whose effect is not known (a PRAGMA, one that cannot be prepared), or a rollback."""
-        self._known.clear()
+        self.known.clear()
         self.foreign_keys.forget()
 
     def learn(self, events: list[tuple]) -> tuple[bool, int | None]:
@@ -112,7 +114,7 @@ class StatementMemo:
         effect = schema_effect(events)
         if effect == ROWS_ONLY:
             return True, None
-        self._known.clear()
+        self.known.clear()
         if effect == KEEPS_FOREIGN_KEYS:
             return False, self.foreign_keys.before_neutral()
         self.foreign_keys.forget()
