@@ -181,3 +181,26 @@ def test_fleet_status_reads_a_database_killed_while_being_created_as_a_database(
 
     rows = json.loads(result.stdout)["databases"]
     assert [row["state"] for row in rows] != ["not_a_database"], rows
+
+
+def test_a_database_created_by_another_process_between_two_questions_is_read_not_called_foreign(tmp_path,
+                                                                                                 monkeypatch):
+    """``open_read_only`` asks whether the file is a file, then whether it exists: a runner that creates it in
+    between (four processes applying at once) made the reader call the new database "not a SQLite database"."""
+    from planner.engines.sqlite import database
+
+    db = tmp_path / "app.db"
+    real_is_file = Path.is_file
+    asked = []
+
+    def is_file(self: Path) -> bool:
+        if self == db and not asked:
+            asked.append(True)
+            sqlite3.connect(db).close()  # another process creates the file right after the first answer
+            return False
+        return real_is_file(self)
+
+    monkeypatch.setattr(Path, "is_file", is_file)
+    conn = database.open_read_only(db)
+    assert conn is not None and asked
+    conn.close()

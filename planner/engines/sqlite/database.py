@@ -348,9 +348,11 @@ def open_read_only(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT)
     """
     path = Path(path)
     if not path.is_file():
-        if path.exists():
+        # Asked again: another process may have created the file since the first question (a race, not a folder).
+        if path.exists() and not path.is_file():
             raise NotADatabase(path)  # a folder or a device, never "no database yet"
-        return None
+        if not path.exists():
+            return None
     try:
         return read_only_connection(path, busy_timeout)
     except DatabaseReadOnly:
