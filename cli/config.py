@@ -249,7 +249,7 @@ def config_origin(error: BaseException, settings: Any) -> str | None:
     overrode the file's value.
     """
     from planner import errors as E
-    from planner.engines import errors as engine_errors
+    from planner import errors as engine_errors
 
     config = settings.config
     key = None

@@ -4,31 +4,166 @@ The databases are named by ``--glob PATTERN`` (repeatable), ``--list FILE``
 or the config file's ``fleet = [...]``; the catalog is loaded once for all
 of them. Each database keeps its own lock, ledger and backups: one
 database's failure is a row in the report, never a reason to touch another.
-``apm fleet migrate`` is in ``cli.fleet_run``; the shared options in
-``cli.fleet_options``.
+``apm fleet migrate`` is in ``cli.fleet``; the shared options in
+``cli.fleet``.
+
+What the ``apm fleet`` commands share: the fleet's options, the request, the catalog, and a table.
+
+Kept apart from the commands so ``cli.fleet`` (status, plan) and
+``cli.fleet`` (migrate) use one definition without importing each other.
+
+``apm fleet migrate`` (and the rehearsals of ``apm fleet plan --rehearse``): run, report, resume.
+
+The work is ``planner.fleet.run.FleetRun``; this module decides what a
+person sees (progress, one question for every loss, the failures with the
+command that retries each alone) and turns Ctrl-C into "start nothing new".
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
-from cli.locking import lock_options
-from cli.options import EXIT_ATTENTION, EXIT_DRIFT, EXIT_REFUSED, settings, shared_options
-from cli.output import echo, emit_json
-from cli.fleet_options import (
-    FleetGroup,
-    check_request,
-    discover_members,
-    fleet_options,
-    jobs_of,
-    load_fleet_catalog,
-    make_request,
-    request_options,
-    table,
+from cli.running import lock_options
+from cli.options import (
+    EXIT_ATTENTION,
+    EXIT_DRIFT,
+    EXIT_LOCK_RISK,
+    EXIT_REFUSED,
+    EXIT_UNCONFIRMED,
+    STATE,
+    VERSION,
+    settings,
+    shared_options,
 )
+from cli.output import echo, emit_json
+
+
+def fleet_options(command):
+    """``--glob`` and ``--list``: which databases form the fleet."""
+    command = click.option("--list", "lists", multiple=True, metavar="FILE",
+                           help="A file naming one database a line (a path or a URL; # starts a comment). "
+                                "Repeatable.")(command)
+    command = click.option("--glob", "globs", multiple=True, metavar="PATTERN",
+                           help="Databases matching PATTERN, relative to this folder (~ expanded, ** recursive; "
+                                "quote it). Repeatable. Default: fleet = [...] in the config file.")(command)
+    return command
+
+
+def discover_members(globs: tuple[str, ...], lists: tuple[str, ...]):
+    from planner.fleet.members import discover
+
+    configured = settings().config.get("fleet") or () if not (globs or lists) else ()
+    return discover(globs=globs, lists=lists, configured=configured, order=_given_order(globs, lists))
+
+
+#: Where ``FleetGroup`` leaves the ``--glob``/``--list`` values in the order they were given.
+_ORDER = "apm.fleet.sources"
+
+
+class FleetGroup(click.Group):
+    """``apm fleet``: remembers the order of ``--glob`` and ``--list`` on its command's line.
+
+    click hands each option its values apart, so ``--list a.txt --glob 'p/*'``
+    would reach the library as "globs, then lists"; the first spelling of a
+    database given twice (a symlink, ``./a`` and ``a``) is the one its row
+    shows, and that must be the first one the user gave.
+    """
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name, command, rest = super().resolve_command(ctx, args)
+        ctx.meta[_ORDER] = _scan_sources(rest)
+        return name, command, rest
+
+
+def _scan_sources(args: list[str]) -> list[tuple[str, str]]:
+    found = []
+    tokens = iter(args)
+    for token in tokens:
+        if token == "--":
+            break
+        for kind in ("glob", "list"):
+            if token == f"--{kind}":
+                value = next(tokens, None)
+                if value is not None:
+                    found.append((kind, value))
+            elif token.startswith(f"--{kind}="):
+                found.append((kind, token.split("=", 1)[1]))
+    return found
+
+
+def _given_order(globs: tuple[str, ...], lists: tuple[str, ...]) -> list[tuple[str, str]] | None:
+    """The command line's order of ``globs`` and ``lists``; ``None`` (globs first) when it cannot be told."""
+    context = click.get_current_context(silent=True)
+    order = context.meta.get(_ORDER) if context is not None else None
+    if order is None:
+        return None
+    wanted = sorted([("glob", g) for g in globs] + [("list", str(item)) for item in lists])
+    return order if sorted(order) == wanted else None  # a value the scan misread: the options decide
+
+
+def load_fleet_catalog():
+    from cli.running import load_catalog
+
+    return load_catalog()
+
+
+def jobs_of(jobs: int | None) -> int:
+    """``--jobs`` or the number of cores this process may use."""
+    if jobs:
+        return jobs
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def table(rows: list[list], headers: list[str]) -> str:
+    """tabulate's ``simple`` layout, written directly: a thousand rows through tabulate cost more than reading
+    a thousand ledgers (docs/performance.md)."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in cells)])
+
+
+# --------------------------------------------------------------------------
+# apm fleet plan
+
+
+def request_options(command):
+    """What ``apm migrate`` takes to choose a plan: ``--target``, ``--to``, ``--rollback V --cascade``."""
+    for option in reversed([
+        click.option("--target", type=VERSION, help="Apply only VERSION and the migrations it needs."),
+        click.option("--to", "to", type=STATE, help="Bring each database to VERSION's state (both ways; `base`)."),
+        click.option("--rollback", type=VERSION, help="Roll back VERSION where it is applied."),
+        click.option("--cascade", is_flag=True, help="With --rollback: roll back the applied dependents first."),
+        click.option("--sql", is_flag=True, help="Also show the SQL each step ran (`fleet plan`: rehearses the plan to see it)."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON document (see docs/commands.md)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def check_request(target, to, rollback, cascade) -> None:
+    if cascade and rollback is None:
+        raise click.UsageError("--cascade only makes sense with --rollback VERSION")
+    if sum(v is not None for v in (target, rollback, to)) > 1:
+        raise click.UsageError("--target, --rollback and --to cannot be used together; choose one")
+
+
+def make_request(*, target=None, to=None, rollback=None, cascade=False, dry_run=False, sql=False, yes=False,
+                 backup=True):
+    """The request every database runs, as `apm migrate` makes its own (``cli.running.request_for``)."""
+    from cli.running import request_for
+
+    return request_for(target=target, to=to, rollback=rollback, cascade=cascade, dry_run=dry_run, sql=sql, yes=yes,
+                       backup=backup)
 
 
 @click.group("fleet", cls=FleetGroup)
@@ -149,12 +284,11 @@ def plan_command(ctx: click.Context, globs, lists, target, to, rollback, cascade
     catalog = load_fleet_catalog()
     request = make_request(target=target, to=to, rollback=rollback, cascade=cascade, dry_run=True, sql=sql)
     if rehearse or sql:
-        from cli.fleet_run import rehearse as rehearse_plans
 
         rehearse_plans(ctx, catalog, request, members, jobs=jobs_of(jobs), as_json=as_json)
         return
     from planner.errors import MigrationError, NotApplied, PlanError
-    from planner.fleet.ledgers import Unreadable, read_ledger
+    from planner.fleet.status import Unreadable, read_ledger
 
     rows: list[tuple[Any, list[tuple[str, str, str]] | None, str | None]] = []  # (member, its steps, why not)
     refused: set = set()  # the members whose plan the planner refuses (`apm migrate plan`: exit 4)
@@ -196,3 +330,431 @@ def plan_command(ctx: click.Context, globs, lists, target, to, rollback, cascade
     problems = [m for m, _s, error in rows if error is not None]
     if problems:
         ctx.exit(EXIT_REFUSED if all(m in refused for m in problems) else EXIT_ATTENTION)
+
+
+def rehearse_plans(ctx, catalog, request, members, *, jobs: int, as_json: bool) -> None:
+    from planner.fleet.run import FleetRun
+
+    runner = FleetRun(catalog, request, jobs=jobs, continue_on_error=True)
+    progress = _RunProgress(len(members)) if not as_json and sys.stderr.isatty() else None
+    runner.on_event = progress.event if progress else None
+    result = runner.run(members)
+    if progress:
+        progress.close()
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        for outcome in result.outcomes:
+            _describe_outcome(outcome, show_sql=request.sql)
+        _loss_total(result.outcomes)
+        echo(_summary_line(result))
+    trouble = exit_code(result)
+    if trouble:  # a database that could not be rehearsed: why, before what the others would do
+        ctx.exit(trouble)
+    if any(o.loss for o in result.outcomes):
+        ctx.exit(EXIT_UNCONFIRMED)
+    if any(o.lock_findings for o in result.outcomes):
+        ctx.exit(EXIT_LOCK_RISK)  # as `apm migrate --dry-run`: lock findings not accepted
+
+
+# --------------------------------------------------------------------------
+# apm fleet migrate
+# --------------------------------------------------------------------------
+
+
+@click.command("migrate")
+@shared_options()
+@fleet_options
+@request_options
+@click.option("--dry-run", is_flag=True, help="Run each plan in a transaction, report, roll back (exit 7 on loss).")
+@click.option("--yes", "-y", is_flag=True, help="Confirm plans that destroy data (what they destroy is printed).")
+@click.option("--no-backup", is_flag=True, help="With --rollback or --to: skip each database's backup.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Databases at a time [default: the number of cores].")
+@click.option("--canary", metavar="K|PATTERN",
+              help="Run the first K databases (or those matching PATTERN) alone first; the rest only if all "
+                   "succeeded (0: no canary).")
+@click.option("--continue-on-error", is_flag=True, help="Keep starting databases after one failed.")
+@click.option("--resume", is_flag=True,
+              help="Run only what the last run (its journal) did not finish, with that run's request and options "
+                   "(--yes may be added).")
+@click.option("--journal-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Folder of the run journals [default: .apm-fleet beside the config file, or here].")
+@lock_options()
+@click.pass_context
+def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, cascade, sql, as_json, dry_run, yes,
+                    no_backup, jobs, canary, continue_on_error, resume, journal_dir) -> None:
+    """Apply (or roll back) on every database: N at a time, canaries first, journaled, resumable.
+
+    Each database runs as `apm migrate` runs it: its plan from its own
+    ledger, previewed in one transaction, committed only if it destroys no
+    data or what it destroys is confirmed (--yes, or one answer on a
+    terminal covering exactly what was shown), a backup before a rollback.
+    After a failure no further database starts (--continue-on-error). Each
+    outcome is appended to a journal as it ends; --resume runs only what did
+    not succeed. Ctrl-C starts no further database and lets the running
+    ones finish. Lock findings stop a database as they stop `apm migrate`
+    (--allow CODE accepts them; --yes does not); a plan `apm migrate` refuses
+    is `refused`, and stops no other database. Exit 0 when every database
+    succeeded, 11 otherwise (7 when the only reason is a loss not confirmed,
+    4 when it is the planner's refusal, 12 when it is lock findings).
+    """
+    from planner.fleet import run as journals
+    from planner.fleet.run import FleetRun, canaries
+
+    check_request(target, to, rollback, cascade)
+    folder = Path(journal_dir) if journal_dir else _journal_folder()
+    catalog = load_fleet_catalog()
+    past = None
+    if resume:
+        given = [name for name, value in (("--target", target), ("--to", to), ("--rollback", rollback),
+                                          ("--cascade", cascade), ("--no-backup", no_backup), ("--dry-run", dry_run),
+                                          ("--sql", sql), ("--jobs", jobs), ("--canary", canary))
+                 if value not in (None, False)]
+        given += [source.removeprefix("option ") for name, source in settings().sources.items()
+                  if source.startswith("option ") and name in _RECORDED]
+        if given:
+            raise click.UsageError(f"--resume repeats the request the journal recorded; give no {', '.join(given)} "
+                                   f"with it (only --yes and --continue-on-error may be added)")
+        past = journals.read(journals.newest(folder))
+        recorded = past.header.get("request", {})
+        target, to, rollback = recorded.get("target"), recorded.get("to"), recorded.get("rollback")
+        cascade, no_backup = bool(recorded.get("cascade")), not recorded.get("backup", True)
+        yes, sql = yes or bool(recorded.get("yes")), bool(recorded.get("sql"))
+        run = past.header.get("options", {})
+        # --continue-on-error may be added: without it, a database that fails every time would stop every resume.
+        jobs, canary = run.get("jobs"), run.get("canary")
+        continue_on_error = continue_on_error or bool(run.get("continue_on_error"))
+        _restore_settings(recorded)
+        members = _resumed_members(past, globs, lists)
+    else:
+        members = discover_members(globs, lists)
+    request = make_request(target=target, to=to, rollback=rollback, cascade=cascade, dry_run=dry_run, sql=sql,
+                           yes=yes, backup=not no_backup)
+    jobs = jobs_of(jobs)
+    if dry_run:
+        rehearse_plans(ctx, catalog, request, members, jobs=jobs, as_json=as_json)
+        return
+    if canary is not None and not canary.strip():  # an empty value (a script's unset variable) is never "no canary"
+        raise click.UsageError("--canary is empty; give a number of databases (0: no canary) or a pattern")
+    first = canaries(members, canary)
+    if canary and not first and not canary.isdigit():  # --canary 0: no canary phase
+        raise click.UsageError(f"--canary {canary!r} names no database of the fleet")
+    if past is not None:
+        journal = journals.Journal(past.path)
+        journal.write({"type": "resume", "at": journals._now(), "skipping": len(past.succeeded()),
+                       "members": len(members)})
+    else:
+        before = journals.runs(folder)
+        journal = journals.Journal.start(folder, {"request": request.to_json(), "catalog": str(catalog.directory),
+                                                  "options": {"jobs": jobs, "canary": canary,
+                                                              "continue_on_error": continue_on_error},
+                                                  "members": [_journal_member(m) for m in members]})
+        journals.prune(folder, spare=before[-1] if before else None)
+    runner = FleetRun(catalog, request, jobs=jobs, continue_on_error=continue_on_error, journal=journal,
+                      confirm=None if (yes or as_json or not _stdin_is_terminal()) else _confirm_loss)
+    progress = _RunProgress(len(members)) if not as_json and sys.stderr.isatty() else None
+    runner.on_event = progress.event if progress else (None if as_json else _line_per_database)
+    try:
+        with _stopping_on_interrupt(runner):
+            result = runner.run(members, canary=first)
+    finally:
+        if progress:
+            progress.close()
+        journal.close(interrupted=runner.interrupted)
+    # A new run in which every database had nothing to do leaves nothing to resume or to read: no journal.
+    kept = past is not None or runner.interrupted or not journals.idle([o.outcome for o in result.outcomes],
+                                                                       len(members))
+    if not kept:
+        journal.discard()
+    resume_hint = "apm fleet migrate --resume" + (f" --journal-dir {_quote(str(folder))}" if journal_dir else "")
+    if as_json:
+        emit_json({**result.to_json(), "journal": str(journal.path) if kept else None})
+    else:
+        _report(result, request, resume_hint)
+        echo(f"Journal: {journal.path}" if kept else "Journal: none kept (every database had nothing to do)")
+    if result.interrupted:
+        from cli.errors import CommandError
+
+        raise CommandError(f"interrupted: no further database was started; the running ones finished and are "
+                           f"recorded. Run `{resume_hint}` to finish", 130)
+    ctx.exit(exit_code(result))
+
+
+def exit_code(result) -> int:
+    """0 when every database succeeded (or was rehearsed); when every one that did not has the same one problem,
+    the code `apm migrate` gives it: 7 it only lacks a confirmation, 4 the planner refused it (a rollback
+    through a migration without a downgrade...), 12 lock findings stopped it; 11 otherwise (a failure, a
+    database not started, or different problems: commands.md)."""
+    trouble = [o for o in result.outcomes if not (o.succeeded or o.outcome == "rehearsed")]
+    if not trouble:
+        return 0
+    if all(o.unconfirmed for o in trouble):
+        return EXIT_UNCONFIRMED
+    if all(o.plan_refused for o in trouble):
+        return EXIT_REFUSED
+    if all(o.outcome == "refused" and o.lock_findings for o in trouble):
+        return EXIT_LOCK_RISK
+    return EXIT_ATTENTION
+
+
+#: The settings a journal records with the request: given again with --resume, they conflict with it.
+_RECORDED = ("busy_timeout", "lock_timeout", "statement_timeout", "lock_retries", "allow")
+
+
+def _restore_settings(recorded: dict) -> None:
+    """The journal's busy timeout and lock options, as if given again (``make_request`` reads the settings)."""
+    options = settings()
+    if recorded.get("busy_timeout") is not None:
+        options.busy_timeout = recorded["busy_timeout"]
+    for name in ("lock_timeout", "statement_timeout", "lock_retries"):
+        if recorded.get(name) is not None:
+            setattr(options, f"{name}_option", recorded[name])
+    if recorded.get("allow"):
+        options.allow_option = tuple(recorded["allow"])
+
+
+def _journal_folder() -> Path:
+    from planner.fleet.run import FOLDER
+
+    config = settings().config
+    return (config.path.parent if config.path is not None else Path.cwd()) / FOLDER
+
+
+def _journal_member(candidate) -> dict:
+    """A member as the journal keeps it: never a password."""
+    from planner.urls import without_password
+
+    return {"db": candidate.display, "key": candidate.key,
+            "open": without_password(candidate.db) if candidate.on_server else candidate.real}
+
+
+def _resumed_members(past, globs, lists) -> list:
+    """The members of the journal's run that did not succeed; from --glob/--list when given (passwords)."""
+    from planner.fleet.members import member
+
+    done = past.succeeded()
+    if globs or lists or settings().config.get("fleet"):
+        wanted = {m["key"] for m in past.header.get("members", [])}
+        candidates = [m for m in discover_members(globs, lists) if m.key in wanted]
+    else:
+        from dataclasses import replace
+
+        recorded = past.header.get("members", [])  # a file keeps the spelling it was given
+        candidates = [replace(found, db=m["db"]) if not found.on_server else found
+                      for m in recorded for found in [member(m["open"])]]
+    return [m for m in candidates if m.key not in done]
+
+
+def _stdin_is_terminal() -> bool:
+    from cli.running import stdin_is_terminal
+
+    return stdin_is_terminal()
+
+
+def _confirm_loss(outcomes) -> bool:
+    """One question for every database whose plan destroys data: each one's loss, then the total."""
+    from cli.output import confirm
+
+    echo(f"These plans destroy data ({len(outcomes)} database(s)):", fg="yellow", err=True)
+    for outcome in outcomes:
+        echo(f"  {outcome.member.display}:", err=True)
+        for line in outcome.loss:
+            echo(f"    {line}", err=True)
+    echo(f"  in total: {sum(o.lost for o in outcomes)} row(s) or value(s) in {len(outcomes)} database(s)", err=True)
+    return confirm("Proceed on these databases?")
+
+
+class _stopping_on_interrupt:
+    """Ctrl-C (or SIGTERM) during a fleet run: start no further database, let the running ones finish.
+
+    With ``--jobs 1`` a second Ctrl-C interrupts the database running in this process (its open
+    transaction is rolled back); with workers, the command keeps waiting: a worker ignores Ctrl-C and
+    finishing its database is what keeps that database's record.
+    """
+
+    def __init__(self, runner) -> None:
+        self.runner = runner
+        self.previous: dict = {}
+
+    def __enter__(self):
+        import signal
+
+        alone = self.runner.jobs == 1
+
+        def handler(signum, frame):
+            if self.runner.interrupted and alone:
+                from planner.errors import Interrupted
+
+                raise Interrupted(signum)  # the step running here is rolled back
+            if self.runner.interrupted:
+                click.echo("\nStill waiting for the running databases: each is one transaction in its own "
+                           "process, and finishing it is what keeps its record", err=True)
+                return
+            self.runner.stop()
+            click.echo("\nStopping: no further database will be started; the running ones finish"
+                       + (" (Ctrl-C again to interrupt it: its open transaction is rolled back)" if alone else ""),
+                       err=True)
+
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, handler)
+        except ValueError:  # not the main thread
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        return False
+
+
+def _line_per_database(event) -> None:
+    """Without a terminal: one line per database as it ends (a log reads well)."""
+    from planner.fleet.run import MemberFinished
+
+    if isinstance(event, MemberFinished):
+        _describe_outcome(event.outcome, show_sql=False, brief=True)
+
+
+def _describe_outcome(outcome, *, show_sql: bool, brief: bool = False) -> None:
+    from cli.output import duration
+
+    steps = ", ".join(("" if s.get("direction", "apply") == "apply" or outcome.outcome == "rolled back" else
+                       "roll back ") + s["version"] for s in outcome.steps if s.get("status") != "skipped")
+    line = f"{outcome.member.display}: {outcome.outcome}" + (f" {steps}" if steps else "")
+    if outcome.error:
+        line += f": {outcome.error}"
+    elif outcome.duration_ms and outcome.outcome != "nothing to do":
+        line += f" ({duration(outcome.duration_ms)})"
+    echo(line, fg="yellow" if outcome.outcome in ("failed", "skipped", "refused") else None)
+    if brief:
+        return
+    for loss in outcome.loss:
+        echo(f"  {loss}", fg="yellow")
+    for finding in outcome.lock_findings:
+        echo(f"  lock finding that stops this plan: {finding}", fg="yellow")
+    if show_sql:
+        for step, statements in outcome.sql.items():
+            echo(f"  -- {step}: the SQL it ran")
+            for statement in statements:
+                echo("    " + " ".join(statement.split()).rstrip(";") + ";")
+
+
+def _loss_total(outcomes) -> None:
+    losing = [o for o in outcomes if o.loss]
+    if losing:
+        echo(f"In total: {len(losing)} database(s) would lose data ({sum(o.lost for o in losing)} row(s) or "
+             f"value(s)).", fg="yellow")
+    else:
+        echo("No plan loses data.")
+
+
+def _summary_line(result) -> str:
+    return ", ".join(f"{count} {outcome}" for outcome, count in result.summary().items()) or "no databases"
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def retry_command(outcome, request) -> str:
+    """The exact command that runs this one database alone, as `apm migrate` (no password in it)."""
+    from planner.urls import without_password
+
+    candidate = outcome.member
+    options = settings()
+    parts = ["apm"]
+    if options.migrations_dir is not None:
+        parts += ["--migrations-dir", _quote(str(options.migrations_dir))]
+    parts += ["migrate", "--db", _quote(without_password(candidate.real) if candidate.on_server else candidate.db)]
+    if candidate.schema or (candidate.on_server and options.ledger_schema_option):
+        parts += ["--ledger-schema", _quote(candidate.schema or options.ledger_schema)]
+    parts += [_quote(flag) for flag in _flags(request)]
+    if outcome.unconfirmed:
+        parts.append("--yes")
+    return " ".join(parts)
+
+
+def _flags(request) -> list[str]:
+    """The fleet's request as ``apm migrate`` options, for the command that retries one database alone."""
+    flags: list[str] = []
+    if request.to is not None:
+        flags += ["--to", request.to]
+    elif request.rollback is not None:
+        flags += ["--rollback", request.rollback] + (["--cascade"] if request.cascade else [])
+    elif request.target is not None:
+        flags += ["--target", request.target]
+    if not request.backup:
+        flags.append("--no-backup")
+    for code in request.lock_policy.allowed if request.lock_policy else ():
+        flags += ["--allow", code]
+    return flags
+
+
+def _report(result, request, resume_hint: str) -> None:
+    for outcome in result.outcomes if request.sql else ():
+        if outcome.sql:
+            echo(f"{outcome.member.display}: the SQL it ran")
+            for step, statements in outcome.sql.items():
+                echo(f"  -- {step}")
+                for statement in statements:
+                    echo("    " + " ".join(statement.split()).rstrip(";") + ";")
+    for outcome in result.outcomes:
+        if outcome.destroyed:  # as `apm migrate --yes` says it, on stderr (--json keeps it in "destroyed")
+            echo(f"{outcome.member.display}: this run destroyed data, as confirmed:", fg="yellow", err=True)
+            for line in outcome.destroyed:
+                echo(f"  {line}", err=True)
+    echo(_summary_line(result))
+    if result.stopped and not result.interrupted:
+        from planner.fleet.run import STOPPED_BY_FAILURE
+
+        hint = " (--continue-on-error runs them all)" if result.stopped.endswith(STOPPED_BY_FAILURE) else ""
+        echo(f"Stopped: {result.stopped}{hint}", fg="yellow")
+    trouble = [o for o in result.outcomes if o.outcome in ("failed", "skipped", "refused")]
+    if trouble:
+        echo()
+        echo(table([[o.member.display, o.outcome, o.error or "", retry_command(o, request)] for o in trouble],
+                   ["database", "outcome", "error", "retry alone with"]))
+    if any(o.lock_findings for o in trouble):
+        echo("Lock findings: accept them with allow = [\"code\"] in the migration or --allow CODE (--yes does not), "
+             "or change the migration (docs/locks.md)", fg="yellow")
+    if any(o.outcome == "not started" for o in result.outcomes):
+        echo(f"Not started: {sum(o.outcome == 'not started' for o in result.outcomes)} database(s); "
+             f"`{resume_hint}` runs what did not succeed")
+
+
+class _RunProgress:
+    """On a terminal: ``done 12, failed 1, running 2 of 50: a.db, b.db``, rewritten in place on stderr."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.failed, self.refused = total, 0, 0, 0
+        self.running: list[str] = []
+
+    def event(self, event) -> None:
+        from planner.fleet.run import MemberFinished, MemberStarted
+
+        if isinstance(event, MemberStarted):
+            self.running.append(event.member.display)
+        elif isinstance(event, MemberFinished):
+            name = event.outcome.member.display
+            if name in self.running:
+                self.running.remove(name)
+            self.done += 1
+            self.failed += event.outcome.outcome == "failed"
+            self.refused += event.outcome.outcome == "refused"
+            if event.outcome.outcome in ("failed", "skipped", "refused"):
+                click.echo("\r\033[K", nl=False, err=True)
+                echo(f"{name}: {event.outcome.outcome}: {event.outcome.error}", fg="yellow", err=True)
+        flight = ", ".join(self.running[:3]) + (" ..." if len(self.running) > 3 else "")
+        refused = f", refused {self.refused}" if self.refused else ""
+        click.echo(f"\r\033[Kdone {self.done}, failed {self.failed}{refused}, running {len(self.running)} of "
+                   f"{self.total}"
+                   + (f": {flight}" if flight else ""), nl=False, err=True)
+
+    def close(self) -> None:
+        click.echo("\r\033[K", nl=False, err=True)

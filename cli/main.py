@@ -92,15 +92,15 @@ def apm(ctx: click.Context) -> None:
 #: ``apm migrate`` imports none of the others' modules (start-up time: each pulls in planner modules).
 _MIGRATE_COMMANDS = {
     "plan": ("cli.migrate", "plan_command"),
-    "graph": ("cli.diagrams", "graph_command"),
-    "docs": ("cli.diagrams", "docs_command"),
+    "graph": ("cli.authoring", "graph_command"),
+    "docs": ("cli.authoring", "docs_command"),
     "new": ("cli.authoring", "new_command"),
     "check": ("cli.safety", "check_command"),
     "doctor": ("cli.safety", "doctor_command"),
-    "backups": ("cli.backups", "backups_command"),
-    "restore": ("cli.backups", "restore_command"),
-    "squash": ("cli.squashing", "squash_command"),
-    "drift": ("cli.drift", "drift_command"),
+    "backups": ("cli.safety", "backups_command"),
+    "restore": ("cli.safety", "restore_command"),
+    "squash": ("cli.authoring", "squash_command"),
+    "drift": ("cli.safety", "drift_command"),
 }
 _COMMANDS = {
     "status": ("cli.status", "status"),
@@ -119,7 +119,7 @@ def _migrate() -> click.Command:
 
 def _fleet() -> click.Command:
     from cli.fleet import fleet
-    from cli.fleet_run import migrate_command
+    from cli.fleet import migrate_command
 
     fleet.add_command(migrate_command)
     return fleet

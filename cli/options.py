@@ -10,6 +10,16 @@ Below both comes the configuration file (``cli/config.py``), then the
 built-in default. ``Settings`` reads the file only when a command first asks
 for a setting that neither an option nor the environment gave, so
 ``apm --help`` never looks for it.
+
+Where a command that writes files may write them: a project's catalog, never an installed package.
+
+``apm migrate new``, ``squash``, ``check --fix`` and ``docs`` write into the
+migrations folder. Without a named folder that is APM's shipped catalog,
+which a wheel installs inside ``site-packages``: a file written there is lost
+at the next upgrade, changes every other project's default catalog on the
+machine, and is not the user's project at all. So these commands need a
+catalog named by an option, an ``APM_*`` variable or the config file, and
+refuse any path inside an installed package, named or not.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import os
 from pathlib import Path
 
 import click
+
 
 DEFAULT_DB = Path(".aipm/data/aipm.db")
 DEFAULT_BUSY_TIMEOUT = 30.0  # sqlite.database's default too; not imported from there, to keep start-up light
@@ -103,7 +114,7 @@ class Settings:
         #: PostgreSQL only: --ledger-schema and --backup-dir, when an option or the environment gave them.
         self.ledger_schema_option: str | None = None
         self.backup_dir_option: Path | None = None
-        #: The lock options of a run (``cli.locking``): --lock-timeout, --statement-timeout (seconds), --lock-retries,
+        #: The lock options of a run (``cli.running``): --lock-timeout, --statement-timeout (seconds), --lock-retries,
         #: --allow; ``None`` (or empty) when not given.
         self.lock_timeout_option: float | None = None
         self.statement_timeout_option: float | None = None
@@ -184,13 +195,13 @@ class Settings:
     def engine(self):
         """The database as an ``planner.engines.Engine`` (made once per command)."""
         if self._engine is None:
-            from planner import waiting
+            from planner import events as waiting
             from planner.engines import engine_for
 
             self._engine = engine_for(self.db_url or self.db_path, busy_timeout=self.busy_timeout,
                                       ledger_schema=self.ledger_schema, backup_dir=self.backup_dir)
             waiting.listen(_tell_waiting)
-            for hook in ENGINE_HOOKS:  # cli.locking: PostgreSQL's lock_timeout, statement_timeout, retries
+            for hook in ENGINE_HOOKS:  # cli.running: PostgreSQL's lock_timeout, statement_timeout, retries
                 hook(self, self._engine)
         return self._engine
 
@@ -266,7 +277,7 @@ class Settings:
 
 
 def _tell_waiting(database: str, limit: float) -> None:
-    """A wait for another process's lock, said once it lasts (``planner.waiting``), on stderr."""
+    """A wait for another process's lock, said once it lasts (``planner.events``), on stderr."""
     click.echo(f"Waiting for {database}: another process holds its lock (up to {limit:g} s; --busy-timeout)",
                err=True)
 
@@ -430,3 +441,52 @@ def settings() -> Settings:
 def use_color() -> bool | None:
     """Colour only on a terminal, never when NO_COLOR is set (https://no-color.org)."""
     return False if os.environ.get("NO_COLOR") else None
+
+
+#: How to name a project's catalog, for every refusal below.
+NAME_ONE = ("name your project's folder with --migrations-dir DIR, the APM_MIGRATIONS_DIR variable, "
+            "or migrations_dir = \"DIR\" in apm.toml")
+
+
+def installed_package_roots() -> list[Path]:
+    """The folders Python installs packages into (site-packages, dist-packages, the user's), resolved."""
+    import site
+    import sysconfig
+
+    roots = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
+    roots.update(getattr(site, "getsitepackages", list)())
+    user = getattr(site, "getusersitepackages", lambda: None)()
+    if user:
+        roots.add(user)
+    return [Path(root).resolve() for root in sorted(roots)]
+
+
+def inside_installed_package(path: Path) -> bool:
+    """Whether ``path`` (which may not exist yet) lies inside a folder Python installs packages into."""
+    resolved = Path(path).resolve()
+    return any(resolved == root or root in resolved.parents for root in installed_package_roots())
+
+
+def catalog_to_write(what: str) -> Path:
+    """The catalog ``what`` (e.g. ``apm migrate new``) may write into, or a usage error (exit 2) saying how to name one.
+
+    The default catalog is APM's shipped one: never a place to write, even in
+    an editable checkout, because the same command run anywhere else would
+    write into site-packages.
+    """
+    pass
+
+    options = settings()
+    named = options.migrations_dir if options.migrations_dir is not None else options.config.get("migrations_dir")
+    if named is None:
+        raise click.UsageError(f"{what} writes into a project's migrations folder, and none is named (the default is "
+                               f"APM's installed catalog, which is never written); {NAME_ONE}")
+    refuse_installed(named, what)
+    return named
+
+
+def refuse_installed(path: Path, what: str) -> None:
+    """A usage error (exit 2) when ``path`` is inside an installed package; nothing has been written."""
+    if inside_installed_package(path):
+        raise click.UsageError(f"{what} would write into {path}, inside an installed package; nothing was "
+                               f"written. {NAME_ONE[0].upper()}{NAME_ONE[1:]}")

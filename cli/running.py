@@ -6,6 +6,17 @@ made and refused first (``run_request``), the library runs it and returns one
 ``RunOutcome`` (``planner.request.run``; each fleet database takes the same
 call), and this module tells it: lines or JSON, the advice for what stopped
 it, or the question a person answers before the library is called again.
+
+The lock options of a run (``--lock-timeout``, ``--statement-timeout``, ``--lock-retries``, ``--allow``).
+
+Each option stores into the command's ``Settings`` (as the shared options
+do), so the commands' own signatures stay as they are; ``lock_settings``
+resolves them against the configuration file (``lock_timeout``,
+``statement_timeout``, ``lock_retries``) and the defaults of
+``planner.locks``. SQLite has no lock timeout of this kind: its writer
+waits ``--busy-timeout`` for the write lock, and in WAL mode its readers
+never wait for a writer, so these settings are not used there
+(docs/locks.md).
 """
 
 from __future__ import annotations
@@ -13,14 +24,12 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from cli.errors import CommandError
-from cli.options import EXIT_LOCK_RISK, EXIT_UNCONFIRMED, settings
-from cli.output import confirm, duration, echo, emit_json, plan_json, printed_lines
-from cli.progress import Progress
+import click
 
-# --------------------------------------------------------------------------
-# Library calls, kept in one place so every command resolves things the same way.
-# --------------------------------------------------------------------------
+from cli import errors as advice
+from cli.errors import CommandError
+from cli.options import ENGINE_HOOKS, EXIT_LOCK_RISK, EXIT_UNCONFIRMED, Settings, settings
+from cli.output import Progress, confirm, duration, echo, emit_json, plan_json, printed_lines
 
 
 def load_catalog():
@@ -29,11 +38,9 @@ def load_catalog():
     return load(settings().catalog_dir)
 
 
-
 def ledger_entries() -> dict:
     """What the ledger records, read without creating the database or its tables (either engine)."""
     return settings().engine.applied()
-
 
 
 def require_database() -> None:
@@ -49,7 +56,6 @@ def require_database() -> None:
 def request_for(*, target=None, to=None, rollback=None, cascade=False, dry_run=False, sql=False, yes=False,
                 backup=True, previewed=True, atomic=False):
     """The ``Request`` of a run, with the lock settings and policy of this command (options, config, defaults)."""
-    from cli.locking import lock_policy, lock_settings
     from planner.request import Request
 
     options = settings()
@@ -144,9 +150,8 @@ def run_plan(catalog, plan, request, *, as_json: bool):
 
 def _answer(plan, outcome, as_json: bool, confirmed, locks_accepted) -> tuple[list[str] | None, list[str]]:
     """Why the run stopped, told as the command's error; or, on a terminal, a person's answer to run it again."""
-    from cli import advice
+    from cli import errors as advice
     from cli.errors import exit_code_for
-    from cli.locking import lock_refusal
     from planner import request as requests
 
     verb_done = _past(plan)
@@ -416,7 +421,6 @@ def _past(plan) -> str:
     return "applied" if plan.direction == "apply" else "rolled back" if plan.direction == "rollback" else "done"
 
 
-
 def interrupted_summary(plan, atomic: bool = False, running=None) -> str:
     """What an interrupted run left, read back from the ledger (exact even if Ctrl-C came right after a COMMIT).
 
@@ -442,7 +446,6 @@ def interrupted_summary(plan, atomic: bool = False, running=None) -> str:
                 f"False), so what it did before the stop stays: `apm migrate doctor` shows it and what to check, "
                 f"then run `{again}`")
     return f"interrupted: {state}; the database is consistent. Run `{again}` to finish"
-
 
 
 def report_preview(preview, plan, *, as_json: bool, sql: bool, title: str = "Dry run") -> None:
@@ -483,23 +486,20 @@ def report_preview(preview, plan, *, as_json: bool, sql: bool, title: str = "Dry
              fg="yellow" if preview.loses_data else None)
 
 
-
 def stdin_is_terminal() -> bool:
     """Whether a person can answer a question (tests replace this to play one)."""
     return sys.stdin.isatty()
 
 
-
 def warn_about_edited_files(catalog, entries: dict) -> None:
     """One stderr line per applied migration whose file changed since it was applied (`check --strict` fails)."""
-    from planner.drift import CHANGED, file_states
+    from planner.lint import CHANGED, file_states
 
     for version, state in file_states(catalog, entries).items():
         if state == CHANGED:
             migration = catalog.get(version)
             echo(f"Warning: {migration.path.name} changed since {migration.version} was applied; the database "
                  f"holds what the old text did (see `apm migrate check`)", fg="yellow", err=True)
-
 
 
 def warn_about_missing_files(catalog, entries: dict) -> None:
@@ -519,3 +519,217 @@ def warn_about_missing_files(catalog, entries: dict) -> None:
         else:
             echo(f"Warning: schema_migrations holds {version!r}, which is not a version, so no file can match it "
                  f"(see `apm migrate check`)", fg="yellow", err=True)
+
+
+class DurationType(click.ParamType):
+    """``300ms``, ``5s``, ``2min``, ``1h``; ``0`` or ``off`` for no limit (a bare number is refused)."""
+
+    name = "DURATION"
+
+    def convert(self, value, param, ctx):
+        from planner.locks import parse_duration
+
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = DurationType()
+
+
+def _store(name: str):
+    def callback(ctx: click.Context, param: click.Parameter, value):
+        if value is not None and value != ():
+            settings = ctx.ensure_object(Settings)
+            if name == "allow":
+                value = tuple(getattr(settings, "allow_option", ()) or ()) + tuple(value)
+            setattr(settings, f"{name}_option", value)
+            settings.sources[name] = f"option {param.opts[0]}"
+        return value
+
+    return callback
+
+
+def _allowed(ctx: click.Context, param: click.Parameter, value):
+    from planner.locks import CODES
+
+    for code in value or ():
+        if code not in CODES:
+            raise click.BadParameter(f"{code!r} is no finding code; the codes are {', '.join(CODES)}")
+    return _store("allow")(ctx, param, value)
+
+
+def lock_options(*, timeouts: bool = True):
+    """The options of a command that runs migrations (``timeouts``), or only checks them (``--allow``)."""
+
+    def decorate(command):
+        options = []
+        if timeouts:
+            options += [
+                click.option("--lock-timeout", type=DURATION, expose_value=False, callback=_store("lock_timeout"),
+                             help="PostgreSQL: how long a step may wait for a lock before it is rolled back and "
+                                  "tried again, e.g. 300ms, 5s; off for no limit [default: 2s; config lock_timeout]."),
+                click.option("--statement-timeout", type=DURATION, expose_value=False,
+                             callback=_store("statement_timeout"),
+                             help="PostgreSQL: the longest a statement of a migration may run [default: off; "
+                                  "config statement_timeout]."),
+                click.option("--lock-retries", type=click.IntRange(0, 100), metavar="N", expose_value=False,
+                             callback=_store("lock_retries"),
+                             help="PostgreSQL: how many times a step that hit the lock timeout is tried again "
+                                  "[default: 3; config lock_retries]."),
+            ]
+        options.append(
+            click.option("--allow", "allow", metavar="CODE", multiple=True, expose_value=False, callback=_allowed,
+                         help="Accept lock findings with this code for this run (repeatable; see docs/locks.md). "
+                              "--yes never accepts them."))
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def lock_settings(settings: Settings):
+    """The run's ``LockSettings``: an option, else the config file, else the default (``planner.locks``)."""
+    from planner.locks import DEFAULT_LOCK_RETRIES, DEFAULT_LOCK_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, LockSettings
+
+    def pick(name: str, default):
+        given = getattr(settings, f"{name}_option", None)
+        if given is not None:
+            return given
+        configured = settings.config.get(name)
+        return configured if configured is not None else default
+
+    return LockSettings(lock_timeout=pick("lock_timeout", DEFAULT_LOCK_TIMEOUT),
+                        statement_timeout=pick("statement_timeout", DEFAULT_STATEMENT_TIMEOUT),
+                        retries=pick("lock_retries", DEFAULT_LOCK_RETRIES))
+
+
+def lock_policy(settings: Settings):
+    """Which lock findings stop a run: the config file's levels and threshold, and the run's ``--allow``."""
+    from planner.locks import DEFAULT_GATE, DEFAULT_LARGE_TABLE_ROWS, LockPolicy
+
+    config = settings.config
+    return LockPolicy(gate=config.get("lock_gate") or DEFAULT_GATE, levels=config.get("lock_levels") or {},
+                      large_table_rows=config.get("large_table_rows") or DEFAULT_LARGE_TABLE_ROWS,
+                      allowed=tuple(getattr(settings, "allow_option", None) or ()))
+
+
+def explain_locks(settings: Settings) -> list[tuple[str, object, str]]:
+    """``apm config``'s rows for the lock keys: (key, value, where it came from), as ``Settings.explain``.
+
+    Durations are shown as the file spells them (``"2s"``, ``"off"``);
+    ``lock_levels`` as a table of code = level. PostgreSQL only: SQLite
+    waits ``busy_timeout`` for its write lock instead.
+    """
+    from planner.locks import (
+        DEFAULT_GATE,
+        DEFAULT_LARGE_TABLE_ROWS,
+        DEFAULT_LOCK_RETRIES,
+        DEFAULT_LOCK_TIMEOUT,
+        DEFAULT_STATEMENT_TIMEOUT,
+        shown_duration,
+    )
+
+    config = settings.config
+    defaults = {"lock_timeout": DEFAULT_LOCK_TIMEOUT, "statement_timeout": DEFAULT_STATEMENT_TIMEOUT,
+                "lock_retries": DEFAULT_LOCK_RETRIES, "lock_gate": DEFAULT_GATE, "lock_levels": {},
+                "large_table_rows": DEFAULT_LARGE_TABLE_ROWS}
+    rows = []
+    for key, default in defaults.items():
+        given = getattr(settings, f"{key}_option", None)
+        if given is not None:
+            value, source = given, settings.sources.get(key, "option")
+        elif config.get(key) is not None:
+            value, source = config.get(key), f"config {config.path}"
+        else:
+            value, source = default, "default (PostgreSQL only)"
+        if key in ("lock_timeout", "statement_timeout"):
+            value = shown_duration(value)
+        rows.append((key, dict(value) if key == "lock_levels" else value, source))
+    return rows
+
+
+def configure(settings: Settings, engine) -> None:
+    """Give a PostgreSQL engine the run's lock settings, and tell each retry on stderr."""
+    if not hasattr(engine, "lock_settings"):  # an engine without lock timeouts (SQLite waits by --busy-timeout)
+        return
+    from planner.engines.postgresql import locks as pg_lock_timeout
+    from planner.locks import shown_duration
+
+    engine.lock_settings = chosen = lock_settings(settings)
+    engine.lock_policy = lock_policy(settings)
+    limit = shown_duration(chosen.lock_timeout)
+
+    def tell(version: str, attempt: int, attempts: int, pause: float, blocker) -> None:
+        held = f"held by {blocker.describe()}" if blocker is not None else "held by another session"
+        click.echo(f"{version}: waited {limit} for a lock {held}; rolled back so nothing queues behind it, trying "
+                   f"again in {pause:.1f} s (attempt {attempt + 1} of {attempts})", err=True)
+
+    pg_lock_timeout.listen(tell)
+
+
+def lock_refusal(lines: list[str], unchanged: str) -> str:
+    return (f"lock findings stop this plan ({'; '.join(lines)}); {unchanged}. Accept them with allow = [\"code\"] "
+            f"in the migration or --allow CODE (--yes does not), or change the migration (docs/locks.md)")
+
+
+def check_locks(catalog_dir, engine, findings: list) -> tuple[list, bool, dict]:
+    """``apm migrate check`` on PostgreSQL: the pending plan previewed and rolled back, for its lock findings.
+
+    The findings are measured, not guessed, so the plan has to run: as
+    ``--dry-run`` runs it, in one transaction under the migration lock,
+    rolled back whatever it finds. Only when there is something to measure:
+    a PostgreSQL database that exists, a catalog and history without errors
+    (a plan that would be refused is not run), and pending migrations.
+    Returns the findings (``scope = "locks"``), whether one gates (exit 12),
+    and what was done, for the output (``previewed``, ``note``).
+    """
+    from cli.errors import CommandError, exit_code_for
+    from planner.errors import CatalogError, PlanError
+    from planner.loader import load_catalog
+    from planner.locks import check_findings, gating
+    from planner.plan import apply_plan, refuse_empty_upgrades
+
+    done: dict = {"previewed": [], "passed_over": [], "note": None}
+    if engine is None or getattr(engine, "name", None) != "postgresql":
+        return [], False, done
+    blocking = [f for f in findings if (f.severity == "error" and f.scope == "catalog") or f.code == "no-database"]
+    if blocking:
+        done["note"] = f"locks not previewed: {blocking[0].code} (only a plan that would run is previewed)"
+        return [], False, done
+    try:
+        catalog = load_catalog(catalog_dir)
+        plan = apply_plan(catalog, engine.applied())
+        refuse_empty_upgrades(plan)
+    except (CatalogError, PlanError) as exc:
+        done["note"] = f"locks not previewed: {advice.message(exc)}"
+        return [], False, done
+    if not plan:
+        done["note"] = "locks: nothing pending, nothing previewed"
+        return [], False, done
+    preview = engine.runner(catalog=catalog).preview(plan, make_plan=lambda ledger: apply_plan(catalog, ledger))
+    if preview.error is not None:
+        raise CommandError(f"{preview.error} (found by check's lock preview: nothing was committed)",
+                           exit_code_for(preview.error)) from preview.error
+    # A step whose statements the preview passed over (VACUUM: it runs only outside a transaction) was not
+    # measured there: counting it as previewed would claim a lock check that did not happen.
+    ran = [s.version for s in preview.steps if s.locks is not None and not s.passed_over]
+    passed = [f"{s.version} `{statement}`" for s in preview.steps if s.locks is not None
+              for statement in s.passed_over]
+    done["previewed"] = ran
+    done["passed_over"] = passed
+    left = f"; passed over (it runs only outside a transaction and changes no schema or data): " \
+        f"{', '.join(passed)}" if passed else ""
+    left += f"; not previewed (transactional = False): {', '.join(preview.not_previewed)}" \
+        if preview.not_previewed else ""
+    of = f" of {len(preview.plan)}" if len(ran) < len(preview.plan) else ""
+    done["note"] = (f"locks: previewed {len(ran)}{of} pending step(s) in one transaction, rolled back "
+                    f"({engine.display} is unchanged){left}")
+    return check_findings(preview.steps), bool(gating(engine.lock_policy, preview.steps)), done
+
+
+ENGINE_HOOKS.append(configure)

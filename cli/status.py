@@ -68,7 +68,7 @@ def status(as_json: bool) -> None:
 
 def _agents_or_none() -> list | None:
     """APM's agents, or ``None`` when the database has no agents table (not APM's, or not migrated yet)."""
-    from planner.agents import read_agents  # here, not at the top: start-up is paid by every command
+    from planner.compat import read_agents  # here, not at the top: start-up is paid by every command
     from planner.errors import NoAgentsTable
 
     try:
@@ -102,7 +102,7 @@ def agents() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the agents as JSON.")
 def agents_list(as_json: bool) -> None:
     """Every agent: role, name, tier, active, metadata."""
-    from planner.agents import read_agents  # here, not at the top: start-up is paid by every command
+    from planner.compat import read_agents  # here, not at the top: start-up is paid by every command
 
     rows = read_agents(settings().engine)
     if as_json:
@@ -126,7 +126,7 @@ def agents_list(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the agent as JSON.")
 def agents_show(role: str, as_json: bool) -> None:
     """One agent, every column."""
-    from planner.agents import read_agents  # here, not at the top: start-up is paid by every command
+    from planner.compat import read_agents  # here, not at the top: start-up is paid by every command
 
     found = read_agents(settings().engine, role)
     if not found:
@@ -171,7 +171,7 @@ def _cell(value: object) -> object:
 @click.pass_context
 def config_command(ctx: click.Context, as_json: bool) -> None:
     """Show each setting, its value, and where it came from (option, environment, file, default)."""
-    from cli.locking import explain_locks
+    from cli.running import explain_locks
 
     resolved = settings()
     rows = resolved.explain() + explain_locks(resolved)

@@ -3,11 +3,18 @@
 The CLI chooses an exit code from the class and formats the message; it never
 parses strings. Each error's ``str()`` is one line that says what is wrong and
 what state the database is in. Advice that names the ``apm`` command or one of
-its options belongs to the command (``cli/advice.py``), built from the fields
+its options belongs to the command (``cli/errors.py``), built from the fields
 here: a program or a fleet using the library never ran ``apm migrate``. The hierarchy lets a caller catch at the
 level it cares about: ``CatalogError`` (the files), ``PlanError`` (the request
 does not fit the graph and the ledger), ``ExecutionError`` (a migration failed
 while running) and ``DatabaseError`` (the database file itself).
+
+What can go wrong with a database engine itself: the driver, the server, the backup tool.
+
+These subclass ``planner.errors.DatabaseError`` (exit 6), so the command's
+error table needs no new row. They live beside the engines rather than in
+``planner/errors.py`` because only the engine layer raises them. Every
+message shows the connection string through ``redact``: never a password.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from planner.urls import DatabaseName, shown
+from planner.urls import DatabaseName, shown, shown as masked
 
 
 def _versions(versions: Iterable[str]) -> str:
@@ -509,7 +516,7 @@ class DatabaseError(MigrationError):
 
     The message is the fact alone: what to do next depends on who asked (a
     one-database command, a fleet, a program), so the command adds its own
-    advice (``cli.advice``). ``database`` names it as a person reads it
+    advice (``cli.errors``). ``database`` names it as a person reads it
     (``planner.urls.shown``): a path, or a URL with its password
     masked; ``None`` when there is none to name.
     """
@@ -973,3 +980,74 @@ class UnreadableJournal(FleetError):
         self.path = path
         self.reason = reason
         super().__init__(f"cannot resume from {path}: {reason}")
+
+
+class DriverMissing(DatabaseError):
+    """A PostgreSQL URL was given, but psycopg (the ``postgres`` extra) is not installed."""
+
+    def __init__(self, shown: str):
+        shown = masked(shown)  # a caller's raw URL never reaches the message
+        super().__init__(
+            f"{shown} is a PostgreSQL database, and the PostgreSQL driver is not installed: "
+            f"pip install 'apm-migrate[postgres]'",
+            database=shown,  # a connection string, redacted, not a file
+        )
+
+
+class DatabaseUnreachable(DatabaseError):
+    """The server refused the connection or could not be reached; nothing was changed."""
+
+    def __init__(self, shown: str, reason: str):
+        shown = masked(shown)  # a caller's raw URL never reaches the message
+        self.reason = reason
+        super().__init__(f"cannot connect to {shown}: {reason}; nothing was changed", database=shown)
+
+
+class DatabaseMissing(DatabaseUnreachable):
+    """The server answered, but the database the URL names does not exist on it (``CREATE DATABASE`` first)."""
+
+
+class ServerError(DatabaseError):
+    """The server failed a statement of the ledger or the lock (not a migration's); nothing was changed."""
+
+    def __init__(self, shown: str, reason: str):
+        shown = masked(shown)  # a caller's raw URL never reaches the message
+        self.reason = reason
+        super().__init__(f"PostgreSQL error on {shown}: {reason}", database=shown)
+
+
+class BackupToolMissing(DatabaseError, FileNotFoundError):
+    """``pg_dump`` (or ``pg_restore``) is not installed, so the backup cannot be written (or restored)."""
+
+    def __init__(self, shown: str, *, tool: str = "pg_dump", task: str = "back up {shown} before rolling back",
+                 advice: str | None = None):
+        shown = masked(shown)  # a caller's raw URL never reaches the message
+        self.tool = tool
+        #: What the caller that wanted the tool lets the user do; ``None`` leaves it to the command.
+        self.advice = advice
+        super().__init__(
+            f"cannot {task.format(shown=shown)}: {tool} is not installed (apt-get install "
+            f"postgresql-client); nothing was changed" + (f". {advice}" if advice else ""), database=shown,
+        )
+
+
+class BackupFailed(DatabaseError):
+    """``pg_dump`` ran and failed; the command that wanted the backup (a rollback, a restore) did not run."""
+
+    def __init__(self, shown: str, reason: str, advice: str | None = None):
+        shown = masked(shown)  # a caller's raw URL never reaches the message
+        self.reason = reason
+        #: What the caller that wanted the dump lets the user do; ``None`` leaves it to the command.
+        self.advice = advice
+        super().__init__(f"pg_dump could not back up {shown}: {reason}; nothing was changed"
+                         + (f". {advice}" if advice else ""), database=shown)
+
+
+class RestoreFailed(DatabaseError):
+    """``pg_restore`` failed; its single transaction rolled back, so the database is as it was."""
+
+    def __init__(self, shown: str, backup: object, reason: str):
+        shown = masked(shown)  # a caller's raw URL never reaches the message
+        self.reason = reason
+        super().__init__(f"pg_restore could not restore {shown} from {backup}: {reason}; the restore ran in one "
+                         f"transaction, so nothing was changed", database=shown)

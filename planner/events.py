@@ -4,11 +4,34 @@ The executor never prints. It hands each event to a callback (or yields it),
 and whoever runs it decides what a person sees: a line per step, a progress
 bar, JSON. Typed events rather than strings (Django's ``"apply_start"``) let a
 caller match on the class and read the fields it needs.
+
+Telling whoever runs the planner that it is waiting for another process's lock.
+
+A runner waits for the database's lock (SQLite's write lock, PostgreSQL's
+advisory lock) for up to ``--busy-timeout``, 30 s by default. Silent, that
+wait looks like a hang. Each engine's wait loop keeps a ``Wait``; once it
+has lasted ``NOTICE_AFTER`` seconds, the listener the command registered is
+told, once per wait. The library never prints: without a listener nothing
+is said.
+
+What a migration prints, kept for the caller instead of written to stdout.
+
+APM's migrations report progress with ``print()`` (emoji included). Written
+straight to stdout, that text would land in the middle of ``--json`` output,
+and the library never prints. So the executor runs migration code (and the
+loader runs a module's top level) with ``sys.stdout`` redirected to a buffer;
+the text travels on the step's event (``StepFinished.output``,
+``StepFailed.output``) and the CLI decides where a person sees it
+(docs/coming-from-apm.md). Only Python-level writes to ``sys.stdout`` are
+caught; a subprocess writing to file descriptor 1 is not.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import io
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -32,7 +55,7 @@ class StepFinished:
     index: int
     total: int
     duration_ms: float
-    #: What the migration printed (``print()``), captured so it never reaches stdout (planner.output_capture).
+    #: What the migration printed (``print()``), captured so it never reaches stdout (planner.events).
     output: str = ""
 
 
@@ -95,3 +118,61 @@ def emit(on_event: Callable[[Event], None] | None, event: Event) -> None:
     """Tell ``on_event`` about ``event``, when anyone listens."""
     if on_event is not None:
         on_event(event)
+
+
+#: Seconds of waiting before the listener is told: shorter waits are ordinary and not worth a line.
+NOTICE_AFTER = 1.0
+
+#: ``listener(database, limit)``: ``database`` as it may be shown (a path, or a URL without its password).
+Listener = Callable[[str, float], None]
+_listener: Listener | None = None
+
+
+def listen(listener: Listener | None) -> None:
+    """Register the one listener (``None``: nobody); the CLI prints a line."""
+    global _listener
+    _listener = listener
+
+
+class Wait:
+    """One wait for a lock; ``tick()`` at each slice of it."""
+
+    def __init__(self, database: str, limit: float):
+        self.database, self.limit = database, limit
+        self.started = time.monotonic()
+        self.told = False
+
+    def tick(self) -> None:
+        if not self.told and _listener is not None and time.monotonic() - self.started >= NOTICE_AFTER:
+            self.told = True
+            _listener(self.database, self.limit)
+
+
+class StepOutput:
+    """The text printed by the migration code run so far, until someone ``take``s it."""
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[None]:
+        """Redirect ``sys.stdout`` for the block; what was printed is kept even when the block raises."""
+        buffer = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(buffer):
+                yield
+        finally:
+            self._parts.append(buffer.getvalue())
+
+    def take(self) -> str:
+        """Everything captured since the last ``take``, then forget it."""
+        text, self._parts = "".join(self._parts), []
+        return text
+
+
+@contextlib.contextmanager
+def quietly() -> Iterator[io.StringIO]:
+    """Capture ``sys.stdout`` into a buffer the caller may read (or drop)."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        yield buffer

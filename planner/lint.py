@@ -20,15 +20,25 @@ whose docstring still describes its original, including the
 ``Dependencies:`` section the loader trusts when there is no ``depends_on``,
 and the generated catalog page and diagrams publish that wrong title.
 Fixing it is one line; letting it merge is how the graph starts lying.
+
+Drift: does each applied migration's file still say what was applied?
+
+The ledger stores the sha256 of a file when it was applied. A file edited
+since then (``changed``) means the database holds what the old text did, not
+what the file now says; a file gone (``missing``) means that version can never
+be rolled back from this catalog. Rows written by the old framework have no
+checksum and are ``unknown`` rather than falsely ``ok``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Set as AbstractSet
+from collections.abc import Mapping, Set as AbstractSet
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TYPE_CHECKING
 
+from planner import versions
+from planner.catalog import Catalog
 from planner.errors import (
     CatalogError,
     CatalogNotFound,
@@ -44,18 +54,11 @@ from planner.errors import (
     UnknownDependency,
     UnreadableMigration,
 )
-from planner import versions
+from planner.findings import ERROR, Finding, INFO, Remedy, WARNING
 from planner.migration import IMPLIED
-
-from planner.findings import ERROR, INFO, WARNING, Finding, Remedy
 
 if TYPE_CHECKING:
     from planner.engines.base import Engine
-
-
-# --------------------------------------------------------------------------
-# The lint
-# --------------------------------------------------------------------------
 
 
 def check_catalog(directory: Path | str, engine: Engine | None = None) -> list[Finding]:
@@ -276,7 +279,6 @@ def missing_file_name(version: str) -> str:
 
 def history_findings(catalog, entries: dict, files: dict[str, Path], unloadable: AbstractSet[str] = frozenset()) -> list[Finding]:
     """Findings for a ledger (``read_ledger``'s mapping) against a catalog; shared with the doctor."""
-    from planner.drift import CHANGED, MISSING, file_states
     from planner.plan import inconsistent_history
 
     by_number = {versions.number(v): p for v, p in files.items()}
@@ -353,3 +355,32 @@ def tolerant_catalog(directory: Path) -> tuple:
     catalog, _ = Catalog.build(directory, migrations, unloadable=unloadable)
     files, _ = migration_files(directory)
     return catalog, files, unloadable
+
+
+OK = "ok"
+CHANGED = "changed"
+MISSING = "missing"
+UNKNOWN = "unknown"
+REPLACED = "replaced"
+
+
+class _Recorded(Protocol):
+    checksum: str | None
+
+
+def file_states(catalog: Catalog, recorded: Mapping[str, _Recorded]) -> dict[str, str]:
+    """For each recorded version: ok, changed, missing (no file), unknown (no checksum recorded) or replaced
+    (a squash ``replaces`` it)."""
+    states: dict[str, str] = {}
+    for version, entry in recorded.items():
+        canonical = catalog.canonical(version)
+        if canonical is None:
+            # A row of a migration that a squash replaces is the squash's, whether its file is still there or not.
+            states[version] = REPLACED if catalog.squash_of(version) is not None else MISSING
+        elif not entry.checksum:
+            states[version] = UNKNOWN
+        elif entry.checksum == catalog.get(canonical).checksum:
+            states[version] = OK
+        else:
+            states[version] = CHANGED
+    return states

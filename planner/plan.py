@@ -28,7 +28,7 @@ from planner.errors import (
     RollbackRefused,
     UnknownAppliedMigration,
 )
-from planner.gcpause import without_collector
+from planner.catalog import without_collector
 from planner.migration import Migration
 
 APPLY: Final = "apply"

@@ -14,6 +14,13 @@ enforcement off before BEGIN and runs ``PRAGMA foreign_key_check`` before
 COMMIT, so this module never sets ``PRAGMA foreign_keys`` and never begins or
 commits. Its work happens inside a SAVEPOINT: a refusal or a failure leaves the
 database exactly as it was before the call.
+
+What a ``rebuild_table`` conversion changes: the values of old columns that do not come back the same.
+
+A preview counts them as overwritten, the way PostgreSQL's preview counts
+an ``ALTER COLUMN ... TYPE ... USING``: a conversion is loss where it
+changes a value (clamping 9 to 5), not where it only renames a column or
+stores the same value under another type (``'1'`` as ``1``).
 """
 
 from __future__ import annotations
@@ -23,11 +30,12 @@ import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
+from planner.engines.sqlite.sql import CreateTable, names, parse_create_table, table_xinfo, tokens as sql_tokens
 from planner.errors import RebuildFailed, RebuildRefused, TableNotFound
-from planner.engines.sqlite.sql import CreateTable, names, parse_create_table, table_xinfo
-from planner.engines.sqlite.sql import tokens as sql_tokens
 from planner.sql import Token, quote_identifier
+
 
 __all__ = ["drop_columns", "rebuild_table", "table_sql"]
 
@@ -222,7 +230,6 @@ def rebuild_table(
         observe = getattr(conn, "observe_rebuild", None)
         if observe is not None:  # say which columns carry over, and as what (a preview reports renames, not loss)
             # Start-up time: a catalog whose migrations import rebuild_table must not load the preview's modules.
-            from planner.conversions import converted_values
             from planner.effects import carried_columns
 
             carried, dropped = carried_columns([c.name for c in new_columns], [c.name for c in old_columns.values()],
@@ -393,3 +400,40 @@ def drop_columns(conn: sqlite3.Connection, table: str, *columns: str) -> None:
         trailing = "\n"  # the last kept line ends in a comment that would swallow the closing parenthesis
     new_sql = old_sql[:start] + definitions + trailing + old_sql[end:]
     rebuild_table(conn, table, new_sql)
+
+
+def converted_values(
+    conn: sqlite3.Connection,
+    table: str,
+    temporary: str,
+    carried: Mapping[str, str],
+    old_columns: Mapping[str, Any],
+    convert: Mapping[str, tuple[str, str]],
+    same_rowids: bool,
+) -> dict[str, int]:
+    """Per old column a ``convert`` rewrites, the values that existed and do not come back the same (clamping 9
+    to 5 changes one; ``CAST(price AS INTEGER)`` changes 19.99, not 20.0), as PostgreSQL's preview counts an
+    ``ALTER COLUMN ... TYPE ... USING``. A conversion that merges several old columns into one is not counted.
+
+    The new value is read from the new table where each row kept its rowid (so the new column's type applies,
+    as it does to what is stored), else the expression is compared on the old table.
+    """
+    pairs = []  # (old column, new column, expression)
+    for key, (name, expression) in convert.items():
+        sources = [old for old, new in carried.items() if new.lower() == key]
+        old = key if key in old_columns else (sources[0].lower() if len(sources) == 1 else None)
+        if old is not None and old in old_columns and old_columns[old].name in carried:
+            pairs.append((old_columns[old].name, name, expression))
+    if not pairs:
+        return {}
+    if same_rowids:
+        sums = [f"COALESCE(SUM(o.{quote_identifier(old)} IS NOT NULL AND o.{quote_identifier(old)} IS NOT "
+                f"n.{quote_identifier(new)}), 0)" for old, new, _ in pairs]
+        sql = (f"SELECT {', '.join(sums)} FROM {quote_identifier(table)} AS o "
+               f"JOIN {quote_identifier(temporary)} AS n ON n.rowid = o.rowid")
+    else:
+        sums = [f"COALESCE(SUM({quote_identifier(old)} IS NOT NULL AND {quote_identifier(old)} IS NOT ({expression})),"
+                f" 0)" for old, _, expression in pairs]
+        sql = f"SELECT {', '.join(sums)} FROM {quote_identifier(table)}"
+    row = conn.execute(sql).fetchone()
+    return {old: int(n) for (old, _, _), n in zip(pairs, row)}

@@ -112,7 +112,7 @@ def create_migration(
     version must exist (``MigrationNotFound``); ``root`` makes a migration
     that depends on nothing. ``recorded`` (the ledger's versions) keeps the
     new number above any version applied somewhere. ``sql`` writes
-    ``migration_<version>_<slug>.sql`` (planner.sql_migration) instead,
+    ``migration_<version>_<slug>.sql`` (planner.loader) instead,
     numbered and wired the same way. Never overwrites a file.
     """
     description = description.strip()
@@ -134,7 +134,7 @@ def create_migration(
 
     version = next_version(catalog, recorded)
     if sql:
-        from planner.sql_migration import sql_migration_source
+        from planner.loader import sql_migration_source
 
         source = sql_migration_source(version, description, [(v, catalog.get(v).description) for v in needs])
         return _write_new(Path(directory) / f"{FILE_PREFIX}{version}_{slug}.sql", source)

@@ -14,8 +14,8 @@ a transaction begins and ends (``transaction``), how the applied set is
 kept fresh (``applied_now``), the connection a migration receives and what
 is checked after it (``connection_for``, ``verify``), and how the rows are
 written (``record``). ``planner.marks`` records a step without running it
-through the same parts. ``planner.engines.sqlite.session`` and
-``planner.engines.postgresql.session`` are the two; nothing here names an engine.
+through the same parts. ``planner.engines.sqlite.runner`` and
+``planner.engines.postgresql.runner`` are the two; nothing here names an engine.
 
 A session is typed against the engine contract (``planner.engines.base``):
 ``Session[driver connection, observer, guarded connection]``, so each
@@ -44,7 +44,7 @@ from planner.errors import (
 from planner.engines.base import ConnectionT, DriverT, Ledger, ObserverT
 from planner.events import Event, Replanned, StepFailed, StepFinished, StepSkipped, StepStarted, emit
 from planner.ledger import APPLY, FAILED, ROLLBACK, SKIPPED, LedgerEntry
-from planner.output_capture import StepOutput
+from planner.events import StepOutput
 from planner.outside import Confirmation, Rehearsal, StatementCheck
 from planner.plan import Plan, Step, refuse_empty_upgrades, step_conflicts
 from planner.preview import Preview, PreviewStep, is_left_out, left_out
@@ -303,7 +303,7 @@ class Session(ABC, Generic[DriverT, ObserverT, ConnectionT]):
         Enough where the engine's lock spans the whole run (PostgreSQL's
         advisory lock): no other runner can be inside the step meanwhile.
         """
-        from planner.nontransactional import STARTED, started_detail
+        from planner.outside import STARTED, started_detail
 
         with self.transaction():
             skipped = self.admit(step)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import write_migration
-from planner.catalog_page import REGENERATE_COMMAND, catalog_page
-from planner.diagram_formats import to_mermaid
+from planner.diagram import REGENERATE_COMMAND, catalog_page
+from planner.diagram import to_mermaid
 from planner.loader import load_catalog
 
 

@@ -1,7 +1,7 @@
 """The command's advice for each library error: the line a person reads is the library's fact plus what to do.
 
 Each expected line is the text the library's error said itself before its
-advice moved to ``cli.advice`` (issue 23): what a person sees did not change,
+advice moved to ``cli.errors`` (issue 23): what a person sees did not change,
 while ``str(error)``, what a program embedding the planner reads, names no
 ``apm`` command and no option.
 """
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from cli.advice import message
+from cli.errors import message
 from planner import errors as E
-from planner.engines import errors as G
-from planner.engines.postgresql.lock_timeout import StepLocked
+from planner import errors as G
+from planner.engines.postgresql.locks import StepLocked
 from planner.locks import LockSettings
 
 d = Path("/tmp")

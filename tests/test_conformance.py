@@ -320,7 +320,7 @@ def test_statements_that_stay_inside_it_are_allowed(engine_name: str, sql: str):
 
 
 def test_the_runner_savepoints_the_guard_protects_are_the_ones_it_opens():
-    from planner.engines.postgresql import drop_guard as pg_drop_guard
+    from planner.engines.postgresql import observe as pg_drop_guard
     from planner.engines.postgresql import step_catalog as pg_step_catalog
     from planner.engines.postgresql.connection import RUNNER_SAVEPOINTS
 

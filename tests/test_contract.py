@@ -270,7 +270,7 @@ def _execute(db: str, *statements: str) -> None:
 
 
 def test_agents_are_read_through_the_engine_in_id_order_and_by_role(database):
-    from planner.agents import read_agents
+    from planner.compat import read_agents
     from planner.engines import engine_for
     from planner.errors import NoAgentsTable
 

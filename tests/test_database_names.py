@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from cli.advice import message
+from cli.errors import message
 from planner import errors as E
 from planner.engines import engine_for
-from planner.engines import errors as G
-from planner.engines.postgresql.lock_timeout import StepLocked
+from planner import errors as G
+from planner.engines.postgresql.locks import StepLocked
 from planner.locks import LockSettings
 
 SECRET = "s3cret-Pw"

@@ -12,10 +12,10 @@ import networkx as nx
 import pytest
 
 from conftest import write_migration
-from planner import diagram_formats
+from planner import diagram as diagram_formats
 from planner.catalog import Catalog
 from planner.diagram import build_diagram, rollback_set
-from planner.diagram_formats import FORMATS, render_image, to_dot, to_json, to_mermaid, to_text
+from planner.diagram import FORMATS, render_image, to_dot, to_json, to_mermaid, to_text
 from planner.errors import (
     GraphvizFailed,
     GraphvizMissing,

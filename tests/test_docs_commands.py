@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from cli.main import apm
 from cli.options import shipped_catalog
-from planner.catalog_page import catalog_page
+from planner.diagram import catalog_page
 from planner.loader import load_catalog
 
 
@@ -72,7 +72,7 @@ def test_graph_to_file_and_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_graph_offers_exactly_the_library_formats() -> None:
-    from cli.diagrams import TEXT_FORMATS
-    from planner.diagram_formats import FORMATS
+    from cli.authoring import TEXT_FORMATS
+    from planner.diagram import FORMATS
 
     assert set(TEXT_FORMATS) == set(FORMATS)

@@ -96,7 +96,7 @@ def test_plan_and_dry_run_say_refused_and_exit_4(tmp_path: Path, catalog: Path) 
 
 
 def test_the_progress_line_counts_refused_databases(capsys) -> None:
-    from cli.fleet_run import _RunProgress
+    from cli.fleet import _RunProgress
     from planner.fleet.members import member
     from planner.fleet.run import MemberFinished, MemberOutcome, MemberStarted
 

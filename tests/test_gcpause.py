@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from planner.catalog import Catalog
-from planner.gcpause import collector_paused, without_collector
+from planner.catalog import collector_paused, without_collector
 from planner.migration import DECLARED, Migration
 from planner.plan import apply_plan, rollback_plan
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.advice import message as command_message
+from cli.errors import message as command_message
 from planner.catalog import Catalog
 from planner.errors import CatalogInvalid, DependencyCycle, MigrationNotFound, SelfDependency, UnknownDependency
 from planner.graph import MigrationGraph

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.advice import message as command_message
+from cli.errors import message as command_message
 from planner.errors import (
     CatalogInvalid,
     CatalogNotFound,
@@ -121,7 +121,7 @@ def test_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(CatalogNotFound) as info:
         load_catalog(tmp_path / "nowhere")
     assert str(tmp_path / "nowhere") in str(info.value)
-    # The library states the fact; the command adds the option to pass (cli.advice).
+    # The library states the fact; the command adds the option to pass (cli.errors).
     assert "--migrations-dir" not in str(info.value) and "does not exist" in str(info.value)
     assert "pass --migrations-dir or set APM_MIGRATIONS_DIR" in command_message(info.value)
     a_file = tmp_path / "migration_0001.py"

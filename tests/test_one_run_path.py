@@ -45,7 +45,7 @@ def _ledger(db: Path) -> list[str]:
 
 def test_a_fleet_databases_confirmation_covers_its_part_and_a_later_loss_is_asked_not_called_a_change(
         catalog_dir: Path, tmp_path: Path):
-    from planner.fleet.member_run import SKIPPED, run_member
+    from planner.fleet.run import SKIPPED, run_member
     from planner.fleet.members import member
     from planner.loader import load_catalog
     from planner.request import Request

@@ -5,7 +5,7 @@ seen before reports DROP or ALTER, and every step of a rollback is one: the
 server parsed and planned the step's catalog reading (5 kB) and the lock
 reading again at each step, over half of a rollback preview's server time.
 The readings are now prepared by name for the preview
-(planner/engines/postgresql/prepared.py). A migration reads
+(planner/engines/postgresql/step_catalog.py). A migration reads
 ``pg_prepared_statements`` (PostgreSQL 14+: how often each ran) to see it.
 """
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.advice import message as command_message
+from cli.errors import message as command_message
 from planner.catalog import Catalog
 from planner.errors import (
     InconsistentHistory,

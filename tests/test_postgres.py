@@ -77,7 +77,7 @@ def test_without_password_leaves_every_password_form_out():
 
 def test_a_url_without_the_driver_is_one_line_naming_the_extra(monkeypatch):
     from planner.engines import engine_for
-    from planner.engines.errors import DriverMissing
+    from planner.errors import DriverMissing
 
     monkeypatch.setitem(sys.modules, "psycopg", None)
     with pytest.raises(DriverMissing, match=r"pip install 'apm-migrate\[postgres\]'") as error:

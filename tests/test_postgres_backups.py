@@ -1,7 +1,7 @@
 """PostgreSQL's backups, restore, squash and agents, through the installed ``apm`` against a real server.
 
 The commands SQLite had first, now on PostgreSQL through the engine
-(``Engine.backups``, and ``Engine.read_rows`` for ``planner.agents``): listing this database's
+(``Engine.backups``, and ``Engine.read_rows`` for ``planner.compat``): listing this database's
 ``pg_dump`` files with their ledgers, restoring one under the advisory lock
 after a safety dump, a dump killed half-way leaving nothing behind, squash
 reading the server's ledger, and APM's agents table read from the server.
@@ -289,7 +289,7 @@ def test_squash_of_a_catalog_that_only_runs_on_postgres_says_the_scratch_is_sqli
 
 
 def test_a_dumps_ledger_is_parsed_from_copy_text_format():
-    from planner.engines.postgresql.restore import parse_ledger_copy
+    from planner.engines.postgresql.backup import parse_ledger_copy
 
     script = ("SET statement_timeout = 0;\n"
               "COPY public.schema_migrations (version, description, applied_at, checksum, execution_ms) FROM stdin;\n"

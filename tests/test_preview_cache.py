@@ -20,7 +20,7 @@ import pytest
 
 from planner.engines.sqlite.ledger import read_ledger
 from planner.engines.sqlite.runner import Executor
-from planner.engines.sqlite.statement_memo import schema_effect
+from planner.engines.sqlite.observe import schema_effect
 from planner.errors import ForeignKeyViolation
 from planner.loader import load_catalog
 from planner.plan import apply_plan

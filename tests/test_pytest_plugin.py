@@ -21,7 +21,7 @@ import pytest
 import planner.engines.sqlite.runner  # noqa: F401
 import planner.graph  # noqa: F401
 import planner.lint  # noqa: F401
-import planner.testing.migrator  # noqa: F401
+import planner.testing.runner  # noqa: F401
 from tests.conftest import write_migration
 
 pytest_plugins = ["pytester"]

@@ -15,10 +15,10 @@ import pytest
 
 # Loaded once here, so the inner sessions (pytester restores sys.modules after each) do not import them again.
 import planner.engines.postgresql.runner  # noqa: F401
-import planner.testing.migrator  # noqa: F401
+import planner.testing.runner  # noqa: F401
 import planner.engines.postgresql.schema  # noqa: F401
 import planner.testing.pg_database  # noqa: F401
-import planner.testing.provider  # noqa: F401
+import planner.pytest_plugin  # noqa: F401
 from planner.testing.pg_database import database_name_for, with_database
 from tests.conftest import write_migration
 from tests.test_pytest_plugin import customers_and_orders, outcomes, report_of, without_hypothesis  # noqa: F401

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.advice import message as command_message
+from cli.errors import message as command_message
 from tests.conftest import write_migration
 from planner.errors import (
     CatalogInvalid,

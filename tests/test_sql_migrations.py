@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from cli.main import apm
 from planner import errors as E
-from planner.catalog_page import catalog_page
+from planner.diagram import catalog_page
 from planner.loader import load_catalog, scan_catalog
 from tests.conftest import fix_of, run_apm, write_migration
 

@@ -73,7 +73,7 @@ def test_the_import_graph_has_no_cycle():
 def test_importing_any_module_first_runs_into_no_cycle():
     """What runs at import time, packages' ``__init__`` included, is a cycle-free graph: any module imports first.
 
-    (Hoisting a lazy import once made ``planner.agents`` and ``planner.engines.sqlite`` import each other at
+    (Hoisting a lazy import once made ``planner.compat`` and ``planner.engines.sqlite`` import each other at
     import time; the graph of all imports did not show it, since only the package's ``__init__`` closed it.)
     """
     cycles = list(nx.simple_cycles(import_graph(at_import_time=True)))
@@ -123,7 +123,7 @@ def test_the_library_never_imports_the_command():
 #: predates the engine packages (SQLite's rebuild helper, the test databases of the pytest plugin); the list
 #: may only shrink. The schema is read by the engines (``engines/*/schema.py``).
 DRIVER_USERS_LEFT = {
-    "planner.conversions", "planner.fleet.ledgers", "planner.nontransactional", "planner.rebuild",
+    "planner.rebuild", "planner.fleet.status", "planner.outside", "planner.rebuild",
     "planner.testing.databases", "planner.testing.pg_database",
 }
 
@@ -150,7 +150,7 @@ def test_every_package_of_the_source_is_in_the_wheel():
     assert found - listed == set(), f"packages missing from pyproject.toml's [tool.setuptools] packages: {found - listed}"
 
 
-# Errors and findings carry facts; the command gives advice (cli/advice.py, cli/safety.py). Nothing the library
+# Errors and findings carry facts; the command gives advice (cli/errors.py, cli/safety.py). Nothing the library
 # builds names an `apm` command or one of its options: a program, a fleet or a test plugin calling the library
 # never typed `apm migrate`, and only the command knows which options to repeat. Docstrings and comments may.
 #
@@ -158,11 +158,11 @@ def test_every_package_of_the_source_is_in_the_wheel():
 # not advice: they are the arguments apm gives it, or name its format.
 NAMES_A_COMMAND_ON_PURPOSE: dict[tuple[str, str], str] = {
     ("planner/engines/postgresql/backup.py", "--"): "pg_dump's own arguments, as apm runs it",
-    ("planner/engines/postgresql/restore.py", "--"): "pg_restore's and pg_dump's own arguments and archive format",
+    ("planner/engines/postgresql/backup.py", "--"): "pg_restore's and pg_dump's own arguments and archive format",
     ("planner/pytest_plugin.py", "--apm-"): "the pytest plugin's own options (--apm-db, --apm-migrations)",
     ("planner/testing/databases.py", "--apm-db "): "the plugin's --apm-db option, named in its errors",
     ("planner/testing/pg_database.py", "--apm-db "): "the plugin's --apm-db option, named in its errors",
-    ("planner/catalog_page.py", "apm migrate docs"): "the generated page names the command that wrote it",
+    ("planner/diagram.py", "apm migrate docs"): "the generated page names the command that wrote it",
     ("planner/squash.py", "Written by `apm migrate squash`"): "a written squash file says what wrote it",
     ("planner/squash.py", "(--schema-only)"): "a written squash file says which choice dropped the data",
     ("planner/renumber.py", "(apm migrate check --fix)"): "a renumbered file's added line says what added it",
@@ -208,7 +208,7 @@ def test_the_library_names_no_command_or_option():
             used.update(keys)
             if not keys:
                 unexpected.append(f"{module}:{line}: {text!r}")
-    assert not unexpected, "advice belongs in the command (cli/advice.py, cli/safety.py):\n" + "\n".join(unexpected)
+    assert not unexpected, "advice belongs in the command (cli/errors.py, cli/safety.py):\n" + "\n".join(unexpected)
     stale = set(allowed) - used
     assert not stale, f"no longer needed, so remove from the allow-lists: {sorted(stale)}"
 

@@ -23,7 +23,7 @@ supplies only its transaction, its applied-set cache, the connection a
 migration receives, the checks after it and how rows are written. Adding an
 engine means a folder providing these and one line in ``planner.engines.KINDS``;
 nothing above this folder changes. APM's own ``agents`` table is no part of
-the contract: ``planner.agents`` reads it through ``Engine.read_rows``.
+the contract: ``planner.compat`` reads it through ``Engine.read_rows``.
 """
 
 from __future__ import annotations
@@ -279,7 +279,7 @@ class Engine(ABC):
     def read_rows(self, table: str) -> list[dict[str, object]] | None:
         """Every row of ``table`` (column -> value), read without writing; ``None`` when there is no such table.
 
-        For reading the application's own tables (``planner.agents``): what is in them is not the engine's
+        For reading the application's own tables (``planner.compat``): what is in them is not the engine's
         concern, only how to read them is.
         """
 

@@ -7,13 +7,13 @@ calls, and what APM can call from its own commands without the CLI:
 - ``planner.fleet.members``: ``discover`` (globs, list files, the config's
   patterns) into ``Member`` values, the same file reached twice being one;
 - ``planner.fleet.status``: ``fleet_status``, each member's state (the
-  names are in ``planner.fleet.states``) from its ledger alone, read by
-  ``planner.fleet.ledgers`` (read-only, nothing written);
-- ``planner.fleet.member_run``: ``run_member``, one database through the
+  names are in ``planner.fleet.status``) from its ledger alone, read by
+  ``planner.fleet.status`` (read-only, nothing written);
+- ``planner.fleet.run``: ``run_member``, one database through the
   single-database run path, as an outcome;
 - ``planner.fleet.run``: ``FleetRun``, many members at a time, canaries
   first, stopping after a failure, every outcome journaled
-  (``planner.fleet.journal``) so a run can be resumed.
+  (``planner.fleet.run``) so a run can be resumed.
 
 Drift (a schema against its applied migrations) is ``planner.schema_drift``.
 The library never prints: progress is reported through callbacks.

@@ -113,7 +113,7 @@ def template_database(folder: Path) -> Path:
     from planner.catalog import shipped_catalog_dir
     from planner.engines import engine_for
     from planner.loader import load_catalog
-    from planner.output_capture import quietly
+    from planner.events import quietly
     from planner.plan import apply_plan
 
     catalog = load_catalog(shipped_catalog_dir())

@@ -9,7 +9,7 @@ depend on two earlier migrations, so the graph has branches and merges.
 
 (a) baseline: applying the whole catalog once from an empty file with the
     executor (``apply_plan`` + ``Executor.run``), as ``apm migrate`` does;
-(b) the stairway alone (``planner.testing.stairway.Stairway``, every version
+(b) the stairway alone (``planner.testing.runner.Stairway``, every version
     climbed in topological order on one database: apply, snapshot, roll
     back, compare, re-apply, compare);
 (c) the whole generated test run as a user runs it, a real
@@ -41,7 +41,7 @@ from planner.engines.sqlite.runner import Executor  # noqa: E402
 from planner.loader import load_catalog  # noqa: E402
 from planner.plan import apply_plan  # noqa: E402
 from planner.testing.databases import SQLiteDatabase  # noqa: E402
-from planner.testing.stairway import Stairway  # noqa: E402
+from planner.testing.runner import Stairway  # noqa: E402
 
 
 def generate(directory: Path, count: int, seed: int = 16) -> None:

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from planner.engines.base import Backups, Engine
-from planner.engines.errors import DatabaseMissing, DatabaseUnreachable, DriverMissing, ServerError
+from planner.errors import DatabaseMissing, DatabaseUnreachable, DriverMissing, ServerError
 from planner.errors import DatabaseLocked
 from planner.engines.postgresql.ledger import PgLedger, lock_key
 from planner.urls import redact
-from planner.gcpause import collector_paused
+from planner.catalog import collector_paused
 
 if TYPE_CHECKING:
     from planner.locks import LockPolicy, LockSettings
@@ -55,7 +55,7 @@ class PostgresEngine(Engine):
         self.ledger_schema = ledger_schema
         self.backup_dir = backup_dir
         #: The run's lock timeouts and which lock findings stop it (``planner.locks``); ``None``: the defaults.
-        #: An engine that has them takes them from the command (``cli.locking.configure``).
+        #: An engine that has them takes them from the command (``cli.running.configure``).
         self.lock_settings: LockSettings | None = None
         self.lock_policy: LockPolicy | None = None
         self._reader: Any = None  # the connection ``reading()`` shares, while it lasts
@@ -142,7 +142,7 @@ class PostgresEngine(Engine):
         with self.session(shared=False) as conn:
             import psycopg
 
-            from planner.waiting import Wait
+            from planner.events import Wait
 
             key = lock_key(self.ledger_schema)
             # Polled, not waited for inside pg_advisory_lock(): a runner blocked in a statement has a
@@ -154,7 +154,7 @@ class PostgresEngine(Engine):
             while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
                 if time.monotonic() >= deadline:
                     raise DatabaseLocked(self.display, self.busy_timeout, migration_lock=True)
-                wait.tick()  # a long wait is told about (planner.waiting)
+                wait.tick()  # a long wait is told about (planner.events)
                 time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
             try:
                 yield conn
@@ -269,34 +269,34 @@ class PgBackups(Backups):
         return list_dumps(self.url, self.folder, self.schema)
 
     def describe(self, backup: Path) -> BackupInfo:
-        from planner.engines.postgresql.restore import describe_dump
+        from planner.engines.postgresql.backup import describe_dump
 
         return describe_dump(self.engine, backup)
 
     def check(self, backup: Path) -> dict[str, LedgerEntry]:
-        from planner.engines.postgresql.restore import read_dump_ledger
+        from planner.engines.postgresql.backup import read_dump_ledger
 
         return read_dump_ledger(backup, self.schema, self.display)
 
     def restore(self, backup: Path, *, all_schemas: bool = False) -> RestoreResult:
         """A tenant's restore replaces its schema alone unless ``all_schemas`` (``--all-schemas``) asks for
         everything the dump holds."""
-        from planner.engines.postgresql.restore import restore_dump
+        from planner.engines.postgresql.backup import restore_dump
 
         return restore_dump(self.engine, backup, self.folder, all_schemas=all_schemas)
 
     def left_in_place(self, backup: Path, *, all_schemas: bool = False) -> list[str]:
-        from planner.engines.postgresql.restore import objects_left_in_place
+        from planner.engines.postgresql.backup import objects_left_in_place
 
         return objects_left_in_place(self.engine, backup, all_schemas=all_schemas)
 
     def other_ledgers(self, backup: Path, *, all_schemas: bool = False) -> list[str]:
-        from planner.engines.postgresql.restore import ledgers_besides
+        from planner.engines.postgresql.backup import ledgers_besides
 
         return ledgers_besides(self.engine, backup, all_schemas=all_schemas)
 
     def ledgers_in_backup(self, backup: Path, *, all_schemas: bool = False) -> list[str]:
-        from planner.engines.postgresql.restore import ledgers_in_dump
+        from planner.engines.postgresql.backup import ledgers_in_dump
 
         return ledgers_in_dump(self.engine, backup, all_schemas=all_schemas)
 

@@ -11,10 +11,38 @@ one, reaches ``pg_dump`` through ``PGPASSWORD`` rather than its command line
 finished file is published by a hard link to the first free name, which
 never replaces another writer's dump; a dump killed half-way leaves that
 partial behind until the next dump, restore or listing of its ledger
-removes it, once its process is gone (``planner.partials``). On Linux the client
+removes it, once its process is gone (``planner.backups``). On Linux the client
 tools die with ``apm`` (``run_client``), so a killed ``apm`` leaves no
 ``pg_dump`` writing on, nor a ``pg_restore`` committing after the lock is
-gone. Restoring is ``planner.engines.postgresql.restore``.
+gone. Restoring is ``planner.engines.postgresql.backup``.
+
+Reading and restoring ``pg_dump`` archives: the ledger a dump holds, and putting a dump back.
+
+**Reading a dump's ledger** needs no server: ``pg_restore --data-only
+--schema=S --table=schema_migrations -f -`` prints that one table's rows as
+a ``COPY ... FROM stdin`` block, which is parsed here. It reads the
+archive's table of contents and one table's data, so listing the backups
+stays cheap; a file that is not a ``pg_dump`` custom archive fails here,
+before anything is asked or changed.
+
+**Restoring** runs ``pg_restore --clean --if-exists --single-transaction
+--exit-on-error --no-owner`` into the database while this process holds
+the ledger's advisory lock (``PostgresEngine.locked``), so concurrent
+``apm migrate`` runners wait instead of migrating a half-restored schema.
+A safety dump of the database as it was comes first, as SQLite's restore
+keeps a copy; if ``pg_restore`` fails, its single transaction rolls back,
+the database is as it was, and the safety dump is deleted again.
+
+``--clean`` drops only what the archive holds: a table created after the
+dump was taken is left in place. ``objects_left_in_place`` names them so
+the command can say so before asking.
+
+**A tenant** (``engine.tenant``: its ledger schema is where its tables go)
+restores its own schema alone (``pg_restore --schema``), from its own
+schema-only dumps or from a whole-database dump, under its own lock, and
+its safety dump is of its schema: another tenant of the database is never
+put back by it. ``all_schemas`` (``--all-schemas``) restores everything
+the dump holds instead, for whoever asks for the whole database.
 """
 
 from __future__ import annotations
@@ -28,11 +56,14 @@ import sys
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
-from planner.engines.errors import BackupFailed, BackupToolMissing
+from planner import versions
+from planner.backups import BackupInfo, RestoreResult, ledger_difference, partial_path, remove_abandoned
+from planner.engines.postgresql.ledger import PgLedger
+from planner.errors import BackupFailed, BackupToolMissing, RestoreFailed, UnusableBackup
+from planner.ledger import LedgerEntry, TABLE
 from planner.urls import database_name, redact
-from planner.partials import partial_path, remove_abandoned
 
 
 def _without_password(url: str) -> tuple[str, str | None]:
@@ -216,3 +247,173 @@ def prune_dumps(url: str, folder: Path, keep: int, spare: Iterable[Path] = (), s
     for path in doomed:
         path.unlink(missing_ok=True)
     return doomed
+
+
+#: How every custom-format archive begins (pg_backup_archiver.c).
+_MAGIC = b"PGDMP"
+_COPY = re.compile(r"^COPY (?P<table>.+) \((?P<columns>[^)]*)\) FROM stdin;$")  # a quoted name may hold spaces
+_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)")
+#: What ``pg_restore --list`` calls a table: ``<id>; <tableoid> <oid> TABLE <schema> <name> <owner>``, names
+#: unquoted (so a name may hold spaces: lines are matched against the names the database has, not split).
+_TOC_TABLE = re.compile(r"^\d+; \d+ \d+ (?P<rest>TABLE (?!DATA ).*)$")  # not its TABLE DATA entry
+
+
+def tool(name: str, shown: str) -> str:
+    """The path of ``pg_restore`` or ``pg_dump``; missing, a refusal naming the Debian package."""
+    found = shutil.which(name)
+    if found is None:
+        raise BackupToolMissing(shown, tool=name, task="restore {shown}", advice="Install it, then restore again")
+    return found
+
+
+def _first_error(stderr: str, returncode: int) -> str:
+    """The line of a client tool's output that says what went wrong (its "Command was:" lines do not)."""
+    lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
+    errors = [line for line in lines if "error:" in line.lower()]
+    line = (errors or lines or [f"exit status {returncode}"])[0]
+    return redact(re.sub(r"^pg_(restore|dump): (error: )?", "", line))
+
+
+def read_dump_ledger(backup: Path, schema: str, shown: str) -> dict[str, LedgerEntry]:
+    """The ``schema_migrations`` rows a dump holds (``{}`` when it has no ledger); ``UnusableBackup`` if unreadable."""
+    if not backup.is_file():
+        raise UnusableBackup(backup, "no such file", database=shown)
+    with backup.open("rb") as file:
+        if file.read(len(_MAGIC)) != _MAGIC:
+            raise UnusableBackup(backup, "it is not a pg_dump custom-format archive (pg_dump --format=custom)",
+                                 database=shown)
+    result = subprocess.run([tool("pg_restore", shown), "--data-only", f"--schema={schema}", f"--table={TABLE}",
+                             "--file=-", str(backup)], capture_output=True, text=True, check=False)
+    if result.returncode != 0:  # a damaged or truncated archive, or one newer than this pg_restore
+        raise UnusableBackup(backup, _first_error(result.stderr, result.returncode), database=shown)
+    return parse_ledger_copy(result.stdout)
+
+
+def parse_ledger_copy(script: str) -> dict[str, LedgerEntry]:
+    """The ledger rows of the ``COPY ... FROM stdin`` block in a SQL script, ordered as the ledger orders them."""
+    entries: list[LedgerEntry] = []
+    columns: list[str] | None = None
+    for line in script.splitlines():
+        if columns is None:
+            match = _COPY.match(line)
+            if match:
+                columns = [c.strip().strip('"') for c in match.group("columns").split(",")]
+            continue
+        if line == "\\.":
+            break
+        row = dict(zip(columns, (_unescape(field) for field in line.split("\t")), strict=False))
+        applied_at = row.get("applied_at")
+        execution_ms = row.get("execution_ms")
+        entries.append(LedgerEntry(str(row.get("version")), row.get("description"),
+                                   applied_at[:19] if applied_at else None, row.get("checksum"),
+                                   int(execution_ms) if execution_ms and execution_ms.isdigit() else None))
+    return {e.version: e for e in sorted(entries, key=lambda e: versions.sort_key(e.version))}
+
+
+def _unescape(field: str) -> str | None:
+    """One field of COPY's text format: ``\\N`` is NULL, backslash escapes as the server writes them."""
+    if field == "\\N":
+        return None
+
+    def one(match: re.Match[str]) -> str:
+        code = match.group(1)
+        if code[0] == "x" and len(code) > 1:
+            return chr(int(code[1:], 16))
+        if code[0] in "01234567":
+            return chr(int(code, 8))
+        return _ESCAPES.get(code, code)
+
+    return _ESCAPE.sub(one, field)
+
+
+def describe_dump(engine: Any, backup: Path) -> BackupInfo:
+    """Size, time (from the name) and ledger of one dump, for ``apm migrate backups``."""
+    size = backup.stat().st_size
+    taken = dump_time(engine.url, backup, engine.ledger_schema)
+    try:
+        return BackupInfo(backup, size, taken, read_dump_ledger(backup, engine.ledger_schema, engine.display))
+    except UnusableBackup as exc:
+        return BackupInfo(backup, size, taken, None, exc.reason)
+
+
+def _archived_tables(engine: Any, backup: Path) -> list[str]:
+    """The dump's tables as ``TABLE <schema> <name> <owner> `` lines of its table of contents."""
+    listing = subprocess.run([tool("pg_restore", engine.display), "--list", str(backup)], capture_output=True,
+                             text=True, check=False)
+    if listing.returncode != 0:
+        raise UnusableBackup(backup, _first_error(listing.stderr, listing.returncode),
+                             database=engine.display)
+    return [m.group("rest") + " " for m in map(_TOC_TABLE.match, listing.stdout.splitlines()) if m]
+
+
+def _only_own_schema(engine: Any, all_schemas: bool) -> bool:
+    """Whether a restore touches the engine's schema alone: a tenant's, unless the whole dump is asked for."""
+    return not all_schemas and engine.tenant
+
+
+def ledgers_in_dump(engine: Any, backup: Path, *, all_schemas: bool = False) -> list[str]:
+    """Schemas other than the engine's whose ledger the dump holds and the restore would put back."""
+    if _only_own_schema(engine, all_schemas):
+        return []
+    marker = f" {TABLE} "
+    schemas = {line[len("TABLE "):line.index(marker)] for line in _archived_tables(engine, backup) if marker in line}
+    return sorted(schemas - {engine.ledger_schema})
+
+
+def ledgers_besides(engine: Any, backup: Path, *, all_schemas: bool = False) -> list[str]:
+    """Schemas other than the engine's holding a ledger, in the dump or the database: a restore puts the
+    whole database back, those ledgers too, while only the engine's ledger is locked and compared. None for
+    a tenant's restore, which replaces its own schema alone."""
+    if _only_own_schema(engine, all_schemas):
+        return []
+    schemas = set(ledgers_in_dump(engine, backup, all_schemas=all_schemas))
+    with engine.session() as conn:
+        schemas.update(name for (name,) in conn.execute(
+            "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relname = %s AND c.relkind IN ('r', 'p')", (TABLE,)).fetchall())
+    return sorted(schemas - {engine.ledger_schema})
+
+
+def objects_left_in_place(engine: Any, backup: Path, *, all_schemas: bool = False) -> list[str]:
+    """Tables the database has and the dump does not: ``--clean`` leaves them, so the restore keeps them.
+    A tenant's restore touches its own schema alone, so only that schema's are named."""
+    archived = _archived_tables(engine, backup)
+    with engine.session() as conn:
+        rows = conn.execute("SELECT schemaname, tablename FROM pg_tables WHERE schemaname NOT IN "
+                            "('pg_catalog', 'information_schema') ORDER BY 1, 2").fetchall()
+    if _only_own_schema(engine, all_schemas):
+        rows = [row for row in rows if row[0] == engine.ledger_schema]
+    return [f"{schema}.{name}" for schema, name in rows
+            if not any(line.startswith(f"TABLE {schema} {name} ") for line in archived)]
+
+
+def restore_dump(engine: Any, backup: Path, folder: Path, *, all_schemas: bool = False) -> RestoreResult:
+    """Replace the database's content with the dump's, under the advisory lock, after a safety dump into ``folder``.
+
+    A tenant's restore replaces its own schema alone, after a safety dump of that schema (``all_schemas``: all).
+    """
+    shown = engine.display
+    restorer = tool("pg_restore", shown)
+    tool("pg_dump", shown)  # the safety dump needs it: refuse before taking the lock
+    restored = read_dump_ledger(backup, engine.ledger_schema, shown)
+    kept = objects_left_in_place(engine, backup, all_schemas=all_schemas)
+    own = _only_own_schema(engine, all_schemas)
+    only = [f"--schema={engine.ledger_schema}"] if own else []
+    conninfo, env = client_environment(engine.url)
+    with engine.locked() as conn:
+        current = PgLedger(conn, engine.ledger_schema).applied_migrations()
+        safety = dump(engine.url, folder, advice="Fix it, then restore again", schema=engine.ledger_schema,
+                      only_schema=own)
+        try:
+            result = run_client([restorer, "--clean", "--if-exists", "--single-transaction", "--exit-on-error",
+                                 "--no-owner", *only, "--dbname", conninfo, str(backup)], env)
+        except BaseException:  # interrupted: the killed pg_restore's transaction rolled back
+            safety.unlink(missing_ok=True)
+            raise
+        if result.returncode != 0:
+            safety.unlink(missing_ok=True)  # the database is unchanged, so its fresh copy is only clutter
+            raise RestoreFailed(shown, backup, _first_error(result.stderr, result.returncode))
+    if f"{engine.ledger_schema}.{TABLE}" in kept:
+        restored = current  # the dump has no ledger table: --clean leaves the database's in place
+    return RestoreResult(shown, backup, safety, ledger_difference(current, restored))

@@ -4,7 +4,7 @@ What SQLite's doctor reads from the file, this reads from the server, in a
 read-only session (``default_transaction_read_only``): the ledger tables in
 the ledger schema and their columns, the ledger against the catalog
 (``planner.lint.history_findings``), interrupted ``transactional = False``
-steps (the log's ``started`` rows, ``planner.nontransactional``) and the
+steps (the log's ``started`` rows, ``planner.outside``) and the
 newest ``pg_dump`` backup in the backup folder. There is no integrity or
 foreign-key scan to run: the server keeps its pages and enforces every
 foreign key itself, which one ``info`` finding says. An unreachable server
@@ -24,7 +24,7 @@ from planner.errors import CatalogError
 from planner.ledger import LOG_TABLE, TABLE
 from planner.findings import Remedy, age_text, size_text
 from planner.lint import ERROR, INFO, WARNING, Finding, history_findings, tolerant_catalog
-from planner.nontransactional import STARTED, findings_for, interrupted_query
+from planner.outside import STARTED, findings_for, interrupted_query
 
 #: The columns apm reads and writes; more are allowed, fewer make the ledger unusable.
 LEDGER_COLUMNS = {"version", "description", "applied_at", "checksum", "execution_ms"}

@@ -56,27 +56,65 @@ migration rolls back to its own savepoint stays in the counters (counted as
 done); work a function does outside the database. 2 runs a statement
 twice, so sequences it advances move twice; the Python migration never
 runs twice.
+
+The preview's counting queries on PostgreSQL: what a table, a column or an update holds before it is destroyed.
+
+Each runs inside a savepoint of the migration's transaction, so a query
+that fails (a table that is not there, an expression that cannot be
+evaluated apart from its statement) returns ``None`` and never aborts the
+migration: what could not be counted here is then reported from the
+server's row counters, or marked as not counted.
+
+Rows a step deleted or updated that no statement the observer read accounts for, from the server's counters.
+
+The observer reads each statement a migration sends and counts what a
+``DELETE`` or ``UPDATE`` on the table it names destroys. Rows can also go
+where no statement names them: an ``ON DELETE CASCADE`` (or ``SET NULL``)
+foreign key, a trigger, a function called by ``SELECT f()`` or ``CALL``, a
+``DO`` block, a rule, ``MERGE``, a writable ``WITH``, ``INSERT ... ON CONFLICT
+DO UPDATE``, ``conn.raw``. The server counts every row its transaction
+deletes or updates, per table (``pg_stat_xact_user_tables``), so a step's
+counters minus what its statements accounted for is exactly that rest.
+
+Deleted rows are reported per table, exactly. Updated rows are reported as
+``updates N rows of T`` (values not compared: SQLite's preview counts only
+values that changed, which no counter tells), and count as loss, so a plan
+with them asks for confirmation: a row written by unseen code is treated as
+overwritten.
+
+Statements that may drop tables or columns they do not name: run, compare, and if need be count and run again.
+
+``DROP SCHEMA s CASCADE`` names no table; ``DROP TYPE mood CASCADE`` drops
+the columns of that type; a ``DO`` block or a function called by
+``SELECT f()`` may run any ``DROP``. What they take cannot be read from
+their text, and counting it afterwards is too late. So such a statement
+runs inside a savepoint between two catalog readings. If no table or
+column vanished beyond what the observer already counted, the savepoint is
+released: nothing ran twice. Otherwise the statement is rolled back to the
+savepoint, what vanished (which exists again) is counted, and the
+statement runs again, once, for good.
+
+Running one statement twice this way has no effect outside the database
+except on sequences (``nextval`` is never rolled back) and on what a
+function does outside the database (``dblink``, files, ``NOTIFY`` is
+transactional and so undone). The migration's Python code never runs twice.
+A statement that fails inside the savepoint is left failed, as it would be
+without the savepoint: the transaction is aborted and the migration sees
+the error.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
-from planner.engines.postgresql.drop_guard import Accounted, run_watched
 from planner.engines.postgresql.ledger import quote
-from planner.engines.postgresql.measure import (
-    dropped_column,
-    family,
-    fetch,
-    referencing_tables,
-    retyped_values,
-    table_rows,
-    user_functions,
-)
-from planner.engines.postgresql.row_tally import RowTally
+from planner.engines.postgresql.step_catalog import PreparedSet
 from planner.engines.postgresql.snapshot import (
     Counters,
+    Objects,
     Snapshot,
+    object_changes,
     qualified,
     read_counters,
     rewritten_tables,
@@ -85,9 +123,6 @@ from planner.engines.postgresql.snapshot import (
     take,
     vanished_columns,
 )
-from planner.engines.postgresql.objects import Objects, object_changes
-from planner.engines.postgresql.prepared import PreparedSet
-from planner.engines.postgresql.step_catalog import Gates, begin_step, read_step
 from planner.engines.postgresql.sql import (
     Statement,
     called_names,
@@ -97,8 +132,259 @@ from planner.engines.postgresql.sql import (
     may_drop_unnamed,
     rewritten_table,
 )
-from planner.preview import DataImpact
+from planner.engines.postgresql.step_catalog import Gates, begin_step, read_step
+from planner.preview import DataImpact, ImpactKind
 from planner.schema import SchemaChange
+
+
+#: Defaults that give a new value on every row: a column holding them differs from its default everywhere.
+_VOLATILE = ("nextval", "now(", "random(", "clock_timestamp", "gen_random", "uuid")
+
+#: A table and every table that inherits from it (partitions included): dropping it drops them all.
+_FAMILY = """
+WITH RECURSIVE family(oid) AS (SELECT %s::regclass::oid
+  UNION SELECT i.inhrelid FROM pg_inherits i JOIN family f ON i.inhparent = f.oid)
+SELECT array_agg(oid::bigint) FROM family
+"""
+#: Tables whose foreign keys point, directly or not, at the given ones: ``TRUNCATE ... CASCADE`` empties them.
+_REFERENCING = """
+WITH RECURSIVE refs(oid) AS (SELECT unnest(%s::regclass[])::oid
+  UNION SELECT c.conrelid FROM pg_constraint c JOIN refs r ON c.confrelid = r.oid WHERE c.contype = 'f')
+SELECT r.oid::bigint, n.nspname, k.relname FROM refs r JOIN pg_class k ON k.oid = r.oid
+JOIN pg_namespace n ON n.oid = k.relnamespace WHERE r.oid <> ALL(%s::regclass[]::oid[])
+"""
+# Which names are functions of a user schema, and whether any such function could drop something: a body
+# mentioning DROP, ALTER or EXECUTE (dynamic SQL), or a language whose body cannot be read (C, plpython...).
+_USER_FUNCTION = r"""
+SELECT array(SELECT DISTINCT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.proname = ANY(%s)),
+       EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+               JOIN pg_language l ON l.oid = p.prolang
+               WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+                 AND (l.lanname NOT IN ('sql', 'plpgsql') OR p.prosrc ~* '\m(drop|alter|execute)\M'))
+"""
+_ANCESTORS = """
+WITH RECURSIVE up(child, parent) AS (SELECT o, o FROM unnest(%s::oid[]) AS o
+  UNION SELECT up.child, i.inhparent FROM up JOIN pg_inherits i ON i.inhrelid = up.parent)
+SELECT child::bigint, array_agg(parent::bigint) FROM up WHERE child <> parent GROUP BY child
+"""
+
+
+def fetch(conn: Any, sql: str, parameters: Any = None, *, rows: bool = False) -> Any:
+    """One row (or every row) of a counting query, inside a savepoint; ``None`` if it failed."""
+    try:
+        with conn.transaction(), conn.cursor() as cursor:
+            cursor.execute(sql, parameters)
+            return cursor.fetchall() if rows else cursor.fetchone()
+    except Exception:  # the migration's own statement will meet the real problem, if any
+        return None
+
+
+def table_rows(conn: Any, table: str, *, only: bool = False) -> tuple[int, list[int]] | None:
+    """Rows of ``table`` (its inheriting tables' too unless ``only``), and the oids of the table's family."""
+    name = qualified(table)
+    row = fetch(conn, f"SELECT count(*), ({_FAMILY}) FROM {'ONLY ' if only else ''}{name}", (name,))
+    return None if row is None else (row[0], list(row[1] or []))
+
+
+def family(conn: Any, table: str) -> list[int]:
+    """Oids of ``table`` and of every table inheriting from it (none if there is no such table)."""
+    row = fetch(conn, _FAMILY, (qualified(table),))
+    return [] if row is None else list(row[0] or [])
+
+
+def dropped_column(conn: Any, table: str, column: str) -> tuple[DataImpact, list[int]] | None:
+    """The values a dropped column holds that differ from its default (its inheriting tables' included), and
+    the oids of the table's family, whose column of that name goes with it."""
+    name = qualified(table)
+    found = fetch(conn, "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a "
+                        "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+                        "WHERE a.attrelid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped",
+                  (name, column))
+    if found is None:
+        return None  # no such column (DROP COLUMN IF EXISTS): nothing is lost
+    expression = found[0]
+    differs = ""
+    if expression and not any(word in expression.lower() for word in _VOLATILE):
+        differs = f" AND {quote(column)} IS DISTINCT FROM ({expression})"
+    row = fetch(conn, f"SELECT count(*) FILTER (WHERE {quote(column)} IS NOT NULL{differs}), "
+                      f"count({quote(column)}), ({_FAMILY}) FROM {name}", (name,))
+    if row is None:
+        return None
+    return DataImpact("dropped-column", table, column, count=row[0], non_null=row[1]), list(row[2] or [])
+
+
+def retyped_values(conn: Any, table: str, column: str, type_: str, using: str | None) -> DataImpact | None:
+    """Non-NULL values of ``column`` that ``ALTER COLUMN ... TYPE`` changes: those that do not come back the
+    same when the new value is cast back to the old type (``19.99`` as ``integer`` is ``20``; a ``USING
+    left(c, 2)`` keeps two characters). Widening a type changes none. A value that cannot be cast back is
+    not counted, and makes the step unchecked. ``None`` when nothing changes, or there is no such column."""
+    name = qualified(table)
+    found = fetch(conn, "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                        "WHERE a.attrelid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped",
+                  (name, column))
+    if found is None:
+        return None  # no such column: the migration's own statement will say so
+    new = f"({using})::{type_}" if using else f"{quote(column)}::{type_}"
+    row = fetch(conn, f"SELECT count(*) FILTER (WHERE {quote(column)} IS NOT NULL "
+                      f"AND ({new})::{found[0]} IS DISTINCT FROM {quote(column)}) FROM {name}")
+    if row is None:
+        return DataImpact("overwritten-values", table, column, counted=False)
+    return DataImpact("overwritten-values", table, column, count=row[0]) if row[0] else None
+
+
+def referencing_tables(conn: Any, tables: tuple[str, ...]) -> list[tuple[int, str, str]]:
+    """(oid, schema, name) of the tables ``TRUNCATE ... CASCADE`` on ``tables`` also empties."""
+    names = [qualified(t) for t in tables]
+    return fetch(conn, _REFERENCING, (names, names), rows=True) or []
+
+
+def user_functions(conn: Any, names: set[str]) -> tuple[set[str], bool]:
+    """Which of ``names`` are functions or procedures of a user schema, and whether any function of a user
+    schema could drop a table or column (if none could, calling them needs no watching).
+
+    Unknown (the query failed) counts as all of them, able to drop: the statement is then watched, which only
+    costs time.
+    """
+    row = fetch(conn, _USER_FUNCTION, (sorted(names),))
+    return (set(names), True) if row is None else (set(row[0]), bool(row[1]))
+
+
+def ancestors(conn: Any, oids: list[int]) -> dict[int, list[int]]:
+    """Each table's parents, grandparents...: a partition's counters belong to the table a statement named."""
+    return {child: parents for child, parents in fetch(conn, _ANCESTORS, (oids,), rows=True) or []}
+
+
+class RowTally:
+    """One step's accounting: rows its read statements explained, and corrections to the server's counters."""
+
+    def __init__(self) -> None:
+        self.deleted: dict[int, int] = {}
+        self.updated: dict[int, int] = {}
+        self._offset_deleted: dict[int, int] = {}
+        self._offset_updated: dict[int, int] = {}
+
+    def explain(self, oid: int, *, deleted: int = 0, updated: int = 0) -> None:
+        """Rows a statement the observer read (and counted) deleted or updated in table ``oid``."""
+        self.deleted[oid] = self.deleted.get(oid, 0) + deleted
+        self.updated[oid] = self.updated.get(oid, 0) + updated
+
+    def correct(self, before: Counters, after: Counters) -> None:
+        """The counters moved between two readings by work that does not last: a ``TRUNCATE`` resets its
+        table's counters, and a statement rolled back to a savepoint (to be run again) stays counted."""
+        for oid in set(before.names) | set(after.names):
+            self._offset_deleted[oid] = (self._offset_deleted.get(oid, 0) + before.deleted.get(oid, 0)
+                                         - after.deleted.get(oid, 0))
+            self._offset_updated[oid] = (self._offset_updated.get(oid, 0) + before.updated.get(oid, 0)
+                                         - after.updated.get(oid, 0))
+
+    def unexplained(self, conn: Any, start: Counters, end: Counters) -> list[DataImpact]:
+        """What the step's counters show beyond what its statements explained, as impact lines."""
+        names = {**start.names, **end.names}
+        impact: list[DataImpact] = []
+        for kind, first, last, explained, offset in (
+                ("deleted-rows", start.deleted, end.deleted, self.deleted, self._offset_deleted),
+                ("overwritten-values", start.updated, end.updated, self.updated, self._offset_updated)):
+            # Only tables whose counter moved, or that a statement or a correction names: the rest are even.
+            moved = {oid for oid, n in last.items() if first.get(oid, 0) != n}
+            excess = {oid: last.get(oid, 0) - first.get(oid, 0) + offset.get(oid, 0) - explained.get(oid, 0)
+                      for oid in moved | set(explained) | set(offset)}
+            _pool_partitions(conn, excess)
+            for oid, count in sorted(excess.items(), key=lambda item: names.get(item[0], "")):
+                if count > 0 and oid in names:
+                    impact.append(DataImpact(cast(ImpactKind, kind), names[oid], None, count=count))  # a kind above
+        return impact
+
+
+def _pool_partitions(conn: Any, excess: dict[int, int]) -> None:
+    """A statement on a partitioned (or inherited) table is counted by the server on the partitions it touched:
+    move what the parent explained onto them. Asked of the server only when both sides are there."""
+    over = [oid for oid, n in excess.items() if n > 0]
+    if not over or not any(n < 0 for n in excess.values()):
+        return
+    for child, parents in ancestors(conn, over).items():
+        for parent in parents:
+            if excess.get(parent, 0) < 0 and excess[child] > 0:
+                moved = min(excess[child], -excess[parent])
+                excess[child] -= moved
+                excess[parent] += moved
+
+
+SAVEPOINT = "apm_preview_watch"
+
+
+@dataclass
+class Accounted:
+    """Tables (oids) and columns (table oid, name) whose loss the step's impact already holds, and tables a
+    statement the observer read may give a new storage file (``TRUNCATE``, counted; ``ALTER TABLE``, rows kept)."""
+
+    tables: set[int] = field(default_factory=set)
+    columns: set[tuple[int, str]] = field(default_factory=set)
+    rewritten: set[int] = field(default_factory=set)
+
+
+def _for_counting(name: str) -> str:
+    return name if "." in name else f"public.{name}"  # shown names leave out public; search_path may too
+
+
+def run_watched(conn: Any, cursor: Any, query: str, parameters: Any, accounted: Accounted,
+                tally: RowTally) -> list[DataImpact]:
+    """Run ``query`` on ``cursor`` (its results stay there) and return what it dropped that was not accounted for."""
+    before = take(conn)
+    conn.execute(f"SAVEPOINT {SAVEPOINT}")
+    cursor.execute(query, parameters)
+    after = take(conn)
+    tables = {oid: name for oid, name in before.tables.items()
+              if oid not in after.tables and oid not in accounted.tables}
+    columns = {key for key in vanished_columns(before, after) if key not in accounted.columns}
+    if not tables and not columns:
+        conn.execute(f"RELEASE SAVEPOINT {SAVEPOINT}")
+        return []
+    conn.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
+    with conn.cursor() as own:
+        tally.correct(before.counters, read_counters(own))  # the undone run stays in the counters
+    impact = _count_tables(conn, tables, accounted) + _count_columns(conn, before.tables, columns, accounted)
+    cursor.execute(query, parameters)
+    conn.execute(f"RELEASE SAVEPOINT {SAVEPOINT}")
+    return impact
+
+
+def _count_tables(conn: Any, tables: dict[int, str], accounted: Accounted) -> list[DataImpact]:
+    """Rows of each vanished table; an inheriting table (a partition) is counted with its parent if both went."""
+    measured = {oid: table_rows(conn, _for_counting(name)) for oid, name in tables.items()}
+    impact = []
+    for oid, name in sorted(tables.items(), key=lambda item: item[1]):
+        found = measured[oid]
+        if any(oid in other[1] for key, other in measured.items() if key != oid and other is not None):
+            continue  # a parent that also vanished holds these rows
+        accounted.tables.add(oid)
+        if found is None:
+            impact.append(DataImpact("dropped-table", name, counted=False))
+            continue
+        accounted.tables.update(found[1])
+        impact.append(DataImpact("dropped-table", name, count=found[0], before=found[0]))
+    return impact
+
+
+def _count_columns(conn: Any, names: dict[int, str], columns: set[tuple[int, str]],
+                   accounted: Accounted) -> list[DataImpact]:
+    """Non-default values of each vanished column of a table that stays."""
+    measured = {key: dropped_column(conn, _for_counting(names[key[0]]), key[1]) for key in columns}
+    impact = []
+    for key in sorted(columns, key=lambda k: (names[k[0]], k[1])):
+        found = measured[key]
+        if any(other is not None and k[1] == key[1] and k != key and key[0] in other[1]
+               for k, other in measured.items()):
+            continue  # the parent's column, dropped too, is counted with its inheriting tables
+        accounted.columns.add(key)
+        if found is None:
+            impact.append(DataImpact("dropped-column", names[key[0]], key[1], counted=False))
+            continue
+        accounted.columns.update((oid, key[1]) for oid in found[1])
+        impact.append(DataImpact(found[0].kind, names[key[0]], key[1], count=found[0].count,
+                                 non_null=found[0].non_null))
+    return impact
+
 
 #: First keywords of statements that cannot define a function: the "calls a user function" answers stay valid.
 _DATA = {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES", "MERGE", "TABLE", "SET", "SHOW"}

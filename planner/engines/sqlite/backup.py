@@ -49,7 +49,7 @@ from planner.errors import (
 from planner.engines.sqlite.ledger import Ledger
 from planner.urls import shown
 from planner.ledger import LedgerEntry
-from planner.partials import partial_path, remove_abandoned
+from planner.backups import partial_path, remove_abandoned
 from planner.backups import BackupInfo, RestoreResult, ledger_difference
 
 __all__ = [

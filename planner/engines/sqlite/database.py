@@ -319,7 +319,7 @@ def wait_for(conn: sqlite3.Connection, statement: str, path: Path, busy_timeout:
     and lets the interrupt through at once. The connection's own timeout is
     put back afterwards for the statements that follow.
     """
-    from planner.waiting import Wait
+    from planner.events import Wait
 
     deadline = time.monotonic() + busy_timeout
     wait = Wait(str(path), busy_timeout)
@@ -334,7 +334,7 @@ def wait_for(conn: sqlite3.Connection, statement: str, path: Path, busy_timeout:
                     raise
                 if time.monotonic() >= deadline:
                     raise
-                wait.tick()  # a long wait is told about (planner.waiting)
+                wait.tick()  # a long wait is told about (planner.events)
     finally:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
 

@@ -25,7 +25,7 @@ from planner.engines.sqlite.database import DEFAULT_BUSY_TIMEOUT, has_journal, r
 from planner.errors import CatalogError, DatabaseNotFound, DatabaseReadOnly, NotADatabase
 from planner.findings import Remedy, age_text, size_text
 from planner.lint import ERROR, INFO, WARNING, Finding, history_findings, note_findings, tolerant_catalog
-from planner.nontransactional import interrupted_findings
+from planner.outside import interrupted_findings
 from planner.sql import quote_identifier
 
 #: At most this many rows of integrity_check and foreign_key_check become findings; a summary says the rest.

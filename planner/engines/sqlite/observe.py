@@ -30,25 +30,408 @@ over, so a ``convert`` that renames is a rename, not a loss.
 
 SQLite's trace callback records every statement the migration's code
 executes, parameters filled in, for ``--sql``.
+
+Counting, during a SQLite preview, the rows triggers delete and the values an UPDATE changes, as they change.
+
+A statement's ``rowcount`` tells only what it did to its own target. What
+it does to each column, and what its triggers delete, is counted by TEMP
+triggers (per connection, gone with it, dropped at the end of each step),
+per table, column and kind:
+
+* ``overwritten``: a value that existed before the plan and was not NULL,
+  whatever it was (a default is a value like any other): loss;
+* ``set``: a NULL filled in, or a value the plan wrote (a table it created,
+  a column it added, then backfilled; ``effects.PlanWrites``): not loss;
+* ``deleted``: a row a trigger deleted.
+
+Why the counts live in Python: a trigger body that writes a TEMP table
+costs a write to the TEMP database for every row (a data migration of
+50,000 single-row UPDATEs took 1.5x its unwatched run). Here the trigger's
+``WHEN`` calls a Python function that adds one to a list and returns NULL,
+so the body never runs and nothing is written. SQLite's undo does not reach
+a Python list, so the counts follow it by hand, from what the observer sees:
+
+* a statement that fails: SQLite undoes what it did (``ABORT``, the
+  default) unless its conflict is resolved by ``FAIL`` (``OR FAIL``, a
+  constraint's ``ON CONFLICT FAIL``, a trigger's ``RAISE(FAIL)``), which
+  keeps the rows changed before the failure. ``changes()`` tells the two
+  apart: SQLite sets it to the rows the failed statement kept, 0 when it
+  undid them (``total_changes`` cannot: it keeps what triggers did even
+  when the statement is undone). So the counts go back to where the
+  statement found them unless it kept rows. An ``executemany`` that fails
+  keeps its counts: the statements before the failing one are kept, and
+  what the failing one counted before SQLite undid it cannot be told apart,
+  so the preview may then report more than is lost, never less;
+* ``SAVEPOINT``, ``RELEASE`` and ``ROLLBACK TO``: the counts are kept per
+  savepoint, so a rollback to one restores the counts it was made with
+  (a savepoint older than the step restores none: nothing of the step is
+  left), and triggers made since it, which the rollback removed too, are
+  made again when next needed;
+* a step that fails: everything is forgotten, as the rollback forgets it.
+
+What a SQLite preview learns about one statement text, kept for the statement's repeats within a step.
+
+``StepObserver.before`` prepares each statement once more as ``EXPLAIN``
+with SQLite's authorizer on, to learn what it will touch. For a statement
+that only reads, inserts, updates or deletes rows, that answer depends on
+the text and the schema (triggers included), never on the parameters; and
+measuring it again would add nothing, since its tables are measured before
+its first run and its counters, once made, count every later run. So a data
+migration repeating one ``INSERT`` or ``UPDATE`` 50,000 times pays for one
+``EXPLAIN``, not 50,000 (about 50 us each before).
+
+What was learned is forgotten whenever the meaning of a text could change:
+a statement that changes the schema, sets a PRAGMA, moves a savepoint or
+cannot be prepared; the executor's own statements between the migration's
+(``StepObserver.running``); the step's end. A write to ``sqlite_master``
+without a schema statement (``PRAGMA writable_schema``) counts as a schema
+change. Outside a transaction nothing is recalled, since another connection
+could change the schema between two statements.
+
+Which tables a SQLite database has and which of them reference which, kept across a preview's steps.
+
+A previewed step checks the foreign keys of what it touched and of the
+children of what it shrank (``StepObserver.foreign_key_tables``). Asking
+SQLite for every table's foreign keys after every step reads the whole
+schema each time: on a rollback of 500 steps over 1,000 tables that was
+most of the preview. The answer changes only when a table is made or
+altered, so it is read once and kept, stamped with ``PRAGMA
+schema_version``, which SQLite changes with every schema change.
+
+A step that drops a table, or makes or drops an index, view or trigger,
+changes the schema version without changing who references whom. The
+observer tells the map about such a statement before it runs
+(``before_neutral``) and after (``after_neutral``): if the map was right
+before, it is right after, with the dropped tables removed, and takes the
+new stamp. Anything else that changes the schema, seen or not, leaves the
+stamp behind, and the next question reads the schema again. A statement the
+observer sees that may change the schema in other ways (``forget``) drops
+the map at once, so a savepoint rolled back to an earlier schema version
+cannot make an old map look current.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeGuard, cast
 
 from planner.effects import PlanWrites, StepEffects, TableState, resolve
-from planner.engines.sqlite.counters import ValueCounters
-from planner.engines.sqlite.fk_map import ForeignKeyMap
-from planner.engines.sqlite.statement_memo import UNKNOWN, StatementMemo, rowcount_targets
+from planner.engines.sqlite.sql import keywords, name_after, renamed_column, table_xinfo, tokens
 from planner.ledger import LOG_TABLE, TABLE
 from planner.locks import StepLocks
 from planner.preview import DataImpact
 from planner.schema import ObjectKind, SchemaChange
-from planner.engines.sqlite.sql import keywords, name_after, renamed_column, table_xinfo, tokens
 from planner.sql import quote_identifier
+
+
+#: The SQL function the triggers' ``WHEN`` calls (per connection, like the TEMP triggers).
+FUNCTION = "apm_preview_count"
+_KINDS = ("set", "overwritten")  # slot offsets 0 and 1 of an UPDATE counter; a DELETE counter uses offset 0
+
+
+class ValueCounters:
+    """The counters of one preview connection, set up lazily: a step that updates nothing pays nothing."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        #: The counts, two slots per counted (table, column); the SQL function adds to it in place. Changed
+        #: only in place (the function and the observer hold it): empty while the step counts nothing.
+        self.tally: list[int] = []
+        self._slots: dict[tuple[str, str], int] = {}  # first slot of each key, for the step
+        self._triggers: dict[tuple[str, str], str] = {}  # the live trigger of each key
+        self._savepoints: list[tuple[str, list[int]]] = []  # (name, counts when it was made), innermost last
+        self._mark: list[int] | None = None  # the counts before this statement
+        self._registered = False
+        self._serial = 0  # names are never reused within a connection: a rolled-back one may come back
+
+    # -- what to count ---------------------------------------------------------------------
+
+    def deletes(self, table: str) -> None:
+        """Count the rows deleted from ``table`` (by a trigger: ``rowcount`` does not see them)."""
+        key = (table, "")
+        if key not in self._triggers:
+            slot = self._slot(key)
+            self._create(key, f"AFTER DELETE ON main.{quote_identifier(table)} WHEN {FUNCTION}({slot})")
+
+    def updates(self, table: str, column: str, written_by_plan: bool) -> None:
+        """Count the values of ``table.column`` an UPDATE changes; all as ``set`` if the plan wrote the column."""
+        key = (table, column)
+        if key in self._triggers:
+            return
+        slot = self._slot(key)
+        quoted = quote_identifier(column)
+        which = str(slot) if written_by_plan else f"{slot} + (OLD.{quoted} IS NOT NULL)"
+        self._create(key, f"AFTER UPDATE OF {quoted} ON main.{quote_identifier(table)} "
+                          f"WHEN OLD.{quoted} IS NOT NEW.{quoted} AND {FUNCTION}({which})")
+
+    # -- following SQLite's undo -------------------------------------------------------------
+
+    def statement_starts(self) -> None:
+        """A statement of the migration is about to run: remember the counts, to undo them if it fails."""
+        self._mark = self.tally.copy() if self.tally else None
+
+    def statement_failed(self, many: bool) -> None:
+        """The statement (``many``: the ``executemany``) raised: its counts go unless SQLite kept some of its
+        changes (``FAIL``), or the ``executemany`` ran some statements before the failing one."""
+        mark, self._mark = self._mark, None
+        if mark is None or many or self.tally == mark:
+            return
+        # No statement ran since the failed one: changes() is still what SQLite set for it.
+        if not self.conn.execute("SELECT changes()").fetchone()[0]:
+            self._restore(mark)
+
+    def savepoint(self, operation: str, name: str) -> None:
+        """The migration's ``SAVEPOINT`` / ``RELEASE`` / ``ROLLBACK TO`` ran (``operation``: SQLite's
+        authorizer word, ``BEGIN``, ``RELEASE`` or ``ROLLBACK``)."""
+        name = name.lower()  # SQLite compares savepoint names without case
+        operation = operation.upper()
+        if operation == "BEGIN":
+            self._savepoints.append((name, self.tally.copy()))
+            return
+        where = next((i for i in range(len(self._savepoints) - 1, -1, -1) if self._savepoints[i][0] == name), None)
+        if operation == "RELEASE":
+            if where is not None:
+                del self._savepoints[where:]
+            return
+        if operation != "ROLLBACK":
+            return
+        if where is None:  # made before this step: the step's work is undone, its counts with it
+            self._savepoints.clear()
+            self._restore([])
+        else:
+            del self._savepoints[where + 1:]  # ROLLBACK TO keeps the savepoint itself
+            self._restore(self._savepoints[where][1])
+        self._triggers_rolled_back()
+
+    # -- the step's end --------------------------------------------------------------------
+
+    def take(self) -> dict[tuple[str, str, str], int]:
+        """What the step's counters counted, per (table, column, kind); the counters are removed."""
+        counts: dict[tuple[str, str, str], int] = {}
+        tally = self.tally
+        for (table, column), slot in self._slots.items():
+            kinds = _KINDS if column else ("deleted",)
+            for offset, kind in enumerate(kinds):
+                if tally[slot + offset]:
+                    counts[(table, column, kind)] = tally[slot + offset]
+        for name in self._triggers.values():
+            self.conn.execute(f"DROP TRIGGER IF EXISTS temp.{quote_identifier(name)}")
+        self.forget()
+        return counts
+
+    def forget(self) -> None:
+        """The step failed (its rollback removed the triggers with everything else), or its counts were taken."""
+        self.tally.clear()  # in place: the SQL function holds this list
+        self._slots.clear()
+        self._triggers.clear()
+        self._savepoints.clear()
+        self._mark = None
+
+    # -- inside --------------------------------------------------------------------------------
+
+    def _slot(self, key: tuple[str, str]) -> int:
+        slot = self._slots.get(key)
+        if slot is None:
+            if self._mark is None and not self.tally:
+                self._mark = []  # the statement about to run is the first counted one: nothing counted before it
+            slot = self._slots[key] = len(self.tally)
+            self.tally.extend((0, 0))
+        return slot
+
+    def _restore(self, counts: list[int]) -> None:
+        """Put the counts back as they were (slots made since start again from zero)."""
+        self.tally[:] = counts + [0] * (len(self.tally) - len(counts))
+
+    def _triggers_rolled_back(self) -> None:
+        """Triggers made since the savepoint are gone with the rest: they are made again when next needed."""
+        if self._triggers:
+            present = {name for (name,) in self.conn.execute("SELECT name FROM temp.sqlite_master")}
+            self._triggers = {key: name for key, name in self._triggers.items() if name in present}
+
+    def _create(self, key: tuple[str, str], when: str) -> None:
+        if not self._registered:
+            tally = self.tally
+
+            def count(slot: int) -> None:
+                tally[slot] += 1  # NULL: the WHEN is false, so the trigger's body never runs
+
+            self.conn.create_function(FUNCTION, 1, count)
+            self._registered = True
+        name = f"apm_preview_{self._serial}"
+        self._serial += 1
+        self._triggers[key] = name
+        self.conn.execute(f"CREATE TEMP TRIGGER {quote_identifier(name)} {when} BEGIN SELECT NULL; END")
+
+
+#: SQLite's NOCASE folds ASCII letters only; so does this.
+_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def fold(name: str) -> str:
+    """``name`` as SQLite's ``COLLATE NOCASE`` compares it."""
+    return name.translate(_FOLD)
+
+
+class ForeignKeyMap:
+    """The main database's tables, and for each table (folded) the tables whose foreign keys name it."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        self._version: int | None = None
+        self._tables: set[str] = set()
+        self._children: dict[str, set[str]] = {}
+
+    def _schema_version(self) -> int:
+        return self.conn.execute("PRAGMA main.schema_version").fetchone()[0]
+
+    def _read(self) -> None:
+        """Every table, and the foreign keys of those whose SQL mentions ``REFERENCES``.
+
+        Every foreign key, column or table constraint, is written with that
+        word, and the text test is a fraction of the pragma's cost. Should a
+        migration have made LIKE case-sensitive (``PRAGMA
+        case_sensitive_like``), ``'A' LIKE 'a'`` is false and every table is
+        asked.
+        """
+        self._tables = {row[0] for row in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        children: dict[str, set[str]] = {}
+        for child, parent in self.conn.execute(
+                "SELECT m.name, f.\"table\" FROM sqlite_master AS m, pragma_foreign_key_list(m.name) AS f "
+                "WHERE m.type = 'table' AND (m.sql LIKE '%references%' OR NOT 'A' LIKE 'a')"):
+            children.setdefault(fold(parent), set()).add(child)
+        self._children = children
+
+    def scope(self, touched: Iterable[str], shrunk: Iterable[str]) -> list[str]:
+        """The tables among ``touched`` that exist, with the existing children of the ``shrunk`` ones, sorted."""
+        version = self._schema_version()
+        if version != self._version:
+            self._read()
+            self._version = version
+        scope = set(touched)
+        for parent in shrunk:
+            scope |= self._children.get(fold(parent), set())
+        return sorted(scope & self._tables)
+
+    def forget(self) -> None:
+        """A statement may change who references whom, or move the schema back: read it again next time."""
+        self._version = None
+
+    def before_neutral(self) -> int | None:
+        """A statement that drops tables or changes only indexes, views or triggers is about to run.
+
+        Returns the stamp ``after_neutral`` needs, or ``None`` when the map is
+        not current anyway (nothing to carry over).
+        """
+        if self._version is None:
+            return None
+        version = self._schema_version()
+        return version if version == self._version else None
+
+    def after_neutral(self, stamp: int | None, events: Iterable[tuple]) -> None:
+        """That statement ran (``events``: its authorizer's): the map, right before it, is right after it
+        without the tables it dropped."""
+        if stamp is None or stamp != self._version:
+            return
+        self._tables.difference_update(table for action, table, _, database, _ in events
+                                       if action == sqlite3.SQLITE_DROP_TABLE and database == "main")
+        self._version = self._schema_version()
+
+
+#: Returned by ``recall`` for a text not seen in this step (``None`` is a statement with nothing to do after).
+UNKNOWN: Any = object()
+
+#: ``schema_effect``: the statement only reads and writes rows.
+ROWS_ONLY = "rows only"
+#: ``schema_effect``: it changes the schema but no table's foreign keys (drops tables; indexes, views, triggers).
+KEEPS_FOREIGN_KEYS = "keeps foreign keys"
+#: ``schema_effect``: anything else.
+ANY = "any"
+
+_ROWS = frozenset((sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE, sqlite3.SQLITE_READ,
+                   sqlite3.SQLITE_SELECT, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE))
+_NEUTRAL = frozenset((sqlite3.SQLITE_DROP_TABLE, sqlite3.SQLITE_DROP_INDEX, sqlite3.SQLITE_DROP_VIEW,
+                      sqlite3.SQLITE_DROP_TRIGGER, sqlite3.SQLITE_CREATE_INDEX, sqlite3.SQLITE_CREATE_VIEW,
+                      sqlite3.SQLITE_CREATE_TRIGGER, sqlite3.SQLITE_REINDEX))  # CREATE INDEX also reindexes
+_WRITES = (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE)
+_SCHEMA_TABLES = frozenset(("sqlite_master", "sqlite_schema", "sqlite_temp_master", "sqlite_temp_schema"))
+
+
+def schema_effect(events: list[tuple]) -> str:
+    """What a statement does to the schema, from its authorizer events: ``ROWS_ONLY``, ``KEEPS_FOREIGN_KEYS``
+    or ``ANY``. A schema statement's own writes to ``sqlite_master`` are part of it; bare ones are not."""
+    schema = {action for action, *_ in events} - _ROWS
+    bare_schema_write = not schema and any(
+        action in _WRITES and (table or "").lower() in _SCHEMA_TABLES for action, table, *_ in events)
+    if not schema and not bare_schema_write:
+        return ROWS_ONLY
+    return KEEPS_FOREIGN_KEYS if schema and schema <= _NEUTRAL else ANY
+
+
+def rowcount_targets(events: list[tuple], counted: dict[str, int], effects: StepEffects,
+                     ours: Callable[[str | None, str | None], bool]) -> tuple[tuple[str, str], ...]:
+    """Which of ``effects``' tallies (``deleted``, ``inserted``) a statement's ``rowcount`` goes to.
+
+    Only the statement's own target counts (``source`` is None): what its
+    triggers do is counted by the counters. A table made in this step, or
+    dropped in it (except by ``rebuild_table``), is no data the database had; tables in ``counted`` are counted
+    before and after instead. Decided once per text: what it depends on
+    changes only with the schema, which makes the memo forget.
+    """
+    targets = []
+    for action, table, _, database, source in events:
+        if source is not None or not ours(table, database) or table in counted:
+            continue
+        # A table dropped and put back by hand is compared as a whole at the end; rebuild_table's is not.
+        if action == sqlite3.SQLITE_DELETE and (table not in effects.dropped_tables or table in effects.rebuilds):
+            targets.append(("deleted", table))
+        elif action == sqlite3.SQLITE_INSERT and table not in effects.created:
+            targets.append(("inserted", table))
+    return tuple(targets)
+
+
+class StatementMemo:
+    """Per statement text, what ``StepObserver.before`` returned, while nothing can have changed its meaning.
+
+    It also tells the preview's ``ForeignKeyMap`` what each statement it
+    learns about does to the schema.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, foreign_keys: ForeignKeyMap):
+        self.conn = conn
+        self.foreign_keys = foreign_keys
+        #: Per text, what ``before`` returned; cleared in place, never replaced (the observer holds it, to look
+        #: up each repeat without a call).
+        self.known: dict[str, tuple | None] = {}
+
+    def recall(self, sql: str) -> Any:
+        """What ``before`` returned for ``sql`` earlier in this step, or ``UNKNOWN``."""
+        return self.known.get(sql, UNKNOWN) if self.conn.in_transaction else UNKNOWN
+
+    def keep(self, sql: str, seen: tuple | None) -> None:
+        self.known[sql] = seen
+
+    def forget(self) -> None:
+        self.known.clear()
+
+    def schema_may_change(self) -> None:
+        """A statement whose effect is not known (a PRAGMA, one that cannot be prepared), or a rollback."""
+        self.known.clear()
+        self.foreign_keys.forget()
+
+    def learn(self, events: list[tuple]) -> tuple[bool, int | None]:
+        """A statement was prepared under the watch: whether its text may be recalled in this step, and the
+        stamp ``ForeignKeyMap.after_neutral`` needs once it has run (``None``: nothing to carry over)."""
+        effect = schema_effect(events)
+        if effect == ROWS_ONLY:
+            return True, None
+        self.known.clear()
+        if effect == KEEPS_FOREIGN_KEYS:
+            return False, self.foreign_keys.before_neutral()
+        self.foreign_keys.forget()
+        return False, None
+
 
 _IGNORED = {TABLE.lower(), LOG_TABLE.lower()}
 # Python 3.11 took ``None`` to mean "no authorizer"; 3.10 calls it, and denies every statement after the first

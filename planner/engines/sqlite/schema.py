@@ -227,7 +227,7 @@ def replayed_schema(catalog: Catalog, plan: Plan) -> tuple[Schema, dict[tuple[st
     origins are keyed as ``Schema.objects`` keys them. Whatever a migration
     raises propagates.
     """
-    from planner.engines.sqlite.session import SQLiteSession
+    from planner.engines.sqlite.runner import SQLiteSession
     from planner.events import StepFinished
 
     origin: dict[tuple[str, str], str] = {}
