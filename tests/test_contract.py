@@ -143,9 +143,10 @@ def engine_parts(module_name: str) -> dict[str, type]:
     parts: dict[str, type] = {"Engine": engine}
     parts["Backups"] = hints(engine.backups.fget)["return"]
     parts["PlanRunner"] = hints(engine.runner)["return"]
-    sessions = importlib.import_module(f"{module_name}.session")
-    [session] = [cls for cls in vars(sessions).values()
-                 if isinstance(cls, type) and issubclass(cls, Session) and cls is not Session]
+    # The engine's session is the one ``Session`` subclass its runner's module defines.
+    sessions = importlib.import_module(parts["PlanRunner"].__module__)
+    [session] = [cls for cls in vars(sessions).values() if isinstance(cls, type) and issubclass(cls, Session)
+                 and cls is not Session and cls.__module__ == sessions.__name__]
     base = next(b for b in session.__orig_bases__ if typing.get_origin(b) is Session)
     namespace = vars(sessions) | type_checking_names(sessions)
     driver, observer, connection = (eval(a.__forward_arg__, namespace) if isinstance(a, typing.ForwardRef) else a
