@@ -31,7 +31,10 @@ from cli.output import echo, emit_json
 @click.option("--sql", is_flag=True, help="Write a plain SQL migration (migration_<next>_<slug>.sql).")
 def new_command(description: str, depends_on: tuple[str, ...], root: bool, sql: bool) -> None:
     """Create migration_<next>_<slug>.py (or .sql with --sql) with DESCRIPTION, ready to fill in."""
+    # start-up time: cli.authoring runs without cli.options until new_command() needs it
     from cli.options import catalog_to_write
+
+    # start-up time: cli.authoring runs without planner.scaffold until new_command() needs it
     from planner.scaffold import create_migration
 
     if root and depends_on:
@@ -65,13 +68,21 @@ def squash_command(first: str, last: str, schema_only: bool, as_json: bool) -> N
     squash as applied, a fresh one applies the squash alone. A range the
     database (--db, SQLite or PostgreSQL) applied only in part is refused.
     """
+    # start-up time: cli.authoring runs without cli.errors until squash_command() needs it
     from cli.errors import CommandError
-    from cli.options import EXIT_FAILED
-    from cli.running import load_catalog
-    from planner.errors import ExecutionError
-    from planner.squash import squash, write_squash
 
-    from cli.options import catalog_to_write
+    # start-up time: cli.authoring runs without cli.options until squash_command() needs it
+    # start-up time: cli.authoring runs without cli.options until squash_command() needs it
+    from cli.options import EXIT_FAILED, catalog_to_write
+
+    # start-up time: cli.authoring runs without cli.running until squash_command() needs it
+    from cli.running import load_catalog
+
+    # start-up time: cli.authoring runs without planner.errors until squash_command() needs it
+    from planner.errors import ExecutionError
+
+    # start-up time: cli.authoring runs without planner.squash until squash_command() needs it
+    from planner.squash import squash, write_squash
 
     catalog_to_write("apm migrate squash")  # before the range is built: that takes a while, and writes nothing
     engine = settings().engine
@@ -116,7 +127,10 @@ IMAGE_FORMATS = ("svg", "png")
 @click.option("--rollback", type=VERSION, help="Highlight what a cascade rollback of VERSION takes.")
 def graph_command(fmt: str, output: Path | None, focus: str | None, rollback: str | None) -> None:
     """Draw the dependency graph (applied/pending styling when the database exists)."""
+    # start-up time: cli.authoring runs without planner until graph_command() needs it
     from planner import diagram
+
+    # start-up time: cli.authoring runs without planner.loader until graph_command() needs it
     from planner.loader import load_catalog
 
     catalog = load_catalog(settings().catalog_dir)
@@ -144,10 +158,13 @@ def graph_command(fmt: str, output: Path | None, focus: str | None, rollback: st
 @click.option("--check", is_flag=True, help="Write nothing; exit 3 if the page on disk is out of date.")
 def docs_command(output: Path | None, check: bool) -> None:
     """Write the catalog page: table, mermaid diagram and each migration's text."""
-    from planner.diagram import catalog_page
-    from planner.loader import load_catalog
-
+    # start-up time: cli.authoring runs without planner.diagram until docs_command() needs it
+    # start-up time: cli.authoring runs without cli.options until docs_command() needs it
     from cli.options import catalog_to_write, refuse_installed
+    from planner.diagram import catalog_page
+
+    # start-up time: cli.authoring runs without planner.loader until docs_command() needs it
+    from planner.loader import load_catalog
 
     if check:
         target = output or settings().catalog_dir / "README.md"
@@ -161,11 +178,14 @@ def docs_command(output: Path | None, check: bool) -> None:
     if check:
         current = target.read_text(encoding="utf-8") if target.exists() else None
         if current != page:
-            from cli.errors import CommandError
-            from cli.options import EXIT_CATALOG
-
             # A stale page is a catalog problem for CI to fail on, not a bug (exit 1 means a bug).
+            # start-up time: only a stale page needs these
             import shlex
+
+            from cli.errors import CommandError
+
+            # start-up time: cli.authoring runs without cli.options until docs_command() needs it
+            from cli.options import EXIT_CATALOG
 
             folder = shlex.quote(str(settings().catalog_dir))
             raise CommandError(f"{target} is out of date; run `apm --migrations-dir {folder} migrate docs` to "

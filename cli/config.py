@@ -116,8 +116,10 @@ def find_config(start: Path | None = None) -> tuple[Path, dict[str, Any]] | None
 def _parse(path: Path, data: bytes | None = None) -> dict[str, Any]:
     # Imported only when a file exists: start-up stays cheap. A version check, not try/except, so mypy follows it.
     if sys.version_info >= (3, 11):
+        # start-up time: cli.config runs without tomllib until _parse() needs it
         import tomllib
     else:  # Python 3.10: the same parser, from PyPI (a dependency there)
+        # start-up time: cli.config runs without tomli until _parse() needs it
         import tomli as tomllib
 
     try:
@@ -135,6 +137,7 @@ def _parse(path: Path, data: bytes | None = None) -> dict[str, Any]:
 
 def _shown(value: Any) -> str:
     if isinstance(value, str):
+        # start-up time: cli.config runs without planner.urls until _shown() needs it
         from planner.urls import redact
 
         return f'"{redact(value)}"'
@@ -165,6 +168,7 @@ def load_config(start: Path | None = None) -> Config:
 
 def _fleet_pattern(folder: Path, pattern: str) -> str:
     """A ``fleet`` pattern made absolute against the file's folder (a URL stays as it is)."""
+    # start-up time: cli.config runs without planner.engines until _fleet_pattern() needs it
     from planner.engines import on_server
 
     if on_server(pattern):
@@ -185,8 +189,10 @@ def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
         if not isinstance(value, str) or not value.strip():
             raise bad()
         if key == "db":
-            from planner.urls import misspelled_url
+            # start-up time: cli.config runs without planner.urls until _convert() needs it
+            # start-up time: cli.config runs without planner.engines until _convert() needs it
             from planner.engines import on_server
+            from planner.urls import misspelled_url
 
             start = misspelled_url(value)
             if start is not None:  # shown by its scheme only: the rest may hold a password
@@ -209,6 +215,7 @@ def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
             raise bad()
         return value
     if key in ("lock_timeout", "statement_timeout"):
+        # start-up time: cli.config runs without planner.locks until _convert() needs it
         from planner.locks import parse_duration
 
         try:
@@ -216,12 +223,14 @@ def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
         except ValueError:
             raise bad() from None
     if key == "lock_gate":
+        # start-up time: cli.config runs without planner.locks until _convert() needs it
         from planner.locks import LEVELS
 
         if value not in LEVELS:
             raise bad()
         return value
     if key == "lock_levels":
+        # start-up time: cli.config runs without planner.locks until _convert() needs it
         from planner.locks import CODES, LEVELS
 
         if not isinstance(value, dict) or any(c not in CODES or v not in LEVELS for c, v in value.items()):
@@ -248,6 +257,8 @@ def config_origin(error: BaseException, settings: Any) -> str | None:
     a database, cannot connect), and only when no option or variable
     overrode the file's value.
     """
+    # start-up time: cli.config runs without planner until config_origin() needs it
+    # start-up time: cli.config runs without planner until config_origin() needs it
     from planner import errors as E
     from planner import errors as engine_errors
 

@@ -43,6 +43,7 @@ class CommandError(click.ClickException):
 
 def _exit_codes() -> tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...]:
     """Each library error family and its exit code, most specific first."""
+    # start-up time: cli.errors runs without planner until _exit_codes() needs it
     from planner import errors as E
 
     return (
@@ -95,6 +96,7 @@ def as_command_error(error: Exception) -> CommandError:
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:
+    # start-up time: cli.errors runs without planner.errors until _raise_interrupted() needs it
     from planner.errors import Interrupted
 
     raise Interrupted(signum)
@@ -144,8 +146,12 @@ def message(error: BaseException) -> str:
 
 def _table() -> dict[type, _Advise]:
     """Each library error class and the whole line this command shows for it."""
+    # start-up time: cli.errors runs without planner until _table() needs it
+    # start-up time: cli.errors runs without planner until _table() needs it
     from planner import errors as E
     from planner import errors as engine
+
+    # start-up time: cli.errors runs without planner.engines.postgresql.locks until _table() needs it
     from planner.engines.postgresql.locks import StepLocked
 
     return {
@@ -225,6 +231,7 @@ def _squash_refused(error: Any) -> str:
 
 
 def _rollback_refused(error: Any) -> str:
+    # start-up time: cli.errors runs without planner.errors until _rollback_refused() needs it
     from planner.errors import irreversibility, irreversible_advice
 
     if error.irreversible:  # a cascade would be refused too: do not advise it

@@ -27,7 +27,6 @@ from typing import Any
 
 import click
 
-from cli.running import lock_options
 from cli.options import (
     EXIT_ATTENTION,
     EXIT_DRIFT,
@@ -40,6 +39,7 @@ from cli.options import (
     shared_options,
 )
 from cli.output import echo, emit_json
+from cli.running import lock_options
 
 
 def fleet_options(command):
@@ -54,6 +54,7 @@ def fleet_options(command):
 
 
 def discover_members(globs: tuple[str, ...], lists: tuple[str, ...]):
+    # start-up time: cli.fleet runs without planner.fleet.members until discover_members() needs it
     from planner.fleet.members import discover
 
     configured = settings().config.get("fleet") or () if not (globs or lists) else ()
@@ -106,6 +107,7 @@ def _given_order(globs: tuple[str, ...], lists: tuple[str, ...]) -> list[tuple[s
 
 
 def load_fleet_catalog():
+    # start-up time: cli.fleet runs without cli.running until load_fleet_catalog() needs it
     from cli.running import load_catalog
 
     return load_catalog()
@@ -115,6 +117,7 @@ def jobs_of(jobs: int | None) -> int:
     """``--jobs`` or the number of cores this process may use."""
     if jobs:
         return jobs
+    # start-up time: cli.fleet runs without os until jobs_of() needs it
     import os
 
     try:
@@ -160,6 +163,7 @@ def check_request(target, to, rollback, cascade) -> None:
 def make_request(*, target=None, to=None, rollback=None, cascade=False, dry_run=False, sql=False, yes=False,
                  backup=True):
     """The request every database runs, as `apm migrate` makes its own (``cli.running.request_for``)."""
+    # start-up time: cli.fleet runs without cli.running until make_request() needs it
     from cli.running import request_for
 
     return request_for(target=target, to=to, rollback=rollback, cascade=cascade, dry_run=dry_run, sql=sql, yes=yes,
@@ -205,6 +209,7 @@ def status_command(ctx: click.Context, globs: tuple[str, ...], lists: tuple[str,
     (behind, ahead, failed, locked, unreadable...), 10 with --drift when a
     schema differs from its migrations and nothing else needs attention.
     """
+    # start-up time: cli.fleet runs without planner.fleet.status until status_command() needs it
     from planner.fleet.status import DRIFTED, fleet_status
 
     members = discover_members(globs, lists)
@@ -212,6 +217,7 @@ def status_command(ctx: click.Context, globs: tuple[str, ...], lists: tuple[str,
     options = settings()
     checker = None
     if drift:
+        # start-up time: cli.fleet runs without planner.schema_drift until status_command() needs it
         from planner.schema_drift import DriftChecker
 
         checker = DriftChecker(catalog, busy_timeout=options.busy_timeout, ledger_schema=options.ledger_schema)
@@ -287,7 +293,10 @@ def plan_command(ctx: click.Context, globs, lists, target, to, rollback, cascade
 
         rehearse_plans(ctx, catalog, request, members, jobs=jobs_of(jobs), as_json=as_json)
         return
+    # start-up time: cli.fleet runs without planner.errors until plan_command() needs it
     from planner.errors import MigrationError, NotApplied, PlanError
+
+    # start-up time: cli.fleet runs without planner.fleet.status until plan_command() needs it
     from planner.fleet.status import Unreadable, read_ledger
 
     rows: list[tuple[Any, list[tuple[str, str, str]] | None, str | None]] = []  # (member, its steps, why not)
@@ -303,6 +312,7 @@ def plan_command(ctx: click.Context, globs, lists, target, to, rollback, cascade
         except (Unreadable, MigrationError) as error:
             if isinstance(error, PlanError):
                 refused.add(candidate)
+            # start-up time: cli.fleet runs without planner.fleet.run until plan_command() needs it
             from planner.fleet.run import one_line
 
             rows.append((candidate, None, one_line(error)))
@@ -333,6 +343,7 @@ def plan_command(ctx: click.Context, globs, lists, target, to, rollback, cascade
 
 
 def rehearse_plans(ctx, catalog, request, members, *, jobs: int, as_json: bool) -> None:
+    # start-up time: cli.fleet runs without planner.fleet.run until rehearse_plans() needs it
     from planner.fleet.run import FleetRun
 
     runner = FleetRun(catalog, request, jobs=jobs, continue_on_error=True)
@@ -399,7 +410,10 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
     succeeded, 11 otherwise (7 when the only reason is a loss not confirmed,
     4 when it is the planner's refusal, 12 when it is lock findings).
     """
+    # start-up time: cli.fleet runs without planner.fleet until migrate_command() needs it
     from planner.fleet import run as journals
+
+    # start-up time: cli.fleet runs without planner.fleet.run until migrate_command() needs it
     from planner.fleet.run import FleetRun, canaries
 
     check_request(target, to, rollback, cascade)
@@ -474,6 +488,7 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
         _report(result, request, resume_hint)
         echo(f"Journal: {journal.path}" if kept else "Journal: none kept (every database had nothing to do)")
     if result.interrupted:
+        # start-up time: cli.fleet runs without cli.errors until migrate_command() needs it
         from cli.errors import CommandError
 
         raise CommandError(f"interrupted: no further database was started; the running ones finished and are "
@@ -515,6 +530,7 @@ def _restore_settings(recorded: dict) -> None:
 
 
 def _journal_folder() -> Path:
+    # start-up time: cli.fleet runs without planner.fleet.run until _journal_folder() needs it
     from planner.fleet.run import FOLDER
 
     config = settings().config
@@ -523,6 +539,7 @@ def _journal_folder() -> Path:
 
 def _journal_member(candidate) -> dict:
     """A member as the journal keeps it: never a password."""
+    # start-up time: cli.fleet runs without planner.urls until _journal_member() needs it
     from planner.urls import without_password
 
     return {"db": candidate.display, "key": candidate.key,
@@ -531,6 +548,7 @@ def _journal_member(candidate) -> dict:
 
 def _resumed_members(past, globs, lists) -> list:
     """The members of the journal's run that did not succeed; from --glob/--list when given (passwords)."""
+    # start-up time: cli.fleet runs without planner.fleet.members until _resumed_members() needs it
     from planner.fleet.members import member
 
     done = past.succeeded()
@@ -538,6 +556,7 @@ def _resumed_members(past, globs, lists) -> list:
         wanted = {m["key"] for m in past.header.get("members", [])}
         candidates = [m for m in discover_members(globs, lists) if m.key in wanted]
     else:
+        # start-up time: cli.fleet runs without dataclasses until _resumed_members() needs it
         from dataclasses import replace
 
         recorded = past.header.get("members", [])  # a file keeps the spelling it was given
@@ -547,6 +566,7 @@ def _resumed_members(past, globs, lists) -> list:
 
 
 def _stdin_is_terminal() -> bool:
+    # start-up time: cli.fleet runs without cli.running until _stdin_is_terminal() needs it
     from cli.running import stdin_is_terminal
 
     return stdin_is_terminal()
@@ -554,6 +574,7 @@ def _stdin_is_terminal() -> bool:
 
 def _confirm_loss(outcomes) -> bool:
     """One question for every database whose plan destroys data: each one's loss, then the total."""
+    # start-up time: cli.fleet runs without cli.output until _confirm_loss() needs it
     from cli.output import confirm
 
     echo(f"These plans destroy data ({len(outcomes)} database(s)):", fg="yellow", err=True)
@@ -578,12 +599,14 @@ class _stopping_on_interrupt:
         self.previous: dict = {}
 
     def __enter__(self):
+        # start-up time: cli.fleet runs without signal until __enter__() needs it
         import signal
 
         alone = self.runner.jobs == 1
 
         def handler(signum, frame):
             if self.runner.interrupted and alone:
+                # start-up time: cli.fleet runs without planner.errors until handler() needs it
                 from planner.errors import Interrupted
 
                 raise Interrupted(signum)  # the step running here is rolled back
@@ -604,6 +627,7 @@ class _stopping_on_interrupt:
         return self
 
     def __exit__(self, *exc):
+        # start-up time: cli.fleet runs without signal until __exit__() needs it
         import signal
 
         for signum, handler in self.previous.items():
@@ -613,6 +637,7 @@ class _stopping_on_interrupt:
 
 def _line_per_database(event) -> None:
     """Without a terminal: one line per database as it ends (a log reads well)."""
+    # start-up time: cli.fleet runs without planner.fleet.run until _line_per_database() needs it
     from planner.fleet.run import MemberFinished
 
     if isinstance(event, MemberFinished):
@@ -620,6 +645,7 @@ def _line_per_database(event) -> None:
 
 
 def _describe_outcome(outcome, *, show_sql: bool, brief: bool = False) -> None:
+    # start-up time: cli.fleet runs without cli.output until _describe_outcome() needs it
     from cli.output import duration
 
     steps = ", ".join(("" if s.get("direction", "apply") == "apply" or outcome.outcome == "rolled back" else
@@ -657,6 +683,7 @@ def _summary_line(result) -> str:
 
 
 def _quote(text: str) -> str:
+    # start-up time: cli.fleet runs without shlex until _quote() needs it
     import shlex
 
     return shlex.quote(text)
@@ -664,6 +691,7 @@ def _quote(text: str) -> str:
 
 def retry_command(outcome, request) -> str:
     """The exact command that runs this one database alone, as `apm migrate` (no password in it)."""
+    # start-up time: cli.fleet runs without planner.urls until retry_command() needs it
     from planner.urls import without_password
 
     candidate = outcome.member
@@ -711,6 +739,7 @@ def _report(result, request, resume_hint: str) -> None:
                 echo(f"  {line}", err=True)
     echo(_summary_line(result))
     if result.stopped and not result.interrupted:
+        # start-up time: cli.fleet runs without planner.fleet.run until _report() needs it
         from planner.fleet.run import STOPPED_BY_FAILURE
 
         hint = " (--continue-on-error runs them all)" if result.stopped.endswith(STOPPED_BY_FAILURE) else ""
@@ -736,6 +765,7 @@ class _RunProgress:
         self.running: list[str] = []
 
     def event(self, event) -> None:
+        # start-up time: cli.fleet runs without planner.fleet.run until event() needs it
         from planner.fleet.run import MemberFinished, MemberStarted
 
         if isinstance(event, MemberStarted):

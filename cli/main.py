@@ -8,6 +8,8 @@ commands import the planner when they run.
 
 from __future__ import annotations
 
+import gc
+import os
 import sys
 
 import click
@@ -31,8 +33,6 @@ class ApmGroup(LazyGroup):
             raise
         except BrokenPipeError:
             # The reader went away (`apm ... | head`): not an error worth a message. 141 is the shell's SIGPIPE code.
-            import os
-
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             ctx.exit(141)
         except KeyboardInterrupt as interrupt:
@@ -60,6 +60,7 @@ def _config_origin(error: Exception, settings: Settings) -> str:
     """Where the setting an error is about came from, when that is the config file (``cli.config``)."""
     if settings._config is None:
         return ""  # the file was never read, so no setting came from it
+    # start-up time: cli.main runs without cli.config until _config_origin() needs it
     from cli.config import config_origin
 
     try:
@@ -110,6 +111,7 @@ _COMMANDS = {
 
 
 def _migrate() -> click.Command:
+    # start-up time: cli.main runs without cli.migrate until _migrate() needs it
     from cli.migrate import migrate
 
     for name, (module, attribute) in _MIGRATE_COMMANDS.items():
@@ -118,8 +120,9 @@ def _migrate() -> click.Command:
 
 
 def _fleet() -> click.Command:
-    from cli.fleet import fleet
-    from cli.fleet import migrate_command
+    # start-up time: cli.main runs without cli.fleet until _fleet() needs it
+    # start-up time: cli.main runs without cli.fleet until _fleet() needs it
+    from cli.fleet import fleet, migrate_command
 
     fleet.add_command(migrate_command)
     return fleet
@@ -145,8 +148,6 @@ def main() -> None:
         # every object still alive (the catalog; psycopg's 23,000) to find cycles nobody will use: 40 ms of a
         # PostgreSQL command, 10 ms of a SQLite one (docs/performance.md). atexit handlers, the flush of stdout and
         # the release of what modules hold still happen; only cycles still alive at exit are left to the OS.
-        import gc
-
         gc.freeze()
 
 

@@ -22,13 +22,13 @@ from typing import cast
 import click
 
 from cli.lazy import LazyGroup
-from cli.running import lock_options
 from cli.options import STATE, VERSION, settings, shared_options
 from cli.output import echo, emit_json, migration_row, note_json, note_row, plan_json, table
 from cli.running import (
     dry_run_report,
     ledger_entries,
     load_catalog,
+    lock_options,
     preview_plan,
     request_for,
     require_database,
@@ -38,6 +38,7 @@ from cli.running import (
 
 def record_baseline(version: str, as_json: bool) -> None:
     """``apm migrate --baseline V``: record V and its ancestors as applied, in one transaction, running nothing."""
+    # start-up time: cli.migrate runs without planner until record_baseline() needs it
     from planner import marks
 
     catalog = load_catalog()
@@ -182,6 +183,7 @@ def migrate(ctx: click.Context, list_pending: bool, show_applied: bool, rollback
 
 def _mark(applied: str | None, rolled_back: str | None, as_json: bool) -> None:
     """The seed's "add a record to schema_migrations by hand", with the dependency checks it lacked."""
+    # start-up time: cli.migrate runs without planner until _mark() needs it
     from planner import marks
 
     catalog = load_catalog()
@@ -201,6 +203,7 @@ def _marked(migration, action: str, verb: str, as_json: bool) -> None:
 
 
 def _list_pending(as_json: bool) -> None:
+    # start-up time: cli.migrate runs without planner.request until _list_pending() needs it
     from planner.request import Request
 
     catalog = load_catalog()
@@ -230,7 +233,10 @@ def _rollback_cell(migration) -> str:
 
 
 def _show_applied(as_json: bool) -> None:
+    # start-up time: cli.migrate runs without planner.lint until _show_applied() needs it
     from planner.lint import file_states
+
+    # start-up time: cli.migrate runs without planner.loader until _show_applied() needs it
     from planner.loader import load_catalog as load
 
     entries = ledger_entries()
@@ -276,6 +282,7 @@ def plan_command(rollback: str | None, cascade: bool, target: str | None, to: st
     """
     plan = _show_plan(rollback, cascade, target, to, rehearse, sql, as_json)
     if exit_code and plan:
+        # start-up time: cli.migrate runs without cli.options until plan_command() needs it
         from cli.options import EXIT_PENDING
 
         click.get_current_context().exit(EXIT_PENDING)
@@ -288,7 +295,10 @@ def _show_plan(rollback: str | None, cascade: bool, target: str | None, to: str 
         raise click.UsageError("--cascade only makes sense with --rollback VERSION")
     if sum(v is not None for v in (target, rollback, to)) > 1:
         raise click.UsageError("--target, --rollback and --to cannot be used together; choose one")
+    # start-up time: cli.migrate runs without planner.plan until _show_plan() needs it
     from planner.plan import refuse_empty_upgrades
+
+    # start-up time: cli.migrate runs without planner.request until _show_plan() needs it
     from planner.request import Request
 
     catalog = load_catalog()

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import click
 
-
 DEFAULT_DB = Path(".aipm/data/aipm.db")
 DEFAULT_BUSY_TIMEOUT = 30.0  # sqlite.database's default too; not imported from there, to keep start-up light
 
@@ -60,7 +59,10 @@ class VersionType(click.ParamType):
     name = "VERSION"
 
     def convert(self, value, param, ctx):
+        # start-up time: cli.options runs without planner.errors until convert() needs it
         from planner.errors import InvalidVersion
+
+        # start-up time: cli.options runs without planner.versions until convert() needs it
         from planner.versions import parse
 
         try:
@@ -88,6 +90,7 @@ STATE = StateType()
 
 def shipped_catalog() -> Path:
     """The folder of APM's own migrations (the default for --migrations-dir)."""
+    # start-up time: cli.options runs without planner.catalog until shipped_catalog() needs it
     from planner.catalog import shipped_catalog_dir
 
     return shipped_catalog_dir()
@@ -126,6 +129,7 @@ class Settings:
     def config(self):
         """The configuration file's settings (``cli.config.Config``), read on first use."""
         if self._config is None:
+            # start-up time: cli.options runs without cli.config until config() needs it
             from cli.config import load_config
 
             self._config = load_config()
@@ -155,6 +159,7 @@ class Settings:
         schema = self.tenant_schema
         if schema is None:
             return chosen
+        # start-up time: cli.options runs without planner.fleet.members until db_url() needs it
         from planner.fleet.members import split_schema, tenant_url
 
         return tenant_url(split_schema(chosen)[0], schema)
@@ -165,7 +170,10 @@ class Settings:
         chosen = self.db_chosen
         if not isinstance(chosen, str) or "#" not in chosen:
             return None
+        # start-up time: cli.options runs without planner.engines until tenant_schema() needs it
         from planner.engines import on_server
+
+        # start-up time: cli.options runs without planner.fleet.members until tenant_schema() needs it
         from planner.fleet.members import split_schema
 
         if not on_server(chosen):
@@ -195,7 +203,10 @@ class Settings:
     def engine(self):
         """The database as an ``planner.engines.Engine`` (made once per command)."""
         if self._engine is None:
+            # start-up time: cli.options runs without planner until engine() needs it
             from planner import events as waiting
+
+            # start-up time: cli.options runs without planner.engines until engine() needs it
             from planner.engines import engine_for
 
             self._engine = engine_for(self.db_url or self.db_path, busy_timeout=self.busy_timeout,
@@ -252,6 +263,7 @@ class Settings:
                     "ledger_schema": ("public", "default (PostgreSQL only)"),
                     "backup_dir": (None, "default (SQLite: beside the file; PostgreSQL: this folder)")}
         rows: list[tuple[str, object, str]] = []
+        # start-up time: cli.options runs without planner.urls until explain() needs it
         from planner.urls import redact
 
         if isinstance(given["db"], str) or isinstance(config.get("db"), str):  # never show a password
@@ -309,6 +321,7 @@ def _store_path(name: str):
 
 def _db(value: str) -> Path | str:
     """``--db``: a PostgreSQL connection string stays a string (a Path would fold its ``//``), else a path."""
+    # start-up time: cli.options runs without planner.engines until _db() needs it
     from planner.engines import on_server
 
     refuse_misspelled_url(value)
@@ -317,6 +330,7 @@ def _db(value: str) -> Path | str:
 
 def refuse_misspelled_url(value: str) -> None:
     """A URL whose scheme is not PostgreSQL's is a typo to fix, not a file to create (exit 2)."""
+    # start-up time: cli.options runs without planner.urls until refuse_misspelled_url() needs it
     from planner.urls import misspelled_url
 
     start = misspelled_url(value)
@@ -335,6 +349,7 @@ def _schema(value: str) -> str:
 def _debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
     """--debug shows tracebacks and the library's log (which is silent otherwise)."""
     if value:
+        # start-up time: cli.options runs without logging until _debug() needs it
         import logging
 
         ctx.ensure_object(Settings).debug = True
@@ -450,7 +465,10 @@ NAME_ONE = ("name your project's folder with --migrations-dir DIR, the APM_MIGRA
 
 def installed_package_roots() -> list[Path]:
     """The folders Python installs packages into (site-packages, dist-packages, the user's), resolved."""
+    # start-up time: cli.options runs without site until installed_package_roots() needs it
     import site
+
+    # start-up time: cli.options runs without sysconfig until installed_package_roots() needs it
     import sysconfig
 
     roots = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}

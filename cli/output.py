@@ -22,13 +22,14 @@ from cli.options import use_color
 
 def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
     """A plain-text table; imported lazily because most commands never draw one."""
+    # start-up time: cli.output runs without tabulate until table() needs it
     from tabulate import tabulate
 
     return tabulate(list(rows), headers=list(headers), tablefmt="simple", disable_numparse=True)
 
 
 def emit_json(value: Any) -> None:
-    import json  # imported when used: most runs print no JSON, and start-up is paid on every run
+    import json  # start-up time: most runs print no JSON
 
     click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
 
@@ -111,7 +112,10 @@ def confirm(question: str) -> bool:
     handler (``cli.errors.catch_interrupts``) within a slice, as the lock
     waits do.
     """
+    # start-up time: cli.output runs without select until confirm() needs it
     import select
+
+    # start-up time: cli.output runs without sys until confirm() needs it
     import sys
 
     while True:
@@ -142,6 +146,7 @@ class Progress:
     """
 
     def __init__(self, total: int, keep_lines: bool = True):
+        # start-up time: cli.output runs without shutil until __init__() needs it
         import shutil
 
         self.total = total

@@ -33,6 +33,7 @@ from cli.output import Progress, confirm, duration, echo, emit_json, plan_json, 
 
 
 def load_catalog():
+    # start-up time: cli.running runs without planner.loader until load_catalog() needs it
     from planner.loader import load_catalog as load
 
     return load(settings().catalog_dir)
@@ -56,6 +57,7 @@ def require_database() -> None:
 def request_for(*, target=None, to=None, rollback=None, cascade=False, dry_run=False, sql=False, yes=False,
                 backup=True, previewed=True, atomic=False):
     """The ``Request`` of a run, with the lock settings and policy of this command (options, config, defaults)."""
+    # start-up time: cli.running runs without planner.request until request_for() needs it
     from planner.request import Request
 
     options = settings()
@@ -68,6 +70,7 @@ def request_for(*, target=None, to=None, rollback=None, cascade=False, dry_run=F
 
 def run_request(request, *, as_json: bool) -> None:
     """``apm migrate``, ``--rollback V``, ``--to V``: the plan and its refusals first, then the run or the dry run."""
+    # start-up time: cli.running runs without planner.plan until run_request() needs it
     from planner.plan import refuse_empty_upgrades, refuse_non_transactional
 
     catalog = load_catalog()
@@ -114,7 +117,10 @@ def run_plan(catalog, plan, request, *, as_json: bool):
     A plan with ``transactional = False`` steps runs in parts, each committed
     on its own: a refusal keeps the parts before it, and says so.
     """
+    # start-up time: cli.running runs without planner until run_plan() needs it
     from planner import request as requests
+
+    # start-up time: cli.running runs without planner.errors until run_plan() needs it
     from planner.errors import Interrupted
 
     watch = _Watch(plan, request, as_json)
@@ -150,8 +156,13 @@ def run_plan(catalog, plan, request, *, as_json: bool):
 
 def _answer(plan, outcome, as_json: bool, confirmed, locks_accepted) -> tuple[list[str] | None, list[str]]:
     """Why the run stopped, told as the command's error; or, on a terminal, a person's answer to run it again."""
+    # start-up time: cli.running runs without cli until _answer() needs it
     from cli import errors as advice
+
+    # start-up time: cli.running runs without cli.errors until _answer() needs it
     from cli.errors import exit_code_for
+
+    # start-up time: cli.running runs without planner until _answer() needs it
     from planner import request as requests
 
     verb_done = _past(plan)
@@ -238,6 +249,7 @@ def _ask_outside_locks(locks, as_json: bool) -> bool:
 
 def _interrupted(plan, request, watch: _Watch, interrupt: BaseException) -> BaseException:
     """Ctrl-C: the stop told from the ledger (``interrupted_summary``), or the interrupt itself (nothing committed)."""
+    # start-up time: cli.running runs without cli.errors until _interrupted() needs it
     from cli.errors import interrupted_exit_code
 
     code = interrupted_exit_code(interrupt)
@@ -290,7 +302,10 @@ class _Watch:
         self.backup = None
 
     def event(self, event) -> None:
+        # start-up time: cli.running runs without planner.events until event() needs it
         from planner.events import Replanned, StepStarted
+
+        # start-up time: cli.running runs without planner.request until event() needs it
         from planner.request import BackupTaken, PartEnded
 
         if isinstance(event, BackupTaken):
@@ -329,6 +344,7 @@ class _Watch:
 
     def _previewed(self, event) -> None:
         """A bar while a preview runs on a terminal, so a long plan never sits silent."""
+        # start-up time: cli.running runs without planner.events until _previewed() needs it
         from planner.events import StepFinished, StepSkipped, StepStarted
 
         if isinstance(event, StepStarted) and self.tty:
@@ -343,6 +359,7 @@ class _Watch:
                 self.progress = None
 
     def _stepwise(self, event) -> None:
+        # start-up time: cli.running runs without planner.events until _stepwise() needs it
         from planner.events import StepFailed, StepFinished, StepSkipped, StepStarted
 
         migration = event.step.migration
@@ -384,6 +401,7 @@ class _Watch:
 
 def preview_plan(catalog, plan, request, *, as_json: bool = True):
     """The plan run in one watched transaction and rolled back, planned again inside the lock (``request``)."""
+    # start-up time: cli.running runs without planner until preview_plan() needs it
     from planner import request as requests
 
     watch = _Watch(plan, request, as_json, rehearsal=True)
@@ -394,18 +412,21 @@ def preview_plan(catalog, plan, request, *, as_json: bool = True):
 
 def dry_run_report(catalog, plan, request, as_json: bool, *, exit_on_loss: bool = True):
     """Preview and roll back: exit 7 when the plan would destroy data, 5 (or the error's code) when a step fails."""
+    # start-up time: cli.running runs without click until dry_run_report() needs it
     import click
 
     sql = request.sql
     preview = preview_plan(catalog, plan, request, as_json=as_json)
     report_preview(preview, plan, as_json=as_json, sql=sql)
     if preview.error is not None:
+        # start-up time: cli.running runs without cli.errors until dry_run_report() needs it
         from cli.errors import exit_code_for
 
         raise CommandError(f"{preview.error} (found by the preview: nothing was committed)",
                            exit_code_for(preview.error)) from preview.error
     if (preview.loses_data or preview.unchecked) and exit_on_loss:
         click.get_current_context().exit(EXIT_UNCONFIRMED)  # a step nobody could check is not a safe plan
+    # start-up time: cli.running runs without planner.request until dry_run_report() needs it
     from planner.request import gating_lines
 
     if exit_on_loss and gating_lines(request.lock_policy, preview):
@@ -493,6 +514,7 @@ def stdin_is_terminal() -> bool:
 
 def warn_about_edited_files(catalog, entries: dict) -> None:
     """One stderr line per applied migration whose file changed since it was applied (`check --strict` fails)."""
+    # start-up time: cli.running runs without planner.lint until warn_about_edited_files() needs it
     from planner.lint import CHANGED, file_states
 
     for version, state in file_states(catalog, entries).items():
@@ -504,7 +526,10 @@ def warn_about_edited_files(catalog, entries: dict) -> None:
 
 def warn_about_missing_files(catalog, entries: dict) -> None:
     """One stderr line per applied version with no file in the catalog: it cannot be rolled back from here."""
+    # start-up time: cli.running runs without planner.plan until warn_about_missing_files() needs it
     from planner.plan import unknown_applied
+
+    # start-up time: cli.running runs without planner.versions until warn_about_missing_files() needs it
     from planner.versions import is_version
 
     for version in unknown_applied(catalog, entries):
@@ -527,6 +552,7 @@ class DurationType(click.ParamType):
     name = "DURATION"
 
     def convert(self, value, param, ctx):
+        # start-up time: cli.running runs without planner.locks until convert() needs it
         from planner.locks import parse_duration
 
         if isinstance(value, float):
@@ -554,6 +580,7 @@ def _store(name: str):
 
 
 def _allowed(ctx: click.Context, param: click.Parameter, value):
+    # start-up time: cli.running runs without planner.locks until _allowed() needs it
     from planner.locks import CODES
 
     for code in value or ():
@@ -594,6 +621,7 @@ def lock_options(*, timeouts: bool = True):
 
 def lock_settings(settings: Settings):
     """The run's ``LockSettings``: an option, else the config file, else the default (``planner.locks``)."""
+    # start-up time: cli.running runs without planner.locks until lock_settings() needs it
     from planner.locks import DEFAULT_LOCK_RETRIES, DEFAULT_LOCK_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, LockSettings
 
     def pick(name: str, default):
@@ -610,6 +638,7 @@ def lock_settings(settings: Settings):
 
 def lock_policy(settings: Settings):
     """Which lock findings stop a run: the config file's levels and threshold, and the run's ``--allow``."""
+    # start-up time: cli.running runs without planner.locks until lock_policy() needs it
     from planner.locks import DEFAULT_GATE, DEFAULT_LARGE_TABLE_ROWS, LockPolicy
 
     config = settings.config
@@ -625,6 +654,7 @@ def explain_locks(settings: Settings) -> list[tuple[str, object, str]]:
     ``lock_levels`` as a table of code = level. PostgreSQL only: SQLite
     waits ``busy_timeout`` for its write lock instead.
     """
+    # start-up time: cli.running runs without planner.locks until explain_locks() needs it
     from planner.locks import (
         DEFAULT_GATE,
         DEFAULT_LARGE_TABLE_ROWS,
@@ -657,7 +687,10 @@ def configure(settings: Settings, engine) -> None:
     """Give a PostgreSQL engine the run's lock settings, and tell each retry on stderr."""
     if not hasattr(engine, "lock_settings"):  # an engine without lock timeouts (SQLite waits by --busy-timeout)
         return
+    # start-up time: cli.running runs without planner.engines.postgresql until configure() needs it
     from planner.engines.postgresql import locks as pg_lock_timeout
+
+    # start-up time: cli.running runs without planner.locks until configure() needs it
     from planner.locks import shown_duration
 
     engine.lock_settings = chosen = lock_settings(settings)
@@ -688,10 +721,19 @@ def check_locks(catalog_dir, engine, findings: list) -> tuple[list, bool, dict]:
     Returns the findings (``scope = "locks"``), whether one gates (exit 12),
     and what was done, for the output (``previewed``, ``note``).
     """
+    # start-up time: cli.running runs without cli.errors until check_locks() needs it
     from cli.errors import CommandError, exit_code_for
+
+    # start-up time: cli.running runs without planner.errors until check_locks() needs it
     from planner.errors import CatalogError, PlanError
+
+    # start-up time: cli.running runs without planner.loader until check_locks() needs it
     from planner.loader import load_catalog
+
+    # start-up time: cli.running runs without planner.locks until check_locks() needs it
     from planner.locks import check_findings, gating
+
+    # start-up time: cli.running runs without planner.plan until check_locks() needs it
     from planner.plan import apply_plan, refuse_empty_upgrades
 
     done: dict = {"previewed": [], "passed_over": [], "note": None}

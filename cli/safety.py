@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cli.running import lock_options
 from cli.options import (
     DEFAULT_DB,
     EXIT_CATALOG,
@@ -38,6 +37,7 @@ from cli.options import (
     shared_options,
 )
 from cli.output import confirm, echo, emit_json, table
+from cli.running import lock_options
 
 if TYPE_CHECKING:
     from planner.engines.base import Engine
@@ -56,6 +56,7 @@ def remedy_renderer() -> Callable[[Remedy], str]:
     alone would act on the default database. A URL's password is left out:
     libpq then finds it in ``PGPASSWORD`` or ``~/.pgpass``, not on the screen.
     """
+    # start-up time: cli.safety runs without planner.urls until remedy_renderer() needs it
     from planner.urls import without_password
 
     options = settings()
@@ -133,8 +134,10 @@ _REMEDIES: dict[str, Callable[..., str]] = {
 
 def _name_the_config(findings: list, options) -> list:
     """A missing catalog folder that the config file named says so, as an error about it would (``cli.config``)."""
+    # start-up time: cli.safety runs without dataclasses until _name_the_config() needs it
     from dataclasses import replace
 
+    # start-up time: cli.safety runs without cli.config until _name_the_config() needs it
     from cli.config import from_config
 
     note = from_config(options, "migrations_dir") if any(f.code == "catalog-not-found" for f in findings) else None
@@ -184,6 +187,7 @@ def check_command(as_json: bool, strict: bool, fix: bool, yes: bool) -> None:
     files sharing a version are renumbered first (shown, then asked; --yes
     in scripts), and the check runs on the result.
     """
+    # start-up time: cli.safety runs without planner.lint until check_command() needs it
     from planner.lint import check_catalog
 
     options = settings()
@@ -194,6 +198,7 @@ def check_command(as_json: bool, strict: bool, fix: bool, yes: bool) -> None:
     if yes and not fix:
         raise click.UsageError("--yes only makes sense with --fix")
     if fix:
+        # start-up time: cli.safety runs without cli.options until check_command() needs it
         from cli.options import catalog_to_write
 
         catalog_dir = catalog_to_write("apm migrate check --fix")
@@ -202,6 +207,7 @@ def check_command(as_json: bool, strict: bool, fix: bool, yes: bool) -> None:
     findings = check_catalog(catalog_dir, engine)
     render = remedy_renderer()
     findings = _name_the_config(findings, options)
+    # start-up time: cli.safety runs without cli.running until check_command() needs it
     from cli.running import check_locks
 
     lock_findings, locks_gate, locks = check_locks(catalog_dir, engine, findings)
@@ -269,10 +275,19 @@ def _fix_shared_versions(catalog_dir: Path, yes: bool, engine: Engine | None) ->
     when the ledger cannot tell, nothing is renamed (exit 4). The changes go
     to stderr, so ``--json`` still prints one document.
     """
+    # start-up time: cli.safety runs without cli.errors until _fix_shared_versions() needs it
     from cli.errors import CommandError
+
+    # start-up time: cli.safety runs without cli.options until _fix_shared_versions() needs it
     from cli.options import EXIT_UNCONFIRMED
+
+    # start-up time: cli.safety runs without cli.running until _fix_shared_versions() needs it
     from cli.running import stdin_is_terminal
+
+    # start-up time: cli.safety runs without planner.loader until _fix_shared_versions() needs it
     from planner.loader import migration_files
+
+    # start-up time: cli.safety runs without planner.renumber until _fix_shared_versions() needs it
     from planner.renumber import apply_renumbering, plan_renumbering
 
     if not catalog_dir.is_dir():
@@ -317,6 +332,7 @@ def drift_command(ctx: click.Context, as_json: bool) -> None:
     is replayed. Exit 0 when the schema is what its migrations make, 10 when
     it differs (one line per difference).
     """
+    # start-up time: cli.safety runs without cli.running until drift_command() needs it
     from cli.running import load_catalog
 
     options = settings()
@@ -324,7 +340,10 @@ def drift_command(ctx: click.Context, as_json: bool) -> None:
     engine.require()  # no database: exit 6, nothing created
     catalog = load_catalog()
     applied = engine.applied()
+    # start-up time: cli.safety runs without planner.fleet.members until drift_command() needs it
     from planner.fleet.members import member
+
+    # start-up time: cli.safety runs without planner.schema_drift until drift_command() needs it
     from planner.schema_drift import DriftChecker
 
     checker = DriftChecker(catalog, busy_timeout=options.busy_timeout, ledger_schema=options.ledger_schema)
@@ -350,6 +369,7 @@ def _size(size: float) -> str:
 
 
 def _utc(moment) -> str | None:
+    # start-up time: cli.safety runs without datetime until _utc() needs it
     from datetime import timezone
 
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if moment else None
@@ -394,8 +414,13 @@ def restore_command(backup: str | None, yes: bool, as_json: bool, all_schemas: b
     apm migrate restore --yes            without asking (scripts)
     apm migrate restore --all-schemas    PostgreSQL: the whole dump, other ledgers' schemas too
     """
+    # start-up time: cli.safety runs without cli until restore_command() needs it
     from cli import running
+
+    # start-up time: cli.safety runs without cli.errors until restore_command() needs it
     from cli.errors import CommandError
+
+    # start-up time: cli.safety runs without cli.options until restore_command() needs it
     from cli.options import EXIT_UNCONFIRMED
 
     if backup is not None and not backup.strip():
@@ -447,7 +472,10 @@ def restore_command(backup: str | None, yes: bool, as_json: bool, all_schemas: b
 
 def _describe_restore(engine, source: Path, current: dict, restored: dict, kept: list[str]) -> None:
     """What the restore brings back and takes away, in ledger terms, before asking."""
+    # start-up time: cli.safety runs without planner.backups until _describe_restore() needs it
     from planner.backups import ledger_difference
+
+    # start-up time: cli.safety runs without planner.ledger until _describe_restore() needs it
     from planner.ledger import TABLE
 
     ledger_kept = any(name.split(".")[-1] == TABLE for name in kept)

@@ -17,10 +17,15 @@ from cli.output import echo, emit_json, table
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON (see docs/commands.md).")
 def status(as_json: bool) -> None:
     """The applied heads, applied and pending counts, and agent counts."""
+    # start-up time: cli.status runs without planner.loader until status() needs it
+    # start-up time: cli.status runs without cli.running until status() needs it
+    from cli.running import warn_about_edited_files
     from planner.loader import load_catalog
+
+    # start-up time: cli.status runs without planner.plan until status() needs it
     from planner.plan import applied_heads, unknown_applied
 
-    from cli.running import warn_about_edited_files
+    # start-up time: cli.status runs without planner.versions until status() needs it
     from planner.versions import number
 
     engine = settings().engine
@@ -68,7 +73,9 @@ def status(as_json: bool) -> None:
 
 def _agents_or_none() -> list | None:
     """APM's agents, or ``None`` when the database has no agents table (not APM's, or not migrated yet)."""
-    from planner.compat import read_agents  # here, not at the top: start-up is paid by every command
+    from planner.compat import read_agents  # start-up time: only the agents commands read APM's table
+
+    # start-up time: cli.status runs without planner.errors until _agents_or_none() needs it
     from planner.errors import NoAgentsTable
 
     try:
@@ -102,7 +109,7 @@ def agents() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the agents as JSON.")
 def agents_list(as_json: bool) -> None:
     """Every agent: role, name, tier, active, metadata."""
-    from planner.compat import read_agents  # here, not at the top: start-up is paid by every command
+    from planner.compat import read_agents  # start-up time: only the agents commands read APM's table
 
     rows = read_agents(settings().engine)
     if as_json:
@@ -111,7 +118,7 @@ def agents_list(as_json: bool) -> None:
     if not rows:
         echo("No agents")
         return
-    import json  # here, not at the top: start-up is paid by every command
+    import json  # start-up time: only --json output needs it
 
     echo(table(
         [[a.role, a.display_name, a.tier if a.tier is not None else "-", "yes" if a.is_active else "no",
@@ -126,11 +133,14 @@ def agents_list(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the agent as JSON.")
 def agents_show(role: str, as_json: bool) -> None:
     """One agent, every column."""
-    from planner.compat import read_agents  # here, not at the top: start-up is paid by every command
+    from planner.compat import read_agents  # start-up time: only the agents commands read APM's table
 
     found = read_agents(settings().engine, role)
     if not found:
+        # start-up time: cli.status runs without cli.errors until agents_show() needs it
         from cli.errors import CommandError
+
+        # start-up time: cli.status runs without cli.options until agents_show() needs it
         from cli.options import EXIT_REFUSED
 
         raise CommandError(f"no agent with role {role!r}; see `apm agents list` for the roles", EXIT_REFUSED)
@@ -138,6 +148,7 @@ def agents_show(role: str, as_json: bool) -> None:
     if as_json:
         emit_json(agent.columns | {"metadata": agent.metadata})
         return
+    # start-up time: cli.status runs without json until agents_show() needs it
     import json
 
     for name, value in agent.columns.items():
@@ -171,6 +182,7 @@ def _cell(value: object) -> object:
 @click.pass_context
 def config_command(ctx: click.Context, as_json: bool) -> None:
     """Show each setting, its value, and where it came from (option, environment, file, default)."""
+    # start-up time: cli.status runs without cli.running until config_command() needs it
     from cli.running import explain_locks
 
     resolved = settings()

@@ -24,9 +24,12 @@ from contextlib import contextmanager
 from dataclasses import replace
 from itertools import chain
 from pathlib import Path
-from typing import ParamSpec, TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
-from planner.errors import CatalogError, MigrationNotFound, UnknownDependency
+import apm_migrations
+
+from planner.errors import CatalogError, MigrationNotFound, SquashConflict, UnknownDependency
+from planner.graph import MigrationGraph
 from planner.migration import Migration
 from planner.versions import number
 
@@ -68,8 +71,6 @@ def shipped_catalog_dir() -> Path:
     under a name no other project will use. Migrations are loaded by path, so
     only the folder is needed, never an import of its modules.
     """
-    import apm_migrations
-
     return Path(next(iter(apm_migrations.__path__)))
 
 
@@ -94,8 +95,6 @@ class Catalog:
         ``unloadable`` are versions whose files failed to load: depending on
         them is not reported again as an unknown dependency.
         """
-        from planner.graph import MigrationGraph
-
         migrations = list(migrations)
         migrations, squash_of, replaced, squash_problems = _apply_squashes(migrations)
         numbers = {m.version: m.number for m in migrations}
@@ -242,7 +241,6 @@ def _apply_squashes(
     squashes = [m for m in migrations if m.replaces]
     if not squashes:
         return migrations, {}, {}, []
-    from planner.errors import SquashConflict
 
     problems: list[CatalogError] = []
     by_number: dict[int | None, str] = {m.number: m.version for m in migrations}  # looked up with number(), maybe None

@@ -96,6 +96,7 @@ class MigrationGraph:
             graph._order = list(graph._pred)
         problems: list[CatalogError] = [SelfDependency(v) for v in dict.fromkeys(graph._self_dependent)]
         if not graph._monotone:
+            # start-up time: planner.graph runs without networkx until build() needs it
             import networkx as nx
 
             # Ordering everything doubles as the cycle check.
@@ -119,6 +120,7 @@ class MigrationGraph:
     def nx_graph(self) -> nx.DiGraph:
         """The graph as a networkx ``DiGraph``, built on first use (read it; do not change it)."""
         if self._nx is None:
+            # start-up time: planner.graph runs without networkx until nx_graph() needs it
             import networkx as nx
 
             graph = nx.DiGraph()
@@ -280,6 +282,7 @@ class MigrationGraph:
 
     def _lexicographic(self, graph: nx.DiGraph, *, descending: bool = False) -> list[str]:
         """networkx's topological order of ``graph``, the lowest (or highest) version first among equals."""
+        # start-up time: planner.graph runs without networkx until _lexicographic() needs it
         import networkx as nx
 
         key = self._key

@@ -33,9 +33,10 @@ checksum and are ``unknown`` rather than falsely ``ok``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Set as AbstractSet
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from pathlib import Path
-from typing import Any, Protocol, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from planner import versions
 from planner.catalog import Catalog
@@ -49,13 +50,17 @@ from planner.errors import (
     MalformedFileName,
     MigrationImportError,
     MissingUpgrade,
+    PartiallyAppliedSquash,
     SelfDependency,
     SqlMigrationError,
     UnknownDependency,
     UnreadableMigration,
 )
-from planner.findings import ERROR, Finding, INFO, Remedy, WARNING
+from planner.findings import ERROR, INFO, WARNING, Finding, Remedy
+from planner.loader import migration_files, scan_catalog
 from planner.migration import IMPLIED
+from planner.plan import inconsistent_history
+from planner.renumber import plan_renumbering
 
 if TYPE_CHECKING:
     from planner.engines.base import Engine
@@ -70,9 +75,6 @@ def check_catalog(directory: Path | str, engine: Engine | None = None) -> list[F
     does not have) is an empty history, said in an ``info`` finding; one that
     is there but cannot be read raises its ``DatabaseError``.
     """
-    from planner.catalog import Catalog
-    from planner.loader import migration_files, scan_catalog
-
     directory = Path(directory)
     try:
         migrations, problems = scan_catalog(directory)
@@ -140,8 +142,6 @@ def _renumbering(problems: list[CatalogError], taken: list[str], recorded: dict 
     duplicate. The file whose checksum the ledger holds for the version keeps
     it; when the ledger cannot tell, the finding says why and suggests nothing.
     """
-    from planner.renumber import plan_renumbering
-
     return plan_renumbering(problems, taken, recorded, database)
 
 
@@ -279,8 +279,6 @@ def missing_file_name(version: str) -> str:
 
 def history_findings(catalog, entries: dict, files: dict[str, Path], unloadable: AbstractSet[str] = frozenset()) -> list[Finding]:
     """Findings for a ledger (``read_ledger``'s mapping) against a catalog; shared with the doctor."""
-    from planner.plan import inconsistent_history
-
     by_number = {versions.number(v): p for v, p in files.items()}
     unloadable_numbers = {versions.number(v) for v in unloadable} - {None}
     findings: list[Finding] = []
@@ -328,8 +326,6 @@ def history_findings(catalog, entries: dict, files: dict[str, Path], unloadable:
     if getattr(catalog, "has_squashes", False):
         for squash, (rows, missing) in sorted(catalog.squash_states(list(entries)).items()):
             if missing:
-                from planner.errors import PartiallyAppliedSquash
-
                 problem = PartiallyAppliedSquash(squash, versions.ordered(rows), missing)
                 findings.append(Finding(
                     ERROR, "partially-applied-squash", squash, str(problem),
@@ -347,9 +343,6 @@ def history_findings(catalog, entries: dict, files: dict[str, Path], unloadable:
 
 def tolerant_catalog(directory: Path) -> tuple:
     """The catalog as far as it loads: a doctor diagnoses a database even when some files are broken."""
-    from planner.catalog import Catalog
-    from planner.loader import migration_files, scan_catalog
-
     migrations, problems = scan_catalog(directory)
     unloadable = {p.versions[0] for p in problems if p.versions}
     catalog, _ = Catalog.build(directory, migrations, unloadable=unloadable)

@@ -98,14 +98,13 @@ from planner.migration import (
     DECLARED,
     DOCUMENTED,
     IMPLIED,
-    Migration,
     UNEXPLAINED,
+    Migration,
     declared_reason,
     does_nothing,
     fold,
     module_locks,
 )
-
 
 FILE_PREFIX = "migration_"
 # PEP 552 flags: hash-based (bit 0), and checked (bit 1) so importlib also verifies it if it reads it.
@@ -604,6 +603,7 @@ def load_sql_migration(path: Path, version: str) -> Migration:
     description = title.group("description") if title else ""
     description = description or path.stem[len("migration_") + len(version):].strip("_").replace("_", " ")
     downgrade = scripts.get("downgrade")
+    # start-up time: planner.loader runs without planner.locks until load_sql_migration() needs it
     from planner.locks import checked_declarations
 
     lock_timeout, allow = checked_declarations(path, version, locks.get("lock_timeout"), locks.get("allow", ()))

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from planner.errors import CatalogError
+from planner.findings import INFO, Finding, Remedy
 
 #: Seconds; 0 means no limit.
 DEFAULT_LOCK_TIMEOUT = 2.0
@@ -316,8 +317,6 @@ def check_findings(steps: list) -> list:
     An accepted finding is an ``info``: a decision someone wrote down, shown
     so a reviewer sees it, never a failure (as ``irreversible`` is).
     """
-    from planner.findings import INFO, Finding, Remedy
-
     found = []
     for step in steps:
         report = getattr(step, "locks", None)

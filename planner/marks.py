@@ -28,8 +28,9 @@ from planner.errors import (
     NotApplied,
     UnknownAppliedMigration,
 )
+from planner.ledger import APPLY, MARK_APPLIED, MARK_ROLLED_BACK, ROLLBACK
 from planner.migration import Migration
-from planner.plan import Plan, rollback_scope
+from planner.plan import Plan, Step, rollback_scope
 
 if TYPE_CHECKING:
     from planner.engines.base import Engine
@@ -138,8 +139,6 @@ def baseline(engine: Engine, catalog: Catalog, version: str) -> list[Migration]:
 
 def record_mark(session: Session, step: Step, action: str) -> None:
     """Record one step as done without running it, checked inside the session's lock as a run would be."""
-    from planner.ledger import APPLY
-
     with session.transaction():
         applied = session.applied_now()
         if session.skip_reason(step, applied) is not None:
@@ -172,17 +171,11 @@ class MarksThroughSessions:
 
     def mark_applied(self, migration: Migration) -> None:
         """Record ``migration`` as applied without running it (its changes are already in the schema)."""
-        from planner.ledger import APPLY, MARK_APPLIED
-        from planner.plan import Plan, Step
-
         step = Step(migration, APPLY)
         self._marks(lambda session: record_mark(session, step, MARK_APPLIED), Plan(APPLY, (step,)))
 
     def mark_rolled_back(self, migration: Migration) -> None:
         """Remove ``migration``'s ledger row without running its downgrade."""
-        from planner.ledger import MARK_ROLLED_BACK, ROLLBACK
-        from planner.plan import Plan, Step
-
         step = Step(migration, ROLLBACK)
         self._marks(lambda session: record_mark(session, step, MARK_ROLLED_BACK), Plan(ROLLBACK, (step,)))
 
@@ -193,8 +186,5 @@ class MarksThroughSessions:
         mark is (not applied yet, its dependencies applied or earlier in the
         list); ``AlreadyApplied`` if another process recorded one meanwhile.
         """
-        from planner.ledger import APPLY
-        from planner.plan import Plan, Step
-
         steps = [Step(m, APPLY) for m in migrations]
         self._marks(lambda session: record_marks(session, steps, action), Plan(APPLY, tuple(steps)))

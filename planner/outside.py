@@ -44,12 +44,17 @@ its statements may have taken effect while the ledger says nothing happened.
 
 from __future__ import annotations
 
+import os
+import re
+import socket
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
-from planner.errors import ExecutionError
+from planner.backups import running
+from planner.errors import ExecutionError, OutsideStepLocked, OutsideStepStopped
+from planner.ledger import LOG_TABLE
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -249,8 +254,6 @@ class StatementCheck:
         gating = StatementLocks(locks.version, locks.direction, locks.statement,
                                 tuple(f for f in locks.findings if self.policy.gates(f)), locks.measured)
         if ask is None or not ask(gating):
-            from planner.errors import OutsideStepLocked
-
             self.stopped = OutsideStepLocked(self.version, self.direction, locks.statement, gating.lines,
                                              list(self.ran), measured=locks.measured,
                                              findings=gating.findings)
@@ -281,8 +284,6 @@ class StatementCheck:
         self.ran.append(short)
 
     def _stop(self, short: str, lines: tuple[str, ...]) -> None:
-        from planner.errors import OutsideStepStopped
-
         self.stopped = OutsideStepStopped(self.version, self.direction, short, lines, list(self.ran))
         raise self.stopped
 
@@ -338,9 +339,6 @@ _RUNS_OUTSIDE = "transactional = False: runs outside a transaction"
 
 def started_detail() -> str:
     """The ``started`` row's note: what it means, and which process runs the step (``holder`` reads it back)."""
-    import os
-    import socket
-
     return f"{_RUNS_OUTSIDE} (pid {os.getpid()} on {socket.gethostname()})"
 
 
@@ -353,10 +351,6 @@ def holder(entries: list) -> str | None:
     reports. A process of another machine cannot be asked: it is taken as
     running.
     """
-    import re
-    import socket
-
-    from planner.backups import running
 
     if not entries or entries[-1].outcome != STARTED:
         return None
@@ -393,8 +387,6 @@ def interrupted_findings(conn: sqlite3.Connection) -> list[Finding]:
     Any later ``ok`` row for the version settles it (a re-run, or a mark
     once someone checked the schema); a later ``started`` row is judged on its own.
     """
-    from planner.ledger import LOG_TABLE
-
     if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (LOG_TABLE,)).fetchone():
         return []
     return findings_for(conn.execute(interrupted_query(LOG_TABLE), (STARTED, STARTED)).fetchall())
@@ -402,6 +394,7 @@ def interrupted_findings(conn: sqlite3.Connection) -> list[Finding]:
 
 def findings_for(rows: list) -> list[Finding]:
     """The doctor's finding for each ``(version, action, at, failure detail)`` row of ``interrupted_query``."""
+    # start-up time: planner.outside runs without planner.lint until findings_for() needs it
     from planner.lint import ERROR, Finding, Remedy
 
     findings = []

@@ -42,15 +42,37 @@ from __future__ import annotations
 
 import itertools
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from planner.engines import on_server
-from planner.testing.databases import DatabaseUnavailable, SQLiteDatabase, TestDatabase, safe_name
+from planner.errors import CatalogError
+from planner.testing import hookspecs
+from planner.testing.databases import (
+    DatabaseTemplateError,
+    DatabaseUnavailable,
+    SQLiteDatabase,
+    TestDatabase,
+    check_template,
+    require_driver,
+    safe_name,
+)
+from planner.testing.runner import (
+    MigrationRunner,
+    MigrationTestFailure,
+    Migrator,
+    NoDowngrade,
+    StairBlocked,
+    Stairway,
+    check_catalog,
+    check_downgrade_all,
+    check_upgrade,
+)
 from planner.urls import redact
 
 if TYPE_CHECKING:
@@ -58,8 +80,7 @@ if TYPE_CHECKING:
 
     from planner.catalog import Catalog
     from planner.testing.pg_database import PgServerAccess
-    from planner.testing.runner import Migrator
-    from planner.testing.runner import Stairway
+    from planner.testing.runner import Migrator, Stairway
 
 
 @dataclass
@@ -88,8 +109,6 @@ _STAIRS = ("stairway", "no-downgrade")
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
-    from planner.testing import hookspecs
-
     pluginmanager.add_hookspecs(hookspecs)
 
 
@@ -119,8 +138,6 @@ def pytest_configure(config: pytest.Config) -> None:
         base = config.inipath.parent if config.inipath else config.rootpath
     template = config.getoption("apm_db") or config.getini("apm_db") or None
     if template:
-        from planner.testing.databases import DatabaseTemplateError, check_template, require_driver
-
         try:
             require_driver(check_template(template))
         except DatabaseTemplateError as exc:
@@ -193,7 +210,7 @@ class ApmCatalog(pytest.Collector):
         self.settings = settings
 
     def collect(self) -> list[ApmItem]:
-        from planner.errors import CatalogError
+        # start-up time: planner.pytest_plugin runs without planner.loader until collect() needs it
         from planner.loader import load_catalog
 
         items = [ApmItem.from_parent(self, name="catalog", check="catalog")]
@@ -223,16 +240,6 @@ class ApmItem(pytest.Item):
         return self.config.stash[_SETTINGS]
 
     def runtest(self) -> None:
-        from planner.testing.runner import (
-            MigrationRunner,
-            NoDowngrade,
-            StairBlocked,
-            check_catalog,
-            check_downgrade_all,
-            check_upgrade,
-        )
-
-        from planner.testing.databases import DatabaseUnavailable
 
         settings = self.settings
         if self.check == "catalog":
@@ -263,8 +270,6 @@ class ApmItem(pytest.Item):
             _unavailable(unavailable)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        from planner.testing.runner import MigrationTestFailure
-
         if isinstance(excinfo.value, MigrationTestFailure):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
@@ -287,8 +292,6 @@ def _base_folder(config: pytest.Config) -> Path:
         if factory is not None:
             config.stash[_BASE] = factory.mktemp("apm", numbered=True)
         else:
-            import tempfile
-
             config.stash[_BASE] = Path(tempfile.mkdtemp(prefix="apm-"))
     return config.stash[_BASE]
 
@@ -313,8 +316,6 @@ def _seed(config: pytest.Config):
 
 def _stairway(config: pytest.Config) -> Stairway:
     """The run's one stairway walker, shared by every ``stairway[V]`` item (see ``Stairway``)."""
-    from planner.testing.runner import Stairway
-
     settings = config.stash[_SETTINGS]
     if settings.stairway is None:
         assert settings.catalog is not None
@@ -345,6 +346,7 @@ def apm_migrations_dir(pytestconfig: pytest.Config) -> Path:
 @pytest.fixture(scope="session")
 def apm_catalog(apm_migrations_dir: Path) -> Catalog:
     """The loaded catalog (``planner.catalog.Catalog``): versions, migrations, and the graph."""
+    # start-up time: planner.pytest_plugin runs without planner.loader until apm_catalog() needs it
     from planner.loader import load_catalog
 
     return load_catalog(apm_migrations_dir)
@@ -357,9 +359,6 @@ def apm_migrator(apm_catalog: Catalog, request: pytest.FixtureRequest, tmp_path:
     With ``--apm-db`` the database is made as the generated tests' are (a
     PostgreSQL URL: a database of its own, dropped after the test).
     """
-    from planner.testing.databases import DatabaseUnavailable, SQLiteDatabase
-    from planner.testing.runner import Migrator
-
     provider = _provider(request.config)
     database: TestDatabase = (provider.new(request.node.name) if provider.template is not None
                               else SQLiteDatabase(tmp_path / "apm.db"))
@@ -411,6 +410,7 @@ class DatabaseProvider:
             return SQLiteDatabase(self._folder() / f"{safe_name(unique)}.db")
         if not self.postgres:
             return SQLiteDatabase.from_template(self.template, unique)
+        # start-up time: planner.pytest_plugin runs without planner.testing.pg_database until new() needs it
         from planner.testing.pg_database import PgServerAccess, PostgresDatabase
 
         if self._server is None:

@@ -162,6 +162,7 @@ def _checksum(path: Path) -> str | None:
 
 
 def _version_of(path: Path) -> str:
+    # start-up time: planner.renumber runs without planner.loader until _version_of() needs it
     from planner.loader import version_from_file_name
 
     return version_from_file_name(path) or ""

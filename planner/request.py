@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
-from planner.errors import Interrupted
+from planner.errors import Interrupted, OutsideStepLocked, OutsideStepStopped
 
 if TYPE_CHECKING:
-    from planner.engines.base import Engine
     from planner.catalog import Catalog
+    from planner.engines.base import Engine
     from planner.events import Event
     from planner.locks import LockPolicy, LockSettings
     from planner.outside import StatementLocks, StatementLoss
@@ -70,6 +70,7 @@ class Request:
 
     def plan(self, catalog: Catalog, entries: dict) -> Plan:
         """This database's plan, from its own ledger (raises the planner's refusals)."""
+        # start-up time: planner.request runs without planner.plan until plan() needs it
         from planner.plan import apply_plan, rollback_plan, to_plan
 
         if self.to is not None:
@@ -227,6 +228,7 @@ class _Outside:
 
 def gating_lines(policy: LockPolicy | None, preview: Preview) -> list[str]:
     """Lines for the lock findings of ``preview`` that stop the run (at or above the gate, not allowed)."""
+    # start-up time: planner.request runs without planner.locks until gating_lines() needs it
     from planner.locks import LockPolicy, gating
 
     return [f"{version}: {finding.code} on {finding.relation} ({finding.level})"
@@ -250,6 +252,7 @@ def run(engine: "Engine", catalog: Catalog, request: Request, plan: Plan | None 
     about its lock findings. A step's failure is the outcome's ``error``;
     only ``Interrupted`` (Ctrl-C) is raised.
     """
+    # start-up time: planner.request runs without planner.plan until run() needs it
     from planner.plan import segments
 
     plan = plan if plan is not None else request.plan(catalog, engine.applied())
@@ -293,8 +296,6 @@ def run(engine: "Engine", catalog: Catalog, request: Request, plan: Plan | None 
 def _alone(runner: Any, catalog: Catalog, request: Request, part: Plan, outcome: RunOutcome, backup: Any,
            on_event: Callable[[RunEvent], None] | None, answers: _Outside | None) -> None:
     """A step outside any transaction (exactly that part), or ``--no-preview`` (planned again as it runs)."""
-    from planner.errors import OutsideStepLocked, OutsideStepStopped
-
     rows, destroyed = _Rows(outcome.steps, on_event, atomic=request.atomic), len(outcome.destroyed)
     replan = (lambda ledger: request.plan(catalog, ledger)) if not request.previewed else (lambda _ledger: part)
     try:
@@ -375,6 +376,7 @@ class _Rows:
         self.rows, self.start, self.on_event, self.atomic = rows, len(rows), on_event, atomic
 
     def event(self, event: Event) -> None:
+        # start-up time: planner.request runs without planner.events until event() needs it
         from planner.events import Replanned, StepFinished, StepSkipped
 
         if isinstance(event, Replanned) and self.atomic:  # the attempt's one transaction was rolled back

@@ -18,7 +18,7 @@ from pathlib import Path
 from planner import versions
 from planner.catalog import Catalog
 from planner.errors import ConflictingDependencyOptions, InvalidDescription, MigrationFileExists
-from planner.loader import FILE_PREFIX, load_catalog
+from planner.loader import FILE_PREFIX, load_catalog, sql_migration_source
 
 __all__ = ["create_migration", "migration_source", "next_version", "slugify"]
 
@@ -134,8 +134,6 @@ def create_migration(
 
     version = next_version(catalog, recorded)
     if sql:
-        from planner.loader import sql_migration_source
-
         source = sql_migration_source(version, description, [(v, catalog.get(v).description) for v in needs])
         return _write_new(Path(directory) / f"{FILE_PREFIX}{version}_{slug}.sql", source)
     source = migration_source(

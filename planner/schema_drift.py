@@ -41,7 +41,10 @@ if TYPE_CHECKING:
 
 def replay(catalog: Catalog, applied: Iterable[str]) -> Replay:
     """Run the ``applied`` migrations, in plan order, on an empty in-memory database; its schema and origins."""
+    # start-up time: planner.schema_drift runs without planner.engines.sqlite.schema until replay() needs it
     from planner.engines.sqlite.schema import replayed_schema
+
+    # start-up time: planner.schema_drift runs without planner.plan until replay() needs it
     from planner.plan import APPLY, Plan, Step
 
     known, unknown = catalog.split_applied(applied)
@@ -84,6 +87,7 @@ class DriftChecker:
     def of(self, member: Member, applied: Iterable[str], *, known_good: bool = False) -> list[Difference]:
         """``member``'s drift from the migrations ``applied`` (its ledger's set), on either engine."""
         if member.on_server:
+            # start-up time: planner.schema_drift runs without planner.engines.postgresql.drift until of() needs it
             from planner.engines.postgresql.drift import pg_differences
 
             return pg_differences(member, self.catalog, applied, busy_timeout=self.busy_timeout,
@@ -105,6 +109,7 @@ def drift(catalog: Catalog, path: Path | str, applied: Iterable[str], *, busy_ti
 
 
 def _live(path: Path | str, busy_timeout: float, *, known_good: bool = False) -> Schema:
+    # start-up time: planner.schema_drift runs without planner.engines.sqlite until _live() needs it
     from planner.engines.sqlite import SQLiteEngine
 
     return SQLiteEngine(path, busy_timeout=busy_timeout).schema(known_good=known_good)

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Generic, cast
 
+from planner.engines.base import ConnectionT, DriverT, Ledger, ObserverT
 from planner.errors import (
     DatabaseError,
     ExecutionError,
@@ -39,13 +40,12 @@ from planner.errors import (
     Interrupted,
     LedgerChanged,
     MigrationFailed,
+    NonTransactionalFailed,
     ValidationFailed,
 )
-from planner.engines.base import ConnectionT, DriverT, Ledger, ObserverT
-from planner.events import Event, Replanned, StepFailed, StepFinished, StepSkipped, StepStarted, emit
+from planner.events import Event, Replanned, StepFailed, StepFinished, StepOutput, StepSkipped, StepStarted, emit
 from planner.ledger import APPLY, FAILED, ROLLBACK, SKIPPED, LedgerEntry
-from planner.events import StepOutput
-from planner.outside import Confirmation, Rehearsal, StatementCheck
+from planner.outside import STARTED, Confirmation, Rehearsal, StatementCheck, started_detail
 from planner.plan import Plan, Step, refuse_empty_upgrades, step_conflicts
 from planner.preview import Preview, PreviewStep, is_left_out, left_out
 from planner.versions import number
@@ -283,8 +283,6 @@ class Session(ABC, Generic[DriverT, ObserverT, ConnectionT]):
         (committed, so a kill mid-way leaves a trace ``doctor`` reports); run
         the migration in autocommit; record it in a transaction of its own.
         """
-        from planner.errors import NonTransactionalFailed
-
         skipped = self.admit_alone(step)
         if skipped is not None:
             return skipped
@@ -303,8 +301,6 @@ class Session(ABC, Generic[DriverT, ObserverT, ConnectionT]):
         Enough where the engine's lock spans the whole run (PostgreSQL's
         advisory lock): no other runner can be inside the step meanwhile.
         """
-        from planner.outside import STARTED, started_detail
-
         with self.transaction():
             skipped = self.admit(step)
             if skipped is None:

@@ -30,14 +30,15 @@ file holds the ``CREATE`` statements as the range ran them on SQLite.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from planner import versions
 from planner.catalog import Catalog
-from planner.errors import SquashRefused
+from planner.errors import MigrationFileExists, SquashRefused
 from planner.migration import Migration
+from planner.plan import APPLY, Plan, Step
 
 #: The order objects are created in; dropped in the reverse one.
 _KINDS = ("table", "index", "view", "trigger")
@@ -139,8 +140,6 @@ def refuse_partly_applied(replaced: list[Migration], applied: Iterable[str]) -> 
 
 def write_squash(squash_: Squash) -> Path:
     """Write the file (never over an existing one) and return its path."""
-    from planner.errors import MigrationFileExists
-
     try:
         with squash_.path.open("x", encoding="utf-8") as file:
             file.write(squash_.source)
@@ -151,8 +150,8 @@ def write_squash(squash_: Squash) -> Path:
 
 def _run(catalog: Catalog, db: Path, migrations: list[Migration]) -> None:
     """Apply ``migrations`` on the scratch database with the real executor (a failure is raised as it is)."""
+    # start-up time: planner.squash runs without planner.engines.sqlite.runner until _run() needs it
     from planner.engines.sqlite.runner import Executor
-    from planner.plan import APPLY, Plan, Step
 
     if migrations:
         Executor(db, create=True, catalog=catalog).run(Plan(APPLY, tuple(Step(m, APPLY) for m in migrations)))
@@ -160,6 +159,7 @@ def _run(catalog: Catalog, db: Path, migrations: list[Migration]) -> None:
 
 def _schema(db: Path) -> dict[tuple[str, str], str]:
     """Every user object's ``CREATE`` statement, by (type, name), in creation order within each kind."""
+    # start-up time: planner.squash runs without planner.engines.sqlite until _schema() needs it
     from planner.engines.sqlite import SQLiteEngine
 
     found = SQLiteEngine(db).schema()
@@ -169,6 +169,7 @@ def _schema(db: Path) -> dict[tuple[str, str], str]:
 
 
 def _fingerprints(db: Path) -> dict[str, tuple[tuple[str, ...], int, str]]:
+    # start-up time: planner.squash runs without planner.engines.sqlite.schema until _fingerprints() needs it
     from planner.engines.sqlite.schema import table_fingerprints
 
     return table_fingerprints(db)

@@ -232,3 +232,44 @@ def finding(path):
     return ("apm status", f"rm {path}")
 ''')
     assert sorted(line for line, _ in _advice_in_strings(sample)) == [2, 9, 14]
+
+
+#: Why an import may sit inside a function: the comment on its line, or just above it, says which.
+IMPORT_REASONS = ("start-up time", "optional dependency")
+#: What may stand between such an import and its comment: other imports of the block, the try/if/with holding it.
+_ABOVE = ("#", "import ", "from ", "try:", "if ", "else", "with ")
+
+
+def _function_imports_without_a_reason(path: Path) -> list[str]:
+    lines = path.read_text().splitlines()
+    found = []
+
+    def visit(body: list[ast.stmt], in_function: bool) -> None:
+        for node in body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and in_function:
+                said = lines[node.lineno - 1]
+                above = node.lineno - 2
+                # The comment may sit above a block of such imports (or above the try/if that holds them).
+                while above >= 0 and (lines[above].strip().startswith(_ABOVE) or (
+                        not lines[above].strip() and above > 0 and lines[above - 1].strip().startswith(_ABOVE))):
+                    said += lines[above]
+                    above -= 1
+                if not any(reason in said.lower() for reason in IMPORT_REASONS):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+            inner_function = in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for field in ("body", "orelse", "finalbody"):
+                inner = getattr(node, field, None)
+                if isinstance(inner, list) and inner and isinstance(inner[0], ast.stmt):
+                    visit(inner, inner_function)
+            for handler in getattr(node, "handlers", []) or []:
+                visit(handler.body, inner_function)
+
+    visit(ast.parse("\n".join(lines)).body, False)
+    return found
+
+
+def test_an_import_inside_a_function_says_why():
+    """A module's dependencies are read at its top. An import moves into a function only for an optional
+    dependency or for start-up time (``apm`` loads only what a command needs), and its comment says which."""
+    found = [line for path in modules().values() for line in _function_imports_without_a_reason(path)]
+    assert not found, "\n".join(found)

@@ -34,6 +34,8 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from planner.errors import NoBackups
+
 if TYPE_CHECKING:
     from planner.backups import BackupInfo, RestoreResult
     from planner.catalog import Catalog
@@ -210,8 +212,6 @@ class Backups(ABC):
 
     def newest(self) -> Path:
         """The backup a restore uses when none is named; ``NoBackups`` when there is none."""
-        from planner.errors import NoBackups
-
         found = self.files()
         if not found:
             raise NoBackups(self.display, self.names)

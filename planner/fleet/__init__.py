@@ -21,6 +21,7 @@ The library never prints: progress is reported through callbacks.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 #: The public names, each imported from its module on first use: ``apm fleet status`` must not pay for the run.
@@ -39,6 +40,5 @@ def __getattr__(name: str) -> Any:
     module = _NAMES.get(name)
     if module is None:
         raise AttributeError(f"module 'planner.fleet' has no attribute {name!r}")
-    import importlib
 
     return getattr(importlib.import_module(module), name)

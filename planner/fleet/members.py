@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from planner.engines import engine_for, on_server
 from planner.errors import EmptyPattern, NoFleet
+from planner.urls import redact, without_password
 
 
 def _on_server(text: str) -> bool:
-    from planner.engines import on_server
-
     return on_server(text)
 
 
@@ -55,7 +55,6 @@ class Member:
         """The member as every output names it: the path as given, or the URL with its password masked."""
         if not self.on_server:
             return self.db
-        from planner.urls import redact
 
         return redact(self.db)
 
@@ -68,14 +67,11 @@ class Member:
         """
         if not self.on_server:
             return os.path.realpath(self.real)
-        from planner.urls import without_password
 
         return without_password(self.db)
 
     def engine(self, *, busy_timeout: float, ledger_schema: str = "public", backup_dir: Path | None = None):
         """The member as a ``planner.engines.Engine``: a tenant's schema is its ledger schema."""
-        from planner.engines import engine_for
-
         target = self.real if self.on_server else Path(self.real)
         return engine_for(target, busy_timeout=busy_timeout, ledger_schema=self.schema or ledger_schema,
                           backup_dir=backup_dir)
@@ -83,8 +79,6 @@ class Member:
 
 def member(db: str, *, cwd: Path | None = None) -> Member:
     """One database as given: a URL (``#schema`` for a tenant schema) or a path relative to ``cwd``."""
-    from planner.engines import on_server
-
     text = db.strip()
     if on_server(text):
         url, schema = split_schema(text)
@@ -164,8 +158,6 @@ def dedupe(members: Iterable[Member]) -> list[Member]:
 
 
 def _globbed(pattern: str, source: str, cwd: Path) -> list[Member]:
-    from planner.engines import on_server
-
     if on_server(pattern):  # a URL in a config's fleet list is a member, not a pattern
         return [member(pattern, cwd=cwd)]
     expanded = os.path.expanduser(pattern)

@@ -53,15 +53,19 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from planner.errors import NoJournal, UnreadableJournal
+from planner import request as requests
+from planner.errors import MigrationError, NoJournal, NotApplied, PlanError, UnreadableJournal
 from planner.fleet.members import Member
 from planner.request import Request
+from planner.urls import redact
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
@@ -149,8 +153,6 @@ worker_catalog: Catalog | None = None
 def run_member(member: Member, request: Request, catalog: Catalog | None = None,
                confirmed: list[str] | None = None) -> MemberOutcome:
     """Run ``request`` on one database; never raises for a database's own problem (it is the outcome)."""
-    from planner.errors import MigrationError, NotApplied, PlanError
-
     catalog = catalog if catalog is not None else worker_catalog
     assert catalog is not None
     started = time.perf_counter()
@@ -190,8 +192,6 @@ def run_member(member: Member, request: Request, catalog: Catalog | None = None,
 def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: MemberOutcome,
               confirmed: list[str] | None) -> None:
     """The plan as ``apm migrate`` runs it: ``planner.request.run``, its one result told as this database's outcome."""
-    from planner import request as requests
-
     result = requests.run(engine, catalog, request, plan, confirmed=confirmed)
     for preview in [*result.previews, *([result.stopped] if result.stopped and not request.dry_run else [])]:
         _note_preview(outcome, preview)
@@ -235,8 +235,6 @@ def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: M
 def _failed_or_refused(error: BaseException) -> str:
     """``refused`` for the planner's refusal found inside the lock (the ledger changed meanwhile), as ``apm
     migrate`` exits 4 for it; ``failed`` for anything else."""
-    from planner.errors import PlanError
-
     return REFUSED if isinstance(error, PlanError) else FAILED
 
 
@@ -249,8 +247,6 @@ def _note_preview(outcome: MemberOutcome, preview) -> None:
 
 def one_line(error: BaseException, *, unexpected: bool = False) -> str:
     """An error as one line, any password masked."""
-    from planner.urls import redact
-
     # An error's text is its fact: advice for a one-database command (``--db``) is the command's to add.
     text = str(error).strip().splitlines()
     line = text[0] if text else type(error).__name__
@@ -392,8 +388,13 @@ class FleetRun:
         return outcomes
 
     def _parallel(self, name: str, members: list[Member], confirmed: dict) -> list[MemberOutcome]:
+        # start-up time: planner.fleet.run runs without multiprocessing until _parallel() needs it
         import multiprocessing
+
+        # start-up time: planner.fleet.run runs without concurrent.futures until _parallel() needs it
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        # start-up time: planner.fleet.run runs without concurrent.futures.process until _parallel() needs it
         from concurrent.futures.process import BrokenProcessPool
 
         global worker_catalog
@@ -446,19 +447,13 @@ def _worker_init(parent: int) -> None:
     was running is rolled back by its engine (SQLite's journal, PostgreSQL's closed connection), as after a
     SIGKILL of ``apm migrate``, and ``--resume`` plans it again from its own ledger.
     """
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with(parent)
 
 
 def _die_with(parent: int) -> None:
-    import signal
-    import threading
-    import time
-
-    try:
+    try:  # start-up time: ctypes is loaded only in a worker, to ask the kernel to end it with the fleet command
         import ctypes
 
         pr_set_pdeathsig = 1

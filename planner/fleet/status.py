@@ -28,10 +28,18 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from planner.engines.sqlite.database import looks_like_sqlite
+from planner import errors as E
+from planner import versions
+from planner.engines.sqlite.database import looks_like_sqlite, translate_error, wait_for
+from planner.engines.sqlite.ledger import KNOWN_COLUMNS
+from planner.errors import DatabaseError, DatabaseLocked, ForeignLedger, PlanError
 from planner.fleet.members import Member
+from planner.plan import apply_plan
+from planner.urls import redact
+from planner.versions import base_version
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
@@ -95,6 +103,7 @@ def readings(members: Sequence[Member], busy_timeout: float, ledger_schema: str,
         for candidate in members:
             yield candidate, read(candidate)
         return
+    # start-up time: planner.fleet.status runs without concurrent.futures until readings() needs it
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -120,10 +129,6 @@ _FIRST_WAIT = 0.1
 
 def _read_sqlite(path: str, busy_timeout: float) -> Reading:
     """The ledger of one file through a ``mode=ro`` connection: nothing on disk can change, not even a journal."""
-    from urllib.parse import quote
-
-    from planner.engines.sqlite.database import translate_error, wait_for
-    from planner.errors import DatabaseError, DatabaseLocked
 
     try:
         # quote() only when needed: it costs as much as a statement, and few paths hold URI characters.
@@ -175,10 +180,6 @@ def _ledger_rows(conn: sqlite3.Connection, path: str) -> Reading | None:
     tool's table is refused) and the rows APM's framework rolled back or
     wrote as notes are handled as ``planner.engines.sqlite.ledger`` handles them.
     """
-    from planner.engines.sqlite.ledger import KNOWN_COLUMNS
-    from planner.errors import ForeignLedger
-    from planner.versions import base_version
-
     try:
         cursor = conn.execute(_LEDGER_AND_LAST_LOG)
     except sqlite3.OperationalError as exc:
@@ -221,8 +222,6 @@ def _classify_open(path: str, exc: sqlite3.Error) -> Unreadable:
 
 
 def _read_postgres(candidate: Member, busy_timeout: float, ledger_schema: str) -> Reading:
-    from planner.errors import DatabaseError
-
     engine = candidate.engine(busy_timeout=busy_timeout, ledger_schema=ledger_schema)
     try:
         with engine.reading():
@@ -236,8 +235,6 @@ def _read_postgres(candidate: Member, busy_timeout: float, ledger_schema: str) -
 
 def _unreadable(error: Exception) -> Unreadable:
     """A library error about the database itself, as a state and its one line."""
-    from planner import errors as E
-
     if isinstance(error, E.ForeignLedger):
         return Unreadable(FOREIGN_LEDGER, "schema_migrations was made by another tool (columns: "
                                            f"{', '.join(error.columns)})")
@@ -254,8 +251,6 @@ def first_line(text: str | None) -> str:
 
 def one_line(error: BaseException) -> str:
     """An error's message on one line, any password masked."""
-    from planner.urls import redact
-
     # An error's text is its fact: advice for a one-database command (``--db``) is the command's to add.
     return redact(first_line(str(error)) or type(error).__name__)
 
@@ -345,10 +340,6 @@ class Comparison:
         return found
 
     def _compare(self, applied: frozenset[str]) -> tuple[int, tuple[str, ...], tuple[str, ...], str | None]:
-        from planner import versions
-        from planner.errors import PlanError
-        from planner.plan import apply_plan
-
         known, unknown = self.catalog.split_applied(applied)
         graph = self.catalog.graph
         heads = tuple(versions.ordered(v for v in known if v in graph

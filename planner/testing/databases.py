@@ -21,9 +21,8 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from planner.engines import engine_for, on_server
 from planner.urls import database_name, redact
-
-from planner.engines import on_server
 
 if TYPE_CHECKING:
     from planner.engines.base import Engine
@@ -131,7 +130,7 @@ def require_driver(template: str) -> None:
     """``DatabaseTemplateError`` naming the extra to install when a PostgreSQL URL is given without psycopg."""
     if not on_server(template):
         return
-    try:
+    try:  # optional dependency: psycopg, the postgresql extra
         import psycopg  # noqa: F401
     except ImportError:
         raise DatabaseTemplateError(
@@ -160,8 +159,6 @@ class SQLiteDatabase:
         return cls(Path(check_template(template).replace(NAME_FIELD, safe_name(name))))
 
     def engine(self) -> Engine:
-        from planner.engines import engine_for
-
         return engine_for(self.path)
 
     def reset(self) -> None:
@@ -203,6 +200,7 @@ class SQLiteDatabase:
                 conn.execute("COMMIT")
 
     def capture(self) -> Schema:
+        # start-up time: planner.testing.databases runs without planner.engines.sqlite.schema until capture() needs it
         from planner.engines.sqlite.schema import read_schema
 
         with closing(self.connect()) as conn:
@@ -212,6 +210,7 @@ class SQLiteDatabase:
         return self.capture().names()
 
     def broken(self) -> dict[str, str]:
+        # start-up time: planner.testing.databases runs without planner.engines.sqlite.schema until broken() needs it
         from planner.engines.sqlite.schema import broken_objects
 
         with closing(self.connect()) as conn:
@@ -219,6 +218,7 @@ class SQLiteDatabase:
 
     def snapshot(self) -> Schema:
         """``planner.schema.Schema``: tables with columns, keys and row counts, indexes, triggers, views."""
+        # start-up time: planner.testing.databases runs without planner.engines.sqlite.schema until snapshot() needs it
         from planner.engines.sqlite.schema import read_schema
 
         with closing(self.connect()) as conn:

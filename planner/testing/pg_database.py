@@ -31,9 +31,11 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+from planner.engines import engine_for
 from planner.engines.postgresql.connection import PgMigrationConnection
-from planner.urls import database_name, redact
+from planner.engines.postgresql.schema import read_schema
 from planner.testing.databases import NAME_FIELD, DatabaseUnavailable, check_template
+from planner.urls import database_name, redact
 
 if TYPE_CHECKING:
     from planner.engines.base import Engine
@@ -113,6 +115,7 @@ class PgServerAccess:
         if self._failure is not None:
             raise DatabaseUnavailable(self._failure, repeated=True)
         if self._conn is None or self._conn.closed or self._conn.broken:
+            # optional dependency: psycopg is installed with an extra
             import psycopg
 
             try:
@@ -129,6 +132,7 @@ class PgServerAccess:
 
     def recreate(self, dbname: str) -> None:
         """Drop ``dbname`` if an earlier run left it, then create it empty."""
+        # optional dependency: psycopg is installed with an extra
         import psycopg
 
         try:
@@ -172,6 +176,7 @@ class PgTestConnection(PgMigrationConnection):
 
     @property
     def in_transaction(self) -> bool:
+        # optional dependency: psycopg is installed with an extra
         import psycopg
 
         return self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
@@ -202,11 +207,10 @@ class PostgresDatabase:
         self._reader: Any = None
 
     def engine(self) -> Engine:
-        from planner.engines import engine_for
-
         return engine_for(self.url, ledger_schema=LEDGER_SCHEMA)
 
     def _open(self) -> Any:
+        # optional dependency: psycopg is installed with an extra
         import psycopg
 
         return psycopg.connect(self.url, autocommit=True, connect_timeout=self.server.connect_timeout)
@@ -248,8 +252,6 @@ class PostgresDatabase:
             yield PgMigrationConnection(self._reading(), version, "seeding")
 
     def capture(self) -> Schema:
-        from planner.engines.postgresql.schema import read_schema
-
         return read_schema(self._reading(), LEDGER_SCHEMA)
 
     def leftovers(self) -> list[str]:

@@ -32,10 +32,13 @@ applies them beside V anyway. Rolling V back alone is then exactly what
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from planner.errors import ExecutionError
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
@@ -145,6 +148,7 @@ class MigrationRunner:
 
     def run(self, plan: Plan) -> None:
         """Run ``plan`` through the engine; with a seed, one step at a time, seeding after each applied one."""
+        # start-up time: planner.testing.runner runs without planner.plan until run() needs it
         from planner.plan import Plan
 
         if not plan:
@@ -175,6 +179,7 @@ class MigrationRunner:
 
     def apply(self, target: str | None = None) -> Plan:
         """Apply everything pending (or what ``target`` needs, and ``target``); return the plan that ran."""
+        # start-up time: planner.testing.runner runs without planner.plan until apply() needs it
         from planner.plan import apply_plan
 
         plan = apply_plan(self.catalog, self.applied, target)
@@ -183,6 +188,7 @@ class MigrationRunner:
 
     def apply_versions(self, versions: Iterable[str]) -> Plan:
         """Apply exactly ``versions`` (all pending, their dependencies applied or among them), in graph order."""
+        # start-up time: planner.testing.runner runs without planner.plan until apply_versions() needs it
         from planner.plan import APPLY, Plan, Step
 
         order = self.catalog.graph.topological_order(set(versions))
@@ -192,6 +198,7 @@ class MigrationRunner:
 
     def rollback(self, version: str, cascade: bool = False) -> Plan:
         """Roll ``version`` back (with ``cascade``, its applied dependents first); return the plan that ran."""
+        # start-up time: planner.testing.runner runs without planner.plan until rollback() needs it
         from planner.plan import rollback_plan
 
         plan = rollback_plan(self.catalog, self.applied, version, cascade=cascade)
@@ -234,6 +241,7 @@ def check_catalog(directory: Path | str) -> list[str]:
 
     Raises ``MigrationTestFailure`` with one line per error finding.
     """
+    # start-up time: planner.testing.runner runs without planner.lint until check_catalog() needs it
     from planner.lint import check_catalog as lint
 
     findings = lint(directory)
@@ -245,8 +253,7 @@ def check_catalog(directory: Path | str) -> list[str]:
 
 def check_upgrade(runner: MigrationRunner) -> list[str]:
     """From an empty database, every migration applies in plan order and the ledger then lists them all."""
-    from planner.errors import ExecutionError
-
+    # start-up time: planner.testing.runner runs without planner.plan until check_upgrade() needs it
     from planner.plan import Plan, apply_plan
 
     runner.database.reset()
@@ -274,6 +281,7 @@ def check_upgrade(runner: MigrationRunner) -> list[str]:
 def _blame_broken(runner: MigrationRunner, plan: Plan) -> None:
     """Some view or trigger no longer compiles after the whole upgrade: apply it again one step at a time to
     fail the migration that broke it, not whichever later one happens to trip over it."""
+    # start-up time: planner.testing.runner runs without planner.plan until _blame_broken() needs it
     from planner.plan import Plan
 
     runner.database.reset()
@@ -294,8 +302,6 @@ def check_downgrade_all(runner: MigrationRunner) -> list[str]:
     Raises ``NoDowngrade`` when some migration has no ``downgrade`` (a full
     rollback cannot pass it), ``MigrationTestFailure`` for anything left.
     """
-    from planner.errors import ExecutionError
-
     irreversible = [m for m in runner.catalog if m.downgrade is None]
     if irreversible:
         raise NoDowngrade([m.version for m in irreversible], "a full rollback cannot pass them",
@@ -446,9 +452,6 @@ class Stairway:
 
     def climb(self, version: str) -> StairResult:
         """Test ``version``'s stair; raise ``MigrationTestFailure``, ``StairBlocked`` or ``NoDowngrade``."""
-        import time
-
-        from planner.errors import ExecutionError
 
         started = time.perf_counter()
         migration = self.catalog.get(version)
@@ -533,8 +536,6 @@ class Stairway:
 
     def _prepare(self, version: str, needs: set[str]) -> bool:
         """Make the database hold every ancestor of ``version`` and not ``version``; whether it is a fresh one."""
-        from planner.errors import ExecutionError
-
         reusable = (
             self.runner is not None and self.trusted and version not in self.applied and needs <= self.applied
         )

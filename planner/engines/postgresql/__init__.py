@@ -17,20 +17,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from planner.engines.base import Backups, Engine
-from planner.errors import DatabaseMissing, DatabaseUnreachable, DriverMissing, ServerError
-from planner.errors import DatabaseLocked
-from planner.engines.postgresql.ledger import PgLedger, lock_key
-from planner.urls import redact
 from planner.catalog import collector_paused
+from planner.engines.base import Backups, Engine
+from planner.engines.postgresql.ledger import PgLedger, lock_key, quote
+from planner.engines.postgresql.schema import read_schema
+from planner.errors import DatabaseLocked, DatabaseMissing, DatabaseUnreachable, DriverMissing, ServerError
+from planner.events import Wait
+from planner.urls import database_name, redact
 
 if TYPE_CHECKING:
-    from planner.locks import LockPolicy, LockSettings
     from planner.backups import BackupInfo, RestoreResult
     from planner.catalog import Catalog
     from planner.engines.postgresql.runner import PgRunner
-    from planner.ledger import LedgerEntry
     from planner.findings import Finding
+    from planner.ledger import LedgerEntry
+    from planner.locks import LockPolicy, LockSettings
     from planner.schema import Schema
 
 
@@ -86,6 +87,7 @@ class PostgresEngine(Engine):
     def connect(self) -> Any:
         """An autocommit psycopg connection; a missing driver or an unreachable server is one clear error."""
         try:
+            # optional dependency: psycopg, the postgresql extra (DriverMissing says how to install it).
             # Importing the driver makes some 23,000 objects, all kept: the cyclic collector's passes during the
             # import (over them, and over a catalog already loaded) find nothing to free (docs/performance.md).
             with collector_paused():
@@ -109,6 +111,7 @@ class PostgresEngine(Engine):
         """
         reader = self._reader if shared else None
         conn = reader if reader is not None else self.connect()  # without the driver: DriverMissing, the extra
+        # optional dependency: psycopg is installed with an extra
         import psycopg
 
         try:
@@ -121,8 +124,6 @@ class PostgresEngine(Engine):
 
     def schema(self) -> Schema:
         """The database's schema (``planner.engines.postgresql.schema``), the ledger's tables left out."""
-        from planner.engines.postgresql.schema import read_schema
-
         with self.session() as conn:
             return read_schema(conn, self.ledger_schema)
 
@@ -140,9 +141,9 @@ class PostgresEngine(Engine):
     def locked(self) -> Iterator[Any]:
         """A connection holding the ledger's advisory lock; the server releases it when the connection ends."""
         with self.session(shared=False) as conn:
+            # optional dependency: psycopg is installed with an extra
             import psycopg
 
-            from planner.events import Wait
 
             key = lock_key(self.ledger_schema)
             # Polled, not waited for inside pg_advisory_lock(): a runner blocked in a statement has a
@@ -188,6 +189,7 @@ class PostgresEngine(Engine):
 
     def runner(self, *, catalog: Catalog | None = None, create: bool = False) -> PgRunner:
         """``create`` means nothing here: the database must exist on the server (the ledger tables are made)."""
+        # start-up time: planner.engines.postgresql runs without planner.engines.postgresql.runner until runner() needs it
         from planner.engines.postgresql.runner import PgRunner
 
         return PgRunner(self, catalog)
@@ -200,6 +202,7 @@ class PostgresEngine(Engine):
             return None
 
     def diagnose(self, catalog_dir: Path) -> list[Finding]:
+        # start-up time: planner.engines.postgresql runs without planner.engines.postgresql.doctor until diagnose() needs it
         from planner.engines.postgresql.doctor import diagnose_postgres
 
         return diagnose_postgres(self, catalog_dir, self.backup_dir)
@@ -212,9 +215,9 @@ class PostgresEngine(Engine):
 
     def read_rows(self, table: str) -> list[dict[str, object]] | None:
         """The table as the connection's ``search_path`` finds it."""
+        # optional dependency: psycopg is installed with an extra
         import psycopg
 
-        from planner.engines.postgresql.ledger import quote
 
         with self.session() as conn:
             try:  # autocommit: a failed statement aborts no transaction, so ask directly
@@ -239,17 +242,17 @@ class PgBackups(Backups):
 
     @property
     def short_name(self) -> str:
-        from planner.urls import database_name
-
         return database_name(self.url)
 
     @property
     def names(self) -> str:
+        # start-up time: planner.engines.postgresql runs without planner.engines.postgresql.backup until names() needs it
         from planner.engines.postgresql.backup import dump_stem
 
         return f"{dump_stem(self.url, self.schema)}.*.dump in {self.folder}"
 
     def take(self, folder: Path | None = None) -> Path | None:
+        # start-up time: planner.engines.postgresql runs without planner.engines.postgresql.backup until take() needs it
         from planner.engines.postgresql.backup import dump
 
         return dump(self.url, folder if folder is not None else self.folder,
@@ -257,23 +260,27 @@ class PgBackups(Backups):
 
     def prune(self, keep: int, folder: Path | None = None, spare: Iterable[Path] = ()) -> list[Path]:
         """This database's dumps in the folder, all but the newest ``keep`` (no other file there is touched)."""
+        # start-up time: planner.engines.postgresql runs without planner.engines.postgresql.backup until prune() needs it
         from planner.engines.postgresql.backup import prune_dumps
 
         return prune_dumps(self.url, folder if folder is not None else self.folder, keep, spare, self.schema)
 
     def files(self) -> list[Path]:
         """This database's dumps; partial ones a killed ``apm`` left behind are removed first."""
+        # start-up time: planner.engines.postgresql runs without planner.engines.postgresql.backup until files() needs it
         from planner.engines.postgresql.backup import list_dumps, remove_abandoned_dumps
 
         remove_abandoned_dumps(self.url, self.folder, self.schema)
         return list_dumps(self.url, self.folder, self.schema)
 
     def describe(self, backup: Path) -> BackupInfo:
+        # start-up time: planner.engines.postgresql runs without planner.engines.postgresql.backup until describe() needs it
         from planner.engines.postgresql.backup import describe_dump
 
         return describe_dump(self.engine, backup)
 
     def check(self, backup: Path) -> dict[str, LedgerEntry]:
+        # start-up time: planner.engines.postgresql runs without planner.engines.postgresql.backup until check() needs it
         from planner.engines.postgresql.backup import read_dump_ledger
 
         return read_dump_ledger(backup, self.schema, self.display)
@@ -281,21 +288,25 @@ class PgBackups(Backups):
     def restore(self, backup: Path, *, all_schemas: bool = False) -> RestoreResult:
         """A tenant's restore replaces its schema alone unless ``all_schemas`` (``--all-schemas``) asks for
         everything the dump holds."""
+        # start-up time: planner.engines.postgresql runs without planner.engines.postgresql.backup until restore() needs it
         from planner.engines.postgresql.backup import restore_dump
 
         return restore_dump(self.engine, backup, self.folder, all_schemas=all_schemas)
 
     def left_in_place(self, backup: Path, *, all_schemas: bool = False) -> list[str]:
+        # start-up time: planner.engines.postgresql runs without planner.engines.postgresql.backup until left_in_place() needs it
         from planner.engines.postgresql.backup import objects_left_in_place
 
         return objects_left_in_place(self.engine, backup, all_schemas=all_schemas)
 
     def other_ledgers(self, backup: Path, *, all_schemas: bool = False) -> list[str]:
+        # start-up time: planner.engines.postgresql runs without planner.engines.postgresql.backup until other_ledgers() needs it
         from planner.engines.postgresql.backup import ledgers_besides
 
         return ledgers_besides(self.engine, backup, all_schemas=all_schemas)
 
     def ledgers_in_backup(self, backup: Path, *, all_schemas: bool = False) -> list[str]:
+        # start-up time: planner.engines.postgresql runs without planner.engines.postgresql.backup until ledgers_in_backup() needs it
         from planner.engines.postgresql.backup import ledgers_in_dump
 
         return ledgers_in_dump(self.engine, backup, all_schemas=all_schemas)

@@ -68,7 +68,7 @@ from planner.urls import database_name, redact
 
 def _without_password(url: str) -> tuple[str, str | None]:
     """The connection string without its password, and the password (for ``PGPASSWORD``)."""
-    try:
+    try:  # optional dependency: psycopg, the postgresql extra (the engine needs it before it gets here)
         from psycopg.conninfo import conninfo_to_dict, make_conninfo
     except ImportError:  # pragma: no cover - the engine needs psycopg before it gets here
         return url, None
@@ -96,7 +96,7 @@ def _dies_with(parent: int) -> Callable[[], None] | None:
     """A ``preexec_fn`` asking the kernel for SIGTERM when ``parent`` ends (``PR_SET_PDEATHSIG``); Linux only."""
     if not sys.platform.startswith("linux"):
         return None
-    try:
+    try:  # start-up time: ctypes is loaded only to ask the kernel, in the child about to run a client tool
         import ctypes
 
         prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it

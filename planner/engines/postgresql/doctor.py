@@ -14,17 +14,19 @@ finding: there is nothing to diagnose. Nothing here prints.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from planner.engines.postgresql.backup import dump_stem, list_dumps
 from planner.engines.postgresql.ledger import PgLedger, lock_key, quote
-from planner.errors import CatalogError
-from planner.ledger import LOG_TABLE, TABLE
+from planner.errors import CatalogError, ForeignLedger
 from planner.findings import Remedy, age_text, size_text
+from planner.ledger import LOG_TABLE, TABLE
 from planner.lint import ERROR, INFO, WARNING, Finding, history_findings, tolerant_catalog
 from planner.outside import STARTED, findings_for, interrupted_query
+from planner.urls import redact, without_password
 
 #: The columns apm reads and writes; more are allowed, fewer make the ledger unusable.
 LEDGER_COLUMNS = {"version", "description", "applied_at", "checksum", "execution_ms"}
@@ -87,6 +89,7 @@ def probe_guarantees(engine: Any) -> list[Finding]:
     the first holds, and a ``CREATE TABLE`` rolled back must be gone. Both
     leave nothing behind; the lock key is apm's own, never the ledger's.
     """
+    # optional dependency: psycopg is installed with an extra
     import psycopg
 
     findings: list[Finding] = []
@@ -123,8 +126,7 @@ def probe_guarantees(engine: Any) -> list[Finding]:
 
 
 def _probe_transactional_ddl(conn: Any, schema: str) -> list[Finding]:
-    import os
-
+    # optional dependency: psycopg is installed with an extra
     import psycopg
 
     table = f"{quote(schema)}.{quote(f'apm_probe_{os.getpid()}')}"
@@ -149,8 +151,6 @@ def _probe_transactional_ddl(conn: Any, schema: str) -> list[Finding]:
 
 
 def _first_line(exc: BaseException) -> str:
-    from planner.urls import redact
-
     lines = str(exc).strip().splitlines()
     return redact(lines[0] if lines else type(exc).__name__)
 
@@ -200,8 +200,6 @@ def _shape(conn: Any, schema: str, columns: dict[str, set[str]]) -> list[Finding
 
 def _history(conn: Any, schema: str, catalog_dir: Path) -> list[Finding]:
     """The ledger's rows against the catalog, as far as the catalog loads."""
-    from planner.errors import ForeignLedger
-
     try:
         entries = PgLedger(conn, schema).applied_migrations()
     except ForeignLedger as exc:  # every column apm needs is there, and more that another tool needs
@@ -217,8 +215,6 @@ def _history(conn: Any, schema: str, catalog_dir: Path) -> list[Finding]:
 
 def _backups(engine: Any, folder: Path) -> list[Finding]:
     """The newest ``pg_dump`` file of this database in the backup folder, or a warning that there is none."""
-    from planner.urls import without_password
-
     dumps = list_dumps(engine.url, folder, engine.ledger_schema)
     if not dumps:
         # A tenant's own dumps hold its schema alone, as apm's would (planner.engines.postgresql.backup).

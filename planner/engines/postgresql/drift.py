@@ -28,10 +28,14 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit, urlunsplit
 
+from planner.engines import engine_for
 from planner.engines.postgresql.schema import read_schema
+from planner.events import StepFinished
 from planner.ledger import LOG_TABLE, TABLE
+from planner.plan import APPLY, Plan, Step
 from planner.schema import Schema
 from planner.schema_difference import Difference, DriftUnchecked, Replay, compare
+from planner.urls import redact, without_password
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
@@ -64,10 +68,6 @@ def pg_differences(member: Member, catalog: Catalog, applied: Iterable[str], *, 
 
 def _replay(member: Member, catalog: Catalog, applied: frozenset[str], engine, ledger: str,
             schema: str | None) -> Replay:
-    from planner.engines import engine_for
-    from planner.events import StepFinished
-    from planner.plan import APPLY, Plan, Step
-
     known, unknown = catalog.split_applied(applied)
     if unknown:
         raise DriftUnchecked(member.display, f"{', '.join(sorted(unknown))} applied but not in the catalog")
@@ -152,14 +152,10 @@ def _with_database(url: str, name: str) -> str:
 
 
 def _server_key(url: str) -> str:
-    from planner.urls import without_password
-
     return without_password(url).split("/")[2] if "://" in url else without_password(url)
 
 
 def _first(error: BaseException) -> str:
-    from planner.urls import redact
-
     text = str(error).strip().splitlines()
     return redact(text[0] if text else type(error).__name__)
 

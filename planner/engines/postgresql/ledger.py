@@ -117,6 +117,7 @@ class PgLedger:
         "never migrated" answer (outside a transaction only, where a failed
         statement aborts nothing; inside one, it is looked up first).
         """
+        # optional dependency: psycopg is installed with an extra
         import psycopg
 
         select = f"SELECT version, description, {_TIME}, checksum, execution_ms FROM {self.table}"

@@ -73,17 +73,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from planner.engines.postgresql.sql import _qualified as qualified_name
+from planner.engines.postgresql.sql import _skip as skip_words
+from planner.engines.postgresql.sql import classify, first_keywords, rewritten_table, tokens, top_level_split
 from planner.engines.postgresql.step_catalog import Statement
-from planner.engines.postgresql.sql import (
-    _qualified as qualified_name,
-    _skip as skip_words,
-    classify,
-    first_keywords,
-    rewritten_table,
-    tokens,
-    top_level_split,
-)
 from planner.errors import DatabaseError
+from planner.ledger import LOG_TABLE, TABLE
 from planner.locks import (
     BLOCKING,
     LockFinding,
@@ -96,7 +91,7 @@ from planner.locks import (
     short_mode,
     shown_duration,
 )
-
+from planner.preview import is_left_out
 
 _USER = ("n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%' "
          "AND n.nspname NOT LIKE 'pg\\_temp%%'")
@@ -497,8 +492,6 @@ def _cut(statement: str) -> str:
 
 def lock_watch(observer: Any, conn: Any, engine: Any, settings: LockSettings) -> LockWatch:
     """The preview's observer with the lock measurements beside it, under the engine's policy."""
-    from planner.ledger import LOG_TABLE, TABLE
-
     policy = getattr(engine, "lock_policy", None) or LockPolicy()
     return LockWatch(observer, conn, policy, settings, {TABLE, LOG_TABLE})
 
@@ -509,8 +502,6 @@ def attach(preview: Any, watch: LockWatch) -> None:
     The watch saw the steps the session started, in order: every step but
     those left out of the preview (``transactional = False``, and what needs them).
     """
-    from planner.preview import is_left_out
-
     migrations = {step.version: step.migration for step in preview.plan.steps}
     watched = [record for record in preview.steps if not is_left_out(record.skipped)]
     for record, report in zip(watched, watch.steps):

@@ -109,7 +109,6 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from planner.engines.postgresql.ledger import quote
-from planner.engines.postgresql.step_catalog import PreparedSet
 from planner.engines.postgresql.snapshot import (
     Counters,
     Objects,
@@ -132,10 +131,9 @@ from planner.engines.postgresql.sql import (
     may_drop_unnamed,
     rewritten_table,
 )
-from planner.engines.postgresql.step_catalog import Gates, begin_step, read_step
+from planner.engines.postgresql.step_catalog import Gates, PreparedSet, begin_step, read_step
 from planner.preview import DataImpact, ImpactKind
 from planner.schema import SchemaChange
-
 
 #: Defaults that give a new value on every row: a column holding them differs from its default everywhere.
 _VOLATILE = ("nextval", "now(", "random(", "clock_timestamp", "gen_random", "uuid")
@@ -505,6 +503,7 @@ class PgObserver:
     def _filled_in(self, sql: str, query: str, parameters: Any) -> str:
         """The statement with its parameters as SQL literals, as the server's client-side binding writes them
         (``--sql`` shows what ran, runnable); the parameters beside it if they cannot be written so."""
+        # optional dependency: psycopg is installed with an extra
         import psycopg
 
         try:

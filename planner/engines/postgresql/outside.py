@@ -44,7 +44,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from planner.engines.postgresql.observe import PgObserver
 from planner.engines.postgresql.sql import tokens
+from planner.ledger import LOG_TABLE, TABLE
+from planner.locks import LockSettings
 from planner.outside import Rehearsal, StatementCheck, StatementRules
 
 _MAINTENANCE = {"VACUUM", "ANALYZE", "ANALYSE", "REINDEX", "CLUSTER", "CHECKPOINT"}
@@ -87,6 +90,7 @@ class PgRules(StatementRules):
         return bool(words) and (words[0] in _MAINTENANCE or (self._index_concurrently(words) and words[0] == "CREATE"))
 
     def refused_in_transaction(self, error: BaseException) -> bool:
+        # optional dependency: psycopg is installed with an extra
         import psycopg
 
         return isinstance(error, psycopg.errors.ActiveSqlTransaction)
@@ -157,9 +161,8 @@ class Checked(StatementCheck):
         self.policy, self.allow = policy, tuple(allow)
         self._watch: Any = None
         if policy is not None:
+            # start-up time: planner.engines.postgresql.outside runs without planner.engines.postgresql.locks until __init__() needs it
             from planner.engines.postgresql.locks import LockWatch
-            from planner.ledger import LOG_TABLE, TABLE
-            from planner.locks import LockSettings
 
             self._watch = LockWatch(None, conn, policy, settings or LockSettings(), {TABLE, LOG_TABLE})
             self._watch.declare(declared)
@@ -182,8 +185,6 @@ class Checked(StatementCheck):
                 cursor.execute(query, rows[0], **kwargs)
 
         def watched() -> list[str]:
-            from planner.engines.postgresql.observe import PgObserver
-
             if not isinstance(query, str) or not rows:  # bytes, or nothing to run
                 if self._watch is not None:
                     self._watch.steps.clear()  # no findings of an earlier statement are this one's

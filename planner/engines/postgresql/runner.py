@@ -25,14 +25,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from planner.engines.postgresql.connection import PgMigrationConnection
 from planner.engines.postgresql.ledger import PgLedger
-from planner.engines.postgresql.locks import LockGuard, apply_declared, attach, is_lock_timeout, lock_watch
+from planner.engines.postgresql.locks import (
+    LockGuard,
+    apply_declared,
+    attach,
+    is_lock_timeout,
+    lock_watch,
+    step_version,
+)
+from planner.engines.postgresql.observe import PgObserver
+from planner.engines.postgresql.outside import Checked, Rehearsed
+from planner.engines.postgresql.step_catalog import PreparedSet
+from planner.errors import NonTransactionalFailed
 from planner.events import Event, Replanned, RunResult, emit
-from planner.ledger import APPLY, LedgerEntry, OK
-from planner.locks import LockSettings
+from planner.ledger import APPLY, OK, LedgerEntry
+from planner.locks import LockPolicy, LockSettings
 from planner.marks import MarksThroughSessions
 from planner.plan import Plan, Step, refuse_non_transactional
 from planner.preview import Preview
@@ -88,17 +99,12 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
         return PgMigrationConnection(self.migration_conn, step.migration.version, step.direction, observer)
 
     def checked_for(self, step: Step) -> Checked:
-        from planner.engines.postgresql.outside import Checked
-
-        from planner.locks import LockPolicy
 
         return Checked(self.conn, self.ledger.log_table, step.version, step.direction, self.confirmation,
                        policy=self.lock_policy or LockPolicy(), settings=self.locks.settings if self.locks else None,
                        declared=step.migration.lock_timeout, allow=step.migration.allow)
 
     def rehearsal_for(self, step: Step) -> Rehearsed:
-        from planner.engines.postgresql.outside import Rehearsed
-
         return Rehearsed(self.conn, step.version, step.direction)
 
     def call(self, step: Step, function: Callable[[PgMigrationConnection], object], proxy: PgMigrationConnection,
@@ -194,9 +200,6 @@ class PgRunner(MarksThroughSessions):
         is exactly the database this run changes. A plan made again differently from the one shown
         counts as a re-plan (``RunResult.replans``). ``confirm_outside``: as ``sqlite.runner.Executor.migrate``.
         """
-        from planner.engines.postgresql.locks import step_version
-        from planner.errors import NonTransactionalFailed
-
         with self.engine.locked() as conn, self._guard(conn) as guard:
             ledger = PgLedger(conn, self.engine.ledger_schema)
             results: list[RunResult] = []
@@ -233,9 +236,6 @@ class PgRunner(MarksThroughSessions):
 
         ``before()`` runs inside the lock once the plan was made again there, as in ``migrate``.
         """
-        from planner.engines.postgresql.observe import PgObserver
-        from planner.engines.postgresql.step_catalog import PreparedSet
-
         started = time.perf_counter()
         with self.engine.locked() as conn, self._guard(conn) as guard, _unprepared(conn):
             ledger = PgLedger(conn, self.engine.ledger_schema)

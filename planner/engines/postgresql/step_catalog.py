@@ -69,15 +69,10 @@ from typing import Any
 
 from planner.engines.postgresql.snapshot import (
     CATALOG_OF,
-    Counters,
-    GATES as OBJECT_GATES,
-    Snapshot,
-    STEP_COLUMNS as OBJECT_COLUMNS,
-    read_counters,
-    relations_of,
-    take,
 )
-
+from planner.engines.postgresql.snapshot import GATES as OBJECT_GATES
+from planner.engines.postgresql.snapshot import STEP_COLUMNS as OBJECT_COLUMNS
+from planner.engines.postgresql.snapshot import Counters, Snapshot, read_counters, relations_of, take
 
 _PREVIEWS = itertools.count(1)
 _NAMED = re.compile(r"%\((\w+)\)s")
@@ -115,6 +110,7 @@ class PreparedSet:
         ``then``: statements without parameters sent behind it in the same round trip (one simple query), whose
         results the cursor skips: the preview opens the next step's savepoint this way.
         """
+        # optional dependency: psycopg is installed with an extra
         import psycopg
 
         name = self._names.get(statement.name)

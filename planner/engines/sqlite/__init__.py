@@ -8,19 +8,24 @@ the SQLite modules already do, so the CLI can ask an engine instead of a path.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from planner.engines.sqlite.database import DEFAULT_BUSY_TIMEOUT
 from planner.engines.base import Backups, Engine
+from planner.engines.sqlite.backup import backup, check_backup, describe_backup, list_backups, prune_backups, restore
+from planner.engines.sqlite.database import DEFAULT_BUSY_TIMEOUT, check_integrity, open_read_only, writable_now
+from planner.engines.sqlite.ledger import read_ledger, read_notes
+from planner.errors import DatabaseDirectoryMissing, DatabaseNotFound, NotADatabase
+from planner.sql import quote_identifier
 
 if TYPE_CHECKING:
     from planner.backups import BackupInfo, RestoreResult
     from planner.catalog import Catalog
     from planner.engines.sqlite.runner import Executor
-    from planner.ledger import LedgerEntry, LedgerNote
     from planner.findings import Finding
+    from planner.ledger import LedgerEntry, LedgerNote
     from planner.schema import Schema
 
 
@@ -36,8 +41,6 @@ class SQLiteEngine(Engine):
         (does it exist? its ledger if it does? its backups?), and a folder
         answered "does not exist" to some of them and "no backup" to others.
         """
-        from planner.errors import NotADatabase
-
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         if self.path.exists() and not self.path.is_file():
@@ -52,14 +55,10 @@ class SQLiteEngine(Engine):
         return self.path.exists()
 
     def require(self) -> None:
-        from planner.errors import DatabaseDirectoryMissing, DatabaseNotFound
-
         if not self.path.exists():
             raise DatabaseNotFound(self.path) if self.path.parent.is_dir() else DatabaseDirectoryMissing(self.path)
 
     def applied(self) -> dict[str, LedgerEntry]:
-        from planner.engines.sqlite.ledger import read_ledger
-
         return read_ledger(self.path, self.busy_timeout)
 
     def schema(self, *, known_good: bool = False) -> Schema:
@@ -67,11 +66,13 @@ class SQLiteEngine(Engine):
 
         ``known_good``: the caller just read the file as a database, so its header need not be checked again.
         """
+        # start-up time: planner.engines.sqlite runs without planner.engines.sqlite.schema until schema() needs it
         from planner.engines.sqlite.schema import file_schema
 
         return file_schema(self.path, self.busy_timeout, known_good=known_good)
 
     def runner(self, *, catalog: Catalog | None = None, create: bool = False) -> Executor:
+        # start-up time: planner.engines.sqlite runs without planner.engines.sqlite.runner until runner() needs it
         from planner.engines.sqlite.runner import Executor
 
         return Executor(self.path, busy_timeout=self.busy_timeout, create=create, catalog=catalog)
@@ -80,18 +81,15 @@ class SQLiteEngine(Engine):
         return self.applied() if self.path.is_file() else None
 
     def notes(self) -> list[LedgerNote]:
-        from planner.engines.sqlite.ledger import read_notes
-
         return read_notes(self.path, self.busy_timeout)
 
     def diagnose(self, catalog_dir: Path) -> list[Finding]:
+        # start-up time: planner.engines.sqlite runs without planner.engines.sqlite.doctor until diagnose() needs it
         from planner.engines.sqlite.doctor import diagnose
 
         return diagnose(self.path, catalog_dir, busy_timeout=self.busy_timeout)
 
     def check_integrity(self) -> None:
-        from planner.engines.sqlite.database import check_integrity, open_read_only
-
         conn = open_read_only(self.path, self.busy_timeout)
         if conn is not None:  # nothing there yet: nothing to be damaged
             try:
@@ -107,11 +105,6 @@ class SQLiteEngine(Engine):
 
     def read_rows(self, table: str) -> list[dict[str, object]] | None:
         """Read-only, so neither the file nor a journal is created; ``DatabaseNotFound`` when there is no file."""
-        import sqlite3
-
-        from planner.engines.sqlite.database import open_read_only
-        from planner.errors import DatabaseNotFound
-        from planner.sql import quote_identifier
 
         conn = open_read_only(self.path, self.busy_timeout)
         if conn is None:
@@ -142,37 +135,24 @@ class SQLiteBackups(Backups):
 
     def take(self, folder: Path | None = None) -> Path | None:
         """SQLite's backups sit beside the file (``planner.engines.sqlite.backup``); ``folder`` is not used."""
-        from planner.engines.sqlite.backup import backup
-        from planner.engines.sqlite.database import writable_now
-
         if not self.path.exists():
             return None
         writable_now(self.path, self.busy_timeout)
         return backup(self.path, busy_timeout=self.busy_timeout)
 
     def prune(self, keep: int, folder: Path | None = None, spare: Iterable[Path] = ()) -> list[Path]:
-        from planner.engines.sqlite.backup import prune_backups
-
         return prune_backups(self.path, keep, spare)
 
     def files(self) -> list[Path]:
-        from planner.engines.sqlite.backup import list_backups
-
         return list_backups(self.path)
 
     def describe(self, backup: Path) -> BackupInfo:
-        from planner.engines.sqlite.backup import describe_backup
-
         return describe_backup(backup, self.path)
 
     def check(self, backup: Path) -> dict[str, LedgerEntry]:
-        from planner.engines.sqlite.backup import check_backup
-
         return check_backup(backup, self.path)
 
     def restore(self, backup: Path, *, all_schemas: bool = False) -> RestoreResult:
-        from planner.engines.sqlite.backup import restore
-
         return restore(self.path, backup, busy_timeout=self.busy_timeout)
 
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-import time
 from pathlib import Path
 
 from planner.errors import (
@@ -319,6 +319,7 @@ def wait_for(conn: sqlite3.Connection, statement: str, path: Path, busy_timeout:
     and lets the interrupt through at once. The connection's own timeout is
     put back afterwards for the statements that follow.
     """
+    # start-up time: planner.engines.sqlite.database runs without planner.events until wait_for() needs it
     from planner.events import Wait
 
     deadline = time.monotonic() + busy_timeout

@@ -22,8 +22,10 @@ from pathlib import Path
 
 from planner.engines.sqlite.backup import list_backups
 from planner.engines.sqlite.database import DEFAULT_BUSY_TIMEOUT, has_journal, read_only_connection, writable
+from planner.engines.sqlite.ledger import Ledger
 from planner.errors import CatalogError, DatabaseNotFound, DatabaseReadOnly, NotADatabase
 from planner.findings import Remedy, age_text, size_text
+from planner.ledger import LOG_TABLE, TABLE
 from planner.lint import ERROR, INFO, WARNING, Finding, history_findings, note_findings, tolerant_catalog
 from planner.outside import interrupted_findings
 from planner.sql import quote_identifier
@@ -175,9 +177,6 @@ def _foreign_keys(conn: sqlite3.Connection) -> list[Finding]:
 
 def _ledger(conn: sqlite3.Connection, db_path: Path, catalog_dir: Path) -> list[Finding]:
     """The ledger's own shape, then its rows against the catalog."""
-    from planner.engines.sqlite.ledger import Ledger
-    from planner.ledger import LOG_TABLE, TABLE
-
     def columns(table: str) -> set[str]:
         return {row[1] for row in conn.execute(f"PRAGMA table_info({quote_identifier(table)})").fetchall()}
 

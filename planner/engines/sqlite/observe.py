@@ -121,10 +121,9 @@ from planner.effects import PlanWrites, StepEffects, TableState, resolve
 from planner.engines.sqlite.sql import keywords, name_after, renamed_column, table_xinfo, tokens
 from planner.ledger import LOG_TABLE, TABLE
 from planner.locks import StepLocks
-from planner.preview import DataImpact
+from planner.preview import DataImpact, is_left_out
 from planner.schema import ObjectKind, SchemaChange
 from planner.sql import quote_identifier
-
 
 #: The SQL function the triggers' ``WHEN`` calls (per connection, like the TEMP triggers).
 FUNCTION = "apm_preview_count"
@@ -788,8 +787,6 @@ def attach_rebuilds(preview: Any, observer: StepObserver) -> None:
     but those left out of the preview (``transactional = False``, and what
     needs them); a step that failed has an empty report.
     """
-    from planner.preview import is_left_out
-
     watched = [record for record in preview.steps if not is_left_out(record.skipped)]
     for record, report in zip(watched, observer.reports):
         record.locks = report

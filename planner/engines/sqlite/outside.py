@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from planner.outside import Rehearsal, StatementCheck, StatementRules
 from planner.engines.sqlite.sql import keywords
+from planner.outside import Rehearsal, StatementCheck, StatementRules
 
 #: First keywords of statements that change no schema or data (a dry run passes over them where SQLite
 #: refuses them inside its transaction).
@@ -124,6 +124,7 @@ class Checked(StatementCheck):
                 cursor.execute(sql, parameters)
 
         def watched() -> list[str]:
+            # start-up time: planner.engines.sqlite.outside runs without planner.engines.sqlite.observe until watched() needs it
             from planner.engines.sqlite.observe import StepObserver
 
             if many and not parameters:

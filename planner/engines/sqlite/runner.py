@@ -53,6 +53,7 @@ from planner.engines.sqlite.database import (
     WRITE_LOCKS_HELD,
     check_integrity,
     connect,
+    damaged,
     foreign_keys_enabled,
     foreign_keys_off,
     lock_key,
@@ -61,16 +62,19 @@ from planner.engines.sqlite.database import (
     wait_for,
 )
 from planner.engines.sqlite.ledger import Ledger
+from planner.engines.sqlite.outside import Checked, Rehearsed
 from planner.errors import (
     DatabaseDirectoryMissing,
     DatabaseError,
     DatabaseNotFound,
     ForeignKeyViolation,
     LedgerChanged,
+    StepUnderWay,
 )
-from planner.events import Event, Replanned, RunResult, StepFailed, StepFinished, StepSkipped, StepStarted
-from planner.ledger import APPLY, LedgerEntry, OK
+from planner.events import Event, Replanned, RunResult, StepFailed, StepFinished, StepSkipped, StepStarted, Wait
+from planner.ledger import APPLY, OK, LedgerEntry
 from planner.marks import MarksThroughSessions
+from planner.outside import STARTED, holder, started_detail
 from planner.plan import Plan, Step, commits_in_parts, refuse_non_transactional
 from planner.preview import Preview
 from planner.session import Session
@@ -123,10 +127,6 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
         one waits (in slices, told about after a second), then finds the
         step recorded and skips it.
         """
-        from planner.errors import StepUnderWay
-        from planner.outside import STARTED, holder, started_detail
-        from planner.events import Wait
-
         deadline = time.monotonic() + self.busy_timeout
         wait = Wait(str(self.path), self.busy_timeout)
         while True:
@@ -200,8 +200,6 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
                 log.debug("ROLLBACK failed", exc_info=True)
 
     def damaged(self, error: BaseException) -> DatabaseError | None:
-        from planner.engines.sqlite.database import damaged
-
         return damaged(error, self.path)
 
     def applied_now(self) -> set[str]:
@@ -217,14 +215,10 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
         return MigrationConnection(self.migration_conn, step.migration.version, step.direction, observer)
 
     def checked_for(self, step: Step) -> Checked:
-        from planner.engines.sqlite.outside import Checked
-
         return Checked(self.conn, step.version, step.direction, self.confirmation,
                        lambda: self._sql("BEGIN IMMEDIATE"))
 
     def rehearsal_for(self, step: Step) -> Rehearsed:
-        from planner.engines.sqlite.outside import Rehearsed
-
         return Rehearsed(self.conn, step.version, step.direction)
 
     @contextmanager
@@ -454,6 +448,7 @@ class Executor(MarksThroughSessions):
         a new file is not made just for that, and is removed again.
         ``before()`` runs inside the lock once the plan was made again there.
         """
+        # start-up time: planner.engines.sqlite.runner runs without planner.engines.sqlite.observe until preview() needs it
         from planner.engines.sqlite.observe import StepObserver, attach_rebuilds
 
         started = time.perf_counter()

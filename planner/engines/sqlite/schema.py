@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from planner.schema import LEDGER_TABLES, Column, Constraint, ForeignKey, Schema, Table
+from planner.engines.sqlite.database import read_only_connection
 from planner.engines.sqlite.sql import table_xinfo, tokens
+from planner.schema import LEDGER_TABLES, Column, Constraint, ForeignKey, Schema, Table
 from planner.sql import quote_identifier
 
 if TYPE_CHECKING:
@@ -227,7 +228,10 @@ def replayed_schema(catalog: Catalog, plan: Plan) -> tuple[Schema, dict[tuple[st
     origins are keyed as ``Schema.objects`` keys them. Whatever a migration
     raises propagates.
     """
+    # start-up time: planner.engines.sqlite.schema runs without planner.engines.sqlite.runner until replayed_schema() needs it
     from planner.engines.sqlite.runner import SQLiteSession
+
+    # start-up time: planner.engines.sqlite.schema runs without planner.events until replayed_schema() needs it
     from planner.events import StepFinished
 
     origin: dict[tuple[str, str], str] = {}
@@ -250,8 +254,6 @@ def file_schema(path: Path, busy_timeout: float, *, known_good: bool = False) ->
     status did), so its header and first read need not be checked again:
     one open on a ``mode=ro`` connection instead of three statements.
     """
-    from planner.engines.sqlite.database import read_only_connection
-
     if known_good:
         try:
             with closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=busy_timeout,
