@@ -273,3 +273,21 @@ def test_an_import_inside_a_function_says_why():
     dependency or for start-up time (``apm`` loads only what a command needs), and its comment says which."""
     found = [line for path in modules().values() for line in _function_imports_without_a_reason(path)]
     assert not found, "\n".join(found)
+
+
+def test_no_package_hides_one_of_its_modules_behind_a_name():
+    """``from planner.engines.sqlite import backup`` must give the module: a function of that name imported into the
+    package's ``__init__`` replaced it once, and tests patching the module patched a function instead."""
+    found = []
+    for init in (ROOT / "planner").rglob("__init__.py"):
+        modules_here = {p.stem for p in init.parent.glob("*.py")} | {
+            p.name for p in init.parent.iterdir() if (p / "__init__.py").exists()}
+        for node in ast.walk(ast.parse(init.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                for alias in node.names:
+                    name = alias.asname or alias.name.split(".")[0]
+                    module = f"{node.module}.{alias.name}" if isinstance(node, ast.ImportFrom) else alias.name
+                    own = ".".join(init.parent.relative_to(ROOT).parts) + "." + name
+                    if name in modules_here and module != own and name != "__future__":
+                        found.append(f"{init.relative_to(ROOT)}: {ast.unparse(node)}")
+    assert not found, found

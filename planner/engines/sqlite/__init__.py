@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from planner.engines.base import Backups, Engine
-from planner.engines.sqlite.backup import backup, check_backup, describe_backup, list_backups, prune_backups, restore
+from planner.engines.sqlite.backup import backup as take_backup  # the name ``backup`` is the submodule's
+from planner.engines.sqlite.backup import check_backup, describe_backup, list_backups, prune_backups, restore
 from planner.engines.sqlite.database import DEFAULT_BUSY_TIMEOUT, check_integrity, open_read_only, writable_now
 from planner.engines.sqlite.ledger import read_ledger, read_notes
 from planner.errors import DatabaseDirectoryMissing, DatabaseNotFound, NotADatabase
@@ -138,7 +139,7 @@ class SQLiteBackups(Backups):
         if not self.path.exists():
             return None
         writable_now(self.path, self.busy_timeout)
-        return backup(self.path, busy_timeout=self.busy_timeout)
+        return take_backup(self.path, busy_timeout=self.busy_timeout)
 
     def prune(self, keep: int, folder: Path | None = None, spare: Iterable[Path] = ()) -> list[Path]:
         return prune_backups(self.path, keep, spare)
