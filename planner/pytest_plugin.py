@@ -16,71 +16,32 @@ items, outcomes and messages.
 
 ``--apm-db`` says where the tests' databases go: SQLite files (the default),
 or a PostgreSQL server on which each test gets a database of its own,
-dropped when the test is over (``planner.pytest_plugin``).
+dropped when the test is over (``planner.testing.provider``).
 
 The items are added in ``pytest_collection_modifyitems`` (first, so ``-k``,
 ``-m`` and ``--lf`` see them) through ``Session.genitems``, so they are
 counted and reported like collected ones, and appear under
 ``--collect-only``. They are not reached from the command line's paths: the
 catalog is a folder of migrations, not of tests, and it may live anywhere.
-
-A pytest run's test databases: a name no earlier test of the run used, and dropping them afterwards.
-
-The plugin asks for a database by test name (``upgrade``, ``stairway``,
-a hand-written test's name) and hands it back when the test is over. What
-the database is follows ``--apm-db``: a file under pytest's temporary
-folder (the default), a file a SQLite template names, or a database created
-on the PostgreSQL server a URL names (``planner.testing.pg_database``).
-SQLite files are kept for looking at after a failure; PostgreSQL databases
-are dropped when handed back, and whatever is still alive when the session
-ends is dropped then. A database that could not be dropped is remembered
-in ``problems`` for the plugin to report, never raised over the test's own
-outcome.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from planner.engines import on_server
-from planner.errors import CatalogError
-from planner.testing import hookspecs
-from planner.testing.databases import (
-    DatabaseTemplateError,
-    DatabaseUnavailable,
-    SQLiteDatabase,
-    TestDatabase,
-    check_template,
-    require_driver,
-    safe_name,
-)
-from planner.testing.runner import (
-    MigrationRunner,
-    MigrationTestFailure,
-    Migrator,
-    NoDowngrade,
-    StairBlocked,
-    Stairway,
-    check_catalog,
-    check_downgrade_all,
-    check_upgrade,
-)
-from planner.urls import redact
-
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from planner.catalog import Catalog
-    from planner.testing.pg_database import PgServerAccess
-    from planner.testing.runner import Migrator, Stairway
+    from planner.testing.databases import TestDatabase
+    from planner.testing.runner import Migrator
+    from planner.testing.provider import DatabaseProvider
+    from planner.testing.runner import Stairway
 
 
 @dataclass
@@ -109,6 +70,9 @@ _STAIRS = ("stairway", "no-downgrade")
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    # start-up time: every pytest run loads this plugin; the planner only once it is switched on
+    from planner.testing import hookspecs
+
     pluginmanager.add_hookspecs(hookspecs)
 
 
@@ -138,6 +102,9 @@ def pytest_configure(config: pytest.Config) -> None:
         base = config.inipath.parent if config.inipath else config.rootpath
     template = config.getoption("apm_db") or config.getini("apm_db") or None
     if template:
+        # start-up time: every pytest run loads this plugin; the planner only once it is switched on
+        from planner.testing.databases import DatabaseTemplateError, check_template, require_driver
+
         try:
             require_driver(check_template(template))
         except DatabaseTemplateError as exc:
@@ -210,7 +177,8 @@ class ApmCatalog(pytest.Collector):
         self.settings = settings
 
     def collect(self) -> list[ApmItem]:
-        # start-up time: planner.pytest_plugin runs without planner.loader until collect() needs it
+        # start-up time: every pytest run loads this plugin; the planner only once it is switched on
+        from planner.errors import CatalogError
         from planner.loader import load_catalog
 
         items = [ApmItem.from_parent(self, name="catalog", check="catalog")]
@@ -240,6 +208,18 @@ class ApmItem(pytest.Item):
         return self.config.stash[_SETTINGS]
 
     def runtest(self) -> None:
+        # start-up time: every pytest run loads this plugin; the planner only once it is switched on
+        from planner.testing.runner import (
+            MigrationRunner,
+            NoDowngrade,
+            StairBlocked,
+            check_catalog,
+            check_downgrade_all,
+            check_upgrade,
+        )
+
+        # start-up time: every pytest run loads this plugin; the planner only once it is switched on
+        from planner.testing.databases import DatabaseUnavailable
 
         settings = self.settings
         if self.check == "catalog":
@@ -270,6 +250,9 @@ class ApmItem(pytest.Item):
             _unavailable(unavailable)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        # start-up time: every pytest run loads this plugin; the planner only once it is switched on
+        from planner.testing.runner import MigrationTestFailure
+
         if isinstance(excinfo.value, MigrationTestFailure):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
@@ -292,14 +275,18 @@ def _base_folder(config: pytest.Config) -> Path:
         if factory is not None:
             config.stash[_BASE] = factory.mktemp("apm", numbered=True)
         else:
+            # start-up time: every pytest run loads this plugin; the planner only once it is switched on
+            import tempfile
+
             config.stash[_BASE] = Path(tempfile.mkdtemp(prefix="apm-"))
     return config.stash[_BASE]
 
 
 def _provider(config: pytest.Config) -> DatabaseProvider:
-    """The run's databases (``planner.pytest_plugin``), made on first use from ``--apm-db``."""
+    """The run's databases (``planner.testing.provider``), made on first use from ``--apm-db``."""
     if _PROVIDER not in config.stash:
-        pass
+        # start-up time: every pytest run loads this plugin; the planner only once it is switched on
+        from planner.testing.provider import DatabaseProvider
 
         config.stash[_PROVIDER] = DatabaseProvider(config.stash.get(_TEMPLATE, None), lambda: _base_folder(config))
     return config.stash[_PROVIDER]
@@ -316,6 +303,9 @@ def _seed(config: pytest.Config):
 
 def _stairway(config: pytest.Config) -> Stairway:
     """The run's one stairway walker, shared by every ``stairway[V]`` item (see ``Stairway``)."""
+    # start-up time: every pytest run loads this plugin; the planner only once it is switched on
+    from planner.testing.runner import Stairway
+
     settings = config.stash[_SETTINGS]
     if settings.stairway is None:
         assert settings.catalog is not None
@@ -346,7 +336,7 @@ def apm_migrations_dir(pytestconfig: pytest.Config) -> Path:
 @pytest.fixture(scope="session")
 def apm_catalog(apm_migrations_dir: Path) -> Catalog:
     """The loaded catalog (``planner.catalog.Catalog``): versions, migrations, and the graph."""
-    # start-up time: planner.pytest_plugin runs without planner.loader until apm_catalog() needs it
+    # start-up time: every pytest run loads this plugin; the planner only once it is switched on
     from planner.loader import load_catalog
 
     return load_catalog(apm_migrations_dir)
@@ -359,6 +349,10 @@ def apm_migrator(apm_catalog: Catalog, request: pytest.FixtureRequest, tmp_path:
     With ``--apm-db`` the database is made as the generated tests' are (a
     PostgreSQL URL: a database of its own, dropped after the test).
     """
+    # start-up time: every pytest run loads this plugin; the planner only once it is switched on
+    from planner.testing.databases import DatabaseUnavailable, SQLiteDatabase
+    from planner.testing.runner import Migrator
+
     provider = _provider(request.config)
     database: TestDatabase = (provider.new(request.node.name) if provider.template is not None
                               else SQLiteDatabase(tmp_path / "apm.db"))
@@ -376,64 +370,3 @@ def apm_migrator(apm_catalog: Catalog, request: pytest.FixtureRequest, tmp_path:
     finally:
         migrator.close()
         provider.release(database)
-
-
-class DatabaseProvider:
-    """Makes each test's database from the ``--apm-db`` template (``None``: files under ``folder()``)."""
-
-    def __init__(self, template: str | None, folder: Callable[[], Path]):
-        self.template = template
-        self._folder = folder
-        self._names: dict[str, itertools.count] = {}
-        self._server: PgServerAccess | None = None
-        self._alive: list[TestDatabase] = []
-        #: Databases that could not be dropped, one line each (a password never appears).
-        self.problems: list[str] = []
-
-    @property
-    def postgres(self) -> bool:
-        return self.template is not None and on_server(self.template)
-
-    def describe(self) -> str:
-        """For the report header: where the databases go, with any password masked."""
-        if self.template is None:
-            return "a fresh SQLite file per test under pytest's temporary folder"
-        if self.postgres:
-            return f"a fresh PostgreSQL database per test on {redact(self.template)}"
-        return self.template
-
-    def new(self, name: str) -> TestDatabase:
-        """A database for the test ``name``, never one an earlier test of this run used (not reset yet)."""
-        number = next(self._names.setdefault(name, itertools.count(1)))
-        unique = name if number == 1 else f"{name}-{number}"
-        if self.template is None:
-            return SQLiteDatabase(self._folder() / f"{safe_name(unique)}.db")
-        if not self.postgres:
-            return SQLiteDatabase.from_template(self.template, unique)
-        # start-up time: planner.pytest_plugin runs without planner.testing.pg_database until new() needs it
-        from planner.testing.pg_database import PgServerAccess, PostgresDatabase
-
-        if self._server is None:
-            self._server = PgServerAccess(self.template)
-        database = PostgresDatabase(self._server, unique)
-        self._alive.append(database)
-        return database
-
-    def release(self, database: TestDatabase | None) -> None:
-        """The test is over: drop the database (PostgreSQL); never raises."""
-        if database is None or database not in self._alive:
-            return
-        self._alive.remove(database)
-        try:
-            database.drop()
-        except DatabaseUnavailable:
-            pass  # the server is gone: the first test that needed it already said so
-        except Exception as exc:  # noqa: BLE001 - a teardown must not hide the test's outcome
-            self.problems.append(f"could not drop {database}: {type(exc).__name__}: {redact(str(exc))}")
-
-    def close(self) -> None:
-        """The session is over: drop what is still alive (the stairway's last database) and disconnect."""
-        for database in list(self._alive):
-            self.release(database)
-        if self._server is not None:
-            self._server.close()
