@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from planner.errors import PlanError
 from planner.schema import Schema
-from planner.schema_difference import Difference, DriftUnchecked, Replay, compare
+from planner.schema import Difference, DriftUnchecked, Replay, compare
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog

@@ -43,7 +43,7 @@ from planner.versions import base_version
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
-    from planner.schema_difference import Difference
+    from planner.schema import Difference
 
 
 UP_TO_DATE = "up to date"

@@ -11,7 +11,7 @@ the live database are compared; a plain database's are ``public``, the
 ledger's schema and the schemas its migrations create, never another
 tenant's, and a ledger table of any schema is never compared. Both sides are
 read into the one schema model (``planner.engines.postgresql.schema``) and
-compared, and said, by ``planner.schema_difference.compare``, as SQLite's are:
+compared, and said, by ``planner.schema.compare``, as SQLite's are:
 tables, columns (type, default, nullability, collation, identity),
 constraints (primary, unique, foreign, check), indexes, views, triggers,
 sequences, types and routines. Grants, comments, ownership, statistics and
@@ -34,7 +34,7 @@ from planner.events import StepFinished
 from planner.ledger import LOG_TABLE, TABLE
 from planner.plan import APPLY, Plan, Step
 from planner.schema import Schema
-from planner.schema_difference import Difference, DriftUnchecked, Replay, compare
+from planner.schema import Difference, DriftUnchecked, Replay, compare
 from planner.urls import redact, without_password
 
 if TYPE_CHECKING:
