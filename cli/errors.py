@@ -151,9 +151,6 @@ def _table() -> dict[type, _Advise]:
     from planner import errors as E
     from planner import errors as engine
 
-    # start-up time: cli.errors runs without planner.engines.postgresql.locks until _table() needs it
-    from planner.engines.postgresql.locks import StepLocked
-
     return {
         E.DatabaseLocked: lambda e: f"{e}. Wait for it to finish and retry, or raise --busy-timeout",
         E.DatabaseNotFound: lambda e: f"{e}; run `apm migrate` to create it, or pass --db",
@@ -190,7 +187,7 @@ def _table() -> dict[type, _Advise]:
             f"{e.missing[-1]}`, and put it back ({e.squash} then counts as applied); or roll back "
             f"{', '.join(e.applied)} with the same file moved out"),
         E.SquashRefused: _squash_refused,
-        StepLocked: lambda e: (f"{e}. Try again when that session is done (or end it), or raise --lock-timeout / "
+        E.StepLocked: lambda e: (f"{e}. Try again when that session is done (or end it), or raise --lock-timeout / "
                                f"--lock-retries" if e.final else str(e)),
         E.ConflictingDependencyOptions: lambda e: f"{e}; pass either --root or --depends-on",
         E.EmptyPattern: _empty_pattern,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from planner.urls import DatabaseName, shown, shown as masked
 
@@ -617,6 +617,53 @@ class DatabaseLocked(DatabaseError, TimeoutError):
         held = (f"another apm process has held the migration lock on {name} for more than {timeout:g}s"
                 if migration_lock else f"database {name} stayed locked by another process for {timeout:g} s")
         super().__init__(f"{held}; nothing was changed", database=name)
+
+
+class _LockLimits(Protocol):
+    """What ``StepLocked`` reads of a run's ``planner.locks.LockSettings`` (not imported: planner.locks imports
+    this module)."""
+
+    @property
+    def lock_timeout(self) -> float: ...
+
+    @property
+    def attempts(self) -> int: ...
+
+    @property
+    def lock_timeout_shown(self) -> str: ...
+
+
+class _Holder(Protocol):
+    """A session that held the lock (``planner.engines.postgresql.locks.Blocker``), as it names itself."""
+
+    def describe(self) -> str: ...
+
+
+class StepLocked(DatabaseError):
+    """A step could not get a lock within the lock timeout, however many times it was tried (exit 6).
+
+    A database error like ``DatabaseLocked``, but for a lock a statement waits
+    for, not the run's own lock: it names the attempts and who held the lock,
+    and the command says which of its options raise the limits.
+    """
+
+    def __init__(self, version: str | None, settings: _LockLimits, attempts: int, blockers: Sequence[_Holder],
+                 *, final: bool = True, pause: float = 0.0, shown: str | None = None):
+        self.version, self.attempts, self.blockers = version, attempts, list(blockers)
+        self.lock_timeout = settings.lock_timeout
+        self.final = final
+        who = ("held by " + "; ".join(b.describe() for b in blockers)) if blockers else \
+            "held by a session the watch did not see (it may have ended)"
+        what = f"migration {version}" if version else "the run"
+        timeout = settings.lock_timeout_shown
+        if final:
+            tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+            message = (f"{what} could not get its lock within the lock timeout ({timeout}) in {tries}: {who}; "
+                       f"its step was rolled back, so nothing waits behind it")
+        else:
+            message = (f"lock timeout ({timeout}) on attempt {attempts} of {settings.attempts}: {who}; "
+                       f"rolled back, trying again in {pause:.1f} s")
+        super().__init__(message, database=shown)  # a redacted URL, or nothing
 
 
 class StepUnderWay(DatabaseError, TimeoutError):

@@ -97,6 +97,10 @@ class LockSettings:
     def attempts(self) -> int:
         return self.retries + 1
 
+    @property
+    def lock_timeout_shown(self) -> str:
+        return shown_duration(self.lock_timeout)
+
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to pause after failed attempt ``attempt`` (1-based): exponential, capped, with jitter.
 

@@ -16,7 +16,7 @@ from cli.errors import message
 from planner import errors as E
 from planner.engines import engine_for
 from planner import errors as G
-from planner.engines.postgresql.locks import StepLocked
+from planner.errors import StepLocked
 from planner.locks import LockSettings
 
 SECRET = "s3cret-Pw"

@@ -119,6 +119,13 @@ def test_the_library_never_imports_the_command():
     assert not offenders, offenders
 
 
+def test_the_command_turns_errors_into_advice_without_an_engine():
+    """Each failure's class is in ``planner.errors`` (``StepLocked`` too): the advice table needs no engine."""
+    modules_ = modules()
+    offenders = [target for target in _imports(modules_["cli.errors"]) if _in_package(target, "planner.engines")]
+    assert not offenders, offenders
+
+
 #: Modules outside ``planner/engines/`` that still reach a driver directly. Each is SQLite-specific code that
 #: predates the engine packages (SQLite's rebuild helper, the test databases of the pytest plugin); the list
 #: may only shrink. The schema is read by the engines (``engines/*/schema.py``).

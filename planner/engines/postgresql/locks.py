@@ -77,7 +77,7 @@ from planner.engines.postgresql.sql import _qualified as qualified_name
 from planner.engines.postgresql.sql import _skip as skip_words
 from planner.engines.postgresql.sql import classify, first_keywords, rewritten_table, tokens, top_level_split
 from planner.engines.postgresql.step_catalog import Statement
-from planner.errors import DatabaseError
+from planner.errors import StepLocked
 from planner.ledger import LOG_TABLE, TABLE
 from planner.locks import (
     BLOCKING,
@@ -618,28 +618,6 @@ class BlockerWatch:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
-
-
-class StepLocked(DatabaseError):
-    """A step could not get a lock within the lock timeout, however many times it was tried (exit 6)."""
-
-    def __init__(self, version: str | None, settings: LockSettings, attempts: int, blockers: list[Blocker],
-                 *, final: bool = True, pause: float = 0.0, shown: str | None = None):
-        self.version, self.attempts, self.blockers = version, attempts, blockers
-        self.lock_timeout = settings.lock_timeout
-        self.final = final
-        who = ("held by " + "; ".join(b.describe() for b in blockers)) if blockers else \
-            "held by a session the watch did not see (it may have ended)"
-        what = f"migration {version}" if version else "the run"
-        timeout = shown_duration(settings.lock_timeout)
-        if final:
-            tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
-            message = (f"{what} could not get its lock within the lock timeout ({timeout}) in {tries}: {who}; "
-                       f"its step was rolled back, so nothing waits behind it")
-        else:
-            message = (f"lock timeout ({timeout}) on attempt {attempts} of {settings.attempts}: {who}; "
-                       f"rolled back, trying again in {pause:.1f} s")
-        super().__init__(message, database=shown)  # a redacted URL, or nothing
 
 
 def apply_settings(conn: Any, settings: LockSettings) -> None:
