@@ -560,3 +560,77 @@ def test_an_atomic_run_planned_again_reports_only_what_it_committed(engine: Hand
     document = json.loads(output[output.index("{"):])
     assert [r["version"] for r in document["results"]] == ["0004", "0003", "0002"]
     assert engine.ledger() == ["0001"]
+
+
+# -- the marks -------------------------------------------------------------------------------------------------
+
+
+def _log(engine: Handle) -> list[tuple[str, str, str]]:
+    return [tuple(r) for r in engine.query("SELECT version, action, outcome FROM schema_migrations_log ORDER BY id")]
+
+
+def test_the_marks_record_and_remove_a_row_without_running_the_migration(engine: Handle, catalog_dir: Path):
+    """``--mark-applied`` writes the ledger row (with the file's checksum) and a ``mark-applied`` log row, and runs
+    nothing; ``--mark-rolled-back`` removes the row, logs it, and runs no downgrade; a refused mark changes nothing."""
+    from planner.loader import load_catalog
+
+    write_migration(catalog_dir, "0001", "Kept", upgrade='conn.execute("CREATE TABLE kept (id INTEGER)")')
+    write_migration(catalog_dir, "0002", "Marked", depends_on=("0001",),
+                    upgrade='conn.execute("CREATE TABLE marked (id INTEGER)")',
+                    downgrade='conn.execute("CREATE TABLE downgraded (id INTEGER)")')
+    write_migration(catalog_dir, "0003", "Later", depends_on=("0002",))
+    assert apm(engine, catalog_dir, "migrate", "--target", "0001")[0] == 0
+    before = _log(engine)
+
+    code, output = apm(engine, catalog_dir, "migrate", "--mark-applied", "0003")  # its dependency is not applied
+    assert code != 0 and "0002" in output, output
+    assert engine.ledger() == ["0001"] and _log(engine) == before
+
+    code, output = apm(engine, catalog_dir, "migrate", "--mark-applied", "0002")
+    assert code == 0, output
+    assert engine.ledger() == ["0001", "0002"]
+    assert "marked" not in engine.tables()  # recorded, not run
+    checksum = engine.query("SELECT checksum FROM schema_migrations WHERE version = '0002'")[0][0]
+    assert checksum == load_catalog(catalog_dir)["0002"].checksum
+    assert _log(engine) == [*before, ("0002", "mark-applied", "ok")]
+
+    code, output = apm(engine, catalog_dir, "migrate", "--mark-rolled-back", "0002")
+    assert code == 0, output
+    assert engine.ledger() == ["0001"]
+    assert "downgraded" not in engine.tables()  # removed, not rolled back
+    assert _log(engine) == [*before, ("0002", "mark-applied", "ok"), ("0002", "mark-rolled-back", "ok")]
+
+
+# -- the doctor on a healthy database --------------------------------------------------------------------------
+
+
+def test_the_doctor_runs_clean_on_a_healthy_database(engine: Handle, catalog_dir: Path, tmp_path: Path):
+    """A database freshly migrated by apm: exit 0, healthy, no error, and no warning but ``no-backups`` until a
+    backup exists; once a rollback took one, none at all (each engine's infos, such as PostgreSQL's probed
+    guarantees and its note that the server enforces foreign keys, are facts, not complaints)."""
+    import json
+
+    write_migration(catalog_dir, "0001", "Notes", upgrade='conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY)")\n'
+                            'conn.execute("INSERT INTO notes VALUES (1)")',
+                    downgrade='conn.execute("DROP TABLE notes")')
+    write_migration(catalog_dir, "0002", "Tags", depends_on=("0001",),
+                    upgrade='conn.execute("CREATE TABLE tags (id INTEGER PRIMARY KEY, '
+                            'note_id INTEGER REFERENCES notes (id))")\n'
+                            'conn.execute("INSERT INTO tags VALUES (1, 1)")',
+                    downgrade='conn.execute("DROP TABLE tags")')
+    backups = str(tmp_path / "backups")
+    assert apm(engine, catalog_dir, "migrate")[0] == 0
+    code, output = apm(engine, catalog_dir, "migrate", "doctor", "--json", "--backup-dir", backups)
+    document = json.loads(output[output.index("{"):])
+    assert code == 0 and document["healthy"] is True, output
+    # Never backed up yet: that is the one thing it may say, a warning (nothing could undo a bad rollback).
+    assert {f["code"] for f in document["findings"] if f["severity"] != "info"} <= {"no-backups"}, output
+    code, output = apm(engine, catalog_dir, "migrate", "--rollback", "0002", "--yes", "--backup-dir", backups)
+    assert code == 0, output  # a rollback, so a backup is there for the doctor to find
+    assert apm(engine, catalog_dir, "migrate")[0] == 0
+    code, output = apm(engine, catalog_dir, "migrate", "doctor", "--json", "--backup-dir", backups)
+    document = json.loads(output[output.index("{"):])
+    complaints = [f"{f['severity']} {f['code']}: {f['message']}" for f in document["findings"]
+                  if f["severity"] != "info"]
+    assert complaints == []
+    assert code == 0 and document["healthy"] is True, output
