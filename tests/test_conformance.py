@@ -12,6 +12,13 @@ when this file passes on it.
 - The backup before a rollback holds exactly the state the rollback starts
   from: it is taken inside the lock, after planning again there.
 - Re-planning happens when another process changed the ledger, and is counted.
+- The marks work: ``--mark-applied`` / ``--mark-rolled-back`` write (or remove)
+  the ledger row and log it, running nothing; a refused mark changes nothing.
+- The doctor runs clean on a healthy database: no error, no warning but
+  ``no-backups`` before the first backup, none after.
+- SIGKILL at random moments leaves the ledger equal to the schema, and the
+  next run completes (a real ``apm migrate`` process, seeded kill times).
+- The preview's loss lines are identical on both engines.
 """
 
 from __future__ import annotations
@@ -634,3 +641,91 @@ def test_the_doctor_runs_clean_on_a_healthy_database(engine: Handle, catalog_dir
                   if f["severity"] != "info"]
     assert complaints == []
     assert code == 0 and document["healthy"] is True, output
+
+
+# -- SIGKILL at random moments ---------------------------------------------------------------------------------
+
+SLOW_STEPS = 8
+
+
+def _slow_catalog(catalog_dir: Path) -> list[str]:
+    """Steps that each create their table and then take a while, so a kill lands inside one as often as between."""
+    versions = [f"{n:04d}" for n in range(1, SLOW_STEPS + 1)]
+    for i, version in enumerate(versions):
+        write_migration(catalog_dir, version, f"Slow {version}", depends_on=tuple(versions[i - 1:i]),
+                        upgrade=f'import time\nconn.execute("CREATE TABLE slow_{version} (id INTEGER)")\n'
+                                f'conn.execute("INSERT INTO slow_{version} VALUES (1)")\ntime.sleep(0.1)',
+                        downgrade=f'conn.execute("DROP TABLE slow_{version}")')
+    return versions
+
+
+def _ledger_equals_schema(engine: Handle, versions: list[str]) -> list[str]:
+    """Each migration's table exists iff the ledger says it is applied; returns the ledger."""
+    tables = engine.tables()
+    applied = engine.ledger() if "schema_migrations" in tables else []  # killed before it made its ledger
+    assert [v for v in versions if f"slow_{v}" in tables] == applied, (applied, sorted(tables))
+    return applied
+
+
+def test_sigkill_at_random_moments_leaves_the_ledger_equal_to_the_schema(engine: Handle, catalog_dir: Path):
+    """A real ``apm migrate`` process, killed with SIGKILL at a few seeded random moments (on the previewed path
+    and with ``--no-preview``): after each kill the ledger equals the schema, and the next run completes."""
+    import random
+
+    versions = _slow_catalog(catalog_dir)
+    command = [str(Path(sys.executable).parent / "apm"), "migrate", "--db", engine.db,
+               "--migrations-dir", str(catalog_dir)]
+    rng = random.Random(20261205)
+    for kill, path in enumerate([(), ("--no-preview",), (), ("--no-preview",)]):
+        process = subprocess.Popen([*command, *path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            process.wait(timeout=rng.uniform(0.3, 1.3))
+        except subprocess.TimeoutExpired:
+            process.kill()  # SIGKILL: no handler, no cleanup
+        process.wait(timeout=30)
+        applied = len(_ledger_equals_schema(engine, versions))
+        if applied == len(versions) and kill < 3:  # finished before its kill: start the next one over
+            rolled_back = run_apm("migrate", "--rollback", versions[0], "--cascade", "--yes", "--no-backup",
+                                  "--db", engine.db, "--migrations-dir", str(catalog_dir))
+            assert rolled_back.returncode == 0, rolled_back.stderr
+    finished = run_apm("migrate", "--db", engine.db, "--migrations-dir", str(catalog_dir))
+    assert finished.returncode == 0, finished.stderr
+    assert _ledger_equals_schema(engine, versions) == versions
+    assert [r[0] for r in engine.query(f"SELECT count(*) FROM slow_{versions[-1]}")] == [1]
+
+
+# -- the preview's loss lines ------------------------------------------------------------------------------------
+
+LOSSY_PLAN = ('conn.execute("DROP TABLE archive")\n'
+              'conn.execute("ALTER TABLE users DROP COLUMN note")\n'
+              "conn.execute(\"UPDATE users SET name = 'anonymous' WHERE id <= 2\")")
+
+#: What both engines say about ``LOSSY_PLAN``, word for word.
+LOSS_LINES = [
+    "0002 apply: drops table archive holding 4 rows",
+    "0002 apply: drops column users.note holding 2 non-default values",  # bob's NULL was nothing to lose
+    "0002 apply: overwrites 2 values of users.name",
+]
+
+
+def test_the_preview_loss_lines_are_identical_on_both_engines(catalog_dir: Path, tmp_path: Path, request):
+    """The same lossy plan (a table with rows dropped, a column dropped, values overwritten), previewed with
+    ``--dry-run`` on each engine: exit 7 on both, and the same lines. (How each engine counts the rest alike,
+    case by case, is in tests/test_postgres_preview.py's ``SAME_LINES`` and its neighbours.)"""
+    import json
+
+    write_migration(catalog_dir, "0001", "Data", upgrade="""
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, note TEXT)")
+        conn.execute("INSERT INTO users VALUES (1, 'ann', 'a'), (2, 'bob', NULL), (3, 'cy', 'c')")
+        conn.execute("CREATE TABLE archive (id INTEGER)")
+        conn.execute("INSERT INTO archive VALUES (1), (2), (3), (4)")
+    """)
+    write_migration(catalog_dir, "0002", "Lossy", depends_on=("0001",), upgrade=LOSSY_PLAN)
+    found = {}
+    for handle in (Handle("sqlite", str(tmp_path / "app.db")), Handle("postgresql", request.getfixturevalue("pg_url"))):
+        assert apm(handle, catalog_dir, "migrate", "--target", "0001")[0] == 0
+        code, output = apm(handle, catalog_dir, "migrate", "--dry-run", "--json")
+        found[handle.name] = (code, json.loads(output[output.index("{"):])["lines"])
+        assert handle.ledger() == ["0001"] and "archive" in handle.tables()  # a dry run changes nothing
+    assert found["sqlite"] == found["postgresql"]
+    assert found["sqlite"] == (7, LOSS_LINES)

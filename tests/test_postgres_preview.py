@@ -364,7 +364,9 @@ SAME_LINES = {
 @pytest.mark.parametrize("case", SAME_LINES, ids=list(SAME_LINES))
 def test_both_engines_count_changed_values_alike(pg_url, catalog_dir, tmp_path, case):
     """Every value that existed before the plan and is changed or removed counts, whatever it equals; NULLs and
-    what the plan wrote do not; and a step that changed values never reads as no change (issue 22, point 5)."""
+    what the plan wrote do not; and a step that changed values never reads as no change (issue 22, point 5).
+    The guarantee itself (the same loss lines on both engines) is stated once in tests/test_conformance.py;
+    these are the cases behind it."""
     setup, upgrades, code, lines = SAME_LINES[case]
     found = both_engines(pg_url, catalog_dir, tmp_path, setup, *upgrades)
     assert found["sqlite"] == (code, lines)
