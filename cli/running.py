@@ -644,7 +644,16 @@ def lock_policy(settings: Settings):
     config = settings.config
     return LockPolicy(gate=config.get("lock_gate") or DEFAULT_GATE, levels=config.get("lock_levels") or {},
                       large_table_rows=config.get("large_table_rows") or DEFAULT_LARGE_TABLE_ROWS,
-                      allowed=tuple(getattr(settings, "allow_option", None) or ()))
+                      allowed=tuple(getattr(settings, "allow_option", None) or ()), advice=LOCK_ADVICE)
+
+
+#: The safer way for the lock findings this command has an option for (the library's ``ADVICE`` names none).
+LOCK_ADVICE = {
+    "access-exclusive-held": "keep the statement that takes ACCESS EXCLUSIVE alone in its migration, and run "
+                             "backfills in their own steps (with --no-preview each step commits on its own)",
+    "no-lock-timeout": "set a lock timeout (--lock-timeout, lock_timeout in the config or the migration), so the "
+                       "step gives up instead of queueing every reader behind it",
+}
 
 
 def explain_locks(settings: Settings) -> list[tuple[str, object, str]]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,7 +184,8 @@ DEFAULT_GATE = "error"
 #: Rows from which an ACCESS EXCLUSIVE lock held across other statements is a finding (config ``large_table_rows``).
 DEFAULT_LARGE_TABLE_ROWS = 10_000
 
-#: The safe pattern for each finding (docs/locks.md says more).
+#: The safe pattern for each finding (docs/locks.md says more), in the library's words: the SQL and the settings,
+#: no command or option. A command that has its own way to it says so in ``LockPolicy.advice`` (``cli.running``).
 ADVICE: dict[str, str] = {
     "index-not-concurrent": "build it with CREATE INDEX CONCURRENTLY (rebuild one with REINDEX ... CONCURRENTLY) "
                             "in a migration of its own with transactional = False (it blocks no writes)",
@@ -196,9 +198,9 @@ ADVICE: dict[str, str] = {
                      "(varchar(n) to a longer n or to text); a volatile default: add the column without it, then "
                      "set the default and backfill",
     "access-exclusive-held": "keep the statement that takes ACCESS EXCLUSIVE alone in its migration, and run "
-                             "backfills in their own steps (with --no-preview each step commits on its own)",
-    "no-lock-timeout": "set a lock timeout (--lock-timeout, lock_timeout in the config or the migration), so the "
-                       "step gives up instead of queueing every reader behind it",
+                             "backfills in their own steps (each step committed on its own)",
+    "no-lock-timeout": "set a lock timeout (lock_timeout in the config or the migration), so the step gives up "
+                       "instead of queueing every reader behind it",
 }
 
 
@@ -234,10 +236,12 @@ class LockFinding:
     text: str
     #: Who accepted it: ``"migration"`` (its ``allow``), ``"option"`` (``--allow``), or ``None``.
     accepted: str | None = None
+    #: The safer way, in the words of whoever runs the plan (``LockPolicy.accept`` gives the run's); ``ADVICE``'s
+    #: until then.
+    advice: str = ""
 
-    @property
-    def advice(self) -> str:
-        return ADVICE[self.code]
+    def __post_init__(self) -> None:
+        self.advice = self.advice or ADVICE[self.code]
 
     def describe(self) -> str:
         accepted = f" (accepted by the {self.accepted})" if self.accepted else ""
@@ -279,9 +283,12 @@ class LockPolicy:
     """
 
     def __init__(self, gate: str = DEFAULT_GATE, levels: dict[str, str] | None = None,
-                 large_table_rows: int = DEFAULT_LARGE_TABLE_ROWS, allowed: tuple[str, ...] = ()):
+                 large_table_rows: int = DEFAULT_LARGE_TABLE_ROWS, allowed: tuple[str, ...] = (),
+                 advice: Mapping[str, str] | None = None):
         self.gate, self.levels = gate, dict(levels or {})
         self.large_table_rows, self.allowed = large_table_rows, tuple(allowed)
+        #: Codes whose safer way the caller words itself (a command naming its own options); ``ADVICE`` otherwise.
+        self.advice = dict(advice or {})
 
     def level(self, code: str, holds_rows: bool = True) -> str:
         if code in self.levels:
@@ -296,8 +303,10 @@ class LockPolicy:
         return finding.accepted is None and LEVELS.index(finding.level) >= LEVELS.index(self.gate)
 
     def accept(self, findings: list[LockFinding], allow: tuple[str, ...]) -> None:
-        """Mark the findings a migration's ``allow`` or the run's ``--allow`` accepts."""
+        """Mark the findings a migration's ``allow`` or the run's ``--allow`` accepts, and word their advice as the
+        run's caller does: every finding of a run passes here once, before anything describes it."""
         for finding in findings:
+            finding.advice = self.advice.get(finding.code, finding.advice)
             if finding.code in allow:
                 finding.accepted = "migration"
             elif finding.code in self.allowed:

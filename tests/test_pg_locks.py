@@ -32,6 +32,15 @@ CASES = {
 }
 
 
+#: The advice users see for the codes the command has an option for, word for word.
+OPTION_ADVICE = {
+    "access-exclusive-held": "keep the statement that takes ACCESS EXCLUSIVE alone in its migration, and run "
+                             "backfills in their own steps (with --no-preview each step commits on its own)",
+    "no-lock-timeout": "set a lock timeout (--lock-timeout, lock_timeout in the config or the migration), so the "
+                       "step gives up instead of queueing every reader behind it",
+}
+
+
 def migration(catalog_dir: Path, version: str, *statements: str, depends_on: tuple[str, ...] | None = None) -> None:
     body = "\n".join(f"conn.execute({s!r})" for s in statements)
     write_migration(catalog_dir, version, f"Step {version}", upgrade=body, depends_on=depends_on)
@@ -68,6 +77,9 @@ def test_each_finding_on_an_existing_table_and_none_on_one_the_plan_created(pg_u
     finding = next(f for f in report["steps"][0]["findings"] if f["code"] == code)
     assert finding["relation"] == "t" and finding["advice"] and finding["level"] in ("warning", "error")
     assert any(line.startswith(f"0001 apply: lock {finding['level']}: {code}: ") for line in report["lines"])
+    if code in OPTION_ADVICE:  # the command names its own options in the advice (the library names none)
+        assert finding["advice"] == OPTION_ADVICE[code]
+        assert any(line.endswith(f"; safer: {OPTION_ADVICE[code]}") for line in report["lines"]), report["lines"]
     assert {"relation": "t"}.items() <= report["steps"][0]["locks"][0].items()
     assert query(pg_url, "SELECT to_regclass('schema_migrations')") == [(None,)]  # a dry run commits nothing
 

@@ -150,6 +150,7 @@ def test_the_config_gate_and_levels_apply(pg_url: str, catalog_dir: Path, tmp_pa
     refused = run_apm("--db", pg_url, "--migrations-dir", str(catalog_dir), "migrate", "--lock-timeout", "off",
                       cwd=work)
     assert refused.returncode == 12 and "warning: no-lock-timeout" in refused.stderr, refused.stderr
+    assert "safer: set a lock timeout (--lock-timeout, lock_timeout in the config or the migration)" in refused.stderr
     assert query(pg_url, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'd'") == [(0,)]
 
 

@@ -175,10 +175,7 @@ NAMES_A_COMMAND_ON_PURPOSE: dict[tuple[str, str], str] = {
     ("planner/renumber.py", "(apm migrate check --fix)"): "a renumbered file's added line says what added it",
 }
 # Strings still to move into the command, which may only shrink (each says where its advice should go).
-ADVICE_NOT_YET_MOVED: dict[tuple[str, str], str] = {
-    ("planner/locks.py", "--no-preview"): "lock advice in the preview's lines (LockFinding.advice)",
-    ("planner/locks.py", "--lock-timeout"): "lock advice in the preview's lines (LockFinding.advice)",
-}
+ADVICE_NOT_YET_MOVED: dict[tuple[str, str], str] = {}
 
 
 def _command_pattern():
