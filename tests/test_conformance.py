@@ -601,6 +601,10 @@ def test_the_marks_record_and_remove_a_row_without_running_the_migration(engine:
     assert checksum == load_catalog(catalog_dir)["0002"].checksum
     assert _log(engine) == [*before, ("0002", "mark-applied", "ok")]
 
+    code, output = apm(engine, catalog_dir, "migrate", "--mark-rolled-back", "0001")  # 0002 is applied on it
+    assert code != 0 and "0002" in output, output
+    assert engine.ledger() == ["0001", "0002"] and _log(engine) == [*before, ("0002", "mark-applied", "ok")]
+
     code, output = apm(engine, catalog_dir, "migrate", "--mark-rolled-back", "0002")
     assert code == 0, output
     assert engine.ledger() == ["0001"]
@@ -655,7 +659,7 @@ def _slow_catalog(catalog_dir: Path) -> list[str]:
         write_migration(catalog_dir, version, f"Slow {version}", depends_on=tuple(versions[i - 1:i]),
                         upgrade=f'import time\nconn.execute("CREATE TABLE slow_{version} (id INTEGER)")\n'
                                 f'conn.execute("INSERT INTO slow_{version} VALUES (1)")\ntime.sleep(0.1)',
-                        downgrade=f'conn.execute("DROP TABLE slow_{version}")')
+                        downgrade=f'import time\nconn.execute("DROP TABLE slow_{version}")\ntime.sleep(0.1)')
     return versions
 
 
@@ -667,28 +671,37 @@ def _ledger_equals_schema(engine: Handle, versions: list[str]) -> list[str]:
     return applied
 
 
+#: Each killed run: which way, on which path.
+KILLED_RUNS = [("migrate",), ("migrate", "--no-preview"), ("rollback", "--no-preview"), ("migrate",), ("rollback",)]
+
+
 def test_sigkill_at_random_moments_leaves_the_ledger_equal_to_the_schema(engine: Handle, catalog_dir: Path):
-    """A real ``apm migrate`` process, killed with SIGKILL at a few seeded random moments (on the previewed path
-    and with ``--no-preview``): after each kill the ledger equals the schema, and the next run completes."""
+    """A real ``apm migrate`` process, applying or rolling back, killed with SIGKILL at a few seeded random moments
+    (on the previewed path and with ``--no-preview``): after each kill the ledger equals the schema, and the next
+    run completes."""
     import random
 
     versions = _slow_catalog(catalog_dir)
-    command = [str(Path(sys.executable).parent / "apm"), "migrate", "--db", engine.db,
-               "--migrations-dir", str(catalog_dir)]
+    where = ["--db", engine.db, "--migrations-dir", str(catalog_dir)]
+    apm_command = str(Path(sys.executable).parent / "apm")
+    rollback = ("--rollback", versions[0], "--cascade", "--yes", "--no-backup")
     rng = random.Random(20261205)
-    for kill, path in enumerate([(), ("--no-preview",), (), ("--no-preview",)]):
-        process = subprocess.Popen([*command, *path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for direction, *path in KILLED_RUNS:
+        applied = _ledger_equals_schema(engine, versions)
+        if direction == "migrate" and applied == versions:  # finished before its kill: something left to apply
+            assert run_apm("migrate", *rollback, *where).returncode == 0
+        if direction == "rollback" and not applied:  # ... or to roll back
+            assert run_apm("migrate", *where).returncode == 0
+        args = rollback if direction == "rollback" else ()
+        process = subprocess.Popen([apm_command, "migrate", *args, *path, *where],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             process.wait(timeout=rng.uniform(0.3, 1.3))
         except subprocess.TimeoutExpired:
             process.kill()  # SIGKILL: no handler, no cleanup
         process.wait(timeout=30)
-        applied = len(_ledger_equals_schema(engine, versions))
-        if applied == len(versions) and kill < 3:  # finished before its kill: start the next one over
-            rolled_back = run_apm("migrate", "--rollback", versions[0], "--cascade", "--yes", "--no-backup",
-                                  "--db", engine.db, "--migrations-dir", str(catalog_dir))
-            assert rolled_back.returncode == 0, rolled_back.stderr
-    finished = run_apm("migrate", "--db", engine.db, "--migrations-dir", str(catalog_dir))
+        _ledger_equals_schema(engine, versions)
+    finished = run_apm("migrate", *where)
     assert finished.returncode == 0, finished.stderr
     assert _ledger_equals_schema(engine, versions) == versions
     assert [r[0] for r in engine.query(f"SELECT count(*) FROM slow_{versions[-1]}")] == [1]
