@@ -39,6 +39,8 @@ class EngineKind:
     claims: Callable[[str], bool]
     #: A database on a server, named by a URL (a password may be in it), rather than a file on this machine.
     on_server: bool
+    #: How a person names the engine (``PostgreSQL``), where a sentence mentions it.
+    title: str
     #: The module whose ``databases_for(template)`` makes the pytest plugin's test databases on this engine
     #: (``planner.testing.databases.TestDatabases``); imported only once a test needs one.
     testing: str
@@ -55,9 +57,9 @@ class EngineKind:
 
 #: In order: the first that claims a value takes it; the last claims every path.
 KINDS: tuple[EngineKind, ...] = (
-    EngineKind("postgresql", "planner.engines.postgresql", is_postgres, on_server=True,
+    EngineKind("postgresql", "planner.engines.postgresql", is_postgres, on_server=True, title="PostgreSQL",
                testing="planner.engines.postgresql.testdb"),
-    EngineKind("sqlite", "planner.engines.sqlite", lambda db: True, on_server=False,
+    EngineKind("sqlite", "planner.engines.sqlite", lambda db: True, on_server=False, title="SQLite",
                testing="planner.engines.sqlite", ledger_reader="planner.engines.sqlite.ledger:read_quickly"),
 )
 

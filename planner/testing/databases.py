@@ -174,10 +174,6 @@ def database_at(path: Path) -> TestDatabase:
     return databases_for(str(path.parent / f"{NAME_FIELD}{path.suffix}")).new(path.stem)
 
 
-#: How the report header names an engine.
-_SHOWN = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
-
-
 class DatabaseProvider:
     """Makes each test's database from the ``--apm-db`` template (``None``: files under ``folder()``)."""
 
@@ -195,8 +191,7 @@ class DatabaseProvider:
         if self.template is None:
             return "a fresh SQLite file per test under pytest's temporary folder"
         if on_server(self.template):
-            return f"a fresh {_SHOWN.get(kind_of(self.template).name, kind_of(self.template).name)} database " \
-                   f"per test on {redact(self.template)}"
+            return f"a fresh {kind_of(self.template).title} database per test on {redact(self.template)}"
         return self.template
 
     def new(self, name: str) -> TestDatabase:
