@@ -73,7 +73,9 @@ class Member:
     @property
     def kind(self) -> EngineKind:
         """The registered engine the member's database belongs to."""
-        return kind_of(self._target)
+        # The text, not ``_target``: the registry reads it as ``on_server`` does, and building a Path per member
+        # cost as much as the rest of the lookup (``apm fleet status`` asks once per member).
+        return kind_of(self.real)
 
     @property
     def _target(self) -> str | Path:

@@ -7,7 +7,7 @@ with the production guarantees), ``seeding`` a transaction for seed rows,
 ``capture`` a schema state to compare, list its ``leftovers``, ``connect``
 for a hand-written test, and ``drop`` it afterwards. Each engine makes its
 own (``EngineKind.testing`` in the registry names the module:
-``planner.engines.sqlite.database.SQLiteDatabase``,
+``planner.engines.sqlite.SQLiteDatabase``,
 ``planner.engines.postgresql.testdb.PostgresDatabase``); this module knows
 none of them, only the protocol, the template and the run's provider.
 
