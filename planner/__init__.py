@@ -34,7 +34,7 @@ _EXPORTS = {
     "Ledger": "planner.engines.sqlite.ledger",
     "MigrationManager": "planner.compat",
     "DatabaseService": "planner.compat",
-    "rebuild_table": "planner.rebuild",
+    "rebuild_table": "planner.engines.sqlite.rebuild",
 }
 
 

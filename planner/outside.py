@@ -39,7 +39,7 @@ logs a ``started`` row first, runs the migration in autocommit, then records
 it. A ``started`` row with no later ``ok`` row for the same version (an apply,
 a rollback or a mark) means the run stopped in between (a crash, a kill, a failure halfway): some of
 its statements may have taken effect while the ledger says nothing happened.
-``interrupted_findings`` is the doctor's check for exactly that.
+``findings_for`` turns what each engine's doctor reads (``interrupted_query``) into its findings.
 """
 
 from __future__ import annotations
@@ -47,14 +47,12 @@ from __future__ import annotations
 import os
 import re
 import socket
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from planner.backups import running
 from planner.errors import ExecutionError, OutsideStepLocked, OutsideStepStopped
-from planner.ledger import LOG_TABLE
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -379,17 +377,6 @@ def interrupted_query(log_table: str, placeholder: str = "?") -> str:
         f"  SELECT 1 FROM {log_table} o WHERE o.version = s.version "
         f"    AND o.id > s.id AND o.outcome IN ('ok', {placeholder})) ORDER BY s.id"
     )
-
-
-def interrupted_findings(conn: sqlite3.Connection) -> list[Finding]:
-    """One error per non-transactional step whose ``started`` row has no later ``ok`` row, with what to check.
-
-    Any later ``ok`` row for the version settles it (a re-run, or a mark
-    once someone checked the schema); a later ``started`` row is judged on its own.
-    """
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (LOG_TABLE,)).fetchone():
-        return []
-    return findings_for(conn.execute(interrupted_query(LOG_TABLE), (STARTED, STARTED)).fetchall())
 
 
 def findings_for(rows: list) -> list[Finding]:

@@ -16,7 +16,7 @@ items, outcomes and messages.
 
 ``--apm-db`` says where the tests' databases go: SQLite files (the default),
 or a PostgreSQL server on which each test gets a database of its own,
-dropped when the test is over (``planner.testing.provider``).
+dropped when the test is over (``planner.testing.databases``).
 
 The items are added in ``pytest_collection_modifyitems`` (first, so ``-k``,
 ``-m`` and ``--lf`` see them) through ``Session.genitems``, so they are
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from planner.catalog import Catalog
     from planner.testing.databases import TestDatabase
     from planner.testing.runner import Migrator
-    from planner.testing.provider import DatabaseProvider
+    from planner.testing.databases import DatabaseProvider
     from planner.testing.runner import Stairway
 
 
@@ -283,10 +283,10 @@ def _base_folder(config: pytest.Config) -> Path:
 
 
 def _provider(config: pytest.Config) -> DatabaseProvider:
-    """The run's databases (``planner.testing.provider``), made on first use from ``--apm-db``."""
+    """The run's databases (``planner.testing.databases``), made on first use from ``--apm-db``."""
     if _PROVIDER not in config.stash:
         # start-up time: every pytest run loads this plugin; the planner only once it is switched on
-        from planner.testing.provider import DatabaseProvider
+        from planner.testing.databases import DatabaseProvider
 
         config.stash[_PROVIDER] = DatabaseProvider(config.stash.get(_TEMPLATE, None), lambda: _base_folder(config))
     return config.stash[_PROVIDER]
@@ -350,12 +350,12 @@ def apm_migrator(apm_catalog: Catalog, request: pytest.FixtureRequest, tmp_path:
     PostgreSQL URL: a database of its own, dropped after the test).
     """
     # start-up time: every pytest run loads this plugin; the planner only once it is switched on
-    from planner.testing.databases import DatabaseUnavailable, SQLiteDatabase
+    from planner.testing.databases import DatabaseUnavailable, database_at
     from planner.testing.runner import Migrator
 
     provider = _provider(request.config)
     database: TestDatabase = (provider.new(request.node.name) if provider.template is not None
-                              else SQLiteDatabase(tmp_path / "apm.db"))
+                              else database_at(tmp_path / "apm.db"))
     unavailable: DatabaseUnavailable | None = None
     try:
         database.reset()

@@ -290,3 +290,55 @@ def test_agents_are_read_through_the_engine_in_id_order_and_by_role(database):
     assert [a.id for a in read_agents(engine, "scribe")] == [2, 3]
     assert read_agents(engine, "nobody") == []
     assert engine.read_rows("missing") is None
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda kind: kind.name)
+def test_every_registered_engine_supplies_the_plugins_test_databases_and_the_fleets_reading(kind, tmp_path):
+    """Issue 23: the pytest plugin and the fleet reach an engine only through the registry, never a driver.
+
+    Each kind names a module making its test databases (``databases_for``, the
+    ``TestDatabases`` protocol) and, optionally, a fast ledger reader; both
+    must load, or the plugin and ``apm fleet status`` would fail on first use.
+    Making the databases connects to nothing until a test asks for one.
+    """
+    from planner.testing.databases import TestDatabases
+
+    template = "postgresql://apm@localhost/app" if kind.on_server else str(tmp_path / "{name}.db")
+    made = importlib.import_module(kind.testing).databases_for(template)
+    missing = [name for name in members(TestDatabases) if not hasattr(made, name)]
+    assert not missing, f"{kind.testing}.databases_for gives no {missing}"
+    assert made.drops is kind.on_server  # a server's databases are dropped; a file is kept to look at
+    made.close()
+    if kind.ledger_reader is not None:
+        assert callable(kind.load(kind.ledger_reader))
+
+
+def test_a_sqlite_template_gives_each_test_its_own_file_through_the_registry(tmp_path):
+    """The engine-free provider makes a SQLite test database it never imports (``EngineKind.testing``)."""
+    from planner.testing.databases import DatabaseProvider, database_at
+
+    provider = DatabaseProvider(str(tmp_path / "db" / "{name}.db"), lambda: tmp_path / "unused")
+    first, second = provider.new("stairway[0001]"), provider.new("stairway[0001]")
+    assert str(first) == str(tmp_path / "db" / "stairway-0001.db") and str(second) != str(first)
+    first.reset()
+    conn = first.connect()
+    try:
+        assert conn.engine == "sqlite"
+        conn.execute("CREATE TABLE t (x)")
+    finally:
+        conn.close()
+    assert first.leftovers() == ["table t"] and first.engine().name == "sqlite"
+    assert str(database_at(tmp_path / "apm.db")) == str(tmp_path / "apm.db")
+    provider.close()
+    assert not provider.problems
+
+
+def test_the_rebuild_helper_is_importable_by_the_name_applied_migrations_use():
+    """``planner.rebuild`` is SQLite's rebuild re-exported (migrations 0020 and 0027 import it; their files are
+    checksummed), and ``from planner import rebuild_table`` gives the same function."""
+    import planner
+    import planner.rebuild
+    from planner.engines.sqlite import rebuild
+
+    assert planner.rebuild.rebuild_table is rebuild.rebuild_table is planner.rebuild_table
+    assert planner.rebuild.drop_columns is rebuild.drop_columns

@@ -10,6 +10,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import write_migration
 from tests.test_fleet import PATTERN, applied, catalog, fleet, fleet_of, migrate_to  # noqa: F401 (catalog: a fixture)
 
@@ -204,3 +206,31 @@ def test_an_unread_ledger_has_no_counts_and_no_head_in_the_table_or_json(tmp_pat
     table = fleet(tmp_path, catalog, "status", "--glob", PATTERN).stdout.splitlines()
     unread = next(line for line in table if "not a database" in line).split("not a database")[1].split()
     assert unread[:4] == ["-", "-", "-", "-"]  # applied, pending, head, last applied at
+
+
+def test_the_sqlite_engine_reads_a_fleet_members_ledger_as_facts_about_the_file(tmp_path: Path) -> None:
+    """Issue 23: the fleet's fast reading is the SQLite engine's (``EngineKind.ledger_reader``); each failure is
+    the library's error about the file, which the fleet turns into a state, and nothing is created."""
+    import sqlite3
+
+    from planner.engines import kind_of
+    from planner.errors import DatabaseError, ForeignLedger, NotADatabase
+
+    read = kind_of(tmp_path / "a.db").load(kind_of(tmp_path / "a.db").ledger_reader or "")
+    missing = tmp_path / "missing.db"
+    with pytest.raises(DatabaseError, match="does not exist"):
+        read(str(missing), 1.0)
+    assert not missing.exists()
+    with pytest.raises(NotADatabase, match="is a folder"):
+        read(str(tmp_path), 1.0)
+    (tmp_path / "notes.txt").write_text("not a database, only words " * 100)
+    with pytest.raises(NotADatabase, match="not a SQLite database"):
+        read(str(tmp_path / "notes.txt"), 1.0)
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE schema_migrations (name TEXT, run_on TEXT)")
+    with pytest.raises(ForeignLedger):
+        read(str(foreign), 1.0)
+    fresh = tmp_path / "fresh.db"
+    sqlite3.connect(fresh).close()
+    assert read(str(fresh), 1.0) == ({}, None)

@@ -389,7 +389,7 @@ def test_the_plugin_expects_the_stair_of_an_irreversible_migration_to_fail(pytes
 def test_the_plugin_expects_the_same_on_postgres(pytester: pytest.Pytester, pg_url: str) -> None:
     import planner.engines.postgresql.runner  # noqa: F401  (loaded once, outside the inner session)
     import planner.engines.postgresql.schema  # noqa: F401
-    import planner.testing.pg_database  # noqa: F401
+    import planner.engines.postgresql.testdb  # noqa: F401
 
     apm_style(pytester.path / "migrations")
     assert_plugin_outcomes_are_expected_failures_with_reasons(

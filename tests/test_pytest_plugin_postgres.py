@@ -17,9 +17,9 @@ import pytest
 import planner.engines.postgresql.runner  # noqa: F401
 import planner.testing.runner  # noqa: F401
 import planner.engines.postgresql.schema  # noqa: F401
-import planner.testing.pg_database  # noqa: F401
+import planner.engines.postgresql.testdb  # noqa: F401
 import planner.pytest_plugin  # noqa: F401
-from planner.testing.pg_database import database_name_for, with_database
+from planner.engines.postgresql.testdb import database_name_for, with_database
 from tests.conftest import write_migration
 from tests.test_pytest_plugin import customers_and_orders, outcomes, report_of, without_hypothesis  # noqa: F401
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from planner.errors import MigrationError, RebuildFailed, RebuildRefused, TableNotFound
-from planner.rebuild import drop_columns, rebuild_table, table_sql
+from planner.engines.sqlite.rebuild import drop_columns, rebuild_table, table_sql
 
 AGENTS_0019 = """
 CREATE TABLE agents (

@@ -6,7 +6,10 @@ Each engine is one package here (``sqlite``, ``postgresql``) and says which
 SQLite's. Code above this folder never asks which engine it holds; it asks
 the registry for the engine (``engine_for``) or for a capability
 (``on_server``: a database on a server, named by a URL, rather than a file).
-Adding an engine is one package and one ``EngineKind`` line below.
+Each also names, by module, what the pytest plugin needs to make a test
+database (``testing``) and, if it has one, a fast read-only ledger reader
+for the fleet (``ledger_reader``). Adding an engine is one package and one
+``EngineKind`` line below.
 ``planner.engines.base`` is the interface; ``redact`` shows a connection
 string safely.
 """
@@ -17,6 +20,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from planner.engines.base import Engine
 from planner.urls import database_name, is_postgres, redact
@@ -35,12 +39,28 @@ class EngineKind:
     claims: Callable[[str], bool]
     #: A database on a server, named by a URL (a password may be in it), rather than a file on this machine.
     on_server: bool
+    #: How a person names the engine (``PostgreSQL``), where a sentence mentions it.
+    title: str
+    #: The module whose ``databases_for(template)`` makes the pytest plugin's test databases on this engine
+    #: (``planner.testing.databases.TestDatabases``); imported only once a test needs one.
+    testing: str
+    #: ``"module:function"`` reading a ledger read-only without opening the engine, as ``read(db, busy_timeout)``
+    #: returning (applied version -> applied at, the log's last (outcome, version, detail) or ``None``): what
+    #: ``apm fleet status`` uses over many databases. ``None``: the fleet reads through the engine.
+    ledger_reader: str | None = None
+
+    def load(self, target: str) -> Any:
+        """What ``target`` (``"module:name"``, one of the fields above) names, importing its module now."""
+        module, _, name = target.partition(":")
+        return getattr(importlib.import_module(module), name)
 
 
 #: In order: the first that claims a value takes it; the last claims every path.
 KINDS: tuple[EngineKind, ...] = (
-    EngineKind("postgresql", "planner.engines.postgresql", is_postgres, on_server=True),
-    EngineKind("sqlite", "planner.engines.sqlite", lambda db: True, on_server=False),
+    EngineKind("postgresql", "planner.engines.postgresql", is_postgres, on_server=True, title="PostgreSQL",
+               testing="planner.engines.postgresql.testdb"),
+    EngineKind("sqlite", "planner.engines.sqlite", lambda db: True, on_server=False, title="SQLite",
+               testing="planner.engines.sqlite", ledger_reader="planner.engines.sqlite.ledger:read_quickly"),
 )
 
 

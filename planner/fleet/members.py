@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from planner.engines import engine_for, on_server
+from planner.engines import EngineKind, engine_for, kind_of, on_server
 from planner.errors import EmptyPattern, NoFleet
 from planner.urls import redact, without_password
 
@@ -70,10 +70,20 @@ class Member:
 
         return without_password(self.db)
 
+    @property
+    def kind(self) -> EngineKind:
+        """The registered engine the member's database belongs to."""
+        # The text, not ``_target``: the registry reads it as ``on_server`` does, and building a Path per member
+        # cost as much as the rest of the lookup (``apm fleet status`` asks once per member).
+        return kind_of(self.real)
+
+    @property
+    def _target(self) -> str | Path:
+        return self.real if self.on_server else Path(self.real)
+
     def engine(self, *, busy_timeout: float, ledger_schema: str = "public", backup_dir: Path | None = None):
         """The member as a ``planner.engines.Engine``: a tenant's schema is its ledger schema."""
-        target = self.real if self.on_server else Path(self.real)
-        return engine_for(target, busy_timeout=busy_timeout, ledger_schema=self.schema or ledger_schema,
+        return engine_for(self._target, busy_timeout=busy_timeout, ledger_schema=self.schema or ledger_schema,
                           backup_dir=backup_dir)
 
 

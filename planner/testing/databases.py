@@ -5,23 +5,33 @@ The runner, the stairway and the migrator reach a database only through
 ``planner.engines`` object ``apm migrate`` uses, so tests run migrations
 with the production guarantees), ``seeding`` a transaction for seed rows,
 ``capture`` a schema state to compare, list its ``leftovers``, ``connect``
-for a hand-written test, and ``drop`` it afterwards. ``SQLiteDatabase`` is
-here; ``planner.testing.pg_database.PostgresDatabase`` is the PostgreSQL one.
+for a hand-written test, and ``drop`` it afterwards. Each engine makes its
+own (``EngineKind.testing`` in the registry names the module:
+``planner.engines.sqlite.SQLiteDatabase``,
+``planner.engines.postgresql.testdb.PostgresDatabase``); this module knows
+none of them, only the protocol, the template and the run's provider.
 
 A template is a SQLite path containing ``{name}``, or a PostgreSQL URL (the
 server on which one database per test is created; ``{name}`` is optional).
+
+``DatabaseProvider`` gives a pytest run its test databases: a name no
+earlier test of the run used, and dropping them afterwards. SQLite files are
+kept for looking at after a failure; PostgreSQL databases are dropped when
+handed back, and whatever is still alive when the session ends is dropped
+then. A database that could not be dropped is remembered in ``problems`` for
+the plugin to report, never raised over the test's own outcome.
 """
 
 from __future__ import annotations
 
+import importlib
+import itertools
 import re
-import sqlite3
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from planner.engines import engine_for, on_server
+from planner.engines import kind_of, on_server
 from planner.urls import database_name, redact
 
 if TYPE_CHECKING:
@@ -32,8 +42,6 @@ if TYPE_CHECKING:
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 NAME_FIELD = "{name}"
-#: What a user who lacks the driver is told to install (as ``apm migrate`` says it).
-DRIVER_HINT = "pip install 'apm-migrate[postgres]'"
 
 
 class DatabaseTemplateError(ValueError):
@@ -88,6 +96,19 @@ class TestDatabase(Protocol):
         """Each view and trigger that no longer compiles (``view v``), with the reason: none, on a sound schema."""
 
 
+class TestDatabases(Protocol):
+    """What an engine's ``databases_for(template)`` returns: the test databases one ``--apm-db`` template gives."""
+
+    #: Whether a database handed back is dropped (a server's); a file is kept for looking at after a failure.
+    drops: bool
+
+    def new(self, name: str) -> TestDatabase:
+        """The database for the test ``name`` (already unique in the run), not reset yet."""
+
+    def close(self) -> None:
+        """The session is over: disconnect whatever the databases shared (a server's maintenance connection)."""
+
+
 def safe_name(text: str) -> str:
     """``stairway[0027]`` → ``stairway-0027``: a test id usable in a file name."""
     return _UNSAFE.sub("-", text).strip("-.") or "test"
@@ -127,105 +148,78 @@ def check_template(template: str) -> str:
 
 
 def require_driver(template: str) -> None:
-    """``DatabaseTemplateError`` naming the extra to install when a PostgreSQL URL is given without psycopg."""
-    if not on_server(template):
-        return
-    try:  # optional dependency: psycopg, the postgresql extra
-        import psycopg  # noqa: F401
-    except ImportError:
-        raise DatabaseTemplateError(
-            f"--apm-db {redact(template)} is a PostgreSQL server, and the PostgreSQL driver is not installed: "
-            f"{DRIVER_HINT}"
-        ) from None
+    """``DatabaseTemplateError`` naming what to install when ``template``'s engine has no driver here.
+
+    An engine whose driver is optional (PostgreSQL's psycopg) says so by a ``require_driver()`` in its
+    testing module; SQLite's is in Python itself.
+    """
+    check = getattr(_testing(template), "require_driver", None)
+    if check is not None:
+        check(template)
 
 
-class _Connection(sqlite3.Connection):
-    """A ``sqlite3`` connection that says which engine it is, as a migration's connection does."""
+def _testing(template: str) -> Any:
+    """The engine's testing module for ``template`` (``EngineKind.testing``), imported now."""
+    return importlib.import_module(kind_of(template).testing)
 
-    engine = "sqlite"
+
+def databases_for(template: str) -> TestDatabases:
+    """The test databases ``template`` gives, made by the engine that claims it (``EngineKind.testing``)."""
+    maker: TestDatabases = _testing(template).databases_for(template)
+    return maker
 
 
-class SQLiteDatabase:
-    """One SQLite file that a migration test may create, throw away and connect to."""
+def database_at(path: Path) -> TestDatabase:
+    """The test database in the file ``path`` (a hand-written test's own, when no ``--apm-db`` is given)."""
+    return databases_for(str(path.parent / f"{NAME_FIELD}{path.suffix}")).new(path.stem)
 
-    engine_name = "sqlite"
 
-    def __init__(self, path: Path | str):
-        self.path = Path(path)
+class DatabaseProvider:
+    """Makes each test's database from the ``--apm-db`` template (``None``: files under ``folder()``)."""
 
-    @classmethod
-    def from_template(cls, template: str, name: str) -> SQLiteDatabase:
-        """The file ``template`` names for the test ``name`` (``{name}`` replaced by a safe form of it)."""
-        return cls(Path(check_template(template).replace(NAME_FIELD, safe_name(name))))
+    def __init__(self, template: str | None, folder: Callable[[], Path]):
+        self.template = template
+        self._folder = folder
+        self._names: dict[str, itertools.count] = {}
+        self._made: TestDatabases | None = None
+        self._alive: list[TestDatabase] = []
+        #: Databases that could not be dropped, one line each (a password never appears).
+        self.problems: list[str] = []
 
-    def engine(self) -> Engine:
-        return engine_for(self.path)
+    def describe(self) -> str:
+        """For the report header: where the databases go, with any password masked."""
+        if self.template is None:
+            return "a fresh SQLite file per test under pytest's temporary folder"
+        if on_server(self.template):
+            return f"a fresh {kind_of(self.template).title} database per test on {redact(self.template)}"
+        return self.template
 
-    def reset(self) -> None:
-        """Start from nothing: remove the file and its journals, so each test meets a fresh database.
+    def new(self, name: str) -> TestDatabase:
+        """A database for the test ``name``, never one an earlier test of this run used (not reset yet)."""
+        number = next(self._names.setdefault(name, itertools.count(1)))
+        unique = name if number == 1 else f"{name}-{number}"
+        if self._made is None:  # on first use: a run that selects no migration test never connects to a server
+            self._made = databases_for(self.template or str(self._folder() / f"{NAME_FIELD}.db"))
+        database = self._made.new(unique)
+        if self._made.drops:
+            self._alive.append(database)
+        return database
 
-        A template may name the same file on every run; yesterday's run must
-        not be today's starting schema.
-        """
-        for suffix in ("", "-journal", "-wal", "-shm"):
-            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def release(self, database: TestDatabase | None) -> None:
+        """The test is over: drop the database (PostgreSQL); never raises."""
+        if database is None or database not in self._alive:
+            return
+        self._alive.remove(database)
+        try:
+            database.drop()
+        except DatabaseUnavailable:
+            pass  # the server is gone: the first test that needed it already said so
+        except Exception as exc:  # noqa: BLE001 - a teardown must not hide the test's outcome
+            self.problems.append(f"could not drop {database}: {type(exc).__name__}: {redact(str(exc))}")
 
-    def drop(self) -> None:
-        """Nothing: the file stays under pytest's temporary folder (or the template's), to look at after a failure."""
-
-    def connect(self) -> sqlite3.Connection:
-        """A connection for reading the schema or writing seed rows, in autocommit mode with foreign keys on.
-
-        Autocommit, so no transaction is left open to block the executor's
-        ``BEGIN IMMEDIATE``; foreign keys on, so a seed row pointing nowhere
-        fails where it is written rather than in the next migration's check.
-        """
-        conn = sqlite3.connect(str(self.path), isolation_level=None, factory=_Connection)
-        conn.execute("PRAGMA foreign_keys = ON")
-        return conn
-
-    @contextmanager
-    def seeding(self, version: str) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN`` ... ``COMMIT`` around a seed, so its rows land together or (it raised) not at all."""
-        with closing(self.connect()) as conn:
-            conn.execute("BEGIN")
-            try:
-                yield conn
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            if conn.in_transaction:
-                conn.execute("COMMIT")
-
-    def capture(self) -> Schema:
-        # start-up time: planner.testing.databases runs without planner.engines.sqlite.schema until capture() needs it
-        from planner.engines.sqlite.schema import read_schema
-
-        with closing(self.connect()) as conn:
-            return read_schema(conn)
-
-    def leftovers(self) -> list[str]:
-        return self.capture().names()
-
-    def broken(self) -> dict[str, str]:
-        # start-up time: planner.testing.databases runs without planner.engines.sqlite.schema until broken() needs it
-        from planner.engines.sqlite.schema import broken_objects
-
-        with closing(self.connect()) as conn:
-            return broken_objects(conn)
-
-    def snapshot(self) -> Schema:
-        """``planner.schema.Schema``: tables with columns, keys and row counts, indexes, triggers, views."""
-        # start-up time: planner.testing.databases runs without planner.engines.sqlite.schema until snapshot() needs it
-        from planner.engines.sqlite.schema import read_schema
-
-        with closing(self.connect()) as conn:
-            return read_schema(conn, count_rows=True)
-
-    def __str__(self) -> str:
-        return str(self.path)
-
-    def __repr__(self) -> str:
-        return f"SQLiteDatabase({str(self.path)!r})"
+    def close(self) -> None:
+        """The session is over: drop what is still alive (the stairway's last database) and disconnect."""
+        for database in list(self._alive):
+            self.release(database)
+        if self._made is not None:
+            self._made.close()

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from planner.engines.sqlite.runner import Executor  # noqa: E402
 from planner.loader import load_catalog  # noqa: E402
 from planner.plan import apply_plan  # noqa: E402
-from planner.testing.databases import SQLiteDatabase  # noqa: E402
+from planner.engines.sqlite import SQLiteDatabase  # noqa: E402
 from planner.testing.runner import Stairway  # noqa: E402
 
 

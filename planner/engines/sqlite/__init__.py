@@ -4,12 +4,16 @@
 read with ``planner.engines.sqlite.ledger.read_ledger`` and backups use SQLite's online
 backup API (``planner.engines.sqlite.backup``). Nothing here adds behaviour: it names what
 the SQLite modules already do, so the CLI can ask an engine instead of a path.
+
+``SQLiteDatabase`` is what the pytest plugin needs of SQLite (``EngineKind.testing``):
+a test database, one file a test may create, throw away and connect to.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -160,3 +164,121 @@ class SQLiteBackups(Backups):
 def open_engine(db: str | Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, **_server_options: object) -> SQLiteEngine:
     """The registry's entry (``planner.engines.KINDS``): a file needs no ledger schema or backup folder."""
     return SQLiteEngine(db, busy_timeout=busy_timeout)
+
+
+# -- the pytest plugin's test databases (EngineKind.testing) --------------------------------------
+
+
+class _TestConnection(sqlite3.Connection):
+    """A ``sqlite3`` connection that says which engine it is, as a migration's connection does."""
+
+    engine = "sqlite"
+
+
+class SQLiteDatabase:
+    """One SQLite file that a migration test may create, throw away and connect to."""
+
+    engine_name = "sqlite"
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    @classmethod
+    def from_template(cls, template: str, name: str) -> SQLiteDatabase:
+        """The file ``template`` names for the test ``name`` (``{name}`` replaced by a safe form of it)."""
+        # start-up time: apm loads this module for every run; the plugin's template rules only for a test
+        from planner.testing.databases import NAME_FIELD, check_template, safe_name
+
+        return cls(Path(check_template(template).replace(NAME_FIELD, safe_name(name))))
+
+    def engine(self) -> Engine:
+        return open_engine(self.path)
+
+    def reset(self) -> None:
+        """Start from nothing: remove the file and its journals, so each test meets a fresh database.
+
+        A template may name the same file on every run; yesterday's run must
+        not be today's starting schema.
+        """
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def drop(self) -> None:
+        """Nothing: the file stays under pytest's temporary folder (or the template's), to look at after a failure."""
+
+    def connect(self) -> sqlite3.Connection:
+        """A connection for reading the schema or writing seed rows, in autocommit mode with foreign keys on.
+
+        Autocommit, so no transaction is left open to block the executor's
+        ``BEGIN IMMEDIATE``; foreign keys on, so a seed row pointing nowhere
+        fails where it is written rather than in the next migration's check.
+        """
+        conn = sqlite3.connect(str(self.path), isolation_level=None, factory=_TestConnection)
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    @contextmanager
+    def seeding(self, version: str) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN`` ... ``COMMIT`` around a seed, so its rows land together or (it raised) not at all."""
+        with closing(self.connect()) as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+    def capture(self) -> Schema:
+        # start-up time: planner.engines.sqlite runs without planner.engines.sqlite.schema until capture() needs it
+        from planner.engines.sqlite.schema import read_schema
+
+        with closing(self.connect()) as conn:
+            return read_schema(conn)
+
+    def leftovers(self) -> list[str]:
+        return self.capture().names()
+
+    def broken(self) -> dict[str, str]:
+        # start-up time: planner.engines.sqlite runs without planner.engines.sqlite.schema until broken() needs it
+        from planner.engines.sqlite.schema import broken_objects
+
+        with closing(self.connect()) as conn:
+            return broken_objects(conn)
+
+    def snapshot(self) -> Schema:
+        """``planner.schema.Schema``: tables with columns, keys and row counts, indexes, triggers, views."""
+        # start-up time: planner.engines.sqlite runs without planner.engines.sqlite.schema until snapshot() needs it
+        from planner.engines.sqlite.schema import read_schema
+
+        with closing(self.connect()) as conn:
+            return read_schema(conn, count_rows=True)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"SQLiteDatabase({str(self.path)!r})"
+
+
+class SQLiteDatabases:
+    """The files a SQLite ``--apm-db`` template names, one per test; kept after the test, for looking at."""
+
+    drops = False
+
+    def __init__(self, template: str):
+        self.template = template
+
+    def new(self, name: str) -> SQLiteDatabase:
+        return SQLiteDatabase.from_template(self.template, name)
+
+    def close(self) -> None:
+        """Nothing to disconnect: each test's connections are its own."""
+
+
+def databases_for(template: str) -> SQLiteDatabases:
+    """The pytest plugin's test databases for a SQLite template (``planner.testing.databases.databases_for``)."""
+    return SQLiteDatabases(template)

@@ -27,7 +27,7 @@ from planner.errors import CatalogError, DatabaseNotFound, DatabaseReadOnly, Not
 from planner.findings import Remedy, age_text, size_text
 from planner.ledger import LOG_TABLE, TABLE
 from planner.lint import ERROR, INFO, WARNING, Finding, history_findings, note_findings, tolerant_catalog
-from planner.outside import interrupted_findings
+from planner.outside import STARTED, findings_for, interrupted_query
 from planner.sql import quote_identifier
 
 #: At most this many rows of integrity_check and foreign_key_check become findings; a summary says the rest.
@@ -247,3 +247,14 @@ def _backups(db_path: Path, backups: list[Path]) -> list[Finding]:
             f"backup {path.name}, {age_text(now - stat.st_mtime)} old, {size_text(stat.st_size)}",
             Remedy("restore", (str(path),), database=str(db_path)), "database", path))
     return findings
+
+
+def interrupted_findings(conn: sqlite3.Connection) -> list[Finding]:
+    """One error per non-transactional step whose ``started`` row has no later ``ok`` row, with what to check.
+
+    Any later ``ok`` row for the version settles it (a re-run, or a mark
+    once someone checked the schema); a later ``started`` row is judged on its own.
+    """
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (LOG_TABLE,)).fetchone():
+        return []
+    return findings_for(conn.execute(interrupted_query(LOG_TABLE), (STARTED, STARTED)).fetchall())

@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from planner.engines import engine_for
 from planner.engines.postgresql.connection import PgMigrationConnection
 from planner.engines.postgresql.schema import read_schema
-from planner.testing.databases import NAME_FIELD, DatabaseUnavailable, check_template
+from planner.testing.databases import NAME_FIELD, DatabaseTemplateError, DatabaseUnavailable, check_template
 from planner.urls import database_name, redact
 
 if TYPE_CHECKING:
@@ -272,3 +272,38 @@ class PostgresDatabase:
 
     def __repr__(self) -> str:
         return f"PostgresDatabase({self.name!r} on {self.server.display})"
+
+
+class PostgresDatabases:
+    """The databases one ``--apm-db`` server gives the tests: each dropped when handed back."""
+
+    drops = True
+
+    def __init__(self, template: str):
+        self.server = PgServerAccess(template)
+
+    def new(self, name: str) -> PostgresDatabase:
+        return PostgresDatabase(self.server, name)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def databases_for(template: str) -> PostgresDatabases:
+    """The pytest plugin's test databases on the server ``template`` names (``EngineKind.testing``)."""
+    return PostgresDatabases(template)
+
+
+#: What a user who lacks the driver is told to install (as ``apm migrate`` says it).
+DRIVER_HINT = "pip install 'apm-migrate[postgres]'"
+
+
+def require_driver(template: str) -> None:
+    """``DatabaseTemplateError`` naming the extra to install when ``template`` is given without psycopg."""
+    try:  # optional dependency: psycopg, the postgresql extra
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise DatabaseTemplateError(
+            f"--apm-db {redact(template)} is a PostgreSQL server, and the PostgreSQL driver is not installed: "
+            f"{DRIVER_HINT}"
+        ) from None
