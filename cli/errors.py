@@ -13,7 +13,7 @@ cannot know who asked (this command, a fleet, a program embedding the
 planner), so it names no ``apm`` command and no option. Here each error
 class gets the advice this command's user can follow, built from the
 error's fields, so the line a person reads is the fact and the way out.
-Like ``cli.errors``, nothing here imports the planner at start-up.
+Nothing here imports the planner at start-up.
 """
 
 from __future__ import annotations

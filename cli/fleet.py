@@ -4,20 +4,13 @@ The databases are named by ``--glob PATTERN`` (repeatable), ``--list FILE``
 or the config file's ``fleet = [...]``; the catalog is loaded once for all
 of them. Each database keeps its own lock, ledger and backups: one
 database's failure is a row in the report, never a reason to touch another.
-``apm fleet migrate`` is in ``cli.fleet``; the shared options in
-``cli.fleet``.
 
-What the ``apm fleet`` commands share: the fleet's options, the request, the catalog, and a table.
-
-Kept apart from the commands so ``cli.fleet`` (status, plan) and
-``cli.fleet`` (migrate) use one definition without importing each other.
-
-``apm fleet migrate`` (and the rehearsals of ``apm fleet plan --rehearse``): run, report, resume.
-
-The work is ``planner.fleet.run.FleetRun``; this module decides what a
-person sees (progress, one question for every loss, the failures with the
-command that retries each alone) and turns Ctrl-C into "start nothing new".
-"""
+In order: what the commands share (the fleet's options, the request, the
+catalog, a table), ``status`` and ``plan``, then ``migrate`` (and the
+rehearsals of ``plan --rehearse``): run, report, resume. The work is
+``planner.fleet.run.FleetRun``; this module decides what a person sees
+(progress, one question for every loss, the failures with the command that
+retries each alone) and turns Ctrl-C into "start nothing new"."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """What a diagram of a catalog's dependency graph shows: its nodes, edges and their states.
 
 The formats (mermaid, Graphviz dot, terminal text, JSON) are drawn from this
-model by ``planner.diagram``.
+model below.
 
 Hand-drawn diagrams such as the seed guide's ``0020 → 0027 → 0029`` go stale
 the day a migration is added; these are computed from the catalog (and, when a

@@ -1,7 +1,7 @@
 """A ``transactional = False`` step checked statement by statement, in a real run and in a dry run.
 
 Nothing can roll a step outside a transaction back, so nothing previews it
-as a whole (``planner.outside`` keeps the trace of one that was cut
+as a whole (its ``started`` row, below, keeps the trace of one that was cut
 short). Its statements can be checked one at a time, though:
 
 * **A real run** (``StatementCheck``): every statement the engine allows

@@ -3,8 +3,7 @@
 Each check is a small function over a ``MigrationRunner`` (one catalog on one
 database, driven through the same plans and executor as ``apm migrate``) and
 raises ``MigrationTestFailure`` naming the version and the exact difference.
-The stairway, which climbs the graph one version at a time, is in
-``planner.testing.runner``.
+The stairway, which climbs the graph one version at a time, is below.
 
 ``Migrator``: a catalog on a test database, moved version by version from a hand-written test.
 

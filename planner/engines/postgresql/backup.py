@@ -14,7 +14,7 @@ partial behind until the next dump, restore or listing of its ledger
 removes it, once its process is gone (``planner.backups``). On Linux the client
 tools die with ``apm`` (``run_client``), so a killed ``apm`` leaves no
 ``pg_dump`` writing on, nor a ``pg_restore`` committing after the lock is
-gone. Restoring is ``planner.engines.postgresql.backup``.
+gone. Restoring a dump is below, in this module.
 
 Reading and restoring ``pg_dump`` archives: the ledger a dump holds, and putting a dump back.
 

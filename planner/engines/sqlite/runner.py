@@ -10,7 +10,7 @@ it, earlier steps stay applied. A SIGKILL at any moment leaves either the
 step's whole transaction or none of it, which SQLite's journal guarantees.
 
 The step itself and the loops over steps are engine-free
-(``planner.session``); ``planner.engines.sqlite.runner`` supplies SQLite's
+(``planner.session``); ``SQLiteSession`` here supplies SQLite's
 part of them. ``SQLiteSession.transaction`` owns the protocol (foreign keys,
 BEGIN, the ledger tables, COMMIT or ROLLBACK) for every kind of work: a
 step, a whole ``--atomic`` plan, a preview, a mark, the log row of a failure.
