@@ -57,6 +57,7 @@ from planner.errors import ExecutionError, OutsideStepLocked, OutsideStepStopped
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
+    from planner.findings import Finding
     from planner.plan import Step
     from planner.preview import PreviewStep
 
@@ -360,8 +361,6 @@ def holder(entries: list) -> str | None:
         return None
     return f"pid {pid} on {host}"
 
-if TYPE_CHECKING:
-    from planner.lint import Finding
 
 
 def interrupted_query(log_table: str, placeholder: str = "?") -> str:
@@ -381,8 +380,8 @@ def interrupted_query(log_table: str, placeholder: str = "?") -> str:
 
 def findings_for(rows: list) -> list[Finding]:
     """The doctor's finding for each ``(version, action, at, failure detail)`` row of ``interrupted_query``."""
-    # start-up time: planner.outside runs without planner.lint until findings_for() needs it
-    from planner.lint import ERROR, Finding, Remedy
+    # start-up time: planner.outside runs without the findings' module until findings_for() needs it
+    from planner.findings import ERROR, Finding, Remedy
 
     findings = []
     for version, action, at, failure in rows:

@@ -160,6 +160,16 @@ class GuardedRoutes:
     __slots__ = ()
     _guard: Guard
 
+    @property
+    def tampered(self) -> TransactionTampered | None:
+        """The first refusal, even if the migration caught the exception."""
+        return self._guard.tampered
+
+    @property
+    def ignored(self) -> list[str]:
+        """Statements passed over on purpose (SQLite's ``PRAGMA foreign_keys``); the runner's log row names them."""
+        return self._guard.ignored
+
     def commit(self) -> None:
         """A no-op: the runner commits the step, with its ledger row, once the step has passed every check."""
 

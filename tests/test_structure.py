@@ -29,7 +29,7 @@ def modules() -> dict[str, Path]:
 
 
 def import_graph(*, at_import_time: bool = False) -> nx.DiGraph:
-    """Which module imports which; a lazy import is a dependency too, an import only a type checker runs is not.
+    """Which module imports which: a lazy import is a dependency too, and so is one only a type checker runs.
 
     ``at_import_time``: only what runs when a module is imported (top-level imports), plus the packages above
     each target, whose ``__init__`` runs first (unless it is the importer's own package, already running).
@@ -44,7 +44,7 @@ def import_graph(*, at_import_time: bool = False) -> nx.DiGraph:
                        for node in ast.walk(block)}
         nodes = tree.body if at_import_time else list(ast.walk(tree))
         for node in nodes:
-            if id(node) in typing_only:
+            if at_import_time and id(node) in typing_only:
                 continue
             targets: list[str] = []
             if isinstance(node, ast.ImportFrom) and node.module and not node.level:

@@ -29,7 +29,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from planner.engines.postgresql.sql import split_script, tokens, translate_placeholders
-from planner.errors import TransactionTampered
 from planner.transaction_guard import (
     GuardedRoutes,
     CONTROL_WORDS,
@@ -314,16 +313,6 @@ class PgMigrationConnection(GuardedRoutes):
         #: then the runner checks deferred constraints before the step records itself.
         object.__setattr__(self, "may_defer", False)
         object.__setattr__(self, "_raw", None)
-
-    @property
-    def tampered(self) -> TransactionTampered | None:
-        """The first refusal, even if the migration caught the exception."""
-        return self._guard.tampered
-
-    @property
-    def ignored(self) -> list[str]:
-        """Nothing is passed over on PostgreSQL; the same name as SQLite's for the runner's log row."""
-        return self._guard.ignored
 
     @property
     def raw(self) -> PgDriverConnection:

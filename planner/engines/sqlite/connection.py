@@ -30,7 +30,6 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from planner.errors import TransactionTampered
 from planner.engines.sqlite.sql import keywords, skipped, split_script
 from planner.transaction_guard import (
     GuardedRoutes,
@@ -245,16 +244,6 @@ class MigrationConnection(GuardedRoutes):
         "PRAGMA foreign_keys does nothing inside a transaction; the executor already switched enforcement "
         "off before this migration and runs PRAGMA foreign_key_check before committing"
     )
-
-    @property
-    def tampered(self) -> TransactionTampered | None:
-        """The first refused statement, even if the migration caught the exception."""
-        return self._guard.tampered
-
-    @property
-    def ignored(self) -> list[str]:
-        """``PRAGMA foreign_keys = ...`` statements the migration ran, passed over on purpose."""
-        return self._guard.ignored
 
     def cursor(self, *args: Any, **kwargs: Any) -> MigrationCursor:
         return MigrationCursor(self._conn.cursor(*args, **kwargs), self._guard, self._conn)
