@@ -22,7 +22,7 @@ from typing import cast
 import click
 
 from cli.lazy import LazyGroup
-from cli.options import STATE, VERSION, settings, shared_options
+from cli.options import EXIT_PENDING, STATE, VERSION, settings, shared_options
 from cli.output import echo, emit_json, migration_row, note_json, note_row, plan_json, table
 from cli.running import (
     dry_run_report,
@@ -282,9 +282,6 @@ def plan_command(rollback: str | None, cascade: bool, target: str | None, to: st
     """
     plan = _show_plan(rollback, cascade, target, to, rehearse, sql, as_json)
     if exit_code and plan:
-        # start-up time: cli.migrate runs without cli.options until plan_command() needs it
-        from cli.options import EXIT_PENDING
-
         click.get_current_context().exit(EXIT_PENDING)
 
 

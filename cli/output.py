@@ -12,6 +12,8 @@ fills the screen. This one redraws one line, cut to the terminal's width.
 
 from __future__ import annotations
 
+import shutil
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -115,9 +117,6 @@ def confirm(question: str) -> bool:
     # start-up time: cli.output runs without select until confirm() needs it
     import select
 
-    # start-up time: cli.output runs without sys until confirm() needs it
-    import sys
-
     while True:
         click.echo(f"{question} [y/N]: ", nl=False, err=True)
         try:
@@ -146,9 +145,6 @@ class Progress:
     """
 
     def __init__(self, total: int, keep_lines: bool = True):
-        # start-up time: cli.output runs without shutil until __init__() needs it
-        import shutil
-
         self.total = total
         self.count = 0
         self.keep_lines = keep_lines

@@ -27,7 +27,7 @@ from typing import Any
 import click
 
 from cli import errors as advice
-from cli.errors import CommandError
+from cli.errors import CommandError, exit_code_for, interrupted_exit_code
 from cli.options import ENGINE_HOOKS, EXIT_LOCK_RISK, EXIT_UNCONFIRMED, Settings, settings
 from cli.output import Progress, confirm, duration, echo, emit_json, plan_json, printed_lines
 
@@ -156,12 +156,6 @@ def run_plan(catalog, plan, request, *, as_json: bool):
 
 def _answer(plan, outcome, as_json: bool, confirmed, locks_accepted) -> tuple[list[str] | None, list[str]]:
     """Why the run stopped, told as the command's error; or, on a terminal, a person's answer to run it again."""
-    # start-up time: cli.running runs without cli until _answer() needs it
-    from cli import errors as advice
-
-    # start-up time: cli.running runs without cli.errors until _answer() needs it
-    from cli.errors import exit_code_for
-
     # start-up time: cli.running runs without planner until _answer() needs it
     from planner import request as requests
 
@@ -249,9 +243,6 @@ def _ask_outside_locks(locks, as_json: bool) -> bool:
 
 def _interrupted(plan, request, watch: _Watch, interrupt: BaseException) -> BaseException:
     """Ctrl-C: the stop told from the ledger (``interrupted_summary``), or the interrupt itself (nothing committed)."""
-    # start-up time: cli.running runs without cli.errors until _interrupted() needs it
-    from cli.errors import interrupted_exit_code
-
     code = interrupted_exit_code(interrupt)
     if not request.previewed or watch.outside:
         return CommandError(interrupted_summary(plan, request.atomic and not watch.outside, watch.running), code)
@@ -412,16 +403,10 @@ def preview_plan(catalog, plan, request, *, as_json: bool = True):
 
 def dry_run_report(catalog, plan, request, as_json: bool, *, exit_on_loss: bool = True):
     """Preview and roll back: exit 7 when the plan would destroy data, 5 (or the error's code) when a step fails."""
-    # start-up time: cli.running runs without click until dry_run_report() needs it
-    import click
-
     sql = request.sql
     preview = preview_plan(catalog, plan, request, as_json=as_json)
     report_preview(preview, plan, as_json=as_json, sql=sql)
     if preview.error is not None:
-        # start-up time: cli.running runs without cli.errors until dry_run_report() needs it
-        from cli.errors import exit_code_for
-
         raise CommandError(f"{preview.error} (found by the preview: nothing was committed)",
                            exit_code_for(preview.error)) from preview.error
     if (preview.loses_data or preview.unchecked) and exit_on_loss:
@@ -730,9 +715,6 @@ def check_locks(catalog_dir, engine, findings: list) -> tuple[list, bool, dict]:
     Returns the findings (``scope = "locks"``), whether one gates (exit 12),
     and what was done, for the output (``previewed``, ``note``).
     """
-    # start-up time: cli.running runs without cli.errors until check_locks() needs it
-    from cli.errors import CommandError, exit_code_for
-
     # start-up time: cli.running runs without planner.errors until check_locks() needs it
     from planner.errors import CatalogError, PlanError
 

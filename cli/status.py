@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import click
 
-from cli.options import settings, shared_options
+from cli.errors import CommandError
+from cli.options import EXIT_REFUSED, settings, shared_options
 from cli.output import echo, emit_json, table
 
 
@@ -137,12 +138,6 @@ def agents_show(role: str, as_json: bool) -> None:
 
     found = read_agents(settings().engine, role)
     if not found:
-        # start-up time: cli.status runs without cli.errors until agents_show() needs it
-        from cli.errors import CommandError
-
-        # start-up time: cli.status runs without cli.options until agents_show() needs it
-        from cli.options import EXIT_REFUSED
-
         raise CommandError(f"no agent with role {role!r}; see `apm agents list` for the roles", EXIT_REFUSED)
     agent = found[0]
     if as_json:
