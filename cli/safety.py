@@ -41,7 +41,8 @@ from cli.options import (
 )
 from cli.errors import CommandError
 from cli.output import confirm, echo, emit_json, table
-from cli.running import check_locks, load_catalog, lock_options, stdin_is_terminal
+from cli import running
+from cli.running import check_locks, load_catalog, lock_options
 
 if TYPE_CHECKING:
     from planner.engines.base import Engine
@@ -301,7 +302,7 @@ def _fix_shared_versions(catalog_dir: Path, yes: bool, engine: Engine | None) ->
     for change in plan.changes:
         echo(f"  {change.describe()}", err=True)
     if not yes:
-        if not stdin_is_terminal():
+        if not running.stdin_is_terminal():
             raise CommandError("check --fix changes files: re-run with --yes to make these changes; nothing was "
                                "changed", EXIT_UNCONFIRMED)
         if not confirm("Make these changes?"):
@@ -415,7 +416,7 @@ def restore_command(backup: str | None, yes: bool, as_json: bool, all_schemas: b
         for schema in others:
             echo(f"  also puts back the ledger in schema {schema} (and that project's tables) as the backup has "
                  f"it; its runners are not locked out, so restore when none of them runs", fg="yellow")
-    scripted = yes or as_json or not stdin_is_terminal()
+    scripted = yes or as_json or not running.stdin_is_terminal()
     if overwritten and scripted:
         raise CommandError(f"{source.name} also holds the ledger in schema(s) {', '.join(overwritten)}, which "
                            f"restoring it would put back too; nothing was changed. Re-run with --all-schemas to "
