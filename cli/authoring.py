@@ -20,7 +20,8 @@ import click
 
 from cli import errors as advice
 from cli.errors import CommandError
-from cli.options import EXIT_CATALOG, EXIT_FAILED, VERSION, catalog_to_write, refuse_installed, settings, shared_options
+from cli.options import (EXIT_CATALOG, EXIT_FAILED, VERSION, catalog_to_write, refuse_installed, settings,
+                         shared_options)
 from cli.output import echo, emit_json
 from cli.running import load_catalog
 
