@@ -258,18 +258,16 @@ def config_origin(error: BaseException, settings: Any) -> str | None:
     overrode the file's value.
     """
     # start-up time: cli.config runs without planner until config_origin() needs it
-    # start-up time: cli.config runs without planner until config_origin() needs it
     from planner import errors as E
-    from planner import errors as engine_errors
 
     config = settings.config
     key = None
     if isinstance(error, E.CatalogNotFound):
         key = "migrations_dir"
     elif isinstance(error, (E.DatabaseNotFound, E.DatabaseDirectoryMissing, E.NotADatabase, E.DatabaseReadOnly,
-                            engine_errors.DatabaseUnreachable, engine_errors.DriverMissing)):
+                            E.DatabaseUnreachable, E.DriverMissing)):
         key = "db"
-    elif (isinstance(error, (engine_errors.BackupFailed, engine_errors.RestoreFailed))
+    elif (isinstance(error, (E.BackupFailed, E.RestoreFailed))
           and config.get("backup_dir") is not None and str(config.get("backup_dir")) in str(error)):
         key = "backup_dir"
     return from_config(settings, key) if key is not None else None

@@ -7,14 +7,9 @@ its options belongs to the command (``cli/errors.py``), built from the fields
 here: a program or a fleet using the library never ran ``apm migrate``. The hierarchy lets a caller catch at the
 level it cares about: ``CatalogError`` (the files), ``PlanError`` (the request
 does not fit the graph and the ledger), ``ExecutionError`` (a migration failed
-while running) and ``DatabaseError`` (the database file itself).
-
-What can go wrong with a database engine itself: the driver, the server, the backup tool.
-
-These subclass ``planner.errors.DatabaseError`` (exit 6), so the command's
-error table needs no new row. They live beside the engines rather than in
-``planner/errors.py`` because only the engine layer raises them. Every
-message shows the connection string through ``redact``: never a password.
+while running) and ``DatabaseError`` (the database itself: the file, the
+driver, the server, the backup tool). A message names a database as
+``planner.urls.shown`` does: never a password.
 """
 
 from __future__ import annotations

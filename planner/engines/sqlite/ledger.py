@@ -225,14 +225,10 @@ class Ledger:
 
     def watch(self) -> None:
         """Start noting every change made to ``schema_migrations`` (``planner.engines.sqlite.ledger``)."""
-        pass
-
         watch(self.conn, TABLE)
 
     def reconcile(self, version: str) -> str | None:
         """Undo what the migration just run did to the executor's rows; what it wrote is returned as a note."""
-        pass
-
         self.migration_writes, self._inserted_by_migration = reconcile(self.conn, TABLE, version)
         return self.migration_writes
 
