@@ -133,7 +133,8 @@ def run_plan(catalog, plan, request, *, as_json: bool):
                                    plan if outcome is None or not outcome.in_parts else None,
                                    confirmed=confirmed, locks_accepted=locks_accepted, on_event=watch.event,
                                    ask_outside=lambda loss: _ask_outside(loss, as_json),
-                                   ask_outside_locks=lambda locks: _ask_outside_locks(locks, as_json), after=outcome)
+                                   ask_outside_locks=lambda locks: _ask_outside(
+                                       locks, as_json, "takes locks that can hold a live database up"), after=outcome)
         except Interrupted as interrupt:
             watch.close(committed=False)
             raise _interrupted(plan, request, watch, interrupt) from None
@@ -223,21 +224,13 @@ def _ask(lines: list[str], unchanged: str = "nothing was changed", heading: str 
         raise CommandError(f"not confirmed; {unchanged}", code)
 
 
-def _ask_outside(loss, as_json: bool) -> bool:
-    """A statement of a step outside any transaction destroys data: a person on a terminal is asked (not a script)."""
+def _ask_outside(found, as_json: bool, what: str = "destroys data") -> bool:
+    """A statement of a step outside any transaction destroys data (or takes locks that gate): a person on a
+    terminal is asked, never a script (and ``--yes`` never accepts the locks)."""
     if as_json or not stdin_is_terminal():
         return False
-    _show(f"{loss.version} runs outside a transaction (transactional = False); its next statement, "
-          f"`{loss.statement}`, destroys data:", loss.lines)
-    return bool(confirm("Proceed?"))  # Ctrl-C: Interrupted, exit 130
-
-
-def _ask_outside_locks(locks, as_json: bool) -> bool:
-    """A statement of a step outside any transaction takes locks that gate: a person may accept them (not --yes)."""
-    if as_json or not stdin_is_terminal():
-        return False
-    _show(f"{locks.version} runs outside a transaction (transactional = False); its next statement, "
-          f"`{locks.statement}`, takes locks that can hold a live database up:", locks.lines)
+    _show(f"{found.version} runs outside a transaction (transactional = False); its next statement, "
+          f"`{found.statement}`, {what}:", found.lines)
     return bool(confirm("Proceed?"))  # Ctrl-C: Interrupted, exit 130
 
 

@@ -38,11 +38,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from planner.errors import ExecutionError
+from planner.plan import APPLY, Plan, Step, apply_plan, rollback_plan
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
     from planner.engines.base import Engine
-    from planner.plan import Plan
     from planner.schema import Schema as State
     from planner.testing.databases import TestDatabase
 
@@ -147,9 +147,6 @@ class MigrationRunner:
 
     def run(self, plan: Plan) -> None:
         """Run ``plan`` through the engine; with a seed, one step at a time, seeding after each applied one."""
-        # start-up time: planner.testing.runner runs without planner.plan until run() needs it
-        from planner.plan import Plan
-
         if not plan:
             return
         runner = self.engine.runner(catalog=self.catalog, create=True)
@@ -178,18 +175,12 @@ class MigrationRunner:
 
     def apply(self, target: str | None = None) -> Plan:
         """Apply everything pending (or what ``target`` needs, and ``target``); return the plan that ran."""
-        # start-up time: planner.testing.runner runs without planner.plan until apply() needs it
-        from planner.plan import apply_plan
-
         plan = apply_plan(self.catalog, self.applied, target)
         self.run(plan)
         return plan
 
     def apply_versions(self, versions: Iterable[str]) -> Plan:
         """Apply exactly ``versions`` (all pending, their dependencies applied or among them), in graph order."""
-        # start-up time: planner.testing.runner runs without planner.plan until apply_versions() needs it
-        from planner.plan import APPLY, Plan, Step
-
         order = self.catalog.graph.topological_order(set(versions))
         plan = Plan(APPLY, tuple(Step(self.catalog.get(v), APPLY) for v in order))
         self.run(plan)
@@ -197,9 +188,6 @@ class MigrationRunner:
 
     def rollback(self, version: str, cascade: bool = False) -> Plan:
         """Roll ``version`` back (with ``cascade``, its applied dependents first); return the plan that ran."""
-        # start-up time: planner.testing.runner runs without planner.plan until rollback() needs it
-        from planner.plan import rollback_plan
-
         plan = rollback_plan(self.catalog, self.applied, version, cascade=cascade)
         self.run(plan)
         return plan
@@ -252,9 +240,6 @@ def check_catalog(directory: Path | str) -> list[str]:
 
 def check_upgrade(runner: MigrationRunner) -> list[str]:
     """From an empty database, every migration applies in plan order and the ledger then lists them all."""
-    # start-up time: planner.testing.runner runs without planner.plan until check_upgrade() needs it
-    from planner.plan import Plan, apply_plan
-
     runner.database.reset()
     plan = apply_plan(runner.catalog, runner.applied)
     try:
@@ -280,9 +265,6 @@ def check_upgrade(runner: MigrationRunner) -> list[str]:
 def _blame_broken(runner: MigrationRunner, plan: Plan) -> None:
     """Some view or trigger no longer compiles after the whole upgrade: apply it again one step at a time to
     fail the migration that broke it, not whichever later one happens to trip over it."""
-    # start-up time: planner.testing.runner runs without planner.plan until _blame_broken() needs it
-    from planner.plan import Plan
-
     runner.database.reset()
     before = runner.database.broken()
     for step in plan.steps:
