@@ -602,16 +602,19 @@ def lock_settings(settings: Settings):
     # start-up time: cli.running runs without planner.locks until lock_settings() needs it
     from planner.locks import DEFAULT_LOCK_RETRIES, DEFAULT_LOCK_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, LockSettings
 
-    def pick(name: str, default):
-        given = getattr(settings, f"{name}_option", None)
-        if given is not None:
-            return given
-        configured = settings.config.get(name)
-        return configured if configured is not None else default
+    return LockSettings(lock_timeout=_lock_setting(settings, "lock_timeout", DEFAULT_LOCK_TIMEOUT)[0],
+                        statement_timeout=_lock_setting(settings, "statement_timeout", DEFAULT_STATEMENT_TIMEOUT)[0],
+                        retries=_lock_setting(settings, "lock_retries", DEFAULT_LOCK_RETRIES)[0])
 
-    return LockSettings(lock_timeout=pick("lock_timeout", DEFAULT_LOCK_TIMEOUT),
-                        statement_timeout=pick("statement_timeout", DEFAULT_STATEMENT_TIMEOUT),
-                        retries=pick("lock_retries", DEFAULT_LOCK_RETRIES))
+
+def _lock_setting(settings: Settings, key: str, default) -> tuple[Any, str]:
+    """(value, where it came from) of one lock setting: an option, else the config file, else ``default``."""
+    given = getattr(settings, f"{key}_option", None)
+    if given is not None:
+        return given, settings.sources.get(key, "option")
+    if settings.config.get(key) is not None:
+        return settings.config.get(key), f"config {settings.config.path}"
+    return default, "default (PostgreSQL only)"
 
 
 def lock_policy(settings: Settings):
@@ -651,19 +654,12 @@ def explain_locks(settings: Settings) -> list[tuple[str, object, str]]:
         shown_duration,
     )
 
-    config = settings.config
     defaults = {"lock_timeout": DEFAULT_LOCK_TIMEOUT, "statement_timeout": DEFAULT_STATEMENT_TIMEOUT,
                 "lock_retries": DEFAULT_LOCK_RETRIES, "lock_gate": DEFAULT_GATE, "lock_levels": {},
                 "large_table_rows": DEFAULT_LARGE_TABLE_ROWS}
     rows = []
     for key, default in defaults.items():
-        given = getattr(settings, f"{key}_option", None)
-        if given is not None:
-            value, source = given, settings.sources.get(key, "option")
-        elif config.get(key) is not None:
-            value, source = config.get(key), f"config {config.path}"
-        else:
-            value, source = default, "default (PostgreSQL only)"
+        value, source = _lock_setting(settings, key, default)
         if key in ("lock_timeout", "statement_timeout"):
             value = shown_duration(value)
         rows.append((key, dict(value) if key == "lock_levels" else value, source))
