@@ -28,6 +28,7 @@ catalog is a folder of migrations, not of tests, and it may live anywhere.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,9 +40,8 @@ if TYPE_CHECKING:
 
     from planner.catalog import Catalog
     from planner.testing.databases import TestDatabase
-    from planner.testing.runner import Migrator
     from planner.testing.databases import DatabaseProvider
-    from planner.testing.runner import Stairway
+    from planner.testing.runner import Migrator, Seed, Stairway
 
 
 @dataclass
@@ -217,7 +217,6 @@ class ApmItem(pytest.Item):
             check_downgrade_all,
             check_upgrade,
         )
-
         # start-up time: every pytest run loads this plugin; the planner only once it is switched on
         from planner.testing.databases import DatabaseUnavailable
 
@@ -275,9 +274,6 @@ def _base_folder(config: pytest.Config) -> Path:
         if factory is not None:
             config.stash[_BASE] = factory.mktemp("apm", numbered=True)
         else:
-            # start-up time: every pytest run loads this plugin; the planner only once it is switched on
-            import tempfile
-
             config.stash[_BASE] = Path(tempfile.mkdtemp(prefix="apm-"))
     return config.stash[_BASE]
 
@@ -292,13 +288,9 @@ def _provider(config: pytest.Config) -> DatabaseProvider:
     return config.stash[_PROVIDER]
 
 
-def _seed(config: pytest.Config):
+def _seed(config: pytest.Config) -> Seed:
     hook = config.hook.pytest_apm_seed
-
-    def seed(version: str, connection: Any) -> None:
-        hook(version=version, connection=connection)
-
-    return seed
+    return lambda version, connection: hook(version=version, connection=connection)
 
 
 def _stairway(config: pytest.Config) -> Stairway:
