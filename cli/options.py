@@ -315,10 +315,6 @@ def _path(value: str) -> Path:
     return Path(value)
 
 
-def _store_path(name: str):
-    return _store(name, _path)
-
-
 def _db(value: str) -> Path | str:
     """``--db``: a PostgreSQL connection string stays a string (a Path would fold its ``//``), else a path."""
     # start-up time: cli.options runs without planner.engines until _db() needs it
@@ -371,7 +367,7 @@ def shared_options(top_level: bool = False):
             shared("--db", "APM_DB", _store("db", _db), type=str, metavar="PATH",
                    help=f"SQLite database file, or a PostgreSQL URL (postgresql://user@host:port/dbname) "
                         f"[default: {DEFAULT_DB}; env APM_DB]."),
-            shared("--migrations-dir", "APM_MIGRATIONS_DIR", _store_path("migrations_dir"), type=str, metavar="DIR",
+            shared("--migrations-dir", "APM_MIGRATIONS_DIR", _store("migrations_dir", _path), type=str, metavar="DIR",
                    help="Folder of migration_*.py and .sql files [default: APM's shipped catalog; env "
                         "APM_MIGRATIONS_DIR]."),
             # At most a day: SQLite takes milliseconds as a C int, and a larger wait would silently be none.

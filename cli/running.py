@@ -197,7 +197,9 @@ def _answer(plan, outcome, as_json: bool, confirmed, locks_accepted) -> tuple[li
                            EXIT_LOCK_RISK if locks else EXIT_UNCONFIRMED)
     if outcome.status == requests.REFUSED:
         if scripted:
-            raise CommandError(lock_refusal(findings, unchanged), EXIT_LOCK_RISK)
+            raise CommandError(f"lock findings stop this plan ({'; '.join(findings)}); {unchanged}. Accept them with "
+                               f"allow = [\"code\"] in the migration or --allow CODE (--yes does not), or change the "
+                               f"migration (docs/locks.md)", EXIT_LOCK_RISK)
         _ask([line for step in outcome.stopped.steps for line in step.describe() if ": lock " in line], unchanged,
              heading="This plan takes locks that can hold a live database up:", code=EXIT_LOCK_RISK)
         return confirmed, list(findings)  # run again; data loss, if any, is asked about next
@@ -686,11 +688,6 @@ def configure(settings: Settings, engine) -> None:
                    f"again in {pause:.1f} s (attempt {attempt + 1} of {attempts})", err=True)
 
     pg_lock_timeout.listen(tell)
-
-
-def lock_refusal(lines: list[str], unchanged: str) -> str:
-    return (f"lock findings stop this plan ({'; '.join(lines)}); {unchanged}. Accept them with allow = [\"code\"] "
-            f"in the migration or --allow CODE (--yes does not), or change the migration (docs/locks.md)")
 
 
 def check_locks(catalog_dir, engine, findings: list) -> tuple[list, bool, dict]:
