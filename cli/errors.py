@@ -84,9 +84,7 @@ def as_command_error(error: Exception) -> CommandError:
         if is_sqlite_error(error):
             return CommandError(f"SQLite error: {error}; run with --debug for details", code)
         return CommandError(message(error), code)
-    return CommandError(
-        f"internal error {type(error).__name__}: {error}; run again with --debug and report it", code
-    )
+    return CommandError(f"internal error {type(error).__name__}: {error}; run again with --debug and report it", code)
 
 
 # --------------------------------------------------------------------------

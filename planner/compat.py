@@ -154,16 +154,8 @@ def _id_order(value: object) -> tuple[bool, Any]:
 def agents_from_rows(rows: Iterable[dict[str, Any]]) -> list[Agent]:
     """``Agent``s from rows as column -> value, whichever engine read them (PostgreSQL's too)."""
     return [
-        Agent(
-            id=columns["id"],
-            role=columns.get("role"),
-            display_name=columns.get("display_name"),
-            tier=columns.get("tier"),
-            is_active=bool(columns.get("is_active")),
-            agent_type=columns.get("agent_type"),
-            description=columns.get("description"),
-            metadata=_decode(columns.get("metadata")),
-            columns=columns,
-        )
+        Agent(id=columns["id"], role=columns.get("role"), display_name=columns.get("display_name"),
+              tier=columns.get("tier"), is_active=bool(columns.get("is_active")), agent_type=columns.get("agent_type"),
+              description=columns.get("description"), metadata=_decode(columns.get("metadata")), columns=columns)
         for columns in rows
     ]

@@ -563,16 +563,11 @@ def catalog_page(catalog: Catalog, title: str = "Migration catalog") -> str:
 
     rows = []
     for migration in catalog:
-        rows.append(
-            [
-                migration.version,
-                _cell(migration.description),
-                _versions(graph.dependencies(migration.version)),
-                _versions(graph.dependents(migration.version)),
-                "yes" if migration.reversible else "no",
-                f"`{migration.checksum[:CHECKSUM_DIGITS]}`",
-            ]
-        )
+        rows.append([
+                        migration.version,     _cell(migration.description),
+                        _versions(graph.dependencies(migration.version)),
+                        _versions(graph.dependents(migration.version)),     "yes" if migration.reversible else "no",
+                        f"`{migration.checksum[:CHECKSUM_DIGITS]}`", ])
     headers = ["Version", "Description", "Depends on", "Dependents", "Can be rolled back", "Checksum"]
     lines += [
         "## Migrations",

@@ -78,17 +78,13 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("apm", "apm-migrate: generated migration tests")
-    group.addoption(
-        "--apm-migrations", metavar="DIR", dest="apm_migrations", default=None,
-        help="test every migration of the catalog in DIR: catalog, upgrade, stairway[V], downgrade-all",
-    )
-    group.addoption(
-        "--apm-db", metavar="TEMPLATE", dest="apm_db", default=None,
-        help="where the migration tests' databases go: a SQLite path template containing {name}, "
-             "e.g. /tmp/apm/{name}.db, or a PostgreSQL URL, e.g. postgresql://me@localhost/app, on which "
-             "each test creates (and drops) the database app_<test> (default: a fresh SQLite file per test "
-             "under pytest's temporary folder)",
-    )
+    group.addoption("--apm-migrations", metavar="DIR", dest="apm_migrations", default=None,
+                    help="test every migration of the catalog in DIR: catalog, upgrade, stairway[V], downgrade-all")
+    group.addoption("--apm-db", metavar="TEMPLATE", dest="apm_db", default=None,
+                    help="where the migration tests' databases go: a SQLite path template containing {name}, "
+                         "e.g. /tmp/apm/{name}.db, or a PostgreSQL URL, e.g. postgresql://me@localhost/app, on which "
+                         "each test creates (and drops) the database app_<test> (default: a fresh SQLite file per test "
+                         "under pytest's temporary folder)")
     parser.addini("apm_migrations", "the catalog folder whose migrations pytest should test (like --apm-migrations)")
     parser.addini("apm_db", "a SQLite path template containing {name}, or a PostgreSQL URL, for the migration "
                             "tests' databases (like --apm-db)")
@@ -317,11 +313,8 @@ def apm_migrations_dir(pytestconfig: pytest.Config) -> Path:
     """The catalog folder under test: ``--apm-migrations`` or ``apm_migrations``; override it to test another."""
     settings = pytestconfig.stash.get(_SETTINGS, None)
     if settings is None:
-        pytest.fail(
-            "no catalog to test: pass --apm-migrations DIR, set apm_migrations = DIR in the pytest "
-            "configuration, or override the apm_migrations_dir fixture",
-            pytrace=False,
-        )
+        pytest.fail("no catalog to test: pass --apm-migrations DIR, set apm_migrations = DIR in the pytest "
+                    "configuration, or override the apm_migrations_dir fixture", pytrace=False)
     return settings.directory
 
 

@@ -73,10 +73,8 @@ class StairBlocked(Exception):
         self.version = version
         self.blockers = dict(blockers)
         names = ", ".join(sorted(blockers, key=int))
-        super().__init__(
-            f"{version} was not tested: it depends on {names}, whose upgrade failed "
-            f"({'; '.join(blockers[v] for v in sorted(blockers, key=int))})"
-        )
+        super().__init__(f"{version} was not tested: it depends on {names}, whose upgrade failed "
+                         f"({'; '.join(blockers[v] for v in sorted(blockers, key=int))})")
 
 
 class NoDowngrade(Exception):

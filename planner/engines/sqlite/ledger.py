@@ -287,11 +287,8 @@ class Ledger:
         value = versions.number(version)
         if cursor.rowcount == 0 and value is not None:
             # The same rule as planner.versions, in SQL: ASCII digits only, compared as numbers.
-            self.conn.execute(
-                f"DELETE FROM {TABLE} WHERE version NOT GLOB '*[^0-9]*' AND version != '' "
-                f"AND CAST(version AS INTEGER) = ?",
-                (value,),
-            )
+            self.conn.execute(f"DELETE FROM {TABLE} WHERE version NOT GLOB '*[^0-9]*' AND version != '' "
+                              f"AND CAST(version AS INTEGER) = ?", (value,))
 
     def log(
         self,
@@ -303,11 +300,9 @@ class Ledger:
         detail: str | None = None,
     ) -> None:
         """Append one row to the history; the caller commits it."""
-        self.conn.execute(
-            f"INSERT INTO {LOG_TABLE} (version, action, at, checksum, execution_ms, outcome, detail) "
-            f"VALUES (?, ?, CURRENT_TIMESTAMP, ?, ?, ?, ?)",
-            (version, action, checksum, execution_ms, outcome, detail),
-        )
+        self.conn.execute(f"INSERT INTO {LOG_TABLE} (version, action, at, checksum, execution_ms, outcome, detail) "
+                          f"VALUES (?, ?, CURRENT_TIMESTAMP, ?, ?, ?, ?)",
+                          (version, action, checksum, execution_ms, outcome, detail))
 
     def history(self, version: str | None = None) -> list[LogEntry]:
         """Everything done so far (to ``version`` only, if given), oldest first."""
