@@ -18,10 +18,8 @@ from cli.output import echo, emit_json, table
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON (see docs/commands.md).")
 def status(as_json: bool) -> None:
     """The applied heads, applied and pending counts, and agent counts."""
-    # start-up time: cli.status runs without planner.loader until status() needs it
     # start-up time: cli.status runs without cli.running until status() needs it
-    from cli.running import warn_about_edited_files
-    from planner.loader import load_catalog
+    from cli.running import load_catalog, warn_about_edited_files
 
     # start-up time: cli.status runs without planner.plan until status() needs it
     from planner.plan import applied_heads, unknown_applied
@@ -30,7 +28,7 @@ def status(as_json: bool) -> None:
     from planner.versions import number
 
     engine = settings().engine
-    catalog = load_catalog(settings().catalog_dir)
+    catalog = load_catalog()
     with engine.reading():  # one server connection for the ledger, the notes and the agents
         entries = engine.applied()  # a missing SQLite file reads as {}; a missing server database is refused
         notes = engine.notes()
@@ -69,7 +67,10 @@ def status(as_json: bool) -> None:
         echo(f"Ledger notes:    {', '.join(report['notes'])} (rows migrations wrote; not applied migrations)")
     if report["rolled_back"]:
         echo(f"Rolled back:     {', '.join(report['rolled_back'])} (by APM's framework; pending again)")
-    _echo_agents(report["agents"])
+    counts = report["agents"]
+    if counts is not None:
+        tiers = ", ".join(f"tier {t}: {n}" for t, n in counts["by_tier"].items())
+        echo(f"Agents:          {counts['total']} ({counts['active']} active{'; ' + tiers if tiers else ''})")
 
 
 def _agents_or_none() -> list | None:
@@ -91,12 +92,6 @@ def _agent_counts(agents: list | None) -> dict | None:
     return {"total": len(agents), "active": sum(1 for a in agents if a.is_active),
             "by_tier": {str(t): sum(1 for a in agents if a.tier == t) for t in sorted({a.tier for a in agents},
                                                                                     key=str)}}
-
-
-def _echo_agents(counts: dict | None) -> None:
-    if counts is not None:
-        tiers = ", ".join(f"tier {t}: {n}" for t, n in counts["by_tier"].items())
-        echo(f"Agents:          {counts['total']} ({counts['active']} active{'; ' + tiers if tiers else ''})")
 
 
 @click.group()
