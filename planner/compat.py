@@ -144,11 +144,7 @@ def read_agents(engine: Engine, role: str | None = None) -> list[Agent]:
         raise NoAgentsTable(engine.display)
     # Filtered and ordered here rather than in SQL: the table is small, and the engines spell parameters apart.
     wanted = [row for row in rows if row.get("role") == role] if role else rows
-    return agents_from_rows(sorted(wanted, key=lambda row: _id_order(row.get("id"))))
-
-
-def _id_order(value: object) -> tuple[bool, Any]:
-    return value is None, value
+    return agents_from_rows(sorted(wanted, key=lambda row: (row.get("id") is None, row.get("id"))))
 
 
 def agents_from_rows(rows: Iterable[dict[str, Any]]) -> list[Agent]:
