@@ -347,14 +347,6 @@ def drift_command(ctx: click.Context, as_json: bool) -> None:
         ctx.exit(EXIT_DRIFT)
 
 
-def _size(size: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size} bytes"  # pragma: no cover
-
-
 def _utc(moment) -> str | None:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if moment else None
 
@@ -364,6 +356,9 @@ def _utc(moment) -> str | None:
 @click.option("--json", "as_json", is_flag=True, help="Print the backups as JSON (see docs/commands.md).")
 def backups_command(as_json: bool) -> None:
     """List the backups of the database, newest first, with size and ledger head."""
+    # start-up time: cli.safety runs without planner.findings until backups_command() needs it
+    from planner.findings import size_text
+
     engine = settings().engine
     infos = engine.backups.described()
     if as_json:
@@ -374,7 +369,7 @@ def backups_command(as_json: bool) -> None:
     if not infos:
         echo(f"No backups of {engine.display} ({engine.backups.names})")
         return
-    rows = [[i.path.name, i.taken.strftime("%Y-%m-%d %H:%M:%S") if i.taken else "-", _size(i.size),
+    rows = [[i.path.name, i.taken.strftime("%Y-%m-%d %H:%M:%S") if i.taken else "-", size_text(i.size, ("bytes", "KiB", "MiB", "GiB")),
              (i.head or "-") if i.problem is None else f"unreadable: {i.problem}",
              "-" if i.applied is None else str(len(i.applied))] for i in infos]
     echo(table(rows, ["backup", "taken", "size", "ledger head", "applied"]))
