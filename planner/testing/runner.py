@@ -31,9 +31,7 @@ applies them beside V anyway. Rolling V back alone is then exactly what
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -268,8 +266,7 @@ def _blame_broken(runner: MigrationRunner, plan: Plan) -> None:
     for step in plan.steps:
         runner.run(Plan(plan.direction, (step,), target=plan.target))
         after = runner.database.broken()
-        newly = [f"upgrade leaves {what} broken: it no longer compiles ({reason})"
-                 for what, reason in sorted(after.items()) if what not in before]
+        newly = _newly_broken(before, after, "upgrade")
         if newly:
             raise MigrationTestFailure(step.version, newly)
         before = after
@@ -377,19 +374,6 @@ class Migrator:
             self._connection.execute("COMMIT")
 
 
-@dataclass
-class StairResult:
-    """What climbing one stair did: the plan of each move, and the warnings worth showing."""
-
-    version: str
-    reversible: bool
-    #: The database the stair was climbed on (a ``SQLiteDatabase`` or ``PostgresDatabase``).
-    database: TestDatabase
-    fresh_database: bool = False
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-
 class Stairway:
     """Climbs a catalog one version at a time: apply V, roll it back, compare, re-apply, compare.
 
@@ -429,10 +413,8 @@ class Stairway:
         """The order that climbs each stair once, on one database: the graph's topological order."""
         return self.catalog.graph.topological_order()
 
-    def climb(self, version: str) -> StairResult:
+    def climb(self, version: str) -> None:
         """Test ``version``'s stair; raise ``MigrationTestFailure``, ``StairBlocked`` or ``NoDowngrade``."""
-
-        started = time.perf_counter()
         migration = self.catalog.get(version)
         version = migration.version
         needs = self.catalog.graph.ancestors(version)
@@ -442,7 +424,6 @@ class Stairway:
         fresh = self._prepare(version, needs)
         runner = self.runner
         assert runner is not None
-        result = StairResult(version, migration.reversible, runner.database, fresh)
 
         # In an unbroken walk the previous stair ended on this very schema (seeds add rows only).
         before = self._last_state if not fresh and self._last_state is not None else runner.state()
@@ -501,8 +482,6 @@ class Stairway:
         if lines:
             raise MigrationTestFailure(version, lines)
         self._last_state, self._last_broken = again, broken
-        result.seconds = time.perf_counter() - started
-        return result
 
     def close(self) -> None:
         """Hand the walk's database to ``release``; the next stair starts a fresh one."""
