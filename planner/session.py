@@ -269,7 +269,7 @@ class Session(ABC, Generic[DriverT, ObserverT, ConnectionT]):
         started = time.perf_counter()
         with self.output.capture():  # a migration's print() never reaches stdout; the step's event carries it
             detail = self.perform(step, observer)
-        self.record(step, round((time.perf_counter() - started) * 1000), detail=detail)
+        self.record(step, _ms_since(started), detail=detail)
         return None
 
     def attempt_outside_transaction(self, step: Step) -> str | None:
@@ -290,7 +290,7 @@ class Session(ABC, Generic[DriverT, ObserverT, ConnectionT]):
         except (MigrationFailed, ValidationFailed, ForeignKeyViolation) as exc:
             raise NonTransactionalFailed(step.version, step.direction, getattr(exc, "cause", exc)) from exc
         with self.transaction():
-            self.record(step, round((time.perf_counter() - started) * 1000), detail=detail)
+            self.record(step, _ms_since(started), detail=detail)
         return None
 
     def admit_alone(self, step: Step) -> str | None:
