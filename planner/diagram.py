@@ -142,13 +142,8 @@ def rollback_set(catalog: Catalog, applied: Collection[str] | None, version: str
     return set(rollback_scope(catalog, applied, version).order)
 
 
-def build_diagram(
-    catalog: Catalog,
-    applied: Collection[str] | None = None,
-    *,
-    focus: str | None = None,
-    rollback: str | None = None,
-) -> Diagram:
+def build_diagram(catalog: Catalog, applied: Collection[str] | None = None, *, focus: str | None = None,
+                  rollback: str | None = None) -> Diagram:
     """Decide which nodes and edges to draw, and how to mark each one.
 
     ``applied`` is the ledger's versions in any spelling (``"27"`` or

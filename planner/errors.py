@@ -264,14 +264,8 @@ class RollbackRefused(PlanError):
     a cascade that would be refused too.
     """
 
-    def __init__(
-        self,
-        version: str,
-        dependents: Sequence[str],
-        cascade_order: Sequence[str],
-        irreversible: Sequence[str] = (),
-        reasons: Mapping[str, str] | None = None,
-    ):
+    def __init__(self, version: str, dependents: Sequence[str], cascade_order: Sequence[str],
+                 irreversible: Sequence[str] = (), reasons: Mapping[str, str] | None = None):
         self.version = version
         self.dependents = tuple(dependents)
         self.cascade_order = tuple(cascade_order)

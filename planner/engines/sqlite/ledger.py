@@ -290,15 +290,8 @@ class Ledger:
             self.conn.execute(f"DELETE FROM {TABLE} WHERE version NOT GLOB '*[^0-9]*' AND version != '' "
                               f"AND CAST(version AS INTEGER) = ?", (value,))
 
-    def log(
-        self,
-        version: str,
-        action: str,
-        outcome: str,
-        checksum: str | None = None,
-        execution_ms: int | None = None,
-        detail: str | None = None,
-    ) -> None:
+    def log(self, version: str, action: str, outcome: str, checksum: str | None = None, execution_ms: int | None = None,
+            detail: str | None = None) -> None:
         """Append one row to the history; the caller commits it."""
         self.conn.execute(f"INSERT INTO {LOG_TABLE} (version, action, at, checksum, execution_ms, outcome, detail) "
                           f"VALUES (?, ?, CURRENT_TIMESTAMP, ?, ?, ?, ?)",

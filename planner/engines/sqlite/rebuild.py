@@ -258,13 +258,8 @@ def _sequence(conn: sqlite3.Connection, table: str) -> int | None:
     return None if row is None else row[0]
 
 
-def _refuse_unsafe(
-    table: str,
-    new_columns: list[_Column],
-    old_columns: Mapping[str, _Column],
-    convert: Mapping[str, tuple[str, str]],
-    dependents: list[_SchemaObject],
-) -> None:
+def _refuse_unsafe(table: str, new_columns: list[_Column], old_columns: Mapping[str, _Column],
+                   convert: Mapping[str, tuple[str, str]], dependents: list[_SchemaObject]) -> None:
     writable = {c.name.lower() for c in new_columns if not c.generated}
     for key, (name, _) in convert.items():
         if key not in writable:
@@ -290,15 +285,8 @@ def _refuse_unsafe(
             )
 
 
-def _copy_rows(
-    conn: sqlite3.Connection,
-    table: str,
-    temporary: str,
-    without_rowid: bool,
-    new_columns: list[_Column],
-    old_columns: Mapping[str, _Column],
-    convert: Mapping[str, tuple[str, str]],
-) -> bool:
+def _copy_rows(conn: sqlite3.Connection, table: str, temporary: str, without_rowid: bool, new_columns: list[_Column],
+               old_columns: Mapping[str, _Column], convert: Mapping[str, tuple[str, str]]) -> bool:
     """Copy the rows into the new table; whether each kept its rowid (so old and new rows can be paired)."""
     targets, sources = [], []
     for column in new_columns:
