@@ -11,6 +11,7 @@ catalog README cannot go stale: regenerate them instead.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import cast
@@ -18,8 +19,11 @@ from typing import cast
 import click
 
 from cli import errors as advice
-from cli.options import VERSION, settings, shared_options
+from cli.errors import CommandError
+from cli.options import (EXIT_CATALOG, EXIT_FAILED, VERSION, catalog_to_write, refuse_installed, settings,
+                         shared_options)
 from cli.output import echo, emit_json
+from cli.running import load_catalog
 
 
 @click.command("new")
@@ -31,9 +35,6 @@ from cli.output import echo, emit_json
 @click.option("--sql", is_flag=True, help="Write a plain SQL migration (migration_<next>_<slug>.sql).")
 def new_command(description: str, depends_on: tuple[str, ...], root: bool, sql: bool) -> None:
     """Create migration_<next>_<slug>.py (or .sql with --sql) with DESCRIPTION, ready to fill in."""
-    # start-up time: cli.authoring runs without cli.options until new_command() needs it
-    from cli.options import catalog_to_write
-
     # start-up time: cli.authoring runs without planner.scaffold until new_command() needs it
     from planner.scaffold import create_migration
 
@@ -68,16 +69,6 @@ def squash_command(first: str, last: str, schema_only: bool, as_json: bool) -> N
     squash as applied, a fresh one applies the squash alone. A range the
     database (--db, SQLite or PostgreSQL) applied only in part is refused.
     """
-    # start-up time: cli.authoring runs without cli.errors until squash_command() needs it
-    from cli.errors import CommandError
-
-    # start-up time: cli.authoring runs without cli.options until squash_command() needs it
-    # start-up time: cli.authoring runs without cli.options until squash_command() needs it
-    from cli.options import EXIT_FAILED, catalog_to_write
-
-    # start-up time: cli.authoring runs without cli.running until squash_command() needs it
-    from cli.running import load_catalog
-
     # start-up time: cli.authoring runs without planner.errors until squash_command() needs it
     from planner.errors import ExecutionError
 
@@ -130,10 +121,7 @@ def graph_command(fmt: str, output: Path | None, focus: str | None, rollback: st
     # start-up time: cli.authoring runs without planner until graph_command() needs it
     from planner import diagram
 
-    # start-up time: cli.authoring runs without planner.loader until graph_command() needs it
-    from planner.loader import load_catalog
-
-    catalog = load_catalog(settings().catalog_dir)
+    catalog = load_catalog()
     recorded = settings().engine.applied_if_exists()  # no database yet: no applied/pending styling
     applied = list(recorded) if recorded is not None else None
     if fmt in IMAGE_FORMATS:
@@ -159,12 +147,7 @@ def graph_command(fmt: str, output: Path | None, focus: str | None, rollback: st
 def docs_command(output: Path | None, check: bool) -> None:
     """Write the catalog page: table, mermaid diagram and each migration's text."""
     # start-up time: cli.authoring runs without planner.diagram until docs_command() needs it
-    # start-up time: cli.authoring runs without cli.options until docs_command() needs it
-    from cli.options import catalog_to_write, refuse_installed
     from planner.diagram import catalog_page
-
-    # start-up time: cli.authoring runs without planner.loader until docs_command() needs it
-    from planner.loader import load_catalog
 
     if check:
         target = output or settings().catalog_dir / "README.md"
@@ -173,20 +156,11 @@ def docs_command(output: Path | None, check: bool) -> None:
         target = output
     else:
         target = catalog_to_write("apm migrate docs") / "README.md"
-    catalog = load_catalog(settings().catalog_dir)
-    page = catalog_page(catalog)
+    page = catalog_page(load_catalog())
     if check:
         current = target.read_text(encoding="utf-8") if target.exists() else None
         if current != page:
             # A stale page is a catalog problem for CI to fail on, not a bug (exit 1 means a bug).
-            # start-up time: only a stale page needs these
-            import shlex
-
-            from cli.errors import CommandError
-
-            # start-up time: cli.authoring runs without cli.options until docs_command() needs it
-            from cli.options import EXIT_CATALOG
-
             folder = shlex.quote(str(settings().catalog_dir))
             raise CommandError(f"{target} is out of date; run `apm --migrations-dir {folder} migrate docs` to "
                                f"refresh it", EXIT_CATALOG)

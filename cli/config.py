@@ -83,11 +83,6 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def _has_apm_table(data: bytes) -> bool:
-    # Parsing every pyproject.toml on the way up costs a TOML parse; one without "apm" cannot have [tool.apm].
-    return b"apm" in data
-
-
 def find_config(start: Path | None = None) -> tuple[Path, dict[str, Any]] | None:
     """The nearest configuration file from ``start`` upward, with its raw table; ``None`` if there is none."""
     folder = (start or Path.cwd()).resolve()
@@ -102,7 +97,7 @@ def find_config(start: Path | None = None) -> tuple[Path, dict[str, Any]] | None
                     data = file.read()
             except OSError:
                 continue  # an unreadable packaging file is not ours to complain about
-            if not _has_apm_table(data):
+            if b"apm" not in data:  # no [tool.apm] in it: not worth a TOML parse
                 continue
             table = _parse(project, data).get("tool", {})
             if isinstance(table, dict) and "apm" in table:
@@ -177,6 +172,10 @@ def _fleet_pattern(folder: Path, pattern: str) -> str:
     return expanded if os.path.isabs(expanded) else str(folder / expanded)
 
 
+#: The keys whose value is a whole number, with its bounds (``None``: no upper bound).
+_WHOLE = {"keep_backups": (1, None), "large_table_rows": (1, None), "lock_retries": (0, 100)}
+
+
 def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
     def bad() -> ConfigError:
         return ConfigError(f"{where}: {key} must be {KEYS[key]}, got {_shown(value)}")
@@ -210,8 +209,9 @@ def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 86400:
             raise bad()  # NaN and infinity fail the range too: SQLite's timeout is a C int of milliseconds
         return float(value)
-    if key == "keep_backups":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if key in _WHOLE:
+        low, high = _WHOLE[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
             raise bad()
         return value
     if key in ("lock_timeout", "statement_timeout"):
@@ -236,14 +236,6 @@ def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
         if not isinstance(value, dict) or any(c not in CODES or v not in LEVELS for c, v in value.items()):
             raise bad()
         return dict(value)
-    if key == "large_table_rows":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise bad()
-        return value
-    if key == "lock_retries":
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
-            raise bad()
-        return value
     raise bad()  # pragma: no cover - KEYS and this function list the same keys
 
 
@@ -258,18 +250,16 @@ def config_origin(error: BaseException, settings: Any) -> str | None:
     overrode the file's value.
     """
     # start-up time: cli.config runs without planner until config_origin() needs it
-    # start-up time: cli.config runs without planner until config_origin() needs it
     from planner import errors as E
-    from planner import errors as engine_errors
 
     config = settings.config
     key = None
     if isinstance(error, E.CatalogNotFound):
         key = "migrations_dir"
     elif isinstance(error, (E.DatabaseNotFound, E.DatabaseDirectoryMissing, E.NotADatabase, E.DatabaseReadOnly,
-                            engine_errors.DatabaseUnreachable, engine_errors.DriverMissing)):
+                            E.DatabaseUnreachable, E.DriverMissing)):
         key = "db"
-    elif (isinstance(error, (engine_errors.BackupFailed, engine_errors.RestoreFailed))
+    elif (isinstance(error, (E.BackupFailed, E.RestoreFailed))
           and config.get("backup_dir") is not None and str(config.get("backup_dir")) in str(error)):
         key = "backup_dir"
     return from_config(settings, key) if key is not None else None

@@ -13,7 +13,6 @@ cannot know who asked (this command, a fleet, a program embedding the
 planner), so it names no ``apm`` command and no option. Here each error
 class gets the advice this command's user can follow, built from the
 error's fields, so the line a person reads is the fact and the way out.
-Nothing here imports the planner at start-up.
 """
 
 from __future__ import annotations
@@ -85,9 +84,7 @@ def as_command_error(error: Exception) -> CommandError:
         if is_sqlite_error(error):
             return CommandError(f"SQLite error: {error}; run with --debug for details", code)
         return CommandError(message(error), code)
-    return CommandError(
-        f"internal error {type(error).__name__}: {error}; run again with --debug and report it", code
-    )
+    return CommandError(f"internal error {type(error).__name__}: {error}; run again with --debug and report it", code)
 
 
 # --------------------------------------------------------------------------
@@ -147,9 +144,7 @@ def message(error: BaseException) -> str:
 def _table() -> dict[type, _Advise]:
     """Each library error class and the whole line this command shows for it."""
     # start-up time: cli.errors runs without planner until _table() needs it
-    # start-up time: cli.errors runs without planner until _table() needs it
     from planner import errors as E
-    from planner import errors as engine
 
     return {
         E.DatabaseLocked: lambda e: f"{e}. Wait for it to finish and retry, or raise --busy-timeout",
@@ -197,8 +192,8 @@ def _table() -> dict[type, _Advise]:
         E.UnreadableJournal: lambda e: f"{e}; start a new run instead (without --resume)",
         E.CatalogNotFound: lambda e: f"{e}; pass --migrations-dir or set APM_MIGRATIONS_DIR",
         E.CatalogInvalid: _catalog_invalid,
-        engine.BackupToolMissing: lambda e: str(e) if e.advice else f"{e}. Install it, or pass --no-backup",
-        engine.BackupFailed: lambda e: str(e) if e.advice else f"{e}. Fix it, or pass --no-backup",
+        E.BackupToolMissing: lambda e: str(e) if e.advice else f"{e}. Install it, or pass --no-backup",
+        E.BackupFailed: lambda e: str(e) if e.advice else f"{e}. Fix it, or pass --no-backup",
     }
 
 

@@ -121,7 +121,6 @@ def _migrate() -> click.Command:
 
 def _fleet() -> click.Command:
     # start-up time: cli.main runs without cli.fleet until _fleet() needs it
-    # start-up time: cli.main runs without cli.fleet until _fleet() needs it
     from cli.fleet import fleet, migrate_command
 
     fleet.add_command(migrate_command)

@@ -22,7 +22,7 @@ from typing import cast
 import click
 
 from cli.lazy import LazyGroup
-from cli.options import STATE, VERSION, settings, shared_options
+from cli.options import EXIT_PENDING, STATE, VERSION, settings, shared_options
 from cli.output import echo, emit_json, migration_row, note_json, note_row, plan_json, table
 from cli.running import (
     dry_run_report,
@@ -192,10 +192,6 @@ def _mark(applied: str | None, rolled_back: str | None, as_json: bool) -> None:
     version = cast(str, applied or rolled_back)  # the command calls _mark only when one of them is given
     migration = marks.mark(settings().engine, catalog, version, applied=applied is not None)
     action, verb = ("mark-applied", "Marked as applied") if applied else ("mark-rolled-back", "Marked as rolled back")
-    _marked(migration, action, verb, as_json)
-
-
-def _marked(migration, action: str, verb: str, as_json: bool) -> None:
     if as_json:
         emit_json({"action": action, "version": migration.version, "description": migration.description})
     else:
@@ -236,13 +232,9 @@ def _show_applied(as_json: bool) -> None:
     # start-up time: cli.migrate runs without planner.lint until _show_applied() needs it
     from planner.lint import file_states
 
-    # start-up time: cli.migrate runs without planner.loader until _show_applied() needs it
-    from planner.loader import load_catalog as load
-
     entries = ledger_entries()
     notes = settings().engine.notes()  # rows that are no applied migration (APM's framework's notes)
-    catalog = load(settings().catalog_dir)
-    states = file_states(catalog, entries)
+    states = file_states(load_catalog(), entries)
     ordered = list(entries.values())  # read_ledger orders them: versions by number, other rows after
     if as_json:
         emit_json([{"version": e.version, "description": e.description, "applied_at": e.applied_at,
@@ -280,25 +272,14 @@ def plan_command(rollback: str | None, cascade: bool, target: str | None, to: st
     With --exit-code, the exit status says whether there is anything to do
     (9, whatever the plan's direction) or not (0), for scripts and CI.
     """
-    plan = _show_plan(rollback, cascade, target, to, rehearse, sql, as_json)
-    if exit_code and plan:
-        # start-up time: cli.migrate runs without cli.options until plan_command() needs it
-        from cli.options import EXIT_PENDING
-
-        click.get_current_context().exit(EXIT_PENDING)
-
-
-def _show_plan(rollback: str | None, cascade: bool, target: str | None, to: str | None, rehearse: bool, sql: bool,
-               as_json: bool):
-    """Print the plan the options ask for (and its rehearsal); the plan, so the caller can say if it has steps."""
     if cascade and rollback is None:
         raise click.UsageError("--cascade only makes sense with --rollback VERSION")
     if sum(v is not None for v in (target, rollback, to)) > 1:
         raise click.UsageError("--target, --rollback and --to cannot be used together; choose one")
-    # start-up time: cli.migrate runs without planner.plan until _show_plan() needs it
+    # start-up time: cli.migrate runs without planner.plan until plan_command() needs it
     from planner.plan import refuse_empty_upgrades
 
-    # start-up time: cli.migrate runs without planner.request until _show_plan() needs it
+    # start-up time: cli.migrate runs without planner.request until plan_command() needs it
     from planner.request import Request
 
     catalog = load_catalog()
@@ -306,19 +287,16 @@ def _show_plan(rollback: str | None, cascade: bool, target: str | None, to: str 
     plan = request.plan(catalog, ledger_entries())
     refuse_empty_upgrades(plan)  # what `apm migrate` would answer
     rehearse = rehearse or sql
-    if as_json and not rehearse:
-        emit_json(plan_json(plan))
-        return plan
     if as_json:
-        preview = preview_plan(catalog, plan, request) if plan else None
-        emit_json({**plan_json(plan), "preview": preview.to_json() if preview else None})
-        return plan
-    if not plan:
+        preview = preview_plan(catalog, plan, request) if plan and rehearse else None
+        emit_json({**plan_json(plan), **({"preview": preview.to_json() if preview else None} if rehearse else {})})
+    elif not plan:
         echo(f"Nothing to do: already at {to}" if to is not None else "Nothing to apply")
-        return plan
-    echo(plan_title(plan))
-    echo(plan_table(plan))
-    if rehearse:
-        echo()
-        dry_run_report(catalog, plan, request, as_json=False, exit_on_loss=False)
-    return plan
+    else:
+        echo(plan_title(plan))
+        echo(plan_table(plan))
+        if rehearse:
+            echo()
+            dry_run_report(catalog, plan, request, as_json=False, exit_on_loss=False)
+    if exit_code and plan:
+        click.get_current_context().exit(EXIT_PENDING)

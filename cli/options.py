@@ -315,10 +315,6 @@ def _path(value: str) -> Path:
     return Path(value)
 
 
-def _store_path(name: str):
-    return _store(name, _path)
-
-
 def _db(value: str) -> Path | str:
     """``--db``: a PostgreSQL connection string stays a string (a Path would fold its ``//``), else a path."""
     # start-up time: cli.options runs without planner.engines until _db() needs it
@@ -360,86 +356,36 @@ def _debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
 def shared_options(top_level: bool = False):
     """The options every command accepts; ``top_level`` also reads the ``APM_*`` environment variables."""
 
+    def shared(name: str, env: str, callback, help: str, **kwargs):
+        # Eager and stored into Settings rather than passed: the commands' own signatures stay as they are.
+        return click.option(name, envvar=env if top_level else None, show_envvar=False,  # the help text names it
+                            expose_value=False, is_eager=True, callback=callback, help=help, **kwargs)
+
     def decorate(command):
         options = [
-            click.option(
-                "--db",
-                # A folder or an unreadable path is the library's to report (a database problem, exit 6).
-                type=str,
-                metavar="PATH",
-                envvar="APM_DB" if top_level else None,
-                show_envvar=False,  # the help text names it
-                expose_value=False,
-                is_eager=True,
-                callback=_store("db", _db),
-                help=f"SQLite database file, or a PostgreSQL URL (postgresql://user@host:port/dbname) "
-                     f"[default: {DEFAULT_DB}; env APM_DB].",
-            ),
-            click.option(
-                "--migrations-dir",
-                type=str,
-                metavar="DIR",
-                envvar="APM_MIGRATIONS_DIR" if top_level else None,
-                show_envvar=False,  # the help text names it
-                expose_value=False,
-                is_eager=True,
-                callback=_store_path("migrations_dir"),
-                help="Folder of migration_*.py and .sql files [default: APM's shipped catalog; env APM_MIGRATIONS_DIR].",
-            ),
-            click.option(
-                "--busy-timeout",
-                # At most a day: SQLite takes milliseconds as a C int, and a larger wait would silently be none.
-                type=click.FloatRange(min=0, max=86400),
-                expose_value=False,
-                is_eager=True,
-                envvar="APM_BUSY_TIMEOUT" if top_level else None,
-                show_envvar=False,  # the help text names it
-                callback=_store("busy_timeout"),
-                help="Seconds (0 to 86400) to wait for another process's lock [default: 30; env APM_BUSY_TIMEOUT].",
-            ),
-            click.option(
-                "--keep-backups",
-                type=click.IntRange(min=1),
-                metavar="N",
-                envvar="APM_KEEP_BACKUPS" if top_level else None,
-                show_envvar=False,  # the help text names it
-                expose_value=False,
-                is_eager=True,
-                callback=_store("keep_backups"),
-                help="After writing a backup, delete all but the newest N [default: keep all; env APM_KEEP_BACKUPS].",
-            ),
-            click.option(
-                "--ledger-schema",
-                type=str,
-                metavar="SCHEMA",
-                envvar="APM_LEDGER_SCHEMA" if top_level else None,
-                show_envvar=False,  # the help text names it
-                expose_value=False,
-                is_eager=True,
-                callback=_store("ledger_schema_option", _schema),
-                help="PostgreSQL: the schema holding the ledger tables [default: public; env APM_LEDGER_SCHEMA].",
-            ),
-            click.option(
-                "--backup-dir",
-                type=str,
-                metavar="DIR",
-                envvar="APM_BACKUP_DIR" if top_level else None,
-                show_envvar=False,  # the help text names it
-                expose_value=False,
-                is_eager=True,
-                callback=_store("backup_dir_option", _path),
-                help="PostgreSQL: the folder for pg_dump backups taken before a rollback [default: .; "
-                     "env APM_BACKUP_DIR].",
-            ),
-            click.option(
-                "--debug",
-                is_flag=True,
-                default=False,
-                expose_value=False,
-                is_eager=True,
-                callback=_debug,
-                help="Show the full traceback of an error.",
-            ),
+            # A folder or an unreadable path is the library's to report (a database problem, exit 6).
+            shared("--db", "APM_DB", _store("db", _db), type=str, metavar="PATH",
+                   help=f"SQLite database file, or a PostgreSQL URL (postgresql://user@host:port/dbname) "
+                        f"[default: {DEFAULT_DB}; env APM_DB]."),
+            shared("--migrations-dir", "APM_MIGRATIONS_DIR", _store("migrations_dir", _path), type=str, metavar="DIR",
+                   help="Folder of migration_*.py and .sql files [default: APM's shipped catalog; env "
+                        "APM_MIGRATIONS_DIR]."),
+            # At most a day: SQLite takes milliseconds as a C int, and a larger wait would silently be none.
+            shared("--busy-timeout", "APM_BUSY_TIMEOUT", _store("busy_timeout"),
+                   type=click.FloatRange(min=0, max=86400),
+                   help="Seconds (0 to 86400) to wait for another process's lock [default: 30; env APM_BUSY_TIMEOUT]."),
+            shared("--keep-backups", "APM_KEEP_BACKUPS", _store("keep_backups"), type=click.IntRange(min=1),
+                   metavar="N",
+                   help="After writing a backup, delete all but the newest N [default: keep all; "
+                        "env APM_KEEP_BACKUPS]."),
+            shared("--ledger-schema", "APM_LEDGER_SCHEMA", _store("ledger_schema_option", _schema), type=str,
+                   metavar="SCHEMA",
+                   help="PostgreSQL: the schema holding the ledger tables [default: public; env APM_LEDGER_SCHEMA]."),
+            shared("--backup-dir", "APM_BACKUP_DIR", _store("backup_dir_option", _path), type=str, metavar="DIR",
+                   help="PostgreSQL: the folder for pg_dump backups taken before a rollback [default: .; "
+                        "env APM_BACKUP_DIR]."),
+            click.option("--debug", is_flag=True, default=False, expose_value=False, is_eager=True, callback=_debug,
+                         help="Show the full traceback of an error."),
         ]
         for option in reversed(options):
             command = option(command)
@@ -492,8 +438,6 @@ def catalog_to_write(what: str) -> Path:
     an editable checkout, because the same command run anywhere else would
     write into site-packages.
     """
-    pass
-
     options = settings()
     named = options.migrations_dir if options.migrations_dir is not None else options.config.get("migrations_dir")
     if named is None:

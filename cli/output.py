@@ -12,6 +12,8 @@ fills the screen. This one redraws one line, cut to the terminal's width.
 
 from __future__ import annotations
 
+import shutil
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -46,33 +48,16 @@ def duration(ms: float) -> str:
     return f"{ms:.0f} ms" if ms >= 1 else f"{ms:.1f} ms"
 
 
-def migration_row(migration, with_dependencies: bool = True) -> list[str]:
-    row = [migration.version, migration.description]
-    if with_dependencies:
-        row.append(", ".join(migration.depends_on) or "-")
-    return row
-
-
-def step_json(step) -> dict[str, Any]:
-    migration = step.migration
-    return {
-        "version": migration.version,
-        "description": migration.description,
-        "direction": step.direction,
-        "depends_on": list(migration.depends_on),
-        "reversible": migration.reversible,
-        "irreversible": migration.irreversible_reason,
-        "transactional": migration.transactional,
-    }
+def migration_row(migration) -> list[str]:
+    return [migration.version, migration.description, ", ".join(migration.depends_on) or "-"]
 
 
 def plan_json(plan) -> dict[str, Any]:
-    return {
-        "direction": plan.direction,
-        "target": plan.target,
-        "cascade": plan.cascade,
-        "steps": [step_json(step) for step in plan.steps],
-    }
+    steps = [{"version": s.version, "description": s.migration.description, "direction": s.direction,
+              "depends_on": list(s.migration.depends_on), "reversible": s.migration.reversible,
+              "irreversible": s.migration.irreversible_reason, "transactional": s.migration.transactional}
+             for s in plan.steps]
+    return {"direction": plan.direction, "target": plan.target, "cascade": plan.cascade, "steps": steps}
 
 
 def printed_lines(output: str) -> list[str]:
@@ -115,9 +100,6 @@ def confirm(question: str) -> bool:
     # start-up time: cli.output runs without select until confirm() needs it
     import select
 
-    # start-up time: cli.output runs without sys until confirm() needs it
-    import sys
-
     while True:
         click.echo(f"{question} [y/N]: ", nl=False, err=True)
         try:
@@ -146,9 +128,6 @@ class Progress:
     """
 
     def __init__(self, total: int, keep_lines: bool = True):
-        # start-up time: cli.output runs without shutil until __init__() needs it
-        import shutil
-
         self.total = total
         self.count = 0
         self.keep_lines = keep_lines

@@ -27,7 +27,7 @@ from typing import Any
 import click
 
 from cli import errors as advice
-from cli.errors import CommandError
+from cli.errors import CommandError, exit_code_for, interrupted_exit_code
 from cli.options import ENGINE_HOOKS, EXIT_LOCK_RISK, EXIT_UNCONFIRMED, Settings, settings
 from cli.output import Progress, confirm, duration, echo, emit_json, plan_json, printed_lines
 
@@ -133,7 +133,8 @@ def run_plan(catalog, plan, request, *, as_json: bool):
                                    plan if outcome is None or not outcome.in_parts else None,
                                    confirmed=confirmed, locks_accepted=locks_accepted, on_event=watch.event,
                                    ask_outside=lambda loss: _ask_outside(loss, as_json),
-                                   ask_outside_locks=lambda locks: _ask_outside_locks(locks, as_json), after=outcome)
+                                   ask_outside_locks=lambda locks: _ask_outside(
+                                       locks, as_json, "takes locks that can hold a live database up"), after=outcome)
         except Interrupted as interrupt:
             watch.close(committed=False)
             raise _interrupted(plan, request, watch, interrupt) from None
@@ -156,12 +157,6 @@ def run_plan(catalog, plan, request, *, as_json: bool):
 
 def _answer(plan, outcome, as_json: bool, confirmed, locks_accepted) -> tuple[list[str] | None, list[str]]:
     """Why the run stopped, told as the command's error; or, on a terminal, a person's answer to run it again."""
-    # start-up time: cli.running runs without cli until _answer() needs it
-    from cli import errors as advice
-
-    # start-up time: cli.running runs without cli.errors until _answer() needs it
-    from cli.errors import exit_code_for
-
     # start-up time: cli.running runs without planner until _answer() needs it
     from planner import request as requests
 
@@ -202,7 +197,9 @@ def _answer(plan, outcome, as_json: bool, confirmed, locks_accepted) -> tuple[li
                            EXIT_LOCK_RISK if locks else EXIT_UNCONFIRMED)
     if outcome.status == requests.REFUSED:
         if scripted:
-            raise CommandError(lock_refusal(findings, unchanged), EXIT_LOCK_RISK)
+            raise CommandError(f"lock findings stop this plan ({'; '.join(findings)}); {unchanged}. Accept them with "
+                               f"allow = [\"code\"] in the migration or --allow CODE (--yes does not), or change the "
+                               f"migration (docs/locks.md)", EXIT_LOCK_RISK)
         _ask([line for step in outcome.stopped.steps for line in step.describe() if ": lock " in line], unchanged,
              heading="This plan takes locks that can hold a live database up:", code=EXIT_LOCK_RISK)
         return confirmed, list(findings)  # run again; data loss, if any, is asked about next
@@ -229,29 +226,18 @@ def _ask(lines: list[str], unchanged: str = "nothing was changed", heading: str 
         raise CommandError(f"not confirmed; {unchanged}", code)
 
 
-def _ask_outside(loss, as_json: bool) -> bool:
-    """A statement of a step outside any transaction destroys data: a person on a terminal is asked (not a script)."""
+def _ask_outside(found, as_json: bool, what: str = "destroys data") -> bool:
+    """A statement of a step outside any transaction destroys data (or takes locks that gate): a person on a
+    terminal is asked, never a script (and ``--yes`` never accepts the locks)."""
     if as_json or not stdin_is_terminal():
         return False
-    _show(f"{loss.version} runs outside a transaction (transactional = False); its next statement, "
-          f"`{loss.statement}`, destroys data:", loss.lines)
-    return bool(confirm("Proceed?"))  # Ctrl-C: Interrupted, exit 130
-
-
-def _ask_outside_locks(locks, as_json: bool) -> bool:
-    """A statement of a step outside any transaction takes locks that gate: a person may accept them (not --yes)."""
-    if as_json or not stdin_is_terminal():
-        return False
-    _show(f"{locks.version} runs outside a transaction (transactional = False); its next statement, "
-          f"`{locks.statement}`, takes locks that can hold a live database up:", locks.lines)
+    _show(f"{found.version} runs outside a transaction (transactional = False); its next statement, "
+          f"`{found.statement}`, {what}:", found.lines)
     return bool(confirm("Proceed?"))  # Ctrl-C: Interrupted, exit 130
 
 
 def _interrupted(plan, request, watch: _Watch, interrupt: BaseException) -> BaseException:
     """Ctrl-C: the stop told from the ledger (``interrupted_summary``), or the interrupt itself (nothing committed)."""
-    # start-up time: cli.running runs without cli.errors until _interrupted() needs it
-    from cli.errors import interrupted_exit_code
-
     code = interrupted_exit_code(interrupt)
     if not request.previewed or watch.outside:
         return CommandError(interrupted_summary(plan, request.atomic and not watch.outside, watch.running), code)
@@ -412,16 +398,10 @@ def preview_plan(catalog, plan, request, *, as_json: bool = True):
 
 def dry_run_report(catalog, plan, request, as_json: bool, *, exit_on_loss: bool = True):
     """Preview and roll back: exit 7 when the plan would destroy data, 5 (or the error's code) when a step fails."""
-    # start-up time: cli.running runs without click until dry_run_report() needs it
-    import click
-
     sql = request.sql
     preview = preview_plan(catalog, plan, request, as_json=as_json)
     report_preview(preview, plan, as_json=as_json, sql=sql)
     if preview.error is not None:
-        # start-up time: cli.running runs without cli.errors until dry_run_report() needs it
-        from cli.errors import exit_code_for
-
         raise CommandError(f"{preview.error} (found by the preview: nothing was committed)",
                            exit_code_for(preview.error)) from preview.error
     if (preview.loses_data or preview.unchecked) and exit_on_loss:
@@ -624,16 +604,19 @@ def lock_settings(settings: Settings):
     # start-up time: cli.running runs without planner.locks until lock_settings() needs it
     from planner.locks import DEFAULT_LOCK_RETRIES, DEFAULT_LOCK_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, LockSettings
 
-    def pick(name: str, default):
-        given = getattr(settings, f"{name}_option", None)
-        if given is not None:
-            return given
-        configured = settings.config.get(name)
-        return configured if configured is not None else default
+    return LockSettings(lock_timeout=_lock_setting(settings, "lock_timeout", DEFAULT_LOCK_TIMEOUT)[0],
+                        statement_timeout=_lock_setting(settings, "statement_timeout", DEFAULT_STATEMENT_TIMEOUT)[0],
+                        retries=_lock_setting(settings, "lock_retries", DEFAULT_LOCK_RETRIES)[0])
 
-    return LockSettings(lock_timeout=pick("lock_timeout", DEFAULT_LOCK_TIMEOUT),
-                        statement_timeout=pick("statement_timeout", DEFAULT_STATEMENT_TIMEOUT),
-                        retries=pick("lock_retries", DEFAULT_LOCK_RETRIES))
+
+def _lock_setting(settings: Settings, key: str, default) -> tuple[Any, str]:
+    """(value, where it came from) of one lock setting: an option, else the config file, else ``default``."""
+    given = getattr(settings, f"{key}_option", None)
+    if given is not None:
+        return given, settings.sources.get(key, "option")
+    if settings.config.get(key) is not None:
+        return settings.config.get(key), f"config {settings.config.path}"
+    return default, "default (PostgreSQL only)"
 
 
 def lock_policy(settings: Settings):
@@ -673,19 +656,12 @@ def explain_locks(settings: Settings) -> list[tuple[str, object, str]]:
         shown_duration,
     )
 
-    config = settings.config
     defaults = {"lock_timeout": DEFAULT_LOCK_TIMEOUT, "statement_timeout": DEFAULT_STATEMENT_TIMEOUT,
                 "lock_retries": DEFAULT_LOCK_RETRIES, "lock_gate": DEFAULT_GATE, "lock_levels": {},
                 "large_table_rows": DEFAULT_LARGE_TABLE_ROWS}
     rows = []
     for key, default in defaults.items():
-        given = getattr(settings, f"{key}_option", None)
-        if given is not None:
-            value, source = given, settings.sources.get(key, "option")
-        elif config.get(key) is not None:
-            value, source = config.get(key), f"config {config.path}"
-        else:
-            value, source = default, "default (PostgreSQL only)"
+        value, source = _lock_setting(settings, key, default)
         if key in ("lock_timeout", "statement_timeout"):
             value = shown_duration(value)
         rows.append((key, dict(value) if key == "lock_levels" else value, source))
@@ -714,11 +690,6 @@ def configure(settings: Settings, engine) -> None:
     pg_lock_timeout.listen(tell)
 
 
-def lock_refusal(lines: list[str], unchanged: str) -> str:
-    return (f"lock findings stop this plan ({'; '.join(lines)}); {unchanged}. Accept them with allow = [\"code\"] "
-            f"in the migration or --allow CODE (--yes does not), or change the migration (docs/locks.md)")
-
-
 def check_locks(catalog_dir, engine, findings: list) -> tuple[list, bool, dict]:
     """``apm migrate check`` on PostgreSQL: the pending plan previewed and rolled back, for its lock findings.
 
@@ -730,9 +701,6 @@ def check_locks(catalog_dir, engine, findings: list) -> tuple[list, bool, dict]:
     Returns the findings (``scope = "locks"``), whether one gates (exit 12),
     and what was done, for the output (``previewed``, ``note``).
     """
-    # start-up time: cli.running runs without cli.errors until check_locks() needs it
-    from cli.errors import CommandError, exit_code_for
-
     # start-up time: cli.running runs without planner.errors until check_locks() needs it
     from planner.errors import CatalogError, PlanError
 

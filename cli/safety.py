@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable
+from datetime import timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,11 +34,15 @@ from cli.options import (
     EXIT_LOCK_RISK,
     EXIT_OK,
     EXIT_REFUSED,
+    EXIT_UNCONFIRMED,
+    catalog_to_write,
     settings,
     shared_options,
 )
+from cli.errors import CommandError
 from cli.output import confirm, echo, emit_json, table
-from cli.running import lock_options
+from cli import running
+from cli.running import check_locks, load_catalog, lock_options
 
 if TYPE_CHECKING:
     from planner.engines.base import Engine
@@ -198,18 +203,12 @@ def check_command(as_json: bool, strict: bool, fix: bool, yes: bool) -> None:
     if yes and not fix:
         raise click.UsageError("--yes only makes sense with --fix")
     if fix:
-        # start-up time: cli.safety runs without cli.options until check_command() needs it
-        from cli.options import catalog_to_write
-
         catalog_dir = catalog_to_write("apm migrate check --fix")
         _fix_shared_versions(catalog_dir, yes, engine)
     # A DatabaseError exits 6 through the root group (an unreachable server too; a missing database is empty).
     findings = check_catalog(catalog_dir, engine)
     render = remedy_renderer()
     findings = _name_the_config(findings, options)
-    # start-up time: cli.safety runs without cli.running until check_command() needs it
-    from cli.running import check_locks
-
     lock_findings, locks_gate, locks = check_locks(catalog_dir, engine, findings)
     findings += lock_findings
     shown = engine.display if engine is not None else None
@@ -275,15 +274,6 @@ def _fix_shared_versions(catalog_dir: Path, yes: bool, engine: Engine | None) ->
     when the ledger cannot tell, nothing is renamed (exit 4). The changes go
     to stderr, so ``--json`` still prints one document.
     """
-    # start-up time: cli.safety runs without cli.errors until _fix_shared_versions() needs it
-    from cli.errors import CommandError
-
-    # start-up time: cli.safety runs without cli.options until _fix_shared_versions() needs it
-    from cli.options import EXIT_UNCONFIRMED
-
-    # start-up time: cli.safety runs without cli.running until _fix_shared_versions() needs it
-    from cli.running import stdin_is_terminal
-
     # start-up time: cli.safety runs without planner.loader until _fix_shared_versions() needs it
     from planner.loader import migration_files
 
@@ -312,7 +302,7 @@ def _fix_shared_versions(catalog_dir: Path, yes: bool, engine: Engine | None) ->
     for change in plan.changes:
         echo(f"  {change.describe()}", err=True)
     if not yes:
-        if not stdin_is_terminal():
+        if not running.stdin_is_terminal():
             raise CommandError("check --fix changes files: re-run with --yes to make these changes; nothing was "
                                "changed", EXIT_UNCONFIRMED)
         if not confirm("Make these changes?"):
@@ -332,9 +322,6 @@ def drift_command(ctx: click.Context, as_json: bool) -> None:
     is replayed. Exit 0 when the schema is what its migrations make, 10 when
     it differs (one line per difference).
     """
-    # start-up time: cli.safety runs without cli.running until drift_command() needs it
-    from cli.running import load_catalog
-
     options = settings()
     engine = options.engine
     engine.require()  # no database: exit 6, nothing created
@@ -360,18 +347,7 @@ def drift_command(ctx: click.Context, as_json: bool) -> None:
         ctx.exit(EXIT_DRIFT)
 
 
-def _size(size: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size} bytes"  # pragma: no cover
-
-
 def _utc(moment) -> str | None:
-    # start-up time: cli.safety runs without datetime until _utc() needs it
-    from datetime import timezone
-
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if moment else None
 
 
@@ -380,6 +356,9 @@ def _utc(moment) -> str | None:
 @click.option("--json", "as_json", is_flag=True, help="Print the backups as JSON (see docs/commands.md).")
 def backups_command(as_json: bool) -> None:
     """List the backups of the database, newest first, with size and ledger head."""
+    # start-up time: cli.safety runs without planner.findings until backups_command() needs it
+    from planner.findings import size_text
+
     engine = settings().engine
     infos = engine.backups.described()
     if as_json:
@@ -390,7 +369,7 @@ def backups_command(as_json: bool) -> None:
     if not infos:
         echo(f"No backups of {engine.display} ({engine.backups.names})")
         return
-    rows = [[i.path.name, i.taken.strftime("%Y-%m-%d %H:%M:%S") if i.taken else "-", _size(i.size),
+    rows = [[i.path.name, i.taken.strftime("%Y-%m-%d %H:%M:%S") if i.taken else "-", size_text(i.size, ("bytes", "KiB", "MiB", "GiB")),
              (i.head or "-") if i.problem is None else f"unreadable: {i.problem}",
              "-" if i.applied is None else str(len(i.applied))] for i in infos]
     echo(table(rows, ["backup", "taken", "size", "ledger head", "applied"]))
@@ -414,15 +393,6 @@ def restore_command(backup: str | None, yes: bool, as_json: bool, all_schemas: b
     apm migrate restore --yes            without asking (scripts)
     apm migrate restore --all-schemas    PostgreSQL: the whole dump, other ledgers' schemas too
     """
-    # start-up time: cli.safety runs without cli until restore_command() needs it
-    from cli import running
-
-    # start-up time: cli.safety runs without cli.errors until restore_command() needs it
-    from cli.errors import CommandError
-
-    # start-up time: cli.safety runs without cli.options until restore_command() needs it
-    from cli.options import EXIT_UNCONFIRMED
-
     if backup is not None and not backup.strip():
         raise click.UsageError("BACKUP is empty; name a backup file, or leave it out to restore the newest "
                                "backup of the database (`apm migrate backups` lists them)")

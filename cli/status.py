@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import click
 
-from cli.options import settings, shared_options
+from cli.errors import CommandError
+from cli.options import EXIT_REFUSED, settings, shared_options
 from cli.output import echo, emit_json, table
 
 
@@ -17,10 +18,8 @@ from cli.output import echo, emit_json, table
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON (see docs/commands.md).")
 def status(as_json: bool) -> None:
     """The applied heads, applied and pending counts, and agent counts."""
-    # start-up time: cli.status runs without planner.loader until status() needs it
     # start-up time: cli.status runs without cli.running until status() needs it
-    from cli.running import warn_about_edited_files
-    from planner.loader import load_catalog
+    from cli.running import load_catalog, warn_about_edited_files
 
     # start-up time: cli.status runs without planner.plan until status() needs it
     from planner.plan import applied_heads, unknown_applied
@@ -29,7 +28,7 @@ def status(as_json: bool) -> None:
     from planner.versions import number
 
     engine = settings().engine
-    catalog = load_catalog(settings().catalog_dir)
+    catalog = load_catalog()
     with engine.reading():  # one server connection for the ledger, the notes and the agents
         entries = engine.applied()  # a missing SQLite file reads as {}; a missing server database is refused
         notes = engine.notes()
@@ -68,7 +67,10 @@ def status(as_json: bool) -> None:
         echo(f"Ledger notes:    {', '.join(report['notes'])} (rows migrations wrote; not applied migrations)")
     if report["rolled_back"]:
         echo(f"Rolled back:     {', '.join(report['rolled_back'])} (by APM's framework; pending again)")
-    _echo_agents(report["agents"])
+    counts = report["agents"]
+    if counts is not None:
+        tiers = ", ".join(f"tier {t}: {n}" for t, n in counts["by_tier"].items())
+        echo(f"Agents:          {counts['total']} ({counts['active']} active{'; ' + tiers if tiers else ''})")
 
 
 def _agents_or_none() -> list | None:
@@ -90,12 +92,6 @@ def _agent_counts(agents: list | None) -> dict | None:
     return {"total": len(agents), "active": sum(1 for a in agents if a.is_active),
             "by_tier": {str(t): sum(1 for a in agents if a.tier == t) for t in sorted({a.tier for a in agents},
                                                                                     key=str)}}
-
-
-def _echo_agents(counts: dict | None) -> None:
-    if counts is not None:
-        tiers = ", ".join(f"tier {t}: {n}" for t, n in counts["by_tier"].items())
-        echo(f"Agents:          {counts['total']} ({counts['active']} active{'; ' + tiers if tiers else ''})")
 
 
 @click.group()
@@ -137,12 +133,6 @@ def agents_show(role: str, as_json: bool) -> None:
 
     found = read_agents(settings().engine, role)
     if not found:
-        # start-up time: cli.status runs without cli.errors until agents_show() needs it
-        from cli.errors import CommandError
-
-        # start-up time: cli.status runs without cli.options until agents_show() needs it
-        from cli.options import EXIT_REFUSED
-
         raise CommandError(f"no agent with role {role!r}; see `apm agents list` for the roles", EXIT_REFUSED)
     agent = found[0]
     if as_json:

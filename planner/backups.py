@@ -73,10 +73,8 @@ def ledger_difference(current: dict[str, LedgerEntry], restored: dict[str, Ledge
         return {versions.number(v) if versions.is_version(v) else v: v for v in entries}
 
     now, then = numbered(current), numbered(restored)
-    return LedgerDifference(
-        tuple(versions.ordered(now[k] for k in now.keys() - then.keys())),
-        tuple(versions.ordered(then[k] for k in then.keys() - now.keys())),
-    )
+    return LedgerDifference(tuple(versions.ordered(now[k] for k in now.keys() - then.keys())),
+                            tuple(versions.ordered(then[k] for k in then.keys() - now.keys())))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 import apm_migrations
 
@@ -32,9 +32,6 @@ from planner.errors import CatalogError, MigrationNotFound, SquashConflict, Unkn
 from planner.graph import MigrationGraph
 from planner.migration import Migration
 from planner.versions import number
-
-if TYPE_CHECKING:
-    from planner.graph import MigrationGraph
 
 
 P = ParamSpec("P")

@@ -144,26 +144,14 @@ def read_agents(engine: Engine, role: str | None = None) -> list[Agent]:
         raise NoAgentsTable(engine.display)
     # Filtered and ordered here rather than in SQL: the table is small, and the engines spell parameters apart.
     wanted = [row for row in rows if row.get("role") == role] if role else rows
-    return agents_from_rows(sorted(wanted, key=lambda row: _id_order(row.get("id"))))
-
-
-def _id_order(value: object) -> tuple[bool, Any]:
-    return value is None, value
+    return agents_from_rows(sorted(wanted, key=lambda row: (row.get("id") is None, row.get("id"))))
 
 
 def agents_from_rows(rows: Iterable[dict[str, Any]]) -> list[Agent]:
     """``Agent``s from rows as column -> value, whichever engine read them (PostgreSQL's too)."""
     return [
-        Agent(
-            id=columns["id"],
-            role=columns.get("role"),
-            display_name=columns.get("display_name"),
-            tier=columns.get("tier"),
-            is_active=bool(columns.get("is_active")),
-            agent_type=columns.get("agent_type"),
-            description=columns.get("description"),
-            metadata=_decode(columns.get("metadata")),
-            columns=columns,
-        )
+        Agent(id=columns["id"], role=columns.get("role"), display_name=columns.get("display_name"),
+              tier=columns.get("tier"), is_active=bool(columns.get("is_active")), agent_type=columns.get("agent_type"),
+              description=columns.get("description"), metadata=_decode(columns.get("metadata")), columns=columns)
         for columns in rows
     ]

@@ -25,12 +25,7 @@ All formats share one reading, so a picture, a terminal and a script agree:
   declares so (a downgrade that only raises), ``(no downgrade)`` when it has
   none.
 
-Each format a diagram is drawn in: mermaid, Graphviz dot, terminal text, JSON, and images through Graphviz.
-
-Every format renders the same ``planner.diagram.Diagram``, so a picture, a
-terminal and a script agree on what is drawn; ``to_<format>`` builds the
-diagram and renders it in one call. ``render_image`` hands dot source to
-Graphviz: laying out a graph is Graphviz's job, not ours.
+``to_<format>`` builds the diagram and renders it in one call.
 
 The catalog page of a migrations folder: a Markdown README generated from the files.
 
@@ -147,13 +142,8 @@ def rollback_set(catalog: Catalog, applied: Collection[str] | None, version: str
     return set(rollback_scope(catalog, applied, version).order)
 
 
-def build_diagram(
-    catalog: Catalog,
-    applied: Collection[str] | None = None,
-    *,
-    focus: str | None = None,
-    rollback: str | None = None,
-) -> Diagram:
+def build_diagram(catalog: Catalog, applied: Collection[str] | None = None, *, focus: str | None = None,
+                  rollback: str | None = None) -> Diagram:
     """Decide which nodes and edges to draw, and how to mark each one.
 
     ``applied`` is the ledger's versions in any spelling (``"27"`` or
@@ -225,24 +215,12 @@ _DOT_WRAP = 28
 # -- mermaid ------------------------------------------------------------------------
 
 
-def to_mermaid(
-    catalog: Catalog,
-    applied: Collection[str] | None = None,
-    *,
-    focus: str | None = None,
-    rollback: str | None = None,
-) -> str:
+def render_mermaid(diagram: Diagram) -> str:
     """A mermaid flowchart, which GitHub and most docs sites draw from a fenced ``mermaid`` block.
 
     Nodes read ``m0027["0027 Add metadata"]``; states become ``classDef``
     and ``class`` lines, so a reader can restyle them without touching the graph.
     """
-    diagram = build_diagram(catalog, applied, focus=focus, rollback=rollback)
-    return render_mermaid(diagram)
-
-
-def render_mermaid(diagram: Diagram) -> str:
-    """The mermaid text for an already computed diagram."""
     lines = [f"graph {MERMAID_DIRECTION}"]
     for node in diagram.nodes:
         lines.append(f'    {_mermaid_id(node.version)}["{_mermaid_text(node.label)}"]')
@@ -290,25 +268,13 @@ def _mermaid_text(text: str) -> str:
 # -- Graphviz dot ---------------------------------------------------------------------
 
 
-def to_dot(
-    catalog: Catalog,
-    applied: Collection[str] | None = None,
-    *,
-    focus: str | None = None,
-    rollback: str | None = None,
-) -> str:
+def render_dot(diagram: Diagram) -> str:
     """Graphviz source: what ``render_image`` turns into svg or png, and what other tools can read.
 
     Boxes read ``0027`` over ``Add metadata``, filled by state; the rollback
     set has a thick red border, and the edges inside it are red too, so the
     path a cascade takes stands out.
     """
-    diagram = build_diagram(catalog, applied, focus=focus, rollback=rollback)
-    return render_dot(diagram)
-
-
-def render_dot(diagram: Diagram) -> str:
-    """The dot text for an already computed diagram."""
     lines = [
         "digraph migrations {",
         f"    rankdir={DOT_RANKDIR};",
@@ -386,13 +352,7 @@ def _dot_attributes(attributes: dict[str, str]) -> str:
 # -- terminal text ----------------------------------------------------------------------
 
 
-def to_text(
-    catalog: Catalog,
-    applied: Collection[str] | None = None,
-    *,
-    focus: str | None = None,
-    rollback: str | None = None,
-) -> str:
+def render_text(diagram: Diagram) -> str:
     """A tree for a terminal, readable for branching graphs and for chains alike.
 
     Each migration is listed under its first dependency; a migration's other
@@ -405,12 +365,6 @@ def to_text(
     ``rollback`` a ``*`` column marks what the cascade would take. A legend
     closes the output whenever a marker column is shown.
     """
-    diagram = build_diagram(catalog, applied, focus=focus, rollback=rollback)
-    return render_text(diagram)
-
-
-def render_text(diagram: Diagram) -> str:
-    """The terminal text for an already computed diagram."""
     if not diagram.nodes:
         return "(no migrations)\n"
     drawn = {node.version: node for node in diagram.nodes}
@@ -489,25 +443,13 @@ def _continuation(connector: str, *, chain: bool) -> str:
 # -- JSON -------------------------------------------------------------------------------
 
 
-def to_json(
-    catalog: Catalog,
-    applied: Collection[str] | None = None,
-    *,
-    focus: str | None = None,
-    rollback: str | None = None,
-) -> str:
+def render_json(diagram: Diagram) -> str:
     """networkx's node-link form, so any tool can load the graph with ``networkx.node_link_graph``.
 
     Each node carries ``version``, ``description``, ``label``, ``in_rollback``
     and, with a ledger, ``state``; the graph carries ``focus`` and
     ``rollback``. Keys are sorted so the output is stable enough to diff.
     """
-    diagram = build_diagram(catalog, applied, focus=focus, rollback=rollback)
-    return render_json(diagram)
-
-
-def render_json(diagram: Diagram) -> str:
-    """The JSON text for an already computed diagram."""
     return json.dumps(diagram_graph(diagram), sort_keys=True, indent=2) + "\n"
 
 
@@ -562,13 +504,22 @@ def render_image(dot_source: str, fmt: ImageFormat) -> bytes:
     return result.stdout
 
 
+def _drawn(render: Callable[[Diagram], str]) -> Callable[..., str]:
+    """A format's face for callers holding a catalog: ``build_diagram``'s arguments in, ``render``'s text out."""
+
+    def draw(catalog: Catalog, applied: Collection[str] | None = None, *, focus: str | None = None,
+             rollback: str | None = None) -> str:
+        return render(build_diagram(catalog, applied, focus=focus, rollback=rollback))
+
+    draw.__doc__ = render.__doc__
+    return draw
+
+
+to_mermaid, to_dot, to_text, to_json = (_drawn(render) for render in (render_mermaid, render_dot, render_text,
+                                                                        render_json))
+
 #: Each text format by the name ``apm migrate graph --format`` uses.
-FORMATS: dict[str, Callable[..., str]] = {
-    "mermaid": to_mermaid,
-    "dot": to_dot,
-    "text": to_text,
-    "json": to_json,
-}
+FORMATS: dict[str, Callable[..., str]] = {"mermaid": to_mermaid, "dot": to_dot, "text": to_text, "json": to_json}
 
 
 #: The command that writes this page; the page names it so a reader knows how to refresh it.
@@ -607,16 +558,11 @@ def catalog_page(catalog: Catalog, title: str = "Migration catalog") -> str:
 
     rows = []
     for migration in catalog:
-        rows.append(
-            [
-                migration.version,
-                _cell(migration.description),
-                _versions(graph.dependencies(migration.version)),
-                _versions(graph.dependents(migration.version)),
-                "yes" if migration.reversible else "no",
-                f"`{migration.checksum[:CHECKSUM_DIGITS]}`",
-            ]
-        )
+        rows.append([
+                        migration.version,     _cell(migration.description),
+                        _versions(graph.dependencies(migration.version)),
+                        _versions(graph.dependents(migration.version)),     "yes" if migration.reversible else "no",
+                        f"`{migration.checksum[:CHECKSUM_DIGITS]}`", ])
     headers = ["Version", "Description", "Depends on", "Dependents", "Can be rolled back", "Checksum"]
     lines += [
         "## Migrations",

@@ -7,14 +7,9 @@ its options belongs to the command (``cli/errors.py``), built from the fields
 here: a program or a fleet using the library never ran ``apm migrate``. The hierarchy lets a caller catch at the
 level it cares about: ``CatalogError`` (the files), ``PlanError`` (the request
 does not fit the graph and the ledger), ``ExecutionError`` (a migration failed
-while running) and ``DatabaseError`` (the database file itself).
-
-What can go wrong with a database engine itself: the driver, the server, the backup tool.
-
-These subclass ``planner.errors.DatabaseError`` (exit 6), so the command's
-error table needs no new row. They live beside the engines rather than in
-``planner/errors.py`` because only the engine layer raises them. Every
-message shows the connection string through ``redact``: never a password.
+while running) and ``DatabaseError`` (the database itself: the file, the
+driver, the server, the backup tool). A message names a database as
+``planner.urls.shown`` does: never a password.
 """
 
 from __future__ import annotations
@@ -70,11 +65,8 @@ class MalformedFileName(CatalogError, ValueError):
     """A file starts with ``migration_`` but is not ``migration_<digits>[_<slug>].py``."""
 
     def __init__(self, path: Path):
-        super().__init__(
-            f"{path.name}: migration files must be named migration_<digits>.py "
-            f"or migration_<digits>_<slug>.py (.sql for a plain SQL migration); rename it",
-            path=path,
-        )
+        super().__init__(f"{path.name}: migration files must be named migration_<digits>.py "
+                         f"or migration_<digits>_<slug>.py (.sql for a plain SQL migration); rename it", path=path)
 
 
 class DuplicateVersion(CatalogError, ValueError):
@@ -83,11 +75,8 @@ class DuplicateVersion(CatalogError, ValueError):
     def __init__(self, version: str, paths: Sequence[Path]):
         self.paths = tuple(paths)
         names = " and ".join(p.name for p in paths)
-        super().__init__(
-            f"version {version} is defined twice ({names}); renumber one of them",
-            path=paths[0],
-            versions=(version,),
-        )
+        super().__init__(f"version {version} is defined twice ({names}); renumber one of them", path=paths[0],
+                         versions=(version,))
 
 
 class UnreadableMigration(CatalogError):
@@ -120,11 +109,8 @@ class MissingUpgrade(CatalogError):
     """A migration module defines no callable ``upgrade(conn)``."""
 
     def __init__(self, path: Path, version: str):
-        super().__init__(
-            f"{path.name}: migration {version} defines no upgrade(conn) function; add one",
-            path=path,
-            versions=(version,),
-        )
+        super().__init__(f"{path.name}: migration {version} defines no upgrade(conn) function; add one", path=path,
+                         versions=(version,))
 
 
 class MalformedDependencies(CatalogError, ValueError):
@@ -141,12 +127,9 @@ class ConflictingDependencies(CatalogError, ValueError):
     def __init__(self, path: Path, version: str, declared: Sequence[str], documented: Sequence[str]):
         self.declared = tuple(declared)
         self.documented = tuple(documented)
-        super().__init__(
-            f"{path.name}: migration {version} has depends_on = ({_versions(declared) or 'none'}) "
-            f"but its docstring lists Dependencies: ({_versions(documented) or 'None'}); make them agree",
-            path=path,
-            versions=(version,),
-        )
+        super().__init__(f"{path.name}: migration {version} has depends_on = ({_versions(declared) or 'none'}) "
+                         f"but its docstring lists Dependencies: ({_versions(documented) or 'None'}); make them agree",
+                         path=path, versions=(version,))
 
 
 class UnknownDependency(CatalogError, LookupError):
@@ -155,23 +138,16 @@ class UnknownDependency(CatalogError, LookupError):
     def __init__(self, version: str, dependency: str, path: Path | None = None):
         self.version = version
         self.dependency = dependency
-        super().__init__(
-            f"{version} depends on {dependency}, which does not exist; "
-            f"add migration {dependency} or fix the dependency",
-            path=path,
-            versions=(version, dependency),
-        )
+        super().__init__(f"{version} depends on {dependency}, which does not exist; "
+                         f"add migration {dependency} or fix the dependency", path=path, versions=(version, dependency))
 
 
 class SelfDependency(CatalogError, ValueError):
     """A migration lists itself among its dependencies."""
 
     def __init__(self, version: str, path: Path | None = None):
-        super().__init__(
-            f"{version} depends on itself; remove {version} from its dependencies",
-            path=path,
-            versions=(version,),
-        )
+        super().__init__(f"{version} depends on itself; remove {version} from its dependencies", path=path,
+                         versions=(version,))
 
 
 class DependencyCycle(CatalogError, ValueError):
@@ -288,23 +264,15 @@ class RollbackRefused(PlanError):
     a cascade that would be refused too.
     """
 
-    def __init__(
-        self,
-        version: str,
-        dependents: Sequence[str],
-        cascade_order: Sequence[str],
-        irreversible: Sequence[str] = (),
-        reasons: Mapping[str, str] | None = None,
-    ):
+    def __init__(self, version: str, dependents: Sequence[str], cascade_order: Sequence[str],
+                 irreversible: Sequence[str] = (), reasons: Mapping[str, str] | None = None):
         self.version = version
         self.dependents = tuple(dependents)
         self.cascade_order = tuple(cascade_order)
         self.irreversible = tuple(irreversible)
         self.reasons = {v: r for v, r in (reasons or {}).items() if v in self.irreversible}
-        super().__init__(
-            f"cannot roll back {version}: applied migration(s) {_versions(dependents)} depend on it; "
-            f"nothing was changed"
-        )
+        super().__init__(f"cannot roll back {version}: applied migration(s) {_versions(dependents)} depend on it; "
+                         f"nothing was changed")
 
 
 class IrreversibleMigration(PlanError):
@@ -314,10 +282,8 @@ class IrreversibleMigration(PlanError):
     def __init__(self, versions: Sequence[str], reasons: Mapping[str, str] | None = None):
         self.versions = tuple(versions)
         self.reasons = {v: r for v, r in (reasons or {}).items() if v in self.versions}
-        super().__init__(
-            f"cannot roll back: {irreversibility(self.versions, self.reasons)}; "
-            f"nothing was changed. {irreversible_advice(self.versions, self.reasons)}"
-        )
+        super().__init__(f"cannot roll back: {irreversibility(self.versions, self.reasons)}; "
+                         f"nothing was changed. {irreversible_advice(self.versions, self.reasons)}")
 
 
 def irreversibility(versions: Sequence[str], reasons: Mapping[str, str]) -> str:
@@ -342,10 +308,8 @@ class UnknownAppliedMigration(PlanError, LookupError):
 
     def __init__(self, version: str):
         self.version = version
-        super().__init__(
-            f"migration {version} is recorded as applied but has no file in the catalog, so it cannot be "
-            f"rolled back; restore its file from version control"
-        )
+        super().__init__(f"migration {version} is recorded as applied but has no file in the catalog, so it cannot be "
+                         f"rolled back; restore its file from version control")
 
 
 class EmptyUpgrade(PlanError):
@@ -393,10 +357,8 @@ class DependenciesNotApplied(PlanError):
     def __init__(self, version: str, missing: Sequence[str]):
         self.version = version
         self.missing = tuple(missing)
-        super().__init__(
-            f"cannot apply {version}: its dependencies {_versions(missing)} are not applied; nothing was "
-            f"changed"
-        )
+        super().__init__(f"cannot apply {version}: its dependencies {_versions(missing)} are not applied; nothing was "
+                         f"changed")
 
 
 class LedgerChanged(PlanError):
@@ -414,10 +376,8 @@ class LedgerChanged(PlanError):
             what = f"cannot roll back {version}: {_versions(conflicts)}, which depend(s) on it, is now applied"
         else:
             what = f"cannot apply {version}: its dependency {_versions(conflicts)} is no longer applied"
-        super().__init__(
-            f"{what} (another process changed the ledger after this plan was made); this step was not run "
-            f"and earlier steps stay as they are. Run the command again to plan from the current ledger"
-        )
+        super().__init__(f"{what} (another process changed the ledger after this plan was made); this step was not run "
+                         f"and earlier steps stay as they are. Run the command again to plan from the current ledger")
 
 
 class InconsistentHistory(PlanError):
@@ -427,10 +387,8 @@ class InconsistentHistory(PlanError):
         self.pairs = tuple(pairs)
         applied, missing = self.pairs[0]
         more = f" (and {len(self.pairs) - 1} more)" if len(self.pairs) > 1 else ""
-        super().__init__(
-            f"inconsistent history: {applied} is applied but its dependency {missing} is not{more}; "
-            f"nothing was changed"
-        )
+        super().__init__(f"inconsistent history: {applied} is applied but its dependency {missing} is not{more}; "
+                         f"nothing was changed")
 
 
 # --------------------------------------------------------------------------
@@ -484,12 +442,9 @@ class ForeignKeyViolation(ExecutionError):
         self.violations = tuple(violations)
         table, rowid, parent, _ = self.violations[0]
         more = f" (and {len(self.violations) - 1} more)" if len(self.violations) > 1 else ""
-        super().__init__(
-            f"migration {version} left a broken foreign key during {direction}: {table} row {rowid} "
-            f"references a missing row of {parent}{more}; its changes were rolled back",
-            version=version,
-            direction=direction,
-        )
+        super().__init__(f"migration {version} left a broken foreign key during {direction}: {table} row {rowid} "
+                         f"references a missing row of {parent}{more}; its changes were rolled back", version=version,
+                         direction=direction)
 
 
 class TransactionTampered(ExecutionError):
@@ -498,12 +453,8 @@ class TransactionTampered(ExecutionError):
     def __init__(self, version: str, direction: str, statement: str, reason: str | None = None):
         self.statement = statement
         self.reason = reason or "migrations must not manage transactions (the executor commits each one)"
-        super().__init__(
-            f"migration {version} ran `{statement}` during {direction}; {self.reason}; remove it. "
-            f"Its changes were rolled back",
-            version=version,
-            direction=direction,
-        )
+        super().__init__(f"migration {version} ran `{statement}` during {direction}; {self.reason}; remove it. "
+                         f"Its changes were rolled back", version=version, direction=direction)
 
 
 # --------------------------------------------------------------------------
@@ -671,11 +622,8 @@ class StepUnderWay(DatabaseError, TimeoutError):
 
     def __init__(self, database: Path | str, version: str, holder: str, timeout: float):
         self.version, self.holder, self.timeout = version, holder, timeout
-        super().__init__(
-            f"migration {version} runs outside a transaction in another process ({holder}), still after "
-            f"{timeout:g} s; nothing of it was run here",
-            database=database,
-        )
+        super().__init__(f"migration {version} runs outside a transaction in another process ({holder}), still after "
+                         f"{timeout:g} s; nothing of it was run here", database=database)
 
 
 class UnusableBackup(DatabaseError):
@@ -770,11 +718,9 @@ class RebuildFailed(RebuildError):
     def __init__(self, table: str, step: str, cause: BaseException):
         self.step = step
         self.cause = cause
-        super().__init__(
-            f"rebuilding table {table} failed while {step}: {type(cause).__name__}: {cause}; the table is "
-            f"unchanged. Fix the new CREATE TABLE or the convert expressions, or the rows that break them",
-            table=table,
-        )
+        super().__init__(f"rebuilding table {table} failed while {step}: {type(cause).__name__}: {cause}; the table is "
+                         f"unchanged. Fix the new CREATE TABLE or the convert expressions, or the rows that break them",
+                         table=table)
 
 
 class InvalidDescription(MigrationError, ValueError):
@@ -783,10 +729,8 @@ class InvalidDescription(MigrationError, ValueError):
     def __init__(self, description: str, reason: str):
         self.description = description
         self.reason = reason
-        super().__init__(
-            f"cannot name a migration {description!r}: {reason}; describe it in words, "
-            f"e.g. 'Add feature_flags table'"
-        )
+        super().__init__(f"cannot name a migration {description!r}: {reason}; describe it in words, "
+                         f"e.g. 'Add feature_flags table'")
 
 
 class ConflictingDependencyOptions(MigrationError, ValueError):
@@ -794,9 +738,7 @@ class ConflictingDependencyOptions(MigrationError, ValueError):
 
     def __init__(self, depends_on: Sequence[str]):
         self.depends_on = tuple(depends_on)
-        super().__init__(
-            f"a root migration depends on nothing, but dependencies {_versions(depends_on)} were given"
-        )
+        super().__init__(f"a root migration depends on nothing, but dependencies {_versions(depends_on)} were given")
 
 
 class MigrationFileExists(MigrationError, FileExistsError):
@@ -825,12 +767,8 @@ class MarkAppliedRefused(MarkRefused):
     """``--mark-applied V`` while some of V's dependencies are not applied; nothing was recorded."""
 
     def __init__(self, version: str, missing: Sequence[str]):
-        super().__init__(
-            f"cannot mark {version} as applied: its dependencies {_versions(missing)} are not applied; "
-            f"nothing was recorded",
-            version=version,
-            blockers=missing,
-        )
+        super().__init__(f"cannot mark {version} as applied: its dependencies {_versions(missing)} are not applied; "
+                         f"nothing was recorded", version=version, blockers=missing)
 
 
 class MarkRolledBackRefused(MarkRefused):
@@ -856,10 +794,8 @@ class BaselineRefused(PlanError):
     def __init__(self, version: str, recorded: Sequence[str]):
         self.version = version
         self.recorded = tuple(recorded)
-        super().__init__(
-            f"cannot baseline at {version}: the ledger already records {_versions(recorded)}; nothing was "
-            f"recorded"
-        )
+        super().__init__(f"cannot baseline at {version}: the ledger already records {_versions(recorded)}; nothing was "
+                         f"recorded")
 
 
 class NonTransactionalInAtomic(PlanError):
@@ -867,10 +803,8 @@ class NonTransactionalInAtomic(PlanError):
 
     def __init__(self, versions: Sequence[str]):
         self.versions = tuple(versions)
-        super().__init__(
-            f"cannot run this plan in one transaction: migration(s) {_versions(versions)} declare "
-            f"transactional = False and must run outside any transaction; nothing was changed"
-        )
+        super().__init__(f"cannot run this plan in one transaction: migration(s) {_versions(versions)} declare "
+                         f"transactional = False and must run outside any transaction; nothing was changed")
 
 
 class MalformedSqlDirective(SqlMigrationError):
@@ -881,10 +815,8 @@ class InvalidTransactional(CatalogError, ValueError):
     """A Python migration's ``transactional`` is not ``True`` or ``False``."""
 
     def __init__(self, path: Path, version: str, value: object):
-        super().__init__(
-            f"{path.name}: migration {version}: transactional must be True or False, not {value!r}",
-            path=path, versions=(version,),
-        )
+        super().__init__(f"{path.name}: migration {version}: transactional must be True or False, not {value!r}",
+                         path=path, versions=(version,))
 
 
 class NonTransactionalFailed(ExecutionError):
@@ -1072,10 +1004,8 @@ class BackupToolMissing(DatabaseError, FileNotFoundError):
         self.tool = tool
         #: What the caller that wanted the tool lets the user do; ``None`` leaves it to the command.
         self.advice = advice
-        super().__init__(
-            f"cannot {task.format(shown=shown)}: {tool} is not installed (apt-get install "
-            f"postgresql-client); nothing was changed" + (f". {advice}" if advice else ""), database=shown,
-        )
+        super().__init__(f"cannot {task.format(shown=shown)}: {tool} is not installed (apt-get install "
+                         f"postgresql-client); nothing was changed" + (f". {advice}" if advice else ""), database=shown)
 
 
 class BackupFailed(DatabaseError):

@@ -39,8 +39,8 @@ from planner.plan import Plan, Step
 
 
 @dataclass(frozen=True)
-class StepStarted:
-    """Step ``index`` of ``total`` (1-based) is about to take the write lock."""
+class _StepEvent:
+    """Something that happened to step ``index`` of ``total`` (1-based)."""
 
     step: Step
     index: int
@@ -48,34 +48,30 @@ class StepStarted:
 
 
 @dataclass(frozen=True)
-class StepFinished:
+class StepStarted(_StepEvent):
+    """Step ``index`` of ``total`` (1-based) is about to take the write lock."""
+
+
+@dataclass(frozen=True)
+class StepFinished(_StepEvent):
     """The step ran and was committed (in atomic mode: ran; the commit comes at the end)."""
 
-    step: Step
-    index: int
-    total: int
     duration_ms: float
     #: What the migration printed (``print()``), captured so it never reaches stdout (planner.events).
     output: str = ""
 
 
 @dataclass(frozen=True)
-class StepSkipped:
+class StepSkipped(_StepEvent):
     """Inside the lock the step turned out to be done already (by another process)."""
 
-    step: Step
-    index: int
-    total: int
     reason: str
 
 
 @dataclass(frozen=True)
-class StepFailed:
+class StepFailed(_StepEvent):
     """The step failed and was rolled back; ``error`` is what ``run`` raises next."""
 
-    step: Step
-    index: int
-    total: int
     error: Exception
     #: What the migration printed before it failed.
     output: str = ""

@@ -108,10 +108,10 @@ def age_text(seconds: float) -> str:
     return f"{seconds / 86400:.0f} days"
 
 
-def size_text(size: float) -> str:
-    """A size in bytes, KiB or MiB, as a finding says it."""
-    for unit in ("bytes", "KiB", "MiB"):
-        if size < 1024 or unit == "MiB":
+def size_text(size: float, units: tuple[str, ...] = ("bytes", "KiB", "MiB")) -> str:
+    """A size in bytes, KiB or MiB (or up to the last of ``units``), as a finding says it."""
+    for unit in units:
+        if size < 1024 or unit == units[-1]:
             return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size} bytes"

@@ -86,7 +86,9 @@ def check_catalog(directory: Path | str, engine: Engine | None = None) -> list[F
     files, _ = migration_files(directory)
     recorded = engine.applied_if_exists() if engine is not None else None
     entries = recorded or {}
-    renumbering = _renumbering(problems, [*files, *entries], recorded, engine.display if engine else None)
+    # A free version for every file of a shared version but the keeper: above every version in use, in the files
+    # and in the ledger (a deleted file's number is still recorded), and distinct across all the suggestions.
+    renumbering = plan_renumbering(problems, [*files, *entries], recorded, engine.display if engine else None)
 
     findings = [_problem_finding(p, renumbering) for p in [*problems, *graph_problems]]
     for migration in catalog:
@@ -130,19 +132,6 @@ def note_findings(catalog, notes: list) -> list[Finding]:
 def _catalog_order(finding: Finding) -> tuple[int, int, str]:
     number = versions.number(finding.version) if finding.version else None
     return (-1 if number is None else number, 0 if finding.severity == ERROR else 1, finding.code)
-
-
-def _renumbering(problems: list[CatalogError], taken: list[str], recorded: dict | None,
-                 database: str | None) -> Any:
-    """A distinct free version for every file of a shared version but the one that keeps it (``planner.renumber``).
-
-    Free means above every version in use, in the files and in the ledger
-    (a deleted file's number is still recorded as applied), and distinct
-    across all the suggestions, so following them all never makes a new
-    duplicate. The file whose checksum the ledger holds for the version keeps
-    it; when the ledger cannot tell, the finding says why and suggests nothing.
-    """
-    return plan_renumbering(problems, taken, recorded, database)
 
 
 def _depends_line(versions: tuple[str, ...] | list[str]) -> str:

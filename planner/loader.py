@@ -296,17 +296,9 @@ def load_migration(path: Path, version: str) -> Migration:
     back with ``dependency_source == IMPLIED`` and no dependencies: only the
     whole catalog knows which version precedes it.
     """
-    if path.suffix == ".sql":  # plain SQL: same Migration value, see planner.loader
-        pass
-
+    if path.suffix == ".sql":
         return load_sql_migration(path, version)
-    try:
-        with open(path, "rb") as file:  # open() directly: Path.read_bytes adds a few us per file
-            source = file.read()
-    except OSError as exc:
-        raise UnreadableMigration(path, version, exc.strerror or str(exc)) from exc
-    checksum = hashlib.sha256(source).hexdigest()
-
+    source, checksum = _read(path, version)
     try:
         code = _compiled(path, source)
     except SyntaxError as exc:
@@ -338,9 +330,6 @@ def load_migration(path: Path, version: str) -> Migration:
 
     try:
         info = parse_docstring(module.__doc__)
-    except ValueError as exc:
-        raise MalformedDependencies(path, version, str(exc)) from exc
-    try:
         declared = _declared_versions(module, "depends_on")
     except ValueError as exc:
         raise MalformedDependencies(path, version, str(exc)) from exc
@@ -356,7 +345,7 @@ def load_migration(path: Path, version: str) -> Migration:
     else:
         depends_on, source_rule = (), IMPLIED
 
-    description = info.description or path.stem[len(FILE_PREFIX) + len(version) :].strip("_").replace("_", " ")
+    description = info.description or _slug(path, version)
     transactional = getattr(module, "transactional", True)
     if not isinstance(transactional, bool):
         raise InvalidTransactional(path, version, transactional)
@@ -386,6 +375,21 @@ def load_migration(path: Path, version: str) -> Migration:
         unwritten=("upgrade",) if does_nothing(upgrade) else (),
         **module_locks(path, version, module),  # lock_timeout, allow (planner.locks)
     )
+
+
+def _read(path: Path, version: str) -> tuple[bytes, str]:
+    """A migration file's bytes and their sha256: one read, so the code that runs is the code checksummed."""
+    try:
+        with open(path, "rb") as file:  # open() directly: Path.read_bytes adds a few us per file
+            source = file.read()
+    except OSError as exc:
+        raise UnreadableMigration(path, version, exc.strerror or str(exc)) from exc
+    return source, hashlib.sha256(source).hexdigest()
+
+
+def _slug(path: Path, version: str) -> str:
+    """The description a file name gives when its text gives none: ``migration_0031_add_index`` -> ``add index``."""
+    return path.stem[len(FILE_PREFIX) + len(version):].strip("_").replace("_", " ")
 
 
 def migration_files(directory: Path) -> tuple[dict[str, Path], list[CatalogError]]:
@@ -464,7 +468,6 @@ def load_catalog(directory: Path | str) -> Catalog:
     return catalog
 
 
-SUFFIX = ".sql"
 #: The directives a header may carry; anything else shaped like one is a typo.
 DIRECTIVES = ("depends_on", "transactional", "irreversible", "lock_timeout", "allow")
 
@@ -487,12 +490,7 @@ def _has_statement(sql: str) -> bool:
 
 def load_sql_migration(path: Path, version: str) -> Migration:
     """Read one SQL migration file, or raise the ``CatalogError`` naming its file and line."""
-    try:
-        with open(path, "rb") as file:
-            source = file.read()
-    except OSError as exc:
-        raise UnreadableMigration(path, version, exc.strerror or str(exc)) from exc
-    checksum = hashlib.sha256(source).hexdigest()
+    source, checksum = _read(path, version)
     try:
         text = source.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -545,31 +543,26 @@ def load_sql_migration(path: Path, version: str) -> Migration:
             name = directive.group("name").lower()
             if name == "transactional":
                 transactional = _boolean(path, version, number, directive.group("value"))
-                doc.append(comment)
-                continue
-            if name == "irreversible":
+            elif name == "irreversible":
                 if irreversible is not None:
                     raise DuplicateSqlSection(path, version, number,
                                               f"second `-- irreversible:` (the first is on line "
                                               f"{irreversible_line}); give one reason")
                 irreversible, irreversible_line = fold(directive.group("value")) or UNEXPLAINED, number
-                doc.append(comment)
-                continue
-            if name in ("lock_timeout", "allow"):
+            elif name in ("lock_timeout", "allow"):
                 value = directive.group("value").strip()
                 locks[name] = value if name == "lock_timeout" else [c for c in re.split(r"[,\s]+", value) if c]
-                doc.append(comment)
-                continue
-            if name not in DIRECTIVES:
+            elif name not in DIRECTIVES:
                 raise UnknownSqlDirective(path, version, number,
                                           f"unknown header directive `{name}:`; the header knows "
                                           f"{', '.join(DIRECTIVES)} (write prose with a capital letter, "
                                           f"or not as `word:`)")
-            if depends_on is not None:
+            elif depends_on is not None:
                 raise DuplicateSqlSection(path, version, number,
                                           f"second `-- depends_on:` (the first is on line {depends_line}); "
                                           f"list every dependency on one line")
-            depends_on, depends_line = _dependencies(path, version, number, directive.group("value")), number
+            else:
+                depends_on, depends_line = _dependencies(path, version, number, directive.group("value")), number
         doc.append(comment)
 
     if "upgrade" not in sections:
@@ -600,8 +593,7 @@ def load_sql_migration(path: Path, version: str) -> Migration:
                                             f"has a `-- downgrade` section; delete one of them")
         scripts[name] = script
 
-    description = title.group("description") if title else ""
-    description = description or path.stem[len("migration_") + len(version):].strip("_").replace("_", " ")
+    description = (title.group("description") if title else "") or _slug(path, version)
     downgrade = scripts.get("downgrade")
     # start-up time: planner.loader runs without planner.locks until load_sql_migration() needs it
     from planner.locks import checked_declarations

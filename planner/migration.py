@@ -41,7 +41,7 @@ from __future__ import annotations
 import ast
 import opcode
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
@@ -81,15 +81,14 @@ class Migration:
     #: The version the docstring's first line names, when it names one (lint compares it to the file name).
     docstring_version: str | None = None
     #: The versions the docstring's Dependencies: section lists, when it has one (lint compares them).
-    documented_dependencies: tuple[str, ...] | None = field(default=None)
+    documented_dependencies: tuple[str, ...] | None = None
     #: ``False`` for statements SQLite refuses inside a transaction (``VACUUM``): the step runs on its own,
     #: in autocommit, and its ledger row is written right after it succeeds.
     transactional: bool = True
     #: The versions a squashed migration stands for (``replaces``); ``()`` for an ordinary migration.
     replaces: tuple[str, ...] = ()
     #: Why the file says it cannot be undone, when it says so (a ``downgrade`` that only raises, a SQL
-    #: file's ``-- irreversible:``); ``downgrade`` is then ``None``, as for a file without one
-    #: (``planner.migration``).
+    #: file's ``-- irreversible:``); ``downgrade`` is then ``None``, as for a file without one.
     irreversible_reason: str | None = None
     #: The parts whose body does nothing yet (``"upgrade"``, and a SQL file's ``"downgrade"``): an
     #: unfilled scaffold. It loads, so every command that reads still works; ``check`` flags it and a run

@@ -28,6 +28,7 @@ catalog is a folder of migrations, not of tests, and it may live anywhere.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,9 +40,8 @@ if TYPE_CHECKING:
 
     from planner.catalog import Catalog
     from planner.testing.databases import TestDatabase
-    from planner.testing.runner import Migrator
     from planner.testing.databases import DatabaseProvider
-    from planner.testing.runner import Stairway
+    from planner.testing.runner import Migrator, Seed, Stairway
 
 
 @dataclass
@@ -78,17 +78,13 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("apm", "apm-migrate: generated migration tests")
-    group.addoption(
-        "--apm-migrations", metavar="DIR", dest="apm_migrations", default=None,
-        help="test every migration of the catalog in DIR: catalog, upgrade, stairway[V], downgrade-all",
-    )
-    group.addoption(
-        "--apm-db", metavar="TEMPLATE", dest="apm_db", default=None,
-        help="where the migration tests' databases go: a SQLite path template containing {name}, "
-             "e.g. /tmp/apm/{name}.db, or a PostgreSQL URL, e.g. postgresql://me@localhost/app, on which "
-             "each test creates (and drops) the database app_<test> (default: a fresh SQLite file per test "
-             "under pytest's temporary folder)",
-    )
+    group.addoption("--apm-migrations", metavar="DIR", dest="apm_migrations", default=None,
+                    help="test every migration of the catalog in DIR: catalog, upgrade, stairway[V], downgrade-all")
+    group.addoption("--apm-db", metavar="TEMPLATE", dest="apm_db", default=None,
+                    help="where the migration tests' databases go: a SQLite path template containing {name}, "
+                         "e.g. /tmp/apm/{name}.db, or a PostgreSQL URL, e.g. postgresql://me@localhost/app, on which "
+                         "each test creates (and drops) the database app_<test> (default: a fresh SQLite file per test "
+                         "under pytest's temporary folder)")
     parser.addini("apm_migrations", "the catalog folder whose migrations pytest should test (like --apm-migrations)")
     parser.addini("apm_db", "a SQLite path template containing {name}, or a PostgreSQL URL, for the migration "
                             "tests' databases (like --apm-db)")
@@ -217,7 +213,6 @@ class ApmItem(pytest.Item):
             check_downgrade_all,
             check_upgrade,
         )
-
         # start-up time: every pytest run loads this plugin; the planner only once it is switched on
         from planner.testing.databases import DatabaseUnavailable
 
@@ -275,9 +270,6 @@ def _base_folder(config: pytest.Config) -> Path:
         if factory is not None:
             config.stash[_BASE] = factory.mktemp("apm", numbered=True)
         else:
-            # start-up time: every pytest run loads this plugin; the planner only once it is switched on
-            import tempfile
-
             config.stash[_BASE] = Path(tempfile.mkdtemp(prefix="apm-"))
     return config.stash[_BASE]
 
@@ -292,13 +284,9 @@ def _provider(config: pytest.Config) -> DatabaseProvider:
     return config.stash[_PROVIDER]
 
 
-def _seed(config: pytest.Config):
+def _seed(config: pytest.Config) -> Seed:
     hook = config.hook.pytest_apm_seed
-
-    def seed(version: str, connection: Any) -> None:
-        hook(version=version, connection=connection)
-
-    return seed
+    return lambda version, connection: hook(version=version, connection=connection)
 
 
 def _stairway(config: pytest.Config) -> Stairway:
@@ -325,11 +313,8 @@ def apm_migrations_dir(pytestconfig: pytest.Config) -> Path:
     """The catalog folder under test: ``--apm-migrations`` or ``apm_migrations``; override it to test another."""
     settings = pytestconfig.stash.get(_SETTINGS, None)
     if settings is None:
-        pytest.fail(
-            "no catalog to test: pass --apm-migrations DIR, set apm_migrations = DIR in the pytest "
-            "configuration, or override the apm_migrations_dir fixture",
-            pytrace=False,
-        )
+        pytest.fail("no catalog to test: pass --apm-migrations DIR, set apm_migrations = DIR in the pytest "
+                    "configuration, or override the apm_migrations_dir fixture", pytrace=False)
     return settings.directory
 
 

@@ -336,11 +336,8 @@ def diff(before: Schema, after: Schema) -> list[SchemaChange]:
     """
     if before == after:
         return []  # the common case (a fleet's drift, a correct stair), at the cost of one comparison
-    changes: list[SchemaChange] = []
-    for name in sorted(before.tables.keys() - after.tables.keys()):
-        changes.append(SchemaChange("table", "removed", name, before=before.tables[name].sql))
-    for name in sorted(after.tables.keys() - before.tables.keys()):
-        changes.append(SchemaChange("table", "added", name, after=after.tables[name].sql))
+    changes = [*_named_changes("table", {n: t.sql for n, t in before.tables.items()},
+                               {n: t.sql for n, t in after.tables.items()}, changed=False)]
     common = sorted(before.tables.keys() & after.tables.keys())
     ordered = before.ordered_columns and after.ordered_columns
     for name in common:
@@ -393,12 +390,13 @@ def _table_changes(old: Table, new: Table, ordered: bool) -> list[SchemaChange]:
     return []
 
 
-def _named_changes(kind: ObjectKind, old: Mapping[str, str], new: Mapping[str, str]) -> Iterator[SchemaChange]:
+def _named_changes(kind: ObjectKind, old: Mapping[str, str], new: Mapping[str, str],
+                   changed: bool = True) -> Iterator[SchemaChange]:
     for name in sorted(old.keys() - new.keys()):
         yield SchemaChange(kind, "removed", name, before=old[name])
     for name in sorted(new.keys() - old.keys()):
         yield SchemaChange(kind, "added", name, after=new[name])
-    for name in sorted(old.keys() & new.keys()):
+    for name in sorted(old.keys() & new.keys()) if changed else ():
         if old[name] != new[name] and comparable_sql(old[name]) != comparable_sql(new[name]):  # a renamed table's
             # indexes and triggers are rewritten with quotes: not a change
             yield SchemaChange(kind, "changed", name, before=old[name], after=new[name])
@@ -419,25 +417,13 @@ def _other_changes(old: Mapping[tuple[str, str], str], new: Mapping[tuple[str, s
 # --------------------------------------------------------------------------
 
 
-def gained(what: str, direction: Direction) -> str:
-    """How a difference the rollback (or re-apply) added is said: ``left X`` or ``X is new``."""
-    # Present after the rollback but not before it: the downgrade forgot it.
-    return f"left {what}" if direction == "rollback" else f"{what} is new"
-
-
-def lost(what: str, direction: Direction) -> str:
-    """How a difference the rollback (or re-apply) took is said: ``dropped X`` or ``X is missing``."""
-    # Present before the apply but gone after the rollback: the downgrade took what it did not create.
-    return f"dropped {what}" if direction == "rollback" else f"{what} is missing"
-
-
 def stairway_line(change: SchemaChange, direction: Direction) -> str:
     """One change in the migration tests' words: ``left index orders_by_date``, ``column x is TEXT, was INTEGER``."""
     what = change.subject
-    if change.action == "added":
-        return gained(what, direction)
-    if change.action == "removed":
-        return lost(what, direction)
+    if change.action == "added":  # there after the rollback, not before it: the downgrade forgot it
+        return f"left {what}" if direction == "rollback" else f"{what} is new"
+    if change.action == "removed":  # gone after the rollback: the downgrade took what it did not create
+        return f"dropped {what}" if direction == "rollback" else f"{what} is missing"
     if change.kind == "column" or (change.kind == "other" and _other_key(change.name)[0] in _SHOWN_OTHERS):
         return (f"changed {what}: {change.before} → {change.after}" if direction == "rollback"
                 else f"{what} is {change.after}, was {change.before}")

@@ -223,44 +223,42 @@ class Session(ABC, Generic[DriverT, ObserverT, ConnectionT]):
     # -- one step's work, inside an open transaction -------------------------------
 
     def perform(self, step: Step, observer: ObserverT | None = None) -> str | None:
-        """One step's work, inside what the engine wraps around it (``performing``)."""
-        with self.performing(observer):
-            return self._perform(step, observer)
-
-    def _perform(self, step: Step, observer: ObserverT | None = None) -> str | None:
-        """Run the migration's code and the checks after it; anything it raises fails the step.
+        """Run the migration's code and the checks after it, inside what the engine wraps around a step's work
+        (``performing``); anything it raises fails the step.
 
         Returns the log row's note (``detail``). ``sys.exit()`` or a
         ``KeyboardInterrupt`` raised by the migration's own code is its
         failure, not a reason to end the program with the transaction half
         done; only ``Interrupted`` (the user's Ctrl-C) goes on up as it is.
         """
-        migration = step.migration
-        applying = step.direction == APPLY
-        proxy = self.connection_for(step, observer)
-        try:
-            # validate_pre/post describe the upgraded schema, so they guard the apply direction only.
-            if applying and migration.validate_pre is not None and not migration.validate_pre(proxy):
-                raise ValidationFailed(migration.version, step.direction, "validate_pre")
-            function = migration.upgrade if applying else migration.downgrade
-            if function is None:
-                raise MigrationFailed(migration.version, step.direction,
-                                      NotImplementedError("no downgrade(conn) function"))
-            self.call(step, function, proxy, observer)
-            if proxy.tampered is None:
-                self.verify(step, proxy, observer)
-                if applying and migration.validate_post is not None and not migration.validate_post(proxy):
-                    raise ValidationFailed(migration.version, step.direction, "validate_post")
-            if proxy.tampered is not None:
-                raise proxy.tampered
-        except (Interrupted, ExecutionError, DatabaseError):
-            raise
-        except BaseException as exc:
-            broken = self.damaged(exc)
-            if broken is not None:  # the file, not the migration: exit 6, and no failure row written into it
-                raise broken from exc
-            raise MigrationFailed(migration.version, step.direction, exc, rolled_back=not self.atomic_run) from exc
-        return self.detail(step, proxy)
+        with self.performing(observer):
+            migration = step.migration
+            applying = step.direction == APPLY
+            proxy = self.connection_for(step, observer)
+            try:
+                # validate_pre/post describe the upgraded schema, so they guard the apply direction only.
+                if applying and migration.validate_pre is not None and not migration.validate_pre(proxy):
+                    raise ValidationFailed(migration.version, step.direction, "validate_pre")
+                function = migration.upgrade if applying else migration.downgrade
+                if function is None:
+                    raise MigrationFailed(migration.version, step.direction,
+                                          NotImplementedError("no downgrade(conn) function"))
+                self.call(step, function, proxy, observer)
+                if proxy.tampered is None:
+                    self.verify(step, proxy, observer)
+                    if applying and migration.validate_post is not None and not migration.validate_post(proxy):
+                        raise ValidationFailed(migration.version, step.direction, "validate_post")
+                if proxy.tampered is not None:
+                    raise proxy.tampered
+            except (Interrupted, ExecutionError, DatabaseError):
+                raise
+            except BaseException as exc:
+                broken = self.damaged(exc)
+                if broken is not None:  # the file, not the migration: exit 6, and no failure row written into it
+                    raise broken from exc
+                raise MigrationFailed(migration.version, step.direction, exc,
+                                      rolled_back=not self.atomic_run) from exc
+            return self.detail(step, proxy)
 
     def attempt(self, step: Step, observer: ObserverT | None = None) -> str | None:
         """Check the step against the ledger, then run it; the reason it was skipped, or ``None`` when it ran."""
@@ -271,7 +269,7 @@ class Session(ABC, Generic[DriverT, ObserverT, ConnectionT]):
         started = time.perf_counter()
         with self.output.capture():  # a migration's print() never reaches stdout; the step's event carries it
             detail = self.perform(step, observer)
-        self.record(step, round((time.perf_counter() - started) * 1000), detail=detail)
+        self.record(step, _ms_since(started), detail=detail)
         return None
 
     def attempt_outside_transaction(self, step: Step) -> str | None:
@@ -292,7 +290,7 @@ class Session(ABC, Generic[DriverT, ObserverT, ConnectionT]):
         except (MigrationFailed, ValidationFailed, ForeignKeyViolation) as exc:
             raise NonTransactionalFailed(step.version, step.direction, getattr(exc, "cause", exc)) from exc
         with self.transaction():
-            self.record(step, round((time.perf_counter() - started) * 1000), detail=detail)
+            self.record(step, _ms_since(started), detail=detail)
         return None
 
     def admit_alone(self, step: Step) -> str | None:

@@ -31,18 +31,16 @@ applies them beside V anyway. Rolling V back alone is then exactly what
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from planner.errors import ExecutionError
+from planner.plan import APPLY, Plan, Step, apply_plan, rollback_plan
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
     from planner.engines.base import Engine
-    from planner.plan import Plan
     from planner.schema import Schema as State
     from planner.testing.databases import TestDatabase
 
@@ -73,10 +71,8 @@ class StairBlocked(Exception):
         self.version = version
         self.blockers = dict(blockers)
         names = ", ".join(sorted(blockers, key=int))
-        super().__init__(
-            f"{version} was not tested: it depends on {names}, whose upgrade failed "
-            f"({'; '.join(blockers[v] for v in sorted(blockers, key=int))})"
-        )
+        super().__init__(f"{version} was not tested: it depends on {names}, whose upgrade failed "
+                         f"({'; '.join(blockers[v] for v in sorted(blockers, key=int))})")
 
 
 class NoDowngrade(Exception):
@@ -147,9 +143,6 @@ class MigrationRunner:
 
     def run(self, plan: Plan) -> None:
         """Run ``plan`` through the engine; with a seed, one step at a time, seeding after each applied one."""
-        # start-up time: planner.testing.runner runs without planner.plan until run() needs it
-        from planner.plan import Plan
-
         if not plan:
             return
         runner = self.engine.runner(catalog=self.catalog, create=True)
@@ -178,18 +171,12 @@ class MigrationRunner:
 
     def apply(self, target: str | None = None) -> Plan:
         """Apply everything pending (or what ``target`` needs, and ``target``); return the plan that ran."""
-        # start-up time: planner.testing.runner runs without planner.plan until apply() needs it
-        from planner.plan import apply_plan
-
         plan = apply_plan(self.catalog, self.applied, target)
         self.run(plan)
         return plan
 
     def apply_versions(self, versions: Iterable[str]) -> Plan:
         """Apply exactly ``versions`` (all pending, their dependencies applied or among them), in graph order."""
-        # start-up time: planner.testing.runner runs without planner.plan until apply_versions() needs it
-        from planner.plan import APPLY, Plan, Step
-
         order = self.catalog.graph.topological_order(set(versions))
         plan = Plan(APPLY, tuple(Step(self.catalog.get(v), APPLY) for v in order))
         self.run(plan)
@@ -197,9 +184,6 @@ class MigrationRunner:
 
     def rollback(self, version: str, cascade: bool = False) -> Plan:
         """Roll ``version`` back (with ``cascade``, its applied dependents first); return the plan that ran."""
-        # start-up time: planner.testing.runner runs without planner.plan until rollback() needs it
-        from planner.plan import rollback_plan
-
         plan = rollback_plan(self.catalog, self.applied, version, cascade=cascade)
         self.run(plan)
         return plan
@@ -252,9 +236,6 @@ def check_catalog(directory: Path | str) -> list[str]:
 
 def check_upgrade(runner: MigrationRunner) -> list[str]:
     """From an empty database, every migration applies in plan order and the ledger then lists them all."""
-    # start-up time: planner.testing.runner runs without planner.plan until check_upgrade() needs it
-    from planner.plan import Plan, apply_plan
-
     runner.database.reset()
     plan = apply_plan(runner.catalog, runner.applied)
     try:
@@ -280,16 +261,12 @@ def check_upgrade(runner: MigrationRunner) -> list[str]:
 def _blame_broken(runner: MigrationRunner, plan: Plan) -> None:
     """Some view or trigger no longer compiles after the whole upgrade: apply it again one step at a time to
     fail the migration that broke it, not whichever later one happens to trip over it."""
-    # start-up time: planner.testing.runner runs without planner.plan until _blame_broken() needs it
-    from planner.plan import Plan
-
     runner.database.reset()
     before = runner.database.broken()
     for step in plan.steps:
         runner.run(Plan(plan.direction, (step,), target=plan.target))
         after = runner.database.broken()
-        newly = [f"upgrade leaves {what} broken: it no longer compiles ({reason})"
-                 for what, reason in sorted(after.items()) if what not in before]
+        newly = _newly_broken(before, after, "upgrade")
         if newly:
             raise MigrationTestFailure(step.version, newly)
         before = after
@@ -397,19 +374,6 @@ class Migrator:
             self._connection.execute("COMMIT")
 
 
-@dataclass
-class StairResult:
-    """What climbing one stair did: the plan of each move, and the warnings worth showing."""
-
-    version: str
-    reversible: bool
-    #: The database the stair was climbed on (a ``SQLiteDatabase`` or ``PostgresDatabase``).
-    database: TestDatabase
-    fresh_database: bool = False
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-
 class Stairway:
     """Climbs a catalog one version at a time: apply V, roll it back, compare, re-apply, compare.
 
@@ -449,10 +413,8 @@ class Stairway:
         """The order that climbs each stair once, on one database: the graph's topological order."""
         return self.catalog.graph.topological_order()
 
-    def climb(self, version: str) -> StairResult:
+    def climb(self, version: str) -> None:
         """Test ``version``'s stair; raise ``MigrationTestFailure``, ``StairBlocked`` or ``NoDowngrade``."""
-
-        started = time.perf_counter()
         migration = self.catalog.get(version)
         version = migration.version
         needs = self.catalog.graph.ancestors(version)
@@ -462,7 +424,6 @@ class Stairway:
         fresh = self._prepare(version, needs)
         runner = self.runner
         assert runner is not None
-        result = StairResult(version, migration.reversible, runner.database, fresh)
 
         # In an unbroken walk the previous stair ended on this very schema (seeds add rows only).
         before = self._last_state if not fresh and self._last_state is not None else runner.state()
@@ -521,8 +482,6 @@ class Stairway:
         if lines:
             raise MigrationTestFailure(version, lines)
         self._last_state, self._last_broken = again, broken
-        result.seconds = time.perf_counter() - started
-        return result
 
     def close(self) -> None:
         """Hand the walk's database to ``release``; the next stair starts a fresh one."""

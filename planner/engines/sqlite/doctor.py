@@ -223,8 +223,6 @@ def _ledger(conn: sqlite3.Connection, db_path: Path, catalog_dir: Path) -> list[
     except CatalogError as exc:
         return findings + [Finding(ERROR, "catalog-invalid", None, str(exc),
                                    Remedy("check", note="lists every problem of the catalog"), "catalog")]
-    if catalog is None:
-        return findings
     findings.extend(history_findings(catalog, entries, files, unloadable))
     findings.extend(note_findings(catalog, Ledger(conn).notes()))
     return findings

@@ -225,14 +225,10 @@ class Ledger:
 
     def watch(self) -> None:
         """Start noting every change made to ``schema_migrations`` (``planner.engines.sqlite.ledger``)."""
-        pass
-
         watch(self.conn, TABLE)
 
     def reconcile(self, version: str) -> str | None:
         """Undo what the migration just run did to the executor's rows; what it wrote is returned as a note."""
-        pass
-
         self.migration_writes, self._inserted_by_migration = reconcile(self.conn, TABLE, version)
         return self.migration_writes
 
@@ -291,27 +287,15 @@ class Ledger:
         value = versions.number(version)
         if cursor.rowcount == 0 and value is not None:
             # The same rule as planner.versions, in SQL: ASCII digits only, compared as numbers.
-            self.conn.execute(
-                f"DELETE FROM {TABLE} WHERE version NOT GLOB '*[^0-9]*' AND version != '' "
-                f"AND CAST(version AS INTEGER) = ?",
-                (value,),
-            )
+            self.conn.execute(f"DELETE FROM {TABLE} WHERE version NOT GLOB '*[^0-9]*' AND version != '' "
+                              f"AND CAST(version AS INTEGER) = ?", (value,))
 
-    def log(
-        self,
-        version: str,
-        action: str,
-        outcome: str,
-        checksum: str | None = None,
-        execution_ms: int | None = None,
-        detail: str | None = None,
-    ) -> None:
+    def log(self, version: str, action: str, outcome: str, checksum: str | None = None, execution_ms: int | None = None,
+            detail: str | None = None) -> None:
         """Append one row to the history; the caller commits it."""
-        self.conn.execute(
-            f"INSERT INTO {LOG_TABLE} (version, action, at, checksum, execution_ms, outcome, detail) "
-            f"VALUES (?, ?, CURRENT_TIMESTAMP, ?, ?, ?, ?)",
-            (version, action, checksum, execution_ms, outcome, detail),
-        )
+        self.conn.execute(f"INSERT INTO {LOG_TABLE} (version, action, at, checksum, execution_ms, outcome, detail) "
+                          f"VALUES (?, ?, CURRENT_TIMESTAMP, ?, ?, ?, ?)",
+                          (version, action, checksum, execution_ms, outcome, detail))
 
     def history(self, version: str | None = None) -> list[LogEntry]:
         """Everything done so far (to ``version`` only, if given), oldest first."""

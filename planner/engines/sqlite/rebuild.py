@@ -47,10 +47,8 @@ _COMMENT_AFTER_COMMA = re.compile(r"[ \t]*--[^\n]*\n")
 def _parse_create_table(table: str, sql: str) -> CreateTable:
     """Read the header of ``CREATE TABLE``; refuse anything that would not rebuild ``table`` itself."""
     def refuse(reason: str) -> RebuildRefused:
-        return RebuildRefused(
-            table, "the new CREATE TABLE statement", reason,
-            f"Pass the full statement the table should end with: CREATE TABLE {table} (...)",
-        )
+        return RebuildRefused(table, "the new CREATE TABLE statement", reason,
+                              f"Pass the full statement the table should end with: CREATE TABLE {table} (...)")
 
     try:
         parsed = parse_create_table(sql)
@@ -145,11 +143,9 @@ def _dependents(conn: sqlite3.Connection, table: str) -> list[_SchemaObject]:
 
 
 def _referencing_tables(conn: sqlite3.Connection, table: str) -> list[str]:
-    rows = conn.execute(
-        "SELECT DISTINCT m.name FROM sqlite_master AS m, pragma_foreign_key_list(m.name) AS f "
-        "WHERE m.type = 'table' AND f.\"table\" = ? COLLATE NOCASE AND m.name <> ? COLLATE NOCASE",
-        (table, table),
-    )
+    rows = conn.execute("SELECT DISTINCT m.name FROM sqlite_master AS m, pragma_foreign_key_list(m.name) AS f "
+                        "WHERE m.type = 'table' AND f.\"table\" = ? COLLATE NOCASE AND m.name <> ? COLLATE NOCASE",
+                        (table, table))
     return [name for (name,) in rows]
 
 
@@ -262,20 +258,13 @@ def _sequence(conn: sqlite3.Connection, table: str) -> int | None:
     return None if row is None else row[0]
 
 
-def _refuse_unsafe(
-    table: str,
-    new_columns: list[_Column],
-    old_columns: Mapping[str, _Column],
-    convert: Mapping[str, tuple[str, str]],
-    dependents: list[_SchemaObject],
-) -> None:
+def _refuse_unsafe(table: str, new_columns: list[_Column], old_columns: Mapping[str, _Column],
+                   convert: Mapping[str, tuple[str, str]], dependents: list[_SchemaObject]) -> None:
     writable = {c.name.lower() for c in new_columns if not c.generated}
     for key, (name, _) in convert.items():
         if key not in writable:
-            raise RebuildRefused(
-                table, f"convert key {name}", "is not a stored column of the new table",
-                "Name a column of the new CREATE TABLE, or add the column to it",
-            )
+            raise RebuildRefused(table, f"convert key {name}", "is not a stored column of the new table",
+                                 "Name a column of the new CREATE TABLE, or add the column to it")
     single_pk = sum(1 for c in new_columns if c.pk) == 1
     for column in new_columns:
         key = column.name.lower()
@@ -296,15 +285,8 @@ def _refuse_unsafe(
             )
 
 
-def _copy_rows(
-    conn: sqlite3.Connection,
-    table: str,
-    temporary: str,
-    without_rowid: bool,
-    new_columns: list[_Column],
-    old_columns: Mapping[str, _Column],
-    convert: Mapping[str, tuple[str, str]],
-) -> bool:
+def _copy_rows(conn: sqlite3.Connection, table: str, temporary: str, without_rowid: bool, new_columns: list[_Column],
+               old_columns: Mapping[str, _Column], convert: Mapping[str, tuple[str, str]]) -> bool:
     """Copy the rows into the new table; whether each kept its rowid (so old and new rows can be paired)."""
     targets, sources = [], []
     for column in new_columns:
@@ -379,10 +361,8 @@ def drop_columns(conn: sqlite3.Connection, table: str, *columns: str) -> None:
         used = sorted({t.name for t in tokens[0 if constraint else 1 :] if t.name is not None} & set(dropping))
         if used:
             what = f"table constraint {' '.join(text.split())!r}" if constraint else f"column {tokens[0].text}"
-            raise RebuildRefused(
-                table, what, f"uses column {dropping[used[0]]}, which is being dropped",
-                "Write the new CREATE TABLE yourself and call rebuild_table",
-            )
+            raise RebuildRefused(table, what, f"uses column {dropping[used[0]]}, which is being dropped",
+                                 "Write the new CREATE TABLE yourself and call rebuild_table")
         kept.append((text, comment))
     for key, name in dropping.items():
         if key not in found:

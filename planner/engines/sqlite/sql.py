@@ -15,13 +15,8 @@ from dataclasses import dataclass
 
 from planner.sql import Dialect, quote_identifier
 
-SQLITE = Dialect(
-    "sqlite",
-    quotes=(('"', '"'), ("`", "`"), ("[", "]")),
-    string_prefixes="xX",
-    fold_quoted=True,
-    body_heads=re.compile(r"(?:EXPLAIN (?:QUERY PLAN )?)?CREATE (?:TEMP |TEMPORARY )?TRIGGER\b"),
-)
+SQLITE = Dialect("sqlite", quotes=(('"', '"'), ("`", "`"), ("[", "]")), string_prefixes="xX", fold_quoted=True,
+                 body_heads=re.compile(r"(?:EXPLAIN (?:QUERY PLAN )?)?CREATE (?:TEMP |TEMPORARY )?TRIGGER\b"))
 
 tokens = SQLITE.tokens
 keywords = SQLITE.keywords
