@@ -203,16 +203,13 @@ def status_command(ctx: click.Context, globs: tuple[str, ...], lists: tuple[str,
     schema differs from its migrations and nothing else needs attention.
     """
     # start-up time: cli.fleet runs without planner.fleet.status until status_command() needs it
-    from planner.fleet.status import DRIFTED, fleet_status
+    from planner.fleet.status import DRIFTED, DriftChecker, fleet_status
 
     members = discover_members(globs, lists)
     catalog = load_fleet_catalog()
     options = settings()
     checker = None
     if drift:
-        # start-up time: cli.fleet runs without planner.schema_drift until status_command() needs it
-        from planner.schema_drift import DriftChecker
-
         checker = DriftChecker(catalog, busy_timeout=options.busy_timeout, ledger_schema=options.ledger_schema)
     progress = _StatusProgress(len(members)) if not as_json and sys.stderr.isatty() and len(members) > 20 else None
     result = fleet_status(members, catalog, busy_timeout=options.busy_timeout, ledger_schema=options.ledger_schema,

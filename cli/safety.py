@@ -10,7 +10,7 @@ imported inside the commands so ``apm --help`` stays fast.
 
 ``apm migrate drift``: the live schema of one database against what its applied migrations make.
 
-The work is ``planner.schema_drift`` (the replay and the comparison); this
+The work is the engine's ``drift`` (the replay and the comparison); this
 command reads the ledger, calls it, and prints one line per difference.
 
 ``apm migrate backups`` and ``apm migrate restore``: the seed's manual restore as one command.
@@ -327,14 +327,7 @@ def drift_command(ctx: click.Context, as_json: bool) -> None:
     engine.require()  # no database: exit 6, nothing created
     catalog = load_catalog()
     applied = engine.applied()
-    # start-up time: cli.safety runs without planner.fleet.members until drift_command() needs it
-    from planner.fleet.members import member
-
-    # start-up time: cli.safety runs without planner.schema_drift until drift_command() needs it
-    from planner.schema_drift import DriftChecker
-
-    checker = DriftChecker(catalog, busy_timeout=options.busy_timeout, ledger_schema=options.ledger_schema)
-    differences = checker.of(member(str(options.db_url or options.db_path)), applied)
+    differences = engine.drift(catalog, applied, {})
     if as_json:
         emit_json({"differences": [d.to_json() for d in differences]})
     elif differences:

@@ -37,8 +37,8 @@ What the engines leave different (documented, and nothing here asks which one it
 One difference between a live schema and what its migrations make, the comparison that finds them, and
 why drift could not be checked.
 
-Shared by SQLite's drift (``planner.schema_drift``) and PostgreSQL's
-(``planner.engines.postgresql.drift``): both replay into a ``Replay`` and
+Shared by each engine's ``drift`` (SQLite's ``planner.engines.sqlite.schema``, PostgreSQL's
+``planner.engines.postgresql.drift``): both replay into a ``Replay`` and
 ``compare`` it with the live ``Schema``, so both say a difference the same
 way and a fleet's JSON has one shape.
 """

@@ -29,7 +29,7 @@ the contract: ``planner.compat`` reads it through ``Engine.read_rows``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from planner.outside import Confirmation
     from planner.plan import Plan
     from planner.preview import DataImpact, Preview
-    from planner.schema import SchemaChange
+    from planner.schema import Difference, Replay, SchemaChange
     from planner.transaction_guard import GuardedConnection
 
 MakePlan = Callable[[dict[str, "LedgerEntry"]], "Plan"]
@@ -274,6 +274,17 @@ class Engine(ABC):
     @abstractmethod
     def backups(self) -> Backups:
         """This database's backups (made on first use: the backup modules are not imported by every command)."""
+
+    @abstractmethod
+    def drift(self, catalog: Catalog, applied: Iterable[str], replays: dict[Hashable, Replay], *,
+              known_good: bool = False) -> list[Difference]:
+        """How the live schema differs from what its ``applied`` migrations make (``apm migrate drift``).
+
+        The migrations are replayed into a scratch database of the engine's own kind, since only the engine
+        knows where one can be made; ``replays`` keeps each replay under a key the engine chooses, so a fleet
+        in one state pays for one. ``known_good``: the caller has just read the database, so a file's header
+        need not be checked again. ``DriftUnchecked`` when the replay cannot be made.
+        """
 
     @abstractmethod
     def read_rows(self, table: str) -> list[dict[str, object]] | None:

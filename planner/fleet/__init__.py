@@ -15,7 +15,8 @@ calls, and what APM can call from its own commands without the CLI:
   first, stopping after a failure, every outcome journaled
   (``planner.fleet.run``) so a run can be resumed.
 
-Drift (a schema against its applied migrations) is ``planner.schema_drift``.
+Drift (a schema against its applied migrations) is each engine's ``drift``, asked
+for many databases by ``planner.fleet.status.DriftChecker``.
 The library never prints: progress is reported through callbacks.
 """
 

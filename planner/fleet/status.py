@@ -23,7 +23,7 @@ its state (``locked``, ``not a database``...) and a one-line reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,7 @@ from planner.urls import redact
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
-    from planner.schema import Difference
+    from planner.schema import Difference, Replay
 
 
 UP_TO_DATE = "up to date"
@@ -269,7 +269,7 @@ def fleet_status(
     """Each member's state from its ledger (and, with ``drift``, its schema against its migrations).
 
     ``drift(member, status)`` returns the member's differences, or ``None``
-    when it was not compared; ``planner.schema_drift.DriftChecker`` is one.
+    when it was not compared; ``DriftChecker.differences`` (below) is one.
     """
     comparison = Comparison(catalog)
     result = FleetStatus()
@@ -323,3 +323,32 @@ def member_status(candidate: Member, comparison: Comparison, *, busy_timeout: fl
 def count_states(statuses: Iterable[MemberStatus]) -> dict[str, int]:
     """How many members are in each state (for a caller summarizing its own selection)."""
     return FleetStatus(list(statuses)).summary
+
+
+class DriftChecker:
+    """Drift of many databases (``apm fleet status --drift``), each through its own engine's ``drift``.
+
+    The replays are kept for the checker's life under the keys each engine chooses (the applied set; on a
+    server, also the server and the tenant schema), so a fleet in one state pays for one replay.
+    """
+
+    def __init__(self, catalog: Catalog, *, busy_timeout: float = 30.0, ledger_schema: str = "public"):
+        self.catalog, self.busy_timeout, self.ledger_schema = catalog, busy_timeout, ledger_schema
+        self.replays: dict[Hashable, Replay] = {}
+
+    def differences(self, member: Member, status: MemberStatus) -> list[Difference] | None:
+        """``member``'s drift given its status (its applied set); ``None`` where it cannot be compared here."""
+        if status.applied_versions is None:
+            return None
+        return self.of(member, status.applied_versions, known_good=True)
+
+    def of(self, member: Member, applied: Iterable[str], *, known_good: bool = False) -> list[Difference]:
+        """``member``'s drift from the migrations ``applied`` (its ledger's set); errors name it as given."""
+        # start-up time: planner.fleet.status runs without planner.schema until a drift is asked for
+        from planner.schema import DriftUnchecked
+
+        engine = member.engine(busy_timeout=self.busy_timeout, ledger_schema=self.ledger_schema)
+        try:
+            return engine.drift(self.catalog, applied, self.replays, known_good=known_good)
+        except DriftUnchecked as unchecked:
+            raise DriftUnchecked(member.display, unchecked.reason) from None

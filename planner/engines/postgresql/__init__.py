@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from planner.findings import Finding
     from planner.ledger import LedgerEntry
     from planner.locks import LockPolicy, LockSettings
-    from planner.schema import Schema
+    from planner.schema import Difference, Replay, Schema
 
 
 _MISSING = re.compile(r'database ".*" does not exist')
@@ -126,6 +126,14 @@ class PostgresEngine(Engine):
         """The database's schema (``planner.engines.postgresql.schema``), the ledger's tables left out."""
         with self.session() as conn:
             return read_schema(conn, self.ledger_schema)
+
+    def drift(self, catalog: Catalog, applied: Iterable[str], replays: dict[Hashable, Replay], *,
+              known_good: bool = False) -> list[Difference]:
+        """Replayed into a scratch database on the same server (``planner.engines.postgresql.drift``)."""
+        # start-up time: planner.engines.postgresql runs without planner.engines.postgresql.drift until drift() needs it
+        from planner.engines.postgresql.drift import differences
+
+        return differences(self, catalog, applied, replays)
 
     @contextmanager
     def reading(self) -> Iterator[None]:

@@ -1,10 +1,10 @@
 """Drift on PostgreSQL: the applied migrations replayed into a scratch database on the same server.
 
-The replay runs through the member's own engine and runner (one transaction
-per step, the ledger in the same schema as the member's), in a database
+The replay runs through the database's own engine and runner (one transaction
+per step, the ledger in the same schema as the database's), in a database
 made for it (``CREATE DATABASE apm_drift_<pid>_<random> TEMPLATE
-template0``) and dropped afterwards, so nothing is created in the member's
-database. The role therefore needs ``CREATEDB``; without it, drift is not
+template0``) and dropped afterwards, so nothing is created in the database
+itself. The role therefore needs ``CREATEDB``; without it, drift is not
 checked and the row says so. A tenant schema (``postgresql://.../db#tenant``)
 is replayed into the same schema name, and only that schema's objects of
 the live database are compared; a plain database's are ``public``, the
@@ -23,12 +23,11 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import replace
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from planner.engines import engine_for
 from planner.engines.postgresql.schema import read_schema
 from planner.events import StepFinished
 from planner.ledger import LOG_TABLE, TABLE
@@ -39,50 +38,46 @@ from planner.urls import redact, without_password
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
-    from planner.engines.postgresql import PostgresEngine
-    from planner.fleet.members import Member
 
-#: One replay per (applied set, schema), kept for the command's life: a fleet costs one per distinct state.
-_replays: dict[tuple[str, frozenset[str], str | None], Replay] = {}
+def differences(engine: Any, catalog: Catalog, applied: Iterable[str],
+                replays: dict[Hashable, Replay]) -> list[Difference]:
+    """The drift of one PostgreSQL database (or tenant schema) from its applied migrations; ``replays`` keeps
+    one replay per (server, applied set, schema) for the caller's life.
 
-
-def pg_differences(member: Member, catalog: Catalog, applied: Iterable[str], *, busy_timeout: float = 30.0,
-                   ledger_schema: str = "public") -> list[Difference]:
-    """The drift of one PostgreSQL database (or tenant schema) from its applied migrations."""
-    engine = member.engine(busy_timeout=busy_timeout, ledger_schema=ledger_schema)
-    ledger = member.schema or ledger_schema
+    ``engine``: the database's ``planner.engines.postgresql.PostgresEngine`` (its ``session()``, URL and
+    ledger schema; the scratch database's engine is made as ``type(engine)``).
+    """
+    ledger = engine.ledger_schema
     # A database reached with --ledger-schema and its search_path on that schema is a tenant too (as
     # `url#schema` is): only its schema is its migrations' to compare, never the database's public schema.
-    schema = member.schema or (ledger if engine.tenant else None)
+    schema = ledger if engine.tenant else None
     applied = frozenset(applied)
     with engine.session() as conn:
         live = read_schema(conn, ledger)
-    server = _server_key(member.real)
-    key = (server, applied, schema)
-    if key not in _replays:
-        _replays[key] = _replay(member, catalog, applied, engine, ledger, schema)
-    expected = _replays[key]
+    key = (_server_key(engine.url), applied, schema)
+    if key not in replays:
+        replays[key] = _replay(engine, catalog, applied, ledger, schema)
+    expected = replays[key]
     owned = _owned(expected.state, schema, ledger)
     return compare(expected, _only(live, owned, extensions=schema is None))
 
 
-def _replay(member: Member, catalog: Catalog, applied: frozenset[str], engine, ledger: str,
+def _replay(engine: Any, catalog: Catalog, applied: frozenset[str], ledger: str,
             schema: str | None) -> Replay:
     known, unknown = catalog.split_applied(applied)
     if unknown:
-        raise DriftUnchecked(member.display, f"{', '.join(sorted(unknown))} applied but not in the catalog")
+        raise DriftUnchecked(engine.display, f"{', '.join(sorted(unknown))} applied but not in the catalog")
     plan = Plan(APPLY, tuple(Step(m, APPLY) for m in catalog.in_order(catalog.graph.topological_order(known))))
     name = f"apm_drift_{os.getpid()}_{secrets.token_hex(4)}"
     try:
         with engine.session() as conn:
             conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
     except Exception as error:
-        raise DriftUnchecked(member.display, f"no scratch database for the replay ({_first(error)}; the role "
+        raise DriftUnchecked(engine.display, f"no scratch database for the replay ({_first(error)}; the role "
                                              f"needs CREATEDB)") from None
     try:
-        # A postgresql:// URL, so the registry's engine is PostgreSQL's (the Engine protocol has no session()).
-        scratch = cast("PostgresEngine", engine_for(_with_database(member.real, name), busy_timeout=engine.busy_timeout,
-                                                    ledger_schema=ledger))
+        scratch = type(engine)(_with_database(engine.url, name), busy_timeout=engine.busy_timeout,
+                               ledger_schema=ledger)
         origin: dict = {}
         seen: dict = {}
 
@@ -97,7 +92,7 @@ def _replay(member: Member, catalog: Catalog, applied: frozenset[str], engine, l
         try:
             scratch.runner(catalog=catalog, create=True).migrate(lambda _ledger: plan, on_event=note, plan=plan)
         except Exception as error:
-            raise DriftUnchecked(member.display, f"replaying the applied migrations failed: {_first(error)}") \
+            raise DriftUnchecked(engine.display, f"replaying the applied migrations failed: {_first(error)}") \
                 from None
         with scratch.session() as conn:
             made = read_schema(conn, ledger)
@@ -158,10 +153,3 @@ def _server_key(url: str) -> str:
 def _first(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return redact(text[0] if text else type(error).__name__)
-
-
-def replays_made() -> int:
-    """How many replays this process made (a fleet in one state needs one)."""
-    return len(_replays)
-
-

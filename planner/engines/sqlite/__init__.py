@@ -12,7 +12,7 @@ a test database, one file a test may create, throw away and connect to.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from planner.engines.sqlite.runner import Executor
     from planner.findings import Finding
     from planner.ledger import LedgerEntry, LedgerNote
-    from planner.schema import Schema
+    from planner.schema import Difference, Replay, Schema
 
 
 class SQLiteEngine(Engine):
@@ -75,6 +75,20 @@ class SQLiteEngine(Engine):
         from planner.engines.sqlite.schema import file_schema
 
         return file_schema(self.path, self.busy_timeout, known_good=known_good)
+
+    def drift(self, catalog: Catalog, applied: Iterable[str], replays: dict[Hashable, Replay], *,
+              known_good: bool = False) -> list[Difference]:
+        """Replayed in memory (``planner.engines.sqlite.schema.replay``), one replay per applied set."""
+        # start-up time: planner.engines.sqlite runs without planner.engines.sqlite.schema until drift() needs it
+        from planner.engines.sqlite.schema import replay
+
+        # start-up time: planner.engines.sqlite runs without planner.schema until drift() needs it
+        from planner.schema import compare
+
+        key = frozenset(applied)
+        if key not in replays:
+            replays[key] = replay(catalog, key, self.display)
+        return compare(replays[key], self.schema(known_good=known_good))
 
     def runner(self, *, catalog: Catalog | None = None, create: bool = False) -> Executor:
         # start-up time: planner.engines.sqlite runs without planner.engines.sqlite.runner until runner() needs it

@@ -27,7 +27,8 @@ from urllib.parse import quote
 
 from planner.engines.sqlite.database import read_only_connection
 from planner.engines.sqlite.sql import table_xinfo, tokens
-from planner.schema import LEDGER_TABLES, Column, Constraint, ForeignKey, Schema, Table
+from planner.errors import PlanError
+from planner.schema import LEDGER_TABLES, Column, Constraint, DriftUnchecked, ForeignKey, Replay, Schema, Table
 from planner.sql import quote_identifier
 
 if TYPE_CHECKING:
@@ -245,6 +246,30 @@ def replayed_schema(catalog: Catalog, plan: Plan) -> tuple[Schema, dict[tuple[st
                 origin.update({key: event.step.version for key, value in now.items() if before.get(key) != value})
                 before = now
         return read_schema(conn), origin
+
+
+def replay(catalog: Catalog, applied: frozenset[str], display: str) -> Replay:
+    """The ``applied`` migrations run, in plan order, on an empty in-memory database: its schema and origins.
+
+    ``DriftUnchecked`` (naming the database as ``display``) when a version is not in the catalog or a
+    migration fails in the replay: its drift cannot be told then.
+    """
+    # start-up time: planner.engines.sqlite.schema runs without planner.plan until replay() needs it
+    from planner.plan import APPLY, Plan, Step
+
+    known, unknown = catalog.split_applied(applied)
+    if unknown:
+        raise DriftUnchecked(display, f"{', '.join(sorted(unknown))} applied but not in the catalog")
+    order = catalog.graph.topological_order(known)
+    plan = Plan(APPLY, tuple(Step(m, APPLY) for m in catalog.in_order(order)))
+    try:
+        state, origin = replayed_schema(catalog, plan)
+    except PlanError:
+        raise
+    except Exception as error:
+        first = str(error).splitlines()[0] if str(error) else repr(error)
+        raise DriftUnchecked(display, f"replaying the applied migrations failed: {first}") from error
+    return Replay(state, origin)
 
 
 def file_schema(path: Path, busy_timeout: float, *, known_good: bool = False) -> Schema:
