@@ -4,7 +4,10 @@ The same plan is previewed on two databases prepared alike: once as
 ``apm`` runs it, once with every step's catalog read whole (the reading
 that came before, which the other preview tests pin down figure by
 figure). Every step's schema changes and data impact must be equal, and
-the cheap steps must really have taken the step-only reading.
+the cheap steps must really have taken the step-only reading. Steps made
+only of ``CREATE TABLE``/``CREATE SEQUENCE`` of new relations have their
+reading wait, and share one (``PgObserver.settle``): their lines must be the
+same too.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from tests.conftest import write_migration
 from tests.test_postgres import run_sql
 
 pytestmark = pytest.mark.postgres
+CREATES_ONLY = pg_observe.creates_only
 
 SETUP = ("CREATE TABLE kept (id INT PRIMARY KEY, note TEXT, size INT, label VARCHAR(10));"
          "INSERT INTO kept SELECT g, 'n' || g, g, 'l' FROM generate_series(1, 6) g;"
@@ -37,6 +41,18 @@ SETUP = ("CREATE TABLE kept (id INT PRIMARY KEY, note TEXT, size INT, label VARC
 #: (what the step does, its upgrade body); each step runs after the first, so it is read step-only if it can be.
 STEPS = [
     ("warm up", "conn.execute('CREATE TABLE first (id INT)')"),
+    # Quiet steps: their readings wait and are read together, then told apart by the id their rows carry.
+    ("quiet: a table with a serial key, a unique and a check",
+     "conn.execute('CREATE TABLE q1 (id SERIAL PRIMARY KEY, t TEXT UNIQUE, c INT CHECK (c > 0))')"),
+    ("quiet: a sequence, then a table using it",
+     "conn.execute('CREATE SEQUENCE q_seq')\n"
+     "conn.execute(\"CREATE UNLOGGED TABLE IF NOT EXISTS q2 (id INT DEFAULT nextval('q_seq'))\")"),
+    ("quiet: a table that exists already", "conn.execute('CREATE TABLE IF NOT EXISTS kept (id INT)')"),
+    ("quiet: a table altered by the next step", "conn.execute('CREATE TABLE q4 (id INT)')"),
+    ("the table of a quiet step altered", "conn.execute('ALTER TABLE q4 ADD COLUMN more INT')"),
+    ("quiet: one more table", "conn.execute('CREATE TABLE q5 (id INT)')"),
+    ("a quiet table, then a quiet step's table dropped",
+     "conn.execute('CREATE TABLE q6 (id INT)')\nconn.execute('DROP TABLE q5')"),
     ("a table with a key, an index and a foreign key",
      "conn.execute('CREATE TABLE made (id INT PRIMARY KEY, k INT REFERENCES kept, t TEXT)')\n"
      "conn.execute('CREATE INDEX made_t ON made (t)')"),
@@ -81,8 +97,11 @@ STEPS = [
     ("a schema dropped with its table", "conn.execute('DROP SCHEMA dropped CASCADE')"),
     ("a table dropped unseen", "conn.raw.execute('DROP TABLE second')"),
     ("a schema renamed", "conn.execute('ALTER SCHEMA old_name RENAME TO new_name')"),
-    ("after the whole readings, a table again", "conn.execute('CREATE TABLE last (id INT)')"),
+    ("quiet: after the whole readings, a table again", "conn.execute('CREATE TABLE last (id INT)')"),
+    ("quiet: the last step", "conn.execute('CREATE TABLE very_last (id INT)')"),
 ]
+#: Steps whose reading waits for a later one (``PgObserver.settle``).
+QUIET = {description for description, _ in STEPS if description.startswith("quiet:")}
 #: Steps that must have been read step-only (all but a schema renamed, which renames relations without their rows).
 STEP_ONLY = {"a table with a key, an index and a foreign key", "a column added", "a column renamed",
              "a type widened in place", "a column dropped by name", "a column dropped unseen", "a table renamed",
@@ -94,7 +113,8 @@ STEP_ONLY = {"a table with a key, an index and a foreign key", "a column added",
              "a check constraint added", "a function and a trigger added", "a constraint renamed",
              "a trigger and its function dropped", "a constraint dropped",
              "an index dropped", "a schema dropped with its table", "a table dropped unseen",
-             "after the whole readings, a table again"}
+             "the table of a quiet step altered",
+             "a quiet table, then a quiet step's table dropped"}
 
 
 def _catalog(folder: Path):
@@ -105,17 +125,21 @@ def _catalog(folder: Path):
 
 
 def _preview(url: str, catalog, monkeypatch, *, whole: bool) -> tuple[list, list[bool]]:
-    """Each step's (changes, impact), and whether each step was read step-only."""
+    """Each step's (changes, impact), and whether each step that read at its end was read step-only (the
+    readings of steps that waited, ``settle``'s, left out)."""
     run_sql(url, SETUP)
     step_only: list[bool] = []
     real = pg_step_catalog.read_step
 
     def reading(conn, last, gates, log_table, counters, **options):
-        snapshot, now, read, objects = real(conn, last, None if whole else gates, log_table, counters, **options)
-        step_only.append(read is not None)
-        return snapshot, now, read, objects
+        found = real(conn, last, None if whole else gates, log_table, counters, **options)
+        if not options.get("steps"):
+            step_only.append(found.read is not None)
+        return found
 
     monkeypatch.setattr(pg_observe, "read_step", reading)
+    # Read whole, every step reads at its end: none waits.
+    monkeypatch.setattr(pg_observe, "creates_only", (lambda _sql: False) if whole else CREATES_ONLY)
     preview = engine_for(url).runner(catalog=catalog).preview(apply_plan(catalog, {}))
     assert preview.error is None and not preview.committed
     return [(step.changes, step.impact) for step in preview.steps], step_only
@@ -127,7 +151,9 @@ def test_a_step_read_alone_sees_what_a_whole_reading_sees(pg_server, tmp_path, m
     alone, step_only = _preview(pg_server.create_database(), catalog, monkeypatch, whole=False)
     for (description, _), expected, got in zip(STEPS, whole, alone):
         assert got == expected, description
-    assert {description for (description, _), cheap in zip(STEPS, step_only) if cheap} >= STEP_ONLY
+    read_at_once = [description for description, _ in STEPS if description not in QUIET]
+    assert len(step_only) == len(read_at_once)  # the quiet steps' readings waited
+    assert {description for description, cheap in zip(read_at_once, step_only) if cheap} >= STEP_ONLY
     # The readings saw what happened, not nothing: a few figures of the whole reading itself.
     seen = {description: (changes, impact) for (description, _), (changes, impact) in zip(STEPS, whole)}
     assert any(c.kind == "column" and c.action == "added" and c.name == "extra" for c in seen["a column added"][0])
@@ -157,4 +183,12 @@ def test_a_step_read_alone_sees_what_a_whole_reading_sees(pg_server, tmp_path, m
         ("dropped-table", "dropped.a", 2)]
     assert [(i.kind, i.table, i.counted) for i in seen["a table dropped unseen"][1]] == [
         ("dropped-table", "second", False)]
-    assert [name for (name, _), cheap in zip(STEPS, step_only) if not cheap] == ["warm up", "a schema renamed"]
+    assert [name for name, cheap in zip(read_at_once, step_only) if not cheap] == ["warm up", "a schema renamed"]
+    # The quiet steps' lines, each on its own step.
+    assert [c.describe() for c in seen["quiet: a table with a serial key, a unique and a check"][0]] == ["adds table q1"]
+    assert [c.describe() for c in seen["quiet: a sequence, then a table using it"][0]] == ["adds table q2"]
+    assert seen["quiet: a table that exists already"] == ([], [])
+    assert [c.describe() for c in seen["the table of a quiet step altered"][0]] == ["adds column q4.more"]
+    assert [c.describe() for c in seen["a quiet table, then a quiet step's table dropped"][0]] == [
+        "adds table q6", "drops table q5"]
+    assert [c.describe() for c in seen["quiet: the last step"][0]] == ["adds table very_last"]

@@ -136,6 +136,8 @@ class PgMigrationCursor:
                 query = translate_placeholders(sql, params)
             observer = guard.observer
             if observer is None or options:
+                if observer is not None:
+                    observer.unwatched()  # run as psycopg runs it, not read by the preview
                 cursor.execute(query, params, **options)
             else:
                 # The observer runs the statement: one that may drop what it does not name runs watched, in a savepoint.
@@ -160,6 +162,8 @@ class PgMigrationCursor:
             query = translate_placeholders(sql, rows[0]) if rows else sql
             observer = guard.observer
             if observer is None or options:
+                if observer is not None:
+                    observer.unwatched()  # run as psycopg runs it, not read by the preview
                 cursor.executemany(query, rows, **options)
             else:
                 # Each row is one statement as far as the preview is concerned (a DELETE per row counts each).
@@ -183,6 +187,8 @@ class PgMigrationCursor:
 
     def stream(self, query: Any, params: Any = None, **options: Any) -> Iterator[Any]:
         _check(self._guard, self._cursor.connection, query, not params)
+        if self._watched and self._guard.observer is not None:
+            self._guard.observer.unwatched()  # its rows come as they are read: the preview does not read it first
         return self._cursor.stream(query, params, **options)
 
     def results(self) -> Iterator[PgMigrationCursor]:

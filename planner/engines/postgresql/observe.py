@@ -105,7 +105,7 @@ the error.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from planner.engines.postgresql.ledger import quote
@@ -130,8 +130,9 @@ from planner.engines.postgresql.sql import (
     leaves_rows_alone,
     may_drop_unnamed,
     rewritten_table,
+    tokens,
 )
-from planner.engines.postgresql.step_catalog import Gates, PreparedSet, begin_step, read_step
+from planner.engines.postgresql.step_catalog import STEP_SAVEPOINT, Gates, PreparedSet, begin_step, read_step
 from planner.preview import DataImpact, ImpactKind
 from planner.schema import SchemaChange
 
@@ -384,6 +385,27 @@ def _count_columns(conn: Any, names: dict[int, str], columns: set[tuple[int, str
     return impact
 
 
+#: Words that take a ``CREATE TABLE`` or ``CREATE SEQUENCE`` beyond the catalog rows of what it creates: it writes
+#: another relation's rows (a foreign key's parent, a partitioned or inherited parent, a sequence's owning table),
+#: copies one (``LIKE``, ``OF``), or runs a query (``AS``), which may call any function.
+_REACHES = {"REFERENCES", "PARTITION", "INHERITS", "LIKE", "OF", "AS", "SELECT", "VALUES", "EXECUTE", "OWNED",
+            "TRIGGER", "INDEX"}
+
+
+def creates_only(sql: str) -> bool:
+    """Whether ``sql`` is one ``CREATE TABLE`` or ``CREATE SEQUENCE`` that writes only the catalog rows of what it
+    creates: it drops, empties and rewrites nothing, runs no code of the database's (when it has no event trigger),
+    and no later statement of this kind writes the rows it wrote. So the catalog reading of a step made only of
+    these may wait (``PgObserver.settle``) and still tell each step's changes apart."""
+    parts = tokens(sql)
+    words = [t.upper for t in parts if t.kind == "word"]
+    i = 1
+    while i < len(words) and words[i] in ("UNLOGGED", "TEMP", "TEMPORARY", "GLOBAL", "LOCAL"):
+        i += 1
+    return (words[:1] == ["CREATE"] and words[i:i + 1] in (["TABLE"], ["SEQUENCE"]) and not _REACHES.intersection(words)
+            and all(t.text != ";" for t in parts[:-1]))  # one statement, not a script
+
+
 #: First keywords of statements that cannot define a function: the "calls a user function" answers stay valid.
 _DATA = {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES", "MERGE", "TABLE", "SET", "SHOW"}
 
@@ -429,11 +451,15 @@ class PgObserver:
         self._functions: dict[str, bool] = {}
         #: Whether any function of a user schema could drop something (its body says DROP, ALTER, EXECUTE).
         self._functions_may_drop = True
+        #: The step ran only ``creates_only`` statements so far (``None``: none at all yet).
+        self._quiet: bool | None = None
+        #: The lines of the steps whose catalog reading waits (``settle``), filled in when it is read.
+        self._late: list[tuple[list[SchemaChange], list[DataImpact]]] = []
 
     def start_step(self) -> None:
         self._impact, self._inserted, self._sql, self._pending = [], {}, [], None
         self._tally, self._accounted, self._counted_from = RowTally(), Accounted(), None
-        self._set, self._deleted_own = {}, {}
+        self._set, self._deleted_own, self._quiet = {}, {}, None
         self._start = self._last if self._last is not None else take(self.conn, counters=False)
         if self._origin is None:
             self._origin = self._start
@@ -447,6 +473,8 @@ class PgObserver:
     def unwatched(self) -> None:
         """The migration reached past the proxy (``conn.raw``): what it runs there is seen by the counters only."""
         if self.running:
+            self._quiet = False
+            self.settle(during_step=True)
             self._count_from_here()
             self._functions.clear()
             if self.prepared is not None:
@@ -458,6 +486,7 @@ class PgObserver:
                 self._counted_from = read_counters(cursor)
 
     def stop(self) -> None:
+        self.settle(failed=True)
         self.running = False
         self._last, self._gates, self._stepping, self._objects = None, None, False, None
         self._opened = False
@@ -471,6 +500,10 @@ class PgObserver:
             self._sql.append(sql if parameters is None else self._filled_in(sql, query, parameters))
         if self.prepared is not None and first_keywords(query, 1) == ["DEALLOCATE"]:
             self.prepared.forget()  # it may deallocate the readings prepared for this preview
+        if self._quiet is not False:
+            self._quiet = creates_only(query)
+            if not self._quiet:
+                self.settle(during_step=True)  # before it changes what the waiting steps wrote
         statement = self._statement = classify(query)
         self._pending, self._truncating = None, None
         if not leaves_rows_alone(query):
@@ -630,11 +663,37 @@ class PgObserver:
 
     def end_step(self) -> tuple[list[SchemaChange], list[DataImpact], list[str]]:
         self.running = False
+        gates = self._gates
+        if (self._quiet and self.prepared is not None and gates is not None and gates.step is not None
+                and not gates.event_triggers):
+            # Only new relations, in this step's savepoint: read with the next steps' (``settle``).
+            self._late.append(([], []))
+            self._opened = False  # the next step opens its savepoint itself
+            return *self._late[-1], self._sql
+        self.settle(during_step=True)
         start = self._start if self._start is not None else take(self.conn, counters=False)
-        end, self._gates, read, objects = read_step(self.conn, start, self._gates, self.log_table,
-                                                    counters=self._counted_from is not None, prepared=self.prepared)
+        reading = read_step(self.conn, start, self._gates, self.log_table,
+                            counters=self._counted_from is not None, prepared=self.prepared)
         self._opened = self.prepared is not None
-        self._last = end
+        self._gates, self._last, end = reading.gates, reading.snapshot, reading.snapshot
+        changes, uncounted = self._lines(start, end, reading.read, reading.objects, self._accounted)
+        for (table, column), count in sorted(self._set.items()):
+            changes.append(SchemaChange("values", "changed", column, table=table, after=count))
+        for table, count in sorted(self._deleted_own.items()):
+            changes.append(SchemaChange("rows", "removed", table, table=table, before=count))
+        created = {c.name for c in changes if c.kind == "table" and c.action == "added"}
+        for table, count in self._inserted.items():  # rows of a table the step created are part of creating it
+            if table.removeprefix("public.") not in created:
+                changes.append(SchemaChange("rows", "added", table, after=count))
+        impact = list(self._impact)
+        if self._counted_from is not None:
+            impact += self._tally.unexplained(self.conn, self._counted_from, end.counters)
+        return changes, impact + uncounted, self._sql
+
+    def _lines(self, start: Snapshot, end: Snapshot, read: set[int] | None, objects: Any,
+               accounted: Accounted) -> tuple[list[SchemaChange], list[DataImpact]]:
+        """A step's schema changes, and what vanished or was rewritten with nothing counting it, between two
+        catalog readings (``read``: the oids read again, ``None``: all); the known objects move on to ``end``."""
         if read is not None:  # only what the step wrote was read again: the rest is the same on both sides
             start, end = start.only(read), end.only(read)
         changes = schema_changes(start, end)
@@ -649,28 +708,85 @@ class PgObserver:
         else:
             added, removed = known.update(*objects)
             self._objects = known
-        changes += object_changes(added, removed, created, dropped)
-        for (table, column), count in sorted(self._set.items()):
-            changes.append(SchemaChange("values", "changed", column, table=table, after=count))
-        for table, count in sorted(self._deleted_own.items()):
-            changes.append(SchemaChange("rows", "removed", table, table=table, before=count))
-        for table, count in self._inserted.items():  # rows of a table the step created are part of creating it
-            if table.removeprefix("public.") not in created:
-                changes.append(SchemaChange("rows", "added", table, after=count))
-        impact = list(self._impact)
-        if self._counted_from is not None:
-            impact += self._tally.unexplained(self.conn, self._counted_from, end.counters)
-        return changes, impact + self._uncounted(start, end), self._sql
+        return changes + object_changes(added, removed, created, dropped), self._uncounted(start, end, accounted)
 
-    def _uncounted(self, start: Snapshot, end: Snapshot) -> list[DataImpact]:
+    def settle(self, *, during_step: bool = False, failed: bool = False) -> None:
+        """Read the catalog for the steps whose reading waited, and fill in their lines.
+
+        Each of those steps ran in a savepoint of its own and wrote only the
+        catalog rows of what it created, and its log row last: every row it
+        wrote carries the id of its log row, so one reading tells the steps
+        apart. Called before a statement that could change what they wrote,
+        at the end of a step that read at once, and before the preview is
+        judged or ends (``during_step``: rows of no waiting step are the step
+        under way's, read again at its end). After a failed statement the
+        failed step is undone first (the preview is rolled back anyway); a
+        reading that fails then leaves those lines out rather than hide the
+        failure.
+        """
+        if not self._late or self._last is None:
+            return
+        late, self._late = self._late, []
+        try:
+            if failed and self.conn.info.transaction_status.name == "INERROR":  # the failed step is undone first
+                self.conn.execute(f"ROLLBACK TO SAVEPOINT {STEP_SAVEPOINT}")
+            self._settle(late, during_step)
+        except Exception:
+            if not failed:
+                raise
+
+    def _settle(self, late: list[tuple[list[SchemaChange], list[DataImpact]]], during_step: bool) -> None:
+        before = self._last
+        assert before is not None  # settle checks it
+        reading = read_step(self.conn, before, self._gates, self.log_table, counters=False, prepared=self.prepared,
+                            steps=len(late))
+        writers, steps = reading.writers, reading.steps
+        if reading.read is None or writers is None or steps is None or len(steps) != len(late):
+            # Read whole, or a step without its log row (it cannot happen): the last waiting step shows it all.
+            late[-1][0].extend(self._lines(before, reading.snapshot, reading.read, reading.objects, Accounted())[0])
+            self._last = reading.snapshot
+        else:
+            written, remaining = reading.objects or (None, None)
+            step_of = {xid: n for n, xid in enumerate(steps)}
+            last = len(late) - 1
+            relations: dict[int, set[int]] = {}
+            for oid in reading.read:  # a relation gone has no row: a waiting step cannot drop one; the last shows it
+                n = step_of.get(writers.get(("r", oid), ""), None if during_step and oid in reading.relations else last)
+                if n is not None:
+                    relations.setdefault(n, set()).add(oid)
+            objects: dict[int, list] = {}
+            for entry in written or []:
+                n = step_of.get(writers.get(("o", entry[0]), ""), None if during_step else last)
+                if n is not None:
+                    objects.setdefault(n, []).append(entry)
+            snapshot = before
+            for n, (changes, impact) in enumerate(late):
+                oids = relations.get(n, set())
+                end = snapshot.changed(reading.relations, oids, Counters())
+                found, uncounted = self._lines(snapshot, end, oids, (objects.get(n), remaining if n == last else None),
+                                               Accounted())
+                changes.extend(found)
+                impact.extend(uncounted)
+                snapshot = end
+            self._last = snapshot
+        if during_step:
+            self._start = self._last
+            # What the step under way wrote so far is read again at its end, whatever the counters say then.
+            self._gates = replace(reading.gates, class_writes=-1, attribute_updates=-1, trigger_writes=-1,
+                                  constraint_writes=-1, function_writes=-1)
+        else:
+            self._gates = reading.gates
+
+    @staticmethod
+    def _uncounted(start: Snapshot, end: Snapshot, accounted: Accounted) -> list[DataImpact]:
         """Tables and columns that vanished during the step, and tables emptied or rewritten, with nothing
         counting what they held."""
         impact = [DataImpact("dropped-table", name, counted=False) for oid, name in sorted(start.tables.items())
-                  if oid not in end.tables and oid not in self._accounted.tables]
+                  if oid not in end.tables and oid not in accounted.tables]
         for oid, column in vanished_columns(start, end):
-            if (oid, column) not in self._accounted.columns:
+            if (oid, column) not in accounted.columns:
                 impact.append(DataImpact("dropped-column", end.tables[oid], column, counted=False))
         # A new storage file no statement read explains: a TRUNCATE where the preview could not watch.
         impact += [DataImpact("deleted-rows", end.tables[oid], counted=False) for oid in rewritten_tables(start, end)
-                   if oid not in self._accounted.rewritten]
+                   if oid not in accounted.rewritten]
         return impact
