@@ -192,3 +192,64 @@ def test_a_step_read_alone_sees_what_a_whole_reading_sees(pg_server, tmp_path, m
     assert [c.describe() for c in seen["a quiet table, then a quiet step's table dropped"][0]] == [
         "adds table q6", "drops table q5"]
     assert [c.describe() for c in seen["quiet: the last step"][0]] == ["adds table very_last"]
+
+
+def test_only_a_create_of_new_relations_alone_lets_its_reading_wait():
+    quiet = ["CREATE TABLE t (id INT)", "create unlogged table if not exists s.t (id SERIAL PRIMARY KEY, c INT "
+             "CHECK (c > 0), u TEXT UNIQUE DEFAULT 'x')", "CREATE TEMP TABLE t (id INT);", "CREATE SEQUENCE s"]
+    loud = ["CREATE TABLE t (id INT REFERENCES p)", "CREATE TABLE t PARTITION OF p FOR VALUES IN (1)",
+            "CREATE TABLE t () INHERITS (p)", "CREATE TABLE t (LIKE p)", "CREATE TABLE t AS SELECT * FROM p",
+            "CREATE TABLE t OF some_type", "CREATE TABLE t (id INT GENERATED ALWAYS AS IDENTITY)",
+            "CREATE SEQUENCE s OWNED BY p.id", "CREATE INDEX i ON p (id)", "CREATE VIEW v AS SELECT 1",
+            "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            "CREATE TABLE t (id INT); DROP TABLE p", "ALTER TABLE p ADD COLUMN c INT", "INSERT INTO p VALUES (1)",
+            "DROP TABLE p", "SELECT 1"]
+    assert [sql for sql in quiet if not pg_observe.creates_only(sql)] == []
+    assert [sql for sql in loud if pg_observe.creates_only(sql)] == []
+
+
+def _plan(folder: Path, *bodies: str):
+    for number, body in enumerate(bodies, 1):
+        write_migration(folder, f"{number:04d}", f"Step {number}", depends_on=(f"{number - 1:04d}",) if number > 1
+                        else (), upgrade="\n".join(f"conn.execute({statement!r})" for statement in body.split("\n")))
+    return load_catalog(folder)
+
+
+@pytest.mark.parametrize("failing", ["CREATE TABLE b (id INT)", "SELECT 1 / 0"], ids=["quiet", "loud"])
+def test_a_failed_step_after_waiting_ones_leaves_their_lines(pg_url, tmp_path, failing):
+    catalog = _plan(tmp_path, "CREATE TABLE a (id INT)", "CREATE TABLE b (id INT)", "CREATE TABLE c (id INT)",
+                    f"CREATE TABLE d (id INT)\n{failing}")
+    preview = engine_for(pg_url).runner(catalog=catalog).preview(apply_plan(catalog, {}))
+    assert preview.error is not None and not preview.committed
+    assert [[c.describe() for c in step.changes] for step in preview.steps[:3]] == [
+        ["adds table a"], ["adds table b"], ["adds table c"]]
+
+
+def test_the_waiting_readings_are_read_before_the_preview_is_judged(pg_url, tmp_path):
+    catalog = _plan(tmp_path, "CREATE TABLE a (id INT)", "CREATE TABLE b (id INT)", "CREATE SEQUENCE s\n"
+                    "CREATE TABLE c (id INT DEFAULT nextval('s'))")
+    judged: list[list[str]] = []
+
+    def accept(preview) -> bool:
+        judged.extend([c.describe() for c in step.changes] for step in preview.steps)
+        return True
+
+    preview = engine_for(pg_url).runner(catalog=catalog).preview(apply_plan(catalog, {}), accept=accept)
+    assert preview.committed
+    assert judged == [["adds table a"], ["adds table b"], ["adds table c"]]
+
+
+def test_with_an_event_trigger_each_step_reads_its_own(pg_url, tmp_path):
+    # An event trigger may run anything after a CREATE: here it drops a table when `a` is made. Its loss must show
+    # on the step that made `a`, not on a later step that shared its reading.
+    run_sql(pg_url, "CREATE TABLE victim (id INT); INSERT INTO victim VALUES (1), (2), (3);"
+                    "CREATE FUNCTION on_create() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN "
+                    "IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands() WHERE object_identity = 'public.a') "
+                    "THEN DROP TABLE victim; END IF; END $$;"
+                    "CREATE EVENT TRIGGER dropper ON ddl_command_end WHEN TAG IN ('CREATE TABLE') "
+                    "EXECUTE FUNCTION on_create()")
+    catalog = _plan(tmp_path, "CREATE TABLE first (id INT)", "CREATE TABLE a (id INT)", "CREATE TABLE b (id INT)")
+    preview = engine_for(pg_url).runner(catalog=catalog).preview(apply_plan(catalog, {}))
+    assert preview.error is None
+    assert [[(i.kind, i.table, i.counted) for i in step.impact] for step in preview.steps] == [
+        [], [("dropped-table", "victim", False)], []]
