@@ -40,9 +40,10 @@ from planner.transaction_guard import (
 )
 
 #: Savepoints PostgreSQL's runner opens around a migration's statements: the preview's step savepoint
-#: (``postgresql.step_catalog.STEP_SAVEPOINT``) and its watch savepoint (``postgresql.drop_guard.SAVEPOINT``). psycopg names
-#: the savepoints of its ``transaction()`` blocks ``_pg3_<n>``; those are the runner's too.
-RUNNER_SAVEPOINTS = frozenset({"apm_preview_step", "apm_preview_watch"})
+#: (``postgresql.step_catalog.STEP_SAVEPOINT``), its watch savepoint (``postgresql.drop_guard.SAVEPOINT``) and its
+#: counting one (``observe.COUNT_SAVEPOINT``). psycopg names the savepoints of its ``transaction()`` blocks
+#: ``_pg3_<n>``; those are the runner's too.
+RUNNER_SAVEPOINTS = frozenset({"apm_preview_step", "apm_preview_watch", "apm_preview_count"})
 
 _IDLE = 0  # psycopg.pq.TransactionStatus.IDLE: no transaction open
 _COMMITS_INSIDE = "2D000"  # invalid_transaction_termination: a procedure or DO block tried to COMMIT or ROLLBACK
