@@ -35,7 +35,6 @@ from planner.engines.postgresql.locks import (
     attach,
     is_lock_timeout,
     lock_watch,
-    step_version,
 )
 from planner.engines.postgresql.observe import PgObserver
 from planner.engines.postgresql.outside import Checked, Rehearsed
@@ -234,7 +233,7 @@ class PgRunner(MarksThroughSessions):
                     emit(on_event, event)
                 return result
 
-            return guard.retrying(once, version_of=step_version,
+            return guard.retrying(once, version_of=lambda error: getattr(error, "version", None),
                                   retryable=lambda e: not isinstance(e, NonTransactionalFailed))
 
     def preview(self, plan: Plan, *, make_plan: Callable[[dict[str, LedgerEntry]], Plan] | None = None,

@@ -259,7 +259,7 @@ def read_step(conn: Any, last: Snapshot, gates: Gates | None, log_table: str, co
     if prepared is not None:
         # The next step's savepoint goes in the same round trip: the reading only reads, so the step's savepoint
         # can be released and the next one opened right behind it (the observer then does not open it again).
-        then = (_writers(since.step, log_table, steps) if steps and since.step is not None else
+        then = (_writers(str(since.step), log_table, steps) if steps else  # (steps wait only after a reading)
                 f"RELEASE SAVEPOINT {STEP_SAVEPOINT}; SAVEPOINT {STEP_SAVEPOINT}")
         cursor = prepared.execute(conn, _prepared_step(log_table), parameters, then=then)
         rows = cursor.fetchall()
@@ -273,7 +273,8 @@ def read_step(conn: Any, last: Snapshot, gates: Gates | None, log_table: str, co
         if (gates is None or gates.step is None or now.step is None
                 or now.namespace_updates > gates.namespace_updates):
             return Reading(take(conn, counters=counters), now, None, None)
-        reading = Reading(last, now, set(oids), (written, remaining))
+        changed = set(oids)
+        reading = Reading(last, now, changed, (written, remaining))
         if steps and cursor.nextset():
             writers = cursor.fetchall()
             reading.writers = {(kind, oid): xid for kind, oid, xid in writers if kind != "l"}
@@ -281,7 +282,7 @@ def read_step(conn: Any, last: Snapshot, gates: Gates | None, log_table: str, co
         start = _WIDTH + 4
         reading.relations = relations_of([row[start:] for row in rows if row[start] is not None])
         if present is not None:  # relations were dropped: those no longer listed
-            reading.read = reading.read | (last.relations.keys() - set(present))
+            changed.update(last.relations.keys() - set(present))
         found = read_counters(cursor) if counters else Counters()
-    reading.snapshot = last.changed(reading.relations, reading.read, found)
+    reading.snapshot = last.changed(reading.relations, changed, found)
     return reading
