@@ -253,3 +253,20 @@ def test_with_an_event_trigger_each_step_reads_its_own(pg_url, tmp_path):
     assert preview.error is None
     assert [[(i.kind, i.table, i.counted) for i in step.impact] for step in preview.steps] == [
         [], [("dropped-table", "victim", False)], []]
+
+
+def test_a_shared_reading_that_cannot_tell_the_steps_apart_shows_it_all_on_the_last(pg_url, tmp_path, monkeypatch):
+    # Cannot happen (each waiting step writes one log row): nothing is lost, only told one step late.
+    real = pg_step_catalog.read_step
+
+    def blind(*arguments, **options):
+        found = real(*arguments, **options)
+        if options.get("steps"):
+            found.writers = None
+        return found
+
+    monkeypatch.setattr(pg_observe, "read_step", blind)
+    catalog = _plan(tmp_path, "CREATE TABLE a (id INT)", "CREATE TABLE b (id INT)", "CREATE TABLE c (id INT)")
+    preview = engine_for(pg_url).runner(catalog=catalog).preview(apply_plan(catalog, {}))
+    assert [[c.describe() for c in step.changes] for step in preview.steps] == [
+        ["adds table a"], [], ["adds table b", "adds table c"]]

@@ -764,7 +764,9 @@ class PgObserver:
         writers, steps = reading.writers, reading.steps
         if reading.read is None or writers is None or steps is None or len(steps) != len(late):
             # Read whole, or a step without its log row (it cannot happen): the last waiting step shows it all.
-            late[-1][0].extend(self._lines(before, reading.snapshot, reading.read, reading.objects, Accounted())[0])
+            changes, uncounted = self._lines(before, reading.snapshot, reading.read, reading.objects, Accounted())
+            late[-1][0].extend(changes)
+            late[-1][1].extend(uncounted)
             self._last = reading.snapshot
         else:
             written, remaining = reading.objects or (None, None)
