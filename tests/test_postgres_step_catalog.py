@@ -25,7 +25,11 @@ from tests.conftest import write_migration
 from tests.test_postgres import run_sql
 
 pytestmark = pytest.mark.postgres
-CREATES_ONLY = pg_observe.creates_only
+CREATES_ONLY, TABLE_ROWS = pg_observe.creates_only, pg_observe.table_rows
+
+
+def _unclaimed(found):
+    return None if found is None else (found[0], found[1], None)
 
 SETUP = ("CREATE TABLE kept (id INT PRIMARY KEY, note TEXT, size INT, label VARCHAR(10));"
          "INSERT INTO kept SELECT g, 'n' || g, g, 'l' FROM generate_series(1, 6) g;"
@@ -36,7 +40,12 @@ SETUP = ("CREATE TABLE kept (id INT PRIMARY KEY, note TEXT, size INT, label VARC
          "CREATE SCHEMA old_name; CREATE TABLE old_name.inside (id INT);"
          "CREATE SCHEMA dropped; CREATE TABLE dropped.a (id INT); INSERT INTO dropped.a VALUES (1), (2);"
          "CREATE VIEW shown AS SELECT id FROM doomed;"
-         "CREATE TABLE moving (id INT)")
+         "CREATE TABLE moving (id INT);"
+         "CREATE TABLE gone_too (id INT PRIMARY KEY, v TEXT); CREATE INDEX gone_too_v ON gone_too (v);"
+         "INSERT INTO gone_too VALUES (1, 'a'), (2, 'b');"
+         "CREATE FUNCTION noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;"
+         "CREATE TRIGGER gone_too_t BEFORE UPDATE ON gone_too FOR EACH ROW EXECUTE FUNCTION noop();"
+         "CREATE TABLE gone_three (id INT CONSTRAINT positive CHECK (id > 0)); INSERT INTO gone_three VALUES (1)")
 
 #: (what the step does, its upgrade body); each step runs after the first, so it is read step-only if it can be.
 STEPS = [
@@ -92,8 +101,14 @@ STEPS = [
      "conn.execute('DROP TRIGGER kept_stamp ON kept')\nconn.execute('DROP FUNCTION stamp()')"),
     ("a constraint dropped", "conn.execute('ALTER TABLE kept DROP CONSTRAINT size_ok')"),
     ("a view dropped", "conn.execute('DROP VIEW shown')"),
-    ("a table dropped", "conn.execute('DROP TABLE doomed')"),
+    ("quiet: a table dropped", "conn.execute('DROP TABLE doomed')"),
+    ("quiet: a table with a key, an index and a trigger dropped", "conn.execute('DROP TABLE gone_too')"),
+    ("quiet: a table with a check dropped, and a table made",
+     "conn.execute('DROP TABLE gone_three')\nconn.execute('CREATE TABLE made_after (id INT)')"),
+    ("quiet: a table to drop soon", "conn.execute('CREATE TABLE soon (id INT)')"),
+    ("a table a waiting step made, dropped", "conn.execute('DROP TABLE soon')"),
     ("an index dropped", "conn.execute('DROP INDEX made_t2')"),
+    ("a table with a foreign key dropped", "conn.execute('DROP TABLE made')"),
     ("a schema dropped with its table", "conn.execute('DROP SCHEMA dropped CASCADE')"),
     ("a table dropped unseen", "conn.raw.execute('DROP TABLE second')"),
     ("a schema renamed", "conn.execute('ALTER SCHEMA old_name RENAME TO new_name')"),
@@ -109,7 +124,8 @@ STEP_ONLY = {"a table with a key, an index and a foreign key", "a column added",
              "a truncate, then a savepoint left open (the log row lands inside it)",
              "rows deleted and updated", "rows inserted", "an index renamed", "a table moved to a new schema",
              "a table made in a savepoint of the migration's own", "a table made and undone by the migration",
-             "a table made and dropped in one step", "a type rewritten", "a view dropped", "a table dropped",
+             "a table made and dropped in one step", "a type rewritten", "a view dropped",
+             "a table a waiting step made, dropped", "a table with a foreign key dropped",
              "a check constraint added", "a function and a trigger added", "a constraint renamed",
              "a trigger and its function dropped", "a constraint dropped",
              "an index dropped", "a schema dropped with its table", "a table dropped unseen",
@@ -138,8 +154,10 @@ def _preview(url: str, catalog, monkeypatch, *, whole: bool) -> tuple[list, list
         return found
 
     monkeypatch.setattr(pg_observe, "read_step", reading)
-    # Read whole, every step reads at its end: none waits.
+    # Read whole, every step reads at its end: none waits (no create is quiet, no drop claims what it removes).
     monkeypatch.setattr(pg_observe, "creates_only", (lambda _sql: False) if whole else CREATES_ONLY)
+    monkeypatch.setattr(pg_observe, "table_rows", (lambda *a, **k: _unclaimed(TABLE_ROWS(*a, **k))) if whole
+                        else TABLE_ROWS)
     preview = engine_for(url).runner(catalog=catalog).preview(apply_plan(catalog, {}))
     assert preview.error is None and not preview.committed
     return [(step.changes, step.impact) for step in preview.steps], step_only
@@ -192,6 +210,13 @@ def test_a_step_read_alone_sees_what_a_whole_reading_sees(pg_server, tmp_path, m
     assert [c.describe() for c in seen["a quiet table, then a quiet step's table dropped"][0]] == [
         "adds table q6", "drops table q5"]
     assert [c.describe() for c in seen["quiet: the last step"][0]] == ["adds table very_last"]
+    assert [c.describe() for c in seen["quiet: a table with a key, an index and a trigger dropped"][0]] == [
+        "drops table gone_too", "drops index gone_too_v", "drops trigger gone_too_t"]
+    assert [(i.kind, i.table, i.count) for i in seen["quiet: a table with a key, an index and a trigger dropped"][1]
+            ] == [("dropped-table", "gone_too", 2)]
+    assert [c.describe() for c in seen["quiet: a table with a check dropped, and a table made"][0]] == [
+        "adds table made_after", "drops table gone_three"]
+    assert [c.describe() for c in seen["a table a waiting step made, dropped"][0]] == ["drops table soon"]
 
 
 def test_only_a_create_of_new_relations_alone_lets_its_reading_wait():

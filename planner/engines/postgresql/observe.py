@@ -43,7 +43,8 @@ PostgreSQL four readings together cover what a step can destroy:
    reported *not counted*, which makes the step unchecked (``--dry-run``
    exits 7; a run asks). Read whole before the first step; after each
    step, only the relations the step wrote (``postgresql.step_catalog``: each step
-   runs in a savepoint of its own for that).
+   runs in a savepoint of its own for that); steps that only create
+   relations or drop tables they counted share one reading (``PgObserver.settle``).
 
 The observer's own queries run inside savepoints, so one that fails never
 aborts the migration's transaction; what it could not count is left to 3
@@ -195,16 +196,23 @@ def fetch(conn: Any, sql: str, parameters: Any = None, *, rows: bool = False) ->
         return None
 
 
-def table_rows(conn: Any, table: str, *, only: bool = False) -> tuple[int, list[int]] | None:
-    """Rows of ``table`` (its inheriting tables' too unless ``only``), and the oids of the table's family.
+def table_rows(conn: Any, table: str, *, only: bool = False) -> tuple[int, list[int], list[int] | None] | None:
+    """Rows of ``table`` (its inheriting tables' too unless ``only``), the oids of the table's family, and, for a
+    table with no inheritance link and no foreign key, its oid and its indexes': all that dropping it removes
+    from the catalog's relations and writes nothing else (``None`` for another table).
 
     The family is asked for only when the table has (or once had) an inheriting table: planning its recursive
     query cost more than the count of a rollback's empty tables.
     """
     name = qualified(table)
-    row = fetch(conn, f"SELECT (SELECT count(*) FROM {'ONLY ' if only else ''}{name}), relhassubclass, oid::bigint "
-                      "FROM pg_class WHERE oid = %s::regclass", (name,))
-    return None if row is None else (row[0], family(conn, table) if row[1] else [row[2]])
+    row = fetch(conn, f"SELECT (SELECT count(*) FROM {'ONLY ' if only else ''}{name}), relhassubclass, c.oid::bigint, "
+                      "CASE WHEN NOT relhassubclass AND NOT EXISTS (SELECT FROM pg_inherits WHERE inhrelid = c.oid) "
+                      "AND NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = c.oid AND contype = 'f') "
+                      "THEN ARRAY(SELECT indexrelid::bigint FROM pg_index WHERE indrelid = c.oid) END "
+                      "FROM pg_class c WHERE c.oid = %s::regclass", (name,))
+    if row is None:
+        return None
+    return row[0], family(conn, table) if row[1] else [row[2]], None if row[3] is None else [row[2], *row[3]]
 
 
 def family(conn: Any, table: str) -> list[int]:
@@ -343,6 +351,17 @@ class Accounted:
     rewritten: set[int] = field(default_factory=set)
 
 
+@dataclass
+class _Waiting:
+    """A step whose catalog reading waits (``PgObserver.settle``): its lines, filled in when read, the relations
+    its drops remove (``table_rows``), and what its statements counted."""
+
+    changes: list[SchemaChange]
+    impact: list[DataImpact]
+    claims: set[int]
+    accounted: Accounted
+
+
 def _for_counting(name: str) -> str:
     return name if "." in name else f"public.{name}"  # shown names leave out public; search_path may too
 
@@ -472,15 +491,17 @@ class PgObserver:
         self._functions: dict[str, bool] = {}
         #: Whether any function of a user schema could drop something (its body says DROP, ALTER, EXECUTE).
         self._functions_may_drop = True
-        #: The step ran only ``creates_only`` statements so far (``None``: none at all yet).
+        #: The step ran only ``creates_only`` statements and plain drops so far (``None``: none at all yet).
         self._quiet: bool | None = None
-        #: The lines of the steps whose catalog reading waits (``settle``), filled in when it is read.
-        self._late: list[tuple[list[SchemaChange], list[DataImpact]]] = []
+        #: Relations the step's plain drops remove (``table_rows``): a shared reading tells its drops by them.
+        self._claims: set[int] = set()
+        #: The steps whose catalog reading waits (``settle``), their lines filled in when it is read.
+        self._late: list[_Waiting] = []
 
     def start_step(self) -> None:
         self._impact, self._inserted, self._sql, self._pending = [], {}, [], None
         self._tally, self._accounted, self._counted_from = RowTally(), Accounted(), None
-        self._set, self._deleted_own, self._quiet = {}, {}, None
+        self._set, self._deleted_own, self._quiet, self._claims = {}, {}, None, set()
         self._start = self._last if self._last is not None else take(self.conn, counters=False)
         if self._origin is None:
             self._origin = self._start
@@ -521,21 +542,26 @@ class PgObserver:
             self._sql.append(sql if parameters is None else self._filled_in(sql, query, parameters))
         if self.prepared is not None and first_keywords(query, 1) == ["DEALLOCATE"]:
             self.prepared.forget()  # it may deallocate the readings prepared for this preview
-        if self._quiet is not False:
-            self._quiet = creates_only(query)
-            if not self._quiet:
-                self.settle(during_step=True)  # before it changes what the waiting steps wrote
         statement = self._statement = classify(query)
         self._pending, self._truncating = None, None
+        quiet = creates_only(query) or statement.kind == "drop-table" and not may_drop_unnamed(query)
         if not leaves_rows_alone(query):
             self._count_from_here()
         if statement.kind == "drop-table":
             for table in statement.tables:
                 found = table_rows(self.conn, table)
+                # It drops just that, which the step found there (not one a waiting step made: gone unread).
+                quiet = (quiet and found is not None and found[2] is not None and self._start is not None
+                         and found[2][0] in self._start.relations)
                 if found is not None:
                     self._accounted.tables.update(found[1])
+                    self._claims.update(found[2] or ())
                     self._impact.append(DataImpact("dropped-table", table, count=found[0], before=found[0]))
-        elif statement.kind == "truncate":
+        if self._quiet is not False:
+            self._quiet = quiet
+            if not quiet:
+                self.settle(during_step=True)  # before it changes what the waiting steps wrote
+        if statement.kind == "truncate":
             self._truncate(statement)
         elif statement.kind == "drop-columns":
             for column in statement.columns:
@@ -686,11 +712,12 @@ class PgObserver:
         self.running = False
         gates = self._gates
         if (self._quiet and self.prepared is not None and gates is not None and gates.step is not None
-                and not gates.event_triggers):
-            # Only new relations, in this step's savepoint: read with the next steps' (``settle``).
-            self._late.append(([], []))
+                and not gates.event_triggers and self._counted_from is None):
+            # New relations, and drops counted, in this step's savepoint: read with the next steps' (``settle``).
+            waiting = _Waiting([], list(self._impact), self._claims, self._accounted)
+            self._late.append(waiting)
             self._opened = False  # the next step opens its savepoint itself
-            return *self._late[-1], self._sql
+            return waiting.changes, waiting.impact, self._sql
         self.settle(during_step=True)
         start = self._start if self._start is not None else take(self.conn, counters=False)
         reading = read_step(self.conn, start, self._gates, self.log_table,
@@ -734,12 +761,14 @@ class PgObserver:
     def settle(self, *, during_step: bool = False, failed: bool = False) -> None:
         """Read the catalog for the steps whose reading waited, and fill in their lines.
 
-        Each of those steps ran in a savepoint of its own and wrote only the
-        catalog rows of what it created, and its log row last: every row it
-        wrote carries the id of its log row, so one reading tells the steps
-        apart. Called before a statement that could change what they wrote,
-        at the end of a step that read at once, and before the preview is
-        judged or ends (``during_step``: rows of no waiting step are the step
+        Each of those steps ran in a savepoint of its own, only creating
+        relations (``creates_only``) and dropping tables it counted that
+        write nothing else when dropped (``table_rows``), with its log row
+        last: every row it wrote carries the id of its log row, and what it
+        removed is what it claimed, so one reading tells the steps apart.
+        Called before a statement of another kind runs, at the end of a step
+        that reads at once, and before the preview is judged or ends
+        (``during_step``: what no waiting step wrote or claimed is the step
         under way's, read again at its end). After a failed statement the
         failed step is undone first (the preview is rolled back anyway); a
         reading that fails then leaves those lines out rather than hide the
@@ -756,7 +785,7 @@ class PgObserver:
             if not failed:
                 raise
 
-    def _settle(self, late: list[tuple[list[SchemaChange], list[DataImpact]]], during_step: bool) -> None:
+    def _settle(self, late: list[_Waiting], during_step: bool) -> None:
         before = self._last
         assert before is not None  # settle checks it
         reading = read_step(self.conn, before, self._gates, self.log_table, counters=False, prepared=self.prepared,
@@ -765,38 +794,41 @@ class PgObserver:
         if reading.read is None or writers is None or steps is None or len(steps) != len(late):
             # Read whole, or a step without its log row (it cannot happen): the last waiting step shows it all.
             changes, uncounted = self._lines(before, reading.snapshot, reading.read, reading.objects, Accounted())
-            late[-1][0].extend(changes)
-            late[-1][1].extend(uncounted)
+            late[-1].changes.extend(changes)
+            late[-1].impact.extend(uncounted)
             self._last = reading.snapshot
         else:
-            written, remaining = reading.objects or (None, None)
             step_of = {xid: n for n, xid in enumerate(steps)}
-            last = len(late) - 1
-            relations: dict[int, set[int]] = {}
-            for oid in reading.read:  # a relation gone has no row: a waiting step cannot drop one; the last shows it
-                n = step_of.get(writers.get(("r", oid), ""), None if during_step and oid in reading.relations else last)
-                if n is not None:
-                    relations.setdefault(n, set()).add(oid)
-            objects: dict[int, list] = {}
+            claimed = {oid: n for n, waiting in enumerate(late) for oid in waiting.claims}
+            rest = None if during_step else len(late) - 1  # whose is what no waiting step wrote or claimed
+            relations: dict[int | None, set[int]] = {}
+            for oid in reading.read:  # written ones by the id their row carries, gone ones by the claims
+                n = step_of.get(writers.get(("r", oid), ""), rest) if oid in reading.relations else claimed.get(oid, rest)
+                relations.setdefault(n, set()).add(oid)
+            written, remaining = reading.objects or (None, None)
+            objects: dict[int | None, list] = {}
             for entry in written or []:
-                n = step_of.get(writers.get(("o", entry[0]), ""), None if during_step else last)
-                if n is not None:
-                    objects.setdefault(n, []).append(entry)
+                objects.setdefault(step_of.get(writers.get(("o", entry[0]), ""), rest), []).append(entry)
+            known = self._objects.known if self._objects is not None else {}
+            names = {before.relations[oid].name: n for oid, n in claimed.items() if oid in before.relations}
+            removed: dict[int | None, set[int]] = {}
+            for oid in known.keys() - set(remaining if remaining is not None else known):  # gone with its table
+                removed.setdefault(names.get(known[oid][2] or "", rest), set()).add(oid)
             snapshot = before
-            for n, (changes, impact) in enumerate(late):
+            for n, waiting in enumerate(late):
                 oids = relations.get(n, set())
                 end = snapshot.changed(reading.relations, oids, Counters())
-                found, uncounted = self._lines(snapshot, end, oids, (objects.get(n), remaining if n == last else None),
-                                               Accounted())
-                changes.extend(found)
-                impact.extend(uncounted)
+                present = [oid for oid in known if oid not in removed[n]] if n in removed else None
+                changes, uncounted = self._lines(snapshot, end, oids, (objects.get(n), present), waiting.accounted)
+                waiting.changes.extend(changes)
+                waiting.impact.extend(uncounted)
                 snapshot = end
             self._last = snapshot
         if during_step:
             self._start = self._last
-            # What the step under way wrote so far is read again at its end, whatever the counters say then.
-            self._gates = replace(reading.gates, class_writes=-1, attribute_updates=-1, trigger_writes=-1,
-                                  constraint_writes=-1, function_writes=-1)
+            # What the step under way wrote or dropped so far is read again at its end, whatever the counters say.
+            self._gates = replace(reading.gates, class_writes=-1, class_deletes=-1, attribute_updates=-1,
+                                  trigger_writes=-1, constraint_writes=-1, function_writes=-1, object_deletes=-1)
         else:
             self._gates = reading.gates
 

@@ -28,6 +28,10 @@ Now a step reads only the relations it created or changed:
   without touching their rows), the catalog is read whole, as before.
   Counters only grow within a transaction, work undone by a savepoint
   included, so an undone change costs a lookup, never a missed change.
+- Steps that only create relations or drop tables they counted need not
+  be read one by one (``PgObserver.settle``): one reading covers several
+  and tells which step wrote each row by its id (``Reading.writers``,
+  ``Reading.steps``).
 
 What another session commits meanwhile is read only where it lands in
 these rows; the preview runs under the advisory lock, so no other runner
@@ -259,8 +263,9 @@ def read_step(conn: Any, last: Snapshot, gates: Gates | None, log_table: str, co
     if prepared is not None:
         # The next step's savepoint goes in the same round trip: the reading only reads, so the step's savepoint
         # can be released and the next one opened right behind it (the observer then does not open it again).
-        then = (_writers(str(since.step), log_table, steps) if steps else  # (steps wait only after a reading)
-                f"RELEASE SAVEPOINT {STEP_SAVEPOINT}; SAVEPOINT {STEP_SAVEPOINT}")
+        # Within a step (``steps``) its savepoint stays; which step wrote what can be told only after a reading.
+        then = (f"RELEASE SAVEPOINT {STEP_SAVEPOINT}; SAVEPOINT {STEP_SAVEPOINT}" if not steps else
+                "" if since.step is None else _writers(since.step, log_table, steps))
         cursor = prepared.execute(conn, _prepared_step(log_table), parameters, then=then)
         rows = cursor.fetchall()
     else:
