@@ -331,7 +331,7 @@ def test_the_runner_savepoints_the_guard_protects_are_the_ones_it_opens():
     from planner.engines.postgresql import step_catalog as pg_step_catalog
     from planner.engines.postgresql.connection import RUNNER_SAVEPOINTS
 
-    assert RUNNER_SAVEPOINTS == {pg_step_catalog.STEP_SAVEPOINT, pg_drop_guard.SAVEPOINT}
+    assert RUNNER_SAVEPOINTS == {pg_step_catalog.STEP_SAVEPOINT, pg_drop_guard.SAVEPOINT, pg_drop_guard.COUNT_SAVEPOINT}
 
 
 def test_a_statement_after_the_transaction_ended_underneath_is_refused(engine: Handle):

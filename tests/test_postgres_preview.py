@@ -212,6 +212,13 @@ EXACT = {
         "CREATE TABLE m2 PARTITION OF m FOR VALUES FROM (10) TO (20); INSERT INTO m SELECT generate_series(0, 19)",
         "DELETE FROM m WHERE id % 2 = 0",
         {("deleted-rows", "m", None): 10}),
+    # Its partitions go with it, counted with it (the family is read only for a table that has had children).
+    "drop-partitioned-table-counts-its-partitions-once": (
+        "CREATE TABLE m (id INT) PARTITION BY RANGE (id);"
+        "CREATE TABLE m1 PARTITION OF m FOR VALUES FROM (0) TO (10);"
+        "CREATE TABLE m2 PARTITION OF m FOR VALUES FROM (10) TO (20); INSERT INTO m SELECT generate_series(0, 14)",
+        "DROP TABLE m",
+        {("dropped-table", "m", None): 15}),
     "function-dropping-a-table-counts-its-rows": (
         "CREATE TABLE old (id INT); INSERT INTO old VALUES (1), (2), (3); CREATE FUNCTION wipe() RETURNS INT "
         "LANGUAGE plpgsql AS $$ BEGIN DROP TABLE old; RETURN 1; END $$",

@@ -47,10 +47,15 @@
       statement measured: a ``pg_locks`` reading after each), with and
       without the analysis.
 
+   With ``--base DIR`` (a copy of an older tree, ``git archive``), each of
+   a and b also runs that tree's default path through the same wrapper
+   (``DIR`` first on ``PYTHONPATH``), so before and after are measured in
+   one run, alternated, against the same raw loop.
+
 Starts its own throwaway server (tests/pg_server.py). Run:
 ``python tests/benchmarks/bench_postgres.py [N]`` (N migrations, 1,000 by
-default), or ``python tests/benchmarks/bench_postgres.py [N] --locks`` for
-section 6 alone. A measurement, not a test: it always exits 0.
+default), or ``python tests/benchmarks/bench_postgres.py [N] --locks [ROUNDS]
+[--base DIR]`` for section 6 alone. A measurement, not a test: it always exits 0.
 """
 
 from __future__ import annotations
@@ -139,14 +144,16 @@ def apm_script() -> str:
     return str(script)
 
 
-def process(argv: list[str], cwd: Path, cpu: list[float] | None = None):
+def process(argv: list[str], cwd: Path, cpu: list[float] | None = None, tree: str | None = None):
     """A function running ``argv`` to completion (output captured, no APM_* settings), failing loudly.
 
     ``cpu`` collects the process's user + system CPU seconds, which other work on the machine disturbs
-    less than the wall clock (but which leaves out the server's share).
+    less than the wall clock (but which leaves out the server's share). ``tree``: imported first (``--base``).
     """
     # Nor PYTHONDONTWRITEBYTECODE: a user's machine caches the catalog's bytecode, as apm does by default.
     env = {k: v for k, v in os.environ.items() if not k.startswith("APM_") and k != "PYTHONDONTWRITEBYTECODE"}
+    if tree is not None:
+        env["PYTHONPATH"] = tree
 
     def run() -> None:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -215,7 +222,8 @@ RAW_ROLLBACK = ("import sys, psycopg\n"
                 "            conn.execute('DELETE FROM schema_migrations WHERE version = %s', (f'{i:04d}',))\n")
 
 
-def lock_figures(server: PgServer, work: Path, n: int, rounds: int) -> dict[str, dict[str, list[float]]]:
+def lock_figures(server: PgServer, work: Path, n: int, rounds: int,
+                 base: str | None = None) -> dict[str, dict[str, list[float]]]:
     """Section 6: wall seconds per variant, for the apply, the rollback and the worst case (see the docstring)."""
     from planner.engines import engine_for
     from planner.loader import load_catalog
@@ -280,12 +288,16 @@ def lock_figures(server: PgServer, work: Path, n: int, rounds: int) -> dict[str,
             "apm migrate --yes --no-preview": apm_run(altering, "migrate", "--yes", "--no-preview"),
         }),
     }
+    if base is not None:  # the older tree's default path, through the same wrapper
+        sections["apply"][1]["base, wrapped, analysis on"] = wrapped("on", trivial, "migrate", "--yes")
+        sections["rollback"][1]["base, wrapped, analysis on"] = wrapped("on", trivial, "migrate", "--to", keep,
+                                                                         "--yes", "--no-backup")
     figures: dict[str, dict[str, list[float]]] = {}
     for section, (prepare, commands) in sections.items():
         times: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(rounds):
             for name, argv in commands.items():
-                run = process(argv(prepare()), work)
+                run = process(argv(prepare()), work, tree=base if name.startswith("base") else None)
                 started = time.perf_counter()
                 run()
                 times[name].append(time.perf_counter() - started)
@@ -304,6 +316,8 @@ def print_lock_figures(figures: dict[str, dict[str, list[float]]], n: int, round
             print(f"    {name}: {spread(seconds)}{against}")
         on, off = times["wrapped, analysis on"], times["wrapped, analysis off"]
         print(f"    lock analysis cost (on against off): {paired(on, off)} (target <= 1.10)")
+        if "base, wrapped, analysis on" in times:
+            print(f"    this tree against the base (both wrapped): {paired(on, times['base, wrapped, analysis on'])}")
 
 
 def import_times(cwd: Path, rounds: int) -> list[float]:
@@ -421,21 +435,23 @@ def main(n: int = 1000) -> None:
     print_lock_figures(locks, n, APPLY_ROUNDS)
 
 
-def locks_only(n: int, rounds: int = APPLY_ROUNDS) -> None:
+def locks_only(n: int, rounds: int = APPLY_ROUNDS, base: str | None = None) -> None:
     """Section 6 alone (``--locks``): what the lock analysis costs, and the default path against the raw loop."""
     server = PgServer(find_bin_dir())
     server.start()
     try:
-        figures = lock_figures(server, Path(tempfile.mkdtemp(prefix="apm-bench-locks-")), n, rounds)
+        figures = lock_figures(server, Path(tempfile.mkdtemp(prefix="apm-bench-locks-")), n, rounds, base)
     finally:
         server.stop()
     print_lock_figures(figures, n, rounds)
 
 
 if __name__ == "__main__":
-    arguments = [a for a in sys.argv[1:] if not a.startswith("--")]
+    given = sys.argv[1:]
+    base_tree = given[given.index("--base") + 1] if "--base" in given[:-1] else None
+    arguments = [a for a in given if not a.startswith("--") and a != base_tree]
     count = int(arguments[0]) if arguments else 1000
     if "--locks" in sys.argv:
-        locks_only(count, int(arguments[1]) if len(arguments) > 1 else APPLY_ROUNDS)
+        locks_only(count, int(arguments[1]) if len(arguments) > 1 else APPLY_ROUNDS, base_tree)
     else:
         main(count)

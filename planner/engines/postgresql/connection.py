@@ -40,9 +40,10 @@ from planner.transaction_guard import (
 )
 
 #: Savepoints PostgreSQL's runner opens around a migration's statements: the preview's step savepoint
-#: (``postgresql.step_catalog.STEP_SAVEPOINT``) and its watch savepoint (``postgresql.drop_guard.SAVEPOINT``). psycopg names
-#: the savepoints of its ``transaction()`` blocks ``_pg3_<n>``; those are the runner's too.
-RUNNER_SAVEPOINTS = frozenset({"apm_preview_step", "apm_preview_watch"})
+#: (``postgresql.step_catalog.STEP_SAVEPOINT``), its watch savepoint (``postgresql.drop_guard.SAVEPOINT``) and its
+#: counting one (``observe.COUNT_SAVEPOINT``). psycopg names the savepoints of its ``transaction()`` blocks
+#: ``_pg3_<n>``; those are the runner's too.
+RUNNER_SAVEPOINTS = frozenset({"apm_preview_step", "apm_preview_watch", "apm_preview_count"})
 
 _IDLE = 0  # psycopg.pq.TransactionStatus.IDLE: no transaction open
 _COMMITS_INSIDE = "2D000"  # invalid_transaction_termination: a procedure or DO block tried to COMMIT or ROLLBACK
@@ -136,6 +137,8 @@ class PgMigrationCursor:
                 query = translate_placeholders(sql, params)
             observer = guard.observer
             if observer is None or options:
+                if observer is not None:
+                    observer.unwatched()  # run as psycopg runs it, not read by the preview
                 cursor.execute(query, params, **options)
             else:
                 # The observer runs the statement: one that may drop what it does not name runs watched, in a savepoint.
@@ -160,6 +163,8 @@ class PgMigrationCursor:
             query = translate_placeholders(sql, rows[0]) if rows else sql
             observer = guard.observer
             if observer is None or options:
+                if observer is not None:
+                    observer.unwatched()  # run as psycopg runs it, not read by the preview
                 cursor.executemany(query, rows, **options)
             else:
                 # Each row is one statement as far as the preview is concerned (a DELETE per row counts each).
@@ -183,6 +188,8 @@ class PgMigrationCursor:
 
     def stream(self, query: Any, params: Any = None, **options: Any) -> Iterator[Any]:
         _check(self._guard, self._cursor.connection, query, not params)
+        if self._watched and self._guard.observer is not None:
+            self._guard.observer.unwatched()  # its rows come as they are read: the preview does not read it first
         return self._cursor.stream(query, params, **options)
 
     def results(self) -> Iterator[PgMigrationCursor]:

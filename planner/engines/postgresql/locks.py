@@ -65,6 +65,7 @@ it): it fails at once, with the blocker named.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -76,6 +77,7 @@ from typing import Any, TypeVar
 from planner.engines.postgresql.sql import _qualified as qualified_name
 from planner.engines.postgresql.sql import _skip as skip_words
 from planner.engines.postgresql.sql import classify, first_keywords, rewritten_table, tokens, top_level_split
+from planner.engines.postgresql.snapshot import qualified, shown
 from planner.engines.postgresql.step_catalog import Statement
 from planner.errors import StepLocked
 from planner.ledger import LOG_TABLE, TABLE
@@ -183,10 +185,6 @@ _VALIDATES = {"NOT", "CONSTRAINT", "CHECK", "FOREIGN", "REFERENCES", "PRIMARY", 
 MEASURING = True
 
 
-def _shown(schema: str, name: str) -> str:
-    return name if schema == "public" else f"{schema}.{name}"
-
-
 def measured(query: str) -> bool:
     """Whether a statement may lock a relation it did not create: then its locks are read after it."""
     words = first_keywords(query, 3)
@@ -219,7 +217,6 @@ class LockWatch:
         self._declared: float | None = None
         self._scan: tuple[str, int] | None = None
         self._raw = False
-        self._index = 0
         self._measuring = MEASURING
         self._alone = False  # the statement under way is a DROP TABLE that locks only what it drops
         self._linked: set[str] | None = None  # _LINKED, while no statement since may have changed it
@@ -236,7 +233,6 @@ class LockWatch:
         self._current = StepLocks([], [], [])
         self._sizes = {}
         self._raw = False
-        self._index = 0
         self.steps.append(self._current)
 
     def declare(self, lock_timeout: float | None) -> None:
@@ -296,7 +292,7 @@ class LockWatch:
         for oid, schema, name, tuples, size in rows:
             if oid not in self._before or name in self.ledger_tables:
                 continue
-            relation = _shown(schema, name)
+            relation = shown(schema, name)
             if code == "table-rewrite":
                 text = (f"rewrites {relation} ({_size(tuples, size)}) under ACCESS EXCLUSIVE: {_cut(statement)} "
                         f"(judged by its kind: it runs only outside a transaction, so it is not measured)")
@@ -327,7 +323,6 @@ class LockWatch:
         self.inner.before(sql, query, parameters)
         if not self.inner.running or self._current is None or not self._measuring:
             return
-        self._index += 1
         text = " ".join(sql.split())
         for _, _, _, under in self._held.values():
             under.append(text)
@@ -337,9 +332,6 @@ class LockWatch:
         if table is not None and _VALIDATES & {t.upper for t in tokens(query) if t.kind == "word"}:
             row = self.conn.execute(_SCANS, (table,)).fetchone()
             self._scan = (table, row[0])
-
-    def execute(self, cursor: Any, query: str, parameters: Any) -> None:
-        self.inner.execute(cursor, query, parameters)
 
     def after(self, sql: str, query: str, parameters: Any, rowcount: int) -> None:
         if (self._measuring and self.inner.running and self._current is not None and measured(query)
@@ -382,7 +374,7 @@ class LockWatch:
             if oid not in self._before or name in self.ledger_tables:
                 continue  # created by the plan (never a finding), or the ledger's own rows
             tuples, size = self._sizes.setdefault(oid, (tuples, size))
-            relation = _shown(schema, name)
+            relation = shown(schema, name)
             if node != self._before[oid] and words[:1] != ["TRUNCATE"]:
                 self._before[oid] = node  # one rewrite is told once
                 step.rewrites.append(relation)
@@ -457,7 +449,7 @@ class LockWatch:
             return True
         if size == 0:
             return False
-        return bool(self.conn.execute(f"SELECT EXISTS (SELECT 1 FROM {_quoted(relation)})").fetchone()[0])
+        return bool(self.conn.execute(f"SELECT EXISTS (SELECT 1 FROM {qualified(relation)})").fetchone()[0])
 
     def _finish(self) -> None:
         """ACCESS EXCLUSIVE locks on large tables, held while later statements ran: a finding of the step
@@ -475,10 +467,6 @@ class LockWatch:
             else:
                 step.findings.append(LockFinding("access-exclusive-held", self.policy.level("access-exclusive-held"),
                                                  relation, text))
-
-
-def _quoted(relation: str) -> str:
-    return ".".join('"' + part.replace('"', '""') + '"' for part in relation.split("."))
 
 
 def _size(tuples: float, size: int) -> str:
@@ -593,22 +581,15 @@ class BlockerWatch:
         self._thread.start()
 
     def _run(self) -> None:
-        conn = None
         try:
-            conn = self._connect()
-            conn.execute("SET application_name = 'apm lock watch'")
-            while not self._stop.wait(self.interval):
-                rows = conn.execute(_BLOCKERS, (self._pid,)).fetchall()
-                if rows:
-                    self.seen = (time.monotonic(), [Blocker(*row) for row in rows])
+            with self._connect() as conn:
+                conn.execute("SET application_name = 'apm lock watch'")
+                while not self._stop.wait(self.interval):
+                    rows = conn.execute(_BLOCKERS, (self._pid,)).fetchall()
+                    if rows:
+                        self.seen = (time.monotonic(), [Blocker(*row) for row in rows])
         except Exception:  # a witness only: the run goes on without it
             log.debug("the blocker watch stopped", exc_info=True)
-        finally:
-            if conn is not None:
-                try:
-                    conn.close()
-                except Exception:
-                    pass
 
     def since(self, started: float) -> list[Blocker]:
         """The blockers the latest poll after ``started`` found (``[]``: none seen)."""
@@ -618,13 +599,6 @@ class BlockerWatch:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
-
-
-def apply_settings(conn: Any, settings: LockSettings) -> None:
-    """The run's connection waits at most ``lock_timeout`` for a lock and runs a statement at most
-    ``statement_timeout``: a session setting, so every transaction of the run has it (one round trip)."""
-    conn.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
-                 (server_value(settings.lock_timeout), server_value(settings.statement_timeout)))
 
 
 def apply_declared(conn: Any, declared: float | None, settings: LockSettings, function: Callable[[], T]) -> T:
@@ -641,10 +615,8 @@ def apply_declared(conn: Any, declared: float | None, settings: LockSettings, fu
     try:
         return function()
     finally:
-        try:
+        with contextlib.suppress(Exception):  # an aborted transaction: its rollback restores the run's value
             conn.execute("SELECT set_config('lock_timeout', %s, false)", (server_value(settings.lock_timeout),))
-        except Exception:
-            pass  # an aborted transaction: its rollback restores the run's value
 
 
 class LockGuard:
@@ -657,7 +629,9 @@ class LockGuard:
         self._pause = settings.backoff(1)
         self.started = time.monotonic()
         self.last_blockers: list[Blocker] = []
-        apply_settings(conn, settings)
+        # A session setting, so every transaction of the run waits at most so long for a lock or a statement.
+        conn.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
+                     (server_value(settings.lock_timeout), server_value(settings.statement_timeout)))
         self.watch: BlockerWatch | None = None
         if settings.lock_timeout > 0 and connect is not None:
             interval = min(1.0, max(0.02, settings.lock_timeout / 3))
@@ -721,7 +695,3 @@ class LockGuard:
         self.attempt += 1
         self._pause = self.settings.backoff(self.attempt)
 
-
-def step_version(error: BaseException) -> str | None:
-    """The migration a failure belongs to (``MigrationFailed.version``), when it says."""
-    return getattr(error, "version", None)

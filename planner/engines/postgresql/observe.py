@@ -43,7 +43,8 @@ PostgreSQL four readings together cover what a step can destroy:
    reported *not counted*, which makes the step unchecked (``--dry-run``
    exits 7; a run asks). Read whole before the first step; after each
    step, only the relations the step wrote (``postgresql.step_catalog``: each step
-   runs in a savepoint of its own for that).
+   runs in a savepoint of its own for that); steps that only create
+   relations or drop tables they counted share one reading (``PgObserver.settle``).
 
 The observer's own queries run inside savepoints, so one that fails never
 aborts the migration's transaction; what it could not count is left to 3
@@ -105,7 +106,7 @@ the error.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from planner.engines.postgresql.ledger import quote
@@ -130,8 +131,9 @@ from planner.engines.postgresql.sql import (
     leaves_rows_alone,
     may_drop_unnamed,
     rewritten_table,
+    tokens,
 )
-from planner.engines.postgresql.step_catalog import Gates, PreparedSet, begin_step, read_step
+from planner.engines.postgresql.step_catalog import STEP_SAVEPOINT, Gates, PreparedSet, begin_step, read_step
 from planner.preview import DataImpact, ImpactKind
 from planner.schema import SchemaChange
 
@@ -168,21 +170,49 @@ SELECT child::bigint, array_agg(parent::bigint) FROM up WHERE child <> parent GR
 """
 
 
+#: The savepoint each counting query runs in (``fetch``).
+COUNT_SAVEPOINT = "apm_preview_count"
+
+
 def fetch(conn: Any, sql: str, parameters: Any = None, *, rows: bool = False) -> Any:
-    """One row (or every row) of a counting query, inside a savepoint; ``None`` if it failed."""
+    """One row (or every row) of a counting query, inside a savepoint; ``None`` if it failed.
+
+    The savepoint, the query and the release go in one round trip (a simple query, its parameters bound here),
+    not three: a rollback preview counts the rows of every table it drops.
+    """
+    # optional dependency: psycopg is installed with an extra
+    import psycopg
+
     try:
-        with conn.transaction(), conn.cursor() as cursor:
-            cursor.execute(sql, parameters)
+        with psycopg.ClientCursor(conn) as cursor:
+            cursor.execute(f"SAVEPOINT {COUNT_SAVEPOINT}; {sql}; RELEASE SAVEPOINT {COUNT_SAVEPOINT}", parameters)
+            cursor.nextset()
             return cursor.fetchall() if rows else cursor.fetchone()
     except Exception:  # the migration's own statement will meet the real problem, if any
+        try:
+            conn.execute(f"ROLLBACK TO SAVEPOINT {COUNT_SAVEPOINT}; RELEASE SAVEPOINT {COUNT_SAVEPOINT}")
+        except Exception:
+            pass  # the connection itself failed: the migration's next statement says so
         return None
 
 
-def table_rows(conn: Any, table: str, *, only: bool = False) -> tuple[int, list[int]] | None:
-    """Rows of ``table`` (its inheriting tables' too unless ``only``), and the oids of the table's family."""
+def table_rows(conn: Any, table: str, *, only: bool = False) -> tuple[int, list[int], list[int] | None] | None:
+    """Rows of ``table`` (its inheriting tables' too unless ``only``), the oids of the table's family, and, for a
+    table with no inheritance link and no foreign key, its oid and its indexes': all that dropping it removes
+    from the catalog's relations and writes nothing else (``None`` for another table).
+
+    The family is asked for only when the table has (or once had) an inheriting table: planning its recursive
+    query cost more than the count of a rollback's empty tables.
+    """
     name = qualified(table)
-    row = fetch(conn, f"SELECT count(*), ({_FAMILY}) FROM {'ONLY ' if only else ''}{name}", (name,))
-    return None if row is None else (row[0], list(row[1] or []))
+    row = fetch(conn, f"SELECT (SELECT count(*) FROM {'ONLY ' if only else ''}{name}), relhassubclass, c.oid::bigint, "
+                      "CASE WHEN NOT relhassubclass AND NOT EXISTS (SELECT FROM pg_inherits WHERE inhrelid = c.oid) "
+                      "AND NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = c.oid AND contype = 'f') "
+                      "THEN ARRAY(SELECT indexrelid::bigint FROM pg_index WHERE indrelid = c.oid) END "
+                      "FROM pg_class c WHERE c.oid = %s::regclass", (name,))
+    if row is None:
+        return None
+    return row[0], family(conn, table) if row[1] else [row[2]], None if row[3] is None else [row[2], *row[3]]
 
 
 def family(conn: Any, table: str) -> list[int]:
@@ -321,6 +351,17 @@ class Accounted:
     rewritten: set[int] = field(default_factory=set)
 
 
+@dataclass
+class _Waiting:
+    """A step whose catalog reading waits (``PgObserver.settle``): its lines, filled in when read, the relations
+    its drops remove (``table_rows``), and what its statements counted."""
+
+    changes: list[SchemaChange]
+    impact: list[DataImpact]
+    claims: set[int]
+    accounted: Accounted
+
+
 def _for_counting(name: str) -> str:
     return name if "." in name else f"public.{name}"  # shown names leave out public; search_path may too
 
@@ -384,6 +425,27 @@ def _count_columns(conn: Any, names: dict[int, str], columns: set[tuple[int, str
     return impact
 
 
+#: Words that take a ``CREATE TABLE`` or ``CREATE SEQUENCE`` beyond the catalog rows of what it creates: it writes
+#: another relation's rows (a foreign key's parent, a partitioned or inherited parent, a sequence's owning table),
+#: copies one (``LIKE``, ``OF``), or runs a query (``AS``), which may call any function.
+_REACHES = {"REFERENCES", "PARTITION", "INHERITS", "LIKE", "OF", "AS", "SELECT", "VALUES", "EXECUTE", "OWNED",
+            "TRIGGER", "INDEX"}
+
+
+def creates_only(sql: str) -> bool:
+    """Whether ``sql`` is one ``CREATE TABLE`` or ``CREATE SEQUENCE`` that writes only the catalog rows of what it
+    creates: it drops, empties and rewrites nothing, runs no code of the database's (when it has no event trigger),
+    and no later statement of this kind writes the rows it wrote. So the catalog reading of a step made only of
+    these may wait (``PgObserver.settle``) and still tell each step's changes apart."""
+    parts = tokens(sql)
+    words = [t.upper for t in parts if t.kind == "word"]
+    i = 1
+    while i < len(words) and words[i] in ("UNLOGGED", "TEMP", "TEMPORARY", "GLOBAL", "LOCAL"):
+        i += 1
+    return (words[:1] == ["CREATE"] and words[i:i + 1] in (["TABLE"], ["SEQUENCE"]) and not _REACHES.intersection(words)
+            and all(t.text != ";" for t in parts[:-1]))  # one statement, not a script
+
+
 #: First keywords of statements that cannot define a function: the "calls a user function" answers stay valid.
 _DATA = {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES", "MERGE", "TABLE", "SET", "SHOW"}
 
@@ -429,11 +491,17 @@ class PgObserver:
         self._functions: dict[str, bool] = {}
         #: Whether any function of a user schema could drop something (its body says DROP, ALTER, EXECUTE).
         self._functions_may_drop = True
+        #: The step ran only ``creates_only`` statements and plain drops so far (``None``: none at all yet).
+        self._quiet: bool | None = None
+        #: Relations the step's plain drops remove (``table_rows``): a shared reading tells its drops by them.
+        self._claims: set[int] = set()
+        #: The steps whose catalog reading waits (``settle``), their lines filled in when it is read.
+        self._late: list[_Waiting] = []
 
     def start_step(self) -> None:
         self._impact, self._inserted, self._sql, self._pending = [], {}, [], None
         self._tally, self._accounted, self._counted_from = RowTally(), Accounted(), None
-        self._set, self._deleted_own = {}, {}
+        self._set, self._deleted_own, self._quiet, self._claims = {}, {}, None, set()
         self._start = self._last if self._last is not None else take(self.conn, counters=False)
         if self._origin is None:
             self._origin = self._start
@@ -447,6 +515,8 @@ class PgObserver:
     def unwatched(self) -> None:
         """The migration reached past the proxy (``conn.raw``): what it runs there is seen by the counters only."""
         if self.running:
+            self._quiet = False
+            self.settle(during_step=True)
             self._count_from_here()
             self._functions.clear()
             if self.prepared is not None:
@@ -458,6 +528,7 @@ class PgObserver:
                 self._counted_from = read_counters(cursor)
 
     def stop(self) -> None:
+        self.settle(failed=True)
         self.running = False
         self._last, self._gates, self._stepping, self._objects = None, None, False, None
         self._opened = False
@@ -473,15 +544,24 @@ class PgObserver:
             self.prepared.forget()  # it may deallocate the readings prepared for this preview
         statement = self._statement = classify(query)
         self._pending, self._truncating = None, None
+        quiet = creates_only(query) or statement.kind == "drop-table" and not may_drop_unnamed(query)
         if not leaves_rows_alone(query):
             self._count_from_here()
         if statement.kind == "drop-table":
             for table in statement.tables:
                 found = table_rows(self.conn, table)
+                # It drops just that, which the step found there (not one a waiting step made: gone unread).
+                quiet = (quiet and found is not None and found[2] is not None and self._start is not None
+                         and found[2][0] in self._start.relations)
                 if found is not None:
                     self._accounted.tables.update(found[1])
+                    self._claims.update(found[2] or ())
                     self._impact.append(DataImpact("dropped-table", table, count=found[0], before=found[0]))
-        elif statement.kind == "truncate":
+        if self._quiet is not False:
+            self._quiet = quiet
+            if not quiet:
+                self.settle(during_step=True)  # before it changes what the waiting steps wrote
+        if statement.kind == "truncate":
             self._truncate(statement)
         elif statement.kind == "drop-columns":
             for column in statement.columns:
@@ -630,11 +710,38 @@ class PgObserver:
 
     def end_step(self) -> tuple[list[SchemaChange], list[DataImpact], list[str]]:
         self.running = False
+        gates = self._gates
+        if (self._quiet and self.prepared is not None and gates is not None and gates.step is not None
+                and not gates.event_triggers and self._counted_from is None):
+            # New relations, and drops counted, in this step's savepoint: read with the next steps' (``settle``).
+            waiting = _Waiting([], list(self._impact), self._claims, self._accounted)
+            self._late.append(waiting)
+            self._opened = False  # the next step opens its savepoint itself
+            return waiting.changes, waiting.impact, self._sql
+        self.settle(during_step=True)
         start = self._start if self._start is not None else take(self.conn, counters=False)
-        end, self._gates, read, objects = read_step(self.conn, start, self._gates, self.log_table,
-                                                    counters=self._counted_from is not None, prepared=self.prepared)
+        reading = read_step(self.conn, start, self._gates, self.log_table,
+                            counters=self._counted_from is not None, prepared=self.prepared)
         self._opened = self.prepared is not None
-        self._last = end
+        self._gates, self._last, end = reading.gates, reading.snapshot, reading.snapshot
+        changes, uncounted = self._lines(start, end, reading.read, reading.objects, self._accounted)
+        for (table, column), count in sorted(self._set.items()):
+            changes.append(SchemaChange("values", "changed", column, table=table, after=count))
+        for table, count in sorted(self._deleted_own.items()):
+            changes.append(SchemaChange("rows", "removed", table, table=table, before=count))
+        created = {c.name for c in changes if c.kind == "table" and c.action == "added"}
+        for table, count in self._inserted.items():  # rows of a table the step created are part of creating it
+            if table.removeprefix("public.") not in created:
+                changes.append(SchemaChange("rows", "added", table, after=count))
+        impact = list(self._impact)
+        if self._counted_from is not None:
+            impact += self._tally.unexplained(self.conn, self._counted_from, end.counters)
+        return changes, impact + uncounted, self._sql
+
+    def _lines(self, start: Snapshot, end: Snapshot, read: set[int] | None, objects: Any,
+               accounted: Accounted) -> tuple[list[SchemaChange], list[DataImpact]]:
+        """A step's schema changes, and what vanished or was rewritten with nothing counting it, between two
+        catalog readings (``read``: the oids read again, ``None``: all); the known objects move on to ``end``."""
         if read is not None:  # only what the step wrote was read again: the rest is the same on both sides
             start, end = start.only(read), end.only(read)
         changes = schema_changes(start, end)
@@ -649,28 +756,92 @@ class PgObserver:
         else:
             added, removed = known.update(*objects)
             self._objects = known
-        changes += object_changes(added, removed, created, dropped)
-        for (table, column), count in sorted(self._set.items()):
-            changes.append(SchemaChange("values", "changed", column, table=table, after=count))
-        for table, count in sorted(self._deleted_own.items()):
-            changes.append(SchemaChange("rows", "removed", table, table=table, before=count))
-        for table, count in self._inserted.items():  # rows of a table the step created are part of creating it
-            if table.removeprefix("public.") not in created:
-                changes.append(SchemaChange("rows", "added", table, after=count))
-        impact = list(self._impact)
-        if self._counted_from is not None:
-            impact += self._tally.unexplained(self.conn, self._counted_from, end.counters)
-        return changes, impact + self._uncounted(start, end), self._sql
+        return changes + object_changes(added, removed, created, dropped), self._uncounted(start, end, accounted)
 
-    def _uncounted(self, start: Snapshot, end: Snapshot) -> list[DataImpact]:
+    def settle(self, *, during_step: bool = False, failed: bool = False) -> None:
+        """Read the catalog for the steps whose reading waited, and fill in their lines.
+
+        Each of those steps ran in a savepoint of its own, only creating
+        relations (``creates_only``) and dropping tables it counted that
+        write nothing else when dropped (``table_rows``), with its log row
+        last: every row it wrote carries the id of its log row, and what it
+        removed is what it claimed, so one reading tells the steps apart.
+        Called before a statement of another kind runs, at the end of a step
+        that reads at once, and before the preview is judged or ends
+        (``during_step``: what no waiting step wrote or claimed is the step
+        under way's, read again at its end). After a failed statement the
+        failed step is undone first (the preview is rolled back anyway); a
+        reading that fails then leaves those lines out rather than hide the
+        failure.
+        """
+        if not self._late or self._last is None:
+            return
+        late, self._late = self._late, []
+        try:
+            if failed and self.conn.info.transaction_status.name == "INERROR":  # the failed step is undone first
+                self.conn.execute(f"ROLLBACK TO SAVEPOINT {STEP_SAVEPOINT}")
+            self._settle(late, during_step)
+        except Exception:
+            if not failed:
+                raise
+
+    def _settle(self, late: list[_Waiting], during_step: bool) -> None:
+        before = self._last
+        assert before is not None  # settle checks it
+        reading = read_step(self.conn, before, self._gates, self.log_table, counters=False, prepared=self.prepared,
+                            steps=len(late))
+        writers, steps = reading.writers, reading.steps
+        if reading.read is None or writers is None or steps is None or len(steps) != len(late):
+            # Read whole, or a step without its log row (it cannot happen): the last waiting step shows it all.
+            changes, uncounted = self._lines(before, reading.snapshot, reading.read, reading.objects, Accounted())
+            late[-1].changes.extend(changes)
+            late[-1].impact.extend(uncounted)
+            self._last = reading.snapshot
+        else:
+            step_of = {xid: n for n, xid in enumerate(steps)}
+            claimed = {oid: n for n, waiting in enumerate(late) for oid in waiting.claims}
+            rest = None if during_step else len(late) - 1  # whose is what no waiting step wrote or claimed
+            relations: dict[int | None, set[int]] = {}
+            for oid in reading.read:  # written ones by the id their row carries, gone ones by the claims
+                n = step_of.get(writers.get(("r", oid), ""), rest) if oid in reading.relations else claimed.get(oid, rest)
+                relations.setdefault(n, set()).add(oid)
+            written, remaining = reading.objects or (None, None)
+            objects: dict[int | None, list] = {}
+            for entry in written or []:
+                objects.setdefault(step_of.get(writers.get(("o", entry[0]), ""), rest), []).append(entry)
+            known = self._objects.known if self._objects is not None else {}
+            names = {before.relations[oid].name: n for oid, n in claimed.items() if oid in before.relations}
+            removed: dict[int | None, set[int]] = {}
+            for oid in known.keys() - set(remaining if remaining is not None else known):  # gone with its table
+                removed.setdefault(names.get(known[oid][2] or "", rest), set()).add(oid)
+            snapshot = before
+            for n, waiting in enumerate(late):
+                oids = relations.get(n, set())
+                end = snapshot.changed(reading.relations, oids, Counters())
+                present = [oid for oid in known if oid not in removed[n]] if n in removed else None
+                changes, uncounted = self._lines(snapshot, end, oids, (objects.get(n), present), waiting.accounted)
+                waiting.changes.extend(changes)
+                waiting.impact.extend(uncounted)
+                snapshot = end
+            self._last = snapshot
+        if during_step:
+            self._start = self._last
+            # What the step under way wrote or dropped so far is read again at its end, whatever the counters say.
+            self._gates = replace(reading.gates, class_writes=-1, class_deletes=-1, attribute_updates=-1,
+                                  trigger_writes=-1, constraint_writes=-1, function_writes=-1, object_deletes=-1)
+        else:
+            self._gates = reading.gates
+
+    @staticmethod
+    def _uncounted(start: Snapshot, end: Snapshot, accounted: Accounted) -> list[DataImpact]:
         """Tables and columns that vanished during the step, and tables emptied or rewritten, with nothing
         counting what they held."""
         impact = [DataImpact("dropped-table", name, counted=False) for oid, name in sorted(start.tables.items())
-                  if oid not in end.tables and oid not in self._accounted.tables]
+                  if oid not in end.tables and oid not in accounted.tables]
         for oid, column in vanished_columns(start, end):
-            if (oid, column) not in self._accounted.columns:
+            if (oid, column) not in accounted.columns:
                 impact.append(DataImpact("dropped-column", end.tables[oid], column, counted=False))
         # A new storage file no statement read explains: a TRUNCATE where the preview could not watch.
         impact += [DataImpact("deleted-rows", end.tables[oid], counted=False) for oid in rewritten_tables(start, end)
-                   if oid not in self._accounted.rewritten]
+                   if oid not in accounted.rewritten]
         return impact

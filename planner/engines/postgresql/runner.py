@@ -35,7 +35,6 @@ from planner.engines.postgresql.locks import (
     attach,
     is_lock_timeout,
     lock_watch,
-    step_version,
 )
 from planner.engines.postgresql.observe import PgObserver
 from planner.engines.postgresql.outside import Checked, Rehearsed
@@ -76,6 +75,8 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
         self.lock_policy: Any = None
         self._ready = False
         self._deferrable: bool | None = None
+        #: A preview's ``PgObserver.settle``: the catalog readings that waited, read before the transaction ends.
+        self.settle_preview: Callable[..., None] | None = None
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -84,7 +85,12 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
             with self.conn.transaction():
                 if not self._ready:
                     self.ledger.ensure_schema()
-                yield
+                try:
+                    yield
+                except Exception:
+                    if self.settle_preview is not None:  # a dry run's or a refused preview's last lines
+                        self.settle_preview(failed=True)
+                    raise
         except BaseException:
             self._applied = None  # it may have counted what was just rolled back
             raise
@@ -153,6 +159,7 @@ def _judged(accept: Callable[[Preview], bool] | None, watch: Any, engine: Any) -
         return None
 
     def judged(preview: Preview) -> bool:
+        watch.settle()  # every step's lines are there before anyone judges them
         attach(preview, watch)
         return accept(preview)
 
@@ -226,7 +233,7 @@ class PgRunner(MarksThroughSessions):
                     emit(on_event, event)
                 return result
 
-            return guard.retrying(once, version_of=step_version,
+            return guard.retrying(once, version_of=lambda error: getattr(error, "version", None),
                                   retryable=lambda e: not isinstance(e, NonTransactionalFailed))
 
     def preview(self, plan: Plan, *, make_plan: Callable[[dict[str, LedgerEntry]], Plan] | None = None,
@@ -249,6 +256,7 @@ class PgRunner(MarksThroughSessions):
                 session = PgSession(conn, ledger, plan, catalog=self.catalog, atomic=True, locks=guard,
                                     before=before)
                 observer = PgObserver(conn, ledger.log_table, capture_sql=capture_sql, prepared=PreparedSet())
+                session.settle_preview = observer.settle
                 watch = lock_watch(observer, conn, self.engine, guard.settings)
                 session.preview(result, watch, make_plan=make_plan, accept=_judged(accept, watch, self.engine),
                                 on_event=on_event)

@@ -28,6 +28,10 @@ Now a step reads only the relations it created or changed:
   without touching their rows), the catalog is read whole, as before.
   Counters only grow within a transaction, work undone by a savepoint
   included, so an undone change costs a lookup, never a missed change.
+- Steps that only create relations or drop tables they counted need not
+  be read one by one (``PgObserver.settle``): one reading covers several
+  and tells which step wrote each row by its id (``Reading.writers``,
+  ``Reading.steps``).
 
 What another session commits meanwhile is read only where it lands in
 these rows; the preview runs under the advisory lock, so no other runner
@@ -64,7 +68,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from planner.engines.postgresql.snapshot import (
@@ -72,7 +76,7 @@ from planner.engines.postgresql.snapshot import (
 )
 from planner.engines.postgresql.snapshot import GATES as OBJECT_GATES
 from planner.engines.postgresql.snapshot import STEP_COLUMNS as OBJECT_COLUMNS
-from planner.engines.postgresql.snapshot import Counters, Snapshot, read_counters, relations_of, take
+from planner.engines.postgresql.snapshot import Counters, Relation, Snapshot, read_counters, relations_of, take
 
 _PREVIEWS = itertools.count(1)
 _NAMED = re.compile(r"%\((\w+)\)s")
@@ -158,12 +162,15 @@ class Gates:
     constraint_writes: int = -1
     function_writes: int = -1
     object_deletes: int = -1
+    #: Whether an event trigger exists: it may run any statement after a ``CREATE``, so no reading waits.
+    event_triggers: bool = True
 
 
 _UNKNOWN = Gates(None, -1, -1, -1, -1)
 _GATES = ", ".join((_counted("inserted updated", _CLASS), _counted("deleted", _CLASS),
-                    _counted("updated", _ATTRIBUTE), _counted("updated", _NAMESPACE), OBJECT_GATES))
-_WIDTH = 9  # the gates' columns, the step's id first
+                    _counted("updated", _ATTRIBUTE), _counted("updated", _NAMESPACE), OBJECT_GATES,
+                    "EXISTS (SELECT FROM pg_event_trigger)"))
+_WIDTH = 10  # the gates' columns, the step's id first
 # One statement, the same text every step, so the server plans it once (``postgresql.prepared``): the newest
 # log row's id, the gates, the oids of the relations written since the last reading's log row (%(step)s),
 # the oids of all relations if some were dropped (else NULL), and the written ones in the user schemas as
@@ -209,16 +216,43 @@ def _prepared_step(log_table: str) -> Statement:
     return _PREPARED[log_table]
 
 
+def _writers(step: str, log_table: str, steps: int) -> str:
+    """Which transaction id wrote each catalog row newer than ``step`` (relations ``r``, constraints, triggers and
+    functions ``o``), and the ids of the ``steps`` newest log rows (``l``): one per step whose reading waited."""
+    newer = f"age(xmin) < age('{int(step)}'::xid)"  # our own reading's id: a number
+    objects = " UNION ALL ".join(f"SELECT 'o', oid::bigint, xmin::text FROM {catalog} WHERE {newer}"
+                                 for catalog in ("pg_constraint", "pg_trigger", "pg_proc"))
+    return (f"SELECT 'r', oid::bigint, xmin::text FROM pg_class WHERE {newer} UNION ALL {objects} UNION ALL "
+            f"(SELECT 'l', id, xmin::text FROM {log_table} WHERE {newer} ORDER BY id DESC LIMIT {steps})")
+
+
+@dataclass
+class Reading:
+    """One step reading: the catalog now, the gates, the oids read again (``None``: all of them), and the
+    constraints, triggers and functions written since the last reading with the oids of all that remain if
+    some went (``postgresql.objects``; ``None``: read them whole)."""
+
+    snapshot: Snapshot
+    gates: Gates
+    read: set[int] | None
+    objects: tuple[list | None, list[int] | None] | None
+    #: The relations read again that are still there, as they are now.
+    relations: dict[int, Relation] = field(default_factory=dict)
+    #: With ``read_step(..., steps=N)``: the id each written row carries ((kind, oid) -> id) and the ids of the N
+    #: newest log rows, oldest first: which step wrote what (``PgObserver.settle``).
+    writers: dict[tuple[str, int], str] | None = None
+    steps: list[str] | None = None
+
+
 def read_step(conn: Any, last: Snapshot, gates: Gates | None, log_table: str, counters: bool,
-              prepared: PreparedSet | None = None,
-              ) -> tuple[Snapshot, Gates, set[int] | None, tuple[list | None, list[int] | None] | None]:
-    """The catalog now, the gates, the oids read again (``None``: all of them), and the constraints, triggers
-    and functions written since the last reading with the oids of all that remain if some went (``postgresql.objects``;
-    ``None``: read them whole).
+              prepared: PreparedSet | None = None, steps: int = 0) -> Reading:
+    """The catalog as a step left it, read in what changed since ``gates``.
 
     ``last`` is the catalog as the step found it, ``gates`` the counters
     as the last reading left them (``None``: unknown, so the catalog is
     read whole); ``counters`` reads the row counters too, as ``take`` does.
+    ``steps``: the reading covers that many steps whose readings waited, within the step under way: it says
+    which step wrote what, and leaves the step's savepoint open.
     """
     since = gates or _UNKNOWN
     parameters = {"step": since.step, "class_writes": since.class_writes,
@@ -229,8 +263,10 @@ def read_step(conn: Any, last: Snapshot, gates: Gates | None, log_table: str, co
     if prepared is not None:
         # The next step's savepoint goes in the same round trip: the reading only reads, so the step's savepoint
         # can be released and the next one opened right behind it (the observer then does not open it again).
-        cursor = prepared.execute(conn, _prepared_step(log_table), parameters,
-                                  then=f"RELEASE SAVEPOINT {STEP_SAVEPOINT}; SAVEPOINT {STEP_SAVEPOINT}")
+        # Within a step (``steps``) its savepoint stays; which step wrote what can be told only after a reading.
+        then = (f"RELEASE SAVEPOINT {STEP_SAVEPOINT}; SAVEPOINT {STEP_SAVEPOINT}" if not steps else
+                "" if since.step is None else _writers(since.step, log_table, steps))
+        cursor = prepared.execute(conn, _prepared_step(log_table), parameters, then=then)
         rows = cursor.fetchall()
     else:
         cursor = conn.cursor()
@@ -241,11 +277,17 @@ def read_step(conn: Any, last: Snapshot, gates: Gates | None, log_table: str, co
         oids, present, written, remaining = rows[0][_WIDTH:_WIDTH + 4]
         if (gates is None or gates.step is None or now.step is None
                 or now.namespace_updates > gates.namespace_updates):
-            return take(conn, counters=counters), now, None, None
-        start = _WIDTH + 4
-        read = relations_of([row[start:] for row in rows if row[start] is not None])
+            return Reading(take(conn, counters=counters), now, None, None)
         changed = set(oids)
+        reading = Reading(last, now, changed, (written, remaining))
+        if steps and cursor.nextset():
+            writers = cursor.fetchall()
+            reading.writers = {(kind, oid): xid for kind, oid, xid in writers if kind != "l"}
+            reading.steps = [xid for kind, _, xid in sorted(w for w in writers if w[0] == "l")]
+        start = _WIDTH + 4
+        reading.relations = relations_of([row[start:] for row in rows if row[start] is not None])
         if present is not None:  # relations were dropped: those no longer listed
             changed.update(last.relations.keys() - set(present))
         found = read_counters(cursor) if counters else Counters()
-    return last.changed(read, changed, found), now, changed, (written, remaining)
+    reading.snapshot = last.changed(reading.relations, changed, found)
+    return reading
