@@ -669,25 +669,21 @@ def explain_locks(settings: Settings) -> list[tuple[str, object, str]]:
 
 
 def configure(settings: Settings, engine) -> None:
-    """Give a PostgreSQL engine the run's lock settings, and tell each retry on stderr."""
-    if not hasattr(engine, "lock_settings"):  # an engine without lock timeouts (SQLite waits by --busy-timeout)
-        return
-    # start-up time: cli.running runs without planner.engines.postgresql until configure() needs it
-    from planner.engines.postgresql import locks as pg_lock_timeout
-
+    """Give the engine the run's lock settings (one whose statements do not queue for locks ignores them), and
+    tell each retry on stderr."""
     # start-up time: cli.running runs without planner.locks until configure() needs it
-    from planner.locks import shown_duration
+    from planner.locks import listen, shown_duration
 
-    engine.lock_settings = chosen = lock_settings(settings)
+    engine.lock_settings = lock_settings(settings)
     engine.lock_policy = lock_policy(settings)
-    limit = shown_duration(chosen.lock_timeout)
 
-    def tell(version: str, attempt: int, attempts: int, pause: float, blocker) -> None:
+    def tell(version: str, attempt: int, attempts: int, pause: float, blocker, waited: float) -> None:
         held = f"held by {blocker.describe()}" if blocker is not None else "held by another session"
-        click.echo(f"{version}: waited {limit} for a lock {held}; rolled back so nothing queues behind it, trying "
+        click.echo(f"{version}: waited {shown_duration(waited)} for a lock {held}; rolled back so nothing queues "
+                   f"behind it, trying "
                    f"again in {pause:.1f} s (attempt {attempt + 1} of {attempts})", err=True)
 
-    pg_lock_timeout.listen(tell)
+    listen(tell)
 
 
 def check_locks(catalog_dir, engine, findings: list) -> tuple[list, bool, dict]:

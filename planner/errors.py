@@ -599,14 +599,15 @@ class StepLocked(DatabaseError):
     """
 
     def __init__(self, version: str | None, settings: _LockLimits, attempts: int, blockers: Sequence[_Holder],
-                 *, final: bool = True, pause: float = 0.0, shown: str | None = None):
+                 *, final: bool = True, pause: float = 0.0, shown: str | None = None, waited: str | None = None):
+        """``waited``: the lock timeout that fired, as shown (a migration's own, when it declares one)."""
         self.version, self.attempts, self.blockers = version, attempts, list(blockers)
         self.lock_timeout = settings.lock_timeout
         self.final = final
         who = ("held by " + "; ".join(b.describe() for b in blockers)) if blockers else \
             "held by a session the watch did not see (it may have ended)"
         what = f"migration {version}" if version else "the run"
-        timeout = settings.lock_timeout_shown
+        timeout = waited or settings.lock_timeout_shown
         if final:
             tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
             message = (f"{what} could not get its lock within the lock timeout ({timeout}) in {tries}: {who}; "

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from planner.errors import CatalogError
@@ -84,6 +85,26 @@ def shown_duration(seconds: float) -> str:
 def server_value(seconds: float) -> str:
     """The value for PostgreSQL's ``SET``: whole milliseconds, ``0`` for no limit."""
     return f"{round(seconds * 1000)}ms" if seconds > 0 else "0"
+
+
+#: ``listener(version, attempt, attempts, pause, blocker, waited)``: told before each pause after a lock
+#: timeout (the CLI prints a line): the migration, the attempt that timed out and how many there are, the
+#: pause before the next, who held the lock (the engine's ``describe()``-able blocker, or ``None``), and the
+#: lock timeout that fired (a migration's own when it declares one), in seconds.
+RetryListener = Callable[[str, int, int, float, Any, float], None]
+_retry_listener: RetryListener | None = None
+
+
+def listen(listener: RetryListener | None) -> None:
+    """Register the one listener told about each retry (``None``: nobody); the library never prints."""
+    global _retry_listener
+    _retry_listener = listener
+
+
+def tell_retry(version: str, attempt: int, attempts: int, pause: float, blocker: Any, waited: float) -> None:
+    """Tell the registered listener, if any, that a step is about to be tried again."""
+    if _retry_listener is not None:
+        _retry_listener(version, attempt, attempts, pause, blocker, waited)
 
 
 @dataclass(frozen=True)

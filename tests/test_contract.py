@@ -196,7 +196,8 @@ def test_the_engine_contract_holds_no_backups_and_no_agents_table():
     engine = members(Engine)
     assert "backups" in engine and not {n for n in engine if "backup" in n and n != "backups"}
     assert not {n for n in engine if "agent" in n}
-    assert len(engine) <= 14  # was 24, 13 of them about backups
+    # Was 24, 13 of them about backups; since then: drift, and the run's lock settings (declared, not duck-typed).
+    assert len(engine) <= 16
 
 
 def _annotation_nodes(tree: ast.AST) -> typing.Iterator[ast.AST]:

@@ -122,18 +122,28 @@ def test_the_step_succeeds_on_a_retry_once_the_blocker_commits(altering, catalog
                            "AND column_name = 'c'") == [(1,)]
 
 
-def test_a_migration_declares_its_own_lock_timeout(altering, catalog_dir):
-    """``lock_timeout = "..."`` in the file beats the run's: here a short one, so the run's long one never counts."""
-    path = next(catalog_dir.glob("migration_0001*.py"))
-    path.write_text(path.read_text() + '\nlock_timeout = "200ms"\n')
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("run_timeout", ["20s", "off"])
+def test_a_migration_declares_its_own_lock_timeout(altering, catalog_dir, path, run_timeout):
+    """``lock_timeout = "..."`` in the file beats the run's: here a short one, so the run's long one (or none)
+    never counts; the retries and the error say the 200 ms that applied and name the blocker, whom a watch paced
+    by the run's own timeout (or started only for it) never saw."""
+    migration = next(catalog_dir.glob("migration_0001*.py"))
+    migration.write_text(migration.read_text() + '\nlock_timeout = "200ms"\n')
     held = blocker(altering)
     started = time.monotonic()
     try:
-        result = apm(altering, "migrate", "--lock-timeout", "20s", "--lock-retries", "0", catalog=catalog_dir)
+        result = apm(altering, "migrate", *PATHS[path], "--lock-timeout", run_timeout, "--lock-retries", "1",
+                     catalog=catalog_dir)
+        pid = held.info.backend_pid
     finally:
         held.close()
-    assert result.returncode == 6 and "in 1 attempt" in result.stderr, result.stderr
-    assert time.monotonic() - started < 15  # the run's 20 s never applied
+    assert result.returncode == 6 and "in 2 attempts" in result.stderr, result.stderr
+    assert time.monotonic() - started < 15  # the run's 20 s (or no limit) never applied
+    error = result.stderr.strip().splitlines()[-1]
+    assert "within the lock timeout (200ms)" in error and f"held by pid {pid}" in error, error
+    told = [line for line in result.stderr.splitlines() if "trying again in" in line]
+    assert len(told) == 1 and told[0].startswith(f"0001: waited 200ms for a lock held by pid {pid}"), told
 
 
 def test_a_timeout_that_is_no_duration_is_a_usage_error(altering, catalog_dir, tmp_path):

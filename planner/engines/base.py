@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from planner.events import Event, RunResult
     from planner.findings import Finding
     from planner.ledger import LedgerEntry, LedgerNote, LogEntry
+    from planner.locks import LockPolicy, LockSettings
     from planner.migration import Migration
     from planner.outside import Confirmation
     from planner.plan import Plan
@@ -227,6 +228,11 @@ class Engine(ABC):
 
     #: ``"sqlite"`` or ``"postgresql"``: what ``conn.engine`` tells a migration.
     name: str
+    #: The run's lock timeouts and which lock findings stop it (``planner.locks``), set by whoever runs a plan
+    #: (``None``: the defaults). An engine whose statements do not queue for locks ignores them: SQLite waits
+    #: for its one write lock by its busy timeout.
+    lock_settings: LockSettings | None = None
+    lock_policy: LockPolicy | None = None
 
     @property
     @abstractmethod

@@ -70,7 +70,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -92,6 +92,7 @@ from planner.locks import (
     server_value,
     short_mode,
     shown_duration,
+    tell_retry,
 )
 from planner.preview import is_left_out
 
@@ -480,7 +481,7 @@ def _cut(statement: str) -> str:
 
 def lock_watch(observer: Any, conn: Any, engine: Any, settings: LockSettings) -> LockWatch:
     """The preview's observer with the lock measurements beside it, under the engine's policy."""
-    policy = getattr(engine, "lock_policy", None) or LockPolicy()
+    policy = engine.lock_policy or LockPolicy()
     return LockWatch(observer, conn, policy, settings, {TABLE, LOG_TABLE})
 
 
@@ -505,17 +506,6 @@ E = TypeVar("E", bound=BaseException)
 
 #: SQLSTATE of ``lock_timeout`` (and of ``NOWAIT``): ``lock_not_available``.
 LOCK_NOT_AVAILABLE = "55P03"
-
-#: ``listener(version, attempt, attempts, pause, blocker)``: told before each pause (the CLI prints a line).
-RetryListener = Callable[[str, int, int, float, "Blocker | None"], None]
-_listener: RetryListener | None = None
-
-
-def listen(listener: RetryListener | None) -> None:
-    """Register the one listener told about each retry (``None``: nobody); the library never prints."""
-    global _listener
-    _listener = listener
-
 
 def is_lock_timeout(error: BaseException | None) -> bool:
     """Whether ``error`` (or what caused it: ``MigrationFailed.cause``, ``__cause__``) is SQLSTATE 55P03."""
@@ -623,8 +613,10 @@ class LockGuard:
     """One run's lock timeouts: the settings on its connection, the blocker watch, and the retry loop."""
 
     def __init__(self, conn: Any, settings: LockSettings, connect: Callable[[], Any] | None = None,
-                 shown: str | None = None):
+                 shown: str | None = None, declared: Mapping[str, float] | None = None):
+        """``declared``: the lock timeouts the plan's migrations declare, by version (``lock_timeout = "..."``)."""
         self.conn, self.settings, self.shown = conn, settings, shown
+        self.declared = dict(declared or {})
         self.attempt = 1
         self._pause = settings.backoff(1)
         self.started = time.monotonic()
@@ -633,9 +625,16 @@ class LockGuard:
         conn.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
                      (server_value(settings.lock_timeout), server_value(settings.statement_timeout)))
         self.watch: BlockerWatch | None = None
-        if settings.lock_timeout > 0 and connect is not None:
-            interval = min(1.0, max(0.02, settings.lock_timeout / 3))
+        # Polled often enough for the shortest wait that can time out, a migration's own included: a watch
+        # paced by the run's 2 s never sees the blocker of a step that declares 200 ms.
+        limits = [t for t in (settings.lock_timeout, *self.declared.values()) if t > 0]
+        if limits and connect is not None:
+            interval = min(1.0, max(0.02, min(limits) / 3))
             self.watch = BlockerWatch(connect, conn.info.backend_pid, interval)
+
+    def timeout_of(self, version: str | None) -> float:
+        """The lock timeout a step waits under: its migration's own when it declares one, else the run's."""
+        return self.declared.get(version or "", self.settings.lock_timeout)
 
     def close(self) -> None:
         if self.watch is not None:
@@ -653,7 +652,8 @@ class LockGuard:
             return error
         final = self.attempt >= self.settings.attempts
         return StepLocked(version, self.settings, self.attempt, self.blockers(), final=final,
-                          pause=0.0 if final else self._pause, shown=self.shown)
+                          pause=0.0 if final else self._pause, shown=self.shown,
+                          waited=shown_duration(self.timeout_of(version)))
 
     def retrying(self, once: Callable[[int], T], failure: Callable[[T], BaseException | None] = lambda _r: None,
                  version_of: Callable[[BaseException], str | None] = lambda _e: None,
@@ -684,13 +684,14 @@ class LockGuard:
             self._wait(version_of(error))
 
     def final_error(self, version: str | None) -> StepLocked:
-        return StepLocked(version, self.settings, self.attempt, self.blockers(), shown=self.shown)
+        return StepLocked(version, self.settings, self.attempt, self.blockers(), shown=self.shown,
+                          waited=shown_duration(self.timeout_of(version)))
 
     def _wait(self, version: str | None) -> None:
         pause = self._pause
-        if _listener is not None:
-            blockers = self.blockers()
-            _listener(version or "?", self.attempt, self.settings.attempts, pause, blockers[0] if blockers else None)
+        blockers = self.blockers()
+        tell_retry(version or "?", self.attempt, self.settings.attempts, pause, blockers[0] if blockers else None,
+                   self.timeout_of(version))
         time.sleep(pause)
         self.attempt += 1
         self._pause = self.settings.backoff(self.attempt)

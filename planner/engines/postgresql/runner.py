@@ -207,7 +207,7 @@ class PgRunner(MarksThroughSessions):
         is exactly the database this run changes. A plan made again differently from the one shown
         counts as a re-plan (``RunResult.replans``). ``confirm_outside``: as ``sqlite.runner.Executor.migrate``.
         """
-        with self.engine.locked() as conn, self._guard(conn) as guard:
+        with self.engine.locked() as conn, self._guard(conn, plan) as guard:
             ledger = PgLedger(conn, self.engine.ledger_schema)
             results: list[RunResult] = []
 
@@ -227,7 +227,7 @@ class PgRunner(MarksThroughSessions):
                 session = PgSession(conn, ledger, planned, catalog=self.catalog, atomic=atomic, locks=guard,
                                     before=before)
                 session.confirmation = confirm_outside
-                session.lock_policy = getattr(self.engine, "lock_policy", None)  # gates its checked statements
+                session.lock_policy = self.engine.lock_policy  # gates its checked statements
                 for event in session.atomic() if atomic else session.stepwise():
                     result.count(event)
                     emit(on_event, event)
@@ -244,7 +244,7 @@ class PgRunner(MarksThroughSessions):
         ``before()`` runs inside the lock once the plan was made again there, as in ``migrate``.
         """
         started = time.perf_counter()
-        with self.engine.locked() as conn, self._guard(conn) as guard, _unprepared(conn):
+        with self.engine.locked() as conn, self._guard(conn, plan) as guard, _unprepared(conn):
             ledger = PgLedger(conn, self.engine.ledger_schema)
 
             tried: list[Preview] = []
@@ -276,10 +276,14 @@ class PgRunner(MarksThroughSessions):
         return result
 
     @contextmanager
-    def _guard(self, conn: Any) -> Iterator[LockGuard]:
-        """The run's lock timeouts on ``conn`` (``planner.engines.postgresql.locks``), for the block."""
-        settings = getattr(self.engine, "lock_settings", None) or LockSettings()
-        guard = LockGuard(conn, settings, self.engine.connect, shown=self.engine.display)
+    def _guard(self, conn: Any, plan: Plan | None) -> Iterator[LockGuard]:
+        """The run's lock timeouts on ``conn`` (``planner.engines.postgresql.locks``), for the block; the
+        migrations' own (``lock_timeout = "..."``) from the catalog, since the plan is made again inside."""
+        settings = self.engine.lock_settings or LockSettings()
+        migrations = list(self.catalog) if self.catalog is not None else [s.migration for s in plan.steps] if plan \
+            else []
+        declared = {m.version: m.lock_timeout for m in migrations if m.lock_timeout is not None}
+        guard = LockGuard(conn, settings, self.engine.connect, shown=self.engine.display, declared=declared)
         try:
             yield guard
         finally:
