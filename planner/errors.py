@@ -585,7 +585,7 @@ class _LockLimits(Protocol):
 
 
 class _Holder(Protocol):
-    """A session that held the lock (``planner.engines.postgresql.locks.Blocker``), as it names itself."""
+    """A session that held the lock (``planner.engines.postgresql.lock_timeout.Blocker``), as it names itself."""
 
     def describe(self) -> str: ...
 

@@ -6,7 +6,7 @@ EXCLUSIVE lock queues every reader behind it for as long as it waits. So
 each step's transaction runs with a ``lock_timeout`` (and, when asked, a
 ``statement_timeout``); when the lock timeout fires the step is rolled back
 and tried again after a growing, jittered pause, ``lock_retries`` times
-(``planner.engines.postgresql.locks`` does it on PostgreSQL). The readers
+(``planner.engines.postgresql.lock_timeout`` does it on PostgreSQL). The readers
 queued behind the migration wait at most one lock timeout, then run.
 
 Defaults, chosen for a server with live traffic (docs/locks.md):

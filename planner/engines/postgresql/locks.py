@@ -37,49 +37,19 @@ reading, so nothing about them is ever a finding. Not measured: what
 ``conn.raw`` runs (one reading at the end of such a step catches its
 locks, not its scans); how long the locks would be held on production data.
 
-Lock timeouts with retries on PostgreSQL: a migration never waits in a lock queue without limit.
-
-PostgreSQL grants locks in order: while an ``ALTER TABLE`` waits for its
-ACCESS EXCLUSIVE lock behind a long transaction, every reader that comes
-after it waits too. So the run's connection gets ``lock_timeout`` (and
-``statement_timeout``) once it holds the advisory lock (``LockGuard``);
-a migration may declare its own ``lock_timeout`` for its step
-(``apply_declared``). When the timeout fires (SQLSTATE 55P03,
-``lock_not_available``) the step's transaction is rolled back, so the
-queue behind it drains, and after a pause (``LockSettings.backoff``) it is
-tried again, ``lock_retries`` times. Each failed attempt is a row of the
-run log naming the session that held the lock; after the last one the run
-stops with ``StepLocked`` (exit 6), naming it too.
-
-Who held the lock: only another session can see whom a waiting backend
-waits for (``pg_blocking_pids``), so a small thread with its own
-connection (``BlockerWatch``) looks, a few times per lock timeout, while
-the run goes on. It starts with the run and costs one idle connection.
-
-On the previewed path the whole plan is one transaction: a lock timeout
-in any step rolls all of it back, and the whole preview is tried again
-(``PgRunner.preview``). A ``transactional = False`` step is never tried
-again (what it did before the timeout stays; ``apm migrate doctor`` shows
-it): it fails at once, with the blocker named.
+Lock timeouts with retries are ``postgresql.lock_timeout``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import re
-import threading
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from planner.engines.postgresql.sql import _qualified as qualified_name
 from planner.engines.postgresql.sql import _skip as skip_words
 from planner.engines.postgresql.sql import classify, first_keywords, rewritten_table, tokens, top_level_split
 from planner.engines.postgresql.snapshot import qualified, shown
 from planner.engines.postgresql.step_catalog import Statement
-from planner.errors import StepLocked
 from planner.ledger import LOG_TABLE, TABLE
 from planner.locks import (
     BLOCKING,
@@ -89,10 +59,7 @@ from planner.locks import (
     LockTaken,
     StepLocks,
     mode_rank,
-    server_value,
     short_mode,
-    shown_duration,
-    tell_retry,
 )
 from planner.preview import is_left_out
 
@@ -497,202 +464,4 @@ def attach(preview: Any, watch: LockWatch) -> None:
         record.locks = report
         migration = migrations.get(record.version)
         watch.policy.accept(report.findings, migration.allow if migration is not None else ())
-
-
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-E = TypeVar("E", bound=BaseException)
-
-#: SQLSTATE of ``lock_timeout`` (and of ``NOWAIT``): ``lock_not_available``.
-LOCK_NOT_AVAILABLE = "55P03"
-
-def is_lock_timeout(error: BaseException | None) -> bool:
-    """Whether ``error`` (or what caused it: ``MigrationFailed.cause``, ``__cause__``) is SQLSTATE 55P03."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if getattr(error, "sqlstate", None) == LOCK_NOT_AVAILABLE or isinstance(error, StepLocked):
-            return True
-        error = getattr(error, "cause", None) or error.__cause__ or error.__context__
-    return False
-
-
-@dataclass(frozen=True)
-class Blocker:
-    """A session holding a lock the migration waited for, as ``pg_stat_activity`` showed it."""
-
-    pid: int
-    application_name: str
-    #: Seconds its transaction had been open (``None``: not in a transaction, or not visible to us).
-    transaction_seconds: float | None
-    query: str
-    state: str | None = None
-
-    def describe(self) -> str:
-        """``pid 4242 (application "psql", transaction open 12.3 s, query "LOCK TABLE t ...")``."""
-        parts = [f'application "{self.application_name}"' if self.application_name else "no application name"]
-        if self.transaction_seconds is not None:
-            parts.append(f"transaction open {self.transaction_seconds:.1f} s")
-        if self.state:
-            parts.append(self.state)
-        text = " ".join(self.query.split())
-        if text:
-            parts.append(f'query "{text[:60]}{"..." if len(text) > 60 else ""}"')
-        return f"pid {self.pid} ({', '.join(parts)})"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"pid": self.pid, "application_name": self.application_name,
-                "transaction_seconds": None if self.transaction_seconds is None else round(self.transaction_seconds, 3),
-                "state": self.state, "query": " ".join(self.query.split())[:200]}
-
-
-_BLOCKERS = (
-    "SELECT a.pid, coalesce(a.application_name, ''), extract(epoch FROM clock_timestamp() - a.xact_start)::float8, "
-    "coalesce(a.query, ''), a.state "
-    "FROM unnest(pg_blocking_pids(%s)) AS b(pid) JOIN pg_stat_activity a ON a.pid = b.pid ORDER BY a.xact_start"
-)
-
-
-class BlockerWatch:
-    """A thread with its own connection noting whom the run's backend waits for, while it waits.
-
-    It polls ``pg_blocking_pids`` every third of the lock timeout (20 ms to
-    1 s), so each wait that ends in a timeout is seen two or three times.
-    Failures are only logged: the watch is a witness, never a reason to stop.
-    """
-
-    def __init__(self, connect: Callable[[], Any], pid: int, interval: float):
-        self._connect, self._pid, self.interval = connect, pid, interval
-        self._stop = threading.Event()
-        #: (monotonic time, blockers) of the latest poll that found any.
-        self.seen: tuple[float, list[Blocker]] | None = None
-        self._thread = threading.Thread(target=self._run, name="apm-blocker-watch", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            with self._connect() as conn:
-                conn.execute("SET application_name = 'apm lock watch'")
-                while not self._stop.wait(self.interval):
-                    rows = conn.execute(_BLOCKERS, (self._pid,)).fetchall()
-                    if rows:
-                        self.seen = (time.monotonic(), [Blocker(*row) for row in rows])
-        except Exception:  # a witness only: the run goes on without it
-            log.debug("the blocker watch stopped", exc_info=True)
-
-    def since(self, started: float) -> list[Blocker]:
-        """The blockers the latest poll after ``started`` found (``[]``: none seen)."""
-        seen = self.seen
-        return seen[1] if seen is not None and seen[0] >= started else []
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-
-
-def apply_declared(conn: Any, declared: float | None, settings: LockSettings, function: Callable[[], T]) -> T:
-    """Run ``function`` with a migration's own ``lock_timeout`` (``declared``), the run's again after it.
-
-    Set for the session, not ``LOCAL``: a ``transactional = False`` step has
-    no transaction to be local to. Inside a transaction that rolls back, the
-    server undoes the ``SET`` itself; the restore after a failure is then
-    refused (the transaction is aborted) and not needed.
-    """
-    if declared is None:
-        return function()
-    conn.execute("SELECT set_config('lock_timeout', %s, false)", (server_value(declared),))
-    try:
-        return function()
-    finally:
-        with contextlib.suppress(Exception):  # an aborted transaction: its rollback restores the run's value
-            conn.execute("SELECT set_config('lock_timeout', %s, false)", (server_value(settings.lock_timeout),))
-
-
-class LockGuard:
-    """One run's lock timeouts: the settings on its connection, the blocker watch, and the retry loop."""
-
-    def __init__(self, conn: Any, settings: LockSettings, connect: Callable[[], Any] | None = None,
-                 shown: str | None = None, declared: Mapping[str, float] | None = None):
-        """``declared``: the lock timeouts the plan's migrations declare, by version (``lock_timeout = "..."``)."""
-        self.conn, self.settings, self.shown = conn, settings, shown
-        self.declared = dict(declared or {})
-        self.attempt = 1
-        self._pause = settings.backoff(1)
-        self.started = time.monotonic()
-        self.last_blockers: list[Blocker] = []
-        # A session setting, so every transaction of the run waits at most so long for a lock or a statement.
-        conn.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
-                     (server_value(settings.lock_timeout), server_value(settings.statement_timeout)))
-        self.watch: BlockerWatch | None = None
-        # Polled often enough for the shortest wait that can time out, a migration's own included: a watch
-        # paced by the run's 2 s never sees the blocker of a step that declares 200 ms.
-        limits = [t for t in (settings.lock_timeout, *self.declared.values()) if t > 0]
-        if limits and connect is not None:
-            interval = min(1.0, max(0.02, min(limits) / 3))
-            self.watch = BlockerWatch(connect, conn.info.backend_pid, interval)
-
-    def timeout_of(self, version: str | None) -> float:
-        """The lock timeout a step waits under: its migration's own when it declares one, else the run's."""
-        return self.declared.get(version or "", self.settings.lock_timeout)
-
-    def close(self) -> None:
-        if self.watch is not None:
-            self.watch.close()
-
-    def blockers(self) -> list[Blocker]:
-        found = self.watch.since(self.started) if self.watch is not None else []
-        if found:
-            self.last_blockers = found
-        return found or self.last_blockers
-
-    def explain(self, version: str | None, error: E) -> E | StepLocked:
-        """The run log's words for a failure: a lock timeout says which attempt and who held the lock."""
-        if not is_lock_timeout(error):
-            return error
-        final = self.attempt >= self.settings.attempts
-        return StepLocked(version, self.settings, self.attempt, self.blockers(), final=final,
-                          pause=0.0 if final else self._pause, shown=self.shown,
-                          waited=shown_duration(self.timeout_of(version)))
-
-    def retrying(self, once: Callable[[int], T], failure: Callable[[T], BaseException | None] = lambda _r: None,
-                 version_of: Callable[[BaseException], str | None] = lambda _e: None,
-                 retryable: Callable[[BaseException], bool] = lambda _e: True) -> T:
-        """``once(attempt)`` until it ends without a lock timeout, or the attempts are spent.
-
-        A lock timeout is either raised (the step-by-step path) or carried in
-        the result (``failure(result)``: the preview's). After the last
-        attempt, a raised one becomes ``StepLocked``; a carried one is left to
-        the caller (``final_error``).
-        """
-        while True:
-            self.started = time.monotonic()
-            try:
-                result = once(self.attempt)
-                error = failure(result)
-            except Exception as exc:
-                if not is_lock_timeout(exc) or not retryable(exc):
-                    raise
-                if self.attempt >= self.settings.attempts or isinstance(exc, StepLocked):
-                    if isinstance(exc, StepLocked):
-                        raise
-                    raise self.final_error(version_of(exc)) from exc
-                self._wait(version_of(exc))
-                continue
-            if error is None or not is_lock_timeout(error) or self.attempt >= self.settings.attempts:
-                return result
-            self._wait(version_of(error))
-
-    def final_error(self, version: str | None) -> StepLocked:
-        return StepLocked(version, self.settings, self.attempt, self.blockers(), shown=self.shown,
-                          waited=shown_duration(self.timeout_of(version)))
-
-    def _wait(self, version: str | None) -> None:
-        pause = self._pause
-        blockers = self.blockers()
-        tell_retry(version or "?", self.attempt, self.settings.attempts, pause, blockers[0] if blockers else None,
-                   self.timeout_of(version))
-        time.sleep(pause)
-        self.attempt += 1
-        self._pause = self.settings.backoff(self.attempt)
 

@@ -29,13 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from planner.engines.postgresql.connection import PgMigrationConnection
 from planner.engines.postgresql.ledger import PgLedger
-from planner.engines.postgresql.locks import (
-    LockGuard,
-    apply_declared,
-    attach,
-    is_lock_timeout,
-    lock_watch,
-)
+from planner.engines.postgresql.lock_timeout import LockGuard, apply_declared, is_lock_timeout
+from planner.engines.postgresql.locks import attach, lock_watch
 from planner.engines.postgresql.observe import PgObserver
 from planner.engines.postgresql.outside import Checked, Rehearsed
 from planner.engines.postgresql.step_catalog import PreparedSet
@@ -277,7 +272,7 @@ class PgRunner(MarksThroughSessions):
 
     @contextmanager
     def _guard(self, conn: Any, plan: Plan | None) -> Iterator[LockGuard]:
-        """The run's lock timeouts on ``conn`` (``planner.engines.postgresql.locks``), for the block; the
+        """The run's lock timeouts on ``conn`` (``planner.engines.postgresql.lock_timeout``), for the block; the
         migrations' own (``lock_timeout = "..."``) from the catalog, since the plan is made again inside."""
         settings = self.engine.lock_settings or LockSettings()
         migrations = list(self.catalog) if self.catalog is not None else [s.migration for s in plan.steps] if plan \
