@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Iterable, Sequence
+from sys import getrefcount
 from typing import Any
 
 from planner.engines.sqlite.sql import keywords, skipped, split_script
@@ -238,6 +239,7 @@ class MigrationConnection(GuardedRoutes):
         guard.within = conn.in_transaction
         object.__setattr__(self, "_conn", conn)
         object.__setattr__(self, "_guard", guard)
+        object.__setattr__(self, "_spare", None)  # the cursor ``execute`` made last (see there)
 
     #: Why a ``PRAGMA foreign_keys = ...`` is passed over (the executor logs it with the statement).
     IGNORED_REASON = (
@@ -249,7 +251,18 @@ class MigrationConnection(GuardedRoutes):
         return MigrationCursor(self._conn.cursor(*args, **kwargs), self._guard, self._conn)
 
     def execute(self, sql: str, parameters: Any = ()) -> MigrationCursor:
-        return MigrationCursor(self._conn.cursor(), self._guard, self._conn).execute(sql, parameters)
+        # A data migration's loop drops each cursor ``execute`` returns before the next call: then the last one
+        # is reused, and the loop makes no cursor (and no wrapper) per statement, which cost more than the
+        # guard's checks. Reused only while nothing but this proxy holds the wrapper or the cursor in it (a
+        # variable, a ``for`` loop, a bound ``fetchone``): their reference counts are then what they were when
+        # the pair was made here, in the same expressions.
+        spare = self._spare
+        if spare is not None and getrefcount(spare) == self._free[0] and getrefcount(spare._cursor) == self._free[1]:
+            return spare.execute(sql, parameters)
+        spare = MigrationCursor(self._conn.cursor(), self._guard, self._conn)
+        object.__setattr__(self, "_spare", spare)
+        object.__setattr__(self, "_free", (getrefcount(spare), getrefcount(spare._cursor)))
+        return spare.execute(sql, parameters)
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> MigrationCursor:
         return self.cursor().executemany(sql, seq_of_parameters)
