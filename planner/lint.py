@@ -60,7 +60,6 @@ from planner.findings import ERROR, INFO, WARNING, Finding, Remedy
 from planner.loader import migration_files, scan_catalog
 from planner.migration import IMPLIED
 from planner.plan import inconsistent_history
-from planner.renumber import plan_renumbering
 
 if TYPE_CHECKING:
     from planner.engines.base import Engine
@@ -142,6 +141,9 @@ def _renumbering(problems: list[CatalogError], taken: list[str], recorded: dict 
     duplicate. The file whose checksum the ledger holds for the version keeps
     it; when the ledger cannot tell, the finding says why and suggests nothing.
     """
+    # start-up time: apm migrate imports this module for file_states() alone, without planner.renumber
+    from planner.renumber import plan_renumbering
+
     return plan_renumbering(problems, taken, recorded, database)
 
 
