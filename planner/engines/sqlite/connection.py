@@ -239,7 +239,11 @@ class MigrationConnection(GuardedRoutes):
             spare = guard.spare = MigrationCursor(guard.raw.cursor(), guard)
             cursor = guard.spare_cursor = spare._cursor
             guard.free = (getrefcount(spare), getrefcount(cursor))
-        _execute(guard, cursor, sql, parameters)
+        if type(sql) is str and sql in guard.allowed and guard.observer is not None and (
+                not guard.within or guard.raw.in_transaction):
+            guard.observer.run(cursor, sql, parameters)  # a watched loop's repeat: ``_execute`` without the call
+        else:
+            _execute(guard, cursor, sql, parameters)
         return spare
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> MigrationCursor:
