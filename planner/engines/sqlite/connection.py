@@ -239,7 +239,7 @@ class MigrationConnection(GuardedRoutes):
             spare = guard.spare = MigrationCursor(guard.raw.cursor(), guard)
             cursor = guard.spare_cursor = spare._cursor
             guard.free = (getrefcount(spare), getrefcount(cursor))
-        if type(sql) is str and sql in guard.allowed and guard.observer is not None and (
+        if guard.observer is not None and type(sql) is str and sql in guard.allowed and (
                 not guard.within or guard.raw.in_transaction):
             guard.observer.run(cursor, sql, parameters)  # a watched loop's repeat: ``_execute`` without the call
         else:
