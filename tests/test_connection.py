@@ -240,3 +240,19 @@ def test_a_cursor_the_migration_still_holds_is_never_reused(conn):
         proxy.execute("SELECT 1").execute("ROLLBACK")
     assert proxy.execute("SELECT 1").connection is proxy
     assert conn.in_transaction
+
+
+def test_a_query_left_unread_does_not_keep_its_table_locked(conn):
+    """A query's cursor is the caller's alone: once the migration lets it go, its unread rows no longer hold the
+    statement open, so a table it read can be dropped (SQLite refuses while any statement reads), within the step
+    and by the next step's connection."""
+    conn.executemany("INSERT INTO kept VALUES (?)", [(1,), (2,), (3,)])
+    proxy = MigrationConnection(conn, "0001")
+    assert proxy.execute("SELECT x FROM kept ORDER BY x").fetchone() == (1,)
+    proxy.cursor().execute("CREATE TABLE other (y)")
+    assert proxy.execute("SELECT y FROM other").fetchone() is None
+    proxy.cursor().execute("DROP TABLE other")
+    assert proxy.fetchone("SELECT x FROM kept ORDER BY x") == (1,)
+    following = MigrationConnection(conn, "0002")
+    following.execute("DROP TABLE kept")
+    assert tables(conn) == []

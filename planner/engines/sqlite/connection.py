@@ -231,8 +231,10 @@ class MigrationConnection(GuardedRoutes):
         # is reused, and the loop makes no cursor (and no wrapper) per statement, which cost more than the
         # guard's checks. Reused only while nothing but the guard holds the wrapper or the driver's cursor in it
         # (a variable, a ``for`` loop, a bound ``fetchone`` would): their reference counts are then what they
-        # were when the pair was made here, counted in the same way. Everything is read from the guard: this
-        # class's ``__getattr__`` makes reading its own attributes slow.
+        # were when the pair was made here, counted in the same way. Only a statement that returns no rows is
+        # kept for reuse: it is finished when ``execute`` returns, while a query's unread rows would keep its
+        # statement open after the caller let it go, and an open statement makes SQLite refuse to drop a table.
+        # Everything is read from the guard: this class's ``__getattr__`` makes reading its own attributes slow.
         guard = self._guard
         spare, cursor = guard.spare, guard.spare_cursor
         if spare is None or getrefcount(spare) != guard.free[0] or getrefcount(cursor) != guard.free[1]:
@@ -244,6 +246,8 @@ class MigrationConnection(GuardedRoutes):
             guard.observer.run(cursor, sql, parameters)  # a watched loop's repeat: ``_execute`` without the call
         else:
             _execute(guard, cursor, sql, parameters)
+        if cursor.description is not None:  # a query: the caller's alone, finished when the caller lets it go
+            guard.spare = guard.spare_cursor = None
         return spare
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> MigrationCursor:
