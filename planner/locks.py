@@ -26,15 +26,18 @@ policy deciding which of them stop a run (see ``findings_policy``).
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from planner.errors import CatalogError
 from planner.findings import INFO, Finding, Remedy
+
+if TYPE_CHECKING:
+    from random import Random
 
 #: Seconds; 0 means no limit.
 DEFAULT_LOCK_TIMEOUT = 2.0
@@ -123,7 +126,7 @@ class LockSettings:
     def lock_timeout_shown(self) -> str:
         return shown_duration(self.lock_timeout)
 
-    def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
+    def backoff(self, attempt: int, rng: Random | None = None) -> float:
         """Seconds to pause after failed attempt ``attempt`` (1-based): exponential, capped, with jitter.
 
         The base is the lock timeout itself (at least 0.1 s, at most 1 s): a
@@ -131,6 +134,8 @@ class LockSettings:
         likely to find a gap as a long one. The jitter (half to all of the
         pause) keeps runners and application retries from colliding again.
         """
+        import random  # start-up time: only a retry after a lock timeout jitters its pause
+
         base = min(1.0, max(0.1, self.lock_timeout or 1.0))
         pause = min(MAX_BACKOFF, base * 2 ** (attempt - 1))
         return pause * (rng or random).uniform(0.5, 1.0)

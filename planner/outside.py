@@ -46,12 +46,10 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from planner.backups import running
 from planner.errors import ExecutionError, OutsideStepLocked, OutsideStepStopped
 
 if TYPE_CHECKING:
@@ -338,7 +336,13 @@ _RUNS_OUTSIDE = "transactional = False: runs outside a transaction"
 
 def started_detail() -> str:
     """The ``started`` row's note: what it means, and which process runs the step (``holder`` reads it back)."""
-    return f"{_RUNS_OUTSIDE} (pid {os.getpid()} on {socket.gethostname()})"
+    return f"{_RUNS_OUTSIDE} (pid {os.getpid()} on {_host()})"
+
+
+def _host() -> str:
+    import socket  # start-up time: socket builds its enums at import, and only a step outside a transaction asks
+
+    return socket.gethostname()
 
 
 def holder(entries: list) -> str | None:
@@ -356,8 +360,11 @@ def holder(entries: list) -> str | None:
     found = re.search(r"\(pid (\d+) on (.+)\)$", entries[-1].detail or "")
     if found is None:
         return None  # written before runners said who they were: judged by doctor, not waited for
+    # start-up time: planner.backups (and glob) only for a step outside a transaction
+    from planner.backups import running
+
     pid, host = int(found.group(1)), found.group(2)
-    if host == socket.gethostname() and not running(pid):
+    if host == _host() and not running(pid):
         return None
     return f"pid {pid} on {host}"
 

@@ -213,3 +213,46 @@ def test_a_text_already_allowed_is_still_refused_once_the_transaction_ended(tmp_
         proxy.cursor().executemany(insert, [(4,)])
     assert raw.execute("SELECT COUNT(*) FROM t").fetchone() == (0,)
     raw.close()
+
+
+def test_a_cursor_the_migration_still_holds_is_never_reused(conn):
+    """``execute`` reuses the cursor it returned last only when nothing holds it any more (a data migration's
+    loop): a kept cursor, a ``for`` loop over one, or a bound method of one must still see its own rows."""
+    proxy = MigrationConnection(conn, "0001")
+    proxy.execute("CREATE TABLE t (id INTEGER)")
+    proxy.executemany("INSERT INTO t VALUES (?)", [(1,), (2,), (3,)])
+    kept = proxy.execute("SELECT id FROM t ORDER BY id")
+    assert proxy.execute("SELECT 42").fetchone() == (42,)
+    assert kept.fetchall() == [(1,), (2,), (3,)]
+    seen = []
+    for (number,) in proxy.execute("SELECT id FROM t ORDER BY id"):  # the loop holds the cursor; the body runs
+        seen.append(number)
+        proxy.execute("UPDATE t SET id = id WHERE id = ?", (number,))
+    assert seen == [1, 2, 3]
+    fetch = proxy.execute("SELECT id FROM t ORDER BY id").fetchone  # holds the sqlite3 cursor, not the wrapper
+    proxy.execute("SELECT 42")
+    assert [fetch(), fetch()] == [(1,), (2,)]
+    # A reused cursor is the same guarded cursor: it refuses what any other refuses.
+    proxy.execute("SELECT 1")
+    with pytest.raises(TransactionTampered):
+        proxy.execute("COMMIT")
+    with pytest.raises(TransactionTampered):
+        proxy.execute("SELECT 1").execute("ROLLBACK")
+    assert proxy.execute("SELECT 1").connection is proxy
+    assert conn.in_transaction
+
+
+def test_a_query_left_unread_does_not_keep_its_table_locked(conn):
+    """A query's cursor is the caller's alone: once the migration lets it go, its unread rows no longer hold the
+    statement open, so a table it read can be dropped (SQLite refuses while any statement reads), within the step
+    and by the next step's connection."""
+    conn.executemany("INSERT INTO kept VALUES (?)", [(1,), (2,), (3,)])
+    proxy = MigrationConnection(conn, "0001")
+    assert proxy.execute("SELECT x FROM kept ORDER BY x").fetchone() == (1,)
+    proxy.cursor().execute("CREATE TABLE other (y)")
+    assert proxy.execute("SELECT y FROM other").fetchone() is None
+    proxy.cursor().execute("DROP TABLE other")
+    assert proxy.fetchone("SELECT x FROM kept ORDER BY x") == (1,)
+    following = MigrationConnection(conn, "0002")
+    following.execute("DROP TABLE kept")
+    assert tables(conn) == []

@@ -166,3 +166,16 @@ def test_every_lazily_registered_command_is_found_under_its_own_name() -> None:
     for expected in ("apm migrate", "apm migrate plan", "apm migrate doctor", "apm migrate drift", "apm fleet migrate",
                      "apm fleet status", "apm status", "apm agents list", "apm config"):
         assert expected in tree
+
+
+def test_an_apply_imports_no_backup_renumbering_socket_or_random(tmp_path: Path) -> None:
+    # An apply takes no backup, renumbers nothing, runs no step outside a transaction (the host name) and retries
+    # no lock (the jitter): `apm migrate` paid for importing each of them (docs/performance.md, the data migration).
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    write_migration(catalog, "0001", ())
+    loaded = modules_after(["--db", str(tmp_path / "app.db"), "--migrations-dir", str(catalog), "migrate", "--yes"],
+                           tmp_path)
+    assert "planner.engines.sqlite.runner" in loaded  # it did run the plan
+    unwanted = {"planner.engines.sqlite.backup", "planner.backups", "planner.renumber", "socket", "random"}
+    assert not unwanted & loaded, sorted(unwanted & loaded)

@@ -15,11 +15,10 @@ import sqlite3
 from collections.abc import Hashable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from planner.engines.base import Backups, Engine
-from planner.engines.sqlite.backup import backup as take_backup  # the name ``backup`` is the submodule's
-from planner.engines.sqlite.backup import check_backup, describe_backup, list_backups, prune_backups, restore
 from planner.engines.sqlite.database import DEFAULT_BUSY_TIMEOUT, check_integrity, open_read_only, writable_now
 from planner.engines.sqlite.ledger import read_ledger, read_notes
 from planner.errors import DatabaseDirectoryMissing, DatabaseNotFound, NotADatabase
@@ -137,6 +136,14 @@ class SQLiteEngine(Engine):
             conn.close()
 
 
+def _backup() -> ModuleType:
+    # start-up time: an apply takes no backup, so apm migrate runs without planner.engines.sqlite.backup (and
+    # planner.backups, glob) until a backup is wanted
+    from planner.engines.sqlite import backup
+
+    return backup
+
+
 class SQLiteBackups(Backups):
     """Copies beside the file, ``NAME.backup.STAMP``, made with SQLite's online backup (``sqlite.backup``)."""
 
@@ -157,22 +164,22 @@ class SQLiteBackups(Backups):
         if not self.path.exists():
             return None
         writable_now(self.path, self.busy_timeout)
-        return take_backup(self.path, busy_timeout=self.busy_timeout)
+        return _backup().backup(self.path, busy_timeout=self.busy_timeout)
 
     def prune(self, keep: int, folder: Path | None = None, spare: Iterable[Path] = ()) -> list[Path]:
-        return prune_backups(self.path, keep, spare)
+        return _backup().prune_backups(self.path, keep, spare)
 
     def files(self) -> list[Path]:
-        return list_backups(self.path)
+        return _backup().list_backups(self.path)
 
     def describe(self, backup: Path) -> BackupInfo:
-        return describe_backup(backup, self.path)
+        return _backup().describe_backup(backup, self.path)
 
     def check(self, backup: Path) -> dict[str, LedgerEntry]:
-        return check_backup(backup, self.path)
+        return _backup().check_backup(backup, self.path)
 
     def restore(self, backup: Path, *, all_schemas: bool = False) -> RestoreResult:
-        return restore(self.path, backup, busy_timeout=self.busy_timeout)
+        return _backup().restore(self.path, backup, busy_timeout=self.busy_timeout)
 
 
 def open_engine(db: str | Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, **_server_options: object) -> SQLiteEngine:

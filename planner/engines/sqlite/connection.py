@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Iterable, Sequence
+from sys import getrefcount
 from typing import Any
 
 from planner.engines.sqlite.sql import keywords, skipped, split_script
@@ -85,7 +86,8 @@ _ALLOWED_KEPT = 1024
 
 
 class _StepGuard(Guard):
-    """``transaction_guard.Guard`` plus the texts this step's checks have already allowed.
+    """``transaction_guard.Guard`` plus what this step's statements pass through: the texts its checks have
+    already allowed, the driver's connection, and the cursor ``MigrationConnection.execute`` reuses.
 
     Only a text with no control word (no BEGIN, COMMIT, SAVEPOINT, PRAGMA ...)
     is kept: its verdict depends on the text alone. What depends on the
@@ -93,20 +95,26 @@ class _StepGuard(Guard):
     every statement, kept or not. One guard per migration connection, so per step.
     """
 
-    __slots__ = ("allowed",)
+    __slots__ = ("allowed", "raw", "spare", "spare_cursor", "free")
 
-    def __init__(self, version: str, direction: str, observer: Any = None):
+    def __init__(self, raw: sqlite3.Connection, version: str, direction: str, observer: Any = None):
         super().__init__(version, direction, observer)
         #: Statement texts already checked and allowed: a data migration repeating one statement is checked once.
         self.allowed: set[str] = set()
+        self.raw = raw
+        #: The cursor ``MigrationConnection.execute`` returned last, the driver's cursor in it, and the reference
+        #: counts both have while nothing else holds them (see there).
+        self.spare: MigrationCursor | None = None
+        self.spare_cursor: Any = None
+        self.free = (0, 0)
 
 
-def _check(guard: _StepGuard, raw: sqlite3.Connection, sql: str) -> bool:
+def _check(guard: _StepGuard, sql: str) -> bool:
     """Refuse ``sql`` if it would end the transaction; ``False`` when it is to be passed over."""
     if not isinstance(sql, str):
         return True  # sqlite3 itself rejects it
     if sql in guard.allowed:  # a data migration's loop: the text was checked once in this step
-        if guard.within and not raw.in_transaction:
+        if guard.within and not guard.raw.in_transaction:
             guard.transaction_ended(sql)
         return True
     if _FIRST.match(sql) is not None:
@@ -121,22 +129,37 @@ def _check(guard: _StepGuard, raw: sqlite3.Connection, sql: str) -> bool:
             return False
     elif len(guard.allowed) < _ALLOWED_KEPT:
         guard.allowed.add(sql)
-    if guard.within and not raw.in_transaction:
+    if guard.within and not guard.raw.in_transaction:
         guard.transaction_ended(sql)
     return True
+
+
+def _execute(guard: _StepGuard, cursor: sqlite3.Cursor, sql: str, parameters: Any, many: bool = False) -> None:
+    """Run ``sql`` on the driver's ``cursor`` unless the guard refuses it (``many``: ``executemany``), watched by
+    the preview's observer if there is one."""
+    # A data migration's loop repeats one text: ``_check``'s first branch, without the call.
+    if type(sql) is str and sql in guard.allowed:
+        if guard.within and not guard.raw.in_transaction:
+            guard.transaction_ended(sql)
+    elif not _check(guard, sql):
+        return
+    if guard.observer is not None:
+        guard.observer.run(cursor, sql, parameters, many)
+    elif many:
+        cursor.executemany(sql, parameters)
+    else:
+        cursor.execute(sql, parameters)
 
 
 class MigrationCursor:
     """A cursor whose ``execute``/``executemany``/``executescript`` keep the transaction."""
 
-    __slots__ = ("_cursor", "_guard", "_raw")
+    __slots__ = ("_cursor", "_guard")
 
-    def __init__(self, cursor: sqlite3.Cursor, guard: _StepGuard, raw: sqlite3.Connection):
-        # The slots' own setters: ``__setattr__`` sends every other attribute to the real cursor, and
-        # ``object.__setattr__`` costs more than the statement in a data migration's loop.
+    def __init__(self, cursor: sqlite3.Cursor, guard: _StepGuard):
+        # The slots' own setters: ``__setattr__`` sends every other attribute to the real cursor.
         _set_cursor(self, cursor)
         _set_guard(self, guard)
-        _set_raw(self, raw)
 
     @property
     def connection(self) -> Any:
@@ -144,66 +167,22 @@ class MigrationCursor:
         return self._guard.connection
 
     def execute(self, sql: str, parameters: Any = ()) -> MigrationCursor:
-        guard = self._guard
-        # A data migration's loop repeats one text: ``_check``'s first branch, without the call.
-        if type(sql) is str and sql in guard.allowed:
-            if guard.within and not self._raw.in_transaction:
-                guard.transaction_ended(sql)
-            run = True
-        else:
-            run = _check(guard, self._raw, sql)
-        if run:
-            observer = guard.observer
-            if observer is None:
-                self._cursor.execute(sql, parameters)
-            else:
-                seen = observer.before(sql, parameters)
-                try:
-                    self._cursor.execute(sql, parameters)
-                except BaseException:
-                    observer.failed()  # the preview's counters undo what SQLite undid
-                    raise
-                if seen is not None:
-                    observer.after(seen, self._cursor.rowcount)
+        _execute(self._guard, self._cursor, sql, parameters)
         return self
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> MigrationCursor:
-        if _check(self._guard, self._raw, sql):
-            observer = self._guard.observer
-            if observer is None:
-                self._cursor.executemany(sql, seq_of_parameters)
-            else:
-                rows = list(seq_of_parameters)
-                if not rows:  # nothing runs: nothing to watch
-                    self._cursor.executemany(sql, rows)
-                    return self
-                seen = observer.before(sql, rows[0])
-                try:
-                    self._cursor.executemany(sql, rows)
-                except BaseException:
-                    observer.failed(many=True)
-                    raise
-                if seen is not None:
-                    observer.after(seen, self._cursor.rowcount)
+        _execute(self._guard, self._cursor, sql, seq_of_parameters, many=True)
         return self
 
     def executescript(self, sql_script: str) -> MigrationCursor:
         statements = list(split_script(sql_script))
-        guard, raw = self._guard, self._raw
-        wanted = [_check(guard, raw, statement) for statement in statements]  # refuse before anything runs
-        observer = guard.observer
+        guard = self._guard
+        wanted = [_check(guard, statement) for statement in statements]  # refuse before anything runs
         for statement, run in zip(statements, wanted):
-            if run and observer is None:
-                self._cursor.execute(statement)
+            if run and guard.observer is not None:
+                guard.observer.run(self._cursor, statement)
             elif run:
-                seen = observer.before(statement)
-                try:
-                    self._cursor.execute(statement)
-                except BaseException:
-                    observer.failed()
-                    raise
-                if seen is not None:
-                    observer.after(seen, self._cursor.rowcount)
+                self._cursor.execute(statement)
         return self
 
     def __iter__(self) -> MigrationCursor:
@@ -223,7 +202,6 @@ class MigrationCursor:
 
 _set_cursor = MigrationCursor._cursor.__set__  # type: ignore[attr-defined]
 _set_guard = MigrationCursor._guard.__set__  # type: ignore[attr-defined]
-_set_raw = MigrationCursor._raw.__set__  # type: ignore[attr-defined]
 
 
 class MigrationConnection(GuardedRoutes):
@@ -232,7 +210,7 @@ class MigrationConnection(GuardedRoutes):
     _guard: _StepGuard
 
     def __init__(self, conn: sqlite3.Connection, version: str = "?", direction: str = "apply", observer: Any = None):
-        guard = _StepGuard(version, direction, observer)
+        guard = _StepGuard(conn, version, direction, observer)
         guard.connection = self
         # Created inside the executor's transaction (a ``transactional = False`` step is not): it must stay open.
         guard.within = conn.in_transaction
@@ -246,10 +224,31 @@ class MigrationConnection(GuardedRoutes):
     )
 
     def cursor(self, *args: Any, **kwargs: Any) -> MigrationCursor:
-        return MigrationCursor(self._conn.cursor(*args, **kwargs), self._guard, self._conn)
+        return MigrationCursor(self._conn.cursor(*args, **kwargs), self._guard)
 
     def execute(self, sql: str, parameters: Any = ()) -> MigrationCursor:
-        return MigrationCursor(self._conn.cursor(), self._guard, self._conn).execute(sql, parameters)
+        # A data migration's loop drops each cursor ``execute`` returns before the next call: then the last one
+        # is reused, and the loop makes no cursor (and no wrapper) per statement, which cost more than the
+        # guard's checks. Reused only while nothing but the guard holds the wrapper or the driver's cursor in it
+        # (a variable, a ``for`` loop, a bound ``fetchone`` would): their reference counts are then what they
+        # were when the pair was made here, counted in the same way. Only a statement that returns no rows is
+        # kept for reuse: it is finished when ``execute`` returns, while a query's unread rows would keep its
+        # statement open after the caller let it go, and an open statement makes SQLite refuse to drop a table.
+        # Everything is read from the guard: this class's ``__getattr__`` makes reading its own attributes slow.
+        guard = self._guard
+        spare, cursor = guard.spare, guard.spare_cursor
+        if spare is None or getrefcount(spare) != guard.free[0] or getrefcount(cursor) != guard.free[1]:
+            spare = guard.spare = MigrationCursor(guard.raw.cursor(), guard)
+            cursor = guard.spare_cursor = spare._cursor
+            guard.free = (getrefcount(spare), getrefcount(cursor))
+        if guard.observer is not None and type(sql) is str and sql in guard.allowed and (
+                not guard.within or guard.raw.in_transaction):
+            guard.observer.run(cursor, sql, parameters)  # a watched loop's repeat: ``_execute`` without the call
+        else:
+            _execute(guard, cursor, sql, parameters)
+        if cursor.description is not None:  # a query: the caller's alone, finished when the caller lets it go
+            guard.spare = guard.spare_cursor = None
+        return spare
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> MigrationCursor:
         return self.cursor().executemany(sql, seq_of_parameters)

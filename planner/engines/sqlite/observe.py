@@ -141,7 +141,8 @@ class ValueCounters:
         self._slots: dict[tuple[str, str], int] = {}  # first slot of each key, for the step
         self._triggers: dict[tuple[str, str], str] = {}  # the live trigger of each key
         self._savepoints: list[tuple[str, list[int]]] = []  # (name, counts when it was made), innermost last
-        self._mark: list[int] | None = None  # the counts before this statement
+        #: The counts before the statement running now (``StepObserver.run`` sets it), to undo them if it fails.
+        self.mark: list[int] | None = None
         self._registered = False
         self._serial = 0  # names are never reused within a connection: a rolled-back one may come back
 
@@ -167,14 +168,10 @@ class ValueCounters:
 
     # -- following SQLite's undo -------------------------------------------------------------
 
-    def statement_starts(self) -> None:
-        """A statement of the migration is about to run: remember the counts, to undo them if it fails."""
-        self._mark = self.tally.copy() if self.tally else None
-
     def statement_failed(self, many: bool) -> None:
         """The statement (``many``: the ``executemany``) raised: its counts go unless SQLite kept some of its
         changes (``FAIL``), or the ``executemany`` ran some statements before the failing one."""
-        mark, self._mark = self._mark, None
+        mark, self.mark = self.mark, None
         if mark is None or many or self.tally == mark:
             return
         # No statement ran since the failed one: changes() is still what SQLite set for it.
@@ -226,15 +223,15 @@ class ValueCounters:
         self._slots.clear()
         self._triggers.clear()
         self._savepoints.clear()
-        self._mark = None
+        self.mark = None
 
     # -- inside --------------------------------------------------------------------------------
 
     def _slot(self, key: tuple[str, str]) -> int:
         slot = self._slots.get(key)
         if slot is None:
-            if self._mark is None and not self.tally:
-                self._mark = []  # the statement about to run is the first counted one: nothing counted before it
+            if self.mark is None and not self.tally:
+                self.mark = []  # the statement about to run is the first counted one: nothing counted before it
             slot = self._slots[key] = len(self.tally)
             self.tally.extend((0, 0))
         return slot
@@ -369,14 +366,16 @@ def schema_effect(events: list[tuple]) -> str:
 
 
 def rowcount_targets(events: list[tuple], counted: dict[str, int], effects: StepEffects,
-                     ours: Callable[[str | None, str | None], bool]) -> tuple[tuple[str, str], ...]:
-    """Which of ``effects``' tallies (``deleted``, ``inserted``) a statement's ``rowcount`` goes to.
+                     ours: Callable[[str | None, str | None], bool],
+                     written: Callable[[str], bool]) -> tuple[tuple[dict[str, int], str], ...]:
+    """Which of ``effects``' tallies a statement's ``rowcount`` goes to, as (tally, table): rows ``inserted``, rows
+    ``deleted`` (lost), or ``deleted_own`` (rows of a table the plan wrote, ``written``: not loss).
 
     Only the statement's own target counts (``source`` is None): what its
     triggers do is counted by the counters. A table made in this step, or
     dropped in it (except by ``rebuild_table``), is no data the database had; tables in ``counted`` are counted
     before and after instead. Decided once per text: what it depends on
-    changes only with the schema, which makes the memo forget.
+    changes only with the schema or the step (a new ``effects``), which make the memo forget.
     """
     targets = []
     for action, table, _, database, source in events:
@@ -384,9 +383,9 @@ def rowcount_targets(events: list[tuple], counted: dict[str, int], effects: Step
             continue
         # A table dropped and put back by hand is compared as a whole at the end; rebuild_table's is not.
         if action == sqlite3.SQLITE_DELETE and (table not in effects.dropped_tables or table in effects.rebuilds):
-            targets.append(("deleted", table))
+            targets.append((effects.deleted_own if written(table) else effects.deleted, table))
         elif action == sqlite3.SQLITE_INSERT and table not in effects.created:
-            targets.append(("inserted", table))
+            targets.append((effects.inserted, table))
     return tuple(targets)
 
 
@@ -541,22 +540,48 @@ class StepObserver:
 
     # -- before and after each statement ------------------------------------------------------
 
+    def run(self, cursor: sqlite3.Cursor, sql: str, parameters: Any = (), many: bool = False) -> None:
+        """Run a statement of the migration on ``cursor`` (``many``: ``executemany`` over ``parameters``): measured
+        before it runs (``before``), counted after it (``after``), its counts undone if SQLite undoes it.
+
+        A statement that only reads and writes rows is measured once per step,
+        however often it runs (``StatementMemo``): a repeat costs a dict lookup.
+        """
+        if many:
+            parameters = list(parameters)
+            if not parameters:  # nothing runs: nothing to watch
+                cursor.executemany(sql, parameters)
+                return
+        # The path of a data migration's loop, every repeat: no call that can be spared (``recall`` inlined).
+        if self._tally:  # counting: what is counted must go back if the statement fails
+            self.counters.mark = self._tally.copy()
+        seen = self._recalled.get(sql, UNKNOWN) if self.conn.in_transaction else UNKNOWN
+        if seen is UNKNOWN:
+            seen = self.before(sql, parameters[0] if many else parameters)
+        try:
+            if many:
+                cursor.executemany(sql, parameters)
+            else:
+                cursor.execute(sql, parameters)
+        except BaseException:
+            self.counters.statement_failed(many)  # the counters undo what SQLite undid
+            raise
+        if seen is not None:
+            targets, rest = seen
+            if rest is not None:
+                self.after(rest, cursor.rowcount)
+            rowcount = cursor.rowcount
+            if rowcount > 0:  # what the statement did to its own target
+                for tally, table in targets:
+                    tally[table] = tally.get(table, 0) + rowcount
+
     def before(self, sql: str, parameters: Any = ()) -> tuple | None:
-        """Measure what ``sql`` is about to destroy; returns what ``after`` needs (``None``: nothing to do after).
+        """Measure what ``sql`` is about to destroy; returns what ``run`` needs after it (``None``: nothing).
 
         A PRAGMA is not prepared twice: some take effect while they are
         compiled, so even ``EXPLAIN`` of one would run it, and none of them
-        deletes or overwrites user data. A statement that only reads and
-        writes rows is watched once per step, however often it runs
-        (``statement_memo``).
+        deletes or overwrites user data.
         """
-        # The path of a data migration's loop, every repeat: no call that can be spared (``recall`` inlined).
-        if self._tally:  # counting: what is counted must go back if the statement fails
-            self.counters.statement_starts()
-        if self.conn.in_transaction:
-            known = self._recalled.get(sql, UNKNOWN)
-            if known is not UNKNOWN:
-                return known
         if keywords(sql, 1) == ["PRAGMA"]:
             self._known.schema_may_change()
             return None
@@ -583,18 +608,20 @@ class StepObserver:
                 if (action == sqlite3.SQLITE_INSERT and source is None and _ours(table, database)
                         and table not in self.effects.created):
                     counted[table] = self._row_count(table)
-        targets = rowcount_targets(events, counted, self.effects, _ours)
+        targets = rowcount_targets(events, counted, self.effects, _ours, self.plan_writes.written)
         savepoints = _savepoints(events)
-        seen = ((events, counted, targets, stamp, savepoints)
-                if counted or targets or stamp is not None or savepoints else None)
+        # (targets, what ``after`` needs): a plain INSERT, UPDATE or DELETE needs no ``after``.
+        rest = (events, counted, stamp, savepoints) if counted or stamp is not None or savepoints else None
+        seen = (targets, rest) if targets or rest is not None else None
         if repeatable:
             self._known.keep(sql, seen)
         self._tracing = tracing
         return seen
 
-    def after(self, seen: tuple, rowcount: int) -> None:
-        """Count what the statement did to its own target (``rowcount`` is for the top-level statement only)."""
-        events, counted, targets, stamp, savepoints = seen
+    def after(self, rest: tuple, rowcount: int) -> None:
+        """A statement that moved savepoints, changed the schema or may have replaced rows has run: follow it
+        (``rowcount`` is for the top-level statement only)."""
+        events, counted, stamp, savepoints = rest
         for operation, name in savepoints:  # the counters follow what SQLite keeps and undoes
             self.counters.savepoint(operation, name)
         if stamp is not None:
@@ -607,26 +634,15 @@ class StepObserver:
                 self._deleted(table, replaced, before)
             if added > 0:
                 effects.inserted[table] = effects.inserted.get(table, 0) + added
-        if rowcount > 0:
-            for tally, table in targets:
-                if tally == "deleted":
-                    self._deleted(table, rowcount)
-                else:
-                    effects.inserted[table] = effects.inserted.get(table, 0) + rowcount
 
-    def failed(self, many: bool = False) -> None:
-        """The statement ``before`` was last called for raised (``many``: an ``executemany``): the counters
-        undo what SQLite undid."""
-        self.counters.statement_failed(many)
-
-    def _deleted(self, table: str, rows: int, before: int | None = None) -> None:
-        """Rows a statement deleted: lost, unless the plan wrote the table (then they were its own)."""
+    def _deleted(self, table: str, rows: int, before: int) -> None:
+        """Rows a statement replaced (``before``: the table's rows before it): lost, unless the plan wrote the
+        table (then they were its own)."""
         effects = self.effects
         if self.plan_writes.written(table):
             effects.deleted_own[table] = effects.deleted_own.get(table, 0) + rows
             return
-        if before is not None:
-            effects.rows_before.setdefault(table, before)
+        effects.rows_before.setdefault(table, before)
         effects.deleted[table] = effects.deleted.get(table, 0) + rows
 
     def _measure(self, sql: str, events: list[tuple]) -> None:

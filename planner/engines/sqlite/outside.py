@@ -127,14 +127,9 @@ class Checked(StatementCheck):
             # start-up time: planner.engines.sqlite.outside runs without planner.engines.sqlite.observe until watched() needs it
             from planner.engines.sqlite.observe import StepObserver
 
-            if many and not parameters:
-                return []  # nothing runs
             observer = StepObserver(self.conn)
             observer.start_step()
-            seen = observer.before(sql, parameters[0] if many else parameters)
-            execute()
-            if seen is not None:  # None: nothing to count after it
-                observer.after(seen, cursor.rowcount)
+            observer.run(cursor, sql, parameters, many)
             _, impact, _ = observer.end_step()
             return [f"{self.version} {self.direction}: {i.describe()}" for i in impact if i.loses_data]
 
