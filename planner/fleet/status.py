@@ -105,10 +105,10 @@ def readings(members: Sequence[Member], busy_timeout: float, ledger_schema: str,
 
 def read_ledger(candidate: Member, busy_timeout: float, ledger_schema: str) -> Reading:
     """What ``candidate``'s ledger says; ``Unreadable`` with the state when it cannot be read."""
-    reader = candidate.kind.ledger_reader
-    if reader is None:
+    kind = candidate.kind
+    if kind.ledger_reader is None:
         return _read_through_engine(candidate, busy_timeout, ledger_schema)
-    return _read_quickly(candidate.kind.load(reader), candidate, busy_timeout)
+    return _read_quickly(kind.load(kind.ledger_reader), candidate, busy_timeout)
 
 
 # --------------------------------------------------------------------------

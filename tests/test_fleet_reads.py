@@ -1,0 +1,85 @@
+"""`apm fleet status`'s reading of many ledgers: each file attached in turn to one scratch connection per thread.
+
+What must hold whatever the reader reuses between files: a brief lock held by
+another process is waited out, a file that could not be read leaves nothing
+behind for the next one, every file is let go once read, and threads read as
+one thread does. Real SQLite files, and a real process holding the lock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from planner.engines.sqlite.ledger import read_quickly
+from planner.errors import DatabaseError, DatabaseLocked, ForeignLedger, NotADatabase
+from planner.fleet.members import member
+from planner.fleet.status import UP_TO_DATE, fleet_status
+from tests.test_fleet import catalog, load, migrate_to  # noqa: F401 (catalog: a fixture)
+
+
+def hold_lock(path: Path, seconds: float) -> subprocess.Popen:
+    """Another process holding ``path``'s exclusive lock (even readers wait) for ``seconds``, once it says so."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import sqlite3, sys, time\nc = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+         f"c.execute('BEGIN EXCLUSIVE')\nprint('held', flush=True)\ntime.sleep({seconds})\nc.execute('COMMIT')\n"],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_lock_released_within_the_busy_timeout_is_waited_out(tmp_path: Path, catalog: Path) -> None:
+    path = tmp_path / "a.db"
+    migrate_to(path, catalog)
+    holder = hold_lock(path, 0.5)
+    try:
+        entries, last = read_quickly(str(path), 10.0)  # waits past the first 0.1 s, in slices, until it is free
+    finally:
+        holder.wait(timeout=30)
+    assert sorted(entries) == ["0001", "0002", "0003"] and last is not None and last[0] == "ok"
+    holder = hold_lock(path, 5)
+    try:
+        with pytest.raises(DatabaseLocked):
+            read_quickly(str(path), 0.3)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_file_that_could_not_be_read_leaves_the_next_one_readable_and_every_file_is_let_go(
+        tmp_path: Path, catalog: Path) -> None:
+    good = tmp_path / "good.db"
+    migrate_to(good, catalog)
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE schema_migrations (name TEXT, run_on TEXT)")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database, only words " * 100)
+    failing = [(foreign, ForeignLedger), (text, NotADatabase), (tmp_path / "missing.db", DatabaseError)]
+    for path, error in failing:
+        with pytest.raises(error):
+            read_quickly(str(path), 1.0)
+        assert sorted(read_quickly(str(good), 1.0)[0]) == ["0001", "0002", "0003"]
+    # Let go: a writer gets the exclusive lock at once (no wait), and the file can be replaced.
+    with sqlite3.connect(good, timeout=0, isolation_level=None) as conn:
+        conn.execute("BEGIN EXCLUSIVE")
+        conn.execute("COMMIT")
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_threads_read_a_fleet_as_one_thread_does(tmp_path: Path, catalog: Path) -> None:
+    paths = []
+    for n in range(6):
+        path = tmp_path / f"p{n}.db"
+        migrate_to(path, catalog, target="0001" if n % 2 else None)
+        paths.append(path)
+    members = [member(str(p), cwd=tmp_path) for p in paths]
+    folder = load(catalog)
+    alone = fleet_status(members, folder, jobs=1)
+    threaded = fleet_status(members, folder, jobs=3)
+    assert [s.to_json() for s in threaded.members] == [s.to_json() for s in alone.members]
+    assert [s.state for s in alone.members] == [UP_TO_DATE, "behind"] * 3
