@@ -1,13 +1,16 @@
-"""`apm fleet status`'s reading of many ledgers: each file attached in turn to one scratch connection per thread.
+"""What must hold whatever `apm fleet` does to go faster over many databases (docs/performance.md).
 
-What must hold whatever the reader reuses between files: a brief lock held by
-another process is waited out, a file that could not be read leaves nothing
-behind for the next one, every file is let go once read, and threads read as
-one thread does. Real SQLite files, and a real process holding the lock.
+``apm fleet status`` attaches each file in turn to one scratch connection per
+thread: a brief lock held by another process is waited out, a file that could
+not be read leaves nothing behind for the next one, every file is let go once
+read, and threads read as one thread does. ``apm fleet migrate`` hands each
+worker its next database ahead of time: after a failure, none of those starts.
+Real SQLite files, real processes.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -19,7 +22,7 @@ from planner.engines.sqlite.ledger import read_quickly
 from planner.errors import DatabaseError, DatabaseLocked, ForeignLedger, NotADatabase
 from planner.fleet.members import member
 from planner.fleet.status import UP_TO_DATE, fleet_status
-from tests.test_fleet import catalog, load, migrate_to  # noqa: F401 (catalog: a fixture)
+from tests.test_fleet import PATTERN, applied, break_unique_index, catalog, fleet, fleet_of, load, migrate_to  # noqa: F401
 
 
 def hold_lock(path: Path, seconds: float) -> subprocess.Popen:
@@ -83,3 +86,19 @@ def test_threads_read_a_fleet_as_one_thread_does(tmp_path: Path, catalog: Path) 
     threaded = fleet_status(members, folder, jobs=3)
     assert [s.to_json() for s in threaded.members] == [s.to_json() for s in alone.members]
     assert [s.state for s in alone.members] == [UP_TO_DATE, "behind"] * 3
+
+
+def test_after_a_failure_no_database_handed_to_a_worker_ahead_of_time_starts(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 8)  # 0002 and 0003 pending, each sleeping first
+    break_unique_index(paths[0])  # its 0002 fails after the sleep, while p01 runs beside it
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--jobs", "2", "--json",
+                   env={"FLEET_TEST_SLEEP": "0.3"})
+    assert result.returncode == 11, result.stdout + result.stderr
+    rows = json.loads(result.stdout)["databases"]
+    assert rows[0]["outcome"] == "failed"
+    # Only the database running beside the failure finished; each worker's next one (already handed over) and
+    # every later one did not start, and says why.
+    started = [r for r in rows[1:] if r["outcome"] != "not started"]
+    assert len(started) <= 1 and all(r["outcome"] == "applied" for r in started), rows
+    assert all("failed, so no further database was started" in r["error"] for r in rows[1:] if r not in started)
+    assert sum(applied(p) == ["0001", "0002", "0003"] for p in paths) == len(started)
