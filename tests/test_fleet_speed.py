@@ -102,3 +102,37 @@ def test_after_a_failure_no_database_handed_to_a_worker_ahead_of_time_starts(tmp
     assert len(started) <= 1 and all(r["outcome"] == "applied" for r in started), rows
     assert all("failed, so no further database was started" in r["error"] for r in rows[1:] if r not in started)
     assert sum(applied(p) == ["0001", "0002", "0003"] for p in paths) == len(started)
+
+
+def test_a_ledger_of_another_tool_with_a_version_column_is_a_foreign_ledger(tmp_path: Path, catalog: Path) -> None:
+    """The quick reading refuses what ``apm migrate`` refuses: Rails' lone ``version`` is no ledger of ours (it was
+    read as one, its rows as versions ``ahead`` of the catalog)."""
+    path = tmp_path / "projects" / "rails" / ".aipm" / "data" / "aipm.db"
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version VARCHAR NOT NULL PRIMARY KEY)")
+        conn.execute("INSERT INTO schema_migrations VALUES ('20240101000000')")
+    with pytest.raises(ForeignLedger):
+        read_quickly(str(path), 1.0)
+    result = fleet(tmp_path, catalog, "status", "--glob", PATTERN, "--json")
+    assert result.returncode == 11, result.stderr
+    row = json.loads(result.stdout)["databases"][0]
+    assert row["state"] == "foreign_ledger" and "another tool (columns: version)" in row["error"]
+
+
+def test_a_file_gone_from_the_catalog_applied_before_the_rollback_lets_the_fleet_roll_back(
+        tmp_path: Path, catalog: Path) -> None:
+    """A fleet plans from the quick reading's applied-at times as ``apm migrate`` plans from its ledger entries: a
+    migration whose file is gone, applied before everything rolled back, cannot depend on it (it was refused)."""
+    [path] = fleet_of(tmp_path, catalog, 1, target=None)
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO schema_migrations (version, description, applied_at) "
+                     "VALUES ('0009', 'Its file is gone', '2000-01-01 00:00:00')")
+    planned = fleet(tmp_path, catalog, "plan", "--glob", PATTERN, "--rollback", "0003", "--json")
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    row = json.loads(planned.stdout)["databases"][0]
+    assert [(s["version"], s["direction"]) for s in row["steps"]] == [("0003", "rollback")] and not row["refused"]
+    done = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--rollback", "0003", "--jobs", "1", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["databases"][0]["outcome"] == "rolled back"
+    assert applied(path) == ["0001", "0002", "0009"]

@@ -63,13 +63,21 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from planner import request as requests
-from planner.errors import MigrationError, NoJournal, NotApplied, PlanError, UnreadableJournal
+from planner.errors import (
+    DatabaseError,
+    DatabaseLocked,
+    MigrationError,
+    NoJournal,
+    NotApplied,
+    PlanError,
+    UnreadableJournal,
+)
 from planner.fleet.members import Member
 from planner.request import Request
 from planner.urls import redact
@@ -181,7 +189,7 @@ def run_member(member: Member, request: Request, catalog: Catalog | None = None,
             outcome.error = f"{member.display} does not exist; a run of it alone creates it"
             return outcome
         try:
-            plan = request.plan(catalog, engine.applied())
+            plan = request.plan(catalog, _ledger(member, engine, request))
         except NotApplied:
             outcome.outcome = NOTHING_TO_DO  # a rollback of what this database never applied
             return outcome
@@ -198,6 +206,24 @@ def run_member(member: Member, request: Request, catalog: Catalog | None = None,
     finally:
         outcome.duration_ms = (time.perf_counter() - started) * 1000
     return outcome
+
+
+def _ledger(member: Member, engine, request: Request) -> Mapping[str, object]:
+    """The ledger to plan from before the run (the preview plans again inside the write lock).
+
+    Read by the engine's fast reader where it has one (``EngineKind.ledger_reader``: a third of the cost of
+    ``engine.applied()``); by the engine where that reader cannot read the file (a hot journal left by a
+    killed run, which only a writable connection rolls back; another tool's ledger, which the engine names).
+    """
+    kind = member.kind
+    if kind.ledger_reader is not None:
+        try:
+            return kind.load(kind.ledger_reader)(member.real, request.busy_timeout)[0]
+        except DatabaseLocked:
+            raise  # it waited the whole busy timeout already
+        except DatabaseError:
+            pass
+    return engine.applied()
 
 
 def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: MemberOutcome,

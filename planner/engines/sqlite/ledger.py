@@ -485,7 +485,7 @@ def _ledger_rows(conn: sqlite3.Connection, path: str) -> QuickReading | None:
             return None
         raise
     columns = [d[0].lower() for d in cursor.description]
-    if "version" not in columns or not set(columns) <= KNOWN_COLUMNS:
+    if not SEED_COLUMNS <= set(columns) <= KNOWN_COLUMNS:  # as ``Ledger`` decides it (Rails' lone version too)
         raise ForeignLedger(Path(path), sorted(columns), sorted(KNOWN_COLUMNS))
     version = columns.index("version")
     applied_at = columns.index("applied_at") if "applied_at" in columns else None
