@@ -136,3 +136,22 @@ def test_a_file_gone_from_the_catalog_applied_before_the_rollback_lets_the_fleet
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stdout)["databases"][0]["outcome"] == "rolled back"
     assert applied(path) == ["0001", "0002", "0009"]
+
+
+def test_a_member_left_with_a_hot_journal_is_recovered_and_migrated(tmp_path: Path, catalog: Path) -> None:
+    """The quick reading cannot roll back a killed writer's journal (it opens the file read-only): the member is
+    then read through its engine, which does, and runs as any other."""
+    [path] = fleet_of(tmp_path, catalog, 1)
+    killed = subprocess.run([sys.executable, "-c", f"import os, sqlite3\nc = sqlite3.connect({str(path)!r}, "
+                             "isolation_level=None)\nc.execute('PRAGMA cache_size = 1')\nc.execute('BEGIN IMMEDIATE')\n"
+                             "c.execute('CREATE TABLE junk (x)')\nc.executemany('INSERT INTO junk VALUES (?)', "
+                             "[(os.urandom(3000),) for _ in range(300)])\nos.kill(os.getpid(), 9)\n"])
+    assert killed.returncode == -9 and Path(f"{path}-journal").stat().st_size > 0
+    with pytest.raises(DatabaseError):
+        read_quickly(str(path), 1.0)
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--jobs", "1", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["databases"][0]["outcome"] == "applied"
+    assert applied(path) == ["0001", "0002", "0003"]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'junk'").fetchall() == []
