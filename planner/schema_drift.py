@@ -82,10 +82,12 @@ class DriftChecker:
         """``member``'s drift given its status (its applied set); ``None`` where it cannot be compared here."""
         if status.applied_versions is None:
             return None
-        return self.of(member, status.applied_versions, known_good=True)
+        return self.of(member, status.applied_versions, known_good=True, objects=status.objects)
 
-    def of(self, member: Member, applied: Iterable[str], *, known_good: bool = False) -> list[Difference]:
-        """``member``'s drift from the migrations ``applied`` (its ledger's set), on either engine."""
+    def of(self, member: Member, applied: Iterable[str], *, known_good: bool = False,
+           objects: list | None = None) -> list[Difference]:
+        """``member``'s drift from the migrations ``applied`` (its ledger's set), on either engine; ``objects``:
+        its SQLite schema's objects, read with its ledger, which spare a second open of the file."""
         if member.on_server:
             # start-up time: planner.schema_drift runs without planner.engines.postgresql.drift until of() needs it
             from planner.engines.postgresql.drift import pg_differences
@@ -96,7 +98,8 @@ class DriftChecker:
             expected = self.expected(applied)
         except DriftUnchecked as unchecked:
             raise DriftUnchecked(member.display, unchecked.reason) from None
-        return compare(expected, _live(member.real, self.busy_timeout, known_good=known_good))
+        live = _known(objects) if objects is not None else None
+        return compare(expected, live or _live(member.real, self.busy_timeout, known_good=known_good))
 
 
 def drift(catalog: Catalog, path: Path | str, applied: Iterable[str], *, busy_timeout: float = 30.0) -> list[Difference]:
@@ -106,6 +109,13 @@ def drift(catalog: Catalog, path: Path | str, applied: Iterable[str], *, busy_ti
     except DriftUnchecked as unchecked:
         raise DriftUnchecked(str(path), unchecked.reason) from None
     return compare(expected, _live(path, busy_timeout))
+
+
+def _known(objects: list) -> Schema | None:
+    # start-up time: planner.schema_drift runs without planner.engines.sqlite.schema until _known() needs it
+    from planner.engines.sqlite.schema import known_schema
+
+    return known_schema(objects)
 
 
 def _live(path: Path | str, busy_timeout: float, *, known_good: bool = False) -> Schema:

@@ -22,7 +22,17 @@ from planner.engines.sqlite.ledger import read_quickly
 from planner.errors import DatabaseError, DatabaseLocked, ForeignLedger, NotADatabase
 from planner.fleet.members import member
 from planner.fleet.status import UP_TO_DATE, fleet_status
-from tests.test_fleet import PATTERN, applied, break_unique_index, catalog, fleet, fleet_of, load, migrate_to  # noqa: F401
+from tests.conftest import run_apm
+from tests.test_fleet import (  # noqa: F401 (catalog: a fixture)
+    PATTERN,
+    applied,
+    break_unique_index,
+    catalog,
+    fleet,
+    fleet_of,
+    load,
+    migrate_to,
+)
 
 
 def hold_lock(path: Path, seconds: float) -> subprocess.Popen:
@@ -155,3 +165,34 @@ def test_a_member_left_with_a_hot_journal_is_recovered_and_migrated(tmp_path: Pa
     assert applied(path) == ["0001", "0002", "0003"]
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'junk'").fetchall() == []
+
+
+def test_drift_from_the_objects_read_with_each_ledger_finds_what_a_fresh_read_finds(tmp_path: Path,
+                                                                                     catalog: Path) -> None:
+    """``--drift`` takes each file's schema from the objects read with its ledger (no second open) once its
+    tables' SQL is known: an index dropped or a trigger added there is found as by a read of its own."""
+    paths = fleet_of(tmp_path, catalog, 4, target=None)
+    with sqlite3.connect(paths[1]) as conn:
+        conn.execute("DROP INDEX projects_by_name")
+    with sqlite3.connect(paths[2]) as conn:
+        conn.execute("CREATE TRIGGER stamp AFTER INSERT ON tasks BEGIN SELECT 1; END")
+    with sqlite3.connect(paths[3]) as conn:
+        conn.execute("ALTER TABLE tasks ADD COLUMN done INTEGER")
+    rows = []
+    read_quickly(str(paths[2]), 1.0, objects=rows)
+    assert ("trigger", "stamp", "tasks") in [row[:3] for row in rows]
+    result = fleet(tmp_path, catalog, "status", "--glob", PATTERN, "--drift", "--json")
+    assert result.returncode == 10, result.stdout + result.stderr
+    found = {Path(r["db"]).parts[1]: [d["detail"] for d in r["differences"]]
+             for r in json.loads(result.stdout)["databases"]}
+    assert found["p00"] == [] and len(found["p01"]) == len(found["p02"]) == len(found["p03"]) == 1, found
+    assert "projects_by_name" in found["p01"][0] and "stamp" in found["p02"][0] and "done" in found["p03"][0]
+    for name in ("p01", "p02", "p03"):  # the same lines as `apm migrate drift` of that database alone
+        alone = json.loads(fleet_alone(tmp_path, catalog, tmp_path / "projects" / name / ".aipm" / "data" / "aipm.db"))
+        assert [d["detail"] for d in alone["differences"]] == found[name]
+
+
+def fleet_alone(tmp_path: Path, catalog: Path, path: Path) -> str:
+    result = run_apm("--migrations-dir", str(catalog), "migrate", "drift", "--db", str(path), "--json", cwd=tmp_path)
+    assert result.returncode == 10, result.stdout + result.stderr
+    return result.stdout

@@ -63,7 +63,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -208,7 +208,7 @@ def run_member(member: Member, request: Request, catalog: Catalog | None = None,
     return outcome
 
 
-def _ledger(member: Member, engine, request: Request) -> Mapping[str, object]:
+def _ledger(member: Member, engine, request: Request) -> dict:
     """The ledger to plan from before the run (the preview plans again inside the write lock).
 
     Read by the engine's fast reader where it has one (``EngineKind.ledger_reader``: a third of the cost of

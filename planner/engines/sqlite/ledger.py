@@ -393,9 +393,11 @@ _LEDGER = "SELECT * FROM member.schema_migrations"
 _LAST_LOG = "SELECT outcome, version, detail FROM member.schema_migrations_log ORDER BY id DESC LIMIT 1"
 #: Each thread's scratch connection, which every file is attached to in turn (``read_quickly``).
 _SCRATCH = threading.local()
+#: Every object of the file, for ``planner.engines.sqlite.schema.known_schema`` (which keeps the user's).
+_OBJECTS = "SELECT type, name, tbl_name, sql FROM member.sqlite_master ORDER BY rowid"
 
 
-def read_quickly(path: str, busy_timeout: float) -> QuickReading:
+def read_quickly(path: str, busy_timeout: float, *, objects: list | None = None) -> QuickReading:
     """The ledger of one file, for ``apm fleet status`` over many: attached read-only, read in one transaction.
 
     ``mode=ro`` so nothing on disk can change, not even a journal (``open_read_only``
@@ -405,7 +407,9 @@ def read_quickly(path: str, busy_timeout: float) -> QuickReading:
     cheaper per file (no connection object, statement cache or handle to make;
     the statements stay prepared). A file without a ledger reads as nothing
     applied. Every failure is a ``DatabaseError`` saying what is wrong with the
-    file (``DatabaseLocked``, ``NotADatabase``, ``ForeignLedger``).
+    file (``DatabaseLocked``, ``NotADatabase``, ``ForeignLedger``). With
+    ``objects`` (a list), the file's schema objects are appended to it, read in
+    the same transaction (``--drift``: no second open of each file).
     """
     # quote() only when needed: it costs as much as a statement, and few paths hold URI characters.
     uri = f"file:{quote(path) if _URI_SPECIAL.search(path) else path}?mode=ro"
@@ -423,6 +427,8 @@ def read_quickly(path: str, busy_timeout: float) -> QuickReading:
             except sqlite3.OperationalError as exc:
                 _wait_out_lock(exc, conn, "PRAGMA member.schema_version", path, busy_timeout)
                 reading = _ledger_rows(conn, path)
+            if objects is not None:
+                objects += conn.execute(_OBJECTS).fetchall()
         finally:
             _detach(conn)
         if reading is None:  # no ledger: a fresh database, or not a database at all
