@@ -196,3 +196,27 @@ def fleet_alone(tmp_path: Path, catalog: Path, path: Path) -> str:
     result = run_apm("--migrations-dir", str(catalog), "migrate", "drift", "--db", str(path), "--json", cwd=tmp_path)
     assert result.returncode == 10, result.stdout + result.stderr
     return result.stdout
+
+
+def test_databases_handed_over_ahead_are_told_as_started_only_as_workers_free_up(tmp_path: Path, catalog: Path,
+                                                                                  monkeypatch) -> None:
+    """The events a library caller (and the progress line) hears: never more than ``jobs`` databases started and
+    not ended, though twice as many are handed to the workers; each started one ends once."""
+    from planner.fleet.run import FleetRun, MemberStarted
+    from planner.request import Request
+
+    monkeypatch.setenv("FLEET_TEST_SLEEP", "0.05")  # inherited by the forked workers: each step takes a while
+    paths = fleet_of(tmp_path, catalog, 7)
+    events: list = []
+    result = FleetRun(load(catalog), Request(), jobs=2, on_event=events.append).run(
+        [member(str(p), cwd=tmp_path) for p in paths])
+    assert [o.outcome for o in result.outcomes] == ["applied"] * 7
+    in_flight: set = set()
+    most = 0
+    for event in events:
+        if isinstance(event, MemberStarted):
+            in_flight.add(event.member)
+            most = max(most, len(in_flight))
+        else:
+            in_flight.remove(event.outcome.member)  # only what was told as started ends
+    assert most == 2 and not in_flight and len(events) == 14

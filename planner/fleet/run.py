@@ -416,13 +416,16 @@ class FleetRun:
         if self.on_event is not None:
             self.on_event(MemberFinished(outcome))
 
+    def _started(self, name: str, candidate: Member) -> None:
+        if self.on_event is not None:
+            self.on_event(MemberStarted(candidate, name))
+
     def _sequential(self, name: str, members: list[Member], confirmed: dict) -> list[MemberOutcome]:
         outcomes = []
         for candidate in members:
             if self._stop is not None:
                 break
-            if self.on_event is not None:
-                self.on_event(MemberStarted(candidate, name))
+            self._started(name, candidate)
             outcome = run_member(candidate, self.request, self.catalog, confirmed.get(candidate))
             self._finished(name, outcome)
             outcomes.append(outcome)
@@ -446,6 +449,7 @@ class FleetRun:
         outcomes: list[MemberOutcome] = []
         waiting = list(members)
         running: dict = {}
+        ahead: list[Member] = []  # handed over, not yet told as started: a worker takes the oldest as it frees up
         with ProcessPoolExecutor(max_workers=min(self.jobs, len(members)), mp_context=context,
                                  initializer=_worker_init, initargs=(os.getpid(),)) as pool:
             while waiting or running:
@@ -453,8 +457,6 @@ class FleetRun:
                 # waits while this process journals an outcome and hands over the next.
                 while waiting and len(running) < 2 * self.jobs and self._stop is None:
                     candidate = waiting.pop(0)
-                    if self.on_event is not None:
-                        self.on_event(MemberStarted(candidate, name))
                     try:
                         future = pool.submit(_member_in_worker, candidate, self.request, confirmed.get(candidate))
                     except BrokenProcessPool as broken:  # a worker was killed: start nothing more
@@ -463,6 +465,9 @@ class FleetRun:
                         self._stop = self._stop or "the worker processes ended"
                         continue
                     running[future] = candidate
+                    ahead.append(candidate)
+                while ahead and len(running) - len(ahead) < self.jobs:  # told as started: at most jobs at a time
+                    self._started(name, ahead.pop(0))
                 if not running:
                     break
                 try:
@@ -479,9 +484,14 @@ class FleetRun:
                         outcome = MemberOutcome(candidate, FAILED, error=f"its worker process ended: "
                                                                          f"{one_line(error)}; run it again")
                     if outcome is None:  # handed over, but the run stopped before a worker took it
-                        if self.on_event is not None:
+                        if candidate in ahead:
+                            ahead.remove(candidate)  # never told as started: nothing to take back
+                        elif self.on_event is not None:
                             self.on_event(MemberFinished(MemberOutcome(candidate, NOT_STARTED, error=self._stop)))
                         continue
+                    if candidate in ahead:  # it ended before this process told it had started
+                        ahead.remove(candidate)
+                        self._started(name, candidate)
                     self._finished(name, outcome)
                     outcomes.append(outcome)
         return outcomes
