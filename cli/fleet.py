@@ -764,7 +764,7 @@ class _RunProgress:
             name = event.outcome.member.display
             if name in self.running:
                 self.running.remove(name)
-            self.done += 1
+            self.done += event.outcome.outcome != "not started"  # handed to a worker, never started: not done
             self.failed += event.outcome.outcome == "failed"
             self.refused += event.outcome.outcome == "refused"
             if event.outcome.outcome in ("failed", "skipped", "refused"):

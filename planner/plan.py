@@ -226,8 +226,8 @@ def _applied_times(catalog: Catalog, applied: Iterable[str]) -> dict[str, str]:
     if not isinstance(applied, Mapping):
         return {}
     times = {}
-    for recorded, entry in applied.items():
-        moment = getattr(entry, "applied_at", None)
+    for recorded, entry in applied.items():  # a ledger entry, or its applied_at alone (a fleet's quick reading)
+        moment = entry if isinstance(entry, str) else getattr(entry, "applied_at", None)
         if isinstance(moment, str) and len(moment) >= 19:
             times[catalog.canonical(recorded) or recorded] = moment[:19]
     return times

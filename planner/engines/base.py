@@ -283,13 +283,14 @@ class Engine(ABC):
 
     @abstractmethod
     def drift(self, catalog: Catalog, applied: Iterable[str], replays: dict[Hashable, Replay], *,
-              known_good: bool = False) -> list[Difference]:
+              objects: list[object] | None = None) -> list[Difference]:
         """How the live schema differs from what its ``applied`` migrations make (``apm migrate drift``).
 
         The migrations are replayed into a scratch database of the engine's own kind, since only the engine
         knows where one can be made; ``replays`` keeps each replay under a key the engine chooses, so a fleet
-        in one state pays for one. ``known_good``: the caller has just read the database, so a file's header
-        need not be checked again. ``DriftUnchecked`` when the replay cannot be made.
+        in one state pays for one. ``objects``: what the engine's fast ledger reader (``EngineKind.ledger_reader``)
+        read of the schema with the ledger, which spares reading the database again (``None``: not read).
+        ``DriftUnchecked`` when the replay cannot be made.
         """
 
     @abstractmethod

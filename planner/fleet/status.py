@@ -63,13 +63,16 @@ def json_state(state: str) -> str:
 class Reading:
     """What a ledger said, before it is compared with the catalog."""
 
-    __slots__ = ("entries", "last_log")
+    __slots__ = ("entries", "last_log", "objects")
 
-    def __init__(self, entries: dict[str, str | None], last_log: tuple[str, str, str | None] | None):
+    def __init__(self, entries: dict[str, str | None], last_log: tuple[str, str, str | None] | None,
+                 objects: list | None = None):
         #: Applied version -> when it was applied.
         self.entries = entries
         #: (outcome, version, detail) of the log's last row.
         self.last_log = last_log
+        #: The schema's objects, read with the ledger when asked (``--drift``), where the reader can.
+        self.objects = objects
 
 
 class Unreadable(Exception):
@@ -80,7 +83,7 @@ class Unreadable(Exception):
         self.state = state
 
 
-def readings(members: Sequence[Member], busy_timeout: float, ledger_schema: str, jobs: int):
+def readings(members: Sequence[Member], busy_timeout: float, ledger_schema: str, jobs: int, objects: bool = False):
     """(member, its ledger or why it cannot be read), in fleet order, ``jobs`` read at a time.
 
     Threads are enough: opening a file and running the statements happen in
@@ -88,7 +91,7 @@ def readings(members: Sequence[Member], busy_timeout: float, ledger_schema: str,
     """
     def read(candidate: Member) -> Reading | Unreadable:
         try:
-            return read_ledger(candidate, busy_timeout, ledger_schema)
+            return read_ledger(candidate, busy_timeout, ledger_schema, objects=objects)
         except Unreadable as unreadable:
             return unreadable
 
@@ -103,27 +106,25 @@ def readings(members: Sequence[Member], busy_timeout: float, ledger_schema: str,
         yield from zip(members, pool.map(read, members))
 
 
-def read_ledger(candidate: Member, busy_timeout: float, ledger_schema: str) -> Reading:
-    """What ``candidate``'s ledger says; ``Unreadable`` with the state when it cannot be read."""
-    reader = candidate.kind.ledger_reader
-    if reader is None:
+def read_ledger(candidate: Member, busy_timeout: float, ledger_schema: str, *, objects: bool = False) -> Reading:
+    """What ``candidate``'s ledger says (with ``objects``, its schema's objects too, where the fast reader reads
+    them); ``Unreadable`` with the state when it cannot be read."""
+    kind = candidate.kind
+    if kind.ledger_reader is None:
         return _read_through_engine(candidate, busy_timeout, ledger_schema)
-    return _read_quickly(candidate.kind.load(reader), candidate, busy_timeout)
+    read = kind.load(kind.ledger_reader)
+    found: list | None = [] if objects else None
+    try:
+        entries, last_log = read(candidate.real, busy_timeout, objects=found) if objects else \
+            read(candidate.real, busy_timeout)
+    except DatabaseError as exc:
+        raise _unreadable(exc) from None
+    return Reading(entries, last_log, found)
 
 
 # --------------------------------------------------------------------------
 # Reading one ledger
 # --------------------------------------------------------------------------
-
-
-def _read_quickly(read: Callable[[str, float], tuple[dict[str, str | None], tuple[str, str, str | None] | None]],
-                  candidate: Member, busy_timeout: float) -> Reading:
-    """The ledger through the engine's own fast reader (``EngineKind.ledger_reader``)."""
-    try:
-        entries, last_log = read(candidate.real, busy_timeout)
-    except DatabaseError as exc:
-        raise _unreadable(exc) from None
-    return Reading(entries, last_log)
 
 
 def _read_through_engine(candidate: Member, busy_timeout: float, ledger_schema: str) -> Reading:
@@ -177,6 +178,8 @@ class MemberStatus:
     unknown: tuple[str, ...] = ()
     #: The schema's differences from its migrations, when drift was checked (``drifted``).
     differences: list[Difference] | None = None
+    #: The schema's objects as read with the ledger (``--drift``), until drift is checked.
+    objects: list | None = field(default=None, repr=False)
 
     @property
     def needs_attention(self) -> bool:
@@ -273,7 +276,7 @@ def fleet_status(
     """
     comparison = Comparison(catalog)
     result = FleetStatus()
-    for candidate, reading in readings(members, busy_timeout, ledger_schema, jobs):
+    for candidate, reading in readings(members, busy_timeout, ledger_schema, jobs, objects=drift is not None):
         status = member_status(candidate, comparison, busy_timeout=busy_timeout, ledger_schema=ledger_schema,
                                reading=reading)
         if drift is not None and status.state in (UP_TO_DATE, BEHIND, AHEAD, FAILED) and not status.unknown:
@@ -285,6 +288,7 @@ def fleet_status(
                     status.state = DRIFT_UNCHECKED
             if status.differences and status.state in (UP_TO_DATE, BEHIND):
                 status.state = DRIFTED
+        status.objects = None  # compared: a long fleet keeps no schema it is done with
         result.members.append(status)
         if on_member is not None:
             on_member(status)
@@ -306,7 +310,7 @@ def member_status(candidate: Member, comparison: Comparison, *, busy_timeout: fl
     times = [str(at) for at in reading.entries.values() if at]
     status = MemberStatus(candidate, UP_TO_DATE, applied=len(applied), pending=pending, heads=heads,
                           last_applied_at=max(times) if times else None, applied_versions=applied,
-                          unknown=unknown)
+                          unknown=unknown, objects=reading.objects)
     if reading.last_log is not None and reading.last_log[0] == "failed":
         outcome, version, detail = reading.last_log
         status.state, status.error = FAILED, f"{version} failed: {first_line(detail) or 'no detail recorded'}"
@@ -340,15 +344,16 @@ class DriftChecker:
         """``member``'s drift given its status (its applied set); ``None`` where it cannot be compared here."""
         if status.applied_versions is None:
             return None
-        return self.of(member, status.applied_versions, known_good=True)
+        return self.of(member, status.applied_versions, objects=status.objects)
 
-    def of(self, member: Member, applied: Iterable[str], *, known_good: bool = False) -> list[Difference]:
-        """``member``'s drift from the migrations ``applied`` (its ledger's set); errors name it as given."""
+    def of(self, member: Member, applied: Iterable[str], *, objects: list | None = None) -> list[Difference]:
+        """``member``'s drift from the migrations ``applied`` (its ledger's set); errors name it as given.
+        ``objects``: its schema's objects, read with its ledger, which spare a second open of the file."""
         # start-up time: planner.fleet.status runs without planner.schema until a drift is asked for
         from planner.schema import DriftUnchecked
 
         engine = member.engine(busy_timeout=self.busy_timeout, ledger_schema=self.ledger_schema)
         try:
-            return engine.drift(self.catalog, applied, self.replays, known_good=known_good)
+            return engine.drift(self.catalog, applied, self.replays, objects=objects)
         except DriftUnchecked as unchecked:
             raise DriftUnchecked(member.display, unchecked.reason) from None

@@ -5,6 +5,7 @@ Run from the repository root:
     python tests/benchmarks/bench_fleet.py                 # 1,000 databases, 5 runs each
     python tests/benchmarks/bench_fleet.py --dbs 200 --runs 3   # quick
     python tests/benchmarks/bench_fleet.py --linear 10     # also status over 10 x --dbs databases
+    python tests/benchmarks/bench_fleet.py --before /path/to/other/venv/bin/apm   # before/after, alternated
 
 Every figure is a whole process (the installed ``apm``, as a user runs it, and
 ``python`` for the baselines), alternated with its baseline, median of the runs:
@@ -21,6 +22,10 @@ Every figure is a whole process (the installed ``apm``, as a user runs it, and
     Target: at most 1.3x. The files are copied afresh before each run (not timed).
 (c) ``apm fleet status --drift`` over the N databases against (a).
     Target: at most 2x.
+
+With ``--before APM`` (the ``apm`` of another tree, such as the base
+commit's in a second virtualenv), that command is timed too, alternated with
+this tree's and the baseline in the same run, and both ratios are printed.
 
 A measurement, not a test: nothing here fails on time.
 """
@@ -123,25 +128,33 @@ def template_database(folder: Path) -> Path:
     return path
 
 
-def alternate(runs: int, first, second) -> tuple[list, list]:
+def alternate(runs: int, *timed) -> list[list]:
     """``runs`` timings of each, alternated, after one untimed warm-up of each (caches, bytecode)."""
-    first(), second()
-    a, b = [], []
+    for each in timed:
+        each()
+    samples: list[list] = [[] for _ in timed]
     for _ in range(runs):
-        a.append(first())
-        b.append(second())
-    return a, b
+        for each, found in zip(timed, samples):
+            found.append(each())
+    return samples
 
 
 def median(samples: list[tuple[float, int]]) -> float:
     return statistics.median(s[0] for s in samples)
 
 
-def line(name: str, figure: float, baseline: float, target: float | None) -> None:
+def line(name: str, figure: float, baseline: float, target: float | None, before: float | None = None) -> None:
     ratio = figure / baseline
     verdict = "" if target is None else ("met" if ratio <= target else "MISSED")
     shown = f" (target <= {target}x: {verdict})" if target is not None else ""
+    if before is not None:
+        shown += f"; before {before * 1000:.0f} ms, ratio {before / baseline:.2f}x"
     print(f"{name:58} {figure * 1000:8.0f} ms  baseline {baseline * 1000:8.0f} ms  ratio {ratio:5.2f}x{shown}")
+
+
+def compared(command: list[str], before: str | None) -> list[list[str]]:
+    """``command``, and the same command run by the ``--before`` apm when one is given."""
+    return [command] + ([[before, *command[1:]]] if before else [])
 
 
 def main() -> None:
@@ -150,6 +163,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="runs of each figure [5]")
     parser.add_argument("--linear", type=int, default=0, metavar="K",
                         help="also time status over K x --dbs databases (disk: about 60 KB each)")
+    parser.add_argument("--before", metavar="APM", help="also time this apm (another tree's), alternated")
     args = parser.parse_args()
     if not APM.exists():
         raise SystemExit("the apm console script is not installed next to this Python (pip install -e .)")
@@ -160,19 +174,30 @@ def main() -> None:
         print(f"{args.dbs} databases, {args.runs} runs each, {os.cpu_count()} cores, Python "
               f"{sys.version.split()[0]}")
 
+        def timed(command: list[str], fresh: bool = False):
+            def once():
+                if fresh:  # the files copied afresh (not timed)
+                    make_fleet(folder, template, args.dbs)
+                return run(command, folder)
+            return once
+
         # (a) status
         status = [str(APM), "fleet", "status", "--glob", PATTERN]
         loop = [sys.executable, "-c", STATUS_LOOP, PATTERN]
-        ours, base = alternate(args.runs, lambda: run(status, folder), lambda: run(loop, folder))
+        base, ours, *before = alternate(args.runs, timed(loop), *map(timed, compared(status, args.before)))
         status_time = median(ours)
-        line(f"(a) fleet status, {args.dbs} databases", status_time, median(base), 1.5)
+        line(f"(a) fleet status, {args.dbs} databases", status_time, median(base), 1.5,
+             median(before[0]) if before else None)
         print(f"    peak RSS: apm {max(s[1] for s in ours) / 1024:.0f} MiB, loop "
               f"{max(s[1] for s in base) / 1024:.0f} MiB (target <= 200 MB)")
 
         # (c) drift, against (a)
         drift = [str(APM), "fleet", "status", "--drift", "--glob", PATTERN]
-        drifts, statuses = alternate(args.runs, lambda: run(drift, folder), lambda: run(status, folder))
+        samples = alternate(args.runs, *map(timed, compared(drift, args.before) + compared(status, args.before)))
+        drifts, statuses = samples[0], samples[1 + bool(args.before)]
         line("(c) fleet status --drift vs fleet status", median(drifts), median(statuses), 2.0)
+        if args.before:
+            line("    before: --drift vs status", median(samples[1]), median(samples[3]), 2.0)
 
         # (b) migrate --jobs 2, one small pending migration each
         catalog = folder / "catalog"
@@ -183,15 +208,10 @@ def main() -> None:
         fleet = [str(APM), "--migrations-dir", str(catalog), "fleet", "migrate", "--glob", PATTERN, "--jobs", "2",
                  "--journal-dir", str(folder / "journals")]
         raw = [sys.executable, "-c", MIGRATE_LOOP, PATTERN]
-
-        def fresh(command):
-            def timed():
-                make_fleet(folder, template, args.dbs)
-                return run(command, folder)
-            return timed
-
-        ours, base = alternate(args.runs, fresh(fleet), fresh(raw))
-        line(f"(b) fleet migrate --jobs 2, {args.dbs} databases, 1 pending", median(ours), median(base), 1.3)
+        base, ours, *before = alternate(args.runs, timed(raw, fresh=True),
+                                        *(timed(c, fresh=True) for c in compared(fleet, args.before)))
+        line(f"(b) fleet migrate --jobs 2, {args.dbs} databases, 1 pending", median(ours), median(base), 1.3,
+             median(before[0]) if before else None)
 
         if args.linear > 1:
             make_fleet(folder, template, args.dbs)

@@ -128,7 +128,7 @@ class PostgresEngine(Engine):
             return read_schema(conn, self.ledger_schema)
 
     def drift(self, catalog: Catalog, applied: Iterable[str], replays: dict[Hashable, Replay], *,
-              known_good: bool = False) -> list[Difference]:
+              objects: list[Any] | None = None) -> list[Difference]:
         """Replayed into a scratch database on the same server (``planner.engines.postgresql.drift``)."""
         # start-up time: planner.engines.postgresql runs without planner.engines.postgresql.drift until drift() needs it
         from planner.engines.postgresql.drift import differences

@@ -16,7 +16,7 @@ from collections.abc import Hashable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from planner.engines.base import Backups, Engine
 from planner.engines.sqlite.database import DEFAULT_BUSY_TIMEOUT, check_integrity, open_read_only, writable_now
@@ -76,10 +76,11 @@ class SQLiteEngine(Engine):
         return file_schema(self.path, self.busy_timeout, known_good=known_good)
 
     def drift(self, catalog: Catalog, applied: Iterable[str], replays: dict[Hashable, Replay], *,
-              known_good: bool = False) -> list[Difference]:
-        """Replayed in memory (``planner.engines.sqlite.schema.replay``), one replay per applied set."""
+              objects: list[Any] | None = None) -> list[Difference]:
+        """Replayed in memory (``planner.engines.sqlite.schema.replay``), one replay per applied set; the live
+        schema from ``objects`` (``sqlite_master``'s rows, read with the ledger) when its tables were seen before."""
         # start-up time: planner.engines.sqlite runs without planner.engines.sqlite.schema until drift() needs it
-        from planner.engines.sqlite.schema import replay
+        from planner.engines.sqlite.schema import known_schema, replay
 
         # start-up time: planner.engines.sqlite runs without planner.schema until drift() needs it
         from planner.schema import compare
@@ -87,7 +88,8 @@ class SQLiteEngine(Engine):
         key = frozenset(applied)
         if key not in replays:
             replays[key] = replay(catalog, key, self.display)
-        return compare(replays[key], self.schema(known_good=known_good))
+        live = known_schema(objects) if objects is not None else None
+        return compare(replays[key], live or self.schema(known_good=objects is not None))
 
     def runner(self, *, catalog: Catalog | None = None, create: bool = False) -> Executor:
         # start-up time: planner.engines.sqlite runs without planner.engines.sqlite.runner until runner() needs it

@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -370,40 +371,50 @@ QuickReading = tuple[dict[str, "str | None"], "tuple[str, str, str | None] | Non
 _URI_SPECIAL = re.compile(r"[?#%\s]|[^\x00-\x7f]")
 #: SQLite's first wait for a lock, inside C; a longer one continues in slices Ctrl-C can interrupt.
 _FIRST_WAIT = 0.1
-#: The ledger and the log's last row in one statement: each statement on a fresh connection takes the shared
-#: lock and checks the schema again, so one statement instead of two saves a third of a status's time.
-_LEDGER_AND_LAST_LOG = """
-SELECT m.*, l.outcome, l.version, l.detail FROM (SELECT 1) AS one
-LEFT JOIN schema_migrations AS m
-LEFT JOIN (SELECT outcome, version, detail FROM schema_migrations_log ORDER BY id DESC LIMIT 1) AS l"""
-_LEDGER_ONLY = "SELECT *, NULL, NULL, NULL FROM schema_migrations"
+#: The ledger, then the log's last row, in one read transaction (both from the same moment). Two plain statements
+#: cost a third less than one ``LEFT JOIN`` of the two, which SQLite ran as a nested loop over a subquery.
+_LEDGER = "SELECT * FROM member.schema_migrations"
+_LAST_LOG = "SELECT outcome, version, detail FROM member.schema_migrations_log ORDER BY id DESC LIMIT 1"
+#: Each thread's scratch connection, which every file is attached to in turn (``read_quickly``).
+_SCRATCH = threading.local()
+#: Every object of the file, for ``planner.engines.sqlite.schema.known_schema`` (which keeps the user's).
+_OBJECTS = "SELECT type, name, tbl_name, sql FROM member.sqlite_master ORDER BY rowid"
 
 
-def read_quickly(path: str, busy_timeout: float) -> QuickReading:
-    """The ledger of one file, for ``apm fleet status`` over many: one statement on a ``mode=ro`` connection.
+def read_quickly(path: str, busy_timeout: float, *, objects: list | None = None) -> QuickReading:
+    """The ledger of one file, for ``apm fleet status`` over many: attached read-only, read in one transaction.
 
     ``mode=ro`` so nothing on disk can change, not even a journal (``open_read_only``
     would recover a hot one), and no ``Ledger``: a thousand files must cost a
-    thousand statements, not a thousand schema checks. A file without a ledger
-    reads as nothing applied. Every failure is a ``DatabaseError`` saying what is
-    wrong with the file (``DatabaseLocked``, ``NotADatabase``, ``ForeignLedger``).
+    thousand reads, not a thousand schema checks. Each file is attached to one
+    scratch connection rather than opened by a connection of its own: a fifth
+    cheaper per file (no connection object, statement cache or handle to make;
+    the statements stay prepared). A file without a ledger reads as nothing
+    applied. Every failure is a ``DatabaseError`` saying what is wrong with the
+    file (``DatabaseLocked``, ``NotADatabase``, ``ForeignLedger``). With
+    ``objects`` (a list), the file's schema objects are appended to it, read in
+    the same transaction (``--drift``: no second open of each file).
     """
+    # quote() only when needed: it costs as much as a statement, and few paths hold URI characters.
+    uri = f"file:{quote(path) if _URI_SPECIAL.search(path) else path}?mode=ro"
+    attach = "ATTACH '{}' AS member".format(uri.replace("'", "''"))
+    conn = _scratch(min(busy_timeout, _FIRST_WAIT))
     try:
-        # quote() only when needed: it costs as much as a statement, and few paths hold URI characters.
-        uri = f"file:{quote(path) if _URI_SPECIAL.search(path) else path}?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, timeout=min(busy_timeout, _FIRST_WAIT),
-                               isolation_level=None, check_same_thread=False)
-    except sqlite3.Error as exc:
-        raise _unopened(path, exc, busy_timeout) from None
-    try:
-        try:
-            reading = _ledger_rows(conn, path)
+        try:  # ATTACH reads the file's schema: a locked file, or one that is no database, fails here already
+            conn.execute(attach)
         except sqlite3.OperationalError as exc:
-            if not isinstance(translate_error(exc, Path(path), busy_timeout), DatabaseLocked) \
-                    or busy_timeout <= _FIRST_WAIT:
-                raise
-            wait_for(conn, "PRAGMA schema_version", Path(path), busy_timeout)  # the rest of the wait
-            reading = _ledger_rows(conn, path)
+            _wait_out_lock(exc, conn, attach, path, busy_timeout)  # attached once the other process lets go
+        try:
+            conn.execute("BEGIN")  # deferred: no lock yet, nothing written
+            try:
+                reading = _ledger_rows(conn, path)
+            except sqlite3.OperationalError as exc:
+                _wait_out_lock(exc, conn, "PRAGMA member.schema_version", path, busy_timeout)
+                reading = _ledger_rows(conn, path)
+            if objects is not None:
+                objects += conn.execute(_OBJECTS).fetchall()
+        finally:
+            _detach(conn)
         if reading is None:  # no ledger: a fresh database, or not a database at all
             if not looks_like_sqlite(path):
                 raise NotADatabase(path)
@@ -414,7 +425,38 @@ def read_quickly(path: str, busy_timeout: float) -> QuickReading:
         if isinstance(translated, DatabaseLocked):
             raise translated from None
         raise _unopened(path, exc, busy_timeout) from None
-    finally:
+
+
+def _scratch(timeout: float) -> sqlite3.Connection:
+    """This thread's scratch connection (in memory, holding nothing), waiting ``timeout`` for a lock in C."""
+    conn = getattr(_SCRATCH, "conn", None)
+    if conn is None or _SCRATCH.pid != os.getpid():  # a forked child never uses its parent's connection
+        conn = _SCRATCH.conn = sqlite3.connect("file::memory:", uri=True, isolation_level=None)
+        _SCRATCH.pid, _SCRATCH.timeout = os.getpid(), None
+    if _SCRATCH.timeout != timeout:
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        _SCRATCH.timeout = timeout
+    return conn
+
+
+def _wait_out_lock(exc: sqlite3.OperationalError, conn: sqlite3.Connection, statement: str, path: str,
+                   busy_timeout: float) -> None:
+    """Raise ``exc`` unless it is another process's lock with more of ``busy_timeout`` left than the first wait;
+    then wait in slices Ctrl-C can interrupt until ``statement`` runs."""
+    if not isinstance(translate_error(exc, Path(path), busy_timeout), DatabaseLocked) or busy_timeout <= _FIRST_WAIT:
+        raise exc
+    _SCRATCH.timeout = None  # wait_for leaves the whole busy timeout set
+    wait_for(conn, statement, Path(path), busy_timeout)
+
+
+def _detach(conn: sqlite3.Connection) -> None:
+    """End the read and let the file go; a scratch connection that cannot is dropped, never reused."""
+    try:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+        conn.execute("DETACH member")
+    except sqlite3.Error:
+        _SCRATCH.conn = None
         conn.close()
 
 
@@ -427,31 +469,32 @@ def _ledger_rows(conn: sqlite3.Connection, path: str) -> QuickReading | None:
     wrote as notes are handled as ``Ledger`` handles them.
     """
     try:
-        cursor = conn.execute(_LEDGER_AND_LAST_LOG)
+        cursor = conn.execute(_LEDGER)
     except sqlite3.OperationalError as exc:
-        if "no such table: schema_migrations_log" in str(exc):  # a seed-era ledger: no log yet
-            cursor = conn.execute(_LEDGER_ONLY)
-        elif "no such table" in str(exc):
+        if "no such table" in str(exc):
             return None
-        else:
-            raise
-    columns = [d[0].lower() for d in cursor.description[:-3]]
-    if "version" not in columns or not set(columns) <= KNOWN_COLUMNS:
+        raise
+    columns = [d[0].lower() for d in cursor.description]
+    if not SEED_COLUMNS <= set(columns) <= KNOWN_COLUMNS:  # as ``Ledger`` decides it (Rails' lone version too)
         raise ForeignLedger(Path(path), sorted(columns), sorted(KNOWN_COLUMNS))
     version = columns.index("version")
     applied_at = columns.index("applied_at") if "applied_at" in columns else None
     rollback_at = columns.index("rollback_at") if "rollback_at" in columns else None
     entries: dict[str, str | None] = {}
-    rows = cursor.fetchall()
-    for row in rows:
+    for row in cursor.fetchall():
         if row[version] is None or (rollback_at is not None and row[rollback_at] is not None):
-            continue  # the empty ledger's one row of NULLs, or a row APM's framework rolled back
+            continue  # a row APM's framework rolled back
         text = str(row[version])
         if not text.isdigit() and _is_note(text):
             continue  # a note a migration wrote itself (0018_consolidated), never an applied version
         entries[text] = row[applied_at] if applied_at is not None else None
-    last = rows[0][-3:] if rows else None
-    return entries, (str(last[0]), str(last[1]), last[2]) if last and last[0] is not None else None
+    try:
+        last = conn.execute(_LAST_LOG).fetchall()  # all, not one: a statement left open would keep the file
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        last = []  # a seed-era ledger: no log yet
+    return entries, (str(last[0][0]), str(last[0][1]), last[0][2]) if last else None
 
 
 def _unopened(path: str, exc: sqlite3.Error, busy_timeout: float) -> DatabaseError:

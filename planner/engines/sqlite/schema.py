@@ -92,6 +92,21 @@ def read_schema(conn: sqlite3.Connection, *, count_rows: bool = False) -> Schema
                 cursor.execute("COMMIT")
     else:
         tables = _known(listed)
+    return _schema(tables, objects)
+
+
+def known_schema(rows: list[Any]) -> Schema | None:
+    """The schema ``sqlite_master``'s ``rows`` (type, name, tbl_name, sql) describe, when each table's SQL was
+    read before (a fleet's drift: each file's objects read with its ledger); ``None`` when a table must be read."""
+    objects = [(kind, name, sql) for kind, name, table, sql in rows  # the user's, as ``_USER`` keeps them
+               if not name.lower().startswith("sqlite_") and table not in LEDGER_TABLES]
+    listed = [(name, sql or "") for kind, name, sql in objects if kind == "table"]
+    if any(key not in _DETAILS for key in listed):
+        return None
+    return _schema(_known(listed), objects)
+
+
+def _schema(tables: dict[str, Table], objects: list[Any]) -> Schema:
     named = {kind: {name: sql or "" for k, name, sql in objects if k == kind and (sql or kind != "index")}
              for kind in ("index", "trigger", "view")}
     return Schema(tables, named["index"], named["trigger"], named["view"])

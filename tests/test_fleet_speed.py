@@ -1,0 +1,222 @@
+"""What must hold whatever `apm fleet` does to go faster over many databases (docs/performance.md).
+
+``apm fleet status`` attaches each file in turn to one scratch connection per
+thread: a brief lock held by another process is waited out, a file that could
+not be read leaves nothing behind for the next one, every file is let go once
+read, and threads read as one thread does. ``apm fleet migrate`` hands each
+worker its next database ahead of time: after a failure, none of those starts.
+Real SQLite files, real processes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from planner.engines.sqlite.ledger import read_quickly
+from planner.errors import DatabaseError, DatabaseLocked, ForeignLedger, NotADatabase
+from planner.fleet.members import member
+from planner.fleet.status import UP_TO_DATE, fleet_status
+from tests.conftest import run_apm
+from tests.test_fleet import (  # noqa: F401 (catalog: a fixture)
+    PATTERN,
+    applied,
+    break_unique_index,
+    catalog,
+    fleet,
+    fleet_of,
+    load,
+    migrate_to,
+)
+
+
+def hold_lock(path: Path, seconds: float) -> subprocess.Popen:
+    """Another process holding ``path``'s exclusive lock (even readers wait) for ``seconds``, once it says so."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import sqlite3, sys, time\nc = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+         f"c.execute('BEGIN EXCLUSIVE')\nprint('held', flush=True)\ntime.sleep({seconds})\nc.execute('COMMIT')\n"],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_lock_released_within_the_busy_timeout_is_waited_out(tmp_path: Path, catalog: Path) -> None:
+    path = tmp_path / "a.db"
+    migrate_to(path, catalog)
+    holder = hold_lock(path, 0.5)
+    try:
+        entries, last = read_quickly(str(path), 10.0)  # waits past the first 0.1 s, in slices, until it is free
+    finally:
+        holder.wait(timeout=30)
+    assert sorted(entries) == ["0001", "0002", "0003"] and last is not None and last[0] == "ok"
+    holder = hold_lock(path, 5)
+    try:
+        with pytest.raises(DatabaseLocked):
+            read_quickly(str(path), 0.3)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_file_that_could_not_be_read_leaves_the_next_one_readable_and_every_file_is_let_go(
+        tmp_path: Path, catalog: Path) -> None:
+    good = tmp_path / "good.db"
+    migrate_to(good, catalog)
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE schema_migrations (name TEXT, run_on TEXT)")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database, only words " * 100)
+    failing = [(foreign, ForeignLedger), (text, NotADatabase), (tmp_path / "missing.db", DatabaseError)]
+    for path, error in failing:
+        with pytest.raises(error):
+            read_quickly(str(path), 1.0)
+        assert sorted(read_quickly(str(good), 1.0)[0]) == ["0001", "0002", "0003"]
+    # Let go: a writer gets the exclusive lock at once (no wait), and the file can be replaced.
+    with sqlite3.connect(good, timeout=0, isolation_level=None) as conn:
+        conn.execute("BEGIN EXCLUSIVE")
+        conn.execute("COMMIT")
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_threads_read_a_fleet_as_one_thread_does(tmp_path: Path, catalog: Path) -> None:
+    paths = []
+    for n in range(6):
+        path = tmp_path / f"p{n}.db"
+        migrate_to(path, catalog, target="0001" if n % 2 else None)
+        paths.append(path)
+    members = [member(str(p), cwd=tmp_path) for p in paths]
+    folder = load(catalog)
+    alone = fleet_status(members, folder, jobs=1)
+    threaded = fleet_status(members, folder, jobs=3)
+    assert [s.to_json() for s in threaded.members] == [s.to_json() for s in alone.members]
+    assert [s.state for s in alone.members] == [UP_TO_DATE, "behind"] * 3
+
+
+def test_after_a_failure_no_database_handed_to_a_worker_ahead_of_time_starts(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 8)  # 0002 and 0003 pending, each sleeping first
+    break_unique_index(paths[0])  # its 0002 fails after the sleep, while p01 runs beside it
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--jobs", "2", "--json",
+                   env={"FLEET_TEST_SLEEP": "0.3"})
+    assert result.returncode == 11, result.stdout + result.stderr
+    rows = json.loads(result.stdout)["databases"]
+    assert rows[0]["outcome"] == "failed"
+    # Only the database running beside the failure finished; each worker's next one (already handed over) and
+    # every later one did not start, and says why.
+    started = [r for r in rows[1:] if r["outcome"] != "not started"]
+    assert len(started) <= 1 and all(r["outcome"] == "applied" for r in started), rows
+    assert all("failed, so no further database was started" in r["error"] for r in rows[1:] if r not in started)
+    assert sum(applied(p) == ["0001", "0002", "0003"] for p in paths) == len(started)
+
+
+def test_a_ledger_of_another_tool_with_a_version_column_is_a_foreign_ledger(tmp_path: Path, catalog: Path) -> None:
+    """The quick reading refuses what ``apm migrate`` refuses: Rails' lone ``version`` is no ledger of ours (it was
+    read as one, its rows as versions ``ahead`` of the catalog)."""
+    path = tmp_path / "projects" / "rails" / ".aipm" / "data" / "aipm.db"
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version VARCHAR NOT NULL PRIMARY KEY)")
+        conn.execute("INSERT INTO schema_migrations VALUES ('20240101000000')")
+    with pytest.raises(ForeignLedger):
+        read_quickly(str(path), 1.0)
+    result = fleet(tmp_path, catalog, "status", "--glob", PATTERN, "--json")
+    assert result.returncode == 11, result.stderr
+    row = json.loads(result.stdout)["databases"][0]
+    assert row["state"] == "foreign_ledger" and "another tool (columns: version)" in row["error"]
+
+
+def test_a_file_gone_from_the_catalog_applied_before_the_rollback_lets_the_fleet_roll_back(
+        tmp_path: Path, catalog: Path) -> None:
+    """A fleet plans from the quick reading's applied-at times as ``apm migrate`` plans from its ledger entries: a
+    migration whose file is gone, applied before everything rolled back, cannot depend on it (it was refused)."""
+    [path] = fleet_of(tmp_path, catalog, 1, target=None)
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO schema_migrations (version, description, applied_at) "
+                     "VALUES ('0009', 'Its file is gone', '2000-01-01 00:00:00')")
+    planned = fleet(tmp_path, catalog, "plan", "--glob", PATTERN, "--rollback", "0003", "--json")
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    row = json.loads(planned.stdout)["databases"][0]
+    assert [(s["version"], s["direction"]) for s in row["steps"]] == [("0003", "rollback")] and not row["refused"]
+    done = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--rollback", "0003", "--jobs", "1", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["databases"][0]["outcome"] == "rolled back"
+    assert applied(path) == ["0001", "0002", "0009"]
+
+
+def test_a_member_left_with_a_hot_journal_is_recovered_and_migrated(tmp_path: Path, catalog: Path) -> None:
+    """The quick reading cannot roll back a killed writer's journal (it opens the file read-only): the member is
+    then read through its engine, which does, and runs as any other."""
+    [path] = fleet_of(tmp_path, catalog, 1)
+    killed = subprocess.run([sys.executable, "-c", f"import os, sqlite3\nc = sqlite3.connect({str(path)!r}, "
+                             "isolation_level=None)\nc.execute('PRAGMA cache_size = 1')\nc.execute('BEGIN IMMEDIATE')\n"
+                             "c.execute('CREATE TABLE junk (x)')\nc.executemany('INSERT INTO junk VALUES (?)', "
+                             "[(os.urandom(3000),) for _ in range(300)])\nos.kill(os.getpid(), 9)\n"])
+    assert killed.returncode == -9 and Path(f"{path}-journal").stat().st_size > 0
+    with pytest.raises(DatabaseError):
+        read_quickly(str(path), 1.0)
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--jobs", "1", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["databases"][0]["outcome"] == "applied"
+    assert applied(path) == ["0001", "0002", "0003"]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'junk'").fetchall() == []
+
+
+def test_drift_from_the_objects_read_with_each_ledger_finds_what_a_fresh_read_finds(tmp_path: Path,
+                                                                                     catalog: Path) -> None:
+    """``--drift`` takes each file's schema from the objects read with its ledger (no second open) once its
+    tables' SQL is known: an index dropped or a trigger added there is found as by a read of its own."""
+    paths = fleet_of(tmp_path, catalog, 4, target=None)
+    with sqlite3.connect(paths[1]) as conn:
+        conn.execute("DROP INDEX projects_by_name")
+    with sqlite3.connect(paths[2]) as conn:
+        conn.execute("CREATE TRIGGER stamp AFTER INSERT ON tasks BEGIN SELECT 1; END")
+    with sqlite3.connect(paths[3]) as conn:
+        conn.execute("ALTER TABLE tasks ADD COLUMN done INTEGER")
+    rows = []
+    read_quickly(str(paths[2]), 1.0, objects=rows)
+    assert ("trigger", "stamp", "tasks") in [row[:3] for row in rows]
+    result = fleet(tmp_path, catalog, "status", "--glob", PATTERN, "--drift", "--json")
+    assert result.returncode == 10, result.stdout + result.stderr
+    found = {Path(r["db"]).parts[1]: [d["detail"] for d in r["differences"]]
+             for r in json.loads(result.stdout)["databases"]}
+    assert found["p00"] == [] and len(found["p01"]) == len(found["p02"]) == len(found["p03"]) == 1, found
+    assert "projects_by_name" in found["p01"][0] and "stamp" in found["p02"][0] and "done" in found["p03"][0]
+    for name in ("p01", "p02", "p03"):  # the same lines as `apm migrate drift` of that database alone
+        alone = json.loads(fleet_alone(tmp_path, catalog, tmp_path / "projects" / name / ".aipm" / "data" / "aipm.db"))
+        assert [d["detail"] for d in alone["differences"]] == found[name]
+
+
+def fleet_alone(tmp_path: Path, catalog: Path, path: Path) -> str:
+    result = run_apm("--migrations-dir", str(catalog), "migrate", "drift", "--db", str(path), "--json", cwd=tmp_path)
+    assert result.returncode == 10, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_databases_handed_over_ahead_are_told_as_started_only_as_workers_free_up(tmp_path: Path, catalog: Path,
+                                                                                  monkeypatch) -> None:
+    """The events a library caller (and the progress line) hears: never more than ``jobs`` databases started and
+    not ended, though twice as many are handed to the workers; each started one ends once."""
+    from planner.fleet.run import FleetRun, MemberStarted
+    from planner.request import Request
+
+    monkeypatch.setenv("FLEET_TEST_SLEEP", "0.05")  # inherited by the forked workers: each step takes a while
+    paths = fleet_of(tmp_path, catalog, 7)
+    events: list = []
+    result = FleetRun(load(catalog), Request(), jobs=2, on_event=events.append).run(
+        [member(str(p), cwd=tmp_path) for p in paths])
+    assert [o.outcome for o in result.outcomes] == ["applied"] * 7
+    in_flight: set = set()
+    most = 0
+    for event in events:
+        if isinstance(event, MemberStarted):
+            in_flight.add(event.member)
+            most = max(most, len(in_flight))
+        else:
+            in_flight.remove(event.outcome.member)  # only what was told as started ends
+    assert most == 2 and not in_flight and len(events) == 14
