@@ -34,7 +34,6 @@ from planner.plan import Plan, Step, rollback_scope
 
 if TYPE_CHECKING:
     from planner.engines.base import Engine
-    from planner.plan import Step
     from planner.session import Session
     from planner.transaction_guard import GuardedConnection
 

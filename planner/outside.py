@@ -46,18 +46,13 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from planner.errors import ExecutionError, OutsideStepLocked, OutsideStepStopped
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
-
     from planner.findings import Finding
-    from planner.plan import Step
-    from planner.preview import PreviewStep
 
 
 def one_line(sql: str) -> str:

@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 
     from planner.catalog import Catalog
     from planner.engines.base import Observer
-    from planner.engines.postgresql.outside import Checked, Rehearsed
     from planner.outside import Confirmation
 
 
