@@ -117,7 +117,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeGuard, cast
 
-from planner.effects import PlanWrites, StepEffects, TableState, resolve
+from planner.engines.sqlite.effects import PlanWrites, StepEffects, TableState, resolve
 from planner.engines.sqlite.sql import keywords, name_after, renamed_column, table_xinfo, tokens
 from planner.ledger import LOG_TABLE, TABLE
 from planner.locks import StepLocks

@@ -226,7 +226,7 @@ def rebuild_table(
         observe = getattr(conn, "observe_rebuild", None)
         if observe is not None:  # say which columns carry over, and as what (a preview reports renames, not loss)
             # Start-up time: a catalog whose migrations import rebuild_table must not load the preview's modules.
-            from planner.effects import carried_columns
+            from planner.engines.sqlite.effects import carried_columns
 
             carried, dropped = carried_columns([c.name for c in new_columns], [c.name for c in old_columns.values()],
                                                {key: expr for key, (_, expr) in converting.items()})
