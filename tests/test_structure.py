@@ -135,6 +135,24 @@ def test_only_the_engines_import_a_database_driver():
     assert not users, f"driver imports outside planner/engines/: {sorted(users)}"
 
 
+#: The only engine-free modules that name one engine, each because the feature is that engine's by definition.
+SQLITE_FEATURES = {
+    "planner.rebuild": "a re-export: APM's applied migrations import rebuild_table by this name and are checksummed",
+    "planner.squash": "writes a migration of SQLite's own CREATE statements, read from a scratch SQLite file",
+    "planner.compat": "APM's old framework API (DatabaseService, MigrationManager) over SQLite files",
+}
+
+
+def test_the_engine_free_code_asks_the_registry_for_an_engine():
+    """Outside ``planner/engines/``, an engine is reached through the registry and the contract, never by
+    importing one: code that imports PostgreSQL's drift or SQLite's session is code that asks which engine it
+    holds (``planner.schema_drift`` did, until drift became ``Engine.drift``)."""
+    named = {f"{name} imports {target}" for name, path in modules().items()
+             if not _in_package(name, "planner.engines") and name not in SQLITE_FEATURES
+             for target in _imports(path) for engine in ENGINES if _in_package(target, engine)}
+    assert not named, sorted(named)
+
+
 def test_every_package_of_the_source_is_in_the_wheel():
     """An editable install finds every folder; a wheel holds only the listed packages (``apm fleet`` once
     shipped without ``planner.fleet``). Every folder with an ``__init__.py`` must be listed in pyproject."""
