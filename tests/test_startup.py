@@ -195,3 +195,16 @@ def test_fleet_status_imports_no_run_events_and_no_archive_modules(tmp_path: Pat
     assert "planner.fleet.status" in loaded and "planner.loader" in loaded  # it did load the catalog and read
     unwanted = {"planner.events", "shutil", "bz2", "lzma", "planner.fleet.run"}
     assert not unwanted & loaded, sorted(unwanted & loaded)
+
+
+def test_the_progress_bar_still_fits_the_terminal_once_it_imports_shutil_itself(monkeypatch, capsys) -> None:
+    # shutil moved into Progress (above): the bar must still take its width from the terminal (COLUMNS first).
+    from cli.output import Progress
+
+    monkeypatch.setenv("COLUMNS", "50")
+    progress = Progress(3, keep_lines=False)
+    assert progress.width == 49
+    progress.current = "Applying 0001 " + "x" * 100
+    progress.done("Applied 0001")
+    drawn = capsys.readouterr().out
+    assert drawn.startswith("\r[") and len(drawn) == 1 + 49
