@@ -12,7 +12,6 @@ fills the screen. This one redraws one line, cut to the terminal's width.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -132,6 +131,8 @@ class Progress:
         self.count = 0
         self.keep_lines = keep_lines
         self.lines: list[str] = []
+        import shutil  # start-up time: shutil imports zlib, bz2 and lzma; only a bar on a terminal needs it
+
         self.width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
         self.current = ""
 

@@ -165,10 +165,3 @@ class StepOutput:
         text, self._parts = "".join(self._parts), []
         return text
 
-
-@contextlib.contextmanager
-def quietly() -> Iterator[io.StringIO]:
-    """Capture ``sys.stdout`` into a buffer the caller may read (or drop)."""
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        yield buffer

@@ -179,3 +179,32 @@ def test_an_apply_imports_no_backup_renumbering_socket_or_random(tmp_path: Path)
     assert "planner.engines.sqlite.runner" in loaded  # it did run the plan
     unwanted = {"planner.engines.sqlite.backup", "planner.backups", "planner.renumber", "socket", "random"}
     assert not unwanted & loaded, sorted(unwanted & loaded)
+
+
+def test_fleet_status_imports_no_run_events_and_no_archive_modules(tmp_path: Path) -> None:
+    # Status reads ledgers: loading the catalog imported planner.events (a run's event dataclasses) for the
+    # one context manager the loader uses, and cli.output imported shutil (zlib, bz2, lzma) for a progress
+    # bar's width. Both were paid on every `apm fleet status` (docs/performance.md, "Many databases").
+    db = tmp_path / "projects" / "p1" / "aipm.db"
+    db.parent.mkdir(parents=True)
+    subprocess.run(
+        [sys.executable, "-c", "from cli.main import main; main()", "--db", str(db), "migrate", "--yes"],
+        cwd=ROOT, check=True, capture_output=True,
+    )
+    loaded = modules_after(["fleet", "status", "--glob", "projects/*/aipm.db"], tmp_path)
+    assert "planner.fleet.status" in loaded and "planner.loader" in loaded  # it did load the catalog and read
+    unwanted = {"planner.events", "shutil", "bz2", "lzma", "planner.fleet.run"}
+    assert not unwanted & loaded, sorted(unwanted & loaded)
+
+
+def test_the_progress_bar_still_fits_the_terminal_once_it_imports_shutil_itself(monkeypatch, capsys) -> None:
+    # shutil moved into Progress (above): the bar must still take its width from the terminal (COLUMNS first).
+    from cli.output import Progress
+
+    monkeypatch.setenv("COLUMNS", "50")
+    progress = Progress(3, keep_lines=False)
+    assert progress.width == 49
+    progress.current = "Applying 0001 " + "x" * 100
+    progress.done("Applied 0001")
+    drawn = capsys.readouterr().out
+    assert drawn.startswith("\r[") and len(drawn) == 1 + 49
