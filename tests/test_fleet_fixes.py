@@ -234,3 +234,38 @@ def test_the_sqlite_engine_reads_a_fleet_members_ledger_as_facts_about_the_file(
     fresh = tmp_path / "fresh.db"
     sqlite3.connect(fresh).close()
     assert read(str(fresh), 1.0) == ({}, None)
+
+
+def cut_short(path: Path) -> None:
+    """A process killed mid-transaction on ``path``: its hot journal is left beside it (SIGKILL-like exit)."""
+    import subprocess
+    import sys
+
+    code = ("import os, sqlite3, sys\n"
+            "conn = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "conn.execute('PRAGMA cache_size = 1')\n"  # pages spill to the file: the journal must be rolled back
+            "conn.execute('BEGIN IMMEDIATE')\n"
+            "conn.execute('CREATE TABLE half_written (x)')\n"
+            "for _ in range(500):\n"
+            "    conn.execute('INSERT INTO half_written VALUES (randomblob(2000))')\n"
+            "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+    assert Path(f"{path}-journal").exists()
+
+
+@pytest.mark.parametrize("drift", [(), ("--drift",)])
+def test_a_member_a_killed_run_left_half_written_reads_as_its_last_commit(tmp_path: Path, catalog: Path,
+                                                                          drift: tuple[str, ...]) -> None:
+    """A hot journal made `fleet status` call the database unreachable ("attempt to write a readonly database")
+    while `apm status` read it: the engine's first open rolls it back, as every other command's does."""
+    paths = fleet_of(tmp_path, catalog, 2, target=None)
+    cut_short(paths[1])
+    result = fleet(tmp_path, catalog, "status", "--glob", PATTERN, "--json", *drift)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [state for _db, state in rows(result)] == ["up_to_date", "up_to_date"]
+    assert not Path(f"{paths[1]}-journal").exists()
+    import sqlite3
+
+    with sqlite3.connect(paths[1]) as conn:  # what the killed run half wrote is gone, its last commit is there
+        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half_written'").fetchone() == (0,)
+    assert applied(paths[1]) == ["0001", "0002", "0003"]

@@ -113,13 +113,27 @@ def read_ledger(candidate: Member, busy_timeout: float, ledger_schema: str, *, o
     if kind.ledger_reader is None:
         return _read_through_engine(candidate, busy_timeout, ledger_schema)
     read = kind.load(kind.ledger_reader)
-    found: list | None = [] if objects else None
-    try:
+
+    def quickly() -> Reading:
+        found: list | None = [] if objects else None
         entries, last_log = read(candidate.real, busy_timeout, objects=found) if objects else \
             read(candidate.real, busy_timeout)
+        return Reading(entries, last_log, found)
+
+    try:
+        return quickly()
+    except (E.DatabaseLocked, E.NotADatabase, E.ForeignLedger) as exc:
+        raise _unreadable(exc) from None  # a lock was waited out already; the others are what they are
+    except DatabaseError:
+        pass
+    # What the read-only reading cannot read, the engine reads as `apm status` does: a hot journal left by a
+    # killed run is rolled back by the engine's first open (what the next writer would do), and anything else
+    # is named as the engine names it. Then the quick reading again, for the log's last row.
+    try:
+        candidate.engine(busy_timeout=busy_timeout, ledger_schema=ledger_schema).applied()
+        return quickly()
     except DatabaseError as exc:
         raise _unreadable(exc) from None
-    return Reading(entries, last_log, found)
 
 
 # --------------------------------------------------------------------------
