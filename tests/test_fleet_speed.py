@@ -11,6 +11,7 @@ Real SQLite files, real processes.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -280,3 +281,31 @@ def test_the_connection_waits_in_slices_and_keeps_its_whole_busy_timeout(tmp_pat
     finally:
         holder.kill()
         holder.wait(timeout=30)
+
+
+def test_a_write_lock_this_process_holds_is_known_under_any_spelling_of_the_file(tmp_path: Path, catalog: Path) -> None:
+    from planner.engines.sqlite.database import WRITE_LOCKS_HELD, lock_key, writable_now
+
+    path = tmp_path / "a.db"
+    migrate_to(path, catalog, target="0001")
+    (tmp_path / "link.db").symlink_to(path)
+    os.link(path, tmp_path / "hard.db")
+    other = tmp_path / "b.db"
+    migrate_to(other, catalog, target="0001")
+    assert lock_key(path) == lock_key(tmp_path / "link.db") == lock_key(tmp_path / "hard.db") != lock_key(other)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # as a run of this process holds it while it takes the backup
+    WRITE_LOCKS_HELD.add(lock_key(path))
+    try:
+        for spelling in ("a.db", "link.db", "hard.db"):
+            writable_now(tmp_path / spelling, busy_timeout=0.2)  # our own lock: nothing to wait for
+        with pytest.raises(DatabaseLocked):
+            other_holder = sqlite3.connect(other, isolation_level=None)
+            other_holder.execute("BEGIN IMMEDIATE")
+            try:
+                writable_now(other, busy_timeout=0.2)  # another file's lock is waited for, as ever
+            finally:
+                other_holder.close()
+    finally:
+        WRITE_LOCKS_HELD.discard(lock_key(path))
+        holder.close()

@@ -265,8 +265,17 @@ WRITE_LOCKS_HELD: set[str] = set()
 
 
 def lock_key(path: Path | str) -> str:
-    """One name per file, however it was spelled (relative, through a symlink)."""
-    return os.path.realpath(path)
+    """One name per file, however it was spelled (relative, through a symlink or a hard link): its inode.
+
+    One ``stat``, where ``realpath`` takes an ``lstat`` per component of the
+    path (a fleet run asks once per database). ``stat`` opens no descriptor,
+    so asking while the lock is held cannot drop it (``_has_sqlite_header``).
+    """
+    try:
+        found = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)  # no such file (yet): nobody holds its lock
+    return f"{found.st_dev}:{found.st_ino}"
 
 
 def writable_now(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
