@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Generic, cast
 
@@ -141,6 +141,11 @@ class Session(ABC, Generic[DriverT, ObserverT, ConnectionT]):
         """The engine's ``Rehearsal`` of ``step`` in a preview (``None``: the preview leaves it out)."""
         return None
 
+    def ledger_for_plan(self) -> dict[str, LedgerEntry]:
+        """The ledger read inside the lock to plan again; an engine may keep its versions as the applied set
+        the first step checks (SQLite: one read instead of two, as nothing else can write under its lock)."""
+        return self.ledger.applied_migrations()
+
     def performing(self, observer: ObserverT | None = None) -> AbstractContextManager[None]:
         """What one step's work runs inside: an engine puts back what a migration may change on its connection."""
         return nullcontext()
@@ -153,7 +158,11 @@ class Session(ABC, Generic[DriverT, ObserverT, ConnectionT]):
 
     def read_applied(self) -> set[str]:
         """The ledger's applied versions in the catalog's spelling; a squash's replaced rows stand for it."""
-        applied = {self._spelling(v) for v in self.ledger.applied_versions()}
+        return self.applied_from(self.ledger.applied_versions())
+
+    def applied_from(self, recorded: Iterable[str]) -> set[str]:
+        """``read_applied`` of versions already read (``ledger_for_plan``'s rows), without reading them again."""
+        applied = {self._spelling(v) for v in recorded}
         if self.catalog is not None and self.catalog.has_squashes:
             applied = set.union(*self.catalog.split_applied(applied))
         return applied
@@ -454,7 +463,7 @@ class Session(ABC, Generic[DriverT, ObserverT, ConnectionT]):
         try:
             with self.transaction():
                 if make_plan is not None:
-                    planned = make_plan(self.ledger.applied_migrations())
+                    planned = make_plan(self.ledger_for_plan())
                     if [(s.version, s.direction) for s in planned] != [(s.version, s.direction) for s in result.plan]:
                         emit(on_event, Replanned("the ledger changed since the plan was shown", planned))
                     result.plan = planned

@@ -11,6 +11,7 @@ Real SQLite files, real processes.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -220,3 +221,91 @@ def test_databases_handed_over_ahead_are_told_as_started_only_as_workers_free_up
         else:
             in_flight.remove(event.outcome.member)  # only what was told as started ends
     assert most == 2 and not in_flight and len(events) == 14
+
+
+def traced_run(tmp_path: Path, catalog: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[str], str]:
+    """One database at 0001 brought to 0003 by ``run_member`` (two steps, one preview), every statement traced."""
+    from planner.fleet.run import run_member
+    from planner.request import Request
+
+    path = tmp_path / "one.db"
+    migrate_to(path, catalog, target="0001")
+    statements: list[str] = []
+    connect = sqlite3.connect
+
+    def traced(*args, **kwargs):
+        conn = connect(*args, **kwargs)
+        conn.set_trace_callback(lambda sql: statements.append(" ".join(sql.split())))
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", traced)
+    outcome = run_member(member(str(path), cwd=tmp_path), Request(), load(catalog))
+    monkeypatch.undo()  # what the test reads afterwards is not the run's
+    return path, statements, outcome.outcome
+
+
+def test_a_preview_reads_the_applied_set_once_under_its_write_lock(tmp_path: Path, catalog: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    path, statements, outcome = traced_run(tmp_path, catalog, monkeypatch)
+    assert outcome == "applied" and applied(path) == ["0001", "0002", "0003"]
+    locked = statements[statements.index("BEGIN IMMEDIATE"):]
+    # The ledger read to plan again inside the lock is the applied set its steps check: nothing else can commit
+    # until COMMIT, so neither data_version nor the versions are asked again; its columns are read once.
+    assert "PRAGMA data_version" not in locked
+    assert not [s for s in locked if s.startswith("SELECT version FROM schema_migrations")]
+    reads = [s for s in locked if s.startswith("PRAGMA table_info(schema_migrations)")]
+    assert len(reads) == 1 + 1 + 2, reads  # ensure_schema's shape check, the plan's read, each step's row
+
+
+def test_the_connection_waits_in_slices_and_keeps_its_whole_busy_timeout(tmp_path: Path, catalog: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from planner.engines.sqlite.database import connect
+
+    path, statements, _ = traced_run(tmp_path, catalog, monkeypatch)
+    first_read = statements.index("PRAGMA schema_version")  # the writable connection's first statement but one
+    opened = statements[max(first_read - 1, 0):statements.index("BEGIN IMMEDIATE") + 1]
+    assert opened.count("PRAGMA busy_timeout = 100") == 1  # the connection opens at one slice, set once for BEGIN
+    holder = hold_lock(path, 0.5)
+    try:
+        conn = connect(path, busy_timeout=10.0)  # waits past the first slice until the lock is let go
+    finally:
+        holder.wait(timeout=30)
+    try:
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 10000
+    finally:
+        conn.close()
+    holder = hold_lock(path, 5)
+    try:
+        with pytest.raises(DatabaseLocked):
+            connect(path, busy_timeout=0.3)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
+def test_a_write_lock_this_process_holds_is_known_under_any_spelling_of_the_file(tmp_path: Path, catalog: Path) -> None:
+    from planner.engines.sqlite.database import WRITE_LOCKS_HELD, lock_key, writable_now
+
+    path = tmp_path / "a.db"
+    migrate_to(path, catalog, target="0001")
+    (tmp_path / "link.db").symlink_to(path)
+    os.link(path, tmp_path / "hard.db")
+    other = tmp_path / "b.db"
+    migrate_to(other, catalog, target="0001")
+    assert lock_key(path) == lock_key(tmp_path / "link.db") == lock_key(tmp_path / "hard.db") != lock_key(other)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # as a run of this process holds it while it takes the backup
+    WRITE_LOCKS_HELD.add(lock_key(path))
+    try:
+        for spelling in ("a.db", "link.db", "hard.db"):
+            writable_now(tmp_path / spelling, busy_timeout=0.2)  # our own lock: nothing to wait for
+        with pytest.raises(DatabaseLocked):
+            other_holder = sqlite3.connect(other, isolation_level=None)
+            other_holder.execute("BEGIN IMMEDIATE")
+            try:
+                writable_now(other, busy_timeout=0.2)  # another file's lock is waited for, as ever
+            finally:
+                other_holder.close()
+    finally:
+        WRITE_LOCKS_HELD.discard(lock_key(path))
+        holder.close()

@@ -82,9 +82,10 @@ def connect(path: Path | str, *, create: bool = False, busy_timeout: float = DEF
         if not writable(folder):
             # The folder matters too: SQLite writes its journal next to the file.
             raise DatabaseReadOnly(path, folder=True)
-        conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None)
+        # Opened waiting one slice at a time already: wait_for need not set it first.
+        conn = sqlite3.connect(str(path), timeout=_SLICE_MS / 1000, isolation_level=None)
         try:
-            wait_for(conn, "PRAGMA schema_version", path, busy_timeout)
+            wait_for(conn, "PRAGMA schema_version", path, busy_timeout, sliced=True)
             # The executor's TEMP tables and triggers (the ledger watch, a preview's counters) live in RAM:
             # faster, and no temporary file on disk, not even an unlinked one.
             conn.execute("PRAGMA temp_store = MEMORY")
@@ -264,8 +265,17 @@ WRITE_LOCKS_HELD: set[str] = set()
 
 
 def lock_key(path: Path | str) -> str:
-    """One name per file, however it was spelled (relative, through a symlink)."""
-    return os.path.realpath(path)
+    """One name per file, however it was spelled (relative, through a symlink or a hard link): its inode.
+
+    One ``stat``, where ``realpath`` takes an ``lstat`` per component of the
+    path (a fleet run asks once per database). ``stat`` opens no descriptor,
+    so asking while the lock is held cannot drop it (``_has_sqlite_header``).
+    """
+    try:
+        found = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)  # no such file (yet): nobody holds its lock
+    return f"{found.st_dev}:{found.st_ino}"
 
 
 def writable_now(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
@@ -310,21 +320,24 @@ def read_only_connection(path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT)
 _SLICE_MS = 100
 
 
-def wait_for(conn: sqlite3.Connection, statement: str, path: Path, busy_timeout: float) -> None:
+def wait_for(conn: sqlite3.Connection, statement: str, path: Path, busy_timeout: float, *,
+             sliced: bool = False) -> None:
     """Run ``statement`` (a first read, ``BEGIN IMMEDIATE``), waiting for another process's lock in slices.
 
     SQLite waits for a lock inside C, where Python's signal handlers cannot
     run: a Ctrl-C would only be heard once the other process let go, up to
     ``busy_timeout`` later. Waiting in 100 ms slices keeps the same total wait
     and lets the interrupt through at once. The connection's own timeout is
-    put back afterwards for the statements that follow.
+    put back afterwards for the statements that follow. ``sliced``: the
+    connection was opened with the slice as its timeout (one PRAGMA fewer).
     """
     # start-up time: planner.engines.sqlite.database runs without planner.events until wait_for() needs it
     from planner.events import Wait
 
     deadline = time.monotonic() + busy_timeout
     wait = Wait(str(path), busy_timeout)
-    conn.execute(f"PRAGMA busy_timeout = {_SLICE_MS}")
+    if not sliced:
+        conn.execute(f"PRAGMA busy_timeout = {_SLICE_MS}")
     try:
         while True:
             try:

@@ -144,7 +144,13 @@ class Ledger:
         """
         if columns is not None and not columns:
             return
-        shape = [_column(row) for row in self._rows(f"PRAGMA table_info({TABLE})")]
+        self._refuse_foreign(self._shape())
+
+    def _shape(self) -> list[LedgerColumn]:
+        return [_column(row) for row in self._rows(f"PRAGMA table_info({TABLE})")]
+
+    def _refuse_foreign(self, shape: list[LedgerColumn]) -> None:
+        """``_require_known_shape`` of columns already read: a caller that needs them reads them once."""
         if not shape:
             return
         reason = unknown_shape(shape, required=sorted(SEED_COLUMNS), written=_WRITTEN,
@@ -179,10 +185,11 @@ class Ledger:
 
     def applied_migrations(self) -> dict[str, LedgerEntry]:
         """Applied migrations by version as recorded; ``{}`` when there is no ledger (nothing is created)."""
-        columns = self._columns()
-        if not columns:
+        shape = self._shape()
+        if not shape:
             return {}
-        self._require_known_shape(columns)
+        self._refuse_foreign(shape)
+        columns = {c.name for c in shape}
         wanted = ["version", "description", "applied_at", "checksum", "execution_ms"]
         select = ", ".join(c if c in columns else "NULL" for c in wanted)
         rows = self._rows(f"SELECT {select} FROM {TABLE}{_applied_only(columns)}")
@@ -205,10 +212,11 @@ class Ledger:
 
     def notes(self) -> list[LedgerNote]:
         """The rows that are not applied migrations (notes, rolled-back rows), in version order."""
-        columns = self._columns()
-        if not columns:
+        shape = self._shape()
+        if not shape:
             return []
-        self._require_known_shape(columns)
+        self._refuse_foreign(shape)
+        columns = {c.name for c in shape}
         wanted = ["version", "description", "applied_at", "applied_by", "rollback_at", "rollback_reason"]
         select = ", ".join(c if c in columns else "NULL" for c in wanted)
         found = []

@@ -110,6 +110,8 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
         self.busy_timeout = busy_timeout
         self.foreign_keys = foreign_keys_enabled(conn)
         self._data_version: int | None = None
+        # The applied set was read under the write lock now held: nothing else can commit until it is let go.
+        self._locked_read = False
         # Once a transaction that ensured the ledger schema has committed, the
         # tables are durable and need not be looked up again in this run.
         self._ledger_ready = False
@@ -152,6 +154,8 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
         """Foreign keys off, ``BEGIN IMMEDIATE``, the ledger tables ready; ``COMMIT``, or ``ROLLBACK`` on anything."""
         with foreign_keys_off(self.conn, self.foreign_keys):
             self._sql("BEGIN IMMEDIATE")
+            # Keyed now, not when the session was made: the file's inode is what names it (lock_key).
+            self._lock_key = lock_key(self.path)
             WRITE_LOCKS_HELD.add(self._lock_key)  # a backup taken now must not wait for our own lock
             taken = time.perf_counter()
             try:
@@ -168,6 +172,7 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
                     raise
                 self._sql("COMMIT")
             finally:  # the write lock is released once COMMIT or ROLLBACK is done
+                self._locked_read = False
                 self.write_lock_ms = (time.perf_counter() - taken) * 1000
                 WRITE_LOCKS_HELD.discard(self._lock_key)
             self._ledger_ready = self._ledger_checked
@@ -202,7 +207,23 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
     def damaged(self, error: BaseException) -> DatabaseError | None:
         return damaged(error, self.path)
 
+    def ledger_for_plan(self) -> dict[str, LedgerEntry]:
+        """As ``Session``'s; its versions are the applied set until this transaction ends (``applied_now``).
+
+        It is read after ``BEGIN IMMEDIATE``: until COMMIT or ROLLBACK no
+        other connection can write, so reading the versions again for the
+        first step (``PRAGMA data_version``, the columns, the rows) could only
+        find the same set. Our own steps update it (``after_commit``).
+        """
+        entries = self.ledger.applied_migrations()
+        if self.conn.in_transaction:
+            self._applied = self.applied_from(entries)
+            self._locked_read = True
+        return entries
+
     def applied_now(self) -> set[str]:
+        if self._locked_read and self._applied is not None:
+            return self._applied
         data_version = self.conn.execute("PRAGMA data_version").fetchone()[0]
         if self._applied is None or data_version != self._data_version:
             self._applied = self.read_applied()
