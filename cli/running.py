@@ -686,13 +686,13 @@ def configure(settings: Settings, engine) -> None:
     listen(tell)
 
 
-def check_locks(catalog_dir, engine, findings: list) -> tuple[list, bool, dict]:
+def check_locks(catalog_dir, engine, findings: list, *, measures_locks: bool) -> tuple[list, bool, dict]:
     """``apm migrate check`` on PostgreSQL: the pending plan previewed and rolled back, for its lock findings.
 
     The findings are measured, not guessed, so the plan has to run: as
     ``--dry-run`` runs it, in one transaction under the migration lock,
     rolled back whatever it finds. Only when there is something to measure:
-    a PostgreSQL database that exists, a catalog and history without errors
+    a database of an engine that ``measures_locks`` (the registry's ``EngineKind``) that exists, a catalog and history without errors
     (a plan that would be refused is not run), and pending migrations.
     Returns the findings (``scope = "locks"``), whether one gates (exit 12),
     and what was done, for the output (``previewed``, ``note``).
@@ -710,7 +710,7 @@ def check_locks(catalog_dir, engine, findings: list) -> tuple[list, bool, dict]:
     from planner.plan import apply_plan, refuse_empty_upgrades
 
     done: dict = {"previewed": [], "passed_over": [], "note": None}
-    if engine is None or getattr(engine, "name", None) != "postgresql":
+    if engine is None or not measures_locks:  # the registry's EngineKind.measures_locks
         return [], False, done
     blocking = [f for f in findings if (f.severity == "error" and f.scope == "catalog") or f.code == "no-database"]
     if blocking:

@@ -209,7 +209,11 @@ def check_command(as_json: bool, strict: bool, fix: bool, yes: bool) -> None:
     findings = check_catalog(catalog_dir, engine)
     render = remedy_renderer()
     findings = _name_the_config(findings, options)
-    lock_findings, locks_gate, locks = check_locks(catalog_dir, engine, findings)
+    # start-up time: cli.safety runs without planner.engines until check_command() needs it
+    from planner.engines import kind_of
+
+    measures = kind_of(options.db_url or options.db_path).measures_locks
+    lock_findings, locks_gate, locks = check_locks(catalog_dir, engine, findings, measures_locks=measures)
     findings += lock_findings
     shown = engine.display if engine is not None else None
     code = check_exit_code(findings, strict, locks_gate)

@@ -48,6 +48,9 @@ class EngineKind:
     #: returning (applied version -> applied at, the log's last (outcome, version, detail) or ``None``): what
     #: ``apm fleet status`` uses over many databases. ``None``: the fleet reads through the engine.
     ledger_reader: str | None = None
+    #: Whether its preview measures what each statement locks, read from the server: ``apm migrate check`` then
+    #: previews a pending plan (rolled back) for its lock findings. SQLite's one write lock needs no measuring.
+    measures_locks: bool = False
 
     def load(self, target: str) -> Any:
         """What ``target`` (``"module:name"``, one of the fields above) names, importing its module now."""
@@ -58,7 +61,7 @@ class EngineKind:
 #: In order: the first that claims a value takes it; the last claims every path.
 KINDS: tuple[EngineKind, ...] = (
     EngineKind("postgresql", "planner.engines.postgresql", is_postgres, on_server=True, title="PostgreSQL",
-               testing="planner.engines.postgresql.testdb"),
+               testing="planner.engines.postgresql.testdb", measures_locks=True),
     EngineKind("sqlite", "planner.engines.sqlite", lambda db: True, on_server=False, title="SQLite",
                testing="planner.engines.sqlite", ledger_reader="planner.engines.sqlite.ledger:read_quickly"),
 )
