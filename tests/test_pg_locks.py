@@ -175,6 +175,26 @@ def test_accepted_per_migration_with_allow_in_the_file(pg_url, catalog_dir):
     assert query(pg_url, "SELECT to_regclass('t_c')::text") == [("t_c",)]
 
 
+@pytest.mark.parametrize("second", ["CREATE INDEX t_c2 ON t (c, id)",
+                                    "CREATE UNIQUE INDEX IF NOT EXISTS t_u ON ONLY public.t (id)", 'REINDEX TABLE "t"'])
+def test_an_index_built_on_a_table_an_earlier_step_locked_is_judged_as_its_own(pg_url, catalog_dir, second):
+    """Each step is judged as if it ran alone: the second index build on ``t`` found the SHARE lock the first
+    one took still held in the preview's transaction, was not judged, and passed the gate behind an accepted one
+    (a run with --no-preview commits each step alone, so the second blocks writes too)."""
+    indexed(pg_url, catalog_dir, allow="index-not-concurrent")
+    migration(catalog_dir, "0002", second, depends_on=("0001",))
+    status, report, _ = dry_run(pg_url, catalog_dir)
+    assert codes(report, "0001") == ["index-not-concurrent"]
+    assert codes(report, "0002") == ["index-not-concurrent"], report
+    step = next(s for s in report["steps"] if s["version"] == "0002")
+    assert [(lock["relation"], lock["mode"]) for lock in step["locks"]] == [("t", "SHARE")], step["locks"]
+    assert status == 12
+    # An index on another table is not the first table's: no finding names t in a step that never touched it.
+    migration(catalog_dir, "0002", "CREATE INDEX p_id ON p (id)", depends_on=("0001",))
+    status, report, _ = dry_run(pg_url, catalog_dir)
+    assert all(f["relation"] != "t" for f in next(s for s in report["steps"] if s["version"] == "0002")["findings"])
+
+
 def test_on_a_terminal_the_findings_are_shown_and_asked(pg_url, catalog_dir, monkeypatch):
     from click.testing import CliRunner
 

@@ -47,7 +47,14 @@ from typing import Any
 
 from planner.engines.postgresql.sql import _qualified as qualified_name
 from planner.engines.postgresql.sql import _skip as skip_words
-from planner.engines.postgresql.sql import classify, first_keywords, rewritten_table, tokens, top_level_split
+from planner.engines.postgresql.sql import (
+    classify,
+    first_keywords,
+    indexed_table,
+    rewritten_table,
+    tokens,
+    top_level_split,
+)
 from planner.engines.postgresql.snapshot import qualified, shown
 from planner.engines.postgresql.step_catalog import Statement
 from planner.ledger import LOG_TABLE, TABLE
@@ -337,6 +344,7 @@ class LockWatch:
         rows = (prepared.execute(self.conn, _LOCKS_PREPARED) if prepared is not None
                 else self.conn.execute(_LOCKS)).fetchall()
         words = first_keywords(query, 3)
+        indexed = indexed_table(query) if words[:1] in (["CREATE"], ["REINDEX"]) else None
         tables: dict[int, tuple[str, float, int]] = {}
         for oid, mode, node, tuples, size, schema, name, kind, parent in rows:
             if oid not in self._before or name in self.ledger_tables:
@@ -354,8 +362,10 @@ class LockWatch:
                 continue  # an index's lock follows its table's
             rank = mode_rank(mode)
             tables[oid] = (relation, tuples, size)
-            if (oid, mode) in self._seen:
+            if (oid, mode) in self._seen and not (indexed is not None and indexed in (name, f"{schema}.{name}")):
                 continue  # taken by an earlier statement of the transaction: it is that one's
+            # An index built on a table an earlier step already locked takes the lock again: judged as its own,
+            # or a gated build hides behind an accepted one (each step is judged as if it ran alone).
             self._seen.add((oid, mode))
             taken = LockTaken(relation, mode, None if tuples < 0 else round(tuples), size)
             known = next((lock for lock in step.locks if lock.relation == relation), None)

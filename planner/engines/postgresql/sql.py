@@ -280,6 +280,18 @@ def rewritten_table(sql: str) -> str | None:
     return None
 
 
+def indexed_table(sql: str) -> str | None:
+    """The table a ``CREATE [UNIQUE] INDEX ... ON [ONLY] t`` or ``REINDEX TABLE t`` builds indexes on: the
+    statement takes its lock on that table whether or not the transaction held it already."""
+    parts = tokens(sql)
+    upper = [t.upper for t in parts]
+    if upper[:1] == ["REINDEX"] and "TABLE" in upper[1:4]:
+        return _qualified(parts, _skip(parts, upper.index("TABLE") + 1, "CONCURRENTLY"))[0]
+    if upper[:1] != ["CREATE"] or "INDEX" not in upper[1:3] or "ON" not in upper:
+        return None
+    return _qualified(parts, _skip(parts, upper.index("ON") + 1, "ONLY"))[0]
+
+
 def called_names(sql: str) -> set[str]:
     """Names a data statement calls as functions (``SELECT f(1)``, ``INSERT ... VALUES (s.g())``), lower-cased.
 
