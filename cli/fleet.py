@@ -409,7 +409,7 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
     check_request(target, to, rollback, cascade)
     folder = Path(journal_dir) if journal_dir else _journal_folder()
     catalog = load_fleet_catalog()
-    past = None
+    past, waive_canaries = None, False
     if resume:
         given = [name for name, value in (("--target", target), ("--to", to), ("--rollback", rollback),
                                           ("--cascade", cascade), ("--no-backup", no_backup), ("--dry-run", dry_run),
@@ -428,6 +428,7 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
         run = past.header.get("options", {})
         # --continue-on-error may be added: without it, a database that fails every time would stop every resume.
         jobs, canary = run.get("jobs"), run.get("canary")
+        waive_canaries = continue_on_error  # added now: run them all, no canary stage
         continue_on_error = continue_on_error or bool(run.get("continue_on_error"))
         _restore_settings(recorded)
         members = _resumed_members(past, globs, lists)
@@ -441,9 +442,16 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
         return
     if canary is not None and not canary.strip():  # an empty value (a script's unset variable) is never "no canary"
         raise click.UsageError("--canary is empty; give a number of databases (0: no canary) or a pattern")
-    first = canaries(members, canary)
-    if canary and not first and not canary.isdigit():  # --canary 0: no canary phase
-        raise click.UsageError(f"--canary {canary!r} names no database of the fleet")
+    if past is not None:
+        # The first run's canaries, by key: those not yet succeeded run first again. Chosen afresh from the
+        # unfinished databases, whichever failed first would be a canary of every resume and stop the rest.
+        first_run = canaries([_recorded(m) for m in past.header.get("members", [])], canary)
+        keys = set() if waive_canaries else {m.key for m in first_run}
+        first = [m for m in members if m.key in keys]
+    else:
+        first = canaries(members, canary)
+        if canary and not first and not canary.isdigit():  # --canary 0: no canary phase
+            raise click.UsageError(f"--canary {canary!r} names no database of the fleet")
     if past is not None:
         journal = journals.Journal(past.path)
         journal.write({"type": "resume", "at": journals._now(), "skipping": len(past.succeeded()),
@@ -534,6 +542,14 @@ def _journal_member(candidate) -> dict:
 
     return {"db": candidate.display, "key": candidate.key,
             "open": without_password(candidate.db) if candidate.on_server else candidate.real}
+
+
+def _recorded(entry: dict):
+    """A journal's member as ``canaries`` matches it: its spelling as shown, the path or URL it opened, its key."""
+    # start-up time: cli.fleet runs without types until _recorded() needs it
+    from types import SimpleNamespace
+
+    return SimpleNamespace(display=entry["db"], real=entry["open"], key=entry["key"])
 
 
 def _resumed_members(past, globs, lists) -> list:

@@ -269,3 +269,36 @@ def test_a_member_a_killed_run_left_half_written_reads_as_its_last_commit(tmp_pa
     with sqlite3.connect(paths[1]) as conn:  # what the killed run half wrote is gone, its last commit is there
         assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half_written'").fetchone() == (0,)
     assert applied(paths[1]) == ["0001", "0002", "0003"]
+
+
+def outcomes(result) -> list[str]:
+    return [state for _db, state in rows(result)]
+
+
+def test_a_resume_keeps_the_first_runs_canaries_and_never_makes_a_failing_database_one(tmp_path: Path,
+                                                                                      catalog: Path) -> None:
+    """A resume chose its canaries afresh from the unfinished databases: the one that failed came first, so it
+    was a canary of every resume and stopped the rest, --continue-on-error or not."""
+    from tests.test_fleet import break_unique_index
+
+    paths = fleet_of(tmp_path, catalog, 6)
+    break_unique_index(paths[2])  # fails every time, after both canaries succeeded
+    first = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--jobs", "1", "--canary", "2", "--json")
+    assert outcomes(first) == ["applied", "applied", "failed", "not started", "not started", "not started"]
+    resumed = fleet(tmp_path, catalog, "migrate", "--resume", "--continue-on-error", "--json")
+    assert outcomes(resumed) == ["failed", "applied", "applied", "applied"], resumed.stdout
+    assert [applied(p) for p in paths[3:]] == [["0001", "0002", "0003"]] * 3
+
+
+def test_a_canary_that_failed_runs_first_again_unless_continue_on_error_is_added(tmp_path: Path,
+                                                                                  catalog: Path) -> None:
+    from tests.test_fleet import break_unique_index
+
+    paths = fleet_of(tmp_path, catalog, 4)
+    break_unique_index(paths[0])
+    first = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--jobs", "1", "--canary", "1", "--json")
+    assert outcomes(first) == ["failed", "not started", "not started", "not started"]
+    again = fleet(tmp_path, catalog, "migrate", "--resume", "--json")  # the staged rollout holds: it stops again
+    assert outcomes(again) == ["failed", "not started", "not started", "not started"]
+    waived = fleet(tmp_path, catalog, "migrate", "--resume", "--continue-on-error", "--json")
+    assert outcomes(waived) == ["failed", "applied", "applied", "applied"]
