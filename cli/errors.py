@@ -182,7 +182,8 @@ def _table() -> dict[type, _Advise]:
             f"{e.missing[-1]}`, and put it back ({e.squash} then counts as applied); or roll back "
             f"{', '.join(e.applied)} with the same file moved out"),
         E.SquashRefused: _squash_refused,
-        E.StepLocked: lambda e: (f"{e}. Try again when that session is done (or end it), or raise --lock-timeout / "
+        E.StepLocked: lambda e: (f"{e}. Try again when that session is done (or end it), or raise "
+                               f"{'the lock_timeout its migration declares' if e.declared else '--lock-timeout'} / "
                                f"--lock-retries" if e.final else str(e)),
         E.ConflictingDependencyOptions: lambda e: f"{e}; pass either --root or --depends-on",
         E.EmptyPattern: _empty_pattern,

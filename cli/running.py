@@ -174,8 +174,8 @@ def _answer(plan, outcome, as_json: bool, confirmed, locks_accepted) -> tuple[li
                             *printed_lines(failed.output)]), err=True)
         what = getattr(error, "failure", None) if done else None  # not "the whole plan": this part
         unchanged = f"{done}; this part was rolled back" if done else "nothing was committed"
-        raise CommandError(f"{what}; this part was rolled back ({done})" if what else f"{error} ({unchanged})",
-                           exit_code_for(error))
+        raise CommandError(f"{what}; this part was rolled back ({done})" if what else
+                           f"{advice.message(error)} ({unchanged})", exit_code_for(error))
     if outcome.stopped is None and outcome.status == requests.REFUSED:  # its statement's lock findings
         raise CommandError(f"{advice.message(error)}; {done or f'no step before it was {verb_done} by this run'}. "
                            f"Accept them with allow = [\"code\"] in the migration or --allow CODE (--yes does not), "

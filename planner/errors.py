@@ -599,9 +599,12 @@ class StepLocked(DatabaseError):
     """
 
     def __init__(self, version: str | None, settings: _LockLimits, attempts: int, blockers: Sequence[_Holder],
-                 *, final: bool = True, pause: float = 0.0, shown: str | None = None, waited: str | None = None):
-        """``waited``: the lock timeout that fired, as shown (a migration's own, when it declares one)."""
+                 *, final: bool = True, pause: float = 0.0, shown: str | None = None, waited: str | None = None,
+                 declared: bool = False):
+        """``waited``: the lock timeout that fired, as shown; ``declared``: it is the migration's own
+        (``lock_timeout = "..."`` in its file), which the run's settings do not change."""
         self.version, self.attempts, self.blockers = version, attempts, list(blockers)
+        self.declared = declared
         self.lock_timeout = settings.lock_timeout
         self.final = final
         who = ("held by " + "; ".join(b.describe() for b in blockers)) if blockers else \

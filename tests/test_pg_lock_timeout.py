@@ -82,6 +82,8 @@ def test_the_run_gives_up_after_the_retries_naming_the_blocker_and_readers_never
     assert "could not get its lock within the lock timeout (300ms) in 3 attempts" in error
     assert f"pid {pid} (application \"nightly-report\", transaction open" in error
     assert 'query "SELECT count(*) FROM t"' in error and "Traceback" not in result.stderr
+    assert error.endswith("or raise --lock-timeout / --lock-retries (nothing was committed)") if path == "previewed" \
+        else error.endswith("or raise --lock-timeout / --lock-retries"), error  # the advice on both paths
     assert result.stderr.count("trying again in") == 2  # told before each retry
     told = [line for line in result.stderr.splitlines() if "trying again in" in line]
     assert all(line.startswith("0001: waited 300ms for a lock held by pid") for line in told), told  # not "?"
@@ -144,6 +146,11 @@ def test_a_migration_declares_its_own_lock_timeout(altering, catalog_dir, path, 
     assert "within the lock timeout (200ms)" in error and f"held by pid {pid}" in error, error
     told = [line for line in result.stderr.splitlines() if "trying again in" in line]
     assert len(told) == 1 and told[0].startswith(f"0001: waited 200ms for a lock held by pid {pid}"), told
+    # The pause follows the timeout that fired (0.1 to 0.2 s here, not 1 to 2 s as for the run's 2 s), and
+    # the advice names what can raise it: the run's --lock-timeout does not change a migration's own.
+    assert float(told[0].split("trying again in ")[1].split(" s")[0]) <= 0.2, told
+    assert "raise the lock_timeout its migration declares / --lock-retries" in error, error
+    assert "--lock-timeout /" not in error
 
 
 def test_a_timeout_that_is_no_duration_is_a_usage_error(altering, catalog_dir, tmp_path):

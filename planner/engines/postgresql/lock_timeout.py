@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from planner.errors import StepLocked
@@ -156,7 +156,7 @@ class LockGuard:
         self.conn, self.settings, self.shown = conn, settings, shown
         self.declared = dict(declared or {})
         self.attempt = 1
-        self._pause = settings.backoff(1)
+        self._pause: float | None = None  # the pause after the current attempt, once asked
         self.started = time.monotonic()
         self.last_blockers: list[Blocker] = []
         # A session setting, so every transaction of the run waits at most so long for a lock or a statement.
@@ -169,6 +169,13 @@ class LockGuard:
         if limits and connect is not None:
             interval = min(1.0, max(0.02, min(limits) / 3))
             self.watch = BlockerWatch(connect, conn.info.backend_pid, interval)
+
+    def _pause_for(self, version: str | None) -> float:
+        """The pause after this attempt, paced by the lock timeout that fired (a migration's own 300 ms pauses
+        about 0.15 to 0.3 s, not the run's 2 s schedule); drawn once, so the log and the wait agree."""
+        if self._pause is None:
+            self._pause = replace(self.settings, lock_timeout=self.timeout_of(version)).backoff(self.attempt)
+        return self._pause
 
     def timeout_of(self, version: str | None) -> float:
         """The lock timeout a step waits under: its migration's own when it declares one, else the run's."""
@@ -190,8 +197,9 @@ class LockGuard:
             return error
         final = self.attempt >= self.settings.attempts
         return StepLocked(version, self.settings, self.attempt, self.blockers(), final=final,
-                          pause=0.0 if final else self._pause, shown=self.shown,
-                          waited=shown_duration(self.timeout_of(version)))
+                          pause=0.0 if final else self._pause_for(version), shown=self.shown,
+                          waited=shown_duration(self.timeout_of(version)),
+                          declared=(version or "") in self.declared)
 
     def retrying(self, once: Callable[[int], T], failure: Callable[[T], BaseException | None] = lambda _r: None,
                  version_of: Callable[[BaseException], str | None] = lambda _e: None,
@@ -223,14 +231,15 @@ class LockGuard:
 
     def final_error(self, version: str | None) -> StepLocked:
         return StepLocked(version, self.settings, self.attempt, self.blockers(), shown=self.shown,
-                          waited=shown_duration(self.timeout_of(version)))
+                          waited=shown_duration(self.timeout_of(version)),
+                          declared=(version or "") in self.declared)
 
     def _wait(self, version: str | None) -> None:
-        pause = self._pause
+        pause = self._pause_for(version)
         blockers = self.blockers()
         tell_retry(version or "?", self.attempt, self.settings.attempts, pause, blockers[0] if blockers else None,
                    self.timeout_of(version))
         time.sleep(pause)
         self.attempt += 1
-        self._pause = self.settings.backoff(self.attempt)
+        self._pause = None
 
