@@ -654,8 +654,11 @@ def _describe_outcome(outcome, *, show_sql: bool, brief: bool = False) -> None:
     # start-up time: cli.fleet runs without cli.output until _describe_outcome() needs it
     from cli.output import duration
 
+    shown = [s for s in outcome.steps if s.get("status") != "skipped"]
+    if outcome.outcome == "failed":  # the step that failed, not every step of its plan (the others were fine)
+        shown = [s for s in shown if s.get("status") == "failed"] or shown
     steps = ", ".join(("" if s.get("direction", "apply") == "apply" or outcome.outcome == "rolled back" else
-                       "roll back ") + s["version"] for s in outcome.steps if s.get("status") != "skipped")
+                       "roll back ") + s["version"] for s in shown)
     line = f"{outcome.member.display}: {outcome.outcome}" + (f" {steps}" if steps else "")
     if outcome.error:
         line += f": {outcome.error}"

@@ -302,3 +302,25 @@ def test_a_canary_that_failed_runs_first_again_unless_continue_on_error_is_added
     assert outcomes(again) == ["failed", "not started", "not started", "not started"]
     waived = fleet(tmp_path, catalog, "migrate", "--resume", "--continue-on-error", "--json")
     assert outcomes(waived) == ["failed", "applied", "applied", "applied"]
+
+
+@pytest.mark.parametrize("dry_run", [(), ("--dry-run",)])
+def test_a_failed_database_names_the_step_that_failed_not_every_step_of_its_plan(tmp_path: Path,
+                                                                                 dry_run: tuple[str, ...]) -> None:
+    """`failed 0001, 0002, 0003: migration 0003 failed` read as if all three had failed."""
+    folder = tmp_path / "steps"
+    folder.mkdir()
+    write_migration(folder, "0001", "One", upgrade="conn.execute('CREATE TABLE one (id INTEGER)')",
+                    downgrade="conn.execute('DROP TABLE one')")
+    write_migration(folder, "0002", "Two", depends_on=("0001",), upgrade="conn.execute('CREATE TABLE two (id INTEGER)')",
+                    downgrade="conn.execute('DROP TABLE two')")
+    write_migration(folder, "0003", "Three", depends_on=("0002",), upgrade="raise RuntimeError('no three')",
+                    downgrade="pass")
+    from tests.test_fleet import project_db
+
+    project_db(tmp_path, "p00").parent.mkdir(parents=True, exist_ok=True)
+    project_db(tmp_path, "p00").write_bytes(b"")
+    result = fleet(tmp_path, folder, "migrate", "--glob", PATTERN, *dry_run)
+    line = next(line for line in result.stdout.splitlines() if line.startswith("projects/p00/"))
+    listed = line.split(": failed", 1)[1].split(": migration 0003 failed")[0].split()  # the steps it names
+    assert listed == (["0003"] if dry_run else []), line  # a real run committed nothing: it names no step
