@@ -758,7 +758,7 @@ def _report(result, request, resume_hint: str) -> None:
         echo()
         echo(table([[o.member.display, o.outcome, o.error or "", retry_command(o, request)] for o in trouble],
                    ["database", "outcome", "error", "retry alone with"]))
-    if any(o.lock_findings for o in trouble):
+    if any(o.lock_findings for o in trouble if o.outcome == "refused"):  # not a failure that had findings too
         echo("Lock findings: accept them with allow = [\"code\"] in the migration or --allow CODE (--yes does not), "
              "or change the migration (docs/locks.md)", fg="yellow")
     if any(o.outcome == "not started" for o in result.outcomes):

@@ -324,3 +324,21 @@ def test_a_failed_database_names_the_step_that_failed_not_every_step_of_its_plan
     line = next(line for line in result.stdout.splitlines() if line.startswith("projects/p00/"))
     listed = line.split(": failed", 1)[1].split(": migration 0003 failed")[0].split()  # the steps it names
     assert listed == (["0003"] if dry_run else []), line  # a real run committed nothing: it names no step
+
+
+@pytest.mark.parametrize(("outcome", "footer"), [("failed", False), ("refused", True)])
+def test_the_lock_findings_footer_follows_a_refusal_only(capsys, outcome: str, footer: bool) -> None:
+    """A database that failed on a lock timeout had lock findings from its preview too: the footer told how to
+    accept findings that no row showed and that stopped nothing."""
+    from cli.fleet import _report
+    from planner.fleet.members import member
+    from planner.fleet.run import FleetResult, MemberOutcome
+    from planner.request import Request
+
+    done = MemberOutcome(member("a.db"), outcome, error="migration 0005 could not get its lock ...")
+    done.lock_findings = ["0002: index-not-concurrent on items (error)"]
+    import click
+
+    with click.Context(click.Command("migrate")):  # the retry line reads the command's settings
+        _report(FleetResult([done], None, False), Request(), "")
+    assert ("Lock findings: accept them" in capsys.readouterr().out) is footer
