@@ -26,6 +26,13 @@ def _versions(versions: Iterable[str]) -> str:
     return ", ".join(versions)
 
 
+def _ran_before(ran: Sequence[str]) -> str:
+    """What of a step outside a transaction ran before the statement it stopped at, and stays."""
+    if not ran:
+        return "none of its statements ran"
+    return f"its {len(ran)} statement(s) before it ran and stay ({'; '.join(f'`{s}`' for s in ran)})"
+
+
 def _where(problem: CatalogError) -> str:
     """``migration_0002.py: `` when the problem's file is known and its message does not already name it."""
     path = problem.path
@@ -847,8 +854,7 @@ class OutsideStepStopped(ExecutionError):
     def __init__(self, version: str, direction: str, statement: str, lines: Sequence[str], ran: Sequence[str]):
         self.statement, self.lines, self.ran = statement, tuple(lines), tuple(ran)
         what = "; ".join(line.removeprefix(f"{version} {direction}: ") for line in lines)
-        done = (f"its {len(ran)} statement(s) before it ran and stay ({'; '.join(f'`{s}`' for s in ran)})"
-                if ran else "none of its statements ran")
+        done = _ran_before(ran)
         super().__init__(
             f"migration {version} (transactional = False) stopped before `{statement}` during {direction}: "
             f"{what}, which was not confirmed. It runs outside a transaction: {done}, and it is not recorded",
@@ -871,8 +877,7 @@ class OutsideStepLocked(ExecutionError):
         self.findings = tuple(findings)  # the planner.locks.LockFinding that stopped it (not imported: a cycle)
         what = "; ".join(line.removeprefix(f"{version} {direction}: lock ") for line in lines)
         how = "tried in a transaction of its own and rolled back" if measured else "judged by its kind and not run"
-        done = (f"its {len(ran)} statement(s) before it ran and stay ({'; '.join(f'`{s}`' for s in ran)})"
-                if ran else "none of its statements ran")
+        done = _ran_before(ran)
         super().__init__(
             f"migration {version} (transactional = False) stopped before `{statement}` during {direction} ({how}): "
             f"{what}, which was not accepted. It runs outside a transaction: {done}, and it is not recorded",

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from planner.engines.postgresql.runner import PgRunner
     from planner.findings import Finding
     from planner.ledger import LedgerEntry
-    from planner.locks import LockPolicy, LockSettings
     from planner.schema import Difference, Replay, Schema
 
 
@@ -55,10 +54,6 @@ class PostgresEngine(Engine):
         self.busy_timeout = busy_timeout
         self.ledger_schema = ledger_schema
         self.backup_dir = backup_dir
-        #: The run's lock timeouts and which lock findings stop it (``planner.locks``); ``None``: the defaults.
-        #: An engine that has them takes them from the command (``cli.running.configure``).
-        self.lock_settings: LockSettings | None = None
-        self.lock_policy: LockPolicy | None = None
         self._reader: Any = None  # the connection ``reading()`` shares, while it lasts
         self._tenant: bool | None = None
         self._backups: PgBackups | None = None
