@@ -612,6 +612,25 @@ def test_the_marks_record_and_remove_a_row_without_running_the_migration(engine:
     assert _log(engine) == [*before, ("0002", "mark-applied", "ok"), ("0002", "mark-rolled-back", "ok")]
 
 
+def test_the_history_reads_the_log_oldest_first_and_creates_nothing(engine: Handle, catalog_dir: Path):
+    """``Engine.history`` (what ``fleet status`` tells a failed database by where no fast reader exists): before
+    anything is migrated it is empty and creates no table; afterwards it is the log, oldest first, of one version
+    when asked."""
+    write_migration(catalog_dir, "0001", "First", upgrade='conn.execute("CREATE TABLE first (id INTEGER)")')
+    write_migration(catalog_dir, "0002", "Second", depends_on=("0001",),
+                    upgrade='conn.execute("CREATE TABLE second (id INTEGER)")')
+    if engine.name == "sqlite":
+        Path(engine.db).touch()  # a database file that was never migrated
+    assert engine.engine().history() == []
+    assert "schema_migrations_log" not in engine.tables()
+
+    assert apm(engine, catalog_dir, "migrate")[0] == 0
+    assert apm(engine, catalog_dir, "migrate", "--rollback", "0002", "--yes")[0] == 0
+    rows = [(e.version, e.action, e.outcome) for e in engine.engine().history()]
+    assert rows == [("0001", "apply", "ok"), ("0002", "apply", "ok"), ("0002", "rollback", "ok")], rows
+    assert [(e.action, e.outcome) for e in engine.engine().history("0002")] == [("apply", "ok"), ("rollback", "ok")]
+
+
 # -- the doctor on a healthy database --------------------------------------------------------------------------
 
 

@@ -255,6 +255,11 @@ class Engine(ABC):
         """What the ledger records, read without creating the database or its tables."""
 
     @abstractmethod
+    def history(self, version: str | None = None) -> list[LogEntry]:
+        """The log (of ``version`` only), oldest first, read without writing: what ``fleet status`` tells a
+        ``failed`` database by, on an engine without a fast reader (``EngineKind.ledger_reader``)."""
+
+    @abstractmethod
     def runner(self, *, catalog: Catalog | None = None, create: bool = False) -> PlanRunner:
         """What runs plans here (``create``: a SQLite file may be made by an apply)."""
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from planner.catalog import Catalog
     from planner.engines.postgresql.runner import PgRunner
     from planner.findings import Finding
-    from planner.ledger import LedgerEntry
+    from planner.ledger import LedgerEntry, LogEntry
     from planner.schema import Difference, Replay, Schema
 
 
@@ -186,7 +186,7 @@ class PostgresEngine(Engine):
         with self.session() as conn:
             return PgLedger(conn, self.ledger_schema).applied_migrations()
 
-    def history(self, version: str | None = None) -> list:
+    def history(self, version: str | None = None) -> list[LogEntry]:
         with self.session() as conn:
             return PgLedger(conn, self.ledger_schema).history(version)
 

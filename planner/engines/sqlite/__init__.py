@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from planner.engines.base import Backups, Engine
 from planner.engines.sqlite.database import DEFAULT_BUSY_TIMEOUT, check_integrity, open_read_only, writable_now
-from planner.engines.sqlite.ledger import read_ledger, read_notes
+from planner.engines.sqlite.ledger import read_history, read_ledger, read_notes
 from planner.errors import DatabaseDirectoryMissing, DatabaseNotFound, NotADatabase
 from planner.sql import quote_identifier
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from planner.catalog import Catalog
     from planner.engines.sqlite.runner import Executor
     from planner.findings import Finding
-    from planner.ledger import LedgerEntry, LedgerNote
+    from planner.ledger import LedgerEntry, LedgerNote, LogEntry
     from planner.schema import Difference, Replay, Schema
 
 
@@ -64,6 +64,9 @@ class SQLiteEngine(Engine):
 
     def applied(self) -> dict[str, LedgerEntry]:
         return read_ledger(self.path, self.busy_timeout)
+
+    def history(self, version: str | None = None) -> list[LogEntry]:
+        return read_history(self.path, self.busy_timeout, version)
 
     def schema(self, *, known_good: bool = False) -> Schema:
         """The file's schema (``planner.engines.sqlite.schema``), read through a read-only connection.

@@ -354,6 +354,18 @@ def read_notes(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> 
         conn.close()
 
 
+def read_history(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+                 version: str | None = None) -> list[LogEntry]:
+    """``path``'s log (of ``version`` only), oldest first, read without creating anything."""
+    conn = open_read_only(path, busy_timeout)
+    if conn is None:
+        return []
+    try:
+        return Ledger(conn).history(version)
+    finally:
+        conn.close()
+
+
 def read_ledger(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> dict[str, LedgerEntry]:
     """What ``path``'s ledger records, read without creating the file or any table.
 
