@@ -625,7 +625,7 @@ def test_the_history_reads_the_log_oldest_first_and_creates_nothing(engine: Hand
     assert "schema_migrations_log" not in engine.tables()
 
     assert apm(engine, catalog_dir, "migrate")[0] == 0
-    assert apm(engine, catalog_dir, "migrate", "--rollback", "0002", "--yes")[0] == 0
+    assert apm(engine, catalog_dir, "migrate", "--rollback", "0002", "--yes", "--no-backup")[0] == 0
     rows = [(e.version, e.action, e.outcome) for e in engine.engine().history()]
     assert rows == [("0001", "apply", "ok"), ("0002", "apply", "ok"), ("0002", "rollback", "ok")], rows
     assert [(e.action, e.outcome) for e in engine.engine().history("0002")] == [("apply", "ok"), ("rollback", "ok")]
