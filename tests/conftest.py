@@ -153,3 +153,37 @@ def pg_server():
 def pg_url(pg_server) -> str:
     """A fresh, empty database on the session's server."""
     return pg_server.create_database()
+
+
+# -- nothing left behind in the checkout ----------------------------------------------------------------------
+
+def _untracked() -> set[str] | None:
+    """Files git does not track (nor ignore) in this checkout; ``None`` outside a git checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        listed = subprocess.run(["git", "-C", str(root), "ls-files", "--others", "--exclude-standard"],
+                                capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return set(listed.stdout.splitlines())
+
+
+def pytest_sessionstart(session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the controller only, once for the whole run
+        session.config._apm_untracked = _untracked()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """A test that writes into the working folder (a backup, a journal, a dump) leaves files a user's run would
+    not: the run fails naming them, so the test is made to write into its own temporary folder."""
+    before = getattr(session.config, "_apm_untracked", None)
+    after = _untracked() if before is not None else None
+    left = sorted(after - before) if after is not None and before is not None else []
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(f"tests left files in the checkout: {', '.join(left[:10])}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
