@@ -203,7 +203,7 @@ def status_command(ctx: click.Context, globs: tuple[str, ...], lists: tuple[str,
     schema differs from its migrations and nothing else needs attention.
     """
     # start-up time: cli.fleet runs without planner.fleet.status until status_command() needs it
-    from planner.fleet.status import DRIFTED, DriftChecker, fleet_status
+    from planner.fleet.status import DriftChecker, fleet_status
 
     members = discover_members(globs, lists)
     catalog = load_fleet_catalog()
@@ -230,8 +230,7 @@ def status_command(ctx: click.Context, globs: tuple[str, ...], lists: tuple[str,
                     echo(f"{s.member.display}: {difference.line}", fg="yellow")
         echo(result.summary_line())
     if result.needs_attention:
-        only_drift = all(s.state in (DRIFTED,) for s in result.members if s.needs_attention)
-        ctx.exit(EXIT_DRIFT if only_drift else EXIT_ATTENTION)
+        ctx.exit(EXIT_DRIFT if result.only_drift else EXIT_ATTENTION)
 
 
 class _StatusProgress:
@@ -305,7 +304,7 @@ def plan_command(ctx: click.Context, globs, lists, target, to, rollback, cascade
             # start-up time: cli.fleet runs without planner.fleet.run until plan_command() needs it
             from planner.fleet.run import one_line
 
-            rows.append((candidate, None, one_line(error)))
+            rows.append((candidate, None, candidate.named(one_line(error))))
     if as_json:
         emit_json({"databases": [{"db": m.display, "steps": [{"version": v, "direction": d, "description": t}
                                                               for v, d, t in steps] if steps is not None else None,
@@ -708,9 +707,10 @@ def retry_command(outcome, request) -> str:
     parts = ["apm"]
     if options.migrations_dir is not None:
         parts += ["--migrations-dir", _quote(str(options.migrations_dir))]
-    parts += ["migrate", "--db", _quote(without_password(candidate.real) if candidate.on_server else candidate.db)]
-    if candidate.schema or (candidate.on_server and options.ledger_schema_option):
-        parts += ["--ledger-schema", _quote(candidate.schema or options.ledger_schema)]
+    # A tenant as the fleet names it (``url#schema``: its search_path and its ledger schema), never a password.
+    parts += ["migrate", "--db", _quote(without_password(candidate.db) if candidate.on_server else candidate.db)]
+    if candidate.on_server and not candidate.schema and options.ledger_schema_option:
+        parts += ["--ledger-schema", _quote(options.ledger_schema)]
     parts += [_quote(flag) for flag in _flags(request)]
     if outcome.unconfirmed:
         parts.append("--yes")

@@ -18,11 +18,10 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
 
 from planner.engines import EngineKind, engine_for, kind_of, on_server
 from planner.errors import EmptyPattern, NoFleet
-from planner.urls import redact, without_password
+from planner.urls import display_name, split_schema, tenant_url, without_password
 
 
 def _on_server(text: str) -> bool:
@@ -56,7 +55,12 @@ class Member:
         if not self.on_server:
             return self.db
 
-        return redact(self.db)
+        return display_name(self.real, self.schema)
+
+    def named(self, text: str) -> str:
+        """``text`` (a message about this database) naming it as every output does: an engine names a file by
+        the absolute path it opened, the fleet by the path as given, and one member has one name."""
+        return text if self.on_server else text.replace(self.real, self.db)
 
     @property
     def key(self) -> str:
@@ -101,26 +105,6 @@ def member(db: str, *, cwd: Path | None = None) -> Member:
     except OSError:
         identity = os.path.realpath(path)
     return Member(text, path, identity=identity)
-
-
-def split_schema(url: str) -> tuple[str, str | None]:
-    """``postgresql://h/db#tenant1`` as ``(postgresql://h/db, "tenant1")``; no fragment, no schema."""
-    base, hash_, fragment = url.partition("#")
-    return (base, fragment.strip() or None) if hash_ else (url, None)
-
-
-def tenant_url(url: str, schema: str) -> str:
-    """``url`` connecting with ``search_path`` set to ``schema`` (libpq's ``options=-csearch_path=...``).
-
-    Migrations name their tables without a schema, so a tenant's tables land
-    in the tenant's schema only if the connection looks there first.
-    """
-    option = "options=" + quote(f"-csearch_path={schema}", safe="")
-    if url.lower().startswith(("postgresql://", "postgres://")):
-        parts = urlsplit(url)
-        query = "&".join(p for p in (parts.query, option) if p)
-        return urlunsplit(parts._replace(query=query))
-    return f"{url} options='-csearch_path={schema}'"
 
 
 def discover(

@@ -205,6 +205,7 @@ def run_member(member: Member, request: Request, catalog: Catalog | None = None,
         outcome.outcome, outcome.error = FAILED, one_line(error, unexpected=True)
     finally:
         outcome.duration_ms = (time.perf_counter() - started) * 1000
+        outcome.error = member.named(outcome.error) if outcome.error else outcome.error
     return outcome
 
 

@@ -1,0 +1,148 @@
+"""`apm fleet` and `apm migrate drift` as a new user met them (issue 24's tryout): one state per row with the
+others still visible, one name per database everywhere, resumes of the right fleet only, lock timeouts told
+apart from failures on the data.
+
+Real SQLite files in project folders and the suite's PostgreSQL server, through the installed command; the
+catalog and helpers are those of tests/test_fleet.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_apm
+from tests.test_fleet import PATTERN, applied, break_unique_index, catalog, fleet, fleet_of, migrate_to, project_db  # noqa: F401
+
+# --------------------------------------------------------------------------
+# A database in two states at once says both
+# --------------------------------------------------------------------------
+
+
+def add_column(path: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE projects ADD COLUMN archived_at TEXT")
+
+
+def test_a_database_both_behind_and_drifted_says_both_and_is_not_only_drift(tmp_path: Path, catalog: Path) -> None:
+    both, current = fleet_of(tmp_path, catalog, 2)  # 0001 of 3
+    migrate_to(current, catalog)
+    add_column(both)
+
+    result = fleet(tmp_path, catalog, "status", "--glob", PATTERN, "--drift", "--json")
+    # Behind needs a migration, not only a look at the drift: attention (11), not "drift only" (10).
+    assert result.returncode == 11, result.stdout + result.stderr
+    document = json.loads(result.stdout)
+    rows = {Path(r["db"]).parts[1]: r for r in document["databases"]}
+    assert (rows["p00"]["state"], rows["p00"]["also"], rows["p00"]["pending"]) == ("drifted", ["behind"], 2)
+    assert rows["p01"]["also"] == [] and rows["p01"]["state"] == "up_to_date"
+    assert document["summary"] == {"up_to_date": 1, "drifted": 1}  # each database counted once, under its state
+
+    text = fleet(tmp_path, catalog, "status", "--glob", PATTERN, "--drift")
+    row = next(line for line in text.stdout.splitlines() if line.startswith("projects/p00/"))
+    assert "drifted, behind 2" in row
+    assert text.stdout.strip().splitlines()[-1] == "1 up to date, 1 drifted (1 also behind)"
+
+    # Drift alone is still drift alone (10); behind alone is still attention (11).
+    migrate_to(both, catalog)
+    assert fleet(tmp_path, catalog, "status", "--glob", PATTERN, "--drift").returncode == 10
+
+
+def test_the_neighbours_failed_and_drifted_ahead_and_behind(tmp_path: Path, catalog: Path) -> None:
+    failing, ahead = fleet_of(tmp_path, catalog, 2)
+    break_unique_index(failing)
+    assert run_apm("--migrations-dir", str(catalog), "migrate", "--db", str(failing)).returncode == 5
+    add_column(failing)
+    with sqlite3.connect(ahead) as conn:  # a newer APM's migration, and 0002, 0003 of this catalog pending
+        conn.execute("INSERT INTO schema_migrations (version, description) VALUES ('0099', 'from a newer APM')")
+
+    rows = {Path(r["db"]).parts[1]: r for r in json.loads(
+        fleet(tmp_path, catalog, "status", "--glob", PATTERN, "--drift", "--json").stdout)["databases"]}
+    assert (rows["p00"]["state"], rows["p00"]["also"]) == ("failed", ["drifted"])
+    assert [d["detail"] for d in rows["p00"]["differences"]] == [
+        "table projects: column archived_at is in the database, not in its migrations"]
+    assert (rows["p01"]["state"], rows["p01"]["also"], rows["p01"]["pending"]) == ("ahead", ["behind"], 2)
+    text = fleet(tmp_path, catalog, "status", "--glob", PATTERN)
+    assert "ahead, behind 2" in text.stdout
+    assert text.stdout.strip().splitlines()[-1] == "1 ahead (1 also behind), 1 failed"
+
+
+# --------------------------------------------------------------------------
+# One name per member: the path as given, in every place the fleet names it
+# --------------------------------------------------------------------------
+
+
+def test_a_failure_names_the_database_as_given_everywhere(tmp_path: Path, catalog: Path) -> None:
+    fleet_of(tmp_path, catalog, 2)
+    project_db(tmp_path, "p01").write_text("notes, not a database\n")
+    given = "projects/p01/.aipm/data/aipm.db"
+    absolute = str(tmp_path / given)
+
+    shown = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--continue-on-error", "--jobs", "1")
+    assert shown.returncode == 11, shown.stdout + shown.stderr
+    assert absolute not in shown.stdout + shown.stderr  # the line per database, the failures table, the retry
+    assert f"{given}: failed: {given} is not a SQLite database" in shown.stdout
+    table_row = shown.stdout.split("retry alone with")[1].splitlines()[2]
+    assert table_row.split()[:3] == [given, "failed", given]
+
+    document = json.loads(fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--json",
+                                "--continue-on-error").stdout)
+    assert [r["error"] for r in document["databases"]] == [None, f"{given} is not a SQLite database"]
+    journal = Path(document["journal"]).read_text()
+    assert absolute + " is" not in journal and f'"error": "{given} is not a SQLite database"' in journal
+
+    plan = fleet(tmp_path, catalog, "plan", "--glob", PATTERN, "--json")
+    assert json.loads(plan.stdout)["databases"][1]["error"] == f"{given} is not a SQLite database"
+    rehearsal = fleet(tmp_path, catalog, "plan", "--glob", PATTERN, "--rehearse")
+    assert absolute not in rehearsal.stdout + rehearsal.stderr
+
+
+# --------------------------------------------------------------------------
+# A tenant is `url#schema` in every command, as the fleet names it, never with its password
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_a_tenant_is_named_as_the_fleet_names_it_by_every_command(pg_url: str, tmp_path: Path,
+                                                                   catalog: Path) -> None:
+    import psycopg
+
+    url = pg_url + "&password=s3cret"  # the test server trusts its socket: the password is carried, not checked
+    tenant = f"{url}#tenant1"
+    (tmp_path / "tenants.txt").write_text(tenant + "\n")
+    migrated = fleet(tmp_path, catalog, "migrate", "--list", "tenants.txt", "--target", "0001", "--json")
+    name = json.loads(migrated.stdout)["databases"][0]["db"]
+    assert name.endswith("&password=***#tenant1"), name
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE tenant1.projects ADD COLUMN archived_at text")
+
+    def apm(*args: str, db: str = tenant):
+        result = run_apm("--migrations-dir", str(catalog), "--db", db, *args, cwd=tmp_path)
+        shown = result.stdout + result.stderr
+        assert "s3cret" not in shown and "search_path" not in shown, (args, shown)
+        return result
+
+    drift = apm("migrate", "drift")
+    assert drift.returncode == 10 and f"{name}: 1 difference(s)" in drift.stdout, drift.stdout + drift.stderr
+    assert f"Database:        {name}" in apm("status").stdout
+    assert f"rolled back; {name} is unchanged" in apm("migrate", "--dry-run").stdout
+    assert f"{name}: healthy" in apm("migrate", "doctor").stdout
+    assert f"No backups of {name} " in apm("migrate", "backups").stdout
+    missing = pg_url.replace("?", "_gone?") + "#tenant1"
+    error = apm("status", db=missing)
+    assert f"cannot connect to {missing}:" in error.stderr, error.stderr
+    status = fleet(tmp_path, catalog, "status", "--list", "tenants.txt", "--drift")
+    assert f"{name}: table tenant1.projects: column archived_at" in status.stdout
+    assert "s3cret" not in status.stdout and "search_path" not in status.stdout
+
+    # The retry command names the tenant as the fleet does (its ledger schema comes with it), without a password.
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO tenant1.projects (id, name) VALUES (1, 'twin'), (2, 'twin')")
+    failed = fleet(tmp_path, catalog, "migrate", "--list", "tenants.txt")
+    assert failed.returncode == 11, failed.stdout + failed.stderr
+    retry = failed.stdout.strip().splitlines()[-2].split("retry alone with")[-1]
+    assert retry.rstrip().endswith(f"migrate --db '{pg_url}#tenant1'"), failed.stdout
+    assert "s3cret" not in failed.stdout and "search_path" not in failed.stdout
