@@ -146,3 +146,81 @@ def test_a_tenant_is_named_as_the_fleet_names_it_by_every_command(pg_url: str, t
     retry = failed.stdout.strip().splitlines()[-2].split("retry alone with")[-1]
     assert retry.rstrip().endswith(f"migrate --db '{pg_url}#tenant1'"), failed.stdout
     assert "s3cret" not in failed.stdout and "search_path" not in failed.stdout
+
+
+# --------------------------------------------------------------------------
+# A run that stopped on a lock timeout is told apart from a failure on the data
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_a_lock_timeout_is_failed_with_a_note_that_waiting_is_the_fix(pg_server, tmp_path: Path) -> None:
+    import psycopg
+
+    from tests.conftest import write_migration
+
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    write_migration(folder, "0001", "Add a column", upgrade="conn.execute('ALTER TABLE t ADD COLUMN c INT')")
+    waiting, broken = pg_server.create_database(), pg_server.create_database()
+    for url in (waiting, broken):
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE t (id INT)")
+    with psycopg.connect(broken, autocommit=True) as conn:  # a failure on the data: the column is there already
+        conn.execute("ALTER TABLE t ADD COLUMN c INT")
+    (tmp_path / "dbs.txt").write_text(f"{waiting}\n{broken}\n")
+    holder = psycopg.connect(waiting, application_name="nightly-report")
+    try:
+        holder.execute("SELECT count(*) FROM t")  # its open transaction holds a lock the ALTER must wait for
+        run = fleet(tmp_path, folder, "migrate", "--list", "dbs.txt", "--continue-on-error", "--lock-timeout",
+                    "200ms", "--lock-retries", "0")
+    finally:
+        holder.close()
+    assert run.returncode == 11, run.stdout + run.stderr
+
+    status = fleet(tmp_path, folder, "status", "--list", "dbs.txt", "--json")
+    assert status.returncode == 11
+    document = json.loads(status.stdout)
+    rows = document["databases"]
+    assert [(r["state"], r["lock_timeout"]) for r in rows] == [("failed", True), ("failed", False)], rows
+    assert rows[0]["error"].startswith("0001 stopped on a lock timeout, nothing of it was applied: the data are "
+                                       "fine; retry once the lock is free (migration 0001 could not get its lock")
+    assert 'application "nightly-report"' in rows[0]["error"]
+    assert rows[1]["error"].startswith("0001 failed: ") and "lock" not in rows[1]["error"]
+    assert document["summary"] == {"failed": 2}
+    text = fleet(tmp_path, folder, "status", "--list", "dbs.txt")
+    assert "failed (lock timeout)" in text.stdout.splitlines()[2]
+    assert text.stdout.strip().splitlines()[-1] == "2 failed (1 on a lock timeout)"
+
+
+def test_every_way_a_log_row_says_lock_timeout_and_a_step_outside_a_transaction(tmp_path: Path) -> None:
+    """The run log's words for a lock timeout: the last attempt's, an earlier attempt's (a run killed while it
+    waited to try again), the server's own (55P03); a step outside a transaction keeps what it ran."""
+    from planner.fleet.members import member
+    from planner.fleet.status import Comparison, Reading, member_status
+    from planner.loader import load_catalog
+    from tests.conftest import write_migration
+
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    write_migration(folder, "0001", "Inside")
+    write_migration(folder, "0002", "Outside", depends_on=("0001",), extra="transactional = False\n")
+    comparison = Comparison(load_catalog(folder))
+
+    def status(version: str, detail: str):
+        reading = Reading({"0001": "2026-12-06"} if version == "0002" else {}, ("failed", version, detail))
+        return member_status(member(str(tmp_path / "x.db")), comparison, reading=reading)
+
+    for detail in ("migration 0001 could not get its lock within the lock timeout (2s) in 4 attempts: held by ...",
+                   "lock timeout (2s) on attempt 1 of 4: held by pid 7; rolled back, trying again in 0.5 s",
+                   "canceling statement due to lock timeout",
+                   'could not obtain lock on relation "t"'):
+        found = status("0001", detail)
+        assert (found.state, found.lock_timeout) == ("failed", True), detail
+        assert "nothing of it was applied" in found.error
+    outside = status("0002", "migration 0002 could not get its lock within the lock timeout (2s) in 1 attempt: ...")
+    assert outside.lock_timeout and "nothing of it was applied" not in outside.error
+    assert "what it ran before the timeout stays" in outside.error
+    on_the_data = status("0001", "UNIQUE constraint failed: projects.name")
+    assert (on_the_data.state, on_the_data.lock_timeout) == ("failed", False)
+    assert on_the_data.error == "0001 failed: UNIQUE constraint failed: projects.name"

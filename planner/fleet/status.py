@@ -147,7 +147,7 @@ def _read_through_engine(candidate: Member, busy_timeout: float, ledger_schema: 
     try:
         with engine.reading():
             entries = engine.applied()
-            history = engine.history() if entries else []
+            history = engine.history()  # with no version applied yet too: its first migration may have failed
     except DatabaseError as exc:
         raise _unreadable(exc) from None
     last = history[-1] if history else None
