@@ -380,10 +380,12 @@ def rehearse_plans(ctx, catalog, request, members, *, jobs: int, as_json: bool) 
                    "(--yes may be added).")
 @click.option("--journal-dir", type=click.Path(file_okay=False), metavar="DIR",
               help="Folder of the run journals [default: .apm-fleet beside the config file, or here].")
+@click.option("--journal", "journal_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="With --resume: the run file to continue [default: the newest of this fleet].")
 @lock_options()
 @click.pass_context
 def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, cascade, sql, as_json, dry_run, yes,
-                    no_backup, jobs, canary, continue_on_error, resume, journal_dir) -> None:
+                    no_backup, jobs, canary, continue_on_error, resume, journal_dir, journal_file) -> None:
     """Apply (or roll back) on every database: N at a time, canaries first, journaled, resumable.
 
     Each database runs as `apm migrate` runs it: its plan from its own
@@ -406,8 +408,11 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
     from planner.fleet.run import FleetRun, canaries
 
     check_request(target, to, rollback, cascade)
+    if journal_file and not resume:
+        raise click.UsageError("--journal names the run file --resume continues; give --resume with it")
     folder = Path(journal_dir) if journal_dir else _journal_folder()
     catalog = load_fleet_catalog()
+    fleet_named = _fleet_named(globs, lists, catalog)
     past, waive_canaries = None, False
     if resume:
         given = [name for name, value in (("--target", target), ("--to", to), ("--rollback", rollback),
@@ -419,7 +424,9 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
         if given:
             raise click.UsageError(f"--resume repeats the request the journal recorded; give no {', '.join(given)} "
                                    f"with it (only --yes and --continue-on-error may be added)")
-        past = journals.read(journals.newest(folder))
+        named = discover_members(globs, lists) if fleet_named["named_by"] else None
+        past = journals.read(Path(journal_file)) if journal_file else \
+            journals.resumable(folder, fleet_named, {m.key for m in named} if named is not None else None)
         recorded = past.header.get("request", {})
         target, to, rollback = recorded.get("target"), recorded.get("to"), recorded.get("rollback")
         cascade, no_backup = bool(recorded.get("cascade")), not recorded.get("backup", True)
@@ -430,7 +437,7 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
         waive_canaries = continue_on_error  # added now: run them all, no canary stage
         continue_on_error = continue_on_error or bool(run.get("continue_on_error"))
         _restore_settings(recorded)
-        members = _resumed_members(past, globs, lists)
+        members = _resumed_members(past, named)
     else:
         members = discover_members(globs, lists)
     request = make_request(target=target, to=to, rollback=rollback, cascade=cascade, dry_run=dry_run, sql=sql,
@@ -458,6 +465,7 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
     else:
         before = journals.runs(folder)
         journal = journals.Journal.start(folder, {"request": request.to_json(), "catalog": str(catalog.directory),
+                                                  "fleet": fleet_named,
                                                   "options": {"jobs": jobs, "canary": canary,
                                                               "continue_on_error": continue_on_error},
                                                   "members": [_journal_member(m) for m in members]})
@@ -534,6 +542,17 @@ def _journal_folder() -> Path:
     return (config.path.parent if config.path is not None else Path.cwd()) / FOLDER
 
 
+def _fleet_named(globs, lists, catalog) -> dict:
+    """Which fleet a run is of, as its journal records it and a resume matches it: how the fleet was named (the
+    config's patterns when no --glob/--list) and the catalog's folder."""
+    # start-up time: cli.fleet runs without planner.fleet.members until _fleet_named() needs it
+    from planner.fleet.members import named_by
+
+    configured = settings().config.get("fleet") or () if not (globs or lists) else ()
+    return {"named_by": named_by(globs=globs, lists=lists, configured=configured),
+            "catalog": str(Path(catalog.directory).resolve())}
+
+
 def _journal_member(candidate) -> dict:
     """A member as the journal keeps it: never a password."""
     # start-up time: cli.fleet runs without planner.urls until _journal_member() needs it
@@ -551,15 +570,16 @@ def _recorded(entry: dict):
     return SimpleNamespace(display=entry["db"], real=entry["open"], key=entry["key"])
 
 
-def _resumed_members(past, globs, lists) -> list:
-    """The members of the journal's run that did not succeed; from --glob/--list when given (passwords)."""
+def _resumed_members(past, named) -> list:
+    """The members of the journal's run that did not succeed; of ``named`` (--glob/--list, the config) when the
+    fleet was named (passwords)."""
     # start-up time: cli.fleet runs without planner.fleet.members until _resumed_members() needs it
     from planner.fleet.members import member
 
     done = past.succeeded()
-    if globs or lists or settings().config.get("fleet"):
+    if named is not None:
         wanted = {m["key"] for m in past.header.get("members", [])}
-        candidates = [m for m in discover_members(globs, lists) if m.key in wanted]
+        candidates = [m for m in named if m.key in wanted]
     else:
         # start-up time: cli.fleet runs without dataclasses until _resumed_members() needs it
         from dataclasses import replace

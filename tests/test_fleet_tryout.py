@@ -224,3 +224,56 @@ def test_every_way_a_log_row_says_lock_timeout_and_a_step_outside_a_transaction(
     on_the_data = status("0001", "UNIQUE constraint failed: projects.name")
     assert (on_the_data.state, on_the_data.lock_timeout) == ("failed", False)
     assert on_the_data.error == "0001 failed: UNIQUE constraint failed: projects.name"
+
+
+# --------------------------------------------------------------------------
+# A resume continues its own fleet's run, never another fleet's
+# --------------------------------------------------------------------------
+
+
+def test_a_resume_continues_its_own_fleets_run_only(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 4)  # p00, p01: fleet A; p02, p03: fleet B; p00 and p02 fail
+    first, second = "projects/p0[01]/.aipm/data/aipm.db", "projects/p0[23]/.aipm/data/aipm.db"
+    for path in (paths[0], paths[2]):
+        break_unique_index(path)
+    for pattern in (first, second):  # B's journal is the newest
+        assert fleet(tmp_path, catalog, "migrate", "--glob", pattern, "--continue-on-error").returncode == 11
+    journals = sorted((tmp_path / ".apm-fleet").glob("run-*.jsonl"))
+    assert len(journals) == 2
+    for path in (paths[0], paths[2]):  # the data fixed: a resume now succeeds where it runs
+        with sqlite3.connect(path) as conn:
+            conn.execute("DELETE FROM projects WHERE name = 'twin' AND id > (SELECT min(id) FROM projects)")
+
+    # Nothing names the fleet, and the folder holds two fleets' runs: which to continue is the person's to say.
+    bare = fleet(tmp_path, catalog, "migrate", "--resume")
+    assert bare.returncode == 2, bare.stdout + bare.stderr
+    message = bare.stderr.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in message
+    for journal, pattern in zip(journals, (first, second)):
+        assert f"{journal.name} (glob {tmp_path / pattern}, 1 of 2 databases not succeeded)" in message
+    assert "--resume --journal FILE" in message and "--glob/--list" in message
+    assert applied(paths[0]) == applied(paths[2]) == ["0001"]  # nothing ran
+
+    # Named by its pattern, fleet A resumes its own run (B's is the newer one), and only its database.
+    resumed = fleet(tmp_path, catalog, "migrate", "--resume", "--glob", first, "--json")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert [(r["db"], r["outcome"]) for r in json.loads(resumed.stdout)["databases"]] == [
+        ("projects/p00/.aipm/data/aipm.db", "applied")]
+    assert json.loads(resumed.stdout)["journal"] == str(journals[0])
+    assert applied(paths[2]) == ["0001"]  # B's failed database was not touched
+
+    # Another catalog is another fleet, even with the same pattern.
+    other = tmp_path / "other-catalog"
+    other.mkdir()
+    (other / catalog.joinpath("migration_0001.py").name).write_text(catalog.joinpath("migration_0001.py").read_text())
+    elsewhere = run_apm("--migrations-dir", str(other), "fleet", "migrate", "--resume", "--glob", second, cwd=tmp_path)
+    assert elsewhere.returncode == 2 and "is of this fleet (the same patterns" in elsewhere.stderr, elsewhere.stderr
+    assert f"catalog {catalog}" in elsewhere.stderr
+
+    # A journal named by file is continued as asked; --journal alone is a usage error.
+    named = fleet(tmp_path, catalog, "migrate", "--resume", "--journal", str(journals[1]), "--json")
+    assert named.returncode == 0, named.stdout + named.stderr
+    assert [r["outcome"] for r in json.loads(named.stdout)["databases"]] == ["applied"]
+    assert applied(paths[2]) == ["0001", "0002", "0003"]
+    alone = fleet(tmp_path, catalog, "migrate", "--journal", str(journals[1]))
+    assert alone.returncode == 2 and "give --resume with it" in alone.stderr

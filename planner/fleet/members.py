@@ -139,6 +139,23 @@ def discover(
     return dedupe(found)
 
 
+def named_by(*, globs: Sequence[str] = (), lists: Sequence[Path | str] = (), configured: Sequence[str] = (),
+             cwd: Path | None = None) -> list[str] | None:
+    """How a fleet was named, as its journal records it so that a resume continues that fleet's run only: each
+    glob and list file made absolute (``projects/*`` given in two folders names two fleets), the config's patterns
+    when neither is given, URLs without their password; ``None`` when nothing names a fleet. Sorted: the same
+    patterns in another order are the same fleet."""
+    cwd = cwd or Path.cwd()
+
+    def absolute(text: str) -> str:
+        return without_password(text) if on_server(text) else \
+            os.path.normpath(os.path.join(cwd, os.path.expanduser(text)))
+
+    if globs or lists:
+        return sorted([f"glob {absolute(str(g))}" for g in globs] + [f"list {absolute(str(f))}" for f in lists])
+    return sorted(f"fleet {absolute(str(p))}" for p in configured) or None
+
+
 def dedupe(members: Iterable[Member]) -> list[Member]:
     """``members`` without repeats of the same database (real path, or URL and schema), first spelling kept."""
     seen: set[tuple[object, str | None]] = set()
