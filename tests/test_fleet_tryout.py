@@ -147,6 +147,13 @@ def test_a_tenant_is_named_as_the_fleet_names_it_by_every_command(pg_url: str, t
     assert retry.rstrip().endswith(f"migrate --db '{pg_url}#tenant1'"), failed.stdout
     assert "s3cret" not in failed.stdout and "search_path" not in failed.stdout
 
+    # So does a doctor's fix command: with the search_path alone, it would put the tenant's ledger in public.
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE tenant1.schema_migrations_log")
+    doctor = apm("migrate", "doctor")
+    assert f"fix: apm --db '{pg_url}#tenant1' --migrations-dir {catalog} migrate  # recreates it" in doctor.stdout, \
+        doctor.stdout
+
 
 # --------------------------------------------------------------------------
 # A run that stopped on a lock timeout is told apart from a failure on the data
