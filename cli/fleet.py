@@ -486,7 +486,11 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
                                                                        len(members))
     if not kept:
         journal.discard()
-    resume_hint = "apm fleet migrate --resume" + (f" --journal-dir {_quote(str(folder))}" if journal_dir else "")
+    # The fleet as it was named here, its catalog too: a bare --resume may not tell it from another fleet's run.
+    by_option = [("--migrations-dir", str(settings().migrations_dir))] if settings().migrations_dir else []
+    resume_hint = " ".join(["apm", *(f"{o} {_quote(v)}" for o, v in by_option), "fleet migrate --resume",
+                            *(f"--glob {_quote(g)}" for g in globs), *(f"--list {_quote(f)}" for f in lists),
+                            *([f"--journal-dir {_quote(str(folder))}"] if journal_dir else [])])
     if as_json:
         emit_json({**result.to_json(), "journal": str(journal.path) if kept else None})
     else:

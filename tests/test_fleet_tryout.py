@@ -243,8 +243,12 @@ def test_a_resume_continues_its_own_fleets_run_only(tmp_path: Path, catalog: Pat
     first, second = "projects/p0[01]/.aipm/data/aipm.db", "projects/p0[23]/.aipm/data/aipm.db"
     for path in (paths[0], paths[2]):
         break_unique_index(path)
-    for pattern in (first, second):  # B's journal is the newest
-        assert fleet(tmp_path, catalog, "migrate", "--glob", pattern, "--continue-on-error").returncode == 11
+    # A stops at its failure (p01 not started) and says how to resume it: named as it was, catalog included.
+    stopped = fleet(tmp_path, catalog, "migrate", "--glob", first, "--jobs", "1")
+    assert stopped.returncode == 11, stopped.stdout + stopped.stderr
+    assert f"`apm --migrations-dir {catalog} fleet migrate --resume --glob '{first}'` runs what did not succeed" \
+        in stopped.stdout, stopped.stdout
+    assert fleet(tmp_path, catalog, "migrate", "--glob", second, "--continue-on-error").returncode == 11  # newest
     journals = sorted((tmp_path / ".apm-fleet").glob("run-*.jsonl"))
     assert len(journals) == 2
     for path in (paths[0], paths[2]):  # the data fixed: a resume now succeeds where it runs
@@ -256,8 +260,8 @@ def test_a_resume_continues_its_own_fleets_run_only(tmp_path: Path, catalog: Pat
     assert bare.returncode == 2, bare.stdout + bare.stderr
     message = bare.stderr.strip()
     assert len(message.splitlines()) == 1 and "Traceback" not in message
-    for journal, pattern in zip(journals, (first, second)):
-        assert f"{journal.name} (glob {tmp_path / pattern}, 1 of 2 databases not succeeded)" in message
+    for journal, pattern, left in zip(journals, (first, second), (2, 1)):
+        assert f"{journal.name} (glob {tmp_path / pattern}, {left} of 2 databases not succeeded)" in message
     assert "--resume --journal FILE" in message and "--glob/--list" in message
     assert applied(paths[0]) == applied(paths[2]) == ["0001"]  # nothing ran
 
@@ -265,7 +269,7 @@ def test_a_resume_continues_its_own_fleets_run_only(tmp_path: Path, catalog: Pat
     resumed = fleet(tmp_path, catalog, "migrate", "--resume", "--glob", first, "--json")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert [(r["db"], r["outcome"]) for r in json.loads(resumed.stdout)["databases"]] == [
-        ("projects/p00/.aipm/data/aipm.db", "applied")]
+        ("projects/p00/.aipm/data/aipm.db", "applied"), ("projects/p01/.aipm/data/aipm.db", "applied")]
     assert json.loads(resumed.stdout)["journal"] == str(journals[0])
     assert applied(paths[2]) == ["0001"]  # B's failed database was not touched
 
