@@ -50,8 +50,12 @@ def discover_members(globs: tuple[str, ...], lists: tuple[str, ...]):
     # start-up time: cli.fleet runs without planner.fleet.members until discover_members() needs it
     from planner.fleet.members import discover
 
-    configured = settings().config.get("fleet") or () if not (globs or lists) else ()
-    return discover(globs=globs, lists=lists, configured=configured, order=_given_order(globs, lists))
+    return discover(globs=globs, lists=lists, configured=_configured(globs, lists), order=_given_order(globs, lists))
+
+
+def _configured(globs: tuple[str, ...], lists: tuple[str, ...]):
+    """The config's ``fleet`` patterns, which name the fleet when neither --glob nor --list does."""
+    return settings().config.get("fleet") or () if not (globs or lists) else ()
 
 
 #: Where ``FleetGroup`` leaves the ``--glob``/``--list`` values in the order they were given.
@@ -404,6 +408,9 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
     # start-up time: cli.fleet runs without planner.fleet until migrate_command() needs it
     from planner.fleet import run as journals
 
+    # start-up time: cli.fleet runs without planner.fleet.members until migrate_command() needs it
+    from planner.fleet.members import identity
+
     # start-up time: cli.fleet runs without planner.fleet.run until migrate_command() needs it
     from planner.fleet.run import FleetRun, canaries
 
@@ -412,7 +419,7 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
         raise click.UsageError("--journal names the run file --resume continues; give --resume with it")
     folder = Path(journal_dir) if journal_dir else _journal_folder()
     catalog = load_fleet_catalog()
-    fleet_named = _fleet_named(globs, lists, catalog)
+    fleet_named = identity(catalog.directory, globs=globs, lists=lists, configured=_configured(globs, lists))
     past, waive_canaries = None, False
     if resume:
         given = [name for name, value in (("--target", target), ("--to", to), ("--rollback", rollback),
@@ -544,17 +551,6 @@ def _journal_folder() -> Path:
 
     config = settings().config
     return (config.path.parent if config.path is not None else Path.cwd()) / FOLDER
-
-
-def _fleet_named(globs, lists, catalog) -> dict:
-    """Which fleet a run is of, as its journal records it and a resume matches it: how the fleet was named (the
-    config's patterns when no --glob/--list) and the catalog's folder."""
-    # start-up time: cli.fleet runs without planner.fleet.members until _fleet_named() needs it
-    from planner.fleet.members import named_by
-
-    configured = settings().config.get("fleet") or () if not (globs or lists) else ()
-    return {"named_by": named_by(globs=globs, lists=lists, configured=configured),
-            "catalog": str(Path(catalog.directory).resolve())}
 
 
 def _journal_member(candidate) -> dict:

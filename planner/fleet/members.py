@@ -18,6 +18,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from planner.engines import EngineKind, engine_for, kind_of, on_server
 from planner.errors import EmptyPattern, NoFleet
@@ -139,21 +140,21 @@ def discover(
     return dedupe(found)
 
 
-def named_by(*, globs: Sequence[str] = (), lists: Sequence[Path | str] = (), configured: Sequence[str] = (),
-             cwd: Path | None = None) -> list[str] | None:
-    """How a fleet was named, as its journal records it so that a resume continues that fleet's run only: each
-    glob and list file made absolute (``projects/*`` given in two folders names two fleets), the config's patterns
-    when neither is given, URLs without their password; ``None`` when nothing names a fleet. Sorted: the same
-    patterns in another order are the same fleet."""
+def identity(catalog: Path, *, globs: Sequence[str] = (), lists: Sequence[Path | str] = (),
+             configured: Sequence[str] = (), cwd: Path | None = None) -> dict[str, Any]:
+    """Which fleet this is, as its run's journal records it so that a resume continues that fleet's run only:
+    ``named_by``, each glob and list file made absolute (``projects/*`` given in two folders names two fleets),
+    the config's patterns when neither is given (``None`` when nothing names a fleet), URLs without their
+    password, sorted (the same patterns in another order are the same fleet); and the ``catalog`` folder."""
     cwd = cwd or Path.cwd()
 
     def absolute(text: str) -> str:
         return without_password(text) if on_server(text) else \
             os.path.normpath(os.path.join(cwd, os.path.expanduser(text)))
 
-    if globs or lists:
-        return sorted([f"glob {absolute(str(g))}" for g in globs] + [f"list {absolute(str(f))}" for f in lists])
-    return sorted(f"fleet {absolute(str(p))}" for p in configured) or None
+    named = sorted([f"glob {absolute(str(g))}" for g in globs] + [f"list {absolute(str(f))}" for f in lists]) \
+        if globs or lists else sorted(f"fleet {absolute(str(p))}" for p in configured)
+    return {"named_by": named or None, "catalog": absolute(str(catalog))}
 
 
 def dedupe(members: Iterable[Member]) -> list[Member]:

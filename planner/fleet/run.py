@@ -631,7 +631,7 @@ class PastRun:
 
 def resumable(folder: Path, fleet: dict[str, Any], keys: set[str] | None = None) -> PastRun:
     """The newest run of ``fleet`` in ``folder``: ``{"named_by", "catalog"}`` as the headers record it
-    (``members.named_by``, the catalog's absolute folder), or a run of this catalog on exactly the databases
+    (``members.identity``), or a run of this catalog on exactly the databases
     named now (``keys``: the same fleet named otherwise, a symlink for a path). With no fleet named (``named_by``
     ``None``), the newest of this catalog, if its runs are all one fleet's. Otherwise ``NoJournal`` describing
     each journal there: a resume never continues another fleet's run, and a person must see which to name."""
