@@ -288,3 +288,22 @@ def test_a_resume_continues_its_own_fleets_run_only(tmp_path: Path, catalog: Pat
     assert applied(paths[2]) == ["0001", "0002", "0003"]
     alone = fleet(tmp_path, catalog, "migrate", "--journal", str(journals[1]))
     assert alone.returncode == 2 and "give --resume with it" in alone.stderr
+
+
+def test_a_tenant_of_a_url_without_a_host_keeps_its_url_and_is_named_back() -> None:
+    """``postgresql:///db`` (the default socket) stays a URL libpq reads when a tenant's search_path or the
+    removal of a password rewrites it, and every spelling of one tenant is named the same."""
+    from planner.fleet.members import member
+    from planner.urls import display_name, tenant_url, without_password
+
+    assert tenant_url("postgresql:///saas", "acme") == "postgresql:///saas?options=-csearch_path%3Dacme"
+    assert without_password("postgresql://:pw@/saas?sslmode=disable#acme") == "postgresql:///saas?sslmode=disable#acme"
+    assert without_password("postgresql:///saas") == "postgresql:///saas"
+    tenant = member("postgresql://app:s3cret@/saas?host=/run/pg#acme")
+    assert tenant.display == "postgresql://app:***@/saas?host=/run/pg#acme"
+    # The same tenant given by its search_path and ledger schema (an older retry command) is named the same.
+    assert display_name("postgresql://app:s3cret@/saas?host=/run/pg&options=-csearch_path%3Dacme", "acme") == \
+        tenant.display
+    assert display_name("host=/run/pg dbname=saas options='-csearch_path=acme'", "acme") == \
+        "host=/run/pg dbname=saas#acme"
+    assert display_name("postgresql:///saas?options=-csearch_path%3Dother", "acme").endswith("%3Dother")  # no tenant
