@@ -188,8 +188,9 @@ def _table() -> dict[type, _Advise]:
         E.ConflictingDependencyOptions: lambda e: f"{e}; pass either --root or --depends-on",
         E.EmptyPattern: _empty_pattern,
         E.NoFleet: lambda e: f"{e}: give --glob PATTERN or --list FILE, or set fleet = [...] in apm.toml",
-        E.NoJournal: lambda e: (f"{e}; run `apm fleet migrate` first, or pass the folder it used with "
-                                f"--journal-dir"),
+        E.NoJournal: lambda e: (f"{e}; resume one with --resume --journal FILE, or give the --glob/--list and "
+                                f"--migrations-dir it ran with" if e.others else
+                                f"{e}; run `apm fleet migrate` first, or pass the folder it used with --journal-dir"),
         E.UnreadableJournal: lambda e: f"{e}; start a new run instead (without --resume)",
         E.CatalogNotFound: lambda e: f"{e}; pass --migrations-dir or set APM_MIGRATIONS_DIR",
         E.CatalogInvalid: _catalog_invalid,

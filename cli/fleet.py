@@ -50,8 +50,12 @@ def discover_members(globs: tuple[str, ...], lists: tuple[str, ...]):
     # start-up time: cli.fleet runs without planner.fleet.members until discover_members() needs it
     from planner.fleet.members import discover
 
-    configured = settings().config.get("fleet") or () if not (globs or lists) else ()
-    return discover(globs=globs, lists=lists, configured=configured, order=_given_order(globs, lists))
+    return discover(globs=globs, lists=lists, configured=_configured(globs, lists), order=_given_order(globs, lists))
+
+
+def _configured(globs: tuple[str, ...], lists: tuple[str, ...]):
+    """The config's ``fleet`` patterns, which name the fleet when neither --glob nor --list does."""
+    return settings().config.get("fleet") or () if not (globs or lists) else ()
 
 
 #: Where ``FleetGroup`` leaves the ``--glob``/``--list`` values in the order they were given.
@@ -203,7 +207,7 @@ def status_command(ctx: click.Context, globs: tuple[str, ...], lists: tuple[str,
     schema differs from its migrations and nothing else needs attention.
     """
     # start-up time: cli.fleet runs without planner.fleet.status until status_command() needs it
-    from planner.fleet.status import DRIFTED, DriftChecker, fleet_status
+    from planner.fleet.status import DriftChecker, fleet_status
 
     members = discover_members(globs, lists)
     catalog = load_fleet_catalog()
@@ -230,8 +234,7 @@ def status_command(ctx: click.Context, globs: tuple[str, ...], lists: tuple[str,
                     echo(f"{s.member.display}: {difference.line}", fg="yellow")
         echo(result.summary_line())
     if result.needs_attention:
-        only_drift = all(s.state in (DRIFTED,) for s in result.members if s.needs_attention)
-        ctx.exit(EXIT_DRIFT if only_drift else EXIT_ATTENTION)
+        ctx.exit(EXIT_DRIFT if result.only_drift else EXIT_ATTENTION)
 
 
 class _StatusProgress:
@@ -305,7 +308,7 @@ def plan_command(ctx: click.Context, globs, lists, target, to, rollback, cascade
             # start-up time: cli.fleet runs without planner.fleet.run until plan_command() needs it
             from planner.fleet.run import one_line
 
-            rows.append((candidate, None, one_line(error)))
+            rows.append((candidate, None, candidate.named(one_line(error))))
     if as_json:
         emit_json({"databases": [{"db": m.display, "steps": [{"version": v, "direction": d, "description": t}
                                                               for v, d, t in steps] if steps is not None else None,
@@ -381,10 +384,12 @@ def rehearse_plans(ctx, catalog, request, members, *, jobs: int, as_json: bool) 
                    "(--yes may be added).")
 @click.option("--journal-dir", type=click.Path(file_okay=False), metavar="DIR",
               help="Folder of the run journals [default: .apm-fleet beside the config file, or here].")
+@click.option("--journal", "journal_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="With --resume: the run file to continue [default: the newest of this fleet].")
 @lock_options()
 @click.pass_context
 def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, cascade, sql, as_json, dry_run, yes,
-                    no_backup, jobs, canary, continue_on_error, resume, journal_dir) -> None:
+                    no_backup, jobs, canary, continue_on_error, resume, journal_dir, journal_file) -> None:
     """Apply (or roll back) on every database: N at a time, canaries first, journaled, resumable.
 
     Each database runs as `apm migrate` runs it: its plan from its own
@@ -403,12 +408,18 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
     # start-up time: cli.fleet runs without planner.fleet until migrate_command() needs it
     from planner.fleet import run as journals
 
+    # start-up time: cli.fleet runs without planner.fleet.members until migrate_command() needs it
+    from planner.fleet.members import identity
+
     # start-up time: cli.fleet runs without planner.fleet.run until migrate_command() needs it
     from planner.fleet.run import FleetRun, canaries
 
     check_request(target, to, rollback, cascade)
+    if journal_file and not resume:
+        raise click.UsageError("--journal names the run file --resume continues; give --resume with it")
     folder = Path(journal_dir) if journal_dir else _journal_folder()
     catalog = load_fleet_catalog()
+    fleet_named = identity(catalog.directory, globs=globs, lists=lists, configured=_configured(globs, lists))
     past, waive_canaries = None, False
     if resume:
         given = [name for name, value in (("--target", target), ("--to", to), ("--rollback", rollback),
@@ -420,7 +431,9 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
         if given:
             raise click.UsageError(f"--resume repeats the request the journal recorded; give no {', '.join(given)} "
                                    f"with it (only --yes and --continue-on-error may be added)")
-        past = journals.read(journals.newest(folder))
+        named = discover_members(globs, lists) if fleet_named["named_by"] else None
+        past = journals.read(Path(journal_file)) if journal_file else \
+            journals.resumable(folder, fleet_named, {m.key for m in named} if named is not None else None)
         recorded = past.header.get("request", {})
         target, to, rollback = recorded.get("target"), recorded.get("to"), recorded.get("rollback")
         cascade, no_backup = bool(recorded.get("cascade")), not recorded.get("backup", True)
@@ -431,7 +444,7 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
         waive_canaries = continue_on_error  # added now: run them all, no canary stage
         continue_on_error = continue_on_error or bool(run.get("continue_on_error"))
         _restore_settings(recorded)
-        members = _resumed_members(past, globs, lists)
+        members = _resumed_members(past, named)
     else:
         members = discover_members(globs, lists)
     request = make_request(target=target, to=to, rollback=rollback, cascade=cascade, dry_run=dry_run, sql=sql,
@@ -459,6 +472,7 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
     else:
         before = journals.runs(folder)
         journal = journals.Journal.start(folder, {"request": request.to_json(), "catalog": str(catalog.directory),
+                                                  "fleet": fleet_named,
                                                   "options": {"jobs": jobs, "canary": canary,
                                                               "continue_on_error": continue_on_error},
                                                   "members": [_journal_member(m) for m in members]})
@@ -479,7 +493,11 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
                                                                        len(members))
     if not kept:
         journal.discard()
-    resume_hint = "apm fleet migrate --resume" + (f" --journal-dir {_quote(str(folder))}" if journal_dir else "")
+    # The fleet as it was named here, its catalog too: a bare --resume may not tell it from another fleet's run.
+    by_option = [("--migrations-dir", str(settings().migrations_dir))] if settings().migrations_dir else []
+    resume_hint = " ".join(["apm", *(f"{o} {_quote(v)}" for o, v in by_option), "fleet migrate --resume",
+                            *(f"--glob {_quote(g)}" for g in globs), *(f"--list {_quote(f)}" for f in lists),
+                            *([f"--journal-dir {_quote(str(folder))}"] if journal_dir else [])])
     if as_json:
         emit_json({**result.to_json(), "journal": str(journal.path) if kept else None})
     else:
@@ -552,15 +570,16 @@ def _recorded(entry: dict):
     return SimpleNamespace(display=entry["db"], real=entry["open"], key=entry["key"])
 
 
-def _resumed_members(past, globs, lists) -> list:
-    """The members of the journal's run that did not succeed; from --glob/--list when given (passwords)."""
+def _resumed_members(past, named) -> list:
+    """The members of the journal's run that did not succeed; of ``named`` (--glob/--list, the config) when the
+    fleet was named (passwords)."""
     # start-up time: cli.fleet runs without planner.fleet.members until _resumed_members() needs it
     from planner.fleet.members import member
 
     done = past.succeeded()
-    if globs or lists or settings().config.get("fleet"):
+    if named is not None:
         wanted = {m["key"] for m in past.header.get("members", [])}
-        candidates = [m for m in discover_members(globs, lists) if m.key in wanted]
+        candidates = [m for m in named if m.key in wanted]
     else:
         # start-up time: cli.fleet runs without dataclasses until _resumed_members() needs it
         from dataclasses import replace
@@ -708,9 +727,10 @@ def retry_command(outcome, request) -> str:
     parts = ["apm"]
     if options.migrations_dir is not None:
         parts += ["--migrations-dir", _quote(str(options.migrations_dir))]
-    parts += ["migrate", "--db", _quote(without_password(candidate.real) if candidate.on_server else candidate.db)]
-    if candidate.schema or (candidate.on_server and options.ledger_schema_option):
-        parts += ["--ledger-schema", _quote(candidate.schema or options.ledger_schema)]
+    # A tenant as the fleet names it (``url#schema``: its search_path and its ledger schema), never a password.
+    parts += ["migrate", "--db", _quote(without_password(candidate.db) if candidate.on_server else candidate.db)]
+    if candidate.on_server and not candidate.schema and options.ledger_schema_option:
+        parts += ["--ledger-schema", _quote(options.ledger_schema)]
     parts += [_quote(flag) for flag in _flags(request)]
     if outcome.unconfirmed:
         parts.append("--yes")

@@ -159,8 +159,8 @@ class Settings:
         schema = self.tenant_schema
         if schema is None:
             return chosen
-        # start-up time: cli.options runs without planner.fleet.members until db_url() needs it
-        from planner.fleet.members import split_schema, tenant_url
+        # start-up time: cli.options runs without planner.urls until db_url() needs it
+        from planner.urls import split_schema, tenant_url
 
         return tenant_url(split_schema(chosen)[0], schema)
 
@@ -173,8 +173,8 @@ class Settings:
         # start-up time: cli.options runs without planner.engines until tenant_schema() needs it
         from planner.engines import on_server
 
-        # start-up time: cli.options runs without planner.fleet.members until tenant_schema() needs it
-        from planner.fleet.members import split_schema
+        # start-up time: cli.options runs without planner.urls until tenant_schema() needs it
+        from planner.urls import split_schema
 
         if not on_server(chosen):
             return None

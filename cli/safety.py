@@ -67,7 +67,8 @@ def remedy_renderer() -> Callable[[Remedy], str]:
     options = settings()
     chosen = []
     if options.sources.get("db", "").startswith("option"):
-        db = without_password(options.db_url) if options.db_url else str(options.db_path)
+        # As given: a tenant stays ``url#schema``, which brings its ledger schema (its search_path alone would not).
+        db = without_password(str(options.db_chosen)) if options.db_url else str(options.db_path)
         chosen.append(f"--db {shlex.quote(db)}")
     if options.sources.get("migrations_dir", "").startswith("option"):
         chosen.append(f"--migrations-dir {shlex.quote(str(options.catalog_dir))}")

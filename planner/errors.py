@@ -954,11 +954,17 @@ class NoFleet(FleetError):
 
 
 class NoJournal(FleetError):
-    """``--resume`` found no run to resume in the journal folder."""
+    """``--resume`` found no run to resume in the journal folder: none at all, or only other fleets' (``others``,
+    each described in a few words), whose runs a resume must never continue."""
 
-    def __init__(self, folder: Path):
-        self.folder = folder
-        super().__init__(f"nothing to resume: no fleet run journal (run-*.jsonl) in {folder}")
+    def __init__(self, folder: Path, others: Sequence[str] = (), *, named: bool = True):
+        self.folder, self.others = folder, list(others)
+        if not others:
+            super().__init__(f"nothing to resume: no fleet run journal (run-*.jsonl) in {folder}")
+        else:
+            which = f"no journal in {folder} is of this fleet (the same patterns and lists, the same catalog); " \
+                "it holds" if named else f"the journals in {folder} are of different fleets, and none was named"
+            super().__init__(f"nothing to resume: {which}: {'; '.join(others)}")
 
 
 class UnreadableJournal(FleetError):

@@ -10,7 +10,7 @@ goes through ``redact`` first.
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 _SCHEMES = ("postgresql://", "postgres://")
 # libpq's "key=value key=value" form: starts with a known keyword followed by '='.
@@ -70,6 +70,50 @@ def redact(db: str) -> str:
     return text
 
 
+def split_schema(url: str) -> tuple[str, str | None]:
+    """``postgresql://h/db#tenant1`` as ``(postgresql://h/db, "tenant1")``; no fragment, no schema."""
+    base, hash_, fragment = url.partition("#")
+    return (base, fragment.strip() or None) if hash_ else (url, None)
+
+
+def _tenant_option(url: str, schema: str) -> str:
+    """What ``tenant_url`` adds to ``url`` for ``schema``: a query parameter, or a keyword (libpq's two forms)."""
+    if url.lower().startswith(_SCHEMES):
+        return "options=" + quote(f"-csearch_path={schema}", safe="")
+    return f" options='-csearch_path={schema}'"
+
+
+def tenant_url(url: str, schema: str) -> str:
+    """``url`` connecting with ``search_path`` set to ``schema`` (libpq's ``options=-csearch_path=...``).
+
+    Migrations name their tables without a schema, so a tenant's tables land
+    in the tenant's schema only if the connection looks there first. Joined
+    as text, not by ``urlunsplit``, which turns ``postgresql:///db`` (no host:
+    the default socket) into ``postgresql:/db``, a URL libpq refuses.
+    """
+    option = _tenant_option(url, schema)
+    if url.lower().startswith(_SCHEMES):
+        return url + ("&" if "?" in url else "?") + option
+    return url + option
+
+
+def display_name(url: str, schema: str | None = None) -> DatabaseName:
+    """How every output names the database ``url`` reaches, the same for every command: the password masked,
+    and a tenant (``url`` as ``tenant_url`` made it for ``schema``, its ledger's) as ``apm fleet`` lists it,
+    ``url#schema``, not with the ``options=-csearch_path=...`` the connection needs."""
+    if schema is not None and schema != "public":
+        option = _tenant_option(url, schema)
+        if url.lower().startswith(_SCHEMES):
+            base, _, query = url.partition("?")
+            params = [p for p in query.split("&") if p]
+            kept = [p for p in params if unquote(p) != unquote(option)]
+            if len(kept) < len(params):
+                url = base + ("?" + "&".join(kept) if kept else "") + "#" + schema
+        elif url.endswith(option):
+            url = url[:-len(option)] + "#" + schema
+    return redact(url)
+
+
 def shown(db: object) -> DatabaseName:
     """``db`` (a path, a URL, libpq's keyword form) as a message names it: its password masked, if it has one.
 
@@ -89,7 +133,9 @@ def without_password(db: str) -> str:
         name = user.split(":", 1)[0]
         netloc = (f"{name}@{host}" if name else host) if at else parts.netloc
         query = "&".join(p for p in parts.query.split("&") if p and not p.lower().startswith("password="))
-        return urlunsplit(parts._replace(netloc=netloc, query=query))
+        # As text, not by urlunsplit, which turns ``postgresql:///db`` (no host) into ``postgresql:/db``.
+        return (text[:text.index("://") + 3] + netloc + parts.path + (f"?{query}" if query else "")
+                + (f"#{parts.fragment}" if parts.fragment else ""))
     return " ".join(_KEYWORD_PASSWORD.sub("", text).split())
 
 

@@ -518,7 +518,7 @@ def test_ctrl_c_lets_the_running_database_finish_and_says_how_to_resume(tmp_path
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
-    assert "apm fleet migrate --resume" in err
+    assert f"apm --migrations-dir {catalog} fleet migrate --resume --glob '{PATTERN}'" in err  # its fleet, named
     done = [p for p in paths if applied(p) == ["0001", "0002", "0003"]]
     assert len(done) == 2, out + err  # the one running when Ctrl-C came finished, and none started after
     assert all(applied(p) in (["0001"], ["0001", "0002", "0003"]) for p in paths)

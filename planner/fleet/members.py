@@ -18,11 +18,11 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from typing import Any
 
 from planner.engines import EngineKind, engine_for, kind_of, on_server
 from planner.errors import EmptyPattern, NoFleet
-from planner.urls import redact, without_password
+from planner.urls import display_name, split_schema, tenant_url, without_password
 
 
 def _on_server(text: str) -> bool:
@@ -56,7 +56,12 @@ class Member:
         if not self.on_server:
             return self.db
 
-        return redact(self.db)
+        return display_name(self.real, self.schema)
+
+    def named(self, text: str) -> str:
+        """``text`` (a message about this database) naming it as every output does: an engine names a file by
+        the absolute path it opened, the fleet by the path as given, and one member has one name."""
+        return text if self.on_server else text.replace(self.real, self.db)
 
     @property
     def key(self) -> str:
@@ -103,26 +108,6 @@ def member(db: str, *, cwd: Path | None = None) -> Member:
     return Member(text, path, identity=identity)
 
 
-def split_schema(url: str) -> tuple[str, str | None]:
-    """``postgresql://h/db#tenant1`` as ``(postgresql://h/db, "tenant1")``; no fragment, no schema."""
-    base, hash_, fragment = url.partition("#")
-    return (base, fragment.strip() or None) if hash_ else (url, None)
-
-
-def tenant_url(url: str, schema: str) -> str:
-    """``url`` connecting with ``search_path`` set to ``schema`` (libpq's ``options=-csearch_path=...``).
-
-    Migrations name their tables without a schema, so a tenant's tables land
-    in the tenant's schema only if the connection looks there first.
-    """
-    option = "options=" + quote(f"-csearch_path={schema}", safe="")
-    if url.lower().startswith(("postgresql://", "postgres://")):
-        parts = urlsplit(url)
-        query = "&".join(p for p in (parts.query, option) if p)
-        return urlunsplit(parts._replace(query=query))
-    return f"{url} options='-csearch_path={schema}'"
-
-
 def discover(
     *,
     globs: Sequence[str] = (),
@@ -153,6 +138,23 @@ def discover(
     else:
         raise NoFleet()
     return dedupe(found)
+
+
+def identity(catalog: Path, *, globs: Sequence[str] = (), lists: Sequence[Path | str] = (),
+             configured: Sequence[str] = (), cwd: Path | None = None) -> dict[str, Any]:
+    """Which fleet this is, as its run's journal records it so that a resume continues that fleet's run only:
+    ``named_by``, each glob and list file made absolute (``projects/*`` given in two folders names two fleets),
+    the config's patterns when neither is given (``None`` when nothing names a fleet), URLs without their
+    password, sorted (the same patterns in another order are the same fleet); and the ``catalog`` folder."""
+    cwd = cwd or Path.cwd()
+
+    def absolute(text: str) -> str:
+        return without_password(text) if on_server(text) else \
+            os.path.normpath(os.path.join(cwd, os.path.expanduser(text)))
+
+    named = sorted([f"glob {absolute(str(g))}" for g in globs] + [f"list {absolute(str(f))}" for f in lists]) \
+        if globs or lists else sorted(f"fleet {absolute(str(p))}" for p in configured)
+    return {"named_by": named or None, "catalog": absolute(str(catalog))}
 
 
 def dedupe(members: Iterable[Member]) -> list[Member]:

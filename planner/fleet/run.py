@@ -48,9 +48,10 @@ the run.
 Journals are kept only while they can matter: a new run's file is removed
 when it ends if every one of its databases had nothing to do (nothing to
 resume, nothing that happened), and when a run starts, the folder keeps its
-newest ``KEEP`` run files (the new one among them) and loses older ones. The
-file ``--resume`` would use is never pruned: it is the newest before the
-new one starts, so always among those kept. No password is ever written: members are recorded without it, and a
+newest ``KEEP`` run files (the new one among them) and loses older ones, the
+newest before the new one never. A resume continues the newest run of its own
+fleet only (``resumable``: the same patterns and lists, the same catalog),
+never another fleet's. No password is ever written: members are recorded without it, and a
 resumed run finds it where libpq looks (``PGPASSWORD``, ``~/.pgpass``) or in
 the ``--glob``/``--list`` given again.
 """
@@ -205,6 +206,7 @@ def run_member(member: Member, request: Request, catalog: Catalog | None = None,
         outcome.outcome, outcome.error = FAILED, one_line(error, unexpected=True)
     finally:
         outcome.duration_ms = (time.perf_counter() - started) * 1000
+        outcome.error = member.named(outcome.error) if outcome.error else outcome.error
     return outcome
 
 
@@ -627,12 +629,43 @@ class PastRun:
         return {key for key, record in self.outcomes.items() if record.get("outcome") in SUCCEEDED}
 
 
-def newest(folder: Path) -> Path:
-    """The most recent run file in ``folder``; ``NoJournal`` when there is none."""
+def resumable(folder: Path, fleet: dict[str, Any], keys: set[str] | None = None) -> PastRun:
+    """The newest run of ``fleet`` in ``folder``: ``{"named_by", "catalog"}`` as the headers record it
+    (``members.identity``), or a run of this catalog on exactly the databases
+    named now (``keys``: the same fleet named otherwise, a symlink for a path). With no fleet named (``named_by``
+    ``None``), the newest of this catalog, if its runs are all one fleet's. Otherwise ``NoJournal`` describing
+    each journal there: a resume never continues another fleet's run, and a person must see which to name."""
     found = runs(folder)
     if not found:
         raise NoJournal(folder)
-    return found[-1]
+    pasts = []
+    for path in reversed(found):  # newest first
+        try:
+            pasts.append(read(path))
+        except UnreadableJournal:
+            continue  # not a run this project wrote: never resumed unless named (and then refused by read)
+    if fleet.get("named_by") is not None:
+        mine = [past for past in pasts if past.header.get("fleet") == fleet or (
+            (past.header.get("fleet") or {}).get("catalog") == fleet.get("catalog")
+            and {m.get("key") for m in past.header.get("members", [])} == keys)]
+    else:
+        mine = [past for past in pasts if (past.header.get("fleet") or {}).get("catalog") == fleet.get("catalog")]
+        if len({json.dumps(past.header["fleet"].get("named_by")) for past in mine}) > 1:
+            mine = []  # runs of several fleets: which one is the person's to say
+    if mine:
+        return mine[0]
+    raise NoJournal(folder, [_described(past, fleet) for past in pasts] or [p.name for p in found],
+                    named=fleet.get("named_by") is not None)
+
+
+def _described(past: PastRun, fleet: dict[str, Any]) -> str:
+    """``run-....jsonl (glob /home/me/projects/*, 3 of 40 databases not succeeded)``: which fleet it ran."""
+    recorded = past.header.get("fleet") or {}
+    what = ", ".join(recorded.get("named_by") or ["databases named by no pattern" if recorded else "an older run"])
+    if recorded.get("catalog") not in (None, fleet.get("catalog")):
+        what += f", catalog {recorded['catalog']}"
+    total = len(past.header.get("members", []))
+    return f"{past.path.name} ({what}, {total - len(past.succeeded())} of {total} databases not succeeded)"
 
 
 def read(path: Path) -> PastRun:

@@ -23,6 +23,7 @@ its state (``locked``, ``not a database``...) and a one-line reason.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -146,7 +147,7 @@ def _read_through_engine(candidate: Member, busy_timeout: float, ledger_schema: 
     try:
         with engine.reading():
             entries = engine.applied()
-            history = engine.history() if entries else []
+            history = engine.history()  # with no version applied yet too: its first migration may have failed
     except DatabaseError as exc:
         raise _unreadable(exc) from None
     last = history[-1] if history else None
@@ -194,15 +195,30 @@ class MemberStatus:
     differences: list[Difference] | None = None
     #: The schema's objects as read with the ledger (``--drift``), until drift is checked.
     objects: list | None = field(default=None, repr=False)
+    #: ``failed`` because its last step could not get a lock in time: nothing is wrong with the data, waiting is
+    #: the fix (a step outside a transaction may have run part of its work: its note says so).
+    lock_timeout: bool = False
 
     @property
     def needs_attention(self) -> bool:
         return self.state != UP_TO_DATE
 
     @property
+    def also(self) -> tuple[str, ...]:
+        """The states beside ``state`` that need attention too: a row has one state (the one whose fix comes
+        first: drift before migrating, a failed step's before the rest), and these keep the others visible."""
+        found = []
+        if self.pending and self.state in (DRIFTED, DRIFT_UNCHECKED, AHEAD):  # failed: its retry applies them
+            found.append(BEHIND)
+        if self.differences and self.state != DRIFTED:
+            found.append(DRIFTED)
+        return tuple(found)
+
+    @property
     def shown_state(self) -> str:
-        """``behind 3`` rather than ``behind``: what the table shows."""
-        return f"{BEHIND} {self.pending}" if self.state == BEHIND else self.state
+        """``behind 3`` rather than ``behind``, ``drifted, behind 3`` for both: what the table shows."""
+        shown = [f"{BEHIND} {self.pending}" if state == BEHIND else state for state in (self.state, *self.also)]
+        return ", ".join(shown) + (" (lock timeout)" if self.lock_timeout else "")
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -214,6 +230,8 @@ class MemberStatus:
             "head": list(self.heads) if self.applied_versions is not None else None,
             "last_applied_at": self.last_applied_at,
             "error": self.error,
+            "also": [json_state(state) for state in self.also],
+            "lock_timeout": self.lock_timeout,
         }
         if self.unknown:
             document["unknown"] = list(self.unknown)
@@ -239,9 +257,23 @@ class FleetStatus:
     def needs_attention(self) -> bool:
         return any(status.needs_attention for status in self.members)
 
+    @property
+    def only_drift(self) -> bool:
+        """Whether drift is all that needs attention (its own exit code): not beside anything else, a drifted
+        database's being behind included."""
+        return all(s.state == DRIFTED and not s.also for s in self.members if s.needs_attention)
+
     def summary_line(self) -> str:
-        """``38 up to date, 3 behind, 1 drifted``."""
-        return ", ".join(f"{count} {state}" for state, count in self.summary.items()) or "no databases"
+        """``38 up to date, 3 behind, 2 drifted (1 also behind), 1 failed (1 on a lock timeout)``: each database
+        counted once, under its state, and what else holds for some of them in parentheses."""
+        extra: dict[str, dict[str, int]] = {}
+        for status in self.members:
+            for note in [f"also {state}" for state in status.also] + ["on a lock timeout"] * status.lock_timeout:
+                extra.setdefault(status.state, {}).setdefault(note, 0)
+                extra[status.state][note] += 1
+        return ", ".join(f"{count} {state}" + (" (" + ", ".join(f"{n} {note}" for note, n in extra[state].items())
+                                               + ")" if state in extra else "")
+                         for state, count in self.summary.items()) or "no databases"
 
     def to_json(self) -> dict[str, Any]:
         return {"databases": [status.to_json() for status in self.members],
@@ -297,7 +329,7 @@ def fleet_status(
             try:
                 status.differences = drift(candidate, status)
             except Exception as exc:  # one member's replay failing must not hide the others' states
-                status.error = status.error or f"drift not checked: {one_line(exc)}"
+                status.error = status.error or f"drift not checked: {candidate.named(one_line(exc))}"
                 if status.state in (UP_TO_DATE, BEHIND):  # a schema nobody could compare must not look healthy
                     status.state = DRIFT_UNCHECKED
             if status.differences and status.state in (UP_TO_DATE, BEHIND):
@@ -317,8 +349,7 @@ def member_status(candidate: Member, comparison: Comparison, *, busy_timeout: fl
         if isinstance(reading, Unreadable):
             raise reading
     except Unreadable as unreadable:
-        shown = str(unreadable).replace(candidate.real, candidate.display)  # the path as given, not resolved
-        return MemberStatus(candidate, unreadable.state, error=shown)
+        return MemberStatus(candidate, unreadable.state, error=candidate.named(str(unreadable)))
     applied = frozenset(reading.entries)
     pending, heads, unknown, refusal = comparison.of(applied)
     times = [str(at) for at in reading.entries.values() if at]
@@ -328,6 +359,13 @@ def member_status(candidate: Member, comparison: Comparison, *, busy_timeout: fl
     if reading.last_log is not None and reading.last_log[0] == "failed":
         outcome, version, detail = reading.last_log
         status.state, status.error = FAILED, f"{version} failed: {first_line(detail) or 'no detail recorded'}"
+        if _LOCK_TIMEOUT.search(detail or ""):
+            status.lock_timeout = True
+            inside = version in comparison.catalog and comparison.catalog.get(version).transactional
+            status.error = (f"{version} stopped on a lock timeout, " + (
+                "nothing of it was applied: the data are fine; retry once the lock is free" if inside else
+                "outside a transaction: what it ran before the timeout stays; retry once the lock is free")
+                + f" ({first_line(detail)})")
     elif refusal is not None:
         status.state, status.error = FAILED, refusal
     elif unknown:
@@ -336,6 +374,12 @@ def member_status(candidate: Member, comparison: Comparison, *, busy_timeout: fl
     elif pending:
         status.state = BEHIND
     return status
+
+
+#: A log row's detail for a step that could not get a lock in time: ``StepLocked``'s words ("could not get its
+#: lock within the lock timeout (...)", "lock timeout (...) on attempt 1 of 3") or the server's own for SQLSTATE
+#: 55P03 (a timeout, or NOWAIT).
+_LOCK_TIMEOUT = re.compile(r"lock timeout \(|due to lock timeout|could not obtain lock on")
 
 
 def count_states(statuses: Iterable[MemberStatus]) -> dict[str, int]:

@@ -23,7 +23,7 @@ from planner.engines.postgresql.ledger import PgLedger, lock_key, quote
 from planner.engines.postgresql.schema import read_schema
 from planner.errors import DatabaseLocked, DatabaseMissing, DatabaseUnreachable, DriverMissing, ServerError
 from planner.events import Wait
-from planner.urls import database_name, redact
+from planner.urls import database_name, display_name, redact
 
 if TYPE_CHECKING:
     from planner.backups import BackupInfo, RestoreResult
@@ -77,7 +77,8 @@ class PostgresEngine(Engine):
 
     @property
     def display(self) -> str:
-        return redact(self.url)
+        """The database as every command and ``apm fleet`` name it: a tenant as ``url#schema``, no password."""
+        return display_name(self.url, self.ledger_schema)
 
     def connect(self) -> Any:
         """An autocommit psycopg connection; a missing driver or an unreachable server is one clear error."""
