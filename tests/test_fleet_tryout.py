@@ -307,3 +307,21 @@ def test_a_tenant_of_a_url_without_a_host_keeps_its_url_and_is_named_back() -> N
     assert display_name("host=/run/pg dbname=saas options='-csearch_path=acme'", "acme") == \
         "host=/run/pg dbname=saas#acme"
     assert display_name("postgresql:///saas?options=-csearch_path%3Dother", "acme").endswith("%3Dother")  # no tenant
+
+
+def test_runs_of_other_fleets_never_prune_the_run_a_fleet_resumes_from(tmp_path: Path) -> None:
+    """The folder keeps its newest ten runs and the newest of each fleet: eleven runs of fleet B after one of A
+    remove B's oldest only, so A can still be resumed."""
+    from planner.fleet.run import prune, runs
+
+    def header(fleet: str) -> str:
+        return json.dumps({"type": "run", "format": 1, "fleet": {"named_by": [f"glob {fleet}"], "catalog": "/c"}})
+
+    folder = tmp_path / ".apm-fleet"
+    folder.mkdir()
+    files = [folder / f"run-202001{day:02}T000000Z-1.jsonl" for day in range(1, 13)]
+    files[0].write_text(header("A") + "\n")
+    for path in files[1:]:
+        path.write_text(header("B") + "\n")
+    assert prune(folder, keep=10) == [files[1]]
+    assert runs(folder) == [files[0], *files[2:]]

@@ -48,8 +48,8 @@ the run.
 Journals are kept only while they can matter: a new run's file is removed
 when it ends if every one of its databases had nothing to do (nothing to
 resume, nothing that happened), and when a run starts, the folder keeps its
-newest ``KEEP`` run files (the new one among them) and loses older ones, the
-newest before the new one never. A resume continues the newest run of its own
+newest ``KEEP`` run files (the new one among them) and the newest run of each
+fleet, and loses older ones. A resume continues the newest run of its own
 fleet only (``resumable``: the same patterns and lists, the same catalog),
 never another fleet's. No password is ever written: members are recorded without it, and a
 resumed run finds it where libpq looks (``PGPASSWORD``, ``~/.pgpass``) or in
@@ -603,10 +603,14 @@ def idle(outcomes: list[str], members: int) -> bool:
 
 def prune(folder: Path, *, keep: int = KEEP, spare: Path | None = None) -> list[Path]:
     """Remove all but the newest ``keep`` run files of ``folder``, never ``spare`` (the file a resume would
-    use); the files removed. A file that cannot be removed is left: pruning never stops a run."""
-    removed = []
-    for path in runs(folder)[:-keep] if keep > 0 else runs(folder):
-        if spare is not None and path == spare:
+    use) nor the newest run of each fleet (runs of other fleets must not push out the one a fleet resumes
+    from); the files removed. A file that cannot be removed is left: pruning never stops a run."""
+    removed, fleets = [], set()
+    for age, path in enumerate(reversed(runs(folder))):  # newest first
+        fleet = _fleet_of(path)
+        newest_of_its_fleet = fleet not in fleets
+        fleets.add(fleet)
+        if age < keep or newest_of_its_fleet or path == spare:
             continue
         try:
             path.unlink()
@@ -614,6 +618,17 @@ def prune(folder: Path, *, keep: int = KEEP, spare: Path | None = None) -> list[
             continue
         removed.append(path)
     return removed
+
+
+def _fleet_of(path: Path) -> str | None:
+    """The fleet a run file's header names (``members.identity``, as JSON), ``None`` when it names none."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            header = json.loads(file.readline())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    fleet = header.get("fleet") if isinstance(header, dict) else None
+    return json.dumps(fleet, sort_keys=True) if fleet is not None else None
 
 
 @dataclass
