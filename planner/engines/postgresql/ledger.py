@@ -168,14 +168,27 @@ class PgLedger:
             (migration.version, migration.description, migration.checksum, execution_ms),
         )
 
+    def _unapplied(self, version: str) -> tuple[str, dict[str, Any]]:
+        """``WITH`` parts deleting ``version``'s row, however it was spelled (``27`` or ``0027``): the spelled-out
+        match is looked for only when the exact one deleted nothing (its scan is skipped otherwise)."""
+        return (f"WITH exact AS (DELETE FROM {self.table} WHERE version = %(version)s RETURNING 1), "
+                f"spelled AS (DELETE FROM {self.table} WHERE NOT EXISTS (SELECT FROM exact) "
+                f"AND version ~ '^[0-9]+$' AND version::numeric = %(number)s RETURNING 1) ",
+                {"version": version, "number": versions.number(version)})
+
     def record_unapplied(self, version: str) -> None:
         """Delete ``version``'s row, however it was spelled (``27`` or ``0027``)."""
-        cursor = self.conn.execute(f"DELETE FROM {self.table} WHERE version = %s", (version,))
-        value = versions.number(version)
-        if cursor.rowcount == 0 and value is not None:
-            self.conn.execute(
-                f"DELETE FROM {self.table} WHERE version ~ '^[0-9]+$' AND version::numeric = %s", (value,)
-            )
+        sql, parameters = self._unapplied(version)
+        self.conn.execute(sql + "SELECT", parameters)
+
+    def record_unapplied_and_log(self, migration: Migration, execution_ms: int | None, action: str,
+                                 detail: str | None = None) -> None:
+        """The ledger row deleted and its log row written in one statement: one round trip per rolled back step."""
+        sql, parameters = self._unapplied(migration.version)
+        self.conn.execute(
+            sql + f"INSERT INTO {self.log_table} (version, action, at, checksum, execution_ms, outcome, detail) "
+            f"VALUES (%(version)s, %(action)s, {_NOW}, %(checksum)s, %(ms)s, 'ok', %(detail)s)",
+            {**parameters, "action": action, "checksum": migration.checksum, "ms": execution_ms, "detail": detail})
 
     def log(self, version: str, action: str, outcome: str, checksum: str | None = None,
             execution_ms: int | None = None, detail: str | None = None) -> None:

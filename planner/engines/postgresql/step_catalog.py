@@ -195,12 +195,13 @@ FROM (SELECT 1) one LEFT JOIN ({CATALOG_OF.format(only="c.oid = ANY((SELECT oids
 """
 
 
-def begin_step(conn: Any, after_another: bool) -> None:
-    """The step's savepoint (``after_another``: the last step's released first, in the same round trip).
+def begin_step(after_another: bool) -> str:
+    """The statements opening the step's savepoint (``after_another``: the last step's released first), sent in
+    one round trip, or ahead of the step's first statement of its own (``PgObserver.open_step``).
 
     A prepared reading (``read_step(..., prepared=...)``) already opened it, behind the last step's reading.
     """
-    conn.execute(f"RELEASE SAVEPOINT {STEP_SAVEPOINT}; " * after_another + f"SAVEPOINT {STEP_SAVEPOINT}")
+    return f"RELEASE SAVEPOINT {STEP_SAVEPOINT}; " * after_another + f"SAVEPOINT {STEP_SAVEPOINT}"
 
 
 _PARAMETER_TYPES = {"step": "text", "class_writes": "bigint", "attribute_updates": "bigint", "class_deletes": "bigint",
