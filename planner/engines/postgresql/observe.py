@@ -134,6 +134,7 @@ from planner.engines.postgresql.sql import (
     tokens,
 )
 from planner.engines.postgresql.step_catalog import STEP_SAVEPOINT, Gates, PreparedSet, begin_step, read_step
+from planner.engines.postgresql.step_catalog import Statement as PreparedStatement
 from planner.preview import DataImpact, ImpactKind
 from planner.schema import SchemaChange
 
@@ -193,28 +194,54 @@ def fetch(conn: Any, sql: str, parameters: Any = None, *, rows: bool = False, be
                 cursor.nextset()
             return cursor.fetchall() if rows else cursor.fetchone()
     except Exception:  # the migration's own statement will meet the real problem, if any
-        try:
-            conn.execute(f"ROLLBACK TO SAVEPOINT {COUNT_SAVEPOINT}; RELEASE SAVEPOINT {COUNT_SAVEPOINT}")
-        except Exception:
-            pass  # the connection itself failed: the migration's next statement says so
+        _undo_count(conn)
         return None
 
 
-def table_rows(conn: Any, table: str, *, only: bool = False,
-               begin: str = "") -> tuple[int, list[int], list[int] | None] | None:
+def _undo_count(conn: Any) -> None:
+    """After a counting query failed: its savepoint undone, so the migration's statement runs as it would have."""
+    try:
+        conn.execute(f"ROLLBACK TO SAVEPOINT {COUNT_SAVEPOINT}; RELEASE SAVEPOINT {COUNT_SAVEPOINT}")
+    except Exception:
+        pass  # the connection itself failed: the migration's next statement says so
+
+
+#: What dropping a table removes besides its rows: whether it has (or had) inheriting tables, its oid, and, for
+#: a table with no inheritance link and no foreign key, its indexes' oids (else NULL).
+_DROPPED = ("SELECT relhassubclass, c.oid::bigint, "
+            "CASE WHEN NOT relhassubclass AND NOT EXISTS (SELECT FROM pg_inherits WHERE inhrelid = c.oid) "
+            "AND NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = c.oid AND contype = 'f') "
+            "THEN ARRAY(SELECT indexrelid::bigint FROM pg_index WHERE indrelid = c.oid) END "
+            "FROM pg_class c WHERE c.oid = %(table)s::regclass")
+_PREPARED_DROPPED = PreparedStatement("dropped", _DROPPED, {"table": "text"})
+
+
+def table_rows(conn: Any, table: str, *, only: bool = False, begin: str = "",
+               prepared: PreparedSet | None = None) -> tuple[int, list[int], list[int] | None] | None:
     """Rows of ``table`` (its inheriting tables' too unless ``only``), the oids of the table's family, and, for a
     table with no inheritance link and no foreign key, its oid and its indexes': all that dropping it removes
     from the catalog's relations and writes nothing else (``None`` for another table).
 
     The family is asked for only when the table has (or once had) an inheriting table: planning its recursive
-    query cost more than the count of a rollback's empty tables.
+    query cost more than the count of a rollback's empty tables. With ``prepared`` (the runner's preview) the
+    catalog part is planned once per preview, the count beside it in the same round trip.
     """
     name = qualified(table)
-    row = fetch(conn, f"SELECT (SELECT count(*) FROM {'ONLY ' if only else ''}{name}), relhassubclass, c.oid::bigint, "
-                      "CASE WHEN NOT relhassubclass AND NOT EXISTS (SELECT FROM pg_inherits WHERE inhrelid = c.oid) "
-                      "AND NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = c.oid AND contype = 'f') "
-                      "THEN ARRAY(SELECT indexrelid::bigint FROM pg_index WHERE indrelid = c.oid) END "
-                      "FROM pg_class c WHERE c.oid = %s::regclass", (name,), begin=begin)
+    count = f"SELECT count(*) FROM {'ONLY ' if only else ''}{name}"
+    if prepared is None:
+        row = fetch(conn, f"SELECT ({count}), {_DROPPED[len('SELECT '):]}".replace("%(table)s", "%s"), (name,),
+                    begin=begin)
+    else:
+        try:
+            cursor = prepared.execute(conn, _PREPARED_DROPPED, {"table": name},
+                                      ahead=f"{begin + '; ' if begin else ''}SAVEPOINT {COUNT_SAVEPOINT}",
+                                      then=f"{count}; RELEASE SAVEPOINT {COUNT_SAVEPOINT}")
+            found = cursor.fetchone()
+            cursor.nextset()
+            row = None if found is None else (cursor.fetchone()[0], *found)
+        except Exception:  # the migration's own statement will meet the real problem, if any
+            _undo_count(conn)
+            row = None
     if row is None:
         return None
     return row[0], family(conn, table) if row[1] else [row[2]], None if row[3] is None else [row[2], *row[3]]
@@ -578,7 +605,7 @@ class PgObserver:
             self._count_from_here()
         if statement.kind == "drop-table":
             for table in statement.tables:
-                found = table_rows(self.conn, table, begin=begin)
+                found = table_rows(self.conn, table, begin=begin, prepared=self.prepared)
                 begin = ""
                 # It drops just that, which the step found there (not one a waiting step made: gone unread).
                 quiet = (quiet and found is not None and found[2] is not None and self._start is not None

@@ -28,12 +28,12 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from planner.engines.postgresql.connection import PgMigrationConnection
-from planner.engines.postgresql.ledger import PgLedger
+from planner.engines.postgresql.ledger import PARAMETER_TYPES, PgLedger
 from planner.engines.postgresql.lock_timeout import LockGuard, apply_declared, is_lock_timeout
 from planner.engines.postgresql.locks import attach, lock_watch
 from planner.engines.postgresql.observe import PgObserver
 from planner.engines.postgresql.outside import Checked, Rehearsed
-from planner.engines.postgresql.step_catalog import PreparedSet
+from planner.engines.postgresql.step_catalog import PreparedSet, Statement
 from planner.errors import NonTransactionalFailed
 from planner.events import Event, Replanned, RunResult, emit
 from planner.ledger import APPLY, LedgerEntry
@@ -73,6 +73,8 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
         self.settle_preview: Callable[..., None] | None = None
         #: A preview's ``PgObserver.open_step``: the step's savepoint, opened before the session's own statements.
         self.open_step: Callable[..., None] = lambda eager=False: None
+        #: A preview's statements prepared by name: the ledger rows' statement is planned once, not per step.
+        self.prepared: PreparedSet | None = None
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -144,12 +146,24 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
                detail: str | None = None) -> None:
         migration = step.migration
         self.open_step()
+        run = self._prepared if self.prepared is not None else None
         if step.direction == APPLY:
-            self.ledger.record_applied_and_log(migration, execution_ms, action or step.direction, detail)
+            self.ledger.record_applied_and_log(migration, execution_ms, action or step.direction, detail, run)
             return
         for replaced in migration.replaces:  # a squash applied as its chain: those rows are its row
             self.ledger.record_unapplied(replaced)
-        self.ledger.record_unapplied_and_log(migration, execution_ms, action or step.direction, detail)
+        self.ledger.record_unapplied_and_log(migration, execution_ms, action or step.direction, detail, run)
+
+    def _prepared(self, sql: str, parameters: dict[str, Any]) -> None:
+        """``sql`` run as a statement the preview prepared (the same text every step: one per ledger table)."""
+        statement = _LEDGER_STATEMENTS.get(sql)
+        if statement is None:
+            statement = _LEDGER_STATEMENTS[sql] = Statement(f"ledger_{len(_LEDGER_STATEMENTS)}", sql, PARAMETER_TYPES)
+        assert self.prepared is not None  # record passes this only then
+        self.prepared.execute(self.conn, statement, parameters).close()
+
+
+_LEDGER_STATEMENTS: dict[str, Statement] = {}
 
 
 def _judged(accept: Callable[[Preview], bool] | None, watch: Any, engine: Any) -> Callable[[Preview], bool] | None:
@@ -256,6 +270,7 @@ class PgRunner(MarksThroughSessions):
                                     before=before)
                 observer = PgObserver(conn, ledger.log_table, capture_sql=capture_sql, prepared=PreparedSet())
                 session.settle_preview, session.open_step = observer.settle, observer.open_step
+                session.prepared = observer.prepared
                 watch = lock_watch(observer, conn, self.engine, guard.settings)
                 session.preview(result, watch, make_plan=make_plan, accept=_judged(accept, watch, self.engine),
                                 on_event=on_event)

@@ -108,11 +108,12 @@ class PreparedSet:
         self._names: dict[str, str] = {}
 
     def execute(self, conn: Any, statement: Statement, parameters: dict[str, Any] | None = None,
-                then: str = "") -> Any:
+                then: str = "", ahead: str = "") -> Any:
         """A cursor holding ``statement``'s rows; prepared first when this preview has not yet.
 
         ``then``: statements without parameters sent behind it in the same round trip (one simple query), whose
-        results the cursor skips: the preview opens the next step's savepoint this way.
+        results follow (``nextset``): the preview opens the next step's savepoint this way. ``ahead``: statements
+        sent before it, whose results the cursor skips (the count before a drop, ``observe.table_rows``).
         """
         # optional dependency: psycopg is installed with an extra
         import psycopg
@@ -128,7 +129,11 @@ class PreparedSet:
         values = [(parameters or {})[key] for key in statement.order]
         arguments = f"({', '.join(['%s'] * len(values))})" if values else ""
         after = f"; {then.replace('%', '%%')}" if then else ""
-        return cursor.execute(f"EXECUTE {name}{arguments}{after}", values or None)
+        before = f"{ahead.replace('%', '%%')}; " if ahead else ""
+        cursor.execute(f"{before}EXECUTE {name}{arguments}{after}", values or None)
+        for _ in range(before.count(";")):
+            cursor.nextset()
+        return cursor
 
     def forget(self) -> None:
         """The migration may have deallocated them (``DEALLOCATE``, ``conn.raw``): prepare again on next use,
