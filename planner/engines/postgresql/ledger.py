@@ -195,8 +195,8 @@ class PgLedger:
         """The ledger row deleted and its log row written in one statement: one round trip per rolled back step
         (``run``: as ``record_applied_and_log``'s)."""
         sql, parameters = self._unapplied(migration.version)
-        (run or self.conn.execute)(sql + self._logged(), {**parameters, "action": action, "checksum": migration.checksum,
-                                                          "ms": execution_ms, "detail": detail})
+        parameters.update(action=action, checksum=migration.checksum, ms=execution_ms, detail=detail)
+        (run or self.conn.execute)(sql + self._logged(), parameters)
 
     def log(self, version: str, action: str, outcome: str, checksum: str | None = None,
             execution_ms: int | None = None, detail: str | None = None) -> None:

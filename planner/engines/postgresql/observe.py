@@ -597,7 +597,7 @@ class PgObserver:
         quiet = creates_only(query) or statement.kind == "drop-table" and not may_drop_unnamed(query)
         # The step's savepoint, if not yet open, rides with the count before a drop (one round trip, not two).
         begin = ""
-        if statement.kind == "drop-table":
+        if statement.kind == "drop-table" and statement.tables and leaves_rows_alone(query):
             begin, self._begin = self._begin, ""
         else:
             self.open_step()

@@ -158,7 +158,8 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
         """``sql`` run as a statement the preview prepared (the same text every step: one per ledger table)."""
         statement = _LEDGER_STATEMENTS.get(sql)
         if statement is None:
-            statement = _LEDGER_STATEMENTS[sql] = Statement(f"ledger_{len(_LEDGER_STATEMENTS)}", sql, PARAMETER_TYPES)
+            statement = Statement(f"ledger_{len(_LEDGER_STATEMENTS)}", sql, PARAMETER_TYPES)
+            _LEDGER_STATEMENTS[sql] = statement
         assert self.prepared is not None  # record passes this only then
         self.prepared.execute(self.conn, statement, parameters).close()
 
