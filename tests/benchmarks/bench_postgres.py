@@ -55,7 +55,8 @@
 Starts its own throwaway server (tests/pg_server.py). Run:
 ``python tests/benchmarks/bench_postgres.py [N]`` (N migrations, 1,000 by
 default), or ``python tests/benchmarks/bench_postgres.py [N] --locks [ROUNDS]
-[--base DIR]`` for section 6 alone. A measurement, not a test: it always exits 0.
+[--base DIR] [--only apply|rollback|worst]`` for section 6 alone (or one of its parts; each process's CPU
+time is printed beside its wall time). A measurement, not a test: it always exits 0.
 """
 
 from __future__ import annotations
@@ -222,9 +223,11 @@ RAW_ROLLBACK = ("import sys, psycopg\n"
                 "            conn.execute('DELETE FROM schema_migrations WHERE version = %s', (f'{i:04d}',))\n")
 
 
-def lock_figures(server: PgServer, work: Path, n: int, rounds: int,
-                 base: str | None = None) -> dict[str, dict[str, list[float]]]:
-    """Section 6: wall seconds per variant, for the apply, the rollback and the worst case (see the docstring)."""
+def lock_figures(server: PgServer, work: Path, n: int, rounds: int, base: str | None = None,
+                 only: str | None = None, cpu: dict[str, dict[str, list[float]]] | None = None,
+                 ) -> dict[str, dict[str, list[float]]]:
+    """Section 6: wall seconds per variant, for the apply, the rollback and the worst case (see the docstring);
+    ``only``: that section alone; ``cpu``: filled with each process's CPU seconds, per section and variant."""
     from planner.engines import engine_for
     from planner.loader import load_catalog
     from planner.plan import apply_plan
@@ -294,10 +297,13 @@ def lock_figures(server: PgServer, work: Path, n: int, rounds: int,
                                                                          "--yes", "--no-backup")
     figures: dict[str, dict[str, list[float]]] = {}
     for section, (prepare, commands) in sections.items():
+        if only is not None and section != only:
+            continue
         times: dict[str, list[float]] = {name: [] for name in commands}
+        used = {name: [] for name in commands} if cpu is None else cpu.setdefault(section, {n: [] for n in commands})
         for _ in range(rounds):
             for name, argv in commands.items():
-                run = process(argv(prepare()), work, tree=base if name.startswith("base") else None)
+                run = process(argv(prepare()), work, used[name], tree=base if name.startswith("base") else None)
                 started = time.perf_counter()
                 run()
                 times[name].append(time.perf_counter() - started)
@@ -305,19 +311,28 @@ def lock_figures(server: PgServer, work: Path, n: int, rounds: int,
     return figures
 
 
-def print_lock_figures(figures: dict[str, dict[str, list[float]]], n: int, rounds: int) -> None:
+def print_lock_figures(figures: dict[str, dict[str, list[float]]], n: int, rounds: int,
+                       cpu: dict[str, dict[str, list[float]]] | None = None) -> None:
     what = {"apply": f"6a. apply {n} trivial migrations", "rollback": f"6b. roll back {n // 2} of {n}",
             "worst case": f"6c. apply {n} migrations each altering a table older than the plan"}
     for section, times in figures.items():
         print(f"{what[section]}, whole processes, {rounds} interleaved rounds:")
         baseline = times.get("raw loop")
+        used = (cpu or {}).get(section, {})
         for name, seconds in times.items():
             against = f"; against the raw loop: {paired(seconds, baseline)}" if baseline and name != "raw loop" else ""
             print(f"    {name}: {spread(seconds)}{against}")
+            if used.get(name):  # the client's CPU, which the machine's load disturbs less than the wall clock
+                raw_cpu = used.get("raw loop")
+                versus = f"; against the raw loop: {paired(used[name], raw_cpu)}" if raw_cpu and name != "raw loop" \
+                    else ""
+                print(f"        CPU: {spread(used[name])}{versus}")
         on, off = times["wrapped, analysis on"], times["wrapped, analysis off"]
         print(f"    lock analysis cost (on against off): {paired(on, off)} (target <= 1.10)")
         if "base, wrapped, analysis on" in times:
             print(f"    this tree against the base (both wrapped): {paired(on, times['base, wrapped, analysis on'])}")
+            if used.get("base, wrapped, analysis on"):
+                print(f"        CPU: {paired(used['wrapped, analysis on'], used['base, wrapped, analysis on'])}")
 
 
 def import_times(cwd: Path, rounds: int) -> list[float]:
@@ -435,23 +450,26 @@ def main(n: int = 1000) -> None:
     print_lock_figures(locks, n, APPLY_ROUNDS)
 
 
-def locks_only(n: int, rounds: int = APPLY_ROUNDS, base: str | None = None) -> None:
+def locks_only(n: int, rounds: int = APPLY_ROUNDS, base: str | None = None, only: str | None = None) -> None:
     """Section 6 alone (``--locks``): what the lock analysis costs, and the default path against the raw loop."""
     server = PgServer(find_bin_dir())
     server.start()
+    cpu: dict[str, dict[str, list[float]]] = {}
     try:
-        figures = lock_figures(server, Path(tempfile.mkdtemp(prefix="apm-bench-locks-")), n, rounds, base)
+        figures = lock_figures(server, Path(tempfile.mkdtemp(prefix="apm-bench-locks-")), n, rounds, base, only, cpu)
     finally:
         server.stop()
-    print_lock_figures(figures, n, rounds)
+    print_lock_figures(figures, n, rounds, cpu)
 
 
 if __name__ == "__main__":
     given = sys.argv[1:]
     base_tree = given[given.index("--base") + 1] if "--base" in given[:-1] else None
-    arguments = [a for a in given if not a.startswith("--") and a != base_tree]
+    section = given[given.index("--only") + 1] if "--only" in given[:-1] else None
+    arguments = [a for a in given if not a.startswith("--") and a not in (base_tree, section)]
     count = int(arguments[0]) if arguments else 1000
     if "--locks" in sys.argv:
-        locks_only(count, int(arguments[1]) if len(arguments) > 1 else APPLY_ROUNDS, base_tree)
+        locks_only(count, int(arguments[1]) if len(arguments) > 1 else APPLY_ROUNDS, base_tree,
+                   {"worst": "worst case"}.get(section or "", section))
     else:
         main(count)

@@ -12,6 +12,7 @@ planner and the JSON see no difference between engines.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from planner import versions
@@ -39,6 +40,11 @@ _SHAPE = ("SELECT json_agg(json_build_array(a.attname, format_type(a.atttypid, a
           "WHERE a.attrelid = to_regclass({table}) AND a.attnum > 0 AND NOT a.attisdropped")
 _TIME = "to_char(applied_at, 'YYYY-MM-DD HH24:MI:SS')"
 _NOW = "(now() AT TIME ZONE 'UTC')"
+#: How a step's ledger statement runs: (SQL with ``%(name)s`` placeholders, their values).
+Run = Callable[[str, dict[str, Any]], Any]
+#: The types of those placeholders, for a statement prepared by name (``PgSession.record``).
+PARAMETER_TYPES = {"version": "text", "number": "numeric", "description": "text", "checksum": "text",
+                   "ms": "bigint", "action": "text", "detail": "text"}
 
 
 def quote(name: str) -> str:
@@ -150,16 +156,19 @@ class PgLedger:
         return [str(r[0]) for r in self._rows(f"SELECT version FROM {self.table}")]
 
     def record_applied_and_log(self, migration: Migration, execution_ms: int | None, action: str,
-                               detail: str | None = None) -> None:
-        """The ledger row and its log row in one statement: one round trip per step instead of two."""
-        self.conn.execute(
+                               detail: str | None = None, run: Run | None = None) -> None:
+        """The ledger row and its log row in one statement: one round trip per step instead of two. ``run``: how
+        the statement runs (a preview's, prepared once: ``PgSession.record``); ``conn.execute`` by default."""
+        (run or self.conn.execute)(
             f"WITH ledger AS (INSERT INTO {self.table} (version, description, applied_at, checksum, execution_ms) "
-            f"VALUES (%s, %s, {_NOW}, %s, %s)) "
-            f"INSERT INTO {self.log_table} (version, action, at, checksum, execution_ms, outcome, detail) "
-            f"VALUES (%s, %s, {_NOW}, %s, %s, 'ok', %s)",
-            (migration.version, migration.description, migration.checksum, execution_ms,
-             migration.version, action, migration.checksum, execution_ms, detail),
+            f"VALUES (%(version)s, %(description)s, {_NOW}, %(checksum)s, %(ms)s)) " + self._logged(),
+            {"version": migration.version, "description": migration.description, "checksum": migration.checksum,
+             "ms": execution_ms, "action": action, "detail": detail},
         )
+
+    def _logged(self) -> str:
+        return (f"INSERT INTO {self.log_table} (version, action, at, checksum, execution_ms, outcome, detail) "
+                f"VALUES (%(version)s, %(action)s, {_NOW}, %(checksum)s, %(ms)s, 'ok', %(detail)s)")
 
     def record_applied(self, migration: Migration, execution_ms: int | None) -> None:
         self.conn.execute(
@@ -168,14 +177,26 @@ class PgLedger:
             (migration.version, migration.description, migration.checksum, execution_ms),
         )
 
+    def _unapplied(self, version: str) -> tuple[str, dict[str, Any]]:
+        """``WITH`` parts deleting ``version``'s row, however it was spelled (``27`` or ``0027``): the spelled-out
+        match is looked for only when the exact one deleted nothing (its scan is skipped otherwise)."""
+        return (f"WITH exact AS (DELETE FROM {self.table} WHERE version = %(version)s RETURNING 1), "
+                f"spelled AS (DELETE FROM {self.table} WHERE NOT EXISTS (SELECT FROM exact) "
+                f"AND version ~ '^[0-9]+$' AND version::numeric = %(number)s RETURNING 1) ",
+                {"version": version, "number": versions.number(version)})
+
     def record_unapplied(self, version: str) -> None:
         """Delete ``version``'s row, however it was spelled (``27`` or ``0027``)."""
-        cursor = self.conn.execute(f"DELETE FROM {self.table} WHERE version = %s", (version,))
-        value = versions.number(version)
-        if cursor.rowcount == 0 and value is not None:
-            self.conn.execute(
-                f"DELETE FROM {self.table} WHERE version ~ '^[0-9]+$' AND version::numeric = %s", (value,)
-            )
+        sql, parameters = self._unapplied(version)
+        self.conn.execute(sql + "SELECT", parameters)
+
+    def record_unapplied_and_log(self, migration: Migration, execution_ms: int | None, action: str,
+                                 detail: str | None = None, run: Run | None = None) -> None:
+        """The ledger row deleted and its log row written in one statement: one round trip per rolled back step
+        (``run``: as ``record_applied_and_log``'s)."""
+        sql, parameters = self._unapplied(migration.version)
+        parameters.update(action=action, checksum=migration.checksum, ms=execution_ms, detail=detail)
+        (run or self.conn.execute)(sql + self._logged(), parameters)
 
     def log(self, version: str, action: str, outcome: str, checksum: str | None = None,
             execution_ms: int | None = None, detail: str | None = None) -> None:

@@ -134,6 +134,7 @@ from planner.engines.postgresql.sql import (
     tokens,
 )
 from planner.engines.postgresql.step_catalog import STEP_SAVEPOINT, Gates, PreparedSet, begin_step, read_step
+from planner.engines.postgresql.step_catalog import Statement as PreparedStatement
 from planner.preview import DataImpact, ImpactKind
 from planner.schema import SchemaChange
 
@@ -174,42 +175,73 @@ SELECT child::bigint, array_agg(parent::bigint) FROM up WHERE child <> parent GR
 COUNT_SAVEPOINT = "apm_preview_count"
 
 
-def fetch(conn: Any, sql: str, parameters: Any = None, *, rows: bool = False) -> Any:
+def fetch(conn: Any, sql: str, parameters: Any = None, *, rows: bool = False, begin: str = "") -> Any:
     """One row (or every row) of a counting query, inside a savepoint; ``None`` if it failed.
 
     The savepoint, the query and the release go in one round trip (a simple query, its parameters bound here),
-    not three: a rollback preview counts the rows of every table it drops.
+    not three: a rollback preview counts the rows of every table it drops. ``begin``: statements sent ahead of
+    them in the same round trip (the step's savepoint, ``PgObserver.open_step``).
     """
     # optional dependency: psycopg is installed with an extra
     import psycopg
 
     try:
         with psycopg.ClientCursor(conn) as cursor:
-            cursor.execute(f"SAVEPOINT {COUNT_SAVEPOINT}; {sql}; RELEASE SAVEPOINT {COUNT_SAVEPOINT}", parameters)
-            cursor.nextset()
+            ahead = f"{begin.replace('%', '%%')}; " if begin else ""
+            cursor.execute(f"{ahead}SAVEPOINT {COUNT_SAVEPOINT}; {sql}; RELEASE SAVEPOINT {COUNT_SAVEPOINT}",
+                           parameters)
+            for _ in range(ahead.count(";") + 1):
+                cursor.nextset()
             return cursor.fetchall() if rows else cursor.fetchone()
     except Exception:  # the migration's own statement will meet the real problem, if any
-        try:
-            conn.execute(f"ROLLBACK TO SAVEPOINT {COUNT_SAVEPOINT}; RELEASE SAVEPOINT {COUNT_SAVEPOINT}")
-        except Exception:
-            pass  # the connection itself failed: the migration's next statement says so
+        _undo_count(conn)
         return None
 
 
-def table_rows(conn: Any, table: str, *, only: bool = False) -> tuple[int, list[int], list[int] | None] | None:
+def _undo_count(conn: Any) -> None:
+    """After a counting query failed: its savepoint undone, so the migration's statement runs as it would have."""
+    try:
+        conn.execute(f"ROLLBACK TO SAVEPOINT {COUNT_SAVEPOINT}; RELEASE SAVEPOINT {COUNT_SAVEPOINT}")
+    except Exception:
+        pass  # the connection itself failed: the migration's next statement says so
+
+
+#: What dropping a table removes besides its rows: whether it has (or had) inheriting tables, its oid, and, for
+#: a table with no inheritance link and no foreign key, its indexes' oids (else NULL).
+_DROPPED = ("SELECT relhassubclass, c.oid::bigint, "
+            "CASE WHEN NOT relhassubclass AND NOT EXISTS (SELECT FROM pg_inherits WHERE inhrelid = c.oid) "
+            "AND NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = c.oid AND contype = 'f') "
+            "THEN ARRAY(SELECT indexrelid::bigint FROM pg_index WHERE indrelid = c.oid) END "
+            "FROM pg_class c WHERE c.oid = %(table)s::regclass")
+_PREPARED_DROPPED = PreparedStatement("dropped", _DROPPED, {"table": "text"})
+
+
+def table_rows(conn: Any, table: str, *, only: bool = False, begin: str = "",
+               prepared: PreparedSet | None = None) -> tuple[int, list[int], list[int] | None] | None:
     """Rows of ``table`` (its inheriting tables' too unless ``only``), the oids of the table's family, and, for a
     table with no inheritance link and no foreign key, its oid and its indexes': all that dropping it removes
     from the catalog's relations and writes nothing else (``None`` for another table).
 
     The family is asked for only when the table has (or once had) an inheriting table: planning its recursive
-    query cost more than the count of a rollback's empty tables.
+    query cost more than the count of a rollback's empty tables. With ``prepared`` (the runner's preview) the
+    catalog part is planned once per preview, the count beside it in the same round trip.
     """
     name = qualified(table)
-    row = fetch(conn, f"SELECT (SELECT count(*) FROM {'ONLY ' if only else ''}{name}), relhassubclass, c.oid::bigint, "
-                      "CASE WHEN NOT relhassubclass AND NOT EXISTS (SELECT FROM pg_inherits WHERE inhrelid = c.oid) "
-                      "AND NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = c.oid AND contype = 'f') "
-                      "THEN ARRAY(SELECT indexrelid::bigint FROM pg_index WHERE indrelid = c.oid) END "
-                      "FROM pg_class c WHERE c.oid = %s::regclass", (name,))
+    count = f"SELECT count(*) FROM {'ONLY ' if only else ''}{name}"
+    if prepared is None:
+        row = fetch(conn, f"SELECT ({count}), {_DROPPED[len('SELECT '):]}".replace("%(table)s", "%s"), (name,),
+                    begin=begin)
+    else:
+        try:
+            cursor = prepared.execute(conn, _PREPARED_DROPPED, {"table": name},
+                                      ahead=f"{begin + '; ' if begin else ''}SAVEPOINT {COUNT_SAVEPOINT}",
+                                      then=f"{count}; RELEASE SAVEPOINT {COUNT_SAVEPOINT}")
+            found = cursor.fetchone()
+            cursor.nextset()
+            row = None if found is None else (cursor.fetchone()[0], *found)
+        except Exception:  # the migration's own statement will meet the real problem, if any
+            _undo_count(conn)
+            row = None
     if row is None:
         return None
     return row[0], family(conn, table) if row[1] else [row[2]], None if row[3] is None else [row[2], *row[3]]
@@ -481,6 +513,8 @@ class PgObserver:
         self._deleted_own: dict[str, int] = {}
         self._gates: Gates | None = None
         self._stepping = False  # a step's savepoint is open (``postgresql.step_catalog``)
+        self._begin = ""  # the step's savepoint, not yet sent (``open_step``)
+        self._eager = False  # the next step's savepoint is sent at its start, not deferred
         self._opened = False  # the next step's savepoint is open already (``read_step`` with ``prepared``)
         self._tally = RowTally()
         self._accounted = Accounted()
@@ -508,13 +542,28 @@ class PgObserver:
         if self._objects is None:
             self._objects = Objects.read(self.conn)
         if not self._opened:  # a prepared reading opened it already, in its own round trip
-            begin_step(self.conn, self._stepping)  # the step's catalog rows carry its own transaction id
-        self._stepping, self._opened = True, False
+            # The step's catalog rows carry its own transaction id. In the runner's preview the savepoint goes
+            # ahead of the step's first statement (``open_step``): a rollback's count before each drop carries it.
+            self._begin = begin_step(self._stepping)
+            if self.prepared is None or self._eager:
+                self.open_step()
+        self._stepping, self._opened, self._eager = True, False, False
         self.running = True
+
+    def open_step(self, eager: bool = False) -> None:
+        """Open the step's savepoint if it is not yet. Whatever runs on the connection during a step runs after
+        it: the observer's readings and the migration's statements (``before``, ``unwatched``, ``end_step``), the
+        session's checks, lock settings and ledger rows (``PgSession.open_step``). ``eager``: the next step's
+        opens at its start (a rehearsed step's savepoint goes inside it, ``Session.rehearse``)."""
+        begin, self._begin = self._begin, ""
+        if begin:
+            self.conn.execute(begin)
+        self._eager = self._eager or eager
 
     def unwatched(self) -> None:
         """The migration reached past the proxy (``conn.raw``): what it runs there is seen by the counters only."""
         if self.running:
+            self.open_step()
             self._quiet = False
             self.settle(during_step=True)
             self._count_from_here()
@@ -528,6 +577,7 @@ class PgObserver:
                 self._counted_from = read_counters(cursor)
 
     def stop(self) -> None:
+        self._begin = ""  # the step failed before it ran anything: there is nothing of it to undo
         self.settle(failed=True)
         self.running = False
         self._last, self._gates, self._stepping, self._objects = None, None, False, None
@@ -545,11 +595,18 @@ class PgObserver:
         statement = self._statement = classify(query)
         self._pending, self._truncating = None, None
         quiet = creates_only(query) or statement.kind == "drop-table" and not may_drop_unnamed(query)
+        # The step's savepoint, if not yet open, rides with the count before a drop (one round trip, not two).
+        begin = ""
+        if statement.kind == "drop-table" and statement.tables and leaves_rows_alone(query):
+            begin, self._begin = self._begin, ""
+        else:
+            self.open_step()
         if not leaves_rows_alone(query):
             self._count_from_here()
         if statement.kind == "drop-table":
             for table in statement.tables:
-                found = table_rows(self.conn, table)
+                found = table_rows(self.conn, table, begin=begin, prepared=self.prepared)
+                begin = ""
                 # It drops just that, which the step found there (not one a waiting step made: gone unread).
                 quiet = (quiet and found is not None and found[2] is not None and self._start is not None
                          and found[2][0] in self._start.relations)
@@ -709,6 +766,7 @@ class PgObserver:
     # -- per step ----------------------------------------------------------------------
 
     def end_step(self) -> tuple[list[SchemaChange], list[DataImpact], list[str]]:
+        self.open_step()  # a step that ran nothing: its reading still needs its savepoint
         self.running = False
         gates = self._gates
         if (self._quiet and self.prepared is not None and gates is not None and gates.step is not None

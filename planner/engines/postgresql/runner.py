@@ -28,15 +28,15 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from planner.engines.postgresql.connection import PgMigrationConnection
-from planner.engines.postgresql.ledger import PgLedger
+from planner.engines.postgresql.ledger import PARAMETER_TYPES, PgLedger
 from planner.engines.postgresql.lock_timeout import LockGuard, apply_declared, is_lock_timeout
 from planner.engines.postgresql.locks import attach, lock_watch
 from planner.engines.postgresql.observe import PgObserver
 from planner.engines.postgresql.outside import Checked, Rehearsed
-from planner.engines.postgresql.step_catalog import PreparedSet
+from planner.engines.postgresql.step_catalog import PreparedSet, Statement
 from planner.errors import NonTransactionalFailed
 from planner.events import Event, Replanned, RunResult, emit
-from planner.ledger import APPLY, OK, LedgerEntry
+from planner.ledger import APPLY, LedgerEntry
 from planner.locks import LockPolicy, LockSettings
 from planner.marks import MarksThroughSessions
 from planner.plan import Plan, Step, refuse_non_transactional
@@ -71,6 +71,10 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
         self._deferrable: bool | None = None
         #: A preview's ``PgObserver.settle``: the catalog readings that waited, read before the transaction ends.
         self.settle_preview: Callable[..., None] | None = None
+        #: A preview's ``PgObserver.open_step``: the step's savepoint, opened before the session's own statements.
+        self.open_step: Callable[..., None] = lambda eager=False: None
+        #: A preview's statements prepared by name: the ledger rows' statement is planned once, not per step.
+        self.prepared: PreparedSet | None = None
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -105,6 +109,7 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
                        declared=step.migration.lock_timeout, allow=step.migration.allow)
 
     def rehearsal_for(self, step: Step) -> Rehearsed:
+        self.open_step(eager=True)  # the rehearsal's own savepoint comes after the step's, not around it
         return Rehearsed(self.conn, step.version, step.direction)
 
     def call(self, step: Step, function: Callable[[PgMigrationConnection], object], proxy: PgMigrationConnection,
@@ -116,6 +121,7 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
         if declared is None or self.locks is None:
             function(proxy)
         else:
+            self.open_step()
             apply_declared(self.conn, declared, self.locks.settings, lambda: function(proxy))
 
     def explained(self, step: Step, error: Exception) -> Exception:
@@ -128,6 +134,7 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
         Only a database that has deferrable constraints (or may have just got
         one: the migration's SQL mentioned deferring) needs the round trip.
         """
+        self.open_step()
         if self._deferrable is None:
             row = self.conn.execute("SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE condeferrable)").fetchone()
             self._deferrable = bool(row and row[0])  # EXISTS always answers one row
@@ -138,13 +145,26 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
     def record(self, step: Step, execution_ms: int | None, action: str | None = None,
                detail: str | None = None) -> None:
         migration = step.migration
+        self.open_step()
+        run = self._prepared if self.prepared is not None else None
         if step.direction == APPLY:
-            self.ledger.record_applied_and_log(migration, execution_ms, action or step.direction, detail)
+            self.ledger.record_applied_and_log(migration, execution_ms, action or step.direction, detail, run)
             return
-        self.ledger.record_unapplied(migration.version)
         for replaced in migration.replaces:  # a squash applied as its chain: those rows are its row
             self.ledger.record_unapplied(replaced)
-        self.ledger.log(migration.version, action or step.direction, OK, migration.checksum, execution_ms, detail)
+        self.ledger.record_unapplied_and_log(migration, execution_ms, action or step.direction, detail, run)
+
+    def _prepared(self, sql: str, parameters: dict[str, Any]) -> None:
+        """``sql`` run as a statement the preview prepared (the same text every step: one per ledger table)."""
+        statement = _LEDGER_STATEMENTS.get(sql)
+        if statement is None:
+            statement = Statement(f"ledger_{len(_LEDGER_STATEMENTS)}", sql, PARAMETER_TYPES)
+            _LEDGER_STATEMENTS[sql] = statement
+        assert self.prepared is not None  # record passes this only then
+        self.prepared.execute(self.conn, statement, parameters).close()
+
+
+_LEDGER_STATEMENTS: dict[str, Statement] = {}
 
 
 def _judged(accept: Callable[[Preview], bool] | None, watch: Any, engine: Any) -> Callable[[Preview], bool] | None:
@@ -250,7 +270,8 @@ class PgRunner(MarksThroughSessions):
                 session = PgSession(conn, ledger, plan, catalog=self.catalog, atomic=True, locks=guard,
                                     before=before)
                 observer = PgObserver(conn, ledger.log_table, capture_sql=capture_sql, prepared=PreparedSet())
-                session.settle_preview = observer.settle
+                session.settle_preview, session.open_step = observer.settle, observer.open_step
+                session.prepared = observer.prepared
                 watch = lock_watch(observer, conn, self.engine, guard.settings)
                 session.preview(result, watch, make_plan=make_plan, accept=_judged(accept, watch, self.engine),
                                 on_event=on_event)

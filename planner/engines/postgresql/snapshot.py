@@ -2,8 +2,10 @@
 
 Two things are read in one round trip. The catalog (``pg_class``,
 ``pg_attribute``) of the user schemas: by name, to tell the schema changes
-a step made, and by oid, to tell which tables and columns vanished, however
-they were dropped (``DROP SCHEMA ... CASCADE``, a ``DO`` block, a trigger).
+a step made (a column by its whole definition, ``postgresql.schema.COLUMN_PARTS``:
+a ``SET NOT NULL`` or a new default changes no type, so they read as "no
+schema or data change" while only types were read), and by oid, to tell
+which tables and columns vanished, however they were dropped (``DROP SCHEMA ... CASCADE``, a ``DO`` block, a trigger).
 And the counters behind ``pg_stat_xact_user_tables``: the rows the open transaction has deleted
 and updated per table, counted by the server wherever it happened (a
 function, a trigger, an ``ON DELETE CASCADE``, ``conn.raw``). Differences
@@ -37,8 +39,9 @@ from functools import cached_property
 from typing import Any
 
 from planner.engines.postgresql.ledger import quote
+from planner.engines.postgresql.schema import COLUMN_JOINS, COLUMN_PARTS
 from planner.ledger import LOG_TABLE, TABLE
-from planner.schema import ObjectKind, SchemaChange
+from planner.schema import Column, ObjectKind, SchemaChange
 
 
 def _literal(text: str) -> str:
@@ -52,9 +55,10 @@ _USER_RELATIONS = (f"n.nspname NOT IN ('pg_catalog', 'information_schema') AND n
 #: out, as SQLite's automatic indexes are, so both engines report the same schema changes.
 CATALOG_OF = f"""
 SELECT c.oid::bigint, c.relfilenode::bigint, n.nspname, c.relname, c.relkind, a.attnum, a.attname,
-       format_type(a.atttypid, a.atttypmod), CASE WHEN c.relkind = 'v' AND a.attnum = 1 THEN pg_get_viewdef(c.oid) END
+       {COLUMN_PARTS}, CASE WHEN c.relkind = 'v' AND a.attnum = 1 THEN pg_get_viewdef(c.oid) END
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v')
+{COLUMN_JOINS}
 WHERE c.relkind IN ('r', 'p', 'v', 'i') AND {_USER_RELATIONS} AND {{only}}
   AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = c.oid AND k.contype IN ('p', 'u', 'x'))
 """
@@ -99,7 +103,8 @@ class Relation:
     #: the storage file (``relfilenode``): a new one means the table was emptied or rewritten (``TRUNCATE``,
     #: and ``ALTER TABLE``, ``CLUSTER`` rewrites that keep the rows).
     filenode: int
-    #: attnum -> (column name, type); an attnum outlives a rename and is never reused. Empty for an index.
+    #: attnum -> (column name, definition as ``Column.definition`` says it: type, NOT NULL, default, identity or
+    #: generated clause); an attnum outlives a rename and is never reused. Empty for an index.
     columns: dict[int, tuple[str, str]]
     #: A view's query as the server prints it (``pg_get_viewdef``): a view recreated with another is changed.
     definition: str | None = None
@@ -190,7 +195,7 @@ def take(conn: Any, *, counters: bool = True) -> Snapshot:
 def relations_of(rows: list[tuple]) -> dict[int, Relation]:
     """The relations in rows of ``_CATALOG``'s shape (one per column, or one for a relation without any)."""
     relations: dict[int, Relation] = {}
-    for oid, filenode, schema, name, kind, attnum, column, type_, definition in rows:
+    for oid, filenode, schema, name, kind, attnum, column, type_, notnull, default, extra, definition in rows:
         relation = relations.get(oid)
         if relation is None:
             relation = relations[oid] = Relation(shown(schema, name), _KINDS[kind], filenode, {}, definition)
@@ -198,7 +203,8 @@ def relations_of(rows: list[tuple]) -> dict[int, Relation]:
             relations[oid] = relation = Relation(relation.name, relation.kind, relation.filenode, relation.columns,
                                                  definition)
         if column is not None:
-            relation.columns[attnum] = (column, type_)
+            definition_ = Column(column, type_, notnull == "t", default, 0, 0, extra).definition()
+            relation.columns[attnum] = (column, definition_)
     return relations
 
 
@@ -234,7 +240,9 @@ def schema_changes(old: Snapshot, new: Snapshot) -> list[SchemaChange]:
         if (table, column) not in new.columns and new.objects.get(table) == "table" == old.objects[table]:
             changes.append(SchemaChange("column", "removed", column, table))
     for key in sorted(old.columns.keys() & new.columns.keys()):
-        if old.columns[key] != new.columns[key]:  # ALTER COLUMN ... TYPE: SQLite has no such change in place
+        # ALTER COLUMN ... TYPE, SET/DROP NOT NULL, SET/DROP DEFAULT...: SQLite has no such change in place, and
+        # the schema model's words (the rehearsal's, drift's) say it.
+        if old.columns[key] != new.columns[key]:
             changes.append(SchemaChange("column", "changed", key[1], key[0], old.columns[key], new.columns[key]))
     return changes
 
@@ -245,19 +253,22 @@ _USER = ("n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NO
          "AND n.nspname NOT LIKE 'pg_temp%%'")
 _LEDGER = f"c.relname NOT IN ('{TABLE}', '{LOG_TABLE}')"
 
-#: (oid, kind, name, schema, table) of every user trigger, constraint and function passing the gates:
-#: ``{trigger}``, ``{constraint}``, ``{function}`` are each a condition on that catalog's row alias.
+#: (oid, kind, name, schema, table, definition) of every user trigger, constraint and function passing the gates:
+#: ``{trigger}``, ``{constraint}``, ``{function}`` are each a condition on that catalog's row alias. The definition
+#: (as ``postgresql.schema`` reads it: a function by its result and a hash of its body) tells one changed in place
+#: (``VALIDATE CONSTRAINT``, ``CREATE OR REPLACE``).
 OBJECTS_OF = f"""
 SELECT t.oid::bigint AS oid, 'trigger' AS kind, t.tgname::text AS name, n.nspname::text AS schema,
-       c.relname::text AS tbl
+       c.relname::text AS tbl, pg_get_triggerdef(t.oid) AS def
 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE NOT t.tgisinternal AND {_USER} AND {_LEDGER} AND {{trigger}}
 UNION ALL
-SELECT k.oid::bigint, 'constraint', k.conname::text, n.nspname::text, c.relname::text
+SELECT k.oid::bigint, 'constraint', k.conname::text, n.nspname::text, c.relname::text, pg_get_constraintdef(k.oid)
 FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE k.contype IN ('c', 'f', 'p', 'u', 'x') AND {_USER} AND {_LEDGER} AND {{constraint}}
 UNION ALL
-SELECT p.oid::bigint, 'function', p.proname::text, n.nspname::text, NULL
+SELECT p.oid::bigint, 'function', p.proname::text, n.nspname::text, NULL,
+       coalesce(pg_get_function_result(p.oid), '') || ' ' || md5(coalesce(p.prosrc, ''))
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE {_USER} AND {{function}}
   AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = {_PROC} AND d.objid = p.oid AND d.deptype = 'e')
@@ -284,7 +295,7 @@ def _written(alias: str, catalog: str, gate: str) -> str:
 #: Two columns for ``postgresql.step_catalog``'s statement: the objects written since the last reading, as JSON
 #: (NULL when there are none), and, if some were deleted, the oids of all that remain (else NULL).
 STEP_COLUMNS = f"""
-(SELECT json_agg(json_build_array(o.oid, o.kind, o.name, o.schema, o.tbl)) FROM ({OBJECTS_OF.format(
+(SELECT json_agg(json_build_array(o.oid, o.kind, o.name, o.schema, o.tbl, o.def)) FROM ({OBJECTS_OF.format(
     trigger=_written("t", _TRIGGER, "trigger_writes"), constraint=_written("k", _CONSTRAINT, "constraint_writes"),
     function=_written("p", _PROC, "function_writes"))}) o),
 CASE WHEN {_counted('deleted', _TRIGGER)} + {_counted('deleted', _CONSTRAINT)} + {_counted('deleted', _PROC)}
@@ -294,11 +305,15 @@ CASE WHEN {_counted('deleted', _TRIGGER)} + {_counted('deleted', _CONSTRAINT)} +
 """
 
 
+#: One constraint, trigger or function: (kind, name as shown, table as shown or ``None``, definition).
+Entry = tuple[ObjectKind, str, "str | None", "str | None"]
+
+
 @dataclass
 class Objects:
-    """Constraints, triggers and functions by oid: (kind, name as shown, table as shown or ``None``)."""
+    """Constraints, triggers and functions by oid (``Entry``)."""
 
-    known: dict[int, tuple[str, str, str | None]] = field(default_factory=dict)
+    known: dict[int, Entry] = field(default_factory=dict)
 
     @classmethod
     def read(cls, conn: Any) -> Objects:
@@ -308,8 +323,8 @@ class Objects:
 
     def update(self, written: list | None, present: list[int] | None) -> tuple[dict, dict]:
         """Take a step's reading in; return what it added and what it removed (oid -> entry)."""
-        added: dict[int, tuple[str, str, str | None]] = {}
-        removed: dict[int, tuple[str, str, str | None]] = {}
+        added: dict[int, Entry] = {}
+        removed: dict[int, Entry] = {}
         if present is not None:
             remaining = set(present)
             for oid in [oid for oid in self.known if oid not in remaining]:
@@ -318,32 +333,36 @@ class Objects:
             before = self.known.get(oid)
             if before != entry:
                 if before is not None:
-                    removed[oid] = before  # renamed: the old name went, the new one came
+                    removed[oid] = before  # renamed or changed: the old one went, the new one came
                 added[oid] = self.known[oid] = entry
         return added, removed
 
 
-def _entries(rows: list) -> list[tuple[int, tuple[str, str, str | None]]]:
+def _entries(rows: list) -> list[tuple[int, Entry]]:
     return [(oid, (kind, name if table is None and schema == "public" else
                    (f"{schema}.{name}" if table is None else name),
-                   None if table is None else shown(schema, table)))
-            for oid, kind, name, schema, table in rows]
+                   None if table is None else shown(schema, table), definition))
+            for oid, kind, name, schema, table, definition in rows]
 
 
 def object_changes(added: dict, removed: dict, tables_added: set[str], tables_removed: set[str]) -> list[SchemaChange]:
-    """The lines for what a step added and removed, by name: a constraint of a table the step created or
-    dropped is part of that table (SQLite's preview has no separate line for it either)."""
-    def names(entries: dict) -> set[tuple[ObjectKind, str, str | None]]:
-        return set(entries.values())
+    """The lines for what a step added, removed and changed, by name (one removed and added again under its name
+    with another definition is changed, as SQLite's preview says a trigger made again): a constraint of a table
+    the step created or dropped is part of that table (SQLite's preview has no separate line for it either)."""
+    def named(entries: dict[int, Entry]) -> dict[tuple[ObjectKind, str, str | None], str | None]:
+        return {entry[:3]: entry[3] for entry in entries.values()}
 
-    new, old = names(added), names(removed)
+    new, old = named(added), named(removed)
     changes = []
-    for kind, name, table in sorted(old - new, key=_order):
+    for kind, name, table in sorted(old.keys() - new.keys(), key=_order):
         if not (kind == "constraint" and table in tables_removed):
             changes.append(SchemaChange(kind, "removed", name, table))
-    for kind, name, table in sorted(new - old, key=_order):
+    for kind, name, table in sorted(new.keys() - old.keys(), key=_order):
         if not (kind == "constraint" and table in tables_added):
             changes.append(SchemaChange(kind, "added", name, table))
+    for key in sorted(new.keys() & old.keys(), key=_order):
+        if old[key] != new[key]:
+            changes.append(SchemaChange(key[0], "changed", key[1], key[2], old[key], new[key]))
     return changes
 
 

@@ -108,11 +108,12 @@ class PreparedSet:
         self._names: dict[str, str] = {}
 
     def execute(self, conn: Any, statement: Statement, parameters: dict[str, Any] | None = None,
-                then: str = "") -> Any:
+                then: str = "", ahead: str = "") -> Any:
         """A cursor holding ``statement``'s rows; prepared first when this preview has not yet.
 
         ``then``: statements without parameters sent behind it in the same round trip (one simple query), whose
-        results the cursor skips: the preview opens the next step's savepoint this way.
+        results follow (``nextset``): the preview opens the next step's savepoint this way. ``ahead``: statements
+        sent before it, whose results the cursor skips (the count before a drop, ``observe.table_rows``).
         """
         # optional dependency: psycopg is installed with an extra
         import psycopg
@@ -128,7 +129,11 @@ class PreparedSet:
         values = [(parameters or {})[key] for key in statement.order]
         arguments = f"({', '.join(['%s'] * len(values))})" if values else ""
         after = f"; {then.replace('%', '%%')}" if then else ""
-        return cursor.execute(f"EXECUTE {name}{arguments}{after}", values or None)
+        before = f"{ahead.replace('%', '%%')}; " if ahead else ""
+        cursor.execute(f"{before}EXECUTE {name}{arguments}{after}", values or None)
+        for _ in range(before.count(";")):
+            cursor.nextset()
+        return cursor
 
     def forget(self) -> None:
         """The migration may have deallocated them (``DEALLOCATE``, ``conn.raw``): prepare again on next use,
@@ -195,12 +200,13 @@ FROM (SELECT 1) one LEFT JOIN ({CATALOG_OF.format(only="c.oid = ANY((SELECT oids
 """
 
 
-def begin_step(conn: Any, after_another: bool) -> None:
-    """The step's savepoint (``after_another``: the last step's released first, in the same round trip).
+def begin_step(after_another: bool) -> str:
+    """The statements opening the step's savepoint (``after_another``: the last step's released first), sent in
+    one round trip, or ahead of the step's first statement of its own (``PgObserver.open_step``).
 
     A prepared reading (``read_step(..., prepared=...)``) already opened it, behind the last step's reading.
     """
-    conn.execute(f"RELEASE SAVEPOINT {STEP_SAVEPOINT}; " * after_another + f"SAVEPOINT {STEP_SAVEPOINT}")
+    return f"RELEASE SAVEPOINT {STEP_SAVEPOINT}; " * after_another + f"SAVEPOINT {STEP_SAVEPOINT}"
 
 
 _PARAMETER_TYPES = {"step": "text", "class_writes": "bigint", "attribute_updates": "bigint", "class_deletes": "bigint",
