@@ -99,3 +99,30 @@ def test_a_new_not_null_reads_as_a_change_on_postgresql_and_a_rebuild_on_sqlite(
     code, lines = found["postgresql"]
     assert [line for line in lines if ": lock " not in line] == [
         "0001 apply: changes column t.a: text → text NOT NULL"]
+
+
+def test_a_rename_is_a_rename_on_both_engines_not_a_drop_and_an_add(pg_url, catalog_dir, tmp_path):
+    """A column, a table (and, on PostgreSQL, an index and a view) renamed keep their oid or attnum: one
+    ``renames`` line each, the same words on both engines, and no column reads as dropped (a reader of the JSON
+    would see the loss of its values)."""
+    setup = ("CREATE TABLE events (id INTEGER PRIMARY KEY, kind TEXT); INSERT INTO events VALUES (1, 'a');"
+             "CREATE INDEX events_by_kind ON events (kind); CREATE VIEW recent AS SELECT id FROM events")
+    found = both_engines(pg_url, catalog_dir, tmp_path, setup,
+                         "conn.execute('ALTER TABLE events RENAME COLUMN kind TO event_kind')",
+                         "conn.execute('ALTER TABLE events RENAME TO happenings')")
+    expected = ["0001 apply: renames column events.kind to event_kind", "0002 apply: renames table events to happenings"]
+    for engine, (code, lines) in found.items():
+        assert code == 0 and [line for line in lines if line.startswith("000")] == expected, (engine, lines)
+
+    for n, statement in ((3, "ALTER INDEX events_by_kind RENAME TO happenings_by_kind"),
+                         (4, "ALTER VIEW recent RENAME TO latest")):
+        write_migration(catalog_dir, f"{n:04d}", f"Step {n}", depends_on=(f"{n - 1:04d}",),
+                        upgrade=f"conn.execute({statement!r})")
+    code, report = dry_run(pg_url, catalog_dir)
+    assert code == 0, report
+    assert [line for line in report["lines"] if line.startswith(("0003", "0004"))] == [
+        "0003 apply: renames index events_by_kind to happenings_by_kind", "0004 apply: renames view recent to latest"]
+    column = report["steps"][0]["changes"]
+    assert [(c["kind"], c["action"], c["table"], c["before"], c["after"]) for c in column] == [
+        ("column", "renamed", "events", "kind", "event_kind")]
+    assert not report["loses_data"]

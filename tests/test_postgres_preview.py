@@ -139,7 +139,7 @@ def test_a_plan_that_only_creates_and_inserts_is_not_flagged(pg_url, catalog_dir
     assert code == 0 and not report["loses_data"] and report["unchecked"] == []
     changes = {(c["kind"], c["action"], c["name"]) for c in report["steps"][0]["changes"]}
     assert impact(report) == {} and {("table", "added", "t"), ("index", "added", "t_v")} <= changes
-    assert ("table", "removed", "a") in changes and ("table", "added", "a2") in changes  # renamed: no loss
+    assert ("table", "renamed", "a2") in changes and ("column", "renamed", "ident") in changes  # no loss
     assert apm(pg_url, "migrate", catalog=catalog_dir).returncode == 0
     assert query(pg_url, "SELECT count(*) FROM t") == [(3,)] and applied(pg_url) == ["0001"]
 

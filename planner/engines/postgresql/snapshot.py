@@ -220,24 +220,43 @@ def rewritten_tables(old: Snapshot, new: Snapshot) -> list[int]:
 
 
 def schema_changes(old: Snapshot, new: Snapshot) -> list[SchemaChange]:
-    """Tables, views, indexes and columns added or removed between two snapshots, by name."""
+    """Tables, views, indexes and columns added, removed, renamed or changed between two snapshots.
+
+    By name, except renames: a relation keeps its oid and a column its attnum through ``RENAME``, so one with
+    a new name under the same oid (attnum) is renamed, as SQLite's preview says it, not dropped and added (a
+    column dropped would read as the loss of its values to whoever reads the JSON)."""
     changes: list[SchemaChange] = []
+    renamed = [(old.relations[oid], new.relations[oid]) for oid in sorted(old.relations.keys() & new.relations.keys())
+               if old.relations[oid].name != new.relations[oid].name]
+    gone, came = {before.name for before, _ in renamed}, {after.name for _, after in renamed}
+    for before, after in renamed:
+        changes.append(SchemaChange(after.kind, "renamed", after.name, before=before.name, after=after.name))
     for name, kind in sorted(new.objects.items()):
-        if name not in old.objects:
+        if name not in old.objects and name not in came:
             changes.append(SchemaChange(kind, "added", name))
     for name, kind in sorted(old.objects.items()):
-        if name not in new.objects:
+        if name not in new.objects and name not in gone:
             changes.append(SchemaChange(kind, "removed", name))
     for name in sorted(old.definitions.keys() & new.definitions.keys()):  # a view made again, with another query
         if old.definitions[name] != new.definitions[name]:
             changes.append(SchemaChange("view", "changed", name, before=old.definitions[name],
                                         after=new.definitions[name]))
+    columns_gone, columns_came = set(), set()
+    for key in sorted(old.table_columns.keys() & new.table_columns.keys()):
+        before, after = old.table_columns[key], new.table_columns[key]
+        if before != after:
+            table = new.tables[key[0]]
+            columns_gone.add((old.tables[key[0]], before))
+            columns_came.add((table, after))
+            changes.append(SchemaChange("column", "renamed", after, table, before=before, after=after))
     # A view's columns follow its query: a view is changed as a whole (as SQLite's preview says it).
     for table, column in sorted(new.columns):
-        if (table, column) not in old.columns and old.objects.get(table) == "table" == new.objects[table]:
+        if (table, column) not in old.columns and old.objects.get(table) == "table" == new.objects[table] \
+                and (table, column) not in columns_came:
             changes.append(SchemaChange("column", "added", column, table))  # as SQLite's preview says it
     for table, column in sorted(old.columns):
-        if (table, column) not in new.columns and new.objects.get(table) == "table" == old.objects[table]:
+        if (table, column) not in new.columns and new.objects.get(table) == "table" == old.objects[table] \
+                and (table, column) not in columns_gone:
             changes.append(SchemaChange("column", "removed", column, table))
     for key in sorted(old.columns.keys() & new.columns.keys()):
         # ALTER COLUMN ... TYPE, SET/DROP NOT NULL, SET/DROP DEFAULT...: SQLite has no such change in place, and
