@@ -128,19 +128,58 @@ from planner.sql import quote_identifier
 #: The SQL function the triggers' ``WHEN`` calls (per connection, like the TEMP triggers).
 FUNCTION = "apm_preview_count"
 _KINDS = ("set", "overwritten")  # slot offsets 0 and 1 of an UPDATE counter; a DELETE counter uses offset 0
+#: A column's trigger gives way to a snapshot once it has counted this many changed values, or an eighth of its
+#: table's rowid span if that is more. By then the trigger has cost about what copying and comparing the table
+#: costs (a row trigger is about 7,000 instructions an updated row, copying and comparing a row under 1,000), so
+#: a step never pays much more than the cheaper of the two, and one that updates a few rows of a big table
+#: copies nothing.
+SNAPSHOT_AFTER = 1000
+_SNAPSHOT_SHARE = 32
+#: A table whose rowids span more than this keeps its triggers: its copy, in RAM, would be too big.
+SNAPSHOT_MAX_SPAN = 1_000_000
+_NEVER = sys.maxsize
+
+Key = tuple[str, str]  # (table, column); column "" for a DELETE counter
 
 
 class ValueCounters:
-    """The counters of one preview connection, set up lazily: a step that updates nothing pays nothing."""
+    """The counters of one preview connection, set up lazily: a step that updates nothing pays nothing.
+
+    A column is counted first by a trigger; once its trigger has counted
+    its share (``SNAPSHOT_AFTER``), a copy of the column (rowid and value,
+    one bulk statement into a TEMP table) takes its place, and the values
+    that differ from the copy are counted in one join when the step ends, or
+    before a statement that could make a rowid stand for another row (an
+    INSERT into the table, an UPDATE of its rowid, any schema change, a
+    PRAGMA). A row trigger is a sub-program SQLite runs for every updated
+    row, about 5,300 instructions even when its ``WHEN`` is false: a data
+    migration updating 50,000 rows one statement at a time paid more for it
+    than for the rest of the watch. Neither way counts less than is lost: a
+    trigger counts every change (a value changed twice counts twice, a row
+    updated and then deleted counts in both), the copy counts what differs
+    at the end (a value changed back counts nothing, a row deleted counts as
+    deleted only). A table without a rowid (``WITHOUT ROWID``, a view), or an
+    UPDATE of the rowid itself, keeps its trigger.
+    """
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
         #: The counts, two slots per counted (table, column); the SQL function adds to it in place. Changed
         #: only in place (the function and the observer hold it): empty while the step counts nothing.
         self.tally: list[int] = []
-        self._slots: dict[tuple[str, str], int] = {}  # first slot of each key, for the step
-        self._triggers: dict[tuple[str, str], str] = {}  # the live trigger of each key
-        self._savepoints: list[tuple[str, list[int]]] = []  # (name, counts when it was made), innermost last
+        self._slots: dict[Key, int] = {}  # first slot of each key, for the step
+        #: The live trigger of each key. Changed only in place (the observer holds it): truthy while one counts.
+        self.triggers: dict[Key, str] = {}
+        #: The live copy of each UPDATE key: (TEMP table, the table's rowid name, whether the plan wrote the column).
+        self._snapshots: dict[Key, tuple[str, str, bool]] = {}
+        #: Per key whose trigger may give way to a copy: its count at which it does, and whether the plan wrote it.
+        self._limits: dict[Key, tuple[int, bool]] = {}
+        #: ``sum(tally)`` below which no trigger has counted its share (``StepObserver.run`` compares).
+        self.check_at = _NEVER
+        self._rowids: dict[str, tuple[str, str, int] | None] = {}  # table -> (rowid name, its alias, span) or None
+        self._tables: list[str] = []  # every TEMP table made in the step, dropped at its end
+        #: (name, counts, triggers, copies, limits) when each savepoint was made, innermost last
+        self._savepoints: list[tuple[str, list[int], dict, dict, dict]] = []
         #: The counts before the statement running now (``StepObserver.run`` sets it), to undo them if it fails.
         self.mark: list[int] | None = None
         self._registered = False
@@ -151,20 +190,121 @@ class ValueCounters:
     def deletes(self, table: str) -> None:
         """Count the rows deleted from ``table`` (by a trigger: ``rowcount`` does not see them)."""
         key = (table, "")
-        if key not in self._triggers:
+        if key not in self.triggers:
             slot = self._slot(key)
             self._create(key, f"AFTER DELETE ON main.{quote_identifier(table)} WHEN {FUNCTION}({slot})")
 
     def updates(self, table: str, column: str, written_by_plan: bool) -> None:
         """Count the values of ``table.column`` an UPDATE changes; all as ``set`` if the plan wrote the column."""
         key = (table, column)
-        if key in self._triggers:
+        if key in self.triggers or key in self._snapshots:
             return
+        rowid = self._rowid(table)
+        moves = rowid is None or column.lower() in ("rowid", rowid[1])  # the authorizer says ROWID for its aliases
+        if moves and self._snapshots:
+            self.settle(table)  # its rowids are about to stand for other rows
         slot = self._slot(key)
         quoted = quote_identifier(column)
         which = str(slot) if written_by_plan else f"{slot} + (OLD.{quoted} IS NOT NULL)"
         self._create(key, f"AFTER UPDATE OF {quoted} ON main.{quote_identifier(table)} "
                           f"WHEN OLD.{quoted} IS NOT NEW.{quoted} AND {FUNCTION}({which})")
+        if not moves and rowid is not None and rowid[2] <= SNAPSHOT_MAX_SPAN:
+            limit = self._counted(key) + max(SNAPSHOT_AFTER, rowid[2] // _SNAPSHOT_SHARE)
+            self._limits[key] = (limit, written_by_plan)
+            self._recheck()
+
+    def inserting(self, table: str) -> None:
+        """An INSERT into ``table`` is about to run: a rowid it takes may be one a copy holds for a deleted row."""
+        if self._snapshots:
+            self.settle(table)
+
+    # -- triggers giving way to copies --------------------------------------------------------
+
+    def snapshot_due(self) -> bool:
+        """Replace each trigger that has counted its share by a copy of its column; whether one was made (the
+        statements learned so far must then be looked at again: an INSERT must settle the copy before it runs)."""
+        made = False
+        for key, (limit, _) in list(self._limits.items()):
+            if self._counted(key) >= limit:
+                self._snapshot(key)
+                made = True
+        self._recheck()
+        return made
+
+    def settle(self, table: str | None = None) -> None:
+        """Count what differs from the copies of ``table`` (all tables: ``None``) now, and let them go: the
+        statement about to run could make a rowid stand for another row. Its columns get triggers again when
+        next updated."""
+        for key in [key for key in self._snapshots if table is None or fold(key[0]) == fold(table)]:
+            name, rowid, written = self._snapshots.pop(key)
+            self._compare(key, name, rowid, written)
+            # Emptied, not dropped: SQLite refuses to drop a table while any statement of the connection reads.
+            self.conn.execute(f"DELETE FROM temp.{quote_identifier(name)}")
+        if table is None:
+            self._rowids.clear()  # a schema change may give a table a rowid alias, or take its rowid
+
+    def _snapshot(self, key: Key) -> None:
+        table, column = key
+        rowid = cast(tuple, self._rowids[table])[0]
+        name = self._name()
+        quoted = quote_identifier(name)
+        # Made from its SELECT: rows appended as read, no key to check (``k`` is a plain column); ``v`` takes the
+        # column's affinity, so it holds the values exactly as stored.
+        self.conn.execute(f"CREATE TEMP TABLE {quoted} AS SELECT {rowid} AS k, {quote_identifier(column)} AS v "
+                          f"FROM main.{quote_identifier(table)}")
+        self._tables.append(name)
+        trigger = self.triggers.pop(key)
+        self.conn.execute(f"DROP TRIGGER temp.{quote_identifier(trigger)}")
+        self._snapshots[key] = (name, rowid, self._limits.pop(key)[1])
+
+    def _compare(self, key: Key, name: str, rowid: str, written: bool) -> None:
+        """Add the values of ``key`` that differ from its copy ``name`` to its counts (rows deleted since are
+        not compared: the DELETE counted them). The copy is read in order and the table looked up by rowid
+        (``CROSS JOIN`` keeps that order); the table's column on the left, so its collation decides, as in the
+        trigger's ``OLD.c IS NOT NEW.c``."""
+        table, column = key
+        changed, held = self.conn.execute(
+            f"SELECT COUNT(*), COUNT(s.v) FROM temp.{quote_identifier(name)} AS s "
+            f"CROSS JOIN main.{quote_identifier(table)} AS t ON t.{rowid} = s.k "
+            f"WHERE t.{quote_identifier(column)} IS NOT s.v").fetchone()
+        overwritten = 0 if written else held
+        slot = self._slots[key]
+        self.tally[slot] += changed - overwritten
+        self.tally[slot + 1] += overwritten
+
+    def _rowid(self, table: str) -> tuple[str, str, int] | None:
+        """``table``'s rowid (a name for it no column takes, its alias column lower-cased, the span of its
+        values), or ``None``: no rowid to copy by (``WITHOUT ROWID``, a view, every name taken)."""
+        if table in self._rowids:
+            return self._rowids[table]
+        columns = table_xinfo(self.conn, table)
+        names = {name.lower() for name, *_ in columns}
+        keys = [(name, kind) for name, kind, _, _, pk, _ in columns if pk]
+        alias = keys[0][0].lower() if len(keys) == 1 and keys[0][1].upper() == "INTEGER" else ""
+        found = None
+        free = next((name for name in ("rowid", "_rowid_", "oid") if name not in names), None)
+        if free is not None:
+            quoted = quote_identifier(table)
+            try:  # two subqueries: each min or max alone is one seek
+                low, high = self.conn.execute(f"SELECT (SELECT min({free}) FROM main.{quoted}), "
+                                              f"(SELECT max({free}) FROM main.{quoted})").fetchone()
+            except sqlite3.Error:
+                pass
+            else:
+                found = (free, alias, 0 if low is None else high - low + 1)
+        self._rowids[table] = found
+        return found
+
+    def _counted(self, key: Key) -> int:
+        slot = self._slots[key]
+        return self.tally[slot] + self.tally[slot + 1]
+
+    def _recheck(self) -> None:
+        """``check_at``: the least total at which some trigger may have counted its share (other keys' counts
+        only grow, so the total reaches it first)."""
+        total = sum(self.tally)
+        self.check_at = min((limit - self._counted(key) + total for key, (limit, _) in self._limits.items()),
+                            default=_NEVER)
 
     # -- following SQLite's undo -------------------------------------------------------------
 
@@ -172,8 +312,8 @@ class ValueCounters:
         """The statement (``many``: the ``executemany``) raised: its counts go unless SQLite kept some of its
         changes (``FAIL``), or the ``executemany`` ran some statements before the failing one."""
         mark, self.mark = self.mark, None
-        if mark is None or many or self.tally == mark:
-            return
+        if mark is None or many or not self.triggers or self.tally == mark:
+            return  # (with no trigger live, nothing counted while it ran, and the mark is an earlier statement's)
         # No statement ran since the failed one: changes() is still what SQLite set for it.
         if not self.conn.execute("SELECT changes()").fetchone()[0]:
             self._restore(mark)
@@ -184,7 +324,8 @@ class ValueCounters:
         name = name.lower()  # SQLite compares savepoint names without case
         operation = operation.upper()
         if operation == "BEGIN":
-            self._savepoints.append((name, self.tally.copy()))
+            self._savepoints.append((name, self.tally.copy(), dict(self.triggers), dict(self._snapshots),
+                                     dict(self._limits)))
             return
         where = next((i for i in range(len(self._savepoints) - 1, -1, -1) if self._savepoints[i][0] == name), None)
         if operation == "RELEASE":
@@ -193,18 +334,20 @@ class ValueCounters:
             return
         if operation != "ROLLBACK":
             return
+        # The rollback undid the triggers and copies made since, and brought back those dropped or emptied since:
+        # what was live when the savepoint was made is live again.
         if where is None:  # made before this step: the step's work is undone, its counts with it
             self._savepoints.clear()
-            self._restore([])
+            self._restore([], {}, {}, {})
         else:
             del self._savepoints[where + 1:]  # ROLLBACK TO keeps the savepoint itself
-            self._restore(self._savepoints[where][1])
-        self._triggers_rolled_back()
+            self._restore(*self._savepoints[where][1:])
 
     # -- the step's end --------------------------------------------------------------------
 
     def take(self) -> dict[tuple[str, str, str], int]:
         """What the step's counters counted, per (table, column, kind); the counters are removed."""
+        self.settle()
         counts: dict[tuple[str, str, str], int] = {}
         tally = self.tally
         for (table, column), slot in self._slots.items():
@@ -212,41 +355,57 @@ class ValueCounters:
             for offset, kind in enumerate(kinds):
                 if tally[slot + offset]:
                     counts[(table, column, kind)] = tally[slot + offset]
-        for name in self._triggers.values():
+        for name in self.triggers.values():
             self.conn.execute(f"DROP TRIGGER IF EXISTS temp.{quote_identifier(name)}")
+        for name in self._tables:
+            try:
+                self.conn.execute(f"DROP TABLE IF EXISTS temp.{quote_identifier(name)}")
+            except sqlite3.OperationalError:  # a statement still reads: it is empty, and gone with the connection
+                pass
         self.forget()
         return counts
 
     def forget(self) -> None:
         """The step failed (its rollback removed the triggers with everything else), or its counts were taken."""
         self.tally.clear()  # in place: the SQL function holds this list
+        self.triggers.clear()  # in place: the observer holds it
         self._slots.clear()
-        self._triggers.clear()
+        self._snapshots.clear()
+        self._limits.clear()
+        self._rowids.clear()
+        self._tables.clear()
         self._savepoints.clear()
+        self.check_at = _NEVER
         self.mark = None
 
     # -- inside --------------------------------------------------------------------------------
 
-    def _slot(self, key: tuple[str, str]) -> int:
+    def _slot(self, key: Key) -> int:
         slot = self._slots.get(key)
         if slot is None:
-            if self.mark is None and not self.tally:
-                self.mark = []  # the statement about to run is the first counted one: nothing counted before it
             slot = self._slots[key] = len(self.tally)
             self.tally.extend((0, 0))
         return slot
 
-    def _restore(self, counts: list[int]) -> None:
-        """Put the counts back as they were (slots made since start again from zero)."""
+    def _restore(self, counts: list[int], triggers: dict | None = None, snapshots: dict | None = None,
+                 limits: dict | None = None) -> None:
+        """Put the counts back as they were (slots made since start again from zero); with the rest, the
+        triggers and copies live then."""
         self.tally[:] = counts + [0] * (len(self.tally) - len(counts))
+        if triggers is not None:
+            self.triggers.clear()
+            self.triggers.update(triggers)
+            self._snapshots = dict(cast(dict, snapshots))
+            self._limits = dict(cast(dict, limits))
+            self._rowids.clear()
+        self._recheck()
 
-    def _triggers_rolled_back(self) -> None:
-        """Triggers made since the savepoint are gone with the rest: they are made again when next needed."""
-        if self._triggers:
-            present = {name for (name,) in self.conn.execute("SELECT name FROM temp.sqlite_master")}
-            self._triggers = {key: name for key, name in self._triggers.items() if name in present}
+    def _name(self) -> str:
+        name = f"apm_preview_{self._serial}"
+        self._serial += 1
+        return name
 
-    def _create(self, key: tuple[str, str], when: str) -> None:
+    def _create(self, key: Key, when: str) -> None:
         if not self._registered:
             tally = self.tally
 
@@ -255,9 +414,8 @@ class ValueCounters:
 
             self.conn.create_function(FUNCTION, 1, count)
             self._registered = True
-        name = f"apm_preview_{self._serial}"
-        self._serial += 1
-        self._triggers[key] = name
+        name = self._name()
+        self.triggers[key] = name
         self.conn.execute(f"CREATE TEMP TRIGGER {quote_identifier(name)} {when} BEGIN SELECT NULL; END")
 
 
@@ -457,6 +615,7 @@ class StepObserver:
         self._events: list[tuple[int, str | None, str | None, str | None, str | None]] = []
         self.counters = ValueCounters(conn)
         self._tally = self.counters.tally  # the same list, changed in place: empty while nothing is counted
+        self._live = self.counters.triggers  # the same dict, changed in place: empty while no trigger counts
         self._tracing = False
         self.plan_writes = PlanWrites()  # kept across steps
         #: One ``StepLocks`` per step watched, in order: the tables each rebuilt (``attach_rebuilds``).
@@ -553,11 +712,17 @@ class StepObserver:
                 cursor.executemany(sql, parameters)
                 return
         # The path of a data migration's loop, every repeat: no call that can be spared (``recall`` inlined).
-        if self._tally:  # counting: what is counted must go back if the statement fails
-            self.counters.mark = self._tally.copy()
+        live = self._live
+        if live and sum(self._tally) >= self.counters.check_at:  # a trigger has counted its share: copy instead
+            tracing, self._tracing = self._tracing, False
+            if self.counters.snapshot_due():
+                self._known.forget()  # each text is looked at again: an INSERT must settle a copy first
+            self._tracing = tracing
         seen = self._recalled.get(sql, UNKNOWN) if self.conn.in_transaction else UNKNOWN
         if seen is UNKNOWN:
             seen = self.before(sql, parameters[0] if many else parameters)
+        if live:  # what the triggers count must go back if the statement fails (``before`` may have made the first)
+            self.counters.mark = self._tally.copy()
         try:
             if many:
                 cursor.executemany(sql, parameters)
@@ -582,10 +747,12 @@ class StepObserver:
         compiled, so even ``EXPLAIN`` of one would run it, and none of them
         deletes or overwrites user data.
         """
+        tracing, self._tracing = self._tracing, False
         if keywords(sql, 1) == ["PRAGMA"]:
             self._known.schema_may_change()
+            self.counters.settle()
+            self._tracing = tracing
             return None
-        tracing, self._tracing = self._tracing, False
         self._events.clear()
         self.conn.set_authorizer(self._authorize)
         try:
@@ -598,6 +765,8 @@ class StepObserver:
             self.conn.set_authorizer(_NO_AUTHORIZER)
         events = list(self._events)
         repeatable, stamp = self._known.learn(events)
+        if not repeatable:  # a schema change may drop, rename or rebuild a copied table: count the copies now
+            self.counters.settle()
         self._measure(sql, events)
         # An INSERT that may replace (REPLACE, OR REPLACE) or update (ON CONFLICT) rows: its rowcount is not
         # rows added, so the table is counted before and after (REPLACE deletes without firing a trigger).
@@ -651,6 +820,8 @@ class StepObserver:
         for action, arg1, arg2, database, source in events:
             if action in _GROWS and _ours(arg1, database):
                 effects.grown.add(arg1)
+                if action == sqlite3.SQLITE_INSERT:
+                    self.counters.inserting(arg1)
             elif action in _SHRINKS and _ours(arg1, database):
                 effects.shrunk.add(arg1)
             elif action == sqlite3.SQLITE_ALTER_TABLE and _ours(arg2, arg1):
