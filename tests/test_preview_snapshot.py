@@ -95,6 +95,14 @@ CASES = {
         conn.execute("UPDATE t SET c = 'x' WHERE id = 2003")
     """, ["0002 apply: overwrites 1502 values of t.c", "0002 apply: deletes 1 row of t (3001 → 3001)",
           "0002 apply: inserts 2 rows into t"]),
+    # The same texts in a loop: each INSERT settles the copy, and the UPDATE after it must be counted again.
+    "a loop that inserts": ("""
+        for i in range(2001, 2101):
+            conn.execute("UPDATE t SET c = 'x' WHERE id = ?", (i,))
+            conn.execute("DELETE FROM t WHERE id = ?", (i + 500,))
+            conn.execute("INSERT INTO t (id, c) VALUES (?, 'n')", (i + 500,))
+    """, ["0002 apply: overwrites 1600 values of t.c", "0002 apply: deletes 100 rows of t (3000 → 3000)",
+          "0002 apply: inserts 100 rows into t"]),
     # Rows moved to other rowids, then changed: the copy is settled before the move, the rest counted after
     # (an UPDATE of ``rowid`` by that name is reported so, as before).
     "rowid moved": ("""

@@ -184,6 +184,9 @@ class ValueCounters:
         self.mark: list[int] | None = None
         self._registered = False
         self._serial = 0  # names are never reused within a connection: a rolled-back one may come back
+        #: Called when copies are settled: a text learned while its column was copied has no counter now, so
+        #: what was learned must be learned again (``StepObserver`` makes it its memo's ``forget``).
+        self.settled: Callable[[], None] = lambda: None
 
     # -- what to count ---------------------------------------------------------------------
 
@@ -235,7 +238,10 @@ class ValueCounters:
         """Count what differs from the copies of ``table`` (all tables: ``None``) now, and let them go: the
         statement about to run could make a rowid stand for another row. Its columns get triggers again when
         next updated."""
-        for key in [key for key in self._snapshots if table is None or fold(key[0]) == fold(table)]:
+        keys = [key for key in self._snapshots if table is None or fold(key[0]) == fold(table)]
+        if keys:
+            self.settled()
+        for key in keys:
             name, rowid, written = self._snapshots.pop(key)
             self._compare(key, name, rowid, written)
             # Emptied, not dropped: SQLite refuses to drop a table while any statement of the connection reads.
@@ -623,6 +629,7 @@ class StepObserver:
         self._foreign_keys = ForeignKeyMap(conn)  # who references whom, across steps
         self._known = StatementMemo(conn, self._foreign_keys)  # what ``before`` learned per text, within a step
         self._recalled = self._known.known  # the same dict: ``StatementMemo.recall`` without the call
+        self.counters.settled = self._known.forget
 
     # -- the callbacks -----------------------------------------------------------------------
 
@@ -706,13 +713,17 @@ class StepObserver:
         A statement that only reads and writes rows is measured once per step,
         however often it runs (``StatementMemo``): a repeat costs a dict lookup.
         """
+        live = self._live
+        # The path of a data migration's loop, every repeat: no call or test that can be spared (``recall``
+        # inlined). A text learned in this step with nothing to count after it, while no trigger counts.
+        if not live and not many and self.conn.in_transaction and self._recalled.get(sql, UNKNOWN) is None:
+            cursor.execute(sql, parameters)
+            return
         if many:
             parameters = list(parameters)
             if not parameters:  # nothing runs: nothing to watch
                 cursor.executemany(sql, parameters)
                 return
-        # The path of a data migration's loop, every repeat: no call that can be spared (``recall`` inlined).
-        live = self._live
         if live and sum(self._tally) >= self.counters.check_at:  # a trigger has counted its share: copy instead
             tracing, self._tracing = self._tracing, False
             if self.counters.snapshot_due():
