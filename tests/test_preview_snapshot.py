@@ -32,6 +32,10 @@ TABLE = f"""
     conn.executemany("INSERT INTO t (id, c) VALUES (?, ?)", [(i, f"v{{i}}") for i in range(1, {ROWS + 1})])
     conn.execute("CREATE TABLE audit (id INTEGER PRIMARY KEY, hits INTEGER NOT NULL DEFAULT 0)")
     conn.executemany("INSERT INTO audit (id) VALUES (?)", [(i,) for i in range(1, {ROWS + 1})])
+    conn.execute("CREATE TABLE u (id INTEGER PRIMARY KEY, code TEXT UNIQUE)")
+    conn.execute("CREATE TABLE v (id INTEGER PRIMARY KEY, code TEXT UNIQUE ON CONFLICT REPLACE)")
+    for name in ("u", "v"):
+        conn.executemany(f"INSERT INTO {{name}} VALUES (?, ?)", [(i, f"c{{i}}") for i in range(1, 6)])
     conn.execute("CREATE TABLE w (k TEXT PRIMARY KEY, c TEXT) WITHOUT ROWID")
     conn.executemany("INSERT INTO w VALUES (?, ?)", [(f"k{{i}}", f"v{{i}}") for i in range(1, {ROWS + 1})])
 """
@@ -210,3 +214,22 @@ made = conn.execute("SELECT type FROM temp.sqlite_master WHERE name LIKE 'apm_pr
 assert made == [("trigger",)], made
     """)
     assert result.describe() == ["0002 apply: overwrites 1502 values of t.c"]
+
+
+@pytest.mark.parametrize("statement, expected", [
+    ("UPDATE OR REPLACE u SET code = 'c2' WHERE id = 1",
+     ["0002 apply: overwrites 1 value of u.code", "0002 apply: deletes 1 row of u (5 → 4)"]),
+    ("UPDATE v SET code = 'c2' WHERE id = 1",
+     ["0002 apply: overwrites 1 value of v.code", "0002 apply: deletes 1 row of v (5 → 4)"]),
+    ("INSERT INTO v (id, code) VALUES (9, 'c3')",
+     ["0002 apply: deletes 1 row of v (5 → 5)"]),  # rows added: the net, as for INSERT OR REPLACE
+    ("INSERT OR REPLACE INTO u (id, code) VALUES (9, 'c3')",  # (counted so before too)
+     ["0002 apply: deletes 1 row of u (5 → 5)"]),
+])
+def test_rows_a_replace_deletes_are_counted(tmp_path, catalog_dir, statement, expected):
+    """REPLACE deletes the rows in its way without firing a trigger: by the statement's ``OR REPLACE`` or by the
+    table's ``ON CONFLICT REPLACE``, an UPDATE's as an INSERT's. They were not counted (an INSERT into ``v``
+    was shown as adding a row and committed unasked)."""
+    result = _preview(catalog_dir, tmp_path / "p.db", f"conn.execute({statement!r})")
+    assert sorted(result.describe()) == sorted(expected), result.describe()
+    assert result.loses_data

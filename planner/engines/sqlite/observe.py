@@ -779,15 +779,17 @@ class StepObserver:
         if not repeatable:  # a schema change may drop, rename or rebuild a copied table: count the copies now
             self.counters.settle()
         self._measure(sql, events)
-        # An INSERT that may replace (REPLACE, OR REPLACE) or update (ON CONFLICT) rows: its rowcount is not
-        # rows added, so the table is counted before and after (REPLACE deletes without firing a trigger).
+        # A statement that may replace rows (REPLACE, OR REPLACE, or its table's ON CONFLICT REPLACE) or update
+        # them (ON CONFLICT): its rowcount is not rows added, and REPLACE deletes the rows in its way without
+        # firing a trigger, so the table is counted before and after.
         counted: dict[str, int] = {}
-        if _may_replace(sql):
+        replacing = _may_replace(sql)
+        for action, table, _, database, source in events:
+            if (action in _ADDS_OR_CHANGES and source is None and _ours(table, database) and table not in counted
+                    and table not in self.effects.created and (replacing or self._replaces(table))):
+                counted[table] = self._row_count(table)
+        if counted:
             repeatable = False  # counted afresh each time
-            for action, table, _, database, source in events:
-                if (action == sqlite3.SQLITE_INSERT and source is None and _ours(table, database)
-                        and table not in self.effects.created):
-                    counted[table] = self._row_count(table)
         targets = rowcount_targets(events, counted, self.effects, _ours, self.plan_writes.written)
         savepoints = _savepoints(events)
         # (targets, what ``after`` needs): a plain INSERT, UPDATE or DELETE needs no ``after``.
@@ -809,6 +811,10 @@ class StepObserver:
         effects = self.effects
         for table, before in counted.items():
             added = self._row_count(table) - before
+            if not any(action == sqlite3.SQLITE_INSERT and name == table for action, name, *_ in events):
+                if added < 0:  # an UPDATE: the rows its REPLACE deleted
+                    self._deleted(table, -added, before)
+                continue
             replaced = rowcount - added if rowcount > added else 0
             if replaced and not _upsert_only(events, table):
                 self._deleted(table, replaced, before)
@@ -934,6 +940,11 @@ class StepObserver:
         row = self.conn.execute("SELECT sql FROM main.sqlite_master WHERE name = ? COLLATE NOCASE", (name,)).fetchone()
         return None if row is None else row[0]
 
+    def _replaces(self, table: str) -> bool:
+        """Whether a constraint of ``table`` resolves its conflicts by REPLACE (``UNIQUE ON CONFLICT REPLACE``)."""
+        words = [token.name for token in tokens(self._sql_of(table) or "") if token.name is not None]
+        return any(words[i:i + 3] == ["on", "conflict", "replace"] for i in range(len(words) - 2))
+
     def _row_count(self, table: str) -> int:
         return self.conn.execute(f"SELECT COUNT(*) FROM main.{quote_identifier(table)}").fetchone()[0]
 
@@ -962,6 +973,7 @@ class StepObserver:
 
 
 _GROWS = (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_CREATE_TABLE)
+_ADDS_OR_CHANGES = (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE)
 _SHRINKS = (sqlite3.SQLITE_DELETE, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DROP_TABLE)
 
 _CREATES: dict[int, ObjectKind] = {
@@ -991,9 +1003,10 @@ def attach_rebuilds(preview: Any, observer: StepObserver) -> None:
 
 
 def _may_replace(sql: str) -> bool:
-    """Whether an INSERT can take the place of rows already there: REPLACE, OR REPLACE, or an upsert."""
+    """Whether a statement can take the place of rows already there: REPLACE, INSERT or UPDATE OR REPLACE, or
+    an upsert."""
     first = keywords(sql, 3)
-    if first[:1] == ["REPLACE"] or first[:3] == ["INSERT", "OR", "REPLACE"]:
+    if first[:1] == ["REPLACE"] or first[1:3] == ["OR", "REPLACE"]:
         return True
     return first[:1] == ["INSERT"] and "conflict" in {t.name for t in tokens(sql)}
 
