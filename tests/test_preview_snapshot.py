@@ -5,7 +5,7 @@ of 50,000 single-row UPDATEs more than the rest of the watch (issue 22
 point 15). Once a column's trigger has counted ``SNAPSHOT_AFTER`` changed
 values (or its share of a bigger table) it gives way to a copy of the
 column, compared with the table when the step ends
-(``planner.engines.sqlite.observe.ValueCounters``). Each test first changes
+(``planner.engines.sqlite.effects.ValueCounters``). Each test first changes
 1,500 values of a 3,000-row table in one statement (the trigger counts
 them), so what follows is counted by the copy. The copy must count what the
 trigger counts wherever both are exact, never less than is lost, and it must
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.engines.sqlite import observe
+from planner.engines.sqlite import effects
 from planner.engines.sqlite.ledger import read_ledger
 from planner.engines.sqlite.runner import Executor
 from planner.loader import load_catalog
@@ -206,7 +206,7 @@ def test_a_column_the_plan_added_is_only_set(tmp_path, catalog_dir):
 
 def test_a_few_updates_of_a_table_copy_nothing(tmp_path, catalog_dir, monkeypatch):
     """Below its share a column keeps its trigger; a table whose rowids span more than the limit is never copied."""
-    monkeypatch.setattr(observe, "SNAPSHOT_MAX_SPAN", ROWS - 1)
+    monkeypatch.setattr(effects, "SNAPSHOT_MAX_SPAN", ROWS - 1)
     result = _preview(catalog_dir, tmp_path / "p.db", BULK + """
 conn.execute("UPDATE t SET c = 'x' WHERE id = 2001")
 conn.execute("UPDATE t SET c = 'y' WHERE id = 2001")  # counted twice: still the trigger
