@@ -20,11 +20,7 @@ from pathlib import Path
 import pytest
 
 from planner.engines.sqlite import effects
-from planner.engines.sqlite.ledger import read_ledger
-from planner.engines.sqlite.runner import Executor
-from planner.loader import load_catalog
-from planner.plan import apply_plan
-from tests.conftest import write_migration
+from tests.test_preview_cache import _preview as preview
 
 ROWS = 3000
 TABLE = f"""
@@ -47,11 +43,7 @@ COPIED = ("made = dict(conn.execute(\"SELECT type, count(*) FROM temp.sqlite_mas
 
 
 def _preview(catalog_dir: Path, db: Path, upgrade: str):
-    write_migration(catalog_dir, "0001", "Tables", depends_on=(), upgrade=TABLE)
-    write_migration(catalog_dir, "0002", "Change", depends_on=("0001",), upgrade=upgrade)
-    catalog = load_catalog(catalog_dir)
-    Executor(db, create=True, catalog=catalog).run(apply_plan(catalog, [], target="0001"))
-    return Executor(db, catalog=catalog).preview(apply_plan(catalog, read_ledger(db)))
+    return preview(catalog_dir, db, upgrade, setup=TABLE)
 
 
 def test_a_loop_of_updates_is_counted_without_a_trigger(tmp_path, catalog_dir):
