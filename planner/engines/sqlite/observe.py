@@ -371,10 +371,11 @@ class StepObserver:
         A statement that only reads and writes rows is measured once per step,
         however often it runs (``StatementMemo``): a repeat costs a dict lookup.
         """
-        live = self._live
         # The path of a data migration's loop, every repeat: no call or test that can be spared (``recall``
-        # inlined). A text learned in this step with nothing to count after it, while no trigger counts.
-        if not live and not many and self.conn.in_transaction and self._recalled.get(sql, UNKNOWN) is None:
+        # inlined). A text learned in this step with nothing to count after it, while no trigger counts, just runs.
+        live = self._live
+        seen = self._recalled.get(sql, UNKNOWN) if self.conn.in_transaction else UNKNOWN
+        if seen is None and not live and not many:
             cursor.execute(sql, parameters)
             return
         if many:
@@ -386,8 +387,8 @@ class StepObserver:
             tracing, self._tracing = self._tracing, False
             if self.counters.snapshot_due():
                 self._known.forget()  # each text is looked at again: an INSERT must settle a copy first
+                seen = UNKNOWN
             self._tracing = tracing
-        seen = self._recalled.get(sql, UNKNOWN) if self.conn.in_transaction else UNKNOWN
         if seen is UNKNOWN:
             seen = self.before(sql, parameters[0] if many else parameters)
         if live:  # what the triggers count must go back if the statement fails (``before`` may have made the first)
