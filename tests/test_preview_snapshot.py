@@ -225,3 +225,21 @@ def test_rows_a_replace_deletes_are_counted(tmp_path, catalog_dir, statement, ex
     result = _preview(catalog_dir, tmp_path / "p.db", f"conn.execute({statement!r})")
     assert sorted(result.describe()) == sorted(expected), result.describe()
     assert result.loses_data
+
+
+def test_a_table_rebuilt_by_hand_is_counted_again(tmp_path, catalog_dir):
+    """Dropping a table drops the counter trigger on it: the table put in its place gets a new one (the values
+    of rows 2 and 3 were not counted at all: the old trigger was taken to be there still). A table rebuilt by
+    hand is one the plan created (``PlanWrites``, unchanged here), so they count as set, not overwritten."""
+    result = _preview(catalog_dir, tmp_path / "p.db", """
+        conn.execute("UPDATE t SET c = 'a' WHERE id = 1")
+        conn.execute("CREATE TABLE t_new (id INTEGER PRIMARY KEY, c TEXT COLLATE NOCASE, n INTEGER DEFAULT 0)")
+        conn.execute("INSERT INTO t_new SELECT * FROM t")
+        conn.execute("DROP TABLE t")
+        conn.execute("ALTER TABLE t_new RENAME TO t")
+        for i in (2, 3):
+            conn.execute("UPDATE t SET c = 'b' WHERE id = ?", (i,))
+    """)
+    assert result.describe() == ["0002 apply: overwrites 1 value of t.c",
+                                 "0002 apply: rebuilds table t (copies its rows into the new shape)",
+                                 "0002 apply: sets 2 values of t.c (none held data from before this plan)"]

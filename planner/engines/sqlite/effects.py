@@ -358,14 +358,14 @@ class ValueCounters:
     def deletes(self, table: str) -> None:
         """Count the rows deleted from ``table`` (by a trigger: ``rowcount`` does not see them)."""
         key = (table, "")
-        if key not in self.triggers:
+        if not self._counting(key):
             slot = self._slot(key)
             self._create(key, f"AFTER DELETE ON main.{quote_identifier(table)} WHEN {FUNCTION}({slot})")
 
     def updates(self, table: str, column: str, written_by_plan: bool) -> None:
         """Count the values of ``table.column`` an UPDATE changes; all as ``set`` if the plan wrote the column."""
         key = (table, column)
-        if key in self.triggers or key in self._snapshots:
+        if key in self._snapshots or self._counting(key):
             return
         rowid = self._rowid(table)
         moves = rowid is None or column.lower() in ("rowid", rowid[1])  # the authorizer says ROWID for its aliases
@@ -465,6 +465,19 @@ class ValueCounters:
                 found = (free, alias, 0 if low is None else high - low + 1)
         self._rowids[table] = found
         return found
+
+    def _counting(self, key: Key) -> bool:
+        """Whether ``key``'s trigger is there: dropping its table drops it (a table rebuilt by hand), and the
+        table of the same name after it must be counted again."""
+        name = self.triggers.get(key)
+        if name is None:
+            return False
+        if self.conn.execute("SELECT 1 FROM temp.sqlite_master WHERE type = 'trigger' AND name = ?",
+                             (name,)).fetchone() is not None:
+            return True
+        del self.triggers[key]
+        self._limits.pop(key, None)
+        return False
 
     def _counted(self, key: Key) -> int:
         slot = self._slots[key]
