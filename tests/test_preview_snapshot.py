@@ -243,3 +243,16 @@ def test_a_table_rebuilt_by_hand_is_counted_again(tmp_path, catalog_dir):
     assert result.describe() == ["0002 apply: overwrites 1 value of t.c",
                                  "0002 apply: rebuilds table t (copies its rows into the new shape)",
                                  "0002 apply: sets 2 values of t.c (none held data from before this plan)"]
+
+
+def test_a_column_renamed_under_its_trigger_keeps_the_trigger(tmp_path, catalog_dir):
+    """SQLite renames the column in the counter trigger too; once that trigger has counted its share, there is
+    no column of the old name to copy: the trigger stays, and the step runs on (it failed, "no such column")."""
+    result = _preview(catalog_dir, tmp_path / "p.db", """
+        conn.execute("UPDATE t SET c = c || '!' WHERE id <= 500")
+        conn.execute("ALTER TABLE t RENAME COLUMN c TO d")
+        conn.execute("UPDATE t SET d = d || '?' WHERE id <= 1500")
+        conn.execute("UPDATE t SET d = 'z' WHERE id = 2000")
+    """)
+    assert not any("fails" in line for line in result.describe()), result.describe()
+    assert "0002 apply: renames column t.c to d" in result.describe(), result.describe()

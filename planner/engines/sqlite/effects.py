@@ -341,7 +341,8 @@ class ValueCounters:
         self._limits: dict[Key, tuple[int, bool]] = {}
         #: ``sum(tally)`` below which no trigger has counted its share (``StepObserver.run`` compares).
         self.check_at = _NEVER
-        self._rowids: dict[str, tuple[str, str, int] | None] = {}  # table -> (rowid name, its alias, span) or None
+        #: table -> (rowid name, its alias, span, its columns lower-cased), or None: ``_rowid``
+        self._rowids: dict[str, tuple[str, str, int, frozenset[str]] | None] = {}
         self._tables: list[str] = []  # every TEMP table made in the step, dropped at its end
         #: (name, counts, triggers, copies, limits) when each savepoint was made, innermost last
         self._savepoints: list[tuple[str, list[int], dict, dict, dict]] = []
@@ -394,8 +395,7 @@ class ValueCounters:
         made = False
         for key, (limit, _) in list(self._limits.items()):
             if self._counted(key) >= limit:
-                self._snapshot(key)
-                made = True
+                made = self._snapshot(key) or made
         self._recheck()
         return made
 
@@ -414,19 +414,24 @@ class ValueCounters:
         if table is None:
             self._rowids.clear()  # a schema change may give a table a rowid alias, or take its rowid
 
-    def _snapshot(self, key: Key) -> None:
+    def _snapshot(self, key: Key) -> bool:
+        """Copy ``key``'s column in place of its trigger; ``False`` when it keeps its trigger (the schema changed
+        since the trigger was made: no rowid now, or the column renamed)."""
         table, column = key
-        rowid = cast(tuple, self._rowids[table])[0]
+        _, written = self._limits.pop(key)  # copied or not, not asked again
+        found = self._rowid(table) if self._counting(key) else None
+        # The column may have been renamed since (SQLite renames it in the trigger too).
+        if found is None or column.lower() in ("rowid", found[1]) or column.lower() not in found[3]:
+            return False
         name = self._name()
-        quoted = quote_identifier(name)
         # Made from its SELECT: rows appended as read, no key to check (``k`` is a plain column); ``v`` takes the
         # column's affinity, so it holds the values exactly as stored.
-        self.conn.execute(f"CREATE TEMP TABLE {quoted} AS SELECT {rowid} AS k, {quote_identifier(column)} AS v "
-                          f"FROM main.{quote_identifier(table)}")
+        self.conn.execute(f"CREATE TEMP TABLE {quote_identifier(name)} AS SELECT t.{found[0]} AS k, "
+                          f"t.{quote_identifier(column)} AS v FROM main.{quote_identifier(table)} AS t")
         self._tables.append(name)
-        trigger = self.triggers.pop(key)
-        self.conn.execute(f"DROP TRIGGER temp.{quote_identifier(trigger)}")
-        self._snapshots[key] = (name, rowid, self._limits.pop(key)[1])
+        self.conn.execute(f"DROP TRIGGER temp.{quote_identifier(self.triggers.pop(key))}")
+        self._snapshots[key] = (name, found[0], written)
+        return True
 
     def _compare(self, key: Key, name: str, rowid: str, written: bool) -> None:
         """Add the values of ``key`` that differ from its copy ``name`` to its counts (rows deleted since are
@@ -443,9 +448,9 @@ class ValueCounters:
         self.tally[slot] += changed - overwritten
         self.tally[slot + 1] += overwritten
 
-    def _rowid(self, table: str) -> tuple[str, str, int] | None:
+    def _rowid(self, table: str) -> tuple[str, str, int, frozenset[str]] | None:
         """``table``'s rowid (a name for it no column takes, its alias column lower-cased, the span of its
-        values), or ``None``: no rowid to copy by (``WITHOUT ROWID``, a view, every name taken)."""
+        values) and its columns, or ``None``: no rowid to copy by (``WITHOUT ROWID``, a view, every name taken)."""
         if table in self._rowids:
             return self._rowids[table]
         columns = table_xinfo(self.conn, table)
@@ -462,7 +467,7 @@ class ValueCounters:
             except sqlite3.Error:
                 pass
             else:
-                found = (free, alias, 0 if low is None else high - low + 1)
+                found = (free, alias, 0 if low is None else high - low + 1, frozenset(names))
         self._rowids[table] = found
         return found
 
