@@ -63,7 +63,10 @@ could make one of its rowids stand for another row: an INSERT into the
 table (a row deleted and put back under its id is not the old row
 changed), an UPDATE of its rowid, a schema change or a PRAGMA; the
 column's next UPDATE gets a trigger again. A table without a rowid
-(``WITHOUT ROWID``, a view) keeps its trigger. The two ways differ only where
+(``WITHOUT ROWID``, a view), and a column renamed since its trigger was made
+(SQLite renames it in the trigger too), keep their triggers; a trigger
+dropped with its table (a table rebuilt by hand) is made again for the table
+put in its place. The two ways differ only where
 a trigger says more than is lost: a trigger counts every change (a value
 changed twice counts twice, a row updated and then deleted counts as
 overwritten and as deleted), the copy counts what differs at the end (a
