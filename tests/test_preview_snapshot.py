@@ -99,6 +99,12 @@ CASES = {
             conn.execute("INSERT INTO t (id, c) VALUES (?, 'n')", (i + 500,))
     """, ["0002 apply: overwrites 1600 values of t.c", "0002 apply: deletes 100 rows of t (3000 → 3000)",
           "0002 apply: inserts 100 rows into t"]),
+    # A row the plan inserted into a table it did not create, then changed: counted, as the trigger and
+    # PostgreSQL count it (what the plan wrote is told by table and column, ``PlanWrites``, not by row).
+    "a row the plan inserted": ("""
+        conn.execute("INSERT INTO t (id, c) VALUES (5000, 'p')")
+        conn.execute("UPDATE t SET c = 'q' WHERE id = 5000")
+    """, ["0002 apply: overwrites 1501 values of t.c", "0002 apply: inserts 1 row into t"]),
     # Rows moved to other rowids, then changed: the copy is settled before the move, the rest counted after
     # (an UPDATE of ``rowid`` by that name is reported so, as before).
     "rowid moved": ("""
