@@ -33,8 +33,9 @@ PEOPLE = """
 """
 
 
-def _preview(catalog_dir: Path, db: Path, upgrade: str):
-    write_migration(catalog_dir, "0001", "People", depends_on=(), upgrade=PEOPLE)
+def _preview(catalog_dir: Path, db: Path, upgrade: str, setup: str = PEOPLE):
+    """The preview of 0002 (``upgrade``) on a database at 0001 (``setup``)."""
+    write_migration(catalog_dir, "0001", "People", depends_on=(), upgrade=setup)
     write_migration(catalog_dir, "0002", "Change", depends_on=("0001",), upgrade=upgrade)
     catalog = load_catalog(catalog_dir)
     Executor(db, create=True, catalog=catalog).run(apply_plan(catalog, [], target="0001"))

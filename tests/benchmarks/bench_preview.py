@@ -5,6 +5,8 @@ Run from the repository root:
     python tests/benchmarks/bench_preview.py            # full sizes (a 2,000,000-row database: a few minutes)
     python tests/benchmarks/bench_preview.py --quick    # 200,000 rows, fewer repeats
     python tests/benchmarks/bench_preview.py --long-runs # only (d) and (e), medians of 7
+    python tests/benchmarks/bench_preview.py --data update --before /tmp/base  # (e) UPDATEs alone, with the
+        # code in /tmp/base (e.g. ``git archive <commit> | tar -x -C /tmp/base``) timed in the same rounds
 
 (a) Default ``apm migrate`` of 1,000 and 5,000 trivial migrations to a fresh
     file, against a raw sqlite3 loop in its own process doing the same work:
@@ -81,8 +83,10 @@ def trivial_catalog(directory: Path, count: int) -> None:
         )
 
 
-def run(argv: list[str], cwd: Path | None = None) -> float:
+def run(argv: list[str], cwd: Path | None = None, pythonpath: str | None = None) -> float:
     env = {k: v for k, v in os.environ.items() if not k.startswith("APM_") and k != "PYTHONDONTWRITEBYTECODE"}
+    if pythonpath is not None:  # another tree's code, run as ``python -m cli.main``
+        env["PYTHONPATH"] = pythonpath
     started = time.perf_counter()
     done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
@@ -349,8 +353,9 @@ conn.close()
 '''
 
 
-def data_migration(kind: str, rows: int, repeats: int) -> tuple[Timing, Timing, Timing]:
-    """Medians: default ``apm migrate --yes``, ``--no-preview``, the plain loop; ``kind`` is insert or update."""
+def data_migration(kind: str, rows: int, repeats: int, before: str | None = None) -> tuple[Timing, ...]:
+    """Medians: default ``apm migrate --yes``, ``--no-preview``, the plain loop, and with ``before`` (a source tree)
+    that tree's default path; ``kind`` is insert or update."""
     loop = DATA_LOOPS[kind].format(rows=rows)
     with tempfile.TemporaryDirectory(prefix="apm-bench-preview-") as folder:
         work = Path(folder)
@@ -380,7 +385,14 @@ def data_migration(kind: str, rows: int, repeats: int) -> tuple[Timing, Timing, 
             shutil.copyfile(original, db)
             return run([sys.executable, "-c", PLAIN_DATA.format(loop=loop), str(db)])
 
-        return rounds(repeats, default, no_preview, plain)
+        def old_default() -> float:
+            shutil.copyfile(original, db)
+            return run([sys.executable, "-m", "cli.main", "--db", str(db), "--migrations-dir", str(catalog), "migrate",
+                        "--yes"], cwd=work, pythonpath=before)  # not here: ``-m`` puts the folder first
+
+        if before is None:
+            return rounds(repeats, default, no_preview, plain)
+        return rounds(repeats, default, no_preview, plain, old_default)
 
 
 class Timing(NamedTuple):
@@ -414,7 +426,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200,000 rows, fewer repeats")
     parser.add_argument("--long-runs", action="store_true", help="only scenarios (d) and (e)")
+    parser.add_argument("--data", choices=("insert", "update"), help="only scenario (e), for these statements")
+    parser.add_argument("--before", metavar="TREE", help="with --data: also time the default path of the code in TREE "
+                        "(a source tree, run as python -m cli.main), in the same rounds")
     args = parser.parse_args(argv)
+    if args.data:
+        data_only(args.data, 7 if not args.quick else 5, args.before)
+        return 0
     if args.long_runs:
         long_runs(7 if not args.quick else 5)
         return 0
@@ -435,6 +453,19 @@ def main(argv: list[str] | None = None) -> int:
           f"rollback itself {real:6.2f} s   x{preview / real:.2f}   target <= 1.2")
     long_runs(repeats + 2)
     return 0
+
+
+def data_only(kind: str, repeats: int, before: str | None) -> None:
+    """Scenario (e) for one kind of statement, and the same with the code in ``before`` if given."""
+    timings = data_migration(kind, 50_000, repeats, before)
+    default, no_preview, plain = timings[:3]
+    print(f"(e) 50,000 single-row {kind.upper()}s, medians of {repeats}, wall clock and (CPU seconds):")
+    for name, t in (("default", default), ("--no-preview", no_preview), ("plain loop", plain)) + (
+            (("before: default", timings[3]),) if before else ()):
+        print(f"    {name:16} {t.wall:5.3f} s ({t.cpu:5.3f})   x{t.wall / plain.wall:.2f} of the plain loop "
+              f"(CPU x{t.cpu / plain.cpu:.2f}), x{t.wall / no_preview.wall:.2f} of --no-preview "
+              f"(CPU x{t.cpu / no_preview.cpu:.2f})")
+    print("    targets: default <= 1.3x --no-preview and <= 2x the plain loop")
 
 
 def long_runs(repeats: int) -> None:

@@ -11,12 +11,17 @@ the statement touches:
 * a table about to be dropped: its rows, and each column's non-default values;
 * a column about to be dropped (``ALTER TABLE ... DROP COLUMN``): its values;
 * rows about to be deleted: counted by the statement itself (``rowcount``),
-  or, when a trigger does the deleting, by a TEMP trigger that counts them;
+  or, when a trigger does the deleting, by a TEMP trigger that counts them
+  (``effects.ValueCounters``);
 * values about to be changed by ``UPDATE`` (an upsert's included): a TEMP
-  trigger counts each value that changes, per table and column: a value
-  that existed before the plan and was not NULL is overwritten (loss); a
-  NULL, or a value the plan wrote (a table it created, a column it added,
-  then backfilled), is only set.
+  trigger counts each value that changes, per table and column, until a
+  copy of the column takes its place (below): a value that existed before
+  the plan and was not NULL is overwritten (loss); a NULL, or a value the
+  plan wrote (a table it created, a column it added, then backfilled), is
+  only set;
+* rows a REPLACE deletes (``OR REPLACE``, or a table's ``ON CONFLICT
+  REPLACE``, of an INSERT or an UPDATE): the table's rows counted before
+  and after the statement, since REPLACE fires no trigger.
 
 Which tables and columns the plan wrote is kept across its steps
 (``effects.PlanWrites``): the same rule as PostgreSQL's preview, which tells them by
@@ -30,44 +35,6 @@ over, so a ``convert`` that renames is a rename, not a loss.
 
 SQLite's trace callback records every statement the migration's code
 executes, parameters filled in, for ``--sql``.
-
-Counting, during a SQLite preview, the rows triggers delete and the values an UPDATE changes, as they change.
-
-A statement's ``rowcount`` tells only what it did to its own target. What
-it does to each column, and what its triggers delete, is counted by TEMP
-triggers (per connection, gone with it, dropped at the end of each step),
-per table, column and kind:
-
-* ``overwritten``: a value that existed before the plan and was not NULL,
-  whatever it was (a default is a value like any other): loss;
-* ``set``: a NULL filled in, or a value the plan wrote (a table it created,
-  a column it added, then backfilled; ``effects.PlanWrites``): not loss;
-* ``deleted``: a row a trigger deleted.
-
-Why the counts live in Python: a trigger body that writes a TEMP table
-costs a write to the TEMP database for every row (a data migration of
-50,000 single-row UPDATEs took 1.5x its unwatched run). Here the trigger's
-``WHEN`` calls a Python function that adds one to a list and returns NULL,
-so the body never runs and nothing is written. SQLite's undo does not reach
-a Python list, so the counts follow it by hand, from what the observer sees:
-
-* a statement that fails: SQLite undoes what it did (``ABORT``, the
-  default) unless its conflict is resolved by ``FAIL`` (``OR FAIL``, a
-  constraint's ``ON CONFLICT FAIL``, a trigger's ``RAISE(FAIL)``), which
-  keeps the rows changed before the failure. ``changes()`` tells the two
-  apart: SQLite sets it to the rows the failed statement kept, 0 when it
-  undid them (``total_changes`` cannot: it keeps what triggers did even
-  when the statement is undone). So the counts go back to where the
-  statement found them unless it kept rows. An ``executemany`` that fails
-  keeps its counts: the statements before the failing one are kept, and
-  what the failing one counted before SQLite undid it cannot be told apart,
-  so the preview may then report more than is lost, never less;
-* ``SAVEPOINT``, ``RELEASE`` and ``ROLLBACK TO``: the counts are kept per
-  savepoint, so a rollback to one restores the counts it was made with
-  (a savepoint older than the step restores none: nothing of the step is
-  left), and triggers made since it, which the rollback removed too, are
-  made again when next needed;
-* a step that fails: everything is forgotten, as the rollback forgets it.
 
 What a SQLite preview learns about one statement text, kept for the statement's repeats within a step.
 
@@ -117,158 +84,13 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeGuard, cast
 
-from planner.engines.sqlite.effects import PlanWrites, StepEffects, TableState, resolve
+from planner.engines.sqlite.effects import PlanWrites, StepEffects, TableState, ValueCounters, fold, resolve
 from planner.engines.sqlite.sql import keywords, name_after, renamed_column, table_xinfo, tokens
 from planner.ledger import LOG_TABLE, TABLE
 from planner.locks import StepLocks
 from planner.preview import DataImpact, is_left_out
 from planner.schema import ObjectKind, SchemaChange
 from planner.sql import quote_identifier
-
-#: The SQL function the triggers' ``WHEN`` calls (per connection, like the TEMP triggers).
-FUNCTION = "apm_preview_count"
-_KINDS = ("set", "overwritten")  # slot offsets 0 and 1 of an UPDATE counter; a DELETE counter uses offset 0
-
-
-class ValueCounters:
-    """The counters of one preview connection, set up lazily: a step that updates nothing pays nothing."""
-
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
-        #: The counts, two slots per counted (table, column); the SQL function adds to it in place. Changed
-        #: only in place (the function and the observer hold it): empty while the step counts nothing.
-        self.tally: list[int] = []
-        self._slots: dict[tuple[str, str], int] = {}  # first slot of each key, for the step
-        self._triggers: dict[tuple[str, str], str] = {}  # the live trigger of each key
-        self._savepoints: list[tuple[str, list[int]]] = []  # (name, counts when it was made), innermost last
-        #: The counts before the statement running now (``StepObserver.run`` sets it), to undo them if it fails.
-        self.mark: list[int] | None = None
-        self._registered = False
-        self._serial = 0  # names are never reused within a connection: a rolled-back one may come back
-
-    # -- what to count ---------------------------------------------------------------------
-
-    def deletes(self, table: str) -> None:
-        """Count the rows deleted from ``table`` (by a trigger: ``rowcount`` does not see them)."""
-        key = (table, "")
-        if key not in self._triggers:
-            slot = self._slot(key)
-            self._create(key, f"AFTER DELETE ON main.{quote_identifier(table)} WHEN {FUNCTION}({slot})")
-
-    def updates(self, table: str, column: str, written_by_plan: bool) -> None:
-        """Count the values of ``table.column`` an UPDATE changes; all as ``set`` if the plan wrote the column."""
-        key = (table, column)
-        if key in self._triggers:
-            return
-        slot = self._slot(key)
-        quoted = quote_identifier(column)
-        which = str(slot) if written_by_plan else f"{slot} + (OLD.{quoted} IS NOT NULL)"
-        self._create(key, f"AFTER UPDATE OF {quoted} ON main.{quote_identifier(table)} "
-                          f"WHEN OLD.{quoted} IS NOT NEW.{quoted} AND {FUNCTION}({which})")
-
-    # -- following SQLite's undo -------------------------------------------------------------
-
-    def statement_failed(self, many: bool) -> None:
-        """The statement (``many``: the ``executemany``) raised: its counts go unless SQLite kept some of its
-        changes (``FAIL``), or the ``executemany`` ran some statements before the failing one."""
-        mark, self.mark = self.mark, None
-        if mark is None or many or self.tally == mark:
-            return
-        # No statement ran since the failed one: changes() is still what SQLite set for it.
-        if not self.conn.execute("SELECT changes()").fetchone()[0]:
-            self._restore(mark)
-
-    def savepoint(self, operation: str, name: str) -> None:
-        """The migration's ``SAVEPOINT`` / ``RELEASE`` / ``ROLLBACK TO`` ran (``operation``: SQLite's
-        authorizer word, ``BEGIN``, ``RELEASE`` or ``ROLLBACK``)."""
-        name = name.lower()  # SQLite compares savepoint names without case
-        operation = operation.upper()
-        if operation == "BEGIN":
-            self._savepoints.append((name, self.tally.copy()))
-            return
-        where = next((i for i in range(len(self._savepoints) - 1, -1, -1) if self._savepoints[i][0] == name), None)
-        if operation == "RELEASE":
-            if where is not None:
-                del self._savepoints[where:]
-            return
-        if operation != "ROLLBACK":
-            return
-        if where is None:  # made before this step: the step's work is undone, its counts with it
-            self._savepoints.clear()
-            self._restore([])
-        else:
-            del self._savepoints[where + 1:]  # ROLLBACK TO keeps the savepoint itself
-            self._restore(self._savepoints[where][1])
-        self._triggers_rolled_back()
-
-    # -- the step's end --------------------------------------------------------------------
-
-    def take(self) -> dict[tuple[str, str, str], int]:
-        """What the step's counters counted, per (table, column, kind); the counters are removed."""
-        counts: dict[tuple[str, str, str], int] = {}
-        tally = self.tally
-        for (table, column), slot in self._slots.items():
-            kinds = _KINDS if column else ("deleted",)
-            for offset, kind in enumerate(kinds):
-                if tally[slot + offset]:
-                    counts[(table, column, kind)] = tally[slot + offset]
-        for name in self._triggers.values():
-            self.conn.execute(f"DROP TRIGGER IF EXISTS temp.{quote_identifier(name)}")
-        self.forget()
-        return counts
-
-    def forget(self) -> None:
-        """The step failed (its rollback removed the triggers with everything else), or its counts were taken."""
-        self.tally.clear()  # in place: the SQL function holds this list
-        self._slots.clear()
-        self._triggers.clear()
-        self._savepoints.clear()
-        self.mark = None
-
-    # -- inside --------------------------------------------------------------------------------
-
-    def _slot(self, key: tuple[str, str]) -> int:
-        slot = self._slots.get(key)
-        if slot is None:
-            if self.mark is None and not self.tally:
-                self.mark = []  # the statement about to run is the first counted one: nothing counted before it
-            slot = self._slots[key] = len(self.tally)
-            self.tally.extend((0, 0))
-        return slot
-
-    def _restore(self, counts: list[int]) -> None:
-        """Put the counts back as they were (slots made since start again from zero)."""
-        self.tally[:] = counts + [0] * (len(self.tally) - len(counts))
-
-    def _triggers_rolled_back(self) -> None:
-        """Triggers made since the savepoint are gone with the rest: they are made again when next needed."""
-        if self._triggers:
-            present = {name for (name,) in self.conn.execute("SELECT name FROM temp.sqlite_master")}
-            self._triggers = {key: name for key, name in self._triggers.items() if name in present}
-
-    def _create(self, key: tuple[str, str], when: str) -> None:
-        if not self._registered:
-            tally = self.tally
-
-            def count(slot: int) -> None:
-                tally[slot] += 1  # NULL: the WHEN is false, so the trigger's body never runs
-
-            self.conn.create_function(FUNCTION, 1, count)
-            self._registered = True
-        name = f"apm_preview_{self._serial}"
-        self._serial += 1
-        self._triggers[key] = name
-        self.conn.execute(f"CREATE TEMP TRIGGER {quote_identifier(name)} {when} BEGIN SELECT NULL; END")
-
-
-#: SQLite's NOCASE folds ASCII letters only; so does this.
-_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
-def fold(name: str) -> str:
-    """``name`` as SQLite's ``COLLATE NOCASE`` compares it."""
-    return name.translate(_FOLD)
-
 
 class ForeignKeyMap:
     """The main database's tables, and for each table (folded) the tables whose foreign keys name it."""
@@ -457,6 +279,7 @@ class StepObserver:
         self._events: list[tuple[int, str | None, str | None, str | None, str | None]] = []
         self.counters = ValueCounters(conn)
         self._tally = self.counters.tally  # the same list, changed in place: empty while nothing is counted
+        self._live = self.counters.triggers  # the same dict, changed in place: empty while no trigger counts
         self._tracing = False
         self.plan_writes = PlanWrites()  # kept across steps
         #: One ``StepLocks`` per step watched, in order: the tables each rebuilt (``attach_rebuilds``).
@@ -464,6 +287,7 @@ class StepObserver:
         self._foreign_keys = ForeignKeyMap(conn)  # who references whom, across steps
         self._known = StatementMemo(conn, self._foreign_keys)  # what ``before`` learned per text, within a step
         self._recalled = self._known.known  # the same dict: ``StatementMemo.recall`` without the call
+        self.counters.settled = self._known.forget
 
     # -- the callbacks -----------------------------------------------------------------------
 
@@ -547,17 +371,28 @@ class StepObserver:
         A statement that only reads and writes rows is measured once per step,
         however often it runs (``StatementMemo``): a repeat costs a dict lookup.
         """
+        # The path of a data migration's loop, every repeat: no call or test that can be spared (``recall``
+        # inlined). A text learned in this step with nothing to count after it, while no trigger counts, just runs.
+        live = self._live
+        seen = self._recalled.get(sql, UNKNOWN) if self.conn.in_transaction else UNKNOWN
+        if seen is None and not live and not many:
+            cursor.execute(sql, parameters)
+            return
         if many:
             parameters = list(parameters)
             if not parameters:  # nothing runs: nothing to watch
                 cursor.executemany(sql, parameters)
                 return
-        # The path of a data migration's loop, every repeat: no call that can be spared (``recall`` inlined).
-        if self._tally:  # counting: what is counted must go back if the statement fails
-            self.counters.mark = self._tally.copy()
-        seen = self._recalled.get(sql, UNKNOWN) if self.conn.in_transaction else UNKNOWN
+        if live and sum(self._tally) >= self.counters.check_at:  # a trigger has counted its share: copy instead
+            tracing, self._tracing = self._tracing, False
+            if self.counters.snapshot_due():
+                self._known.forget()  # each text is looked at again: an INSERT must settle a copy first
+                seen = UNKNOWN
+            self._tracing = tracing
         if seen is UNKNOWN:
             seen = self.before(sql, parameters[0] if many else parameters)
+        if live:  # what the triggers count must go back if the statement fails (``before`` may have made the first)
+            self.counters.mark = self._tally.copy()
         try:
             if many:
                 cursor.executemany(sql, parameters)
@@ -582,10 +417,12 @@ class StepObserver:
         compiled, so even ``EXPLAIN`` of one would run it, and none of them
         deletes or overwrites user data.
         """
+        tracing, self._tracing = self._tracing, False
         if keywords(sql, 1) == ["PRAGMA"]:
             self._known.schema_may_change()
+            self.counters.settle()
+            self._tracing = tracing
             return None
-        tracing, self._tracing = self._tracing, False
         self._events.clear()
         self.conn.set_authorizer(self._authorize)
         try:
@@ -598,16 +435,20 @@ class StepObserver:
             self.conn.set_authorizer(_NO_AUTHORIZER)
         events = list(self._events)
         repeatable, stamp = self._known.learn(events)
+        if not repeatable:  # a schema change may drop, rename or rebuild a copied table: count the copies now
+            self.counters.settle()
         self._measure(sql, events)
-        # An INSERT that may replace (REPLACE, OR REPLACE) or update (ON CONFLICT) rows: its rowcount is not
-        # rows added, so the table is counted before and after (REPLACE deletes without firing a trigger).
+        # A statement that may replace rows (REPLACE, OR REPLACE, or its table's ON CONFLICT REPLACE) or update
+        # them (ON CONFLICT): its rowcount is not rows added, and REPLACE deletes the rows in its way without
+        # firing a trigger, so the table is counted before and after.
         counted: dict[str, int] = {}
-        if _may_replace(sql):
+        replacing = _may_replace(sql)
+        for action, table, _, database, source in events:
+            if (action in _ADDS_OR_CHANGES and source is None and _ours(table, database) and table not in counted
+                    and table not in self.effects.created and (replacing or self._replaces(table))):
+                counted[table] = self._row_count(table)
+        if counted:
             repeatable = False  # counted afresh each time
-            for action, table, _, database, source in events:
-                if (action == sqlite3.SQLITE_INSERT and source is None and _ours(table, database)
-                        and table not in self.effects.created):
-                    counted[table] = self._row_count(table)
         targets = rowcount_targets(events, counted, self.effects, _ours, self.plan_writes.written)
         savepoints = _savepoints(events)
         # (targets, what ``after`` needs): a plain INSERT, UPDATE or DELETE needs no ``after``.
@@ -629,6 +470,10 @@ class StepObserver:
         effects = self.effects
         for table, before in counted.items():
             added = self._row_count(table) - before
+            if not any(action == sqlite3.SQLITE_INSERT and name == table for action, name, *_ in events):
+                if added < 0:  # an UPDATE: the rows its REPLACE deleted
+                    self._deleted(table, -added, before)
+                continue
             replaced = rowcount - added if rowcount > added else 0
             if replaced and not _upsert_only(events, table):
                 self._deleted(table, replaced, before)
@@ -651,6 +496,8 @@ class StepObserver:
         for action, arg1, arg2, database, source in events:
             if action in _GROWS and _ours(arg1, database):
                 effects.grown.add(arg1)
+                if action == sqlite3.SQLITE_INSERT:
+                    self.counters.inserting(arg1)
             elif action in _SHRINKS and _ours(arg1, database):
                 effects.shrunk.add(arg1)
             elif action == sqlite3.SQLITE_ALTER_TABLE and _ours(arg2, arg1):
@@ -752,6 +599,11 @@ class StepObserver:
         row = self.conn.execute("SELECT sql FROM main.sqlite_master WHERE name = ? COLLATE NOCASE", (name,)).fetchone()
         return None if row is None else row[0]
 
+    def _replaces(self, table: str) -> bool:
+        """Whether a constraint of ``table`` resolves its conflicts by REPLACE (``UNIQUE ON CONFLICT REPLACE``)."""
+        words = [token.name for token in tokens(self._sql_of(table) or "") if token.name is not None]
+        return any(words[i:i + 3] == ["on", "conflict", "replace"] for i in range(len(words) - 2))
+
     def _row_count(self, table: str) -> int:
         return self.conn.execute(f"SELECT COUNT(*) FROM main.{quote_identifier(table)}").fetchone()[0]
 
@@ -780,6 +632,7 @@ class StepObserver:
 
 
 _GROWS = (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_CREATE_TABLE)
+_ADDS_OR_CHANGES = (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE)
 _SHRINKS = (sqlite3.SQLITE_DELETE, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DROP_TABLE)
 
 _CREATES: dict[int, ObjectKind] = {
@@ -809,9 +662,10 @@ def attach_rebuilds(preview: Any, observer: StepObserver) -> None:
 
 
 def _may_replace(sql: str) -> bool:
-    """Whether an INSERT can take the place of rows already there: REPLACE, OR REPLACE, or an upsert."""
+    """Whether a statement can take the place of rows already there: REPLACE, INSERT or UPDATE OR REPLACE, or
+    an upsert."""
     first = keywords(sql, 3)
-    if first[:1] == ["REPLACE"] or first[:3] == ["INSERT", "OR", "REPLACE"]:
+    if first[:1] == ["REPLACE"] or first[1:3] == ["OR", "REPLACE"]:
         return True
     return first[:1] == ["INSERT"] and "conflict" in {t.name for t in tokens(sql)}
 
