@@ -228,9 +228,9 @@ def schema_changes(old: Snapshot, new: Snapshot) -> list[SchemaChange]:
     changes: list[SchemaChange] = []
     renamed = [(old.relations[oid], new.relations[oid]) for oid in sorted(old.relations.keys() & new.relations.keys())
                if old.relations[oid].name != new.relations[oid].name]
-    gone, came = {before.name for before, _ in renamed}, {after.name for _, after in renamed}
-    for before, after in renamed:
-        changes.append(SchemaChange(after.kind, "renamed", after.name, before=before.name, after=after.name))
+    gone, came = {old_one.name for old_one, _ in renamed}, {new_one.name for _, new_one in renamed}
+    for old_one, new_one in renamed:
+        changes.append(SchemaChange(new_one.kind, "renamed", new_one.name, before=old_one.name, after=new_one.name))
     for name, kind in sorted(new.objects.items()):
         if name not in old.objects and name not in came:
             changes.append(SchemaChange(kind, "added", name))
@@ -242,13 +242,12 @@ def schema_changes(old: Snapshot, new: Snapshot) -> list[SchemaChange]:
             changes.append(SchemaChange("view", "changed", name, before=old.definitions[name],
                                         after=new.definitions[name]))
     columns_gone, columns_came = set(), set()
-    for key in sorted(old.table_columns.keys() & new.table_columns.keys()):
-        before, after = old.table_columns[key], new.table_columns[key]
-        if before != after:
-            table = new.tables[key[0]]
-            columns_gone.add((old.tables[key[0]], before))
-            columns_came.add((table, after))
-            changes.append(SchemaChange("column", "renamed", after, table, before=before, after=after))
+    for oid, attnum in sorted(old.table_columns.keys() & new.table_columns.keys()):
+        was, now = old.table_columns[oid, attnum], new.table_columns[oid, attnum]
+        if was != now:
+            columns_gone.add((old.tables[oid], was))
+            columns_came.add((new.tables[oid], now))
+            changes.append(SchemaChange("column", "renamed", now, new.tables[oid], before=was, after=now))
     # A view's columns follow its query: a view is changed as a whole (as SQLite's preview says it).
     for table, column in sorted(new.columns):
         if (table, column) not in old.columns and old.objects.get(table) == "table" == new.objects[table] \
