@@ -69,7 +69,7 @@ JSON shape (``Preview.to_json()``, format 2)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from planner.schema import SchemaChange
@@ -178,6 +178,32 @@ class DataImpact:
             "counted": self.counted,
             "text": self.describe(),
         }
+
+
+#: The order of a step's impact lines on both engines (SQLite's preview nets a step's effects in this order).
+_ORDER = {"dropped-table": 0, "dropped-column": 1, "overwritten-values": 2, "deleted-rows": 3}
+
+
+def summed(impact: list[DataImpact]) -> list[DataImpact]:
+    """A step's impact as one line per table (column) and kind, summed, in the order SQLite's preview nets it.
+
+    An engine that counts statement by statement (PostgreSQL) would otherwise print one line per statement of
+    a data migration's loop, where SQLite, which counts the step as a whole, prints one: the same step must read
+    the same on both. Drops keep their order (a table made and dropped twice is two drops)."""
+    merged: list[DataImpact] = []
+    at: dict[tuple[str, str, str | None, bool], int] = {}
+    for item in impact:
+        key = (item.kind, item.table, item.column, item.counted)
+        if item.kind not in ("overwritten-values", "deleted-rows") or key not in at:
+            at.setdefault(key, len(merged))
+            merged.append(item)
+            continue
+        first = merged[at[key]]
+        known = first.before is not None and item.after is not None
+        merged[at[key]] = replace(first, count=first.count + item.count, after=item.after if known else None,
+                                  before=first.before if known else None)
+    return sorted(merged, key=lambda i: (_ORDER.get(i.kind, 4), *((i.table, i.column or "") if _ORDER.get(
+        i.kind, 4) >= 2 else ("", ""))))
 
 
 @dataclass

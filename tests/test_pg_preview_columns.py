@@ -126,3 +126,22 @@ def test_a_rename_is_a_rename_on_both_engines_not_a_drop_and_an_add(pg_url, cata
     assert [(c["kind"], c["action"], c["table"], c["before"], c["after"]) for c in column] == [
         ("column", "renamed", "events", "kind", "event_kind")]
     assert not report["loses_data"]
+
+
+def test_a_loop_of_small_statements_is_one_line_per_table_and_column_on_both_engines(pg_url, catalog_dir, tmp_path):
+    """A step's deletes of one table, and its overwrites of one column, are one line each, summed, however many
+    statements made them: PostgreSQL counts statement by statement and printed a line per statement (1,200 lines
+    for a loop of single-row UPDATEs), SQLite one."""
+    setup = ("CREATE TABLE items (id INTEGER PRIMARY KEY, qty INTEGER, note TEXT);"
+             "INSERT INTO items VALUES (1, 1, 'a'), (2, 2, 'b'), (3, 3, 'c'), (4, 4, 'd'), (5, 5, 'e'), (6, 6, 'f')")
+    found = both_engines(pg_url, catalog_dir, tmp_path, setup,
+                         "for i in (1, 2, 3):\n"
+                         "    conn.execute(f'UPDATE items SET qty = 10 + {i} WHERE id = {i}')\n"
+                         "conn.execute('UPDATE items SET note = NULL WHERE id = 1')\n"
+                         "for i in (4, 5):\n"
+                         "    conn.execute(f'DELETE FROM items WHERE id = {i}')")
+    assert found["sqlite"] == found["postgresql"], found
+    code, lines = found["postgresql"]
+    assert code == 7 and [line for line in lines if line.startswith("0001")] == [
+        "0001 apply: overwrites 1 value of items.note", "0001 apply: overwrites 3 values of items.qty",
+        "0001 apply: deletes 2 rows of items (6 → 4)"], lines

@@ -135,7 +135,7 @@ from planner.engines.postgresql.sql import (
 )
 from planner.engines.postgresql.step_catalog import STEP_SAVEPOINT, Gates, PreparedSet, begin_step, read_step
 from planner.engines.postgresql.step_catalog import Statement as PreparedStatement
-from planner.preview import DataImpact, ImpactKind
+from planner.preview import DataImpact, ImpactKind, summed
 from planner.schema import SchemaChange
 
 #: Defaults that give a new value on every row: a column holding them differs from its default everywhere.
@@ -794,7 +794,7 @@ class PgObserver:
         impact = list(self._impact)
         if self._counted_from is not None:
             impact += self._tally.unexplained(self.conn, self._counted_from, end.counters)
-        return changes, impact + uncounted, self._sql
+        return changes, summed(impact) + uncounted, self._sql
 
     def _lines(self, start: Snapshot, end: Snapshot, read: set[int] | None, objects: Any,
                accounted: Accounted) -> tuple[list[SchemaChange], list[DataImpact]]:
