@@ -677,11 +677,10 @@ def configure(settings: Settings, engine) -> None:
     engine.lock_settings = lock_settings(settings)
     engine.lock_policy = lock_policy(settings)
 
-    def tell(version: str, attempt: int, attempts: int, pause: float, blocker, waited: float) -> None:
+    def tell(version: str, attempt: int, attempts: int, pause: float, blocker, waited: float, note: str) -> None:
         held = f"held by {blocker.describe()}" if blocker is not None else "held by another session"
-        click.echo(f"{version}: waited {shown_duration(waited)} for a lock {held}; rolled back so nothing queues "
-                   f"behind it, trying "
-                   f"again in {pause:.1f} s (attempt {attempt + 1} of {attempts})", err=True)
+        click.echo(f"{version}: waited {shown_duration(waited)} for a lock {held}; {note}; trying again in "
+                   f"{pause:.1f} s (attempt {attempt + 1} of {attempts})", err=True)
 
     listen(tell)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from planner.engines.postgresql.connection import PgMigrationConnection
@@ -36,7 +36,7 @@ from planner.engines.postgresql.outside import Checked, Rehearsed
 from planner.engines.postgresql.step_catalog import PreparedSet
 from planner.errors import NonTransactionalFailed
 from planner.events import Event, Replanned, RunResult, emit
-from planner.ledger import APPLY, OK, LedgerEntry
+from planner.ledger import APPLY, FAILED, OK, LedgerEntry
 from planner.locks import LockPolicy, LockSettings
 from planner.marks import MarksThroughSessions
 from planner.plan import Plan, Step, refuse_non_transactional
@@ -172,6 +172,17 @@ def _unprepared(conn: Any) -> Iterator[None]:
         conn.prepare_threshold = previous
 
 
+def _log_attempt(conn: Any, ledger: PgLedger, plans: list[Plan]) -> Callable[[str | None, BaseException], None]:
+    """The run log's row for an attempt that ended taking its locks ahead (``LockGuard.take_ahead``), as a
+    step's own failed attempt has one; best effort, as ``Session.log_failure``."""
+    def record(version: str | None, error: BaseException) -> None:
+        step = next((s for plan in plans for s in plan.steps if s.version == version), None)
+        if step is not None:
+            with suppress(Exception), conn.transaction():
+                ledger.log(step.version, step.direction, FAILED, step.migration.checksum, None, str(error))
+    return record
+
+
 def _same(a: Plan, b: Plan) -> bool:
     return [(s.version, s.direction) for s in a] == [(s.version, s.direction) for s in b]
 
@@ -204,10 +215,12 @@ class PgRunner(MarksThroughSessions):
         with self.engine.locked() as conn, self._guard(conn, plan) as guard:
             ledger = PgLedger(conn, self.engine.ledger_schema)
             results: list[RunResult] = []
+            plans: list[Plan] = []
 
             def once(attempt: int) -> RunResult:
                 # A retry after a lock timeout plans again: what committed before it is not run twice.
                 planned = make_plan(ledger.applied_migrations())
+                plans[:] = [planned]
                 if not results:
                     results.append(RunResult(planned))
                 result = results[0]
@@ -228,7 +241,8 @@ class PgRunner(MarksThroughSessions):
                 return result
 
             return guard.retrying(once, version_of=lambda error: getattr(error, "version", None),
-                                  retryable=lambda e: not isinstance(e, NonTransactionalFailed))
+                                  retryable=lambda e: not isinstance(e, NonTransactionalFailed),
+                                  record=_log_attempt(conn, ledger, plans))
 
     def preview(self, plan: Plan, *, make_plan: Callable[[dict[str, LedgerEntry]], Plan] | None = None,
                 accept: Callable[[Preview], bool] | None = None, on_event: Callable[[Event], None] | None = None,
@@ -262,7 +276,8 @@ class PgRunner(MarksThroughSessions):
                 steps = tried[-1].steps if tried else []
                 return steps[-1].version if steps else None
 
-            result = guard.retrying(once, failure=lambda r: r.error, version_of=waiting_step)
+            result = guard.retrying(once, failure=lambda r: r.error, version_of=waiting_step,
+                                    record=_log_attempt(conn, ledger, [plan]))
             if is_lock_timeout(result.error):
                 failed = result.steps[-1]
                 failed.error = guard.final_error(failed.version)
