@@ -32,9 +32,9 @@ from planner.engines.postgresql.ledger import PgLedger
 from planner.engines.postgresql.lock_timeout import LockGuard, apply_declared, is_lock_timeout
 from planner.engines.postgresql.locks import attach, lock_watch
 from planner.engines.postgresql.observe import PgObserver
-from planner.engines.postgresql.outside import Checked, Rehearsed
+from planner.engines.postgresql.outside import Checked, IndexBuilds, Rehearsed
 from planner.engines.postgresql.step_catalog import PreparedSet
-from planner.errors import NonTransactionalFailed
+from planner.errors import MigrationFailed, NonTransactionalFailed
 from planner.events import Event, Replanned, RunResult, emit
 from planner.ledger import APPLY, FAILED, OK, LedgerEntry
 from planner.locks import LockPolicy, LockSettings
@@ -71,6 +71,7 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
         self._deferrable: bool | None = None
         #: A preview's ``PgObserver.settle``: the catalog readings that waited, read before the transaction ends.
         self.settle_preview: Callable[..., None] | None = None
+        self._builds: IndexBuilds | None = None  # the indexes of the step outside a transaction under way
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -96,7 +97,26 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
         return self._applied
 
     def connection_for(self, step: Step, observer: Observer | None = None) -> PgMigrationConnection:
-        return PgMigrationConnection(self.migration_conn, step.migration.version, step.direction, observer)
+        conn = self.migration_conn if self._builds is None else self._builds.wrap(self.migration_conn)
+        return PgMigrationConnection(conn, step.migration.version, step.direction, observer)
+
+    def perform_outside(self, step: Step) -> str | None:
+        """As every engine's, with its indexes checked (``postgresql.outside.IndexBuilds``): one left invalid
+        fails the step, unrecorded; a failure names its blocker and what it left."""
+        builds = self._builds = IndexBuilds(self.conn, step.migration.lock_timeout,
+                                            self.locks.settings if self.locks else None)
+        try:
+            detail = super().perform_outside(step)
+        except MigrationFailed as exc:
+            blockers = self.locks.blockers() if self.locks is not None and is_lock_timeout(exc) else []
+            raise MigrationFailed(step.version, step.direction,
+                                  builds.failure(exc.cause, blockers, builds.left_invalid())) from exc
+        finally:
+            self._builds = None
+        left = builds.left_invalid()
+        if left:
+            raise MigrationFailed(step.version, step.direction, builds.failure(None, [], left))
+        return detail
 
     def checked_for(self, step: Step) -> Checked:
 
@@ -119,8 +139,11 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
             apply_declared(self.conn, declared, self.locks.settings, lambda: function(proxy))
 
     def explained(self, step: Step, error: Exception) -> Exception:
-        """A lock timeout's row says which attempt it was and which session held the lock."""
-        return self.locks.explain(step.version, error) if self.locks is not None else error
+        """A lock timeout's row says which attempt it was and which session held the lock; a step outside a
+        transaction is never tried again, and its error already says so (``perform_outside``)."""
+        if self.locks is None or not step.migration.transactional:
+            return error
+        return self.locks.explain(step.version, error)
 
     def verify(self, step: Step, proxy: PgMigrationConnection, observer: Observer | None = None) -> None:
         """Deferred foreign keys checked now, so a violation is this migration's failure, not COMMIT's.
