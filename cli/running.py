@@ -569,8 +569,9 @@ def _allowed(ctx: click.Context, param: click.Parameter, value):
     return _store("allow")(ctx, param, value)
 
 
-def lock_options(*, timeouts: bool = True):
-    """The options of a command that runs migrations (``timeouts``), or only checks them (``--allow``)."""
+def lock_options(*, timeouts: bool = True, allow: bool = True):
+    """The options of a command that runs migrations (``timeouts``), or only checks them (``--allow``); a
+    restore takes the timeouts alone (it has no findings to accept)."""
 
     def decorate(command):
         options = []
@@ -588,10 +589,10 @@ def lock_options(*, timeouts: bool = True):
                              help="PostgreSQL: how many times a step that hit the lock timeout is tried again "
                                   "[default: 3; config lock_retries]."),
             ]
-        options.append(
+        options += [] if not allow else [
             click.option("--allow", "allow", metavar="CODE", multiple=True, expose_value=False, callback=_allowed,
                          help="Accept lock findings with this code for this run (repeatable; see docs/locks.md). "
-                              "--yes never accepts them."))
+                              "--yes never accepts them.")]
         for option in reversed(options):
             command = option(command)
         return command

@@ -145,8 +145,16 @@ class BlockerWatch:
     Failures are only logged: the watch is a witness, never a reason to stop.
     """
 
-    def __init__(self, connect: Callable[[], Any], pid: int, interval: float):
-        self._connect, self._pid, self.interval = connect, pid, interval
+    def __init__(self, connect: Callable[[], Any], pid: int | str, interval: float, cancel_after: float = 0.0):
+        """``pid``: the backend to watch, or the ``application_name`` of a client tool's (``pg_restore``).
+
+        ``cancel_after``: cancel the watched backend's statement once it has waited that long for a lock
+        (``cancelled`` says so): the lock timeout of a client whose own script turns it off (a pg_dump
+        archive begins with ``SET lock_timeout = 0``).
+        """
+        self._connect, self._pid, self.interval, self.cancel_after = connect, pid, interval, cancel_after
+        self.cancelled = False
+        self._waiting_since: float | None = None
         self._stop = threading.Event()
         #: (monotonic time, blockers) of the latest poll that found any.
         self.seen: tuple[float, list[Blocker]] | None = None
@@ -159,16 +167,32 @@ class BlockerWatch:
         try:
             with self._connect() as conn:
                 conn.execute("SET application_name = 'apm lock watch'")
+                query = _BLOCKERS if isinstance(self._pid, int) else _BLOCKERS.replace(
+                    "pg_blocking_pids(%s)", "pg_blocking_pids((SELECT pid FROM pg_stat_activity "
+                                            "WHERE application_name = %s LIMIT 1))")
                 while not self._stop.wait(self.interval):
-                    rows = conn.execute(_BLOCKERS, (self._pid,)).fetchall()
-                    if rows:
+                    rows = conn.execute(query, (self._pid,)).fetchall()
+                    if rows and isinstance(self._pid, int):
                         now = time.monotonic()
                         own = conn.execute(_HELD, (self._pid,)).fetchall()
                         self.held = (now, [Held(*row[:4]) for row in own], max((r[4] or 0.0 for r in own),
                                                                               default=0.0))
-                        self.seen = (now, [Blocker(*row) for row in rows])
+                    if rows:
+                        self.seen = (time.monotonic(), [Blocker(*row) for row in rows])
+                    self._cancel_if_waited(conn, bool(rows))
         except Exception:  # a witness only: the run goes on without it
             log.debug("the blocker watch stopped", exc_info=True)
+
+    def _cancel_if_waited(self, conn: Any, waiting: bool) -> None:
+        now = time.monotonic()
+        if not waiting or self.cancel_after <= 0:
+            self._waiting_since = None
+        elif self._waiting_since is None:
+            self._waiting_since = now - self.interval / 2  # it began waiting somewhen since the last poll
+        elif now - self._waiting_since >= self.cancel_after:
+            conn.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                         (self._pid,))
+            self.cancelled, self._waiting_since = True, None
 
     def since(self, started: float) -> list[Blocker]:
         """The blockers the latest poll after ``started`` found (``[]``: none seen)."""
