@@ -147,6 +147,10 @@ def run_plan(catalog, plan, request, *, as_json: bool):
         if not outcome.first_part:  # an earlier part committed: the answers were for it
             confirmed, locks_accepted = None, []
         confirmed, locks_accepted = _answer(plan, outcome, as_json, confirmed, locks_accepted)
+    found = [line for p in outcome.previews for s in p.steps if s.locks is not None and not s.skipped
+             for line in s.locks.lines(f"{s.version} {s.direction}")]
+    if found:  # accepted, or below the gate: shown all the same (docs/locks.md), and kept in the run log
+        _show("Committed with these lock findings:", found)
     if request.previewed and not outcome.in_parts:
         _tell_committed(outcome.steps, outcome.destroyed, watch)
     watch.announce()  # a run in parts that committed only skipped steps, say
@@ -737,8 +741,11 @@ def check_locks(catalog_dir, engine, findings: list, *, measures_locks: bool) ->
               for statement in s.passed_over]
     done["previewed"] = ran
     done["passed_over"] = passed
-    left = f"; passed over (it runs only outside a transaction and changes no schema or data): " \
-        f"{', '.join(passed)}" if passed else ""
+    # start-up time: cli.running runs without planner.preview until check_locks() needs it
+    from planner.preview import passed_over_why
+
+    why = " or ".join(sorted({passed_over_why(st) for s in preview.steps for st in s.passed_over}))
+    left = f"; passed over (it runs only outside a transaction and {why}): {', '.join(passed)}" if passed else ""
     left += f"; not previewed (transactional = False): {', '.join(preview.not_previewed)}" \
         if preview.not_previewed else ""
     of = f" of {len(preview.plan)}" if len(ran) < len(preview.plan) else ""

@@ -170,15 +170,23 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
         self.ledger.log(migration.version, action or step.direction, OK, migration.checksum, execution_ms, detail)
 
 
-def _judged(accept: Callable[[Preview], bool] | None, watch: Any, engine: Any) -> Callable[[Preview], bool] | None:
-    """``accept``, asked once the lock findings are on the preview's steps (the policy reads them)."""
+def _judged(accept: Callable[[Preview], bool] | None, watch: Any, ledger: PgLedger) -> Callable[[Preview], bool] | None:
+    """``accept``, asked once the lock findings are on the preview's steps (the policy reads them); once
+    accepted, each step's findings join its log row's detail, in the transaction about to commit."""
     if accept is None:
         return None
 
     def judged(preview: Preview) -> bool:
         watch.settle()  # every step's lines are there before anyone judges them
         attach(preview, watch)
-        return accept(preview)
+        accepted = accept(preview)
+        for step in preview.steps if accepted else ():
+            if step.locks is not None and step.locks.findings and not step.skipped:
+                ledger.conn.execute(
+                    f"UPDATE {ledger.log_table} SET detail = concat_ws('; ', nullif(detail, ''), %s::text) WHERE id = "
+                    f"(SELECT max(id) FROM {ledger.log_table} WHERE version = %s AND outcome = %s)",
+                    ("; ".join(f"lock {f.describe()}" for f in step.locks.findings), step.version, OK))
+        return accepted
 
     return judged
 
@@ -289,7 +297,7 @@ class PgRunner(MarksThroughSessions):
                 observer = PgObserver(conn, ledger.log_table, capture_sql=capture_sql, prepared=PreparedSet())
                 session.settle_preview = observer.settle
                 watch = lock_watch(observer, conn, self.engine, guard.settings)
-                session.preview(result, watch, make_plan=make_plan, accept=_judged(accept, watch, self.engine),
+                session.preview(result, watch, make_plan=make_plan, accept=_judged(accept, watch, ledger),
                                 on_event=on_event)
                 attach(result, watch)  # a failed or dry-run preview reports them too
                 return result
