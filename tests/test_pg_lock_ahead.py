@@ -48,16 +48,21 @@ def failed_attempts(url: str) -> int:
     return query(url, "SELECT count(*) FROM schema_migrations_log WHERE outcome = 'failed'")[0][0]
 
 
-def readers_of_a(url: str, until: threading.Event, waits: list[float]) -> None:
-    """Once the first attempt failed, read ``a`` again and again (each its own transaction), noting each wait."""
-    while failed_attempts(url) < 1 and not until.is_set():
-        time.sleep(0.02)
+def read_again_and_again(url: str, table: str, until: threading.Event, waits: list[float]) -> None:
+    """Read ``table`` every 50 ms (each read its own transaction) until ``until``, noting how long each waited."""
     with psycopg.connect(url, autocommit=True) as conn:
         while not until.is_set():
             started = time.monotonic()
-            conn.execute("SELECT count(*) FROM a").fetchone()
+            conn.execute(f"SELECT count(*) FROM {table}").fetchone()
             waits.append(time.monotonic() - started)
             time.sleep(0.05)
+
+
+def readers_of_a(url: str, until: threading.Event, waits: list[float]) -> None:
+    """Once the first attempt failed, read ``a`` again and again."""
+    while failed_attempts(url) < 1 and not until.is_set():
+        time.sleep(0.02)
+    read_again_and_again(url, "a", until, waits)
 
 
 def run_with_blocker(url: str, catalog: Path, path: str, release_after: int | None) -> tuple:

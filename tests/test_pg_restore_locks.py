@@ -14,13 +14,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.conftest import run_apm
+from tests.test_pg_lock_ahead import read_again_and_again
 from tests.test_postgres import query, run_sql
 
 pytestmark = pytest.mark.postgres
@@ -54,15 +54,8 @@ def test_restore_gives_up_within_the_lock_timeout_naming_the_blocker_and_readers
     release.start()
     done, waits = threading.Event(), []
 
-    def reader() -> None:  # orders is dropped (and locked) before pg_restore reaches accounts
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            while not done.is_set():
-                started = time.monotonic()
-                conn.execute("SELECT count(*) FROM orders").fetchone()
-                waits.append(time.monotonic() - started)
-                time.sleep(0.05)
-
-    thread = threading.Thread(target=reader)
+    # orders is dropped (and locked) before pg_restore reaches accounts
+    thread = threading.Thread(target=read_again_and_again, args=(pg_url, "orders", done, waits))
     thread.start()
     try:
         result = restore(dumped, "--yes")

@@ -364,11 +364,14 @@ class LockGuard:
         if seen is None or seen[0] < self.started:
             return "rolled back"
         at, held, seconds = seen
-        known = {(h.schema, h.table, h.mode) for h in self.needed}
-        fresh = [h for h in held if (h.schema, h.table, h.mode) not in known]
-        # The lock that was awaited goes first: while it is still taken, nothing else is held waiting for it.
-        self.needed = [h for h in fresh if not h.granted] + self.needed + \
-            sorted((h for h in fresh if h.granted), key=lambda h: -mode_rank(h.mode))
+        # The lock awaited now goes first: while another session still has it, nothing else is held waiting for
+        # it. Then the ones known before, then the new ones, strongest first.
+        awaited = [h for h in held if not h.granted]
+        keys = {(h.schema, h.table, h.mode) for h in awaited}
+        known = [h for h in self.needed if (h.schema, h.table, h.mode) not in keys]
+        keys |= {(h.schema, h.table, h.mode) for h in known}
+        fresh = sorted((h for h in held if (h.schema, h.table, h.mode) not in keys), key=lambda h: -mode_rank(h.mode))
+        self.needed = awaited + known + fresh
         blocking = [h for h in held if h.granted and mode_rank(h.mode) >= BLOCKING]
         if self._ahead_failed:
             what = "taking its locks ahead, it ran nothing"
