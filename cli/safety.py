@@ -130,8 +130,8 @@ _REMEDIES: dict[str, Callable[..., str]] = {
         f"git log --all -- '{folder}/migration_{version}.*' '{folder}/migration_{version}_*'  # restore the file "
         f"from history"),
     "rebuild-invalid-index": lambda m, index: (
-        f"psql -c 'DROP INDEX CONCURRENTLY {index}', then run the migration that builds it again "
-        f"({m} --mark-rolled-back V, then {m})"),
+        f"psql -c 'DROP INDEX CONCURRENTLY {index}', then run the migration that builds it again ({m}; "
+        f"first {m} --mark-rolled-back V only if the ledger records it as applied)"),
     "no-preview": lambda m: (f"{m} --no-preview, one DDL statement per migration; compare the ledger with the "
                              f"schema after a failure"),
     "pg-dump": _pg_dump,
