@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import run_apm
+from tests.conftest import run_apm, write_migration
 from tests.test_pg_lock_ahead import read_again_and_again
 from tests.test_postgres import query, run_sql
 
@@ -31,12 +31,15 @@ def dumped(pg_url: str, tmp_path: Path) -> Path:
     """``accounts`` and ``orders`` with a row each, dumped; then a row written to ``orders`` since the dump."""
     if shutil.which("pg_dump") is None:
         pytest.skip("pg_dump is not installed")
-    run_sql(pg_url, "CREATE TABLE accounts (id INT); CREATE TABLE orders (id INT); "
-                    "INSERT INTO accounts VALUES (1); INSERT INTO orders VALUES (1)")
+    (tmp_path / "migrations").mkdir()
+    write_migration(tmp_path / "migrations", "0001", "Accounts and orders", depends_on=(),
+                    upgrade="conn.executescript('CREATE TABLE accounts (id INT); CREATE TABLE orders (id INT); "
+                            "INSERT INTO accounts VALUES (1); INSERT INTO orders VALUES (1)')")
+    (tmp_path / "apm.toml").write_text(f'db = "{pg_url}"\nbackup_dir = "dumps"\nmigrations_dir = "migrations"\n')
+    assert run_apm("migrate", cwd=tmp_path).returncode == 0  # the dump holds the ledger and the run log too
     dump = tmp_path / "before.dump"
     subprocess.run(["pg_dump", "-Fc", "-f", str(dump), "--dbname", pg_url], check=True, capture_output=True)
     run_sql(pg_url, "INSERT INTO orders VALUES (2)")
-    (tmp_path / "apm.toml").write_text(f'db = "{pg_url}"\nbackup_dir = "dumps"\n')
     return dump
 
 
@@ -86,3 +89,7 @@ def test_the_confirmation_says_rows_written_since_are_lost_and_doctor_does_not_o
     doctor = run_apm("migrate", "doctor", cwd=dumped.parent)
     assert safety.name in doctor.stdout, doctor.stdout  # still named: it is there if wanted
     assert "apm migrate restore" not in doctor.stdout, doctor.stdout  # but not as a fix: it undoes the restore
+    (row,) = query(pg_url, "SELECT version, action, outcome, detail FROM schema_migrations_log ORDER BY id DESC "
+                           "LIMIT 1")  # the restore's trace in the run log, which doctor read
+    assert row == ("-", "restore", "ok", f"restored from before.dump; the database as it was is in {safety.name}")
+    assert run_apm("migrate", cwd=dumped.parent).returncode == 0  # the log's restore row troubles no run

@@ -47,6 +47,7 @@ the dump holds instead, for whoever asks for the whole database.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -65,6 +66,9 @@ from planner.engines.postgresql.ledger import PgLedger
 from planner.errors import BackupFailed, BackupToolMissing, RestoreFailed, UnusableBackup
 from planner.ledger import LedgerEntry, TABLE
 from planner.urls import database_name, redact
+
+#: The ``version`` of a restore's run log row: no migration's (versions are digits).
+RESTORE_VERSION = "-"
 
 
 def _without_password(url: str) -> tuple[str, str | None]:
@@ -459,6 +463,12 @@ def restore_dump(engine: Any, backup: Path, folder: Path, *, all_schemas: bool =
         except BaseException:  # interrupted or failed: pg_restore's one transaction rolled back
             safety.unlink(missing_ok=True)  # the database is unchanged, so its fresh copy is only clutter
             raise
+        # The run log's trace of it (when the dump brought one back): doctor reads it, and never offers the
+        # safety dump, whose restore would undo this one, as a fix.
+        with contextlib.suppress(Exception):
+            PgLedger(conn, engine.ledger_schema).log(RESTORE_VERSION, "restore", "ok",
+                                                     detail=f"restored from {backup.name}; the database as it "
+                                                            f"was is in {safety.name}")
     if f"{engine.ledger_schema}.{TABLE}" in kept:
         restored = current  # the dump has no ledger table: --clean leaves the database's in place
     return RestoreResult(shown, backup, safety, ledger_difference(current, restored))
