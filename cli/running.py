@@ -147,6 +147,10 @@ def run_plan(catalog, plan, request, *, as_json: bool):
         if not outcome.first_part:  # an earlier part committed: the answers were for it
             confirmed, locks_accepted = None, []
         confirmed, locks_accepted = _answer(plan, outcome, as_json, confirmed, locks_accepted)
+    found = [line for p in outcome.previews for s in p.steps if s.locks is not None and not s.skipped
+             for line in s.locks.lines(f"{s.version} {s.direction}")]
+    if found:  # accepted, or below the gate: shown all the same (docs/locks.md), and kept in the run log
+        _show("Committed with these lock findings:", found)
     if request.previewed and not outcome.in_parts:
         _tell_committed(outcome.steps, outcome.destroyed, watch)
     watch.announce()  # a run in parts that committed only skipped steps, say
@@ -569,8 +573,9 @@ def _allowed(ctx: click.Context, param: click.Parameter, value):
     return _store("allow")(ctx, param, value)
 
 
-def lock_options(*, timeouts: bool = True):
-    """The options of a command that runs migrations (``timeouts``), or only checks them (``--allow``)."""
+def lock_options(*, timeouts: bool = True, allow: bool = True):
+    """The options of a command that runs migrations (``timeouts``), or only checks them (``--allow``); a
+    restore takes the timeouts alone (it has no findings to accept)."""
 
     def decorate(command):
         options = []
@@ -588,10 +593,10 @@ def lock_options(*, timeouts: bool = True):
                              help="PostgreSQL: how many times a step that hit the lock timeout is tried again "
                                   "[default: 3; config lock_retries]."),
             ]
-        options.append(
+        options += [] if not allow else [
             click.option("--allow", "allow", metavar="CODE", multiple=True, expose_value=False, callback=_allowed,
                          help="Accept lock findings with this code for this run (repeatable; see docs/locks.md). "
-                              "--yes never accepts them."))
+                              "--yes never accepts them.")]
         for option in reversed(options):
             command = option(command)
         return command
@@ -677,11 +682,10 @@ def configure(settings: Settings, engine) -> None:
     engine.lock_settings = lock_settings(settings)
     engine.lock_policy = lock_policy(settings)
 
-    def tell(version: str, attempt: int, attempts: int, pause: float, blocker, waited: float) -> None:
+    def tell(version: str, attempt: int, attempts: int, pause: float, blocker, waited: float, note: str) -> None:
         held = f"held by {blocker.describe()}" if blocker is not None else "held by another session"
-        click.echo(f"{version}: waited {shown_duration(waited)} for a lock {held}; rolled back so nothing queues "
-                   f"behind it, trying "
-                   f"again in {pause:.1f} s (attempt {attempt + 1} of {attempts})", err=True)
+        click.echo(f"{version}: waited {shown_duration(waited)} for a lock {held}; {note}; trying again in "
+                   f"{pause:.1f} s (attempt {attempt + 1} of {attempts})", err=True)
 
     listen(tell)
 
@@ -737,8 +741,11 @@ def check_locks(catalog_dir, engine, findings: list, *, measures_locks: bool) ->
               for statement in s.passed_over]
     done["previewed"] = ran
     done["passed_over"] = passed
-    left = f"; passed over (it runs only outside a transaction and changes no schema or data): " \
-        f"{', '.join(passed)}" if passed else ""
+    # start-up time: cli.running runs without planner.preview until check_locks() needs it
+    from planner.preview import passed_over_why
+
+    why = " or ".join(sorted({passed_over_why(st) for s in preview.steps for st in s.passed_over}))
+    left = f"; passed over (it runs only outside a transaction and {why}): {', '.join(passed)}" if passed else ""
     left += f"; not previewed (transactional = False): {', '.join(preview.not_previewed)}" \
         if preview.not_previewed else ""
     of = f" of {len(preview.plan)}" if len(ran) < len(preview.plan) else ""

@@ -130,8 +130,8 @@ _REMEDIES: dict[str, Callable[..., str]] = {
         f"git log --all -- '{folder}/migration_{version}.*' '{folder}/migration_{version}_*'  # restore the file "
         f"from history"),
     "rebuild-invalid-index": lambda m, index: (
-        f"psql -c 'DROP INDEX CONCURRENTLY {index}', then run the migration that builds it again "
-        f"({m} --mark-rolled-back V, then {m})"),
+        f"psql -c 'DROP INDEX CONCURRENTLY {index}', then run the migration that builds it again ({m}; "
+        f"first {m} --mark-rolled-back V only if the ledger records it as applied)"),
     "no-preview": lambda m: (f"{m} --no-preview, one DDL statement per migration; compare the ledger with the "
                              f"schema after a failure"),
     "pg-dump": _pg_dump,
@@ -382,6 +382,7 @@ def backups_command(as_json: bool) -> None:
               help="PostgreSQL: restore everything the dump holds, other schemas' ledgers (other tenants, other "
                    "projects) too; without it a tenant restores its own schema alone, and a script refuses a "
                    "dump holding other ledgers (exit 7).")
+@lock_options(allow=False)
 def restore_command(backup: str | None, yes: bool, as_json: bool, all_schemas: bool) -> None:
     """Restore BACKUP (default: the newest backup of the database), keeping the current content as a backup first.
 
@@ -453,6 +454,8 @@ def _describe_restore(engine, source: Path, current: dict, restored: dict, kept:
     heads = [v for v in restored if v.isdigit()]
     head = max(heads, key=int) if heads else "none"
     echo(f"Restoring {engine.display} from {source} (ledger head {head}, {len(restored)} applied)")
+    echo("  replaces the data too: rows written since the backup was taken are lost from the database (the copy of "
+         "it as it is now, taken first, holds them)", fg="yellow")
     if not engine.backups.is_own(source):
         echo(f"  note: {source.name} is not named as a backup of {engine.backups.short_name} ({engine.backups.names}); "
              f"it passed the backup check, so it can be restored")

@@ -7,13 +7,16 @@ each step's transaction runs with a ``lock_timeout`` (and, when asked, a
 ``statement_timeout``); when the lock timeout fires the step is rolled back
 and tried again after a growing, jittered pause, ``lock_retries`` times
 (``planner.engines.postgresql.lock_timeout`` does it on PostgreSQL). The readers
-queued behind the migration wait at most one lock timeout, then run.
+queued behind the waiting statement wait at most one lock timeout, then run;
+what earlier statements of the attempt locked stays locked for as long as
+they ran, so a retry first takes the locks the attempt was seen to need,
+within the lock timeout, before it runs anything.
 
 Defaults, chosen for a server with live traffic (docs/locks.md):
 
 * ``lock_timeout`` **2s**: long enough for an ordinary short transaction
-  to finish, short enough that a queue of readers behind the migration
-  costs them at most two seconds per attempt.
+  to finish, short enough that a queue of readers behind the waiting
+  statement costs them at most two seconds per wait.
 * ``lock_retries`` **3** (four attempts), pauses of about 1, 2 and 4
   seconds (the lock timeout, doubled each time, at most 30 s, jittered to
   between half and all of it, so several runners do not retry in step).
@@ -90,11 +93,12 @@ def server_value(seconds: float) -> str:
     return f"{round(seconds * 1000)}ms" if seconds > 0 else "0"
 
 
-#: ``listener(version, attempt, attempts, pause, blocker, waited)``: told before each pause after a lock
+#: ``listener(version, attempt, attempts, pause, blocker, waited, note)``: told before each pause after a lock
 #: timeout (the CLI prints a line): the migration, the attempt that timed out and how many there are, the
-#: pause before the next, who held the lock (the engine's ``describe()``-able blocker, or ``None``), and the
-#: lock timeout that fired (a migration's own when it declares one), in seconds.
-RetryListener = Callable[[str, int, int, float, Any, float], None]
+#: pause before the next, who held the lock (the engine's ``describe()``-able blocker, or ``None``), the
+#: lock timeout that fired (a migration's own when it declares one), in seconds, and what the attempt held
+#: meanwhile and what the next one does about it, in words.
+RetryListener = Callable[[str, int, int, float, Any, float, str], None]
 _retry_listener: RetryListener | None = None
 
 
@@ -104,10 +108,11 @@ def listen(listener: RetryListener | None) -> None:
     _retry_listener = listener
 
 
-def tell_retry(version: str, attempt: int, attempts: int, pause: float, blocker: Any, waited: float) -> None:
+def tell_retry(version: str, attempt: int, attempts: int, pause: float, blocker: Any, waited: float,
+               note: str = "rolled back") -> None:
     """Tell the registered listener, if any, that a step is about to be tried again."""
     if _retry_listener is not None:
-        _retry_listener(version, attempt, attempts, pause, blocker, waited)
+        _retry_listener(version, attempt, attempts, pause, blocker, waited, note)
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,14 @@ def left_out(step: Step, outside: set[str], needs: Callable[[Step], Iterable[str
     return f"not previewed: it needs {', '.join(missing)} first, which runs outside any transaction"
 
 
+def passed_over_why(statement: str) -> str:
+    """What a statement the preview passed over does: maintenance changes nothing; ``CREATE INDEX
+    CONCURRENTLY`` adds an index (when the step runs for real), which is no loss and not nothing."""
+    if statement.lstrip().upper().startswith("CREATE"):
+        return "adds an index when the step runs (the preview builds none), destroying no data"
+    return "changes no schema or data"
+
+
 def is_left_out(skipped: str | None) -> bool:
     """Whether a step's ``skipped`` reason is one of ``left_out``'s."""
     return skipped is not None and skipped.startswith(("not previewed:", "not previewed beyond "))
@@ -253,8 +261,8 @@ class PreviewStep:
         told = {(i.table, i.column) for i in self.impact if i.kind in ("dropped-column",)}
         told |= {(i.table, None) for i in self.impact if i.kind == "dropped-table"}
         lines = [f"{prefix}: {impact.describe()}" for impact in self.impact]
-        lines += [f"{prefix}: `{statement}` not run by the preview: it runs only outside a transaction and changes "
-                  f"no schema or data" for statement in self.passed_over]
+        lines += [f"{prefix}: `{statement}` not run by the preview: it runs only outside a transaction and "
+                  f"{passed_over_why(statement)}" for statement in self.passed_over]
         for change in self.changes:
             if change.action == "removed" and (change.table, change.name) in told:
                 continue

@@ -91,7 +91,10 @@ class PostgresEngine(Engine):
         except ImportError:
             raise DriverMissing(self.display) from None
         try:
-            return psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.busy_timeout) or 10))
+            # A DBA tells apm's sessions apart in pg_stat_activity (as apm names theirs); a name the URL or
+            # PGAPPNAME gives wins.
+            return psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.busy_timeout) or 10),
+                                   fallback_application_name="apm")
         except psycopg.Error as exc:
             reason = _reason(exc)
             if _MISSING.search(reason):  # libpq gives no SQLSTATE for it: the server's words are all there is

@@ -47,12 +47,14 @@ the dump holds instead, for whoever asks for the whole database.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -64,6 +66,9 @@ from planner.engines.postgresql.ledger import PgLedger
 from planner.errors import BackupFailed, BackupToolMissing, RestoreFailed, UnusableBackup
 from planner.ledger import LedgerEntry, TABLE
 from planner.urls import database_name, redact
+
+#: The ``version`` of a restore's run log row: no migration's (versions are digits).
+RESTORE_VERSION = "-"
 
 
 def _without_password(url: str) -> tuple[str, str | None]:
@@ -259,6 +264,52 @@ _ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)")
 _TOC_TABLE = re.compile(r"^\d+; \d+ \d+ (?P<rest>TABLE (?!DATA ).*)$")  # not its TABLE DATA entry
 
 
+def _restore_within_lock_timeout(engine: Any, argv: list[str], env: dict[str, str], backup: Path) -> None:
+    """Run ``pg_restore`` under the run's lock timeout, tried again as a step is (``postgresql.lock_timeout``).
+
+    Its one transaction drops and locks table after table: queued behind one idle transaction on the next
+    table, it would keep every table it already has from every reader. The archive's own script sets
+    ``lock_timeout = 0`` (an option or ``PGOPTIONS`` cannot win), so a watch, finding pg_restore's backend by
+    the ``application_name`` it runs under, cancels its statement once it has waited the lock timeout for a
+    lock (give or take a quarter of it), and names the session it waited for. The single transaction rolls
+    back (nothing changed); after a pause the restore starts over. ``--statement-timeout`` is not applied:
+    restoring a big table may rightly take long.
+    """
+    # start-up time: planner.engines.postgresql.backup runs without the lock timeouts until a restore needs them
+    from planner.engines.postgresql.lock_timeout import BlockerWatch
+    from planner.locks import LockSettings, shown_duration, tell_retry
+
+    settings = getattr(engine, "lock_settings", None) or LockSettings()
+    name = f"apm restore {os.getpid()}"
+    env = {**env, "PGAPPNAME": name}
+    for attempt in range(1, settings.attempts + 1):
+        started = time.monotonic()
+        # The archive's script sets lock_timeout = 0 itself: the watch cancels a wait that lasts longer.
+        watch = BlockerWatch(engine.connect, name, min(1.0, max(0.02, settings.lock_timeout / 4)),
+                             cancel_after=settings.lock_timeout) if settings.lock_timeout > 0 else None
+        try:
+            result = run_client(argv, env)
+        finally:
+            if watch is not None:
+                watch.close()
+        if result.returncode == 0:
+            return
+        blockers = watch.since(started) if watch is not None else []
+        if watch is None or not watch.cancelled:
+            raise RestoreFailed(engine.display, backup, _first_error(result.stderr, result.returncode))
+        if attempt == settings.attempts:
+            who = "; ".join(b.describe() for b in blockers) or "a session the watch did not see (it may have ended)"
+            tries = "1 attempt" if attempt == 1 else f"{attempt} attempts"
+            raise RestoreFailed(engine.display, backup,
+                                f"could not get its locks within the lock timeout ({shown_duration(settings.lock_timeout)}) "
+                                f"in {tries}: held by {who}. Try again when that session is done (or end it), or raise "
+                                f"the lock timeout or the retries")
+        pause = settings.backoff(attempt)
+        tell_retry("restore", attempt, settings.attempts, pause, blockers[0] if blockers else None,
+                   settings.lock_timeout, "pg_restore's one transaction was rolled back, so nothing changed")
+        time.sleep(pause)
+
+
 def tool(name: str, shown: str) -> str:
     """The path of ``pg_restore`` or ``pg_dump``; missing, a refusal naming the Debian package."""
     found = shutil.which(name)
@@ -406,14 +457,18 @@ def restore_dump(engine: Any, backup: Path, folder: Path, *, all_schemas: bool =
         safety = dump(engine.url, folder, advice="Fix it, then restore again", schema=engine.ledger_schema,
                       only_schema=own)
         try:
-            result = run_client([restorer, "--clean", "--if-exists", "--single-transaction", "--exit-on-error",
-                                 "--no-owner", *only, "--dbname", conninfo, str(backup)], env)
-        except BaseException:  # interrupted: the killed pg_restore's transaction rolled back
-            safety.unlink(missing_ok=True)
-            raise
-        if result.returncode != 0:
+            _restore_within_lock_timeout(engine, [restorer, "--clean", "--if-exists", "--single-transaction",
+                                                  "--exit-on-error", "--no-owner", *only, "--dbname", conninfo,
+                                                  str(backup)], env, backup)
+        except BaseException:  # interrupted or failed: pg_restore's one transaction rolled back
             safety.unlink(missing_ok=True)  # the database is unchanged, so its fresh copy is only clutter
-            raise RestoreFailed(shown, backup, _first_error(result.stderr, result.returncode))
+            raise
+        # The run log's trace of it (when the dump brought one back): doctor reads it, and never offers the
+        # safety dump, whose restore would undo this one, as a fix.
+        with contextlib.suppress(Exception):
+            PgLedger(conn, engine.ledger_schema).log(RESTORE_VERSION, "restore", "ok",
+                                                     detail=f"restored from {backup.name}; the database as it "
+                                                            f"was is in {safety.name}")
     if f"{engine.ledger_schema}.{TABLE}" in kept:
         restored = current  # the dump has no ledger table: --clean leaves the database's in place
     return RestoreResult(shown, backup, safety, ledger_difference(current, restored))

@@ -47,6 +47,8 @@ def diagnose_postgres(engine: Any, catalog_dir: Path | str, backup_dir: Path | N
             rows = conn.execute(interrupted_query(log, "%s"), (STARTED, STARTED)).fetchall()
             findings.extend(findings_for([(v, a, str(at)[:19], detail) for v, a, at, detail in rows]))
         findings.extend(_invalid_indexes(conn))
+        latest = conn.execute(f"SELECT action, detail FROM {quote(schema)}.{LOG_TABLE} ORDER BY id DESC LIMIT 1"
+                              ).fetchone() if LOG_COLUMNS <= columns.get(LOG_TABLE, set()) else None
     findings.append(Finding(
         INFO, "foreign-keys", None,
         "foreign keys are enforced by the server: PostgreSQL checks each reference when a row is written (a "
@@ -54,7 +56,7 @@ def diagnose_postgres(engine: Any, catalog_dir: Path | str, backup_dir: Path | N
         None, "database"))
     findings.extend(probe_guarantees(engine))
     if backup_dir is not None:
-        findings.extend(_backups(engine, Path(backup_dir)))
+        findings.extend(_backups(engine, Path(backup_dir), latest))
     return findings
 
 
@@ -213,8 +215,12 @@ def _history(conn: Any, schema: str, catalog_dir: Path) -> list[Finding]:
     return history_findings(catalog, entries, files, unloadable) if catalog is not None else []
 
 
-def _backups(engine: Any, folder: Path) -> list[Finding]:
-    """The newest ``pg_dump`` file of this database in the backup folder, or a warning that there is none."""
+def _backups(engine: Any, folder: Path, latest: tuple | None = None) -> list[Finding]:
+    """The newest ``pg_dump`` file of this database in the backup folder, or a warning that there is none.
+
+    ``latest``: the run log's newest (action, detail). Right after a restore the newest dump is its safety
+    dump: restoring it would undo the restore, so it is not offered as a fix.
+    """
     dumps = list_dumps(engine.url, folder, engine.ledger_schema)
     if not dumps:
         # A tenant's own dumps hold its schema alone, as apm's would (planner.engines.postgresql.backup).
@@ -232,5 +238,6 @@ def _backups(engine: Any, folder: Path) -> list[Finding]:
         INFO, "backup", None,
         f"newest backup {newest.name}, {age_text(time.time() - stat.st_mtime)} old, {size_text(stat.st_size)} "
         f"({len(dumps)} in {folder})",
+        None if latest is not None and latest[0] == "restore" and f"is in {newest.name}" in (latest[1] or "") else
         Remedy("restore", (str(newest),), "one transaction under the lock, after a safety dump"),
         "database", newest)]

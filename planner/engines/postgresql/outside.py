@@ -30,6 +30,15 @@ then by running it where the server allows.
   statement back (or keep it from running) until a person accepts them;
   ``--yes`` never does (``planner.outside.StatementCheck``).
 
+Indexes, on every real run of such a step (``IndexBuilds``): a
+``CONCURRENTLY`` statement waits with no lock timeout unless the migration
+declares one, because while it waits (for older transactions) it blocks no
+reader or writer, and a timeout would only leave an invalid index behind.
+After the step, the indexes its statements name (and new invalid ones on
+the tables they name) are read from ``pg_index``: one left invalid (a
+failed build, or ``IF NOT EXISTS`` finding the remains of one) fails the
+step, unrecorded, naming it and ``DROP INDEX CONCURRENTLY``.
+
 A dry run rehearses the step inside the preview's transaction, each
 statement in a savepoint (in autocommit, a failed statement the migration
 catches would not abort the rest); the outside-only statements that change
@@ -45,9 +54,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from planner.engines.postgresql.observe import PgObserver
-from planner.engines.postgresql.sql import tokens
+from planner.engines.postgresql.sql import _qualified, _skip, indexed_table, tokens
 from planner.ledger import LOG_TABLE, TABLE
-from planner.locks import LockSettings
+from planner.locks import LockSettings, server_value, shown_duration
 from planner.outside import Rehearsal, StatementCheck, StatementRules
 
 _MAINTENANCE = {"VACUUM", "ANALYZE", "ANALYSE", "REINDEX", "CLUSTER", "CHECKPOINT"}
@@ -237,3 +246,94 @@ class Rehearsed(Rehearsal):
         super().__init__(version, direction, RULES)
         self.conn = conn
         self.connection = _Connection(conn, _RehearsedCursor, self)
+
+
+_INVALID = ("SELECT i.indexrelid, i.indexrelid::regclass::text FROM pg_index i WHERE NOT i.indisvalid "
+            "AND (i.indexrelid = ANY(%s) OR (i.indexrelid <> ALL(%s) AND i.indrelid = ANY(%s)))")
+_OIDS = "SELECT coalesce(array_agg(to_regclass(x)::oid) FILTER (WHERE to_regclass(x) IS NOT NULL), '{}') " \
+        "FROM unnest(%s::text[]) AS x"
+
+
+def named_index(sql: str) -> str | None:
+    """The index ``CREATE [UNIQUE] INDEX [CONCURRENTLY] [IF NOT EXISTS] name`` or ``REINDEX INDEX name`` names."""
+    parts = tokens(sql)
+    upper = [t.upper for t in parts]
+    if upper[:1] == ["REINDEX"] and "INDEX" in upper[1:3]:
+        return _qualified(parts, _skip(parts, upper.index("INDEX") + 1, "CONCURRENTLY"))[0]
+    if upper[:1] == ["CREATE"] and "INDEX" in upper[1:3]:
+        i = _skip(parts, upper.index("INDEX") + 1, "CONCURRENTLY", "IF", "NOT", "EXISTS")
+        return _qualified(parts, i)[0] if i < len(parts) and upper[i] != "ON" else None
+    return None
+
+
+class OutsideFailure(Exception):
+    """Why a ``transactional = False`` step failed, in words that name what it left (its blocker, an invalid
+    index): such a step is never rolled back or tried again, so the run log must not say it was."""
+
+
+class _NotedCursor(_Cursor):
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> _NotedCursor:
+        self._owner.statement(query, lambda: self._cursor.execute(query, params, **kwargs))
+        return self
+
+    def executemany(self, query: Any, params_seq: Iterable[Any], **kwargs: Any) -> _NotedCursor:
+        self._owner.statement(query, lambda: self._cursor.executemany(query, params_seq, **kwargs))
+        return self
+
+
+class IndexBuilds:
+    """One real run of a ``transactional = False`` step: its ``CONCURRENTLY`` statements waited for without a
+    lock timeout, and the indexes its statements name checked for ``indisvalid`` after it."""
+
+    def __init__(self, conn: Any, declared: float | None, settings: LockSettings | None):
+        self.conn, self.declared, self.settings = conn, declared, settings or LockSettings()
+        self.indexes: list[str] = []
+        self.tables: list[str] = []
+        self._before = [row[0] for row in conn.execute("SELECT indexrelid FROM pg_index WHERE NOT indisvalid")]
+
+    def wrap(self, connection: Any) -> _Connection:
+        return _Connection(connection, _NotedCursor, self)
+
+    def statement(self, query: Any, execute: Any) -> None:
+        text = _text(query, self.conn)
+        if not isinstance(text, str):
+            execute()
+            return
+        for names, name in ((self.indexes, named_index(text)), (self.tables, indexed_table(text))):
+            if name is not None:
+                names.append(name)
+        words = _words(text)
+        concurrently = "CONCURRENTLY" in words[:4] and words[0] in ("CREATE", "DROP", "REINDEX")
+        if not concurrently or self.declared is not None:
+            execute()
+            return
+        self.conn.execute("SELECT set_config('lock_timeout', '0', false)")
+        try:
+            execute()
+        finally:
+            self.conn.execute("SELECT set_config('lock_timeout', %s, false)",
+                              (server_value(self.settings.lock_timeout),))
+
+    def left_invalid(self) -> list[str]:
+        """The invalid indexes the step's statements name, and new ones on the tables they build indexes on."""
+        if not self.indexes and not self.tables:
+            return []
+        indexes, tables = (self.conn.execute(_OIDS, (names,)).fetchone()[0] for names in (self.indexes, self.tables))
+        return [row[1] for row in self.conn.execute(_INVALID, (indexes, self._before, tables)).fetchall()]
+
+    def failure(self, cause: BaseException | None, blockers: list, left: list[str]) -> OutsideFailure:
+        """The words for the run log and the error: what failed, who held the lock, what it left, what to do."""
+        parts = []
+        if cause is not None:
+            text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            if getattr(cause, "sqlstate", None) == "55P03":
+                timeout = shown_duration(self.declared if self.declared is not None else self.settings.lock_timeout)
+                own = ", the migration's own" if self.declared is not None else ""
+                who = "; ".join(b.describe() for b in blockers) or "a session the watch did not see"
+                text = f"{text} ({timeout}{own}): held by {who}"
+            parts.append(text)
+        for name in left:
+            parts.append(f"the index {name} is left invalid (pg_index.indisvalid = false; a CREATE INDEX IF NOT "
+                         f"EXISTS takes it as built): drop it with DROP INDEX CONCURRENTLY {name}, then run again")
+        parts.append("such a step is neither rolled back nor tried again")
+        return OutsideFailure("; ".join(parts))

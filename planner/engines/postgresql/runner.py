@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from planner.engines.postgresql.connection import PgMigrationConnection
@@ -32,11 +32,11 @@ from planner.engines.postgresql.ledger import PARAMETER_TYPES, PgLedger
 from planner.engines.postgresql.lock_timeout import LockGuard, apply_declared, is_lock_timeout
 from planner.engines.postgresql.locks import attach, lock_watch
 from planner.engines.postgresql.observe import PgObserver
-from planner.engines.postgresql.outside import Checked, Rehearsed
+from planner.engines.postgresql.outside import Checked, IndexBuilds, Rehearsed
 from planner.engines.postgresql.step_catalog import PreparedSet, Statement
-from planner.errors import NonTransactionalFailed
+from planner.errors import MigrationFailed, NonTransactionalFailed
 from planner.events import Event, Replanned, RunResult, emit
-from planner.ledger import APPLY, LedgerEntry
+from planner.ledger import APPLY, FAILED, OK, LedgerEntry
 from planner.locks import LockPolicy, LockSettings
 from planner.marks import MarksThroughSessions
 from planner.plan import Plan, Step, refuse_non_transactional
@@ -75,6 +75,7 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
         self.open_step: Callable[..., None] = lambda eager=False: None
         #: A preview's statements prepared by name: the ledger rows' statement is planned once, not per step.
         self.prepared: PreparedSet | None = None
+        self._builds: IndexBuilds | None = None  # the indexes of the step outside a transaction under way
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -100,7 +101,26 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
         return self._applied
 
     def connection_for(self, step: Step, observer: Observer | None = None) -> PgMigrationConnection:
-        return PgMigrationConnection(self.migration_conn, step.migration.version, step.direction, observer)
+        conn = self.migration_conn if self._builds is None else self._builds.wrap(self.migration_conn)
+        return PgMigrationConnection(conn, step.migration.version, step.direction, observer)
+
+    def perform_outside(self, step: Step) -> str | None:
+        """As every engine's, with its indexes checked (``postgresql.outside.IndexBuilds``): one left invalid
+        fails the step, unrecorded; a failure names its blocker and what it left."""
+        builds = self._builds = IndexBuilds(self.conn, step.migration.lock_timeout,
+                                            self.locks.settings if self.locks else None)
+        try:
+            detail = super().perform_outside(step)
+        except MigrationFailed as exc:
+            blockers = self.locks.blockers() if self.locks is not None and is_lock_timeout(exc) else []
+            raise MigrationFailed(step.version, step.direction,
+                                  builds.failure(exc.cause, blockers, builds.left_invalid())) from exc
+        finally:
+            self._builds = None
+        left = builds.left_invalid()
+        if left:
+            raise MigrationFailed(step.version, step.direction, builds.failure(None, [], left))
+        return detail
 
     def checked_for(self, step: Step) -> Checked:
 
@@ -125,8 +145,11 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
             apply_declared(self.conn, declared, self.locks.settings, lambda: function(proxy))
 
     def explained(self, step: Step, error: Exception) -> Exception:
-        """A lock timeout's row says which attempt it was and which session held the lock."""
-        return self.locks.explain(step.version, error) if self.locks is not None else error
+        """A lock timeout's row says which attempt it was and which session held the lock; a step outside a
+        transaction is never tried again, and its error already says so (``perform_outside``)."""
+        if self.locks is None or not step.migration.transactional:
+            return error
+        return self.locks.explain(step.version, error)
 
     def verify(self, step: Step, proxy: PgMigrationConnection, observer: Observer | None = None) -> None:
         """Deferred foreign keys checked now, so a violation is this migration's failure, not COMMIT's.
@@ -167,15 +190,23 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
 _LEDGER_STATEMENTS: dict[str, Statement] = {}
 
 
-def _judged(accept: Callable[[Preview], bool] | None, watch: Any, engine: Any) -> Callable[[Preview], bool] | None:
-    """``accept``, asked once the lock findings are on the preview's steps (the policy reads them)."""
+def _judged(accept: Callable[[Preview], bool] | None, watch: Any, ledger: PgLedger) -> Callable[[Preview], bool] | None:
+    """``accept``, asked once the lock findings are on the preview's steps (the policy reads them); once
+    accepted, each step's findings join its log row's detail, in the transaction about to commit."""
     if accept is None:
         return None
 
     def judged(preview: Preview) -> bool:
         watch.settle()  # every step's lines are there before anyone judges them
         attach(preview, watch)
-        return accept(preview)
+        accepted = accept(preview)
+        for step in preview.steps if accepted else ():
+            if step.locks is not None and step.locks.findings and not step.skipped:
+                ledger.conn.execute(
+                    f"UPDATE {ledger.log_table} SET detail = concat_ws('; ', nullif(detail, ''), %s::text) WHERE id = "
+                    f"(SELECT max(id) FROM {ledger.log_table} WHERE version = %s AND outcome = %s)",
+                    ("; ".join(f"lock {f.describe()}" for f in step.locks.findings), step.version, OK))
+        return accepted
 
     return judged
 
@@ -190,6 +221,17 @@ def _unprepared(conn: Any) -> Iterator[None]:
         yield
     finally:
         conn.prepare_threshold = previous
+
+
+def _log_attempt(conn: Any, ledger: PgLedger, plans: list[Plan]) -> Callable[[str | None, BaseException], None]:
+    """The run log's row for an attempt that ended taking its locks ahead (``LockGuard.take_ahead``), as a
+    step's own failed attempt has one; best effort, as ``Session.log_failure``."""
+    def record(version: str | None, error: BaseException) -> None:
+        step = next((s for plan in plans for s in plan.steps if s.version == version), None)
+        if step is not None:
+            with suppress(Exception), conn.transaction():
+                ledger.log(step.version, step.direction, FAILED, step.migration.checksum, None, str(error))
+    return record
 
 
 def _same(a: Plan, b: Plan) -> bool:
@@ -224,10 +266,12 @@ class PgRunner(MarksThroughSessions):
         with self.engine.locked() as conn, self._guard(conn, plan) as guard:
             ledger = PgLedger(conn, self.engine.ledger_schema)
             results: list[RunResult] = []
+            plans: list[Plan] = []
 
             def once(attempt: int) -> RunResult:
                 # A retry after a lock timeout plans again: what committed before it is not run twice.
                 planned = make_plan(ledger.applied_migrations())
+                plans[:] = [planned]
                 if not results:
                     results.append(RunResult(planned))
                 result = results[0]
@@ -248,7 +292,8 @@ class PgRunner(MarksThroughSessions):
                 return result
 
             return guard.retrying(once, version_of=lambda error: getattr(error, "version", None),
-                                  retryable=lambda e: not isinstance(e, NonTransactionalFailed))
+                                  retryable=lambda e: not isinstance(e, NonTransactionalFailed),
+                                  record=_log_attempt(conn, ledger, plans))
 
     def preview(self, plan: Plan, *, make_plan: Callable[[dict[str, LedgerEntry]], Plan] | None = None,
                 accept: Callable[[Preview], bool] | None = None, on_event: Callable[[Event], None] | None = None,
@@ -273,7 +318,7 @@ class PgRunner(MarksThroughSessions):
                 session.settle_preview, session.open_step = observer.settle, observer.open_step
                 session.prepared = observer.prepared
                 watch = lock_watch(observer, conn, self.engine, guard.settings)
-                session.preview(result, watch, make_plan=make_plan, accept=_judged(accept, watch, self.engine),
+                session.preview(result, watch, make_plan=make_plan, accept=_judged(accept, watch, ledger),
                                 on_event=on_event)
                 attach(result, watch)  # a failed or dry-run preview reports them too
                 return result
@@ -283,7 +328,8 @@ class PgRunner(MarksThroughSessions):
                 steps = tried[-1].steps if tried else []
                 return steps[-1].version if steps else None
 
-            result = guard.retrying(once, failure=lambda r: r.error, version_of=waiting_step)
+            result = guard.retrying(once, failure=lambda r: r.error, version_of=waiting_step,
+                                    record=_log_attempt(conn, ledger, [plan]))
             if is_lock_timeout(result.error):
                 failed = result.steps[-1]
                 failed.error = guard.final_error(failed.version)
