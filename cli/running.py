@@ -633,7 +633,11 @@ def lock_policy(settings: Settings):
 #: The safer way for the lock findings this command has an option for (the library's ``ADVICE`` names none).
 LOCK_ADVICE = {
     "access-exclusive-held": "keep the statement that takes ACCESS EXCLUSIVE alone in its migration, and run "
-                             "backfills in their own steps (with --no-preview each step commits on its own)",
+                             "backfills in their own steps; what later migrations run under it waits with it: apply "
+                             "it in a run of its own (apm migrate --target VERSION), or with --no-preview (each "
+                             "step commits on its own)",
+    "validate-same-run": "apply the migration the finding names (NOT VALID) in a run of its own first (apm migrate "
+                         "--target VERSION), then apm migrate; or run with --no-preview (each step commits on its own)",
     "no-lock-timeout": "set a lock timeout (--lock-timeout, lock_timeout in the config or the migration), so the "
                        "step gives up instead of queueing every reader behind it",
 }

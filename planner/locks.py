@@ -155,6 +155,8 @@ CODES: dict[str, str] = {
                      "default, SET LOGGED, CLUSTER, VACUUM FULL...",
     "access-exclusive-held": "ACCESS EXCLUSIVE on a large existing table held while later statements run",
     "no-lock-timeout": "the step runs without a lock timeout, so it may queue every reader behind it",
+    "validate-same-run": "VALIDATE CONSTRAINT (the safe pattern's second half) scanning a table while a lock an "
+                         "earlier migration of the same run took on it is held (the run is one transaction)",
 }
 
 
@@ -227,6 +229,8 @@ ADVICE: dict[str, str] = {
                              "backfills in their own steps (each step committed on its own)",
     "no-lock-timeout": "set a lock timeout (lock_timeout in the config or the migration), so the step gives up "
                        "instead of queueing every reader behind it",
+    "validate-same-run": "apply the migration that adds the constraint NOT VALID in an earlier run than the one "
+                         "that validates it: within one run the earlier lock is held until the whole plan commits",
 }
 
 
@@ -247,9 +251,13 @@ class LockTaken:
     mode: str
     rows: int | None = None  # the planner's estimate (reltuples); None when the table was never analysed
     bytes: int | None = None
+    #: The earlier step of the same transaction that took this lock: the step touched the relation while it was
+    #: held (a preview is one transaction), so the server showed no new lock for it. ``None``: the step's own.
+    held_since: str | None = None
 
     def to_json(self) -> dict:
-        return {"relation": self.relation, "mode": short_mode(self.mode), "rows": self.rows, "bytes": self.bytes}
+        return {"relation": self.relation, "mode": short_mode(self.mode), "rows": self.rows, "bytes": self.bytes,
+                "held_since": self.held_since}
 
 
 @dataclass

@@ -53,7 +53,8 @@ JSON shape (``Preview.to_json()``, format 2)::
           "error": null | {"type": "MigrationFailed", "message": str},
           "skipped": null | str,
           "locks": [{"relation": str, "mode": "ACCESS EXCLUSIVE" | "SHARE" | ..., "rows": int | null,
-                     "bytes": int | null}],   # PostgreSQL: locks on relations older than the plan
+                     "bytes": int | null, "held_since": null | str}],   # PostgreSQL: locks on relations
+                                         # older than the plan; held_since: taken by that earlier step
           "rewrites": [str],             # relations given a new file (rewritten); SQLite: tables rebuilt
           "rebuilds": [{"table": str, "rows": int}],   # SQLite: tables rebuilt, with the rows they held then
           "findings": [{"code": str, "level": "info" | "warning" | "error", "relation": str,
@@ -110,6 +111,13 @@ def left_out(step: Step, outside: set[str], needs: Callable[[Step], Iterable[str
 def is_left_out(skipped: str | None) -> bool:
     """Whether a step's ``skipped`` reason is one of ``left_out``'s."""
     return skipped is not None and skipped.startswith(("not previewed:", "not previewed beyond "))
+
+
+def watched(steps: list[PreviewStep]) -> list[PreviewStep]:
+    """The steps the preview's observer started, in order: all but those ``left_out`` kept from running. A
+    rehearsal stopped part way ("not previewed beyond") was started: pairing observer readings with steps
+    without it shifted every later step's locks and findings onto the next one."""
+    return [step for step in steps if step.skipped is None or not step.skipped.startswith("not previewed:")]
 
 ImpactKind = Literal["dropped-table", "dropped-column", "deleted-rows", "overwritten-values"]
 

@@ -25,6 +25,14 @@ can say what it did (``LockWatch`` wraps the preview's observer, which
 * **held across**: once a statement holds ACCESS EXCLUSIVE on a table of
   the plan's past, every later statement of the transaction runs under
   it; a preview is one transaction, so later steps count too.
+* **held since**: a lock an earlier step of the transaction took shows no
+  new row for a later step that takes it again. A later statement that
+  names the relation lists it (``LockTaken.held_since``: that step's
+  version) and is judged as if it took it, so each step's locks and
+  findings are its own, as when it runs alone. A ``VALIDATE CONSTRAINT``
+  scanning a table an earlier migration of the same run still holds
+  (SHARE or stronger) is ``validate-same-run``: the safe pattern's two
+  halves belong in separate runs.
 
 A statement that runs only outside a transaction (``VACUUM FULL``,
 ``REINDEX SCHEMA``) cannot be measured: ``LockWatch.judged`` gives the
@@ -50,7 +58,6 @@ from planner.engines.postgresql.sql import _skip as skip_words
 from planner.engines.postgresql.sql import (
     classify,
     first_keywords,
-    indexed_table,
     rewritten_table,
     tokens,
     top_level_split,
@@ -68,7 +75,7 @@ from planner.locks import (
     mode_rank,
     short_mode,
 )
-from planner.preview import is_left_out
+from planner.preview import watched
 
 _USER = ("n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%' "
          "AND n.nspname NOT LIKE 'pg\\_temp%%'")
@@ -183,8 +190,14 @@ class LockWatch:
         self.ledger_tables = ledger_tables
         self.steps: list[StepLocks] = []
         self._before: dict[int, int] | None = None  # oid -> file node, as the plan found them
-        self._held: dict[int, tuple[StepLocks, str, LockTaken, list[str]]] = {}  # ACCESS EXCLUSIVE, and under it
-        self._seen: set[tuple[int, str]] = set()  # (relation, mode) already taken in the transaction
+        #: Per (step, relation) holding ACCESS EXCLUSIVE: the step, its version, the relation, the lock, and the
+        #: (version, statement)s run under it since.
+        self._held: dict[tuple[int, int], tuple[StepLocks, str, str, LockTaken, list[tuple[str, str]]]] = {}
+        #: (relation, mode) already taken in the transaction: the step that took it first, and its version.
+        self._taken: dict[tuple[int, str], tuple[StepLocks, str]] = {}
+        self._mine: set[tuple[int, str]] = set()  # (relation, mode) the current step has listed and judged
+        self._version = "?"
+        self._passed = False  # the statement under way was passed over by a dry run: it did not run
         self._current: StepLocks | None = None
         #: Per relation, its (rows estimate, bytes) when the current step first locked it: every lock and
         #: finding of the step names that size, not one its own later statements grew (an UPDATE, an index).
@@ -206,13 +219,14 @@ class LockWatch:
         if self._before is None and self._measuring:
             self._before = dict(self.conn.execute(_BEFORE).fetchall())
         self._current = StepLocks([], [], [])
-        self._sizes = {}
+        self._sizes, self._mine = {}, set()
         self._raw = False
         self.steps.append(self._current)
 
-    def declare(self, lock_timeout: float | None) -> None:
-        """The step's migration declares its own lock timeout (``None``: the run's)."""
-        self._declared = lock_timeout
+    def declare(self, lock_timeout: float | None, version: str = "?") -> None:
+        """The step's migration declares its own lock timeout (``None``: the run's); ``version`` names the step in
+        what a later step is told about the locks it took."""
+        self._declared, self._version = lock_timeout, version
 
     def end_step(self) -> Any:
         if self._raw and self._current is not None and self._measuring:
@@ -221,6 +235,13 @@ class LockWatch:
         return self.inner.end_step()
 
     def stop(self) -> None:
+        """The step ended early: a failure (all is rolled back) or a rehearsal that cannot go beyond a statement
+        (its savepoint is rolled back, releasing what it locked): nothing it took is held for later steps."""
+        step = self._current
+        self._taken = {key: owner for key, owner in self._taken.items() if owner[0] is not step}
+        self._held = {key: held for key, held in self._held.items() if held[0] is not step}
+        for *_, under in self._held.values():
+            under[:] = [entry for entry in under if entry[0] != self._version]
         self._finish()
         self.inner.stop()
 
@@ -231,13 +252,18 @@ class LockWatch:
         What existed when the step began stays "before": what its earlier statements created is never a finding.
         """
         self.inner = inner
-        self._seen.clear()
+        self._taken.clear()
         self._held.clear()
         self._linked = None
 
     def passed_over(self, sql: str) -> None:
         """A dry run passed over ``sql`` (it runs only outside a transaction): its judged findings are its step's."""
         if self._current is not None and self._measuring:
+            self._passed = True  # nothing it would lock is read after it: what is held is earlier steps'
+            text = " ".join(sql.split())
+            for *_, under in self._held.values():
+                if under and under[-1] == (self._version, text):
+                    under.pop()
             self._current.findings.extend(self.judged(sql))
 
     def judged(self, sql: str) -> list[LockFinding]:
@@ -299,8 +325,8 @@ class LockWatch:
         if not self.inner.running or self._current is None or not self._measuring:
             return
         text = " ".join(sql.split())
-        for _, _, _, under in self._held.values():
-            under.append(text)
+        for *_, under in self._held.values():
+            under.append((self._version, text))
         self._scan = None
         self._alone = self._drops_alone(query)
         table = rewritten_table(query)
@@ -309,8 +335,9 @@ class LockWatch:
             self._scan = (table, row[0])
 
     def after(self, sql: str, query: str, parameters: Any, rowcount: int) -> None:
+        passed, self._passed = self._passed, False
         if (self._measuring and self.inner.running and self._current is not None and measured(query)
-                and not self._alone):
+                and not self._alone and not passed):
             self._read(" ".join(sql.split()), query)
         self.inner.after(sql, query, parameters, rowcount)
 
@@ -344,7 +371,7 @@ class LockWatch:
         rows = (prepared.execute(self.conn, _LOCKS_PREPARED) if prepared is not None
                 else self.conn.execute(_LOCKS)).fetchall()
         words = first_keywords(query, 3)
-        indexed = indexed_table(query) if words[:1] in (["CREATE"], ["REINDEX"]) else None
+        named = {token.name.lower() for token in tokens(query) if token.name is not None}
         tables: dict[int, tuple[str, float, int]] = {}
         for oid, mode, node, tuples, size, schema, name, kind, parent in rows:
             if oid not in self._before or name in self.ledger_tables:
@@ -362,12 +389,17 @@ class LockWatch:
                 continue  # an index's lock follows its table's
             rank = mode_rank(mode)
             tables[oid] = (relation, tuples, size)
-            if (oid, mode) in self._seen and not (indexed is not None and indexed in (name, f"{schema}.{name}")):
-                continue  # taken by an earlier statement of the transaction: it is that one's
-            # An index built on a table an earlier step already locked takes the lock again: judged as its own,
-            # or a gated build hides behind an accepted one (each step is judged as if it ran alone).
-            self._seen.add((oid, mode))
-            taken = LockTaken(relation, mode, None if tuples < 0 else round(tuples), size)
+            key = (oid, mode)
+            if key in self._mine:
+                continue  # listed and judged for an earlier statement of this step
+            owner, version = self._taken.setdefault(key, (step, self._version))
+            if owner is not step and name.lower() not in named:
+                continue  # an earlier step's lock on a relation this statement does not name
+            # A lock an earlier step took shows no new row when this statement takes it again: the step lists it
+            # and is judged as if it took it (a gated index build would hide behind an accepted one otherwise).
+            self._mine.add(key)
+            taken = LockTaken(relation, mode, None if tuples < 0 else round(tuples), size,
+                              None if owner is step else version)
             known = next((lock for lock in step.locks if lock.relation == relation), None)
             if known is None or mode_rank(known.mode) < rank:  # the step's strongest lock on each relation
                 if known is not None:
@@ -399,8 +431,8 @@ class LockWatch:
                 "no-lock-timeout", self.policy.level("no-lock-timeout"), relation,
                 f"takes {short_mode(taken.mode)} on {relation} with no lock timeout: behind a long transaction "
                 f"it would wait without limit, and every query on {relation} would wait behind it"))
-        if taken.mode == "AccessExclusiveLock":
-            self._held.setdefault(oid, (step, relation, taken, []))
+        if taken.mode == "AccessExclusiveLock" and (taken.held_since is None or _takes_exclusive(words, statement)):
+            self._held.setdefault((len(self.steps), oid), (step, self._version, relation, taken, []))
 
     def _scanned(self, step: StepLocks, words: list[str], statement: str,
                  tables: dict[int, tuple[str, float, int]]) -> None:
@@ -414,9 +446,19 @@ class LockWatch:
             return  # the rewrite is the finding: it read every row anyway
         upper = statement.upper()
         code = "set-not-null-scan" if "SET NOT NULL" in upper else "constraint-not-valid-missing"
-        if "VALIDATE CONSTRAINT" in upper:
-            return  # the safe pattern's second half: SHARE UPDATE EXCLUSIVE, no reader or writer waits
         rows = self._holds_rows(relation, tuples, size)
+        if "VALIDATE CONSTRAINT" in upper:  # the safe pattern's second half: SHARE UPDATE EXCLUSIVE, unless
+            earlier = [(mode_rank(mode), mode, owner[1]) for (held, mode), owner in self._taken.items()
+                       if held == oid and owner[0] is not step and mode_rank(mode) >= BLOCKING]
+            if earlier:  # an earlier migration of this run still holds what blocks writes (or reads) during the scan
+                _, mode, version = max(earlier)
+                blocked = "reads and writes" if mode == "AccessExclusiveLock" else "writes"
+                step.findings.append(LockFinding(
+                    "validate-same-run", self.policy.level("validate-same-run", rows), relation,
+                    f"scans {relation} ({_size(tuples, size)}) to validate a constraint while {short_mode(mode)} "
+                    f"taken by {version} earlier in the same run is held (the run is one transaction): {blocked} "
+                    f"wait for the scan: {_cut(statement)}"))
+            return
         what = "SET NOT NULL" if code == "set-not-null-scan" else "a new constraint"
         step.findings.append(LockFinding(code, self.policy.level(code, rows), relation,
                                          f"scans {relation} ({_size(tuples, size)}) to validate {what} under its "
@@ -432,19 +474,33 @@ class LockWatch:
     def _finish(self) -> None:
         """ACCESS EXCLUSIVE locks on large tables, held while later statements ran: a finding of the step
         that took each, worded with what ran under it so far (refreshed at each step's end)."""
-        for oid, (step, relation, taken, under) in self._held.items():
+        for step, version, relation, taken, under in self._held.values():
+            if taken.held_since:  # what later migrations run under it is the finding of the step that took it
+                under = [entry for entry in under if entry[0] == version]
             rows = taken.rows
             if not under or (rows if rows is not None else (taken.bytes or 0) // 100) < self.policy.large_table_rows:
                 continue
-            text = (f"holds ACCESS EXCLUSIVE on {relation} ({_size(rows if rows is not None else -1, taken.bytes or 0)}"
-                    f") while {len(under)} later statement(s) run, e.g. {_cut(under[0])}: nobody can read "
-                    f"{relation} until the plan commits")
+            later = sorted({v for v, _ in under if v != version})
+            since = f" (taken by {taken.held_since})" if taken.held_since else ""
+            also = (f", {sum(1 for v, _ in under if v != version)} of them in later migrations of the same run "
+                    f"({', '.join(later)}), which is one transaction" if later else "")
+            text = (f"holds ACCESS EXCLUSIVE{since} on {relation} "
+                    f"({_size(rows if rows is not None else -1, taken.bytes or 0)}) while {len(under)} later "
+                    f"statement(s) run{also}, e.g. {_cut(under[0][1])}: nobody can read {relation} until the plan "
+                    f"commits")
             existing = [f for f in step.findings if f.code == "access-exclusive-held" and f.relation == relation]
             if existing:
                 existing[0].text = text
             else:
                 step.findings.append(LockFinding("access-exclusive-held", self.policy.level("access-exclusive-held"),
                                                  relation, text))
+
+
+def _takes_exclusive(words: list[str], statement: str) -> bool:
+    """Whether a statement on a relation an earlier step holds ACCESS EXCLUSIVE would take it itself (the server
+    shows no new lock to tell): most ``ALTER TABLE`` forms, ``DROP``, ``TRUNCATE``; a ``VALIDATE CONSTRAINT`` or
+    an index build takes a weaker one, and the earlier step's finding already covers what runs under it."""
+    return words[:1] in (["ALTER"], ["DROP"], ["TRUNCATE"], ["LOCK"]) and "VALIDATE CONSTRAINT" not in statement.upper()
 
 
 def _size(tuples: float, size: int) -> str:
@@ -465,12 +521,11 @@ def lock_watch(observer: Any, conn: Any, engine: Any, settings: LockSettings) ->
 def attach(preview: Any, watch: LockWatch) -> None:
     """Each watched step's ``StepLocks`` on its ``PreviewStep``, its accepted findings marked.
 
-    The watch saw the steps the session started, in order: every step but
-    those left out of the preview (``transactional = False``, and what needs them).
+    The watch saw the steps the session started, in order (``preview.watched``); a migration's ``allow`` is
+    checked against its own step's findings only.
     """
     migrations = {step.version: step.migration for step in preview.plan.steps}
-    watched = [record for record in preview.steps if not is_left_out(record.skipped)]
-    for record, report in zip(watched, watch.steps):
+    for record, report in zip(watched(preview.steps), watch.steps):
         record.locks = report
         migration = migrations.get(record.version)
         watch.policy.accept(report.findings, migration.allow if migration is not None else ())

@@ -165,7 +165,7 @@ class Checked(StatementCheck):
             from planner.engines.postgresql.locks import LockWatch
 
             self._watch = LockWatch(None, conn, policy, settings or LockSettings(), {TABLE, LOG_TABLE})
-            self._watch.declare(declared)
+            self._watch.declare(declared, version)
 
     def measured_findings(self) -> list:
         report = self._watch.steps[-1] if self._watch is not None and self._watch.steps else None

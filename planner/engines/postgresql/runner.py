@@ -112,7 +112,7 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
         """The migration's code, under its own ``lock_timeout`` when it declares one."""
         declared = step.migration.lock_timeout
         if observer is not None and hasattr(observer, "declare"):
-            observer.declare(declared)  # the lock measurements judge "no lock timeout" by the step's own
+            observer.declare(declared, step.version)  # "no lock timeout" is judged by the step's own; findings name it
         if declared is None or self.locks is None:
             function(proxy)
         else:

@@ -1,0 +1,142 @@
+"""Each step's locks and findings in a multi-step PostgreSQL preview are its own (issue 25, tryout5 #2, #3, #6).
+
+The default run previews the whole plan in one transaction, so a lock an
+earlier step took is still held when a later step needs it again, and a
+``transactional = False`` step is rehearsed (or passed over) inside it.
+These tests preview a step alone and inside a longer plan and compare what
+each step is told: the same locks and findings, and where the plan really
+differs (a lock first taken by an earlier step), the step says so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_apm, write_migration
+from tests.test_postgres import run_sql
+
+pytestmark = pytest.mark.postgres
+
+TABLES = ("CREATE TABLE p (id INT PRIMARY KEY); INSERT INTO p SELECT generate_series(1, 300);"
+          "CREATE TABLE t (id INT, c TEXT, pid INT); INSERT INTO t SELECT g, 'x', g FROM generate_series(1, 300) g;"
+          "ANALYZE p; ANALYZE t")
+
+
+def migration(catalog_dir: Path, version: str, *statements: str, depends_on: tuple[str, ...] = (),
+              downgrade: tuple[str, ...] = (), outside: bool = False, allow: str = "") -> None:
+    extra = ("transactional = False\n" if outside else "") + (f"allow = [{allow!r}]\n" if allow else "")
+    write_migration(catalog_dir, version, f"Step {version}", depends_on=depends_on, extra=extra,
+                    upgrade="\n".join(f"conn.execute({s!r})" for s in statements),
+                    downgrade="\n".join(f"conn.execute({s!r})" for s in downgrade) or "pass")
+
+
+def preview(url: str, catalog_dir: Path, *options: str, cwd: Path | None = None) -> tuple[int, dict[str, dict]]:
+    """(exit code, each step's JSON by version) of a dry run."""
+    result = run_apm("--db", url, "--migrations-dir", str(catalog_dir), "migrate", "--dry-run", "--json", *options,
+                     cwd=cwd)
+    assert result.stdout, result.stderr
+    report = json.loads(result.stdout)
+    return result.returncode, {step["version"]: step for step in report["steps"]}
+
+
+def locks(step: dict) -> set[tuple[str, str]]:
+    return {(lock["relation"], lock["mode"]) for lock in step["locks"]}
+
+
+def codes(step: dict) -> set[tuple[str, str]]:
+    return {(finding["code"], finding["relation"]) for finding in step["findings"]}
+
+
+@pytest.fixture
+def large(tmp_path: Path) -> Path:
+    folder = tmp_path / "work"
+    folder.mkdir()
+    (folder / "apm.toml").write_text("large_table_rows = 100\n")
+    return folder
+
+
+def test_a_passed_over_create_index_concurrently_is_not_credited_with_an_earlier_steps_lock(pg_url, catalog_dir):
+    """#2: 0002 never ran in the dry run; the SHARE lock 0001's plain index took is 0001's, not 0002's."""
+    run_sql(pg_url, TABLES)
+    migration(catalog_dir, "0001", "CREATE INDEX t_c ON t (c)", allow="index-not-concurrent")
+    migration(catalog_dir, "0002", "CREATE INDEX CONCURRENTLY IF NOT EXISTS t_id ON t (id)", depends_on=("0001",),
+              outside=True)
+    status, steps = preview(pg_url, catalog_dir)
+    assert status == 0, steps
+    assert steps["0002"]["findings"] == [] and steps["0002"]["locks"] == [], steps["0002"]
+    assert steps["0002"]["passed_over"] and codes(steps["0001"]) == {("index-not-concurrent", "t")}
+    # The same after a rewrite of t (ACCESS EXCLUSIVE and SHARE both held when 0002 comes).
+    migration(catalog_dir, "0001", "ALTER TABLE t ALTER COLUMN id TYPE BIGINT", allow="table-rewrite")
+    status, steps = preview(pg_url, catalog_dir)
+    assert status == 0 and steps["0002"]["findings"] == [] and steps["0002"]["locks"] == [], steps["0002"]
+
+
+def test_a_rollback_preview_past_a_step_it_cannot_rehearse_keeps_each_steps_locks_its_own(pg_url, catalog_dir):
+    """#6: the rollback of a ``DROP INDEX CONCURRENTLY`` step stops its own preview; the steps after it are
+    previewed, and each keeps what it locked, rewrote and found (they were shifted by one)."""
+    run_sql(pg_url, TABLES)
+    migration(catalog_dir, "0001")
+    migration(catalog_dir, "0002", "ALTER TABLE p ADD COLUMN note TEXT", depends_on=("0001",),
+              downgrade=("ALTER TABLE p DROP COLUMN note",))
+    migration(catalog_dir, "0003", "ALTER TABLE t ADD COLUMN big INT", depends_on=("0002",),
+              downgrade=("ALTER TABLE t ALTER COLUMN id TYPE BIGINT", "ALTER TABLE t DROP COLUMN big"))
+    migration(catalog_dir, "0004", "CREATE INDEX CONCURRENTLY t_pid ON t (pid)", depends_on=("0001",),
+              outside=True, downgrade=("DROP INDEX CONCURRENTLY t_pid",))
+    assert run_apm("--db", pg_url, "--migrations-dir", str(catalog_dir), "migrate", "--yes").returncode == 0
+    _, steps = preview(pg_url, catalog_dir, "--to", "0001")
+    assert list(steps) == ["0004", "0003", "0002"]
+    assert "not previewed beyond" in (steps["0004"]["skipped"] or ""), steps["0004"]
+    assert steps["0004"]["locks"] == [] and steps["0004"]["findings"] == []
+    assert ("t", "ACCESS EXCLUSIVE") in locks(steps["0003"]) and "t" in steps["0003"]["rewrites"]
+    assert ("table-rewrite", "t") in codes(steps["0003"]), steps["0003"]
+    assert locks(steps["0002"]) == {("p", "ACCESS EXCLUSIVE")} and steps["0002"]["rewrites"] == []
+    assert ("table-rewrite", "t") not in codes(steps["0002"]), steps["0002"]
+    # The same as 0003's rollback previewed alone.
+    _, alone = preview(pg_url, catalog_dir, "--rollback", "0003")
+    assert codes(alone["0003"]) == codes(steps["0003"]) and locks(alone["0003"]) == locks(steps["0003"])
+
+
+def test_each_step_keeps_its_locks_and_findings_in_a_longer_plan(pg_url, catalog_dir, large):
+    """#3: a later step needing a lock an earlier step of the one transaction holds lists it (held since that
+    step) and keeps its findings: the rewrite's ACCESS EXCLUSIVE, the backfill's ``access-exclusive-held``."""
+    run_sql(pg_url, TABLES)
+    plan = {
+        "0001": ("ALTER TABLE t ADD CONSTRAINT t_positive CHECK (id > 0) NOT VALID",),
+        "0002": ("ALTER TABLE t ALTER COLUMN id TYPE BIGINT",),
+        "0003": ("ALTER TABLE t ADD COLUMN d INT", "UPDATE t SET d = 1"),
+        "0004": ("ALTER TABLE t RENAME COLUMN c TO label",),
+    }
+    alone: dict[str, dict] = {}
+    for version in plan:  # each previewed alone, on the schema the earlier ones leave
+        for old in catalog_dir.glob("migration_*.py"):
+            old.unlink()
+        migration(catalog_dir, version, *plan[version])
+        alone[version] = preview(pg_url, catalog_dir, "--allow", "table-rewrite", cwd=large)[1][version]
+        run_sql(pg_url, "; ".join(plan[version]))
+    run_sql(pg_url, "DROP TABLE t; DROP TABLE p;" + TABLES)
+    for old in catalog_dir.glob("migration_*.py"):
+        old.unlink()
+    previous: tuple[str, ...] = ()
+    for version, statements in plan.items():
+        migration(catalog_dir, version, *statements, depends_on=previous)
+        previous = (version,)
+    _, steps = preview(pg_url, catalog_dir, "--allow", "table-rewrite", cwd=large)
+
+    for version in plan:
+        assert locks(steps[version]) == locks(alone[version]) == {("t", "ACCESS EXCLUSIVE")}, (version, steps[version])
+        real = {("access-exclusive-held", "t")} if version == "0001" else set()  # held across later migrations
+        assert codes(steps[version]) == codes(alone[version]) | real, (version, steps[version]["findings"])
+        held = [lock["held_since"] for lock in steps[version]["locks"]]
+        assert held == ([None] if version == "0001" else ["0001"]), (version, held)  # said explicitly
+        assert [lock["held_since"] for lock in alone[version]["locks"]] == [None]
+    assert ("table-rewrite", "t") in codes(steps["0002"]) and steps["0002"]["rewrites"][-1:] == ["t"]
+    assert ("access-exclusive-held", "t") in codes(steps["0003"])
+    backfill = next(f for f in steps["0003"]["findings"] if f["code"] == "access-exclusive-held")
+    assert "(taken by 0001)" in backfill["text"] and "UPDATE t SET d = 1" in backfill["text"]
+    # 0001's lock is held across the later migrations too: its finding says so (alone it has none).
+    first = next(f for f in steps["0001"]["findings"] if f["code"] == "access-exclusive-held")
+    assert "later migrations of the same run (0002, 0003, 0004), which is one transaction" in first["text"]
+    assert "apm migrate --target VERSION" in first["advice"]
