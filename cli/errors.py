@@ -194,7 +194,9 @@ def _table() -> dict[type, _Advise]:
         E.CatalogNotFound: lambda e: f"{e}; pass --migrations-dir or set APM_MIGRATIONS_DIR",
         E.CatalogInvalid: _catalog_invalid,
         E.BackupToolMissing: lambda e: str(e) if e.advice else f"{e}. Install it, or pass --no-backup",
-        E.BackupFailed: lambda e: str(e) if e.advice else f"{e}. Fix it, or pass --no-backup",
+        E.BackupFailed: lambda e: str(e) if e.advice else f"{e}. " + (
+            "Wait for that transaction to end (or raise --busy-timeout), then run again" if e.locked
+            else "Fix what pg_dump reports") + ", or pass --no-backup",
     }
 
 

@@ -1020,13 +1020,15 @@ class BackupToolMissing(DatabaseError, FileNotFoundError):
 class BackupFailed(DatabaseError):
     """``pg_dump`` ran and failed; the command that wanted the backup (a rollback, a restore) did not run."""
 
-    def __init__(self, shown: str, reason: str, advice: str | None = None):
+    def __init__(self, shown: str, reason: str, advice: str | None = None, *, locked: str | None = None):
         shown = masked(shown)  # a caller's raw URL never reaches the message
         self.reason = reason
         #: What the caller that wanted the dump lets the user do; ``None`` leaves it to the command.
         self.advice = advice
-        super().__init__(f"pg_dump could not back up {shown}: {reason}; nothing was changed"
-                         + (f". {advice}" if advice else ""), database=shown)
+        #: The table pg_dump could not lock in time (``reason`` then says within what, and who held it).
+        self.locked = locked
+        lead = f"pg_dump could not lock {locked} " if locked else f"pg_dump could not back up {shown}: "
+        super().__init__(f"{lead}{reason}; nothing was changed" + (f". {advice}" if advice else ""), database=shown)
 
 
 class RestoreFailed(DatabaseError):

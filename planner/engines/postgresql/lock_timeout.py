@@ -90,6 +90,11 @@ _BLOCKERS = (
     "coalesce(a.query, ''), a.state "
     "FROM unnest(pg_blocking_pids(%s)) AS b(pid) JOIN pg_stat_activity a ON a.pid = b.pid ORDER BY a.xact_start"
 )
+#: The same, for the sessions of another program known by its application name (``pg_dump`` before a rollback).
+_BLOCKERS_OF_NAMED = _BLOCKERS.replace(
+    "FROM unnest(pg_blocking_pids(%s)) AS b(pid)",
+    "FROM pg_stat_activity w CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS b(pid)").replace(
+    " ORDER BY", " WHERE w.application_name = %s ORDER BY")
 
 
 class BlockerWatch:
@@ -100,7 +105,8 @@ class BlockerWatch:
     Failures are only logged: the watch is a witness, never a reason to stop.
     """
 
-    def __init__(self, connect: Callable[[], Any], pid: int, interval: float):
+    def __init__(self, connect: Callable[[], Any], pid: int | str, interval: float):
+        """``pid``: the waiting backend's, or the application name of another program's sessions (``pg_dump``)."""
         self._connect, self._pid, self.interval = connect, pid, interval
         self._stop = threading.Event()
         #: (monotonic time, blockers) of the latest poll that found any.
@@ -113,7 +119,8 @@ class BlockerWatch:
             with self._connect() as conn:
                 conn.execute("SET application_name = 'apm lock watch'")
                 while not self._stop.wait(self.interval):
-                    rows = conn.execute(_BLOCKERS, (self._pid,)).fetchall()
+                    rows = conn.execute(_BLOCKERS_OF_NAMED if isinstance(self._pid, str) else _BLOCKERS,
+                                        (self._pid,)).fetchall()
                     if rows:
                         self.seen = (time.monotonic(), [Blocker(*row) for row in rows])
         except Exception:  # a witness only: the run goes on without it
