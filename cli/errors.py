@@ -185,6 +185,8 @@ def _table() -> dict[type, _Advise]:
         E.StepLocked: lambda e: (f"{e}. Try again when that session is done (or end it), or raise "
                                f"{'the lock_timeout its migration declares' if e.declared else '--lock-timeout'} / "
                                f"--lock-retries" if e.final else str(e)),
+        E.StatementTimedOut: lambda e: f"{e}. Raise --statement-timeout (statement_timeout in apm.toml), or run "
+                                       f"it when the table is smaller or quieter",
         E.ConflictingDependencyOptions: lambda e: f"{e}; pass either --root or --depends-on",
         E.EmptyPattern: _empty_pattern,
         E.NoFleet: lambda e: f"{e}: give --glob PATTERN or --list FILE, or set fleet = [...] in apm.toml",

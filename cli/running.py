@@ -604,8 +604,9 @@ def lock_settings(settings: Settings):
     # start-up time: cli.running runs without planner.locks until lock_settings() needs it
     from planner.locks import DEFAULT_LOCK_RETRIES, DEFAULT_LOCK_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, LockSettings
 
+    statement_timeout, source = _lock_setting(settings, "statement_timeout", DEFAULT_STATEMENT_TIMEOUT)
     return LockSettings(lock_timeout=_lock_setting(settings, "lock_timeout", DEFAULT_LOCK_TIMEOUT)[0],
-                        statement_timeout=_lock_setting(settings, "statement_timeout", DEFAULT_STATEMENT_TIMEOUT)[0],
+                        statement_timeout=statement_timeout, statement_timeout_from=source,
                         retries=_lock_setting(settings, "lock_retries", DEFAULT_LOCK_RETRIES)[0])
 
 

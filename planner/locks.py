@@ -117,6 +117,9 @@ class LockSettings:
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT
     retries: int = DEFAULT_LOCK_RETRIES
+    #: Where ``statement_timeout`` came from, as the caller names it (an option, the config file): a statement
+    #: that runs past it says so, and what to raise.
+    statement_timeout_from: str = ""
 
     @property
     def attempts(self) -> int:

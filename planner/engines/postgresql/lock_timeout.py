@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from planner.errors import StepLocked
+from planner.errors import StatementTimedOut, StepLocked
 from planner.locks import LockSettings, server_value, shown_duration, tell_retry
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,20 @@ E = TypeVar("E", bound=BaseException)
 
 #: SQLSTATE of ``lock_timeout`` (and of ``NOWAIT``): ``lock_not_available``.
 LOCK_NOT_AVAILABLE = "55P03"
+#: SQLSTATE of ``statement_timeout`` (and of a cancel request): ``query_canceled``.
+QUERY_CANCELED = "57014"
+
+
+def timed_out(error: BaseException | None) -> BaseException | None:
+    """The server's statement timeout error in ``error`` or what caused it (``None``: it is not one); the
+    migration's proxy notes on it the statement that ran (``apm_statement``)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if getattr(error, "sqlstate", None) == QUERY_CANCELED and "statement timeout" in str(error):
+            return error
+        error = getattr(error, "cause", None) or error.__cause__ or error.__context__
+    return None
 
 def is_lock_timeout(error: BaseException | None) -> bool:
     """Whether ``error`` (or what caused it: ``MigrationFailed.cause``, ``__cause__``) is SQLSTATE 55P03."""
@@ -198,8 +212,17 @@ class LockGuard:
             self.last_blockers = found
         return found or self.last_blockers
 
-    def explain(self, version: str | None, error: E) -> E | StepLocked:
+    def timed_out(self, version: str | None, error: BaseException, *, whole: bool) -> StatementTimedOut:
+        """A statement timeout as the run reports it: the statement, the limit, where the limit came from."""
+        canceled = timed_out(error)
+        return StatementTimedOut(version, getattr(canceled, "apm_statement", None),
+                                 shown_duration(self.settings.statement_timeout),
+                                 self.settings.statement_timeout_from, whole=whole, shown=self.shown)
+
+    def explain(self, version: str | None, error: E) -> E | StepLocked | StatementTimedOut:
         """The run log's words for a failure: a lock timeout says which attempt and who held the lock."""
+        if timed_out(error) is not None:
+            return self.timed_out(version, error, whole=False)
         if not is_lock_timeout(error):
             return error
         final = self.attempt >= self.settings.attempts
@@ -224,6 +247,8 @@ class LockGuard:
                 result = once(self.attempt)
                 error = failure(result)
             except Exception as exc:
+                if timed_out(exc) is not None and retryable(exc):
+                    raise self.timed_out(version_of(exc), exc, whole=False) from exc
                 if not is_lock_timeout(exc) or not retryable(exc):
                     raise
                 if self.attempt >= self.settings.attempts or isinstance(exc, StepLocked):
