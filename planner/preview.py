@@ -64,6 +64,9 @@ JSON shape (``Preview.to_json()``, format 2)::
       "not_run": ["0020"],              # plan steps after a failure, never reached
       "write_lock_ms": float | null,    # SQLite: how long the plan held the write lock (BEGIN IMMEDIATE to
                                         # COMMIT or ROLLBACK); null on PostgreSQL (per-relation locks instead)
+      "held_exclusive": [{"relation": str, "rows": int | null, "taken_by": str, "held_ms": float,
+                          "text": str}],  # PostgreSQL: ACCESS EXCLUSIVE on a table with rows held by this
+                                        # preview longer than the lock timeout (readers waited for it)
       "lines": [str]                    # Preview.describe()
     }
 """
@@ -283,6 +286,10 @@ class Preview:
     duration_ms: float = 0.0
     #: SQLite: milliseconds from ``BEGIN IMMEDIATE`` to ``COMMIT``/``ROLLBACK``: no other writer could write.
     write_lock_ms: float | None = None
+    #: PostgreSQL: the ACCESS EXCLUSIVE locks on tables holding rows that this preview held longer than the lock
+    #: timeout, each ``{"relation", "rows", "taken_by", "held_ms", "text"}``: a preview takes the run's locks, so
+    #: every reader of those tables waited for it (``postgresql.locks.attach``).
+    held_exclusive: list[dict] = field(default_factory=list)
 
     @property
     def error(self) -> Exception | None:
@@ -324,7 +331,7 @@ class Preview:
         lines = [line for step in self.steps for line in step.describe()]
         if self.not_run:
             lines.append(f"not run (the plan stops at the failure): {', '.join(self.not_run)}")
-        return lines
+        return lines + [held["text"] for held in self.held_exclusive]
 
     def to_json(self) -> dict[str, Any]:
         """The documented shape (see the module docstring)."""
@@ -341,5 +348,6 @@ class Preview:
             "steps": [step.to_json() for step in self.steps],
             "not_run": self.not_run,
             "write_lock_ms": None if self.write_lock_ms is None else round(self.write_lock_ms, 3),
+            "held_exclusive": [dict(held) for held in self.held_exclusive],
             "lines": self.describe(),
         }

@@ -140,3 +140,23 @@ def test_each_step_keeps_its_locks_and_findings_in_a_longer_plan(pg_url, catalog
     first = next(f for f in steps["0001"]["findings"] if f["code"] == "access-exclusive-held")
     assert "later migrations of the same run (0002, 0003, 0004), which is one transaction" in first["text"]
     assert "apm migrate --target VERSION" in first["advice"]
+
+
+def test_a_preview_that_held_access_exclusive_longer_than_the_lock_timeout_says_so(pg_url, catalog_dir):
+    """#1: a dry run or check takes the run's locks and holds them until it rolls back; the lock timeout bounds
+    only the wait for a lock. Held on a table with rows longer than that, the output says so, with the advice."""
+    run_sql(pg_url, TABLES)
+    migration(catalog_dir, "0001", "ALTER TABLE t ADD COLUMN d INT", "SELECT pg_sleep(0.6)")
+    result = run_apm("--db", pg_url, "--migrations-dir", str(catalog_dir), "migrate", "--dry-run", "--json",
+                     "--lock-timeout", "200ms")
+    report = json.loads(result.stdout)
+    [held] = report["held_exclusive"]
+    assert (held["relation"], held["rows"], held["taken_by"]) == ("t", 300, "0001") and held["held_ms"] >= 600
+    assert held["text"] in report["lines"] and "preview a restored copy instead" in held["text"]
+    assert "longer than the lock timeout (200ms)" in held["text"]
+    # Under the lock timeout (the default 2s here): nothing to say.
+    assert json.loads(run_apm("--db", pg_url, "--migrations-dir", str(catalog_dir), "migrate", "--dry-run",
+                              "--json").stdout)["held_exclusive"] == []
+    checked = run_apm("migrate", "check", "--db", pg_url, "--migrations-dir", str(catalog_dir), "--lock-timeout",
+                      "200ms")
+    assert "this preview held ACCESS EXCLUSIVE on t (~300 rows)" in checked.stdout, checked.stdout + checked.stderr

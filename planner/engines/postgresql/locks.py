@@ -51,6 +51,7 @@ Lock timeouts with retries are ``postgresql.lock_timeout``.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from planner.engines.postgresql.sql import _qualified as qualified_name
@@ -74,6 +75,7 @@ from planner.locks import (
     StepLocks,
     mode_rank,
     short_mode,
+    shown_duration,
 )
 from planner.preview import watched
 
@@ -197,6 +199,8 @@ class LockWatch:
         self._taken: dict[tuple[int, str], tuple[StepLocks, str]] = {}
         self._mine: set[tuple[int, str]] = set()  # (relation, mode) the current step has listed and judged
         self._version = "?"
+        #: Per relation of the plan's past locked ACCESS EXCLUSIVE: the step's version, the lock, when taken.
+        self._exclusive: dict[int, tuple[str, LockTaken, float]] = {}
         self._passed = False  # the statement under way was passed over by a dry run: it did not run
         self._current: StepLocks | None = None
         #: Per relation, its (rows estimate, bytes) when the current step first locked it: every lock and
@@ -240,6 +244,7 @@ class LockWatch:
         step = self._current
         self._taken = {key: owner for key, owner in self._taken.items() if owner[0] is not step}
         self._held = {key: held for key, held in self._held.items() if held[0] is not step}
+        self._exclusive = {oid: held for oid, held in self._exclusive.items() if held[0] != self._version}
         for *_, under in self._held.values():
             under[:] = [entry for entry in under if entry[0] != self._version]
         self._finish()
@@ -431,6 +436,8 @@ class LockWatch:
                 "no-lock-timeout", self.policy.level("no-lock-timeout"), relation,
                 f"takes {short_mode(taken.mode)} on {relation} with no lock timeout: behind a long transaction "
                 f"it would wait without limit, and every query on {relation} would wait behind it"))
+        if taken.mode == "AccessExclusiveLock" and taken.held_since is None:
+            self._exclusive.setdefault(oid, (self._version, taken, time.perf_counter()))
         if taken.mode == "AccessExclusiveLock" and (taken.held_since is None or _takes_exclusive(words, statement)):
             self._held.setdefault((len(self.steps), oid), (step, self._version, relation, taken, []))
 
@@ -525,8 +532,29 @@ def attach(preview: Any, watch: LockWatch) -> None:
     checked against its own step's findings only.
     """
     migrations = {step.version: step.migration for step in preview.plan.steps}
+    preview.held_exclusive = _held_too_long(watch)
     for record, report in zip(watched(preview.steps), watch.steps):
         record.locks = report
         migration = migrations.get(record.version)
         watch.policy.accept(report.findings, migration.allow if migration is not None else ())
 
+
+
+def _held_too_long(watch: LockWatch) -> list[dict]:
+    """ACCESS EXCLUSIVE locks on tables holding rows held so far (the transaction has ended, or is about to commit)
+    longer than the lock timeout: the lock timeout bounds how long the preview WAITS for a lock, never how long it
+    HOLDS one, and a dry run or check on a live database holds what the run would, until it rolls back."""
+    now, limit = time.perf_counter(), watch.settings.lock_timeout
+    held = []
+    for version, taken, started in watch._exclusive.values():
+        seconds = now - started
+        if seconds <= limit or not (taken.rows or taken.bytes):
+            continue
+        rows = f"~{taken.rows} rows" if taken.rows is not None else f"{taken.bytes} bytes"
+        text = (f"this preview held ACCESS EXCLUSIVE on {taken.relation} ({rows}) for {seconds:.1f} s (taken by "
+                f"{version}), longer than the lock timeout ({shown_duration(limit)}): every query on "
+                f"{taken.relation} waited for it. A preview takes the locks the run takes: on a live database, "
+                f"preview a restored copy instead")
+        held.append({"relation": taken.relation, "rows": taken.rows, "taken_by": version,
+                     "held_ms": round(seconds * 1000, 1), "text": text})
+    return held
