@@ -74,9 +74,13 @@ def test_a_passed_over_create_index_concurrently_is_not_credited_with_an_earlier
     assert status == 0 and steps["0002"]["findings"] == [] and steps["0002"]["locks"] == [], steps["0002"]
 
 
-def test_a_rollback_preview_past_a_step_it_cannot_rehearse_keeps_each_steps_locks_its_own(pg_url, catalog_dir):
-    """#6: the rollback of a ``DROP INDEX CONCURRENTLY`` step stops its own preview; the steps after it are
-    previewed, and each keeps what it locked, rewrote and found (they were shifted by one)."""
+@pytest.mark.parametrize("stops", [False, True], ids=["rehearsed", "stopped"])
+def test_a_rollback_preview_past_a_step_outside_a_transaction_keeps_each_steps_locks_its_own(pg_url, catalog_dir,
+                                                                                           stops):
+    """#6: the rollback of a ``CREATE INDEX CONCURRENTLY`` step (``DROP INDEX CONCURRENTLY``, rehearsed as a plain
+    ``DROP INDEX``: it stopped the preview there, so such a rollback never dry-ran clean, exit 7); the steps after
+    it keep what they locked, rewrote and found (they were shifted by one). A statement that still stops the
+    preview (``DROP TABLESPACE``) leaves its step "not previewed beyond" it, and the steps after it theirs."""
     run_sql(pg_url, TABLES)
     migration(catalog_dir, "0001")
     migration(catalog_dir, "0002", "ALTER TABLE p ADD COLUMN note TEXT", depends_on=("0001",),
@@ -84,12 +88,17 @@ def test_a_rollback_preview_past_a_step_it_cannot_rehearse_keeps_each_steps_lock
     migration(catalog_dir, "0003", "ALTER TABLE t ADD COLUMN big INT", depends_on=("0002",),
               downgrade=("ALTER TABLE t ALTER COLUMN id TYPE BIGINT", "ALTER TABLE t DROP COLUMN big"))
     migration(catalog_dir, "0004", "CREATE INDEX CONCURRENTLY t_pid ON t (pid)", depends_on=("0001",),
-              outside=True, downgrade=("DROP INDEX CONCURRENTLY t_pid",))
+              outside=True, downgrade=("DROP INDEX CONCURRENTLY t_pid",) + (
+                  ("DROP TABLESPACE IF EXISTS apm_nowhere",) if stops else ()))
     assert run_apm("--db", pg_url, "--migrations-dir", str(catalog_dir), "migrate", "--yes").returncode == 0
-    _, steps = preview(pg_url, catalog_dir, "--to", "0001")
+    status, steps = preview(pg_url, catalog_dir, "--to", "0001")
     assert list(steps) == ["0004", "0003", "0002"]
-    assert "not previewed beyond" in (steps["0004"]["skipped"] or ""), steps["0004"]
-    assert steps["0004"]["locks"] == [] and steps["0004"]["findings"] == []
+    assert steps["0004"]["locks"] == [] and steps["0004"]["findings"] == []  # CONCURRENTLY: no lock to report
+    if stops:
+        assert "not previewed beyond `DROP TABLESPACE" in (steps["0004"]["skipped"] or ""), steps["0004"]
+    else:
+        assert steps["0004"]["skipped"] is None and status == 12, steps["0004"]  # 0003's rewrite gates; not 7
+        assert [c["kind"] for c in steps["0004"]["changes"]] == ["index"], steps["0004"]["changes"]
     assert ("t", "ACCESS EXCLUSIVE") in locks(steps["0003"]) and "t" in steps["0003"]["rewrites"]
     assert ("table-rewrite", "t") in codes(steps["0003"]), steps["0003"]
     assert locks(steps["0002"]) == {("p", "ACCESS EXCLUSIVE")} and steps["0002"]["rewrites"] == []

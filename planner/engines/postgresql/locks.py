@@ -224,7 +224,7 @@ class LockWatch:
             self._before = dict(self.conn.execute(_BEFORE).fetchall())
         self._current = StepLocks([], [], [])
         self._sizes, self._mine = {}, set()
-        self._raw = False
+        self._raw = self._passed = False
         self.steps.append(self._current)
 
     def declare(self, lock_timeout: float | None, version: str = "?") -> None:
