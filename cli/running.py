@@ -637,8 +637,8 @@ LOCK_ADVICE = {
                              "backfills in their own steps; what later migrations run under it waits with it: apply "
                              "it in a run of its own (apm migrate --target VERSION), or with --no-preview (each "
                              "step commits on its own)",
-    "validate-same-run": "apply the migration the finding names (NOT VALID) in a run of its own first (apm migrate "
-                         "--target VERSION), then apm migrate; or run with --no-preview (each step commits on its own)",
+    "validate-same-run": "VALIDATE in a later migration than the NOT VALID one, and apply that one in a run of its "
+                         "own first (apm migrate --target VERSION), then apm migrate; or run with --no-preview",
     "no-lock-timeout": "set a lock timeout (--lock-timeout, lock_timeout in the config or the migration), so the "
                        "step gives up instead of queueing every reader behind it",
 }

@@ -232,8 +232,8 @@ ADVICE: dict[str, str] = {
                              "backfills in their own steps (each step committed on its own)",
     "no-lock-timeout": "set a lock timeout (lock_timeout in the config or the migration), so the step gives up "
                        "instead of queueing every reader behind it",
-    "validate-same-run": "apply the migration that adds the constraint NOT VALID in an earlier run than the one "
-                         "that validates it: within one run the earlier lock is held until the whole plan commits",
+    "validate-same-run": "add the constraint NOT VALID in one migration and VALIDATE it in another, applied in a "
+                         "later run: within one run the earlier lock is held until the whole plan commits",
 }
 
 

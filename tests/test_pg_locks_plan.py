@@ -169,3 +169,15 @@ def test_a_preview_that_held_access_exclusive_longer_than_the_lock_timeout_says_
     checked = run_apm("migrate", "check", "--db", pg_url, "--migrations-dir", str(catalog_dir), "--lock-timeout",
                       "200ms")
     assert "this preview held ACCESS EXCLUSIVE on t (~300 rows)" in checked.stdout, checked.stdout + checked.stderr
+
+
+def test_validate_in_the_migration_that_added_the_constraint_scans_under_its_lock(pg_url, catalog_dir):
+    """#4's neighbour: NOT VALID and VALIDATE in one migration (one transaction) is the unsafe scan again."""
+    run_sql(pg_url, TABLES)
+    migration(catalog_dir, "0001", "ALTER TABLE t ADD CONSTRAINT t_positive CHECK (id > 0) NOT VALID",
+              "ALTER TABLE t VALIDATE CONSTRAINT t_positive")
+    status, steps = preview(pg_url, catalog_dir)
+    [finding] = [f for f in steps["0001"]["findings"] if f["code"] == "validate-same-run"]
+    assert "ACCESS EXCLUSIVE taken by 0001 (this migration) earlier in the same run" in finding["text"], finding
+    assert finding["level"] == "error" and status == 12
+    assert "VALIDATE in a later migration" in finding["advice"]

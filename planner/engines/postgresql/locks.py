@@ -376,7 +376,7 @@ class LockWatch:
         rows = (prepared.execute(self.conn, _LOCKS_PREPARED) if prepared is not None
                 else self.conn.execute(_LOCKS)).fetchall()
         words = first_keywords(query, 3)
-        named = {token.name.lower() for token in tokens(query) if token.name is not None}
+        named: set[str] | None = None  # the names the statement spells, read only for a lock held since before
         tables: dict[int, tuple[str, float, int]] = {}
         for oid, mode, node, tuples, size, schema, name, kind, parent in rows:
             if oid not in self._before or name in self.ledger_tables:
@@ -398,8 +398,11 @@ class LockWatch:
             if key in self._mine:
                 continue  # listed and judged for an earlier statement of this step
             owner, version = self._taken.setdefault(key, (step, self._version))
-            if owner is not step and name.lower() not in named:
-                continue  # an earlier step's lock on a relation this statement does not name
+            if owner is not step:
+                if named is None:
+                    named = {token.name.lower() for token in tokens(query) if token.name is not None}
+                if name.lower() not in named:
+                    continue  # an earlier step's lock on a relation this statement does not name
             # A lock an earlier step took shows no new row when this statement takes it again: the step lists it
             # and is judged as if it took it (a gated index build would hide behind an accepted one otherwise).
             self._mine.add(key)
@@ -455,16 +458,18 @@ class LockWatch:
         code = "set-not-null-scan" if "SET NOT NULL" in upper else "constraint-not-valid-missing"
         rows = self._holds_rows(relation, tuples, size)
         if "VALIDATE CONSTRAINT" in upper:  # the safe pattern's second half: SHARE UPDATE EXCLUSIVE, unless
-            earlier = [(mode_rank(mode), mode, owner[1]) for (held, mode), owner in self._taken.items()
-                       if held == oid and owner[0] is not step and mode_rank(mode) >= BLOCKING]
-            if earlier:  # an earlier migration of this run still holds what blocks writes (or reads) during the scan
-                _, mode, version = max(earlier)
+            # VALIDATE takes less than SHARE itself: anything from SHARE up is an earlier statement's, of this
+            # migration or an earlier one of the run, held until the run commits and blocking writes (or reads).
+            earlier = [(mode_rank(mode), mode, owner[1], owner[0] is step) for (held, mode), owner in
+                       self._taken.items() if held == oid and mode_rank(mode) >= BLOCKING]
+            if earlier:
+                _, mode, version, own = max(earlier)
                 blocked = "reads and writes" if mode == "AccessExclusiveLock" else "writes"
                 step.findings.append(LockFinding(
                     "validate-same-run", self.policy.level("validate-same-run", rows), relation,
                     f"scans {relation} ({_size(tuples, size)}) to validate a constraint while {short_mode(mode)} "
-                    f"taken by {version} earlier in the same run is held (the run is one transaction): {blocked} "
-                    f"wait for the scan: {_cut(statement)}"))
+                    f"taken by {version}{' (this migration)' if own else ''} earlier in the same run is held (the "
+                    f"run is one transaction): {blocked} wait for the scan: {_cut(statement)}"))
             return
         what = "SET NOT NULL" if code == "set-not-null-scan" else "a new constraint"
         step.findings.append(LockFinding(code, self.policy.level(code, rows), relation,
