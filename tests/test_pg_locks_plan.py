@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_apm, write_migration
-from tests.test_postgres import run_sql
+from tests.test_postgres import query, run_sql
 
 pytestmark = pytest.mark.postgres
 
@@ -90,7 +90,8 @@ def test_a_rollback_preview_past_a_step_outside_a_transaction_keeps_each_steps_l
     migration(catalog_dir, "0004", "CREATE INDEX CONCURRENTLY t_pid ON t (pid)", depends_on=("0001",),
               outside=True, downgrade=("DROP INDEX CONCURRENTLY t_pid",) + (
                   ("DROP TABLESPACE IF EXISTS apm_nowhere",) if stops else ()))
-    assert run_apm("--db", pg_url, "--migrations-dir", str(catalog_dir), "migrate", "--yes").returncode == 0
+    applied = run_apm("--db", pg_url, "--migrations-dir", str(catalog_dir), "migrate", "--yes")
+    assert applied.returncode == 0, applied.stderr
     status, steps = preview(pg_url, catalog_dir, "--to", "0001")
     assert list(steps) == ["0004", "0003", "0002"]
     assert steps["0004"]["locks"] == [] and steps["0004"]["findings"] == []  # CONCURRENTLY: no lock to report
@@ -181,3 +182,16 @@ def test_validate_in_the_migration_that_added_the_constraint_scans_under_its_loc
     assert "ACCESS EXCLUSIVE taken by 0001 (this migration) earlier in the same run" in finding["text"], finding
     assert finding["level"] == "error" and status == 12
     assert "VALIDATE in a later migration" in finding["advice"]
+
+
+def test_a_rewrite_names_the_size_the_table_had_before_it(pg_url, catalog_dir):
+    """tryout5: a rewrite's lock and finding named the size of the table it had just rewritten (int to bigint
+    grows it), not the size it had when the step locked it (docs/locks.md)."""
+    run_sql(pg_url, "CREATE TABLE w (id INT, n INT); INSERT INTO w SELECT g, g FROM generate_series(1, 20000) g;"
+                    "ANALYZE w")
+    size = query(pg_url, "SELECT pg_relation_size('w')")[0][0]
+    migration(catalog_dir, "0001", "ALTER TABLE w ALTER COLUMN n TYPE BIGINT", allow="table-rewrite")
+    _, steps = preview(pg_url, catalog_dir)
+    [lock] = steps["0001"]["locks"]
+    [finding] = [f for f in steps["0001"]["findings"] if f["code"] == "table-rewrite"]
+    assert lock["bytes"] == size and f"~20000 rows, {size} bytes" in finding["text"], (size, lock, finding)

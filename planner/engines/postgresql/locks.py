@@ -81,7 +81,8 @@ from planner.preview import watched
 
 _USER = ("n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%' "
          "AND n.nspname NOT LIKE 'pg\\_temp%%'")
-_BEFORE = ("SELECT c.oid, c.relfilenode FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+_BEFORE = ("SELECT c.oid, c.relfilenode, c.reltuples::float8, pg_relation_size(c.oid) FROM pg_class c "
+           "JOIN pg_namespace n ON n.oid = c.relnamespace "
            f"WHERE c.relkind IN ('r', 'p', 'm', 'i', 'I') AND {_USER}")
 _LOCKS = ("SELECT l.relation, l.mode, c.relfilenode, c.reltuples::float8, pg_relation_size(c.oid), n.nspname, "
           "c.relname, c.relkind, coalesce(i.indrelid, 0) "
@@ -206,6 +207,9 @@ class LockWatch:
         #: Per relation, its (rows estimate, bytes) when the current step first locked it: every lock and
         #: finding of the step names that size, not one its own later statements grew (an UPDATE, an index).
         self._sizes: dict[int, tuple[float, int]] = {}
+        #: Per relation of the plan's past, its (rows estimate, bytes) as last read before any rewrite of it: a
+        #: rewrite is seen after it, when the size read is the new file's.
+        self._known: dict[int, tuple[float, int]] = {}
         self._declared: float | None = None
         self._scan: tuple[str, int] | None = None
         self._raw = False
@@ -221,7 +225,7 @@ class LockWatch:
     def start_step(self) -> None:
         self.inner.start_step()
         if self._before is None and self._measuring:
-            self._before = dict(self.conn.execute(_BEFORE).fetchall())
+            self._first_reading()
         self._current = StepLocks([], [], [])
         self._sizes, self._mine = {}, set()
         self._raw = self._passed = False
@@ -286,7 +290,8 @@ class LockWatch:
             return []
         code, names, where, parameters = target
         if self._before is None:
-            self._before = dict(self.conn.execute(_BEFORE).fetchall())
+            self._first_reading()
+        assert self._before is not None  # _first_reading read it
         if names:
             oids = [row[0] for name in names
                     if (row := self.conn.execute("SELECT to_regclass(%s)::oid", (name,)).fetchone())[0] is not None]
@@ -348,6 +353,12 @@ class LockWatch:
 
     # -- the readings ------------------------------------------------------------------------
 
+    def _first_reading(self) -> None:
+        """The relations as the plan (or a step outside a transaction) found them: file node, rows, bytes."""
+        rows = self.conn.execute(_BEFORE).fetchall()
+        self._before = {oid: node for oid, node, _, _ in rows}
+        self._known = {oid: (tuples, size) for oid, _, tuples, size in rows}
+
     def _drops_alone(self, query: str) -> bool:
         """Whether ``query`` drops tables that lock nothing else: then no reading follows it.
 
@@ -381,9 +392,12 @@ class LockWatch:
         for oid, mode, node, tuples, size, schema, name, kind, parent in rows:
             if oid not in self._before or name in self.ledger_tables:
                 continue  # created by the plan (never a finding), or the ledger's own rows
-            tuples, size = self._sizes.setdefault(oid, (tuples, size))
+            rewritten, now = node != self._before[oid], (tuples, size)
+            # The size the step found: read before this statement rewrote the table, if it just did.
+            tuples, size = self._sizes.setdefault(oid, self._known.get(oid, now) if rewritten else now)
+            self._known[oid] = now
             relation = shown(schema, name)
-            if node != self._before[oid] and words[:1] != ["TRUNCATE"]:
+            if rewritten and words[:1] != ["TRUNCATE"]:
                 self._before[oid] = node  # one rewrite is told once
                 step.rewrites.append(relation)
                 if kind not in ("i", "I"):
