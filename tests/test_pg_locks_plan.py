@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_apm, write_migration
+from tests.test_pg_locks import large  # noqa: F401 - the fixture: a folder whose apm.toml calls 100 rows large
 from tests.test_postgres import query, run_sql
 
 pytestmark = pytest.mark.postgres
@@ -48,14 +49,6 @@ def locks(step: dict) -> set[tuple[str, str]]:
 
 def codes(step: dict) -> set[tuple[str, str]]:
     return {(finding["code"], finding["relation"]) for finding in step["findings"]}
-
-
-@pytest.fixture
-def large(tmp_path: Path) -> Path:
-    folder = tmp_path / "work"
-    folder.mkdir()
-    (folder / "apm.toml").write_text("large_table_rows = 100\n")
-    return folder
 
 
 def test_a_passed_over_create_index_concurrently_is_not_credited_with_an_earlier_steps_lock(pg_url, catalog_dir):

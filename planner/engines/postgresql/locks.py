@@ -193,9 +193,9 @@ class LockWatch:
         self.ledger_tables = ledger_tables
         self.steps: list[StepLocks] = []
         self._before: dict[int, int] | None = None  # oid -> file node, as the plan found them
-        #: Per (step, relation) holding ACCESS EXCLUSIVE: the step, its version, the relation, the lock, and the
-        #: (version, statement)s run under it since.
-        self._held: dict[tuple[int, int], tuple[StepLocks, str, str, LockTaken, list[tuple[str, str]]]] = {}
+        #: Per (step, relation) holding ACCESS EXCLUSIVE, what ran under it since: the step that took it first
+        #: (kept to the end of the plan), or one that needs it while held (kept to the end of that step).
+        self._held: dict[tuple[int, int], _Held] = {}
         #: (relation, mode) already taken in the transaction: the step that took it first, and its version.
         self._taken: dict[tuple[int, str], tuple[StepLocks, str]] = {}
         self._mine: set[tuple[int, str]] = set()  # (relation, mode) the current step has listed and judged
@@ -247,10 +247,10 @@ class LockWatch:
         (its savepoint is rolled back, releasing what it locked): nothing it took is held for later steps."""
         step = self._current
         self._taken = {key: owner for key, owner in self._taken.items() if owner[0] is not step}
-        self._held = {key: held for key, held in self._held.items() if held[0] is not step}
+        self._held = {key: held for key, held in self._held.items() if held.step is not step}
         self._exclusive = {oid: held for oid, held in self._exclusive.items() if held[0] != self._version}
-        for *_, under in self._held.values():
-            under[:] = [entry for entry in under if entry[0] != self._version]
+        for held in self._held.values():
+            held.forget(self._version)
         self._finish()
         self.inner.stop()
 
@@ -269,10 +269,8 @@ class LockWatch:
         """A dry run passed over ``sql`` (it runs only outside a transaction): its judged findings are its step's."""
         if self._current is not None and self._measuring:
             self._passed = True  # nothing it would lock is read after it: what is held is earlier steps'
-            text = " ".join(sql.split())
-            for *_, under in self._held.values():
-                if under and under[-1] == (self._version, text):
-                    under.pop()
+            for held in self._held.values():
+                held.undo(self._version)
             self._current.findings.extend(self.judged(sql))
 
     def judged(self, sql: str) -> list[LockFinding]:
@@ -335,8 +333,8 @@ class LockWatch:
         if not self.inner.running or self._current is None or not self._measuring:
             return
         text = " ".join(sql.split())
-        for *_, under in self._held.values():
-            under.append((self._version, text))
+        for held in self._held.values():
+            held.ran(self._version, text)
         self._scan = None
         self._alone = self._drops_alone(query)
         table = rewritten_table(query)
@@ -456,7 +454,7 @@ class LockWatch:
         if taken.mode == "AccessExclusiveLock" and taken.held_since is None:
             self._exclusive.setdefault(oid, (self._version, taken, time.perf_counter()))
         if taken.mode == "AccessExclusiveLock" and (taken.held_since is None or _takes_exclusive(words, statement)):
-            self._held.setdefault((len(self.steps), oid), (step, self._version, relation, taken, []))
+            self._held.setdefault((len(self.steps), oid), _Held(step, self._version, taken))
 
     def _scanned(self, step: StepLocks, words: list[str], statement: str,
                  tables: dict[int, tuple[str, float, int]]) -> None:
@@ -500,19 +498,20 @@ class LockWatch:
     def _finish(self) -> None:
         """ACCESS EXCLUSIVE locks on large tables, held while later statements ran: a finding of the step
         that took each, worded with what ran under it so far (refreshed at each step's end)."""
-        for step, version, relation, taken, under in self._held.values():
-            if taken.held_since:  # what later migrations run under it is the finding of the step that took it
-                under = [entry for entry in under if entry[0] == version]
-            rows = taken.rows
-            if not under or (rows if rows is not None else (taken.bytes or 0) // 100) < self.policy.large_table_rows:
+        for key, held in list(self._held.items()):
+            step, taken, relation, rows = held.step, held.taken, held.taken.relation, held.taken.rows
+            if taken.held_since:
+                del self._held[key]  # its step is over: only that step's statements were its own
+            if held.first is None or (rows if rows is not None else (taken.bytes or 0) // 100) < \
+                    self.policy.large_table_rows:
                 continue
-            later = sorted({v for v, _ in under if v != version})
             since = f" (taken by {taken.held_since})" if taken.held_since else ""
-            also = (f", {sum(1 for v, _ in under if v != version)} of them in later migrations of the same run "
-                    f"({', '.join(later)}), which is one transaction" if later else "")
+            shown_later = ", ".join(list(held.later)[:3]) + (", ..." if len(held.later) > 3 else "")
+            also = (f", {sum(held.later.values())} of them in later migrations of the same run ({shown_later}), "
+                    f"which is one transaction" if held.later else "")
             text = (f"holds ACCESS EXCLUSIVE{since} on {relation} "
-                    f"({_size(rows if rows is not None else -1, taken.bytes or 0)}) while {len(under)} later "
-                    f"statement(s) run{also}, e.g. {_cut(under[0][1])}: nobody can read {relation} until the plan "
+                    f"({_size(rows if rows is not None else -1, taken.bytes or 0)}) while {held.count} later "
+                    f"statement(s) run{also}, e.g. {_cut(held.first)}: nobody can read {relation} until the plan "
                     f"commits")
             existing = [f for f in step.findings if f.code == "access-exclusive-held" and f.relation == relation]
             if existing:
@@ -520,6 +519,46 @@ class LockWatch:
             else:
                 step.findings.append(LockFinding("access-exclusive-held", self.policy.level("access-exclusive-held"),
                                                  relation, text))
+
+
+class _Held:
+    """An ACCESS EXCLUSIVE lock a step holds, and what ran under it since: counted as it runs, so a plan of a
+    thousand steps on one table costs a thousand additions, not a thousand lists read at each step's end."""
+
+    __slots__ = ("step", "version", "taken", "first", "count", "later", "_last")
+
+    def __init__(self, step: StepLocks, version: str, taken: LockTaken):
+        self.step, self.version, self.taken = step, version, taken
+        self.first: str | None = None  # the first statement run under it: the finding's example
+        self.count = 0
+        self.later: dict[str, int] = {}  # statements of later migrations, per version, in plan order
+        self._last: str | None = None  # the version of the statement counted last (``undo``)
+
+    def ran(self, version: str, statement: str) -> None:
+        if self.taken.held_since and version != self.version:
+            return  # what later migrations run under it is the finding of the step that took it
+        self.count += 1
+        self.first = self.first or statement
+        if version != self.version:
+            self.later[version] = self.later.get(version, 0) + 1
+        self._last = version
+
+    def undo(self, version: str) -> None:
+        """The statement counted last did not run (a dry run passed over it)."""
+        if self._last != version or self.count == 0:
+            return
+        self.count -= 1
+        if version in self.later:
+            self.later[version] -= 1
+            if not self.later[version]:
+                del self.later[version]
+        self.first = self.first if self.count else None
+        self._last = None
+
+    def forget(self, version: str) -> None:
+        """A step's statements were rolled back (a rehearsal that could not go on): none ran under it."""
+        self.count -= self.later.pop(version, 0)
+        self.first = self.first if self.count else None
 
 
 def _takes_exclusive(words: list[str], statement: str) -> bool:
