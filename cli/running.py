@@ -748,7 +748,8 @@ def check_locks(catalog_dir, engine, findings: list, *, measures_locks: bool) ->
         if preview.not_previewed else ""
     of = f" of {len(preview.plan)}" if len(ran) < len(preview.plan) else ""
     done["note"] = (f"locks: previewed {len(ran)}{of} pending step(s) in one transaction, rolled back "
-                    f"({engine.display} is unchanged){left}" + "".join(f"; {h['text']}" for h in preview.held_exclusive))
+                    f"({engine.display} is unchanged){left}")
+    done["note"] += "".join(f"; {held['text']}" for held in preview.held_exclusive)  # it blocked readers
     return check_findings(preview.steps), bool(gating(engine.lock_policy, preview.steps)), done
 
 

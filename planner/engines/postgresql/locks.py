@@ -597,7 +597,6 @@ def attach(preview: Any, watch: LockWatch) -> None:
         watch.policy.accept(report.findings, migration.allow if migration is not None else ())
 
 
-
 def _held_too_long(watch: LockWatch) -> list[dict]:
     """ACCESS EXCLUSIVE locks on tables holding rows held so far (the transaction has ended, or is about to commit)
     longer than the lock timeout: the lock timeout bounds how long the preview WAITS for a lock, never how long it
