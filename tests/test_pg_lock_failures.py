@@ -77,3 +77,23 @@ def applied_or_none(url: str) -> list[str]:
     if not query(url, "SELECT to_regclass('schema_migrations') IS NOT NULL")[0][0]:
         return []
     return applied(url)
+
+
+@pytest.mark.parametrize("command", [("migrate", "check"), ("migrate", "--dry-run")], ids=["check", "dry-run"])
+def test_a_preview_never_waits_in_a_lock_queue_longer_than_the_lock_timeout(pg_url: str, catalog_dir: Path, command):
+    """tryout5 #1: a check or dry run pointed at a live database takes the run's locks, so it runs under the run's
+    lock timeout: behind a long transaction it gives up (exit 6, the blocker named), never queueing readers."""
+    from tests.test_pg_lock_timeout import blocker
+
+    run_sql(pg_url, "CREATE TABLE t (id INT); INSERT INTO t VALUES (1)")
+    write_migration(catalog_dir, "0001", "Add a column", upgrade="conn.execute('ALTER TABLE t ADD COLUMN c INT')")
+    holder = blocker(pg_url)
+    try:
+        # The blocker's transaction never ends by itself: that the command returns at all is the point.
+        result = run_apm(*command, "--db", pg_url, "--migrations-dir", str(catalog_dir), "--lock-timeout", "300ms",
+                         "--lock-retries", "0")
+    finally:
+        holder.close()
+    assert result.returncode == 6, result.stdout + result.stderr
+    assert "could not get its lock within the lock timeout (300ms)" in result.stderr and "nightly-report" in \
+        result.stderr, result.stderr
