@@ -233,8 +233,15 @@ def _convert(where: str, folder: Path, key: str, value: Any) -> Any:
         # start-up time: cli.config runs without planner.locks until _convert() needs it
         from planner.locks import CODES, LEVELS
 
-        if not isinstance(value, dict) or any(c not in CODES or v not in LEVELS for c, v in value.items()):
+        if not isinstance(value, dict):
             raise bad()
+        for code, level in value.items():  # the entry that is wrong, and what would be right
+            if code not in CODES:
+                raise ConfigError(f"{where}: {key}: {_shown(code)} is no finding code; the codes are "
+                                  f"{', '.join(CODES)}")
+            if level not in LEVELS:
+                raise ConfigError(f"{where}: {key}: {code} = {_shown(level)} is no level; the levels are "
+                                  f"{', '.join(LEVELS)}")
         return dict(value)
     raise bad()  # pragma: no cover - KEYS and this function list the same keys
 

@@ -185,6 +185,8 @@ def _table() -> dict[type, _Advise]:
         E.StepLocked: lambda e: (f"{e}. Try again when that session is done (or end it), or raise "
                                f"{'the lock_timeout its migration declares' if e.declared else '--lock-timeout'} / "
                                f"--lock-retries" if e.final else str(e)),
+        E.StatementTimedOut: lambda e: f"{e}. Raise --statement-timeout (statement_timeout in apm.toml), or run "
+                                       f"it when the table is smaller or quieter",
         E.ConflictingDependencyOptions: lambda e: f"{e}; pass either --root or --depends-on",
         E.EmptyPattern: _empty_pattern,
         E.NoFleet: lambda e: f"{e}: give --glob PATTERN or --list FILE, or set fleet = [...] in apm.toml",
@@ -195,7 +197,9 @@ def _table() -> dict[type, _Advise]:
         E.CatalogNotFound: lambda e: f"{e}; pass --migrations-dir or set APM_MIGRATIONS_DIR",
         E.CatalogInvalid: _catalog_invalid,
         E.BackupToolMissing: lambda e: str(e) if e.advice else f"{e}. Install it, or pass --no-backup",
-        E.BackupFailed: lambda e: str(e) if e.advice else f"{e}. Fix it, or pass --no-backup",
+        E.BackupFailed: lambda e: str(e) if e.advice else f"{e}. " + (
+            "Wait for that transaction to end (or raise --busy-timeout), then run again" if e.locked
+            else "Fix what pg_dump reports") + ", or pass --no-backup",
     }
 
 

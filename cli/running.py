@@ -609,8 +609,9 @@ def lock_settings(settings: Settings):
     # start-up time: cli.running runs without planner.locks until lock_settings() needs it
     from planner.locks import DEFAULT_LOCK_RETRIES, DEFAULT_LOCK_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, LockSettings
 
+    statement_timeout, source = _lock_setting(settings, "statement_timeout", DEFAULT_STATEMENT_TIMEOUT)
     return LockSettings(lock_timeout=_lock_setting(settings, "lock_timeout", DEFAULT_LOCK_TIMEOUT)[0],
-                        statement_timeout=_lock_setting(settings, "statement_timeout", DEFAULT_STATEMENT_TIMEOUT)[0],
+                        statement_timeout=statement_timeout, statement_timeout_from=source,
                         retries=_lock_setting(settings, "lock_retries", DEFAULT_LOCK_RETRIES)[0])
 
 
@@ -638,7 +639,11 @@ def lock_policy(settings: Settings):
 #: The safer way for the lock findings this command has an option for (the library's ``ADVICE`` names none).
 LOCK_ADVICE = {
     "access-exclusive-held": "keep the statement that takes ACCESS EXCLUSIVE alone in its migration, and run "
-                             "backfills in their own steps (with --no-preview each step commits on its own)",
+                             "backfills in their own steps; what later migrations run under it waits with it: apply "
+                             "it in a run of its own (apm migrate --target VERSION), or with --no-preview (each "
+                             "step commits on its own)",
+    "validate-same-run": "VALIDATE in a later migration than the NOT VALID one, and apply that one in a run of its "
+                         "own first (apm migrate --target VERSION), then apm migrate; or run with --no-preview",
     "no-lock-timeout": "set a lock timeout (--lock-timeout, lock_timeout in the config or the migration), so the "
                        "step gives up instead of queueing every reader behind it",
 }
@@ -751,6 +756,7 @@ def check_locks(catalog_dir, engine, findings: list, *, measures_locks: bool) ->
     of = f" of {len(preview.plan)}" if len(ran) < len(preview.plan) else ""
     done["note"] = (f"locks: previewed {len(ran)}{of} pending step(s) in one transaction, rolled back "
                     f"({engine.display} is unchanged){left}")
+    done["note"] += "".join(f"; {held['text']}" for held in preview.held_exclusive)  # it blocked readers
     return check_findings(preview.steps), bool(gating(engine.lock_policy, preview.steps)), done
 
 

@@ -628,6 +628,26 @@ class StepLocked(DatabaseError):
         super().__init__(message, database=shown)  # a redacted URL, or nothing
 
 
+class StatementTimedOut(DatabaseError):
+    """A step's statement ran past the run's statement timeout and was canceled (exit 6, like a lock timeout).
+
+    Not a defect of the migration (exit 5): a limit the run chose, met on
+    this database's data; the same step passes with a higher limit.
+    """
+
+    def __init__(self, version: str | None, statement: str | None, limit: str, source: str, *, whole: bool,
+                 shown: str | None = None):
+        """``source``: where the limit came from (an option, the config file); ``whole``: the plan was one
+        transaction, all of it rolled back."""
+        self.version, self.statement, self.limit, self.source = version, statement, limit, source
+        what = f"migration {version}'s statement" if version else "a statement"
+        text = " ".join((statement or "").split())
+        what += f" `{text[:80]}{'...' if len(text) > 80 else ''}`" if text else ""
+        undone = "the whole plan was rolled back" if whole else "its step was rolled back"
+        super().__init__(f"{what} ran past the statement timeout ({limit}{f', from {source}' if source else ''}) "
+                         f"and was canceled; {undone}", database=shown)
+
+
 class StepUnderWay(DatabaseError, TimeoutError):
     """Another process kept running a ``transactional = False`` step longer than the busy timeout."""
 
@@ -1026,13 +1046,15 @@ class BackupToolMissing(DatabaseError, FileNotFoundError):
 class BackupFailed(DatabaseError):
     """``pg_dump`` ran and failed; the command that wanted the backup (a rollback, a restore) did not run."""
 
-    def __init__(self, shown: str, reason: str, advice: str | None = None):
+    def __init__(self, shown: str, reason: str, advice: str | None = None, *, locked: str | None = None):
         shown = masked(shown)  # a caller's raw URL never reaches the message
         self.reason = reason
         #: What the caller that wanted the dump lets the user do; ``None`` leaves it to the command.
         self.advice = advice
-        super().__init__(f"pg_dump could not back up {shown}: {reason}; nothing was changed"
-                         + (f". {advice}" if advice else ""), database=shown)
+        #: The table pg_dump could not lock in time (``reason`` then says within what, and who held it).
+        self.locked = locked
+        lead = f"pg_dump could not lock {locked} " if locked else f"pg_dump could not back up {shown}: "
+        super().__init__(f"{lead}{reason}; nothing was changed" + (f". {advice}" if advice else ""), database=shown)
 
 
 class RestoreFailed(DatabaseError):

@@ -122,6 +122,9 @@ class LockSettings:
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT
     retries: int = DEFAULT_LOCK_RETRIES
+    #: Where ``statement_timeout`` came from, as the caller names it (an option, the config file): a statement
+    #: that runs past it says so, and what to raise.
+    statement_timeout_from: str = ""
 
     @property
     def attempts(self) -> int:
@@ -160,6 +163,8 @@ CODES: dict[str, str] = {
                      "default, SET LOGGED, CLUSTER, VACUUM FULL...",
     "access-exclusive-held": "ACCESS EXCLUSIVE on a large existing table held while later statements run",
     "no-lock-timeout": "the step runs without a lock timeout, so it may queue every reader behind it",
+    "validate-same-run": "VALIDATE CONSTRAINT (the safe pattern's second half) scanning a table while a lock an "
+                         "earlier migration of the same run took on it is held (the run is one transaction)",
 }
 
 
@@ -232,6 +237,8 @@ ADVICE: dict[str, str] = {
                              "backfills in their own steps (each step committed on its own)",
     "no-lock-timeout": "set a lock timeout (lock_timeout in the config or the migration), so the step gives up "
                        "instead of queueing every reader behind it",
+    "validate-same-run": "add the constraint NOT VALID in one migration and VALIDATE it in another, applied in a "
+                         "later run: within one run the earlier lock is held until the whole plan commits",
 }
 
 
@@ -252,9 +259,13 @@ class LockTaken:
     mode: str
     rows: int | None = None  # the planner's estimate (reltuples); None when the table was never analysed
     bytes: int | None = None
+    #: The earlier step of the same transaction that took this lock: the step touched the relation while it was
+    #: held (a preview is one transaction), so the server showed no new lock for it. ``None``: the step's own.
+    held_since: str | None = None
 
     def to_json(self) -> dict:
-        return {"relation": self.relation, "mode": short_mode(self.mode), "rows": self.rows, "bytes": self.bytes}
+        return {"relation": self.relation, "mode": short_mode(self.mode), "rows": self.rows, "bytes": self.bytes,
+                "held_since": self.held_since}
 
 
 @dataclass

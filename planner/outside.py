@@ -52,6 +52,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from planner.errors import ExecutionError, OutsideStepLocked, OutsideStepStopped
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from planner.findings import Finding
 
 
@@ -149,6 +151,11 @@ class StatementRules:
         """For an outside-only statement: whether it changes no schema and no data either, so a dry run may pass
         over it and go on."""
         raise NotImplementedError
+
+    def stand_in(self, sql: str) -> str | None:
+        """For an outside-only statement: the form a transaction accepts that changes the schema as it does
+        (``DROP INDEX CONCURRENTLY`` → ``DROP INDEX``), for a dry run to go on with; ``None``: there is none."""
+        return None
 
     def refused_in_transaction(self, error: BaseException) -> bool:
         """Whether ``error`` is the engine refusing a statement inside a transaction (one ``outside_only`` missed)."""
@@ -302,8 +309,11 @@ class Rehearsal:
         self.observer: Any = None
         self.beyond: CannotRehearse | None = None
 
-    def run(self, sql: str, execute) -> bool:
-        """Run ``sql`` through ``execute`` (which raises what the engine raised); whether it ran."""
+    def run(self, sql: str, execute, execute_sql: Callable[[str], object] | None = None) -> bool:
+        """Run ``sql`` through ``execute`` (which raises what the engine raised); whether it ran.
+
+        ``execute_sql`` runs other SQL the same way: an outside-only statement with a ``stand_in`` runs as
+        that (its schema change is seen by later steps; its locks are judged by its own kind, not measured)."""
         if self.beyond is not None:
             raise self.beyond
         if not self.rules.outside_only(sql):
@@ -320,8 +330,24 @@ class Rehearsal:
             if judge is not None:  # its lock findings, judged by its kind (a VACUUM FULL rewrites its table)
                 judge(sql)
             return False
+        stand_in = self.rules.stand_in(sql) if execute_sql is not None else None
+        if stand_in is not None and execute_sql is not None and _ran(execute_sql, stand_in):
+            judge = getattr(self.observer, "passed_over", None)
+            if judge is not None:  # its locks are CONCURRENTLY's (none), not the stand-in's
+                judge(sql)
+            return True
         self.beyond = CannotRehearse(self.version, self.direction, short)
         raise self.beyond
+
+
+def _ran(execute_sql: Callable[[str], object], sql: str) -> bool:
+    """Whether a stand-in ran; one that failed (the index a passed-over ``CREATE INDEX CONCURRENTLY`` did not
+    build) stops the preview as the statement it stands in for would, rather than fail a migration that is right."""
+    try:
+        execute_sql(sql)
+    except Exception:
+        return False
+    return True
 
 
 #: The log outcome written before a non-transactional step runs (beside ``ok``, ``failed``, ``skipped``).

@@ -53,7 +53,8 @@ JSON shape (``Preview.to_json()``, format 2)::
           "error": null | {"type": "MigrationFailed", "message": str},
           "skipped": null | str,
           "locks": [{"relation": str, "mode": "ACCESS EXCLUSIVE" | "SHARE" | ..., "rows": int | null,
-                     "bytes": int | null}],   # PostgreSQL: locks on relations older than the plan
+                     "bytes": int | null, "held_since": null | str}],   # PostgreSQL: locks on relations
+                                         # older than the plan; held_since: taken by that earlier step
           "rewrites": [str],             # relations given a new file (rewritten); SQLite: tables rebuilt
           "rebuilds": [{"table": str, "rows": int}],   # SQLite: tables rebuilt, with the rows they held then
           "findings": [{"code": str, "level": "info" | "warning" | "error", "relation": str,
@@ -63,6 +64,9 @@ JSON shape (``Preview.to_json()``, format 2)::
       "not_run": ["0020"],              # plan steps after a failure, never reached
       "write_lock_ms": float | null,    # SQLite: how long the plan held the write lock (BEGIN IMMEDIATE to
                                         # COMMIT or ROLLBACK); null on PostgreSQL (per-relation locks instead)
+      "held_exclusive": [{"relation": str, "rows": int | null, "taken_by": str, "held_ms": float,
+                          "text": str}],  # PostgreSQL: ACCESS EXCLUSIVE on a table with rows held by this
+                                        # preview longer than the lock timeout (readers waited for it)
       "lines": [str]                    # Preview.describe()
     }
 """
@@ -118,6 +122,13 @@ def passed_over_why(statement: str) -> str:
 def is_left_out(skipped: str | None) -> bool:
     """Whether a step's ``skipped`` reason is one of ``left_out``'s."""
     return skipped is not None and skipped.startswith(("not previewed:", "not previewed beyond "))
+
+
+def watched(steps: list[PreviewStep]) -> list[PreviewStep]:
+    """The steps the preview's observer started, in order: all but those ``left_out`` kept from running. A
+    rehearsal stopped part way ("not previewed beyond") was started: pairing observer readings with steps
+    without it shifted every later step's locks and findings onto the next one."""
+    return [step for step in steps if step.skipped is None or not step.skipped.startswith("not previewed:")]
 
 ImpactKind = Literal["dropped-table", "dropped-column", "deleted-rows", "overwritten-values"]
 
@@ -309,6 +320,10 @@ class Preview:
     duration_ms: float = 0.0
     #: SQLite: milliseconds from ``BEGIN IMMEDIATE`` to ``COMMIT``/``ROLLBACK``: no other writer could write.
     write_lock_ms: float | None = None
+    #: PostgreSQL: the ACCESS EXCLUSIVE locks on tables holding rows that this preview held longer than the lock
+    #: timeout, each ``{"relation", "rows", "taken_by", "held_ms", "text"}``: a preview takes the run's locks, so
+    #: every reader of those tables waited for it (``postgresql.locks.attach``).
+    held_exclusive: list[dict] = field(default_factory=list)
 
     @property
     def error(self) -> Exception | None:
@@ -350,7 +365,7 @@ class Preview:
         lines = [line for step in self.steps for line in step.describe()]
         if self.not_run:
             lines.append(f"not run (the plan stops at the failure): {', '.join(self.not_run)}")
-        return lines
+        return lines + [held["text"] for held in self.held_exclusive]
 
     def to_json(self) -> dict[str, Any]:
         """The documented shape (see the module docstring)."""
@@ -367,5 +382,6 @@ class Preview:
             "steps": [step.to_json() for step in self.steps],
             "not_run": self.not_run,
             "write_lock_ms": None if self.write_lock_ms is None else round(self.write_lock_ms, 3),
+            "held_exclusive": [dict(held) for held in self.held_exclusive],
             "lines": self.describe(),
         }

@@ -124,7 +124,7 @@ CASES = [
     (G.BackupToolMissing("pg://x", tool="pg_restore", task="restore {shown}", advice="Install it, then restore again"),
      "cannot restore pg://x: pg_restore is not installed (apt-get install postgresql-client); nothing was changed. Install it, then restore again"),
     (G.BackupFailed("pg://x", "boom"),
-     "pg_dump could not back up pg://x: boom; nothing was changed. Fix it, or pass --no-backup"),
+     "pg_dump could not back up pg://x: boom; nothing was changed. Fix what pg_dump reports, or pass --no-backup"),
     (G.BackupFailed("pg://x", "boom", "Fix it, then restore again"),
      "pg_dump could not back up pg://x: boom; nothing was changed. Fix it, then restore again"),
 ]

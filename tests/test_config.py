@@ -88,6 +88,19 @@ def test_apm_toml_wins_and_a_pyproject_without_tool_apm_is_passed_over(project: 
                           'keep_backups, large_table_rows, ledger_schema, lock_gate, lock_levels, lock_retries, '
                           'lock_timeout, migrations_dir, statement_timeout'),
         ("db = \n", "Error: apm.toml: is not valid TOML: Invalid value (at line 1, column 6)"),
+        # lock_levels names the bad entry and lists what is valid (tryout5 #5), as --allow does.
+        ('lock_levels = { table-rewrite = "fatal" }\n',
+         'Error: apm.toml: lock_levels: table-rewrite = "fatal" is no level; the levels are info, warning, error'),
+        ('lock_levels = { table-rewrit = "info" }\n',
+         'Error: apm.toml: lock_levels: "table-rewrit" is no finding code; the codes are index-not-concurrent, '
+         'set-not-null-scan, constraint-not-valid-missing, table-rewrite, access-exclusive-held, no-lock-timeout, '
+         'validate-same-run'),
+        ('lock_levels = { table-rewrite = 1 }\n',
+         'Error: apm.toml: lock_levels: table-rewrite = 1 is no level; the levels are info, warning, error'),
+        ('lock_levels = "warning"\n', 'Error: apm.toml: lock_levels must be a table of finding codes and levels, '
+                                       'e.g. { table-rewrite = "warning" }, got "warning"'),
+        ('lock_gate = "fatal"\n', 'Error: apm.toml: lock_gate must be the lowest level of lock finding that stops a '
+                                   'run: "info", "warning" or "error", got "fatal"'),
     ],
 )
 def test_a_malformed_file_is_one_line_naming_file_and_key_exit_2(project: Path, text: str, message: str) -> None:

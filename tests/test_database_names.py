@@ -49,6 +49,8 @@ BUILDERS = {
     G.BackupFailed: lambda db: G.BackupFailed(db, "boom"),
     G.RestoreFailed: lambda db: G.RestoreFailed(db, "/backups/apm.dump", "boom"),
     StepLocked: lambda db: StepLocked("0003", LockSettings(), 2, [], shown=db),
+    G.StatementTimedOut: lambda db: G.StatementTimedOut("0003", "UPDATE t SET a = 1", "1s", "option", whole=True,
+                                                        shown=db),
 }
 
 

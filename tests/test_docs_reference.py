@@ -211,3 +211,16 @@ def test_the_walk_sees_the_whole_tree() -> None:
     assert "--db" in long_names(paths["apm migrate plan"]) and "--help" not in long_names(paths["apm"])
     assert mentions_option("`--rollback VERSION`", "--rollback")
     assert not mentions_option("`--rollback-all`", "--rollback")
+
+
+def test_the_guide_lists_every_sql_header_directive_and_every_lock_code() -> None:
+    """docs/migrations-guide.md's SQL directives are the loader's (it said three of five: tryout5 #5), and
+    docs/locks.md's findings table has a row per finding code."""
+    from planner.loader import DIRECTIVES
+    from planner.locks import CODES
+
+    guide = (ROOT / "docs" / "migrations-guide.md").read_text()
+    sentence = guide[guide.index("is a directive:"):guide.index("any other", guide.index("is a directive:"))]
+    assert set(re.findall(r"`([a-z_]+)`", sentence)) >= set(DIRECTIVES), sentence
+    locks = (ROOT / "docs" / "locks.md").read_text()
+    assert [code for code in CODES if not re.search(rf"^\| `{code}` \|", locks, re.M)] == []

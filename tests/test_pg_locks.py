@@ -35,7 +35,9 @@ CASES = {
 #: The advice users see for the codes the command has an option for, word for word.
 OPTION_ADVICE = {
     "access-exclusive-held": "keep the statement that takes ACCESS EXCLUSIVE alone in its migration, and run "
-                             "backfills in their own steps (with --no-preview each step commits on its own)",
+                             "backfills in their own steps; what later migrations run under it waits with it: apply "
+                             "it in a run of its own (apm migrate --target VERSION), or with --no-preview (each "
+                             "step commits on its own)",
     "no-lock-timeout": "set a lock timeout (--lock-timeout, lock_timeout in the config or the migration), so the "
                        "step gives up instead of queueing every reader behind it",
 }
@@ -105,7 +107,14 @@ def test_a_foreign_key_without_not_valid_scans_and_with_it_does_not(pg_url, cata
     migration(catalog_dir, "0001", "ALTER TABLE t ADD CONSTRAINT t_p FOREIGN KEY (id) REFERENCES p (id) NOT VALID")
     migration(catalog_dir, "0002", "ALTER TABLE t VALIDATE CONSTRAINT t_p", depends_on=("0001",))
     status, report, _ = dry_run(pg_url, catalog_dir)
-    assert codes(report, "0001") == [] and codes(report, "0002") == [], report["steps"]
+    # In one run (one transaction) the VALIDATE scans while 0001's SHARE ROW EXCLUSIVE still blocks writes.
+    assert codes(report, "0001") == [] and codes(report, "0002") == ["validate-same-run"], report["steps"]
+    assert "SHARE ROW EXCLUSIVE taken by 0001 earlier in the same run" in report["steps"][1]["findings"][0]["text"]
+    assert "apm migrate --target" in report["steps"][1]["findings"][0]["advice"]
+    # In a later run, the safe pattern: nothing to report.
+    assert apm(pg_url, "migrate", "--target", "0001", catalog=catalog_dir).returncode == 0
+    status, report, _ = dry_run(pg_url, catalog_dir)
+    assert status == 0 and codes(report, "0002") == [], report["steps"]
 
 
 def test_the_rewrite_is_measured_from_the_file_node_not_the_text(pg_url, catalog_dir):

@@ -327,7 +327,7 @@ def test_json_has_the_documented_shape(apm_db, shipped):
     result = preview(apm_db, rollback_plan(shipped, read_ledger(apm_db), "0027", cascade=True), shipped)
     data = json.loads(json.dumps(result.to_json()))
     assert set(data) == {"format", "direction", "target", "cascade", "committed", "duration_ms", "ok",
-                         "loses_data", "unchecked", "steps", "not_run", "lines", "write_lock_ms"}
+                         "loses_data", "unchecked", "steps", "not_run", "lines", "write_lock_ms", "held_exclusive"}
     assert (data["format"], data["direction"], data["target"], data["cascade"]) == (2, "rollback", "0027", True)
     first = data["steps"][0]
     assert set(first) == {"version", "description", "direction", "status", "duration_ms", "loses_data",

@@ -48,7 +48,7 @@
       without the analysis.
 
    With ``--base DIR`` (a copy of an older tree, ``git archive``), each of
-   a and b also runs that tree's default path through the same wrapper
+   a, b and c also runs that tree's default path through the same wrapper
    (``DIR`` first on ``PYTHONPATH``), so before and after are measured in
    one run, alternated, against the same raw loop.
 
@@ -295,6 +295,7 @@ def lock_figures(server: PgServer, work: Path, n: int, rounds: int, base: str | 
         sections["apply"][1]["base, wrapped, analysis on"] = wrapped("on", trivial, "migrate", "--yes")
         sections["rollback"][1]["base, wrapped, analysis on"] = wrapped("on", trivial, "migrate", "--to", keep,
                                                                          "--yes", "--no-backup")
+        sections["worst case"][1]["base, wrapped, analysis on"] = wrapped("on", altering, "migrate", "--yes")
     figures: dict[str, dict[str, list[float]]] = {}
     for section, (prepare, commands) in sections.items():
         if only is not None and section != only:

@@ -263,7 +263,8 @@ class PgBackups(Backups):
         from planner.engines.postgresql.backup import dump
 
         return dump(self.url, folder if folder is not None else self.folder,
-                    lock_wait=self.engine.busy_timeout, schema=self.schema, only_schema=self.engine.tenant)
+                    lock_wait=self.engine.busy_timeout, schema=self.schema, only_schema=self.engine.tenant,
+                    connect=self.engine.connect)
 
     def prune(self, keep: int, folder: Path | None = None, spare: Iterable[Path] = ()) -> list[Path]:
         """This database's dumps in the folder, all but the newest ``keep`` (no other file there is touched)."""

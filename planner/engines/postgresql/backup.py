@@ -63,8 +63,10 @@ from typing import Any, cast
 from planner import versions
 from planner.backups import BackupInfo, RestoreResult, ledger_difference, partial_path, remove_abandoned
 from planner.engines.postgresql.ledger import PgLedger
+from planner.engines.postgresql.lock_timeout import BlockerWatch
 from planner.errors import BackupFailed, BackupToolMissing, RestoreFailed, UnusableBackup
 from planner.ledger import LedgerEntry, TABLE
+from planner.locks import shown_duration
 from planner.urls import database_name, redact
 
 #: The ``version`` of a restore's run log row: no migration's (versions are digits).
@@ -116,8 +118,8 @@ def _dies_with(parent: int) -> Callable[[], None] | None:
     return arm
 
 
-def dump(url: str, folder: Path, *, advice: str | None = None,
-         lock_wait: float | None = None, schema: str = "public", only_schema: bool = False) -> Path:
+def dump(url: str, folder: Path, *, advice: str | None = None, lock_wait: float | None = None,
+         schema: str = "public", only_schema: bool = False, connect: Callable[[], Any] | None = None) -> Path:
     """``pg_dump -Fc`` of the database into ``folder``; the path written.
 
     ``advice`` ends the message of a failure: what the caller that wanted
@@ -128,6 +130,12 @@ def dump(url: str, folder: Path, *, advice: str | None = None,
     when it is not ``public``, so tenants of one database never list, prune
     or restore each other's dumps. ``only_schema`` (a tenant) dumps that
     schema alone: restoring one tenant must not put the others back.
+    ``connect`` (the engine's) lets a ``BlockerWatch`` see, while pg_dump
+    waits, which session holds what it waits for, so a dump that gives up
+    on a lock names the table, the limit and the blocker, as a step's lock
+    timeout does. The wait is ``--busy-timeout``, not the lock timeout:
+    pg_dump asks for ACCESS SHARE only, which queues no reader or writer
+    behind it, so waiting longer costs the application nothing.
     """
     tool = shutil.which("pg_dump")
     if tool is None:
@@ -142,17 +150,32 @@ def dump(url: str, folder: Path, *, advice: str | None = None,
     conninfo, env = client_environment(url)
     waiting = [f"--lock-wait-timeout={max(1, int(lock_wait * 1000))}"] if lock_wait and lock_wait > 0 else []
     only = [f"--schema={_quoted_pattern(schema)}"] if only_schema else []
+    env["PGAPPNAME"] = application = f"apm backup {os.getpid()}"  # the watch finds pg_dump's session by it
+    watch = (BlockerWatch(connect, application, min(1.0, max(0.02, lock_wait / 3)))
+             if connect is not None and lock_wait and lock_wait > 0 else None)
     try:
         result = run_client([tool, "--format=custom", *waiting, *only, "--file", str(partial), "--dbname", conninfo],
                             env)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    finally:
+        if watch is not None:
+            watch.close()
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
-        lines = (result.stderr or "").strip().splitlines()
-        raise BackupFailed(redact(url), redact(lines[-1] if lines else f"exit status {result.returncode}"), advice)
+        locked = _LOCKED.search(result.stderr or "")
+        if locked is None:
+            raise BackupFailed(redact(url), _first_error(result.stderr, result.returncode), advice)
+        blockers = watch.since(0.0) if watch is not None else []
+        held = f"held by {blockers[0].describe()}" if blockers else "held by another session (not identified)"
+        raise BackupFailed(redact(url), f"within {shown_duration(lock_wait or 0)} (the busy timeout) to back up "
+                           f"{redact(url)}: {held}", advice, locked=locked.group(1) or locked.group(2))
     return publish(partial, folder, stem, stamp)
+
+
+#: What pg_dump says when it could not lock a table in time (``--lock-wait-timeout``): the table it asked for.
+_LOCKED = re.compile(r'LOCK TABLE (\S+) IN ACCESS SHARE MODE|could not obtain lock on relation "([^"]+)"')
 
 
 def _quoted_pattern(schema: str) -> str:
@@ -455,6 +478,7 @@ def restore_dump(engine: Any, backup: Path, folder: Path, *, all_schemas: bool =
     with engine.locked() as conn:
         current = PgLedger(conn, engine.ledger_schema).applied_migrations()
         safety = dump(engine.url, folder, advice="Fix it, then restore again", schema=engine.ledger_schema,
+                      connect=engine.connect,
                       only_schema=own)
         try:
             _restore_within_lock_timeout(engine, [restorer, "--clean", "--if-exists", "--single-transaction",

@@ -103,7 +103,11 @@ def _check(guard: Guard, conn: Any, sql: Any, several: bool) -> None:
 
 
 def _server_refused(guard: Guard, sql: Any, exc: BaseException) -> None:
-    """A procedure or ``DO`` block that commits: the server refused it; it is the same refusal as ``COMMIT``."""
+    """A procedure or ``DO`` block that commits: the server refused it; it is the same refusal as ``COMMIT``.
+
+    A statement the server canceled (``statement_timeout``) carries its text, which the error names."""
+    if getattr(exc, "sqlstate", None) == "57014":
+        exc.apm_statement = str(sql)  # type: ignore[attr-defined]
     if guard.guarded and getattr(exc, "sqlstate", None) == _COMMITS_INSIDE:
         guard.refuse(str(sql), "a procedure or DO block may not commit or roll back the runner's transaction")
 

@@ -46,7 +46,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from planner.errors import StepLocked
+from planner.errors import StatementTimedOut, StepLocked
 from planner.locks import BLOCKING, LockSettings, mode_rank, server_value, short_mode, shown_duration, tell_retry
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,20 @@ E = TypeVar("E", bound=BaseException)
 
 #: SQLSTATE of ``lock_timeout`` (and of ``NOWAIT``): ``lock_not_available``.
 LOCK_NOT_AVAILABLE = "55P03"
+#: SQLSTATE of ``statement_timeout`` (and of a cancel request): ``query_canceled``.
+QUERY_CANCELED = "57014"
+
+
+def timed_out(error: BaseException | None) -> BaseException | None:
+    """The server's statement timeout error in ``error`` or what caused it (``None``: it is not one); the
+    migration's proxy notes on it the statement that ran (``apm_statement``)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if getattr(error, "sqlstate", None) == QUERY_CANCELED and "statement timeout" in str(error):
+            return error
+        error = getattr(error, "cause", None) or error.__cause__ or error.__context__
+    return None
 
 def is_lock_timeout(error: BaseException | None) -> bool:
     """Whether ``error`` (or what caused it: ``MigrationFailed.cause``, ``__cause__``) is SQLSTATE 55P03."""
@@ -102,6 +116,11 @@ _BLOCKERS = (
     "coalesce(a.query, ''), a.state "
     "FROM unnest(pg_blocking_pids(%s)) AS b(pid) JOIN pg_stat_activity a ON a.pid = b.pid ORDER BY a.xact_start"
 )
+#: The same, for the sessions of another program known by its application name (``pg_dump`` before a rollback).
+_BLOCKERS_OF_NAMED = _BLOCKERS.replace(
+    "FROM unnest(pg_blocking_pids(%s)) AS b(pid)",
+    "FROM pg_stat_activity w CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS b(pid)").replace(
+    " ORDER BY", " WHERE w.application_name = %s ORDER BY")
 
 
 #: The run's own relation locks while it waits: (schema, table, mode, granted, seconds its transaction is open).
@@ -146,7 +165,8 @@ class BlockerWatch:
     """
 
     def __init__(self, connect: Callable[[], Any], pid: int | str, interval: float, cancel_after: float = 0.0):
-        """``pid``: the backend to watch, or the ``application_name`` of a client tool's (``pg_restore``).
+        """``pid``: the backend to watch, or the ``application_name`` of a client tool's sessions (``pg_dump``,
+        ``pg_restore``).
 
         ``cancel_after``: cancel the watched backend's statement once it has waited that long for a lock
         (``cancelled`` says so): the lock timeout of a client whose own script turns it off (a pg_dump
@@ -167,9 +187,7 @@ class BlockerWatch:
         try:
             with self._connect() as conn:
                 conn.execute("SET application_name = 'apm lock watch'")
-                query = _BLOCKERS if isinstance(self._pid, int) else _BLOCKERS.replace(
-                    "pg_blocking_pids(%s)", "pg_blocking_pids((SELECT pid FROM pg_stat_activity "
-                                            "WHERE application_name = %s LIMIT 1))")
+                query = _BLOCKERS_OF_NAMED if isinstance(self._pid, str) else _BLOCKERS
                 while not self._stop.wait(self.interval):
                     rows = conn.execute(query, (self._pid,)).fetchall()
                     if rows and isinstance(self._pid, int):
@@ -269,8 +287,17 @@ class LockGuard:
             self.last_blockers = found
         return found or self.last_blockers
 
-    def explain(self, version: str | None, error: E) -> E | StepLocked:
+    def timed_out(self, version: str | None, error: BaseException, *, whole: bool) -> StatementTimedOut:
+        """A statement timeout as the run reports it: the statement, the limit, where the limit came from."""
+        canceled = timed_out(error)
+        return StatementTimedOut(version, getattr(canceled, "apm_statement", None),
+                                 shown_duration(self.settings.statement_timeout),
+                                 self.settings.statement_timeout_from, whole=whole, shown=self.shown)
+
+    def explain(self, version: str | None, error: E) -> E | StepLocked | StatementTimedOut:
         """The run log's words for a failure: a lock timeout says which attempt and who held the lock."""
+        if timed_out(error) is not None:
+            return self.timed_out(version, error, whole=False)
         if not is_lock_timeout(error):
             return error
         final = self.attempt >= self.settings.attempts
@@ -311,6 +338,8 @@ class LockGuard:
                 result = once(self.attempt)
                 error = failure(result)
             except Exception as exc:
+                if timed_out(exc) is not None and retryable(exc):
+                    raise self.timed_out(version_of(exc), exc, whole=False) from exc
                 if not is_lock_timeout(exc) or not retryable(exc):
                     raise
                 if self.attempt >= self.settings.attempts or isinstance(exc, StepLocked):

@@ -25,6 +25,14 @@ can say what it did (``LockWatch`` wraps the preview's observer, which
 * **held across**: once a statement holds ACCESS EXCLUSIVE on a table of
   the plan's past, every later statement of the transaction runs under
   it; a preview is one transaction, so later steps count too.
+* **held since**: a lock an earlier step of the transaction took shows no
+  new row for a later step that takes it again. A later statement that
+  names the relation lists it (``LockTaken.held_since``: that step's
+  version) and is judged as if it took it, so each step's locks and
+  findings are its own, as when it runs alone. A ``VALIDATE CONSTRAINT``
+  scanning a table an earlier migration of the same run still holds
+  (SHARE or stronger) is ``validate-same-run``: the safe pattern's two
+  halves belong in separate runs.
 
 A statement that runs only outside a transaction (``VACUUM FULL``,
 ``REINDEX SCHEMA``) cannot be measured: ``LockWatch.judged`` gives the
@@ -43,6 +51,7 @@ Lock timeouts with retries are ``postgresql.lock_timeout``.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from planner.engines.postgresql.sql import _qualified as qualified_name
@@ -50,7 +59,6 @@ from planner.engines.postgresql.sql import _skip as skip_words
 from planner.engines.postgresql.sql import (
     classify,
     first_keywords,
-    indexed_table,
     rewritten_table,
     tokens,
     top_level_split,
@@ -67,12 +75,14 @@ from planner.locks import (
     StepLocks,
     mode_rank,
     short_mode,
+    shown_duration,
 )
-from planner.preview import is_left_out
+from planner.preview import watched
 
 _USER = ("n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%' "
          "AND n.nspname NOT LIKE 'pg\\_temp%%'")
-_BEFORE = ("SELECT c.oid, c.relfilenode FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+_BEFORE = ("SELECT c.oid, c.relfilenode, c.reltuples::float8, pg_relation_size(c.oid) FROM pg_class c "
+           "JOIN pg_namespace n ON n.oid = c.relnamespace "
            f"WHERE c.relkind IN ('r', 'p', 'm', 'i', 'I') AND {_USER}")
 _LOCKS = ("SELECT l.relation, l.mode, c.relfilenode, c.reltuples::float8, pg_relation_size(c.oid), n.nspname, "
           "c.relname, c.relkind, coalesce(i.indrelid, 0) "
@@ -183,12 +193,23 @@ class LockWatch:
         self.ledger_tables = ledger_tables
         self.steps: list[StepLocks] = []
         self._before: dict[int, int] | None = None  # oid -> file node, as the plan found them
-        self._held: dict[int, tuple[StepLocks, str, LockTaken, list[str]]] = {}  # ACCESS EXCLUSIVE, and under it
-        self._seen: set[tuple[int, str]] = set()  # (relation, mode) already taken in the transaction
+        #: Per (step, relation) holding ACCESS EXCLUSIVE, what ran under it since: the step that took it first
+        #: (kept to the end of the plan), or one that needs it while held (kept to the end of that step).
+        self._held: dict[tuple[int, int], _Held] = {}
+        #: (relation, mode) already taken in the transaction: the step that took it first, and its version.
+        self._taken: dict[tuple[int, str], tuple[StepLocks, str]] = {}
+        self._mine: set[tuple[int, str]] = set()  # (relation, mode) the current step has listed and judged
+        self._version = "?"
+        #: Per relation of the plan's past locked ACCESS EXCLUSIVE: the step's version, the lock, when taken.
+        self._exclusive: dict[int, tuple[str, LockTaken, float]] = {}
+        self._passed = False  # the statement under way was passed over by a dry run: it did not run
         self._current: StepLocks | None = None
         #: Per relation, its (rows estimate, bytes) when the current step first locked it: every lock and
         #: finding of the step names that size, not one its own later statements grew (an UPDATE, an index).
         self._sizes: dict[int, tuple[float, int]] = {}
+        #: Per relation of the plan's past, its (rows estimate, bytes) as last read before any rewrite of it: a
+        #: rewrite is seen after it, when the size read is the new file's.
+        self._known: dict[int, tuple[float, int]] = {}
         self._declared: float | None = None
         self._scan: tuple[str, int] | None = None
         self._raw = False
@@ -204,15 +225,16 @@ class LockWatch:
     def start_step(self) -> None:
         self.inner.start_step()
         if self._before is None and self._measuring:
-            self._before = dict(self.conn.execute(_BEFORE).fetchall())
+            self._first_reading()
         self._current = StepLocks([], [], [])
-        self._sizes = {}
-        self._raw = False
+        self._sizes, self._mine = {}, set()
+        self._raw = self._passed = False
         self.steps.append(self._current)
 
-    def declare(self, lock_timeout: float | None) -> None:
-        """The step's migration declares its own lock timeout (``None``: the run's)."""
-        self._declared = lock_timeout
+    def declare(self, lock_timeout: float | None, version: str = "?") -> None:
+        """The step's migration declares its own lock timeout (``None``: the run's); ``version`` names the step in
+        what a later step is told about the locks it took."""
+        self._declared, self._version = lock_timeout, version
 
     def end_step(self) -> Any:
         if self._raw and self._current is not None and self._measuring:
@@ -221,6 +243,14 @@ class LockWatch:
         return self.inner.end_step()
 
     def stop(self) -> None:
+        """The step ended early: a failure (all is rolled back) or a rehearsal that cannot go beyond a statement
+        (its savepoint is rolled back, releasing what it locked): nothing it took is held for later steps."""
+        step = self._current
+        self._taken = {key: owner for key, owner in self._taken.items() if owner[0] is not step}
+        self._held = {key: held for key, held in self._held.items() if held.step is not step}
+        self._exclusive = {oid: held for oid, held in self._exclusive.items() if held[0] != self._version}
+        for held in self._held.values():
+            held.forget(self._version)
         self._finish()
         self.inner.stop()
 
@@ -231,13 +261,16 @@ class LockWatch:
         What existed when the step began stays "before": what its earlier statements created is never a finding.
         """
         self.inner = inner
-        self._seen.clear()
+        self._taken.clear()
         self._held.clear()
         self._linked = None
 
     def passed_over(self, sql: str) -> None:
         """A dry run passed over ``sql`` (it runs only outside a transaction): its judged findings are its step's."""
         if self._current is not None and self._measuring:
+            self._passed = True  # nothing it would lock is read after it: what is held is earlier steps'
+            for held in self._held.values():
+                held.undo(self._version)
             self._current.findings.extend(self.judged(sql))
 
     def judged(self, sql: str) -> list[LockFinding]:
@@ -255,7 +288,8 @@ class LockWatch:
             return []
         code, names, where, parameters = target
         if self._before is None:
-            self._before = dict(self.conn.execute(_BEFORE).fetchall())
+            self._first_reading()
+        assert self._before is not None  # _first_reading read it
         if names:
             oids = [row[0] for name in names
                     if (row := self.conn.execute("SELECT to_regclass(%s)::oid", (name,)).fetchone())[0] is not None]
@@ -299,8 +333,8 @@ class LockWatch:
         if not self.inner.running or self._current is None or not self._measuring:
             return
         text = " ".join(sql.split())
-        for _, _, _, under in self._held.values():
-            under.append(text)
+        for held in self._held.values():
+            held.ran(self._version, text)
         self._scan = None
         self._alone = self._drops_alone(query)
         table = rewritten_table(query)
@@ -309,12 +343,19 @@ class LockWatch:
             self._scan = (table, row[0])
 
     def after(self, sql: str, query: str, parameters: Any, rowcount: int) -> None:
+        passed, self._passed = self._passed, False
         if (self._measuring and self.inner.running and self._current is not None and measured(query)
-                and not self._alone):
+                and not self._alone and not passed):
             self._read(" ".join(sql.split()), query)
         self.inner.after(sql, query, parameters, rowcount)
 
     # -- the readings ------------------------------------------------------------------------
+
+    def _first_reading(self) -> None:
+        """The relations as the plan (or a step outside a transaction) found them: file node, rows, bytes."""
+        rows = self.conn.execute(_BEFORE).fetchall()
+        self._before = {oid: node for oid, node, _, _ in rows}
+        self._known = {oid: (tuples, size) for oid, _, tuples, size in rows}
 
     def _drops_alone(self, query: str) -> bool:
         """Whether ``query`` drops tables that lock nothing else: then no reading follows it.
@@ -344,14 +385,17 @@ class LockWatch:
         rows = (prepared.execute(self.conn, _LOCKS_PREPARED) if prepared is not None
                 else self.conn.execute(_LOCKS)).fetchall()
         words = first_keywords(query, 3)
-        indexed = indexed_table(query) if words[:1] in (["CREATE"], ["REINDEX"]) else None
+        named: set[str] | None = None  # the names the statement spells, read only for a lock held since before
         tables: dict[int, tuple[str, float, int]] = {}
         for oid, mode, node, tuples, size, schema, name, kind, parent in rows:
             if oid not in self._before or name in self.ledger_tables:
                 continue  # created by the plan (never a finding), or the ledger's own rows
-            tuples, size = self._sizes.setdefault(oid, (tuples, size))
+            rewritten, now = node != self._before[oid], (tuples, size)
+            # The size the step found: read before this statement rewrote the table, if it just did.
+            tuples, size = self._sizes.setdefault(oid, self._known.get(oid, now) if rewritten else now)
+            self._known[oid] = now
             relation = shown(schema, name)
-            if node != self._before[oid] and words[:1] != ["TRUNCATE"]:
+            if rewritten and words[:1] != ["TRUNCATE"]:
                 self._before[oid] = node  # one rewrite is told once
                 step.rewrites.append(relation)
                 if kind not in ("i", "I"):
@@ -362,12 +406,20 @@ class LockWatch:
                 continue  # an index's lock follows its table's
             rank = mode_rank(mode)
             tables[oid] = (relation, tuples, size)
-            if (oid, mode) in self._seen and not (indexed is not None and indexed in (name, f"{schema}.{name}")):
-                continue  # taken by an earlier statement of the transaction: it is that one's
-            # An index built on a table an earlier step already locked takes the lock again: judged as its own,
-            # or a gated build hides behind an accepted one (each step is judged as if it ran alone).
-            self._seen.add((oid, mode))
-            taken = LockTaken(relation, mode, None if tuples < 0 else round(tuples), size)
+            key = (oid, mode)
+            if key in self._mine:
+                continue  # listed and judged for an earlier statement of this step
+            owner, version = self._taken.setdefault(key, (step, self._version))
+            if owner is not step:
+                if named is None:
+                    named = {token.name.lower() for token in tokens(query) if token.name is not None}
+                if name.lower() not in named:
+                    continue  # an earlier step's lock on a relation this statement does not name
+            # A lock an earlier step took shows no new row when this statement takes it again: the step lists it
+            # and is judged as if it took it (a gated index build would hide behind an accepted one otherwise).
+            self._mine.add(key)
+            taken = LockTaken(relation, mode, None if tuples < 0 else round(tuples), size,
+                              None if owner is step else version)
             known = next((lock for lock in step.locks if lock.relation == relation), None)
             if known is None or mode_rank(known.mode) < rank:  # the step's strongest lock on each relation
                 if known is not None:
@@ -399,8 +451,10 @@ class LockWatch:
                 "no-lock-timeout", self.policy.level("no-lock-timeout"), relation,
                 f"takes {short_mode(taken.mode)} on {relation} with no lock timeout: behind a long transaction "
                 f"it would wait without limit, and every query on {relation} would wait behind it"))
-        if taken.mode == "AccessExclusiveLock":
-            self._held.setdefault(oid, (step, relation, taken, []))
+        if taken.mode == "AccessExclusiveLock" and taken.held_since is None:
+            self._exclusive.setdefault(oid, (self._version, taken, time.perf_counter()))
+        if taken.mode == "AccessExclusiveLock" and (taken.held_since is None or _takes_exclusive(words, statement)):
+            self._held.setdefault((len(self.steps), oid), _Held(step, self._version, taken))
 
     def _scanned(self, step: StepLocks, words: list[str], statement: str,
                  tables: dict[int, tuple[str, float, int]]) -> None:
@@ -414,9 +468,21 @@ class LockWatch:
             return  # the rewrite is the finding: it read every row anyway
         upper = statement.upper()
         code = "set-not-null-scan" if "SET NOT NULL" in upper else "constraint-not-valid-missing"
-        if "VALIDATE CONSTRAINT" in upper:
-            return  # the safe pattern's second half: SHARE UPDATE EXCLUSIVE, no reader or writer waits
         rows = self._holds_rows(relation, tuples, size)
+        if "VALIDATE CONSTRAINT" in upper:  # the safe pattern's second half: SHARE UPDATE EXCLUSIVE, unless
+            # VALIDATE takes less than SHARE itself: anything from SHARE up is an earlier statement's, of this
+            # migration or an earlier one of the run, held until the run commits and blocking writes (or reads).
+            earlier = [(mode_rank(mode), mode, owner[1], owner[0] is step) for (held, mode), owner in
+                       self._taken.items() if held == oid and mode_rank(mode) >= BLOCKING]
+            if earlier:
+                _, mode, version, own = max(earlier)
+                blocked = "reads and writes" if mode == "AccessExclusiveLock" else "writes"
+                step.findings.append(LockFinding(
+                    "validate-same-run", self.policy.level("validate-same-run", rows), relation,
+                    f"scans {relation} ({_size(tuples, size)}) to validate a constraint while {short_mode(mode)} "
+                    f"taken by {version}{' (this migration)' if own else ''} earlier in the same run is held (the "
+                    f"run is one transaction): {blocked} wait for the scan: {_cut(statement)}"))
+            return
         what = "SET NOT NULL" if code == "set-not-null-scan" else "a new constraint"
         step.findings.append(LockFinding(code, self.policy.level(code, rows), relation,
                                          f"scans {relation} ({_size(tuples, size)}) to validate {what} under its "
@@ -432,19 +498,74 @@ class LockWatch:
     def _finish(self) -> None:
         """ACCESS EXCLUSIVE locks on large tables, held while later statements ran: a finding of the step
         that took each, worded with what ran under it so far (refreshed at each step's end)."""
-        for oid, (step, relation, taken, under) in self._held.items():
-            rows = taken.rows
-            if not under or (rows if rows is not None else (taken.bytes or 0) // 100) < self.policy.large_table_rows:
+        for key, held in list(self._held.items()):
+            step, taken, relation, rows = held.step, held.taken, held.taken.relation, held.taken.rows
+            if taken.held_since:
+                del self._held[key]  # its step is over: only that step's statements were its own
+            if held.first is None or (rows if rows is not None else (taken.bytes or 0) // 100) < \
+                    self.policy.large_table_rows:
                 continue
-            text = (f"holds ACCESS EXCLUSIVE on {relation} ({_size(rows if rows is not None else -1, taken.bytes or 0)}"
-                    f") while {len(under)} later statement(s) run, e.g. {_cut(under[0])}: nobody can read "
-                    f"{relation} until the plan commits")
+            since = f" (taken by {taken.held_since})" if taken.held_since else ""
+            shown_later = ", ".join(list(held.later)[:3]) + (", ..." if len(held.later) > 3 else "")
+            also = (f", {sum(held.later.values())} of them in later migrations of the same run ({shown_later}), "
+                    f"which is one transaction" if held.later else "")
+            text = (f"holds ACCESS EXCLUSIVE{since} on {relation} "
+                    f"({_size(rows if rows is not None else -1, taken.bytes or 0)}) while {held.count} later "
+                    f"statement(s) run{also}, e.g. {_cut(held.first)}: nobody can read {relation} until the plan "
+                    f"commits")
             existing = [f for f in step.findings if f.code == "access-exclusive-held" and f.relation == relation]
             if existing:
                 existing[0].text = text
             else:
                 step.findings.append(LockFinding("access-exclusive-held", self.policy.level("access-exclusive-held"),
                                                  relation, text))
+
+
+class _Held:
+    """An ACCESS EXCLUSIVE lock a step holds, and what ran under it since: counted as it runs, so a plan of a
+    thousand steps on one table costs a thousand additions, not a thousand lists read at each step's end."""
+
+    __slots__ = ("step", "version", "taken", "first", "count", "later", "_last")
+
+    def __init__(self, step: StepLocks, version: str, taken: LockTaken):
+        self.step, self.version, self.taken = step, version, taken
+        self.first: str | None = None  # the first statement run under it: the finding's example
+        self.count = 0
+        self.later: dict[str, int] = {}  # statements of later migrations, per version, in plan order
+        self._last: str | None = None  # the version of the statement counted last (``undo``)
+
+    def ran(self, version: str, statement: str) -> None:
+        if self.taken.held_since and version != self.version:
+            return  # what later migrations run under it is the finding of the step that took it
+        self.count += 1
+        self.first = self.first or statement
+        if version != self.version:
+            self.later[version] = self.later.get(version, 0) + 1
+        self._last = version
+
+    def undo(self, version: str) -> None:
+        """The statement counted last did not run (a dry run passed over it)."""
+        if self._last != version or self.count == 0:
+            return
+        self.count -= 1
+        if version in self.later:
+            self.later[version] -= 1
+            if not self.later[version]:
+                del self.later[version]
+        self.first = self.first if self.count else None
+        self._last = None
+
+    def forget(self, version: str) -> None:
+        """A step's statements were rolled back (a rehearsal that could not go on): none ran under it."""
+        self.count -= self.later.pop(version, 0)
+        self.first = self.first if self.count else None
+
+
+def _takes_exclusive(words: list[str], statement: str) -> bool:
+    """Whether a statement on a relation an earlier step holds ACCESS EXCLUSIVE would take it itself (the server
+    shows no new lock to tell): most ``ALTER TABLE`` forms, ``DROP``, ``TRUNCATE``; a ``VALIDATE CONSTRAINT`` or
+    an index build takes a weaker one, and the earlier step's finding already covers what runs under it."""
+    return words[:1] in (["ALTER"], ["DROP"], ["TRUNCATE"], ["LOCK"]) and "VALIDATE CONSTRAINT" not in statement.upper()
 
 
 def _size(tuples: float, size: int) -> str:
@@ -465,13 +586,32 @@ def lock_watch(observer: Any, conn: Any, engine: Any, settings: LockSettings) ->
 def attach(preview: Any, watch: LockWatch) -> None:
     """Each watched step's ``StepLocks`` on its ``PreviewStep``, its accepted findings marked.
 
-    The watch saw the steps the session started, in order: every step but
-    those left out of the preview (``transactional = False``, and what needs them).
+    The watch saw the steps the session started, in order (``preview.watched``); a migration's ``allow`` is
+    checked against its own step's findings only.
     """
     migrations = {step.version: step.migration for step in preview.plan.steps}
-    watched = [record for record in preview.steps if not is_left_out(record.skipped)]
-    for record, report in zip(watched, watch.steps):
+    preview.held_exclusive = _held_too_long(watch)
+    for record, report in zip(watched(preview.steps), watch.steps):
         record.locks = report
         migration = migrations.get(record.version)
         watch.policy.accept(report.findings, migration.allow if migration is not None else ())
 
+
+def _held_too_long(watch: LockWatch) -> list[dict]:
+    """ACCESS EXCLUSIVE locks on tables holding rows held so far (the transaction has ended, or is about to commit)
+    longer than the lock timeout: the lock timeout bounds how long the preview WAITS for a lock, never how long it
+    HOLDS one, and a dry run or check on a live database holds what the run would, until it rolls back."""
+    now, limit = time.perf_counter(), watch.settings.lock_timeout
+    held = []
+    for version, taken, started in watch._exclusive.values():
+        seconds = now - started
+        if seconds <= limit or not (taken.rows or taken.bytes):
+            continue
+        rows = f"~{taken.rows} rows" if taken.rows is not None else f"{taken.bytes} bytes"
+        text = (f"this preview held ACCESS EXCLUSIVE on {taken.relation} ({rows}) for {seconds:.1f} s (taken by "
+                f"{version}), longer than the lock timeout ({shown_duration(limit)}): every query on "
+                f"{taken.relation} waited for it. A preview takes the locks the run takes: on a live database, "
+                f"preview a restored copy instead")
+        held.append({"relation": taken.relation, "rows": taken.rows, "taken_by": version,
+                     "held_ms": round(seconds * 1000, 1), "text": text})
+    return held

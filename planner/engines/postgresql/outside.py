@@ -44,8 +44,10 @@ statement in a savepoint (in autocommit, a failed statement the migration
 catches would not abort the rest); the outside-only statements that change
 no schema or data (``VACUUM``, ``ANALYZE``, ``REINDEX``, ``CLUSTER``,
 ``CREATE INDEX CONCURRENTLY``, whose index is not built by the dry run)
-are passed over and noted, their lock findings judged by kind; any other
-stops the preview at that step.
+are passed over and noted, their lock findings judged by kind; ``DROP
+INDEX CONCURRENTLY`` runs as ``DROP INDEX`` (``PgRules.stand_in``: the same
+schema change), its locks judged as the concurrent form's; any other stops
+the preview at that step.
 """
 
 from __future__ import annotations
@@ -97,6 +99,14 @@ class PgRules(StatementRules):
     def changes_nothing(self, sql: str) -> bool:
         words = _words(sql)
         return bool(words) and (words[0] in _MAINTENANCE or (self._index_concurrently(words) and words[0] == "CREATE"))
+
+    def stand_in(self, sql: str) -> str | None:
+        """``DROP INDEX CONCURRENTLY i`` rehearsed as ``DROP INDEX i``: the same schema change, so a rollback of a
+        ``CREATE INDEX CONCURRENTLY`` migration previews on (it stopped the preview there: exit 7, always)."""
+        parts = tokens(sql)
+        if [t.upper for t in parts[:3]] != ["DROP", "INDEX", "CONCURRENTLY"]:
+            return None
+        return sql[:parts[2].start] + sql[parts[2].end:]
 
     def refused_in_transaction(self, error: BaseException) -> bool:
         # optional dependency: psycopg is installed with an extra
@@ -174,7 +184,7 @@ class Checked(StatementCheck):
             from planner.engines.postgresql.locks import LockWatch
 
             self._watch = LockWatch(None, conn, policy, settings or LockSettings(), {TABLE, LOG_TABLE})
-            self._watch.declare(declared)
+            self._watch.declare(declared, version)
 
     def measured_findings(self) -> list:
         report = self._watch.steps[-1] if self._watch is not None and self._watch.steps else None
@@ -229,8 +239,12 @@ class _RehearsedCursor(_Cursor):
             with self._owner.conn.transaction():
                 execute()
 
+        def other(sql: str) -> None:
+            with self._owner.conn.transaction():
+                self._cursor.execute(sql)
+
         text = _text(query, self._owner.conn)
-        self._owner.run(text if isinstance(text, str) else str(text), in_savepoint)
+        self._owner.run(text if isinstance(text, str) else str(text), in_savepoint, other)
 
 
 def _text(query: Any, conn: Any) -> Any:

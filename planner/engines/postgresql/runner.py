@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from planner.engines.postgresql.connection import PgMigrationConnection
 from planner.engines.postgresql.ledger import PARAMETER_TYPES, PgLedger
-from planner.engines.postgresql.lock_timeout import LockGuard, apply_declared, is_lock_timeout
+from planner.engines.postgresql.lock_timeout import LockGuard, apply_declared, is_lock_timeout, timed_out
 from planner.engines.postgresql.locks import attach, lock_watch
 from planner.engines.postgresql.observe import PgObserver
 from planner.engines.postgresql.outside import Checked, IndexBuilds, Rehearsed
@@ -137,7 +137,7 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
         """The migration's code, under its own ``lock_timeout`` when it declares one."""
         declared = step.migration.lock_timeout
         if observer is not None and hasattr(observer, "declare"):
-            observer.declare(declared)  # the lock measurements judge "no lock timeout" by the step's own
+            observer.declare(declared, step.version)  # "no lock timeout" is judged by the step's own; findings name it
         if declared is None or self.locks is None:
             function(proxy)
         else:
@@ -333,6 +333,8 @@ class PgRunner(MarksThroughSessions):
             if is_lock_timeout(result.error):
                 failed = result.steps[-1]
                 failed.error = guard.final_error(failed.version)
+            elif result.error is not None and timed_out(result.error) is not None:
+                result.steps[-1].error = guard.timed_out(result.steps[-1].version, result.error, whole=True)
         result.duration_ms = (time.perf_counter() - started) * 1000
         return result
 

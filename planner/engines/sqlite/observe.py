@@ -88,7 +88,7 @@ from planner.engines.sqlite.effects import PlanWrites, StepEffects, TableState, 
 from planner.engines.sqlite.sql import keywords, name_after, renamed_column, table_xinfo, tokens
 from planner.ledger import LOG_TABLE, TABLE
 from planner.locks import StepLocks
-from planner.preview import DataImpact, is_left_out
+from planner.preview import DataImpact, watched
 from planner.schema import ObjectKind, SchemaChange
 from planner.sql import quote_identifier
 
@@ -656,8 +656,7 @@ def attach_rebuilds(preview: Any, observer: StepObserver) -> None:
     but those left out of the preview (``transactional = False``, and what
     needs them); a step that failed has an empty report.
     """
-    watched = [record for record in preview.steps if not is_left_out(record.skipped)]
-    for record, report in zip(watched, observer.reports):
+    for record, report in zip(watched(preview.steps), observer.reports):
         record.locks = report
 
 
