@@ -442,6 +442,7 @@ class FleetRun:
         from concurrent.futures.process import BrokenProcessPool
 
         global worker_catalog, _worker_stop, _worker_stops_on_failure
+        _import_run_path(members[0], self.catalog)
         context = multiprocessing.get_context("fork")
         # Inherited by the forked workers: the catalog is loaded once.
         worker_catalog, _worker_stop = self.catalog, context.RawValue("b", 0)
@@ -495,6 +496,15 @@ class FleetRun:
                     self._finished(name, outcome)
                     outcomes.append(outcome)
         return outcomes
+
+
+def _import_run_path(member: Member, catalog: Catalog) -> None:
+    """Import the run path once, here, before the workers are forked: imported lazily (the commands that never
+    run a plan skip it), it would otherwise be imported again by every worker."""
+    try:
+        member.engine(busy_timeout=0).runner(catalog=catalog)
+    except Exception:  # noqa: BLE001 (only a head start: a worker meets the same problem and reports it)
+        pass
 
 
 def _member_in_worker(member: Member, request: Request, confirmed: list[str] | None) -> MemberOutcome | None:

@@ -33,8 +33,9 @@ lock with ``BEGIN IMMEDIATE`` (waiting in slices so Ctrl-C is heard),
 readies the ledger tables, and ends with COMMIT or ROLLBACK. After a
 migration's code, ``PRAGMA foreign_key_check`` stands in for the
 enforcement that was off. A migration may write ``schema_migrations``
-itself (APM's older ones did); the ledger is watched around its code and
-the executor's rows put back.
+itself (APM's older ones did); the ledger is watched around its code (in a
+preview, from the first statement that may write it) and the executor's rows
+put back.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from planner.engines.sqlite.database import (
     wait_for,
 )
 from planner.engines.sqlite.ledger import Ledger
+from planner.engines.sqlite.observe import StepObserver, attach_rebuilds
 from planner.engines.sqlite.outside import Checked, Rehearsed
 from planner.errors import (
     DatabaseDirectoryMissing,
@@ -82,7 +84,6 @@ from planner.sql import quote_identifier
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
-    from planner.engines.sqlite.observe import StepObserver
     from planner.engines.sqlite.outside import Checked, Rehearsed
     from planner.outside import Confirmation
 
@@ -257,9 +258,20 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
 
     def call(self, step: Step, function: Callable[[MigrationConnection], object], proxy: MigrationConnection,
              observer: StepObserver | None = None) -> None:
-        with _untraced(observer):  # the executor's own bookkeeping is not the step's SQL
-            self.ledger.watch()  # the migration may write schema_migrations itself ...
-        function(proxy)
+        # A previewed step's observer sees each statement before it runs, so the watch waits for the first that
+        # may write the ledger (``Ledger.defer_watch``); a step checked or rehearsed outside the preview's own
+        # connection is watched from the start.
+        if observer is not None and self._wrapped is None:
+            self.ledger.defer_watch()
+            observer.ledger_watch = self.ledger.watch_now
+        else:
+            with _untraced(observer):  # the executor's own bookkeeping is not the step's SQL
+                self.ledger.watch()  # the migration may write schema_migrations itself ...
+        try:
+            function(proxy)
+        finally:
+            if observer is not None:
+                observer.ledger_watch = None
         with _untraced(observer):
             self.ledger.reconcile(step.version)  # ... so put the executor's rows back
 
@@ -469,9 +481,6 @@ class Executor(MarksThroughSessions):
         a new file is not made just for that, and is removed again.
         ``before()`` runs inside the lock once the plan was made again there.
         """
-        # start-up time: planner.engines.sqlite.runner runs without planner.engines.sqlite.observe until preview() needs it
-        from planner.engines.sqlite.observe import StepObserver, attach_rebuilds
-
         started = time.perf_counter()
         result = Preview(plan)
         existed, folder_existed = self.path.exists(), self.path.parent.exists()
