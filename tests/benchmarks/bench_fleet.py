@@ -91,8 +91,8 @@ for path in sorted(glob.glob(sys.argv[1])):
 PATTERN = "projects/*/.aipm/data/aipm.db"
 
 
-def run(command: list[str], cwd: Path) -> tuple[float, int]:
-    """Seconds and peak RSS (KiB) of one whole process."""
+def run(command: list[str], cwd: Path) -> tuple[float, int, float]:
+    """Seconds, peak RSS (KiB) and CPU seconds (user + system, its workers included) of one whole process."""
     # Bytecode is cached as an installed package has it: with PYTHONDONTWRITEBYTECODE set (as in some sandboxes)
     # every run would compile every module it imports again, and start-up would be most of what is measured.
     env = {k: v for k, v in os.environ.items() if not k.startswith("APM_") and k != "PYTHONDONTWRITEBYTECODE"}
@@ -103,7 +103,7 @@ def run(command: list[str], cwd: Path) -> tuple[float, int]:
     code = os.waitstatus_to_exitcode(status)
     if code not in (0, 10, 11):
         raise SystemExit(f"{' '.join(command)} exited {code}: {process.stderr.read().decode()[:500]}")
-    return elapsed, usage.ru_maxrss
+    return elapsed, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
 def make_fleet(folder: Path, template: Path, count: int) -> None:
@@ -140,8 +140,12 @@ def alternate(runs: int, *timed) -> list[list]:
     return samples
 
 
-def median(samples: list[tuple[float, int]]) -> float:
+def median(samples: list[tuple[float, int, float]]) -> float:
     return statistics.median(s[0] for s in samples)
+
+
+def cpu(samples: list[tuple[float, int, float]]) -> float:
+    return statistics.median(s[2] for s in samples)
 
 
 def line(name: str, figure: float, baseline: float, target: float | None, before: float | None = None) -> None:
@@ -151,6 +155,13 @@ def line(name: str, figure: float, baseline: float, target: float | None, before
     if before is not None:
         shown += f"; before {before * 1000:.0f} ms, ratio {before / baseline:.2f}x"
     print(f"{name:58} {figure * 1000:8.0f} ms  baseline {baseline * 1000:8.0f} ms  ratio {ratio:5.2f}x{shown}")
+
+
+def cpu_line(ours: list, base: list, before: list | None) -> None:
+    """The CPU seconds of the same runs (a loaded machine moves wall clock more than CPU)."""
+    shown = f"; before {cpu(before) * 1000:.0f} ms, {cpu(before) / cpu(base):.2f}x" if before else ""
+    print(f"{'    CPU (user + system, workers included)':58} {cpu(ours) * 1000:8.0f} ms  baseline "
+          f"{cpu(base) * 1000:8.0f} ms  ratio {cpu(ours) / cpu(base):5.2f}x{shown}")
 
 
 def compared(command: list[str], before: str | None) -> list[list[str]]:
@@ -189,6 +200,7 @@ def main() -> None:
         status_time = median(ours)
         line(f"(a) fleet status, {args.dbs} databases", status_time, median(base), 1.5,
              median(before[0]) if before else None)
+        cpu_line(ours, base, before[0] if before else None)
         print(f"    peak RSS: apm {max(s[1] for s in ours) / 1024:.0f} MiB, loop "
               f"{max(s[1] for s in base) / 1024:.0f} MiB (target <= 200 MB)")
 
@@ -213,6 +225,8 @@ def main() -> None:
                                         *(timed(c, fresh=True) for c in compared(fleet, args.before)))
         line(f"(b) fleet migrate --jobs 2, {args.dbs} databases, 1 pending", median(ours), median(base), 1.3,
              median(before[0]) if before else None)
+        cpu_line(ours, base, before[0] if before else None)
+        print(f"    load average now: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
         if args.linear > 1:
             make_fleet(folder, template, args.dbs)
