@@ -342,3 +342,38 @@ def test_a_write_lock_this_process_holds_is_known_under_any_spelling_of_the_file
     finally:
         WRITE_LOCKS_HELD.discard(lock_key(path))
         holder.close()
+
+
+def test_a_worker_killed_mid_run_fails_what_was_in_flight_and_the_rest_resumes(tmp_path: Path, catalog: Path) -> None:
+    """The workers share one queue, whose lock a killed worker may hold: the command stops every worker, fails
+    the databases that were in flight (to be run again), starts nothing more, and ends; ``--resume`` then
+    finishes the fleet, each database consistent."""
+    import signal
+    import time
+
+    from tests.test_fleet import _children
+
+    paths = fleet_of(tmp_path, catalog, 6)
+    apm_bin = Path(sys.executable).parent / "apm"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
+    process = subprocess.Popen([str(apm_bin), "--migrations-dir", str(catalog), "fleet", "migrate", "--glob",
+                                PATTERN, "--jobs", "2", "--json"], cwd=tmp_path,
+                               env={**env, "FLEET_TEST_SLEEP": "0.5"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    workers: set[int] = set()
+    while time.monotonic() < deadline and len(workers) < 2:
+        workers = _children(process.pid)
+        time.sleep(0.05)
+    time.sleep(0.3)  # inside a migration's sleep
+    os.kill(min(workers), signal.SIGKILL)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 11, out + err
+    rows = json.loads(out)["databases"]
+    ended = [r for r in rows if r["outcome"] == "failed"]
+    assert ended and all("its worker process ended" in r["error"] for r in ended), rows
+    assert "not started" in {r["outcome"] for r in rows}  # nothing started after it
+    assert _children(process.pid) == set()
+    resumed = run_apm("--migrations-dir", str(catalog), "fleet", "migrate", "--resume", "--json", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert all(applied(p) == ["0001", "0002", "0003"] for p in paths)

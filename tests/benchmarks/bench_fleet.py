@@ -6,6 +6,7 @@ Run from the repository root:
     python tests/benchmarks/bench_fleet.py --dbs 200 --runs 3   # quick
     python tests/benchmarks/bench_fleet.py --linear 10     # also status over 10 x --dbs databases
     python tests/benchmarks/bench_fleet.py --before /path/to/other/venv/bin/apm   # before/after, alternated
+    python tests/benchmarks/bench_fleet.py --before BASE --after NEW   # two wrappers started the same way
 
 Every figure is a whole process (the installed ``apm``, as a user runs it, and
 ``python`` for the baselines), alternated with its baseline, median of the runs:
@@ -176,6 +177,9 @@ def main() -> None:
     parser.add_argument("--linear", type=int, default=0, metavar="K",
                         help="also time status over K x --dbs databases (disk: about 60 KB each)")
     parser.add_argument("--before", metavar="APM", help="also time this apm (another tree's), alternated")
+    parser.add_argument("--after", metavar="APM", default=str(APM),
+                        help="the apm timed as this tree's [the installed one]; a wrapper such as "
+                             "'PYTHONPATH=tree python -m cli.main' starts as --before's does")
     args = parser.parse_args()
     if not APM.exists():
         raise SystemExit("the apm console script is not installed next to this Python (pip install -e .)")
@@ -194,7 +198,7 @@ def main() -> None:
             return once
 
         # (a) status
-        status = [str(APM), "fleet", "status", "--glob", PATTERN]
+        status = [args.after, "fleet", "status", "--glob", PATTERN]
         loop = [sys.executable, "-c", STATUS_LOOP, PATTERN]
         base, ours, *before = alternate(args.runs, timed(loop), *map(timed, compared(status, args.before)))
         status_time = median(ours)
@@ -205,7 +209,7 @@ def main() -> None:
               f"{max(s[1] for s in base) / 1024:.0f} MiB (target <= 200 MB)")
 
         # (c) drift, against (a)
-        drift = [str(APM), "fleet", "status", "--drift", "--glob", PATTERN]
+        drift = [args.after, "fleet", "status", "--drift", "--glob", PATTERN]
         samples = alternate(args.runs, *map(timed, compared(drift, args.before) + compared(status, args.before)))
         drifts, statuses = samples[0], samples[1 + bool(args.before)]
         line("(c) fleet status --drift vs fleet status", median(drifts), median(statuses), 2.0)
@@ -218,7 +222,7 @@ def main() -> None:
 
         shutil.copytree(shipped_catalog_dir(), catalog, ignore=shutil.ignore_patterns("__pycache__", "README.md"))
         (catalog / "migration_0031_bench_notes.py").write_text(PENDING)
-        fleet = [str(APM), "--migrations-dir", str(catalog), "fleet", "migrate", "--glob", PATTERN, "--jobs", "2",
+        fleet = [args.after, "--migrations-dir", str(catalog), "fleet", "migrate", "--glob", PATTERN, "--jobs", "2",
                  "--journal-dir", str(folder / "journals")]
         raw = [sys.executable, "-c", MIGRATE_LOOP, PATTERN]
         base, ours, *before = alternate(args.runs, timed(raw, fresh=True),
