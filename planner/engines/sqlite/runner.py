@@ -63,7 +63,6 @@ from planner.engines.sqlite.database import (
     wait_for,
 )
 from planner.engines.sqlite.ledger import Ledger
-from planner.engines.sqlite.observe import StepObserver, attach_rebuilds
 from planner.engines.sqlite.outside import Checked, Rehearsed
 from planner.errors import (
     DatabaseDirectoryMissing,
@@ -84,6 +83,7 @@ from planner.sql import quote_identifier
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
+    from planner.engines.sqlite.observe import StepObserver
     from planner.engines.sqlite.outside import Checked, Rehearsed
     from planner.outside import Confirmation
 
@@ -517,6 +517,9 @@ class Executor(MarksThroughSessions):
         a new file is not made just for that, and is removed again.
         ``before()`` runs inside the lock once the plan was made again there.
         """
+        # start-up time: planner.engines.sqlite.runner runs without planner.engines.sqlite.observe until preview() needs it
+        from planner.engines.sqlite.observe import StepObserver, attach_rebuilds
+
         started = time.perf_counter()
         result = Preview(plan)
         existed, folder_existed = self.path.exists(), self.path.parent.exists()
