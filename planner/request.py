@@ -240,7 +240,7 @@ def run(engine: "Engine", catalog: Catalog, request: Request, plan: Plan | None 
         on_event: Callable[[RunEvent], None] | None = None,
         ask_outside: Callable[[StatementLoss], bool] | None = None,
         ask_outside_locks: Callable[[StatementLocks], bool] | None = None,
-        after: RunOutcome | None = None) -> RunOutcome:
+        after: RunOutcome | None = None, runner: Any = None) -> RunOutcome:
     """Run ``request`` on ``engine``'s database; the whole story in one ``RunOutcome``.
 
     ``plan`` is the plan already made (and shown); without it, it is made
@@ -250,7 +250,8 @@ def run(engine: "Engine", catalog: Catalog, request: Request, plan: Plan | None 
     a later part is judged afresh. A step outside a transaction asks as it
     runs: ``ask_outside`` about a statement's loss, ``ask_outside_locks``
     about its lock findings. A step's failure is the outcome's ``error``;
-    only ``Interrupted`` (Ctrl-C) is raised.
+    only ``Interrupted`` (Ctrl-C) is raised. ``runner`` is ``engine``'s runner
+    when the caller made it already (``apm fleet migrate`` read the ledger through it).
     """
     # start-up time: planner.request runs without planner.plan until run() needs it
     from planner.plan import segments
@@ -258,7 +259,8 @@ def run(engine: "Engine", catalog: Catalog, request: Request, plan: Plan | None 
     plan = plan if plan is not None else request.plan(catalog, engine.applied())
     outcome = after if after is not None else RunOutcome(plan)
     outcome.status, outcome.stopped, outcome.error, outcome.loss, outcome.lock_findings = RUNNING, None, None, [], []
-    runner = engine.runner(catalog=catalog, create=all(step.direction == "apply" for step in plan.steps))
+    if runner is None:
+        runner = engine.runner(catalog=catalog, create=all(step.direction == "apply" for step in plan.steps))
     if request.dry_run:  # the plan in one watched transaction, rolled back (--dry-run, plan --rehearse)
         outcome.stopped = preview = runner.preview(plan, make_plan=lambda ledger: request.plan(catalog, ledger),
                                                    on_event=on_event, capture_sql=request.sql)

@@ -248,13 +248,46 @@ def test_a_preview_reads_the_applied_set_once_under_its_write_lock(tmp_path: Pat
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     path, statements, outcome = traced_run(tmp_path, catalog, monkeypatch)
     assert outcome == "applied" and applied(path) == ["0001", "0002", "0003"]
-    locked = statements[statements.index("BEGIN IMMEDIATE"):]
+    begin = statements.index("BEGIN IMMEDIATE")
+    locked = statements[begin:]
     # The ledger read to plan again inside the lock is the applied set its steps check: nothing else can commit
-    # until COMMIT, so neither data_version nor the versions are asked again; its columns are read once.
-    assert "PRAGMA data_version" not in locked
-    assert not [s for s in locked if s.startswith("SELECT version FROM schema_migrations")]
+    # until COMMIT, so the versions are not asked again. And the fleet read it on the same connection just
+    # before (``read_ahead``): while data_version says no other connection committed since, that reading is
+    # the ledger inside the lock too, so the file is opened once and the ledger's rows read once.
+    assert locked.count("PRAGMA data_version") == 1
+    assert not [s for s in locked if s.startswith("SELECT version")]
+    assert len([s for s in statements if s.startswith("SELECT version")]) == 1
+    assert not [s for s in statements if s.startswith("ATTACH")]
     reads = [s for s in locked if s.startswith("PRAGMA table_info(schema_migrations)")]
-    assert len(reads) == 1 + 1 + 2, reads  # ensure_schema's shape check, the plan's read, each step's row
+    assert len(reads) == 1 + 2, reads  # ensure_schema's shape check, each step's row
+
+
+def test_a_commit_between_the_reading_ahead_and_the_write_lock_is_planned_from(tmp_path: Path,
+                                                                                catalog: Path) -> None:
+    """``apm migrate`` commits 0002 after the fleet read the ledger ahead and before its preview locks: the
+    preview sees data_version move, reads the ledger again, and applies only 0003 (each migration once)."""
+    from planner import request as requests
+    from planner.engines import engine_for
+    from planner.request import Request
+
+    path = tmp_path / "one.db"
+    migrate_to(path, catalog, target="0001")
+    loaded = load(catalog)
+    engine = engine_for(path)
+    runner = engine.runner(catalog=loaded)
+    plan = Request().plan(loaded, runner.read_ahead())
+    assert [s.version for s in plan] == ["0002", "0003"]
+    migrate_to(path, catalog, target="0002")  # another process, in between
+    result = requests.run(engine, loaded, Request(), plan, runner=runner)
+    assert result.committed and result.done == ["0003"], result.error
+    assert applied(path) == ["0001", "0002", "0003"]
+    conn = sqlite3.connect(path)
+    try:
+        applies = conn.execute("SELECT version FROM schema_migrations_log WHERE action = 'apply' AND outcome = 'ok' "
+                               "ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    assert [v for (v,) in applies] == ["0001", "0002", "0003"]
 
 
 def test_the_connection_waits_in_slices_and_keeps_its_whole_busy_timeout(tmp_path: Path, catalog: Path,
@@ -309,3 +342,38 @@ def test_a_write_lock_this_process_holds_is_known_under_any_spelling_of_the_file
     finally:
         WRITE_LOCKS_HELD.discard(lock_key(path))
         holder.close()
+
+
+def test_a_worker_killed_mid_run_fails_what_was_in_flight_and_the_rest_resumes(tmp_path: Path, catalog: Path) -> None:
+    """The workers share one queue, whose lock a killed worker may hold: the command stops every worker, fails
+    the databases that were in flight (to be run again), starts nothing more, and ends; ``--resume`` then
+    finishes the fleet, each database consistent."""
+    import signal
+    import time
+
+    from tests.test_fleet import _children
+
+    paths = fleet_of(tmp_path, catalog, 6)
+    apm_bin = Path(sys.executable).parent / "apm"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
+    process = subprocess.Popen([str(apm_bin), "--migrations-dir", str(catalog), "fleet", "migrate", "--glob",
+                                PATTERN, "--jobs", "2", "--json"], cwd=tmp_path,
+                               env={**env, "FLEET_TEST_SLEEP": "0.5"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    workers: set[int] = set()
+    while time.monotonic() < deadline and len(workers) < 2:
+        workers = _children(process.pid)
+        time.sleep(0.05)
+    time.sleep(0.3)  # inside a migration's sleep
+    os.kill(min(workers), signal.SIGKILL)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 11, out + err
+    rows = json.loads(out)["databases"]
+    ended = [r for r in rows if r["outcome"] == "failed"]
+    assert ended and all("its worker process ended" in r["error"] for r in ended), rows
+    assert "not started" in {r["outcome"] for r in rows}  # nothing started after it
+    assert _children(process.pid) == set()
+    resumed = run_apm("--migrations-dir", str(catalog), "fleet", "migrate", "--resume", "--json", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert all(applied(p) == ["0001", "0002", "0003"] for p in paths)

@@ -17,6 +17,7 @@ import glob as globbing
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +64,14 @@ class Member:
         the absolute path it opened, the fleet by the path as given, and one member has one name."""
         return text if self.on_server else text.replace(self.real, self.db)
 
-    @property
+    @cached_property
     def key(self) -> str:
         """What identifies the member across runs (the journal): the real path, or the URL without password.
 
         The path with its symlinks resolved: a resume that spells a database otherwise (``link.db`` for
-        ``p1/a.db``) must still find its record, or the database would be left out of the resume.
+        ``p1/a.db``) must still find its record, or the database would be left out of the resume. Resolved
+        once per member (``realpath`` asks the file system about every folder of the path): the journal's
+        header and each outcome's record both name it.
         """
         if not self.on_server:
             return os.path.realpath(self.real)

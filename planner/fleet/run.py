@@ -64,6 +64,7 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,6 +169,8 @@ worker_catalog: Catalog | None = None
 #: sets it: a worker checks it before each database it takes, so one handed over ahead of time never starts late.
 _worker_stop: Any = None
 _worker_stops_on_failure = True
+#: The members, the request and the confirmed loss of the run, inherited by the forked workers (``_worker``).
+_worker_job: Any = None
 
 
 def run_member(member: Member, request: Request, catalog: Catalog | None = None,
@@ -189,15 +192,19 @@ def run_member(member: Member, request: Request, catalog: Catalog | None = None,
             # A fleet never creates a member; a run of it alone does (the command shows that run's line).
             outcome.error = f"{member.display} does not exist; a run of it alone creates it"
             return outcome
+        runner = engine.runner(catalog=catalog)  # a fleet never creates a member
         try:
-            plan = request.plan(catalog, _ledger(member, engine, request))
-        except NotApplied:
-            outcome.outcome = NOTHING_TO_DO  # a rollback of what this database never applied
-            return outcome
-        if not plan:
-            outcome.outcome = NOTHING_TO_DO
-            return outcome
-        _run_plan(engine, catalog, plan, request, outcome, confirmed)
+            try:
+                plan = request.plan(catalog, _ledger(member, engine, request, runner))
+            except NotApplied:
+                outcome.outcome = NOTHING_TO_DO  # a rollback of what this database never applied
+                return outcome
+            if not plan:
+                outcome.outcome = NOTHING_TO_DO
+                return outcome
+            _run_plan(engine, catalog, plan, request, outcome, confirmed, runner)
+        finally:
+            getattr(runner, "release", _nothing)()
     except PlanError as error:  # refused before it ran, as `apm migrate` refuses it (exit 4): nothing changed
         outcome.outcome, outcome.error = REFUSED, one_line(error)
     except MigrationError as error:
@@ -210,13 +217,28 @@ def run_member(member: Member, request: Request, catalog: Catalog | None = None,
     return outcome
 
 
-def _ledger(member: Member, engine, request: Request) -> dict:
+def _nothing() -> None:
+    pass
+
+
+def _ledger(member: Member, engine, request: Request, runner) -> dict:
     """The ledger to plan from before the run (the preview plans again inside the write lock).
 
-    Read by the engine's fast reader where it has one (``EngineKind.ledger_reader``: a third of the cost of
-    ``engine.applied()``); by the engine where that reader cannot read the file (a hot journal left by a
-    killed run, which only a writable connection rolls back; another tool's ledger, which the engine names).
+    Read by the runner on the connection its preview will use, where it can (``read_ahead``: the file is opened
+    once, and the preview's read inside the lock costs one ``PRAGMA data_version`` while nothing else
+    committed); else by the engine's fast reader where it has one (``EngineKind.ledger_reader``: a third of the
+    cost of ``engine.applied()``), so a file the run cannot open for writing is read as ``apm fleet status``
+    reads it; by the engine where that reader cannot read the file (a hot journal left by a killed run, which
+    only a writable connection rolls back; another tool's ledger, which the engine names).
     """
+    read_ahead = getattr(runner, "read_ahead", None)
+    if read_ahead is not None and request.previewed:
+        try:
+            return read_ahead()
+        except DatabaseLocked:
+            raise  # it waited the whole busy timeout already
+        except Exception:  # noqa: BLE001 (the readers below say what is wrong with the file, as they always did)
+            pass
     kind = member.kind
     if kind.ledger_reader is not None:
         try:
@@ -229,9 +251,9 @@ def _ledger(member: Member, engine, request: Request) -> dict:
 
 
 def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: MemberOutcome,
-              confirmed: list[str] | None) -> None:
+              confirmed: list[str] | None, runner=None) -> None:
     """The plan as ``apm migrate`` runs it: ``planner.request.run``, its one result told as this database's outcome."""
-    result = requests.run(engine, catalog, request, plan, confirmed=confirmed)
+    result = requests.run(engine, catalog, request, plan, confirmed=confirmed, runner=runner)
     for preview in [*result.previews, *([result.stopped] if result.stopped and not request.dry_run else [])]:
         _note_preview(outcome, preview)
     outcome.lock_findings = result.lock_findings
@@ -437,66 +459,117 @@ class FleetRun:
         # start-up time: planner.fleet.run runs without multiprocessing until _parallel() needs it
         import multiprocessing
 
-        # start-up time: planner.fleet.run runs without concurrent.futures until _parallel() needs it
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        # start-up time: planner.fleet.run runs without multiprocessing.connection until _parallel() needs it
+        from multiprocessing.connection import wait
 
-        # start-up time: planner.fleet.run runs without concurrent.futures.process until _parallel() needs it
-        from concurrent.futures.process import BrokenProcessPool
-
-        global worker_catalog, _worker_stop, _worker_stops_on_failure
+        global worker_catalog, _worker_stop, _worker_stops_on_failure, _worker_job
+        _import_run_path(members[0], self.catalog)
         context = multiprocessing.get_context("fork")
-        # Inherited by the forked workers: the catalog is loaded once.
+        # Inherited by the forked workers, never pickled: the catalog (loaded once), the members and the request.
+        # A database is handed over as its index on one queue and comes back, with its outcome, on another: no
+        # thread in this process, nothing but an index and an outcome pickled per database.
         worker_catalog, _worker_stop = self.catalog, context.RawValue("b", 0)
         _worker_stops_on_failure = not self.continue_on_error
+        _worker_job = (members, self.request, confirmed)
+        tasks = context.SimpleQueue()
+        results, sent = context.Pipe(duplex=False)  # sent by every worker, under one lock
+        lock = context.Lock()
+        workers = [context.Process(target=_worker, args=(tasks, (sent, lock), os.getpid()), daemon=True)
+                   for _ in range(min(self.jobs, len(members)))]
+        for worker in workers:
+            worker.start()
         outcomes: list[MemberOutcome] = []
-        waiting = list(members)
-        running: dict = {}
-        ahead: list[Member] = []  # handed over, not yet told as started: a worker takes the oldest as it frees up
-        with ProcessPoolExecutor(max_workers=min(self.jobs, len(members)), mp_context=context,
-                                 initializer=_worker_init, initargs=(os.getpid(),)) as pool:
+        waiting = deque(range(len(members)))
+        running: set[int] = set()
+        ahead: deque[int] = deque()  # handed over, not yet told as started: a worker takes the oldest as it frees up
+        try:
             while waiting or running:
                 # Each worker has its next database handed over already (twice ``jobs`` in flight): no worker
                 # waits while this process journals an outcome and hands over the next.
                 while waiting and len(running) < 2 * self.jobs and self._stop is None:
-                    candidate = waiting.pop(0)
-                    try:
-                        future = pool.submit(_member_in_worker, candidate, self.request, confirmed.get(candidate))
-                    except BrokenProcessPool as broken:  # a worker was killed: start nothing more
-                        self._finished(name, MemberOutcome(candidate, NOT_STARTED, error=f"not started: the "
-                                                           f"worker processes ended ({one_line(broken)})"))
-                        self._stop = self._stop or "the worker processes ended"
-                        continue
-                    running[future] = candidate
-                    ahead.append(candidate)
+                    index = waiting.popleft()
+                    tasks.put(index)
+                    running.add(index)
+                    ahead.append(index)
                 while ahead and len(running) - len(ahead) < self.jobs:  # told as started: at most jobs at a time
-                    self._started(name, ahead.pop(0))
+                    self._started(name, members[ahead.popleft()])
                 if not running:
                     break
                 try:
-                    finished, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
+                    ready = wait([results, *(worker.sentinel for worker in workers)], timeout=0.2)
                 except KeyboardInterrupt:
                     # The workers ignore Ctrl-C and finish their database; leaving now would lose their records.
                     self.stop()
                     continue
-                for future in finished:
-                    candidate = running.pop(future)
-                    try:
-                        outcome = future.result()
-                    except Exception as error:  # the worker died (killed, out of memory): say so, carry on
-                        outcome = MemberOutcome(candidate, FAILED, error=f"its worker process ended: "
-                                                                         f"{one_line(error)}; run it again")
+                while results.poll():
+                    index, outcome = results.recv()
+                    running.discard(index)
+                    candidate = members[index]
                     if outcome is None:  # handed over, but the run stopped before a worker took it
-                        if candidate in ahead:
-                            ahead.remove(candidate)  # never told as started: nothing to take back
+                        if index in ahead:
+                            ahead.remove(index)  # never told as started: nothing to take back
                         elif self.on_event is not None:
                             self.on_event(MemberFinished(MemberOutcome(candidate, NOT_STARTED, error=self._stop)))
                         continue
-                    if candidate in ahead:  # it ended before this process told it had started
-                        ahead.remove(candidate)
+                    if isinstance(outcome, str):  # what the worker raised
+                        outcome = MemberOutcome(candidate, FAILED, error=f"its worker process ended: {outcome}; "
+                                                                         f"run it again")
+                    outcome.member = candidate  # this process's own: what it knows of it (its key) stays known
+                    if index in ahead:  # it ended before this process told it had started
+                        ahead.remove(index)
                         self._started(name, candidate)
                     self._finished(name, outcome)
                     outcomes.append(outcome)
+                if running and any(worker.sentinel in ready for worker in workers):
+                    # A worker died (killed, out of memory): it may have died holding a queue's lock, so none is
+                    # trusted further. What was in flight is failed, to be run again; nothing more starts.
+                    self._stop = self._stop or "the worker processes ended"
+                    for worker in workers:
+                        worker.kill()
+                    for index in sorted(running):
+                        if index in ahead:
+                            ahead.remove(index)
+                            self._started(name, members[index])
+                        outcome = MemberOutcome(members[index], FAILED, error="its worker process ended: a worker "
+                                                "process was terminated abruptly; run it again")
+                        self._finished(name, outcome)
+                        outcomes.append(outcome)
+                    running.clear()
+        finally:
+            # No more: each worker ends after the database it runs. Counted first: any worker may take any None.
+            for _ in [worker for worker in workers if worker.is_alive()]:
+                tasks.put(None)
+            for worker in workers:
+                worker.join()
+            tasks.close()
+            results.close()
+            sent.close()
         return outcomes
+
+
+def _import_run_path(member: Member, catalog: Catalog) -> None:
+    """Import the run path once, here, before the workers are forked: imported lazily (the commands that never
+    run a plan skip it), it would otherwise be imported again by every worker."""
+    try:
+        member.engine(busy_timeout=0).runner(catalog=catalog)
+    except Exception:  # noqa: BLE001 (only a head start: a worker meets the same problem and reports it)
+        pass
+
+
+def _worker(tasks: Any, results: tuple[Any, Any], parent: int) -> None:
+    """A worker process: runs each database handed over (its index) until handed ``None``; each outcome goes back
+    with its index, ``None`` for one not started, or the text of what ``run_member`` raised."""
+    _worker_init(parent)
+    members, request, confirmed = _worker_job
+    while (index := tasks.get()) is not None:
+        member = members[index]
+        try:
+            outcome: MemberOutcome | str | None = _member_in_worker(member, request, confirmed.get(member))
+        except Exception as error:  # noqa: BLE001 (never a database's own problem: run_member makes those outcomes)
+            outcome = one_line(error)
+        sent, lock = results
+        with lock:
+            sent.send((index, outcome))
 
 
 def _member_in_worker(member: Member, request: Request, confirmed: list[str] | None) -> MemberOutcome | None:

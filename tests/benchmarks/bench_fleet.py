@@ -6,6 +6,7 @@ Run from the repository root:
     python tests/benchmarks/bench_fleet.py --dbs 200 --runs 3   # quick
     python tests/benchmarks/bench_fleet.py --linear 10     # also status over 10 x --dbs databases
     python tests/benchmarks/bench_fleet.py --before /path/to/other/venv/bin/apm   # before/after, alternated
+    python tests/benchmarks/bench_fleet.py --before BASE --after NEW   # two wrappers started the same way
 
 Every figure is a whole process (the installed ``apm``, as a user runs it, and
 ``python`` for the baselines), alternated with its baseline, median of the runs:
@@ -91,8 +92,8 @@ for path in sorted(glob.glob(sys.argv[1])):
 PATTERN = "projects/*/.aipm/data/aipm.db"
 
 
-def run(command: list[str], cwd: Path) -> tuple[float, int]:
-    """Seconds and peak RSS (KiB) of one whole process."""
+def run(command: list[str], cwd: Path) -> tuple[float, int, float]:
+    """Seconds, peak RSS (KiB) and CPU seconds (user + system, its workers included) of one whole process."""
     # Bytecode is cached as an installed package has it: with PYTHONDONTWRITEBYTECODE set (as in some sandboxes)
     # every run would compile every module it imports again, and start-up would be most of what is measured.
     env = {k: v for k, v in os.environ.items() if not k.startswith("APM_") and k != "PYTHONDONTWRITEBYTECODE"}
@@ -103,7 +104,7 @@ def run(command: list[str], cwd: Path) -> tuple[float, int]:
     code = os.waitstatus_to_exitcode(status)
     if code not in (0, 10, 11):
         raise SystemExit(f"{' '.join(command)} exited {code}: {process.stderr.read().decode()[:500]}")
-    return elapsed, usage.ru_maxrss
+    return elapsed, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
 def make_fleet(folder: Path, template: Path, count: int) -> None:
@@ -140,8 +141,12 @@ def alternate(runs: int, *timed) -> list[list]:
     return samples
 
 
-def median(samples: list[tuple[float, int]]) -> float:
+def median(samples: list[tuple[float, int, float]]) -> float:
     return statistics.median(s[0] for s in samples)
+
+
+def cpu(samples: list[tuple[float, int, float]]) -> float:
+    return statistics.median(s[2] for s in samples)
 
 
 def line(name: str, figure: float, baseline: float, target: float | None, before: float | None = None) -> None:
@@ -151,6 +156,13 @@ def line(name: str, figure: float, baseline: float, target: float | None, before
     if before is not None:
         shown += f"; before {before * 1000:.0f} ms, ratio {before / baseline:.2f}x"
     print(f"{name:58} {figure * 1000:8.0f} ms  baseline {baseline * 1000:8.0f} ms  ratio {ratio:5.2f}x{shown}")
+
+
+def cpu_line(ours: list, base: list, before: list | None) -> None:
+    """The CPU seconds of the same runs (a loaded machine moves wall clock more than CPU)."""
+    shown = f"; before {cpu(before) * 1000:.0f} ms, {cpu(before) / cpu(base):.2f}x" if before else ""
+    print(f"{'    CPU (user + system, workers included)':58} {cpu(ours) * 1000:8.0f} ms  baseline "
+          f"{cpu(base) * 1000:8.0f} ms  ratio {cpu(ours) / cpu(base):5.2f}x{shown}")
 
 
 def compared(command: list[str], before: str | None) -> list[list[str]]:
@@ -165,6 +177,9 @@ def main() -> None:
     parser.add_argument("--linear", type=int, default=0, metavar="K",
                         help="also time status over K x --dbs databases (disk: about 60 KB each)")
     parser.add_argument("--before", metavar="APM", help="also time this apm (another tree's), alternated")
+    parser.add_argument("--after", metavar="APM", default=str(APM),
+                        help="the apm timed as this tree's [the installed one]; a wrapper such as "
+                             "'PYTHONPATH=tree python -m cli.main' starts as --before's does")
     args = parser.parse_args()
     if not APM.exists():
         raise SystemExit("the apm console script is not installed next to this Python (pip install -e .)")
@@ -183,17 +198,18 @@ def main() -> None:
             return once
 
         # (a) status
-        status = [str(APM), "fleet", "status", "--glob", PATTERN]
+        status = [args.after, "fleet", "status", "--glob", PATTERN]
         loop = [sys.executable, "-c", STATUS_LOOP, PATTERN]
         base, ours, *before = alternate(args.runs, timed(loop), *map(timed, compared(status, args.before)))
         status_time = median(ours)
         line(f"(a) fleet status, {args.dbs} databases", status_time, median(base), 1.5,
              median(before[0]) if before else None)
+        cpu_line(ours, base, before[0] if before else None)
         print(f"    peak RSS: apm {max(s[1] for s in ours) / 1024:.0f} MiB, loop "
               f"{max(s[1] for s in base) / 1024:.0f} MiB (target <= 200 MB)")
 
         # (c) drift, against (a)
-        drift = [str(APM), "fleet", "status", "--drift", "--glob", PATTERN]
+        drift = [args.after, "fleet", "status", "--drift", "--glob", PATTERN]
         samples = alternate(args.runs, *map(timed, compared(drift, args.before) + compared(status, args.before)))
         drifts, statuses = samples[0], samples[1 + bool(args.before)]
         line("(c) fleet status --drift vs fleet status", median(drifts), median(statuses), 2.0)
@@ -206,13 +222,15 @@ def main() -> None:
 
         shutil.copytree(shipped_catalog_dir(), catalog, ignore=shutil.ignore_patterns("__pycache__", "README.md"))
         (catalog / "migration_0031_bench_notes.py").write_text(PENDING)
-        fleet = [str(APM), "--migrations-dir", str(catalog), "fleet", "migrate", "--glob", PATTERN, "--jobs", "2",
+        fleet = [args.after, "--migrations-dir", str(catalog), "fleet", "migrate", "--glob", PATTERN, "--jobs", "2",
                  "--journal-dir", str(folder / "journals")]
         raw = [sys.executable, "-c", MIGRATE_LOOP, PATTERN]
         base, ours, *before = alternate(args.runs, timed(raw, fresh=True),
                                         *(timed(c, fresh=True) for c in compared(fleet, args.before)))
         line(f"(b) fleet migrate --jobs 2, {args.dbs} databases, 1 pending", median(ours), median(base), 1.3,
              median(before[0]) if before else None)
+        cpu_line(ours, base, before[0] if before else None)
+        print(f"    load average now: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
         if args.linear > 1:
             make_fleet(folder, template, args.dbs)

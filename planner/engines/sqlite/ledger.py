@@ -121,6 +121,8 @@ class Ledger:
         #: What the last migration wrote to ``schema_migrations`` itself (see ``reconcile``).
         self.migration_writes: str | None = None
         self._inserted_by_migration: set[str] = set()
+        #: Whether the step running now is watched (``watch``); a deferred watch is made by ``watch_now``.
+        self._watched = False
 
     def _rows(self, sql: str, parameters: tuple = ()) -> list[tuple]:
         # A migration may have set row_factory on the shared connection; the ledger reads plain tuples.
@@ -235,9 +237,26 @@ class Ledger:
     def watch(self) -> None:
         """Start noting every change made to ``schema_migrations`` (``planner.engines.sqlite.ledger``)."""
         watch(self.conn, TABLE)
+        self._watched = True
+
+    def defer_watch(self) -> None:
+        """Watch the step only once ``watch_now`` is called: a previewed step, whose observer sees every statement
+        of the migration before it runs and calls it before the first that may write the ledger (or move a
+        savepoint, or cannot be prepared). A step that never does pays for no TEMP table and no triggers."""
+        self._watched = False
+
+    def watch_now(self) -> None:
+        """The deferred watch, made now (once per step): nothing of the migration's has written the ledger yet."""
+        if not self._watched:
+            self.watch()
 
     def reconcile(self, version: str) -> str | None:
-        """Undo what the migration just run did to the executor's rows; what it wrote is returned as a note."""
+        """Undo what the migration just run did to the executor's rows; what it wrote is returned as a note.
+
+        A step whose watch was deferred and never made wrote nothing to the ledger: nothing to undo."""
+        if not self._watched:
+            self.migration_writes, self._inserted_by_migration = None, set()
+            return None
         self.migration_writes, self._inserted_by_migration = reconcile(self.conn, TABLE, version)
         return self.migration_writes
 
@@ -560,6 +579,17 @@ def watch(conn: sqlite3.Connection, table: str) -> None:
         values = ", ".join(f"{image}.{c}" for c in columns)
         conn.execute(f"CREATE TEMP TRIGGER {_TRIGGER}_{suffix} AFTER {event} ON main.{table} BEGIN "
                      f"INSERT INTO {CHANGES} VALUES ('{suffix}', {values}); END")
+
+
+_READS = frozenset((sqlite3.SQLITE_READ, sqlite3.SQLITE_SELECT, sqlite3.SQLITE_PRAGMA))
+
+
+def may_write_ledger(events: list[tuple]) -> bool:
+    """Whether a statement may change ``schema_migrations``, by its authorizer events (its triggers' included):
+    anything naming the table but a read, or a savepoint (a watch made inside one of the migration's savepoints
+    would be undone by its ``ROLLBACK TO``, so it is made before the first)."""
+    return any(action == sqlite3.SQLITE_SAVEPOINT or (action not in _READS and TABLE in (
+        (arg1 or "").lower(), (arg2 or "").lower())) for action, arg1, arg2, *_ in events)
 
 
 def reconcile(conn: sqlite3.Connection, table: str, version: str) -> tuple[str | None, set[str]]:

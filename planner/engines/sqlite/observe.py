@@ -85,12 +85,17 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeGuard, cast
 
 from planner.engines.sqlite.effects import PlanWrites, StepEffects, TableState, ValueCounters, fold, resolve
+from planner.engines.sqlite.ledger import may_write_ledger
 from planner.engines.sqlite.sql import keywords, name_after, renamed_column, table_xinfo, tokens
 from planner.ledger import LOG_TABLE, TABLE
 from planner.locks import StepLocks
 from planner.preview import DataImpact, watched
 from planner.schema import ObjectKind, SchemaChange
 from planner.sql import quote_identifier
+
+#: Up to how many tables ``ForeignKeyMap.scope`` asks about by name (far below SQLite's limit on parameters).
+_FEW = 200
+
 
 class ForeignKeyMap:
     """The main database's tables, and for each table (folded) the tables whose foreign keys name it."""
@@ -122,7 +127,16 @@ class ForeignKeyMap:
         self._children = children
 
     def scope(self, touched: Iterable[str], shrunk: Iterable[str]) -> list[str]:
-        """The tables among ``touched`` that exist, with the existing children of the ``shrunk`` ones, sorted."""
+        """The tables among ``touched`` that exist, with the existing children of the ``shrunk`` ones, sorted.
+
+        Nothing shrunk (a step that only made tables or added rows): no children to find, so which of the
+        touched tables exist is asked directly, one statement instead of the map's three."""
+        touched, shrunk = set(touched), set(shrunk)
+        if not shrunk and len(touched) <= _FEW:
+            names = sorted(touched)
+            return sorted(row[0] for row in self.conn.execute(
+                f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ({', '.join('?' * len(names))})",
+                names))
         version = self._schema_version()
         if version != self._version:
             self._read()
@@ -288,6 +302,9 @@ class StepObserver:
         self._known = StatementMemo(conn, self._foreign_keys)  # what ``before`` learned per text, within a step
         self._recalled = self._known.known  # the same dict: ``StatementMemo.recall`` without the call
         self.counters.settled = self._known.forget
+        #: Called before a statement that may write the ledger, move a savepoint, or cannot be prepared (the
+        #: session's deferred ledger watch, ``Ledger.watch_now``); ``None`` when the step is watched already.
+        self.ledger_watch: Callable[[], None] | None = None
 
     # -- the callbacks -----------------------------------------------------------------------
 
@@ -428,12 +445,16 @@ class StepObserver:
         try:
             self.conn.execute("EXPLAIN " + sql, parameters).fetchall()
         except sqlite3.Error:
+            if self.ledger_watch is not None:  # what it does is unknown: watched as if it wrote the ledger
+                self.ledger_watch()
             self._tracing = tracing
             self._known.schema_may_change()
             return None  # the statement itself will fail, with SQLite's own message, when it runs
         finally:
             self.conn.set_authorizer(_NO_AUTHORIZER)
         events = list(self._events)
+        if self.ledger_watch is not None and may_write_ledger(events):
+            self.ledger_watch()  # made before the statement runs (SQLite prepares it again, with the triggers)
         repeatable, stamp = self._known.learn(events)
         if not repeatable:  # a schema change may drop, rename or rebuild a copied table: count the copies now
             self.counters.settle()
@@ -519,7 +540,7 @@ class StepObserver:
             elif action in _CREATES and database == "main" and arg1 and not arg1.lower().startswith("sqlite_"):
                 # ``CREATE ... IF NOT EXISTS`` of what is there already is authorized too, and does nothing.
                 if (arg1.lower() not in _IGNORED and (arg2 or "").lower() not in _IGNORED
-                        and not self._exists(arg1)):
+                        and (_creates_new(sql) or not self._exists(arg1))):
                     effects.created[arg1] = _CREATES[action]
                     if action == sqlite3.SQLITE_CREATE_TABLE:
                         self.plan_writes.created(arg1)
@@ -658,6 +679,12 @@ def attach_rebuilds(preview: Any, observer: StepObserver) -> None:
     """
     for record, report in zip(watched(preview.steps), observer.reports):
         record.locks = report
+
+
+def _creates_new(sql: str) -> bool:
+    """Whether ``sql`` is a CREATE without ``IF NOT EXISTS``: SQLite refuses to prepare one whose name is taken,
+    so once it was prepared, what it creates is new (no need to look it up)."""
+    return "exists" not in sql.lower() and keywords(sql, 1) == ["CREATE"]
 
 
 def _may_replace(sql: str) -> bool:

@@ -33,8 +33,9 @@ lock with ``BEGIN IMMEDIATE`` (waiting in slices so Ctrl-C is heard),
 readies the ledger tables, and ends with COMMIT or ROLLBACK. After a
 migration's code, ``PRAGMA foreign_key_check`` stands in for the
 enforcement that was off. A migration may write ``schema_migrations``
-itself (APM's older ones did); the ledger is watched around its code and
-the executor's rows put back.
+itself (APM's older ones did); the ledger is watched around its code (in a
+preview, from the first statement that may write it) and the executor's rows
+put back.
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
         self._ledger_checked = False
         #: How long the latest transaction held the write lock (``BEGIN IMMEDIATE`` to its end), in ms.
         self.write_lock_ms: float | None = None
+        #: The ledger as ``Executor.read_ahead`` read it on this connection, with ``PRAGMA data_version`` before.
+        self.read_ahead: tuple[int, dict[str, LedgerEntry]] | None = None
 
     def admit_alone(self, step: Step) -> str | None:
         """As ``Session.admit_alone``, but first wait for another runner that has this step under way.
@@ -215,7 +218,11 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
         first step (``PRAGMA data_version``, the columns, the rows) could only
         find the same set. Our own steps update it (``after_commit``).
         """
-        entries = self.ledger.applied_migrations()
+        ahead, self.read_ahead = self.read_ahead, None
+        if ahead is not None and self.conn.in_transaction and self._data_version_now() == ahead[0]:
+            entries = ahead[1]  # no other connection has committed since it was read: it is the ledger now
+        else:
+            entries = self.ledger.applied_migrations()
         if self.conn.in_transaction:
             self._applied = self.applied_from(entries)
             self._locked_read = True
@@ -224,11 +231,15 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
     def applied_now(self) -> set[str]:
         if self._locked_read and self._applied is not None:
             return self._applied
-        data_version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        data_version = self._data_version_now()
         if self._applied is None or data_version != self._data_version:
             self._applied = self.read_applied()
             self._data_version = data_version
         return self._applied
+
+    def _data_version_now(self) -> int:
+        """``PRAGMA data_version``: it changes exactly when another connection commits to the file."""
+        return self.conn.execute("PRAGMA data_version").fetchone()[0]
 
     # -- around the migration's code -------------------------------------------
 
@@ -257,9 +268,20 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
 
     def call(self, step: Step, function: Callable[[MigrationConnection], object], proxy: MigrationConnection,
              observer: StepObserver | None = None) -> None:
-        with _untraced(observer):  # the executor's own bookkeeping is not the step's SQL
-            self.ledger.watch()  # the migration may write schema_migrations itself ...
-        function(proxy)
+        # A previewed step's observer sees each statement before it runs, so the watch waits for the first that
+        # may write the ledger (``Ledger.defer_watch``); a step checked or rehearsed outside the preview's own
+        # connection is watched from the start.
+        if observer is not None and self._wrapped is None:
+            self.ledger.defer_watch()
+            observer.ledger_watch = self.ledger.watch_now
+        else:
+            with _untraced(observer):  # the executor's own bookkeeping is not the step's SQL
+                self.ledger.watch()  # the migration may write schema_migrations itself ...
+        try:
+            function(proxy)
+        finally:
+            if observer is not None:
+                observer.ledger_watch = None
         with _untraced(observer):
             self.ledger.reconcile(step.version)  # ... so put the executor's rows back
 
@@ -345,6 +367,32 @@ class Executor(MarksThroughSessions):
         self.busy_timeout = busy_timeout
         self.create = create
         self.catalog = catalog
+        self._ahead: tuple[sqlite3.Connection, int, dict[str, LedgerEntry]] | None = None
+
+    def read_ahead(self) -> dict[str, LedgerEntry]:
+        """The ledger, read without a lock on the connection the next ``preview`` runs on, kept open for it.
+
+        What ``apm fleet migrate`` plans each database from: the preview's read inside the write lock then
+        costs one ``PRAGMA data_version`` (taken here before the ledger, so a commit in between reads as a
+        change), and the file is opened, and its schema read, once instead of twice. ``release`` closes a
+        connection no preview took.
+        """
+        self.release()
+        conn = connect(self.path, busy_timeout=self.busy_timeout)
+        try:
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            entries = Ledger(conn).applied_migrations()
+        except BaseException:
+            conn.close()
+            raise
+        self._ahead = (conn, version, entries)
+        return entries
+
+    def release(self) -> None:
+        """Close the connection ``read_ahead`` kept, if no preview took it."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead[0].close()
 
     def applied(self) -> dict[str, LedgerEntry]:
         """The ledger as it is now, read without writing; ``{}`` for a database that may still be created."""
@@ -475,9 +523,11 @@ class Executor(MarksThroughSessions):
         started = time.perf_counter()
         result = Preview(plan)
         existed, folder_existed = self.path.exists(), self.path.parent.exists()
-        conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
+        ahead, self._ahead = self._ahead, None
+        conn = ahead[0] if ahead is not None else connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
         try:
             session = self._session(conn, plan, atomic=True, before=before)
+            session.read_ahead = ahead[1:] if ahead is not None else None
             observer = StepObserver(conn, capture_sql=capture_sql)
             session.preview(result, observer, make_plan=make_plan, accept=accept, on_event=on_event,
                             log_failures=existed)
