@@ -405,8 +405,8 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
     succeeded, 11 otherwise (7 when the only reason is a loss not confirmed,
     4 when it is the planner's refusal, 12 when it is lock findings).
     """
-    # start-up time: cli.fleet runs without planner.fleet until migrate_command() needs it
-    from planner.fleet import run as journals
+    # start-up time: cli.fleet runs without planner.fleet.journal until migrate_command() needs it
+    from planner.fleet import journal as journals
 
     # start-up time: cli.fleet runs without planner.fleet.members until migrate_command() needs it
     from planner.fleet.members import identity
@@ -467,7 +467,7 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
             raise click.UsageError(f"--canary {canary!r} names no database of the fleet")
     if past is not None:
         journal = journals.Journal(past.path)
-        journal.write({"type": "resume", "at": journals._now(), "skipping": len(past.succeeded()),
+        journal.write({"type": "resume", "at": journals.now(), "skipping": len(past.succeeded()),
                        "members": len(members)})
     else:
         before = journals.runs(folder)
@@ -546,8 +546,8 @@ def _restore_settings(recorded: dict) -> None:
 
 
 def _journal_folder() -> Path:
-    # start-up time: cli.fleet runs without planner.fleet.run until _journal_folder() needs it
-    from planner.fleet.run import FOLDER
+    # start-up time: cli.fleet runs without planner.fleet.journal until _journal_folder() needs it
+    from planner.fleet.journal import FOLDER
 
     config = settings().config
     return (config.path.parent if config.path is not None else Path.cwd()) / FOLDER

@@ -312,7 +312,7 @@ def test_a_tenant_of_a_url_without_a_host_keeps_its_url_and_is_named_back() -> N
 def test_runs_of_other_fleets_never_prune_the_run_a_fleet_resumes_from(tmp_path: Path) -> None:
     """The folder keeps its newest ten runs and the newest of each fleet: eleven runs of fleet B after one of A
     remove B's oldest only, so A can still be resumed."""
-    from planner.fleet.run import prune, runs
+    from planner.fleet.journal import prune, runs
 
     def header(fleet: str) -> str:
         return json.dumps({"type": "run", "format": 1, "fleet": {"named_by": [f"glob {fleet}"], "catalog": "/c"}})
