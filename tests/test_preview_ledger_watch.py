@@ -93,7 +93,7 @@ def test_the_executors_rows_survive_a_previewed_migration_that_rewrites_the_ledg
     by_version = rows(db)
     assert by_version["0001"] == ("Migration number 0001", "apm-migrate", 1)  # restored, as it was
     assert by_version["0002"] == ("Migration number 0002", "apm-migrate", 1)  # its own row made ours
-    assert by_version["0003"] == by_version["0004"][:0] + ("Migration number 0003", "apm-migrate", 1)
+    assert by_version["0003"] == ("Migration number 0003", "apm-migrate", 1)
     assert by_version["0002_consolidated"] == ("note edited", "me", 0)
     assert by_version["0099"] == ("hijacked", "apm-migrate", 1)
     notes = details(db)

@@ -40,7 +40,7 @@ from planner.transaction_guard import (
 )
 
 #: Savepoints PostgreSQL's runner opens around a migration's statements: the preview's step savepoint
-#: (``postgresql.step_catalog.STEP_SAVEPOINT``), its watch savepoint (``postgresql.drop_guard.SAVEPOINT``) and its
+#: (``postgresql.step_catalog.STEP_SAVEPOINT``), its watch savepoint (``observe.SAVEPOINT``) and its
 #: counting one (``observe.COUNT_SAVEPOINT``). psycopg names the savepoints of its ``transaction()`` blocks
 #: ``_pg3_<n>``; those are the runner's too.
 RUNNER_SAVEPOINTS = frozenset({"apm_preview_step", "apm_preview_watch", "apm_preview_count"})

@@ -15,14 +15,14 @@ PostgreSQL four readings together cover what a step can destroy:
    wrote (a table it created, a column it added: told by oid and attnum
    against the catalog as the plan found it) is only set; non-NULL values an
    ``ALTER COLUMN ... TYPE`` changes (cast back and compared,
-   ``postgresql.measure.retyped_values``).
+   ``retyped_values`` below).
 2. **Statements that may drop what they do not name** (``DROP ...
    CASCADE``, ``DROP SCHEMA ... CASCADE``, ``DROP OWNED``, ``DROP
    EXTENSION``, ``ALTER ... CASCADE``, ``DO``, ``CALL``, and any data
    statement calling a function of a user schema) run inside a savepoint
    between two catalog readings; what vanished unaccounted is counted after
    rolling back to the savepoint, and the statement runs again
-   (``postgresql.drop_guard``). Each table is named with its rows, each column
+   (``run_watched`` below). Each table is named with its rows, each column
    with its non-default values.
 3. **The server's row counters** for the transaction
    (``pg_stat_xact_user_tables``), read before the step's first statement
@@ -32,7 +32,7 @@ PostgreSQL four readings together cover what a step can destroy:
    CASCADE``, triggers, functions, ``DO``, rules, ``MERGE``, writable
    ``WITH``, ``ON CONFLICT DO UPDATE``, ``conn.raw``) are reported per
    table: deleted rows exactly, updated rows as ``updates N rows of T``
-   (values not compared, counted as loss) (``postgresql.row_tally``).
+   (values not compared, counted as loss) (``RowTally`` below).
 4. **The catalog** (``pg_class``, ``pg_attribute``) at the start and end of
    each step, by name for the schema changes, by oid as a net: a table or
    column that vanished and none of the above counted (dropped by a
@@ -649,7 +649,7 @@ class PgObserver:
             return f"{sql}  -- parameters: {parameters!r}"
 
     def execute(self, cursor: Any, query: str, parameters: Any) -> None:
-        """Run the statement; one that may drop what it does not name runs watched (``postgresql.drop_guard``)."""
+        """Run the statement; one that may drop what it does not name runs watched (``run_watched`` below)."""
         if self.running and self._watch(query):
             self._impact += run_watched(self.conn, cursor, query, parameters, self._accounted, self._tally)
         else:
