@@ -512,7 +512,10 @@ class Session(ABC, Generic[DriverT, ObserverT, ConnectionT]):
             result.committed = True
         except _Discard:
             pass
-        if failed is not None and log_failures and not isinstance(failed[1].error, DatabaseError):
+        # A dry run (``accept=None``) leaves the database as it found it, its log included: a rehearsal's
+        # failure is the command's to report, not the database's state (``apm fleet status`` reads the log).
+        if failed is not None and log_failures and accept is not None and not isinstance(failed[1].error,
+                                                                                           DatabaseError):
             step, record, step_started = failed
             self.log_failure(step, cast(Exception, record.error), _ms_since(step_started))  # set where failed is
 

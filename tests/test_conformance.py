@@ -631,6 +631,28 @@ def test_the_history_reads_the_log_oldest_first_and_creates_nothing(engine: Hand
     assert [(e.action, e.outcome) for e in engine.engine().history("0002")] == [("apply", "ok"), ("rollback", "ok")]
 
 
+def test_a_dry_run_whose_step_fails_leaves_the_log_as_it_found_it(engine: Handle, catalog_dir: Path):
+    """A dry run says the database is unchanged, so its log is too: a rehearsal's failure is the command's to
+    report, never a ``failed`` row that ``apm fleet status`` would read as the database's state. A real run's
+    failure is still logged."""
+    write_migration(catalog_dir, "0001", "Kept", upgrade='conn.execute("CREATE TABLE kept (id INTEGER)")')
+    write_migration(catalog_dir, "0002", "Fails", depends_on=("0001",),
+                    upgrade='conn.execute("CREATE TABLE half (id INTEGER)")\nraise RuntimeError("bad data")')
+    assert apm(engine, catalog_dir, "migrate", "--target", "0001")[0] == 0
+    before = _log(engine)
+    for args in (["migrate", "--dry-run"], ["migrate", "--dry-run", "--json"], ["migrate", "plan", "--rehearse"],
+                 ["migrate", "check"]):
+        code, output = apm(engine, catalog_dir, *args)
+        if args[1] != "check":  # check rehearses the plan on PostgreSQL only (its lock analysis)
+            assert code == 5 and "bad data" in output, (args, output)
+        assert _log(engine) == before, args
+        assert engine.ledger() == ["0001"] and "half" not in engine.tables()
+
+    code, output = apm(engine, catalog_dir, "migrate")  # a real run's failure is the database's history
+    assert code == 5, output
+    assert _log(engine) == [*before, ("0002", "apply", "failed")]
+
+
 # -- the doctor on a healthy database --------------------------------------------------------------------------
 
 

@@ -215,7 +215,7 @@ def test_every_way_a_log_row_says_lock_timeout_and_a_step_outside_a_transaction(
     comparison = Comparison(load_catalog(folder))
 
     def status(version: str, detail: str):
-        reading = Reading({"0001": "2026-12-06"} if version == "0002" else {}, ("failed", version, detail))
+        reading = Reading({"0001": "2026-12-06"} if version == "0002" else {}, ("failed", version, detail, "apply"))
         return member_status(member(str(tmp_path / "x.db")), comparison, reading=reading)
 
     for detail in ("migration 0001 could not get its lock within the lock timeout (2s) in 4 attempts: held by ...",

@@ -66,11 +66,11 @@ class Reading:
 
     __slots__ = ("entries", "last_log", "objects")
 
-    def __init__(self, entries: dict[str, str | None], last_log: tuple[str, str, str | None] | None,
+    def __init__(self, entries: dict[str, str | None], last_log: tuple[str, str, str | None, str] | None,
                  objects: list | None = None):
         #: Applied version -> when it was applied.
         self.entries = entries
-        #: (outcome, version, detail) of the log's last row.
+        #: (outcome, version, detail, action) of the log's last row.
         self.last_log = last_log
         #: The schema's objects, read with the ledger when asked (``--drift``), where the reader can.
         self.objects = objects
@@ -151,7 +151,7 @@ def _read_through_engine(candidate: Member, busy_timeout: float, ledger_schema: 
     except DatabaseError as exc:
         raise _unreadable(exc) from None
     last = history[-1] if history else None
-    return Reading({v: e.applied_at for v, e in entries.items()}, (last.outcome, last.version, last.detail) if last is not None else None)
+    return Reading({v: e.applied_at for v, e in entries.items()}, (last.outcome, last.version, last.detail, last.action) if last is not None else None)
 
 
 def _unreadable(error: Exception) -> Unreadable:
@@ -356,8 +356,9 @@ def member_status(candidate: Member, comparison: Comparison, *, busy_timeout: fl
     status = MemberStatus(candidate, UP_TO_DATE, applied=len(applied), pending=pending, heads=heads,
                           last_applied_at=max(times) if times else None, applied_versions=applied,
                           unknown=unknown, objects=reading.objects)
-    if reading.last_log is not None and reading.last_log[0] == "failed":
-        outcome, version, detail = reading.last_log
+    if _failure_stands(reading.last_log, applied, comparison):
+        assert reading.last_log is not None  # _failure_stands says so; mypy cannot see through the call
+        outcome, version, detail, action = reading.last_log
         status.state, status.error = FAILED, f"{version} failed: {first_line(detail) or 'no detail recorded'}"
         if _LOCK_TIMEOUT.search(detail or ""):
             status.lock_timeout = True
@@ -374,6 +375,28 @@ def member_status(candidate: Member, comparison: Comparison, *, busy_timeout: fl
     elif pending:
         status.state = BEHIND
     return status
+
+
+def _failure_stands(last_log: tuple[str, str, str | None, str] | None, applied: frozenset[str],
+                    comparison: Comparison) -> bool:
+    """Whether the log's last row is a failure this catalog's retry would still meet.
+
+    A failed apply stands while its version is still not applied, a failed
+    rollback while it is still applied. A failure of a version the catalog does
+    not hold (a run with another catalog), or one undone since (a mark, a run
+    of another tool), is history, not the database's state: a dashboard that
+    stayed red after the database was put right would be read as noise.
+    """
+    if last_log is None or last_log[0] != "failed":
+        return False
+    version, action = last_log[1], last_log[3]
+    if version not in comparison.catalog:
+        return False
+    if action == "apply":
+        return version not in applied
+    if action == "rollback":
+        return version in applied
+    return True
 
 
 #: A log row's detail for a step that could not get a lock in time: ``StepLocked``'s words ("could not get its

@@ -405,7 +405,7 @@ def read_ledger(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) ->
 
 #: What ``read_quickly`` found: applied version -> when it was applied, and the log's last row
 #: (outcome, version, detail) or ``None``.
-QuickReading = tuple[dict[str, "str | None"], "tuple[str, str, str | None] | None"]
+QuickReading = tuple[dict[str, "str | None"], "tuple[str, str, str | None, str] | None"]
 
 _URI_SPECIAL = re.compile(r"[?#%\s]|[^\x00-\x7f]")
 #: SQLite's first wait for a lock, inside C; a longer one continues in slices Ctrl-C can interrupt.
@@ -413,7 +413,7 @@ _FIRST_WAIT = 0.1
 #: The ledger, then the log's last row, in one read transaction (both from the same moment). Two plain statements
 #: cost a third less than one ``LEFT JOIN`` of the two, which SQLite ran as a nested loop over a subquery.
 _LEDGER = "SELECT * FROM member.schema_migrations"
-_LAST_LOG = "SELECT outcome, version, detail FROM member.schema_migrations_log ORDER BY id DESC LIMIT 1"
+_LAST_LOG = "SELECT outcome, version, detail, action FROM member.schema_migrations_log ORDER BY id DESC LIMIT 1"
 #: Each thread's scratch connection, which every file is attached to in turn (``read_quickly``).
 _SCRATCH = threading.local()
 #: Every object of the file, for ``planner.engines.sqlite.schema.known_schema`` (which keeps the user's).
@@ -533,7 +533,7 @@ def _ledger_rows(conn: sqlite3.Connection, path: str) -> QuickReading | None:
         if "no such table" not in str(exc):
             raise
         last = []  # a seed-era ledger: no log yet
-    return entries, (str(last[0][0]), str(last[0][1]), last[0][2]) if last else None
+    return entries, (str(last[0][0]), str(last[0][1]), last[0][2], str(last[0][3])) if last else None
 
 
 def _unopened(path: str, exc: sqlite3.Error, busy_timeout: float) -> DatabaseError:

@@ -1,0 +1,54 @@
+"""`failed` in `apm fleet status` is a failure that still stands, never one a rehearsal wrote or one put right since.
+
+A dashboard that a dry run turns red, or that stays red after the database was brought up to date, is read
+as noise; then the real failure is missed too. Real SQLite files in project folders, the installed command.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from tests.conftest import run_apm
+from tests.test_fleet import PATTERN, break_unique_index, catalog, fleet, fleet_of, migrate_to  # noqa: F401
+
+
+def states(tmp_path: Path, folder: Path) -> dict[str, tuple[str, str | None]]:
+    result = fleet(tmp_path, folder, "status", "--glob", PATTERN, "--json")
+    return {Path(r["db"]).parts[1]: (r["state"], r["error"]) for r in json.loads(result.stdout)["databases"]}
+
+
+def log_row(path: Path, version: str, action: str, outcome: str) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO schema_migrations_log (version, action, at, outcome, detail) "
+                     "VALUES (?, ?, '2026-12-06 05:00:00', ?, 'it failed then')", (version, action, outcome))
+
+
+def test_a_rehearsal_that_fails_leaves_a_database_behind_not_failed(tmp_path: Path, catalog: Path) -> None:
+    (twins,) = fleet_of(tmp_path, catalog, 1)
+    break_unique_index(twins)
+    for args in (["migrate", "--db", str(twins), "--dry-run"], ["fleet", "plan", "--glob", PATTERN, "--rehearse"],
+                 ["fleet", "migrate", "--glob", PATTERN, "--dry-run", "--json"]):
+        result = run_apm("--migrations-dir", str(catalog), *args, cwd=tmp_path)
+        assert result.returncode in (5, 11), (args, result.stdout, result.stderr)  # the rehearsal did fail
+    assert states(tmp_path, catalog)["p00"] == ("behind", None)
+
+    assert run_apm("--migrations-dir", str(catalog), "migrate", "--db", str(twins)).returncode == 5  # a real one
+    state, error = states(tmp_path, catalog)["p00"]
+    assert state == "failed" and error.startswith("0002 failed:"), error
+
+
+def test_a_failure_put_right_since_is_history_not_the_state(tmp_path: Path, catalog: Path) -> None:
+    other_catalog, applied_since, rolled_back_since, still_applied = fleet_of(tmp_path, catalog, 4)
+    migrate_to(applied_since, catalog)
+    migrate_to(still_applied, catalog)
+    log_row(other_catalog, "0042", "apply", "failed")  # a run with another catalog: not this one's to retry
+    log_row(applied_since, "0002", "apply", "failed")  # applied since by another runner
+    log_row(rolled_back_since, "0003", "rollback", "failed")  # never applied here any more
+    log_row(still_applied, "0003", "rollback", "failed")  # the rollback's retry would still meet it
+    found = states(tmp_path, catalog)
+    assert found["p00"] == ("behind", None)
+    assert found["p01"] == ("up_to_date", None)
+    assert found["p02"] == ("behind", None)
+    assert found["p03"][0] == "failed" and found["p03"][1].startswith("0003 failed:"), found["p03"]
