@@ -494,8 +494,7 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
     if not kept:
         journal.discard()
     # The fleet as it was named here, its catalog too: a bare --resume may not tell it from another fleet's run.
-    by_option = [("--migrations-dir", str(settings().migrations_dir))] if settings().migrations_dir else []
-    resume_hint = " ".join(["apm", *(f"{o} {_quote(v)}" for o, v in by_option), "fleet migrate --resume",
+    resume_hint = " ".join(["apm", *_catalog_options(), "fleet migrate --resume",
                             *(f"--glob {_quote(g)}" for g in globs), *(f"--list {_quote(f)}" for f in lists),
                             *([f"--journal-dir {_quote(str(folder))}"] if journal_dir else [])])
     if as_json:
@@ -717,6 +716,14 @@ def _quote(text: str) -> str:
     return shlex.quote(text)
 
 
+def _catalog_options() -> list[str]:
+    """``--migrations-dir DIR`` (absolute) for a command printed to be pasted anywhere: a catalog the config
+    file named is not found from another folder, and there the shipped catalog would be planned instead."""
+    options = settings()
+    named = options.migrations_dir if options.migrations_dir is not None else options.config.get("migrations_dir")
+    return ["--migrations-dir", _quote(str(Path(named).absolute()))] if named is not None else []
+
+
 def retry_command(outcome, request) -> str:
     """The exact command that runs this one database alone, as `apm migrate` (no password in it)."""
     # start-up time: cli.fleet runs without planner.urls until retry_command() needs it
@@ -724,13 +731,11 @@ def retry_command(outcome, request) -> str:
 
     candidate = outcome.member
     options = settings()
-    parts = ["apm"]
-    if options.migrations_dir is not None:
-        parts += ["--migrations-dir", _quote(str(options.migrations_dir))]
+    parts = ["apm", *_catalog_options()]
     # A tenant as the fleet names it (``url#schema``: its search_path and its ledger schema), never a password.
     parts += ["migrate", "--db", _quote(without_password(candidate.db) if candidate.on_server else candidate.db)]
-    if candidate.on_server and not candidate.schema and options.ledger_schema_option:
-        parts += ["--ledger-schema", _quote(options.ledger_schema)]
+    if candidate.on_server and not candidate.schema and options.ledger_schema != "public":
+        parts += ["--ledger-schema", _quote(options.ledger_schema)]  # given here or by the config file
     parts += [_quote(flag) for flag in _flags(request)]
     if outcome.unconfirmed:
         parts.append("--yes")

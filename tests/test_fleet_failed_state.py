@@ -1,4 +1,5 @@
-"""`failed` in `apm fleet status` is a failure that still stands, never one a rehearsal wrote or one put right since.
+"""`failed` in `apm fleet status` is a failure that still stands, never one a rehearsal wrote or one put right since;
+the command printed to retry a failed database alone works where it is pasted.
 
 A dashboard that a dry run turns red, or that stays red after the database was brought up to date, is read
 as noise; then the real failure is missed too. Real SQLite files in project folders, the installed command.
@@ -52,3 +53,27 @@ def test_a_failure_put_right_since_is_history_not_the_state(tmp_path: Path, cata
     assert found["p01"] == ("up_to_date", None)
     assert found["p02"] == ("behind", None)
     assert found["p03"][0] == "failed" and found["p03"][1].startswith("0003 failed:"), found["p03"]
+
+
+def test_the_retry_command_names_the_catalog_the_config_file_gave(tmp_path: Path, catalog: Path) -> None:
+    """A command printed to be pasted carries the catalog: from another folder, without the config file, it
+    would otherwise plan APM's shipped catalog against the database, silently."""
+    import shlex
+
+    (tmp_path / "apm.toml").write_text(f'migrations_dir = "{catalog.name}"\n')
+    (twins,) = fleet_of(tmp_path, catalog, 1)
+    break_unique_index(twins)
+    result = run_apm("fleet", "migrate", "--glob", str(tmp_path / PATTERN), cwd=tmp_path)
+    assert result.returncode == 11, result.stdout + result.stderr
+    retry = "apm " + result.stdout.split("retry alone with")[1].splitlines()[2].split(" apm ", 1)[1].strip()
+    assert f"--migrations-dir {catalog}" in retry, retry
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with sqlite3.connect(twins) as conn:  # the data put right, the command pasted in another folder
+        conn.execute("DELETE FROM projects")
+    argv = shlex.split(retry)
+    assert argv[0] == "apm"
+    pasted = run_apm(*argv[1:], cwd=elsewhere)
+    assert pasted.returncode == 0, pasted.stdout + pasted.stderr
+    assert "0002" in pasted.stdout and "0003" in pasted.stdout  # this fleet's catalog, not the shipped one
