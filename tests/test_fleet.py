@@ -526,6 +526,66 @@ def test_ctrl_c_lets_the_running_database_finish_and_says_how_to_resume(tmp_path
     assert sum(r["type"] == "member" and r["outcome"] == "applied" for r in records) == len(done)
 
 
+def test_a_second_ctrl_c_records_the_database_it_interrupted_and_says_how_to_resume(tmp_path: Path,
+                                                                                    catalog: Path) -> None:
+    """With --jobs 1 a second Ctrl-C rolls back the running database's open transaction: the command still
+    records it, sums up and names the resume command, and never claims that nothing was changed."""
+    paths = fleet_of(tmp_path, catalog, 4)
+    apm_bin = Path(sys.executable).parent / "apm"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
+    process = subprocess.Popen([str(apm_bin), "--migrations-dir", str(catalog), "fleet", "migrate", "--glob",
+                                PATTERN, "--jobs", "1"], cwd=tmp_path, env={**env, "FLEET_TEST_SLEEP": "0.4"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal_dir = tmp_path / ".apm-fleet"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        runs = list(journal_dir.glob("run-*.jsonl"))
+        if runs and runs[0].read_text().count('"type": "member"') >= 1:
+            break
+        time.sleep(0.02)
+    time.sleep(0.15)  # the second database is under way (each of its steps sleeps 0.4 s)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.15)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, out + err
+    assert "nothing was changed" not in err, err
+    assert f"apm --migrations-dir {catalog} fleet migrate --resume --glob '{PATTERN}'" in err
+    assert [applied(p) for p in paths] == [["0001", "0002", "0003"]] + [["0001"]] * 3, out + err
+    assert "interrupted while it ran" in out and "1 applied, 1 failed" in out, out
+    records = [json.loads(line) for line in next(journal_dir.glob("run-*.jsonl")).read_text().splitlines()]
+    assert [r["outcome"] for r in records if r["type"] == "member"] == ["applied", "failed"]
+
+    resumed = fleet(tmp_path, catalog, "migrate", "--resume", "--glob", PATTERN)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert all(applied(p) == ["0001", "0002", "0003"] for p in paths)
+
+
+def test_two_fleet_runs_at_once_count_each_rollout_once(tmp_path: Path, catalog: Path) -> None:
+    """The second of two overlapping runs waits for each database's lock, plans again there and finds it done:
+    that database is "nothing to do" for it, never a second "applied"."""
+    paths = fleet_of(tmp_path, catalog, 4)
+    apm_bin = Path(sys.executable).parent / "apm"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
+    command = [str(apm_bin), "--migrations-dir", str(catalog), "fleet", "migrate", "--glob", PATTERN, "--jobs", "1",
+               "--json", "--journal-dir", "{}"]
+    runs = [subprocess.Popen([part.format(tmp_path / f"j{i}") for part in command], cwd=tmp_path,
+                             env={**env, "FLEET_TEST_SLEEP": "0.1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for i in range(2)]
+    documents = []
+    for run in runs:
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, out + err
+        documents.append(json.loads(out))
+    assert all(applied(p) == ["0001", "0002", "0003"] for p in paths)
+    for index in range(len(paths)):
+        rows = [document["databases"][index] for document in documents]
+        assert sorted(row["outcome"] for row in rows) in (["applied", "nothing to do"],
+                                                          ["nothing to do", "nothing to do"]), rows
+        assert all(row["steps"] or row["outcome"] == "nothing to do" for row in rows), rows
+    assert sum(row["outcome"] == "applied" for document in documents for row in document["databases"]) == len(paths)
+
+
 def test_apm_migrate_on_a_member_while_the_fleet_runs_applies_each_migration_once(tmp_path: Path,
                                                                                      catalog: Path) -> None:
     paths = fleet_of(tmp_path, catalog, 4)

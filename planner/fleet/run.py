@@ -47,6 +47,7 @@ from planner import request as requests
 from planner.errors import (
     DatabaseError,
     DatabaseLocked,
+    Interrupted,
     MigrationError,
     NotApplied,
     PlanError,
@@ -239,7 +240,11 @@ def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: M
     done = f"committed before it: {', '.join(row.version for row in result.steps)}" if result.steps else ""
     unchanged = f"this part was rolled back ({done})" if done else "nothing was committed"
     error = result.error or RuntimeError(result.status)  # set whenever a step failed or stopped
-    if result.committed:
+    if result.committed and not result.steps:
+        # Planned again inside the lock, the plan was empty: another run (a second fleet run, `apm migrate`)
+        # did it meanwhile. Saying "applied" here would count one rollout twice.
+        outcome.outcome = NOTHING_TO_DO
+    elif result.committed:
         outcome.outcome = ROLLED_BACK if plan.direction == "rollback" else APPLIED
         outcome.backup = str(result.backup) if result.backup is not None else None
     elif result.stopped is None:  # a step outside any transaction: stopped unconfirmed, refused (locks), or failed
@@ -418,7 +423,13 @@ class FleetRun:
             if self._stop is not None:
                 break
             self._started(name, candidate)
-            outcome = run_member(candidate, self.request, self.catalog, confirmed.get(candidate))
+            try:
+                outcome = run_member(candidate, self.request, self.catalog, confirmed.get(candidate))
+            except Interrupted:  # a second Ctrl-C: the executor rolled this database's open transaction back
+                outcome = MemberOutcome(candidate, FAILED, error=candidate.named(
+                    "interrupted while it ran (Ctrl-C); what it had not committed was rolled back"))
+                self._stop = self._stop or "interrupted"
+                self.interrupted = True
             self._finished(name, outcome)
             outcomes.append(outcome)
         return outcomes
