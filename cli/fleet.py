@@ -218,7 +218,7 @@ def status_command(ctx: click.Context, globs: tuple[str, ...], lists: tuple[str,
     progress = _StatusProgress(len(members)) if not as_json and sys.stderr.isatty() and len(members) > 20 else None
     result = fleet_status(members, catalog, busy_timeout=options.busy_timeout, ledger_schema=options.ledger_schema,
                           drift=checker.differences if checker else None,
-                          on_member=progress.tick if progress else None, jobs=jobs)
+                          on_member=progress.tick if progress else None, jobs=jobs, on_wait=_waiting)
     if progress is not None:
         progress.close()
     if as_json:
@@ -235,6 +235,14 @@ def status_command(ctx: click.Context, globs: tuple[str, ...], lists: tuple[str,
         echo(result.summary_line())
     if result.needs_attention:
         ctx.exit(EXIT_DRIFT if result.only_drift else EXIT_ATTENTION)
+
+
+def _waiting(locked: list, seconds: float) -> None:
+    """Said once, as `apm migrate` says a wait over a second: which databases are waited for, and how long."""
+    names = ", ".join(m.display for m in locked[:3]) + (f" and {len(locked) - 3} more" if len(locked) > 3 else "")
+    click.echo("\r\033[K" if sys.stderr.isatty() else "", nl=False, err=True)
+    echo(f"Waiting for {len(locked)} database(s) another process holds locked, all at once (up to {seconds:g} s; "
+         f"--busy-timeout): {names}", err=True)
 
 
 class _StatusProgress:

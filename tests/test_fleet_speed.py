@@ -15,6 +15,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -377,3 +378,25 @@ def test_a_worker_killed_mid_run_fails_what_was_in_flight_and_the_rest_resumes(t
     resumed = run_apm("--migrations-dir", str(catalog), "fleet", "migrate", "--resume", "--json", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert all(applied(p) == ["0001", "0002", "0003"] for p in paths)
+
+
+def test_locked_members_are_waited_out_together_and_said_once(tmp_path: Path, catalog: Path) -> None:
+    """Three databases held locked by other processes: status waits about one --busy-timeout for all of them,
+    not one each, says once which it waits for, and keeps the rows in fleet order."""
+    paths = fleet_of(tmp_path, catalog, 5, target=None)
+    holders = [hold_lock(paths[i], 30) for i in (0, 2, 3)]
+    try:
+        started = time.monotonic()
+        result = fleet(tmp_path, catalog, "status", "--glob", PATTERN, "--json", "--busy-timeout", "3")
+        waited = time.monotonic() - started
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait(timeout=30)
+    assert result.returncode == 11, result.stdout + result.stderr
+    rows = json.loads(result.stdout)["databases"]
+    assert [r["db"] for r in rows] == [str(p.relative_to(tmp_path)) for p in paths]
+    assert [r["state"] for r in rows] == ["locked", "up_to_date", "locked", "locked", "up_to_date"]
+    assert waited < 8, waited  # one wait of 3 s and the first short ones; the old code waited 3 x 3 s
+    waiting = [line for line in result.stderr.splitlines() if line.startswith("Waiting for")]
+    assert len(waiting) == 1 and "3 database(s)" in waiting[0] and "up to 3 s" in waiting[0], result.stderr

@@ -24,7 +24,7 @@ its state (``locked``, ``not a database``...) and a one-line reason.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -84,8 +84,38 @@ class Unreadable(Exception):
         self.state = state
 
 
-def readings(members: Sequence[Member], busy_timeout: float, ledger_schema: str, jobs: int, objects: bool = False):
-    """(member, its ledger or why it cannot be read), in fleet order, ``jobs`` read at a time.
+#: How long the first reading of a member waits for a lock another process holds (``readings``).
+FIRST_PASS_WAIT = 0.5
+
+
+def readings(members: Sequence[Member], busy_timeout: float, ledger_schema: str, jobs: int, objects: bool = False,
+             on_wait: Callable[[list[Member], float], None] | None = None):
+    """(index in ``members``, member, its ledger or why it cannot be read), ``jobs`` read at a time.
+
+    A member another process holds locked is not waited for in turn: k locked
+    members would cost k times ``--busy-timeout`` before the rest is read. Each
+    gets a short first wait; those still locked come last, waited out
+    together (``on_wait`` is told which, and for how long), so a whole fleet
+    waits about one ``--busy-timeout`` at most.
+    """
+    first_wait = min(busy_timeout, FIRST_PASS_WAIT)
+    locked: list[int] = []
+    for index, reading in enumerate(_each(members, first_wait, ledger_schema, jobs, objects)):
+        if isinstance(reading, Unreadable) and reading.state == LOCKED and busy_timeout > first_wait:
+            locked.append(index)
+        else:
+            yield index, members[index], reading
+    if locked:
+        if on_wait is not None:
+            on_wait([members[index] for index in locked], busy_timeout)
+        waited = _each([members[index] for index in locked], busy_timeout, ledger_schema, len(locked), objects)
+        for index, reading in zip(locked, waited):
+            yield index, members[index], reading
+
+
+def _each(members: Sequence[Member], busy_timeout: float, ledger_schema: str, jobs: int,
+          objects: bool) -> Iterator[Reading | Unreadable]:
+    """Each member's reading, in order, ``jobs`` at a time.
 
     Threads are enough: opening a file and running the statements happen in
     SQLite's C code, which releases the GIL, and that is most of the time.
@@ -98,13 +128,13 @@ def readings(members: Sequence[Member], busy_timeout: float, ledger_schema: str,
 
     if jobs <= 1 or len(members) < 2:
         for candidate in members:
-            yield candidate, read(candidate)
+            yield read(candidate)
         return
-    # start-up time: planner.fleet.status runs without concurrent.futures until readings() needs it
+    # start-up time: planner.fleet.status runs without concurrent.futures until _each() needs it
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        yield from zip(members, pool.map(read, members))
+    with ThreadPoolExecutor(max_workers=min(jobs, 64)) as pool:
+        yield from pool.map(read, members)
 
 
 def read_ledger(candidate: Member, busy_timeout: float, ledger_schema: str, *, objects: bool = False) -> Reading:
@@ -314,6 +344,7 @@ def fleet_status(
     drift: Callable[[Member, MemberStatus], list[Difference] | None] | None = None,
     on_member: Callable[[MemberStatus], None] | None = None,
     jobs: int = 1,
+    on_wait: Callable[[list[Member], float], None] | None = None,
 ) -> FleetStatus:
     """Each member's state from its ledger (and, with ``drift``, its schema against its migrations).
 
@@ -322,7 +353,9 @@ def fleet_status(
     """
     comparison = Comparison(catalog)
     result = FleetStatus()
-    for candidate, reading in readings(members, busy_timeout, ledger_schema, jobs, objects=drift is not None):
+    order: dict[int, int] = {}  # id of a status -> its member's place in the fleet (locked ones are read last)
+    for index, candidate, reading in readings(members, busy_timeout, ledger_schema, jobs, objects=drift is not None,
+                                              on_wait=on_wait):
         status = member_status(candidate, comparison, busy_timeout=busy_timeout, ledger_schema=ledger_schema,
                                reading=reading)
         if drift is not None and status.state in (UP_TO_DATE, BEHIND, AHEAD, FAILED) and not status.unknown:
@@ -336,8 +369,10 @@ def fleet_status(
                 status.state = DRIFTED
         status.objects = None  # compared: a long fleet keeps no schema it is done with
         result.members.append(status)
+        order[id(status)] = index
         if on_member is not None:
             on_member(status)
+    result.members.sort(key=lambda status: order[id(status)])
     return result
 
 def member_status(candidate: Member, comparison: Comparison, *, busy_timeout: float = 30.0,
