@@ -245,6 +245,21 @@ def _waiting(locked: list, seconds: float) -> None:
          f"--busy-timeout): {names}", err=True)
 
 
+def _fitted(counts: str, names: list[str]) -> str:
+    """``counts: a.db, b.db and 2 more``, cut to the terminal's width: a line that wraps is not rewritten in
+    place (``\\r`` goes back to the start of its last row only), and stale rows would pile up."""
+    # start-up time: cli.fleet runs without shutil until a progress line needs it
+    import shutil
+
+    width = shutil.get_terminal_size().columns - 1  # the last column would wrap on some terminals
+    for shown in range(len(names), 0, -1):  # as many names as fit, the rest counted
+        more = f" and {len(names) - shown} more" if shown < len(names) else ""
+        line = f"{counts}: {', '.join(names[:shown])}{more}"
+        if len(line) <= width:
+            return line
+    return counts[:width]
+
+
 class _StatusProgress:
     """``read 120 of 1000`` on stderr, rewritten in place, for long fleets on a terminal."""
 
@@ -485,9 +500,10 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
                                                               "continue_on_error": continue_on_error},
                                                   "members": [_journal_member(m) for m in members]})
         journals.prune(folder, spare=before[-1] if before else None)
+    asking = not (yes or as_json or not _stdin_is_terminal())
     runner = FleetRun(catalog, request, jobs=jobs, continue_on_error=continue_on_error, journal=journal,
-                      confirm=None if (yes or as_json or not _stdin_is_terminal()) else _confirm_loss)
-    progress = _RunProgress(len(members)) if not as_json and sys.stderr.isatty() else None
+                      confirm=_confirm_loss if asking else None)
+    progress = _RunProgress(len(members), asking=asking) if not as_json and sys.stderr.isatty() else None
     runner.on_event = progress.event if progress else (None if as_json else _line_per_database)
     try:
         with _stopping_on_interrupt(runner):
@@ -609,7 +625,9 @@ def _confirm_loss(outcomes) -> bool:
     # start-up time: cli.fleet runs without cli.output until _confirm_loss() needs it
     from cli.output import confirm
 
-    echo(f"These plans destroy data ({len(outcomes)} database(s)):", fg="yellow", err=True)
+    if sys.stderr.isatty():
+        click.echo("\r\033[K", nl=False, err=True)  # the progress line, not left in front of the question
+    echo(f"These plans destroy data ({len(outcomes)} database(s)); the others are done:", fg="yellow", err=True)
     for outcome in outcomes:
         echo(f"  {outcome.member.display}:", err=True)
         for line in outcome.loss:
@@ -802,9 +820,11 @@ def _report(result, request, resume_hint: str) -> None:
 class _RunProgress:
     """On a terminal: ``done 12, failed 1, running 2 of 50: a.db, b.db``, rewritten in place on stderr."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, asking: bool = False):
         self.total, self.done, self.failed, self.refused = total, 0, 0, 0
         self.running: list[str] = []
+        #: Whether a database whose plan destroys data is asked about at the end (a person at a terminal).
+        self.asking = asking
 
     def event(self, event) -> None:
         # start-up time: cli.fleet runs without planner.fleet.run until event() needs it
@@ -819,14 +839,16 @@ class _RunProgress:
             self.done += event.outcome.outcome != "not started"  # handed to a worker, never started: not done
             self.failed += event.outcome.outcome == "failed"
             self.refused += event.outcome.outcome == "refused"
-            if event.outcome.outcome in ("failed", "skipped", "refused"):
+            if self.asking and event.outcome.unconfirmed:  # not an outcome yet: the question at the end decides
+                click.echo("\r\033[K", nl=False, err=True)
+                echo(f"{name}: its plan destroys data; you are asked about it at the end, with the others: "
+                     f"{'; '.join(event.outcome.loss)}", fg="yellow", err=True)
+            elif event.outcome.outcome in ("failed", "skipped", "refused"):
                 click.echo("\r\033[K", nl=False, err=True)
                 echo(f"{name}: {event.outcome.outcome}: {event.outcome.error}", fg="yellow", err=True)
-        flight = ", ".join(self.running[:3]) + (" ..." if len(self.running) > 3 else "")
         refused = f", refused {self.refused}" if self.refused else ""
-        click.echo(f"\r\033[Kdone {self.done}, failed {self.failed}{refused}, running {len(self.running)} of "
-                   f"{self.total}"
-                   + (f": {flight}" if flight else ""), nl=False, err=True)
+        counts = f"done {self.done}, failed {self.failed}{refused}, running {len(self.running)} of {self.total}"
+        click.echo("\r\033[K" + _fitted(counts, self.running), nl=False, err=True)
 
     def close(self) -> None:
         click.echo("\r\033[K", nl=False, err=True)

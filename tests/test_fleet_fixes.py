@@ -112,6 +112,23 @@ def test_the_progress_line_counts_refused_databases(capsys) -> None:
     assert "done 1, failed 0, refused 1, running 1 of 2: b.db" in shown
 
 
+def test_the_progress_line_fits_the_terminal(capsys, monkeypatch) -> None:
+    """A progress line that wraps is not rewritten in place (``\\r`` returns to its last row only): on an
+    100-column terminal each update is at most 99 characters, naming as many databases as fit."""
+    from cli.fleet import _RunProgress
+    from planner.fleet.members import member
+    from planner.fleet.run import MemberStarted
+
+    monkeypatch.setenv("COLUMNS", "100")
+    progress = _RunProgress(30)
+    for name in ("alpha", "beta", "gamma", "delta"):
+        progress.event(MemberStarted(member(f"/home/someone/projects/{name}/.aipm/data/aipm.db"), "all"))
+    updates = [u.replace("\033[K", "") for u in capsys.readouterr().err.split("\r") if u]
+    assert len(updates) == 4 and all(len(u) <= 99 for u in updates), [len(u) for u in updates]
+    assert updates[-1].startswith("done 0, failed 0, running 4 of 30: /home/someone/projects/alpha/")
+    assert updates[-1].endswith(" and 3 more"), updates[-1]
+
+
 # --------------------------------------------------------------------------
 # apm migrate check on PostgreSQL counts only the steps its lock preview ran
 # --------------------------------------------------------------------------

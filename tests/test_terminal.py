@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
@@ -70,3 +71,57 @@ def test_colour_on_a_terminal_and_never_with_no_color(long_catalog: Path, tmp_pa
     args = ["--migrations-dir", str(long_catalog), "migrate", "check"]
     assert "\x1b[" in on_terminal(args, tmp_path)
     assert "\x1b[" not in on_terminal(args, tmp_path, NO_COLOR="1")
+
+
+def answering(args: list[str], cwd: Path, prompt: bytes, answer: bytes, columns: int = 200) -> str:
+    """Run apm on a pty and type ``answer`` once ``prompt`` appears; return everything it wrote."""
+    master, slave = pty.openpty()
+    environ = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "APM_DB", "APM_MIGRATIONS_DIR")}
+    environ.update(TERM="xterm", COLUMNS=str(columns))
+    process = subprocess.Popen([str(APM), *args], stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=environ)
+    os.close(slave)
+    output, answered = b"", False
+    while True:
+        ready, _, _ = select.select([master], [], [], 30)
+        if not ready:
+            break
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        output += data
+        if not answered and prompt in output:
+            os.write(master, answer)
+            answered = True
+    process.wait(timeout=30)
+    os.close(master)
+    return output.decode(errors="replace")
+
+
+def test_a_fleet_on_a_terminal_names_the_databases_it_will_ask_about_and_asks_on_a_clean_line(tmp_path: Path) -> None:
+    """Databases whose plan loses nothing commit as the run goes; one whose plan destroys data is named as
+    "asked about at the end" (not as a final "skipped ... nothing was committed"), and the question starts on
+    a line of its own, never after the progress line's text."""
+    import sqlite3
+
+    from tests.test_fleet import PATTERN, applied, fleet_of
+
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    write_migration(folder, "0001", "Projects", upgrade="conn.execute('CREATE TABLE projects (id INTEGER PRIMARY KEY)')",
+                    downgrade="conn.execute('DROP TABLE projects')")
+    write_migration(folder, "0002", "Tasks", depends_on=("0001",), upgrade="conn.execute('CREATE TABLE tasks (id INTEGER)')",
+                    downgrade="conn.execute('DROP TABLE tasks')")
+    paths = fleet_of(tmp_path, folder, 3, target=None)
+    with sqlite3.connect(paths[1]) as conn:
+        conn.execute("INSERT INTO tasks VALUES (1)")
+    shown = answering(["--migrations-dir", str(folder), "fleet", "migrate", "--glob", PATTERN, "--rollback", "0002",
+                       "--jobs", "1", "--no-backup"], tmp_path, b"Proceed on these databases?", b"n\n")
+    assert "p01/.aipm/data/aipm.db: its plan destroys data; you are asked about it at the end" in shown, shown
+    before_question = shown.split("These plans destroy data")[0]
+    assert "nothing was committed" not in before_question, shown
+    unstyled = re.sub(r"\x1b\[[0-9;]*m", "", before_question)  # colour codes move no cursor
+    assert unstyled.endswith(("\n", "\r\x1b[K")), repr(unstyled[-60:])
+    assert [applied(p) for p in paths] == [["0001"], ["0001", "0002"], ["0001"]]
