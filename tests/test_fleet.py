@@ -341,6 +341,38 @@ def test_a_canary_pattern_runs_those_first(tmp_path: Path, catalog: Path) -> Non
     assert lines[0].startswith("projects/p02/")
 
 
+def test_a_canary_with_nothing_to_do_is_replaced_by_the_next_database(tmp_path: Path, catalog: Path) -> None:
+    """--canary 2 means two databases that try the plan: up-to-date ones first in the fleet test nothing, so the
+    next ones stand in, and a failure among those still starts nothing else."""
+    paths = fleet_of(tmp_path, catalog, 6)
+    for path in paths[:2]:
+        migrate_to(path, catalog)
+    break_unique_index(paths[3])
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--canary", "2", "--json", "--jobs", "2")
+    assert result.returncode == 11, result.stdout + result.stderr
+    rows = json.loads(result.stdout)["databases"]
+    assert [r["outcome"] for r in rows] == ["nothing to do", "nothing to do", "applied", "failed", "not started",
+                                            "not started"]
+    assert "no further database was started" in rows[4]["error"]
+    assert [applied(p) for p in paths[4:]] == [["0001"]] * 2
+
+
+def test_canaries_named_by_a_pattern_with_nothing_to_do_are_replaced_too(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 3)
+    migrate_to(paths[0], catalog)
+    break_unique_index(paths[1])
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--canary", "*p00*", "--json",
+                   "--continue-on-error")
+    assert result.returncode == 11, result.stdout + result.stderr
+    rows = json.loads(result.stdout)["databases"]
+    assert [r["outcome"] for r in rows] == ["nothing to do", "failed", "not started"]  # p01 stood in, and failed
+    assert "a canary did not succeed" in rows[2]["error"]
+    assert applied(paths[2]) == ["0001"]
+    migrate_to(paths[2], catalog)
+    assert fleet(tmp_path, catalog, "migrate", "--glob", "projects/p0[02]/.aipm/data/aipm.db", "--canary",
+                 "*p00*").returncode == 0  # all up to date: the canaries walk the fleet, nothing is stopped
+
+
 def test_a_loss_needs_yes_in_a_script_and_is_backed_up(tmp_path: Path, catalog: Path) -> None:
     paths = fleet_of(tmp_path, catalog, 3, target=None)
     with sqlite3.connect(paths[0]) as conn:

@@ -375,26 +375,38 @@ class FleetRun:
             _worker_stop.value = 1
 
     def run(self, members: Sequence[Member], *, canary: Sequence[Member] = ()) -> FleetResult:
+        """Every member's outcome: the canaries first, the rest only if every canary succeeded.
+
+        A canary with nothing to do tried nothing: each such canary is replaced by the next member (its
+        phase is ``canary`` in the journal), until as many canaries as were chosen ran the plan, or the
+        fleet is through.
+        """
         chosen = set(canary)
-        first = [m for m in members if m in chosen]
-        phases = [("canary", first), ("rest", [m for m in members if m not in chosen])] if first else \
-            [("all", list(members))]
+        rest = [m for m in members if m not in chosen]
+        group = [m for m in members if m in chosen]
         done: dict[Member, MemberOutcome] = {}
-        for name, group in phases:
-            if self._stop is not None:
-                break
-            outcomes = self._phase(name, group)
-            pending = [o for o in outcomes if o.unconfirmed and o.loss]
-            if pending and self.confirm is not None and self._stop is None and self.confirm(pending):
-                again = self._phase(name, [o.member for o in pending], {o.member: o.loss for o in pending})
-                outcomes = [o for o in outcomes if o not in pending] + again
+        while group and self._stop is None:
+            outcomes = self._confirmed_phase("canary", group)
             done.update({o.member: o for o in outcomes})
-            if name == "canary" and not all(o.succeeded for o in outcomes) and self._stop is None:
-                self._stop = "a canary did not succeed, so no other database was started"
+            if not all(o.succeeded for o in outcomes):
+                self._stop = self._stop or "a canary did not succeed, so no other database was started"
+            idle = sum(o.outcome == NOTHING_TO_DO for o in outcomes)
+            group, rest = rest[:idle], rest[idle:]
+        if self._stop is None and rest:
+            done.update({o.member: o for o in self._confirmed_phase("rest" if canary else "all", rest)})
         result = [done.get(m) or MemberOutcome(m, NOT_STARTED, error=self._stop) for m in members]
         # Why the run stopped early: only when it did (a failure of the last database stopped nothing).
         stopped = self._stop if self.interrupted or any(o.outcome == NOT_STARTED for o in result) else None
         return FleetResult(result, stopped, self.interrupted)
+
+    def _confirmed_phase(self, name: str, group: list[Member]) -> list[MemberOutcome]:
+        """A phase, then one question about the members whose plan destroys data, and those run again if yes."""
+        outcomes = self._phase(name, group)
+        pending = [o for o in outcomes if o.unconfirmed and o.loss]
+        if pending and self.confirm is not None and self._stop is None and self.confirm(pending):
+            again = self._phase(name, [o.member for o in pending], {o.member: o.loss for o in pending})
+            outcomes = [o for o in outcomes if o not in pending] + again
+        return outcomes
 
     def _phase(self, name: str, members: list[Member],
                confirmed: dict[Member, list[str]] | None = None) -> list[MemberOutcome]:
