@@ -506,7 +506,7 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
     progress = _RunProgress(len(members), asking=asking) if not as_json and sys.stderr.isatty() else None
     runner.on_event = progress.event if progress else (None if as_json else _line_per_database)
     try:
-        with _stopping_on_interrupt(runner):
+        with _stopping_on_interrupt(runner) as stopping:
             result = runner.run(members, canary=first)
     finally:
         if progress:
@@ -531,7 +531,7 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
         from cli.errors import CommandError
 
         raise CommandError(f"interrupted: no further database was started; the running ones finished and are "
-                           f"recorded. Run `{resume_hint}` to finish", 130)
+                           f"recorded. Run `{resume_hint}` to finish", 128 + stopping.signum)  # 130, 143: SIGTERM
     ctx.exit(exit_code(result))
 
 
@@ -647,6 +647,8 @@ class _stopping_on_interrupt:
     def __init__(self, runner) -> None:
         self.runner = runner
         self.previous: dict = {}
+        #: The first signal that stopped the run (the exit code is 128 + it, as the shell counts).
+        self.signum = 2  # SIGINT, for a stop that came another way (a KeyboardInterrupt in the pool's wait)
 
     def __enter__(self):
         # start-up time: cli.fleet runs without signal until __enter__() needs it
@@ -664,6 +666,7 @@ class _stopping_on_interrupt:
                 click.echo("\nStill waiting for the running databases: each is one transaction in its own "
                            "process, and finishing it is what keeps its record", err=True)
                 return
+            self.signum = int(signum)
             self.runner.stop()
             click.echo("\nStopping: no further database will be started; the running ones finish"
                        + (" (Ctrl-C again to interrupt it: its open transaction is rolled back)" if alone else ""),
@@ -723,10 +726,15 @@ def _describe_outcome(outcome, *, show_sql: bool, brief: bool = False) -> None:
 
 
 def _loss_total(outcomes) -> None:
-    losing = [o for o in outcomes if o.loss]
+    """The loss of the plans that would commit; a plan that fails on its database commits nothing there."""
+    losing = [o for o in outcomes if o.loss and o.outcome == "rehearsed"]
+    failing = sum(bool(o.loss) and o.outcome != "rehearsed" for o in outcomes)
+    besides = f"{failing} more whose plan fails, not counted" if failing else ""
     if losing:
         echo(f"In total: {len(losing)} database(s) would lose data ({sum(o.lost for o in losing)} row(s) or "
-             f"value(s)).", fg="yellow")
+             f"value(s){'; ' + besides if besides else ''}).", fg="yellow")
+    elif besides:
+        echo(f"No plan that would commit loses data ({besides}).")
     else:
         echo("No plan loses data.")
 

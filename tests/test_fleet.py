@@ -373,6 +373,29 @@ def test_canaries_named_by_a_pattern_with_nothing_to_do_are_replaced_too(tmp_pat
                  "*p00*").returncode == 0  # all up to date: the canaries walk the fleet, nothing is stopped
 
 
+def test_a_database_that_cannot_be_read_fails_in_its_row_and_stops_nothing(tmp_path: Path, catalog: Path) -> None:
+    """Bad input (a file that is no database, another tool's ledger, a folder) is one row's reason: nothing ran
+    there, so it says nothing about the plan, and the rollout carries on. A migration that fails still stops it."""
+    paths = fleet_of(tmp_path, catalog, 6)
+    paths[1].unlink()
+    paths[1].write_text("notes, not a database\n")
+    paths[2].unlink()
+    with sqlite3.connect(paths[2]) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version varchar(255) PRIMARY KEY)")  # Rails' ledger
+    first = "projects/p0[0-3]/.aipm/data/aipm.db"
+    result = fleet(tmp_path, catalog, "migrate", "--glob", first, "--jobs", "2", "--json")  # in worker processes
+    assert result.returncode == 11, result.stdout + result.stderr
+    assert [r["outcome"] for r in json.loads(result.stdout)["databases"]] == ["applied", "failed", "failed", "applied"]
+
+    break_unique_index(paths[4])
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--jobs", "1", "--json")
+    assert result.returncode == 11, result.stdout + result.stderr
+    rows = json.loads(result.stdout)["databases"]
+    assert [r["outcome"] for r in rows] == ["nothing to do", "failed", "failed", "nothing to do", "failed",
+                                            "not started"]
+    assert "p04" in rows[5]["error"]  # the migration's failure stopped the run, the unreadable files did not
+
+
 def test_a_loss_needs_yes_in_a_script_and_is_backed_up(tmp_path: Path, catalog: Path) -> None:
     paths = fleet_of(tmp_path, catalog, 3, target=None)
     with sqlite3.connect(paths[0]) as conn:
@@ -532,7 +555,9 @@ def test_an_unreachable_server_is_a_row_and_its_password_is_never_shown(tmp_path
     assert "s3cret" not in journal.read_text() and "s3cret" not in journal.name
 
 
-def test_ctrl_c_lets_the_running_database_finish_and_says_how_to_resume(tmp_path: Path, catalog: Path) -> None:
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_lets_the_running_database_finish_and_says_how_to_resume(tmp_path: Path, catalog: Path, signum: int,
+                                                                        code: int) -> None:
     paths = fleet_of(tmp_path, catalog, 6)
     apm_bin = Path(sys.executable).parent / "apm"
     env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
@@ -547,9 +572,9 @@ def test_ctrl_c_lets_the_running_database_finish_and_says_how_to_resume(tmp_path
             break
         time.sleep(0.02)
     time.sleep(0.2)  # the second database is under way (each of its steps sleeps 0.3 s)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     out, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err
+    assert process.returncode == code, err
     assert f"apm --migrations-dir {catalog} fleet migrate --resume --glob '{PATTERN}'" in err  # its fleet, named
     done = [p for p in paths if applied(p) == ["0001", "0002", "0003"]]
     assert len(done) == 2, out + err  # the one running when Ctrl-C came finished, and none started after
@@ -868,7 +893,8 @@ def test_resume_repeats_the_whole_request_and_may_add_yes(tmp_path: Path, catalo
     finally:
         holder.kill()
         holder.wait()
-    assert [r["outcome"] for r in json.loads(first.stdout)["databases"]] == ["rolled back", "failed", "not started"]
+    # The locked one is failed in its row and stops nothing: nothing ran there (it was never opened).
+    assert [r["outcome"] for r in json.loads(first.stdout)["databases"]] == ["rolled back", "failed", "rolled back"]
     header = json.loads(next((tmp_path / ".apm-fleet").glob("run-*.jsonl")).read_text().splitlines()[0])
     assert header["request"]["yes"] is True and header["request"]["busy_timeout"] == 0.2
     assert header["options"] == {"jobs": 1, "canary": None, "continue_on_error": False}
@@ -876,7 +902,7 @@ def test_resume_repeats_the_whole_request_and_may_add_yes(tmp_path: Path, catalo
     assert refused.returncode == 2 and "give no --jobs with it (only --yes and --continue-on-error may be added)" in refused.stderr
     resumed = fleet(tmp_path, catalog, "migrate", "--resume", "--json")  # the recorded --yes still holds
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert [r["outcome"] for r in json.loads(resumed.stdout)["databases"]] == ["rolled back", "rolled back"]
+    assert [r["outcome"] for r in json.loads(resumed.stdout)["databases"]] == ["rolled back"]
     assert all(applied(p) == ["0001", "0002"] for p in paths)
 
 

@@ -36,7 +36,7 @@ def test_a_plan_refusal_is_refused_with_its_reason_journaled_and_resumed(tmp_pat
     shown = fleet(tmp_path, catalog, *request)
     # Every problem is the planner's refusal: `apm migrate`'s exit 4, and a refusal stops no other database.
     assert shown.returncode == 4, shown.stdout + shown.stderr
-    assert "2 refused, 1 rolled back" in shown.stdout
+    assert "1 rolled back, 2 refused" in shown.stdout
     rows = shown.stdout.split("retry alone with")[1].strip().splitlines()[1:3]
     assert [row.split()[:2] for row in rows] == [[str(p.relative_to(tmp_path)), "refused"] for p in paths[:2]]
     assert all("0004 define no downgrade(conn); nothing was changed" in row for row in rows)
@@ -110,6 +110,27 @@ def test_the_progress_line_counts_refused_databases(capsys) -> None:
     shown = capsys.readouterr().err
     assert "a.db: refused: cannot roll back: ..." in shown
     assert "done 1, failed 0, refused 1, running 1 of 2: b.db" in shown
+
+
+def test_a_rehearsal_total_counts_only_plans_that_would_commit_and_the_summary_keeps_one_order(capsys) -> None:
+    """A plan that fails on its database commits nothing there: its loss lines are shown with it, but the total
+    of what the fleet would lose leaves it out and says so. The summary lists outcomes in one fixed order."""
+    from cli.fleet import _loss_total, _summary_line
+    from planner.fleet.members import member
+    from planner.fleet.run import FleetResult, MemberOutcome
+
+    rehearsed = MemberOutcome(member("a.db"), "rehearsed", loss=["drops table tasks holding 2 rows"], lost=2)
+    failing = MemberOutcome(member("b.db"), "failed", loss=["drops table tasks holding 5 rows"], lost=5)
+    quiet = MemberOutcome(member("c.db"), "rehearsed")
+    _loss_total([rehearsed, failing, quiet])
+    assert "In total: 1 database(s) would lose data (2 row(s) or value(s); 1 more whose plan fails, not counted)" \
+        in capsys.readouterr().out
+    _loss_total([failing, quiet])
+    assert "No plan that would commit loses data (1 more whose plan fails, not counted)" in capsys.readouterr().out
+
+    outcomes = [MemberOutcome(member(f"{i}.db"), name) for i, name in
+                enumerate(["not started", "failed", "applied", "nothing to do", "applied"])]
+    assert _summary_line(FleetResult(outcomes, None, False)) == "2 applied, 1 nothing to do, 1 failed, 1 not started"
 
 
 def test_the_progress_line_fits_the_terminal(capsys, monkeypatch) -> None:

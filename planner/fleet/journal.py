@@ -54,6 +54,8 @@ REHEARSED = "rehearsed"
 REFUSED = "refused"
 
 SUCCEEDED = frozenset({APPLIED, ROLLED_BACK, NOTHING_TO_DO})
+#: Every outcome, in the order a summary lists them (the same order in every run, whatever ended first).
+OUTCOMES = (APPLIED, ROLLED_BACK, NOTHING_TO_DO, REHEARSED, SKIPPED, REFUSED, FAILED, NOT_STARTED)
 
 
 FORMAT = 1

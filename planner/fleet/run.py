@@ -57,6 +57,7 @@ from planner.fleet.journal import (  # the outcome names, as the journal records
     FAILED,
     NOT_STARTED,
     NOTHING_TO_DO,
+    OUTCOMES,
     REFUSED,
     REHEARSED,
     ROLLED_BACK,
@@ -98,10 +99,18 @@ class MemberOutcome:
     #: The SQL each step ran (``sql``), version -> statements.
     sql: dict[str, list[str]] = field(default_factory=dict)
     phase: str = ""
+    #: Failed before any migration ran, on the database itself (not a database, another tool's ledger, locked,
+    #: unreachable, missing): bad input in one row, which says nothing about the plan, so it stops no other.
+    unopened: bool = False
 
     @property
     def succeeded(self) -> bool:
         return self.outcome in SUCCEEDED
+
+    @property
+    def stops_the_run(self) -> bool:
+        """A failure that stops further databases from starting (unless ``--continue-on-error``)."""
+        return self.outcome == FAILED and not self.unopened
 
     @property
     def plan_refused(self) -> bool:
@@ -148,7 +157,8 @@ def run_member(member: Member, request: Request, catalog: Catalog | None = None,
     catalog = catalog if catalog is not None else worker_catalog
     assert catalog is not None
     started = time.perf_counter()
-    outcome = MemberOutcome(member, FAILED)
+    # Until its ledger is read, a failure is the database's own (bad input in one row), not the plan's.
+    outcome = MemberOutcome(member, FAILED, unopened=True)
     try:
         engine = member.engine(busy_timeout=request.busy_timeout, ledger_schema=request.ledger_schema,
                                backup_dir=Path(request.backup_dir) if request.backup_dir else None)
@@ -165,7 +175,9 @@ def run_member(member: Member, request: Request, catalog: Catalog | None = None,
         try:
             try:
                 plan = request.plan(catalog, _ledger(member, engine, request, runner))
+                outcome.unopened = False
             except NotApplied:
+                outcome.unopened = False
                 outcome.outcome = NOTHING_TO_DO  # a rollback of what this database never applied
                 return outcome
             if not plan:
@@ -329,10 +341,10 @@ class FleetResult:
         return all(o.succeeded or o.outcome == REHEARSED for o in self.outcomes)
 
     def summary(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
+        counts = {name: 0 for name in OUTCOMES}
         for outcome in self.outcomes:
-            counts[outcome.outcome] = counts.get(outcome.outcome, 0) + 1
-        return counts
+            counts[outcome.outcome] += 1
+        return {name: count for name, count in counts.items() if count}
 
     def to_json(self) -> dict[str, Any]:
         return {"databases": [o.to_json() for o in self.outcomes],
@@ -418,7 +430,7 @@ class FleetRun:
         outcome.phase = name
         if self.journal is not None:
             self.journal.record(outcome.to_record())
-        if outcome.outcome == FAILED and not self.continue_on_error and self._stop is None:
+        if outcome.stops_the_run and not self.continue_on_error and self._stop is None:
             self._stop = f"{outcome.member.display} {STOPPED_BY_FAILURE}"
             if _worker_stop is not None:  # a worker that died could not say so itself
                 _worker_stop.value = 1
@@ -568,7 +580,7 @@ def _member_in_worker(member: Member, request: Request, confirmed: list[str] | N
     if _worker_stop.value:
         return None
     outcome = run_member(member, request, None, confirmed)
-    if outcome.outcome == FAILED and _worker_stops_on_failure:
+    if outcome.stops_the_run and _worker_stops_on_failure:
         _worker_stop.value = 1  # before this worker takes its next database, and before any other worker does
     return outcome
 
