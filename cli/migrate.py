@@ -33,6 +33,8 @@ from cli.running import (
     request_for,
     require_database,
     run_request,
+    warn_about_edited_files,
+    warn_about_missing_files,
 )
 
 
@@ -284,7 +286,11 @@ def plan_command(rollback: str | None, cascade: bool, target: str | None, to: st
 
     catalog = load_catalog()
     request = Request(target=target, rollback=rollback, cascade=cascade, to=to, sql=sql, dry_run=True)
-    plan = request.plan(catalog, ledger_entries())
+    entries = ledger_entries()
+    if rollback is None and to is None:  # what `apm migrate` warns about before the same plan (stderr)
+        warn_about_edited_files(catalog, entries)
+        warn_about_missing_files(catalog, entries)
+    plan = request.plan(catalog, entries)
     refuse_empty_upgrades(plan)  # what `apm migrate` would answer
     rehearse = rehearse or sql
     if as_json:

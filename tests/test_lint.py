@@ -164,6 +164,14 @@ def test_a_deleted_sql_file_is_named_as_the_ledger_knows_it_not_as_a_py_file(tmp
     assert f"'{folder}/migration_0002.*' '{folder}/migration_0002_*'" in fix_of(finding)  # matches the .sql; not 00021
     # `apm migrate` warns about a missing file as it does about an edited one, and still applies what is pending.
     (folder / "migration_0003.sql").write_text("-- depends_on: 0001\n-- upgrade\nCREATE TABLE c (id INTEGER);\n")
+    # `apm migrate plan` warns as the run it previews would: the same plan, the same warnings, on stderr.
+    (folder / "migration_0001.sql").write_text("-- upgrade\nCREATE TABLE a (id INTEGER, edited TEXT);\n")
+    for preview in (("migrate", "plan"), ("migrate", "plan", "--json")):
+        shown = run_apm(*base, *preview)
+        assert shown.returncode == 0, shown.stderr
+        assert "Warning: 0002 is recorded as applied but no migration_0002 file" in shown.stderr, preview
+        assert "Warning: migration_0001.sql changed since 0001 was applied" in shown.stderr, preview
+    (folder / "migration_0001.sql").write_text("-- upgrade\nCREATE TABLE a (id INTEGER);\n")
     run = run_apm(*base, "migrate")
     assert run.returncode == 0, run.stderr
     assert "Warning: 0002 is recorded as applied but no migration_0002 file (.py or .sql) is in" in run.stderr
