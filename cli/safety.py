@@ -285,13 +285,18 @@ def _fix_shared_versions(catalog_dir: Path, yes: bool, engine: Engine | None) ->
     # start-up time: cli.safety runs without planner.renumber until _fix_shared_versions() needs it
     from planner.renumber import apply_renumbering, plan_renumbering
 
+    # start-up time: cli.safety runs without planner.errors until _fix_shared_versions() needs it
+    from planner.errors import DuplicateVersion
+
     if not catalog_dir.is_dir():
         return  # the check reports the missing folder
     files, problems = migration_files(catalog_dir)
     taken = [*files, *(v for p in problems for v in p.versions)]
     ledger = engine.applied_if_exists() if engine is not None else None
-    taken += list(ledger or ())  # the versions its ledger holds are taken too
-    plan = plan_renumbering(problems, taken, ledger, engine.display if engine is not None else None)
+    fleet = _fleet_ledgers() if engine is None and any(isinstance(p, DuplicateVersion) for p in problems) else None
+    for applied in [ledger or {}, *(fleet or {}).values()]:
+        taken += list(applied)  # the versions a ledger holds are taken too
+    plan = plan_renumbering(problems, taken, ledger, engine.display if engine is not None else None, fleet=fleet)
     if plan.undecided:
         reasons = "; ".join(f"version {u.version}: {u.reason}" for u in plan.undecided)
         raise CommandError(f"check --fix cannot choose which file keeps a shared version: {reasons}. Nothing was "
@@ -314,6 +319,29 @@ def _fix_shared_versions(catalog_dir: Path, yes: bool, engine: Engine | None) ->
             raise CommandError("not confirmed; nothing was changed", EXIT_UNCONFIRMED)
     apply_renumbering(plan.changes)
     echo(f"Renumbered {len(plan.changes)} file(s)", err=True)
+
+
+def _fleet_ledgers() -> dict[str, dict] | None:
+    """Each ledger of the config file's ``fleet`` (name -> applied rows), when it names one and no --db was given:
+    which file of a shared version ran is the fleet's to say, not the first file's by name."""
+    patterns = settings().config.get("fleet")
+    if not patterns:
+        return None
+    # start-up time: cli.safety runs without planner.fleet.members until a fleet is asked
+    from planner.fleet.members import discover
+
+    # start-up time: cli.safety runs without planner.errors until a fleet is asked
+    from planner.errors import DatabaseError
+
+    ledgers: dict[str, dict] = {}
+    for member in discover(configured=patterns):
+        try:
+            ledgers[member.display] = member.engine(busy_timeout=settings().busy_timeout).applied_if_exists() or {}
+        except DatabaseError as error:
+            raise CommandError(f"check --fix asks every database of the config file's fleet which file of a shared "
+                               f"version ran, and {member.display} cannot be read ({error}); nothing was changed: "
+                               f"make it readable, or name the one database to ask with --db", EXIT_DATABASE) from None
+    return ledgers
 
 
 @click.command("drift")

@@ -94,17 +94,20 @@ class RenumberingPlan:
 
 
 def plan_renumbering(problems: list, taken: list[str], ledger: Mapping[str, _Recorded] | None = None,
-                     database: str | None = None) -> RenumberingPlan:
+                     database: str | None = None, *,
+                     fleet: Mapping[str, Mapping[str, _Recorded]] | None = None) -> RenumberingPlan:
     """The renumbering of every file but the keeper of each shared version; ``taken`` is every version in use.
 
     ``ledger`` is the database's applied rows (``None``: no database was
     given, or it does not exist yet) and ``database`` how messages name it.
+    ``fleet`` (database name -> its applied rows) asks every database of a
+    fleet instead: a version keeps the file they all applied.
     """
     shared = [p for p in problems if isinstance(p, DuplicateVersion)]
     decided: list[tuple[DuplicateVersion, Path, str]] = []
     undecided: list[Undecided] = []
     for problem in shared:
-        keeper, reason = _keeper(problem, ledger, database)
+        keeper, reason = _fleet_keeper(problem, fleet) if fleet is not None else _keeper(problem, ledger, database)
         if keeper is None:
             undecided.append(Undecided(problem.versions[0], problem.paths, reason))
         else:
@@ -150,6 +153,34 @@ def _keeper(problem: DuplicateVersion, ledger: Mapping[str, _Recorded] | None,
                       f"that ran was edited since, or is not among them), so it cannot tell which ran")
     return None, (f"{' and '.join(p.name for p in matching)} are byte for byte the file {database}'s ledger "
                   f"records for {version}, so it cannot tell which ran; delete the copy")
+
+
+def _fleet_keeper(problem: DuplicateVersion, fleet: Mapping[str, Mapping[str, _Recorded]]) -> tuple[Path | None, str]:
+    """The file every database of a fleet that applied the version applied; ``None`` when one cannot tell or they
+    disagree: one renumbering cannot fit databases that ran different files under the same version."""
+    version, first = problem.versions[0], problem.paths[0]
+    number = versions.number(version)
+    ran: dict[Path, list[str]] = {}  # file -> the databases whose ledger holds its checksum for the version
+    for name, ledger in fleet.items():
+        if any(versions.number(recorded) == number for recorded in ledger):
+            keeper, reason = _keeper(problem, ledger, name)
+            if keeper is None:
+                return None, reason
+            ran.setdefault(keeper, []).append(name)
+    if not ran:
+        return first, (f"none of the fleet's {len(fleet)} database(s) records {version}, so {first.name} keeps "
+                       f"{version} as the first by name")
+    if len(ran) > 1:
+        return None, ("the fleet's databases disagree: " + "; ".join(
+            f"{_some(names)} applied {path.name}" for path, names in ran.items()) + ", so no renumbering fits them all")
+    ((keeper, names),) = ran.items()
+    others = " and ".join(p.name for p in problem.paths if p != keeper)
+    return keeper, (f"{_some(names)} of the fleet's {len(fleet)} database(s) hold the checksum of {keeper.name} for "
+                    f"{version} and none another file's, so it keeps {version}; {others} never ran there")
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def _checksum(path: Path) -> str | None:

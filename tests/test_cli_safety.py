@@ -245,3 +245,40 @@ def test_check_fix_without_a_ledger_keeps_the_first_by_name_and_says_so(tmp_path
     assert "first by name" in fixed.stderr and "old loader" not in fixed.stderr
     assert (folder / "migration_0002_coupons.sql").exists() and (folder / "migration_0003_wishlist.sql").exists()
     assert not (tmp_path / "new.db").exists()  # checking never creates the database
+
+
+def test_check_fix_asks_every_database_of_the_config_files_fleet(tmp_path):
+    """With no --db and a fleet in the config file, the file every member that applied the version applied keeps
+    it (not the first by name); members that applied different files are refused, nothing renamed."""
+    from tests.conftest import run_apm
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "migration_0001.sql").write_text("-- upgrade\nCREATE TABLE products (id INTEGER);\n")
+    _table_migration(folder, "0002", "wishlist", ".sql")
+    (tmp_path / "apm.toml").write_text('migrations_dir = "m"\nfleet = ["projects/*/app.db"]\n')
+    dbs = [tmp_path / "projects" / name / "app.db" for name in ("a", "b", "fresh")]
+    for db in dbs[:2]:
+        db.parent.mkdir(parents=True)
+        assert run_apm("migrate", "--db", str(db), cwd=tmp_path).returncode == 0
+    dbs[2].parent.mkdir(parents=True)
+    assert run_apm("migrate", "--db", str(dbs[2]), "--target", "0001", cwd=tmp_path).returncode == 0
+    _table_migration(folder, "0002", "coupons", ".sql")  # a second branch's file, first by name
+
+    fixed = run_apm("migrate", "check", "--fix", "--yes", cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "of the fleet's 3 database(s) hold the checksum of migration_0002_wishlist.sql" in fixed.stderr
+    assert (folder / "migration_0002_wishlist.sql").exists() and (folder / "migration_0003_coupons.sql").exists()
+
+    # Another branch's file applied on one member under the same version: no renumbering fits both.
+    (folder / "migration_0003_coupons.sql").rename(folder / "migration_0002_coupons.sql")
+    other = tmp_path / "projects" / "c" / "app.db"
+    other.parent.mkdir(parents=True)
+    (folder / "migration_0002_wishlist.sql").rename(tmp_path / "aside.sql")
+    assert run_apm("migrate", "--db", str(other), cwd=tmp_path).returncode == 0  # c applies coupons as 0002
+    (tmp_path / "aside.sql").rename(folder / "migration_0002_wishlist.sql")
+    before = sorted(p.name for p in folder.iterdir())
+    refused = run_apm("migrate", "check", "--fix", "--yes", cwd=tmp_path)
+    assert refused.returncode == 4, refused.stdout + refused.stderr
+    assert "the fleet's databases disagree" in refused.stderr and "applied migration_0002_coupons.sql" in refused.stderr
+    assert sorted(p.name for p in folder.iterdir()) == before
