@@ -74,7 +74,19 @@ class FleetGroup(click.Group):
     def resolve_command(self, ctx: click.Context, args: list[str]):
         name, command, rest = super().resolve_command(ctx, args)
         ctx.meta[_ORDER] = _scan_sources(rest)
+        _refuse_expanded_glob(rest)
         return name, command, rest
+
+
+def _refuse_expanded_glob(args: list[str]) -> None:
+    """A pattern the shell expanded (``--glob projects/*/x.db`` unquoted) reaches us as one ``--glob`` followed by
+    the other matches; click would only call them unexpected arguments. No fleet command takes an argument."""
+    for index, token in enumerate(args[:-2]):
+        if token == "--":
+            return
+        if token == "--glob" and not args[index + 2].startswith("-"):
+            raise click.UsageError(f"--glob {args[index + 1]} is followed by {args[index + 2]}, which no option takes: "
+                                   f"the shell expanded the pattern; quote it (--glob 'projects/*/.aipm/data/aipm.db')")
 
 
 def _scan_sources(args: list[str]) -> list[tuple[str, str]]:

@@ -380,3 +380,13 @@ def test_the_lock_findings_footer_follows_a_refusal_only(capsys, outcome: str, f
     with click.Context(click.Command("migrate")):  # the retry line reads the command's settings
         _report(FleetResult([done], None, False), Request(), "")
     assert ("Lock findings: accept them" in capsys.readouterr().out) is footer
+
+
+def test_a_glob_the_shell_expanded_is_a_usage_error_that_says_to_quote_it(tmp_path: Path, catalog: Path) -> None:
+    paths = fleet_of(tmp_path, catalog, 2)
+    expanded = [str(p.relative_to(tmp_path)) for p in paths]
+    for command in ("status", "plan", "migrate"):
+        result = fleet(tmp_path, catalog, command, "--glob", *expanded)
+        assert result.returncode == 2, result.stderr
+        assert "the shell expanded the pattern; quote it" in result.stderr and "Traceback" not in result.stderr
+    assert fleet(tmp_path, catalog, "status", "--glob", expanded[0], "--glob", expanded[1]).returncode == 11
