@@ -238,15 +238,26 @@ def status_command(ctx: click.Context, globs: tuple[str, ...], lists: tuple[str,
     else:
         read = lambda s, count: count if s.applied_versions is not None else "-"  # noqa: E731 (unread: unknown, not 0)
         rows = [[s.member.display, s.shown_state, read(s, s.applied), read(s, s.pending), ", ".join(s.heads) or "-",
-                 s.last_applied_at or "-", s.error or ""] for s in result.members]
+                 s.last_applied_at or "-", _note(s)] for s in result.members]
         echo(table(rows, ["database", "state", "applied", "pending", "head", "last applied at", "note"]))
         if checker is not None:
             for s in result.members:
                 for difference in s.differences or ():
                     echo(f"{s.member.display}: {difference.line}", fg="yellow")
         echo(result.summary_line())
+        edited = sum(bool(s.edited) for s in result.members)
+        if edited:
+            echo(f"Warning: {edited} database(s) applied migrations whose file changed since; each holds what the "
+                 f"old text did (their notes name the versions; `apm migrate check --db DB` says more)",
+                 fg="yellow", err=True)
     if result.needs_attention:
         ctx.exit(EXIT_DRIFT if result.only_drift else EXIT_ATTENTION)
+
+
+def _note(status) -> str:
+    """The row's note: why it is in its state, and the applied files edited since they ran."""
+    edited = f"file changed since applied: {', '.join(status.edited)}" if status.edited else ""
+    return "; ".join(part for part in (status.error, edited) if part)
 
 
 def _waiting(locked: list, seconds: float) -> None:

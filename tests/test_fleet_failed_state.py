@@ -77,3 +77,23 @@ def test_the_retry_command_names_the_catalog_the_config_file_gave(tmp_path: Path
     pasted = run_apm(*argv[1:], cwd=elsewhere)
     assert pasted.returncode == 0, pasted.stdout + pasted.stderr
     assert "0002" in pasted.stdout and "0003" in pasted.stdout  # this fleet's catalog, not the shipped one
+
+
+def test_status_names_the_applied_files_edited_since_they_ran(tmp_path: Path, catalog: Path) -> None:
+    """`apm migrate` warns of an applied migration whose file changed since; the fleet's rows say it too (a note,
+    not a state: the database is as it was), in the table and in --json."""
+    edited, same = fleet_of(tmp_path, catalog, 2, target=None)
+    migration = next(catalog.glob("migration_0002*"))
+    migration.write_text(migration.read_text() + "\n# edited after it was applied\n")
+    result = fleet(tmp_path, catalog, "status", "--glob", PATTERN, "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {Path(r["db"]).parts[1]: r for r in json.loads(result.stdout)["databases"]}
+    assert rows["p00"]["edited"] == ["0002"] and rows["p00"]["state"] == "up_to_date"
+    with sqlite3.connect(same) as conn:  # a row without a checksum (another tool wrote it) is not "edited"
+        conn.execute("UPDATE schema_migrations SET checksum = NULL WHERE version = '0002'")
+    text = fleet(tmp_path, catalog, "status", "--glob", PATTERN)
+    row = next(line for line in text.stdout.splitlines() if line.startswith("projects/p00/"))
+    assert row.rstrip().endswith("file changed since applied: 0002"), row
+    other = next(line for line in text.stdout.splitlines() if line.startswith("projects/p01/"))
+    assert "changed" not in other
+    assert "Warning: 1 database(s) applied migrations whose file changed since" in text.stderr

@@ -64,16 +64,18 @@ def json_state(state: str) -> str:
 class Reading:
     """What a ledger said, before it is compared with the catalog."""
 
-    __slots__ = ("entries", "last_log", "objects")
+    __slots__ = ("entries", "last_log", "objects", "checksums")
 
     def __init__(self, entries: dict[str, str | None], last_log: tuple[str, str, str | None, str] | None,
-                 objects: list | None = None):
+                 objects: list | None = None, checksums: dict[str, str] | None = None):
         #: Applied version -> when it was applied.
         self.entries = entries
         #: (outcome, version, detail, action) of the log's last row.
         self.last_log = last_log
         #: The schema's objects, read with the ledger when asked (``--drift``), where the reader can.
         self.objects = objects
+        #: Applied version -> the checksum its row records (rows without one are left out).
+        self.checksums = checksums or {}
 
 
 class Unreadable(Exception):
@@ -147,9 +149,9 @@ def read_ledger(candidate: Member, busy_timeout: float, ledger_schema: str, *, o
 
     def quickly() -> Reading:
         found: list | None = [] if objects else None
-        entries, last_log = read(candidate.real, busy_timeout, objects=found) if objects else \
-            read(candidate.real, busy_timeout)
-        return Reading(entries, last_log, found)
+        checksums: dict[str, str] = {}
+        entries, last_log = read(candidate.real, busy_timeout, objects=found, checksums=checksums)
+        return Reading(entries, last_log, found, checksums)
 
     try:
         return quickly()
@@ -181,7 +183,9 @@ def _read_through_engine(candidate: Member, busy_timeout: float, ledger_schema: 
     except DatabaseError as exc:
         raise _unreadable(exc) from None
     last = history[-1] if history else None
-    return Reading({v: e.applied_at for v, e in entries.items()}, (last.outcome, last.version, last.detail, last.action) if last is not None else None)
+    return Reading({v: e.applied_at for v, e in entries.items()},
+                   (last.outcome, last.version, last.detail, last.action) if last is not None else None,
+                   checksums={v: e.checksum for v, e in entries.items() if e.checksum})
 
 
 def _unreadable(error: Exception) -> Unreadable:
@@ -228,6 +232,9 @@ class MemberStatus:
     #: ``failed`` because its last step could not get a lock in time: nothing is wrong with the data, waiting is
     #: the fix (a step outside a transaction may have run part of its work: its note says so).
     lock_timeout: bool = False
+    #: Applied versions whose file changed since (the ledger's checksum is another): the database holds what the
+    #: old text did. A note, as `apm migrate` warns of it, not a state.
+    edited: tuple[str, ...] = ()
 
     @property
     def needs_attention(self) -> bool:
@@ -265,6 +272,8 @@ class MemberStatus:
         }
         if self.unknown:
             document["unknown"] = list(self.unknown)
+        if self.edited:
+            document["edited"] = list(self.edited)
         if self.differences is not None:
             document["differences"] = [d.to_json() for d in self.differences]
         return document
@@ -315,6 +324,20 @@ class Comparison:
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
         self._cache: dict[frozenset[str], tuple[int, tuple[str, ...], tuple[str, ...], str | None]] = {}
+        self._edited: dict[frozenset[tuple[str, str]], tuple[str, ...]] = {}
+
+    def edited(self, checksums: dict[str, str]) -> tuple[str, ...]:
+        """The applied versions whose file's checksum is not the one recorded (once per distinct ledger)."""
+        key = frozenset(checksums.items())
+        found = self._edited.get(key)
+        if found is None:
+            changed = []
+            for version, recorded in checksums.items():
+                canonical = self.catalog.canonical(version)  # None: no file, or a squash replaced it
+                if canonical is not None and self.catalog.get(canonical).checksum != recorded:
+                    changed.append(canonical)
+            found = self._edited[key] = tuple(versions.ordered(changed))
+        return found
 
     def of(self, applied: frozenset[str]) -> tuple[int, tuple[str, ...], tuple[str, ...], str | None]:
         """(pending count, heads, unknown versions, refusal) for ``applied``."""
@@ -390,7 +413,7 @@ def member_status(candidate: Member, comparison: Comparison, *, busy_timeout: fl
     times = [str(at) for at in reading.entries.values() if at]
     status = MemberStatus(candidate, UP_TO_DATE, applied=len(applied), pending=pending, heads=heads,
                           last_applied_at=max(times) if times else None, applied_versions=applied,
-                          unknown=unknown, objects=reading.objects)
+                          unknown=unknown, objects=reading.objects, edited=comparison.edited(reading.checksums))
     if _failure_stands(reading.last_log, applied, comparison):
         assert reading.last_log is not None  # _failure_stands says so; mypy cannot see through the call
         outcome, version, detail, action = reading.last_log

@@ -420,7 +420,8 @@ _SCRATCH = threading.local()
 _OBJECTS = "SELECT type, name, tbl_name, sql FROM member.sqlite_master ORDER BY rowid"
 
 
-def read_quickly(path: str, busy_timeout: float, *, objects: list | None = None) -> QuickReading:
+def read_quickly(path: str, busy_timeout: float, *, objects: list | None = None,
+                 checksums: dict[str, str] | None = None) -> QuickReading:
     """The ledger of one file, for ``apm fleet status`` over many: attached read-only, read in one transaction.
 
     ``mode=ro`` so nothing on disk can change, not even a journal (``open_read_only``
@@ -432,7 +433,9 @@ def read_quickly(path: str, busy_timeout: float, *, objects: list | None = None)
     applied. Every failure is a ``DatabaseError`` saying what is wrong with the
     file (``DatabaseLocked``, ``NotADatabase``, ``ForeignLedger``). With
     ``objects`` (a list), the file's schema objects are appended to it, read in
-    the same transaction (``--drift``: no second open of each file).
+    the same transaction (``--drift``: no second open of each file). With
+    ``checksums`` (a dict), each applied version's recorded checksum is put in
+    it, where the ledger has one (the files edited since they were applied).
     """
     # quote() only when needed: it costs as much as a statement, and few paths hold URI characters.
     uri = f"file:{quote(path) if _URI_SPECIAL.search(path) else path}?mode=ro"
@@ -446,10 +449,10 @@ def read_quickly(path: str, busy_timeout: float, *, objects: list | None = None)
         try:
             conn.execute("BEGIN")  # deferred: no lock yet, nothing written
             try:
-                reading = _ledger_rows(conn, path)
+                reading = _ledger_rows(conn, path, checksums)
             except sqlite3.OperationalError as exc:
                 _wait_out_lock(exc, conn, "PRAGMA member.schema_version", path, busy_timeout)
-                reading = _ledger_rows(conn, path)
+                reading = _ledger_rows(conn, path, checksums)
             if objects is not None:
                 objects += conn.execute(_OBJECTS).fetchall()
         finally:
@@ -499,7 +502,7 @@ def _detach(conn: sqlite3.Connection) -> None:
         conn.close()
 
 
-def _ledger_rows(conn: sqlite3.Connection, path: str) -> QuickReading | None:
+def _ledger_rows(conn: sqlite3.Connection, path: str, checksums: dict[str, str] | None = None) -> QuickReading | None:
     """``schema_migrations`` as ``Ledger.applied_migrations`` reads it, and the log's last row; ``None``
     without a ledger.
 
@@ -519,6 +522,7 @@ def _ledger_rows(conn: sqlite3.Connection, path: str) -> QuickReading | None:
     version = columns.index("version")
     applied_at = columns.index("applied_at") if "applied_at" in columns else None
     rollback_at = columns.index("rollback_at") if "rollback_at" in columns else None
+    checksum = columns.index("checksum") if checksums is not None and "checksum" in columns else None
     entries: dict[str, str | None] = {}
     for row in cursor.fetchall():
         if row[version] is None or (rollback_at is not None and row[rollback_at] is not None):
@@ -527,6 +531,8 @@ def _ledger_rows(conn: sqlite3.Connection, path: str) -> QuickReading | None:
         if not text.isdigit() and _is_note(text):
             continue  # a note a migration wrote itself (0018_consolidated), never an applied version
         entries[text] = row[applied_at] if applied_at is not None else None
+        if checksum is not None and row[checksum]:
+            checksums[text] = row[checksum]  # type: ignore[index]  # not None when checksum is set
     try:
         last = conn.execute(_LAST_LOG).fetchall()  # all, not one: a statement left open would keep the file
     except sqlite3.OperationalError as exc:
