@@ -63,6 +63,7 @@ from planner.engines.postgresql.sql import (
     tokens,
     top_level_split,
 )
+from planner.engines.postgresql.schema import OWNED
 from planner.engines.postgresql.snapshot import qualified, shown
 from planner.engines.postgresql.step_catalog import Statement
 from planner.ledger import LOG_TABLE, TABLE
@@ -79,8 +80,9 @@ from planner.locks import (
 )
 from planner.preview import watched
 
+#: The owned schemas' relations (``schema.own_schemas``): ``pg_relation_size`` locks what it measures.
 _USER = ("n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%' "
-         "AND n.nspname NOT LIKE 'pg\\_temp%%'")
+         "AND n.nspname NOT LIKE 'pg\\_temp%%' AND " + OWNED.format(ns="n"))
 _BEFORE = ("SELECT c.oid, c.relfilenode, c.reltuples::float8, pg_relation_size(c.oid) FROM pg_class c "
            "JOIN pg_namespace n ON n.oid = c.relnamespace "
            f"WHERE c.relkind IN ('r', 'p', 'm', 'i', 'I') AND {_USER}")
