@@ -157,3 +157,38 @@ def test_drift_of_a_tenant_reads_only_its_schema(pg_url, tmp_path, catalog, tena
         holder.close()
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stdout)["differences"] == []
+
+
+def test_a_tenants_loss_in_a_shared_schema_is_still_counted(pg_url, tmp_path, catalog, tenants):
+    """The limit of reading the tenant's schema alone (docs/postgresql.md): a tenant's migration that deletes,
+    overwrites and drops in `public` by name still has each loss counted from the rows there before the plan, never
+    taken for rows the plan wrote (a table outside the schemas read is not in the catalog as the plan found it)."""
+    run_sql(pg_url, "CREATE TABLE public.shared (id INTEGER, note TEXT); INSERT INTO public.shared VALUES (1, 'a'), "
+                    "(2, 'b'), (3, 'c'); CREATE TABLE public.gone (id INTEGER); INSERT INTO public.gone VALUES (1), (2)")
+    write_migration(catalog, "0004", "Shared", depends_on=("0001",),
+                    upgrade="conn.execute('DELETE FROM public.shared WHERE id = 1')\n"
+                            "conn.execute('UPDATE public.shared SET id = id + 10 WHERE id = 2')\n"
+                            "conn.execute('ALTER TABLE public.shared DROP COLUMN note')\n"
+                            "conn.execute('DROP TABLE public.gone')")
+    done = run_apm("--migrations-dir", str(catalog), "migrate", "--db", f"{pg_url}#tenant_a", "--to", "0004",
+                   "--dry-run", "--json", cwd=tmp_path)
+    assert done.returncode == 7, done.stdout + done.stderr  # loss found by a dry run
+    impact = {(i["kind"], i["table"]): (i["count"], i["before"]) for i in json.loads(done.stdout)["steps"][-1]["impact"]}
+    assert impact == {("deleted-rows", "public.shared"): (1, 3), ("overwritten-values", "public.shared"): (1, None),
+                      ("dropped-column", "public.shared"): (2, None), ("dropped-table", "public.gone"): (2, 2)}
+
+
+def test_a_plain_database_beside_tenants_does_not_lock_theirs(pg_url, tmp_path, catalog, tenants):
+    """The same database migrated as a plain one (its ledger in `public`) while another session holds tenant_b's
+    tasks: a schema holding another ledger is another member's, so the run reads neither tenant's tables and
+    finishes under a 2 s lock timeout; its preview still sees `public` (the new view and column are listed)."""
+    holder = _holding(pg_url, "LOCK TABLE tenant_b.tasks IN ACCESS EXCLUSIVE MODE")
+    try:
+        done = run_apm("--migrations-dir", str(catalog), "migrate", "--db", pg_url, "--dry-run", "--json",
+                       "--lock-timeout", "2s", "--lock-retries", "0", cwd=tmp_path)
+    finally:
+        holder.close()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "tenant_" not in done.stdout
+    lines = [line for step in json.loads(done.stdout)["steps"] for line in step["lines"]]
+    assert "0002 apply: adds view project_summary" in lines and "0003 apply: adds column tasks.priority" in lines
