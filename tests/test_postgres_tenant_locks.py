@@ -1,12 +1,13 @@
 """A tenant's run reads and locks its own schema only (issue 24 point 6, issue 25).
 
 Every tenant of one database has the same tables. A run's preview used to
-read every schema inside its transaction: ``pg_relation_size`` and
-``pg_get_viewdef`` took ACCESS SHARE on every other tenant's relations and
-held it to the end, so two tenants migrated in parallel deadlocked on any
-DDL (each waiting for the other's reading of its own table), a tenant's run
-waited on a lock another session held on another tenant's table, and its
-lock message named that table. Real ``apm fleet migrate --jobs 2`` runs, a
+read every schema inside its transaction: ``pg_get_viewdef`` took ACCESS
+SHARE on every other tenant's views and their tables and held it to the end,
+and ``pg_relation_size`` waited for any lock on any tenant's relation, so two
+tenants migrated in parallel deadlocked on their DDL (each waiting for the
+other's reading of its own table), a tenant's run waited on a lock another
+session held on another tenant's table, and its lock message named that
+table. Real ``apm fleet migrate --jobs 2`` runs, a
 real second session holding the lock.
 """
 
@@ -99,8 +100,9 @@ def _holding(pg_url: str, statement: str):
     return conn
 
 
-@pytest.mark.parametrize("held", ["tenant_b.tasks", "tenant_b.project_summary"])
-@pytest.mark.parametrize("args", [("--to", "0003"), ("--rollback", "0002", "--dry-run")], ids=["forward", "dry-run"])
+@pytest.mark.parametrize(("held", "args"), [("tenant_b.tasks", ("--to", "0003")),
+                                            ("tenant_b.project_summary", ("--rollback", "0002", "--dry-run"))],
+                         ids=["table-forward", "view-dry-run"])
 def test_another_tenants_lock_does_not_delay_a_run(pg_url, tmp_path, catalog, tenants, held, args):
     """A session holding ACCESS EXCLUSIVE on tenant_b's table (or view, and so its tables) all along: tenant_a's
     run, forward and a rolled-back preview, takes no lock on it, so it finishes under a 2 s lock timeout without a

@@ -80,7 +80,8 @@ from planner.locks import (
 )
 from planner.preview import watched
 
-#: The owned schemas' relations (``schema.own_schemas``): ``pg_relation_size`` locks what it measures.
+#: The owned schemas' relations (``schema.own_schemas``): ``pg_relation_size`` waits for a lock another session
+#: holds on what it measures, and another tenant's relations are not the run's to wait for.
 _USER = ("n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%' "
          "AND n.nspname NOT LIKE 'pg\\_temp%%' AND " + OWNED.format(ns="n"))
 _BEFORE = ("SELECT c.oid, c.relfilenode, c.reltuples::float8, pg_relation_size(c.oid) FROM pg_class c "

@@ -166,13 +166,14 @@ def own_schemas(conn: Any, ledger_schema: str) -> bool:
     """Restrict what this connection's readings read (``OWNED``) to the schemas the member's migrations own;
     return whether the member is a tenant (``PostgresEngine.tenant``), which decides them.
 
-    The functions the readings call on a relation (``pg_relation_size``,
-    ``pg_get_viewdef``, ``pg_get_expr``...) lock it, or wait for its lock:
-    inside a run's transaction, held to its end. Read in every schema, each
-    tenant's run locked every other tenant's tables, so two tenants' DDL on
-    their same-named tables deadlocked, and one tenant's long transaction
-    held up the others' runs. One rule for the run's preview, its lock
-    analysis and drift: the same schemas everywhere.
+    The functions the readings call on a relation lock it: ``pg_get_viewdef``
+    a view and its tables, held to the end of the run's transaction;
+    ``pg_relation_size`` for a moment, waiting behind an ACCESS EXCLUSIVE
+    holder. Read in every schema, each tenant's run locked the other
+    tenants' views and tables, so two tenants' DDL on their same-named
+    tables deadlocked, and a session holding one tenant's table held up
+    the others' runs. One rule for the run's preview, its lock analysis and
+    drift: the same schemas everywhere.
     """
     return bool(conn.execute(_OWN, {"ledger": ledger_schema, "table": TABLE}).fetchone()[0])
 

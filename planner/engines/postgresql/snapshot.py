@@ -51,8 +51,8 @@ def _literal(text: str) -> str:
 _ANY_USER_RELATION = (f"n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
                       f"AND n.nspname NOT LIKE 'pg_temp%' "
                       f"AND c.relname NOT IN ({_literal(TABLE)}, {_literal(LOG_TABLE)})")
-#: Relations of the schemas the member owns (``schema.own_schemas``): ``pg_get_viewdef`` and ``pg_get_expr``
-#: lock what they read, and another tenant's relations are not the run's to lock.
+#: Relations of the schemas the member owns (``schema.own_schemas``): ``pg_get_viewdef`` locks a view and its
+#: tables to the end of the transaction, and another tenant's relations are not the run's to lock.
 _USER_RELATIONS = f"{_ANY_USER_RELATION} AND {OWNED.format(ns='n')}"
 #: The catalog reading, for the relations that also pass ``{only}`` (``TRUE``: all of them). An index that
 #: backs a key, a unique or an exclusion constraint is the constraint's, not one the migration created: left
