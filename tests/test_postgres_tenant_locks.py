@@ -194,3 +194,20 @@ def test_a_plain_database_beside_tenants_does_not_lock_theirs(pg_url, tmp_path, 
     assert "tenant_" not in done.stdout
     lines = [line for step in json.loads(done.stdout)["steps"] for line in step["lines"]]
     assert "0002 apply: adds view project_summary" in lines and "0003 apply: adds column tasks.priority" in lines
+
+
+def test_a_tenants_lock_findings_in_a_shared_schema_stay(pg_url, tmp_path, catalog, tenants):
+    """A tenant's migrations that rewrite a table of `public`, one measured in the transaction (a type change), one
+    judged by its kind (`VACUUM FULL`, outside a transaction): both are findings on that table, as on a plain
+    database. The run reads the other schemas' catalog rows (which lock nothing), not their sizes."""
+    run_sql(pg_url, "CREATE TABLE public.shared (id INTEGER PRIMARY KEY); INSERT INTO public.shared VALUES (1), (2)")
+    write_migration(catalog, "0004", "Wider ids", depends_on=("0001",),
+                    upgrade="conn.execute('ALTER TABLE public.shared ALTER COLUMN id TYPE bigint')")
+    write_migration(catalog, "0005", "Compact", depends_on=("0004",), extra="transactional = False",
+                    upgrade="conn.execute('VACUUM FULL public.shared')")
+    done = run_apm("--migrations-dir", str(catalog), "migrate", "--db", f"{pg_url}#tenant_a", "--to", "0005",
+                   "--dry-run", "--json", cwd=tmp_path)
+    steps = {step["version"]: step for step in json.loads(done.stdout)["steps"]}
+    assert [(f["code"], f["relation"]) for f in steps["0004"]["findings"]] == [("table-rewrite", "shared")], done.stdout
+    assert ("table-rewrite", "shared") in [(f["code"], f["relation"]) for f in steps["0005"]["findings"]]
+    assert steps["0004"]["rewrites"] == ["shared"]
