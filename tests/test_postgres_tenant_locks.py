@@ -74,7 +74,8 @@ def outcomes(done) -> list[tuple[str, str]]:
 
 def test_tenants_migrated_in_parallel_never_deadlock(pg_url, tmp_path, catalog, tenants):
     """Forward (a view, a new column), a dry run of a rollback and the rollback itself, two tenants at a time,
-    twice over: each tenant's run ends as asked, none deadlocked (the old code deadlocked one of them each time)."""
+    twice over: each tenant's run ends as asked, none deadlocked (on the old code one of them did, in the first
+    round already)."""
     for _ in range(2):
         forward = fleet(catalog, tmp_path, tenants, "--jobs", "2")
         assert forward.returncode == 0, forward.stdout + forward.stderr
