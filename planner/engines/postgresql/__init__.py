@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from planner.catalog import collector_paused
 from planner.engines.base import Backups, Engine
 from planner.engines.postgresql.ledger import PgLedger, lock_key, quote
-from planner.engines.postgresql.schema import read_schema
+from planner.engines.postgresql.schema import own_schemas, read_schema
 from planner.errors import DatabaseLocked, DatabaseMissing, DatabaseUnreachable, DriverMissing, ServerError
 from planner.events import Wait
 from planner.urls import database_name, display_name, redact
@@ -72,7 +72,7 @@ class PostgresEngine(Engine):
                 self._tenant = False
             else:
                 with self.session() as conn:
-                    self._tenant = conn.execute("SELECT current_schema()").fetchone()[0] == self.ledger_schema
+                    self._tenant = own_schemas(conn, self.ledger_schema)
         return self._tenant
 
     @property
@@ -165,6 +165,7 @@ class PostgresEngine(Engine):
                 wait.tick()  # a long wait is told about (planner.events)
                 time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
             try:
+                self._tenant = own_schemas(conn, self.ledger_schema)  # the run reads (and locks) its own only
                 yield conn
             finally:
                 if not conn.closed and not conn.broken:

@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from planner.engines.postgresql.schema import read_schema
+from planner.engines.postgresql.schema import own_schemas, read_schema
 from planner.events import StepFinished
 from planner.ledger import LOG_TABLE, TABLE
 from planner.plan import APPLY, Plan, Step
@@ -48,12 +48,14 @@ def differences(engine: Any, catalog: Catalog, applied: Iterable[str],
     ledger schema; the scratch database's engine is made as ``type(engine)``).
     """
     ledger = engine.ledger_schema
-    # A database reached with --ledger-schema and its search_path on that schema is a tenant too (as
-    # `url#schema` is): only its schema is its migrations' to compare, never the database's public schema.
-    schema = ledger if engine.tenant else None
     applied = frozenset(applied)
     with engine.session() as conn:
+        # Only the member's own schemas are read: pg_get_viewdef waits for another tenant's tables' locks.
+        tenant = own_schemas(conn, ledger)
         live = read_schema(conn, ledger)
+    # A database reached with --ledger-schema and its search_path on that schema is a tenant too (as
+    # `url#schema` is): only its schema is its migrations' to compare, never the database's public schema.
+    schema = ledger if tenant else None
     key = (_server_key(engine.url), applied, schema)
     if key not in replays:
         replays[key] = _replay(engine, catalog, applied, ledger, schema)

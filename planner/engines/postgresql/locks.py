@@ -63,6 +63,7 @@ from planner.engines.postgresql.sql import (
     tokens,
     top_level_split,
 )
+from planner.engines.postgresql.schema import OWNED
 from planner.engines.postgresql.snapshot import qualified, shown
 from planner.engines.postgresql.step_catalog import Statement
 from planner.ledger import LOG_TABLE, TABLE
@@ -81,8 +82,12 @@ from planner.preview import watched
 
 _USER = ("n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%' "
          "AND n.nspname NOT LIKE 'pg\\_temp%%'")
-_BEFORE = ("SELECT c.oid, c.relfilenode, c.reltuples::float8, pg_relation_size(c.oid) FROM pg_class c "
-           "JOIN pg_namespace n ON n.oid = c.relnamespace "
+#: Every relation, so what a statement locks in another schema (a shared one) is known as older than the plan; the
+#: size only of those in a schema the run owns (``schema.own_schemas``): ``pg_relation_size`` waits for a lock
+#: another session holds on what it measures, and another tenant's relations are not the run's to wait for. (The
+#: readings after a statement measure only relations it locked, whichever schema: those wait for nobody.)
+_BEFORE = (f"SELECT c.oid, c.relfilenode, c.reltuples::float8, CASE WHEN {OWNED.format(ns='n')} "
+           "THEN pg_relation_size(c.oid) END FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
            f"WHERE c.relkind IN ('r', 'p', 'm', 'i', 'I') AND {_USER}")
 _LOCKS = ("SELECT l.relation, l.mode, c.relfilenode, c.reltuples::float8, pg_relation_size(c.oid), n.nspname, "
           "c.relname, c.relkind, coalesce(i.indrelid, 0) "
@@ -355,7 +360,7 @@ class LockWatch:
         """The relations as the plan (or a step outside a transaction) found them: file node, rows, bytes."""
         rows = self.conn.execute(_BEFORE).fetchall()
         self._before = {oid: node for oid, node, _, _ in rows}
-        self._known = {oid: (tuples, size) for oid, _, tuples, size in rows}
+        self._known = {oid: (tuples, size) for oid, _, tuples, size in rows if size is not None}
 
     def _drops_alone(self, query: str) -> bool:
         """Whether ``query`` drops tables that lock nothing else: then no reading follows it.

@@ -110,6 +110,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from planner.engines.postgresql.ledger import quote
+from planner.engines.postgresql.schema import OWNED
 from planner.engines.postgresql.snapshot import (
     Counters,
     Objects,
@@ -170,6 +171,9 @@ WITH RECURSIVE up(child, parent) AS (SELECT o, o FROM unnest(%s::oid[]) AS o
 SELECT child::bigint, array_agg(parent::bigint) FROM up WHERE child <> parent GROUP BY child
 """
 
+
+_OWNED_TABLE = (f"SELECT {OWNED.format(ns='n')} FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.oid = %s")
 
 #: The savepoint each counting query runs in (``fetch``).
 COUNT_SAVEPOINT = "apm_preview_count"
@@ -531,6 +535,7 @@ class PgObserver:
         self._claims: set[int] = set()
         #: The steps whose catalog reading waits (``settle``), their lines filled in when it is read.
         self._late: list[_Waiting] = []
+        self._owned: dict[int, bool] = {}  # tables not in ``_origin``: whether in a schema the run owns
 
     def start_step(self) -> None:
         self._impact, self._inserted, self._sql, self._pending = [], {}, [], None
@@ -709,10 +714,14 @@ class PgObserver:
             self._truncating = read_counters(cursor)
 
     def _written_by_plan(self, oid: int, attnum: int | None = None) -> bool:
-        """Whether the table ``oid`` (or its column ``attnum``) is not in the catalog as the plan found it."""
+        """Whether the table ``oid`` (or its column ``attnum``) is not in the catalog as the plan found it. That
+        catalog holds the schemas the run owns (``schema.own_schemas``): a table missing from it in another
+        schema (a shared one) is one whose rows the run cannot tell from older ones, so losing them is told."""
         relation = None if self._origin is None else self._origin.relations.get(oid)  # a table, or a view
         if relation is None:
-            return True
+            if oid not in self._owned:
+                self._owned[oid] = bool(self.conn.execute(_OWNED_TABLE, (oid,)).fetchone()[0])
+            return self._owned[oid]
         return attnum is not None and attnum not in relation.columns
 
     def _count_update(self, statement: Statement,

@@ -29,8 +29,25 @@ from typing import Any
 from planner.ledger import LOG_TABLE, TABLE
 from planner.schema import Column, Constraint, ForeignKey, Schema, Table
 
+#: Whether schema ``{ns}`` (a ``pg_namespace`` row) is one the member's migrations own (``own_schemas``); on a
+#: connection it was never said for (a scratch database, a test's), every schema. Read from two settings of the
+#: connection, so the statements stay the same text (prepared once) whoever runs them.
+OWNED = ("CASE WHEN current_setting('apm.schemas', true) <> '' "
+         "THEN {ns}.nspname = ANY(current_setting('apm.schemas', true)::text[]) "
+         "ELSE {ns}.nspname <> ALL(coalesce(nullif(current_setting('apm.skipped', true), '')::text[], "
+         "ARRAY[]::text[])) END")
 _USER = ("{ns}.nspname NOT IN ('pg_catalog', 'information_schema') AND {ns}.nspname NOT LIKE 'pg\\_toast%%' "
-         "AND {ns}.nspname NOT LIKE 'pg\\_temp\\_%%'")
+         "AND {ns}.nspname NOT LIKE 'pg\\_temp\\_%%' AND " + OWNED)
+#: ``own_schemas``'s one statement: a tenant (its ledger's schema, not ``public``, first on its search_path, as
+#: ``PostgresEngine.tenant`` says it) owns its schema; a plain database every schema but those holding another
+#: ledger (another member's: a tenant's), whatever its migrations create during the run.
+_OWN = """
+SELECT tenant, set_config('apm.schemas', CASE WHEN tenant THEN ARRAY[%(ledger)s]::text ELSE '' END, false),
+       set_config('apm.skipped', CASE WHEN tenant THEN '' ELSE ARRAY(
+           SELECT n.nspname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE c.relname = %(table)s AND c.relkind IN ('r', 'p') AND n.nspname <> %(ledger)s)::text END, false)
+FROM (SELECT %(ledger)s <> 'public' AND current_schema() = %(ledger)s AS tenant) t
+"""
 #: Separates the column names of a constraint in one text value (no identifier holds it).
 _SEP = "\x1f"
 
@@ -145,8 +162,25 @@ _LABELS = {"p": "primary key", "u": "unique constraint", "c": "check constraint"
 _PLAIN = {"p": "PRIMARY KEY", "u": "UNIQUE"}
 
 
+def own_schemas(conn: Any, ledger_schema: str) -> bool:
+    """Restrict what this connection's readings read (``OWNED``) to the schemas the member's migrations own;
+    return whether the member is a tenant (``PostgresEngine.tenant``), which decides them.
+
+    The functions the readings call on a relation lock it: ``pg_get_viewdef``
+    a view and its tables, held to the end of the run's transaction;
+    ``pg_relation_size`` for a moment, waiting behind an ACCESS EXCLUSIVE
+    holder. Read in every schema, each tenant's run locked the other
+    tenants' views and tables, so two tenants' DDL on their same-named
+    tables deadlocked, and a session holding one tenant's table held up
+    the others' runs. One rule for the run's preview, its lock analysis and
+    drift: the same schemas everywhere.
+    """
+    return bool(conn.execute(_OWN, {"ledger": ledger_schema, "table": TABLE}).fetchone()[0])
+
+
 def read_schema(conn: Any, ledger_schema: str = "public") -> Schema:
-    """The schema of ``conn`` (a psycopg connection): one query, whatever its size."""
+    """The schema of ``conn`` (a psycopg connection): one query, whatever its size; only the schemas the member
+    owns on a connection ``own_schemas`` restricted."""
     rows = conn.execute(_QUERY, {"ledger_schema": ledger_schema, "ledger": TABLE, "log": LOG_TABLE}).fetchall()
     options: dict[str, str] = {}
     columns: dict[str, list[Column]] = {}

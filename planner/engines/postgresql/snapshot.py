@@ -39,7 +39,7 @@ from functools import cached_property
 from typing import Any
 
 from planner.engines.postgresql.ledger import quote
-from planner.engines.postgresql.schema import COLUMN_JOINS, COLUMN_PARTS
+from planner.engines.postgresql.schema import COLUMN_JOINS, COLUMN_PARTS, OWNED
 from planner.ledger import LOG_TABLE, TABLE
 from planner.schema import Column, ObjectKind, SchemaChange
 
@@ -48,8 +48,12 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-_USER_RELATIONS = (f"n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
-                   f"AND n.nspname NOT LIKE 'pg_temp%' AND c.relname NOT IN ({_literal(TABLE)}, {_literal(LOG_TABLE)})")
+_ANY_USER_RELATION = (f"n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
+                      f"AND n.nspname NOT LIKE 'pg_temp%' "
+                      f"AND c.relname NOT IN ({_literal(TABLE)}, {_literal(LOG_TABLE)})")
+#: Relations of the schemas the member owns (``schema.own_schemas``): ``pg_get_viewdef`` locks a view and its
+#: tables to the end of the transaction, and another tenant's relations are not the run's to lock.
+_USER_RELATIONS = f"{_ANY_USER_RELATION} AND {OWNED.format(ns='n')}"
 #: The catalog reading, for the relations that also pass ``{only}`` (``TRUE``: all of them). An index that
 #: backs a key, a unique or an exclusion constraint is the constraint's, not one the migration created: left
 #: out, as SQLite's automatic indexes are, so both engines report the same schema changes.
@@ -63,14 +67,15 @@ WHERE c.relkind IN ('r', 'p', 'v', 'i') AND {_USER_RELATIONS} AND {{only}}
   AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = c.oid AND k.contype IN ('p', 'u', 'x'))
 """
 _CATALOG = CATALOG_OF.format(only="TRUE")
-# Only tables with some deletes or updates (the rest would read as zero anyway); the two counters called
-# directly, since the pg_stat_xact_user_tables view computes eight per table and costs 2-3 times as much.
+# Only tables with some deletes or updates (the rest would read as zero anyway), in every schema: the counters
+# lock nothing and count only what the run's own transaction did, so rows a migration deletes in a schema it
+# does not own (a shared one) are still told. The two counters called directly, since the pg_stat_xact_user_tables view computes eight per table and costs 2-3 times as much.
 COUNTERS = f"""
 SELECT s.oid::bigint, n.nspname, s.relname, s.deleted, s.updated FROM (
   SELECT c.oid, c.relname, c.relnamespace, pg_stat_get_xact_tuples_deleted(c.oid) AS deleted,
          pg_stat_get_xact_tuples_updated(c.oid) AS updated
   FROM pg_class c WHERE c.relkind IN ('r', 'p')) s JOIN pg_namespace n ON n.oid = s.relnamespace
-WHERE (s.deleted > 0 OR s.updated > 0) AND {_USER_RELATIONS.replace("c.relname", "s.relname")}
+WHERE (s.deleted > 0 OR s.updated > 0) AND {_ANY_USER_RELATION.replace("c.relname", "s.relname")}
 """
 _KINDS: dict[str, ObjectKind] = {"r": "table", "p": "table", "v": "view", "i": "index"}
 
@@ -268,7 +273,7 @@ def schema_changes(old: Snapshot, new: Snapshot) -> list[SchemaChange]:
 _TRIGGER, _CONSTRAINT, _PROC = ("'pg_catalog.pg_trigger'::regclass", "'pg_catalog.pg_constraint'::regclass",
                                 "'pg_catalog.pg_proc'::regclass")
 _USER = ("n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%' "
-         "AND n.nspname NOT LIKE 'pg_temp%%'")
+         "AND n.nspname NOT LIKE 'pg_temp%%' AND " + OWNED.format(ns="n"))
 _LEDGER = f"c.relname NOT IN ('{TABLE}', '{LOG_TABLE}')"
 
 #: (oid, kind, name, schema, table, definition) of every user trigger, constraint and function passing the gates:
