@@ -234,7 +234,7 @@ ADVICE: dict[str, str] = {
                      "(varchar(n) to a longer n or to text); a volatile default: add the column without it, then "
                      "set the default and backfill",
     "access-exclusive-held": "keep the statement that takes ACCESS EXCLUSIVE alone in its migration, and run "
-                             "backfills in their own steps (each step committed on its own)",
+                             "what does work under it (a backfill, a scan, an index build) in steps of its own",
     "no-lock-timeout": "set a lock timeout (lock_timeout in the config or the migration), so the step gives up "
                        "instead of queueing every reader behind it",
     "validate-same-run": "add the constraint NOT VALID in one migration and VALIDATE it in another, applied in a "
@@ -346,9 +346,15 @@ class LockPolicy:
 
     def accept(self, findings: list[LockFinding], allow: tuple[str, ...]) -> None:
         """Mark the findings a migration's ``allow`` or the run's ``--allow`` accepts, and word their advice as the
-        run's caller does: every finding of a run passes here once, before anything describes it."""
+        run's caller does: every finding of a run passes here once, before anything describes it.
+
+        Advice fitted to what the step ran (``access-exclusive-held``'s) keeps its words; the caller's are added."""
         for finding in findings:
-            finding.advice = self.advice.get(finding.code, finding.advice)
+            words = self.advice.get(finding.code)
+            if words and finding.advice == ADVICE[finding.code]:
+                finding.advice = words
+            elif words and not finding.advice.endswith(words):
+                finding.advice = f"{finding.advice}; {words}"
             if finding.code in allow:
                 finding.accepted = "migration"
             elif finding.code in self.allowed:

@@ -98,6 +98,15 @@ _SCANS_AFTER = f"SELECT to_regclass(%s)::oid, ({_SCANS})"
 #: run of drops, and again after any other statement that may have added one.
 _LINKED = ("SELECT DISTINCT c.relname FROM pg_class c WHERE c.oid IN (SELECT conrelid FROM pg_constraint "
            "WHERE contype = 'f' UNION SELECT inhrelid FROM pg_inherits UNION SELECT inhparent FROM pg_inherits)")
+#: Rows read (scanned or fetched) and written per table in this transaction: what a statement under a held ACCESS
+#: EXCLUSIVE did to existing tables (a metadata-only ALTER reads and writes none).
+_TOUCHED = ("SELECT relid, relname, seq_tup_read + coalesce(idx_tup_fetch, 0), n_tup_ins + n_tup_upd + n_tup_del "
+            "FROM pg_stat_xact_user_tables WHERE seq_tup_read + coalesce(idx_tup_fetch, 0) + n_tup_ins + n_tup_upd "
+            "+ n_tup_del > 0")
+#: Seconds from which a statement run under a held ACCESS EXCLUSIVE counts as work although it touched no rows of
+#: an existing table (a function that sleeps or waits, a large INSERT into a new table): readers notice a quarter
+#: second, and an instant catalog change stays far below it even on a loaded server.
+SLOW = 0.25
 _PLAIN_NAME = re.compile(r"^[a-z_][a-z0-9_$]*(\.[a-z_][a-z0-9_$]*)?$")
 
 #: The user tables a statement that names none may reach: (oid, schema, name, rows estimate, bytes).
@@ -216,6 +225,9 @@ class LockWatch:
         self._measuring = MEASURING
         self._alone = False  # the statement under way is a DROP TABLE that locks only what it drops
         self._linked: set[str] | None = None  # _LINKED, while no statement since may have changed it
+        #: For the statement under way, when a large table's ACCESS EXCLUSIVE is held: those locks, its start,
+        #: and the rows touched so far (``_touched``).
+        self._work: tuple[list[_Held], float, dict[int, tuple[int, int]]] | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -332,9 +344,10 @@ class LockWatch:
         self.inner.before(sql, query, parameters)
         if not self.inner.running or self._current is None or not self._measuring:
             return
-        text = " ".join(sql.split())
-        for held in self._held.values():
-            held.ran(self._version, text)
+        large = [held for held in self._held.values() if held.large]
+        # What the statement does under a large table's ACCESS EXCLUSIVE is measured, so that only work (rows
+        # read or written, a rewrite, an index build, time) is held against the lock, not instant metadata changes.
+        self._work = (large, time.perf_counter(), self._touched()) if large else None
         self._scan = None
         self._alone = self._drops_alone(query)
         table = rewritten_table(query)
@@ -344,10 +357,28 @@ class LockWatch:
 
     def after(self, sql: str, query: str, parameters: Any, rowcount: int) -> None:
         passed, self._passed = self._passed, False
+        work, self._work = self._work, None
+        if work is not None and not passed:  # read before _read, whose own queries touch rows
+            seconds, (read, written) = time.perf_counter() - work[1], _delta(self._touched(), work[2])
+        rewrites = len(self._current.rewrites) if self._current is not None else 0
         if (self._measuring and self.inner.running and self._current is not None and measured(query)
                 and not self._alone and not passed):
             self._read(" ".join(sql.split()), query)
+        if work is not None and not passed and self._current is not None:
+            words = first_keywords(query, 3)
+            kind = ("index" if words[:1] == ["REINDEX"] or words[:1] == ["CREATE"] and "INDEX" in words[1:3]
+                    else "rewrite" if len(self._current.rewrites) > rewrites
+                    else "write" if written else "read" if read else "slow" if seconds >= SLOW else None)
+            if kind is not None:
+                for held in work[0]:
+                    held.ran(self._version, " ".join(sql.split()), kind, read, written, seconds)
         self.inner.after(sql, query, parameters, rowcount)
+
+    def _touched(self) -> dict[int, tuple[int, int]]:
+        """Rows read and written so far in the transaction, per table of the plan's past (ledger's left out)."""
+        before = self._before or {}
+        return {oid: (read, written) for oid, name, read, written in self.conn.execute(_TOUCHED).fetchall()
+                if oid in before and name not in self.ledger_tables}
 
     # -- the readings ------------------------------------------------------------------------
 
@@ -454,7 +485,9 @@ class LockWatch:
         if taken.mode == "AccessExclusiveLock" and taken.held_since is None:
             self._exclusive.setdefault(oid, (self._version, taken, time.perf_counter()))
         if taken.mode == "AccessExclusiveLock" and (taken.held_since is None or _takes_exclusive(words, statement)):
-            self._held.setdefault((len(self.steps), oid), _Held(step, self._version, taken))
+            estimate = taken.rows if taken.rows is not None else (taken.bytes or 0) // 100
+            self._held.setdefault((len(self.steps), oid),
+                                  _Held(step, self._version, taken, estimate >= self.policy.large_table_rows))
 
     def _scanned(self, step: StepLocks, words: list[str], statement: str,
                  tables: dict[int, tuple[str, float, int]]) -> None:
@@ -496,69 +529,106 @@ class LockWatch:
         return bool(self.conn.execute(f"SELECT EXISTS (SELECT 1 FROM {qualified(relation)})").fetchone()[0])
 
     def _finish(self) -> None:
-        """ACCESS EXCLUSIVE locks on large tables, held while later statements ran: a finding of the step
-        that took each, worded with what ran under it so far (refreshed at each step's end)."""
+        """ACCESS EXCLUSIVE locks on large tables, held while later statements did work under them: a finding of
+        the step that took each, worded with what ran under it so far (refreshed at each step's end)."""
         for key, held in list(self._held.items()):
-            step, taken, relation, rows = held.step, held.taken, held.taken.relation, held.taken.rows
+            step, taken, relation = held.step, held.taken, held.taken.relation
             if taken.held_since:
                 del self._held[key]  # its step is over: only that step's statements were its own
-            if held.first is None or (rows if rows is not None else (taken.bytes or 0) // 100) < \
-                    self.policy.large_table_rows:
+            if held.first is None or not held.large:
                 continue
             since = f" (taken by {taken.held_since})" if taken.held_since else ""
-            shown_later = ", ".join(list(held.later)[:3]) + (", ..." if len(held.later) > 3 else "")
-            also = (f", {sum(held.later.values())} of them in later migrations of the same run ({shown_later}), "
-                    f"which is one transaction" if held.later else "")
+            later = {version: work[0] for version, work in held.work.items() if version != held.version}
+            shown_later = ", ".join(list(later)[:3]) + (", ..." if len(later) > 3 else "")
+            also = (f", {sum(later.values())} of them in later migrations of the same run ({shown_later}), "
+                    f"which is one transaction" if later else "")
             text = (f"holds ACCESS EXCLUSIVE{since} on {relation} "
-                    f"({_size(rows if rows is not None else -1, taken.bytes or 0)}) while {held.count} later "
-                    f"statement(s) run{also}, e.g. {_cut(held.first)}: nobody can read {relation} until the plan "
-                    f"commits")
+                    f"({_size(taken.rows if taken.rows is not None else -1, taken.bytes or 0)}) while {held.count} "
+                    f"later statement(s) do work under it ({held.what()}){also}, e.g. {_cut(held.first)}: nobody "
+                    f"can read {relation} until the plan commits")
+            kinds = held.kinds()
+            advice = ("keep the statement that takes ACCESS EXCLUSIVE alone in its migration, and "
+                      + ", and ".join(_WORK_ADVICE[kind] for kind in _WORK_ADVICE if kind in kinds))
             existing = [f for f in step.findings if f.code == "access-exclusive-held" and f.relation == relation]
             if existing:
-                existing[0].text = text
+                existing[0].text, existing[0].advice = text, advice
             else:
                 step.findings.append(LockFinding("access-exclusive-held", self.policy.level("access-exclusive-held"),
-                                                 relation, text))
+                                                 relation, text, advice=advice))
+
+
+#: What ran under a held ACCESS EXCLUSIVE, and the advice that fits it (after "keep the statement that takes it
+#: alone in its migration, and").
+_WORK_ADVICE = {
+    "write": "run backfills in their own steps",
+    "read": "run what reads its rows (a check, a report, INSERT ... SELECT) in its own step",
+    "index": "build indexes with CREATE INDEX CONCURRENTLY in a migration of their own with transactional = False",
+    "rewrite": "avoid the rewrite under it (see table-rewrite), or give it a step of its own",
+    "slow": "move the slow statements to their own steps",
+}
 
 
 class _Held:
-    """An ACCESS EXCLUSIVE lock a step holds, and what ran under it since: counted as it runs, so a plan of a
+    """An ACCESS EXCLUSIVE lock a step holds, and the work done under it since: counted as it runs, so a plan of a
     thousand steps on one table costs a thousand additions, not a thousand lists read at each step's end."""
 
-    __slots__ = ("step", "version", "taken", "first", "count", "later", "_last")
+    __slots__ = ("step", "version", "taken", "large", "first", "count", "work", "_last")
 
-    def __init__(self, step: StepLocks, version: str, taken: LockTaken):
-        self.step, self.version, self.taken = step, version, taken
-        self.first: str | None = None  # the first statement run under it: the finding's example
+    def __init__(self, step: StepLocks, version: str, taken: LockTaken, large: bool):
+        self.step, self.version, self.taken, self.large = step, version, taken, large
+        self.first: str | None = None  # the first statement that did work under it: the finding's example
         self.count = 0
-        self.later: dict[str, int] = {}  # statements of later migrations, per version, in plan order
-        self._last: str | None = None  # the version of the statement counted last (``undo``)
+        #: Per version, in plan order: [statements, rows read, rows written, seconds, {kind: statements}] of the
+        #: work done under it.
+        self.work: dict[str, list[Any]] = {}
+        self._last: tuple[str, int, int, float, str] | None = None  # what was counted last (``undo``)
 
-    def ran(self, version: str, statement: str) -> None:
+    def ran(self, version: str, statement: str, kind: str, read: int, written: int, seconds: float) -> None:
         if self.taken.held_since and version != self.version:
             return  # what later migrations run under it is the finding of the step that took it
         self.count += 1
         self.first = self.first or statement
-        if version != self.version:
-            self.later[version] = self.later.get(version, 0) + 1
-        self._last = version
+        work = self.work.setdefault(version, [0, 0, 0, 0.0, {}])
+        work[0], work[1], work[2], work[3] = work[0] + 1, work[1] + read, work[2] + written, work[3] + seconds
+        work[4][kind] = work[4].get(kind, 0) + 1
+        self._last = (version, read, written, seconds, kind)
 
     def undo(self, version: str) -> None:
-        """The statement counted last did not run (a dry run passed over it)."""
-        if self._last != version or self.count == 0:
+        """The statement counted last did not run under it (a dry run passed over it, running a stand-in)."""
+        if self._last is None or self._last[0] != version or version not in self.work:
             return
+        _, read, written, seconds, kind = self._last
+        work = self.work[version]
+        work[0], work[1], work[2], work[3] = work[0] - 1, work[1] - read, work[2] - written, work[3] - seconds
+        work[4][kind] -= 1
         self.count -= 1
-        if version in self.later:
-            self.later[version] -= 1
-            if not self.later[version]:
-                del self.later[version]
+        if not work[0]:
+            del self.work[version]
         self.first = self.first if self.count else None
         self._last = None
 
     def forget(self, version: str) -> None:
         """A step's statements were rolled back (a rehearsal that could not go on): none ran under it."""
-        self.count -= self.later.pop(version, 0)
+        self.count -= self.work.pop(version, [0])[0]
         self.first = self.first if self.count else None
+
+    def kinds(self) -> dict[str, int]:
+        """Per kind of work (``_WORK_ADVICE``), the statements that did it under the lock."""
+        kinds: dict[str, int] = {}
+        for work in self.work.values():
+            for kind, count in work[4].items():
+                kinds[kind] = kinds.get(kind, 0) + count
+        return {kind: count for kind, count in kinds.items() if count}
+
+    def what(self) -> str:
+        """The work done under it, in words: ``wrote 200 rows, built 1 index``."""
+        read, written, seconds = (sum(work[i] for work in self.work.values()) for i in (1, 2, 3))
+        kinds = self.kinds()
+        parts = [f"built {kinds['index']} index(es)" if "index" in kinds else "",
+                 f"{kinds['rewrite']} rewrite(s)" if "rewrite" in kinds else "",
+                 f"wrote {written} rows" if written else "", f"read {read} rows" if read else "",
+                 f"{kinds['slow']} slow statement(s)" if "slow" in kinds else "", f"{seconds:.2f} s on this database"]
+        return ", ".join(part for part in parts if part)
 
 
 def _takes_exclusive(words: list[str], statement: str) -> bool:
@@ -566,6 +636,12 @@ def _takes_exclusive(words: list[str], statement: str) -> bool:
     shows no new lock to tell): most ``ALTER TABLE`` forms, ``DROP``, ``TRUNCATE``; a ``VALIDATE CONSTRAINT`` or
     an index build takes a weaker one, and the earlier step's finding already covers what runs under it."""
     return words[:1] in (["ALTER"], ["DROP"], ["TRUNCATE"], ["LOCK"]) and "VALIDATE CONSTRAINT" not in statement.upper()
+
+
+def _delta(now: dict[int, tuple[int, int]], before: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    """Rows read and written between two ``_touched`` readings."""
+    read = sum(pair[0] - before.get(oid, (0, 0))[0] for oid, pair in now.items())
+    return read, sum(pair[1] - before.get(oid, (0, 0))[1] for oid, pair in now.items())
 
 
 def _size(tuples: float, size: int) -> str:
