@@ -165,6 +165,8 @@ CODES: dict[str, str] = {
     "no-lock-timeout": "the step runs without a lock timeout, so it may queue every reader behind it",
     "validate-same-run": "VALIDATE CONSTRAINT (the safe pattern's second half) scanning a table while a lock an "
                          "earlier migration of the same run took on it is held (the run is one transaction)",
+    "rename": "a table, view, index or column that existed before the plan renamed: the running application's "
+              "queries that name it fail from the commit on",
 }
 
 
@@ -239,6 +241,9 @@ ADVICE: dict[str, str] = {
                        "instead of queueing every reader behind it",
     "validate-same-run": "add the constraint NOT VALID in one migration and VALIDATE it in another, applied in a "
                          "later run: within one run the earlier lock is held until the whole plan commits",
+    "rename": "expand and contract: add the new name beside the old (a new column written with both, or a view "
+              "under the old name), move the application's readers and writers to it, and drop the old name in a "
+              "later migration once nothing uses it",
 }
 
 
@@ -335,7 +340,7 @@ class LockPolicy:
     def level(self, code: str, holds_rows: bool = True) -> str:
         if code in self.levels:
             return self.levels[code]
-        if code in ("access-exclusive-held", "no-lock-timeout"):
+        if code in ("access-exclusive-held", "no-lock-timeout", "rename"):
             return "warning"
         if code == "table-rewrite":
             return "error"

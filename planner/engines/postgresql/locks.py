@@ -667,10 +667,48 @@ def attach(preview: Any, watch: LockWatch) -> None:
     """
     migrations = {step.version: step.migration for step in preview.plan.steps}
     preview.held_exclusive = _held_too_long(watch)
+    created: set[str | tuple[str, str]] = set()  # what the plan made so far: tables and (table, column) pairs
     for record, report in zip(watched(preview.steps), watch.steps):
         record.locks = report
+        report.findings.extend(renames(record.changes, created, watch.policy))
         migration = migrations.get(record.version)
         watch.policy.accept(report.findings, migration.allow if migration is not None else ())
+
+
+def renames(changes: list, created: set[str | tuple[str, str]], policy: LockPolicy) -> list[LockFinding]:
+    """``rename`` findings for a step's renamed tables, views, indexes and columns that existed before the plan.
+
+    The preview tells a rename by oid (attnum for a column), not by name (``snapshot.schema_changes``). The
+    statement is instant; what breaks is the application, whose queries still say the old name once it commits.
+    ``created`` gathers what the plan made, step by step: renaming that (``CREATE TABLE t_new ...`` then ``RENAME
+    TO t``) is building a new object, never a finding.
+    """
+    found = []
+    for change in changes:
+        if change.kind not in ("table", "view", "index", "column"):
+            continue  # rows, values, keys, functions...: no name an application's query spells
+        if change.action == "added":
+            created.add(change.name if change.table is None else (change.table, change.name))
+        elif change.action == "renamed" and change.kind == "column":
+            if change.table in created or (change.table, change.before) in created:
+                created.add((change.table, change.after))
+                continue
+            found.append(LockFinding("rename", policy.level("rename"), change.table,
+                                     f"renames column {change.table}.{change.before} to {change.after}: queries "
+                                     f"that name {change.before} fail once it commits"))
+        elif change.action == "renamed":
+            # Its columns the plan made keep that under the new name.
+            created.update([(change.after, pair[1]) for pair in created if isinstance(pair, tuple)
+                            and pair[0] == change.before])
+            if change.before in created:
+                created.add(change.after)
+                continue
+            who = ("what names it (ON CONFLICT ON CONSTRAINT for the constraint it backs, scripts)"
+                   if change.kind == "index" else "queries that name it")
+            found.append(LockFinding("rename", policy.level("rename"), change.before,
+                                     f"renames {change.kind} {change.before} to {change.after}: {who} fail once "
+                                     f"it commits"))
+    return found
 
 
 def _held_too_long(watch: LockWatch) -> list[dict]:
