@@ -68,6 +68,7 @@ from planner.engines.postgresql.step_catalog import Statement
 from planner.ledger import LOG_TABLE, TABLE
 from planner.locks import (
     BLOCKING,
+    MODES,
     LockFinding,
     LockPolicy,
     LockSettings,
@@ -224,6 +225,9 @@ class LockWatch:
         self._raw = False
         self._measuring = MEASURING
         self._alone = False  # the statement under way is a DROP TABLE that locks only what it drops
+        self._resolved: dict[str, int | None] = {}  # the statement's relation names and their oids (``_named``)
+        self._unread: list[str] = []  # the step's statements not read after (data statements, plain drops)
+        self._unread_names: list[set[str]] = []  # the relation names each of them spells, parsed when needed
         self._linked: set[str] | None = None  # _LINKED, while no statement since may have changed it
         #: For the statement under way, when a large table's ACCESS EXCLUSIVE is held: those locks, its start,
         #: and the rows touched so far (``_touched``).
@@ -239,7 +243,7 @@ class LockWatch:
         if self._before is None and self._measuring:
             self._first_reading()
         self._current = StepLocks([], [], [])
-        self._sizes, self._mine = {}, set()
+        self._sizes, self._mine, self._unread, self._unread_names = {}, set(), [], []
         self._raw = self._passed = False
         self.steps.append(self._current)
 
@@ -361,9 +365,11 @@ class LockWatch:
         if work is not None and not passed:  # read before _read, whose own queries touch rows
             seconds, (read, written) = time.perf_counter() - work[1], _delta(self._touched(), work[2])
         rewrites = len(self._current.rewrites) if self._current is not None else 0
-        if (self._measuring and self.inner.running and self._current is not None and measured(query)
-                and not self._alone and not passed):
-            self._read(" ".join(sql.split()), query)
+        if self._measuring and self.inner.running and self._current is not None and not passed:
+            if measured(query) and not self._alone:
+                self._read(" ".join(sql.split()), query)
+            else:
+                self._unread.append(query)  # its weak locks show at the next reading: whose they are (``_read``)
         if work is not None and not passed and self._current is not None:
             words = first_keywords(query, 3)
             kind = ("index" if words[:1] == ["REINDEX"] or words[:1] == ["CREATE"] and "INDEX" in words[1:3]
@@ -416,7 +422,14 @@ class LockWatch:
         rows = (prepared.execute(self.conn, _LOCKS_PREPARED) if prepared is not None
                 else self.conn.execute(_LOCKS)).fetchall()
         words = first_keywords(query, 3)
-        named: set[str] | None = None  # the names the statement spells, read only for a lock held since before
+        self._resolved = {}
+        names: list[str] | None = None
+
+        def spelled() -> list[str]:  # the relations the statement names, parsed only for a lock it may not own
+            nonlocal names
+            names = _relations_named(query) if names is None else names
+            return names
+
         tables: dict[int, tuple[str, float, int]] = {}
         for oid, mode, node, tuples, size, schema, name, kind, parent in rows:
             if oid not in self._before or name in self.ledger_tables:
@@ -440,12 +453,14 @@ class LockWatch:
             key = (oid, mode)
             if key in self._mine:
                 continue  # listed and judged for an earlier statement of this step
-            owner, version = self._taken.setdefault(key, (step, self._version))
-            if owner is not step:
-                if named is None:
-                    named = {token.name.lower() for token in tokens(query) if token.name is not None}
-                if name.lower() not in named:
-                    continue  # an earlier step's lock on a relation this statement does not name
+            owner, version = self._taken.get(key, (None, self._version))
+            if owner is None:
+                if rank < _DATA_LOCKS and oid not in self._named(spelled(), name) and \
+                        oid not in self._named_before(name):
+                    continue  # a data statement of an earlier step took it, unread: it is no step's of these
+                owner, version = self._taken[key] = (step, self._version)
+            elif owner is not step and oid not in self._named(spelled(), name):
+                continue  # an earlier step's lock on a relation this statement does not name
             # A lock an earlier step took shows no new row when this statement takes it again: the step lists it
             # and is judged as if it took it (a gated index build would hide behind an accepted one otherwise).
             self._mine.add(key)
@@ -460,6 +475,27 @@ class LockWatch:
         if self._scan is not None:
             self._scanned(step, words, statement, tables)
             self._scan = None
+
+    def _named(self, names: Any, relname: str) -> set[int]:
+        """The oids of the relations ``names`` (those a statement spells where a relation goes, ``_relations_named``)
+        spelled ``relname``: a lock an earlier step holds is a statement's too only on a relation it names.
+
+        By oid, as the server resolves the names (search path, schema), not by spelling: a column, an index or a
+        table of another schema with the same name is not that relation.
+        """
+        names = [name for name in names if name.rsplit(".", 1)[-1] == relname]
+        wanted = [name for name in names if name not in self._resolved]
+        if wanted:
+            spelled = [".".join('"' + part.replace('"', '""') + '"' for part in name.split(".")) for name in wanted]
+            rows = self.conn.execute("SELECT to_regclass(x)::oid FROM unnest(%s::text[]) AS x", (spelled,))
+            self._resolved.update(zip(wanted, (row[0] for row in rows.fetchall())))
+        return {oid for name in names if (oid := self._resolved[name]) is not None}
+
+    def _named_before(self, relname: str) -> set[int]:
+        """``_named`` for the step's statements not read after: each is parsed once per step."""
+        for query in self._unread[len(self._unread_names):]:
+            self._unread_names.append(set(_relations_named(query)))
+        return self._named({name for spelled in self._unread_names for name in spelled}, relname)
 
     def _judge(self, step: StepLocks, oid: int, taken: LockTaken, words: list[str], statement: str,
                tuples: float, size: int) -> None:
@@ -629,6 +665,33 @@ class _Held:
                  f"wrote {written} rows" if written else "", f"read {read} rows" if read else "",
                  f"{kinds['slow']} slow statement(s)" if "slow" in kinds else "", f"{seconds:.2f} s on this database"]
         return ", ".join(part for part in parts if part)
+
+
+#: Modes up to which a lock may be a data statement's (not read after it): first seen by a later statement that
+#: does not name its relation, it is not that step's.
+_DATA_LOCKS = MODES.index("ShareUpdateExclusiveLock")
+#: Words after which a statement names a relation (a list of them after some): ``ALTER TABLE t``, ``FROM t``,
+#: ``CREATE INDEX ... ON t``, ``REFERENCES t``, ``INHERITS (t)``, ``TRUNCATE a, b``...
+_RELATION_BEFORE = {"INTO", "TABLE", "JOIN", "FROM", "UPDATE", "REFERENCES", "ONLY", "ON", "TRUNCATE", "LOCK",
+                    "VIEW", "EXISTS", "LIKE", "OF", "PARTITION", "INHERITS", "USING", "CLUSTER"}
+
+
+def _relations_named(query: str) -> list[str]:
+    """The names ``query`` spells where a relation goes, schema-qualified as written, not its columns' names."""
+    parts, names = tokens(query), []
+    for i, token in enumerate(parts):
+        if token.kind != "word" or token.upper not in _RELATION_BEFORE:
+            continue
+        j = i + 2 if i + 1 < len(parts) and parts[i + 1].text == "(" else i + 1
+        while True:
+            name, j = qualified_name(parts, j)
+            if name is None:
+                break
+            names.append(name)
+            if j >= len(parts) or parts[j].text != ",":
+                break
+            j += 1
+    return names
 
 
 def _takes_exclusive(words: list[str], statement: str) -> bool:
