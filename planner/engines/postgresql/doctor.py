@@ -84,7 +84,7 @@ def _timeouts(rows: list[tuple]) -> list[Finding]:
     findings = []
     for (version, action, limit), attempts in grouped.items():
         first, last, done = attempts[0][0], attempts[-1][0], attempts[-1][2]
-        when = f"at {first}" if first == last else f"from {first} to {last}"
+        when = f"at {first} UTC" if first == last else f"from {first} to {last} UTC"  # the log's times are UTC
         held = _HELD_BY.search(attempts[-1][1])
         what = (f"could not get a lock within the lock timeout in {len(attempts)} attempt(s) {when}"
                 + (f" (the last held by {held.group(1)})" if held else "")
@@ -93,7 +93,7 @@ def _timeouts(rows: list[tuple]) -> list[Finding]:
         if done is not None:
             findings.append(Finding(INFO, "lock-timeouts", version,
                                     f"migration {version}'s {action} {what}; each attempt was rolled back, and it "
-                                    f"succeeded at {str(done)[:19]}: nothing to do", None, "history"))
+                                    f"succeeded at {str(done)[:19]} UTC: nothing to do", None, "history"))
         else:
             findings.append(Finding(
                 WARNING, "lock-timeouts", version,
