@@ -104,6 +104,9 @@ _LINKED = ("SELECT DISTINCT c.relname FROM pg_class c WHERE c.oid IN (SELECT con
 _TOUCHED = ("SELECT relid, relname, seq_tup_read + coalesce(idx_tup_fetch, 0), n_tup_ins + n_tup_upd + n_tup_del "
             "FROM pg_stat_xact_user_tables WHERE seq_tup_read + coalesce(idx_tup_fetch, 0) + n_tup_ins + n_tup_upd "
             "+ n_tup_del > 0")
+_TOUCHED_PREPARED = Statement("rows_touched", _TOUCHED)
+#: Words of a statement that may change which relation a name resolves to (``LockWatch._resolved``).
+_RENAMES = re.compile(r"\b(RENAME|SCHEMA|SEARCH_PATH)\b", re.I)
 #: Seconds from which a statement run under a held ACCESS EXCLUSIVE counts as work although it touched no rows of
 #: an existing table (a function that sleeps or waits, a large INSERT into a new table): readers notice a quarter
 #: second, and an instant catalog change stays far below it even on a loaded server.
@@ -225,7 +228,8 @@ class LockWatch:
         self._raw = False
         self._measuring = MEASURING
         self._alone = False  # the statement under way is a DROP TABLE that locks only what it drops
-        self._resolved: dict[str, int | None] = {}  # the statement's relation names and their oids (``_named``)
+        #: Relation names statements spelled, and their oids (``_named``), until a statement may change them.
+        self._resolved: dict[str, int | None] = {}
         self._unread: list[str] = []  # the step's statements not read after (data statements, plain drops)
         self._unread_names: list[set[str]] = []  # the relation names each of them spells, parsed when needed
         self._linked: set[str] | None = None  # _LINKED, while no statement since may have changed it
@@ -262,6 +266,7 @@ class LockWatch:
         """The step ended early: a failure (all is rolled back) or a rehearsal that cannot go beyond a statement
         (its savepoint is rolled back, releasing what it locked): nothing it took is held for later steps."""
         step = self._current
+        self._resolved = {}  # what it created or renamed is undone
         self._taken = {key: owner for key, owner in self._taken.items() if owner[0] is not step}
         self._held = {key: held for key, held in self._held.items() if held.step is not step}
         self._exclusive = {oid: held for oid, held in self._exclusive.items() if held[0] != self._version}
@@ -338,7 +343,7 @@ class LockWatch:
         return found
 
     def unwatched(self) -> None:
-        self._raw = True
+        self._raw, self._resolved = True, {}
         self._linked = None
         self.inner.unwatched()
 
@@ -353,6 +358,9 @@ class LockWatch:
         # read or written, a rewrite, an index build, time) is held against the lock, not instant metadata changes.
         self._work = (large, time.perf_counter(), self._touched()) if large else None
         self._scan = None
+        if first_keywords(query, 1)[:1] not in (["ALTER"], ["UPDATE"], ["INSERT"], ["DELETE"], ["SELECT"]) or \
+                _RENAMES.search(query):
+            self._resolved = {}  # it may create, drop, rename or move relations, or change the search path
         self._alone = self._drops_alone(query)
         table = rewritten_table(query)
         if table is not None and _VALIDATES & {t.upper for t in tokens(query) if t.kind == "word"}:
@@ -383,7 +391,10 @@ class LockWatch:
     def _touched(self) -> dict[int, tuple[int, int]]:
         """Rows read and written so far in the transaction, per table of the plan's past (ledger's left out)."""
         before = self._before or {}
-        return {oid: (read, written) for oid, name, read, written in self.conn.execute(_TOUCHED).fetchall()
+        prepared = getattr(self.inner, "prepared", None)  # planned once per preview, as the lock reading is
+        rows = (prepared.execute(self.conn, _TOUCHED_PREPARED) if prepared is not None
+                else self.conn.execute(_TOUCHED)).fetchall()
+        return {oid: (read, written) for oid, name, read, written in rows
                 if oid in before and name not in self.ledger_tables}
 
     # -- the readings ------------------------------------------------------------------------
@@ -422,7 +433,6 @@ class LockWatch:
         rows = (prepared.execute(self.conn, _LOCKS_PREPARED) if prepared is not None
                 else self.conn.execute(_LOCKS)).fetchall()
         words = first_keywords(query, 3)
-        self._resolved = {}
         names: list[str] | None = None
 
         def spelled() -> list[str]:  # the relations the statement names, parsed only for a lock it may not own
