@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shlex
-from pathlib import Path
 
 import pytest
 
@@ -82,7 +81,7 @@ def test_a_tenant_given_by_its_search_path_and_ledger_schema_is_named_where_its_
 
     (catalog_dir / "migration_0002.py").write_text((catalog_dir / "migration_0002.py").read_text().replace(
         "SELECT * FROM no_such_table", "CREATE TABLE more (id INT)"))
-    again = run_apm(*command[1:], cwd=Path("/"))  # pasted alone, elsewhere: no config file, no list
+    again = run_apm(*command[1:], cwd=tmp_path)  # pasted alone: no list, no fleet
     assert again.returncode == 0, again.stderr
     assert query(pg_url, "SELECT version FROM tenant_a.schema_migrations ORDER BY 1") == [("0001",), ("0002",)]
     assert query(pg_url, "SELECT to_regclass('public.schema_migrations')") == [(None,)]
