@@ -161,7 +161,9 @@ CODES: dict[str, str] = {
                                     "an existing table under its lock",
     "table-rewrite": "a table or index of the plan's past rewritten (a new file node): a type change, a volatile "
                      "default, SET LOGGED, CLUSTER, VACUUM FULL...",
-    "access-exclusive-held": "ACCESS EXCLUSIVE on a large existing table held while later statements run",
+    "access-exclusive-held": "ACCESS EXCLUSIVE on a large existing table held while later statements do work "
+                             "under it (read or write its rows or another table's, build an index, rewrite, run "
+                             "slowly)",
     "no-lock-timeout": "the step runs without a lock timeout, so it may queue every reader behind it",
     "validate-same-run": "VALIDATE CONSTRAINT (the safe pattern's second half) scanning a table while a lock an "
                          "earlier migration of the same run took on it is held (the run is one transaction)",
