@@ -50,7 +50,9 @@ def discover_members(globs: tuple[str, ...], lists: tuple[str, ...]):
     # start-up time: cli.fleet runs without planner.fleet.members until discover_members() needs it
     from planner.fleet.members import discover
 
-    return discover(globs=globs, lists=lists, configured=_configured(globs, lists), order=_given_order(globs, lists))
+    found = discover(globs=globs, lists=lists, configured=_configured(globs, lists), order=_given_order(globs, lists))
+    schema = settings().ledger_schema  # named as `apm migrate --db URL --ledger-schema S` names them
+    return found if schema == "public" else [member.with_ledger(schema) for member in found]
 
 
 def _configured(globs: tuple[str, ...], lists: tuple[str, ...]):

@@ -178,9 +178,7 @@ class Settings:
 
         if not on_server(chosen):
             return None
-        schema = split_schema(chosen)[1]
-        # A '#' in a keyword string's value (password=a#b host=...) is no tenant: a schema name has no '=' or space.
-        return schema if schema is not None and not any(c in schema for c in "= \t@/") else None
+        return split_schema(chosen)[1]  # a '#' inside a value (password=a#b) is no tenant
 
     @property
     def ledger_schema(self) -> str:

@@ -638,10 +638,9 @@ def lock_policy(settings: Settings):
 
 #: The safer way for the lock findings this command has an option for (the library's ``ADVICE`` names none).
 LOCK_ADVICE = {
-    "access-exclusive-held": "keep the statement that takes ACCESS EXCLUSIVE alone in its migration, and run "
-                             "backfills in their own steps; what later migrations run under it waits with it: apply "
-                             "it in a run of its own (apm migrate --target VERSION), or with --no-preview (each "
-                             "step commits on its own)",
+    # Added to the advice fitted to what ran under the lock (planner.locks.LockPolicy.accept).
+    "access-exclusive-held": "what later migrations run under it waits with it: apply it in a run of its own (apm "
+                             "migrate --target VERSION), or with --no-preview (each step commits on its own)",
     "validate-same-run": "VALIDATE in a later migration than the NOT VALID one, and apply that one in a run of its "
                          "own first (apm migrate --target VERSION), then apm migrate; or run with --no-preview",
     "no-lock-timeout": "set a lock timeout (--lock-timeout, lock_timeout in the config or the migration), so the "

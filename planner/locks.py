@@ -161,10 +161,14 @@ CODES: dict[str, str] = {
                                     "an existing table under its lock",
     "table-rewrite": "a table or index of the plan's past rewritten (a new file node): a type change, a volatile "
                      "default, SET LOGGED, CLUSTER, VACUUM FULL...",
-    "access-exclusive-held": "ACCESS EXCLUSIVE on a large existing table held while later statements run",
+    "access-exclusive-held": "ACCESS EXCLUSIVE on a large existing table held while later statements do work "
+                             "under it (read or write its rows or another table's, build an index, rewrite, run "
+                             "slowly)",
     "no-lock-timeout": "the step runs without a lock timeout, so it may queue every reader behind it",
     "validate-same-run": "VALIDATE CONSTRAINT (the safe pattern's second half) scanning a table while a lock an "
                          "earlier migration of the same run took on it is held (the run is one transaction)",
+    "rename": "a table, view, index or column that existed before the plan renamed: the running application's "
+              "queries that name it fail from the commit on",
 }
 
 
@@ -234,11 +238,14 @@ ADVICE: dict[str, str] = {
                      "(varchar(n) to a longer n or to text); a volatile default: add the column without it, then "
                      "set the default and backfill",
     "access-exclusive-held": "keep the statement that takes ACCESS EXCLUSIVE alone in its migration, and run "
-                             "backfills in their own steps (each step committed on its own)",
+                             "what does work under it (a backfill, a scan, an index build) in steps of its own",
     "no-lock-timeout": "set a lock timeout (lock_timeout in the config or the migration), so the step gives up "
                        "instead of queueing every reader behind it",
     "validate-same-run": "add the constraint NOT VALID in one migration and VALIDATE it in another, applied in a "
                          "later run: within one run the earlier lock is held until the whole plan commits",
+    "rename": "expand and contract: add the new name beside the old (a new column written with both, or a view "
+              "under the old name), move the application's readers and writers to it, and drop the old name in a "
+              "later migration once nothing uses it",
 }
 
 
@@ -335,7 +342,7 @@ class LockPolicy:
     def level(self, code: str, holds_rows: bool = True) -> str:
         if code in self.levels:
             return self.levels[code]
-        if code in ("access-exclusive-held", "no-lock-timeout"):
+        if code in ("access-exclusive-held", "no-lock-timeout", "rename"):
             return "warning"
         if code == "table-rewrite":
             return "error"
@@ -346,9 +353,15 @@ class LockPolicy:
 
     def accept(self, findings: list[LockFinding], allow: tuple[str, ...]) -> None:
         """Mark the findings a migration's ``allow`` or the run's ``--allow`` accepts, and word their advice as the
-        run's caller does: every finding of a run passes here once, before anything describes it."""
+        run's caller does: every finding of a run passes here once, before anything describes it.
+
+        Advice fitted to what the step ran (``access-exclusive-held``'s) keeps its words; the caller's are added."""
         for finding in findings:
-            finding.advice = self.advice.get(finding.code, finding.advice)
+            words = self.advice.get(finding.code)
+            if words and finding.advice == ADVICE[finding.code]:
+                finding.advice = words
+            elif words and not finding.advice.endswith(words):
+                finding.advice = f"{finding.advice}; {words}"
             if finding.code in allow:
                 finding.accepted = "migration"
             elif finding.code in self.allowed:

@@ -16,7 +16,9 @@ _SCHEMES = ("postgresql://", "postgres://")
 # libpq's "key=value key=value" form: starts with a known keyword followed by '='.
 _KEYWORD_FORM = re.compile(r"^\s*(host|hostaddr|dbname|user|port|service|password|sslmode)\s*=", re.I)
 
-_URL_PASSWORD = re.compile(r"(://[^/@:?#]*):[^@/?#]*@")
+# The user info ends at the first '/' and holds no other '@' (libpq's rule): a '#' or '?' in a password is the
+# password's, not a fragment or a query (``postgresql://app:a#b@/db``).
+_URL_PASSWORD = re.compile(r"(://[^/@:]*):[^@/]*@")
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.I)
 _KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
 
@@ -70,10 +72,29 @@ def redact(db: str) -> str:
     return text
 
 
+#: What may follow the last '#' as a tenant schema: nothing a connection string's value could go on with.
+_SCHEMA = re.compile(r"^[^\s=@/:?&'\"\\%#]+$")
+#: libpq's keyword form ending in an unquoted password value: a '#' after it is the password's.
+_ENDS_IN_PASSWORD = re.compile(r"(?:^|\s)password\s*=\s*[^'\s]*$", re.I)
+
+
 def split_schema(url: str) -> tuple[str, str | None]:
-    """``postgresql://h/db#tenant1`` as ``(postgresql://h/db, "tenant1")``; no fragment, no schema."""
-    base, hash_, fragment = url.partition("#")
-    return (base, fragment.strip() or None) if hash_ else (url, None)
+    """``postgresql://h/db#tenant1`` as ``(postgresql://h/db, "tenant1")``; no fragment, no schema.
+
+    Only what follows the last '#' and could be nothing but a schema name is one: a '#' inside a value is the
+    value's, as libpq reads it (a URL's password ``app:a#b@host``; ``password=a#b``, anywhere in the keyword
+    form, which has no fragment). In a URL's query a '#' ends it (RFC 3986): ``?password=a%23b#t`` is password
+    ``a#b`` of tenant ``t``.
+    """
+    base, hash_, fragment = url.rpartition("#")
+    if not hash_:
+        return url, None
+    fragment = fragment.strip()
+    if not fragment:
+        return base, None
+    if not _SCHEMA.match(fragment) or not base.lower().startswith(_SCHEMES) and _ENDS_IN_PASSWORD.search(base):
+        return url, None
+    return base, fragment
 
 
 def _tenant_option(url: str, schema: str) -> str:
@@ -128,22 +149,24 @@ def without_password(db: str) -> str:
     password where it always looks (``PGPASSWORD``, ``~/.pgpass``) instead of the screen or a log."""
     text = str(db)
     if text.lower().startswith(_SCHEMES):
-        parts = urlsplit(text)
-        user, at, host = parts.netloc.rpartition("@")
-        name = user.split(":", 1)[0]
-        netloc = (f"{name}@{host}" if name else host) if at else parts.netloc
+        parts = urlsplit(_URL_PASSWORD.sub(_user_only, text))  # the password first: it may hold a '#' or a '?'
         query = "&".join(p for p in parts.query.split("&") if p and not p.lower().startswith("password="))
         # As text, not by urlunsplit, which turns ``postgresql:///db`` (no host) into ``postgresql:/db``.
-        return (text[:text.index("://") + 3] + netloc + parts.path + (f"?{query}" if query else "")
+        return (text[:text.index("://") + 3] + parts.netloc + parts.path + (f"?{query}" if query else "")
                 + (f"#{parts.fragment}" if parts.fragment else ""))
     return " ".join(_KEYWORD_PASSWORD.sub("", text).split())
+
+
+def _user_only(match: re.Match) -> str:
+    """A URL's user info without its password: ``app@``, or nothing when it names no user."""
+    return match.group(1) + "@" if match.group(1) != "://" else "://"
 
 
 def database_name(db: str) -> str:
     """The database a connection string names (for backup file names); ``postgres`` when it names none."""
     text = str(db)
     if text.lower().startswith(_SCHEMES):
-        parts = urlsplit(text)
+        parts = urlsplit(_URL_PASSWORD.sub(_user_only, text))  # a '#' of the password is no fragment
         name = unquote(parts.path.lstrip("/")) or parse_qs(parts.query).get("dbname", [""])[0]
         return name or unquote(parts.username or "") or "postgres"
     match = re.search(r"\bdbname\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", text)

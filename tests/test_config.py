@@ -94,7 +94,7 @@ def test_apm_toml_wins_and_a_pyproject_without_tool_apm_is_passed_over(project: 
         ('lock_levels = { table-rewrit = "info" }\n',
          'Error: apm.toml: lock_levels: "table-rewrit" is no finding code; the codes are index-not-concurrent, '
          'set-not-null-scan, constraint-not-valid-missing, table-rewrite, access-exclusive-held, no-lock-timeout, '
-         'validate-same-run'),
+         'validate-same-run, rename'),
         ('lock_levels = { table-rewrite = 1 }\n',
          'Error: apm.toml: lock_levels: table-rewrite = 1 is no level; the levels are info, warning, error'),
         ('lock_levels = "warning"\n', 'Error: apm.toml: lock_levels must be a table of finding codes and levels, '

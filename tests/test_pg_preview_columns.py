@@ -111,8 +111,9 @@ def test_a_rename_is_a_rename_on_both_engines_not_a_drop_and_an_add(pg_url, cata
                          "conn.execute('ALTER TABLE events RENAME COLUMN kind TO event_kind')",
                          "conn.execute('ALTER TABLE events RENAME TO happenings')")
     expected = ["0001 apply: renames column events.kind to event_kind", "0002 apply: renames table events to happenings"]
-    for engine, (code, lines) in found.items():
-        assert code == 0 and [line for line in lines if line.startswith("000")] == expected, (engine, lines)
+    for engine, (code, lines) in found.items():  # PostgreSQL adds its rename findings (tests/test_pg_lock_rename.py)
+        assert code == 0 and [line for line in lines if line.startswith("000") and ": lock " not in line] == \
+            expected, (engine, lines)
 
     for n, statement in ((3, "ALTER INDEX events_by_kind RENAME TO happenings_by_kind"),
                          (4, "ALTER VIEW recent RENAME TO latest")):
@@ -120,7 +121,7 @@ def test_a_rename_is_a_rename_on_both_engines_not_a_drop_and_an_add(pg_url, cata
                         upgrade=f"conn.execute({statement!r})")
     code, report = dry_run(pg_url, catalog_dir)
     assert code == 0, report
-    assert [line for line in report["lines"] if line.startswith(("0003", "0004"))] == [
+    assert [line for line in report["lines"] if line.startswith(("0003", "0004")) and ": lock " not in line] == [
         "0003 apply: renames index events_by_kind to happenings_by_kind", "0004 apply: renames view recent to latest"]
     column = report["steps"][0]["changes"]
     assert [(c["kind"], c["action"], c["table"], c["before"], c["after"]) for c in column] == [

@@ -37,6 +37,8 @@ def apm(*args: str, **kwargs) -> subprocess.CompletedProcess:
 def ledger(db: Path) -> list[str]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'schema_migrations'").fetchone() is None:
+            return []  # killed before its first commit (a loaded machine is slow to get there): nothing applied
         return [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
     finally:
         conn.close()

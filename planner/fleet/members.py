@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import glob as globbing
 import os
+import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,9 @@ class Member:
     schema: str | None = None
     #: What makes two spellings one database: the file's (device, inode), or its real path when it is missing.
     identity: object = None
+    #: The run's ledger schema (``--ledger-schema``), for naming a URL that sets that schema's ``search_path``
+    #: itself (``?options=-csearch_path%3Dt``) as a single-database command names it: ``url#t``.
+    ledger: str | None = None
 
     @property
     def on_server(self) -> bool:
@@ -57,7 +61,12 @@ class Member:
         if not self.on_server:
             return self.db
 
-        return display_name(self.real, self.schema)
+        return display_name(self.real, self.schema or self.ledger)
+
+    def with_ledger(self, schema: str) -> Member:
+        """The member in a run whose ledger schema is ``schema``: a URL setting that schema's ``search_path`` is
+        then named ``url#schema``, as ``apm migrate --db URL --ledger-schema schema`` names it."""
+        return replace(self, ledger=schema) if self.on_server and not self.schema else self
 
     def named(self, text: str) -> str:
         """``text`` (a message about this database) naming it as every output does: an engine names a file by
@@ -193,6 +202,8 @@ def _listed(path: Path, cwd: Path) -> list[Member]:
     for line in text.splitlines():
         if line.lstrip().lower().startswith(("postgresql://", "postgres://")):
             entry = line.split()[0]  # a URL's "#" names a tenant schema; a comment follows a space
+        elif _on_server(line):  # libpq's keyword form: a comment starts a word; "password=a#b" keeps its "#"
+            entry = re.split(r"\s#", line, maxsplit=1)[0].strip()
         else:
             entry = line.split("#", 1)[0].strip()
         if entry and not entry.startswith("#"):

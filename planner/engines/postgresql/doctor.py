@@ -15,6 +15,7 @@ finding: there is nothing to diagnose. Nothing here prints.
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ def diagnose_postgres(engine: Any, catalog_dir: Path | str, backup_dir: Path | N
             log = f"{quote(schema)}.{LOG_TABLE}"
             rows = conn.execute(interrupted_query(log, "%s"), (STARTED, STARTED)).fetchall()
             findings.extend(findings_for([(v, a, str(at)[:19], detail) for v, a, at, detail in rows]))
+            findings.extend(_timeouts(conn.execute(_TIMEOUTS.format(log=log)).fetchall()))
         findings.extend(_invalid_indexes(conn))
         latest = conn.execute(f"SELECT action, detail FROM {quote(schema)}.{LOG_TABLE} ORDER BY id DESC LIMIT 1"
                               ).fetchone() if LOG_COLUMNS <= columns.get(LOG_TABLE, set()) else None
@@ -57,6 +59,48 @@ def diagnose_postgres(engine: Any, catalog_dir: Path | str, backup_dir: Path | N
     findings.extend(probe_guarantees(engine))
     if backup_dir is not None:
         findings.extend(_backups(engine, Path(backup_dir), latest))
+    return findings
+
+
+#: The run log's failed attempts that met a limit of the run (a lock timeout, a statement timeout), each with the
+#: time of the first success of the same migration and action after it (``None``: none since).
+_TIMEOUTS = (
+    "SELECT f.version, f.action, f.at, f.detail, (SELECT min(o.at) FROM {log} o WHERE o.version = f.version "
+    "AND o.action = f.action AND o.id > f.id AND o.outcome = 'ok') FROM {log} f WHERE f.outcome = 'failed' "
+    "AND (f.detail LIKE '%%lock timeout%%' OR f.detail LIKE '%%statement timeout%%') ORDER BY f.id")
+_HELD_BY = re.compile(r"held by (.*?); (?:rolled back|its step)")
+
+
+def _timeouts(rows: list[tuple]) -> list[Finding]:
+    """One finding per migration, action and limit met: how many attempts, when, who held the lock.
+
+    Each such attempt was rolled back whole, so the database is as before: never an error. A migration that
+    succeeded since is an ``info`` (nothing to do; a pattern to watch), one still waiting a ``warning``.
+    """
+    grouped: dict[tuple[str, str, str], list[tuple]] = {}
+    for version, action, at, detail, later in rows:
+        limit = "lock timeout" if "lock timeout" in detail else "statement timeout"
+        grouped.setdefault((version, action, limit), []).append((str(at)[:19], detail, later))
+    findings = []
+    for (version, action, limit), attempts in grouped.items():
+        first, last, done = attempts[0][0], attempts[-1][0], attempts[-1][2]
+        when = f"at {first} UTC" if first == last else f"from {first} to {last} UTC"  # the log's times are UTC
+        held = _HELD_BY.search(attempts[-1][1])
+        what = (f"could not get a lock within the lock timeout in {len(attempts)} attempt(s) {when}"
+                + (f" (the last held by {held.group(1)})" if held else "")
+                if limit == "lock timeout" else
+                f"ran past the statement timeout in {len(attempts)} attempt(s) {when}")
+        if done is not None:
+            findings.append(Finding(INFO, "lock-timeouts", version,
+                                    f"migration {version}'s {action} {what}; each attempt was rolled back, and it "
+                                    f"succeeded at {str(done)[:19]} UTC: nothing to do", None, "history"))
+        else:
+            findings.append(Finding(
+                WARNING, "lock-timeouts", version,
+                f"migration {version}'s {action} {what}; each attempt was rolled back, so the database is as it "
+                f"was, and the {action} has not succeeded since",
+                Remedy("migrate", note="when the session that held the lock is done, or with a longer "
+                                       "lock timeout (statement timeout) or more retries"), "history"))
     return findings
 
 

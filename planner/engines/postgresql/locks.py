@@ -69,6 +69,7 @@ from planner.engines.postgresql.step_catalog import Statement
 from planner.ledger import LOG_TABLE, TABLE
 from planner.locks import (
     BLOCKING,
+    MODES,
     LockFinding,
     LockPolicy,
     LockSettings,
@@ -103,6 +104,18 @@ _SCANS_AFTER = f"SELECT to_regclass(%s)::oid, ({_SCANS})"
 #: run of drops, and again after any other statement that may have added one.
 _LINKED = ("SELECT DISTINCT c.relname FROM pg_class c WHERE c.oid IN (SELECT conrelid FROM pg_constraint "
            "WHERE contype = 'f' UNION SELECT inhrelid FROM pg_inherits UNION SELECT inhparent FROM pg_inherits)")
+#: Rows read (scanned or fetched) and written per table in this transaction: what a statement under a held ACCESS
+#: EXCLUSIVE did to existing tables (a metadata-only ALTER reads and writes none).
+_TOUCHED = ("SELECT relid, relname, seq_tup_read + coalesce(idx_tup_fetch, 0), n_tup_ins + n_tup_upd + n_tup_del "
+            "FROM pg_stat_xact_user_tables WHERE seq_tup_read + coalesce(idx_tup_fetch, 0) + n_tup_ins + n_tup_upd "
+            "+ n_tup_del > 0")
+_TOUCHED_PREPARED = Statement("rows_touched", _TOUCHED)
+#: Words of a statement that may change which relation a name resolves to (``LockWatch._resolved``).
+_RENAMES = re.compile(r"\b(RENAME|SCHEMA|SEARCH_PATH)\b", re.I)
+#: Seconds from which a statement run under a held ACCESS EXCLUSIVE counts as work although it touched no rows of
+#: an existing table (a function that sleeps or waits, a large INSERT into a new table): readers notice a quarter
+#: second, and an instant catalog change stays far below it even on a loaded server.
+SLOW = 0.25
 _PLAIN_NAME = re.compile(r"^[a-z_][a-z0-9_$]*(\.[a-z_][a-z0-9_$]*)?$")
 
 #: The user tables a statement that names none may reach: (oid, schema, name, rows estimate, bytes).
@@ -220,7 +233,14 @@ class LockWatch:
         self._raw = False
         self._measuring = MEASURING
         self._alone = False  # the statement under way is a DROP TABLE that locks only what it drops
+        #: Relation names statements spelled, and their oids (``_named``), until a statement may change them.
+        self._resolved: dict[str, int | None] = {}
+        self._unread: list[str] = []  # the step's statements not read after (data statements, plain drops)
+        self._unread_names: list[set[str]] = []  # the relation names each of them spells, parsed when needed
         self._linked: set[str] | None = None  # _LINKED, while no statement since may have changed it
+        #: For the statement under way, when a large table's ACCESS EXCLUSIVE is held: those locks, its start,
+        #: and the rows touched so far (``_touched``).
+        self._work: tuple[list[_Held], float, dict[int, tuple[int, int]]] | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -232,7 +252,7 @@ class LockWatch:
         if self._before is None and self._measuring:
             self._first_reading()
         self._current = StepLocks([], [], [])
-        self._sizes, self._mine = {}, set()
+        self._sizes, self._mine, self._unread, self._unread_names = {}, set(), [], []
         self._raw = self._passed = False
         self.steps.append(self._current)
 
@@ -251,6 +271,7 @@ class LockWatch:
         """The step ended early: a failure (all is rolled back) or a rehearsal that cannot go beyond a statement
         (its savepoint is rolled back, releasing what it locked): nothing it took is held for later steps."""
         step = self._current
+        self._resolved = {}  # what it created or renamed is undone
         self._taken = {key: owner for key, owner in self._taken.items() if owner[0] is not step}
         self._held = {key: held for key, held in self._held.items() if held.step is not step}
         self._exclusive = {oid: held for oid, held in self._exclusive.items() if held[0] != self._version}
@@ -327,7 +348,7 @@ class LockWatch:
         return found
 
     def unwatched(self) -> None:
-        self._raw = True
+        self._raw, self._resolved = True, {}
         self._linked = None
         self.inner.unwatched()
 
@@ -337,10 +358,14 @@ class LockWatch:
         self.inner.before(sql, query, parameters)
         if not self.inner.running or self._current is None or not self._measuring:
             return
-        text = " ".join(sql.split())
-        for held in self._held.values():
-            held.ran(self._version, text)
+        large = [held for held in self._held.values() if held.large]
+        # What the statement does under a large table's ACCESS EXCLUSIVE is measured, so that only work (rows
+        # read or written, a rewrite, an index build, time) is held against the lock, not instant metadata changes.
+        self._work = (large, time.perf_counter(), self._touched()) if large else None
         self._scan = None
+        if first_keywords(query, 1)[:1] not in (["ALTER"], ["UPDATE"], ["INSERT"], ["DELETE"], ["SELECT"]) or \
+                _RENAMES.search(query):
+            self._resolved = {}  # it may create, drop, rename or move relations, or change the search path
         self._alone = self._drops_alone(query)
         table = rewritten_table(query)
         if table is not None and _VALIDATES & {t.upper for t in tokens(query) if t.kind == "word"}:
@@ -349,10 +374,33 @@ class LockWatch:
 
     def after(self, sql: str, query: str, parameters: Any, rowcount: int) -> None:
         passed, self._passed = self._passed, False
-        if (self._measuring and self.inner.running and self._current is not None and measured(query)
-                and not self._alone and not passed):
-            self._read(" ".join(sql.split()), query)
+        work, self._work = self._work, None
+        if work is not None and not passed:  # read before _read, whose own queries touch rows
+            seconds, (read, written) = time.perf_counter() - work[1], _delta(self._touched(), work[2])
+        rewrites = len(self._current.rewrites) if self._current is not None else 0
+        if self._measuring and self.inner.running and self._current is not None and not passed:
+            if measured(query) and not self._alone:
+                self._read(" ".join(sql.split()), query)
+            else:
+                self._unread.append(query)  # its weak locks show at the next reading: whose they are (``_read``)
+        if work is not None and not passed and self._current is not None:
+            words = first_keywords(query, 3)
+            kind = ("index" if words[:1] == ["REINDEX"] or words[:1] == ["CREATE"] and "INDEX" in words[1:3]
+                    else "rewrite" if len(self._current.rewrites) > rewrites
+                    else "write" if written else "read" if read else "slow" if seconds >= SLOW else None)
+            if kind is not None:
+                for held in work[0]:
+                    held.ran(self._version, " ".join(sql.split()), kind, read, written, seconds)
         self.inner.after(sql, query, parameters, rowcount)
+
+    def _touched(self) -> dict[int, tuple[int, int]]:
+        """Rows read and written so far in the transaction, per table of the plan's past (ledger's left out)."""
+        before = self._before or {}
+        prepared = getattr(self.inner, "prepared", None)  # planned once per preview, as the lock reading is
+        rows = (prepared.execute(self.conn, _TOUCHED_PREPARED) if prepared is not None
+                else self.conn.execute(_TOUCHED)).fetchall()
+        return {oid: (read, written) for oid, name, read, written in rows
+                if oid in before and name not in self.ledger_tables}
 
     # -- the readings ------------------------------------------------------------------------
 
@@ -390,7 +438,13 @@ class LockWatch:
         rows = (prepared.execute(self.conn, _LOCKS_PREPARED) if prepared is not None
                 else self.conn.execute(_LOCKS)).fetchall()
         words = first_keywords(query, 3)
-        named: set[str] | None = None  # the names the statement spells, read only for a lock held since before
+        names: list[str] | None = None
+
+        def spelled() -> list[str]:  # the relations the statement names, parsed only for a lock it may not own
+            nonlocal names
+            names = _relations_named(query) if names is None else names
+            return names
+
         tables: dict[int, tuple[str, float, int]] = {}
         for oid, mode, node, tuples, size, schema, name, kind, parent in rows:
             if oid not in self._before or name in self.ledger_tables:
@@ -414,12 +468,14 @@ class LockWatch:
             key = (oid, mode)
             if key in self._mine:
                 continue  # listed and judged for an earlier statement of this step
-            owner, version = self._taken.setdefault(key, (step, self._version))
-            if owner is not step:
-                if named is None:
-                    named = {token.name.lower() for token in tokens(query) if token.name is not None}
-                if name.lower() not in named:
-                    continue  # an earlier step's lock on a relation this statement does not name
+            owner, version = self._taken.get(key, (None, self._version))
+            if owner is None:
+                if rank < _DATA_LOCKS and oid not in self._named(spelled(), name) and \
+                        oid not in self._named_before(name):
+                    continue  # a data statement of an earlier step took it, unread: it is no step's of these
+                owner, version = self._taken[key] = (step, self._version)
+            elif owner is not step and oid not in self._named(spelled(), name):
+                continue  # an earlier step's lock on a relation this statement does not name
             # A lock an earlier step took shows no new row when this statement takes it again: the step lists it
             # and is judged as if it took it (a gated index build would hide behind an accepted one otherwise).
             self._mine.add(key)
@@ -434,6 +490,27 @@ class LockWatch:
         if self._scan is not None:
             self._scanned(step, words, statement, tables)
             self._scan = None
+
+    def _named(self, names: Any, relname: str) -> set[int]:
+        """The oids of the relations ``names`` (those a statement spells where a relation goes, ``_relations_named``)
+        spelled ``relname``: a lock an earlier step holds is a statement's too only on a relation it names.
+
+        By oid, as the server resolves the names (search path, schema), not by spelling: a column, an index or a
+        table of another schema with the same name is not that relation.
+        """
+        names = [name for name in names if name.rsplit(".", 1)[-1] == relname]
+        wanted = [name for name in names if name not in self._resolved]
+        if wanted:
+            spelled = [".".join('"' + part.replace('"', '""') + '"' for part in name.split(".")) for name in wanted]
+            rows = self.conn.execute("SELECT to_regclass(x)::oid FROM unnest(%s::text[]) AS x", (spelled,))
+            self._resolved.update(zip(wanted, (row[0] for row in rows.fetchall())))
+        return {oid for name in names if (oid := self._resolved[name]) is not None}
+
+    def _named_before(self, relname: str) -> set[int]:
+        """``_named`` for the step's statements not read after: each is parsed once per step."""
+        for query in self._unread[len(self._unread_names):]:
+            self._unread_names.append(set(_relations_named(query)))
+        return self._named({name for spelled in self._unread_names for name in spelled}, relname)
 
     def _judge(self, step: StepLocks, oid: int, taken: LockTaken, words: list[str], statement: str,
                tuples: float, size: int) -> None:
@@ -459,7 +536,9 @@ class LockWatch:
         if taken.mode == "AccessExclusiveLock" and taken.held_since is None:
             self._exclusive.setdefault(oid, (self._version, taken, time.perf_counter()))
         if taken.mode == "AccessExclusiveLock" and (taken.held_since is None or _takes_exclusive(words, statement)):
-            self._held.setdefault((len(self.steps), oid), _Held(step, self._version, taken))
+            estimate = taken.rows if taken.rows is not None else (taken.bytes or 0) // 100
+            self._held.setdefault((len(self.steps), oid),
+                                  _Held(step, self._version, taken, estimate >= self.policy.large_table_rows))
 
     def _scanned(self, step: StepLocks, words: list[str], statement: str,
                  tables: dict[int, tuple[str, float, int]]) -> None:
@@ -501,69 +580,133 @@ class LockWatch:
         return bool(self.conn.execute(f"SELECT EXISTS (SELECT 1 FROM {qualified(relation)})").fetchone()[0])
 
     def _finish(self) -> None:
-        """ACCESS EXCLUSIVE locks on large tables, held while later statements ran: a finding of the step
-        that took each, worded with what ran under it so far (refreshed at each step's end)."""
+        """ACCESS EXCLUSIVE locks on large tables, held while later statements did work under them: a finding of
+        the step that took each, worded with what ran under it so far (refreshed at each step's end)."""
         for key, held in list(self._held.items()):
-            step, taken, relation, rows = held.step, held.taken, held.taken.relation, held.taken.rows
+            step, taken, relation = held.step, held.taken, held.taken.relation
             if taken.held_since:
                 del self._held[key]  # its step is over: only that step's statements were its own
-            if held.first is None or (rows if rows is not None else (taken.bytes or 0) // 100) < \
-                    self.policy.large_table_rows:
+            if held.first is None or not held.large:
                 continue
             since = f" (taken by {taken.held_since})" if taken.held_since else ""
-            shown_later = ", ".join(list(held.later)[:3]) + (", ..." if len(held.later) > 3 else "")
-            also = (f", {sum(held.later.values())} of them in later migrations of the same run ({shown_later}), "
-                    f"which is one transaction" if held.later else "")
+            later = {version: work[0] for version, work in held.work.items() if version != held.version}
+            shown_later = ", ".join(list(later)[:3]) + (", ..." if len(later) > 3 else "")
+            also = (f", {sum(later.values())} of them in later migrations of the same run ({shown_later}), "
+                    f"which is one transaction" if later else "")
             text = (f"holds ACCESS EXCLUSIVE{since} on {relation} "
-                    f"({_size(rows if rows is not None else -1, taken.bytes or 0)}) while {held.count} later "
-                    f"statement(s) run{also}, e.g. {_cut(held.first)}: nobody can read {relation} until the plan "
-                    f"commits")
+                    f"({_size(taken.rows if taken.rows is not None else -1, taken.bytes or 0)}) while {held.count} "
+                    f"later statement(s) do work under it ({held.what()}){also}, e.g. {_cut(held.first)}: nobody "
+                    f"can read {relation} until the plan commits")
+            kinds = held.kinds()
+            advice = ("keep the statement that takes ACCESS EXCLUSIVE alone in its migration, and "
+                      + ", and ".join(_WORK_ADVICE[kind] for kind in _WORK_ADVICE if kind in kinds))
             existing = [f for f in step.findings if f.code == "access-exclusive-held" and f.relation == relation]
             if existing:
-                existing[0].text = text
+                existing[0].text, existing[0].advice = text, advice
             else:
                 step.findings.append(LockFinding("access-exclusive-held", self.policy.level("access-exclusive-held"),
-                                                 relation, text))
+                                                 relation, text, advice=advice))
+
+
+#: What ran under a held ACCESS EXCLUSIVE, and the advice that fits it (after "keep the statement that takes it
+#: alone in its migration, and").
+_WORK_ADVICE = {
+    "write": "run backfills in their own steps",
+    "read": "run what reads its rows (a check, a report, INSERT ... SELECT) in its own step",
+    "index": "build indexes with CREATE INDEX CONCURRENTLY in a migration of their own with transactional = False",
+    "rewrite": "avoid the rewrite under it (see table-rewrite), or give it a step of its own",
+    "slow": "move the slow statements to their own steps",
+}
 
 
 class _Held:
-    """An ACCESS EXCLUSIVE lock a step holds, and what ran under it since: counted as it runs, so a plan of a
+    """An ACCESS EXCLUSIVE lock a step holds, and the work done under it since: counted as it runs, so a plan of a
     thousand steps on one table costs a thousand additions, not a thousand lists read at each step's end."""
 
-    __slots__ = ("step", "version", "taken", "first", "count", "later", "_last")
+    __slots__ = ("step", "version", "taken", "large", "first", "count", "work", "_last")
 
-    def __init__(self, step: StepLocks, version: str, taken: LockTaken):
-        self.step, self.version, self.taken = step, version, taken
-        self.first: str | None = None  # the first statement run under it: the finding's example
+    def __init__(self, step: StepLocks, version: str, taken: LockTaken, large: bool):
+        self.step, self.version, self.taken, self.large = step, version, taken, large
+        self.first: str | None = None  # the first statement that did work under it: the finding's example
         self.count = 0
-        self.later: dict[str, int] = {}  # statements of later migrations, per version, in plan order
-        self._last: str | None = None  # the version of the statement counted last (``undo``)
+        #: Per version, in plan order: [statements, rows read, rows written, seconds, {kind: statements}] of the
+        #: work done under it.
+        self.work: dict[str, list[Any]] = {}
+        self._last: tuple[str, int, int, float, str] | None = None  # what was counted last (``undo``)
 
-    def ran(self, version: str, statement: str) -> None:
+    def ran(self, version: str, statement: str, kind: str, read: int, written: int, seconds: float) -> None:
         if self.taken.held_since and version != self.version:
             return  # what later migrations run under it is the finding of the step that took it
         self.count += 1
         self.first = self.first or statement
-        if version != self.version:
-            self.later[version] = self.later.get(version, 0) + 1
-        self._last = version
+        work = self.work.setdefault(version, [0, 0, 0, 0.0, {}])
+        work[0], work[1], work[2], work[3] = work[0] + 1, work[1] + read, work[2] + written, work[3] + seconds
+        work[4][kind] = work[4].get(kind, 0) + 1
+        self._last = (version, read, written, seconds, kind)
 
     def undo(self, version: str) -> None:
-        """The statement counted last did not run (a dry run passed over it)."""
-        if self._last != version or self.count == 0:
+        """The statement counted last did not run under it (a dry run passed over it, running a stand-in)."""
+        if self._last is None or self._last[0] != version or version not in self.work:
             return
+        _, read, written, seconds, kind = self._last
+        work = self.work[version]
+        work[0], work[1], work[2], work[3] = work[0] - 1, work[1] - read, work[2] - written, work[3] - seconds
+        work[4][kind] -= 1
         self.count -= 1
-        if version in self.later:
-            self.later[version] -= 1
-            if not self.later[version]:
-                del self.later[version]
+        if not work[0]:
+            del self.work[version]
         self.first = self.first if self.count else None
         self._last = None
 
     def forget(self, version: str) -> None:
         """A step's statements were rolled back (a rehearsal that could not go on): none ran under it."""
-        self.count -= self.later.pop(version, 0)
+        self.count -= self.work.pop(version, [0])[0]
         self.first = self.first if self.count else None
+
+    def kinds(self) -> dict[str, int]:
+        """Per kind of work (``_WORK_ADVICE``), the statements that did it under the lock."""
+        kinds: dict[str, int] = {}
+        for work in self.work.values():
+            for kind, count in work[4].items():
+                kinds[kind] = kinds.get(kind, 0) + count
+        return {kind: count for kind, count in kinds.items() if count}
+
+    def what(self) -> str:
+        """The work done under it, in words: ``wrote 200 rows, built 1 index``."""
+        read, written, seconds = (sum(work[i] for work in self.work.values()) for i in (1, 2, 3))
+        kinds = self.kinds()
+        parts = [f"built {kinds['index']} index(es)" if "index" in kinds else "",
+                 f"{kinds['rewrite']} rewrite(s)" if "rewrite" in kinds else "",
+                 f"wrote {written} rows" if written else "", f"read {read} rows" if read else "",
+                 f"{kinds['slow']} slow statement(s)" if "slow" in kinds else "", f"{seconds:.2f} s on this database"]
+        return ", ".join(part for part in parts if part)
+
+
+#: Modes up to which a lock may be a data statement's (not read after it): first seen by a later statement that
+#: does not name its relation, it is not that step's.
+_DATA_LOCKS = MODES.index("ShareUpdateExclusiveLock")
+#: Words after which a statement names a relation (a list of them after some): ``ALTER TABLE t``, ``FROM t``,
+#: ``CREATE INDEX ... ON t``, ``REFERENCES t``, ``INHERITS (t)``, ``TRUNCATE a, b``...
+_RELATION_BEFORE = {"INTO", "TABLE", "JOIN", "FROM", "UPDATE", "REFERENCES", "ONLY", "ON", "TRUNCATE", "LOCK",
+                    "VIEW", "EXISTS", "LIKE", "OF", "PARTITION", "INHERITS", "USING", "CLUSTER"}
+
+
+def _relations_named(query: str) -> list[str]:
+    """The names ``query`` spells where a relation goes, schema-qualified as written, not its columns' names."""
+    parts, names = tokens(query), []
+    for i, token in enumerate(parts):
+        if token.kind != "word" or token.upper not in _RELATION_BEFORE:
+            continue
+        j = i + 2 if i + 1 < len(parts) and parts[i + 1].text == "(" else i + 1
+        while True:
+            name, j = qualified_name(parts, j)
+            if name is None:
+                break
+            names.append(name)
+            if j >= len(parts) or parts[j].text != ",":
+                break
+            j += 1
+    return names
 
 
 def _takes_exclusive(words: list[str], statement: str) -> bool:
@@ -571,6 +714,12 @@ def _takes_exclusive(words: list[str], statement: str) -> bool:
     shows no new lock to tell): most ``ALTER TABLE`` forms, ``DROP``, ``TRUNCATE``; a ``VALIDATE CONSTRAINT`` or
     an index build takes a weaker one, and the earlier step's finding already covers what runs under it."""
     return words[:1] in (["ALTER"], ["DROP"], ["TRUNCATE"], ["LOCK"]) and "VALIDATE CONSTRAINT" not in statement.upper()
+
+
+def _delta(now: dict[int, tuple[int, int]], before: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    """Rows read and written between two ``_touched`` readings."""
+    read = sum(pair[0] - before.get(oid, (0, 0))[0] for oid, pair in now.items())
+    return read, sum(pair[1] - before.get(oid, (0, 0))[1] for oid, pair in now.items())
 
 
 def _size(tuples: float, size: int) -> str:
@@ -596,10 +745,48 @@ def attach(preview: Any, watch: LockWatch) -> None:
     """
     migrations = {step.version: step.migration for step in preview.plan.steps}
     preview.held_exclusive = _held_too_long(watch)
+    created: set[str | tuple[str, str]] = set()  # what the plan made so far: tables and (table, column) pairs
     for record, report in zip(watched(preview.steps), watch.steps):
         record.locks = report
+        report.findings.extend(renames(record.changes, created, watch.policy))
         migration = migrations.get(record.version)
         watch.policy.accept(report.findings, migration.allow if migration is not None else ())
+
+
+def renames(changes: list, created: set[str | tuple[str, str]], policy: LockPolicy) -> list[LockFinding]:
+    """``rename`` findings for a step's renamed tables, views, indexes and columns that existed before the plan.
+
+    The preview tells a rename by oid (attnum for a column), not by name (``snapshot.schema_changes``). The
+    statement is instant; what breaks is the application, whose queries still say the old name once it commits.
+    ``created`` gathers what the plan made, step by step: renaming that (``CREATE TABLE t_new ...`` then ``RENAME
+    TO t``) is building a new object, never a finding.
+    """
+    found = []
+    for change in changes:
+        if change.kind not in ("table", "view", "index", "column"):
+            continue  # rows, values, keys, functions...: no name an application's query spells
+        if change.action == "added":
+            created.add(change.name if change.table is None else (change.table, change.name))
+        elif change.action == "renamed" and change.kind == "column":
+            if change.table in created or (change.table, change.before) in created:
+                created.add((change.table, change.after))
+                continue
+            found.append(LockFinding("rename", policy.level("rename"), change.table,
+                                     f"renames column {change.table}.{change.before} to {change.after}: queries "
+                                     f"that name {change.before} fail once it commits"))
+        elif change.action == "renamed":
+            # Its columns the plan made keep that under the new name.
+            created.update([(change.after, pair[1]) for pair in created if isinstance(pair, tuple)
+                            and pair[0] == change.before])
+            if change.before in created:
+                created.add(change.after)
+                continue
+            who = ("what names it (ON CONFLICT ON CONSTRAINT for the constraint it backs, scripts)"
+                   if change.kind == "index" else "queries that name it")
+            found.append(LockFinding("rename", policy.level("rename"), change.before,
+                                     f"renames {change.kind} {change.before} to {change.after}: {who} fail once "
+                                     f"it commits"))
+    return found
 
 
 def _held_too_long(watch: LockWatch) -> list[dict]:

@@ -246,27 +246,33 @@ def schema_changes(old: Snapshot, new: Snapshot) -> list[SchemaChange]:
         if old.definitions[name] != new.definitions[name]:
             changes.append(SchemaChange("view", "changed", name, before=old.definitions[name],
                                         after=new.definitions[name]))
+    # Columns compared under the tables' names after the step: a table renamed in the step keeps its columns, and
+    # one added, dropped or changed with it is told as on any table.
+    moved = {old_one.name: new_one.name for old_one, new_one in renamed}
+    old_columns = {(moved.get(table, table), column): shape for (table, column), shape in old.columns.items()} \
+        if moved else old.columns
+    old_objects = {moved.get(name, name): kind for name, kind in old.objects.items()} if moved else old.objects
     columns_gone, columns_came = set(), set()
     for oid, attnum in sorted(old.table_columns.keys() & new.table_columns.keys()):
         was, now = old.table_columns[oid, attnum], new.table_columns[oid, attnum]
         if was != now:
-            columns_gone.add((old.tables[oid], was))
+            columns_gone.add((new.tables[oid], was))
             columns_came.add((new.tables[oid], now))
             changes.append(SchemaChange("column", "renamed", now, new.tables[oid], before=was, after=now))
     # A view's columns follow its query: a view is changed as a whole (as SQLite's preview says it).
     for table, column in sorted(new.columns):
-        if (table, column) not in old.columns and old.objects.get(table) == "table" == new.objects[table] \
+        if (table, column) not in old_columns and old_objects.get(table) == "table" == new.objects[table] \
                 and (table, column) not in columns_came:
             changes.append(SchemaChange("column", "added", column, table))  # as SQLite's preview says it
-    for table, column in sorted(old.columns):
-        if (table, column) not in new.columns and new.objects.get(table) == "table" == old.objects[table] \
+    for table, column in sorted(old_columns):
+        if (table, column) not in new.columns and new.objects.get(table) == "table" == old_objects[table] \
                 and (table, column) not in columns_gone:
             changes.append(SchemaChange("column", "removed", column, table))
-    for key in sorted(old.columns.keys() & new.columns.keys()):
+    for key in sorted(old_columns.keys() & new.columns.keys()):
         # ALTER COLUMN ... TYPE, SET/DROP NOT NULL, SET/DROP DEFAULT...: SQLite has no such change in place, and
         # the schema model's words (the rehearsal's, drift's) say it.
-        if old.columns[key] != new.columns[key]:
-            changes.append(SchemaChange("column", "changed", key[1], key[0], old.columns[key], new.columns[key]))
+        if old_columns[key] != new.columns[key]:
+            changes.append(SchemaChange("column", "changed", key[1], key[0], old_columns[key], new.columns[key]))
     return changes
 
 
