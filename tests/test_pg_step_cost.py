@@ -1,4 +1,4 @@
-"""Round trips per previewed step on PostgreSQL, counted in libpq's own trace of the run's connection.
+"""What a previewed step costs on PostgreSQL: round trips counted in libpq's own trace, and the reading's rows.
 
 Issue 25's targets (docs/performance.md, PostgreSQL): per step the raw loop
 makes four round trips (BEGIN, the statement, the ledger row, COMMIT). The
@@ -11,6 +11,11 @@ What each step reports is unchanged (tests/test_postgres_step_catalog.py,
 tests/test_pg_rollback_steps.py); here: the count, and that a step that
 cannot share its reading, or is rehearsed outside a transaction, still
 closes its own savepoint.
+
+The catalog reading (``postgresql.step_catalog``) repeated its arrays (the
+oids written, all oids after a drop, the objects) on every row, one row
+per column read: the reading that closed a preview of 1,000 new tables sent
+those 1,000 oids 1,000 times. They now come on the first row only.
 """
 
 from __future__ import annotations
@@ -123,3 +128,32 @@ def test_steps_that_read_at_once_or_run_rehearsed_keep_their_own_savepoints(pg_u
     assert lines[6:] == ["0007 apply: adds table t7"], lines
     with psycopg.connect(pg_url, autocommit=True) as conn:  # not accepted: nothing of it stayed
         assert conn.execute("SELECT to_regclass('t1') IS NULL").fetchone() == (True,)
+
+
+def test_the_reading_sends_its_arrays_on_its_first_row_only(pg_url: str):
+    import psycopg
+
+    from planner.engines.postgresql.ledger import PgLedger
+    from planner.engines.postgresql.step_catalog import _WIDTH, PreparedSet, _prepared_step
+
+    tables = 30
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.prepare_threshold = None  # as in the preview: prepared by name only
+        ledger = PgLedger(conn)
+        ledger.ensure_schema()
+        conn.execute("BEGIN")
+        ledger.log("0000", "apply", "ok", None)
+        step = conn.execute("SELECT xmin::text FROM schema_migrations_log").fetchone()[0]
+        conn.execute("SAVEPOINT s; " + "; ".join(f"CREATE TABLE t{i} (id INT, name TEXT)" for i in range(tables)))
+        conn.execute("DROP TABLE t0")  # so the reading lists every relation's oid too
+        ledger.log("0001", "apply", "ok", None)
+        prepared, statement = PreparedSet(), _prepared_step(ledger.log_table)
+        parameters = dict.fromkeys(statement.order, 0) | {"step": step}
+        for _ in range(7):  # past the server's switch to a generic plan (after five runs)
+            rows = prepared.execute(conn, statement, parameters).fetchall()
+            assert len(rows) == (tables - 1) * 2  # one row per column of each new table
+            written, present = rows[0][_WIDTH:_WIDTH + 2]
+            assert len(written) >= tables - 1 and len(present) >= tables - 1  # toast tables and indexes too
+            assert all(row[_WIDTH:_WIDTH + 4] == (None,) * 4 for row in rows[1:])
+            assert {row[_WIDTH + 7] for row in rows} == {f"t{i}" for i in range(1, tables)}
+        conn.execute("ROLLBACK")
