@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from planner.sql import Dialect, Token
 
@@ -32,7 +33,17 @@ POSTGRESQL = Dialect(
 
 tokens = POSTGRESQL.tokens
 split_script = POSTGRESQL.split_script
-first_keywords = POSTGRESQL.keywords
+
+
+@lru_cache(maxsize=256)
+def _lead(sql: str) -> tuple[str, ...]:
+    return tuple(POSTGRESQL.keywords(sql, 3))
+
+
+def first_keywords(sql: str, count: int) -> list[str]:
+    """The first ``count`` words of a statement, upper-cased (``Dialect.keywords``). The first three are read once
+    per statement's text: the preview and its lock watch ask five times for each statement a migration runs."""
+    return list(_lead(sql)[:count]) if count <= 3 else POSTGRESQL.keywords(sql, count)
 
 
 def translate_placeholders(sql: str, parameters: object) -> str:
