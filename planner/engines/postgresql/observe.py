@@ -107,6 +107,7 @@ the error.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any, cast
 
 from planner.engines.postgresql.ledger import quote
@@ -464,6 +465,7 @@ _REACHES = {"REFERENCES", "PARTITION", "INHERITS", "LIKE", "OF", "AS", "SELECT",
             "TRIGGER", "INDEX"}
 
 
+@lru_cache(maxsize=256)
 def creates_only(sql: str) -> bool:
     """Whether ``sql`` is one ``CREATE TABLE`` or ``CREATE SEQUENCE`` that writes only the catalog rows of what it
     creates: it drops, empties and rewrites nothing, runs no code of the database's (when it has no event trigger),
@@ -885,16 +887,20 @@ class PgObserver:
             removed: dict[int | None, set[int]] = {}
             for oid in known.keys() - set(remaining if remaining is not None else known):  # gone with its table
                 removed.setdefault(names.get(known[oid][2] or "", rest), set()).add(oid)
-            snapshot = before
+            # One catalog moved on step by step: a copy of it per step made a long run of them quadratic.
+            catalog = dict(before.relations)
             for n, waiting in enumerate(late):
                 oids = relations.get(n, set())
-                end = snapshot.changed(reading.relations, oids, Counters())
+                start = Snapshot({oid: catalog[oid] for oid in oids if oid in catalog})
+                end = Snapshot(reading.relations).only(oids)  # each as the reading found it, or gone
+                catalog.update(end.relations)
+                for oid in oids - end.relations.keys():
+                    catalog.pop(oid, None)
                 present = [oid for oid in known if oid not in removed[n]] if n in removed else None
-                changes, uncounted = self._lines(snapshot, end, oids, (objects.get(n), present), waiting.accounted)
+                changes, uncounted = self._lines(start, end, oids, (objects.get(n), present), waiting.accounted)
                 waiting.changes.extend(changes)
                 waiting.impact.extend(uncounted)
-                snapshot = end
-            self._last = snapshot
+            self._last = Snapshot(catalog, Counters())
         if during_step:
             self._start = self._last
             # What the step under way wrote or dropped so far is read again at its end, whatever the counters say.

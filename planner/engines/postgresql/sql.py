@@ -127,6 +127,7 @@ class Statement:
     retyped: tuple[tuple[str, str, str | None], ...] = ()
 
 
+@lru_cache(maxsize=256)  # asked several times for each statement a preview runs
 def classify(sql: str) -> Statement:
     """The preview's reading of one statement; ``other`` for anything it does not measure."""
     parts = tokens(sql)
@@ -234,6 +235,7 @@ _TABLE_BEFORE = {"INTO", "TABLE", "JOIN", "FROM", "UPDATE", "REFERENCES", "ONLY"
 _RUNS_EXPRESSIONS = {"SELECT", "WITH", "INSERT", "UPDATE", "DELETE", "MERGE", "VALUES"}
 
 
+@lru_cache(maxsize=256)  # asked several times for each statement a preview runs
 def may_drop_unnamed(sql: str) -> bool:
     """Whether the statement may drop tables or columns it does not name.
 
@@ -259,6 +261,7 @@ _CREATES_QUIETLY = {"TABLE", "VIEW", "SEQUENCE", "TYPE", "SCHEMA", "FUNCTION", "
 _QUIET = {"COMMENT", "GRANT", "REVOKE", "SET", "RESET", "SHOW", "ANALYZE", "SAVEPOINT", "RELEASE"}
 
 
+@lru_cache(maxsize=256)  # asked several times for each statement a preview runs
 def leaves_rows_alone(sql: str) -> bool:
     """Whether the statement cannot delete or update a row, even through a trigger or a function.
 
@@ -280,6 +283,7 @@ def leaves_rows_alone(sql: str) -> bool:
     return all(word in _CREATES_QUIETLY for word in words[1:2])
 
 
+@lru_cache(maxsize=256)  # asked several times for each statement a preview runs
 def rewritten_table(sql: str) -> str | None:
     """The table an ``ALTER TABLE`` or ``CLUSTER`` names: it may rewrite it (a new storage file) keeping its rows."""
     parts = tokens(sql)
