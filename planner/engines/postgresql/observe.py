@@ -465,7 +465,7 @@ _REACHES = {"REFERENCES", "PARTITION", "INHERITS", "LIKE", "OF", "AS", "SELECT",
             "TRIGGER", "INDEX"}
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=256)  # a data migration runs one text many times
 def creates_only(sql: str) -> bool:
     """Whether ``sql`` is one ``CREATE TABLE`` or ``CREATE SEQUENCE`` that writes only the catalog rows of what it
     creates: it drops, empties and rewrites nothing, runs no code of the database's (when it has no event trigger),

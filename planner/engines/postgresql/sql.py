@@ -127,7 +127,7 @@ class Statement:
     retyped: tuple[tuple[str, str, str | None], ...] = ()
 
 
-@lru_cache(maxsize=256)  # asked several times for each statement a preview runs
+@lru_cache(maxsize=256)  # the observer and its lock watch both ask; a data migration repeats one text
 def classify(sql: str) -> Statement:
     """The preview's reading of one statement; ``other`` for anything it does not measure."""
     parts = tokens(sql)
