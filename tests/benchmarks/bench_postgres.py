@@ -55,8 +55,9 @@
 Starts its own throwaway server (tests/pg_server.py). Run:
 ``python tests/benchmarks/bench_postgres.py [N]`` (N migrations, 1,000 by
 default), or ``python tests/benchmarks/bench_postgres.py [N] --locks [ROUNDS]
-[--base DIR] [--only apply|rollback|worst]`` for section 6 alone (or one of its parts; each process's CPU
-time is printed beside its wall time). A measurement, not a test: it always exits 0.
+[--base DIR] [--only apply|rollback|worst] [--fsync]`` for section 6 alone (or one of its parts; each process's
+CPU time is printed beside its wall time; ``--fsync``: the server durable, as the targets are set, instead of
+``fsync=off``). A measurement, not a test: it always exits 0.
 """
 
 from __future__ import annotations
@@ -451,10 +452,25 @@ def main(n: int = 1000) -> None:
     print_lock_figures(locks, n, APPLY_ROUNDS)
 
 
-def locks_only(n: int, rounds: int = APPLY_ROUNDS, base: str | None = None, only: str | None = None) -> None:
+def durable(server: PgServer) -> None:
+    """The server restarted with ``fsync=on`` (``--fsync``), as the targets are set: each commit waits for its
+    WAL to reach the disk, so the raw loop's 1,000 commits cost what they cost a user."""
+    options = f"-k {server.socket_dir} -c listen_addresses='' -c fsync=on -c max_connections=60"
+    subprocess.run(server._cmd(str(server.bin_dir / "pg_ctl"), "-D", str(server.data), "-o", options,
+                               "-l", str(server.root / "server.log"), "-w", "restart"), check=True, capture_output=True)
+
+
+def locks_only(n: int, rounds: int = APPLY_ROUNDS, base: str | None = None, only: str | None = None,
+               fsync: bool = False) -> None:
     """Section 6 alone (``--locks``): what the lock analysis costs, and the default path against the raw loop."""
     server = PgServer(find_bin_dir())
     server.start()
+    if fsync:
+        durable(server)
+    import psycopg
+
+    with psycopg.connect(server.url("postgres")) as conn:  # what the server runs with, not what was asked
+        print(f"server: fsync={conn.execute('SHOW fsync').fetchone()[0]}")
     cpu: dict[str, dict[str, list[float]]] = {}
     try:
         figures = lock_figures(server, Path(tempfile.mkdtemp(prefix="apm-bench-locks-")), n, rounds, base, only, cpu)
@@ -471,6 +487,6 @@ if __name__ == "__main__":
     count = int(arguments[0]) if arguments else 1000
     if "--locks" in sys.argv:
         locks_only(count, int(arguments[1]) if len(arguments) > 1 else APPLY_ROUNDS, base_tree,
-                   {"worst": "worst case"}.get(section or "", section))
+                   {"worst": "worst case"}.get(section or "", section), "--fsync" in given)
     else:
         main(count)

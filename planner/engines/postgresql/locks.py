@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import re
 import time
+from functools import lru_cache
 from typing import Any
 
 from planner.engines.postgresql.sql import _qualified as qualified_name
@@ -188,6 +189,7 @@ _VALIDATES = {"NOT", "CONSTRAINT", "CHECK", "FOREIGN", "REFERENCES", "PRIMARY", 
 MEASURING = True
 
 
+@lru_cache(maxsize=256)  # asked twice for each statement a preview runs
 def measured(query: str) -> bool:
     """Whether a statement may lock a relation it did not create: then its locks are read after it."""
     words = first_keywords(query, 3)

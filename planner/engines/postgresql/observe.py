@@ -107,6 +107,7 @@ the error.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any, cast
 
 from planner.engines.postgresql.ledger import quote
@@ -468,6 +469,7 @@ _REACHES = {"REFERENCES", "PARTITION", "INHERITS", "LIKE", "OF", "AS", "SELECT",
             "TRIGGER", "INDEX"}
 
 
+@lru_cache(maxsize=256)  # a data migration runs one text many times
 def creates_only(sql: str) -> bool:
     """Whether ``sql`` is one ``CREATE TABLE`` or ``CREATE SEQUENCE`` that writes only the catalog rows of what it
     creates: it drops, empties and rewrites nothing, runs no code of the database's (when it has no event trigger),
@@ -774,16 +776,29 @@ class PgObserver:
 
     # -- per step ----------------------------------------------------------------------
 
+    def _waits(self) -> bool:
+        """Whether the step's catalog reading waits to be read with the next steps' (``settle``)."""
+        gates = self._gates
+        return bool(self._quiet and self.prepared is not None and gates is not None and gates.step is not None
+                    and not gates.event_triggers and self._counted_from is None)
+
+    def close_step(self) -> str:
+        """The statements to send behind the step's last one (its ledger row, ``PgSession.record``): the next
+        step's savepoint, when this step's reading waits, so nothing of this step follows its ledger row. One
+        round trip a step fewer; the rows the step wrote carry its savepoint's id, as before."""
+        if not self.running or self._begin or not self._waits():
+            return ""
+        self._opened = True  # the next step finds its savepoint open, as after a reading (``end_step``)
+        return begin_step(True)
+
     def end_step(self) -> tuple[list[SchemaChange], list[DataImpact], list[str]]:
         self.open_step()  # a step that ran nothing: its reading still needs its savepoint
         self.running = False
-        gates = self._gates
-        if (self._quiet and self.prepared is not None and gates is not None and gates.step is not None
-                and not gates.event_triggers and self._counted_from is None):
+        if self._waits():
             # New relations, and drops counted, in this step's savepoint: read with the next steps' (``settle``).
+            # The next step opens its savepoint itself, unless its ledger row opened it (``close_step``).
             waiting = _Waiting([], list(self._impact), self._claims, self._accounted)
             self._late.append(waiting)
-            self._opened = False  # the next step opens its savepoint itself
             return waiting.changes, waiting.impact, self._sql
         self.settle(during_step=True)
         start = self._start if self._start is not None else take(self.conn, counters=False)
@@ -881,16 +896,20 @@ class PgObserver:
             removed: dict[int | None, set[int]] = {}
             for oid in known.keys() - set(remaining if remaining is not None else known):  # gone with its table
                 removed.setdefault(names.get(known[oid][2] or "", rest), set()).add(oid)
-            snapshot = before
+            # One catalog moved on step by step: a copy of it per step made a long run of them quadratic.
+            catalog = dict(before.relations)
             for n, waiting in enumerate(late):
                 oids = relations.get(n, set())
-                end = snapshot.changed(reading.relations, oids, Counters())
+                start = Snapshot({oid: catalog[oid] for oid in oids if oid in catalog})
+                end = Snapshot(reading.relations).only(oids)  # each as the reading found it, or gone
+                catalog.update(end.relations)
+                for oid in oids - end.relations.keys():
+                    catalog.pop(oid, None)
                 present = [oid for oid in known if oid not in removed[n]] if n in removed else None
-                changes, uncounted = self._lines(snapshot, end, oids, (objects.get(n), present), waiting.accounted)
+                changes, uncounted = self._lines(start, end, oids, (objects.get(n), present), waiting.accounted)
                 waiting.changes.extend(changes)
                 waiting.impact.extend(uncounted)
-                snapshot = end
-            self._last = snapshot
+            self._last = Snapshot(catalog, Counters())
         if during_step:
             self._start = self._last
             # What the step under way wrote or dropped so far is read again at its end, whatever the counters say.

@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from planner.engines.postgresql.connection import PgMigrationConnection
@@ -73,6 +74,8 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
         self.settle_preview: Callable[..., None] | None = None
         #: A preview's ``PgObserver.open_step``: the step's savepoint, opened before the session's own statements.
         self.open_step: Callable[..., None] = lambda eager=False: None
+        #: A preview's ``PgObserver.close_step``: the next step's savepoint, sent behind this step's ledger row.
+        self.close_step: Callable[[], str] = lambda: ""
         #: A preview's statements prepared by name: the ledger rows' statement is planned once, not per step.
         self.prepared: PreparedSet | None = None
         self._builds: IndexBuilds | None = None  # the indexes of the step outside a transaction under way
@@ -169,7 +172,9 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
                detail: str | None = None) -> None:
         migration = step.migration
         self.open_step()
-        run = self._prepared if self.prepared is not None else None
+        # A rehearsed step (not transactional) still has its rehearsal's savepoint to release after its ledger row.
+        then = self.close_step() if migration.transactional else ""
+        run = partial(self._prepared, then=then) if self.prepared is not None else None
         if step.direction == APPLY:
             self.ledger.record_applied_and_log(migration, execution_ms, action or step.direction, detail, run)
             return
@@ -177,14 +182,15 @@ class PgSession(Session["Connection[Any]", "Observer", PgMigrationConnection]):
             self.ledger.record_unapplied(replaced)
         self.ledger.record_unapplied_and_log(migration, execution_ms, action or step.direction, detail, run)
 
-    def _prepared(self, sql: str, parameters: dict[str, Any]) -> None:
-        """``sql`` run as a statement the preview prepared (the same text every step: one per ledger table)."""
+    def _prepared(self, sql: str, parameters: dict[str, Any], then: str = "") -> None:
+        """``sql`` run as a statement the preview prepared (the same text every step: one per ledger table);
+        ``then``: sent behind it in the same round trip (``close_step``)."""
         statement = _LEDGER_STATEMENTS.get(sql)
         if statement is None:
             statement = Statement(f"ledger_{len(_LEDGER_STATEMENTS)}", sql, PARAMETER_TYPES)
             _LEDGER_STATEMENTS[sql] = statement
         assert self.prepared is not None  # record passes this only then
-        self.prepared.execute(self.conn, statement, parameters).close()
+        self.prepared.execute(self.conn, statement, parameters, then=then).close()
 
 
 _LEDGER_STATEMENTS: dict[str, Statement] = {}
@@ -316,6 +322,7 @@ class PgRunner(MarksThroughSessions):
                                     before=before)
                 observer = PgObserver(conn, ledger.log_table, capture_sql=capture_sql, prepared=PreparedSet())
                 session.settle_preview, session.open_step = observer.settle, observer.open_step
+                session.close_step = observer.close_step
                 session.prepared = observer.prepared
                 watch = lock_watch(observer, conn, self.engine, guard.settings)
                 session.preview(result, watch, make_plan=make_plan, accept=_judged(accept, watch, ledger),

@@ -323,15 +323,15 @@ def _written(alias: str, catalog: str, gate: str) -> str:
 
 #: Two columns for ``postgresql.step_catalog``'s statement: the objects written since the last reading, as JSON
 #: (NULL when there are none), and, if some were deleted, the oids of all that remain (else NULL).
-STEP_COLUMNS = f"""
+STEP_COLUMNS = (f"""
 (SELECT json_agg(json_build_array(o.oid, o.kind, o.name, o.schema, o.tbl, o.def)) FROM ({OBJECTS_OF.format(
     trigger=_written("t", _TRIGGER, "trigger_writes"), constraint=_written("k", _CONSTRAINT, "constraint_writes"),
-    function=_written("p", _PROC, "function_writes"))}) o),
+    function=_written("p", _PROC, "function_writes"))}) o)""", f"""
 CASE WHEN {_counted('deleted', _TRIGGER)} + {_counted('deleted', _CONSTRAINT)} + {_counted('deleted', _PROC)}
           > %(object_deletes)s
      THEN ARRAY(SELECT oid::bigint FROM pg_trigger UNION ALL SELECT oid::bigint FROM pg_constraint
                 UNION ALL SELECT oid::bigint FROM pg_proc) END
-"""
+""")
 
 
 #: One constraint, trigger or function: (kind, name as shown, table as shown or ``None``, definition).

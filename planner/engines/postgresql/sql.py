@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from planner.sql import Dialect, Token
 
@@ -32,7 +33,17 @@ POSTGRESQL = Dialect(
 
 tokens = POSTGRESQL.tokens
 split_script = POSTGRESQL.split_script
-first_keywords = POSTGRESQL.keywords
+
+
+@lru_cache(maxsize=256)
+def _lead(sql: str) -> tuple[str, ...]:
+    return tuple(POSTGRESQL.keywords(sql, 3))
+
+
+def first_keywords(sql: str, count: int) -> list[str]:
+    """The first ``count`` words of a statement, upper-cased (``Dialect.keywords``). The first three are read once
+    per statement's text: the preview and its lock watch ask five times for each statement a migration runs."""
+    return list(_lead(sql)[:count]) if count <= 3 else POSTGRESQL.keywords(sql, count)
 
 
 def translate_placeholders(sql: str, parameters: object) -> str:
@@ -116,6 +127,7 @@ class Statement:
     retyped: tuple[tuple[str, str, str | None], ...] = ()
 
 
+@lru_cache(maxsize=256)  # the observer and its lock watch both ask; a data migration repeats one text
 def classify(sql: str) -> Statement:
     """The preview's reading of one statement; ``other`` for anything it does not measure."""
     parts = tokens(sql)
@@ -223,6 +235,7 @@ _TABLE_BEFORE = {"INTO", "TABLE", "JOIN", "FROM", "UPDATE", "REFERENCES", "ONLY"
 _RUNS_EXPRESSIONS = {"SELECT", "WITH", "INSERT", "UPDATE", "DELETE", "MERGE", "VALUES"}
 
 
+@lru_cache(maxsize=256)  # asked several times for each statement a preview runs
 def may_drop_unnamed(sql: str) -> bool:
     """Whether the statement may drop tables or columns it does not name.
 
@@ -248,6 +261,7 @@ _CREATES_QUIETLY = {"TABLE", "VIEW", "SEQUENCE", "TYPE", "SCHEMA", "FUNCTION", "
 _QUIET = {"COMMENT", "GRANT", "REVOKE", "SET", "RESET", "SHOW", "ANALYZE", "SAVEPOINT", "RELEASE"}
 
 
+@lru_cache(maxsize=256)  # asked several times for each statement a preview runs
 def leaves_rows_alone(sql: str) -> bool:
     """Whether the statement cannot delete or update a row, even through a trigger or a function.
 
@@ -269,6 +283,7 @@ def leaves_rows_alone(sql: str) -> bool:
     return all(word in _CREATES_QUIETLY for word in words[1:2])
 
 
+@lru_cache(maxsize=256)  # asked several times for each statement a preview runs
 def rewritten_table(sql: str) -> str | None:
     """The table an ``ALTER TABLE`` or ``CLUSTER`` names: it may rewrite it (a new storage file) keeping its rows."""
     parts = tokens(sql)
