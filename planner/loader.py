@@ -65,6 +65,7 @@ import hashlib
 import importlib.util
 import io
 import marshal
+import opcode
 import os
 import re
 import sys
@@ -97,6 +98,7 @@ from planner.errors import (
 from planner.migration import (
     DECLARED,
     DOCUMENTED,
+    DeferredFunction,
     IMPLIED,
     UNEXPLAINED,
     Migration,
@@ -289,25 +291,63 @@ def application_importable(folder: Path) -> None:
         sys.path.append(str(root))
 
 
-def load_migration(path: Path, version: str) -> Migration:
-    """Import one migration file and describe it; dependencies may still need the implied rule.
+#: The names whose binding describes a migration: a file binding any of them otherwise than to a literal (or,
+#: for the functions, a ``def``) is run to be described. ``__getattr__`` would answer for names never bound.
+_DESCRIBING = frozenset({"__doc__", "depends_on", "replaces", "transactional", "lock_timeout", "allow", "upgrade",
+                         "downgrade", "validate_pre", "validate_post", "__getattr__"})
+_FUNCTIONS = frozenset({"upgrade", "downgrade", "validate_pre", "validate_post"})
+#: The only instructions a top level read without running may hold: no call, jump, ``import *``, ``del``,
+#: subscript or operator, so whatever it binds last to a name is what running it binds (or it raises).
+_PLAIN = frozenset(opcode.opmap[name] for name in (
+    "CACHE", "NOP", "RESUME", "EXTENDED_ARG", "LOAD_CONST", "RETURN_CONST", "LOAD_NAME", "LOAD_ATTR",
+    "BUILD_TUPLE", "BUILD_LIST", "BUILD_SET", "BUILD_MAP", "BUILD_CONST_KEY_MAP", "LIST_EXTEND", "SET_UPDATE",
+    "IMPORT_NAME", "IMPORT_FROM", "STORE_NAME", "POP_TOP", "MAKE_FUNCTION", "SET_FUNCTION_ATTRIBUTE",
+    "RETURN_VALUE") if name in opcode.opmap)
+_LOAD_CONST, _STORE_NAME = opcode.opmap["LOAD_CONST"], opcode.opmap["STORE_NAME"]
+_EXTENDED_ARG, _CACHE = opcode.opmap["EXTENDED_ARG"], opcode.opmap.get("CACHE", -1)
+_MADE = frozenset(opcode.opmap[name] for name in ("MAKE_FUNCTION", "SET_FUNCTION_ATTRIBUTE") if name in opcode.opmap)
 
-    A migration with neither ``depends_on`` nor a ``Dependencies:`` section comes
-    back with ``dependency_source == IMPLIED`` and no dependencies: only the
-    whole catalog knows which version precedes it.
+
+def _plain_bindings(code: types.CodeType) -> dict[str, object] | None:
+    """What a module's top level binds to the describing names, read from its bytecode without running it.
+
+    A literal's value, or the code object of a ``def`` (one without
+    decorators, which are calls); ``None`` when the top level holds anything
+    else, or binds a describing name to anything else (an import, an
+    expression): then only running the file says what it declares. Imports
+    and annotations are left to run with the module: they can only fail,
+    which is reported when the code is needed (``DeferredFunction``).
     """
-    if path.suffix == ".sql":
-        return load_sql_migration(path, version)
-    source, checksum = _read(path, version)
-    try:
-        code = _compiled(path, source)
-    except SyntaxError as exc:
-        raise UnreadableMigration(path, version, f"syntax error: {exc.msg}", exc.lineno) from exc
-    except ValueError as exc:  # null bytes, on Pythons that do not call that a SyntaxError
-        raise UnreadableMigration(path, version, str(exc)) from exc
-    name = f"apm_migration_{version}"
-    module = types.ModuleType(name)
-    module.__file__ = str(path)
+    bindings: dict[str, object] = {}
+    previous, argument, last_argument, extended, last_code = -1, 0, 0, 0, None
+    raw = code.co_code
+    for index in range(0, len(raw), 2):
+        op = raw[index]
+        if op == _CACHE:
+            continue
+        if op not in _PLAIN:
+            return None
+        argument, extended = raw[index + 1] | extended, 0
+        if op == _EXTENDED_ARG:
+            extended = argument << 8
+            continue
+        if op == _LOAD_CONST and isinstance(code.co_consts[argument], types.CodeType):
+            last_code = code.co_consts[argument]
+        elif op == _STORE_NAME and code.co_names[argument] in _DESCRIBING:
+            name = code.co_names[argument]
+            if previous == _LOAD_CONST and name not in _FUNCTIONS:
+                bindings[name] = code.co_consts[last_argument]
+            elif previous in _MADE and name in _FUNCTIONS and last_code is not None:
+                bindings[name] = last_code
+            else:
+                return None
+        previous, last_argument = op, argument
+    return bindings
+
+
+def _execute(module: types.ModuleType, code: types.CodeType, path: Path, version: str) -> None:
+    """Run a migration's top level in ``module``: ``MigrationImportError`` for whatever it raises."""
+    name = module.__name__
     # Registered while its top level runs, because some code looks its module up
     # there (a dataclass does); removed after, so loading a catalog leaves no trace.
     previous = sys.modules.get(name)
@@ -326,13 +366,69 @@ def load_migration(path: Path, version: str) -> Migration:
         else:
             sys.modules[name] = previous
 
-    upgrade = _optional_function(module, "upgrade")
+
+def _run_deferred(module: types.ModuleType, code: types.CodeType, path: Path, version: str,
+                  bindings: dict[str, object], outcome: list[CatalogError | None]) -> None:
+    """Run a module described without running, once (``outcome`` keeps how it went); ``CatalogInvalid`` if it fails.
+
+    Then check that it bound what its bytecode said: the literals equal, each
+    function compiled from the code object read. Only an import reaching back
+    into the module could differ; a description that no longer holds is a
+    catalog error, never a silent change of plan.
+    """
+    if not outcome:
+        try:
+            _execute(module, code, path, version)
+            changed = [name for name, value in bindings.items()
+                       if (getattr(getattr(module, name, None), "__code__", None) is not value
+                           if isinstance(value, types.CodeType) else getattr(module, name, None) != value)]
+            if changed:
+                raise MigrationImportError(path, version, RuntimeError(
+                    f"{', '.join(changed)} changed while its top level ran; bind them once, as literals and defs"))
+            outcome.append(None)
+        except MigrationImportError as exc:
+            outcome.append(exc)
+    if outcome[0] is not None:
+        raise CatalogInvalid(path.parent, [outcome[0]])
+
+
+def load_migration(path: Path, version: str, deferred: bool = False) -> Migration:
+    """Import one migration file and describe it; dependencies may still need the implied rule.
+
+    A migration with neither ``depends_on`` nor a ``Dependencies:`` section comes
+    back with ``dependency_source == IMPLIED`` and no dependencies: only the
+    whole catalog knows which version precedes it. With ``deferred``, a file
+    whose top level can only bind literals, functions and imports is described
+    without running it, its functions ``DeferredFunction``s (``_plain_bindings``).
+    """
+    if path.suffix == ".sql":
+        return load_sql_migration(path, version)
+    source, checksum = _read(path, version)
+    try:
+        code = _compiled(path, source)
+    except SyntaxError as exc:
+        raise UnreadableMigration(path, version, f"syntax error: {exc.msg}", exc.lineno) from exc
+    except ValueError as exc:  # null bytes, on Pythons that do not call that a SyntaxError
+        raise UnreadableMigration(path, version, str(exc)) from exc
+    module = types.ModuleType(f"apm_migration_{version}")
+    module.__file__ = str(path)
+    bindings = _plain_bindings(code) if deferred else None
+    view: object = module
+    if bindings is None:
+        _execute(module, code, path, version)
+    else:
+        run = functools.partial(_run_deferred, module, code, path, version, bindings, [])
+        view = types.SimpleNamespace(**{name: DeferredFunction(name, value, module.__dict__, run)
+                                        if isinstance(value, types.CodeType) else value
+                                        for name, value in {"__doc__": None, **bindings}.items()})
+
+    upgrade = _optional_function(view, "upgrade")
     if upgrade is None:
         raise MissingUpgrade(path, version)
 
     try:
-        info = parse_docstring(module.__doc__)
-        declared = _declared_versions(module, "depends_on")
+        info = parse_docstring(view.__doc__)
+        declared = _declared_versions(view, "depends_on")
     except ValueError as exc:
         raise MalformedDependencies(path, version, str(exc)) from exc
 
@@ -348,14 +444,14 @@ def load_migration(path: Path, version: str) -> Migration:
         depends_on, source_rule = (), IMPLIED
 
     description = info.description or _slug(path, version)
-    transactional = getattr(module, "transactional", True)
+    transactional = getattr(view, "transactional", True)
     if not isinstance(transactional, bool):
         raise InvalidTransactional(path, version, transactional)
     try:
-        replaces = _declared_versions(module, "replaces") or ()
+        replaces = _declared_versions(view, "replaces") or ()
     except ValueError as exc:
         raise MalformedDependencies(path, version, str(exc)) from exc
-    downgrade = _optional_function(module, "downgrade")
+    downgrade = _optional_function(view, "downgrade")
     irreversible = declared_reason(source, path, downgrade, module.__dict__)  # one that only raises: no downgrade
     return Migration(
         version=version,
@@ -364,18 +460,18 @@ def load_migration(path: Path, version: str) -> Migration:
         checksum=checksum,
         depends_on=depends_on,
         dependency_source=source_rule,
-        doc=(module.__doc__ or "").strip(),
+        doc=(view.__doc__ or "").strip(),
         upgrade=upgrade,
         downgrade=None if irreversible is not None else downgrade,
-        validate_pre=_optional_function(module, "validate_pre"),
-        validate_post=_optional_function(module, "validate_post"),
+        validate_pre=_optional_function(view, "validate_pre"),
+        validate_post=_optional_function(view, "validate_post"),
         docstring_version=info.version,
         documented_dependencies=documented,
         transactional=transactional,
         replaces=replaces,
         irreversible_reason=irreversible,
         unwritten=("upgrade",) if does_nothing(upgrade) else (),
-        **module_locks(path, version, module),  # lock_timeout, allow (planner.locks)
+        **module_locks(path, version, view),  # lock_timeout, allow (planner.locks)
     )
 
 
@@ -423,8 +519,11 @@ def migration_files(directory: Path) -> tuple[dict[str, Path], list[CatalogError
     return files, problems
 
 
-def scan_catalog(directory: Path | str) -> tuple[list[Migration], list[CatalogError]]:
+def scan_catalog(directory: Path | str, deferred: bool = False) -> tuple[list[Migration], list[CatalogError]]:
     """Load every migration in a folder, collecting problems instead of raising them.
+
+    ``deferred``: run no module that can be described without running (``load_migration``); what cannot
+    be imported is then reported when its code is needed (``planner.migration.load_code``), not here.
 
     Returns the migrations that loaded (in numeric order, implied dependencies
     filled in) and every file-level problem. Graph-level problems (unknown
@@ -447,7 +546,7 @@ def scan_catalog(directory: Path | str) -> tuple[list[Migration], list[CatalogEr
         for version, path in entries:
             if path is not None:
                 try:
-                    migration = load_migration(path, version)
+                    migration = load_migration(path, version, deferred)
                 except CatalogError as exc:
                     problems.append(exc)
                 else:
@@ -458,10 +557,13 @@ def scan_catalog(directory: Path | str) -> tuple[list[Migration], list[CatalogEr
     return loaded, problems
 
 
-def load_catalog(directory: Path | str) -> Catalog:
-    """Load a folder strictly: a ``Catalog`` whose graph is a DAG, or ``CatalogInvalid`` with every problem."""
+def load_catalog(directory: Path | str, deferred: bool = False) -> Catalog:
+    """Load a folder strictly: a ``Catalog`` whose graph is a DAG, or ``CatalogInvalid`` with every problem.
+
+    ``deferred`` is for a command that may need none of the migrations' code: see ``scan_catalog``.
+    """
     directory = Path(directory)
-    migrations, problems = scan_catalog(directory)
+    migrations, problems = scan_catalog(directory, deferred)
     unloadable = {p.versions[0] for p in problems if p.versions}
     catalog, graph_problems = Catalog.build(directory, migrations, unloadable=unloadable)
     problems.extend(graph_problems)

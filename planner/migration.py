@@ -40,10 +40,12 @@ from __future__ import annotations
 
 import ast
 import opcode
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
+
+from planner.errors import CatalogError, CatalogInvalid
 
 if TYPE_CHECKING:
     from planner.transaction_guard import GuardedConnection
@@ -134,6 +136,58 @@ class Migration:
 
     def __repr__(self) -> str:
         return f"<Migration {self.version} {self.description!r}>"
+
+
+class DeferredFunction:
+    """A migration's function whose module has not run yet; the module runs at the first call or ``load()``.
+
+    Why: a command that only reads (``apm fleet status``, ``apm migrate
+    list``) needs each file's version, dependencies, docstring and checksum,
+    never its code, and running the modules was most of its start-up (their
+    imports included). The loader reads those facts from the compiled file
+    without running it when the file's top level can only bind them as
+    literals (``planner.loader``), and hands out these in place of the
+    functions. ``__code__`` is the function's own code object and
+    ``__globals__`` the dict its module will run in, so what is read from a
+    function before it exists (``does_nothing``, ``declared_reason``) reads
+    the same as from the function itself.
+    """
+
+    def __init__(self, name: str, code: object, namespace: dict, run: Callable[[], None]):
+        self.name, self.__code__, self.__globals__, self._run = name, code, namespace, run
+
+    def load(self) -> Callable[..., object]:
+        """The function itself, its module run first (once); ``CatalogInvalid`` when the module cannot run."""
+        self._run()
+        return self.__globals__[self.name]
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        return self.load()(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<deferred {self.name} of {self.__globals__.get('__file__')}>"
+
+
+def load_code(migrations: Iterable[tuple[Migration, bool]]) -> None:
+    """Run the modules of what a command is about to call (``(migration, applying)``), every problem in one error.
+
+    A run asks this before anything runs (``planner.plan.refuse_empty_upgrades``), so a module that cannot
+    be imported stops the command where loading the whole catalog used to, not half-way through a plan.
+    """
+    problems: list[CatalogError] = []
+    directory = None
+    for migration, applying in migrations:
+        parts = (migration.upgrade, migration.validate_pre, migration.validate_post) if applying else \
+            (migration.downgrade,)
+        for function in parts:
+            if isinstance(function, DeferredFunction):
+                try:
+                    function.load()
+                except CatalogInvalid as exc:
+                    directory = exc.directory
+                    problems.extend(p for p in exc.problems if p not in problems)
+    if problems and directory is not None:
+        raise CatalogInvalid(directory, problems)
 
 
 def _nothing(conn: object) -> None:
