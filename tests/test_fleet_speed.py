@@ -380,3 +380,33 @@ def test_a_worker_killed_mid_run_fails_what_was_in_flight_and_the_rest_resumes(t
     resumed = run_apm("--migrations-dir", str(catalog), "fleet", "migrate", "--resume", "--json", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert all(applied(p) == ["0001", "0002", "0003"] for p in paths)
+
+
+@pytest.mark.parametrize("shape", ["current", "seed", "framework, rolled back"])
+def test_a_steps_row_is_written_as_before_in_every_ledger_shape(tmp_path: Path, shape: str) -> None:
+    """``record_applied`` writes without reading the columns first; a table without ``applied_by``, or a row
+    APM's framework rolled back, is still written as the columns say (``ensure_schema`` made them current)."""
+    from types import SimpleNamespace
+
+    from planner.engines.sqlite.ledger import Ledger
+
+    conn = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    if shape == "seed":
+        conn.execute("CREATE TABLE schema_migrations (version TEXT PRIMARY KEY, description TEXT, applied_at TEXT)")
+    elif shape.startswith("framework"):
+        conn.execute("CREATE TABLE schema_migrations (id INTEGER PRIMARY KEY AUTOINCREMENT, version TEXT NOT NULL "
+                     "UNIQUE, description TEXT, applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, rollback_at "
+                     "TIMESTAMP DEFAULT NULL, rollback_reason TEXT DEFAULT NULL, applied_by TEXT DEFAULT NULL)")
+        conn.execute("INSERT INTO schema_migrations (version, description, rollback_at, rollback_reason) "
+                     "VALUES ('0007', 'old', '2025-01-01', 'undone')")
+    ledger = Ledger(conn)
+    conn.execute("BEGIN IMMEDIATE")
+    ledger.ensure_schema()
+    ledger.record_applied(SimpleNamespace(version="0007", description="Seven", checksum="c7"), 12)
+    conn.execute("COMMIT")
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(schema_migrations)")]
+    row = dict(zip(columns, conn.execute("SELECT * FROM schema_migrations").fetchone()))
+    assert (row["version"], row["description"], row["checksum"], row["execution_ms"]) == ("0007", "Seven", "c7", 12)
+    assert row.get("applied_by", "apm-migrate") == "apm-migrate" and row["applied_at"]
+    assert row.get("rollback_at") is None and conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (1,)
+    assert ledger.applied_versions() == ["0007"]
