@@ -64,7 +64,6 @@ import functools
 import importlib.util
 import io
 import marshal
-import opcode
 import os
 import re
 import sys
@@ -105,6 +104,7 @@ from planner.migration import (
     does_nothing,
     fold,
     module_locks,
+    plain_bindings,
 )
 
 try:  # as the standard library's random does: the built-in sha256, without hashlib's OpenSSL start-up (~3 ms)
@@ -298,60 +298,6 @@ def application_importable(folder: Path) -> None:
         sys.path.append(str(root))
 
 
-#: The names whose binding describes a migration: a file binding any of them otherwise than to a literal (or,
-#: for the functions, a ``def``) is run to be described. ``__getattr__`` would answer for names never bound.
-_DESCRIBING = frozenset({"__doc__", "depends_on", "replaces", "transactional", "lock_timeout", "allow", "upgrade",
-                         "downgrade", "validate_pre", "validate_post", "__getattr__"})
-_FUNCTIONS = frozenset({"upgrade", "downgrade", "validate_pre", "validate_post"})
-#: The only instructions a top level read without running may hold: no call, jump, ``import *``, ``del``,
-#: subscript or operator, so whatever it binds last to a name is what running it binds (or it raises).
-_PLAIN = frozenset(opcode.opmap[name] for name in (
-    "CACHE", "NOP", "RESUME", "EXTENDED_ARG", "LOAD_CONST", "RETURN_CONST", "LOAD_NAME", "LOAD_ATTR",
-    "BUILD_TUPLE", "BUILD_LIST", "BUILD_SET", "BUILD_MAP", "BUILD_CONST_KEY_MAP", "LIST_EXTEND", "SET_UPDATE",
-    "IMPORT_NAME", "IMPORT_FROM", "STORE_NAME", "POP_TOP", "MAKE_FUNCTION", "SET_FUNCTION_ATTRIBUTE",
-    "RETURN_VALUE") if name in opcode.opmap)
-_LOAD_CONST, _STORE_NAME = opcode.opmap["LOAD_CONST"], opcode.opmap["STORE_NAME"]
-_EXTENDED_ARG, _CACHE = opcode.opmap["EXTENDED_ARG"], opcode.opmap.get("CACHE", -1)
-_MADE = frozenset(opcode.opmap[name] for name in ("MAKE_FUNCTION", "SET_FUNCTION_ATTRIBUTE") if name in opcode.opmap)
-
-
-def _plain_bindings(code: types.CodeType) -> dict[str, object] | None:
-    """What a module's top level binds to the describing names, read from its bytecode without running it.
-
-    A literal's value, or the code object of a ``def`` (one without
-    decorators, which are calls); ``None`` when the top level holds anything
-    else, or binds a describing name to anything else (an import, an
-    expression): then only running the file says what it declares. Imports
-    and annotations are left to run with the module: they can only fail,
-    which is reported when the code is needed (``DeferredFunction``).
-    """
-    bindings: dict[str, object] = {}
-    previous, argument, last_argument, extended, last_code = -1, 0, 0, 0, None
-    raw = code.co_code
-    for index in range(0, len(raw), 2):
-        op = raw[index]
-        if op == _CACHE:
-            continue
-        if op not in _PLAIN:
-            return None
-        argument, extended = raw[index + 1] | extended, 0
-        if op == _EXTENDED_ARG:
-            extended = argument << 8
-            continue
-        if op == _LOAD_CONST and isinstance(code.co_consts[argument], types.CodeType):
-            last_code = code.co_consts[argument]
-        elif op == _STORE_NAME and code.co_names[argument] in _DESCRIBING:
-            name = code.co_names[argument]
-            if previous == _LOAD_CONST and name not in _FUNCTIONS:
-                bindings[name] = code.co_consts[last_argument]
-            elif previous in _MADE and name in _FUNCTIONS and last_code is not None:
-                bindings[name] = last_code
-            else:
-                return None
-        previous, last_argument = op, argument
-    return bindings
-
-
 def _execute(module: types.ModuleType, code: types.CodeType, path: Path, version: str) -> None:
     """Run a migration's top level in ``module``: ``MigrationImportError`` for whatever it raises."""
     name = module.__name__
@@ -406,7 +352,7 @@ def load_migration(path: Path, version: str, deferred: bool = False) -> Migratio
     back with ``dependency_source == IMPLIED`` and no dependencies: only the
     whole catalog knows which version precedes it. With ``deferred``, a file
     whose top level can only bind literals, functions and imports is described
-    without running it, its functions ``DeferredFunction``s (``_plain_bindings``).
+    without running it, its functions ``DeferredFunction``s (``planner.migration.plain_bindings``).
     """
     if path.suffix == ".sql":
         return load_sql_migration(path, version)
@@ -419,7 +365,7 @@ def load_migration(path: Path, version: str, deferred: bool = False) -> Migratio
         raise UnreadableMigration(path, version, str(exc)) from exc
     module = types.ModuleType(f"apm_migration_{version}")
     module.__file__ = str(path)
-    bindings = _plain_bindings(code) if deferred else None
+    bindings = plain_bindings(code) if deferred else None
     view: object = module
     if bindings is None:
         _execute(module, code, path, version)

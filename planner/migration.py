@@ -43,6 +43,7 @@ import opcode
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import CodeType
 from typing import TYPE_CHECKING, TypedDict
 
 from planner.errors import CatalogError, CatalogInvalid
@@ -136,6 +137,61 @@ class Migration:
 
     def __repr__(self) -> str:
         return f"<Migration {self.version} {self.description!r}>"
+
+
+#: The names whose binding describes a migration: a file binding any of them otherwise than to a literal (or,
+#: for the functions, a ``def``) is run to be described. ``__getattr__`` would answer for names never bound.
+_DESCRIBING = frozenset({"__doc__", "depends_on", "replaces", "transactional", "lock_timeout", "allow", "upgrade",
+                         "downgrade", "validate_pre", "validate_post", "__getattr__"})
+_FUNCTIONS = frozenset({"upgrade", "downgrade", "validate_pre", "validate_post"})
+#: The only instructions a top level read without running may hold: no call, jump, ``import *``, ``del``,
+#: subscript or operator, so whatever it binds last to a name is what running it binds (or it raises).
+_PLAIN = frozenset(opcode.opmap[name] for name in (
+    "CACHE", "NOP", "RESUME", "EXTENDED_ARG", "LOAD_CONST", "RETURN_CONST", "LOAD_NAME", "LOAD_ATTR",
+    "BUILD_TUPLE", "BUILD_LIST", "BUILD_SET", "BUILD_MAP", "BUILD_CONST_KEY_MAP", "LIST_EXTEND", "SET_UPDATE",
+    "IMPORT_NAME", "IMPORT_FROM", "STORE_NAME", "POP_TOP", "MAKE_FUNCTION", "SET_FUNCTION_ATTRIBUTE",
+    "RETURN_VALUE") if name in opcode.opmap)
+_LOAD_CONST, _STORE_NAME = opcode.opmap["LOAD_CONST"], opcode.opmap["STORE_NAME"]
+_EXTENDED_ARG, _CACHE = opcode.opmap["EXTENDED_ARG"], opcode.opmap.get("CACHE", -1)
+_MADE = frozenset(opcode.opmap[name] for name in ("MAKE_FUNCTION", "SET_FUNCTION_ATTRIBUTE") if name in opcode.opmap)
+
+
+def plain_bindings(code: CodeType) -> dict[str, object] | None:
+    """What a module's top level binds to the describing names, read from its bytecode without running it.
+
+    A literal's value, or the code object of a ``def`` (one without
+    decorators, which are calls); ``None`` when the top level holds anything
+    else, or binds a describing name to anything else (an import, an
+    expression): then only running the file says what it declares. Imports
+    and annotations are left to run with the module: they can only fail,
+    which is reported when the code is needed (``DeferredFunction``).
+    """
+    bindings: dict[str, object] = {}
+    previous, argument, last_argument, extended, last_code = -1, 0, 0, 0, None
+    raw = code.co_code
+    for index in range(0, len(raw), 2):
+        op = raw[index]
+        if op == _CACHE:
+            continue
+        if op not in _PLAIN:
+            return None
+        argument, extended = raw[index + 1] | extended, 0
+        if op == _EXTENDED_ARG:
+            extended = argument << 8
+            continue
+        if op == _LOAD_CONST and isinstance(code.co_consts[argument], CodeType):
+            last_code = code.co_consts[argument]
+        elif op == _STORE_NAME and code.co_names[argument] in _DESCRIBING:
+            name = code.co_names[argument]
+            if previous == _LOAD_CONST and name not in _FUNCTIONS:
+                bindings[name] = code.co_consts[last_argument]
+            elif previous in _MADE and name in _FUNCTIONS and last_code is not None:
+                bindings[name] = last_code
+            else:
+                return None
+        previous, last_argument = op, argument
+    return bindings
+
 
 
 class DeferredFunction:

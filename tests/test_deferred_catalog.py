@@ -3,7 +3,7 @@
 Reading commands (``apm fleet status``, ``apm status``, ``apm migrate --list``)
 need versions, dependencies, docstrings and checksums, never the code; a run
 needs the code of its steps only, and a module that cannot be imported still
-refuses it before anything runs (``planner.loader._plain_bindings``,
+refuses it before anything runs (``planner.migration.plain_bindings``,
 ``planner.migration.DeferredFunction``).
 """
 
