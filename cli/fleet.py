@@ -117,11 +117,12 @@ def _given_order(globs: tuple[str, ...], lists: tuple[str, ...]) -> list[tuple[s
     return order if sorted(order) == wanted else None  # a value the scan misread: the options decide
 
 
-def load_fleet_catalog():
+def load_fleet_catalog(code: bool = True):
     # start-up time: cli.fleet runs without cli.running until load_fleet_catalog() needs it
     from cli.running import load_catalog
 
-    return load_catalog()
+    # With code, every module runs now, before any database is read or a worker forked (each inherits them).
+    return load_catalog(code=code)
 
 
 def jobs_of(jobs: int | None) -> int:
@@ -224,7 +225,7 @@ def status_command(ctx: click.Context, globs: tuple[str, ...], lists: tuple[str,
     from planner.fleet.status import DriftChecker, fleet_status
 
     members = discover_members(globs, lists)
-    catalog = load_fleet_catalog()
+    catalog = load_fleet_catalog(code=drift)  # the replay runs the code
     options = settings()
     checker = None
     if drift:
@@ -328,7 +329,7 @@ def plan_command(ctx: click.Context, globs, lists, target, to, rollback, cascade
     """
     check_request(target, to, rollback, cascade)
     members = discover_members(globs, lists)
-    catalog = load_fleet_catalog()
+    catalog = load_fleet_catalog(code=rehearse or sql)  # a rehearsal runs the code
     request = make_request(target=target, to=to, rollback=rollback, cascade=cascade, dry_run=True, sql=sql)
     if rehearse or sql:
 

@@ -32,11 +32,13 @@ from cli.options import ENGINE_HOOKS, EXIT_LOCK_RISK, EXIT_UNCONFIRMED, Settings
 from cli.output import Progress, confirm, duration, echo, emit_json, plan_json, printed_lines
 
 
-def load_catalog():
+def load_catalog(code: bool = False):
     # start-up time: cli.running runs without planner.loader until load_catalog() needs it
     from planner.loader import load_catalog as load
 
-    return load(settings().catalog_dir)
+    # Without code, a module runs when a run needs it, before anything runs (planner.plan.refuse_empty_upgrades);
+    # with code (a replay, a fleet's forked workers) every one runs now, so a broken one stops the command here.
+    return load(settings().catalog_dir, deferred=not code)
 
 
 def ledger_entries() -> dict:

@@ -358,7 +358,7 @@ def drift_command(ctx: click.Context, as_json: bool) -> None:
     options = settings()
     engine = options.engine
     engine.require()  # no database: exit 6, nothing created
-    catalog = load_catalog()
+    catalog = load_catalog(code=True)  # the replay runs the code
     applied = engine.applied()
     differences = engine.drift(catalog, applied, {})
     if as_json:

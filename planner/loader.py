@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import importlib.util
 import io
 import marshal
@@ -97,6 +96,7 @@ from planner.errors import (
 from planner.migration import (
     DECLARED,
     DOCUMENTED,
+    DeferredFunction,
     IMPLIED,
     UNEXPLAINED,
     Migration,
@@ -104,7 +104,16 @@ from planner.migration import (
     does_nothing,
     fold,
     module_locks,
+    plain_bindings,
 )
+
+try:  # as the standard library's random does: the built-in sha256, without hashlib's OpenSSL start-up (~3 ms)
+    from _sha256 import sha256  # type: ignore[import-not-found]  # Python 3.11
+except ImportError:
+    try:
+        from _sha2 import sha256  # type: ignore[import-not-found]  # Python 3.12 and later
+    except ImportError:
+        from hashlib import sha256  # a build without them
 
 FILE_PREFIX = "migration_"
 # PEP 552 flags: hash-based (bit 0), and checked (bit 1) so importlib also verifies it if it reads it.
@@ -289,25 +298,9 @@ def application_importable(folder: Path) -> None:
         sys.path.append(str(root))
 
 
-def load_migration(path: Path, version: str) -> Migration:
-    """Import one migration file and describe it; dependencies may still need the implied rule.
-
-    A migration with neither ``depends_on`` nor a ``Dependencies:`` section comes
-    back with ``dependency_source == IMPLIED`` and no dependencies: only the
-    whole catalog knows which version precedes it.
-    """
-    if path.suffix == ".sql":
-        return load_sql_migration(path, version)
-    source, checksum = _read(path, version)
-    try:
-        code = _compiled(path, source)
-    except SyntaxError as exc:
-        raise UnreadableMigration(path, version, f"syntax error: {exc.msg}", exc.lineno) from exc
-    except ValueError as exc:  # null bytes, on Pythons that do not call that a SyntaxError
-        raise UnreadableMigration(path, version, str(exc)) from exc
-    name = f"apm_migration_{version}"
-    module = types.ModuleType(name)
-    module.__file__ = str(path)
+def _execute(module: types.ModuleType, code: types.CodeType, path: Path, version: str) -> None:
+    """Run a migration's top level in ``module``: ``MigrationImportError`` for whatever it raises."""
+    name = module.__name__
     # Registered while its top level runs, because some code looks its module up
     # there (a dataclass does); removed after, so loading a catalog leaves no trace.
     previous = sys.modules.get(name)
@@ -326,13 +319,69 @@ def load_migration(path: Path, version: str) -> Migration:
         else:
             sys.modules[name] = previous
 
-    upgrade = _optional_function(module, "upgrade")
+
+def _run_deferred(module: types.ModuleType, code: types.CodeType, path: Path, version: str,
+                  bindings: dict[str, object], outcome: list[CatalogError | None]) -> None:
+    """Run a module described without running, once (``outcome`` keeps how it went); ``CatalogInvalid`` if it fails.
+
+    Then check that it bound what its bytecode said: the literals equal, each
+    function compiled from the code object read. Only an import reaching back
+    into the module could differ; a description that no longer holds is a
+    catalog error, never a silent change of plan.
+    """
+    if not outcome:
+        try:
+            _execute(module, code, path, version)
+            changed = [name for name, value in bindings.items()
+                       if (getattr(getattr(module, name, None), "__code__", None) is not value
+                           if isinstance(value, types.CodeType) else getattr(module, name, None) != value)]
+            if changed:
+                raise MigrationImportError(path, version, RuntimeError(
+                    f"{', '.join(changed)} changed while its top level ran; bind them once, as literals and defs"))
+            outcome.append(None)
+        except MigrationImportError as exc:
+            outcome.append(exc)
+    if outcome[0] is not None:
+        raise CatalogInvalid(path.parent, [outcome[0]])
+
+
+def load_migration(path: Path, version: str, deferred: bool = False) -> Migration:
+    """Import one migration file and describe it; dependencies may still need the implied rule.
+
+    A migration with neither ``depends_on`` nor a ``Dependencies:`` section comes
+    back with ``dependency_source == IMPLIED`` and no dependencies: only the
+    whole catalog knows which version precedes it. With ``deferred``, a file
+    whose top level can only bind literals, functions and imports is described
+    without running it, its functions ``DeferredFunction``s (``planner.migration.plain_bindings``).
+    """
+    if path.suffix == ".sql":
+        return load_sql_migration(path, version)
+    source, checksum = _read(path, version)
+    try:
+        code = _compiled(path, source)
+    except SyntaxError as exc:
+        raise UnreadableMigration(path, version, f"syntax error: {exc.msg}", exc.lineno) from exc
+    except ValueError as exc:  # null bytes, on Pythons that do not call that a SyntaxError
+        raise UnreadableMigration(path, version, str(exc)) from exc
+    module = types.ModuleType(f"apm_migration_{version}")
+    module.__file__ = str(path)
+    bindings = plain_bindings(code) if deferred else None
+    view: object = module
+    if bindings is None:
+        _execute(module, code, path, version)
+    else:
+        run = functools.partial(_run_deferred, module, code, path, version, bindings, [])
+        view = types.SimpleNamespace(**{name: DeferredFunction(name, value, module.__dict__, run)
+                                        if isinstance(value, types.CodeType) else value
+                                        for name, value in {"__doc__": None, **bindings}.items()})
+
+    upgrade = _optional_function(view, "upgrade")
     if upgrade is None:
         raise MissingUpgrade(path, version)
 
     try:
-        info = parse_docstring(module.__doc__)
-        declared = _declared_versions(module, "depends_on")
+        info = parse_docstring(view.__doc__)
+        declared = _declared_versions(view, "depends_on")
     except ValueError as exc:
         raise MalformedDependencies(path, version, str(exc)) from exc
 
@@ -348,14 +397,14 @@ def load_migration(path: Path, version: str) -> Migration:
         depends_on, source_rule = (), IMPLIED
 
     description = info.description or _slug(path, version)
-    transactional = getattr(module, "transactional", True)
+    transactional = getattr(view, "transactional", True)
     if not isinstance(transactional, bool):
         raise InvalidTransactional(path, version, transactional)
     try:
-        replaces = _declared_versions(module, "replaces") or ()
+        replaces = _declared_versions(view, "replaces") or ()
     except ValueError as exc:
         raise MalformedDependencies(path, version, str(exc)) from exc
-    downgrade = _optional_function(module, "downgrade")
+    downgrade = _optional_function(view, "downgrade")
     irreversible = declared_reason(source, path, downgrade, module.__dict__)  # one that only raises: no downgrade
     return Migration(
         version=version,
@@ -364,18 +413,18 @@ def load_migration(path: Path, version: str) -> Migration:
         checksum=checksum,
         depends_on=depends_on,
         dependency_source=source_rule,
-        doc=(module.__doc__ or "").strip(),
+        doc=(view.__doc__ or "").strip(),
         upgrade=upgrade,
         downgrade=None if irreversible is not None else downgrade,
-        validate_pre=_optional_function(module, "validate_pre"),
-        validate_post=_optional_function(module, "validate_post"),
+        validate_pre=_optional_function(view, "validate_pre"),
+        validate_post=_optional_function(view, "validate_post"),
         docstring_version=info.version,
         documented_dependencies=documented,
         transactional=transactional,
         replaces=replaces,
         irreversible_reason=irreversible,
         unwritten=("upgrade",) if does_nothing(upgrade) else (),
-        **module_locks(path, version, module),  # lock_timeout, allow (planner.locks)
+        **module_locks(path, version, view),  # lock_timeout, allow (planner.locks)
     )
 
 
@@ -386,7 +435,7 @@ def _read(path: Path, version: str) -> tuple[bytes, str]:
             source = file.read()
     except OSError as exc:
         raise UnreadableMigration(path, version, exc.strerror or str(exc)) from exc
-    return source, hashlib.sha256(source).hexdigest()
+    return source, sha256(source).hexdigest()
 
 
 def _slug(path: Path, version: str) -> str:
@@ -423,8 +472,11 @@ def migration_files(directory: Path) -> tuple[dict[str, Path], list[CatalogError
     return files, problems
 
 
-def scan_catalog(directory: Path | str) -> tuple[list[Migration], list[CatalogError]]:
+def scan_catalog(directory: Path | str, deferred: bool = False) -> tuple[list[Migration], list[CatalogError]]:
     """Load every migration in a folder, collecting problems instead of raising them.
+
+    ``deferred``: run no module that can be described without running (``load_migration``); what cannot
+    be imported is then reported when its code is needed (``planner.migration.load_code``), not here.
 
     Returns the migrations that loaded (in numeric order, implied dependencies
     filled in) and every file-level problem. Graph-level problems (unknown
@@ -447,7 +499,7 @@ def scan_catalog(directory: Path | str) -> tuple[list[Migration], list[CatalogEr
         for version, path in entries:
             if path is not None:
                 try:
-                    migration = load_migration(path, version)
+                    migration = load_migration(path, version, deferred)
                 except CatalogError as exc:
                     problems.append(exc)
                 else:
@@ -458,10 +510,13 @@ def scan_catalog(directory: Path | str) -> tuple[list[Migration], list[CatalogEr
     return loaded, problems
 
 
-def load_catalog(directory: Path | str) -> Catalog:
-    """Load a folder strictly: a ``Catalog`` whose graph is a DAG, or ``CatalogInvalid`` with every problem."""
+def load_catalog(directory: Path | str, deferred: bool = False) -> Catalog:
+    """Load a folder strictly: a ``Catalog`` whose graph is a DAG, or ``CatalogInvalid`` with every problem.
+
+    ``deferred`` is for a command that may need none of the migrations' code: see ``scan_catalog``.
+    """
     directory = Path(directory)
-    migrations, problems = scan_catalog(directory)
+    migrations, problems = scan_catalog(directory, deferred)
     unloadable = {p.versions[0] for p in problems if p.versions}
     catalog, graph_problems = Catalog.build(directory, migrations, unloadable=unloadable)
     problems.extend(graph_problems)

@@ -40,10 +40,13 @@ from __future__ import annotations
 
 import ast
 import opcode
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import CodeType
 from typing import TYPE_CHECKING, TypedDict
+
+from planner.errors import CatalogError, CatalogInvalid
 
 if TYPE_CHECKING:
     from planner.transaction_guard import GuardedConnection
@@ -134,6 +137,113 @@ class Migration:
 
     def __repr__(self) -> str:
         return f"<Migration {self.version} {self.description!r}>"
+
+
+#: The names whose binding describes a migration: a file binding any of them otherwise than to a literal (or,
+#: for the functions, a ``def``) is run to be described. ``__getattr__`` would answer for names never bound.
+_DESCRIBING = frozenset({"__doc__", "depends_on", "replaces", "transactional", "lock_timeout", "allow", "upgrade",
+                         "downgrade", "validate_pre", "validate_post", "__getattr__"})
+_FUNCTIONS = frozenset({"upgrade", "downgrade", "validate_pre", "validate_post"})
+#: The only instructions a top level read without running may hold: no call, jump, ``import *``, ``del``,
+#: subscript or operator, so whatever it binds last to a name is what running it binds (or it raises).
+_PLAIN = frozenset(opcode.opmap[name] for name in (
+    "CACHE", "NOP", "RESUME", "EXTENDED_ARG", "LOAD_CONST", "RETURN_CONST", "LOAD_NAME", "LOAD_ATTR",
+    "BUILD_TUPLE", "BUILD_LIST", "BUILD_SET", "BUILD_MAP", "BUILD_CONST_KEY_MAP", "LIST_EXTEND", "SET_UPDATE",
+    "IMPORT_NAME", "IMPORT_FROM", "STORE_NAME", "POP_TOP", "MAKE_FUNCTION", "SET_FUNCTION_ATTRIBUTE",
+    "RETURN_VALUE") if name in opcode.opmap)
+_LOAD_CONST, _STORE_NAME = opcode.opmap["LOAD_CONST"], opcode.opmap["STORE_NAME"]
+_EXTENDED_ARG, _CACHE = opcode.opmap["EXTENDED_ARG"], opcode.opmap.get("CACHE", -1)
+_MADE = frozenset(opcode.opmap[name] for name in ("MAKE_FUNCTION", "SET_FUNCTION_ATTRIBUTE") if name in opcode.opmap)
+
+
+def plain_bindings(code: CodeType) -> dict[str, object] | None:
+    """What a module's top level binds to the describing names, read from its bytecode without running it.
+
+    A literal's value, or the code object of a ``def`` (one without
+    decorators, which are calls); ``None`` when the top level holds anything
+    else, or binds a describing name to anything else (an import, an
+    expression): then only running the file says what it declares. Imports
+    and annotations are left to run with the module: they can only fail,
+    which is reported when the code is needed (``DeferredFunction``).
+    """
+    bindings: dict[str, object] = {}
+    previous, argument, last_argument, extended, last_code = -1, 0, 0, 0, None
+    raw = code.co_code
+    for index in range(0, len(raw), 2):
+        op = raw[index]
+        if op == _CACHE:
+            continue
+        if op not in _PLAIN:
+            return None
+        argument, extended = raw[index + 1] | extended, 0
+        if op == _EXTENDED_ARG:
+            extended = argument << 8
+            continue
+        if op == _LOAD_CONST and isinstance(code.co_consts[argument], CodeType):
+            last_code = code.co_consts[argument]
+        elif op == _STORE_NAME and code.co_names[argument] in _DESCRIBING:
+            name = code.co_names[argument]
+            if previous == _LOAD_CONST and name not in _FUNCTIONS:
+                bindings[name] = code.co_consts[last_argument]
+            elif previous in _MADE and name in _FUNCTIONS and last_code is not None:
+                bindings[name] = last_code
+            else:
+                return None
+        previous, last_argument = op, argument
+    return bindings
+
+
+
+class DeferredFunction:
+    """A migration's function whose module has not run yet; the module runs at the first call or ``load()``.
+
+    Why: a command that only reads (``apm fleet status``, ``apm migrate
+    list``) needs each file's version, dependencies, docstring and checksum,
+    never its code, and running the modules was most of its start-up (their
+    imports included). The loader reads those facts from the compiled file
+    without running it when the file's top level can only bind them as
+    literals (``planner.loader``), and hands out these in place of the
+    functions. ``__code__`` is the function's own code object and
+    ``__globals__`` the dict its module will run in, so what is read from a
+    function before it exists (``does_nothing``, ``declared_reason``) reads
+    the same as from the function itself.
+    """
+
+    def __init__(self, name: str, code: object, namespace: dict, run: Callable[[], None]):
+        self.name, self.__code__, self.__globals__, self._run = name, code, namespace, run
+
+    def load(self) -> Callable[..., object]:
+        """The function itself, its module run first (once); ``CatalogInvalid`` when the module cannot run."""
+        self._run()
+        return self.__globals__[self.name]
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        return self.load()(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<deferred {self.name} of {self.__globals__.get('__file__')}>"
+
+
+def load_code(migrations: Iterable[tuple[Migration, bool]]) -> None:
+    """Run the modules of what a command is about to call (``(migration, applying)``), every problem in one error.
+
+    A run asks this before anything runs (``planner.plan.refuse_empty_upgrades``), so a module that cannot
+    be imported stops the command where loading the whole catalog used to, not half-way through a plan.
+    """
+    problems: list[CatalogError] = []
+    directory = None
+    for migration, applying in migrations:
+        parts = (migration.upgrade, migration.validate_pre, migration.validate_post) if applying else \
+            (migration.downgrade,)
+        for function in parts:
+            if isinstance(function, DeferredFunction):
+                try:
+                    function.load()
+                except CatalogInvalid as exc:
+                    directory = exc.directory
+                    problems.extend(p for p in exc.problems if p not in problems)
+    if problems and directory is not None:
+        raise CatalogInvalid(directory, problems)
 
 
 def _nothing(conn: object) -> None:

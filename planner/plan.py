@@ -29,7 +29,7 @@ from planner.errors import (
     UnknownAppliedMigration,
 )
 from planner.catalog import without_collector
-from planner.migration import Migration
+from planner.migration import Migration, load_code
 
 APPLY: Final = "apply"
 ROLLBACK: Final = "rollback"
@@ -340,8 +340,11 @@ def refuse_empty_upgrades(plan: Plan) -> None:
     Its ledger row would say a change was made that never was, and the
     author meant to write one (an unfilled scaffold). A migration's file can
     be written half-way through a session, so the session asks this of every
-    plan it runs, before anything runs; reading commands never do.
+    plan it runs, before anything runs; reading commands never do. It first runs the modules of what the
+    plan calls when they were loaded without running (``planner.migration.load_code``): one that cannot be
+    imported refuses the plan here, before anything runs, as loading the whole catalog used to.
     """
+    load_code((step.migration, step.direction == APPLY) for step in plan.steps)
     empty = [step.migration.path for step in plan.steps
              if step.direction == APPLY and "upgrade" in step.migration.unwritten]
     if empty:

@@ -259,8 +259,11 @@ def test_a_preview_reads_the_applied_set_once_under_its_write_lock(tmp_path: Pat
     assert not [s for s in locked if s.startswith("SELECT version")]
     assert len([s for s in statements if s.startswith("SELECT version")]) == 1
     assert not [s for s in statements if s.startswith("ATTACH")]
-    reads = [s for s in locked if s.startswith("PRAGMA table_info(schema_migrations)")]
-    assert len(reads) == 1 + 2, reads  # ensure_schema's shape check, each step's row
+    # The ledger's shape is read once under the lock, with whether the log exists (ensure_schema's one
+    # statement); each step's row is written without reading the columns first (the table has them all).
+    shapes = [s for s in locked if "table_info" in s and not s.startswith("--")]
+    assert shapes == [s for s in locked if s.startswith("SELECT *, (SELECT COUNT(*) FROM sqlite_master")], shapes
+    assert len(shapes) == 1, shapes
 
 
 def test_a_commit_between_the_reading_ahead_and_the_write_lock_is_planned_from(tmp_path: Path,
@@ -400,3 +403,33 @@ def test_locked_members_are_waited_out_together_and_said_once(tmp_path: Path, ca
     assert waited < 8, waited  # one wait of 3 s and the first short ones; the old code waited 3 x 3 s
     waiting = [line for line in result.stderr.splitlines() if line.startswith("Waiting for")]
     assert len(waiting) == 1 and "3 database(s)" in waiting[0] and "up to 3 s" in waiting[0], result.stderr
+
+
+@pytest.mark.parametrize("shape", ["current", "seed", "framework, rolled back"])
+def test_a_steps_row_is_written_as_before_in_every_ledger_shape(tmp_path: Path, shape: str) -> None:
+    """``record_applied`` writes without reading the columns first; a table without ``applied_by``, or a row
+    APM's framework rolled back, is still written as the columns say (``ensure_schema`` made them current)."""
+    from types import SimpleNamespace
+
+    from planner.engines.sqlite.ledger import Ledger
+
+    conn = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    if shape == "seed":
+        conn.execute("CREATE TABLE schema_migrations (version TEXT PRIMARY KEY, description TEXT, applied_at TEXT)")
+    elif shape.startswith("framework"):
+        conn.execute("CREATE TABLE schema_migrations (id INTEGER PRIMARY KEY AUTOINCREMENT, version TEXT NOT NULL "
+                     "UNIQUE, description TEXT, applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, rollback_at "
+                     "TIMESTAMP DEFAULT NULL, rollback_reason TEXT DEFAULT NULL, applied_by TEXT DEFAULT NULL)")
+        conn.execute("INSERT INTO schema_migrations (version, description, rollback_at, rollback_reason) "
+                     "VALUES ('0007', 'old', '2025-01-01', 'undone')")
+    ledger = Ledger(conn)
+    conn.execute("BEGIN IMMEDIATE")
+    ledger.ensure_schema()
+    ledger.record_applied(SimpleNamespace(version="0007", description="Seven", checksum="c7"), 12)
+    conn.execute("COMMIT")
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(schema_migrations)")]
+    row = dict(zip(columns, conn.execute("SELECT * FROM schema_migrations").fetchone()))
+    assert (row["version"], row["description"], row["checksum"], row["execution_ms"]) == ("0007", "Seven", "c7", 12)
+    assert row.get("applied_by", "apm-migrate") == "apm-migrate" and row["applied_at"]
+    assert row.get("rollback_at") is None and conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (1,)
+    assert ledger.applied_versions() == ["0007"]

@@ -104,7 +104,7 @@ class Member:
                           backup_dir=backup_dir)
 
 
-def member(db: str, *, cwd: Path | None = None) -> Member:
+def member(db: str, *, cwd: Path | str | None = None) -> Member:
     """One database as given: a URL (``#schema`` for a tenant schema) or a path relative to ``cwd``."""
     text = db.strip()
     if on_server(text):
@@ -186,7 +186,8 @@ def _globbed(pattern: str, source: str, cwd: Path) -> list[Member]:
         return [member(pattern, cwd=cwd)]
     expanded = os.path.expanduser(pattern)
     matches = sorted(globbing.glob(expanded, root_dir=cwd, recursive=True))
-    members = [member(path, cwd=cwd) for path in matches]
+    folder = os.fspath(cwd)  # once: joining a Path converts it for every match
+    members = [member(path, cwd=folder) for path in matches]
     if not members:
         raise EmptyPattern(source, pattern)
     return members  # a folder the pattern matches is kept: its row says it is not a database

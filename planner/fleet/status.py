@@ -139,13 +139,17 @@ def _each(members: Sequence[Member], busy_timeout: float, ledger_schema: str, jo
         yield from pool.map(read, members)
 
 
+#: Each engine's fast reader, by its ``"module:function"``: looked up once, not once per member.
+_READERS: dict[str, Callable[..., tuple]] = {}
+
+
 def read_ledger(candidate: Member, busy_timeout: float, ledger_schema: str, *, objects: bool = False) -> Reading:
     """What ``candidate``'s ledger says (with ``objects``, its schema's objects too, where the fast reader reads
     them); ``Unreadable`` with the state when it cannot be read."""
     kind = candidate.kind
     if kind.ledger_reader is None:
         return _read_through_engine(candidate, busy_timeout, ledger_schema)
-    read = kind.load(kind.ledger_reader)
+    read = _READERS.get(kind.ledger_reader) or _READERS.setdefault(kind.ledger_reader, kind.load(kind.ledger_reader))
 
     def quickly() -> Reading:
         found: list | None = [] if objects else None

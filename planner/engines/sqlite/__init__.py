@@ -22,7 +22,6 @@ from planner.engines.base import Backups, Engine
 from planner.engines.sqlite.database import DEFAULT_BUSY_TIMEOUT, check_integrity, open_read_only, writable_now
 from planner.engines.sqlite.ledger import read_history, read_ledger, read_notes
 from planner.errors import DatabaseDirectoryMissing, DatabaseNotFound, NotADatabase
-from planner.sql import quote_identifier
 
 if TYPE_CHECKING:
     from planner.backups import BackupInfo, RestoreResult
@@ -136,6 +135,9 @@ class SQLiteEngine(Engine):
             conn.row_factory = sqlite3.Row
             if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is None:
                 return None
+            # start-up time: planner.engines.sqlite runs without planner.sql (its dialects) until a table is read
+            from planner.sql import quote_identifier
+
             return [dict(row) for row in conn.execute(f"SELECT * FROM {quote_identifier(table)}").fetchall()]
         finally:
             conn.close()

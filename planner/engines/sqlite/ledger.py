@@ -75,6 +75,9 @@ CREATE TABLE {TABLE} (
 
 #: What ``applied_by`` says on the rows this project writes (when the table has the column).
 APPLIED_BY = "apm-migrate"
+#: ``record_applied``'s row in a table with every column (the one ``_CREATE_TABLE`` makes).
+_INSERT_APPLIED = (f"INSERT INTO {TABLE} (version, description, checksum, execution_ms, applied_by, applied_at) "
+                   f"VALUES (?, ?, ?, ?, ?, CURRENT_TIMESTAMP)")
 
 _ADDED_COLUMNS = (("checksum", "TEXT"), ("execution_ms", "INTEGER"))
 
@@ -99,12 +102,10 @@ CREATE TABLE IF NOT EXISTS {LOG_TABLE} (
     detail TEXT
 )"""
 
-# One round trip answers "is the schema current?", which every step asks.
-_SCHEMA_STATE = f"""
-SELECT (SELECT COUNT(*) FROM pragma_table_info('{TABLE}')),
-       (SELECT COUNT(*) FROM pragma_table_info('{TABLE}') WHERE name IN ('checksum', 'execution_ms')),
-       (SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '{LOG_TABLE}')
-"""
+# One statement answers "is the schema current, and whose is it?", which every transaction asks: the ledger's
+# columns as ``PRAGMA table_info`` gives them, each with whether the log exists (no row: no ledger).
+_SCHEMA_STATE = (f"SELECT *, (SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '{LOG_TABLE}') "
+                 f"FROM pragma_table_info('{TABLE}')")
 
 
 class Ledger:
@@ -171,15 +172,15 @@ class Ledger:
         row, and any tool that reads the seed's columns, keeps working. A
         table of any other shape is refused (``ForeignLedger``) untouched.
         """
-        columns, added, log = self._rows(_SCHEMA_STATE)[0]
-        if columns and added == len(_ADDED_COLUMNS) and log:
-            self._require_known_shape()
+        rows = self._rows(_SCHEMA_STATE)
+        shape = [_column(row[:6]) for row in rows]
+        present = {column.name for column in shape}
+        self._refuse_foreign(shape)
+        if shape and rows[0][6] and all(name in present for name, _ in _ADDED_COLUMNS):
             return
-        if not columns:
+        if not shape:
             self.conn.execute(_CREATE_TABLE)
         else:
-            present = self._columns()
-            self._require_known_shape(present)
             for name, sql_type in _ADDED_COLUMNS:
                 if name not in present:
                     self.conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} {sql_type}")
@@ -274,9 +275,20 @@ class Ledger:
         migration just inserted it itself; any other existing row is an
         ``IntegrityError``, as recording an applied migration twice is a bug.
         """
+        own = migration.version in self._inserted_by_migration
+        try:
+            # The table this project makes has every column: one INSERT, without reading them first. Any other
+            # shape refuses it as it is prepared (no row written, the transaction goes on), and is read below.
+            self.conn.execute(_INSERT_APPLIED, (migration.version, migration.description, migration.checksum,
+                                                execution_ms, APPLIED_BY))
+            return
+        except sqlite3.OperationalError as exc:
+            if "no column named" not in str(exc):
+                raise
+        except sqlite3.IntegrityError:
+            pass  # a row already there: decided below, as for any shape
         columns = self._columns()
         later = "rollback_at" in columns
-        own = migration.version in self._inserted_by_migration
         values = [migration.description, migration.checksum, execution_ms]
         sets = "description = ?, applied_at = CURRENT_TIMESTAMP, checksum = ?, execution_ms = ?"
         if later:
