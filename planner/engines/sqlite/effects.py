@@ -82,8 +82,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
-from planner.preview import DataImpact
-from planner.schema import ObjectKind, SchemaChange
+from planner.preview import DataImpact, ObjectKind, SchemaChange
 from planner.engines.sqlite.sql import names, table_xinfo, tokens
 from planner.sql import quote_identifier
 
