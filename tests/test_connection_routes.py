@@ -14,7 +14,7 @@ import sqlite3
 
 import pytest
 
-from planner.engines.sqlite.connection import MigrationConnection
+from planner.engines.sqlite.connection import MigrationConnection, MigrationCursor
 from planner.errors import TransactionTampered
 from planner.transaction_guard import REFUSED_ATTRIBUTES, REFUSED_METHODS
 
@@ -31,8 +31,29 @@ def pair():
     raw.close()
 
 
-def test_lookups_never_take_the_slow_path_of_getattr() -> None:
-    assert not any("__getattr__" in vars(cls) for cls in MigrationConnection.__mro__ if cls is not object)
+@pytest.mark.parametrize("guarded", [MigrationConnection, MigrationCursor])
+def test_lookups_never_take_the_slow_path_of_getattr(guarded: type) -> None:
+    assert not any("__getattr__" in vars(cls) for cls in guarded.__mro__ if cls is not object)
+
+
+def test_each_name_of_the_drivers_cursor_is_its_own_but_the_guarded_ones(pair) -> None:
+    raw, conn = pair
+    conn.execute("CREATE TABLE t (a)")
+    cursor = conn.cursor()
+    cursor.execute("INSERT INTO t VALUES (1), (2)")
+    assert cursor.rowcount == 2 and cursor.lastrowid == 2 and cursor.connection is conn
+    cursor.arraysize = 7
+    assert cursor.arraysize == 7  # written through to the driver's cursor, read back from it
+    assert cursor.execute("SELECT a FROM t ORDER BY a").fetchmany() == [(1,), (2,)]
+    assert cursor.description[0][0] == "a"
+    for name in (n for n in dir(sqlite3.Cursor) if not n.startswith("_")):
+        assert hasattr(cursor, name), name
+    for name in ("_cursor_private", "no_such_method"):
+        with pytest.raises(AttributeError):
+            getattr(cursor, name)
+    with pytest.raises(TransactionTampered):
+        cursor.execute("COMMIT")
+    assert raw.in_transaction
 
 
 @pytest.mark.parametrize("name", [n for n in PUBLIC if n not in REFUSED_METHODS])

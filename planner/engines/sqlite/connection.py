@@ -28,8 +28,9 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from operator import attrgetter
 from sys import getrefcount
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from planner.engines.sqlite.sql import keywords, skipped, split_script
 from planner.transaction_guard import (
@@ -193,10 +194,11 @@ class MigrationCursor:
     def __next__(self) -> Any:
         return next(self._cursor)
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):  # nothing private of the driver's: it may lead to the raw connection
-            raise AttributeError(name)
-        return getattr(self._cursor, name)
+    # Every other public name of the driver's cursor: a property each (``_routes``); nothing private of the
+    # driver's, which may lead to the raw connection.
+    if TYPE_CHECKING:  # what a type checker sees: the driver's attributes, and the slots
+
+        def __getattr__(self, name: str) -> Any: ...
 
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._cursor, name, value)
@@ -299,28 +301,24 @@ class MigrationConnection(GuardedRoutes):
         setattr(self._conn, name, value)
 
 
-def _routes() -> None:
-    """Every other public name of ``sqlite3.Connection`` (as this Python has it) as a property of
-    ``MigrationConnection``: the driver's attribute, or for a refused route ``refused_route``'s refusal; a refused
-    name the driver lacks (``transaction``, ``pgconn``) is refused all the same, as on every engine.
+def _routes(cls: type, driver: type, via: str, refused: frozenset[str] = frozenset()) -> None:
+    """Every other public name of ``driver`` (as this Python has it) as a property of ``cls``: the attribute of the
+    driver's object held in ``via``, or for a name in ``refused`` ``refused_route``'s refusal (also when the
+    driver lacks the name: ``transaction``, ``pgconn`` are refused as on every engine).
 
     Properties, not ``__getattr__``: a class with ``__getattr__`` makes Python look up every attribute of its
     instances the slow way, ``conn.execute`` in a data migration's loop included (about 1,000 instructions a
     statement, a fifth of what the guard and the watch add to a raw ``UPDATE``).
     """
-    refused = {*REFUSED_METHODS, *REFUSED_ATTRIBUTES}
-    for name in sorted({*dir(sqlite3.Connection), *refused}):
-        if name.startswith("_") or hasattr(MigrationConnection, name):
-            continue  # private (it may lead to the raw connection), or ours: execute, rollback, close ...
-        setattr(MigrationConnection, name, property(_refused(name) if name in refused else _forwarded(name)))
+    for name in sorted({*dir(driver), *refused}):
+        if name.startswith("_") or hasattr(cls, name):
+            continue  # private (it may lead to the raw connection), or the guard's own: execute, rollback ...
+        setattr(cls, name, property(_refused(name) if name in refused else attrgetter(f"{via}.{name}")))
 
 
 def _refused(name: str) -> Callable[[MigrationConnection], Any]:
     return lambda conn: conn.refused_route(name)
 
 
-def _forwarded(name: str) -> Callable[[MigrationConnection], Any]:
-    return lambda conn: getattr(conn._conn, name)
-
-
-_routes()
+_routes(MigrationConnection, sqlite3.Connection, "_conn", frozenset({*REFUSED_METHODS, *REFUSED_ATTRIBUTES}))
+_routes(MigrationCursor, sqlite3.Cursor, "_cursor")
