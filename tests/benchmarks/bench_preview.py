@@ -30,7 +30,8 @@ Run from the repository root:
     overwrites values, so ``--yes``): the default path against
     ``--no-preview`` and against the same loop in plain sqlite3, its own
     process, one transaction. Targets: at most 1.3x ``--no-preview`` and at
-    most 2x the plain loop, for both.
+    most 2x the plain loop, for both. Every side runs in the scenario's own
+    folder, where no config file is found (the plain loop reads none).
 
 Every run starts from a fresh copy of the database (copying is not timed).
 Medians of several runs, the sides taking turns; this is a measurement, not a
