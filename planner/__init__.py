@@ -13,7 +13,8 @@ that never plan (``apm --help``) must not pay for importing networkx.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import threading
+from typing import TYPE_CHECKING, Any, Callable
 
 __version__ = "0.1.0"
 
@@ -54,3 +55,52 @@ def _error_names() -> set[str]:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS, *_error_names()])
+
+
+if TYPE_CHECKING:  # to a type checker it is the dataclass it becomes
+    from dataclasses import dataclass as deferred_dataclass
+else:
+    def deferred_dataclass(**options: Any) -> Callable[[type], type]:
+        """``dataclasses.dataclass(**options)``, built when the class is first instantiated or subclassed.
+
+        Building a dataclass at import compiles its methods from source (half a millisecond for a frozen one on
+        Python 3.11): more than the rest of most modules. A run pays that for every dataclass of every module it
+        imports, used or not, so a type a run seldom makes (an event of a failure, a finding) is built only when
+        made. Only asking the class itself before it has an instance could tell the difference (``fields(cls)``:
+        none, or a deferred subclass's base's; nothing here asks); a subclass builds its bases first, as
+        ``dataclass`` needs their fields.
+        """
+
+        def wrap(cls: type) -> type:
+            if "__init__" in cls.__dict__ or "__init_subclass__" in cls.__dict__:
+                raise TypeError(f"{cls.__qualname__}: deferred_dataclass needs the __init__ dataclass writes")
+
+            def build() -> None:
+                # start-up time: dataclasses is imported by the first class built, not by ``import planner``
+                import dataclasses
+
+                with _BUILDING:
+                    if "__deferred__" not in cls.__dict__:
+                        return  # another thread built it
+                    for base in reversed(cls.__mro__[1:]):
+                        if "__deferred__" in base.__dict__:
+                            base.__deferred__()
+                    del cls.__init__, cls.__init_subclass__, cls.__deferred__
+                    dataclasses.dataclass(cls, **options)
+
+            def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+                build()
+                cls.__init__(self, *args, **kwargs)
+
+            def __init_subclass__(subclass: type, **kwargs: Any) -> None:
+                build()  # a dataclass subclass reads this class's fields when it is built
+                super(cls, subclass).__init_subclass__(**kwargs)
+
+            cls.__init__ = __init__
+            cls.__init_subclass__ = classmethod(__init_subclass__)
+            cls.__deferred__ = build
+            return cls
+
+        return wrap
+
+    _BUILDING = threading.RLock()

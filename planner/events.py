@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Union
 
+from planner import deferred_dataclass
 from planner.plan import Plan, Step
 
 
@@ -61,14 +62,14 @@ class StepFinished(_StepEvent):
     output: str = ""
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class StepSkipped(_StepEvent):
     """Inside the lock the step turned out to be done already (by another process)."""
 
     reason: str
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class StepFailed(_StepEvent):
     """The step failed and was rolled back; ``error`` is what ``run`` raises next."""
 
@@ -77,7 +78,7 @@ class StepFailed(_StepEvent):
     output: str = ""
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class Replanned:
     """Another process changed the ledger under the plan; the rest was planned again from the ledger as it is.
 
@@ -92,7 +93,7 @@ class Replanned:
 Event = Union[StepStarted, StepFinished, StepSkipped, StepFailed, Replanned]
 
 
-@dataclass
+@deferred_dataclass()
 class RunResult:
     """What a run did: the steps committed and the steps found already done, in order."""
 

@@ -9,9 +9,10 @@ code: the files (3), the ledger (4), or the database itself (6).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from planner import deferred_dataclass
 
 Severity = Literal["error", "warning", "info"]
 #: What a finding is about, which decides the CLI's exit code: the files, the ledger, the database file, or
@@ -33,7 +34,7 @@ Action = Literal[
 ]
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class Remedy:
     """What fixes a finding, as facts: an action and its arguments, never an ``apm`` command line.
 
@@ -62,7 +63,7 @@ class Remedy:
         return f"{said}  # {self.note}" if self.note else said
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class Finding:
     """One thing ``check`` or ``doctor`` found: what it is, what it means, and how to fix it."""
 

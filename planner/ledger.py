@@ -18,6 +18,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from planner import deferred_dataclass
+
 TABLE = "schema_migrations"
 LOG_TABLE = "schema_migrations_log"
 
@@ -40,7 +42,7 @@ class LedgerEntry:
     execution_ms: int | None = None
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class LedgerNote:
     """A row of ``schema_migrations`` that is not an applied migration, kept and shown, never counted.
 
@@ -59,7 +61,7 @@ class LedgerNote:
     rollback_reason: str | None = None
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class LogEntry:
     """One row of ``schema_migrations_log``: something done to a migration, and how it went."""
 

@@ -36,6 +36,7 @@ from typing import Any
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from planner import deferred_dataclass
 from planner.errors import CatalogError
 from planner.findings import INFO, Finding, Remedy
 
@@ -258,7 +259,7 @@ def short_mode(mode: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", " ", mode.removesuffix("Lock")).upper()
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class LockTaken:
     """A lock a step took on a relation that existed before the plan, with the relation's size."""
 
@@ -275,7 +276,7 @@ class LockTaken:
                 "held_since": self.held_since}
 
 
-@dataclass
+@deferred_dataclass()
 class LockFinding:
     """One thing a step does that can hold a live database up, with the safe way to do it."""
 

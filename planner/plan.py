@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Final, Literal, NamedTuple
 
-from planner import versions
+from planner import deferred_dataclass, versions
 from planner.catalog import Catalog
 from planner.errors import (
     EmptyUpgrade,
@@ -147,7 +147,7 @@ def apply_plan(catalog: Catalog, applied: Iterable[str], target: str | None = No
     return Plan(APPLY, _steps(catalog.in_order(order), APPLY), target=target)
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class RollbackScope:
     """What rolling back one migration takes: it, and every applied migration that depends on it.
 

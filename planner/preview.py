@@ -76,8 +76,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from planner.schema import SchemaChange
-
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
@@ -129,6 +127,89 @@ def watched(steps: list[PreviewStep]) -> list[PreviewStep]:
     rehearsal stopped part way ("not previewed beyond") was started: pairing observer readings with steps
     without it shifted every later step's locks and findings onto the next one."""
     return [step for step in steps if step.skipped is None or not step.skipped.startswith("not previewed:")]
+
+ObjectKind = Literal["table", "column", "index", "trigger", "view", "constraint", "function", "rows", "values", "key",
+                     "other"]
+Action = Literal["added", "removed", "changed", "renamed", "rebuilt", "reordered"]
+
+
+@dataclass(frozen=True)
+class SchemaChange:
+    """One difference between two snapshots.
+
+    ``name`` is the object's name (the column's for ``column``, the table's
+    for ``rows``, the constraint's description for ``key``, ``"type mood"``
+    for ``other``); ``table`` is the table a column or key belongs to.
+    ``before`` and ``after`` are the definitions (SQL or column definition)
+    or, for ``rows``, the row counts; ``None`` on the side where the object is absent.
+    """
+
+    kind: ObjectKind
+    action: Action
+    name: str
+    table: str | None = None
+    before: str | int | None = None
+    after: str | int | None = None
+
+    @property
+    def qualified_name(self) -> str:
+        """``agents.metadata`` for a column, ``reviews.rating_range`` for a constraint, the plain name otherwise."""
+        return f"{self.table}.{self.name}" if self.kind in ("column", "constraint") and self.table else self.name
+
+    @property
+    def subject(self) -> str:
+        """``column agents.metadata``, ``foreign key agents(project_id) → projects(id)``, ``type mood``."""
+        if self.kind in ("key", "other"):
+            return self.name
+        return f"{self.kind} {self.qualified_name}"
+
+    def describe(self) -> str:
+        """One line in the rehearsal's words: ``drops column agents.metadata (TEXT DEFAULT '{}')``."""
+        if self.kind == "rows" and self.action == "added":
+            rows = "1 row" if self.after == 1 else f"{self.after} rows"
+            return f"inserts {rows} into {self.name}"
+        if self.kind == "rows" and self.action == "removed":  # rows of a table the same plan created
+            rows = "1 row" if self.before == 1 else f"{self.before} rows"
+            return f"deletes {rows} of {self.name} (rows this plan wrote)"
+        if self.kind == "values":  # changed, but none held data from before the plan (NULL, or the plan's own)
+            values = "1 value" if self.after == 1 else f"{self.after} values"
+            return f"sets {values} of {self.table}.{self.name} (none held data from before this plan)"
+        if self.action == "renamed":
+            if self.kind == "column":
+                return f"renames column {self.table}.{self.before} to {self.after}"
+            return f"renames {self.kind} {self.before} to {self.after}"
+        if self.action == "rebuilt":
+            return f"rebuilds table {self.name} (copies its rows into the new shape)"
+        if self.action == "reordered":
+            return f"reorders the columns of table {self.name} ({self.before} → {self.after})"
+        if self.kind == "rows":
+            before, after = int(self.before or 0), int(self.after or 0)
+            delta = after - before
+            verb = "deletes" if delta < 0 else "inserts"
+            rows = "1 row" if abs(delta) == 1 else f"{abs(delta)} rows"
+            return f"{verb} {rows} of {self.name} ({before} → {after})"
+        what = self.subject
+        if self.action == "added":
+            detail = f" ({self.after})" if self.kind == "column" and self.after else ""
+            return f"adds {what}{detail}"
+        if self.action == "removed":
+            detail = f" ({self.before})" if self.kind == "column" and self.before else ""
+            return f"drops {what}{detail}"
+        if self.kind == "column":
+            return f"changes {what}: {self.before} → {self.after}"
+        return f"changes {what} (its SQL differs)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "action": self.action,
+            "name": self.name,
+            "table": self.table,
+            "before": self.before,
+            "after": self.after,
+            "text": self.describe(),
+        }
+
 
 ImpactKind = Literal["dropped-table", "dropped-column", "deleted-rows", "overwritten-values"]
 

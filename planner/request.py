@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
+from planner import deferred_dataclass
 from planner.errors import Interrupted, OutsideStepLocked, OutsideStepStopped
 
 if TYPE_CHECKING:
@@ -150,14 +151,14 @@ class RunOutcome:
         return self.status == COMMITTED
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class BackupTaken:
     """The event: the backup before a rollback was written (it is deleted again if the run changes nothing)."""
 
     path: Path
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class PartEnded:
     """The event: one part of a plan in parts ended (committed, unless it is the one that stopped the run)."""
 

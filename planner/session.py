@@ -25,7 +25,6 @@ part, and nothing here needs to know more of them than the contract says.
 
 from __future__ import annotations
 
-import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -45,15 +44,13 @@ from planner.errors import (
 )
 from planner.events import Event, Replanned, StepFailed, StepFinished, StepOutput, StepSkipped, StepStarted, emit
 from planner.ledger import APPLY, FAILED, ROLLBACK, SKIPPED, LedgerEntry
-from planner.outside import STARTED, Confirmation, Rehearsal, StatementCheck, started_detail
 from planner.plan import Plan, Step, refuse_empty_upgrades, step_conflicts
 from planner.preview import Preview, PreviewStep, is_left_out, left_out
 from planner.versions import number
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
-
-log = logging.getLogger(__name__)
+    from planner.outside import Confirmation, Rehearsal, StatementCheck
 
 MakePlan = Callable[[dict[str, LedgerEntry]], Plan]
 
@@ -308,6 +305,9 @@ class Session(ABC, Generic[DriverT, ObserverT, ConnectionT]):
         Enough where the engine's lock spans the whole run (PostgreSQL's
         advisory lock): no other runner can be inside the step meanwhile.
         """
+        # start-up time: only a step outside a transaction needs planner.outside (a run of ordinary steps never does)
+        from planner.outside import STARTED, started_detail
+
         with self.transaction():
             skipped = self.admit(step)
             if skipped is None:
@@ -328,6 +328,9 @@ class Session(ABC, Generic[DriverT, ObserverT, ConnectionT]):
                 self.ledger.log(step.version, step.direction, FAILED, step.migration.checksum, execution_ms,
                                 str(error))
         except Exception as exc:  # a line, not a traceback: the failure itself is what the command reports
+            import logging  # start-up time: only this rare case logs, and most runs never import logging
+
+            log = logging.getLogger(__name__)
             log.warning("could not log the failure of migration %s: %s", step.version, exc)
             log.debug("while logging the failure of migration %s", step.version, exc_info=True)
 

@@ -196,7 +196,12 @@ def test_kills_at_random_moments_leave_a_consistent_database_and_no_files(catalo
         # The next reader (here: apm status) recovers the journal a kill leaves; afterwards only the database is left.
         status = apm("--db", str(db), "--migrations-dir", str(catalog_dir), "status", "--json")
         assert status.returncode == 0, status.stderr
-        applied = ledger(db)
+        # Killed before the first run's one transaction committed (a loaded machine), the new file has no ledger
+        # table yet: nothing was applied, as when the table is there and empty.
+        check = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        started = check.execute("SELECT 1 FROM sqlite_master WHERE name = 'schema_migrations'").fetchone()
+        check.close()
+        applied = ledger(db) if started else []
         assert applied in ([], ["0001", "0002", "0003", "0004", "0005", "0006"]), applied  # all or nothing
         conn = sqlite3.connect(db)
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)

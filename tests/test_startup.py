@@ -181,6 +181,22 @@ def test_an_apply_imports_no_backup_renumbering_socket_or_random(tmp_path: Path)
     assert not unwanted & loaded, sorted(unwanted & loaded)
 
 
+def test_an_apply_of_ordinary_steps_imports_no_logging_no_outside_step_modules_and_no_schema_model(
+        tmp_path: Path) -> None:
+    # Only a step outside a transaction needs planner.outside (its ``started`` row, its statement checks), only
+    # a failure to log a failure or an ignored PRAGMA logs anything, and a preview's changes are
+    # ``planner.preview.SchemaChange``s, not snapshots (planner.schema's eight dataclasses): an ordinary apply paid
+    # for importing all three (docs/performance.md, the data migration's start-up).
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    write_migration(catalog, "0001", ())
+    loaded = modules_after(["--db", str(tmp_path / "app.db"), "--migrations-dir", str(catalog), "migrate", "--yes"],
+                           tmp_path)
+    assert "planner.engines.sqlite.runner" in loaded and "planner.session" in loaded  # it did run the plan
+    unwanted = {"logging", "planner.outside", "planner.engines.sqlite.outside", "planner.schema"}
+    assert not unwanted & loaded, sorted(unwanted & loaded)
+
+
 def test_fleet_status_imports_no_run_events_and_no_archive_modules(tmp_path: Path) -> None:
     # Status reads ledgers: loading the catalog imported planner.events (a run's event dataclasses) for the
     # one context manager the loader uses, and cli.output imported shutil (zlib, bz2, lzma) for a progress

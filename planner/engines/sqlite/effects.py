@@ -82,13 +82,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
-from planner.preview import DataImpact
-from planner.schema import ObjectKind, SchemaChange
+from planner import deferred_dataclass
+from planner.preview import DataImpact, ObjectKind, SchemaChange
 from planner.engines.sqlite.sql import names, table_xinfo, tokens
 from planner.sql import quote_identifier
 
 
-@dataclass
+@deferred_dataclass()
 class TableState:
     """What a table held just before it was dropped: rows, columns, and each column's values."""
 

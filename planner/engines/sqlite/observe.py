@@ -89,8 +89,7 @@ from planner.engines.sqlite.ledger import may_write_ledger
 from planner.engines.sqlite.sql import keywords, name_after, renamed_column, table_xinfo, tokens
 from planner.ledger import LOG_TABLE, TABLE
 from planner.locks import StepLocks
-from planner.preview import DataImpact, watched
-from planner.schema import ObjectKind, SchemaChange
+from planner.preview import DataImpact, ObjectKind, SchemaChange, watched
 from planner.sql import quote_identifier
 
 #: Up to how many tables ``ForeignKeyMap.scope`` asks about by name (far below SQLite's limit on parameters).

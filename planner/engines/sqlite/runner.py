@@ -40,7 +40,6 @@ put back.
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -63,7 +62,6 @@ from planner.engines.sqlite.database import (
     wait_for,
 )
 from planner.engines.sqlite.ledger import Ledger
-from planner.engines.sqlite.outside import Checked, Rehearsed
 from planner.errors import (
     DatabaseDirectoryMissing,
     DatabaseError,
@@ -75,13 +73,14 @@ from planner.errors import (
 from planner.events import Event, Replanned, RunResult, StepFailed, StepFinished, StepSkipped, StepStarted, Wait
 from planner.ledger import APPLY, OK, LedgerEntry
 from planner.marks import MarksThroughSessions
-from planner.outside import STARTED, holder, started_detail
 from planner.plan import Plan, Step, commits_in_parts, refuse_non_transactional
 from planner.preview import Preview
 from planner.session import Session
 from planner.sql import quote_identifier
 
 if TYPE_CHECKING:
+    import logging
+
     from planner.catalog import Catalog
     from planner.engines.sqlite.observe import StepObserver
     from planner.engines.sqlite.outside import Checked, Rehearsed
@@ -132,6 +131,9 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
         one waits (in slices, told about after a second), then finds the
         step recorded and skips it.
         """
+        # start-up time: only a step outside a transaction needs planner.outside (a run of ordinary steps never does)
+        from planner.outside import STARTED, holder, started_detail
+
         deadline = time.monotonic() + self.busy_timeout
         wait = Wait(str(self.path), self.busy_timeout)
         while True:
@@ -205,7 +207,7 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
                 self.conn.execute("ROLLBACK")
             except sqlite3.Error:
                 # SQLite may already have rolled back (e.g. after SQLITE_FULL); nothing is left open.
-                log.debug("ROLLBACK failed", exc_info=True)
+                _log().debug("ROLLBACK failed", exc_info=True)
 
     def damaged(self, error: BaseException) -> DatabaseError | None:
         return damaged(error, self.path)
@@ -247,10 +249,16 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
         return MigrationConnection(self.migration_conn, step.migration.version, step.direction, observer)
 
     def checked_for(self, step: Step) -> Checked:
+        # start-up time: only a step outside a transaction is checked statement by statement
+        from planner.engines.sqlite.outside import Checked
+
         return Checked(self.conn, step.version, step.direction, self.confirmation,
                        lambda: self._sql("BEGIN IMMEDIATE"))
 
     def rehearsal_for(self, step: Step) -> Rehearsed:
+        # start-up time: only a step outside a transaction is rehearsed
+        from planner.engines.sqlite.outside import Rehearsed
+
         return Rehearsed(self.conn, step.version, step.direction)
 
     @contextmanager
@@ -304,7 +312,7 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
     def detail(self, step: Step, proxy: MigrationConnection) -> str | None:
         """``PRAGMA foreign_keys = ...`` statements the connection passed over, as a warning."""
         for ignored in proxy.ignored:
-            log.warning("migration %s: ignored %s (%s)", step.version, ignored, proxy.IGNORED_REASON)
+            _log().warning("migration %s: ignored %s (%s)", step.version, ignored, proxy.IGNORED_REASON)
         return f"ignored: {'; '.join(proxy.ignored)} ({proxy.IGNORED_REASON})" if proxy.ignored else None
 
     def outside_transaction(self) -> AbstractContextManager[None]:
@@ -336,9 +344,15 @@ def _untraced(observer: StepObserver | None) -> Iterator[None]:
         observer.running(True)
 
 
-log = logging.getLogger(__name__)
-# A library logs; whoever runs it decides where that goes (the CLI shows it with --debug).
-log.addHandler(logging.NullHandler())
+def _log() -> logging.Logger:
+    """This module's logger, made when there is first something to log: a run that logs nothing never imports
+    logging. A library logs; whoever runs it decides where that goes (the CLI shows it with --debug)."""
+    import logging  # start-up time: most runs log nothing
+
+    log = logging.getLogger(__name__)
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
+    return log
 
 #: How many times ``migrate`` plans again before giving up on a ledger that keeps changing.
 _REPLANS = 10

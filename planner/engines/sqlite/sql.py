@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from dataclasses import dataclass
 
+from planner import deferred_dataclass
 from planner.sql import Dialect, quote_identifier
 
 SQLITE = Dialect("sqlite", quotes=(('"', '"'), ("`", "`"), ("[", "]")), string_prefixes="xX", fold_quoted=True,
@@ -54,7 +54,7 @@ def table_xinfo(conn: sqlite3.Connection, table: str) -> list[XinfoRow]:
 # -- CREATE TABLE: where its name, columns and tail are ----------------------------------
 
 
-@dataclass(frozen=True)
+@deferred_dataclass(frozen=True)
 class CreateTable:
     """Where the parts of a ``CREATE TABLE name (body) tail`` statement are, as offsets into its text."""
 
