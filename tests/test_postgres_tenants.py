@@ -239,3 +239,30 @@ def test_a_live_writers_partial_is_never_removed_and_a_dead_ones_is(pg_url, tmp_
     made = dump(pg_url, tmp_path, schema="tenant_a", only_schema=True)
     assert made.name.startswith(f"{own}.") and live.exists() and not dead.exists()
     assert all(path.exists() for path in others)
+
+
+def test_a_tenants_preview_names_each_table_one_way(pg_url: str, tmp_path: Path) -> None:
+    """A statement names ``tasks``; the catalog readings name the tenant's table ``tenant_a.tasks``. Each loss is
+    one line, named as the readings name it: no second, uncounted line for the same column, rows or table."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    write_migration(folder, "0001", "Tasks", upgrade="conn.execute('CREATE TABLE tasks (id INTEGER PRIMARY KEY, "
+                    "title TEXT, priority INTEGER)')\nconn.execute('CREATE TABLE notes (id INTEGER)')",
+                    downgrade="conn.execute('DROP TABLE notes')\nconn.execute('DROP TABLE tasks')")
+    write_migration(folder, "0002", "Clean up", depends_on=("0001",),
+                    upgrade="conn.execute('ALTER TABLE tasks DROP COLUMN priority')\n"
+                            "conn.execute(\"UPDATE tasks SET title = 'x' WHERE id = 1\")\n"
+                            "conn.execute('DELETE FROM tasks WHERE id = 2')\n"
+                            "conn.execute('TRUNCATE notes')")
+    url = f"{pg_url}#tenant_a"
+    assert apm(folder, tmp_path, "migrate", "--db", url, "--target", "0001").returncode == 0
+    run_sql(pg_url, "INSERT INTO tenant_a.tasks VALUES (1, 'a', 5), (2, 'b', 6), (3, 'c', NULL); "
+                    "INSERT INTO tenant_a.notes VALUES (1), (2)")
+    shown = apm(folder, tmp_path, "migrate", "--db", url, "--dry-run")
+    assert shown.returncode == 7, shown.stdout + shown.stderr
+    lines = [line.strip() for line in shown.stdout.splitlines() if line.strip().startswith("0002 apply:")]
+    assert lines == sorted(set(lines), key=lines.index), lines  # no line twice
+    assert "0002 apply: drops column tenant_a.tasks.priority holding 2 non-default values" in lines, lines
+    assert not any("tasks" in line and "tenant_a.tasks" not in line for line in lines), lines
+    assert any(line.startswith("0002 apply: deletes 2 rows of tenant_a.notes") for line in lines), lines
+    assert len([line for line in lines if "priority" in line]) == 1, lines

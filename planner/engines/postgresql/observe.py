@@ -517,6 +517,9 @@ class PgObserver:
         #: Per step: (table, column) -> values an UPDATE set that held no data from before the plan.
         self._set: dict[tuple[str, str], int] = {}
         self._deleted_own: dict[str, int] = {}
+        #: The schema an unqualified name in a statement means (the first on the search path: a tenant's own),
+        #: read when a statement's table is first named (``_named``).
+        self._home: str | None = None
         self._gates: Gates | None = None
         self._stepping = False  # a step's savepoint is open (``postgresql.step_catalog``)
         self._begin = ""  # the step's savepoint, not yet sent (``open_step``)
@@ -620,7 +623,8 @@ class PgObserver:
                 if found is not None:
                     self._accounted.tables.update(found[1])
                     self._claims.update(found[2] or ())
-                    self._impact.append(DataImpact("dropped-table", table, count=found[0], before=found[0]))
+                    self._impact.append(DataImpact("dropped-table", self._named(table), count=found[0],
+                                                   before=found[0]))
         if self._quiet is not False:
             self._quiet = quiet
             if not quiet:
@@ -632,7 +636,7 @@ class PgObserver:
                 dropped = dropped_column(self.conn, statement.tables[0], column)
                 if dropped is not None:
                     self._accounted.columns.update((oid, column) for oid in dropped[1])
-                    self._impact.append(dropped[0])
+                    self._impact.append(replace(dropped[0], table=self._named(dropped[0].table)))
         elif statement.kind == "delete":
             name = qualified(statement.tables[0])
             self._pending = fetch(self.conn, f"SELECT count(*), %s::regclass::oid FROM {name}", (name,))
@@ -640,7 +644,7 @@ class PgObserver:
             self._pending = self._count_update(statement, parameters)
         for column, type_, using in statement.retyped:  # values an ALTER COLUMN ... TYPE changes
             if (changed := retyped_values(self.conn, statement.tables[0], column, type_, using)) is not None:
-                self._impact.append(changed)
+                self._impact.append(replace(changed, table=self._named(changed.table)))
         if (rewritten := rewritten_table(query)) is not None:
             self._accounted.rewritten.update(family(self.conn, rewritten))  # an ALTER TABLE rewrite keeps the rows
 
@@ -668,7 +672,7 @@ class PgObserver:
         statement, pending = self._statement, self._pending
         if statement.kind == "delete" and pending is not None and rowcount and rowcount > 0:
             before, oid = pending
-            table = statement.tables[0]
+            table = self._named(statement.tables[0])
             if self._written_by_plan(oid):
                 self._deleted_own[table] = self._deleted_own.get(table, 0) + rowcount
             else:
@@ -677,7 +681,7 @@ class PgObserver:
             self._tally.explain(oid, deleted=rowcount)
         elif statement.kind == "update" and pending is not None and rowcount and rowcount > 0:
             oid, counts = pending
-            table = statement.tables[0]
+            table = self._named(statement.tables[0])
             for (column, _), (overwritten, set_, attnum) in zip(statement.assignments, counts):
                 if self._written_by_plan(oid, attnum):
                     overwritten, set_ = 0, overwritten + set_
@@ -691,7 +695,7 @@ class PgObserver:
                 self._tally.correct(self._truncating, read_counters(cursor))  # TRUNCATE resets the counters
             self._truncating = None
         elif statement.kind == "insert" and rowcount and rowcount > 0:
-            table = statement.tables[0]
+            table = self._named(statement.tables[0])
             self._inserted[table] = self._inserted.get(table, 0) + rowcount
         words = first_keywords(query, 1)
         if words and words[0] not in _DATA:
@@ -704,7 +708,8 @@ class PgObserver:
             found = table_rows(self.conn, table)
             if found is not None:
                 self._accounted.rewritten.update(found[1])
-                self._impact.append(DataImpact("deleted-rows", table, count=found[0], before=found[0], after=0))
+                self._impact.append(DataImpact("deleted-rows", self._named(table), count=found[0], before=found[0],
+                                               after=0))
         if statement.cascade:
             for oid, schema, name in referencing_tables(self.conn, statement.tables):
                 self._accounted.rewritten.add(oid)
@@ -714,6 +719,19 @@ class PgObserver:
                                                    before=found[0], after=0))
         with self.conn.cursor() as cursor:
             self._truncating = read_counters(cursor)
+
+    def _named(self, table: str) -> str:
+        """A table as a statement wrote it, named as the catalog readings name it (``snapshot.shown``), so one
+        table is one name in every line: ``tasks`` in a tenant's run is ``tenant_a.tasks``, as the readings
+        say it, and ``public.tasks`` in a plain database's run is ``tasks``. A tenant's ``public.x`` stays so:
+        its readings do not name ``public`` (``schema.own_schemas``), and bare it would read as the tenant's."""
+        schema, dot, name = table.rpartition(".")
+        if self._home is None:
+            found = fetch(self.conn, "SELECT current_schema()")
+            self._home = str(found[0]) if found and found[0] else "public"
+        if not dot:
+            schema = self._home
+        return shown(schema, name) if self._home == "public" else f"{schema}.{name}"
 
     def _written_by_plan(self, oid: int, attnum: int | None = None) -> bool:
         """Whether the table ``oid`` (or its column ``attnum``) is not in the catalog as the plan found it. That
@@ -813,7 +831,7 @@ class PgObserver:
             changes.append(SchemaChange("rows", "removed", table, table=table, before=count))
         created = {c.name for c in changes if c.kind == "table" and c.action == "added"}
         for table, count in self._inserted.items():  # rows of a table the step created are part of creating it
-            if table.removeprefix("public.") not in created:
+            if table not in created:
                 changes.append(SchemaChange("rows", "added", table, after=count))
         impact = list(self._impact)
         if self._counted_from is not None:
