@@ -399,3 +399,27 @@ def test_a_device_is_not_a_database_and_nothing_is_logged(chain: Path) -> None:
     result = invoke("--db", "/dev/null", "--migrations-dir", str(chain), "migrate", "--yes")
     assert result.exit_code == 6 and "/dev/null is not a SQLite database" in result.output
     assert "Traceback" not in result.output
+
+
+def test_tables_are_laid_out_as_tabulate_lays_them_out() -> None:
+    """``cli.output.table`` lays out the common table itself (a fleet's thousand rows, 20 times faster) and hands
+    anything else to tabulate: either way, the text is tabulate's ``simple`` format, byte for byte."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from tabulate import tabulate
+
+    from cli.output import table
+
+    text = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), max_size=12)
+    cell = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), text, st.just(" padded "),
+                     st.just("two\nlines"), st.just("\x1b[31mred\x1b[0m"), st.floats(0, 1e7, allow_nan=False))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.integers(1, 5).flatmap(lambda width: st.tuples(
+        st.lists(text, min_size=width, max_size=width), st.lists(st.lists(cell, min_size=width, max_size=width),
+                                                                  max_size=6))))
+    def same(table_parts) -> None:
+        headers, rows = table_parts
+        assert table(rows, headers) == tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+
+    same()
