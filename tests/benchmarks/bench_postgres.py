@@ -481,6 +481,9 @@ def locks_only(n: int, rounds: int = APPLY_ROUNDS, base: str | None = None, only
 
 if __name__ == "__main__":
     given = sys.argv[1:]
+    if {"-h", "--help"} & set(given):
+        print(__doc__)
+        raise SystemExit(0)
     base_tree = given[given.index("--base") + 1] if "--base" in given[:-1] else None
     section = given[given.index("--only") + 1] if "--only" in given[:-1] else None
     arguments = [a for a in given if not a.startswith("--") and a not in (base_tree, section)]
