@@ -555,14 +555,14 @@ def test_an_unreachable_server_is_a_row_and_its_password_is_never_shown(tmp_path
     assert "s3cret" not in journal.read_text() and "s3cret" not in journal.name
 
 
-@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_lets_the_running_database_finish_and_says_how_to_resume(tmp_path: Path, catalog: Path, signum: int,
-                                                                        code: int) -> None:
-    paths = fleet_of(tmp_path, catalog, 6)
+def fleet_under_way(tmp_path: Path, catalog: Path, *, step_seconds: float) -> tuple[subprocess.Popen, Path]:
+    """`apm fleet migrate --jobs 1` started, each step sleeping ``step_seconds``, once its first database is
+    journaled; and the journal's folder."""
     apm_bin = Path(sys.executable).parent / "apm"
     env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
     process = subprocess.Popen([str(apm_bin), "--migrations-dir", str(catalog), "fleet", "migrate", "--glob",
-                                PATTERN, "--jobs", "1"], cwd=tmp_path, env={**env, "FLEET_TEST_SLEEP": "0.3"},
+                                PATTERN, "--jobs", "1"], cwd=tmp_path,
+                               env={**env, "FLEET_TEST_SLEEP": str(step_seconds)},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     journal_dir = tmp_path / ".apm-fleet"
     deadline = time.monotonic() + 60
@@ -571,6 +571,14 @@ def test_ctrl_c_lets_the_running_database_finish_and_says_how_to_resume(tmp_path
         if runs and runs[0].read_text().count('"type": "member"') >= 1:
             break
         time.sleep(0.02)
+    return process, journal_dir
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_lets_the_running_database_finish_and_says_how_to_resume(tmp_path: Path, catalog: Path, signum: int,
+                                                                        code: int) -> None:
+    paths = fleet_of(tmp_path, catalog, 6)
+    process, journal_dir = fleet_under_way(tmp_path, catalog, step_seconds=0.3)
     time.sleep(0.2)  # the second database is under way (each of its steps sleeps 0.3 s)
     process.send_signal(signum)
     out, err = process.communicate(timeout=60)
@@ -588,18 +596,7 @@ def test_a_second_ctrl_c_records_the_database_it_interrupted_and_says_how_to_res
     """With --jobs 1 a second Ctrl-C rolls back the running database's open transaction: the command still
     records it, sums up and names the resume command, and never claims that nothing was changed."""
     paths = fleet_of(tmp_path, catalog, 4)
-    apm_bin = Path(sys.executable).parent / "apm"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
-    process = subprocess.Popen([str(apm_bin), "--migrations-dir", str(catalog), "fleet", "migrate", "--glob",
-                                PATTERN, "--jobs", "1"], cwd=tmp_path, env={**env, "FLEET_TEST_SLEEP": "0.4"},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    journal_dir = tmp_path / ".apm-fleet"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        runs = list(journal_dir.glob("run-*.jsonl"))
-        if runs and runs[0].read_text().count('"type": "member"') >= 1:
-            break
-        time.sleep(0.02)
+    process, journal_dir = fleet_under_way(tmp_path, catalog, step_seconds=0.4)
     time.sleep(0.15)  # the second database is under way (each of its steps sleeps 0.4 s)
     process.send_signal(signal.SIGINT)
     time.sleep(0.15)

@@ -22,8 +22,10 @@ APM = Path(sys.executable).parent / "apm"
 pytestmark = pytest.mark.skipif(not APM.exists(), reason="the apm console script is not installed (pip install -e .)")
 
 
-def on_terminal(args: list[str], cwd: Path, columns: int = 100, **env: str) -> str:
-    """Run apm with stdin, stdout and stderr on one pty; return everything it wrote."""
+def on_terminal(args: list[str], cwd: Path, columns: int = 100, prompt: bytes | None = None, answer: bytes = b"",
+                **env: str) -> str:
+    """Run apm with stdin, stdout and stderr on one pty; return everything it wrote (``answer`` typed once
+    ``prompt`` appears)."""
     master, slave = pty.openpty()
     environ = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "APM_DB", "APM_MIGRATIONS_DIR")}
     environ.update(env, TERM="xterm", COLUMNS=str(columns))
@@ -41,6 +43,9 @@ def on_terminal(args: list[str], cwd: Path, columns: int = 100, **env: str) -> s
         if not data:
             break
         chunks.append(data)
+        if prompt is not None and prompt in b"".join(chunks[-2:]):
+            os.write(master, answer)
+            prompt = None
     process.wait(timeout=30)
     os.close(master)
     return b"".join(chunks).decode(errors="replace")
@@ -73,33 +78,6 @@ def test_colour_on_a_terminal_and_never_with_no_color(long_catalog: Path, tmp_pa
     assert "\x1b[" not in on_terminal(args, tmp_path, NO_COLOR="1")
 
 
-def answering(args: list[str], cwd: Path, prompt: bytes, answer: bytes, columns: int = 200) -> str:
-    """Run apm on a pty and type ``answer`` once ``prompt`` appears; return everything it wrote."""
-    master, slave = pty.openpty()
-    environ = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "APM_DB", "APM_MIGRATIONS_DIR")}
-    environ.update(TERM="xterm", COLUMNS=str(columns))
-    process = subprocess.Popen([str(APM), *args], stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=environ)
-    os.close(slave)
-    output, answered = b"", False
-    while True:
-        ready, _, _ = select.select([master], [], [], 30)
-        if not ready:
-            break
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        output += data
-        if not answered and prompt in output:
-            os.write(master, answer)
-            answered = True
-    process.wait(timeout=30)
-    os.close(master)
-    return output.decode(errors="replace")
-
-
 def test_a_fleet_on_a_terminal_names_the_databases_it_will_ask_about_and_asks_on_a_clean_line(tmp_path: Path) -> None:
     """Databases whose plan loses nothing commit as the run goes; one whose plan destroys data is named as
     "asked about at the end" (not as a final "skipped ... nothing was committed"), and the question starts on
@@ -117,8 +95,9 @@ def test_a_fleet_on_a_terminal_names_the_databases_it_will_ask_about_and_asks_on
     paths = fleet_of(tmp_path, folder, 3, target=None)
     with sqlite3.connect(paths[1]) as conn:
         conn.execute("INSERT INTO tasks VALUES (1)")
-    shown = answering(["--migrations-dir", str(folder), "fleet", "migrate", "--glob", PATTERN, "--rollback", "0002",
-                       "--jobs", "1", "--no-backup"], tmp_path, b"Proceed on these databases?", b"n\n")
+    shown = on_terminal(["--migrations-dir", str(folder), "fleet", "migrate", "--glob", PATTERN, "--rollback", "0002",
+                         "--jobs", "1", "--no-backup"], tmp_path, columns=200, prompt=b"Proceed on these databases?",
+                        answer=b"n\n")
     assert "p01/.aipm/data/aipm.db: its plan destroys data; you are asked about it at the end" in shown, shown
     before_question = shown.split("These plans destroy data")[0]
     assert "nothing was committed" not in before_question, shown
