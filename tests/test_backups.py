@@ -298,6 +298,15 @@ def test_installed_apm_restores_what_a_rollback_removed(tmp_path: Path) -> None:
     assert "brings back 0029 Utility agents" in done.stdout and set(read_ledger(db)) >= {"0027", "0029"}
     safety = Path(done.stdout.split("Kept the database as it was in ")[1].split()[0])
     assert set(check_backup(safety, db)) == {"0001", "0020", "0030"}
+    # The run log keeps the restore, so the doctor offers no restore of the safety copy (it would undo this one),
+    # and still offers one for the backup the rollback took.
+    doctor = json.loads(run_apm("--db", str(db), "migrate", "doctor", "--json").stdout)
+    fixes = {Path(f["path"]).name: f["fix"] for f in doctor["findings"] if f["code"] == "backup"}
+    assert fixes[safety.name] is None, fixes
+    assert any(fix and "restore" in fix for name, fix in fixes.items() if name != safety.name), fixes
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT version, action, outcome, detail FROM schema_migrations_log ORDER BY id DESC").fetchone()
+    assert row[:3] == ("-", "restore", "ok") and safety.name in row[3]
 
 
 def test_restore_with_keep_backups_never_deletes_the_backup_it_restored_from(apm_db: Path) -> None:

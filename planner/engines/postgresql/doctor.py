@@ -282,6 +282,6 @@ def _backups(engine: Any, folder: Path, latest: tuple | None = None) -> list[Fin
         INFO, "backup", None,
         f"newest backup {newest.name}, {age_text(time.time() - stat.st_mtime)} old, {size_text(stat.st_size)} "
         f"({len(dumps)} in {folder})",
-        None if latest is not None and latest[0] == "restore" and f"is in {newest.name}" in (latest[1] or "") else
+        None if latest is not None and latest[0] == "restore" and (latest[1] or "").endswith(f" is in {newest.name}") else
         Remedy("restore", (str(newest),), "one transaction under the lock, after a safety dump"),
         "database", newest)]

@@ -48,7 +48,7 @@ from planner.errors import (
 )
 from planner.engines.sqlite.ledger import Ledger
 from planner.urls import shown
-from planner.ledger import LedgerEntry
+from planner.ledger import LOG_TABLE, LedgerEntry
 from planner.backups import partial_path, remove_abandoned
 from planner.backups import BackupInfo, RestoreResult, ledger_difference
 
@@ -290,7 +290,29 @@ def restore(database: Path | str, backup_path: Path | str, *,
         if safety is not None:  # the database is unchanged, so its fresh copy is only clutter
             safety.unlink(missing_ok=True)
         raise
+    if safety is not None:
+        _log_restore(database, backup_path, safety, busy_timeout)
     return RestoreResult(shown(database), backup_path, safety, ledger_difference(current, restored))
+
+
+#: The version a restore's row in the run log carries: it is about the whole database, not one migration.
+RESTORE_VERSION = "-"
+
+
+def _log_restore(database: Path, backup_path: Path, safety: Path, busy_timeout: float) -> None:
+    """The run log's trace of a restore, when the restored content has a log: doctor reads it, and never offers
+    the safety copy, whose restore would undo this one, as a fix. Best effort: the restore itself is done."""
+    try:
+        conn = connect(database, busy_timeout=busy_timeout)
+        try:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (LOG_TABLE,)).fetchone():
+                with conn:
+                    Ledger(conn).log(RESTORE_VERSION, "restore", "ok", detail=f"restored from {backup_path.name}; "
+                                                                              f"the database as it was is in {safety.name}")
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        pass  # the data are restored; only the trace is missing
 
 
 def _copy_into(backup_path: Path, database: Path, busy_timeout: float) -> None:

@@ -55,6 +55,7 @@ def diagnose(db_path: Path | str, catalog_dir: Path | str, *, busy_timeout: floa
         # A hot journal: a read-only connection may not roll it back, and the diagnosis changes nothing.
         return [_cut_short(db_path)] + _backups(db_path, backups) + _leftover_copies()
     try:
+        latest = _latest_log(conn)
         findings = _integrity(conn, db_path, backups)
         damaged = any(f.code == "integrity" for f in findings)
         if not damaged:
@@ -63,9 +64,17 @@ def diagnose(db_path: Path | str, catalog_dir: Path | str, *, busy_timeout: floa
         findings.extend(interrupted_findings(conn))  # a transactional = False step cut short
     finally:
         conn.close()
-    findings.extend(_backups(db_path, backups))
+    findings.extend(_backups(db_path, backups, latest))
     findings.extend(_leftover_copies())
     return findings
+
+
+def _latest_log(conn: sqlite3.Connection) -> tuple[str, str | None] | None:
+    """The run log's newest (action, detail), where there is a log."""
+    try:
+        return conn.execute(f"SELECT action, detail FROM {LOG_TABLE} ORDER BY id DESC LIMIT 1").fetchone()
+    except sqlite3.DatabaseError:
+        return None  # no log (yet), or not readable: the ledger's findings say so
 
 
 #: Where versions before the preview copied a database to rehearse on it, and could leave the copy behind.
@@ -228,8 +237,10 @@ def _ledger(conn: sqlite3.Connection, db_path: Path, catalog_dir: Path) -> list[
     return findings
 
 
-def _backups(db_path: Path, backups: list[Path]) -> list[Finding]:
-    """Each backup with its age and the command that restores it; a warning when there is none."""
+def _backups(db_path: Path, backups: list[Path], latest: tuple[str, str | None] | None = None) -> list[Finding]:
+    """Each backup with its age and the command that restores it; a warning when there is none. Right after a
+    restore (``latest``: the run log's newest action and detail), the safety copy it took gets no command: its
+    restore would undo the one just done."""
     if not backups:
         return [Finding(
             WARNING, "no-backups", None,
@@ -243,6 +254,7 @@ def _backups(db_path: Path, backups: list[Path]) -> list[Finding]:
         findings.append(Finding(
             INFO, "backup", None,
             f"backup {path.name}, {age_text(now - stat.st_mtime)} old, {size_text(stat.st_size)}",
+            None if latest is not None and latest[0] == "restore" and (latest[1] or "").endswith(f" is in {path.name}") else
             Remedy("restore", (str(path),), database=str(db_path)), "database", path))
     return findings
 
