@@ -263,10 +263,16 @@ def _note(status) -> str:
     return "; ".join(part for part in (status.error, edited) if part)
 
 
+def _clear_line() -> None:
+    """On a terminal, the progress line erased (``\\r`` and erase-line), so the next text starts at its left."""
+    if sys.stderr.isatty():
+        click.echo("\r\033[K", nl=False, err=True)
+
+
 def _waiting(locked: list, seconds: float) -> None:
     """Said once, as `apm migrate` says a wait over a second: which databases are waited for, and how long."""
     names = ", ".join(m.display for m in locked[:3]) + (f" and {len(locked) - 3} more" if len(locked) > 3 else "")
-    click.echo("\r\033[K" if sys.stderr.isatty() else "", nl=False, err=True)
+    _clear_line()
     echo(f"Waiting for {len(locked)} database(s) another process holds locked, all at once (up to {seconds:g} s; "
          f"--busy-timeout): {names}", err=True)
 
@@ -651,9 +657,8 @@ def _confirm_loss(outcomes) -> bool:
     # start-up time: cli.fleet runs without cli.output until _confirm_loss() needs it
     from cli.output import confirm
 
-    if sys.stderr.isatty():
-        click.echo("\r\033[K", nl=False, err=True)  # the progress line, not left in front of the question
-    echo(f"These plans destroy data ({len(outcomes)} database(s)); the others are done:", fg="yellow", err=True)
+    _clear_line()  # the progress line, not left in front of the question
+    echo(f"These plans destroy data ({len(outcomes)} database(s)); the others run so far are done:", fg="yellow", err=True)
     for outcome in outcomes:
         echo(f"  {outcome.member.display}:", err=True)
         for line in outcome.loss:
@@ -779,8 +784,7 @@ def _quote(text: str) -> str:
 def _catalog_options() -> list[str]:
     """``--migrations-dir DIR`` (absolute) for a command printed to be pasted anywhere: a catalog the config
     file named is not found from another folder, and there the shipped catalog would be planned instead."""
-    options = settings()
-    named = options.migrations_dir if options.migrations_dir is not None else options.config.get("migrations_dir")
+    named = settings().named_catalog_dir
     return ["--migrations-dir", _quote(str(Path(named).absolute()))] if named is not None else []
 
 
@@ -874,15 +878,15 @@ class _RunProgress:
             self.failed += event.outcome.outcome == "failed"
             self.refused += event.outcome.outcome == "refused"
             if self.asking and event.outcome.unconfirmed:  # not an outcome yet: the question at the end decides
-                click.echo("\r\033[K", nl=False, err=True)
+                _clear_line()
                 echo(f"{name}: its plan destroys data; you are asked about it at the end, with the others: "
                      f"{'; '.join(event.outcome.loss)}", fg="yellow", err=True)
             elif event.outcome.outcome in ("failed", "skipped", "refused"):
-                click.echo("\r\033[K", nl=False, err=True)
+                _clear_line()
                 echo(f"{name}: {event.outcome.outcome}: {event.outcome.error}", fg="yellow", err=True)
         refused = f", refused {self.refused}" if self.refused else ""
         counts = f"done {self.done}, failed {self.failed}{refused}, running {len(self.running)} of {self.total}"
         click.echo("\r\033[K" + _fitted(counts, self.running), nl=False, err=True)
 
     def close(self) -> None:
-        click.echo("\r\033[K", nl=False, err=True)
+        _clear_line()

@@ -220,11 +220,14 @@ class Settings:
         return self.engine.display if self.db_url is not None else str(self.db_path)
 
     @property
+    def named_catalog_dir(self) -> Path | None:
+        """The catalog an option or the config file named; ``None`` for APM's shipped one."""
+        return self.migrations_dir if self.migrations_dir is not None else self.config.get("migrations_dir")
+
+    @property
     def catalog_dir(self) -> Path:
-        if self.migrations_dir is not None:
-            return self.migrations_dir
-        configured = self.config.get("migrations_dir")
-        return configured if configured is not None else shipped_catalog()
+        named = self.named_catalog_dir
+        return named if named is not None else shipped_catalog()
 
     @property
     def busy_timeout(self) -> float:
@@ -437,7 +440,7 @@ def catalog_to_write(what: str) -> Path:
     write into site-packages.
     """
     options = settings()
-    named = options.migrations_dir if options.migrations_dir is not None else options.config.get("migrations_dir")
+    named = options.named_catalog_dir
     if named is None:
         raise click.UsageError(f"{what} writes into a project's migrations folder, and none is named (the default is "
                                f"APM's installed catalog, which is never written); {NAME_ONE}")

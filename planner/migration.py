@@ -193,7 +193,6 @@ def plain_bindings(code: CodeType) -> dict[str, object] | None:
     return bindings
 
 
-
 class DeferredFunction:
     """A migration's function whose module has not run yet; the module runs at the first call or ``load()``.
 

@@ -149,7 +149,9 @@ def read_ledger(candidate: Member, busy_timeout: float, ledger_schema: str, *, o
     kind = candidate.kind
     if kind.ledger_reader is None:
         return _read_through_engine(candidate, busy_timeout, ledger_schema)
-    read = _READERS.get(kind.ledger_reader) or _READERS.setdefault(kind.ledger_reader, kind.load(kind.ledger_reader))
+    read = _READERS.get(kind.ledger_reader)
+    if read is None:
+        read = _READERS[kind.ledger_reader] = kind.load(kind.ledger_reader)
 
     def quickly() -> Reading:
         found: list | None = [] if objects else None
@@ -380,7 +382,7 @@ def fleet_status(
     """
     comparison = Comparison(catalog)
     result = FleetStatus()
-    order: dict[int, int] = {}  # id of a status -> its member's place in the fleet (locked ones are read last)
+    placed: list[tuple[int, MemberStatus]] = []  # with its member's place in the fleet (locked ones are read last)
     for index, candidate, reading in readings(members, busy_timeout, ledger_schema, jobs, objects=drift is not None,
                                               on_wait=on_wait):
         status = member_status(candidate, comparison, busy_timeout=busy_timeout, ledger_schema=ledger_schema,
@@ -395,12 +397,12 @@ def fleet_status(
             if status.differences and status.state in (UP_TO_DATE, BEHIND):
                 status.state = DRIFTED
         status.objects = None  # compared: a long fleet keeps no schema it is done with
-        result.members.append(status)
-        order[id(status)] = index
+        placed.append((index, status))
         if on_member is not None:
             on_member(status)
-    result.members.sort(key=lambda status: order[id(status)])
+    result.members = [status for _, status in sorted(placed, key=lambda pair: pair[0])]
     return result
+
 
 def member_status(candidate: Member, comparison: Comparison, *, busy_timeout: float = 30.0,
                   ledger_schema: str = "public", reading: Reading | Unreadable | None = None) -> MemberStatus:
