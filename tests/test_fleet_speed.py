@@ -259,11 +259,12 @@ def test_a_preview_reads_the_applied_set_once_under_its_write_lock(tmp_path: Pat
     assert not [s for s in locked if s.startswith("SELECT version")]
     assert len([s for s in statements if s.startswith("SELECT version")]) == 1
     assert not [s for s in statements if s.startswith("ATTACH")]
-    # The ledger's shape is read once under the lock, with whether the log exists (ensure_schema's one
-    # statement); each step's row is written without reading the columns first (the table has them all).
-    shapes = [s for s in locked if "table_info" in s and not s.startswith("--")]
-    assert shapes == [s for s in locked if s.startswith("SELECT *, (SELECT COUNT(*) FROM sqlite_master")], shapes
-    assert len(shapes) == 1, shapes
+    # The ledger's shape is read once, ahead, with whether the log exists (ensure_schema's one statement): under
+    # the lock, the unchanged data_version says the tables are as they were, so they are not looked at again;
+    # each step's row is written without reading the columns first (the table has them all).
+    shapes = [s for s in statements if "table_info" in s and not s.startswith("--")]
+    assert shapes == [s for s in statements if s.startswith("SELECT *, (SELECT COUNT(*) FROM sqlite_master")]
+    assert len(shapes) == 1 and not [s for s in locked if s in shapes], shapes
 
 
 def test_a_commit_between_the_reading_ahead_and_the_write_lock_is_planned_from(tmp_path: Path,
@@ -292,6 +293,37 @@ def test_a_commit_between_the_reading_ahead_and_the_write_lock_is_planned_from(t
     finally:
         conn.close()
     assert [v for (v,) in applies] == ["0001", "0002", "0003"]
+
+
+def test_a_ledger_changed_between_the_reading_ahead_and_the_write_lock_is_made_complete_again(
+        tmp_path: Path, catalog: Path) -> None:
+    """The reading ahead found both ledger tables complete; another process then dropped the run log. Inside the
+    lock data_version has moved, so the tables are looked at again (not taken from the reading ahead): the log
+    is made again and holds the run's rows."""
+    from planner import request as requests
+    from planner.engines import engine_for
+    from planner.request import Request
+
+    path = tmp_path / "one.db"
+    migrate_to(path, catalog, target="0001")
+    loaded = load(catalog)
+    engine = engine_for(path)
+    runner = engine.runner(catalog=loaded)
+    plan = Request().plan(loaded, runner.read_ahead())
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("DROP TABLE schema_migrations_log")  # another process, in between
+        conn.commit()
+    finally:
+        conn.close()
+    result = requests.run(engine, loaded, Request(), plan, runner=runner)
+    assert result.committed and result.done == ["0002", "0003"], result.error
+    conn = sqlite3.connect(path)
+    try:
+        logged = conn.execute("SELECT version FROM schema_migrations_log WHERE outcome = 'ok' ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    assert [v for (v,) in logged] == ["0002", "0003"]
 
 
 def test_the_connection_waits_in_slices_and_keeps_its_whole_busy_timeout(tmp_path: Path, catalog: Path,

@@ -172,12 +172,10 @@ class Ledger:
         row, and any tool that reads the seed's columns, keeps working. A
         table of any other shape is refused (``ForeignLedger``) untouched.
         """
-        rows = self._rows(_SCHEMA_STATE)
-        shape = [_column(row[:6]) for row in rows]
-        present = {column.name for column in shape}
-        self._refuse_foreign(shape)
-        if shape and rows[0][6] and all(name in present for name, _ in _ADDED_COLUMNS):
+        shape, complete = self._schema_state()
+        if complete:
             return
+        present = {column.name for column in shape}
         if not shape:
             self.conn.execute(_CREATE_TABLE)
         else:
@@ -186,18 +184,32 @@ class Ledger:
                     self.conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} {sql_type}")
         self.conn.execute(_CREATE_LOG)
 
+    def _schema_state(self) -> tuple[list[LedgerColumn], bool]:
+        """The ledger's columns (another tool's refused), and whether both tables are complete: then
+        ``ensure_schema`` has nothing to do."""
+        rows = self._rows(_SCHEMA_STATE)
+        shape = [_column(row[:6]) for row in rows]
+        self._refuse_foreign(shape)
+        present = {column.name for column in shape}
+        return shape, bool(shape and rows[0][6] and all(name in present for name, _ in _ADDED_COLUMNS))
+
     def applied_migrations(self) -> dict[str, LedgerEntry]:
         """Applied migrations by version as recorded; ``{}`` when there is no ledger (nothing is created)."""
-        shape = self._shape()
+        return self.applied_and_complete()[0]
+
+    def applied_and_complete(self) -> tuple[dict[str, LedgerEntry], bool]:
+        """``applied_migrations``, and whether ``ensure_schema`` would have nothing to do, read in the same
+        statements: a run that read the ledger ahead, and finds inside its write lock that nothing was committed
+        since, needs to look at the tables no further."""
+        shape, complete = self._schema_state()
         if not shape:
-            return {}
-        self._refuse_foreign(shape)
+            return {}, False
         columns = {c.name for c in shape}
         wanted = ["version", "description", "applied_at", "checksum", "execution_ms"]
         select = ", ".join(c if c in columns else "NULL" for c in wanted)
         rows = self._rows(f"SELECT {select} FROM {TABLE}{_applied_only(columns)}")
         entries = [LedgerEntry(str(r[0]), r[1], r[2], r[3], r[4]) for r in rows if not _is_note(r[0])]
-        return {e.version: e for e in sorted(entries, key=lambda e: versions.sort_key(e.version))}
+        return {e.version: e for e in sorted(entries, key=lambda e: versions.sort_key(e.version))}, complete
 
     def applied_versions(self) -> list[str]:
         """Just the applied versions: the cheap read the executor repeats inside each step's lock.

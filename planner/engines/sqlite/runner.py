@@ -118,8 +118,9 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
         self._ledger_checked = False
         #: How long the latest transaction held the write lock (``BEGIN IMMEDIATE`` to its end), in ms.
         self.write_lock_ms: float | None = None
-        #: The ledger as ``Executor.read_ahead`` read it on this connection, with ``PRAGMA data_version`` before.
-        self.read_ahead: tuple[int, dict[str, LedgerEntry]] | None = None
+        #: The ledger as ``Executor.read_ahead`` read it on this connection, with ``PRAGMA data_version`` before
+        #: and whether its tables were complete.
+        self.read_ahead: tuple[int, dict[str, LedgerEntry], bool] | None = None
 
     def admit_alone(self, step: Step) -> str | None:
         """As ``Session.admit_alone``, but first wait for another runner that has this step under way.
@@ -165,8 +166,10 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
             taken = time.perf_counter()
             try:
                 try:
+                    ahead = self._read_ahead_now()
                     if not self._ledger_ready:
-                        self.ledger.ensure_schema()
+                        if ahead is None or not ahead[2]:  # read ahead with both tables complete: nothing to do
+                            self.ledger.ensure_schema()
                         self._ledger_checked = True
                     yield
                 except BaseException as exc:
@@ -178,6 +181,7 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
                 self._sql("COMMIT")
             finally:  # the write lock is released once COMMIT or ROLLBACK is done
                 self._locked_read = False
+                self.read_ahead = None  # of the first transaction only: our own commits leave data_version as it is
                 self.write_lock_ms = (time.perf_counter() - taken) * 1000
                 WRITE_LOCKS_HELD.discard(self._lock_key)
             self._ledger_ready = self._ledger_checked
@@ -221,14 +225,22 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
         find the same set. Our own steps update it (``after_commit``).
         """
         ahead, self.read_ahead = self.read_ahead, None
-        if ahead is not None and self.conn.in_transaction and self._data_version_now() == ahead[0]:
-            entries = ahead[1]  # no other connection has committed since it was read: it is the ledger now
+        if ahead is not None and self.conn.in_transaction:
+            entries = ahead[1]  # no other connection has committed since it was read (``_read_ahead_now``)
         else:
             entries = self.ledger.applied_migrations()
         if self.conn.in_transaction:
             self._applied = self.applied_from(entries)
             self._locked_read = True
         return entries
+
+    def _read_ahead_now(self) -> tuple[int, dict[str, LedgerEntry], bool] | None:
+        """Inside the write lock: the ledger read ahead, if it is still the ledger. ``PRAGMA data_version``
+        changes exactly when another connection commits; when it has, the reading is forgotten (read again)."""
+        ahead = self.read_ahead
+        if ahead is not None and self._data_version_now() != ahead[0]:
+            ahead = self.read_ahead = None
+        return ahead
 
     def applied_now(self) -> set[str]:
         if self._locked_read and self._applied is not None:
@@ -381,7 +393,7 @@ class Executor(MarksThroughSessions):
         self.busy_timeout = busy_timeout
         self.create = create
         self.catalog = catalog
-        self._ahead: tuple[sqlite3.Connection, int, dict[str, LedgerEntry]] | None = None
+        self._ahead: tuple[sqlite3.Connection, int, dict[str, LedgerEntry], bool] | None = None
 
     def read_ahead(self) -> dict[str, LedgerEntry]:
         """The ledger, read without a lock on the connection the next ``preview`` runs on, kept open for it.
@@ -395,11 +407,11 @@ class Executor(MarksThroughSessions):
         conn = connect(self.path, busy_timeout=self.busy_timeout)
         try:
             version = conn.execute("PRAGMA data_version").fetchone()[0]
-            entries = Ledger(conn).applied_migrations()
+            entries, complete = Ledger(conn).applied_and_complete()
         except BaseException:
             conn.close()
             raise
-        self._ahead = (conn, version, entries)
+        self._ahead = (conn, version, entries, complete)
         return entries
 
     def release(self) -> None:
