@@ -94,7 +94,7 @@ class Member:
         # cost as much as the rest of the lookup (``apm fleet status`` asks once per member).
         return kind_of(self.real)
 
-    @property
+    @cached_property
     def _target(self) -> str | Path:
         return self.real if self.on_server else Path(self.real)
 

@@ -44,7 +44,7 @@ class SQLiteEngine(Engine):
         (does it exist? its ledger if it does? its backups?), and a folder
         answered "does not exist" to some of them and "no backup" to others.
         """
-        self.path = Path(path)
+        self.path = path if isinstance(path, Path) else Path(path)  # Path(Path) parses it again: once per member
         self.busy_timeout = busy_timeout
         if self.path.exists() and not self.path.is_file():
             raise NotADatabase(self.path)

@@ -50,7 +50,7 @@ def connect(path: Path | str, *, create: bool = False, busy_timeout: float = DEF
     (``PRAGMA schema_version``) happens here, so a file that is not SQLite or a
     database locked past ``busy_timeout`` fails now rather than mid-plan.
     """
-    path = Path(path)
+    path = path if isinstance(path, Path) else Path(path)  # Path(Path) parses it again: once per member
     folder = path.parent
     if not folder.is_dir():
         if not create:

@@ -31,6 +31,7 @@ import os
 import re
 import sqlite3
 import threading
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -361,6 +362,7 @@ class Ledger:
         return [LogEntry(*row) for row in rows]
 
 
+@lru_cache(maxsize=64)  # the same nine rows for every database of a fleet: made once, not once per database
 def _column(row: tuple) -> LedgerColumn:
     """A ``PRAGMA table_info`` row as a ``LedgerColumn``; an ``INTEGER PRIMARY KEY`` is the rowid, filled by SQLite."""
     _, name, declared, not_null, default, pk = row

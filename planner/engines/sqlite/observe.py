@@ -82,6 +82,7 @@ from __future__ import annotations
 import sqlite3
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
 from typing import Any, TypeGuard, cast
 
 from planner.engines.sqlite.effects import PlanWrites, StepEffects, TableState, ValueCounters, fold, resolve
@@ -274,12 +275,10 @@ _NO_AUTHORIZER = None if sys.version_info >= (3, 11) else (lambda *_: sqlite3.SQ
 
 def _ours(table: str | None, database: str | None) -> TypeGuard[str]:  # True says table is a name
     """Whether an authorizer event is about a user table of the main database (not the ledger, not SQLite's)."""
-    return (
-        table is not None
-        and database == "main"
-        and not table.lower().startswith("sqlite_")
-        and table.lower() not in _IGNORED
-    )
+    if table is None or database != "main":
+        return False
+    lowered = table.lower()
+    return not lowered.startswith("sqlite_") and lowered not in _IGNORED
 
 
 class StepObserver:
@@ -686,6 +685,7 @@ def _creates_new(sql: str) -> bool:
     return "exists" not in sql.lower() and keywords(sql, 1) == ["CREATE"]
 
 
+@lru_cache(maxsize=256)  # a text runs on every database of a fleet, or many times in a data migration's loop
 def _may_replace(sql: str) -> bool:
     """Whether a statement can take the place of rows already there: REPLACE, INSERT or UPDATE OR REPLACE, or
     an upsert."""

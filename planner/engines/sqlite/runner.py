@@ -389,7 +389,7 @@ class Executor(MarksThroughSessions):
         create: bool = False,
         catalog: Catalog | None = None,
     ):
-        self.path = Path(path)
+        self.path = path if isinstance(path, Path) else Path(path)  # Path(Path) parses it again: once per member
         self.busy_timeout = busy_timeout
         self.create = create
         self.catalog = catalog
