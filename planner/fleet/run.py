@@ -462,8 +462,8 @@ class FleetRun:
         # start-up time: planner.fleet.run runs without multiprocessing until _parallel() needs it
         import multiprocessing
 
-        # start-up time: planner.fleet.run runs without multiprocessing.connection until _parallel() needs it
-        from multiprocessing.connection import wait
+        # start-up time: planner.fleet.run runs without selectors until _parallel() needs it
+        import selectors
 
         global worker_catalog, _worker_stop, _worker_stops_on_failure, _worker_job
         _import_run_path(members[0], self.catalog)
@@ -481,6 +481,13 @@ class FleetRun:
                    for _ in range(min(self.jobs, len(members)))]
         for worker in workers:
             worker.start()
+        # One poll set for the whole run (``multiprocessing.connection.wait`` makes and fills one per call): the
+        # outcomes' pipe, and each worker's sentinel, ready when it has died.
+        watched = selectors.DefaultSelector()
+        watched.register(results, selectors.EVENT_READ)
+        for worker in workers:
+            watched.register(worker.sentinel, selectors.EVENT_READ)
+        sentinels = {worker.sentinel for worker in workers}
         outcomes: list[MemberOutcome] = []
         waiting = deque(range(len(members)))
         running: set[int] = set()
@@ -499,7 +506,7 @@ class FleetRun:
                 if not running:
                     break
                 try:
-                    ready = wait([results, *(worker.sentinel for worker in workers)], timeout=0.2)
+                    ready = {key.fileobj for key, _ in watched.select(timeout=0.2)}
                 except KeyboardInterrupt:
                     # The workers ignore Ctrl-C and finish their database; leaving now would lose their records.
                     self.stop()
@@ -523,7 +530,7 @@ class FleetRun:
                         self._started(name, candidate)
                     self._finished(name, outcome)
                     outcomes.append(outcome)
-                if running and any(worker.sentinel in ready for worker in workers):
+                if running and ready & sentinels:
                     # A worker died (killed, out of memory): it may have died holding a queue's lock, so none is
                     # trusted further. What was in flight is failed, to be run again; nothing more starts.
                     self._stop = self._stop or "the worker processes ended"
@@ -544,6 +551,7 @@ class FleetRun:
                 tasks.put(None)
             for worker in workers:
                 worker.join()
+            watched.close()
             tasks.close()
             results.close()
             sent.close()
