@@ -154,6 +154,27 @@ def test_fleet_status_drift_reports_and_exits_10(tmp_path: Path, catalog: Path) 
     assert text.stdout.strip().splitlines()[-1] == "1 up to date, 1 drifted"
 
 
+def test_fleet_status_drift_says_when_an_ahead_database_was_not_compared(tmp_path: Path, catalog: Path) -> None:
+    """A database holding a version the catalog lacks cannot be replayed: its row says drift was not checked,
+    never a silent ``differences: null`` that reads as compared and clean (a hand-made column stays unknown)."""
+    path = project_db(tmp_path, "a")
+    migrate_to(path, catalog)
+    by_hand(path, "ALTER TABLE projects ADD COLUMN extra TEXT",
+            "INSERT INTO schema_migrations (version, description, applied_at, checksum, execution_ms) "
+            "VALUES ('0099', 'From another branch', CURRENT_TIMESTAMP, 'x', 0)")
+    result = run_apm("--migrations-dir", str(catalog), "fleet", "status", "--glob", PATTERN, "--drift", "--json",
+                     cwd=tmp_path)
+    assert result.returncode == 11, result.stderr
+    row = json.loads(result.stdout)["databases"][0]
+    assert row["state"] == "ahead" and "differences" not in row
+    assert row["error"] == ("applied but not in the catalog: 0099; drift not checked: the versions the catalog "
+                            "lacks cannot be replayed without their files")
+    text = run_apm("--migrations-dir", str(catalog), "fleet", "status", "--glob", PATTERN, "--drift", cwd=tmp_path)
+    assert "drift not checked" in text.stdout
+    plain = run_apm("--migrations-dir", str(catalog), "fleet", "status", "--glob", PATTERN, "--json", cwd=tmp_path)
+    assert json.loads(plain.stdout)["databases"][0]["error"] == "applied but not in the catalog: 0099"
+
+
 def test_a_step_outside_a_transaction_replays_and_a_failed_replay_is_not_healthy(tmp_path: Path,
                                                                                    catalog: Path) -> None:
     write_migration(catalog, "0004", "Vacuum", depends_on=("0003",), extra="transactional = False\n",
