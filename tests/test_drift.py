@@ -304,3 +304,15 @@ def test_a_lost_key_and_a_changed_index_read_the_same_on_sqlite_and_postgresql(p
         assert len(found) == 2, found
         assert found[0] == lost
         assert found[1].startswith(changed) and found[1].endswith("(name, id)"), found
+
+
+def test_the_library_exports_every_name_its_docs_give_drift_included() -> None:
+    """``planner.fleet`` is what APM calls without the CLI: each public name resolves (imported on first use),
+    ``DriftChecker`` among them, and an unknown name is an AttributeError, not an import of anything."""
+    import planner.fleet as fleet
+
+    assert "DriftChecker" in fleet.__all__ and fleet.DriftChecker is DriftChecker
+    for name in fleet.__all__:
+        assert getattr(fleet, name) is not None, name
+    with pytest.raises(AttributeError):
+        fleet.no_such_name  # noqa: B018
