@@ -1,6 +1,8 @@
 """Backups of a PostgreSQL database before a rollback: ``pg_dump`` in its custom format.
 
-The file is named after the database, the ledger's schema when it is not
+The file is named after the database (the one libpq connects to, ``database_of``:
+a URL's ``?dbname=`` over its path; checked against ``current_database()``
+before a dump), the ledger's schema when it is not
 ``public``, and the time (``<dbname>[.<schema>].<YYYYmmdd_HHMMSS>[_N].dump``),
 never after the connection string, so no password can end up in a file
 name, and each ledger (each tenant) of one database lists, prunes and

@@ -2,10 +2,15 @@
 
 The replay runs through the database's own engine and runner (one transaction
 per step, the ledger in the same schema as the database's), in a database
-made for it (``CREATE DATABASE apm_drift_<pid>_<random> TEMPLATE
+made for it (``CREATE DATABASE apm_drift_<host>_<pid>_<random> TEMPLATE
 template0``) and dropped afterwards, so nothing is created in the database
-itself. The role therefore needs ``CREATEDB``; without it, drift is not
-checked and the row says so. A tenant schema (``postgresql://.../db#tenant``)
+itself. It is reached from the parsed connection string (``on_database``),
+never by editing the URL's text, and the replay runs only once
+``current_database()`` says it is there: a ``?dbname=`` or a ``#`` in a
+password once sent it into the live database. One a killed drift left is
+dropped by the next drift on the same host (``_drop_abandoned``). The role
+therefore needs ``CREATEDB``; without it, drift is not checked and the row
+says so. A tenant whose schema is not made yet has nothing to compare. A tenant schema (``postgresql://.../db#tenant``)
 is replayed into the same schema name, and only that schema's objects of
 the live database are compared; a plain database's are ``public``, the
 ledger's schema and the schemas its migrations create, never another
