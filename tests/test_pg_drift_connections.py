@@ -158,6 +158,24 @@ def test_a_backup_is_named_after_the_database_connected(pg_server, pg_url: str, 
     assert len(json.loads(listed.stdout)) == 1, listed.stdout
 
 
+def test_a_service_files_database_names_the_backup_and_drift_reaches_it(pg_url: str, tmp_path: Path,
+                                                                         catalog: Path) -> None:
+    """A neighbour of P3: ``service=`` takes the database from a service file; its dump was named after the user
+    (``postgres.<ts>.dump``), as if another database's."""
+    (tmp_path / "services.conf").write_text(f"[apmsvc]\nhost={_socket(pg_url)}\nuser=apm\ndbname={_name(pg_url)}\n")
+    env = {"PGSERVICEFILE": str(tmp_path / "services.conf")}
+    assert run_apm("--migrations-dir", str(catalog), "migrate", "--db", "service=apmsvc", cwd=tmp_path,
+                   env=env).returncode == 0
+    _sql(pg_url, "ALTER TABLE counter ADD COLUMN hand text")
+    drift = run_apm("--migrations-dir", str(catalog), "migrate", "drift", "--db", "service=apmsvc", cwd=tmp_path,
+                    env=env)
+    assert drift.returncode == 10 and "column hand is in the database" in drift.stdout, drift.stdout + drift.stderr
+    rolled = run_apm("--migrations-dir", str(catalog), "--backup-dir", "bk", "migrate", "--db", "service=apmsvc",
+                     "--rollback", "0002", "--yes", cwd=tmp_path, env=env)
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    assert [p.name.split(".")[0] for p in (tmp_path / "bk").glob("*.dump")] == [_name(pg_url)]
+
+
 def test_a_dump_whose_name_would_name_another_database_is_refused(pg_server, pg_url: str, tmp_path: Path) -> None:
     """A service file (or anything the string does not show) may pick the database: the dump's name is checked
     against ``current_database()`` before anything is written."""

@@ -417,12 +417,14 @@ def on_database(url: str, dbname: str) -> str:
 
 def database_of(url: str) -> str:
     """The database libpq connects ``url`` to: its ``dbname`` wherever the string gives it (a URL's query wins
-    over its path, as in libpq), else ``PGDATABASE``, else the user's name. Backups are named by it: a name
+    over its path, as in libpq), else its service's (``service=``, ``PGSERVICE``), else ``PGDATABASE``, else the
+    user's name. Backups are named by it: a name
     taken from the URL's path alone would file one database's dump under another's name."""
     try:
         params = _parsed(url)
     except Exception:  # not a connection string libpq reads (it cannot connect either): its text's guess
         return database_name(url)
+    params = {**_service(params.get("service") or os.environ.get("PGSERVICE")), **params}
     user = params.get("user") or os.environ.get("PGUSER")
     if not user:
         try:
@@ -430,6 +432,27 @@ def database_of(url: str) -> str:
         except (KeyError, OSError):  # no name for this uid (a container's): libpq would fail alike
             user = "postgres"
     return params.get("dbname") or os.environ.get("PGDATABASE") or user
+
+
+def _service(name: str | None) -> dict[str, str]:
+    """The parameters of service ``name`` in libpq's service files: the user's (``PGSERVICEFILE``, else
+    ``~/.pg_service.conf``) first, then the system's (``PGSYSCONFDIR``, else Debian's folder); they fill only
+    what the connection string leaves out."""
+    if not name:
+        return {}
+    # start-up time: configparser is loaded only for a connection string naming a service
+    import configparser
+
+    for path in (os.environ.get("PGSERVICEFILE") or os.path.expanduser("~/.pg_service.conf"),
+                 os.path.join(os.environ.get("PGSYSCONFDIR", "/etc/postgresql-common"), "pg_service.conf")):
+        parser = configparser.ConfigParser(interpolation=None, strict=False)
+        try:
+            parser.read(path, encoding="utf-8")
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            continue  # libpq refuses such a file too: the name falls back as libpq's connection would fail
+        if parser.has_section(name):
+            return dict(parser[name])
+    return {}
 
 
 def server_identity(url: str) -> tuple[tuple[str, str], ...]:
