@@ -367,6 +367,8 @@ def drift_command(ctx: click.Context, as_json: bool) -> None:
         for difference in differences:
             echo(difference.line, fg="yellow")
         echo(f"{options.db_display}: {len(differences)} difference(s) from its {len(applied)} applied migration(s)")
+    elif not applied:  # a tenant whose schema is not made yet has no objects: nothing to compare, not drift
+        echo(f"{options.db_display}: nothing is applied yet, so there is nothing to compare")
     else:
         echo(f"{options.db_display}: the schema is what its {len(applied)} applied migration(s) make")
     if differences:

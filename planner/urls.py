@@ -99,6 +99,9 @@ def split_schema(url: str) -> tuple[str, str | None]:
 
 def _tenant_option(url: str, schema: str) -> str:
     """What ``tenant_url`` adds to ``url`` for ``schema``: a query parameter, or a keyword (libpq's two forms)."""
+    # The server folds an unquoted name to lower case: a tenant "MixedCase" or "Tenant-A" is named quoted.
+    if not re.fullmatch(r"[a-z_][a-z0-9_$]*", schema):
+        schema = '"' + schema.replace('"', '""') + '"'
     if url.lower().startswith(_SCHEMES):
         return "options=" + quote(f"-csearch_path={schema}", safe="")
     return f" options='-csearch_path={schema}'"

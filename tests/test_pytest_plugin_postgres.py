@@ -54,8 +54,11 @@ def test_per_test_database_names_are_the_url_database_and_the_test_id_within_63_
     other = database_name_for("postgresql://db/app", "test_" + "x" * 79 + "y")
     assert len(long.encode()) == 63 and long.startswith("app_test_xxx") and long != other
     assert with_database("postgresql://me:s3cret@/app?host=/sock&dbname=app", "app_upgrade") == \
-        "postgresql://me:s3cret@/app_upgrade?host=/sock"
-    assert with_database("host=/sock dbname=app user=me", "app_upgrade") == "host=/sock dbname='app_upgrade' user=me"
+        "dbname=app_upgrade user=me password=s3cret host=/sock"
+    assert with_database("host=/sock dbname=app user=me", "app_upgrade") == "dbname=app_upgrade user=me host=/sock"
+    # libpq reads a '#' in a URL's password as the password's, and the query's dbname over the path: so do these.
+    assert with_database("postgresql://me:a#b@/app?host=/sock", "t1") == "dbname=t1 user=me password=a#b host=/sock"
+    assert database_name_for("postgresql://me@/x?dbname=app&host=/sock", "up") == "app_up"
 
 
 # -- the generated tests on a real server -------------------------------------------------------------

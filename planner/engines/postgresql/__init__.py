@@ -250,7 +250,10 @@ class PgBackups(Backups):
 
     @property
     def short_name(self) -> str:
-        return database_name(self.url)
+        # start-up time: planner.engines.postgresql runs without planner.engines.postgresql.connection until a backup is named
+        from planner.engines.postgresql.connection import database_of
+
+        return database_of(self.url)
 
     @property
     def names(self) -> str:

@@ -1,6 +1,8 @@
 """Backups of a PostgreSQL database before a rollback: ``pg_dump`` in its custom format.
 
-The file is named after the database, the ledger's schema when it is not
+The file is named after the database (the one libpq connects to, ``database_of``:
+a URL's ``?dbname=`` over its path; checked against ``current_database()``
+before a dump), the ledger's schema when it is not
 ``public``, and the time (``<dbname>[.<schema>].<YYYYmmdd_HHMMSS>[_N].dump``),
 never after the connection string, so no password can end up in a file
 name, and each ledger (each tenant) of one database lists, prunes and
@@ -62,12 +64,13 @@ from typing import Any, cast
 
 from planner import versions
 from planner.backups import BackupInfo, RestoreResult, ledger_difference, partial_path, remove_abandoned
+from planner.engines.postgresql.connection import database_of
 from planner.engines.postgresql.ledger import PgLedger
 from planner.engines.postgresql.lock_timeout import BlockerWatch
 from planner.errors import BackupFailed, BackupToolMissing, RestoreFailed, UnusableBackup
 from planner.ledger import LedgerEntry, TABLE
 from planner.locks import shown_duration
-from planner.urls import database_name, redact
+from planner.urls import redact
 
 #: The ``version`` of a restore's run log row: no migration's (versions are digits).
 RESTORE_VERSION = "-"
@@ -142,9 +145,11 @@ def dump(url: str, folder: Path, *, advice: str | None = None, lock_wait: float 
         raise BackupToolMissing(redact(url))
     if folder.exists() and not folder.is_dir():
         raise BackupFailed(redact(url), f"the backup folder {folder} is a file, not a folder", advice)
+    stem = dump_stem(url, schema)
+    if connect is not None:
+        _check_named(url, stem, connect, advice)
     folder.mkdir(parents=True, exist_ok=True)
     remove_abandoned_dumps(url, folder, schema)
-    stem = dump_stem(url, schema)
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
     partial = claim_partial(folder, stem, stamp)
     conninfo, env = client_environment(url)
@@ -172,6 +177,21 @@ def dump(url: str, folder: Path, *, advice: str | None = None, lock_wait: float 
         raise BackupFailed(redact(url), f"within {shown_duration(lock_wait or 0)} (the busy timeout) to back up "
                            f"{redact(url)}: {held}", advice, locked=locked.group(1) or locked.group(2))
     return publish(partial, folder, stem, stamp)
+
+
+def _check_named(url: str, stem: str, connect: Callable[[], Any], advice: str | None) -> None:
+    """Refuse a dump whose file name would name another database than the one connected (a service file's
+    ``dbname`` the connection string does not show): ``restore`` would put its data into that other one."""
+    named = database_of(url)
+    conn = connect()
+    try:
+        reached = conn.execute("SELECT current_database()").fetchone()[0]
+    finally:
+        conn.close()
+    if reached != named:
+        raise BackupFailed(redact(url), f"its backups are named {stem}.* after database {named}, but the "
+                           f"connection reaches database {reached}; name the database in the connection string "
+                           f"(dbname={reached})", advice)
 
 
 #: What pg_dump says when it could not lock a table in time (``--lock-wait-timeout``): the table it asked for.
@@ -228,7 +248,7 @@ def publish(partial: Path, folder: Path, stem: str, stamp: str) -> Path:
 def dump_stem(url: str, schema: str = "public") -> str:
     """The start of this ledger's dump file names: the database's name, then the ledger's schema unless it is
     ``public``, with anything unsafe in a file name (or a dot, which separates the two) as ``_``."""
-    base = re.sub(r"[^\w.-]", "_", database_name(url)) or "postgres"
+    base = re.sub(r"[^\w.-]", "_", database_of(url)) or "postgres"
     if schema == "public":
         return base
     return f"{base}." + (re.sub(r"[^\w-]", "_", schema) or "_")

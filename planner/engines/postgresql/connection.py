@@ -23,6 +23,8 @@ unseen, so the server's row counters are read from there on.
 """
 from __future__ import annotations
 
+import getpass
+import os
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -38,6 +40,7 @@ from planner.transaction_guard import (
     Guard,
     control_reason,
 )
+from planner.urls import database_name
 
 #: Savepoints PostgreSQL's runner opens around a migration's statements: the preview's step savepoint
 #: (``postgresql.step_catalog.STEP_SAVEPOINT``), its watch savepoint (``observe.SAVEPOINT``) and its
@@ -383,3 +386,80 @@ class PgMigrationConnection(GuardedRoutes):
         if name in REFUSED_SETTINGS:
             self._guard.refuse_setting("conn", name, value)
         object.__setattr__(self, name, value)
+
+
+# -- connection strings to the same server's other databases (drift's scratch one, backups, test databases) --
+
+def _parsed(url: str) -> dict[str, str]:
+    """``url`` as libpq reads it (a URL, its query's ``dbname=``/``host=`` included, or the keyword form)."""
+    # optional dependency: psycopg, the postgresql extra (every caller has connected, or is about to)
+    from psycopg.conninfo import conninfo_to_dict
+
+    return {key: str(value) for key, value in conninfo_to_dict(url).items()}
+
+
+def on_database(url: str, dbname: str) -> str:
+    """A connection string reaching database ``dbname`` of ``url``'s server, as ``url``'s role, with its options.
+
+    Made from the parsed connection, never by editing the URL's text: a
+    ``#`` or ``?`` in a password, a ``?dbname=`` or ``host=`` in the query,
+    the keyword form, all read as libpq reads them, and ``dbname`` replaces
+    whatever named the database. Keyword form, ``dbname`` first (``is_postgres``
+    knows a connection string by its first keyword).
+    """
+    # optional dependency: psycopg, the postgresql extra (every caller has connected, or is about to)
+    from psycopg.conninfo import make_conninfo
+
+    params = _parsed(url)
+    params.pop("dbname", None)
+    return make_conninfo("", dbname=dbname, **params)
+
+
+def database_of(url: str) -> str:
+    """The database libpq connects ``url`` to: its ``dbname`` wherever the string gives it (a URL's query wins
+    over its path, as in libpq), else its service's (``service=``, ``PGSERVICE``), else ``PGDATABASE``, else the
+    user's name. Backups are named by it: a name
+    taken from the URL's path alone would file one database's dump under another's name."""
+    try:
+        params = _parsed(url)
+    except Exception:  # not a connection string libpq reads (it cannot connect either): its text's guess
+        return database_name(url)
+    params = {**_service(params.get("service") or os.environ.get("PGSERVICE")), **params}
+    user = params.get("user") or os.environ.get("PGUSER")
+    if not user:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):  # no name for this uid (a container's): libpq would fail alike
+            user = "postgres"
+    return params.get("dbname") or os.environ.get("PGDATABASE") or user
+
+
+def _service(name: str | None) -> dict[str, str]:
+    """The parameters of service ``name`` in libpq's service files: the user's (``PGSERVICEFILE``, else
+    ``~/.pg_service.conf``) first, then the system's (``PGSYSCONFDIR``, else Debian's folder); they fill only
+    what the connection string leaves out."""
+    if not name:
+        return {}
+    # start-up time: configparser is loaded only for a connection string naming a service
+    import configparser
+
+    for path in (os.environ.get("PGSERVICEFILE") or os.path.expanduser("~/.pg_service.conf"),
+                 os.path.join(os.environ.get("PGSYSCONFDIR", "/etc/postgresql-common"), "pg_service.conf")):
+        parser = configparser.ConfigParser(interpolation=None, strict=False)
+        try:
+            parser.read(path, encoding="utf-8")
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            continue  # libpq refuses such a file too: the name falls back as libpq's connection would fail
+        if parser.has_section(name):
+            return dict(parser[name])
+    return {}
+
+
+def server_identity(url: str) -> tuple[tuple[str, str], ...]:
+    """What tells ``url``'s server and role apart from another's: every parameter but the database and the
+    password (host, socket folder, port, user, service, options...), as libpq parsed them; never a display
+    string, which for two Unix sockets (``postgresql://app@/db?host=/a`` and ``?host=/b``) says ``app@``."""
+    params = _parsed(url)
+    params.pop("dbname", None)
+    params.pop("password", None)
+    return tuple(sorted(params.items()))

@@ -2,10 +2,15 @@
 
 The replay runs through the database's own engine and runner (one transaction
 per step, the ledger in the same schema as the database's), in a database
-made for it (``CREATE DATABASE apm_drift_<pid>_<random> TEMPLATE
+made for it (``CREATE DATABASE apm_drift_<host>_<pid>_<random> TEMPLATE
 template0``) and dropped afterwards, so nothing is created in the database
-itself. The role therefore needs ``CREATEDB``; without it, drift is not
-checked and the row says so. A tenant schema (``postgresql://.../db#tenant``)
+itself. It is reached from the parsed connection string (``on_database``),
+never by editing the URL's text, and the replay runs only once
+``current_database()`` says it is there: a ``?dbname=`` or a ``#`` in a
+password once sent it into the live database. One a killed drift left is
+dropped by the next drift on the same host (``_drop_abandoned``). The role
+therefore needs ``CREATEDB``; without it, drift is not checked and the row
+says so. A tenant whose schema is not made yet has nothing to compare. A tenant schema (``postgresql://.../db#tenant``)
 is replayed into the same schema name, and only that schema's objects of
 the live database are compared; a plain database's are ``public``, the
 ledger's schema and the schemas its migrations create, never another
@@ -20,21 +25,25 @@ data are not compared.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import re
 import secrets
+import socket
 from collections.abc import Hashable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
+from planner.backups import running
+from planner.engines.postgresql.connection import on_database, server_identity
 from planner.engines.postgresql.schema import own_schemas, read_schema
 from planner.events import StepFinished
 from planner.ledger import LOG_TABLE, TABLE
 from planner.plan import APPLY, Plan, Step
 from planner.schema import Schema
 from planner.schema import Difference, DriftUnchecked, Replay, compare
-from planner.urls import redact, without_password
+from planner.urls import redact
 
 if TYPE_CHECKING:
     from planner.catalog import Catalog
@@ -50,13 +59,19 @@ def differences(engine: Any, catalog: Catalog, applied: Iterable[str],
     ledger = engine.ledger_schema
     applied = frozenset(applied)
     with engine.session() as conn:
+        if not applied and _tenant_not_made(conn, ledger):
+            # A new tenant (or a typo): no schema, so no object and nothing applied; its search_path falls
+            # through to ``public``, whose objects are no tenant's drift. It is behind, never drifted.
+            return []
         # Only the member's own schemas are read: pg_get_viewdef waits for another tenant's tables' locks.
         tenant = own_schemas(conn, ledger)
         live = read_schema(conn, ledger)
     # A database reached with --ledger-schema and its search_path on that schema is a tenant too (as
     # `url#schema` is): only its schema is its migrations' to compare, never the database's public schema.
     schema = ledger if tenant else None
-    key = (_server_key(engine.url), applied, schema)
+    # The server as libpq reaches it (host or socket folder, port, user, options) and the catalog: two servers
+    # behind two sockets share a display string (``app@``), never a replay.
+    key = (server_identity(engine.url), str(catalog.directory), applied, schema)
     if key not in replays:
         replays[key] = _replay(engine, catalog, applied, ledger, schema)
     expected = replays[key]
@@ -70,16 +85,23 @@ def _replay(engine: Any, catalog: Catalog, applied: frozenset[str], ledger: str,
     if unknown:
         raise DriftUnchecked(engine.display, f"{', '.join(sorted(unknown))} applied but not in the catalog")
     plan = Plan(APPLY, tuple(Step(m, APPLY) for m in catalog.in_order(catalog.graph.topological_order(known))))
-    name = f"apm_drift_{os.getpid()}_{secrets.token_hex(4)}"
+    name = f"{_PREFIX}{_HOST}_{os.getpid()}_{secrets.token_hex(4)}"
     try:
         with engine.session() as conn:
+            _drop_abandoned(conn)
             conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
     except Exception as error:
         raise DriftUnchecked(engine.display, f"no scratch database for the replay ({_first(error)}; the role "
                                              f"needs CREATEDB)") from None
     try:
-        scratch = type(engine)(_with_database(engine.url, name), busy_timeout=engine.busy_timeout,
+        scratch = type(engine)(on_database(engine.url, name), busy_timeout=engine.busy_timeout,
                                ledger_schema=ledger)
+        with scratch.session() as conn:
+            reached = conn.execute("SELECT current_database()").fetchone()[0]
+        if reached != name:
+            # Defence in depth: the replay runs migrations and writes a ledger; never into a live database.
+            raise DriftUnchecked(engine.display, f"the scratch connection reached database {reached}, not the "
+                                                 f"scratch database {name}; the replay was not run")
         origin: dict = {}
         seen: dict = {}
 
@@ -139,19 +161,58 @@ def _only(found: Schema, owned: set[str], *, extensions: bool) -> Schema:
     )
 
 
-def _with_database(url: str, name: str) -> str:
-    """``url`` naming database ``name`` instead (its other parameters, a tenant's search_path too, kept)."""
-    if url.lower().startswith(("postgresql://", "postgres://")):
-        return urlunsplit(urlsplit(url)._replace(path="/" + name))
-    if re.search(r"\bdbname\s*=", url):
-        return re.sub(r"\bdbname\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", f"dbname={name}", url)
-    return f"{url} dbname={name}"
+#: Scratch databases are ``apm_drift_<host>_<pid>_<random>``: ``<host>`` (``_HOST``) says which machine's process
+#: made one, so a later drift there can tell one whose process is gone (killed during its replay) from one in use.
+_PREFIX = "apm_drift_"
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+_SCRATCH = re.compile(rf"^{_PREFIX}([0-9a-f]{{8}})_(\d+)_[0-9a-f]{{8}}$")
 
 
-def _server_key(url: str) -> str:
-    return without_password(url).split("/")[2] if "://" in url else without_password(url)
+def _drop_abandoned(conn: Any) -> list[str]:
+    """Drop the scratch databases this host's killed drift runs left (``kill -9`` skips the ``finally``); the
+    names dropped. Another host's, a live process's and an older release's (no host in the name) stay: their
+    owner may still be replaying (docs/many-databases.md says how to drop those by hand)."""
+    dropped = []
+    rows = conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (_PREFIX,)).fetchall()
+    for (datname,) in rows:
+        match = _SCRATCH.match(datname)
+        if match is None or match.group(1) != _HOST or int(match.group(2)) == os.getpid() \
+                or running(int(match.group(2))):
+            continue
+        with contextlib.suppress(Exception):  # another role's, or dropped by a drift beside us: not ours to fail on
+            conn.execute(f'DROP DATABASE IF EXISTS "{datname}" WITH (FORCE)')
+            dropped.append(datname)
+    return dropped
+
+
+def _tenant_not_made(conn: Any, ledger: str) -> bool:
+    """Whether ``ledger`` is a tenant's schema (first on the connection's search_path, as ``url#schema`` puts
+    it) that the database does not have yet."""
+    if ledger == "public":
+        return False
+    path, missing = conn.execute("SELECT current_setting('search_path'), NOT EXISTS "
+                                 "(SELECT FROM pg_namespace WHERE nspname = %s)", (ledger,)).fetchone()
+    return bool(missing) and _first_on_path(path) == ledger
+
+
+def _first_on_path(setting: str) -> str:
+    """The first schema of a ``search_path`` setting, as the server reads it (a quoted name as written, an
+    unquoted one in lower case)."""
+    text = setting.strip()
+    if not text.startswith('"'):
+        return text.split(",", 1)[0].strip().lower()
+    name, at = [], 1
+    while at < len(text):
+        if text[at] == '"':
+            if text[at + 1:at + 2] != '"':
+                break
+            at += 1
+        name.append(text[at])
+        at += 1
+    return "".join(name)
 
 
 def _first(error: BaseException) -> str:
     text = str(error).strip().splitlines()
-    return redact(text[0] if text else type(error).__name__)
+    # DriftUnchecked says "nothing was changed" itself: the scratch side's error saying it too would stutter.
+    return redact(text[0] if text else type(error).__name__).removesuffix("; nothing was changed")

@@ -29,13 +29,13 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from planner.engines import engine_for
+from planner.engines.postgresql.connection import database_of, on_database
 from planner.engines.postgresql.connection import PgMigrationConnection
 from planner.engines.postgresql.schema import read_schema
 from planner.testing.databases import NAME_FIELD, DatabaseTemplateError, DatabaseUnavailable, check_template
-from planner.urls import database_name, redact
+from planner.urls import redact
 
 if TYPE_CHECKING:
     from planner.engines.base import Engine
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 #: PostgreSQL truncates identifiers beyond this many bytes (NAMEDATALEN - 1).
 MAX_NAME_BYTES = 63
 _UNSAFE = re.compile(r"[^a-z0-9_]+")
-_KEYWORD_DBNAME = re.compile(r"\bdbname\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
 LEDGER_SCHEMA = "public"
 
 
@@ -59,7 +58,7 @@ def database_name_for(template: str, test: str) -> str:
     Over 63 bytes, the name is cut and ends in eight hex digits of a hash of
     the whole name, so it stays unique and PostgreSQL does not cut it silently.
     """
-    base, part = database_name(template), identifier_part(test)
+    base, part = database_of(template), identifier_part(test)
     full = base.replace(NAME_FIELD, part) if NAME_FIELD in base else f"{base}_{part}"
     if len(full.encode()) <= MAX_NAME_BYTES:
         return full
@@ -71,16 +70,10 @@ def database_name_for(template: str, test: str) -> str:
 
 
 def with_database(url: str, dbname: str) -> str:
-    """``url`` naming ``dbname`` instead, in the same form (URL or libpq keywords), so ``engine_for`` reads it."""
-    if url.lower().startswith(("postgresql://", "postgres://")):
-        parts = urlsplit(url)
-        query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "dbname"],
-                          safe="/")
-        return urlunsplit((parts.scheme, parts.netloc, "/" + quote(dbname, safe=""), query, parts.fragment))
-    value = "'" + dbname.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    if _KEYWORD_DBNAME.search(url):
-        return _KEYWORD_DBNAME.sub(lambda _: f"dbname={value}", url, count=1)
-    return f"{url} dbname={value}"
+    """``url``'s server and role, naming ``dbname`` instead: made from the parsed connection
+    (``postgresql.on_database``), so a ``#`` in a password or a ``?dbname=`` in the query cannot send a test's
+    migrations to another database."""
+    return on_database(url, dbname)
 
 
 def _quote(name: str) -> str:
