@@ -22,10 +22,12 @@ in its migrations``).
 
 What the engines leave different (documented, and nothing here asks which one it is):
 
-- SQLite keeps a table's whole definition as SQL (``Table.sql``), so two
-  tables with the same columns and keys whose SQL still differs (a CHECK or
-  COLLATE clause) are a ``table changed``; PostgreSQL reads CHECK
-  constraints as constraints and keeps no table SQL.
+- SQLite keeps a table's whole definition as SQL (``Table.sql``); its
+  reader takes the CHECK and COLLATE clauses out of it as constraints and
+  columns, and two tables with the same columns and keys whose rest of SQL
+  (``Table.rest``: STRICT, AUTOINCREMENT...) still differs are a ``table
+  changed``; PostgreSQL keeps no table SQL, and its ``table changed`` is a
+  table of another kind (``Table.options``: unlogged...).
 - SQLite shows a column's primary key in its definition (``INTEGER PRIMARY
   KEY``, ``pk``); PostgreSQL only as a ``primary key`` constraint.
 - PostgreSQL cannot put a column back where it was (only at the end), so
@@ -270,8 +272,8 @@ def diff(before: Schema, after: Schema) -> list[SchemaChange]:
     A table present on both sides is compared column by column and key by
     key; when none of those differ but its columns' order does, it is one
     ``table reordered`` (``before``/``after``: the column names in order),
-    and when only its SQL does (SQLite: a CHECK or COLLATE clause), one
-    ``table changed``.
+    and when only its kind or the rest of its SQL does (SQLite: STRICT,
+    AUTOINCREMENT), one ``table changed`` (``before``/``after``: both kinds, or both SQL texts).
     A table that appeared or vanished is one change, not one per column.
     Row counts are compared for tables present and counted on both sides.
     """

@@ -211,8 +211,14 @@ def clauses(sql: str, columns: list[str]) -> tuple[dict[str, str], frozenset[Con
     collations: dict[str, str] = {}
     checks: set[Constraint] = set()
     skipped: set[int] = set()  # indexes of the tokens left out of the rest
-    for start, end in created.definitions():
-        part = [i for i, t in enumerate(every) if start <= t.start < end]
+    at_token = 0
+    for start, end in created.definitions():  # in order, as the tokens are: one pass over them
+        while at_token < len(every) and every[at_token].start < start:
+            at_token += 1
+        part = []
+        while at_token < len(every) and every[at_token].start < end:
+            part.append(at_token)
+            at_token += 1
         if not part:
             continue
         first = every[part[0]]
