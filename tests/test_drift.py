@@ -154,6 +154,27 @@ def test_fleet_status_drift_reports_and_exits_10(tmp_path: Path, catalog: Path) 
     assert text.stdout.strip().splitlines()[-1] == "1 up to date, 1 drifted"
 
 
+def test_fleet_status_drift_says_when_an_ahead_database_was_not_compared(tmp_path: Path, catalog: Path) -> None:
+    """A database holding a version the catalog lacks cannot be replayed: its row says drift was not checked,
+    never a silent ``differences: null`` that reads as compared and clean (a hand-made column stays unknown)."""
+    path = project_db(tmp_path, "a")
+    migrate_to(path, catalog)
+    by_hand(path, "ALTER TABLE projects ADD COLUMN extra TEXT",
+            "INSERT INTO schema_migrations (version, description, applied_at, checksum, execution_ms) "
+            "VALUES ('0099', 'From another branch', CURRENT_TIMESTAMP, 'x', 0)")
+    result = run_apm("--migrations-dir", str(catalog), "fleet", "status", "--glob", PATTERN, "--drift", "--json",
+                     cwd=tmp_path)
+    assert result.returncode == 11, result.stderr
+    row = json.loads(result.stdout)["databases"][0]
+    assert row["state"] == "ahead" and "differences" not in row
+    assert row["error"] == ("applied but not in the catalog: 0099; drift not checked: the versions the catalog "
+                            "lacks cannot be replayed without their files")
+    text = run_apm("--migrations-dir", str(catalog), "fleet", "status", "--glob", PATTERN, "--drift", cwd=tmp_path)
+    assert "drift not checked" in text.stdout
+    plain = run_apm("--migrations-dir", str(catalog), "fleet", "status", "--glob", PATTERN, "--json", cwd=tmp_path)
+    assert json.loads(plain.stdout)["databases"][0]["error"] == "applied but not in the catalog: 0099"
+
+
 def test_a_step_outside_a_transaction_replays_and_a_failed_replay_is_not_healthy(tmp_path: Path,
                                                                                    catalog: Path) -> None:
     write_migration(catalog, "0004", "Vacuum", depends_on=("0003",), extra="transactional = False\n",
@@ -284,3 +305,15 @@ def test_a_lost_key_and_a_changed_index_read_the_same_on_sqlite_and_postgresql(p
         assert found[0] == lost
         assert found[1].startswith(changed) and found[1].endswith("(name)"), found  # both sides said
         assert "(name, id); its migrations make CREATE UNIQUE INDEX projects_by_name ON " in found[1], found
+
+
+def test_the_library_exports_every_name_its_docs_give_drift_included() -> None:
+    """``planner.fleet`` is what APM calls without the CLI: each public name resolves (imported on first use),
+    ``DriftChecker`` among them, and an unknown name is an AttributeError, not an import of anything."""
+    import planner.fleet as fleet
+
+    assert "DriftChecker" in fleet.__all__ and fleet.DriftChecker is DriftChecker
+    for name in fleet.__all__:
+        assert getattr(fleet, name) is not None, name
+    with pytest.raises(AttributeError):
+        fleet.no_such_name  # noqa: B018

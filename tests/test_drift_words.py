@@ -161,6 +161,21 @@ def test_a_failed_replay_is_said_once_as_the_scratch_replay_failing(tmp_path: Pa
     assert len(single.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("reason", [
+    "replaying the applied migrations failed: migration 0003 failed during apply: UndefinedTable: x; its changes "
+    "were rolled back",
+    "replaying the applied migrations failed: migration 0003 failed during apply: UndefinedTable: x; the whole plan "
+    "was rolled back; nothing was changed"])
+def test_a_postgresql_replays_failure_reads_the_same(reason: str) -> None:
+    """D5 on PostgreSQL: its drift gives the runner's words (one transaction per step there), said once too."""
+    from planner.schema import DriftUnchecked
+
+    unchecked = DriftUnchecked("postgresql://h/db", reason)
+    assert unchecked.reason == ("the replay of its applied migrations in a scratch database failed: migration 0003 "
+                                "failed during apply: UndefinedTable: x")
+    assert str(unchecked) == f"drift of postgresql://h/db cannot be checked: {unchecked.reason}; nothing was changed"
+
+
 # --------------------------------------------------------------------------
 # PostgreSQL: the same words, and sequences, routines and a table's kind compared
 # --------------------------------------------------------------------------

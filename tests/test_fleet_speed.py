@@ -267,23 +267,29 @@ def test_a_preview_reads_the_applied_set_once_under_its_write_lock(tmp_path: Pat
     assert len(shapes) == 1 and not [s for s in locked if s in shapes], shapes
 
 
-def test_a_commit_between_the_reading_ahead_and_the_write_lock_is_planned_from(tmp_path: Path,
-                                                                                catalog: Path) -> None:
-    """``apm migrate`` commits 0002 after the fleet read the ledger ahead and before its preview locks: the
-    preview sees data_version move, reads the ledger again, and applies only 0003 (each migration once)."""
+def run_read_ahead(path: Path, catalog: Path, meanwhile):
+    """A database at 0001, its ledger read ahead as the fleet reads it (planned: 0002 and 0003), ``meanwhile()``
+    (another process), then the run of that plan on the same runner: its result."""
     from planner import request as requests
     from planner.engines import engine_for
     from planner.request import Request
 
-    path = tmp_path / "one.db"
     migrate_to(path, catalog, target="0001")
     loaded = load(catalog)
     engine = engine_for(path)
     runner = engine.runner(catalog=loaded)
     plan = Request().plan(loaded, runner.read_ahead())
     assert [s.version for s in plan] == ["0002", "0003"]
-    migrate_to(path, catalog, target="0002")  # another process, in between
-    result = requests.run(engine, loaded, Request(), plan, runner=runner)
+    meanwhile()
+    return requests.run(engine, loaded, Request(), plan, runner=runner)
+
+
+def test_a_commit_between_the_reading_ahead_and_the_write_lock_is_planned_from(tmp_path: Path,
+                                                                                catalog: Path) -> None:
+    """``apm migrate`` commits 0002 after the fleet read the ledger ahead and before its preview locks: the
+    preview sees data_version move, reads the ledger again, and applies only 0003 (each migration once)."""
+    path = tmp_path / "one.db"
+    result = run_read_ahead(path, catalog, lambda: migrate_to(path, catalog, target="0002"))
     assert result.committed and result.done == ["0003"], result.error
     assert applied(path) == ["0001", "0002", "0003"]
     conn = sqlite3.connect(path)
@@ -300,23 +306,17 @@ def test_a_ledger_changed_between_the_reading_ahead_and_the_write_lock_is_made_c
     """The reading ahead found both ledger tables complete; another process then dropped the run log. Inside the
     lock data_version has moved, so the tables are looked at again (not taken from the reading ahead): the log
     is made again and holds the run's rows."""
-    from planner import request as requests
-    from planner.engines import engine_for
-    from planner.request import Request
-
     path = tmp_path / "one.db"
-    migrate_to(path, catalog, target="0001")
-    loaded = load(catalog)
-    engine = engine_for(path)
-    runner = engine.runner(catalog=loaded)
-    plan = Request().plan(loaded, runner.read_ahead())
-    conn = sqlite3.connect(path)
-    try:
-        conn.execute("DROP TABLE schema_migrations_log")  # another process, in between
-        conn.commit()
-    finally:
-        conn.close()
-    result = requests.run(engine, loaded, Request(), plan, runner=runner)
+
+    def drop_the_log() -> None:
+        conn = sqlite3.connect(path)
+        try:
+            conn.execute("DROP TABLE schema_migrations_log")
+            conn.commit()
+        finally:
+            conn.close()
+
+    result = run_read_ahead(path, catalog, drop_the_log)
     assert result.committed and result.done == ["0002", "0003"], result.error
     conn = sqlite3.connect(path)
     try:

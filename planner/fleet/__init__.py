@@ -29,7 +29,7 @@ from typing import Any
 _NAMES = {
     "Member": "planner.fleet.members", "discover": "planner.fleet.members",
     "FleetStatus": "planner.fleet.status", "MemberStatus": "planner.fleet.status",
-    "fleet_status": "planner.fleet.status",
+    "fleet_status": "planner.fleet.status", "DriftChecker": "planner.fleet.status",
     "FleetRun": "planner.fleet.run", "FleetResult": "planner.fleet.run", "Request": "planner.fleet.run",
     "MemberOutcome": "planner.fleet.run", "run_member": "planner.fleet.run", "canaries": "planner.fleet.run",
 }

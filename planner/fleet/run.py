@@ -117,6 +117,11 @@ class MemberOutcome:
         """Refused by the planner (``apm migrate``'s exit 4), as opposed to by lock findings (exit 12)."""
         return self.outcome == REFUSED and not self.lock_findings
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Sent by a worker to the fleet command, which puts its own member back (``_parallel``): the member and
+        # what the worker derived of it (its Path) are not pickled and unpickled for each database.
+        return {**self.__dict__, "member": None}
+
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {"db": self.member.display, "outcome": self.outcome, "steps": self.steps,
                                     "error": self.error, "duration_ms": round(self.duration_ms, 3)}

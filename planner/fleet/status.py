@@ -89,6 +89,10 @@ class Unreadable(Exception):
 #: How long the first reading of a member waits for a lock another process holds (``readings``).
 FIRST_PASS_WAIT = 0.5
 
+#: Why a database holding versions the catalog lacks (``ahead``) has no drift check: its migrations cannot be
+#: replayed without their files.
+UNREPLAYABLE = "the versions the catalog lacks cannot be replayed without their files"
+
 
 def readings(members: Sequence[Member], busy_timeout: float, ledger_schema: str, jobs: int, objects: bool = False,
              on_wait: Callable[[list[Member], float], None] | None = None):
@@ -397,6 +401,9 @@ def fleet_status(
                     status.state = DRIFT_UNCHECKED
             if status.differences and status.state in (UP_TO_DATE, BEHIND):
                 status.state = DRIFTED
+        elif drift is not None and status.unknown:
+            # Asked for and not done: a row that says nothing of its schema would read as compared and clean.
+            status.error = f"{status.error}; drift not checked: {UNREPLAYABLE}"
         status.objects = None  # compared: a long fleet keeps no schema it is done with
         placed.append((index, status))
         if on_member is not None:
