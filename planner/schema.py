@@ -174,6 +174,9 @@ class Table:
     #: ``sql`` evened out and without what is compared apart (CHECK and COLLATE clauses, a literal default's
     #: parentheses): what is left to compare of a table's SQL (SQLite). ``""`` where ``sql`` is.
     rest: str = ""
+    #: ``rest`` by part, each (as compared, as written): a column definition or table constraint, then what
+    #: follows the column list (``STRICT``): what a line shows of a table whose rest differs.
+    parts: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def column(self, name: str) -> Column | None:
         """The column called ``name`` (compared without case, as SQLite compares column names)."""
@@ -490,8 +493,23 @@ def _table_line(old: Table, new: Table, origin: Mapping[tuple[str, str], str]) -
     if old.options != new.options:
         why = f"it is {table_kind(new.options)} in the database, {table_kind(old.options)} in its migrations"
     else:
-        why = (f"the database has {' '.join(new.sql.split())}; its migrations make {' '.join(old.sql.split())}")
+        why = _rest_words(old, new)
     return Difference(f"table {old.name}", "changed", f"table {old.name} differs from its migrations{by}: {why}")
+
+
+def _rest_words(old: Table, new: Table) -> str:
+    """What differs in the rest of a table's SQL, by part where the parts say it (a generated column's
+    expression, STRICT), else both SQL texts whole (the same parts in another order)."""
+    was, now = {c for c, _ in old.parts}, {c for c, _ in new.parts}
+    gone = [shown for compared, shown in old.parts if compared and compared not in now]
+    came = [shown for compared, shown in new.parts if compared and compared not in was]
+    if gone and came:
+        return f"the database has {', '.join(came)} where its migrations make {', '.join(gone)}"
+    if gone:
+        return f"the database lacks {', '.join(gone)}, which its migrations make"
+    if came:
+        return f"the database has {', '.join(came)}, which its migrations do not make"
+    return f"the database has {' '.join(new.sql.split())}; its migrations make {' '.join(old.sql.split())}"
 
 
 def _key_label(table: str, rule: ForeignKey | Constraint) -> tuple[str, str]:

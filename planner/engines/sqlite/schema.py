@@ -180,11 +180,11 @@ def _tables(objects: list[Any], columns: list[Any], foreign_keys: list[Any], key
         if kind != "table":
             continue
         columns = by_table.get(name, [])
-        collations, checks, rest = clauses(sql or "", [c.name for c in columns])
+        collations, checks, rest, parts = clauses(sql or "", [c.name for c in columns])
         tables[name] = Table(name, sql or "", tuple(replace(c, collation=collations.get(c.name.lower(), ""))
                                                     for c in columns),
                              None, frozenset(fks.get(name, ())), frozenset(constraints.get(name, set()) | checks),
-                             rest=rest)
+                             rest=rest, parts=parts)
     return tables
 
 
@@ -193,9 +193,11 @@ _TABLE_CONSTRAINT = {"constraint", "check", "primary", "unique", "foreign"}
 _LITERAL = {"null", "true", "false", "current_time", "current_date", "current_timestamp"}
 
 
-def clauses(sql: str, columns: list[str]) -> tuple[dict[str, str], frozenset[Constraint], str]:
+def clauses(sql: str, columns: list[str]) -> tuple[dict[str, str], frozenset[Constraint], str,
+                                                   tuple[tuple[str, str], ...]]:
     """What a table's SQL says that its pragmas do not: each column's COLLATE (lower-cased name -> upper-cased
-    collation, BINARY being the default), its CHECK constraints, and the rest of the SQL (``Table.rest``).
+    collation, BINARY being the default), its CHECK constraints, the rest of the SQL (``Table.rest``), and that
+    rest by part (``Table.parts``: each column definition or table constraint, then what follows the list).
 
     Read with the project's tokenizer, so case, quoting and spacing are no difference: the rest is the tokens
     joined by one space, names lower-cased, without the CHECK and COLLATE clauses (compared as constraints and
@@ -205,13 +207,14 @@ def clauses(sql: str, columns: list[str]) -> tuple[dict[str, str], frozenset[Con
     try:
         created = parse_create_table(sql)
     except ValueError:
-        return {}, frozenset(), " ".join(_word(t) for t in tokens(sql))
+        return {}, frozenset(), " ".join(_word(t) for t in tokens(sql)), ()
     every = tokens(sql)
     known = {c.lower(): c.lower() for c in columns}
     collations: dict[str, str] = {}
     checks: set[Constraint] = set()
     skipped: set[int] = set()  # indexes of the tokens left out of the rest
     at_token = 0
+    spans: list[tuple[list[int], int, int]] = []
     for start, end in created.definitions():  # in order, as the tokens are: one pass over them
         while at_token < len(every) and every[at_token].start < start:
             at_token += 1
@@ -219,6 +222,7 @@ def clauses(sql: str, columns: list[str]) -> tuple[dict[str, str], frozenset[Con
         while at_token < len(every) and every[at_token].start < end:
             part.append(at_token)
             at_token += 1
+        spans.append((part, start, end))
         if not part:
             continue
         first = every[part[0]]
@@ -257,7 +261,12 @@ def clauses(sql: str, columns: list[str]) -> tuple[dict[str, str], frozenset[Con
                 j = close + 1
             else:
                 j += 1
-    return collations, frozenset(checks), " ".join(_word(t) for i, t in enumerate(every) if i not in skipped)
+    closed = created.body_span[1] + 1  # just past the column list's closing parenthesis
+    parts = [(" ".join(_word(every[i]) for i in part if i not in skipped), " ".join(sql[start:end].split()))
+             for part, start, end in spans]
+    parts.append((" ".join(_word(t) for t in every if t.start >= closed), " ".join(sql[closed:].split())))
+    return (collations, frozenset(checks), " ".join(_word(t) for i, t in enumerate(every) if i not in skipped),
+            tuple(parts))
 
 
 def _closing(every: tuple[Any, ...], part: list[int], opening: int) -> int:
