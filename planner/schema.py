@@ -209,7 +209,7 @@ class Schema:
         added something else to its table."""
         found: dict[tuple[str, str], object] = {}
         for name, table in self.tables.items():
-            found[("table", name)] = (table.options, table.rest.rsplit(")", 1)[-1].strip())
+            found[("table", name)] = _table_value(table)
             found.update({("column", f"{name}.{c.name.lower()}"): c.definition() for c in table.columns})
             found.update({("key", key_id(name, k)): k for k in table.foreign_keys | table.constraints})
         for kind, named in (("index", self.indexes), ("trigger", self.triggers), ("view", self.views)):
@@ -255,6 +255,11 @@ class Schema:
             "triggers": dict(self.triggers),
             "views": dict(self.views),
         }
+
+
+def _table_value(table: Table) -> tuple[str, str]:
+    """What a table is tracked by beside its columns and keys: its kind, and what follows its column list."""
+    return table.options, table.parts[-1][0] if table.parts else ""
 
 
 def _other_order(key: tuple[str, str]) -> tuple[int, str]:
@@ -487,8 +492,7 @@ def _table_line(old: Table, new: Table, origin: Mapping[tuple[str, str], str]) -
 
     Its origin is named only when what differs is what ``Schema.objects`` tracks the table by (its kind, the
     words after its column list): a difference inside the column list may be any migration's that rebuilt it."""
-    tracked = Schema({old.name: old}).objects()[("table", old.name)] != Schema({new.name: new}).objects()[
-        ("table", new.name)]
+    tracked = _table_value(old) != _table_value(new)
     by = f" ({origin[('table', old.name)]})" if tracked and ("table", old.name) in origin else ""
     if old.options != new.options:
         why = f"it is {table_kind(new.options)} in the database, {table_kind(old.options)} in its migrations"
@@ -512,13 +516,16 @@ def _rest_words(old: Table, new: Table) -> str:
     return f"the database has {' '.join(new.sql.split())}; its migrations make {' '.join(old.sql.split())}"
 
 
-def _key_label(table: str, rule: ForeignKey | Constraint) -> tuple[str, str]:
+def _key_label(table: str, rule: ForeignKey | Constraint, twin: ForeignKey | Constraint | None = None
+               ) -> tuple[str, str]:
     """(what a key is called in a line and in JSON's ``object``, what it says): ``foreign key
     tasks(project_id) → projects(id)`` / ``ON DELETE CASCADE``, ``check constraint projects_status_check`` /
-    ``CHECK (...)``."""
+    ``CHECK (...)``. A foreign key paired with its ``twin`` says the columns it references too when those differ."""
     if isinstance(rule, ForeignKey):
-        whole = rule.describe(table)
+        whole = rule.describe(table) + (f" MATCH {rule.match}" if rule.match not in ("NONE", "SIMPLE") else "")
         plain = ForeignKey(rule.columns, rule.target, rule.target_columns).describe(table)
+        if isinstance(twin, ForeignKey) and twin.target_columns != rule.target_columns:
+            return plain, whole[len(f"foreign key {table}({', '.join(rule.columns)}) "):]
         return plain, whole[len(plain):].strip() or "with no ON UPDATE or ON DELETE action"
     if rule.kind in ("primary key", "unique constraint") and rule.columns and not rule.definition:
         return rule.describe(table), ""
@@ -556,10 +563,10 @@ def _key_lines(table: str, old: Table, new: Table, origin: Mapping[tuple[str, st
         whole = rule.describe(table) if isinstance(rule, ForeignKey) else f"{label} {says}".strip()
         found.append(Difference(label, "extra", f"table {table}: {whole} is in the database, not in its migrations"))
     for rule, twin in pairs:
-        label, says = _key_label(table, rule)
+        label, says = _key_label(table, rule, twin)
         by = origin.get(("key", key_id(table, rule)))
-        found.append(Difference(label, "changed", f"table {table}: {label} is {_key_label(table, twin)[1]} in the "
-                                                  f"database, {says} in its migrations{f' ({by})' if by else ''}"))
+        found.append(Difference(label, "changed", f"table {table}: {label} is {_key_label(table, twin, rule)[1]} in "
+                                                  f"the database, {says} in its migrations{f' ({by})' if by else ''}"))
     return found
 
 

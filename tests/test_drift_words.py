@@ -128,6 +128,23 @@ def test_a_changed_key_is_one_changed_line_named_by_its_columns(catalog: Path, d
          "tasks_open ON tasks (project_id) WHERE title IS NOT NULL")])
 
 
+def test_a_foreign_key_referencing_other_columns_says_them() -> None:
+    """A paired foreign key whose referenced columns (or MATCH) changed says them, not only its actions (which
+    here are the same on both sides and would read ``is X in the database, X in its migrations``)."""
+    from planner.schema import Column, ForeignKey, Replay, Schema, Table, compare
+
+    columns = (Column("id", "INTEGER", False, None, 1), Column("project_id", "INTEGER", False, None, 0))
+    made = ForeignKey(("project_id",), "projects", ("id",), on_delete="CASCADE")
+    live = ForeignKey(("project_id",), "projects", ("code",), on_delete="CASCADE", match="FULL")
+    expected = Replay(Schema({"tasks": Table("tasks", "", columns, foreign_keys=frozenset({made}))}),
+                      {("key", "tasks: foreign key (project_id) → projects"): "0003"})
+    found = compare(expected, Schema({"tasks": Table("tasks", "", columns, foreign_keys=frozenset({live}))}))
+    assert [(d.object, d.kind, d.line) for d in found] == [(
+        "foreign key tasks(project_id) → projects(id)", "changed", "table tasks: foreign key tasks(project_id) → "
+        "projects(id) is → projects(code) ON DELETE CASCADE MATCH FULL in the database, → projects(id) ON DELETE "
+        "CASCADE in its migrations (0003)")]
+
+
 def test_what_no_part_of_the_model_says_is_shown_from_both_sides(catalog: Path, db: Path) -> None:
     """The rest of a table's SQL, by part: STRICT dropped (the table's migration named, as what follows the column
     list is tracked), a generated column's expression changed (none named: any rebuild of the table may have
