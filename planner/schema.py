@@ -22,10 +22,12 @@ in its migrations``).
 
 What the engines leave different (documented, and nothing here asks which one it is):
 
-- SQLite keeps a table's whole definition as SQL (``Table.sql``), so two
-  tables with the same columns and keys whose SQL still differs (a CHECK or
-  COLLATE clause) are a ``table changed``; PostgreSQL reads CHECK
-  constraints as constraints and keeps no table SQL.
+- SQLite keeps a table's whole definition as SQL (``Table.sql``); its
+  reader takes the CHECK and COLLATE clauses out of it as constraints and
+  columns, and two tables with the same columns and keys whose rest of SQL
+  (``Table.rest``: STRICT, AUTOINCREMENT...) still differs are a ``table
+  changed``; PostgreSQL keeps no table SQL, and its ``table changed`` is a
+  table of another kind (``Table.options``: unlogged...).
 - SQLite shows a column's primary key in its definition (``INTEGER PRIMARY
   KEY``, ``pk``); PostgreSQL only as a ``primary key`` constraint.
 - PostgreSQL cannot put a column back where it was (only at the end), so
@@ -47,7 +49,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from planner.errors import PlanError
@@ -62,7 +64,7 @@ LEDGER_TABLES = ("schema_migrations", "schema_migrations_log")
 Direction = Literal["rollback", "re-apply"]
 
 #: Kinds of ``Schema.others`` whose two definitions are short enough to show when they differ.
-_SHOWN_OTHERS = {"type", "sequence", "extension", "schema"}
+_SHOWN_OTHERS = {"type", "extension", "schema"}
 _OTHER_ORDER = ("schema", "extension", "type", "sequence", "materialized view", "function", "procedure", "aggregate")
 _AROUND_PUNCTUATION = re.compile(r"\s*([(),])\s*")
 _QUOTED = re.compile(r'"((?:[^"]|"")*)"|`([^`]*)`|\[([^\]]*)\]')
@@ -89,10 +91,14 @@ class Column:
     hidden: int = 0
     #: What the definition ends with beyond the above: PostgreSQL's ``GENERATED ... AS IDENTITY`` or ``... STORED``.
     extra: str = ""
+    #: A COLLATE clause other than the default (SQLite's, upper-cased; PostgreSQL says it in ``type``).
+    collation: str = ""
 
     def definition(self) -> str:
-        """``TEXT NOT NULL DEFAULT '{}'``: how a change line shows a column."""
+        """``TEXT COLLATE NOCASE NOT NULL DEFAULT '{}'``: how a change line shows a column."""
         parts = [self.type or "(no type)"]
+        if self.collation:
+            parts.append(f"COLLATE {self.collation}")
         if self.notnull:
             parts.append("NOT NULL")
         if self.default is not None:
@@ -137,14 +143,19 @@ class Constraint:
 
     kind: Literal["primary key", "unique constraint", "check constraint", "exclusion constraint",
                   "constraint trigger"]
+    #: The columns it is on; for a CHECK, the columns its expression reads (both engines say the same).
     columns: tuple[str, ...] = ()
     definition: str = ""
+    #: Its name where one was given or made (PostgreSQL's ``projects_status_check``): shown, never compared.
+    name: str = field(default="", compare=False)
+    #: ``definition`` as written, where the compared one is evened out (SQLite's CHECK): what a line shows.
+    shown: str = field(default="", compare=False)
 
     def describe(self, table: str) -> str:
         """``primary key orders(id)``, ``check constraint on orders: CHECK (total >= 0)``."""
         if self.kind in ("primary key", "unique constraint") and self.columns:
             return f"{self.kind} {table}({', '.join(self.columns)})"
-        return f"{self.kind} on {table}: {self.definition}"
+        return f"{self.kind} on {table}: {self.shown or self.definition}"
 
 
 @dataclass(frozen=True)
@@ -160,6 +171,12 @@ class Table:
     constraints: frozenset[Constraint] = frozenset()
     #: What kind of table beyond an ordinary one (PostgreSQL: ``partitioned``, ``foreign``, ``unlogged``).
     options: str = ""
+    #: ``sql`` evened out and without what is compared apart (CHECK and COLLATE clauses, a literal default's
+    #: parentheses): what is left to compare of a table's SQL (SQLite). ``""`` where ``sql`` is.
+    rest: str = ""
+    #: ``rest`` by part, each (as compared, as written): a column definition or table constraint, then what
+    #: follows the column list (``STRICT``): what a line shows of a table whose rest differs.
+    parts: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def column(self, name: str) -> Column | None:
         """The column called ``name`` (compared without case, as SQLite compares column names)."""
@@ -168,8 +185,7 @@ class Table:
 
     def shape(self) -> Table:
         """This table without its row count: what ``Schema.objects`` compares."""
-        return self if self.rows is None else Table(self.name, self.sql, self.columns, None, self.foreign_keys,
-                                                    self.constraints, self.options)
+        return self if self.rows is None else replace(self, rows=None)
 
 
 @dataclass(frozen=True)
@@ -187,8 +203,15 @@ class Schema:
     ordered_columns: bool = True
 
     def objects(self) -> dict[tuple[str, str], object]:
-        """(kind, name) -> its comparable definition, for every object: what drift tracks a migration's work by."""
-        found: dict[tuple[str, str], object] = {("table", n): t.shape() for n, t in self.tables.items()}
+        """(kind, name) -> its comparable definition, for every object, column and key: what drift tracks a
+        migration's work by. Each column and key on its own, and a table by what it says beyond them, so a line
+        names the migration that made (or last changed) that very column or key, never merely the last one that
+        added something else to its table."""
+        found: dict[tuple[str, str], object] = {}
+        for name, table in self.tables.items():
+            found[("table", name)] = _table_value(table)
+            found.update({("column", f"{name}.{c.name.lower()}"): c.definition() for c in table.columns})
+            found.update({("key", key_id(name, k)): k for k in table.foreign_keys | table.constraints})
         for kind, named in (("index", self.indexes), ("trigger", self.triggers), ("view", self.views)):
             found.update({(kind, name): comparable_sql(sql) for name, sql in named.items()})
         found.update(self.others)
@@ -234,6 +257,11 @@ class Schema:
         }
 
 
+def _table_value(table: Table) -> tuple[str, str]:
+    """What a table is tracked by beside its columns and keys: its kind, and what follows its column list."""
+    return table.options, table.parts[-1][0] if table.parts else ""
+
+
 def _other_order(key: tuple[str, str]) -> tuple[int, str]:
     kind, name = key
     return (_OTHER_ORDER.index(kind) if kind in _OTHER_ORDER else len(_OTHER_ORDER)), name
@@ -252,8 +280,8 @@ def diff(before: Schema, after: Schema) -> list[SchemaChange]:
     A table present on both sides is compared column by column and key by
     key; when none of those differ but its columns' order does, it is one
     ``table reordered`` (``before``/``after``: the column names in order),
-    and when only its SQL does (SQLite: a CHECK or COLLATE clause), one
-    ``table changed``.
+    and when only its kind or the rest of its SQL does (SQLite: STRICT,
+    AUTOINCREMENT), one ``table changed`` (``before``/``after``: both kinds, or both SQL texts).
     A table that appeared or vanished is one change, not one per column.
     Row counts are compared for tables present and counted on both sides.
     """
@@ -307,10 +335,66 @@ def _table_changes(old: Table, new: Table, ordered: bool) -> list[SchemaChange]:
     was, now = [c.name for c in old.columns], [c.name for c in new.columns]
     if ordered and was != now:
         return [SchemaChange("table", "reordered", old.name, before=", ".join(was), after=", ".join(now))]
-    if comparable_sql(old.sql) != comparable_sql(new.sql) or old.options != new.options:
-        return [SchemaChange("table", "changed", old.name, before=old.sql or old.options,
-                             after=new.sql or new.options)]
+    if old.options != new.options:
+        return [SchemaChange("table", "changed", old.name, before=table_kind(old.options),
+                             after=table_kind(new.options))]
+    if _rest(old) != _rest(new):
+        return [SchemaChange("table", "changed", old.name, before=" ".join(old.sql.split()),
+                             after=" ".join(new.sql.split()))]
     return []
+
+
+def _rest(table: Table) -> str:
+    """What is left to compare of a table's SQL once its columns and keys are (``Table.rest`` where read)."""
+    return table.rest or comparable_sql(table.sql)
+
+
+def table_kind(options: str) -> str:
+    """``unlogged``, ``partitioned``...: how a line says what kind of table ``Table.options`` makes."""
+    return options or "an ordinary table"
+
+
+def key_id(table: str, rule: ForeignKey | Constraint) -> str:
+    """What names a key of ``table`` through changes of it: a foreign key by its columns and target, a primary
+    key or unique constraint by its columns, any other by its name (or, unnamed, its definition); ``Schema.objects``
+    keys it so, and drift pairs a missing and an extra key that share it into one changed line."""
+    if isinstance(rule, ForeignKey):
+        return f"{table}: foreign key ({', '.join(rule.columns)}) → {rule.target}"
+    if rule.kind in ("primary key", "unique constraint") and rule.columns:
+        return f"{table}: {rule.kind} ({', '.join(rule.columns)})"
+    return f"{table}: {rule.kind} {rule.name or rule.definition}"
+
+
+def attributes(definition: str | None) -> dict[str, str]:
+    """``label=value`` parts joined by ``\\x1f`` (how a sequence or routine is read, ``Schema.others``) as a dict;
+    ``{}`` for a definition in another form."""
+    parts = (definition or "").split("\x1f")
+    return dict(part.split("=", 1) for part in parts) if all("=" in part for part in parts) else {}
+
+
+#: How an attribute that differs is said: ``its increment is 5`` / ``it is VOLATILE`` / ``its body differs``.
+_ATTRIBUTE_WORDS = {"type": "its type is {}", "start": "it starts at {}", "increment": "its increment is {}",
+                    "minimum": "its minimum is {}", "maximum": "its maximum is {}", "cache": "its cache is {}",
+                    "returns": "it returns {}", "language": "its language is {}", "settings": "its settings are {}"}
+
+
+def attribute_words(before: str | None, after: str | None) -> str:
+    """What differs between two definitions of a sequence or routine, in words, database side first:
+    ``its increment is 5 in the database, 1 in its migrations``; ``its body differs`` (a body is never shown)."""
+    was, now = attributes(before), attributes(after)
+    if not was or not now:
+        return f"the database has {after}; its migrations make {before}"
+    said = []
+    for label in [*was, *(label for label in now if label not in was)]:
+        old, new = was.get(label, "none"), now.get(label, "none")
+        if old == new:
+            continue
+        if label == "body":
+            said.append("its body differs")
+        else:
+            said.append(f"{_ATTRIBUTE_WORDS.get(label, 'it is {}').format(new)} in the database, {old} in its "
+                        f"migrations")
+    return "; ".join(said) or "its definition differs"
 
 
 def _named_changes(kind: ObjectKind, old: Mapping[str, str], new: Mapping[str, str],
@@ -350,28 +434,38 @@ def stairway_line(change: SchemaChange, direction: Direction) -> str:
     if change.kind == "column" or (change.kind == "other" and _other_key(change.name)[0] in _SHOWN_OTHERS):
         return (f"changed {what}: {change.before} → {change.after}" if direction == "rollback"
                 else f"{what} is {change.after}, was {change.before}")
+    if change.kind == "other" and attributes(str(change.before)):
+        return (f"changed {what} ({_attribute_changes(change)})" if direction == "rollback"
+                else f"{what} differs ({_attribute_changes(change)})")
     if change.action == "reordered":
         return (f"changed the column order of table {change.name} ({change.before} -> {change.after}): SQLite "
                 f"adds a column last, so a downgrade that re-adds a dropped one must rebuild the table "
                 f"(planner.rebuild) to put it back in place")
     if change.kind == "table":
-        return (f"changed table {change.name} (its SQL differs beyond columns and keys: CHECK or COLLATE clauses?)"
-                if direction == "rollback" else f"table {change.name} has different SQL (CHECK or COLLATE clauses?)")
+        return (f"changed table {change.name}: {change.before} → {change.after}" if direction == "rollback"
+                else f"table {change.name} is {change.after}, was {change.before}")
     return f"changed {what}" if direction == "rollback" else f"{what} differs"
+
+
+def _attribute_changes(change: SchemaChange) -> str:
+    was, now = attributes(str(change.before)), attributes(str(change.after))
+    return ", ".join("body" if label == "body" else f"{label}: {was.get(label, 'none')} → {now.get(label, 'none')}"
+                     for label in was.keys() | now.keys() if was.get(label) != now.get(label))
 
 
 def drift_line(change: SchemaChange, origin: Mapping[tuple[str, str], str]) -> tuple[str, str, str]:
     """One difference between what the migrations make (``before``) and the live schema (``after``).
 
     Returns (object, kind, line): the object named (``column projects.archived_at``), ``extra``,
-    ``missing`` or ``changed``, and the line a person reads. ``origin`` maps (kind, name), as
-    ``Schema.objects`` keys them, to the migration that last made or changed the object; a
-    column's or a key's is its table's.
+    ``missing`` or ``changed``, and the line a person reads, both sides said where both exist. ``origin``
+    maps (kind, name), as ``Schema.objects`` keys them, to the migration that made or last changed the
+    object (a column its own, not its table's); no migration is named where none is known.
     """
-    if change.kind in ("column", "key"):
-        key: tuple[str, str] = ("table", change.table or "")
-        obj = f"column {change.table}.{change.name}" if change.kind == "column" else f"table {change.table}"
-        line = f"table {change.table}: {'column ' + change.name if change.kind == 'column' else change.name}"
+    if change.kind == "column":
+        key: tuple[str, str] = ("column", f"{change.table}.{change.name.lower()}")
+        obj, line = f"column {change.table}.{change.name}", f"table {change.table}: column {change.name}"
+    elif change.kind == "key":  # compare() says keys itself (paired); this is the plain fallback
+        key, obj, line = ("key", ""), f"table {change.table}", f"table {change.table}: {change.name}"
     else:
         key = _other_key(change.name) if change.kind == "other" else (change.kind, change.name)
         obj = line = change.subject
@@ -382,13 +476,98 @@ def drift_line(change: SchemaChange, origin: Mapping[tuple[str, str], str]) -> t
         return obj, "missing", f"{line}{by} is missing from the database"
     if change.kind == "column" or (change.kind == "other" and key[0] in _SHOWN_OTHERS):
         return obj, "changed", f"{line} is {change.after} in the database, {change.before} in its migrations{by}"
-    if change.action == "reordered":
-        why = f"its columns are in another order ({change.after}; the migrations make {change.before})"
-    elif change.kind == "table":
-        why = "its SQL differs beyond columns and keys (CHECK or COLLATE clauses?)"
+    if change.action == "reordered":  # which migration put them so cannot be told: none is named
+        return obj, "changed", (f"{line} differs from its migrations: its columns are in another order "
+                                f"({change.after}; the migrations make {change.before})")
+    if change.kind == "other" and attributes(str(change.before)):
+        why = attribute_words(str(change.before), str(change.after))
     else:
-        why = f"the database has {' '.join(str(change.after).split())}"
+        why = (f"the database has {' '.join(str(change.after).split())}; its migrations make "
+               f"{' '.join(str(change.before).split())}")
     return obj, "changed", f"{line} differs from its migrations{by}: {why}"
+
+
+def _table_line(old: Table, new: Table, origin: Mapping[tuple[str, str], str]) -> Difference:
+    """A table whose columns and keys agree but whose kind (PostgreSQL: unlogged...) or rest of SQL does not.
+
+    Its origin is named only when what differs is what ``Schema.objects`` tracks the table by (its kind, the
+    words after its column list): a difference inside the column list may be any migration's that rebuilt it."""
+    tracked = _table_value(old) != _table_value(new)
+    by = f" ({origin[('table', old.name)]})" if tracked and ("table", old.name) in origin else ""
+    if old.options != new.options:
+        why = f"it is {table_kind(new.options)} in the database, {table_kind(old.options)} in its migrations"
+    else:
+        why = _rest_words(old, new)
+    return Difference(f"table {old.name}", "changed", f"table {old.name} differs from its migrations{by}: {why}")
+
+
+def _rest_words(old: Table, new: Table) -> str:
+    """What differs in the rest of a table's SQL, by part where the parts say it (a generated column's
+    expression, STRICT), else both SQL texts whole (the same parts in another order)."""
+    was, now = {c for c, _ in old.parts}, {c for c, _ in new.parts}
+    gone = [shown for compared, shown in old.parts if compared and compared not in now]
+    came = [shown for compared, shown in new.parts if compared and compared not in was]
+    if gone and came:
+        return f"the database has {', '.join(came)} where its migrations make {', '.join(gone)}"
+    if gone:
+        return f"the database lacks {', '.join(gone)}, which its migrations make"
+    if came:
+        return f"the database has {', '.join(came)}, which its migrations do not make"
+    return f"the database has {' '.join(new.sql.split())}; its migrations make {' '.join(old.sql.split())}"
+
+
+def _key_label(table: str, rule: ForeignKey | Constraint, twin: ForeignKey | Constraint | None = None
+               ) -> tuple[str, str]:
+    """(what a key is called in a line and in JSON's ``object``, what it says): ``foreign key
+    tasks(project_id) → projects(id)`` / ``ON DELETE CASCADE``, ``check constraint projects_status_check`` /
+    ``CHECK (...)``. A foreign key paired with its ``twin`` says the columns it references too when those differ."""
+    if isinstance(rule, ForeignKey):
+        whole = rule.describe(table) + (f" MATCH {rule.match}" if rule.match not in ("NONE", "SIMPLE") else "")
+        plain = ForeignKey(rule.columns, rule.target, rule.target_columns).describe(table)
+        if isinstance(twin, ForeignKey) and twin.target_columns != rule.target_columns:
+            return plain, whole[len(f"foreign key {table}({', '.join(rule.columns)}) "):]
+        return plain, whole[len(plain):].strip() or "with no ON UPDATE or ON DELETE action"
+    if rule.kind in ("primary key", "unique constraint") and rule.columns and not rule.definition:
+        return rule.describe(table), ""
+    named = rule.name or (f"on {table}({', '.join(rule.columns)})" if rule.columns else f"on {table}")
+    return f"{rule.kind} {named}", rule.shown or rule.definition
+
+
+def _key_lines(table: str, old: Table, new: Table, origin: Mapping[tuple[str, str], str]) -> list[Difference]:
+    """The keys of ``table`` that differ, a missing and an extra one that name the same key (``key_id``, else
+    the only two of a kind) said as one changed line."""
+    gone: list[ForeignKey | Constraint] = sorted((*(old.foreign_keys - new.foreign_keys),
+                                                  *(old.constraints - new.constraints)), key=repr)
+    came: list[ForeignKey | Constraint] = sorted((*(new.foreign_keys - old.foreign_keys),
+                                                  *(new.constraints - old.constraints)), key=repr)
+    pairs: list[tuple[ForeignKey | Constraint, ForeignKey | Constraint]] = []
+    for rule in list(gone):
+        twin = next((other for other in came if key_id(table, other) == key_id(table, rule)), None)
+        if twin is None and not isinstance(rule, ForeignKey):
+            alike = [other for other in came if isinstance(other, Constraint) and other.kind == rule.kind]
+            if len(alike) == 1 and sum(isinstance(r, Constraint) and r.kind == rule.kind for r in gone) == 1:
+                twin = alike[0]
+        if twin is not None:
+            pairs.append((rule, twin))
+            gone.remove(rule)
+            came.remove(twin)
+    found = []
+    for rule in gone:
+        label, says = _key_label(table, rule)
+        by = origin.get(("key", key_id(table, rule)))
+        whole = rule.describe(table) if isinstance(rule, ForeignKey) else f"{label} {says}".strip()
+        found.append(Difference(label, "missing", f"table {table}: {whole}{f' ({by})' if by else ''} is missing "
+                                                  f"from the database"))
+    for rule in came:
+        label, says = _key_label(table, rule)
+        whole = rule.describe(table) if isinstance(rule, ForeignKey) else f"{label} {says}".strip()
+        found.append(Difference(label, "extra", f"table {table}: {whole} is in the database, not in its migrations"))
+    for rule, twin in pairs:
+        label, says = _key_label(table, rule, twin)
+        by = origin.get(("key", key_id(table, rule)))
+        found.append(Difference(label, "changed", f"table {table}: {label} is {_key_label(table, twin, rule)[1]} in "
+                                                  f"the database, {says} in its migrations{f' ({by})' if by else ''}"))
+    return found
 
 
 def _other_key(name: str) -> tuple[str, str]:
@@ -422,8 +601,31 @@ class DriftUnchecked(PlanError):
     """The applied migrations cannot be replayed: some are not in the catalog, or one fails on empty tables."""
 
     def __init__(self, database: str, reason: str):
-        self.database, self.reason = database, reason
-        super().__init__(f"drift of {database} cannot be checked: {reason}; nothing was changed")
+        #: Why, said once (a fleet's note shows this alone): ``the replay of its applied migrations in a
+        #: scratch database failed: migration 0030 failed during apply: TypeError: ...``.
+        self.database, self.reason = database, _replay_words(reason)
+        super().__init__(f"drift of {database} cannot be checked: {self.reason}; nothing was changed")
+
+
+#: How a replay's failure was said (by an engine's drift, or the runner's own words about its scratch plan).
+_REPLAY_FAILED = re.compile(r"^replaying the applied migrations failed: (?P<cause>.*?)"
+                            r"(?:; (?:the whole plan|its changes|its step) (?:was|were) rolled back"
+                            r"(?: \(nothing was committed\))?)?(?:; nothing was changed)*$")
+
+
+def replay_failed(cause: str) -> str:
+    """Why drift cannot be checked when the replay failed: ``cause``, one line, said as what failed."""
+    return f"the replay of its applied migrations in a scratch database failed: {cause}"
+
+
+def _replay_words(reason: str) -> str:
+    """A replay's failure said once, as what it is: the replay of the migrations in a scratch database
+    failed (its one-line cause). The runner's "the whole plan was rolled back" is about that scratch database,
+    and read as if the user's database had been touched; nothing of the user's database is changed by drift."""
+    failed = _REPLAY_FAILED.match(reason)
+    if failed is None:
+        return reason
+    return replay_failed(failed.group("cause"))
 
 
 @dataclass(frozen=True)
@@ -436,6 +638,20 @@ class Replay:
 
 
 def compare(expected: Replay, live: Schema) -> list[Difference]:
-    """Every difference between what the migrations make (``expected``) and the live schema, on either engine."""
-    return [Difference(*drift_line(change, expected.origin)) for change in diff(expected.state, live)
-            if change.kind != "rows"]
+    """Every difference between what the migrations make (``expected``) and the live schema, on either engine,
+    one line each: a table's keys paired (``_key_lines``), a table's kind or rest of SQL said with both sides."""
+    found: list[Difference] = []
+    keyed: set[str] = set()
+    for change in diff(expected.state, live):
+        if change.kind == "rows":
+            continue
+        if change.kind == "key" and change.table is not None:
+            if change.table not in keyed:
+                keyed.add(change.table)
+                found.extend(_key_lines(change.table, expected.state.tables[change.table],
+                                        live.tables[change.table], expected.origin))
+        elif change.kind == "table" and change.action == "changed":
+            found.append(_table_line(expected.state.tables[change.name], live.tables[change.name], expected.origin))
+        else:
+            found.append(Difference(*drift_line(change, expected.origin)))
+    return found

@@ -395,7 +395,8 @@ def fleet_status(
             try:
                 status.differences = drift(candidate, status)
             except Exception as exc:  # one member's replay failing must not hide the others' states
-                status.error = status.error or f"drift not checked: {candidate.named(one_line(exc))}"
+                why = getattr(exc, "reason", None) or one_line(exc)  # DriftUnchecked's reason: its database is the row's
+                status.error = status.error or f"drift not checked: {candidate.named(why)}"
                 if status.state in (UP_TO_DATE, BEHIND):  # a schema nobody could compare must not look healthy
                     status.state = DRIFT_UNCHECKED
             if status.differences and status.state in (UP_TO_DATE, BEHIND):

@@ -10,9 +10,11 @@ check and exclusion by definition, so an automatic name is not a
 difference), indexes (those backing a constraint are the constraint's),
 views and triggers; and in ``Schema.others`` what the model has no field
 for: schemas, extensions, enum, domain, range and composite types,
-sequences (those a serial or identity column owns are part of the column),
-materialized views, functions and procedures (by signature and a hash of
-their body).
+sequences (type, start, increment, minimum, maximum, cache, cycle; those a
+serial or identity column owns are part of the column), materialized views,
+functions and procedures (by signature: what they return, language,
+volatility, strictness, security, parallel safety, settings, and their body
+by a hash that is compared, never shown).
 
 Names outside ``public`` are qualified (``app.tasks``); a trigger's key is
 ``touch on tasks`` (PostgreSQL's trigger names are unique per table only).
@@ -84,6 +86,19 @@ COLUMN_JOINS = """
   LEFT JOIN pg_collation co ON co.oid = a.attcollation
   LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum"""
 
+#: A routine ``p`` (a ``pg_proc`` row) as ``label=value`` parts (``planner.schema.attributes``): what it returns,
+#: its language, volatility, strictness, security, parallel safety and settings, and its body (by a hash, which
+#: compares it; a line only says that the body differs). Shared with the preview's reading (``snapshot``).
+ROUTINE = """concat_ws(chr(31), 'returns=' || coalesce(pg_get_function_result(p.oid), 'nothing'),
+       'language=' || (SELECT l.lanname FROM pg_language l WHERE l.oid = p.prolang),
+       'volatility=' || CASE p.provolatile WHEN 'i' THEN 'IMMUTABLE' WHEN 's' THEN 'STABLE' ELSE 'VOLATILE' END,
+       'strictness=' || CASE WHEN p.proisstrict THEN 'STRICT' ELSE 'CALLED ON NULL INPUT' END,
+       'security=' || CASE WHEN p.prosecdef THEN 'SECURITY DEFINER' ELSE 'SECURITY INVOKER' END,
+       'parallel=' || CASE p.proparallel WHEN 's' THEN 'PARALLEL SAFE' WHEN 'r' THEN 'PARALLEL RESTRICTED'
+                      ELSE 'PARALLEL UNSAFE' END,
+       'settings=' || coalesce(array_to_string(p.proconfig, ', '), 'none'),
+       'body=' || md5(coalesce(p.prosrc, '')))"""
+
 _QUERY = f"""
 WITH rel AS (
     SELECT c.oid, c.relkind, c.relpersistence, {_qualified('n', 'c.relname')} AS qname
@@ -110,7 +125,7 @@ SELECT 'constraint', r.qname, pg_get_constraintdef(k.oid),
        {_names('k.conrelid', 'k.conkey')},
        (SELECT {_qualified('fn', 'f.relname')} FROM pg_class f JOIN pg_namespace fn ON fn.oid = f.relnamespace
          WHERE f.oid = k.confrelid),
-       {_names('k.confrelid', 'k.confkey')}, 0
+       CASE WHEN k.contype = 'f' THEN {_names('k.confrelid', 'k.confkey')} ELSE k.conname::text END, 0
   FROM pg_constraint k JOIN rel r ON r.oid = k.conrelid WHERE k.contype IN ('p', 'u', 'f', 'c', 'x', 't')
 UNION ALL
 SELECT 'index', '', i.qname, pg_get_indexdef(x.indexrelid) || CASE WHEN x.indisvalid THEN '' ELSE ' (INVALID)' END,
@@ -123,7 +138,9 @@ SELECT CASE r.relkind WHEN 'v' THEN 'view' ELSE 'materialized view' END, '', r.q
        NULL, NULL, NULL, 0
   FROM rel r WHERE r.relkind IN ('v', 'm')
 UNION ALL
-SELECT 'sequence', '', r.qname, format_type(s.seqtypid, NULL), NULL, NULL, NULL, 0
+SELECT 'sequence', '', r.qname, concat_ws(chr(31), 'type=' || format_type(s.seqtypid, NULL), 'start=' || s.seqstart,
+       'increment=' || s.seqincrement, 'minimum=' || s.seqmin, 'maximum=' || s.seqmax, 'cache=' || s.seqcache,
+       'cycle=' || CASE WHEN s.seqcycle THEN 'CYCLE' ELSE 'NO CYCLE' END), NULL, NULL, NULL, 0
   FROM rel r JOIN pg_sequence s ON s.seqrelid = r.oid
  WHERE NOT EXISTS (SELECT 1 FROM pg_depend o WHERE o.classid = 'pg_class'::regclass AND o.objid = r.oid
                    AND o.deptype IN ('a', 'i') AND o.refobjsubid > 0)
@@ -133,7 +150,7 @@ SELECT 'trigger', r.qname, g.tgname, pg_get_triggerdef(g.oid), NULL, NULL, NULL,
 UNION ALL
 SELECT CASE p.prokind WHEN 'p' THEN 'procedure' WHEN 'a' THEN 'aggregate' ELSE 'function' END, '',
        {_qualified('n', 'p.proname')} || '(' || pg_get_function_identity_arguments(p.oid) || ')',
-       coalesce(pg_get_function_result(p.oid), '') || ' ' || md5(coalesce(p.prosrc, '')), NULL, NULL, NULL, 0
+       {ROUTINE}, NULL, NULL, NULL, 0
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE {_USER.format(ns='n')} AND {_not_extension('pg_proc', 'p.oid')}
 UNION ALL
@@ -201,9 +218,12 @@ def read_schema(conn: Any, ledger_schema: str = "public") -> Schema:
             contype, listed = value[0], tuple((a or "").split(_SEP)) if a else ()
             plain = contype in _PLAIN and name == f"{_PLAIN[contype]} ({', '.join(_quoted(c) for c in listed)})"
             constraints.setdefault(table, set()).add(Constraint(
-                _LABELS[contype], listed if contype in _PLAIN else (), "" if plain else name))  # type: ignore[arg-type]
+                _LABELS[contype], listed if contype in (*_PLAIN, "c") else (), "" if plain else name,  # type: ignore[arg-type]
+                name=c or ""))
         elif kind == "trigger":
             named["trigger"][f"{name} on {table}"] = value
+        elif kind == "view":  # said as SQLite keeps a view, so a line reads alike on both engines
+            named["view"][name] = f"CREATE VIEW {name} AS {value.strip().rstrip(';')}"
         elif kind in named:
             named[kind][name] = value
         else:

@@ -39,7 +39,7 @@ from functools import cached_property
 from typing import Any
 
 from planner.engines.postgresql.ledger import quote
-from planner.engines.postgresql.schema import COLUMN_JOINS, COLUMN_PARTS, OWNED
+from planner.engines.postgresql.schema import COLUMN_JOINS, COLUMN_PARTS, OWNED, ROUTINE
 from planner.ledger import LOG_TABLE, TABLE
 from planner.schema import Column, ObjectKind, SchemaChange
 
@@ -284,7 +284,7 @@ _LEDGER = f"c.relname NOT IN ('{TABLE}', '{LOG_TABLE}')"
 
 #: (oid, kind, name, schema, table, definition) of every user trigger, constraint and function passing the gates:
 #: ``{trigger}``, ``{constraint}``, ``{function}`` are each a condition on that catalog's row alias. The definition
-#: (as ``postgresql.schema`` reads it: a function by its result and a hash of its body) tells one changed in place
+#: (as ``postgresql.schema`` reads it: a function by its attributes and a hash of its body) tells one changed in place
 #: (``VALIDATE CONSTRAINT``, ``CREATE OR REPLACE``).
 OBJECTS_OF = f"""
 SELECT t.oid::bigint AS oid, 'trigger' AS kind, t.tgname::text AS name, n.nspname::text AS schema,
@@ -296,8 +296,7 @@ SELECT k.oid::bigint, 'constraint', k.conname::text, n.nspname::text, c.relname:
 FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE k.contype IN ('c', 'f', 'p', 'u', 'x') AND {_USER} AND {_LEDGER} AND {{constraint}}
 UNION ALL
-SELECT p.oid::bigint, 'function', p.proname::text, n.nspname::text, NULL,
-       coalesce(pg_get_function_result(p.oid), '') || ' ' || md5(coalesce(p.prosrc, ''))
+SELECT p.oid::bigint, 'function', p.proname::text, n.nspname::text, NULL, {ROUTINE}
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE {_USER} AND {{function}}
   AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = {_PROC} AND d.objid = p.oid AND d.deptype = 'e')

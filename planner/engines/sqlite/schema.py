@@ -7,8 +7,8 @@ statements: objects, columns, foreign keys, UNIQUE / PRIMARY KEY constraints
 indexes of their own), and, when asked, row counts. The stairway reads a
 schema four times per migration, so this stays cheap. SQLite's internals
 (``sqlite_%``) and the ledger's tables are left out, with their indexes and
-triggers. CHECK constraints are not read apart: they are in the table's SQL,
-which the model compares too.
+triggers. CHECK constraints and COLLATE clauses, which no pragma gives, are
+read from the table's SQL with the project's tokenizer (``clauses``).
 
 ``broken_objects`` is here as well: views and triggers that no longer
 compile, which only SQLite lets exist; and the two readings drift makes:
@@ -21,14 +21,16 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from planner.engines.sqlite.database import read_only_connection
-from planner.engines.sqlite.sql import table_xinfo, tokens
+from planner.engines.sqlite.sql import parse_create_table, table_xinfo, tokens
 from planner.errors import PlanError
-from planner.schema import LEDGER_TABLES, Column, Constraint, DriftUnchecked, ForeignKey, Replay, Schema, Table
+from planner.schema import (LEDGER_TABLES, Column, Constraint, DriftUnchecked, ForeignKey, Replay, Schema, Table,
+                            replay_failed)
 from planner.sql import quote_identifier
 
 if TYPE_CHECKING:
@@ -85,8 +87,7 @@ def read_schema(conn: sqlite3.Connection, *, count_rows: bool = False) -> Schema
                 _learn(cursor, objects, unknown)
             tables = _known(listed)
             if count_rows:
-                tables = {name: Table(t.name, t.sql, t.columns, _count(cursor, name), t.foreign_keys,
-                                      t.constraints) for name, t in tables.items()}
+                tables = {name: replace(t, rows=_count(cursor, name)) for name, t in tables.items()}
         finally:
             if own_transaction and conn.in_transaction:
                 cursor.execute("COMMIT")
@@ -174,9 +175,114 @@ def _tables(objects: list[Any], columns: list[Any], foreign_keys: list[Any], key
     constraints: dict[str, set[Constraint]] = {}
     for (table, _, origin), names in indexed.items():
         constraints.setdefault(table, set()).add(Constraint(_ORIGINS[origin], tuple(names)))  # type: ignore[arg-type]
-    return {name: Table(name, sql or "", tuple(by_table.get(name, ())), None, frozenset(fks.get(name, ())),
-                        frozenset(constraints.get(name, ())))
-            for kind, name, sql in objects if kind == "table"}
+    tables = {}
+    for kind, name, sql in objects:
+        if kind != "table":
+            continue
+        columns = by_table.get(name, [])
+        collations, checks, rest, parts = clauses(sql or "", [c.name for c in columns])
+        tables[name] = Table(name, sql or "", tuple(replace(c, collation=collations.get(c.name.lower(), ""))
+                                                    for c in columns),
+                             None, frozenset(fks.get(name, ())), frozenset(constraints.get(name, set()) | checks),
+                             rest=rest, parts=parts)
+    return tables
+
+
+#: Words that start a table constraint in a ``CREATE TABLE``'s column list (anything else starts a column).
+_TABLE_CONSTRAINT = {"constraint", "check", "primary", "unique", "foreign"}
+_LITERAL = {"null", "true", "false", "current_time", "current_date", "current_timestamp"}
+
+
+def clauses(sql: str, columns: list[str]) -> tuple[dict[str, str], frozenset[Constraint], str,
+                                                   tuple[tuple[str, str], ...]]:
+    """What a table's SQL says that its pragmas do not: each column's COLLATE (lower-cased name -> upper-cased
+    collation, BINARY being the default), its CHECK constraints, the rest of the SQL (``Table.rest``), and that
+    rest by part (``Table.parts``: each column definition or table constraint, then what follows the list).
+
+    Read with the project's tokenizer, so case, quoting and spacing are no difference: the rest is the tokens
+    joined by one space, names lower-cased, without the CHECK and COLLATE clauses (compared as constraints and
+    columns) and with a literal default's parentheses dropped (``DEFAULT (0)`` is ``DEFAULT 0``, as the
+    pragma already says it). A table with no column list (a virtual table) is its whole SQL evened out.
+    """
+    try:
+        created = parse_create_table(sql)
+    except ValueError:
+        return {}, frozenset(), " ".join(_word(t) for t in tokens(sql)), ()
+    every = tokens(sql)
+    known = {c.lower(): c.lower() for c in columns}
+    collations: dict[str, str] = {}
+    checks: set[Constraint] = set()
+    skipped: set[int] = set()  # indexes of the tokens left out of the rest
+    at_token = 0
+    spans: list[tuple[list[int], int, int]] = []
+    for start, end in created.definitions():  # in order, as the tokens are: one pass over them
+        while at_token < len(every) and every[at_token].start < start:
+            at_token += 1
+        part = []
+        while at_token < len(every) and every[at_token].start < end:
+            part.append(at_token)
+            at_token += 1
+        spans.append((part, start, end))
+        if not part:
+            continue
+        first = every[part[0]]
+        column = first.name if first.kind == "quoted" or first.name not in _TABLE_CONSTRAINT else None
+        j = 0
+        while j < len(part):
+            token = every[part[j]]
+            word = token.name if token.kind == "word" else None
+            if word == "constraint" and j + 2 < len(part) and every[part[j + 2]].name == "check":
+                name, at = every[part[j + 1]].unquoted, j
+                j += 2
+                token, word = every[part[j]], "check"
+            else:
+                name, at = "", j
+            if word == "check" and j + 1 < len(part) and every[part[j + 1]].text == "(":
+                close = _closing(every, part, j + 1)
+                inside = [every[i] for i in part[j + 2:close]]
+                reads = tuple(dict.fromkeys(known[t.name] for t in inside if t.name in known))
+                shown = "CHECK " + " ".join(sql[every[part[j + 1]].start:every[part[close]].end].split())
+                checks.add(Constraint("check constraint", reads, "check ( " + " ".join(map(_word, inside)) + " )",
+                                      name=name, shown=shown))
+                skipped.update(part[at:close + 1])
+                j = close + 1
+            elif word == "collate" and column is not None and j + 1 < len(part):
+                collation = every[part[j + 1]].unquoted.upper()
+                collations[column] = "" if collation == "BINARY" else collation
+                skipped.update(part[j:j + 2])
+                j += 2
+            elif word == "default" and j + 1 < len(part) and every[part[j + 1]].text == "(":
+                close = _closing(every, part, j + 1)
+                inside = [every[i] for i in part[j + 2:close]]
+                literal = (len(inside) == 1 and (inside[0].kind in ("number", "string") or inside[0].name in _LITERAL)
+                           or len(inside) == 2 and inside[0].text in "+-" and inside[1].kind == "number")
+                if literal:
+                    skipped.update((part[j + 1], part[close]))
+                j = close + 1
+            else:
+                j += 1
+    closed = created.body_span[1] + 1  # just past the column list's closing parenthesis
+    parts = [(" ".join(_word(every[i]) for i in part if i not in skipped), " ".join(sql[start:end].split()))
+             for part, start, end in spans]
+    parts.append((" ".join(_word(t) for t in every if t.start >= closed), " ".join(sql[closed:].split())))
+    return (collations, frozenset(checks), " ".join(_word(t) for i, t in enumerate(every) if i not in skipped),
+            tuple(parts))
+
+
+def _closing(every: tuple[Any, ...], part: list[int], opening: int) -> int:
+    """The place in ``part`` of the parenthesis closing the one at ``part[opening]``."""
+    depth = 0
+    for j in range(opening, len(part)):
+        text = every[part[j]].text if every[part[j]].kind == "punct" else ""
+        depth += {"(": 1, ")": -1}.get(text, 0)
+        if depth == 0:
+            return j
+    return len(part) - 1
+
+
+def _word(token: Any) -> str:
+    """A token as compared: a name lower-cased and unquoted, anything else (a string, a number) as written."""
+    return token.name if token.name is not None else token.text
 
 
 def broken_objects(conn: sqlite3.Connection) -> dict[str, str]:
@@ -282,8 +388,9 @@ def replay(catalog: Catalog, applied: frozenset[str], display: str) -> Replay:
     except PlanError:
         raise
     except Exception as error:
-        first = str(error).splitlines()[0] if str(error) else repr(error)
-        raise DriftUnchecked(display, f"replaying the applied migrations failed: {first}") from error
+        # What failed, without the runner's "the whole plan was rolled back": that was the scratch database's.
+        first = getattr(error, "failure", None) or (str(error).splitlines()[0] if str(error) else repr(error))
+        raise DriftUnchecked(display, replay_failed(first)) from error
     return Replay(state, origin)
 
 
