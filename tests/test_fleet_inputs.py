@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from planner.fleet.members import discover, member
-from planner.urls import connection_identity, redact, without_password
+from planner.urls import redact, without_password
 from tests.conftest import run_apm
 from tests.test_fleet import PATTERN, applied, break_unique_index, catalog, fleet, fleet_of, migrate_to, project_db  # noqa: F401
 
@@ -241,6 +241,8 @@ def test_the_repr_of_a_member_a_status_and_an_outcome_holds_no_password() -> Non
 
 
 def test_spellings_of_one_database_are_one_identity_and_others_are_not() -> None:
+    from planner.urls import connection_identity
+
     same = ["postgresql://apm@/f2?host=/run/pg", "postgres://apm@/f2?host=/run/pg", "host=/run/pg dbname=f2 user=apm",
             "postgresql:///f2?user=apm&host=/run/pg", "postgresql://apm:pw@/f2?host=/run/pg",
             "postgresql://apm@/?dbname=f2&host=/run/pg", "user=apm  dbname='f2' host=/run/pg"]
