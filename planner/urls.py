@@ -16,8 +16,9 @@ _SCHEMES = ("postgresql://", "postgres://")
 # libpq's "key=value key=value" form: starts with a known keyword followed by '='.
 _KEYWORD_FORM = re.compile(r"^\s*(host|hostaddr|dbname|user|port|service|password|sslmode)\s*=", re.I)
 
-# Where a URL starts in a text (a message may quote one): its user info is looked for after it.
-_URL_START = re.compile(r"postgres(?:ql)?://", re.I)
+# Where a URL's user info may start in a text (a message may quote one), whatever the scheme: a misspelled one
+# (``postgresq://app:pw@/db``) still carries the password.
+_URL_START = re.compile(r"://")
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.I)
 _KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
 
@@ -89,7 +90,8 @@ def unencoded_password(db: str) -> str | None:
     text = str(db)
     for begin, end in _passwords(text) if text.lower().startswith(_SCHEMES) else ():
         bad = [c for c in "/@" if c in text[begin:end]]
-        if bad:
+        # ``host:5432/db?user=a@b``: a port, and an '@' in the query; masked to be safe, yet a URL libpq reads.
+        if bad and not re.match(r"\d+/", text[begin:end]):
             return " and ".join(f"'{c}' (write it {quote(c, safe='')})" for c in bad)
     return None
 

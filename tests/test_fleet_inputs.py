@@ -290,8 +290,14 @@ def test_redaction_masks_a_raw_password_up_to_the_last_at(password: str) -> None
     assert redact(f"postgresql://pw2:{password}@/pwq?host=/sock") == "postgresql://pw2:***@/pwq?host=/sock"
     assert without_password(f"postgresql://pw2:{password}@/pwq?host=/sock") == "postgresql://pw2@/pwq?host=/sock"
     # An '@' after the host (a query value) is not the password's; a URL with no user has none.
+    from planner.urls import unencoded_password
+
     assert redact("postgresql://app:pw@db/x?application_name=a@b") == "postgresql://app:***@db/x?application_name=a@b"
     assert redact("postgresql://db:5432/x") == "postgresql://db:5432/x"
+    # A port, then an '@' in the query: masked all the same (no way to tell), but no advice to encode anything.
+    assert unencoded_password("postgresql://db:5432/x?user=a@b") is None
+    assert unencoded_password(f"postgresql://pw2:{password}@/pwq?host=/sock")
+    assert unencoded_password("postgresql://pw2:Zq%40Secret9@/pwq?host=/sock") is None
 
 
 @pytest.mark.postgres
