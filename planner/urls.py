@@ -240,8 +240,8 @@ def connection_identity(db: str) -> tuple[str, ...] | None:
         if "," not in hosts and re.fullmatch(r".*:\d*", hosts) and not hosts.endswith("]"):
             host, _, port = hosts.rpartition(":")
         host = unquote(host)  # a socket folder's case is its own; a host name's is not
-        values = {"host": host if host.startswith("/") else host.lower(), "port": port, "dbname": unquote(parts.path.lstrip("/")),
-                  "user": unquote(user)}
+        values = {"host": host if host.startswith("/") else host.lower(), "port": port, "user": unquote(user),
+                  "dbname": unquote(parts.path.lstrip("/"))}
         values.update({key.lower(): found[-1] for key, found in parse_qs(parts.query).items()})
     elif is_postgres(text):
         values = {key.lower(): value[1:-1].replace("\\'", "'") if value.startswith("'") else value
