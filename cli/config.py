@@ -121,7 +121,7 @@ def _parse(path: Path, data: bytes | None = None) -> dict[str, Any]:
         if data is None:
             with open(path, "rb") as file:
                 data = file.read()
-        return tomllib.loads(data.decode("utf-8"))
+        return tomllib.loads(data.decode("utf-8-sig"))  # a BOM (Notepad, PowerShell) is no TOML error
     except OSError as exc:
         raise ConfigError(f"{_display(path)}: cannot read it ({exc.strerror or exc})") from exc
     except UnicodeDecodeError as exc:

@@ -204,9 +204,18 @@ def _table() -> dict[type, _Advise]:
 
 
 def _empty_pattern(error: Any) -> str:
-    """The pattern named by the option that gave it (``--glob 'x' matches no database``)."""
-    option = {"glob pattern": "--glob", "list file": "--list"}.get(error.source)
-    return f"{option}{str(error).removeprefix(error.source)}" if option else str(error)
+    """The pattern named by the option that gave it (``--glob 'x' matches no database``), and the one advice
+    that fits where it came from: a glob's quoting, a list file's lines, the config file's folder."""
+    option = {"glob pattern": "--glob", "list file": "--list"}.get(error.source, error.source)
+    if error.source == "glob pattern":
+        advice = "check the pattern, and quote it so the shell does not expand it"
+    elif error.source == "list file":
+        advice = "check the file's path" if error.why.startswith("cannot") else \
+            "write one database a line in it (a path or a URL; # starts a comment)"
+    else:
+        advice = "check fleet = [...] in the config file (shown made absolute: a relative pattern there is " \
+            "relative to that file's folder, wherever apm runs)"
+    return f"{option} {error.pattern!r} {error.why}; {advice}; nothing was changed"
 
 
 def _catalog_invalid(error: Any) -> str:

@@ -31,7 +31,7 @@ from cli.options import (
     settings,
     shared_options,
 )
-from cli.output import echo, emit_json
+from cli.output import echo, emit_json, terminal_columns
 from cli.running import lock_options
 
 
@@ -51,7 +51,11 @@ def discover_members(globs: tuple[str, ...], lists: tuple[str, ...]):
     from planner.fleet.members import discover
 
     found = discover(globs=globs, lists=lists, configured=_configured(globs, lists), order=_given_order(globs, lists))
-    schema = settings().ledger_schema  # named as `apm migrate --db URL --ledger-schema S` names them
+    schema, given = settings().ledger_schema, settings().ledger_schema_option
+    tenant = next((m for m in found if given is not None and m.schema not in (None, given)), None)
+    if tenant is not None:  # as `apm migrate --db URL#tenant --ledger-schema other` refuses it
+        raise click.UsageError(f"--ledger-schema {given!r} cannot apply to {tenant.display}: a tenant keeps its "
+                               f"ledger in its own schema ({tenant.schema!r}); drop --ledger-schema, or the tenant")
     return found if schema == "public" else [member.with_ledger(schema) for member in found]
 
 
@@ -532,7 +536,10 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
                                                               "continue_on_error": continue_on_error},
                                                   "members": [_journal_member(m) for m in members]})
         journals.prune(folder, spare=before[-1] if before else None)
-    asking = not (yes or as_json or not _stdin_is_terminal())
+    # start-up time: cli.fleet runs without cli.running until a run asks whether a person answers
+    from cli.running import stdin_is_terminal
+
+    asking = not (yes or as_json or not stdin_is_terminal())
     runner = FleetRun(catalog, request, jobs=jobs, continue_on_error=continue_on_error, journal=journal,
                       confirm=_confirm_loss if asking else None)
     progress = _RunProgress(len(members), asking=asking) if not as_json and sys.stderr.isatty() else None
@@ -549,10 +556,11 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
                                                                        len(members))
     if not kept:
         journal.discard()
-    # The fleet as it was named here, its catalog too: a bare --resume may not tell it from another fleet's run.
-    resume_hint = " ".join(["apm", *_catalog_options(), "fleet migrate --resume",
-                            *(f"--glob {_quote(g)}" for g in globs), *(f"--list {_quote(f)}" for f in lists),
-                            *([f"--journal-dir {_quote(str(folder))}"] if journal_dir else [])])
+    # This run's file, and this folder (its relative patterns, lists and config): pasted anywhere, it continues
+    # this run only, never that folder's newest run of the catalog (docs/many-databases.md, Resuming).
+    resume_hint = " ".join([f"cd {_quote(str(Path.cwd()))} && apm", *_catalog_options(), "fleet migrate --resume",
+                            f"--journal {_quote(str(journal.path.absolute()))}",
+                            *(f"--glob {_quote(g)}" for g in globs), *(f"--list {_quote(f)}" for f in lists)])
     if as_json:
         emit_json({**result.to_json(), "journal": str(journal.path) if kept else None})
     else:
@@ -609,12 +617,9 @@ def _journal_folder() -> Path:
 
 
 def _journal_member(candidate) -> dict:
-    """A member as the journal keeps it: never a password."""
-    # start-up time: cli.fleet runs without planner.urls until _journal_member() needs it
-    from planner.urls import without_password
-
-    return {"db": candidate.display, "key": candidate.key,
-            "open": without_password(candidate.db) if candidate.on_server else candidate.real}
+    """A member as the journal keeps it: never a password (a URL's key is the URL without it)."""
+    return {"db": candidate.display, "key": candidate.key, "open": candidate.key if candidate.on_server else
+            candidate.real}
 
 
 def _recorded(entry: dict):
@@ -643,13 +648,6 @@ def _resumed_members(past, named) -> list:
         candidates = [replace(found, db=m["db"]) if not found.on_server else found
                       for m in recorded for found in [member(m["open"])]]
     return [m for m in candidates if m.key not in done]
-
-
-def _stdin_is_terminal() -> bool:
-    # start-up time: cli.fleet runs without cli.running until _stdin_is_terminal() needs it
-    from cli.running import stdin_is_terminal
-
-    return stdin_is_terminal()
 
 
 def _confirm_loss(outcomes) -> bool:
@@ -785,19 +783,17 @@ def _catalog_options() -> list[str]:
     """``--migrations-dir DIR`` (absolute) for a command printed to be pasted anywhere: a catalog the config
     file named is not found from another folder, and there the shipped catalog would be planned instead."""
     named = settings().named_catalog_dir
-    return ["--migrations-dir", _quote(str(Path(named).absolute()))] if named is not None else []
+    return ["--migrations-dir", _quote(str(Path(named).resolve()))] if named is not None else []  # no `..`
 
 
 def retry_command(outcome, request) -> str:
     """The exact command that runs this one database alone, as `apm migrate` (no password in it)."""
-    # start-up time: cli.fleet runs without planner.urls until retry_command() needs it
-    from planner.urls import without_password
-
     candidate = outcome.member
     options = settings()
     parts = ["apm", *_catalog_options()]
-    # A tenant as the fleet names it (``url#schema``: its search_path and its ledger schema), never a password.
-    parts += ["migrate", "--db", _quote(without_password(candidate.db) if candidate.on_server else candidate.db)]
+    # A tenant as the fleet names it (``url#schema``: its search_path and its ledger schema), never a password; a
+    # file by its absolute path: pasted in another folder, a relative one would name (and create) another file.
+    parts += ["migrate", "--db", _quote(candidate.key if candidate.on_server else candidate.real)]
     if candidate.on_server and not candidate.schema and options.ledger_schema != "public":
         parts += ["--ledger-schema", _quote(options.ledger_schema)]  # given here or by the config file
     parts += [_quote(flag) for flag in _flags(request)]
@@ -845,7 +841,11 @@ def _report(result, request, resume_hint: str) -> None:
     trouble = [o for o in result.outcomes if o.outcome in ("failed", "skipped", "refused")]
     if trouble:
         echo()
-        echo(table([[o.member.display, o.outcome, o.error or "", retry_command(o, request)] for o in trouble],
+        # Each error's first line, cut to what the terminal leaves it: a libpq message made the table 450 columns
+        # wide (--json and the journal keep it whole).
+        cells = [[o.member.display, o.outcome, (o.error or "").split("\n")[0], retry_command(o, request)] for o in trouble]
+        room = max(60, (terminal_columns() or 10**9) - sum(max(len(c[i]) for c in cells) for i in (0, 1, 3)) - 6)
+        echo(table([c[:2] + [c[2] if len(c[2]) <= room else c[2][:room - 1] + "…", c[3]] for c in cells],
                    ["database", "outcome", "error", "retry alone with"]))
     if any(o.lock_findings for o in trouble if o.outcome == "refused"):  # not a failure that had findings too
         echo("Lock findings: accept them with allow = [\"code\"] in the migration or --allow CODE (--yes does not), "

@@ -21,6 +21,14 @@ import click
 from cli.options import use_color
 
 
+def terminal_columns() -> int | None:
+    """The width of the terminal standard output is shown on; ``None`` for a file or a pipe, where a line is
+    never cut: a log or a script keeps every character."""
+    import shutil  # start-up time: shutil imports zlib, bz2 and lzma; only a table cut to the terminal needs it
+
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+
+
 def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
     """A plain-text table, tabulate's ``simple`` format.
 

@@ -957,13 +957,12 @@ class FleetError(MigrationError, ValueError):
 class EmptyPattern(FleetError):
     """A ``--glob`` pattern, a ``--list`` file or a config ``fleet`` pattern named no database at all.
 
-    ``source`` says which: ``"glob pattern"``, ``"list file"`` or ``"fleet pattern"``.
+    ``source`` says which: ``"glob pattern"``, ``"list file"`` or ``"fleet pattern"``; ``why``, what is wrong.
     """
 
-    def __init__(self, source: str, pattern: str):
-        self.source, self.pattern = source, pattern
-        super().__init__(f"{source} {pattern!r} matches no database; check the pattern (quote it, so the shell "
-                         f"does not expand it) and the current folder; nothing was changed")
+    def __init__(self, source: str, pattern: str, why: str = "matches no database"):
+        self.source, self.pattern, self.why = source, pattern, why
+        super().__init__(f"{source} {pattern!r} {why}; nothing was changed")
 
 
 class NoFleet(FleetError):
@@ -983,7 +982,7 @@ class NoJournal(FleetError):
             super().__init__(f"nothing to resume: no fleet run journal (run-*.jsonl) in {folder}")
         else:
             which = f"no journal in {folder} is of this fleet (the same patterns and lists, the same catalog); " \
-                "it holds" if named else f"the journals in {folder} are of different fleets, and none was named"
+                "it holds" if named else f"no fleet was named, and a resume never guesses which run of {folder} to continue"
             super().__init__(f"nothing to resume: {which}: {'; '.join(others)}")
 
 

@@ -16,9 +16,9 @@ _SCHEMES = ("postgresql://", "postgres://")
 # libpq's "key=value key=value" form: starts with a known keyword followed by '='.
 _KEYWORD_FORM = re.compile(r"^\s*(host|hostaddr|dbname|user|port|service|password|sslmode)\s*=", re.I)
 
-# The user info ends at the first '/' and holds no other '@' (libpq's rule): a '#' or '?' in a password is the
-# password's, not a fragment or a query (``postgresql://app:a#b@/db``).
-_URL_PASSWORD = re.compile(r"(://[^/@:]*):[^@/]*@")
+# Where a URL's user info may start in a text (a message may quote one), whatever the scheme: a misspelled one
+# (``postgresq://app:pw@/db``) still carries the password.
+_URL_START = re.compile(r"://")
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.I)
 _KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
 
@@ -62,10 +62,50 @@ def misspelled_url(db: str) -> str | None:
     return None
 
 
+def _passwords(text: str) -> list[tuple[int, int]]:
+    """Where the password of each URL in ``text`` is: after ``scheme://user:``, up to the LAST '@' of the user info.
+
+    A password a person forgot to percent-encode (``app:Zq?Secret/x@host``, ``app:Zq@Secret9@host``) makes a URL
+    libpq refuses or misreads, and it must be masked all the same: so a '#', '?', '/' or '@' is the password's up
+    to the last '@' that the host part could follow (one with no '/' or '?' between it and the '@' before it).
+    A URL with no user before a ':' (``postgresql://host:5432/db``) has no password.
+    """
+    spans = []
+    for start in _URL_START.finditer(text):
+        begin = start.end()
+        at = text.find("@", begin)
+        colon = text.find(":", begin, at) if at >= 0 else -1
+        if colon < 0 or any(c in text[begin:colon] for c in "/?#@ "):
+            continue
+        end = at
+        while (following := text.find("@", end + 1)) >= 0 and not any(c in text[end + 1:following] for c in "/? "):
+            end = following
+        spans.append((colon + 1, end))
+    return spans
+
+
+def unencoded_password(db: str) -> str | None:
+    """The characters of a URL's password that libpq cannot read raw (a '/' or '@'), as the advice to
+    percent-encode them says; ``None`` when the password (if any) can be read as written."""
+    text = str(db)
+    for begin, end in _passwords(text) if text.lower().startswith(_SCHEMES) else ():
+        bad = [c for c in "/@" if c in text[begin:end]]
+        # ``host:5432/db?user=a@b``: a port, and an '@' in the query; masked to be safe, yet a URL libpq reads.
+        if bad and not re.match(r"\d+/", text[begin:end]):
+            return " and ".join(f"'{c}' (write it {quote(c, safe='')})" for c in bad)
+    return None
+
+
+def _masked_passwords(text: str, replacement: str = MASK) -> str:
+    """``text`` with each URL's password (``_passwords``) replaced."""
+    for begin, end in reversed(_passwords(text)):
+        text = text[:begin] + replacement + text[end:]
+    return text
+
+
 def redact(db: str) -> str:
     """``db`` with any password replaced by ``***`` (URL user info, ``?password=``, ``password=``)."""
-    text = str(db)
-    text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{MASK}@", text)
+    text = _masked_passwords(str(db))
     text = _QUERY_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
     if not text.lower().startswith(_SCHEMES):
         text = _KEYWORD_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
@@ -125,7 +165,7 @@ def display_name(url: str, schema: str | None = None) -> DatabaseName:
     """How every output names the database ``url`` reaches, the same for every command: the password masked,
     and a tenant (``url`` as ``tenant_url`` made it for ``schema``, its ledger's) as ``apm fleet`` lists it,
     ``url#schema``, not with the ``options=-csearch_path=...`` the connection needs."""
-    if schema is not None and schema != "public":
+    if schema is not None:  # ``#public`` too: shown as given, never as the option the connection needs
         option = _tenant_option(url, schema)
         if url.lower().startswith(_SCHEMES):
             base, _, query = url.partition("?")
@@ -152,7 +192,7 @@ def without_password(db: str) -> str:
     password where it always looks (``PGPASSWORD``, ``~/.pgpass``) instead of the screen or a log."""
     text = str(db)
     if text.lower().startswith(_SCHEMES):
-        parts = urlsplit(_URL_PASSWORD.sub(_user_only, text))  # the password first: it may hold a '#' or a '?'
+        parts = urlsplit(_user_only(text))  # the password first: it may hold a '#' or a '?'
         query = "&".join(p for p in parts.query.split("&") if p and not p.lower().startswith("password="))
         # As text, not by urlunsplit, which turns ``postgresql:///db`` (no host) into ``postgresql:/db``.
         return (text[:text.index("://") + 3] + parts.netloc + parts.path + (f"?{query}" if query else "")
@@ -160,16 +200,19 @@ def without_password(db: str) -> str:
     return " ".join(_KEYWORD_PASSWORD.sub("", text).split())
 
 
-def _user_only(match: re.Match) -> str:
-    """A URL's user info without its password: ``app@``, or nothing when it names no user."""
-    return match.group(1) + "@" if match.group(1) != "://" else "://"
+def _user_only(url: str) -> str:
+    """``url`` with its user info without its password: ``app@``, or nothing when it names no user."""
+    spans = _passwords(url)[:1]
+    for begin, end in spans:  # the ':' before the password goes too, and the '@' when no user is left
+        url = url[:begin - 1] + (url[end:] if url[begin - 2] != "/" else url[end + 1:])
+    return url
 
 
 def database_name(db: str) -> str:
     """The database a connection string names (for backup file names); ``postgres`` when it names none."""
     text = str(db)
     if text.lower().startswith(_SCHEMES):
-        parts = urlsplit(_URL_PASSWORD.sub(_user_only, text))  # a '#' of the password is no fragment
+        parts = urlsplit(_user_only(text))  # a '#' of the password is no fragment
         name = unquote(parts.path.lstrip("/")) or parse_qs(parts.query).get("dbname", [""])[0]
         return name or unquote(parts.username or "") or "postgres"
     match = re.search(r"\bdbname\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", text)
@@ -177,3 +220,36 @@ def database_name(db: str) -> str:
         return match.group(1).strip("'")
     match = re.search(r"\buser\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", text)
     return match.group(1).strip("'") if match else "postgres"
+
+
+_KEYWORD = re.compile(r"(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
+#: The settings that decide which database a connection reaches (not how: sslmode, timeouts, a password).
+_WHERE = ("host", "hostaddr", "port", "dbname", "user", "service", "options")
+
+
+def connection_identity(db: str) -> tuple[str, ...] | None:
+    """Which database ``db`` reaches, the same for every spelling of it: ``postgres://`` or ``postgresql://``,
+    libpq's keyword form, its parameters in any order, with or without a password. ``None`` for a path.
+
+    Only what the text says is compared (a port left out is not taken to be 5432: the environment may say
+    otherwise), so two spellings are one database only when they surely are; the query's ``dbname`` wins over
+    the path's, as libpq reads it.
+    """
+    text = str(db).strip()
+    if text.lower().startswith(_SCHEMES):
+        parts = urlsplit(_user_only(text))
+        user, _, hosts = parts.netloc.rpartition("@")
+        host, port = hosts, ""
+        if "," not in hosts and re.fullmatch(r".*:\d*", hosts) and not hosts.endswith("]"):
+            host, _, port = hosts.rpartition(":")
+        host = unquote(host)  # a socket folder's case is its own; a host name's is not
+        values = {"host": host if host.startswith("/") else host.lower(), "port": port, "user": unquote(user),
+                  "dbname": unquote(parts.path.lstrip("/"))}
+        values.update({key.lower(): found[-1] for key, found in parse_qs(parts.query).items()})
+    elif is_postgres(text):
+        values = {key.lower(): value[1:-1].replace("\\'", "'") if value.startswith("'") else value
+                  for key, value in _KEYWORD.findall(text)}
+    else:
+        return None
+    values["dbname"] = values.get("dbname") or values.get("user", "")
+    return tuple(values.get(key, "") for key in _WHERE)

@@ -480,14 +480,14 @@ def test_sigkill_mid_run_then_resume_finishes_only_the_rest(tmp_path: Path, cata
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert ("tasks" in tables) == ("0003" in applied(path))
 
-    result = fleet(tmp_path, catalog, "migrate", "--resume", "--json")
+    result = fleet(tmp_path, catalog, "migrate", "--resume", "--glob", PATTERN, "--json")
     assert result.returncode == 0, result.stderr
     resumed = json.loads(result.stdout)["databases"]
     ran = {os.path.normpath(tmp_path / r["db"]) for r in resumed}
     assert ran == {str(p) for p in paths} - recorded  # only the rest ran, named as the glob gave them
     assert len(resumed) == len(paths) - len(recorded)
     assert all(applied(p) == ["0001", "0002", "0003"] for p in paths)
-    again = fleet(tmp_path, catalog, "migrate", "--resume", "--json")
+    again = fleet(tmp_path, catalog, "migrate", "--resume", "--glob", PATTERN, "--json")
     assert json.loads(again.stdout)["databases"] == []
 
 
@@ -583,7 +583,9 @@ def test_ctrl_c_lets_the_running_database_finish_and_says_how_to_resume(tmp_path
     process.send_signal(signum)
     out, err = process.communicate(timeout=60)
     assert process.returncode == code, err
-    assert f"apm --migrations-dir {catalog} fleet migrate --resume --glob '{PATTERN}'" in err  # its fleet, named
+    journal = next(journal_dir.glob("run-*.jsonl"))  # its run, pinned, from its folder
+    assert f"cd {tmp_path} && apm --migrations-dir {catalog} fleet migrate --resume --journal {journal} --glob " \
+        f"'{PATTERN}'`" in err, err
     done = [p for p in paths if applied(p) == ["0001", "0002", "0003"]]
     assert len(done) == 2, out + err  # the one running when Ctrl-C came finished, and none started after
     assert all(applied(p) in (["0001"], ["0001", "0002", "0003"]) for p in paths)
@@ -604,7 +606,9 @@ def test_a_second_ctrl_c_records_the_database_it_interrupted_and_says_how_to_res
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, out + err
     assert "nothing was changed" not in err, err
-    assert f"apm --migrations-dir {catalog} fleet migrate --resume --glob '{PATTERN}'" in err
+    journal = next(journal_dir.glob("run-*.jsonl"))
+    assert f"cd {tmp_path} && apm --migrations-dir {catalog} fleet migrate --resume --journal {journal} --glob " \
+        f"'{PATTERN}'`" in err, err
     assert [applied(p) for p in paths] == [["0001", "0002", "0003"]] + [["0001"]] * 3, out + err
     assert "interrupted while it ran" in out and "1 applied, 1 failed" in out, out
     records = [json.loads(line) for line in next(journal_dir.glob("run-*.jsonl")).read_text().splitlines()]
@@ -897,7 +901,7 @@ def test_resume_repeats_the_whole_request_and_may_add_yes(tmp_path: Path, catalo
     assert header["options"] == {"jobs": 1, "canary": None, "continue_on_error": False}
     refused = fleet(tmp_path, catalog, "migrate", "--resume", "--jobs", "2")
     assert refused.returncode == 2 and "give no --jobs with it (only --yes and --continue-on-error may be added)" in refused.stderr
-    resumed = fleet(tmp_path, catalog, "migrate", "--resume", "--json")  # the recorded --yes still holds
+    resumed = fleet(tmp_path, catalog, "migrate", "--resume", "--glob", PATTERN, "--json")  # the recorded --yes still holds
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert [r["outcome"] for r in json.loads(resumed.stdout)["databases"]] == ["rolled back"]
     assert all(applied(p) == ["0001", "0002"] for p in paths)
@@ -925,9 +929,9 @@ def test_a_resume_may_add_continue_on_error_to_pass_a_database_that_always_fails
     break_unique_index(paths[0])
     first = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--jobs", "1")
     assert first.returncode == 11 and "not started" in first.stdout, first.stdout
-    again = fleet(tmp_path, catalog, "migrate", "--resume", "--json")
+    again = fleet(tmp_path, catalog, "migrate", "--resume", "--glob", PATTERN, "--json")
     assert [r["outcome"] for r in json.loads(again.stdout)["databases"]] == ["failed", "not started", "not started"]
-    passed = fleet(tmp_path, catalog, "migrate", "--resume", "--continue-on-error", "--json")
+    passed = fleet(tmp_path, catalog, "migrate", "--resume", "--glob", PATTERN, "--continue-on-error", "--json")
     assert [r["outcome"] for r in json.loads(passed.stdout)["databases"]] == ["failed", "applied", "applied"]
     assert [applied(p)[-1] for p in paths] == ["0001", "0003", "0003"]
 

@@ -410,7 +410,7 @@ def test_a_worker_killed_mid_run_fails_what_was_in_flight_and_the_rest_resumes(t
     assert ended and all("its worker process ended" in r["error"] for r in ended), rows
     assert "not started" in {r["outcome"] for r in rows}  # nothing started after it
     assert _children(process.pid) == set()
-    resumed = run_apm("--migrations-dir", str(catalog), "fleet", "migrate", "--resume", "--json", cwd=tmp_path)
+    resumed = run_apm("--migrations-dir", str(catalog), "fleet", "migrate", "--resume", "--glob", PATTERN, "--json", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert all(applied(p) == ["0001", "0002", "0003"] for p in paths)
 

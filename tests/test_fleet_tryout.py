@@ -83,10 +83,12 @@ def test_a_failure_names_the_database_as_given_everywhere(tmp_path: Path, catalo
 
     shown = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--continue-on-error", "--jobs", "1")
     assert shown.returncode == 11, shown.stdout + shown.stderr
-    assert absolute not in shown.stdout + shown.stderr  # the line per database, the failures table, the retry
+    # The line per database and the failures table name it as given; the retry command, to be pasted in any
+    # folder, by its absolute path.
+    assert absolute not in (shown.stdout + shown.stderr).replace(f"migrate --db {absolute}", "")
     assert f"{given}: failed: {given} is not a SQLite database" in shown.stdout
     table_row = shown.stdout.split("retry alone with")[1].splitlines()[2]
-    assert table_row.split()[:3] == [given, "failed", given]
+    assert table_row.split()[:3] == [given, "failed", given] and f"migrate --db {absolute}" in table_row
 
     document = json.loads(fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--json",
                                 "--continue-on-error").stdout)
@@ -246,8 +248,9 @@ def test_a_resume_continues_its_own_fleets_run_only(tmp_path: Path, catalog: Pat
     # A stops at its failure (p01 not started) and says how to resume it: named as it was, catalog included.
     stopped = fleet(tmp_path, catalog, "migrate", "--glob", first, "--jobs", "1")
     assert stopped.returncode == 11, stopped.stdout + stopped.stderr
-    assert f"`apm --migrations-dir {catalog} fleet migrate --resume --glob '{first}'` runs what did not succeed" \
-        in stopped.stdout, stopped.stdout
+    journal = next((tmp_path / ".apm-fleet").glob("run-*.jsonl"))
+    assert f"`cd {tmp_path} && apm --migrations-dir {catalog} fleet migrate --resume --journal {journal} --glob " \
+        f"'{first}'` runs what did not succeed" in stopped.stdout, stopped.stdout
     assert fleet(tmp_path, catalog, "migrate", "--glob", second, "--continue-on-error").returncode == 11  # newest
     journals = sorted((tmp_path / ".apm-fleet").glob("run-*.jsonl"))
     assert len(journals) == 2

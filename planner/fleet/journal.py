@@ -163,9 +163,9 @@ class PastRun:
 def resumable(folder: Path, fleet: dict[str, Any], keys: set[str] | None = None) -> PastRun:
     """The newest run of ``fleet`` in ``folder``: ``{"named_by", "catalog"}`` as the headers record it
     (``members.identity``), or a run of this catalog on exactly the databases
-    named now (``keys``: the same fleet named otherwise, a symlink for a path). With no fleet named (``named_by``
-    ``None``), the newest of this catalog, if its runs are all one fleet's. Otherwise ``NoJournal`` describing
-    each journal there: a resume never continues another fleet's run, and a person must see which to name."""
+    named now (``keys``: the same fleet named otherwise, a symlink for a path). Otherwise, and always when no
+    fleet is named (``named_by`` ``None``), ``NoJournal`` describing each journal there: a resume never
+    continues another fleet's run, and a person must see which to name (``--journal FILE``)."""
     found = runs(folder)
     if not found:
         raise NoJournal(folder)
@@ -175,14 +175,11 @@ def resumable(folder: Path, fleet: dict[str, Any], keys: set[str] | None = None)
             pasts.append(read(path))
         except UnreadableJournal:
             continue  # not a run this project wrote: never resumed unless named (and then refused by read)
-    if fleet.get("named_by") is not None:
-        mine = [past for past in pasts if past.header.get("fleet") == fleet or (
-            (past.header.get("fleet") or {}).get("catalog") == fleet.get("catalog")
-            and {m.get("key") for m in past.header.get("members", [])} == keys)]
-    else:
-        mine = [past for past in pasts if (past.header.get("fleet") or {}).get("catalog") == fleet.get("catalog")]
-        if len({json.dumps(past.header["fleet"].get("named_by")) for past in mine}) > 1:
-            mine = []  # runs of several fleets: which one is the person's to say
+    # With no fleet named, nothing is "mine": the newest run of the catalog here may be another fleet's (a command
+    # pasted in another folder once continued that folder's rollback), and which run to continue is the person's.
+    mine = [past for past in pasts if past.header.get("fleet") == fleet or (
+        (past.header.get("fleet") or {}).get("catalog") == fleet.get("catalog")
+        and {m.get("key") for m in past.header.get("members", [])} == keys)] if fleet.get("named_by") else []
     if mine:
         return mine[0]
     raise NoJournal(folder, [_described(past, fleet) for past in pasts] or [p.name for p in found],

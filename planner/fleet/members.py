@@ -3,9 +3,10 @@
 A member is one database: a SQLite file, a PostgreSQL URL, or one tenant
 schema of a PostgreSQL database (``postgresql://host/db#tenant``: the part
 after ``#`` names the schema that holds both the tenant's tables and its
-ledger). The same file reached twice (a symlink, ``./a`` and ``a``) is one
-member: files are compared by their real path, and the first spelling met
-is the one shown.
+ledger). The same database reached twice is one member, the first spelling
+met shown: a file by its real path (a symlink, ``./a`` and ``a``), a URL by
+the connection it names (``planner.urls.connection_identity``: ``postgres://``
+or ``postgresql://``, the keyword form, its parameters in any order).
 
 A pattern or a list that names nothing is an error naming it
 (``EmptyPattern``): a typo must not look like an empty, healthy fleet.
@@ -24,7 +25,7 @@ from typing import Any
 
 from planner.engines import EngineKind, engine_for, kind_of, on_server
 from planner.errors import EmptyPattern, NoFleet
-from planner.urls import display_name, split_schema, tenant_url, without_password
+from planner.urls import connection_identity, display_name, split_schema, tenant_url, without_password
 
 
 def _on_server(text: str) -> bool:
@@ -49,6 +50,11 @@ class Member:
     #: The run's ledger schema (``--ledger-schema``), for naming a URL that sets that schema's ``search_path``
     #: itself (``?options=-csearch_path%3Dt``) as a single-database command names it: ``url#t``.
     ledger: str | None = None
+
+    def __repr__(self) -> str:
+        # ``db`` and ``real`` may hold a password: a caller logging a member (or a status or an outcome that
+        # holds one) must not log it.
+        return f"Member({self.display!r}, schema={self.schema!r})"
 
     @property
     def on_server(self) -> bool:
@@ -109,7 +115,7 @@ def member(db: str, *, cwd: Path | str | None = None) -> Member:
     text = db.strip()
     if on_server(text):
         url, schema = split_schema(text)
-        return Member(text, tenant_url(url, schema) if schema else url, schema)
+        return Member(text, tenant_url(url, schema) if schema else url, schema, identity=connection_identity(url))
     path = os.path.normpath(os.path.join(cwd or os.getcwd(), os.path.expanduser(text)))
     try:
         # One stat instead of realpath's walk over every folder: a symlink and its target share an inode.
@@ -170,7 +176,8 @@ def identity(catalog: Path, *, globs: Sequence[str] = (), lists: Sequence[Path |
 
 
 def dedupe(members: Iterable[Member]) -> list[Member]:
-    """``members`` without repeats of the same database (real path, or URL and schema), first spelling kept."""
+    """``members`` without repeats of the same database (real path, or connection and schema), first spelling
+    kept."""
     seen: set[tuple[object, str | None]] = set()
     unique = []
     for candidate in members:
@@ -189,26 +196,33 @@ def _globbed(pattern: str, source: str, cwd: Path) -> list[Member]:
     folder = os.fspath(cwd)  # once: joining a Path converts it for every match
     members = [member(path, cwd=folder) for path in matches]
     if not members:
-        raise EmptyPattern(source, pattern)
+        raise EmptyPattern(source, pattern, "matches no database" + (
+            f" (relative to {folder})" if not os.path.isabs(expanded) else ""))
     return members  # a folder the pattern matches is kept: its row says it is not a database
 
 
 def _listed(path: Path, cwd: Path) -> list[Member]:
+    """The members a list file names, one a line: a ``#`` at the start of a line or after a blank starts a
+    comment (``h/x#1.db`` is a path; ``h/y #2.db`` is ``h/y``, so a path holding `` #`` is written quoted,
+    ``"h/y #2.db"``). A URL line is its first word, so its tenant ``#schema`` is kept."""
     target = path if path.is_absolute() else cwd / path
     try:
-        text = target.read_text(encoding="utf-8")
+        text = target.read_text(encoding="utf-8-sig")  # a BOM (Notepad, PowerShell) is no part of the first entry
     except (OSError, UnicodeDecodeError) as exc:
-        raise EmptyPattern("list file", f"{path} (cannot be read: {getattr(exc, 'strerror', None) or exc})") from exc
+        raise EmptyPattern("list file", str(path), f"cannot be read ({getattr(exc, 'strerror', None) or exc})") \
+            from exc
     entries = []
     for line in text.splitlines():
-        if line.lstrip().lower().startswith(("postgresql://", "postgres://")):
+        line = line.strip()
+        quoted = re.match(r"""(["'])(.+?)\1\s*(?:#.*)?$""", line)
+        if quoted:
+            entry = quoted.group(2)
+        elif line.lower().startswith(("postgresql://", "postgres://")):
             entry = line.split()[0]  # a URL's "#" names a tenant schema; a comment follows a space
-        elif _on_server(line):  # libpq's keyword form: a comment starts a word; "password=a#b" keeps its "#"
-            entry = re.split(r"\s#", line, maxsplit=1)[0].strip()
-        else:
-            entry = line.split("#", 1)[0].strip()
-        if entry and not entry.startswith("#"):
+        else:  # a path, or libpq's keyword form ("password=a#b" keeps its "#")
+            entry = re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip()
+        if entry:
             entries.append(member(entry, cwd=cwd))
     if not entries:
-        raise EmptyPattern("list file", str(path))
+        raise EmptyPattern("list file", str(path), "names no database (only blank lines and comments)")
     return entries

@@ -23,7 +23,7 @@ from planner.engines.postgresql.ledger import PgLedger, lock_key, quote
 from planner.engines.postgresql.schema import own_schemas, read_schema
 from planner.errors import DatabaseLocked, DatabaseMissing, DatabaseUnreachable, DriverMissing, ServerError
 from planner.events import Wait
-from planner.urls import database_name, display_name, redact
+from planner.urls import database_name, display_name, redact, unencoded_password
 
 if TYPE_CHECKING:
     from planner.backups import BackupInfo, RestoreResult
@@ -90,6 +90,9 @@ class PostgresEngine(Engine):
                 import psycopg
         except ImportError:
             raise DriverMissing(self.display) from None
+        unreadable = unencoded_password(self.url)  # libpq would quote pieces of that password in its error
+        if unreadable:
+            raise DatabaseUnreachable(self.display, f"its password holds {unreadable}, which a URL must percent-encode")
         try:
             # A DBA tells apm's sessions apart in pg_stat_activity (as apm names theirs); a name the URL or
             # PGAPPNAME gives wins.
