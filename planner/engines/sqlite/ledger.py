@@ -430,6 +430,7 @@ _LAST_LOG = "SELECT outcome, version, detail, action FROM member.schema_migratio
 _SCRATCH = threading.local()
 #: Every object of the file, for ``planner.engines.sqlite.schema.known_schema`` (which keeps the user's).
 _OBJECTS = "SELECT type, name, tbl_name, sql FROM member.sqlite_master ORDER BY rowid"
+_ATTACH = "ATTACH ? AS member"
 
 
 def read_quickly(path: str, busy_timeout: float, *, objects: list | None = None,
@@ -451,13 +452,12 @@ def read_quickly(path: str, busy_timeout: float, *, objects: list | None = None,
     """
     # quote() only when needed: it costs as much as a statement, and few paths hold URI characters.
     uri = f"file:{quote(path) if _URI_SPECIAL.search(path) else path}?mode=ro"
-    attach = "ATTACH '{}' AS member".format(uri.replace("'", "''"))
-    conn = _scratch(min(busy_timeout, _FIRST_WAIT))
+    conn = _scratch(busy_timeout if busy_timeout < _FIRST_WAIT else _FIRST_WAIT)
     try:
         try:  # ATTACH reads the file's schema: a locked file, or one that is no database, fails here already
-            conn.execute(attach)
+            conn.execute(_ATTACH, (uri,))  # bound, not spelled out: one statement text, prepared once
         except sqlite3.OperationalError as exc:
-            _wait_out_lock(exc, conn, attach, path, busy_timeout)  # attached once the other process lets go
+            _wait_out_lock(exc, conn, "ATTACH '{}' AS member".format(uri.replace("'", "''")), path, busy_timeout)
         try:
             conn.execute("BEGIN")  # deferred: no lock yet, nothing written
             try:
@@ -514,6 +514,19 @@ def _detach(conn: sqlite3.Connection) -> None:
         conn.close()
 
 
+#: Each ledger shape met (the cursor's description) -> the places of version, applied_at, rollback_at and
+#: checksum, or ``None`` for another tool's table: a fleet has one or two shapes, decided once each.
+_SHAPES: dict[tuple, tuple[int, int | None, int | None, int | None] | None] = {}
+
+
+def _shape(description: tuple) -> tuple[int, int | None, int | None, int | None] | None:
+    columns = [d[0].lower() for d in description]
+    if not SEED_COLUMNS <= set(columns) <= KNOWN_COLUMNS:  # as ``Ledger`` decides it (Rails' lone version too)
+        return None
+    place = {name: index for index, name in enumerate(columns)}
+    return place["version"], place.get("applied_at"), place.get("rollback_at"), place.get("checksum")
+
+
 def _ledger_rows(conn: sqlite3.Connection, path: str, checksums: dict[str, str] | None = None) -> QuickReading | None:
     """``schema_migrations`` as ``Ledger.applied_migrations`` reads it, and the log's last row; ``None``
     without a ledger.
@@ -528,18 +541,22 @@ def _ledger_rows(conn: sqlite3.Connection, path: str, checksums: dict[str, str] 
         if "no such table" in str(exc):
             return None
         raise
-    columns = [d[0].lower() for d in cursor.description]
-    if not SEED_COLUMNS <= set(columns) <= KNOWN_COLUMNS:  # as ``Ledger`` decides it (Rails' lone version too)
-        raise ForeignLedger(Path(path), sorted(columns), sorted(KNOWN_COLUMNS))
-    version = columns.index("version")
-    applied_at = columns.index("applied_at") if "applied_at" in columns else None
-    rollback_at = columns.index("rollback_at") if "rollback_at" in columns else None
-    checksum = columns.index("checksum") if checksums is not None and "checksum" in columns else None
+    description = cursor.description
+    try:
+        shape = _SHAPES[description]
+    except KeyError:
+        shape = _SHAPES[description] = _shape(description)
+    if shape is None:
+        raise ForeignLedger(Path(path), sorted(d[0].lower() for d in description), sorted(KNOWN_COLUMNS))
+    version, applied_at, rollback_at, checksum = shape
+    if checksums is None:
+        checksum = None
     entries: dict[str, str | None] = {}
     for row in cursor.fetchall():
-        if row[version] is None or (rollback_at is not None and row[rollback_at] is not None):
+        text = row[version]
+        if text is None or (rollback_at is not None and row[rollback_at] is not None):
             continue  # a row APM's framework rolled back
-        text = str(row[version])
+        text = str(text)
         if not text.isdigit() and _is_note(text):
             continue  # a note a migration wrote itself (0018_consolidated), never an applied version
         entries[text] = row[applied_at] if applied_at is not None else None
