@@ -141,10 +141,10 @@ def jobs_of(jobs: int | None) -> int:
 def table(rows: list[list], headers: list[str]) -> str:
     """tabulate's ``simple`` layout, written directly: a thousand rows through tabulate cost more than reading
     a thousand ledgers (docs/performance.md)."""
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in cells)])
+    cells = [list(map(str, row)) for row in rows]
+    widths = [max(map(len, column)) for column in zip(headers, *cells)]
+    line = "  ".join(f"{{:<{width}}}" for width in widths).format  # one format per row, not a join of ljusts
+    return "\n".join([line(*headers).rstrip(), "  ".join("-" * w for w in widths), *(line(*r).rstrip() for r in cells)])
 
 
 # --------------------------------------------------------------------------
@@ -259,6 +259,8 @@ def status_command(ctx: click.Context, globs: tuple[str, ...], lists: tuple[str,
 
 def _note(status) -> str:
     """The row's note: why it is in its state, and the applied files edited since they ran."""
+    if not (status.error or status.edited):
+        return ""  # most rows of a healthy fleet
     edited = f"file changed since applied: {', '.join(status.edited)}" if status.edited else ""
     return "; ".join(part for part in (status.error, edited) if part)
 

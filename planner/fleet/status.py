@@ -250,6 +250,8 @@ class MemberStatus:
     def also(self) -> tuple[str, ...]:
         """The states beside ``state`` that need attention too: a row has one state (the one whose fix comes
         first: drift before migrating, a failed step's before the rest), and these keep the others visible."""
+        if not (self.pending or self.differences):
+            return ()  # most rows of a fleet: asked for each row, its JSON and the summary
         found = []
         if self.pending and self.state in (DRIFTED, DRIFT_UNCHECKED, AHEAD):  # failed: its retry applies them
             found.append(BEHIND)
@@ -260,7 +262,10 @@ class MemberStatus:
     @property
     def shown_state(self) -> str:
         """``behind 3`` rather than ``behind``, ``drifted, behind 3`` for both: what the table shows."""
-        shown = [f"{BEHIND} {self.pending}" if state == BEHIND else state for state in (self.state, *self.also)]
+        also = self.also
+        if not (also or self.lock_timeout):
+            return f"{BEHIND} {self.pending}" if self.state == BEHIND else self.state
+        shown = [f"{BEHIND} {self.pending}" if state == BEHIND else state for state in (self.state, *also)]
         return ", ".join(shown) + (" (lock timeout)" if self.lock_timeout else "")
 
     def to_json(self) -> dict[str, Any]:
