@@ -190,16 +190,13 @@ def _globbed(pattern: str, source: str, cwd: Path) -> list[Member]:
     return members  # a folder the pattern matches is kept: its row says it is not a database
 
 
-_WILDCARD = re.compile(r"[*?[]")
-
-
 def _literal_tail(pattern: str) -> tuple[str, str]:
     """``pattern`` as (its part up to the last component with a wildcard, the plain components after it):
     ``projects/*/.aipm/data/aipm.db`` is ``projects/*`` and ``.aipm/data/aipm.db``. No tail (``""``) where the
     split would not match what glob matches: a recursive ``**`` (it also matches no folder at all), a tail with
     an empty component (``//``, a trailing ``/``: glob then wants folders), or no wildcard before the tail."""
     parts = pattern.split(os.sep)
-    last = max((index for index, part in enumerate(parts) if _WILDCARD.search(part)), default=-1)
+    last = max((index for index, part in enumerate(parts) if globbing.has_magic(part)), default=-1)
     if last < 0 or last == len(parts) - 1 or "**" in pattern or "" in parts[last + 1:]:
         return pattern, ""
     return os.sep.join(parts[:last + 1]), os.sep.join(parts[last + 1:])

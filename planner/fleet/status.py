@@ -23,7 +23,6 @@ its state (``locked``, ``not a database``...) and a one-line reason.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -429,7 +428,7 @@ def member_status(candidate: Member, comparison: Comparison, *, busy_timeout: fl
         assert reading.last_log is not None  # _failure_stands says so; mypy cannot see through the call
         outcome, version, detail, action = reading.last_log
         status.state, status.error = FAILED, f"{version} failed: {first_line(detail) or 'no detail recorded'}"
-        if _LOCK_TIMEOUT.search(detail or ""):
+        if any(words in (detail or "") for words in _LOCK_TIMEOUT):
             status.lock_timeout = True
             inside = version in comparison.catalog and comparison.catalog.get(version).transactional
             status.error = (f"{version} stopped on a lock timeout, " + (
@@ -471,7 +470,7 @@ def _failure_stands(last_log: tuple[str, str, str | None, str] | None, applied: 
 #: A log row's detail for a step that could not get a lock in time: ``StepLocked``'s words ("could not get its
 #: lock within the lock timeout (...)", "lock timeout (...) on attempt 1 of 3") or the server's own for SQLSTATE
 #: 55P03 (a timeout, or NOWAIT).
-_LOCK_TIMEOUT = re.compile(r"lock timeout \(|due to lock timeout|could not obtain lock on")
+_LOCK_TIMEOUT = ("lock timeout (", "due to lock timeout", "could not obtain lock on")
 
 
 def count_states(statuses: Iterable[MemberStatus]) -> dict[str, int]:

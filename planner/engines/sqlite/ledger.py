@@ -28,9 +28,9 @@ could no longer say what it held.
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import threading
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -419,7 +419,6 @@ def read_ledger(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) ->
 #: (outcome, version, detail) or ``None``.
 QuickReading = tuple[dict[str, "str | None"], "tuple[str, str, str | None, str] | None"]
 
-_URI_SPECIAL = re.compile(r"[?#%\s]|[^\x00-\x7f]")
 #: SQLite's first wait for a lock, inside C; a longer one continues in slices Ctrl-C can interrupt.
 _FIRST_WAIT = 0.1
 #: The ledger, then the log's last row, in one read transaction (both from the same moment). Two plain statements
@@ -431,6 +430,7 @@ _SCRATCH = threading.local()
 #: Every object of the file, for ``planner.engines.sqlite.schema.known_schema`` (which keeps the user's).
 _OBJECTS = "SELECT type, name, tbl_name, sql FROM member.sqlite_master ORDER BY rowid"
 _ATTACH = "ATTACH ? AS member"
+_FIRST = itemgetter(0)
 
 
 def read_quickly(path: str, busy_timeout: float, *, objects: list | None = None,
@@ -441,34 +441,33 @@ def read_quickly(path: str, busy_timeout: float, *, objects: list | None = None,
     would recover a hot one), and no ``Ledger``: a thousand files must cost a
     thousand reads, not a thousand schema checks. Each file is attached to one
     scratch connection rather than opened by a connection of its own: a fifth
-    cheaper per file (no connection object, statement cache or handle to make;
-    the statements stay prepared). A file without a ledger reads as nothing
-    applied. Every failure is a ``DatabaseError`` saying what is wrong with the
+    cheaper per file (no connection object, statement cache or handle to make),
+    and every statement runs on its one cursor. A file without a ledger reads
+    as nothing applied. Every failure is a ``DatabaseError`` saying what is wrong with the
     file (``DatabaseLocked``, ``NotADatabase``, ``ForeignLedger``). With
     ``objects`` (a list), the file's schema objects are appended to it, read in
     the same transaction (``--drift``: no second open of each file). With
     ``checksums`` (a dict), each applied version's recorded checksum is put in
     it, where the ledger has one (the files edited since they were applied).
     """
-    # quote() only when needed: it costs as much as a statement, and few paths hold URI characters.
-    uri = f"file:{quote(path) if _URI_SPECIAL.search(path) else path}?mode=ro"
-    conn = _scratch(busy_timeout if busy_timeout < _FIRST_WAIT else _FIRST_WAIT)
+    uri = f"file:{path if _plain(path) else quote(path)}?mode=ro"
+    cursor = _scratch(busy_timeout if busy_timeout < _FIRST_WAIT else _FIRST_WAIT)
     try:
         try:  # ATTACH reads the file's schema: a locked file, or one that is no database, fails here already
-            conn.execute(_ATTACH, (uri,))  # bound, not spelled out: one statement text, prepared once
+            cursor.execute(_ATTACH, (uri,))  # bound, not spelled out: one statement text, prepared once
         except sqlite3.OperationalError as exc:
-            _wait_out_lock(exc, conn, "ATTACH '{}' AS member".format(uri.replace("'", "''")), path, busy_timeout)
+            _wait_out_lock(exc, cursor, "ATTACH '{}' AS member".format(uri.replace("'", "''")), path, busy_timeout)
         try:
-            conn.execute("BEGIN")  # deferred: no lock yet, nothing written
+            cursor.execute("BEGIN")  # deferred: no lock yet, nothing written
             try:
-                reading = _ledger_rows(conn, path, checksums)
+                reading = _ledger_rows(cursor, path, checksums)
             except sqlite3.OperationalError as exc:
-                _wait_out_lock(exc, conn, "PRAGMA member.schema_version", path, busy_timeout)
-                reading = _ledger_rows(conn, path, checksums)
+                _wait_out_lock(exc, cursor, "PRAGMA member.schema_version", path, busy_timeout)
+                reading = _ledger_rows(cursor, path, checksums)
             if objects is not None:
-                objects += conn.execute(_OBJECTS).fetchall()
+                objects += cursor.execute(_OBJECTS).fetchall()
         finally:
-            _detach(conn)
+            _detach(cursor)
         if reading is None:  # no ledger: a fresh database, or not a database at all
             if not looks_like_sqlite(path):
                 raise NotADatabase(path)
@@ -481,53 +480,61 @@ def read_quickly(path: str, busy_timeout: float, *, objects: list | None = None,
         raise _unopened(path, exc, busy_timeout) from None
 
 
-def _scratch(timeout: float) -> sqlite3.Connection:
-    """This thread's scratch connection (in memory, holding nothing), waiting ``timeout`` for a lock in C."""
-    conn = getattr(_SCRATCH, "conn", None)
-    if conn is None or _SCRATCH.pid != os.getpid():  # a forked child never uses its parent's connection
-        conn = _SCRATCH.conn = sqlite3.connect("file::memory:", uri=True, isolation_level=None)
+def _plain(path: str) -> bool:
+    """Whether ``path`` needs no quoting in a URI (quote() costs as much as a statement, and few paths hold what
+    it quotes): printable ASCII without SQLite's URI characters (``?``, ``#``, ``%``) or a space. Not a regular
+    expression: compiling one was a fifth of this module's import."""
+    return path.isascii() and path.isprintable() and not ("?" in path or "#" in path or "%" in path or " " in path)
+
+
+def _scratch(timeout: float) -> sqlite3.Cursor:
+    """This thread's scratch connection (in memory, holding nothing) as its one cursor, waiting ``timeout`` for a
+    lock in C."""
+    cursor = getattr(_SCRATCH, "cursor", None)
+    if cursor is None or _SCRATCH.pid != os.getpid():  # a forked child never uses its parent's connection
+        cursor = _SCRATCH.cursor = sqlite3.connect("file::memory:", uri=True, isolation_level=None).cursor()
         _SCRATCH.pid, _SCRATCH.timeout = os.getpid(), None
     if _SCRATCH.timeout != timeout:
-        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        cursor.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         _SCRATCH.timeout = timeout
-    return conn
+    return cursor
 
 
-def _wait_out_lock(exc: sqlite3.OperationalError, conn: sqlite3.Connection, statement: str, path: str,
+def _wait_out_lock(exc: sqlite3.OperationalError, cursor: sqlite3.Cursor, statement: str, path: str,
                    busy_timeout: float) -> None:
     """Raise ``exc`` unless it is another process's lock with more of ``busy_timeout`` left than the first wait;
     then wait in slices Ctrl-C can interrupt until ``statement`` runs."""
     if not isinstance(translate_error(exc, Path(path), busy_timeout), DatabaseLocked) or busy_timeout <= _FIRST_WAIT:
         raise exc
     _SCRATCH.timeout = None  # wait_for leaves the whole busy timeout set
-    wait_for(conn, statement, Path(path), busy_timeout)
+    wait_for(cursor.connection, statement, Path(path), busy_timeout)
 
 
-def _detach(conn: sqlite3.Connection) -> None:
+def _detach(cursor: sqlite3.Cursor) -> None:
     """End the read and let the file go; a scratch connection that cannot is dropped, never reused."""
     try:
-        if conn.in_transaction:
-            conn.execute("COMMIT")
-        conn.execute("DETACH member")
+        if cursor.connection.in_transaction:
+            cursor.execute("COMMIT")
+        cursor.execute("DETACH member")
     except sqlite3.Error:
-        _SCRATCH.conn = None
-        conn.close()
+        _SCRATCH.cursor = None
+        cursor.connection.close()
 
 
-#: Each ledger shape met (the cursor's description) -> the places of version, applied_at, rollback_at and
-#: checksum, or ``None`` for another tool's table: a fleet has one or two shapes, decided once each.
-_SHAPES: dict[tuple, tuple[int, int | None, int | None, int | None] | None] = {}
+#: Each ledger shape met (its column names) -> the places of version, applied_at, rollback_at and checksum, or
+#: ``None`` for another tool's table: a fleet has one or two shapes, decided once each.
+_SHAPES: dict[tuple[str, ...], tuple[int, int | None, int | None, int | None] | None] = {}
 
 
-def _shape(description: tuple) -> tuple[int, int | None, int | None, int | None] | None:
-    columns = [d[0].lower() for d in description]
+def _shape(names: tuple[str, ...]) -> tuple[int, int | None, int | None, int | None] | None:
+    columns = [name.lower() for name in names]
     if not SEED_COLUMNS <= set(columns) <= KNOWN_COLUMNS:  # as ``Ledger`` decides it (Rails' lone version too)
         return None
     place = {name: index for index, name in enumerate(columns)}
     return place["version"], place.get("applied_at"), place.get("rollback_at"), place.get("checksum")
 
 
-def _ledger_rows(conn: sqlite3.Connection, path: str, checksums: dict[str, str] | None = None) -> QuickReading | None:
+def _ledger_rows(cursor: sqlite3.Cursor, path: str, checksums: dict[str, str] | None = None) -> QuickReading | None:
     """``schema_migrations`` as ``Ledger.applied_migrations`` reads it, and the log's last row; ``None``
     without a ledger.
 
@@ -536,18 +543,18 @@ def _ledger_rows(conn: sqlite3.Connection, path: str, checksums: dict[str, str] 
     wrote as notes are handled as ``Ledger`` handles them.
     """
     try:
-        cursor = conn.execute(_LEDGER)
+        cursor.execute(_LEDGER)
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             return None
         raise
-    description = cursor.description
+    names = tuple(map(_FIRST, cursor.description))
     try:
-        shape = _SHAPES[description]
+        shape = _SHAPES[names]
     except KeyError:
-        shape = _SHAPES[description] = _shape(description)
+        shape = _SHAPES[names] = _shape(names)
     if shape is None:
-        raise ForeignLedger(Path(path), sorted(d[0].lower() for d in description), sorted(KNOWN_COLUMNS))
+        raise ForeignLedger(Path(path), sorted(name.lower() for name in names), sorted(KNOWN_COLUMNS))
     version, applied_at, rollback_at, checksum = shape
     if checksums is None:
         checksum = None
@@ -563,7 +570,7 @@ def _ledger_rows(conn: sqlite3.Connection, path: str, checksums: dict[str, str] 
         if checksum is not None and row[checksum]:
             checksums[text] = row[checksum]  # type: ignore[index]  # not None when checksum is set
     try:
-        last = conn.execute(_LAST_LOG).fetchall()  # all, not one: a statement left open would keep the file
+        last = cursor.execute(_LAST_LOG).fetchall()  # all, not one: a statement left open would keep the file
     except sqlite3.OperationalError as exc:
         if "no such table" not in str(exc):
             raise
