@@ -239,9 +239,9 @@ def status_command(ctx: click.Context, globs: tuple[str, ...], lists: tuple[str,
     if as_json:
         emit_json(result.to_json())
     else:
-        read = lambda s, count: count if s.applied_versions is not None else "-"  # noqa: E731 (unread: unknown, not 0)
-        rows = [[s.member.display, s.shown_state, read(s, s.applied), read(s, s.pending), ", ".join(s.heads) or "-",
-                 s.last_applied_at or "-", _note(s)] for s in result.members]
+        rows = [[s.member.display, s.shown_state, *((str(s.applied), str(s.pending)) if s.applied_versions is not None
+                                                     else ("-", "-")),  # unread: unknown, not 0
+                 ", ".join(s.heads) or "-", s.last_applied_at or "-", _note(s)] for s in result.members]
         echo(table(rows, ["database", "state", "applied", "pending", "head", "last applied at", "note"]))
         if checker is not None:
             for s in result.members:
