@@ -421,10 +421,9 @@ QuickReading = tuple[dict[str, "str | None"], "tuple[str, str, str | None, str] 
 
 #: SQLite's first wait for a lock, inside C; a longer one continues in slices Ctrl-C can interrupt.
 _FIRST_WAIT = 0.1
-#: The ledger, then the log's last row, in one read transaction (both from the same moment). Two plain statements
+#: The log's last row, then the ledger, in one read transaction (both from the same moment). Two plain statements
 #: cost a third less than one ``LEFT JOIN`` of the two, which SQLite ran as a nested loop over a subquery.
 _LEDGER = "SELECT * FROM member.schema_migrations"
-_LAST_LOG = "SELECT outcome, version, detail, action FROM member.schema_migrations_log ORDER BY id DESC LIMIT 1"
 #: Each thread's scratch connection, which every file is attached to in turn (``read_quickly``).
 _SCRATCH = threading.local()
 #: Every object of the file, for ``planner.engines.sqlite.schema.known_schema`` (which keeps the user's).
@@ -521,12 +520,21 @@ def _detach(cursor: sqlite3.Cursor) -> None:
         cursor.connection.close()
 
 
-#: Each ledger shape met (its column names) -> the places of version, applied_at, rollback_at and checksum, or
-#: ``None`` for another tool's table: a fleet has one or two shapes, decided once each.
-_SHAPES: dict[tuple[str, ...], tuple[int, int | None, int | None, int | None] | None] = {}
+#: Where a ledger's version, applied_at, rollback_at and checksum are in its rows (``None``: it has none).
+_Shape = tuple[int, int | None, int | None, int | None]
+#: Each ledger shape met (its column names) -> its ``_Shape``, or ``None`` for another tool's table: a fleet has one
+#: or two shapes, decided once each.
+_SHAPES: dict[tuple[str, ...], _Shape | None] = {}
+#: The log's last row with the ledger table's text (its ``CREATE TABLE``, which names its columns).
+_LAST_LOG_AND_LEDGER = ("SELECT outcome, version, detail, action, (SELECT sql FROM member.sqlite_master WHERE type IN "
+                        "('table', 'view') AND name = 'schema_migrations' COLLATE NOCASE) FROM "
+                        "member.schema_migrations_log ORDER BY id DESC LIMIT 1")
+#: A ledger table's text -> the statement reading only the columns the fleet needs, and their places in it (as
+#: ``_SHAPES``), or ``None`` for another tool's table. Decided by the first file of each text, from its columns.
+_BY_TABLE: dict[str, tuple[str, _Shape] | None] = {}
 
 
-def _shape(names: tuple[str, ...]) -> tuple[int, int | None, int | None, int | None] | None:
+def _shape(names: tuple[str, ...]) -> _Shape | None:
     columns = [name.lower() for name in names]
     if not SEED_COLUMNS <= set(columns) <= KNOWN_COLUMNS:  # as ``Ledger`` decides it (Rails' lone version too)
         return None
@@ -538,28 +546,65 @@ def _ledger_rows(cursor: sqlite3.Cursor, path: str, checksums: dict[str, str] | 
     """``schema_migrations`` as ``Ledger.applied_migrations`` reads it, and the log's last row; ``None``
     without a ledger.
 
-    The cursor's description gives the columns: the shape check (another
-    tool's table is refused) and the rows APM's framework rolled back or
-    wrote as notes are handled as ``Ledger`` handles them.
+    The columns decide the shape check (another tool's table is refused) and
+    which rows are rolled back by APM's framework or notes, as ``Ledger``
+    decides them. The log's last row comes with the ledger table's text: a
+    text met before says which columns the table has, and only the four
+    needed are read (each column read costs about what a statement does);
+    otherwise every column is, and the text is remembered.
     """
     try:
-        cursor.execute(_LEDGER)
+        last = cursor.execute(_LAST_LOG_AND_LEDGER).fetchall()  # all, not one: an open statement keeps the file
     except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return None
-        raise
-    names = tuple(map(_FIRST, cursor.description))
-    try:
-        shape = _SHAPES[names]
-    except KeyError:
-        shape = _SHAPES[names] = _shape(names)
+        if "no such table" not in str(exc):
+            raise
+        last = []  # a seed-era ledger: no log yet (or no ledger at all)
+    table = last[0][4] if last else None
+    if last and table is None:
+        return None  # a log without a ledger: nothing applied
+    log = (str(last[0][0]), str(last[0][1]), last[0][2], str(last[0][3])) if last else None
+    known = _BY_TABLE.get(table) if table is not None else None
+    if known is not None:
+        statement, shape = known
+        rows = cursor.execute(statement).fetchall()
+    else:
+        try:
+            cursor.execute(_LEDGER)
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None
+            raise
+        names = tuple(map(_FIRST, cursor.description))
+        try:
+            found = _SHAPES[names]
+        except KeyError:
+            found = _SHAPES[names] = _shape(names)
+        if table is not None and table not in _BY_TABLE:
+            _BY_TABLE[table] = _narrow(found)
+        if found is None:
+            raise ForeignLedger(Path(path), sorted(name.lower() for name in names), sorted(KNOWN_COLUMNS))
+        shape, rows = found, cursor.fetchall()
+    return _entries(rows, shape, checksums), log
+
+
+def _narrow(shape: _Shape | None) -> tuple[str, _Shape] | None:
+    """The statement reading only the needed columns of a ledger of ``shape`` (``None``: another tool's)."""
     if shape is None:
-        raise ForeignLedger(Path(path), sorted(name.lower() for name in names), sorted(KNOWN_COLUMNS))
+        return None
+    wanted = [name for name, at in zip(("version", "applied_at", "rollback_at", "checksum"), shape) if at is not None]
+    at = {name: index for index, name in enumerate(wanted)}
+    return (f"SELECT {', '.join(wanted)} FROM member.schema_migrations",
+            (0, at.get("applied_at"), at.get("rollback_at"), at.get("checksum")))
+
+
+def _entries(rows: list, shape: _Shape, checksums: dict[str, str] | None) -> dict[str, str | None]:
+    """Applied version -> when it was applied, from the ledger's ``rows`` (``shape``: where each column is);
+    each version's checksum put in ``checksums`` where the row has one."""
     version, applied_at, rollback_at, checksum = shape
     if checksums is None:
         checksum = None
     entries: dict[str, str | None] = {}
-    for row in cursor.fetchall():
+    for row in rows:
         text = row[version]
         if text is None or (rollback_at is not None and row[rollback_at] is not None):
             continue  # a row APM's framework rolled back
@@ -569,13 +614,7 @@ def _ledger_rows(cursor: sqlite3.Cursor, path: str, checksums: dict[str, str] | 
         entries[text] = row[applied_at] if applied_at is not None else None
         if checksum is not None and row[checksum]:
             checksums[text] = row[checksum]  # type: ignore[index]  # not None when checksum is set
-    try:
-        last = cursor.execute(_LAST_LOG).fetchall()  # all, not one: a statement left open would keep the file
-    except sqlite3.OperationalError as exc:
-        if "no such table" not in str(exc):
-            raise
-        last = []  # a seed-era ledger: no log yet
-    return entries, (str(last[0][0]), str(last[0][1]), last[0][2], str(last[0][3])) if last else None
+    return entries
 
 
 def _unopened(path: str, exc: sqlite3.Error, busy_timeout: float) -> DatabaseError:
