@@ -259,10 +259,8 @@ def status_command(ctx: click.Context, globs: tuple[str, ...], lists: tuple[str,
 
 def _note(status) -> str:
     """The row's note: why it is in its state, and the applied files edited since they ran."""
-    if not (status.error or status.edited):
-        return ""  # most rows of a healthy fleet
-    edited = f"file changed since applied: {', '.join(status.edited)}" if status.edited else ""
-    return "; ".join(part for part in (status.error, edited) if part)
+    edited = status.edited and f"file changed since applied: {', '.join(status.edited)}"
+    return f"{status.error}; {edited}" if status.error and edited else status.error or edited or ""
 
 
 def _clear_line() -> None:

@@ -83,7 +83,6 @@ def test_the_fast_reading_is_the_engine_s_in_every_order(files: dict[str, Path],
     assert expected["another tool's"] is ForeignLedger and expected["framework"][0] == {"0001": "t1"}
     for order in itertools.permutations(files):
         monkeypatch.setattr(ledger, "_BY_TABLE", {})  # each order starts with nothing remembered
-        monkeypatch.setattr(ledger, "_SHAPES", {})
         for name in [*order, *order]:  # the second round reads every file with its table's text known
             checksums: dict[str, str] = {}
             if expected[name] is ForeignLedger:

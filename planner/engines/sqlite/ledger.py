@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -429,27 +428,25 @@ _SCRATCH = threading.local()
 #: Every object of the file, for ``planner.engines.sqlite.schema.known_schema`` (which keeps the user's).
 _OBJECTS = "SELECT type, name, tbl_name, sql FROM member.sqlite_master ORDER BY rowid"
 _ATTACH = "ATTACH ? AS member"
-_FIRST = itemgetter(0)
 
 
 def read_quickly(path: str, busy_timeout: float, *, objects: list | None = None,
                  checksums: dict[str, str] | None = None) -> QuickReading:
     """The ledger of one file, for ``apm fleet status`` over many: attached read-only, read in one transaction.
 
-    ``mode=ro`` so nothing on disk can change, not even a journal (``open_read_only``
-    would recover a hot one), and no ``Ledger``: a thousand files must cost a
-    thousand reads, not a thousand schema checks. Each file is attached to one
-    scratch connection rather than opened by a connection of its own: a fifth
-    cheaper per file (no connection object, statement cache or handle to make),
-    and every statement runs on its one cursor. A file without a ledger reads
-    as nothing applied. Every failure is a ``DatabaseError`` saying what is wrong with the
-    file (``DatabaseLocked``, ``NotADatabase``, ``ForeignLedger``). With
-    ``objects`` (a list), the file's schema objects are appended to it, read in
-    the same transaction (``--drift``: no second open of each file). With
-    ``checksums`` (a dict), each applied version's recorded checksum is put in
-    it, where the ledger has one (the files edited since they were applied).
+    ``mode=ro`` so nothing on disk can change, not even a journal (``open_read_only`` would recover a hot one),
+    and no ``Ledger``: a thousand files must cost a thousand reads, not a thousand schema checks. Each file is
+    attached to one scratch connection rather than opened by a connection of its own (no connection object,
+    statement cache or handle to make per file), and every statement runs on its one cursor. A file without a
+    ledger reads as nothing applied. Every failure is a ``DatabaseError`` saying what is wrong with the file
+    (``DatabaseLocked``, ``NotADatabase``, ``ForeignLedger``). With ``objects`` (a list), the file's schema
+    objects are appended to it, read in the same transaction (``--drift``: no second open of each file). With
+    ``checksums`` (a dict), each applied version's recorded checksum is put in it, where the ledger has one.
     """
-    uri = f"file:{path if _plain(path) else quote(path)}?mode=ro"
+    # quote() costs as much as a statement: only for what it quotes (URI characters, spaces, non-printable or
+    # non-ASCII), found without a regular expression (compiling one was a fifth of this module's import).
+    plain = path.isascii() and path.isprintable() and not ("?" in path or "#" in path or "%" in path or " " in path)
+    uri = f"file:{path if plain else quote(path)}?mode=ro"
     cursor = _scratch(busy_timeout if busy_timeout < _FIRST_WAIT else _FIRST_WAIT)
     try:
         try:  # ATTACH reads the file's schema: a locked file, or one that is no database, fails here already
@@ -479,16 +476,8 @@ def read_quickly(path: str, busy_timeout: float, *, objects: list | None = None,
         raise _unopened(path, exc, busy_timeout) from None
 
 
-def _plain(path: str) -> bool:
-    """Whether ``path`` needs no quoting in a URI (quote() costs as much as a statement, and few paths hold what
-    it quotes): printable ASCII without SQLite's URI characters (``?``, ``#``, ``%``) or a space. Not a regular
-    expression: compiling one was a fifth of this module's import."""
-    return path.isascii() and path.isprintable() and not ("?" in path or "#" in path or "%" in path or " " in path)
-
-
 def _scratch(timeout: float) -> sqlite3.Cursor:
-    """This thread's scratch connection (in memory, holding nothing) as its one cursor, waiting ``timeout`` for a
-    lock in C."""
+    """This thread's scratch connection (in memory, holding nothing) as its cursor, waiting ``timeout`` in C."""
     cursor = getattr(_SCRATCH, "cursor", None)
     if cursor is None or _SCRATCH.pid != os.getpid():  # a forked child never uses its parent's connection
         cursor = _SCRATCH.cursor = sqlite3.connect("file::memory:", uri=True, isolation_level=None).cursor()
@@ -522,19 +511,16 @@ def _detach(cursor: sqlite3.Cursor) -> None:
 
 #: Where a ledger's version, applied_at, rollback_at and checksum are in its rows (``None``: it has none).
 _Shape = tuple[int, int | None, int | None, int | None]
-#: Each ledger shape met (its column names) -> its ``_Shape``, or ``None`` for another tool's table: a fleet has one
-#: or two shapes, decided once each.
-_SHAPES: dict[tuple[str, ...], _Shape | None] = {}
 #: The log's last row with the ledger table's text (its ``CREATE TABLE``, which names its columns).
 _LAST_LOG_AND_LEDGER = ("SELECT outcome, version, detail, action, (SELECT sql FROM member.sqlite_master WHERE type IN "
                         "('table', 'view') AND name = 'schema_migrations' COLLATE NOCASE) FROM "
                         "member.schema_migrations_log ORDER BY id DESC LIMIT 1")
-#: A ledger table's text -> the statement reading only the columns the fleet needs, and their places in it (as
-#: ``_SHAPES``), or ``None`` for another tool's table. Decided by the first file of each text, from its columns.
+#: A ledger table's text -> the statement reading only the columns the fleet needs and their places in it, or
+#: ``None`` for another tool's table. Decided by the first file of each text, from its columns.
 _BY_TABLE: dict[str, tuple[str, _Shape] | None] = {}
 
 
-def _shape(names: tuple[str, ...]) -> _Shape | None:
+def _shape(names: list[str]) -> _Shape | None:
     columns = [name.lower() for name in names]
     if not SEED_COLUMNS <= set(columns) <= KNOWN_COLUMNS:  # as ``Ledger`` decides it (Rails' lone version too)
         return None
@@ -543,15 +529,12 @@ def _shape(names: tuple[str, ...]) -> _Shape | None:
 
 
 def _ledger_rows(cursor: sqlite3.Cursor, path: str, checksums: dict[str, str] | None = None) -> QuickReading | None:
-    """``schema_migrations`` as ``Ledger.applied_migrations`` reads it, and the log's last row; ``None``
-    without a ledger.
+    """``schema_migrations`` as ``Ledger.applied_migrations`` reads it, and the log's last row; ``None`` without one.
 
-    The columns decide the shape check (another tool's table is refused) and
-    which rows are rolled back by APM's framework or notes, as ``Ledger``
-    decides them. The log's last row comes with the ledger table's text: a
-    text met before says which columns the table has, and only the four
-    needed are read (each column read costs about what a statement does);
-    otherwise every column is, and the text is remembered.
+    The columns decide the shape check (another tool's table is refused) and which rows are rolled back by
+    APM's framework or notes, as ``Ledger`` decides them. The log's last row comes with the ledger table's text:
+    a text met before says the table's columns, and only the four needed are read (each column read costs about
+    what a statement does); otherwise every column is, and the text is remembered.
     """
     try:
         last = cursor.execute(_LAST_LOG_AND_LEDGER).fetchall()  # all, not one: an open statement keeps the file
@@ -563,10 +546,8 @@ def _ledger_rows(cursor: sqlite3.Cursor, path: str, checksums: dict[str, str] | 
     if last and table is None:
         return None  # a log without a ledger: nothing applied
     log = (str(last[0][0]), str(last[0][1]), last[0][2], str(last[0][3])) if last else None
-    known = _BY_TABLE.get(table) if table is not None else None
-    if known is not None:
-        statement, shape = known
-        rows = cursor.execute(statement).fetchall()
+    if (known := _BY_TABLE.get(table) if table is not None else None) is not None:
+        shape, rows = known[1], cursor.execute(known[0]).fetchall()
     else:
         try:
             cursor.execute(_LEDGER)
@@ -574,12 +555,8 @@ def _ledger_rows(cursor: sqlite3.Cursor, path: str, checksums: dict[str, str] | 
             if "no such table" in str(exc):
                 return None
             raise
-        names = tuple(map(_FIRST, cursor.description))
-        try:
-            found = _SHAPES[names]
-        except KeyError:
-            found = _SHAPES[names] = _shape(names)
-        if table is not None and table not in _BY_TABLE:
+        found = _shape(names := [d[0] for d in cursor.description])
+        if table is not None:
             _BY_TABLE[table] = _narrow(found)
         if found is None:
             raise ForeignLedger(Path(path), sorted(name.lower() for name in names), sorted(KNOWN_COLUMNS))
