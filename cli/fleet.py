@@ -145,10 +145,10 @@ def jobs_of(jobs: int | None) -> int:
 def table(rows: list[list], headers: list[str]) -> str:
     """tabulate's ``simple`` layout, written directly: a thousand rows through tabulate cost more than reading
     a thousand ledgers (docs/performance.md)."""
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in cells)])
+    cells = [list(map(str, row)) for row in rows]
+    widths = [max(map(len, column)) for column in zip(headers, *cells)]
+    line = "  ".join(f"{{:<{width}}}" for width in widths).format  # one format per row, not a join of ljusts
+    return "\n".join([line(*headers).rstrip(), "  ".join("-" * w for w in widths), *(line(*r).rstrip() for r in cells)])
 
 
 # --------------------------------------------------------------------------
@@ -243,9 +243,9 @@ def status_command(ctx: click.Context, globs: tuple[str, ...], lists: tuple[str,
     if as_json:
         emit_json(result.to_json())
     else:
-        read = lambda s, count: count if s.applied_versions is not None else "-"  # noqa: E731 (unread: unknown, not 0)
-        rows = [[s.member.display, s.shown_state, read(s, s.applied), read(s, s.pending), ", ".join(s.heads) or "-",
-                 s.last_applied_at or "-", _note(s)] for s in result.members]
+        rows = [[s.member.display, s.shown_state, *((str(s.applied), str(s.pending)) if s.applied_versions is not None
+                                                     else ("-", "-")),  # unread: unknown, not 0
+                 ", ".join(s.heads) or "-", s.last_applied_at or "-", _note(s)] for s in result.members]
         echo(table(rows, ["database", "state", "applied", "pending", "head", "last applied at", "note"]))
         if checker is not None:
             for s in result.members:
@@ -263,8 +263,8 @@ def status_command(ctx: click.Context, globs: tuple[str, ...], lists: tuple[str,
 
 def _note(status) -> str:
     """The row's note: why it is in its state, and the applied files edited since they ran."""
-    edited = f"file changed since applied: {', '.join(status.edited)}" if status.edited else ""
-    return "; ".join(part for part in (status.error, edited) if part)
+    edited = status.edited and f"file changed since applied: {', '.join(status.edited)}"
+    return f"{status.error}; {edited}" if status.error and edited else status.error or edited or ""
 
 
 def _clear_line() -> None:

@@ -116,14 +116,8 @@ def member(db: str, *, cwd: Path | str | None = None) -> Member:
     if on_server(text):
         url, schema = split_schema(text)
         return Member(text, tenant_url(url, schema) if schema else url, schema, identity=connection_identity(url))
-    path = os.path.normpath(os.path.join(cwd or os.getcwd(), os.path.expanduser(text)))
-    try:
-        # One stat instead of realpath's walk over every folder: a symlink and its target share an inode.
-        found = os.stat(path)
-        identity: object = (found.st_dev, found.st_ino)
-    except OSError:
-        identity = os.path.realpath(path)
-    return Member(text, path, identity=identity)
+    real = os.path.normpath(os.path.join(cwd or os.getcwd(), os.path.expanduser(text)))
+    return Member(text, real, identity=_identity(real))
 
 
 def discover(
@@ -192,13 +186,61 @@ def _globbed(pattern: str, source: str, cwd: Path) -> list[Member]:
     if on_server(pattern):  # a URL in a config's fleet list is a member, not a pattern
         return [member(pattern, cwd=cwd)]
     expanded = os.path.expanduser(pattern)
-    matches = sorted(globbing.glob(expanded, root_dir=cwd, recursive=True))
     folder = os.fspath(cwd)  # once: joining a Path converts it for every match
-    members = [member(path, cwd=folder) for path in matches]
+    head, tail = _literal_tail(expanded)
+    if tail:
+        members = _matched_with_tail(head, tail, folder)
+    else:
+        members = [_found(path, folder) for path in sorted(globbing.glob(expanded, root_dir=folder, recursive=True))]
     if not members:
         raise EmptyPattern(source, pattern, "matches no database" + (
             f" (relative to {folder})" if not os.path.isabs(expanded) else ""))
     return members  # a folder the pattern matches is kept: its row says it is not a database
+
+
+def _literal_tail(pattern: str) -> tuple[str, str]:
+    """``pattern`` as (its part up to the last component with a wildcard, the plain components after it):
+    ``projects/*/.aipm/data/aipm.db`` is ``projects/*`` and ``.aipm/data/aipm.db``. No tail (``""``) where the
+    split would not match what glob matches: a recursive ``**`` (it also matches no folder at all), a tail with
+    an empty component (``//``, a trailing ``/``: glob then wants folders), or no wildcard before the tail."""
+    parts = pattern.split(os.sep)
+    last = max((index for index, part in enumerate(parts) if globbing.has_magic(part)), default=-1)
+    if last < 0 or last == len(parts) - 1 or "**" in pattern or "" in parts[last + 1:]:
+        return pattern, ""
+    return os.sep.join(parts[:last + 1]), os.sep.join(parts[last + 1:])
+
+
+def _matched_with_tail(head: str, tail: str, folder: str) -> list[Member]:
+    """What ``glob(head/tail)`` matches, as members, for a plain ``tail``: ``head`` globbed, then each match's
+    ``tail`` looked up with the one ``stat`` a member needs anyway (its identity), where glob would ask the
+    file system about every folder of the tail first (three ``lstat`` a project's database)."""
+    found = []
+    for path in sorted(os.path.join(match, tail) for match in globbing.glob(head, root_dir=folder)):  # as glob sorts
+        real = os.path.normpath(os.path.join(folder, path))
+        identity = _identity(real, matched=True)
+        if identity is not None:
+            found.append(Member(path, real, identity=identity))
+    return found
+
+
+def _found(path: str, folder: str) -> Member:
+    """A file glob found: never a URL (the file system named it) and never ``~``-expanded again."""
+    real = os.path.normpath(os.path.join(folder, path))
+    return Member(path, real, identity=_identity(real))
+
+
+def _identity(real: str, *, matched: bool = False) -> object:
+    """What makes two spellings of the file ``real`` one member: its (device, inode), or its real path where it
+    cannot be read. With ``matched``, ``None`` where glob would not match it (glob keeps what ``lexists`` finds,
+    a dangling symlink too)."""
+    try:
+        # One stat instead of realpath's walk over every folder: a symlink and its target share an inode.
+        found = os.stat(real)
+        return found.st_dev, found.st_ino
+    except OSError:
+        if matched and not os.path.lexists(real):
+            return None
+        return os.path.realpath(real)
 
 
 def _listed(path: Path, cwd: Path) -> list[Member]:

@@ -23,7 +23,6 @@ its state (``locked``, ``not a database``...) and a one-line reason.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -254,6 +253,8 @@ class MemberStatus:
     def also(self) -> tuple[str, ...]:
         """The states beside ``state`` that need attention too: a row has one state (the one whose fix comes
         first: drift before migrating, a failed step's before the rest), and these keep the others visible."""
+        if not (self.pending or self.differences):
+            return ()  # most rows of a fleet: asked for each row, its JSON and the summary
         found = []
         if self.pending and self.state in (DRIFTED, DRIFT_UNCHECKED, AHEAD):  # failed: its retry applies them
             found.append(BEHIND)
@@ -264,7 +265,10 @@ class MemberStatus:
     @property
     def shown_state(self) -> str:
         """``behind 3`` rather than ``behind``, ``drifted, behind 3`` for both: what the table shows."""
-        shown = [f"{BEHIND} {self.pending}" if state == BEHIND else state for state in (self.state, *self.also)]
+        also = self.also
+        if not (also or self.lock_timeout):
+            return f"{BEHIND} {self.pending}" if self.state == BEHIND else self.state
+        shown = [f"{BEHIND} {self.pending}" if state == BEHIND else state for state in (self.state, *also)]
         return ", ".join(shown) + (" (lock timeout)" if self.lock_timeout else "")
 
     def to_json(self) -> dict[str, Any]:
@@ -317,6 +321,8 @@ class FleetStatus:
         counted once, under its state, and what else holds for some of them in parentheses."""
         extra: dict[str, dict[str, int]] = {}
         for status in self.members:
+            if not (status.pending or status.differences or status.lock_timeout):
+                continue  # nothing beside its state (``also``): most rows
             for note in [f"also {state}" for state in status.also] + ["on a lock timeout"] * status.lock_timeout:
                 extra.setdefault(status.state, {}).setdefault(note, 0)
                 extra[status.state][note] += 1
@@ -335,9 +341,14 @@ class Comparison:
         self.catalog = catalog
         self._cache: dict[frozenset[str], tuple[int, tuple[str, ...], tuple[str, ...], str | None]] = {}
         self._edited: dict[frozenset[tuple[str, str]], tuple[str, ...]] = {}
+        self._checksums: dict[str, str] | None = None
 
     def edited(self, checksums: dict[str, str]) -> tuple[str, ...]:
         """The applied versions whose file's checksum is not the one recorded (once per distinct ledger)."""
+        if self._checksums is None:
+            self._checksums = {migration.version: migration.checksum for migration in self.catalog}
+        if checksums.items() <= self._checksums.items():
+            return ()  # each version the catalog's own, with its file's checksum: the common ledger, one C-level test
         key = frozenset(checksums.items())
         found = self._edited.get(key)
         if found is None:
@@ -424,15 +435,15 @@ def member_status(candidate: Member, comparison: Comparison, *, busy_timeout: fl
         return MemberStatus(candidate, unreadable.state, error=candidate.named(str(unreadable)))
     applied = frozenset(reading.entries)
     pending, heads, unknown, refusal = comparison.of(applied)
-    times = [str(at) for at in reading.entries.values() if at]
-    status = MemberStatus(candidate, UP_TO_DATE, applied=len(applied), pending=pending, heads=heads,
-                          last_applied_at=max(times) if times else None, applied_versions=applied,
-                          unknown=unknown, objects=reading.objects, edited=comparison.edited(reading.checksums))
+    status = MemberStatus(candidate, UP_TO_DATE, len(applied), pending, heads,
+                          max(map(str, filter(None, reading.entries.values())), default=None),
+                          applied_versions=applied, unknown=unknown, objects=reading.objects,
+                          edited=comparison.edited(reading.checksums))
     if _failure_stands(reading.last_log, applied, comparison):
         assert reading.last_log is not None  # _failure_stands says so; mypy cannot see through the call
         outcome, version, detail, action = reading.last_log
         status.state, status.error = FAILED, f"{version} failed: {first_line(detail) or 'no detail recorded'}"
-        if _LOCK_TIMEOUT.search(detail or ""):
+        if any(words in (detail or "") for words in _LOCK_TIMEOUT):
             status.lock_timeout = True
             inside = version in comparison.catalog and comparison.catalog.get(version).transactional
             status.error = (f"{version} stopped on a lock timeout, " + (
@@ -474,7 +485,7 @@ def _failure_stands(last_log: tuple[str, str, str | None, str] | None, applied: 
 #: A log row's detail for a step that could not get a lock in time: ``StepLocked``'s words ("could not get its
 #: lock within the lock timeout (...)", "lock timeout (...) on attempt 1 of 3") or the server's own for SQLSTATE
 #: 55P03 (a timeout, or NOWAIT).
-_LOCK_TIMEOUT = re.compile(r"lock timeout \(|due to lock timeout|could not obtain lock on")
+_LOCK_TIMEOUT = ("lock timeout (", "due to lock timeout", "could not obtain lock on")
 
 
 def count_states(statuses: Iterable[MemberStatus]) -> dict[str, int]:

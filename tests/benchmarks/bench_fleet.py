@@ -7,6 +7,7 @@ Run from the repository root:
     python tests/benchmarks/bench_fleet.py --linear 10     # also status over 10 x --dbs databases
     python tests/benchmarks/bench_fleet.py --before /path/to/other/venv/bin/apm   # before/after, alternated
     python tests/benchmarks/bench_fleet.py --before BASE --after NEW   # two wrappers started the same way
+    python tests/benchmarks/bench_fleet.py --no-migrate    # only (a) and (c): status and drift
 
 Every figure is a whole process (the installed ``apm``, as a user runs it, and
 ``python`` for the baselines), alternated with its baseline, median of the runs:
@@ -180,6 +181,7 @@ def main() -> None:
     parser.add_argument("--after", metavar="APM", default=str(APM),
                         help="the apm timed as this tree's [the installed one]; a wrapper such as "
                              "'PYTHONPATH=tree python -m cli.main' starts as --before's does")
+    parser.add_argument("--no-migrate", action="store_true", help="skip (b), the longest: status and drift only")
     args = parser.parse_args()
     if not APM.exists():
         raise SystemExit("the apm console script is not installed next to this Python (pip install -e .)")
@@ -217,6 +219,8 @@ def main() -> None:
             line("    before: --drift vs status", median(samples[1]), median(samples[3]), 2.0)
 
         # (b) migrate --jobs 2, one small pending migration each
+        if args.no_migrate:
+            print(f"    load average now: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
         catalog = folder / "catalog"
         from planner.catalog import shipped_catalog_dir
 
@@ -225,12 +229,13 @@ def main() -> None:
         fleet = [args.after, "--migrations-dir", str(catalog), "fleet", "migrate", "--glob", PATTERN, "--jobs", "2",
                  "--journal-dir", str(folder / "journals")]
         raw = [sys.executable, "-c", MIGRATE_LOOP, PATTERN]
-        base, ours, *before = alternate(args.runs, timed(raw, fresh=True),
-                                        *(timed(c, fresh=True) for c in compared(fleet, args.before)))
-        line(f"(b) fleet migrate --jobs 2, {args.dbs} databases, 1 pending", median(ours), median(base), 1.3,
-             median(before[0]) if before else None)
-        cpu_line(ours, base, before[0] if before else None)
-        print(f"    load average now: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        if not args.no_migrate:
+            base, ours, *before = alternate(args.runs, timed(raw, fresh=True),
+                                            *(timed(c, fresh=True) for c in compared(fleet, args.before)))
+            line(f"(b) fleet migrate --jobs 2, {args.dbs} databases, 1 pending", median(ours), median(base), 1.3,
+                 median(before[0]) if before else None)
+            cpu_line(ours, base, before[0] if before else None)
+            print(f"    load average now: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
         if args.linear > 1:
             make_fleet(folder, template, args.dbs)
