@@ -251,6 +251,11 @@ def test_a_preview_reads_the_applied_set_once_under_its_write_lock(tmp_path: Pat
     assert outcome == "applied" and applied(path) == ["0001", "0002", "0003"]
     begin = statements.index("BEGIN IMMEDIATE")
     locked = statements[begin:]
+    # The reading ahead is one read transaction: the shared lock (and SQLite's look for a hot journal and a WAL
+    # file) taken once for data_version, the shape and the rows, which are then of one moment.
+    ahead = statements[statements.index("BEGIN"):statements.index("COMMIT") + 1]
+    assert ahead[1] == "PRAGMA data_version" and statements.index("COMMIT") < begin, ahead
+    assert [s for s in ahead if s.startswith("SELECT version")], ahead
     # The ledger read to plan again inside the lock is the applied set its steps check: nothing else can commit
     # until COMMIT, so the versions are not asked again. And the fleet read it on the same connection just
     # before (``read_ahead``): while data_version says no other connection committed since, that reading is

@@ -406,8 +406,15 @@ class Executor(MarksThroughSessions):
         self.release()
         conn = connect(self.path, busy_timeout=self.busy_timeout)
         try:
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
-            entries, complete = Ledger(conn).applied_and_complete()
+            # One read transaction: each statement read alone takes and lets go of the shared lock, and SQLite
+            # looks for a hot journal and a WAL file each time it takes it (a dozen system calls a statement).
+            conn.execute("BEGIN")
+            try:
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                entries, complete = Ledger(conn).applied_and_complete()
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
         except BaseException:
             conn.close()
             raise
