@@ -209,11 +209,13 @@ def _user_only(url: str) -> str:
 
 
 def database_name(db: str) -> str:
-    """The database a connection string names (for backup file names); ``postgres`` when it names none."""
+    """The database a connection string names, read from its text alone (``database_of`` asks libpq's rules,
+    service files and the environment too); ``postgres`` when it names none. A URL's ``?dbname=`` wins over
+    its path, as in libpq and ``connection_identity``."""
     text = str(db)
     if text.lower().startswith(_SCHEMES):
         parts = urlsplit(_user_only(text))  # a '#' of the password is no fragment
-        name = unquote(parts.path.lstrip("/")) or parse_qs(parts.query).get("dbname", [""])[0]
+        name = parse_qs(parts.query).get("dbname", [""])[0] or unquote(parts.path.lstrip("/"))
         return name or unquote(parts.username or "") or "postgres"
     match = re.search(r"\bdbname\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", text)
     if match:

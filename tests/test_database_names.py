@@ -89,3 +89,12 @@ def test_an_unreachable_server_is_named_without_its_password():
         engine.applied()
     assert SECRET not in str(raised.value) and SECRET not in (raised.value.database or "")
     assert "app:***@127.0.0.1:9/apm" in raised.value.database
+
+
+def test_a_urls_dbname_in_its_query_names_the_database_as_libpq_reads_it() -> None:
+    """The text-only reading agrees with libpq and ``connection_identity``: ``?dbname=`` wins over the path."""
+    from planner.urls import database_name
+
+    assert database_name("postgresql://u@/other?dbname=live&host=/sock") == "live"
+    assert database_name("postgresql://u@/app?host=/sock") == "app"
+    assert database_name("postgresql://u@/?host=/sock") == "u"
