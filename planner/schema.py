@@ -603,29 +603,13 @@ class DriftUnchecked(PlanError):
     def __init__(self, database: str, reason: str):
         #: Why, said once (a fleet's note shows this alone): ``the replay of its applied migrations in a
         #: scratch database failed: migration 0030 failed during apply: TypeError: ...``.
-        self.database, self.reason = database, _replay_words(reason)
+        self.database, self.reason = database, reason
         super().__init__(f"drift of {database} cannot be checked: {self.reason}; nothing was changed")
-
-
-#: How a replay's failure was said (by an engine's drift, or the runner's own words about its scratch plan).
-_REPLAY_FAILED = re.compile(r"^replaying the applied migrations failed: (?P<cause>.*?)"
-                            r"(?:; (?:the whole plan|its changes|its step) (?:was|were) rolled back"
-                            r"(?: \(nothing was committed\))?)?(?:; nothing was changed)*$")
 
 
 def replay_failed(cause: str) -> str:
     """Why drift cannot be checked when the replay failed: ``cause``, one line, said as what failed."""
     return f"the replay of its applied migrations in a scratch database failed: {cause}"
-
-
-def _replay_words(reason: str) -> str:
-    """A replay's failure said once, as what it is: the replay of the migrations in a scratch database
-    failed (its one-line cause). The runner's "the whole plan was rolled back" is about that scratch database,
-    and read as if the user's database had been touched; nothing of the user's database is changed by drift."""
-    failed = _REPLAY_FAILED.match(reason)
-    if failed is None:
-        return reason
-    return replay_failed(failed.group("cause"))
 
 
 @dataclass(frozen=True)

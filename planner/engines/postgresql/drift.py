@@ -42,7 +42,7 @@ from planner.events import StepFinished
 from planner.ledger import LOG_TABLE, TABLE
 from planner.plan import APPLY, Plan, Step
 from planner.schema import Schema
-from planner.schema import Difference, DriftUnchecked, Replay, compare
+from planner.schema import Difference, DriftUnchecked, Replay, compare, replay_failed
 from planner.urls import redact
 
 if TYPE_CHECKING:
@@ -116,7 +116,9 @@ def _replay(engine: Any, catalog: Catalog, applied: frozenset[str], ledger: str,
         try:
             scratch.runner(catalog=catalog, create=True).migrate(lambda _ledger: plan, on_event=note, plan=plan)
         except Exception as error:
-            raise DriftUnchecked(engine.display, f"replaying the applied migrations failed: {_first(error)}") \
+            # What failed, without the runner's "its changes were rolled back": that was the scratch database's.
+            failure = getattr(error, "failure", None)
+            raise DriftUnchecked(engine.display, replay_failed(redact(failure) if failure else _first(error))) \
                 from None
         with scratch.session() as conn:
             made = read_schema(conn, ledger)
