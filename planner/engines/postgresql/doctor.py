@@ -4,8 +4,9 @@ What SQLite's doctor reads from the file, this reads from the server, in a
 read-only session (``default_transaction_read_only``): the ledger tables in
 the ledger schema and their columns, the ledger against the catalog
 (``planner.lint.history_findings``), interrupted ``transactional = False``
-steps (the log's ``started`` rows, ``planner.outside``) and the
-newest ``pg_dump`` backup in the backup folder. There is no integrity or
+steps (the log's ``started`` rows, ``planner.outside``), the drift scratch
+databases left on the server (``planner.engines.postgresql.drift`` reads
+their names) and the newest ``pg_dump`` backup in the backup folder. There is no integrity or
 foreign-key scan to run: the server keeps its pages and enforces every
 foreign key itself, which one ``info`` finding says. An unreachable server
 or a missing database is raised (``DatabaseUnreachable``, exit 6), not a
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.engines.postgresql.backup import dump_stem, list_dumps
+from planner.engines.postgresql.drift import ScratchDatabase, scratch_databases
 from planner.engines.postgresql.ledger import PgLedger, lock_key, quote
 from planner.errors import CatalogError, ForeignLedger
 from planner.findings import Remedy, age_text, size_text
@@ -49,6 +51,7 @@ def diagnose_postgres(engine: Any, catalog_dir: Path | str, backup_dir: Path | N
             findings.extend(findings_for([(v, a, str(at)[:19], detail) for v, a, at, detail in rows]))
             findings.extend(_timeouts(conn.execute(_TIMEOUTS.format(log=log)).fetchall()))
         findings.extend(_invalid_indexes(conn))
+        findings.extend(_scratch(found) for found in scratch_databases(conn) if found.whose != "running")
         latest = conn.execute(f"SELECT action, detail FROM {quote(schema)}.{LOG_TABLE} ORDER BY id DESC LIMIT 1"
                               ).fetchone() if LOG_COLUMNS <= columns.get(LOG_TABLE, set()) else None
     findings.append(Finding(
@@ -117,6 +120,34 @@ def _invalid_indexes(conn: Any) -> list[Finding]:
         f"index {schema}.{name} is invalid (a CREATE INDEX CONCURRENTLY that failed or was stopped): the server "
         f"keeps it up to date but never uses it, and CREATE INDEX ... IF NOT EXISTS skips it",
         Remedy("rebuild-invalid-index", (f"{quote(schema)}.{quote(name)}",)), "database") for schema, name in rows]
+
+
+#: Whose a scratch database is, as its name tells (``planner.engines.postgresql.drift.Whose``).
+_WHOSE = {
+    "gone": "on this machine whose process ({pid}) is gone, killed before it could drop it; the next drift check "
+            "from this machine against this server drops it",
+    "other-host": "on another machine (process {pid} there) and not dropped",
+    "older-release": "of an older apm (process {pid}, on a machine the name does not say) and not dropped",
+}
+
+
+def _scratch(found: ScratchDatabase) -> Finding:
+    """A scratch database a drift check made and did not drop (disk space on the server for good), unless a
+    session is connected to it: then a drift may be replaying in it, and dropping it would fail that drift."""
+    name = quote(found.name)
+    what = (f"database {name} is a scratch database made by a drift check "
+            + _WHOSE[found.whose].format(pid=found.pid) if found.whose in _WHOSE else
+            f"database {name} is named as a drift check's scratch database, but not in the form apm gives one, so "
+            f"the name does not say whose")
+    if found.sessions:
+        named = ", ".join(f'"{application}"' for application in found.applications)
+        return Finding(INFO, "drift-scratch-database", None,
+                       f"{what}; {found.sessions} session(s) are connected to it now"
+                       f"{f' (application {named})' if named else ''}, so it may be in use: leave it; once no "
+                       f"session is connected, doctor gives the statement that drops it", None, "database")
+    return Finding(WARNING, "drift-scratch-database", None,
+                   f"{what}; no session is connected to it, so nothing is using it now",
+                   Remedy.line(f"DROP DATABASE {name} WITH (FORCE)"), "database")
 
 
 class _Undo(Exception):

@@ -8,7 +8,8 @@ itself. It is reached from the parsed connection string (``on_database``),
 never by editing the URL's text, and the replay runs only once
 ``current_database()`` says it is there: a ``?dbname=`` or a ``#`` in a
 password once sent it into the live database. One a killed drift left is
-dropped by the next drift on the same host (``_drop_abandoned``). The role
+dropped by the next drift on the same host (``_drop_abandoned``); every one
+left, of any host, is reported by the doctor (``scratch_databases``). The role
 therefore needs ``CREATEDB``; without it, drift is not checked and the row
 says so. A tenant whose schema is not made yet has nothing to compare. A tenant schema (``postgresql://.../db#tenant``)
 is replayed into the same schema name, and only that schema's objects of
@@ -32,8 +33,8 @@ import re
 import secrets
 import socket
 from collections.abc import Hashable, Iterable
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 from planner.backups import running
 from planner.engines.postgresql.connection import on_database, server_identity
@@ -165,25 +166,69 @@ def _only(found: Schema, owned: set[str], *, extensions: bool) -> Schema:
 
 #: Scratch databases are ``apm_drift_<host>_<pid>_<random>``: ``<host>`` (``_HOST``) says which machine's process
 #: made one, so a later drift there can tell one whose process is gone (killed during its replay) from one in use.
+#: Releases before the host was named made ``apm_drift_<pid>_<random>`` (``_OLDER``).
 _PREFIX = "apm_drift_"
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 _SCRATCH = re.compile(rf"^{_PREFIX}([0-9a-f]{{8}})_(\d+)_[0-9a-f]{{8}}$")
+_OLDER = re.compile(rf"^{_PREFIX}(\d+)_[0-9a-f]{{8}}$")
+
+#: Whose a scratch database is, as far as its name tells: this host's drift still running (or this process's),
+#: this host's whose process is gone, another host's, an older release's (no host in the name), or a name of the
+#: prefix in no form apm makes.
+Whose = Literal["running", "gone", "other-host", "older-release", "unknown"]
+
+
+@dataclass(frozen=True)
+class ScratchDatabase:
+    """A database on the server named as a drift's scratch database, and who is connected to it now."""
+
+    name: str
+    whose: Whose
+    #: The process (on the machine that made it) named in it, when the name has one.
+    pid: int | None
+    #: The client sessions connected to it now (``pg_stat_activity``), and their application names.
+    sessions: int
+    applications: tuple[str, ...]
+
+
+def scratch_databases(conn: Any) -> list[ScratchDatabase]:
+    """Every database of ``conn``'s server whose name starts as a scratch database's, whoever made it.
+
+    The one reading of the names: what the next drift here drops (``_drop_abandoned``) and what
+    ``apm migrate doctor`` reports are told apart by it, never by a second copy of the pattern.
+    """
+    rows = conn.execute(
+        "SELECT d.datname, count(a.pid), coalesce(array_agg(DISTINCT a.application_name) FILTER (WHERE "
+        "a.application_name <> ''), '{}') FROM pg_database d LEFT JOIN pg_stat_activity a ON a.datid = d.oid "
+        "AND a.backend_type = 'client backend' WHERE starts_with(d.datname, %s) GROUP BY d.datname ORDER BY 1",
+        (_PREFIX,)).fetchall()
+    return [ScratchDatabase(name, *_whose(name), sessions, tuple(applications))
+            for name, sessions, applications in rows]
+
+
+def _whose(name: str) -> tuple[Whose, int | None]:
+    if match := _SCRATCH.match(name):
+        pid = int(match.group(2))
+        if match.group(1) != _HOST:
+            return "other-host", pid
+        # A pid another process took since reads as running: never dropped (nor reported) while that one runs.
+        return ("running" if pid == os.getpid() or running(pid) else "gone"), pid
+    if match := _OLDER.match(name):
+        return "older-release", int(match.group(1))
+    return "unknown", None
 
 
 def _drop_abandoned(conn: Any) -> list[str]:
     """Drop the scratch databases this host's killed drift runs left (``kill -9`` skips the ``finally``); the
     names dropped. Another host's, a live process's and an older release's (no host in the name) stay: their
-    owner may still be replaying (docs/many-databases.md says how to drop those by hand)."""
+    owner may still be replaying (``apm migrate doctor`` reports them with the statement that drops them)."""
     dropped = []
-    rows = conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (_PREFIX,)).fetchall()
-    for (datname,) in rows:
-        match = _SCRATCH.match(datname)
-        if match is None or match.group(1) != _HOST or int(match.group(2)) == os.getpid() \
-                or running(int(match.group(2))):
+    for scratch in scratch_databases(conn):
+        if scratch.whose != "gone":
             continue
         with contextlib.suppress(Exception):  # another role's, or dropped by a drift beside us: not ours to fail on
-            conn.execute(f'DROP DATABASE IF EXISTS "{datname}" WITH (FORCE)')
-            dropped.append(datname)
+            conn.execute(f'DROP DATABASE IF EXISTS "{scratch.name}" WITH (FORCE)')
+            dropped.append(scratch.name)
     return dropped
 
 
