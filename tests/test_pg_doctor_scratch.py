@@ -72,7 +72,7 @@ def _doctor(url: str, catalog: Path, cwd: Path) -> tuple[int, dict[str, dict], s
     found: dict[str, dict] = {}
     for finding in report["findings"]:
         if finding["code"] == "drift-scratch-database" and TAG in finding["message"]:
-            name = finding["message"].split(" is ", 1)[0].removeprefix("database ")
+            name = finding["message"].split(" (owner ", 1)[0].removeprefix("database ")
             assert name.startswith('"') and name.endswith('"') and name not in found, finding
             found[name[1:-1].replace('""', '"')] = finding
     text = run_apm("--migrations-dir", str(catalog), "migrate", "doctor", "--db", url, cwd=cwd)
@@ -119,12 +119,15 @@ def test_doctor_reports_each_scratch_database_left_and_drops_none(pg_server, pg_
             assert finding["fix"] == statement, finding
             assert f"fix: {statement}" in text, text
             assert "no session is connected to it" in finding["message"], finding
-        assert f'database "{gone}" is a scratch database made by a drift check on this machine' in found[gone]["message"]
+        assert (f'database "{gone}" (owner "apm") is a scratch database made by a drift check on this machine'
+                in found[gone]["message"]), found[gone]
         assert f"whose process ({dead}) is gone, killed before it could drop it" in found[gone]["message"], found[gone]
-        assert "the next drift check from this machine against this server drops it" in found[gone]["message"]
+        assert ('the next drift check from this machine against this server as role "apm" (its owner) or a '
+                'superuser drops it') in found[gone]["message"], found[gone]
         assert f"a drift check on another machine (process {dead} there) and not dropped" in found[other]["message"], found[other]
         assert f"a drift check of an older apm (process {dead}, on a machine" in found[older]["message"], found[older]
         assert "not in the form apm gives one" in found[by_hand]["message"], found[by_hand]
+        assert "make sure nothing in it is kept on purpose" in found[by_hand]["message"], found[by_hand]
         assert 'database "apm_drift_copy ""' in found[by_hand]["message"], found[by_hand]
         assert _databases(admin) == before  # read-only: nothing was dropped
 

@@ -125,7 +125,7 @@ def _invalid_indexes(conn: Any) -> list[Finding]:
 #: Whose a scratch database is, as its name tells (``planner.engines.postgresql.drift.Whose``).
 _WHOSE = {
     "gone": "on this machine whose process ({pid}) is gone, killed before it could drop it; the next drift check "
-            "from this machine against this server drops it",
+            "from this machine against this server as role {owner} (its owner) or a superuser drops it",
     "other-host": "on another machine (process {pid} there) and not dropped",
     "older-release": "of an older apm (process {pid}, on a machine the name does not say) and not dropped",
 }
@@ -134,11 +134,11 @@ _WHOSE = {
 def _scratch(found: ScratchDatabase) -> Finding:
     """A scratch database a drift check made and did not drop (disk space on the server for good), unless a
     session is connected to it: then a drift may be replaying in it, and dropping it would fail that drift."""
-    name = quote(found.name)
-    what = (f"database {name} is a scratch database made by a drift check "
-            + _WHOSE[found.whose].format(pid=found.pid) if found.whose in _WHOSE else
-            f"database {name} is named as a drift check's scratch database, but not in the form apm gives one, so "
-            f"the name does not say whose")
+    name, owner = quote(found.name), quote(found.owner)
+    what = (f"database {name} (owner {owner}) is a scratch database made by a drift check "
+            + _WHOSE[found.whose].format(pid=found.pid, owner=owner) if found.whose in _WHOSE else
+            f"database {name} (owner {owner}) is named as a drift check's scratch database, but not in the form "
+            f"apm gives one, so the name does not say whose: make sure nothing in it is kept on purpose")
     if found.sessions:
         named = ", ".join(f'"{application}"' for application in found.applications)
         return Finding(INFO, "drift-scratch-database", None,

@@ -186,6 +186,8 @@ class ScratchDatabase:
     whose: Whose
     #: The process (on the machine that made it) named in it, when the name has one.
     pid: int | None
+    #: The role that owns it: only that role (or a superuser) may drop it.
+    owner: str
     #: The client sessions connected to it now (``pg_stat_activity``), and their application names.
     sessions: int
     applications: tuple[str, ...]
@@ -198,12 +200,12 @@ def scratch_databases(conn: Any) -> list[ScratchDatabase]:
     ``apm migrate doctor`` reports are told apart by it, never by a second copy of the pattern.
     """
     rows = conn.execute(
-        "SELECT d.datname, count(a.pid), coalesce(array_agg(DISTINCT a.application_name) FILTER (WHERE "
-        "a.application_name <> ''), '{}') FROM pg_database d LEFT JOIN pg_stat_activity a ON a.datid = d.oid "
-        "AND a.backend_type = 'client backend' WHERE starts_with(d.datname, %s) GROUP BY d.datname ORDER BY 1",
-        (_PREFIX,)).fetchall()
-    return [ScratchDatabase(name, *_whose(name), sessions, tuple(applications))
-            for name, sessions, applications in rows]
+        "SELECT d.datname, pg_get_userbyid(d.datdba), count(a.pid), coalesce(array_agg(DISTINCT "
+        "a.application_name) FILTER (WHERE a.application_name <> ''), '{}') FROM pg_database d LEFT JOIN "
+        "pg_stat_activity a ON a.datid = d.oid AND a.backend_type = 'client backend' "
+        "WHERE starts_with(d.datname, %s) GROUP BY d.datname, d.datdba ORDER BY 1", (_PREFIX,)).fetchall()
+    return [ScratchDatabase(name, *_whose(name), owner, sessions, tuple(applications))
+            for name, owner, sessions, applications in rows]
 
 
 def _whose(name: str) -> tuple[Whose, int | None]:
