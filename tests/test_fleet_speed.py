@@ -3,8 +3,9 @@
 ``apm fleet status`` attaches each file in turn to one scratch connection per
 thread: a brief lock held by another process is waited out, a file that could
 not be read leaves nothing behind for the next one, every file is let go once
-read, and threads read as one thread does. ``apm fleet migrate`` hands each
-worker its next database ahead of time: after a failure, none of those starts.
+read, and threads read as one thread does. In ``apm fleet migrate`` each
+worker takes its next database itself: after a failure, none takes another,
+and outcomes too long to write at once reach the command whole.
 Real SQLite files, real processes.
 """
 
@@ -100,7 +101,7 @@ def test_threads_read_a_fleet_as_one_thread_does(tmp_path: Path, catalog: Path) 
     assert [s.state for s in alone.members] == [UP_TO_DATE, "behind"] * 3
 
 
-def test_after_a_failure_no_database_handed_to_a_worker_ahead_of_time_starts(tmp_path: Path, catalog: Path) -> None:
+def test_after_a_failure_no_worker_starts_another_database(tmp_path: Path, catalog: Path) -> None:
     paths = fleet_of(tmp_path, catalog, 8)  # 0002 and 0003 pending, each sleeping first
     break_unique_index(paths[0])  # its 0002 fails after the sleep, while p01 runs beside it
     result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--jobs", "2", "--json",
@@ -108,8 +109,7 @@ def test_after_a_failure_no_database_handed_to_a_worker_ahead_of_time_starts(tmp
     assert result.returncode == 11, result.stdout + result.stderr
     rows = json.loads(result.stdout)["databases"]
     assert rows[0]["outcome"] == "failed"
-    # Only the database running beside the failure finished; each worker's next one (already handed over) and
-    # every later one did not start, and says why.
+    # Only the database running beside the failure finished; no worker took another, and each later one says why.
     started = [r for r in rows[1:] if r["outcome"] != "not started"]
     assert len(started) <= 1 and all(r["outcome"] == "applied" for r in started), rows
     assert all("failed, so no further database was started" in r["error"] for r in rows[1:] if r not in started)
@@ -200,10 +200,10 @@ def fleet_alone(tmp_path: Path, catalog: Path, path: Path) -> str:
     return result.stdout
 
 
-def test_databases_handed_over_ahead_are_told_as_started_only_as_workers_free_up(tmp_path: Path, catalog: Path,
-                                                                                  monkeypatch) -> None:
+def test_databases_are_told_as_started_only_as_workers_free_up(tmp_path: Path, catalog: Path, monkeypatch) -> None:
     """The events a library caller (and the progress line) hears: never more than ``jobs`` databases started and
-    not ended, though twice as many are handed to the workers; each started one ends once."""
+    not ended, though a worker may take its next database before the fleet command reads the previous one's
+    outcome; each started one ends once."""
     from planner.fleet.run import FleetRun, MemberStarted
     from planner.request import Request
 
@@ -385,10 +385,30 @@ def test_a_write_lock_this_process_holds_is_known_under_any_spelling_of_the_file
         holder.close()
 
 
+def test_outcomes_longer_than_one_pipe_write_reach_the_command_whole(tmp_path: Path, catalog: Path) -> None:
+    """Outcomes of at most ``PIPE_BUF`` bytes are written without the workers' lock (one write is never
+    interleaved with another); longer ones (here each step's SQL, ``--sql``) take it, and none is mixed up."""
+    from tests.conftest import write_migration
+
+    statements = [f"INSERT INTO notes_{n % 3} (body) VALUES ('{'x' * 40} {n}')" for n in range(200)]
+    write_migration(catalog, "0004", "Many notes", depends_on=("0003",), upgrade="".join(
+        f"conn.execute('CREATE TABLE notes_{n} (body TEXT)'); " for n in range(3)) + "; ".join(
+        f"conn.execute({sql!r})" for sql in statements))
+    paths = fleet_of(tmp_path, catalog, 6)
+    result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--jobs", "2", "--sql", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads(result.stdout)["databases"]
+    assert [r["outcome"] for r in rows] == ["applied"] * 6
+    for row in rows:
+        ran = row["sql"]["0004 apply"]
+        assert len(" ".join(ran).encode()) > 4096 and ran[3:] == statements, row["db"]
+    assert all(applied(p) == ["0001", "0002", "0003", "0004"] for p in paths)
+
+
 def test_a_worker_killed_mid_run_fails_what_was_in_flight_and_the_rest_resumes(tmp_path: Path, catalog: Path) -> None:
-    """The workers share one queue, whose lock a killed worker may hold: the command stops every worker, fails
-    the databases that were in flight (to be run again), starts nothing more, and ends; ``--resume`` then
-    finishes the fleet, each database consistent."""
+    """The workers share the lock under which each takes its next database, which a killed worker may hold: the
+    command stops every worker, fails the databases that were in flight (to be run again), starts nothing more,
+    and ends; ``--resume`` then finishes the fleet, each database consistent."""
     import signal
     import time
 

@@ -37,7 +37,6 @@ import os
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,7 +148,7 @@ class MemberOutcome:
 #: The catalog of a worker process: set before the fork and inherited, never pickled (nor loaded again).
 worker_catalog: Catalog | None = None
 #: Set once no further database may start (shared memory, inherited by the forked workers), and whether a failure
-#: sets it: a worker checks it before each database it takes, so one handed over ahead of time never starts late.
+#: sets it: a worker checks it before it takes each database.
 _worker_stop: Any = None
 _worker_stops_on_failure = True
 #: The members, the request and the confirmed loss of the run, inherited by the forked workers (``_worker``).
@@ -473,94 +472,117 @@ class FleetRun:
         global worker_catalog, _worker_stop, _worker_stops_on_failure, _worker_job
         _import_run_path(members[0], self.catalog)
         context = multiprocessing.get_context("fork")
+        jobs = min(self.jobs, len(members))
         # Inherited by the forked workers, never pickled: the catalog (loaded once), the members and the request.
-        # A database is handed over as its index on one queue and comes back, with its outcome, on another: no
-        # thread in this process, nothing but an index and an outcome pickled per database.
+        # A worker takes the next database itself (``_Board``); only its outcome comes back, with its index, on
+        # one pipe: nothing is handed over, and nothing but an outcome is pickled, per database.
         worker_catalog, _worker_stop = self.catalog, context.RawValue("b", 0)
         _worker_stops_on_failure = not self.continue_on_error
         _worker_job = (members, self.request, confirmed)
-        tasks = context.SimpleQueue()
-        results, sent = context.Pipe(duplex=False)  # sent by every worker, under one lock
-        lock = context.Lock()
-        workers = [context.Process(target=_worker, args=(tasks, (sent, lock), os.getpid()), daemon=True)
-                   for _ in range(min(self.jobs, len(members)))]
+        board = _Board(context, jobs)
+        results, sent = context.Pipe(duplex=False)
+        lock = context.Lock()  # for an outcome too long to be written at once (``_send``)
+        workers = [context.Process(target=_worker, args=(board, slot, (sent, lock), os.getpid()), daemon=True)
+                   for slot in range(jobs)]
         for worker in workers:
             worker.start()
         # One poll set for the whole run (``multiprocessing.connection.wait`` makes and fills one per call): the
-        # outcomes' pipe, and each worker's sentinel, ready when it has died.
+        # outcomes' pipe, and each worker's sentinel, ready when it has ended.
         watched = selectors.DefaultSelector()
         watched.register(results, selectors.EVENT_READ)
-        for worker in workers:
-            watched.register(worker.sentinel, selectors.EVENT_READ)
-        sentinels = {worker.sentinel for worker in workers}
+        alive: dict[Any, Any] = {worker.sentinel: worker for worker in workers}
+        for sentinel in alive:
+            watched.register(sentinel, selectors.EVENT_READ)
         outcomes: list[MemberOutcome] = []
-        waiting = deque(range(len(members)))
-        running: set[int] = set()
-        ahead: deque[int] = deque()  # handed over, not yet told as started: a worker takes the oldest as it frees up
+        told: set[int] = set()  # told as started
+        ended: set[int] = set()
+        shown = [-1] * jobs  # what each worker was last told to run: a worker runs one database at a time
+
+        def start(index: int, slot: int | None = None) -> None:
+            if index not in told:
+                told.add(index)
+                self._started(name, members[index])
+                if slot is not None:
+                    shown[slot] = index
+
+        def running() -> list[int]:
+            """The databases the workers run now, each told as started once: a worker's next only once its
+            previous one's outcome is read (it may have taken the next before this process read that)."""
+            for slot, index in enumerate(board.slots):
+                if index >= 0 and index not in ended and (shown[slot] < 0 or shown[slot] in ended):
+                    start(index, slot)
+            return [index for index in {*shown, *board.slots} if index >= 0 and index not in ended]
+
         try:
-            while waiting or running:
-                # Each worker has its next database handed over already (twice ``jobs`` in flight): no worker
-                # waits while this process journals an outcome and hands over the next.
-                while waiting and len(running) < 2 * self.jobs and self._stop is None:
-                    index = waiting.popleft()
-                    tasks.put(index)
-                    running.add(index)
-                    ahead.append(index)
-                while ahead and len(running) - len(ahead) < self.jobs:  # told as started: at most jobs at a time
-                    self._started(name, members[ahead.popleft()])
-                if not running:
-                    break
+            while alive:
                 try:
                     ready = {key.fileobj for key, _ in watched.select(timeout=0.2)}
                 except KeyboardInterrupt:
                     # The workers ignore Ctrl-C and finish their database; leaving now would lose their records.
                     self.stop()
                     continue
-                while results.poll():
-                    index, outcome = results.recv()
-                    running.discard(index)
-                    candidate = members[index]
-                    if outcome is None:  # handed over, but the run stopped before a worker took it
-                        if index in ahead:
-                            ahead.remove(index)  # never told as started: nothing to take back
-                        elif self.on_event is not None:
-                            self.on_event(MemberFinished(MemberOutcome(candidate, NOT_STARTED, error=self._stop)))
-                        continue
+                if results in ready:
+                    slot, index, outcome = results.recv()
                     if isinstance(outcome, str):  # what the worker raised
-                        outcome = MemberOutcome(candidate, FAILED, error=f"its worker process ended: {outcome}; "
-                                                                         f"run it again")
-                    outcome.member = candidate  # this process's own: what it knows of it (its key) stays known
-                    if index in ahead:  # it ended before this process told it had started
-                        ahead.remove(index)
-                        self._started(name, candidate)
+                        outcome = MemberOutcome(members[index], FAILED, error=f"its worker process ended: "
+                                                                              f"{outcome}; run it again")
+                    outcome.member = members[index]  # this process's own: what it knows of it (its key) stays known
+                    start(index, slot)  # if it ended before this process saw it run
+                    ended.add(index)
                     self._finished(name, outcome)
                     outcomes.append(outcome)
-                if running and ready & sentinels:
-                    # A worker died (killed, out of memory): it may have died holding a queue's lock, so none is
-                    # trusted further. What was in flight is failed, to be run again; nothing more starts.
-                    self._stop = self._stop or "the worker processes ended"
-                    for worker in workers:
-                        worker.kill()
-                    for index in sorted(running):
-                        if index in ahead:
-                            ahead.remove(index)
-                            self._started(name, members[index])
-                        outcome = MemberOutcome(members[index], FAILED, error="its worker process ended: a worker "
-                                                "process was terminated abruptly; run it again")
-                        self._finished(name, outcome)
-                        outcomes.append(outcome)
-                    running.clear()
+                running()
+                if results in ready:
+                    continue  # an outcome is read before its worker's end: a worker writes it, then ends
+                for ended_worker in ready & alive.keys():
+                    worker = alive.pop(ended_worker)
+                    watched.unregister(ended_worker)
+                    worker.join()
+                    if worker.exitcode != 0:
+                        # A worker died (killed, out of memory), maybe holding a lock, so none is trusted further:
+                        # what runs is failed, to be run again, and nothing more starts.
+                        self._stop = self._stop or "the worker processes ended"
+                        for other in workers:
+                            other.kill()
+                        for index in sorted(running()):
+                            start(index)
+                            ended.add(index)
+                            outcome = MemberOutcome(members[index], FAILED, error="its worker process ended: a "
+                                                    "worker process was terminated abruptly; run it again")
+                            self._finished(name, outcome)
+                            outcomes.append(outcome)
+                        alive.clear()
+                        break
         finally:
-            # No more: each worker ends after the database it runs. Counted first: any worker may take any None.
-            for _ in [worker for worker in workers if worker.is_alive()]:
-                tasks.put(None)
+            _worker_stop.value = 1  # none starts another database: each ends after the one it runs
             for worker in workers:
                 worker.join()
             watched.close()
-            tasks.close()
             results.close()
             sent.close()
         return outcomes
+
+
+class _Board:
+    """What the workers of one parallel run share (memory inherited through the fork): the index of the next
+    database to take, and the one each worker runs now (``slots``, -1 for none), which the fleet command reads
+    to tell which databases are running without being sent a message per start."""
+
+    def __init__(self, context: Any, jobs: int):
+        self.next = context.RawValue("l", 0)
+        self.taking = context.Lock()
+        self.slots = context.RawArray("l", [-1] * jobs)
+
+    def take(self, slot: int, count: int) -> int | None:
+        """The next database's index, marked as run by the worker in ``slot``; ``None`` when none is left."""
+        with self.taking:
+            index = self.next.value
+            if index >= count:
+                self.slots[slot] = -1
+                return None
+            self.next.value = index + 1
+            self.slots[slot] = index
+        return index
 
 
 def _import_run_path(member: Member, catalog: Catalog) -> None:
@@ -572,26 +594,39 @@ def _import_run_path(member: Member, catalog: Catalog) -> None:
         pass
 
 
-def _worker(tasks: Any, results: tuple[Any, Any], parent: int) -> None:
-    """A worker process: runs each database handed over (its index) until handed ``None``; each outcome goes back
-    with its index, ``None`` for one not started, or the text of what ``run_member`` raised."""
+def _worker(board: _Board, slot: int, results: tuple[Any, Any], parent: int) -> None:
+    """A worker process: takes the next database (``board``) and runs it, until none is left or the run stops;
+    each outcome goes back with its index, or the text of what ``run_member`` raised."""
     _worker_init(parent)
     members, request, confirmed = _worker_job
-    while (index := tasks.get()) is not None:
+    while not _worker_stop.value and (index := board.take(slot, len(members))) is not None:
         member = members[index]
         try:
-            outcome: MemberOutcome | str | None = _member_in_worker(member, request, confirmed.get(member))
+            outcome: MemberOutcome | str = _member_in_worker(member, request, confirmed.get(member))
         except Exception as error:  # noqa: BLE001 (never a database's own problem: run_member makes those outcomes)
             outcome = one_line(error)
-        sent, lock = results
-        with lock:
-            sent.send((index, outcome))
+        _send(results, (slot, index, outcome))
 
 
-def _member_in_worker(member: Member, request: Request, confirmed: list[str] | None) -> MemberOutcome | None:
-    """``run_member`` in a worker process; ``None`` (not started) once no further database may start."""
-    if _worker_stop.value:
-        return None
+def _send(results: tuple[Any, Any], message: Any) -> None:
+    """One message on the pipe every worker writes: a write of at most ``PIPE_BUF`` bytes is never interleaved
+    with another's, so only a longer one takes the lock."""
+    # start-up time: planner.fleet.run runs without pickle and select until a worker sends
+    import pickle
+    import select
+
+    sent, lock = results
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    if len(data) + 4 <= select.PIPE_BUF:
+        sent.send_bytes(data)
+        return
+    with lock:
+        sent.send_bytes(data)
+
+
+def _member_in_worker(member: Member, request: Request, confirmed: list[str] | None) -> MemberOutcome:
+    """``run_member`` in a worker process, which stops the run (no worker takes another database) when it
+    failed and a failure stops the run."""
     outcome = run_member(member, request, None, confirmed)
     if outcome.stops_the_run and _worker_stops_on_failure:
         _worker_stop.value = 1  # before this worker takes its next database, and before any other worker does
