@@ -147,9 +147,9 @@ class MemberOutcome:
 
 #: The catalog of a worker process: set before the fork and inherited, never pickled (nor loaded again).
 worker_catalog: Catalog | None = None
-#: Set once no further database may start (shared memory, inherited by the forked workers), and whether a failure
-#: sets it: a worker checks it before it takes each database.
-_worker_stop: Any = None
+#: What the workers of the parallel run share with this process (``_Board``: set before the fork, inherited), and
+#: whether a failure stops the run (no worker takes another database).
+_board: _Board | None = None
 _worker_stops_on_failure = True
 #: The members, the request and the confirmed loss of the run, inherited by the forked workers (``_worker``).
 _worker_job: Any = None
@@ -387,8 +387,8 @@ class FleetRun:
         """Start no further database; the running ones finish (called from a signal handler)."""
         self.interrupted = True
         self._stop = self._stop or why
-        if _worker_stop is not None:
-            _worker_stop.value = 1
+        if _board is not None:
+            _board.stop()
 
     def run(self, members: Sequence[Member], *, canary: Sequence[Member] = ()) -> FleetResult:
         """Every member's outcome: the canaries first, the rest only if every canary succeeded.
@@ -436,8 +436,8 @@ class FleetRun:
             self.journal.record(outcome.to_record())
         if outcome.stops_the_run and not self.continue_on_error and self._stop is None:
             self._stop = f"{outcome.member.display} {STOPPED_BY_FAILURE}"
-            if _worker_stop is not None:  # a worker that died could not say so itself
-                _worker_stop.value = 1
+            if _board is not None:  # a worker that died could not say so itself
+                _board.stop()
         if self.on_event is not None:
             self.on_event(MemberFinished(outcome))
 
@@ -469,17 +469,17 @@ class FleetRun:
         # start-up time: planner.fleet.run runs without selectors until _parallel() needs it
         import selectors
 
-        global worker_catalog, _worker_stop, _worker_stops_on_failure, _worker_job
+        global worker_catalog, _board, _worker_stops_on_failure, _worker_job
         _import_run_path(members[0], self.catalog)
         context = multiprocessing.get_context("fork")
         jobs = min(self.jobs, len(members))
         # Inherited by the forked workers, never pickled: the catalog (loaded once), the members and the request.
         # A worker takes the next database itself (``_Board``); only its outcome comes back, with its index, on
         # one pipe: nothing is handed over, and nothing but an outcome is pickled, per database.
-        worker_catalog, _worker_stop = self.catalog, context.RawValue("b", 0)
+        worker_catalog = self.catalog
         _worker_stops_on_failure = not self.continue_on_error
         _worker_job = (members, self.request, confirmed)
-        board = _Board(context, jobs)
+        _board = board = _Board(context, jobs)
         results, sent = context.Pipe(duplex=False)
         lock = context.Lock()  # for an outcome too long to be written at once (``_send``)
         workers = [context.Process(target=_worker, args=(board, slot, (sent, lock), os.getpid()), daemon=True)
@@ -508,10 +508,11 @@ class FleetRun:
         def running() -> list[int]:
             """The databases the workers run now, each told as started once: a worker's next only once its
             previous one's outcome is read (it may have taken the next before this process read that)."""
-            for slot, index in enumerate(board.slots):
+            slots = board.slots()
+            for slot, index in enumerate(slots):
                 if index >= 0 and index not in ended and (shown[slot] < 0 or shown[slot] in ended):
                     start(index, slot)
-            return [index for index in {*shown, *board.slots} if index >= 0 and index not in ended]
+            return [index for index in {*shown, *slots} if index >= 0 and index not in ended]
 
         try:
             while alive:
@@ -554,7 +555,7 @@ class FleetRun:
                         alive.clear()
                         break
         finally:
-            _worker_stop.value = 1  # none starts another database: each ends after the one it runs
+            board.stop()  # none starts another database: each ends after the one it runs
             for worker in workers:
                 worker.join()
             watched.close()
@@ -564,24 +565,41 @@ class FleetRun:
 
 
 class _Board:
-    """What the workers of one parallel run share (memory inherited through the fork): the index of the next
-    database to take, and the one each worker runs now (``slots``, -1 for none), which the fleet command reads
-    to tell which databases are running without being sent a message per start."""
+    """What the workers of one parallel run share with this process, in memory inherited through the fork: whether
+    the run stopped (no worker takes another database), the index of the next database to take, and the one each
+    worker runs now (``slots``, -1 for none), which this process reads to tell which databases are running without
+    being sent a message per start."""
 
     def __init__(self, context: Any, jobs: int):
-        self.next = context.RawValue("l", 0)
+        # start-up time: planner.fleet.run runs without mmap until a parallel run needs it
+        import mmap
+
+        # Anonymous and shared (MAP_SHARED): one page, no file, and none of ctypes' start-up cost.
+        self._cells = memoryview(mmap.mmap(-1, 8 * (2 + jobs))).cast("q")  # stopped, next, then a slot per worker
+        for slot in range(jobs):
+            self._cells[2 + slot] = -1
         self.taking = context.Lock()
-        self.slots = context.RawArray("l", [-1] * jobs)
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self._cells[0])
+
+    def stop(self) -> None:
+        self._cells[0] = 1
+
+    def slots(self) -> list[int]:
+        return self._cells[2:].tolist()
 
     def take(self, slot: int, count: int) -> int | None:
         """The next database's index, marked as run by the worker in ``slot``; ``None`` when none is left."""
+        cells = self._cells
         with self.taking:
-            index = self.next.value
+            index = cells[1]
             if index >= count:
-                self.slots[slot] = -1
+                cells[2 + slot] = -1
                 return None
-            self.next.value = index + 1
-            self.slots[slot] = index
+            cells[1] = index + 1
+            cells[2 + slot] = index
         return index
 
 
@@ -599,7 +617,7 @@ def _worker(board: _Board, slot: int, results: tuple[Any, Any], parent: int) -> 
     each outcome goes back with its index, or the text of what ``run_member`` raised."""
     _worker_init(parent)
     members, request, confirmed = _worker_job
-    while not _worker_stop.value and (index := board.take(slot, len(members))) is not None:
+    while not board.stopped and (index := board.take(slot, len(members))) is not None:
         member = members[index]
         try:
             outcome: MemberOutcome | str = _member_in_worker(member, request, confirmed.get(member))
@@ -628,8 +646,8 @@ def _member_in_worker(member: Member, request: Request, confirmed: list[str] | N
     """``run_member`` in a worker process, which stops the run (no worker takes another database) when it
     failed and a failure stops the run."""
     outcome = run_member(member, request, None, confirmed)
-    if outcome.stops_the_run and _worker_stops_on_failure:
-        _worker_stop.value = 1  # before this worker takes its next database, and before any other worker does
+    if outcome.stops_the_run and _worker_stops_on_failure and _board is not None:
+        _board.stop()  # before this worker takes its next database, and before any other worker does
     return outcome
 
 
