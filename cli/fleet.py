@@ -468,7 +468,7 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
     from planner.fleet import journal as journals
 
     # start-up time: cli.fleet runs without planner.fleet.members until migrate_command() needs it
-    from planner.fleet.members import identity
+    from planner.fleet.members import identity, resolve_keys
 
     # start-up time: cli.fleet runs without planner.fleet.run until migrate_command() needs it
     from planner.fleet.run import FleetRun, canaries
@@ -506,6 +506,7 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
         members = _resumed_members(past, named)
     else:
         members = discover_members(globs, lists)
+    resolve_keys(members)  # the journal names each by its key: resolved together, each shared folder asked once
     request = make_request(target=target, to=to, rollback=rollback, cascade=cascade, dry_run=dry_run, sql=sql,
                            yes=yes, backup=not no_backup)
     jobs = jobs_of(jobs)

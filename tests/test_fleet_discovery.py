@@ -89,3 +89,32 @@ def test_a_file_glob_found_is_that_file_whatever_its_name_says(tmp_path: Path, n
     result = run_apm("fleet", "status", "--glob", pattern, "--json", cwd=tmp_path)
     row = json.loads(result.stdout)["databases"][0]
     assert (row["db"], row["state"], row["applied"]) == (os.path.relpath(path, tmp_path), "behind", 0), result.stdout
+
+
+def test_keys_resolved_together_are_each_files_real_path(tmp_path: Path) -> None:
+    """``resolve_keys`` (the journal's keys of a whole fleet, each shared folder asked once) gives what
+    ``os.path.realpath`` gives member by member: through a linked folder, a linked file, a relative link, a
+    dangling link, a missing file, and a link to a link."""
+    from planner.fleet.members import member, resolve_keys
+
+    (tmp_path / "real" / "p1").mkdir(parents=True)
+    (tmp_path / "real" / "p1" / "a.db").write_bytes(b"")
+    (tmp_path / "real" / "p1" / "b.db").write_bytes(b"")
+    (tmp_path / "linked").symlink_to(tmp_path / "real")
+    (tmp_path / "real" / "p1" / "c.db").symlink_to("b.db")
+    (tmp_path / "real" / "p1" / "d.db").symlink_to(tmp_path / "real" / "p1" / "c.db")
+    (tmp_path / "real" / "p1" / "gone.db").symlink_to(tmp_path / "nowhere" / "x.db")
+    (tmp_path / "up").symlink_to("real/p1")
+    given = ["real/p1/a.db", "linked/p1/a.db", "linked/p1/c.db", "real/p1/d.db", "linked/p1/gone.db",
+             "linked/p1/missing.db", "up/b.db", "linked/../up/a.db"]
+    members = [member(text, cwd=tmp_path) for text in given]
+    resolve_keys(members)
+    assert [m.key for m in members] == [os.path.realpath(m.real) for m in given_members(given, tmp_path)]
+    assert members[1].key == str(tmp_path.resolve() / "real" / "p1" / "a.db")
+    assert members[2].key == members[6].key == str(tmp_path.resolve() / "real" / "p1" / "b.db")
+
+
+def given_members(given: list[str], cwd: Path) -> list:
+    from planner.fleet.members import member
+
+    return [member(text, cwd=cwd) for text in given]

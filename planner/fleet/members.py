@@ -110,6 +110,29 @@ class Member:
                           backup_dir=backup_dir)
 
 
+def resolve_keys(members: Iterable[Member]) -> None:
+    """Each file member's ``key`` (its real path), resolved together: a folder the members share is asked about
+    once, where ``realpath`` walks every folder of every path again (a run's journal names each member by its key).
+    """
+    folders: dict[str, str] = {}
+    for candidate in members:
+        if not candidate.on_server and "key" not in candidate.__dict__:
+            candidate.__dict__["key"] = _real_path(candidate.real, folders)  # where ``cached_property`` keeps it
+
+
+def _real_path(path: str, folders: dict[str, str]) -> str:
+    """``os.path.realpath`` of an absolute, normalized ``path`` (``Member.real``), its folders' real paths kept in
+    ``folders``: only the components no earlier path shared are asked about (one ``lstat`` each)."""
+    parent, name = os.path.split(path)
+    if not name:
+        return path  # the root
+    real_parent = folders.get(parent)
+    if real_parent is None:
+        real_parent = folders[parent] = _real_path(parent, folders)
+    candidate = os.path.join(real_parent, name)
+    return os.path.realpath(candidate) if os.path.islink(candidate) else candidate
+
+
 def member(db: str, *, cwd: Path | str | None = None) -> Member:
     """One database as given: a URL (``#schema`` for a tenant schema) or a path relative to ``cwd``."""
     text = db.strip()

@@ -64,7 +64,7 @@ from planner.fleet.journal import (  # the outcome names, as the journal records
     SUCCEEDED,
     Journal,
 )
-from planner.fleet.members import Member
+from planner.fleet.members import Member, resolve_keys
 from planner.request import Request
 from planner.urls import redact
 
@@ -397,6 +397,8 @@ class FleetRun:
         phase is ``canary`` in the journal), until as many canaries as were chosen ran the plan, or the
         fleet is through.
         """
+        if self.journal is not None:
+            resolve_keys(members)  # each outcome's record names its database by its key
         chosen = set(canary)
         rest = [m for m in members if m not in chosen]
         group = [m for m in members if m in chosen]
