@@ -668,15 +668,20 @@ def _worker_init(parent: int) -> None:
 
 
 def _die_with(parent: int) -> None:
+    asked = False
     try:  # start-up time: ctypes is loaded only in a worker, to ask the kernel to end it with the fleet command
         import ctypes
 
         pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+        asked = ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0) == 0
     except (OSError, AttributeError):  # not Linux: the watchdog alone
         pass
     if os.getppid() != parent:  # the parent died before the line above: nobody would send the signal
         os._exit(1)
+    if asked:
+        # The kernel will tell: no second thread, whose mere presence makes each release of the interpreter lock
+        # (every SQLite call) cost more.
+        return
 
     def watch() -> None:
         while os.getppid() == parent:

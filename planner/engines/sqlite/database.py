@@ -14,8 +14,10 @@ never begins or commits on its own, and the executor's ``BEGIN IMMEDIATE`` /
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,18 +54,23 @@ def connect(path: Path | str, *, create: bool = False, busy_timeout: float = DEF
     """
     path = path if isinstance(path, Path) else Path(path)  # Path(Path) parses it again: once per member
     folder = path.parent
-    if not folder.is_dir():
+    # Each asked once (a fleet opens a file per database): what pathlib's is_dir, exists, is_file and two stats
+    # in ``writable`` asked, five times over.
+    folder_found = _stat(folder)
+    if folder_found is None or not stat.S_ISDIR(folder_found.st_mode):
         if not create:
             raise DatabaseDirectoryMissing(path)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DatabaseReadOnly(path) from exc
+        folder_found = _stat(folder)
     created = False
-    if not path.exists():
+    found = _stat(path)
+    if found is None:
         if not create:
             raise DatabaseNotFound(path)
-        if not writable(folder):
+        if folder_found is None or not _may_write(folder, folder_found):
             raise DatabaseReadOnly(path, folder=True)
         # O_EXCL tells us whether *we* made the file, so only our own empty
         # file is removed on failure, never one a concurrent process just made.
@@ -74,12 +81,13 @@ def connect(path: Path | str, *, create: bool = False, busy_timeout: float = DEF
             pass
         except OSError as exc:
             raise DatabaseReadOnly(path) from exc
-    if not path.is_file() or not _has_sqlite_header(path):
+        found = _stat(path)
+    if found is None or not stat.S_ISREG(found.st_mode) or not _has_sqlite_header(path):
         raise NotADatabase(path)  # a folder, a device such as /dev/null, or another kind of file
     try:
-        if not writable(path):
+        if not _may_write(path, found):
             raise DatabaseReadOnly(path)
-        if not writable(folder):
+        if folder_found is None or not _may_write(folder, folder_found):
             # The folder matters too: SQLite writes its journal next to the file.
             raise DatabaseReadOnly(path, folder=True)
         # Opened waiting one slice at a time already: wait_for need not set it first.
@@ -148,16 +156,34 @@ def has_journal(path: str | Path) -> bool:
 
 
 def writable(path: Path) -> bool:
-    """Whether we may write ``path``.
+    """Whether we may write ``path``."""
+    try:
+        return _may_write(path, os.stat(path))
+    except OSError:
+        return False
+
+
+def _may_write(path: Path, found: os.stat_result) -> bool:
+    """Whether we may write ``path`` (``found``: its stat).
 
     ``os.access`` alone is not enough: root may write anything, yet a file
     with no write bit at all was clearly meant to be left alone.
     """
+    return os.access(path, os.W_OK) and bool(found.st_mode & 0o222)
+
+
+#: The errors ``pathlib`` reads as "not there" (``Path.exists``): any other (a folder it may not search) is raised.
+_ABSENT = frozenset((errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP))
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    """``path``'s stat (symlinks followed), ``None`` where ``Path.exists`` says it does not exist."""
     try:
-        mode = path.stat().st_mode
-    except OSError:
-        return False
-    return os.access(path, os.W_OK) and bool(mode & 0o222)
+        return os.stat(path)
+    except OSError as exc:
+        if exc.errno in _ABSENT:
+            return None
+        raise
 
 
 def translate_error(exc: sqlite3.Error, path: Path, busy_timeout: float) -> DatabaseError | None:
