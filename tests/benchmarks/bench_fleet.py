@@ -21,7 +21,7 @@ Every figure is a whole process (the installed ``apm``, as a user runs it, and
 (b) ``apm fleet migrate --jobs 2`` of the N databases, each with one small
     pending migration, against a sequential raw sqlite3 loop that applies the
     same SQL and its ledger row to each file in one transaction each.
-    Target: at most 1.3x. The files are copied afresh before each run (not timed).
+    Target: at most 1.3x. The files are copied afresh before each run, and synced to disk (not timed).
 (c) ``apm fleet status --drift`` over the N databases against (a).
     Target: at most 2x.
 
@@ -115,6 +115,10 @@ def make_fleet(folder: Path, template: Path, count: int) -> None:
         target = folder / "projects" / f"p{n:05d}" / ".aipm" / "data" / "aipm.db"
         target.parent.mkdir(parents=True)
         shutil.copyfile(template, target)
+    # On disk before anything is timed: a user's databases were written long ago, and the copies' dirty pages would
+    # otherwise be written back inside the timed run (by its first fsync of each file, or by the kernel meanwhile),
+    # as noise that weighs on a sequential loop and on two workers differently.
+    os.sync()
 
 
 def template_database(folder: Path) -> Path:
