@@ -139,8 +139,12 @@ def looks_like_sqlite(path: str | Path) -> bool:
     SQLite's: opening it rolls the journal back to an empty database. Only SQLite writes that journal magic.
     """
     try:
-        with open(path, "rb") as file:
-            head = file.read(len(_MAGIC))
+        # The descriptor alone: ``open()`` would also ask whether the file is a terminal, seek, and stat it.
+        file = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            head = os.read(file, len(_MAGIC))
+        finally:
+            os.close(file)
     except OSError:
         return True  # unreadable: let SQLite report what it finds
     return head == b"" or head == _MAGIC or has_journal(path)
