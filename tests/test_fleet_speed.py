@@ -336,9 +336,10 @@ def test_the_connection_waits_in_slices_and_keeps_its_whole_busy_timeout(tmp_pat
     from planner.engines.sqlite.database import connect
 
     path, statements, _ = traced_run(tmp_path, catalog, monkeypatch)
-    first_read = statements.index("PRAGMA schema_version")  # the writable connection's first statement but one
-    opened = statements[max(first_read - 1, 0):statements.index("BEGIN IMMEDIATE") + 1]
+    opened = statements[:statements.index("BEGIN IMMEDIATE") + 1]
     assert opened.count("PRAGMA busy_timeout = 100") == 1  # the connection opens at one slice, set once for BEGIN
+    # Its first read is the reading ahead's, in its one read transaction: no read of its own before it.
+    assert opened[opened.index("PRAGMA data_version") - 1] == "BEGIN" and "PRAGMA schema_version" not in opened
     holder = hold_lock(path, 0.5)
     try:
         conn = connect(path, busy_timeout=10.0)  # waits past the first slice until the lock is let go
@@ -490,3 +491,27 @@ def test_a_steps_row_is_written_as_before_in_every_ledger_shape(tmp_path: Path, 
     assert row.get("applied_by", "apm-migrate") == "apm-migrate" and row["applied_at"]
     assert row.get("rollback_at") is None and conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (1,)
     assert ledger.applied_versions() == ["0007"]
+
+
+def test_the_reading_ahead_waits_once_for_a_locked_file_and_names_a_file_that_is_not_a_database(
+        tmp_path: Path, catalog: Path) -> None:
+    """The reading ahead makes the connection's first read itself, inside its one read transaction: a file locked
+    past --busy-timeout is waited for once (not again by another reader) and is ``locked`` in its row; a file that
+    is not a database says so; neither stops the others."""
+    paths = fleet_of(tmp_path, catalog, 3)
+    paths[2].write_bytes(b"not a database, but long enough to have a header of its own" * 4)
+    holder = hold_lock(paths[0], 30)
+    try:
+        started = time.monotonic()
+        result = fleet(tmp_path, catalog, "--busy-timeout", "2", "migrate", "--glob", PATTERN, "--jobs", "2",
+                       "--json")
+        waited = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    rows = json.loads(result.stdout)["databases"]
+    assert [r["outcome"] for r in rows] == ["failed", "applied", "failed"], rows
+    assert "locked" in rows[0]["error"] and "2 s" in rows[0]["error"], rows[0]
+    assert "not a SQLite database" in rows[2]["error"], rows[2]
+    assert 2 <= waited < 3.9, waited  # one wait of the busy timeout, not two
+    assert applied(paths[0]) == ["0001"] and applied(paths[1]) == ["0001", "0002", "0003"]

@@ -44,13 +44,16 @@ _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 
 
-def connect(path: Path | str, *, create: bool = False, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> sqlite3.Connection:
+def connect(path: Path | str, *, create: bool = False, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+            read: bool = True) -> sqlite3.Connection:
     """Open ``path`` for migrating, or raise the ``DatabaseError`` that says why it cannot be.
 
     ``create`` allows a missing file (and missing parent folders) to be
     created; without it a missing file is ``DatabaseNotFound``. The first read
     (``PRAGMA schema_version``) happens here, so a file that is not SQLite or a
-    database locked past ``busy_timeout`` fails now rather than mid-plan.
+    database locked past ``busy_timeout`` fails now rather than mid-plan;
+    without ``read``, the caller makes it (``first_read``), inside a transaction
+    of its own: each read outside one takes and lets go of the shared lock.
     """
     path = path if isinstance(path, Path) else Path(path)  # Path(Path) parses it again: once per member
     folder = path.parent
@@ -93,7 +96,8 @@ def connect(path: Path | str, *, create: bool = False, busy_timeout: float = DEF
         # Opened waiting one slice at a time already: wait_for need not set it first.
         conn = sqlite3.connect(str(path), timeout=_SLICE_MS / 1000, isolation_level=None)
         try:
-            wait_for(conn, "PRAGMA schema_version", path, busy_timeout, sliced=True)
+            if read:
+                wait_for(conn, "PRAGMA schema_version", path, busy_timeout, sliced=True)
             # The executor's TEMP tables and triggers (the ledger watch, a preview's counters) live in RAM:
             # faster, and no temporary file on disk, not even an unlinked one.
             conn.execute("PRAGMA temp_store = MEMORY")
@@ -107,6 +111,15 @@ def connect(path: Path | str, *, create: bool = False, busy_timeout: float = DEF
         _discard(path, created)
         raise
     return conn
+
+
+def first_read(conn: sqlite3.Connection, statement: str, path: Path, busy_timeout: float) -> list:
+    """The rows of the first read on a connection ``connect`` opened without one (``read=False``): waited for in
+    slices as ``connect`` waits, its error the ``DatabaseError`` that says why the file cannot be read."""
+    try:
+        return wait_for(conn, statement, path, busy_timeout, sliced=True)
+    except sqlite3.Error as exc:
+        raise translate_error(exc, path, busy_timeout) or NotADatabase(path) from exc
 
 
 _MAGIC = b"SQLite format 3\x00"
@@ -351,7 +364,7 @@ _SLICE_MS = 100
 
 
 def wait_for(conn: sqlite3.Connection, statement: str, path: Path, busy_timeout: float, *,
-             sliced: bool = False) -> None:
+             sliced: bool = False) -> list:
     """Run ``statement`` (a first read, ``BEGIN IMMEDIATE``), waiting for another process's lock in slices.
 
     SQLite waits for a lock inside C, where Python's signal handlers cannot
@@ -360,6 +373,7 @@ def wait_for(conn: sqlite3.Connection, statement: str, path: Path, busy_timeout:
     and lets the interrupt through at once. The connection's own timeout is
     put back afterwards for the statements that follow. ``sliced``: the
     connection was opened with the slice as its timeout (one PRAGMA fewer).
+    The statement's rows are returned.
     """
     # start-up time: planner.engines.sqlite.database runs without planner.events until wait_for() needs it
     from planner.events import Wait
@@ -371,8 +385,7 @@ def wait_for(conn: sqlite3.Connection, statement: str, path: Path, busy_timeout:
     try:
         while True:
             try:
-                conn.execute(statement).fetchall()
-                return
+                return conn.execute(statement).fetchall()
             except sqlite3.OperationalError as exc:
                 if not isinstance(translate_error(exc, path, busy_timeout), DatabaseLocked):
                     raise

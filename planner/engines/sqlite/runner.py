@@ -54,6 +54,7 @@ from planner.engines.sqlite.database import (
     check_integrity,
     connect,
     damaged,
+    first_read,
     foreign_keys_enabled,
     foreign_keys_off,
     lock_key,
@@ -68,6 +69,7 @@ from planner.errors import (
     DatabaseNotFound,
     ForeignKeyViolation,
     LedgerChanged,
+    NotADatabase,
     StepUnderWay,
 )
 from planner.events import Event, Replanned, RunResult, StepFailed, StepFinished, StepSkipped, StepStarted, Wait
@@ -404,14 +406,17 @@ class Executor(MarksThroughSessions):
         connection no preview took.
         """
         self.release()
-        conn = connect(self.path, busy_timeout=self.busy_timeout)
+        conn = connect(self.path, busy_timeout=self.busy_timeout, read=False)
         try:
-            # One read transaction: each statement read alone takes and lets go of the shared lock, and SQLite
-            # looks for a hot journal and a WAL file each time it takes it (a dozen system calls a statement).
+            # One read transaction, the first read included: each statement read alone takes and lets go of the
+            # shared lock, and SQLite looks for a hot journal and a WAL file each time it takes it (a dozen system
+            # calls a statement).
             conn.execute("BEGIN")
             try:
-                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                version = first_read(conn, "PRAGMA data_version", self.path, self.busy_timeout)[0][0]
                 entries, complete = Ledger(conn).applied_and_complete()
+            except sqlite3.Error as exc:
+                raise translate_error(exc, self.path, self.busy_timeout) or NotADatabase(self.path) from exc
             finally:
                 if conn.in_transaction:
                     conn.execute("COMMIT")
