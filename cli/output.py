@@ -65,6 +65,11 @@ def echo(message: str = "", *, fg: str | None = None, bold: bool = False, err: b
     """Print a line, styled only where colour is allowed (a terminal, and no NO_COLOR)."""
     if fg or bold:
         message = click.style(message, fg=fg, bold=bold)
+    elif "\x1b" not in message:
+        # Nothing to strip: click would still ask whether the stream is a terminal, for each line (a fleet's
+        # line per database).
+        click.echo(message, err=err, color=True)
+        return
     click.echo(message, err=err, color=use_color())
 
 
