@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.engines.sqlite import ledger
+from planner.engines.sqlite import ledger, quick_read
 from planner.errors import ForeignLedger
 
 OURS = ("CREATE TABLE {name} (id INTEGER PRIMARY KEY AUTOINCREMENT, version TEXT NOT NULL UNIQUE, description TEXT, "
@@ -82,14 +82,14 @@ def test_the_fast_reading_is_the_engine_s_in_every_order(files: dict[str, Path],
             expected[name] = ForeignLedger
     assert expected["another tool's"] is ForeignLedger and expected["framework"][0] == {"0001": "t1"}
     for order in itertools.permutations(files):
-        monkeypatch.setattr(ledger, "_BY_TABLE", {})  # each order starts with nothing remembered
+        monkeypatch.setattr(quick_read, "_BY_TABLE", {})  # each order starts with nothing remembered
         for name in [*order, *order]:  # the second round reads every file with its table's text known
             checksums: dict[str, str] = {}
             if expected[name] is ForeignLedger:
                 with pytest.raises(ForeignLedger):
-                    ledger.read_quickly(str(files[name]), 1.0, checksums=checksums)
+                    quick_read.read_quickly(str(files[name]), 1.0, checksums=checksums)
                 continue
-            entries, last = ledger.read_quickly(str(files[name]), 1.0, checksums=checksums)
+            entries, last = quick_read.read_quickly(str(files[name]), 1.0, checksums=checksums)
             assert (entries, checksums) == expected[name], (order, name)
             if name == "ours":
                 assert last == ("failed", "0002", "boom", "apply")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.engines.sqlite.ledger import read_quickly
+from planner.engines.sqlite.quick_read import read_quickly
 from planner.errors import DatabaseError, DatabaseLocked, ForeignLedger, NotADatabase
 from planner.fleet.members import member
 from planner.fleet.status import UP_TO_DATE, fleet_status

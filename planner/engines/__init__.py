@@ -63,7 +63,7 @@ KINDS: tuple[EngineKind, ...] = (
     EngineKind("postgresql", "planner.engines.postgresql", is_postgres, on_server=True, title="PostgreSQL",
                testing="planner.engines.postgresql.testdb", measures_locks=True),
     EngineKind("sqlite", "planner.engines.sqlite", lambda db: True, on_server=False, title="SQLite",
-               testing="planner.engines.sqlite", ledger_reader="planner.engines.sqlite.ledger:read_quickly"),
+               testing="planner.engines.sqlite", ledger_reader="planner.engines.sqlite.quick_read:read_quickly"),
 )
 
 
