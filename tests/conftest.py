@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 import os
 import textwrap
 from pathlib import Path
@@ -150,9 +151,12 @@ def pg_server():
 
 
 @pytest.fixture
-def pg_url(pg_server) -> str:
-    """A fresh, empty database on the session's server."""
-    return pg_server.create_database()
+def pg_url(pg_server) -> Iterator[str]:
+    """A fresh, empty database on the session's server, dropped after the test (the server keeps its files in
+    memory where it can: a session's databases would take gigabytes)."""
+    url = pg_server.create_database()
+    yield url
+    pg_server.drop_database(url)
 
 
 # -- nothing left behind in the checkout ----------------------------------------------------------------------
