@@ -98,11 +98,11 @@ def test_plan_and_dry_run_say_refused_and_exit_4(tmp_path: Path, catalog: Path) 
 
 
 def test_the_progress_line_counts_refused_databases(capsys) -> None:
-    from cli.fleet import _RunProgress
+    from cli.fleet_output import RunProgress
     from planner.fleet.members import member
     from planner.fleet.run import MemberFinished, MemberOutcome, MemberStarted
 
-    progress = _RunProgress(2)
+    progress = RunProgress(2)
     one, two = member("a.db"), member("b.db")
     progress.event(MemberStarted(one, "all"))
     progress.event(MemberFinished(MemberOutcome(one, "refused", error="cannot roll back: ...")))
@@ -115,33 +115,33 @@ def test_the_progress_line_counts_refused_databases(capsys) -> None:
 def test_a_rehearsal_total_counts_only_plans_that_would_commit_and_the_summary_keeps_one_order(capsys) -> None:
     """A plan that fails on its database commits nothing there: its loss lines are shown with it, but the total
     of what the fleet would lose leaves it out and says so. The summary lists outcomes in one fixed order."""
-    from cli.fleet import _loss_total, _summary_line
+    from cli.fleet_output import loss_total, summary_line
     from planner.fleet.members import member
     from planner.fleet.run import FleetResult, MemberOutcome
 
     rehearsed = MemberOutcome(member("a.db"), "rehearsed", loss=["drops table tasks holding 2 rows"], lost=2)
     failing = MemberOutcome(member("b.db"), "failed", loss=["drops table tasks holding 5 rows"], lost=5)
     quiet = MemberOutcome(member("c.db"), "rehearsed")
-    _loss_total([rehearsed, failing, quiet])
+    loss_total([rehearsed, failing, quiet])
     assert "In total: 1 database(s) would lose data (2 row(s) or value(s); 1 more whose plan fails, not counted)" \
         in capsys.readouterr().out
-    _loss_total([failing, quiet])
+    loss_total([failing, quiet])
     assert "No plan that would commit loses data (1 more whose plan fails, not counted)" in capsys.readouterr().out
 
     outcomes = [MemberOutcome(member(f"{i}.db"), name) for i, name in
                 enumerate(["not started", "failed", "applied", "nothing to do", "applied"])]
-    assert _summary_line(FleetResult(outcomes, None, False)) == "2 applied, 1 nothing to do, 1 failed, 1 not started"
+    assert summary_line(FleetResult(outcomes, None, False)) == "2 applied, 1 nothing to do, 1 failed, 1 not started"
 
 
 def test_the_progress_line_fits_the_terminal(capsys, monkeypatch) -> None:
     """A progress line that wraps is not rewritten in place (``\\r`` returns to its last row only): on an
     100-column terminal each update is at most 99 characters, naming as many databases as fit."""
-    from cli.fleet import _RunProgress
+    from cli.fleet_output import RunProgress
     from planner.fleet.members import member
     from planner.fleet.run import MemberStarted
 
     monkeypatch.setenv("COLUMNS", "100")
-    progress = _RunProgress(30)
+    progress = RunProgress(30)
     for name in ("alpha", "beta", "gamma", "delta"):
         progress.event(MemberStarted(member(f"/home/someone/projects/{name}/.aipm/data/aipm.db"), "all"))
     updates = [u.replace("\033[K", "") for u in capsys.readouterr().err.split("\r") if u]
@@ -368,7 +368,7 @@ def test_a_failed_database_names_the_step_that_failed_not_every_step_of_its_plan
 def test_the_lock_findings_footer_follows_a_refusal_only(capsys, outcome: str, footer: bool) -> None:
     """A database that failed on a lock timeout had lock findings from its preview too: the footer told how to
     accept findings that no row showed and that stopped nothing."""
-    from cli.fleet import _report
+    from cli.fleet_output import report
     from planner.fleet.members import member
     from planner.fleet.run import FleetResult, MemberOutcome
     from planner.request import Request
@@ -378,7 +378,7 @@ def test_the_lock_findings_footer_follows_a_refusal_only(capsys, outcome: str, f
     import click
 
     with click.Context(click.Command("migrate")):  # the retry line reads the command's settings
-        _report(FleetResult([done], None, False), Request(), "")
+        report(FleetResult([done], None, False), Request(), "")
     assert ("Lock findings: accept them" in capsys.readouterr().out) is footer
 
 

@@ -136,7 +136,7 @@ def test_a_command_imports_no_other_commands_module(tmp_path: Path) -> None:
         [sys.executable, "-c", "from cli.main import main; main()", "--db", str(db), "migrate", "--yes"],
         cwd=ROOT, check=True, capture_output=True,
     )
-    others = {"cli.fleet", "cli.fleet", "cli.status", "cli.safety", "cli.authoring", "cli.safety",
+    others = {"cli.fleet", "cli.fleet_output", "cli.status", "cli.safety", "cli.authoring", "cli.safety",
               "cli.authoring", "cli.authoring", "cli.safety"}
     loaded = modules_after(["--db", str(db), "migrate", "--yes"], tmp_path)
     assert "cli.migrate" in loaded
