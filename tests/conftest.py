@@ -92,8 +92,10 @@ def seed_chain(catalog_dir: Path) -> Path:
     return catalog_dir
 
 
-def run_apm(*args: str, cwd: Path | None = None, input: str | None = None, env: dict | None = None):
-    """The installed ``apm`` console script in a subprocess, with no ``APM_*`` variables unless given."""
+def run_apm(*args: str, cwd: Path | None = None, input: str | None = None, env: dict | None = None,
+            timeout: float | None = None):
+    """The installed ``apm`` console script in a subprocess, with no ``APM_*`` variables unless given; a
+    ``timeout`` fails a command that would hang instead of hanging the run."""
     import os
     import subprocess
     import sys
@@ -103,7 +105,7 @@ def run_apm(*args: str, cwd: Path | None = None, input: str | None = None, env: 
         pytest.skip("the apm console script is not installed in this environment (pip install -e .)")
     clean = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
     return subprocess.run([str(apm_bin), *args], cwd=cwd, capture_output=True, text=True, input=input,
-                          env={**clean, "NO_COLOR": "1", **(env or {})}, check=False)
+                          env={**clean, "NO_COLOR": "1", **(env or {})}, check=False, timeout=timeout)
 
 
 # -- seed data for the generated migration tests of APM's catalog (docs/testing.md) -------------------

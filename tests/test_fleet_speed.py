@@ -5,7 +5,7 @@ thread: a brief lock held by another process is waited out, a file that could
 not be read leaves nothing behind for the next one, every file is let go once
 read, and threads read as one thread does. In ``apm fleet migrate`` each
 worker takes its next database itself: after a failure, none takes another,
-and outcomes too long to write at once reach the command whole.
+and each outcome, long or short, reaches the command whole.
 Real SQLite files, real processes.
 """
 
@@ -387,8 +387,8 @@ def test_a_write_lock_this_process_holds_is_known_under_any_spelling_of_the_file
 
 
 def test_outcomes_longer_than_one_pipe_write_reach_the_command_whole(tmp_path: Path, catalog: Path) -> None:
-    """Outcomes of at most ``PIPE_BUF`` bytes are written without the workers' lock (one write is never
-    interleaved with another); longer ones (here each step's SQL, ``--sql``) take it, and none is mixed up."""
+    """Outcomes longer than one pipe write (here each step's SQL, ``--sql``) reach the command whole, each
+    worker writing to a pipe of its own."""
     from tests.conftest import write_migration
 
     statements = [f"INSERT INTO notes_{n % 3} (body) VALUES ('{'x' * 40} {n}')" for n in range(200)]
@@ -404,6 +404,38 @@ def test_outcomes_longer_than_one_pipe_write_reach_the_command_whole(tmp_path: P
         ran = row["sql"]["0004 apply"]
         assert len(" ".join(ran).encode()) > 4096 and ran[3:] == statements, row["db"]
     assert all(applied(p) == ["0001", "0002", "0003", "0004"] for p in paths)
+
+
+def test_long_and_short_outcomes_sent_at_once_never_mix(tmp_path: Path, catalog: Path) -> None:
+    """Tryout 8's hang: a short outcome written while another worker's long one (over 64 KB, 120 KB here, written
+    to the pipe in pieces) was under way landed inside it; the command could not read it, and waited for ever for the worker
+    blocked writing the rest. Each worker now writes to a pipe of its own."""
+    from tests.conftest import write_migration
+
+    statements = [f"INSERT INTO notes (body) VALUES ('{'y' * 30} {n}')" for n in range(3000)]
+    write_migration(catalog, "0004", "Many notes", depends_on=("0003",), upgrade=(
+        "conn.execute('CREATE TABLE notes (body TEXT)')\n"
+        "if conn.execute(\"SELECT count(*) FROM sqlite_master WHERE name = 'many'\").fetchone()[0]:\n"
+        + "".join(f"    conn.execute({sql!r})\n" for sql in statements)))
+    paths = fleet_of(tmp_path, catalog, 24, target="0003")
+    for path in paths[::4]:  # a long outcome (its SQL, --sql) every fourth database, short ones between
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE many (x)")
+        conn.close()
+    for run in range(3):  # a race: each run a few chances
+        if run:
+            for path in paths:
+                with sqlite3.connect(path) as conn:
+                    conn.execute("DROP TABLE notes")
+                    conn.execute("DELETE FROM schema_migrations WHERE version = '0004'")
+                conn.close()
+        result = run_apm("--migrations-dir", str(catalog), "fleet", "migrate", "--glob", PATTERN, "--jobs", "4",
+                         "--sql", "--json", "--journal-dir", str(tmp_path / f"journals{run}"), cwd=tmp_path,
+                         timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        rows = json.loads(result.stdout)["databases"]
+        assert [r["outcome"] for r in rows] == ["applied"] * 24
+        assert [len(r["sql"]["0004 apply"]) for r in rows] == [3001 if i % 4 == 0 else 1 for i in range(24)]
 
 
 def test_a_worker_killed_mid_run_fails_what_was_in_flight_and_the_rest_resumes(tmp_path: Path, catalog: Path) -> None:

@@ -477,24 +477,29 @@ class FleetRun:
         jobs = min(self.jobs, len(members))
         # Inherited by the forked workers, never pickled: the catalog (loaded once), the members and the request.
         # A worker takes the next database itself (``_Board``); only its outcome comes back, with its index, on
-        # one pipe: nothing is handed over, and nothing but an outcome is pickled, per database.
+        # its own pipe: nothing is handed over, and nothing but an outcome is pickled, per database.
         worker_catalog = self.catalog
         _worker_stops_on_failure = not self.continue_on_error
         _worker_job = (members, self.request, confirmed)
         _board = board = _Board(context, jobs)
-        results, sent = context.Pipe(duplex=False)
-        lock = context.Lock()  # for an outcome too long to be written at once (``_send``)
-        workers = [context.Process(target=_worker, args=(board, slot, (sent, lock), os.getpid()), daemon=True)
+        # A pipe per worker: one writer to each, so no message can land inside another (a write longer than
+        # ``PIPE_BUF`` reaches the pipe in pieces), and a worker killed mid-write garbles only its own.
+        pipes = [context.Pipe(duplex=False) for _ in range(jobs)]
+        workers = [context.Process(target=_worker, args=(board, slot, pipes[slot][1], os.getpid()), daemon=True)
                    for slot in range(jobs)]
         for worker in workers:
             worker.start()
-        # One poll set for the whole run (``multiprocessing.connection.wait`` makes and fills one per call): the
-        # outcomes' pipe, and each worker's sentinel, ready when it has ended.
+        for _, sent in pipes:
+            sent.close()  # the worker's end is the worker's: its pipe reads as ended once the worker has
+        # One poll set for the whole run (``multiprocessing.connection.wait`` makes and fills one per call): each
+        # worker's pipe, and its sentinel, ready when it has ended.
         watched = selectors.DefaultSelector()
-        watched.register(results, selectors.EVENT_READ)
+        for slot, (results, _) in enumerate(pipes):
+            watched.register(results, selectors.EVENT_READ, slot)
         alive: dict[Any, Any] = {worker.sentinel: worker for worker in workers}
         for sentinel in alive:
             watched.register(sentinel, selectors.EVENT_READ)
+        readers: set[Any] = {results for results, _ in pipes}
         outcomes: list[MemberOutcome] = []
         told: set[int] = set()  # told as started
         ended: set[int] = set()
@@ -527,8 +532,15 @@ class FleetRun:
                     # The workers ignore Ctrl-C and finish their database; leaving now would lose their records.
                     self.stop()
                     continue
-                if results in ready:
-                    slot, index, outcome = results.recv()
+                readable: set[Any] = ready & readers
+                for results in readable:
+                    try:
+                        index, outcome = results.recv()
+                    except (EOFError, OSError):  # its worker ended (everything it sent read), or died mid-write
+                        readers.discard(results)
+                        watched.unregister(results)
+                        continue
+                    slot = watched.get_key(results).data
                     if isinstance(outcome, str):  # what the worker raised
                         outcome = MemberOutcome(members[index], FAILED, error=f"its worker process ended: "
                                                                               f"{outcome}; run it again")
@@ -538,7 +550,7 @@ class FleetRun:
                     self._finished(name, outcome)
                     outcomes.append(outcome)
                 running()
-                if results in ready:
+                if readable:
                     continue  # an outcome is read before its worker's end: a worker writes it, then ends
                 for ended_worker in ready & alive.keys():
                     worker = alive.pop(ended_worker)
@@ -561,11 +573,13 @@ class FleetRun:
                         break
         finally:
             board.stop()  # none starts another database: each ends after the one it runs
+            # Closed before the workers are waited for: one blocked writing an outcome nobody will read (this
+            # process is leaving on an error) then ends instead of waiting for ever.
+            for results, _ in pipes:
+                results.close()
             for worker in workers:
                 worker.join()
             watched.close()
-            results.close()
-            sent.close()
         return outcomes
 
 
@@ -617,9 +631,9 @@ def _import_run_path(member: Member, catalog: Catalog) -> None:
         pass
 
 
-def _worker(board: _Board, slot: int, results: tuple[Any, Any], parent: int) -> None:
+def _worker(board: _Board, slot: int, sent: Any, parent: int) -> None:
     """A worker process: takes the next database (``board``) and runs it, until none is left or the run stops;
-    each outcome goes back with its index, or the text of what ``run_member`` raised."""
+    each outcome goes back on its own pipe with its index, or the text of what ``run_member`` raised."""
     _worker_init(parent)
     members, request, confirmed = _worker_job
     while not board.stopped and (index := board.take(slot, len(members))) is not None:
@@ -628,23 +642,10 @@ def _worker(board: _Board, slot: int, results: tuple[Any, Any], parent: int) -> 
             outcome: MemberOutcome | str = _member_in_worker(member, request, confirmed.get(member))
         except Exception as error:  # noqa: BLE001 (never a database's own problem: run_member makes those outcomes)
             outcome = one_line(error)
-        _send(results, (slot, index, outcome))
-
-
-def _send(results: tuple[Any, Any], message: Any) -> None:
-    """One message on the pipe every worker writes: a write of at most ``PIPE_BUF`` bytes is never interleaved
-    with another's, so only a longer one takes the lock."""
-    # start-up time: planner.fleet.run runs without pickle and select until a worker sends
-    import pickle
-    import select
-
-    sent, lock = results
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    if len(data) + 4 <= select.PIPE_BUF:
-        sent.send_bytes(data)
-        return
-    with lock:
-        sent.send_bytes(data)
+        try:
+            sent.send((index, outcome))
+        except OSError:  # the fleet command stopped reading (it is leaving): nobody to tell
+            return
 
 
 def _member_in_worker(member: Member, request: Request, confirmed: list[str] | None) -> MemberOutcome:
