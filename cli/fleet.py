@@ -525,10 +525,12 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
                             f"--journal {quote(str(journal.path.absolute()))}",
                             *(f"--glob {quote(g)}" for g in globs), *(f"--list {quote(f)}" for f in lists)])
     if as_json:
-        emit_json({**result.to_json(), "journal": str(journal.path) if kept else None})
+        emit_json({**result.to_json(), "journal": str(journal.path.absolute()) if kept else None})
     else:
         report(result, request, resume_hint)
-        echo(f"Journal: {journal.path}" if kept else "Journal: none kept (every database had nothing to do)")
+        # Absolute, as the resume command names it: a --journal given relative is printed as every run's is.
+        echo(f"Journal: {journal.path.absolute()}" if kept else "Journal: none kept (every database had nothing "
+             "to do)")
     if result.interrupted:
         # start-up time: cli.fleet runs without cli.errors until migrate_command() needs it
         from cli.errors import CommandError

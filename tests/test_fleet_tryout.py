@@ -328,3 +328,18 @@ def test_runs_of_other_fleets_never_prune_the_run_a_fleet_resumes_from(tmp_path:
         path.write_text(header("B") + "\n")
     assert prune(folder, keep=10) == [files[1]]
     assert runs(folder) == [files[0], *files[2:]]
+
+
+def test_a_journal_named_relative_is_printed_absolute_as_every_run_prints_it(tmp_path: Path, catalog: Path) -> None:
+    """Tryout 8: ``--resume --journal .apm-fleet/run-....jsonl`` printed the journal relative, where every other
+    run prints it absolute (and the resume command it prints names it absolute)."""
+    paths = fleet_of(tmp_path, catalog, 3)
+    break_unique_index(paths[1])  # fails: the run is left to resume
+    first = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--continue-on-error", "--json")
+    kept = Path(json.loads(first.stdout)["journal"])
+    assert kept.is_absolute()
+    relative = str(kept.relative_to(tmp_path))
+    resumed = fleet(tmp_path, catalog, "migrate", "--resume", "--journal", relative, "--glob", PATTERN)
+    assert f"Journal: {kept}" in resumed.stdout, resumed.stdout + resumed.stderr
+    again = fleet(tmp_path, catalog, "migrate", "--resume", "--journal", relative, "--glob", PATTERN, "--json")
+    assert json.loads(again.stdout)["journal"] == str(kept), again.stdout + again.stderr

@@ -503,23 +503,43 @@ class FleetRun:
         outcomes: list[MemberOutcome] = []
         told: set[int] = set()  # told as started
         ended: set[int] = set()
-        shown = [-1] * jobs  # what each worker was last told to run: a worker runs one database at a time
+        read = [0] * jobs  # outcomes read from each worker
 
-        def start(index: int, slot: int | None = None) -> None:
+        def start(index: int) -> None:
             if index not in told:
                 told.add(index)
                 self._started(name, members[index])
-                if slot is not None:
-                    shown[slot] = index
 
-        def running() -> list[int]:
-            """The databases the workers run now, each told as started once: a worker's next only once its
-            previous one's outcome is read (it may have taken the next before this process read that)."""
-            slots = board.slots()
-            for slot, index in enumerate(slots):
-                if index >= 0 and index not in ended and (shown[slot] < 0 or shown[slot] in ended):
-                    start(index, slot)
-            return [index for index in {*shown, *slots} if index >= 0 and index not in ended]
+        def running() -> dict[int, int]:
+            """The databases the workers run now (index -> worker), each told as started once: a worker's database
+            only once every outcome it sent before is read (it may have ended one and taken the next before this
+            process read that outcome), so never more than one a worker."""
+            now = {}
+            for slot, (index, taken) in enumerate(zip(board.slots(), board.taken())):
+                if index >= 0 and index not in ended and taken == read[slot] + 1:
+                    start(index)
+                    now[index] = slot
+            return now
+
+        def receive(results: Any) -> bool:
+            """One outcome read from a worker's pipe and told; ``False`` once the pipe has ended."""
+            try:
+                index, outcome = results.recv()
+            except (EOFError, OSError):  # its worker ended (everything it sent read), or died mid-write
+                readers.discard(results)
+                watched.unregister(results)
+                return False
+            slot = watched.get_key(results).data
+            if isinstance(outcome, str):  # what the worker raised
+                outcome = MemberOutcome(members[index], FAILED, error=f"its worker process ended: {outcome}; run "
+                                                                      f"it again")
+            outcome.member = members[index]  # this process's own: what it knows of it (its key) stays known
+            read[slot] += 1
+            start(index)  # if it ended before this process saw it run
+            ended.add(index)
+            self._finished(name, outcome)
+            outcomes.append(outcome)
+            return True
 
         try:
             while alive:
@@ -534,21 +554,7 @@ class FleetRun:
                     continue
                 readable: set[Any] = ready & readers
                 for results in readable:
-                    try:
-                        index, outcome = results.recv()
-                    except (EOFError, OSError):  # its worker ended (everything it sent read), or died mid-write
-                        readers.discard(results)
-                        watched.unregister(results)
-                        continue
-                    slot = watched.get_key(results).data
-                    if isinstance(outcome, str):  # what the worker raised
-                        outcome = MemberOutcome(members[index], FAILED, error=f"its worker process ended: "
-                                                                              f"{outcome}; run it again")
-                    outcome.member = members[index]  # this process's own: what it knows of it (its key) stays known
-                    start(index, slot)  # if it ended before this process saw it run
-                    ended.add(index)
-                    self._finished(name, outcome)
-                    outcomes.append(outcome)
+                    receive(results)
                 running()
                 if readable:
                     continue  # an outcome is read before its worker's end: a worker writes it, then ends
@@ -559,14 +565,23 @@ class FleetRun:
                     if worker.exitcode != 0:
                         # A worker died (killed, out of memory), maybe holding a lock, so none is trusted further:
                         # what runs is failed, to be run again, and nothing more starts.
-                        self._stop = self._stop or "the worker processes ended"
+                        self._stop = self._stop or "a worker process ended abruptly"
                         for other in workers:
                             other.kill()
-                        for index in sorted(running()):
-                            start(index)
+                            other.join()
+                        for results in list(readers):  # what the others sent before they were ended is theirs
+                            while results.poll() and receive(results):
+                                pass
+                        died = workers.index(worker)
+                        how = f"by signal {-worker.exitcode}" if worker.exitcode < 0 else \
+                            f"with exit code {worker.exitcode}"
+                        for index, slot in sorted(running().items()):
                             ended.add(index)
-                            outcome = MemberOutcome(members[index], FAILED, error="its worker process ended: a "
-                                                    "worker process was terminated abruptly; run it again")
+                            error = (f"its worker process ended abruptly ({how}); what it had not committed was "
+                                     f"rolled back; run it again") if slot == died else \
+                                ("stopped: another worker process ended abruptly, so apm ended this one's too; "
+                                 "what it had not committed was rolled back; run it again")
+                            outcome = MemberOutcome(members[index], FAILED, error=error)
                             self._finished(name, outcome)
                             outcomes.append(outcome)
                         alive.clear()
@@ -593,8 +608,10 @@ class _Board:
         # start-up time: planner.fleet.run runs without mmap until a parallel run needs it
         import mmap
 
-        # Anonymous and shared (MAP_SHARED): one page, no file, and none of ctypes' start-up cost.
-        self._cells = memoryview(mmap.mmap(-1, 8 * (2 + jobs))).cast("q")  # stopped, next, then a slot per worker
+        # Anonymous and shared (MAP_SHARED): one page, no file, and none of ctypes' start-up cost. The cells:
+        # stopped, next, then each worker's database now, then how many each worker has taken.
+        self._cells = memoryview(mmap.mmap(-1, 8 * (2 + 2 * jobs))).cast("q")
+        self._jobs = jobs
         for slot in range(jobs):
             self._cells[2 + slot] = -1
         self.taking = context.Lock()
@@ -607,7 +624,11 @@ class _Board:
         self._cells[0] = 1
 
     def slots(self) -> list[int]:
-        return self._cells[2:].tolist()
+        return self._cells[2:2 + self._jobs].tolist()
+
+    def taken(self) -> list[int]:
+        """How many databases each worker has taken: one more than the outcomes read from it while it runs one."""
+        return self._cells[2 + self._jobs:].tolist()
 
     def take(self, slot: int, count: int) -> int | None:
         """The next database's index, marked as run by the worker in ``slot``; ``None`` when none is left."""
@@ -619,6 +640,7 @@ class _Board:
                 return None
             cells[1] = index + 1
             cells[2 + slot] = index
+            cells[2 + self._jobs + slot] += 1
         return index
 
 
