@@ -470,6 +470,50 @@ def test_long_and_short_outcomes_sent_at_once_never_mix(tmp_path: Path, catalog:
         assert [len(r["sql"]["0004 apply"]) for r in rows] == [3001 if i % 4 == 0 else 1 for i in range(24)]
 
 
+def test_a_library_caller_whose_callback_fails_is_not_left_waiting_for_blocked_workers(tmp_path: Path,
+                                                                                        catalog: Path) -> None:
+    """Tryout 8: an ``on_event`` that raised while workers were writing long outcomes left ``FleetRun.run``
+    waiting for ever: each worker held a reading end of its own pipe, so its write never failed. The error now
+    reaches the caller."""
+    from tests.conftest import write_migration
+
+    statements = [f"INSERT INTO notes (body) VALUES ('{'z' * 30} {n}')" for n in range(3000)]
+    write_migration(catalog, "0004", "Many notes", depends_on=("0003",), upgrade=(
+        "conn.execute('CREATE TABLE notes (body TEXT)')\n" + "".join(f"conn.execute({sql!r})\n" for sql in statements)))
+    fleet_of(tmp_path, catalog, 8, target="0003")
+    script = (f"import sys\nsys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+              "from pathlib import Path\n"
+              "from planner.fleet.members import discover\n"
+              "from planner.fleet.run import FleetRun, MemberFinished\n"
+              "from planner.loader import load_catalog\n"
+              "from planner.request import Request\n"
+              "def fail(event):\n"
+              "    if isinstance(event, MemberFinished):\n"
+              "        raise RuntimeError('the caller failed')\n"
+              f"members = discover(globs=[{PATTERN!r}], cwd=Path({str(tmp_path)!r}))\n"
+              "try:\n"
+              f"    FleetRun(load_catalog(Path({str(catalog)!r})), Request(sql=True), jobs=4, on_event=fail).run(members)\n"
+              "except RuntimeError as error:\n"
+              "    print(error)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "the caller failed", done.stdout + done.stderr
+
+
+def test_a_read_only_database_stops_no_other(tmp_path: Path, catalog: Path) -> None:
+    """Tryout 8: a read-only file (its ledger reads fine, so it was planned) failed at its write and stopped every
+    database after it, where a locked file, a file that is not a database or a folder stop nothing: the file
+    itself refused before any step ran."""
+    paths = fleet_of(tmp_path, catalog, 4)
+    paths[1].chmod(0o444)
+    try:
+        result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--jobs", "1", "--json")
+    finally:
+        paths[1].chmod(0o644)
+    rows = json.loads(result.stdout)["databases"]
+    assert [r["outcome"] for r in rows] == ["applied", "failed", "applied", "applied"], rows
+    assert "is read-only" in rows[1]["error"] and result.returncode == 11
+
+
 def test_a_worker_killed_mid_run_fails_what_was_in_flight_and_the_rest_resumes(tmp_path: Path, catalog: Path) -> None:
     """The workers share the lock under which each takes its next database, which a killed worker may hold: the
     command stops every worker, fails the databases that were in flight (to be run again), starts nothing more,

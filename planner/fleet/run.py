@@ -44,9 +44,16 @@ from typing import TYPE_CHECKING, Any
 
 from planner import request as requests
 from planner.errors import (
+    DatabaseDamaged,
+    DatabaseDirectoryMissing,
     DatabaseError,
     DatabaseLocked,
+    DatabaseNotFound,
+    DatabaseReadOnly,
+    DatabaseUnreachable,
+    ForeignLedger,
     Interrupted,
+    NotADatabase,
     MigrationError,
     NotApplied,
     PlanError,
@@ -153,6 +160,8 @@ _board: _Board | None = None
 _worker_stops_on_failure = True
 #: The members, the request and the confirmed loss of the run, inherited by the forked workers (``_worker``).
 _worker_job: Any = None
+#: Every worker's pipe, both ends, as each worker inherits them.
+_worker_pipes: list = []
 
 
 def run_member(member: Member, request: Request, catalog: Catalog | None = None,
@@ -194,6 +203,9 @@ def run_member(member: Member, request: Request, catalog: Catalog | None = None,
         outcome.outcome, outcome.error = REFUSED, one_line(error)
     except MigrationError as error:
         outcome.outcome, outcome.error = FAILED, one_line(error)
+        # The file itself refused before the run began (read-only, not a database ...): as unopened as a file
+        # whose ledger could not be read, whatever read its ledger (a read-only file's reads fine).
+        outcome.unopened = outcome.unopened or isinstance(error, _THE_FILE_ITSELF)
     except Exception as error:  # a database's driver error must not end the fleet: it is this database's row
         outcome.outcome, outcome.error = FAILED, one_line(error, unexpected=True)
     finally:
@@ -280,6 +292,18 @@ def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: M
         # Changed: what was confirmed for this part is not what it destroys now. A later part's loss is a new question.
         what = "the database changed meanwhile: it now destroys " if result.status == requests.CHANGED else "destroys "
         outcome.error = f"this plan {what}{'; '.join(result.loss)}; {unchanged}"
+    if outcome.outcome == FAILED and not result.steps and isinstance(error, _THE_DATABASE_ITSELF):
+        # The file or the server refused before any step ran (read-only, locked, unreachable ...): bad input in
+        # one row, as when its ledger could not be read, which says nothing about the plan and stops no other.
+        outcome.unopened = True
+
+
+#: What a database's own state raises before any of its steps runs: the file or the server, never the plan.
+_THE_DATABASE_ITSELF = (DatabaseNotFound, DatabaseDirectoryMissing, NotADatabase, DatabaseDamaged, DatabaseReadOnly,
+                        DatabaseLocked, DatabaseUnreachable, ForeignLedger)
+#: Of those, what no step's commit can have come before (a lock or a server may go between two parts of a plan).
+_THE_FILE_ITSELF = (DatabaseNotFound, DatabaseDirectoryMissing, NotADatabase, DatabaseDamaged, DatabaseReadOnly,
+                    ForeignLedger)
 
 
 def _failed_or_refused(error: BaseException) -> str:
@@ -471,7 +495,7 @@ class FleetRun:
         # start-up time: planner.fleet.run runs without selectors until _parallel() needs it
         import selectors
 
-        global worker_catalog, _board, _worker_stops_on_failure, _worker_job
+        global worker_catalog, _board, _worker_stops_on_failure, _worker_job, _worker_pipes
         _import_run_path(members[0], self.catalog)
         context = multiprocessing.get_context("fork")
         jobs = min(self.jobs, len(members))
@@ -485,6 +509,7 @@ class FleetRun:
         # A pipe per worker: one writer to each, so no message can land inside another (a write longer than
         # ``PIPE_BUF`` reaches the pipe in pieces), and a worker killed mid-write garbles only its own.
         pipes = [context.Pipe(duplex=False) for _ in range(jobs)]
+        _worker_pipes = pipes  # each worker closes the ends not its own
         workers = [context.Process(target=_worker, args=(board, slot, pipes[slot][1], os.getpid()), daemon=True)
                    for slot in range(jobs)]
         for worker in workers:
@@ -657,6 +682,12 @@ def _worker(board: _Board, slot: int, sent: Any, parent: int) -> None:
     """A worker process: takes the next database (``board``) and runs it, until none is left or the run stops;
     each outcome goes back on its own pipe with its index, or the text of what ``run_member`` raised."""
     _worker_init(parent)
+    for reader, writer in _worker_pipes:
+        # Inherited, and not this worker's to keep: while a worker held a reading end of its own pipe, its write
+        # to a fleet command that had stopped reading waited for ever instead of failing.
+        reader.close()
+        if writer is not sent:
+            writer.close()
     members, request, confirmed = _worker_job
     while not board.stopped and (index := board.take(slot, len(members))) is not None:
         member = members[index]
