@@ -53,8 +53,8 @@ from planner.errors import (
     DatabaseUnreachable,
     ForeignLedger,
     Interrupted,
-    NotADatabase,
     MigrationError,
+    NotADatabase,
     NotApplied,
     PlanError,
 )
@@ -160,8 +160,6 @@ _board: _Board | None = None
 _worker_stops_on_failure = True
 #: The members, the request and the confirmed loss of the run, inherited by the forked workers (``_worker``).
 _worker_job: Any = None
-#: Every worker's pipe, both ends, as each worker inherits them.
-_worker_pipes: list = []
 
 
 def run_member(member: Member, request: Request, catalog: Catalog | None = None,
@@ -298,12 +296,12 @@ def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: M
         outcome.unopened = True
 
 
-#: What a database's own state raises before any of its steps runs: the file or the server, never the plan.
-_THE_DATABASE_ITSELF = (DatabaseNotFound, DatabaseDirectoryMissing, NotADatabase, DatabaseDamaged, DatabaseReadOnly,
-                        DatabaseLocked, DatabaseUnreachable, ForeignLedger)
-#: Of those, what no step's commit can have come before (a lock or a server may go between two parts of a plan).
+#: What the file itself raises before any step of its plan runs, and no step's commit can have come before.
 _THE_FILE_ITSELF = (DatabaseNotFound, DatabaseDirectoryMissing, NotADatabase, DatabaseDamaged, DatabaseReadOnly,
                     ForeignLedger)
+#: What a database's own state raises before its steps: the file, or a lock or the server (which may also go
+#: between two parts of a plan), never the plan.
+_THE_DATABASE_ITSELF = (*_THE_FILE_ITSELF, DatabaseLocked, DatabaseUnreachable)
 
 
 def _failed_or_refused(error: BaseException) -> str:
@@ -495,7 +493,7 @@ class FleetRun:
         # start-up time: planner.fleet.run runs without selectors until _parallel() needs it
         import selectors
 
-        global worker_catalog, _board, _worker_stops_on_failure, _worker_job, _worker_pipes
+        global worker_catalog, _board, _worker_stops_on_failure, _worker_job
         _import_run_path(members[0], self.catalog)
         context = multiprocessing.get_context("fork")
         jobs = min(self.jobs, len(members))
@@ -509,8 +507,7 @@ class FleetRun:
         # A pipe per worker: one writer to each, so no message can land inside another (a write longer than
         # ``PIPE_BUF`` reaches the pipe in pieces), and a worker killed mid-write garbles only its own.
         pipes = [context.Pipe(duplex=False) for _ in range(jobs)]
-        _worker_pipes = pipes  # each worker closes the ends not its own
-        workers = [context.Process(target=_worker, args=(board, slot, pipes[slot][1], os.getpid()), daemon=True)
+        workers = [context.Process(target=_worker, args=(board, slot, pipes, os.getpid()), daemon=True)
                    for slot in range(jobs)]
         for worker in workers:
             worker.start()
@@ -625,9 +622,9 @@ class FleetRun:
 
 class _Board:
     """What the workers of one parallel run share with this process, in memory inherited through the fork: whether
-    the run stopped (no worker takes another database), the index of the next database to take, and the one each
-    worker runs now (``slots``, -1 for none), which this process reads to tell which databases are running without
-    being sent a message per start."""
+    the run stopped (no worker takes another database), the index of the next database to take, the one each
+    worker runs now (``slots``, -1 for none) and how many each has taken (``taken``), which this process reads to
+    tell which databases are running without being sent a message per start."""
 
     def __init__(self, context: Any, jobs: int):
         # start-up time: planner.fleet.run runs without mmap until a parallel run needs it
@@ -678,11 +675,13 @@ def _import_run_path(member: Member, catalog: Catalog) -> None:
         pass
 
 
-def _worker(board: _Board, slot: int, sent: Any, parent: int) -> None:
+def _worker(board: _Board, slot: int, pipes: list, parent: int) -> None:
     """A worker process: takes the next database (``board``) and runs it, until none is left or the run stops;
-    each outcome goes back on its own pipe with its index, or the text of what ``run_member`` raised."""
+    each outcome goes back on its own pipe (``pipes[slot]``) with its index, or the text of what ``run_member``
+    raised."""
     _worker_init(parent)
-    for reader, writer in _worker_pipes:
+    sent = pipes[slot][1]
+    for reader, writer in pipes:
         # Inherited, and not this worker's to keep: while a worker held a reading end of its own pipe, its write
         # to a fleet command that had stopped reading waited for ever instead of failing.
         reader.close()

@@ -52,8 +52,9 @@ def connect(path: Path | str, *, create: bool = False, busy_timeout: float = DEF
     created; without it a missing file is ``DatabaseNotFound``. The first read
     (``PRAGMA schema_version``) happens here, so a file that is not SQLite or a
     database locked past ``busy_timeout`` fails now rather than mid-plan;
-    without ``read``, the caller makes it (``first_read``), inside a transaction
-    of its own: each read outside one takes and lets go of the shared lock.
+    without ``read``, the caller makes it (``wait_for`` with ``sliced=True``),
+    inside a transaction of its own: each read outside one takes and lets go of
+    the shared lock.
     """
     path = path if isinstance(path, Path) else Path(path)  # Path(Path) parses it again: once per member
     folder = path.parent
@@ -111,15 +112,6 @@ def connect(path: Path | str, *, create: bool = False, busy_timeout: float = DEF
         _discard(path, created)
         raise
     return conn
-
-
-def first_read(conn: sqlite3.Connection, statement: str, path: Path, busy_timeout: float) -> list:
-    """The rows of the first read on a connection ``connect`` opened without one (``read=False``): waited for in
-    slices as ``connect`` waits, its error the ``DatabaseError`` that says why the file cannot be read."""
-    try:
-        return wait_for(conn, statement, path, busy_timeout, sliced=True)
-    except sqlite3.Error as exc:
-        raise translate_error(exc, path, busy_timeout) or NotADatabase(path) from exc
 
 
 _MAGIC = b"SQLite format 3\x00"

@@ -54,7 +54,6 @@ from planner.engines.sqlite.database import (
     check_integrity,
     connect,
     damaged,
-    first_read,
     foreign_keys_enabled,
     foreign_keys_off,
     lock_key,
@@ -413,7 +412,8 @@ class Executor(MarksThroughSessions):
             # calls a statement).
             conn.execute("BEGIN")
             try:
-                version = first_read(conn, "PRAGMA data_version", self.path, self.busy_timeout)[0][0]
+                # Waited for in slices, as connect() waits for its own first read.
+                version = wait_for(conn, "PRAGMA data_version", self.path, self.busy_timeout, sliced=True)[0][0]
                 entries, complete = Ledger(conn).applied_and_complete()
             except sqlite3.Error as exc:
                 raise translate_error(exc, self.path, self.busy_timeout) or NotADatabase(self.path) from exc
