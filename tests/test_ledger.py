@@ -158,3 +158,48 @@ def test_read_ledger_of_something_else(tmp_path: Path):
     (tmp_path / "app.db").write_text("hello")
     with pytest.raises(NotADatabase):
         read_ledger(tmp_path / "app.db")
+
+
+# -- the ledger's shape, read once per CREATE TABLE text (a fleet of files made by one program) ------------------
+
+FOREIGN = "CREATE TABLE schema_migrations (version TEXT PRIMARY KEY, dirty BOOLEAN NOT NULL)"
+
+
+def test_another_tools_ledger_is_refused_in_every_file_that_has_it(tmp_path):
+    from planner.errors import ForeignLedger
+
+    for name in ("first.db", "second.db", "third.db"):  # the second and third are answered from what the first said
+        path = tmp_path / name
+        with sqlite3.connect(path, isolation_level=None) as raw:
+            raw.execute(FOREIGN)
+            raw.execute("INSERT INTO schema_migrations VALUES ('0001', 0)")
+        raw = sqlite3.connect(path, isolation_level=None)
+        try:
+            with pytest.raises(ForeignLedger) as refused:
+                Ledger(raw).applied_migrations()
+            assert name in str(refused.value) and "dirty" in str(refused.value)
+            with pytest.raises(ForeignLedger):
+                Ledger(raw).ensure_schema()
+            assert columns(raw, "schema_migrations") == ["version", "dirty"]  # untouched
+        finally:
+            raw.close()
+
+
+def test_a_ledger_whose_table_changed_is_read_again(conn):
+    conn.execute("CREATE TABLE schema_migrations (version TEXT PRIMARY KEY, description TEXT, applied_at TIMESTAMP)")
+    ledger = Ledger(conn)
+    assert ledger.applied_and_complete() == ({}, False)  # the seed's three columns: to be upgraded
+    ledger.ensure_schema()  # ALTER TABLE ADD COLUMN rewrites the table's text
+    assert ledger.applied_and_complete() == ({}, True)
+    conn.execute("DROP TABLE schema_migrations_log")
+    assert ledger.applied_and_complete() == ({}, False)  # the same table text, without its log beside it
+
+
+def test_a_ledger_named_in_another_case_is_the_ledger(conn):
+    # SQLite matches table names without case: this is the table every statement on schema_migrations reaches.
+    conn.execute("CREATE TABLE Schema_Migrations (version TEXT PRIMARY KEY, description TEXT, applied_at TIMESTAMP)")
+    conn.execute("INSERT INTO schema_migrations VALUES ('0001', 'first', '2026-01-01')")
+    ledger = Ledger(conn)
+    assert list(ledger.applied_migrations()) == ["0001"]
+    ledger.ensure_schema()
+    assert ledger.applied_and_complete()[1]

@@ -93,10 +93,16 @@ CREATE TABLE IF NOT EXISTS {LOG_TABLE} (
     detail TEXT
 )"""
 
-# One statement answers "is the schema current, and whose is it?", which every transaction asks: the ledger's
-# columns as ``PRAGMA table_info`` gives them, each with whether the log exists (no row: no ledger).
-_SCHEMA_STATE = (f"SELECT *, (SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '{LOG_TABLE}') "
-                 f"FROM pragma_table_info('{TABLE}')")
+# One statement answers "is the schema current, and whose is it?", which every transaction asks: the text each
+# ledger table was made with (no row: no such table). Names are matched as SQLite matches them, without case.
+_SCHEMA_STATE = (f"SELECT lower(name), sql FROM sqlite_master WHERE type = 'table' "
+                 f"AND lower(name) IN ('{TABLE}', '{LOG_TABLE}')")
+
+#: A ``CREATE TABLE`` text -> its columns and why they are not a ledger apm knows (``None``: they are). SQLite
+#: builds a table's columns from that text alone (``ALTER TABLE ADD COLUMN`` rewrites it), so a fleet of files
+#: made by one program reads ``PRAGMA table_info`` once, not once per file.
+_SHAPES: dict[str, tuple[list[LedgerColumn], str | None]] = {}
+_SHAPES_KEPT = 64
 
 
 class Ledger:
@@ -145,12 +151,19 @@ class Ledger:
 
     def _refuse_foreign(self, shape: list[LedgerColumn]) -> None:
         """``_require_known_shape`` of columns already read: a caller that needs them reads them once."""
-        if not shape:
-            return
-        reason = unknown_shape(shape, required=sorted(SEED_COLUMNS), written=_WRITTEN,
-                               text_version=_keeps_text(next((c.type for c in shape if c.name == "version"), "")))
+        reason = self._foreign_reason(shape)
         if reason is not None:
-            raise ForeignLedger(self._path(), [describe_columns([c]) for c in shape], sorted(KNOWN_COLUMNS), reason)
+            self._refuse(shape, reason)
+
+    @staticmethod
+    def _foreign_reason(shape: list[LedgerColumn]) -> str | None:
+        if not shape:
+            return None
+        return unknown_shape(shape, required=sorted(SEED_COLUMNS), written=_WRITTEN,
+                             text_version=_keeps_text(next((c.type for c in shape if c.name == "version"), "")))
+
+    def _refuse(self, shape: list[LedgerColumn], reason: str) -> None:
+        raise ForeignLedger(self._path(), [describe_columns([c]) for c in shape], sorted(KNOWN_COLUMNS), reason)
 
     def _path(self) -> Path:
         row = self._rows("PRAGMA database_list")[0]
@@ -178,11 +191,21 @@ class Ledger:
     def _schema_state(self) -> tuple[list[LedgerColumn], bool]:
         """The ledger's columns (another tool's refused), and whether both tables are complete: then
         ``ensure_schema`` has nothing to do."""
-        rows = self._rows(_SCHEMA_STATE)
-        shape = [_column(row[:6]) for row in rows]
-        self._refuse_foreign(shape)
+        made = dict(self._rows(_SCHEMA_STATE))
+        text = made.get(TABLE)
+        if text is None:
+            return [], False
+        known = _SHAPES.get(text)
+        if known is None:
+            shape = self._shape()
+            known = (shape, self._foreign_reason(shape))
+            if len(_SHAPES) < _SHAPES_KEPT:
+                _SHAPES[text] = known
+        shape, reason = known
+        if reason is not None:
+            self._refuse(shape, reason)
         present = {column.name for column in shape}
-        return shape, bool(shape and rows[0][6] and all(name in present for name, _ in _ADDED_COLUMNS))
+        return shape, LOG_TABLE in made and all(name in present for name, _ in _ADDED_COLUMNS)
 
     def applied_migrations(self) -> dict[str, LedgerEntry]:
         """Applied migrations by version as recorded; ``{}`` when there is no ledger (nothing is created)."""

@@ -87,7 +87,7 @@ from typing import Any, TypeGuard, cast
 
 from planner.engines.sqlite.effects import PlanWrites, StepEffects, TableState, ValueCounters, fold, resolve
 from planner.engines.sqlite.ledger import may_write_ledger
-from planner.engines.sqlite.sql import keywords, name_after, renamed_column, table_xinfo, tokens
+from planner.engines.sqlite.sql import compile_only, keywords, name_after, renamed_column, table_xinfo, tokens
 from planner.ledger import LOG_TABLE, TABLE
 from planner.locks import StepLocks
 from planner.preview import DataImpact, ObjectKind, SchemaChange, watched
@@ -441,7 +441,7 @@ class StepObserver:
         self._events.clear()
         self.conn.set_authorizer(self._authorize)
         try:
-            self.conn.execute("EXPLAIN " + sql, parameters).fetchall()
+            compile_only(self.conn, sql, parameters)
         except sqlite3.Error:
             if self.ledger_watch is not None:  # what it does is unknown: watched as if it wrote the ledger
                 self.ledger_watch()

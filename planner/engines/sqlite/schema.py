@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from planner.engines.sqlite.database import read_only_connection
-from planner.engines.sqlite.sql import parse_create_table, table_xinfo, tokens
+from planner.engines.sqlite.sql import compile_only, parse_create_table, table_xinfo, tokens
 from planner.errors import PlanError
 from planner.schema import (LEDGER_TABLES, Column, Constraint, DriftUnchecked, ForeignKey, Replay, Schema, Table,
                             replay_failed)
@@ -320,7 +320,7 @@ def broken_objects(conn: sqlite3.Connection) -> dict[str, str]:
             continue
         siblings = [other for other, on, _ in triggers if on.lower() == table.lower() and other != name]
         try:
-            conn.execute("EXPLAIN " + statement).fetchall()
+            compile_only(conn, statement)
             continue
         except sqlite3.Error as exc:
             reason = str(exc)
@@ -329,7 +329,7 @@ def broken_objects(conn: sqlite3.Connection) -> dict[str, str]:
             try:
                 for other in siblings:
                     conn.execute(f"DROP TRIGGER main.{quote_identifier(other)}")
-                conn.execute("EXPLAIN " + statement).fetchall()
+                compile_only(conn, statement)
                 reason = ""
             except sqlite3.Error as exc:
                 reason = str(exc)

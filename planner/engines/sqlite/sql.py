@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from typing import Any
 
 from planner import deferred_dataclass
 from planner.sql import Dialect, quote_identifier
@@ -49,6 +50,21 @@ def table_xinfo(conn: sqlite3.Connection, table: str) -> list[XinfoRow]:
             'SELECT name, type, "notnull", dflt_value, pk, hidden FROM pragma_table_xinfo(?) ORDER BY cid', (table,)
         ).fetchall()
     ]
+
+
+def compile_only(conn: sqlite3.Connection, sql: str, parameters: Any = ()) -> None:
+    """Prepare ``sql`` as ``EXPLAIN``, so SQLite checks it and calls the authorizer, and execute none of it.
+
+    Everything asked of an ``EXPLAIN`` here happens while it is prepared: an
+    error (no such table, a broken trigger) is raised, and the authorizer
+    called, then. Its rows (the program's opcodes, about 30 for a small
+    ``CREATE TABLE``, eight values each) are never read: reading them was a
+    tenth of a fleet run's cost per database. The cursor is closed, so no
+    statement is left running to hold a table (a ``DROP TABLE`` refuses while
+    one does).
+    """
+    cursor = conn.execute("EXPLAIN " + sql, parameters)
+    cursor.close()
 
 
 # -- CREATE TABLE: where its name, columns and tail are ----------------------------------
