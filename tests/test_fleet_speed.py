@@ -374,8 +374,13 @@ def test_the_connection_waits_in_slices_and_keeps_its_whole_busy_timeout(tmp_pat
     from planner.engines.sqlite.database import connect
 
     path, statements, _ = traced_run(tmp_path, catalog, monkeypatch)
-    opened = statements[:statements.index("BEGIN IMMEDIATE") + 1]
-    assert opened.count("PRAGMA busy_timeout = 100") == 1  # the connection opens at one slice, set once for BEGIN
+    begin = statements.index("BEGIN IMMEDIATE")
+    opened = statements[:begin + 1]
+    # The connection opens waiting one slice at a time, and keeps that through the reading ahead to BEGIN
+    # IMMEDIATE; then, once, the whole timeout, for the statements that may wait under the write lock (COMMIT waits
+    # for readers to let go).
+    assert [s for s in statements if s.startswith("PRAGMA busy_timeout")] == ["PRAGMA busy_timeout = 30000"]
+    assert statements[begin + 1] == "PRAGMA busy_timeout = 30000"
     # Its first read is the reading ahead's, in its one read transaction: no read of its own before it.
     assert opened[opened.index("PRAGMA data_version") - 1] == "BEGIN" and "PRAGMA schema_version" not in opened
     holder = hold_lock(path, 0.5)
@@ -394,6 +399,33 @@ def test_the_connection_waits_in_slices_and_keeps_its_whole_busy_timeout(tmp_pat
     finally:
         holder.kill()
         holder.wait(timeout=30)
+
+
+def test_a_reader_holding_the_file_past_one_slice_is_waited_for_by_the_commit(tmp_path: Path, catalog: Path) -> None:
+    # COMMIT needs every reader gone: it waits with the connection's whole busy timeout, not the slice the
+    # reading ahead waited in (a reader holding on for more than 0.1 s would make it fail "locked").
+    from planner.fleet.run import run_member
+    from planner.request import Request
+
+    path = tmp_path / "one.db"
+    migrate_to(path, catalog, target="0001")
+    reader = subprocess.Popen(
+        [sys.executable, "-c", f"import sqlite3, sys, time\nc = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+         "c.execute('BEGIN')\nc.execute('SELECT COUNT(*) FROM schema_migrations').fetchall()\n"
+         "print('reading', flush=True)\nsys.stdin.readline()\ntime.sleep(0.6)\nc.execute('COMMIT')\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout is not None and reader.stdin is not None
+        assert reader.stdout.readline().strip() == "reading"
+        reader.stdin.write("go\n")  # the reader lets go 0.6 s from now, while this run commits
+        reader.stdin.flush()
+        started = time.monotonic()
+        outcome = run_member(member(str(path), cwd=tmp_path), Request(busy_timeout=10.0), load(catalog))
+    finally:
+        reader.wait(timeout=30)
+    assert (outcome.outcome, outcome.error) == ("applied", None)
+    assert time.monotonic() - started >= 0.5  # it did wait for the reader
+    assert applied(path) == ["0001", "0002", "0003"]
 
 
 def test_a_write_lock_this_process_holds_is_known_under_any_spelling_of_the_file(tmp_path: Path, catalog: Path) -> None:

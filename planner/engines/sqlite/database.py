@@ -356,7 +356,7 @@ _SLICE_MS = 100
 
 
 def wait_for(conn: sqlite3.Connection, statement: str, path: Path, busy_timeout: float, *,
-             sliced: bool = False) -> list:
+             sliced: bool = False, keep_slice: bool = False) -> list:
     """Run ``statement`` (a first read, ``BEGIN IMMEDIATE``), waiting for another process's lock in slices.
 
     SQLite waits for a lock inside C, where Python's signal handlers cannot
@@ -365,7 +365,10 @@ def wait_for(conn: sqlite3.Connection, statement: str, path: Path, busy_timeout:
     and lets the interrupt through at once. The connection's own timeout is
     put back afterwards for the statements that follow. ``sliced``: the
     connection was opened with the slice as its timeout (one PRAGMA fewer).
-    The statement's rows are returned.
+    ``keep_slice``: once the statement succeeded the slice stays, for a caller
+    whose next statements cannot wait for a lock (reads inside the read
+    transaction this statement began) and whose next ``wait_for`` is
+    ``sliced``: two PRAGMAs fewer. The statement's rows are returned.
     """
     # start-up time: planner.engines.sqlite.database runs without planner.events until wait_for() needs it
     from planner.events import Wait
@@ -374,10 +377,12 @@ def wait_for(conn: sqlite3.Connection, statement: str, path: Path, busy_timeout:
     wait = Wait(str(path), busy_timeout)
     if not sliced:
         conn.execute(f"PRAGMA busy_timeout = {_SLICE_MS}")
+    rows = None
     try:
         while True:
             try:
-                return conn.execute(statement).fetchall()
+                rows = conn.execute(statement).fetchall()
+                return rows
             except sqlite3.OperationalError as exc:
                 if not isinstance(translate_error(exc, path, busy_timeout), DatabaseLocked):
                     raise
@@ -385,7 +390,8 @@ def wait_for(conn: sqlite3.Connection, statement: str, path: Path, busy_timeout:
                     raise
                 wait.tick()  # a long wait is told about (planner.events)
     finally:
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        if rows is None or not keep_slice:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
 
 
 def open_read_only(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> sqlite3.Connection | None:

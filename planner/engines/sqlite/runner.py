@@ -110,6 +110,9 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
         self._lock_key = lock_key(path)
         self.busy_timeout = busy_timeout
         self.foreign_keys = foreign_keys_enabled(conn)
+        #: The connection waits for a lock one slice at a time already (``wait_for``'s ``keep_slice``): the first
+        #: ``BEGIN IMMEDIATE`` need not set the slice, and puts the connection's own timeout back.
+        self.sliced = False
         self._data_version: int | None = None
         # The applied set was read under the write lock now held: nothing else can commit until it is let go.
         self._locked_read = False
@@ -194,7 +197,8 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
         """
         try:
             if statement.startswith("BEGIN"):
-                wait_for(self.conn, statement, self.path, self.busy_timeout)
+                sliced, self.sliced = self.sliced, False
+                wait_for(self.conn, statement, self.path, self.busy_timeout, sliced=sliced)
             else:
                 self.conn.execute(statement)
         except sqlite3.Error as exc:
@@ -412,8 +416,10 @@ class Executor(MarksThroughSessions):
             # calls a statement).
             conn.execute("BEGIN")
             try:
-                # Waited for in slices, as connect() waits for its own first read.
-                version = wait_for(conn, "PRAGMA data_version", self.path, self.busy_timeout, sliced=True)[0][0]
+                # Waited for in slices, as connect() waits for its own first read; the slice is kept (nothing in
+                # this read transaction waits) until the preview's BEGIN IMMEDIATE, whose wait is sliced too.
+                version = wait_for(conn, "PRAGMA data_version", self.path, self.busy_timeout, sliced=True,
+                                   keep_slice=True)[0][0]
                 entries, complete = Ledger(conn).applied_and_complete()
             except sqlite3.Error as exc:
                 raise translate_error(exc, self.path, self.busy_timeout) or NotADatabase(self.path) from exc
@@ -566,6 +572,7 @@ class Executor(MarksThroughSessions):
         try:
             session = self._session(conn, plan, atomic=True, before=before)
             session.read_ahead = ahead[1:] if ahead is not None else None
+            session.sliced = ahead is not None  # read_ahead left the connection waiting one slice at a time
             observer = StepObserver(conn, capture_sql=capture_sql)
             session.preview(result, observer, make_plan=make_plan, accept=accept, on_event=on_event,
                             log_failures=existed)
