@@ -467,3 +467,45 @@ def test_the_scoped_foreign_key_check_still_catches_every_breakage(tmp_path, cat
     result = preview(db, apply_plan(catalog, read_ledger(db)), catalog, accept=lambda p: True)
     assert isinstance(result.error, ForeignKeyViolation), result.describe()
     assert not result.committed
+
+
+def test_a_new_table_whose_foreign_key_cannot_work_fails_the_preview(tmp_path, catalog_dir):
+    # Its parent's column is not unique: every insert would fail once foreign keys are on ("foreign key mismatch").
+    write_migration(catalog_dir, "0001", "Parents", depends_on=(),
+                    upgrade="conn.execute('CREATE TABLE parents (id INTEGER, name TEXT)')")
+    write_migration(catalog_dir, "0002", "Children", depends_on=("0001",), upgrade="""
+        conn.execute('CREATE TABLE children (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parents(id))')
+    """)
+    catalog = load_catalog(catalog_dir)
+    db = tmp_path / "fk.db"
+    Executor(db, create=True).run(apply_plan(catalog, [], target="0001"))
+    result = preview(db, apply_plan(catalog, read_ledger(db)), catalog, accept=lambda p: True)
+    assert result.error is not None and "foreign key mismatch" in str(result.error), result.describe()
+    assert not result.committed and list(read_ledger(db)) == ["0001"]
+
+
+def test_a_step_that_only_creates_tables_without_foreign_keys_checks_none(tmp_path, catalog_dir, monkeypatch):
+    # A new table has no rows, and without REFERENCES no foreign key: nothing for foreign_key_check to find.
+    write_migration(catalog_dir, "0001", "Notes", depends_on=(), upgrade="""
+        conn.execute('CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)')
+        conn.execute('CREATE TABLE tags AS SELECT 1 AS id, "x" AS name')
+    """)
+    write_migration(catalog_dir, "0002", "Links", depends_on=("0001",), upgrade="""
+        conn.execute('CREATE TABLE links (id INTEGER PRIMARY KEY, note_id INTEGER REFERENCES notes(id))')
+    """)
+    catalog = load_catalog(catalog_dir)
+    db = tmp_path / "notes.db"
+    statements: list[str] = []
+    connect = sqlite3.connect
+
+    def traced(*args, **kwargs):
+        conn = connect(*args, **kwargs)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", traced)
+    result = preview(db, apply_plan(catalog, []), catalog, accept=lambda p: True)
+    monkeypatch.undo()
+    assert result.committed and result.error is None
+    checks = [s for s in statements if s.startswith("PRAGMA foreign_key_check")]
+    assert checks == ['PRAGMA foreign_key_check("links")'], checks  # 0002's table, which has a foreign key

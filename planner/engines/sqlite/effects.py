@@ -128,7 +128,7 @@ class StepEffects:
     inserted: dict[str, int] = field(default_factory=dict)
     rows_before: dict[str, int] = field(default_factory=dict)
     statements: list[str] = field(default_factory=list)
-    #: Tables rows were added to or created (their own foreign keys need checking) ...
+    #: Tables rows were added to, or created with a foreign key (their own foreign keys need checking) ...
     grown: set[str] = field(default_factory=set)
     #: ... and tables rows left, changed, or were dropped or altered (their children's keys need checking too).
     shrunk: set[str] = field(default_factory=set)
