@@ -241,7 +241,7 @@ def run(engine: "Engine", catalog: Catalog, request: Request, plan: Plan | None 
         on_event: Callable[[RunEvent], None] | None = None,
         ask_outside: Callable[[StatementLoss], bool] | None = None,
         ask_outside_locks: Callable[[StatementLocks], bool] | None = None,
-        after: RunOutcome | None = None, runner: Any = None) -> RunOutcome:
+        after: RunOutcome | None = None, runner: Any = None, planned_from: dict | None = None) -> RunOutcome:
     """Run ``request`` on ``engine``'s database; the whole story in one ``RunOutcome``.
 
     ``plan`` is the plan already made (and shown); without it, it is made
@@ -253,6 +253,9 @@ def run(engine: "Engine", catalog: Catalog, request: Request, plan: Plan | None 
     about its lock findings. A step's failure is the outcome's ``error``;
     only ``Interrupted`` (Ctrl-C) is raised. ``runner`` is ``engine``'s runner
     when the caller made it already (``apm fleet migrate`` read the ledger through it).
+    ``planned_from`` is the ledger ``plan`` was made from, as that runner read it: planning again inside
+    the write lock from that very reading (the runner hands it back while no other connection has committed
+    since) gives ``plan`` again, so it is not made twice.
     """
     # start-up time: planner.request runs without planner.plan until run() needs it
     from planner.plan import segments
@@ -285,7 +288,8 @@ def run(engine: "Engine", catalog: Catalog, request: Request, plan: Plan | None 
                     request.yes, answer, ask_outside, outcome, locks_answer, ask_outside_locks)
                     if request.previewed else None)
             else:
-                replan = (lambda ledger: request.plan(catalog, ledger)) if len(parts) == 1 else None
+                replan = (lambda ledger: plan if ledger is planned_from else request.plan(catalog, ledger)) \
+                    if len(parts) == 1 else None
                 _previewed(runner, request, part, outcome, replan, backup, on_event, answer, locks_answer)
             if outcome.status != RUNNING:
                 break

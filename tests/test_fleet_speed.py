@@ -321,10 +321,32 @@ def run_read_ahead(path: Path, catalog: Path, meanwhile):
     loaded = load(catalog)
     engine = engine_for(path)
     runner = engine.runner(catalog=loaded)
-    plan = Request().plan(loaded, runner.read_ahead())
+    ledger = runner.read_ahead()
+    plan = Request().plan(loaded, ledger)
     assert [s.version for s in plan] == ["0002", "0003"]
     meanwhile()
-    return requests.run(engine, loaded, Request(), plan, runner=runner)
+    return requests.run(engine, loaded, Request(), plan, runner=runner, planned_from=ledger)
+
+
+def test_a_plan_made_from_the_reading_ahead_is_not_made_again_while_nothing_committed(
+        tmp_path: Path, catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Inside the lock the runner hands back the very reading the plan was made from (data_version unchanged): the
+    # same plan. When another process committed meanwhile, it is planned again (the test below).
+    from planner.request import Request
+
+    made: list[dict] = []
+    planning = Request.plan
+    monkeypatch.setattr(Request, "plan", lambda self, loaded, entries: made.append(entries) or planning(
+        self, loaded, entries))
+    path = tmp_path / "one.db"
+    result = run_read_ahead(path, catalog, lambda: None)
+    assert result.committed and result.done == ["0002", "0003"], result.error
+    assert len(made) == 1 and sorted(made[0]) == ["0001"]
+    made.clear()
+    result = run_read_ahead(tmp_path / "two.db", catalog, lambda: migrate_to(tmp_path / "two.db", catalog,
+                                                                              target="0002"))
+    assert result.committed and result.done == ["0003"], result.error
+    assert [sorted(entries) for entries in made] == [["0001"], ["0001", "0002"]]
 
 
 def test_a_commit_between_the_reading_ahead_and_the_write_lock_is_planned_from(tmp_path: Path,

@@ -185,7 +185,8 @@ def run_member(member: Member, request: Request, catalog: Catalog | None = None,
         runner = engine.runner(catalog=catalog)  # a fleet never creates a member
         try:
             try:
-                plan = request.plan(catalog, _ledger(member, engine, request, runner))
+                ledger = _ledger(member, engine, request, runner)
+                plan = request.plan(catalog, ledger)
                 outcome.unopened = False
             except NotApplied:
                 outcome.unopened = False
@@ -194,7 +195,7 @@ def run_member(member: Member, request: Request, catalog: Catalog | None = None,
             if not plan:
                 outcome.outcome = NOTHING_TO_DO
                 return outcome
-            _run_plan(engine, catalog, plan, request, outcome, confirmed, runner)
+            _run_plan(engine, catalog, plan, request, outcome, confirmed, runner, ledger)
         finally:
             getattr(runner, "release", _nothing)()
     except PlanError as error:  # refused before it ran, as `apm migrate` refuses it (exit 4): nothing changed
@@ -246,9 +247,9 @@ def _ledger(member: Member, engine, request: Request, runner) -> dict:
 
 
 def _run_plan(engine, catalog: Catalog, plan: Plan, request: Request, outcome: MemberOutcome,
-              confirmed: list[str] | None, runner=None) -> None:
+              confirmed: list[str] | None, runner=None, ledger: dict | None = None) -> None:
     """The plan as ``apm migrate`` runs it: ``planner.request.run``, its one result told as this database's outcome."""
-    result = requests.run(engine, catalog, request, plan, confirmed=confirmed, runner=runner)
+    result = requests.run(engine, catalog, request, plan, confirmed=confirmed, runner=runner, planned_from=ledger)
     for preview in [*result.previews, *([result.stopped] if result.stopped and not request.dry_run else [])]:
         _note_preview(outcome, preview)
     outcome.lock_findings = result.lock_findings
