@@ -11,7 +11,10 @@ a test database, one file a test may create, throw away and connect to.
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
+import stat
 from collections.abc import Hashable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -32,6 +35,10 @@ if TYPE_CHECKING:
     from planner.schema import Difference, Replay, Schema
 
 
+#: What ``stat`` says of a path that names no file (``Path.exists`` answers False to these, raises the rest).
+_MISSING = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
+
+
 class SQLiteEngine(Engine):
     """A SQLite file."""
 
@@ -46,7 +53,15 @@ class SQLiteEngine(Engine):
         """
         self.path = path if isinstance(path, Path) else Path(path)  # Path(Path) parses it again: once per member
         self.busy_timeout = busy_timeout
-        if self.path.exists() and not self.path.is_file():
+        try:
+            found = os.stat(self.path).st_mode  # one stat for "there, and not a file" (a fleet makes one per member)
+        except OSError as exc:
+            if exc.errno not in _MISSING:
+                raise
+            found = None
+        except ValueError:  # a NUL in the path names no file
+            found = None
+        if found is not None and not stat.S_ISREG(found):
             raise NotADatabase(self.path)
         self._backups: SQLiteBackups | None = None
 

@@ -433,7 +433,7 @@ class StepObserver:
         deletes or overwrites user data.
         """
         tracing, self._tracing = self._tracing, False
-        if keywords(sql, 1) == ["PRAGMA"]:
+        if _is_pragma(sql):
             self._known.schema_may_change()
             self.counters.settle()
             self._tracing = tracing
@@ -682,18 +682,24 @@ def attach_rebuilds(preview: Any, observer: StepObserver) -> None:
         record.locks = report
 
 
+@lru_cache(maxsize=256)  # as _may_replace's
 def _creates_new(sql: str) -> bool:
     """Whether ``sql`` is a CREATE without ``IF NOT EXISTS``: SQLite refuses to prepare one whose name is taken,
     so once it was prepared, what it creates is new (no need to look it up)."""
     return "exists" not in sql.lower() and keywords(sql, 1) == ["CREATE"]
 
 
-@lru_cache(maxsize=256)  # a text runs on every database of a fleet, or many times in a data migration's loop
+@lru_cache(maxsize=256)  # as _may_replace's
+def _is_pragma(sql: str) -> bool:
+    return keywords(sql, 1) == ["PRAGMA"]
+
+
 def _may_reference(sql: str) -> bool:
     """Whether ``sql`` may declare a foreign key: SQLite's grammar has one only after the word REFERENCES."""
     return "references" in sql.lower()
 
 
+@lru_cache(maxsize=256)  # a text runs on every database of a fleet, or many times in a data migration's loop
 def _may_replace(sql: str) -> bool:
     """Whether a statement can take the place of rows already there: REPLACE, INSERT or UPDATE OR REPLACE, or
     an upsert."""

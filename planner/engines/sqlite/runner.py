@@ -566,8 +566,10 @@ class Executor(MarksThroughSessions):
 
         started = time.perf_counter()
         result = Preview(plan)
-        existed, folder_existed = self.path.exists(), self.path.parent.exists()
         ahead, self._ahead = self._ahead, None
+        # A file read ahead is there, in its folder (and a preview never removes what was there before it).
+        existed, folder_existed = (True, True) if ahead is not None else (self.path.exists(),
+                                                                          self.path.parent.exists())
         conn = ahead[0] if ahead is not None else connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
         try:
             session = self._session(conn, plan, atomic=True, before=before)
