@@ -86,14 +86,15 @@ def connect(path: Path | str, *, create: bool = False, busy_timeout: float = DEF
         except OSError as exc:
             raise DatabaseReadOnly(path) from exc
         found = _stat(path)
-    if found is None or not stat.S_ISREG(found.st_mode) or not _has_sqlite_header(path):
+    if found is None or not stat.S_ISREG(found.st_mode) or (found.st_size < _HEADER_SIZE and
+                                                            not _has_sqlite_header(path)):
         raise NotADatabase(path)  # a folder, a device such as /dev/null, or another kind of file
     try:
         if not _may_write(path, found):
-            raise DatabaseReadOnly(path)
+            raise DatabaseReadOnly(path) if _has_sqlite_header(path) else NotADatabase(path)
         if folder_found is None or not _may_write(folder, folder_found):
             # The folder matters too: SQLite writes its journal next to the file.
-            raise DatabaseReadOnly(path, folder=True)
+            raise DatabaseReadOnly(path, folder=True) if _has_sqlite_header(path) else NotADatabase(path)
         # Opened waiting one slice at a time already: wait_for need not set it first.
         conn = sqlite3.connect(str(path), timeout=_SLICE_MS / 1000, isolation_level=None)
         try:
@@ -115,6 +116,12 @@ def connect(path: Path | str, *, create: bool = False, busy_timeout: float = DEF
 
 
 _MAGIC = b"SQLite format 3\x00"
+
+
+#: SQLite's header. A file at least this long that is not a database fails SQLite's own check at its first read
+#: ("file is not a database"), before anything is written: ``connect`` reads the header itself only of a shorter
+#: file, which SQLite may take for an empty database and overwrite (three system calls fewer per file).
+_HEADER_SIZE = 100
 
 
 def _has_sqlite_header(path: Path) -> bool:
