@@ -38,11 +38,12 @@ from tests.test_fleet import (  # noqa: F401 (catalog: a fixture)
 )
 
 
-def hold_lock(path: Path, seconds: float) -> subprocess.Popen:
-    """Another process holding ``path``'s exclusive lock (even readers wait) for ``seconds``, once it says so."""
+def hold_lock(path: Path, seconds: float, how: str = "EXCLUSIVE") -> subprocess.Popen:
+    """Another process holding ``path``'s exclusive lock (even readers wait) for ``seconds``, once it says so;
+    ``IMMEDIATE``: its write lock only (readers go on)."""
     holder = subprocess.Popen(
         [sys.executable, "-c", f"import sqlite3, sys, time\nc = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
-         f"c.execute('BEGIN EXCLUSIVE')\nprint('held', flush=True)\ntime.sleep({seconds})\nc.execute('COMMIT')\n"],
+         f"c.execute('BEGIN {how}')\nprint('held', flush=True)\ntime.sleep({seconds})\nc.execute('COMMIT')\n"],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
     return holder
@@ -257,8 +258,9 @@ def test_a_quick_database_between_slow_ones_never_shows_more_running_than_jobs(t
 
 
 def traced_run(tmp_path: Path, catalog: Path, monkeypatch: pytest.MonkeyPatch,
-               name: str = "one.db") -> tuple[Path, list[str], str]:
-    """One database at 0001 brought to 0003 by ``run_member`` (two steps, one preview), every statement traced."""
+               name: str = "one.db", writer: float = 0) -> tuple[Path, list[str], str]:
+    """One database at 0001 brought to 0003 by ``run_member`` (two steps, one preview), every statement traced;
+    ``writer``: another process holds the write lock for that many seconds as the run begins."""
     from planner.fleet.run import run_member
     from planner.request import Request
 
@@ -272,9 +274,14 @@ def traced_run(tmp_path: Path, catalog: Path, monkeypatch: pytest.MonkeyPatch,
         conn.set_trace_callback(lambda sql: statements.append(" ".join(sql.split())))
         return conn
 
+    holder = hold_lock(path, writer, "IMMEDIATE") if writer else None
     monkeypatch.setattr(sqlite3, "connect", traced)
-    outcome = run_member(member(str(path), cwd=tmp_path), Request(), load(catalog))
-    monkeypatch.undo()  # what the test reads afterwards is not the run's
+    try:
+        outcome = run_member(member(str(path), cwd=tmp_path), Request(), load(catalog))
+    finally:
+        monkeypatch.undo()  # what the test reads afterwards is not the run's
+        if holder is not None:
+            holder.wait(timeout=30)
     return path, statements, outcome.outcome
 
 
@@ -282,32 +289,42 @@ def test_a_preview_reads_the_applied_set_once_under_its_write_lock(tmp_path: Pat
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     path, statements, outcome = traced_run(tmp_path, catalog, monkeypatch)
     assert outcome == "applied" and applied(path) == ["0001", "0002", "0003"]
+    # No other process writes: the reading ahead takes the write lock, and the preview runs in that very
+    # transaction. One BEGIN IMMEDIATE, one COMMIT (the preview's); nothing else can have committed since the
+    # ledger was read, so data_version is never asked, and the shape and the rows are read once, under the lock.
     begin = statements.index("BEGIN IMMEDIATE")
-    locked = statements[begin:]
-    # The reading ahead is one read transaction: the shared lock (and SQLite's look for a hot journal and a WAL
-    # file) taken once for data_version, the shape and the rows, which are then of one moment.
-    ahead = statements[statements.index("BEGIN"):statements.index("COMMIT") + 1]
-    assert ahead[1] == "PRAGMA data_version" and statements.index("COMMIT") < begin, ahead
-    assert [s for s in ahead if s.startswith("SELECT version")], ahead
-    # The ledger read to plan again inside the lock is the applied set its steps check: nothing else can commit
-    # until COMMIT, so the versions are not asked again. And the fleet read it on the same connection just
-    # before (``read_ahead``): while data_version says no other connection committed since, that reading is
-    # the ledger inside the lock too, so the file is opened once and the ledger's rows read once.
-    assert locked.count("PRAGMA data_version") == 1
-    assert not [s for s in locked if s.startswith("SELECT version")]
+    assert statements.count("BEGIN IMMEDIATE") == 1 and statements.count("COMMIT") == 1
+    assert "BEGIN" not in statements and "PRAGMA data_version" not in statements
+    assert statements[:begin] == ["PRAGMA temp_store = MEMORY", "PRAGMA foreign_keys"], statements[:begin]
     assert len([s for s in statements if s.startswith("SELECT version")]) == 1
     assert not [s for s in statements if s.startswith("ATTACH")]
-    # The ledger's shape is read once, ahead, with whether the log exists (ensure_schema's one statement): under
-    # the lock, the unchanged data_version says the tables are as they were, so they are not looked at again;
-    # each step's row is written without reading the columns first (the table has them all).
+    # The ledger's shape is read once, with whether the log exists (ensure_schema's one statement); each step's
+    # row is written without reading the columns first (the table has them all).
     shapes = [s for s in statements if s.startswith("SELECT lower(name), sql FROM sqlite_master")]
-    assert len(shapes) == 1 and not [s for s in locked if s in shapes], shapes
+    assert len(shapes) == 1 and statements.index(shapes[0]) > begin, shapes
     # The columns are read once per text the table was made with, not once per file: a second file whose ledger
     # the same code made reads none (``PRAGMA table_info``, or SQLite's table-valued form of it).
     path, statements, outcome = traced_run(tmp_path, catalog, monkeypatch, "two.db")
     assert outcome == "applied" and applied(path) == ["0001", "0002", "0003"]
     assert not [s for s in statements if "table_info" in s and not s.startswith("--")], statements
     assert len([s for s in statements if s.startswith("SELECT lower(name), sql FROM sqlite_master")]) == 1
+
+
+def test_a_database_another_process_writes_is_read_ahead_without_waiting_and_read_once(
+        tmp_path: Path, catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another process holds the write lock as the run begins: the reading ahead does not wait for it (a database
+    # with nothing to do would wait for nothing). It reads in one read transaction: the shared lock (and SQLite's
+    # look for a hot journal and a WAL file) taken once for data_version, the shape and the rows. The preview then
+    # waits for the lock, and the reading is still the ledger while data_version says nobody committed since.
+    path, statements, outcome = traced_run(tmp_path, catalog, monkeypatch, writer=0.5)
+    assert outcome == "applied" and applied(path) == ["0001", "0002", "0003"]
+    read = statements.index("BEGIN")
+    assert statements[:read].count("BEGIN IMMEDIATE") == 1  # tried once ahead (one slice), then read without it
+    ahead = statements[read:statements.index("COMMIT") + 1]
+    assert ahead[1] == "PRAGMA data_version" and [s for s in ahead if s.startswith("SELECT version")], ahead
+    locked = statements[statements.index("COMMIT") + 1:]
+    assert locked.count("PRAGMA data_version") == 1 and "BEGIN IMMEDIATE" in locked
+    assert not [s for s in locked if s.startswith(("SELECT version", "SELECT lower(name), sql"))], locked
 
 
 def run_read_ahead(path: Path, catalog: Path, meanwhile):
@@ -321,7 +338,13 @@ def run_read_ahead(path: Path, catalog: Path, meanwhile):
     loaded = load(catalog)
     engine = engine_for(path)
     runner = engine.runner(catalog=loaded)
-    ledger = runner.read_ahead()
+    # Another writer holds the lock while the ledger is read ahead (else the reading would hold it, and no other
+    # process could commit before the preview): it is read without it, and the writer lets go before meanwhile.
+    holder = hold_lock(path, 0.3, "IMMEDIATE")
+    try:
+        ledger = runner.read_ahead()
+    finally:
+        holder.wait(timeout=30)
     plan = Request().plan(loaded, ledger)
     assert [s.version for s in plan] == ["0002", "0003"]
     meanwhile()
@@ -403,8 +426,8 @@ def test_the_connection_waits_in_slices_and_keeps_its_whole_busy_timeout(tmp_pat
     # for readers to let go).
     assert [s for s in statements if s.startswith("PRAGMA busy_timeout")] == ["PRAGMA busy_timeout = 30000"]
     assert statements[begin + 1] == "PRAGMA busy_timeout = 30000"
-    # Its first read is the reading ahead's, in its one read transaction: no read of its own before it.
-    assert opened[opened.index("PRAGMA data_version") - 1] == "BEGIN" and "PRAGMA schema_version" not in opened
+    # Its first read is the reading ahead's BEGIN IMMEDIATE: no read of its own before it.
+    assert "PRAGMA schema_version" not in opened and "PRAGMA data_version" not in opened
     holder = hold_lock(path, 0.5)
     try:
         conn = connect(path, busy_timeout=10.0)  # waits past the first slice until the lock is let go
@@ -687,3 +710,27 @@ def test_the_reading_ahead_waits_once_for_a_locked_file_and_names_a_file_that_is
     assert "not a SQLite database" in rows[2]["error"], rows[2]
     assert 2 <= waited < 3.9, waited  # one wait of the busy timeout, not two
     assert applied(paths[0]) == ["0001"] and applied(paths[1]) == ["0001", "0002", "0003"]
+
+
+@pytest.mark.parametrize("request_kwargs", [{}, {"rollback": "0009"}, {"rollback": "0001"}])
+def test_a_database_the_run_leaves_alone_is_let_go_at_once(tmp_path: Path, catalog: Path,
+                                                           request_kwargs: dict) -> None:
+    # Nothing to do, a rollback of what it never applied, a rollback the planner refuses (0002 and 0003 need 0001):
+    # the write lock the reading ahead took is let go before the next database, and nothing was written.
+    from planner.engines.sqlite.database import WRITE_LOCKS_HELD
+    from planner.fleet.run import run_member
+    from planner.request import Request
+
+    path = tmp_path / "done.db"
+    migrate_to(path, catalog)
+    before = path.read_bytes()
+    outcome = run_member(member(str(path), cwd=tmp_path), Request(**request_kwargs), load(catalog))
+    assert outcome.outcome in ("nothing to do", "refused"), outcome
+    assert not WRITE_LOCKS_HELD
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # free now: no wait at all
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    assert path.read_bytes() == before and not Path(f"{path}-journal").exists()

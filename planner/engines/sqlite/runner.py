@@ -44,6 +44,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,7 +66,9 @@ from planner.engines.sqlite.ledger import Ledger
 from planner.errors import (
     DatabaseDirectoryMissing,
     DatabaseError,
+    DatabaseLocked,
     DatabaseNotFound,
+    DatabaseReadOnly,
     ForeignKeyViolation,
     LedgerChanged,
     NotADatabase,
@@ -92,6 +95,26 @@ if TYPE_CHECKING:
 _MAX_VIOLATIONS = 100
 
 
+@dataclass
+class ReadAhead:
+    """What ``Executor.read_ahead`` left on its connection for the next preview.
+
+    ``held``: the reading took the write lock (``BEGIN IMMEDIATE``) and its
+    transaction is still open, so the preview runs in it: nothing can have
+    committed since the ledger was read. Otherwise the reading was a read
+    transaction, ``data_version`` is what ``PRAGMA data_version`` said then,
+    and the connection still waits for a lock one slice at a time.
+    """
+
+    entries: dict[str, LedgerEntry]
+    #: Whether both ledger tables were complete (``ensure_schema`` has nothing to do).
+    complete: bool
+    held: bool
+    data_version: int | None = None
+    #: Whether the connection enforced foreign keys when it was opened (asked once, here).
+    foreign_keys: bool = False
+
+
 class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnection]):
     """One run over one SQLite connection.
 
@@ -104,15 +127,16 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
     ledger: Ledger  # SQLite's: it also watches what a migration writes to it (``call``)
 
     def __init__(self, conn: sqlite3.Connection, plan: Plan, *, path: Path, busy_timeout: float,
-                 catalog: Catalog | None = None, atomic: bool = False, before: Callable[[], object] | None = None):
+                 catalog: Catalog | None = None, atomic: bool = False, before: Callable[[], object] | None = None,
+                 read_ahead: ReadAhead | None = None):
         super().__init__(conn, Ledger(conn), plan, catalog=catalog, atomic=atomic, before=before)
         self.path = path
         self._lock_key = lock_key(path)
         self.busy_timeout = busy_timeout
-        self.foreign_keys = foreign_keys_enabled(conn)
-        #: The connection waits for a lock one slice at a time already (``wait_for``'s ``keep_slice``): the first
-        #: ``BEGIN IMMEDIATE`` need not set the slice, and puts the connection's own timeout back.
-        self.sliced = False
+        self.foreign_keys = read_ahead.foreign_keys if read_ahead is not None else foreign_keys_enabled(conn)
+        #: The ledger as ``Executor.read_ahead`` read it on this connection: the first transaction's, if it is
+        #: still the ledger then (``_read_ahead_now``).
+        self.read_ahead = read_ahead
         self._data_version: int | None = None
         # The applied set was read under the write lock now held: nothing else can commit until it is let go.
         self._locked_read = False
@@ -122,9 +146,6 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
         self._ledger_checked = False
         #: How long the latest transaction held the write lock (``BEGIN IMMEDIATE`` to its end), in ms.
         self.write_lock_ms: float | None = None
-        #: The ledger as ``Executor.read_ahead`` read it on this connection, with ``PRAGMA data_version`` before
-        #: and whether its tables were complete.
-        self.read_ahead: tuple[int, dict[str, LedgerEntry], bool] | None = None
 
     def admit_alone(self, step: Step) -> str | None:
         """As ``Session.admit_alone``, but first wait for another runner that has this step under way.
@@ -163,7 +184,9 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
     def transaction(self) -> Iterator[None]:
         """Foreign keys off, ``BEGIN IMMEDIATE``, the ledger tables ready; ``COMMIT``, or ``ROLLBACK`` on anything."""
         with foreign_keys_off(self.conn, self.foreign_keys):
-            self._sql("BEGIN IMMEDIATE")
+            ahead = self.read_ahead
+            if ahead is None or not ahead.held:  # a reading ahead that holds the lock began this transaction
+                self._sql("BEGIN IMMEDIATE", sliced=ahead is not None)
             # Keyed now, not when the session was made: the file's inode is what names it (lock_key).
             self._lock_key = lock_key(self.path)
             WRITE_LOCKS_HELD.add(self._lock_key)  # a backup taken now must not wait for our own lock
@@ -172,7 +195,7 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
                 try:
                     ahead = self._read_ahead_now()
                     if not self._ledger_ready:
-                        if ahead is None or not ahead[2]:  # read ahead with both tables complete: nothing to do
+                        if ahead is None or not ahead.complete:  # both tables complete when read: nothing to do
                             self.ledger.ensure_schema()
                         self._ledger_checked = True
                     yield
@@ -190,14 +213,14 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
                 WRITE_LOCKS_HELD.discard(self._lock_key)
             self._ledger_ready = self._ledger_checked
 
-    def _sql(self, statement: str) -> None:
+    def _sql(self, statement: str, *, sliced: bool = False) -> None:
         """BEGIN or COMMIT; a lock or permission problem there is about the file, not the migration.
 
-        BEGIN waits for another writer in slices (``wait_for``) so that Ctrl-C is heard.
+        BEGIN waits for another writer in slices (``wait_for``) so that Ctrl-C is heard; ``sliced``: the
+        connection waits one slice at a time already (a read ahead left it so).
         """
         try:
             if statement.startswith("BEGIN"):
-                sliced, self.sliced = self.sliced, False
                 wait_for(self.conn, statement, self.path, self.busy_timeout, sliced=sliced)
             else:
                 self.conn.execute(statement)
@@ -231,7 +254,7 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
         """
         ahead, self.read_ahead = self.read_ahead, None
         if ahead is not None and self.conn.in_transaction:
-            entries = ahead[1]  # no other connection has committed since it was read (``_read_ahead_now``)
+            entries = ahead.entries  # no other connection has committed since it was read (``_read_ahead_now``)
         else:
             entries = self.ledger.applied_migrations()
         if self.conn.in_transaction:
@@ -239,11 +262,12 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
             self._locked_read = True
         return entries
 
-    def _read_ahead_now(self) -> tuple[int, dict[str, LedgerEntry], bool] | None:
-        """Inside the write lock: the ledger read ahead, if it is still the ledger. ``PRAGMA data_version``
-        changes exactly when another connection commits; when it has, the reading is forgotten (read again)."""
+    def _read_ahead_now(self) -> ReadAhead | None:
+        """Inside the write lock: the ledger read ahead, if it is still the ledger. Read under this very lock, it
+        is; else ``PRAGMA data_version`` changes exactly when another connection commits, and when it has, the
+        reading is forgotten (read again)."""
         ahead = self.read_ahead
-        if ahead is not None and self._data_version_now() != ahead[0]:
+        if ahead is not None and not ahead.held and self._data_version_now() != ahead.data_version:
             ahead = self.read_ahead = None
         return ahead
 
@@ -398,45 +422,69 @@ class Executor(MarksThroughSessions):
         self.busy_timeout = busy_timeout
         self.create = create
         self.catalog = catalog
-        self._ahead: tuple[sqlite3.Connection, int, dict[str, LedgerEntry], bool] | None = None
+        self._ahead: tuple[sqlite3.Connection, ReadAhead] | None = None
 
     def read_ahead(self) -> dict[str, LedgerEntry]:
-        """The ledger, read without a lock on the connection the next ``preview`` runs on, kept open for it.
+        """The ledger, read on the connection the next ``preview`` runs on, kept open for it.
 
-        What ``apm fleet migrate`` plans each database from: the preview's read inside the write lock then
-        costs one ``PRAGMA data_version`` (taken here before the ledger, so a commit in between reads as a
-        change), and the file is opened, and its schema read, once instead of twice. ``release`` closes a
-        connection no preview took.
+        What ``apm fleet migrate`` plans each database from. Where no other
+        process writes, the reading takes the write lock (``BEGIN
+        IMMEDIATE``) and the preview runs in the same transaction: the ledger
+        it plans from is the ledger, and the file is locked, opened and its
+        schema read once. A database with nothing to do is let go again by
+        ``release`` (nothing was written). Where another process holds the
+        lock, or the file is read-only, it is read in a read transaction, as
+        ``apm fleet status`` reads it, without waiting for that writer: the
+        preview then waits, and reads again inside the lock only if
+        ``PRAGMA data_version`` says another connection committed since.
         """
         self.release()
         conn = connect(self.path, busy_timeout=self.busy_timeout, read=False)
         try:
-            # One read transaction, the first read included: each statement read alone takes and lets go of the
-            # shared lock, and SQLite looks for a hot journal and a WAL file each time it takes it (a dozen system
-            # calls a statement).
-            conn.execute("BEGIN")
             try:
-                # Waited for in slices, as connect() waits for its own first read; the slice is kept (nothing in
-                # this read transaction waits) until the preview's BEGIN IMMEDIATE, whose wait is sliced too.
-                version = wait_for(conn, "PRAGMA data_version", self.path, self.busy_timeout, sliced=True,
-                                   keep_slice=True)[0][0]
+                foreign_keys = foreign_keys_enabled(conn)
+                # A build that enforces foreign keys by default turns them off before its BEGIN (``transaction``).
+                held = not foreign_keys and self._lock_now(conn)
+                if held:
+                    conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")  # COMMIT waits for readers
+                    version = None
+                else:
+                    # One read transaction, the first read included: each statement read alone takes and lets go
+                    # of the shared lock, and SQLite looks for a hot journal and a WAL file each time it takes it.
+                    conn.execute("BEGIN")
+                    # Waited for in slices, as connect() waits for its own first read; the slice is kept (nothing
+                    # in this read transaction waits) until the preview's BEGIN IMMEDIATE, whose wait is sliced too.
+                    version = wait_for(conn, "PRAGMA data_version", self.path, self.busy_timeout, sliced=True,
+                                       keep_slice=True)[0][0]
                 entries, complete = Ledger(conn).applied_and_complete()
             except sqlite3.Error as exc:
                 raise translate_error(exc, self.path, self.busy_timeout) or NotADatabase(self.path) from exc
             finally:
-                if conn.in_transaction:
+                if conn.in_transaction and not held:
                     conn.execute("COMMIT")
         except BaseException:
             conn.close()
             raise
-        self._ahead = (conn, version, entries, complete)
+        self._ahead = (conn, ReadAhead(entries, complete, held, version, foreign_keys))
         return entries
 
+    def _lock_now(self, conn: sqlite3.Connection) -> bool:
+        """``BEGIN IMMEDIATE`` if the write lock is free within one slice; ``False`` (no transaction) if another
+        process holds it, or the file cannot be written (its error is the preview's to say)."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if not isinstance(translate_error(exc, self.path, self.busy_timeout), (DatabaseLocked, DatabaseReadOnly)):
+                raise
+            return False
+        WRITE_LOCKS_HELD.add(lock_key(self.path))  # never open and close the file beside it (database.py)
+        return True
+
     def release(self) -> None:
-        """Close the connection ``read_ahead`` kept, if no preview took it."""
+        """Close the connection ``read_ahead`` kept, if no preview took it (letting go of its lock)."""
         ahead, self._ahead = self._ahead, None
         if ahead is not None:
-            ahead[0].close()
+            _close_ahead(ahead[0], ahead[1], self.path)
 
     def applied(self) -> dict[str, LedgerEntry]:
         """The ledger as it is now, read without writing; ``{}`` for a database that may still be created."""
@@ -526,6 +574,7 @@ class Executor(MarksThroughSessions):
             return
         if atomic:
             refuse_non_transactional(plan)
+        self.release()  # its own connection: a lock held ahead would have it wait for this very process
         existed = self.path.exists()
         conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
         try:
@@ -566,22 +615,21 @@ class Executor(MarksThroughSessions):
 
         started = time.perf_counter()
         result = Preview(plan)
-        ahead, self._ahead = self._ahead, None
+        taken, self._ahead = self._ahead, None
         # A file read ahead is there, in its folder (and a preview never removes what was there before it).
-        existed, folder_existed = (True, True) if ahead is not None else (self.path.exists(),
+        existed, folder_existed = (True, True) if taken is not None else (self.path.exists(),
                                                                           self.path.parent.exists())
-        conn = ahead[0] if ahead is not None else connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
+        conn, ahead = taken if taken is not None else (
+            connect(self.path, create=self.create, busy_timeout=self.busy_timeout), None)
         try:
-            session = self._session(conn, plan, atomic=True, before=before)
-            session.read_ahead = ahead[1:] if ahead is not None else None
-            session.sliced = ahead is not None  # read_ahead left the connection waiting one slice at a time
+            session = self._session(conn, plan, atomic=True, before=before, read_ahead=ahead)
             observer = StepObserver(conn, capture_sql=capture_sql)
             session.preview(result, observer, make_plan=make_plan, accept=accept, on_event=on_event,
                             log_failures=existed)
             attach_rebuilds(result, observer)
             result.write_lock_ms = session.write_lock_ms
         finally:
-            conn.close()
+            _close_ahead(conn, ahead, self.path)
             if not existed and not result.committed:
                 _remove_if_empty(self.path, None if folder_existed else self.path.parent)
         result.duration_ms = (time.perf_counter() - started) * 1000
@@ -590,16 +638,24 @@ class Executor(MarksThroughSessions):
     # -- marks -----------------------------------------------------------------
 
     def _marks(self, work: Callable[[SQLiteSession], None], plan: Plan) -> None:
+        self.release()  # as events'
         conn = connect(self.path, create=self.create, busy_timeout=self.busy_timeout)
         try:
             work(self._session(conn, plan))
         finally:
             conn.close()
 
-    def _session(self, conn, plan: Plan, *, atomic: bool = False,
-                 before: Callable[[], object] | None = None) -> SQLiteSession:
+    def _session(self, conn, plan: Plan, *, atomic: bool = False, before: Callable[[], object] | None = None,
+                 read_ahead: ReadAhead | None = None) -> SQLiteSession:
         return SQLiteSession(conn, plan, path=self.path, busy_timeout=self.busy_timeout, catalog=self.catalog,
-                             atomic=atomic, before=before)
+                             atomic=atomic, before=before, read_ahead=read_ahead)
+
+
+def _close_ahead(conn: sqlite3.Connection, ahead: ReadAhead | None, path: Path) -> None:
+    """Close a connection, rolling back what it left open; the write lock a reading ahead held is let go with it."""
+    conn.close()
+    if ahead is not None and ahead.held:
+        WRITE_LOCKS_HELD.discard(lock_key(path))
 
 
 def _remove_if_empty(path: Path, folder: Path | None) -> None:
