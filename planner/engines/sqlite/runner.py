@@ -433,10 +433,11 @@ class Executor(MarksThroughSessions):
         it plans from is the ledger, and the file is locked, opened and its
         schema read once. A database with nothing to do is let go again by
         ``release`` (nothing was written). Where another process holds the
-        lock, or the file is read-only, it is read in a read transaction, as
-        ``apm fleet status`` reads it, without waiting for that writer: the
-        preview then waits, and reads again inside the lock only if
-        ``PRAGMA data_version`` says another connection committed since.
+        lock (one slice, 0.1 s, is waited for it), or the file is read-only,
+        it is read in a read transaction, as ``apm fleet status`` reads it: a
+        database with nothing to do does not wait for that writer. The preview
+        then waits, and reads again inside the lock only if ``PRAGMA
+        data_version`` says another connection committed since.
         """
         self.release()
         conn = connect(self.path, busy_timeout=self.busy_timeout, read=False)
