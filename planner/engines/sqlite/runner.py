@@ -113,6 +113,8 @@ class ReadAhead:
     data_version: int | None = None
     #: Whether the connection enforced foreign keys when it was opened (asked once, here).
     foreign_keys: bool = False
+    #: The file's ``lock_key``, in ``WRITE_LOCKS_HELD`` while ``held``.
+    lock_key: str = ""
 
 
 class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnection]):
@@ -131,7 +133,7 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
                  read_ahead: ReadAhead | None = None):
         super().__init__(conn, Ledger(conn), plan, catalog=catalog, atomic=atomic, before=before)
         self.path = path
-        self._lock_key = lock_key(path)
+        self._lock_key = ""  # keyed by each transaction, once its lock is taken
         self.busy_timeout = busy_timeout
         self.foreign_keys = read_ahead.foreign_keys if read_ahead is not None else foreign_keys_enabled(conn)
         #: The ledger as ``Executor.read_ahead`` read it on this connection: the first transaction's, if it is
@@ -185,10 +187,12 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
         """Foreign keys off, ``BEGIN IMMEDIATE``, the ledger tables ready; ``COMMIT``, or ``ROLLBACK`` on anything."""
         with foreign_keys_off(self.conn, self.foreign_keys):
             ahead = self.read_ahead
-            if ahead is None or not ahead.held:  # a reading ahead that holds the lock began this transaction
+            if ahead is not None and ahead.held:  # the reading ahead began this transaction, and keyed its file
+                self._lock_key = ahead.lock_key
+            else:
                 self._sql("BEGIN IMMEDIATE", sliced=ahead is not None)
-            # Keyed now, not when the session was made: the file's inode is what names it (lock_key).
-            self._lock_key = lock_key(self.path)
+                # Keyed now, not when the session was made: the file's inode is what names it (lock_key).
+                self._lock_key = lock_key(self.path)
             WRITE_LOCKS_HELD.add(self._lock_key)  # a backup taken now must not wait for our own lock
             taken = time.perf_counter()
             try:
@@ -445,7 +449,8 @@ class Executor(MarksThroughSessions):
             try:
                 foreign_keys = foreign_keys_enabled(conn)
                 # A build that enforces foreign keys by default turns them off before its BEGIN (``transaction``).
-                held = not foreign_keys and self._lock_now(conn)
+                key = self._lock_now(conn) if not foreign_keys else None
+                held = key is not None
                 if held:
                     conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")  # COMMIT waits for readers
                     version = None
@@ -466,26 +471,27 @@ class Executor(MarksThroughSessions):
         except BaseException:
             conn.close()
             raise
-        self._ahead = (conn, ReadAhead(entries, complete, held, version, foreign_keys))
+        self._ahead = (conn, ReadAhead(entries, complete, held, version, foreign_keys, key or ""))
         return entries
 
-    def _lock_now(self, conn: sqlite3.Connection) -> bool:
-        """``BEGIN IMMEDIATE`` if the write lock is free within one slice; ``False`` (no transaction) if another
-        process holds it, or the file cannot be written (its error is the preview's to say)."""
+    def _lock_now(self, conn: sqlite3.Connection) -> str | None:
+        """``BEGIN IMMEDIATE`` if the write lock is free within one slice: the file's ``lock_key``; ``None`` (no
+        transaction) if another process holds it, or the file cannot be written (the preview's error to say)."""
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             if not isinstance(translate_error(exc, self.path, self.busy_timeout), (DatabaseLocked, DatabaseReadOnly)):
                 raise
-            return False
-        WRITE_LOCKS_HELD.add(lock_key(self.path))  # never open and close the file beside it (database.py)
-        return True
+            return None
+        key = lock_key(self.path)
+        WRITE_LOCKS_HELD.add(key)  # never open and close the file beside it (database.py)
+        return key
 
     def release(self) -> None:
         """Close the connection ``read_ahead`` kept, if no preview took it (letting go of its lock)."""
         ahead, self._ahead = self._ahead, None
         if ahead is not None:
-            _close_ahead(ahead[0], ahead[1], self.path)
+            _close_ahead(ahead[0], ahead[1])
 
     def applied(self) -> dict[str, LedgerEntry]:
         """The ledger as it is now, read without writing; ``{}`` for a database that may still be created."""
@@ -630,7 +636,7 @@ class Executor(MarksThroughSessions):
             attach_rebuilds(result, observer)
             result.write_lock_ms = session.write_lock_ms
         finally:
-            _close_ahead(conn, ahead, self.path)
+            _close_ahead(conn, ahead)
             if not existed and not result.committed:
                 _remove_if_empty(self.path, None if folder_existed else self.path.parent)
         result.duration_ms = (time.perf_counter() - started) * 1000
@@ -652,11 +658,11 @@ class Executor(MarksThroughSessions):
                              atomic=atomic, before=before, read_ahead=read_ahead)
 
 
-def _close_ahead(conn: sqlite3.Connection, ahead: ReadAhead | None, path: Path) -> None:
+def _close_ahead(conn: sqlite3.Connection, ahead: ReadAhead | None) -> None:
     """Close a connection, rolling back what it left open; the write lock a reading ahead held is let go with it."""
     conn.close()
     if ahead is not None and ahead.held:
-        WRITE_LOCKS_HELD.discard(lock_key(path))
+        WRITE_LOCKS_HELD.discard(ahead.lock_key)
 
 
 def _remove_if_empty(path: Path, folder: Path | None) -> None:
