@@ -734,3 +734,66 @@ def test_a_database_the_run_leaves_alone_is_let_go_at_once(tmp_path: Path, catal
     finally:
         other.close()
     assert path.read_bytes() == before and not Path(f"{path}-journal").exists()
+
+
+WRITER = """
+import sqlite3, sys, os, json
+paths, stop = sys.argv[1:-1], sys.argv[-1]
+written = {p: 0 for p in paths}
+errors = []
+print("writing", flush=True)
+n = 0
+while not os.path.exists(stop) or n < 2 * len(paths):
+    path = paths[n % len(paths)]
+    n += 1
+    try:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO projects (name) VALUES (?)", (f"writer {n}",))
+            conn.execute("COMMIT")
+            written[path] += 1
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        errors.append(f"{path}: {exc}")
+print(json.dumps({"written": written, "errors": errors}), flush=True)
+"""
+
+
+def test_a_fleet_run_beside_a_process_writing_every_member(tmp_path: Path, catalog: Path) -> None:
+    # The reading ahead takes each database's write lock when it is free, or reads without it: either way a
+    # process writing the databases the whole time (APM in use) loses no write and waits out every lock, and
+    # every database is migrated once, whether it had something to do or not.
+    from tests.test_fleet import PATTERN, fleet, fleet_of
+
+    behind = fleet_of(tmp_path, catalog, 8)  # at 0001
+    done = [tmp_path / "projects" / f"q{index:02d}" / ".aipm" / "data" / "aipm.db" for index in range(4)]
+    for path in done:
+        path.parent.mkdir(parents=True)
+        migrate_to(path, catalog)
+    paths = [str(p) for p in behind + done]
+    stop = tmp_path / "stop"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, *paths, str(stop)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "writing"
+        result = fleet(tmp_path, catalog, "migrate", "--glob", PATTERN, "--jobs", "2", "--yes", "--json")
+    finally:
+        stop.touch()
+        out, _ = writer.communicate(timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    outcomes = {Path(r["db"]).parts[-4]: r["outcome"] for r in json.loads(result.stdout)["databases"]}
+    assert sorted(outcomes.values()) == ["applied"] * 8 + ["nothing to do"] * 4, outcomes
+    report = json.loads(out)
+    assert report["errors"] == [] and sum(report["written"].values()) >= 2 * len(paths)
+    for path in paths:
+        assert applied(Path(path)) == ["0001", "0002", "0003"]
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute("SELECT COUNT(*) FROM projects WHERE name LIKE 'writer %'").fetchone()[0]
+        assert rows == report["written"][path]
+    log = []
+    for path in behind:
+        with sqlite3.connect(path) as conn:
+            log += conn.execute("SELECT version FROM schema_migrations_log WHERE outcome = 'ok' AND version > '0001'"
+                                ).fetchall()
+    assert sorted(v for (v,) in log) == ["0002"] * 8 + ["0003"] * 8  # each applied once
