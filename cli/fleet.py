@@ -535,8 +535,12 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
         # start-up time: cli.fleet runs without cli.errors until migrate_command() needs it
         from cli.errors import CommandError
 
+        # The command once: the report's "Not started" line names it already, where there is one.
+        shown = not as_json and any(o.outcome == "not started" for o in result.outcomes)
+        rest = "the command on the Not started line above finishes the rest" if shown else \
+            f"run `{resume_hint}` to finish"
         raise CommandError(f"interrupted: no further database was started; the running ones finished and are "
-                           f"recorded. Run `{resume_hint}` to finish", 128 + stopping.signum)  # 130, 143: SIGTERM
+                           f"recorded; {rest}", 128 + stopping.signum)  # 130, 143: SIGTERM
     ctx.exit(exit_code(result))
 
 
@@ -656,13 +660,16 @@ class _stopping_on_interrupt:
                 from planner.errors import Interrupted
 
                 raise Interrupted(signum)  # the step running here is rolled back
+            # On a terminal the line takes the progress line's place (and the ^C the terminal echoed there); the
+            # progress goes on below it. Elsewhere it starts a line of its own.
+            start = "\r\033[K" if sys.stderr.isatty() else "\n"
             if self.runner.interrupted:
-                click.echo("\nStill waiting for the running databases: each is one transaction in its own "
+                click.echo(f"{start}Still waiting for the running databases: each is one transaction in its own "
                            "process, and finishing it is what keeps its record", err=True)
                 return
             self.signum = int(signum)
             self.runner.stop()
-            click.echo("\nStopping: no further database will be started; the running ones finish"
+            click.echo(f"{start}Stopping: no further database will be started; the running ones finish"
                        + (" (Ctrl-C again to interrupt it: its open transaction is rolled back)" if alone else ""),
                        err=True)
 

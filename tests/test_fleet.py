@@ -555,13 +555,14 @@ def test_an_unreachable_server_is_a_row_and_its_password_is_never_shown(tmp_path
     assert "s3cret" not in journal.read_text() and "s3cret" not in journal.name
 
 
-def fleet_under_way(tmp_path: Path, catalog: Path, *, step_seconds: float) -> tuple[subprocess.Popen, Path]:
-    """`apm fleet migrate --jobs 1` started, each step sleeping ``step_seconds``, once its first database is
-    journaled; and the journal's folder."""
+def fleet_under_way(tmp_path: Path, catalog: Path, *, step_seconds: float,
+                    more: tuple[str, ...] = ()) -> tuple[subprocess.Popen, Path]:
+    """`apm fleet migrate --jobs 1` started (with ``more`` options), each step sleeping ``step_seconds``, once its
+    first database is journaled; and the journal's folder."""
     apm_bin = Path(sys.executable).parent / "apm"
     env = {k: v for k, v in os.environ.items() if not k.startswith("APM_")}
     process = subprocess.Popen([str(apm_bin), "--migrations-dir", str(catalog), "fleet", "migrate", "--glob",
-                                PATTERN, "--jobs", "1"], cwd=tmp_path,
+                                PATTERN, "--jobs", "1", *more], cwd=tmp_path,
                                env={**env, "FLEET_TEST_SLEEP": str(step_seconds)},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     journal_dir = tmp_path / ".apm-fleet"
@@ -584,13 +585,60 @@ def test_ctrl_c_lets_the_running_database_finish_and_says_how_to_resume(tmp_path
     out, err = process.communicate(timeout=60)
     assert process.returncode == code, err
     journal = next(journal_dir.glob("run-*.jsonl"))  # its run, pinned, from its folder
-    assert f"cd {tmp_path} && apm --migrations-dir {catalog} fleet migrate --resume --journal {journal} --glob " \
-        f"'{PATTERN}'`" in err, err
+    command = f"cd {tmp_path} && apm --migrations-dir {catalog} fleet migrate --resume --journal {journal} --glob " \
+        f"'{PATTERN}'`"
+    # Said once: on the report's Not started line, which the one-line error points to (tryout 8).
+    assert (out + err).count(command) == 1 and f"Not started: 4 database(s); `{command}" in out, out + err
+    assert "the command on the Not started line above finishes the rest" in err, err
     done = [p for p in paths if applied(p) == ["0001", "0002", "0003"]]
     assert len(done) == 2, out + err  # the one running when Ctrl-C came finished, and none started after
     assert all(applied(p) in (["0001"], ["0001", "0002", "0003"]) for p in paths)
     records = [json.loads(line) for line in next(journal_dir.glob("run-*.jsonl")).read_text().splitlines()]
     assert sum(r["type"] == "member" and r["outcome"] == "applied" for r in records) == len(done)
+
+
+def test_on_a_terminal_the_stopping_line_takes_the_progress_lines_place(tmp_path: Path, catalog: Path) -> None:
+    import pty
+
+    fleet_of(tmp_path, catalog, 4)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("APM_")}, "FLEET_TEST_SLEEP": "0.3",
+           "NO_COLOR": "1", "COLUMNS": "150"}
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.Popen([str(Path(sys.executable).parent / "apm"), "--migrations-dir", str(catalog),
+                                    "fleet", "migrate", "--glob", PATTERN, "--jobs", "1"], cwd=tmp_path,
+                                   stdout=follower, stderr=follower, env=env)
+        os.close(follower)
+        chunks = [os.read(leader, 65536)]  # the first progress line is out: the run is under way
+        process.send_signal(signal.SIGINT)
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed: the command ended
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert process.wait(timeout=60) == 130
+    finally:
+        os.close(leader)
+    shown = b"".join(chunks).decode()
+    assert "\r\x1b[KStopping: no further database will be started" in shown, repr(shown)
+    assert "\nStopping" not in shown.replace("\r\n", "\n"), repr(shown)
+
+
+def test_ctrl_c_with_json_names_the_resume_command_in_its_error(tmp_path: Path, catalog: Path) -> None:
+    # The JSON document has no Not started line: the one-line error on stderr carries the command.
+    fleet_of(tmp_path, catalog, 4)
+    process, journal_dir = fleet_under_way(tmp_path, catalog, step_seconds=0.3, more=("--json",))
+    time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    journal = next(journal_dir.glob("run-*.jsonl"))
+    assert json.loads(out)["journal"] == str(journal)
+    assert f"run `cd {tmp_path} && apm --migrations-dir {catalog} fleet migrate --resume --journal {journal} " \
+        f"--glob '{PATTERN}'` to finish" in err, err
 
 
 def test_a_second_ctrl_c_records_the_database_it_interrupted_and_says_how_to_resume(tmp_path: Path,
@@ -607,8 +655,9 @@ def test_a_second_ctrl_c_records_the_database_it_interrupted_and_says_how_to_res
     assert process.returncode == 130, out + err
     assert "nothing was changed" not in err, err
     journal = next(journal_dir.glob("run-*.jsonl"))
-    assert f"cd {tmp_path} && apm --migrations-dir {catalog} fleet migrate --resume --journal {journal} --glob " \
-        f"'{PATTERN}'`" in err, err
+    command = f"cd {tmp_path} && apm --migrations-dir {catalog} fleet migrate --resume --journal {journal} --glob " \
+        f"'{PATTERN}'`"
+    assert (out + err).count(command) == 1 and f"Not started: 2 database(s); `{command}" in out, out + err
     assert [applied(p) for p in paths] == [["0001", "0002", "0003"]] + [["0001"]] * 3, out + err
     assert "interrupted while it ran" in out and "1 applied, 1 failed" in out, out
     records = [json.loads(line) for line in next(journal_dir.glob("run-*.jsonl")).read_text().splitlines()]
