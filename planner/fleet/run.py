@@ -221,8 +221,8 @@ def _ledger(member: Member, engine, request: Request, runner) -> dict:
     """The ledger to plan from before the run (the preview plans again inside the write lock).
 
     Read by the runner on the connection its preview will use, where it can (``read_ahead``: the file is opened
-    once, and the preview's read inside the lock costs one ``PRAGMA data_version`` while nothing else
-    committed); else by the engine's fast reader where it has one (``EngineKind.ledger_reader``: a third of the
+    once, under the write lock the preview then runs in when no other process holds it); else by the engine's
+    fast reader where it has one (``EngineKind.ledger_reader``: a third of the
     cost of ``engine.applied()``), so a file the run cannot open for writing is read as ``apm fleet status``
     reads it; by the engine where that reader cannot read the file (a hot journal left by a killed run, which
     only a writable connection rolls back; another tool's ledger, which the engine names).
