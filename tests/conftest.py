@@ -108,6 +108,23 @@ def run_apm(*args: str, cwd: Path | None = None, input: str | None = None, env: 
                           env={**clean, "NO_COLOR": "1", **(env or {})}, check=False, timeout=timeout)
 
 
+def read_terminal(leader: int) -> bytes:
+    """Everything a command wrote to a pseudo-terminal (``pty.openpty``'s ``leader``), until the command ended
+    and the terminal closed."""
+    import os
+
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the command ended
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 # -- seed data for the generated migration tests of APM's catalog (docs/testing.md) -------------------
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from planner.errors import EmptyPattern
 from planner.fleet.members import discover, member
-from tests.conftest import run_apm, write_migration
+from tests.conftest import read_terminal, run_apm, write_migration
 
 PATTERN = "projects/*/.aipm/data/aipm.db"
 
@@ -609,20 +609,13 @@ def test_on_a_terminal_the_stopping_line_takes_the_progress_lines_place(tmp_path
                                     "fleet", "migrate", "--glob", PATTERN, "--jobs", "1"], cwd=tmp_path,
                                    stdout=follower, stderr=follower, env=env)
         os.close(follower)
-        chunks = [os.read(leader, 65536)]  # the first progress line is out: the run is under way
+        first = os.read(leader, 65536)  # the first progress line is out: the run is under way
         process.send_signal(signal.SIGINT)
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # the terminal closed: the command ended
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
+        written = first + read_terminal(leader)
         assert process.wait(timeout=60) == 130
     finally:
         os.close(leader)
-    shown = b"".join(chunks).decode()
+    shown = written.decode()
     assert "\r\x1b[KStopping: no further database will be started" in shown, repr(shown)
     assert "\nStopping" not in shown.replace("\r\n", "\n"), repr(shown)
 

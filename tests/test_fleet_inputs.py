@@ -18,7 +18,7 @@ import pytest
 
 from planner.fleet.members import discover, member
 from planner.urls import redact, without_password
-from tests.conftest import run_apm
+from tests.conftest import read_terminal, run_apm
 from tests.test_fleet import PATTERN, applied, break_unique_index, catalog, fleet, fleet_of, migrate_to, project_db  # noqa: F401
 
 
@@ -125,19 +125,11 @@ def test_a_long_error_is_cut_to_the_terminal_in_the_table_and_kept_whole_elsewhe
     try:
         process = subprocess.Popen(args, cwd=tmp_path, stdout=follower, stderr=subprocess.DEVNULL, env=env)
         os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # the terminal closed: the command ended
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
+        written = read_terminal(leader)
         assert process.wait(timeout=60) == 11
     finally:
         os.close(leader)
-    shown = b"".join(chunks).decode().replace("\r\n", "\n")
+    shown = written.decode().replace("\r\n", "\n")
     row = shown.split("retry alone with")[1].splitlines()[2]
     assert "…" in row and "second line" not in row and row.rstrip().endswith(f"migrate --db {tmp_path / PATTERN.replace('*', 'p00')}")
     assert row.count("very long reason") < 25, row
