@@ -524,10 +524,11 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
     resume_hint = " ".join([f"cd {quote(str(Path.cwd()))} && apm", *catalog_options(), "fleet migrate --resume",
                             f"--journal {quote(str(journal.path.absolute()))}",
                             *(f"--glob {quote(g)}" for g in globs), *(f"--list {quote(f)}" for f in lists)])
+    shown = False  # the resume command, on the report's Not started line
     if as_json:
         emit_json({**result.to_json(), "journal": str(journal.path.absolute()) if kept else None})
     else:
-        report(result, request, resume_hint)
+        shown = report(result, request, resume_hint)
         # Absolute, as the resume command names it: a --journal given relative is printed as every run's is.
         echo(f"Journal: {journal.path.absolute()}" if kept else "Journal: none kept (every database had nothing "
              "to do)")
@@ -535,8 +536,7 @@ def migrate_command(ctx: click.Context, globs, lists, target, to, rollback, casc
         # start-up time: cli.fleet runs without cli.errors until migrate_command() needs it
         from cli.errors import CommandError
 
-        # The command once: the report's "Not started" line names it already, where there is one.
-        shown = not as_json and any(o.outcome == "not started" for o in result.outcomes)
+        # The command once: the report's Not started line names it already, where there is one.
         rest = "the command on the Not started line above finishes the rest" if shown else \
             f"run `{resume_hint}` to finish"
         raise CommandError(f"interrupted: no further database was started; the running ones finished and are "

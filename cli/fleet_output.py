@@ -168,7 +168,8 @@ def flags(request) -> list[str]:
     return flags
 
 
-def report(result, request, resume_hint: str) -> None:
+def report(result, request, resume_hint: str) -> bool:
+    """The run's report after its progress; whether it showed ``resume_hint`` (on its Not started line)."""
     for outcome in result.outcomes if request.sql else ():
         if outcome.sql:
             echo(f"{outcome.member.display}: the SQL it ran")
@@ -200,9 +201,10 @@ def report(result, request, resume_hint: str) -> None:
     if any(o.lock_findings for o in trouble if o.outcome == "refused"):  # not a failure that had findings too
         echo("Lock findings: accept them with allow = [\"code\"] in the migration or --allow CODE (--yes does not), "
              "or change the migration (docs/locks.md)", fg="yellow")
-    if any(o.outcome == "not started" for o in result.outcomes):
-        echo(f"Not started: {sum(o.outcome == 'not started' for o in result.outcomes)} database(s); "
-             f"`{resume_hint}` runs what did not succeed")
+    not_started = sum(o.outcome == "not started" for o in result.outcomes)
+    if not_started:
+        echo(f"Not started: {not_started} database(s); `{resume_hint}` runs what did not succeed")
+    return bool(not_started)
 
 
 class RunProgress:

@@ -797,3 +797,23 @@ def test_a_fleet_run_beside_a_process_writing_every_member(tmp_path: Path, catal
             log += conn.execute("SELECT version FROM schema_migrations_log WHERE outcome = 'ok' AND version > '0001'"
                                 ).fetchall()
     assert sorted(v for (v,) in log) == ["0002"] * 8 + ["0003"] * 8  # each applied once
+
+
+def test_a_ledger_refused_under_the_lock_taken_ahead_lets_the_lock_go(tmp_path: Path) -> None:
+    # The reading ahead took the write lock, then found another tool's ledger: the file is let go, and this
+    # process no longer counts its lock as held (which would keep its header from being read again).
+    from planner.engines.sqlite.database import WRITE_LOCKS_HELD
+    from planner.engines.sqlite.runner import Executor
+
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version TEXT PRIMARY KEY, dirty BOOLEAN NOT NULL)")
+    with pytest.raises(ForeignLedger):
+        Executor(path).read_ahead()
+    assert not WRITE_LOCKS_HELD
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+    finally:
+        other.close()

@@ -398,7 +398,12 @@ def wait_for(conn: sqlite3.Connection, statement: str, path: Path, busy_timeout:
                 wait.tick()  # a long wait is told about (planner.events)
     finally:
         if rows is None or not keep_slice:
-            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            set_busy_timeout(conn, busy_timeout)
+
+
+def set_busy_timeout(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """The connection's own wait for another process's lock, after ``wait_for`` waited in slices."""
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
 
 
 def open_read_only(path: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> sqlite3.Connection | None:

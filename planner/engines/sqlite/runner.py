@@ -59,6 +59,7 @@ from planner.engines.sqlite.database import (
     foreign_keys_off,
     lock_key,
     open_read_only,
+    set_busy_timeout,
     translate_error,
     wait_for,
 )
@@ -109,12 +110,15 @@ class ReadAhead:
     entries: dict[str, LedgerEntry]
     #: Whether both ledger tables were complete (``ensure_schema`` has nothing to do).
     complete: bool
-    held: bool
+    #: The file's ``lock_key`` when the write lock is held (in ``WRITE_LOCKS_HELD`` meanwhile); ``None`` if not.
+    lock_key: str | None
     data_version: int | None = None
     #: Whether the connection enforced foreign keys when it was opened (asked once, here).
     foreign_keys: bool = False
-    #: The file's ``lock_key``, in ``WRITE_LOCKS_HELD`` while ``held``.
-    lock_key: str = ""
+
+    @property
+    def held(self) -> bool:
+        return self.lock_key is not None
 
 
 class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnection]):
@@ -187,7 +191,7 @@ class SQLiteSession(Session[sqlite3.Connection, "StepObserver", MigrationConnect
         """Foreign keys off, ``BEGIN IMMEDIATE``, the ledger tables ready; ``COMMIT``, or ``ROLLBACK`` on anything."""
         with foreign_keys_off(self.conn, self.foreign_keys):
             ahead = self.read_ahead
-            if ahead is not None and ahead.held:  # the reading ahead began this transaction, and keyed its file
+            if ahead is not None and ahead.lock_key is not None:  # the reading ahead began this transaction
                 self._lock_key = ahead.lock_key
             else:
                 self._sql("BEGIN IMMEDIATE", sliced=ahead is not None)
@@ -445,14 +449,14 @@ class Executor(MarksThroughSessions):
         """
         self.release()
         conn = connect(self.path, busy_timeout=self.busy_timeout, read=False)
+        key: str | None = None
         try:
             try:
                 foreign_keys = foreign_keys_enabled(conn)
                 # A build that enforces foreign keys by default turns them off before its BEGIN (``transaction``).
                 key = self._lock_now(conn) if not foreign_keys else None
-                held = key is not None
-                if held:
-                    conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")  # COMMIT waits for readers
+                if key is not None:
+                    set_busy_timeout(conn, self.busy_timeout)  # COMMIT waits for readers, the whole timeout
                     version = None
                 else:
                     # One read transaction, the first read included: each statement read alone takes and lets go
@@ -466,12 +470,14 @@ class Executor(MarksThroughSessions):
             except sqlite3.Error as exc:
                 raise translate_error(exc, self.path, self.busy_timeout) or NotADatabase(self.path) from exc
             finally:
-                if conn.in_transaction and not held:
+                if conn.in_transaction and key is None:  # a read transaction, over
                     conn.execute("COMMIT")
         except BaseException:
             conn.close()
+            if key is not None:
+                WRITE_LOCKS_HELD.discard(key)
             raise
-        self._ahead = (conn, ReadAhead(entries, complete, held, version, foreign_keys, key or ""))
+        self._ahead = (conn, ReadAhead(entries, complete, key, version, foreign_keys))
         return entries
 
     def _lock_now(self, conn: sqlite3.Connection) -> str | None:
@@ -661,7 +667,7 @@ class Executor(MarksThroughSessions):
 def _close_ahead(conn: sqlite3.Connection, ahead: ReadAhead | None) -> None:
     """Close a connection, rolling back what it left open; the write lock a reading ahead held is let go with it."""
     conn.close()
-    if ahead is not None and ahead.held:
+    if ahead is not None and ahead.lock_key is not None:
         WRITE_LOCKS_HELD.discard(ahead.lock_key)
 
 
